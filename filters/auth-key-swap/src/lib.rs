@@ -1,0 +1,169 @@
+//! `auth-key-swap`: the credential plane.
+//!
+//! Root id `auth_key_swap` (listener filter chain): authenticates the caller's gateway key,
+//! records the identity for the later filters, and removes the caller's credential and any
+//! internal headers it sent. Root id `auth_key_swap_upstream` (upstream filter of a chain's
+//! aggregate cluster): per attempt, removes any caller credential and injects the key of the
+//! provider this attempt goes to, read from Envoy's environment.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use aigw_core::error::GatewayError;
+use aigw_core::headers;
+use aigw_core::keys::{presented_credential, KeyEntry, KeyRing};
+use aigw_core::route::Api;
+use aigw_host as host;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType, LogLevel};
+use serde::Deserialize;
+
+const CALLER_CREDENTIAL_HEADERS: [&str; 3] = ["authorization", "x-api-key", "api-key"];
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    #[serde(default)]
+    keys: Vec<KeyEntry>,
+    #[serde(default)]
+    providers: HashMap<String, ProviderCredential>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProviderCredential {
+    api: Api,
+    /// Name of the environment variable (in the Wasm VM's environment) that holds the key.
+    key_env: String,
+}
+
+enum Role {
+    Downstream(KeyRing),
+    Upstream(HashMap<String, (Api, String)>),
+}
+
+fn compile(root_id: &str, cfg: Config) -> Result<Role, String> {
+    match root_id {
+        "auth_key_swap" => {
+            if cfg.keys.is_empty() {
+                return Err("auth-key-swap: no gateway keys configured (`keys` is empty)".into());
+            }
+            KeyRing::compile(&cfg.keys).map(Role::Downstream).map_err(|e| format!("auth-key-swap: {e}"))
+        }
+        "auth_key_swap_upstream" => {
+            if cfg.providers.is_empty() {
+                return Err("auth-key-swap: no provider credentials configured (`providers` is empty)".into());
+            }
+            let mut out = HashMap::new();
+            for (name, p) in cfg.providers {
+                let key = std::env::var(&p.key_env).ok().filter(|k| !k.is_empty()).ok_or_else(|| {
+                    format!(
+                        "auth-key-swap: provider {name:?}: environment variable {} is not set in the Wasm VM \
+                         (list it in vm_config.environment_variables.host_env_keys)",
+                        p.key_env
+                    )
+                })?;
+                out.insert(name, (p.api, key));
+            }
+            Ok(Role::Upstream(out))
+        }
+        other => Err(format!(
+            "auth-key-swap: unknown root_id {other:?}; use auth_key_swap (listener) or auth_key_swap_upstream (cluster)"
+        )),
+    }
+}
+
+struct Root {
+    role: Option<Rc<Role>>,
+}
+
+impl Context for Root {}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let Some(cfg) = host::load_config::<Config>("auth-key-swap") else { return false };
+        match compile(&host::root_id(), cfg) {
+            Ok(role) => {
+                self.role = Some(Rc::new(role));
+                true
+            }
+            Err(e) => {
+                host::log(LogLevel::Error, &e);
+                false
+            }
+        }
+    }
+
+    fn create_http_context(&self, _id: u32) -> Option<Box<dyn proxy_wasm::traits::HttpContext>> {
+        self.role.clone().map(|role| Box::new(Stream { role }) as Box<dyn HttpContext>)
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+struct Stream {
+    role: Rc<Role>,
+}
+
+impl Context for Stream {}
+
+fn refuse(err: &GatewayError) -> Action {
+    host::set_property(headers::PROP_REFUSAL, "auth");
+    host::send_error(err, &[]);
+    Action::Pause
+}
+
+impl HttpContext for Stream {
+    fn on_http_request_headers(&mut self, _n: usize, _eos: bool) -> Action {
+        match &*self.role {
+            Role::Downstream(ring) => {
+                host::strip_internal_request_headers();
+                let auth = host::request_header("authorization");
+                let xk = host::request_header("x-api-key");
+                let ak = host::request_header("api-key");
+                for h in CALLER_CREDENTIAL_HEADERS {
+                    host::set_request_header(h, None);
+                }
+                let Some(presented) = presented_credential(auth.as_deref(), xk.as_deref(), ak.as_deref()) else {
+                    return refuse(&GatewayError::new(
+                        401,
+                        "invalid_request_error",
+                        "missing_api_key",
+                        "No gateway key was presented. Send it as `Authorization: Bearer <key>` or `x-api-key: <key>`.",
+                    ));
+                };
+                match ring.authenticate(presented) {
+                    Ok(id) => {
+                        host::set_property(headers::PROP_TENANT, &id.tenant);
+                        host::set_property(headers::PROP_KEY_ID, &id.key_id);
+                        Action::Continue
+                    }
+                    Err(e) => refuse(&e),
+                }
+            }
+            Role::Upstream(providers) => {
+                for h in CALLER_CREDENTIAL_HEADERS {
+                    host::set_request_header(h, None);
+                }
+                let provider = host::upstream_provider();
+                match provider.as_deref().and_then(|p| providers.get(p)) {
+                    Some((Api::Openai, key)) => {
+                        host::set_request_header("authorization", Some(&format!("Bearer {key}")))
+                    }
+                    Some((Api::Anthropic, key)) => host::set_request_header("x-api-key", Some(key)),
+                    None => host::warn(&format!(
+                        "auth-key-swap: no credential configured for upstream provider {provider:?}; sending none"
+                    )),
+                }
+                Action::Continue
+            }
+        }
+    }
+}
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { role: None }) });
+}}

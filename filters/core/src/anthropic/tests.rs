@@ -1,0 +1,166 @@
+use super::*;
+
+fn req(v: Value) -> Value {
+    request_from_openai(&v, "claude-x", 1024).unwrap()
+}
+
+#[test]
+fn system_messages_become_top_level_and_max_tokens_defaults() {
+    let out = req(json!({"model":"chat","messages":[
+        {"role":"system","content":"Be terse."},
+        {"role":"user","content":"Hi"},
+        {"role":"developer","content":[{"type":"text","text":"Really."}]}]}));
+    assert_eq!(out["model"], "claude-x");
+    assert_eq!(out["max_tokens"], 1024);
+    assert_eq!(out["system"], json!([{"type":"text","text":"Be terse."},{"type":"text","text":"Really."}]));
+    assert_eq!(out["messages"], json!([{"role":"user","content":[{"type":"text","text":"Hi"}]}]));
+}
+
+#[test]
+fn sampling_fields_map_and_temperature_clamps() {
+    let out = req(json!({"messages":[{"role":"user","content":"x"}],"max_completion_tokens":7,"max_tokens":9,
+        "temperature":1.5,"top_p":0.5,"stop":"END","stream":true,"user":"u1"}));
+    assert_eq!(out["max_tokens"], 7);
+    assert_eq!(out["temperature"], 1.0);
+    assert_eq!(out["top_p"], 0.5);
+    assert_eq!(out["stop_sequences"], json!(["END"]));
+    assert_eq!(out["stream"], true);
+    assert_eq!(out["metadata"], json!({"user_id":"u1"}));
+}
+
+#[test]
+fn tool_round_trip_shapes() {
+    let out = req(json!({"messages":[
+        {"role":"user","content":"weather?"},
+        {"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function","function":{"name":"w","arguments":"{\"city\":\"Paris\"}"}}]},
+        {"role":"tool","tool_call_id":"call_1","content":"18C"}],
+        "tools":[{"type":"function","function":{"name":"w","parameters":{"type":"object"}}}],
+        "tool_choice":"required","parallel_tool_calls":false}));
+    assert_eq!(
+        out["messages"][1]["content"][0],
+        json!({"type":"tool_use","id":"call_1","name":"w","input":{"city":"Paris"}})
+    );
+    assert_eq!(
+        out["messages"][2],
+        json!({"role":"user","content":[{"type":"tool_result","tool_use_id":"call_1","content":"18C"}]})
+    );
+    assert_eq!(out["tools"], json!([{"name":"w","input_schema":{"type":"object"}}]));
+    assert_eq!(out["tool_choice"], json!({"type":"any","disable_parallel_tool_use":true}));
+}
+
+#[test]
+fn images_and_refusals() {
+    let out = req(json!({"messages":[{"role":"user","content":[{"type":"text","text":"see"},
+        {"type":"image_url","image_url":{"url":"data:image/png;base64,AAAA"}}]}]}));
+    assert_eq!(
+        out["messages"][0]["content"][1]["source"],
+        json!({"type":"base64","media_type":"image/png","data":"AAAA"})
+    );
+    let bad = request_from_openai(&json!({"messages":[{"role":"user","content":[{"type":"input_audio"}]}]}), "m", 1);
+    assert_eq!(bad.err().map(|e| (e.status, e.code)), Some((400, "unsupported_for_provider")));
+    let n2 = request_from_openai(&json!({"n":2,"messages":[{"role":"user","content":"x"}]}), "m", 1);
+    assert_eq!(n2.err().map(|e| e.param), Some(Some("n")));
+    let args = request_from_openai(
+        &json!({"messages":[{"role":"assistant","tool_calls":[{"id":"a","function":{"name":"f","arguments":"{oops"}}]}]}),
+        "m",
+        1,
+    );
+    assert_eq!(args.err().map(|e| e.code), Some("invalid_tool_arguments"));
+    let none = request_from_openai(&json!({"messages":[]}), "m", 1);
+    assert_eq!(none.err().map(|e| e.status), Some(400));
+}
+
+#[test]
+fn response_maps_text_tools_usage_and_finish() {
+    let body = br#"{"id":"msg_01A","type":"message","role":"assistant","model":"claude-x-1","content":[
+        {"type":"text","text":"Let me check."},{"type":"tool_use","id":"toolu_1","name":"w","input":{"city":"Paris"}}],
+        "stop_reason":"tool_use","usage":{"input_tokens":10,"cache_creation_input_tokens":2,"cache_read_input_tokens":5,"output_tokens":7}}"#;
+    let (out, usage) = response_to_openai(body, 123).unwrap();
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["id"], "chatcmpl-01A");
+    assert_eq!(v["object"], "chat.completion");
+    assert_eq!(v["created"], 123);
+    assert_eq!(v["choices"][0]["message"]["content"], "Let me check.");
+    assert_eq!(v["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"], "{\"city\":\"Paris\"}");
+    assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
+    assert_eq!(usage, Usage { input: 17, cached_input: 5, output: 7, reasoning: 0 });
+    assert_eq!(v["usage"]["prompt_tokens"], 17);
+    assert_eq!(v["usage"]["total_tokens"], 24);
+    assert!(response_to_openai(b"{nope", 1).is_err());
+}
+
+#[test]
+fn errors_map_and_529_becomes_503() {
+    let (s, b) =
+        error_to_openai(529, br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#);
+    let v: Value = serde_json::from_slice(&b).unwrap();
+    assert_eq!(s, 503);
+    assert_eq!(v["error"]["code"], "overloaded");
+    let (s, b) = error_to_openai(429, b"garbage");
+    assert_eq!(s, 429);
+    assert!(serde_json::from_slice::<Value>(&b).unwrap()["error"]["message"].is_string());
+}
+
+const STREAM: &str = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"model\":\"claude-x-1\",\"usage\":{\"input_tokens\":12,\"output_tokens\":1}}}\n\n\
+event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n\
+event: ping\ndata: {\"type\": \"ping\"}\n\n\
+event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hel\"}}\n\n\
+event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"lo\"}}\n\n\
+event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n\
+event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":1,\"content_block\":{\"type\":\"tool_use\",\"id\":\"toolu_1\",\"name\":\"w\",\"input\":{}}}\n\n\
+event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"\"}}\n\n\
+event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"a\\\":1}\"}}\n\n\
+event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":1}\n\n\
+event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":9}}\n\n\
+event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+
+fn data_lines(out: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(out).split("\n\n").filter_map(|e| e.strip_prefix("data: ").map(str::to_string)).collect()
+}
+
+#[test]
+fn stream_translates_whatever_the_chunking() {
+    for size in [1usize, 3, 17, 64, STREAM.len()] {
+        let mut t = StreamTranslator::new(5, true);
+        let mut out = Vec::new();
+        for c in STREAM.as_bytes().chunks(size) {
+            out.extend(t.push(c));
+        }
+        out.extend(t.finish());
+        let lines = data_lines(&out);
+        assert_eq!(lines.last().map(String::as_str), Some("[DONE]"), "size {size}");
+        let chunks: Vec<Value> = lines[..lines.len() - 1].iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+        assert_eq!(chunks[0]["id"], "chatcmpl-1");
+        let text: String = chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
+        assert_eq!(text, "Hello");
+        let args: String = chunks
+            .iter()
+            .filter_map(|c| c["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str())
+            .collect();
+        assert_eq!(args, "{\"a\":1}");
+        let finishes: Vec<&Value> =
+            chunks.iter().map(|c| &c["choices"][0]["finish_reason"]).filter(|f| !f.is_null()).collect();
+        assert_eq!(finishes, vec![&json!("tool_calls")]);
+        let usage = &chunks.last().unwrap()["usage"];
+        assert_eq!((usage["prompt_tokens"].as_u64(), usage["completion_tokens"].as_u64()), (Some(12), Some(9)));
+        assert_eq!(t.usage(), Usage { input: 12, cached_input: 0, output: 9, reasoning: 0 });
+    }
+}
+
+#[test]
+fn stream_cut_short_or_erroring_ends_with_error_event() {
+    let cut = &STREAM[..STREAM.find("event: message_delta").unwrap()];
+    let mut t = StreamTranslator::new(5, false);
+    let mut out = t.push(cut.as_bytes());
+    out.extend(t.finish());
+    let last = data_lines(&out).pop().unwrap();
+    assert!(last.contains("\"error\""), "{last}");
+    assert!(!String::from_utf8_lossy(&out).contains("[DONE]"));
+
+    let mut t = StreamTranslator::new(5, false);
+    let err = "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n";
+    let out = t.push(err.as_bytes());
+    assert!(String::from_utf8_lossy(&out).contains("\"code\":\"overloaded\""));
+    assert!(t.finish().is_empty());
+}

@@ -1,0 +1,45 @@
+//! Names shared by the filters: internal headers, filter-state properties, metadata keys.
+
+/// Every header the filters pass between each other starts with this prefix. Callers' copies are
+/// stripped on the way in; all of them are stripped before a request leaves for a provider and
+/// from the response to the caller, except the enrichment headers listed in [`PUBLIC_RESPONSE`].
+pub const INTERNAL_PREFIX: &str = "x-aigw-";
+
+/// Which fallback chain (aggregate cluster) the call goes to; read by Envoy's `cluster_header`.
+pub const CHAIN: &str = "x-aigw-chain";
+
+/// Response headers the caller is meant to see.
+pub const PROVIDER: &str = "x-aigw-provider";
+pub const MODEL: &str = "x-aigw-model";
+pub const REQUEST_ID: &str = "x-aigw-request-id";
+pub const PUBLIC_RESPONSE: [&str; 3] = [PROVIDER, MODEL, REQUEST_ID];
+
+/// Filter-state properties (`set_property([NAME])` shows up as `wasm.NAME` in Envoy).
+pub const PROP_TENANT: &str = "aigw_tenant";
+pub const PROP_KEY_ID: &str = "aigw_key_id";
+pub const PROP_ALIAS: &str = "aigw_alias";
+pub const PROP_REFUSAL: &str = "aigw_refusal";
+pub const PROP_AUDIT: &str = "aigw_audit";
+
+/// Endpoint metadata namespace and key that name the provider an upstream host belongs to.
+pub const METADATA_NAMESPACE: &str = "aigw";
+pub const METADATA_PROVIDER: &str = "provider";
+
+/// True for header names that belong to the gateway's internal namespace.
+pub fn is_internal(name: &str) -> bool {
+    name.len() >= INTERNAL_PREFIX.len()
+        && name.as_bytes()[..INTERNAL_PREFIX.len()].eq_ignore_ascii_case(INTERNAL_PREFIX.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_prefix_is_case_insensitive() {
+        assert!(is_internal("x-aigw-chain"));
+        assert!(is_internal("X-AIGW-Tenant"));
+        assert!(!is_internal("x-aig"));
+        assert!(!is_internal("authorization"));
+    }
+}

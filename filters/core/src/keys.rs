@@ -1,0 +1,166 @@
+//! Gateway keys: callers present one; config stores only its SHA-256 digest and the identity it
+//! carries.
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::error::GatewayError;
+
+/// One configured gateway key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyEntry {
+    /// A short, non-secret name for the key (shown in audit records).
+    pub id: String,
+    /// Lowercase hex SHA-256 of the key.
+    pub sha256: String,
+    /// The tenant that calls made with this key are charged to.
+    pub tenant: String,
+}
+
+/// The identity a key carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub key_id: String,
+    pub tenant: String,
+}
+
+/// All configured keys, compiled once at configuration time.
+#[derive(Debug, Default)]
+pub struct KeyRing {
+    entries: Vec<([u8; 32], Identity)>,
+}
+
+impl KeyRing {
+    pub fn compile(entries: &[KeyEntry]) -> Result<Self, String> {
+        let mut out = Vec::with_capacity(entries.len());
+        for e in entries {
+            let digest =
+                parse_hex32(&e.sha256).ok_or_else(|| format!("key {:?}: sha256 must be 64 hex characters", e.id))?;
+            if e.tenant.is_empty() {
+                return Err(format!("key {:?}: tenant must not be empty", e.id));
+            }
+            if out.iter().any(|(d, _)| *d == digest) {
+                return Err(format!("key {:?}: the same digest is configured twice", e.id));
+            }
+            out.push((digest, Identity { key_id: e.id.clone(), tenant: e.tenant.clone() }));
+        }
+        Ok(Self { entries: out })
+    }
+
+    /// Finds the identity of a presented key. Every configured digest is compared in constant
+    /// time, so the time taken does not depend on which key (if any) matched.
+    pub fn authenticate(&self, presented: &str) -> Result<&Identity, GatewayError> {
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        let mut found: Option<&Identity> = None;
+        for (d, identity) in &self.entries {
+            if ct_eq(d, &digest) {
+                found = Some(identity);
+            }
+        }
+        found.ok_or_else(|| GatewayError::new(401, "invalid_request_error", "invalid_api_key", "Unknown gateway key."))
+    }
+}
+
+/// The credential a caller presents: `Authorization: Bearer`, `x-api-key` (Anthropic SDK) or
+/// `api-key` (Azure SDK), in that order.
+pub fn presented_credential<'a>(
+    authorization: Option<&'a str>,
+    x_api_key: Option<&'a str>,
+    api_key: Option<&'a str>,
+) -> Option<&'a str> {
+    if let Some(v) = authorization {
+        let v = v.trim();
+        if v.len() > 7 && v[..7].eq_ignore_ascii_case("bearer ") {
+            let token = v[7..].trim();
+            if !token.is_empty() {
+                return Some(token);
+            }
+        }
+    }
+    [x_api_key, api_key].into_iter().flatten().map(str::trim).find(|v| !v.is_empty())
+}
+
+/// Lowercase hex SHA-256 of a key (what config stores).
+pub fn digest_hex(key: &str) -> String {
+    to_hex(&Sha256::digest(key.as_bytes()))
+}
+
+pub fn to_hex(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(HEX[usize::from(b >> 4)]));
+        s.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+    s
+}
+
+fn parse_hex32(s: &str) -> Option<[u8; 32]> {
+    let b = s.as_bytes();
+    if b.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in b.chunks(2).enumerate() {
+        let hi = (pair.first()?.to_ascii_lowercase() as char).to_digit(16)?;
+        let lo = (pair.get(1)?.to_ascii_lowercase() as char).to_digit(16)?;
+        *out.get_mut(i)? = u8::try_from(hi * 16 + lo).ok()?;
+    }
+    Some(out)
+}
+
+fn ct_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    let mut diff = 0u8;
+    for (x, y) in a.iter().zip(b.iter()) {
+        diff |= x ^ y;
+    }
+    std::hint::black_box(diff) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ring() -> KeyRing {
+        KeyRing::compile(&[
+            KeyEntry { id: "k1".into(), sha256: digest_hex("aigw-one"), tenant: "acme".into() },
+            KeyEntry { id: "k2".into(), sha256: digest_hex("aigw-two").to_uppercase(), tenant: "beta".into() },
+        ])
+        .unwrap_or_default()
+    }
+
+    #[test]
+    fn known_keys_map_to_their_identity() {
+        let r = ring();
+        assert_eq!(r.authenticate("aigw-one").map(|i| i.tenant.as_str()), Ok("acme"));
+        assert_eq!(r.authenticate("aigw-two").map(|i| i.key_id.as_str()), Ok("k2"));
+    }
+
+    #[test]
+    fn unknown_key_is_401() {
+        let err = ring().authenticate("aigw-three").err();
+        assert_eq!(err.map(|e| e.status), Some(401));
+    }
+
+    #[test]
+    fn bad_config_is_rejected_with_reason() {
+        let bad = [KeyEntry { id: "x".into(), sha256: "abc".into(), tenant: "t".into() }];
+        assert!(KeyRing::compile(&bad).err().unwrap_or_default().contains("64 hex"));
+        let dup = [
+            KeyEntry { id: "a".into(), sha256: digest_hex("k"), tenant: "t".into() },
+            KeyEntry { id: "b".into(), sha256: digest_hex("k"), tenant: "t".into() },
+        ];
+        assert!(KeyRing::compile(&dup).err().unwrap_or_default().contains("twice"));
+    }
+
+    #[test]
+    fn credential_header_styles() {
+        assert_eq!(presented_credential(Some("Bearer abc"), None, None), Some("abc"));
+        assert_eq!(presented_credential(Some("bearer  abc "), None, None), Some("abc"));
+        assert_eq!(presented_credential(None, Some("xyz"), None), Some("xyz"));
+        assert_eq!(presented_credential(None, None, Some("azk")), Some("azk"));
+        assert_eq!(presented_credential(Some("Basic abc"), None, None), None);
+        assert_eq!(presented_credential(Some("Bearer "), None, None), None);
+    }
+}

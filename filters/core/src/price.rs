@@ -1,0 +1,179 @@
+//! The price book: USD per million tokens per model, kept as exact integers.
+//!
+//! A price of `P` USD per million tokens is stored as `P * 10^6` micro-USD per million tokens,
+//! which is numerically the price of one token in pico-USD (10^-12 USD). Costs are sums of
+//! `tokens * pico_per_token`, so they are exact integers with no float drift.
+
+use std::collections::HashMap;
+
+use serde::Deserialize;
+
+use crate::usage::Usage;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct PriceBookConfig {
+    pub version: String,
+    pub models: HashMap<String, ModelPriceConfig>,
+}
+
+/// USD per million tokens as decimal strings, e.g. `"0.15"`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ModelPriceConfig {
+    pub input: String,
+    #[serde(default)]
+    pub cached_input: Option<String>,
+    pub output: String,
+    #[serde(default)]
+    pub reasoning: Option<String>,
+    #[serde(default)]
+    pub source: Option<String>,
+    #[serde(default)]
+    pub date: Option<String>,
+}
+
+/// Pico-USD per token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModelPrice {
+    pub input: u64,
+    pub cached_input: u64,
+    pub output: u64,
+    pub reasoning: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct PriceBook {
+    pub version: String,
+    models: HashMap<String, ModelPrice>,
+}
+
+impl PriceBook {
+    pub fn compile(cfg: &PriceBookConfig) -> Result<Self, String> {
+        let mut models = HashMap::with_capacity(cfg.models.len());
+        for (name, p) in &cfg.models {
+            let field = |what: &str, v: &str| {
+                parse_usd_per_mtok(v)
+                    .ok_or_else(|| format!("price book: model {name:?}: {what} {v:?} is not a decimal USD amount"))
+            };
+            let input = field("input", &p.input)?;
+            let output = field("output", &p.output)?;
+            let cached_input = match &p.cached_input {
+                Some(v) => field("cached_input", v)?,
+                None => input,
+            };
+            let reasoning = match &p.reasoning {
+                Some(v) => field("reasoning", v)?,
+                None => output,
+            };
+            models.insert(name.clone(), ModelPrice { input, cached_input, output, reasoning });
+        }
+        Ok(Self { version: cfg.version.clone(), models })
+    }
+
+    pub fn price(&self, model: &str) -> Option<&ModelPrice> {
+        self.models.get(model)
+    }
+
+    /// Cost of a call in pico-USD; `None` when the model is not in the book (never priced as 0).
+    pub fn cost_pico(&self, model: &str, u: &Usage) -> Option<u128> {
+        let p = self.price(model)?;
+        let cached = u.cached_input.min(u.input);
+        let reasoning = u.reasoning.min(u.output);
+        let t = |n: u64, price: u64| u128::from(n) * u128::from(price);
+        Some(
+            t(u.input - cached, p.input)
+                + t(cached, p.cached_input)
+                + t(u.output - reasoning, p.output)
+                + t(reasoning, p.reasoning),
+        )
+    }
+}
+
+/// Parses a non-negative decimal with at most 6 fractional digits into millionths.
+pub fn parse_usd_per_mtok(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let (int, frac) = match s.split_once('.') {
+        Some((i, f)) => (i, f),
+        None => (s, ""),
+    };
+    if int.is_empty()
+        || frac.len() > 6
+        || !int.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let mut frac_padded = String::from(frac);
+    while frac_padded.len() < 6 {
+        frac_padded.push('0');
+    }
+    let i: u64 = int.parse().ok()?;
+    let f: u64 = frac_padded.parse().ok()?;
+    i.checked_mul(1_000_000)?.checked_add(f)
+}
+
+/// Formats pico-USD as an exact decimal USD string, e.g. `1_500_000` -> `"0.0000015"`.
+pub fn format_usd(pico: u128) -> String {
+    let int = pico / 1_000_000_000_000;
+    let frac = pico % 1_000_000_000_000;
+    if frac == 0 {
+        return format!("{int}.0");
+    }
+    let f = format!("{frac:012}");
+    format!("{int}.{}", f.trim_end_matches('0'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn book() -> PriceBook {
+        let cfg: PriceBookConfig = serde_json::from_str(
+            r#"{"version":"t1","models":{"m":{"input":"0.15","cached_input":"0.075","output":"0.6"},
+                 "r":{"input":"1","output":"4","reasoning":"8"}}}"#,
+        )
+        .unwrap_or_else(|_| PriceBookConfig { version: String::new(), models: HashMap::new() });
+        PriceBook::compile(&cfg).unwrap_or_default()
+    }
+
+    #[test]
+    fn parses_exact_decimals() {
+        assert_eq!(parse_usd_per_mtok("0.15"), Some(150_000));
+        assert_eq!(parse_usd_per_mtok("3"), Some(3_000_000));
+        assert_eq!(parse_usd_per_mtok("0.000001"), Some(1));
+        assert_eq!(parse_usd_per_mtok("0.0000001"), None);
+        assert_eq!(parse_usd_per_mtok("-1"), None);
+        assert_eq!(parse_usd_per_mtok("1e3"), None);
+        assert_eq!(parse_usd_per_mtok(".5"), None);
+    }
+
+    #[test]
+    fn cost_is_exact_and_splits_cached_and_reasoning() {
+        let b = book();
+        // 1000 input (400 cached), 200 output: 600*150000 + 400*75000 + 200*600000 pico.
+        let u = Usage { input: 1000, cached_input: 400, output: 200, reasoning: 0 };
+        assert_eq!(b.cost_pico("m", &u), Some(90_000_000 + 30_000_000 + 120_000_000));
+        let r = Usage { input: 10, cached_input: 0, output: 10, reasoning: 4 };
+        assert_eq!(b.cost_pico("r", &r), Some(10 * 1_000_000 + 6 * 4_000_000 + 4 * 8_000_000));
+    }
+
+    #[test]
+    fn unknown_model_is_not_free() {
+        assert_eq!(book().cost_pico("nope", &Usage::default()), None);
+    }
+
+    #[test]
+    fn formats_usd_exactly() {
+        assert_eq!(format_usd(240_000_000), "0.00024");
+        assert_eq!(format_usd(0), "0.0");
+        assert_eq!(format_usd(1), "0.000000000001");
+        assert_eq!(format_usd(3_000_000_000_000), "3.0");
+    }
+
+    #[test]
+    fn bad_price_is_a_config_error() {
+        let cfg: Result<PriceBookConfig, _> =
+            serde_json::from_str(r#"{"version":"x","models":{"m":{"input":"cheap","output":"1"}}}"#);
+        let err = cfg.map(|c| PriceBook::compile(&c).err().unwrap_or_default()).unwrap_or_default();
+        assert!(err.contains("\"m\""), "{err}");
+    }
+}

@@ -1,0 +1,121 @@
+//! Incremental Server-Sent Events parser: accepts `\n`, `\r\n` and `\r` line endings, comments,
+//! multi-line data, and events split across (or packed into) arbitrary body chunks.
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub event: Option<String>,
+    pub data: String,
+}
+
+#[derive(Debug, Default)]
+pub struct Parser {
+    line: Vec<u8>,
+    after_cr: bool,
+    event: Option<String>,
+    data: String,
+    has_data: bool,
+}
+
+impl Parser {
+    /// Feeds a chunk; complete events are appended to `out`.
+    pub fn push(&mut self, chunk: &[u8], out: &mut Vec<Event>) {
+        for &b in chunk {
+            match b {
+                b'\n' if self.after_cr => self.after_cr = false,
+                b'\n' => self.end_line(out),
+                b'\r' => {
+                    self.end_line(out);
+                    self.after_cr = true;
+                }
+                _ => {
+                    self.after_cr = false;
+                    self.line.push(b);
+                }
+            }
+        }
+    }
+
+    /// True when no partial line or event is pending.
+    pub fn is_idle(&self) -> bool {
+        self.line.is_empty() && !self.has_data && self.event.is_none()
+    }
+
+    fn end_line(&mut self, out: &mut Vec<Event>) {
+        let line = std::mem::take(&mut self.line);
+        if line.is_empty() {
+            if self.has_data {
+                out.push(Event { event: self.event.take(), data: std::mem::take(&mut self.data) });
+            }
+            self.event = None;
+            self.has_data = false;
+            return;
+        }
+        if line.first() == Some(&b':') {
+            return;
+        }
+        let text = String::from_utf8_lossy(&line);
+        let (field, value) = match text.find(':') {
+            Some(i) => {
+                let v = &text[i + 1..];
+                (&text[..i], v.strip_prefix(' ').unwrap_or(v))
+            }
+            None => (&text[..], ""),
+        };
+        match field {
+            "event" => self.event = Some(value.to_string()),
+            "data" => {
+                if self.has_data {
+                    self.data.push('\n');
+                }
+                self.data.push_str(value);
+                self.has_data = true;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Formats a data-only SSE event (OpenAI style).
+pub fn data_event(out: &mut Vec<u8>, json: &str) {
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(json.as_bytes());
+    out.extend_from_slice(b"\n\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_chunks(chunks: &[&[u8]]) -> Vec<Event> {
+        let mut p = Parser::default();
+        let mut out = Vec::new();
+        for c in chunks {
+            p.push(c, &mut out);
+        }
+        out
+    }
+
+    #[test]
+    fn named_and_data_only_events() {
+        let ev = parse_chunks(&[b"event: ping\ndata: {\"type\":\"ping\"}\n\ndata: x\n\n"]);
+        assert_eq!(ev.len(), 2);
+        assert_eq!(ev[0].event.as_deref(), Some("ping"));
+        assert_eq!(ev[1], Event { event: None, data: "x".into() });
+    }
+
+    #[test]
+    fn split_across_chunks_at_every_byte() {
+        let whole = b"event: a\r\ndata: 1\r\n\r\n: comment\n\ndata:2\rdata: 3\r\r";
+        for cut in 0..whole.len() {
+            let ev = parse_chunks(&[&whole[..cut], &whole[cut..]]);
+            assert_eq!(ev.len(), 2, "cut at {cut}");
+            assert_eq!(ev[0], Event { event: Some("a".into()), data: "1".into() });
+            assert_eq!(ev[1], Event { event: None, data: "2\n3".into() });
+        }
+    }
+
+    #[test]
+    fn event_without_data_is_not_dispatched() {
+        assert!(parse_chunks(&[b"event: x\n\n"]).is_empty());
+    }
+}

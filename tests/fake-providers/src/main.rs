@@ -1,0 +1,622 @@
+//! Fake providers: offline stand-ins for the paid provider APIs, speaking their real wire formats
+//! (see the providers reference): OpenAI `POST /v1/chat/completions` and Anthropic
+//! `POST /v1/messages`, non-streamed and streamed (SSE), with each provider's real error bodies.
+//!
+//! ```text
+//! fake-providers --listen NAME=ADDR [--listen NAME=ADDR ...] [--key NAME=KEY ...]
+//! ```
+//! Each listener is one provider instance named NAME (the name fault rules refer to). It prints
+//! `NAME ADDR` per listener and then `ready` on stdout.
+//!
+//! Per request, a caller chooses faults with the `x-fake-fault` header:
+//! `NAME=FAULT[,NAME=FAULT...]` (`*` matches every instance), where FAULT is one of
+//! `429`, `500`, `503`, `529` (that status, with the provider's real error body and retry
+//! headers), `delay-MS` (answer after MS milliseconds), `reset` (close the connection before
+//! answering), `reset-after-N` (stream N content events, then drop the connection),
+//! `error-after-N` (stream N content events, then the provider's in-stream error event),
+//! `malformed` (a 200 whose JSON body is cut short).
+//!
+//! `GET /__fake/requests` returns what the instance received (method, path, headers, body);
+//! `DELETE /__fake/requests` forgets it.
+
+use std::collections::BTreeMap;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+
+struct Request {
+    method: String,
+    path: String,
+    headers: BTreeMap<String, String>,
+    body: Vec<u8>,
+}
+
+struct Instance {
+    name: String,
+    key: Option<String>,
+    log: Mutex<Vec<Value>>,
+    counter: AtomicU64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Fault {
+    None,
+    Status(u16),
+    Delay(u64),
+    Reset,
+    ResetAfter(usize),
+    ErrorAfter(usize),
+    Malformed,
+}
+
+fn main() {
+    let mut listens = Vec::new();
+    let mut keys = BTreeMap::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let v = args.next().unwrap_or_default();
+        let Some((name, value)) = v.split_once('=') else {
+            eprintln!("usage: fake-providers --listen NAME=ADDR [--key NAME=KEY]");
+            std::process::exit(2);
+        };
+        match a.as_str() {
+            "--listen" => listens.push((name.to_string(), value.to_string())),
+            "--key" => {
+                keys.insert(name.to_string(), value.to_string());
+            }
+            _ => {
+                eprintln!("unknown argument {a}");
+                std::process::exit(2);
+            }
+        }
+    }
+    if listens.is_empty() {
+        eprintln!("usage: fake-providers --listen NAME=ADDR [--key NAME=KEY]");
+        std::process::exit(2);
+    }
+    let mut handles = Vec::new();
+    for (name, addr) in listens {
+        let listener = match TcpListener::bind(&addr) {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("fake-providers: cannot listen on {addr}: {e}");
+                std::process::exit(1);
+            }
+        };
+        let local = listener.local_addr().map(|a| a.to_string()).unwrap_or(addr);
+        println!("{name} {local}");
+        let inst = Arc::new(Instance {
+            key: keys.get(&name).cloned(),
+            name,
+            log: Mutex::new(Vec::new()),
+            counter: AtomicU64::new(0),
+        });
+        handles.push(std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let inst = inst.clone();
+                std::thread::spawn(move || {
+                    let _ = serve(conn, &inst);
+                });
+            }
+        }));
+    }
+    println!("ready");
+    let _ = io::stdout().flush();
+    for h in handles {
+        let _ = h.join();
+    }
+}
+
+fn read_request(r: &mut BufReader<TcpStream>) -> io::Result<Option<Request>> {
+    let mut line = String::new();
+    if r.read_line(&mut line)? == 0 {
+        return Ok(None);
+    }
+    let mut parts = line.split_whitespace();
+    let method = parts.next().unwrap_or("").to_string();
+    let path = parts.next().unwrap_or("").to_string();
+    let mut headers = BTreeMap::new();
+    loop {
+        let mut h = String::new();
+        if r.read_line(&mut h)? == 0 {
+            return Ok(None);
+        }
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+        }
+    }
+    let mut body = Vec::new();
+    if headers.get("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+        loop {
+            let mut size = String::new();
+            r.read_line(&mut size)?;
+            let n = usize::from_str_radix(size.trim().split(';').next().unwrap_or("0"), 16).unwrap_or(0);
+            let mut chunk = vec![0; n + 2];
+            r.read_exact(&mut chunk)?;
+            chunk.truncate(n);
+            body.extend(chunk);
+            if n == 0 {
+                break;
+            }
+        }
+    } else if let Some(n) = headers.get("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        body.resize(n, 0);
+        r.read_exact(&mut body)?;
+    }
+    Ok(Some(Request { method, path, headers, body }))
+}
+
+fn serve(conn: TcpStream, inst: &Instance) -> io::Result<()> {
+    let _ = conn.set_nodelay(true);
+    let mut w = conn.try_clone()?;
+    let mut r = BufReader::new(conn);
+    while let Some(req) = read_request(&mut r)? {
+        let keep = handle(&req, inst, &mut w)?;
+        if !keep {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Writes a complete response; returns whether the connection stays open.
+fn respond(w: &mut TcpStream, status: u16, headers: &[(&str, String)], body: &[u8]) -> io::Result<bool> {
+    let mut out = format!("HTTP/1.1 {status} {}\r\ncontent-length: {}\r\n", reason(status), body.len());
+    for (k, v) in headers {
+        out.push_str(&format!("{k}: {v}\r\n"));
+    }
+    out.push_str("\r\n");
+    w.write_all(out.as_bytes())?;
+    w.write_all(body)?;
+    w.flush()?;
+    Ok(true)
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        404 => "Not Found",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        529 => "Site Overloaded",
+        _ => "Status",
+    }
+}
+
+fn fault_for(req: &Request, name: &str) -> Fault {
+    let Some(spec) = req.headers.get("x-fake-fault") else { return Fault::None };
+    for rule in spec.split(',') {
+        let Some((who, what)) = rule.trim().split_once('=') else { continue };
+        if who != name && who != "*" {
+            continue;
+        }
+        let n = |p: &str| what.strip_prefix(p).and_then(|v| v.parse::<u64>().ok());
+        return if let Ok(s) = what.parse::<u16>() {
+            Fault::Status(s)
+        } else if let Some(ms) = n("delay-") {
+            Fault::Delay(ms)
+        } else if let Some(k) = n("reset-after-") {
+            Fault::ResetAfter(usize::try_from(k).unwrap_or(0))
+        } else if let Some(k) = n("error-after-") {
+            Fault::ErrorAfter(usize::try_from(k).unwrap_or(0))
+        } else if what == "reset" {
+            Fault::Reset
+        } else if what == "malformed" {
+            Fault::Malformed
+        } else {
+            Fault::None
+        };
+    }
+    Fault::None
+}
+
+fn handle(req: &Request, inst: &Instance, w: &mut TcpStream) -> io::Result<bool> {
+    let path = req.path.split('?').next().unwrap_or("");
+    match (req.method.as_str(), path) {
+        ("GET", "/__fake/requests") => {
+            let body = Value::Array(inst.log.lock().map(|l| l.clone()).unwrap_or_default()).to_string();
+            return respond(w, 200, &[("content-type", "application/json".into())], body.as_bytes());
+        }
+        ("DELETE", "/__fake/requests") => {
+            if let Ok(mut l) = inst.log.lock() {
+                l.clear();
+            }
+            return respond(w, 204, &[], b"");
+        }
+        ("GET", "/healthz") => return respond(w, 200, &[], b"ok"),
+        _ => {}
+    }
+    if let Ok(mut l) = inst.log.lock() {
+        l.push(json!({"method": req.method, "path": req.path, "headers": req.headers,
+                      "body": String::from_utf8_lossy(&req.body)}));
+    }
+    let n = inst.counter.fetch_add(1, Ordering::Relaxed);
+    let fault = fault_for(req, &inst.name);
+    if let Fault::Delay(ms) = fault {
+        std::thread::sleep(Duration::from_millis(ms));
+    }
+    if fault == Fault::Reset {
+        let _ = w.shutdown(std::net::Shutdown::Both);
+        return Ok(false);
+    }
+    match (req.method.as_str(), path) {
+        ("POST", "/v1/chat/completions") => openai(req, inst, w, fault, n),
+        ("POST", "/v1/messages") => anthropic(req, inst, w, fault, n),
+        _ => respond(w, 404, &[("content-type", "application/json".into())], br#"{"error":"not found"}"#),
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Every text in the conversation, the last user text, and the message count.
+fn conversation(body: &Value) -> (String, String, usize) {
+    let mut all = String::new();
+    let mut last_user = String::new();
+    let msgs = body.get("messages").and_then(Value::as_array).cloned().unwrap_or_default();
+    let text = |c: &Value| -> String {
+        match c {
+            Value::String(s) => s.clone(),
+            Value::Array(parts) => {
+                parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join(" ")
+            }
+            _ => String::new(),
+        }
+    };
+    for m in &msgs {
+        let t = text(m.get("content").unwrap_or(&Value::Null));
+        all.push_str(&t);
+        all.push(' ');
+        if m.get("role").and_then(Value::as_str) == Some("user") {
+            last_user = t;
+        }
+    }
+    for sys in ["system"] {
+        if let Some(s) = body.get(sys) {
+            all.push_str(&text(s));
+        }
+    }
+    (all, last_user, msgs.len())
+}
+
+/// Deterministic answer and token counts for a request.
+fn answer(body: &Value) -> (Vec<String>, u64, u64) {
+    let (all, last_user, count) = conversation(body);
+    let reply = format!("Echo: {}", last_user.chars().take(200).collect::<String>());
+    let words: Vec<String> = reply.split_inclusive(' ').map(str::to_string).collect();
+    let input = all.split_whitespace().count() as u64 + 4 * count as u64;
+    let output = words.len() as u64;
+    (words, input, output)
+}
+
+fn start_chunked(w: &mut TcpStream, status: u16, headers: &[(&str, String)]) -> io::Result<()> {
+    let mut out = format!("HTTP/1.1 {status} {}\r\ntransfer-encoding: chunked\r\n", reason(status));
+    for (k, v) in headers {
+        out.push_str(&format!("{k}: {v}\r\n"));
+    }
+    out.push_str("\r\n");
+    w.write_all(out.as_bytes())?;
+    w.flush()
+}
+
+fn chunk(w: &mut TcpStream, data: &str) -> io::Result<()> {
+    w.write_all(format!("{:x}\r\n{data}\r\n", data.len()).as_bytes())?;
+    w.flush()
+}
+
+fn end_chunked(w: &mut TcpStream) -> io::Result<bool> {
+    w.write_all(b"0\r\n\r\n")?;
+    w.flush()?;
+    Ok(true)
+}
+
+fn drop_connection(w: &mut TcpStream) -> io::Result<bool> {
+    let _ = w.shutdown(std::net::Shutdown::Both);
+    Ok(false)
+}
+
+// ---------------------------------------------------------------------------------------------
+// OpenAI
+
+fn openai_error(
+    w: &mut TcpStream,
+    status: u16,
+    kind: &str,
+    code: Option<&str>,
+    message: &str,
+    extra: &[(&str, String)],
+) -> io::Result<bool> {
+    let body = json!({"error":{"message":message,"type":kind,"param":null,"code":code}}).to_string();
+    let mut h = vec![("content-type", "application/json".to_string()), ("x-request-id", "req_fake_openai".to_string())];
+    h.extend_from_slice(extra);
+    respond(w, status, &h, body.as_bytes())
+}
+
+fn openai(req: &Request, inst: &Instance, w: &mut TcpStream, fault: Fault, n: u64) -> io::Result<bool> {
+    let presented = req.headers.get("authorization").and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
+    if let Some(k) = &inst.key {
+        if presented != k {
+            let shown: String = presented.chars().take(3).collect();
+            return openai_error(w, 401, "invalid_request_error", Some("invalid_api_key"),
+                &format!("Incorrect API key provided: {shown}***. You can find your API key at https://platform.openai.com/account/api-keys."), &[]);
+        }
+    }
+    match fault {
+        Fault::Status(429) => {
+            return openai_error(
+                w,
+                429,
+                "requests",
+                Some("rate_limit_exceeded"),
+                "Rate limit reached for requests per min (RPM): Limit 3, Used 3, Requested 1. Please try again in 1s.",
+                &[
+                    ("retry-after", "1".into()),
+                    ("x-ratelimit-limit-requests", "3".into()),
+                    ("x-ratelimit-remaining-requests", "0".into()),
+                    ("x-ratelimit-reset-requests", "1s".into()),
+                ],
+            );
+        }
+        Fault::Status(503) => {
+            return openai_error(
+                w,
+                503,
+                "server_error",
+                Some("server_is_overloaded"),
+                "The server is overloaded. Please try again later.",
+                &[],
+            );
+        }
+        Fault::Status(s) if s >= 400 => {
+            return openai_error(
+                w,
+                s,
+                "server_error",
+                None,
+                "The server had an error while processing your request. Sorry about that!",
+                &[],
+            );
+        }
+        _ => {}
+    }
+    let Ok(body) = serde_json::from_slice::<Value>(&req.body) else {
+        return openai_error(
+            w,
+            400,
+            "invalid_request_error",
+            None,
+            "We could not parse the JSON body of your request.",
+            &[],
+        );
+    };
+    let Some(model) = body.get("model").and_then(Value::as_str) else {
+        return openai_error(w, 400, "invalid_request_error", None, "you must provide a model parameter", &[]);
+    };
+    if body.get("messages").and_then(Value::as_array).is_none_or(|m| m.is_empty()) {
+        return openai_error(
+            w,
+            400,
+            "invalid_request_error",
+            None,
+            "'messages' must contain at least one message.",
+            &[],
+        );
+    }
+    let (words, input, output) = answer(&body);
+    let id = format!("chatcmpl-fake{n:06}");
+    let created = now();
+    let usage = json!({"prompt_tokens":input,"completion_tokens":output,"total_tokens":input+output,
+        "prompt_tokens_details":{"cached_tokens":0,"audio_tokens":0},
+        "completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":0,"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}});
+    let rl = [
+        ("x-ratelimit-limit-requests", "5000".to_string()),
+        ("x-ratelimit-remaining-requests", "4999".to_string()),
+        ("x-request-id", format!("req_fake{n}")),
+        ("openai-version", "2020-10-01".to_string()),
+    ];
+    if body.get("stream").and_then(Value::as_bool) == Some(true) {
+        let include_usage = body.pointer("/stream_options/include_usage").and_then(Value::as_bool) == Some(true);
+        let mut h = vec![("content-type", "text/event-stream; charset=utf-8".to_string())];
+        h.extend_from_slice(&rl);
+        start_chunked(w, 200, &h)?;
+        let mk = |delta: Value, finish: Value| {
+            let mut c = json!({"id":id,"object":"chat.completion.chunk","created":created,"model":model,
+                "system_fingerprint":"fp_fake","choices":[{"index":0,"delta":delta,"logprobs":null,"finish_reason":finish}]});
+            if include_usage {
+                c["usage"] = Value::Null;
+            }
+            format!("data: {c}\n\n")
+        };
+        chunk(w, &mk(json!({"role":"assistant","content":"","refusal":null}), Value::Null))?;
+        for (i, word) in words.iter().enumerate() {
+            if fault == Fault::ResetAfter(i) {
+                return drop_connection(w);
+            }
+            if fault == Fault::ErrorAfter(i) {
+                chunk(
+                    w,
+                    &format!(
+                        "data: {}\n\n",
+                        json!({"error":{"message":"The server had an error while processing your request.","type":"server_error","param":null,"code":null}})
+                    ),
+                )?;
+                return end_chunked(w);
+            }
+            chunk(w, &mk(json!({"content":word}), Value::Null))?;
+        }
+        chunk(w, &mk(json!({}), json!("stop")))?;
+        if include_usage {
+            let c = json!({"id":id,"object":"chat.completion.chunk","created":created,"model":model,
+                "system_fingerprint":"fp_fake","choices":[],"usage":usage});
+            chunk(w, &format!("data: {c}\n\n"))?;
+        }
+        chunk(w, "data: [DONE]\n\n")?;
+        return end_chunked(w);
+    }
+    let out = json!({"id":id,"object":"chat.completion","created":created,"model":model,
+        "choices":[{"index":0,"message":{"role":"assistant","content":words.concat(),"refusal":null,"annotations":[]},
+                    "logprobs":null,"finish_reason":"stop"}],
+        "usage":usage,"service_tier":"default","system_fingerprint":"fp_fake"})
+    .to_string();
+    let mut h = vec![("content-type", "application/json".to_string())];
+    h.extend_from_slice(&rl);
+    if fault == Fault::Malformed {
+        return respond(w, 200, &h, &out.as_bytes()[..out.len() / 2]);
+    }
+    respond(w, 200, &h, out.as_bytes())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Anthropic
+
+fn anthropic_error(
+    w: &mut TcpStream,
+    status: u16,
+    kind: &str,
+    message: &str,
+    extra: &[(&str, String)],
+) -> io::Result<bool> {
+    let body =
+        json!({"type":"error","error":{"type":kind,"message":message},"request_id":"req_fake_anthropic"}).to_string();
+    let mut h =
+        vec![("content-type", "application/json".to_string()), ("request-id", "req_fake_anthropic".to_string())];
+    h.extend_from_slice(extra);
+    respond(w, status, &h, body.as_bytes())
+}
+
+fn anthropic(req: &Request, inst: &Instance, w: &mut TcpStream, fault: Fault, n: u64) -> io::Result<bool> {
+    if let Some(k) = &inst.key {
+        if req.headers.get("x-api-key") != Some(k) {
+            return anthropic_error(w, 401, "authentication_error", "invalid x-api-key", &[]);
+        }
+    }
+    if !req.headers.contains_key("anthropic-version") {
+        return anthropic_error(w, 400, "invalid_request_error", "anthropic-version: header is required", &[]);
+    }
+    match fault {
+        Fault::Status(429) => {
+            return anthropic_error(
+                w,
+                429,
+                "rate_limit_error",
+                "This request would exceed the rate limit for your organization of 50 requests per minute.",
+                &[
+                    ("retry-after", "1".into()),
+                    ("anthropic-ratelimit-requests-limit", "50".into()),
+                    ("anthropic-ratelimit-requests-remaining", "0".into()),
+                    ("anthropic-ratelimit-requests-reset", "2026-01-15T12:00:59Z".into()),
+                ],
+            );
+        }
+        Fault::Status(529) => return anthropic_error(w, 529, "overloaded_error", "Overloaded", &[]),
+        Fault::Status(s) if s >= 400 => return anthropic_error(w, s, "api_error", "Internal server error", &[]),
+        _ => {}
+    }
+    let Ok(body) = serde_json::from_slice::<Value>(&req.body) else {
+        return anthropic_error(
+            w,
+            400,
+            "invalid_request_error",
+            "There was an issue with the JSON body of your request.",
+            &[],
+        );
+    };
+    if body.get("max_tokens").and_then(Value::as_u64).is_none() {
+        return anthropic_error(w, 400, "invalid_request_error", "max_tokens: Field required", &[]);
+    }
+    let Some(model) = body.get("model").and_then(Value::as_str).map(str::to_string) else {
+        return anthropic_error(w, 400, "invalid_request_error", "model: Field required", &[]);
+    };
+    let msgs_ok = body.get("messages").and_then(Value::as_array).is_some_and(|m| {
+        !m.is_empty() && m.iter().all(|x| matches!(x.get("role").and_then(Value::as_str), Some("user" | "assistant")))
+    });
+    if !msgs_ok {
+        return anthropic_error(w, 400, "invalid_request_error", "messages: roles must be user or assistant", &[]);
+    }
+    let (words, input, output) = answer(&body);
+    let id = format!("msg_fake{n:06}");
+    let rl = [
+        ("request-id", format!("req_fake{n}")),
+        ("anthropic-ratelimit-requests-limit", "50".to_string()),
+        ("anthropic-ratelimit-requests-remaining", "49".to_string()),
+    ];
+    if body.get("stream").and_then(Value::as_bool) == Some(true) {
+        let mut h = vec![
+            ("content-type", "text/event-stream; charset=utf-8".to_string()),
+            ("cache-control", "no-cache".to_string()),
+        ];
+        h.extend_from_slice(&rl);
+        start_chunked(w, 200, &h)?;
+        let ev = |name: &str, data: Value| format!("event: {name}\ndata: {data}\n\n");
+        chunk(
+            w,
+            &ev(
+                "message_start",
+                json!({"type":"message_start","message":{"id":id,"type":"message","role":"assistant",
+            "model":model,"content":[],"stop_reason":null,"stop_sequence":null,
+            "usage":{"input_tokens":input,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":1,"service_tier":"standard"}}}),
+            ),
+        )?;
+        chunk(
+            w,
+            &ev(
+                "content_block_start",
+                json!({"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}),
+            ),
+        )?;
+        chunk(w, "event: ping\ndata: {\"type\": \"ping\"}\n\n")?;
+        for (i, word) in words.iter().enumerate() {
+            if fault == Fault::ResetAfter(i) {
+                return drop_connection(w);
+            }
+            if fault == Fault::ErrorAfter(i) {
+                chunk(
+                    w,
+                    &ev("error", json!({"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}})),
+                )?;
+                return end_chunked(w);
+            }
+            chunk(
+                w,
+                &ev(
+                    "content_block_delta",
+                    json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":word}}),
+                ),
+            )?;
+        }
+        chunk(w, &ev("content_block_stop", json!({"type":"content_block_stop","index":0})))?;
+        chunk(
+            w,
+            &ev(
+                "message_delta",
+                json!({"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":output}}),
+            ),
+        )?;
+        chunk(w, &ev("message_stop", json!({"type":"message_stop"})))?;
+        return end_chunked(w);
+    }
+    let out = json!({"id":id,"type":"message","role":"assistant","model":model,
+        "content":[{"type":"text","text":words.concat()}],"stop_reason":"end_turn","stop_sequence":null,
+        "usage":{"input_tokens":input,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,
+                 "cache_creation":{"ephemeral_5m_input_tokens":0,"ephemeral_1h_input_tokens":0},
+                 "output_tokens":output,"service_tier":"standard"}})
+    .to_string();
+    let mut h = vec![("content-type", "application/json".to_string())];
+    h.extend_from_slice(&rl);
+    if fault == Fault::Malformed {
+        return respond(w, 200, &h, &out.as_bytes()[..out.len() / 2]);
+    }
+    respond(w, 200, &h, out.as_bytes())
+}
