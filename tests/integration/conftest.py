@@ -1,0 +1,177 @@
+"""Harness: the real Envoy with the real .wasm filters, in front of the fake providers.
+
+Each gateway gets free ports, its own access log and its own Envoy base id, so test modules
+(and pytest-xdist workers) run in parallel. scripts/test builds the .wasm files and the fake
+providers before pytest starts.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "scripts"))
+import render_envoy  # noqa: E402
+
+ENVOY = Path(os.environ.get("AIGW_ENVOY", ROOT / ".venv" / "bin" / "envoy"))
+FAKES = ROOT / "target" / "release" / "fake-providers"
+PROVIDER_KEYS = {"openai": "sk-fake-openai-test-1f2e3d", "anthropic": "sk-ant-fake-test-9a8b7c"}
+DEMO_KEYS = {"acme": "aigw-demo-key-acme", "tiny": "aigw-demo-key-tiny"}
+PRICE_BOOK = json.loads((ROOT / "envoy" / "price-book.json").read_text())
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Gateway:
+    def __init__(self, workdir: Path, template_edit=None):
+        self.dir = workdir
+        self.procs = []
+        self.access_log = workdir / "audit.log"
+        self.envoy_log = workdir / "envoy.log"
+        self.fakes = {}
+        self._start_fakes()
+        self.port, self.admin_port = free_port(), free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        text = render_envoy.render(
+            {
+                "LISTEN_PORT": self.port,
+                "ADMIN_PORT": self.admin_port,
+                "OPENAI_PORT": self.fakes["openai"].rsplit(":", 1)[1],
+                "ANTHROPIC_PORT": self.fakes["anthropic"].rsplit(":", 1)[1],
+                "ACCESS_LOG": self.access_log,
+            }
+        )
+        if template_edit:
+            text = template_edit(text)
+        self.config = workdir / "envoy.yaml"
+        self.config.write_text(text)
+        self.client = httpx.Client(base_url=self.url, timeout=20)
+
+    def _start_fakes(self):
+        args = [str(FAKES)]
+        for name in ("openai", "anthropic"):
+            args += ["--listen", f"{name}=127.0.0.1:0", "--key", f"{name}={PROVIDER_KEYS[name]}"]
+        p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.procs.append(p)
+        for line in p.stdout:
+            line = line.strip()
+            if line == "ready":
+                break
+            name, addr = line.split()
+            self.fakes[name] = f"http://{addr}"
+        assert set(self.fakes) == {"openai", "anthropic"}, f"fake providers did not start: {self.fakes}"
+
+    def start_envoy(self, wait=True):
+        env = dict(os.environ, OPENAI_API_KEY=PROVIDER_KEYS["openai"], ANTHROPIC_API_KEY=PROVIDER_KEYS["anthropic"])
+        self.envoy = subprocess.Popen(
+            [str(ENVOY), "-c", str(self.config), "--concurrency", "2", "--use-dynamic-base-id",
+             "--file-flush-interval-msec", "50", "-l", "warning"],
+            stdout=open(self.envoy_log, "w"), stderr=subprocess.STDOUT, env=env,
+        )
+        self.procs.append(self.envoy)
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout=60):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.envoy.poll() is not None:
+                raise RuntimeError(f"Envoy exited ({self.envoy.returncode}):\n{self.envoy_log.read_text()[-3000:]}")
+            try:
+                if "LIVE" in httpx.get(f"http://127.0.0.1:{self.admin_port}/ready", timeout=1).text:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("Envoy did not become ready:\n" + self.envoy_log.read_text()[-3000:])
+
+    def stop(self):
+        for p in reversed(self.procs):
+            p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+    # -- calling the gateway ------------------------------------------------------------------
+
+    def chat(self, content, model="chat", key=DEMO_KEYS["acme"], headers=None, **body):
+        h = {"authorization": f"Bearer {key}"} if key else {}
+        h.update(headers or {})
+        payload = {"model": model, "messages": [{"role": "user", "content": content}], **body}
+        return self.client.post("/v1/chat/completions", json=payload, headers=h)
+
+    # -- what the providers saw ---------------------------------------------------------------
+
+    def provider_requests(self, name, containing=None):
+        reqs = httpx.get(f"{self.fakes[name]}/__fake/requests", timeout=5).json()
+        if containing is not None:
+            reqs = [r for r in reqs if containing in r["body"]]
+        return reqs
+
+    # -- audit records ------------------------------------------------------------------------
+
+    def audit_lines(self):
+        if not self.access_log.exists():
+            return []
+        return [json.loads(line) for line in self.access_log.read_text().splitlines() if line.strip()]
+
+    def audit(self, request_id, timeout=5):
+        """The audit records of one call (waits for the access log to be flushed)."""
+        deadline = time.time() + timeout
+        while True:
+            found = [r for r in self.audit_lines() if r.get("request_id") == request_id]
+            if found or time.time() > deadline:
+                return found
+            time.sleep(0.05)
+
+
+def expected_cost(model, tokens):
+    """Hand-computed cost in USD, from the price book file, with exact decimals."""
+    p = PRICE_BOOK["models"][model]
+    per = Decimal(1_000_000)
+    cached = tokens["cached_input"]
+    return (
+        (tokens["input"] - cached) * Decimal(p["input"]) / per
+        + cached * Decimal(p.get("cached_input", p["input"])) / per
+        + (tokens["output"] - tokens["reasoning"]) * Decimal(p["output"]) / per
+        + tokens["reasoning"] * Decimal(p.get("reasoning", p["output"])) / per
+    )
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory):
+    gw = Gateway(tmp_path_factory.mktemp("gw"))
+    try:
+        gw.start_envoy()
+        yield gw
+    finally:
+        gw.stop()
+
+
+@pytest.fixture
+def fresh_gateway_factory(tmp_path):
+    made = []
+
+    def make(template_edit=None, wait=True):
+        gw = Gateway(tmp_path, template_edit)
+        made.append(gw)
+        return gw.start_envoy(wait=wait)
+
+    yield make
+    for gw in made:
+        gw.stop()

@@ -1,0 +1,247 @@
+"""The walking skeleton end to end: real Envoy, real .wasm filters, fake providers."""
+
+import json
+import uuid
+from decimal import Decimal
+
+import pytest
+from conftest import DEMO_KEYS, PROVIDER_KEYS, expected_cost
+
+
+def unique(text="hello"):
+    """A message no other test sends, to find this call among what the providers saw."""
+    return f"{text} {uuid.uuid4().hex[:12]}"
+
+
+def one_audit(gw, resp):
+    rid = resp.headers["x-aigw-request-id"]
+    records = gw.audit(rid)
+    assert len(records) == 1, f"expected one audit record for {rid}, got {records}"
+    return records[0]
+
+
+def assert_openai_error(resp, status, code):
+    assert resp.status_code == status, resp.text
+    err = resp.json()["error"]
+    assert err["code"] == code
+    assert err["message"] and err["type"]
+
+
+def test_good_key_is_served_and_provider_sees_only_its_own_key(gateway):
+    msg = unique()
+    resp = gateway.chat(msg)
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["object"] == "chat.completion"
+    assert body["choices"][0]["message"] == {"role": "assistant", "content": f"Echo: {msg}", "refusal": None}
+    assert body["choices"][0]["finish_reason"] == "stop"
+    assert resp.headers["x-aigw-provider"] == "anthropic"
+    assert resp.headers["x-aigw-model"] == "claude-sonnet-4-5-20250929"
+
+    [seen] = gateway.provider_requests("anthropic", containing=msg)
+    assert seen["path"] == "/v1/messages"
+    assert seen["headers"]["x-api-key"] == PROVIDER_KEYS["anthropic"]
+    assert seen["headers"]["anthropic-version"] == "2023-06-01"
+    assert "authorization" not in seen["headers"]
+    assert not [h for h in seen["headers"] if h.startswith("x-aigw-")]
+    assert DEMO_KEYS["acme"] not in json.dumps(seen)
+    sent = json.loads(seen["body"])
+    assert sent["model"] == "claude-sonnet-4-5-20250929"
+    assert sent["max_tokens"] == 1024
+    assert sent["messages"] == [{"role": "user", "content": [{"type": "text", "text": msg}]}]
+
+    rec = one_audit(gateway, resp)
+    assert rec["tenant"] == "acme" and rec["key_id"] == "demo-acme" and rec["alias"] == "chat"
+    assert rec["outcome"] == "ok" and rec["status"] == 200 and rec["attempts"] == 1
+    assert rec["provider"] == "anthropic" and rec["model"] == "claude-sonnet-4-5-20250929"
+    u = body["usage"]
+    assert rec["tokens"] == {"input": u["prompt_tokens"], "cached_input": 0, "output": u["completion_tokens"], "reasoning": 0}
+    assert Decimal(rec["cost_usd"]) == expected_cost(rec["model"], rec["tokens"]) > 0
+
+
+def test_openai_provider_gets_bearer_key_and_concrete_model(gateway):
+    msg = unique()
+    resp = gateway.chat(msg, model="chat-openai-first", headers={"x-api-key": "ignored"}, key=DEMO_KEYS["acme"])
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["x-aigw-provider"] == "openai"
+    [seen] = gateway.provider_requests("openai", containing=msg)
+    assert seen["path"] == "/v1/chat/completions"
+    assert seen["headers"]["authorization"] == f"Bearer {PROVIDER_KEYS['openai']}"
+    assert "x-api-key" not in seen["headers"] and "anthropic-version" not in seen["headers"]
+    assert json.loads(seen["body"])["model"] == "gpt-4o-mini-2024-07-18"
+    rec = one_audit(gateway, resp)
+    assert Decimal(rec["cost_usd"]) == expected_cost("gpt-4o-mini-2024-07-18", rec["tokens"])
+
+
+@pytest.mark.parametrize("style", ["bearer", "x-api-key", "api-key"])
+def test_caller_key_header_styles(gateway, style):
+    key = DEMO_KEYS["acme"]
+    headers = {"bearer": {"authorization": f"Bearer {key}"}, "x-api-key": {"x-api-key": key}, "api-key": {"api-key": key}}[style]
+    resp = gateway.chat(unique(), key=None, headers=headers)
+    assert resp.status_code == 200, resp.text
+
+
+@pytest.mark.parametrize(
+    "headers,code",
+    [
+        ({"authorization": "Bearer aigw-not-a-real-key"}, "invalid_api_key"),
+        ({"x-api-key": "sk-ant-something-else"}, "invalid_api_key"),
+        ({}, "missing_api_key"),
+        ({"authorization": "Basic dXNlcjpwYXNz"}, "missing_api_key"),
+    ],
+)
+def test_bad_or_missing_key_is_401_and_no_provider_is_called(gateway, headers, code):
+    msg = unique()
+    resp = gateway.chat(msg, key=None, headers=headers)
+    assert_openai_error(resp, 401, code)
+    assert gateway.provider_requests("anthropic", containing=msg) == []
+    assert gateway.provider_requests("openai", containing=msg) == []
+    rec = one_audit(gateway, resp)
+    assert rec["outcome"] == "refused_auth" and rec["status"] == 401
+    assert rec["tenant"] is None and rec["tokens"] is None and rec["cost_usd"] is None
+
+
+def test_caller_cannot_smuggle_internal_headers(gateway):
+    msg = unique()
+    resp = gateway.chat(msg, headers={"x-aigw-chain": "chain_openai_first", "x-aigw-anything": "1"})
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["x-aigw-provider"] == "anthropic"  # the alias decided, not the caller
+    [seen] = gateway.provider_requests("anthropic", containing=msg)
+    assert not [h for h in seen["headers"] if h.startswith("x-aigw-")]
+
+
+def test_past_the_per_minute_limit_is_429_with_retry_after(gateway):
+    # Tenant "tiny" may make 3 requests per minute (burst 3).
+    statuses = []
+    for _ in range(3):
+        r = gateway.chat(unique(), key=DEMO_KEYS["tiny"])
+        statuses.append(r.status_code)
+        assert r.headers["x-ratelimit-limit-requests"] == "3"
+    assert statuses == [200, 200, 200]
+    msg = unique()
+    resp = gateway.chat(msg, key=DEMO_KEYS["tiny"])
+    assert_openai_error(resp, 429, "tenant_requests_per_minute")
+    assert resp.json()["error"]["type"] == "rate_limit_exceeded"
+    retry_after = int(resp.headers["retry-after"])
+    assert 1 <= retry_after <= 20
+    assert resp.headers["x-ratelimit-remaining-requests"] == "0"
+    assert gateway.provider_requests("anthropic", containing=msg) == []
+    rec = one_audit(gateway, resp)
+    assert rec["outcome"] == "refused_quota" and rec["tenant"] == "tiny"
+    # Another tenant is unaffected.
+    assert gateway.chat(unique()).status_code == 200
+
+
+def test_anthropic_529_falls_back_to_openai(gateway):
+    msg = unique()
+    resp = gateway.chat(msg, headers={"x-fake-fault": "anthropic=529"})
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["x-aigw-provider"] == "openai"
+    assert resp.headers["x-envoy-attempt-count"] == "2"
+    body = resp.json()
+    assert body["object"] == "chat.completion" and body["choices"][0]["message"]["content"] == f"Echo: {msg}"
+    assert len(gateway.provider_requests("anthropic", containing=msg)) == 1
+    [seen] = gateway.provider_requests("openai", containing=msg)
+    # The second attempt starts clean: OpenAI path, OpenAI body, OpenAI key, no Anthropic headers.
+    assert seen["path"] == "/v1/chat/completions"
+    assert json.loads(seen["body"])["messages"] == [{"role": "user", "content": msg}]
+    assert seen["headers"]["authorization"] == f"Bearer {PROVIDER_KEYS['openai']}"
+    assert "anthropic-version" not in seen["headers"] and "x-api-key" not in seen["headers"]
+    rec = one_audit(gateway, resp)
+    assert rec["outcome"] == "ok" and rec["attempts"] == 2 and rec["provider"] == "openai"
+    assert Decimal(rec["cost_usd"]) == expected_cost("gpt-4o-mini-2024-07-18", rec["tokens"])
+
+
+@pytest.mark.parametrize("status", [503, 429])
+def test_openai_failure_falls_back_to_anthropic_in_openai_format(gateway, status):
+    msg = unique()
+    resp = gateway.chat(msg, model="chat-openai-first", headers={"x-fake-fault": f"openai={status}"})
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["x-aigw-provider"] == "anthropic"
+    body = resp.json()
+    assert body["object"] == "chat.completion"
+    assert body["model"] == "claude-haiku-4-5-20251001"
+    assert body["choices"][0]["message"]["content"] == f"Echo: {msg}"
+    assert body["usage"]["total_tokens"] == body["usage"]["prompt_tokens"] + body["usage"]["completion_tokens"]
+    rec = one_audit(gateway, resp)
+    assert rec["attempts"] == 2 and rec["outcome"] == "ok"
+    assert Decimal(rec["cost_usd"]) == expected_cost("claude-haiku-4-5-20251001", rec["tokens"])
+
+
+def test_every_provider_failing_is_an_openai_error_and_audited(gateway):
+    msg = unique()
+    resp = gateway.chat(msg, headers={"x-fake-fault": "*=503"})
+    assert resp.status_code == 503
+    assert "error" in resp.json()
+    rec = one_audit(gateway, resp)
+    assert rec["outcome"] == "upstream_error" and rec["attempts"] == 2 and rec["tokens"] is None
+
+
+def test_streamed_anthropic_answer_arrives_as_openai_chunks(gateway):
+    msg = unique("stream")
+    with gateway.client.stream(
+        "POST", "/v1/chat/completions",
+        json={"model": "chat", "stream": True, "messages": [{"role": "user", "content": msg}]},
+        headers={"authorization": f"Bearer {DEMO_KEYS['acme']}"},
+    ) as resp:
+        assert resp.status_code == 200
+        assert resp.headers["content-type"].startswith("text/event-stream")
+        rid = resp.headers["x-aigw-request-id"]
+        events = [line[6:] for line in resp.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert text == f"Echo: {msg}"
+    finishes = [c["choices"][0]["finish_reason"] for c in chunks if c["choices"] and c["choices"][0]["finish_reason"]]
+    assert finishes == ["stop"]
+    [rec] = gateway.audit(rid)
+    assert rec["stream"] is True and rec["outcome"] == "ok"
+    usage = next(c["usage"] for c in chunks if c.get("usage"))
+    assert rec["tokens"]["input"] == usage["prompt_tokens"] and rec["tokens"]["output"] == usage["completion_tokens"]
+    assert Decimal(rec["cost_usd"]) == expected_cost("claude-sonnet-4-5-20250929", rec["tokens"])
+
+
+@pytest.mark.parametrize(
+    "body,status,code",
+    [
+        (b"{not json", 400, "invalid_json"),
+        (json.dumps({"messages": [{"role": "user", "content": "x"}]}).encode(), 400, "missing_model"),
+        (json.dumps({"model": "gpt-17", "messages": [{"role": "user", "content": "x"}]}).encode(), 404, "model_not_found"),
+    ],
+)
+def test_bad_requests_get_openai_errors_and_are_audited(gateway, body, status, code):
+    resp = gateway.client.post(
+        "/v1/chat/completions", content=body,
+        headers={"authorization": f"Bearer {DEMO_KEYS['acme']}", "content-type": "application/json"},
+    )
+    assert_openai_error(resp, status, code)
+    rec = one_audit(gateway, resp)
+    assert rec["outcome"] == "refused_request" and rec["tenant"] == "acme"
+
+
+def test_official_openai_sdk_works_with_only_base_url_changed(gateway):
+    from openai import OpenAI
+
+    client = OpenAI(base_url=f"{gateway.url}/v1", api_key=DEMO_KEYS["acme"], max_retries=0)
+    msg = unique("sdk")
+    out = client.chat.completions.create(model="chat", messages=[{"role": "user", "content": msg}])
+    assert out.choices[0].message.content == f"Echo: {msg}"
+    assert out.usage.total_tokens > 0
+    stream = client.chat.completions.create(model="chat", messages=[{"role": "user", "content": msg}], stream=True)
+    text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert text == f"Echo: {msg}"
+
+
+def test_invalid_filter_config_is_refused_with_a_reason(fresh_gateway_factory):
+    broken = lambda text: text.replace('"requests_per_minute": 600', '"requests_per_minute": "lots"')  # noqa: E731
+    gw = fresh_gateway_factory(broken, wait=False)
+    try:
+        gw.wait_ready(timeout=30)
+        served = gw.chat(unique()).status_code
+    except RuntimeError:
+        served = None
+    log = gw.envoy_log.read_text()
+    assert "quota: invalid configuration" in log, log[-2000:]
+    assert served != 200
