@@ -19,10 +19,44 @@ pub fn parse_config<T: serde::de::DeserializeOwned>(filter: &str, raw: &[u8]) ->
     if raw.iter().all(|b| b.is_ascii_whitespace()) {
         return Err(format!("{filter}: configuration is empty; a JSON object is required"));
     }
-    serde_json::from_slice(raw).map_err(|e| format!("{filter}: invalid configuration: {e}"))
+    let mut de = serde_json::Deserializer::from_slice(raw);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path.is_empty() || path == "." {
+            format!("{filter}: invalid configuration: {inner}")
+        } else {
+            format!("{filter}: invalid configuration at `{path}`: {inner}")
+        }
+    })
 }
 
 /// Re-exported so adapters can name the bound without their own serde dependency.
 pub mod serde_de_owned {
     pub use serde::de::DeserializeOwned;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize, Debug)]
+    #[allow(dead_code)]
+    struct Inner {
+        n: u64,
+    }
+
+    #[derive(serde::Deserialize, Debug)]
+    #[allow(dead_code)]
+    struct Outer {
+        inner: Inner,
+    }
+
+    #[test]
+    fn config_errors_name_the_field() {
+        let e = parse_config::<Outer>("f", br#"{"inner": {"n": "x"}}"#).unwrap_err();
+        assert!(e.starts_with("f: invalid configuration at `inner.n`:"), "{e}");
+        let e = parse_config::<Outer>("f", b"  ").unwrap_err();
+        assert!(e.contains("empty"), "{e}");
+    }
 }
