@@ -52,7 +52,7 @@ def test_good_key_is_served_and_provider_sees_only_its_own_key(gateway):
 
     rec = one_audit(gateway, resp)
     assert rec["tenant"] == "acme" and rec["key_id"] == "demo-acme" and rec["alias"] == "chat"
-    assert rec["outcome"] == "ok" and rec["status"] == 200 and rec["attempts"] == 1
+    assert rec["outcome"] == "ok" and rec["status"] == 200 and len(rec["attempts"]) == 1
     assert rec["provider"] == "anthropic" and rec["model"] == "claude-sonnet-4-5-20250929"
     u = body["usage"]
     assert rec["tokens"] == {"input": u["prompt_tokens"], "cached_input": 0, "output": u["completion_tokens"], "reasoning": 0}
@@ -148,7 +148,7 @@ def test_anthropic_529_falls_back_to_openai(gateway):
     assert seen["headers"]["authorization"] == f"Bearer {PROVIDER_KEYS['openai']}"
     assert "anthropic-version" not in seen["headers"] and "x-api-key" not in seen["headers"]
     rec = one_audit(gateway, resp)
-    assert rec["outcome"] == "ok" and rec["attempts"] == 2 and rec["provider"] == "openai"
+    assert rec["outcome"] == "ok" and len(rec["attempts"]) == 2 and rec["provider"] == "openai"
     assert Decimal(rec["cost_usd"]) == expected_cost("gpt-4o-mini-2024-07-18", rec["tokens"])
 
 
@@ -164,7 +164,7 @@ def test_openai_failure_falls_back_to_anthropic_in_openai_format(gateway, status
     assert body["choices"][0]["message"]["content"] == f"Echo: {msg}"
     assert body["usage"]["total_tokens"] == body["usage"]["prompt_tokens"] + body["usage"]["completion_tokens"]
     rec = one_audit(gateway, resp)
-    assert rec["attempts"] == 2 and rec["outcome"] == "ok"
+    assert len(rec["attempts"]) == 2 and rec["outcome"] == "ok"
     assert Decimal(rec["cost_usd"]) == expected_cost("claude-haiku-4-5-20251001", rec["tokens"])
 
 
@@ -174,7 +174,7 @@ def test_every_provider_failing_is_an_openai_error_and_audited(gateway):
     assert resp.status_code == 503
     assert "error" in resp.json()
     rec = one_audit(gateway, resp)
-    assert rec["outcome"] == "upstream_error" and rec["attempts"] == 2 and rec["tokens"] is None
+    assert rec["outcome"] == "upstream_error" and len(rec["attempts"]) == 2 and rec["tokens"] is None
 
 
 def test_streamed_anthropic_answer_arrives_as_openai_chunks(gateway):

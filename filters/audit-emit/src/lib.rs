@@ -1,31 +1,136 @@
 //! `audit-emit`: the observability plane. First in the listener's filter chain, so it sees every
-//! response, local refusals of the later filters included. It reads token usage from the
-//! (already OpenAI-format) response as it streams past, prices it with the price book, and in
-//! `on_log` stores the audit record as filter state `wasm.aigw_audit`, which Envoy's access log
-//! writes as one JSON line per call.
+//! response, local refusals of the later filters included.
+//!
+//! - Reads token usage from the (already OpenAI-format) response: a non-streamed answer is held
+//!   until complete so its cost and tokens can go in response headers; a stream is scanned as it
+//!   streams past, never held back.
+//! - In `on_log` (which also runs for refused and aborted calls) it builds the audit record and
+//!   stores it as filter state `wasm.aigw_audit`, which Envoy's access log writes as one JSON
+//!   line, and updates the metrics on `/stats/prometheus`.
 
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
-use aigw_core::audit::{AuditRecord, Outcome, RECORD_VERSION};
+use aigw_core::audit::{parse_attempts, AuditRecord, Outcome, Tokens, RECORD_VERSION};
 use aigw_core::headers;
 use aigw_core::price::{format_usd, PriceBook, PriceBookConfig};
 use aigw_core::usage::{self, StreamScanner, Usage};
 use aigw_host as host;
+use proxy_wasm::hostcalls as hc;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel};
+use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
 use serde::Deserialize;
 
-/// The most of a non-streamed response body kept for reading its usage.
-const MAX_BODY: usize = 8 << 20;
+/// The largest non-streamed answer held back to put its cost in the response headers; a larger
+/// one passes through and its cost is in the audit record only.
+const MAX_HELD_BODY: usize = 4 << 20;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Config {
     price_book: PriceBookConfig,
+    #[serde(default)]
+    metrics: MetricsConfig,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct MetricsConfig {
+    /// Tenants that get their own `tenant` label; all others are counted as `other`, so label
+    /// cardinality stays bounded.
+    #[serde(default)]
+    tenant_labels: Vec<String>,
+}
+
+/// Metric ids, defined on first use and cached for the life of the plugin.
+#[derive(Default)]
+struct Metrics {
+    ids: RefCell<HashMap<String, u32>>,
+    tenant_labels: HashSet<String>,
+}
+
+/// A label value safe inside an Envoy stat name (dots separate tags there).
+fn label(v: &str) -> String {
+    v.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
+}
+
+impl Metrics {
+    fn id(&self, kind: MetricType, name: String) -> Option<u32> {
+        if let Some(id) = self.ids.borrow().get(&name) {
+            return Some(*id);
+        }
+        let id = hc::define_metric(kind, &name).ok()?;
+        self.ids.borrow_mut().insert(name, id);
+        Some(id)
+    }
+
+    fn add(&self, name: String, by: u64) {
+        if by == 0 {
+            return;
+        }
+        if let Some(id) = self.id(MetricType::Counter, name) {
+            let _ = hc::increment_metric(id, i64::try_from(by).unwrap_or(i64::MAX));
+        }
+    }
+
+    fn observe(&self, name: String, value: u64) {
+        if let Some(id) = self.id(MetricType::Histogram, name) {
+            let _ = hc::record_metric(id, value);
+        }
+    }
+
+    fn record(&self, r: &AuditRecord, cost_pico: Option<u128>) {
+        let p = label(r.provider.as_deref().unwrap_or("none"));
+        let m = label(r.model.as_deref().unwrap_or("none"));
+        let pm = format!("provider.{p}.model.{m}");
+        self.add(format!("aigw_requests_total.{pm}.outcome.{}", r.outcome.as_str()), 1);
+        if let Some(t) = &r.tokens {
+            for (kind, n) in
+                [("input", t.input), ("cached_input", t.cached_input), ("output", t.output), ("reasoning", t.reasoning)]
+            {
+                self.add(format!("aigw_tokens_total.{pm}.token_type.{kind}"), n);
+            }
+        }
+        if let Some(c) = cost_pico {
+            // Nano-dollars, rounded half up: a u64 counter then holds 18 billion USD.
+            self.add(format!("aigw_cost_nano_usd_total.{pm}"), u64::try_from((c + 500) / 1000).unwrap_or(u64::MAX));
+        }
+        if r.outcome != Outcome::RefusedAuth && r.outcome != Outcome::RefusedQuota {
+            self.observe(format!("gen_ai_client_operation_duration_ms.{pm}"), r.latency_ms);
+        }
+        if let Some(t) = r.ttft_ms {
+            self.observe(format!("gen_ai_server_time_to_first_token_ms.{pm}"), t);
+        }
+        if r.attempts.len() > 1 {
+            self.add(format!("aigw_fallbacks_total.alias.{}", label(r.alias.as_deref().unwrap_or("none"))), 1);
+        }
+        for a in &r.attempts {
+            if let Some(class) = a.error_class {
+                self.add(
+                    format!(
+                        "aigw_provider_errors_total.provider.{}.error_class.{}",
+                        label(&a.provider),
+                        class.as_str()
+                    ),
+                    1,
+                );
+            }
+        }
+        if let Some(t) = &r.tenant {
+            let t = if self.tenant_labels.contains(t) { label(t) } else { "other".to_string() };
+            self.add(format!("aigw_tenant_requests_total.tenant.{t}.outcome.{}", r.outcome.as_str()), 1);
+        }
+    }
+}
+
+struct Plugin {
+    prices: PriceBook,
+    metrics: Metrics,
 }
 
 struct Root {
-    prices: Option<Rc<PriceBook>>,
+    plugin: Option<Rc<Plugin>>,
 }
 
 impl Context for Root {}
@@ -34,8 +139,10 @@ impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
         let Some(cfg) = host::load_config::<Config>("audit-emit") else { return false };
         match PriceBook::compile(&cfg.price_book) {
-            Ok(b) => {
-                self.prices = Some(Rc::new(b));
+            Ok(prices) => {
+                let metrics =
+                    Metrics { ids: RefCell::default(), tenant_labels: cfg.metrics.tenant_labels.into_iter().collect() };
+                self.plugin = Some(Rc::new(Plugin { prices, metrics }));
                 true
             }
             Err(e) => {
@@ -46,16 +153,17 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, _id: u32) -> Option<Box<dyn HttpContext>> {
-        let prices = self.prices.clone()?;
+        let plugin = self.plugin.clone()?;
         Some(Box::new(Call {
-            prices,
+            plugin,
             start_ms: host::now_ms(),
             request_id: String::new(),
             status: None,
             provider: None,
             model: None,
-            attempts: 0,
             body: Body::None,
+            usage: None,
+            ttft_ms: None,
             completed: false,
         }))
     }
@@ -67,23 +175,31 @@ impl RootContext for Root {
 
 enum Body {
     None,
-    Json(Vec<u8>),
+    /// A non-streamed JSON answer, held until complete.
+    Held,
     Sse(Box<StreamScanner>),
 }
 
 struct Call {
-    prices: Rc<PriceBook>,
+    plugin: Rc<Plugin>,
     start_ms: u64,
     request_id: String,
     status: Option<u16>,
     provider: Option<String>,
     model: Option<String>,
-    attempts: u32,
     body: Body,
+    usage: Option<Usage>,
+    ttft_ms: Option<u64>,
     completed: bool,
 }
 
 impl Context for Call {}
+
+impl Call {
+    fn cost_pico(&self) -> Option<u128> {
+        self.plugin.prices.cost_pico(self.model.as_deref()?, self.usage.as_ref()?)
+    }
+}
 
 impl HttpContext for Call {
     fn on_http_request_headers(&mut self, _n: usize, _eos: bool) -> Action {
@@ -95,79 +211,128 @@ impl HttpContext for Call {
         self.status = host::response_header(":status").and_then(|s| s.parse().ok());
         self.provider = host::response_header(headers::PROVIDER);
         self.model = host::response_header(headers::MODEL);
-        self.attempts = host::response_header("x-envoy-attempt-count").and_then(|s| s.parse().ok()).unwrap_or(0);
         if !self.request_id.is_empty() {
             host::set_response_header(headers::REQUEST_ID, Some(&self.request_id));
         }
+        if eos {
+            self.completed = true;
+            return Action::Continue;
+        }
         let ct = host::response_header("content-type").unwrap_or_default();
-        self.body = if ct.starts_with("text/event-stream") {
-            Body::Sse(Box::default())
+        if ct.starts_with("text/event-stream") {
+            self.body = Body::Sse(Box::default());
+            Action::Continue
         } else if ct.starts_with("application/json") {
-            Body::Json(Vec::new())
+            self.body = Body::Held;
+            Action::Pause
         } else {
-            Body::None
-        };
-        self.completed = eos;
-        Action::Continue
+            Action::Continue
+        }
     }
 
     fn on_http_response_body(&mut self, size: usize, eos: bool) -> Action {
-        match &mut self.body {
-            Body::None => {}
-            Body::Json(buf) => {
-                if buf.len() + size <= MAX_BODY {
-                    buf.extend_from_slice(&host::response_body(size));
-                }
-            }
-            Body::Sse(scanner) => scanner.push(&host::response_body(size)),
-        }
         if eos {
             self.completed = true;
         }
-        Action::Continue
+        match &mut self.body {
+            Body::None => Action::Continue,
+            Body::Sse(scanner) => {
+                if self.ttft_ms.is_none() && size > 0 {
+                    self.ttft_ms = Some(host::now_ms().saturating_sub(self.start_ms));
+                }
+                scanner.push(&host::response_body(size));
+                if eos {
+                    self.usage = scanner.usage;
+                }
+                Action::Continue
+            }
+            Body::Held if !eos => {
+                if size > MAX_HELD_BODY {
+                    // Too large to hold: let it through; the usage is then unknown.
+                    self.body = Body::None;
+                    return Action::Continue;
+                }
+                Action::Pause
+            }
+            Body::Held => {
+                self.usage = usage::from_openai_body(&host::response_body(size));
+                if let Some(u) = self.usage {
+                    host::set_response_header("x-aigw-tokens-input", Some(&u.input.to_string()));
+                    host::set_response_header("x-aigw-tokens-output", Some(&u.output.to_string()));
+                    if let Some(c) = self.cost_pico() {
+                        host::set_response_header("x-aigw-cost-usd", Some(&format_usd(c)));
+                    }
+                }
+                Action::Continue
+            }
+        }
     }
 
     fn on_log(&mut self) {
-        let refusal = host::property_string(&[headers::PROP_REFUSAL]);
-        let (usage, stream, stream_error): (Option<Usage>, bool, bool) = match &self.body {
-            Body::None => (None, false, false),
-            Body::Json(b) => (usage::from_openai_body(b), false, false),
-            Body::Sse(s) => (s.usage, true, s.saw_error || (self.completed && !s.saw_done)),
+        let prop = |name: &str| host::property_string(&[name]);
+        let refusal = prop(headers::PROP_REFUSAL);
+        let (stream, stream_error) = match &self.body {
+            Body::Sse(s) => {
+                if self.usage.is_none() {
+                    self.usage = s.usage;
+                }
+                (true, s.saw_error || (self.completed && !s.saw_done))
+            }
+            _ => (false, false),
         };
         let outcome = Outcome::classify(refusal.as_deref(), self.status, self.completed, stream_error);
-        let mut flags = Vec::new();
-        let cost = match (&usage, &self.model) {
-            (Some(u), Some(m)) => match self.prices.cost_pico(m, u) {
-                Some(c) => Some(format_usd(c)),
-                None => {
-                    flags.push("unpriced_model");
-                    None
-                }
-            },
-            _ => None,
-        };
-        if outcome == Outcome::Ok && usage.is_none() {
-            flags.push("usage_missing");
+        let mut attempts = parse_attempts(host::property(&[headers::PROP_ATTEMPTS]).as_deref());
+        if outcome == Outcome::ClientAborted {
+            // An attempt still waiting when the caller left did not fail: it was cancelled.
+            for a in attempts.iter_mut().filter(|a| a.status.is_none()) {
+                a.error_class = None;
+            }
         }
+        if self.provider.is_none() {
+            if let Some(last) = attempts.last() {
+                self.provider = Some(last.provider.clone());
+                self.model = last.model.clone();
+            }
+        }
+        let mut flags = Vec::new();
+        let cost = self.cost_pico();
+        if self.usage.is_some() && cost.is_none() {
+            flags.push("unpriced_model".to_string());
+        }
+        if outcome == Outcome::Ok && self.usage.is_none() {
+            flags.push("usage_missing".to_string());
+        }
+        let end = host::now_ms();
         let record = AuditRecord {
             version: RECORD_VERSION,
             request_id: std::mem::take(&mut self.request_id),
             start_time_ms: self.start_ms,
-            tenant: host::property_string(&[headers::PROP_TENANT]),
-            key_id: host::property_string(&[headers::PROP_KEY_ID]),
-            alias: host::property_string(&[headers::PROP_ALIAS]),
+            end_time_ms: end,
+            tenant: prop(headers::PROP_TENANT),
+            feature: None,
+            agent: None,
+            key_id: prop(headers::PROP_KEY_ID),
+            key_fingerprint: prop(headers::PROP_KEY_FINGERPRINT),
+            route: None,
+            alias: prop(headers::PROP_ALIAS),
+            workload_class: None,
+            privacy_zone: prop(headers::PROP_ZONE),
             provider: self.provider.take(),
             model: self.model.take(),
+            attempts,
             status: self.status,
             outcome,
-            attempts: self.attempts,
             stream,
-            tokens: usage.map(Into::into),
-            cost_usd: cost,
-            price_book_version: self.prices.version.clone(),
-            latency_ms: host::now_ms().saturating_sub(self.start_ms),
+            tokens: self.usage.map(Tokens::from),
+            cost_usd: cost.map(format_usd),
+            price_book_version: self.plugin.prices.version.clone(),
+            latency_ms: end.saturating_sub(self.start_ms),
+            ttft_ms: self.ttft_ms,
+            cache_status: "none".into(),
+            compliance_flags: Vec::new(),
             flags,
         };
+        self.plugin.metrics.record(&record, cost);
         match serde_json::to_string(&record) {
             Ok(line) => host::set_property(headers::PROP_AUDIT, &line),
             Err(e) => host::warn(&format!("audit-emit: could not serialise the audit record: {e}")),
@@ -177,5 +342,5 @@ impl HttpContext for Call {
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { prices: None }) });
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { plugin: None }) });
 }}

@@ -138,6 +138,10 @@ impl HttpContext for Stream {
                     Ok(id) => {
                         host::set_property(headers::PROP_TENANT, &id.tenant);
                         host::set_property(headers::PROP_KEY_ID, &id.key_id);
+                        host::set_property(headers::PROP_KEY_FINGERPRINT, &id.fingerprint);
+                        if let Some(zone) = &id.zone {
+                            host::set_property(headers::PROP_ZONE, zone);
+                        }
                         Action::Continue
                     }
                     Err(e) => refuse(&e),

@@ -1,13 +1,13 @@
 //! The audit record: one JSON line per call, refused calls included.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::usage::Usage;
 
-pub const RECORD_VERSION: u32 = 1;
+pub const RECORD_VERSION: u32 = 2;
 
 /// How a call ended. A fixed vocabulary.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     Ok,
@@ -19,6 +19,26 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    pub const ALL: [Outcome; 6] = [
+        Outcome::Ok,
+        Outcome::RefusedAuth,
+        Outcome::RefusedQuota,
+        Outcome::RefusedRequest,
+        Outcome::UpstreamError,
+        Outcome::ClientAborted,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::RefusedAuth => "refused_auth",
+            Outcome::RefusedQuota => "refused_quota",
+            Outcome::RefusedRequest => "refused_request",
+            Outcome::UpstreamError => "upstream_error",
+            Outcome::ClientAborted => "client_aborted",
+        }
+    }
+
     /// Derives the outcome from what the filters recorded about the call.
     pub fn classify(refusal: Option<&str>, status: Option<u16>, completed: bool, stream_error: bool) -> Outcome {
         match refusal {
@@ -37,7 +57,79 @@ impl Outcome {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// Why an attempt at a provider failed: the per-provider error taxonomy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorClass {
+    RateLimited,
+    Overloaded,
+    ServerError,
+    Timeout,
+    Auth,
+    BadRequest,
+    /// No response at all: connection refused or reset, or the call ended first.
+    NoResponse,
+}
+
+impl ErrorClass {
+    pub const ALL: [ErrorClass; 7] = [
+        ErrorClass::RateLimited,
+        ErrorClass::Overloaded,
+        ErrorClass::ServerError,
+        ErrorClass::Timeout,
+        ErrorClass::Auth,
+        ErrorClass::BadRequest,
+        ErrorClass::NoResponse,
+    ];
+
+    /// The class of a provider's HTTP status (as the provider sent it); `None` for success.
+    pub fn of_status(status: u16) -> Option<ErrorClass> {
+        match status {
+            200..=399 => None,
+            429 => Some(ErrorClass::RateLimited),
+            503 | 529 => Some(ErrorClass::Overloaded),
+            408 | 504 => Some(ErrorClass::Timeout),
+            401 | 403 => Some(ErrorClass::Auth),
+            400..=499 => Some(ErrorClass::BadRequest),
+            _ => Some(ErrorClass::ServerError),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::RateLimited => "rate_limited",
+            ErrorClass::Overloaded => "overloaded",
+            ErrorClass::ServerError => "server_error",
+            ErrorClass::Timeout => "timeout",
+            ErrorClass::Auth => "auth",
+            ErrorClass::BadRequest => "bad_request",
+            ErrorClass::NoResponse => "no_response",
+        }
+    }
+}
+
+/// One upstream attempt, as the per-attempt filter saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub provider: String,
+    pub region: Option<String>,
+    pub model: Option<String>,
+    /// The provider's own status; `None` when no response arrived.
+    pub status: Option<u16>,
+    /// Milliseconds from sending the attempt to the provider's response headers.
+    pub latency_ms: Option<u64>,
+    pub error_class: Option<ErrorClass>,
+    /// When the attempt was sent (ms since the epoch); used to measure its latency.
+    #[serde(default, skip_serializing)]
+    pub started_ms: u64,
+}
+
+/// The attempts list kept in filter state while a call is in flight.
+pub fn parse_attempts(raw: Option<&[u8]>) -> Vec<Attempt> {
+    raw.and_then(|b| serde_json::from_slice(b).ok()).unwrap_or_default()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Tokens {
     pub input: u64,
     pub cached_input: u64,
@@ -51,26 +143,39 @@ impl From<Usage> for Tokens {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// The audit record (see README, "The audit record"). Field order is the JSON order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AuditRecord {
     pub version: u32,
     pub request_id: String,
     pub start_time_ms: u64,
+    pub end_time_ms: u64,
     pub tenant: Option<String>,
+    pub feature: Option<String>,
+    pub agent: Option<String>,
     pub key_id: Option<String>,
+    pub key_fingerprint: Option<String>,
+    pub route: Option<String>,
     pub alias: Option<String>,
+    pub workload_class: Option<String>,
+    pub privacy_zone: Option<String>,
+    /// The provider and concrete model that produced the answer (the last attempt's).
     pub provider: Option<String>,
     pub model: Option<String>,
+    pub attempts: Vec<Attempt>,
     pub status: Option<u16>,
     pub outcome: Outcome,
-    pub attempts: u32,
     pub stream: bool,
     pub tokens: Option<Tokens>,
     /// Exact cost as a decimal USD string; null when unknown (unpriced model or no usage).
     pub cost_usd: Option<String>,
     pub price_book_version: String,
     pub latency_ms: u64,
-    pub flags: Vec<&'static str>,
+    /// Time to the first byte of a streamed answer.
+    pub ttft_ms: Option<u64>,
+    pub cache_status: String,
+    pub compliance_flags: Vec<String>,
+    pub flags: Vec<String>,
 }
 
 #[cfg(test)]
@@ -90,28 +195,71 @@ mod tests {
     }
 
     #[test]
-    fn record_serialises_snake_case_outcome() {
+    fn record_serialises_snake_case_outcome_on_one_line() {
         let r = AuditRecord {
             version: RECORD_VERSION,
             request_id: "r".into(),
             start_time_ms: 1,
+            end_time_ms: 2,
             tenant: Some("t".into()),
+            feature: None,
+            agent: None,
             key_id: None,
+            key_fingerprint: None,
+            route: None,
             alias: None,
+            workload_class: None,
+            privacy_zone: None,
             provider: None,
             model: None,
+            attempts: vec![],
             status: Some(401),
             outcome: Outcome::RefusedAuth,
-            attempts: 0,
             stream: false,
             tokens: None,
             cost_usd: None,
             price_book_version: "v".into(),
             latency_ms: 3,
+            ttft_ms: None,
+            cache_status: "none".into(),
+            compliance_flags: vec![],
             flags: vec![],
         };
         let s = serde_json::to_string(&r).unwrap();
         assert!(s.contains("\"outcome\":\"refused_auth\""), "{s}");
         assert!(!s.contains('\n'));
+        let back: AuditRecord = serde_json::from_str(&s).unwrap();
+        assert_eq!(back.outcome, Outcome::RefusedAuth);
+    }
+
+    #[test]
+    fn error_taxonomy() {
+        assert_eq!(ErrorClass::of_status(200), None);
+        assert_eq!(ErrorClass::of_status(429), Some(ErrorClass::RateLimited));
+        assert_eq!(ErrorClass::of_status(529), Some(ErrorClass::Overloaded));
+        assert_eq!(ErrorClass::of_status(503), Some(ErrorClass::Overloaded));
+        assert_eq!(ErrorClass::of_status(500), Some(ErrorClass::ServerError));
+        assert_eq!(ErrorClass::of_status(504), Some(ErrorClass::Timeout));
+        assert_eq!(ErrorClass::of_status(403), Some(ErrorClass::Auth));
+        assert_eq!(ErrorClass::of_status(404), Some(ErrorClass::BadRequest));
+        assert_eq!(ErrorClass::NoResponse.as_str(), "no_response");
+        assert_eq!(Outcome::ALL.iter().map(|o| o.as_str()).collect::<Vec<_>>().len(), 6);
+    }
+
+    #[test]
+    fn attempts_roundtrip_through_filter_state() {
+        let a = Attempt {
+            provider: "openai".into(),
+            region: Some("us-east-1".into()),
+            model: Some("m".into()),
+            status: Some(503),
+            latency_ms: Some(4),
+            error_class: Some(ErrorClass::Overloaded),
+            started_ms: 0,
+        };
+        let raw = serde_json::to_vec(&vec![a.clone()]).unwrap();
+        assert_eq!(parse_attempts(Some(&raw)), vec![a]);
+        assert!(parse_attempts(Some(b"junk")).is_empty());
+        assert!(parse_attempts(None).is_empty());
     }
 }

@@ -17,6 +17,10 @@ pub const PUBLIC_RESPONSE: [&str; 3] = [PROVIDER, MODEL, REQUEST_ID];
 /// Filter-state properties (`set_property([NAME])` shows up as `wasm.NAME` in Envoy).
 pub const PROP_TENANT: &str = "aigw_tenant";
 pub const PROP_KEY_ID: &str = "aigw_key_id";
+pub const PROP_KEY_FINGERPRINT: &str = "aigw_key_fp";
+pub const PROP_ZONE: &str = "aigw_zone";
+/// JSON array of [`crate::audit::Attempt`], appended to by each upstream attempt.
+pub const PROP_ATTEMPTS: &str = "aigw_attempts";
 pub const PROP_ALIAS: &str = "aigw_alias";
 pub const PROP_REFUSAL: &str = "aigw_refusal";
 pub const PROP_AUDIT: &str = "aigw_audit";
@@ -24,6 +28,7 @@ pub const PROP_AUDIT: &str = "aigw_audit";
 /// Endpoint metadata namespace and key that name the provider an upstream host belongs to.
 pub const METADATA_NAMESPACE: &str = "aigw";
 pub const METADATA_PROVIDER: &str = "provider";
+pub const METADATA_REGION: &str = "region";
 
 /// True for header names that belong to the gateway's internal namespace.
 pub fn is_internal(name: &str) -> bool {

@@ -16,6 +16,9 @@ pub struct KeyEntry {
     pub sha256: String,
     /// The tenant that calls made with this key are charged to.
     pub tenant: String,
+    /// The privacy zone the key's calls must stay in (see `envoy/privacy-zones.json`).
+    #[serde(default)]
+    pub zone: Option<String>,
 }
 
 /// The identity a key carries.
@@ -23,6 +26,9 @@ pub struct KeyEntry {
 pub struct Identity {
     pub key_id: String,
     pub tenant: String,
+    /// A short, non-secret fingerprint of the key: the first 12 hex digits of its SHA-256.
+    pub fingerprint: String,
+    pub zone: Option<String>,
 }
 
 /// All configured keys, compiled once at configuration time.
@@ -43,7 +49,11 @@ impl KeyRing {
             if out.iter().any(|(d, _)| *d == digest) {
                 return Err(format!("key {:?}: the same digest is configured twice", e.id));
             }
-            out.push((digest, Identity { key_id: e.id.clone(), tenant: e.tenant.clone() }));
+            let fingerprint = to_hex(&digest[..6]);
+            out.push((
+                digest,
+                Identity { key_id: e.id.clone(), tenant: e.tenant.clone(), fingerprint, zone: e.zone.clone() },
+            ));
         }
         Ok(Self { entries: out })
     }
@@ -124,8 +134,13 @@ mod tests {
 
     fn ring() -> KeyRing {
         KeyRing::compile(&[
-            KeyEntry { id: "k1".into(), sha256: digest_hex("aigw-one"), tenant: "acme".into() },
-            KeyEntry { id: "k2".into(), sha256: digest_hex("aigw-two").to_uppercase(), tenant: "beta".into() },
+            KeyEntry { id: "k1".into(), sha256: digest_hex("aigw-one"), tenant: "acme".into(), zone: None },
+            KeyEntry {
+                id: "k2".into(),
+                sha256: digest_hex("aigw-two").to_uppercase(),
+                tenant: "beta".into(),
+                zone: Some("eu".into()),
+            },
         ])
         .unwrap_or_default()
     }
@@ -135,6 +150,11 @@ mod tests {
         let r = ring();
         assert_eq!(r.authenticate("aigw-one").map(|i| i.tenant.as_str()), Ok("acme"));
         assert_eq!(r.authenticate("aigw-two").map(|i| i.key_id.as_str()), Ok("k2"));
+        assert_eq!(r.authenticate("aigw-two").map(|i| i.zone.clone()), Ok(Some("eu".into())));
+        assert_eq!(
+            r.authenticate("aigw-one").map(|i| i.fingerprint.clone()),
+            Ok(digest_hex("aigw-one")[..12].to_string())
+        );
     }
 
     #[test]
@@ -145,11 +165,11 @@ mod tests {
 
     #[test]
     fn bad_config_is_rejected_with_reason() {
-        let bad = [KeyEntry { id: "x".into(), sha256: "abc".into(), tenant: "t".into() }];
+        let bad = [KeyEntry { id: "x".into(), sha256: "abc".into(), tenant: "t".into(), zone: None }];
         assert!(KeyRing::compile(&bad).err().unwrap_or_default().contains("64 hex"));
         let dup = [
-            KeyEntry { id: "a".into(), sha256: digest_hex("k"), tenant: "t".into() },
-            KeyEntry { id: "b".into(), sha256: digest_hex("k"), tenant: "t".into() },
+            KeyEntry { id: "a".into(), sha256: digest_hex("k"), tenant: "t".into(), zone: None },
+            KeyEntry { id: "b".into(), sha256: digest_hex("k"), tenant: "t".into(), zone: None },
         ];
         assert!(KeyRing::compile(&dup).err().unwrap_or_default().contains("twice"));
     }

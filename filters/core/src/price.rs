@@ -122,6 +122,19 @@ pub fn format_usd(pico: u128) -> String {
     format!("{int}.{}", f.trim_end_matches('0'))
 }
 
+/// Parses an exact decimal USD string (as `format_usd` writes it) back into pico-USD.
+pub fn parse_usd(s: &str) -> Option<u128> {
+    let (int, frac) = s.trim().split_once('.').unwrap_or((s.trim(), ""));
+    if int.is_empty() || frac.len() > 12 || !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let mut f = String::from(frac);
+    while f.len() < 12 {
+        f.push('0');
+    }
+    int.parse::<u128>().ok()?.checked_mul(1_000_000_000_000)?.checked_add(f.parse::<u128>().ok()?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,6 +180,15 @@ mod tests {
         assert_eq!(format_usd(0), "0.0");
         assert_eq!(format_usd(1), "0.000000000001");
         assert_eq!(format_usd(3_000_000_000_000), "3.0");
+    }
+
+    #[test]
+    fn usd_strings_roundtrip() {
+        for p in [0u128, 1, 240_000_000, 3_000_000_000_000, 123_456_789_012_345] {
+            assert_eq!(parse_usd(&format_usd(p)), Some(p));
+        }
+        assert_eq!(parse_usd("0.0000000000001"), None);
+        assert_eq!(parse_usd("abc"), None);
     }
 
     #[test]

@@ -40,15 +40,14 @@ pub fn root_id() -> String {
     property_string(&["plugin_root_id"]).unwrap_or_default()
 }
 
-/// The provider name of the upstream host this attempt goes to (endpoint metadata).
+/// A value of the gateway's endpoint metadata on the upstream host this attempt goes to.
+pub fn upstream_metadata(key: &str) -> Option<String> {
+    property_string(&["xds", "upstream_host_metadata", "filter_metadata", headers::METADATA_NAMESPACE, key])
+}
+
+/// The provider name of the upstream host this attempt goes to.
 pub fn upstream_provider() -> Option<String> {
-    property_string(&[
-        "xds",
-        "upstream_host_metadata",
-        "filter_metadata",
-        headers::METADATA_NAMESPACE,
-        headers::METADATA_PROVIDER,
-    ])
+    upstream_metadata(headers::METADATA_PROVIDER)
 }
 
 pub fn now_ms() -> u64 {

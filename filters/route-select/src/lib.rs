@@ -10,6 +10,7 @@ use std::borrow::Cow;
 use std::rc::Rc;
 
 use aigw_core::anthropic;
+use aigw_core::audit::{parse_attempts, Attempt as AttemptRecord, ErrorClass};
 use aigw_core::error::GatewayError;
 use aigw_core::headers;
 use aigw_core::route::{Api, RouteConfig};
@@ -60,7 +61,9 @@ impl RootContext for Root {
         let cfg = self.cfg.clone()?;
         Some(match self.role {
             Role::Downstream => Box::new(Select { cfg, active: false }) as Box<dyn HttpContext>,
-            Role::Upstream => Box::new(Attempt { cfg, target: None, response: ResponseMode::Pass, status: 0 }),
+            Role::Upstream => {
+                Box::new(Attempt { cfg, target: None, response: ResponseMode::Pass, status: 0, record: None })
+            }
         })
     }
 
@@ -169,11 +172,53 @@ struct Attempt {
     target: Option<Target>,
     response: ResponseMode,
     status: u16,
+    /// This attempt's index in the call's attempts list, and when it was sent.
+    record: Option<(usize, u64)>,
 }
 
 impl Context for Attempt {}
 
+/// Updates the call's attempts list in filter state (read, change, write back: the attempts of
+/// one call run one after another on one worker, so nothing else writes it meanwhile).
+fn update_attempts(f: impl FnOnce(&mut Vec<AttemptRecord>)) {
+    let mut list = parse_attempts(host::property(&[headers::PROP_ATTEMPTS]).as_deref());
+    f(&mut list);
+    if let Ok(json) = serde_json::to_string(&list) {
+        host::set_property(headers::PROP_ATTEMPTS, &json);
+    }
+}
+
 impl Attempt {
+    fn start_record(&mut self, provider: &str, model: Option<&str>) {
+        let now = host::now_ms();
+        let mut index = 0;
+        update_attempts(|list| {
+            index = list.len();
+            list.push(AttemptRecord {
+                provider: provider.to_string(),
+                region: host::upstream_metadata(headers::METADATA_REGION),
+                model: model.map(str::to_string),
+                status: None,
+                latency_ms: None,
+                error_class: Some(ErrorClass::NoResponse),
+                started_ms: now,
+            });
+        });
+        self.record = Some((index, now));
+    }
+
+    fn finish_record(&self, status: u16) {
+        let Some((index, started)) = self.record else { return };
+        let latency = host::now_ms().saturating_sub(started);
+        update_attempts(|list| {
+            if let Some(a) = list.get_mut(index) {
+                a.status = Some(status);
+                a.latency_ms = Some(latency);
+                a.error_class = ErrorClass::of_status(status);
+            }
+        });
+    }
+
     fn translate_request(&self, t: &Target, body: &[u8]) -> Result<Vec<u8>, GatewayError> {
         let mut req: Value = serde_json::from_slice(body).map_err(|e| {
             GatewayError::bad_request("invalid_json", format!("The request body is not valid JSON: {e}"))
@@ -205,6 +250,8 @@ impl HttpContext for Attempt {
             host::warn("route-select: upstream attempt without alias or provider metadata; passing it through");
             return Action::Continue;
         };
+        let step_model = self.cfg.step(&alias, &provider).map(|(s, _)| s.model.clone());
+        self.start_record(&provider, step_model.as_deref());
         let Some((step, p)) = self.cfg.step(&alias, &provider) else {
             host::warn(&format!(
                 "route-select: alias {alias:?} has no step for provider {provider:?}; passing it through"
@@ -252,10 +299,11 @@ impl HttpContext for Attempt {
     }
 
     fn on_http_response_headers(&mut self, _n: usize, eos: bool) -> Action {
+        self.status = host::response_header(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
+        self.finish_record(self.status);
         let Some(t) = &self.target else { return Action::Continue };
         host::set_response_header(headers::PROVIDER, Some(&t.provider));
         host::set_response_header(headers::MODEL, Some(&t.model));
-        self.status = host::response_header(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
         if t.api == Api::Openai || eos {
             return Action::Continue;
         }
