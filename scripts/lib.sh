@@ -51,7 +51,7 @@ build_filters() {
 }
 
 build_fakes() {
-  log "building the fake providers"
-  cargo build --quiet --release -p fake-providers
+  log "building the fake providers and aigw-report"
+  cargo build --quiet --release -p fake-providers -p aigw-report
   FAKES="$ROOT/target/release/fake-providers"
 }

@@ -183,6 +183,24 @@ mod tests {
     }
 
     #[test]
+    fn repository_price_book_compiles_and_every_model_has_source_and_date() {
+        let text = include_str!("../../../envoy/price-book.json");
+        let cfg: PriceBookConfig = serde_json::from_str(text).unwrap();
+        let book = PriceBook::compile(&cfg).unwrap();
+        for (name, m) in &cfg.models {
+            assert!(m.source.as_deref().is_some_and(|s| s.starts_with("https://")), "{name}: source");
+            assert!(m.date.as_deref().is_some_and(|d| d.len() == 10), "{name}: date");
+            let p = book.price(name).unwrap();
+            assert!(p.input > 0 && p.output > 0 && p.cached_input <= p.input, "{name}: {p:?}");
+        }
+        for provider_model in
+            ["gpt-4o-mini-2024-07-18", "claude-sonnet-4-5-20250929", "gemini-2.5-flash", "amazon.nova-pro-v1:0"]
+        {
+            assert!(book.price(provider_model).is_some(), "{provider_model} missing");
+        }
+    }
+
+    #[test]
     fn usd_strings_roundtrip() {
         for p in [0u128, 1, 240_000_000, 3_000_000_000_000, 123_456_789_012_345] {
             assert_eq!(parse_usd(&format_usd(p)), Some(p));
