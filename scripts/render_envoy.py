@@ -12,7 +12,11 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-DEMO_KEYS = {"DEMO_KEY_ACME": "aigw-demo-key-acme", "DEMO_KEY_TINY": "aigw-demo-key-tiny"}
+DEMO_KEYS = {
+    "DEMO_KEY_ACME": "aigw-demo-key-acme",
+    "DEMO_KEY_TINY": "aigw-demo-key-tiny",
+    "DEMO_KEY_BETA": "aigw-demo-key-beta",
+}
 
 
 def render(values):

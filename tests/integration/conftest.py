@@ -24,7 +24,7 @@ import render_envoy  # noqa: E402
 ENVOY = Path(os.environ.get("AIGW_ENVOY", ROOT / ".venv" / "bin" / "envoy"))
 FAKES = ROOT / "target" / "release" / "fake-providers"
 PROVIDER_KEYS = {"openai": "sk-fake-openai-test-1f2e3d", "anthropic": "sk-ant-fake-test-9a8b7c"}
-DEMO_KEYS = {"acme": "aigw-demo-key-acme", "tiny": "aigw-demo-key-tiny"}
+DEMO_KEYS = {"acme": "aigw-demo-key-acme", "tiny": "aigw-demo-key-tiny", "beta": "aigw-demo-key-beta"}
 PRICE_BOOK = json.loads((ROOT / "envoy" / "price-book.json").read_text())
 
 

@@ -101,6 +101,37 @@ def test_bad_or_missing_key_is_401_and_no_provider_is_called(gateway, headers, c
     assert rec["tenant"] is None and rec["tokens"] is None and rec["cost_usd"] is None
 
 
+def test_feature_and_agent_within_scope_are_recorded_and_not_sent_upstream(gateway):
+    msg = unique()
+    resp = gateway.chat(msg, headers={"x-gateway-feature": "search", "x-gateway-agent": "triage-bot"})
+    assert resp.status_code == 200, resp.text
+    [seen] = gateway.provider_requests("anthropic", containing=msg)
+    assert "x-gateway-feature" not in seen["headers"] and "x-gateway-agent" not in seen["headers"]
+    rec = one_audit(gateway, resp)
+    assert (rec["feature"], rec["agent"], rec["tenant"]) == ("search", "triage-bot", "acme")
+
+
+@pytest.mark.parametrize(
+    "key,headers,model,code",
+    [
+        ("acme", {"x-gateway-feature": "billing"}, "chat", "feature_not_in_scope"),
+        ("beta", {"x-gateway-agent": "any-bot"}, "chat", "agent_not_in_scope"),
+        ("beta", {}, "chat-openai-first", "alias_not_in_scope"),
+    ],
+)
+def test_outside_the_key_scope_is_403_naming_the_scope(gateway, key, headers, model, code):
+    msg = unique()
+    resp = gateway.chat(msg, model=model, key=DEMO_KEYS[key], headers=headers)
+    assert_openai_error(resp, 403, code)
+    asked = next(iter(headers.values()), model)
+    assert f"`{asked}`" in resp.json()["error"]["message"]
+    assert gateway.provider_requests("anthropic", containing=msg) == []
+    assert gateway.provider_requests("openai", containing=msg) == []
+    rec = one_audit(gateway, resp)
+    assert rec["tenant"] == key and rec["status"] == 403
+    assert rec["outcome"] == ("refused_request" if code == "alias_not_in_scope" else "refused_auth")
+
+
 def test_caller_cannot_smuggle_internal_headers(gateway):
     msg = unique()
     resp = gateway.chat(msg, headers={"x-aigw-chain": "chain_openai_first", "x-aigw-anything": "1"})

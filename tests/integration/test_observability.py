@@ -33,7 +33,7 @@ def run(gateway):
         calls[name] = {"status": r.status_code, "id": r.headers.get("x-aigw-request-id"),
                        "headers": dict(r.headers), "body": r.json()}
 
-    chat("ok")
+    chat("ok", headers={"x-gateway-feature": "search"})
     chat("bad_key", key="aigw-wrong")
     for i in range(3):
         chat(f"tiny_{i}", key=DEMO_KEYS["tiny"])
@@ -98,6 +98,7 @@ def test_exactly_one_correct_audit_line_per_call(gateway, run):
     assert recs["ok"]["key_id"] == "demo-acme" and recs["ok"]["privacy_zone"] == "global"
     assert re.fullmatch(r"[0-9a-f]{12}", recs["ok"]["key_fingerprint"])
     assert recs["tiny_0"]["privacy_zone"] == "eu"
+    assert recs["ok"]["feature"] == "search" and recs["fallback_ok"]["feature"] is None
     assert DEMO_KEYS["acme"] not in gateway.access_log.read_text()
 
     # Attempts, with region, raw provider status and error class.
@@ -205,6 +206,10 @@ def test_report_spend_matches_hand_computed_costs(gateway, run):
     for (tenant, model), (calls, cost) in want.items():
         r = got[(tenant, model)]
         assert Decimal(r[6]) == cost, (tenant, model, r)
+    by_feature = {r[1]: r for r in table_rows(report("spend", "--by", "feature", "--period", "all", gateway.access_log))}
+    ok_cost = expected_cost(SONNET, {"input": run["ok"]["body"]["usage"]["prompt_tokens"], "cached_input": 0,
+                                     "output": run["ok"]["body"]["usage"]["completion_tokens"], "reasoning": 0})
+    assert by_feature["search"][2] == "1" and Decimal(by_feature["search"][5]) == ok_cost
     # Calls that were refused or failed cost nothing and are counted under model "-".
     assert int(got[("acme", SONNET)][3]) == 3  # ok, streamed, aborted
     assert got[("acme", SONNET)][7] == "0"

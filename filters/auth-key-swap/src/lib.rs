@@ -11,7 +11,7 @@ use std::rc::Rc;
 
 use aigw_core::error::GatewayError;
 use aigw_core::headers;
-use aigw_core::keys::{presented_credential, KeyEntry, KeyRing};
+use aigw_core::keys::{check_scope, presented_credential, KeyEntry, KeyRing};
 use aigw_core::route::Api;
 use aigw_host as host;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -134,14 +134,31 @@ impl HttpContext for Stream {
                         "No gateway key was presented. Send it as `Authorization: Bearer <key>` or `x-api-key: <key>`.",
                     ));
                 };
+                let feature = host::request_header(headers::CALLER_FEATURE).filter(|v| !v.is_empty());
+                let agent = host::request_header(headers::CALLER_AGENT).filter(|v| !v.is_empty());
+                host::set_request_header(headers::CALLER_FEATURE, None);
+                host::set_request_header(headers::CALLER_AGENT, None);
                 match ring.authenticate(presented) {
                     Ok(id) => {
+                        // The identity is known from here on, even when a scope check refuses.
                         host::set_property(headers::PROP_TENANT, &id.tenant);
                         host::set_property(headers::PROP_KEY_ID, &id.key_id);
                         host::set_property(headers::PROP_KEY_FINGERPRINT, &id.fingerprint);
                         if let Some(zone) = &id.zone {
                             host::set_property(headers::PROP_ZONE, zone);
                         }
+                        for (what, scope, asked, prop) in [
+                            ("feature", &id.features, &feature, headers::PROP_FEATURE),
+                            ("agent", &id.agents, &agent, headers::PROP_AGENT),
+                        ] {
+                            if let Some(name) = asked {
+                                if let Err(e) = check_scope(what, scope, name) {
+                                    return refuse(&e);
+                                }
+                                host::set_property(prop, name);
+                            }
+                        }
+                        host::set_property(headers::PROP_ALIAS_SCOPE, &id.aliases.to_list());
                         Action::Continue
                     }
                     Err(e) => refuse(&e),

@@ -19,6 +19,14 @@ pub const PROP_TENANT: &str = "aigw_tenant";
 pub const PROP_KEY_ID: &str = "aigw_key_id";
 pub const PROP_KEY_FINGERPRINT: &str = "aigw_key_fp";
 pub const PROP_ZONE: &str = "aigw_zone";
+pub const PROP_FEATURE: &str = "aigw_feature";
+pub const PROP_AGENT: &str = "aigw_agent";
+/// The model aliases the caller's key may use, comma-separated (`*` for any).
+pub const PROP_ALIAS_SCOPE: &str = "aigw_alias_scope";
+
+/// Headers a caller uses to attribute a call to a feature or agent, within its key's scope.
+pub const CALLER_FEATURE: &str = "x-gateway-feature";
+pub const CALLER_AGENT: &str = "x-gateway-agent";
 /// JSON array of [`crate::audit::Attempt`], appended to by each upstream attempt.
 pub const PROP_ATTEMPTS: &str = "aigw_attempts";
 pub const PROP_ALIAS: &str = "aigw_alias";

@@ -19,6 +19,84 @@ pub struct KeyEntry {
     /// The privacy zone the key's calls must stay in (see `envoy/privacy-zones.json`).
     #[serde(default)]
     pub zone: Option<String>,
+    /// Features the caller may attribute calls to (`x-gateway-feature`); `["*"]` allows any.
+    /// Empty (the default): the caller may not name a feature.
+    #[serde(default)]
+    pub features: Vec<String>,
+    /// Agents the caller may act as (`x-gateway-agent`); same rules as `features`.
+    #[serde(default)]
+    pub agents: Vec<String>,
+    /// Model aliases the key may use; `["*"]` (the default) allows every alias.
+    #[serde(default = "any")]
+    pub aliases: Vec<String>,
+}
+
+fn any() -> Vec<String> {
+    vec!["*".into()]
+}
+
+/// A set of names a key is allowed to use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    Any,
+    Only(Vec<String>),
+}
+
+impl Scope {
+    fn from_list(list: &[String]) -> Scope {
+        if list.iter().any(|x| x == "*") {
+            Scope::Any
+        } else {
+            Scope::Only(list.to_vec())
+        }
+    }
+
+    pub fn allows(&self, name: &str) -> bool {
+        match self {
+            Scope::Any => true,
+            Scope::Only(list) => list.iter().any(|x| x == name),
+        }
+    }
+
+    /// The scope as a comma-separated list (`*` for any), for filter state.
+    pub fn to_list(&self) -> String {
+        match self {
+            Scope::Any => "*".into(),
+            Scope::Only(list) => list.join(","),
+        }
+    }
+
+    pub fn from_list_str(s: &str) -> Scope {
+        let list: Vec<String> = s.split(',').filter(|x| !x.is_empty()).map(str::to_string).collect();
+        Scope::from_list(&list)
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Scope::Any => "any".into(),
+            Scope::Only(l) if l.is_empty() => "none".into(),
+            Scope::Only(l) => l.iter().map(|x| format!("`{x}`")).collect::<Vec<_>>().join(", "),
+        }
+    }
+}
+
+/// Checks a name the caller asked for (a feature, agent or alias) against the key's scope; the
+/// 403 names the scope that was exceeded and what the key allows.
+pub fn check_scope(what: &'static str, scope: &Scope, requested: &str) -> Result<(), GatewayError> {
+    if scope.allows(requested) {
+        return Ok(());
+    }
+    let code = match what {
+        "feature" => "feature_not_in_scope",
+        "agent" => "agent_not_in_scope",
+        _ => "alias_not_in_scope",
+    };
+    Err(GatewayError::new(
+        403,
+        "permission_error",
+        code,
+        format!("This gateway key may not use {what} `{requested}`; its {what} scope is: {}.", scope.describe()),
+    ))
 }
 
 /// The identity a key carries.
@@ -29,6 +107,9 @@ pub struct Identity {
     /// A short, non-secret fingerprint of the key: the first 12 hex digits of its SHA-256.
     pub fingerprint: String,
     pub zone: Option<String>,
+    pub features: Scope,
+    pub agents: Scope,
+    pub aliases: Scope,
 }
 
 /// All configured keys, compiled once at configuration time.
@@ -52,7 +133,15 @@ impl KeyRing {
             let fingerprint = to_hex(&digest[..6]);
             out.push((
                 digest,
-                Identity { key_id: e.id.clone(), tenant: e.tenant.clone(), fingerprint, zone: e.zone.clone() },
+                Identity {
+                    key_id: e.id.clone(),
+                    tenant: e.tenant.clone(),
+                    fingerprint,
+                    zone: e.zone.clone(),
+                    features: Scope::from_list(&e.features),
+                    agents: Scope::from_list(&e.agents),
+                    aliases: Scope::from_list(&e.aliases),
+                },
             ));
         }
         Ok(Self { entries: out })
@@ -132,14 +221,17 @@ fn ct_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
 mod tests {
     use super::*;
 
+    fn entry(id: &str, sha256: &str, tenant: &str) -> KeyEntry {
+        serde_json::from_value(serde_json::json!({"id": id, "sha256": sha256, "tenant": tenant})).unwrap()
+    }
+
     fn ring() -> KeyRing {
         KeyRing::compile(&[
-            KeyEntry { id: "k1".into(), sha256: digest_hex("aigw-one"), tenant: "acme".into(), zone: None },
+            KeyEntry { features: vec!["search".into()], ..entry("k1", &digest_hex("aigw-one"), "acme") },
             KeyEntry {
-                id: "k2".into(),
-                sha256: digest_hex("aigw-two").to_uppercase(),
-                tenant: "beta".into(),
                 zone: Some("eu".into()),
+                aliases: vec!["chat".into()],
+                ..entry("k2", &digest_hex("aigw-two").to_uppercase(), "beta")
             },
         ])
         .unwrap_or_default()
@@ -165,13 +257,28 @@ mod tests {
 
     #[test]
     fn bad_config_is_rejected_with_reason() {
-        let bad = [KeyEntry { id: "x".into(), sha256: "abc".into(), tenant: "t".into(), zone: None }];
+        let bad = [entry("x", "abc", "t")];
         assert!(KeyRing::compile(&bad).err().unwrap_or_default().contains("64 hex"));
-        let dup = [
-            KeyEntry { id: "a".into(), sha256: digest_hex("k"), tenant: "t".into(), zone: None },
-            KeyEntry { id: "b".into(), sha256: digest_hex("k"), tenant: "t".into(), zone: None },
-        ];
+        let dup = [entry("a", &digest_hex("k"), "t"), entry("b", &digest_hex("k"), "t")];
         assert!(KeyRing::compile(&dup).err().unwrap_or_default().contains("twice"));
+    }
+
+    #[test]
+    fn scopes_default_and_check() {
+        let r = ring();
+        let one = r.authenticate("aigw-one").unwrap();
+        assert!(check_scope("feature", &one.features, "search").is_ok());
+        let e = check_scope("feature", &one.features, "billing").unwrap_err();
+        assert_eq!((e.status, e.code), (403, "feature_not_in_scope"));
+        assert!(e.message.contains("`billing`") && e.message.contains("`search`"), "{}", e.message);
+        // No agents listed: naming one is refused; aliases default to any.
+        assert_eq!(check_scope("agent", &one.agents, "bot").unwrap_err().code, "agent_not_in_scope");
+        assert!(one.agents.to_list().is_empty());
+        assert_eq!(one.aliases, Scope::Any);
+        let two = r.authenticate("aigw-two").unwrap();
+        assert_eq!(check_scope("alias", &two.aliases, "other").unwrap_err().code, "alias_not_in_scope");
+        assert_eq!(Scope::from_list_str(&two.aliases.to_list()), two.aliases);
+        assert_eq!(Scope::from_list_str("*"), Scope::Any);
     }
 
     #[test]

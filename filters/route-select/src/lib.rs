@@ -13,6 +13,7 @@ use aigw_core::anthropic;
 use aigw_core::audit::{parse_attempts, Attempt as AttemptRecord, ErrorClass};
 use aigw_core::error::GatewayError;
 use aigw_core::headers;
+use aigw_core::keys::{check_scope, Scope};
 use aigw_core::route::{Api, RouteConfig};
 use aigw_host as host;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -142,6 +143,12 @@ impl HttpContext for Select {
             Ok(a) => a,
             Err(e) => return refuse(&e),
         };
+        // The aliases the caller's key may use (set by auth-key-swap; absent: no restriction).
+        if let Some(scope) = host::property_string(&[headers::PROP_ALIAS_SCOPE]) {
+            if let Err(e) = check_scope("alias", &Scope::from_list_str(&scope), model) {
+                return refuse(&e);
+            }
+        }
         host::set_request_header(headers::CHAIN, Some(&alias.chain));
         host::set_property(headers::PROP_ALIAS, model);
         host::clear_route_cache();
