@@ -303,20 +303,22 @@ impl HttpContext for Call {
             flags.push("usage_missing".to_string());
         }
         let end = host::now_ms();
+        let id = host::identity().unwrap_or_default();
+        let some = |s: String| if s.is_empty() { None } else { Some(s) };
         let record = AuditRecord {
             version: RECORD_VERSION,
             request_id: std::mem::take(&mut self.request_id),
             start_time_ms: self.start_ms,
             end_time_ms: end,
-            tenant: prop(headers::PROP_TENANT),
-            feature: prop(headers::PROP_FEATURE),
-            agent: prop(headers::PROP_AGENT),
-            key_id: prop(headers::PROP_KEY_ID),
-            key_fingerprint: prop(headers::PROP_KEY_FINGERPRINT),
+            tenant: some(id.tenant),
+            feature: id.feature,
+            agent: id.agent,
+            key_id: some(id.key_id),
+            key_fingerprint: some(id.key_fingerprint),
             route: None,
             alias: prop(headers::PROP_ALIAS),
             workload_class: None,
-            privacy_zone: prop(headers::PROP_ZONE),
+            privacy_zone: id.zone,
             provider: self.provider.take(),
             model: self.model.take(),
             attempts,

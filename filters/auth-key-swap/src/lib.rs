@@ -11,7 +11,7 @@ use std::rc::Rc;
 
 use aigw_core::error::GatewayError;
 use aigw_core::headers;
-use aigw_core::keys::{check_scope, presented_credential, KeyEntry, KeyRing};
+use aigw_core::keys::{check_scope, presented_credential, CallIdentity, KeyEntry, KeyRing};
 use aigw_core::route::Api;
 use aigw_host as host;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -119,55 +119,50 @@ impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _n: usize, _eos: bool) -> Action {
         match &*self.role {
             Role::Downstream(ring) => {
-                host::strip_internal_request_headers();
-                let auth = host::request_header("authorization");
-                let xk = host::request_header("x-api-key");
-                let ak = host::request_header("api-key");
-                for h in CALLER_CREDENTIAL_HEADERS {
-                    host::set_request_header(h, None);
-                }
-                let Some(presented) = presented_credential(auth.as_deref(), xk.as_deref(), ak.as_deref()) else {
-                    return refuse(&GatewayError::new(
+                // One host call for all headers; only headers that are present are removed.
+                let all = host::request_headers();
+                let get = |name: &str| all.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+                let presented = presented_credential(get("authorization"), get("x-api-key"), get("api-key"));
+                let feature = get(headers::CALLER_FEATURE).filter(|v| !v.is_empty());
+                let agent = get(headers::CALLER_AGENT).filter(|v| !v.is_empty());
+                let result = presented.map(|p| ring.authenticate(p));
+                host::remove_request_headers(&all, |n| {
+                    headers::is_internal(n)
+                        || CALLER_CREDENTIAL_HEADERS.contains(&n)
+                        || n == headers::CALLER_FEATURE
+                        || n == headers::CALLER_AGENT
+                });
+                let id = match result {
+                    None => return refuse(&GatewayError::new(
                         401,
                         "invalid_request_error",
                         "missing_api_key",
                         "No gateway key was presented. Send it as `Authorization: Bearer <key>` or `x-api-key: <key>`.",
-                    ));
+                    )),
+                    Some(Err(e)) => return refuse(&e),
+                    Some(Ok(id)) => id,
                 };
-                let feature = host::request_header(headers::CALLER_FEATURE).filter(|v| !v.is_empty());
-                let agent = host::request_header(headers::CALLER_AGENT).filter(|v| !v.is_empty());
-                host::set_request_header(headers::CALLER_FEATURE, None);
-                host::set_request_header(headers::CALLER_AGENT, None);
-                match ring.authenticate(presented) {
-                    Ok(id) => {
-                        // The identity is known from here on, even when a scope check refuses.
-                        host::set_property(headers::PROP_TENANT, &id.tenant);
-                        host::set_property(headers::PROP_KEY_ID, &id.key_id);
-                        host::set_property(headers::PROP_KEY_FINGERPRINT, &id.fingerprint);
-                        if let Some(zone) = &id.zone {
-                            host::set_property(headers::PROP_ZONE, zone);
+                // The identity is recorded even when a scope check refuses, so the refusal is
+                // charged to the right tenant in the audit record.
+                let mut call = CallIdentity::of(id);
+                let checks = [("feature", &id.features, feature), ("agent", &id.agents, agent)];
+                for (what, scope, asked) in checks {
+                    if let Some(name) = asked {
+                        if let Err(e) = check_scope(what, scope, name) {
+                            host::set_property(headers::PROP_IDENTITY, &call.to_json());
+                            return refuse(&e);
                         }
-                        for (what, scope, asked, prop) in [
-                            ("feature", &id.features, &feature, headers::PROP_FEATURE),
-                            ("agent", &id.agents, &agent, headers::PROP_AGENT),
-                        ] {
-                            if let Some(name) = asked {
-                                if let Err(e) = check_scope(what, scope, name) {
-                                    return refuse(&e);
-                                }
-                                host::set_property(prop, name);
-                            }
-                        }
-                        host::set_property(headers::PROP_ALIAS_SCOPE, &id.aliases.to_list());
-                        Action::Continue
                     }
-                    Err(e) => refuse(&e),
                 }
+                call.feature = feature.map(str::to_string);
+                call.agent = agent.map(str::to_string);
+                host::set_property(headers::PROP_IDENTITY, &call.to_json());
+                Action::Continue
             }
             Role::Upstream(providers) => {
-                for h in CALLER_CREDENTIAL_HEADERS {
-                    host::set_request_header(h, None);
-                }
+                // Headers persist across attempts: drop whatever credential is there (a caller's,
+                // or the key an earlier attempt injected for another provider).
+                host::remove_request_headers(&host::request_headers(), |n| CALLER_CREDENTIAL_HEADERS.contains(&n));
                 let provider = host::upstream_provider();
                 match provider.as_deref().and_then(|p| providers.get(p)) {
                     Some((Api::Openai, key)) => {

@@ -15,14 +15,9 @@ pub const REQUEST_ID: &str = "x-aigw-request-id";
 pub const PUBLIC_RESPONSE: [&str; 3] = [PROVIDER, MODEL, REQUEST_ID];
 
 /// Filter-state properties (`set_property([NAME])` shows up as `wasm.NAME` in Envoy).
-pub const PROP_TENANT: &str = "aigw_tenant";
-pub const PROP_KEY_ID: &str = "aigw_key_id";
-pub const PROP_KEY_FINGERPRINT: &str = "aigw_key_fp";
-pub const PROP_ZONE: &str = "aigw_zone";
-pub const PROP_FEATURE: &str = "aigw_feature";
-pub const PROP_AGENT: &str = "aigw_agent";
-/// The model aliases the caller's key may use, comma-separated (`*` for any).
-pub const PROP_ALIAS_SCOPE: &str = "aigw_alias_scope";
+/// The caller's identity as one JSON [`crate::keys::CallIdentity`]: one host call to write and
+/// one to read, instead of one per field.
+pub const PROP_IDENTITY: &str = "aigw_identity";
 
 /// Headers a caller uses to attribute a call to a feature or agent, within its key's scope.
 pub const CALLER_FEATURE: &str = "x-gateway-feature";

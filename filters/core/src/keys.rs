@@ -1,7 +1,7 @@
 //! Gateway keys: callers present one; config stores only its SHA-256 digest and the identity it
 //! carries.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::GatewayError;
@@ -110,6 +110,44 @@ pub struct Identity {
     pub features: Scope,
     pub agents: Scope,
     pub aliases: Scope,
+}
+
+/// What the credential plane tells the other filters about a call, in one filter-state value.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallIdentity {
+    pub tenant: String,
+    pub key_id: String,
+    pub key_fingerprint: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feature: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// The model aliases the key may use, comma-separated (`*` for any).
+    pub alias_scope: String,
+}
+
+impl CallIdentity {
+    pub fn of(id: &Identity) -> CallIdentity {
+        CallIdentity {
+            tenant: id.tenant.clone(),
+            key_id: id.key_id.clone(),
+            key_fingerprint: id.fingerprint.clone(),
+            zone: id.zone.clone(),
+            feature: None,
+            agent: None,
+            alias_scope: id.aliases.to_list(),
+        }
+    }
+
+    pub fn parse(raw: &[u8]) -> Option<CallIdentity> {
+        serde_json::from_slice(raw).ok()
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
 }
 
 /// All configured keys, compiled once at configuration time.
@@ -279,6 +317,17 @@ mod tests {
         assert_eq!(check_scope("alias", &two.aliases, "other").unwrap_err().code, "alias_not_in_scope");
         assert_eq!(Scope::from_list_str(&two.aliases.to_list()), two.aliases);
         assert_eq!(Scope::from_list_str("*"), Scope::Any);
+    }
+
+    #[test]
+    fn call_identity_roundtrips() {
+        let r = ring();
+        let mut c = CallIdentity::of(r.authenticate("aigw-two").unwrap());
+        c.feature = Some("search".into());
+        let back = CallIdentity::parse(c.to_json().as_bytes()).unwrap();
+        assert_eq!(back, c);
+        assert_eq!(back.alias_scope, "chat");
+        assert!(CallIdentity::parse(b"nope").is_none());
     }
 
     #[test]

@@ -35,6 +35,24 @@ pub fn set_property(name: &str, value: &str) {
     let _ = hc::set_property(vec![name], Some(value.as_bytes()));
 }
 
+/// The caller's identity recorded by auth-key-swap, if it ran.
+pub fn identity() -> Option<aigw_core::keys::CallIdentity> {
+    aigw_core::keys::CallIdentity::parse(&property(&[headers::PROP_IDENTITY])?)
+}
+
+/// All request headers in one host call (names are lowercase).
+pub fn request_headers() -> Vec<(String, String)> {
+    hc::get_map(MapType::HttpRequestHeaders).unwrap_or_default()
+}
+
+/// Removes, from the request, the headers in `present` (as returned by [`request_headers`])
+/// that `drop` selects: only headers that exist cost a host call.
+pub fn remove_request_headers(present: &[(String, String)], drop: impl Fn(&str) -> bool) {
+    for (name, _) in present.iter().filter(|(n, _)| drop(n)) {
+        set_request_header(name, None);
+    }
+}
+
 /// The root id this plugin instance was configured with.
 pub fn root_id() -> String {
     property_string(&["plugin_root_id"]).unwrap_or_default()
@@ -72,15 +90,6 @@ pub fn response_header(name: &str) -> Option<String> {
 
 pub fn set_response_header(name: &str, value: Option<&str>) {
     let _ = hc::set_map_value(MapType::HttpResponseHeaders, name, value);
-}
-
-/// Removes every header in the gateway's internal namespace from the request.
-pub fn strip_internal_request_headers() {
-    if let Ok(all) = hc::get_map(MapType::HttpRequestHeaders) {
-        for (name, _) in all.iter().filter(|(n, _)| headers::is_internal(n)) {
-            set_request_header(name, None);
-        }
-    }
 }
 
 pub fn request_body(size: usize) -> Vec<u8> {

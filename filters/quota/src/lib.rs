@@ -118,7 +118,7 @@ fn take_shared(key: &str, limit: Limit, now: u64) -> Option<Decision> {
 
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _n: usize, _eos: bool) -> Action {
-        let tenant = host::property_string(&[headers::PROP_TENANT]).unwrap_or_else(|| "_anonymous".into());
+        let tenant = host::identity().map(|i| i.tenant).unwrap_or_else(|| "_anonymous".into());
         let limit = self.limits.tenants.get(&tenant).copied().unwrap_or(self.limits.default);
         let key = format!("aigw.quota.rpm.{tenant}");
         match take_shared(&key, limit, host::now_ms()) {

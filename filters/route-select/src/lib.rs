@@ -62,9 +62,14 @@ impl RootContext for Root {
         let cfg = self.cfg.clone()?;
         Some(match self.role {
             Role::Downstream => Box::new(Select { cfg, active: false }) as Box<dyn HttpContext>,
-            Role::Upstream => {
-                Box::new(Attempt { cfg, target: None, response: ResponseMode::Pass, status: 0, record: None })
-            }
+            Role::Upstream => Box::new(Attempt {
+                cfg,
+                target: None,
+                response: ResponseMode::Pass,
+                status: 0,
+                record: None,
+                attempts: Vec::new(),
+            }),
         })
     }
 
@@ -144,8 +149,8 @@ impl HttpContext for Select {
             Err(e) => return refuse(&e),
         };
         // The aliases the caller's key may use (set by auth-key-swap; absent: no restriction).
-        if let Some(scope) = host::property_string(&[headers::PROP_ALIAS_SCOPE]) {
-            if let Err(e) = check_scope("alias", &Scope::from_list_str(&scope), model) {
+        if let Some(id) = host::identity() {
+            if let Err(e) = check_scope("alias", &Scope::from_list_str(&id.alias_scope), model) {
                 return refuse(&e);
             }
         }
@@ -181,49 +186,47 @@ struct Attempt {
     status: u16,
     /// This attempt's index in the call's attempts list, and when it was sent.
     record: Option<(usize, u64)>,
+    /// The call's attempts list as this attempt last wrote it (attempts of one call run one
+    /// after another, so no one else changes it meanwhile: no need to read it back).
+    attempts: Vec<AttemptRecord>,
 }
 
 impl Context for Attempt {}
 
-/// Updates the call's attempts list in filter state (read, change, write back: the attempts of
-/// one call run one after another on one worker, so nothing else writes it meanwhile).
-fn update_attempts(f: impl FnOnce(&mut Vec<AttemptRecord>)) {
-    let mut list = parse_attempts(host::property(&[headers::PROP_ATTEMPTS]).as_deref());
-    f(&mut list);
-    if let Ok(json) = serde_json::to_string(&list) {
-        host::set_property(headers::PROP_ATTEMPTS, &json);
-    }
-}
-
 impl Attempt {
+    fn write_attempts(&self) {
+        if let Ok(json) = serde_json::to_string(&self.attempts) {
+            host::set_property(headers::PROP_ATTEMPTS, &json);
+        }
+    }
+
+    /// Appends this attempt to the call's attempts list in filter state (as "no response" until
+    /// one arrives, so an attempt that never gets one is still on record).
     fn start_record(&mut self, provider: &str, model: Option<&str>) {
         let now = host::now_ms();
-        let mut index = 0;
-        update_attempts(|list| {
-            index = list.len();
-            list.push(AttemptRecord {
-                provider: provider.to_string(),
-                region: host::upstream_metadata(headers::METADATA_REGION),
-                model: model.map(str::to_string),
-                status: None,
-                latency_ms: None,
-                error_class: Some(ErrorClass::NoResponse),
-                started_ms: now,
-            });
+        self.attempts = parse_attempts(host::property(&[headers::PROP_ATTEMPTS]).as_deref());
+        self.record = Some((self.attempts.len(), now));
+        self.attempts.push(AttemptRecord {
+            provider: provider.to_string(),
+            region: host::upstream_metadata(headers::METADATA_REGION),
+            model: model.map(str::to_string),
+            status: None,
+            latency_ms: None,
+            error_class: Some(ErrorClass::NoResponse),
+            started_ms: now,
         });
-        self.record = Some((index, now));
+        self.write_attempts();
     }
 
-    fn finish_record(&self, status: u16) {
+    fn finish_record(&mut self, status: u16) {
         let Some((index, started)) = self.record else { return };
         let latency = host::now_ms().saturating_sub(started);
-        update_attempts(|list| {
-            if let Some(a) = list.get_mut(index) {
-                a.status = Some(status);
-                a.latency_ms = Some(latency);
-                a.error_class = ErrorClass::of_status(status);
-            }
-        });
+        if let Some(a) = self.attempts.get_mut(index) {
+            a.status = Some(status);
+            a.latency_ms = Some(latency);
+            a.error_class = ErrorClass::of_status(status);
+        }
+        self.write_attempts();
     }
 
     fn translate_request(&self, t: &Target, body: &[u8]) -> Result<Vec<u8>, GatewayError> {
@@ -251,7 +254,9 @@ impl HttpContext for Attempt {
         // from filter state (set downstream) and the host metadata, and every header it
         // depends on is set afresh here.
         let alias = host::property_string(&[headers::PROP_ALIAS]);
-        host::strip_internal_request_headers();
+        let all = host::request_headers();
+        let has = |name: &str| all.iter().any(|(k, _)| k == name);
+        host::remove_request_headers(&all, headers::is_internal);
         let provider = host::upstream_provider();
         let (Some(alias), Some(provider)) = (alias, provider) else {
             host::warn("route-select: upstream attempt without alias or provider metadata; passing it through");
@@ -270,7 +275,9 @@ impl HttpContext for Attempt {
         match target.api {
             Api::Openai => {
                 host::set_request_header(":path", Some(CHAT_PATH));
-                host::set_request_header("anthropic-version", None);
+                if has("anthropic-version") {
+                    host::set_request_header("anthropic-version", None);
+                }
             }
             Api::Anthropic => {
                 host::set_request_header(":path", Some("/v1/messages"));
@@ -281,7 +288,9 @@ impl HttpContext for Attempt {
         if eos {
             return Action::Continue;
         }
-        host::set_request_header("content-length", None);
+        if has("content-length") {
+            host::set_request_header("content-length", None);
+        }
         Action::Pause
     }
 

@@ -1,0 +1,424 @@
+#!/usr/bin/env python3
+"""Measures what the gateway costs against bare Envoy, in one run (driven by scripts/bench).
+
+Every configuration is derived from the real envoy/envoy.yaml, so the filters run with their
+real configs: bare Envoy (same listener and clusters, no filters), the full chain (an OpenAI call
+translated to Anthropic), and each filter alone. Configurations alternate (A B C ... A B C ...)
+for several repetitions; medians are reported, each as a ratio to bare Envoy from the same run.
+"""
+
+import argparse
+import copy
+import datetime
+import json
+import os
+import platform
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+import render_envoy  # noqa: E402
+
+ENVOY = ROOT / ".venv" / "bin" / "envoy"
+FAKES = ROOT / "target" / "release" / "fake-providers"
+WASM_DIR = ROOT / "target" / "wasm32-wasip1" / "release"
+KEY = "aigw-demo-key-acme"
+PROVIDER_KEYS = {"OPENAI_API_KEY": "sk-bench-openai", "ANTHROPIC_API_KEY": "sk-bench-anthropic"}
+ENVOY_CPU, LOAD_CPU = "0", "1"
+STREAM_CHUNKS = 200
+
+OPENAI_ANSWER = json.dumps({
+    "id": "chatcmpl-bench", "object": "chat.completion", "created": 1767225600, "model": "gpt-4o-mini-2024-07-18",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello! I am fine, thank you.", "refusal": None},
+                 "logprobs": None, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 14, "completion_tokens": 9, "total_tokens": 23,
+              "prompt_tokens_details": {"cached_tokens": 0}, "completion_tokens_details": {"reasoning_tokens": 0}}},
+    separators=(",", ":"))
+ANTHROPIC_ANSWER = json.dumps({
+    "id": "msg_bench", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5-20250929",
+    "content": [{"type": "text", "text": "Hello! I am fine, thank you."}], "stop_reason": "end_turn", "stop_sequence": None,
+    "usage": {"input_tokens": 14, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0, "output_tokens": 9}},
+    separators=(",", ":"))
+CHAT_BODY = json.dumps({"model": "chat", "messages": [
+    {"role": "system", "content": "You are a helpful assistant."},
+    {"role": "user", "content": "Hello, how are you today?"}]})
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Upstreams
+
+
+def start_nginx(work):
+    port = free_port()
+    conf = work / "nginx.conf"
+    conf.write_text(f"""
+worker_processes 1;
+daemon off;
+pid {work}/nginx.pid;
+error_log {work}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  keepalive_requests 100000000;
+  keepalive_timeout 300s;
+  client_body_temp_path {work}/nginx-body;
+  server {{
+    listen 127.0.0.1:{port} reuseport backlog=4096;
+    location = /v1/chat/completions {{ default_type application/json; return 200 '{OPENAI_ANSWER}'; }}
+    location = /v1/messages {{ default_type application/json; return 200 '{ANTHROPIC_ANSWER}'; }}
+  }}
+}}
+""")
+    p = subprocess.Popen(["taskset", "-c", LOAD_CPU, "nginx", "-c", str(conf), "-p", str(work)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    wait_port(port)
+    return p, port
+
+
+def start_fakes():
+    p = subprocess.Popen(["taskset", "-c", LOAD_CPU, str(FAKES), "--listen", "anthropic=127.0.0.1:0",
+                          "--key", f"anthropic={PROVIDER_KEYS['ANTHROPIC_API_KEY']}"],
+                         stdout=subprocess.PIPE, text=True)
+    port = None
+    for line in p.stdout:
+        if line.strip() == "ready":
+            break
+        port = int(line.split()[1].rsplit(":", 1)[1])
+    return p, port
+
+
+# ---------------------------------------------------------------------------------------------
+# Envoy configurations, derived from the real template
+
+
+def base_config(port, admin, upstream_port, work):
+    text = render_envoy.render({
+        "LISTEN_PORT": port, "ADMIN_PORT": admin, "OPENAI_PORT": upstream_port, "ANTHROPIC_PORT": upstream_port,
+        "ACCESS_LOG": work / "access.log", "WASM_DIR": WASM_DIR})
+    cfg = yaml.safe_load(text)
+    hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    for f in hcm["http_filters"]:
+        if f["name"] == "aigw.quota":  # no throttling while measuring
+            f["typed_config"]["config"]["configuration"]["value"] = json.dumps(
+                {"default": {"requests_per_minute": 10**12}})
+    return cfg, hcm
+
+
+def clusters(cfg):
+    return {c["name"]: c for c in cfg["static_resources"]["clusters"]}
+
+
+def keep_filters(hcm, names):
+    hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] in names or f["name"] == "envoy.filters.http.router"]
+
+
+def direct_route(hcm, cluster="provider_openai"):
+    vh = hcm["route_config"]["virtual_hosts"][0]
+    vh["routes"] = [{"match": {"prefix": "/"}, "route": {"cluster": cluster, "timeout": "60s"}}]
+
+
+def make_config(name, port, admin, upstream_port, work):
+    """Returns (config dict, request path, body, headers) for a named configuration."""
+    cfg, hcm = base_config(port, admin, upstream_port, work)
+    cl = clusters(cfg)
+    chain_filters = cl["chain_chat"]["typed_extension_protocol_options"]
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {KEY}"}
+    if name == "full":
+        pass
+    elif name == "route-select":
+        keep_filters(hcm, {"aigw.route_select"})
+        opts = copy.deepcopy(chain_filters)
+        pf = opts["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]["http_filters"]
+        opts["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]["http_filters"] = [
+            f for f in pf if f["name"] != "aigw.auth_key_swap_upstream"]
+        for c in ("chain_chat", "chain_openai_first"):
+            cl[c]["typed_extension_protocol_options"] = opts
+    else:
+        only = {"bare": set(), "audit-emit": {"aigw.audit_emit"}, "auth-key-swap": {"aigw.auth_key_swap"},
+                "quota": {"aigw.quota"}}[name]
+        keep_filters(hcm, only)
+        direct_route(hcm)
+        if name == "auth-key-swap":  # its per-attempt half too, on the provider cluster
+            opts = copy.deepcopy(chain_filters)
+            pf = opts["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]["http_filters"]
+            opts["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]["http_filters"] = [
+                f for f in pf if f["name"] != "aigw.route_select_upstream"]
+            cl["provider_openai"]["typed_extension_protocol_options"] = opts
+    return cfg, "/v1/chat/completions", CHAT_BODY, headers
+
+
+def stream_config(name, port, admin, upstream_port, work):
+    """Streaming: the same 200-event Anthropic stream, proxied as is (bare) or translated (full)."""
+    words = " ".join(f"w{i}" for i in range(STREAM_CHUNKS - 1))
+    if name == "bare":
+        cfg, hcm = base_config(port, admin, upstream_port, work)
+        keep_filters(hcm, set())
+        direct_route(hcm, "provider_anthropic")
+        body = json.dumps({"model": "claude-sonnet-4-5-20250929", "max_tokens": 1024, "stream": True,
+                           "messages": [{"role": "user", "content": words}]})
+        headers = {"Content-Type": "application/json", "x-api-key": PROVIDER_KEYS["ANTHROPIC_API_KEY"],
+                   "anthropic-version": "2023-06-01"}
+        return cfg, "/v1/messages", body, headers
+    cfg, _, _, headers = make_config("full", port, admin, upstream_port, work)
+    body = json.dumps({"model": "chat", "stream": True, "messages": [{"role": "user", "content": words}]})
+    return cfg, "/v1/chat/completions", body, headers
+
+
+class Envoy:
+    def __init__(self, cfg, work, workers, pin):
+        self.path = work / f"envoy-{time.time_ns()}.json"
+        self.path.write_text(json.dumps(cfg))
+        admin = cfg["admin"]["address"]["socket_address"]["port_value"]
+        cmd = [str(ENVOY), "-c", str(self.path), "--concurrency", str(workers), "--use-dynamic-base-id", "-l", "error"]
+        if pin:
+            cmd = ["taskset", "-c", ENVOY_CPU] + cmd
+        self.proc = subprocess.Popen(cmd, stdout=open(work / "envoy.log", "a"), stderr=subprocess.STDOUT,
+                                     env=dict(os.environ, **PROVIDER_KEYS))
+        deadline = time.time() + 60
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError("Envoy exited: " + (work / "envoy.log").read_text()[-2000:])
+            if time.time() > deadline:
+                self.stop()
+                raise RuntimeError("Envoy did not become ready in 60 s")
+            try:
+                with socket.create_connection(("127.0.0.1", admin), timeout=0.5) as s:
+                    s.sendall(b"GET /ready HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
+                    if b"LIVE" in s.recv(4096):
+                        break
+            except OSError:
+                pass
+            time.sleep(0.05)
+
+    def cpu_seconds(self):
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def peak_rss_mib(self):
+        m = re.search(r"VmHWM:\s+(\d+) kB", Path(f"/proc/{self.proc.pid}/status").read_text())
+        return int(m.group(1)) / 1024 if m else float("nan")
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+# ---------------------------------------------------------------------------------------------
+# Load
+
+
+def lua_script(work, path, body, headers):
+    f = work / f"req-{abs(hash((path, body))) % 10**8}.lua"
+    lines = ['wrk.method = "POST"', f"wrk.path = {json.dumps(path)}", f"wrk.body = {json.dumps(body)}"]
+    lines += [f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}" for k, v in headers.items()]
+    f.write_text("\n".join(lines) + "\n")
+    return f
+
+
+UNITS = {"us": 1.0, "ms": 1000.0, "s": 1e6}
+
+
+def wrk(port, script, conns, seconds, threads=1):
+    out = subprocess.run(["taskset", "-c", LOAD_CPU, "wrk", "--latency", "-t", str(threads), "-c", str(conns),
+                          "-d", f"{seconds}s", "-s", str(script), f"http://127.0.0.1:{port}"],
+                         capture_output=True, text=True, timeout=seconds + 60).stdout
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if non2xx or "requests in" not in out:
+        raise RuntimeError(f"load run failed:\n{out}")
+    lat = {m.group(1): float(m.group(2)) * UNITS[m.group(3)]
+           for m in re.finditer(r"^\s+(\d+)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)}
+    avg = re.search(r"Latency\s+([\d.]+)(us|ms|s)", out)
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "requests": int(re.search(r"(\d+) requests in", out).group(1)),
+        "p50": lat.get("50"), "p99": lat.get("99"),
+        "avg": float(avg.group(1)) * UNITS[avg.group(2)],
+    }
+
+
+def measure(name, work, upstream_port, seconds):
+    port, admin = free_port(), free_port()
+    cfg, path, body, headers = make_config(name, port, admin, upstream_port, work)
+    script = lua_script(work, path, body, headers)
+    r = {}
+    # One worker, pinned: latency at concurrency 1, then throughput and CPU per request.
+    e = Envoy(cfg, work, workers=1, pin=True)
+    try:
+        wrk(port, script, 1, 1)  # warm-up
+        lat = wrk(port, script, 1, seconds)
+        r["p50"], r["p99"], r["calls_c1"] = lat["p50"], lat["p99"], lat["requests"]
+        cpu0 = e.cpu_seconds()
+        thr = wrk(port, script, 32, seconds)
+        r["cpu_us"] = (e.cpu_seconds() - cpu0) * 1e6 / thr["requests"]
+        r["rps1"] = thr["rps"]
+    finally:
+        e.stop()
+    # Two workers (unpinned: they need both cores): throughput and peak memory.
+    port, admin = free_port(), free_port()
+    cfg, path, body, headers = make_config(name, port, admin, upstream_port, work)
+    e = Envoy(cfg, work, workers=2, pin=False)
+    try:
+        wrk(port, script, 32, 1, threads=2)
+        r["rps2"] = wrk(port, script, 32, seconds, threads=2)["rps"]
+        r["rss2"] = e.peak_rss_mib()
+    finally:
+        e.stop()
+    return r
+
+
+def measure_stream(name, work, fake_port, seconds):
+    port, admin = free_port(), free_port()
+    cfg, path, body, headers = stream_config(name, port, admin, fake_port, work)
+    script = lua_script(work, path, body, headers)
+    e = Envoy(cfg, work, workers=1, pin=True)
+    try:
+        wrk(port, script, 1, 1)
+        return wrk(port, script, 1, seconds)["avg"]
+    finally:
+        e.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+
+
+def machine():
+    cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
+                if l.startswith("model name")), platform.processor())
+    mem = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1)) // 1024 // 1024
+    return f"{cpu}, {os.cpu_count()} cores, {mem} GiB, {platform.system()} {platform.release()}"
+
+
+def version(cmd):
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True).stdout + subprocess.run(cmd, capture_output=True, text=True).stderr
+    except OSError:
+        return "?"
+    m = re.search(r"(\d+\.\d+\.\d+)", out)
+    return m.group(1) if m else "?"
+
+
+def fmt(v, unit=""):
+    return "-" if v is None else (f"{v:,.0f}{unit}" if v >= 100 else f"{v:.1f}{unit}")
+
+
+def report(results, stream, reps, seconds):
+    med = {n: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for n, rs in results.items()}
+    b = med["bare"]
+    lines = [
+        f"# Gateway benchmark, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
+        "",
+        f"- Machine: {machine()}",
+        f"- Envoy {version([str(ENVOY), '--version'])}, load generator wrk {version(['wrk', '--version'])}, "
+        f"upstream nginx {version(['nginx', '-v'])} answering fixed provider bodies",
+        f"- Pinning: 1-worker runs put Envoy on CPU {ENVOY_CPU} and wrk + the upstream on CPU {LOAD_CPU}; "
+        "2-worker runs leave Envoy unpinned (it needs both cores) with wrk + upstream on CPU 1",
+        f"- {reps} repetitions, configurations alternating within each; medians of the repetitions; "
+        f"each run {seconds} s after a 1 s warm-up (latency: {int(statistics.median(r['calls_c1'] for r in results['bare']))}+ calls per run at concurrency 1)",
+        "- Ratios are against bare Envoy (same listener, clusters and access log, no filters) from this run",
+        "",
+        "| configuration | p50 µs (c=1) | p99 µs | added p50 | added p99 | req/s 1 worker (c=32) | ratio | req/s 2 workers | ratio | CPU µs/req | ratio | peak RSS MiB, 2 workers |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for n, m in med.items():
+        lines.append(
+            f"| {n} | {fmt(m['p50'])} | {fmt(m['p99'])} | {fmt(m['p50'] - b['p50'])} | {fmt(m['p99'] - b['p99'])} | "
+            f"{fmt(m['rps1'])} | {m['rps1'] / b['rps1']:.2f} | {fmt(m['rps2'])} | {m['rps2'] / b['rps2']:.2f} | "
+            f"{fmt(m['cpu_us'])} | {m['cpu_us'] / b['cpu_us']:.2f} | {m['rss2']:.1f} (+{m['rss2'] - b['rss2']:.1f}) |")
+    sb, sf = statistics.median(stream["bare"]), statistics.median(stream["full"])
+    per_chunk = (sf - sb) / STREAM_CHUNKS
+    lines += [
+        "",
+        f"Streaming, one {STREAM_CHUNKS}-event Anthropic stream per call at concurrency 1 (upstream: the fake provider): "
+        f"bare Envoy {sb / 1000:.2f} ms per stream, full gateway (translated to OpenAI chunks) {sf / 1000:.2f} ms: "
+        f"**{per_chunk:.1f} µs added per chunk**.",
+        "",
+        "| .wasm | bytes |",
+        "|---|---|",
+    ]
+    for w in sorted(WASM_DIR.glob("*.wasm")):
+        lines.append(f"| {w.name} | {w.stat().st_size:,} |")
+    f = med["full"]
+    targets = [
+        ("added latency p50 at c=1", f["p50"] - b["p50"], 60, "µs", lambda v, t: v <= t),
+        ("added latency p99 at c=1", f["p99"] - b["p99"], 150, "µs", lambda v, t: v <= t),
+        ("throughput at 32 connections (1 worker), share of bare", f["rps1"] / b["rps1"] * 100, 65, "%", lambda v, t: v >= t),
+        ("throughput at 32 connections (2 workers), share of bare", f["rps2"] / b["rps2"] * 100, 65, "%", lambda v, t: v >= t),
+        ("added time per streamed chunk", per_chunk, 5, "µs", lambda v, t: v <= t),
+    ]
+    lines += ["", "| target (full gateway) | measured | goal | met |", "|---|---|---|---|"]
+    for label, v, t, unit, ok in targets:
+        lines.append(f"| {label} | {v:.1f} {unit} | {'≤' if unit != '%' else '≥'} {t} {unit} | {'yes' if ok(v, t) else 'no'} |")
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--seconds", type=int, default=3)
+    ap.add_argument("--configs", default="bare,full,audit-emit,auth-key-swap,quota,route-select")
+    ap.add_argument("--out", default=str(ROOT / "bench"))
+    args = ap.parse_args()
+    names = args.configs.split(",")
+    if names[0] != "bare":
+        names.insert(0, "bare")
+    if "full" not in names:
+        names.insert(1, "full")
+    with tempfile.TemporaryDirectory(prefix="aigw-bench-") as tmp:
+        work = Path(tmp)
+        nginx, nginx_port = start_nginx(work)
+        fakes, fake_port = start_fakes()
+        results = {n: [] for n in names}
+        stream = {"bare": [], "full": []}
+        try:
+            for rep in range(args.reps):
+                for n in names:
+                    print(f"[{rep + 1}/{args.reps}] {n}", file=sys.stderr, flush=True)
+                    results[n].append(measure(n, work, nginx_port, args.seconds))
+                for n in ("bare", "full"):
+                    stream[n].append(measure_stream(n, work, fake_port, args.seconds))
+        finally:
+            nginx.terminate()
+            fakes.terminate()
+        table = report(results, stream, args.reps, args.seconds)
+    out = Path(args.out)
+    out.mkdir(exist_ok=True)
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    (out / f"results-{stamp}.md").write_text(table)
+    (out / "latest.md").write_text(table)
+    (out / f"raw-{stamp}.json").write_text(json.dumps({"results": results, "stream": stream}, indent=1))
+    print(table)
+    print(f"written to {out / 'latest.md'}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
