@@ -117,10 +117,10 @@ def start_fakes():
 # Envoy configurations, derived from the real template
 
 
-def base_config(port, admin, upstream_port, work):
+def base_config(port, admin, upstream_port, work, modules="one"):
     text = render_envoy.render({
         "LISTEN_PORT": port, "ADMIN_PORT": admin, "OPENAI_PORT": upstream_port, "ANTHROPIC_PORT": upstream_port,
-        "ACCESS_LOG": work / "access.log", "WASM_DIR": WASM_DIR})
+        "ACCESS_LOG": work / "access.log", "WASM_DIR": WASM_DIR, "MODULES": modules})
     cfg = yaml.safe_load(text)
     hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     for f in hcm["http_filters"]:
@@ -145,11 +145,11 @@ def direct_route(hcm, cluster="provider_openai"):
 
 def make_config(name, port, admin, upstream_port, work):
     """Returns (config dict, request path, body, headers) for a named configuration."""
-    cfg, hcm = base_config(port, admin, upstream_port, work)
+    cfg, hcm = base_config(port, admin, upstream_port, work, "separate" if name == "full-separate-modules" else "one")
     cl = clusters(cfg)
     chain_filters = cl["chain_chat"]["typed_extension_protocol_options"]
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {KEY}"}
-    if name == "full":
+    if name in ("full", "full-separate-modules"):
         pass
     elif name == "route-select":
         keep_filters(hcm, {"aigw.route_select"})
@@ -385,7 +385,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--seconds", type=int, default=3)
-    ap.add_argument("--configs", default="bare,full,audit-emit,auth-key-swap,quota,route-select")
+    ap.add_argument("--configs",
+                    default="bare,full,full-separate-modules,audit-emit,auth-key-swap,quota,route-select")
     ap.add_argument("--out", default=str(ROOT / "bench"))
     args = ap.parse_args()
     names = args.configs.split(",")

@@ -3,6 +3,8 @@
 
 Usage: render_envoy.py OUT [NAME=VALUE ...]   (names as in the template, e.g. LISTEN_PORT=10000)
 Unset names take the defaults below; an unknown placeholder left in the template is an error.
+MODULES=one (default) runs every filter from target/.../aigw_filters.wasm (one VM per worker);
+MODULES=separate uses one module per filter.
 """
 import hashlib
 import json
@@ -37,6 +39,12 @@ def render(values):
     for name, key in DEMO_KEYS.items():
         v[name + "_SHA256"] = hashlib.sha256(key.encode()).hexdigest()
     v.update(values)
+    modules = str(v.pop("MODULES", "one"))
+    if modules not in ("one", "separate"):
+        raise SystemExit("render_envoy: MODULES is one or separate")
+    for filt in ("audit_emit", "auth_key_swap", "quota", "route_select"):
+        name = "aigw_filters" if modules == "one" else filt
+        v.setdefault(f"WASM_{filt.upper()}", os.path.join(str(v["WASM_DIR"]), f"{name}.wasm"))
 
     def sub(m):
         name = m.group(1)

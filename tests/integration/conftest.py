@@ -35,7 +35,7 @@ def free_port():
 
 
 class Gateway:
-    def __init__(self, workdir: Path, template_edit=None):
+    def __init__(self, workdir: Path, template_edit=None, modules="one"):
         self.dir = workdir
         self.procs = []
         self.access_log = workdir / "audit.log"
@@ -51,6 +51,7 @@ class Gateway:
                 "OPENAI_PORT": self.fakes["openai"].rsplit(":", 1)[1],
                 "ANTHROPIC_PORT": self.fakes["anthropic"].rsplit(":", 1)[1],
                 "ACCESS_LOG": self.access_log,
+                "MODULES": modules,
             }
         )
         if template_edit:
@@ -153,9 +154,11 @@ def expected_cost(model, tokens):
     )
 
 
-@pytest.fixture(scope="module")
-def gateway(tmp_path_factory):
-    gw = Gateway(tmp_path_factory.mktemp("gw"))
+@pytest.fixture(scope="module", params=["one-module", "separate-modules"])
+def gateway(request, tmp_path_factory):
+    """The gateway with every filter from the one module (the default layout), and again with
+    one module per filter: both layouts must behave the same."""
+    gw = Gateway(tmp_path_factory.mktemp("gw"), modules=request.param.split("-")[0])
     try:
         gw.start_envoy()
         yield gw

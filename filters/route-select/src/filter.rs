@@ -1,0 +1,379 @@
+use std::borrow::Cow;
+use std::rc::Rc;
+
+use aigw_core::anthropic;
+use aigw_core::audit::{parse_attempts, Attempt as AttemptRecord, ErrorClass};
+use aigw_core::error::GatewayError;
+use aigw_core::headers;
+use aigw_core::keys::{check_scope, Scope};
+use aigw_core::route::{Api, RouteConfig};
+use aigw_host as host;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType, LogLevel};
+use serde::Deserialize;
+use serde_json::Value;
+
+const CHAT_PATH: &str = "/v1/chat/completions";
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Downstream,
+    Upstream,
+}
+
+struct Root {
+    cfg: Option<Rc<RouteConfig>>,
+    role: Role,
+}
+
+impl Context for Root {}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        self.role = match host::root_id().as_str() {
+            "route_select" => Role::Downstream,
+            "route_select_upstream" => Role::Upstream,
+            other => {
+                host::log(
+                    LogLevel::Error,
+                    &format!("route-select: unknown root_id {other:?}; use route_select (listener) or route_select_upstream (cluster)"),
+                );
+                return false;
+            }
+        };
+        let Some(cfg) = host::load_config::<RouteConfig>("route-select") else { return false };
+        if let Err(e) = cfg.validate() {
+            host::log(LogLevel::Error, &e);
+            return false;
+        }
+        self.cfg = Some(Rc::new(cfg));
+        true
+    }
+
+    fn create_http_context(&self, _id: u32) -> Option<Box<dyn HttpContext>> {
+        let cfg = self.cfg.clone()?;
+        Some(match self.role {
+            Role::Downstream => Box::new(Select { cfg, active: false }) as Box<dyn HttpContext>,
+            Role::Upstream => Box::new(Attempt {
+                cfg,
+                target: None,
+                response: ResponseMode::Pass,
+                status: 0,
+                record: None,
+                attempts: Vec::new(),
+            }),
+        })
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+/// The few request fields routing needs, borrowed from the body without building a tree.
+#[derive(Deserialize)]
+struct RequestHead<'a> {
+    #[serde(borrow, default)]
+    model: Option<Cow<'a, str>>,
+}
+
+fn refuse(err: &GatewayError) -> Action {
+    host::set_property(headers::PROP_REFUSAL, "route");
+    host::send_error(err, &[]);
+    Action::Pause
+}
+
+/// Downstream: chooses the fallback chain.
+struct Select {
+    cfg: Rc<RouteConfig>,
+    active: bool,
+}
+
+impl Context for Select {}
+
+impl HttpContext for Select {
+    fn on_http_request_headers(&mut self, _n: usize, eos: bool) -> Action {
+        let path = host::request_header(":path").unwrap_or_default();
+        let path = path.split('?').next().unwrap_or("");
+        if path != CHAT_PATH {
+            return Action::Continue;
+        }
+        if host::request_header(":method").as_deref() != Some("POST") {
+            return refuse(&GatewayError::new(
+                405,
+                "invalid_request_error",
+                "method_not_allowed",
+                "Use POST for chat completions.",
+            ));
+        }
+        if eos {
+            return refuse(&GatewayError::bad_request("missing_body", "The request has no body."));
+        }
+        self.active = true;
+        // Hold the headers until the body has told us where the call goes.
+        Action::Pause
+    }
+
+    fn on_http_request_body(&mut self, size: usize, eos: bool) -> Action {
+        if !self.active {
+            return Action::Continue;
+        }
+        if !eos {
+            return Action::Pause;
+        }
+        let body = host::request_body(size);
+        let head: RequestHead = match serde_json::from_slice(&body) {
+            Ok(h) => h,
+            Err(e) => {
+                return refuse(&GatewayError::bad_request(
+                    "invalid_json",
+                    format!("The request body is not valid JSON: {e}"),
+                ))
+            }
+        };
+        let Some(model) = head.model.as_deref().filter(|m| !m.is_empty()) else {
+            return refuse(
+                &GatewayError::bad_request("missing_model", "The request names no `model`.").with_param("model"),
+            );
+        };
+        let alias = match self.cfg.alias(model) {
+            Ok(a) => a,
+            Err(e) => return refuse(&e),
+        };
+        // The aliases the caller's key may use (set by auth-key-swap; absent: no restriction).
+        if let Some(id) = host::identity() {
+            if let Err(e) = check_scope("alias", &Scope::from_list_str(&id.alias_scope), model) {
+                return refuse(&e);
+            }
+        }
+        host::set_request_header(headers::CHAIN, Some(&alias.chain));
+        host::set_property(headers::PROP_ALIAS, model);
+        host::clear_route_cache();
+        Action::Continue
+    }
+}
+
+/// What the upstream filter does with the provider's response.
+enum ResponseMode {
+    /// OpenAI-format provider: pass through untouched.
+    Pass,
+    /// Anthropic JSON (success or error): buffer, then translate whole.
+    Buffer,
+    /// Anthropic SSE: translate chunk by chunk.
+    Stream(Box<anthropic::StreamTranslator>),
+}
+
+struct Target {
+    provider: String,
+    api: Api,
+    model: String,
+    max_tokens_default: u64,
+}
+
+/// Upstream, once per attempt: translates for the provider this attempt goes to.
+struct Attempt {
+    cfg: Rc<RouteConfig>,
+    target: Option<Target>,
+    response: ResponseMode,
+    status: u16,
+    /// This attempt's index in the call's attempts list, and when it was sent.
+    record: Option<(usize, u64)>,
+    /// The call's attempts list as this attempt last wrote it (attempts of one call run one
+    /// after another, so no one else changes it meanwhile: no need to read it back).
+    attempts: Vec<AttemptRecord>,
+}
+
+impl Context for Attempt {}
+
+impl Attempt {
+    fn write_attempts(&self) {
+        if let Ok(json) = serde_json::to_string(&self.attempts) {
+            host::set_property(headers::PROP_ATTEMPTS, &json);
+        }
+    }
+
+    /// Appends this attempt to the call's attempts list in filter state (as "no response" until
+    /// one arrives, so an attempt that never gets one is still on record).
+    fn start_record(&mut self, provider: &str, model: Option<&str>) {
+        let now = host::now_ms();
+        self.attempts = parse_attempts(host::property(&[headers::PROP_ATTEMPTS]).as_deref());
+        self.record = Some((self.attempts.len(), now));
+        self.attempts.push(AttemptRecord {
+            provider: provider.to_string(),
+            region: host::upstream_metadata(headers::METADATA_REGION),
+            model: model.map(str::to_string),
+            status: None,
+            latency_ms: None,
+            error_class: Some(ErrorClass::NoResponse),
+            started_ms: now,
+        });
+        self.write_attempts();
+    }
+
+    fn finish_record(&mut self, status: u16) {
+        let Some((index, started)) = self.record else { return };
+        let latency = host::now_ms().saturating_sub(started);
+        if let Some(a) = self.attempts.get_mut(index) {
+            a.status = Some(status);
+            a.latency_ms = Some(latency);
+            a.error_class = ErrorClass::of_status(status);
+        }
+        self.write_attempts();
+    }
+
+    fn translate_request(&self, t: &Target, body: &[u8]) -> Result<Vec<u8>, GatewayError> {
+        let mut req: Value = serde_json::from_slice(body).map_err(|e| {
+            GatewayError::bad_request("invalid_json", format!("The request body is not valid JSON: {e}"))
+        })?;
+        match t.api {
+            Api::Openai => {
+                if let Some(obj) = req.as_object_mut() {
+                    obj.insert("model".into(), Value::String(t.model.clone()));
+                }
+                Ok(req.to_string().into_bytes())
+            }
+            Api::Anthropic => {
+                anthropic::request_from_openai(&req, &t.model, t.max_tokens_default).map(|v| v.to_string().into_bytes())
+            }
+        }
+    }
+}
+
+impl HttpContext for Attempt {
+    fn on_http_request_headers(&mut self, _n: usize, eos: bool) -> Action {
+        // Upstream filters edit the router's request headers in place, so what one attempt
+        // changes is what the next attempt starts from. Everything an attempt depends on comes
+        // from filter state (set downstream) and the host metadata, and every header it
+        // depends on is set afresh here.
+        let alias = host::property_string(&[headers::PROP_ALIAS]);
+        let all = host::request_headers();
+        let has = |name: &str| all.iter().any(|(k, _)| k == name);
+        host::remove_request_headers(&all, headers::is_internal);
+        let provider = host::upstream_provider();
+        let (Some(alias), Some(provider)) = (alias, provider) else {
+            host::warn("route-select: upstream attempt without alias or provider metadata; passing it through");
+            return Action::Continue;
+        };
+        let step_model = self.cfg.step(&alias, &provider).map(|(s, _)| s.model.clone());
+        self.start_record(&provider, step_model.as_deref());
+        let Some((step, p)) = self.cfg.step(&alias, &provider) else {
+            host::warn(&format!(
+                "route-select: alias {alias:?} has no step for provider {provider:?}; passing it through"
+            ));
+            return Action::Continue;
+        };
+        let target =
+            Target { provider, api: p.api, model: step.model.clone(), max_tokens_default: p.max_tokens_default };
+        match target.api {
+            Api::Openai => {
+                host::set_request_header(":path", Some(CHAT_PATH));
+                if has("anthropic-version") {
+                    host::set_request_header("anthropic-version", None);
+                }
+            }
+            Api::Anthropic => {
+                host::set_request_header(":path", Some("/v1/messages"));
+                host::set_request_header("anthropic-version", Some(anthropic::API_VERSION));
+            }
+        }
+        self.target = Some(target);
+        if eos {
+            return Action::Continue;
+        }
+        if has("content-length") {
+            host::set_request_header("content-length", None);
+        }
+        Action::Pause
+    }
+
+    fn on_http_request_body(&mut self, size: usize, eos: bool) -> Action {
+        let Some(t) = &self.target else { return Action::Continue };
+        if !eos {
+            return Action::Pause;
+        }
+        let body = host::request_body(size);
+        match self.translate_request(t, &body) {
+            Ok(out) => {
+                host::set_request_header("content-length", Some(&out.len().to_string()));
+                host::replace_request_body(size, &out);
+                Action::Continue
+            }
+            Err(e) => {
+                host::set_property(headers::PROP_REFUSAL, "route");
+                host::send_error(&e, &[]);
+                Action::Pause
+            }
+        }
+    }
+
+    fn on_http_response_headers(&mut self, _n: usize, eos: bool) -> Action {
+        self.status = host::response_header(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
+        self.finish_record(self.status);
+        let Some(t) = &self.target else { return Action::Continue };
+        host::set_response_header(headers::PROVIDER, Some(&t.provider));
+        host::set_response_header(headers::MODEL, Some(&t.model));
+        if t.api == Api::Openai || eos {
+            return Action::Continue;
+        }
+        let ct = host::response_header("content-type").unwrap_or_default();
+        host::set_response_header("content-length", None);
+        if self.status == 200 && ct.starts_with("text/event-stream") {
+            let created = host::now_ms() / 1000;
+            self.response = ResponseMode::Stream(Box::new(anthropic::StreamTranslator::new(created, true)));
+            Action::Continue
+        } else {
+            self.response = ResponseMode::Buffer;
+            Action::Pause
+        }
+    }
+
+    fn on_http_response_body(&mut self, size: usize, eos: bool) -> Action {
+        match &mut self.response {
+            ResponseMode::Pass => Action::Continue,
+            ResponseMode::Stream(tr) => {
+                let chunk = host::response_body(size);
+                let mut out = tr.push(&chunk);
+                if eos {
+                    out.extend(tr.finish());
+                }
+                host::replace_response_body(size, &out);
+                Action::Continue
+            }
+            ResponseMode::Buffer => {
+                if !eos {
+                    return Action::Pause;
+                }
+                let body = host::response_body(size);
+                let (status, out) = if self.status == 200 {
+                    match anthropic::response_to_openai(&body, host::now_ms() / 1000) {
+                        Ok((out, _usage)) => (200, out),
+                        Err(e) => {
+                            host::warn(&format!("route-select: {e}"));
+                            let err = GatewayError::new(
+                                502,
+                                "server_error",
+                                "upstream_invalid_response",
+                                "The provider sent a response the gateway could not read.",
+                            );
+                            (502, err.body().into_bytes())
+                        }
+                    }
+                } else {
+                    anthropic::error_to_openai(self.status, &body)
+                };
+                if status != self.status {
+                    host::set_response_header(":status", Some(&status.to_string()));
+                }
+                host::set_response_header("content-type", Some("application/json"));
+                host::set_response_header("content-length", Some(&out.len().to_string()));
+                host::replace_response_body(size, &out);
+                Action::Continue
+            }
+        }
+    }
+}
+
+/// A new root context of this filter (what `proxy_wasm::set_root_context` needs).
+pub fn root() -> Box<dyn RootContext> {
+    Box::new(Root { cfg: None, role: Role::Downstream })
+}
