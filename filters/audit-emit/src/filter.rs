@@ -9,7 +9,7 @@ use aigw_core::usage::{self, StreamScanner, Usage};
 use aigw_host as host;
 use proxy_wasm::hostcalls as hc;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
+use proxy_wasm::types::{Action, ContextType, MetricType};
 use serde::Deserialize;
 
 /// The largest non-streamed answer held back to put its cost in the response headers; a larger
@@ -127,19 +127,13 @@ impl Context for Root {}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
-        let Some(cfg) = host::load_config::<Config>("audit-emit") else { return false };
-        match PriceBook::compile(&cfg.price_book) {
-            Ok(prices) => {
-                let metrics =
-                    Metrics { ids: RefCell::default(), tenant_labels: cfg.metrics.tenant_labels.into_iter().collect() };
-                self.plugin = Some(Rc::new(Plugin { prices, metrics }));
-                true
-            }
-            Err(e) => {
-                host::log(LogLevel::Error, &format!("audit-emit: {e}"));
-                false
-            }
-        }
+        self.plugin = host::configure("audit-emit", |cfg: Config| {
+            let prices = PriceBook::compile(&cfg.price_book).map_err(|e| format!("audit-emit: {e}"))?;
+            let tenant_labels = cfg.metrics.tenant_labels.into_iter().collect();
+            Ok(Plugin { prices, metrics: Metrics { ids: RefCell::default(), tenant_labels } })
+        })
+        .map(Rc::new);
+        self.plugin.is_some()
     }
 
     fn create_http_context(&self, _id: u32) -> Option<Box<dyn HttpContext>> {

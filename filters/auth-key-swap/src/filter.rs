@@ -7,7 +7,7 @@ use aigw_core::keys::{check_scope, presented_credential, CallIdentity, KeyEntry,
 use aigw_core::route::Api;
 use aigw_host as host;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel};
+use proxy_wasm::types::{Action, ContextType};
 use serde::Deserialize;
 
 const CALLER_CREDENTIAL_HEADERS: [&str; 3] = ["authorization", "x-api-key", "api-key"];
@@ -73,17 +73,8 @@ impl Context for Root {}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
-        let Some(cfg) = host::load_config::<Config>("auth-key-swap") else { return false };
-        match compile(&host::root_id(), cfg) {
-            Ok(role) => {
-                self.role = Some(Rc::new(role));
-                true
-            }
-            Err(e) => {
-                host::log(LogLevel::Error, &e);
-                false
-            }
-        }
+        self.role = host::configure("auth-key-swap", |cfg| compile(&host::root_id(), cfg)).map(Rc::new);
+        self.role.is_some()
     }
 
     fn create_http_context(&self, _id: u32) -> Option<Box<dyn proxy_wasm::traits::HttpContext>> {

@@ -136,3 +136,18 @@ pub fn load_config<T: aigw_core::serde_de_owned::DeserializeOwned>(filter: &str)
         }
     }
 }
+
+/// Reads, parses and compiles the plugin configuration once; on failure logs a line that names
+/// the filter and the problem and returns `None` (so `on_configure` returns false).
+pub fn configure<C: aigw_core::serde_de_owned::DeserializeOwned, T>(
+    filter: &str,
+    compile: impl FnOnce(C) -> Result<T, String>,
+) -> Option<T> {
+    match compile(load_config::<C>(filter)?) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            log(LogLevel::Error, &e);
+            None
+        }
+    }
+}

@@ -7,7 +7,7 @@ use aigw_core::headers;
 use aigw_host as host;
 use proxy_wasm::hostcalls as hc;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel, Status};
+use proxy_wasm::types::{Action, ContextType, Status};
 use serde::Deserialize;
 
 /// How often a worker retries after losing a compare-and-swap race before giving up.
@@ -67,17 +67,8 @@ impl Context for Root {}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
-        let Some(cfg) = host::load_config::<Config>("quota") else { return false };
-        match compile(cfg) {
-            Ok(l) => {
-                self.limits = Some(Rc::new(l));
-                true
-            }
-            Err(e) => {
-                host::log(LogLevel::Error, &e);
-                false
-            }
-        }
+        self.limits = host::configure("quota", compile).map(Rc::new);
+        self.limits.is_some()
     }
 
     fn create_http_context(&self, _id: u32) -> Option<Box<dyn HttpContext>> {

@@ -41,13 +41,8 @@ impl RootContext for Root {
                 return false;
             }
         };
-        let Some(cfg) = host::load_config::<RouteConfig>("route-select") else { return false };
-        if let Err(e) = cfg.validate() {
-            host::log(LogLevel::Error, &e);
-            return false;
-        }
-        self.cfg = Some(Rc::new(cfg));
-        true
+        self.cfg = host::configure("route-select", |cfg: RouteConfig| cfg.validate().map(|()| cfg)).map(Rc::new);
+        self.cfg.is_some()
     }
 
     fn create_http_context(&self, _id: u32) -> Option<Box<dyn HttpContext>> {
