@@ -51,7 +51,7 @@ build_filters() {
 }
 
 build_fakes() {
-  log "building the fake providers and aigw-report"
-  cargo build --quiet --release -p fake-providers -p aigw-report
+  log "building the fake providers, aigw-report and aigw-keygen"
+  cargo build --quiet --release -p fake-providers -p aigw-report -p aigw-keygen
   FAKES="$ROOT/target/release/fake-providers"
 }

@@ -3,7 +3,7 @@ use std::rc::Rc;
 
 use aigw_core::error::GatewayError;
 use aigw_core::headers;
-use aigw_core::keys::{check_scope, presented_credential, CallIdentity, KeyEntry, KeyRing};
+use aigw_core::keys::{check_scope, presented_credential, usable_at, CallIdentity, KeyEntry, KeyRing};
 use aigw_core::route::Api;
 use aigw_host as host;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -125,9 +125,13 @@ impl HttpContext for Stream {
                     Some(Err(e)) => return refuse(&e),
                     Some(Ok(id)) => id,
                 };
-                // The identity is recorded even when a scope check refuses, so the refusal is
-                // charged to the right tenant in the audit record.
+                // The identity of a known key is recorded even when the call is refused (revoked,
+                // expired, outside its scope), so the audit record says whose key it was.
                 let mut call = CallIdentity::of(id);
+                if let Err(e) = usable_at(id, host::now_ms()) {
+                    host::set_property(headers::PROP_IDENTITY, &call.to_json());
+                    return refuse(&e);
+                }
                 let checks = [("feature", &id.features, feature), ("agent", &id.agents, agent)];
                 for (what, scope, asked) in checks {
                     if let Some(name) = asked {

@@ -29,7 +29,27 @@ pub struct KeyEntry {
     /// Model aliases the key may use; `["*"]` (the default) allows every alias.
     #[serde(default = "any")]
     pub aliases: Vec<String>,
+    /// `active` (the default) or `revoked`.
+    #[serde(default)]
+    pub status: KeyStatus,
+    /// The key is valid from this UTC time (`2026-11-22T00:00:00Z` or `2026-11-22`) ...
+    #[serde(default)]
+    pub not_before: Option<String>,
+    /// ... until this one (exclusive).
+    #[serde(default)]
+    pub not_after: Option<String>,
 }
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyStatus {
+    #[default]
+    Active,
+    Revoked,
+}
+
+/// The prefix of minted gateway keys, so secret scanners can recognise leaked ones.
+pub const KEY_PREFIX: &str = "aigw_sk_";
 
 fn any() -> Vec<String> {
     vec!["*".into()]
@@ -110,6 +130,10 @@ pub struct Identity {
     pub features: Scope,
     pub agents: Scope,
     pub aliases: Scope,
+    pub status: KeyStatus,
+    /// Validity window in ms since the epoch: `[not_before, not_after)`.
+    pub not_before_ms: Option<u64>,
+    pub not_after_ms: Option<u64>,
 }
 
 /// What the credential plane tells the other filters about a call, in one filter-state value.
@@ -168,6 +192,22 @@ impl KeyRing {
             if out.iter().any(|(d, _)| *d == digest) {
                 return Err(format!("key {:?}: the same digest is configured twice", e.id));
             }
+            let when = |field: &str, v: &Option<String>| -> Result<Option<u64>, String> {
+                v.as_deref()
+                    .map(|s| {
+                        crate::time::parse_utc_ms(s).ok_or_else(|| {
+                            format!("key {:?}: {field} {s:?} is not a UTC time like 2026-11-22T00:00:00Z", e.id)
+                        })
+                    })
+                    .transpose()
+            };
+            let not_before_ms = when("not_before", &e.not_before)?;
+            let not_after_ms = when("not_after", &e.not_after)?;
+            if let (Some(b), Some(a)) = (not_before_ms, not_after_ms) {
+                if a <= b {
+                    return Err(format!("key {:?}: not_after must be later than not_before", e.id));
+                }
+            }
             let fingerprint = to_hex(&digest[..6]);
             out.push((
                 digest,
@@ -179,14 +219,25 @@ impl KeyRing {
                     features: Scope::from_list(&e.features),
                     agents: Scope::from_list(&e.agents),
                     aliases: Scope::from_list(&e.aliases),
+                    status: e.status,
+                    not_before_ms,
+                    not_after_ms,
                 },
             ));
         }
         Ok(Self { entries: out })
     }
 
-    /// Finds the identity of a presented key. Every configured digest is compared in constant
-    /// time, so the time taken does not depend on which key (if any) matched.
+    /// Finds the identity of a presented key that is usable at `now_ms`. Every configured digest
+    /// is compared in constant time, so the time taken does not depend on which key (if any)
+    /// matched. Unknown, revoked, expired and not-yet-valid keys each get their own 401, which
+    /// says nothing about any other key.
+    pub fn authenticate_at(&self, presented: &str, now_ms: u64) -> Result<&Identity, GatewayError> {
+        let id = self.authenticate(presented)?;
+        usable_at(id, now_ms).map(|()| id)
+    }
+
+    /// Finds the identity of a presented key, whatever its status and validity window.
     pub fn authenticate(&self, presented: &str) -> Result<&Identity, GatewayError> {
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         let mut found: Option<&Identity> = None;
@@ -197,6 +248,22 @@ impl KeyRing {
         }
         found.ok_or_else(|| GatewayError::new(401, "invalid_request_error", "invalid_api_key", "Unknown gateway key."))
     }
+}
+
+/// Whether a known key may be used at `now_ms`: revoked, not yet valid and expired keys each
+/// get their own 401.
+pub fn usable_at(id: &Identity, now_ms: u64) -> Result<(), GatewayError> {
+    let refuse = |code, message: &str| Err(GatewayError::new(401, "invalid_request_error", code, message));
+    if id.status == KeyStatus::Revoked {
+        return refuse("revoked_api_key", "This gateway key has been revoked.");
+    }
+    if id.not_before_ms.is_some_and(|b| now_ms < b) {
+        return refuse("api_key_not_yet_valid", "This gateway key is not valid yet.");
+    }
+    if id.not_after_ms.is_some_and(|a| now_ms >= a) {
+        return refuse("expired_api_key", "This gateway key has expired.");
+    }
+    Ok(())
 }
 
 /// The credential a caller presents: `Authorization: Bearer`, `x-api-key` (Anthropic SDK) or
@@ -285,6 +352,30 @@ mod tests {
             r.authenticate("aigw-one").map(|i| i.fingerprint.clone()),
             Ok(digest_hex("aigw-one")[..12].to_string())
         );
+    }
+
+    #[test]
+    fn revoked_expired_and_future_keys_get_their_own_401() {
+        let keys: Vec<KeyEntry> = serde_json::from_value(serde_json::json!([
+            {"id": "r", "tenant": "t", "sha256": digest_hex("k-r"), "status": "revoked"},
+            {"id": "w", "tenant": "t", "sha256": digest_hex("k-w"), "not_before": "2026-01-01", "not_after": "2026-02-01T00:00:00Z"},
+        ]))
+        .unwrap();
+        let ring = KeyRing::compile(&keys).unwrap();
+        let jan15 = crate::time::parse_utc_ms("2026-01-15").unwrap();
+        let code = |k: &str, now| ring.authenticate_at(k, now).err().map(|e| (e.status, e.code));
+        assert_eq!(code("k-r", jan15), Some((401, "revoked_api_key")));
+        assert_eq!(code("k-w", jan15), None);
+        assert_eq!(code("k-w", jan15 - 15 * 86_400_000), Some((401, "api_key_not_yet_valid")));
+        assert_eq!(code("k-w", crate::time::parse_utc_ms("2026-02-01").unwrap()), Some((401, "expired_api_key")));
+        assert_eq!(code("k-unknown", jan15), Some((401, "invalid_api_key")));
+        let bad: Vec<KeyEntry> = serde_json::from_value(serde_json::json!([
+            {"id": "b", "tenant": "t", "sha256": digest_hex("x"), "not_after": "soon"}]))
+        .unwrap();
+        assert!(KeyRing::compile(&bad).unwrap_err().contains("not_after"));
+        let inverted: Vec<KeyEntry> = serde_json::from_value(serde_json::json!([
+            {"id": "i", "tenant": "t", "sha256": digest_hex("x"), "not_before": "2026-02-01", "not_after": "2026-01-01"}])).unwrap();
+        assert!(KeyRing::compile(&inverted).unwrap_err().contains("later"));
     }
 
     #[test]

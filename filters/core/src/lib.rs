@@ -12,6 +12,7 @@ pub mod keys;
 pub mod price;
 pub mod route;
 pub mod sse;
+pub mod time;
 pub mod usage;
 
 /// Parses a filter configuration, naming the filter and the problem on failure.

@@ -1,0 +1,62 @@
+//! UTC timestamps as config writes them: `YYYY-MM-DDTHH:MM:SSZ` (or a bare `YYYY-MM-DD`, meaning
+//! midnight UTC), as milliseconds since the Unix epoch.
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
+pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = i64::from((m + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Parses `2026-11-22T04:40:00Z` or `2026-11-22` into ms since the epoch; `None` if malformed.
+pub fn parse_utc_ms(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let (date, time) = match s.split_once('T') {
+        Some((d, t)) => (d, Some(t.strip_suffix('Z')?)),
+        None => (s, None),
+    };
+    let mut dp = date.split('-');
+    let y: i64 = dp.next()?.parse().ok()?;
+    let m: u32 = dp.next()?.parse().ok()?;
+    let d: u32 = dp.next()?.parse().ok()?;
+    if dp.next().is_some() || !(1..=12).contains(&m) || !(1..=31).contains(&d) || !(1970..=9999).contains(&y) {
+        return None;
+    }
+    let secs_of_day = match time {
+        None => 0,
+        Some(t) => {
+            let t = t.split('.').next()?;
+            let mut tp = t.split(':');
+            let h: u64 = tp.next()?.parse().ok()?;
+            let mi: u64 = tp.next()?.parse().ok()?;
+            let se: u64 = tp.next()?.parse().ok()?;
+            if tp.next().is_some() || h > 23 || mi > 59 || se > 60 {
+                return None;
+            }
+            h * 3600 + mi * 60 + se
+        }
+    };
+    let days = u64::try_from(days_from_civil(y, m, d)).ok()?;
+    Some((days * 86_400 + secs_of_day) * 1000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_utc_timestamps() {
+        assert_eq!(parse_utc_ms("1970-01-01"), Some(0));
+        assert_eq!(parse_utc_ms("1970-01-02T00:00:01Z"), Some(86_401_000));
+        assert_eq!(parse_utc_ms("2026-12-01T00:00:00Z"), Some(1_796_083_200_000));
+        assert_eq!(parse_utc_ms("2000-02-29"), Some(951_782_400_000));
+        assert_eq!(parse_utc_ms("2026-11-22T04:51:29.521Z"), Some(1_795_323_089_000));
+        for bad in ["2026-13-01", "2026-11-22T25:00:00Z", "2026-11-22T04:00:00", "yesterday", "2026-11"] {
+            assert_eq!(parse_utc_ms(bad), None, "{bad}");
+        }
+    }
+}
