@@ -74,8 +74,9 @@ class Gateway:
             self.fakes[name] = f"http://{addr}"
         assert set(self.fakes) == {"openai", "anthropic"}, f"fake providers did not start: {self.fakes}"
 
-    def start_envoy(self, wait=True):
+    def start_envoy(self, wait=True, extra_env=None):
         env = dict(os.environ, OPENAI_API_KEY=PROVIDER_KEYS["openai"], ANTHROPIC_API_KEY=PROVIDER_KEYS["anthropic"])
+        env.update(extra_env or {})
         self.envoy = subprocess.Popen(
             [str(ENVOY), "-c", str(self.config), "--concurrency", "2", "--use-dynamic-base-id",
              "--file-flush-interval-msec", "50", "-l", "warning"],
@@ -170,10 +171,10 @@ def gateway(request, tmp_path_factory):
 def fresh_gateway_factory(tmp_path):
     made = []
 
-    def make(template_edit=None, wait=True):
+    def make(template_edit=None, wait=True, extra_env=None):
         gw = Gateway(tmp_path, template_edit)
         made.append(gw)
-        return gw.start_envoy(wait=wait)
+        return gw.start_envoy(wait=wait, extra_env=extra_env)
 
     yield make
     for gw in made:

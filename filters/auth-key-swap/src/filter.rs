@@ -1,11 +1,13 @@
 use std::collections::HashMap;
 use std::rc::Rc;
 
+use aigw_core::credentials::{bad_mark_key, choose, Credential};
 use aigw_core::error::GatewayError;
 use aigw_core::headers;
 use aigw_core::keys::{check_scope, presented_credential, usable_at, CallIdentity, KeyEntry, KeyRing};
 use aigw_core::route::Api;
 use aigw_host as host;
+use proxy_wasm::hostcalls as hc;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
 use serde::Deserialize;
@@ -18,20 +20,78 @@ struct Config {
     #[serde(default)]
     keys: Vec<KeyEntry>,
     #[serde(default)]
-    providers: HashMap<String, ProviderCredential>,
+    providers: HashMap<String, ProviderConfig>,
+    /// How long a credential a provider rejected (401/403) is skipped, in seconds.
+    #[serde(default = "default_bad_ttl")]
+    bad_credential_ttl_s: u64,
+}
+
+fn default_bad_ttl() -> u64 {
+    300
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ProviderCredential {
+struct ProviderConfig {
     api: Api,
-    /// Name of the environment variable (in the Wasm VM's environment) that holds the key.
+    /// Shorthand for one credential: the environment variable (in the Wasm VM's environment)
+    /// that holds the key.
+    #[serde(default)]
+    key_env: Option<String>,
+    /// Several credentials, tried in order (see `aigw_core::credentials::choose`).
+    #[serde(default)]
+    credentials: Vec<CredentialConfig>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CredentialConfig {
+    name: String,
     key_env: String,
+    #[serde(default)]
+    region: Option<String>,
+    #[serde(default)]
+    not_before: Option<String>,
+    #[serde(default)]
+    not_after: Option<String>,
+}
+
+struct Provider {
+    api: Api,
+    credentials: Vec<Credential>,
 }
 
 enum Role {
     Downstream(KeyRing),
-    Upstream(HashMap<String, (Api, String)>),
+    Upstream { providers: HashMap<String, Provider>, bad_ttl_ms: u64 },
+}
+
+fn credential(provider: &str, c: CredentialConfig) -> Result<Credential, String> {
+    let key = std::env::var(&c.key_env).ok().filter(|k| !k.is_empty()).ok_or_else(|| {
+        format!(
+            "auth-key-swap: provider {provider:?}: environment variable {} is not set in the Wasm VM \
+             (list it in vm_config.environment_variables.host_env_keys)",
+            c.key_env
+        )
+    })?;
+    let when = |field: &str, v: Option<String>| -> Result<Option<u64>, String> {
+        v.map(|s| {
+            aigw_core::time::parse_utc_ms(&s).ok_or_else(|| {
+                format!(
+                    "auth-key-swap: provider {provider:?}: credential {:?}: {field} {s:?} is not a UTC time",
+                    c.name
+                )
+            })
+        })
+        .transpose()
+    };
+    Ok(Credential {
+        not_before_ms: when("not_before", c.not_before)?,
+        not_after_ms: when("not_after", c.not_after)?,
+        name: c.name,
+        key,
+        region: c.region,
+    })
 }
 
 fn compile(root_id: &str, cfg: Config) -> Result<Role, String> {
@@ -46,18 +106,30 @@ fn compile(root_id: &str, cfg: Config) -> Result<Role, String> {
             if cfg.providers.is_empty() {
                 return Err("auth-key-swap: no provider credentials configured (`providers` is empty)".into());
             }
-            let mut out = HashMap::new();
+            let mut providers = HashMap::new();
             for (name, p) in cfg.providers {
-                let key = std::env::var(&p.key_env).ok().filter(|k| !k.is_empty()).ok_or_else(|| {
-                    format!(
-                        "auth-key-swap: provider {name:?}: environment variable {} is not set in the Wasm VM \
-                         (list it in vm_config.environment_variables.host_env_keys)",
-                        p.key_env
-                    )
-                })?;
-                out.insert(name, (p.api, key));
+                let mut list = p.credentials;
+                if let Some(env) = p.key_env {
+                    list.insert(
+                        0,
+                        CredentialConfig {
+                            name: "default".into(),
+                            key_env: env,
+                            region: None,
+                            not_before: None,
+                            not_after: None,
+                        },
+                    );
+                }
+                if list.is_empty() {
+                    return Err(format!(
+                        "auth-key-swap: provider {name:?} has no credential (`key_env` or `credentials`)"
+                    ));
+                }
+                let credentials = list.into_iter().map(|c| credential(&name, c)).collect::<Result<Vec<_>, _>>()?;
+                providers.insert(name, Provider { api: p.api, credentials });
             }
-            Ok(Role::Upstream(out))
+            Ok(Role::Upstream { providers, bad_ttl_ms: cfg.bad_credential_ttl_s.saturating_mul(1000) })
         }
         other => Err(format!(
             "auth-key-swap: unknown root_id {other:?}; use auth_key_swap (listener) or auth_key_swap_upstream (cluster)"
@@ -78,7 +150,7 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, _id: u32) -> Option<Box<dyn proxy_wasm::traits::HttpContext>> {
-        self.role.clone().map(|role| Box::new(Stream { role }) as Box<dyn HttpContext>)
+        self.role.clone().map(|role| Box::new(Stream { role, used: None }) as Box<dyn HttpContext>)
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -88,6 +160,17 @@ impl RootContext for Root {
 
 struct Stream {
     role: Rc<Role>,
+    /// Upstream: the provider and credential this attempt used.
+    used: Option<(String, usize)>,
+}
+
+fn is_marked_bad(provider: &str, c: &Credential, now: u64) -> bool {
+    match hc::get_shared_data(&bad_mark_key(provider, &c.name)) {
+        Ok((Some(b), _)) => {
+            b.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes).is_some_and(|until| until > now)
+        }
+        _ => false,
+    }
 }
 
 impl Context for Stream {}
@@ -146,22 +229,62 @@ impl HttpContext for Stream {
                 host::set_property(headers::PROP_IDENTITY, &call.to_json());
                 Action::Continue
             }
-            Role::Upstream(providers) => {
+            Role::Upstream { providers, .. } => {
                 // Headers persist across attempts: drop whatever credential is there (a caller's,
                 // or the key an earlier attempt injected for another provider).
                 host::remove_request_headers(&host::request_headers(), |n| CALLER_CREDENTIAL_HEADERS.contains(&n));
-                let provider = host::upstream_provider();
-                match provider.as_deref().and_then(|p| providers.get(p)) {
-                    Some((Api::Openai, key)) => {
-                        host::set_request_header("authorization", Some(&format!("Bearer {key}")))
-                    }
-                    Some((Api::Anthropic, key)) => host::set_request_header("x-api-key", Some(key)),
-                    None => host::warn(&format!(
+                let provider = host::upstream_provider().unwrap_or_default();
+                let Some(p) = providers.get(&provider) else {
+                    host::warn(&format!(
                         "auth-key-swap: no credential configured for upstream provider {provider:?}; sending none"
-                    )),
+                    ));
+                    return Action::Continue;
+                };
+                let now = host::now_ms();
+                let region = host::upstream_metadata(headers::METADATA_REGION);
+                let Some(c) = choose(&p.credentials, region.as_deref(), now, |c| is_marked_bad(&provider, c, now))
+                else {
+                    host::warn(&format!(
+                        "auth-key-swap: provider {provider:?} has no credential valid now for region {region:?}"
+                    ));
+                    return Action::Continue;
+                };
+                match p.api {
+                    Api::Openai => host::set_request_header("authorization", Some(&format!("Bearer {}", c.key))),
+                    Api::Anthropic => host::set_request_header("x-api-key", Some(&c.key)),
                 }
+                let index = p.credentials.iter().position(|x| x.name == c.name).unwrap_or(0);
+                self.used = Some((provider, index));
                 Action::Continue
             }
+        }
+    }
+
+    fn on_http_response_headers(&mut self, _n: usize, _eos: bool) -> Action {
+        self.after_provider_answered();
+        Action::Continue
+    }
+}
+
+impl Stream {
+    /// Upstream: a provider that rejects a credential gets the next one from now on; this call
+    /// moves on to the next provider of its chain (`x-aigw-retry` is a retriable header).
+    fn after_provider_answered(&self) {
+        let (Role::Upstream { providers, bad_ttl_ms }, Some((provider, index))) = (&*self.role, &self.used) else {
+            return;
+        };
+        let Some(c) = providers.get(provider).and_then(|p| p.credentials.get(*index)) else { return };
+        host::set_response_header(headers::CREDENTIAL, Some(&c.fingerprint()));
+        let status = host::response_header(":status").unwrap_or_default();
+        if status == "401" || status == "403" {
+            let until = host::now_ms().saturating_add(*bad_ttl_ms);
+            let _ = hc::set_shared_data(&bad_mark_key(provider, &c.name), Some(&until.to_le_bytes()), None);
+            host::warn(&format!(
+                "auth-key-swap: provider {provider:?} rejected credential {:?} ({status}); skipping it for {} s",
+                c.name,
+                bad_ttl_ms / 1000
+            ));
+            host::set_response_header(headers::RETRY, Some("credential"));
         }
     }
 }

@@ -119,6 +119,9 @@ pub struct Attempt {
     /// Milliseconds from sending the attempt to the provider's response headers.
     pub latency_ms: Option<u64>,
     pub error_class: Option<ErrorClass>,
+    /// The fingerprint of the provider credential used (never the key).
+    #[serde(default)]
+    pub credential: Option<String>,
     /// When the attempt was sent (ms since the epoch); used to measure its latency.
     #[serde(default, skip_serializing)]
     pub started_ms: u64,
@@ -255,6 +258,7 @@ mod tests {
             status: Some(503),
             latency_ms: Some(4),
             error_class: Some(ErrorClass::Overloaded),
+            credential: None,
             started_ms: 0,
         };
         let raw = serde_json::to_vec(&vec![a.clone()]).unwrap();

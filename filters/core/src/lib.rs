@@ -6,6 +6,7 @@
 pub mod anthropic;
 pub mod audit;
 pub mod bucket;
+pub mod credentials;
 pub mod error;
 pub mod headers;
 pub mod keys;

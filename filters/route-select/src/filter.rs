@@ -146,6 +146,14 @@ impl HttpContext for Select {
         host::clear_route_cache();
         Action::Continue
     }
+
+    fn on_http_response_headers(&mut self, _n: usize, _eos: bool) -> Action {
+        if self.active {
+            // Internal to the gateway: how the router was told to retry.
+            host::set_response_header(headers::RETRY, None);
+        }
+        Action::Continue
+    }
 }
 
 /// What the upstream filter does with the provider's response.
@@ -200,6 +208,7 @@ impl Attempt {
             status: None,
             latency_ms: None,
             error_class: Some(ErrorClass::NoResponse),
+            credential: None,
             started_ms: now,
         });
         self.write_attempts();
@@ -208,10 +217,15 @@ impl Attempt {
     fn finish_record(&mut self, status: u16) {
         let Some((index, started)) = self.record else { return };
         let latency = host::now_ms().saturating_sub(started);
+        let credential = host::response_header(headers::CREDENTIAL);
+        if credential.is_some() {
+            host::set_response_header(headers::CREDENTIAL, None);
+        }
         if let Some(a) = self.attempts.get_mut(index) {
             a.status = Some(status);
             a.latency_ms = Some(latency);
             a.error_class = ErrorClass::of_status(status);
+            a.credential = credential;
         }
         self.write_attempts();
     }
