@@ -272,3 +272,14 @@ def test_invalid_filter_config_stops_envoy_with_a_reason(fresh_gateway_factory):
         gw.wait_ready(timeout=30)
     log = gw.envoy_log.read_text()
     assert "quota: invalid configuration at `default.requests_per_minute`" in log, log[-2000:]
+
+
+def test_request_the_provider_cannot_take_is_a_400_from_the_attempt_and_audited(gateway):
+    msg = unique()
+    resp = gateway.chat(msg, n=2)  # Anthropic (first in the chain) has no n > 1
+    assert_openai_error(resp, 400, "unsupported_for_provider")
+    assert resp.json()["error"]["param"] == "n"
+    assert gateway.provider_requests("anthropic", containing=msg) == []
+    assert gateway.provider_requests("openai", containing=msg) == []  # a 400 is not retried elsewhere
+    rec = one_audit(gateway, resp)
+    assert rec["outcome"] == "refused_request" and rec["status"] == 400 and rec["tenant"] == "acme"
