@@ -283,3 +283,31 @@ def test_request_the_provider_cannot_take_is_a_400_from_the_attempt_and_audited(
     assert gateway.provider_requests("openai", containing=msg) == []  # a 400 is not retried elsewhere
     rec = one_audit(gateway, resp)
     assert rec["outcome"] == "refused_request" and rec["status"] == 400 and rec["tenant"] == "acme"
+
+
+@pytest.mark.parametrize(
+    "method,path,body,status,code",
+    [
+        ("GET", "/v1/models", None, 404, "unknown_path"),  # Envoy's direct response
+        ("PUT", "/v1/chat/completions", b"{}", 405, "method_not_allowed"),  # route-select
+        ("POST", "/v1/chat/completions", b"a" * (9 << 20), 413, "request_payload_too_large"),  # Envoy's limit
+    ],
+)
+def test_gateway_refusals_are_openai_errors_and_audited_as_refused(gateway, method, path, body, status, code):
+    resp = gateway.client.request(method, path, content=body,
+                                  headers={"authorization": f"Bearer {DEMO_KEYS['acme']}"})
+    assert_openai_error(resp, status, code)
+    assert resp.headers["content-type"].startswith("application/json")
+    rec = one_audit(gateway, resp)
+    assert rec["outcome"] == "refused_request" and rec["attempts"] == [] and rec["tenant"] == "acme"
+
+
+def test_a_provider_success_that_is_not_json_becomes_a_clear_502(gateway):
+    msg = unique()
+    resp = gateway.chat(msg, headers={"x-fake-fault": "*=malformed"})
+    assert_openai_error(resp, 502, "upstream_invalid_response")
+    rec = one_audit(gateway, resp)
+    # Anthropic's broken body failed translation (retried); OpenAI's was caught on the way out.
+    assert [(a["provider"], a["status"]) for a in rec["attempts"]] == [("anthropic", 200), ("openai", 200)]
+    assert rec["outcome"] == "upstream_error" and rec["status"] == 502
+    assert "upstream_invalid_response" in rec["flags"] and rec["cost_usd"] is None

@@ -3,6 +3,7 @@ use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
 use aigw_core::audit::{parse_attempts, AuditRecord, Outcome, Tokens, RECORD_VERSION};
+use aigw_core::error::GatewayError;
 use aigw_core::headers;
 use aigw_core::price::{format_usd, PriceBook, PriceBookConfig};
 use aigw_core::usage::{self, StreamScanner, Usage};
@@ -149,6 +150,7 @@ impl RootContext for Root {
             usage: None,
             ttft_ms: None,
             completed: false,
+            invalid_body: false,
         }))
     }
 
@@ -175,6 +177,8 @@ struct Call {
     usage: Option<Usage>,
     ttft_ms: Option<u64>,
     completed: bool,
+    /// The provider's success body was not JSON (replaced by a 502).
+    invalid_body: bool,
 }
 
 impl Context for Call {}
@@ -239,7 +243,25 @@ impl HttpContext for Call {
                 Action::Pause
             }
             Body::Held => {
-                self.usage = usage::from_openai_body(&host::response_body(size));
+                let parsed = usage::from_openai_body(&host::response_body(size));
+                if parsed.is_err() && self.status.is_some_and(|s| (200..300).contains(&s)) {
+                    // A provider's success that is not JSON: the caller's SDK would fail to parse
+                    // it; answer with a clear error instead.
+                    let err = GatewayError::new(
+                        502,
+                        "server_error",
+                        "upstream_invalid_response",
+                        "The provider answered with a body that is not valid JSON.",
+                    );
+                    let body = err.body();
+                    host::set_response_header(":status", Some("502"));
+                    host::set_response_header("content-length", Some(&body.len().to_string()));
+                    host::replace_response_body(size, body.as_bytes());
+                    self.status = Some(502);
+                    self.invalid_body = true;
+                    return Action::Continue;
+                }
+                self.usage = parsed.ok().flatten();
                 if let Some(u) = self.usage {
                     host::set_response_header("x-aigw-tokens-input", Some(&u.input.to_string()));
                     host::set_response_header("x-aigw-tokens-output", Some(&u.output.to_string()));
@@ -264,8 +286,9 @@ impl HttpContext for Call {
             }
             _ => (false, false),
         };
-        let outcome = Outcome::classify(refusal.as_deref(), self.status, self.completed, stream_error);
         let mut attempts = parse_attempts(host::property(&[headers::PROP_ATTEMPTS]).as_deref());
+        let outcome =
+            Outcome::classify(refusal.as_deref(), self.status, self.completed, stream_error, !attempts.is_empty());
         if outcome == Outcome::ClientAborted {
             // An attempt still waiting when the caller left did not fail: it was cancelled.
             for a in attempts.iter_mut().filter(|a| a.status.is_none()) {
@@ -285,6 +308,9 @@ impl HttpContext for Call {
         }
         if outcome == Outcome::Ok && self.usage.is_none() {
             flags.push("usage_missing".to_string());
+        }
+        if self.invalid_body {
+            flags.push("upstream_invalid_response".to_string());
         }
         let end = host::now_ms();
         let id = host::identity().unwrap_or_default();

@@ -39,8 +39,16 @@ impl Outcome {
         }
     }
 
-    /// Derives the outcome from what the filters recorded about the call.
-    pub fn classify(refusal: Option<&str>, status: Option<u16>, completed: bool, stream_error: bool) -> Outcome {
+    /// Derives the outcome from what the filters recorded about the call. A 4xx that no provider
+    /// attempt produced (Envoy's own refusals: unknown path, body too large, ...) is a refused
+    /// request, not an upstream error.
+    pub fn classify(
+        refusal: Option<&str>,
+        status: Option<u16>,
+        completed: bool,
+        stream_error: bool,
+        attempted: bool,
+    ) -> Outcome {
         match refusal {
             Some("auth") => return Outcome::RefusedAuth,
             Some("quota") => return Outcome::RefusedQuota,
@@ -49,6 +57,7 @@ impl Outcome {
         }
         match status {
             None | Some(0) => Outcome::ClientAborted,
+            Some(s) if (400..500).contains(&s) && !attempted => Outcome::RefusedRequest,
             Some(s) if s >= 400 => Outcome::UpstreamError,
             Some(_) if stream_error => Outcome::UpstreamError,
             Some(_) if !completed => Outcome::ClientAborted,
@@ -187,14 +196,18 @@ mod tests {
 
     #[test]
     fn outcome_vocabulary() {
-        assert_eq!(Outcome::classify(Some("auth"), Some(401), true, false), Outcome::RefusedAuth);
-        assert_eq!(Outcome::classify(Some("quota"), Some(429), true, false), Outcome::RefusedQuota);
-        assert_eq!(Outcome::classify(Some("route"), Some(404), true, false), Outcome::RefusedRequest);
-        assert_eq!(Outcome::classify(None, Some(200), true, false), Outcome::Ok);
-        assert_eq!(Outcome::classify(None, Some(200), true, true), Outcome::UpstreamError);
-        assert_eq!(Outcome::classify(None, Some(503), true, false), Outcome::UpstreamError);
-        assert_eq!(Outcome::classify(None, Some(200), false, false), Outcome::ClientAborted);
-        assert_eq!(Outcome::classify(None, None, false, false), Outcome::ClientAborted);
+        assert_eq!(Outcome::classify(Some("auth"), Some(401), true, false, false), Outcome::RefusedAuth);
+        assert_eq!(Outcome::classify(Some("quota"), Some(429), true, false, false), Outcome::RefusedQuota);
+        assert_eq!(Outcome::classify(Some("route"), Some(404), true, false, false), Outcome::RefusedRequest);
+        assert_eq!(Outcome::classify(None, Some(200), true, false, true), Outcome::Ok);
+        assert_eq!(Outcome::classify(None, Some(200), true, true, true), Outcome::UpstreamError);
+        assert_eq!(Outcome::classify(None, Some(503), true, false, true), Outcome::UpstreamError);
+        assert_eq!(Outcome::classify(None, Some(429), true, false, true), Outcome::UpstreamError);
+        // Envoy's own 404 (unknown path) or 413 (body too large): no provider was asked.
+        assert_eq!(Outcome::classify(None, Some(413), true, false, false), Outcome::RefusedRequest);
+        assert_eq!(Outcome::classify(None, Some(503), true, false, false), Outcome::UpstreamError);
+        assert_eq!(Outcome::classify(None, Some(200), false, false, true), Outcome::ClientAborted);
+        assert_eq!(Outcome::classify(None, None, false, false, true), Outcome::ClientAborted);
     }
 
     #[test]

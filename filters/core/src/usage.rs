@@ -36,14 +36,15 @@ impl Usage {
     }
 }
 
-/// Usage from a complete OpenAI chat completion body.
-pub fn from_openai_body(body: &[u8]) -> Option<Usage> {
+/// Usage from a complete OpenAI chat completion body: `Err` when the body is not a JSON
+/// object at all, `Ok(None)` when it has no usable `usage`. Other fields are skipped unparsed.
+pub fn from_openai_body(body: &[u8]) -> Result<Option<Usage>, serde_json::Error> {
     #[derive(Deserialize)]
     struct WithUsage {
         usage: Option<Value>,
     }
-    let parsed: WithUsage = serde_json::from_slice(body).ok()?;
-    Usage::from_openai(parsed.usage.as_ref()?)
+    let parsed: WithUsage = serde_json::from_slice(body)?;
+    Ok(parsed.usage.as_ref().and_then(Usage::from_openai))
 }
 
 /// Finds the usage chunk in an OpenAI SSE stream as it streams past, without holding it back.
@@ -84,9 +85,13 @@ mod tests {
     fn body_usage_with_details() {
         let body = br#"{"id":"x","usage":{"prompt_tokens":10,"completion_tokens":5,"total_tokens":15,
             "prompt_tokens_details":{"cached_tokens":4},"completion_tokens_details":{"reasoning_tokens":2}}}"#;
-        assert_eq!(from_openai_body(body), Some(Usage { input: 10, cached_input: 4, output: 5, reasoning: 2 }));
-        assert_eq!(from_openai_body(br#"{"id":"x"}"#), None);
-        assert_eq!(from_openai_body(b"not json"), None);
+        assert_eq!(
+            from_openai_body(body).ok(),
+            Some(Some(Usage { input: 10, cached_input: 4, output: 5, reasoning: 2 }))
+        );
+        assert_eq!(from_openai_body(br#"{"id":"x"}"#).ok(), Some(None));
+        assert!(from_openai_body(b"not json").is_err());
+        assert!(from_openai_body(br#"{"id":"x","choices":[{"#).is_err());
     }
 
     #[test]
