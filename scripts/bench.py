@@ -123,11 +123,28 @@ def base_config(port, admin, upstream_port, work, modules="one"):
         "ACCESS_LOG": work / "access.log", "WASM_DIR": WASM_DIR, "MODULES": modules})
     cfg = yaml.safe_load(text)
     hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-    for f in hcm["http_filters"]:
-        if f["name"] == "aigw.quota":  # no throttling while measuring
-            f["typed_config"]["config"]["configuration"]["value"] = json.dumps(
-                {"default": {"requests_per_minute": 10**12}})
+    # No throttling while measuring: the demo quota configuration, every limit raised out of reach.
+    quota = [f for f in hcm["http_filters"] if f["name"] == "aigw.quota"]
+    for c in cfg["static_resources"]["clusters"]:
+        opts = c.get("typed_extension_protocol_options", {}).get("envoy.extensions.upstreams.http.v3.HttpProtocolOptions")
+        quota += [f for f in (opts or {}).get("http_filters", []) if f["name"] == "aigw.quota_upstream"]
+    for f in quota:
+        conf = f["typed_config"]["config"]["configuration"]
+        conf["value"] = unthrottled(conf["value"])
     return cfg, hcm
+
+
+def unthrottled(quota_json):
+    q = json.loads(quota_json)
+    for spec in list(q.get("tenants", {}).values()) + list(q.get("providers", {}).values()):
+        for k in ("requests_per_minute", "tokens_per_minute"):
+            if k in spec:
+                spec[k] = 10**12
+        if "concurrent" in spec:
+            spec["concurrent"] = 10**6
+        if "budget" in spec:
+            spec["budget"] = {"daily_usd": "1000000000", "monthly_usd": "1000000000"}
+    return json.dumps(q)
 
 
 def clusters(cfg):

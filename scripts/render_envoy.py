@@ -36,6 +36,11 @@ def render(values):
         "ACCESS_LOG": "/dev/stdout",
         "PRICE_BOOK": json.dumps(book, separators=(",", ":")),
     }
+    with open(os.path.join(ROOT, "envoy", "quota.json")) as f:
+        quota = json.load(f)
+    quota.pop("_comment", None)
+    quota["price_book"] = book
+    v["QUOTA_CONFIG"] = json.dumps(quota, separators=(",", ":"))
     for name, key in DEMO_KEYS.items():
         v[name + "_SHA256"] = hashlib.sha256(key.encode()).hexdigest()
     v.update(values)

@@ -35,8 +35,9 @@ def free_port():
 
 
 class Gateway:
-    def __init__(self, workdir: Path, template_edit=None, modules="one"):
+    def __init__(self, workdir: Path, template_edit=None, modules="one", values=None):
         self.dir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
         self.procs = []
         self.access_log = workdir / "audit.log"
         self.envoy_log = workdir / "envoy.log"
@@ -52,6 +53,7 @@ class Gateway:
                 "ANTHROPIC_PORT": self.fakes["anthropic"].rsplit(":", 1)[1],
                 "ACCESS_LOG": self.access_log,
                 "MODULES": modules,
+                **(values or {}),
             }
         )
         if template_edit:
@@ -171,8 +173,8 @@ def gateway(request, tmp_path_factory):
 def fresh_gateway_factory(tmp_path):
     made = []
 
-    def make(template_edit=None, wait=True, extra_env=None):
-        gw = Gateway(tmp_path, template_edit)
+    def make(template_edit=None, wait=True, extra_env=None, values=None):
+        gw = Gateway(tmp_path / f"gw{len(made)}", template_edit, values=values)
         made.append(gw)
         return gw.start_envoy(wait=wait, extra_env=extra_env)
 

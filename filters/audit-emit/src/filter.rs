@@ -312,6 +312,9 @@ impl HttpContext for Call {
         if self.invalid_body {
             flags.push("upstream_invalid_response".to_string());
         }
+        if let Some(q) = prop(headers::PROP_QUOTA_FLAGS) {
+            flags.extend(q.split(',').filter(|f| !f.is_empty()).map(str::to_string));
+        }
         let end = host::now_ms();
         let id = host::identity().unwrap_or_default();
         let some = |s: String| if s.is_empty() { None } else { Some(s) };

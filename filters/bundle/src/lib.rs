@@ -28,14 +28,14 @@ impl RootContext for Dispatch {
         let id = host::root_id();
         let mut inner = match id.as_str() {
             "auth_key_swap" | "auth_key_swap_upstream" => auth_key_swap::root(),
-            "quota" => quota::root(),
+            "quota" | "quota_upstream" => quota::root(),
             "route_select" | "route_select_upstream" => route_select::root(),
             "audit_emit" => audit_emit::root(),
             other => {
                 host::log(
                     LogLevel::Error,
                     &format!(
-                        "aigw-filters: unknown root_id {other:?}; use auth_key_swap, auth_key_swap_upstream, quota, \
+                        "aigw-filters: unknown root_id {other:?}; use auth_key_swap, auth_key_swap_upstream, quota, quota_upstream, \
                          route_select, route_select_upstream or audit_emit"
                     ),
                 );

@@ -78,10 +78,12 @@ pub enum ErrorClass {
     BadRequest,
     /// No response at all: connection refused or reset, or the call ended first.
     NoResponse,
+    /// Not sent: the gateway's own bucket for this provider was empty (quota plane).
+    ProviderLimit,
 }
 
 impl ErrorClass {
-    pub const ALL: [ErrorClass; 7] = [
+    pub const ALL: [ErrorClass; 8] = [
         ErrorClass::RateLimited,
         ErrorClass::Overloaded,
         ErrorClass::ServerError,
@@ -89,6 +91,7 @@ impl ErrorClass {
         ErrorClass::Auth,
         ErrorClass::BadRequest,
         ErrorClass::NoResponse,
+        ErrorClass::ProviderLimit,
     ];
 
     /// The class of a provider's HTTP status (as the provider sent it); `None` for success.
@@ -113,6 +116,7 @@ impl ErrorClass {
             ErrorClass::Auth => "auth",
             ErrorClass::BadRequest => "bad_request",
             ErrorClass::NoResponse => "no_response",
+            ErrorClass::ProviderLimit => "provider_limit",
         }
     }
 }

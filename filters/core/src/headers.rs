@@ -34,6 +34,15 @@ pub const PROP_ATTEMPTS: &str = "aigw_attempts";
 pub const PROP_ALIAS: &str = "aigw_alias";
 pub const PROP_REFUSAL: &str = "aigw_refusal";
 pub const PROP_AUDIT: &str = "aigw_audit";
+/// The concrete models the call's chain may use, comma-separated (route-select, read by quota
+/// to bound a call's cost).
+pub const PROP_CANDIDATES: &str = "aigw_candidates";
+/// The call's up-front token estimate (quota, read by the per-attempt quota filter).
+pub const PROP_QUOTA_ESTIMATE: &str = "aigw_quota_estimate";
+/// Providers whose buckets the call's attempts were charged to, comma-separated.
+pub const PROP_QUOTA_PROVIDERS: &str = "aigw_quota_providers";
+/// Audit flags raised by quota (comma-separated), e.g. `budget_soft_limit`.
+pub const PROP_QUOTA_FLAGS: &str = "aigw_quota_flags";
 
 /// Endpoint metadata namespace and key that name the provider an upstream host belongs to.
 pub const METADATA_NAMESPACE: &str = "aigw";

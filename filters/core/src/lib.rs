@@ -11,6 +11,7 @@ pub mod error;
 pub mod headers;
 pub mod keys;
 pub mod price;
+pub mod quota;
 pub mod route;
 pub mod sse;
 pub mod time;

@@ -73,6 +73,13 @@ impl PriceBook {
         self.models.get(model)
     }
 
+    /// Cost of `u` at the book's dearest rates: an upper bound for a model the book lacks.
+    pub fn max_cost_pico(&self, u: &Usage) -> u128 {
+        let input = self.models.values().map(|p| p.input).max().unwrap_or(0);
+        let output = self.models.values().map(|p| p.output.max(p.reasoning)).max().unwrap_or(0);
+        u128::from(u.input) * u128::from(input) + u128::from(u.output) * u128::from(output)
+    }
+
     /// Cost of a call in pico-USD; `None` when the model is not in the book (never priced as 0).
     pub fn cost_pico(&self, model: &str, u: &Usage) -> Option<u128> {
         let p = self.price(model)?;

@@ -53,6 +53,8 @@ pub struct StreamScanner {
     parser: sse::Parser,
     events: Vec<sse::Event>,
     pub usage: Option<Usage>,
+    /// Data events seen, other than `[DONE]`: a floor on the output tokens streamed so far.
+    pub data_events: u64,
     pub saw_done: bool,
     pub saw_error: bool,
 }
@@ -63,7 +65,10 @@ impl StreamScanner {
         for ev in self.events.drain(..) {
             if ev.data == "[DONE]" {
                 self.saw_done = true;
-            } else if ev.data.contains("\"usage\"") || ev.data.contains("\"error\"") {
+                continue;
+            }
+            self.data_events += 1;
+            if ev.data.contains("\"usage\"") || ev.data.contains("\"error\"") {
                 if let Ok(v) = serde_json::from_str::<Value>(&ev.data) {
                     if v.get("error").is_some_and(|e| !e.is_null()) {
                         self.saw_error = true;
@@ -104,5 +109,6 @@ mod tests {
         assert_eq!(sc.usage, Some(Usage { input: 3, cached_input: 0, output: 1, reasoning: 0 }));
         assert!(sc.saw_done);
         assert!(!sc.saw_error);
+        assert_eq!(sc.data_events, 2);
     }
 }

@@ -143,6 +143,8 @@ impl HttpContext for Select {
         }
         host::set_request_header(headers::CHAIN, Some(&alias.chain));
         host::set_property(headers::PROP_ALIAS, model);
+        let candidates: Vec<&str> = alias.steps.iter().map(|s| s.model.as_str()).collect();
+        host::set_property(headers::PROP_CANDIDATES, &candidates.join(","));
         host::clear_route_cache();
         Action::Continue
     }

@@ -14,6 +14,7 @@
 //! headers), `delay-MS` (answer after MS milliseconds), `reset` (close the connection before
 //! answering), `reset-after-N` (stream N content events, then drop the connection),
 //! `error-after-N` (stream N content events, then the provider's in-stream error event),
+//! `slow-MS` (wait MS before each streamed content event),
 //! `malformed` (a 200 whose JSON body is cut short).
 //!
 //! `GET /__fake/requests` returns what the instance received (method, path, headers, body);
@@ -50,6 +51,8 @@ enum Fault {
     Reset,
     ResetAfter(usize),
     ErrorAfter(usize),
+    /// Wait this many ms before each streamed content event.
+    Slow(u64),
     Malformed,
 }
 
@@ -206,6 +209,8 @@ fn fault_for(req: &Request, name: &str) -> Fault {
             Fault::Status(s)
         } else if let Some(ms) = n("delay-") {
             Fault::Delay(ms)
+        } else if let Some(ms) = n("slow-") {
+            Fault::Slow(ms)
         } else if let Some(k) = n("reset-after-") {
             Fault::ResetAfter(usize::try_from(k).unwrap_or(0))
         } else if let Some(k) = n("error-after-") {
@@ -441,6 +446,9 @@ fn openai(req: &Request, inst: &Instance, w: &mut TcpStream, fault: Fault, n: u6
         };
         chunk(w, &mk(json!({"role":"assistant","content":"","refusal":null}), Value::Null))?;
         for (i, word) in words.iter().enumerate() {
+            if let Fault::Slow(ms) = fault {
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+            }
             if fault == Fault::ResetAfter(i) {
                 return drop_connection(w);
             }
@@ -578,6 +586,9 @@ fn anthropic(req: &Request, inst: &Instance, w: &mut TcpStream, fault: Fault, n:
         )?;
         chunk(w, "event: ping\ndata: {\"type\": \"ping\"}\n\n")?;
         for (i, word) in words.iter().enumerate() {
+            if let Fault::Slow(ms) = fault {
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+            }
             if fault == Fault::ResetAfter(i) {
                 return drop_connection(w);
             }

@@ -1,0 +1,624 @@
+//! The quota plane's policy: which buckets a call is charged to, its token and cost estimate,
+//! and the budget arithmetic. The filter moves these numbers in and out of shared data.
+
+use std::collections::HashMap;
+
+use serde::Deserialize;
+
+use crate::bucket::Limit;
+use crate::price::{parse_usd, PriceBook, PriceBookConfig};
+use crate::time::days_from_civil;
+use crate::usage::Usage;
+
+// ---------------------------------------------------------------------------------------------
+// Configuration
+
+/// Limits for one scope. Every field is optional: what is absent is not limited at this scope.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSpec {
+    #[serde(default)]
+    pub requests_per_minute: Option<u64>,
+    /// Defaults to `requests_per_minute`.
+    #[serde(default)]
+    pub requests_burst: Option<u64>,
+    #[serde(default)]
+    pub tokens_per_minute: Option<u64>,
+    /// Defaults to `tokens_per_minute`.
+    #[serde(default)]
+    pub tokens_burst: Option<u64>,
+    /// Calls in flight at once.
+    #[serde(default)]
+    pub concurrent: Option<u64>,
+    #[serde(default)]
+    pub budget: Option<BudgetSpec>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetSpec {
+    /// USD per UTC day, as a decimal string (`"25.00"`).
+    #[serde(default)]
+    pub daily_usd: Option<String>,
+    /// USD per calendar month (UTC).
+    #[serde(default)]
+    pub monthly_usd: Option<String>,
+    /// Spending beyond this percentage of a cap adds a warning; default 80.
+    #[serde(default)]
+    pub soft_percent: Option<u8>,
+}
+
+/// A tenant's limits, and those of its features and model aliases.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantSpec {
+    #[serde(default)]
+    pub requests_per_minute: Option<u64>,
+    #[serde(default)]
+    pub requests_burst: Option<u64>,
+    #[serde(default)]
+    pub tokens_per_minute: Option<u64>,
+    #[serde(default)]
+    pub tokens_burst: Option<u64>,
+    #[serde(default)]
+    pub concurrent: Option<u64>,
+    #[serde(default)]
+    pub budget: Option<BudgetSpec>,
+    /// Per (tenant, feature); the key `*` applies to every feature not named.
+    #[serde(default)]
+    pub features: HashMap<String, LimitSpec>,
+    /// Per (tenant, model alias); the key `*` applies to every alias not named.
+    #[serde(default)]
+    pub models: HashMap<String, LimitSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EstimateConfig {
+    /// Output tokens assumed when the call sets no `max_tokens`.
+    #[serde(default = "default_max_tokens")]
+    pub default_max_tokens: u64,
+    /// Tokens assumed per image in the prompt.
+    #[serde(default = "default_image_tokens")]
+    pub tokens_per_image: u64,
+}
+
+impl TenantSpec {
+    /// The tenant's own limits (the same fields as a [`LimitSpec`]; spelled out rather than
+    /// flattened so a config error names its exact path).
+    pub fn limits(&self) -> LimitSpec {
+        LimitSpec {
+            requests_per_minute: self.requests_per_minute,
+            requests_burst: self.requests_burst,
+            tokens_per_minute: self.tokens_per_minute,
+            tokens_burst: self.tokens_burst,
+            concurrent: self.concurrent,
+            budget: self.budget.clone(),
+        }
+    }
+}
+
+fn default_max_tokens() -> u64 {
+    1024
+}
+
+fn default_image_tokens() -> u64 {
+    1000
+}
+
+impl Default for EstimateConfig {
+    fn default() -> Self {
+        Self { default_max_tokens: default_max_tokens(), tokens_per_image: default_image_tokens() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaConfig {
+    /// Per tenant; the key `*` is the default for every tenant not named (each tenant still
+    /// gets buckets of its own). A named tenant inherits every field it does not set from `*`.
+    #[serde(default)]
+    pub tenants: HashMap<String, TenantSpec>,
+    /// Per provider (the `provider` value in the cluster's endpoint metadata), to stay under the
+    /// provider's own limits; charged once per upstream attempt. Requests and tokens only: in-flight
+    /// limits per provider belong to Envoy's circuit breakers on the provider cluster.
+    #[serde(default)]
+    pub providers: HashMap<String, LimitSpec>,
+    #[serde(default)]
+    pub estimate: EstimateConfig,
+    /// Needed when any budget is set; the same book as the audit record's.
+    #[serde(default)]
+    pub price_book: Option<PriceBookConfig>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Compiled form
+
+/// Which kind of scope a bucket belongs to; names the refusal `code`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScopeKind {
+    Tenant,
+    Feature,
+    Model,
+    Provider,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BucketKind {
+    Requests,
+    Tokens,
+    Concurrent,
+}
+
+impl ScopeKind {
+    /// The refusal `code` for a bucket of this scope and kind.
+    pub fn code(self, kind: BucketKind) -> &'static str {
+        use BucketKind::*;
+        use ScopeKind::*;
+        match (self, kind) {
+            (Tenant, Requests) => "tenant_requests_per_minute",
+            (Tenant, Tokens) => "tenant_tokens_per_minute",
+            (Tenant, Concurrent) => "tenant_concurrent_requests",
+            (Feature, Requests) => "feature_requests_per_minute",
+            (Feature, Tokens) => "feature_tokens_per_minute",
+            (Feature, Concurrent) => "feature_concurrent_requests",
+            (Model, Requests) => "model_requests_per_minute",
+            (Model, Tokens) => "model_tokens_per_minute",
+            (Model, Concurrent) => "model_concurrent_requests",
+            (Provider, Requests) => "provider_requests_per_minute",
+            (Provider, Tokens) => "provider_tokens_per_minute",
+            (Provider, Concurrent) => "provider_concurrent_requests",
+        }
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            ScopeKind::Tenant => "this tenant",
+            ScopeKind::Feature => "this feature",
+            ScopeKind::Model => "this model alias",
+            ScopeKind::Provider => "the provider",
+        }
+    }
+
+    /// The `code` of a refused budget at this scope.
+    pub fn budget_code(self, period: Period) -> &'static str {
+        match (self, period) {
+            (ScopeKind::Feature, Period::Day) => "feature_daily_budget",
+            (ScopeKind::Feature, Period::Month) => "feature_monthly_budget",
+            (ScopeKind::Model, Period::Day) => "model_daily_budget",
+            (ScopeKind::Model, Period::Month) => "model_monthly_budget",
+            (_, Period::Day) => "tenant_daily_budget",
+            (_, Period::Month) => "tenant_monthly_budget",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Period {
+    Day,
+    Month,
+}
+
+/// Budget caps in pico-USD.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    pub daily: Option<u128>,
+    pub monthly: Option<u128>,
+    pub soft_percent: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Limits {
+    pub requests: Option<Limit>,
+    pub tokens: Option<Limit>,
+    pub concurrent: Option<u64>,
+    pub budget: Option<Budget>,
+}
+
+impl Limits {
+    pub fn is_empty(&self) -> bool {
+        *self == Limits::default()
+    }
+}
+
+/// One scope a call is charged to: its shared-data key stem and its limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope {
+    pub kind: ScopeKind,
+    pub key: String,
+    pub limits: Limits,
+}
+
+#[derive(Debug, Clone)]
+struct CompiledTenant {
+    limits: Limits,
+    features: HashMap<String, Limits>,
+    models: HashMap<String, Limits>,
+}
+
+/// The quota configuration, validated and compiled once.
+#[derive(Debug, Clone)]
+pub struct Quota {
+    default: Option<CompiledTenant>,
+    tenants: HashMap<String, CompiledTenant>,
+    providers: HashMap<String, Limits>,
+    pub estimate: EstimateConfig,
+    pub prices: Option<PriceBook>,
+}
+
+fn merge(over: &LimitSpec, base: &LimitSpec) -> LimitSpec {
+    LimitSpec {
+        requests_per_minute: over.requests_per_minute.or(base.requests_per_minute),
+        requests_burst: over.requests_burst.or(if over.requests_per_minute.is_some() {
+            None
+        } else {
+            base.requests_burst
+        }),
+        tokens_per_minute: over.tokens_per_minute.or(base.tokens_per_minute),
+        tokens_burst: over.tokens_burst.or(if over.tokens_per_minute.is_some() { None } else { base.tokens_burst }),
+        concurrent: over.concurrent.or(base.concurrent),
+        budget: over.budget.clone().or_else(|| base.budget.clone()),
+    }
+}
+
+fn compile_limits(who: &str, s: &LimitSpec) -> Result<Limits, String> {
+    let limit = |what: &str, rate: Option<u64>, burst: Option<u64>| -> Result<Option<Limit>, String> {
+        match (rate, burst) {
+            (None, None) => Ok(None),
+            (None, Some(_)) => Err(format!("quota: {who}: {what}_burst is set without {what}_per_minute")),
+            (Some(r), b) => {
+                let burst = b.unwrap_or(r);
+                if r == 0 || burst == 0 {
+                    return Err(format!("quota: {who}: {what}_per_minute and its burst must be at least 1"));
+                }
+                Ok(Some(Limit { rate_per_minute: r, burst }))
+            }
+        }
+    };
+    if s.concurrent == Some(0) {
+        return Err(format!("quota: {who}: concurrent must be at least 1"));
+    }
+    let budget = match &s.budget {
+        None => None,
+        Some(b) => {
+            let usd = |what: &str, v: &Option<String>| -> Result<Option<u128>, String> {
+                v.as_deref()
+                    .map(|v| {
+                        parse_usd(v)
+                            .filter(|p| *p > 0)
+                            .ok_or_else(|| format!("quota: {who}: budget.{what} {v:?} is not a positive USD amount"))
+                    })
+                    .transpose()
+            };
+            let soft_percent = b.soft_percent.unwrap_or(80);
+            if !(1..=100).contains(&soft_percent) {
+                return Err(format!("quota: {who}: budget.soft_percent must be 1..=100"));
+            }
+            let budget = Budget {
+                daily: usd("daily_usd", &b.daily_usd)?,
+                monthly: usd("monthly_usd", &b.monthly_usd)?,
+                soft_percent,
+            };
+            if budget.daily.is_none() && budget.monthly.is_none() {
+                return Err(format!("quota: {who}: budget sets neither daily_usd nor monthly_usd"));
+            }
+            Some(budget)
+        }
+    };
+    Ok(Limits {
+        requests: limit("requests", s.requests_per_minute, s.requests_burst)?,
+        tokens: limit("tokens", s.tokens_per_minute, s.tokens_burst)?,
+        concurrent: s.concurrent,
+        budget,
+    })
+}
+
+fn compile_map(
+    who: &str,
+    m: &HashMap<String, LimitSpec>,
+    base: &HashMap<String, LimitSpec>,
+) -> Result<HashMap<String, Limits>, String> {
+    let mut out = HashMap::new();
+    for name in m.keys().chain(base.keys()) {
+        if out.contains_key(name) {
+            continue;
+        }
+        let spec = match (m.get(name), base.get(name)) {
+            (Some(o), Some(b)) => merge(o, b),
+            (Some(o), None) => o.clone(),
+            (None, Some(b)) => b.clone(),
+            (None, None) => continue,
+        };
+        out.insert(name.clone(), compile_limits(&format!("{who} {name:?}"), &spec)?);
+    }
+    Ok(out)
+}
+
+impl Quota {
+    pub fn compile(cfg: &QuotaConfig) -> Result<Quota, String> {
+        let empty = TenantSpec::default();
+        let base = cfg.tenants.get("*").unwrap_or(&empty);
+        let tenant = |name: &str, spec: &TenantSpec| -> Result<CompiledTenant, String> {
+            let limits = compile_limits(&format!("tenant {name:?}"), &merge(&spec.limits(), &base.limits()))?;
+            let features = compile_map(&format!("tenant {name:?} feature"), &spec.features, &base.features)?;
+            let models = compile_map(&format!("tenant {name:?} model"), &spec.models, &base.models)?;
+            Ok(CompiledTenant { limits, features, models })
+        };
+        let default = match cfg.tenants.get("*") {
+            Some(spec) => Some(tenant("*", spec)?),
+            None => None,
+        };
+        let mut tenants = HashMap::new();
+        for (name, spec) in cfg.tenants.iter().filter(|(n, _)| n.as_str() != "*") {
+            tenants.insert(name.clone(), tenant(name, spec)?);
+        }
+        let mut providers = HashMap::new();
+        for (name, spec) in &cfg.providers {
+            let l = compile_limits(&format!("provider {name:?}"), spec)?;
+            if l.concurrent.is_some() || l.budget.is_some() {
+                return Err(format!(
+                    "quota: provider {name:?}: only requests and tokens per minute can be limited per provider \
+                     (limit calls in flight with the provider cluster's circuit breakers)"
+                ));
+            }
+            providers.insert(name.clone(), l);
+        }
+        let prices = match &cfg.price_book {
+            Some(b) => Some(PriceBook::compile(b).map_err(|e| format!("quota: {e}"))?),
+            None => None,
+        };
+        let q = Quota { default, tenants, providers, estimate: cfg.estimate.clone(), prices };
+        if q.prices.is_none() && q.any_budget() {
+            return Err("quota: a budget is set but there is no `price_book` to price calls with".into());
+        }
+        Ok(q)
+    }
+
+    fn any_budget(&self) -> bool {
+        self.tenants.values().chain(self.default.iter()).any(|t| {
+            t.limits.budget.is_some()
+                || t.features.values().any(|l| l.budget.is_some())
+                || t.models.values().any(|l| l.budget.is_some())
+        })
+    }
+
+    /// The scopes a call by `tenant` for `feature` and `alias` is charged to, broadest first.
+    /// Scopes with no limits are left out.
+    pub fn scopes(&self, tenant: &str, feature: Option<&str>, alias: Option<&str>) -> Vec<Scope> {
+        let Some(t) = self.tenants.get(tenant).or(self.default.as_ref()) else { return Vec::new() };
+        let mut out = Vec::with_capacity(3);
+        let tkey = format!("t.{}", key_part(tenant));
+        if !t.limits.is_empty() {
+            out.push(Scope { kind: ScopeKind::Tenant, key: tkey.clone(), limits: t.limits });
+        }
+        let pick = |m: &HashMap<String, Limits>, name: &str| m.get(name).or_else(|| m.get("*")).copied();
+        if let Some(f) = feature {
+            if let Some(l) = pick(&t.features, f).filter(|l| !l.is_empty()) {
+                out.push(Scope { kind: ScopeKind::Feature, key: format!("{tkey}.f.{}", key_part(f)), limits: l });
+            }
+        }
+        if let Some(a) = alias {
+            if let Some(l) = pick(&t.models, a).filter(|l| !l.is_empty()) {
+                out.push(Scope { kind: ScopeKind::Model, key: format!("{tkey}.m.{}", key_part(a)), limits: l });
+            }
+        }
+        out
+    }
+
+    pub fn provider(&self, provider: &str) -> Option<Scope> {
+        let l = self.providers.get(provider)?;
+        Some(Scope { kind: ScopeKind::Provider, key: format!("p.{}", key_part(provider)), limits: *l })
+    }
+
+    pub fn has_providers(&self) -> bool {
+        !self.providers.is_empty()
+    }
+}
+
+/// A name made safe for a shared-data key (bounded, no separators).
+fn key_part(s: &str) -> String {
+    s.chars().take(128).map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Estimates
+
+/// A call's up-front estimate.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Estimate {
+    pub prompt_tokens: u64,
+    /// The caller's `max_tokens` (or `max_completion_tokens`), else the configured default.
+    pub output_tokens: u64,
+    /// The `model` the caller named.
+    pub model: Option<String>,
+}
+
+impl Estimate {
+    pub fn tokens(&self) -> u64 {
+        self.prompt_tokens.saturating_add(self.output_tokens)
+    }
+}
+
+/// Bytes of text per estimated token: an over-estimate for English (about 4 characters per
+/// token) that stays safe for other scripts, which take more bytes per character.
+pub const BYTES_PER_TOKEN: u64 = 4;
+/// Tokens added per message for its role and framing.
+pub const TOKENS_PER_MESSAGE: u64 = 4;
+
+/// Estimates a chat completion request (OpenAI shape). `None` when the body is not JSON.
+///
+/// prompt = ceil(text bytes / 4) + 4 per message + `tokens_per_image` per image + ceil(tool
+/// definition bytes / 4); output = `max_completion_tokens`, else `max_tokens`, else the default.
+pub fn estimate(body: &[u8], cfg: &EstimateConfig) -> Option<Estimate> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let mut text_bytes: u64 = 0;
+    let mut images: u64 = 0;
+    let mut messages: u64 = 0;
+    if let Some(ms) = v.get("messages").and_then(|m| m.as_array()) {
+        for m in ms {
+            messages += 1;
+            count_content(m.get("content"), &mut text_bytes, &mut images);
+            if let Some(calls) = m.get("tool_calls") {
+                text_bytes += calls.to_string().len() as u64;
+            }
+        }
+    }
+    if let Some(tools) = v.get("tools") {
+        text_bytes += tools.to_string().len() as u64;
+    }
+    let prompt_tokens = text_bytes.div_ceil(BYTES_PER_TOKEN)
+        + messages * TOKENS_PER_MESSAGE
+        + images.saturating_mul(cfg.tokens_per_image);
+    let output_tokens = ["max_completion_tokens", "max_tokens"]
+        .iter()
+        .find_map(|k| v.get(*k).and_then(|x| x.as_u64()))
+        .unwrap_or(cfg.default_max_tokens);
+    let model = v.get("model").and_then(|m| m.as_str()).map(str::to_string);
+    Some(Estimate { prompt_tokens, output_tokens, model })
+}
+
+fn count_content(c: Option<&serde_json::Value>, text: &mut u64, images: &mut u64) {
+    match c {
+        Some(serde_json::Value::String(s)) => *text += s.len() as u64,
+        Some(serde_json::Value::Array(parts)) => {
+            for p in parts {
+                match p.get("type").and_then(|t| t.as_str()) {
+                    Some("image_url") | Some("image") | Some("input_audio") | Some("file") => *images += 1,
+                    _ => {
+                        if let Some(s) = p.get("text").and_then(|t| t.as_str()) {
+                            *text += s.len() as u64;
+                        }
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+impl Quota {
+    /// The most a call could cost: its estimate priced at the dearest of the models it may be
+    /// served by. A model missing from the price book is priced at the book's dearest rates.
+    pub fn upper_bound_cost(&self, est: &Estimate, candidates: &[&str]) -> Option<u128> {
+        let book = self.prices.as_ref()?;
+        let worst = Usage { input: est.prompt_tokens, cached_input: 0, output: est.output_tokens, reasoning: 0 };
+        let mut best: Option<u128> = None;
+        for m in candidates {
+            let c = book.cost_pico(m, &worst).unwrap_or_else(|| book.max_cost_pico(&worst));
+            best = Some(best.map_or(c, |b| b.max(c)));
+        }
+        Some(best.unwrap_or_else(|| book.max_cost_pico(&worst)))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Budgets
+
+/// The shared-data key suffix of the budget period containing `now_ms`: `d.2026-11-22` or
+/// `m.2026-11` (UTC).
+pub fn period_key(period: Period, now_ms: u64) -> String {
+    let (y, m, d) = civil_from_days(i64::try_from(now_ms / 86_400_000).unwrap_or(0));
+    match period {
+        Period::Day => format!("d.{y:04}-{m:02}-{d:02}"),
+        Period::Month => format!("m.{y:04}-{m:02}"),
+    }
+}
+
+/// The ms until the period containing `now_ms` ends.
+pub fn ms_to_period_end(period: Period, now_ms: u64) -> u64 {
+    let day = now_ms / 86_400_000;
+    let end_day = match period {
+        Period::Day => day + 1,
+        Period::Month => {
+            let (y, m, _) = civil_from_days(i64::try_from(day).unwrap_or(0));
+            let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+            u64::try_from(days_from_civil(ny, nm, 1)).unwrap_or(day + 1)
+        }
+    };
+    (end_day * 86_400_000).saturating_sub(now_ms)
+}
+
+/// The inverse of `days_from_civil` (H. Hinnant's algorithm).
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = u32::try_from(doy - (153 * mp + 2) / 5 + 1).unwrap_or(1);
+    let m = u32::try_from(if mp < 10 { mp + 3 } else { mp - 9 }).unwrap_or(1);
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+/// What reserving a call's upper-bound cost against a budget decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BudgetDecision {
+    /// Reserved: the new amount spent (including reservations), and whether it is now past the
+    /// soft threshold.
+    Reserved { spent: u128, soft: bool },
+    /// The cap would be passed.
+    Refused,
+}
+
+/// Reserves `cost` against `cap` when `spent` is already used or reserved.
+pub fn reserve(spent: u128, cost: u128, cap: u128, soft_percent: u8) -> BudgetDecision {
+    let after = spent.saturating_add(cost);
+    if after > cap {
+        return BudgetDecision::Refused;
+    }
+    BudgetDecision::Reserved { spent: after, soft: past_soft(after, cap, soft_percent) }
+}
+
+/// Whether `spent` is past `soft_percent` of `cap`.
+pub fn past_soft(spent: u128, cap: u128, soft_percent: u8) -> bool {
+    spent.saturating_mul(100) >= cap.saturating_mul(u128::from(soft_percent))
+}
+
+/// Replaces a reservation with what the call really cost.
+pub fn settle(spent: u128, reserved: u128, actual: u128) -> u128 {
+    spent.saturating_sub(reserved).saturating_add(actual)
+}
+
+pub fn encode_u128(v: u128) -> [u8; 16] {
+    v.to_le_bytes()
+}
+
+pub fn decode_u128(b: &[u8]) -> Option<u128> {
+    Some(u128::from_le_bytes(b.get(..16)?.try_into().ok()?))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reconciliation
+
+/// What a call is finally charged, from what is known when it ends.
+///
+/// - usage reported by the provider: exactly that;
+/// - no usage, but a streamed answer had started: the prompt estimate plus one output token per
+///   content event seen (a provider bills what it generated before the caller left);
+/// - no usage, a provider was called and a non-streamed answer arrived: the whole estimate;
+/// - no usage, a provider was called but nothing came back: the prompt estimate (input is billed
+///   even when the caller leaves early);
+/// - no provider called: nothing.
+pub fn final_usage(
+    est: &Estimate,
+    usage: Option<&Usage>,
+    attempted: bool,
+    streamed_events: Option<u64>,
+    answered: bool,
+) -> Usage {
+    if let Some(u) = usage {
+        return *u;
+    }
+    let (input, output) = match (attempted || answered, streamed_events) {
+        (_, Some(events)) => (est.prompt_tokens, events),
+        (true, None) if answered => (est.prompt_tokens, est.output_tokens),
+        (true, None) => (est.prompt_tokens, 0),
+        (false, None) => (0, 0),
+    };
+    Usage { input, cached_input: 0, output, reasoning: 0 }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,168 @@
+use super::*;
+use crate::bucket::Limit;
+
+fn cfg(json: &str) -> QuotaConfig {
+    serde_json::from_str(json).unwrap()
+}
+
+fn book() -> &'static str {
+    r#"{"version": "t1", "models": {
+        "cheap": {"input": "1", "output": "2"},
+        "dear": {"input": "10", "output": "40"}}}"#
+}
+
+#[test]
+fn named_tenant_inherits_unset_fields_from_the_default() {
+    let q = Quota::compile(&cfg(r#"{"tenants": {
+            "*": {"requests_per_minute": 600, "tokens_per_minute": 100000, "concurrent": 20},
+            "tiny": {"requests_per_minute": 3}}}"#))
+    .unwrap();
+    let s = q.scopes("tiny", None, None);
+    assert_eq!(s.len(), 1);
+    assert_eq!(s[0].kind, ScopeKind::Tenant);
+    assert_eq!(s[0].key, "t.tiny");
+    assert_eq!(s[0].limits.requests, Some(Limit { rate_per_minute: 3, burst: 3 }));
+    assert_eq!(s[0].limits.tokens, Some(Limit { rate_per_minute: 100_000, burst: 100_000 }));
+    assert_eq!(s[0].limits.concurrent, Some(20));
+    // An unnamed tenant gets the default, in buckets of its own.
+    let other = q.scopes("someone", None, None);
+    assert_eq!(other[0].key, "t.someone");
+    assert_eq!(other[0].limits.requests, Some(Limit { rate_per_minute: 600, burst: 600 }));
+}
+
+#[test]
+fn a_rate_set_without_burst_does_not_inherit_the_default_burst() {
+    let q = Quota::compile(&cfg(
+        r#"{"tenants": {"*": {"requests_per_minute": 600, "requests_burst": 900}, "t": {"requests_per_minute": 5}}}"#,
+    ))
+    .unwrap();
+    assert_eq!(q.scopes("t", None, None)[0].limits.requests, Some(Limit { rate_per_minute: 5, burst: 5 }));
+    assert_eq!(q.scopes("u", None, None)[0].limits.requests, Some(Limit { rate_per_minute: 600, burst: 900 }));
+}
+
+#[test]
+fn feature_and_model_scopes_with_wildcards() {
+    let q = Quota::compile(&cfg(r#"{"tenants": {"acme": {
+            "features": {"search": {"requests_per_minute": 10}, "*": {"concurrent": 2}},
+            "models": {"chat": {"tokens_per_minute": 5000}}}}}"#))
+    .unwrap();
+    let s = q.scopes("acme", Some("search"), Some("chat"));
+    let kinds: Vec<_> = s.iter().map(|s| (s.kind, s.key.as_str())).collect();
+    // The tenant itself has no limits, so it is left out.
+    assert_eq!(kinds, vec![(ScopeKind::Feature, "t.acme.f.search"), (ScopeKind::Model, "t.acme.m.chat")]);
+    let s = q.scopes("acme", Some("other"), Some("fast"));
+    assert_eq!(s.len(), 1);
+    assert_eq!(s[0].limits.concurrent, Some(2));
+    // Unknown tenant with no default: nothing to charge.
+    assert!(q.scopes("nobody", None, None).is_empty());
+}
+
+#[test]
+fn caller_chosen_names_cannot_break_out_of_their_key() {
+    let q = Quota::compile(&cfg(r#"{"tenants": {"*": {"features": {"*": {"concurrent": 1}}}}}"#)).unwrap();
+    let s = q.scopes("a", Some("x.m.y/../z"), None);
+    assert_eq!(s[0].key, "t.a.f.x_m_y____z");
+}
+
+#[test]
+fn invalid_configs_say_what_is_wrong() {
+    let err = |j: &str| Quota::compile(&cfg(j)).unwrap_err();
+    assert!(err(r#"{"tenants": {"t": {"requests_per_minute": 0}}}"#).contains("at least 1"));
+    assert!(err(r#"{"tenants": {"t": {"tokens_burst": 5}}}"#).contains("tokens_burst is set without"));
+    assert!(err(r#"{"tenants": {"t": {"concurrent": 0}}}"#).contains("concurrent"));
+    assert!(err(r#"{"tenants": {"t": {"budget": {"daily_usd": "5"}}}}"#).contains("no `price_book`"));
+    assert!(err(r#"{"tenants": {"t": {"budget": {}}}}"#).contains("neither"));
+    assert!(err(r#"{"tenants": {"t": {"budget": {"daily_usd": "abc"}}}}"#).contains("not a positive USD"));
+    assert!(err(r#"{"providers": {"openai": {"concurrent": 5}}}"#).contains("circuit breakers"));
+    assert!(serde_json::from_str::<QuotaConfig>(r#"{"tenants": {"t": {"rpm": 1}}}"#).is_err());
+}
+
+#[test]
+fn estimate_counts_text_messages_images_tools_and_the_output_bound() {
+    let c = EstimateConfig::default();
+    let body = br#"{"model": "chat", "max_tokens": 100, "messages": [
+        {"role": "system", "content": "12345678"},
+        {"role": "user", "content": [{"type": "text", "text": "abcd"}, {"type": "image_url", "image_url": {"url": "data:..."}}]}]}"#;
+    let e = estimate(body, &c).unwrap();
+    // 12 text bytes -> 3 tokens, 2 messages -> 8, 1 image -> 1000.
+    assert_eq!(e.prompt_tokens, 3 + 8 + 1000);
+    assert_eq!(e.output_tokens, 100);
+    assert_eq!(e.model.as_deref(), Some("chat"));
+    assert_eq!(e.tokens(), 1111);
+    // max_completion_tokens wins; neither: the default.
+    let e = estimate(br#"{"max_completion_tokens": 7, "max_tokens": 100, "messages": []}"#, &c).unwrap();
+    assert_eq!(e.output_tokens, 7);
+    let e = estimate(br#"{"messages": [{"role": "user", "content": "a"}]}"#, &c).unwrap();
+    assert_eq!((e.prompt_tokens, e.output_tokens), (1 + 4, 1024));
+    // Tool definitions count too.
+    let e = estimate(br#"{"messages": [], "tools": [{"type": "function"}]}"#, &c).unwrap();
+    assert_eq!(e.prompt_tokens, "[{\"type\":\"function\"}]".len().div_ceil(4) as u64);
+    assert!(estimate(b"not json", &c).is_none());
+}
+
+#[test]
+fn upper_bound_prices_at_the_dearest_candidate() {
+    let q = Quota::compile(&cfg(&format!(r#"{{"price_book": {}}}"#, book()))).unwrap();
+    let e = Estimate { prompt_tokens: 1000, output_tokens: 500, model: None };
+    // cheap: 1000*1 + 500*2 micro-USD = 2000 micro = 2_000_000 pico... per token prices are pico.
+    let cheap = 1000 * 1_000_000u128 + 500 * 2_000_000;
+    let dear = 1000 * 10_000_000u128 + 500 * 40_000_000;
+    assert_eq!(q.upper_bound_cost(&e, &["cheap"]), Some(cheap));
+    assert_eq!(q.upper_bound_cost(&e, &["cheap", "dear"]), Some(dear));
+    // A model the book lacks is priced at the book's dearest rates, never as free.
+    assert_eq!(q.upper_bound_cost(&e, &["unknown"]), Some(dear));
+    assert_eq!(q.upper_bound_cost(&e, &[]), Some(dear));
+}
+
+#[test]
+fn budget_periods_are_utc_days_and_months() {
+    let t = crate::time::parse_utc_ms("2026-11-30T23:59:59Z").unwrap();
+    assert_eq!(period_key(Period::Day, t), "d.2026-11-30");
+    assert_eq!(period_key(Period::Month, t), "m.2026-11");
+    assert_eq!(ms_to_period_end(Period::Day, t), 1000);
+    assert_eq!(ms_to_period_end(Period::Month, t), 1000);
+    let t2 = t + 1000;
+    assert_eq!(period_key(Period::Day, t2), "d.2026-12-01");
+    assert_eq!(period_key(Period::Month, t2), "m.2026-12");
+    // December rolls into January; a leap February has 29 days.
+    let dec = crate::time::parse_utc_ms("2026-12-31T00:00:00Z").unwrap();
+    assert_eq!(ms_to_period_end(Period::Month, dec), 86_400_000);
+    let feb = crate::time::parse_utc_ms("2028-02-28T00:00:00Z").unwrap();
+    assert_eq!(period_key(Period::Day, feb + 86_400_000), "d.2028-02-29");
+    assert_eq!(ms_to_period_end(Period::Month, feb), 2 * 86_400_000);
+    for days in [0i64, 59, 365, 10_957, 20_779, 2_932_896] {
+        let (y, m, d) = civil_from_days(days);
+        assert_eq!(days_from_civil(y, m, d), days);
+    }
+}
+
+#[test]
+fn budget_reservation_soft_threshold_and_settlement() {
+    // Cap 100, soft at 80%.
+    assert_eq!(reserve(0, 50, 100, 80), BudgetDecision::Reserved { spent: 50, soft: false });
+    assert_eq!(reserve(50, 30, 100, 80), BudgetDecision::Reserved { spent: 80, soft: true });
+    assert_eq!(reserve(80, 20, 100, 80), BudgetDecision::Reserved { spent: 100, soft: true });
+    assert_eq!(reserve(80, 21, 100, 80), BudgetDecision::Refused);
+    // An estimate above the whole cap is refused even when nothing is spent.
+    assert_eq!(reserve(0, 101, 100, 80), BudgetDecision::Refused);
+    // Reserved 50, really cost 12.
+    assert_eq!(settle(80, 50, 12), 42);
+    assert_eq!(settle(10, 50, 12), 12);
+    assert_eq!(decode_u128(&encode_u128(u128::MAX - 3)), Some(u128::MAX - 3));
+    assert_eq!(decode_u128(&[1, 2]), None);
+}
+
+#[test]
+fn final_usage_for_each_way_a_call_ends() {
+    let e = Estimate { prompt_tokens: 20, output_tokens: 100, model: None };
+    let real = Usage { input: 18, cached_input: 0, output: 7, reasoning: 0 };
+    assert_eq!(final_usage(&e, Some(&real), true, Some(3), true), real);
+    // Stream cut after 5 content events.
+    assert_eq!(final_usage(&e, None, true, Some(5), true), Usage { input: 20, output: 5, ..Usage::default() });
+    // Non-streamed answer without usage: the whole estimate.
+    assert_eq!(final_usage(&e, None, true, None, true), Usage { input: 20, output: 100, ..Usage::default() });
+    // Caller left while the provider worked: input only.
+    assert_eq!(final_usage(&e, None, true, None, false), Usage { input: 20, output: 0, ..Usage::default() });
+    // Never sent: nothing.
+    assert_eq!(final_usage(&e, None, false, None, false), Usage::default());
+}
