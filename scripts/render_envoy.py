@@ -5,6 +5,13 @@ Usage: render_envoy.py OUT [NAME=VALUE ...]   (names as in the template, e.g. LI
 Unset names take the defaults below; an unknown placeholder left in the template is an error.
 MODULES=one (default) runs every filter from target/.../aigw_filters.wasm (one VM per worker);
 MODULES=separate uses one module per filter.
+
+ECDS_DIR=path moves every gateway filter's configuration out of the listener and clusters into
+one file per filter in that directory, loaded by Envoy's extension config discovery (ECDS): a
+new configuration then takes effect without a restart when the file is replaced.
+
+Usage: render_envoy.py --push ECDS_DIR [NAME=VALUE ...]
+re-renders and replaces the ECDS files atomically (what a control plane would push).
 """
 import hashlib
 import json
@@ -35,6 +42,10 @@ def render(values):
         "WASM_DIR": os.path.join(ROOT, "target", "wasm32-wasip1", "release"),
         "ACCESS_LOG": "/dev/stdout",
         "PRICE_BOOK": json.dumps(book, separators=(",", ":")),
+        # The environment variables the filters may read provider credentials from: each
+        # provider's current key and a slot for the next one, so a new key can be rolled out
+        # by pushing configuration (README, "Rotating a provider credential").
+        "PROVIDER_ENV_KEYS": "OPENAI_API_KEY, ANTHROPIC_API_KEY, OPENAI_API_KEY_NEXT, ANTHROPIC_API_KEY_NEXT",
     }
     with open(os.path.join(ROOT, "envoy", "quota.json")) as f:
         quota = json.load(f)
@@ -60,13 +71,85 @@ def render(values):
     return re.sub(r"\{\{([A-Z0-9_]+)\}\}", sub, text)
 
 
+ECDS_FILTERS = ("aigw.audit_emit", "aigw.auth_key_swap", "aigw.quota", "aigw.route_select",
+                "aigw.route_select_upstream", "aigw.quota_upstream", "aigw.auth_key_swap_upstream")
+WASM_TYPE = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
+
+
+def to_ecds(text, ecds_dir):
+    """Moves each gateway filter's typed_config into ECDS_DIR/<name>.json; returns (the Envoy
+    config as JSON text, {file name: resource JSON})."""
+    import yaml  # in the venv that scripts/lib.sh makes
+
+    cfg = yaml.safe_load(text)
+    resources = {}
+
+    def convert(filters):
+        for i, f in enumerate(filters):
+            if f.get("name") in ECDS_FILTERS and "typed_config" in f:
+                resources[f["name"]] = f["typed_config"]
+                path = os.path.join(ecds_dir, f["name"] + ".json")
+                filters[i] = {"name": f["name"], "config_discovery": {
+                    "config_source": {"path_config_source": {"path": path, "watched_directory": {"path": ecds_dir}}},
+                    "type_urls": [WASM_TYPE]}}
+
+    for listener in cfg["static_resources"]["listeners"]:
+        for chain in listener["filter_chains"]:
+            for nf in chain["filters"]:
+                convert(nf.get("typed_config", {}).get("http_filters", []))
+    for cluster in cfg["static_resources"]["clusters"]:
+        opts = cluster.get("typed_extension_protocol_options", {})
+        convert(opts.get("envoy.extensions.upstreams.http.v3.HttpProtocolOptions", {}).get("http_filters", []))
+    # Dynamic configuration needs a node identity.
+    cfg.setdefault("node", {"id": "aigw", "cluster": "aigw"})
+    files = {
+        name + ".json": json.dumps({"resources": [{
+            "@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
+            "name": name, "typed_config": tc}]}, indent=1)
+        for name, tc in resources.items()
+    }
+    return json.dumps(cfg, indent=1), files
+
+
+def write_ecds(ecds_dir, files):
+    """Replaces each file atomically (Envoy watches the directory for moves into it)."""
+    os.makedirs(ecds_dir, exist_ok=True)
+    for name, body in files.items():
+        tmp = os.path.join(ecds_dir, f".{name}.tmp")
+        with open(tmp, "w") as f:
+            f.write(body)
+        os.replace(tmp, os.path.join(ecds_dir, name))
+
+
+def render_to(out_path, values):
+    """Renders the Envoy config to out_path (and the ECDS files, when ECDS_DIR is set)."""
+    values = dict(values)
+    ecds_dir = values.pop("ECDS_DIR", None)
+    text = render(values)
+    if ecds_dir:
+        ecds_dir = os.path.abspath(str(ecds_dir))
+        text, files = to_ecds(text, ecds_dir)
+        write_ecds(ecds_dir, files)
+    with open(out_path, "w") as f:
+        f.write(text)
+
+
+def push(ecds_dir, values):
+    """Re-renders the filters' configurations and replaces the ECDS files: no restart."""
+    ecds_dir = os.path.abspath(str(ecds_dir))
+    _, files = to_ecds(render(values), ecds_dir)
+    write_ecds(ecds_dir, files)
+
+
 def main(argv):
     if len(argv) < 2:
         raise SystemExit(__doc__)
-    values = dict(a.split("=", 1) for a in argv[2:])
-    out = render(values)
-    with open(argv[1], "w") as f:
-        f.write(out)
+    if argv[1] == "--push":
+        if len(argv) < 3:
+            raise SystemExit(__doc__)
+        push(argv[2], dict(a.split("=", 1) for a in argv[3:]))
+        return
+    render_to(argv[1], dict(a.split("=", 1) for a in argv[2:]))
 
 
 if __name__ == "__main__":

@@ -45,19 +45,23 @@ class Gateway:
         self._start_fakes()
         self.port, self.admin_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        text = render_envoy.render(
-            {
-                "LISTEN_PORT": self.port,
-                "ADMIN_PORT": self.admin_port,
-                "OPENAI_PORT": self.fakes["openai"].rsplit(":", 1)[1],
-                "ANTHROPIC_PORT": self.fakes["anthropic"].rsplit(":", 1)[1],
-                "ACCESS_LOG": self.access_log,
-                "MODULES": modules,
-                **(values or {}),
-            }
-        )
+        self.ecds_dir = workdir / "ecds"
+        self.template_edit = template_edit
+        self.values = {
+            "LISTEN_PORT": self.port,
+            "ADMIN_PORT": self.admin_port,
+            "OPENAI_PORT": self.fakes["openai"].rsplit(":", 1)[1],
+            "ANTHROPIC_PORT": self.fakes["anthropic"].rsplit(":", 1)[1],
+            "ACCESS_LOG": self.access_log,
+            "MODULES": modules,
+            **(values or {}),
+        }
+        # As scripts/run does: every filter's configuration in an ECDS file of its own.
+        text = render_envoy.render(self.values)
         if template_edit:
             text = template_edit(text)
+        text, files = render_envoy.to_ecds(text, str(self.ecds_dir))
+        render_envoy.write_ecds(str(self.ecds_dir), files)
         self.config = workdir / "envoy.yaml"
         self.config.write_text(text)
         self.client = httpx.Client(base_url=self.url, timeout=20)
@@ -101,6 +105,38 @@ class Gateway:
                 pass
             time.sleep(0.1)
         raise RuntimeError("Envoy did not become ready:\n" + self.envoy_log.read_text()[-3000:])
+
+    def reloads(self):
+        """How many ECDS updates each gateway filter has taken."""
+        stats = httpx.get(f"http://127.0.0.1:{self.admin_port}/stats?filter=extension_config_discovery",
+                          timeout=5).text
+        out = {}
+        for line in stats.splitlines():
+            name, _, value = line.partition(": ")
+            if name.endswith(".config_reload"):
+                out[name.split("extension_config_discovery.")[1].rsplit(".config_reload", 1)[0]] = int(value)
+        return out
+
+    def push(self, template_edit=None, **values):
+        """Pushes new filter configuration, as a control plane would (no restart), and waits
+        until every filter whose configuration changed has taken it."""
+        self.values.update(values)
+        text = render_envoy.render(self.values)
+        for edit in (self.template_edit, template_edit):
+            if edit:
+                text = edit(text)
+        _, files = render_envoy.to_ecds(text, str(self.ecds_dir))
+        changed = [n for n, body in files.items() if (self.ecds_dir / n).read_text() != body]
+        before = self.reloads()
+        render_envoy.write_ecds(str(self.ecds_dir), {n: files[n] for n in changed})
+        want = [n.removesuffix(".json") for n in changed]
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            now = self.reloads()
+            if all(any(k.endswith(w) and now[k] > before.get(k, 0) for k in now) for w in want):
+                return want
+            time.sleep(0.05)
+        raise AssertionError(f"Envoy did not take the pushed configuration of {want}: {self.reloads()}")
 
     def stop(self):
         for p in reversed(self.procs):

@@ -96,14 +96,13 @@ def test_a_rejected_provider_credential_is_skipped_in_favour_of_the_next(fresh_g
     stale = "sk-ant-stale-rotated-out-0000"
 
     def edit(text):
-        text = text.replace("host_env_keys: [OPENAI_API_KEY, ANTHROPIC_API_KEY]",
-                            "host_env_keys: [OPENAI_API_KEY, ANTHROPIC_API_KEY, ANTHROPIC_API_KEY_STALE]")
         return text.replace('"anthropic": {"api": "anthropic", "key_env": "ANTHROPIC_API_KEY"}',
                             '"anthropic": {"api": "anthropic", "credentials": ['
                             '{"name": "stale", "key_env": "ANTHROPIC_API_KEY_STALE"},'
                             '{"name": "current", "key_env": "ANTHROPIC_API_KEY"}]}')
 
-    gw = fresh_gateway_factory(edit, extra_env={"ANTHROPIC_API_KEY_STALE": stale})
+    gw = fresh_gateway_factory(edit, extra_env={"ANTHROPIC_API_KEY_STALE": stale},
+                               values={"PROVIDER_ENV_KEYS": "OPENAI_API_KEY, ANTHROPIC_API_KEY, ANTHROPIC_API_KEY_STALE"})
     fp = lambda k: sha(k)[:12]  # noqa: E731
 
     # 1. The stale key is tried first; Anthropic rejects it, the call moves on and is served.
@@ -132,3 +131,70 @@ def test_a_rejected_provider_credential_is_skipped_in_favour_of_the_next(fresh_g
     log = gw.envoy_log.read_text()
     assert 'rejected credential "stale"' in log and stale not in log
     assert stale not in gw.access_log.read_text()
+
+
+def test_rotation_of_gateway_and_provider_keys_under_steady_load_with_no_restart(fresh_gateway_factory):
+    """Provider key: the provider issues the next key, the gateway is pushed the next key
+    (first) and the current one, the provider revokes the old one, the gateway is pushed the next
+    key alone. Gateway key: a new key is pushed, callers switch to it, the old one is pushed as
+    revoked. Calls run all along; none may fail, none may be served by a fallback provider."""
+    import threading
+    import time
+
+    import httpx
+    from conftest import DEMO_KEYS, PROVIDER_KEYS
+
+    old_provider, next_provider = PROVIDER_KEYS["anthropic"], "sk-ant-fake-next-5e6f7a"
+    gw = fresh_gateway_factory(extra_env={"ANTHROPIC_API_KEY_NEXT": next_provider})
+    anthropic_keys = f"{gw.fakes['anthropic']}/__fake/keys"
+    new_gateway_key = "aigw_sk_rotated-acme-2026-12"
+    caller_key = {"key": DEMO_KEYS["acme"]}
+    results, stop = [], threading.Event()
+
+    def load():
+        with httpx.Client(base_url=gw.url, timeout=20) as c:
+            while not stop.is_set():
+                r = c.post("/v1/chat/completions",
+                           headers={"authorization": f"Bearer {caller_key['key']}"},
+                           json={"model": "chat", "messages": [{"role": "user", "content": "rotate"}]})
+                results.append((r.status_code, r.headers.get("x-aigw-provider"), r.headers.get("x-aigw-request-id")))
+                time.sleep(0.02)  # steady, and under the demo tenant's 600 a minute
+
+    workers = [threading.Thread(target=load) for _ in range(3)]
+    for t in workers:
+        t.start()
+    current = '"anthropic": {"api": "anthropic", "key_env": "ANTHROPIC_API_KEY"}'
+    both = ('"anthropic": {"api": "anthropic", "credentials": [{"name": "next", "key_env": "ANTHROPIC_API_KEY_NEXT"},'
+            ' {"name": "current", "key_env": "ANTHROPIC_API_KEY"}]}')
+    only_next = '"anthropic": {"api": "anthropic", "credentials": [{"name": "next", "key_env": "ANTHROPIC_API_KEY_NEXT"}]}'
+    new_entry = json.dumps({"id": "acme-2026-12", "tenant": "acme", "zone": "global", "sha256": sha(new_gateway_key),
+                            "features": ["search", "support-bot"], "agents": ["*"]})
+    add_key = lambda t: t.replace('{"keys": [', '{"keys": [' + new_entry + ",", 1)  # noqa: E731
+    revoke_old = lambda t: add_key(t).replace('{"id": "demo-acme",', '{"id": "demo-acme", "status": "revoked",', 1)  # noqa: E731
+    try:
+        time.sleep(0.5)
+        httpx.put(anthropic_keys, json=[old_provider, next_provider], timeout=5).raise_for_status()
+        gw.push(lambda t: add_key(t.replace(current, both)))
+        time.sleep(0.5)
+        caller_key["key"] = new_gateway_key  # callers move to the new gateway key
+        httpx.put(anthropic_keys, json=[next_provider], timeout=5).raise_for_status()  # old one revoked
+        time.sleep(0.3)
+        gw.push(lambda t: revoke_old(t.replace(current, only_next)))
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for t in workers:
+            t.join()
+    assert len(results) > 30
+    assert all(status == 200 for status, _, _ in results), [r for r in results if r[0] != 200][:5]
+    assert {provider for _, provider, _ in results} == {"anthropic"}  # no call needed a fallback
+    # The provider saw both keys in turn, and only the next key at the end.
+    seen = [r["headers"]["x-api-key"] for r in gw.provider_requests("anthropic", containing="rotate")]
+    assert seen[0] == old_provider and seen[-1] == next_provider and set(seen) == {old_provider, next_provider}
+    # The old gateway key is revoked now; the new one works.
+    old = gw.chat("after", key=DEMO_KEYS["acme"])
+    assert old.status_code == 401 and "revoked" in old.json()["error"]["message"]
+    assert gw.chat("after", key=new_gateway_key).status_code == 200
+    # Nothing was restarted: one Envoy process, and its filters took the pushes.
+    assert gw.envoy.poll() is None
+    assert gw.reloads()["http_filter.aigw.auth_key_swap"] >= 3

@@ -1,6 +1,7 @@
 """The walking skeleton end to end: real Envoy, real .wasm filters, fake providers."""
 
 import json
+import time
 import uuid
 from decimal import Decimal
 
@@ -265,13 +266,36 @@ def test_official_openai_sdk_works_with_only_base_url_changed(gateway):
     assert text == f"Echo: {msg}"
 
 
-def test_invalid_filter_config_stops_envoy_with_a_reason(fresh_gateway_factory):
+def test_invalid_filter_config_is_refused_with_a_reason_and_the_gateway_fails_closed(fresh_gateway_factory):
     broken = lambda text: text.replace('"requests_per_minute":600', '"requests_per_minute":"lots"')  # noqa: E731
-    gw = fresh_gateway_factory(broken, wait=False)
-    with pytest.raises(RuntimeError, match="Envoy exited"):
-        gw.wait_ready(timeout=30)
+    gw = fresh_gateway_factory(broken)
+    msg = unique()
+    resp = gw.chat(msg)
+    assert resp.status_code == 500, resp.text
+    assert resp.json()["error"]["type"] == "gateway_error"
+    assert gw.provider_requests("anthropic", containing=msg) == []
     log = gw.envoy_log.read_text()
     assert "quota: invalid configuration at `tenants.*.requests_per_minute`" in log, log[-2000:]
+
+
+def test_pushing_an_invalid_config_keeps_the_running_one(fresh_gateway_factory):
+    gw = fresh_gateway_factory()
+    assert gw.chat(unique()).status_code == 200
+    broken = lambda text: text.replace('"requests_per_minute":600', '"requests_per_minute":"lots"')  # noqa: E731
+    _, files = __import__("render_envoy").to_ecds(broken(__import__("render_envoy").render(gw.values)),
+                                                 str(gw.ecds_dir))
+    __import__("render_envoy").write_ecds(str(gw.ecds_dir), {"aigw.quota.json": files["aigw.quota.json"]})
+    deadline = time.time() + 10
+    while "quota: invalid configuration at `tenants.*.requests_per_minute`" not in gw.envoy_log.read_text():
+        assert time.time() < deadline, gw.envoy_log.read_text()[-2000:]
+        time.sleep(0.05)
+    # Still served, under the running limits.
+    resp = gw.chat(unique())
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["x-ratelimit-limit-requests"] == "600"
+    # A valid push afterwards is taken.
+    gw.push(lambda text: text.replace('"requests_per_minute":600', '"requests_per_minute":700'))
+    assert gw.chat(unique()).headers["x-ratelimit-limit-requests"] == "700"
 
 
 def test_request_the_provider_cannot_take_is_a_400_from_the_attempt_and_audited(gateway):

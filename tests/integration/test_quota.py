@@ -357,3 +357,24 @@ def test_a_flooding_tenant_is_held_to_its_limit_and_a_quiet_one_is_untouched(sta
     assert flood_results.count(200) == 10 and flood_results.count(429) == 90
     assert quiet_results == [200] * 8
     assert_both_workers_used(gw)
+
+
+def test_bucket_and_budget_state_survive_a_config_push(start):
+    gw = start({"acme": {"requests_per_minute": 1, "requests_burst": 5,
+                         "budget": {"daily_usd": "0.02", "soft_percent": 50}}})
+    calls = [post(gw, model="chat-openai-first", max_tokens=3000), post(gw), post(gw)]
+    assert [c.status_code for c in calls] == [200, 200, 200]
+    spent = sum(Decimal(gw.audit(c.headers["x-aigw-request-id"])[0]["cost_usd"]) for c in calls)
+    # Push a changed configuration (the soft threshold; another tenant's limit): no restart.
+    cfg = json.loads(gw.values["QUOTA_CONFIG"])
+    cfg["tenants"]["acme"]["budget"]["soft_percent"] = 60
+    cfg["tenants"]["tiny"] = {"requests_per_minute": 50}
+    assert "aigw.quota" in gw.push(QUOTA_CONFIG=json.dumps(cfg, separators=(",", ":")))
+    # The day's spending was kept: the refusal shows it, exactly (a refused call gives back
+    # the request it took).
+    r = post(gw, model="chat-openai-first", max_tokens=5000)
+    assert r.status_code == 402, r.text
+    assert f"({spent.normalize()} USD spent or reserved)" in error(r)["message"], (error(r)["message"], spent)
+    # The requests bucket kept its level: 2 of 5 are left, not 5.
+    assert [post(gw).status_code for _ in range(3)] == [200, 200, 429]
+    assert gw.envoy.poll() is None

@@ -18,7 +18,8 @@
 //! `malformed` (a 200 whose JSON body is cut short).
 //!
 //! `GET /__fake/requests` returns what the instance received (method, path, headers, body);
-//! `DELETE /__fake/requests` forgets it.
+//! `DELETE /__fake/requests` forgets it. `PUT /__fake/keys` (a JSON array) sets the keys the
+//! instance accepts from then on, as a provider issuing or revoking keys; `--key` may repeat.
 
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -38,7 +39,8 @@ struct Request {
 
 struct Instance {
     name: String,
-    key: Option<String>,
+    /// The keys this provider accepts (any, when none were given).
+    keys: Mutex<Option<Vec<String>>>,
     log: Mutex<Vec<Value>>,
     counter: AtomicU64,
 }
@@ -58,7 +60,7 @@ enum Fault {
 
 fn main() {
     let mut listens = Vec::new();
-    let mut keys = BTreeMap::new();
+    let mut keys: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let v = args.next().unwrap_or_default();
@@ -69,7 +71,7 @@ fn main() {
         match a.as_str() {
             "--listen" => listens.push((name.to_string(), value.to_string())),
             "--key" => {
-                keys.insert(name.to_string(), value.to_string());
+                keys.entry(name.to_string()).or_default().push(value.to_string());
             }
             _ => {
                 eprintln!("unknown argument {a}");
@@ -93,7 +95,7 @@ fn main() {
         let local = listener.local_addr().map(|a| a.to_string()).unwrap_or(addr);
         println!("{name} {local}");
         let inst = Arc::new(Instance {
-            key: keys.get(&name).cloned(),
+            keys: Mutex::new(keys.get(&name).cloned()),
             name,
             log: Mutex::new(Vec::new()),
             counter: AtomicU64::new(0),
@@ -197,6 +199,15 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
+impl Instance {
+    fn accepts(&self, presented: &str) -> bool {
+        match self.keys.lock().as_deref() {
+            Ok(Some(keys)) => keys.iter().any(|k| k == presented),
+            _ => true,
+        }
+    }
+}
+
 fn fault_for(req: &Request, name: &str) -> Fault {
     let Some(spec) = req.headers.get("x-fake-fault") else { return Fault::None };
     for rule in spec.split(',') {
@@ -240,6 +251,16 @@ fn handle(req: &Request, inst: &Instance, w: &mut TcpStream) -> io::Result<bool>
             return respond(w, 204, &[], b"");
         }
         ("GET", "/healthz") => return respond(w, 200, &[], b"ok"),
+        ("PUT", "/__fake/keys") => {
+            // The provider issues or revokes keys: the body is the list it accepts from now on.
+            let Ok(list) = serde_json::from_slice::<Vec<String>>(&req.body) else {
+                return respond(w, 400, &[], b"a JSON array of keys");
+            };
+            if let Ok(mut k) = inst.keys.lock() {
+                *k = Some(list);
+            }
+            return respond(w, 204, &[], b"");
+        }
         _ => {}
     }
     if let Ok(mut l) = inst.log.lock() {
@@ -351,8 +372,8 @@ fn openai_error(
 
 fn openai(req: &Request, inst: &Instance, w: &mut TcpStream, fault: Fault, n: u64) -> io::Result<bool> {
     let presented = req.headers.get("authorization").and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
-    if let Some(k) = &inst.key {
-        if presented != k {
+    if !inst.accepts(presented) {
+        {
             let shown: String = presented.chars().take(3).collect();
             return openai_error(w, 401, "invalid_request_error", Some("invalid_api_key"),
                 &format!("Incorrect API key provided: {shown}***. You can find your API key at https://platform.openai.com/account/api-keys."), &[]);
@@ -505,8 +526,8 @@ fn anthropic_error(
 }
 
 fn anthropic(req: &Request, inst: &Instance, w: &mut TcpStream, fault: Fault, n: u64) -> io::Result<bool> {
-    if let Some(k) = &inst.key {
-        if req.headers.get("x-api-key") != Some(k) {
+    if !inst.accepts(req.headers.get("x-api-key").map(String::as_str).unwrap_or("")) {
+        {
             return anthropic_error(w, 401, "authentication_error", "invalid x-api-key", &[]);
         }
     }
