@@ -378,3 +378,15 @@ def test_bucket_and_budget_state_survive_a_config_push(start):
     # The requests bucket kept its level: 2 of 5 are left, not 5.
     assert [post(gw).status_code for _ in range(3)] == [200, 200, 429]
     assert gw.envoy.poll() is None
+
+
+def test_monthly_and_feature_budgets_have_their_own_codes(start):
+    gw = start({"acme": {"budget": {"monthly_usd": "0.01"},
+                         "features": {"search": {"budget": {"daily_usd": "0.001"}}}}})
+    # 1000 output tokens at Haiku's rate: USD 0.005; 3000: 0.015, past the month's cap.
+    assert post(gw, model="chat-openai-first", max_tokens=1000).status_code == 200
+    r = post(gw, model="chat-openai-first", max_tokens=3000)
+    assert r.status_code == 402 and error(r)["code"] == "tenant_monthly_budget"
+    assert "start of next month" in error(r)["message"]
+    f = post(gw, model="chat-openai-first", max_tokens=1000, headers={"x-gateway-feature": "search"})
+    assert f.status_code == 402 and error(f)["code"] == "feature_daily_budget"
