@@ -32,7 +32,9 @@ ENVOY = ROOT / ".venv" / "bin" / "envoy"
 FAKES = ROOT / "target" / "release" / "fake-providers"
 WASM_DIR = ROOT / "target" / "wasm32-wasip1" / "release"
 KEY = "aigw-demo-key-acme"
-PROVIDER_KEYS = {"OPENAI_API_KEY": "sk-bench-openai", "ANTHROPIC_API_KEY": "sk-bench-anthropic"}
+PROVIDER_KEYS = {"OPENAI_API_KEY": "sk-bench-openai", "ANTHROPIC_API_KEY": "sk-bench-anthropic",
+                 "AZURE_OPENAI_API_KEY": "bench-azure", "GEMINI_API_KEY": "bench-gemini",
+                 "AWS_ACCESS_KEY_ID": "AKIDBENCH", "AWS_SECRET_ACCESS_KEY": "bench-secret"}
 ENVOY_CPU, LOAD_CPU = "0", "1"
 STREAM_CHUNKS = 200
 

@@ -39,13 +39,19 @@ def render(values):
         "ADMIN_PORT": "9901",
         "OPENAI_PORT": "18001",
         "ANTHROPIC_PORT": "18002",
+        "AZURE_PORT": "18003",
+        "GEMINI_PORT": "18004",
+        "BEDROCK_PORT": "18005",
         "WASM_DIR": os.path.join(ROOT, "target", "wasm32-wasip1", "release"),
         "ACCESS_LOG": "/dev/stdout",
         "PRICE_BOOK": json.dumps(book, separators=(",", ":")),
         # The environment variables the filters may read provider credentials from: each
         # provider's current key and a slot for the next one, so a new key can be rolled out
         # by pushing configuration (README, "Rotating a provider credential").
-        "PROVIDER_ENV_KEYS": "OPENAI_API_KEY, ANTHROPIC_API_KEY, OPENAI_API_KEY_NEXT, ANTHROPIC_API_KEY_NEXT",
+        "PROVIDER_ENV_KEYS": ", ".join([
+            "OPENAI_API_KEY", "ANTHROPIC_API_KEY", "AZURE_OPENAI_API_KEY", "GEMINI_API_KEY",
+            "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+            "OPENAI_API_KEY_NEXT", "ANTHROPIC_API_KEY_NEXT"]),
     }
     with open(os.path.join(ROOT, "envoy", "quota.json")) as f:
         quota = json.load(f)

@@ -23,7 +23,15 @@ import render_envoy  # noqa: E402
 
 ENVOY = Path(os.environ.get("AIGW_ENVOY", ROOT / ".venv" / "bin" / "envoy"))
 FAKES = ROOT / "target" / "release" / "fake-providers"
-PROVIDER_KEYS = {"openai": "sk-fake-openai-test-1f2e3d", "anthropic": "sk-ant-fake-test-9a8b7c"}
+PROVIDER_KEYS = {"openai": "sk-fake-openai-test-1f2e3d", "anthropic": "sk-ant-fake-test-9a8b7c",
+                 "azure": "azure-fake-key-3c4d5e6f", "gemini": "AIzaFakeGeminiKey-7a8b9c",
+                 "bedrock": "AKIDFAKEGATEWAY01:wJalrFakeSecretKey/EXAMPLE0123"}
+AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY = PROVIDER_KEYS["bedrock"].split(":")
+# What Envoy's environment holds (the filters read provider credentials from it).
+PROVIDER_ENV = {"OPENAI_API_KEY": PROVIDER_KEYS["openai"], "ANTHROPIC_API_KEY": PROVIDER_KEYS["anthropic"],
+                "AZURE_OPENAI_API_KEY": PROVIDER_KEYS["azure"], "GEMINI_API_KEY": PROVIDER_KEYS["gemini"],
+                "AWS_ACCESS_KEY_ID": AWS_ACCESS_KEY_ID, "AWS_SECRET_ACCESS_KEY": AWS_SECRET_ACCESS_KEY}
+PROVIDERS = ("openai", "anthropic", "azure", "gemini", "bedrock")
 DEMO_KEYS = {"acme": "aigw-demo-key-acme", "tiny": "aigw-demo-key-tiny", "beta": "aigw-demo-key-beta"}
 PRICE_BOOK = json.loads((ROOT / "envoy" / "price-book.json").read_text())
 
@@ -50,8 +58,7 @@ class Gateway:
         self.values = {
             "LISTEN_PORT": self.port,
             "ADMIN_PORT": self.admin_port,
-            "OPENAI_PORT": self.fakes["openai"].rsplit(":", 1)[1],
-            "ANTHROPIC_PORT": self.fakes["anthropic"].rsplit(":", 1)[1],
+            **{f"{name.upper()}_PORT": self.fakes[name].rsplit(":", 1)[1] for name in PROVIDERS},
             "ACCESS_LOG": self.access_log,
             "MODULES": modules,
             **(values or {}),
@@ -68,7 +75,7 @@ class Gateway:
 
     def _start_fakes(self):
         args = [str(FAKES)]
-        for name in ("openai", "anthropic"):
+        for name in PROVIDERS:
             args += ["--listen", f"{name}=127.0.0.1:0", "--key", f"{name}={PROVIDER_KEYS[name]}"]
         p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.procs.append(p)
@@ -78,10 +85,10 @@ class Gateway:
                 break
             name, addr = line.split()
             self.fakes[name] = f"http://{addr}"
-        assert set(self.fakes) == {"openai", "anthropic"}, f"fake providers did not start: {self.fakes}"
+        assert set(self.fakes) == set(PROVIDERS), f"fake providers did not start: {self.fakes}"
 
     def start_envoy(self, wait=True, extra_env=None):
-        env = dict(os.environ, OPENAI_API_KEY=PROVIDER_KEYS["openai"], ANTHROPIC_API_KEY=PROVIDER_KEYS["anthropic"])
+        env = dict(os.environ, **PROVIDER_ENV)
         env.update(extra_env or {})
         self.envoy = subprocess.Popen(
             [str(ENVOY), "-c", str(self.config), "--concurrency", "2", "--use-dynamic-base-id",

@@ -16,7 +16,8 @@ def sha(key):
 
 def test_minted_key_works_and_revoked_expired_future_keys_get_their_own_401(fresh_gateway_factory):
     minted = json.loads(subprocess.run(
-        [str(KEYGEN), "--id", "minted-1", "--tenant", "gamma", "--features", "search", "--json"],
+        [str(KEYGEN), "--id", "minted-1", "--tenant", "gamma", "--features", "search", "--workload-class", "batch",
+         "--json"],
         capture_output=True, text=True, check=True).stdout)
     assert minted["key"].startswith("aigw_sk_")
     extra = [
@@ -33,6 +34,7 @@ def test_minted_key_works_and_revoked_expired_future_keys_get_their_own_401(fres
     assert ok.status_code == 200, ok.text
     [rec] = gw.audit(ok.headers["x-aigw-request-id"])
     assert (rec["tenant"], rec["key_id"], rec["feature"]) == ("gamma", "minted-1", "search")
+    assert rec["workload_class"] == "batch"  # carried by the key, never by the caller
     assert rec["key_fingerprint"] == sha(minted["key"])[:12]
     assert minted["key"] not in gw.access_log.read_text()
 
@@ -77,6 +79,8 @@ def test_no_key_leaks_into_responses_logs_or_audit_lines(fresh_gateway_factory):
     keep(gw.chat("scope", headers={"x-gateway-feature": "billing"}))
     keep(gw.chat("unknown model", model="gpt-17"))
     keep(gw.chat("x-api-key style", key=None, headers={"x-api-key": acme}))
+    for alias in ("chat-azure", "chat-gemini", "chat-bedrock"):
+        keep(gw.chat(f"via {alias}", model=alias))
     with gw.client.stream("POST", "/v1/chat/completions", headers={"authorization": f"Bearer {acme}"},
                           json={"model": "chat", "stream": True, "messages": [{"role": "user", "content": "s"}]}) as r:
         seen.append(json.dumps(dict(r.headers)))
@@ -85,13 +89,14 @@ def test_no_key_leaks_into_responses_logs_or_audit_lines(fresh_gateway_factory):
     import time
     time.sleep(0.3)
     text = "\n".join(seen) + gw.access_log.read_text() + gw.envoy_log.read_text()
-    assert len(gw.audit_lines()) == 11
-    for secret in [*PROVIDER_KEYS.values(), *DEMO_KEYS.values()]:
+    assert len(gw.audit_lines()) == 14
+    from conftest import PROVIDER_ENV
+    for secret in [*PROVIDER_KEYS.values(), *PROVIDER_ENV.values(), *DEMO_KEYS.values()]:
         assert secret not in text, f"a key leaked: {secret[:8]}…"
 
 
 def test_a_rejected_provider_credential_is_skipped_in_favour_of_the_next(fresh_gateway_factory):
-    from conftest import PROVIDER_KEYS
+    from conftest import PROVIDER_ENV, PROVIDER_KEYS
 
     stale = "sk-ant-stale-rotated-out-0000"
 
@@ -102,7 +107,7 @@ def test_a_rejected_provider_credential_is_skipped_in_favour_of_the_next(fresh_g
                             '{"name": "current", "key_env": "ANTHROPIC_API_KEY"}]}')
 
     gw = fresh_gateway_factory(edit, extra_env={"ANTHROPIC_API_KEY_STALE": stale},
-                               values={"PROVIDER_ENV_KEYS": "OPENAI_API_KEY, ANTHROPIC_API_KEY, ANTHROPIC_API_KEY_STALE"})
+                               values={"PROVIDER_ENV_KEYS": ", ".join([*PROVIDER_ENV, "ANTHROPIC_API_KEY_STALE"])})
     fp = lambda k: sha(k)[:12]  # noqa: E731
 
     # 1. The stale key is tried first; Anthropic rejects it, the call moves on and is served.

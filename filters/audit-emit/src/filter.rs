@@ -330,7 +330,7 @@ impl HttpContext for Call {
             key_fingerprint: some(id.key_fingerprint),
             route: None,
             alias: prop(headers::PROP_ALIAS),
-            workload_class: None,
+            workload_class: id.workload_class.map(|w| w.as_str().to_string()),
             privacy_zone: id.zone,
             provider: self.provider.take(),
             model: self.model.take(),

@@ -6,13 +6,24 @@ use aigw_core::error::GatewayError;
 use aigw_core::headers;
 use aigw_core::keys::{check_scope, presented_credential, usable_at, CallIdentity, KeyEntry, KeyRing};
 use aigw_core::route::Api;
+use aigw_core::sigv4;
 use aigw_host as host;
 use proxy_wasm::hostcalls as hc;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
 use serde::Deserialize;
 
-const CALLER_CREDENTIAL_HEADERS: [&str; 3] = ["authorization", "x-api-key", "api-key"];
+/// Every header that carries a provider credential or signature; none of a caller's reach a
+/// provider, and each attempt starts without the previous attempt's.
+const PROVIDER_AUTH_HEADERS: [&str; 7] = [
+    "authorization",
+    "x-api-key",
+    "api-key",
+    "x-goog-api-key",
+    "x-amz-date",
+    "x-amz-security-token",
+    "x-amz-content-sha256",
+];
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -38,6 +49,9 @@ struct ProviderConfig {
     /// that holds the key.
     #[serde(default)]
     key_env: Option<String>,
+    /// With `key_env`, for Bedrock: the AWS secret access key.
+    #[serde(default)]
+    secret_env: Option<String>,
     /// Several credentials, tried in order (see `aigw_core::credentials::choose`).
     #[serde(default)]
     credentials: Vec<CredentialConfig>,
@@ -47,7 +61,14 @@ struct ProviderConfig {
 #[serde(deny_unknown_fields)]
 struct CredentialConfig {
     name: String,
+    /// The key (for Bedrock, the AWS access key id).
     key_env: String,
+    /// Bedrock: the AWS secret access key.
+    #[serde(default)]
+    secret_env: Option<String>,
+    /// Bedrock with temporary credentials: the session token.
+    #[serde(default)]
+    session_token_env: Option<String>,
     #[serde(default)]
     region: Option<String>,
     #[serde(default)]
@@ -66,14 +87,26 @@ enum Role {
     Upstream { providers: HashMap<String, Provider>, bad_ttl_ms: u64 },
 }
 
-fn credential(provider: &str, c: CredentialConfig) -> Result<Credential, String> {
-    let key = std::env::var(&c.key_env).ok().filter(|k| !k.is_empty()).ok_or_else(|| {
+fn env(provider: &str, name: &str) -> Result<String, String> {
+    std::env::var(name).ok().filter(|k| !k.is_empty()).ok_or_else(|| {
         format!(
-            "auth-key-swap: provider {provider:?}: environment variable {} is not set in the Wasm VM \
-             (list it in vm_config.environment_variables.host_env_keys)",
-            c.key_env
+            "auth-key-swap: provider {provider:?}: environment variable {name} is not set in the Wasm VM \
+             (list it in vm_config.environment_variables.host_env_keys)"
         )
-    })?;
+    })
+}
+
+fn credential(provider: &str, api: Api, c: CredentialConfig) -> Result<Credential, String> {
+    let key = env(provider, &c.key_env)?;
+    let secret = c.secret_env.as_deref().map(|n| env(provider, n)).transpose()?;
+    let session_token = c.session_token_env.as_deref().map(|n| env(provider, n)).transpose()?;
+    if api == Api::Bedrock && secret.is_none() {
+        return Err(format!(
+            "auth-key-swap: provider {provider:?}: credential {:?} needs `secret_env` (the AWS secret access key) \
+             to sign requests",
+            c.name
+        ));
+    }
     let when = |field: &str, v: Option<String>| -> Result<Option<u64>, String> {
         v.map(|s| {
             aigw_core::time::parse_utc_ms(&s).ok_or_else(|| {
@@ -90,6 +123,8 @@ fn credential(provider: &str, c: CredentialConfig) -> Result<Credential, String>
         not_after_ms: when("not_after", c.not_after)?,
         name: c.name,
         key,
+        secret,
+        session_token,
         region: c.region,
     })
 }
@@ -115,6 +150,8 @@ fn compile(root_id: &str, cfg: Config) -> Result<Role, String> {
                         CredentialConfig {
                             name: "default".into(),
                             key_env: env,
+                            secret_env: p.secret_env.clone(),
+                            session_token_env: None,
                             region: None,
                             not_before: None,
                             not_after: None,
@@ -126,7 +163,8 @@ fn compile(root_id: &str, cfg: Config) -> Result<Role, String> {
                         "auth-key-swap: provider {name:?} has no credential (`key_env` or `credentials`)"
                     ));
                 }
-                let credentials = list.into_iter().map(|c| credential(&name, c)).collect::<Result<Vec<_>, _>>()?;
+                let credentials =
+                    list.into_iter().map(|c| credential(&name, p.api, c)).collect::<Result<Vec<_>, _>>()?;
                 providers.insert(name, Provider { api: p.api, credentials });
             }
             Ok(Role::Upstream { providers, bad_ttl_ms: cfg.bad_credential_ttl_s.saturating_mul(1000) })
@@ -150,7 +188,9 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, _id: u32) -> Option<Box<dyn proxy_wasm::traits::HttpContext>> {
-        self.role.clone().map(|role| Box::new(Stream { role, used: None }) as Box<dyn HttpContext>)
+        self.role
+            .clone()
+            .map(|role| Box::new(Stream { role, used: None, api: None, status: 0 }) as Box<dyn HttpContext>)
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -162,6 +202,8 @@ struct Stream {
     role: Rc<Role>,
     /// Upstream: the provider and credential this attempt used.
     used: Option<(String, usize)>,
+    api: Option<Api>,
+    status: u16,
 }
 
 fn is_marked_bad(provider: &str, c: &Credential, now: u64) -> bool {
@@ -182,7 +224,7 @@ fn refuse(err: &GatewayError) -> Action {
 }
 
 impl HttpContext for Stream {
-    fn on_http_request_headers(&mut self, _n: usize, _eos: bool) -> Action {
+    fn on_http_request_headers(&mut self, _n: usize, eos: bool) -> Action {
         match &*self.role {
             Role::Downstream(ring) => {
                 // One host call for all headers; only headers that are present are removed.
@@ -194,7 +236,7 @@ impl HttpContext for Stream {
                 let result = presented.map(|p| ring.authenticate(p));
                 host::remove_request_headers(&all, |n| {
                     headers::is_internal(n)
-                        || CALLER_CREDENTIAL_HEADERS.contains(&n)
+                        || PROVIDER_AUTH_HEADERS.contains(&n)
                         || n == headers::CALLER_FEATURE
                         || n == headers::CALLER_AGENT
                 });
@@ -232,7 +274,7 @@ impl HttpContext for Stream {
             Role::Upstream { providers, .. } => {
                 // Headers persist across attempts: drop whatever credential is there (a caller's,
                 // or the key an earlier attempt injected for another provider).
-                host::remove_request_headers(&host::request_headers(), |n| CALLER_CREDENTIAL_HEADERS.contains(&n));
+                host::remove_request_headers(&host::request_headers(), |n| PROVIDER_AUTH_HEADERS.contains(&n));
                 let provider = host::upstream_provider().unwrap_or_default();
                 let Some(p) = providers.get(&provider) else {
                     host::warn(&format!(
@@ -249,19 +291,56 @@ impl HttpContext for Stream {
                     ));
                     return Action::Continue;
                 };
-                match p.api {
+                let index = p.credentials.iter().position(|x| x.name == c.name).unwrap_or(0);
+                let api = p.api;
+                match api {
                     Api::Openai => host::set_request_header("authorization", Some(&format!("Bearer {}", c.key))),
                     Api::Anthropic => host::set_request_header("x-api-key", Some(&c.key)),
+                    Api::Azure => host::set_request_header("api-key", Some(&c.key)),
+                    Api::Gemini => host::set_request_header("x-goog-api-key", Some(&c.key)),
+                    Api::Bedrock => {}
                 }
-                let index = p.credentials.iter().position(|x| x.name == c.name).unwrap_or(0);
                 self.used = Some((provider, index));
+                self.api = Some(api);
+                if api == Api::Bedrock {
+                    // SigV4 covers the body as it will be sent (translated by route-select):
+                    // sign once it is all here.
+                    if eos {
+                        self.sign(&[]);
+                        return Action::Continue;
+                    }
+                    return Action::Pause;
+                }
                 Action::Continue
             }
         }
     }
 
+    fn on_http_request_body(&mut self, size: usize, eos: bool) -> Action {
+        if self.api != Some(Api::Bedrock) {
+            return Action::Continue;
+        }
+        if !eos {
+            return Action::Pause;
+        }
+        self.sign(&host::request_body(size));
+        Action::Continue
+    }
+
     fn on_http_response_headers(&mut self, _n: usize, _eos: bool) -> Action {
         self.after_provider_answered();
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, size: usize, _eos: bool) -> Action {
+        // Gemini says "invalid API key" with a 400 whose body names API_KEY_INVALID.
+        if self.api == Some(Api::Gemini)
+            && self.status == 400
+            && size > 0
+            && aigw_core::gemini::is_invalid_key(&host::response_body(size))
+        {
+            self.mark_bad("400 API_KEY_INVALID");
+        }
         Action::Continue
     }
 }
@@ -269,23 +348,70 @@ impl HttpContext for Stream {
 impl Stream {
     /// Upstream: a provider that rejects a credential gets the next one from now on; this call
     /// moves on to the next provider of its chain (`x-aigw-retry` is a retriable header).
-    fn after_provider_answered(&self) {
-        let (Role::Upstream { providers, bad_ttl_ms }, Some((provider, index))) = (&*self.role, &self.used) else {
+    fn after_provider_answered(&mut self) {
+        let (Role::Upstream { providers, .. }, Some((provider, index))) = (&*self.role, &self.used) else {
             return;
         };
         let Some(c) = providers.get(provider).and_then(|p| p.credentials.get(*index)) else { return };
         host::set_response_header(headers::CREDENTIAL, Some(&c.fingerprint()));
         let status = host::response_header(":status").unwrap_or_default();
+        self.status = status.parse().unwrap_or(0);
         if status == "401" || status == "403" {
-            let until = host::now_ms().saturating_add(*bad_ttl_ms);
-            let _ = hc::set_shared_data(&bad_mark_key(provider, &c.name), Some(&until.to_le_bytes()), None);
-            host::warn(&format!(
-                "auth-key-swap: provider {provider:?} rejected credential {:?} ({status}); skipping it for {} s",
-                c.name,
-                bad_ttl_ms / 1000
-            ));
+            self.mark_bad(&status);
             host::set_response_header(headers::RETRY, Some("credential"));
         }
+    }
+
+    /// Marks this attempt's credential bad for every worker, so later calls use the next one.
+    fn mark_bad(&self, why: &str) {
+        let (Role::Upstream { providers, bad_ttl_ms }, Some((provider, index))) = (&*self.role, &self.used) else {
+            return;
+        };
+        let Some(c) = providers.get(provider).and_then(|p| p.credentials.get(*index)) else { return };
+        let until = host::now_ms().saturating_add(*bad_ttl_ms);
+        let _ = hc::set_shared_data(&bad_mark_key(provider, &c.name), Some(&until.to_le_bytes()), None);
+        host::warn(&format!(
+            "auth-key-swap: provider {provider:?} rejected credential {:?} ({why}); skipping it for {} s",
+            c.name,
+            bad_ttl_ms / 1000
+        ));
+    }
+
+    /// Signs this attempt's request with AWS SigV4 (Bedrock), over the body as sent.
+    fn sign(&self, body: &[u8]) {
+        let (Role::Upstream { providers, .. }, Some((provider, index))) = (&*self.role, &self.used) else {
+            return;
+        };
+        let Some(c) = providers.get(provider).and_then(|p| p.credentials.get(*index)) else { return };
+        let Some(secret) = c.secret.as_deref() else { return };
+        let region = c
+            .region
+            .clone()
+            .or_else(|| host::upstream_metadata(headers::METADATA_REGION))
+            .unwrap_or_else(|| "us-east-1".into());
+        let date = sigv4::amz_date(host::now_ms());
+        let hash = sigv4::sha256_hex(body);
+        let full_path = host::request_header(":path").unwrap_or_else(|| "/".into());
+        let (path, query) = full_path.split_once('?').unwrap_or((&full_path, ""));
+        let authority = host::request_header(":authority").unwrap_or_default();
+        let content_type = host::request_header("content-type").unwrap_or_else(|| "application/json".into());
+        host::set_request_header("content-type", Some(&content_type));
+        host::set_request_header("x-amz-date", Some(&date));
+        host::set_request_header("x-amz-content-sha256", Some(&hash));
+        let mut signed = vec![
+            ("content-type", content_type.as_str()),
+            ("host", authority.as_str()),
+            ("x-amz-content-sha256", hash.as_str()),
+            ("x-amz-date", date.as_str()),
+        ];
+        if let Some(t) = c.session_token.as_deref() {
+            host::set_request_header("x-amz-security-token", Some(t));
+            signed.push(("x-amz-security-token", t));
+        }
+        let method = host::request_header(":method").unwrap_or_else(|| "POST".into());
+        let request = sigv4::Request { method: &method, path, query, headers: &signed, body };
+        let key = sigv4::Key { access_key_id: &c.key, secret, region: &region, service: "bedrock" };
+        host::set_request_header("authorization", Some(&sigv4::authorization(&request, &key, &date)));
     }
 }
 

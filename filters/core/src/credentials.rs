@@ -9,7 +9,11 @@ use crate::keys::to_hex;
 pub struct Credential {
     /// A non-secret name (in logs and config).
     pub name: String,
+    /// The key; for AWS SigV4, the access key id.
     pub key: String,
+    /// AWS SigV4: the secret access key, and the session token of temporary credentials.
+    pub secret: Option<String>,
+    pub session_token: Option<String>,
     /// Only for endpoints whose metadata names this region; `None`: any region.
     pub region: Option<String>,
     pub not_before_ms: Option<u64>,
@@ -58,6 +62,8 @@ mod tests {
 
     fn cred(name: &str, region: Option<&str>, window: (Option<u64>, Option<u64>)) -> Credential {
         Credential {
+            secret: None,
+            session_token: None,
             name: name.into(),
             key: format!("key-{name}"),
             region: region.map(str::to_string),

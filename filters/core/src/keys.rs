@@ -19,6 +19,9 @@ pub struct KeyEntry {
     /// The privacy zone the key's calls must stay in (see `envoy/privacy-zones.json`).
     #[serde(default)]
     pub zone: Option<String>,
+    /// The key's workload class, for routing and reports.
+    #[serde(default)]
+    pub workload_class: Option<WorkloadClass>,
     /// Features the caller may attribute calls to (`x-gateway-feature`); `["*"]` allows any.
     /// Empty (the default): the caller may not name a feature.
     #[serde(default)]
@@ -38,6 +41,29 @@ pub struct KeyEntry {
     /// ... until this one (exclusive).
     #[serde(default)]
     pub not_after: Option<String>,
+}
+
+/// What kind of work a key's calls are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkloadClass {
+    Interactive,
+    Batch,
+    Background,
+    Embeddings,
+    ToolCall,
+}
+
+impl WorkloadClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkloadClass::Interactive => "interactive",
+            WorkloadClass::Batch => "batch",
+            WorkloadClass::Background => "background",
+            WorkloadClass::Embeddings => "embeddings",
+            WorkloadClass::ToolCall => "tool_call",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -127,6 +153,7 @@ pub struct Identity {
     /// A short, non-secret fingerprint of the key: the first 12 hex digits of its SHA-256.
     pub fingerprint: String,
     pub zone: Option<String>,
+    pub workload_class: Option<WorkloadClass>,
     pub features: Scope,
     pub agents: Scope,
     pub aliases: Scope,
@@ -145,6 +172,8 @@ pub struct CallIdentity {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zone: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_class: Option<WorkloadClass>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub feature: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
@@ -159,6 +188,7 @@ impl CallIdentity {
             key_id: id.key_id.clone(),
             key_fingerprint: id.fingerprint.clone(),
             zone: id.zone.clone(),
+            workload_class: id.workload_class,
             feature: None,
             agent: None,
             alias_scope: id.aliases.to_list(),
@@ -216,6 +246,7 @@ impl KeyRing {
                     tenant: e.tenant.clone(),
                     fingerprint,
                     zone: e.zone.clone(),
+                    workload_class: e.workload_class,
                     features: Scope::from_list(&e.features),
                     agents: Scope::from_list(&e.agents),
                     aliases: Scope::from_list(&e.aliases),
@@ -352,6 +383,22 @@ mod tests {
             r.authenticate("aigw-one").map(|i| i.fingerprint.clone()),
             Ok(digest_hex("aigw-one")[..12].to_string())
         );
+    }
+
+    #[test]
+    fn a_key_carries_its_workload_class_into_the_call_identity() {
+        let e: KeyEntry = serde_json::from_value(serde_json::json!(
+            {"id": "w", "sha256": digest_hex("aigw-w"), "tenant": "t", "workload_class": "tool_call"}))
+        .unwrap();
+        let r = KeyRing::compile(&[e]).unwrap();
+        let id = CallIdentity::of(r.authenticate("aigw-w").unwrap());
+        assert_eq!(id.workload_class, Some(WorkloadClass::ToolCall));
+        let back = CallIdentity::parse(id.to_json().as_bytes()).unwrap();
+        assert_eq!(back.workload_class.map(WorkloadClass::as_str), Some("tool_call"));
+        // An unknown class is a config error, not a silent default.
+        assert!(serde_json::from_value::<KeyEntry>(serde_json::json!(
+            {"id": "w", "sha256": "00", "tenant": "t", "workload_class": "urgent"}))
+        .is_err());
     }
 
     #[test]

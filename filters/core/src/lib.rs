@@ -5,14 +5,17 @@
 
 pub mod anthropic;
 pub mod audit;
+pub mod bedrock;
 pub mod bucket;
 pub mod credentials;
 pub mod error;
+pub mod gemini;
 pub mod headers;
 pub mod keys;
 pub mod price;
 pub mod quota;
 pub mod route;
+pub mod sigv4;
 pub mod sse;
 pub mod time;
 pub mod usage;

@@ -12,6 +12,20 @@ use crate::error::GatewayError;
 pub enum Api {
     Openai,
     Anthropic,
+    /// Azure OpenAI: OpenAI's wire format on a deployment path, `api-key` auth.
+    Azure,
+    /// Google Gemini API (`generateContent`), `x-goog-api-key` auth.
+    Gemini,
+    /// AWS Bedrock Runtime Converse, SigV4 auth.
+    Bedrock,
+}
+
+impl Api {
+    /// Whether the provider's answer is received whole and translated (a streaming call gets it
+    /// back as one stream).
+    pub fn answers_whole(self) -> bool {
+        matches!(self, Api::Gemini | Api::Bedrock)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -21,6 +35,13 @@ pub struct ProviderConfig {
     /// `max_tokens` sent to providers that require it when the caller gave none.
     #[serde(default = "default_max_tokens")]
     pub max_tokens_default: u64,
+    /// Azure: the `api-version` query parameter.
+    #[serde(default = "default_azure_version")]
+    pub api_version: String,
+}
+
+fn default_azure_version() -> String {
+    "2024-10-21".into()
 }
 
 fn default_max_tokens() -> u64 {

@@ -119,3 +119,64 @@ mod tests {
         assert!(parse_chunks(&[b"event: x\n\n"]).is_empty());
     }
 }
+
+/// A complete OpenAI chat completion re-sent as a chat-completion stream: the role chunk, the
+/// content, each tool call, the finish reason, the usage chunk when asked for, and `[DONE]`.
+/// For providers whose answer the gateway receives whole (it arrives at once, not piece by piece).
+pub fn completion_to_stream(completion: &[u8], include_usage: bool) -> Result<Vec<u8>, String> {
+    use serde_json::{json, Value};
+    let v: Value = serde_json::from_slice(completion).map_err(|e| format!("not a completion: {e}"))?;
+    let choice = v.pointer("/choices/0").cloned().unwrap_or(Value::Null);
+    let chunk = |delta: Value, finish: Value| {
+        let mut c = json!({"id": v.get("id"), "object": "chat.completion.chunk", "created": v.get("created"),
+            "model": v.get("model"), "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]});
+        if include_usage {
+            c["usage"] = Value::Null;
+        }
+        format!("data: {c}\n\n")
+    };
+    let mut out = chunk(json!({"role": "assistant", "content": ""}), Value::Null);
+    if let Some(text) = choice.pointer("/message/content").and_then(Value::as_str).filter(|t| !t.is_empty()) {
+        out.push_str(&chunk(json!({"content": text}), Value::Null));
+    }
+    for (i, tc) in choice.pointer("/message/tool_calls").and_then(Value::as_array).into_iter().flatten().enumerate() {
+        out.push_str(&chunk(
+            json!({"tool_calls": [{"index": i, "id": tc.get("id"), "type": "function", "function": tc.get("function")}]}),
+            Value::Null,
+        ));
+    }
+    out.push_str(&chunk(json!({}), choice.get("finish_reason").cloned().unwrap_or(json!("stop"))));
+    if include_usage {
+        let u = json!({"id": v.get("id"), "object": "chat.completion.chunk", "created": v.get("created"),
+            "model": v.get("model"), "choices": [], "usage": v.get("usage")});
+        out.push_str(&format!("data: {u}\n\n"));
+    }
+    out.push_str("data: [DONE]\n\n");
+    Ok(out.into_bytes())
+}
+
+#[cfg(test)]
+mod stream_tests {
+    use super::*;
+
+    #[test]
+    fn a_completion_replays_as_a_well_formed_stream() {
+        let c = br#"{"id":"c1","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,
+            "message":{"role":"assistant","content":"Hi","tool_calls":[{"id":"t1","type":"function",
+            "function":{"name":"f","arguments":"{}"}}]},"finish_reason":"tool_calls"}],
+            "usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}"#;
+        let out = completion_to_stream(c, true).unwrap();
+        let mut p = Parser::default();
+        let mut events = Vec::new();
+        p.push(&out, &mut events);
+        let data: Vec<&str> = events.iter().map(|e| e.data.as_str()).collect();
+        assert_eq!(data.len(), 6);
+        assert!(data[1].contains("\"content\":\"Hi\""));
+        assert!(data[2].contains("\"tool_calls\":[{\"function\"") || data[2].contains("\"id\":\"t1\""));
+        assert!(data[3].contains("\"finish_reason\":\"tool_calls\""));
+        assert!(data[4].contains("\"choices\":[]") && data[4].contains("\"total_tokens\":5"));
+        assert_eq!(data[5], "[DONE]");
+        let plain = completion_to_stream(c, false).unwrap();
+        assert!(!String::from_utf8_lossy(&plain).contains("total_tokens"));
+    }
+}

@@ -7,6 +7,7 @@ use aigw_core::error::GatewayError;
 use aigw_core::headers;
 use aigw_core::keys::{check_scope, Scope};
 use aigw_core::route::{Api, RouteConfig};
+use aigw_core::{bedrock, gemini, sigv4, sse};
 use aigw_host as host;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
@@ -173,6 +174,11 @@ struct Target {
     api: Api,
     model: String,
     max_tokens_default: u64,
+    /// The caller asked for a stream from a provider that answers whole: replay the answer
+    /// as a stream (with the usage chunk if `stream_options.include_usage`).
+    replay_stream: Option<bool>,
+    /// Bedrock's `x-amzn-ErrorType` of an error answer.
+    error_type: String,
 }
 
 /// Upstream, once per attempt: translates for the provider this attempt goes to.
@@ -232,12 +238,12 @@ impl Attempt {
         self.write_attempts();
     }
 
-    fn translate_request(&self, t: &Target, body: &[u8]) -> Result<Vec<u8>, GatewayError> {
+    fn translate_request(t: &mut Target, body: &[u8]) -> Result<Vec<u8>, GatewayError> {
         let mut req: Value = serde_json::from_slice(body).map_err(|e| {
             GatewayError::bad_request("invalid_json", format!("The request body is not valid JSON: {e}"))
         })?;
         match t.api {
-            Api::Openai => {
+            Api::Openai | Api::Azure => {
                 if let Some(obj) = req.as_object_mut() {
                     obj.insert("model".into(), Value::String(t.model.clone()));
                 }
@@ -245,6 +251,56 @@ impl Attempt {
             }
             Api::Anthropic => {
                 anthropic::request_from_openai(&req, &t.model, t.max_tokens_default).map(|v| v.to_string().into_bytes())
+            }
+            Api::Gemini | Api::Bedrock => {
+                if req.get("stream").and_then(Value::as_bool) == Some(true) {
+                    t.replay_stream =
+                        Some(req.pointer("/stream_options/include_usage").and_then(Value::as_bool) == Some(true));
+                }
+                let a = anthropic::request_from_openai(&req, &t.model, t.max_tokens_default)?;
+                let out = if t.api == Api::Gemini {
+                    gemini::request_from_anthropic(&a)?
+                } else {
+                    bedrock::request_from_anthropic(&a)?
+                };
+                Ok(out.to_string().into_bytes())
+            }
+        }
+    }
+
+    /// A provider's whole answer, translated to OpenAI's format: (status, body, is a stream).
+    fn translate_whole(&self, t: &Target, body: &[u8]) -> (u16, Vec<u8>, bool) {
+        if self.status != 200 {
+            let (status, out) = match t.api {
+                Api::Gemini => gemini::error_to_openai(self.status, body),
+                Api::Bedrock => bedrock::error_to_openai(self.status, &t.error_type, body),
+                _ => anthropic::error_to_openai(self.status, body),
+            };
+            return (status, out, false);
+        }
+        let as_anthropic = match t.api {
+            Api::Gemini => gemini::response_to_anthropic(body, &t.model),
+            Api::Bedrock => bedrock::response_to_anthropic(body, &t.model, &host::now_ms().to_string()),
+            _ => Ok(body.to_vec()),
+        };
+        let translated = as_anthropic.and_then(|a| anthropic::response_to_openai(&a, host::now_ms() / 1000));
+        match translated {
+            Ok((out, _usage)) => match t.replay_stream {
+                Some(include_usage) => match sse::completion_to_stream(&out, include_usage) {
+                    Ok(stream) => (200, stream, true),
+                    Err(_) => (200, out, false),
+                },
+                None => (200, out, false),
+            },
+            Err(e) => {
+                host::warn(&format!("route-select: {e}"));
+                let err = GatewayError::new(
+                    502,
+                    "server_error",
+                    "upstream_invalid_response",
+                    "The provider sent a response the gateway could not read.",
+                );
+                (502, err.body().into_bytes(), false)
             }
         }
     }
@@ -273,19 +329,30 @@ impl HttpContext for Attempt {
             ));
             return Action::Continue;
         };
-        let target =
-            Target { provider, api: p.api, model: step.model.clone(), max_tokens_default: p.max_tokens_default };
-        match target.api {
-            Api::Openai => {
-                host::set_request_header(":path", Some(CHAT_PATH));
-                if has("anthropic-version") {
-                    host::set_request_header("anthropic-version", None);
-                }
-            }
-            Api::Anthropic => {
-                host::set_request_header(":path", Some("/v1/messages"));
-                host::set_request_header("anthropic-version", Some(anthropic::API_VERSION));
-            }
+        let target = Target {
+            provider,
+            api: p.api,
+            model: step.model.clone(),
+            max_tokens_default: p.max_tokens_default,
+            replay_stream: None,
+            error_type: String::new(),
+        };
+        let path = match target.api {
+            Api::Openai => CHAT_PATH.to_string(),
+            Api::Anthropic => "/v1/messages".to_string(),
+            Api::Azure => format!(
+                "/openai/deployments/{}/chat/completions?api-version={}",
+                sigv4::uri_encode(&target.model, false),
+                sigv4::uri_encode(&p.api_version, false)
+            ),
+            Api::Gemini => gemini::generate_path(&target.model),
+            Api::Bedrock => bedrock::converse_path(&target.model),
+        };
+        host::set_request_header(":path", Some(&path));
+        if target.api == Api::Anthropic {
+            host::set_request_header("anthropic-version", Some(anthropic::API_VERSION));
+        } else if has("anthropic-version") {
+            host::set_request_header("anthropic-version", None);
         }
         self.target = Some(target);
         if eos {
@@ -298,12 +365,12 @@ impl HttpContext for Attempt {
     }
 
     fn on_http_request_body(&mut self, size: usize, eos: bool) -> Action {
-        let Some(t) = &self.target else { return Action::Continue };
+        let Some(t) = &mut self.target else { return Action::Continue };
         if !eos {
             return Action::Pause;
         }
         let body = host::request_body(size);
-        match self.translate_request(t, &body) {
+        match Self::translate_request(t, &body) {
             Ok(out) => {
                 host::set_request_header("content-length", Some(&out.len().to_string()));
                 host::replace_request_body(size, &out);
@@ -320,15 +387,18 @@ impl HttpContext for Attempt {
     fn on_http_response_headers(&mut self, _n: usize, eos: bool) -> Action {
         self.status = host::response_header(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
         self.finish_record(self.status);
-        let Some(t) = &self.target else { return Action::Continue };
+        let Some(t) = &mut self.target else { return Action::Continue };
         host::set_response_header(headers::PROVIDER, Some(&t.provider));
         host::set_response_header(headers::MODEL, Some(&t.model));
-        if t.api == Api::Openai || eos {
+        if matches!(t.api, Api::Openai | Api::Azure) || eos {
             return Action::Continue;
         }
         let ct = host::response_header("content-type").unwrap_or_default();
         host::set_response_header("content-length", None);
-        if self.status == 200 && ct.starts_with("text/event-stream") {
+        if t.api == Api::Bedrock {
+            t.error_type = host::response_header("x-amzn-errortype").unwrap_or_default();
+        }
+        if self.status == 200 && ct.starts_with("text/event-stream") && t.api == Api::Anthropic {
             let created = host::now_ms() / 1000;
             self.response = ResponseMode::Stream(Box::new(anthropic::StreamTranslator::new(created, true)));
             Action::Continue
@@ -355,27 +425,13 @@ impl HttpContext for Attempt {
                     return Action::Pause;
                 }
                 let body = host::response_body(size);
-                let (status, out) = if self.status == 200 {
-                    match anthropic::response_to_openai(&body, host::now_ms() / 1000) {
-                        Ok((out, _usage)) => (200, out),
-                        Err(e) => {
-                            host::warn(&format!("route-select: {e}"));
-                            let err = GatewayError::new(
-                                502,
-                                "server_error",
-                                "upstream_invalid_response",
-                                "The provider sent a response the gateway could not read.",
-                            );
-                            (502, err.body().into_bytes())
-                        }
-                    }
-                } else {
-                    anthropic::error_to_openai(self.status, &body)
-                };
+                let Some(t) = &self.target else { return Action::Continue };
+                let (status, out, stream) = self.translate_whole(t, &body);
                 if status != self.status {
                     host::set_response_header(":status", Some(&status.to_string()));
                 }
-                host::set_response_header("content-type", Some("application/json"));
+                let ct = if stream { "text/event-stream" } else { "application/json" };
+                host::set_response_header("content-type", Some(ct));
                 host::set_response_header("content-length", Some(&out.len().to_string()));
                 host::replace_response_body(size, &out);
                 Action::Continue

@@ -1,9 +1,13 @@
 //! Fake providers: offline stand-ins for the paid provider APIs, speaking their real wire formats
 //! (see the providers reference): OpenAI `POST /v1/chat/completions` and Anthropic
-//! `POST /v1/messages`, non-streamed and streamed (SSE), with each provider's real error bodies.
+//! `POST /v1/messages`, non-streamed and streamed (SSE); Azure OpenAI
+//! (`/openai/deployments/D/chat/completions?api-version=V`, `api-key`); Gemini
+//! (`/v1beta/models/M:generateContent`, `x-goog-api-key`); Bedrock Converse
+//! (`/model/M/converse`, every request's SigV4 signature verified: `--key NAME=AKID:SECRET`,
+//! `--region NAME=REGION`, default us-east-1). Each with its real error bodies.
 //!
 //! ```text
-//! fake-providers --listen NAME=ADDR [--listen NAME=ADDR ...] [--key NAME=KEY ...]
+//! fake-providers --listen NAME=ADDR [--listen NAME=ADDR ...] [--key NAME=KEY ...] [--region NAME=REGION]
 //! ```
 //! Each listener is one provider instance named NAME (the name fault rules refer to). It prints
 //! `NAME ADDR` per listener and then `ready` on stdout.
@@ -30,6 +34,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
+mod more;
+
 struct Request {
     method: String,
     path: String,
@@ -41,6 +47,8 @@ struct Instance {
     name: String,
     /// The keys this provider accepts (any, when none were given).
     keys: Mutex<Option<Vec<String>>>,
+    /// The region a Bedrock instance checks signatures for (`--region NAME=REGION`).
+    region: Option<String>,
     log: Mutex<Vec<Value>>,
     counter: AtomicU64,
 }
@@ -61,6 +69,7 @@ enum Fault {
 fn main() {
     let mut listens = Vec::new();
     let mut keys: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut regions: BTreeMap<String, String> = BTreeMap::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let v = args.next().unwrap_or_default();
@@ -70,6 +79,9 @@ fn main() {
         };
         match a.as_str() {
             "--listen" => listens.push((name.to_string(), value.to_string())),
+            "--region" => {
+                regions.insert(name.to_string(), value.to_string());
+            }
             "--key" => {
                 keys.entry(name.to_string()).or_default().push(value.to_string());
             }
@@ -96,6 +108,7 @@ fn main() {
         println!("{name} {local}");
         let inst = Arc::new(Instance {
             keys: Mutex::new(keys.get(&name).cloned()),
+            region: regions.get(&name).cloned(),
             name,
             log: Mutex::new(Vec::new()),
             counter: AtomicU64::new(0),
@@ -277,8 +290,15 @@ fn handle(req: &Request, inst: &Instance, w: &mut TcpStream) -> io::Result<bool>
         return Ok(false);
     }
     match (req.method.as_str(), path) {
-        ("POST", "/v1/chat/completions") => openai(req, inst, w, fault, n),
+        ("POST", "/v1/chat/completions") => openai(req, inst, w, fault, n, false),
         ("POST", "/v1/messages") => anthropic(req, inst, w, fault, n),
+        ("POST", p) if p.starts_with("/openai/deployments/") && p.ends_with("/chat/completions") => {
+            openai(req, inst, w, fault, n, true)
+        }
+        ("POST", p) if p.starts_with("/v1beta/models/") && p.ends_with(":generateContent") => {
+            more::gemini(req, inst, w, fault, n)
+        }
+        ("POST", p) if p.starts_with("/model/") && p.ends_with("/converse") => more::bedrock(req, inst, w, fault, n),
         _ => respond(w, 404, &[("content-type", "application/json".into())], br#"{"error":"not found"}"#),
     }
 }
@@ -370,9 +390,20 @@ fn openai_error(
     respond(w, status, &h, body.as_bytes())
 }
 
-fn openai(req: &Request, inst: &Instance, w: &mut TcpStream, fault: Fault, n: u64) -> io::Result<bool> {
+fn openai(req: &Request, inst: &Instance, w: &mut TcpStream, fault: Fault, n: u64, azure: bool) -> io::Result<bool> {
+    if azure {
+        // Azure OpenAI: `api-key` auth, a required api-version, its own error body shape.
+        if !req.path.contains("api-version=") {
+            let body = json!({"error":{"code":"404","message":"Resource not found"}}).to_string();
+            return respond(w, 404, &[("content-type", "application/json".into())], body.as_bytes());
+        }
+        if !inst.accepts(req.headers.get("api-key").map(String::as_str).unwrap_or("")) {
+            let body = json!({"error":{"code":"401","message":"Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a valid key for an active subscription and use a correct regional API endpoint for your resource."}}).to_string();
+            return respond(w, 401, &[("content-type", "application/json".into())], body.as_bytes());
+        }
+    }
     let presented = req.headers.get("authorization").and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
-    if !inst.accepts(presented) {
+    if !azure && !inst.accepts(presented) {
         {
             let shown: String = presented.chars().take(3).collect();
             return openai_error(w, 401, "invalid_request_error", Some("invalid_api_key"),
@@ -457,6 +488,12 @@ fn openai(req: &Request, inst: &Instance, w: &mut TcpStream, fault: Fault, n: u6
         let mut h = vec![("content-type", "text/event-stream; charset=utf-8".to_string())];
         h.extend_from_slice(&rl);
         start_chunked(w, 200, &h)?;
+        if azure {
+            // Azure's first chunk carries only the prompt's content-filter results.
+            let c = json!({"choices":[],"created":0,"id":"","model":"","object":"","prompt_filter_results":[
+                {"prompt_index":0,"content_filter_results":{"hate":{"filtered":false,"severity":"safe"}}}]});
+            chunk(w, &format!("data: {c}\n\n"))?;
+        }
         let mk = |delta: Value, finish: Value| {
             let mut c = json!({"id":id,"object":"chat.completion.chunk","created":created,"model":model,
                 "system_fingerprint":"fp_fake","choices":[{"index":0,"delta":delta,"logprobs":null,"finish_reason":finish}]});
@@ -494,11 +531,15 @@ fn openai(req: &Request, inst: &Instance, w: &mut TcpStream, fault: Fault, n: u6
         chunk(w, "data: [DONE]\n\n")?;
         return end_chunked(w);
     }
-    let out = json!({"id":id,"object":"chat.completion","created":created,"model":model,
+    let mut out = json!({"id":id,"object":"chat.completion","created":created,"model":model,
         "choices":[{"index":0,"message":{"role":"assistant","content":words.concat(),"refusal":null,"annotations":[]},
                     "logprobs":null,"finish_reason":"stop"}],
-        "usage":usage,"service_tier":"default","system_fingerprint":"fp_fake"})
-    .to_string();
+        "usage":usage,"service_tier":"default","system_fingerprint":"fp_fake"});
+    if azure {
+        out["prompt_filter_results"] =
+            json!([{"prompt_index":0,"content_filter_results":{"hate":{"filtered":false,"severity":"safe"}}}]);
+    }
+    let out = out.to_string();
     let mut h = vec![("content-type", "application/json".to_string())];
     h.extend_from_slice(&rl);
     if fault == Fault::Malformed {

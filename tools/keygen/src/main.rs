@@ -1,7 +1,7 @@
 //! `aigw-keygen`: mints a gateway key.
 //!
 //! ```text
-//! aigw-keygen --id NAME --tenant TENANT [--zone Z] [--features a,b] [--agents a,b]
+//! aigw-keygen --id NAME --tenant TENANT [--zone Z] [--workload-class C] [--features a,b] [--agents a,b]
 //!             [--aliases a,b] [--not-before TIME] [--not-after TIME] [--json]
 //! ```
 //! Prints the key once (it is not stored anywhere) and the entry to add to the `keys` list of the
@@ -15,7 +15,8 @@ use aigw_core::keys::{digest_hex, KeyEntry, KeyRing, KEY_PREFIX};
 use base64::Engine;
 use serde_json::{json, Map, Value};
 
-const USAGE: &str = "usage: aigw-keygen --id NAME --tenant TENANT [--zone Z] [--features a,b] [--agents a,b] \
+const USAGE: &str =
+    "usage: aigw-keygen --id NAME --tenant TENANT [--zone Z] [--workload-class C] [--features a,b] [--agents a,b] \
                      [--aliases a,b] [--not-before TIME] [--not-after TIME] [--json]";
 
 fn main() -> ExitCode {
@@ -57,6 +58,14 @@ fn mint(args: &[String], rng: &mut dyn FnMut(&mut [u8]) -> Result<(), String>) -
             "--id" => ("id", json!(v)),
             "--tenant" => ("tenant", json!(v)),
             "--zone" => ("zone", json!(v)),
+            "--workload-class" => {
+                if !["interactive", "batch", "background", "embeddings", "tool_call"].contains(&v.as_str()) {
+                    return Err(format!(
+                        "--workload-class is one of interactive, batch, background, embeddings, tool_call\n{USAGE}"
+                    ));
+                }
+                ("workload_class", json!(v))
+            }
             "--features" => ("features", list(v)),
             "--agents" => ("agents", list(v)),
             "--aliases" => ("aliases", list(v)),

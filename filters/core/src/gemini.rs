@@ -1,0 +1,247 @@
+//! Google Gemini API (`generateContent`, v1beta). Like Bedrock, the unified request goes through
+//! the Anthropic translation first (which validates and merges turns) and is then mapped part by
+//! part; the answer comes back the same way.
+//!
+//! Documented approximations: image URLs are refused (Gemini takes inline data or uploaded
+//! files); tool-call ids are synthesized (`call_<n>`, Gemini has none); thought signatures are
+//! not carried across turns; streaming calls are sent to `generateContent` and the whole answer
+//! is returned as one stream.
+
+use std::collections::HashMap;
+
+use serde_json::{json, Map, Value};
+
+use crate::error::GatewayError;
+
+fn unsupported(param: &'static str, message: impl Into<String>) -> GatewayError {
+    GatewayError::bad_request("unsupported_for_provider", message).with_param(param)
+}
+
+pub fn generate_path(model: &str) -> String {
+    format!("/v1beta/models/{model}:generateContent")
+}
+
+/// `generateContent` request body from an Anthropic Messages request.
+pub fn request_from_anthropic(a: &Value) -> Result<Value, GatewayError> {
+    let mut tool_names: HashMap<String, String> = HashMap::new();
+    let mut contents = Vec::new();
+    for m in a.get("messages").and_then(Value::as_array).into_iter().flatten() {
+        let role = if m.get("role").and_then(Value::as_str) == Some("assistant") { "model" } else { "user" };
+        let mut parts = Vec::new();
+        for b in m.get("content").and_then(Value::as_array).into_iter().flatten() {
+            parts.push(match b.get("type").and_then(Value::as_str) {
+                Some("text") => json!({"text": b.get("text").cloned().unwrap_or(json!(""))}),
+                Some("image") => {
+                    if b.pointer("/source/type").and_then(Value::as_str) != Some("base64") {
+                        return Err(unsupported("messages", "this provider takes images only as data URLs"));
+                    }
+                    json!({"inlineData": {"mimeType": b.pointer("/source/media_type"), "data": b.pointer("/source/data")}})
+                }
+                Some("tool_use") => {
+                    let name = b.get("name").and_then(Value::as_str).unwrap_or("").to_string();
+                    if let Some(id) = b.get("id").and_then(Value::as_str) {
+                        tool_names.insert(id.to_string(), name.clone());
+                    }
+                    json!({"functionCall": {"name": name, "args": b.get("input").cloned().unwrap_or(json!({}))}})
+                }
+                Some("tool_result") => {
+                    let id = b.get("tool_use_id").and_then(Value::as_str).unwrap_or("");
+                    let Some(name) = tool_names.get(id) else {
+                        return Err(GatewayError::bad_request(
+                            "invalid_value",
+                            format!("tool message refers to unknown tool_call_id {id:?}"),
+                        )
+                        .with_param("messages"));
+                    };
+                    json!({"functionResponse": {"name": name, "response": {"output": b.get("content")}}})
+                }
+                _ => return Err(unsupported("messages", "a content part this provider cannot take")),
+            });
+        }
+        contents.push(json!({"role": role, "parts": parts}));
+    }
+    let mut body = Map::new();
+    body.insert("contents".into(), Value::Array(contents));
+    if let Some(system) = a.get("system").and_then(Value::as_array) {
+        let parts: Vec<Value> = system.iter().map(|b| json!({"text": b.get("text")})).collect();
+        body.insert("systemInstruction".into(), json!({"parts": parts}));
+    }
+    let mut gen = Map::new();
+    for (from, to) in [
+        ("max_tokens", "maxOutputTokens"),
+        ("temperature", "temperature"),
+        ("top_p", "topP"),
+        ("stop_sequences", "stopSequences"),
+    ] {
+        if let Some(v) = a.get(from) {
+            gen.insert(to.into(), v.clone());
+        }
+    }
+    body.insert("generationConfig".into(), Value::Object(gen));
+    if let Some(tools) = a.get("tools").and_then(Value::as_array) {
+        let decls: Vec<Value> = tools
+            .iter()
+            .map(|t| {
+                let mut d = Map::new();
+                d.insert("name".into(), t.get("name").cloned().unwrap_or(Value::Null));
+                if let Some(x) = t.get("description") {
+                    d.insert("description".into(), x.clone());
+                }
+                d.insert("parametersJsonSchema".into(), t.get("input_schema").cloned().unwrap_or(json!({})));
+                Value::Object(d)
+            })
+            .collect();
+        body.insert("tools".into(), json!([{"functionDeclarations": decls}]));
+        let config = match a.pointer("/tool_choice/type").and_then(Value::as_str) {
+            Some("any") => Some(json!({"mode": "ANY"})),
+            Some("none") => Some(json!({"mode": "NONE"})),
+            Some("tool") => Some(json!({"mode": "ANY", "allowedFunctionNames": [a.pointer("/tool_choice/name")]})),
+            _ => None,
+        };
+        if let Some(c) = config {
+            body.insert("toolConfig".into(), json!({"functionCallingConfig": c}));
+        }
+    }
+    Ok(Value::Object(body))
+}
+
+/// A `generateContent` answer as an Anthropic Messages response.
+pub fn response_to_anthropic(body: &[u8], model: &str) -> Result<Vec<u8>, String> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| format!("provider sent invalid JSON: {e}"))?;
+    let cand = v.pointer("/candidates/0");
+    let mut content = Vec::new();
+    let mut calls = 0;
+    for p in cand.and_then(|c| c.pointer("/content/parts")).and_then(Value::as_array).into_iter().flatten() {
+        if p.get("thought").and_then(Value::as_bool) == Some(true) {
+            continue;
+        }
+        if let Some(t) = p.get("text") {
+            content.push(json!({"type": "text", "text": t}));
+        } else if let Some(fc) = p.get("functionCall") {
+            content.push(json!({"type": "tool_use", "id": format!("call_{calls}"), "name": fc.get("name"),
+                                "input": fc.get("args").cloned().unwrap_or(json!({}))}));
+            calls += 1;
+        }
+    }
+    let finish = cand.and_then(|c| c.get("finishReason")).and_then(Value::as_str);
+    let stop = match finish {
+        _ if calls > 0 => "tool_use",
+        Some("MAX_TOKENS") => "max_tokens",
+        Some("STOP") | None if cand.is_some() => "end_turn",
+        // No candidate (prompt blocked) or a safety stop.
+        _ => "refusal",
+    };
+    let n = |k: &str| v.pointer(&format!("/usageMetadata/{k}")).and_then(Value::as_u64).unwrap_or(0);
+    let cached = n("cachedContentTokenCount");
+    let thoughts = n("thoughtsTokenCount");
+    let out = json!({
+        "id": format!("msg_{}", v.get("responseId").and_then(Value::as_str).unwrap_or("gemini")),
+        "type": "message", "role": "assistant",
+        "model": v.get("modelVersion").and_then(Value::as_str).unwrap_or(model),
+        "content": content, "stop_reason": stop,
+        "usage": {"input_tokens": n("promptTokenCount").saturating_sub(cached), "cache_read_input_tokens": cached,
+                  "output_tokens": n("candidatesTokenCount") + thoughts,
+                  "output_tokens_details": {"thinking_tokens": thoughts}},
+    });
+    Ok(out.to_string().into_bytes())
+}
+
+/// A Gemini error (`google.rpc.Status`) in OpenAI's shape. Gemini reports an invalid API key
+/// as 400 `API_KEY_INVALID`; callers get that as the 401 it means.
+pub fn error_to_openai(status: u16, body: &[u8]) -> (u16, Vec<u8>) {
+    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let message = v.pointer("/error/message").and_then(Value::as_str).unwrap_or("The provider returned an error.");
+    let rpc = v.pointer("/error/status").and_then(Value::as_str).unwrap_or("");
+    let (status, kind, code) = if is_invalid_key(body) {
+        (401, "authentication_error", "upstream_authentication")
+    } else {
+        match rpc {
+            "INVALID_ARGUMENT" | "FAILED_PRECONDITION" => (status, "invalid_request_error", "invalid_request"),
+            "PERMISSION_DENIED" | "UNAUTHENTICATED" => (status, "permission_error", "upstream_permission"),
+            "NOT_FOUND" => (status, "invalid_request_error", "model_not_found"),
+            "RESOURCE_EXHAUSTED" => (status, "rate_limit_error", "rate_limit_exceeded"),
+            "UNAVAILABLE" => (status, "server_error", "overloaded"),
+            "DEADLINE_EXCEEDED" => (status, "server_error", "timeout"),
+            _ => (status, "server_error", "upstream_error"),
+        }
+    };
+    (status, json!({"error": {"message": message, "type": kind, "param": null, "code": code}}).to_string().into_bytes())
+}
+
+/// Whether a Gemini error body says the API key is invalid.
+pub fn is_invalid_key(body: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(body);
+    text.contains("API_KEY_INVALID")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_an_anthropic_request_part_by_part() {
+        let openai = json!({"messages": [
+            {"role": "system", "content": "Be terse."},
+            {"role": "user", "content": "Weather in Paris?"},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "call_9", "type": "function",
+                "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]},
+            {"role": "tool", "tool_call_id": "call_9", "content": "18C"}],
+            "max_tokens": 64, "top_p": 0.9, "stop": "END",
+            "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}],
+            "tool_choice": {"type": "function", "function": {"name": "get_weather"}}});
+        let a = crate::anthropic::request_from_openai(&openai, "m", 1024).unwrap();
+        let g = request_from_anthropic(&a).unwrap();
+        assert_eq!(g["systemInstruction"], json!({"parts": [{"text": "Be terse."}]}));
+        assert_eq!(g["contents"][0], json!({"role": "user", "parts": [{"text": "Weather in Paris?"}]}));
+        assert_eq!(
+            g["contents"][1],
+            json!({"role": "model", "parts": [
+            {"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}}]})
+        );
+        assert_eq!(
+            g["contents"][2]["parts"][0],
+            json!({"functionResponse": {"name": "get_weather", "response": {"output": "18C"}}})
+        );
+        assert_eq!(g["generationConfig"], json!({"maxOutputTokens": 64, "topP": 0.9, "stopSequences": ["END"]}));
+        assert_eq!(
+            g["toolConfig"]["functionCallingConfig"],
+            json!({"mode": "ANY", "allowedFunctionNames": ["get_weather"]})
+        );
+        assert_eq!(generate_path("gemini-2.5-flash"), "/v1beta/models/gemini-2.5-flash:generateContent");
+    }
+
+    #[test]
+    fn answer_with_a_function_call_becomes_tool_calls() {
+        let body = br#"{"candidates":[{"content":{"role":"model","parts":[{"text":"thinking","thought":true},
+            {"functionCall":{"name":"f","args":{"a":1}}}]},"finishReason":"STOP","index":0}],
+            "usageMetadata":{"promptTokenCount":9,"candidatesTokenCount":3,"thoughtsTokenCount":20,"totalTokenCount":32},
+            "modelVersion":"gemini-2.5-flash","responseId":"r1"}"#;
+        let a = response_to_anthropic(body, "gemini-2.5-flash").unwrap();
+        let (out, usage) = crate::anthropic::response_to_openai(&a, 1).unwrap();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
+        assert_eq!(v["choices"][0]["message"]["tool_calls"][0]["id"], "call_0");
+        assert_eq!(v["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"], "{\"a\":1}");
+        assert_eq!((usage.input, usage.output, usage.reasoning), (9, 23, 20));
+    }
+
+    #[test]
+    fn blocked_prompt_and_length_stop() {
+        let blocked = br#"{"promptFeedback":{"blockReason":"SAFETY"},"usageMetadata":{"promptTokenCount":5}}"#;
+        let (out, _) = crate::anthropic::response_to_openai(&response_to_anthropic(blocked, "g").unwrap(), 1).unwrap();
+        assert!(String::from_utf8_lossy(&out).contains("\"finish_reason\":\"content_filter\""));
+        let long = br#"{"candidates":[{"content":{"parts":[{"text":"a"}]},"finishReason":"MAX_TOKENS"}]}"#;
+        let (out, _) = crate::anthropic::response_to_openai(&response_to_anthropic(long, "g").unwrap(), 1).unwrap();
+        assert!(String::from_utf8_lossy(&out).contains("\"finish_reason\":\"length\""));
+    }
+
+    #[test]
+    fn invalid_key_is_a_401_and_quota_a_429() {
+        let bad = br#"{"error":{"code":400,"message":"API key not valid. Please pass a valid API key.","status":"INVALID_ARGUMENT",
+            "details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"API_KEY_INVALID"}]}}"#;
+        assert_eq!(error_to_openai(400, bad).0, 401);
+        let q = br#"{"error":{"code":429,"message":"quota","status":"RESOURCE_EXHAUSTED"}}"#;
+        let (s, b) = error_to_openai(429, q);
+        assert!(s == 429 && String::from_utf8_lossy(&b).contains("rate_limit_exceeded"));
+    }
+}

@@ -1,0 +1,321 @@
+//! Gemini (`generateContent`) and Bedrock (`Converse`, with SigV4 verification) fakes.
+//!
+//! The SigV4 check here is written from AWS's description (shared/reference/providers.md §6.4),
+//! independently of the gateway's signer, so that a mistake in one is not mirrored by the other.
+
+use std::io;
+use std::net::TcpStream;
+
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use super::{answer, now, respond, Fault, Instance, Request};
+
+fn json_headers() -> Vec<(&'static str, String)> {
+    vec![("content-type", "application/json; charset=UTF-8".to_string())]
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gemini
+
+fn gemini_error(w: &mut TcpStream, code: u16, status: &str, message: &str, details: Value) -> io::Result<bool> {
+    let body = json!({"error": {"code": code, "message": message, "status": status, "details": details}});
+    respond(w, code, &json_headers(), body.to_string().as_bytes())
+}
+
+/// The Gemini request as OpenAI-like messages, so the shared `answer` can echo it.
+fn gemini_as_messages(body: &Value) -> Value {
+    let mut messages = Vec::new();
+    for c in body.get("contents").and_then(Value::as_array).into_iter().flatten() {
+        let role = if c.get("role").and_then(Value::as_str) == Some("model") { "assistant" } else { "user" };
+        messages.push(json!({"role": role, "content": c.get("parts").cloned().unwrap_or(json!([]))}));
+    }
+    let mut out = json!({"messages": messages});
+    if let Some(s) = body.pointer("/systemInstruction/parts") {
+        out["system"] = s.clone();
+    }
+    out
+}
+
+pub fn gemini(req: &Request, inst: &Instance, w: &mut TcpStream, fault: Fault, n: u64) -> io::Result<bool> {
+    match req.headers.get("x-goog-api-key") {
+        None => {
+            return gemini_error(
+                w,
+                403,
+                "PERMISSION_DENIED",
+                "Method doesn't allow unregistered callers (callers without established identity). Please use API Key or other form of API consumer identity to call this API.",
+                json!([]),
+            )
+        }
+        Some(k) if !inst.accepts(k) => {
+            return gemini_error(
+                w,
+                400,
+                "INVALID_ARGUMENT",
+                "API key not valid. Please pass a valid API key.",
+                json!([{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID",
+                        "domain": "googleapis.com", "metadata": {"service": "generativelanguage.googleapis.com"}}]),
+            )
+        }
+        Some(_) => {}
+    }
+    match fault {
+        Fault::Status(429) => {
+            return gemini_error(
+                w,
+                429,
+                "RESOURCE_EXHAUSTED",
+                "You exceeded your current quota, please check your plan and billing details.",
+                json!([{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "7s"}]),
+            )
+        }
+        Fault::Status(503) => {
+            return gemini_error(w, 503, "UNAVAILABLE", "The model is overloaded. Please try again later.", json!([]))
+        }
+        Fault::Status(s) if s >= 400 => {
+            return gemini_error(w, s, "INTERNAL", "An internal error has occurred.", json!([]))
+        }
+        _ => {}
+    }
+    let Ok(body) = serde_json::from_slice::<Value>(&req.body) else {
+        return gemini_error(w, 400, "INVALID_ARGUMENT", "Invalid JSON payload received.", json!([]));
+    };
+    if body.get("model").is_some() || body.get("messages").is_some() || body.get("stream").is_some() {
+        return gemini_error(
+            w,
+            400,
+            "INVALID_ARGUMENT",
+            "Invalid JSON payload received. Unknown name \"messages\": Cannot find field.",
+            json!([]),
+        );
+    }
+    if body.get("contents").and_then(Value::as_array).is_none_or(|c| c.is_empty()) {
+        return gemini_error(
+            w,
+            400,
+            "INVALID_ARGUMENT",
+            "* GenerateContentRequest.contents: contents is not specified",
+            json!([]),
+        );
+    }
+    let model = req.path.trim_start_matches("/v1beta/models/").trim_end_matches(":generateContent").to_string();
+    let (words, input, output) = answer(&gemini_as_messages(&body));
+    let mut parts = vec![json!({"text": words.concat()})];
+    // A model asked to use a tool calls the first one it was given.
+    let first_tool = body.pointer("/tools/0/functionDeclarations/0/name").cloned();
+    let mode = body.pointer("/toolConfig/functionCallingConfig/mode").and_then(Value::as_str);
+    if let (Some(name), Some("ANY")) = (first_tool, mode) {
+        parts = vec![json!({"functionCall": {"name": name, "args": {"city": "Paris"}}})];
+    }
+    let out = json!({
+        "candidates": [{"content": {"role": "model", "parts": parts}, "finishReason": "STOP", "index": 0,
+                        "safetyRatings": [{"category": "HARM_CATEGORY_HARASSMENT", "probability": "NEGLIGIBLE"}]}],
+        "usageMetadata": {"promptTokenCount": input, "candidatesTokenCount": output, "totalTokenCount": input + output,
+                          "promptTokensDetails": [{"modality": "TEXT", "tokenCount": input}]},
+        "modelVersion": model, "responseId": format!("fake-gemini-{n}"),
+    });
+    respond(w, 200, &json_headers(), out.to_string().as_bytes())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bedrock
+
+fn bedrock_error(w: &mut TcpStream, status: u16, kind: &str, message: &str) -> io::Result<bool> {
+    let h = vec![
+        ("content-type", "application/json".to_string()),
+        ("x-amzn-requestid", "ca47a5ce-e260-4824-aa0e-2e62669d5d6e".to_string()),
+        ("x-amzn-errortype", format!("{kind}:http://internal.amazon.com/coral/com.amazon.bedrock/")),
+    ];
+    respond(w, status, &h, json!({"message": message}).to_string().as_bytes())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn hmac(key: &[u8], msg: &[u8]) -> Vec<u8> {
+    let mut k = if key.len() > 64 { Sha256::digest(key).to_vec() } else { key.to_vec() };
+    k.resize(64, 0);
+    let ipad: Vec<u8> = k.iter().map(|b| b ^ 0x36).collect();
+    let opad: Vec<u8> = k.iter().map(|b| b ^ 0x5c).collect();
+    let inner = Sha256::new().chain_update(&ipad).chain_update(msg).finalize();
+    Sha256::new().chain_update(&opad).chain_update(inner).finalize().to_vec()
+}
+
+/// RFC 3986 encoding, keeping unreserved characters (and `/` when asked).
+fn encode(s: &str, keep_slash: bool) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) || (keep_slash && b == b'/') {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// Checks the request's SigV4 signature; `Err((status, exception, message))` when it is wrong.
+fn verify_sigv4(req: &Request, inst: &Instance, region: &str) -> Result<(), (u16, &'static str, String)> {
+    let deny = |m: &str| Err((403, "InvalidSignatureException", m.to_string()));
+    let Some(auth) = req.headers.get("authorization") else {
+        return Err((403, "MissingAuthenticationTokenException", "Missing Authentication Token".into()));
+    };
+    let Some(rest) = auth.strip_prefix("AWS4-HMAC-SHA256 ") else { return deny("Unsupported signing algorithm") };
+    let mut credential = "";
+    let mut signed_headers = "";
+    let mut signature = "";
+    for part in rest.split(", ") {
+        match part.split_once('=') {
+            Some(("Credential", v)) => credential = v,
+            Some(("SignedHeaders", v)) => signed_headers = v,
+            Some(("Signature", v)) => signature = v,
+            _ => return deny("Authorization header is malformed"),
+        }
+    }
+    let scope: Vec<&str> = credential.split('/').collect();
+    let [access_key, date, scope_region, service, terminal] = scope[..] else {
+        return deny("Credential is malformed");
+    };
+    let amz_date = req.headers.get("x-amz-date").map(String::as_str).unwrap_or("");
+    if service != "bedrock" || terminal != "aws4_request" || scope_region != region || !amz_date.starts_with(date) {
+        return deny("Credential should be scoped to a valid region and the bedrock service.");
+    }
+    // Within 5 minutes of "now".
+    if let Some(t) = parse_amz_date(amz_date) {
+        if t.abs_diff(now()) > 300 {
+            return deny("Signature expired: the request time is too far from the server time.");
+        }
+    } else {
+        return deny("X-Amz-Date is malformed");
+    }
+    let secret = inst
+        .keys
+        .lock()
+        .ok()
+        .and_then(|k| k.clone())
+        .unwrap_or_default()
+        .iter()
+        .find_map(|k| k.strip_prefix(&format!("{access_key}:")).map(str::to_string));
+    let Some(secret) = secret else {
+        return Err((
+            403,
+            "UnrecognizedClientException",
+            "The security token included in the request is invalid.".into(),
+        ));
+    };
+    let body_hash = hex(&Sha256::digest(&req.body));
+    if let Some(claimed) = req.headers.get("x-amz-content-sha256") {
+        if *claimed != body_hash {
+            return Err((
+                400,
+                "ValidationException",
+                "The provided x-amz-content-sha256 does not match the body.".into(),
+            ));
+        }
+    }
+    let names: Vec<&str> = signed_headers.split(';').collect();
+    if !names.contains(&"host") || !names.contains(&"x-amz-date") {
+        return deny("host and x-amz-date must be signed");
+    }
+    let mut canonical_headers = String::new();
+    for name in &names {
+        let value = if *name == "host" { req.headers.get("host") } else { req.headers.get(*name) };
+        let Some(v) = value else { return deny("a signed header is missing") };
+        canonical_headers.push_str(&format!("{name}:{}\n", v.split_whitespace().collect::<Vec<_>>().join(" ")));
+    }
+    let (path, query) = req.path.split_once('?').unwrap_or((&req.path, ""));
+    let mut q: Vec<String> = query.split('&').filter(|p| !p.is_empty()).map(str::to_string).collect();
+    q.sort();
+    let canonical = format!(
+        "{}\n{}\n{}\n{canonical_headers}\n{signed_headers}\n{}",
+        req.method,
+        encode(path, true),
+        q.join("&"),
+        req.headers.get("x-amz-content-sha256").cloned().unwrap_or(body_hash)
+    );
+    let to_sign = format!(
+        "AWS4-HMAC-SHA256\n{amz_date}\n{date}/{region}/bedrock/aws4_request\n{}",
+        hex(&Sha256::digest(canonical.as_bytes()))
+    );
+    let mut key = hmac(format!("AWS4{secret}").as_bytes(), date.as_bytes());
+    for part in [region, "bedrock", "aws4_request"] {
+        key = hmac(&key, part.as_bytes());
+    }
+    let expected = hex(&hmac(&key, to_sign.as_bytes()));
+    let same = expected.len() == signature.len()
+        && expected.bytes().zip(signature.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+    if !same {
+        return deny(
+            "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method.",
+        );
+    }
+    Ok(())
+}
+
+/// Seconds since the epoch of `20260115T120000Z`.
+fn parse_amz_date(s: &str) -> Option<u64> {
+    if s.len() != 16 || !s.ends_with('Z') {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| s.get(r).and_then(|x| x.parse::<i64>().ok());
+    let (y, m, d) = (num(0..4)?, num(4..6)?, num(6..8)?);
+    let (hh, mm, ss) = (num(9..11)?, num(11..13)?, num(13..15)?);
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2.rem_euclid(400);
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
+    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    u64::try_from(days * 86_400 + hh * 3600 + mm * 60 + ss).ok()
+}
+
+pub fn bedrock(req: &Request, inst: &Instance, w: &mut TcpStream, fault: Fault, n: u64) -> io::Result<bool> {
+    let region = inst.region.as_deref().unwrap_or("us-east-1");
+    if let Err((status, kind, message)) = verify_sigv4(req, inst, region) {
+        return bedrock_error(w, status, kind, &message);
+    }
+    match fault {
+        Fault::Status(429) => {
+            return bedrock_error(w, 429, "ThrottlingException", "Too many tokens, please wait before trying again.")
+        }
+        Fault::Status(503) => {
+            return bedrock_error(w, 503, "ServiceUnavailableException", "Bedrock is unable to process your request.")
+        }
+        Fault::Status(s) if s >= 400 => {
+            return bedrock_error(w, s, "InternalServerException", "The server encountered an internal error.")
+        }
+        _ => {}
+    }
+    let Ok(body) = serde_json::from_slice::<Value>(&req.body) else {
+        return bedrock_error(
+            w,
+            400,
+            "ValidationException",
+            "Malformed input request, please reformat your input and try again.",
+        );
+    };
+    if body.get("model").is_some() || body.get("max_tokens").is_some() {
+        return bedrock_error(
+            w,
+            400,
+            "ValidationException",
+            "Malformed input request: extraneous key [model] is not permitted",
+        );
+    }
+    let Some(messages) = body.get("messages").and_then(Value::as_array).filter(|m| !m.is_empty()) else {
+        return bedrock_error(w, 400, "ValidationException", "A conversation must start with a user message.");
+    };
+    if messages.iter().any(|m| m.get("content").and_then(Value::as_array).is_none()) {
+        return bedrock_error(w, 400, "ValidationException", "Message content must be an array of content blocks.");
+    }
+    let (words, input, output) = answer(&body);
+    let out = json!({
+        "output": {"message": {"role": "assistant", "content": [{"text": words.concat()}]}},
+        "stopReason": "end_turn",
+        "usage": {"inputTokens": input, "outputTokens": output, "totalTokens": input + output},
+        "metrics": {"latencyMs": 1},
+    });
+    let h = vec![("content-type", "application/json".to_string()), ("x-amzn-requestid", format!("fake-bedrock-{n}"))];
+    respond(w, 200, &h, out.to_string().as_bytes())
+}

@@ -1,0 +1,141 @@
+"""Azure OpenAI, Gemini and Bedrock behind the gateway: each provider's own auth scheme, injected
+per attempt, and its wire format translated both ways. The fake Bedrock verifies every SigV4
+signature itself (written independently of the gateway's signer)."""
+
+import json
+import uuid
+
+import openai
+import pytest
+from conftest import AWS_ACCESS_KEY_ID, DEMO_KEYS, PROVIDER_KEYS
+
+
+def unique(text="hello"):
+    return f"{text} {uuid.uuid4().hex[:12]}"
+
+
+def sse_data(text):
+    return [line[6:] for line in text.splitlines() if line.startswith("data: ")]
+
+
+def sdk(gw):
+    return openai.OpenAI(base_url=f"{gw.url}/v1", api_key=DEMO_KEYS["acme"], max_retries=0)
+
+
+def test_azure_gets_its_deployment_path_api_version_and_api_key(gateway):
+    msg = unique()
+    r = gateway.chat(msg, model="chat-azure")
+    assert r.status_code == 200, r.text
+    assert r.headers["x-aigw-provider"] == "azure"
+    assert r.json()["choices"][0]["message"]["content"] == f"Echo: {msg}"
+    [seen] = gateway.provider_requests("azure", containing=msg)
+    assert seen["path"] == "/openai/deployments/gpt-4o-mini-2024-07-18/chat/completions?api-version=2024-10-21"
+    assert seen["headers"]["api-key"] == PROVIDER_KEYS["azure"]
+    assert "authorization" not in seen["headers"]
+    # Streamed through the official SDK, Azure's leading filter-results chunk included.
+    msg = unique("stream")
+    chunks = list(sdk(gateway).chat.completions.create(
+        model="chat-azure", messages=[{"role": "user", "content": msg}], stream=True))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == f"Echo: {msg}"
+
+
+def test_gemini_gets_generate_content_with_x_goog_api_key_and_answers_in_openai_format(gateway):
+    msg = unique()
+    r = gateway.chat(msg, model="chat-gemini", max_tokens=50, temperature=0.3)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert r.headers["x-aigw-provider"] == "gemini" and body["object"] == "chat.completion"
+    assert body["choices"][0]["message"]["content"] == f"Echo: {msg}"
+    assert body["choices"][0]["finish_reason"] == "stop"
+    [seen] = gateway.provider_requests("gemini", containing=msg)
+    assert seen["path"] == "/v1beta/models/gemini-2.5-flash:generateContent"
+    assert seen["headers"]["x-goog-api-key"] == PROVIDER_KEYS["gemini"]
+    assert "authorization" not in seen["headers"]
+    sent = json.loads(seen["body"])
+    assert sent["contents"] == [{"role": "user", "parts": [{"text": msg}]}]
+    assert sent["generationConfig"] == {"maxOutputTokens": 50, "temperature": 0.3}
+    rec = gateway.audit(r.headers["x-aigw-request-id"])[0]
+    assert rec["provider"] == "gemini" and rec["tokens"]["input"] == body["usage"]["prompt_tokens"] > 0
+    assert rec["cost_usd"] is not None
+
+
+def test_gemini_tool_call_and_a_streamed_answer(gateway):
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}}}}]
+    r = gateway.chat(unique("weather"), model="chat-gemini", tools=tools, tool_choice="required")
+    assert r.status_code == 200, r.text
+    choice = r.json()["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    call = choice["message"]["tool_calls"][0]
+    assert call["function"]["name"] == "get_weather" and json.loads(call["function"]["arguments"]) == {"city": "Paris"}
+    # The tool result goes back as a functionResponse naming the function.
+    msg = unique("after tool")
+    follow = gateway.client.post("/v1/chat/completions", headers={"authorization": f"Bearer {DEMO_KEYS['acme']}"},
+                                 json={"model": "chat-gemini", "tools": tools, "messages": [
+                                     {"role": "user", "content": msg},
+                                     {"role": "assistant", "content": None, "tool_calls": [call]},
+                                     {"role": "tool", "tool_call_id": call["id"], "content": "18C"}]})
+    assert follow.status_code == 200, follow.text
+    [seen] = gateway.provider_requests("gemini", containing=msg)
+    parts = json.loads(seen["body"])["contents"][2]["parts"]
+    assert parts == [{"functionResponse": {"name": "get_weather", "response": {"output": "18C"}}}]
+    # Streamed: the whole answer comes back as a well-formed stream, usage chunk included.
+    msg = unique("stream")
+    chunks = list(sdk(gateway).chat.completions.create(
+        model="chat-gemini", messages=[{"role": "user", "content": msg}], stream=True,
+        stream_options={"include_usage": True}))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == f"Echo: {msg}"
+    assert chunks[-1].usage and chunks[-1].usage.total_tokens > 0
+
+
+def test_bedrock_call_is_sigv4_signed_and_verified_by_the_fake(gateway):
+    msg = unique()
+    r = gateway.chat(msg, model="chat-bedrock", max_tokens=64)
+    assert r.status_code == 200, r.text
+    assert r.headers["x-aigw-provider"] == "bedrock"
+    assert r.json()["choices"][0]["message"]["content"] == f"Echo: {msg}"
+    [seen] = gateway.provider_requests("bedrock", containing=msg)
+    assert seen["path"] == "/model/anthropic.claude-haiku-4-5-20251001-v1%3A0/converse"
+    auth = seen["headers"]["authorization"]
+    assert auth.startswith(f"AWS4-HMAC-SHA256 Credential={AWS_ACCESS_KEY_ID}/")
+    assert "/us-east-1/bedrock/aws4_request, SignedHeaders=" in auth
+    assert PROVIDER_KEYS["bedrock"].split(":")[1] not in json.dumps(seen)  # the secret never travels
+    sent = json.loads(seen["body"])
+    assert sent["messages"] == [{"role": "user", "content": [{"text": msg}]}]
+    assert sent["inferenceConfig"] == {"maxTokens": 64}
+    rec = gateway.audit(r.headers["x-aigw-request-id"])[0]
+    assert [(a["provider"], a["status"]) for a in rec["attempts"]] == [("bedrock", 200)]
+    # Streamed callers get the answer as a stream.
+    with gateway.client.stream("POST", "/v1/chat/completions", headers={"authorization": f"Bearer {DEMO_KEYS['acme']}"},
+                               json={"model": "chat-bedrock", "stream": True,
+                                     "messages": [{"role": "user", "content": "s"}]}) as s:
+        assert s.headers["content-type"].startswith("text/event-stream")
+        data = sse_data("".join(s.iter_text()))
+    assert data[-1] == "[DONE]" and any('"content":"Echo: s"' in d for d in data)
+
+
+@pytest.mark.parametrize("wrong", ["secret", "region"])
+def test_a_bad_signature_is_rejected_by_the_fake_and_the_call_falls_back(fresh_gateway_factory, wrong):
+    if wrong == "secret":
+        gw = fresh_gateway_factory(extra_env={"AWS_SECRET_ACCESS_KEY": "not-the-secret"})
+    else:  # the endpoint's metadata names another region: the request is signed for that one
+        gw = fresh_gateway_factory(lambda t: t.replace(
+            'metadata: {filter_metadata: {aigw: {provider: bedrock, region: us-east-1}}}',
+            'metadata: {filter_metadata: {aigw: {provider: bedrock, region: eu-central-1}}}'))
+    r = gw.chat(unique(), model="chat-bedrock")
+    assert r.status_code == 200, r.text
+    assert r.headers["x-aigw-provider"] == "anthropic"  # Bedrock said 403; the chain moved on
+    rec = gw.audit(r.headers["x-aigw-request-id"])[0]
+    assert [(a["provider"], a["status"], a["error_class"]) for a in rec["attempts"]] == [
+        ("bedrock", 403, "auth"), ("anthropic", 200, None)]
+
+
+def test_gemini_invalid_key_is_a_401_and_marks_the_credential(fresh_gateway_factory):
+    gw = fresh_gateway_factory(extra_env={"GEMINI_API_KEY": "AIza-wrong"})
+    r = gw.chat(unique(), model="chat-gemini")
+    assert r.status_code == 401, r.text
+    assert r.json()["error"]["code"] == "upstream_authentication"
+    import time
+    time.sleep(0.3)
+    assert 'rejected credential "default" (400 API_KEY_INVALID)' in gw.envoy_log.read_text()
