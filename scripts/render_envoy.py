@@ -53,6 +53,8 @@ def render(values):
             "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
             "OPENAI_API_KEY_NEXT", "ANTHROPIC_API_KEY_NEXT"]),
     }
+    with open(os.path.join(ROOT, "envoy", "privacy-zones.json")) as f:
+        v["PRIVACY_ZONES"] = json.dumps(json.load(f)["zones"], separators=(",", ":"))
     with open(os.path.join(ROOT, "envoy", "quota.json")) as f:
         quota = json.load(f)
     quota.pop("_comment", None)

@@ -228,11 +228,24 @@ def test_streamed_anthropic_answer_arrives_as_openai_chunks(gateway):
     assert text == f"Echo: {msg}"
     finishes = [c["choices"][0]["finish_reason"] for c in chunks if c["choices"] and c["choices"][0]["finish_reason"]]
     assert finishes == ["stop"]
+    # The caller did not ask for usage: no usage chunk, no usage fields; the audit record has it.
+    assert not any("usage" in c for c in chunks)
     [rec] = gateway.audit(rid)
     assert rec["stream"] is True and rec["outcome"] == "ok"
-    usage = next(c["usage"] for c in chunks if c.get("usage"))
-    assert rec["tokens"]["input"] == usage["prompt_tokens"] and rec["tokens"]["output"] == usage["completion_tokens"]
+    assert rec["tokens"]["input"] > 0 and rec["tokens"]["output"] == len(f"Echo: {msg}".split())
     assert Decimal(rec["cost_usd"]) == expected_cost("claude-sonnet-4-5-20250929", rec["tokens"])
+    # Asked for, the usage chunk comes last before [DONE] and matches the record.
+    with gateway.client.stream(
+        "POST", "/v1/chat/completions",
+        json={"model": "chat", "stream": True, "stream_options": {"include_usage": True},
+              "messages": [{"role": "user", "content": msg}]},
+        headers={"authorization": f"Bearer {DEMO_KEYS['acme']}"},
+    ) as resp:
+        rid = resp.headers["x-aigw-request-id"]
+        events = [line[6:] for line in resp.iter_lines() if line.startswith("data: ")]
+    usage = json.loads(events[-2])["usage"]
+    [rec] = gateway.audit(rid)
+    assert rec["tokens"]["input"] == usage["prompt_tokens"] and rec["tokens"]["output"] == usage["completion_tokens"]
 
 
 @pytest.mark.parametrize(

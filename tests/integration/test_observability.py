@@ -42,7 +42,8 @@ def run(gateway):
     chat("all_failing", headers={"x-fake-fault": "*=503"})
 
     with gateway.client.stream("POST", "/v1/chat/completions",
-                               json={"model": "chat", "stream": True, "messages": [{"role": "user", "content": msg()}]},
+                               json={"model": "chat", "stream": True, "stream_options": {"include_usage": True},
+                                     "messages": [{"role": "user", "content": msg()}]},
                                headers={"authorization": f"Bearer {DEMO_KEYS['acme']}"}) as r:
         lines = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
         usage = next(json.loads(x)["usage"] for x in lines[:-1] if json.loads(x).get("usage"))

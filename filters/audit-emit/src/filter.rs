@@ -301,6 +301,10 @@ impl HttpContext for Call {
                 self.model = last.model.clone();
             }
         }
+        if self.usage.is_none() {
+            // A stream whose usage chunk was taken out before it reached us (route-select).
+            self.usage = prop(headers::PROP_USAGE).and_then(|u| serde_json::from_str(&u).ok());
+        }
         let mut flags = Vec::new();
         let cost = self.cost_pico();
         if self.usage.is_some() && cost.is_none() {
@@ -312,8 +316,10 @@ impl HttpContext for Call {
         if self.invalid_body {
             flags.push("upstream_invalid_response".to_string());
         }
-        if let Some(q) = prop(headers::PROP_QUOTA_FLAGS) {
-            flags.extend(q.split(',').filter(|f| !f.is_empty()).map(str::to_string));
+        for p in [headers::PROP_QUOTA_FLAGS, headers::PROP_ROUTE_FLAGS] {
+            if let Some(q) = prop(p) {
+                flags.extend(q.split(',').filter(|f| !f.is_empty()).map(str::to_string));
+            }
         }
         let end = host::now_ms();
         let id = host::identity().unwrap_or_default();
@@ -328,7 +334,8 @@ impl HttpContext for Call {
             agent: id.agent,
             key_id: some(id.key_id),
             key_fingerprint: some(id.key_fingerprint),
-            route: None,
+            route: prop(headers::PROP_ROUTE),
+            slice: prop(headers::PROP_SLICE),
             alias: prop(headers::PROP_ALIAS),
             workload_class: id.workload_class.map(|w| w.as_str().to_string()),
             privacy_zone: id.zone,

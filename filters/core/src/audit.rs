@@ -171,8 +171,12 @@ pub struct AuditRecord {
     pub agent: Option<String>,
     pub key_id: Option<String>,
     pub key_fingerprint: Option<String>,
+    /// The route rule that chose the alias (`default`: the alias the caller named).
     pub route: Option<String>,
     pub alias: Option<String>,
+    /// `canary` or `stable` when the alias has a canary slice.
+    #[serde(default)]
+    pub slice: Option<String>,
     pub workload_class: Option<String>,
     pub privacy_zone: Option<String>,
     /// The provider and concrete model that produced the answer (the last attempt's).
@@ -227,6 +231,7 @@ mod tests {
             key_id: None,
             key_fingerprint: None,
             route: None,
+            slice: None,
             alias: None,
             workload_class: None,
             privacy_zone: None,

@@ -19,7 +19,17 @@ pub const CREDENTIAL: &str = "x-aigw-credential";
 pub const PROVIDER: &str = "x-aigw-provider";
 pub const MODEL: &str = "x-aigw-model";
 pub const REQUEST_ID: &str = "x-aigw-request-id";
-pub const PUBLIC_RESPONSE: [&str; 3] = [PROVIDER, MODEL, REQUEST_ID];
+/// The route rule that chose the call's alias (`default`: the alias the caller named).
+pub const ROUTE: &str = "x-aigw-route";
+/// How many providers were tried.
+pub const ATTEMPTS: &str = "x-aigw-attempts";
+/// A warning that the serving model is deprecated (its sunset and successor).
+pub const DEPRECATION: &str = "x-aigw-deprecation";
+pub const PUBLIC_RESPONSE: [&str; 6] = [PROVIDER, MODEL, REQUEST_ID, ROUTE, ATTEMPTS, DEPRECATION];
+
+/// Caller hints for route rules.
+pub const CALLER_LATENCY_BUDGET: &str = "x-gateway-latency-budget-ms";
+pub const CALLER_COST_CEILING: &str = "x-gateway-cost-ceiling-usd";
 
 /// Filter-state properties (`set_property([NAME])` shows up as `wasm.NAME` in Envoy).
 /// The caller's identity as one JSON [`crate::keys::CallIdentity`]: one host call to write and
@@ -32,6 +42,14 @@ pub const CALLER_AGENT: &str = "x-gateway-agent";
 /// JSON array of [`crate::audit::Attempt`], appended to by each upstream attempt.
 pub const PROP_ATTEMPTS: &str = "aigw_attempts";
 pub const PROP_ALIAS: &str = "aigw_alias";
+/// The route rule's name, and the canary slice (`canary`/`stable`) when the alias has one.
+pub const PROP_ROUTE: &str = "aigw_route";
+pub const PROP_SLICE: &str = "aigw_slice";
+/// Audit flags raised by route-select (comma-separated), e.g. a deprecated model replaced.
+pub const PROP_ROUTE_FLAGS: &str = "aigw_route_flags";
+/// The call's usage as JSON, when a filter took the usage chunk out of a stream the caller
+/// did not ask usage for (audit-emit reads it).
+pub const PROP_USAGE: &str = "aigw_usage";
 pub const PROP_REFUSAL: &str = "aigw_refusal";
 pub const PROP_AUDIT: &str = "aigw_audit";
 /// The concrete models the call's chain may use, comma-separated (route-select, read by quota

@@ -63,6 +63,60 @@ pub struct Alias {
     /// The chain's steps, in order; each names a provider (the `provider` value in its
     /// endpoint metadata) and the concrete model to ask it for.
     pub steps: Vec<Step>,
+    /// A slice of this alias's calls goes to a candidate alias instead.
+    #[serde(default)]
+    pub canary: Option<Canary>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Canary {
+    /// The alias that serves the canary slice (its own chain and pinned versions).
+    pub alias: String,
+    /// Percentage of calls (0-100), chosen by the request id, so a call keeps its slice.
+    pub percent: u8,
+}
+
+/// A route rule: when every condition it sets holds, the call goes to `alias`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    pub name: String,
+    #[serde(default, rename = "match")]
+    pub when: RuleMatch,
+    pub alias: String,
+}
+
+/// Conditions of a rule; an empty list (or absent bound) matches anything.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleMatch {
+    /// The model the caller named.
+    #[serde(default)]
+    pub models: Vec<String>,
+    #[serde(default)]
+    pub tenants: Vec<String>,
+    #[serde(default)]
+    pub features: Vec<String>,
+    #[serde(default)]
+    pub workload_classes: Vec<String>,
+    #[serde(default)]
+    pub zones: Vec<String>,
+    /// Matches calls whose latency budget (`x-gateway-latency-budget-ms`) is at most this.
+    #[serde(default)]
+    pub latency_budget_ms_at_most: Option<u64>,
+    /// Matches calls whose cost ceiling (`x-gateway-cost-ceiling-usd`) is at most this (USD).
+    #[serde(default)]
+    pub cost_ceiling_usd_at_most: Option<String>,
+}
+
+/// A concrete model's retirement: a warning before `sunset`, its `successor` after.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Deprecation {
+    /// UTC, `2027-01-15` or `2027-01-15T00:00:00Z`.
+    pub sunset: String,
+    pub successor: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -70,6 +124,76 @@ pub struct Alias {
 pub struct RouteConfig {
     pub aliases: HashMap<String, Alias>,
     pub providers: HashMap<String, ProviderConfig>,
+    #[serde(default)]
+    pub rules: Vec<Rule>,
+    /// Privacy zones: the provider regions (endpoint `aigw.region`) each zone may reach; `*`
+    /// any. A caller whose key has a zone never reaches a region outside it.
+    #[serde(default)]
+    pub zones: HashMap<String, Vec<String>>,
+    #[serde(default)]
+    pub deprecations: HashMap<String, Deprecation>,
+    /// The time the deprecation calendar is read at, instead of the clock (for tests and
+    /// rehearsals).
+    #[serde(default)]
+    pub now: Option<String>,
+}
+
+/// What a call brings to route selection.
+#[derive(Debug, Clone, Default)]
+pub struct CallFacts<'a> {
+    pub model: &'a str,
+    pub tenant: Option<&'a str>,
+    pub feature: Option<&'a str>,
+    pub workload_class: Option<&'a str>,
+    pub zone: Option<&'a str>,
+    pub latency_budget_ms: Option<u64>,
+    pub cost_ceiling_pico: Option<u128>,
+    /// Chooses the canary slice.
+    pub request_id: &'a str,
+}
+
+/// Where route selection sent a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Choice {
+    pub alias: String,
+    /// The rule that matched, or `default` (the alias the caller named).
+    pub route: String,
+    /// `canary` or `stable` when the alias has a canary; `None` otherwise.
+    pub slice: Option<&'static str>,
+}
+
+fn in_list(list: &[String], v: Option<&str>) -> bool {
+    list.is_empty() || v.is_some_and(|v| list.iter().any(|x| x == v || x == "*"))
+}
+
+impl RuleMatch {
+    fn matches(&self, f: &CallFacts) -> bool {
+        let budget_ok = match self.latency_budget_ms_at_most {
+            None => true,
+            Some(max) => f.latency_budget_ms.is_some_and(|b| b <= max),
+        };
+        let cost_ok = match self.cost_ceiling_usd_at_most.as_deref().and_then(crate::price::parse_usd) {
+            None => self.cost_ceiling_usd_at_most.is_none(),
+            Some(max) => f.cost_ceiling_pico.is_some_and(|c| c <= max),
+        };
+        in_list(&self.models, Some(f.model))
+            && in_list(&self.tenants, f.tenant)
+            && in_list(&self.features, f.feature)
+            && in_list(&self.workload_classes, f.workload_class)
+            && in_list(&self.zones, f.zone)
+            && budget_ok
+            && cost_ok
+    }
+}
+
+/// A stable number 0..100 from a request id (FNV-1a), the same on every worker and restart.
+pub fn bucket_of(request_id: &str) -> u8 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in request_id.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    u8::try_from(h % 100).unwrap_or(0)
 }
 
 impl RouteConfig {
@@ -90,8 +214,80 @@ impl RouteConfig {
                     return Err(format!("route-select: alias {name:?} names unknown provider {:?}", s.provider));
                 }
             }
+            if let Some(c) = &alias.canary {
+                if !self.aliases.contains_key(&c.alias) || c.alias == *name {
+                    return Err(format!(
+                        "route-select: alias {name:?}: canary alias {:?} is not another alias",
+                        c.alias
+                    ));
+                }
+                if c.percent > 100 {
+                    return Err(format!("route-select: alias {name:?}: canary percent must be 0..=100"));
+                }
+            }
+        }
+        for r in &self.rules {
+            if !self.aliases.contains_key(&r.alias) {
+                return Err(format!("route-select: rule {:?} sends calls to unknown alias {:?}", r.name, r.alias));
+            }
+            if let Some(c) = &r.when.cost_ceiling_usd_at_most {
+                if crate::price::parse_usd(c).is_none() {
+                    return Err(format!("route-select: rule {:?}: cost_ceiling_usd_at_most {c:?} is not USD", r.name));
+                }
+            }
+        }
+        for (model, d) in &self.deprecations {
+            if crate::time::parse_utc_ms(&d.sunset).is_none() {
+                return Err(format!("route-select: deprecation of {model:?}: sunset {:?} is not a UTC date", d.sunset));
+            }
+        }
+        if let Some(n) = &self.now {
+            if crate::time::parse_utc_ms(n).is_none() {
+                return Err(format!("route-select: now {n:?} is not a UTC time"));
+            }
         }
         Ok(())
+    }
+
+    /// Picks the alias for a call: the first matching rule, else the model the caller named;
+    /// then the canary slice of that alias, if it has one.
+    pub fn choose(&self, f: &CallFacts) -> Result<Choice, GatewayError> {
+        let (alias, route) = match self.rules.iter().find(|r| r.when.matches(f)) {
+            Some(r) => (r.alias.clone(), r.name.clone()),
+            None => {
+                self.alias(f.model)?;
+                (f.model.to_string(), "default".to_string())
+            }
+        };
+        let Some(c) = self.aliases.get(&alias).and_then(|a| a.canary.as_ref()) else {
+            return Ok(Choice { alias, route, slice: None });
+        };
+        if bucket_of(f.request_id) < c.percent {
+            Ok(Choice { alias: c.alias.clone(), route, slice: Some("canary") })
+        } else {
+            Ok(Choice { alias, route, slice: Some("stable") })
+        }
+    }
+
+    /// The model to send for a step at `now_ms`: its successor once past its sunset. Returns
+    /// (model, the retired model it replaced, the sunset of a model still before it).
+    pub fn model_at<'a>(&'a self, model: &'a str, now_ms: u64) -> (&'a str, Option<&'a str>, Option<&'a Deprecation>) {
+        let now = self.now.as_deref().and_then(crate::time::parse_utc_ms).unwrap_or(now_ms);
+        match self.deprecations.get(model) {
+            Some(d) if crate::time::parse_utc_ms(&d.sunset).is_some_and(|s| now >= s) => {
+                (d.successor.as_str(), Some(model), None)
+            }
+            Some(d) => (model, None, Some(d)),
+            None => (model, None, None),
+        }
+    }
+
+    /// Whether a call of privacy zone `zone` may reach `region`. No zone: anywhere. A zone the
+    /// configuration does not list: nowhere (fail closed).
+    pub fn region_allowed(&self, zone: Option<&str>, region: Option<&str>) -> bool {
+        let Some(zone) = zone else { return true };
+        let Some(allowed) = self.zones.get(zone) else { return self.zones.is_empty() };
+        allowed.iter().any(|r| r == "*" || Some(r.as_str()) == region)
     }
 
     pub fn alias(&self, model: &str) -> Result<&Alias, GatewayError> {
@@ -114,13 +310,58 @@ impl RouteConfig {
     }
 }
 
+/// What the caller gets when a call's fallback chain ends without an answer: an OpenAI-format
+/// error with a stable `code` that lists every attempt (provider, model, status, reason).
+/// 429 when every attempt was rate limited, 503 otherwise. `note` adds why the chain stopped
+/// early (a privacy zone), with its own code.
+pub fn chain_refusal(
+    alias: &str,
+    attempts: &[crate::audit::Attempt],
+    note: Option<(&'static str, String)>,
+) -> (u16, String) {
+    let reason = |a: &crate::audit::Attempt| match (a.status, a.error_class) {
+        (_, Some(c)) => c.as_str().to_string(),
+        (Some(s), None) => format!("status {s}"),
+        (None, None) => "no response".to_string(),
+    };
+    let listed: Vec<serde_json::Value> = attempts
+        .iter()
+        .map(|a| serde_json::json!({"provider": a.provider, "model": a.model, "status": a.status, "reason": reason(a)}))
+        .collect();
+    let said: Vec<String> = attempts
+        .iter()
+        .map(|a| match a.status {
+            Some(s) => format!("{} answered {s} ({})", a.provider, reason(a)),
+            None => format!("{} ({})", a.provider, reason(a)),
+        })
+        .collect();
+    let all_limited =
+        !attempts.is_empty() && attempts.iter().all(|a| a.error_class == Some(crate::audit::ErrorClass::RateLimited));
+    let (status, kind, code) = match (&note, all_limited) {
+        (Some((code, _)), _) => (503, "server_error", *code),
+        (None, true) => (429, "rate_limit_error", "fallback_chain_exhausted"),
+        (None, false) => (503, "server_error", "fallback_chain_exhausted"),
+    };
+    let mut message = if said.is_empty() {
+        format!("No provider could serve `{alias}`.")
+    } else {
+        format!("No provider could serve `{alias}`: {}.", said.join("; "))
+    };
+    if let Some((_, n)) = &note {
+        message.push(' ');
+        message.push_str(n);
+    }
+    let body = serde_json::json!({"error": {"message": message, "type": kind, "param": null, "code": code,
+                                            "attempts": listed}});
+    (status, body.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn cfg(json: &str) -> RouteConfig {
-        serde_json::from_str(json)
-            .unwrap_or_else(|_| RouteConfig { aliases: HashMap::new(), providers: HashMap::new() })
+        serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}"))
     }
 
     const OK: &str = r#"{"aliases":{"chat":{"chain":"chain_chat","steps":[
@@ -141,6 +382,141 @@ mod tests {
     fn unknown_alias_is_404_model_not_found() {
         let e = cfg(OK).alias("gpt-4").err();
         assert_eq!(e.as_ref().map(|e| (e.status, e.code)), Some((404, "model_not_found")));
+    }
+
+    fn with(extra: &str) -> RouteConfig {
+        cfg(&format!(
+            r#"{{"aliases":{{"chat":{{"chain":"c1","steps":[{{"provider":"p","model":"m-old"}}],
+                "canary":{{"alias":"chat-next","percent":20}}}},
+              "chat-next":{{"chain":"c2","steps":[{{"provider":"p","model":"m-new"}}]}},
+              "cheap":{{"chain":"c3","steps":[{{"provider":"p","model":"m-cheap"}}]}},
+              "eu":{{"chain":"c4","steps":[{{"provider":"p","model":"m-eu"}}]}}}},
+              "providers":{{"p":{{"api":"openai"}}}}{extra}}}"#
+        ))
+    }
+
+    fn facts<'a>(model: &'a str, rid: &'a str) -> CallFacts<'a> {
+        CallFacts { model, request_id: rid, ..CallFacts::default() }
+    }
+
+    #[test]
+    fn rules_match_top_down_first_match_wins() {
+        let c = with(
+            r#","rules":[
+            {"name":"eu-data","match":{"zones":["eu"]},"alias":"eu"},
+            {"name":"batch-cheap","match":{"models":["chat"],"workload_classes":["batch","background"]},"alias":"cheap"},
+            {"name":"tight-budget","match":{"cost_ceiling_usd_at_most":"0.001"},"alias":"cheap"},
+            {"name":"fast","match":{"latency_budget_ms_at_most":1500,"tenants":["acme"]},"alias":"cheap"}]"#,
+        );
+        assert!(c.validate().is_ok());
+        let pick = |f: CallFacts| c.choose(&f).map(|ch| (ch.alias, ch.route)).unwrap();
+        let eu = CallFacts { zone: Some("eu"), workload_class: Some("batch"), ..facts("chat", "r") };
+        assert_eq!(pick(eu), ("eu".into(), "eu-data".into()));
+        let batch = CallFacts { workload_class: Some("batch"), ..facts("chat", "r") };
+        assert_eq!(pick(batch), ("cheap".into(), "batch-cheap".into()));
+        let cheap = CallFacts { cost_ceiling_pico: Some(500_000_000), ..facts("x", "r") };
+        assert_eq!(pick(cheap).1, "tight-budget");
+        let not_cheap = CallFacts { cost_ceiling_pico: Some(2_000_000_000), ..facts("cheap", "r") };
+        assert_eq!(pick(not_cheap).1, "default");
+        let fast = CallFacts { latency_budget_ms: Some(1000), tenant: Some("acme"), ..facts("cheap", "r") };
+        assert_eq!(pick(fast).1, "fast");
+        let slow = CallFacts { latency_budget_ms: Some(5000), tenant: Some("acme"), ..facts("cheap", "r") };
+        assert_eq!(pick(slow).1, "default");
+        // No rule and an unknown model: 404.
+        assert_eq!(c.choose(&facts("gpt-x", "r")).map_err(|e| e.status), Err(404));
+    }
+
+    #[test]
+    fn canary_slice_is_sticky_and_near_its_percentage() {
+        let c = with("");
+        let mut canary = 0;
+        for i in 0..10_000 {
+            let rid = format!("req-{i}");
+            let a = c.choose(&facts("chat", &rid)).unwrap();
+            let b = c.choose(&facts("chat", &rid)).unwrap();
+            assert_eq!(a, b);
+            if a.slice == Some("canary") {
+                assert_eq!(a.alias, "chat-next");
+                canary += 1;
+            }
+        }
+        assert!((1_800..=2_200).contains(&canary), "{canary}");
+        assert_eq!(c.choose(&facts("cheap", "r")).unwrap().slice, None);
+    }
+
+    #[test]
+    fn deprecation_calendar_warns_then_moves_to_the_successor() {
+        let c = with(r#","deprecations":{"m-old":{"sunset":"2027-01-15","successor":"m-new"}}"#);
+        assert!(c.validate().is_ok());
+        let before = crate::time::parse_utc_ms("2027-01-14T23:59:59Z").unwrap();
+        let (m, replaced, warn) = c.model_at("m-old", before);
+        assert_eq!((m, replaced), ("m-old", None));
+        assert_eq!(warn.map(|d| d.sunset.as_str()), Some("2027-01-15"));
+        let (m, replaced, warn) = c.model_at("m-old", before + 1000);
+        assert_eq!((m, replaced, warn.is_none()), ("m-new", Some("m-old"), true));
+        // The configured clock wins over the real one.
+        let pinned =
+            with(r#","deprecations":{"m-old":{"sunset":"2027-01-15","successor":"m-new"}},"now":"2030-01-01""#);
+        assert_eq!(pinned.model_at("m-old", 0).0, "m-new");
+        assert_eq!(c.model_at("m-other", before).0, "m-other");
+    }
+
+    #[test]
+    fn privacy_zones_allow_only_their_regions_and_fail_closed() {
+        let c = with(r#","zones":{"eu":["eu-west-1"],"global":["*"]}"#);
+        assert!(c.region_allowed(Some("eu"), Some("eu-west-1")));
+        assert!(!c.region_allowed(Some("eu"), Some("us-east-1")));
+        assert!(!c.region_allowed(Some("eu"), None));
+        assert!(c.region_allowed(Some("global"), Some("us-east-1")));
+        assert!(!c.region_allowed(Some("mars"), Some("eu-west-1")));
+        assert!(c.region_allowed(None, Some("us-east-1")));
+    }
+
+    #[test]
+    fn bad_references_are_config_errors() {
+        let bad_rule = with(r#","rules":[{"name":"r","alias":"nope"}]"#);
+        assert!(bad_rule.validate().unwrap_err().contains("unknown alias"));
+        let bad_date = with(r#","deprecations":{"m":{"sunset":"soon","successor":"x"}}"#);
+        assert!(bad_date.validate().unwrap_err().contains("not a UTC date"));
+    }
+
+    #[test]
+    fn exhausted_chain_lists_every_attempt_with_a_stable_code() {
+        use crate::audit::{Attempt, ErrorClass};
+        let at = |p: &str, s: Option<u16>, c: Option<ErrorClass>| Attempt {
+            provider: p.into(),
+            region: None,
+            model: Some(format!("{p}-m")),
+            status: s,
+            latency_ms: None,
+            error_class: c,
+            credential: None,
+            started_ms: 0,
+        };
+        let (status, body) = chain_refusal(
+            "chat",
+            &[
+                at("anthropic", Some(529), Some(ErrorClass::Overloaded)),
+                at("openai", None, Some(ErrorClass::NoResponse)),
+            ],
+            None,
+        );
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(status, 503);
+        assert_eq!(v["error"]["code"], "fallback_chain_exhausted");
+        assert_eq!(
+            v["error"]["attempts"][0],
+            serde_json::json!(
+            {"provider": "anthropic", "model": "anthropic-m", "status": 529, "reason": "overloaded"})
+        );
+        assert!(v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("anthropic answered 529 (overloaded); openai (no_response)"));
+        let (status, _) = chain_refusal("chat", &[at("a", Some(429), Some(ErrorClass::RateLimited))], None);
+        assert_eq!(status, 429);
+        let (status, body) = chain_refusal("chat", &[], Some(("no_eligible_provider_in_zone", "zone".into())));
+        assert!(status == 503 && body.contains("no_eligible_provider_in_zone"));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use aigw_core::audit::{parse_attempts, Attempt as AttemptRecord, ErrorClass};
 use aigw_core::error::GatewayError;
 use aigw_core::headers;
 use aigw_core::keys::{check_scope, Scope};
-use aigw_core::route::{Api, RouteConfig};
+use aigw_core::route::{chain_refusal, Api, CallFacts, RouteConfig};
 use aigw_core::{bedrock, gemini, sigv4, sse};
 use aigw_host as host;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -49,7 +49,14 @@ impl RootContext for Root {
     fn create_http_context(&self, _id: u32) -> Option<Box<dyn HttpContext>> {
         let cfg = self.cfg.clone()?;
         Some(match self.role {
-            Role::Downstream => Box::new(Select { cfg, active: false }) as Box<dyn HttpContext>,
+            Role::Downstream => Box::new(Select {
+                cfg,
+                active: false,
+                alias: String::new(),
+                route: String::new(),
+                hide_usage: false,
+                answer: Answer::Pass,
+            }) as Box<dyn HttpContext>,
             Role::Upstream => Box::new(Attempt {
                 cfg,
                 target: None,
@@ -57,6 +64,7 @@ impl RootContext for Root {
                 status: 0,
                 record: None,
                 attempts: Vec::new(),
+                deprecation: None,
             }),
         })
     }
@@ -71,6 +79,16 @@ impl RootContext for Root {
 struct RequestHead<'a> {
     #[serde(borrow, default)]
     model: Option<Cow<'a, str>>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default)]
+    stream_options: Option<StreamOptions>,
+}
+
+#[derive(Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: Option<bool>,
 }
 
 fn refuse(err: &GatewayError) -> Action {
@@ -79,13 +97,104 @@ fn refuse(err: &GatewayError) -> Action {
     Action::Pause
 }
 
+/// What the listener filter does with the answer.
+enum Answer {
+    Pass,
+    /// Replace the body with this (the chain's refusal), once it is all here.
+    Replace(Vec<u8>),
+    /// A stream the caller asked no usage for: take the usage chunk out (after quota saw it).
+    HideUsage(Box<sse::Parser>),
+}
+
 /// Downstream: chooses the fallback chain.
 struct Select {
     cfg: Rc<RouteConfig>,
     active: bool,
+    alias: String,
+    route: String,
+    hide_usage: bool,
+    answer: Answer,
 }
 
 impl Context for Select {}
+
+impl Select {
+    fn choose(&mut self, body: &[u8]) -> Result<(), GatewayError> {
+        let head: RequestHead = serde_json::from_slice(body).map_err(|e| {
+            GatewayError::bad_request("invalid_json", format!("The request body is not valid JSON: {e}"))
+        })?;
+        let Some(model) = head.model.as_deref().filter(|m| !m.is_empty()) else {
+            return Err(GatewayError::bad_request("missing_model", "The request names no `model`.").with_param("model"));
+        };
+        let id = host::identity();
+        // The aliases the caller's key may use (set by auth-key-swap; absent: no restriction).
+        if let Some(id) = &id {
+            check_scope("alias", &Scope::from_list_str(&id.alias_scope), model)?;
+        }
+        let hint = |name: &str| host::request_header(name).filter(|v| !v.is_empty());
+        let latency_budget_ms = match hint(headers::CALLER_LATENCY_BUDGET) {
+            None => None,
+            Some(v) => Some(v.trim().parse::<u64>().ok().filter(|b| *b > 0).ok_or_else(|| {
+                GatewayError::bad_request(
+                    "invalid_latency_budget",
+                    format!("{} must be a whole number of milliseconds", headers::CALLER_LATENCY_BUDGET),
+                )
+            })?),
+        };
+        let cost_ceiling_pico = match hint(headers::CALLER_COST_CEILING) {
+            None => None,
+            Some(v) => Some(aigw_core::price::parse_usd(&v).ok_or_else(|| {
+                GatewayError::bad_request(
+                    "invalid_cost_ceiling",
+                    format!("{} must be a USD amount such as 0.05", headers::CALLER_COST_CEILING),
+                )
+            })?),
+        };
+        let request_id = host::request_header("x-request-id").unwrap_or_default();
+        let workload = id.as_ref().and_then(|i| i.workload_class.map(|w| w.as_str()));
+        let facts = CallFacts {
+            model,
+            tenant: id.as_ref().map(|i| i.tenant.as_str()),
+            feature: id.as_ref().and_then(|i| i.feature.as_deref()),
+            workload_class: workload,
+            zone: id.as_ref().and_then(|i| i.zone.as_deref()),
+            latency_budget_ms,
+            cost_ceiling_pico,
+            request_id: &request_id,
+        };
+        let choice = self.cfg.choose(&facts)?;
+        let alias = self.cfg.alias(&choice.alias)?;
+        host::set_request_header(headers::CHAIN, Some(&alias.chain));
+        for h in [headers::CALLER_LATENCY_BUDGET, headers::CALLER_COST_CEILING] {
+            if hint(h).is_some() {
+                host::set_request_header(h, None);
+            }
+        }
+        if let Some(budget) = latency_budget_ms {
+            // The whole call within the budget; each attempt within its share, so a slow
+            // provider leaves time for the next one.
+            let steps = u64::try_from(alias.steps.len()).unwrap_or(1).max(1);
+            host::set_request_header("x-envoy-upstream-rq-timeout-ms", Some(&budget.to_string()));
+            host::set_request_header(
+                "x-envoy-upstream-rq-per-try-timeout-ms",
+                Some(&(budget / steps).max(1).to_string()),
+            );
+        }
+        host::set_property(headers::PROP_ALIAS, &choice.alias);
+        host::set_property(headers::PROP_ROUTE, &choice.route);
+        if let Some(slice) = choice.slice {
+            host::set_property(headers::PROP_SLICE, slice);
+        }
+        let now = host::now_ms();
+        let candidates: Vec<&str> = alias.steps.iter().map(|s| self.cfg.model_at(&s.model, now).0).collect();
+        host::set_property(headers::PROP_CANDIDATES, &candidates.join(","));
+        self.hide_usage = head.stream == Some(true) && head.stream_options.and_then(|o| o.include_usage) != Some(true);
+        self.alias = choice.alias;
+        self.route = choice.route;
+        host::clear_route_cache();
+        Ok(())
+    }
+}
 
 impl HttpContext for Select {
     fn on_http_request_headers(&mut self, _n: usize, eos: bool) -> Action {
@@ -117,45 +226,76 @@ impl HttpContext for Select {
         if !eos {
             return Action::Pause;
         }
-        let body = host::request_body(size);
-        let head: RequestHead = match serde_json::from_slice(&body) {
-            Ok(h) => h,
-            Err(e) => {
-                return refuse(&GatewayError::bad_request(
-                    "invalid_json",
-                    format!("The request body is not valid JSON: {e}"),
-                ))
-            }
-        };
-        let Some(model) = head.model.as_deref().filter(|m| !m.is_empty()) else {
-            return refuse(
-                &GatewayError::bad_request("missing_model", "The request names no `model`.").with_param("model"),
-            );
-        };
-        let alias = match self.cfg.alias(model) {
-            Ok(a) => a,
-            Err(e) => return refuse(&e),
-        };
-        // The aliases the caller's key may use (set by auth-key-swap; absent: no restriction).
-        if let Some(id) = host::identity() {
-            if let Err(e) = check_scope("alias", &Scope::from_list_str(&id.alias_scope), model) {
-                return refuse(&e);
-            }
+        match self.choose(&host::request_body(size)) {
+            Ok(()) => Action::Continue,
+            Err(e) => refuse(&e),
         }
-        host::set_request_header(headers::CHAIN, Some(&alias.chain));
-        host::set_property(headers::PROP_ALIAS, model);
-        let candidates: Vec<&str> = alias.steps.iter().map(|s| s.model.as_str()).collect();
-        host::set_property(headers::PROP_CANDIDATES, &candidates.join(","));
-        host::clear_route_cache();
+    }
+
+    fn on_http_response_headers(&mut self, _n: usize, eos: bool) -> Action {
+        if !self.active {
+            return Action::Continue;
+        }
+        // Internal to the gateway: how the router was told to retry.
+        host::set_response_header(headers::RETRY, None);
+        let attempts = parse_attempts(host::property(&[headers::PROP_ATTEMPTS]).as_deref());
+        if !self.route.is_empty() {
+            host::set_response_header(headers::ROUTE, Some(&self.route));
+        }
+        if !attempts.is_empty() {
+            host::set_response_header(headers::ATTEMPTS, Some(&attempts.len().to_string()));
+        }
+        let status: u16 = host::response_header(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
+        let ours = host::property(&[headers::PROP_REFUSAL]).is_some();
+        if (status == 429 || status >= 500) && !ours && !attempts.is_empty() && !eos {
+            // The chain ended without an answer: say what each step did.
+            let (status, body) = chain_refusal(&self.alias, &attempts, None);
+            host::set_response_header(":status", Some(&status.to_string()));
+            host::set_response_header("content-type", Some("application/json"));
+            host::set_response_header("content-length", Some(&body.len().to_string()));
+            self.answer = Answer::Replace(body.into_bytes());
+            return Action::Continue;
+        }
+        let sse = host::response_header("content-type").is_some_and(|c| c.starts_with("text/event-stream"));
+        if self.hide_usage && sse && !eos {
+            host::set_response_header("content-length", None);
+            self.answer = Answer::HideUsage(Box::default());
+        }
         Action::Continue
     }
 
-    fn on_http_response_headers(&mut self, _n: usize, _eos: bool) -> Action {
-        if self.active {
-            // Internal to the gateway: how the router was told to retry.
-            host::set_response_header(headers::RETRY, None);
+    fn on_http_response_body(&mut self, size: usize, eos: bool) -> Action {
+        match &mut self.answer {
+            Answer::Pass => Action::Continue,
+            Answer::Replace(body) => {
+                if !eos {
+                    return Action::Pause;
+                }
+                host::replace_response_body(size, body);
+                Action::Continue
+            }
+            Answer::HideUsage(parser) => {
+                let mut events = Vec::new();
+                parser.push(&host::response_body(size), &mut events);
+                let mut out = Vec::with_capacity(size);
+                for ev in events {
+                    if ev.data.contains("\"choices\":[]") && ev.data.contains("\"usage\":{") {
+                        // The usage chunk the caller did not ask for: keep it for the audit record.
+                        if let Ok(v) = serde_json::from_str::<Value>(&ev.data) {
+                            if let Some(u) = v.get("usage").and_then(aigw_core::usage::Usage::from_openai) {
+                                if let Ok(json) = serde_json::to_string(&u) {
+                                    host::set_property(headers::PROP_USAGE, &json);
+                                }
+                            }
+                        }
+                        continue;
+                    }
+                    sse::data_event(&mut out, &ev.data.replace(",\"usage\":null", ""));
+                }
+                host::replace_response_body(size, &out);
+                Action::Continue
+            }
         }
-        Action::Continue
     }
 }
 
@@ -192,6 +332,8 @@ struct Attempt {
     /// The call's attempts list as this attempt last wrote it (attempts of one call run one
     /// after another, so no one else changes it meanwhile: no need to read it back).
     attempts: Vec<AttemptRecord>,
+    /// The deprecation warning for the caller, when this attempt's model is deprecated.
+    deprecation: Option<String>,
 }
 
 impl Context for Attempt {}
@@ -246,6 +388,14 @@ impl Attempt {
             Api::Openai | Api::Azure => {
                 if let Some(obj) = req.as_object_mut() {
                     obj.insert("model".into(), Value::String(t.model.clone()));
+                    if obj.get("stream").and_then(Value::as_bool) == Some(true) {
+                        // Usage must always be known (quota, audit); the listener filter takes
+                        // the extra chunk out again for a caller who did not ask for it.
+                        let opts = obj.entry("stream_options").or_insert_with(|| serde_json::json!({}));
+                        if let Some(o) = opts.as_object_mut() {
+                            o.insert("include_usage".into(), Value::Bool(true));
+                        }
+                    }
                 }
                 Ok(req.to_string().into_bytes())
             }
@@ -254,8 +404,8 @@ impl Attempt {
             }
             Api::Gemini | Api::Bedrock => {
                 if req.get("stream").and_then(Value::as_bool) == Some(true) {
-                    t.replay_stream =
-                        Some(req.pointer("/stream_options/include_usage").and_then(Value::as_bool) == Some(true));
+                    // With usage always (the listener filter hides it if not asked for).
+                    t.replay_stream = Some(true);
                 }
                 let a = anthropic::request_from_openai(&req, &t.model, t.max_tokens_default)?;
                 let out = if t.api == Api::Gemini {
@@ -321,7 +471,27 @@ impl HttpContext for Attempt {
             host::warn("route-select: upstream attempt without alias or provider metadata; passing it through");
             return Action::Continue;
         };
-        let step_model = self.cfg.step(&alias, &provider).map(|(s, _)| s.model.clone());
+        // Privacy zone: never to a region outside the caller's zone, fallback included.
+        let zone = host::identity().and_then(|i| i.zone);
+        let region = host::upstream_metadata(headers::METADATA_REGION);
+        if !self.cfg.region_allowed(zone.as_deref(), region.as_deref()) {
+            let attempts = parse_attempts(host::property(&[headers::PROP_ATTEMPTS]).as_deref());
+            let note = format!(
+                "The next step, {provider} ({}), is outside privacy zone `{}`, so the call stops here.",
+                region.as_deref().unwrap_or("unknown region"),
+                zone.as_deref().unwrap_or("")
+            );
+            let (status, body) = chain_refusal(&alias, &attempts, Some(("no_eligible_provider_in_zone", note)));
+            host::set_property(headers::PROP_REFUSAL, "route");
+            let _ = proxy_wasm::hostcalls::send_http_response(
+                u32::from(status),
+                vec![("content-type", "application/json")],
+                Some(body.as_bytes()),
+            );
+            return Action::Pause;
+        }
+        let now = host::now_ms();
+        let step_model = self.cfg.step(&alias, &provider).map(|(s, _)| self.cfg.model_at(&s.model, now).0.to_string());
         self.start_record(&provider, step_model.as_deref());
         let Some((step, p)) = self.cfg.step(&alias, &provider) else {
             host::warn(&format!(
@@ -329,10 +499,17 @@ impl HttpContext for Attempt {
             ));
             return Action::Continue;
         };
+        let (model, replaced, warning) = self.cfg.model_at(&step.model, now);
+        if let Some(old) = replaced {
+            // Past its sunset: the successor serves, with no caller change; the record says so.
+            host::set_property(headers::PROP_ROUTE_FLAGS, &format!("deprecated_model_replaced:{old}->{model}"));
+        }
+        self.deprecation = warning
+            .map(|d| format!("model {} is deprecated; sunset {}; successor {}", step.model, d.sunset, d.successor));
         let target = Target {
             provider,
             api: p.api,
-            model: step.model.clone(),
+            model: model.to_string(),
             max_tokens_default: p.max_tokens_default,
             replay_stream: None,
             error_type: String::new(),
@@ -390,6 +567,9 @@ impl HttpContext for Attempt {
         let Some(t) = &mut self.target else { return Action::Continue };
         host::set_response_header(headers::PROVIDER, Some(&t.provider));
         host::set_response_header(headers::MODEL, Some(&t.model));
+        if let Some(w) = &self.deprecation {
+            host::set_response_header(headers::DEPRECATION, Some(w));
+        }
         if matches!(t.api, Api::Openai | Api::Azure) || eos {
             return Action::Continue;
         }
