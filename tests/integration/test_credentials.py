@@ -110,14 +110,19 @@ def test_a_rejected_provider_credential_is_skipped_in_favour_of_the_next(fresh_g
                                values={"PROVIDER_ENV_KEYS": ", ".join([*PROVIDER_ENV, "ANTHROPIC_API_KEY_STALE"])})
     fp = lambda k: sha(k)[:12]  # noqa: E731
 
-    # 1. The stale key is tried first; Anthropic rejects it, the call moves on and is served.
-    first = gw.chat(f"one {uuid.uuid4().hex[:6]}")
-    assert first.status_code == 200, first.text
-    assert first.headers["x-aigw-provider"] == "openai"
-    assert "x-aigw-retry" not in first.headers and "x-aigw-credential" not in first.headers
+    # 1. The stale key is tried first; Anthropic rejects it. A 401 is not a fallback trigger, so
+    #    this call fails, as a 502 that says the gateway's credential (not the caller's key) was
+    #    refused.
+    msg = f"one {uuid.uuid4().hex[:6]}"
+    first = gw.chat(msg)
+    assert first.status_code == 502, first.text
+    err = first.json()["error"]
+    assert err["code"] == "upstream_authentication" and "Your key is fine" in err["message"]
+    assert "x-aigw-credential" not in first.headers
+    assert gw.provider_requests("openai", containing=msg) == []
     [rec] = gw.audit(first.headers["x-aigw-request-id"])
     assert [(a["provider"], a["status"], a["error_class"], a["credential"]) for a in rec["attempts"]] == [
-        ("anthropic", 401, "auth", fp(stale)), ("openai", 200, None, fp(PROVIDER_KEYS["openai"]))]
+        ("anthropic", 401, "auth", fp(stale))]
 
     # 2. From now on every worker skips it (the mark is in shared data): Anthropic serves with
     #    the current key. Each call on a new connection, so the calls spread over both workers.

@@ -116,25 +116,30 @@ def test_bedrock_call_is_sigv4_signed_and_verified_by_the_fake(gateway):
 
 
 @pytest.mark.parametrize("wrong", ["secret", "region"])
-def test_a_bad_signature_is_rejected_by_the_fake_and_the_call_falls_back(fresh_gateway_factory, wrong):
+def test_a_bad_signature_is_rejected_by_the_fake(fresh_gateway_factory, wrong):
     if wrong == "secret":
         gw = fresh_gateway_factory(extra_env={"AWS_SECRET_ACCESS_KEY": "not-the-secret"})
     else:  # the endpoint's metadata names another region: the request is signed for that one
         gw = fresh_gateway_factory(lambda t: t.replace(
             'metadata: {filter_metadata: {aigw: {provider: bedrock, region: us-east-1}}}',
             'metadata: {filter_metadata: {aigw: {provider: bedrock, region: eu-central-1}}}'))
-    r = gw.chat(unique(), model="chat-bedrock")
-    assert r.status_code == 200, r.text
-    assert r.headers["x-aigw-provider"] == "anthropic"  # Bedrock said 403; the chain moved on
+    msg = unique()
+    r = gw.chat(msg, model="chat-bedrock")
+    # Bedrock said 403 (InvalidSignatureException): not a fallback trigger; the caller is told
+    # the gateway's credential was refused.
+    assert r.status_code == 502, r.text
+    assert r.json()["error"]["code"] == "upstream_authentication"
+    [seen] = gw.provider_requests("bedrock", containing=msg)
+    assert seen["headers"]["authorization"].startswith("AWS4-HMAC-SHA256 ")
     rec = gw.audit(r.headers["x-aigw-request-id"])[0]
-    assert [(a["provider"], a["status"], a["error_class"]) for a in rec["attempts"]] == [
-        ("bedrock", 403, "auth"), ("anthropic", 200, None)]
+    assert [(a["provider"], a["status"], a["error_class"]) for a in rec["attempts"]] == [("bedrock", 403, "auth")]
+    assert 'rejected credential "default" (403)' in gw.envoy_log.read_text()
 
 
-def test_gemini_invalid_key_is_a_401_and_marks_the_credential(fresh_gateway_factory):
+def test_gemini_invalid_key_marks_the_credential(fresh_gateway_factory):
     gw = fresh_gateway_factory(extra_env={"GEMINI_API_KEY": "AIza-wrong"})
     r = gw.chat(unique(), model="chat-gemini")
-    assert r.status_code == 401, r.text
+    assert r.status_code == 502, r.text  # the gateway's credential, not the caller's key
     assert r.json()["error"]["code"] == "upstream_authentication"
     import time
     time.sleep(0.3)

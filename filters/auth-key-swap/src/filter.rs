@@ -346,8 +346,7 @@ impl HttpContext for Stream {
 }
 
 impl Stream {
-    /// Upstream: a provider that rejects a credential gets the next one from now on; this call
-    /// moves on to the next provider of its chain (`x-aigw-retry` is a retriable header).
+    /// Upstream: a provider that rejects a credential gets the next one from now on.
     fn after_provider_answered(&mut self) {
         let (Role::Upstream { providers, .. }, Some((provider, index))) = (&*self.role, &self.used) else {
             return;
@@ -357,8 +356,8 @@ impl Stream {
         let status = host::response_header(":status").unwrap_or_default();
         self.status = status.parse().unwrap_or(0);
         if status == "401" || status == "403" {
+            // Not retried (a 401 is not a fallback trigger); later calls use the next credential.
             self.mark_bad(&status);
-            host::set_response_header(headers::RETRY, Some("credential"));
         }
     }
 

@@ -8,9 +8,6 @@ pub const INTERNAL_PREFIX: &str = "x-aigw-";
 /// Which fallback chain (aggregate cluster) the call goes to; read by Envoy's `cluster_header`.
 pub const CHAIN: &str = "x-aigw-chain";
 
-/// Set by auth-key-swap on a provider's 401/403: Envoy's `retriable_headers` retries the call
-/// on the next provider. Stripped before the caller sees the response.
-pub const RETRY: &str = "x-aigw-retry";
 /// The fingerprint of the provider credential an attempt used (response, read by route-select
 /// into the attempt record, then removed).
 pub const CREDENTIAL: &str = "x-aigw-credential";

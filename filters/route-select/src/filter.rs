@@ -236,8 +236,6 @@ impl HttpContext for Select {
         if !self.active {
             return Action::Continue;
         }
-        // Internal to the gateway: how the router was told to retry.
-        host::set_response_header(headers::RETRY, None);
         let attempts = parse_attempts(host::property(&[headers::PROP_ATTEMPTS]).as_deref());
         if !self.route.is_empty() {
             host::set_response_header(headers::ROUTE, Some(&self.route));
@@ -247,6 +245,26 @@ impl HttpContext for Select {
         }
         let status: u16 = host::response_header(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
         let ours = host::property(&[headers::PROP_REFUSAL]).is_some();
+        if (status == 401 || status == 403) && !ours && !attempts.is_empty() && !eos {
+            // The provider rejected the gateway's credential, not the caller's key: a 401 would
+            // tell the caller's SDK its own key is wrong.
+            let provider = attempts.last().map(|a| a.provider.as_str()).unwrap_or("the provider");
+            let err = GatewayError::new(
+                502,
+                "server_error",
+                "upstream_authentication",
+                format!(
+                    "{provider} rejected the gateway's credential ({status}). Your key is fine; the gateway \
+                     uses its next credential for {provider} from now on. Retry the call."
+                ),
+            );
+            let body = err.body();
+            host::set_response_header(":status", Some("502"));
+            host::set_response_header("content-type", Some("application/json"));
+            host::set_response_header("content-length", Some(&body.len().to_string()));
+            self.answer = Answer::Replace(body.into_bytes());
+            return Action::Continue;
+        }
         if (status == 429 || status >= 500) && !ours && !attempts.is_empty() && !eos {
             // The chain ended without an answer: say what each step did.
             let (status, body) = chain_refusal(&self.alias, &attempts, None);
