@@ -261,7 +261,11 @@ impl HttpContext for Call {
                     self.invalid_body = true;
                     return Action::Continue;
                 }
-                self.usage = parsed.ok().flatten();
+                self.usage = parsed.ok().flatten().or_else(|| {
+                    // An answer translated for the Messages door carries usage in Anthropic's
+                    // format; route-select kept it in OpenAI's meaning.
+                    host::property_string(&[headers::PROP_USAGE]).and_then(|u| serde_json::from_str(&u).ok())
+                });
                 if let Some(u) = self.usage {
                     host::set_response_header("x-aigw-tokens-input", Some(&u.input.to_string()));
                     host::set_response_header("x-aigw-tokens-output", Some(&u.output.to_string()));

@@ -12,6 +12,7 @@ pub mod error;
 pub mod gemini;
 pub mod headers;
 pub mod keys;
+pub mod messages_in;
 pub mod price;
 pub mod quota;
 pub mod route;

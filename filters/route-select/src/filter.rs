@@ -7,7 +7,7 @@ use aigw_core::error::GatewayError;
 use aigw_core::headers;
 use aigw_core::keys::{check_scope, Scope};
 use aigw_core::route::{chain_refusal, Api, CallFacts, RouteConfig};
-use aigw_core::{bedrock, gemini, sigv4, sse};
+use aigw_core::{bedrock, gemini, messages_in, sigv4, sse};
 use aigw_host as host;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
@@ -52,6 +52,7 @@ impl RootContext for Root {
             Role::Downstream => Box::new(Select {
                 cfg,
                 active: false,
+                door: Door::Chat,
                 alias: String::new(),
                 route: String::new(),
                 hide_usage: false,
@@ -97,9 +98,43 @@ fn refuse(err: &GatewayError) -> Action {
     Action::Pause
 }
 
+/// Which front door the call came in by.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Door {
+    /// OpenAI chat completions (the unified format).
+    Chat,
+    /// Anthropic Messages: translated to the unified request, its answer translated back.
+    Messages,
+}
+
+fn refuse_at(door: Door, err: &GatewayError) -> Action {
+    if door == Door::Chat {
+        return refuse(err);
+    }
+    host::set_property(headers::PROP_REFUSAL, "route");
+    let body = messages_in::error_from_openai(err.status, err.body().as_bytes());
+    if proxy_wasm::hostcalls::send_http_response(
+        u32::from(err.status),
+        vec![("content-type", "application/json")],
+        Some(&body),
+    )
+    .is_err()
+    {
+        host::warn("route-select: could not send a local reply");
+    }
+    Action::Pause
+}
+
 /// What the listener filter does with the answer.
 enum Answer {
     Pass,
+    /// Messages door, JSON answer: translate it (or the refusal that replaces it) once complete.
+    ToMessages {
+        status: u16,
+        replaced: Option<Vec<u8>>,
+    },
+    /// Messages door, stream: translate chunk by chunk.
+    ToMessagesStream(Box<messages_in::StreamToMessages>),
     /// Replace the body with this (the chain's refusal), once it is all here.
     Replace(Vec<u8>),
     /// A stream the caller asked no usage for: take the usage chunk out (after quota saw it).
@@ -110,6 +145,7 @@ enum Answer {
 struct Select {
     cfg: Rc<RouteConfig>,
     active: bool,
+    door: Door,
     alias: String,
     route: String,
     hide_usage: bool,
@@ -199,20 +235,19 @@ impl Select {
 impl HttpContext for Select {
     fn on_http_request_headers(&mut self, _n: usize, eos: bool) -> Action {
         let path = host::request_header(":path").unwrap_or_default();
-        let path = path.split('?').next().unwrap_or("");
-        if path != CHAT_PATH {
-            return Action::Continue;
-        }
+        self.door = match path.split('?').next().unwrap_or("") {
+            CHAT_PATH => Door::Chat,
+            messages_in::PATH => Door::Messages,
+            _ => return Action::Continue,
+        };
         if host::request_header(":method").as_deref() != Some("POST") {
-            return refuse(&GatewayError::new(
-                405,
-                "invalid_request_error",
-                "method_not_allowed",
-                "Use POST for chat completions.",
-            ));
+            return refuse_at(
+                self.door,
+                &GatewayError::new(405, "invalid_request_error", "method_not_allowed", "Use POST for this path."),
+            );
         }
         if eos {
-            return refuse(&GatewayError::bad_request("missing_body", "The request has no body."));
+            return refuse_at(self.door, &GatewayError::bad_request("missing_body", "The request has no body."));
         }
         self.active = true;
         // Hold the headers until the body has told us where the call goes.
@@ -226,9 +261,35 @@ impl HttpContext for Select {
         if !eos {
             return Action::Pause;
         }
-        match self.choose(&host::request_body(size)) {
-            Ok(()) => Action::Continue,
-            Err(e) => refuse(&e),
+        let mut body = host::request_body(size);
+        if self.door == Door::Messages {
+            // The Messages door: from here on the call is a unified (OpenAI) request.
+            let unified = serde_json::from_slice::<Value>(&body)
+                .map_err(|e| {
+                    GatewayError::bad_request("invalid_json", format!("The request body is not valid JSON: {e}"))
+                })
+                .and_then(|a| messages_in::request_to_openai(&a));
+            match unified {
+                Ok(u) => body = u.to_string().into_bytes(),
+                Err(e) => return refuse_at(self.door, &e),
+            }
+            host::replace_request_body(size, &body);
+            host::set_request_header(":path", Some(CHAT_PATH));
+            host::set_request_header("content-length", Some(&body.len().to_string()));
+            for h in ["anthropic-version", "anthropic-beta"] {
+                if host::request_header(h).is_some() {
+                    host::set_request_header(h, None);
+                }
+            }
+        }
+        match self.choose(&body) {
+            Ok(()) => {
+                if self.door == Door::Messages {
+                    self.hide_usage = false;
+                }
+                Action::Continue
+            }
+            Err(e) => refuse_at(self.door, &e),
         }
     }
 
@@ -245,46 +306,53 @@ impl HttpContext for Select {
         }
         let status: u16 = host::response_header(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
         let ours = host::property(&[headers::PROP_REFUSAL]).is_some();
-        if (status == 401 || status == 403) && !ours && !attempts.is_empty() && !eos {
-            // The provider rejected the gateway's credential, not the caller's key: a 401 would
-            // tell the caller's SDK its own key is wrong.
-            let provider = attempts.last().map(|a| a.provider.as_str()).unwrap_or("the provider");
-            let err = GatewayError::new(
-                502,
-                "server_error",
-                "upstream_authentication",
-                format!(
-                    "{provider} rejected the gateway's credential ({status}). Your key is fine; the gateway \
-                     uses its next credential for {provider} from now on. Retry the call."
-                ),
-            );
-            let body = err.body();
-            host::set_response_header(":status", Some("502"));
-            host::set_response_header("content-type", Some("application/json"));
-            host::set_response_header("content-length", Some(&body.len().to_string()));
-            self.answer = Answer::Replace(body.into_bytes());
-            return Action::Continue;
-        }
-        if (status == 429 || status >= 500) && !ours && !attempts.is_empty() && !eos {
-            // The chain ended without an answer: say what each step did.
-            let (status, body) = chain_refusal(&self.alias, &attempts, None);
-            host::set_response_header(":status", Some(&status.to_string()));
-            host::set_response_header("content-type", Some("application/json"));
-            host::set_response_header("content-length", Some(&body.len().to_string()));
-            self.answer = Answer::Replace(body.into_bytes());
-            return Action::Continue;
-        }
-        let sse = host::response_header("content-type").is_some_and(|c| c.starts_with("text/event-stream"));
-        if self.hide_usage && sse && !eos {
+        let action = self.replace_failure(status, ours, &attempts, eos);
+        if self.door == Door::Messages && !eos {
+            let sse = host::response_header("content-type").is_some_and(|c| c.starts_with("text/event-stream"));
             host::set_response_header("content-length", None);
-            self.answer = Answer::HideUsage(Box::default());
+            self.answer = match std::mem::replace(&mut self.answer, Answer::Pass) {
+                Answer::Replace(b) => Answer::ToMessages { status: self.final_status(status), replaced: Some(b) },
+                _ if sse && status == 200 => Answer::ToMessagesStream(Box::default()),
+                _ => Answer::ToMessages { status, replaced: None },
+            };
+            if matches!(self.answer, Answer::ToMessages { .. }) {
+                host::set_response_header("content-type", Some("application/json"));
+            }
         }
-        Action::Continue
+        action
     }
 
     fn on_http_response_body(&mut self, size: usize, eos: bool) -> Action {
         match &mut self.answer {
             Answer::Pass => Action::Continue,
+            Answer::ToMessages { status, replaced } => {
+                if !eos {
+                    return Action::Pause;
+                }
+                let body = replaced.take().unwrap_or_else(|| host::response_body(size));
+                let out = if *status == 200 {
+                    match messages_in::response_from_openai(&body) {
+                        Ok((out, usage)) => {
+                            record_usage(usage);
+                            out
+                        }
+                        Err(_) => messages_in::error_from_openai(502, b"{}"),
+                    }
+                } else {
+                    messages_in::error_from_openai(*status, &body)
+                };
+                host::replace_response_body(size, &out);
+                Action::Continue
+            }
+            Answer::ToMessagesStream(t) => {
+                let mut out = t.push(&host::response_body(size));
+                if eos {
+                    out.extend(t.end());
+                    record_usage(t.usage);
+                }
+                host::replace_response_body(size, &out);
+                Action::Continue
+            }
             Answer::Replace(body) => {
                 if !eos {
                     return Action::Pause;
@@ -300,11 +368,7 @@ impl HttpContext for Select {
                     if ev.data.contains("\"choices\":[]") && ev.data.contains("\"usage\":{") {
                         // The usage chunk the caller did not ask for: keep it for the audit record.
                         if let Ok(v) = serde_json::from_str::<Value>(&ev.data) {
-                            if let Some(u) = v.get("usage").and_then(aigw_core::usage::Usage::from_openai) {
-                                if let Ok(json) = serde_json::to_string(&u) {
-                                    host::set_property(headers::PROP_USAGE, &json);
-                                }
-                            }
+                            record_usage(v.get("usage").and_then(aigw_core::usage::Usage::from_openai));
                         }
                         continue;
                     }
@@ -314,6 +378,60 @@ impl HttpContext for Select {
                 Action::Continue
             }
         }
+    }
+}
+
+/// Keeps a call's usage for the audit record, when the answer the caller sees no longer has it
+/// in OpenAI's format.
+fn record_usage(usage: Option<aigw_core::usage::Usage>) {
+    if let Some(json) = usage.and_then(|u| serde_json::to_string(&u).ok()) {
+        host::set_property(headers::PROP_USAGE, &json);
+    }
+}
+
+impl Select {
+    /// The status a replaced answer was given.
+    fn final_status(&self, status: u16) -> u16 {
+        host::response_header(":status").and_then(|s| s.parse().ok()).unwrap_or(status)
+    }
+
+    /// Replaces a provider's failure with the gateway's explanation (see the cases below).
+    fn replace_failure(&mut self, status: u16, ours: bool, attempts: &[AttemptRecord], eos: bool) -> Action {
+        if (status == 401 || status == 403) && !ours && !attempts.is_empty() && !eos {
+            // The provider rejected the gateway's credential, not the caller's key: a 401 would
+            // tell the caller's SDK its own key is wrong.
+            let provider = attempts.last().map(|a| a.provider.as_str()).unwrap_or("the provider");
+            let err = GatewayError::new(
+                502,
+                "server_error",
+                "upstream_authentication",
+                format!(
+                    "{provider} rejected the gateway's credential ({status}). Your key is fine; the gateway \
+                     uses its next credential for {provider} from now on. Retry the call."
+                ),
+            );
+            self.replace_with(502, err.body().into_bytes());
+            return Action::Continue;
+        }
+        if (status == 429 || status >= 500) && !ours && !attempts.is_empty() && !eos {
+            // The chain ended without an answer: say what each step did.
+            let (status, body) = chain_refusal(&self.alias, attempts, None);
+            self.replace_with(status, body.into_bytes());
+            return Action::Continue;
+        }
+        let sse = host::response_header("content-type").is_some_and(|c| c.starts_with("text/event-stream"));
+        if self.hide_usage && sse && !eos {
+            host::set_response_header("content-length", None);
+            self.answer = Answer::HideUsage(Box::default());
+        }
+        Action::Continue
+    }
+
+    fn replace_with(&mut self, status: u16, body: Vec<u8>) {
+        host::set_response_header(":status", Some(&status.to_string()));
+        host::set_response_header("content-type", Some("application/json"));
+        host::set_response_header("content-length", Some(&body.len().to_string()));
+        self.answer = Answer::Replace(body);
     }
 }
 

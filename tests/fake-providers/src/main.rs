@@ -473,6 +473,15 @@ fn openai(req: &Request, inst: &Instance, w: &mut TcpStream, fault: Fault, n: u6
     }
     let (words, input, output) = answer(&body);
     let id = format!("chatcmpl-fake{n:06}");
+    // Asked to use a tool ("required" or a named function): call it with {"city": "Paris"}.
+    let forced_tool = match body.get("tool_choice") {
+        Some(Value::String(c)) if c == "required" => {
+            body.pointer("/tools/0/function/name").and_then(Value::as_str).map(str::to_string)
+        }
+        Some(v @ Value::Object(_)) => v.pointer("/function/name").and_then(Value::as_str).map(str::to_string),
+        _ => None,
+    };
+    let call_id = format!("call_fake{n:06}");
     let created = now();
     let usage = json!({"prompt_tokens":input,"completion_tokens":output,"total_tokens":input+output,
         "prompt_tokens_details":{"cached_tokens":0,"audio_tokens":0},
@@ -502,6 +511,27 @@ fn openai(req: &Request, inst: &Instance, w: &mut TcpStream, fault: Fault, n: u6
             }
             format!("data: {c}\n\n")
         };
+        if let Some(name) = &forced_tool {
+            chunk(
+                w,
+                &mk(
+                    json!({"role":"assistant","content":null,"tool_calls":[{"index":0,"id":call_id,"type":"function",
+                "function":{"name":name,"arguments":""}}],"refusal":null}),
+                    Value::Null,
+                ),
+            )?;
+            for part in ["{\"city\"", ": \"Par", "is\"}"] {
+                chunk(w, &mk(json!({"tool_calls":[{"index":0,"function":{"arguments":part}}]}), Value::Null))?;
+            }
+            chunk(w, &mk(json!({}), json!("tool_calls")))?;
+            if include_usage {
+                let c = json!({"id":id,"object":"chat.completion.chunk","created":created,"model":model,
+                    "system_fingerprint":"fp_fake","choices":[],"usage":usage});
+                chunk(w, &format!("data: {c}\n\n"))?;
+            }
+            chunk(w, "data: [DONE]\n\n")?;
+            return end_chunked(w);
+        }
         chunk(w, &mk(json!({"role":"assistant","content":"","refusal":null}), Value::Null))?;
         for (i, word) in words.iter().enumerate() {
             if let Fault::Slow(ms) = fault {
@@ -531,9 +561,16 @@ fn openai(req: &Request, inst: &Instance, w: &mut TcpStream, fault: Fault, n: u6
         chunk(w, "data: [DONE]\n\n")?;
         return end_chunked(w);
     }
+    let (message, finish) = match &forced_tool {
+        Some(name) => (
+            json!({"role":"assistant","content":null,"refusal":null,"annotations":[],"tool_calls":[{"id":call_id,
+                "type":"function","function":{"name":name,"arguments":"{\"city\": \"Paris\"}"}}]}),
+            "tool_calls",
+        ),
+        None => (json!({"role":"assistant","content":words.concat(),"refusal":null,"annotations":[]}), "stop"),
+    };
     let mut out = json!({"id":id,"object":"chat.completion","created":created,"model":model,
-        "choices":[{"index":0,"message":{"role":"assistant","content":words.concat(),"refusal":null,"annotations":[]},
-                    "logprobs":null,"finish_reason":"stop"}],
+        "choices":[{"index":0,"message":message,"logprobs":null,"finish_reason":finish}],
         "usage":usage,"service_tier":"default","system_fingerprint":"fp_fake"});
     if azure {
         out["prompt_filter_results"] =
@@ -617,6 +654,12 @@ fn anthropic(req: &Request, inst: &Instance, w: &mut TcpStream, fault: Fault, n:
     }
     let (words, input, output) = answer(&body);
     let id = format!("msg_fake{n:06}");
+    // Asked to use a tool (tool_choice any/tool): call it with {"city": "Paris"}.
+    let forced_tool = match body.pointer("/tool_choice/type").and_then(Value::as_str) {
+        Some("tool") => body.pointer("/tool_choice/name").and_then(Value::as_str).map(str::to_string),
+        Some("any") => body.pointer("/tools/0/name").and_then(Value::as_str).map(str::to_string),
+        _ => None,
+    };
     let rl = [
         ("request-id", format!("req_fake{n}")),
         ("anthropic-ratelimit-requests-limit", "50".to_string()),
@@ -647,6 +690,38 @@ fn anthropic(req: &Request, inst: &Instance, w: &mut TcpStream, fault: Fault, n:
             ),
         )?;
         chunk(w, "event: ping\ndata: {\"type\": \"ping\"}\n\n")?;
+        if let Some(name) = &forced_tool {
+            chunk(w, &ev("content_block_stop", json!({"type":"content_block_stop","index":0})))?;
+            chunk(
+                w,
+                &ev(
+                    "content_block_start",
+                    json!({"type":"content_block_start","index":1,
+                "content_block":{"type":"tool_use","id":format!("toolu_fake{n:06}"),"name":name,"input":{}}}),
+                ),
+            )?;
+            for part in ["{\"city\"", ": \"Par", "is\"}"] {
+                chunk(
+                    w,
+                    &ev(
+                        "content_block_delta",
+                        json!({"type":"content_block_delta","index":1,
+                    "delta":{"type":"input_json_delta","partial_json":part}}),
+                    ),
+                )?;
+            }
+            chunk(w, &ev("content_block_stop", json!({"type":"content_block_stop","index":1})))?;
+            chunk(
+                w,
+                &ev(
+                    "message_delta",
+                    json!({"type":"message_delta",
+                "delta":{"stop_reason":"tool_use","stop_sequence":null},"usage":{"output_tokens":12}}),
+                ),
+            )?;
+            chunk(w, &ev("message_stop", json!({"type":"message_stop"})))?;
+            return end_chunked(w);
+        }
         for (i, word) in words.iter().enumerate() {
             if let Fault::Slow(ms) = fault {
                 std::thread::sleep(std::time::Duration::from_millis(ms));
@@ -680,8 +755,15 @@ fn anthropic(req: &Request, inst: &Instance, w: &mut TcpStream, fault: Fault, n:
         chunk(w, &ev("message_stop", json!({"type":"message_stop"})))?;
         return end_chunked(w);
     }
+    let (content, stop) = match &forced_tool {
+        Some(name) => (
+            json!([{"type":"tool_use","id":format!("toolu_fake{n:06}"),"name":name,"input":{"city":"Paris"}}]),
+            "tool_use",
+        ),
+        None => (json!([{"type":"text","text":words.concat()}]), "end_turn"),
+    };
     let out = json!({"id":id,"type":"message","role":"assistant","model":model,
-        "content":[{"type":"text","text":words.concat()}],"stop_reason":"end_turn","stop_sequence":null,
+        "content":content,"stop_reason":stop,"stop_sequence":null,
         "usage":{"input_tokens":input,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,
                  "cache_creation":{"ephemeral_5m_input_tokens":0,"ephemeral_1h_input_tokens":0},
                  "output_tokens":output,"service_tier":"standard"}})

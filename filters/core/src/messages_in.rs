@@ -1,0 +1,367 @@
+//! The second front door: Anthropic's Messages API (`POST /v1/messages`), so the Anthropic SDK
+//! works unchanged. A Messages request becomes the unified request (OpenAI chat completions) on
+//! the way in; the unified answer (JSON or stream) becomes a Messages answer on the way out.
+//!
+//! Documented approximations: `top_k` is dropped (OpenAI has none); thinking blocks in the
+//! history are dropped; `stop_reason` is `end_turn` for any natural stop (OpenAI does not say
+//! whether a stop sequence matched).
+
+use serde_json::{json, Map, Value};
+
+use crate::error::GatewayError;
+use crate::sse;
+use crate::usage::Usage;
+
+pub const PATH: &str = "/v1/messages";
+
+fn invalid(message: impl Into<String>) -> GatewayError {
+    GatewayError::bad_request("invalid_request", message)
+}
+
+fn text_of_blocks(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Array(blocks) => blocks
+            .iter()
+            .filter(|b| b.get("type").and_then(Value::as_str) == Some("text"))
+            .filter_map(|b| b.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
+    }
+}
+
+fn image_part(b: &Value) -> Result<Value, GatewayError> {
+    let src = b.get("source").unwrap_or(&Value::Null);
+    let url = match src.get("type").and_then(Value::as_str) {
+        Some("base64") => format!(
+            "data:{};base64,{}",
+            src.get("media_type").and_then(Value::as_str).unwrap_or("image/png"),
+            src.get("data").and_then(Value::as_str).unwrap_or("")
+        ),
+        Some("url") => src.get("url").and_then(Value::as_str).unwrap_or("").to_string(),
+        _ => return Err(invalid("image source must be base64 or url")),
+    };
+    Ok(json!({"type": "image_url", "image_url": {"url": url}}))
+}
+
+/// The unified (OpenAI) request for a Messages request.
+pub fn request_to_openai(a: &Value) -> Result<Value, GatewayError> {
+    let model = a.get("model").and_then(Value::as_str).ok_or_else(|| invalid("model: Field required"))?;
+    let max_tokens =
+        a.get("max_tokens").and_then(Value::as_u64).ok_or_else(|| invalid("max_tokens: Field required"))?;
+    let msgs = a.get("messages").and_then(Value::as_array).ok_or_else(|| invalid("messages: Field required"))?;
+    let mut out = Vec::new();
+    if let Some(system) = a.get("system") {
+        let t = text_of_blocks(system);
+        if !t.is_empty() {
+            out.push(json!({"role": "system", "content": t}));
+        }
+    }
+    for m in msgs {
+        let role = m.get("role").and_then(Value::as_str).unwrap_or("");
+        let content = m.get("content").unwrap_or(&Value::Null);
+        match (role, content) {
+            ("user" | "assistant", Value::String(s)) => out.push(json!({"role": role, "content": s})),
+            ("user", Value::Array(blocks)) => {
+                let mut parts = Vec::new();
+                for b in blocks {
+                    match b.get("type").and_then(Value::as_str) {
+                        Some("text") => parts.push(json!({"type": "text", "text": b.get("text")})),
+                        Some("image") => parts.push(image_part(b)?),
+                        Some("tool_result") => {
+                            // Tool results are messages of their own in OpenAI's format; what the
+                            // user said after them follows them.
+                            if !parts.is_empty() {
+                                out.push(json!({"role": "user", "content": std::mem::take(&mut parts)}));
+                            }
+                            out.push(json!({"role": "tool", "tool_call_id": b.get("tool_use_id"),
+                                            "content": text_of_blocks(b.get("content").unwrap_or(&Value::Null))}));
+                        }
+                        _ => return Err(invalid("unsupported content block in a user message")),
+                    }
+                }
+                if !parts.is_empty() {
+                    out.push(json!({"role": "user", "content": parts}));
+                }
+            }
+            ("assistant", Value::Array(blocks)) => {
+                let mut text = String::new();
+                let mut calls = Vec::new();
+                for b in blocks {
+                    match b.get("type").and_then(Value::as_str) {
+                        Some("text") => text.push_str(b.get("text").and_then(Value::as_str).unwrap_or("")),
+                        Some("tool_use") => calls.push(json!({"id": b.get("id"), "type": "function", "function": {
+                            "name": b.get("name"), "arguments": b.get("input").cloned().unwrap_or(json!({})).to_string()}})),
+                        Some("thinking") | Some("redacted_thinking") => {}
+                        _ => return Err(invalid("unsupported content block in an assistant message")),
+                    }
+                }
+                let mut msg =
+                    json!({"role": "assistant", "content": if text.is_empty() { Value::Null } else { json!(text) }});
+                if !calls.is_empty() {
+                    msg["tool_calls"] = Value::Array(calls);
+                }
+                out.push(msg);
+            }
+            _ => return Err(invalid("messages: roles must be user or assistant, with string or block content")),
+        }
+    }
+    let mut body = Map::new();
+    body.insert("model".into(), json!(model));
+    body.insert("messages".into(), Value::Array(out));
+    body.insert("max_tokens".into(), json!(max_tokens));
+    for (from, to) in [("temperature", "temperature"), ("top_p", "top_p"), ("stop_sequences", "stop")] {
+        if let Some(v) = a.get(from) {
+            body.insert(to.into(), v.clone());
+        }
+    }
+    if a.get("stream").and_then(Value::as_bool) == Some(true) {
+        body.insert("stream".into(), json!(true));
+        // A Messages stream always reports usage.
+        body.insert("stream_options".into(), json!({"include_usage": true}));
+    }
+    if let Some(tools) = a.get("tools").and_then(Value::as_array) {
+        let t: Vec<Value> = tools
+            .iter()
+            .map(|t| {
+                json!({"type": "function", "function": {"name": t.get("name"), "description": t.get("description"),
+                "parameters": t.get("input_schema").cloned().unwrap_or(json!({"type": "object"}))}})
+            })
+            .collect();
+        body.insert("tools".into(), Value::Array(t));
+    }
+    if let Some(c) = a.get("tool_choice") {
+        let choice = match c.get("type").and_then(Value::as_str) {
+            Some("any") => json!("required"),
+            Some("none") => json!("none"),
+            Some("tool") => json!({"type": "function", "function": {"name": c.get("name")}}),
+            _ => json!("auto"),
+        };
+        body.insert("tool_choice".into(), choice);
+        if c.get("disable_parallel_tool_use").and_then(Value::as_bool) == Some(true) {
+            body.insert("parallel_tool_calls".into(), json!(false));
+        }
+    }
+    if let Some(u) = a.pointer("/metadata/user_id") {
+        body.insert("user".into(), u.clone());
+    }
+    Ok(Value::Object(body))
+}
+
+fn stop_reason(finish: &str) -> &'static str {
+    match finish {
+        "length" => "max_tokens",
+        "tool_calls" | "function_call" => "tool_use",
+        "content_filter" => "refusal",
+        _ => "end_turn",
+    }
+}
+
+fn message_id(chat_id: &str) -> String {
+    format!("msg_{}", chat_id.trim_start_matches("chatcmpl-"))
+}
+
+fn usage_json(u: &Usage) -> Value {
+    json!({"input_tokens": u.input.saturating_sub(u.cached_input), "cache_read_input_tokens": u.cached_input,
+           "cache_creation_input_tokens": 0, "output_tokens": u.output})
+}
+
+/// A Messages response for a unified (OpenAI) chat completion, and its usage.
+pub fn response_from_openai(body: &[u8]) -> Result<(Vec<u8>, Option<Usage>), String> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| format!("not a chat completion: {e}"))?;
+    let msg = v.pointer("/choices/0/message").unwrap_or(&Value::Null);
+    let mut content = Vec::new();
+    if let Some(t) = msg.get("content").and_then(Value::as_str).filter(|t| !t.is_empty()) {
+        content.push(json!({"type": "text", "text": t}));
+    }
+    for tc in msg.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
+        let args = tc.pointer("/function/arguments").and_then(Value::as_str).unwrap_or("{}");
+        let input: Value = serde_json::from_str(args).unwrap_or_else(|_| json!({}));
+        content.push(
+            json!({"type": "tool_use", "id": tc.get("id"), "name": tc.pointer("/function/name"), "input": input}),
+        );
+    }
+    let usage = v.get("usage").and_then(Usage::from_openai);
+    let out = json!({
+        "id": message_id(v.get("id").and_then(Value::as_str).unwrap_or("")),
+        "type": "message", "role": "assistant", "model": v.get("model"), "content": content,
+        "stop_reason": stop_reason(v.pointer("/choices/0/finish_reason").and_then(Value::as_str).unwrap_or("stop")),
+        "stop_sequence": null,
+        "usage": usage_json(&usage.unwrap_or_default()),
+    });
+    Ok((out.to_string().into_bytes(), usage))
+}
+
+/// A Messages error body for a unified (OpenAI-shaped) error answer.
+pub fn error_from_openai(status: u16, body: &[u8]) -> Vec<u8> {
+    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let message =
+        v.pointer("/error/message").and_then(Value::as_str).unwrap_or("The gateway could not serve the call.");
+    let kind = match status {
+        400 | 402 | 405 | 422 => "invalid_request_error",
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        503 | 529 => "overloaded_error",
+        504 => "timeout_error",
+        _ => "api_error",
+    };
+    json!({"type": "error", "error": {"type": kind, "message": message}}).to_string().into_bytes()
+}
+
+/// Turns a unified (OpenAI) chunk stream into Messages stream events as it streams.
+#[derive(Debug, Default)]
+pub struct StreamToMessages {
+    parser: sse::Parser,
+    events: Vec<sse::Event>,
+    started: bool,
+    /// The open content block: its index and whether it is text.
+    open: Option<(u64, bool)>,
+    next_index: u64,
+    stop: Option<&'static str>,
+    pub usage: Option<Usage>,
+    done: bool,
+}
+
+fn event(out: &mut Vec<u8>, name: &str, data: &Value) {
+    out.extend_from_slice(format!("event: {name}\ndata: {data}\n\n").as_bytes());
+}
+
+impl StreamToMessages {
+    fn start(&mut self, out: &mut Vec<u8>, chunk: &Value) {
+        if self.started {
+            return;
+        }
+        self.started = true;
+        let id = message_id(chunk.get("id").and_then(Value::as_str).unwrap_or(""));
+        event(
+            out,
+            "message_start",
+            &json!({"type": "message_start", "message": {"id": id, "type": "message",
+            "role": "assistant", "model": chunk.get("model"), "content": [], "stop_reason": null, "stop_sequence": null,
+            "usage": {"input_tokens": 0, "output_tokens": 0}}}),
+        );
+        event(out, "ping", &json!({"type": "ping"}));
+    }
+
+    fn close(&mut self, out: &mut Vec<u8>) {
+        if let Some((index, _)) = self.open.take() {
+            event(out, "content_block_stop", &json!({"type": "content_block_stop", "index": index}));
+        }
+    }
+
+    fn open_block(&mut self, out: &mut Vec<u8>, text: bool, block: Value) -> u64 {
+        self.close(out);
+        let index = self.next_index;
+        self.next_index += 1;
+        event(
+            out,
+            "content_block_start",
+            &json!({"type": "content_block_start", "index": index, "content_block": block}),
+        );
+        self.open = Some((index, text));
+        index
+    }
+
+    fn finish(&mut self, out: &mut Vec<u8>) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        self.close(out);
+        let u = self.usage.unwrap_or_default();
+        event(
+            out,
+            "message_delta",
+            &json!({"type": "message_delta",
+            "delta": {"stop_reason": self.stop.unwrap_or("end_turn"), "stop_sequence": null},
+            "usage": usage_json(&u)}),
+        );
+        event(out, "message_stop", &json!({"type": "message_stop"}));
+    }
+
+    /// Feeds a piece of the unified stream; returns the Messages events to send on.
+    pub fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.parser.push(chunk, &mut self.events);
+        for ev in std::mem::take(&mut self.events) {
+            if self.done {
+                break;
+            }
+            if ev.data == "[DONE]" {
+                self.finish(&mut out);
+                continue;
+            }
+            let Ok(v) = serde_json::from_str::<Value>(&ev.data) else { continue };
+            if let Some(e) = v.get("error").filter(|e| !e.is_null()) {
+                // A failure after the first byte: Anthropic's error event, then the stream ends.
+                self.close(&mut out);
+                event(
+                    &mut out,
+                    "error",
+                    &json!({"type": "error", "error": {"type": "api_error",
+                    "message": e.get("message").and_then(Value::as_str).unwrap_or("The provider failed mid-stream.")}}),
+                );
+                self.done = true;
+                continue;
+            }
+            self.start(&mut out, &v);
+            if let Some(u) = v.get("usage").and_then(Usage::from_openai) {
+                self.usage = Some(u);
+            }
+            let Some(choice) = v.pointer("/choices/0") else { continue };
+            let delta = choice.get("delta").unwrap_or(&Value::Null);
+            if let Some(t) = delta.get("content").and_then(Value::as_str).filter(|t| !t.is_empty()) {
+                let index = match self.open {
+                    Some((i, true)) => i,
+                    _ => self.open_block(&mut out, true, json!({"type": "text", "text": ""})),
+                };
+                event(
+                    &mut out,
+                    "content_block_delta",
+                    &json!({"type": "content_block_delta", "index": index,
+                    "delta": {"type": "text_delta", "text": t}}),
+                );
+            }
+            for tc in delta.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
+                if let Some(id) = tc.get("id").filter(|i| !i.is_null()) {
+                    self.open_block(
+                        &mut out,
+                        false,
+                        json!({"type": "tool_use", "id": id,
+                        "name": tc.pointer("/function/name"), "input": {}}),
+                    );
+                }
+                let args = tc.pointer("/function/arguments").and_then(Value::as_str).unwrap_or("");
+                if let (Some((index, false)), false) = (self.open, args.is_empty()) {
+                    event(
+                        &mut out,
+                        "content_block_delta",
+                        &json!({"type": "content_block_delta", "index": index,
+                        "delta": {"type": "input_json_delta", "partial_json": args}}),
+                    );
+                }
+            }
+            if let Some(f) = choice.get("finish_reason").and_then(Value::as_str) {
+                self.stop = Some(stop_reason(f));
+                self.close(&mut out);
+            }
+        }
+        out
+    }
+
+    /// At the end of the body: closes a stream that ended without `[DONE]`.
+    pub fn end(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        if self.started && !self.done {
+            self.finish(&mut out);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,119 @@
+use super::*;
+
+fn events(bytes: &[u8]) -> Vec<(String, Value)> {
+    let mut p = sse::Parser::default();
+    let mut evs = Vec::new();
+    p.push(bytes, &mut evs);
+    evs.into_iter().map(|e| (e.event.unwrap_or_default(), serde_json::from_str(&e.data).unwrap())).collect()
+}
+
+#[test]
+fn a_messages_request_becomes_the_unified_request() {
+    let a = json!({"model": "chat", "max_tokens": 100, "system": [{"type": "text", "text": "Be terse."}],
+        "messages": [
+            {"role": "user", "content": "Weather?"},
+            {"role": "assistant", "content": [{"type": "text", "text": "Checking."},
+                {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "18C"},
+                {"type": "text", "text": "And tomorrow?"},
+                {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAA"}}]}],
+        "stop_sequences": ["END"], "temperature": 0.5, "stream": true, "top_k": 5,
+        "tools": [{"name": "get_weather", "input_schema": {"type": "object"}}],
+        "tool_choice": {"type": "any", "disable_parallel_tool_use": true}});
+    let o = request_to_openai(&a).unwrap();
+    assert_eq!(o["messages"][0], json!({"role": "system", "content": "Be terse."}));
+    assert_eq!(o["messages"][1], json!({"role": "user", "content": "Weather?"}));
+    assert_eq!(o["messages"][2]["content"], "Checking.");
+    assert_eq!(o["messages"][2]["tool_calls"][0]["function"]["arguments"], "{\"city\":\"Paris\"}");
+    assert_eq!(o["messages"][3], json!({"role": "tool", "tool_call_id": "toolu_1", "content": "18C"}));
+    assert_eq!(o["messages"][4]["content"][1]["image_url"]["url"], "data:image/png;base64,AAA");
+    assert_eq!((o["stop"].clone(), o["max_tokens"].clone()), (json!(["END"]), json!(100)));
+    assert_eq!(o["stream_options"], json!({"include_usage": true}));
+    assert_eq!((o["tool_choice"].clone(), o["parallel_tool_calls"].clone()), (json!("required"), json!(false)));
+    assert_eq!(o["tools"][0]["function"]["parameters"], json!({"type": "object"}));
+    assert!(o.get("top_k").is_none());
+    assert_eq!(
+        request_to_openai(&json!({"model": "m", "messages": []})).unwrap_err().message,
+        "max_tokens: Field required"
+    );
+}
+
+#[test]
+fn a_completion_becomes_a_messages_response() {
+    let c = br#"{"id":"chatcmpl-abc","object":"chat.completion","model":"gpt-x","choices":[{"index":0,
+        "message":{"role":"assistant","content":"Hi","tool_calls":[{"id":"call_1","type":"function",
+        "function":{"name":"f","arguments":"{\"a\":1}"}}]},"finish_reason":"tool_calls"}],
+        "usage":{"prompt_tokens":10,"completion_tokens":4,"total_tokens":14,"prompt_tokens_details":{"cached_tokens":3}}}"#;
+    let (out, usage) = response_from_openai(c).unwrap();
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["id"], "msg_abc");
+    assert_eq!(
+        v["content"],
+        json!([{"type": "text", "text": "Hi"},
+        {"type": "tool_use", "id": "call_1", "name": "f", "input": {"a": 1}}])
+    );
+    assert_eq!(v["stop_reason"], "tool_use");
+    assert_eq!(v["usage"]["input_tokens"], 7);
+    assert_eq!(v["usage"]["cache_read_input_tokens"], 3);
+    assert_eq!(usage.map(|u| u.output), Some(4));
+    let e: Value = serde_json::from_slice(&error_from_openai(429, br#"{"error":{"message":"slow down"}}"#)).unwrap();
+    assert_eq!(e, json!({"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}}));
+}
+
+#[test]
+fn chunks_become_messages_events_with_a_streamed_tool_call() {
+    let stream = concat!(
+        "data: {\"id\":\"chatcmpl-z\",\"model\":\"gpt-x\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n",
+        "data: {\"id\":\"chatcmpl-z\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Let me\"}}]}\n\n",
+        "data: {\"id\":\"chatcmpl-z\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_9\",\"type\":\"function\",\"function\":{\"name\":\"f\",\"arguments\":\"\"}}]}}]}\n\n",
+        "data: {\"id\":\"chatcmpl-z\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{\\\"a\\\":\"}}]}}]}\n\n",
+        "data: {\"id\":\"chatcmpl-z\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"1}\"}}]}}]}\n\n",
+        "data: {\"id\":\"chatcmpl-z\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\n",
+        "data: {\"id\":\"chatcmpl-z\",\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":7,\"total_tokens\":12}}\n\n",
+        "data: [DONE]\n\n");
+    // Split at every 13 bytes: events cut across chunks must come out whole.
+    let mut t = StreamToMessages::default();
+    let mut out = Vec::new();
+    for piece in stream.as_bytes().chunks(13) {
+        out.extend(t.push(piece));
+    }
+    out.extend(t.end());
+    let evs = events(&out);
+    let names: Vec<&str> = evs.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "message_start",
+            "ping",
+            "content_block_start",
+            "content_block_delta",
+            "content_block_stop",
+            "content_block_start",
+            "content_block_delta",
+            "content_block_delta",
+            "content_block_stop",
+            "message_delta",
+            "message_stop"
+        ]
+    );
+    assert_eq!(evs[0].1["message"]["id"], "msg_z");
+    assert_eq!(evs[3].1["delta"], json!({"type": "text_delta", "text": "Let me"}));
+    assert_eq!(evs[5].1["content_block"], json!({"type": "tool_use", "id": "call_9", "name": "f", "input": {}}));
+    assert_eq!(evs[5].1["index"], 1);
+    let args: String =
+        evs[6..8].iter().map(|(_, v)| v["delta"]["partial_json"].as_str().unwrap().to_string()).collect();
+    assert_eq!(args, "{\"a\":1}");
+    assert_eq!(evs[9].1["delta"]["stop_reason"], "tool_use");
+    assert_eq!(evs[9].1["usage"]["output_tokens"], 7);
+    assert_eq!(t.usage.map(|u| u.input), Some(5));
+}
+
+#[test]
+fn an_error_mid_stream_becomes_an_error_event_and_ends_the_stream() {
+    let mut t = StreamToMessages::default();
+    let out = t.push(b"data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}\n\ndata: {\"error\":{\"message\":\"boom\",\"type\":\"server_error\"}}\n\n");
+    let evs = events(&out);
+    assert_eq!(evs.last().map(|(n, _)| n.as_str()), Some("error"));
+    assert_eq!(evs.last().unwrap().1["error"]["message"], "boom");
+    assert!(t.end().is_empty());
+}

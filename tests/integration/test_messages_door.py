@@ -1,0 +1,110 @@
+"""The second front door, Anthropic's Messages API: the official anthropic SDK with only its
+base_url changed, to an Anthropic upstream (round trip through the unified format) and to an
+OpenAI upstream (translated the other way); streamed tool calls in both directions."""
+
+import json
+import uuid
+from decimal import Decimal
+
+import anthropic
+import openai
+import pytest
+from conftest import DEMO_KEYS, expected_cost
+
+WEATHER = {"name": "get_weather", "description": "Current weather",
+           "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}
+
+
+def unique(text="hello"):
+    return f"{text} {uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def claude(gateway):
+    return anthropic.Anthropic(base_url=gateway.url, api_key=DEMO_KEYS["acme"], max_retries=0)
+
+
+@pytest.mark.parametrize("model,provider,served_by", [
+    ("chat", "anthropic", "claude-sonnet-4-5-20250929"),
+    ("chat-openai-first", "openai", "gpt-4o-mini-2024-07-18")])
+def test_anthropic_sdk_non_streaming(gateway, claude, model, provider, served_by):
+    msg = unique()
+    out = claude.messages.with_raw_response.create(model=model, max_tokens=64, system="Be terse.",
+                                                   messages=[{"role": "user", "content": msg}])
+    m = out.parse()
+    assert out.headers["x-aigw-provider"] == provider
+    assert m.type == "message" and m.role == "assistant"
+    assert m.content[0].type == "text" and m.content[0].text == f"Echo: {msg}"
+    assert m.stop_reason == "end_turn" and m.model == served_by
+    assert m.usage.input_tokens > 0 and m.usage.output_tokens == len(f"Echo: {msg}".split())
+    [seen] = gateway.provider_requests(provider, containing=msg)
+    assert "x-api-key" not in seen["headers"] or seen["headers"]["x-api-key"] != DEMO_KEYS["acme"]
+    if provider == "openai":
+        sent = json.loads(seen["body"])
+        assert sent["messages"][0] == {"role": "system", "content": "Be terse."} and sent["max_tokens"] == 64
+    [rec] = gateway.audit(out.headers["x-aigw-request-id"])
+    assert rec["outcome"] == "ok" and rec["tokens"]["output"] == m.usage.output_tokens
+    assert Decimal(rec["cost_usd"]) == expected_cost(served_by, rec["tokens"])
+
+
+@pytest.mark.parametrize("model", ["chat", "chat-openai-first"])
+def test_anthropic_sdk_streaming(gateway, claude, model):
+    msg = unique("stream")
+    with claude.messages.stream(model=model, max_tokens=64, messages=[{"role": "user", "content": msg}]) as s:
+        text = "".join(s.text_stream)
+        final = s.get_final_message()
+    assert text == f"Echo: {msg}"
+    assert final.stop_reason == "end_turn"
+    assert final.usage.output_tokens == len(f"Echo: {msg}".split()) and final.usage.input_tokens > 0
+
+
+@pytest.mark.parametrize("model", ["chat", "chat-openai-first"])
+def test_anthropic_sdk_streamed_tool_call(gateway, claude, model):
+    with claude.messages.stream(model=model, max_tokens=64, tools=[WEATHER],
+                                tool_choice={"type": "tool", "name": "get_weather"},
+                                messages=[{"role": "user", "content": unique("weather")}]) as s:
+        final = s.get_final_message()
+    assert final.stop_reason == "tool_use"
+    [call] = [b for b in final.content if b.type == "tool_use"]
+    assert call.name == "get_weather" and call.input == {"city": "Paris"}
+    # The tool result goes back in Anthropic's shape and reaches the provider in its own.
+    msg = unique("after")
+    m = claude.messages.create(model=model, max_tokens=64, tools=[WEATHER], messages=[
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": call.id, "name": call.name, "input": call.input}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "18C"},
+                                     {"type": "text", "text": msg}]}])
+    assert m.content[0].text == f"Echo: {msg}"
+
+
+def test_openai_sdk_streamed_tool_call_from_an_anthropic_upstream(gateway):
+    client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=DEMO_KEYS["acme"], max_retries=0)
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": WEATHER["input_schema"]}}]
+    chunks = list(client.chat.completions.create(
+        model="chat", stream=True, tools=tools, tool_choice="required",
+        messages=[{"role": "user", "content": unique("weather")}]))
+    calls = [tc for c in chunks if c.choices for tc in (c.choices[0].delta.tool_calls or [])]
+    assert calls[0].id and calls[0].function.name == "get_weather"
+    assert json.loads("".join(tc.function.arguments or "" for tc in calls)) == {"city": "Paris"}
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["tool_calls"]
+    # Not streamed, the same call in one message.
+    out = client.chat.completions.create(model="chat", tools=tools, tool_choice="required",
+                                         messages=[{"role": "user", "content": unique("weather")}])
+    assert out.choices[0].finish_reason == "tool_calls"
+    assert json.loads(out.choices[0].message.tool_calls[0].function.arguments) == {"city": "Paris"}
+
+
+def test_messages_door_errors_are_in_anthropic_shape(gateway, claude):
+    with pytest.raises(anthropic.NotFoundError) as e:
+        claude.messages.create(model="no-such-model", max_tokens=10, messages=[{"role": "user", "content": "x"}])
+    assert e.value.body["error"]["type"] == "not_found_error" and "no-such-model" in e.value.body["error"]["message"]
+    r = gateway.client.post("/v1/messages", headers={"x-api-key": DEMO_KEYS["acme"]},
+                            json={"model": "chat", "messages": [{"role": "user", "content": "x"}]})
+    assert r.status_code == 400
+    assert r.json() == {"type": "error", "error": {"type": "invalid_request_error", "message": "max_tokens: Field required"}}
+    # A failed chain explains itself in Anthropic's shape too.
+    r = gateway.client.post("/v1/messages", headers={"x-api-key": DEMO_KEYS["acme"], "x-fake-fault": "*=503"},
+                            json={"model": "chat", "max_tokens": 10, "messages": [{"role": "user", "content": "x"}]})
+    assert r.status_code == 503
+    assert r.json()["type"] == "error" and r.json()["error"]["type"] == "overloaded_error"
+    assert "anthropic answered 503" in r.json()["error"]["message"]
