@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use crate::bucket::Limit;
 use crate::price::{parse_usd, PriceBook, PriceBookConfig};
-use crate::time::days_from_civil;
+use crate::time::{civil_from_days, days_from_civil};
 use crate::usage::Usage;
 
 // ---------------------------------------------------------------------------------------------
@@ -536,20 +536,6 @@ pub fn ms_to_period_end(period: Period, now_ms: u64) -> u64 {
         }
     };
     (end_day * 86_400_000).saturating_sub(now_ms)
-}
-
-/// The inverse of `days_from_civil` (H. Hinnant's algorithm).
-pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = u32::try_from(doy - (153 * mp + 2) / 5 + 1).unwrap_or(1);
-    let m = u32::try_from(if mp < 10 { mp + 3 } else { mp - 9 }).unwrap_or(1);
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }
 
 /// What reserving a call's upper-bound cost against a budget decided.

@@ -44,7 +44,7 @@ pub fn uri_encode(s: &str, keep_slash: bool) -> String {
 /// `20260115T120000Z` for a time in ms since the epoch.
 pub fn amz_date(now_ms: u64) -> String {
     let secs = now_ms / 1000;
-    let (y, m, d) = crate::quota::civil_from_days(i64::try_from(secs / 86_400).unwrap_or(0));
+    let (y, m, d) = crate::time::civil_from_days(i64::try_from(secs / 86_400).unwrap_or(0));
     let s = secs % 86_400;
     format!("{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z", s / 3600, (s / 60) % 60, s % 60)
 }

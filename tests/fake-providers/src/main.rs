@@ -511,6 +511,17 @@ fn openai(req: &Request, inst: &Instance, w: &mut TcpStream, fault: Fault, n: u6
             }
             format!("data: {c}\n\n")
         };
+        // The finish chunk, the usage chunk if asked for, [DONE].
+        let finish = |w: &mut TcpStream, reason: &str| -> io::Result<bool> {
+            chunk(w, &mk(json!({}), json!(reason)))?;
+            if include_usage {
+                let c = json!({"id":id,"object":"chat.completion.chunk","created":created,"model":model,
+                    "system_fingerprint":"fp_fake","choices":[],"usage":usage});
+                chunk(w, &format!("data: {c}\n\n"))?;
+            }
+            chunk(w, "data: [DONE]\n\n")?;
+            end_chunked(w)
+        };
         if let Some(name) = &forced_tool {
             chunk(
                 w,
@@ -523,14 +534,7 @@ fn openai(req: &Request, inst: &Instance, w: &mut TcpStream, fault: Fault, n: u6
             for part in ["{\"city\"", ": \"Par", "is\"}"] {
                 chunk(w, &mk(json!({"tool_calls":[{"index":0,"function":{"arguments":part}}]}), Value::Null))?;
             }
-            chunk(w, &mk(json!({}), json!("tool_calls")))?;
-            if include_usage {
-                let c = json!({"id":id,"object":"chat.completion.chunk","created":created,"model":model,
-                    "system_fingerprint":"fp_fake","choices":[],"usage":usage});
-                chunk(w, &format!("data: {c}\n\n"))?;
-            }
-            chunk(w, "data: [DONE]\n\n")?;
-            return end_chunked(w);
+            return finish(w, "tool_calls");
         }
         chunk(w, &mk(json!({"role":"assistant","content":"","refusal":null}), Value::Null))?;
         for (i, word) in words.iter().enumerate() {
@@ -552,14 +556,7 @@ fn openai(req: &Request, inst: &Instance, w: &mut TcpStream, fault: Fault, n: u6
             }
             chunk(w, &mk(json!({"content":word}), Value::Null))?;
         }
-        chunk(w, &mk(json!({}), json!("stop")))?;
-        if include_usage {
-            let c = json!({"id":id,"object":"chat.completion.chunk","created":created,"model":model,
-                "system_fingerprint":"fp_fake","choices":[],"usage":usage});
-            chunk(w, &format!("data: {c}\n\n"))?;
-        }
-        chunk(w, "data: [DONE]\n\n")?;
-        return end_chunked(w);
+        return finish(w, "stop");
     }
     let (message, finish) = match &forced_tool {
         Some(name) => (

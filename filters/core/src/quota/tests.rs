@@ -131,8 +131,8 @@ fn budget_periods_are_utc_days_and_months() {
     assert_eq!(period_key(Period::Day, feb + 86_400_000), "d.2028-02-29");
     assert_eq!(ms_to_period_end(Period::Month, feb), 2 * 86_400_000);
     for days in [0i64, 59, 365, 10_957, 20_779, 2_932_896] {
-        let (y, m, d) = civil_from_days(days);
-        assert_eq!(days_from_civil(y, m, d), days);
+        let (y, m, d) = crate::time::civil_from_days(days);
+        assert_eq!(crate::time::days_from_civil(y, m, d), days);
     }
 }
 
