@@ -47,7 +47,7 @@ def test_each_trigger_moves_the_call_to_the_next_provider(gateway, fault):
     assert len(gateway.provider_requests("openai", containing=msg)) == 1
 
 
-@pytest.mark.parametrize("fault,status", [("400", 400), ("401", 502)])
+@pytest.mark.parametrize("fault,status", [("400", 400), ("401", 502), ("403", 502)])
 def test_a_400_or_401_from_the_provider_is_not_retried(gateway, fault, status):
     msg = unique(fault)
     r = gateway.chat(msg, headers={"x-fake-fault": f"anthropic={fault}"})

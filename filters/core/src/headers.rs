@@ -52,6 +52,9 @@ pub const PROP_AUDIT: &str = "aigw_audit";
 /// The concrete models the call's chain may use, comma-separated (route-select, read by quota
 /// to bound a call's cost).
 pub const PROP_CANDIDATES: &str = "aigw_candidates";
+/// What route-select read of the request, for quota (`quota::RequestFacts::encode`), so the
+/// body is read once.
+pub const PROP_REQUEST: &str = "aigw_request";
 /// The call's up-front token estimate (quota, read by the per-attempt quota filter).
 pub const PROP_QUOTA_ESTIMATE: &str = "aigw_quota_estimate";
 /// Providers whose buckets the call's attempts were charged to, comma-separated.

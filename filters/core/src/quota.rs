@@ -445,55 +445,129 @@ pub const BYTES_PER_TOKEN: u64 = 4;
 /// Tokens added per message for its role and framing.
 pub const TOKENS_PER_MESSAGE: u64 = 4;
 
-/// Estimates a chat completion request (OpenAI shape). `None` when the body is not JSON.
-///
-/// prompt = ceil(text bytes / 4) + 4 per message + `tokens_per_image` per image + ceil(tool
-/// definition bytes / 4); output = `max_completion_tokens`, else `max_tokens`, else the default.
-pub fn estimate(body: &[u8], cfg: &EstimateConfig) -> Option<Estimate> {
-    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
-    let mut text_bytes: u64 = 0;
-    let mut images: u64 = 0;
-    let mut messages: u64 = 0;
-    if let Some(ms) = v.get("messages").and_then(|m| m.as_array()) {
-        for m in ms {
-            messages += 1;
-            count_content(m.get("content"), &mut text_bytes, &mut images);
-            if let Some(calls) = m.get("tool_calls") {
-                text_bytes += calls.to_string().len() as u64;
-            }
-        }
-    }
-    if let Some(tools) = v.get("tools") {
-        text_bytes += tools.to_string().len() as u64;
-    }
-    let prompt_tokens = text_bytes.div_ceil(BYTES_PER_TOKEN)
-        + messages * TOKENS_PER_MESSAGE
-        + images.saturating_mul(cfg.tokens_per_image);
-    let output_tokens = ["max_completion_tokens", "max_tokens"]
-        .iter()
-        .find_map(|k| v.get(*k).and_then(|x| x.as_u64()))
-        .unwrap_or(cfg.default_max_tokens);
-    let model = v.get("model").and_then(|m| m.as_str()).map(str::to_string);
-    Some(Estimate { prompt_tokens, output_tokens, model })
+/// What the quota plane needs to know of a chat completion request (OpenAI shape), read once
+/// (by route-select when it runs, which hands it on in filter state; by quota otherwise).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RequestFacts {
+    pub model: Option<String>,
+    pub stream: bool,
+    pub include_usage: bool,
+    /// Bytes of message text, tool calls and tool definitions, as written in the JSON.
+    pub text_bytes: u64,
+    pub messages: u64,
+    pub images: u64,
+    /// `max_completion_tokens`, else `max_tokens`.
+    pub max_output: Option<u64>,
 }
 
-fn count_content(c: Option<&serde_json::Value>, text: &mut u64, images: &mut u64) {
-    match c {
-        Some(serde_json::Value::String(s)) => *text += s.len() as u64,
-        Some(serde_json::Value::Array(parts)) => {
-            for p in parts {
-                match p.get("type").and_then(|t| t.as_str()) {
-                    Some("image_url") | Some("image") | Some("input_audio") | Some("file") => *images += 1,
-                    _ => {
-                        if let Some(s) = p.get("text").and_then(|t| t.as_str()) {
-                            *text += s.len() as u64;
+impl RequestFacts {
+    /// Reads a request body without building a tree: only the fields counted are looked at.
+    /// Text is measured as it is written in the JSON (escapes included): never less than the text.
+    pub fn read(body: &[u8]) -> Result<RequestFacts, serde_json::Error> {
+        use serde::Deserialize;
+        use serde_json::value::RawValue;
+
+        #[derive(Deserialize)]
+        struct Req<'a> {
+            #[serde(borrow, default)]
+            messages: Vec<Msg<'a>>,
+            #[serde(borrow, default)]
+            tools: Option<&'a RawValue>,
+            #[serde(default)]
+            max_tokens: Option<u64>,
+            #[serde(default)]
+            max_completion_tokens: Option<u64>,
+            #[serde(default)]
+            model: Option<std::borrow::Cow<'a, str>>,
+            #[serde(default)]
+            stream: Option<bool>,
+            #[serde(default)]
+            stream_options: Option<StreamOptions>,
+        }
+        #[derive(Deserialize)]
+        struct StreamOptions {
+            #[serde(default)]
+            include_usage: Option<bool>,
+        }
+        #[derive(Deserialize)]
+        struct Msg<'a> {
+            #[serde(borrow, default)]
+            content: Option<&'a RawValue>,
+            #[serde(borrow, default)]
+            tool_calls: Option<&'a RawValue>,
+        }
+        #[derive(Deserialize)]
+        struct Part<'a> {
+            #[serde(borrow, default, rename = "type")]
+            kind: Option<&'a str>,
+            #[serde(borrow, default)]
+            text: Option<&'a RawValue>,
+        }
+        let raw_len = |r: &RawValue| r.get().len().saturating_sub(2) as u64;
+        let req: Req = serde_json::from_slice(body)?;
+        let mut f = RequestFacts {
+            model: req.model.map(|m| m.into_owned()),
+            stream: req.stream == Some(true),
+            include_usage: req.stream_options.and_then(|o| o.include_usage) == Some(true),
+            messages: req.messages.len() as u64,
+            max_output: req.max_completion_tokens.or(req.max_tokens),
+            ..RequestFacts::default()
+        };
+        for m in &req.messages {
+            match m.content {
+                Some(c) if c.get().starts_with('"') => f.text_bytes += raw_len(c),
+                Some(c) if c.get().starts_with('[') => {
+                    for p in serde_json::from_str::<Vec<Part>>(c.get())? {
+                        match p.kind {
+                            Some("image_url" | "image" | "input_audio" | "file") => f.images += 1,
+                            _ => f.text_bytes += p.text.map(raw_len).unwrap_or(0),
                         }
                     }
                 }
+                _ => {}
             }
+            f.text_bytes += m.tool_calls.map(|t| t.get().len() as u64).unwrap_or(0);
         }
-        _ => {}
+        f.text_bytes += req.tools.map(|t| t.get().len() as u64).unwrap_or(0);
+        Ok(f)
     }
+
+    /// One line for filter state: `text_bytes messages images max_output|- model`.
+    pub fn encode(&self) -> String {
+        let max = self.max_output.map(|m| m.to_string()).unwrap_or_else(|| "-".into());
+        format!("{} {} {} {max} {}", self.text_bytes, self.messages, self.images, self.model.as_deref().unwrap_or(""))
+    }
+
+    pub fn decode(s: &str) -> Option<RequestFacts> {
+        let mut it = s.splitn(5, ' ');
+        let text_bytes = it.next()?.parse().ok()?;
+        let messages = it.next()?.parse().ok()?;
+        let images = it.next()?.parse().ok()?;
+        let max_output = match it.next()? {
+            "-" => None,
+            m => Some(m.parse().ok()?),
+        };
+        let model = it.next().filter(|m| !m.is_empty()).map(str::to_string);
+        Some(RequestFacts { model, text_bytes, messages, images, max_output, ..RequestFacts::default() })
+    }
+
+    /// prompt = ceil(text bytes / 4) + 4 per message + `tokens_per_image` per image; output =
+    /// the caller's bound, else the configured default.
+    pub fn estimate(&self, cfg: &EstimateConfig) -> Estimate {
+        let prompt_tokens = self.text_bytes.div_ceil(BYTES_PER_TOKEN)
+            + self.messages * TOKENS_PER_MESSAGE
+            + self.images.saturating_mul(cfg.tokens_per_image);
+        Estimate {
+            prompt_tokens,
+            output_tokens: self.max_output.unwrap_or(cfg.default_max_tokens),
+            model: self.model.clone(),
+        }
+    }
+}
+
+/// Estimates a chat completion request (OpenAI shape). `None` when the body is not JSON.
+pub fn estimate(body: &[u8], cfg: &EstimateConfig) -> Option<Estimate> {
+    RequestFacts::read(body).ok().map(|f| f.estimate(cfg))
 }
 
 impl Quota {

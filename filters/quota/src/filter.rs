@@ -15,7 +15,7 @@ use aigw_core::headers;
 use aigw_core::price::format_usd;
 use aigw_core::quota::{
     decode_u128, encode_u128, estimate, final_usage, ms_to_period_end, period_key, reserve, settle, BucketKind,
-    BudgetDecision, Estimate, Period, Quota, QuotaConfig, Scope, ScopeKind,
+    BudgetDecision, Estimate, Period, Quota, QuotaConfig, RequestFacts, Scope, ScopeKind,
 };
 use aigw_core::usage::{self, StreamScanner, Usage};
 use aigw_host as host;
@@ -117,10 +117,12 @@ fn ensure_key(key: &str, initial: &[u8]) -> Option<()> {
 /// Reads `key`, lets `f` decide, and writes its answer back by compare-and-swap, retrying a
 /// bounded number of times when another worker got there first. `None`: the store failed.
 fn update<T>(key: &str, initial: &[u8], mut f: impl FnMut(&[u8]) -> Step<T>) -> Option<Result<T, T>> {
-    ensure_key(key, initial)?;
     for _ in 0..CAS_ATTEMPTS {
         let (bytes, cas) = hc::get_shared_data(key).ok()?;
-        let bytes = bytes.unwrap_or_default();
+        let Some(bytes) = bytes else {
+            ensure_key(key, initial)?;
+            continue;
+        };
         match f(&bytes) {
             Step::Refuse(t) => return Some(Err(t)),
             Step::Write(v, t) => match hc::set_shared_data(key, Some(&v), cas) {
@@ -505,6 +507,14 @@ impl Call {
     }
 }
 
+/// The models the call may be served by: the chain's (from route-select), else the one named.
+fn candidates(est: &Estimate) -> Vec<String> {
+    match host::property_string(&[headers::PROP_CANDIDATES]) {
+        Some(list) => list.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect(),
+        None => est.model.iter().cloned().collect(),
+    }
+}
+
 fn period_name(p: Period) -> &'static str {
     match p {
         Period::Day => "daily",
@@ -522,6 +532,12 @@ fn served_model_in(body: &[u8]) -> Option<String> {
 
 impl HttpContext for Call {
     fn on_http_request_headers(&mut self, _n: usize, eos: bool) -> Action {
+        if let Some(facts) = host::property_string(&[headers::PROP_REQUEST]).and_then(|f| RequestFacts::decode(&f)) {
+            // route-select already read the body: no need to hold the call or read it again.
+            self.estimate = facts.estimate(&self.quota.estimate);
+            self.candidates = candidates(&self.estimate);
+            return self.admit();
+        }
         let path = host::request_header(":path").unwrap_or_default();
         if !eos && path.split('?').next() == Some(CHAT_PATH) {
             // The estimate needs the body: hold the headers until it is here.
@@ -542,10 +558,7 @@ impl HttpContext for Call {
         // A body that is not JSON is estimated as nothing; route-select (or the provider)
         // refuses it with a clear 400.
         self.estimate = estimate(&host::request_body(size), &self.quota.estimate).unwrap_or_default();
-        self.candidates = match host::property_string(&[headers::PROP_CANDIDATES]) {
-            Some(list) => list.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect(),
-            None => self.estimate.model.iter().cloned().collect(),
-        };
+        self.candidates = candidates(&self.estimate);
         self.admit()
     }
 

@@ -1,4 +1,3 @@
-use std::borrow::Cow;
 use std::rc::Rc;
 
 use aigw_core::anthropic;
@@ -6,12 +5,12 @@ use aigw_core::audit::{parse_attempts, Attempt as AttemptRecord, ErrorClass};
 use aigw_core::error::GatewayError;
 use aigw_core::headers;
 use aigw_core::keys::{check_scope, Scope};
+use aigw_core::quota::RequestFacts;
 use aigw_core::route::{chain_refusal, Api, CallFacts, RouteConfig};
 use aigw_core::{bedrock, gemini, messages_in, sigv4, sse};
 use aigw_host as host;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
-use serde::Deserialize;
 use serde_json::Value;
 
 const CHAT_PATH: &str = "/v1/chat/completions";
@@ -73,23 +72,6 @@ impl RootContext for Root {
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
     }
-}
-
-/// The few request fields routing needs, borrowed from the body without building a tree.
-#[derive(Deserialize)]
-struct RequestHead<'a> {
-    #[serde(borrow, default)]
-    model: Option<Cow<'a, str>>,
-    #[serde(default)]
-    stream: Option<bool>,
-    #[serde(default)]
-    stream_options: Option<StreamOptions>,
-}
-
-#[derive(Deserialize)]
-struct StreamOptions {
-    #[serde(default)]
-    include_usage: Option<bool>,
 }
 
 fn refuse(err: &GatewayError) -> Action {
@@ -156,10 +138,11 @@ impl Context for Select {}
 
 impl Select {
     fn choose(&mut self, body: &[u8]) -> Result<(), GatewayError> {
-        let head: RequestHead = serde_json::from_slice(body).map_err(|e| {
+        // One read of the body, for routing and (handed on) for quota.
+        let facts = RequestFacts::read(body).map_err(|e| {
             GatewayError::bad_request("invalid_json", format!("The request body is not valid JSON: {e}"))
         })?;
-        let Some(model) = head.model.as_deref().filter(|m| !m.is_empty()) else {
+        let Some(model) = facts.model.as_deref().filter(|m| !m.is_empty()) else {
             return Err(GatewayError::bad_request("missing_model", "The request names no `model`.").with_param("model"));
         };
         let id = host::identity();
@@ -188,7 +171,7 @@ impl Select {
         };
         let request_id = host::request_header("x-request-id").unwrap_or_default();
         let workload = id.as_ref().and_then(|i| i.workload_class.map(|w| w.as_str()));
-        let facts = CallFacts {
+        let call = CallFacts {
             model,
             tenant: id.as_ref().map(|i| i.tenant.as_str()),
             feature: id.as_ref().and_then(|i| i.feature.as_deref()),
@@ -198,7 +181,7 @@ impl Select {
             cost_ceiling_pico,
             request_id: &request_id,
         };
-        let choice = self.cfg.choose(&facts)?;
+        let choice = self.cfg.choose(&call)?;
         let alias = self.cfg.alias(&choice.alias)?;
         host::set_request_header(headers::CHAIN, Some(&alias.chain));
         for h in [headers::CALLER_LATENCY_BUDGET, headers::CALLER_COST_CEILING] {
@@ -224,7 +207,8 @@ impl Select {
         let now = host::now_ms();
         let candidates: Vec<&str> = alias.steps.iter().map(|s| self.cfg.model_at(&s.model, now).0).collect();
         host::set_property(headers::PROP_CANDIDATES, &candidates.join(","));
-        self.hide_usage = head.stream == Some(true) && head.stream_options.and_then(|o| o.include_usage) != Some(true);
+        self.hide_usage = facts.stream && !facts.include_usage;
+        host::set_property(headers::PROP_REQUEST, &facts.encode());
         self.alias = choice.alias;
         self.route = choice.route;
         host::clear_route_cache();

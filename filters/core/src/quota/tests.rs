@@ -166,3 +166,19 @@ fn final_usage_for_each_way_a_call_ends() {
     // Never sent: nothing.
     assert_eq!(final_usage(&e, None, false, None, false), Usage::default());
 }
+
+#[test]
+fn request_facts_travel_through_filter_state_intact() {
+    let body = br#"{"model": "chat", "stream": true, "stream_options": {"include_usage": true}, "max_tokens": 9,
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "hi there"}, {"type": "image_url"}]}]}"#;
+    let f = RequestFacts::read(body).unwrap();
+    assert!(f.stream && f.include_usage);
+    assert_eq!((f.text_bytes, f.messages, f.images, f.max_output), (8, 1, 1, Some(9)));
+    let back = RequestFacts::decode(&f.encode()).unwrap();
+    assert_eq!(back.estimate(&EstimateConfig::default()), f.estimate(&EstimateConfig::default()));
+    assert_eq!(back.model.as_deref(), Some("chat"));
+    let none = RequestFacts { model: None, max_output: None, ..f };
+    assert_eq!(RequestFacts::decode(&none.encode()).map(|d| (d.model, d.max_output)), Some((None, None)));
+    assert!(RequestFacts::decode("x y").is_none());
+    assert!(RequestFacts::read(b"[1]").is_err());
+}
