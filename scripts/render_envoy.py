@@ -90,6 +90,7 @@ def to_ecds(text, ecds_dir):
     import yaml  # in the venv that scripts/lib.sh makes
 
     cfg = yaml.safe_load(text)
+    refuse_inconsistent(cfg)
     resources = {}
 
     def convert(filters):
@@ -129,11 +130,71 @@ def write_ecds(ecds_dir, files):
         os.replace(tmp, os.path.join(ecds_dir, name))
 
 
+def check_chains(cfg):
+    """Checks that each model alias's fallback chain is what Envoy will run: an aggregate cluster
+    whose provider clusters (by their endpoints' aigw.provider) are the alias's steps in order,
+    reached by a route on x-aigw-chain whose retry policy allows a retry per step after the
+    first. Returns the problems found (empty: consistent)."""
+    clusters = {c["name"]: c for c in cfg["static_resources"]["clusters"]}
+    routes = {}
+    for listener in cfg["static_resources"]["listeners"]:
+        for chain in listener["filter_chains"]:
+            for nf in chain["filters"]:
+                hcm = nf.get("typed_config", {})
+                for vh in hcm.get("route_config", {}).get("virtual_hosts", []):
+                    for r in vh.get("routes", []):
+                        for h in r.get("match", {}).get("headers", []):
+                            if h.get("name") == "x-aigw-chain":
+                                routes[h["string_match"]["exact"]] = r.get("route", {})
+                for f in hcm.get("http_filters", []):
+                    if f.get("name") == "aigw.route_select" and "typed_config" in f:
+                        route_cfg = json.loads(f["typed_config"]["config"]["configuration"]["value"])
+
+    def provider_of(cluster_name):
+        c = clusters.get(cluster_name, {})
+        for ep in c.get("load_assignment", {}).get("endpoints", []):
+            for lb in ep.get("lb_endpoints", []):
+                return lb.get("metadata", {}).get("filter_metadata", {}).get("aigw", {}).get("provider")
+        return None
+
+    problems = []
+    for name, alias in route_cfg["aliases"].items():
+        chain = alias["chain"]
+        agg = clusters.get(chain)
+        if agg is None or agg.get("cluster_type", {}).get("name") != "envoy.clusters.aggregate":
+            problems.append(f"alias {name!r}: chain {chain!r} is not an aggregate cluster")
+            continue
+        members = agg["cluster_type"]["typed_config"]["clusters"]
+        order = [provider_of(m) for m in members]
+        steps = [s["provider"] for s in alias["steps"]]
+        if order != steps:
+            problems.append(f"alias {name!r}: steps {steps} but chain {chain!r} tries {order}")
+        route = routes.get(chain)
+        if route is None:
+            problems.append(f"alias {name!r}: no route matches x-aigw-chain: {chain}")
+        elif route.get("retry_policy", {}).get("num_retries", 1) < len(steps) - 1:
+            problems.append(f"alias {name!r}: route for {chain!r} retries fewer times than it has steps after the first")
+    return problems
+
+
+def refuse_inconsistent(cfg):
+    problems = check_chains(cfg)
+    if problems:
+        raise SystemExit("render_envoy: fallback chains do not match the route config:\n  " + "\n  ".join(problems))
+
+
 def render_to(out_path, values):
     """Renders the Envoy config to out_path (and the ECDS files, when ECDS_DIR is set)."""
     values = dict(values)
     ecds_dir = values.pop("ECDS_DIR", None)
     text = render(values)
+    if not ecds_dir:
+        try:
+            import yaml
+        except ImportError:  # outside the venv (the Docker demo): the check needs PyYAML
+            yaml = None
+        if yaml is not None:
+            refuse_inconsistent(yaml.safe_load(text))
     if ecds_dir:
         ecds_dir = os.path.abspath(str(ecds_dir))
         text, files = to_ecds(text, ecds_dir)

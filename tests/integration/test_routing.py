@@ -254,3 +254,21 @@ def test_deprecation_calendar_on_both_sides_of_the_sunset(fresh_gateway_factory)
     rec = audit(gw, after)
     assert rec["model"] == "claude-opus-4-1-20250805"
     assert "deprecated_model_replaced:claude-sonnet-4-5-20250929->claude-opus-4-1-20250805" in rec["flags"]
+
+
+def test_the_renderer_refuses_chains_that_do_not_match_the_aliases():
+    """Each alias's steps must be what Envoy runs: its aggregate cluster's providers in order, a
+    route on x-aigw-chain, and a retry per step after the first."""
+    import render_envoy  # scripts/ (conftest puts it on the path)
+
+    text = render_envoy.render({})
+    render_envoy.to_ecds(text, "/tmp/unused-ecds")  # the shipped template is consistent
+    swapped = text.replace("clusters: [provider_azure, provider_openai]", "clusters: [provider_openai, provider_azure]")
+    with pytest.raises(SystemExit, match="alias 'chat-azure': steps \\['azure', 'openai'\\] but chain 'chain_azure'"):
+        render_envoy.to_ecds(swapped, "/tmp/unused-ecds")
+    no_route = text.replace("string_match: {exact: chain_gemini}", "string_match: {exact: chain_gemini_old}")
+    with pytest.raises(SystemExit, match="no route matches x-aigw-chain: chain_gemini"):
+        render_envoy.to_ecds(no_route, "/tmp/unused-ecds")
+    no_retry = text.replace("num_retries: 1", "num_retries: 0")
+    with pytest.raises(SystemExit, match="retries fewer times"):
+        render_envoy.to_ecds(no_retry, "/tmp/unused-ecds")
