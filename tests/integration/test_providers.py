@@ -80,13 +80,21 @@ def test_gemini_tool_call_and_a_streamed_answer(gateway):
     [seen] = gateway.provider_requests("gemini", containing=msg)
     parts = json.loads(seen["body"])["contents"][2]["parts"]
     assert parts == [{"functionResponse": {"name": "get_weather", "response": {"output": "18C"}}}]
-    # Streamed: the whole answer comes back as a well-formed stream, usage chunk included.
+    # Streamed from streamGenerateContent (SSE), translated chunk by chunk, usage chunk included.
     msg = unique("stream")
     chunks = list(sdk(gateway).chat.completions.create(
         model="chat-gemini", messages=[{"role": "user", "content": msg}], stream=True,
         stream_options={"include_usage": True}))
-    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == f"Echo: {msg}"
-    assert chunks[-1].usage and chunks[-1].usage.total_tokens > 0
+    pieces = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    assert "".join(pieces) == f"Echo: {msg}" and len(pieces) == len(f"Echo: {msg}".split())
+    assert chunks[-1].usage and chunks[-1].usage.completion_tokens == len(pieces)
+    [seen] = gateway.provider_requests("gemini", containing=msg)
+    assert seen["path"] == "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
+    # A streamed tool call arrives whole, as one tool-call chunk.
+    calls = [tc for c in sdk(gateway).chat.completions.create(
+        model="chat-gemini", stream=True, tools=tools, tool_choice="required",
+        messages=[{"role": "user", "content": unique("weather")}]) if c.choices for tc in (c.choices[0].delta.tool_calls or [])]
+    assert len(calls) == 1 and json.loads(calls[0].function.arguments) == {"city": "Paris"}
 
 
 def test_bedrock_call_is_sigv4_signed_and_verified_by_the_fake(gateway):

@@ -4,8 +4,8 @@
 //!
 //! Documented approximations: image URLs are refused (Gemini takes inline data or uploaded
 //! files); tool-call ids are synthesized (`call_<n>`, Gemini has none); thought signatures are
-//! not carried across turns; streaming calls are sent to `generateContent` and the whole answer
-//! is returned as one stream.
+//! not carried across turns. Streaming calls use `streamGenerateContent?alt=sse`, translated to
+//! OpenAI chunks as they arrive (Gemini sends each function call whole, in one chunk).
 
 use std::collections::HashMap;
 
@@ -19,6 +19,10 @@ fn unsupported(param: &'static str, message: impl Into<String>) -> GatewayError 
 
 pub fn generate_path(model: &str) -> String {
     format!("/v1beta/models/{model}:generateContent")
+}
+
+pub fn stream_path(model: &str) -> String {
+    format!("/v1beta/models/{model}:streamGenerateContent?alt=sse")
 }
 
 /// `generateContent` request body from an Anthropic Messages request.
@@ -174,6 +178,113 @@ pub fn is_invalid_key(body: &[u8]) -> bool {
     text.contains("API_KEY_INVALID")
 }
 
+/// Turns a Gemini SSE stream (each event a partial `GenerateContentResponse`, usage cumulative,
+/// no end marker) into OpenAI chat-completion chunks as it streams.
+#[derive(Debug, Default)]
+pub struct StreamTranslator {
+    parser: crate::sse::Parser,
+    events: Vec<crate::sse::Event>,
+    id: String,
+    model: String,
+    created: u64,
+    started: bool,
+    calls: u64,
+    finish: Option<&'static str>,
+    pub usage: Option<crate::usage::Usage>,
+    done: bool,
+}
+
+impl StreamTranslator {
+    pub fn new(model: &str, created: u64) -> Self {
+        Self { model: model.to_string(), created, ..Self::default() }
+    }
+
+    fn chunk(&self, out: &mut Vec<u8>, delta: Value, finish: Value) {
+        let c = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}], "usage": null});
+        crate::sse::data_event(out, &c.to_string());
+    }
+
+    /// Feeds a piece of the provider's stream; returns the bytes to send on.
+    pub fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.parser.push(chunk, &mut self.events);
+        for ev in std::mem::take(&mut self.events) {
+            let Ok(v) = serde_json::from_str::<Value>(&ev.data) else { continue };
+            if let Some(e) = v.get("error") {
+                let msg = e.get("message").and_then(Value::as_str).unwrap_or("The provider failed mid-stream.");
+                let err =
+                    json!({"error": {"message": msg, "type": "server_error", "param": null, "code": "upstream_error"}});
+                crate::sse::data_event(&mut out, &err.to_string());
+                self.done = true;
+                continue;
+            }
+            if !self.started {
+                self.started = true;
+                self.id = format!("chatcmpl-{}", v.get("responseId").and_then(Value::as_str).unwrap_or("gemini"));
+                if let Some(m) = v.get("modelVersion").and_then(Value::as_str) {
+                    self.model = m.to_string();
+                }
+                self.chunk(&mut out, json!({"role": "assistant", "content": ""}), Value::Null);
+            }
+            if let Some(u) = v.get("usageMetadata") {
+                let n = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
+                let thoughts = n("thoughtsTokenCount");
+                self.usage = Some(crate::usage::Usage {
+                    input: n("promptTokenCount"),
+                    cached_input: n("cachedContentTokenCount"),
+                    output: n("candidatesTokenCount") + thoughts,
+                    reasoning: thoughts,
+                });
+            }
+            let cand = v.pointer("/candidates/0");
+            for p in cand.and_then(|c| c.pointer("/content/parts")).and_then(Value::as_array).into_iter().flatten() {
+                if p.get("thought").and_then(Value::as_bool) == Some(true) {
+                    continue;
+                }
+                if let Some(t) = p.get("text").and_then(Value::as_str).filter(|t| !t.is_empty()) {
+                    self.chunk(&mut out, json!({"content": t}), Value::Null);
+                } else if let Some(fc) = p.get("functionCall") {
+                    let args = fc.get("args").cloned().unwrap_or(json!({})).to_string();
+                    self.chunk(
+                        &mut out,
+                        json!({"tool_calls": [{"index": self.calls, "id": format!("call_{}", self.calls),
+                        "type": "function", "function": {"name": fc.get("name"), "arguments": args}}]}),
+                        Value::Null,
+                    );
+                    self.calls += 1;
+                }
+            }
+            if let Some(f) = cand.and_then(|c| c.get("finishReason")).and_then(Value::as_str) {
+                self.finish = Some(match f {
+                    _ if self.calls > 0 => "tool_calls",
+                    "STOP" => "stop",
+                    "MAX_TOKENS" => "length",
+                    _ => "content_filter",
+                });
+            }
+        }
+        out
+    }
+
+    /// At the end of the provider's body: the finish chunk, the usage chunk and `[DONE]`.
+    pub fn finish(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        if self.done || !self.started {
+            return out;
+        }
+        self.done = true;
+        self.chunk(&mut out, json!({}), json!(self.finish.unwrap_or("stop")));
+        if let Some(u) = self.usage {
+            let c = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                "model": self.model, "choices": [], "usage": u.to_openai()});
+            crate::sse::data_event(&mut out, &c.to_string());
+        }
+        out.extend_from_slice(b"data: [DONE]\n\n");
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,6 +344,45 @@ mod tests {
         let long = br#"{"candidates":[{"content":{"parts":[{"text":"a"}]},"finishReason":"MAX_TOKENS"}]}"#;
         let (out, _) = crate::anthropic::response_to_openai(&response_to_anthropic(long, "g").unwrap(), 1).unwrap();
         assert!(String::from_utf8_lossy(&out).contains("\"finish_reason\":\"length\""));
+    }
+
+    #[test]
+    fn a_gemini_stream_becomes_openai_chunks_with_usage_and_done() {
+        let stream = concat!(
+            "data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"Hel\"}],\"role\": \"model\"},\"index\": 0}],",
+            "\"usageMetadata\": {\"promptTokenCount\": 9,\"candidatesTokenCount\": 1,\"totalTokenCount\": 10},",
+            "\"modelVersion\": \"gemini-2.5-flash\",\"responseId\": \"r7\"}\r\n\r\n",
+            "data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"lo.\"}],\"role\": \"model\"},",
+            "\"finishReason\": \"STOP\",\"index\": 0}],\"usageMetadata\": {\"promptTokenCount\": 9,",
+            "\"candidatesTokenCount\": 3,\"totalTokenCount\": 12},\"modelVersion\": \"gemini-2.5-flash\",\"responseId\": \"r7\"}\r\n\r\n");
+        let mut t = StreamTranslator::new("gemini-2.5-flash", 5);
+        let mut out = Vec::new();
+        for piece in stream.as_bytes().chunks(11) {
+            out.extend(t.push(piece));
+        }
+        out.extend(t.finish());
+        let text = String::from_utf8(out).unwrap();
+        let data: Vec<&str> = text.split("\n\n").filter_map(|e| e.strip_prefix("data: ")).collect();
+        assert_eq!(data.len(), 6, "{text}");
+        assert!(data[0].contains("\"role\":\"assistant\"") && data[0].contains("chatcmpl-r7"));
+        assert!(data[1].contains("\"content\":\"Hel\"") && data[2].contains("\"content\":\"lo.\""));
+        assert!(data[3].contains("\"finish_reason\":\"stop\""));
+        assert!(data[4].contains("\"completion_tokens\":3") && data[4].contains("\"prompt_tokens\":9"));
+        assert_eq!(data[5], "[DONE]");
+    }
+
+    #[test]
+    fn a_streamed_function_call_arrives_whole_as_a_tool_call() {
+        let ev = "data: {\"candidates\": [{\"content\": {\"parts\": [{\"functionCall\": {\"name\": \"f\",\"args\": {\"a\": 1}}}]},\"finishReason\": \"STOP\"}]}\n\n";
+        let mut t = StreamTranslator::new("g", 1);
+        let mut out = t.push(ev.as_bytes());
+        out.extend(t.finish());
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("\"tool_calls\":[{\"function\":{\"arguments\":\"{\\\"a\\\":1}\",\"name\":\"f\"}"),
+            "{text}"
+        );
+        assert!(text.contains("\"finish_reason\":\"tool_calls\""));
     }
 
     #[test]

@@ -20,14 +20,6 @@ pub enum Api {
     Bedrock,
 }
 
-impl Api {
-    /// Whether the provider's answer is received whole and translated (a streaming call gets it
-    /// back as one stream).
-    pub fn answers_whole(self) -> bool {
-        matches!(self, Api::Gemini | Api::Bedrock)
-    }
-}
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderConfig {

@@ -122,7 +122,7 @@ mod tests {
 
 /// A complete OpenAI chat completion re-sent as a chat-completion stream: the role chunk, the
 /// content, each tool call, the finish reason, the usage chunk when asked for, and `[DONE]`.
-/// For providers whose answer the gateway receives whole (it arrives at once, not piece by piece).
+/// For providers the gateway calls without streaming (Bedrock Converse).
 pub fn completion_to_stream(completion: &[u8], include_usage: bool) -> Result<Vec<u8>, String> {
     use serde_json::{json, Value};
     let v: Value = serde_json::from_slice(completion).map_err(|e| format!("not a completion: {e}"))?;

@@ -427,6 +427,8 @@ enum ResponseMode {
     Buffer,
     /// Anthropic SSE: translate chunk by chunk.
     Stream(Box<anthropic::StreamTranslator>),
+    /// Gemini SSE: translate chunk by chunk.
+    GeminiStream(Box<gemini::StreamTranslator>),
 }
 
 struct Target {
@@ -524,8 +526,14 @@ impl Attempt {
             }
             Api::Gemini | Api::Bedrock => {
                 if req.get("stream").and_then(Value::as_bool) == Some(true) {
-                    // With usage always (the listener filter hides it if not asked for).
-                    t.replay_stream = Some(true);
+                    if t.api == Api::Gemini {
+                        // Gemini streams (SSE); the path says so.
+                        host::set_request_header(":path", Some(&gemini::stream_path(&t.model)));
+                    } else {
+                        // Bedrock is called whole and its answer replayed as a stream, with usage
+                        // always (the listener filter hides it if not asked for).
+                        t.replay_stream = Some(true);
+                    }
                 }
                 let a = anthropic::request_from_openai(&req, &t.model, t.max_tokens_default)?;
                 let out = if t.api == Api::Gemini {
@@ -702,6 +710,10 @@ impl HttpContext for Attempt {
             let created = host::now_ms() / 1000;
             self.response = ResponseMode::Stream(Box::new(anthropic::StreamTranslator::new(created, true)));
             Action::Continue
+        } else if self.status == 200 && ct.starts_with("text/event-stream") && t.api == Api::Gemini {
+            let created = host::now_ms() / 1000;
+            self.response = ResponseMode::GeminiStream(Box::new(gemini::StreamTranslator::new(&t.model, created)));
+            Action::Continue
         } else {
             self.response = ResponseMode::Buffer;
             Action::Pause
@@ -711,6 +723,14 @@ impl HttpContext for Attempt {
     fn on_http_response_body(&mut self, size: usize, eos: bool) -> Action {
         match &mut self.response {
             ResponseMode::Pass => Action::Continue,
+            ResponseMode::GeminiStream(tr) => {
+                let mut out = tr.push(&host::response_body(size));
+                if eos {
+                    out.extend(tr.finish());
+                }
+                host::replace_response_body(size, &out);
+                Action::Continue
+            }
             ResponseMode::Stream(tr) => {
                 let chunk = host::response_body(size);
                 let mut out = tr.push(&chunk);

@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::{answer, now, respond, Fault, Instance, Request};
+use super::{answer, chunk, end_chunked, now, respond, start_chunked, Fault, Instance, Request};
 
 fn json_headers() -> Vec<(&'static str, String)> {
     vec![("content-type", "application/json; charset=UTF-8".to_string())]
@@ -37,7 +37,14 @@ fn gemini_as_messages(body: &Value) -> Value {
     out
 }
 
-pub fn gemini(req: &Request, inst: &Instance, w: &mut TcpStream, fault: Fault, n: u64) -> io::Result<bool> {
+pub fn gemini(
+    req: &Request,
+    inst: &Instance,
+    w: &mut TcpStream,
+    fault: Fault,
+    n: u64,
+    stream: bool,
+) -> io::Result<bool> {
     match req.headers.get("x-goog-api-key") {
         None => {
             return gemini_error(
@@ -99,7 +106,18 @@ pub fn gemini(req: &Request, inst: &Instance, w: &mut TcpStream, fault: Fault, n
             json!([]),
         );
     }
-    let model = req.path.trim_start_matches("/v1beta/models/").trim_end_matches(":generateContent").to_string();
+    let path = req.path.split('?').next().unwrap_or("");
+    let model = path.trim_start_matches("/v1beta/models/").split(':').next().unwrap_or("").to_string();
+    if stream && !req.path.contains("alt=sse") {
+        // Without alt=sse Gemini streams one JSON array; the gateway always asks for SSE.
+        return gemini_error(
+            w,
+            400,
+            "INVALID_ARGUMENT",
+            "this fake serves streamGenerateContent with alt=sse only",
+            json!([]),
+        );
+    }
     let (words, input, output) = answer(&gemini_as_messages(&body));
     let mut parts = vec![json!({"text": words.concat()})];
     // A model asked to use a tool calls the first one it was given.
@@ -107,6 +125,31 @@ pub fn gemini(req: &Request, inst: &Instance, w: &mut TcpStream, fault: Fault, n
     let mode = body.pointer("/toolConfig/functionCallingConfig/mode").and_then(Value::as_str);
     if let (Some(name), Some("ANY")) = (first_tool, mode) {
         parts = vec![json!({"functionCall": {"name": name, "args": {"city": "Paris"}}})];
+    }
+    if stream {
+        // One event per word, usage cumulative on each, finishReason on the last, no end marker.
+        start_chunked(w, 200, &[("content-type", "text/event-stream".to_string())])?;
+        let pieces: Vec<Value> = if parts[0].get("functionCall").is_some() {
+            parts.clone()
+        } else {
+            words.iter().map(|wd| json!({"text": wd})).collect()
+        };
+        let last = pieces.len().saturating_sub(1);
+        for (i, p) in pieces.iter().enumerate() {
+            if let Fault::Slow(ms) = fault {
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+            }
+            let mut cand = json!({"content": {"parts": [p], "role": "model"}, "index": 0});
+            if i == last {
+                cand["finishReason"] = json!("STOP");
+            }
+            let sent = u64::try_from(i + 1).unwrap_or(output).min(output);
+            let ev = json!({"candidates": [cand],
+                "usageMetadata": {"promptTokenCount": input, "candidatesTokenCount": sent, "totalTokenCount": input + sent},
+                "modelVersion": model, "responseId": format!("fake-gemini-{n}")});
+            chunk(w, &format!("data: {ev}\r\n\r\n"))?;
+        }
+        return end_chunked(w);
     }
     let out = json!({
         "candidates": [{"content": {"role": "model", "parts": parts}, "finishReason": "STOP", "index": 0,
