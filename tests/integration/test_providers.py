@@ -114,13 +114,33 @@ def test_bedrock_call_is_sigv4_signed_and_verified_by_the_fake(gateway):
     assert sent["inferenceConfig"] == {"maxTokens": 64}
     rec = gateway.audit(r.headers["x-aigw-request-id"])[0]
     assert [(a["provider"], a["status"]) for a in rec["attempts"]] == [("bedrock", 200)]
-    # Streamed callers get the answer as a stream.
+    # Streamed: ConverseStream (signed too), its binary event stream translated frame by frame.
+    msg = unique("stream one two")
     with gateway.client.stream("POST", "/v1/chat/completions", headers={"authorization": f"Bearer {DEMO_KEYS['acme']}"},
-                               json={"model": "chat-bedrock", "stream": True,
-                                     "messages": [{"role": "user", "content": "s"}]}) as s:
+                               json={"model": "chat-bedrock", "stream": True, "stream_options": {"include_usage": True},
+                                     "messages": [{"role": "user", "content": msg}]}) as s:
         assert s.headers["content-type"].startswith("text/event-stream")
         data = sse_data("".join(s.iter_text()))
-    assert data[-1] == "[DONE]" and any('"content":"Echo: s"' in d for d in data)
+    assert data[-1] == "[DONE]"
+    chunks = [json.loads(d) for d in data[:-1]]
+    pieces = [c["choices"][0]["delta"].get("content") for c in chunks if c["choices"]]
+    assert "".join(p for p in pieces if p) == f"Echo: {msg}"
+    assert len([p for p in pieces if p]) == len(f"Echo: {msg}".split())  # one chunk per word, as sent
+    assert chunks[-1]["usage"]["completion_tokens"] == len(f"Echo: {msg}".split())
+    [seen] = gateway.provider_requests("bedrock", containing=msg)
+    assert seen["path"] == "/model/anthropic.claude-haiku-4-5-20251001-v1%3A0/converse-stream"
+    # A streamed tool call, and an in-stream exception that ends the stream with an error event.
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+    calls = [tc for c in sdk(gateway).chat.completions.create(
+        model="chat-bedrock", stream=True, tools=tools, tool_choice="required",
+        messages=[{"role": "user", "content": unique("weather")}]) if c.choices for tc in (c.choices[0].delta.tool_calls or [])]
+    assert calls[0].id.startswith("tooluse_") and json.loads("".join(c.function.arguments for c in calls)) == {"city": "Paris"}
+    with gateway.client.stream("POST", "/v1/chat/completions",
+                               headers={"authorization": f"Bearer {DEMO_KEYS['acme']}", "x-fake-fault": "bedrock=error-after-2"},
+                               json={"model": "chat-bedrock", "stream": True,
+                                     "messages": [{"role": "user", "content": unique("a b c d")}]}) as s:
+        data = sse_data("".join(s.iter_text()))
+    assert "modelStreamErrorException" in json.loads(data[-1])["error"]["message"]
 
 
 @pytest.mark.parametrize("wrong", ["secret", "region"])

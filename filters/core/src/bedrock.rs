@@ -3,8 +3,8 @@
 //! onto Converse; the answer comes back the same way.
 //!
 //! Documented approximations: image URLs are refused (Converse takes only inline bytes);
-//! `tool_choice: "none"` is refused (Converse has no such choice). Streaming calls are sent
-//! to Converse (not ConverseStream) and the whole answer is returned as one stream.
+//! `tool_choice: "none"` is refused (Converse has no such choice). Streaming calls go to
+//! ConverseStream; its binary event stream is translated to OpenAI chunks as it arrives.
 
 use serde_json::{json, Map, Value};
 
@@ -18,6 +18,10 @@ fn unsupported(param: &'static str, message: impl Into<String>) -> GatewayError 
 /// The Converse path for `model` (the model id is one percent-encoded path segment).
 pub fn converse_path(model: &str) -> String {
     format!("/model/{}/converse", uri_encode(model, false))
+}
+
+pub fn converse_stream_path(model: &str) -> String {
+    format!("/model/{}/converse-stream", uri_encode(model, false))
 }
 
 fn block(b: &Value) -> Result<Value, GatewayError> {
@@ -159,6 +163,133 @@ pub fn error_to_openai(status: u16, error_type: &str, body: &[u8]) -> (u16, Vec<
     (status, json!({"error": {"message": message, "type": kind, "param": null, "code": code}}).to_string().into_bytes())
 }
 
+/// Turns a ConverseStream answer (AWS event-stream frames) into OpenAI chat-completion chunks
+/// as it streams.
+#[derive(Debug, Default)]
+pub struct StreamTranslator {
+    decoder: crate::eventstream::Decoder,
+    id: String,
+    model: String,
+    created: u64,
+    /// OpenAI tool-call index of each Converse content block that is a tool use.
+    tool_index: std::collections::HashMap<u64, u64>,
+    tools: u64,
+    pub usage: Option<crate::usage::Usage>,
+    done: bool,
+}
+
+impl StreamTranslator {
+    pub fn new(model: &str, id: &str, created: u64) -> Self {
+        Self { model: model.to_string(), id: format!("chatcmpl-{id}"), created, ..Self::default() }
+    }
+
+    fn chunk(&self, out: &mut Vec<u8>, delta: Value, finish: Value) {
+        let c = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}], "usage": null});
+        crate::sse::data_event(out, &c.to_string());
+    }
+
+    fn fail(&mut self, out: &mut Vec<u8>, message: &str) {
+        let e = json!({"error": {"message": message, "type": "server_error", "param": null, "code": "upstream_error"}});
+        crate::sse::data_event(out, &e.to_string());
+        self.done = true;
+    }
+
+    /// Feeds a piece of the provider's body; returns the bytes to send on.
+    pub fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        if self.done {
+            return out;
+        }
+        let frames = match self.decoder.push(chunk) {
+            Ok(f) => f,
+            Err(e) => {
+                self.fail(&mut out, &format!("The provider's stream could not be read ({e})."));
+                return out;
+            }
+        };
+        for f in frames {
+            if self.done {
+                break;
+            }
+            let v: Value = serde_json::from_slice(&f.payload).unwrap_or(Value::Null);
+            if f.header(":message-type") != Some("event") {
+                let what = f.header(":exception-type").or(f.header(":error-code")).unwrap_or("error");
+                let msg = v.get("message").and_then(Value::as_str).unwrap_or("The provider failed mid-stream.");
+                self.fail(&mut out, &format!("{what}: {msg}"));
+                continue;
+            }
+            match f.header(":event-type").unwrap_or("") {
+                "messageStart" => self.chunk(&mut out, json!({"role": "assistant", "content": ""}), Value::Null),
+                "contentBlockStart" => {
+                    if let Some(t) = v.pointer("/start/toolUse") {
+                        let block = v.get("contentBlockIndex").and_then(Value::as_u64).unwrap_or(0);
+                        let index = self.tools;
+                        self.tools += 1;
+                        self.tool_index.insert(block, index);
+                        self.chunk(
+                            &mut out,
+                            json!({"tool_calls": [{"index": index, "id": t.get("toolUseId"), "type": "function",
+                            "function": {"name": t.get("name"), "arguments": ""}}]}),
+                            Value::Null,
+                        );
+                    }
+                }
+                "contentBlockDelta" => {
+                    let block = v.get("contentBlockIndex").and_then(Value::as_u64).unwrap_or(0);
+                    if let Some(t) = v.pointer("/delta/text").and_then(Value::as_str) {
+                        self.chunk(&mut out, json!({"content": t}), Value::Null);
+                    } else if let Some(args) = v.pointer("/delta/toolUse/input").and_then(Value::as_str) {
+                        let index = self.tool_index.get(&block).copied().unwrap_or(0);
+                        self.chunk(
+                            &mut out,
+                            json!({"tool_calls": [{"index": index, "function": {"arguments": args}}]}),
+                            Value::Null,
+                        );
+                    }
+                }
+                "messageStop" => {
+                    let finish = match v.get("stopReason").and_then(Value::as_str).unwrap_or("end_turn") {
+                        "tool_use" => "tool_calls",
+                        "max_tokens" | "model_context_window_exceeded" => "length",
+                        "guardrail_intervened" | "content_filtered" => "content_filter",
+                        _ => "stop",
+                    };
+                    self.chunk(&mut out, json!({}), json!(finish));
+                }
+                "metadata" => {
+                    let n = |k: &str| v.pointer(&format!("/usage/{k}")).and_then(Value::as_u64).unwrap_or(0);
+                    let cached = n("cacheReadInputTokens");
+                    let u = crate::usage::Usage {
+                        input: n("inputTokens") + cached + n("cacheWriteInputTokens"),
+                        cached_input: cached,
+                        output: n("outputTokens"),
+                        reasoning: 0,
+                    };
+                    self.usage = Some(u);
+                    let c = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                        "model": self.model, "choices": [], "usage": u.to_openai()});
+                    crate::sse::data_event(&mut out, &c.to_string());
+                    out.extend_from_slice(b"data: [DONE]\n\n");
+                    self.done = true;
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// At the end of the provider's body: a stream cut short before its `metadata` event ends
+    /// with an error event (the caller's SDK then knows it is incomplete).
+    pub fn end(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        if !self.done {
+            self.fail(&mut out, "The provider's stream ended early.");
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,6 +352,78 @@ mod tests {
         assert_eq!(v["choices"][0]["message"]["tool_calls"][0]["id"], "tooluse_1");
         assert_eq!(v["model"], "anthropic.claude-x");
         assert_eq!((usage.input, usage.cached_input, usage.output), (14, 4, 3));
+    }
+
+    fn frame(kind: &str, name: &str, payload: &str) -> Vec<u8> {
+        // Encoded as the reference describes (§5.6), for the decoder under test.
+        let mut h = Vec::new();
+        for (k, v) in [
+            (if kind == "event" { ":event-type" } else { ":exception-type" }, name),
+            (":content-type", "application/json"),
+            (":message-type", kind),
+        ] {
+            h.push(k.len() as u8);
+            h.extend_from_slice(k.as_bytes());
+            h.push(7);
+            h.extend_from_slice(&(v.len() as u16).to_be_bytes());
+            h.extend_from_slice(v.as_bytes());
+        }
+        let total = (12 + h.len() + payload.len() + 4) as u32;
+        let mut m = Vec::new();
+        m.extend_from_slice(&total.to_be_bytes());
+        m.extend_from_slice(&(h.len() as u32).to_be_bytes());
+        let prelude_crc = crate::eventstream::crc32(&m);
+        m.extend_from_slice(&prelude_crc.to_be_bytes());
+        m.extend_from_slice(&h);
+        m.extend_from_slice(payload.as_bytes());
+        let crc = crate::eventstream::crc32(&m);
+        m.extend_from_slice(&crc.to_be_bytes());
+        m
+    }
+
+    #[test]
+    fn converse_stream_events_become_openai_chunks() {
+        let mut body = Vec::new();
+        for (name, p) in [
+            ("messageStart", r#"{"role":"assistant","p":"abc"}"#),
+            ("contentBlockDelta", r#"{"contentBlockIndex":0,"delta":{"text":"Hi"}}"#),
+            ("contentBlockStop", r#"{"contentBlockIndex":0}"#),
+            (
+                "contentBlockStart",
+                r#"{"contentBlockIndex":1,"start":{"toolUse":{"toolUseId":"tooluse_1","name":"f"}}}"#,
+            ),
+            ("contentBlockDelta", r#"{"contentBlockIndex":1,"delta":{"toolUse":{"input":"{\"a\":"}}}"#),
+            ("contentBlockDelta", r#"{"contentBlockIndex":1,"delta":{"toolUse":{"input":"1}"}}}"#),
+            ("messageStop", r#"{"stopReason":"tool_use"}"#),
+            ("metadata", r#"{"usage":{"inputTokens":5,"outputTokens":7,"totalTokens":12},"metrics":{"latencyMs":3}}"#),
+        ] {
+            body.extend(frame("event", name, p));
+        }
+        let mut t = StreamTranslator::new("m", "r1", 1);
+        let mut out = Vec::new();
+        for piece in body.chunks(9) {
+            out.extend(t.push(piece));
+        }
+        let text = String::from_utf8(out).unwrap();
+        let data: Vec<&str> = text.split("\n\n").filter_map(|e| e.strip_prefix("data: ")).collect();
+        assert_eq!(data.len(), 8, "{text}");
+        assert!(data[0].contains("\"role\":\"assistant\"") && data[1].contains("\"content\":\"Hi\""));
+        assert!(data[2].contains("\"id\":\"tooluse_1\"") && data[2].contains("\"name\":\"f\""));
+        assert!(data[3].contains("\"arguments\":\"{\\\"a\\\":\""));
+        assert!(data[5].contains("\"finish_reason\":\"tool_calls\""));
+        assert!(data[6].contains("\"total_tokens\":12"));
+        assert_eq!(data[7], "[DONE]");
+        assert_eq!(t.usage.map(|u| (u.input, u.output)), Some((5, 7)));
+    }
+
+    #[test]
+    fn an_exception_frame_ends_the_stream_with_an_error_event() {
+        let mut body = frame("event", "messageStart", r#"{"role":"assistant"}"#);
+        body.extend(frame("exception", "throttlingException", r#"{"message":"Too many tokens"}"#));
+        let mut t = StreamTranslator::new("m", "r", 1);
+        let text = String::from_utf8(t.push(&body)).unwrap();
+        assert!(text.contains("throttlingException: Too many tokens"), "{text}");
+        assert!(t.push(&frame("event", "messageStop", "{}")).is_empty());
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod bedrock;
 pub mod bucket;
 pub mod credentials;
 pub mod error;
+pub mod eventstream;
 pub mod gemini;
 pub mod headers;
 pub mod keys;

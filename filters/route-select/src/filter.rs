@@ -429,6 +429,8 @@ enum ResponseMode {
     Stream(Box<anthropic::StreamTranslator>),
     /// Gemini SSE: translate chunk by chunk.
     GeminiStream(Box<gemini::StreamTranslator>),
+    /// Bedrock ConverseStream (binary event stream): translate frame by frame.
+    BedrockStream(Box<bedrock::StreamTranslator>),
 }
 
 struct Target {
@@ -436,9 +438,6 @@ struct Target {
     api: Api,
     model: String,
     max_tokens_default: u64,
-    /// The caller asked for a stream from a provider that answers whole: replay the answer
-    /// as a stream (with the usage chunk if `stream_options.include_usage`).
-    replay_stream: Option<bool>,
     /// Bedrock's `x-amzn-ErrorType` of an error answer.
     error_type: String,
 }
@@ -526,14 +525,14 @@ impl Attempt {
             }
             Api::Gemini | Api::Bedrock => {
                 if req.get("stream").and_then(Value::as_bool) == Some(true) {
-                    if t.api == Api::Gemini {
-                        // Gemini streams (SSE); the path says so.
-                        host::set_request_header(":path", Some(&gemini::stream_path(&t.model)));
+                    // Both stream on a path of their own (with usage always: the listener filter
+                    // hides it from a caller who did not ask).
+                    let path = if t.api == Api::Gemini {
+                        gemini::stream_path(&t.model)
                     } else {
-                        // Bedrock is called whole and its answer replayed as a stream, with usage
-                        // always (the listener filter hides it if not asked for).
-                        t.replay_stream = Some(true);
-                    }
+                        bedrock::converse_stream_path(&t.model)
+                    };
+                    host::set_request_header(":path", Some(&path));
                 }
                 let a = anthropic::request_from_openai(&req, &t.model, t.max_tokens_default)?;
                 let out = if t.api == Api::Gemini {
@@ -563,13 +562,7 @@ impl Attempt {
         };
         let translated = as_anthropic.and_then(|a| anthropic::response_to_openai(&a, host::now_ms() / 1000));
         match translated {
-            Ok((out, _usage)) => match t.replay_stream {
-                Some(include_usage) => match sse::completion_to_stream(&out, include_usage) {
-                    Ok(stream) => (200, stream, true),
-                    Err(_) => (200, out, false),
-                },
-                None => (200, out, false),
-            },
+            Ok((out, _usage)) => (200, out, false),
             Err(e) => {
                 host::warn(&format!("route-select: {e}"));
                 let err = GatewayError::new(
@@ -639,7 +632,6 @@ impl HttpContext for Attempt {
             api: p.api,
             model: model.to_string(),
             max_tokens_default: p.max_tokens_default,
-            replay_stream: None,
             error_type: String::new(),
         };
         let path = match target.api {
@@ -710,6 +702,13 @@ impl HttpContext for Attempt {
             let created = host::now_ms() / 1000;
             self.response = ResponseMode::Stream(Box::new(anthropic::StreamTranslator::new(created, true)));
             Action::Continue
+        } else if self.status == 200 && ct.starts_with("application/vnd.amazon.eventstream") && t.api == Api::Bedrock {
+            let created = host::now_ms() / 1000;
+            let id = host::response_header("x-amzn-requestid").unwrap_or_else(|| created.to_string());
+            host::set_response_header("content-type", Some("text/event-stream"));
+            self.response =
+                ResponseMode::BedrockStream(Box::new(bedrock::StreamTranslator::new(&t.model, &id, created)));
+            Action::Continue
         } else if self.status == 200 && ct.starts_with("text/event-stream") && t.api == Api::Gemini {
             let created = host::now_ms() / 1000;
             self.response = ResponseMode::GeminiStream(Box::new(gemini::StreamTranslator::new(&t.model, created)));
@@ -723,6 +722,14 @@ impl HttpContext for Attempt {
     fn on_http_response_body(&mut self, size: usize, eos: bool) -> Action {
         match &mut self.response {
             ResponseMode::Pass => Action::Continue,
+            ResponseMode::BedrockStream(tr) => {
+                let mut out = tr.push(&host::response_body(size));
+                if eos {
+                    out.extend(tr.end());
+                }
+                host::replace_response_body(size, &out);
+                Action::Continue
+            }
             ResponseMode::GeminiStream(tr) => {
                 let mut out = tr.push(&host::response_body(size));
                 if eos {

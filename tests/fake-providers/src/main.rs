@@ -301,7 +301,12 @@ fn handle(req: &Request, inst: &Instance, w: &mut TcpStream) -> io::Result<bool>
         ("POST", p) if p.starts_with("/v1beta/models/") && p.ends_with(":streamGenerateContent") => {
             more::gemini(req, inst, w, fault, n, true)
         }
-        ("POST", p) if p.starts_with("/model/") && p.ends_with("/converse") => more::bedrock(req, inst, w, fault, n),
+        ("POST", p) if p.starts_with("/model/") && p.ends_with("/converse") => {
+            more::bedrock(req, inst, w, fault, n, false)
+        }
+        ("POST", p) if p.starts_with("/model/") && p.ends_with("/converse-stream") => {
+            more::bedrock(req, inst, w, fault, n, true)
+        }
         _ => respond(w, 404, &[("content-type", "application/json".into())], br#"{"error":"not found"}"#),
     }
 }

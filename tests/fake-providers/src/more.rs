@@ -313,7 +313,53 @@ fn parse_amz_date(s: &str) -> Option<u64> {
     u64::try_from(days * 86_400 + hh * 3600 + mm * 60 + ss).ok()
 }
 
-pub fn bedrock(req: &Request, inst: &Instance, w: &mut TcpStream, fault: Fault, n: u64) -> io::Result<bool> {
+/// CRC-32 (zlib's), table-driven; written apart from the gateway's.
+fn crc32(data: &[u8]) -> u32 {
+    let table: Vec<u32> =
+        (0..256u32).map(|i| (0..8).fold(i, |c, _| if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 })).collect();
+    !data.iter().fold(!0u32, |c, &b| table[((c ^ u32::from(b)) & 0xFF) as usize] ^ (c >> 8))
+}
+
+/// One AWS event-stream message (reference §5.6): prelude, prelude CRC, headers, payload, CRC.
+fn frame(message_type: &str, name: &str, payload: &Value) -> Vec<u8> {
+    let kind_header = if message_type == "event" { ":event-type" } else { ":exception-type" };
+    let mut headers = Vec::new();
+    for (k, v) in [(kind_header, name), (":content-type", "application/json"), (":message-type", message_type)] {
+        headers.push(u8::try_from(k.len()).unwrap_or(0));
+        headers.extend_from_slice(k.as_bytes());
+        headers.push(7);
+        headers.extend_from_slice(&u16::try_from(v.len()).unwrap_or(0).to_be_bytes());
+        headers.extend_from_slice(v.as_bytes());
+    }
+    let body = payload.to_string();
+    let total = u32::try_from(16 + headers.len() + body.len()).unwrap_or(0);
+    let mut m = total.to_be_bytes().to_vec();
+    m.extend_from_slice(&u32::try_from(headers.len()).unwrap_or(0).to_be_bytes());
+    let prelude_crc = crc32(&m);
+    m.extend_from_slice(&prelude_crc.to_be_bytes());
+    m.extend_from_slice(&headers);
+    m.extend_from_slice(body.as_bytes());
+    let crc = crc32(&m);
+    m.extend_from_slice(&crc.to_be_bytes());
+    m
+}
+
+fn write_chunk(w: &mut TcpStream, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    w.write_all(format!("{:x}\r\n", bytes.len()).as_bytes())?;
+    w.write_all(bytes)?;
+    w.write_all(b"\r\n")?;
+    w.flush()
+}
+
+pub fn bedrock(
+    req: &Request,
+    inst: &Instance,
+    w: &mut TcpStream,
+    fault: Fault,
+    n: u64,
+    stream: bool,
+) -> io::Result<bool> {
     let region = inst.region.as_deref().unwrap_or("us-east-1");
     if let Err((status, kind, message)) = verify_sigv4(req, inst, region) {
         return bedrock_error(w, status, kind, &message);
@@ -353,6 +399,65 @@ pub fn bedrock(req: &Request, inst: &Instance, w: &mut TcpStream, fault: Fault, 
         return bedrock_error(w, 400, "ValidationException", "Message content must be an array of content blocks.");
     }
     let (words, input, output) = answer(&body);
+    if stream {
+        start_chunked(
+            w,
+            200,
+            &[
+                ("content-type", "application/vnd.amazon.eventstream".to_string()),
+                ("x-amzn-requestid", format!("fake-bedrock-{n}")),
+            ],
+        )?;
+        // Every event also carries the padding member "p" real streams have.
+        let ev = |w: &mut TcpStream, name: &str, mut p: Value| {
+            p["p"] = json!("abcdefgh");
+            write_chunk(w, &frame("event", name, &p))
+        };
+        ev(w, "messageStart", json!({"role": "assistant"}))?;
+        let tool = body.pointer("/toolConfig/tools/0/toolSpec/name").cloned();
+        let forced = body.pointer("/toolConfig/toolChoice/any").is_some()
+            || body.pointer("/toolConfig/toolChoice/tool").is_some();
+        let stop = if let (Some(name), true) = (tool, forced) {
+            ev(
+                w,
+                "contentBlockStart",
+                json!({"contentBlockIndex": 0, "start": {"toolUse": {"toolUseId": format!("tooluse_fake{n}"), "name": name}}}),
+            )?;
+            for part in ["{\"city\"", ": \"Paris\"}"] {
+                ev(w, "contentBlockDelta", json!({"contentBlockIndex": 0, "delta": {"toolUse": {"input": part}}}))?;
+            }
+            ev(w, "contentBlockStop", json!({"contentBlockIndex": 0}))?;
+            "tool_use"
+        } else {
+            for (i, word) in words.iter().enumerate() {
+                if let Fault::Slow(ms) = fault {
+                    std::thread::sleep(std::time::Duration::from_millis(ms));
+                }
+                if fault == Fault::ErrorAfter(i) {
+                    write_chunk(
+                        w,
+                        &frame(
+                            "exception",
+                            "modelStreamErrorException",
+                            &json!({"message": "The model stream failed.", "originalStatusCode": 500}),
+                        ),
+                    )?;
+                    return end_chunked(w);
+                }
+                ev(w, "contentBlockDelta", json!({"contentBlockIndex": 0, "delta": {"text": word}}))?;
+            }
+            ev(w, "contentBlockStop", json!({"contentBlockIndex": 0}))?;
+            "end_turn"
+        };
+        ev(w, "messageStop", json!({"stopReason": stop}))?;
+        ev(
+            w,
+            "metadata",
+            json!({"usage": {"inputTokens": input, "outputTokens": output, "totalTokens": input + output},
+                                  "metrics": {"latencyMs": 1}}),
+        )?;
+        return end_chunked(w);
+    }
     let out = json!({
         "output": {"message": {"role": "assistant", "content": [{"text": words.concat()}]}},
         "stopReason": "end_turn",
