@@ -108,3 +108,19 @@ def test_messages_door_errors_are_in_anthropic_shape(gateway, claude):
     assert r.status_code == 503
     assert r.json()["type"] == "error" and r.json()["error"]["type"] == "overloaded_error"
     assert "anthropic answered 503" in r.json()["error"]["message"]
+
+
+def test_every_refusal_on_the_messages_door_is_in_anthropic_shape(gateway):
+    body = {"model": "chat", "max_tokens": 10, "messages": [{"role": "user", "content": "x"}]}
+    # auth-key-swap (before route-select has run): an unknown key.
+    r = gateway.client.post("/v1/messages", headers={"x-api-key": "aigw_sk_nobody"}, json=body)
+    assert r.status_code == 401
+    assert r.json()["type"] == "error" and r.json()["error"]["type"] == "authentication_error"
+    # quota (after route-select): the demo tenant `tiny` may make 3 calls a minute.
+    statuses = [gateway.client.post("/v1/messages", headers={"x-api-key": DEMO_KEYS["tiny"]}, json=body)
+                for _ in range(4)]
+    assert [s.status_code for s in statuses] == [200, 200, 200, 429]
+    refused = statuses[-1]
+    assert refused.json()["error"]["type"] == "rate_limit_error" and "retry-after" in refused.headers
+    with pytest.raises(anthropic.RateLimitError):
+        anthropic.Anthropic(base_url=gateway.url, api_key=DEMO_KEYS["tiny"], max_retries=0).messages.create(**body)

@@ -109,12 +109,25 @@ pub fn replace_response_body(size: usize, body: &[u8]) {
     let _ = hc::set_buffer(BufferType::HttpResponseBody, 0, size, body);
 }
 
-/// Answers the caller with an OpenAI-style error.
+/// Whether the call came in by the Messages door (`/v1/messages`): route-select says so in filter
+/// state; before it has run, the request path still says so.
+pub fn messages_door() -> bool {
+    match property_string(&[headers::PROP_DOOR]) {
+        Some(door) => door == "messages",
+        None => request_header(":path").is_some_and(|p| p.split('?').next() == Some(aigw_core::messages_in::PATH)),
+    }
+}
+
+/// Answers the caller with the gateway's error: OpenAI's shape, or Anthropic's on the Messages door.
 pub fn send_error(err: &GatewayError, extra_headers: &[(&str, &str)]) {
     let mut h: Vec<(&str, &str)> = vec![("content-type", "application/json")];
     h.extend_from_slice(extra_headers);
-    let body = err.body();
-    if hc::send_http_response(u32::from(err.status), h, Some(body.as_bytes())).is_err() {
+    let body = if messages_door() {
+        aigw_core::messages_in::error_from_openai(err.status, err.body().as_bytes())
+    } else {
+        err.body().into_bytes()
+    };
+    if hc::send_http_response(u32::from(err.status), h, Some(&body)).is_err() {
         warn("aigw: could not send a local reply");
     }
 }

@@ -89,22 +89,9 @@ enum Door {
     Messages,
 }
 
-fn refuse_at(door: Door, err: &GatewayError) -> Action {
-    if door == Door::Chat {
-        return refuse(err);
-    }
-    host::set_property(headers::PROP_REFUSAL, "route");
-    let body = messages_in::error_from_openai(err.status, err.body().as_bytes());
-    if proxy_wasm::hostcalls::send_http_response(
-        u32::from(err.status),
-        vec![("content-type", "application/json")],
-        Some(&body),
-    )
-    .is_err()
-    {
-        host::warn("route-select: could not send a local reply");
-    }
-    Action::Pause
+/// Refuses the call; `host::send_error` gives the error the shape of the door it came in by.
+fn refuse_at(_door: Door, err: &GatewayError) -> Action {
+    refuse(err)
 }
 
 /// What the listener filter does with the answer.
@@ -247,6 +234,7 @@ impl HttpContext for Select {
         }
         let mut body = host::request_body(size);
         if self.door == Door::Messages {
+            host::set_property(headers::PROP_DOOR, "messages");
             // The Messages door: from here on the call is a unified (OpenAI) request.
             let unified = serde_json::from_slice::<Value>(&body)
                 .map_err(|e| {
