@@ -39,8 +39,8 @@ pub const CALLER_AGENT: &str = "x-gateway-agent";
 /// JSON array of [`crate::audit::Attempt`], appended to by each upstream attempt.
 pub const PROP_ATTEMPTS: &str = "aigw_attempts";
 pub const PROP_ALIAS: &str = "aigw_alias";
-/// `messages` when the call came in by the Messages door (set by route-select), so every
-/// filter's refusal is in the caller's format.
+/// Which front door the call came in by, `chat` or `messages` (set by route-select), so every
+/// filter's refusal is in the caller's format, even after the path was rewritten for a provider.
 pub const PROP_DOOR: &str = "aigw_door";
 /// The route rule's name, and the canary slice (`canary`/`stable`) when the alias has one.
 pub const PROP_ROUTE: &str = "aigw_route";

@@ -233,8 +233,10 @@ impl HttpContext for Select {
             return Action::Pause;
         }
         let mut body = host::request_body(size);
+        // Said for every call, so filters that see the provider's path later (per attempt)
+        // still know which door the caller used.
+        host::set_property(headers::PROP_DOOR, if self.door == Door::Messages { "messages" } else { "chat" });
         if self.door == Door::Messages {
-            host::set_property(headers::PROP_DOOR, "messages");
             // The Messages door: from here on the call is a unified (OpenAI) request.
             let unified = serde_json::from_slice::<Value>(&body)
                 .map_err(|e| {
