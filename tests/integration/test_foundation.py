@@ -348,3 +348,27 @@ def test_a_provider_success_that_is_not_json_becomes_a_clear_502(gateway):
     assert [(a["provider"], a["status"]) for a in rec["attempts"]] == [("anthropic", 200), ("openai", 200)]
     assert rec["outcome"] == "upstream_error" and rec["status"] == 502
     assert "upstream_invalid_response" in rec["flags"] and rec["cost_usd"] is None
+
+
+def test_the_push_command_changes_a_filter_without_a_restart(fresh_gateway_factory):
+    """What the README tells operators to run: scripts/render_envoy.py --push DIR NAME=VALUE."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    gw = fresh_gateway_factory()
+    assert gw.chat(unique(), key=DEMO_KEYS["tiny"]).headers["x-ratelimit-limit-requests"] == "3"
+    quota = json.loads((ROOT / "envoy" / "quota.json").read_text())
+    quota.pop("_comment")
+    quota["tenants"]["tiny"]["requests_per_minute"] = 7
+    quota["price_book"] = json.loads((ROOT / "envoy" / "price-book.json").read_text())
+    before = gw.reloads()
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "render_envoy.py"), "--push", str(gw.ecds_dir),
+                    f"QUOTA_CONFIG={json.dumps(quota)}"], check=True)
+    deadline = time.time() + 10
+    while gw.reloads().get("http_filter.aigw.quota", 0) <= before.get("http_filter.aigw.quota", 0):
+        assert time.time() < deadline, gw.reloads()
+        time.sleep(0.05)
+    assert gw.chat(unique(), key=DEMO_KEYS["tiny"]).headers["x-ratelimit-limit-requests"] == "7"
+    assert gw.envoy.poll() is None
