@@ -8,7 +8,7 @@ import re
 import subprocess
 import time
 import uuid
-from collections import Counter, defaultdict
+from collections import defaultdict
 from decimal import Decimal
 
 import httpx

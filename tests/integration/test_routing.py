@@ -3,7 +3,6 @@ fallback trigger and non-trigger, the chain's refusal, mid-stream failures."""
 
 import json
 import socket
-import time
 import uuid
 from collections import Counter
 
@@ -69,14 +68,17 @@ def test_connect_failure_moves_the_call_on(fresh_gateway_factory):
 
 def test_a_latency_budget_gives_each_attempt_its_share(gateway):
     msg = unique("budget")
-    start = time.time()
     r = gateway.chat(msg, headers={"x-fake-fault": "anthropic=delay-3000", "x-gateway-latency-budget-ms": "1200"})
-    took = time.time() - start
     assert r.status_code == 200, r.text
-    assert r.headers["x-aigw-provider"] == "openai"  # the slow provider's 600 ms share ran out
-    assert took < 2.5
+    # The slow provider's 600 ms share ran out (it would have answered after 3 s): the attempt
+    # was cut without an answer and the next provider served.
+    assert r.headers["x-aigw-provider"] == "openai"
     rec = audit(gateway, r)
-    assert rec["attempts"][0]["provider"] == "anthropic" and rec["attempts"][0]["status"] in (None, 504)
+    assert rec["attempts"][0]["provider"] == "anthropic" and rec["attempts"][0]["status"] is None
+    assert rec["attempts"][0]["error_class"] in ("no_response", "timeout")
+    # Without a budget the same slow provider is waited for.
+    slow = gateway.chat(unique("no budget"), headers={"x-fake-fault": "anthropic=delay-1500"})
+    assert slow.headers["x-aigw-provider"] == "anthropic"
     # The caller's hint is the gateway's, not the provider's.
     [seen] = gateway.provider_requests("openai", containing=msg)
     assert "x-gateway-latency-budget-ms" not in seen["headers"]
