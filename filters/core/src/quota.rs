@@ -588,13 +588,61 @@ impl Quota {
 // ---------------------------------------------------------------------------------------------
 // Budgets
 
-/// The shared-data key suffix of the budget period containing `now_ms`: `d.2026-11-22` or
-/// `m.2026-11` (UTC).
-pub fn period_key(period: Period, now_ms: u64) -> String {
-    let (y, m, d) = civil_from_days(i64::try_from(now_ms / 86_400_000).unwrap_or(0));
+/// The number of the budget period containing `now_ms`: days since the epoch, or months since
+/// year 0 (UTC).
+pub fn period_id(period: Period, now_ms: u64) -> u64 {
+    let day = now_ms / 86_400_000;
     match period {
-        Period::Day => format!("d.{y:04}-{m:02}-{d:02}"),
-        Period::Month => format!("m.{y:04}-{m:02}"),
+        Period::Day => day,
+        Period::Month => {
+            let (y, m, _) = civil_from_days(i64::try_from(day).unwrap_or(0));
+            u64::try_from(y).unwrap_or(0) * 12 + u64::from(m) - 1
+        }
+    }
+}
+
+/// A budget's stored state: the period it counts and what was spent (or reserved) in it. One
+/// key per scope and kind of period, rolled over in place, so the store does not grow by a key
+/// a day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BudgetState {
+    pub period: u64,
+    pub spent: u128,
+}
+
+impl BudgetState {
+    pub fn encode(&self) -> [u8; 24] {
+        let mut out = [0u8; 24];
+        out[..8].copy_from_slice(&self.period.to_le_bytes());
+        out[8..].copy_from_slice(&self.spent.to_le_bytes());
+        out
+    }
+
+    pub fn decode(b: &[u8]) -> Option<BudgetState> {
+        Some(BudgetState {
+            period: u64::from_le_bytes(b.get(..8)?.try_into().ok()?),
+            spent: u128::from_le_bytes(b.get(8..24)?.try_into().ok()?),
+        })
+    }
+
+    /// What is spent in `period` (nothing, when the state is of an earlier period).
+    pub fn spent_in(&self, period: u64) -> u128 {
+        if self.period == period {
+            self.spent
+        } else {
+            0
+        }
+    }
+
+    /// Replaces a reservation made in `period` by the real cost. When the period has rolled over
+    /// since, the cost counts in the new one (never lost, never refunded from a period that is
+    /// gone).
+    pub fn settled(&self, period: u64, reserved: u128, actual: u128) -> BudgetState {
+        if self.period == period {
+            BudgetState { period, spent: settle(self.spent, reserved, actual) }
+        } else {
+            BudgetState { period: self.period, spent: self.spent.saturating_add(actual) }
+        }
     }
 }
 
@@ -639,14 +687,6 @@ pub fn past_soft(spent: u128, cap: u128, soft_percent: u8) -> bool {
 /// Replaces a reservation with what the call really cost.
 pub fn settle(spent: u128, reserved: u128, actual: u128) -> u128 {
     spent.saturating_sub(reserved).saturating_add(actual)
-}
-
-pub fn encode_u128(v: u128) -> [u8; 16] {
-    v.to_le_bytes()
-}
-
-pub fn decode_u128(b: &[u8]) -> Option<u128> {
-    Some(u128::from_le_bytes(b.get(..16)?.try_into().ok()?))
 }
 
 // ---------------------------------------------------------------------------------------------

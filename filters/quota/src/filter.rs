@@ -14,8 +14,8 @@ use aigw_core::error::GatewayError;
 use aigw_core::headers;
 use aigw_core::price::format_usd;
 use aigw_core::quota::{
-    decode_u128, encode_u128, estimate, final_usage, ms_to_period_end, period_key, reserve, settle, BucketKind,
-    BudgetDecision, Estimate, Period, Quota, QuotaConfig, RequestFacts, Scope, ScopeKind,
+    estimate, final_usage, ms_to_period_end, period_id, reserve, BucketKind, BudgetDecision, BudgetState, Estimate,
+    Period, Quota, QuotaConfig, RequestFacts, Scope, ScopeKind,
 };
 use aigw_core::usage::{self, StreamScanner, Usage};
 use aigw_host as host;
@@ -187,8 +187,8 @@ fn release(key: &str) {
     }
 }
 
-fn spent(bytes: &[u8]) -> u128 {
-    decode_u128(bytes).unwrap_or(0)
+fn budget_state(bytes: &[u8]) -> BudgetState {
+    BudgetState::decode(bytes).unwrap_or_default()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -198,7 +198,7 @@ enum Charge {
     Requests { key: String, limit: Limit },
     Tokens { key: String, limit: Limit, taken: u64 },
     Concurrent { key: String },
-    Budget { key: String, reserved: u128 },
+    Budget { key: String, period: u64, reserved: u128 },
 }
 
 fn undo(charges: &[Charge], now: u64) {
@@ -209,13 +209,14 @@ fn undo(charges: &[Charge], now: u64) {
                 adjust_bucket(key, *limit, now, -i64::try_from(*taken).unwrap_or(0))
             }
             Charge::Concurrent { key } => release(key),
-            Charge::Budget { key, reserved } => settle_budget(key, *reserved, 0),
+            Charge::Budget { key, period, reserved } => settle_budget(key, *period, *reserved, 0),
         }
     }
 }
 
-fn settle_budget(key: &str, reserved: u128, actual: u128) {
-    if update(key, &encode_u128(0), |b| Step::Write(encode_u128(settle(spent(b), reserved, actual)).to_vec(), ()))
+fn settle_budget(key: &str, period: u64, reserved: u128, actual: u128) {
+    let initial = BudgetState::default().encode();
+    if update(key, &initial, |b| Step::Write(budget_state(b).settled(period, reserved, actual).encode().to_vec(), ()))
         .is_none()
     {
         host::warn(&format!("quota: could not settle budget {key}"));
@@ -397,18 +398,20 @@ impl Call {
             });
             for (period, cap) in [(Period::Day, b.daily), (Period::Month, b.monthly)] {
                 let Some(cap) = cap else { continue };
-                let key = format!("aigw.q.budget.{}.{}", s.key, period_key(period, now));
-                match update(&key, &encode_u128(0), |bytes| {
-                    let before = spent(bytes);
+                let kind = if period == Period::Day { "day" } else { "month" };
+                let key = format!("aigw.q.budget.{}.{kind}", s.key);
+                let pid = period_id(period, now);
+                match update(&key, &BudgetState::default().encode(), |bytes| {
+                    let before = budget_state(bytes).spent_in(pid);
                     match reserve(before, c, cap, b.soft_percent) {
                         BudgetDecision::Reserved { spent, soft } => {
-                            Step::Write(encode_u128(spent).to_vec(), (before, soft))
+                            Step::Write(BudgetState { period: pid, spent }.encode().to_vec(), (before, soft))
                         }
                         BudgetDecision::Refused => Step::Refuse((before, false)),
                     }
                 }) {
                     Some(Ok((_, soft))) => {
-                        self.charges.push(Charge::Budget { key, reserved: c });
+                        self.charges.push(Charge::Budget { key, period: pid, reserved: c });
                         if soft && self.budget_warning.is_none() {
                             self.budget_warning = Some(format!(
                                 "{} {} budget is {}% used or more",
@@ -626,9 +629,9 @@ impl HttpContext for Call {
                     adjust_bucket(&key, limit, now, delta);
                 }
                 Charge::Concurrent { key } => release(&key),
-                Charge::Budget { key, reserved } => {
+                Charge::Budget { key, period, reserved } => {
                     let c = *cost.get_or_insert_with(|| self.cost_of(&used));
-                    settle_budget(&key, reserved, c);
+                    settle_budget(&key, period, reserved, c);
                 }
             }
         }
