@@ -164,6 +164,16 @@ def test_provider_bucket_is_exact_and_its_refusal_names_no_figures(start):
     assert_both_workers_used(gw)
 
 
+def test_provider_tokens_bucket_is_exact(start):
+    est = estimate()
+    gw = start({}, providers={"openai": {"tokens_per_minute": 1, "tokens_burst": 3 * est}})
+    out = burst(gw, 9, model="chat-openai-first", headers={"x-fake-fault": "openai=delay-1500"})
+    assert codes(out).count(200) == 3, codes(out)
+    assert {error(r)["code"] for r in out if r.status_code != 200} == {"provider_tokens_per_minute"}
+    assert len(gw.provider_requests("openai", containing=MSG)) == 3
+    assert_both_workers_used(gw)
+
+
 # -- token accounting ----------------------------------------------------------------------------
 
 

@@ -281,12 +281,22 @@ impl StreamTranslator {
 
     /// At the end of the provider's body: a stream cut short before its `metadata` event ends
     /// with an error event (the caller's SDK then knows it is incomplete).
-    pub fn end(&mut self) -> Vec<u8> {
+    pub fn finish(&mut self) -> Vec<u8> {
         let mut out = Vec::new();
         if !self.done {
             self.fail(&mut out, "The provider's stream ended early.");
         }
         out
+    }
+}
+
+impl crate::sse::Translate for StreamTranslator {
+    fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
+        StreamTranslator::push(self, chunk)
+    }
+
+    fn finish(&mut self) -> Vec<u8> {
+        StreamTranslator::finish(self)
     }
 }
 

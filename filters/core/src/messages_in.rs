@@ -266,7 +266,7 @@ impl StreamToMessages {
         index
     }
 
-    fn finish(&mut self, out: &mut Vec<u8>) {
+    fn close_message(&mut self, out: &mut Vec<u8>) {
         if self.done {
             return;
         }
@@ -292,7 +292,7 @@ impl StreamToMessages {
                 break;
             }
             if ev.data == "[DONE]" {
-                self.finish(&mut out);
+                self.close_message(&mut out);
                 continue;
             }
             let Ok(v) = serde_json::from_str::<Value>(&ev.data) else { continue };
@@ -354,12 +354,22 @@ impl StreamToMessages {
     }
 
     /// At the end of the body: closes a stream that ended without `[DONE]`.
-    pub fn end(&mut self) -> Vec<u8> {
+    pub fn finish(&mut self) -> Vec<u8> {
         let mut out = Vec::new();
         if self.started && !self.done {
-            self.finish(&mut out);
+            self.close_message(&mut out);
         }
         out
+    }
+}
+
+impl crate::sse::Translate for StreamToMessages {
+    fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
+        StreamToMessages::push(self, chunk)
+    }
+
+    fn finish(&mut self) -> Vec<u8> {
+        StreamToMessages::finish(self)
     }
 }
 

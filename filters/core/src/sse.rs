@@ -76,6 +76,15 @@ impl Parser {
 }
 
 /// Formats a data-only SSE event (OpenAI style).
+/// A provider stream translated to another format as it streams (one per provider API).
+pub trait Translate {
+    /// Feeds a piece of the stream; returns the bytes to send on.
+    fn push(&mut self, chunk: &[u8]) -> Vec<u8>;
+    /// At the end of the stream: whatever must still be sent (finish, usage, `[DONE]`, or an
+    /// error event for a stream cut short).
+    fn finish(&mut self) -> Vec<u8>;
+}
+
 pub fn data_event(out: &mut Vec<u8>, json: &str) {
     out.extend_from_slice(b"data: ");
     out.extend_from_slice(json.as_bytes());

@@ -271,14 +271,25 @@ impl HttpContext for Select {
         if !self.active {
             return Action::Continue;
         }
-        let attempts = parse_attempts(host::property(&[headers::PROP_ATTEMPTS]).as_deref());
         if !self.route.is_empty() {
             host::set_response_header(headers::ROUTE, Some(&self.route));
         }
-        if !attempts.is_empty() {
-            host::set_response_header(headers::ATTEMPTS, Some(&attempts.len().to_string()));
-        }
         let status: u16 = host::response_header(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
+        // The attempts list is read only when it may be needed to explain a failure; for an
+        // answer, Envoy's own attempt count says how many providers were tried.
+        let envoy_count = if status < 400 { host::response_header("x-envoy-attempt-count") } else { None };
+        let attempts = if envoy_count.is_some() {
+            Vec::new()
+        } else {
+            parse_attempts(host::property(&[headers::PROP_ATTEMPTS]).as_deref())
+        };
+        match envoy_count {
+            Some(n) => host::set_response_header(headers::ATTEMPTS, Some(&n)),
+            None if !attempts.is_empty() => {
+                host::set_response_header(headers::ATTEMPTS, Some(&attempts.len().to_string()))
+            }
+            None => {}
+        }
         let ours = host::property(&[headers::PROP_REFUSAL]).is_some();
         let action = self.replace_failure(status, ours, &attempts, eos);
         if self.door == Door::Messages && !eos {
@@ -321,7 +332,7 @@ impl HttpContext for Select {
             Answer::ToMessagesStream(t) => {
                 let mut out = t.push(&host::response_body(size));
                 if eos {
-                    out.extend(t.end());
+                    out.extend(t.finish());
                     record_usage(t.usage);
                 }
                 host::replace_response_body(size, &out);
@@ -415,12 +426,9 @@ enum ResponseMode {
     Pass,
     /// Anthropic JSON (success or error): buffer, then translate whole.
     Buffer,
-    /// Anthropic SSE: translate chunk by chunk.
-    Stream(Box<anthropic::StreamTranslator>),
-    /// Gemini SSE: translate chunk by chunk.
-    GeminiStream(Box<gemini::StreamTranslator>),
-    /// Bedrock ConverseStream (binary event stream): translate frame by frame.
-    BedrockStream(Box<bedrock::StreamTranslator>),
+    /// A provider's stream (Anthropic or Gemini SSE, Bedrock's binary event stream): translate
+    /// it to OpenAI chunks as it arrives.
+    Stream(Box<dyn sse::Translate>),
 }
 
 struct Target {
@@ -458,13 +466,13 @@ impl Attempt {
 
     /// Appends this attempt to the call's attempts list in filter state (as "no response" until
     /// one arrives, so an attempt that never gets one is still on record).
-    fn start_record(&mut self, provider: &str, model: Option<&str>) {
+    fn start_record(&mut self, provider: &str, region: Option<String>, model: Option<&str>) {
         let now = host::now_ms();
         self.attempts = parse_attempts(host::property(&[headers::PROP_ATTEMPTS]).as_deref());
         self.record = Some((self.attempts.len(), now));
         self.attempts.push(AttemptRecord {
             provider: provider.to_string(),
-            region: host::upstream_metadata(headers::METADATA_REGION),
+            region,
             model: model.map(str::to_string),
             status: None,
             latency_ms: None,
@@ -535,15 +543,15 @@ impl Attempt {
         }
     }
 
-    /// A provider's whole answer, translated to OpenAI's format: (status, body, is a stream).
-    fn translate_whole(&self, t: &Target, body: &[u8]) -> (u16, Vec<u8>, bool) {
+    /// A provider's whole (non-streamed) answer, translated to OpenAI's format: (status, body).
+    fn translate_whole(&self, t: &Target, body: &[u8]) -> (u16, Vec<u8>) {
         if self.status != 200 {
             let (status, out) = match t.api {
                 Api::Gemini => gemini::error_to_openai(self.status, body),
                 Api::Bedrock => bedrock::error_to_openai(self.status, &t.error_type, body),
                 _ => anthropic::error_to_openai(self.status, body),
             };
-            return (status, out, false);
+            return (status, out);
         }
         let as_anthropic = match t.api {
             Api::Gemini => gemini::response_to_anthropic(body, &t.model),
@@ -552,7 +560,7 @@ impl Attempt {
         };
         let translated = as_anthropic.and_then(|a| anthropic::response_to_openai(&a, host::now_ms() / 1000));
         match translated {
-            Ok((out, _usage)) => (200, out, false),
+            Ok((out, _usage)) => (200, out),
             Err(e) => {
                 host::warn(&format!("route-select: {e}"));
                 let err = GatewayError::new(
@@ -561,7 +569,7 @@ impl Attempt {
                     "upstream_invalid_response",
                     "The provider sent a response the gateway could not read.",
                 );
-                (502, err.body().into_bytes(), false)
+                (502, err.body().into_bytes())
             }
         }
     }
@@ -583,7 +591,7 @@ impl HttpContext for Attempt {
             return Action::Continue;
         };
         // Privacy zone: never to a region outside the caller's zone, fallback included.
-        let zone = host::identity().and_then(|i| i.zone);
+        let zone = if self.cfg.zones.is_empty() { None } else { host::identity().and_then(|i| i.zone) };
         let region = host::upstream_metadata(headers::METADATA_REGION);
         if !self.cfg.region_allowed(zone.as_deref(), region.as_deref()) {
             let attempts = parse_attempts(host::property(&[headers::PROP_ATTEMPTS]).as_deref());
@@ -603,7 +611,7 @@ impl HttpContext for Attempt {
         }
         let now = host::now_ms();
         let step_model = self.cfg.step(&alias, &provider).map(|(s, _)| self.cfg.model_at(&s.model, now).0.to_string());
-        self.start_record(&provider, step_model.as_deref());
+        self.start_record(&provider, region, step_model.as_deref());
         let Some((step, p)) = self.cfg.step(&alias, &provider) else {
             host::warn(&format!(
                 "route-select: alias {alias:?} has no step for provider {provider:?}; passing it through"
@@ -696,12 +704,11 @@ impl HttpContext for Attempt {
             let created = host::now_ms() / 1000;
             let id = host::response_header("x-amzn-requestid").unwrap_or_else(|| created.to_string());
             host::set_response_header("content-type", Some("text/event-stream"));
-            self.response =
-                ResponseMode::BedrockStream(Box::new(bedrock::StreamTranslator::new(&t.model, &id, created)));
+            self.response = ResponseMode::Stream(Box::new(bedrock::StreamTranslator::new(&t.model, &id, created)));
             Action::Continue
         } else if self.status == 200 && ct.starts_with("text/event-stream") && t.api == Api::Gemini {
             let created = host::now_ms() / 1000;
-            self.response = ResponseMode::GeminiStream(Box::new(gemini::StreamTranslator::new(&t.model, created)));
+            self.response = ResponseMode::Stream(Box::new(gemini::StreamTranslator::new(&t.model, created)));
             Action::Continue
         } else {
             self.response = ResponseMode::Buffer;
@@ -712,25 +719,8 @@ impl HttpContext for Attempt {
     fn on_http_response_body(&mut self, size: usize, eos: bool) -> Action {
         match &mut self.response {
             ResponseMode::Pass => Action::Continue,
-            ResponseMode::BedrockStream(tr) => {
-                let mut out = tr.push(&host::response_body(size));
-                if eos {
-                    out.extend(tr.end());
-                }
-                host::replace_response_body(size, &out);
-                Action::Continue
-            }
-            ResponseMode::GeminiStream(tr) => {
-                let mut out = tr.push(&host::response_body(size));
-                if eos {
-                    out.extend(tr.finish());
-                }
-                host::replace_response_body(size, &out);
-                Action::Continue
-            }
             ResponseMode::Stream(tr) => {
-                let chunk = host::response_body(size);
-                let mut out = tr.push(&chunk);
+                let mut out = tr.push(&host::response_body(size));
                 if eos {
                     out.extend(tr.finish());
                 }
@@ -743,12 +733,11 @@ impl HttpContext for Attempt {
                 }
                 let body = host::response_body(size);
                 let Some(t) = &self.target else { return Action::Continue };
-                let (status, out, stream) = self.translate_whole(t, &body);
+                let (status, out) = self.translate_whole(t, &body);
                 if status != self.status {
                     host::set_response_header(":status", Some(&status.to_string()));
                 }
-                let ct = if stream { "text/event-stream" } else { "application/json" };
-                host::set_response_header("content-type", Some(ct));
+                host::set_response_header("content-type", Some("application/json"));
                 host::set_response_header("content-length", Some(&out.len().to_string()));
                 host::replace_response_body(size, &out);
                 Action::Continue

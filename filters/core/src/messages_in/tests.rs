@@ -77,7 +77,7 @@ fn chunks_become_messages_events_with_a_streamed_tool_call() {
     for piece in stream.as_bytes().chunks(13) {
         out.extend(t.push(piece));
     }
-    out.extend(t.end());
+    out.extend(t.finish());
     let evs = events(&out);
     let names: Vec<&str> = evs.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
@@ -115,5 +115,5 @@ fn an_error_mid_stream_becomes_an_error_event_and_ends_the_stream() {
     let evs = events(&out);
     assert_eq!(evs.last().map(|(n, _)| n.as_str()), Some("error"));
     assert_eq!(evs.last().unwrap().1["error"]["message"], "boom");
-    assert!(t.end().is_empty());
+    assert!(t.finish().is_empty());
 }
