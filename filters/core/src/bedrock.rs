@@ -290,15 +290,7 @@ impl StreamTranslator {
     }
 }
 
-impl crate::sse::Translate for StreamTranslator {
-    fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
-        StreamTranslator::push(self, chunk)
-    }
-
-    fn finish(&mut self) -> Vec<u8> {
-        StreamTranslator::finish(self)
-    }
-}
+impl_translate!(StreamTranslator);
 
 #[cfg(test)]
 mod tests {

@@ -3,6 +3,21 @@
 //! Everything here is plain Rust with no proxy-wasm dependency, so it is unit-tested natively.
 //! The filter crates are thin adapters that move bytes between Envoy and these functions.
 
+/// Implements `sse::Translate` for a stream translator by its own `push` and `finish`.
+macro_rules! impl_translate {
+    ($t:ty) => {
+        impl crate::sse::Translate for $t {
+            fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
+                <$t>::push(self, chunk)
+            }
+
+            fn finish(&mut self) -> Vec<u8> {
+                <$t>::finish(self)
+            }
+        }
+    };
+}
+
 pub mod anthropic;
 pub mod audit;
 pub mod bedrock;

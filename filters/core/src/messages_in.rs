@@ -363,15 +363,7 @@ impl StreamToMessages {
     }
 }
 
-impl crate::sse::Translate for StreamToMessages {
-    fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
-        StreamToMessages::push(self, chunk)
-    }
-
-    fn finish(&mut self) -> Vec<u8> {
-        StreamToMessages::finish(self)
-    }
-}
+impl_translate!(StreamToMessages);
 
 #[cfg(test)]
 mod tests;
