@@ -8,7 +8,6 @@ use aigw_core::keys::{check_scope, presented_credential, usable_at, CallIdentity
 use aigw_core::route::Api;
 use aigw_core::sigv4;
 use aigw_host as host;
-use proxy_wasm::hostcalls as hc;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
 use serde::Deserialize;
@@ -207,7 +206,7 @@ struct Stream {
 }
 
 fn is_marked_bad(provider: &str, c: &Credential, now: u64) -> bool {
-    match hc::get_shared_data(&bad_mark_key(provider, &c.name)) {
+    match host::shared_get(&bad_mark_key(provider, &c.name)) {
         Ok((Some(b), _)) => {
             b.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes).is_some_and(|until| until > now)
         }
@@ -368,7 +367,7 @@ impl Stream {
         };
         let Some(c) = providers.get(provider).and_then(|p| p.credentials.get(*index)) else { return };
         let until = host::now_ms().saturating_add(*bad_ttl_ms);
-        let _ = hc::set_shared_data(&bad_mark_key(provider, &c.name), Some(&until.to_le_bytes()), None);
+        let _ = host::shared_set(&bad_mark_key(provider, &c.name), &until.to_le_bytes(), None);
         host::warn(&format!(
             "auth-key-swap: provider {provider:?} rejected credential {:?} ({why}); skipping it for {} s",
             c.name,

@@ -22,7 +22,47 @@ pub const ROUTE: &str = "x-aigw-route";
 pub const ATTEMPTS: &str = "x-aigw-attempts";
 /// A warning that the serving model is deprecated (its sunset and successor).
 pub const DEPRECATION: &str = "x-aigw-deprecation";
-pub const PUBLIC_RESPONSE: [&str; 6] = [PROVIDER, MODEL, REQUEST_ID, ROUTE, ATTEMPTS, DEPRECATION];
+/// The request id the provider gave the attempt that answered (OpenAI's `x-request-id`,
+/// Anthropic's `request-id`, Bedrock's `x-amzn-requestid`, ...), for support tickets with it.
+pub const PROVIDER_REQUEST_ID: &str = "x-aigw-provider-request-id";
+pub const PUBLIC_RESPONSE: [&str; 7] = [PROVIDER, MODEL, REQUEST_ID, ROUTE, ATTEMPTS, DEPRECATION, PROVIDER_REQUEST_ID];
+
+/// The caller's request headers an attempt forwards to a provider; every other header is
+/// dropped (the operator may allow more by name, `forward_request_headers`). The credential,
+/// the API version, the content type and the body's length are set per attempt by the
+/// gateway itself, which wrote the body. Dropped
+/// on purpose: `anthropic-beta` (it turns on features the price book does not price),
+/// `x-forwarded-*`, `x-envoy-*`, `x-request-id`, `user-agent`, `accept-encoding` (a compressed
+/// answer could not be translated), and anything unknown.
+pub const FORWARDED_REQUEST: [&str; 4] = [":method", ":path", ":authority", ":scheme"];
+
+/// Whether an attempt forwards the request header `name` to the provider.
+pub fn forwarded_to_provider(name: &str, extra: &[String]) -> bool {
+    FORWARDED_REQUEST.contains(&name) || extra.iter().any(|e| e.eq_ignore_ascii_case(name))
+}
+
+/// What happens to a provider's response header on its way to the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseHeader {
+    Keep,
+    Drop,
+    /// The provider's request id: kept as [`PROVIDER_REQUEST_ID`].
+    ProviderRequestId,
+}
+
+/// Provider response headers the caller sees. The provider's account headers
+/// (`anthropic-ratelimit-*`, its `x-ratelimit-*`, organisation and project ids, versions,
+/// processing times) describe the gateway's account, shared by every tenant: they are dropped.
+/// The gateway's own `x-ratelimit-*` (quota) are added after this on the listener.
+pub fn provider_response_header(name: &str) -> ResponseHeader {
+    match name {
+        ":status" | "content-type" | "content-length" | "transfer-encoding" | "date" | "retry-after"
+        | "cache-control" => ResponseHeader::Keep,
+        "x-request-id" | "request-id" | "x-amzn-requestid" | "apim-request-id" => ResponseHeader::ProviderRequestId,
+        _ if is_internal(name) => ResponseHeader::Keep,
+        _ => ResponseHeader::Drop,
+    }
+}
 
 /// Caller hints for route rules.
 pub const CALLER_LATENCY_BUDGET: &str = "x-gateway-latency-budget-ms";
@@ -76,9 +116,132 @@ pub fn is_internal(name: &str) -> bool {
         && name.as_bytes()[..INTERNAL_PREFIX.len()].eq_ignore_ascii_case(INTERNAL_PREFIX.as_bytes())
 }
 
+/// Decodes a header map as the proxy-wasm ABI serialises it (`proxy_get_header_map_pairs`): a
+/// u32 count, then a (name length, value length) pair of u32s per header, then each name and
+/// value followed by a NUL byte.
+///
+/// The bytes come from callers and providers: names and values are not trusted to be UTF-8
+/// (invalid sequences become U+FFFD), and a map that is cut short yields the headers before the
+/// cut. It never panics.
+pub fn decode_map(bytes: &[u8]) -> Vec<(String, String)> {
+    let u32_at = |at: usize| -> Option<usize> {
+        let b: [u8; 4] = bytes.get(at..at.checked_add(4)?)?.try_into().ok()?;
+        usize::try_from(u32::from_le_bytes(b)).ok()
+    };
+    let Some(count) = u32_at(0) else { return Vec::new() };
+    // Each header takes at least 10 bytes (two lengths and two NULs): a count that cannot fit
+    // is not believed.
+    let count = count.min(bytes.len() / 10);
+    let mut out = Vec::with_capacity(count);
+    let mut p = count.saturating_mul(8).saturating_add(4);
+    for n in 0..count {
+        let s = 4 + n * 8;
+        let (Some(klen), Some(vlen)) = (u32_at(s), u32_at(s + 4)) else { break };
+        let Some(key) = p.checked_add(klen).and_then(|end| bytes.get(p..end)) else { break };
+        p = p.saturating_add(klen).saturating_add(1);
+        let Some(value) = p.checked_add(vlen).and_then(|end| bytes.get(p..end)) else { break };
+        p = p.saturating_add(vlen).saturating_add(1);
+        out.push((String::from_utf8_lossy(key).into_owned(), String::from_utf8_lossy(value).into_owned()));
+    }
+    out
+}
+
+/// A header value as text: the caller's bytes, with invalid UTF-8 replaced (never a panic).
+pub fn text(value: Vec<u8>) -> String {
+    match String::from_utf8(value) {
+        Ok(s) => s,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn encode(pairs: &[(&[u8], &[u8])]) -> Vec<u8> {
+        let mut out = u32::try_from(pairs.len()).unwrap_or(0).to_le_bytes().to_vec();
+        for (k, v) in pairs {
+            out.extend(u32::try_from(k.len()).unwrap_or(0).to_le_bytes());
+            out.extend(u32::try_from(v.len()).unwrap_or(0).to_le_bytes());
+        }
+        for (k, v) in pairs {
+            out.extend(*k);
+            out.push(0);
+            out.extend(*v);
+            out.push(0);
+        }
+        out
+    }
+
+    #[test]
+    fn decodes_maps_with_bytes_that_are_not_utf8() {
+        let m = encode(&[
+            (b":path", b"/v1/chat/completions"),
+            (b"x-note", b"caf\xe9"),
+            (b"authorization", b"Bearer\xc3\xa9x"),
+        ]);
+        let d = decode_map(&m);
+        assert_eq!(d.len(), 3);
+        assert_eq!(d[0], (":path".to_string(), "/v1/chat/completions".to_string()));
+        assert_eq!(d[1], ("x-note".to_string(), "caf\u{fffd}".to_string()));
+        assert_eq!(d[2], ("authorization".to_string(), "Bearer\u{e9}x".to_string()));
+        assert_eq!(text(b"caf\xe9".to_vec()), "caf\u{fffd}");
+    }
+
+    #[test]
+    fn truncated_or_lying_maps_decode_what_is_there() {
+        let m = encode(&[(b"a", b"1"), (b"bb", b"22")]);
+        for cut in 0..m.len() {
+            let d = decode_map(&m[..cut]);
+            assert!(d.len() <= 2);
+        }
+        assert_eq!(decode_map(&m).len(), 2);
+        // A count far larger than the bytes, and lengths that overflow.
+        let mut lie = m.clone();
+        lie[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(decode_map(&lie).len() <= 2);
+        let mut lie = m;
+        lie[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(decode_map(&lie).is_empty());
+        assert!(decode_map(&[]).is_empty());
+    }
+
+    #[test]
+    fn only_allowed_headers_reach_providers_and_callers() {
+        let extra = vec!["x-fake-fault".to_string()];
+        for h in [":method", ":path", ":authority", "x-fake-fault"] {
+            assert!(forwarded_to_provider(h, &extra), "{h}");
+        }
+        for h in [
+            "anthropic-beta",
+            "x-forwarded-for",
+            "x-envoy-original-path",
+            "x-gateway-unknown",
+            "x-request-id",
+            "user-agent",
+            "accept-encoding",
+            "cookie",
+            "content-type",
+            "accept",
+        ] {
+            assert!(!forwarded_to_provider(h, &extra), "{h}");
+        }
+        assert_eq!(provider_response_header("content-type"), ResponseHeader::Keep);
+        assert_eq!(provider_response_header("x-aigw-credential"), ResponseHeader::Keep);
+        assert_eq!(provider_response_header("request-id"), ResponseHeader::ProviderRequestId);
+        assert_eq!(provider_response_header("x-request-id"), ResponseHeader::ProviderRequestId);
+        for h in [
+            "anthropic-ratelimit-requests-remaining",
+            "x-ratelimit-remaining-tokens",
+            "openai-version",
+            "openai-organization",
+            "openai-processing-ms",
+            "anthropic-organization-id",
+            "set-cookie",
+        ] {
+            assert_eq!(provider_response_header(h), ResponseHeader::Drop, "{h}");
+        }
+    }
 
     #[test]
     fn internal_prefix_is_case_insensitive() {

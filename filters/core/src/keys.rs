@@ -305,9 +305,12 @@ pub fn presented_credential<'a>(
     api_key: Option<&'a str>,
 ) -> Option<&'a str> {
     if let Some(v) = authorization {
+        // Compared as bytes: the header is the caller's, and byte 7 need not be a char boundary.
         let v = v.trim();
-        if v.len() > 7 && v[..7].eq_ignore_ascii_case("bearer ") {
-            let token = v[7..].trim();
+        let scheme = v.as_bytes().get(..7);
+        if scheme.is_some_and(|s| s.eq_ignore_ascii_case(b"bearer ")) {
+            // "bearer " is ASCII, so byte 7 is a char boundary here.
+            let token = v.get(7..).unwrap_or("").trim();
             if !token.is_empty() {
                 return Some(token);
             }
@@ -476,5 +479,10 @@ mod tests {
         assert_eq!(presented_credential(None, None, Some("azk")), Some("azk"));
         assert_eq!(presented_credential(Some("Basic abc"), None, None), None);
         assert_eq!(presented_credential(Some("Bearer "), None, None), None);
+        // A multi-byte character across byte 7 (the probe that once killed the VM).
+        assert_eq!(presented_credential(Some("Bearer\u{e9}x"), None, None), None);
+        assert_eq!(presented_credential(Some("Beare\u{e9}x"), None, None), None);
+        assert_eq!(presented_credential(Some("\u{e9}\u{e9}\u{e9}\u{e9}"), None, Some("k")), Some("k"));
+        assert_eq!(presented_credential(Some("Bearer \u{e9}"), None, None), Some("\u{e9}"));
     }
 }

@@ -128,6 +128,10 @@ pub struct RouteConfig {
     /// rehearsals).
     #[serde(default)]
     pub now: Option<String>,
+    /// Request headers forwarded to providers besides the built-in allow-list
+    /// (`headers::FORWARDED_REQUEST`); e.g. the demo fakes' `x-fake-fault`.
+    #[serde(default)]
+    pub forward_request_headers: Vec<String>,
 }
 
 /// What a call brings to route selection.

@@ -6,9 +6,11 @@ use std::time::UNIX_EPOCH;
 use aigw_core::error::GatewayError;
 use aigw_core::headers;
 use proxy_wasm::hostcalls as hc;
-use proxy_wasm::types::{BufferType, LogLevel, MapType};
+use proxy_wasm::types::LogLevel;
 
 pub use proxy_wasm;
+
+pub mod abi;
 
 pub fn log(level: LogLevel, msg: &str) {
     let _ = hc::log(level, msg);
@@ -20,11 +22,12 @@ pub fn warn(msg: &str) {
 
 /// The plugin configuration bytes (empty when none was given).
 pub fn plugin_config() -> Vec<u8> {
-    hc::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX).ok().flatten().unwrap_or_default()
+    abi::buffer(abi::PLUGIN_CONFIGURATION, 0, usize::MAX).unwrap_or_default()
 }
 
+/// A property's value; `None` when it is absent or empty.
 pub fn property(path: &[&str]) -> Option<Vec<u8>> {
-    hc::get_property(path.to_vec()).ok().flatten()
+    abi::property(&abi::property_path(path)).ok().filter(|v| !v.is_empty())
 }
 
 pub fn property_string(path: &[&str]) -> Option<String> {
@@ -32,7 +35,7 @@ pub fn property_string(path: &[&str]) -> Option<String> {
 }
 
 pub fn set_property(name: &str, value: &str) {
-    let _ = hc::set_property(vec![name], Some(value.as_bytes()));
+    let _ = abi::set_property(name.as_bytes(), value.as_bytes());
 }
 
 /// The caller's identity recorded by auth-key-swap, if it ran.
@@ -40,9 +43,10 @@ pub fn identity() -> Option<aigw_core::keys::CallIdentity> {
     aigw_core::keys::CallIdentity::parse(&property(&[headers::PROP_IDENTITY])?)
 }
 
-/// All request headers in one host call (names are lowercase).
+/// All request headers in one host call (names are lowercase). Bytes that are not UTF-8 are
+/// replaced, never trusted.
 pub fn request_headers() -> Vec<(String, String)> {
-    hc::get_map(MapType::HttpRequestHeaders).unwrap_or_default()
+    headers::decode_map(&abi::header_pairs(abi::REQUEST_HEADERS).unwrap_or_default())
 }
 
 /// Removes, from the request, the headers in `present` (as returned by [`request_headers`])
@@ -76,37 +80,76 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// One request header (bytes that are not UTF-8 are replaced, never trusted).
 pub fn request_header(name: &str) -> Option<String> {
-    hc::get_map_value(MapType::HttpRequestHeaders, name).ok().flatten()
+    abi::header(abi::REQUEST_HEADERS, name).ok().map(headers::text)
 }
 
 pub fn set_request_header(name: &str, value: Option<&str>) {
-    let _ = hc::set_map_value(MapType::HttpRequestHeaders, name, value);
+    let _ = abi::set_header(abi::REQUEST_HEADERS, name, value.map(str::as_bytes));
+}
+
+/// All response headers in one host call.
+pub fn response_headers() -> Vec<(String, String)> {
+    headers::decode_map(&abi::header_pairs(abi::RESPONSE_HEADERS).unwrap_or_default())
 }
 
 pub fn response_header(name: &str) -> Option<String> {
-    hc::get_map_value(MapType::HttpResponseHeaders, name).ok().flatten()
+    abi::header(abi::RESPONSE_HEADERS, name).ok().map(headers::text)
 }
 
 pub fn set_response_header(name: &str, value: Option<&str>) {
-    let _ = hc::set_map_value(MapType::HttpResponseHeaders, name, value);
+    let _ = abi::set_header(abi::RESPONSE_HEADERS, name, value.map(str::as_bytes));
 }
 
 pub fn request_body(size: usize) -> Vec<u8> {
-    hc::get_buffer(BufferType::HttpRequestBody, 0, size).ok().flatten().unwrap_or_default()
+    abi::buffer(abi::REQUEST_BODY, 0, size).unwrap_or_default()
 }
 
 /// Replaces the whole buffered request body (`size` bytes) with `body`.
 pub fn replace_request_body(size: usize, body: &[u8]) {
-    let _ = hc::set_buffer(BufferType::HttpRequestBody, 0, size, body);
+    let _ = abi::set_buffer(abi::REQUEST_BODY, 0, size, body);
 }
 
 pub fn response_body(size: usize) -> Vec<u8> {
-    hc::get_buffer(BufferType::HttpResponseBody, 0, size).ok().flatten().unwrap_or_default()
+    abi::buffer(abi::RESPONSE_BODY, 0, size).unwrap_or_default()
 }
 
 pub fn replace_response_body(size: usize, body: &[u8]) {
-    let _ = hc::set_buffer(BufferType::HttpResponseBody, 0, size, body);
+    let _ = abi::set_buffer(abi::RESPONSE_BODY, 0, size, body);
+}
+
+/// A shared-data value (shared by every worker of the VM) and its compare-and-swap token.
+/// `Err(())`: the store failed.
+#[allow(clippy::result_unit_err)]
+pub fn shared_get(key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), ()> {
+    match abi::shared_data(key) {
+        Ok((v, cas)) => Ok((v, (cas != 0).then_some(cas))),
+        Err(abi::NOT_FOUND) => Ok((None, None)),
+        Err(_) => Err(()),
+    }
+}
+
+/// Why a shared-data write failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SharedSetError {
+    /// Another worker wrote the key since it was read.
+    CasMismatch,
+    Failed,
+}
+
+/// Writes a shared-data value; with `cas`, only if nobody wrote it since it was read.
+pub fn shared_set(key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SharedSetError> {
+    match abi::set_shared_data(key, value, cas.unwrap_or(0)) {
+        Ok(()) => Ok(()),
+        Err(abi::CAS_MISMATCH) => Err(SharedSetError::CasMismatch),
+        Err(_) => Err(SharedSetError::Failed),
+    }
+}
+
+/// Answers the caller directly (a local reply). `false` when the host refused.
+pub fn send_response(status: u16, headers: &[(&str, &str)], body: &[u8]) -> bool {
+    abi::send_local_response(u32::from(status), &abi::encode_map(headers), body).is_ok()
 }
 
 /// Whether the call came in by the Messages door (`/v1/messages`): route-select says so in filter
@@ -127,7 +170,7 @@ pub fn send_error(err: &GatewayError, extra_headers: &[(&str, &str)]) {
     } else {
         err.body().into_bytes()
     };
-    if hc::send_http_response(u32::from(err.status), h, Some(&body)).is_err() {
+    if !send_response(err.status, &h, &body) {
         warn("aigw: could not send a local reply");
     }
 }

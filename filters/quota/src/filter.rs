@@ -19,9 +19,8 @@ use aigw_core::quota::{
 };
 use aigw_core::usage::{self, StreamScanner, Usage};
 use aigw_host as host;
-use proxy_wasm::hostcalls as hc;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel, Status};
+use proxy_wasm::types::{Action, ContextType, LogLevel};
 
 /// How often a worker retries after losing a compare-and-swap race before giving up.
 const CAS_ATTEMPTS: usize = 64;
@@ -61,8 +60,8 @@ impl RootContext for Root {
         if self.quota.is_some() {
             // Created once here (by every worker, before any traffic: writing the same zero
             // twice is harmless); after that it only ever changes by compare-and-swap.
-            if matches!(hc::get_shared_data(CREATE_LOCK), Ok((None, _))) {
-                let _ = hc::set_shared_data(CREATE_LOCK, Some(&0u64.to_le_bytes()), None);
+            if matches!(host::shared_get(CREATE_LOCK), Ok((None, _))) {
+                let _ = host::shared_set(CREATE_LOCK, &0u64.to_le_bytes(), None);
             }
         }
         self.quota.is_some()
@@ -96,18 +95,18 @@ enum Step<T> {
 /// serialised through one lock key, itself only ever updated by compare-and-swap.
 fn ensure_key(key: &str, initial: &[u8]) -> Option<()> {
     for _ in 0..CAS_ATTEMPTS {
-        if hc::get_shared_data(key).ok()?.0.is_some() {
+        if host::shared_get(key).ok()?.0.is_some() {
             return Some(());
         }
-        let (lock, cas) = hc::get_shared_data(CREATE_LOCK).ok()?;
-        if hc::get_shared_data(key).ok()?.0.is_some() {
+        let (lock, cas) = host::shared_get(CREATE_LOCK).ok()?;
+        if host::shared_get(key).ok()?.0.is_some() {
             return Some(());
         }
         let n = lock.as_deref().and_then(|b| b.get(..8)).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes);
         let next = n.unwrap_or(0).wrapping_add(1).to_le_bytes();
-        match hc::set_shared_data(CREATE_LOCK, Some(&next), cas) {
-            Ok(()) => return hc::set_shared_data(key, Some(initial), None).ok(),
-            Err(Status::CasMismatch) => continue,
+        match host::shared_set(CREATE_LOCK, &next, cas) {
+            Ok(()) => return host::shared_set(key, initial, None).ok(),
+            Err(host::SharedSetError::CasMismatch) => continue,
             Err(_) => return None,
         }
     }
@@ -118,16 +117,16 @@ fn ensure_key(key: &str, initial: &[u8]) -> Option<()> {
 /// bounded number of times when another worker got there first. `None`: the store failed.
 fn update<T>(key: &str, initial: &[u8], mut f: impl FnMut(&[u8]) -> Step<T>) -> Option<Result<T, T>> {
     for _ in 0..CAS_ATTEMPTS {
-        let (bytes, cas) = hc::get_shared_data(key).ok()?;
+        let (bytes, cas) = host::shared_get(key).ok()?;
         let Some(bytes) = bytes else {
             ensure_key(key, initial)?;
             continue;
         };
         match f(&bytes) {
             Step::Refuse(t) => return Some(Err(t)),
-            Step::Write(v, t) => match hc::set_shared_data(key, Some(&v), cas) {
+            Step::Write(v, t) => match host::shared_set(key, &v, cas) {
                 Ok(()) => return Some(Ok(t)),
-                Err(Status::CasMismatch) => continue,
+                Err(host::SharedSetError::CasMismatch) => continue,
                 Err(_) => return None,
             },
         }

@@ -483,13 +483,9 @@ impl Attempt {
         self.write_attempts();
     }
 
-    fn finish_record(&mut self, status: u16) {
+    fn finish_record(&mut self, status: u16, credential: Option<String>) {
         let Some((index, started)) = self.record else { return };
         let latency = host::now_ms().saturating_sub(started);
-        let credential = host::response_header(headers::CREDENTIAL);
-        if credential.is_some() {
-            host::set_response_header(headers::CREDENTIAL, None);
-        }
         if let Some(a) = self.attempts.get_mut(index) {
             a.status = Some(status);
             a.latency_ms = Some(latency);
@@ -582,9 +578,9 @@ impl HttpContext for Attempt {
         // from filter state (set downstream) and the host metadata, and every header it
         // depends on is set afresh here.
         let alias = host::property_string(&[headers::PROP_ALIAS]);
-        let all = host::request_headers();
-        let has = |name: &str| all.iter().any(|(k, _)| k == name);
-        host::remove_request_headers(&all, headers::is_internal);
+        // Only an allow-list of the caller's headers reaches a provider (headers::FORWARDED_REQUEST).
+        let extra = &self.cfg.forward_request_headers;
+        host::remove_request_headers(&host::request_headers(), |n| !headers::forwarded_to_provider(n, extra));
         let provider = host::upstream_provider();
         let (Some(alias), Some(provider)) = (alias, provider) else {
             host::warn("route-select: upstream attempt without alias or provider metadata; passing it through");
@@ -602,11 +598,7 @@ impl HttpContext for Attempt {
             );
             let (status, body) = chain_refusal(&alias, &attempts, Some(("no_eligible_provider_in_zone", note)));
             host::set_property(headers::PROP_REFUSAL, "route");
-            let _ = proxy_wasm::hostcalls::send_http_response(
-                u32::from(status),
-                vec![("content-type", "application/json")],
-                Some(body.as_bytes()),
-            );
+            host::send_response(status, &[("content-type", "application/json")], body.as_bytes());
             return Action::Pause;
         }
         let now = host::now_ms();
@@ -644,18 +636,16 @@ impl HttpContext for Attempt {
             Api::Bedrock => bedrock::converse_path(&target.model),
         };
         host::set_request_header(":path", Some(&path));
+        // Every provider API takes JSON, and the gateway writes the body each attempt sends.
+        host::set_request_header("content-type", Some("application/json"));
         if target.api == Api::Anthropic {
             host::set_request_header("anthropic-version", Some(anthropic::API_VERSION));
-        } else if has("anthropic-version") {
-            host::set_request_header("anthropic-version", None);
         }
         self.target = Some(target);
         if eos {
             return Action::Continue;
         }
-        if has("content-length") {
-            host::set_request_header("content-length", None);
-        }
+        // content-length is set again once the body is translated.
         Action::Pause
     }
 
@@ -680,8 +670,30 @@ impl HttpContext for Attempt {
     }
 
     fn on_http_response_headers(&mut self, _n: usize, eos: bool) -> Action {
-        self.status = host::response_header(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
-        self.finish_record(self.status);
+        // All of the provider's headers in one read: what this attempt needs is taken from
+        // them, and only an allow-list goes on to the caller (headers::provider_response_header).
+        let all = host::response_headers();
+        let get = |name: &str| all.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        self.status = get(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
+        let ct = get("content-type").unwrap_or_default();
+        let error_type = get("x-amzn-errortype").unwrap_or_default();
+        let mut provider_request_id = None;
+        for (name, value) in &all {
+            match headers::provider_response_header(name) {
+                headers::ResponseHeader::Keep => continue,
+                headers::ResponseHeader::ProviderRequestId => provider_request_id = Some(value.clone()),
+                headers::ResponseHeader::Drop => {}
+            }
+            host::set_response_header(name, None);
+        }
+        let credential = get(headers::CREDENTIAL);
+        if credential.is_some() {
+            host::set_response_header(headers::CREDENTIAL, None);
+        }
+        if let Some(id) = &provider_request_id {
+            host::set_response_header(headers::PROVIDER_REQUEST_ID, Some(id));
+        }
+        self.finish_record(self.status, credential);
         let Some(t) = &mut self.target else { return Action::Continue };
         host::set_response_header(headers::PROVIDER, Some(&t.provider));
         host::set_response_header(headers::MODEL, Some(&t.model));
@@ -691,10 +703,9 @@ impl HttpContext for Attempt {
         if matches!(t.api, Api::Openai | Api::Azure) || eos {
             return Action::Continue;
         }
-        let ct = host::response_header("content-type").unwrap_or_default();
         host::set_response_header("content-length", None);
         if t.api == Api::Bedrock {
-            t.error_type = host::response_header("x-amzn-errortype").unwrap_or_default();
+            t.error_type = error_type;
         }
         if self.status == 200 && ct.starts_with("text/event-stream") && t.api == Api::Anthropic {
             let created = host::now_ms() / 1000;
@@ -702,7 +713,7 @@ impl HttpContext for Attempt {
             Action::Continue
         } else if self.status == 200 && ct.starts_with("application/vnd.amazon.eventstream") && t.api == Api::Bedrock {
             let created = host::now_ms() / 1000;
-            let id = host::response_header("x-amzn-requestid").unwrap_or_else(|| created.to_string());
+            let id = provider_request_id.unwrap_or_else(|| created.to_string());
             host::set_response_header("content-type", Some("text/event-stream"));
             self.response = ResponseMode::Stream(Box::new(bedrock::StreamTranslator::new(&t.model, &id, created)));
             Action::Continue

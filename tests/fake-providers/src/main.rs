@@ -19,7 +19,8 @@
 //! answering), `reset-after-N` (stream N content events, then drop the connection),
 //! `error-after-N` (stream N content events, then the provider's in-stream error event),
 //! `slow-MS` (wait MS before each streamed content event),
-//! `malformed` (a 200 whose JSON body is cut short).
+//! `malformed` (a 200 whose JSON body is cut short), `odd-header` (a 200 whose headers carry
+//! bytes that are not UTF-8).
 //!
 //! `GET /__fake/requests` returns what the instance received (method, path, headers, body);
 //! `DELETE /__fake/requests` forgets it. `PUT /__fake/keys` (a JSON array) sets the keys the
@@ -64,6 +65,8 @@ enum Fault {
     /// Wait this many ms before each streamed content event.
     Slow(u64),
     Malformed,
+    /// A 200 whose `content-type` and `x-fake-note` headers carry a byte that is not UTF-8.
+    OddHeader,
 }
 
 fn main() {
@@ -243,6 +246,8 @@ fn fault_for(req: &Request, name: &str) -> Fault {
             Fault::Reset
         } else if what == "malformed" {
             Fault::Malformed
+        } else if what == "odd-header" {
+            Fault::OddHeader
         } else {
             Fault::None
         };
@@ -587,7 +592,25 @@ fn openai(req: &Request, inst: &Instance, w: &mut TcpStream, fault: Fault, n: u6
     if fault == Fault::Malformed {
         return respond(w, 200, &h, &out.as_bytes()[..out.len() / 2]);
     }
+    if fault == Fault::OddHeader {
+        return respond_odd(w, &h[1..], out.as_bytes());
+    }
     respond(w, 200, &h, out.as_bytes())
+}
+
+/// A 200 JSON answer whose headers carry a byte that is not UTF-8 (obs-text, which HTTP/1.1
+/// allows in field values).
+fn respond_odd(w: &mut TcpStream, headers: &[(&str, String)], body: &[u8]) -> io::Result<bool> {
+    let mut out = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n", body.len()).into_bytes();
+    out.extend_from_slice(b"content-type: application/json; note=caf\xe9\r\nx-fake-note: caf\xe9\r\n");
+    for (k, v) in headers {
+        out.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+    w.write_all(&out)?;
+    w.write_all(body)?;
+    w.flush()?;
+    Ok(true)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,0 +1,289 @@
+//! The proxy-wasm host calls the filters use, declared here with `u32` statuses.
+//!
+//! The SDK's `hostcalls` wrappers `panic!` on any status they did not expect (a header written
+//! in a phase where Envoy refuses it, a buffer that is not there), and decode header maps with
+//! `String::from_utf8(..).unwrap()`. A panic traps the worker's VM, and every later call on that
+//! worker fails until Envoy replaces the VM. Here every status is a value and every byte from
+//! outside stays bytes: nothing on these paths can panic.
+//!
+//! Natively (clippy, unit tests of the crates that depend on this one) there is no host: reads
+//! find nothing and writes fail with `NOT_FOUND`.
+
+/// The ABI's status codes that the filters act on.
+pub const OK: u32 = 0;
+pub const NOT_FOUND: u32 = 1;
+pub const CAS_MISMATCH: u32 = 8;
+
+/// Map types (`proxy_get_header_map_*`).
+pub const REQUEST_HEADERS: u32 = 0;
+pub const RESPONSE_HEADERS: u32 = 2;
+
+/// Buffer types (`proxy_get_buffer_bytes`).
+pub const REQUEST_BODY: u32 = 0;
+pub const RESPONSE_BODY: u32 = 1;
+pub const PLUGIN_CONFIGURATION: u32 = 7;
+
+#[cfg(target_arch = "wasm32")]
+mod imp {
+    use super::OK;
+
+    #[link(wasm_import_module = "env")]
+    extern "C" {
+        fn proxy_get_header_map_pairs(map: u32, data: *mut *mut u8, size: *mut usize) -> u32;
+        fn proxy_get_header_map_value(
+            map: u32,
+            key: *const u8,
+            key_size: usize,
+            data: *mut *mut u8,
+            size: *mut usize,
+        ) -> u32;
+        fn proxy_replace_header_map_value(
+            map: u32,
+            key: *const u8,
+            key_size: usize,
+            value: *const u8,
+            value_size: usize,
+        ) -> u32;
+        fn proxy_remove_header_map_value(map: u32, key: *const u8, key_size: usize) -> u32;
+        fn proxy_get_buffer_bytes(buffer: u32, start: usize, max: usize, data: *mut *mut u8, size: *mut usize) -> u32;
+        fn proxy_set_buffer_bytes(buffer: u32, start: usize, size: usize, data: *const u8, data_size: usize) -> u32;
+        fn proxy_get_property(path: *const u8, path_size: usize, data: *mut *mut u8, size: *mut usize) -> u32;
+        fn proxy_set_property(path: *const u8, path_size: usize, value: *const u8, value_size: usize) -> u32;
+        fn proxy_get_shared_data(
+            key: *const u8,
+            key_size: usize,
+            data: *mut *mut u8,
+            size: *mut usize,
+            cas: *mut u32,
+        ) -> u32;
+        fn proxy_set_shared_data(key: *const u8, key_size: usize, value: *const u8, value_size: usize, cas: u32)
+            -> u32;
+        #[allow(clippy::too_many_arguments)]
+        fn proxy_send_local_response(
+            status: u32,
+            details: *const u8,
+            details_size: usize,
+            body: *const u8,
+            body_size: usize,
+            headers: *const u8,
+            headers_size: usize,
+            grpc_status: i32,
+        ) -> u32;
+    }
+
+    /// Takes ownership of a buffer the host allocated through `proxy_on_memory_allocate`, which
+    /// the SDK implements with this module's global allocator.
+    fn owned(data: *mut u8, size: usize) -> Vec<u8> {
+        if data.is_null() {
+            return Vec::new();
+        }
+        // SAFETY: the host wrote `size` bytes into memory it allocated with the allocator the
+        // SDK exports (`Vec::with_capacity(size)`), and hands it over to us.
+        unsafe { Vec::from_raw_parts(data, size, size) }
+    }
+
+    pub fn header_pairs(map: u32) -> Result<Vec<u8>, u32> {
+        let (mut data, mut size) = (std::ptr::null_mut(), 0usize);
+        // SAFETY: the out-pointers are valid for the call.
+        let status = unsafe { proxy_get_header_map_pairs(map, &mut data, &mut size) };
+        if status == OK {
+            Ok(owned(data, size))
+        } else {
+            Err(status)
+        }
+    }
+
+    pub fn header(map: u32, name: &str) -> Result<Vec<u8>, u32> {
+        let (mut data, mut size) = (std::ptr::null_mut(), 0usize);
+        // SAFETY: `name` and the out-pointers are valid for the call.
+        let status = unsafe { proxy_get_header_map_value(map, name.as_ptr(), name.len(), &mut data, &mut size) };
+        if status == OK {
+            Ok(owned(data, size))
+        } else {
+            Err(status)
+        }
+    }
+
+    pub fn set_header(map: u32, name: &str, value: Option<&[u8]>) -> Result<(), u32> {
+        // SAFETY: the slices are valid for the call.
+        let status = unsafe {
+            match value {
+                Some(v) => proxy_replace_header_map_value(map, name.as_ptr(), name.len(), v.as_ptr(), v.len()),
+                None => proxy_remove_header_map_value(map, name.as_ptr(), name.len()),
+            }
+        };
+        if status == OK {
+            Ok(())
+        } else {
+            Err(status)
+        }
+    }
+
+    pub fn buffer(buffer: u32, start: usize, max: usize) -> Result<Vec<u8>, u32> {
+        let (mut data, mut size) = (std::ptr::null_mut(), 0usize);
+        // SAFETY: the out-pointers are valid for the call.
+        let status = unsafe { proxy_get_buffer_bytes(buffer, start, max, &mut data, &mut size) };
+        if status == OK {
+            Ok(owned(data, size))
+        } else {
+            Err(status)
+        }
+    }
+
+    pub fn set_buffer(buffer: u32, start: usize, size: usize, data: &[u8]) -> Result<(), u32> {
+        // SAFETY: `data` is valid for the call.
+        let status = unsafe { proxy_set_buffer_bytes(buffer, start, size, data.as_ptr(), data.len()) };
+        if status == OK {
+            Ok(())
+        } else {
+            Err(status)
+        }
+    }
+
+    pub fn property(path: &[u8]) -> Result<Vec<u8>, u32> {
+        let (mut data, mut size) = (std::ptr::null_mut(), 0usize);
+        // SAFETY: `path` and the out-pointers are valid for the call.
+        let status = unsafe { proxy_get_property(path.as_ptr(), path.len(), &mut data, &mut size) };
+        if status == OK {
+            Ok(owned(data, size))
+        } else {
+            Err(status)
+        }
+    }
+
+    pub fn set_property(path: &[u8], value: &[u8]) -> Result<(), u32> {
+        // SAFETY: the slices are valid for the call.
+        let status = unsafe { proxy_set_property(path.as_ptr(), path.len(), value.as_ptr(), value.len()) };
+        if status == OK {
+            Ok(())
+        } else {
+            Err(status)
+        }
+    }
+
+    pub fn shared_data(key: &str) -> Result<(Option<Vec<u8>>, u32), u32> {
+        let (mut data, mut size, mut cas) = (std::ptr::null_mut(), 0usize, 0u32);
+        // SAFETY: `key` and the out-pointers are valid for the call.
+        let status = unsafe { proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas) };
+        if status == OK {
+            Ok(((!data.is_null()).then(|| owned(data, size)), cas))
+        } else {
+            Err(status)
+        }
+    }
+
+    pub fn set_shared_data(key: &str, value: &[u8], cas: u32) -> Result<(), u32> {
+        // SAFETY: the slices are valid for the call.
+        let status = unsafe { proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas) };
+        if status == OK {
+            Ok(())
+        } else {
+            Err(status)
+        }
+    }
+
+    pub fn send_local_response(status: u32, headers: &[u8], body: &[u8]) -> Result<(), u32> {
+        // SAFETY: the slices are valid for the call.
+        let r = unsafe {
+            proxy_send_local_response(
+                status,
+                std::ptr::null(),
+                0,
+                body.as_ptr(),
+                body.len(),
+                headers.as_ptr(),
+                headers.len(),
+                -1,
+            )
+        };
+        if r == OK {
+            Ok(())
+        } else {
+            Err(r)
+        }
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+mod imp {
+    use super::NOT_FOUND;
+
+    pub fn header_pairs(_map: u32) -> Result<Vec<u8>, u32> {
+        Err(NOT_FOUND)
+    }
+    pub fn header(_map: u32, _name: &str) -> Result<Vec<u8>, u32> {
+        Err(NOT_FOUND)
+    }
+    pub fn set_header(_map: u32, _name: &str, _value: Option<&[u8]>) -> Result<(), u32> {
+        Err(NOT_FOUND)
+    }
+    pub fn buffer(_buffer: u32, _start: usize, _max: usize) -> Result<Vec<u8>, u32> {
+        Err(NOT_FOUND)
+    }
+    pub fn set_buffer(_buffer: u32, _start: usize, _size: usize, _data: &[u8]) -> Result<(), u32> {
+        Err(NOT_FOUND)
+    }
+    pub fn property(_path: &[u8]) -> Result<Vec<u8>, u32> {
+        Err(NOT_FOUND)
+    }
+    pub fn set_property(_path: &[u8], _value: &[u8]) -> Result<(), u32> {
+        Err(NOT_FOUND)
+    }
+    pub fn shared_data(_key: &str) -> Result<(Option<Vec<u8>>, u32), u32> {
+        Err(NOT_FOUND)
+    }
+    pub fn set_shared_data(_key: &str, _value: &[u8], _cas: u32) -> Result<(), u32> {
+        Err(NOT_FOUND)
+    }
+    pub fn send_local_response(_status: u32, _headers: &[u8], _body: &[u8]) -> Result<(), u32> {
+        Err(NOT_FOUND)
+    }
+}
+
+pub use imp::*;
+
+/// A property path as the ABI takes it: the segments joined by NUL.
+pub fn property_path(path: &[&str]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(path.iter().map(|p| p.len() + 1).sum());
+    for (i, p) in path.iter().enumerate() {
+        if i > 0 {
+            out.push(0);
+        }
+        out.extend_from_slice(p.as_bytes());
+    }
+    out
+}
+
+/// A header map as the ABI takes it (see `aigw_core::headers::decode_map` for the layout).
+pub fn encode_map(pairs: &[(&str, &str)]) -> Vec<u8> {
+    let len = |n: usize| u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes();
+    let mut out = Vec::with_capacity(4 + pairs.iter().map(|(k, v)| k.len() + v.len() + 10).sum::<usize>());
+    out.extend_from_slice(&len(pairs.len()));
+    for (k, v) in pairs {
+        out.extend_from_slice(&len(k.len()));
+        out.extend_from_slice(&len(v.len()));
+    }
+    for (k, v) in pairs {
+        out.extend_from_slice(k.as_bytes());
+        out.push(0);
+        out.extend_from_slice(v.as_bytes());
+        out.push(0);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_and_paths_round_trip_through_the_core_decoder() {
+        let m = encode_map(&[(":status", "200"), ("x-a", "")]);
+        assert_eq!(
+            aigw_core::headers::decode_map(&m),
+            vec![(":status".to_string(), "200".to_string()), ("x-a".to_string(), String::new())]
+        );
+        assert_eq!(property_path(&["xds", "upstream_host_metadata"]), b"xds\0upstream_host_metadata".to_vec());
+        assert!(property_path(&[]).is_empty());
+    }
+}
