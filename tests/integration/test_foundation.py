@@ -339,15 +339,31 @@ def test_gateway_refusals_are_openai_errors_and_audited_as_refused(gateway, meth
     assert rec["outcome"] == "refused_request" and rec["attempts"] == [] and rec["tenant"] == "acme"
 
 
-def test_a_provider_success_that_is_not_json_becomes_a_clear_502(gateway):
+def test_a_provider_success_that_is_not_json_is_retried_and_explained(gateway):
     msg = unique()
     resp = gateway.chat(msg, headers={"x-fake-fault": "*=malformed"})
-    assert_openai_error(resp, 502, "upstream_invalid_response")
+    # Each provider's broken 200 was caught per attempt (as a 502, which Envoy retries), so the
+    # chain moved on, and its end explains every step.
+    assert_openai_error(resp, 503, "fallback_chain_exhausted")
+    assert [(a["provider"], a["status"], a["reason"]) for a in resp.json()["error"]["attempts"]] == [
+        ("anthropic", 200, "invalid_response"), ("openai", 200, "invalid_response")]
     rec = one_audit(gateway, resp)
-    # Anthropic's broken body failed translation (retried); OpenAI's was caught on the way out.
-    assert [(a["provider"], a["status"]) for a in rec["attempts"]] == [("anthropic", 200), ("openai", 200)]
-    assert rec["outcome"] == "upstream_error" and rec["status"] == 502
-    assert "upstream_invalid_response" in rec["flags"] and rec["cost_usd"] is None
+    assert [(a["provider"], a["status"], a["error_class"]) for a in rec["attempts"]] == [
+        ("anthropic", 200, "invalid_response"), ("openai", 200, "invalid_response")]
+    assert rec["outcome"] == "upstream_error" and rec["status"] == 503
+    # Nothing was billed: no tokens, no cost.
+    assert rec["tokens"] is None and rec["cost_usd"] is None
+
+
+@pytest.mark.parametrize("chain, broken, served", [("chat-openai-first", "openai", "anthropic"),
+                                                   ("chat", "anthropic", "openai")])
+def test_a_malformed_answer_falls_back_on_every_provider(gateway, chain, broken, served):
+    resp = gateway.chat(unique(), model=chain, headers={"x-fake-fault": f"{broken}=malformed"})
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["x-aigw-provider"] == served
+    rec = one_audit(gateway, resp)
+    assert [(a["provider"], a["error_class"]) for a in rec["attempts"]] == [(broken, "invalid_response"), (served, None)]
+    assert rec["outcome"] == "ok" and "usage_estimated" not in rec["flags"]
 
 
 def test_the_push_command_changes_a_filter_without_a_restart(fresh_gateway_factory):

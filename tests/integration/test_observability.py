@@ -124,8 +124,14 @@ def test_exactly_one_correct_audit_line_per_call(gateway, run):
     assert s["stream"] is True and s["ttft_ms"] is not None and s["ttft_ms"] <= s["latency_ms"]
     assert s["tokens"]["input"] == run["streamed"]["usage"]["prompt_tokens"]
     assert Decimal(s["cost_usd"]) == expected_cost(SONNET, s["tokens"])
-    for name in ("bad_key", "rate_limited", "all_failing", "aborted"):
+    # Refused and failed calls were billed nothing.
+    for name in ("bad_key", "rate_limited", "all_failing"):
         assert recs[name]["tokens"] is None and recs[name]["cost_usd"] is None
+    # The caller left while the provider worked: its prompt (estimated) is billed, by the same
+    # rule the budget uses (README, "What a failed or partial call costs").
+    ab = recs["aborted"]
+    assert ab["tokens"]["input"] > 0 and ab["tokens"]["output"] == 0 and "usage_estimated" in ab["flags"]
+    assert Decimal(ab["cost_usd"]) == expected_cost(SONNET, ab["tokens"]) > 0
 
 
 def scrape(gateway):
@@ -202,6 +208,8 @@ def test_report_spend_matches_hand_computed_costs(gateway, run):
             tokens = {"input": u["prompt_tokens"], "cached_input": 0, "output": u["completion_tokens"], "reasoning": 0}
             want[(tenant, model)][0] += 1
             want[(tenant, model)][1] += expected_cost(model, tokens)
+    # The aborted call's estimated prompt, as its record says.
+    want[("acme", SONNET)][1] += Decimal(record_of(gateway, run["aborted"])[0]["cost_usd"])
     rows = table_rows(report("spend", "--by", "tenant,model", "--period", "all", gateway.access_log))
     got = {(r[1], r[2]): r for r in rows}
     for (tenant, model), (calls, cost) in want.items():

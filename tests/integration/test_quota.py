@@ -20,9 +20,33 @@ from conftest import DEMO_KEYS, PRICE_BOOK
 MSG = "q" * 40  # 40 bytes: ceil(40 / 4) = 10 prompt tokens, + 4 for the message
 
 
+def pieces(text):
+    """The text's pieces, as README 'Sizing limits' defines them (plain text, no JSON escapes)."""
+    n, i = 0, 0
+    while i < len(text):
+        c = text[i]
+        j = i + 1
+        if c.isascii() and c.isalpha():
+            while j < len(text) and text[j].isascii() and text[j].isalpha():
+                j += 1
+            n += max(1, math.ceil((j - i) / 4))
+        elif c.isascii() and c.isdigit():
+            while j < len(text) and text[j].isascii() and text[j].isdigit():
+                j += 1
+            n += max(1, math.ceil((j - i) / 3))
+        elif c.isspace():
+            while j < len(text) and text[j].isspace():
+                j += 1
+            n += 1 if (j - i > 1 or "\n" in text[i:j]) else 0
+        else:
+            n += 1 if c.isascii() else math.ceil(len(c.encode()) / 2)
+        i = j
+    return n
+
+
 def estimate(content=MSG, max_tokens=100):
     """The documented estimate for a one-message call (README, 'Sizing limits')."""
-    return math.ceil(len(content.encode()) / 4) + 4 + max_tokens
+    return max(math.ceil(len(content.encode()) / 4), pieces(content)) + 4 + max_tokens
 
 
 def quota_config(tenants, providers=None, **extra):
@@ -107,6 +131,9 @@ def test_tokens_bucket_is_exact_under_concurrent_load(start):
     # A call that could never fit says so, instead of asking to retry.
     r = post(gw, max_tokens=10 * est)
     assert r.status_code == 429 and "retry-after" not in r.headers and "max_tokens" in error(r)["message"]
+    # ... and gives no reset time (there is none), while the other figures are there.
+    assert "x-ratelimit-reset-tokens" not in r.headers, r.headers
+    assert r.headers["x-ratelimit-limit-tokens"] == str(5 * est)
 
 
 def test_concurrency_bucket_is_exact_and_released(start):

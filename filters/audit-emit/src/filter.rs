@@ -2,10 +2,11 @@ use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
-use aigw_core::audit::{parse_attempts, AuditRecord, Outcome, Tokens, RECORD_VERSION};
+use aigw_core::audit::{self, parse_attempts, AuditRecord, Outcome, Tokens, RECORD_VERSION};
 use aigw_core::error::GatewayError;
 use aigw_core::headers;
 use aigw_core::price::{format_usd, PriceBook, PriceBookConfig};
+use aigw_core::quota::{self, Billing, CallEnd, Settled};
 use aigw_core::usage::{self, StreamScanner, Usage};
 use aigw_host as host;
 use proxy_wasm::hostcalls as hc;
@@ -281,18 +282,36 @@ impl HttpContext for Call {
     fn on_log(&mut self) {
         let prop = |name: &str| host::property_string(&[name]);
         let refusal = prop(headers::PROP_REFUSAL);
-        let (stream, stream_error) = match &self.body {
+        let (stream, stream_error, stream_end) = match &self.body {
             Body::Sse(s) => {
                 if self.usage.is_none() {
                     self.usage = s.usage;
                 }
-                (true, s.saw_error || (self.completed && !s.saw_done))
+                let error = s.saw_error || (self.completed && !s.saw_end);
+                (true, error, Some((s.content_events, self.completed && s.saw_end && !error)))
             }
-            _ => (false, false),
+            _ => (false, false, None),
         };
         let mut attempts = parse_attempts(host::property(&[headers::PROP_ATTEMPTS]).as_deref());
-        let outcome =
-            Outcome::classify(refusal.as_deref(), self.status, self.completed, stream_error, !attempts.is_empty());
+        if attempts.last().is_some_and(|a| a.status.is_none()) {
+            // The last attempt got no answer: was it cut by its per-try timeout?
+            let num = |p: &str| host::property_string(&[p]).and_then(|v| v.parse::<u64>().ok());
+            if let (Some(per_try), Some(started)) = (num(headers::PROP_PER_TRY_MS), num(headers::PROP_ATTEMPT_STARTED))
+            {
+                audit::close_timed_out(&mut attempts, started, per_try, host::now_ms());
+            }
+        }
+        // Cut short: by the provider's side (a reset, a timeout), or by the caller leaving?
+        let upstream_failed = !self.completed
+            && host::property_string(&["response", "code_details"]).is_some_and(|d| audit::upstream_failed(&d));
+        let outcome = Outcome::classify(
+            refusal.as_deref(),
+            self.status,
+            self.completed,
+            stream_error,
+            !attempts.is_empty(),
+            upstream_failed,
+        );
         if outcome == Outcome::ClientAborted {
             // An attempt still waiting when the caller left did not fail: it was cancelled.
             for a in attempts.iter_mut().filter(|a| a.status.is_none()) {
@@ -310,13 +329,34 @@ impl HttpContext for Call {
             self.usage = prop(headers::PROP_USAGE).and_then(|u| serde_json::from_str(&u).ok());
         }
         let mut flags = Vec::new();
+        if outcome == Outcome::Ok && self.usage.is_none() {
+            flags.push("usage_missing".to_string());
+        }
+        // What the call costs, by the one rule quota's budgets use too (quota::Billing); the
+        // figure is handed to quota, so the audit record and the budget agree.
+        let billing = Billing::of(&CallEnd {
+            usage: self.usage,
+            status: self.status,
+            unreadable: self.invalid_body,
+            stream: stream_end,
+            attempted: !attempts.is_empty(),
+        });
+        let estimate = prop(headers::PROP_QUOTA_ESTIMATE).and_then(|e| quota::decode_estimate(&e));
+        let mut estimated = false;
+        if self.usage.is_none() {
+            // No usage reported: what the rule charges, from the up-front estimate.
+            if let Some((u, est)) = estimate.as_ref().and_then(|e| billing.charged(e)) {
+                self.usage = Some(u);
+                estimated = est;
+                flags.push("usage_estimated".to_string());
+            }
+        }
         let cost = self.cost_pico();
         if self.usage.is_some() && cost.is_none() {
             flags.push("unpriced_model".to_string());
         }
-        if outcome == Outcome::Ok && self.usage.is_none() {
-            flags.push("usage_missing".to_string());
-        }
+        let settled = Settled { usage: self.usage, estimated, cost_pico: cost };
+        host::set_property(headers::PROP_SETTLED, &settled.encode());
         if self.invalid_body {
             flags.push("upstream_invalid_response".to_string());
         }

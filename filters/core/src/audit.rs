@@ -42,12 +42,16 @@ impl Outcome {
     /// Derives the outcome from what the filters recorded about the call. A 4xx that no provider
     /// attempt produced (Envoy's own refusals: unknown path, body too large, ...) is a refused
     /// request, not an upstream error.
+    ///
+    /// `upstream_failed`: Envoy ended the answer because the provider's connection failed
+    /// (a reset mid-stream), not because the caller left.
     pub fn classify(
         refusal: Option<&str>,
         status: Option<u16>,
         completed: bool,
         stream_error: bool,
         attempted: bool,
+        upstream_failed: bool,
     ) -> Outcome {
         match refusal {
             Some("auth") => return Outcome::RefusedAuth,
@@ -59,11 +63,18 @@ impl Outcome {
             None | Some(0) => Outcome::ClientAborted,
             Some(s) if (400..500).contains(&s) && !attempted => Outcome::RefusedRequest,
             Some(s) if s >= 400 => Outcome::UpstreamError,
-            Some(_) if stream_error => Outcome::UpstreamError,
+            Some(_) if stream_error || (!completed && upstream_failed) => Outcome::UpstreamError,
             Some(_) if !completed => Outcome::ClientAborted,
             Some(_) => Outcome::Ok,
         }
     }
+}
+
+/// Whether Envoy's response code details (`response.code_details`) say the answer was cut by
+/// the provider's side (`upstream_reset_after_response_started{...}`, a per-try or overall
+/// timeout, ...), rather than by the caller leaving (`downstream_remote_disconnect`, ...).
+pub fn upstream_failed(code_details: &str) -> bool {
+    code_details.starts_with("upstream_") || code_details.contains("upstream_reset")
 }
 
 /// Why an attempt at a provider failed: the per-provider error taxonomy.
@@ -80,10 +91,12 @@ pub enum ErrorClass {
     NoResponse,
     /// Not sent: the gateway's own bucket for this provider was empty (quota plane).
     ProviderLimit,
+    /// The provider said 200 but its answer could not be read (not JSON, cut short): retried.
+    InvalidResponse,
 }
 
 impl ErrorClass {
-    pub const ALL: [ErrorClass; 8] = [
+    pub const ALL: [ErrorClass; 9] = [
         ErrorClass::RateLimited,
         ErrorClass::Overloaded,
         ErrorClass::ServerError,
@@ -92,6 +105,7 @@ impl ErrorClass {
         ErrorClass::BadRequest,
         ErrorClass::NoResponse,
         ErrorClass::ProviderLimit,
+        ErrorClass::InvalidResponse,
     ];
 
     /// The class of a provider's HTTP status (as the provider sent it); `None` for success.
@@ -117,6 +131,7 @@ impl ErrorClass {
             ErrorClass::BadRequest => "bad_request",
             ErrorClass::NoResponse => "no_response",
             ErrorClass::ProviderLimit => "provider_limit",
+            ErrorClass::InvalidResponse => "invalid_response",
         }
     }
 }
@@ -138,6 +153,20 @@ pub struct Attempt {
     /// When the attempt was sent (ms since the epoch); used to measure its latency.
     #[serde(default, skip_serializing)]
     pub started_ms: u64,
+}
+
+/// An attempt that got no answer within the per-try timeout was cut by it: its class is
+/// `timeout`, not `no_response`, and its latency is how long it was given. `started_ms` is when
+/// the last attempt of `attempts` was sent; `now` is when the next attempt (or the call's end)
+/// came.
+pub fn close_timed_out(attempts: &mut [Attempt], started_ms: u64, per_try_ms: u64, now: u64) {
+    let Some(last) = attempts.last_mut() else { return };
+    let elapsed = now.saturating_sub(started_ms);
+    // The clock is read in whole ms on both sides: allow for its rounding.
+    if last.status.is_none() && last.error_class == Some(ErrorClass::NoResponse) && elapsed + 2 >= per_try_ms {
+        last.error_class = Some(ErrorClass::Timeout);
+        last.latency_ms = Some(elapsed);
+    }
 }
 
 /// The attempts list kept in filter state while a call is in flight.
@@ -203,19 +232,50 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_attempt_cut_by_its_per_try_timeout_is_a_timeout() {
+        let open = Attempt {
+            provider: "p".into(),
+            region: None,
+            model: None,
+            status: None,
+            latency_ms: None,
+            error_class: Some(ErrorClass::NoResponse),
+            credential: None,
+            started_ms: 0,
+        };
+        let mut a = vec![open.clone()];
+        close_timed_out(&mut a, 1_000, 600, 1_601);
+        assert_eq!((a[0].error_class, a[0].latency_ms), (Some(ErrorClass::Timeout), Some(601)));
+        // A reset well before the timeout stays `no_response`.
+        let mut a = vec![open.clone()];
+        close_timed_out(&mut a, 1_000, 600, 1_050);
+        assert_eq!(a[0].error_class, Some(ErrorClass::NoResponse));
+        // An attempt that was answered is left alone.
+        let mut a = vec![Attempt { status: Some(503), error_class: Some(ErrorClass::Overloaded), ..open }];
+        close_timed_out(&mut a, 0, 600, 5_000);
+        assert_eq!(a[0].error_class, Some(ErrorClass::Overloaded));
+    }
+
+    #[test]
     fn outcome_vocabulary() {
-        assert_eq!(Outcome::classify(Some("auth"), Some(401), true, false, false), Outcome::RefusedAuth);
-        assert_eq!(Outcome::classify(Some("quota"), Some(429), true, false, false), Outcome::RefusedQuota);
-        assert_eq!(Outcome::classify(Some("route"), Some(404), true, false, false), Outcome::RefusedRequest);
-        assert_eq!(Outcome::classify(None, Some(200), true, false, true), Outcome::Ok);
-        assert_eq!(Outcome::classify(None, Some(200), true, true, true), Outcome::UpstreamError);
-        assert_eq!(Outcome::classify(None, Some(503), true, false, true), Outcome::UpstreamError);
-        assert_eq!(Outcome::classify(None, Some(429), true, false, true), Outcome::UpstreamError);
+        assert_eq!(Outcome::classify(Some("auth"), Some(401), true, false, false, false), Outcome::RefusedAuth);
+        assert_eq!(Outcome::classify(Some("quota"), Some(429), true, false, false, false), Outcome::RefusedQuota);
+        assert_eq!(Outcome::classify(Some("route"), Some(404), true, false, false, false), Outcome::RefusedRequest);
+        assert_eq!(Outcome::classify(None, Some(200), true, false, true, false), Outcome::Ok);
+        assert_eq!(Outcome::classify(None, Some(200), true, true, true, false), Outcome::UpstreamError);
+        assert_eq!(Outcome::classify(None, Some(503), true, false, true, false), Outcome::UpstreamError);
+        assert_eq!(Outcome::classify(None, Some(429), true, false, true, false), Outcome::UpstreamError);
         // Envoy's own 404 (unknown path) or 413 (body too large): no provider was asked.
-        assert_eq!(Outcome::classify(None, Some(413), true, false, false), Outcome::RefusedRequest);
-        assert_eq!(Outcome::classify(None, Some(503), true, false, false), Outcome::UpstreamError);
-        assert_eq!(Outcome::classify(None, Some(200), false, false, true), Outcome::ClientAborted);
-        assert_eq!(Outcome::classify(None, None, false, false, true), Outcome::ClientAborted);
+        assert_eq!(Outcome::classify(None, Some(413), true, false, false, false), Outcome::RefusedRequest);
+        assert_eq!(Outcome::classify(None, Some(503), true, false, false, false), Outcome::UpstreamError);
+        assert_eq!(Outcome::classify(None, Some(200), false, false, true, false), Outcome::ClientAborted);
+        assert_eq!(Outcome::classify(None, None, false, false, true, false), Outcome::ClientAborted);
+        // The provider dropped the connection mid-stream: not the caller's doing.
+        assert_eq!(Outcome::classify(None, Some(200), false, false, true, true), Outcome::UpstreamError);
+        assert!(upstream_failed("upstream_reset_after_response_started{remote_reset}"));
+        assert!(upstream_failed("upstream_per_try_timeout"));
+        assert!(!upstream_failed("downstream_remote_disconnect"));
+        assert!(!upstream_failed(""));
     }
 
     #[test]

@@ -78,6 +78,10 @@ pub const CALLER_FEATURE: &str = "x-gateway-feature";
 pub const CALLER_AGENT: &str = "x-gateway-agent";
 /// JSON array of [`crate::audit::Attempt`], appended to by each upstream attempt.
 pub const PROP_ATTEMPTS: &str = "aigw_attempts";
+/// When the latest attempt was sent (ms since the epoch), and the per-try timeout a latency
+/// budget gave each attempt: together they tell a per-try timeout from a reset.
+pub const PROP_ATTEMPT_STARTED: &str = "aigw_attempt_started";
+pub const PROP_PER_TRY_MS: &str = "aigw_per_try_ms";
 pub const PROP_ALIAS: &str = "aigw_alias";
 /// Which front door the call came in by, `chat` or `messages` (set by route-select), so every
 /// filter's refusal is in the caller's format, even after the path was rewritten for a provider.
@@ -98,8 +102,12 @@ pub const PROP_CANDIDATES: &str = "aigw_candidates";
 /// What route-select read of the request, for quota (`quota::RequestFacts::encode`), so the
 /// body is read once.
 pub const PROP_REQUEST: &str = "aigw_request";
-/// The call's up-front token estimate (quota, read by the per-attempt quota filter).
+/// The call's up-front token estimate, `prompt output` (quota; read by the per-attempt quota
+/// filter, and by audit-emit to settle a call that reported no usage).
 pub const PROP_QUOTA_ESTIMATE: &str = "aigw_quota_estimate";
+/// What the call is charged (`quota::Settled`), settled once by audit-emit at the end of the
+/// call and read by quota, so the audit record and the budget agree.
+pub const PROP_SETTLED: &str = "aigw_settled";
 /// Providers whose buckets the call's attempts were charged to, comma-separated.
 pub const PROP_QUOTA_PROVIDERS: &str = "aigw_quota_providers";
 /// Audit flags raised by quota (comma-separated), e.g. `budget_soft_limit`.

@@ -445,6 +445,78 @@ pub const BYTES_PER_TOKEN: u64 = 4;
 /// Tokens added per message for its role and framing.
 pub const TOKENS_PER_MESSAGE: u64 = 4;
 
+/// Counts a JSON string (as written, quotes and escapes included) or any JSON text in pieces
+/// that byte-pair tokenizers (OpenAI's cl100k/o200k, Anthropic's, Gemini's) never merge into one
+/// token, so the count is at most the number of tokens for ordinary text:
+///
+/// - a run of ASCII letters: one piece per 4 letters, at least one (a word is at least one
+///   token, however short: "a a a" is three);
+/// - a run of digits: one piece per 3 digits (tokenizers split numbers in groups of up to 3);
+/// - each other ASCII symbol: one piece (punctuation is rarely merged with a neighbour);
+/// - a run of whitespace longer than one space, or holding a line break: one piece;
+/// - each other character: one piece per 2 bytes of UTF-8 (CJK, Devanagari and emoji take one
+///   token or more each).
+///
+/// A JSON escape counts as the character it stands for. It is an estimate, not a tokenizer:
+/// random letter strings take more tokens than this says (README, "How the estimate bounds a
+/// call").
+pub fn text_pieces(raw: &str) -> u64 {
+    #[derive(PartialEq, Eq, Clone, Copy)]
+    enum Run {
+        None,
+        Letters(u64),
+        Digits(u64),
+        Space { len: u64, newline: bool },
+    }
+    fn close(run: Run) -> u64 {
+        match run {
+            Run::None => 0,
+            Run::Letters(n) => n.div_ceil(4).max(1),
+            Run::Digits(n) => n.div_ceil(3).max(1),
+            Run::Space { len, newline } => u64::from(len > 1 || newline),
+        }
+    }
+    let mut total = 0u64;
+    let mut run = Run::None;
+    let inner = raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')).unwrap_or(raw);
+    let mut chars = inner.chars();
+    while let Some(mut c) = chars.next() {
+        if c == '\\' {
+            c = match chars.next() {
+                Some('n' | 'r') => '\n',
+                Some('t') => '\t',
+                Some('u') => {
+                    let hex: String = chars.by_ref().take(4).collect();
+                    u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32).unwrap_or('\u{fffd}')
+                }
+                Some(other) => other,
+                None => break,
+            };
+        }
+        run = match (run, c) {
+            (Run::Letters(n), c) if c.is_ascii_alphabetic() => Run::Letters(n + 1),
+            (Run::Digits(n), c) if c.is_ascii_digit() => Run::Digits(n + 1),
+            (Run::Space { len, newline }, c) if c.is_whitespace() => {
+                Run::Space { len: len + 1, newline: newline || c == '\n' }
+            }
+            (prev, c) => {
+                total += close(prev);
+                if c.is_ascii_alphabetic() {
+                    Run::Letters(1)
+                } else if c.is_ascii_digit() {
+                    Run::Digits(1)
+                } else if c.is_whitespace() {
+                    Run::Space { len: 1, newline: c == '\n' }
+                } else {
+                    total += if c.is_ascii() { 1 } else { (c.len_utf8() as u64).div_ceil(2) };
+                    Run::None
+                }
+            }
+        };
+    }
+    total + close(run)
+}
+
 /// What the quota plane needs to know of a chat completion request (OpenAI shape), read once
 /// (by route-select when it runs, which hands it on in filter state; by quota otherwise).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -454,6 +526,8 @@ pub struct RequestFacts {
     pub include_usage: bool,
     /// Bytes of message text, tool calls and tool definitions, as written in the JSON.
     pub text_bytes: u64,
+    /// The same text counted in pieces no tokenizer merges (see [`text_pieces`]).
+    pub text_pieces: u64,
     pub messages: u64,
     pub images: u64,
     /// `max_completion_tokens`, else `max_tokens`.
@@ -504,6 +578,7 @@ impl RequestFacts {
             text: Option<&'a RawValue>,
         }
         let raw_len = |r: &RawValue| r.get().len().saturating_sub(2) as u64;
+        let pieces = |r: &RawValue| text_pieces(r.get());
         let req: Req = serde_json::from_slice(body)?;
         let mut f = RequestFacts {
             model: req.model.map(|m| m.into_owned()),
@@ -515,32 +590,48 @@ impl RequestFacts {
         };
         for m in &req.messages {
             match m.content {
-                Some(c) if c.get().starts_with('"') => f.text_bytes += raw_len(c),
+                Some(c) if c.get().starts_with('"') => {
+                    f.text_bytes += raw_len(c);
+                    f.text_pieces += pieces(c);
+                }
                 Some(c) if c.get().starts_with('[') => {
                     for p in serde_json::from_str::<Vec<Part>>(c.get())? {
                         match p.kind {
                             Some("image_url" | "image" | "input_audio" | "file") => f.images += 1,
-                            _ => f.text_bytes += p.text.map(raw_len).unwrap_or(0),
+                            _ => {
+                                f.text_bytes += p.text.map(raw_len).unwrap_or(0);
+                                f.text_pieces += p.text.map(pieces).unwrap_or(0);
+                            }
                         }
                     }
                 }
                 _ => {}
             }
             f.text_bytes += m.tool_calls.map(|t| t.get().len() as u64).unwrap_or(0);
+            f.text_pieces += m.tool_calls.map(pieces).unwrap_or(0);
         }
         f.text_bytes += req.tools.map(|t| t.get().len() as u64).unwrap_or(0);
+        f.text_pieces += req.tools.map(pieces).unwrap_or(0);
         Ok(f)
     }
 
-    /// One line for filter state: `text_bytes messages images max_output|- model`.
+    /// One line for filter state: `text_bytes text_pieces messages images max_output|- model`.
     pub fn encode(&self) -> String {
         let max = self.max_output.map(|m| m.to_string()).unwrap_or_else(|| "-".into());
-        format!("{} {} {} {max} {}", self.text_bytes, self.messages, self.images, self.model.as_deref().unwrap_or(""))
+        format!(
+            "{} {} {} {} {max} {}",
+            self.text_bytes,
+            self.text_pieces,
+            self.messages,
+            self.images,
+            self.model.as_deref().unwrap_or("")
+        )
     }
 
     pub fn decode(s: &str) -> Option<RequestFacts> {
-        let mut it = s.splitn(5, ' ');
+        let mut it = s.splitn(6, ' ');
         let text_bytes = it.next()?.parse().ok()?;
+        let text_pieces = it.next()?.parse().ok()?;
         let messages = it.next()?.parse().ok()?;
         let images = it.next()?.parse().ok()?;
         let max_output = match it.next()? {
@@ -548,13 +639,13 @@ impl RequestFacts {
             m => Some(m.parse().ok()?),
         };
         let model = it.next().filter(|m| !m.is_empty()).map(str::to_string);
-        Some(RequestFacts { model, text_bytes, messages, images, max_output, ..RequestFacts::default() })
+        Some(RequestFacts { model, text_bytes, text_pieces, messages, images, max_output, ..RequestFacts::default() })
     }
 
-    /// prompt = ceil(text bytes / 4) + 4 per message + `tokens_per_image` per image; output =
-    /// the caller's bound, else the configured default.
+    /// prompt = the larger of ceil(text bytes / 4) and the text's pieces, + 4 per message +
+    /// `tokens_per_image` per image; output = the caller's bound, else the configured default.
     pub fn estimate(&self, cfg: &EstimateConfig) -> Estimate {
-        let prompt_tokens = self.text_bytes.div_ceil(BYTES_PER_TOKEN)
+        let prompt_tokens = self.text_bytes.div_ceil(BYTES_PER_TOKEN).max(self.text_pieces)
             + self.messages * TOKENS_PER_MESSAGE
             + self.images.saturating_mul(cfg.tokens_per_image);
         Estimate {
@@ -692,32 +783,126 @@ pub fn settle(spent: u128, reserved: u128, actual: u128) -> u128 {
 // ---------------------------------------------------------------------------------------------
 // Reconciliation
 
-/// What a call is finally charged, from what is known when it ends.
+/// How a call ended, as far as what it costs. One rule, used by the budget (quota) and by the
+/// audit record (audit-emit hands its figure to quota in filter state), so spend reports from
+/// the audit log and the budget counters agree:
 ///
-/// - usage reported by the provider: exactly that;
-/// - no usage, but a streamed answer had started: the prompt estimate plus one output token per
-///   content event seen (a provider bills what it generated before the caller left);
-/// - no usage, a provider was called and a non-streamed answer arrived: the whole estimate;
-/// - no usage, a provider was called but nothing came back: the prompt estimate (input is billed
-///   even when the caller leaves early);
-/// - no provider called: nothing.
-pub fn final_usage(
-    est: &Estimate,
-    usage: Option<&Usage>,
-    attempted: bool,
-    streamed_events: Option<u64>,
-    answered: bool,
-) -> Usage {
-    if let Some(u) = usage {
-        return *u;
+/// - the provider reported usage: exactly that;
+/// - a streamed answer was cut (the provider dropped it, or sent an in-stream error) before it
+///   reported usage: the prompt estimate plus one output token per content event streamed;
+/// - a complete answer that reported no usage: the whole estimate (the caller's output bound);
+/// - the caller left while a provider was working on the call, before any answer: the prompt
+///   estimate (input is billed even when the caller leaves early);
+/// - the provider billed nothing: every attempt failed with an error status, the answer could not
+///   be read, the gateway refused the call, or no provider was reached: nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Billing {
+    Reported(Usage),
+    Partial { content_events: u64 },
+    Unreported,
+    Abandoned,
+    Nothing,
+}
+
+/// What the end of a call shows, for [`Billing::of`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CallEnd {
+    /// Usage the provider reported.
+    pub usage: Option<Usage>,
+    /// The status the caller got; `None` when the caller left before any answer.
+    pub status: Option<u16>,
+    /// The answer was a success that could not be read (replaced by a 502).
+    pub unreadable: bool,
+    /// A streamed answer: (content events seen, whether it ended cleanly with its end marker).
+    pub stream: Option<(u64, bool)>,
+    /// A provider was sent the call.
+    pub attempted: bool,
+}
+
+impl Billing {
+    pub fn of(end: &CallEnd) -> Billing {
+        if let Some(u) = end.usage {
+            return Billing::Reported(u);
+        }
+        match end.status {
+            Some(s) if !(200..300).contains(&s) || end.unreadable => Billing::Nothing,
+            Some(_) => match end.stream {
+                Some((content_events, false)) => Billing::Partial { content_events },
+                _ => Billing::Unreported,
+            },
+            None if end.attempted => Billing::Abandoned,
+            None => Billing::Nothing,
+        }
     }
-    let (input, output) = match (attempted || answered, streamed_events) {
-        (_, Some(events)) => (est.prompt_tokens, events),
-        (true, None) if answered => (est.prompt_tokens, est.output_tokens),
-        (true, None) => (est.prompt_tokens, 0),
-        (false, None) => (0, 0),
-    };
-    Usage { input, cached_input: 0, output, reasoning: 0 }
+
+    /// The usage charged (`None`: nothing), and whether it is an estimate.
+    pub fn charged(self, est: &Estimate) -> Option<(Usage, bool)> {
+        let (input, output) = match self {
+            Billing::Reported(u) => return Some((u, false)),
+            Billing::Partial { content_events } => (est.prompt_tokens, content_events),
+            Billing::Unreported => (est.prompt_tokens, est.output_tokens),
+            Billing::Abandoned => (est.prompt_tokens, 0),
+            Billing::Nothing => return None,
+        };
+        Some((Usage { input, cached_input: 0, output, reasoning: 0 }, true))
+    }
+}
+
+/// What a call was charged, as audit-emit settled it, handed to quota in filter state so both
+/// use one figure: `input cached output reasoning estimated cost_pico` (`-`: not priced).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Settled {
+    /// `None`: the call costs nothing.
+    pub usage: Option<Usage>,
+    pub estimated: bool,
+    pub cost_pico: Option<u128>,
+}
+
+impl Settled {
+    pub fn encode(&self) -> String {
+        let cost = self.cost_pico.map(|c| c.to_string()).unwrap_or_else(|| "-".into());
+        match self.usage {
+            None => format!("- {cost}"),
+            Some(u) => format!(
+                "{} {} {} {} {} {cost}",
+                u.input,
+                u.cached_input,
+                u.output,
+                u.reasoning,
+                u8::from(self.estimated)
+            ),
+        }
+    }
+
+    pub fn decode(s: &str) -> Option<Settled> {
+        let f: Vec<&str> = s.split(' ').collect();
+        let cost = |c: &str| if c == "-" { Some(None) } else { c.parse().ok().map(Some) };
+        match f.as_slice() {
+            ["-", c] => Some(Settled { usage: None, estimated: false, cost_pico: cost(c)? }),
+            [i, ci, o, r, e, c] => Some(Settled {
+                usage: Some(Usage {
+                    input: i.parse().ok()?,
+                    cached_input: ci.parse().ok()?,
+                    output: o.parse().ok()?,
+                    reasoning: r.parse().ok()?,
+                }),
+                estimated: *e == "1",
+                cost_pico: cost(c)?,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// The up-front estimate in filter state (`prompt output`), for the per-attempt quota filter
+/// and for audit-emit (which settles a call that reported no usage with it).
+pub fn encode_estimate(e: &Estimate) -> String {
+    format!("{} {}", e.prompt_tokens, e.output_tokens)
+}
+
+pub fn decode_estimate(s: &str) -> Option<Estimate> {
+    let (p, o) = s.split_once(' ')?;
+    Some(Estimate { prompt_tokens: p.parse().ok()?, output_tokens: o.parse().ok()?, model: None })
 }
 
 #[cfg(test)]

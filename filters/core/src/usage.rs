@@ -47,27 +47,46 @@ pub fn from_openai_body(body: &[u8]) -> Result<Option<Usage>, serde_json::Error>
     Ok(parsed.usage.as_ref().and_then(Usage::from_openai))
 }
 
-/// Finds the usage chunk in an OpenAI SSE stream as it streams past, without holding it back.
+/// Watches a stream as it streams past, without holding it back: its usage, how many content
+/// events it carried, and how it ended. It reads both formats a caller may receive: OpenAI chat
+/// chunks (ended by `data: [DONE]`) and Anthropic Messages events (ended by `message_stop`).
 #[derive(Debug, Default)]
 pub struct StreamScanner {
     parser: sse::Parser,
     events: Vec<sse::Event>,
     pub usage: Option<Usage>,
-    /// Data events seen, other than `[DONE]`: a floor on the output tokens streamed so far.
-    pub data_events: u64,
-    pub saw_done: bool,
+    /// Events that carried generated content (text or a tool call): a floor on the output
+    /// tokens streamed so far.
+    pub content_events: u64,
+    /// The stream's own end marker arrived (`[DONE]`, or Messages' `message_stop`).
+    pub saw_end: bool,
     pub saw_error: bool,
+}
+
+/// Whether one event carries generated content: an OpenAI chunk with non-empty content or a
+/// tool call, or a Messages `content_block_delta`.
+fn is_content_event(data: &str) -> bool {
+    if data.contains("\"content_block_delta\"") {
+        return true;
+    }
+    data.contains("\"choices\"")
+        && (data.contains("\"tool_calls\"") || (data.contains("\"content\":\"") && !data.contains("\"content\":\"\"")))
 }
 
 impl StreamScanner {
     pub fn push(&mut self, chunk: &[u8]) {
         self.parser.push(chunk, &mut self.events);
         for ev in self.events.drain(..) {
-            if ev.data == "[DONE]" {
-                self.saw_done = true;
+            if ev.data == "[DONE]" || ev.event.as_deref() == Some("message_stop") {
+                self.saw_end = true;
                 continue;
             }
-            self.data_events += 1;
+            if ev.event.as_deref() == Some("error") {
+                self.saw_error = true;
+            }
+            if is_content_event(&ev.data) {
+                self.content_events += 1;
+            }
             if ev.data.contains("\"usage\"") || ev.data.contains("\"error\"") {
                 if let Ok(v) = serde_json::from_str::<Value>(&ev.data) {
                     if v.get("error").is_some_and(|e| !e.is_null()) {
@@ -107,8 +126,33 @@ mod tests {
             sc.push(c);
         }
         assert_eq!(sc.usage, Some(Usage { input: 3, cached_input: 0, output: 1, reasoning: 0 }));
-        assert!(sc.saw_done);
+        assert!(sc.saw_end);
         assert!(!sc.saw_error);
-        assert_eq!(sc.data_events, 2);
+        assert_eq!(sc.content_events, 1);
+    }
+
+    #[test]
+    fn messages_streams_end_with_message_stop_and_count_their_deltas() {
+        let s = concat!(
+            "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":3}}}\n\n",
+            "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0}\n\n",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"delta\":{\"text\":\"a\"}}\n\n",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"delta\":{\"text\":\"b\"}}\n\n",
+            "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"
+        );
+        let mut sc = StreamScanner::default();
+        for c in s.as_bytes().chunks(5) {
+            sc.push(c);
+        }
+        assert!(sc.saw_end && !sc.saw_error);
+        assert_eq!(sc.content_events, 2);
+        let mut sc = StreamScanner::default();
+        sc.push(b"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\"}}\n\n");
+        assert!(sc.saw_error && !sc.saw_end);
+        // An OpenAI role chunk carries no content; a tool-call chunk does.
+        let mut sc = StreamScanner::default();
+        sc.push(b"data: {\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n");
+        sc.push(b"data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0}]}}]}\n\n");
+        assert_eq!(sc.content_events, 1);
     }
 }

@@ -14,8 +14,9 @@ use aigw_core::error::GatewayError;
 use aigw_core::headers;
 use aigw_core::price::format_usd;
 use aigw_core::quota::{
-    estimate, final_usage, ms_to_period_end, period_id, reserve, BucketKind, BudgetDecision, BudgetState, Estimate,
-    Period, Quota, QuotaConfig, RequestFacts, Scope, ScopeKind,
+    decode_estimate, encode_estimate, estimate, ms_to_period_end, period_id, reserve, Billing, BucketKind,
+    BudgetDecision, BudgetState, CallEnd, Estimate, Period, Quota, QuotaConfig, RequestFacts, Scope, ScopeKind,
+    Settled,
 };
 use aigw_core::usage::{self, StreamScanner, Usage};
 use aigw_host as host;
@@ -246,7 +247,10 @@ fn rate_headers(requests: Option<Tightest>, tokens: Option<Tightest>) -> Vec<(&'
         if let Some(t) = t {
             h.push((limit, t.limit.to_string()));
             h.push((remaining, t.remaining.to_string()));
-            h.push((reset, format!("{}s", retry_after_secs(t.reset_ms))));
+            // A call that can never fit has no reset time: the header is left out.
+            if t.reset_ms != u64::MAX {
+                h.push((reset, format!("{}s", retry_after_secs(t.reset_ms))));
+            }
         }
     }
     h
@@ -284,6 +288,8 @@ struct Call {
     tokens: Option<Tightest>,
     budget_warning: Option<String>,
     answered: bool,
+    /// The status the caller got (`None`: the caller left before any answer).
+    status: Option<u16>,
     ok: bool,
     served_model: Option<String>,
     body: Body,
@@ -304,6 +310,7 @@ impl Call {
             tokens: None,
             budget_warning: None,
             answered: false,
+            status: None,
             ok: false,
             served_model: None,
             body: Body::None,
@@ -320,9 +327,9 @@ impl Call {
         let scopes = self.quota.scopes(&tenant, feature.as_deref(), alias.as_deref());
         let now = host::now_ms();
         let tokens = self.estimate.tokens();
-        if self.quota.has_providers() {
-            host::set_property(headers::PROP_QUOTA_ESTIMATE, &tokens.to_string());
-        }
+        // For the per-attempt provider buckets, and for audit-emit to settle a call that
+        // reports no usage.
+        host::set_property(headers::PROP_QUOTA_ESTIMATE, &encode_estimate(&self.estimate));
         let mut cost: Option<u128> = None;
         for scope in &scopes {
             if let Err(action) = self.charge_scope(scope, now, tokens, &mut cost) {
@@ -479,18 +486,23 @@ impl Call {
         refuse(&err, &h)
     }
 
-    /// The call's real usage, or the best that can be said of it when it ended early.
-    fn final_usage(&self, attempted: bool) -> Usage {
-        let (real, events) = match &self.body {
-            Body::Sse(s) => (s.usage, Some(s.data_events)),
-            Body::Json(b) if self.ok => (usage::from_openai_body(b).ok().flatten(), None),
-            _ => (None, None),
-        };
-        // An error answer from the provider did not generate output.
-        if self.answered && !self.ok && real.is_none() {
-            return final_usage(&self.estimate, None, attempted, None, false);
+    /// What the call is charged (`None`: nothing), by the rule in `quota::Billing`: as
+    /// audit-emit settled it when it runs (so the audit record and the budget agree), else from
+    /// what this filter saw of the answer.
+    fn charged(&self, attempted: bool) -> (Option<Usage>, Option<u128>) {
+        if let Some(s) = host::property_string(&[headers::PROP_SETTLED]).and_then(|s| Settled::decode(&s)) {
+            return (s.usage, s.cost_pico);
         }
-        final_usage(&self.estimate, real.as_ref(), attempted, events, self.answered)
+        let (usage, stream, unreadable) = match &self.body {
+            Body::Sse(s) => (s.usage, Some((s.content_events, s.saw_end && !s.saw_error)), false),
+            Body::Json(b) if self.ok => match usage::from_openai_body(b) {
+                Ok(u) => (u, None, false),
+                Err(_) => (None, None, true),
+            },
+            _ => (None, None, false),
+        };
+        let end = CallEnd { usage, status: self.status, unreadable, stream, attempted };
+        (Billing::of(&end).charged(&self.estimate).map(|(u, _)| u), None)
     }
 
     fn cost_of(&self, u: &Usage) -> u128 {
@@ -567,6 +579,7 @@ impl HttpContext for Call {
     fn on_http_response_headers(&mut self, _n: usize, eos: bool) -> Action {
         let status: u16 = host::response_header(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
         self.answered = true;
+        self.status = Some(status);
         self.ok = (200..300).contains(&status);
         self.served_model = host::response_header(headers::MODEL);
         if !self.admitted {
@@ -617,9 +630,10 @@ impl HttpContext for Call {
         let attempted = !providers.is_empty()
             || host::property(&[headers::PROP_ATTEMPTS]).is_some()
             || host::property(&["upstream", "address"]).is_some();
-        let used = self.final_usage(attempted);
+        let (charged, settled_cost) = self.charged(attempted);
+        let used = charged.unwrap_or_default();
         let actual = used.input.saturating_add(used.output);
-        let mut cost: Option<u128> = None;
+        let mut cost: Option<u128> = settled_cost.or(if charged.is_none() { Some(0) } else { None });
         for c in std::mem::take(&mut self.charges) {
             match c {
                 Charge::Requests { .. } => {}
@@ -665,8 +679,10 @@ impl HttpContext for ProviderAttempt {
     fn on_http_request_headers(&mut self, _n: usize, _eos: bool) -> Action {
         let Some(provider) = host::upstream_provider() else { return Action::Continue };
         let Some(scope) = self.quota.provider(&provider) else { return Action::Continue };
-        let tokens: u64 =
-            host::property_string(&[headers::PROP_QUOTA_ESTIMATE]).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let tokens: u64 = host::property_string(&[headers::PROP_QUOTA_ESTIMATE])
+            .and_then(|s| decode_estimate(&s))
+            .map(|e| e.tokens())
+            .unwrap_or(0);
         let now = host::now_ms();
         let mut refused: Option<(BucketKind, u64)> = None;
         let mut took_request: Option<(String, Limit)> = None;

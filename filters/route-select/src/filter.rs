@@ -180,11 +180,10 @@ impl Select {
             // The whole call within the budget; each attempt within its share, so a slow
             // provider leaves time for the next one.
             let steps = u64::try_from(alias.steps.len()).unwrap_or(1).max(1);
+            let per_try = (budget / steps).max(1).to_string();
             host::set_request_header("x-envoy-upstream-rq-timeout-ms", Some(&budget.to_string()));
-            host::set_request_header(
-                "x-envoy-upstream-rq-per-try-timeout-ms",
-                Some(&(budget / steps).max(1).to_string()),
-            );
+            host::set_request_header("x-envoy-upstream-rq-per-try-timeout-ms", Some(&per_try));
+            host::set_property(headers::PROP_PER_TRY_MS, &per_try);
         }
         host::set_property(headers::PROP_ALIAS, &choice.alias);
         host::set_property(headers::PROP_ROUTE, &choice.route);
@@ -281,7 +280,11 @@ impl HttpContext for Select {
         let attempts = if envoy_count.is_some() {
             Vec::new()
         } else {
-            parse_attempts(host::property(&[headers::PROP_ATTEMPTS]).as_deref())
+            let mut a = parse_attempts(host::property(&[headers::PROP_ATTEMPTS]).as_deref());
+            if a.last().is_some_and(|a| a.status.is_none()) {
+                close_timed_out_attempt(&mut a, host::now_ms());
+            }
+            a
         };
         match envoy_count {
             Some(n) => host::set_response_header(headers::ATTEMPTS, Some(&n)),
@@ -366,6 +369,15 @@ impl HttpContext for Select {
     }
 }
 
+/// Marks the last of `attempts` a timeout if it was cut by the latency budget's per-try timeout
+/// (see `audit::close_timed_out`).
+fn close_timed_out_attempt(attempts: &mut [AttemptRecord], now: u64) {
+    let num = |p: &str| host::property_string(&[p]).and_then(|v| v.parse::<u64>().ok());
+    if let (Some(per_try), Some(started)) = (num(headers::PROP_PER_TRY_MS), num(headers::PROP_ATTEMPT_STARTED)) {
+        aigw_core::audit::close_timed_out(attempts, started, per_try, now);
+    }
+}
+
 /// Keeps a call's usage for the audit record, when the answer the caller sees no longer has it
 /// in OpenAI's format.
 fn record_usage(usage: Option<aigw_core::usage::Usage>) {
@@ -426,6 +438,8 @@ enum ResponseMode {
     Pass,
     /// Anthropic JSON (success or error): buffer, then translate whole.
     Buffer,
+    /// An OpenAI-format success: buffer, check it is readable, pass it on unchanged.
+    Check,
     /// A provider's stream (Anthropic or Gemini SSE, Bedrock's binary event stream): translate
     /// it to OpenAI chunks as it arrives.
     Stream(Box<dyn sse::Translate>),
@@ -469,6 +483,10 @@ impl Attempt {
     fn start_record(&mut self, provider: &str, region: Option<String>, model: Option<&str>) {
         let now = host::now_ms();
         self.attempts = parse_attempts(host::property(&[headers::PROP_ATTEMPTS]).as_deref());
+        if self.attempts.last().is_some_and(|a| a.status.is_none()) {
+            close_timed_out_attempt(&mut self.attempts, now);
+        }
+        host::set_property(headers::PROP_ATTEMPT_STARTED, &now.to_string());
         self.record = Some((self.attempts.len(), now));
         self.attempts.push(AttemptRecord {
             provider: provider.to_string(),
@@ -491,6 +509,16 @@ impl Attempt {
             a.latency_ms = Some(latency);
             a.error_class = ErrorClass::of_status(status);
             a.credential = credential;
+        }
+        self.write_attempts();
+    }
+
+    /// This attempt's provider said 200 but its answer could not be read: the attempt record
+    /// says so (the call moves on to the next provider, as for a 5xx).
+    fn mark_invalid(&mut self) {
+        let Some((index, _)) = self.record else { return };
+        if let Some(a) = self.attempts.get_mut(index) {
+            a.error_class = Some(ErrorClass::InvalidResponse);
         }
         self.write_attempts();
     }
@@ -559,13 +587,7 @@ impl Attempt {
             Ok((out, _usage)) => (200, out),
             Err(e) => {
                 host::warn(&format!("route-select: {e}"));
-                let err = GatewayError::new(
-                    502,
-                    "server_error",
-                    "upstream_invalid_response",
-                    "The provider sent a response the gateway could not read.",
-                );
-                (502, err.body().into_bytes())
+                (502, invalid_response())
             }
         }
     }
@@ -700,7 +722,16 @@ impl HttpContext for Attempt {
         if let Some(w) = &self.deprecation {
             host::set_response_header(headers::DEPRECATION, Some(w));
         }
-        if matches!(t.api, Api::Openai | Api::Azure) || eos {
+        if eos {
+            return Action::Continue;
+        }
+        if matches!(t.api, Api::Openai | Api::Azure) {
+            // Passed through untouched, but a success is read once before Envoy decides on a
+            // retry: a 200 whose body cannot be read becomes a 502, which moves the call on.
+            if self.status == 200 && ct.starts_with("application/json") {
+                self.response = ResponseMode::Check;
+                return Action::Pause;
+            }
             return Action::Continue;
         }
         host::set_response_header("content-length", None);
@@ -738,6 +769,19 @@ impl HttpContext for Attempt {
                 host::replace_response_body(size, &out);
                 Action::Continue
             }
+            ResponseMode::Check => {
+                if !eos {
+                    return Action::Pause;
+                }
+                if serde_json::from_slice::<serde::de::IgnoredAny>(&host::response_body(size)).is_err() {
+                    let err = invalid_response();
+                    host::set_response_header(":status", Some("502"));
+                    host::set_response_header("content-length", Some(&err.len().to_string()));
+                    host::replace_response_body(size, &err);
+                    self.mark_invalid();
+                }
+                Action::Continue
+            }
             ResponseMode::Buffer => {
                 if !eos {
                     return Action::Pause;
@@ -748,6 +792,9 @@ impl HttpContext for Attempt {
                 if status != self.status {
                     host::set_response_header(":status", Some(&status.to_string()));
                 }
+                if self.status == 200 && status == 502 {
+                    self.mark_invalid();
+                }
                 host::set_response_header("content-type", Some("application/json"));
                 host::set_response_header("content-length", Some(&out.len().to_string()));
                 host::replace_response_body(size, &out);
@@ -755,6 +802,19 @@ impl HttpContext for Attempt {
             }
         }
     }
+}
+
+/// The 502 an attempt answers with when its provider's success could not be read (Envoy then
+/// retries it at the chain's next provider).
+fn invalid_response() -> Vec<u8> {
+    GatewayError::new(
+        502,
+        "server_error",
+        "upstream_invalid_response",
+        "The provider sent a response the gateway could not read.",
+    )
+    .body()
+    .into_bytes()
 }
 
 /// A new root context of this filter (what `proxy_wasm::set_root_context` needs).

@@ -84,11 +84,12 @@ fn estimate_counts_text_messages_images_tools_and_the_output_bound() {
         {"role": "system", "content": "12345678"},
         {"role": "user", "content": [{"type": "text", "text": "abcd"}, {"type": "image_url", "image_url": {"url": "data:..."}}]}]}"#;
     let e = estimate(body, &c).unwrap();
-    // 12 text bytes -> 3 tokens, 2 messages -> 8, 1 image -> 1000.
-    assert_eq!(e.prompt_tokens, 3 + 8 + 1000);
+    // 12 text bytes -> 3 tokens by bytes, but 4 pieces ("12345678" is 3 groups of digits,
+    // "abcd" one word); 2 messages -> 8, 1 image -> 1000.
+    assert_eq!(e.prompt_tokens, 4 + 8 + 1000);
     assert_eq!(e.output_tokens, 100);
     assert_eq!(e.model.as_deref(), Some("chat"));
-    assert_eq!(e.tokens(), 1111);
+    assert_eq!(e.tokens(), 1112);
     // max_completion_tokens wins; neither: the default.
     let e = estimate(br#"{"max_completion_tokens": 7, "max_tokens": 100, "messages": []}"#, &c).unwrap();
     assert_eq!(e.output_tokens, 7);
@@ -96,7 +97,8 @@ fn estimate_counts_text_messages_images_tools_and_the_output_bound() {
     assert_eq!((e.prompt_tokens, e.output_tokens), (1 + 4, 1024));
     // Tool definitions count too.
     let e = estimate(br#"{"messages": [], "tools": [{"type": "function"}]}"#, &c).unwrap();
-    assert_eq!(e.prompt_tokens, "[{\"type\":\"function\"}]".len().div_ceil(4) as u64);
+    // (as JSON: 9 symbols, "type" and "function": 12 pieces, more than 21 bytes / 4)
+    assert_eq!(e.prompt_tokens, 12);
     assert!(estimate(b"not json", &c).is_none());
 }
 
@@ -165,18 +167,90 @@ fn budget_reservation_soft_threshold_and_settlement() {
 }
 
 #[test]
-fn final_usage_for_each_way_a_call_ends() {
+fn one_billing_rule_for_each_way_a_call_ends() {
     let e = Estimate { prompt_tokens: 20, output_tokens: 100, model: None };
     let real = Usage { input: 18, cached_input: 0, output: 7, reasoning: 0 };
-    assert_eq!(final_usage(&e, Some(&real), true, Some(3), true), real);
-    // Stream cut after 5 content events.
-    assert_eq!(final_usage(&e, None, true, Some(5), true), Usage { input: 20, output: 5, ..Usage::default() });
-    // Non-streamed answer without usage: the whole estimate.
-    assert_eq!(final_usage(&e, None, true, None, true), Usage { input: 20, output: 100, ..Usage::default() });
-    // Caller left while the provider worked: input only.
-    assert_eq!(final_usage(&e, None, true, None, false), Usage { input: 20, output: 0, ..Usage::default() });
-    // Never sent: nothing.
-    assert_eq!(final_usage(&e, None, false, None, false), Usage::default());
+    let end = |usage, status, unreadable, stream, attempted| CallEnd { usage, status, unreadable, stream, attempted };
+    let charged = |c: CallEnd| Billing::of(&c).charged(&e);
+    // Reported usage wins, whatever else happened.
+    assert_eq!(charged(end(Some(real), Some(200), false, Some((3, false)), true)), Some((real, false)));
+    // A stream cut (reset or in-stream error) after 5 content events: prompt + what streamed.
+    let cut = Usage { input: 20, output: 5, ..Usage::default() };
+    assert_eq!(charged(end(None, Some(200), false, Some((5, false)), true)), Some((cut, true)));
+    // A complete answer without usage: the whole estimate.
+    let whole = Usage { input: 20, output: 100, ..Usage::default() };
+    assert_eq!(charged(end(None, Some(200), false, None, true)), Some((whole, true)));
+    assert_eq!(charged(end(None, Some(200), false, Some((9, true)), true)), Some((whole, true)));
+    // The caller left while the provider worked: input only.
+    let input = Usage { input: 20, ..Usage::default() };
+    assert_eq!(charged(end(None, None, false, None, true)), Some((input, true)));
+    // Nothing billed: never sent, an error status (chain exhausted, provider error, refusals),
+    // or a success that could not be read.
+    assert_eq!(charged(end(None, None, false, None, false)), None);
+    assert_eq!(charged(end(None, Some(503), false, None, true)), None);
+    assert_eq!(charged(end(None, Some(502), false, Some((4, false)), true)), None);
+    assert_eq!(charged(end(None, Some(429), false, None, false)), None);
+    assert_eq!(charged(end(None, Some(200), true, None, true)), None);
+}
+
+#[test]
+fn settled_figures_travel_through_filter_state_intact() {
+    let u = Usage { input: 18, cached_input: 2, output: 7, reasoning: 1 };
+    for s in [
+        Settled { usage: Some(u), estimated: true, cost_pico: Some(123_456_789) },
+        Settled { usage: Some(u), estimated: false, cost_pico: None },
+        Settled { usage: None, estimated: false, cost_pico: None },
+    ] {
+        assert_eq!(Settled::decode(&s.encode()), Some(s));
+    }
+    assert_eq!(Settled::decode("1 2 3"), None);
+    assert_eq!(Settled::decode("a b c d e f"), None);
+    let e = Estimate { prompt_tokens: 5, output_tokens: 9, model: None };
+    assert_eq!(decode_estimate(&encode_estimate(&e)), Some(e));
+}
+
+#[test]
+fn the_prompt_estimate_counts_short_words_and_symbols() {
+    // 150 one-letter words: 150 tokens at any tokenizer, but only 75 by bytes / 4.
+    let words = vec!["a"; 150].join(" ");
+    assert_eq!(text_pieces(&format!("\"{words}\"")), 150);
+    let body = format!(r#"{{"model":"m","max_tokens":1,"messages":[{{"role":"user","content":"{words}"}}]}}"#);
+    let e = estimate(body.as_bytes(), &EstimateConfig::default()).unwrap();
+    assert_eq!(e.prompt_tokens, 150 + TOKENS_PER_MESSAGE);
+    // Long words still count by bytes / 4; escapes count as what they stand for.
+    assert_eq!(text_pieces("\"internationalisation\""), 5);
+    assert_eq!(text_pieces(r#""a\nb""#), 3);
+    assert_eq!(text_pieces(r#""x\u00e9y""#), 3);
+    assert_eq!(text_pieces("\"12345, ok!\""), 2 + 1 + 1 + 1);
+    assert_eq!(text_pieces("\"日本語\""), 6);
+    assert_eq!(text_pieces(r#""\\""#), 1);
+    assert_eq!(text_pieces(r#""a\"""#), 2);
+    assert_eq!(text_pieces(""), 0);
+    assert_eq!(text_pieces("\"\\u12\""), 1);
+}
+
+/// Whitespace-separated words, as the fake providers count prompt tokens.
+fn fake_count(text: &str) -> u64 {
+    text.split_whitespace().count() as u64
+}
+
+#[test]
+fn the_prompt_estimate_is_never_below_the_fakes_count() {
+    let samples = [
+        "a a a a a a",
+        "The quick brown fox jumps over the lazy dog.",
+        "x=1;y=2;z=[1,2,3]",
+        "  spaced   out\n\nlines\t\ttabbed ",
+        "naïve café — déjà vu 日本語 テキスト 🙂🙂",
+        "1 22 333 4444 55555 666666",
+        "!!! ??? ... ,,, ;;;",
+    ];
+    for text in samples {
+        let raw = serde_json::to_string(text).unwrap();
+        let pieces = text_pieces(&raw);
+        let by_bytes = (raw.len() as u64 - 2).div_ceil(BYTES_PER_TOKEN);
+        assert!(pieces.max(by_bytes) >= fake_count(text), "{text:?}: {pieces} < {}", fake_count(text));
+    }
 }
 
 #[test]
