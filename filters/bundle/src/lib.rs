@@ -5,7 +5,7 @@
 
 use aigw_host as host;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{ContextType, LogLevel};
+use proxy_wasm::types::{Action, ContextType, LogLevel};
 
 #[path = "../../audit-emit/src/filter.rs"]
 mod audit_emit;
@@ -31,6 +31,7 @@ impl RootContext for Dispatch {
             "quota" | "quota_upstream" => quota::root(),
             "route_select" | "route_select_upstream" => route_select::root(),
             "audit_emit" => audit_emit::root(),
+            TRAP_ROOT_ID => Box::new(TrapRoot),
             other => {
                 host::log(
                     LogLevel::Error,
@@ -54,6 +55,45 @@ impl RootContext for Dispatch {
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
     }
+}
+
+/// Test only: the root id of a filter that traps the VM when a request carries
+/// `x-aigw-test-trap`, so that a test can show Envoy replacing a failed VM (`failure_policy:
+/// FAIL_RELOAD`). Nothing reaches it unless a configuration names this root id; the gateway's
+/// configurations never do.
+const TRAP_ROOT_ID: &str = "aigw_test_trap";
+
+struct TrapRoot;
+
+impl Context for TrapRoot {}
+
+impl RootContext for TrapRoot {
+    fn create_http_context(&self, _id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Trap))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+struct Trap;
+
+impl Context for Trap {}
+
+impl HttpContext for Trap {
+    fn on_http_request_headers(&mut self, _n: usize, _eos: bool) -> Action {
+        if host::request_header("x-aigw-test-trap").is_some() {
+            trap();
+        }
+        Action::Continue
+    }
+}
+
+/// What a panic does in this module (`panic = "abort"`): the VM traps.
+fn trap() {
+    #[cfg(target_arch = "wasm32")]
+    core::arch::wasm32::unreachable();
 }
 
 proxy_wasm::main! {{

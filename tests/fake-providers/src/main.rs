@@ -350,14 +350,30 @@ fn conversation(body: &Value) -> (String, String, usize) {
     (all, last_user, msgs.len())
 }
 
-/// Deterministic answer and token counts for a request.
+/// Deterministic answer and token counts for a request. Like the real providers, the answer
+/// stops at the request's output bound (`max_completion_tokens` or `max_tokens`, one token a
+/// word); `truncated(body)` says whether it did.
 fn answer(body: &Value) -> (Vec<String>, u64, u64) {
     let (all, last_user, count) = conversation(body);
     let reply = format!("Echo: {}", last_user.chars().take(200).collect::<String>());
-    let words: Vec<String> = reply.split_inclusive(' ').map(str::to_string).collect();
+    let mut words: Vec<String> = reply.split_inclusive(' ').map(str::to_string).collect();
+    if let Some(max) = output_bound(body) {
+        words.truncate(usize::try_from(max).unwrap_or(usize::MAX).max(1));
+    }
     let input = all.split_whitespace().count() as u64 + 4 * count as u64;
     let output = words.len() as u64;
     (words, input, output)
+}
+
+fn output_bound(body: &Value) -> Option<u64> {
+    body.get("max_completion_tokens").or_else(|| body.get("max_tokens")).and_then(Value::as_u64)
+}
+
+/// Whether the answer to `body` was cut at its output bound.
+fn truncated(body: &Value) -> bool {
+    let (_, last_user, _) = conversation(body);
+    let full = format!("Echo: {}", last_user.chars().take(200).collect::<String>()).split_inclusive(' ').count();
+    output_bound(body).is_some_and(|m| usize::try_from(m).unwrap_or(usize::MAX).max(1) < full)
 }
 
 fn start_chunked(w: &mut TcpStream, status: u16, headers: &[(&str, String)]) -> io::Result<()> {
@@ -569,7 +585,7 @@ fn openai(req: &Request, inst: &Instance, w: &mut TcpStream, fault: Fault, n: u6
             }
             chunk(w, &mk(json!({"content":word}), Value::Null))?;
         }
-        return finish(w, "stop");
+        return finish(w, if truncated(&body) { "length" } else { "stop" });
     }
     let (message, finish) = match &forced_tool {
         Some(name) => (
@@ -577,7 +593,10 @@ fn openai(req: &Request, inst: &Instance, w: &mut TcpStream, fault: Fault, n: u6
                 "type":"function","function":{"name":name,"arguments":"{\"city\": \"Paris\"}"}}]}),
             "tool_calls",
         ),
-        None => (json!({"role":"assistant","content":words.concat(),"refusal":null,"annotations":[]}), "stop"),
+        None => (
+            json!({"role":"assistant","content":words.concat(),"refusal":null,"annotations":[]}),
+            if truncated(&body) { "length" } else { "stop" },
+        ),
     };
     let mut out = json!({"id":id,"object":"chat.completion","created":created,"model":model,
         "choices":[{"index":0,"message":message,"logprobs":null,"finish_reason":finish}],
@@ -681,6 +700,7 @@ fn anthropic(req: &Request, inst: &Instance, w: &mut TcpStream, fault: Fault, n:
         return anthropic_error(w, 400, "invalid_request_error", "messages: roles must be user or assistant", &[]);
     }
     let (words, input, output) = answer(&body);
+    let stop_reason = if truncated(&body) { "max_tokens" } else { "end_turn" };
     let id = format!("msg_fake{n:06}");
     // Asked to use a tool (tool_choice any/tool): call it with {"city": "Paris"}.
     let forced_tool = match body.pointer("/tool_choice/type").and_then(Value::as_str) {
@@ -777,7 +797,7 @@ fn anthropic(req: &Request, inst: &Instance, w: &mut TcpStream, fault: Fault, n:
             w,
             &ev(
                 "message_delta",
-                json!({"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":output}}),
+                json!({"type":"message_delta","delta":{"stop_reason":stop_reason,"stop_sequence":null},"usage":{"output_tokens":output}}),
             ),
         )?;
         chunk(w, &ev("message_stop", json!({"type":"message_stop"})))?;
@@ -788,7 +808,7 @@ fn anthropic(req: &Request, inst: &Instance, w: &mut TcpStream, fault: Fault, n:
             json!([{"type":"tool_use","id":format!("toolu_fake{n:06}"),"name":name,"input":{"city":"Paris"}}]),
             "tool_use",
         ),
-        None => (json!([{"type":"text","text":words.concat()}]), "end_turn"),
+        None => (json!([{"type":"text","text":words.concat()}]), stop_reason),
     };
     let out = json!({"id":id,"type":"message","role":"assistant","model":model,
         "content":content,"stop_reason":stop,"stop_sequence":null,

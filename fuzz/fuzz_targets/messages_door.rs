@@ -1,0 +1,18 @@
+//! The Messages door: a caller's Anthropic request, and the answers translated back to it.
+#![no_main]
+
+use aigw_core::messages_in::{error_from_openai, request_to_openai, response_from_openai, StreamToMessages};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) {
+        let _ = request_to_openai(&v);
+    }
+    let _ = response_from_openai(data);
+    let _ = error_from_openai(400, data);
+    let mut s = StreamToMessages::default();
+    for chunk in data.chunks(7) {
+        let _ = s.push(chunk);
+    }
+    let _ = s.finish();
+});

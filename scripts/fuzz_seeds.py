@@ -1,0 +1,127 @@
+#!/usr/bin/env python3
+"""Seeds the fuzz corpora (fuzz/corpus/<target>/) from the fake providers' real wire formats.
+
+Starts the fake providers, asks each for its answers (whole and streamed, success and error),
+and writes what came back, byte for byte, as seeds: provider answers for `provider_responses`
+and `messages_door`, SSE streams for `sse`, Bedrock event-stream frames (built as the fake builds
+them, plus the provider reference's botocore-checked frame) for `eventstream`, requests for
+`unified_request` and `messages_door`, and credential headers and header maps for
+`credentials` and `header_map`.
+
+Usage: fuzz_seeds.py FAKES_BINARY CORPUS_DIR
+"""
+import json
+import os
+import struct
+import subprocess
+import sys
+import zlib
+
+import httpx
+
+KEYS = {"openai": "sk-seed", "anthropic": "sk-ant-seed", "gemini": "AIza-seed"}
+
+
+def start(fakes):
+    args = [fakes]
+    for name, key in KEYS.items():
+        args += ["--listen", f"{name}=127.0.0.1:0", "--key", f"{name}={key}"]
+    p = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+    urls = {}
+    for line in p.stdout:
+        if line.strip() == "ready":
+            break
+        name, addr = line.split()
+        urls[name] = f"http://{addr}"
+    return p, urls
+
+
+def frame(message_type, event, payload):
+    """One AWS event-stream message (prelude, headers, payload, CRCs)."""
+    headers = b""
+    for k, v in ((":event-type", event), (":content-type", "application/json"), (":message-type", message_type)):
+        headers += bytes([len(k)]) + k.encode() + b"\x07" + struct.pack(">H", len(v)) + v.encode()
+    body = json.dumps(payload, separators=(",", ":")).encode()
+    total = 12 + len(headers) + len(body) + 4
+    prelude = struct.pack(">II", total, len(headers))
+    prelude += struct.pack(">I", zlib.crc32(prelude))
+    msg = prelude + headers + body
+    return msg + struct.pack(">I", zlib.crc32(msg))
+
+
+def main():
+    fakes, out = sys.argv[1], sys.argv[2]
+    seeds = {t: [] for t in ("credentials", "header_map", "unified_request", "messages_door", "sse",
+                             "eventstream", "provider_responses")}
+    chat = {"model": "m", "max_tokens": 20, "messages": [
+        {"role": "system", "content": "be brief"}, {"role": "user", "content": "hello there, 12345 ok?"}]}
+    tools = dict(chat, tools=[{"type": "function", "function": {"name": "weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}}}}], tool_choice="required")
+    msgs = {"model": "m", "max_tokens": 20, "system": "be brief",
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "hello"}]}]}
+    seeds["unified_request"] += [json.dumps(chat).encode(), json.dumps(dict(chat, stream=True)).encode(),
+                                 json.dumps(tools).encode()]
+    seeds["messages_door"] += [json.dumps(msgs).encode(), json.dumps(dict(msgs, stream=True)).encode()]
+    p, urls = start(fakes)
+    try:
+        c = httpx.Client(timeout=10)
+        oa = {"authorization": f"Bearer {KEYS['openai']}"}
+        an = {"x-api-key": KEYS["anthropic"], "anthropic-version": "2023-06-01"}
+        ge = {"x-goog-api-key": KEYS["gemini"]}
+        gem_body = {"contents": [{"role": "user", "parts": [{"text": "hello there"}]}]}
+        for fault in (None, "*=500", "*=429", "*=malformed", "*=error-after-2"):
+            h = {"x-fake-fault": fault} if fault else {}
+            for stream in (False, True):
+                r = c.post(f"{urls['openai']}/v1/chat/completions", json=dict(tools if fault else chat, stream=stream),
+                           headers={**oa, **h})
+                seeds["sse" if stream else "provider_responses"].append(r.content)
+                seeds["messages_door"].append(r.content)
+                r = c.post(f"{urls['anthropic']}/v1/messages",
+                           json={"model": "m", "max_tokens": 20, "stream": stream,
+                                 "messages": [{"role": "user", "content": "hello there"}]}, headers={**an, **h})
+                seeds["provider_responses"].append(r.content)
+                if stream:
+                    seeds["sse"].append(r.content)
+                path = "streamGenerateContent?alt=sse" if stream else "generateContent"
+                r = c.post(f"{urls['gemini']}/v1beta/models/gemini-2.5-flash:{path}", json=gem_body, headers={**ge, **h})
+                seeds["provider_responses"].append(r.content)
+                if stream:
+                    seeds["sse"].append(r.content)
+            headers_seen = c.get(f"{urls['openai']}/__fake/requests").json()
+            for req in headers_seen[-2:]:
+                pairs = [(k.encode(), v.encode()) for k, v in req["headers"].items()]
+                enc = struct.pack("<I", len(pairs))
+                for k, v in pairs:
+                    enc += struct.pack("<II", len(k), len(v))
+                for k, v in pairs:
+                    enc += k + b"\0" + v + b"\0"
+                seeds["header_map"].append(enc)
+    finally:
+        p.terminate()
+    seeds["eventstream"] += [
+        frame("event", "messageStart", {"role": "assistant"})
+        + frame("event", "contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": "Echo: hi"}})
+        + frame("event", "messageStop", {"stopReason": "end_turn"})
+        + frame("event", "metadata", {"usage": {"inputTokens": 5, "outputTokens": 2, "totalTokens": 7}}),
+        frame("exception", "throttlingException", {"message": "Too many requests"}),
+        bytes.fromhex("0000007600000052 96d5fade0b3a6576 656e742d74797065 07000c6d65737361 67655374617274 "
+                      "0d3a636f6e74656e74 2d74797065070010 6170706c69636174 696f6e2f6a736f6e 0d3a6d6573736167 "
+                      "652d74797065 0700056576656e74 7b22726f6c65223a 22617373697374616e74 227d6fa8c599"),
+    ]
+    seeds["provider_responses"].append(json.dumps({
+        "output": {"message": {"role": "assistant", "content": [{"text": "Echo: hi"}]}}, "stopReason": "end_turn",
+        "usage": {"inputTokens": 5, "outputTokens": 2, "totalTokens": 7}}).encode())
+    seeds["credentials"] += [b"Bearer aigw_sk_one\xff\xff\xffsearch", b"\xffaigw_sk_one\xff\xffchat",
+                             b"Bearer\xc3\xa9x\xff\xff\xff", b"bearer  aigw_sk_two \xff\xffaigw_sk_three\xff",
+                             b'{"tenant":"t","key_id":"k1","alias_scope":"*"}']
+    for target, items in seeds.items():
+        d = os.path.join(out, target)
+        os.makedirs(d, exist_ok=True)
+        for i, data in enumerate(items):
+            with open(os.path.join(d, f"seed-{i:03d}"), "wb") as f:
+                f.write(data)
+        print(f"{target}: {len(items)} seeds")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""A Wasm VM that traps is replaced, and the gateway serves again (failure_policy: FAIL_RELOAD).
+
+The trap is real: a test-only filter of the module (root id `aigw_test_trap`, which no gateway
+configuration names) executes `unreachable` when a request carries `x-aigw-test-trap`, in the
+same VM as the gateway's filters. Shared data lives in Envoy, not in the VM, so quota state
+survives the reload.
+"""
+
+import json
+import re
+import time
+
+import httpx
+from conftest import DEMO_KEYS
+from test_quota import assert_both_workers_used, quota_config
+
+
+def add_trap_filter(text):
+    vm = re.search(r"vm_config: \{vm_id: aigw, .*?\n.*?\}\}\n", text, re.S).group(0)
+    trap = (
+        "          - name: test.trap\n"
+        "            typed_config:\n"
+        '              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm\n'
+        "              config:\n"
+        "                name: trap\n"
+        "                root_id: aigw_test_trap\n"
+        "                failure_policy: FAIL_RELOAD\n"
+        "                reload_config: {backoff: {base_interval: 0.1s, max_interval: 5s}}\n"
+        f"                {vm.strip()}\n"
+    )
+    marker = "          - name: aigw.auth_key_swap\n"
+    assert marker in text
+    return text.replace(marker, trap + marker, 1)
+
+
+def call(gw):
+    return httpx.post(f"{gw.url}/v1/chat/completions", timeout=10,
+                      json={"model": "chat", "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]},
+                      headers={"authorization": f"Bearer {DEMO_KEYS['acme']}", "connection": "close"})
+
+
+def test_a_trapped_vm_is_replaced_and_quota_state_survives(fresh_gateway_factory):
+    gw = fresh_gateway_factory(
+        template_edit=add_trap_filter,
+        values={"QUOTA_CONFIG": quota_config({"acme": {"requests_per_minute": 1, "requests_burst": 1000}})})
+    for _ in range(5):
+        assert call(gw).status_code == 200
+    before = int(call(gw).headers["x-ratelimit-remaining-requests"])
+    assert before == 1000 - 6
+
+    # Trap the VM on both workers (one connection each, several times).
+    trapped = time.monotonic()
+    for _ in range(8):
+        try:
+            httpx.post(f"{gw.url}/v1/chat/completions", timeout=5, content=b"{}",
+                       headers={"x-aigw-test-trap": "1", "connection": "close"})
+        except httpx.HTTPError:
+            pass
+    time.sleep(0.2)
+    traps = re.findall(r"\]\[(\d+)\]\[error\]\[wasm\].*Uncaught RuntimeError: unreachable", gw.envoy_log.read_text())
+    assert len(set(traps)) == 2, f"the VM did not trap on both workers: {traps}"
+
+    # Calls fail until the VM is replaced, then every one is served again.
+    between, streak, first_ok = 0, 0, None
+    deadline = time.monotonic() + 30
+    while streak < 20 and time.monotonic() < deadline:
+        r = call(gw)
+        between += 1
+        if r.status_code == 200:
+            streak += 1
+            first_ok = first_ok or time.monotonic()
+        else:
+            streak = 0
+            time.sleep(0.05)
+    assert streak == 20, "the gateway did not recover from a trapped VM"
+    print(f"served again {first_ok - trapped:.2f} s after the trap; {between} calls in between")
+    for _ in range(100):
+        r = call(gw)
+        assert r.status_code == 200, r.text
+        assert json.loads(r.text)["choices"][0]["message"]["content"] == "Echo: hi"
+    assert_both_workers_used(gw)
+
+    # The request bucket was not reset by the reload: it lives in Envoy's shared data.
+    after = int(call(gw).headers["x-ratelimit-remaining-requests"])
+    assert before - 1 - between - 100 <= after < before - 100, (before, between, after)
