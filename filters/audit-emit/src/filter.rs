@@ -1,158 +1,29 @@
-use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
+//! The observability plane in Envoy: a thin adapter that runs `aigw_core::audit::stage` in
+//! proxy-wasm callbacks (listener, first filter, so it sees every answer, refusals included).
+
 use std::rc::Rc;
 
-use aigw_core::audit::{self, parse_attempts, AuditRecord, Outcome, Tokens, RECORD_VERSION};
-use aigw_core::error::GatewayError;
-use aigw_core::headers;
-use aigw_core::price::{format_usd, PriceBook, PriceBookConfig};
-use aigw_core::quota::{self, Billing, CallEnd, Settled};
-use aigw_core::usage::{self, StreamScanner, Usage};
-use aigw_host as host;
-use proxy_wasm::hostcalls as hc;
+use aigw_core::audit::stage::{Audit, AuditCall, AuditConfig};
+use aigw_core::host::Flow;
+use aigw_host::{self as host, ProxyHost};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, MetricType};
-use serde::Deserialize;
-
-/// The largest non-streamed answer held back to put its cost in the response headers; a larger
-/// one passes through and its cost is in the audit record only.
-const MAX_HELD_BODY: usize = 4 << 20;
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Config {
-    price_book: PriceBookConfig,
-    #[serde(default)]
-    metrics: MetricsConfig,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct MetricsConfig {
-    /// Tenants that get their own `tenant` label; all others are counted as `other`, so label
-    /// cardinality stays bounded.
-    #[serde(default)]
-    tenant_labels: Vec<String>,
-}
-
-/// Metric ids, defined on first use and cached for the life of the plugin.
-#[derive(Default)]
-struct Metrics {
-    ids: RefCell<HashMap<String, u32>>,
-    tenant_labels: HashSet<String>,
-}
-
-/// A label value safe inside an Envoy stat name (dots separate tags there).
-fn label(v: &str) -> String {
-    v.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
-}
-
-impl Metrics {
-    fn id(&self, kind: MetricType, name: String) -> Option<u32> {
-        if let Some(id) = self.ids.borrow().get(&name) {
-            return Some(*id);
-        }
-        let id = hc::define_metric(kind, &name).ok()?;
-        self.ids.borrow_mut().insert(name, id);
-        Some(id)
-    }
-
-    fn add(&self, name: String, by: u64) {
-        if by == 0 {
-            return;
-        }
-        if let Some(id) = self.id(MetricType::Counter, name) {
-            let _ = hc::increment_metric(id, i64::try_from(by).unwrap_or(i64::MAX));
-        }
-    }
-
-    fn observe(&self, name: String, value: u64) {
-        if let Some(id) = self.id(MetricType::Histogram, name) {
-            let _ = hc::record_metric(id, value);
-        }
-    }
-
-    fn record(&self, r: &AuditRecord, cost_pico: Option<u128>) {
-        let p = label(r.provider.as_deref().unwrap_or("none"));
-        let m = label(r.model.as_deref().unwrap_or("none"));
-        let pm = format!("provider.{p}.model.{m}");
-        self.add(format!("aigw_requests_total.{pm}.outcome.{}", r.outcome.as_str()), 1);
-        if let Some(t) = &r.tokens {
-            for (kind, n) in
-                [("input", t.input), ("cached_input", t.cached_input), ("output", t.output), ("reasoning", t.reasoning)]
-            {
-                self.add(format!("aigw_tokens_total.{pm}.token_type.{kind}"), n);
-            }
-        }
-        if let Some(c) = cost_pico {
-            // Nano-dollars, rounded half up: a u64 counter then holds 18 billion USD.
-            self.add(format!("aigw_cost_nano_usd_total.{pm}"), u64::try_from((c + 500) / 1000).unwrap_or(u64::MAX));
-        }
-        if r.outcome != Outcome::RefusedAuth && r.outcome != Outcome::RefusedQuota {
-            self.observe(format!("gen_ai_client_operation_duration_ms.{pm}"), r.latency_ms);
-        }
-        if let Some(t) = r.ttft_ms {
-            self.observe(format!("gen_ai_server_time_to_first_token_ms.{pm}"), t);
-        }
-        if r.attempts.len() > 1 {
-            self.add(format!("aigw_fallbacks_total.alias.{}", label(r.alias.as_deref().unwrap_or("none"))), 1);
-        }
-        for a in &r.attempts {
-            if let Some(class) = a.error_class {
-                self.add(
-                    format!(
-                        "aigw_provider_errors_total.provider.{}.error_class.{}",
-                        label(&a.provider),
-                        class.as_str()
-                    ),
-                    1,
-                );
-            }
-        }
-        if let Some(t) = &r.tenant {
-            let t = if self.tenant_labels.contains(t) { label(t) } else { "other".to_string() };
-            self.add(format!("aigw_tenant_requests_total.tenant.{t}.outcome.{}", r.outcome.as_str()), 1);
-        }
-    }
-}
-
-struct Plugin {
-    prices: PriceBook,
-    metrics: Metrics,
-}
+use proxy_wasm::types::{Action, ContextType};
 
 struct Root {
-    plugin: Option<Rc<Plugin>>,
+    audit: Option<Rc<Audit>>,
 }
 
 impl Context for Root {}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
-        self.plugin = host::configure("audit-emit", |cfg: Config| {
-            let prices = PriceBook::compile(&cfg.price_book).map_err(|e| format!("audit-emit: {e}"))?;
-            let tenant_labels = cfg.metrics.tenant_labels.into_iter().collect();
-            Ok(Plugin { prices, metrics: Metrics { ids: RefCell::default(), tenant_labels } })
-        })
-        .map(Rc::new);
-        self.plugin.is_some()
+        self.audit = host::configure("audit-emit", |cfg: AuditConfig| Audit::compile(&cfg)).map(Rc::new);
+        self.audit.is_some()
     }
 
     fn create_http_context(&self, _id: u32) -> Option<Box<dyn HttpContext>> {
-        let plugin = self.plugin.clone()?;
-        Some(Box::new(Call {
-            plugin,
-            start_ms: host::now_ms(),
-            request_id: String::new(),
-            status: None,
-            provider: None,
-            model: None,
-            body: Body::None,
-            usage: None,
-            ttft_ms: None,
-            completed: false,
-            invalid_body: false,
-        }))
+        let audit = self.audit.clone()?;
+        Some(Box::new(Call { call: AuditCall::new(&ProxyHost), audit }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -160,253 +31,40 @@ impl RootContext for Root {
     }
 }
 
-enum Body {
-    None,
-    /// A non-streamed JSON answer, held until complete.
-    Held,
-    Sse(Box<StreamScanner>),
-}
-
 struct Call {
-    plugin: Rc<Plugin>,
-    start_ms: u64,
-    request_id: String,
-    status: Option<u16>,
-    provider: Option<String>,
-    model: Option<String>,
-    body: Body,
-    usage: Option<Usage>,
-    ttft_ms: Option<u64>,
-    completed: bool,
-    /// The provider's success body was not JSON (replaced by a 502).
-    invalid_body: bool,
+    audit: Rc<Audit>,
+    call: AuditCall,
 }
 
 impl Context for Call {}
 
-impl Call {
-    fn cost_pico(&self) -> Option<u128> {
-        self.plugin.prices.cost_pico(self.model.as_deref()?, self.usage.as_ref()?)
+fn action(f: Flow) -> Action {
+    match f {
+        Flow::Continue => Action::Continue,
+        Flow::Pause => Action::Pause,
     }
 }
 
 impl HttpContext for Call {
     fn on_http_request_headers(&mut self, _n: usize, _eos: bool) -> Action {
-        self.request_id = host::request_header("x-request-id").unwrap_or_default();
+        self.call.on_request_headers(&ProxyHost);
         Action::Continue
     }
 
     fn on_http_response_headers(&mut self, _n: usize, eos: bool) -> Action {
-        self.status = host::response_header(":status").and_then(|s| s.parse().ok());
-        self.provider = host::response_header(headers::PROVIDER);
-        self.model = host::response_header(headers::MODEL);
-        if !self.request_id.is_empty() {
-            host::set_response_header(headers::REQUEST_ID, Some(&self.request_id));
-        }
-        if eos {
-            self.completed = true;
-            return Action::Continue;
-        }
-        let ct = host::response_header("content-type").unwrap_or_default();
-        if ct.starts_with("text/event-stream") {
-            self.body = Body::Sse(Box::default());
-            Action::Continue
-        } else if ct.starts_with("application/json") {
-            self.body = Body::Held;
-            Action::Pause
-        } else {
-            Action::Continue
-        }
+        action(self.call.on_response_headers(&ProxyHost, eos))
     }
 
     fn on_http_response_body(&mut self, size: usize, eos: bool) -> Action {
-        if eos {
-            self.completed = true;
-        }
-        match &mut self.body {
-            Body::None => Action::Continue,
-            Body::Sse(scanner) => {
-                if self.ttft_ms.is_none() && size > 0 {
-                    self.ttft_ms = Some(host::now_ms().saturating_sub(self.start_ms));
-                }
-                scanner.push(&host::response_body(size));
-                if eos {
-                    self.usage = scanner.usage;
-                }
-                Action::Continue
-            }
-            Body::Held if !eos => {
-                if size > MAX_HELD_BODY {
-                    // Too large to hold: let it through; the usage is then unknown.
-                    self.body = Body::None;
-                    return Action::Continue;
-                }
-                Action::Pause
-            }
-            Body::Held => {
-                let parsed = usage::from_openai_body(&host::response_body(size));
-                if parsed.is_err() && self.status.is_some_and(|s| (200..300).contains(&s)) {
-                    // A provider's success that is not JSON: the caller's SDK would fail to parse
-                    // it; answer with a clear error instead.
-                    let err = GatewayError::new(
-                        502,
-                        "server_error",
-                        "upstream_invalid_response",
-                        "The provider answered with a body that is not valid JSON.",
-                    );
-                    let body = err.body();
-                    host::set_response_header(":status", Some("502"));
-                    host::set_response_header("content-length", Some(&body.len().to_string()));
-                    host::replace_response_body(size, body.as_bytes());
-                    self.status = Some(502);
-                    self.invalid_body = true;
-                    return Action::Continue;
-                }
-                self.usage = parsed.ok().flatten().or_else(|| {
-                    // An answer translated for the Messages door carries usage in Anthropic's
-                    // format; route-select kept it in OpenAI's meaning.
-                    host::property_string(&[headers::PROP_USAGE]).and_then(|u| serde_json::from_str(&u).ok())
-                });
-                if let Some(u) = self.usage {
-                    host::set_response_header("x-aigw-tokens-input", Some(&u.input.to_string()));
-                    host::set_response_header("x-aigw-tokens-output", Some(&u.output.to_string()));
-                    if let Some(c) = self.cost_pico() {
-                        host::set_response_header("x-aigw-cost-usd", Some(&format_usd(c)));
-                    }
-                }
-                Action::Continue
-            }
-        }
+        action(self.call.on_response_body(&ProxyHost, &self.audit, size, eos))
     }
 
     fn on_log(&mut self) {
-        let prop = |name: &str| host::property_string(&[name]);
-        let refusal = prop(headers::PROP_REFUSAL);
-        let (stream, stream_error, stream_end) = match &self.body {
-            Body::Sse(s) => {
-                if self.usage.is_none() {
-                    self.usage = s.usage;
-                }
-                let error = s.saw_error || (self.completed && !s.saw_end);
-                (true, error, Some((s.content_events, self.completed && s.saw_end && !error)))
-            }
-            _ => (false, false, None),
-        };
-        let mut attempts = parse_attempts(host::property(&[headers::PROP_ATTEMPTS]).as_deref());
-        if attempts.last().is_some_and(|a| a.status.is_none()) {
-            // The last attempt got no answer: was it cut by its per-try timeout?
-            let num = |p: &str| host::property_string(&[p]).and_then(|v| v.parse::<u64>().ok());
-            if let (Some(per_try), Some(started)) = (num(headers::PROP_PER_TRY_MS), num(headers::PROP_ATTEMPT_STARTED))
-            {
-                audit::close_timed_out(&mut attempts, started, per_try, host::now_ms());
-            }
-        }
-        // Cut short: by the provider's side (a reset, a timeout), or by the caller leaving?
-        let upstream_failed = !self.completed
-            && host::property_string(&["response", "code_details"]).is_some_and(|d| audit::upstream_failed(&d));
-        let outcome = Outcome::classify(
-            refusal.as_deref(),
-            self.status,
-            self.completed,
-            stream_error,
-            !attempts.is_empty(),
-            upstream_failed,
-        );
-        if outcome == Outcome::ClientAborted {
-            // An attempt still waiting when the caller left did not fail: it was cancelled.
-            for a in attempts.iter_mut().filter(|a| a.status.is_none()) {
-                a.error_class = None;
-            }
-        }
-        if self.provider.is_none() {
-            if let Some(last) = attempts.last() {
-                self.provider = Some(last.provider.clone());
-                self.model = last.model.clone();
-            }
-        }
-        if self.usage.is_none() {
-            // A stream whose usage chunk was taken out before it reached us (route-select).
-            self.usage = prop(headers::PROP_USAGE).and_then(|u| serde_json::from_str(&u).ok());
-        }
-        let mut flags = Vec::new();
-        if outcome == Outcome::Ok && self.usage.is_none() {
-            flags.push("usage_missing".to_string());
-        }
-        // What the call costs, by the one rule quota's budgets use too (quota::Billing); the
-        // figure is handed to quota, so the audit record and the budget agree.
-        let billing = Billing::of(&CallEnd {
-            usage: self.usage,
-            status: self.status,
-            unreadable: self.invalid_body,
-            stream: stream_end,
-            attempted: !attempts.is_empty(),
-        });
-        let estimate = prop(headers::PROP_QUOTA_ESTIMATE).and_then(|e| quota::decode_estimate(&e));
-        let mut estimated = false;
-        if self.usage.is_none() {
-            // No usage reported: what the rule charges, from the up-front estimate.
-            if let Some((u, est)) = estimate.as_ref().and_then(|e| billing.charged(e)) {
-                self.usage = Some(u);
-                estimated = est;
-                flags.push("usage_estimated".to_string());
-            }
-        }
-        let cost = self.cost_pico();
-        if self.usage.is_some() && cost.is_none() {
-            flags.push("unpriced_model".to_string());
-        }
-        let settled = Settled { usage: self.usage, estimated, cost_pico: cost };
-        host::set_property(headers::PROP_SETTLED, &settled.encode());
-        if self.invalid_body {
-            flags.push("upstream_invalid_response".to_string());
-        }
-        for p in [headers::PROP_QUOTA_FLAGS, headers::PROP_ROUTE_FLAGS] {
-            if let Some(q) = prop(p) {
-                flags.extend(q.split(',').filter(|f| !f.is_empty()).map(str::to_string));
-            }
-        }
-        let end = host::now_ms();
-        let id = host::identity().unwrap_or_default();
-        let some = |s: String| if s.is_empty() { None } else { Some(s) };
-        let record = AuditRecord {
-            version: RECORD_VERSION,
-            request_id: std::mem::take(&mut self.request_id),
-            start_time_ms: self.start_ms,
-            end_time_ms: end,
-            tenant: some(id.tenant),
-            feature: id.feature,
-            agent: id.agent,
-            key_id: some(id.key_id),
-            key_fingerprint: some(id.key_fingerprint),
-            route: prop(headers::PROP_ROUTE),
-            slice: prop(headers::PROP_SLICE),
-            alias: prop(headers::PROP_ALIAS),
-            workload_class: id.workload_class.map(|w| w.as_str().to_string()),
-            privacy_zone: id.zone,
-            provider: self.provider.take(),
-            model: self.model.take(),
-            attempts,
-            status: self.status,
-            outcome,
-            stream,
-            tokens: self.usage.map(Tokens::from),
-            cost_usd: cost.map(format_usd),
-            price_book_version: self.plugin.prices.version.clone(),
-            latency_ms: end.saturating_sub(self.start_ms),
-            ttft_ms: self.ttft_ms,
-            cache_status: "none".into(),
-            compliance_flags: Vec::new(),
-            flags,
-        };
-        self.plugin.metrics.record(&record, cost);
-        match serde_json::to_string(&record) {
-            Ok(line) => host::set_property(headers::PROP_AUDIT, &line),
-            Err(e) => host::warn(&format!("audit-emit: could not serialise the audit record: {e}")),
-        }
+        self.call.on_log(&ProxyHost, &self.audit);
     }
 }
 
 /// A new root context of this filter (what `proxy_wasm::set_root_context` needs).
 pub fn root() -> Box<dyn RootContext> {
-    Box::new(Root { plugin: None })
+    Box::new(Root { audit: None })
 }

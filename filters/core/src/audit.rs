@@ -4,6 +4,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::usage::Usage;
 
+pub mod stage;
+
 pub const RECORD_VERSION: u32 = 2;
 
 /// How a call ended. A fixed vocabulary.

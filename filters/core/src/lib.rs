@@ -20,6 +20,7 @@ macro_rules! impl_translate {
 
 pub mod anthropic;
 pub mod audit;
+pub mod auth;
 pub mod bedrock;
 pub mod bucket;
 pub mod credentials;
@@ -27,6 +28,7 @@ pub mod error;
 pub mod eventstream;
 pub mod gemini;
 pub mod headers;
+pub mod host;
 pub mod keys;
 pub mod messages_in;
 pub mod price;

@@ -130,13 +130,7 @@ pub fn shared_get(key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), ()> {
     }
 }
 
-/// Why a shared-data write failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SharedSetError {
-    /// Another worker wrote the key since it was read.
-    CasMismatch,
-    Failed,
-}
+pub use aigw_core::host::SharedSetError;
 
 /// Writes a shared-data value; with `cas`, only if nobody wrote it since it was read.
 pub fn shared_set(key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SharedSetError> {
@@ -206,4 +200,90 @@ pub fn configure<C: aigw_core::serde_de_owned::DeserializeOwned, T>(
             None
         }
     }
+}
+
+/// The proxy-wasm host as the core's stages see it (`aigw_core::host::Host`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProxyHost;
+
+impl aigw_core::host::Host for ProxyHost {
+    fn request_headers(&self) -> Vec<(String, String)> {
+        request_headers()
+    }
+    fn request_header(&self, name: &str) -> Option<String> {
+        request_header(name)
+    }
+    fn set_request_header(&self, name: &str, value: Option<&str>) {
+        set_request_header(name, value)
+    }
+    fn response_headers(&self) -> Vec<(String, String)> {
+        response_headers()
+    }
+    fn response_header(&self, name: &str) -> Option<String> {
+        response_header(name)
+    }
+    fn set_response_header(&self, name: &str, value: Option<&str>) {
+        set_response_header(name, value)
+    }
+    fn request_body(&self, size: usize) -> Vec<u8> {
+        request_body(size)
+    }
+    fn replace_request_body(&self, size: usize, body: &[u8]) {
+        replace_request_body(size, body)
+    }
+    fn response_body(&self, size: usize) -> Vec<u8> {
+        response_body(size)
+    }
+    fn replace_response_body(&self, size: usize, body: &[u8]) {
+        replace_response_body(size, body)
+    }
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        property(path)
+    }
+    fn set_property(&self, name: &str, value: &str) {
+        set_property(name, value)
+    }
+    fn shared_get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), ()> {
+        shared_get(key)
+    }
+    fn shared_set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SharedSetError> {
+        shared_set(key, value, cas)
+    }
+    fn send_response(&self, status: u16, headers: &[(&str, &str)], body: &[u8]) -> bool {
+        send_response(status, headers, body)
+    }
+    fn now_ms(&self) -> u64 {
+        now_ms()
+    }
+    fn warn(&self, msg: &str) {
+        warn(msg)
+    }
+    fn counter_add(&self, name: &str, by: u64) {
+        if let Some(id) = metric_id(proxy_wasm::types::MetricType::Counter, name) {
+            let _ = hc::increment_metric(id, i64::try_from(by).unwrap_or(i64::MAX));
+        }
+    }
+    fn histogram_record(&self, name: &str, value: u64) {
+        if let Some(id) = metric_id(proxy_wasm::types::MetricType::Histogram, name) {
+            let _ = hc::record_metric(id, value);
+        }
+    }
+}
+
+thread_local! {
+    /// Metric ids, defined on first use and kept for the life of the VM (Envoy keeps a metric
+    /// defined by name: defining it again returns the same id).
+    static METRIC_IDS: std::cell::RefCell<std::collections::HashMap<String, u32>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+fn metric_id(kind: proxy_wasm::types::MetricType, name: &str) -> Option<u32> {
+    METRIC_IDS.with(|ids| {
+        if let Some(id) = ids.borrow().get(name) {
+            return Some(*id);
+        }
+        let id = hc::define_metric(kind, name).ok()?;
+        ids.borrow_mut().insert(name.to_string(), id);
+        Some(id)
+    })
 }

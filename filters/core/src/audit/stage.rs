@@ -1,0 +1,362 @@
+//! The audit stage: it watches the answer on its way to the caller (usage, time to first byte,
+//! how it ended), settles what the call costs by the one rule of `quota::Billing`, and at the
+//! end writes the audit record and the metrics.
+
+use std::collections::HashSet;
+
+use serde::Deserialize;
+
+use super::{close_timed_out, parse_attempts, upstream_failed, AuditRecord, Outcome, Tokens, RECORD_VERSION};
+use crate::error::GatewayError;
+use crate::headers;
+use crate::host::{Flow, Host};
+use crate::keys::CallIdentity;
+use crate::price::{format_usd, PriceBook, PriceBookConfig};
+use crate::quota::{self, Billing, CallEnd, Settled};
+use crate::usage::{self, StreamScanner, Usage};
+
+/// The largest non-streamed answer held back to put its cost in the response headers; a larger
+/// one passes through and its cost is in the audit record only.
+pub const MAX_HELD_BODY: usize = 4 << 20;
+
+/// The filter configuration of `audit_emit`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    pub price_book: PriceBookConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Tenants that get their own `tenant` label; all others are counted as `other`, so label
+    /// cardinality stays bounded.
+    #[serde(default)]
+    pub tenant_labels: Vec<String>,
+}
+
+/// The compiled audit configuration.
+pub struct Audit {
+    pub prices: PriceBook,
+    pub tenant_labels: HashSet<String>,
+}
+
+impl Audit {
+    pub fn compile(cfg: &AuditConfig) -> Result<Audit, String> {
+        let prices = PriceBook::compile(&cfg.price_book).map_err(|e| format!("audit-emit: {e}"))?;
+        Ok(Audit { prices, tenant_labels: cfg.metrics.tenant_labels.iter().cloned().collect() })
+    }
+}
+
+/// A label value safe inside an Envoy stat name (dots separate tags there).
+fn label(v: &str) -> String {
+    v.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
+}
+
+/// Records one call's metrics (see README, "Metrics").
+pub fn record_metrics(h: &impl Host, audit: &Audit, r: &AuditRecord, cost_pico: Option<u128>) {
+    let add = |name: String, by: u64| {
+        if by > 0 {
+            h.counter_add(&name, by);
+        }
+    };
+    let p = label(r.provider.as_deref().unwrap_or("none"));
+    let m = label(r.model.as_deref().unwrap_or("none"));
+    let pm = format!("provider.{p}.model.{m}");
+    add(format!("aigw_requests_total.{pm}.outcome.{}", r.outcome.as_str()), 1);
+    if let Some(t) = &r.tokens {
+        for (kind, n) in
+            [("input", t.input), ("cached_input", t.cached_input), ("output", t.output), ("reasoning", t.reasoning)]
+        {
+            add(format!("aigw_tokens_total.{pm}.token_type.{kind}"), n);
+        }
+    }
+    if let Some(c) = cost_pico {
+        // Nano-dollars, rounded half up: a u64 counter then holds 18 billion USD.
+        add(format!("aigw_cost_nano_usd_total.{pm}"), u64::try_from((c + 500) / 1000).unwrap_or(u64::MAX));
+    }
+    if r.outcome != Outcome::RefusedAuth && r.outcome != Outcome::RefusedQuota {
+        h.histogram_record(&format!("gen_ai_client_operation_duration_ms.{pm}"), r.latency_ms);
+    }
+    if let Some(t) = r.ttft_ms {
+        h.histogram_record(&format!("gen_ai_server_time_to_first_token_ms.{pm}"), t);
+    }
+    if r.attempts.len() > 1 {
+        add(format!("aigw_fallbacks_total.alias.{}", label(r.alias.as_deref().unwrap_or("none"))), 1);
+    }
+    for a in &r.attempts {
+        if let Some(class) = a.error_class {
+            add(
+                format!("aigw_provider_errors_total.provider.{}.error_class.{}", label(&a.provider), class.as_str()),
+                1,
+            );
+        }
+    }
+    if let Some(t) = &r.tenant {
+        let t = if audit.tenant_labels.contains(t) { label(t) } else { "other".to_string() };
+        add(format!("aigw_tenant_requests_total.tenant.{t}.outcome.{}", r.outcome.as_str()), 1);
+    }
+}
+
+enum Body {
+    None,
+    /// A non-streamed JSON answer, held until complete.
+    Held,
+    Sse(Box<StreamScanner>),
+}
+
+/// One call, as the audit stage sees it.
+pub struct AuditCall {
+    start_ms: u64,
+    request_id: String,
+    status: Option<u16>,
+    provider: Option<String>,
+    model: Option<String>,
+    body: Body,
+    usage: Option<Usage>,
+    ttft_ms: Option<u64>,
+    completed: bool,
+    /// The provider's success body was not JSON (replaced by a 502).
+    invalid_body: bool,
+}
+
+impl AuditCall {
+    pub fn new(h: &impl Host) -> AuditCall {
+        AuditCall {
+            start_ms: h.now_ms(),
+            request_id: String::new(),
+            status: None,
+            provider: None,
+            model: None,
+            body: Body::None,
+            usage: None,
+            ttft_ms: None,
+            completed: false,
+            invalid_body: false,
+        }
+    }
+
+    fn cost_pico(&self, audit: &Audit) -> Option<u128> {
+        audit.prices.cost_pico(self.model.as_deref()?, self.usage.as_ref()?)
+    }
+
+    pub fn on_request_headers(&mut self, h: &impl Host) {
+        self.request_id = h.request_header("x-request-id").unwrap_or_default();
+    }
+
+    pub fn on_response_headers(&mut self, h: &impl Host, eos: bool) -> Flow {
+        self.status = h.response_header(":status").and_then(|s| s.parse().ok());
+        self.provider = h.response_header(headers::PROVIDER);
+        self.model = h.response_header(headers::MODEL);
+        if !self.request_id.is_empty() {
+            h.set_response_header(headers::REQUEST_ID, Some(&self.request_id));
+        }
+        if eos {
+            self.completed = true;
+            return Flow::Continue;
+        }
+        let ct = h.response_header("content-type").unwrap_or_default();
+        if ct.starts_with("text/event-stream") {
+            self.body = Body::Sse(Box::default());
+            Flow::Continue
+        } else if ct.starts_with("application/json") {
+            self.body = Body::Held;
+            Flow::Pause
+        } else {
+            Flow::Continue
+        }
+    }
+
+    pub fn on_response_body(&mut self, h: &impl Host, audit: &Audit, size: usize, eos: bool) -> Flow {
+        if eos {
+            self.completed = true;
+        }
+        match &mut self.body {
+            Body::None => Flow::Continue,
+            Body::Sse(scanner) => {
+                if self.ttft_ms.is_none() && size > 0 {
+                    self.ttft_ms = Some(h.now_ms().saturating_sub(self.start_ms));
+                }
+                scanner.push(&h.response_body(size));
+                if eos {
+                    self.usage = scanner.usage;
+                }
+                Flow::Continue
+            }
+            Body::Held if !eos => {
+                if size > MAX_HELD_BODY {
+                    // Too large to hold: let it through; the usage is then unknown.
+                    self.body = Body::None;
+                    return Flow::Continue;
+                }
+                Flow::Pause
+            }
+            Body::Held => {
+                let parsed = usage::from_openai_body(&h.response_body(size));
+                if parsed.is_err() && self.status.is_some_and(|s| (200..300).contains(&s)) {
+                    // A provider's success that is not JSON: the caller's SDK would fail to parse
+                    // it; answer with a clear error instead.
+                    let body = GatewayError::new(
+                        502,
+                        "server_error",
+                        "upstream_invalid_response",
+                        "The provider answered with a body that is not valid JSON.",
+                    )
+                    .body();
+                    h.set_response_header(":status", Some("502"));
+                    h.set_response_header("content-length", Some(&body.len().to_string()));
+                    h.replace_response_body(size, body.as_bytes());
+                    self.status = Some(502);
+                    self.invalid_body = true;
+                    return Flow::Continue;
+                }
+                self.usage = parsed.ok().flatten().or_else(|| {
+                    // An answer translated for the Messages door carries usage in Anthropic's
+                    // format; route-select kept it in OpenAI's meaning.
+                    h.property_string(&[headers::PROP_USAGE]).and_then(|u| serde_json::from_str(&u).ok())
+                });
+                if let Some(u) = self.usage {
+                    h.set_response_header("x-aigw-tokens-input", Some(&u.input.to_string()));
+                    h.set_response_header("x-aigw-tokens-output", Some(&u.output.to_string()));
+                    if let Some(c) = self.cost_pico(audit) {
+                        h.set_response_header("x-aigw-cost-usd", Some(&format_usd(c)));
+                    }
+                }
+                Flow::Continue
+            }
+        }
+    }
+
+    /// The end of the call: settles its cost (handed to quota in filter state), writes the
+    /// audit record to filter state (the access log prints it) and records the metrics.
+    pub fn on_log(&mut self, h: &impl Host, audit: &Audit) -> AuditRecord {
+        let prop = |name: &str| h.property_string(&[name]);
+        let refusal = prop(headers::PROP_REFUSAL);
+        let (stream, stream_error, stream_end) = match &self.body {
+            Body::Sse(s) => {
+                if self.usage.is_none() {
+                    self.usage = s.usage;
+                }
+                let error = s.saw_error || (self.completed && !s.saw_end);
+                (true, error, Some((s.content_events, self.completed && s.saw_end && !error)))
+            }
+            _ => (false, false, None),
+        };
+        let mut attempts = parse_attempts(h.property(&[headers::PROP_ATTEMPTS]).as_deref());
+        if attempts.last().is_some_and(|a| a.status.is_none()) {
+            // The last attempt got no answer: was it cut by its per-try timeout?
+            let num = |p: &str| prop(p).and_then(|v| v.parse::<u64>().ok());
+            if let (Some(per_try), Some(started)) = (num(headers::PROP_PER_TRY_MS), num(headers::PROP_ATTEMPT_STARTED))
+            {
+                close_timed_out(&mut attempts, started, per_try, h.now_ms());
+            }
+        }
+        // Cut short: by the provider's side (a reset, a timeout), or by the caller leaving?
+        let cut_upstream =
+            !self.completed && h.property_string(&["response", "code_details"]).is_some_and(|d| upstream_failed(&d));
+        let outcome = Outcome::classify(
+            refusal.as_deref(),
+            self.status,
+            self.completed,
+            stream_error,
+            !attempts.is_empty(),
+            cut_upstream,
+        );
+        if outcome == Outcome::ClientAborted {
+            // An attempt still waiting when the caller left did not fail: it was cancelled.
+            for a in attempts.iter_mut().filter(|a| a.status.is_none()) {
+                a.error_class = None;
+            }
+        }
+        if self.provider.is_none() {
+            if let Some(last) = attempts.last() {
+                self.provider = Some(last.provider.clone());
+                self.model = last.model.clone();
+            }
+        }
+        if self.usage.is_none() {
+            // A stream whose usage chunk was taken out before it reached us (route-select).
+            self.usage = prop(headers::PROP_USAGE).and_then(|u| serde_json::from_str(&u).ok());
+        }
+        let mut flags = Vec::new();
+        if outcome == Outcome::Ok && self.usage.is_none() {
+            flags.push("usage_missing".to_string());
+        }
+        // What the call costs, by the one rule quota's budgets use too (quota::Billing); the
+        // figure is handed to quota, so the audit record and the budget agree.
+        let billing = Billing::of(&CallEnd {
+            usage: self.usage,
+            status: self.status,
+            unreadable: self.invalid_body,
+            stream: stream_end,
+            attempted: !attempts.is_empty(),
+        });
+        let mut estimated = false;
+        if self.usage.is_none() {
+            // No usage reported: what the rule charges, from the up-front estimate.
+            let estimate = prop(headers::PROP_QUOTA_ESTIMATE).and_then(|e| quota::decode_estimate(&e));
+            if let Some((u, est)) = estimate.as_ref().and_then(|e| billing.charged(e)) {
+                self.usage = Some(u);
+                estimated = est;
+                flags.push("usage_estimated".to_string());
+            }
+        }
+        let cost = self.cost_pico(audit);
+        if self.usage.is_some() && cost.is_none() {
+            flags.push("unpriced_model".to_string());
+        }
+        h.set_property(headers::PROP_SETTLED, &Settled { usage: self.usage, estimated, cost_pico: cost }.encode());
+        if self.invalid_body {
+            flags.push("upstream_invalid_response".to_string());
+        }
+        for p in [headers::PROP_QUOTA_FLAGS, headers::PROP_ROUTE_FLAGS] {
+            if let Some(q) = prop(p) {
+                flags.extend(q.split(',').filter(|f| !f.is_empty()).map(str::to_string));
+            }
+        }
+        let end = h.now_ms();
+        let id = h.property(&[headers::PROP_IDENTITY]).and_then(|b| CallIdentity::parse(&b)).unwrap_or_default();
+        let some = |s: String| if s.is_empty() { None } else { Some(s) };
+        let record = AuditRecord {
+            version: RECORD_VERSION,
+            request_id: std::mem::take(&mut self.request_id),
+            start_time_ms: self.start_ms,
+            end_time_ms: end,
+            tenant: some(id.tenant),
+            feature: id.feature,
+            agent: id.agent,
+            key_id: some(id.key_id),
+            key_fingerprint: some(id.key_fingerprint),
+            route: prop(headers::PROP_ROUTE),
+            slice: prop(headers::PROP_SLICE),
+            alias: prop(headers::PROP_ALIAS),
+            workload_class: id.workload_class.map(|w| w.as_str().to_string()),
+            privacy_zone: id.zone,
+            provider: self.provider.take(),
+            model: self.model.take(),
+            attempts,
+            status: self.status,
+            outcome,
+            stream,
+            tokens: self.usage.map(Tokens::from),
+            cost_usd: cost.map(format_usd),
+            price_book_version: audit.prices.version.clone(),
+            latency_ms: end.saturating_sub(self.start_ms),
+            ttft_ms: self.ttft_ms,
+            cache_status: "none".into(),
+            compliance_flags: Vec::new(),
+            flags,
+        };
+        record_metrics(h, audit, &record, cost);
+        match serde_json::to_string(&record) {
+            Ok(line) => h.set_property(headers::PROP_AUDIT, &line),
+            Err(e) => h.warn(&format!("audit-emit: could not serialise the audit record: {e}")),
+        }
+        record
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,187 @@
+use super::*;
+use crate::host::FakeHost;
+
+const BOOK: &str = include_str!("../../../../../envoy/price-book.json");
+const SONNET: &str = "claude-sonnet-4-5-20250929";
+
+fn audit() -> Audit {
+    let cfg: AuditConfig =
+        serde_json::from_str(&format!(r#"{{"price_book": {BOOK}, "metrics": {{"tenant_labels": ["acme"]}}}}"#))
+            .unwrap();
+    Audit::compile(&cfg).unwrap()
+}
+
+fn host() -> FakeHost {
+    let h = FakeHost::new()
+        .with_request_header("x-request-id", "rid-1")
+        .with_property(
+            &[headers::PROP_IDENTITY],
+            r#"{"tenant":"acme","key_id":"k","key_fingerprint":"f","alias_scope":"*"}"#,
+        )
+        .with_property(&[headers::PROP_ALIAS], "chat")
+        .with_property(&[headers::PROP_QUOTA_ESTIMATE], "20 100");
+    h.now.set(1_000);
+    h
+}
+
+fn answer(h: &FakeHost, status: &str, content_type: &str) {
+    let mut r = h.response_headers.borrow_mut();
+    r.push((":status".into(), status.into()));
+    r.push(("content-type".into(), content_type.into()));
+    r.push((headers::PROVIDER.into(), "anthropic".into()));
+    r.push((headers::MODEL.into(), SONNET.into()));
+}
+
+fn attempts(h: &FakeHost, json: &str) {
+    h.set_property(headers::PROP_ATTEMPTS, json);
+}
+
+#[test]
+fn a_whole_answer_gets_its_cost_headers_and_one_record() {
+    let (a, h) = (audit(), host());
+    let mut c = AuditCall::new(&h);
+    c.on_request_headers(&h);
+    answer(&h, "200", "application/json");
+    attempts(
+        &h,
+        r#"[{"provider":"anthropic","region":null,"model":"m","status":200,"latency_ms":5,"error_class":null}]"#,
+    );
+    assert_eq!(c.on_response_headers(&h, false), Flow::Pause);
+    *h.response_body.borrow_mut() =
+        br#"{"id":"x","usage":{"prompt_tokens":10,"completion_tokens":5,"total_tokens":15}}"#.to_vec();
+    let n = h.response_body.borrow().len();
+    assert_eq!(c.on_response_body(&h, &a, n, false), Flow::Pause);
+    assert_eq!(c.on_response_body(&h, &a, n, true), Flow::Continue);
+    assert_eq!(h.response_header("x-aigw-tokens-input").as_deref(), Some("10"));
+    let cost = h.response_header("x-aigw-cost-usd").unwrap();
+    h.now.set(1_250);
+    let r = c.on_log(&h, &a);
+    assert_eq!((r.outcome, r.status, r.latency_ms), (Outcome::Ok, Some(200), 250));
+    assert_eq!(r.cost_usd.as_deref(), Some(cost.as_str()));
+    assert_eq!((r.tenant.as_deref(), r.request_id.as_str()), (Some("acme"), "rid-1"));
+    assert_eq!(h.response_header(headers::REQUEST_ID).as_deref(), Some("rid-1"));
+    // The record is in filter state for the access log, and quota gets the same figure.
+    let line: serde_json::Value = serde_json::from_slice(&h.property(&[headers::PROP_AUDIT]).unwrap()).unwrap();
+    assert_eq!(line["cost_usd"], cost.as_str());
+    let settled = Settled::decode(&h.property_string(&[headers::PROP_SETTLED]).unwrap()).unwrap();
+    assert_eq!(settled.cost_pico.map(format_usd), Some(cost));
+    // Metrics.
+    let counters = h.counters.borrow();
+    assert_eq!(counters.get(&format!("aigw_requests_total.provider.anthropic.model.{SONNET}.outcome.ok")), Some(&1));
+    assert_eq!(
+        counters.get(&format!("aigw_tokens_total.provider.anthropic.model.{SONNET}.token_type.output")),
+        Some(&5)
+    );
+    assert_eq!(counters.get("aigw_tenant_requests_total.tenant.acme.outcome.ok"), Some(&1));
+}
+
+#[test]
+fn a_success_that_is_not_json_becomes_a_502_billed_nothing() {
+    let (a, h) = (audit(), host());
+    let mut c = AuditCall::new(&h);
+    answer(&h, "200", "application/json");
+    c.on_response_headers(&h, false);
+    *h.response_body.borrow_mut() = br#"{"id":"x","choi"#.to_vec();
+    c.on_response_body(&h, &a, 15, true);
+    assert_eq!(h.response_header(":status").as_deref(), Some("502"));
+    let r = c.on_log(&h, &a);
+    assert_eq!((r.outcome, r.status), (Outcome::UpstreamError, Some(502)));
+    assert!(r.tokens.is_none() && r.cost_usd.is_none());
+    assert!(r.flags.contains(&"upstream_invalid_response".to_string()));
+    assert_eq!(Settled::decode(&h.property_string(&[headers::PROP_SETTLED]).unwrap()).unwrap().usage, None);
+}
+
+fn stream(h: &FakeHost, a: &Audit, c: &mut AuditCall, events: &[&str], eos: bool) {
+    let body: String = events.concat();
+    *h.response_body.borrow_mut() = body.clone().into_bytes();
+    c.on_response_body(h, a, body.len(), eos);
+}
+
+#[test]
+fn a_messages_stream_that_ends_with_message_stop_is_ok() {
+    let (a, h) = (audit(), host());
+    let mut c = AuditCall::new(&h);
+    answer(&h, "200", "text/event-stream");
+    attempts(
+        &h,
+        r#"[{"provider":"anthropic","region":null,"model":"m","status":200,"latency_ms":5,"error_class":null}]"#,
+    );
+    c.on_response_headers(&h, false);
+    stream(
+        &h,
+        &a,
+        &mut c,
+        &[
+            "event: message_start\ndata: {\"type\":\"message_start\"}\n\n",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"delta\":{\"text\":\"hi\"}}\n\n",
+        ],
+        false,
+    );
+    stream(&h, &a, &mut c, &["event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"], true);
+    h.set_property(headers::PROP_USAGE, r#"{"input":9,"cached_input":0,"output":1,"reasoning":0}"#);
+    let r = c.on_log(&h, &a);
+    assert_eq!(r.outcome, Outcome::Ok);
+    assert_eq!(r.tokens.map(|t| (t.input, t.output)), Some((9, 1)));
+    assert!(!r.flags.contains(&"usage_estimated".to_string()));
+}
+
+#[test]
+fn a_stream_cut_by_the_provider_is_an_upstream_error_charged_what_streamed() {
+    let (a, h) = (audit(), host());
+    let mut c = AuditCall::new(&h);
+    answer(&h, "200", "text/event-stream");
+    attempts(
+        &h,
+        r#"[{"provider":"anthropic","region":null,"model":"m","status":200,"latency_ms":5,"error_class":null}]"#,
+    );
+    c.on_response_headers(&h, false);
+    let chunk = "data: {\"choices\":[{\"delta\":{\"content\":\"w \"}}]}\n\n";
+    stream(&h, &a, &mut c, &[chunk, chunk], false);
+    h.set_property("response.code_details", "upstream_reset_after_response_started{remote_reset}");
+    let r = c.on_log(&h, &a);
+    assert_eq!(r.outcome, Outcome::UpstreamError);
+    assert_eq!(r.tokens.map(|t| (t.input, t.output)), Some((20, 2)));
+    assert!(r.flags.contains(&"usage_estimated".to_string()) && r.cost_usd.is_some());
+    // The same stream, left by the caller: client_aborted, charged the same way.
+    let h2 = host();
+    let mut c2 = AuditCall::new(&h2);
+    answer(&h2, "200", "text/event-stream");
+    c2.on_response_headers(&h2, false);
+    stream(&h2, &a, &mut c2, &[chunk], false);
+    h2.set_property("response.code_details", "downstream_remote_disconnect");
+    let r2 = c2.on_log(&h2, &a);
+    assert_eq!(r2.outcome, Outcome::ClientAborted);
+}
+
+#[test]
+fn an_exhausted_chain_with_a_timed_out_last_attempt_is_billed_nothing() {
+    let (a, h) = (audit(), host());
+    let mut c = AuditCall::new(&h);
+    h.response_headers.borrow_mut().push((":status".into(), "504".into()));
+    attempts(
+        &h,
+        r#"[{"provider":"anthropic","region":null,"model":"m","status":null,"latency_ms":null,"error_class":"no_response"}]"#,
+    );
+    h.set_property(headers::PROP_PER_TRY_MS, "400");
+    h.set_property(headers::PROP_ATTEMPT_STARTED, "1000");
+    c.on_response_headers(&h, true);
+    h.now.set(1_401);
+    let r = c.on_log(&h, &a);
+    assert_eq!(r.outcome, Outcome::UpstreamError);
+    assert_eq!(r.attempts[0].error_class, Some(crate::audit::ErrorClass::Timeout));
+    assert!(r.tokens.is_none() && r.cost_usd.is_none());
+    assert_eq!(r.provider.as_deref(), Some("anthropic"));
+}
+
+#[test]
+fn refusals_are_recorded_with_their_outcome_and_no_duration_metric_for_auth() {
+    let (a, h) = (audit(), FakeHost::new());
+    let mut c = AuditCall::new(&h);
+    h.set_property(headers::PROP_REFUSAL, "auth");
+    h.response_headers.borrow_mut().push((":status".into(), "401".into()));
+    c.on_response_headers(&h, true);
+    let r = c.on_log(&h, &a);
+    assert_eq!((r.outcome, r.tenant), (Outcome::RefusedAuth, None));
+    assert!(h.histograms.borrow().is_empty());
+    assert_eq!(h.counters.borrow().get("aigw_requests_total.provider.none.model.none.outcome.refused_auth"), Some(&1));
+}

@@ -1,0 +1,369 @@
+//! The credential plane as two stages: `auth` on the listener (who is calling: the gateway key
+//! becomes the call's identity) and `credential` per upstream attempt (the provider's key, or its
+//! SigV4 signature, replaces whatever credential the request carries).
+//!
+//! Both are plain functions of the [`Host`], the compiled configuration and the call; the
+//! proxy-wasm filter only moves them into Envoy's callbacks.
+
+use std::collections::HashMap;
+
+use serde::Deserialize;
+
+use crate::credentials::{bad_mark_key, choose, Credential};
+use crate::error::GatewayError;
+use crate::headers;
+use crate::host::Host;
+use crate::keys::{check_scope, presented_credential, usable_at, CallIdentity, KeyEntry, KeyRing};
+use crate::route::Api;
+use crate::sigv4;
+
+/// Every header that carries a provider credential or signature; none of a caller's reach a
+/// provider, and each attempt starts without the previous attempt's.
+pub const PROVIDER_AUTH_HEADERS: [&str; 7] = [
+    "authorization",
+    "x-api-key",
+    "api-key",
+    "x-goog-api-key",
+    "x-amz-date",
+    "x-amz-security-token",
+    "x-amz-content-sha256",
+];
+
+/// The filter configuration of `auth_key_swap` (listener: `keys`) and `auth_key_swap_upstream`
+/// (per attempt: `providers`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    #[serde(default)]
+    pub keys: Vec<KeyEntry>,
+    #[serde(default)]
+    pub providers: HashMap<String, ProviderCredentialsConfig>,
+    /// How long a credential a provider rejected (401/403) is skipped, in seconds.
+    #[serde(default = "default_bad_ttl")]
+    pub bad_credential_ttl_s: u64,
+}
+
+fn default_bad_ttl() -> u64 {
+    300
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderCredentialsConfig {
+    pub api: Api,
+    /// Shorthand for one credential: the environment variable (in the Wasm VM's environment)
+    /// that holds the key.
+    #[serde(default)]
+    pub key_env: Option<String>,
+    /// With `key_env`, for Bedrock: the AWS secret access key.
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    /// Several credentials, tried in order (see `credentials::choose`).
+    #[serde(default)]
+    pub credentials: Vec<CredentialConfig>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialConfig {
+    pub name: String,
+    /// The key (for Bedrock, the AWS access key id).
+    pub key_env: String,
+    /// Bedrock: the AWS secret access key.
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    /// Bedrock with temporary credentials: the session token.
+    #[serde(default)]
+    pub session_token_env: Option<String>,
+    #[serde(default)]
+    pub region: Option<String>,
+    #[serde(default)]
+    pub not_before: Option<String>,
+    #[serde(default)]
+    pub not_after: Option<String>,
+}
+
+/// One provider's compiled credentials.
+pub struct ProviderCredentials {
+    pub api: Api,
+    pub credentials: Vec<Credential>,
+}
+
+/// The compiled per-attempt configuration.
+pub struct CredentialPlane {
+    pub providers: HashMap<String, ProviderCredentials>,
+    pub bad_ttl_ms: u64,
+}
+
+/// Compiles the listener half: the key ring.
+pub fn compile_keys(cfg: &AuthConfig) -> Result<KeyRing, String> {
+    if cfg.keys.is_empty() {
+        return Err("auth-key-swap: no gateway keys configured (`keys` is empty)".into());
+    }
+    KeyRing::compile(&cfg.keys).map_err(|e| format!("auth-key-swap: {e}"))
+}
+
+/// Compiles the per-attempt half, reading keys through `env` (the Wasm VM's environment).
+pub fn compile_credentials(cfg: AuthConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<CredentialPlane, String> {
+    if cfg.providers.is_empty() {
+        return Err("auth-key-swap: no provider credentials configured (`providers` is empty)".into());
+    }
+    let mut providers = HashMap::new();
+    for (name, p) in cfg.providers {
+        let mut list = p.credentials;
+        if let Some(key_env) = p.key_env {
+            let secret_env = p.secret_env.clone();
+            list.insert(
+                0,
+                CredentialConfig {
+                    name: "default".into(),
+                    key_env,
+                    secret_env,
+                    session_token_env: None,
+                    region: None,
+                    not_before: None,
+                    not_after: None,
+                },
+            );
+        }
+        if list.is_empty() {
+            return Err(format!("auth-key-swap: provider {name:?} has no credential (`key_env` or `credentials`)"));
+        }
+        let credentials = list.into_iter().map(|c| credential(&name, p.api, c, env)).collect::<Result<Vec<_>, _>>()?;
+        providers.insert(name, ProviderCredentials { api: p.api, credentials });
+    }
+    Ok(CredentialPlane { providers, bad_ttl_ms: cfg.bad_credential_ttl_s.saturating_mul(1000) })
+}
+
+fn credential(
+    provider: &str,
+    api: Api,
+    c: CredentialConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Credential, String> {
+    let var = |name: &str| {
+        env(name).filter(|k| !k.is_empty()).ok_or_else(|| {
+            format!(
+                "auth-key-swap: provider {provider:?}: environment variable {name} is not set in the Wasm VM \
+                 (list it in vm_config.environment_variables.host_env_keys)"
+            )
+        })
+    };
+    let key = var(&c.key_env)?;
+    let secret = c.secret_env.as_deref().map(var).transpose()?;
+    let session_token = c.session_token_env.as_deref().map(var).transpose()?;
+    if api == Api::Bedrock && secret.is_none() {
+        return Err(format!(
+            "auth-key-swap: provider {provider:?}: credential {:?} needs `secret_env` (the AWS secret access key) \
+             to sign requests",
+            c.name
+        ));
+    }
+    let when = |field: &str, v: Option<String>| -> Result<Option<u64>, String> {
+        v.map(|s| {
+            crate::time::parse_utc_ms(&s).ok_or_else(|| {
+                format!(
+                    "auth-key-swap: provider {provider:?}: credential {:?}: {field} {s:?} is not a UTC time",
+                    c.name
+                )
+            })
+        })
+        .transpose()
+    };
+    Ok(Credential {
+        not_before_ms: when("not_before", c.not_before)?,
+        not_after_ms: when("not_after", c.not_after)?,
+        name: c.name,
+        key,
+        secret,
+        session_token,
+        region: c.region,
+    })
+}
+
+/// Whether the call came in by the Messages door: route-select says so in filter state; before
+/// it has run, the request path still says so.
+pub fn messages_door(h: &impl Host) -> bool {
+    match h.property_string(&[headers::PROP_DOOR]) {
+        Some(door) => door == "messages",
+        None => h.request_header(":path").is_some_and(|p| p.split('?').next() == Some(crate::messages_in::PATH)),
+    }
+}
+
+/// The auth stage (listener, request headers): the presented gateway key becomes the call's
+/// identity, in filter state; the caller's credentials, internal headers and attribution
+/// headers are removed. `Err(())`: the call was refused (a 401 or 403 in the caller's shape,
+/// already sent; a known key's identity is still recorded, so the audit record says whose key it
+/// was).
+#[allow(clippy::result_unit_err)]
+pub fn authenticate(h: &impl Host, ring: &KeyRing) -> Result<CallIdentity, ()> {
+    // One host call for all headers; only headers that are present are removed.
+    let all = h.request_headers();
+    let get = |name: &str| all.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let presented = presented_credential(get("authorization"), get("x-api-key"), get("api-key"));
+    let feature = get(headers::CALLER_FEATURE).filter(|v| !v.is_empty());
+    let agent = get(headers::CALLER_AGENT).filter(|v| !v.is_empty());
+    let result = presented.map(|p| ring.authenticate(p));
+    let door = messages_door(h);
+    h.remove_request_headers(&all, &|n| {
+        headers::is_internal(n)
+            || PROVIDER_AUTH_HEADERS.contains(&n)
+            || n == headers::CALLER_FEATURE
+            || n == headers::CALLER_AGENT
+    });
+    let refuse = |err: &GatewayError| {
+        h.set_property(headers::PROP_REFUSAL, "auth");
+        h.send_error(err, door, &[]);
+    };
+    let id = match result {
+        None => {
+            refuse(&GatewayError::new(
+                401,
+                "invalid_request_error",
+                "missing_api_key",
+                "No gateway key was presented. Send it as `Authorization: Bearer <key>` or `x-api-key: <key>`.",
+            ));
+            return Err(());
+        }
+        Some(Err(e)) => {
+            refuse(&e);
+            return Err(());
+        }
+        Some(Ok(id)) => id,
+    };
+    let mut call = CallIdentity::of(id);
+    if let Err(e) = usable_at(id, h.now_ms()) {
+        h.set_property(headers::PROP_IDENTITY, &call.to_json());
+        refuse(&e);
+        return Err(());
+    }
+    for (what, scope, asked) in [("feature", &id.features, feature), ("agent", &id.agents, agent)] {
+        if let Some(name) = asked {
+            if let Err(e) = check_scope(what, scope, name) {
+                h.set_property(headers::PROP_IDENTITY, &call.to_json());
+                refuse(&e);
+                return Err(());
+            }
+        }
+    }
+    call.feature = feature.map(str::to_string);
+    call.agent = agent.map(str::to_string);
+    h.set_property(headers::PROP_IDENTITY, &call.to_json());
+    Ok(call)
+}
+
+/// The credential an attempt carries: the provider, the index of its credential, and its API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptCredential {
+    pub provider: String,
+    pub index: usize,
+    pub api: Api,
+}
+
+/// Whether `c` of `provider` was marked bad (by any worker) until after `now`.
+fn is_marked_bad(h: &impl Host, provider: &str, c: &Credential, now: u64) -> bool {
+    match h.shared_get(&bad_mark_key(provider, &c.name)) {
+        Ok((Some(b), _)) => {
+            b.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes).is_some_and(|until| until > now)
+        }
+        _ => false,
+    }
+}
+
+/// The credential stage (per attempt, request headers): removes whatever credential the request
+/// carries (a caller's, or the key an earlier attempt injected for another provider) and
+/// injects the key of the provider this attempt goes to (`provider`, `region` from the
+/// endpoint's metadata). Bedrock is signed later, over the body as sent ([`sign`]). `None`: no
+/// credential is configured for this provider (the attempt goes without one, with a warning).
+pub fn inject(
+    h: &impl Host,
+    plane: &CredentialPlane,
+    provider: &str,
+    region: Option<&str>,
+) -> Option<AttemptCredential> {
+    h.remove_request_headers(&h.request_headers(), &|n| PROVIDER_AUTH_HEADERS.contains(&n));
+    let Some(p) = plane.providers.get(provider) else {
+        h.warn(&format!("auth-key-swap: no credential configured for upstream provider {provider:?}; sending none"));
+        return None;
+    };
+    let now = h.now_ms();
+    let Some(c) = choose(&p.credentials, region, now, |c| is_marked_bad(h, provider, c, now)) else {
+        h.warn(&format!("auth-key-swap: provider {provider:?} has no credential valid now for region {region:?}"));
+        return None;
+    };
+    let index = p.credentials.iter().position(|x| x.name == c.name).unwrap_or(0);
+    match p.api {
+        Api::Openai => h.set_request_header("authorization", Some(&format!("Bearer {}", c.key))),
+        Api::Anthropic => h.set_request_header("x-api-key", Some(&c.key)),
+        Api::Azure => h.set_request_header("api-key", Some(&c.key)),
+        Api::Gemini => h.set_request_header("x-goog-api-key", Some(&c.key)),
+        Api::Bedrock => {}
+    }
+    Some(AttemptCredential { provider: provider.to_string(), index, api: p.api })
+}
+
+impl CredentialPlane {
+    fn credential(&self, used: &AttemptCredential) -> Option<&Credential> {
+        self.providers.get(&used.provider).and_then(|p| p.credentials.get(used.index))
+    }
+
+    /// After the provider answered (response headers): names the credential in the response
+    /// for the attempt record (by fingerprint), and marks it bad for every worker when the
+    /// provider rejected it (401, 403), so later calls use the next one. Returns the status.
+    pub fn after_answer(&self, h: &impl Host, used: &AttemptCredential) -> u16 {
+        let status: u16 = h.response_header(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
+        let Some(c) = self.credential(used) else { return status };
+        h.set_response_header(headers::CREDENTIAL, Some(&c.fingerprint()));
+        if status == 401 || status == 403 {
+            // Not retried (a 401 is not a fallback trigger); later calls use the next credential.
+            self.mark_bad(h, used, &status.to_string());
+        }
+        status
+    }
+
+    /// Marks this attempt's credential bad for every worker, so later calls use the next one.
+    pub fn mark_bad(&self, h: &impl Host, used: &AttemptCredential, why: &str) {
+        let Some(c) = self.credential(used) else { return };
+        let until = h.now_ms().saturating_add(self.bad_ttl_ms);
+        let _ = h.shared_set(&bad_mark_key(&used.provider, &c.name), &until.to_le_bytes(), None);
+        h.warn(&format!(
+            "auth-key-swap: provider {:?} rejected credential {:?} ({why}); skipping it for {} s",
+            used.provider,
+            c.name,
+            self.bad_ttl_ms / 1000
+        ));
+    }
+
+    /// Signs the attempt's request with AWS SigV4 (Bedrock), over `body` exactly as it is sent.
+    pub fn sign(&self, h: &impl Host, used: &AttemptCredential, region: Option<&str>, body: &[u8]) {
+        let Some(c) = self.credential(used) else { return };
+        let Some(secret) = c.secret.as_deref() else { return };
+        let region = c.region.as_deref().or(region).unwrap_or("us-east-1");
+        let date = sigv4::amz_date(h.now_ms());
+        let hash = sigv4::sha256_hex(body);
+        let full_path = h.request_header(":path").unwrap_or_else(|| "/".into());
+        let (path, query) = full_path.split_once('?').unwrap_or((&full_path, ""));
+        let authority = h.request_header(":authority").unwrap_or_default();
+        let content_type = h.request_header("content-type").unwrap_or_else(|| "application/json".into());
+        h.set_request_header("content-type", Some(&content_type));
+        h.set_request_header("x-amz-date", Some(&date));
+        h.set_request_header("x-amz-content-sha256", Some(&hash));
+        let mut signed = vec![
+            ("content-type", content_type.as_str()),
+            ("host", authority.as_str()),
+            ("x-amz-content-sha256", hash.as_str()),
+            ("x-amz-date", date.as_str()),
+        ];
+        if let Some(t) = c.session_token.as_deref() {
+            h.set_request_header("x-amz-security-token", Some(t));
+            signed.push(("x-amz-security-token", t));
+        }
+        let method = h.request_header(":method").unwrap_or_else(|| "POST".into());
+        let request = sigv4::Request { method: &method, path, query, headers: &signed, body };
+        let key = sigv4::Key { access_key_id: &c.key, secret, region, service: "bedrock" };
+        h.set_request_header("authorization", Some(&sigv4::authorization(&request, &key, &date)));
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,265 @@
+//! What a stage may ask of the proxy it runs in: headers, bodies, properties (filter state and
+//! Envoy's attributes), shared data with compare-and-swap, local replies, the clock and logs.
+//!
+//! `aigw_host::ProxyHost` implements it over the proxy-wasm ABI; [`FakeHost`] implements it in
+//! memory, so a stage's whole behaviour (its refusals, the headers it sets, what it leaves in
+//! filter state) is tested natively.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+
+use crate::error::GatewayError;
+
+/// Why a shared-data write failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SharedSetError {
+    /// Another worker wrote the key since it was read.
+    CasMismatch,
+    Failed,
+}
+
+/// The proxy, as the stages see it. Every method is infallible or returns what failed: a host
+/// error never panics.
+pub trait Host {
+    /// All request headers (names lowercase; bytes that are not UTF-8 replaced).
+    fn request_headers(&self) -> Vec<(String, String)>;
+    fn request_header(&self, name: &str) -> Option<String>;
+    fn set_request_header(&self, name: &str, value: Option<&str>);
+    fn response_headers(&self) -> Vec<(String, String)>;
+    fn response_header(&self, name: &str) -> Option<String>;
+    fn set_response_header(&self, name: &str, value: Option<&str>);
+    /// The buffered request body (`size` bytes).
+    fn request_body(&self, size: usize) -> Vec<u8>;
+    fn replace_request_body(&self, size: usize, body: &[u8]);
+    fn response_body(&self, size: usize) -> Vec<u8>;
+    fn replace_response_body(&self, size: usize, body: &[u8]);
+    /// A property (filter state, or an Envoy attribute such as `xds.upstream_host_metadata`);
+    /// `None` when absent or empty.
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>>;
+    fn set_property(&self, name: &str, value: &str);
+    /// A shared-data value and its CAS token; `Err(())` when the store failed.
+    #[allow(clippy::result_unit_err)]
+    fn shared_get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), ()>;
+    fn shared_set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SharedSetError>;
+    /// Answers the caller directly; `false` when the host refused.
+    fn send_response(&self, status: u16, headers: &[(&str, &str)], body: &[u8]) -> bool;
+    fn now_ms(&self) -> u64;
+    fn warn(&self, msg: &str);
+    /// Adds `by` to the counter `name` (defined on first use).
+    fn counter_add(&self, name: &str, by: u64);
+    /// Records `value` in the histogram `name` (defined on first use).
+    fn histogram_record(&self, name: &str, value: u64);
+
+    fn property_string(&self, path: &[&str]) -> Option<String> {
+        self.property(path).and_then(|b| String::from_utf8(b).ok()).filter(|s| !s.is_empty())
+    }
+
+    /// Removes, from the request, the headers of `present` that `drop` selects: only headers
+    /// that exist cost a host call.
+    fn remove_request_headers(&self, present: &[(String, String)], drop: &dyn Fn(&str) -> bool) {
+        for (name, _) in present.iter().filter(|(n, _)| drop(n)) {
+            self.set_request_header(name, None);
+        }
+    }
+
+    /// Answers with the gateway's error, in OpenAI's shape or, on the Messages door, Anthropic's.
+    fn send_error(&self, err: &GatewayError, messages_door: bool, extra_headers: &[(&str, &str)]) {
+        let mut h: Vec<(&str, &str)> = vec![("content-type", "application/json")];
+        h.extend_from_slice(extra_headers);
+        let body = if messages_door {
+            crate::messages_in::error_from_openai(err.status, err.body().as_bytes())
+        } else {
+            err.body().into_bytes()
+        };
+        if !self.send_response(err.status, &h, &body) {
+            self.warn("aigw: could not send a local reply");
+        }
+    }
+}
+
+/// Shared data: each key's value and its compare-and-swap token.
+pub type SharedData = HashMap<String, (Vec<u8>, u32)>;
+
+/// What a stage tells the proxy to do with the stream after a callback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    /// Hold the headers (or this body chunk) until more arrives.
+    Pause,
+}
+
+/// A local reply a stage sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// An in-memory proxy for tests: set the request (and response) up, run a stage, read what it
+/// did. Shared data is shared by clones made with [`FakeHost::worker`], as Envoy shares it
+/// between workers.
+#[derive(Debug, Default)]
+pub struct FakeHost {
+    pub request_headers: RefCell<Vec<(String, String)>>,
+    pub response_headers: RefCell<Vec<(String, String)>>,
+    pub request_body: RefCell<Vec<u8>>,
+    pub response_body: RefCell<Vec<u8>>,
+    pub properties: RefCell<HashMap<String, Vec<u8>>>,
+    pub shared: std::rc::Rc<RefCell<SharedData>>,
+    pub replies: RefCell<Vec<Reply>>,
+    pub logs: RefCell<Vec<String>>,
+    pub now: Cell<u64>,
+    /// Counters and histograms (every value recorded), by name.
+    pub counters: RefCell<HashMap<String, u64>>,
+    pub histograms: RefCell<HashMap<String, Vec<u64>>>,
+}
+
+impl FakeHost {
+    pub fn new() -> FakeHost {
+        FakeHost::default()
+    }
+
+    /// A host for another call on another worker, sharing this one's shared data.
+    pub fn worker(&self) -> FakeHost {
+        FakeHost { shared: self.shared.clone(), now: self.now.clone(), ..FakeHost::default() }
+    }
+
+    pub fn with_request_header(self, name: &str, value: &str) -> FakeHost {
+        self.request_headers.borrow_mut().push((name.to_ascii_lowercase(), value.to_string()));
+        self
+    }
+
+    pub fn with_property(self, path: &[&str], value: &str) -> FakeHost {
+        self.properties.borrow_mut().insert(path.join("."), value.as_bytes().to_vec());
+        self
+    }
+
+    pub fn reply(&self) -> Option<Reply> {
+        self.replies.borrow().last().cloned()
+    }
+
+    fn get(map: &RefCell<Vec<(String, String)>>, name: &str) -> Option<String> {
+        map.borrow().iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+    }
+
+    fn set(map: &RefCell<Vec<(String, String)>>, name: &str, value: Option<&str>) {
+        let mut m = map.borrow_mut();
+        m.retain(|(k, _)| k != name);
+        if let Some(v) = value {
+            m.push((name.to_string(), v.to_string()));
+        }
+    }
+}
+
+impl Host for FakeHost {
+    fn request_headers(&self) -> Vec<(String, String)> {
+        self.request_headers.borrow().clone()
+    }
+    fn request_header(&self, name: &str) -> Option<String> {
+        Self::get(&self.request_headers, name)
+    }
+    fn set_request_header(&self, name: &str, value: Option<&str>) {
+        Self::set(&self.request_headers, name, value)
+    }
+    fn response_headers(&self) -> Vec<(String, String)> {
+        self.response_headers.borrow().clone()
+    }
+    fn response_header(&self, name: &str) -> Option<String> {
+        Self::get(&self.response_headers, name)
+    }
+    fn set_response_header(&self, name: &str, value: Option<&str>) {
+        Self::set(&self.response_headers, name, value)
+    }
+    fn request_body(&self, size: usize) -> Vec<u8> {
+        let b = self.request_body.borrow();
+        b.get(..size.min(b.len())).unwrap_or_default().to_vec()
+    }
+    fn replace_request_body(&self, _size: usize, body: &[u8]) {
+        *self.request_body.borrow_mut() = body.to_vec();
+    }
+    fn response_body(&self, size: usize) -> Vec<u8> {
+        let b = self.response_body.borrow();
+        b.get(..size.min(b.len())).unwrap_or_default().to_vec()
+    }
+    fn replace_response_body(&self, _size: usize, body: &[u8]) {
+        *self.response_body.borrow_mut() = body.to_vec();
+    }
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        self.properties.borrow().get(&path.join(".")).filter(|v| !v.is_empty()).cloned()
+    }
+    fn set_property(&self, name: &str, value: &str) {
+        self.properties.borrow_mut().insert(name.to_string(), value.as_bytes().to_vec());
+    }
+    fn shared_get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), ()> {
+        Ok(match self.shared.borrow().get(key) {
+            Some((v, cas)) => (Some(v.clone()), Some(*cas)),
+            None => (None, None),
+        })
+    }
+    fn shared_set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SharedSetError> {
+        let mut m = self.shared.borrow_mut();
+        let current = m.get(key).map(|(_, c)| *c);
+        // As Envoy: a CAS on a key that does not exist (or changed) fails; no CAS always writes.
+        if cas.is_some() && cas != current {
+            return Err(SharedSetError::CasMismatch);
+        }
+        m.insert(key.to_string(), (value.to_vec(), current.unwrap_or(0).wrapping_add(1).max(1)));
+        Ok(())
+    }
+    fn send_response(&self, status: u16, headers: &[(&str, &str)], body: &[u8]) -> bool {
+        self.replies.borrow_mut().push(Reply {
+            status,
+            headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            body: body.to_vec(),
+        });
+        true
+    }
+    fn now_ms(&self) -> u64 {
+        self.now.get()
+    }
+    fn warn(&self, msg: &str) {
+        self.logs.borrow_mut().push(msg.to_string());
+    }
+    fn counter_add(&self, name: &str, by: u64) {
+        *self.counters.borrow_mut().entry(name.to_string()).or_default() += by;
+    }
+    fn histogram_record(&self, name: &str, value: u64) {
+        self.histograms.borrow_mut().entry(name.to_string()).or_default().push(value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fake_shared_data_behaves_like_envoys() {
+        let a = FakeHost::new();
+        let b = a.worker();
+        assert_eq!(a.shared_get("k"), Ok((None, None)));
+        // A CAS on a missing key fails, as in Envoy.
+        assert_eq!(a.shared_set("k", b"1", Some(1)), Err(SharedSetError::CasMismatch));
+        assert_eq!(a.shared_set("k", b"1", None), Ok(()));
+        let Ok((Some(v), Some(cas))) = b.shared_get("k") else { panic!("not shared") };
+        assert_eq!(v, b"1");
+        assert_eq!(a.shared_set("k", b"2", Some(cas)), Ok(()));
+        // The other worker's token is stale now.
+        assert_eq!(b.shared_set("k", b"3", Some(cas)), Err(SharedSetError::CasMismatch));
+    }
+
+    #[test]
+    fn errors_take_the_door_shape() {
+        let h = FakeHost::new();
+        let e = GatewayError::new(401, "invalid_request_error", "missing_api_key", "no key");
+        h.send_error(&e, false, &[("x-a", "1")]);
+        h.send_error(&e, true, &[]);
+        let r = h.replies.borrow();
+        assert_eq!(r[0].status, 401);
+        assert!(r[0].headers.contains(&("x-a".to_string(), "1".to_string())));
+        let openai: serde_json::Value = serde_json::from_slice(&r[0].body).unwrap_or_default();
+        assert_eq!(openai["error"]["code"], "missing_api_key");
+        let anthropic: serde_json::Value = serde_json::from_slice(&r[1].body).unwrap_or_default();
+        assert_eq!(anthropic["type"], "error");
+    }
+}
