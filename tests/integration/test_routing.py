@@ -77,7 +77,7 @@ def test_a_latency_budget_gives_each_attempt_its_share(gateway):
     assert rec["attempts"][0]["provider"] == "anthropic" and rec["attempts"][0]["status"] is None
     # Cut by its per-try timeout: a `timeout`, with the time it was given.
     assert rec["attempts"][0]["error_class"] == "timeout", rec["attempts"]
-    assert rec["attempts"][0]["latency_ms"] >= 598
+    assert rec["attempts"][0]["latency_ms"] >= 540  # 90% of its 600 ms share, or more
     # Without a budget the same slow provider is waited for.
     slow = gateway.chat(unique("no budget"), headers={"x-fake-fault": "anthropic=delay-1500"})
     assert slow.headers["x-aigw-provider"] == "anthropic"

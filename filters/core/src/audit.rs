@@ -164,10 +164,28 @@ pub struct Attempt {
 pub fn close_timed_out(attempts: &mut [Attempt], started_ms: u64, per_try_ms: u64, now: u64) {
     let Some(last) = attempts.last_mut() else { return };
     let elapsed = now.saturating_sub(started_ms);
-    // The clock is read in whole ms on both sides: allow for its rounding.
-    if last.status.is_none() && last.error_class == Some(ErrorClass::NoResponse) && elapsed + 2 >= per_try_ms {
+    // Envoy's timer and the filter's clock do not start at the same instant: an attempt that
+    // got 90% of its time or more was cut by the timer (a reset or a refused connection comes
+    // within milliseconds).
+    if last.status.is_none()
+        && last.error_class == Some(ErrorClass::NoResponse)
+        && elapsed.saturating_mul(10) >= per_try_ms.saturating_mul(9)
+    {
         last.error_class = Some(ErrorClass::Timeout);
         last.latency_ms = Some(elapsed);
+    }
+}
+
+/// The call ended on Envoy's own timeout (the latency budget's overall timeout, or the last
+/// attempt's per-try timeout): its last attempt, still unanswered, was a timeout.
+pub fn close_on_envoy_timeout(attempts: &mut [Attempt], code_details: &str, now: u64, started_ms: Option<u64>) {
+    let Some(last) = attempts.last_mut() else { return };
+    if last.status.is_none()
+        && last.error_class == Some(ErrorClass::NoResponse)
+        && matches!(code_details, "upstream_response_timeout" | "upstream_per_try_timeout")
+    {
+        last.error_class = Some(ErrorClass::Timeout);
+        last.latency_ms = started_ms.map(|s| now.saturating_sub(s));
     }
 }
 
@@ -252,6 +270,9 @@ mod tests {
         let mut a = vec![open.clone()];
         close_timed_out(&mut a, 1_000, 600, 1_050);
         assert_eq!(a[0].error_class, Some(ErrorClass::NoResponse));
+        let mut a = vec![open.clone()];
+        close_timed_out(&mut a, 1_000, 600, 1_545);
+        assert_eq!(a[0].error_class, Some(ErrorClass::Timeout));
         // An attempt that was answered is left alone.
         let mut a = vec![Attempt { status: Some(503), error_class: Some(ErrorClass::Overloaded), ..open }];
         close_timed_out(&mut a, 0, 600, 5_000);

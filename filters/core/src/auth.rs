@@ -12,7 +12,7 @@ use serde::Deserialize;
 use crate::credentials::{bad_mark_key, choose, Credential};
 use crate::error::GatewayError;
 use crate::headers;
-use crate::host::Host;
+use crate::host::{messages_door, Host};
 use crate::keys::{check_scope, presented_credential, usable_at, CallIdentity, KeyEntry, KeyRing};
 use crate::route::Api;
 use crate::sigv4;
@@ -179,15 +179,6 @@ fn credential(
         session_token,
         region: c.region,
     })
-}
-
-/// Whether the call came in by the Messages door: route-select says so in filter state; before
-/// it has run, the request path still says so.
-pub fn messages_door(h: &impl Host) -> bool {
-    match h.property_string(&[headers::PROP_DOOR]) {
-        Some(door) => door == "messages",
-        None => h.request_header(":path").is_some_and(|p| p.split('?').next() == Some(crate::messages_in::PATH)),
-    }
 }
 
 /// The auth stage (listener, request headers): the presented gateway key becomes the call's

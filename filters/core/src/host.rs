@@ -45,6 +45,8 @@ pub trait Host {
     fn send_response(&self, status: u16, headers: &[(&str, &str)], body: &[u8]) -> bool;
     fn now_ms(&self) -> u64;
     fn warn(&self, msg: &str);
+    /// Makes Envoy pick the route again, so headers set by a stage reach `cluster_header`.
+    fn clear_route_cache(&self);
     /// Adds `by` to the counter `name` (defined on first use).
     fn counter_add(&self, name: &str, by: u64);
     /// Records `value` in the histogram `name` (defined on first use).
@@ -80,6 +82,15 @@ pub trait Host {
 /// Shared data: each key's value and its compare-and-swap token.
 pub type SharedData = HashMap<String, (Vec<u8>, u32)>;
 
+/// Whether the call came in by the Messages door (`/v1/messages`): route-select says so in filter
+/// state; before it has run, the request path still says so. Refusals take that door's shape.
+pub fn messages_door(h: &impl Host) -> bool {
+    match h.property_string(&[crate::headers::PROP_DOOR]) {
+        Some(door) => door == "messages",
+        None => h.request_header(":path").is_some_and(|p| p.split('?').next() == Some(crate::messages_in::PATH)),
+    }
+}
+
 /// What a stage tells the proxy to do with the stream after a callback.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flow {
@@ -112,6 +123,8 @@ pub struct FakeHost {
     pub now: Cell<u64>,
     /// Counters and histograms (every value recorded), by name.
     pub counters: RefCell<HashMap<String, u64>>,
+    /// How many times the route cache was cleared.
+    pub route_cache_cleared: Cell<u32>,
     pub histograms: RefCell<HashMap<String, Vec<u64>>>,
 }
 
@@ -220,6 +233,9 @@ impl Host for FakeHost {
     }
     fn warn(&self, msg: &str) {
         self.logs.borrow_mut().push(msg.to_string());
+    }
+    fn clear_route_cache(&self) {
+        self.route_cache_cleared.set(self.route_cache_cleared.get() + 1);
     }
     fn counter_add(&self, name: &str, by: u64) {
         *self.counters.borrow_mut().entry(name.to_string()).or_default() += by;

@@ -905,5 +905,7 @@ pub fn decode_estimate(s: &str) -> Option<Estimate> {
     Some(Estimate { prompt_tokens: p.parse().ok()?, output_tokens: o.parse().ok()?, model: None })
 }
 
+pub mod stage;
+
 #[cfg(test)]
 mod tests;

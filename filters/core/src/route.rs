@@ -6,6 +6,8 @@ use serde::Deserialize;
 
 use crate::error::GatewayError;
 
+pub mod stage;
+
 /// The wire API a provider speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]

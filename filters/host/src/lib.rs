@@ -258,6 +258,9 @@ impl aigw_core::host::Host for ProxyHost {
     fn warn(&self, msg: &str) {
         warn(msg)
     }
+    fn clear_route_cache(&self) {
+        clear_route_cache()
+    }
     fn counter_add(&self, name: &str, by: u64) {
         if let Some(id) = metric_id(proxy_wasm::types::MetricType::Counter, name) {
             let _ = hc::increment_metric(id, i64::try_from(by).unwrap_or(i64::MAX));

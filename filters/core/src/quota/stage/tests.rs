@@ -1,0 +1,158 @@
+use super::*;
+use crate::host::FakeHost;
+use crate::quota::QuotaConfig;
+
+const BOOK: &str = include_str!("../../../../../envoy/price-book.json");
+const BODY: &[u8] = br#"{"model":"chat","max_tokens":100,"messages":[{"role":"user","content":"qqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqq"}]}"#;
+/// The estimate of BODY: 40 letters (10 pieces) + 4 for the message, + 100 output.
+const EST: u64 = 114;
+
+fn quota(tenants: &str, providers: &str) -> Rc<Quota> {
+    let cfg: QuotaConfig =
+        serde_json::from_str(&format!(r#"{{"tenants": {tenants}, "providers": {providers}, "price_book": {BOOK}}}"#))
+            .unwrap();
+    Rc::new(Quota::compile(&cfg).unwrap())
+}
+
+/// A call of tenant `acme` whose request route-select has read, on a worker sharing `store`.
+fn call_on(store: &FakeHost) -> FakeHost {
+    let h = store.worker();
+    h.set_property(headers::PROP_IDENTITY, r#"{"tenant":"acme","key_id":"k","key_fingerprint":"f","alias_scope":"*"}"#);
+    h.set_property(headers::PROP_REQUEST, &RequestFacts::read(BODY).unwrap().encode());
+    h.set_property(headers::PROP_CANDIDATES, "claude-haiku-4-5-20251001");
+    h.request_headers.borrow_mut().push((":path".into(), "/v1/chat/completions".into()));
+    h
+}
+
+fn code(h: &FakeHost) -> (u16, String) {
+    let r = h.reply().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    (r.status, v["error"]["code"].as_str().unwrap_or_default().to_string())
+}
+
+fn reply_header(h: &FakeHost, name: &str) -> Option<String> {
+    h.reply()?.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+}
+
+#[test]
+fn exactly_the_burst_is_admitted_across_workers_then_a_429_with_the_figures() {
+    let q = quota(r#"{"acme": {"requests_per_minute": 1, "requests_burst": 3}}"#, "{}");
+    let store = FakeHost::new();
+    store.now.set(1_000_000);
+    init_store(&store);
+    let mut admitted = 0;
+    for _ in 0..5 {
+        let h = call_on(&store);
+        let mut c = Call::new(q.clone());
+        if c.on_request_headers(&h, false) == Flow::Continue {
+            admitted += 1;
+        } else {
+            assert_eq!(code(&h), (429, "tenant_requests_per_minute".to_string()));
+            assert_eq!(reply_header(&h, "x-ratelimit-limit-requests").as_deref(), Some("3"));
+            assert_eq!(reply_header(&h, "x-ratelimit-remaining-requests").as_deref(), Some("0"));
+            assert_eq!(reply_header(&h, "retry-after").as_deref(), Some("60"));
+            assert_eq!(h.property_string(&[headers::PROP_REFUSAL]).as_deref(), Some("quota"));
+        }
+    }
+    assert_eq!(admitted, 3);
+}
+
+#[test]
+fn a_call_that_can_never_fit_says_so_without_a_reset_time() {
+    let q = quota(r#"{"acme": {"tokens_per_minute": 1, "tokens_burst": 50}}"#, "{}");
+    let store = FakeHost::new();
+    let h = call_on(&store);
+    assert_eq!(Call::new(q).on_request_headers(&h, false), Flow::Pause);
+    assert_eq!(code(&h), (429, "tenant_tokens_per_minute".to_string()));
+    assert!(reply_header(&h, "retry-after").is_none());
+    assert!(reply_header(&h, "x-ratelimit-reset-tokens").is_none());
+    assert_eq!(reply_header(&h, "x-ratelimit-limit-tokens").as_deref(), Some("50"));
+}
+
+#[test]
+fn tokens_are_reconciled_to_what_the_audit_stage_settled() {
+    let q = quota(r#"{"acme": {"tokens_per_minute": 1, "tokens_burst": 10000}}"#, "{}");
+    let store = FakeHost::new();
+    let h = call_on(&store);
+    let mut c = Call::new(q.clone());
+    assert_eq!(c.on_request_headers(&h, false), Flow::Continue);
+    assert_eq!(h.property_string(&[headers::PROP_QUOTA_ESTIMATE]).as_deref(), Some("14 100"));
+    h.response_headers.borrow_mut().push((":status".into(), "200".into()));
+    c.on_response_headers(&h, true);
+    assert_eq!(h.response_header("x-ratelimit-remaining-tokens"), Some((10000 - EST).to_string()));
+    // audit-emit settled 30 tokens.
+    let used = Usage { input: 20, cached_input: 0, output: 10, reasoning: 0 };
+    h.set_property(
+        headers::PROP_SETTLED,
+        &Settled { usage: Some(used), estimated: false, cost_pico: Some(1) }.encode(),
+    );
+    c.on_log(&h);
+    let next = call_on(&store);
+    let mut c2 = Call::new(q);
+    c2.on_request_headers(&next, false);
+    next.response_headers.borrow_mut().push((":status".into(), "200".into()));
+    c2.on_response_headers(&next, true);
+    assert_eq!(next.response_header("x-ratelimit-remaining-tokens"), Some((10000 - 30 - EST).to_string()));
+}
+
+#[test]
+fn concurrency_slots_are_given_back_when_calls_end() {
+    let q = quota(r#"{"acme": {"concurrent": 1}}"#, "{}");
+    let store = FakeHost::new();
+    let (h1, h2) = (call_on(&store), call_on(&store));
+    let mut c1 = Call::new(q.clone());
+    assert_eq!(c1.on_request_headers(&h1, false), Flow::Continue);
+    assert_eq!(Call::new(q.clone()).on_request_headers(&h2, false), Flow::Pause);
+    assert_eq!(code(&h2), (429, "tenant_concurrent_requests".to_string()));
+    c1.on_log(&h1);
+    let h3 = call_on(&store);
+    assert_eq!(Call::new(q).on_request_headers(&h3, false), Flow::Continue);
+}
+
+#[test]
+fn a_budget_refuses_on_the_upper_bound_and_is_settled_to_the_real_cost() {
+    // Haiku: 1 USD / 5 USD per million; the upper bound of BODY is 14 * 1 + 100 * 5 = 514 micro-USD.
+    let q = quota(r#"{"acme": {"budget": {"daily_usd": "0.001"}}}"#, "{}");
+    let store = FakeHost::new();
+    store.now.set(1_800_000_000_000);
+    let h = call_on(&store);
+    let mut c = Call::new(q.clone());
+    assert_eq!(c.on_request_headers(&h, false), Flow::Continue);
+    // A second call while the first is in flight would pass the cap: 402 before it is sent.
+    let h2 = call_on(&store);
+    assert_eq!(Call::new(q.clone()).on_request_headers(&h2, false), Flow::Pause);
+    assert_eq!(code(&h2), (402, "tenant_daily_budget".to_string()));
+    // The first call cost nothing (the provider billed nothing): its reservation is released.
+    h.set_property(headers::PROP_SETTLED, &Settled { usage: None, estimated: false, cost_pico: None }.encode());
+    c.on_log(&h);
+    let h3 = call_on(&store);
+    assert_eq!(Call::new(q).on_request_headers(&h3, false), Flow::Continue);
+}
+
+#[test]
+fn an_empty_provider_bucket_refuses_the_attempt_and_marks_it() {
+    let q = quota("{}", r#"{"anthropic": {"requests_per_minute": 1, "requests_burst": 1}}"#);
+    let store = FakeHost::new();
+    let attempt = |store: &FakeHost| {
+        let h = store.worker();
+        h.set_property("xds.upstream_host_metadata.filter_metadata.aigw.provider", "anthropic");
+        h.set_property(headers::PROP_QUOTA_ESTIMATE, "14 100");
+        h.set_property(
+            headers::PROP_ATTEMPTS,
+            r#"[{"provider":"anthropic","region":null,"model":"m","status":null,"latency_ms":null,"error_class":"no_response"}]"#,
+        );
+        let flow = ProviderAttempt { quota: q.clone() }.on_request_headers(&h);
+        (flow, h)
+    };
+    let (first, h1) = attempt(&store);
+    assert_eq!(first, Flow::Continue);
+    assert_eq!(h1.property_string(&[headers::PROP_QUOTA_PROVIDERS]).as_deref(), Some("anthropic"));
+    let (second, h2) = attempt(&store);
+    assert_eq!(second, Flow::Pause);
+    let (status, c) = code(&h2);
+    assert_eq!((status, c.as_str()), (429, "provider_requests_per_minute"));
+    // A provider bucket's refusal names no figures: the bucket is shared by every tenant.
+    assert!(reply_header(&h2, "x-ratelimit-limit-requests").is_none());
+    let a = parse_attempts(h2.property(&[headers::PROP_ATTEMPTS]).as_deref());
+    assert_eq!(a[0].error_class, Some(ErrorClass::ProviderLimit));
+}

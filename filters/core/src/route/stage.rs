@@ -1,0 +1,807 @@
+//! The route stage: on the listener ([`Select`]) it reads the request once, picks the model
+//! alias and its fallback chain (route rules, canary, the Messages door's translation), and on
+//! the way back explains a failed chain and translates answers for the Messages door; per
+//! attempt ([`Attempt`]) it checks the privacy zone, translates the request for the provider
+//! this attempt goes to, records the attempt, and translates the provider's answer back.
+
+use std::rc::Rc;
+
+use serde_json::Value;
+
+use super::{chain_refusal, Api, CallFacts, RouteConfig};
+use crate::audit::{parse_attempts, Attempt as AttemptRecord, ErrorClass};
+use crate::error::GatewayError;
+use crate::headers;
+use crate::host::{messages_door, Flow, Host};
+use crate::keys::{check_scope, CallIdentity, Scope};
+use crate::quota::RequestFacts;
+use crate::{anthropic, bedrock, gemini, messages_in, sigv4, sse};
+
+const CHAT_PATH: &str = "/v1/chat/completions";
+
+fn identity(h: &impl Host) -> Option<CallIdentity> {
+    CallIdentity::parse(&h.property(&[headers::PROP_IDENTITY])?)
+}
+
+/// A value of the gateway's endpoint metadata on the upstream host this attempt goes to.
+fn upstream_metadata(h: &impl Host, key: &str) -> Option<String> {
+    h.property_string(&["xds", "upstream_host_metadata", "filter_metadata", headers::METADATA_NAMESPACE, key])
+}
+
+impl Select {
+    pub fn new(cfg: Rc<RouteConfig>) -> Select {
+        Select {
+            cfg,
+            active: false,
+            door: Door::Chat,
+            alias: String::new(),
+            route: String::new(),
+            hide_usage: false,
+            answer: Answer::Pass,
+        }
+    }
+}
+
+impl Attempt {
+    pub fn new(cfg: Rc<RouteConfig>) -> Attempt {
+        Attempt {
+            cfg,
+            target: None,
+            response: ResponseMode::Pass,
+            status: 0,
+            record: None,
+            attempts: Vec::new(),
+            deprecation: None,
+        }
+    }
+}
+
+fn refuse(h: &impl Host, err: &GatewayError) -> Flow {
+    h.set_property(headers::PROP_REFUSAL, "route");
+    h.send_error(err, messages_door(h), &[]);
+    Flow::Pause
+}
+
+/// Which front door the call came in by.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Door {
+    /// OpenAI chat completions (the unified format).
+    Chat,
+    /// Anthropic Messages: translated to the unified request, its answer translated back.
+    Messages,
+}
+
+/// Refuses the call; `send_error` gives the error the shape of the door it came in by.
+fn refuse_at(h: &impl Host, _door: Door, err: &GatewayError) -> Flow {
+    refuse(h, err)
+}
+
+/// What the listener filter does with the answer.
+enum Answer {
+    Pass,
+    /// Messages door, JSON answer: translate it (or the refusal that replaces it) once complete.
+    ToMessages {
+        status: u16,
+        replaced: Option<Vec<u8>>,
+    },
+    /// Messages door, stream: translate chunk by chunk.
+    ToMessagesStream(Box<messages_in::StreamToMessages>),
+    /// Replace the body with this (the chain's refusal), once it is all here.
+    Replace(Vec<u8>),
+    /// A stream the caller asked no usage for: take the usage chunk out (after quota saw it).
+    HideUsage(Box<sse::Parser>),
+}
+
+/// Downstream: chooses the fallback chain.
+pub struct Select {
+    cfg: Rc<RouteConfig>,
+    active: bool,
+    door: Door,
+    alias: String,
+    route: String,
+    hide_usage: bool,
+    answer: Answer,
+}
+
+impl Select {
+    fn choose(&mut self, h: &impl Host, body: &[u8]) -> Result<(), GatewayError> {
+        // One read of the body, for routing and (handed on) for quota.
+        let facts = RequestFacts::read(body).map_err(|e| {
+            GatewayError::bad_request("invalid_json", format!("The request body is not valid JSON: {e}"))
+        })?;
+        let Some(model) = facts.model.as_deref().filter(|m| !m.is_empty()) else {
+            return Err(GatewayError::bad_request("missing_model", "The request names no `model`.").with_param("model"));
+        };
+        let id = identity(h);
+        // The aliases the caller's key may use (set by auth-key-swap; absent: no restriction).
+        if let Some(id) = &id {
+            check_scope("alias", &Scope::from_list_str(&id.alias_scope), model)?;
+        }
+        let hint = |name: &str| h.request_header(name).filter(|v| !v.is_empty());
+        let latency_budget_ms = match hint(headers::CALLER_LATENCY_BUDGET) {
+            None => None,
+            Some(v) => Some(v.trim().parse::<u64>().ok().filter(|b| *b > 0).ok_or_else(|| {
+                GatewayError::bad_request(
+                    "invalid_latency_budget",
+                    format!("{} must be a whole number of milliseconds", headers::CALLER_LATENCY_BUDGET),
+                )
+            })?),
+        };
+        let cost_ceiling_pico = match hint(headers::CALLER_COST_CEILING) {
+            None => None,
+            Some(v) => Some(crate::price::parse_usd(&v).ok_or_else(|| {
+                GatewayError::bad_request(
+                    "invalid_cost_ceiling",
+                    format!("{} must be a USD amount such as 0.05", headers::CALLER_COST_CEILING),
+                )
+            })?),
+        };
+        let request_id = h.request_header("x-request-id").unwrap_or_default();
+        let workload = id.as_ref().and_then(|i| i.workload_class.map(|w| w.as_str()));
+        let call = CallFacts {
+            model,
+            tenant: id.as_ref().map(|i| i.tenant.as_str()),
+            feature: id.as_ref().and_then(|i| i.feature.as_deref()),
+            workload_class: workload,
+            zone: id.as_ref().and_then(|i| i.zone.as_deref()),
+            latency_budget_ms,
+            cost_ceiling_pico,
+            request_id: &request_id,
+        };
+        let choice = self.cfg.choose(&call)?;
+        let alias = self.cfg.alias(&choice.alias)?;
+        h.set_request_header(headers::CHAIN, Some(&alias.chain));
+        for name in [headers::CALLER_LATENCY_BUDGET, headers::CALLER_COST_CEILING] {
+            if hint(name).is_some() {
+                h.set_request_header(name, None);
+            }
+        }
+        if let Some(budget) = latency_budget_ms {
+            // The whole call within the budget; each attempt within its share, so a slow
+            // provider leaves time for the next one.
+            let steps = u64::try_from(alias.steps.len()).unwrap_or(1).max(1);
+            let per_try = (budget / steps).max(1).to_string();
+            h.set_request_header("x-envoy-upstream-rq-timeout-ms", Some(&budget.to_string()));
+            h.set_request_header("x-envoy-upstream-rq-per-try-timeout-ms", Some(&per_try));
+            h.set_property(headers::PROP_PER_TRY_MS, &per_try);
+        }
+        h.set_property(headers::PROP_ALIAS, &choice.alias);
+        h.set_property(headers::PROP_ROUTE, &choice.route);
+        if let Some(slice) = choice.slice {
+            h.set_property(headers::PROP_SLICE, slice);
+        }
+        let now = h.now_ms();
+        let candidates: Vec<&str> = alias.steps.iter().map(|s| self.cfg.model_at(&s.model, now).0).collect();
+        h.set_property(headers::PROP_CANDIDATES, &candidates.join(","));
+        self.hide_usage = facts.stream && !facts.include_usage;
+        h.set_property(headers::PROP_REQUEST, &facts.encode());
+        self.alias = choice.alias;
+        self.route = choice.route;
+        h.clear_route_cache();
+        Ok(())
+    }
+}
+
+impl Select {
+    pub fn on_request_headers(&mut self, h: &impl Host, eos: bool) -> Flow {
+        let path = h.request_header(":path").unwrap_or_default();
+        self.door = match path.split('?').next().unwrap_or("") {
+            CHAT_PATH => Door::Chat,
+            messages_in::PATH => Door::Messages,
+            _ => return Flow::Continue,
+        };
+        if h.request_header(":method").as_deref() != Some("POST") {
+            return refuse_at(
+                h,
+                self.door,
+                &GatewayError::new(405, "invalid_request_error", "method_not_allowed", "Use POST for this path."),
+            );
+        }
+        if eos {
+            return refuse_at(h, self.door, &GatewayError::bad_request("missing_body", "The request has no body."));
+        }
+        self.active = true;
+        // Hold the headers until the body has told us where the call goes.
+        Flow::Pause
+    }
+
+    pub fn on_request_body(&mut self, h: &impl Host, size: usize, eos: bool) -> Flow {
+        if !self.active {
+            return Flow::Continue;
+        }
+        if !eos {
+            return Flow::Pause;
+        }
+        let mut body = h.request_body(size);
+        // Said for every call, so filters that see the provider's path later (per attempt)
+        // still know which door the caller used.
+        h.set_property(headers::PROP_DOOR, if self.door == Door::Messages { "messages" } else { "chat" });
+        if self.door == Door::Messages {
+            // The Messages door: from here on the call is a unified (OpenAI) request.
+            let unified = serde_json::from_slice::<Value>(&body)
+                .map_err(|e| {
+                    GatewayError::bad_request("invalid_json", format!("The request body is not valid JSON: {e}"))
+                })
+                .and_then(|a| messages_in::request_to_openai(&a));
+            match unified {
+                Ok(u) => body = u.to_string().into_bytes(),
+                Err(e) => return refuse_at(h, self.door, &e),
+            }
+            h.replace_request_body(size, &body);
+            h.set_request_header(":path", Some(CHAT_PATH));
+            h.set_request_header("content-length", Some(&body.len().to_string()));
+            for name in ["anthropic-version", "anthropic-beta"] {
+                if h.request_header(name).is_some() {
+                    h.set_request_header(name, None);
+                }
+            }
+        }
+        match self.choose(h, &body) {
+            Ok(()) => {
+                if self.door == Door::Messages {
+                    self.hide_usage = false;
+                }
+                Flow::Continue
+            }
+            Err(e) => refuse_at(h, self.door, &e),
+        }
+    }
+
+    pub fn on_response_headers(&mut self, h: &impl Host, eos: bool) -> Flow {
+        if !self.active {
+            return Flow::Continue;
+        }
+        if !self.route.is_empty() {
+            h.set_response_header(headers::ROUTE, Some(&self.route));
+        }
+        let status: u16 = h.response_header(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
+        // The attempts list is read only when it may be needed to explain a failure; for an
+        // answer, Envoy's own attempt count says how many providers were tried.
+        let envoy_count = if status < 400 { h.response_header("x-envoy-attempt-count") } else { None };
+        let attempts = if envoy_count.is_some() {
+            Vec::new()
+        } else {
+            let mut a = parse_attempts(h.property(&[headers::PROP_ATTEMPTS]).as_deref());
+            if a.last().is_some_and(|a| a.status.is_none()) {
+                close_timed_out_attempt(h, &mut a, h.now_ms());
+            }
+            a
+        };
+        match envoy_count {
+            Some(n) => h.set_response_header(headers::ATTEMPTS, Some(&n)),
+            None if !attempts.is_empty() => h.set_response_header(headers::ATTEMPTS, Some(&attempts.len().to_string())),
+            None => {}
+        }
+        let ours = h.property(&[headers::PROP_REFUSAL]).is_some();
+        let action = self.replace_failure(h, status, ours, &attempts, eos);
+        if self.door == Door::Messages && !eos {
+            let sse = h.response_header("content-type").is_some_and(|c| c.starts_with("text/event-stream"));
+            h.set_response_header("content-length", None);
+            self.answer = match std::mem::replace(&mut self.answer, Answer::Pass) {
+                Answer::Replace(b) => Answer::ToMessages { status: self.final_status(h, status), replaced: Some(b) },
+                _ if sse && status == 200 => Answer::ToMessagesStream(Box::default()),
+                _ => Answer::ToMessages { status, replaced: None },
+            };
+            if matches!(self.answer, Answer::ToMessages { .. }) {
+                h.set_response_header("content-type", Some("application/json"));
+            }
+        }
+        action
+    }
+
+    pub fn on_response_body(&mut self, h: &impl Host, size: usize, eos: bool) -> Flow {
+        match &mut self.answer {
+            Answer::Pass => Flow::Continue,
+            Answer::ToMessages { status, replaced } => {
+                if !eos {
+                    return Flow::Pause;
+                }
+                let body = replaced.take().unwrap_or_else(|| h.response_body(size));
+                let out = if *status == 200 {
+                    match messages_in::response_from_openai(&body) {
+                        Ok((out, usage)) => {
+                            record_usage(h, usage);
+                            out
+                        }
+                        Err(_) => messages_in::error_from_openai(502, b"{}"),
+                    }
+                } else {
+                    messages_in::error_from_openai(*status, &body)
+                };
+                h.replace_response_body(size, &out);
+                Flow::Continue
+            }
+            Answer::ToMessagesStream(t) => {
+                let mut out = t.push(&h.response_body(size));
+                if eos {
+                    out.extend(t.finish());
+                    record_usage(h, t.usage);
+                }
+                h.replace_response_body(size, &out);
+                Flow::Continue
+            }
+            Answer::Replace(body) => {
+                if !eos {
+                    return Flow::Pause;
+                }
+                h.replace_response_body(size, body);
+                Flow::Continue
+            }
+            Answer::HideUsage(parser) => {
+                let mut events = Vec::new();
+                parser.push(&h.response_body(size), &mut events);
+                let mut out = Vec::with_capacity(size);
+                for ev in events {
+                    if ev.data.contains("\"choices\":[]") && ev.data.contains("\"usage\":{") {
+                        // The usage chunk the caller did not ask for: keep it for the audit record.
+                        if let Ok(v) = serde_json::from_str::<Value>(&ev.data) {
+                            record_usage(h, v.get("usage").and_then(crate::usage::Usage::from_openai));
+                        }
+                        continue;
+                    }
+                    sse::data_event(&mut out, &ev.data.replace(",\"usage\":null", ""));
+                }
+                h.replace_response_body(size, &out);
+                Flow::Continue
+            }
+        }
+    }
+}
+
+/// Marks the last of `attempts` a timeout if it was cut by the latency budget's per-try timeout
+/// (see `audit::close_timed_out`).
+fn close_timed_out_attempt(h: &impl Host, attempts: &mut [AttemptRecord], now: u64) {
+    let num = |p: &str| h.property_string(&[p]).and_then(|v| v.parse::<u64>().ok());
+    let started = num(headers::PROP_ATTEMPT_STARTED);
+    if let (Some(per_try), Some(started)) = (num(headers::PROP_PER_TRY_MS), started) {
+        crate::audit::close_timed_out(attempts, started, per_try, now);
+    }
+    if let Some(details) = h.property_string(&["response", "code_details"]) {
+        crate::audit::close_on_envoy_timeout(attempts, &details, now, started);
+    }
+}
+
+/// Keeps a call's usage for the audit record, when the answer the caller sees no longer has it
+/// in OpenAI's format.
+fn record_usage(h: &impl Host, usage: Option<crate::usage::Usage>) {
+    if let Some(json) = usage.and_then(|u| serde_json::to_string(&u).ok()) {
+        h.set_property(headers::PROP_USAGE, &json);
+    }
+}
+
+impl Select {
+    /// The status a replaced answer was given.
+    fn final_status(&self, h: &impl Host, status: u16) -> u16 {
+        h.response_header(":status").and_then(|s| s.parse().ok()).unwrap_or(status)
+    }
+
+    /// Replaces a provider's failure with the gateway's explanation (see the cases below).
+    fn replace_failure(
+        &mut self,
+        h: &impl Host,
+        status: u16,
+        ours: bool,
+        attempts: &[AttemptRecord],
+        eos: bool,
+    ) -> Flow {
+        if (status == 401 || status == 403) && !ours && !attempts.is_empty() && !eos {
+            // The provider rejected the gateway's credential, not the caller's key: a 401 would
+            // tell the caller's SDK its own key is wrong.
+            let provider = attempts.last().map(|a| a.provider.as_str()).unwrap_or("the provider");
+            let err = GatewayError::new(
+                502,
+                "server_error",
+                "upstream_authentication",
+                format!(
+                    "{provider} rejected the gateway's credential ({status}). Your key is fine; the gateway \
+                     uses its next credential for {provider} from now on. Retry the call."
+                ),
+            );
+            self.replace_with(h, 502, err.body().into_bytes());
+            return Flow::Continue;
+        }
+        if (status == 429 || status >= 500) && !ours && !attempts.is_empty() && !eos {
+            // The chain ended without an answer: say what each step did.
+            let (status, body) = chain_refusal(&self.alias, attempts, None);
+            self.replace_with(h, status, body.into_bytes());
+            return Flow::Continue;
+        }
+        let sse = h.response_header("content-type").is_some_and(|c| c.starts_with("text/event-stream"));
+        if self.hide_usage && sse && !eos {
+            h.set_response_header("content-length", None);
+            self.answer = Answer::HideUsage(Box::default());
+        }
+        Flow::Continue
+    }
+
+    fn replace_with(&mut self, h: &impl Host, status: u16, body: Vec<u8>) {
+        h.set_response_header(":status", Some(&status.to_string()));
+        h.set_response_header("content-type", Some("application/json"));
+        h.set_response_header("content-length", Some(&body.len().to_string()));
+        self.answer = Answer::Replace(body);
+    }
+}
+
+/// What the upstream filter does with the provider's response.
+enum ResponseMode {
+    /// OpenAI-format provider: pass through untouched.
+    Pass,
+    /// Anthropic JSON (success or error): buffer, then translate whole.
+    Buffer,
+    /// An OpenAI-format success: buffer, check it is readable, pass it on unchanged.
+    Check,
+    /// A provider's stream (Anthropic or Gemini SSE, Bedrock's binary event stream): translate
+    /// it to OpenAI chunks as it arrives.
+    Stream(Box<dyn sse::Translate>),
+}
+
+struct Target {
+    provider: String,
+    api: Api,
+    model: String,
+    max_tokens_default: u64,
+    /// Bedrock's `x-amzn-ErrorType` of an error answer.
+    error_type: String,
+}
+
+/// Upstream, once per attempt: translates for the provider this attempt goes to.
+pub struct Attempt {
+    cfg: Rc<RouteConfig>,
+    target: Option<Target>,
+    response: ResponseMode,
+    status: u16,
+    /// This attempt's index in the call's attempts list, and when it was sent.
+    record: Option<(usize, u64)>,
+    /// The call's attempts list as this attempt last wrote it (attempts of one call run one
+    /// after another, so no one else changes it meanwhile: no need to read it back).
+    attempts: Vec<AttemptRecord>,
+    /// The deprecation warning for the caller, when this attempt's model is deprecated.
+    deprecation: Option<String>,
+}
+
+impl Attempt {
+    fn write_attempts(&self, h: &impl Host) {
+        if let Ok(json) = serde_json::to_string(&self.attempts) {
+            h.set_property(headers::PROP_ATTEMPTS, &json);
+        }
+    }
+
+    /// Appends this attempt to the call's attempts list in filter state (as "no response" until
+    /// one arrives, so an attempt that never gets one is still on record).
+    fn start_record(&mut self, h: &impl Host, provider: &str, region: Option<String>, model: Option<&str>) {
+        let now = h.now_ms();
+        self.attempts = parse_attempts(h.property(&[headers::PROP_ATTEMPTS]).as_deref());
+        if self.attempts.last().is_some_and(|a| a.status.is_none()) {
+            close_timed_out_attempt(h, &mut self.attempts, now);
+        }
+        h.set_property(headers::PROP_ATTEMPT_STARTED, &now.to_string());
+        self.record = Some((self.attempts.len(), now));
+        self.attempts.push(AttemptRecord {
+            provider: provider.to_string(),
+            region,
+            model: model.map(str::to_string),
+            status: None,
+            latency_ms: None,
+            error_class: Some(ErrorClass::NoResponse),
+            credential: None,
+            started_ms: now,
+        });
+        self.write_attempts(h);
+    }
+
+    fn finish_record(&mut self, h: &impl Host, status: u16, credential: Option<String>) {
+        let Some((index, started)) = self.record else { return };
+        let latency = h.now_ms().saturating_sub(started);
+        if let Some(a) = self.attempts.get_mut(index) {
+            a.status = Some(status);
+            a.latency_ms = Some(latency);
+            a.error_class = ErrorClass::of_status(status);
+            a.credential = credential;
+        }
+        self.write_attempts(h);
+    }
+
+    /// This attempt's provider said 200 but its answer could not be read: the attempt record
+    /// says so (the call moves on to the next provider, as for a 5xx).
+    fn mark_invalid(&mut self, h: &impl Host) {
+        let Some((index, _)) = self.record else { return };
+        if let Some(a) = self.attempts.get_mut(index) {
+            a.error_class = Some(ErrorClass::InvalidResponse);
+        }
+        self.write_attempts(h);
+    }
+
+    fn translate_request(h: &impl Host, t: &mut Target, body: &[u8]) -> Result<Vec<u8>, GatewayError> {
+        let mut req: Value = serde_json::from_slice(body).map_err(|e| {
+            GatewayError::bad_request("invalid_json", format!("The request body is not valid JSON: {e}"))
+        })?;
+        match t.api {
+            Api::Openai | Api::Azure => {
+                if let Some(obj) = req.as_object_mut() {
+                    obj.insert("model".into(), Value::String(t.model.clone()));
+                    if obj.get("stream").and_then(Value::as_bool) == Some(true) {
+                        // Usage must always be known (quota, audit); the listener filter takes
+                        // the extra chunk out again for a caller who did not ask for it.
+                        let opts = obj.entry("stream_options").or_insert_with(|| serde_json::json!({}));
+                        if let Some(o) = opts.as_object_mut() {
+                            o.insert("include_usage".into(), Value::Bool(true));
+                        }
+                    }
+                }
+                Ok(req.to_string().into_bytes())
+            }
+            Api::Anthropic => {
+                anthropic::request_from_openai(&req, &t.model, t.max_tokens_default).map(|v| v.to_string().into_bytes())
+            }
+            Api::Gemini | Api::Bedrock => {
+                if req.get("stream").and_then(Value::as_bool) == Some(true) {
+                    // Both stream on a path of their own (with usage always: the listener filter
+                    // hides it from a caller who did not ask).
+                    let path = if t.api == Api::Gemini {
+                        gemini::stream_path(&t.model)
+                    } else {
+                        bedrock::converse_stream_path(&t.model)
+                    };
+                    h.set_request_header(":path", Some(&path));
+                }
+                let a = anthropic::request_from_openai(&req, &t.model, t.max_tokens_default)?;
+                let out = if t.api == Api::Gemini {
+                    gemini::request_from_anthropic(&a)?
+                } else {
+                    bedrock::request_from_anthropic(&a)?
+                };
+                Ok(out.to_string().into_bytes())
+            }
+        }
+    }
+
+    /// A provider's whole (non-streamed) answer, translated to OpenAI's format: (status, body).
+    fn translate_whole(&self, h: &impl Host, t: &Target, body: &[u8]) -> (u16, Vec<u8>) {
+        if self.status != 200 {
+            let (status, out) = match t.api {
+                Api::Gemini => gemini::error_to_openai(self.status, body),
+                Api::Bedrock => bedrock::error_to_openai(self.status, &t.error_type, body),
+                _ => anthropic::error_to_openai(self.status, body),
+            };
+            return (status, out);
+        }
+        let as_anthropic = match t.api {
+            Api::Gemini => gemini::response_to_anthropic(body, &t.model),
+            Api::Bedrock => bedrock::response_to_anthropic(body, &t.model, &h.now_ms().to_string()),
+            _ => Ok(body.to_vec()),
+        };
+        let translated = as_anthropic.and_then(|a| anthropic::response_to_openai(&a, h.now_ms() / 1000));
+        match translated {
+            Ok((out, _usage)) => (200, out),
+            Err(e) => {
+                h.warn(&format!("route-select: {e}"));
+                (502, invalid_response())
+            }
+        }
+    }
+}
+
+impl Attempt {
+    pub fn on_request_headers(&mut self, h: &impl Host, eos: bool) -> Flow {
+        // Upstream filters edit the router's request headers in place, so what one attempt
+        // changes is what the next attempt starts from. Everything an attempt depends on comes
+        // from filter state (set downstream) and the host metadata, and every header it
+        // depends on is set afresh here.
+        let alias = h.property_string(&[headers::PROP_ALIAS]);
+        // Only an allow-list of the caller's headers reaches a provider (headers::FORWARDED_REQUEST).
+        let extra = &self.cfg.forward_request_headers;
+        h.remove_request_headers(&h.request_headers(), &|n| !headers::forwarded_to_provider(n, extra));
+        let provider = upstream_metadata(h, headers::METADATA_PROVIDER);
+        let (Some(alias), Some(provider)) = (alias, provider) else {
+            h.warn("route-select: upstream attempt without alias or provider metadata; passing it through");
+            return Flow::Continue;
+        };
+        // Privacy zone: never to a region outside the caller's zone, fallback included.
+        let zone = if self.cfg.zones.is_empty() { None } else { identity(h).and_then(|i| i.zone) };
+        let region = upstream_metadata(h, headers::METADATA_REGION);
+        if !self.cfg.region_allowed(zone.as_deref(), region.as_deref()) {
+            let attempts = parse_attempts(h.property(&[headers::PROP_ATTEMPTS]).as_deref());
+            let note = format!(
+                "The next step, {provider} ({}), is outside privacy zone `{}`, so the call stops here.",
+                region.as_deref().unwrap_or("unknown region"),
+                zone.as_deref().unwrap_or("")
+            );
+            let (status, body) = chain_refusal(&alias, &attempts, Some(("no_eligible_provider_in_zone", note)));
+            h.set_property(headers::PROP_REFUSAL, "route");
+            h.send_response(status, &[("content-type", "application/json")], body.as_bytes());
+            return Flow::Pause;
+        }
+        let now = h.now_ms();
+        let step_model = self.cfg.step(&alias, &provider).map(|(s, _)| self.cfg.model_at(&s.model, now).0.to_string());
+        self.start_record(h, &provider, region, step_model.as_deref());
+        let Some((step, p)) = self.cfg.step(&alias, &provider) else {
+            h.warn(&format!("route-select: alias {alias:?} has no step for provider {provider:?}; passing it through"));
+            return Flow::Continue;
+        };
+        let (model, replaced, warning) = self.cfg.model_at(&step.model, now);
+        if let Some(old) = replaced {
+            // Past its sunset: the successor serves, with no caller change; the record says so.
+            h.set_property(headers::PROP_ROUTE_FLAGS, &format!("deprecated_model_replaced:{old}->{model}"));
+        }
+        self.deprecation = warning
+            .map(|d| format!("model {} is deprecated; sunset {}; successor {}", step.model, d.sunset, d.successor));
+        let target = Target {
+            provider,
+            api: p.api,
+            model: model.to_string(),
+            max_tokens_default: p.max_tokens_default,
+            error_type: String::new(),
+        };
+        let path = match target.api {
+            Api::Openai => CHAT_PATH.to_string(),
+            Api::Anthropic => "/v1/messages".to_string(),
+            Api::Azure => format!(
+                "/openai/deployments/{}/chat/completions?api-version={}",
+                sigv4::uri_encode(&target.model, false),
+                sigv4::uri_encode(&p.api_version, false)
+            ),
+            Api::Gemini => gemini::generate_path(&target.model),
+            Api::Bedrock => bedrock::converse_path(&target.model),
+        };
+        h.set_request_header(":path", Some(&path));
+        // Every provider API takes JSON, and the gateway writes the body each attempt sends.
+        h.set_request_header("content-type", Some("application/json"));
+        if target.api == Api::Anthropic {
+            h.set_request_header("anthropic-version", Some(anthropic::API_VERSION));
+        }
+        self.target = Some(target);
+        if eos {
+            return Flow::Continue;
+        }
+        // content-length is set again once the body is translated.
+        Flow::Pause
+    }
+
+    pub fn on_request_body(&mut self, h: &impl Host, size: usize, eos: bool) -> Flow {
+        let Some(t) = &mut self.target else { return Flow::Continue };
+        if !eos {
+            return Flow::Pause;
+        }
+        let body = h.request_body(size);
+        match Self::translate_request(h, t, &body) {
+            Ok(out) => {
+                h.set_request_header("content-length", Some(&out.len().to_string()));
+                h.replace_request_body(size, &out);
+                Flow::Continue
+            }
+            Err(e) => {
+                h.set_property(headers::PROP_REFUSAL, "route");
+                h.send_error(&e, messages_door(h), &[]);
+                Flow::Pause
+            }
+        }
+    }
+
+    pub fn on_response_headers(&mut self, h: &impl Host, eos: bool) -> Flow {
+        // All of the provider's headers in one read: what this attempt needs is taken from
+        // them, and only an allow-list goes on to the caller (headers::provider_response_header).
+        let all = h.response_headers();
+        let get = |name: &str| all.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        self.status = get(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
+        let ct = get("content-type").unwrap_or_default();
+        let error_type = get("x-amzn-errortype").unwrap_or_default();
+        let mut provider_request_id = None;
+        for (name, value) in &all {
+            match headers::provider_response_header(name) {
+                headers::ResponseHeader::Keep => continue,
+                headers::ResponseHeader::ProviderRequestId => provider_request_id = Some(value.clone()),
+                headers::ResponseHeader::Drop => {}
+            }
+            h.set_response_header(name, None);
+        }
+        let credential = get(headers::CREDENTIAL);
+        if credential.is_some() {
+            h.set_response_header(headers::CREDENTIAL, None);
+        }
+        if let Some(id) = &provider_request_id {
+            h.set_response_header(headers::PROVIDER_REQUEST_ID, Some(id));
+        }
+        self.finish_record(h, self.status, credential);
+        let Some(t) = &mut self.target else { return Flow::Continue };
+        h.set_response_header(headers::PROVIDER, Some(&t.provider));
+        h.set_response_header(headers::MODEL, Some(&t.model));
+        if let Some(w) = &self.deprecation {
+            h.set_response_header(headers::DEPRECATION, Some(w));
+        }
+        if eos {
+            return Flow::Continue;
+        }
+        if matches!(t.api, Api::Openai | Api::Azure) {
+            // Passed through untouched, but a success is read once before Envoy decides on a
+            // retry: a 200 whose body cannot be read becomes a 502, which moves the call on.
+            if self.status == 200 && ct.starts_with("application/json") {
+                self.response = ResponseMode::Check;
+                return Flow::Pause;
+            }
+            return Flow::Continue;
+        }
+        h.set_response_header("content-length", None);
+        if t.api == Api::Bedrock {
+            t.error_type = error_type;
+        }
+        if self.status == 200 && ct.starts_with("text/event-stream") && t.api == Api::Anthropic {
+            let created = h.now_ms() / 1000;
+            self.response = ResponseMode::Stream(Box::new(anthropic::StreamTranslator::new(created, true)));
+            Flow::Continue
+        } else if self.status == 200 && ct.starts_with("application/vnd.amazon.eventstream") && t.api == Api::Bedrock {
+            let created = h.now_ms() / 1000;
+            let id = provider_request_id.unwrap_or_else(|| created.to_string());
+            h.set_response_header("content-type", Some("text/event-stream"));
+            self.response = ResponseMode::Stream(Box::new(bedrock::StreamTranslator::new(&t.model, &id, created)));
+            Flow::Continue
+        } else if self.status == 200 && ct.starts_with("text/event-stream") && t.api == Api::Gemini {
+            let created = h.now_ms() / 1000;
+            self.response = ResponseMode::Stream(Box::new(gemini::StreamTranslator::new(&t.model, created)));
+            Flow::Continue
+        } else {
+            self.response = ResponseMode::Buffer;
+            Flow::Pause
+        }
+    }
+
+    pub fn on_response_body(&mut self, h: &impl Host, size: usize, eos: bool) -> Flow {
+        match &mut self.response {
+            ResponseMode::Pass => Flow::Continue,
+            ResponseMode::Stream(tr) => {
+                let mut out = tr.push(&h.response_body(size));
+                if eos {
+                    out.extend(tr.finish());
+                }
+                h.replace_response_body(size, &out);
+                Flow::Continue
+            }
+            ResponseMode::Check => {
+                if !eos {
+                    return Flow::Pause;
+                }
+                if serde_json::from_slice::<serde::de::IgnoredAny>(&h.response_body(size)).is_err() {
+                    let err = invalid_response();
+                    h.set_response_header(":status", Some("502"));
+                    h.set_response_header("content-length", Some(&err.len().to_string()));
+                    h.replace_response_body(size, &err);
+                    self.mark_invalid(h);
+                }
+                Flow::Continue
+            }
+            ResponseMode::Buffer => {
+                if !eos {
+                    return Flow::Pause;
+                }
+                let body = h.response_body(size);
+                let Some(t) = &self.target else { return Flow::Continue };
+                let (status, out) = self.translate_whole(h, t, &body);
+                if status != self.status {
+                    h.set_response_header(":status", Some(&status.to_string()));
+                }
+                if self.status == 200 && status == 502 {
+                    self.mark_invalid(h);
+                }
+                h.set_response_header("content-type", Some("application/json"));
+                h.set_response_header("content-length", Some(&out.len().to_string()));
+                h.replace_response_body(size, &out);
+                Flow::Continue
+            }
+        }
+    }
+}
+
+/// The 502 an attempt answers with when its provider's success could not be read (Envoy then
+/// retries it at the chain's next provider).
+fn invalid_response() -> Vec<u8> {
+    GatewayError::new(
+        502,
+        "server_error",
+        "upstream_invalid_response",
+        "The provider sent a response the gateway could not read.",
+    )
+    .body()
+    .into_bytes()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,232 @@
+use super::*;
+use crate::host::FakeHost;
+
+const CFG: &str = r#"{"aliases": {
+    "chat": {"chain": "chain_chat", "steps": [
+        {"provider": "anthropic", "model": "claude-x"}, {"provider": "openai", "model": "gpt-x"}]},
+    "eu": {"chain": "chain_eu", "steps": [{"provider": "anthropic", "model": "claude-x"}]}},
+  "zones": {"eu": ["eu-west-1"], "global": ["*"]},
+  "forward_request_headers": ["x-fake-fault"],
+  "providers": {"anthropic": {"api": "anthropic", "max_tokens_default": 512}, "openai": {"api": "openai"}}}"#;
+
+fn cfg() -> Rc<RouteConfig> {
+    let c: RouteConfig = serde_json::from_str(CFG).unwrap();
+    c.validate().unwrap();
+    Rc::new(c)
+}
+
+fn request(path: &str, body: &str, identity: Option<&str>) -> FakeHost {
+    let h = FakeHost::new()
+        .with_request_header(":method", "POST")
+        .with_request_header(":path", path)
+        .with_request_header("x-request-id", "rid");
+    if let Some(id) = identity {
+        h.set_property(headers::PROP_IDENTITY, id);
+    }
+    *h.request_body.borrow_mut() = body.as_bytes().to_vec();
+    h
+}
+
+fn run_select(h: &FakeHost) -> (Select, Flow) {
+    let mut s = Select::new(cfg());
+    assert_eq!(s.on_request_headers(h, false), Flow::Pause, "the headers wait for the body");
+    let n = h.request_body.borrow().len();
+    let flow = s.on_request_body(h, n, true);
+    (s, flow)
+}
+
+fn error(h: &FakeHost) -> (u16, serde_json::Value) {
+    let r = h.reply().unwrap();
+    (r.status, serde_json::from_slice(&r.body).unwrap())
+}
+
+#[test]
+fn a_call_is_routed_to_its_aliases_chain_and_its_facts_handed_on() {
+    let h = request("/v1/chat/completions", r#"{"model":"chat","messages":[{"role":"user","content":"hi"}]}"#, None);
+    h.request_headers.borrow_mut().push((headers::CALLER_LATENCY_BUDGET.into(), "1000".into()));
+    let (_, flow) = run_select(&h);
+    assert_eq!(flow, Flow::Continue);
+    assert_eq!(h.request_header(headers::CHAIN).as_deref(), Some("chain_chat"));
+    assert_eq!(h.route_cache_cleared.get(), 1);
+    assert_eq!(h.property_string(&[headers::PROP_ALIAS]).as_deref(), Some("chat"));
+    assert_eq!(h.property_string(&[headers::PROP_CANDIDATES]).as_deref(), Some("claude-x,gpt-x"));
+    assert!(RequestFacts::decode(&h.property_string(&[headers::PROP_REQUEST]).unwrap()).is_some());
+    // The budget: the whole call, each of the two attempts half of it; the hint goes no further.
+    assert_eq!(h.request_header("x-envoy-upstream-rq-timeout-ms").as_deref(), Some("1000"));
+    assert_eq!(h.request_header("x-envoy-upstream-rq-per-try-timeout-ms").as_deref(), Some("500"));
+    assert_eq!(h.property_string(&[headers::PROP_PER_TRY_MS]).as_deref(), Some("500"));
+    assert!(h.request_header(headers::CALLER_LATENCY_BUDGET).is_none());
+}
+
+#[test]
+fn requests_that_cannot_be_routed_are_refused_with_their_code() {
+    for (body, identity, status, code) in [
+        ("not json", None, 400, "invalid_json"),
+        (r#"{"messages":[]}"#, None, 400, "missing_model"),
+        (r#"{"model":"gpt-9","messages":[]}"#, None, 404, "model_not_found"),
+        (
+            r#"{"model":"eu","messages":[]}"#,
+            Some(r#"{"tenant":"t","key_id":"k","key_fingerprint":"f","alias_scope":"chat"}"#),
+            403,
+            "alias_not_in_scope",
+        ),
+    ] {
+        let h = request("/v1/chat/completions", body, identity);
+        let (_, flow) = run_select(&h);
+        assert_eq!(flow, Flow::Pause, "{body}");
+        let (s, e) = error(&h);
+        assert_eq!((s, e["error"]["code"].as_str()), (status, Some(code)), "{body}");
+        assert_eq!(h.property_string(&[headers::PROP_REFUSAL]).as_deref(), Some("route"));
+    }
+    let h = request("/v1/chat/completions", "", None);
+    h.set_request_header(":method", Some("GET"));
+    assert_eq!(Select::new(cfg()).on_request_headers(&h, true), Flow::Pause);
+    assert_eq!(error(&h).0, 405);
+    // Any other path is not the route stage's.
+    let h = request("/healthz", "", None);
+    assert_eq!(Select::new(cfg()).on_request_headers(&h, true), Flow::Continue);
+}
+
+#[test]
+fn the_messages_door_becomes_a_unified_request_and_refuses_in_its_own_shape() {
+    let h = request(
+        "/v1/messages",
+        r#"{"model":"chat","max_tokens":20,"messages":[{"role":"user","content":"hi"}]}"#,
+        None,
+    );
+    h.request_headers.borrow_mut().push(("anthropic-version".into(), "2023-06-01".into()));
+    let (_, flow) = run_select(&h);
+    assert_eq!(flow, Flow::Continue);
+    assert_eq!(h.request_header(":path").as_deref(), Some("/v1/chat/completions"));
+    assert!(h.request_header("anthropic-version").is_none());
+    let unified: serde_json::Value = serde_json::from_slice(&h.request_body.borrow()).unwrap();
+    assert_eq!(unified["messages"][0]["content"], "hi");
+    assert_eq!(h.property_string(&[headers::PROP_DOOR]).as_deref(), Some("messages"));
+    let h = request("/v1/messages", r#"{"model":"nope","max_tokens":20,"messages":[]}"#, None);
+    run_select(&h);
+    let (s, e) = error(&h);
+    assert_eq!((s, e["type"].as_str()), (404, Some("error")));
+}
+
+#[test]
+fn a_failed_chain_is_explained_and_a_rejected_gateway_credential_is_a_502() {
+    let attempts = r#"[{"provider":"anthropic","region":null,"model":"claude-x","status":529,"latency_ms":3,"error_class":"overloaded"},
+                       {"provider":"openai","region":null,"model":"gpt-x","status":500,"latency_ms":3,"error_class":"server_error"}]"#;
+    let h = request("/v1/chat/completions", r#"{"model":"chat","messages":[]}"#, None);
+    let (mut s, _) = run_select(&h);
+    h.set_property(headers::PROP_ATTEMPTS, attempts);
+    h.response_headers.borrow_mut().push((":status".into(), "500".into()));
+    s.on_response_headers(&h, false);
+    assert_eq!(h.response_header(":status").as_deref(), Some("503"));
+    *h.response_body.borrow_mut() = b"provider's own body".to_vec();
+    s.on_response_body(&h, 19, true);
+    let e: serde_json::Value = serde_json::from_slice(&h.response_body.borrow()).unwrap();
+    assert_eq!(e["error"]["code"], "fallback_chain_exhausted");
+    assert_eq!(e["error"]["attempts"].as_array().map(Vec::len), Some(2));
+
+    let h = request("/v1/chat/completions", r#"{"model":"chat","messages":[]}"#, None);
+    let (mut s, _) = run_select(&h);
+    h.set_property(headers::PROP_ATTEMPTS, &attempts.replace("529", "401").replace("overloaded", "auth"));
+    h.response_headers.borrow_mut().push((":status".into(), "401".into()));
+    s.on_response_headers(&h, false);
+    assert_eq!(h.response_header(":status").as_deref(), Some("502"));
+}
+
+#[test]
+fn a_stream_the_caller_asked_no_usage_for_loses_the_usage_chunk_but_the_audit_keeps_it() {
+    let h = request("/v1/chat/completions", r#"{"model":"chat","stream":true,"messages":[]}"#, None);
+    let (mut s, _) = run_select(&h);
+    {
+        let mut r = h.response_headers.borrow_mut();
+        r.push((":status".into(), "200".into()));
+        r.push(("content-type".into(), "text/event-stream".into()));
+        r.push(("x-envoy-attempt-count".into(), "1".into()));
+    }
+    s.on_response_headers(&h, false);
+    let stream = concat!(
+        "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\n",
+        "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1,\"total_tokens\":4}}\n\n",
+        "data: [DONE]\n\n"
+    );
+    *h.response_body.borrow_mut() = stream.as_bytes().to_vec();
+    s.on_response_body(&h, stream.len(), true);
+    let out = String::from_utf8(h.response_body.borrow().clone()).unwrap();
+    assert!(!out.contains("usage") && out.contains("[DONE]") && out.contains("\"hi\""), "{out}");
+    assert!(h.property_string(&[headers::PROP_USAGE]).unwrap().contains("\"input\":3"));
+}
+
+fn attempt_on(provider: &str, region: &str, identity: Option<&str>) -> (FakeHost, Attempt, Flow) {
+    let h = request(
+        "/v1/chat/completions",
+        r#"{"model":"chat","max_tokens":9,"messages":[{"role":"user","content":"hi"}]}"#,
+        identity,
+    );
+    h.set_property(headers::PROP_ALIAS, "chat");
+    h.set_property("xds.upstream_host_metadata.filter_metadata.aigw.provider", provider);
+    h.set_property("xds.upstream_host_metadata.filter_metadata.aigw.region", region);
+    {
+        let mut r = h.request_headers.borrow_mut();
+        r.push(("content-type".into(), "text/plain; odd".into()));
+        r.push(("anthropic-beta".into(), "x".into()));
+        r.push(("x-fake-fault".into(), "openai=500".into()));
+        r.push(("x-aigw-chain".into(), "chain_chat".into()));
+    }
+    let mut a = Attempt::new(cfg());
+    let flow = a.on_request_headers(&h, false);
+    (h, a, flow)
+}
+
+#[test]
+fn an_attempt_translates_for_its_provider_and_forwards_only_allowed_headers() {
+    let (h, mut a, flow) = attempt_on("anthropic", "eu-west-1", None);
+    assert_eq!(flow, Flow::Pause);
+    let names: Vec<String> = h.request_headers().into_iter().map(|(k, _)| k).collect();
+    for n in ["anthropic-beta", "x-request-id", "x-aigw-chain"] {
+        assert!(!names.contains(&n.to_string()), "{n} was forwarded: {names:?}");
+    }
+    assert_eq!(h.request_header("x-fake-fault").as_deref(), Some("openai=500"));
+    assert_eq!(h.request_header(":path").as_deref(), Some("/v1/messages"));
+    assert_eq!(h.request_header("content-type").as_deref(), Some("application/json"));
+    assert_eq!(h.request_header("anthropic-version").as_deref(), Some(anthropic::API_VERSION));
+    let n = h.request_body.borrow().len();
+    assert_eq!(a.on_request_body(&h, n, true), Flow::Continue);
+    let sent: serde_json::Value = serde_json::from_slice(&h.request_body.borrow()).unwrap();
+    assert_eq!((sent["model"].as_str(), sent["max_tokens"].as_u64()), (Some("claude-x"), Some(9)));
+    let rec = parse_attempts(h.property(&[headers::PROP_ATTEMPTS]).as_deref());
+    assert_eq!((rec[0].provider.as_str(), rec[0].error_class), ("anthropic", Some(ErrorClass::NoResponse)));
+}
+
+#[test]
+fn an_attempt_outside_the_callers_privacy_zone_is_refused_before_it_is_sent() {
+    let eu = r#"{"tenant":"t","key_id":"k","key_fingerprint":"f","zone":"eu","alias_scope":"*"}"#;
+    let (h, _, flow) = attempt_on("openai", "us-east-1", Some(eu));
+    assert_eq!(flow, Flow::Pause);
+    let (s, e) = error(&h);
+    assert_eq!((s, e["error"]["code"].as_str()), (503, Some("no_eligible_provider_in_zone")));
+    let (_, _, flow) = attempt_on("anthropic", "eu-west-1", Some(eu));
+    assert_eq!(flow, Flow::Pause); // held for its body, not refused
+}
+
+#[test]
+fn an_unreadable_success_becomes_a_retriable_502_on_openai_format_providers() {
+    let (h, mut a, _) = attempt_on("openai", "us-east-1", None);
+    {
+        let mut r = h.response_headers.borrow_mut();
+        r.push((":status".into(), "200".into()));
+        r.push(("content-type".into(), "application/json".into()));
+        r.push(("x-request-id".into(), "req_123".into()));
+        r.push(("openai-version".into(), "2020-10-01".into()));
+        r.push((headers::CREDENTIAL.into(), "abc123".into()));
+    }
+    assert_eq!(a.on_response_headers(&h, false), Flow::Pause);
+    // Provider account headers are dropped; the request id is kept under the gateway's name.
+    assert!(h.response_header("openai-version").is_none() && h.response_header("x-request-id").is_none());
+    assert_eq!(h.response_header(headers::PROVIDER_REQUEST_ID).as_deref(), Some("req_123"));
+    assert!(h.response_header(headers::CREDENTIAL).is_none());
+    *h.response_body.borrow_mut() = br#"{"id":"x","choi"#.to_vec();
+    a.on_response_body(&h, 15, true);
+    assert_eq!(h.response_header(":status").as_deref(), Some("502"));
+    let rec = parse_attempts(h.property(&[headers::PROP_ATTEMPTS]).as_deref());
+    assert_eq!((rec[0].status, rec[0].error_class), (Some(200), Some(ErrorClass::InvalidResponse)));
+    assert_eq!(rec[0].credential.as_deref(), Some("abc123"));
+}
