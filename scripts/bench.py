@@ -168,8 +168,11 @@ def make_config(name, port, admin, upstream_port, work):
     cl = clusters(cfg)
     chain_filters = cl["chain_chat"]["typed_extension_protocol_options"]
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {KEY}"}
-    if name in ("full", "full-separate-modules"):
-        pass
+    if name == "full":
+        # The default layout: the two gateway filters (listener and per attempt).
+        cfg = render_envoy.combine(cfg)
+    elif name in ("full-filters", "full-separate-modules"):
+        pass  # the design card's seven filter instances, from one module or one module each
     elif name == "route-select":
         keep_filters(hcm, {"aigw.route_select"})
         opts = copy.deepcopy(chain_filters)
@@ -405,7 +408,7 @@ def main():
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--seconds", type=int, default=3)
     ap.add_argument("--configs",
-                    default="bare,full,full-separate-modules,audit-emit,auth-key-swap,quota,route-select")
+                    default="bare,full,full-filters,full-separate-modules,audit-emit,auth-key-swap,quota,route-select")
     ap.add_argument("--out", default=str(ROOT / "bench"))
     args = ap.parse_args()
     names = args.configs.split(",")

@@ -28,6 +28,17 @@ DEMO_KEYS = {
 }
 
 
+LAYOUT_MARK = "# aigw-layout: "
+
+
+def layout_of(text):
+    """The layout a rendered text was rendered for (see `render`)."""
+    for line in text.splitlines()[:3]:
+        if line.startswith(LAYOUT_MARK):
+            return line[len(LAYOUT_MARK):].strip()
+    return "filters"
+
+
 def render(values):
     with open(os.path.join(ROOT, "envoy", "envoy.yaml")) as f:
         text = f.read()
@@ -66,6 +77,12 @@ def render(values):
     modules = str(v.pop("MODULES", "one"))
     if modules not in ("one", "separate"):
         raise SystemExit("render_envoy: MODULES is one or separate")
+    # LAYOUT=gateway (the default): two filters, `gateway` and `gateway_upstream`, from the one
+    # module. LAYOUT=filters: the design card's filters, one per stage (MODULES=separate: each
+    # from its own module).
+    layout = str(v.pop("LAYOUT", "filters" if modules == "separate" else "gateway"))
+    if layout not in ("gateway", "filters") or (layout == "gateway" and modules == "separate"):
+        raise SystemExit("render_envoy: LAYOUT is gateway (MODULES=one) or filters")
     for filt in ("audit_emit", "auth_key_swap", "quota", "route_select"):
         name = "aigw_filters" if modules == "one" else filt
         v.setdefault(f"WASM_{filt.upper()}", os.path.join(str(v["WASM_DIR"]), f"{name}.wasm"))
@@ -76,11 +93,75 @@ def render(values):
             raise SystemExit(f"render_envoy: no value for {{{{{name}}}}}")
         return str(v[name])
 
-    return re.sub(r"\{\{([A-Z0-9_]+)\}\}", sub, text)
+    return LAYOUT_MARK + layout + "\n" + re.sub(r"\{\{([A-Z0-9_]+)\}\}", sub, text)
 
 
 ECDS_FILTERS = ("aigw.audit_emit", "aigw.auth_key_swap", "aigw.quota", "aigw.route_select",
-                "aigw.route_select_upstream", "aigw.quota_upstream", "aigw.auth_key_swap_upstream")
+                "aigw.route_select_upstream", "aigw.quota_upstream", "aigw.auth_key_swap_upstream",
+                "aigw.gateway", "aigw.gateway_upstream")
+# The stages of the gateway filters, and the filter of the template that configures each.
+STAGES = {"audit": "aigw.audit_emit", "auth": "aigw.auth_key_swap", "route": "aigw.route_select",
+          "quota": "aigw.quota"}
+UPSTREAM_STAGES = {"route": "aigw.route_select_upstream", "quota": "aigw.quota_upstream",
+                   "auth": "aigw.auth_key_swap_upstream"}
+
+
+def combine(cfg):
+    """LAYOUT=gateway (the default): replaces the template's four listener filters with one
+    `aigw.gateway` filter and its three per-attempt filters (in every chain's cluster) with one
+    `aigw.gateway_upstream`, both from the one module. Both take one configuration: each stage's
+    own JSON under its name (`auth` holds the listener's keys and the attempts' providers)."""
+    def conf(f):
+        return json.loads(f["typed_config"]["config"]["configuration"]["value"])
+
+    gateway = None
+    for listener in cfg["static_resources"]["listeners"]:
+        for chain in listener["filter_chains"]:
+            for nf in chain["filters"]:
+                hcm = nf.get("typed_config", {})
+                filters = hcm.get("http_filters", [])
+                by_name = {f["name"]: f for f in filters if f.get("name") in STAGES.values()}
+                if not by_name:
+                    continue
+                gateway = {stage: conf(by_name[name]) for stage, name in STAGES.items() if name in by_name}
+                first = filters.index(next(f for f in filters if f.get("name") in by_name))
+                template = by_name["aigw.audit_emit"]["typed_config"]
+                g = json.loads(json.dumps(template))
+                g["config"].update(name="gateway", root_id="gateway", allow_on_headers_stop_iteration=True)
+                hcm["http_filters"] = ([f for f in filters[:first] if f.get("name") not in by_name]
+                                       + [{"name": "aigw.gateway", "typed_config": g}]
+                                       + [f for f in filters[first:] if f.get("name") not in by_name])
+    if gateway is None:
+        return cfg
+    upstream_done = {}
+    for cluster in cfg["static_resources"]["clusters"]:
+        opts = cluster.get("typed_extension_protocol_options", {}).get(
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions", {})
+        filters = opts.get("http_filters", [])
+        ours = [f for f in filters if f.get("name") in UPSTREAM_STAGES.values()]
+        if not ours:
+            continue
+        for stage, name in UPSTREAM_STAGES.items():
+            for f in ours:
+                if f["name"] == name and stage == "auth":
+                    gateway.setdefault("auth", {}).update(conf(f))
+        first = filters.index(ours[0])
+        g = json.loads(json.dumps(ours[0]["typed_config"]))
+        g["config"].update(name="gateway_upstream", root_id="gateway_upstream", allow_on_headers_stop_iteration=True)
+        opts["http_filters"] = ([f for f in filters[:first] if f not in ours]
+                                + [{"name": "aigw.gateway_upstream", "typed_config": g}]
+                                + [f for f in filters[first:] if f not in ours])
+        upstream_done[cluster["name"]] = g
+    value = json.dumps(gateway, separators=(",", ":"))
+    for listener in cfg["static_resources"]["listeners"]:
+        for chain in listener["filter_chains"]:
+            for nf in chain["filters"]:
+                for f in nf.get("typed_config", {}).get("http_filters", []):
+                    if f.get("name") == "aigw.gateway":
+                        f["typed_config"]["config"]["configuration"]["value"] = value
+    for g in upstream_done.values():
+        g["config"]["configuration"]["value"] = value
+    return cfg
 WASM_TYPE = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
 
 
@@ -90,6 +171,8 @@ def to_ecds(text, ecds_dir):
     import yaml  # in the venv that scripts/lib.sh makes
 
     cfg = yaml.safe_load(text)
+    if layout_of(text) == "gateway":
+        cfg = combine(cfg)
     refuse_inconsistent(cfg)
     resources = {}
 
@@ -149,6 +232,8 @@ def check_chains(cfg):
                 for f in hcm.get("http_filters", []):
                     if f.get("name") == "aigw.route_select" and "typed_config" in f:
                         route_cfg = json.loads(f["typed_config"]["config"]["configuration"]["value"])
+                    if f.get("name") == "aigw.gateway" and "typed_config" in f:
+                        route_cfg = json.loads(f["typed_config"]["config"]["configuration"]["value"])["route"]
 
     def provider_of(cluster_name):
         c = clusters.get(cluster_name, {})
@@ -194,7 +279,11 @@ def render_to(out_path, values):
         except ImportError:  # outside the venv (the Docker demo): the check needs PyYAML
             yaml = None
         if yaml is not None:
-            refuse_inconsistent(yaml.safe_load(text))
+            cfg = yaml.safe_load(text)
+            if layout_of(text) == "gateway":
+                cfg = combine(cfg)
+                text = json.dumps(cfg, indent=1)
+            refuse_inconsistent(cfg)
     if ecds_dir:
         ecds_dir = os.path.abspath(str(ecds_dir))
         text, files = to_ecds(text, ecds_dir)

@@ -72,6 +72,20 @@ class Gateway:
         self.config = workdir / "envoy.yaml"
         self.config.write_text(text)
         self.client = httpx.Client(base_url=self.url, timeout=20)
+        # gateway: the two gateway filters (the default); filters: one filter per stage.
+        self.layout = "filters" if modules == "separate" else self.values.get("LAYOUT", "gateway")
+
+    def filter_name(self, filt):
+        """The Envoy filter (and ECDS resource) that runs a design-card filter's stage here."""
+        if self.layout == "gateway":
+            return "aigw.gateway_upstream" if filt.endswith("_upstream") else "aigw.gateway"
+        return f"aigw.{filt}"
+
+    def config_error(self, filt, stage, path):
+        """The log line's start for an invalid configuration at `path` of a stage."""
+        if self.layout == "gateway":
+            return f"gateway: invalid configuration at `{stage}.{path}`"
+        return f"{filt}: invalid configuration at `{path}`"
 
     def _start_fakes(self):
         args = [str(FAKES)]
@@ -200,11 +214,12 @@ def expected_cost(model, tokens):
     )
 
 
-@pytest.fixture(scope="module", params=["one-module", "separate-modules"])
+@pytest.fixture(scope="module", params=["gateway", "separate-modules"])
 def gateway(request, tmp_path_factory):
-    """The gateway with every filter from the one module (the default layout), and again with
-    one module per filter: both layouts must behave the same."""
-    gw = Gateway(tmp_path_factory.mktemp("gw"), modules=request.param.split("-")[0])
+    """The gateway as two filters (`gateway` on the listener, `gateway_upstream` per attempt,
+    from the one module: the default layout), and again as the design card's separate filters,
+    one module each: both layouts must behave the same."""
+    gw = Gateway(tmp_path_factory.mktemp("gw"), modules="separate" if request.param == "separate-modules" else "one")
     try:
         gw.start_envoy()
         yield gw

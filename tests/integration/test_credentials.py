@@ -207,4 +207,4 @@ def test_rotation_of_gateway_and_provider_keys_under_steady_load_with_no_restart
     assert gw.chat("after", key=new_gateway_key).status_code == 200
     # Nothing was restarted: one Envoy process, and its filters took the pushes.
     assert gw.envoy.poll() is None
-    assert gw.reloads()["http_filter.aigw.auth_key_swap"] >= 3
+    assert gw.reloads()[f"http_filter.{gw.filter_name('auth_key_swap')}"] >= 3

@@ -288,7 +288,7 @@ def test_invalid_filter_config_is_refused_with_a_reason_and_the_gateway_fails_cl
     assert resp.json()["error"]["type"] == "gateway_error"
     assert gw.provider_requests("anthropic", containing=msg) == []
     log = gw.envoy_log.read_text()
-    assert "quota: invalid configuration at `tenants.*.requests_per_minute`" in log, log[-2000:]
+    assert gw.config_error("quota", "quota", "tenants.*.requests_per_minute") in log, log[-2000:]
 
 
 def test_pushing_an_invalid_config_keeps_the_running_one(fresh_gateway_factory):
@@ -297,9 +297,10 @@ def test_pushing_an_invalid_config_keeps_the_running_one(fresh_gateway_factory):
     broken = lambda text: text.replace('"requests_per_minute":600', '"requests_per_minute":"lots"')  # noqa: E731
     _, files = __import__("render_envoy").to_ecds(broken(__import__("render_envoy").render(gw.values)),
                                                  str(gw.ecds_dir))
-    __import__("render_envoy").write_ecds(str(gw.ecds_dir), {"aigw.quota.json": files["aigw.quota.json"]})
+    name = gw.filter_name("quota") + ".json"
+    __import__("render_envoy").write_ecds(str(gw.ecds_dir), {name: files[name]})
     deadline = time.time() + 10
-    while "quota: invalid configuration at `tenants.*.requests_per_minute`" not in gw.envoy_log.read_text():
+    while gw.config_error("quota", "quota", "tenants.*.requests_per_minute") not in gw.envoy_log.read_text():
         assert time.time() < deadline, gw.envoy_log.read_text()[-2000:]
         time.sleep(0.05)
     # Still served, under the running limits.
@@ -383,7 +384,8 @@ def test_the_push_command_changes_a_filter_without_a_restart(fresh_gateway_facto
     subprocess.run([sys.executable, str(ROOT / "scripts" / "render_envoy.py"), "--push", str(gw.ecds_dir),
                     f"QUOTA_CONFIG={json.dumps(quota)}"], check=True)
     deadline = time.time() + 10
-    while gw.reloads().get("http_filter.aigw.quota", 0) <= before.get("http_filter.aigw.quota", 0):
+    q = f"http_filter.{gw.filter_name('quota')}"
+    while gw.reloads().get(q, 0) <= before.get(q, 0):
         assert time.time() < deadline, gw.reloads()
         time.sleep(0.05)
     assert gw.chat(unique(), key=DEMO_KEYS["tiny"]).headers["x-ratelimit-limit-requests"] == "7"

@@ -407,7 +407,7 @@ def test_bucket_and_budget_state_survive_a_config_push(start):
     cfg = json.loads(gw.values["QUOTA_CONFIG"])
     cfg["tenants"]["acme"]["budget"]["soft_percent"] = 60
     cfg["tenants"]["tiny"] = {"requests_per_minute": 50}
-    assert "aigw.quota" in gw.push(QUOTA_CONFIG=json.dumps(cfg, separators=(",", ":")))
+    assert gw.filter_name("quota") in gw.push(QUOTA_CONFIG=json.dumps(cfg, separators=(",", ":")))
     # The day's spending was kept: the refusal shows it, exactly (a refused call gives back
     # the request it took).
     r = post(gw, model="chat-openai-first", max_tokens=5000)

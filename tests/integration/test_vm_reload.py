@@ -28,7 +28,7 @@ def add_trap_filter(text):
         "                reload_config: {backoff: {base_interval: 0.1s, max_interval: 5s}}\n"
         f"                {vm.strip()}\n"
     )
-    marker = "          - name: aigw.auth_key_swap\n"
+    marker = "          - name: aigw.audit_emit\n"  # first: it sees every request
     assert marker in text
     return text.replace(marker, trap + marker, 1)
 

@@ -4,7 +4,6 @@
 use std::rc::Rc;
 
 use aigw_core::audit::stage::{Audit, AuditCall, AuditConfig};
-use aigw_core::host::Flow;
 use aigw_host::{self as host, ProxyHost};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
@@ -38,13 +37,6 @@ struct Call {
 
 impl Context for Call {}
 
-fn action(f: Flow) -> Action {
-    match f {
-        Flow::Continue => Action::Continue,
-        Flow::Pause => Action::Pause,
-    }
-}
-
 impl HttpContext for Call {
     fn on_http_request_headers(&mut self, _n: usize, _eos: bool) -> Action {
         self.call.on_request_headers(&ProxyHost);
@@ -52,11 +44,11 @@ impl HttpContext for Call {
     }
 
     fn on_http_response_headers(&mut self, _n: usize, eos: bool) -> Action {
-        action(self.call.on_response_headers(&ProxyHost, eos))
+        host::action(self.call.on_response_headers(&ProxyHost, eos))
     }
 
     fn on_http_response_body(&mut self, size: usize, eos: bool) -> Action {
-        action(self.call.on_response_body(&ProxyHost, &self.audit, size, eos))
+        host::action(self.call.on_response_body(&ProxyHost, &self.audit, size, eos))
     }
 
     fn on_log(&mut self) {

@@ -1,59 +1,185 @@
-//! All four filters in one module. Each plugin picks its filter by `root_id` (the same root ids
-//! as the separate modules), so one `.wasm` and one `vm_config` serve every filter and Envoy runs
-//! one VM per worker instead of one per module. The filters' code is shared with their own
-//! crates: each crate's `filter.rs` is compiled here too.
+//! The gateway in one module. Every plugin runs the same two contexts of
+//! `aigw_core::pipeline`, chosen by `root_id`:
+//!
+//! - `gateway` (listener) and `gateway_upstream` (per attempt, in a chain's aggregate cluster):
+//!   every stage whose configuration is present (`{"auth": …, "route": …, "quota": …,
+//!   "audit": …}`), in one filter instance each: the default layout.
+//! - The design card's four filters, each the same context with one stage enabled, taking that
+//!   filter's own configuration: `auth_key_swap`, `route_select`, `quota`, `audit_emit` and
+//!   the per-attempt `auth_key_swap_upstream`, `route_select_upstream`, `quota_upstream`.
+//!
+//! One module and one `vm_config` serve every plugin, so Envoy runs one VM per worker.
 
-use aigw_host as host;
+use std::rc::Rc;
+
+use aigw_core::pipeline::{AttemptCall, GatewayConfig, Listener, ListenerCall, Upstream};
+use aigw_host::{self as host, ProxyHost};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
 
-#[path = "../../audit-emit/src/filter.rs"]
-mod audit_emit;
-#[path = "../../auth-key-swap/src/filter.rs"]
-mod auth_key_swap;
-#[path = "../../quota/src/filter.rs"]
-mod quota;
-#[path = "../../route-select/src/filter.rs"]
-mod route_select;
-
-/// Becomes the root context of whichever filter the plugin's root id names.
-struct Dispatch {
-    inner: Option<Box<dyn RootContext>>,
+/// Which side of Envoy a plugin runs on, and which of its configuration's stages.
+#[derive(Clone, Copy)]
+enum Plugin {
+    Listener(Only),
+    Attempt(Only),
 }
 
-impl Context for Dispatch {}
+/// `All`: the configuration names its stages; otherwise the plugin is that one filter, whose
+/// configuration is the stage's own.
+#[derive(Clone, Copy)]
+enum Only {
+    All,
+    Auth,
+    Route,
+    Quota,
+    Audit,
+}
 
-impl RootContext for Dispatch {
-    fn on_configure(&mut self, size: usize) -> bool {
+fn plugin(root_id: &str) -> Option<Plugin> {
+    Some(match root_id {
+        "gateway" => Plugin::Listener(Only::All),
+        "gateway_upstream" => Plugin::Attempt(Only::All),
+        "auth_key_swap" => Plugin::Listener(Only::Auth),
+        "route_select" => Plugin::Listener(Only::Route),
+        "quota" => Plugin::Listener(Only::Quota),
+        "audit_emit" => Plugin::Listener(Only::Audit),
+        "auth_key_swap_upstream" => Plugin::Attempt(Only::Auth),
+        "route_select_upstream" => Plugin::Attempt(Only::Route),
+        "quota_upstream" => Plugin::Attempt(Only::Quota),
+        _ => return None,
+    })
+}
+
+/// The plugin's configuration, as a gateway configuration.
+fn config(only: Only, filter: &str) -> Option<GatewayConfig> {
+    let mut g = GatewayConfig::default();
+    match only {
+        Only::All => return host::load_config::<GatewayConfig>(filter),
+        Only::Auth => g.auth = Some(host::load_config(filter)?),
+        Only::Route => g.route = Some(host::load_config(filter)?),
+        Only::Quota => g.quota = Some(host::load_config(filter)?),
+        Only::Audit => g.audit = Some(host::load_config(filter)?),
+    }
+    Some(g)
+}
+
+enum Compiled {
+    Listener(Rc<Listener>),
+    Attempt(Rc<Upstream>),
+}
+
+struct Root {
+    compiled: Option<Compiled>,
+}
+
+impl Context for Root {}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, _size: usize) -> bool {
         let id = host::root_id();
-        let mut inner = match id.as_str() {
-            "auth_key_swap" | "auth_key_swap_upstream" => auth_key_swap::root(),
-            "quota" | "quota_upstream" => quota::root(),
-            "route_select" | "route_select_upstream" => route_select::root(),
-            "audit_emit" => audit_emit::root(),
-            TRAP_ROOT_ID => Box::new(TrapRoot),
-            other => {
-                host::log(
-                    LogLevel::Error,
-                    &format!(
-                        "aigw-filters: unknown root_id {other:?}; use auth_key_swap, auth_key_swap_upstream, quota, quota_upstream, \
-                         route_select, route_select_upstream or audit_emit"
-                    ),
-                );
-                return false;
+        if id == TRAP_ROOT_ID {
+            return true;
+        }
+        let Some(p) = plugin(&id) else {
+            host::log(
+                LogLevel::Error,
+                &format!(
+                    "aigw-filters: unknown root_id {id:?}; use gateway, gateway_upstream, auth_key_swap, \
+                     auth_key_swap_upstream, quota, quota_upstream, route_select, route_select_upstream or audit_emit"
+                ),
+            );
+            return false;
+        };
+        // Errors name the filter as its operators know it (`quota`, `route-select`, ...).
+        let filter = id.trim_end_matches("_upstream").replace('_', "-");
+        let compiled = match p {
+            Plugin::Listener(only) => {
+                config(only, &filter).map(|c| Listener::compile(&c).map(|l| Compiled::Listener(Rc::new(l))))
+            }
+            Plugin::Attempt(only) => config(only, &filter)
+                .map(|c| Upstream::compile(c, &|name| std::env::var(name).ok()).map(|u| Compiled::Attempt(Rc::new(u)))),
+        };
+        self.compiled = match compiled {
+            None => None,
+            Some(Ok(c)) => Some(c),
+            Some(Err(e)) => {
+                let e = if e.starts_with(&format!("{filter}:")) { e } else { format!("{filter}: {e}") };
+                host::log(LogLevel::Error, &e);
+                None
             }
         };
-        let ok = inner.on_configure(size);
-        self.inner = Some(inner);
-        ok
+        if let Some(Compiled::Listener(l)) = &self.compiled {
+            if l.quota.is_some() {
+                aigw_core::quota::stage::init_store(&ProxyHost);
+            }
+        }
+        if let Some(Compiled::Attempt(u)) = &self.compiled {
+            if u.quota.is_some() {
+                aigw_core::quota::stage::init_store(&ProxyHost);
+            }
+        }
+        self.compiled.is_some()
     }
 
-    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
-        self.inner.as_ref()?.create_http_context(context_id)
+    fn create_http_context(&self, _id: u32) -> Option<Box<dyn HttpContext>> {
+        match &self.compiled {
+            Some(Compiled::Listener(l)) => Some(Box::new(OnListener(ListenerCall::new(&ProxyHost, l.clone())))),
+            Some(Compiled::Attempt(u)) => Some(Box::new(OnAttempt(AttemptCall::new(u.clone())))),
+            None if host::root_id() == TRAP_ROOT_ID => Some(Box::new(Trap)),
+            None => None,
+        }
     }
 
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
+    }
+}
+
+struct OnListener(ListenerCall);
+
+impl Context for OnListener {}
+
+impl HttpContext for OnListener {
+    fn on_http_request_headers(&mut self, _n: usize, eos: bool) -> Action {
+        host::action(self.0.on_request_headers(&ProxyHost, eos))
+    }
+
+    fn on_http_request_body(&mut self, size: usize, eos: bool) -> Action {
+        host::action(self.0.on_request_body(&ProxyHost, size, eos))
+    }
+
+    fn on_http_response_headers(&mut self, _n: usize, eos: bool) -> Action {
+        host::action(self.0.on_response_headers(&ProxyHost, eos))
+    }
+
+    fn on_http_response_body(&mut self, size: usize, eos: bool) -> Action {
+        host::action(self.0.on_response_body(&ProxyHost, size, eos))
+    }
+
+    fn on_log(&mut self) {
+        self.0.on_log(&ProxyHost);
+    }
+}
+
+struct OnAttempt(AttemptCall);
+
+impl Context for OnAttempt {}
+
+impl HttpContext for OnAttempt {
+    fn on_http_request_headers(&mut self, _n: usize, eos: bool) -> Action {
+        host::action(self.0.on_request_headers(&ProxyHost, eos))
+    }
+
+    fn on_http_request_body(&mut self, size: usize, eos: bool) -> Action {
+        host::action(self.0.on_request_body(&ProxyHost, size, eos))
+    }
+
+    fn on_http_response_headers(&mut self, _n: usize, eos: bool) -> Action {
+        host::action(self.0.on_response_headers(&ProxyHost, eos))
+    }
+
+    fn on_http_response_body(&mut self, size: usize, eos: bool) -> Action {
+        host::action(self.0.on_response_body(&ProxyHost, size, eos))
     }
 }
 
@@ -62,20 +188,6 @@ impl RootContext for Dispatch {
 /// FAIL_RELOAD`). Nothing reaches it unless a configuration names this root id; the gateway's
 /// configurations never do.
 const TRAP_ROOT_ID: &str = "aigw_test_trap";
-
-struct TrapRoot;
-
-impl Context for TrapRoot {}
-
-impl RootContext for TrapRoot {
-    fn create_http_context(&self, _id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Trap))
-    }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
-    }
-}
 
 struct Trap;
 
@@ -98,5 +210,5 @@ fn trap() {
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Dispatch { inner: None }) });
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { compiled: None }) });
 }}

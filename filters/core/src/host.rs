@@ -97,6 +97,9 @@ pub enum Flow {
     Continue,
     /// Hold the headers (or this body chunk) until more arrives.
     Pause,
+    /// The stage answered the caller itself (a local reply was sent): nothing after it runs
+    /// (for the proxy, the same as `Pause`).
+    Refused,
 }
 
 /// A local reply a stage sent.

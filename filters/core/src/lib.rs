@@ -31,6 +31,7 @@ pub mod headers;
 pub mod host;
 pub mod keys;
 pub mod messages_in;
+pub mod pipeline;
 pub mod price;
 pub mod quota;
 pub mod route;

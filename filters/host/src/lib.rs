@@ -202,6 +202,14 @@ pub fn configure<C: aigw_core::serde_de_owned::DeserializeOwned, T>(
     }
 }
 
+/// What Envoy should do after a stage's callback.
+pub fn action(f: aigw_core::host::Flow) -> proxy_wasm::types::Action {
+    match f {
+        aigw_core::host::Flow::Continue => proxy_wasm::types::Action::Continue,
+        aigw_core::host::Flow::Pause | aigw_core::host::Flow::Refused => proxy_wasm::types::Action::Pause,
+    }
+}
+
 /// The proxy-wasm host as the core's stages see it (`aigw_core::host::Host`).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ProxyHost;

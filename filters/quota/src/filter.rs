@@ -5,7 +5,6 @@
 
 use std::rc::Rc;
 
-use aigw_core::host::Flow;
 use aigw_core::quota::stage::{init_store, Call, ProviderAttempt};
 use aigw_core::quota::{Quota, QuotaConfig};
 use aigw_host::{self as host, ProxyHost};
@@ -58,32 +57,25 @@ impl RootContext for Root {
     }
 }
 
-fn action(f: Flow) -> Action {
-    match f {
-        Flow::Continue => Action::Continue,
-        Flow::Pause => Action::Pause,
-    }
-}
-
 struct Listener(Call);
 
 impl Context for Listener {}
 
 impl HttpContext for Listener {
     fn on_http_request_headers(&mut self, _n: usize, eos: bool) -> Action {
-        action(self.0.on_request_headers(&ProxyHost, eos))
+        host::action(self.0.on_request_headers(&ProxyHost, eos))
     }
 
     fn on_http_request_body(&mut self, size: usize, eos: bool) -> Action {
-        action(self.0.on_request_body(&ProxyHost, size, eos))
+        host::action(self.0.on_request_body(&ProxyHost, size, eos))
     }
 
     fn on_http_response_headers(&mut self, _n: usize, eos: bool) -> Action {
-        action(self.0.on_response_headers(&ProxyHost, eos))
+        host::action(self.0.on_response_headers(&ProxyHost, eos))
     }
 
     fn on_http_response_body(&mut self, size: usize, _eos: bool) -> Action {
-        action(self.0.on_response_body(&ProxyHost, size))
+        host::action(self.0.on_response_body(&ProxyHost, size))
     }
 
     fn on_log(&mut self) {
@@ -97,7 +89,7 @@ impl Context for Attempt {}
 
 impl HttpContext for Attempt {
     fn on_http_request_headers(&mut self, _n: usize, _eos: bool) -> Action {
-        action(self.0.on_request_headers(&ProxyHost))
+        host::action(self.0.on_request_headers(&ProxyHost))
     }
 }
 

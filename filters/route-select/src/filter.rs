@@ -4,7 +4,6 @@
 
 use std::rc::Rc;
 
-use aigw_core::host::Flow;
 use aigw_core::route::stage::{Attempt, Select};
 use aigw_core::route::RouteConfig;
 use aigw_host::{self as host, ProxyHost};
@@ -54,32 +53,25 @@ impl RootContext for Root {
     }
 }
 
-fn action(f: Flow) -> Action {
-    match f {
-        Flow::Continue => Action::Continue,
-        Flow::Pause => Action::Pause,
-    }
-}
-
 struct Listener(Select);
 
 impl Context for Listener {}
 
 impl HttpContext for Listener {
     fn on_http_request_headers(&mut self, _n: usize, eos: bool) -> Action {
-        action(self.0.on_request_headers(&ProxyHost, eos))
+        host::action(self.0.on_request_headers(&ProxyHost, eos))
     }
 
     fn on_http_request_body(&mut self, size: usize, eos: bool) -> Action {
-        action(self.0.on_request_body(&ProxyHost, size, eos))
+        host::action(self.0.on_request_body(&ProxyHost, size, eos))
     }
 
     fn on_http_response_headers(&mut self, _n: usize, eos: bool) -> Action {
-        action(self.0.on_response_headers(&ProxyHost, eos))
+        host::action(self.0.on_response_headers(&ProxyHost, eos))
     }
 
     fn on_http_response_body(&mut self, size: usize, eos: bool) -> Action {
-        action(self.0.on_response_body(&ProxyHost, size, eos))
+        host::action(self.0.on_response_body(&ProxyHost, size, eos))
     }
 }
 
@@ -89,19 +81,19 @@ impl Context for PerAttempt {}
 
 impl HttpContext for PerAttempt {
     fn on_http_request_headers(&mut self, _n: usize, eos: bool) -> Action {
-        action(self.0.on_request_headers(&ProxyHost, eos))
+        host::action(self.0.on_request_headers(&ProxyHost, eos))
     }
 
     fn on_http_request_body(&mut self, size: usize, eos: bool) -> Action {
-        action(self.0.on_request_body(&ProxyHost, size, eos))
+        host::action(self.0.on_request_body(&ProxyHost, size, eos))
     }
 
     fn on_http_response_headers(&mut self, _n: usize, eos: bool) -> Action {
-        action(self.0.on_response_headers(&ProxyHost, eos))
+        host::action(self.0.on_response_headers(&ProxyHost, eos))
     }
 
     fn on_http_response_body(&mut self, size: usize, eos: bool) -> Action {
-        action(self.0.on_response_body(&ProxyHost, size, eos))
+        host::action(self.0.on_response_body(&ProxyHost, size, eos))
     }
 }
 

@@ -179,7 +179,7 @@ impl AuditCall {
                 if self.ttft_ms.is_none() && size > 0 {
                     self.ttft_ms = Some(h.now_ms().saturating_sub(self.start_ms));
                 }
-                scanner.push(&h.response_body(size));
+                scanner.push(&h.response_body(usize::MAX));
                 if eos {
                     self.usage = scanner.usage;
                 }
@@ -194,7 +194,7 @@ impl AuditCall {
                 Flow::Pause
             }
             Body::Held => {
-                let parsed = usage::from_openai_body(&h.response_body(size));
+                let parsed = usage::from_openai_body(&h.response_body(usize::MAX));
                 if parsed.is_err() && self.status.is_some_and(|s| (200..300).contains(&s)) {
                     // A provider's success that is not JSON: the caller's SDK would fail to parse
                     // it; answer with a clear error instead.
@@ -207,7 +207,7 @@ impl AuditCall {
                     .body();
                     h.set_response_header(":status", Some("502"));
                     h.set_response_header("content-length", Some(&body.len().to_string()));
-                    h.replace_response_body(size, body.as_bytes());
+                    h.replace_response_body(usize::MAX, body.as_bytes());
                     self.status = Some(502);
                     self.invalid_body = true;
                     return Flow::Continue;

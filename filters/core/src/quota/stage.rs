@@ -230,7 +230,7 @@ fn refuse(h: &impl Host, err: &GatewayError, extra: &[(&str, String)]) -> Flow {
     h.set_property(headers::PROP_REFUSAL, "quota");
     let hdrs: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (*k, v.as_str())).collect();
     h.send_error(err, messages_door(h), &hdrs);
-    Flow::Pause
+    Flow::Refused
 }
 
 fn store_busy() -> GatewayError {
@@ -712,7 +712,7 @@ impl ProviderAttempt {
             format!("The gateway's share of the provider's capacity is in use. Retry after {secs} s."),
         );
         h.send_error(&err, messages_door(h), &[("retry-after", &secs.to_string())]);
-        Flow::Pause
+        Flow::Refused
     }
 }
 

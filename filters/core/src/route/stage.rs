@@ -59,7 +59,7 @@ impl Attempt {
 fn refuse(h: &impl Host, err: &GatewayError) -> Flow {
     h.set_property(headers::PROP_REFUSAL, "route");
     h.send_error(err, messages_door(h), &[]);
-    Flow::Pause
+    Flow::Refused
 }
 
 /// Which front door the call came in by.
@@ -609,7 +609,7 @@ impl Attempt {
             let (status, body) = chain_refusal(&alias, &attempts, Some(("no_eligible_provider_in_zone", note)));
             h.set_property(headers::PROP_REFUSAL, "route");
             h.send_response(status, &[("content-type", "application/json")], body.as_bytes());
-            return Flow::Pause;
+            return Flow::Refused;
         }
         let now = h.now_ms();
         let step_model = self.cfg.step(&alias, &provider).map(|(s, _)| self.cfg.model_at(&s.model, now).0.to_string());
@@ -672,7 +672,7 @@ impl Attempt {
             Err(e) => {
                 h.set_property(headers::PROP_REFUSAL, "route");
                 h.send_error(&e, messages_door(h), &[]);
-                Flow::Pause
+                Flow::Refused
             }
         }
     }

@@ -62,7 +62,7 @@ fn a_call_that_can_never_fit_says_so_without_a_reset_time() {
     let q = quota(r#"{"acme": {"tokens_per_minute": 1, "tokens_burst": 50}}"#, "{}");
     let store = FakeHost::new();
     let h = call_on(&store);
-    assert_eq!(Call::new(q).on_request_headers(&h, false), Flow::Pause);
+    assert_eq!(Call::new(q).on_request_headers(&h, false), Flow::Refused);
     assert_eq!(code(&h), (429, "tenant_tokens_per_minute".to_string()));
     assert!(reply_header(&h, "retry-after").is_none());
     assert!(reply_header(&h, "x-ratelimit-reset-tokens").is_none());
@@ -102,7 +102,7 @@ fn concurrency_slots_are_given_back_when_calls_end() {
     let (h1, h2) = (call_on(&store), call_on(&store));
     let mut c1 = Call::new(q.clone());
     assert_eq!(c1.on_request_headers(&h1, false), Flow::Continue);
-    assert_eq!(Call::new(q.clone()).on_request_headers(&h2, false), Flow::Pause);
+    assert_eq!(Call::new(q.clone()).on_request_headers(&h2, false), Flow::Refused);
     assert_eq!(code(&h2), (429, "tenant_concurrent_requests".to_string()));
     c1.on_log(&h1);
     let h3 = call_on(&store);
@@ -120,7 +120,7 @@ fn a_budget_refuses_on_the_upper_bound_and_is_settled_to_the_real_cost() {
     assert_eq!(c.on_request_headers(&h, false), Flow::Continue);
     // A second call while the first is in flight would pass the cap: 402 before it is sent.
     let h2 = call_on(&store);
-    assert_eq!(Call::new(q.clone()).on_request_headers(&h2, false), Flow::Pause);
+    assert_eq!(Call::new(q.clone()).on_request_headers(&h2, false), Flow::Refused);
     assert_eq!(code(&h2), (402, "tenant_daily_budget".to_string()));
     // The first call cost nothing (the provider billed nothing): its reservation is released.
     h.set_property(headers::PROP_SETTLED, &Settled { usage: None, estimated: false, cost_pico: None }.encode());
@@ -148,7 +148,7 @@ fn an_empty_provider_bucket_refuses_the_attempt_and_marks_it() {
     assert_eq!(first, Flow::Continue);
     assert_eq!(h1.property_string(&[headers::PROP_QUOTA_PROVIDERS]).as_deref(), Some("anthropic"));
     let (second, h2) = attempt(&store);
-    assert_eq!(second, Flow::Pause);
+    assert_eq!(second, Flow::Refused);
     let (status, c) = code(&h2);
     assert_eq!((status, c.as_str()), (429, "provider_requests_per_minute"));
     // A provider bucket's refusal names no figures: the bucket is shared by every tenant.

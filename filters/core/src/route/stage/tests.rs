@@ -73,14 +73,14 @@ fn requests_that_cannot_be_routed_are_refused_with_their_code() {
     ] {
         let h = request("/v1/chat/completions", body, identity);
         let (_, flow) = run_select(&h);
-        assert_eq!(flow, Flow::Pause, "{body}");
+        assert_eq!(flow, Flow::Refused, "{body}");
         let (s, e) = error(&h);
         assert_eq!((s, e["error"]["code"].as_str()), (status, Some(code)), "{body}");
         assert_eq!(h.property_string(&[headers::PROP_REFUSAL]).as_deref(), Some("route"));
     }
     let h = request("/v1/chat/completions", "", None);
     h.set_request_header(":method", Some("GET"));
-    assert_eq!(Select::new(cfg()).on_request_headers(&h, true), Flow::Pause);
+    assert_eq!(Select::new(cfg()).on_request_headers(&h, true), Flow::Refused);
     assert_eq!(error(&h).0, 405);
     // Any other path is not the route stage's.
     let h = request("/healthz", "", None);
@@ -200,7 +200,7 @@ fn an_attempt_translates_for_its_provider_and_forwards_only_allowed_headers() {
 fn an_attempt_outside_the_callers_privacy_zone_is_refused_before_it_is_sent() {
     let eu = r#"{"tenant":"t","key_id":"k","key_fingerprint":"f","zone":"eu","alias_scope":"*"}"#;
     let (h, _, flow) = attempt_on("openai", "us-east-1", Some(eu));
-    assert_eq!(flow, Flow::Pause);
+    assert_eq!(flow, Flow::Refused);
     let (s, e) = error(&h);
     assert_eq!((s, e["error"]["code"].as_str()), (503, Some("no_eligible_provider_in_zone")));
     let (_, _, flow) = attempt_on("anthropic", "eu-west-1", Some(eu));

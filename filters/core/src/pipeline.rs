@@ -1,0 +1,374 @@
+//! One call, one context: the stages of the gateway run in order inside one filter.
+//!
+//! - [`ListenerCall`] runs, on the listener: audit (first, so it sees every answer) → auth →
+//!   route → quota, and on the way back the same stages in reverse, as Envoy would run four
+//!   filters, without four filter instances.
+//! - [`AttemptCall`] runs, once per upstream attempt: route (privacy zone, translation, the
+//!   attempt record) → quota (the provider's buckets) → credential.
+//!
+//! A stage that is not configured is skipped, so the design card's four filters are these same
+//! contexts with one stage enabled. The stages still hand the call over in filter state (the
+//! identity, the request facts, the attempts), as they must when they run as separate filters.
+
+use std::rc::Rc;
+
+use serde::Deserialize;
+
+use crate::audit::stage::{Audit, AuditCall, AuditConfig};
+use crate::auth::{self, AttemptCredential, AuthConfig, CredentialPlane};
+use crate::headers;
+use crate::host::{Flow, Host};
+use crate::keys::KeyRing;
+use crate::quota::stage::{Call as QuotaCall, ProviderAttempt};
+use crate::quota::{Quota, QuotaConfig};
+use crate::route::stage::{Attempt as RouteAttempt, Select};
+use crate::route::{Api, RouteConfig};
+
+/// The configuration of the `gateway` and `gateway_upstream` filters: each stage's own
+/// configuration (the same JSON as its filter's) under its name; a stage left out is not run.
+/// Both filters take the same JSON: the listener uses `auth.keys`, the attempts
+/// `auth.providers`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
+    #[serde(default)]
+    pub route: Option<RouteConfig>,
+    #[serde(default)]
+    pub quota: Option<QuotaConfig>,
+    #[serde(default)]
+    pub audit: Option<AuditConfig>,
+}
+
+/// The listener's compiled stages.
+#[derive(Default)]
+pub struct Listener {
+    pub auth: Option<KeyRing>,
+    pub route: Option<Rc<RouteConfig>>,
+    pub quota: Option<Rc<Quota>>,
+    pub audit: Option<Audit>,
+}
+
+impl Listener {
+    pub fn compile(cfg: &GatewayConfig) -> Result<Listener, String> {
+        let route = match &cfg.route {
+            Some(r) => {
+                r.validate()?;
+                Some(Rc::new(r.clone()))
+            }
+            None => None,
+        };
+        Ok(Listener {
+            auth: cfg.auth.as_ref().map(auth::compile_keys).transpose()?,
+            route,
+            quota: cfg.quota.as_ref().map(Quota::compile).transpose()?.map(Rc::new),
+            audit: cfg.audit.as_ref().map(Audit::compile).transpose()?,
+        })
+    }
+}
+
+/// The stages that may answer the caller themselves, in the listener's order (audit, first,
+/// never does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Stage {
+    Auth,
+    Route,
+    Quota,
+}
+
+/// One call on the listener.
+pub struct ListenerCall {
+    cfg: Rc<Listener>,
+    audit: Option<AuditCall>,
+    route: Option<Select>,
+    quota: Option<QuotaCall>,
+    /// The stage that answered the caller itself: its answer goes back only through it and the
+    /// stages before it, as a local reply from filter N is encoded only through filters 1..N.
+    refused_at: Option<Stage>,
+    /// The route stage holds the request headers until the body is complete: the stages after
+    /// it see the headers then.
+    route_holds_headers: bool,
+}
+
+impl ListenerCall {
+    pub fn new(h: &impl Host, cfg: Rc<Listener>) -> ListenerCall {
+        ListenerCall {
+            audit: cfg.audit.as_ref().map(|_| AuditCall::new(h)),
+            route: cfg.route.clone().map(Select::new),
+            quota: cfg.quota.clone().map(QuotaCall::new),
+            cfg,
+            refused_at: None,
+            route_holds_headers: false,
+        }
+    }
+
+    /// Whether the answer reaches `stage` on its way back.
+    fn reaches(&self, stage: Stage) -> bool {
+        self.refused_at.is_none_or(|r| stage <= r)
+    }
+
+    fn refused(&mut self, stage: Stage) -> Flow {
+        self.refused_at = Some(stage);
+        Flow::Refused
+    }
+
+    pub fn on_request_headers(&mut self, h: &impl Host, eos: bool) -> Flow {
+        if let Some(a) = &mut self.audit {
+            a.on_request_headers(h);
+        }
+        if let Some(ring) = &self.cfg.auth {
+            if auth::authenticate(h, ring).is_err() {
+                return self.refused(Stage::Auth);
+            }
+        }
+        if let Some(r) = &mut self.route {
+            match r.on_request_headers(h, eos) {
+                Flow::Continue => {}
+                Flow::Pause => {
+                    self.route_holds_headers = true;
+                    return Flow::Pause;
+                }
+                Flow::Refused => return self.refused(Stage::Route),
+            }
+        }
+        self.quota_headers(h, eos)
+    }
+
+    fn quota_headers(&mut self, h: &impl Host, eos: bool) -> Flow {
+        match self.quota.as_mut().map(|q| q.on_request_headers(h, eos)) {
+            Some(Flow::Refused) => self.refused(Stage::Quota),
+            Some(f) => f,
+            None => Flow::Continue,
+        }
+    }
+
+    pub fn on_request_body(&mut self, h: &impl Host, size: usize, eos: bool) -> Flow {
+        if self.route_holds_headers {
+            match self.route.as_mut().map(|r| r.on_request_body(h, size, eos)) {
+                Some(Flow::Pause) => return Flow::Pause,
+                Some(Flow::Refused) => return self.refused(Stage::Route),
+                _ => {}
+            }
+            // The route stage let the headers go: the later stages see them now, then the body.
+            self.route_holds_headers = false;
+            match self.quota_headers(h, false) {
+                Flow::Continue => {}
+                f => return f,
+            }
+        }
+        match self.quota.as_mut().map(|q| q.on_request_body(h, size, eos)) {
+            Some(Flow::Refused) => self.refused(Stage::Quota),
+            Some(f) => f,
+            None => Flow::Continue,
+        }
+    }
+
+    pub fn on_response_headers(&mut self, h: &impl Host, eos: bool) -> Flow {
+        if self.reaches(Stage::Quota) {
+            if let Some(q) = &mut self.quota {
+                q.on_response_headers(h, eos);
+            }
+        }
+        if self.reaches(Stage::Route) {
+            if let Some(r) = &mut self.route {
+                if r.on_response_headers(h, eos) != Flow::Continue {
+                    return Flow::Pause;
+                }
+            }
+        }
+        self.audit.as_mut().map_or(Flow::Continue, |a| a.on_response_headers(h, eos))
+    }
+
+    pub fn on_response_body(&mut self, h: &impl Host, size: usize, eos: bool) -> Flow {
+        // With the audit stage, quota charges the figure audit settles: it need not read the
+        // answer itself.
+        if self.audit.is_none() && self.reaches(Stage::Quota) {
+            if let Some(q) = &mut self.quota {
+                q.on_response_body(h, size);
+            }
+        }
+        if self.reaches(Stage::Route) {
+            if let Some(r) = &mut self.route {
+                if r.on_response_body(h, size, eos) != Flow::Continue {
+                    // Held until complete: the stages before it see the whole answer then.
+                    return Flow::Pause;
+                }
+            }
+        }
+        match (&mut self.audit, &self.cfg.audit) {
+            (Some(call), Some(audit)) => call.on_response_body(h, audit, size, eos),
+            _ => Flow::Continue,
+        }
+    }
+
+    pub fn on_log(&mut self, h: &impl Host) {
+        // Audit first: it settles what the call costs, which quota then charges.
+        if let (Some(call), Some(audit)) = (&mut self.audit, &self.cfg.audit) {
+            call.on_log(h, audit);
+        }
+        if let Some(q) = &mut self.quota {
+            q.on_log(h);
+        }
+    }
+}
+
+/// The per-attempt compiled stages.
+#[derive(Default)]
+pub struct Upstream {
+    pub route: Option<Rc<RouteConfig>>,
+    pub quota: Option<Rc<Quota>>,
+    pub credentials: Option<CredentialPlane>,
+}
+
+impl Upstream {
+    pub fn compile(cfg: GatewayConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Upstream, String> {
+        let route = match cfg.route {
+            Some(r) => {
+                r.validate()?;
+                Some(Rc::new(r))
+            }
+            None => None,
+        };
+        Ok(Upstream {
+            route,
+            quota: cfg.quota.as_ref().map(Quota::compile).transpose()?.map(Rc::new),
+            credentials: cfg.auth.map(|a| auth::compile_credentials(a, env)).transpose()?,
+        })
+    }
+}
+
+/// One upstream attempt.
+pub struct AttemptCall {
+    cfg: Rc<Upstream>,
+    route: Option<RouteAttempt>,
+    quota: Option<ProviderAttempt>,
+    credential: Option<AttemptCredential>,
+    /// The route stage holds the headers until the (translated) body is complete.
+    route_holds_headers: bool,
+    refused: bool,
+    status: u16,
+}
+
+fn upstream_metadata(h: &impl Host, key: &str) -> Option<String> {
+    h.property_string(&["xds", "upstream_host_metadata", "filter_metadata", headers::METADATA_NAMESPACE, key])
+}
+
+impl AttemptCall {
+    pub fn new(cfg: Rc<Upstream>) -> AttemptCall {
+        AttemptCall {
+            route: cfg.route.clone().map(RouteAttempt::new),
+            quota: cfg.quota.clone().map(|quota| ProviderAttempt { quota }),
+            cfg,
+            credential: None,
+            route_holds_headers: false,
+            refused: false,
+            status: 0,
+        }
+    }
+
+    fn bedrock(&self) -> bool {
+        self.credential.as_ref().is_some_and(|c| c.api == Api::Bedrock)
+    }
+
+    pub fn on_request_headers(&mut self, h: &impl Host, eos: bool) -> Flow {
+        if let Some(r) = &mut self.route {
+            match r.on_request_headers(h, eos) {
+                Flow::Continue => {}
+                Flow::Pause => {
+                    self.route_holds_headers = true;
+                    return Flow::Pause;
+                }
+                Flow::Refused => {
+                    self.refused = true;
+                    return Flow::Refused;
+                }
+            }
+        }
+        match self.after_route_headers(h) {
+            Flow::Continue if self.bedrock() => {
+                if eos {
+                    self.sign(h, &[]);
+                    Flow::Continue
+                } else {
+                    // SigV4 covers the body as it is sent: sign once it is all here.
+                    Flow::Pause
+                }
+            }
+            f => f,
+        }
+    }
+
+    /// The stages after route, on the request headers: the provider's buckets, then its key.
+    fn after_route_headers(&mut self, h: &impl Host) -> Flow {
+        if let Some(q) = &mut self.quota {
+            if q.on_request_headers(h) == Flow::Refused {
+                self.refused = true;
+                return Flow::Refused;
+            }
+        }
+        if let Some(plane) = &self.cfg.credentials {
+            let provider = upstream_metadata(h, headers::METADATA_PROVIDER).unwrap_or_default();
+            let region = upstream_metadata(h, headers::METADATA_REGION);
+            self.credential = auth::inject(h, plane, &provider, region.as_deref());
+        }
+        Flow::Continue
+    }
+
+    fn sign(&self, h: &impl Host, body: &[u8]) {
+        if let (Some(plane), Some(used)) = (&self.cfg.credentials, &self.credential) {
+            let region = upstream_metadata(h, headers::METADATA_REGION);
+            plane.sign(h, used, region.as_deref(), body);
+        }
+    }
+
+    pub fn on_request_body(&mut self, h: &impl Host, size: usize, eos: bool) -> Flow {
+        if self.route_holds_headers {
+            match self.route.as_mut().map(|r| r.on_request_body(h, size, eos)) {
+                Some(Flow::Pause) => return Flow::Pause,
+                Some(Flow::Refused) => {
+                    self.refused = true;
+                    return Flow::Refused;
+                }
+                _ => {}
+            }
+            self.route_holds_headers = false;
+            if self.after_route_headers(h) == Flow::Refused {
+                return Flow::Refused;
+            }
+        }
+        if !self.bedrock() {
+            return Flow::Continue;
+        }
+        if !eos {
+            return Flow::Pause;
+        }
+        // The body as it is sent (translated by the route stage).
+        self.sign(h, &h.request_body(usize::MAX));
+        Flow::Continue
+    }
+
+    pub fn on_response_headers(&mut self, h: &impl Host, eos: bool) -> Flow {
+        if let (Some(plane), Some(used)) = (&self.cfg.credentials, &self.credential) {
+            self.status = plane.after_answer(h, used);
+        }
+        self.route.as_mut().map_or(Flow::Continue, |r| r.on_response_headers(h, eos))
+    }
+
+    pub fn on_response_body(&mut self, h: &impl Host, size: usize, eos: bool) -> Flow {
+        // Gemini says "invalid API key" with a 400 whose body names API_KEY_INVALID.
+        if let (Some(plane), Some(used)) = (&self.cfg.credentials, &self.credential) {
+            if used.api == Api::Gemini
+                && self.status == 400
+                && size > 0
+                && crate::gemini::is_invalid_key(&h.response_body(size))
+            {
+                plane.mark_bad(h, used, "400 API_KEY_INVALID");
+            }
+        }
+        self.route.as_mut().map_or(Flow::Continue, |r| r.on_response_body(h, size, eos))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,200 @@
+use super::*;
+use crate::host::FakeHost;
+use crate::keys::digest_hex;
+
+const BOOK: &str = include_str!("../../../../envoy/price-book.json");
+
+fn config() -> GatewayConfig {
+    serde_json::from_str(&format!(
+        r#"{{
+        "auth": {{"keys": [{{"id": "k", "tenant": "acme", "zone": "global", "sha256": "{}"}}],
+                  "providers": {{"anthropic": {{"api": "anthropic", "key_env": "ANT"}},
+                                 "openai": {{"api": "openai", "key_env": "OAI"}},
+                                 "bedrock": {{"api": "bedrock", "key_env": "AWS_ID", "secret_env": "AWS_SECRET"}}}}}},
+        "route": {{"aliases": {{"chat": {{"chain": "chain_chat", "steps": [
+                      {{"provider": "anthropic", "model": "claude-haiku-4-5-20251001"}},
+                      {{"provider": "openai", "model": "gpt-4o-mini-2024-07-18"}}]}},
+                    "br": {{"chain": "chain_br", "steps": [{{"provider": "bedrock", "model": "anthropic.claude-x"}}]}}}},
+                   "zones": {{"global": ["*"]}},
+                   "providers": {{"anthropic": {{"api": "anthropic"}}, "openai": {{"api": "openai"}},
+                                  "bedrock": {{"api": "bedrock"}}}}}},
+        "quota": {{"tenants": {{"acme": {{"requests_per_minute": 1, "requests_burst": 2}}}}, "price_book": {BOOK}}},
+        "audit": {{"price_book": {BOOK}}}}}"#,
+        digest_hex("aigw_sk_acme")
+    ))
+    .unwrap()
+}
+
+fn listener() -> Rc<Listener> {
+    Rc::new(Listener::compile(&config()).unwrap())
+}
+
+const BODY: &str = r#"{"model":"chat","max_tokens":10,"messages":[{"role":"user","content":"hi"}]}"#;
+
+fn caller(store: &FakeHost, key: &str, body: &str) -> FakeHost {
+    let h = store
+        .worker()
+        .with_request_header(":method", "POST")
+        .with_request_header(":path", "/v1/chat/completions")
+        .with_request_header("authorization", &format!("Bearer {key}"))
+        .with_request_header("x-request-id", "rid");
+    *h.request_body.borrow_mut() = body.as_bytes().to_vec();
+    h
+}
+
+fn audit_line(h: &FakeHost) -> serde_json::Value {
+    serde_json::from_slice(&h.property(&[headers::PROP_AUDIT]).unwrap()).unwrap()
+}
+
+/// Runs a call through the listener's stages: the request, then (when it was let through) the
+/// answer `status`/`body`, then the end of the call.
+fn run(store: &FakeHost, key: &str, status: &str, answer: &str) -> FakeHost {
+    let h = caller(store, key, BODY);
+    let mut c = ListenerCall::new(&h, listener());
+    let mut flow = c.on_request_headers(&h, false);
+    if flow == Flow::Pause {
+        flow = c.on_request_body(&h, BODY.len(), true);
+    }
+    if flow == Flow::Continue {
+        let mut r = h.response_headers.borrow_mut();
+        r.push((":status".into(), status.into()));
+        r.push(("content-type".into(), "application/json".into()));
+        r.push(("x-envoy-attempt-count".into(), "1".into()));
+        r.push((headers::PROVIDER.into(), "anthropic".into()));
+        r.push((headers::MODEL.into(), "claude-haiku-4-5-20251001".into()));
+    } else {
+        // The stage's own answer, as Envoy encodes it back through the stages before it.
+        let reply = h.reply().unwrap();
+        let mut r = h.response_headers.borrow_mut();
+        r.push((":status".into(), reply.status.to_string()));
+        r.extend(reply.headers.iter().cloned());
+        *h.response_body.borrow_mut() = reply.body.clone();
+    }
+    let held = c.on_response_headers(&h, false);
+    if flow == Flow::Continue {
+        h.set_property(
+            headers::PROP_ATTEMPTS,
+            r#"[{"provider":"anthropic","region":null,"model":"claude-haiku-4-5-20251001","status":200,"latency_ms":1,"error_class":null}]"#,
+        );
+        *h.response_body.borrow_mut() = answer.as_bytes().to_vec();
+    }
+    assert!(held == Flow::Pause || flow != Flow::Continue, "a JSON answer is held until complete");
+    c.on_response_body(&h, h.response_body.borrow().len(), true);
+    c.on_log(&h);
+    h
+}
+
+const ANSWER: &str = r#"{"id":"x","model":"claude-haiku-4-5-20251001","usage":{"prompt_tokens":8,"completion_tokens":3,"total_tokens":11}}"#;
+
+#[test]
+fn a_call_runs_every_stage_in_one_context() {
+    let store = FakeHost::new();
+    let h = run(&store, "aigw_sk_acme", "200", ANSWER);
+    // route chose the chain, quota admitted and told the caller, audit recorded and priced.
+    assert_eq!(h.request_header(headers::CHAIN).as_deref(), Some("chain_chat"));
+    assert!(h.request_header("authorization").is_none(), "the caller's key never goes upstream");
+    assert_eq!(h.response_header("x-ratelimit-remaining-requests").as_deref(), Some("1"));
+    assert_eq!(h.response_header("x-aigw-tokens-output").as_deref(), Some("3"));
+    let rec = audit_line(&h);
+    assert_eq!(
+        (rec["outcome"].as_str(), rec["tenant"].as_str(), rec["alias"].as_str()),
+        (Some("ok"), Some("acme"), Some("chat"))
+    );
+    assert!(rec["cost_usd"].as_str().is_some());
+}
+
+#[test]
+fn each_refusal_stops_the_stages_after_it_and_is_still_audited() {
+    let store = FakeHost::new();
+    // auth: no quota charged, no routing.
+    let h = run(&store, "aigw_sk_nobody", "200", ANSWER);
+    assert_eq!(h.reply().map(|r| r.status), Some(401));
+    assert!(h.request_header(headers::CHAIN).is_none());
+    assert!(h.response_header("x-ratelimit-limit-requests").is_none());
+    assert_eq!(audit_line(&h)["outcome"], "refused_auth");
+    // quota: two calls fit the burst, the third is refused by quota, and audited as such.
+    run(&store, "aigw_sk_acme", "200", ANSWER);
+    run(&store, "aigw_sk_acme", "200", ANSWER);
+    let h = run(&store, "aigw_sk_acme", "200", ANSWER);
+    assert_eq!(h.reply().map(|r| r.status), Some(429));
+    assert_eq!(audit_line(&h)["outcome"], "refused_quota");
+}
+
+#[test]
+fn a_route_refusal_never_reaches_quota() {
+    let store = FakeHost::new();
+    let h = caller(&store, "aigw_sk_acme", r#"{"model":"nope","messages":[]}"#);
+    let mut c = ListenerCall::new(&h, listener());
+    assert_eq!(c.on_request_headers(&h, false), Flow::Pause);
+    assert_eq!(c.on_request_body(&h, 31, true), Flow::Refused);
+    assert_eq!(h.reply().map(|r| r.status), Some(404));
+    h.response_headers.borrow_mut().push((":status".into(), "404".into()));
+    c.on_response_headers(&h, false);
+    // Not charged: the bucket still has its whole burst for the next call.
+    assert!(h.response_header("x-ratelimit-remaining-requests").is_none());
+    let next = run(&store, "aigw_sk_acme", "200", ANSWER);
+    assert_eq!(next.response_header("x-ratelimit-remaining-requests").as_deref(), Some("1"));
+}
+
+fn upstream() -> Rc<Upstream> {
+    let env = |n: &str| Some(format!("key-of-{n}"));
+    Rc::new(Upstream::compile(config(), &env).unwrap())
+}
+
+fn attempt_host(alias: &str, provider: &str) -> FakeHost {
+    let h = FakeHost::new()
+        .with_request_header(":method", "POST")
+        .with_request_header(":path", "/v1/chat/completions")
+        .with_request_header(":authority", "provider.example")
+        .with_request_header("authorization", "Bearer aigw_sk_acme")
+        .with_property(&[headers::PROP_ALIAS], alias)
+        .with_property(&["xds", "upstream_host_metadata", "filter_metadata", "aigw", "provider"], provider)
+        .with_property(&["xds", "upstream_host_metadata", "filter_metadata", "aigw", "region"], "us-east-1");
+    *h.request_body.borrow_mut() = BODY.replace("\"chat\"", &format!("\"{alias}\"")).into_bytes();
+    h
+}
+
+#[test]
+fn an_attempt_translates_then_carries_its_providers_key() {
+    let h = attempt_host("chat", "anthropic");
+    let mut a = AttemptCall::new(upstream());
+    assert_eq!(a.on_request_headers(&h, false), Flow::Pause);
+    let n = h.request_body.borrow().len();
+    assert_eq!(a.on_request_body(&h, n, true), Flow::Continue);
+    assert_eq!(h.request_header(":path").as_deref(), Some("/v1/messages"));
+    assert_eq!(h.request_header("x-api-key").as_deref(), Some("key-of-ANT"));
+    assert!(h.request_header("authorization").is_none());
+    h.response_headers.borrow_mut().push((":status".into(), "401".into()));
+    a.on_response_headers(&h, false);
+    assert!(h.shared.borrow().keys().any(|k| k.contains("anthropic")), "a rejected key is marked bad");
+}
+
+#[test]
+fn a_bedrock_attempt_is_signed_over_its_translated_body() {
+    let h = attempt_host("br", "bedrock");
+    let mut a = AttemptCall::new(upstream());
+    assert_eq!(a.on_request_headers(&h, false), Flow::Pause);
+    let n = h.request_body.borrow().len();
+    assert_eq!(a.on_request_body(&h, n, true), Flow::Continue);
+    let sent = h.request_body.borrow().clone();
+    assert!(String::from_utf8_lossy(&sent).contains("inferenceConfig"), "translated to Converse");
+    assert_eq!(h.request_header("x-amz-content-sha256").unwrap(), crate::sigv4::sha256_hex(&sent));
+    assert!(h.request_header("authorization").unwrap().starts_with("AWS4-HMAC-SHA256 Credential=key-of-AWS_ID/"));
+}
+
+#[test]
+fn a_stage_left_out_is_not_run() {
+    // Only auth, as the auth_key_swap filter alone.
+    let cfg: GatewayConfig = serde_json::from_str(&format!(
+        r#"{{"auth": {{"keys": [{{"id": "k", "tenant": "acme", "sha256": "{}"}}]}}}}"#,
+        digest_hex("aigw_sk_acme")
+    ))
+    .unwrap();
+    let l = Rc::new(Listener::compile(&cfg).unwrap());
+    let h = caller(&FakeHost::new(), "aigw_sk_acme", BODY);
+    let mut c = ListenerCall::new(&h, l);
+    assert_eq!(c.on_request_headers(&h, false), Flow::Continue, "no route stage to hold the headers");
+    assert!(h.property(&[headers::PROP_IDENTITY]).is_some());
+    c.on_log(&h);
+    assert!(h.property(&[headers::PROP_AUDIT]).is_none());
+}
