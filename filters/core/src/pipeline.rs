@@ -10,6 +10,8 @@
 //! contexts with one stage enabled. The stages still hand the call over in filter state (the
 //! identity, the request facts, the attempts), as they must when they run as separate filters.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
 
 use serde::Deserialize;
@@ -17,7 +19,7 @@ use serde::Deserialize;
 use crate::audit::stage::{Audit, AuditCall, AuditConfig};
 use crate::auth::{self, AttemptCredential, AuthConfig, CredentialPlane};
 use crate::headers;
-use crate::host::{Flow, Host};
+use crate::host::{CallState, Flow, Host};
 use crate::keys::KeyRing;
 use crate::quota::stage::{Call as QuotaCall, ProviderAttempt};
 use crate::quota::{Quota, QuotaConfig};
@@ -89,6 +91,8 @@ pub struct ListenerCall {
     /// The route stage holds the request headers until the body is complete: the stages after
     /// it see the headers then.
     route_holds_headers: bool,
+    /// The filter state this call's stages set, read back without host calls.
+    state: RefCell<HashMap<String, Vec<u8>>>,
 }
 
 impl ListenerCall {
@@ -100,6 +104,7 @@ impl ListenerCall {
             cfg,
             refused_at: None,
             route_holds_headers: false,
+            state: RefCell::default(),
         }
     }
 
@@ -114,6 +119,40 @@ impl ListenerCall {
     }
 
     pub fn on_request_headers(&mut self, h: &impl Host, eos: bool) -> Flow {
+        let set = std::mem::take(&mut self.state);
+        let f = self.on_request_headers_in(&CallState { inner: h, set: &set }, eos);
+        self.state = set;
+        f
+    }
+
+    pub fn on_request_body(&mut self, h: &impl Host, size: usize, eos: bool) -> Flow {
+        let set = std::mem::take(&mut self.state);
+        let f = self.on_request_body_in(&CallState { inner: h, set: &set }, size, eos);
+        self.state = set;
+        f
+    }
+
+    pub fn on_response_headers(&mut self, h: &impl Host, eos: bool) -> Flow {
+        let set = std::mem::take(&mut self.state);
+        let f = self.on_response_headers_in(&CallState { inner: h, set: &set }, eos);
+        self.state = set;
+        f
+    }
+
+    pub fn on_response_body(&mut self, h: &impl Host, size: usize, eos: bool) -> Flow {
+        let set = std::mem::take(&mut self.state);
+        let f = self.on_response_body_in(&CallState { inner: h, set: &set }, size, eos);
+        self.state = set;
+        f
+    }
+
+    pub fn on_log(&mut self, h: &impl Host) {
+        let set = std::mem::take(&mut self.state);
+        self.on_log_in(&CallState { inner: h, set: &set });
+        self.state = set;
+    }
+
+    fn on_request_headers_in(&mut self, h: &impl Host, eos: bool) -> Flow {
         if let Some(a) = &mut self.audit {
             a.on_request_headers(h);
         }
@@ -143,7 +182,7 @@ impl ListenerCall {
         }
     }
 
-    pub fn on_request_body(&mut self, h: &impl Host, size: usize, eos: bool) -> Flow {
+    fn on_request_body_in(&mut self, h: &impl Host, size: usize, eos: bool) -> Flow {
         if self.route_holds_headers {
             match self.route.as_mut().map(|r| r.on_request_body(h, size, eos)) {
                 Some(Flow::Pause) => return Flow::Pause,
@@ -164,7 +203,7 @@ impl ListenerCall {
         }
     }
 
-    pub fn on_response_headers(&mut self, h: &impl Host, eos: bool) -> Flow {
+    fn on_response_headers_in(&mut self, h: &impl Host, eos: bool) -> Flow {
         if self.reaches(Stage::Quota) {
             if let Some(q) = &mut self.quota {
                 q.on_response_headers(h, eos);
@@ -180,7 +219,7 @@ impl ListenerCall {
         self.audit.as_mut().map_or(Flow::Continue, |a| a.on_response_headers(h, eos))
     }
 
-    pub fn on_response_body(&mut self, h: &impl Host, size: usize, eos: bool) -> Flow {
+    fn on_response_body_in(&mut self, h: &impl Host, size: usize, eos: bool) -> Flow {
         // With the audit stage, quota charges the figure audit settles: it need not read the
         // answer itself.
         if self.audit.is_none() && self.reaches(Stage::Quota) {
@@ -202,7 +241,7 @@ impl ListenerCall {
         }
     }
 
-    pub fn on_log(&mut self, h: &impl Host) {
+    fn on_log_in(&mut self, h: &impl Host) {
         // Audit first: it settles what the call costs, which quota then charges.
         if let (Some(call), Some(audit)) = (&mut self.audit, &self.cfg.audit) {
             call.on_log(h, audit);
