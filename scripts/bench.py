@@ -390,16 +390,19 @@ def report(results, stream, reps, seconds):
     for w in sorted(WASM_DIR.glob("*.wasm")):
         lines.append(f"| {w.name} | {w.stat().st_size:,} |")
     f = med["full"]
+    largest = max((w.stat().st_size for w in WASM_DIR.glob("*.wasm")), default=0) / 1024
+    # The goals of the "one call, one context" issue.
     targets = [
-        ("added latency p50 at c=1", f["p50"] - b["p50"], 60, "µs", lambda v, t: v <= t),
-        ("added latency p99 at c=1", f["p99"] - b["p99"], 150, "µs", lambda v, t: v <= t),
-        ("throughput at 32 connections (1 worker), share of bare", f["rps1"] / b["rps1"] * 100, 65, "%", lambda v, t: v >= t),
-        ("throughput at 32 connections (2 workers), share of bare", f["rps2"] / b["rps2"] * 100, 65, "%", lambda v, t: v >= t),
-        ("added time per streamed chunk", per_chunk, 5, "µs", lambda v, t: v <= t),
+        ("added latency p50 at c=1", f["p50"] - b["p50"], 120, "µs", lambda v, t: v <= t),
+        ("throughput at 32 connections (1 worker), share of bare", f["rps1"] / b["rps1"] * 100, 40, "%",
+         lambda v, t: v >= t),
+        ("CPU per request, times bare", f["cpu_us"] / b["cpu_us"], 2.5, "×", lambda v, t: v <= t),
+        ("added time per streamed chunk", per_chunk, 3, "µs", lambda v, t: v <= t),
+        ("largest .wasm", largest, 600, "KiB", lambda v, t: v <= t),
     ]
     lines += ["", "| target (full gateway) | measured | goal | met |", "|---|---|---|---|"]
     for label, v, t, unit, ok in targets:
-        lines.append(f"| {label} | {v:.1f} {unit} | {'≤' if unit != '%' else '≥'} {t} {unit} | {'yes' if ok(v, t) else 'no'} |")
+        lines.append(f"| {label} | {v:.1f} {unit} | {'≥' if unit == '%' else '≤'} {t} {unit} | {'yes' if ok(v, t) else 'no'} |")
     return "\n".join(lines) + "\n"
 
 
