@@ -13,7 +13,7 @@
 use std::rc::Rc;
 
 use aigw_core::pipeline::{AttemptCall, GatewayConfig, Listener, ListenerCall, Upstream};
-use aigw_host::{self as host, ProxyHost};
+use aigw_host::{self as host, Forward, ProxyHost};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
 
@@ -123,8 +123,8 @@ impl RootContext for Root {
 
     fn create_http_context(&self, _id: u32) -> Option<Box<dyn HttpContext>> {
         match &self.compiled {
-            Some(Compiled::Listener(l)) => Some(Box::new(OnListener(ListenerCall::new(&ProxyHost, l.clone())))),
-            Some(Compiled::Attempt(u)) => Some(Box::new(OnAttempt(AttemptCall::new(u.clone())))),
+            Some(Compiled::Listener(l)) => Some(Box::new(Forward(ListenerCall::new(&ProxyHost, l.clone())))),
+            Some(Compiled::Attempt(u)) => Some(Box::new(Forward(AttemptCall::new(u.clone())))),
             None if host::root_id() == TRAP_ROOT_ID => Some(Box::new(Trap)),
             None => None,
         }
@@ -132,54 +132,6 @@ impl RootContext for Root {
 
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
-    }
-}
-
-struct OnListener(ListenerCall);
-
-impl Context for OnListener {}
-
-impl HttpContext for OnListener {
-    fn on_http_request_headers(&mut self, _n: usize, eos: bool) -> Action {
-        host::action(self.0.on_request_headers(&ProxyHost, eos))
-    }
-
-    fn on_http_request_body(&mut self, size: usize, eos: bool) -> Action {
-        host::action(self.0.on_request_body(&ProxyHost, size, eos))
-    }
-
-    fn on_http_response_headers(&mut self, _n: usize, eos: bool) -> Action {
-        host::action(self.0.on_response_headers(&ProxyHost, eos))
-    }
-
-    fn on_http_response_body(&mut self, size: usize, eos: bool) -> Action {
-        host::action(self.0.on_response_body(&ProxyHost, size, eos))
-    }
-
-    fn on_log(&mut self) {
-        self.0.on_log(&ProxyHost);
-    }
-}
-
-struct OnAttempt(AttemptCall);
-
-impl Context for OnAttempt {}
-
-impl HttpContext for OnAttempt {
-    fn on_http_request_headers(&mut self, _n: usize, eos: bool) -> Action {
-        host::action(self.0.on_request_headers(&ProxyHost, eos))
-    }
-
-    fn on_http_request_body(&mut self, size: usize, eos: bool) -> Action {
-        host::action(self.0.on_request_body(&ProxyHost, size, eos))
-    }
-
-    fn on_http_response_headers(&mut self, _n: usize, eos: bool) -> Action {
-        host::action(self.0.on_response_headers(&ProxyHost, eos))
-    }
-
-    fn on_http_response_body(&mut self, size: usize, eos: bool) -> Action {
-        host::action(self.0.on_response_body(&ProxyHost, size, eos))
     }
 }
 

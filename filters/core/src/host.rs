@@ -180,6 +180,60 @@ pub enum Flow {
     Refused,
 }
 
+/// A call's context as the proxy drives it: one method per callback, each letting the stream go
+/// on unless the context says otherwise. The proxy-wasm adapter (`aigw_host::Forward`) is the
+/// same for every context.
+pub trait Callbacks {
+    fn on_request_headers<H: Host>(&mut self, _h: &H, _eos: bool) -> Flow {
+        Flow::Continue
+    }
+    fn on_request_body<H: Host>(&mut self, _h: &H, _size: usize, _eos: bool) -> Flow {
+        Flow::Continue
+    }
+    fn on_response_headers<H: Host>(&mut self, _h: &H, _eos: bool) -> Flow {
+        Flow::Continue
+    }
+    fn on_response_body<H: Host>(&mut self, _h: &H, _size: usize, _eos: bool) -> Flow {
+        Flow::Continue
+    }
+    fn on_log<H: Host>(&mut self, _h: &H) {}
+}
+
+/// Implements [`Callbacks`] for a context by its inherent methods of the same names.
+#[macro_export]
+macro_rules! callbacks {
+    ($t:ty: $($cb:ident),*) => {
+        impl $crate::host::Callbacks for $t {
+            $($crate::callbacks!(@one $t, $cb);)*
+        }
+    };
+    (@one $t:ty, on_request_headers) => {
+        fn on_request_headers<H: $crate::host::Host>(&mut self, h: &H, eos: bool) -> $crate::host::Flow {
+            <$t>::on_request_headers(self, h, eos)
+        }
+    };
+    (@one $t:ty, on_request_body) => {
+        fn on_request_body<H: $crate::host::Host>(&mut self, h: &H, size: usize, eos: bool) -> $crate::host::Flow {
+            <$t>::on_request_body(self, h, size, eos)
+        }
+    };
+    (@one $t:ty, on_response_headers) => {
+        fn on_response_headers<H: $crate::host::Host>(&mut self, h: &H, eos: bool) -> $crate::host::Flow {
+            <$t>::on_response_headers(self, h, eos)
+        }
+    };
+    (@one $t:ty, on_response_body) => {
+        fn on_response_body<H: $crate::host::Host>(&mut self, h: &H, size: usize, eos: bool) -> $crate::host::Flow {
+            <$t>::on_response_body(self, h, size, eos)
+        }
+    };
+    (@one $t:ty, on_log) => {
+        fn on_log<H: $crate::host::Host>(&mut self, h: &H) {
+            <$t>::on_log(self, h)
+        }
+    };
+}
+
 /// A local reply a stage sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {

@@ -83,52 +83,52 @@ fn any() -> Vec<String> {
 
 /// A set of names a key is allowed to use.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Scope {
+pub enum KeyScope {
     Any,
     Only(Vec<String>),
 }
 
-impl Scope {
-    fn from_list(list: &[String]) -> Scope {
+impl KeyScope {
+    fn from_list(list: &[String]) -> KeyScope {
         if list.iter().any(|x| x == "*") {
-            Scope::Any
+            KeyScope::Any
         } else {
-            Scope::Only(list.to_vec())
+            KeyScope::Only(list.to_vec())
         }
     }
 
     pub fn allows(&self, name: &str) -> bool {
         match self {
-            Scope::Any => true,
-            Scope::Only(list) => list.iter().any(|x| x == name),
+            KeyScope::Any => true,
+            KeyScope::Only(list) => list.iter().any(|x| x == name),
         }
     }
 
     /// The scope as a comma-separated list (`*` for any), for filter state.
     pub fn to_list(&self) -> String {
         match self {
-            Scope::Any => "*".into(),
-            Scope::Only(list) => list.join(","),
+            KeyScope::Any => "*".into(),
+            KeyScope::Only(list) => list.join(","),
         }
     }
 
-    pub fn from_list_str(s: &str) -> Scope {
+    pub fn from_list_str(s: &str) -> KeyScope {
         let list: Vec<String> = s.split(',').filter(|x| !x.is_empty()).map(str::to_string).collect();
-        Scope::from_list(&list)
+        KeyScope::from_list(&list)
     }
 
     fn describe(&self) -> String {
         match self {
-            Scope::Any => "any".into(),
-            Scope::Only(l) if l.is_empty() => "none".into(),
-            Scope::Only(l) => l.iter().map(|x| format!("`{x}`")).collect::<Vec<_>>().join(", "),
+            KeyScope::Any => "any".into(),
+            KeyScope::Only(l) if l.is_empty() => "none".into(),
+            KeyScope::Only(l) => l.iter().map(|x| format!("`{x}`")).collect::<Vec<_>>().join(", "),
         }
     }
 }
 
 /// Checks a name the caller asked for (a feature, agent or alias) against the key's scope; the
 /// 403 names the scope that was exceeded and what the key allows.
-pub fn check_scope(what: &'static str, scope: &Scope, requested: &str) -> Result<(), GatewayError> {
+pub fn check_scope(what: &'static str, scope: &KeyScope, requested: &str) -> Result<(), GatewayError> {
     if scope.allows(requested) {
         return Ok(());
     }
@@ -154,9 +154,9 @@ pub struct Identity {
     pub fingerprint: String,
     pub zone: Option<String>,
     pub workload_class: Option<WorkloadClass>,
-    pub features: Scope,
-    pub agents: Scope,
-    pub aliases: Scope,
+    pub features: KeyScope,
+    pub agents: KeyScope,
+    pub aliases: KeyScope,
     pub status: KeyStatus,
     /// Validity window in ms since the epoch: `[not_before, not_after)`.
     pub not_before_ms: Option<u64>,
@@ -247,9 +247,9 @@ impl KeyRing {
                     fingerprint,
                     zone: e.zone.clone(),
                     workload_class: e.workload_class,
-                    features: Scope::from_list(&e.features),
-                    agents: Scope::from_list(&e.agents),
-                    aliases: Scope::from_list(&e.aliases),
+                    features: KeyScope::from_list(&e.features),
+                    agents: KeyScope::from_list(&e.agents),
+                    aliases: KeyScope::from_list(&e.aliases),
                     status: e.status,
                     not_before_ms,
                     not_after_ms,
@@ -453,11 +453,11 @@ mod tests {
         // No agents listed: naming one is refused; aliases default to any.
         assert_eq!(check_scope("agent", &one.agents, "bot").unwrap_err().code, "agent_not_in_scope");
         assert!(one.agents.to_list().is_empty());
-        assert_eq!(one.aliases, Scope::Any);
+        assert_eq!(one.aliases, KeyScope::Any);
         let two = r.authenticate("aigw-two").unwrap();
         assert_eq!(check_scope("alias", &two.aliases, "other").unwrap_err().code, "alias_not_in_scope");
-        assert_eq!(Scope::from_list_str(&two.aliases.to_list()), two.aliases);
-        assert_eq!(Scope::from_list_str("*"), Scope::Any);
+        assert_eq!(KeyScope::from_list_str(&two.aliases.to_list()), two.aliases);
+        assert_eq!(KeyScope::from_list_str("*"), KeyScope::Any);
     }
 
     #[test]

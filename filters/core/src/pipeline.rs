@@ -21,9 +21,9 @@ use crate::auth::{self, AttemptCredential, AuthConfig, CredentialPlane};
 use crate::headers;
 use crate::host::{CallState, Flow, Host};
 use crate::keys::KeyRing;
-use crate::quota::stage::{Call as QuotaCall, ProviderAttempt};
+use crate::quota::stage::{ProviderAttempt, QuotaCall};
 use crate::quota::{Quota, QuotaConfig};
-use crate::route::stage::{Attempt as RouteAttempt, Select};
+use crate::route::stage::{RouteAttempt, Select};
 use crate::route::{Api, RouteConfig};
 
 /// The configuration of the `gateway` and `gateway_upstream` filters: each stage's own
@@ -408,6 +408,9 @@ impl AttemptCall {
         self.route.as_mut().map_or(Flow::Continue, |r| r.on_response_body(h, size, eos))
     }
 }
+
+crate::callbacks!(ListenerCall: on_request_headers, on_request_body, on_response_headers, on_response_body, on_log);
+crate::callbacks!(AttemptCall: on_request_headers, on_request_body, on_response_headers, on_response_body);
 
 #[cfg(test)]
 mod tests;

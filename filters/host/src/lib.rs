@@ -210,6 +210,34 @@ pub fn action(f: aigw_core::host::Flow) -> proxy_wasm::types::Action {
     }
 }
 
+/// The proxy-wasm HTTP context of any of the core's call contexts: each callback is handed on
+/// with the proxy as its host.
+pub struct Forward<C>(pub C);
+
+impl<C> proxy_wasm::traits::Context for Forward<C> {}
+
+impl<C: aigw_core::host::Callbacks> proxy_wasm::traits::HttpContext for Forward<C> {
+    fn on_http_request_headers(&mut self, _n: usize, eos: bool) -> proxy_wasm::types::Action {
+        action(self.0.on_request_headers(&ProxyHost, eos))
+    }
+
+    fn on_http_request_body(&mut self, size: usize, eos: bool) -> proxy_wasm::types::Action {
+        action(self.0.on_request_body(&ProxyHost, size, eos))
+    }
+
+    fn on_http_response_headers(&mut self, _n: usize, eos: bool) -> proxy_wasm::types::Action {
+        action(self.0.on_response_headers(&ProxyHost, eos))
+    }
+
+    fn on_http_response_body(&mut self, size: usize, eos: bool) -> proxy_wasm::types::Action {
+        action(self.0.on_response_body(&ProxyHost, size, eos))
+    }
+
+    fn on_log(&mut self) {
+        self.0.on_log(&ProxyHost);
+    }
+}
+
 /// The proxy-wasm host as the core's stages see it (`aigw_core::host::Host`).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ProxyHost;

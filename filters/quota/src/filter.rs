@@ -5,11 +5,11 @@
 
 use std::rc::Rc;
 
-use aigw_core::quota::stage::{init_store, Call, ProviderAttempt};
+use aigw_core::quota::stage::{init_store, ProviderAttempt, QuotaCall};
 use aigw_core::quota::{Quota, QuotaConfig};
-use aigw_host::{self as host, ProxyHost};
+use aigw_host::{self as host, Forward, ProxyHost};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel};
+use proxy_wasm::types::{ContextType, LogLevel};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Role {
@@ -47,49 +47,13 @@ impl RootContext for Root {
     fn create_http_context(&self, _id: u32) -> Option<Box<dyn HttpContext>> {
         let quota = self.quota.clone()?;
         Some(match self.role {
-            Role::Listener => Box::new(Listener(Call::new(quota))) as Box<dyn HttpContext>,
-            Role::Attempt => Box::new(Attempt(ProviderAttempt { quota })),
+            Role::Listener => Box::new(Forward(QuotaCall::new(quota))) as Box<dyn HttpContext>,
+            Role::Attempt => Box::new(Forward(ProviderAttempt { quota })),
         })
     }
 
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
-    }
-}
-
-struct Listener(Call);
-
-impl Context for Listener {}
-
-impl HttpContext for Listener {
-    fn on_http_request_headers(&mut self, _n: usize, eos: bool) -> Action {
-        host::action(self.0.on_request_headers(&ProxyHost, eos))
-    }
-
-    fn on_http_request_body(&mut self, size: usize, eos: bool) -> Action {
-        host::action(self.0.on_request_body(&ProxyHost, size, eos))
-    }
-
-    fn on_http_response_headers(&mut self, _n: usize, eos: bool) -> Action {
-        host::action(self.0.on_response_headers(&ProxyHost, eos))
-    }
-
-    fn on_http_response_body(&mut self, size: usize, _eos: bool) -> Action {
-        host::action(self.0.on_response_body(&ProxyHost, size))
-    }
-
-    fn on_log(&mut self) {
-        self.0.on_log(&ProxyHost);
-    }
-}
-
-struct Attempt(ProviderAttempt);
-
-impl Context for Attempt {}
-
-impl HttpContext for Attempt {
-    fn on_http_request_headers(&mut self, _n: usize, _eos: bool) -> Action {
-        host::action(self.0.on_request_headers(&ProxyHost))
     }
 }
 

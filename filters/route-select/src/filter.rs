@@ -4,11 +4,11 @@
 
 use std::rc::Rc;
 
-use aigw_core::route::stage::{Attempt, Select};
+use aigw_core::route::stage::{RouteAttempt, Select};
 use aigw_core::route::RouteConfig;
-use aigw_host::{self as host, ProxyHost};
+use aigw_host::{self as host, Forward};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel};
+use proxy_wasm::types::{ContextType, LogLevel};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Role {
@@ -43,57 +43,13 @@ impl RootContext for Root {
     fn create_http_context(&self, _id: u32) -> Option<Box<dyn HttpContext>> {
         let cfg = self.cfg.clone()?;
         Some(match self.role {
-            Role::Downstream => Box::new(Listener(Select::new(cfg))) as Box<dyn HttpContext>,
-            Role::Upstream => Box::new(PerAttempt(Attempt::new(cfg))),
+            Role::Downstream => Box::new(Forward(Select::new(cfg))) as Box<dyn HttpContext>,
+            Role::Upstream => Box::new(Forward(RouteAttempt::new(cfg))),
         })
     }
 
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
-    }
-}
-
-struct Listener(Select);
-
-impl Context for Listener {}
-
-impl HttpContext for Listener {
-    fn on_http_request_headers(&mut self, _n: usize, eos: bool) -> Action {
-        host::action(self.0.on_request_headers(&ProxyHost, eos))
-    }
-
-    fn on_http_request_body(&mut self, size: usize, eos: bool) -> Action {
-        host::action(self.0.on_request_body(&ProxyHost, size, eos))
-    }
-
-    fn on_http_response_headers(&mut self, _n: usize, eos: bool) -> Action {
-        host::action(self.0.on_response_headers(&ProxyHost, eos))
-    }
-
-    fn on_http_response_body(&mut self, size: usize, eos: bool) -> Action {
-        host::action(self.0.on_response_body(&ProxyHost, size, eos))
-    }
-}
-
-struct PerAttempt(Attempt);
-
-impl Context for PerAttempt {}
-
-impl HttpContext for PerAttempt {
-    fn on_http_request_headers(&mut self, _n: usize, eos: bool) -> Action {
-        host::action(self.0.on_request_headers(&ProxyHost, eos))
-    }
-
-    fn on_http_request_body(&mut self, size: usize, eos: bool) -> Action {
-        host::action(self.0.on_request_body(&ProxyHost, size, eos))
-    }
-
-    fn on_http_response_headers(&mut self, _n: usize, eos: bool) -> Action {
-        host::action(self.0.on_response_headers(&ProxyHost, eos))
-    }
-
-    fn on_http_response_body(&mut self, size: usize, eos: bool) -> Action {
-        host::action(self.0.on_response_body(&ProxyHost, size, eos))
     }
 }
 

@@ -100,7 +100,7 @@ pub fn record_metrics(h: &impl Host, audit: &Audit, r: &AuditRecord, cost_pico: 
     }
 }
 
-enum Body {
+enum Watched {
     None,
     /// A non-streamed JSON answer, held until complete.
     Held,
@@ -114,7 +114,7 @@ pub struct AuditCall {
     status: Option<u16>,
     provider: Option<String>,
     model: Option<String>,
-    body: Body,
+    body: Watched,
     usage: Option<Usage>,
     ttft_ms: Option<u64>,
     completed: bool,
@@ -130,7 +130,7 @@ impl AuditCall {
             status: None,
             provider: None,
             model: None,
-            body: Body::None,
+            body: Watched::None,
             usage: None,
             ttft_ms: None,
             completed: false,
@@ -159,10 +159,10 @@ impl AuditCall {
         }
         let ct = h.response_header("content-type").unwrap_or_default();
         if ct.starts_with("text/event-stream") {
-            self.body = Body::Sse(Box::default());
+            self.body = Watched::Sse(Box::default());
             Flow::Continue
         } else if ct.starts_with("application/json") {
-            self.body = Body::Held;
+            self.body = Watched::Held;
             Flow::Pause
         } else {
             Flow::Continue
@@ -174,8 +174,8 @@ impl AuditCall {
             self.completed = true;
         }
         match &mut self.body {
-            Body::None => Flow::Continue,
-            Body::Sse(scanner) => {
+            Watched::None => Flow::Continue,
+            Watched::Sse(scanner) => {
                 if self.ttft_ms.is_none() && size > 0 {
                     self.ttft_ms = Some(h.now_ms().saturating_sub(self.start_ms));
                 }
@@ -185,15 +185,15 @@ impl AuditCall {
                 }
                 Flow::Continue
             }
-            Body::Held if !eos => {
+            Watched::Held if !eos => {
                 if size > MAX_HELD_BODY {
                     // Too large to hold: let it through; the usage is then unknown.
-                    self.body = Body::None;
+                    self.body = Watched::None;
                     return Flow::Continue;
                 }
                 Flow::Pause
             }
-            Body::Held => {
+            Watched::Held => {
                 let parsed = usage::from_openai_body(&h.response_body(usize::MAX));
                 if parsed.is_err() && self.status.is_some_and(|s| (200..300).contains(&s)) {
                     // A provider's success that is not JSON: the caller's SDK would fail to parse
@@ -235,7 +235,7 @@ impl AuditCall {
         let prop = |name: &str| h.property_string(&[name]);
         let refusal = prop(headers::PROP_REFUSAL);
         let (stream, stream_error, stream_end) = match &self.body {
-            Body::Sse(s) => {
+            Watched::Sse(s) => {
                 if self.usage.is_none() {
                     self.usage = s.usage;
                 }

@@ -1,6 +1,6 @@
 //! The quota stage: the buckets of `aigw_core::quota` kept in shared data (one key per bucket,
 //! updated with compare-and-swap, so every worker sees the same numbers). On the listener
-//! ([`Call`]) it charges the tenant, feature and model buckets, concurrency and budgets, refuses
+//! ([`QuotaCall`]) it charges the tenant, feature and model buckets, concurrency and budgets, refuses
 //! what does not fit, and reconciles each call once what it costs is known; per attempt
 //! ([`ProviderAttempt`]) it charges the provider's buckets.
 
@@ -52,7 +52,7 @@ fn upstream_provider(h: &impl Host) -> Option<String> {
 // ---------------------------------------------------------------------------------------------
 // Shared data
 
-enum Step<T> {
+enum CasStep<T> {
     Write(Vec<u8>, T),
     Refuse(T),
 }
@@ -84,7 +84,7 @@ fn ensure_key(h: &impl Host, key: &str, initial: &[u8]) -> Option<()> {
 
 /// Reads `key`, lets `f` decide, and writes its answer back by compare-and-swap, retrying a
 /// bounded number of times when another worker got there first. `None`: the store failed.
-fn update<T>(h: &impl Host, key: &str, initial: &[u8], mut f: impl FnMut(&[u8]) -> Step<T>) -> Option<Result<T, T>> {
+fn update<T>(h: &impl Host, key: &str, initial: &[u8], mut f: impl FnMut(&[u8]) -> CasStep<T>) -> Option<Result<T, T>> {
     for _ in 0..CAS_ATTEMPTS {
         let (bytes, cas) = h.shared_get(key).ok()?;
         let Some(bytes) = bytes else {
@@ -92,8 +92,8 @@ fn update<T>(h: &impl Host, key: &str, initial: &[u8], mut f: impl FnMut(&[u8]) 
             continue;
         };
         match f(&bytes) {
-            Step::Refuse(t) => return Some(Err(t)),
-            Step::Write(v, t) => match h.shared_set(key, &v, cas) {
+            CasStep::Refuse(t) => return Some(Err(t)),
+            CasStep::Write(v, t) => match h.shared_set(key, &v, cas) {
                 Ok(()) => return Some(Ok(t)),
                 Err(SharedSetError::CasMismatch) => continue,
                 Err(_) => return None,
@@ -112,8 +112,8 @@ fn bucket_state(bytes: &[u8]) -> Option<State> {
 
 fn take_bucket(h: &impl Host, key: &str, limit: Limit, now: u64, cost: u64) -> Option<Decision> {
     update(h, key, &NEW_BUCKET.encode(), |b| match limit.take(bucket_state(b), now, cost) {
-        d @ Decision::Allowed { state, .. } => Step::Write(state.encode().to_vec(), d),
-        d => Step::Refuse(d),
+        d @ Decision::Allowed { state, .. } => CasStep::Write(state.encode().to_vec(), d),
+        d => CasStep::Refuse(d),
     })
     .map(|r| r.unwrap_or_else(|d| d))
 }
@@ -123,7 +123,7 @@ fn adjust_bucket(h: &impl Host, key: &str, limit: Limit, now: u64, delta: i64) {
         return;
     }
     let r = update(h, key, &NEW_BUCKET.encode(), |b| {
-        Step::Write(limit.adjust(bucket_state(b), now, delta).encode().to_vec(), ())
+        CasStep::Write(limit.adjust(bucket_state(b), now, delta).encode().to_vec(), ())
     });
     if r.is_none() {
         h.warn(&format!("quota: could not correct bucket {key} by {delta}"));
@@ -139,16 +139,16 @@ fn acquire(h: &impl Host, key: &str, max: u64) -> Option<bool> {
     update(h, key, &0u64.to_le_bytes(), |b| {
         let n = counter(b);
         if n >= max {
-            Step::Refuse(())
+            CasStep::Refuse(())
         } else {
-            Step::Write((n + 1).to_le_bytes().to_vec(), ())
+            CasStep::Write((n + 1).to_le_bytes().to_vec(), ())
         }
     })
     .map(|r| r.is_ok())
 }
 
 fn release(h: &impl Host, key: &str) {
-    if update(h, key, &0u64.to_le_bytes(), |b| Step::Write(counter(b).saturating_sub(1).to_le_bytes().to_vec(), ()))
+    if update(h, key, &0u64.to_le_bytes(), |b| CasStep::Write(counter(b).saturating_sub(1).to_le_bytes().to_vec(), ()))
         .is_none()
     {
         h.warn(&format!("quota: could not release in-flight slot {key}"));
@@ -185,7 +185,7 @@ fn undo(h: &impl Host, charges: &[Charge], now: u64) {
 fn settle_budget(h: &impl Host, key: &str, period: u64, reserved: u128, actual: u128) {
     let initial = BudgetState::default().encode();
     if update(h, key, &initial, |b| {
-        Step::Write(budget_state(b).settled(period, reserved, actual).encode().to_vec(), ())
+        CasStep::Write(budget_state(b).settled(period, reserved, actual).encode().to_vec(), ())
     })
     .is_none()
     {
@@ -240,13 +240,13 @@ fn store_busy() -> GatewayError {
 // ---------------------------------------------------------------------------------------------
 // Listener: tenant, feature and model buckets
 
-enum Body {
+enum Seen {
     None,
     Json(Vec<u8>),
     Sse(Box<StreamScanner>),
 }
 
-pub struct Call {
+pub struct QuotaCall {
     quota: Rc<Quota>,
     /// Waiting for the request body to estimate the call.
     reading: bool,
@@ -262,12 +262,12 @@ pub struct Call {
     status: Option<u16>,
     ok: bool,
     served_model: Option<String>,
-    body: Body,
+    body: Seen,
 }
 
-impl Call {
-    pub fn new(quota: Rc<Quota>) -> Call {
-        Call {
+impl QuotaCall {
+    pub fn new(quota: Rc<Quota>) -> QuotaCall {
+        QuotaCall {
             quota,
             reading: false,
             admitted: false,
@@ -281,7 +281,7 @@ impl Call {
             status: None,
             ok: false,
             served_model: None,
-            body: Body::None,
+            body: Seen::None,
         }
     }
 
@@ -386,9 +386,9 @@ impl Call {
                     let before = budget_state(bytes).spent_in(pid);
                     match reserve(before, c, cap, b.soft_percent) {
                         BudgetDecision::Reserved { spent, soft } => {
-                            Step::Write(BudgetState { period: pid, spent }.encode().to_vec(), (before, soft))
+                            CasStep::Write(BudgetState { period: pid, spent }.encode().to_vec(), (before, soft))
                         }
-                        BudgetDecision::Refused => Step::Refuse((before, false)),
+                        BudgetDecision::Refused => CasStep::Refuse((before, false)),
                     }
                 }) {
                     Some(Ok((_, soft))) => {
@@ -471,8 +471,8 @@ impl Call {
             return (s.usage, s.cost_pico);
         }
         let (usage, stream, unreadable) = match &self.body {
-            Body::Sse(s) => (s.usage, Some((s.content_events, s.saw_end && !s.saw_error)), false),
-            Body::Json(b) if self.ok => match usage::from_openai_body(b) {
+            Seen::Sse(s) => (s.usage, Some((s.content_events, s.saw_end && !s.saw_error)), false),
+            Seen::Json(b) if self.ok => match usage::from_openai_body(b) {
                 Ok(u) => (u, None, false),
                 Err(_) => (None, None, true),
             },
@@ -485,7 +485,7 @@ impl Call {
     fn cost_of(&self, u: &Usage) -> u128 {
         let Some(book) = self.quota.prices.as_ref() else { return 0 };
         let model = self.served_model.clone().or_else(|| match &self.body {
-            Body::Json(b) => served_model_in(b),
+            Seen::Json(b) => served_model_in(b),
             _ => None,
         });
         if let Some(c) = model.as_deref().and_then(|m| book.cost_pico(m, u)) {
@@ -521,7 +521,7 @@ fn served_model_in(body: &[u8]) -> Option<String> {
     serde_json::from_slice::<M>(body).ok()?.model
 }
 
-impl Call {
+impl QuotaCall {
     pub fn on_request_headers(&mut self, h: &impl Host, eos: bool) -> Flow {
         if let Some(facts) = h.property_string(&[headers::PROP_REQUEST]).and_then(|f| RequestFacts::decode(&f)) {
             // route-select already read the body: no need to hold the call or read it again.
@@ -572,9 +572,9 @@ impl Call {
         if !eos {
             let ct = h.response_header("content-type").unwrap_or_default();
             if ct.starts_with("text/event-stream") {
-                self.body = Body::Sse(Box::default());
+                self.body = Seen::Sse(Box::default());
             } else if ct.starts_with("application/json") && self.ok {
-                self.body = Body::Json(Vec::new());
+                self.body = Seen::Json(Vec::new());
             }
         }
         Flow::Continue
@@ -582,11 +582,11 @@ impl Call {
 
     pub fn on_response_body(&mut self, h: &impl Host, size: usize) -> Flow {
         match &mut self.body {
-            Body::None => {}
-            Body::Sse(s) => s.push(&h.response_body(size)),
-            Body::Json(b) => {
+            Seen::None => {}
+            Seen::Sse(s) => s.push(&h.response_body(size)),
+            Seen::Json(b) => {
                 if b.len() + size > MAX_SCANNED_BODY {
-                    self.body = Body::None;
+                    self.body = Seen::None;
                 } else if size > 0 {
                     // Each call sees only the chunk that has not yet been passed on.
                     b.extend_from_slice(&h.response_body(size));
@@ -726,6 +726,30 @@ fn mark_last_attempt(h: &impl Host, provider: &str) {
         if let Ok(json) = serde_json::to_string(&attempts) {
             h.set_property(headers::PROP_ATTEMPTS, &json);
         }
+    }
+}
+
+impl crate::host::Callbacks for QuotaCall {
+    fn on_request_headers<H: Host>(&mut self, h: &H, eos: bool) -> Flow {
+        QuotaCall::on_request_headers(self, h, eos)
+    }
+    fn on_request_body<H: Host>(&mut self, h: &H, size: usize, eos: bool) -> Flow {
+        QuotaCall::on_request_body(self, h, size, eos)
+    }
+    fn on_response_headers<H: Host>(&mut self, h: &H, eos: bool) -> Flow {
+        QuotaCall::on_response_headers(self, h, eos)
+    }
+    fn on_response_body<H: Host>(&mut self, h: &H, size: usize, _eos: bool) -> Flow {
+        QuotaCall::on_response_body(self, h, size)
+    }
+    fn on_log<H: Host>(&mut self, h: &H) {
+        QuotaCall::on_log(self, h)
+    }
+}
+
+impl crate::host::Callbacks for ProviderAttempt {
+    fn on_request_headers<H: Host>(&mut self, h: &H, _eos: bool) -> Flow {
+        ProviderAttempt::on_request_headers(self, h)
     }
 }
 

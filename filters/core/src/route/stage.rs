@@ -1,7 +1,7 @@
 //! The route stage: on the listener ([`Select`]) it reads the request once, picks the model
 //! alias and its fallback chain (route rules, canary, the Messages door's translation), and on
 //! the way back explains a failed chain and translates answers for the Messages door; per
-//! attempt ([`Attempt`]) it checks the privacy zone, translates the request for the provider
+//! attempt ([`RouteAttempt`]) it checks the privacy zone, translates the request for the provider
 //! this attempt goes to, records the attempt, and translates the provider's answer back.
 
 use std::rc::Rc;
@@ -13,7 +13,7 @@ use crate::audit::{parse_attempts, Attempt as AttemptRecord, ErrorClass};
 use crate::error::GatewayError;
 use crate::headers;
 use crate::host::{messages_door, Flow, Host};
-use crate::keys::{check_scope, CallIdentity, Scope};
+use crate::keys::{check_scope, CallIdentity, KeyScope};
 use crate::quota::RequestFacts;
 use crate::{anthropic, bedrock, gemini, messages_in, sigv4, sse};
 
@@ -42,9 +42,9 @@ impl Select {
     }
 }
 
-impl Attempt {
-    pub fn new(cfg: Rc<RouteConfig>) -> Attempt {
-        Attempt {
+impl RouteAttempt {
+    pub fn new(cfg: Rc<RouteConfig>) -> RouteAttempt {
+        RouteAttempt {
             cfg,
             target: None,
             response: ResponseMode::Pass,
@@ -115,7 +115,7 @@ impl Select {
         let id = identity(h);
         // The aliases the caller's key may use (set by auth-key-swap; absent: no restriction).
         if let Some(id) = &id {
-            check_scope("alias", &Scope::from_list_str(&id.alias_scope), model)?;
+            check_scope("alias", &KeyScope::from_list_str(&id.alias_scope), model)?;
         }
         let hint = |name: &str| h.request_header(name).filter(|v| !v.is_empty());
         let latency_budget_ms = match hint(headers::CALLER_LATENCY_BUDGET) {
@@ -445,7 +445,7 @@ struct Target {
 }
 
 /// Upstream, once per attempt: translates for the provider this attempt goes to.
-pub struct Attempt {
+pub struct RouteAttempt {
     cfg: Rc<RouteConfig>,
     target: Option<Target>,
     response: ResponseMode,
@@ -459,7 +459,7 @@ pub struct Attempt {
     deprecation: Option<String>,
 }
 
-impl Attempt {
+impl RouteAttempt {
     fn write_attempts(&self, h: &impl Host) {
         if let Ok(json) = serde_json::to_string(&self.attempts) {
             h.set_property(headers::PROP_ATTEMPTS, &json);
@@ -581,7 +581,7 @@ impl Attempt {
     }
 }
 
-impl Attempt {
+impl RouteAttempt {
     pub fn on_request_headers(&mut self, h: &impl Host, eos: bool) -> Flow {
         // Upstream filters edit the router's request headers in place, so what one attempt
         // changes is what the next attempt starts from. Everything an attempt depends on comes
@@ -802,6 +802,9 @@ fn invalid_response() -> Vec<u8> {
     .body()
     .into_bytes()
 }
+
+crate::callbacks!(Select: on_request_headers, on_request_body, on_response_headers, on_response_body);
+crate::callbacks!(RouteAttempt: on_request_headers, on_request_body, on_response_headers, on_response_body);
 
 #[cfg(test)]
 mod tests;

@@ -43,7 +43,7 @@ fn exactly_the_burst_is_admitted_across_workers_then_a_429_with_the_figures() {
     let mut admitted = 0;
     for _ in 0..5 {
         let h = call_on(&store);
-        let mut c = Call::new(q.clone());
+        let mut c = QuotaCall::new(q.clone());
         if c.on_request_headers(&h, false) == Flow::Continue {
             admitted += 1;
         } else {
@@ -62,7 +62,7 @@ fn a_call_that_can_never_fit_says_so_without_a_reset_time() {
     let q = quota(r#"{"acme": {"tokens_per_minute": 1, "tokens_burst": 50}}"#, "{}");
     let store = FakeHost::new();
     let h = call_on(&store);
-    assert_eq!(Call::new(q).on_request_headers(&h, false), Flow::Refused);
+    assert_eq!(QuotaCall::new(q).on_request_headers(&h, false), Flow::Refused);
     assert_eq!(code(&h), (429, "tenant_tokens_per_minute".to_string()));
     assert!(reply_header(&h, "retry-after").is_none());
     assert!(reply_header(&h, "x-ratelimit-reset-tokens").is_none());
@@ -74,7 +74,7 @@ fn tokens_are_reconciled_to_what_the_audit_stage_settled() {
     let q = quota(r#"{"acme": {"tokens_per_minute": 1, "tokens_burst": 10000}}"#, "{}");
     let store = FakeHost::new();
     let h = call_on(&store);
-    let mut c = Call::new(q.clone());
+    let mut c = QuotaCall::new(q.clone());
     assert_eq!(c.on_request_headers(&h, false), Flow::Continue);
     assert_eq!(h.property_string(&[headers::PROP_QUOTA_ESTIMATE]).as_deref(), Some("14 100"));
     h.response_headers.borrow_mut().push((":status".into(), "200".into()));
@@ -88,7 +88,7 @@ fn tokens_are_reconciled_to_what_the_audit_stage_settled() {
     );
     c.on_log(&h);
     let next = call_on(&store);
-    let mut c2 = Call::new(q);
+    let mut c2 = QuotaCall::new(q);
     c2.on_request_headers(&next, false);
     next.response_headers.borrow_mut().push((":status".into(), "200".into()));
     c2.on_response_headers(&next, true);
@@ -100,13 +100,13 @@ fn concurrency_slots_are_given_back_when_calls_end() {
     let q = quota(r#"{"acme": {"concurrent": 1}}"#, "{}");
     let store = FakeHost::new();
     let (h1, h2) = (call_on(&store), call_on(&store));
-    let mut c1 = Call::new(q.clone());
+    let mut c1 = QuotaCall::new(q.clone());
     assert_eq!(c1.on_request_headers(&h1, false), Flow::Continue);
-    assert_eq!(Call::new(q.clone()).on_request_headers(&h2, false), Flow::Refused);
+    assert_eq!(QuotaCall::new(q.clone()).on_request_headers(&h2, false), Flow::Refused);
     assert_eq!(code(&h2), (429, "tenant_concurrent_requests".to_string()));
     c1.on_log(&h1);
     let h3 = call_on(&store);
-    assert_eq!(Call::new(q).on_request_headers(&h3, false), Flow::Continue);
+    assert_eq!(QuotaCall::new(q).on_request_headers(&h3, false), Flow::Continue);
 }
 
 #[test]
@@ -116,17 +116,17 @@ fn a_budget_refuses_on_the_upper_bound_and_is_settled_to_the_real_cost() {
     let store = FakeHost::new();
     store.now.set(1_800_000_000_000);
     let h = call_on(&store);
-    let mut c = Call::new(q.clone());
+    let mut c = QuotaCall::new(q.clone());
     assert_eq!(c.on_request_headers(&h, false), Flow::Continue);
     // A second call while the first is in flight would pass the cap: 402 before it is sent.
     let h2 = call_on(&store);
-    assert_eq!(Call::new(q.clone()).on_request_headers(&h2, false), Flow::Refused);
+    assert_eq!(QuotaCall::new(q.clone()).on_request_headers(&h2, false), Flow::Refused);
     assert_eq!(code(&h2), (402, "tenant_daily_budget".to_string()));
     // The first call cost nothing (the provider billed nothing): its reservation is released.
     h.set_property(headers::PROP_SETTLED, &Settled { usage: None, estimated: false, cost_pico: None }.encode());
     c.on_log(&h);
     let h3 = call_on(&store);
-    assert_eq!(Call::new(q).on_request_headers(&h3, false), Flow::Continue);
+    assert_eq!(QuotaCall::new(q).on_request_headers(&h3, false), Flow::Continue);
 }
 
 #[test]

@@ -155,7 +155,7 @@ fn a_stream_the_caller_asked_no_usage_for_loses_the_usage_chunk_but_the_audit_ke
     assert!(h.property_string(&[headers::PROP_USAGE]).unwrap().contains("\"input\":3"));
 }
 
-fn attempt_on(provider: &str, region: &str, identity: Option<&str>) -> (FakeHost, Attempt, Flow) {
+fn attempt_on(provider: &str, region: &str, identity: Option<&str>) -> (FakeHost, RouteAttempt, Flow) {
     let h = request(
         "/v1/chat/completions",
         r#"{"model":"chat","max_tokens":9,"messages":[{"role":"user","content":"hi"}]}"#,
@@ -171,7 +171,7 @@ fn attempt_on(provider: &str, region: &str, identity: Option<&str>) -> (FakeHost
         r.push(("x-fake-fault".into(), "openai=500".into()));
         r.push(("x-aigw-chain".into(), "chain_chat".into()));
     }
-    let mut a = Attempt::new(cfg());
+    let mut a = RouteAttempt::new(cfg());
     let flow = a.on_request_headers(&h, false);
     (h, a, flow)
 }
