@@ -276,3 +276,14 @@ def test_the_renderer_refuses_chains_that_do_not_match_the_aliases():
     no_retry = text.replace("num_retries: 1", "num_retries: 0")
     with pytest.raises(SystemExit, match="retries fewer times"):
         render_envoy.to_ecds(no_retry, "/tmp/unused-ecds")
+
+
+def test_the_readme_says_one_thing_about_a_providers_401():
+    """The behaviour is tested above (a 401 or 403 is not retried); both README sections that
+    speak of it must say so."""
+    from conftest import ROOT
+
+    text = " ".join((ROOT / "README.md").read_text().split())
+    assert "Not triggers: 400, 401, 403" in text
+    assert "the call itself is **not** moved on to the next provider" in text
+    assert "moves on to the next provider of its chain (a retriable header)" not in text
