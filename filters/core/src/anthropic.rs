@@ -485,5 +485,46 @@ impl StreamTranslator {
 
 impl_translate!(StreamTranslator);
 
+/// Anthropic Messages as a provider API (see `provider`).
+pub struct Anthropic;
+
+impl crate::provider::ProviderApi for Anthropic {
+    fn path(&self, _model: &str, _cfg: &crate::route::ProviderConfig, _stream: bool) -> String {
+        "/v1/messages".to_string()
+    }
+
+    fn version_header(&self) -> Option<(&'static str, &'static str)> {
+        Some(("anthropic-version", API_VERSION))
+    }
+
+    fn credential_header(&self, key: &str) -> Option<(&'static str, String)> {
+        Some(("x-api-key", key.to_string()))
+    }
+
+    fn request(&self, req: Value, model: &str, max_tokens_default: u64) -> Result<Value, GatewayError> {
+        request_from_openai(&req, model, max_tokens_default)
+    }
+
+    fn answer(&self, body: &[u8], _model: &str, now_ms: u64) -> Result<Vec<u8>, String> {
+        response_to_openai(body, now_ms / 1000).map(|(out, _)| out)
+    }
+
+    fn error(&self, status: u16, _error_type: &str, body: &[u8]) -> (u16, Vec<u8>) {
+        error_to_openai(status, body)
+    }
+
+    fn stream(
+        &self,
+        content_type: &str,
+        _model: &str,
+        _id: Option<&str>,
+        created: u64,
+    ) -> Option<Box<dyn crate::sse::Translate>> {
+        content_type
+            .starts_with("text/event-stream")
+            .then(|| Box::new(StreamTranslator::new(created, true)) as Box<dyn crate::sse::Translate>)
+    }
+}
+
 #[cfg(test)]
 mod tests;

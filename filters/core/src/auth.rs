@@ -283,12 +283,9 @@ pub fn inject(
         return None;
     };
     let index = p.credentials.iter().position(|x| x.name == c.name).unwrap_or(0);
-    match p.api {
-        Api::Openai => h.set_request_header("authorization", Some(&format!("Bearer {}", c.key))),
-        Api::Anthropic => h.set_request_header("x-api-key", Some(&c.key)),
-        Api::Azure => h.set_request_header("api-key", Some(&c.key)),
-        Api::Gemini => h.set_request_header("x-goog-api-key", Some(&c.key)),
-        Api::Bedrock => {}
+    // Each API's own scheme; one that signs instead (Bedrock) is signed once its body is here.
+    if let Some((name, value)) = crate::provider::api(p.api).credential_header(&c.key) {
+        h.set_request_header(name, Some(&value));
     }
     Some(AttemptCredential { provider: provider.to_string(), index, api: p.api })
 }

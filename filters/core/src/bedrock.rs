@@ -292,6 +292,51 @@ impl StreamTranslator {
 
 impl_translate!(StreamTranslator);
 
+/// Bedrock Converse as a provider API (see `provider`): through the Anthropic translation,
+/// signed with SigV4 by the credential stage.
+pub struct Bedrock;
+
+impl crate::provider::ProviderApi for Bedrock {
+    fn path(&self, model: &str, _cfg: &crate::route::ProviderConfig, stream: bool) -> String {
+        if stream {
+            converse_stream_path(model)
+        } else {
+            converse_path(model)
+        }
+    }
+
+    fn credential_header(&self, _key: &str) -> Option<(&'static str, String)> {
+        None
+    }
+
+    fn request(&self, req: Value, model: &str, max_tokens_default: u64) -> Result<Value, GatewayError> {
+        request_from_anthropic(&crate::anthropic::request_from_openai(&req, model, max_tokens_default)?)
+    }
+
+    fn answer(&self, body: &[u8], model: &str, now_ms: u64) -> Result<Vec<u8>, String> {
+        response_to_anthropic(body, model, &now_ms.to_string())
+            .and_then(|a| crate::anthropic::response_to_openai(&a, now_ms / 1000))
+            .map(|(out, _)| out)
+    }
+
+    fn error(&self, status: u16, error_type: &str, body: &[u8]) -> (u16, Vec<u8>) {
+        error_to_openai(status, error_type, body)
+    }
+
+    fn stream(
+        &self,
+        content_type: &str,
+        model: &str,
+        id: Option<&str>,
+        created: u64,
+    ) -> Option<Box<dyn crate::sse::Translate>> {
+        content_type.starts_with("application/vnd.amazon.eventstream").then(|| {
+            let id = id.map(str::to_string).unwrap_or_else(|| created.to_string());
+            Box::new(StreamTranslator::new(model, &id, created)) as Box<dyn crate::sse::Translate>
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

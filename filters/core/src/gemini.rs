@@ -287,6 +287,49 @@ impl StreamTranslator {
 
 impl_translate!(StreamTranslator);
 
+/// The Gemini API as a provider API (see `provider`): through the Anthropic translation.
+pub struct Gemini;
+
+impl crate::provider::ProviderApi for Gemini {
+    fn path(&self, model: &str, _cfg: &crate::route::ProviderConfig, stream: bool) -> String {
+        if stream {
+            stream_path(model)
+        } else {
+            generate_path(model)
+        }
+    }
+
+    fn credential_header(&self, key: &str) -> Option<(&'static str, String)> {
+        Some(("x-goog-api-key", key.to_string()))
+    }
+
+    fn request(&self, req: Value, model: &str, max_tokens_default: u64) -> Result<Value, GatewayError> {
+        request_from_anthropic(&crate::anthropic::request_from_openai(&req, model, max_tokens_default)?)
+    }
+
+    fn answer(&self, body: &[u8], model: &str, now_ms: u64) -> Result<Vec<u8>, String> {
+        response_to_anthropic(body, model)
+            .and_then(|a| crate::anthropic::response_to_openai(&a, now_ms / 1000))
+            .map(|(out, _)| out)
+    }
+
+    fn error(&self, status: u16, _error_type: &str, body: &[u8]) -> (u16, Vec<u8>) {
+        error_to_openai(status, body)
+    }
+
+    fn stream(
+        &self,
+        content_type: &str,
+        model: &str,
+        _id: Option<&str>,
+        created: u64,
+    ) -> Option<Box<dyn crate::sse::Translate>> {
+        content_type
+            .starts_with("text/event-stream")
+            .then(|| Box::new(StreamTranslator::new(model, created)) as Box<dyn crate::sse::Translate>)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,7 +15,7 @@ use crate::headers;
 use crate::host::{messages_door, Flow, Host};
 use crate::keys::{check_scope, CallIdentity, KeyScope};
 use crate::quota::RequestFacts;
-use crate::{anthropic, bedrock, gemini, messages_in, sigv4, sse};
+use crate::{messages_in, provider, sse};
 
 const CHAT_PATH: &str = "/v1/chat/completions";
 
@@ -438,6 +438,9 @@ enum ResponseMode {
 struct Target {
     provider: String,
     api: Api,
+    /// The API's path for this request, and for it when it streams.
+    path: String,
+    stream_path: String,
     model: String,
     max_tokens_default: u64,
     /// Bedrock's `x-amzn-ErrorType` of an error answer.
@@ -512,67 +515,25 @@ impl RouteAttempt {
     }
 
     fn translate_request(h: &impl Host, t: &mut Target, body: &[u8]) -> Result<Vec<u8>, GatewayError> {
-        let mut req: Value = serde_json::from_slice(body).map_err(|e| {
+        let req: Value = serde_json::from_slice(body).map_err(|e| {
             GatewayError::bad_request("invalid_json", format!("The request body is not valid JSON: {e}"))
         })?;
-        match t.api {
-            Api::Openai | Api::Azure => {
-                if let Some(obj) = req.as_object_mut() {
-                    obj.insert("model".into(), Value::String(t.model.clone()));
-                    if obj.get("stream").and_then(Value::as_bool) == Some(true) {
-                        // Usage must always be known (quota, audit); the listener filter takes
-                        // the extra chunk out again for a caller who did not ask for it.
-                        let opts = obj.entry("stream_options").or_insert_with(|| serde_json::json!({}));
-                        if let Some(o) = opts.as_object_mut() {
-                            o.insert("include_usage".into(), Value::Bool(true));
-                        }
-                    }
-                }
-                Ok(req.to_string().into_bytes())
-            }
-            Api::Anthropic => {
-                anthropic::request_from_openai(&req, &t.model, t.max_tokens_default).map(|v| v.to_string().into_bytes())
-            }
-            Api::Gemini | Api::Bedrock => {
-                if req.get("stream").and_then(Value::as_bool) == Some(true) {
-                    // Both stream on a path of their own (with usage always: the listener filter
-                    // hides it from a caller who did not ask).
-                    let path = if t.api == Api::Gemini {
-                        gemini::stream_path(&t.model)
-                    } else {
-                        bedrock::converse_stream_path(&t.model)
-                    };
-                    h.set_request_header(":path", Some(&path));
-                }
-                let a = anthropic::request_from_openai(&req, &t.model, t.max_tokens_default)?;
-                let out = if t.api == Api::Gemini {
-                    gemini::request_from_anthropic(&a)?
-                } else {
-                    bedrock::request_from_anthropic(&a)?
-                };
-                Ok(out.to_string().into_bytes())
-            }
+        if provider::streams(&req) && t.stream_path != t.path {
+            // Some APIs stream on a path of their own.
+            h.set_request_header(":path", Some(&t.stream_path));
         }
+        let out = provider::api(t.api).request(req, &t.model, t.max_tokens_default)?;
+        Ok(out.to_string().into_bytes())
     }
 
     /// A provider's whole (non-streamed) answer, translated to OpenAI's format: (status, body).
     fn translate_whole(&self, h: &impl Host, t: &Target, body: &[u8]) -> (u16, Vec<u8>) {
+        let api = provider::api(t.api);
         if self.status != 200 {
-            let (status, out) = match t.api {
-                Api::Gemini => gemini::error_to_openai(self.status, body),
-                Api::Bedrock => bedrock::error_to_openai(self.status, &t.error_type, body),
-                _ => anthropic::error_to_openai(self.status, body),
-            };
-            return (status, out);
+            return api.error(self.status, &t.error_type, body);
         }
-        let as_anthropic = match t.api {
-            Api::Gemini => gemini::response_to_anthropic(body, &t.model),
-            Api::Bedrock => bedrock::response_to_anthropic(body, &t.model, &h.now_ms().to_string()),
-            _ => Ok(body.to_vec()),
-        };
-        let translated = as_anthropic.and_then(|a| anthropic::response_to_openai(&a, h.now_ms() / 1000));
-        match translated {
-            Ok((out, _usage)) => (200, out),
+        match api.answer(body, &t.model, h.now_ms()) {
+            Ok(out) => (200, out),
             Err(e) => {
                 h.warn(&format!("route-select: {e}"));
                 (502, invalid_response())
@@ -625,29 +586,21 @@ impl RouteAttempt {
         }
         self.deprecation = warning
             .map(|d| format!("model {} is deprecated; sunset {}; successor {}", step.model, d.sunset, d.successor));
+        let api = provider::api(p.api);
         let target = Target {
             provider,
             api: p.api,
+            path: api.path(model, p, false),
+            stream_path: api.path(model, p, true),
             model: model.to_string(),
             max_tokens_default: p.max_tokens_default,
             error_type: String::new(),
         };
-        let path = match target.api {
-            Api::Openai => CHAT_PATH.to_string(),
-            Api::Anthropic => "/v1/messages".to_string(),
-            Api::Azure => format!(
-                "/openai/deployments/{}/chat/completions?api-version={}",
-                sigv4::uri_encode(&target.model, false),
-                sigv4::uri_encode(&p.api_version, false)
-            ),
-            Api::Gemini => gemini::generate_path(&target.model),
-            Api::Bedrock => bedrock::converse_path(&target.model),
-        };
-        h.set_request_header(":path", Some(&path));
+        h.set_request_header(":path", Some(&target.path));
         // Every provider API takes JSON, and the gateway writes the body each attempt sends.
         h.set_request_header("content-type", Some("application/json"));
-        if target.api == Api::Anthropic {
-            h.set_request_header("anthropic-version", Some(anthropic::API_VERSION));
+        if let Some((name, value)) = api.version_header() {
+            h.set_request_header(name, Some(value));
         }
         self.target = Some(target);
         if eos {
@@ -711,7 +664,8 @@ impl RouteAttempt {
         if eos {
             return Flow::Continue;
         }
-        if matches!(t.api, Api::Openai | Api::Azure) {
+        let api = provider::api(t.api);
+        if api.answers_unified() {
             // Passed through untouched, but a success is read once before Envoy decides on a
             // retry: a 200 whose body cannot be read becomes a 502, which moves the call on.
             if self.status == 200 && ct.starts_with("application/json") {
@@ -721,26 +675,22 @@ impl RouteAttempt {
             return Flow::Continue;
         }
         h.set_response_header("content-length", None);
-        if t.api == Api::Bedrock {
-            t.error_type = error_type;
-        }
-        if self.status == 200 && ct.starts_with("text/event-stream") && t.api == Api::Anthropic {
-            let created = h.now_ms() / 1000;
-            self.response = ResponseMode::Stream(Box::new(anthropic::StreamTranslator::new(created, true)));
-            Flow::Continue
-        } else if self.status == 200 && ct.starts_with("application/vnd.amazon.eventstream") && t.api == Api::Bedrock {
-            let created = h.now_ms() / 1000;
-            let id = provider_request_id.unwrap_or_else(|| created.to_string());
-            h.set_response_header("content-type", Some("text/event-stream"));
-            self.response = ResponseMode::Stream(Box::new(bedrock::StreamTranslator::new(&t.model, &id, created)));
-            Flow::Continue
-        } else if self.status == 200 && ct.starts_with("text/event-stream") && t.api == Api::Gemini {
-            let created = h.now_ms() / 1000;
-            self.response = ResponseMode::Stream(Box::new(gemini::StreamTranslator::new(&t.model, created)));
-            Flow::Continue
-        } else {
-            self.response = ResponseMode::Buffer;
-            Flow::Pause
+        t.error_type = error_type;
+        let created = h.now_ms() / 1000;
+        let stream =
+            if self.status == 200 { api.stream(&ct, &t.model, provider_request_id.as_deref(), created) } else { None };
+        match stream {
+            Some(translator) => {
+                if !ct.starts_with("text/event-stream") {
+                    h.set_response_header("content-type", Some("text/event-stream"));
+                }
+                self.response = ResponseMode::Stream(translator);
+                Flow::Continue
+            }
+            None => {
+                self.response = ResponseMode::Buffer;
+                Flow::Pause
+            }
         }
     }
 

@@ -187,7 +187,7 @@ fn an_attempt_translates_for_its_provider_and_forwards_only_allowed_headers() {
     assert_eq!(h.request_header("x-fake-fault").as_deref(), Some("openai=500"));
     assert_eq!(h.request_header(":path").as_deref(), Some("/v1/messages"));
     assert_eq!(h.request_header("content-type").as_deref(), Some("application/json"));
-    assert_eq!(h.request_header("anthropic-version").as_deref(), Some(anthropic::API_VERSION));
+    assert_eq!(h.request_header("anthropic-version").as_deref(), Some(crate::anthropic::API_VERSION));
     let n = h.request_body.borrow().len();
     assert_eq!(a.on_request_body(&h, n, true), Flow::Continue);
     let sent: serde_json::Value = serde_json::from_slice(&h.request_body.borrow()).unwrap();

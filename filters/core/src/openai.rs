@@ -1,0 +1,68 @@
+//! OpenAI chat completions and Azure OpenAI: the unified format itself. The request changes only
+//! in its `model` (Azure: the deployment, in the path) and in always asking a stream for its
+//! usage (quota and audit need it; the listener hides it from a caller who did not ask).
+
+use serde_json::Value;
+
+use crate::error::GatewayError;
+use crate::provider::{streams, ProviderApi};
+use crate::route::ProviderConfig;
+use crate::sigv4::uri_encode;
+use crate::sse;
+
+pub const CHAT_PATH: &str = "/v1/chat/completions";
+
+/// OpenAI's wire format, at OpenAI or at Azure OpenAI (a deployment path, `api-key` auth).
+pub struct OpenAiFormat {
+    pub azure: bool,
+}
+
+pub static OPENAI: OpenAiFormat = OpenAiFormat { azure: false };
+pub static AZURE: OpenAiFormat = OpenAiFormat { azure: true };
+
+impl ProviderApi for OpenAiFormat {
+    fn path(&self, model: &str, cfg: &ProviderConfig, _stream: bool) -> String {
+        if !self.azure {
+            return CHAT_PATH.to_string();
+        }
+        format!(
+            "/openai/deployments/{}/chat/completions?api-version={}",
+            uri_encode(model, false),
+            uri_encode(&cfg.api_version, false)
+        )
+    }
+
+    fn credential_header(&self, key: &str) -> Option<(&'static str, String)> {
+        Some(if self.azure { ("api-key", key.to_string()) } else { ("authorization", format!("Bearer {key}")) })
+    }
+
+    fn request(&self, mut req: Value, model: &str, _max_tokens_default: u64) -> Result<Value, GatewayError> {
+        let stream = streams(&req);
+        if let Some(obj) = req.as_object_mut() {
+            obj.insert("model".into(), Value::String(model.to_string()));
+            if stream {
+                let opts = obj.entry("stream_options").or_insert_with(|| serde_json::json!({}));
+                if let Some(o) = opts.as_object_mut() {
+                    o.insert("include_usage".into(), Value::Bool(true));
+                }
+            }
+        }
+        Ok(req)
+    }
+
+    fn answers_unified(&self) -> bool {
+        true
+    }
+
+    fn answer(&self, body: &[u8], _model: &str, _now_ms: u64) -> Result<Vec<u8>, String> {
+        Ok(body.to_vec())
+    }
+
+    fn error(&self, status: u16, _error_type: &str, body: &[u8]) -> (u16, Vec<u8>) {
+        (status, body.to_vec())
+    }
+
+    fn stream(&self, _ct: &str, _model: &str, _id: Option<&str>, _created: u64) -> Option<Box<dyn sse::Translate>> {
+        None
+    }
+}

@@ -1,0 +1,107 @@
+//! One provider API, as an upstream attempt sees it: where it is asked, how it is
+//! authenticated, and how the unified (OpenAI chat) request, its answers, its streams and its
+//! errors are translated. Each API is one module (`openai`, `anthropic`, `gemini`,
+//! `bedrock`) with its implementation of [`ProviderApi`]; the route and credential stages only
+//! ask [`api`] for the one an attempt goes to.
+//!
+//! Adding a provider: a module with its translations and its `ProviderApi`, a variant of
+//! [`Api`] mapped here, and its fake in `tests/fake-providers` (README, "Adding a provider").
+
+use serde_json::Value;
+
+use crate::error::GatewayError;
+use crate::route::{Api, ProviderConfig};
+use crate::sse;
+
+pub trait ProviderApi {
+    /// The path of a request for `model`; `stream`: the request streams.
+    fn path(&self, model: &str, cfg: &ProviderConfig, stream: bool) -> String;
+
+    /// A header the API needs besides its credential (its version).
+    fn version_header(&self) -> Option<(&'static str, &'static str)> {
+        None
+    }
+
+    /// The header that carries `key`; `None`: the request is signed instead, over its body.
+    fn credential_header(&self, key: &str) -> Option<(&'static str, String)>;
+
+    /// The unified request, translated for this API and `model`.
+    fn request(&self, req: Value, model: &str, max_tokens_default: u64) -> Result<Value, GatewayError>;
+
+    /// Whether the API answers in the unified format already: the answer passes through, only
+    /// checked to be readable.
+    fn answers_unified(&self) -> bool {
+        false
+    }
+
+    /// A whole success, translated to the unified format.
+    fn answer(&self, body: &[u8], model: &str, now_ms: u64) -> Result<Vec<u8>, String>;
+
+    /// An error answer, translated: (status for the caller, body). `error_type`: the API's own
+    /// error type header, where it has one (Bedrock's `x-amzn-errortype`).
+    fn error(&self, status: u16, error_type: &str, body: &[u8]) -> (u16, Vec<u8>);
+
+    /// The translator of a streamed success of this content type, when the API streams in it.
+    fn stream(
+        &self,
+        content_type: &str,
+        model: &str,
+        request_id: Option<&str>,
+        created: u64,
+    ) -> Option<Box<dyn sse::Translate>>;
+}
+
+/// The implementation of an API.
+pub fn api(a: Api) -> &'static dyn ProviderApi {
+    match a {
+        Api::Openai => &crate::openai::OPENAI,
+        Api::Azure => &crate::openai::AZURE,
+        Api::Anthropic => &crate::anthropic::Anthropic,
+        Api::Gemini => &crate::gemini::Gemini,
+        Api::Bedrock => &crate::bedrock::Bedrock,
+    }
+}
+
+/// Whether a unified request asks for a stream.
+pub fn streams(req: &Value) -> bool {
+    req.get("stream").and_then(Value::as_bool) == Some(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> ProviderConfig {
+        serde_json::from_str(r#"{"api": "azure", "api_version": "2024-10-21"}"#).unwrap()
+    }
+
+    #[test]
+    fn each_api_has_its_path_and_credential() {
+        let c = cfg();
+        let cases = [
+            (Api::Openai, "/v1/chat/completions", Some("authorization")),
+            (Api::Azure, "/openai/deployments/m/chat/completions?api-version=2024-10-21", Some("api-key")),
+            (Api::Anthropic, "/v1/messages", Some("x-api-key")),
+            (Api::Gemini, "/v1beta/models/m:generateContent", Some("x-goog-api-key")),
+            (Api::Bedrock, "/model/m/converse", None),
+        ];
+        for (a, path, header) in cases {
+            assert_eq!(api(a).path("m", &c, false), path, "{a:?}");
+            assert_eq!(api(a).credential_header("k").map(|(h, _)| h), header, "{a:?}");
+        }
+        assert_eq!(api(Api::Openai).credential_header("k").map(|(_, v)| v).as_deref(), Some("Bearer k"));
+        assert_eq!(api(Api::Gemini).path("m", &c, true), "/v1beta/models/m:streamGenerateContent?alt=sse");
+        assert_eq!(api(Api::Bedrock).path("m", &c, true), "/model/m/converse-stream");
+        assert_eq!(api(Api::Anthropic).version_header().map(|(h, _)| h), Some("anthropic-version"));
+    }
+
+    #[test]
+    fn openai_format_requests_keep_their_fields_and_always_ask_for_stream_usage() {
+        let req = serde_json::json!({"model": "chat", "stream": true, "temperature": 0.5, "messages": []});
+        let out = api(Api::Openai).request(req, "gpt-x", 1024).unwrap();
+        assert_eq!(out["model"], "gpt-x");
+        assert_eq!(out["temperature"], 0.5);
+        assert_eq!(out["stream_options"]["include_usage"], true);
+        assert!(api(Api::Azure).answers_unified() && !api(Api::Gemini).answers_unified());
+    }
+}
