@@ -2,10 +2,13 @@
 //! in its `model` (Azure: the deployment, in the path) and in always asking a stream for its
 //! usage (quota and audit need it; the listener hides it from a caller who did not ask).
 
+use std::collections::BTreeMap;
+
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::error::GatewayError;
-use crate::provider::{streams, ProviderApi};
+use crate::provider::{invalid_json, streams, ProviderApi};
 use crate::route::ProviderConfig;
 use crate::sigv4::uri_encode;
 use crate::sse;
@@ -15,6 +18,10 @@ pub const CHAT_PATH: &str = "/v1/chat/completions";
 /// OpenAI's wire format, at OpenAI or at Azure OpenAI (a deployment path, `api-key` auth).
 pub struct OpenAiFormat {
     pub azure: bool,
+}
+
+fn raw(v: &Value) -> Result<Box<RawValue>, GatewayError> {
+    RawValue::from_string(v.to_string()).map_err(invalid_json)
 }
 
 pub static OPENAI: OpenAiFormat = OpenAiFormat { azure: false };
@@ -48,6 +55,30 @@ impl ProviderApi for OpenAiFormat {
             }
         }
         Ok(req)
+    }
+
+    fn request_bytes(
+        &self,
+        body: &[u8],
+        model: &str,
+        _max_tokens_default: u64,
+    ) -> Result<(Vec<u8>, bool), GatewayError> {
+        // The top level only: the messages (most of the body) stay as the caller wrote them.
+        let mut top: BTreeMap<String, Box<RawValue>> = serde_json::from_slice(body).map_err(invalid_json)?;
+        let stream = top.get("stream").is_some_and(|s| s.get() == "true");
+        top.insert("model".into(), raw(&Value::String(model.to_string()))?);
+        if stream {
+            let mut opts: Value = match top.get("stream_options") {
+                Some(o) => serde_json::from_str(o.get()).map_err(invalid_json)?,
+                None => serde_json::json!({}),
+            };
+            if let Some(o) = opts.as_object_mut() {
+                o.insert("include_usage".into(), Value::Bool(true));
+            }
+            top.insert("stream_options".into(), raw(&opts)?);
+        }
+        let out = serde_json::to_vec(&top).map_err(invalid_json)?;
+        Ok((out, stream))
     }
 
     fn answers_unified(&self) -> bool {

@@ -28,6 +28,20 @@ pub trait ProviderApi {
     /// The unified request, translated for this API and `model`.
     fn request(&self, req: Value, model: &str, max_tokens_default: u64) -> Result<Value, GatewayError>;
 
+    /// The unified request as the caller's bytes, translated: (the body to send, whether it
+    /// streams). By default through [`ProviderApi::request`]; an API that takes the unified
+    /// format rewrites only what changes.
+    fn request_bytes(
+        &self,
+        body: &[u8],
+        model: &str,
+        max_tokens_default: u64,
+    ) -> Result<(Vec<u8>, bool), GatewayError> {
+        let req: Value = serde_json::from_slice(body).map_err(invalid_json)?;
+        let stream = streams(&req);
+        Ok((self.request(req, model, max_tokens_default)?.to_string().into_bytes(), stream))
+    }
+
     /// Whether the API answers in the unified format already: the answer passes through, only
     /// checked to be readable.
     fn answers_unified(&self) -> bool {
@@ -60,6 +74,11 @@ pub fn api(a: Api) -> &'static dyn ProviderApi {
         Api::Gemini => &crate::gemini::Gemini,
         Api::Bedrock => &crate::bedrock::Bedrock,
     }
+}
+
+/// The 400 for a request body that is not JSON.
+pub fn invalid_json(e: serde_json::Error) -> GatewayError {
+    GatewayError::bad_request("invalid_json", format!("The request body is not valid JSON: {e}"))
 }
 
 /// Whether a unified request asks for a stream.
@@ -103,5 +122,28 @@ mod tests {
         assert_eq!(out["temperature"], 0.5);
         assert_eq!(out["stream_options"]["include_usage"], true);
         assert!(api(Api::Azure).answers_unified() && !api(Api::Gemini).answers_unified());
+    }
+
+    #[test]
+    fn an_openai_format_request_is_rewritten_not_rebuilt() {
+        // The messages travel byte for byte (escapes, spacing and all); only the model and the
+        // stream options change.
+        let body = br#"{"model": "chat", "stream": true, "messages": [{"role": "user", "content": "caf\u00e9  \"q\""}],
+            "stream_options": {"foo": 1}}"#;
+        let (out, stream) = api(Api::Openai).request_bytes(body, "gpt-x", 1024).unwrap();
+        assert!(stream);
+        let text = String::from_utf8(out.clone()).unwrap();
+        assert!(text.contains(r#"[{"role": "user", "content": "caf\u00e9  \"q\""}]"#), "{text}");
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["model"], "gpt-x");
+        assert_eq!(v["stream_options"], serde_json::json!({"foo": 1, "include_usage": true}));
+        let (out, stream) = api(Api::Azure).request_bytes(br#"{"model":"chat","messages":[]}"#, "dep", 1).unwrap();
+        assert!(!stream);
+        assert_eq!(serde_json::from_slice::<Value>(&out).unwrap(), serde_json::json!({"model": "dep", "messages": []}));
+        // The same result as the tree rewrite, for every API that takes the unified format.
+        let e = api(Api::Openai).request_bytes(b"not json", "m", 1).unwrap_err();
+        assert_eq!((e.status, e.code), (400, "invalid_json"));
+        let e = api(Api::Openai).request_bytes(b"[1]", "m", 1).unwrap_err();
+        assert_eq!((e.status, e.code), (400, "invalid_json"));
     }
 }

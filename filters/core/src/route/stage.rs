@@ -515,15 +515,12 @@ impl RouteAttempt {
     }
 
     fn translate_request(h: &impl Host, t: &mut Target, body: &[u8]) -> Result<Vec<u8>, GatewayError> {
-        let req: Value = serde_json::from_slice(body).map_err(|e| {
-            GatewayError::bad_request("invalid_json", format!("The request body is not valid JSON: {e}"))
-        })?;
-        if provider::streams(&req) && t.stream_path != t.path {
+        let (out, stream) = provider::api(t.api).request_bytes(body, &t.model, t.max_tokens_default)?;
+        if stream && t.stream_path != t.path {
             // Some APIs stream on a path of their own.
             h.set_request_header(":path", Some(&t.stream_path));
         }
-        let out = provider::api(t.api).request(req, &t.model, t.max_tokens_default)?;
-        Ok(out.to_string().into_bytes())
+        Ok(out)
     }
 
     /// A provider's whole (non-streamed) answer, translated to OpenAI's format: (status, body).
