@@ -118,38 +118,32 @@ impl ListenerCall {
         Flow::Refused
     }
 
-    pub fn on_request_headers(&mut self, h: &impl Host, eos: bool) -> Flow {
+    /// Runs `f` with a host that reads back the filter state this call set.
+    fn with_state<H: Host, R>(&mut self, h: &H, f: impl FnOnce(&mut Self, &CallState<'_, H>) -> R) -> R {
         let set = std::mem::take(&mut self.state);
-        let f = self.on_request_headers_in(&CallState { inner: h, set: &set }, eos);
+        let r = f(self, &CallState { inner: h, set: &set });
         self.state = set;
-        f
+        r
+    }
+
+    pub fn on_request_headers(&mut self, h: &impl Host, eos: bool) -> Flow {
+        self.with_state(h, |c, h| c.on_request_headers_in(h, eos))
     }
 
     pub fn on_request_body(&mut self, h: &impl Host, size: usize, eos: bool) -> Flow {
-        let set = std::mem::take(&mut self.state);
-        let f = self.on_request_body_in(&CallState { inner: h, set: &set }, size, eos);
-        self.state = set;
-        f
+        self.with_state(h, |c, h| c.on_request_body_in(h, size, eos))
     }
 
     pub fn on_response_headers(&mut self, h: &impl Host, eos: bool) -> Flow {
-        let set = std::mem::take(&mut self.state);
-        let f = self.on_response_headers_in(&CallState { inner: h, set: &set }, eos);
-        self.state = set;
-        f
+        self.with_state(h, |c, h| c.on_response_headers_in(h, eos))
     }
 
     pub fn on_response_body(&mut self, h: &impl Host, size: usize, eos: bool) -> Flow {
-        let set = std::mem::take(&mut self.state);
-        let f = self.on_response_body_in(&CallState { inner: h, set: &set }, size, eos);
-        self.state = set;
-        f
+        self.with_state(h, |c, h| c.on_response_body_in(h, size, eos))
     }
 
     pub fn on_log(&mut self, h: &impl Host) {
-        let set = std::mem::take(&mut self.state);
-        self.on_log_in(&CallState { inner: h, set: &set });
-        self.state = set;
+        self.with_state(h, |c, h| c.on_log_in(h))
     }
 
     fn on_request_headers_in(&mut self, h: &impl Host, eos: bool) -> Flow {
