@@ -284,7 +284,7 @@ pub fn inject(
     };
     let index = p.credentials.iter().position(|x| x.name == c.name).unwrap_or(0);
     // Each API's own scheme; one that signs instead (Bedrock) is signed once its body is here.
-    if let Some((name, value)) = crate::provider::api(p.api).credential_header(&c.key) {
+    if let Some((name, value)) = crate::provider::credential_header(p.api, &c.key) {
         h.set_request_header(name, Some(&value));
     }
     Some(AttemptCredential { provider: provider.to_string(), index, api: p.api })

@@ -81,6 +81,18 @@ pub fn invalid_json(e: serde_json::Error) -> GatewayError {
     GatewayError::bad_request("invalid_json", format!("The request body is not valid JSON: {e}"))
 }
 
+/// The credential header of an API for `key` (see [`ProviderApi::credential_header`]), by
+/// static dispatch: the credential stage, deployed alone, then links no provider's translations.
+pub fn credential_header(a: Api, key: &str) -> Option<(&'static str, String)> {
+    match a {
+        Api::Openai => crate::openai::OPENAI.credential_header(key),
+        Api::Azure => crate::openai::AZURE.credential_header(key),
+        Api::Anthropic => crate::anthropic::Anthropic.credential_header(key),
+        Api::Gemini => crate::gemini::Gemini.credential_header(key),
+        Api::Bedrock => crate::bedrock::Bedrock.credential_header(key),
+    }
+}
+
 /// Whether a unified request asks for a stream.
 pub fn streams(req: &Value) -> bool {
     req.get("stream").and_then(Value::as_bool) == Some(true)
@@ -109,6 +121,9 @@ mod tests {
             assert_eq!(api(a).credential_header("k").map(|(h, _)| h), header, "{a:?}");
         }
         assert_eq!(api(Api::Openai).credential_header("k").map(|(_, v)| v).as_deref(), Some("Bearer k"));
+        for a in [Api::Openai, Api::Azure, Api::Anthropic, Api::Gemini, Api::Bedrock] {
+            assert_eq!(credential_header(a, "k"), api(a).credential_header("k"), "{a:?}");
+        }
         assert_eq!(api(Api::Gemini).path("m", &c, true), "/v1beta/models/m:streamGenerateContent?alt=sse");
         assert_eq!(api(Api::Bedrock).path("m", &c, true), "/model/m/converse-stream");
         assert_eq!(api(Api::Anthropic).version_header().map(|(h, _)| h), Some("anthropic-version"));
