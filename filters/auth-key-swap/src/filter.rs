@@ -6,6 +6,7 @@ use std::rc::Rc;
 
 use aigw_core::auth::{self, AttemptCredential, AuthConfig, CredentialPlane};
 use aigw_core::headers;
+use aigw_core::host::Host;
 use aigw_core::keys::KeyRing;
 use aigw_core::route::Api;
 use aigw_host::{self as host, ProxyHost};
@@ -68,8 +69,8 @@ impl HttpContext for Stream {
                 Err(()) => Action::Pause,
             },
             Role::Upstream(plane) => {
-                let provider = host::upstream_provider().unwrap_or_default();
-                let region = host::upstream_metadata(headers::METADATA_REGION);
+                let provider = ProxyHost.upstream_metadata(headers::METADATA_PROVIDER).unwrap_or_default();
+                let region = ProxyHost.upstream_metadata(headers::METADATA_REGION);
                 self.used = auth::inject(&h, plane, &provider, region.as_deref());
                 if self.used.as_ref().is_some_and(|u| u.api == Api::Bedrock) {
                     // SigV4 covers the body as it will be sent (translated by route-select):
@@ -121,7 +122,7 @@ impl HttpContext for Stream {
 impl Stream {
     fn sign(&self, body: &[u8]) {
         if let (Role::Upstream(plane), Some(used)) = (&*self.role, &self.used) {
-            let region = host::upstream_metadata(headers::METADATA_REGION);
+            let region = ProxyHost.upstream_metadata(headers::METADATA_REGION);
             plane.sign(&ProxyHost, used, region.as_deref(), body);
         }
     }

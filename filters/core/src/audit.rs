@@ -152,41 +152,36 @@ pub struct Attempt {
     /// The fingerprint of the provider credential used (never the key).
     #[serde(default)]
     pub credential: Option<String>,
-    /// When the attempt was sent (ms since the epoch); used to measure its latency.
-    #[serde(default, skip_serializing)]
+    /// When the attempt was sent (ms since the epoch), while the call is in flight: it tells a
+    /// per-try timeout from a reset. Not part of the audit record (cleared before it is written).
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub started_ms: u64,
 }
 
-/// An attempt that got no answer within the per-try timeout was cut by it: its class is
-/// `timeout`, not `no_response`, and its latency is how long it was given. `started_ms` is when
-/// the last attempt of `attempts` was sent; `now` is when the next attempt (or the call's end)
-/// came.
-pub fn close_timed_out(attempts: &mut [Attempt], started_ms: u64, per_try_ms: u64, now: u64) {
+/// Closes the last attempt if it got no answer because a timer cut it: the latency budget's
+/// per-try timeout (`per_try_ms`), or Envoy's own timeout at the end of the call
+/// (`code_details` `upstream_response_timeout` / `upstream_per_try_timeout`). Its class becomes
+/// `timeout`, not `no_response`, and its latency how long it was given (until `now`).
+///
+/// Envoy's timer and the filter's clock do not start at the same instant: an attempt that got
+/// 90% of its time or more was cut by the timer (a reset or a refused connection comes within
+/// milliseconds).
+pub fn close_unanswered(attempts: &mut [Attempt], per_try_ms: Option<u64>, code_details: Option<&str>, now: u64) {
     let Some(last) = attempts.last_mut() else { return };
-    let elapsed = now.saturating_sub(started_ms);
-    // Envoy's timer and the filter's clock do not start at the same instant: an attempt that
-    // got 90% of its time or more was cut by the timer (a reset or a refused connection comes
-    // within milliseconds).
-    if last.status.is_none()
-        && last.error_class == Some(ErrorClass::NoResponse)
-        && elapsed.saturating_mul(10) >= per_try_ms.saturating_mul(9)
-    {
+    if last.status.is_some() || last.error_class != Some(ErrorClass::NoResponse) {
+        return;
+    }
+    let elapsed = now.saturating_sub(last.started_ms);
+    let per_try = per_try_ms.is_some_and(|t| last.started_ms > 0 && elapsed.saturating_mul(10) >= t.saturating_mul(9));
+    let envoy = matches!(code_details, Some("upstream_response_timeout" | "upstream_per_try_timeout"));
+    if per_try || envoy {
         last.error_class = Some(ErrorClass::Timeout);
-        last.latency_ms = Some(elapsed);
+        last.latency_ms = (last.started_ms > 0).then_some(elapsed);
     }
 }
 
-/// The call ended on Envoy's own timeout (the latency budget's overall timeout, or the last
-/// attempt's per-try timeout): its last attempt, still unanswered, was a timeout.
-pub fn close_on_envoy_timeout(attempts: &mut [Attempt], code_details: &str, now: u64, started_ms: Option<u64>) {
-    let Some(last) = attempts.last_mut() else { return };
-    if last.status.is_none()
-        && last.error_class == Some(ErrorClass::NoResponse)
-        && matches!(code_details, "upstream_response_timeout" | "upstream_per_try_timeout")
-    {
-        last.error_class = Some(ErrorClass::Timeout);
-        last.latency_ms = started_ms.map(|s| now.saturating_sub(s));
-    }
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The attempts list kept in filter state while a call is in flight.
@@ -263,20 +258,34 @@ mod tests {
             credential: None,
             started_ms: 0,
         };
+        let open = Attempt { started_ms: 1_000, ..open };
         let mut a = vec![open.clone()];
-        close_timed_out(&mut a, 1_000, 600, 1_601);
+        close_unanswered(&mut a, Some(600), None, 1_601);
         assert_eq!((a[0].error_class, a[0].latency_ms), (Some(ErrorClass::Timeout), Some(601)));
         // A reset well before the timeout stays `no_response`.
         let mut a = vec![open.clone()];
-        close_timed_out(&mut a, 1_000, 600, 1_050);
+        close_unanswered(&mut a, Some(600), None, 1_050);
         assert_eq!(a[0].error_class, Some(ErrorClass::NoResponse));
         let mut a = vec![open.clone()];
-        close_timed_out(&mut a, 1_000, 600, 1_545);
+        close_unanswered(&mut a, Some(600), None, 1_545);
         assert_eq!(a[0].error_class, Some(ErrorClass::Timeout));
+        // Cut by Envoy's timeout at the end of the call, before its share ran out.
+        let mut a = vec![open.clone()];
+        close_unanswered(&mut a, Some(600), Some("upstream_response_timeout"), 1_300);
+        assert_eq!((a[0].error_class, a[0].latency_ms), (Some(ErrorClass::Timeout), Some(300)));
+        // The caller left: not a timeout.
+        let mut a = vec![open.clone()];
+        close_unanswered(&mut a, None, Some("downstream_remote_disconnect"), 1_300);
+        assert_eq!(a[0].error_class, Some(ErrorClass::NoResponse));
         // An attempt that was answered is left alone.
         let mut a = vec![Attempt { status: Some(503), error_class: Some(ErrorClass::Overloaded), ..open }];
-        close_timed_out(&mut a, 0, 600, 5_000);
+        close_unanswered(&mut a, Some(600), Some("upstream_response_timeout"), 5_000);
         assert_eq!(a[0].error_class, Some(ErrorClass::Overloaded));
+        // The start time travels in filter state, but the audit record does not show it.
+        let mut a = vec![Attempt { started_ms: 7, ..a[0].clone() }];
+        assert!(serde_json::to_string(&a).unwrap_or_default().contains("started_ms"));
+        a[0].started_ms = 0;
+        assert!(!serde_json::to_string(&a).unwrap_or_default().contains("started_ms"));
     }
 
     #[test]

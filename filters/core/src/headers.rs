@@ -78,9 +78,8 @@ pub const CALLER_FEATURE: &str = "x-gateway-feature";
 pub const CALLER_AGENT: &str = "x-gateway-agent";
 /// JSON array of [`crate::audit::Attempt`], appended to by each upstream attempt.
 pub const PROP_ATTEMPTS: &str = "aigw_attempts";
-/// When the latest attempt was sent (ms since the epoch), and the per-try timeout a latency
-/// budget gave each attempt: together they tell a per-try timeout from a reset.
-pub const PROP_ATTEMPT_STARTED: &str = "aigw_attempt_started";
+/// The per-try timeout a latency budget gave each attempt: with each attempt's start time (in
+/// its record) it tells a per-try timeout from a reset.
 pub const PROP_PER_TRY_MS: &str = "aigw_per_try_ms";
 pub const PROP_ALIAS: &str = "aigw_alias";
 /// Which front door the call came in by, `chat` or `messages` (set by route-select), so every

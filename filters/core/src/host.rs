@@ -56,6 +56,33 @@ pub trait Host {
         self.property(path).and_then(|b| String::from_utf8(b).ok()).filter(|s| !s.is_empty())
     }
 
+    /// A value of the gateway's endpoint metadata (`aigw.<key>`) on the upstream host this
+    /// attempt goes to.
+    fn upstream_metadata(&self, key: &str) -> Option<String> {
+        self.property_string(&[
+            "xds",
+            "upstream_host_metadata",
+            "filter_metadata",
+            crate::headers::METADATA_NAMESPACE,
+            key,
+        ])
+    }
+
+    /// The caller's identity, as the auth stage recorded it.
+    fn call_identity(&self) -> Option<crate::keys::CallIdentity> {
+        crate::keys::CallIdentity::parse(&self.property(&[crate::headers::PROP_IDENTITY])?)
+    }
+
+    /// Closes the last of `attempts` if a timer cut it (see `audit::close_unanswered`).
+    fn close_unanswered(&self, attempts: &mut [crate::audit::Attempt]) {
+        if attempts.last().is_none_or(|a| a.status.is_some()) {
+            return;
+        }
+        let per_try = self.property_string(&[crate::headers::PROP_PER_TRY_MS]).and_then(|v| v.parse().ok());
+        let details = self.property_string(&["response", "code_details"]);
+        crate::audit::close_unanswered(attempts, per_try, details.as_deref(), self.now_ms());
+    }
+
     /// Removes, from the request, the headers of `present` that `drop` selects: only headers
     /// that exist cost a host call.
     fn remove_request_headers(&self, present: &[(String, String)], drop: &dyn Fn(&str) -> bool) {

@@ -283,10 +283,6 @@ pub struct AttemptCall {
     status: u16,
 }
 
-fn upstream_metadata(h: &impl Host, key: &str) -> Option<String> {
-    h.property_string(&["xds", "upstream_host_metadata", "filter_metadata", headers::METADATA_NAMESPACE, key])
-}
-
 impl AttemptCall {
     pub fn new(cfg: Rc<Upstream>) -> AttemptCall {
         AttemptCall {
@@ -341,8 +337,8 @@ impl AttemptCall {
             }
         }
         if let Some(plane) = &self.cfg.credentials {
-            let provider = upstream_metadata(h, headers::METADATA_PROVIDER).unwrap_or_default();
-            let region = upstream_metadata(h, headers::METADATA_REGION);
+            let provider = h.upstream_metadata(headers::METADATA_PROVIDER).unwrap_or_default();
+            let region = h.upstream_metadata(headers::METADATA_REGION);
             self.credential = auth::inject(h, plane, &provider, region.as_deref());
         }
         Flow::Continue
@@ -350,7 +346,7 @@ impl AttemptCall {
 
     fn sign(&self, h: &impl Host, body: &[u8]) {
         if let (Some(plane), Some(used)) = (&self.cfg.credentials, &self.credential) {
-            let region = upstream_metadata(h, headers::METADATA_REGION);
+            let region = h.upstream_metadata(headers::METADATA_REGION);
             plane.sign(h, used, region.as_deref(), body);
         }
     }

@@ -3,7 +3,6 @@
 
 use std::time::UNIX_EPOCH;
 
-use aigw_core::error::GatewayError;
 use aigw_core::headers;
 use proxy_wasm::hostcalls as hc;
 use proxy_wasm::types::LogLevel;
@@ -38,38 +37,15 @@ pub fn set_property(name: &str, value: &str) {
     let _ = abi::set_property(name.as_bytes(), value.as_bytes());
 }
 
-/// The caller's identity recorded by auth-key-swap, if it ran.
-pub fn identity() -> Option<aigw_core::keys::CallIdentity> {
-    aigw_core::keys::CallIdentity::parse(&property(&[headers::PROP_IDENTITY])?)
-}
-
 /// All request headers in one host call (names are lowercase). Bytes that are not UTF-8 are
 /// replaced, never trusted.
 pub fn request_headers() -> Vec<(String, String)> {
     headers::decode_map(&abi::header_pairs(abi::REQUEST_HEADERS).unwrap_or_default())
 }
 
-/// Removes, from the request, the headers in `present` (as returned by [`request_headers`])
-/// that `drop` selects: only headers that exist cost a host call.
-pub fn remove_request_headers(present: &[(String, String)], drop: impl Fn(&str) -> bool) {
-    for (name, _) in present.iter().filter(|(n, _)| drop(n)) {
-        set_request_header(name, None);
-    }
-}
-
 /// The root id this plugin instance was configured with.
 pub fn root_id() -> String {
     property_string(&["plugin_root_id"]).unwrap_or_default()
-}
-
-/// A value of the gateway's endpoint metadata on the upstream host this attempt goes to.
-pub fn upstream_metadata(key: &str) -> Option<String> {
-    property_string(&["xds", "upstream_host_metadata", "filter_metadata", headers::METADATA_NAMESPACE, key])
-}
-
-/// The provider name of the upstream host this attempt goes to.
-pub fn upstream_provider() -> Option<String> {
-    upstream_metadata(headers::METADATA_PROVIDER)
 }
 
 pub fn now_ms() -> u64 {
@@ -144,29 +120,6 @@ pub fn shared_set(key: &str, value: &[u8], cas: Option<u32>) -> Result<(), Share
 /// Answers the caller directly (a local reply). `false` when the host refused.
 pub fn send_response(status: u16, headers: &[(&str, &str)], body: &[u8]) -> bool {
     abi::send_local_response(u32::from(status), &abi::encode_map(headers), body).is_ok()
-}
-
-/// Whether the call came in by the Messages door (`/v1/messages`): route-select says so in filter
-/// state; before it has run, the request path still says so.
-pub fn messages_door() -> bool {
-    match property_string(&[headers::PROP_DOOR]) {
-        Some(door) => door == "messages",
-        None => request_header(":path").is_some_and(|p| p.split('?').next() == Some(aigw_core::messages_in::PATH)),
-    }
-}
-
-/// Answers the caller with the gateway's error: OpenAI's shape, or Anthropic's on the Messages door.
-pub fn send_error(err: &GatewayError, extra_headers: &[(&str, &str)]) {
-    let mut h: Vec<(&str, &str)> = vec![("content-type", "application/json")];
-    h.extend_from_slice(extra_headers);
-    let body = if messages_door() {
-        aigw_core::messages_in::error_from_openai(err.status, err.body().as_bytes())
-    } else {
-        err.body().into_bytes()
-    };
-    if !send_response(err.status, &h, &body) {
-        warn("aigw: could not send a local reply");
-    }
 }
 
 /// Makes Envoy pick the route again, so headers set by a filter reach `cluster_header`.

@@ -6,11 +6,10 @@ use std::collections::HashSet;
 
 use serde::Deserialize;
 
-use super::{close_timed_out, parse_attempts, upstream_failed, AuditRecord, Outcome, Tokens, RECORD_VERSION};
+use super::{parse_attempts, upstream_failed, AuditRecord, Outcome, Tokens, RECORD_VERSION};
 use crate::error::GatewayError;
 use crate::headers;
 use crate::host::{Flow, Host};
-use crate::keys::CallIdentity;
 use crate::price::{format_usd, PriceBook, PriceBookConfig};
 use crate::quota::{self, Billing, CallEnd, Settled};
 use crate::usage::{self, StreamScanner, Usage};
@@ -245,13 +244,11 @@ impl AuditCall {
             _ => (false, false, None),
         };
         let mut attempts = parse_attempts(h.property(&[headers::PROP_ATTEMPTS]).as_deref());
-        if attempts.last().is_some_and(|a| a.status.is_none()) {
-            // The last attempt got no answer: was it cut by its per-try timeout?
-            let num = |p: &str| prop(p).and_then(|v| v.parse::<u64>().ok());
-            if let (Some(per_try), Some(started)) = (num(headers::PROP_PER_TRY_MS), num(headers::PROP_ATTEMPT_STARTED))
-            {
-                close_timed_out(&mut attempts, started, per_try, h.now_ms());
-            }
+        // The last attempt got no answer: was it cut by a timer?
+        h.close_unanswered(&mut attempts);
+        // The start times served that; the record does not carry them.
+        for a in &mut attempts {
+            a.started_ms = 0;
         }
         // Cut short: by the provider's side (a reset, a timeout), or by the caller leaving?
         let cut_upstream =
@@ -317,7 +314,7 @@ impl AuditCall {
             }
         }
         let end = h.now_ms();
-        let id = h.property(&[headers::PROP_IDENTITY]).and_then(|b| CallIdentity::parse(&b)).unwrap_or_default();
+        let id = h.call_identity().unwrap_or_default();
         let some = |s: String| if s.is_empty() { None } else { Some(s) };
         let record = AuditRecord {
             version: RECORD_VERSION,

@@ -15,7 +15,6 @@ use crate::bucket::{retry_after_secs, Decision, Limit, State};
 use crate::error::GatewayError;
 use crate::headers;
 use crate::host::{messages_door, Flow, Host, SharedSetError};
-use crate::keys::CallIdentity;
 use crate::price::format_usd;
 use crate::usage::{self, StreamScanner, Usage};
 
@@ -33,20 +32,6 @@ pub fn init_store(h: &impl Host) {
     if matches!(h.shared_get(CREATE_LOCK), Ok((None, _))) {
         let _ = h.shared_set(CREATE_LOCK, &0u64.to_le_bytes(), None);
     }
-}
-
-fn identity(h: &impl Host) -> Option<CallIdentity> {
-    CallIdentity::parse(&h.property(&[headers::PROP_IDENTITY])?)
-}
-
-fn upstream_provider(h: &impl Host) -> Option<String> {
-    h.property_string(&[
-        "xds",
-        "upstream_host_metadata",
-        "filter_metadata",
-        headers::METADATA_NAMESPACE,
-        headers::METADATA_PROVIDER,
-    ])
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -288,7 +273,7 @@ impl QuotaCall {
     /// Charges the call to every bucket and budget of its scopes, or refuses it having charged
     /// nothing.
     fn admit(&mut self, h: &impl Host) -> Flow {
-        let id = identity(h);
+        let id = h.call_identity();
         let tenant = id.as_ref().map(|i| i.tenant.clone()).unwrap_or_else(|| "_anonymous".into());
         let feature = id.as_ref().and_then(|i| i.feature.clone());
         let alias = self.estimate.model.clone().or_else(|| h.property_string(&[headers::PROP_ALIAS]));
@@ -653,7 +638,7 @@ pub struct ProviderAttempt {
 
 impl ProviderAttempt {
     pub fn on_request_headers(&mut self, h: &impl Host) -> Flow {
-        let Some(provider) = upstream_provider(h) else { return Flow::Continue };
+        let Some(provider) = h.upstream_metadata(headers::METADATA_PROVIDER) else { return Flow::Continue };
         let Some(scope) = self.quota.provider(&provider) else { return Flow::Continue };
         let tokens: u64 = h
             .property_string(&[headers::PROP_QUOTA_ESTIMATE])

@@ -13,20 +13,11 @@ use crate::audit::{parse_attempts, Attempt as AttemptRecord, ErrorClass};
 use crate::error::GatewayError;
 use crate::headers;
 use crate::host::{messages_door, Flow, Host};
-use crate::keys::{check_scope, CallIdentity, KeyScope};
+use crate::keys::{check_scope, KeyScope};
 use crate::quota::RequestFacts;
 use crate::{messages_in, provider, sse};
 
 const CHAT_PATH: &str = "/v1/chat/completions";
-
-fn identity(h: &impl Host) -> Option<CallIdentity> {
-    CallIdentity::parse(&h.property(&[headers::PROP_IDENTITY])?)
-}
-
-/// A value of the gateway's endpoint metadata on the upstream host this attempt goes to.
-fn upstream_metadata(h: &impl Host, key: &str) -> Option<String> {
-    h.property_string(&["xds", "upstream_host_metadata", "filter_metadata", headers::METADATA_NAMESPACE, key])
-}
 
 impl Select {
     pub fn new(cfg: Rc<RouteConfig>) -> Select {
@@ -112,7 +103,7 @@ impl Select {
         let Some(model) = facts.model.as_deref().filter(|m| !m.is_empty()) else {
             return Err(GatewayError::bad_request("missing_model", "The request names no `model`.").with_param("model"));
         };
-        let id = identity(h);
+        let id = h.call_identity();
         // The aliases the caller's key may use (set by auth-key-swap; absent: no restriction).
         if let Some(id) = &id {
             check_scope("alias", &KeyScope::from_list_str(&id.alias_scope), model)?;
@@ -262,9 +253,7 @@ impl Select {
             Vec::new()
         } else {
             let mut a = parse_attempts(h.property(&[headers::PROP_ATTEMPTS]).as_deref());
-            if a.last().is_some_and(|a| a.status.is_none()) {
-                close_timed_out_attempt(h, &mut a, h.now_ms());
-            }
+            h.close_unanswered(&mut a);
             a
         };
         match envoy_count {
@@ -345,19 +334,6 @@ impl Select {
                 Flow::Continue
             }
         }
-    }
-}
-
-/// Marks the last of `attempts` a timeout if it was cut by the latency budget's per-try timeout
-/// (see `audit::close_timed_out`).
-fn close_timed_out_attempt(h: &impl Host, attempts: &mut [AttemptRecord], now: u64) {
-    let num = |p: &str| h.property_string(&[p]).and_then(|v| v.parse::<u64>().ok());
-    let started = num(headers::PROP_ATTEMPT_STARTED);
-    if let (Some(per_try), Some(started)) = (num(headers::PROP_PER_TRY_MS), started) {
-        crate::audit::close_timed_out(attempts, started, per_try, now);
-    }
-    if let Some(details) = h.property_string(&["response", "code_details"]) {
-        crate::audit::close_on_envoy_timeout(attempts, &details, now, started);
     }
 }
 
@@ -474,10 +450,7 @@ impl RouteAttempt {
     fn start_record(&mut self, h: &impl Host, provider: &str, region: Option<String>, model: Option<&str>) {
         let now = h.now_ms();
         self.attempts = parse_attempts(h.property(&[headers::PROP_ATTEMPTS]).as_deref());
-        if self.attempts.last().is_some_and(|a| a.status.is_none()) {
-            close_timed_out_attempt(h, &mut self.attempts, now);
-        }
-        h.set_property(headers::PROP_ATTEMPT_STARTED, &now.to_string());
+        h.close_unanswered(&mut self.attempts);
         self.record = Some((self.attempts.len(), now));
         self.attempts.push(AttemptRecord {
             provider: provider.to_string(),
@@ -549,14 +522,14 @@ impl RouteAttempt {
         // Only an allow-list of the caller's headers reaches a provider (headers::FORWARDED_REQUEST).
         let extra = &self.cfg.forward_request_headers;
         h.remove_request_headers(&h.request_headers(), &|n| !headers::forwarded_to_provider(n, extra));
-        let provider = upstream_metadata(h, headers::METADATA_PROVIDER);
+        let provider = h.upstream_metadata(headers::METADATA_PROVIDER);
         let (Some(alias), Some(provider)) = (alias, provider) else {
             h.warn("route-select: upstream attempt without alias or provider metadata; passing it through");
             return Flow::Continue;
         };
         // Privacy zone: never to a region outside the caller's zone, fallback included.
-        let zone = if self.cfg.zones.is_empty() { None } else { identity(h).and_then(|i| i.zone) };
-        let region = upstream_metadata(h, headers::METADATA_REGION);
+        let zone = if self.cfg.zones.is_empty() { None } else { h.call_identity().and_then(|i| i.zone) };
+        let region = h.upstream_metadata(headers::METADATA_REGION);
         if !self.cfg.region_allowed(zone.as_deref(), region.as_deref()) {
             let attempts = parse_attempts(h.property(&[headers::PROP_ATTEMPTS]).as_deref());
             let note = format!(

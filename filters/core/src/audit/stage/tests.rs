@@ -160,15 +160,16 @@ fn an_exhausted_chain_with_a_timed_out_last_attempt_is_billed_nothing() {
     h.response_headers.borrow_mut().push((":status".into(), "504".into()));
     attempts(
         &h,
-        r#"[{"provider":"anthropic","region":null,"model":"m","status":null,"latency_ms":null,"error_class":"no_response"}]"#,
+        r#"[{"provider":"anthropic","region":null,"model":"m","status":null,"latency_ms":null,"error_class":"no_response","started_ms":1000}]"#,
     );
     h.set_property(headers::PROP_PER_TRY_MS, "400");
-    h.set_property(headers::PROP_ATTEMPT_STARTED, "1000");
     c.on_response_headers(&h, true);
     h.now.set(1_401);
     let r = c.on_log(&h, &a);
     assert_eq!(r.outcome, Outcome::UpstreamError);
     assert_eq!(r.attempts[0].error_class, Some(crate::audit::ErrorClass::Timeout));
+    assert_eq!((r.attempts[0].latency_ms, r.attempts[0].started_ms), (Some(401), 0));
+    assert!(!String::from_utf8(h.property(&[headers::PROP_AUDIT]).unwrap()).unwrap().contains("started_ms"));
     assert!(r.tokens.is_none() && r.cost_usd.is_none());
     assert_eq!(r.provider.as_deref(), Some("anthropic"));
 }
