@@ -4,9 +4,11 @@
 use std::rc::Rc;
 
 use aigw_core::audit::stage::{Audit, AuditCall, AuditConfig};
-use aigw_host::{self as host, ProxyHost};
+use aigw_core::call_state::{Side, Stateful, Writers};
+use aigw_core::host::{Callbacks, Flow, Host};
+use aigw_host::{self as host, Forward, ProxyHost};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType};
+use proxy_wasm::types::ContextType;
 
 struct Root {
     audit: Option<Rc<Audit>>,
@@ -22,7 +24,8 @@ impl RootContext for Root {
 
     fn create_http_context(&self, _id: u32) -> Option<Box<dyn HttpContext>> {
         let audit = self.audit.clone()?;
-        Some(Box::new(Call { call: AuditCall::new(&ProxyHost), audit }))
+        let call = Call { call: AuditCall::new(&ProxyHost), audit };
+        Some(Box::new(Forward(Stateful::new(call, Side::Listener, Writers::Many))))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -35,24 +38,22 @@ struct Call {
     call: AuditCall,
 }
 
-impl Context for Call {}
-
-impl HttpContext for Call {
-    fn on_http_request_headers(&mut self, _n: usize, _eos: bool) -> Action {
-        self.call.on_request_headers(&ProxyHost);
-        Action::Continue
+impl Callbacks for Call {
+    fn on_request_headers<H: Host>(&mut self, h: &H, _eos: bool) -> Flow {
+        self.call.on_request_headers(h);
+        Flow::Continue
     }
 
-    fn on_http_response_headers(&mut self, _n: usize, eos: bool) -> Action {
-        host::action(self.call.on_response_headers(&ProxyHost, eos))
+    fn on_response_headers<H: Host>(&mut self, h: &H, eos: bool) -> Flow {
+        self.call.on_response_headers(h, eos)
     }
 
-    fn on_http_response_body(&mut self, size: usize, eos: bool) -> Action {
-        host::action(self.call.on_response_body(&ProxyHost, &self.audit, size, eos))
+    fn on_response_body<H: Host>(&mut self, h: &H, size: usize, eos: bool) -> Flow {
+        self.call.on_response_body(h, &self.audit, size, eos)
     }
 
-    fn on_log(&mut self) {
-        self.call.on_log(&ProxyHost, &self.audit);
+    fn on_log<H: Host>(&mut self, h: &H) {
+        self.call.on_log(h, &self.audit);
     }
 }
 

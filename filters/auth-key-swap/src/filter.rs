@@ -6,12 +6,13 @@ use std::rc::Rc;
 
 use aigw_core::auth::{self, AttemptCredential, AuthConfig, CredentialPlane};
 use aigw_core::headers;
-use aigw_core::host::Host;
+use aigw_core::call_state::{Side, Stateful, Writers};
+use aigw_core::host::{Callbacks, Flow, Host};
 use aigw_core::keys::KeyRing;
 use aigw_core::route::Api;
-use aigw_host::{self as host, ProxyHost};
+use aigw_host::{self as host, Forward};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType};
+use proxy_wasm::types::ContextType;
 
 enum Role {
     Downstream(KeyRing),
@@ -43,7 +44,13 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, _id: u32) -> Option<Box<dyn HttpContext>> {
-        self.role.clone().map(|role| Box::new(Stream { role, used: None, status: 0 }) as Box<dyn HttpContext>)
+        let role = self.role.clone()?;
+        let side = match &*role {
+            Role::Downstream(_) => Side::Listener,
+            Role::Upstream(_) => Side::Attempt,
+        };
+        let stream = Stream { role, used: None, status: 0 };
+        Some(Box::new(Forward(Stateful::new(stream, side, Writers::Many))))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -58,72 +65,69 @@ struct Stream {
     status: u16,
 }
 
-impl Context for Stream {}
-
-impl HttpContext for Stream {
-    fn on_http_request_headers(&mut self, _n: usize, eos: bool) -> Action {
-        let h = ProxyHost;
+impl Callbacks for Stream {
+    fn on_request_headers<H: Host>(&mut self, h: &H, eos: bool) -> Flow {
         match &*self.role {
-            Role::Downstream(ring) => match auth::authenticate(&h, ring) {
-                Ok(_) => Action::Continue,
-                Err(()) => Action::Pause,
+            Role::Downstream(ring) => match auth::authenticate(h, ring) {
+                Ok(_) => Flow::Continue,
+                Err(()) => Flow::Refused,
             },
             Role::Upstream(plane) => {
-                let provider = ProxyHost.upstream_metadata(headers::METADATA_PROVIDER).unwrap_or_default();
-                let region = ProxyHost.upstream_metadata(headers::METADATA_REGION);
-                self.used = auth::inject(&h, plane, &provider, region.as_deref());
+                let provider = h.upstream_metadata(headers::METADATA_PROVIDER).unwrap_or_default();
+                let region = h.upstream_metadata(headers::METADATA_REGION);
+                self.used = auth::inject(h, plane, &provider, region.as_deref());
                 if self.used.as_ref().is_some_and(|u| u.api == Api::Bedrock) {
                     // SigV4 covers the body as it will be sent (translated by route-select):
                     // sign once it is all here.
                     if eos {
-                        self.sign(&[]);
-                        return Action::Continue;
+                        self.sign(h, &[]);
+                        return Flow::Continue;
                     }
-                    return Action::Pause;
+                    return Flow::Pause;
                 }
-                Action::Continue
+                Flow::Continue
             }
         }
     }
 
-    fn on_http_request_body(&mut self, size: usize, eos: bool) -> Action {
+    fn on_request_body<H: Host>(&mut self, h: &H, size: usize, eos: bool) -> Flow {
         if !self.used.as_ref().is_some_and(|u| u.api == Api::Bedrock) {
-            return Action::Continue;
+            return Flow::Continue;
         }
         if !eos {
-            return Action::Pause;
+            return Flow::Pause;
         }
-        self.sign(&host::request_body(size));
-        Action::Continue
+        self.sign(h, &h.request_body(size));
+        Flow::Continue
     }
 
-    fn on_http_response_headers(&mut self, _n: usize, _eos: bool) -> Action {
+    fn on_response_headers<H: Host>(&mut self, h: &H, _eos: bool) -> Flow {
         if let (Role::Upstream(plane), Some(used)) = (&*self.role, &self.used) {
-            self.status = plane.after_answer(&ProxyHost, used);
+            self.status = plane.after_answer(h, used);
         }
-        Action::Continue
+        Flow::Continue
     }
 
-    fn on_http_response_body(&mut self, size: usize, _eos: bool) -> Action {
+    fn on_response_body<H: Host>(&mut self, h: &H, size: usize, _eos: bool) -> Flow {
         // Gemini says "invalid API key" with a 400 whose body names API_KEY_INVALID.
         if let (Role::Upstream(plane), Some(used)) = (&*self.role, &self.used) {
             if used.api == Api::Gemini
                 && self.status == 400
                 && size > 0
-                && aigw_core::gemini::is_invalid_key(&host::response_body(size))
+                && aigw_core::gemini::is_invalid_key(&h.response_body(size))
             {
-                plane.mark_bad(&ProxyHost, used, "400 API_KEY_INVALID");
+                plane.mark_bad(h, used, "400 API_KEY_INVALID");
             }
         }
-        Action::Continue
+        Flow::Continue
     }
 }
 
 impl Stream {
-    fn sign(&self, body: &[u8]) {
+    fn sign(&self, h: &impl Host, body: &[u8]) {
         if let (Role::Upstream(plane), Some(used)) = (&*self.role, &self.used) {
-            let region = ProxyHost.upstream_metadata(headers::METADATA_REGION);
-            plane.sign(&ProxyHost, used, region.as_deref(), body);
+            let region = h.upstream_metadata(headers::METADATA_REGION);
+            plane.sign(h, used, region.as_deref(), body);
         }
     }
 }

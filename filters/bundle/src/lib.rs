@@ -12,6 +12,7 @@
 
 use std::rc::Rc;
 
+use aigw_core::call_state::{Side, Stateful, Writers};
 use aigw_core::pipeline::{AttemptCall, GatewayConfig, Listener, ListenerCall, Upstream};
 use aigw_host::{self as host, Forward, ProxyHost};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -70,6 +71,9 @@ enum Compiled {
 
 struct Root {
     compiled: Option<Compiled>,
+    /// `gateway`/`gateway_upstream`: the side's only writer of the call state; a design-card
+    /// filter shares its side with the others.
+    writers: Writers,
 }
 
 impl Context for Root {}
@@ -92,6 +96,10 @@ impl RootContext for Root {
         };
         // Errors name the filter as its operators know it (`quota`, `route-select`, ...).
         let filter = id.trim_end_matches("_upstream").replace('_', "-");
+        self.writers = match p {
+            Plugin::Listener(Only::All) | Plugin::Attempt(Only::All) => Writers::One,
+            _ => Writers::Many,
+        };
         let compiled = match p {
             Plugin::Listener(only) => {
                 config(only, &filter).map(|c| Listener::compile(&c).map(|l| Compiled::Listener(Rc::new(l))))
@@ -123,8 +131,13 @@ impl RootContext for Root {
 
     fn create_http_context(&self, _id: u32) -> Option<Box<dyn HttpContext>> {
         match &self.compiled {
-            Some(Compiled::Listener(l)) => Some(Box::new(Forward(ListenerCall::new(&ProxyHost, l.clone())))),
-            Some(Compiled::Attempt(u)) => Some(Box::new(Forward(AttemptCall::new(u.clone())))),
+            Some(Compiled::Listener(l)) => {
+                let call = ListenerCall::new(&ProxyHost, l.clone());
+                Some(Box::new(Forward(Stateful::new(call, Side::Listener, self.writers))))
+            }
+            Some(Compiled::Attempt(u)) => {
+                Some(Box::new(Forward(Stateful::new(AttemptCall::new(u.clone()), Side::Attempt, self.writers))))
+            }
             None if host::root_id() == TRAP_ROOT_ID => Some(Box::new(Trap)),
             None => None,
         }
@@ -162,5 +175,5 @@ fn trap() {
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { compiled: None }) });
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { compiled: None, writers: Writers::Many }) });
 }}

@@ -23,6 +23,7 @@ pub mod audit;
 pub mod auth;
 pub mod bedrock;
 pub mod bucket;
+pub mod call_state;
 pub mod credentials;
 pub mod error;
 pub mod eventstream;

@@ -10,8 +10,6 @@
 //! contexts with one stage enabled. The stages still hand the call over in filter state (the
 //! identity, the request facts, the attempts), as they must when they run as separate filters.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
 use std::rc::Rc;
 
 use serde::Deserialize;
@@ -19,7 +17,7 @@ use serde::Deserialize;
 use crate::audit::stage::{Audit, AuditCall, AuditConfig};
 use crate::auth::{self, AttemptCredential, AuthConfig, CredentialPlane};
 use crate::headers;
-use crate::host::{CallState, Flow, Host};
+use crate::host::{Flow, Host};
 use crate::keys::KeyRing;
 use crate::quota::stage::{ProviderAttempt, QuotaCall};
 use crate::quota::{Quota, QuotaConfig};
@@ -91,8 +89,6 @@ pub struct ListenerCall {
     /// The route stage holds the request headers until the body is complete: the stages after
     /// it see the headers then.
     route_holds_headers: bool,
-    /// The filter state this call's stages set, read back without host calls.
-    state: RefCell<HashMap<String, Vec<u8>>>,
 }
 
 impl ListenerCall {
@@ -104,7 +100,6 @@ impl ListenerCall {
             cfg,
             refused_at: None,
             route_holds_headers: false,
-            state: RefCell::default(),
         }
     }
 
@@ -118,35 +113,7 @@ impl ListenerCall {
         Flow::Refused
     }
 
-    /// Runs `f` with a host that reads back the filter state this call set.
-    fn with_state<H: Host, R>(&mut self, h: &H, f: impl FnOnce(&mut Self, &CallState<'_, H>) -> R) -> R {
-        let set = std::mem::take(&mut self.state);
-        let r = f(self, &CallState { inner: h, set: &set });
-        self.state = set;
-        r
-    }
-
     pub fn on_request_headers(&mut self, h: &impl Host, eos: bool) -> Flow {
-        self.with_state(h, |c, h| c.on_request_headers_in(h, eos))
-    }
-
-    pub fn on_request_body(&mut self, h: &impl Host, size: usize, eos: bool) -> Flow {
-        self.with_state(h, |c, h| c.on_request_body_in(h, size, eos))
-    }
-
-    pub fn on_response_headers(&mut self, h: &impl Host, eos: bool) -> Flow {
-        self.with_state(h, |c, h| c.on_response_headers_in(h, eos))
-    }
-
-    pub fn on_response_body(&mut self, h: &impl Host, size: usize, eos: bool) -> Flow {
-        self.with_state(h, |c, h| c.on_response_body_in(h, size, eos))
-    }
-
-    pub fn on_log(&mut self, h: &impl Host) {
-        self.with_state(h, |c, h| c.on_log_in(h))
-    }
-
-    fn on_request_headers_in(&mut self, h: &impl Host, eos: bool) -> Flow {
         if let Some(a) = &mut self.audit {
             a.on_request_headers(h);
         }
@@ -176,7 +143,7 @@ impl ListenerCall {
         }
     }
 
-    fn on_request_body_in(&mut self, h: &impl Host, size: usize, eos: bool) -> Flow {
+    pub fn on_request_body(&mut self, h: &impl Host, size: usize, eos: bool) -> Flow {
         if self.route_holds_headers {
             match self.route.as_mut().map(|r| r.on_request_body(h, size, eos)) {
                 Some(Flow::Pause) => return Flow::Pause,
@@ -197,7 +164,7 @@ impl ListenerCall {
         }
     }
 
-    fn on_response_headers_in(&mut self, h: &impl Host, eos: bool) -> Flow {
+    pub fn on_response_headers(&mut self, h: &impl Host, eos: bool) -> Flow {
         if self.reaches(Stage::Quota) {
             if let Some(q) = &mut self.quota {
                 q.on_response_headers(h, eos);
@@ -213,7 +180,7 @@ impl ListenerCall {
         self.audit.as_mut().map_or(Flow::Continue, |a| a.on_response_headers(h, eos))
     }
 
-    fn on_response_body_in(&mut self, h: &impl Host, size: usize, eos: bool) -> Flow {
+    pub fn on_response_body(&mut self, h: &impl Host, size: usize, eos: bool) -> Flow {
         // With the audit stage, quota charges the figure audit settles: it need not read the
         // answer itself.
         if self.audit.is_none() && self.reaches(Stage::Quota) {
@@ -235,7 +202,7 @@ impl ListenerCall {
         }
     }
 
-    fn on_log_in(&mut self, h: &impl Host) {
+    pub fn on_log(&mut self, h: &impl Host) {
         // Audit first: it settles what the call costs, which quota then charges.
         if let (Some(call), Some(audit)) = (&mut self.audit, &self.cfg.audit) {
             call.on_log(h, audit);

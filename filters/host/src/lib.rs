@@ -171,23 +171,29 @@ impl<C> proxy_wasm::traits::Context for Forward<C> {}
 
 impl<C: aigw_core::host::Callbacks> proxy_wasm::traits::HttpContext for Forward<C> {
     fn on_http_request_headers(&mut self, _n: usize, eos: bool) -> proxy_wasm::types::Action {
+        trace::hit("cb:request_headers");
         action(self.0.on_request_headers(&ProxyHost, eos))
     }
 
     fn on_http_request_body(&mut self, size: usize, eos: bool) -> proxy_wasm::types::Action {
+        trace::hit("cb:request_body");
         action(self.0.on_request_body(&ProxyHost, size, eos))
     }
 
     fn on_http_response_headers(&mut self, _n: usize, eos: bool) -> proxy_wasm::types::Action {
+        trace::hit("cb:response_headers");
         action(self.0.on_response_headers(&ProxyHost, eos))
     }
 
     fn on_http_response_body(&mut self, size: usize, eos: bool) -> proxy_wasm::types::Action {
+        trace::hit("cb:response_body");
         action(self.0.on_response_body(&ProxyHost, size, eos))
     }
 
     fn on_log(&mut self) {
+        trace::hit("cb:log");
         self.0.on_log(&ProxyHost);
+        trace::call_ended();
     }
 }
 
@@ -197,65 +203,93 @@ pub struct ProxyHost;
 
 impl aigw_core::host::Host for ProxyHost {
     fn request_headers(&self) -> Vec<(String, String)> {
+        trace::hit("request_headers");
         request_headers()
     }
     fn request_header(&self, name: &str) -> Option<String> {
+        #[cfg(feature = "trace-calls")]
+        trace::hit(&format!("request_header:{name}"));
         request_header(name)
     }
     fn set_request_header(&self, name: &str, value: Option<&str>) {
+        #[cfg(feature = "trace-calls")]
+        trace::hit(&format!("set_request_header:{name}"));
         set_request_header(name, value)
     }
     fn response_headers(&self) -> Vec<(String, String)> {
+        trace::hit("response_headers");
         response_headers()
     }
     fn response_header(&self, name: &str) -> Option<String> {
+        #[cfg(feature = "trace-calls")]
+        trace::hit(&format!("response_header:{name}"));
         response_header(name)
     }
     fn set_response_header(&self, name: &str, value: Option<&str>) {
+        #[cfg(feature = "trace-calls")]
+        trace::hit(&format!("set_response_header:{name}"));
         set_response_header(name, value)
     }
     fn request_body(&self, size: usize) -> Vec<u8> {
+        trace::hit("request_body");
         request_body(size)
     }
     fn replace_request_body(&self, size: usize, body: &[u8]) {
+        trace::hit("replace_request_body");
         replace_request_body(size, body)
     }
     fn response_body(&self, size: usize) -> Vec<u8> {
+        trace::hit("response_body");
         response_body(size)
     }
     fn replace_response_body(&self, size: usize, body: &[u8]) {
+        trace::hit("replace_response_body");
         replace_response_body(size, body)
     }
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        #[cfg(feature = "trace-calls")]
+        trace::hit(&format!("property:{}", path.join(".")));
         property(path)
     }
-    fn set_property(&self, name: &str, value: &str) {
-        set_property(name, value)
+    fn set_property_bytes(&self, name: &str, value: &[u8]) {
+        #[cfg(feature = "trace-calls")]
+        trace::hit(&format!("set_property:{name}"));
+        let _ = abi::set_property(name.as_bytes(), value);
     }
     fn shared_get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), ()> {
+        #[cfg(feature = "trace-calls")]
+        trace::hit(&format!("shared_get:{}", key.split(':').next().unwrap_or("")));
         shared_get(key)
     }
     fn shared_set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SharedSetError> {
+        #[cfg(feature = "trace-calls")]
+        trace::hit(&format!("shared_set:{}", key.split(':').next().unwrap_or("")));
         shared_set(key, value, cas)
     }
     fn send_response(&self, status: u16, headers: &[(&str, &str)], body: &[u8]) -> bool {
+        trace::hit("send_response");
         send_response(status, headers, body)
     }
     fn now_ms(&self) -> u64 {
+        trace::hit("now_ms");
         now_ms()
     }
     fn warn(&self, msg: &str) {
+        trace::hit("warn");
         warn(msg)
     }
     fn clear_route_cache(&self) {
+        trace::hit("clear_route_cache");
         clear_route_cache()
     }
     fn counter_add(&self, name: &str, by: u64) {
+        trace::hit("counter_add");
         if let Some(id) = metric_id(proxy_wasm::types::MetricType::Counter, name) {
             let _ = hc::increment_metric(id, i64::try_from(by).unwrap_or(i64::MAX));
         }
     }
     fn histogram_record(&self, name: &str, value: u64) {
+        trace::hit("histogram_record");
         if let Some(id) = metric_id(proxy_wasm::types::MetricType::Histogram, name) {
             let _ = hc::record_metric(id, value);
         }
@@ -278,4 +312,40 @@ fn metric_id(kind: proxy_wasm::types::MetricType, name: &str) -> Option<u32> {
         ids.borrow_mut().insert(name.to_string(), id);
         Some(id)
     })
+}
+
+/// Host-call counts per call, for measuring (feature `trace-calls`; off in every build we ship):
+/// every 1000 calls that end on the listener, the per-call average of each host call is logged.
+mod trace {
+    #[cfg(feature = "trace-calls")]
+    thread_local! {
+        static COUNTS: std::cell::RefCell<std::collections::BTreeMap<String, u64>> = Default::default();
+    }
+
+    #[cfg(feature = "trace-calls")]
+    pub fn hit(name: &str) {
+        COUNTS.with(|c| *c.borrow_mut().entry(name.to_string()).or_default() += 1);
+    }
+
+    #[cfg(not(feature = "trace-calls"))]
+    #[inline(always)]
+    pub fn hit(_name: &str) {}
+
+    #[cfg(feature = "trace-calls")]
+    pub fn call_ended() {
+        COUNTS.with(|c| {
+            let mut c = c.borrow_mut();
+            let n = c.entry("calls".to_string()).or_default();
+            *n += 1;
+            if *n == 1000 {
+                let line: Vec<String> = c.iter().map(|(k, v)| format!("{k}={:.2}", *v as f64 / 1000.0)).collect();
+                super::log(proxy_wasm::types::LogLevel::Error, &format!("aigw trace: {}", line.join(" ")));
+                c.clear();
+            }
+        });
+    }
+
+    #[cfg(not(feature = "trace-calls"))]
+    #[inline(always)]
+    pub fn call_ended() {}
 }

@@ -5,6 +5,7 @@
 
 use std::rc::Rc;
 
+use aigw_core::call_state::{Side, Stateful, Writers};
 use aigw_core::quota::stage::{init_store, ProviderAttempt, QuotaCall};
 use aigw_core::quota::{Quota, QuotaConfig};
 use aigw_host::{self as host, Forward, ProxyHost};
@@ -47,8 +48,11 @@ impl RootContext for Root {
     fn create_http_context(&self, _id: u32) -> Option<Box<dyn HttpContext>> {
         let quota = self.quota.clone()?;
         Some(match self.role {
-            Role::Listener => Box::new(Forward(QuotaCall::new(quota))) as Box<dyn HttpContext>,
-            Role::Attempt => Box::new(Forward(ProviderAttempt { quota })),
+            Role::Listener => {
+                Box::new(Forward(Stateful::new(QuotaCall::new(quota), Side::Listener, Writers::Many)))
+                    as Box<dyn HttpContext>
+            }
+            Role::Attempt => Box::new(Forward(Stateful::new(ProviderAttempt { quota }, Side::Attempt, Writers::Many))),
         })
     }
 

@@ -4,6 +4,7 @@
 
 use std::rc::Rc;
 
+use aigw_core::call_state::{Side, Stateful, Writers};
 use aigw_core::route::stage::{RouteAttempt, Select};
 use aigw_core::route::RouteConfig;
 use aigw_host::{self as host, Forward};
@@ -43,8 +44,10 @@ impl RootContext for Root {
     fn create_http_context(&self, _id: u32) -> Option<Box<dyn HttpContext>> {
         let cfg = self.cfg.clone()?;
         Some(match self.role {
-            Role::Downstream => Box::new(Forward(Select::new(cfg))) as Box<dyn HttpContext>,
-            Role::Upstream => Box::new(Forward(RouteAttempt::new(cfg))),
+            Role::Downstream => {
+                Box::new(Forward(Stateful::new(Select::new(cfg), Side::Listener, Writers::Many))) as Box<dyn HttpContext>
+            }
+            Role::Upstream => Box::new(Forward(Stateful::new(RouteAttempt::new(cfg), Side::Attempt, Writers::Many))),
         })
     }
 

@@ -198,3 +198,62 @@ fn a_stage_left_out_is_not_run() {
     c.on_log(&h);
     assert!(h.property(&[headers::PROP_AUDIT]).is_none());
 }
+
+#[test]
+fn a_whole_call_crosses_between_contexts_in_one_entry_each_way() {
+    use crate::call_state::{handed_on, Side, Stateful, Writers};
+    use crate::host::Callbacks;
+    let store = FakeHost::new();
+    let h = caller(&store, "aigw_sk_acme", BODY);
+    let mut c = Stateful::new(ListenerCall::new(&h, listener()), Side::Listener, Writers::One);
+    assert_eq!(c.on_request_headers(&h, false), Flow::Pause);
+    assert_eq!(c.on_request_body(&h, BODY.len(), true), Flow::Continue);
+    let listener_reads = h.property_reads.get();
+    // What the attempt knows of the call is the listener's one entry.
+    let a = FakeHost { shared: store.shared.clone(), ..FakeHost::default() };
+    *a.request_headers.borrow_mut() = h.request_headers.borrow().clone();
+    *a.request_body.borrow_mut() = h.request_body.borrow().clone();
+    *a.properties.borrow_mut() = h.properties.borrow().clone();
+    for (k, v) in [("provider", "anthropic"), ("region", "us-east-1")] {
+        a.properties
+            .borrow_mut()
+            .insert(format!("xds.upstream_host_metadata.filter_metadata.aigw.{k}"), v.as_bytes().to_vec());
+    }
+    let mut t = Stateful::new(AttemptCall::new(upstream()), Side::Attempt, Writers::One);
+    assert_eq!(t.on_request_headers(&a, false), Flow::Pause);
+    let n = a.request_body.borrow().len();
+    assert_eq!(t.on_request_body(&a, n, true), Flow::Continue);
+    assert_eq!(a.request_header("x-api-key").as_deref(), Some("key-of-ANT"), "translated, and its key set");
+    let answer = r#"{"id":"msg_1","type":"message","role":"assistant","model":"claude-haiku-4-5-20251001","content":[{"type":"text","text":"hi"}],"stop_reason":"end_turn","usage":{"input_tokens":8,"output_tokens":3}}"#;
+    a.response_headers.borrow_mut().extend([(":status".to_string(), "200".to_string()), ("content-type".to_string(), "application/json".to_string())]);
+    *a.response_body.borrow_mut() = answer.as_bytes().to_vec();
+    t.on_response_headers(&a, false);
+    t.on_response_body(&a, answer.len(), true);
+    // The attempt read the listener's entry, its own side's (earlier attempts), and its host's
+    // provider and region: four reads for everything, once each.
+    assert_eq!(a.property_reads.get(), 4, "the attempt's property reads");
+    assert!(a.property_writes.get() <= 3, "the attempt writes only its side's entry");
+    // Back on the listener.
+    for (k, v) in a.properties.borrow().iter() {
+        h.properties.borrow_mut().insert(k.clone(), v.clone());
+    }
+    *h.response_headers.borrow_mut() = a.response_headers.borrow().clone();
+    h.response_headers.borrow_mut().push(("x-envoy-attempt-count".into(), "1".into()));
+    *h.response_body.borrow_mut() = a.response_body.borrow().clone();
+    c.on_response_headers(&h, false);
+    let n = h.response_body.borrow().len();
+    c.on_response_body(&h, n, true);
+    c.on_log(&h);
+    // The listener never reads back what it said itself: it reads only the attempts' entry (once
+    // per callback that needs it) and Envoy's attributes.
+    assert_eq!(listener_reads, 1, "the request path reads nothing the listener itself set");
+    assert!(h.property_reads.get() <= 6, "{} property reads on the listener", h.property_reads.get());
+    let rec = audit_line(&h);
+    assert_eq!((rec["outcome"].as_str(), rec["provider"].as_str()), (Some("ok"), Some("anthropic")));
+    assert_eq!(rec["attempts"].as_array().map(Vec::len), Some(1));
+    assert!(handed_on(&h, headers::PROP_SETTLED).is_some(), "audit settled the figure quota charges");
+    // Only the audit record and the two entries exist in filter state.
+    let mut keys: Vec<String> = h.properties.borrow().keys().filter(|k| k.starts_with("aigw_")).cloned().collect();
+    keys.sort();
+    assert_eq!(keys, ["aigw_audit", "aigw_call", "aigw_upstream"]);
+}

@@ -1,0 +1,87 @@
+//! Times one whole call natively (listener stages + one attempt, against `FakeHost`), to find
+//! where the Wasm code's time goes: `cargo run --release -p aigw-core --example call_cost -- \
+//! gateway.json N`. Envoy's side (host calls) is not in it; `scripts/bench` measures the whole.
+
+use std::rc::Rc;
+use std::time::Instant;
+
+use aigw_core::call_state::{handed_on, Side, Stateful, Writers};
+use aigw_core::host::{Callbacks, FakeHost, Flow, Host};
+use aigw_core::pipeline::{AttemptCall, GatewayConfig, Listener, ListenerCall, Upstream};
+
+const BODY: &str = r#"{"model":"chat","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Hello, how are you today?"}]}"#;
+const ANSWER: &str = r#"{"id":"msg_bench","type":"message","role":"assistant","model":"claude-sonnet-4-5-20250929","content":[{"type":"text","text":"Hello! I am fine, thank you."}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":14,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":9}}"#;
+
+fn one_call(store: &FakeHost, l: &Rc<Listener>, u: &Rc<Upstream>) {
+    let h = store
+        .worker()
+        .with_request_header(":method", "POST")
+        .with_request_header(":path", "/v1/chat/completions")
+        .with_request_header(":authority", "gw")
+        .with_request_header("content-type", "application/json")
+        .with_request_header("authorization", "Bearer aigw-demo-key-acme")
+        .with_request_header("x-request-id", "rid");
+    *h.request_body.borrow_mut() = BODY.as_bytes().to_vec();
+    let mut c = Stateful::new(ListenerCall::new(&h, l.clone()), Side::Listener, Writers::One);
+    let mut f = c.on_request_headers(&h, false);
+    if f == Flow::Pause {
+        f = c.on_request_body(&h, BODY.len(), true);
+    }
+    assert_eq!(f, Flow::Continue, "{:?}", h.reply());
+    // The attempt sees the listener's filter state and headers.
+    let a = FakeHost { shared: store.shared.clone(), ..FakeHost::default() };
+    *a.request_headers.borrow_mut() = h.request_headers.borrow().clone();
+    *a.request_body.borrow_mut() = h.request_body.borrow().clone();
+    *a.properties.borrow_mut() = h.properties.borrow().clone();
+    for (k, v) in [("provider", "anthropic"), ("region", "us-east-1")] {
+        a.properties
+            .borrow_mut()
+            .insert(format!("xds.upstream_host_metadata.filter_metadata.aigw.{k}"), v.as_bytes().to_vec());
+    }
+    let mut t = Stateful::new(AttemptCall::new(u.clone()), Side::Attempt, Writers::One);
+    let mut f = t.on_request_headers(&a, false);
+    if f == Flow::Pause {
+        let n = a.request_body.borrow().len();
+        f = t.on_request_body(&a, n, true);
+    }
+    assert_eq!(f, Flow::Continue);
+    a.response_headers.borrow_mut().extend([
+        (":status".to_string(), "200".to_string()),
+        ("content-type".to_string(), "application/json".to_string()),
+        ("content-length".to_string(), ANSWER.len().to_string()),
+    ]);
+    *a.response_body.borrow_mut() = ANSWER.as_bytes().to_vec();
+    t.on_response_headers(&a, false);
+    t.on_response_body(&a, ANSWER.len(), true);
+    // Back on the listener.
+    *h.response_headers.borrow_mut() = a.response_headers.borrow().clone();
+    h.response_headers.borrow_mut().push(("x-envoy-attempt-count".into(), "1".into()));
+    *h.response_body.borrow_mut() = a.response_body.borrow().clone();
+    for (k, v) in a.properties.borrow().iter() {
+        h.properties.borrow_mut().insert(k.clone(), v.clone());
+    }
+    c.on_response_headers(&h, false);
+    let n = h.response_body.borrow().len();
+    c.on_response_body(&h, n, true);
+    c.on_log(&h);
+    assert!(h.property(&["aigw_audit"]).is_some() && handed_on(&h, "aigw_settled").is_some());
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let text = std::fs::read_to_string(&args[1]).unwrap_or_default();
+    let n: u32 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(20000);
+    let cfg: GatewayConfig = serde_json::from_str(&text).unwrap_or_default();
+    let l = Rc::new(Listener::compile(&cfg).unwrap_or_default());
+    let cfg: GatewayConfig = serde_json::from_str(&text).unwrap_or_default();
+    let u = Rc::new(Upstream::compile(cfg, &|n| Some(format!("key-{n}"))).unwrap_or_default());
+    let store = FakeHost::new();
+    for _ in 0..200 {
+        one_call(&store, &l, &u);
+    }
+    let t0 = Instant::now();
+    for _ in 0..n {
+        one_call(&store, &l, &u);
+    }
+    println!("{:.1} µs per call", t0.elapsed().as_secs_f64() * 1e6 / f64::from(n));
+}

@@ -1,0 +1,336 @@
+//! What one call's stages know, and how it crosses from one context to another: one filter-state
+//! entry per side of Envoy.
+//!
+//! The stages name what they hand on (`aigw_identity`, `aigw_alias`, `aigw_attempts`, ... in
+//! [`crate::headers`]) and read and write it as properties. Those writes do not each become an
+//! Envoy filter-state object: a context keeps them in memory and writes them, at the end of a
+//! callback (or before a local reply), as one entry for its side:
+//!
+//! - [`CALL_ENTRY`] (`aigw_call`), written by the listener's stages: identity, route decision,
+//!   request facts, estimate, ... The per-attempt context reads it once per attempt.
+//! - [`UPSTREAM_ENTRY`] (`aigw_upstream`), written by the attempts: the attempt records, the
+//!   providers charged, an attempt's refusal. The listener reads it once per callback that needs
+//!   it (attempts run between the listener's callbacks).
+//!
+//! A read looks in the context's own side first, then in the other side's entry. The audit
+//! record ([`crate::headers::PROP_AUDIT`]) is not internal: the access log reads it, so it stays
+//! an entry of its own, as does every property that is not the gateway's (Envoy's attributes).
+//!
+//! When the stages of a side run in one context (the `gateway` and `gateway_upstream` filters),
+//! that context is the side's only writer and never reads its own entry back ([`Writers::One`]).
+//! When they run as separate filters (the design card's four), each filter reads its side's
+//! entry again at its first use in each callback, adds what it knows, and writes it back
+//! ([`Writers::Many`]).
+
+use std::cell::RefCell;
+
+use crate::headers;
+use crate::host::{Callbacks, Flow, Host, SharedSetError};
+
+/// The listener side's entry.
+pub const CALL_ENTRY: &str = "aigw_call";
+/// The attempts' entry.
+pub const UPSTREAM_ENTRY: &str = "aigw_upstream";
+
+/// Which side of Envoy a context runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The listener's filter chain: once per call.
+    Listener,
+    /// An aggregate cluster's upstream filters: once per attempt.
+    Attempt,
+}
+
+/// Whether this context is its side's only writer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Writers {
+    /// All of the side's stages run in this context.
+    One,
+    /// Other filters of the same side write the entry too.
+    Many,
+}
+
+/// Whether a property is one the stages hand on (kept in the side's entry).
+fn internal(name: &str) -> bool {
+    name.starts_with("aigw_") && name != headers::PROP_AUDIT && name != CALL_ENTRY && name != UPSTREAM_ENTRY
+}
+
+/// The properties of one side, in the order first set.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Entry(Vec<(String, Vec<u8>)>);
+
+impl Entry {
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_slice())
+    }
+
+    pub fn set(&mut self, name: &str, value: &[u8]) {
+        match self.0.iter_mut().find(|(k, _)| k == name) {
+            Some((_, v)) => {
+                v.clear();
+                v.extend_from_slice(value);
+            }
+            None => self.0.push((name.to_string(), value.to_vec())),
+        }
+    }
+
+    /// `[u16 name length][name][u32 value length][value]`, repeated (little-endian).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.0.iter().map(|(k, v)| k.len() + v.len() + 6).sum());
+        for (k, v) in &self.0 {
+            let (Ok(kl), Ok(vl)) = (u16::try_from(k.len()), u32::try_from(v.len())) else { continue };
+            out.extend_from_slice(&kl.to_le_bytes());
+            out.extend_from_slice(k.as_bytes());
+            out.extend_from_slice(&vl.to_le_bytes());
+            out.extend_from_slice(v);
+        }
+        out
+    }
+
+    /// Reads what [`Entry::encode`] wrote; stops at the first malformed part.
+    pub fn decode(mut b: &[u8]) -> Entry {
+        let mut e = Entry::default();
+        while let Some((kl, rest)) = b.split_first_chunk::<2>() {
+            let kl = usize::from(u16::from_le_bytes(*kl));
+            let Some((k, rest)) = rest.split_at_checked(kl) else { break };
+            let Some((vl, rest)) = rest.split_first_chunk::<4>() else { break };
+            let Ok(vl) = usize::try_from(u32::from_le_bytes(*vl)) else { break };
+            let Some((v, rest)) = rest.split_at_checked(vl) else { break };
+            let Ok(k) = std::str::from_utf8(k) else { break };
+            e.0.push((k.to_string(), v.to_vec()));
+            b = rest;
+        }
+        e
+    }
+}
+
+/// A context's view of the call's state across its callbacks.
+#[derive(Debug)]
+pub struct CallData {
+    side: Side,
+    writers: Writers,
+    /// This side's entry: `None` until read (or known to be empty).
+    own: Option<Entry>,
+    own_changed: bool,
+    /// The other side's entry, as last read.
+    other: Option<Entry>,
+    /// The upstream host's metadata, as read (an attempt's host does not change).
+    metadata: Vec<(String, Option<String>)>,
+    /// The caller's identity, parsed once.
+    identity: Option<Option<crate::keys::CallIdentity>>,
+}
+
+impl CallData {
+    pub fn new(side: Side, writers: Writers) -> CallData {
+        // The listener's only writer starts the call: nothing to read.
+        let own = (side == Side::Listener && writers == Writers::One).then(Entry::default);
+        CallData { side, writers, own, own_changed: false, other: None, metadata: Vec::new(), identity: None }
+    }
+
+    fn own_key(&self) -> &'static str {
+        match self.side {
+            Side::Listener => CALL_ENTRY,
+            Side::Attempt => UPSTREAM_ENTRY,
+        }
+    }
+
+    fn other_key(&self) -> &'static str {
+        match self.side {
+            Side::Listener => UPSTREAM_ENTRY,
+            Side::Attempt => CALL_ENTRY,
+        }
+    }
+
+    /// A callback begins: forget what other contexts may have changed since.
+    pub fn begin(&mut self) {
+        if self.writers == Writers::Many {
+            self.own = None;
+            if self.side == Side::Listener {
+                self.identity = None;
+            }
+        }
+        // Attempts run between the listener's callbacks; the listener's entry does not change
+        // while an attempt runs.
+        if self.side == Side::Listener {
+            self.other = None;
+        }
+    }
+
+    fn own(&mut self, h: &impl Host) -> &mut Entry {
+        let key = self.own_key();
+        self.own.get_or_insert_with(|| Entry::decode(&h.property(&[key]).unwrap_or_default()))
+    }
+
+    fn get(&mut self, h: &impl Host, name: &str) -> Option<Vec<u8>> {
+        if let Some(v) = self.own(h).get(name) {
+            return (!v.is_empty()).then(|| v.to_vec());
+        }
+        let key = self.other_key();
+        let other = self.other.get_or_insert_with(|| Entry::decode(&h.property(&[key]).unwrap_or_default()));
+        other.get(name).filter(|v| !v.is_empty()).map(<[u8]>::to_vec)
+    }
+
+    fn set(&mut self, h: &impl Host, name: &str, value: &[u8]) {
+        if name == headers::PROP_IDENTITY {
+            self.identity = None;
+        }
+        self.own(h).set(name, value);
+        self.own_changed = true;
+    }
+
+    /// Writes this side's entry, if it changed.
+    pub fn flush(&mut self, h: &impl Host) {
+        if !self.own_changed {
+            return;
+        }
+        self.own_changed = false;
+        if let Some(own) = &self.own {
+            let bytes = own.encode();
+            h.set_property_bytes(self.own_key(), &bytes);
+        }
+    }
+}
+
+/// A host whose internal properties live in the call's state (see the module's description).
+pub struct CallState<'a, H: Host> {
+    pub inner: &'a H,
+    pub data: &'a RefCell<CallData>,
+}
+
+impl<H: Host> Host for CallState<'_, H> {
+    fn request_headers(&self) -> Vec<(String, String)> {
+        self.inner.request_headers()
+    }
+    fn request_header(&self, name: &str) -> Option<String> {
+        self.inner.request_header(name)
+    }
+    fn set_request_header(&self, name: &str, value: Option<&str>) {
+        self.inner.set_request_header(name, value)
+    }
+    fn response_headers(&self) -> Vec<(String, String)> {
+        self.inner.response_headers()
+    }
+    fn response_header(&self, name: &str) -> Option<String> {
+        self.inner.response_header(name)
+    }
+    fn set_response_header(&self, name: &str, value: Option<&str>) {
+        self.inner.set_response_header(name, value)
+    }
+    fn request_body(&self, size: usize) -> Vec<u8> {
+        self.inner.request_body(size)
+    }
+    fn replace_request_body(&self, size: usize, body: &[u8]) {
+        self.inner.replace_request_body(size, body)
+    }
+    fn response_body(&self, size: usize) -> Vec<u8> {
+        self.inner.response_body(size)
+    }
+    fn replace_response_body(&self, size: usize, body: &[u8]) {
+        self.inner.replace_response_body(size, body)
+    }
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        match path {
+            [name] if internal(name) => self.data.borrow_mut().get(self.inner, name),
+            _ => self.inner.property(path),
+        }
+    }
+    fn set_property_bytes(&self, name: &str, value: &[u8]) {
+        if internal(name) {
+            self.data.borrow_mut().set(self.inner, name, value);
+        } else {
+            self.inner.set_property_bytes(name, value)
+        }
+    }
+    fn call_identity(&self) -> Option<crate::keys::CallIdentity> {
+        if let Some(id) = &self.data.borrow().identity {
+            return id.clone();
+        }
+        let id = crate::keys::CallIdentity::parse(&self.property(&[headers::PROP_IDENTITY])?);
+        self.data.borrow_mut().identity = Some(id.clone());
+        id
+    }
+    fn upstream_metadata(&self, key: &str) -> Option<String> {
+        if let Some((_, v)) = self.data.borrow().metadata.iter().find(|(k, _)| k == key) {
+            return v.clone();
+        }
+        let v = self.inner.upstream_metadata(key);
+        self.data.borrow_mut().metadata.push((key.to_string(), v.clone()));
+        v
+    }
+    fn shared_get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), ()> {
+        self.inner.shared_get(key)
+    }
+    fn shared_set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SharedSetError> {
+        self.inner.shared_set(key, value, cas)
+    }
+    fn send_response(&self, status: u16, headers: &[(&str, &str)], body: &[u8]) -> bool {
+        // Envoy runs the reply through the filters before this one at once: they must see what
+        // this call knows (a refusal, the door) by then.
+        self.data.borrow_mut().flush(self.inner);
+        self.inner.send_response(status, headers, body)
+    }
+    fn now_ms(&self) -> u64 {
+        self.inner.now_ms()
+    }
+    fn warn(&self, msg: &str) {
+        self.inner.warn(msg)
+    }
+    fn clear_route_cache(&self) {
+        self.inner.clear_route_cache()
+    }
+    fn counter_add(&self, name: &str, by: u64) {
+        self.inner.counter_add(name, by)
+    }
+    fn histogram_record(&self, name: &str, value: u64) {
+        self.inner.histogram_record(name, value)
+    }
+}
+
+/// A call context with its call state: every callback sees the host through [`CallState`], and
+/// the side's entry is written when the callback ends.
+pub struct Stateful<C> {
+    pub ctx: C,
+    pub data: RefCell<CallData>,
+}
+
+impl<C> Stateful<C> {
+    pub fn new(ctx: C, side: Side, writers: Writers) -> Stateful<C> {
+        Stateful { ctx, data: RefCell::new(CallData::new(side, writers)) }
+    }
+
+    fn run<H: Host, R>(&mut self, h: &H, f: impl FnOnce(&mut C, &CallState<'_, H>) -> R) -> R {
+        self.data.borrow_mut().begin();
+        let r = f(&mut self.ctx, &CallState { inner: h, data: &self.data });
+        self.data.borrow_mut().flush(h);
+        r
+    }
+}
+
+impl<C: Callbacks> Callbacks for Stateful<C> {
+    fn on_request_headers<H: Host>(&mut self, h: &H, eos: bool) -> Flow {
+        self.run(h, |c, s| c.on_request_headers(s, eos))
+    }
+    fn on_request_body<H: Host>(&mut self, h: &H, size: usize, eos: bool) -> Flow {
+        self.run(h, |c, s| c.on_request_body(s, size, eos))
+    }
+    fn on_response_headers<H: Host>(&mut self, h: &H, eos: bool) -> Flow {
+        self.run(h, |c, s| c.on_response_headers(s, eos))
+    }
+    fn on_response_body<H: Host>(&mut self, h: &H, size: usize, eos: bool) -> Flow {
+        self.run(h, |c, s| c.on_response_body(s, size, eos))
+    }
+    fn on_log<H: Host>(&mut self, h: &H) {
+        self.run(h, |c, s| c.on_log(s))
+    }
+}
+
+/// Reads one property the stages hand on, from a host's filter state as the entries hold it
+/// (for tests and tools that look at what a call left behind).
+pub fn handed_on(h: &impl Host, name: &str) -> Option<Vec<u8>> {
+    [CALL_ENTRY, UPSTREAM_ENTRY].iter().find_map(|key| {
+        Entry::decode(&h.property(&[key]).unwrap_or_default()).get(name).filter(|v| !v.is_empty()).map(<[u8]>::to_vec)
+    })
+}
+
+#[cfg(test)]
+mod tests;

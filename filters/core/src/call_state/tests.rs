@@ -1,0 +1,142 @@
+use super::*;
+use crate::host::FakeHost;
+
+#[test]
+fn an_entry_round_trips_and_garbage_never_panics() {
+    let mut e = Entry::default();
+    e.set("aigw_alias", b"chat");
+    e.set("aigw_identity", br#"{"tenant":"acme"}"#);
+    e.set("aigw_alias", b"chat-eu");
+    e.set("aigw_empty", b"");
+    let d = Entry::decode(&e.encode());
+    assert_eq!(d, e);
+    assert_eq!(d.get("aigw_alias"), Some(&b"chat-eu"[..]));
+    // Truncated or hostile bytes: what is whole is kept, the rest dropped.
+    let bytes = e.encode();
+    for cut in 0..bytes.len() {
+        let part = Entry::decode(&bytes[..cut]);
+        assert!(part.0.len() <= 3);
+    }
+    assert_eq!(Entry::decode(&[0xff, 0xff, 1, 2, 3]), Entry::default());
+    assert_eq!(Entry::decode(&[1, 0, 0xc3, 0, 0, 0, 0]), Entry::default(), "a name that is not UTF-8");
+}
+
+/// A context that sets and reads what it is told to, so the tests drive the call state alone.
+#[derive(Default)]
+struct Probe {
+    set: Vec<(&'static str, &'static str)>,
+    read: Vec<&'static str>,
+    seen: Vec<Option<String>>,
+}
+
+impl Callbacks for Probe {
+    fn on_request_headers<H: Host>(&mut self, h: &H, _eos: bool) -> Flow {
+        for (k, v) in &self.set {
+            h.set_property(k, v);
+        }
+        self.seen = self.read.iter().map(|k| h.property_string(&[k])).collect();
+        Flow::Continue
+    }
+}
+
+fn probe(set: &[(&'static str, &'static str)], read: &[&'static str]) -> Probe {
+    Probe { set: set.to_vec(), read: read.to_vec(), seen: Vec::new() }
+}
+
+#[test]
+fn the_listener_hands_its_side_on_as_one_entry_and_an_attempt_reads_it_once() {
+    let h = FakeHost::new();
+    let mut listener = Stateful::new(
+        probe(&[("aigw_alias", "chat"), ("aigw_route", "default"), ("aigw_door", "chat")], &["aigw_alias", "aigw_nothing"]),
+        Side::Listener,
+        Writers::One,
+    );
+    listener.on_request_headers(&h, false);
+    assert_eq!(listener.ctx.seen, vec![Some("chat".to_string()), None]);
+    // Three properties, one write; the listener's own reads cost nothing, the miss one read
+    // (of the attempts' entry).
+    assert_eq!((h.property_writes.get(), h.property_reads.get()), (1, 1));
+    assert!(h.property(&["aigw_alias"]).is_none(), "no entry per property");
+    assert_eq!(handed_on(&h, "aigw_route").as_deref(), Some(&b"default"[..]));
+
+    // An attempt: everything the listener said, in one read.
+    h.property_reads.set(0);
+    h.property_writes.set(0);
+    let mut attempt = Stateful::new(
+        probe(&[("aigw_attempts", "[1]")], &["aigw_alias", "aigw_route", "aigw_door"]),
+        Side::Attempt,
+        Writers::One,
+    );
+    attempt.on_request_headers(&h, false);
+    assert_eq!(attempt.ctx.seen.iter().flatten().count(), 3);
+    // Its own side's entry (earlier attempts) and the listener's: two reads; one write.
+    assert_eq!((h.property_reads.get(), h.property_writes.get()), (2, 1));
+
+    // A second attempt sees the first one's record, and adds to the same entry.
+    let mut second = Stateful::new(probe(&[("aigw_quota_providers", "openai")], &["aigw_attempts"]), Side::Attempt, Writers::One);
+    second.on_request_headers(&h, false);
+    assert_eq!(second.ctx.seen, vec![Some("[1]".to_string())]);
+    assert_eq!(handed_on(&h, "aigw_attempts").as_deref(), Some(&b"[1]"[..]));
+    assert_eq!(handed_on(&h, "aigw_quota_providers").as_deref(), Some(&b"openai"[..]));
+
+    // Back on the listener, its next callback reads what the attempts wrote.
+    listener.ctx = probe(&[], &["aigw_attempts", "aigw_alias"]);
+    listener.on_request_headers(&h, false);
+    assert_eq!(listener.ctx.seen, vec![Some("[1]".to_string()), Some("chat".to_string())]);
+}
+
+#[test]
+fn separate_filters_of_one_side_share_its_entry() {
+    let h = FakeHost::new();
+    // auth, then route, then quota, each a filter of its own on the listener.
+    let mut auth = Stateful::new(probe(&[("aigw_identity", "{}")], &[]), Side::Listener, Writers::Many);
+    let mut route = Stateful::new(probe(&[("aigw_alias", "chat")], &["aigw_identity"]), Side::Listener, Writers::Many);
+    let mut quota = Stateful::new(probe(&[("aigw_quota_estimate", "1 2")], &["aigw_alias"]), Side::Listener, Writers::Many);
+    auth.on_request_headers(&h, false);
+    route.on_request_headers(&h, false);
+    quota.on_request_headers(&h, false);
+    assert_eq!(route.ctx.seen, vec![Some("{}".to_string())]);
+    assert_eq!(quota.ctx.seen, vec![Some("chat".to_string())]);
+    for k in ["aigw_identity", "aigw_alias", "aigw_quota_estimate"] {
+        assert!(handed_on(&h, k).is_some(), "{k} kept");
+    }
+    // A filter reads its side again in each callback: the first filter sees what the later
+    // ones wrote since.
+    auth.ctx = probe(&[], &["aigw_quota_estimate"]);
+    auth.on_request_headers(&h, false);
+    assert_eq!(auth.ctx.seen, vec![Some("1 2".to_string())]);
+}
+
+#[test]
+fn a_local_reply_carries_what_the_call_knows_by_then() {
+    let h = FakeHost::new();
+    let data = RefCell::new(CallData::new(Side::Listener, Writers::One));
+    let s = CallState { inner: &h, data: &data };
+    s.set_property(headers::PROP_REFUSAL, "auth");
+    assert!(handed_on(&h, headers::PROP_REFUSAL).is_none(), "not yet written");
+    // Envoy runs the reply through the earlier filters at once: it is written first.
+    s.send_response(401, &[], b"{}");
+    assert_eq!(handed_on(&h, headers::PROP_REFUSAL).as_deref(), Some(&b"auth"[..]));
+}
+
+#[test]
+fn the_audit_record_and_envoys_attributes_are_not_internal() {
+    let h = FakeHost::new().with_property(&["response", "code_details"], "via_upstream");
+    let data = RefCell::new(CallData::new(Side::Listener, Writers::One));
+    let s = CallState { inner: &h, data: &data };
+    s.set_property(headers::PROP_AUDIT, "{\"v\":2}");
+    assert_eq!(h.property_string(&[headers::PROP_AUDIT]).as_deref(), Some("{\"v\":2}"), "the access log reads it");
+    assert_eq!(s.property_string(&["response", "code_details"]).as_deref(), Some("via_upstream"));
+}
+
+#[test]
+fn an_attempt_reads_its_hosts_metadata_once() {
+    let h = FakeHost::new().with_property(&["xds", "upstream_host_metadata", "filter_metadata", "aigw", "provider"], "openai");
+    let data = RefCell::new(CallData::new(Side::Attempt, Writers::One));
+    let s = CallState { inner: &h, data: &data };
+    for _ in 0..3 {
+        assert_eq!(s.upstream_metadata("provider").as_deref(), Some("openai"));
+        assert_eq!(s.upstream_metadata("region"), None);
+    }
+    assert_eq!(h.property_reads.get(), 2);
+}
