@@ -45,7 +45,7 @@ impl Callbacks for Call {
     }
 
     fn on_response_headers<H: Host>(&mut self, h: &H, eos: bool) -> Flow {
-        self.call.on_response_headers(h, eos)
+        self.call.on_response_headers(h, &self.audit, eos)
     }
 
     fn on_response_body<H: Host>(&mut self, h: &H, size: usize, eos: bool) -> Flow {

@@ -5,8 +5,8 @@
 use std::rc::Rc;
 
 use aigw_core::auth::{self, AttemptCredential, AuthConfig, CredentialPlane};
-use aigw_core::headers;
 use aigw_core::call_state::{Side, Stateful, Writers};
+use aigw_core::headers;
 use aigw_core::host::{Callbacks, Flow, Host};
 use aigw_core::keys::KeyRing;
 use aigw_core::route::Api;

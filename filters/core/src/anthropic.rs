@@ -505,8 +505,8 @@ impl crate::provider::ProviderApi for Anthropic {
         request_from_openai(&req, model, max_tokens_default)
     }
 
-    fn answer(&self, body: &[u8], _model: &str, now_ms: u64) -> Result<Vec<u8>, String> {
-        response_to_openai(body, now_ms / 1000).map(|(out, _)| out)
+    fn answer(&self, body: &[u8], _model: &str, now_ms: u64) -> Result<(Vec<u8>, Option<Usage>), String> {
+        response_to_openai(body, now_ms / 1000).map(|(out, u)| (out, Some(u)))
     }
 
     fn error(&self, status: u16, _error_type: &str, body: &[u8]) -> (u16, Vec<u8>) {

@@ -10,6 +10,7 @@ use serde_json::{json, Map, Value};
 
 use crate::error::GatewayError;
 use crate::sigv4::uri_encode;
+use crate::usage::Usage;
 
 fn unsupported(param: &'static str, message: impl Into<String>) -> GatewayError {
     GatewayError::bad_request("unsupported_for_provider", message).with_param(param)
@@ -313,10 +314,10 @@ impl crate::provider::ProviderApi for Bedrock {
         request_from_anthropic(&crate::anthropic::request_from_openai(&req, model, max_tokens_default)?)
     }
 
-    fn answer(&self, body: &[u8], model: &str, now_ms: u64) -> Result<Vec<u8>, String> {
+    fn answer(&self, body: &[u8], model: &str, now_ms: u64) -> Result<(Vec<u8>, Option<Usage>), String> {
         response_to_anthropic(body, model, &now_ms.to_string())
             .and_then(|a| crate::anthropic::response_to_openai(&a, now_ms / 1000))
-            .map(|(out, _)| out)
+            .map(|(out, u)| (out, Some(u)))
     }
 
     fn error(&self, status: u16, error_type: &str, body: &[u8]) -> (u16, Vec<u8>) {

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use serde_json::{json, Map, Value};
 
 use crate::error::GatewayError;
+use crate::usage::Usage;
 
 fn unsupported(param: &'static str, message: impl Into<String>) -> GatewayError {
     GatewayError::bad_request("unsupported_for_provider", message).with_param(param)
@@ -307,10 +308,10 @@ impl crate::provider::ProviderApi for Gemini {
         request_from_anthropic(&crate::anthropic::request_from_openai(&req, model, max_tokens_default)?)
     }
 
-    fn answer(&self, body: &[u8], model: &str, now_ms: u64) -> Result<Vec<u8>, String> {
+    fn answer(&self, body: &[u8], model: &str, now_ms: u64) -> Result<(Vec<u8>, Option<Usage>), String> {
         response_to_anthropic(body, model)
             .and_then(|a| crate::anthropic::response_to_openai(&a, now_ms / 1000))
-            .map(|(out, _)| out)
+            .map(|(out, u)| (out, Some(u)))
     }
 
     fn error(&self, status: u16, _error_type: &str, body: &[u8]) -> (u16, Vec<u8>) {

@@ -12,6 +12,7 @@ use crate::provider::{invalid_json, streams, ProviderApi};
 use crate::route::ProviderConfig;
 use crate::sigv4::uri_encode;
 use crate::sse;
+use crate::usage::Usage;
 
 pub const CHAT_PATH: &str = "/v1/chat/completions";
 
@@ -85,8 +86,9 @@ impl ProviderApi for OpenAiFormat {
         true
     }
 
-    fn answer(&self, body: &[u8], _model: &str, _now_ms: u64) -> Result<Vec<u8>, String> {
-        Ok(body.to_vec())
+    fn answer(&self, body: &[u8], _model: &str, _now_ms: u64) -> Result<(Vec<u8>, Option<Usage>), String> {
+        let usage = crate::usage::from_openai_body(body).map_err(|e| format!("provider sent invalid JSON: {e}"))?;
+        Ok((body.to_vec(), usage))
     }
 
     fn error(&self, status: u16, _error_type: &str, body: &[u8]) -> (u16, Vec<u8>) {

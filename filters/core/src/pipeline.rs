@@ -177,7 +177,10 @@ impl ListenerCall {
                 }
             }
         }
-        self.audit.as_mut().map_or(Flow::Continue, |a| a.on_response_headers(h, eos))
+        match (&mut self.audit, &self.cfg.audit) {
+            (Some(call), Some(audit)) => call.on_response_headers(h, audit, eos),
+            _ => Flow::Continue,
+        }
     }
 
     pub fn on_response_body(&mut self, h: &impl Host, size: usize, eos: bool) -> Flow {

@@ -12,6 +12,7 @@ use serde_json::Value;
 use crate::error::GatewayError;
 use crate::route::{Api, ProviderConfig};
 use crate::sse;
+use crate::usage::Usage;
 
 pub trait ProviderApi {
     /// The path of a request for `model`; `stream`: the request streams.
@@ -48,8 +49,9 @@ pub trait ProviderApi {
         false
     }
 
-    /// A whole success, translated to the unified format.
-    fn answer(&self, body: &[u8], model: &str, now_ms: u64) -> Result<Vec<u8>, String>;
+    /// A whole success, translated to the unified format, and its usage (read once, here: the
+    /// listener's stages take it from the attempt instead of reading the answer again).
+    fn answer(&self, body: &[u8], model: &str, now_ms: u64) -> Result<(Vec<u8>, Option<Usage>), String>;
 
     /// An error answer, translated: (status for the caller, body). `error_type`: the API's own
     /// error type header, where it has one (Bedrock's `x-amzn-errortype`).

@@ -48,10 +48,8 @@ impl RootContext for Root {
     fn create_http_context(&self, _id: u32) -> Option<Box<dyn HttpContext>> {
         let quota = self.quota.clone()?;
         Some(match self.role {
-            Role::Listener => {
-                Box::new(Forward(Stateful::new(QuotaCall::new(quota), Side::Listener, Writers::Many)))
-                    as Box<dyn HttpContext>
-            }
+            Role::Listener => Box::new(Forward(Stateful::new(QuotaCall::new(quota), Side::Listener, Writers::Many)))
+                as Box<dyn HttpContext>,
             Role::Attempt => Box::new(Forward(Stateful::new(ProviderAttempt { quota }, Side::Attempt, Writers::Many))),
         })
     }

@@ -44,9 +44,8 @@ impl RootContext for Root {
     fn create_http_context(&self, _id: u32) -> Option<Box<dyn HttpContext>> {
         let cfg = self.cfg.clone()?;
         Some(match self.role {
-            Role::Downstream => {
-                Box::new(Forward(Stateful::new(Select::new(cfg), Side::Listener, Writers::Many))) as Box<dyn HttpContext>
-            }
+            Role::Downstream => Box::new(Forward(Stateful::new(Select::new(cfg), Side::Listener, Writers::Many)))
+                as Box<dyn HttpContext>,
             Role::Upstream => Box::new(Forward(Stateful::new(RouteAttempt::new(cfg), Side::Attempt, Writers::Many))),
         })
     }

@@ -106,6 +106,11 @@ enum Watched {
     Sse(Box<StreamScanner>),
 }
 
+/// The usage a stage kept for the audit record (`PROP_USAGE`).
+fn read_usage(h: &impl Host) -> Option<Usage> {
+    h.property_string(&[headers::PROP_USAGE]).and_then(|u| serde_json::from_str(&u).ok())
+}
+
 /// One call, as the audit stage sees it.
 pub struct AuditCall {
     start_ms: u64,
@@ -145,7 +150,7 @@ impl AuditCall {
         self.request_id = h.request_header("x-request-id").unwrap_or_default();
     }
 
-    pub fn on_response_headers(&mut self, h: &impl Host, eos: bool) -> Flow {
+    pub fn on_response_headers(&mut self, h: &impl Host, audit: &Audit, eos: bool) -> Flow {
         self.status = h.response_header(":status").and_then(|s| s.parse().ok());
         self.provider = h.response_header(headers::PROVIDER);
         self.model = h.response_header(headers::MODEL);
@@ -161,10 +166,28 @@ impl AuditCall {
             self.body = Watched::Sse(Box::default());
             Flow::Continue
         } else if ct.starts_with("application/json") {
+            // The attempt that passed this success on read its usage already: the answer need
+            // not be held and read again.
+            if let Some(u) = self.status.filter(|s| (200..300).contains(s)).and_then(|_| read_usage(h)) {
+                self.usage = Some(u);
+                self.usage_headers(h, audit);
+                return Flow::Continue;
+            }
             self.body = Watched::Held;
             Flow::Pause
         } else {
             Flow::Continue
+        }
+    }
+
+    /// The call's tokens and cost, for the caller, in the response headers.
+    fn usage_headers(&self, h: &impl Host, audit: &Audit) {
+        if let Some(u) = self.usage {
+            h.set_response_header("x-aigw-tokens-input", Some(&u.input.to_string()));
+            h.set_response_header("x-aigw-tokens-output", Some(&u.output.to_string()));
+            if let Some(c) = self.cost_pico(audit) {
+                h.set_response_header("x-aigw-cost-usd", Some(&format_usd(c)));
+            }
         }
     }
 
@@ -211,18 +234,10 @@ impl AuditCall {
                     self.invalid_body = true;
                     return Flow::Continue;
                 }
-                self.usage = parsed.ok().flatten().or_else(|| {
-                    // An answer translated for the Messages door carries usage in Anthropic's
-                    // format; route-select kept it in OpenAI's meaning.
-                    h.property_string(&[headers::PROP_USAGE]).and_then(|u| serde_json::from_str(&u).ok())
-                });
-                if let Some(u) = self.usage {
-                    h.set_response_header("x-aigw-tokens-input", Some(&u.input.to_string()));
-                    h.set_response_header("x-aigw-tokens-output", Some(&u.output.to_string()));
-                    if let Some(c) = self.cost_pico(audit) {
-                        h.set_response_header("x-aigw-cost-usd", Some(&format_usd(c)));
-                    }
-                }
+                // An answer translated for the Messages door carries usage in Anthropic's format;
+                // route-select kept it in OpenAI's meaning.
+                self.usage = parsed.ok().flatten().or_else(|| read_usage(h));
+                self.usage_headers(h, audit);
                 Flow::Continue
             }
         }
@@ -275,7 +290,7 @@ impl AuditCall {
         }
         if self.usage.is_none() {
             // A stream whose usage chunk was taken out before it reached us (route-select).
-            self.usage = prop(headers::PROP_USAGE).and_then(|u| serde_json::from_str(&u).ok());
+            self.usage = read_usage(h);
         }
         let mut flags = Vec::new();
         if outcome == Outcome::Ok && self.usage.is_none() {

@@ -47,7 +47,10 @@ fn probe(set: &[(&'static str, &'static str)], read: &[&'static str]) -> Probe {
 fn the_listener_hands_its_side_on_as_one_entry_and_an_attempt_reads_it_once() {
     let h = FakeHost::new();
     let mut listener = Stateful::new(
-        probe(&[("aigw_alias", "chat"), ("aigw_route", "default"), ("aigw_door", "chat")], &["aigw_alias", "aigw_nothing"]),
+        probe(
+            &[("aigw_alias", "chat"), ("aigw_route", "default"), ("aigw_door", "chat")],
+            &["aigw_alias", "aigw_nothing"],
+        ),
         Side::Listener,
         Writers::One,
     );
@@ -73,7 +76,8 @@ fn the_listener_hands_its_side_on_as_one_entry_and_an_attempt_reads_it_once() {
     assert_eq!((h.property_reads.get(), h.property_writes.get()), (2, 1));
 
     // A second attempt sees the first one's record, and adds to the same entry.
-    let mut second = Stateful::new(probe(&[("aigw_quota_providers", "openai")], &["aigw_attempts"]), Side::Attempt, Writers::One);
+    let mut second =
+        Stateful::new(probe(&[("aigw_quota_providers", "openai")], &["aigw_attempts"]), Side::Attempt, Writers::One);
     second.on_request_headers(&h, false);
     assert_eq!(second.ctx.seen, vec![Some("[1]".to_string())]);
     assert_eq!(handed_on(&h, "aigw_attempts").as_deref(), Some(&b"[1]"[..]));
@@ -91,7 +95,8 @@ fn separate_filters_of_one_side_share_its_entry() {
     // auth, then route, then quota, each a filter of its own on the listener.
     let mut auth = Stateful::new(probe(&[("aigw_identity", "{}")], &[]), Side::Listener, Writers::Many);
     let mut route = Stateful::new(probe(&[("aigw_alias", "chat")], &["aigw_identity"]), Side::Listener, Writers::Many);
-    let mut quota = Stateful::new(probe(&[("aigw_quota_estimate", "1 2")], &["aigw_alias"]), Side::Listener, Writers::Many);
+    let mut quota =
+        Stateful::new(probe(&[("aigw_quota_estimate", "1 2")], &["aigw_alias"]), Side::Listener, Writers::Many);
     auth.on_request_headers(&h, false);
     route.on_request_headers(&h, false);
     quota.on_request_headers(&h, false);
@@ -131,7 +136,8 @@ fn the_audit_record_and_envoys_attributes_are_not_internal() {
 
 #[test]
 fn an_attempt_reads_its_hosts_metadata_once() {
-    let h = FakeHost::new().with_property(&["xds", "upstream_host_metadata", "filter_metadata", "aigw", "provider"], "openai");
+    let h = FakeHost::new()
+        .with_property(&["xds", "upstream_host_metadata", "filter_metadata", "aigw", "provider"], "openai");
     let data = RefCell::new(CallData::new(Side::Attempt, Writers::One));
     let s = CallState { inner: &h, data: &data };
     for _ in 0..3 {

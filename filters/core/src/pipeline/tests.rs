@@ -225,7 +225,10 @@ fn a_whole_call_crosses_between_contexts_in_one_entry_each_way() {
     assert_eq!(t.on_request_body(&a, n, true), Flow::Continue);
     assert_eq!(a.request_header("x-api-key").as_deref(), Some("key-of-ANT"), "translated, and its key set");
     let answer = r#"{"id":"msg_1","type":"message","role":"assistant","model":"claude-haiku-4-5-20251001","content":[{"type":"text","text":"hi"}],"stop_reason":"end_turn","usage":{"input_tokens":8,"output_tokens":3}}"#;
-    a.response_headers.borrow_mut().extend([(":status".to_string(), "200".to_string()), ("content-type".to_string(), "application/json".to_string())]);
+    a.response_headers.borrow_mut().extend([
+        (":status".to_string(), "200".to_string()),
+        ("content-type".to_string(), "application/json".to_string()),
+    ]);
     *a.response_body.borrow_mut() = answer.as_bytes().to_vec();
     t.on_response_headers(&a, false);
     t.on_response_body(&a, answer.len(), true);
@@ -240,7 +243,9 @@ fn a_whole_call_crosses_between_contexts_in_one_entry_each_way() {
     *h.response_headers.borrow_mut() = a.response_headers.borrow().clone();
     h.response_headers.borrow_mut().push(("x-envoy-attempt-count".into(), "1".into()));
     *h.response_body.borrow_mut() = a.response_body.borrow().clone();
-    c.on_response_headers(&h, false);
+    // The attempt read the answer's usage: the listener neither holds nor reads the answer.
+    assert_eq!(c.on_response_headers(&h, false), Flow::Continue);
+    assert_eq!(h.response_header("x-aigw-tokens-input").as_deref(), Some("8"));
     let n = h.response_body.borrow().len();
     c.on_response_body(&h, n, true);
     c.on_log(&h);

@@ -337,8 +337,9 @@ impl Select {
     }
 }
 
-/// Keeps a call's usage for the audit record, when the answer the caller sees no longer has it
-/// in OpenAI's format.
+/// Keeps a call's usage for the audit stage: the usage an attempt read in the answer it passed
+/// on (so the listener need not hold and read the answer again), or, on the listener, the usage
+/// of an answer the caller no longer sees in OpenAI's format.
 fn record_usage(h: &impl Host, usage: Option<crate::usage::Usage>) {
     if let Some(json) = usage.and_then(|u| serde_json::to_string(&u).ok()) {
         h.set_property(headers::PROP_USAGE, &json);
@@ -503,7 +504,10 @@ impl RouteAttempt {
             return api.error(self.status, &t.error_type, body);
         }
         match api.answer(body, &t.model, h.now_ms()) {
-            Ok(out) => (200, out),
+            Ok((out, usage)) => {
+                record_usage(h, usage);
+                (200, out)
+            }
             Err(e) => {
                 h.warn(&format!("route-select: {e}"));
                 (502, invalid_response())
@@ -679,12 +683,16 @@ impl RouteAttempt {
                 if !eos {
                     return Flow::Pause;
                 }
-                if serde_json::from_slice::<serde::de::IgnoredAny>(&h.response_body(size)).is_err() {
-                    let err = invalid_response();
-                    h.set_response_header(":status", Some("502"));
-                    h.set_response_header("content-length", Some(&err.len().to_string()));
-                    h.replace_response_body(size, &err);
-                    self.mark_invalid(h);
+                // Read once, here: the answer's usage goes to the listener with the attempt.
+                match crate::usage::from_openai_body(&h.response_body(size)) {
+                    Ok(usage) => record_usage(h, usage),
+                    Err(_) => {
+                        let err = invalid_response();
+                        h.set_response_header(":status", Some("502"));
+                        h.set_response_header("content-length", Some(&err.len().to_string()));
+                        h.replace_response_body(size, &err);
+                        self.mark_invalid(h);
+                    }
                 }
                 Flow::Continue
             }

@@ -46,7 +46,7 @@ fn a_whole_answer_gets_its_cost_headers_and_one_record() {
         &h,
         r#"[{"provider":"anthropic","region":null,"model":"m","status":200,"latency_ms":5,"error_class":null}]"#,
     );
-    assert_eq!(c.on_response_headers(&h, false), Flow::Pause);
+    assert_eq!(c.on_response_headers(&h, &a, false), Flow::Pause);
     *h.response_body.borrow_mut() =
         br#"{"id":"x","usage":{"prompt_tokens":10,"completion_tokens":5,"total_tokens":15}}"#.to_vec();
     let n = h.response_body.borrow().len();
@@ -80,7 +80,7 @@ fn a_success_that_is_not_json_becomes_a_502_billed_nothing() {
     let (a, h) = (audit(), host());
     let mut c = AuditCall::new(&h);
     answer(&h, "200", "application/json");
-    c.on_response_headers(&h, false);
+    c.on_response_headers(&h, &a, false);
     *h.response_body.borrow_mut() = br#"{"id":"x","choi"#.to_vec();
     c.on_response_body(&h, &a, 15, true);
     assert_eq!(h.response_header(":status").as_deref(), Some("502"));
@@ -106,7 +106,7 @@ fn a_messages_stream_that_ends_with_message_stop_is_ok() {
         &h,
         r#"[{"provider":"anthropic","region":null,"model":"m","status":200,"latency_ms":5,"error_class":null}]"#,
     );
-    c.on_response_headers(&h, false);
+    c.on_response_headers(&h, &a, false);
     stream(
         &h,
         &a,
@@ -134,7 +134,7 @@ fn a_stream_cut_by_the_provider_is_an_upstream_error_charged_what_streamed() {
         &h,
         r#"[{"provider":"anthropic","region":null,"model":"m","status":200,"latency_ms":5,"error_class":null}]"#,
     );
-    c.on_response_headers(&h, false);
+    c.on_response_headers(&h, &a, false);
     let chunk = "data: {\"choices\":[{\"delta\":{\"content\":\"w \"}}]}\n\n";
     stream(&h, &a, &mut c, &[chunk, chunk], false);
     h.set_property("response.code_details", "upstream_reset_after_response_started{remote_reset}");
@@ -146,7 +146,7 @@ fn a_stream_cut_by_the_provider_is_an_upstream_error_charged_what_streamed() {
     let h2 = host();
     let mut c2 = AuditCall::new(&h2);
     answer(&h2, "200", "text/event-stream");
-    c2.on_response_headers(&h2, false);
+    c2.on_response_headers(&h2, &a, false);
     stream(&h2, &a, &mut c2, &[chunk], false);
     h2.set_property("response.code_details", "downstream_remote_disconnect");
     let r2 = c2.on_log(&h2, &a);
@@ -163,7 +163,7 @@ fn an_exhausted_chain_with_a_timed_out_last_attempt_is_billed_nothing() {
         r#"[{"provider":"anthropic","region":null,"model":"m","status":null,"latency_ms":null,"error_class":"no_response","started_ms":1000}]"#,
     );
     h.set_property(headers::PROP_PER_TRY_MS, "400");
-    c.on_response_headers(&h, true);
+    c.on_response_headers(&h, &a, true);
     h.now.set(1_401);
     let r = c.on_log(&h, &a);
     assert_eq!(r.outcome, Outcome::UpstreamError);
@@ -180,9 +180,32 @@ fn refusals_are_recorded_with_their_outcome_and_no_duration_metric_for_auth() {
     let mut c = AuditCall::new(&h);
     h.set_property(headers::PROP_REFUSAL, "auth");
     h.response_headers.borrow_mut().push((":status".into(), "401".into()));
-    c.on_response_headers(&h, true);
+    c.on_response_headers(&h, &a, true);
     let r = c.on_log(&h, &a);
     assert_eq!((r.outcome, r.tenant), (Outcome::RefusedAuth, None));
     assert!(h.histograms.borrow().is_empty());
     assert_eq!(h.counters.borrow().get("aigw_requests_total.provider.none.model.none.outcome.refused_auth"), Some(&1));
+}
+
+#[test]
+fn a_success_whose_usage_the_attempt_read_is_not_held() {
+    let (a, h) = (audit(), host());
+    let mut c = AuditCall::new(&h);
+    c.on_request_headers(&h);
+    answer(&h, "200", "application/json");
+    // The attempt that passed the answer on read its usage (route stage, PROP_USAGE).
+    h.set_property(headers::PROP_USAGE, r#"{"input":10,"cached_input":0,"output":5,"reasoning":0}"#);
+    assert_eq!(c.on_response_headers(&h, &a, false), Flow::Continue, "not held");
+    assert_eq!(h.response_header("x-aigw-tokens-output").as_deref(), Some("5"));
+    assert!(h.response_header("x-aigw-cost-usd").is_some());
+    // The body passes by unread.
+    assert_eq!(c.on_response_body(&h, &a, 3, true), Flow::Continue);
+    let r = c.on_log(&h, &a);
+    assert_eq!((r.outcome, r.tokens.map(|t| t.output)), (Outcome::Ok, Some(5)));
+    // An error answer is still held and read (its own usage, if any, is not the attempt's).
+    let h = host();
+    let mut c = AuditCall::new(&h);
+    answer(&h, "500", "application/json");
+    h.set_property(headers::PROP_USAGE, r#"{"input":10,"cached_input":0,"output":5,"reasoning":0}"#);
+    assert_eq!(c.on_response_headers(&h, &a, false), Flow::Pause);
 }

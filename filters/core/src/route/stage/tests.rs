@@ -230,3 +230,38 @@ fn an_unreadable_success_becomes_a_retriable_502_on_openai_format_providers() {
     assert_eq!((rec[0].status, rec[0].error_class), (Some(200), Some(ErrorClass::InvalidResponse)));
     assert_eq!(rec[0].credential.as_deref(), Some("abc123"));
 }
+
+#[test]
+fn an_attempt_hands_the_usage_of_the_answer_it_read_to_the_listener() {
+    // OpenAI format: checked and passed on unchanged, its usage read on the way.
+    let (h, mut a, _) = attempt_on("openai", "us-east-1", None);
+    h.response_headers
+        .borrow_mut()
+        .extend([(":status".into(), "200".into()), ("content-type".into(), "application/json".into())]);
+    assert_eq!(a.on_response_headers(&h, false), Flow::Pause);
+    let body = br#"{"id":"x","choices":[],"usage":{"prompt_tokens":7,"completion_tokens":2,"total_tokens":9}}"#;
+    *h.response_body.borrow_mut() = body.to_vec();
+    a.on_response_body(&h, body.len(), true);
+    assert_eq!(h.response_body.borrow().as_slice(), &body[..], "passed on unchanged");
+    let u: crate::usage::Usage = serde_json::from_str(&h.property_string(&[headers::PROP_USAGE]).unwrap()).unwrap();
+    assert_eq!((u.input, u.output), (7, 2));
+    // Translated (Anthropic): the usage the translation read.
+    let (h, mut a, _) = attempt_on("anthropic", "eu-west-1", None);
+    h.response_headers
+        .borrow_mut()
+        .extend([(":status".into(), "200".into()), ("content-type".into(), "application/json".into())]);
+    assert_eq!(a.on_response_headers(&h, false), Flow::Pause);
+    let body = br#"{"id":"msg_1","type":"message","role":"assistant","model":"claude-x","content":[{"type":"text","text":"hi"}],"stop_reason":"end_turn","usage":{"input_tokens":4,"output_tokens":6}}"#;
+    *h.response_body.borrow_mut() = body.to_vec();
+    a.on_response_body(&h, body.len(), true);
+    let u: crate::usage::Usage = serde_json::from_str(&h.property_string(&[headers::PROP_USAGE]).unwrap()).unwrap();
+    assert_eq!((u.input, u.output), (4, 6));
+    // An error answer hands on nothing.
+    let (h, mut a, _) = attempt_on("openai", "us-east-1", None);
+    h.response_headers
+        .borrow_mut()
+        .extend([(":status".into(), "500".into()), ("content-type".into(), "application/json".into())]);
+    a.on_response_headers(&h, false);
+    a.on_response_body(&h, 2, true);
+    assert!(h.property(&[headers::PROP_USAGE]).is_none());
+}
