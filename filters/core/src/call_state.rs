@@ -118,13 +118,52 @@ pub struct CallData {
     metadata: Vec<(String, Option<String>)>,
     /// The caller's identity, parsed once.
     identity: Option<Option<crate::keys::CallIdentity>>,
+    /// Within one callback: header values already read (or set), and the time. Headers change
+    /// between callbacks only; within one, only through this context.
+    request_headers: Vec<(String, Option<String>)>,
+    response_headers: Vec<(String, Option<String>)>,
+    now_ms: Option<u64>,
+}
+
+/// A header value from a callback's cache, or read and kept.
+fn cached(
+    cache: &RefCell<CallData>,
+    pick: fn(&mut CallData) -> &mut Vec<(String, Option<String>)>,
+    name: &str,
+    read: impl FnOnce() -> Option<String>,
+) -> Option<String> {
+    if let Some((_, v)) = pick(&mut cache.borrow_mut()).iter().find(|(k, _)| k == name) {
+        return v.clone();
+    }
+    let v = read();
+    pick(&mut cache.borrow_mut()).push((name.to_string(), v.clone()));
+    v
+}
+
+/// Keeps a header a stage set, so a later read in the same callback needs no host call.
+fn remember(list: &mut Vec<(String, Option<String>)>, name: &str, value: Option<&str>) {
+    match list.iter_mut().find(|(k, _)| k == name) {
+        Some((_, v)) => *v = value.map(str::to_string),
+        None => list.push((name.to_string(), value.map(str::to_string))),
+    }
 }
 
 impl CallData {
     pub fn new(side: Side, writers: Writers) -> CallData {
         // The listener's only writer starts the call: nothing to read.
         let own = (side == Side::Listener && writers == Writers::One).then(Entry::default);
-        CallData { side, writers, own, own_changed: false, other: None, metadata: Vec::new(), identity: None }
+        CallData {
+            side,
+            writers,
+            own,
+            own_changed: false,
+            other: None,
+            metadata: Vec::new(),
+            identity: None,
+            request_headers: Vec::new(),
+            response_headers: Vec::new(),
+            now_ms: None,
+        }
     }
 
     fn own_key(&self) -> &'static str {
@@ -143,6 +182,9 @@ impl CallData {
 
     /// A callback begins: forget what other contexts may have changed since.
     pub fn begin(&mut self) {
+        self.request_headers.clear();
+        self.response_headers.clear();
+        self.now_ms = None;
         if self.writers == Writers::Many {
             self.own = None;
             if self.side == Side::Listener {
@@ -202,18 +244,20 @@ impl<H: Host> Host for CallState<'_, H> {
         self.inner.request_headers()
     }
     fn request_header(&self, name: &str) -> Option<String> {
-        self.inner.request_header(name)
+        cached(self.data, |d| &mut d.request_headers, name, || self.inner.request_header(name))
     }
     fn set_request_header(&self, name: &str, value: Option<&str>) {
+        remember(&mut self.data.borrow_mut().request_headers, name, value);
         self.inner.set_request_header(name, value)
     }
     fn response_headers(&self) -> Vec<(String, String)> {
         self.inner.response_headers()
     }
     fn response_header(&self, name: &str) -> Option<String> {
-        self.inner.response_header(name)
+        cached(self.data, |d| &mut d.response_headers, name, || self.inner.response_header(name))
     }
     fn set_response_header(&self, name: &str, value: Option<&str>) {
+        remember(&mut self.data.borrow_mut().response_headers, name, value);
         self.inner.set_response_header(name, value)
     }
     fn request_body(&self, size: usize) -> Vec<u8> {
@@ -270,7 +314,12 @@ impl<H: Host> Host for CallState<'_, H> {
         self.inner.send_response(status, headers, body)
     }
     fn now_ms(&self) -> u64 {
-        self.inner.now_ms()
+        let cached = self.data.borrow().now_ms;
+        cached.unwrap_or_else(|| {
+            let now = self.inner.now_ms();
+            self.data.borrow_mut().now_ms = Some(now);
+            now
+        })
     }
     fn warn(&self, msg: &str) {
         self.inner.warn(msg)

@@ -8,9 +8,6 @@ pub const INTERNAL_PREFIX: &str = "x-aigw-";
 /// Which fallback chain (aggregate cluster) the call goes to; read by Envoy's `cluster_header`.
 pub const CHAIN: &str = "x-aigw-chain";
 
-/// The fingerprint of the provider credential an attempt used (response, read by route-select
-/// into the attempt record, then removed).
-pub const CREDENTIAL: &str = "x-aigw-credential";
 
 /// Response headers the caller is meant to see.
 pub const PROVIDER: &str = "x-aigw-provider";
@@ -53,13 +50,14 @@ pub enum ResponseHeader {
 /// Provider response headers the caller sees. The provider's account headers
 /// (`anthropic-ratelimit-*`, its `x-ratelimit-*`, organisation and project ids, versions,
 /// processing times) describe the gateway's account, shared by every tenant: they are dropped.
-/// The gateway's own `x-ratelimit-*` (quota) are added after this on the listener.
+/// The gateway's own `x-ratelimit-*` (quota) are added after this on the listener. No stage sets
+/// an `x-aigw-*` header before this is applied, so one there came from the provider: dropped,
+/// it cannot pose as the gateway's.
 pub fn provider_response_header(name: &str) -> ResponseHeader {
     match name {
         ":status" | "content-type" | "content-length" | "transfer-encoding" | "date" | "retry-after"
         | "cache-control" => ResponseHeader::Keep,
         "x-request-id" | "request-id" | "x-amzn-requestid" | "apim-request-id" => ResponseHeader::ProviderRequestId,
-        _ if is_internal(name) => ResponseHeader::Keep,
         _ => ResponseHeader::Drop,
     }
 }
@@ -109,6 +107,9 @@ pub const PROP_QUOTA_ESTIMATE: &str = "aigw_quota_estimate";
 pub const PROP_SETTLED: &str = "aigw_settled";
 /// Providers whose buckets the call's attempts were charged to, comma-separated.
 pub const PROP_QUOTA_PROVIDERS: &str = "aigw_quota_providers";
+/// The fingerprint of the provider credential an attempt used (the credential stage says it;
+/// the route stage puts it in the attempt record and clears it).
+pub const PROP_CREDENTIAL: &str = "aigw_credential";
 /// Audit flags raised by quota (comma-separated), e.g. `budget_soft_limit`.
 pub const PROP_QUOTA_FLAGS: &str = "aigw_quota_flags";
 
@@ -234,7 +235,7 @@ mod tests {
             assert!(!forwarded_to_provider(h, &extra), "{h}");
         }
         assert_eq!(provider_response_header("content-type"), ResponseHeader::Keep);
-        assert_eq!(provider_response_header("x-aigw-credential"), ResponseHeader::Keep);
+        assert_eq!(provider_response_header("x-aigw-cost-usd"), ResponseHeader::Drop);
         assert_eq!(provider_response_header("request-id"), ResponseHeader::ProviderRequestId);
         assert_eq!(provider_response_header("x-request-id"), ResponseHeader::ProviderRequestId);
         for h in [

@@ -217,6 +217,8 @@ pub struct FakeHost {
     /// 1 µs in Envoy).
     pub property_reads: Cell<u32>,
     pub property_writes: Cell<u32>,
+    /// How many single headers were read.
+    pub header_reads: Cell<u32>,
 }
 
 impl FakeHost {
@@ -261,6 +263,7 @@ impl Host for FakeHost {
         self.request_headers.borrow().clone()
     }
     fn request_header(&self, name: &str) -> Option<String> {
+        self.header_reads.set(self.header_reads.get() + 1);
         Self::get(&self.request_headers, name)
     }
     fn set_request_header(&self, name: &str, value: Option<&str>) {
@@ -270,6 +273,7 @@ impl Host for FakeHost {
         self.response_headers.borrow().clone()
     }
     fn response_header(&self, name: &str) -> Option<String> {
+        self.header_reads.set(self.header_reads.get() + 1);
         Self::get(&self.response_headers, name)
     }
     fn set_response_header(&self, name: &str, value: Option<&str>) {

@@ -147,7 +147,7 @@ fn a_rejected_credential_is_skipped_by_every_worker_until_its_mark_expires() {
     let used = inject(&h, &p, "anthropic", None).unwrap();
     h.response_headers.borrow_mut().push((":status".into(), "401".into()));
     assert_eq!(p.after_answer(&h, &used), 401);
-    assert!(h.response_header(headers::CREDENTIAL).is_some());
+    assert!(h.property(&[headers::PROP_CREDENTIAL]).is_some());
     // Another worker's next call uses the next credential ...
     let other = h.worker();
     other.now.set(NOW + 1_000);

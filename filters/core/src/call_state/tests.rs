@@ -146,3 +146,31 @@ fn an_attempt_reads_its_hosts_metadata_once() {
     }
     assert_eq!(h.property_reads.get(), 2);
 }
+
+#[test]
+fn a_callback_reads_each_header_and_the_clock_once() {
+    let h = FakeHost::new().with_request_header(":path", "/v1/chat/completions");
+    h.response_headers.borrow_mut().push((":status".into(), "200".into()));
+    h.now.set(7);
+    let data = RefCell::new(CallData::new(Side::Listener, Writers::One));
+    let s = CallState { inner: &h, data: &data };
+    for _ in 0..3 {
+        assert_eq!(s.request_header(":path").as_deref(), Some("/v1/chat/completions"));
+        assert_eq!(s.response_header(":status").as_deref(), Some("200"));
+        assert_eq!(s.request_header("x-absent"), None);
+        assert_eq!(s.now_ms(), 7);
+    }
+    assert_eq!(h.header_reads.get(), 3);
+    // What a stage sets is what a later stage reads, in the same callback.
+    s.set_response_header(":status", Some("502"));
+    s.set_request_header(":path", None);
+    assert_eq!(s.response_header(":status").as_deref(), Some("502"));
+    assert_eq!(s.request_header(":path"), None);
+    assert_eq!(h.response_header(":status").as_deref(), Some("502"), "and Envoy has it");
+    // The next callback reads afresh (Envoy or another filter may have changed them).
+    h.now.set(9);
+    data.borrow_mut().begin();
+    h.response_headers.borrow_mut().retain(|(k, _)| k != ":status");
+    assert_eq!(s.response_header(":status"), None);
+    assert_eq!(s.now_ms(), 9);
+}

@@ -621,9 +621,10 @@ impl RouteAttempt {
             }
             h.set_response_header(name, None);
         }
-        let credential = get(headers::CREDENTIAL);
+        // Said by the credential stage, for this attempt's record only.
+        let credential = h.property_string(&[headers::PROP_CREDENTIAL]);
         if credential.is_some() {
-            h.set_response_header(headers::CREDENTIAL, None);
+            h.set_property(headers::PROP_CREDENTIAL, "");
         }
         if let Some(id) = &provider_request_id {
             h.set_response_header(headers::PROVIDER_REQUEST_ID, Some(id));

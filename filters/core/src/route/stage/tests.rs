@@ -216,13 +216,15 @@ fn an_unreadable_success_becomes_a_retriable_502_on_openai_format_providers() {
         r.push(("content-type".into(), "application/json".into()));
         r.push(("x-request-id".into(), "req_123".into()));
         r.push(("openai-version".into(), "2020-10-01".into()));
-        r.push((headers::CREDENTIAL.into(), "abc123".into()));
+        r.push(("x-aigw-credential".into(), "spoofed".into()));
     }
+    h.set_property(headers::PROP_CREDENTIAL, "abc123");
     assert_eq!(a.on_response_headers(&h, false), Flow::Pause);
     // Provider account headers are dropped; the request id is kept under the gateway's name.
     assert!(h.response_header("openai-version").is_none() && h.response_header("x-request-id").is_none());
     assert_eq!(h.response_header(headers::PROVIDER_REQUEST_ID).as_deref(), Some("req_123"));
-    assert!(h.response_header(headers::CREDENTIAL).is_none());
+    assert!(h.response_header("x-aigw-credential").is_none(), "a provider's x-aigw- header is dropped");
+    assert!(h.property(&[headers::PROP_CREDENTIAL]).is_none(), "used once, for this attempt's record");
     *h.response_body.borrow_mut() = br#"{"id":"x","choi"#.to_vec();
     a.on_response_body(&h, 15, true);
     assert_eq!(h.response_header(":status").as_deref(), Some("502"));
