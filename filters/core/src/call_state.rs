@@ -120,15 +120,18 @@ pub struct CallData {
     identity: Option<Option<crate::keys::CallIdentity>>,
     /// Within one callback: header values already read (or set), and the time. Headers change
     /// between callbacks only; within one, only through this context.
-    request_headers: Vec<(String, Option<String>)>,
-    response_headers: Vec<(String, Option<String>)>,
+    request_headers: HeaderCache,
+    response_headers: HeaderCache,
     now_ms: Option<u64>,
 }
+
+/// Header values a callback read or set, by name.
+type HeaderCache = Vec<(String, Option<String>)>;
 
 /// A header value from a callback's cache, or read and kept.
 fn cached(
     cache: &RefCell<CallData>,
-    pick: fn(&mut CallData) -> &mut Vec<(String, Option<String>)>,
+    pick: fn(&mut CallData) -> &mut HeaderCache,
     name: &str,
     read: impl FnOnce() -> Option<String>,
 ) -> Option<String> {
@@ -141,7 +144,7 @@ fn cached(
 }
 
 /// Keeps a header a stage set, so a later read in the same callback needs no host call.
-fn remember(list: &mut Vec<(String, Option<String>)>, name: &str, value: Option<&str>) {
+fn remember(list: &mut HeaderCache, name: &str, value: Option<&str>) {
     match list.iter_mut().find(|(k, _)| k == name) {
         Some((_, v)) => *v = value.map(str::to_string),
         None => list.push((name.to_string(), value.map(str::to_string))),
