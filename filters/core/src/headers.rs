@@ -8,7 +8,6 @@ pub const INTERNAL_PREFIX: &str = "x-aigw-";
 /// Which fallback chain (aggregate cluster) the call goes to; read by Envoy's `cluster_header`.
 pub const CHAIN: &str = "x-aigw-chain";
 
-
 /// Response headers the caller is meant to see.
 pub const PROVIDER: &str = "x-aigw-provider";
 pub const MODEL: &str = "x-aigw-model";
