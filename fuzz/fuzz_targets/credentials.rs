@@ -2,8 +2,8 @@
 //! decoded as the host layer does), the key ring, the scope checks and the identity hand-off.
 #![no_main]
 
+use aigw_core::auth::keys::{check_scope, presented_credential, usable_at, CallIdentity, KeyEntry, KeyRing};
 use aigw_core::headers::text;
-use aigw_core::keys::{check_scope, presented_credential, usable_at, CallIdentity, KeyEntry, KeyRing};
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
 
@@ -14,9 +14,9 @@ fn ring() -> &'static KeyRing {
             r#"[{{"id": "k1", "tenant": "t", "sha256": "{}", "features": ["search"], "aliases": ["chat"]}},
                 {{"id": "k2", "tenant": "u", "sha256": "{}", "status": "revoked"}},
                 {{"id": "k3", "tenant": "v", "sha256": "{}", "not_before": "2030-01-01"}}]"#,
-            aigw_core::keys::digest_hex("aigw_sk_one"),
-            aigw_core::keys::digest_hex("aigw_sk_two"),
-            aigw_core::keys::digest_hex("aigw_sk_three"),
+            aigw_core::auth::keys::digest_hex("aigw_sk_one"),
+            aigw_core::auth::keys::digest_hex("aigw_sk_two"),
+            aigw_core::auth::keys::digest_hex("aigw_sk_three"),
         ))
         .unwrap_or_default();
         KeyRing::compile(&entries).unwrap_or_else(|_| KeyRing::compile(&[]).unwrap_or_else(|_| unreachable!()))

@@ -1,8 +1,8 @@
 //! Bedrock's binary AWS event stream, split anywhere, and its translation to chat chunks.
 #![no_main]
 
-use aigw_core::bedrock::StreamTranslator;
-use aigw_core::eventstream::Decoder;
+use aigw_core::provider::bedrock::StreamTranslator;
+use aigw_core::wire::eventstream::Decoder;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -1,7 +1,7 @@
 //! The Messages door: a caller's Anthropic request, and the answers translated back to it.
 #![no_main]
 
-use aigw_core::messages_in::{error_from_openai, request_to_openai, response_from_openai, StreamToMessages};
+use aigw_core::wire::messages_in::{error_from_openai, request_to_openai, response_from_openai, StreamToMessages};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -2,7 +2,8 @@
 //! format.
 #![no_main]
 
-use aigw_core::{anthropic, bedrock, gemini, usage};
+use aigw_core::provider::{anthropic, bedrock, gemini};
+use aigw_core::wire::usage;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

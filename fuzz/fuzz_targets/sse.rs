@@ -1,8 +1,8 @@
 //! Server-sent events, split anywhere, and the stream scanner that reads usage from them.
 #![no_main]
 
-use aigw_core::sse::Parser;
-use aigw_core::usage::StreamScanner;
+use aigw_core::wire::sse::Parser;
+use aigw_core::wire::usage::StreamScanner;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -2,8 +2,8 @@
 //! provider's translation of it.
 #![no_main]
 
+use aigw_core::provider::{anthropic, bedrock, gemini};
 use aigw_core::quota::{estimate, EstimateConfig, RequestFacts};
-use aigw_core::{anthropic, bedrock, gemini};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -4,11 +4,11 @@
 
 use std::rc::Rc;
 
+use aigw_core::auth::keys::KeyRing;
 use aigw_core::auth::{self, AttemptCredential, AuthConfig, CredentialPlane};
 use aigw_core::call_state::{Side, Stateful, Writers};
 use aigw_core::headers;
 use aigw_core::host::{Callbacks, Flow, Host};
-use aigw_core::keys::KeyRing;
 use aigw_core::route::Api;
 use aigw_host::{self as host, Forward};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -114,7 +114,7 @@ impl Callbacks for Stream {
             if used.api == Api::Gemini
                 && self.status == 400
                 && size > 0
-                && aigw_core::gemini::is_invalid_key(&h.response_body(size))
+                && aigw_core::provider::gemini::is_invalid_key(&h.response_body(size))
             {
                 plane.mark_bad(h, used, "400 API_KEY_INVALID");
             }

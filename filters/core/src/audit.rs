@@ -1,8 +1,10 @@
 //! The audit record: one JSON line per call, refused calls included.
 
+pub mod price;
+
 use serde::{Deserialize, Serialize};
 
-use crate::usage::Usage;
+use crate::wire::usage::Usage;
 
 pub mod stage;
 

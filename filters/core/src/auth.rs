@@ -5,17 +5,20 @@
 //! Both are plain functions of the [`Host`], the compiled configuration and the call; the
 //! proxy-wasm filter only moves them into Envoy's callbacks.
 
+pub mod credentials;
+pub mod keys;
+pub mod sigv4;
+
 use std::collections::HashMap;
 
 use serde::Deserialize;
 
-use crate::credentials::{bad_mark_key, choose, Credential};
+use crate::auth::credentials::{bad_mark_key, choose, Credential};
+use crate::auth::keys::{check_scope, presented_credential, usable_at, CallIdentity, KeyEntry, KeyRing};
 use crate::error::GatewayError;
 use crate::headers;
 use crate::host::{messages_door, Host};
-use crate::keys::{check_scope, presented_credential, usable_at, CallIdentity, KeyEntry, KeyRing};
 use crate::route::Api;
-use crate::sigv4;
 
 /// Every header that carries a provider credential or signature; none of a caller's reach a
 /// provider, and each attempt starts without the previous attempt's.

@@ -117,7 +117,7 @@ pub struct CallData {
     /// The upstream host's metadata, as read (an attempt's host does not change).
     metadata: Vec<(String, Option<String>)>,
     /// The caller's identity, parsed once.
-    identity: Option<Option<crate::keys::CallIdentity>>,
+    identity: Option<Option<crate::auth::keys::CallIdentity>>,
     /// Within one callback: header values already read (or set), and the time. Headers change
     /// between callbacks only; within one, only through this context.
     request_headers: HeaderCache,
@@ -288,11 +288,11 @@ impl<H: Host> Host for CallState<'_, H> {
             self.inner.set_property_bytes(name, value)
         }
     }
-    fn call_identity(&self) -> Option<crate::keys::CallIdentity> {
+    fn call_identity(&self) -> Option<crate::auth::keys::CallIdentity> {
         if let Some(id) = &self.data.borrow().identity {
             return id.clone();
         }
-        let id = crate::keys::CallIdentity::parse(&self.property(&[headers::PROP_IDENTITY])?);
+        let id = crate::auth::keys::CallIdentity::parse(&self.property(&[headers::PROP_IDENTITY])?);
         self.data.borrow_mut().identity = Some(id.clone());
         id
     }

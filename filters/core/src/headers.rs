@@ -66,7 +66,7 @@ pub const CALLER_LATENCY_BUDGET: &str = "x-gateway-latency-budget-ms";
 pub const CALLER_COST_CEILING: &str = "x-gateway-cost-ceiling-usd";
 
 /// Filter-state properties (`set_property([NAME])` shows up as `wasm.NAME` in Envoy).
-/// The caller's identity as one JSON [`crate::keys::CallIdentity`]: one host call to write and
+/// The caller's identity as one JSON [`crate::auth::keys::CallIdentity`]: one host call to write and
 /// one to read, instead of one per field.
 pub const PROP_IDENTITY: &str = "aigw_identity";
 

@@ -72,8 +72,8 @@ pub trait Host {
     }
 
     /// The caller's identity, as the auth stage recorded it.
-    fn call_identity(&self) -> Option<crate::keys::CallIdentity> {
-        crate::keys::CallIdentity::parse(&self.property(&[crate::headers::PROP_IDENTITY])?)
+    fn call_identity(&self) -> Option<crate::auth::keys::CallIdentity> {
+        crate::auth::keys::CallIdentity::parse(&self.property(&[crate::headers::PROP_IDENTITY])?)
     }
 
     /// Closes the last of `attempts` if a timer cut it (see `audit::close_unanswered`).
@@ -99,7 +99,7 @@ pub trait Host {
         let mut h: Vec<(&str, &str)> = vec![("content-type", "application/json")];
         h.extend_from_slice(extra_headers);
         let body = if messages_door {
-            crate::messages_in::error_from_openai(err.status, err.body().as_bytes())
+            crate::wire::messages_in::error_from_openai(err.status, err.body().as_bytes())
         } else {
             err.body().into_bytes()
         };
@@ -117,7 +117,7 @@ pub type SharedData = HashMap<String, (Vec<u8>, u32)>;
 pub fn messages_door(h: &impl Host) -> bool {
     match h.property_string(&[crate::headers::PROP_DOOR]) {
         Some(door) => door == "messages",
-        None => h.request_header(":path").is_some_and(|p| p.split('?').next() == Some(crate::messages_in::PATH)),
+        None => h.request_header(":path").is_some_and(|p| p.split('?').next() == Some(crate::wire::messages_in::PATH)),
     }
 }
 

@@ -6,7 +6,7 @@
 /// Implements `sse::Translate` for a stream translator by its own `push` and `finish`.
 macro_rules! impl_translate {
     ($t:ty) => {
-        impl crate::sse::Translate for $t {
+        impl crate::wire::sse::Translate for $t {
             fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
                 <$t>::push(self, chunk)
             }
@@ -18,30 +18,18 @@ macro_rules! impl_translate {
     };
 }
 
-pub mod anthropic;
 pub mod audit;
 pub mod auth;
-pub mod bedrock;
-pub mod bucket;
 pub mod call_state;
-pub mod credentials;
 pub mod error;
-pub mod eventstream;
-pub mod gemini;
 pub mod headers;
 pub mod host;
-pub mod keys;
-pub mod messages_in;
-pub mod openai;
 pub mod pipeline;
-pub mod price;
 pub mod provider;
 pub mod quota;
 pub mod route;
-pub mod sigv4;
-pub mod sse;
 pub mod time;
-pub mod usage;
+pub mod wire;
 
 /// Parses a filter configuration, naming the filter, the field and the problem on failure.
 ///

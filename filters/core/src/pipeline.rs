@@ -15,10 +15,10 @@ use std::rc::Rc;
 use serde::Deserialize;
 
 use crate::audit::stage::{Audit, AuditCall, AuditConfig};
+use crate::auth::keys::KeyRing;
 use crate::auth::{self, AttemptCredential, AuthConfig, CredentialPlane};
 use crate::headers;
 use crate::host::{Flow, Host};
-use crate::keys::KeyRing;
 use crate::quota::stage::{ProviderAttempt, QuotaCall};
 use crate::quota::{Quota, QuotaConfig};
 use crate::route::stage::{RouteAttempt, Select};
@@ -360,7 +360,7 @@ impl AttemptCall {
             if used.api == Api::Gemini
                 && self.status == 400
                 && size > 0
-                && crate::gemini::is_invalid_key(&h.response_body(size))
+                && crate::provider::gemini::is_invalid_key(&h.response_body(size))
             {
                 plane.mark_bad(h, used, "400 API_KEY_INVALID");
             }

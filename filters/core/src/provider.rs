@@ -7,12 +7,17 @@
 //! Adding a provider: a module with its translations and its `ProviderApi`, a variant of
 //! [`Api`] mapped here, and its fake in `tests/fake-providers` (README, "Adding a provider").
 
+pub mod anthropic;
+pub mod bedrock;
+pub mod gemini;
+pub mod openai;
+
 use serde_json::Value;
 
 use crate::error::GatewayError;
 use crate::route::{Api, ProviderConfig};
-use crate::sse;
-use crate::usage::Usage;
+use crate::wire::sse;
+use crate::wire::usage::Usage;
 
 pub trait ProviderApi {
     /// The path of a request for `model`; `stream`: the request streams.
@@ -70,11 +75,11 @@ pub trait ProviderApi {
 /// The implementation of an API.
 pub fn api(a: Api) -> &'static dyn ProviderApi {
     match a {
-        Api::Openai => &crate::openai::OPENAI,
-        Api::Azure => &crate::openai::AZURE,
-        Api::Anthropic => &crate::anthropic::Anthropic,
-        Api::Gemini => &crate::gemini::Gemini,
-        Api::Bedrock => &crate::bedrock::Bedrock,
+        Api::Openai => &crate::provider::openai::OPENAI,
+        Api::Azure => &crate::provider::openai::AZURE,
+        Api::Anthropic => &crate::provider::anthropic::Anthropic,
+        Api::Gemini => &crate::provider::gemini::Gemini,
+        Api::Bedrock => &crate::provider::bedrock::Bedrock,
     }
 }
 
@@ -87,11 +92,11 @@ pub fn invalid_json(e: serde_json::Error) -> GatewayError {
 /// static dispatch: the credential stage, deployed alone, then links no provider's translations.
 pub fn credential_header(a: Api, key: &str) -> Option<(&'static str, String)> {
     match a {
-        Api::Openai => crate::openai::OPENAI.credential_header(key),
-        Api::Azure => crate::openai::AZURE.credential_header(key),
-        Api::Anthropic => crate::anthropic::Anthropic.credential_header(key),
-        Api::Gemini => crate::gemini::Gemini.credential_header(key),
-        Api::Bedrock => crate::bedrock::Bedrock.credential_header(key),
+        Api::Openai => crate::provider::openai::OPENAI.credential_header(key),
+        Api::Azure => crate::provider::openai::AZURE.credential_header(key),
+        Api::Anthropic => crate::provider::anthropic::Anthropic.credential_header(key),
+        Api::Gemini => crate::provider::gemini::Gemini.credential_header(key),
+        Api::Bedrock => crate::provider::bedrock::Bedrock.credential_header(key),
     }
 }
 

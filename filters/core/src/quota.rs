@@ -1,14 +1,16 @@
 //! The quota plane's policy: which buckets a call is charged to, its token and cost estimate,
 //! and the budget arithmetic. The filter moves these numbers in and out of shared data.
 
+pub mod bucket;
+
 use std::collections::HashMap;
 
 use serde::Deserialize;
 
-use crate::bucket::Limit;
-use crate::price::{parse_usd, PriceBook, PriceBookConfig};
+use crate::audit::price::{parse_usd, PriceBook, PriceBookConfig};
+use crate::quota::bucket::Limit;
 use crate::time::{civil_from_days, days_from_civil};
-use crate::usage::Usage;
+use crate::wire::usage::Usage;
 
 // ---------------------------------------------------------------------------------------------
 // Configuration

@@ -170,7 +170,7 @@ impl RuleMatch {
             None => true,
             Some(max) => f.latency_budget_ms.is_some_and(|b| b <= max),
         };
-        let cost_ok = match self.cost_ceiling_usd_at_most.as_deref().and_then(crate::price::parse_usd) {
+        let cost_ok = match self.cost_ceiling_usd_at_most.as_deref().and_then(crate::audit::price::parse_usd) {
             None => self.cost_ceiling_usd_at_most.is_none(),
             Some(max) => f.cost_ceiling_pico.is_some_and(|c| c <= max),
         };
@@ -229,7 +229,7 @@ impl RouteConfig {
                 return Err(format!("route-select: rule {:?} sends calls to unknown alias {:?}", r.name, r.alias));
             }
             if let Some(c) = &r.when.cost_ceiling_usd_at_most {
-                if crate::price::parse_usd(c).is_none() {
+                if crate::audit::price::parse_usd(c).is_none() {
                     return Err(format!("route-select: rule {:?}: cost_ceiling_usd_at_most {c:?} is not USD", r.name));
                 }
             }

@@ -11,7 +11,7 @@
 use std::io::Read;
 use std::process::ExitCode;
 
-use aigw_core::keys::{digest_hex, KeyEntry, KeyRing, KEY_PREFIX};
+use aigw_core::auth::keys::{digest_hex, KeyEntry, KeyRing, KEY_PREFIX};
 use base64::Engine;
 use serde_json::{json, Map, Value};
 

@@ -13,8 +13,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::{self, BufRead, Write};
 use std::process::ExitCode;
 
+use aigw_core::audit::price::{format_usd, parse_usd};
 use aigw_core::audit::AuditRecord;
-use aigw_core::price::{format_usd, parse_usd};
 use aigw_core::time::civil_from_days;
 
 fn main() -> ExitCode {

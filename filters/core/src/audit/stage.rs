@@ -7,12 +7,12 @@ use std::collections::HashSet;
 use serde::Deserialize;
 
 use super::{parse_attempts, upstream_failed, AuditRecord, Outcome, Tokens, RECORD_VERSION};
+use crate::audit::price::{format_usd, PriceBook, PriceBookConfig};
 use crate::error::GatewayError;
 use crate::headers;
 use crate::host::{Flow, Host};
-use crate::price::{format_usd, PriceBook, PriceBookConfig};
 use crate::quota::{self, Billing, CallEnd, Settled};
-use crate::usage::{self, StreamScanner, Usage};
+use crate::wire::usage::{self, StreamScanner, Usage};
 
 /// The largest non-streamed answer held back to put its cost in the response headers; a larger
 /// one passes through and its cost is in the audit record only.

@@ -1,6 +1,6 @@
 use super::*;
+use crate::auth::keys::digest_hex;
 use crate::host::FakeHost;
-use crate::keys::digest_hex;
 
 const NOW: u64 = 1_800_000_000_000;
 

@@ -1,6 +1,6 @@
 use super::*;
+use crate::auth::keys::digest_hex;
 use crate::host::FakeHost;
-use crate::keys::digest_hex;
 
 const BOOK: &str = include_str!("../../../../envoy/price-book.json");
 
@@ -178,7 +178,7 @@ fn a_bedrock_attempt_is_signed_over_its_translated_body() {
     assert_eq!(a.on_request_body(&h, n, true), Flow::Continue);
     let sent = h.request_body.borrow().clone();
     assert!(String::from_utf8_lossy(&sent).contains("inferenceConfig"), "translated to Converse");
-    assert_eq!(h.request_header("x-amz-content-sha256").unwrap(), crate::sigv4::sha256_hex(&sent));
+    assert_eq!(h.request_header("x-amz-content-sha256").unwrap(), crate::auth::sigv4::sha256_hex(&sent));
     assert!(h.request_header("authorization").unwrap().starts_with("AWS4-HMAC-SHA256 Credential=key-of-AWS_ID/"));
 }
 

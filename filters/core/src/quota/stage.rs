@@ -10,13 +10,13 @@ use super::{
     decode_estimate, encode_estimate, estimate, ms_to_period_end, period_id, reserve, Billing, BucketKind,
     BudgetDecision, BudgetState, CallEnd, Estimate, Period, Quota, RequestFacts, Scope, ScopeKind, Settled,
 };
+use crate::audit::price::format_usd;
 use crate::audit::{parse_attempts, ErrorClass};
-use crate::bucket::{retry_after_secs, Decision, Limit, State};
 use crate::error::GatewayError;
 use crate::headers;
 use crate::host::{messages_door, Flow, Host, SharedSetError};
-use crate::price::format_usd;
-use crate::usage::{self, StreamScanner, Usage};
+use crate::quota::bucket::{retry_after_secs, Decision, Limit, State};
+use crate::wire::usage::{self, StreamScanner, Usage};
 
 /// How often a worker retries after losing a compare-and-swap race before giving up.
 const CAS_ATTEMPTS: usize = 64;

@@ -1,5 +1,5 @@
 use super::*;
-use crate::bucket::Limit;
+use crate::quota::bucket::Limit;
 
 fn cfg(json: &str) -> QuotaConfig {
     serde_json::from_str(json).unwrap()

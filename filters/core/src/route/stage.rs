@@ -10,12 +10,13 @@ use serde_json::Value;
 
 use super::{chain_refusal, Api, CallFacts, RouteConfig};
 use crate::audit::{parse_attempts, Attempt as AttemptRecord, ErrorClass};
+use crate::auth::keys::{check_scope, KeyScope};
 use crate::error::GatewayError;
 use crate::headers;
 use crate::host::{messages_door, Flow, Host};
-use crate::keys::{check_scope, KeyScope};
+use crate::provider;
 use crate::quota::RequestFacts;
-use crate::{messages_in, provider, sse};
+use crate::wire::{messages_in, sse};
 
 const CHAT_PATH: &str = "/v1/chat/completions";
 
@@ -120,7 +121,7 @@ impl Select {
         };
         let cost_ceiling_pico = match hint(headers::CALLER_COST_CEILING) {
             None => None,
-            Some(v) => Some(crate::price::parse_usd(&v).ok_or_else(|| {
+            Some(v) => Some(crate::audit::price::parse_usd(&v).ok_or_else(|| {
                 GatewayError::bad_request(
                     "invalid_cost_ceiling",
                     format!("{} must be a USD amount such as 0.05", headers::CALLER_COST_CEILING),
@@ -324,7 +325,7 @@ impl Select {
                     if ev.data.contains("\"choices\":[]") && ev.data.contains("\"usage\":{") {
                         // The usage chunk the caller did not ask for: keep it for the audit record.
                         if let Ok(v) = serde_json::from_str::<Value>(&ev.data) {
-                            record_usage(h, v.get("usage").and_then(crate::usage::Usage::from_openai));
+                            record_usage(h, v.get("usage").and_then(crate::wire::usage::Usage::from_openai));
                         }
                         continue;
                     }
@@ -340,7 +341,7 @@ impl Select {
 /// Keeps a call's usage for the audit stage: the usage an attempt read in the answer it passed
 /// on (so the listener need not hold and read the answer again), or, on the listener, the usage
 /// of an answer the caller no longer sees in OpenAI's format.
-fn record_usage(h: &impl Host, usage: Option<crate::usage::Usage>) {
+fn record_usage(h: &impl Host, usage: Option<crate::wire::usage::Usage>) {
     if let Some(json) = usage.and_then(|u| serde_json::to_string(&u).ok()) {
         h.set_property(headers::PROP_USAGE, &json);
     }
@@ -685,7 +686,7 @@ impl RouteAttempt {
                     return Flow::Pause;
                 }
                 // Read once, here: the answer's usage goes to the listener with the attempt.
-                match crate::usage::from_openai_body(&h.response_body(size)) {
+                match crate::wire::usage::from_openai_body(&h.response_body(size)) {
                     Ok(usage) => record_usage(h, usage),
                     Err(_) => {
                         let err = invalid_response();

@@ -187,7 +187,7 @@ fn an_attempt_translates_for_its_provider_and_forwards_only_allowed_headers() {
     assert_eq!(h.request_header("x-fake-fault").as_deref(), Some("openai=500"));
     assert_eq!(h.request_header(":path").as_deref(), Some("/v1/messages"));
     assert_eq!(h.request_header("content-type").as_deref(), Some("application/json"));
-    assert_eq!(h.request_header("anthropic-version").as_deref(), Some(crate::anthropic::API_VERSION));
+    assert_eq!(h.request_header("anthropic-version").as_deref(), Some(crate::provider::anthropic::API_VERSION));
     let n = h.request_body.borrow().len();
     assert_eq!(a.on_request_body(&h, n, true), Flow::Continue);
     let sent: serde_json::Value = serde_json::from_slice(&h.request_body.borrow()).unwrap();
@@ -245,7 +245,8 @@ fn an_attempt_hands_the_usage_of_the_answer_it_read_to_the_listener() {
     *h.response_body.borrow_mut() = body.to_vec();
     a.on_response_body(&h, body.len(), true);
     assert_eq!(h.response_body.borrow().as_slice(), &body[..], "passed on unchanged");
-    let u: crate::usage::Usage = serde_json::from_str(&h.property_string(&[headers::PROP_USAGE]).unwrap()).unwrap();
+    let u: crate::wire::usage::Usage =
+        serde_json::from_str(&h.property_string(&[headers::PROP_USAGE]).unwrap()).unwrap();
     assert_eq!((u.input, u.output), (7, 2));
     // Translated (Anthropic): the usage the translation read.
     let (h, mut a, _) = attempt_on("anthropic", "eu-west-1", None);
@@ -256,7 +257,8 @@ fn an_attempt_hands_the_usage_of_the_answer_it_read_to_the_listener() {
     let body = br#"{"id":"msg_1","type":"message","role":"assistant","model":"claude-x","content":[{"type":"text","text":"hi"}],"stop_reason":"end_turn","usage":{"input_tokens":4,"output_tokens":6}}"#;
     *h.response_body.borrow_mut() = body.to_vec();
     a.on_response_body(&h, body.len(), true);
-    let u: crate::usage::Usage = serde_json::from_str(&h.property_string(&[headers::PROP_USAGE]).unwrap()).unwrap();
+    let u: crate::wire::usage::Usage =
+        serde_json::from_str(&h.property_string(&[headers::PROP_USAGE]).unwrap()).unwrap();
     assert_eq!((u.input, u.output), (4, 6));
     // An error answer hands on nothing.
     let (h, mut a, _) = attempt_on("openai", "us-east-1", None);

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use serde::Deserialize;
 
-use crate::usage::Usage;
+use crate::wire::usage::Usage;
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct PriceBookConfig {
@@ -191,7 +191,7 @@ mod tests {
 
     #[test]
     fn repository_price_book_compiles_and_every_model_has_source_and_date() {
-        let text = include_str!("../../../envoy/price-book.json");
+        let text = include_str!("../../../../envoy/price-book.json");
         let cfg: PriceBookConfig = serde_json::from_str(text).unwrap();
         let book = PriceBook::compile(&cfg).unwrap();
         for (name, m) in &cfg.models {

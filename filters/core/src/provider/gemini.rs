@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use serde_json::{json, Map, Value};
 
 use crate::error::GatewayError;
-use crate::usage::Usage;
+use crate::wire::usage::Usage;
 
 fn unsupported(param: &'static str, message: impl Into<String>) -> GatewayError {
     GatewayError::bad_request("unsupported_for_provider", message).with_param(param)
@@ -183,15 +183,15 @@ pub fn is_invalid_key(body: &[u8]) -> bool {
 /// no end marker) into OpenAI chat-completion chunks as it streams.
 #[derive(Debug, Default)]
 pub struct StreamTranslator {
-    parser: crate::sse::Parser,
-    events: Vec<crate::sse::Event>,
+    parser: crate::wire::sse::Parser,
+    events: Vec<crate::wire::sse::Event>,
     id: String,
     model: String,
     created: u64,
     started: bool,
     calls: u64,
     finish: Option<&'static str>,
-    pub usage: Option<crate::usage::Usage>,
+    pub usage: Option<crate::wire::usage::Usage>,
     done: bool,
 }
 
@@ -203,7 +203,7 @@ impl StreamTranslator {
     fn chunk(&self, out: &mut Vec<u8>, delta: Value, finish: Value) {
         let c = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
             "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}], "usage": null});
-        crate::sse::data_event(out, &c.to_string());
+        crate::wire::sse::data_event(out, &c.to_string());
     }
 
     /// Feeds a piece of the provider's stream; returns the bytes to send on.
@@ -216,7 +216,7 @@ impl StreamTranslator {
                 let msg = e.get("message").and_then(Value::as_str).unwrap_or("The provider failed mid-stream.");
                 let err =
                     json!({"error": {"message": msg, "type": "server_error", "param": null, "code": "upstream_error"}});
-                crate::sse::data_event(&mut out, &err.to_string());
+                crate::wire::sse::data_event(&mut out, &err.to_string());
                 self.done = true;
                 continue;
             }
@@ -231,7 +231,7 @@ impl StreamTranslator {
             if let Some(u) = v.get("usageMetadata") {
                 let n = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
                 let thoughts = n("thoughtsTokenCount");
-                self.usage = Some(crate::usage::Usage {
+                self.usage = Some(crate::wire::usage::Usage {
                     input: n("promptTokenCount"),
                     cached_input: n("cachedContentTokenCount"),
                     output: n("candidatesTokenCount") + thoughts,
@@ -279,7 +279,7 @@ impl StreamTranslator {
         if let Some(u) = self.usage {
             let c = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
                 "model": self.model, "choices": [], "usage": u.to_openai()});
-            crate::sse::data_event(&mut out, &c.to_string());
+            crate::wire::sse::data_event(&mut out, &c.to_string());
         }
         out.extend_from_slice(b"data: [DONE]\n\n");
         out
@@ -305,12 +305,12 @@ impl crate::provider::ProviderApi for Gemini {
     }
 
     fn request(&self, req: Value, model: &str, max_tokens_default: u64) -> Result<Value, GatewayError> {
-        request_from_anthropic(&crate::anthropic::request_from_openai(&req, model, max_tokens_default)?)
+        request_from_anthropic(&crate::provider::anthropic::request_from_openai(&req, model, max_tokens_default)?)
     }
 
     fn answer(&self, body: &[u8], model: &str, now_ms: u64) -> Result<(Vec<u8>, Option<Usage>), String> {
         response_to_anthropic(body, model)
-            .and_then(|a| crate::anthropic::response_to_openai(&a, now_ms / 1000))
+            .and_then(|a| crate::provider::anthropic::response_to_openai(&a, now_ms / 1000))
             .map(|(out, u)| (out, Some(u)))
     }
 
@@ -324,10 +324,10 @@ impl crate::provider::ProviderApi for Gemini {
         model: &str,
         _id: Option<&str>,
         created: u64,
-    ) -> Option<Box<dyn crate::sse::Translate>> {
+    ) -> Option<Box<dyn crate::wire::sse::Translate>> {
         content_type
             .starts_with("text/event-stream")
-            .then(|| Box::new(StreamTranslator::new(model, created)) as Box<dyn crate::sse::Translate>)
+            .then(|| Box::new(StreamTranslator::new(model, created)) as Box<dyn crate::wire::sse::Translate>)
     }
 }
 
@@ -346,7 +346,7 @@ mod tests {
             "max_tokens": 64, "top_p": 0.9, "stop": "END",
             "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}],
             "tool_choice": {"type": "function", "function": {"name": "get_weather"}}});
-        let a = crate::anthropic::request_from_openai(&openai, "m", 1024).unwrap();
+        let a = crate::provider::anthropic::request_from_openai(&openai, "m", 1024).unwrap();
         let g = request_from_anthropic(&a).unwrap();
         assert_eq!(g["systemInstruction"], json!({"parts": [{"text": "Be terse."}]}));
         assert_eq!(g["contents"][0], json!({"role": "user", "parts": [{"text": "Weather in Paris?"}]}));
@@ -374,7 +374,7 @@ mod tests {
             "usageMetadata":{"promptTokenCount":9,"candidatesTokenCount":3,"thoughtsTokenCount":20,"totalTokenCount":32},
             "modelVersion":"gemini-2.5-flash","responseId":"r1"}"#;
         let a = response_to_anthropic(body, "gemini-2.5-flash").unwrap();
-        let (out, usage) = crate::anthropic::response_to_openai(&a, 1).unwrap();
+        let (out, usage) = crate::provider::anthropic::response_to_openai(&a, 1).unwrap();
         let v: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
         assert_eq!(v["choices"][0]["message"]["tool_calls"][0]["id"], "call_0");
@@ -385,10 +385,12 @@ mod tests {
     #[test]
     fn blocked_prompt_and_length_stop() {
         let blocked = br#"{"promptFeedback":{"blockReason":"SAFETY"},"usageMetadata":{"promptTokenCount":5}}"#;
-        let (out, _) = crate::anthropic::response_to_openai(&response_to_anthropic(blocked, "g").unwrap(), 1).unwrap();
+        let (out, _) =
+            crate::provider::anthropic::response_to_openai(&response_to_anthropic(blocked, "g").unwrap(), 1).unwrap();
         assert!(String::from_utf8_lossy(&out).contains("\"finish_reason\":\"content_filter\""));
         let long = br#"{"candidates":[{"content":{"parts":[{"text":"a"}]},"finishReason":"MAX_TOKENS"}]}"#;
-        let (out, _) = crate::anthropic::response_to_openai(&response_to_anthropic(long, "g").unwrap(), 1).unwrap();
+        let (out, _) =
+            crate::provider::anthropic::response_to_openai(&response_to_anthropic(long, "g").unwrap(), 1).unwrap();
         assert!(String::from_utf8_lossy(&out).contains("\"finish_reason\":\"length\""));
     }
 

@@ -1,5 +1,5 @@
 //! AWS Bedrock Runtime Converse API. The unified request is first translated to Anthropic
-//! Messages (`crate::anthropic`, which validates and merges turns), then mapped block by block
+//! Messages (`crate::provider::anthropic`, which validates and merges turns), then mapped block by block
 //! onto Converse; the answer comes back the same way.
 //!
 //! Documented approximations: image URLs are refused (Converse takes only inline bytes);
@@ -8,9 +8,9 @@
 
 use serde_json::{json, Map, Value};
 
+use crate::auth::sigv4::uri_encode;
 use crate::error::GatewayError;
-use crate::sigv4::uri_encode;
-use crate::usage::Usage;
+use crate::wire::usage::Usage;
 
 fn unsupported(param: &'static str, message: impl Into<String>) -> GatewayError {
     GatewayError::bad_request("unsupported_for_provider", message).with_param(param)
@@ -168,14 +168,14 @@ pub fn error_to_openai(status: u16, error_type: &str, body: &[u8]) -> (u16, Vec<
 /// as it streams.
 #[derive(Debug, Default)]
 pub struct StreamTranslator {
-    decoder: crate::eventstream::Decoder,
+    decoder: crate::wire::eventstream::Decoder,
     id: String,
     model: String,
     created: u64,
     /// OpenAI tool-call index of each Converse content block that is a tool use.
     tool_index: std::collections::HashMap<u64, u64>,
     tools: u64,
-    pub usage: Option<crate::usage::Usage>,
+    pub usage: Option<crate::wire::usage::Usage>,
     done: bool,
 }
 
@@ -187,12 +187,12 @@ impl StreamTranslator {
     fn chunk(&self, out: &mut Vec<u8>, delta: Value, finish: Value) {
         let c = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
             "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}], "usage": null});
-        crate::sse::data_event(out, &c.to_string());
+        crate::wire::sse::data_event(out, &c.to_string());
     }
 
     fn fail(&mut self, out: &mut Vec<u8>, message: &str) {
         let e = json!({"error": {"message": message, "type": "server_error", "param": null, "code": "upstream_error"}});
-        crate::sse::data_event(out, &e.to_string());
+        crate::wire::sse::data_event(out, &e.to_string());
         self.done = true;
     }
 
@@ -261,7 +261,7 @@ impl StreamTranslator {
                 "metadata" => {
                     let n = |k: &str| v.pointer(&format!("/usage/{k}")).and_then(Value::as_u64).unwrap_or(0);
                     let cached = n("cacheReadInputTokens");
-                    let u = crate::usage::Usage {
+                    let u = crate::wire::usage::Usage {
                         input: n("inputTokens") + cached + n("cacheWriteInputTokens"),
                         cached_input: cached,
                         output: n("outputTokens"),
@@ -270,7 +270,7 @@ impl StreamTranslator {
                     self.usage = Some(u);
                     let c = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
                         "model": self.model, "choices": [], "usage": u.to_openai()});
-                    crate::sse::data_event(&mut out, &c.to_string());
+                    crate::wire::sse::data_event(&mut out, &c.to_string());
                     out.extend_from_slice(b"data: [DONE]\n\n");
                     self.done = true;
                 }
@@ -311,12 +311,12 @@ impl crate::provider::ProviderApi for Bedrock {
     }
 
     fn request(&self, req: Value, model: &str, max_tokens_default: u64) -> Result<Value, GatewayError> {
-        request_from_anthropic(&crate::anthropic::request_from_openai(&req, model, max_tokens_default)?)
+        request_from_anthropic(&crate::provider::anthropic::request_from_openai(&req, model, max_tokens_default)?)
     }
 
     fn answer(&self, body: &[u8], model: &str, now_ms: u64) -> Result<(Vec<u8>, Option<Usage>), String> {
         response_to_anthropic(body, model, &now_ms.to_string())
-            .and_then(|a| crate::anthropic::response_to_openai(&a, now_ms / 1000))
+            .and_then(|a| crate::provider::anthropic::response_to_openai(&a, now_ms / 1000))
             .map(|(out, u)| (out, Some(u)))
     }
 
@@ -330,10 +330,10 @@ impl crate::provider::ProviderApi for Bedrock {
         model: &str,
         id: Option<&str>,
         created: u64,
-    ) -> Option<Box<dyn crate::sse::Translate>> {
+    ) -> Option<Box<dyn crate::wire::sse::Translate>> {
         content_type.starts_with("application/vnd.amazon.eventstream").then(|| {
             let id = id.map(str::to_string).unwrap_or_else(|| created.to_string());
-            Box::new(StreamTranslator::new(model, &id, created)) as Box<dyn crate::sse::Translate>
+            Box::new(StreamTranslator::new(model, &id, created)) as Box<dyn crate::wire::sse::Translate>
         })
     }
 }
@@ -353,7 +353,7 @@ mod tests {
             "max_tokens": 64, "temperature": 0.2, "stop": ["END"],
             "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}],
             "tool_choice": "required"});
-        let a = crate::anthropic::request_from_openai(&openai, "m", 1024).unwrap();
+        let a = crate::provider::anthropic::request_from_openai(&openai, "m", 1024).unwrap();
         let c = request_from_anthropic(&a).unwrap();
         assert_eq!(c["system"], json!([{"text": "Be terse."}]));
         assert_eq!(c["messages"][0], json!({"role": "user", "content": [{"text": "Weather in Paris?"}]}));
@@ -379,11 +379,11 @@ mod tests {
     fn refuses_what_converse_cannot_take() {
         let url = json!({"messages": [{"role": "user", "content": [
             {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]}]});
-        let a = crate::anthropic::request_from_openai(&url, "m", 10).unwrap();
+        let a = crate::provider::anthropic::request_from_openai(&url, "m", 10).unwrap();
         assert_eq!(request_from_anthropic(&a).unwrap_err().code, "unsupported_for_provider");
         let none = json!({"messages": [{"role": "user", "content": "x"}], "tool_choice": "none",
             "tools": [{"type": "function", "function": {"name": "f"}}]});
-        let a = crate::anthropic::request_from_openai(&none, "m", 10).unwrap();
+        let a = crate::provider::anthropic::request_from_openai(&none, "m", 10).unwrap();
         assert_eq!(request_from_anthropic(&a).unwrap_err().param, Some("tool_choice"));
     }
 
@@ -393,7 +393,7 @@ mod tests {
             {"toolUse":{"toolUseId":"tooluse_1","name":"f","input":{"a":1}}}]}},"stopReason":"tool_use",
             "usage":{"inputTokens":10,"outputTokens":3,"totalTokens":13,"cacheReadInputTokens":4},"metrics":{"latencyMs":5}}"#;
         let a = response_to_anthropic(body, "anthropic.claude-x", "req1").unwrap();
-        let (out, usage) = crate::anthropic::response_to_openai(&a, 7).unwrap();
+        let (out, usage) = crate::provider::anthropic::response_to_openai(&a, 7).unwrap();
         let v: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
         assert_eq!(v["choices"][0]["message"]["content"], "Hi");
@@ -420,11 +420,11 @@ mod tests {
         let mut m = Vec::new();
         m.extend_from_slice(&total.to_be_bytes());
         m.extend_from_slice(&(h.len() as u32).to_be_bytes());
-        let prelude_crc = crate::eventstream::crc32(&m);
+        let prelude_crc = crate::wire::eventstream::crc32(&m);
         m.extend_from_slice(&prelude_crc.to_be_bytes());
         m.extend_from_slice(&h);
         m.extend_from_slice(payload.as_bytes());
-        let crc = crate::eventstream::crc32(&m);
+        let crc = crate::wire::eventstream::crc32(&m);
         m.extend_from_slice(&crc.to_be_bytes());
         m
     }

@@ -7,12 +7,12 @@ use std::collections::BTreeMap;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
+use crate::auth::sigv4::uri_encode;
 use crate::error::GatewayError;
 use crate::provider::{invalid_json, streams, ProviderApi};
 use crate::route::ProviderConfig;
-use crate::sigv4::uri_encode;
-use crate::sse;
-use crate::usage::Usage;
+use crate::wire::sse;
+use crate::wire::usage::Usage;
 
 pub const CHAT_PATH: &str = "/v1/chat/completions";
 
@@ -87,7 +87,8 @@ impl ProviderApi for OpenAiFormat {
     }
 
     fn answer(&self, body: &[u8], _model: &str, _now_ms: u64) -> Result<(Vec<u8>, Option<Usage>), String> {
-        let usage = crate::usage::from_openai_body(body).map_err(|e| format!("provider sent invalid JSON: {e}"))?;
+        let usage =
+            crate::wire::usage::from_openai_body(body).map_err(|e| format!("provider sent invalid JSON: {e}"))?;
         Ok((body.to_vec(), usage))
     }
 

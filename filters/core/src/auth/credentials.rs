@@ -3,7 +3,7 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::keys::to_hex;
+use crate::auth::keys::to_hex;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Credential {

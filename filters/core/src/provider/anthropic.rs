@@ -9,8 +9,8 @@ use std::collections::HashMap;
 use serde_json::{json, Map, Value};
 
 use crate::error::GatewayError;
-use crate::sse;
-use crate::usage::Usage;
+use crate::wire::sse;
+use crate::wire::usage::Usage;
 
 pub const API_VERSION: &str = "2023-06-01";
 
@@ -519,10 +519,10 @@ impl crate::provider::ProviderApi for Anthropic {
         _model: &str,
         _id: Option<&str>,
         created: u64,
-    ) -> Option<Box<dyn crate::sse::Translate>> {
+    ) -> Option<Box<dyn crate::wire::sse::Translate>> {
         content_type
             .starts_with("text/event-stream")
-            .then(|| Box::new(StreamTranslator::new(created, true)) as Box<dyn crate::sse::Translate>)
+            .then(|| Box::new(StreamTranslator::new(created, true)) as Box<dyn crate::wire::sse::Translate>)
     }
 }
 

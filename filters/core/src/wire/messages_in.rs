@@ -9,8 +9,8 @@
 use serde_json::{json, Map, Value};
 
 use crate::error::GatewayError;
-use crate::sse;
-use crate::usage::Usage;
+use crate::wire::sse;
+use crate::wire::usage::Usage;
 
 pub const PATH: &str = "/v1/messages";
 
