@@ -13,6 +13,7 @@
 use std::rc::Rc;
 
 use aigw_core::call_state::{Side, Stateful, Writers};
+use aigw_core::host::HttpCallProbe;
 use aigw_core::pipeline::{AttemptCall, GatewayConfig, Listener, ListenerCall, Upstream};
 use aigw_host::{self as host, Forward, ProxyHost};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -81,7 +82,7 @@ impl Context for Root {}
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
         let id = host::root_id();
-        if id == TRAP_ROOT_ID {
+        if id == TRAP_ROOT_ID || id == HTTP_CALL_ROOT_ID {
             return true;
         }
         let Some(p) = plugin(&id) else {
@@ -139,6 +140,7 @@ impl RootContext for Root {
                 Some(Box::new(Forward(Stateful::new(AttemptCall::new(u.clone()), Side::Attempt, self.writers))))
             }
             None if host::root_id() == TRAP_ROOT_ID => Some(Box::new(Trap)),
+            None if host::root_id() == HTTP_CALL_ROOT_ID => Some(Box::new(Forward(HttpCallProbe::default()))),
             None => None,
         }
     }
@@ -153,6 +155,10 @@ impl RootContext for Root {
 /// FAIL_RELOAD`). Nothing reaches it unless a configuration names this root id; the gateway's
 /// configurations never do.
 const TRAP_ROOT_ID: &str = "aigw_test_trap";
+
+/// Test only: the root id of a filter that makes an outgoing HTTP call through the Host trait
+/// (`aigw_core::host::HttpCallProbe`), so a test shows it working in Envoy.
+const HTTP_CALL_ROOT_ID: &str = "aigw_test_http_call";
 
 struct Trap;
 

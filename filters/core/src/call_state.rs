@@ -25,7 +25,7 @@
 use std::cell::RefCell;
 
 use crate::headers;
-use crate::host::{Callbacks, Flow, Host, SharedSetError};
+use crate::host::{Callbacks, Flow, Host, HttpAnswer, SharedSetError};
 
 /// The listener side's entry.
 pub const CALL_ENTRY: &str = "aigw_call";
@@ -336,6 +336,18 @@ impl<H: Host> Host for CallState<'_, H> {
     fn histogram_record(&self, name: &str, value: u64) {
         self.inner.histogram_record(name, value)
     }
+    fn http_call(&self, cluster: &str, headers: &[(&str, &str)], body: &[u8], timeout_ms: u64) -> Result<u32, ()> {
+        self.inner.http_call(cluster, headers, body, timeout_ms)
+    }
+    fn resume_request(&self) {
+        // The stream goes on at once (an attempt may start): it must see the call's state.
+        self.data.borrow_mut().flush(self.inner);
+        self.inner.resume_request()
+    }
+    fn resume_response(&self) {
+        self.data.borrow_mut().flush(self.inner);
+        self.inner.resume_response()
+    }
 }
 
 /// A call context with its call state: every callback sees the host through [`CallState`], and
@@ -373,6 +385,9 @@ impl<C: Callbacks> Callbacks for Stateful<C> {
     }
     fn on_log<H: Host>(&mut self, h: &H) {
         self.run(h, |c, s| c.on_log(s))
+    }
+    fn on_http_call_response<H: Host>(&mut self, h: &H, token: u32, answer: &HttpAnswer) {
+        self.run(h, |c, s| c.on_http_call_response(s, token, answer))
     }
 }
 

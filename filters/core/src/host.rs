@@ -54,6 +54,16 @@ pub trait Host {
     fn counter_add(&self, name: &str, by: u64);
     /// Records `value` in the histogram `name` (defined on first use).
     fn histogram_record(&self, name: &str, value: u64);
+    /// Sends an HTTP request to the Envoy cluster `cluster` (`headers` include `:method`,
+    /// `:path` and `:authority`); the answer comes to the context's
+    /// [`Callbacks::on_http_call_response`] with the returned token. `Err(())`: the proxy
+    /// refused it (no such cluster, bad headers).
+    #[allow(clippy::result_unit_err)]
+    fn http_call(&self, cluster: &str, headers: &[(&str, &str)], body: &[u8], timeout_ms: u64) -> Result<u32, ()>;
+    /// Lets a paused request go on (after a callback returned [`Flow::Pause`]).
+    fn resume_request(&self);
+    /// Lets a paused response go on.
+    fn resume_response(&self);
 
     fn property_string(&self, path: &[&str]) -> Option<String> {
         self.property(path).and_then(|b| String::from_utf8(b).ok()).filter(|s| !s.is_empty())
@@ -149,6 +159,77 @@ pub trait Callbacks {
         Flow::Continue
     }
     fn on_log<H: Host>(&mut self, _h: &H) {}
+    /// The answer to an [`Host::http_call`] this context made.
+    fn on_http_call_response<H: Host>(&mut self, _h: &H, _token: u32, _answer: &HttpAnswer) {}
+}
+
+/// The answer to an outgoing HTTP call: status 0 when there was none (the call failed or
+/// timed out).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HttpAnswer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpAnswer {
+    pub fn new(headers: Vec<(String, String)>, body: Vec<u8>) -> HttpAnswer {
+        let status = headers.iter().find(|(k, _)| k == ":status").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
+        HttpAnswer { status, headers, body }
+    }
+}
+
+/// An outgoing HTTP call a [`FakeHost`] was asked to make.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpCall {
+    pub cluster: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub timeout_ms: u64,
+}
+
+/// Test only: a context that makes one outgoing HTTP call per request, to show the proxy's
+/// implementation of [`Host::http_call`] end to end (root id `aigw_test_http_call` of the
+/// module; no gateway configuration names it). A request with `x-aigw-test-call: CLUSTER`
+/// is held while `GET /aigw-test-call` goes to that cluster, then answered with the call's
+/// status and size; with `x-aigw-test-call: CLUSTER resume` it goes on instead, carrying
+/// `x-aigw-test-call-status`.
+#[derive(Debug, Default)]
+pub struct HttpCallProbe {
+    pending: Option<(u32, bool)>,
+}
+
+impl Callbacks for HttpCallProbe {
+    fn on_request_headers<H: Host>(&mut self, h: &H, _eos: bool) -> Flow {
+        let Some(v) = h.request_header("x-aigw-test-call") else { return Flow::Continue };
+        let (cluster, resume) = match v.split_once(' ') {
+            Some((c, "resume")) => (c.to_string(), true),
+            _ => (v.clone(), false),
+        };
+        let headers = [(":method", "GET"), (":path", "/aigw-test-call"), (":authority", "aigw-test")];
+        match h.http_call(&cluster, &headers, b"", 5000) {
+            Ok(token) => {
+                self.pending = Some((token, resume));
+                Flow::Pause
+            }
+            Err(()) => {
+                h.send_response(502, &[("content-type", "application/json")], br#"{"refused":true}"#);
+                Flow::Refused
+            }
+        }
+    }
+
+    fn on_http_call_response<H: Host>(&mut self, h: &H, token: u32, answer: &HttpAnswer) {
+        let Some((_, resume)) = self.pending.filter(|(t, _)| *t == token) else { return };
+        self.pending = None;
+        if resume {
+            h.set_request_header("x-aigw-test-call-status", Some(&answer.status.to_string()));
+            h.resume_request();
+        } else {
+            let body = format!(r#"{{"status":{},"body_bytes":{}}}"#, answer.status, answer.body.len());
+            h.send_response(200, &[("content-type", "application/json")], body.as_bytes());
+        }
+    }
 }
 
 /// Implements [`Callbacks`] for a context by its inherent methods of the same names.
@@ -219,6 +300,10 @@ pub struct FakeHost {
     pub property_writes: Cell<u32>,
     /// How many single headers were read.
     pub header_reads: Cell<u32>,
+    /// Outgoing HTTP calls (token = index + 1), and how often the request and the response
+    /// were resumed.
+    pub http_calls: RefCell<Vec<HttpCall>>,
+    pub resumed: RefCell<Vec<&'static str>>,
 }
 
 impl FakeHost {
@@ -340,6 +425,25 @@ impl Host for FakeHost {
     fn histogram_record(&self, name: &str, value: u64) {
         self.histograms.borrow_mut().entry(name.to_string()).or_default().push(value);
     }
+    fn http_call(&self, cluster: &str, headers: &[(&str, &str)], body: &[u8], timeout_ms: u64) -> Result<u32, ()> {
+        if cluster.is_empty() {
+            return Err(());
+        }
+        let mut calls = self.http_calls.borrow_mut();
+        calls.push(HttpCall {
+            cluster: cluster.to_string(),
+            headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            body: body.to_vec(),
+            timeout_ms,
+        });
+        u32::try_from(calls.len()).map_err(|_| ())
+    }
+    fn resume_request(&self) {
+        self.resumed.borrow_mut().push("request");
+    }
+    fn resume_response(&self) {
+        self.resumed.borrow_mut().push("response");
+    }
 }
 
 #[cfg(test)]
@@ -359,6 +463,31 @@ mod tests {
         assert_eq!(a.shared_set("k", b"2", Some(cas)), Ok(()));
         // The other worker's token is stale now.
         assert_eq!(b.shared_set("k", b"3", Some(cas)), Err(SharedSetError::CasMismatch));
+    }
+
+    #[test]
+    fn an_outgoing_call_holds_the_request_until_its_answer() {
+        let h = FakeHost::new().with_request_header("x-aigw-test-call", "provider_openai");
+        let mut p = HttpCallProbe::default();
+        assert_eq!(p.on_request_headers(&h, true), Flow::Pause);
+        let call = h.http_calls.borrow()[0].clone();
+        assert_eq!((call.cluster.as_str(), call.timeout_ms), ("provider_openai", 5000));
+        assert!(call.headers.contains(&(":path".to_string(), "/aigw-test-call".to_string())));
+        // An answer to another call changes nothing; its own answer is the reply.
+        p.on_http_call_response(&h, 9, &HttpAnswer::default());
+        assert!(h.reply().is_none());
+        p.on_http_call_response(&h, 1, &HttpAnswer::new(vec![(":status".into(), "404".into())], b"nope".to_vec()));
+        assert_eq!(h.reply().map(|r| r.body), Some(br#"{"status":404,"body_bytes":4}"#.to_vec()));
+        // Resume mode: the request goes on, carrying the status.
+        let h = FakeHost::new().with_request_header("x-aigw-test-call", "c resume");
+        let mut p = HttpCallProbe::default();
+        assert_eq!(p.on_request_headers(&h, true), Flow::Pause);
+        p.on_http_call_response(&h, 1, &HttpAnswer::new(Vec::new(), Vec::new()));
+        assert_eq!(h.request_header("x-aigw-test-call-status").as_deref(), Some("0"), "no answer: status 0");
+        assert_eq!(*h.resumed.borrow(), ["request"]);
+        // A call the proxy refuses is answered at once.
+        let h = FakeHost::new().with_request_header("x-aigw-test-call", "");
+        assert_eq!(HttpCallProbe::default().on_request_headers(&h, true), Flow::Refused);
     }
 
     #[test]

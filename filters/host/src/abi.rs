@@ -17,10 +17,16 @@ pub const CAS_MISMATCH: u32 = 8;
 /// Map types (`proxy_get_header_map_*`).
 pub const REQUEST_HEADERS: u32 = 0;
 pub const RESPONSE_HEADERS: u32 = 2;
+pub const HTTP_CALL_RESPONSE_HEADERS: u32 = 6;
+
+/// Stream types (`proxy_continue_stream`).
+pub const STREAM_REQUEST: u32 = 0;
+pub const STREAM_RESPONSE: u32 = 1;
 
 /// Buffer types (`proxy_get_buffer_bytes`).
 pub const REQUEST_BODY: u32 = 0;
 pub const RESPONSE_BODY: u32 = 1;
+pub const HTTP_CALL_RESPONSE_BODY: u32 = 4;
 pub const PLUGIN_CONFIGURATION: u32 = 7;
 
 #[cfg(target_arch = "wasm32")]
@@ -69,6 +75,7 @@ mod imp {
             headers_size: usize,
             grpc_status: i32,
         ) -> u32;
+        fn proxy_continue_stream(stream: u32) -> u32;
     }
 
     /// Takes ownership of a buffer the host allocated through `proxy_on_memory_allocate`, which
@@ -182,6 +189,16 @@ mod imp {
         }
     }
 
+    pub fn continue_stream(stream: u32) -> Result<(), u32> {
+        // SAFETY: no pointers.
+        let status = unsafe { proxy_continue_stream(stream) };
+        if status == OK {
+            Ok(())
+        } else {
+            Err(status)
+        }
+    }
+
     pub fn send_local_response(status: u32, headers: &[u8], body: &[u8]) -> Result<(), u32> {
         // SAFETY: the slices are valid for the call.
         let r = unsafe {
@@ -236,6 +253,9 @@ mod imp {
         Err(NOT_FOUND)
     }
     pub fn send_local_response(_status: u32, _headers: &[u8], _body: &[u8]) -> Result<(), u32> {
+        Err(NOT_FOUND)
+    }
+    pub fn continue_stream(_stream: u32) -> Result<(), u32> {
         Err(NOT_FOUND)
     }
 }

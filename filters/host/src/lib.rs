@@ -167,7 +167,19 @@ pub fn action(f: aigw_core::host::Flow) -> proxy_wasm::types::Action {
 /// with the proxy as its host.
 pub struct Forward<C>(pub C);
 
-impl<C> proxy_wasm::traits::Context for Forward<C> {}
+impl<C: aigw_core::host::Callbacks> proxy_wasm::traits::Context for Forward<C> {
+    fn on_http_call_response(&mut self, token: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
+        trace::hit("cb:http_call_response");
+        let headers = headers::decode_map(&abi::header_pairs(abi::HTTP_CALL_RESPONSE_HEADERS).unwrap_or_default());
+        let body = if body_size > 0 {
+            abi::buffer(abi::HTTP_CALL_RESPONSE_BODY, 0, body_size).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let answer = aigw_core::host::HttpAnswer::new(headers, body);
+        self.0.on_http_call_response(&ProxyHost, token, &answer);
+    }
+}
 
 impl<C: aigw_core::host::Callbacks> proxy_wasm::traits::HttpContext for Forward<C> {
     fn on_http_request_headers(&mut self, _n: usize, eos: bool) -> proxy_wasm::types::Action {
@@ -287,6 +299,28 @@ impl aigw_core::host::Host for ProxyHost {
         if let Some(id) = metric_id(proxy_wasm::types::MetricType::Counter, name) {
             let _ = hc::increment_metric(id, i64::try_from(by).unwrap_or(i64::MAX));
         }
+    }
+    fn http_call(&self, cluster: &str, headers: &[(&str, &str)], body: &[u8], timeout_ms: u64) -> Result<u32, ()> {
+        trace::hit("http_call");
+        // The SDK's call, because its dispatcher must know the token to route the answer to
+        // this context. It fails only on statuses Envoy documents for this call.
+        let body = (!body.is_empty()).then_some(body);
+        hc::dispatch_http_call(
+            cluster,
+            headers.to_vec(),
+            body,
+            Vec::new(),
+            std::time::Duration::from_millis(timeout_ms),
+        )
+        .map_err(|_| ())
+    }
+    fn resume_request(&self) {
+        trace::hit("resume_request");
+        let _ = abi::continue_stream(abi::STREAM_REQUEST);
+    }
+    fn resume_response(&self) {
+        trace::hit("resume_response");
+        let _ = abi::continue_stream(abi::STREAM_RESPONSE);
     }
     fn histogram_record(&self, name: &str, value: u64) {
         trace::hit("histogram_record");
