@@ -10,10 +10,10 @@ fuzz_target!(|data: &[u8]| {
     let _ = usage::from_openai_body(data);
     let _ = anthropic::response_to_openai(data, 0);
     let _ = anthropic::error_to_openai(500, data);
-    let _ = gemini::response_to_anthropic(data, "g").map(|a| anthropic::response_to_openai(&a, 0));
+    let _ = gemini::response_to_openai(data, "g", 0);
     let _ = gemini::error_to_openai(400, data);
     let _ = gemini::is_invalid_key(data);
-    let _ = bedrock::response_to_anthropic(data, "b", "r").map(|a| anthropic::response_to_openai(&a, 0));
+    let _ = bedrock::response_to_openai(data, "b", "r", 0);
     let _ = bedrock::error_to_openai(400, "ValidationException", data);
     let cut = usize::from(data.first().copied().unwrap_or(1)).max(1);
     let mut a = anthropic::StreamTranslator::new(0, true);

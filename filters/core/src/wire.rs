@@ -2,6 +2,7 @@
 //! token usage as the providers report it, and the Messages door (a caller speaking Anthropic's
 //! Messages API to the gateway).
 
+pub mod chat;
 pub mod eventstream;
 pub mod messages_in;
 pub mod sse;

@@ -4,11 +4,15 @@
 //! system prompt (order kept); `temperature` above 1 is clamped to 1 (Anthropic's maximum);
 //! a message `name` is dropped. `n > 1`, audio and file parts are refused with a 400.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 use crate::error::GatewayError;
+use crate::wire::chat::{completion_id, Answer, ToolCall};
 use crate::wire::sse;
 use crate::wire::usage::Usage;
 
@@ -253,40 +257,100 @@ pub fn usage_of(u: &Value) -> Usage {
     }
 }
 
-fn chat_id(msg_id: &str) -> String {
-    format!("chatcmpl-{}", msg_id.strip_prefix("msg_").unwrap_or(msg_id))
+/// An Anthropic Messages response, as much of it as the unified answer needs (borrowed).
+#[derive(Deserialize)]
+struct MessagesResponse<'a> {
+    #[serde(borrow, default)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    model: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    content: Option<Vec<Block<'a>>>,
+    #[serde(borrow, default)]
+    stop_reason: Option<Cow<'a, str>>,
+    #[serde(default)]
+    usage: Option<MessagesUsage>,
+}
+
+#[derive(Deserialize)]
+struct Block<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow, default)]
+    text: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    input: Option<&'a RawValue>,
+}
+
+/// Anthropic's `usage`.
+#[derive(Deserialize, Default)]
+pub struct MessagesUsage {
+    #[serde(default)]
+    input_tokens: Option<u64>,
+    #[serde(default)]
+    cache_creation_input_tokens: Option<u64>,
+    #[serde(default)]
+    cache_read_input_tokens: Option<u64>,
+    #[serde(default)]
+    output_tokens: Option<u64>,
+    #[serde(default)]
+    output_tokens_details: Option<ThinkingTokens>,
+}
+
+#[derive(Deserialize, Default)]
+struct ThinkingTokens {
+    #[serde(default)]
+    thinking_tokens: Option<u64>,
+}
+
+impl MessagesUsage {
+    /// Normalised (input includes cache reads and writes).
+    pub fn usage(&self) -> Usage {
+        let cached = self.cache_read_input_tokens.unwrap_or(0);
+        Usage {
+            input: self
+                .input_tokens
+                .unwrap_or(0)
+                .saturating_add(self.cache_creation_input_tokens.unwrap_or(0))
+                .saturating_add(cached),
+            cached_input: cached,
+            output: self.output_tokens.unwrap_or(0),
+            reasoning: self.output_tokens_details.as_ref().and_then(|d| d.thinking_tokens).unwrap_or(0),
+        }
+    }
 }
 
 /// Translates a complete Anthropic Messages response into an OpenAI chat completion.
 pub fn response_to_openai(body: &[u8], created: u64) -> Result<(Vec<u8>, Usage), String> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| format!("provider sent invalid JSON: {e}"))?;
+    let r: MessagesResponse<'_> =
+        serde_json::from_slice(body).map_err(|e| format!("provider sent invalid JSON: {e}"))?;
     let mut text = String::new();
     let mut tool_calls = Vec::new();
-    for block in v.get("content").and_then(Value::as_array).into_iter().flatten() {
-        match block.get("type").and_then(Value::as_str) {
-            Some("text") => text.push_str(block.get("text").and_then(Value::as_str).unwrap_or("")),
-            Some("tool_use") => tool_calls.push(json!({
-                "id": block.get("id"), "type": "function",
-                "function": {"name": block.get("name"), "arguments": block.get("input").map(Value::to_string).unwrap_or_else(|| "{}".into())}
-            })),
+    for block in r.content.into_iter().flatten() {
+        match block.kind.as_ref() {
+            "text" => text.push_str(block.text.as_deref().unwrap_or("")),
+            "tool_use" => tool_calls.push(ToolCall {
+                id: block.id,
+                name: block.name,
+                arguments: Cow::Borrowed(block.input.map_or("{}", RawValue::get)),
+            }),
             _ => {}
         }
     }
-    let usage = v.get("usage").map(usage_of).unwrap_or_default();
-    let mut message = json!({"role":"assistant","content": if text.is_empty() && !tool_calls.is_empty() { Value::Null } else { json!(text) }, "refusal": null});
-    if !tool_calls.is_empty() {
-        message["tool_calls"] = Value::Array(tool_calls);
-    }
-    let out = json!({
-        "id": chat_id(v.get("id").and_then(Value::as_str).unwrap_or("")),
-        "object": "chat.completion",
-        "created": created,
-        "model": v.get("model").cloned().unwrap_or(Value::Null),
-        "choices": [{"index":0,"message":message,"logprobs":null,
-                     "finish_reason": finish_reason(v.get("stop_reason").and_then(Value::as_str).unwrap_or("end_turn"))}],
-        "usage": usage.to_openai(),
-    });
-    Ok((out.to_string().into_bytes(), usage))
+    let usage = r.usage.unwrap_or_default().usage();
+    let answer = Answer {
+        id: completion_id(r.id.as_deref().unwrap_or("")),
+        model: r.model,
+        text,
+        tool_calls,
+        finish_reason: finish_reason(r.stop_reason.as_deref().unwrap_or("end_turn")),
+        usage,
+    };
+    Ok((answer.to_bytes(created), usage))
 }
 
 /// OpenAI error `type` and `code` for an Anthropic error type.
@@ -389,7 +453,7 @@ impl StreamTranslator {
             match kind {
                 "message_start" => {
                     let m = v.get("message").unwrap_or(&Value::Null);
-                    self.id = chat_id(m.get("id").and_then(Value::as_str).unwrap_or(""));
+                    self.id = completion_id(m.get("id").and_then(Value::as_str).unwrap_or(""));
                     self.model = m.get("model").cloned().unwrap_or(Value::Null);
                     if let Some(u) = m.get("usage") {
                         self.usage = usage_of(u);

@@ -1,15 +1,20 @@
 //! AWS Bedrock Runtime Converse API. The unified request is first translated to Anthropic
 //! Messages (`crate::provider::anthropic`, which validates and merges turns), then mapped block by block
-//! onto Converse; the answer comes back the same way.
+//! onto Converse; the answer is translated directly into the unified one (`wire::chat`).
 //!
 //! Documented approximations: image URLs are refused (Converse takes only inline bytes);
 //! `tool_choice: "none"` is refused (Converse has no such choice). Streaming calls go to
 //! ConverseStream; its binary event stream is translated to OpenAI chunks as it arrives.
 
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 use crate::auth::sigv4::uri_encode;
 use crate::error::GatewayError;
+use crate::wire::chat::{completion_id, Answer, ToolCall};
 use crate::wire::usage::Usage;
 
 fn unsupported(param: &'static str, message: impl Into<String>) -> GatewayError {
@@ -110,34 +115,114 @@ pub fn request_from_anthropic(a: &Value) -> Result<Value, GatewayError> {
     Ok(Value::Object(body))
 }
 
-/// A Converse answer as an Anthropic Messages response (to reuse its translation to OpenAI).
-pub fn response_to_anthropic(body: &[u8], model: &str, request_id: &str) -> Result<Vec<u8>, String> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| format!("provider sent invalid JSON: {e}"))?;
-    let mut content = Vec::new();
-    for b in v.pointer("/output/message/content").and_then(Value::as_array).into_iter().flatten() {
-        if let Some(t) = b.get("text") {
-            content.push(json!({"type": "text", "text": t}));
-        } else if let Some(t) = b.get("toolUse") {
-            content.push(json!({"type": "tool_use", "id": t.get("toolUseId"), "name": t.get("name"),
-                                "input": t.get("input").cloned().unwrap_or(json!({}))}));
+/// A Converse response, as much of it as the unified answer needs (borrowed).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ConverseResponse<'a> {
+    #[serde(borrow, default)]
+    output: Option<ConverseOutput<'a>>,
+    #[serde(borrow, default)]
+    stop_reason: Option<Cow<'a, str>>,
+    #[serde(default)]
+    usage: Option<ConverseUsage>,
+}
+
+#[derive(Deserialize)]
+struct ConverseOutput<'a> {
+    #[serde(borrow, default)]
+    message: Option<ConverseMessage<'a>>,
+}
+
+#[derive(Deserialize)]
+struct ConverseMessage<'a> {
+    #[serde(borrow, default)]
+    content: Option<Vec<ConverseBlock<'a>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ConverseBlock<'a> {
+    #[serde(borrow, default)]
+    text: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    tool_use: Option<ConverseToolUse<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ConverseToolUse<'a> {
+    #[serde(borrow, default)]
+    tool_use_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    input: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct ConverseUsage {
+    #[serde(default)]
+    input_tokens: Option<u64>,
+    #[serde(default)]
+    output_tokens: Option<u64>,
+    #[serde(default)]
+    cache_read_input_tokens: Option<u64>,
+    #[serde(default)]
+    cache_write_input_tokens: Option<u64>,
+}
+
+/// Translates a complete Converse response into an OpenAI chat completion (`request_id`
+/// makes its id).
+pub fn response_to_openai(
+    body: &[u8],
+    model: &str,
+    request_id: &str,
+    created: u64,
+) -> Result<(Vec<u8>, Usage), String> {
+    let r: ConverseResponse<'_> =
+        serde_json::from_slice(body).map_err(|e| format!("provider sent invalid JSON: {e}"))?;
+    let mut text = String::new();
+    let mut tool_calls = Vec::new();
+    let blocks = r.output.and_then(|o| o.message).and_then(|m| m.content).unwrap_or_default();
+    for b in blocks {
+        if let Some(t) = b.text {
+            text.push_str(&t);
+        } else if let Some(t) = b.tool_use {
+            tool_calls.push(ToolCall {
+                id: t.tool_use_id,
+                name: t.name,
+                arguments: Cow::Borrowed(t.input.map_or("{}", RawValue::get)),
+            });
         }
     }
-    let stop = match v.get("stopReason").and_then(Value::as_str).unwrap_or("end_turn") {
-        "tool_use" => "tool_use",
-        "max_tokens" | "model_context_window_exceeded" => "max_tokens",
-        "stop_sequence" => "stop_sequence",
-        "guardrail_intervened" | "content_filtered" => "refusal",
-        _ => "end_turn",
+    let finish_reason = match r.stop_reason.as_deref().unwrap_or("end_turn") {
+        "tool_use" => "tool_calls",
+        "max_tokens" | "model_context_window_exceeded" => "length",
+        "guardrail_intervened" | "content_filtered" => "content_filter",
+        _ => "stop",
     };
-    let n = |k: &str| v.pointer(&format!("/usage/{k}")).and_then(Value::as_u64).unwrap_or(0);
-    let out = json!({
-        "id": format!("msg_{request_id}"), "type": "message", "role": "assistant", "model": model,
-        "content": content, "stop_reason": stop,
-        "usage": {"input_tokens": n("inputTokens"), "output_tokens": n("outputTokens"),
-                  "cache_read_input_tokens": n("cacheReadInputTokens"),
-                  "cache_creation_input_tokens": n("cacheWriteInputTokens")},
-    });
-    Ok(out.to_string().into_bytes())
+    let u = r.usage.unwrap_or_default();
+    let cached = u.cache_read_input_tokens.unwrap_or(0);
+    let usage = Usage {
+        input: u
+            .input_tokens
+            .unwrap_or(0)
+            .saturating_add(u.cache_write_input_tokens.unwrap_or(0))
+            .saturating_add(cached),
+        cached_input: cached,
+        output: u.output_tokens.unwrap_or(0),
+        reasoning: 0,
+    };
+    let answer = Answer {
+        id: completion_id(request_id),
+        model: Some(Cow::Borrowed(model)),
+        text,
+        tool_calls,
+        finish_reason,
+        usage,
+    };
+    Ok((answer.to_bytes(created), usage))
 }
 
 /// A Bedrock error (`x-amzn-ErrorType` header, `{"message"}` body) in OpenAI's shape.
@@ -315,9 +400,7 @@ impl crate::provider::ProviderApi for Bedrock {
     }
 
     fn answer(&self, body: &[u8], model: &str, now_ms: u64) -> Result<(Vec<u8>, Option<Usage>), String> {
-        response_to_anthropic(body, model, &now_ms.to_string())
-            .and_then(|a| crate::provider::anthropic::response_to_openai(&a, now_ms / 1000))
-            .map(|(out, u)| (out, Some(u)))
+        response_to_openai(body, model, &now_ms.to_string(), now_ms / 1000).map(|(out, u)| (out, Some(u)))
     }
 
     fn error(&self, status: u16, error_type: &str, body: &[u8]) -> (u16, Vec<u8>) {
@@ -392,8 +475,7 @@ mod tests {
         let body = br#"{"output":{"message":{"role":"assistant","content":[{"text":"Hi"},
             {"toolUse":{"toolUseId":"tooluse_1","name":"f","input":{"a":1}}}]}},"stopReason":"tool_use",
             "usage":{"inputTokens":10,"outputTokens":3,"totalTokens":13,"cacheReadInputTokens":4},"metrics":{"latencyMs":5}}"#;
-        let a = response_to_anthropic(body, "anthropic.claude-x", "req1").unwrap();
-        let (out, usage) = crate::provider::anthropic::response_to_openai(&a, 7).unwrap();
+        let (out, usage) = response_to_openai(body, "anthropic.claude-x", "req1", 7).unwrap();
         let v: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
         assert_eq!(v["choices"][0]["message"]["content"], "Hi");

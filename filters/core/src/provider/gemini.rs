@@ -1,17 +1,21 @@
 //! Google Gemini API (`generateContent`, v1beta). Like Bedrock, the unified request goes through
 //! the Anthropic translation first (which validates and merges turns) and is then mapped part by
-//! part; the answer comes back the same way.
+//! part; the answer is translated directly into the unified one (`wire::chat`).
 //!
 //! Documented approximations: image URLs are refused (Gemini takes inline data or uploaded
 //! files); tool-call ids are synthesized (`call_<n>`, Gemini has none); thought signatures are
 //! not carried across turns. Streaming calls use `streamGenerateContent?alt=sse`, translated to
 //! OpenAI chunks as they arrive (Gemini sends each function call whole, in one chunk).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 use crate::error::GatewayError;
+use crate::wire::chat::{completion_id, Answer, ToolCall};
 use crate::wire::usage::Usage;
 
 fn unsupported(param: &'static str, message: impl Into<String>) -> GatewayError {
@@ -110,45 +114,117 @@ pub fn request_from_anthropic(a: &Value) -> Result<Value, GatewayError> {
     Ok(Value::Object(body))
 }
 
-/// A `generateContent` answer as an Anthropic Messages response.
-pub fn response_to_anthropic(body: &[u8], model: &str) -> Result<Vec<u8>, String> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| format!("provider sent invalid JSON: {e}"))?;
-    let cand = v.pointer("/candidates/0");
-    let mut content = Vec::new();
-    let mut calls = 0;
-    for p in cand.and_then(|c| c.pointer("/content/parts")).and_then(Value::as_array).into_iter().flatten() {
-        if p.get("thought").and_then(Value::as_bool) == Some(true) {
+/// A `generateContent` response, as much of it as the unified answer needs (borrowed).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GenerateResponse<'a> {
+    #[serde(borrow, default)]
+    candidates: Option<Vec<Candidate<'a>>>,
+    #[serde(default)]
+    usage_metadata: Option<UsageMetadata>,
+    #[serde(borrow, default)]
+    model_version: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    response_id: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Candidate<'a> {
+    #[serde(borrow, default)]
+    content: Option<CandidateContent<'a>>,
+    #[serde(borrow, default)]
+    finish_reason: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct CandidateContent<'a> {
+    #[serde(borrow, default)]
+    parts: Option<Vec<Part<'a>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Part<'a> {
+    #[serde(borrow, default)]
+    text: Option<Cow<'a, str>>,
+    #[serde(default)]
+    thought: Option<bool>,
+    #[serde(borrow, default)]
+    function_call: Option<FunctionCall<'a>>,
+}
+
+#[derive(Deserialize)]
+struct FunctionCall<'a> {
+    #[serde(borrow, default)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    args: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct UsageMetadata {
+    #[serde(default)]
+    prompt_token_count: Option<u64>,
+    #[serde(default)]
+    candidates_token_count: Option<u64>,
+    #[serde(default)]
+    thoughts_token_count: Option<u64>,
+    #[serde(default)]
+    cached_content_token_count: Option<u64>,
+}
+
+/// Translates a complete `generateContent` response into an OpenAI chat completion: thought
+/// parts are left out, function calls become tool calls (`call_<n>`), a prompt blocked or a
+/// safety stop is `content_filter`.
+pub fn response_to_openai(body: &[u8], model: &str, created: u64) -> Result<(Vec<u8>, Usage), String> {
+    let r: GenerateResponse<'_> =
+        serde_json::from_slice(body).map_err(|e| format!("provider sent invalid JSON: {e}"))?;
+    let cand = r.candidates.and_then(|c| c.into_iter().next());
+    let mut text = String::new();
+    let mut tool_calls = Vec::new();
+    let finish = cand.as_ref().and_then(|c| c.finish_reason.clone());
+    let has_candidate = cand.is_some();
+    let parts = cand.and_then(|c| c.content).and_then(|c| c.parts).unwrap_or_default();
+    for p in parts {
+        if p.thought == Some(true) {
             continue;
         }
-        if let Some(t) = p.get("text") {
-            content.push(json!({"type": "text", "text": t}));
-        } else if let Some(fc) = p.get("functionCall") {
-            content.push(json!({"type": "tool_use", "id": format!("call_{calls}"), "name": fc.get("name"),
-                                "input": fc.get("args").cloned().unwrap_or(json!({}))}));
-            calls += 1;
+        if let Some(t) = p.text {
+            text.push_str(&t);
+        } else if let Some(fc) = p.function_call {
+            tool_calls.push(ToolCall {
+                id: Some(Cow::Owned(format!("call_{}", tool_calls.len()))),
+                name: fc.name,
+                arguments: Cow::Borrowed(fc.args.map_or("{}", RawValue::get)),
+            });
         }
     }
-    let finish = cand.and_then(|c| c.get("finishReason")).and_then(Value::as_str);
-    let stop = match finish {
-        _ if calls > 0 => "tool_use",
-        Some("MAX_TOKENS") => "max_tokens",
-        Some("STOP") | None if cand.is_some() => "end_turn",
+    let finish_reason = match finish.as_deref() {
+        _ if !tool_calls.is_empty() => "tool_calls",
+        Some("MAX_TOKENS") => "length",
+        Some("STOP") | None if has_candidate => "stop",
         // No candidate (prompt blocked) or a safety stop.
-        _ => "refusal",
+        _ => "content_filter",
     };
-    let n = |k: &str| v.pointer(&format!("/usageMetadata/{k}")).and_then(Value::as_u64).unwrap_or(0);
-    let cached = n("cachedContentTokenCount");
-    let thoughts = n("thoughtsTokenCount");
-    let out = json!({
-        "id": format!("msg_{}", v.get("responseId").and_then(Value::as_str).unwrap_or("gemini")),
-        "type": "message", "role": "assistant",
-        "model": v.get("modelVersion").and_then(Value::as_str).unwrap_or(model),
-        "content": content, "stop_reason": stop,
-        "usage": {"input_tokens": n("promptTokenCount").saturating_sub(cached), "cache_read_input_tokens": cached,
-                  "output_tokens": n("candidatesTokenCount") + thoughts,
-                  "output_tokens_details": {"thinking_tokens": thoughts}},
-    });
-    Ok(out.to_string().into_bytes())
+    let u = r.usage_metadata.unwrap_or_default();
+    let thoughts = u.thoughts_token_count.unwrap_or(0);
+    let usage = Usage {
+        input: u.prompt_token_count.unwrap_or(0),
+        cached_input: u.cached_content_token_count.unwrap_or(0).min(u.prompt_token_count.unwrap_or(0)),
+        output: u.candidates_token_count.unwrap_or(0).saturating_add(thoughts),
+        reasoning: thoughts,
+    };
+    let answer = Answer {
+        id: completion_id(r.response_id.as_deref().unwrap_or("gemini")),
+        model: Some(r.model_version.unwrap_or(Cow::Borrowed(model))),
+        text,
+        tool_calls,
+        finish_reason,
+        usage,
+    };
+    Ok((answer.to_bytes(created), usage))
 }
 
 /// A Gemini error (`google.rpc.Status`) in OpenAI's shape. Gemini reports an invalid API key
@@ -309,9 +385,7 @@ impl crate::provider::ProviderApi for Gemini {
     }
 
     fn answer(&self, body: &[u8], model: &str, now_ms: u64) -> Result<(Vec<u8>, Option<Usage>), String> {
-        response_to_anthropic(body, model)
-            .and_then(|a| crate::provider::anthropic::response_to_openai(&a, now_ms / 1000))
-            .map(|(out, u)| (out, Some(u)))
+        response_to_openai(body, model, now_ms / 1000).map(|(out, u)| (out, Some(u)))
     }
 
     fn error(&self, status: u16, _error_type: &str, body: &[u8]) -> (u16, Vec<u8>) {
@@ -373,8 +447,7 @@ mod tests {
             {"functionCall":{"name":"f","args":{"a":1}}}]},"finishReason":"STOP","index":0}],
             "usageMetadata":{"promptTokenCount":9,"candidatesTokenCount":3,"thoughtsTokenCount":20,"totalTokenCount":32},
             "modelVersion":"gemini-2.5-flash","responseId":"r1"}"#;
-        let a = response_to_anthropic(body, "gemini-2.5-flash").unwrap();
-        let (out, usage) = crate::provider::anthropic::response_to_openai(&a, 1).unwrap();
+        let (out, usage) = response_to_openai(body, "gemini-2.5-flash", 1).unwrap();
         let v: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
         assert_eq!(v["choices"][0]["message"]["tool_calls"][0]["id"], "call_0");
@@ -385,12 +458,10 @@ mod tests {
     #[test]
     fn blocked_prompt_and_length_stop() {
         let blocked = br#"{"promptFeedback":{"blockReason":"SAFETY"},"usageMetadata":{"promptTokenCount":5}}"#;
-        let (out, _) =
-            crate::provider::anthropic::response_to_openai(&response_to_anthropic(blocked, "g").unwrap(), 1).unwrap();
+        let (out, _) = response_to_openai(blocked, "g", 1).unwrap();
         assert!(String::from_utf8_lossy(&out).contains("\"finish_reason\":\"content_filter\""));
         let long = br#"{"candidates":[{"content":{"parts":[{"text":"a"}]},"finishReason":"MAX_TOKENS"}]}"#;
-        let (out, _) =
-            crate::provider::anthropic::response_to_openai(&response_to_anthropic(long, "g").unwrap(), 1).unwrap();
+        let (out, _) = response_to_openai(long, "g", 1).unwrap();
         assert!(String::from_utf8_lossy(&out).contains("\"finish_reason\":\"length\""));
     }
 
