@@ -106,11 +106,33 @@ UPSTREAM_STAGES = {"route": "aigw.route_select_upstream", "quota": "aigw.quota_u
                    "auth": "aigw.auth_key_swap_upstream"}
 
 
+def hoist(gateway):
+    """The gateway filters' own form: ONE table of providers (each with its API, credentials and
+    limits, from route-select's, auth-key-swap's and quota's tables) and ONE price book (quota's
+    and audit-emit's), instead of a copy in each stage."""
+    providers = {}
+    for stage in ("route", "auth"):
+        for name, p in gateway.get(stage, {}).pop("providers", {}).items():
+            providers.setdefault(name, {}).update(p)
+    for name, limits in gateway.get("quota", {}).pop("providers", {}).items():
+        if name not in providers:
+            raise ValueError(f"quota limits provider {name!r}, which no route or credential names")
+        providers[name]["limits"] = limits
+    if providers:
+        gateway["providers"] = providers
+    books = [gateway[s].pop("price_book") for s in ("audit", "quota") if "price_book" in gateway.get(s, {})]
+    if any(b != books[0] for b in books):
+        raise ValueError("quota and audit-emit are given different price books; the gateway prices with one")
+    if books:
+        gateway["price_book"] = books[0]
+    return gateway
+
+
 def combine(cfg):
     """LAYOUT=gateway (the default): replaces the template's four listener filters with one
     `aigw.gateway` filter and its three per-attempt filters (in every chain's cluster) with one
     `aigw.gateway_upstream`, both from the one module. Both take one configuration: each stage's
-    own JSON under its name (`auth` holds the listener's keys and the attempts' providers)."""
+    own JSON under its name, with one `providers` table and one `price_book` for all (hoist)."""
     def conf(f):
         return json.loads(f["typed_config"]["config"]["configuration"]["value"])
 
@@ -152,7 +174,7 @@ def combine(cfg):
                                 + [{"name": "aigw.gateway_upstream", "typed_config": g}]
                                 + [f for f in filters[first:] if f not in ours])
         upstream_done[cluster["name"]] = g
-    value = json.dumps(gateway, separators=(",", ":"))
+    value = json.dumps(hoist(gateway), separators=(",", ":"))
     for listener in cfg["static_resources"]["listeners"]:
         for chain in listener["filter_chains"]:
             for nf in chain["filters"]:

@@ -103,7 +103,7 @@ impl RootContext for Root {
         };
         let compiled = match p {
             Plugin::Listener(only) => {
-                config(only, &filter).map(|c| Listener::compile(&c).map(|l| Compiled::Listener(Rc::new(l))))
+                config(only, &filter).map(|c| Listener::compile(c).map(|l| Compiled::Listener(Rc::new(l))))
             }
             Plugin::Attempt(only) => config(only, &filter)
                 .map(|c| Upstream::compile(c, &|name| std::env::var(name).ok()).map(|u| Compiled::Attempt(Rc::new(u)))),

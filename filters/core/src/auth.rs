@@ -40,7 +40,9 @@ pub struct AuthConfig {
     #[serde(default)]
     pub keys: Vec<KeyEntry>,
     #[serde(default)]
-    pub providers: HashMap<String, ProviderCredentialsConfig>,
+    /// The providers' credentials; in the `gateway` filter's configuration, its one
+    /// `providers` table instead.
+    pub providers: HashMap<String, crate::provider::ProviderConfig>,
     /// How long a credential a provider rejected (401/403) is skipped, in seconds.
     #[serde(default = "default_bad_ttl")]
     pub bad_credential_ttl_s: u64,
@@ -50,23 +52,7 @@ fn default_bad_ttl() -> u64 {
     300
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProviderCredentialsConfig {
-    pub api: Api,
-    /// Shorthand for one credential: the environment variable (in the Wasm VM's environment)
-    /// that holds the key.
-    #[serde(default)]
-    pub key_env: Option<String>,
-    /// With `key_env`, for Bedrock: the AWS secret access key.
-    #[serde(default)]
-    pub secret_env: Option<String>,
-    /// Several credentials, tried in order (see `credentials::choose`).
-    #[serde(default)]
-    pub credentials: Vec<CredentialConfig>,
-}
-
-#[derive(Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CredentialConfig {
     pub name: String,

@@ -10,15 +10,18 @@
 //! contexts with one stage enabled. The stages still hand the call over in filter state (the
 //! identity, the request facts, the attempts), as they must when they run as separate filters.
 
+use std::collections::HashMap;
 use std::rc::Rc;
 
 use serde::Deserialize;
 
+use crate::audit::price::{PriceBook, PriceBookConfig};
 use crate::audit::stage::{Audit, AuditCall, AuditConfig};
 use crate::auth::keys::KeyRing;
 use crate::auth::{self, AttemptCredential, AuthConfig, CredentialPlane};
 use crate::headers;
 use crate::host::{Flow, Host};
+use crate::provider::ProviderConfig;
 use crate::quota::stage::{ProviderAttempt, QuotaCall};
 use crate::quota::{Quota, QuotaConfig};
 use crate::route::stage::{RouteAttempt, Select};
@@ -31,6 +34,13 @@ use crate::route::{Api, RouteConfig};
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct GatewayConfig {
+    /// One table of the providers, for every stage (their API, credentials and limits),
+    /// instead of a table in each stage's configuration.
+    #[serde(default)]
+    pub providers: Option<HashMap<String, ProviderConfig>>,
+    /// One price book, compiled once, for quota's budgets and the audit record.
+    #[serde(default)]
+    pub price_book: Option<PriceBookConfig>,
     #[serde(default)]
     pub auth: Option<AuthConfig>,
     #[serde(default)]
@@ -39,6 +49,47 @@ pub struct GatewayConfig {
     pub quota: Option<QuotaConfig>,
     #[serde(default)]
     pub audit: Option<AuditConfig>,
+}
+
+impl GatewayConfig {
+    /// Hands the one `providers` table to the stages that use it (and refuses a second table
+    /// in a stage), and compiles the one price book.
+    fn resolve(&mut self) -> Result<Option<Rc<PriceBook>>, String> {
+        if let Some(table) = self.providers.take() {
+            if let Some(r) = &mut self.route {
+                if !r.providers.is_empty() {
+                    return Err(both("route.providers", "providers"));
+                }
+                r.providers = table.clone();
+            }
+            if let Some(a) = &mut self.auth {
+                if !a.providers.is_empty() {
+                    return Err(both("auth.providers", "providers"));
+                }
+                a.providers = table.clone();
+            }
+            if let Some(q) = &mut self.quota {
+                if !q.providers.is_empty() {
+                    return Err(both("quota.providers", "providers"));
+                }
+                q.providers = table.iter().filter_map(|(n, p)| Some((n.clone(), p.limits.clone()?))).collect();
+            }
+        }
+        let Some(book) = &self.price_book else { return Ok(None) };
+        if self.quota.as_ref().is_some_and(|q| q.price_book.is_some()) {
+            return Err(both("quota.price_book", "price_book"));
+        }
+        if self.audit.as_ref().is_some_and(|a| a.price_book.is_some()) {
+            return Err(both("audit.price_book", "price_book"));
+        }
+        PriceBook::compile(book)
+            .map(|b| Some(Rc::new(b)))
+            .map_err(|e| format!("gateway: invalid configuration at `price_book`: {e}"))
+    }
+}
+
+fn both(stage: &str, shared: &str) -> String {
+    format!("gateway: invalid configuration at `{stage}`: the gateway's one `{shared}` is given too; keep one")
 }
 
 /// The listener's compiled stages.
@@ -51,7 +102,9 @@ pub struct Listener {
 }
 
 impl Listener {
-    pub fn compile(cfg: &GatewayConfig) -> Result<Listener, String> {
+    pub fn compile(cfg: GatewayConfig) -> Result<Listener, String> {
+        let mut cfg = cfg;
+        let book = cfg.resolve()?;
         let route = match &cfg.route {
             Some(r) => {
                 r.validate()?;
@@ -62,8 +115,8 @@ impl Listener {
         Ok(Listener {
             auth: cfg.auth.as_ref().map(auth::compile_keys).transpose()?,
             route,
-            quota: cfg.quota.as_ref().map(Quota::compile).transpose()?.map(Rc::new),
-            audit: cfg.audit.as_ref().map(Audit::compile).transpose()?,
+            quota: cfg.quota.as_ref().map(|q| Quota::compile_with(q, book.clone())).transpose()?.map(Rc::new),
+            audit: cfg.audit.as_ref().map(|a| Audit::compile_with(a, book.clone())).transpose()?,
         })
     }
 }
@@ -226,6 +279,8 @@ pub struct Upstream {
 
 impl Upstream {
     pub fn compile(cfg: GatewayConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Upstream, String> {
+        let mut cfg = cfg;
+        let book = cfg.resolve()?;
         let route = match cfg.route {
             Some(r) => {
                 r.validate()?;
@@ -235,7 +290,7 @@ impl Upstream {
         };
         Ok(Upstream {
             route,
-            quota: cfg.quota.as_ref().map(Quota::compile).transpose()?.map(Rc::new),
+            quota: cfg.quota.as_ref().map(|q| Quota::compile_with(q, book.clone())).transpose()?.map(Rc::new),
             credentials: cfg.auth.map(|a| auth::compile_credentials(a, env)).transpose()?,
         })
     }

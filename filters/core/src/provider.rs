@@ -15,7 +15,47 @@ pub mod openai;
 use serde_json::Value;
 
 use crate::error::GatewayError;
-use crate::route::{Api, ProviderConfig};
+use serde::Deserialize;
+
+use crate::auth::CredentialConfig;
+use crate::quota::LimitSpec;
+use crate::route::Api;
+
+/// A provider, as every stage knows it: its API (route), its credentials (the credential
+/// stage) and the gateway's limits on it (quota). The `gateway` filters take one table of
+/// these, `providers`; a design-card filter alone takes the fields its stage reads.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    pub api: Api,
+    /// `max_tokens` sent to providers that require it when the caller gave none.
+    #[serde(default = "default_max_tokens")]
+    pub max_tokens_default: u64,
+    /// Azure: the `api-version` query parameter.
+    #[serde(default = "default_azure_version")]
+    pub api_version: String,
+    /// Shorthand for one credential: the environment variable (in the Wasm VM's environment)
+    /// that holds the key.
+    #[serde(default)]
+    pub key_env: Option<String>,
+    /// With `key_env`, for Bedrock: the AWS secret access key.
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    /// Several credentials, tried in order (see `auth::credentials::choose`).
+    #[serde(default)]
+    pub credentials: Vec<CredentialConfig>,
+    /// The provider's own requests and tokens per minute, charged per attempt (quota).
+    #[serde(default)]
+    pub limits: Option<LimitSpec>,
+}
+
+fn default_azure_version() -> String {
+    "2024-10-21".into()
+}
+
+fn default_max_tokens() -> u64 {
+    4096
+}
 use crate::wire::sse;
 use crate::wire::usage::Usage;
 

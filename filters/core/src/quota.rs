@@ -4,6 +4,7 @@
 pub mod bucket;
 
 use std::collections::HashMap;
+use std::rc::Rc;
 
 use serde::Deserialize;
 
@@ -245,7 +246,8 @@ pub struct Quota {
     tenants: HashMap<String, CompiledTenant>,
     providers: HashMap<String, Limits>,
     pub estimate: EstimateConfig,
-    pub prices: Option<PriceBook>,
+    /// Shared with the audit stage when both run in one filter (compiled once).
+    pub prices: Option<Rc<PriceBook>>,
 }
 
 fn merge(over: &LimitSpec, base: &LimitSpec) -> LimitSpec {
@@ -338,6 +340,12 @@ fn compile_map(
 
 impl Quota {
     pub fn compile(cfg: &QuotaConfig) -> Result<Quota, String> {
+        Quota::compile_with(cfg, None)
+    }
+
+    /// Compiles with `shared`, the gateway's one price book, when the configuration has none
+    /// of its own.
+    pub fn compile_with(cfg: &QuotaConfig, shared: Option<Rc<PriceBook>>) -> Result<Quota, String> {
         let empty = TenantSpec::default();
         let base = cfg.tenants.get("*").unwrap_or(&empty);
         let tenant = |name: &str, spec: &TenantSpec| -> Result<CompiledTenant, String> {
@@ -366,8 +374,8 @@ impl Quota {
             providers.insert(name.clone(), l);
         }
         let prices = match &cfg.price_book {
-            Some(b) => Some(PriceBook::compile(b).map_err(|e| format!("quota: {e}"))?),
-            None => None,
+            Some(b) => Some(Rc::new(PriceBook::compile(b).map_err(|e| format!("quota: {e}"))?)),
+            None => shared,
         };
         let q = Quota { default, tenants, providers, estimate: cfg.estimate.clone(), prices };
         if q.prices.is_none() && q.any_budget() {

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use serde::Deserialize;
 
 use crate::error::GatewayError;
+pub use crate::provider::ProviderConfig;
 
 pub mod stage;
 
@@ -20,26 +21,6 @@ pub enum Api {
     Gemini,
     /// AWS Bedrock Runtime Converse, SigV4 auth.
     Bedrock,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProviderConfig {
-    pub api: Api,
-    /// `max_tokens` sent to providers that require it when the caller gave none.
-    #[serde(default = "default_max_tokens")]
-    pub max_tokens_default: u64,
-    /// Azure: the `api-version` query parameter.
-    #[serde(default = "default_azure_version")]
-    pub api_version: String,
-}
-
-fn default_azure_version() -> String {
-    "2024-10-21".into()
-}
-
-fn default_max_tokens() -> u64 {
-    4096
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -117,6 +98,9 @@ pub struct Deprecation {
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     pub aliases: HashMap<String, Alias>,
+    /// The providers the steps name; in the `gateway` filter's configuration, its one
+    /// `providers` table instead.
+    #[serde(default)]
     pub providers: HashMap<String, ProviderConfig>,
     #[serde(default)]
     pub rules: Vec<Rule>,

@@ -22,7 +22,9 @@ pub const MAX_HELD_BODY: usize = 4 << 20;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditConfig {
-    pub price_book: PriceBookConfig,
+    /// Required for audit-emit alone; in the `gateway` filter, its one `price_book` instead.
+    #[serde(default)]
+    pub price_book: Option<PriceBookConfig>,
     #[serde(default)]
     pub metrics: MetricsConfig,
 }
@@ -38,13 +40,23 @@ pub struct MetricsConfig {
 
 /// The compiled audit configuration.
 pub struct Audit {
-    pub prices: PriceBook,
+    pub prices: std::rc::Rc<PriceBook>,
     pub tenant_labels: HashSet<String>,
 }
 
 impl Audit {
     pub fn compile(cfg: &AuditConfig) -> Result<Audit, String> {
-        let prices = PriceBook::compile(&cfg.price_book).map_err(|e| format!("audit-emit: {e}"))?;
+        Audit::compile_with(cfg, None)
+    }
+
+    /// Compiles with `shared`, the gateway's one price book, when the configuration has none
+    /// of its own.
+    pub fn compile_with(cfg: &AuditConfig, shared: Option<std::rc::Rc<PriceBook>>) -> Result<Audit, String> {
+        let prices = match (&cfg.price_book, shared) {
+            (Some(b), _) => std::rc::Rc::new(PriceBook::compile(b).map_err(|e| format!("audit-emit: {e}"))?),
+            (None, Some(book)) => book,
+            (None, None) => return Err("audit-emit: invalid configuration: missing field `price_book`".into()),
+        };
         Ok(Audit { prices, tenant_labels: cfg.metrics.tenant_labels.iter().cloned().collect() })
     }
 }

@@ -26,7 +26,7 @@ fn config() -> GatewayConfig {
 }
 
 fn listener() -> Rc<Listener> {
-    Rc::new(Listener::compile(&config()).unwrap())
+    Rc::new(Listener::compile(config()).unwrap())
 }
 
 const BODY: &str = r#"{"model":"chat","max_tokens":10,"messages":[{"role":"user","content":"hi"}]}"#;
@@ -190,7 +190,7 @@ fn a_stage_left_out_is_not_run() {
         digest_hex("aigw_sk_acme")
     ))
     .unwrap();
-    let l = Rc::new(Listener::compile(&cfg).unwrap());
+    let l = Rc::new(Listener::compile(cfg).unwrap());
     let h = caller(&FakeHost::new(), "aigw_sk_acme", BODY);
     let mut c = ListenerCall::new(&h, l);
     assert_eq!(c.on_request_headers(&h, false), Flow::Continue, "no route stage to hold the headers");
@@ -261,4 +261,56 @@ fn a_whole_call_crosses_between_contexts_in_one_entry_each_way() {
     let mut keys: Vec<String> = h.properties.borrow().keys().filter(|k| k.starts_with("aigw_")).cloned().collect();
     keys.sort();
     assert_eq!(keys, ["aigw_audit", "aigw_call", "aigw_upstream"]);
+}
+
+/// The gateway filters' own form: one providers table and one price book for every stage.
+fn one_table_config() -> serde_json::Value {
+    serde_json::json!({
+        "providers": {
+            "anthropic": {"api": "anthropic", "key_env": "ANT", "limits": {"requests_per_minute": 5}},
+            "openai": {"api": "openai", "key_env": "OAI"}
+        },
+        "price_book": serde_json::from_str::<serde_json::Value>(BOOK).unwrap(),
+        "auth": {"keys": [{"id": "k", "tenant": "acme", "sha256": digest_hex("aigw_sk_acme")}]},
+        "route": {"aliases": {"chat": {"chain": "chain_chat", "steps": [
+            {"provider": "anthropic", "model": "claude-haiku-4-5-20251001"},
+            {"provider": "openai", "model": "gpt-4o-mini-2024-07-18"}]}}},
+        "quota": {"tenants": {"acme": {"budget": {"daily_usd": "10"}}}},
+        "audit": {}
+    })
+}
+
+#[test]
+fn one_providers_table_and_one_price_book_serve_every_stage() {
+    let cfg: GatewayConfig = serde_json::from_value(one_table_config()).unwrap();
+    let l = Listener::compile(cfg).unwrap();
+    // The price book is compiled once and shared by quota and audit.
+    let (q, a) = (l.quota.as_ref().unwrap(), l.audit.as_ref().unwrap());
+    assert!(Rc::ptr_eq(q.prices.as_ref().unwrap(), &a.prices));
+    assert!(l.route.as_ref().unwrap().providers.contains_key("openai"));
+    // The attempts take the same table: credentials and the provider's own limits.
+    let cfg: GatewayConfig = serde_json::from_value(one_table_config()).unwrap();
+    let env = |n: &str| Some(format!("key-of-{n}"));
+    let u = Upstream::compile(cfg, &env).unwrap();
+    assert!(u.credentials.is_some());
+    assert!(u.quota.as_ref().unwrap().provider("anthropic").is_some());
+    assert!(u.quota.as_ref().unwrap().provider("openai").is_none(), "no limits, no buckets");
+}
+
+#[test]
+fn a_second_providers_table_or_price_book_is_refused_by_name() {
+    let mut v = one_table_config();
+    v["route"]["providers"] = serde_json::json!({"openai": {"api": "openai"}});
+    let e = Listener::compile(serde_json::from_value(v).unwrap()).err().unwrap();
+    assert!(e.starts_with("gateway: invalid configuration at `route.providers`"), "{e}");
+    let mut v = one_table_config();
+    v["audit"]["price_book"] = v["price_book"].clone();
+    let e = Listener::compile(serde_json::from_value(v).unwrap()).err().unwrap();
+    assert!(e.contains("`audit.price_book`"), "{e}");
+    // Without the gateway's book, audit needs its own.
+    let mut v = one_table_config();
+    v.as_object_mut().unwrap().remove("price_book");
+    v.as_object_mut().unwrap().remove("quota");
+    let e = Listener::compile(serde_json::from_value(v).unwrap()).err().unwrap();
+    assert!(e.contains("price_book"), "{e}");
 }

@@ -553,7 +553,7 @@ impl_translate!(StreamTranslator);
 pub struct Anthropic;
 
 impl crate::provider::ProviderApi for Anthropic {
-    fn path(&self, _model: &str, _cfg: &crate::route::ProviderConfig, _stream: bool) -> String {
+    fn path(&self, _model: &str, _cfg: &crate::provider::ProviderConfig, _stream: bool) -> String {
         "/v1/messages".to_string()
     }
 

@@ -383,7 +383,7 @@ impl_translate!(StreamTranslator);
 pub struct Bedrock;
 
 impl crate::provider::ProviderApi for Bedrock {
-    fn path(&self, model: &str, _cfg: &crate::route::ProviderConfig, stream: bool) -> String {
+    fn path(&self, model: &str, _cfg: &crate::provider::ProviderConfig, stream: bool) -> String {
         if stream {
             converse_stream_path(model)
         } else {

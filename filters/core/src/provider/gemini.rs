@@ -368,7 +368,7 @@ impl_translate!(StreamTranslator);
 pub struct Gemini;
 
 impl crate::provider::ProviderApi for Gemini {
-    fn path(&self, model: &str, _cfg: &crate::route::ProviderConfig, stream: bool) -> String {
+    fn path(&self, model: &str, _cfg: &crate::provider::ProviderConfig, stream: bool) -> String {
         if stream {
             stream_path(model)
         } else {

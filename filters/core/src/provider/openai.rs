@@ -9,8 +9,8 @@ use serde_json::Value;
 
 use crate::auth::sigv4::uri_encode;
 use crate::error::GatewayError;
+use crate::provider::ProviderConfig;
 use crate::provider::{invalid_json, streams, ProviderApi};
-use crate::route::ProviderConfig;
 use crate::wire::sse;
 use crate::wire::usage::Usage;
 
