@@ -314,3 +314,73 @@ fn a_second_providers_table_or_price_book_is_refused_by_name() {
     let e = Listener::compile(serde_json::from_value(v).unwrap()).err().unwrap();
     assert!(e.contains("price_book"), "{e}");
 }
+
+/// An attempt's context over the one-table configuration, for `provider` in `region`, with the
+/// caller's identity (zone `zone`) handed on from the listener.
+fn attempt_in(provider: &str, region: &str, zone: Option<&str>) -> (FakeHost, AttemptCall) {
+    let mut v = one_table_config();
+    v["route"]["zones"] = serde_json::json!({"eu": ["eu-west-1"], "global": ["*"]});
+    v["providers"]["anthropic"]["limits"] = serde_json::json!({"requests_per_minute": 1, "requests_burst": 1});
+    let env = |n: &str| Some(format!("key-of-{n}"));
+    let u = Rc::new(Upstream::compile(serde_json::from_value(v).unwrap(), &env).unwrap());
+    let h = attempt_host("chat", provider);
+    h.properties
+        .borrow_mut()
+        .insert("xds.upstream_host_metadata.filter_metadata.aigw.region".into(), region.as_bytes().to_vec());
+    if let Some(z) = zone {
+        let id = format!(r#"{{"tenant":"acme","key_id":"k","key_fingerprint":"f","zone":"{z}","alias_scope":"*"}}"#);
+        h.set_property(headers::PROP_IDENTITY, &id);
+    }
+    (h, AttemptCall::new(u))
+}
+
+#[test]
+fn an_attempt_outside_the_callers_zone_is_refused_before_its_bucket_and_key() {
+    let (h, mut a) = attempt_in("anthropic", "us-east-1", Some("eu"));
+    assert_eq!(a.on_request_headers(&h, false), Flow::Refused);
+    assert_eq!(h.reply().map(|r| r.status), Some(503));
+    assert!(h.request_header("x-api-key").is_none(), "no credential on a call that is not sent");
+    assert!(h.shared.borrow().keys().all(|k| !k.contains("rpm")), "the provider's bucket is not charged");
+    // Inside the zone: sent, charged, and carrying the provider's key.
+    let (h, mut a) = attempt_in("anthropic", "eu-west-1", Some("eu"));
+    assert_eq!(a.on_request_headers(&h, false), Flow::Pause);
+    let n = h.request_body.borrow().len();
+    assert_eq!(a.on_request_body(&h, n, true), Flow::Continue);
+    assert_eq!(h.request_header("x-api-key").as_deref(), Some("key-of-ANT"));
+}
+
+#[test]
+fn a_provider_bucket_that_is_empty_refuses_the_attempt_and_marks_its_record() {
+    // The provider's buckets are charged once the translated body is known (after route).
+    let (h, mut a) = attempt_in("anthropic", "eu-west-1", None);
+    assert_eq!(a.on_request_headers(&h, false), Flow::Pause);
+    let n = h.request_body.borrow().len();
+    assert_eq!(a.on_request_body(&h, n, true), Flow::Continue, "the first call fits the burst of 1");
+    // The next attempt to the same provider, sharing the store: refused with 429 before it is
+    // sent, and its record says the gateway's limit stopped it.
+    let (h2, mut a2) = attempt_in("anthropic", "eu-west-1", None);
+    *h2.shared.borrow_mut() = h.shared.borrow().clone();
+    assert_eq!(a2.on_request_headers(&h2, false), Flow::Pause);
+    assert_eq!(a2.on_request_body(&h2, n, true), Flow::Refused);
+    let reply = h2.reply().unwrap();
+    assert_eq!(reply.status, 429);
+    assert!(reply.headers.iter().any(|(k, _)| k == "retry-after"));
+    assert!(h2.request_header("x-api-key").is_none());
+    let rec = crate::audit::parse_attempts(h2.property(&[headers::PROP_ATTEMPTS]).as_deref());
+    assert_eq!(rec.last().and_then(|r| r.error_class), Some(crate::audit::ErrorClass::ProviderLimit));
+}
+
+#[test]
+fn a_refusal_at_the_messages_door_is_in_anthropics_shape() {
+    let store = FakeHost::new();
+    let body = r#"{"model":"nope","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#;
+    let h = caller(&store, "aigw_sk_acme", body);
+    h.set_request_header(":path", Some("/v1/messages"));
+    let mut c = ListenerCall::new(&h, listener());
+    assert_eq!(c.on_request_headers(&h, false), Flow::Pause);
+    assert_eq!(c.on_request_body(&h, body.len(), true), Flow::Refused);
+    let reply = h.reply().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+    assert_eq!((reply.status, v["type"].as_str()), (404, Some("error")));
+    assert_eq!(v["error"]["type"], "not_found_error");
+}
