@@ -2,8 +2,9 @@
 //! provider's translation of it.
 #![no_main]
 
-use aigw_core::provider::{anthropic, bedrock, gemini};
+use aigw_core::provider::{self, anthropic, bedrock, gemini};
 use aigw_core::quota::{estimate, EstimateConfig, RequestFacts};
+use aigw_core::route::Api;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -12,10 +13,12 @@ fuzz_target!(|data: &[u8]| {
         assert!(round.is_some() || f.model.as_deref().is_some_and(|m| m.contains(' ')));
     }
     let _ = estimate(data, &EstimateConfig::default());
-    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) {
-        if let Ok(a) = anthropic::request_from_openai(&v, "claude-x", 1024) {
-            let _ = gemini::request_from_anthropic(&a);
-            let _ = bedrock::request_from_anthropic(&a);
-        }
+    // Every API's translation of the caller's bytes, as an attempt runs it.
+    for a in [Api::Openai, Api::Azure, Api::Anthropic, Api::Gemini, Api::Bedrock] {
+        let _ = provider::api(a).request(data, "m", 1024);
+    }
+    if let Ok(a) = anthropic::request_value_from_openai(data, "claude-x", 1024) {
+        let _ = gemini::request_from_anthropic(&a);
+        let _ = bedrock::request_from_anthropic(&a);
     }
 });

@@ -71,22 +71,10 @@ pub trait ProviderApi {
     /// The header that carries `key`; `None`: the request is signed instead, over its body.
     fn credential_header(&self, key: &str) -> Option<(&'static str, String)>;
 
-    /// The unified request, translated for this API and `model`.
-    fn request(&self, req: Value, model: &str, max_tokens_default: u64) -> Result<Value, GatewayError>;
-
-    /// The unified request as the caller's bytes, translated: (the body to send, whether it
-    /// streams). By default through [`ProviderApi::request`]; an API that takes the unified
-    /// format rewrites only what changes.
-    fn request_bytes(
-        &self,
-        body: &[u8],
-        model: &str,
-        max_tokens_default: u64,
-    ) -> Result<(Vec<u8>, bool), GatewayError> {
-        let req: Value = serde_json::from_slice(body).map_err(invalid_json)?;
-        let stream = streams(&req);
-        Ok((self.request(req, model, max_tokens_default)?.to_string().into_bytes(), stream))
-    }
+    /// The unified request (the caller's bytes), translated for this API and `model`: (the body
+    /// to send, whether it streams). An API that takes the unified format rewrites only what
+    /// changes; the others read it once, typed and borrowed.
+    fn request(&self, body: &[u8], model: &str, max_tokens_default: u64) -> Result<(Vec<u8>, bool), GatewayError>;
 
     /// Whether the API answers in the unified format already: the answer passes through, only
     /// checked to be readable.
@@ -179,7 +167,9 @@ mod tests {
     #[test]
     fn openai_format_requests_keep_their_fields_and_always_ask_for_stream_usage() {
         let req = serde_json::json!({"model": "chat", "stream": true, "temperature": 0.5, "messages": []});
-        let out = api(Api::Openai).request(req, "gpt-x", 1024).unwrap();
+        let (out, stream) = api(Api::Openai).request(req.to_string().as_bytes(), "gpt-x", 1024).unwrap();
+        let out: Value = serde_json::from_slice(&out).unwrap();
+        assert!(stream);
         assert_eq!(out["model"], "gpt-x");
         assert_eq!(out["temperature"], 0.5);
         assert_eq!(out["stream_options"]["include_usage"], true);
@@ -192,20 +182,69 @@ mod tests {
         // stream options change.
         let body = br#"{"model": "chat", "stream": true, "messages": [{"role": "user", "content": "caf\u00e9  \"q\""}],
             "stream_options": {"foo": 1}}"#;
-        let (out, stream) = api(Api::Openai).request_bytes(body, "gpt-x", 1024).unwrap();
+        let (out, stream) = api(Api::Openai).request(body, "gpt-x", 1024).unwrap();
         assert!(stream);
         let text = String::from_utf8(out.clone()).unwrap();
         assert!(text.contains(r#"[{"role": "user", "content": "caf\u00e9  \"q\""}]"#), "{text}");
         let v: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["model"], "gpt-x");
         assert_eq!(v["stream_options"], serde_json::json!({"foo": 1, "include_usage": true}));
-        let (out, stream) = api(Api::Azure).request_bytes(br#"{"model":"chat","messages":[]}"#, "dep", 1).unwrap();
+        let (out, stream) = api(Api::Azure).request(br#"{"model":"chat","messages":[]}"#, "dep", 1).unwrap();
         assert!(!stream);
         assert_eq!(serde_json::from_slice::<Value>(&out).unwrap(), serde_json::json!({"model": "dep", "messages": []}));
-        // The same result as the tree rewrite, for every API that takes the unified format.
-        let e = api(Api::Openai).request_bytes(b"not json", "m", 1).unwrap_err();
+        let e = api(Api::Openai).request(b"not json", "m", 1).unwrap_err();
         assert_eq!((e.status, e.code), (400, "invalid_json"));
-        let e = api(Api::Openai).request_bytes(b"[1]", "m", 1).unwrap_err();
+        let e = api(Api::Openai).request(b"[1]", "m", 1).unwrap_err();
         assert_eq!((e.status, e.code), (400, "invalid_json"));
+    }
+}
+
+#[cfg(test)]
+mod typed_request_tests {
+    use super::*;
+
+    #[test]
+    fn a_request_translated_typed_keeps_the_callers_text_and_raw_values_exactly() {
+        // Escapes, unicode and numbers survive; tool schemas pass through byte for byte.
+        let body = br#"{"model":"chat","max_tokens":12,"top_p":0.25,"stream":true,"stop":["a","b"],
+            "messages":[{"role":"system","content":"Be \"terse\"."},
+                        {"role":"user","content":"caf\u00e9 \ud83d\ude00"},
+                        {"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"f","arguments":"{\"x\": [1, 2]}"}}]},
+                        {"role":"tool","tool_call_id":"c1","content":[{"type":"text","text":"ok"}]}],
+            "tools":[{"type":"function","function":{"name":"f","description":"d","parameters":{"type":"object","properties":{"x":{"type":"array"}}}}}],
+            "tool_choice":{"type":"function","function":{"name":"f"}}}"#;
+        let (out, stream) = api(Api::Anthropic).request(body, "claude-x", 99).unwrap();
+        assert!(stream);
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "model": "claude-x", "max_tokens": 12, "top_p": 0.25, "stream": true, "stop_sequences": ["a", "b"],
+                "system": [{"type": "text", "text": "Be \"terse\"."}],
+                "messages": [
+                    {"role": "user", "content": [{"type": "text", "text": "café 😀"}]},
+                    {"role": "assistant", "content": [{"type": "tool_use", "id": "c1", "name": "f", "input": {"x": [1, 2]}}]},
+                    {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "c1", "content": "ok"}]}],
+                "tools": [{"name": "f", "description": "d", "input_schema": {"type": "object", "properties": {"x": {"type": "array"}}}}],
+                "tool_choice": {"type": "tool", "name": "f"}})
+        );
+        // Values of the wrong type are left out, as before: a string temperature, a numeric user.
+        let (out, _) = api(Api::Anthropic)
+            .request(br#"{"temperature":"hot","user":5,"n":1,"messages":[{"role":"user","content":"x"}]}"#, "m", 7)
+            .unwrap();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"model": "m", "max_tokens": 7, "messages": [{"role": "user", "content": [{"type": "text", "text": "x"}]}]})
+        );
+        for (bad, code) in [
+            (&b"{\"messages\": {}}"[..], "invalid_value"),
+            (b"{\"messages\": [{\"role\": \"robot\", \"content\": \"x\"}]}", "invalid_value"),
+            (b"{\"messages\": [{\"role\": \"user\", \"content\": 5}]}", "invalid_value"),
+            (b"not json", "invalid_json"),
+        ] {
+            let e = api(Api::Anthropic).request(bad, "m", 1).unwrap_err();
+            assert_eq!((e.status, e.code), (400, code), "{}", String::from_utf8_lossy(bad));
+        }
     }
 }

@@ -7,9 +7,9 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use crate::error::GatewayError;
 use crate::wire::chat::{completion_id, Answer, ToolCall};
@@ -22,217 +22,428 @@ fn unsupported(param: &'static str, message: impl Into<String>) -> GatewayError 
     GatewayError::bad_request("unsupported_for_provider", message).with_param(param)
 }
 
-/// Text of an OpenAI content value that may only hold text (string or text parts).
-fn text_of(content: &Value) -> Result<String, GatewayError> {
-    match content {
-        Value::Null => Ok(String::new()),
-        Value::String(s) => Ok(s.clone()),
-        Value::Array(parts) => {
-            let mut out = String::new();
-            for p in parts {
-                match (p.get("type").and_then(Value::as_str), p.get("text").and_then(Value::as_str)) {
-                    (Some("text"), Some(t)) => out.push_str(t),
-                    (Some("refusal"), _) => out.push_str(p.get("refusal").and_then(Value::as_str).unwrap_or("")),
-                    _ => return Err(unsupported("messages", "only text parts are allowed here")),
-                }
-            }
-            Ok(out)
-        }
-        _ => Err(GatewayError::bad_request("invalid_value", "message content must be a string or an array")
-            .with_param("messages")),
+// ---------------------------------------------------------------------------------------------
+// The unified request (OpenAI chat), read borrowed: strings are borrowed from the caller's bytes
+// where they hold no escapes, and what passes through unchanged (a tool's schema, `top_p`, ids)
+// stays raw JSON.
+
+#[derive(Deserialize)]
+struct ChatRequest<'a> {
+    #[serde(borrow, default)]
+    messages: Option<&'a RawValue>,
+    #[serde(default)]
+    n: Option<&'a RawValue>,
+    #[serde(default)]
+    max_completion_tokens: Option<&'a RawValue>,
+    #[serde(default)]
+    max_tokens: Option<&'a RawValue>,
+    #[serde(default)]
+    temperature: Option<&'a RawValue>,
+    #[serde(default)]
+    top_p: Option<&'a RawValue>,
+    #[serde(default)]
+    stop: Option<&'a RawValue>,
+    #[serde(default)]
+    stream: Option<&'a RawValue>,
+    #[serde(default)]
+    tools: Option<&'a RawValue>,
+    #[serde(default)]
+    tool_choice: Option<&'a RawValue>,
+    #[serde(default)]
+    parallel_tool_calls: Option<&'a RawValue>,
+    #[serde(default)]
+    user: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct ChatMessage<'a> {
+    #[serde(borrow, default)]
+    role: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    content: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    tool_calls: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    tool_call_id: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct Part<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    text: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    refusal: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    image_url: Option<ImageUrl<'a>>,
+}
+
+#[derive(Deserialize)]
+struct ImageUrl<'a> {
+    #[serde(borrow, default)]
+    url: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct ChatToolCall<'a> {
+    #[serde(borrow, default)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    function: Option<ChatFunction<'a>>,
+}
+
+#[derive(Deserialize)]
+struct ChatFunction<'a> {
+    #[serde(borrow, default)]
+    name: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    arguments: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    description: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    parameters: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct ChatTool<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    function: Option<ChatFunction<'a>>,
+}
+
+/// A raw JSON value as a string, when it is one (escapes decoded; borrowed when there are none).
+fn raw_str<'a>(v: Option<&'a RawValue>) -> Option<Cow<'a, str>> {
+    let v = v?;
+    if !v.get().starts_with('"') {
+        return None;
+    }
+    serde_json::from_str::<Cow<'a, str>>(v.get()).ok()
+}
+
+fn raw_u64(v: Option<&RawValue>) -> Option<u64> {
+    v.and_then(|v| v.get().parse().ok())
+}
+
+fn raw_f64(v: Option<&RawValue>) -> Option<f64> {
+    v.and_then(|v| v.get().parse::<f64>().ok()).filter(|f| f.is_finite())
+}
+
+fn raw_bool(v: Option<&RawValue>) -> Option<bool> {
+    match v.map(RawValue::get) {
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        _ => None,
     }
 }
 
-fn image_block(part: &Value) -> Result<Value, GatewayError> {
-    let url = part.pointer("/image_url/url").and_then(Value::as_str).unwrap_or("");
+/// A raw value as an array of `T`, when it is an array.
+fn raw_array<'a, T: Deserialize<'a>>(v: Option<&'a RawValue>) -> Option<Vec<T>> {
+    let v = v?;
+    if !v.get().starts_with('[') {
+        return None;
+    }
+    serde_json::from_str(v.get()).ok()
+}
+
+fn invalid(message: &str) -> GatewayError {
+    GatewayError::bad_request("invalid_value", message.to_string()).with_param("messages")
+}
+
+/// The input schema of a function tool that gives no `parameters`.
+const EMPTY_SCHEMA: &str = r#"{"type":"object","properties":{}}"#;
+
+// ---------------------------------------------------------------------------------------------
+// The Anthropic Messages request, as the gateway writes it.
+
+/// An Anthropic Messages request.
+#[derive(Serialize)]
+pub struct MessagesRequest<'a> {
+    pub model: String,
+    pub max_tokens: u64,
+    pub messages: Vec<Turn<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub system: Vec<Block<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop_sequences: Option<StopSequences<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tools: Option<Vec<ToolDef<'a>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<ToolChoice<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<RequestMetadata<'a>>,
+}
+
+#[derive(Serialize)]
+pub struct Turn<'a> {
+    pub role: &'static str,
+    pub content: Vec<Block<'a>>,
+}
+
+/// A content block.
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Block<'a> {
+    Text {
+        text: Cow<'a, str>,
+    },
+    Image {
+        source: ImageSource<'a>,
+    },
+    /// An id or name the caller left out is `null`, as the caller's request had it.
+    ToolUse {
+        id: Option<&'a RawValue>,
+        name: Option<&'a RawValue>,
+        input: Box<RawValue>,
+    },
+    ToolResult {
+        tool_use_id: Option<&'a RawValue>,
+        content: Cow<'a, str>,
+    },
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ImageSource<'a> {
+    Base64 { media_type: &'a str, data: &'a str },
+    Url { url: &'a str },
+}
+
+/// `stop`: one string, or the caller's array as given.
+#[derive(Serialize)]
+#[serde(untagged)]
+pub enum StopSequences<'a> {
+    One([Cow<'a, str>; 1]),
+    Many(&'a RawValue),
+}
+
+#[derive(Serialize)]
+pub struct ToolDef<'a> {
+    pub name: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<&'a RawValue>,
+    pub input_schema: &'a RawValue,
+}
+
+#[derive(Serialize)]
+pub struct ToolChoice<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disable_parallel_tool_use: Option<bool>,
+}
+
+#[derive(Serialize)]
+pub struct RequestMetadata<'a> {
+    pub user_id: Cow<'a, str>,
+}
+
+/// Text of an OpenAI content value that may only hold text (null, a string, or text parts).
+fn text_of<'a>(content: Option<&'a RawValue>) -> Result<Cow<'a, str>, GatewayError> {
+    let Some(raw) = content.filter(|c| c.get() != "null") else { return Ok(Cow::Borrowed("")) };
+    if let Some(s) = raw_str(Some(raw)) {
+        return Ok(s);
+    }
+    let parts: Vec<Part<'a>> =
+        raw_array(Some(raw)).ok_or_else(|| invalid("message content must be a string or an array"))?;
+    let mut out = String::new();
+    for p in &parts {
+        match (raw_str(p.kind).as_deref(), raw_str(p.text)) {
+            (Some("text"), Some(t)) => out.push_str(&t),
+            (Some("refusal"), _) => out.push_str(&raw_str(p.refusal).unwrap_or_default()),
+            _ => return Err(unsupported("messages", "only text parts are allowed here")),
+        }
+    }
+    Ok(Cow::Owned(out))
+}
+
+fn image_block<'a>(part: &Part<'a>) -> Result<Block<'a>, GatewayError> {
+    // A URL with escapes is not one a provider would take either.
+    let url = part.image_url.as_ref().and_then(|i| i.url).map(RawValue::get).unwrap_or("\"\"");
+    let url = url.strip_prefix('"').and_then(|u| u.strip_suffix('"')).filter(|u| !u.contains('\\')).unwrap_or("");
     if let Some(rest) = url.strip_prefix("data:") {
-        let (media, data) = rest.split_once(";base64,").ok_or_else(|| {
-            GatewayError::bad_request("invalid_value", "image data URLs must be base64").with_param("messages")
-        })?;
+        let (media, data) = rest.split_once(";base64,").ok_or_else(|| invalid("image data URLs must be base64"))?;
         if !matches!(media, "image/jpeg" | "image/png" | "image/gif" | "image/webp") {
             return Err(unsupported("messages", format!("image type {media} is not supported by this provider")));
         }
-        Ok(json!({"type":"image","source":{"type":"base64","media_type":media,"data":data}}))
+        Ok(Block::Image { source: ImageSource::Base64 { media_type: media, data } })
     } else if url.starts_with("https://") || url.starts_with("http://") {
-        Ok(json!({"type":"image","source":{"type":"url","url":url}}))
+        Ok(Block::Image { source: ImageSource::Url { url } })
     } else {
-        Err(GatewayError::bad_request("invalid_value", "image_url.url must be an http(s) or data URL")
-            .with_param("messages"))
+        Err(invalid("image_url.url must be an http(s) or data URL"))
     }
 }
 
-fn user_blocks(content: &Value) -> Result<Vec<Value>, GatewayError> {
-    match content {
-        Value::String(s) => Ok(vec![json!({"type":"text","text":s})]),
-        Value::Array(parts) => parts
-            .iter()
-            .map(|p| match p.get("type").and_then(Value::as_str) {
-                Some("text") => Ok(json!({"type":"text","text":p.get("text").and_then(Value::as_str).unwrap_or("")})),
-                Some("image_url") => image_block(p),
-                Some(other) => Err(unsupported(
-                    "messages",
-                    format!("content part type `{other}` is not supported by this provider"),
-                )),
-                None => {
-                    Err(GatewayError::bad_request("invalid_value", "content part without a type")
-                        .with_param("messages"))
-                }
-            })
-            .collect(),
-        _ => Err(GatewayError::bad_request("invalid_value", "user content must be a string or an array")
-            .with_param("messages")),
+fn user_blocks<'a>(content: Option<&'a RawValue>) -> Result<Vec<Block<'a>>, GatewayError> {
+    if let Some(s) = raw_str(content) {
+        return Ok(vec![Block::Text { text: s }]);
     }
+    let parts: Vec<Part<'a>> =
+        raw_array(content).ok_or_else(|| invalid("user content must be a string or an array"))?;
+    parts
+        .iter()
+        .map(|p| match raw_str(p.kind).as_deref() {
+            Some("text") => Ok(Block::Text { text: raw_str(p.text).unwrap_or_default() }),
+            Some("image_url") => image_block(p),
+            Some(other) => {
+                Err(unsupported("messages", format!("content part type `{other}` is not supported by this provider")))
+            }
+            None => Err(invalid("content part without a type")),
+        })
+        .collect()
 }
 
-fn push_turn(out: &mut Vec<Value>, role: &str, blocks: Vec<Value>) {
+fn push_turn<'a>(out: &mut Vec<Turn<'a>>, role: &'static str, blocks: Vec<Block<'a>>) {
     if blocks.is_empty() {
         return;
     }
-    if let Some(last) = out.last_mut() {
-        if last.get("role").and_then(Value::as_str) == Some(role) {
-            if let Some(Value::Array(existing)) = last.get_mut("content") {
-                existing.extend(blocks);
-                return;
-            }
-        }
+    match out.last_mut() {
+        Some(last) if last.role == role => last.content.extend(blocks),
+        _ => out.push(Turn { role, content: blocks }),
     }
-    out.push(json!({"role": role, "content": blocks}));
 }
 
-/// Builds the Anthropic Messages request for `model` from a unified (OpenAI) request.
-pub fn request_from_openai(req: &Value, model: &str, max_tokens_default: u64) -> Result<Value, GatewayError> {
-    let messages = req.get("messages").and_then(Value::as_array).ok_or_else(|| {
-        GatewayError::bad_request("invalid_value", "`messages` must be an array").with_param("messages")
-    })?;
-    if req.get("n").and_then(Value::as_u64).is_some_and(|n| n > 1) {
+/// Builds the Anthropic Messages request for `model` from a unified (OpenAI) request's bytes.
+pub fn request_from_openai<'a>(
+    body: &'a [u8],
+    model: &str,
+    max_tokens_default: u64,
+) -> Result<MessagesRequest<'a>, GatewayError> {
+    let req: ChatRequest<'a> = serde_json::from_slice(body).map_err(crate::provider::invalid_json)?;
+    let messages: Vec<ChatMessage<'a>> =
+        raw_array(req.messages).ok_or_else(|| invalid("`messages` must be an array"))?;
+    if raw_u64(req.n).is_some_and(|n| n > 1) {
         return Err(unsupported("n", "n > 1 is not supported by this provider"));
     }
     let mut system = Vec::new();
-    let mut out: Vec<Value> = Vec::new();
-    for m in messages {
-        let role = m.get("role").and_then(Value::as_str).unwrap_or("");
-        let content = m.get("content").unwrap_or(&Value::Null);
-        match role {
+    let mut out: Vec<Turn<'a>> = Vec::new();
+    for m in &messages {
+        let role = raw_str(m.role).unwrap_or_default();
+        match role.as_ref() {
             "system" | "developer" => {
-                let t = text_of(content)?;
+                let t = text_of(m.content)?;
                 if !t.is_empty() {
-                    system.push(json!({"type":"text","text":t}));
+                    system.push(Block::Text { text: t });
                 }
             }
-            "user" => push_turn(&mut out, "user", user_blocks(content)?),
+            "user" => push_turn(&mut out, "user", user_blocks(m.content)?),
             "assistant" => {
                 let mut blocks = Vec::new();
-                let t = text_of(content)?;
+                let t = text_of(m.content)?;
                 if !t.is_empty() {
-                    blocks.push(json!({"type":"text","text":t}));
+                    blocks.push(Block::Text { text: t });
                 }
-                for tc in m.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
-                    let args = tc.pointer("/function/arguments").and_then(Value::as_str).unwrap_or("{}");
-                    let input: Value = if args.trim().is_empty() {
-                        json!({})
-                    } else {
-                        serde_json::from_str(args).map_err(|_| {
-                            GatewayError::bad_request(
-                                "invalid_tool_arguments",
-                                "tool_calls[].function.arguments is not valid JSON",
-                            )
-                            .with_param("messages")
-                        })?
-                    };
-                    blocks.push(json!({"type":"tool_use","id":tc.get("id").cloned().unwrap_or(Value::Null),
-                        "name":tc.pointer("/function/name").cloned().unwrap_or(Value::Null),"input":input}));
+                for tc in raw_array::<ChatToolCall<'a>>(m.tool_calls).unwrap_or_default() {
+                    let f = tc.function.as_ref();
+                    let args = raw_str(f.and_then(|f| f.arguments)).unwrap_or(Cow::Borrowed("{}"));
+                    let args = if args.trim().is_empty() { "{}".to_string() } else { args.into_owned() };
+                    let input = RawValue::from_string(args).map_err(|_| {
+                        GatewayError::bad_request(
+                            "invalid_tool_arguments",
+                            "tool_calls[].function.arguments is not valid JSON",
+                        )
+                        .with_param("messages")
+                    })?;
+                    blocks.push(Block::ToolUse { id: tc.id, name: f.and_then(|f| f.name), input });
                 }
                 push_turn(&mut out, "assistant", blocks);
             }
             "tool" => {
-                let block = json!({"type":"tool_result","tool_use_id":m.get("tool_call_id").cloned().unwrap_or(Value::Null),
-                    "content":text_of(content)?});
+                let block = Block::ToolResult { tool_use_id: m.tool_call_id, content: text_of(m.content)? };
                 push_turn(&mut out, "user", vec![block]);
             }
-            other => {
-                return Err(GatewayError::bad_request("invalid_value", format!("unknown message role `{other}`"))
-                    .with_param("messages"))
-            }
+            other => return Err(invalid(&format!("unknown message role `{other}`"))),
         }
     }
     if out.is_empty() {
-        return Err(GatewayError::bad_request("invalid_value", "at least one user or assistant message is required")
-            .with_param("messages"));
+        return Err(invalid("at least one user or assistant message is required"));
     }
-
-    let mut body = Map::new();
-    body.insert("model".into(), json!(model));
-    let max_tokens = req
-        .get("max_completion_tokens")
-        .and_then(Value::as_u64)
-        .or_else(|| req.get("max_tokens").and_then(Value::as_u64))
-        .unwrap_or(max_tokens_default);
-    body.insert("max_tokens".into(), json!(max_tokens));
-    body.insert("messages".into(), Value::Array(out));
-    if !system.is_empty() {
-        body.insert("system".into(), Value::Array(system));
-    }
-    if let Some(t) = req.get("temperature").and_then(Value::as_f64) {
-        body.insert("temperature".into(), json!(t.clamp(0.0, 1.0)));
-    }
-    if let Some(p) = req.get("top_p").filter(|v| v.is_number()) {
-        body.insert("top_p".into(), p.clone());
-    }
-    match req.get("stop") {
-        Some(Value::String(s)) => {
-            body.insert("stop_sequences".into(), json!([s]));
+    let max_tokens =
+        raw_u64(req.max_completion_tokens).or_else(|| raw_u64(req.max_tokens)).unwrap_or(max_tokens_default);
+    let stop_sequences = match req.stop {
+        Some(_) if raw_str(req.stop).is_some() => raw_str(req.stop).map(|s| StopSequences::One([s])),
+        Some(a) if a.get().starts_with('[') && raw_array::<&RawValue>(Some(a)).is_some_and(|v| !v.is_empty()) => {
+            Some(StopSequences::Many(a))
         }
-        Some(Value::Array(a)) if !a.is_empty() => {
-            body.insert("stop_sequences".into(), Value::Array(a.clone()));
-        }
-        _ => {}
-    }
-    if req.get("stream").and_then(Value::as_bool) == Some(true) {
-        body.insert("stream".into(), json!(true));
-    }
-    if let Some(tools) = req.get("tools").and_then(Value::as_array) {
-        let mut out_tools = Vec::new();
-        for t in tools {
-            if t.get("type").and_then(Value::as_str) != Some("function") {
-                return Err(unsupported("tools", "only function tools are supported by this provider"));
-            }
-            let f = t.get("function").unwrap_or(&Value::Null);
-            let mut tool = Map::new();
-            tool.insert("name".into(), f.get("name").cloned().unwrap_or(Value::Null));
-            if let Some(d) = f.get("description") {
-                tool.insert("description".into(), d.clone());
-            }
-            tool.insert(
-                "input_schema".into(),
-                f.get("parameters").cloned().unwrap_or_else(|| json!({"type":"object","properties":{}})),
-            );
-            out_tools.push(Value::Object(tool));
-        }
-        body.insert("tools".into(), Value::Array(out_tools));
-    }
-    let mut choice = match req.get("tool_choice") {
-        Some(Value::String(s)) if s == "auto" => Some(json!({"type":"auto"})),
-        Some(Value::String(s)) if s == "none" => Some(json!({"type":"none"})),
-        Some(Value::String(s)) if s == "required" => Some(json!({"type":"any"})),
-        Some(v @ Value::Object(_)) => match v.pointer("/function/name") {
-            Some(name) => Some(json!({"type":"tool","name":name})),
-            None => return Err(unsupported("tool_choice", "this tool_choice form is not supported by this provider")),
-        },
         _ => None,
     };
-    if req.get("parallel_tool_calls").and_then(Value::as_bool) == Some(false) && body.contains_key("tools") {
-        let c = choice.get_or_insert_with(|| json!({"type":"auto"}));
-        if let Some(obj) = c.as_object_mut() {
-            obj.insert("disable_parallel_tool_use".into(), json!(true));
+    let tools = match raw_array::<ChatTool<'a>>(req.tools) {
+        None => None,
+        Some(list) => {
+            let mut defs = Vec::with_capacity(list.len());
+            for t in list {
+                if raw_str(t.kind).as_deref() != Some("function") {
+                    return Err(unsupported("tools", "only function tools are supported by this provider"));
+                }
+                let f = t.function.as_ref();
+                let input_schema = match f.and_then(|f| f.parameters) {
+                    Some(p) => p,
+                    None => serde_json::from_str::<&'static RawValue>(EMPTY_SCHEMA)
+                        .map_err(|e| GatewayError::bad_request("invalid_value", e.to_string()))?,
+                };
+                defs.push(ToolDef {
+                    name: f.and_then(|f| f.name),
+                    description: f.and_then(|f| f.description),
+                    input_schema,
+                });
+            }
+            Some(defs)
         }
+    };
+    let mut tool_choice = match req.tool_choice {
+        Some(c) if c.get().starts_with('{') => {
+            #[derive(Deserialize)]
+            struct Named<'b> {
+                #[serde(borrow, default)]
+                function: Option<ChatFunction<'b>>,
+            }
+            match serde_json::from_str::<Named<'a>>(c.get()).ok().and_then(|n| n.function).and_then(|f| f.name) {
+                Some(name) => Some(ToolChoice { kind: "tool", name: Some(name), disable_parallel_tool_use: None }),
+                None => {
+                    return Err(unsupported("tool_choice", "this tool_choice form is not supported by this provider"))
+                }
+            }
+        }
+        c => match raw_str(c).as_deref() {
+            Some("auto") => Some(ToolChoice { kind: "auto", name: None, disable_parallel_tool_use: None }),
+            Some("none") => Some(ToolChoice { kind: "none", name: None, disable_parallel_tool_use: None }),
+            Some("required") => Some(ToolChoice { kind: "any", name: None, disable_parallel_tool_use: None }),
+            _ => None,
+        },
+    };
+    if raw_bool(req.parallel_tool_calls) == Some(false) && tools.is_some() {
+        tool_choice
+            .get_or_insert(ToolChoice { kind: "auto", name: None, disable_parallel_tool_use: None })
+            .disable_parallel_tool_use = Some(true);
     }
-    if let Some(c) = choice {
-        body.insert("tool_choice".into(), c);
-    }
-    if let Some(u) = req.get("user").and_then(Value::as_str) {
-        body.insert("metadata".into(), json!({"user_id": u}));
-    }
-    Ok(Value::Object(body))
+    Ok(MessagesRequest {
+        model: model.to_string(),
+        max_tokens,
+        messages: out,
+        system,
+        temperature: raw_f64(req.temperature).map(|t| t.clamp(0.0, 1.0)),
+        top_p: req.top_p.filter(|p| raw_f64(Some(p)).is_some()),
+        stop_sequences,
+        stream: (raw_bool(req.stream) == Some(true)).then_some(true),
+        tools,
+        tool_choice,
+        metadata: raw_str(req.user).map(|u| RequestMetadata { user_id: u }),
+    })
+}
+
+/// The same request as a JSON tree, for the APIs that map it further (Gemini, Bedrock).
+pub fn request_value_from_openai(body: &[u8], model: &str, max_tokens_default: u64) -> Result<Value, GatewayError> {
+    let req = request_from_openai(body, model, max_tokens_default)?;
+    serde_json::to_value(&req).map_err(|e| GatewayError::bad_request("invalid_value", e.to_string()))
 }
 
 /// Anthropic `stop_reason` -> OpenAI `finish_reason`.
@@ -265,7 +476,7 @@ struct MessagesResponse<'a> {
     #[serde(borrow, default)]
     model: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
-    content: Option<Vec<Block<'a>>>,
+    content: Option<Vec<AnswerBlock<'a>>>,
     #[serde(borrow, default)]
     stop_reason: Option<Cow<'a, str>>,
     #[serde(default)]
@@ -273,7 +484,7 @@ struct MessagesResponse<'a> {
 }
 
 #[derive(Deserialize)]
-struct Block<'a> {
+struct AnswerBlock<'a> {
     #[serde(rename = "type", borrow)]
     kind: Cow<'a, str>,
     #[serde(borrow, default)]
@@ -565,8 +776,10 @@ impl crate::provider::ProviderApi for Anthropic {
         Some(("x-api-key", key.to_string()))
     }
 
-    fn request(&self, req: Value, model: &str, max_tokens_default: u64) -> Result<Value, GatewayError> {
-        request_from_openai(&req, model, max_tokens_default)
+    fn request(&self, body: &[u8], model: &str, max_tokens_default: u64) -> Result<(Vec<u8>, bool), GatewayError> {
+        let req = request_from_openai(body, model, max_tokens_default)?;
+        let out = serde_json::to_vec(&req).map_err(|e| GatewayError::bad_request("invalid_value", e.to_string()))?;
+        Ok((out, req.stream == Some(true)))
     }
 
     fn answer(&self, body: &[u8], _model: &str, now_ms: u64) -> Result<(Vec<u8>, Option<Usage>), String> {

@@ -395,8 +395,10 @@ impl crate::provider::ProviderApi for Bedrock {
         None
     }
 
-    fn request(&self, req: Value, model: &str, max_tokens_default: u64) -> Result<Value, GatewayError> {
-        request_from_anthropic(&crate::provider::anthropic::request_from_openai(&req, model, max_tokens_default)?)
+    fn request(&self, body: &[u8], model: &str, max_tokens_default: u64) -> Result<(Vec<u8>, bool), GatewayError> {
+        let a = crate::provider::anthropic::request_value_from_openai(body, model, max_tokens_default)?;
+        let stream = crate::provider::streams(&a);
+        Ok((request_from_anthropic(&a)?.to_string().into_bytes(), stream))
     }
 
     fn answer(&self, body: &[u8], model: &str, now_ms: u64) -> Result<(Vec<u8>, Option<Usage>), String> {
@@ -436,7 +438,8 @@ mod tests {
             "max_tokens": 64, "temperature": 0.2, "stop": ["END"],
             "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}],
             "tool_choice": "required"});
-        let a = crate::provider::anthropic::request_from_openai(&openai, "m", 1024).unwrap();
+        let a =
+            crate::provider::anthropic::request_value_from_openai(openai.to_string().as_bytes(), "m", 1024).unwrap();
         let c = request_from_anthropic(&a).unwrap();
         assert_eq!(c["system"], json!([{"text": "Be terse."}]));
         assert_eq!(c["messages"][0], json!({"role": "user", "content": [{"text": "Weather in Paris?"}]}));
@@ -462,11 +465,11 @@ mod tests {
     fn refuses_what_converse_cannot_take() {
         let url = json!({"messages": [{"role": "user", "content": [
             {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]}]});
-        let a = crate::provider::anthropic::request_from_openai(&url, "m", 10).unwrap();
+        let a = crate::provider::anthropic::request_value_from_openai(url.to_string().as_bytes(), "m", 10).unwrap();
         assert_eq!(request_from_anthropic(&a).unwrap_err().code, "unsupported_for_provider");
         let none = json!({"messages": [{"role": "user", "content": "x"}], "tool_choice": "none",
             "tools": [{"type": "function", "function": {"name": "f"}}]});
-        let a = crate::provider::anthropic::request_from_openai(&none, "m", 10).unwrap();
+        let a = crate::provider::anthropic::request_value_from_openai(none.to_string().as_bytes(), "m", 10).unwrap();
         assert_eq!(request_from_anthropic(&a).unwrap_err().param, Some("tool_choice"));
     }
 

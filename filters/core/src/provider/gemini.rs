@@ -380,8 +380,10 @@ impl crate::provider::ProviderApi for Gemini {
         Some(("x-goog-api-key", key.to_string()))
     }
 
-    fn request(&self, req: Value, model: &str, max_tokens_default: u64) -> Result<Value, GatewayError> {
-        request_from_anthropic(&crate::provider::anthropic::request_from_openai(&req, model, max_tokens_default)?)
+    fn request(&self, body: &[u8], model: &str, max_tokens_default: u64) -> Result<(Vec<u8>, bool), GatewayError> {
+        let a = crate::provider::anthropic::request_value_from_openai(body, model, max_tokens_default)?;
+        let stream = crate::provider::streams(&a);
+        Ok((request_from_anthropic(&a)?.to_string().into_bytes(), stream))
     }
 
     fn answer(&self, body: &[u8], model: &str, now_ms: u64) -> Result<(Vec<u8>, Option<Usage>), String> {
@@ -420,7 +422,8 @@ mod tests {
             "max_tokens": 64, "top_p": 0.9, "stop": "END",
             "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}],
             "tool_choice": {"type": "function", "function": {"name": "get_weather"}}});
-        let a = crate::provider::anthropic::request_from_openai(&openai, "m", 1024).unwrap();
+        let a =
+            crate::provider::anthropic::request_value_from_openai(openai.to_string().as_bytes(), "m", 1024).unwrap();
         let g = request_from_anthropic(&a).unwrap();
         assert_eq!(g["systemInstruction"], json!({"parts": [{"text": "Be terse."}]}));
         assert_eq!(g["contents"][0], json!({"role": "user", "parts": [{"text": "Weather in Paris?"}]}));

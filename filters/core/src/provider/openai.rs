@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::auth::sigv4::uri_encode;
 use crate::error::GatewayError;
 use crate::provider::ProviderConfig;
-use crate::provider::{invalid_json, streams, ProviderApi};
+use crate::provider::{invalid_json, ProviderApi};
 use crate::wire::sse;
 use crate::wire::usage::Usage;
 
@@ -44,26 +44,7 @@ impl ProviderApi for OpenAiFormat {
         Some(if self.azure { ("api-key", key.to_string()) } else { ("authorization", format!("Bearer {key}")) })
     }
 
-    fn request(&self, mut req: Value, model: &str, _max_tokens_default: u64) -> Result<Value, GatewayError> {
-        let stream = streams(&req);
-        if let Some(obj) = req.as_object_mut() {
-            obj.insert("model".into(), Value::String(model.to_string()));
-            if stream {
-                let opts = obj.entry("stream_options").or_insert_with(|| serde_json::json!({}));
-                if let Some(o) = opts.as_object_mut() {
-                    o.insert("include_usage".into(), Value::Bool(true));
-                }
-            }
-        }
-        Ok(req)
-    }
-
-    fn request_bytes(
-        &self,
-        body: &[u8],
-        model: &str,
-        _max_tokens_default: u64,
-    ) -> Result<(Vec<u8>, bool), GatewayError> {
+    fn request(&self, body: &[u8], model: &str, _max_tokens_default: u64) -> Result<(Vec<u8>, bool), GatewayError> {
         // The top level only: the messages (most of the body) stay as the caller wrote them.
         let mut top: BTreeMap<String, Box<RawValue>> = serde_json::from_slice(body).map_err(invalid_json)?;
         let stream = top.get("stream").is_some_and(|s| s.get() == "true");

@@ -490,7 +490,7 @@ impl RouteAttempt {
     }
 
     fn translate_request(h: &impl Host, t: &mut Target, body: &[u8]) -> Result<Vec<u8>, GatewayError> {
-        let (out, stream) = provider::api(t.api).request_bytes(body, &t.model, t.max_tokens_default)?;
+        let (out, stream) = provider::api(t.api).request(body, &t.model, t.max_tokens_default)?;
         if stream && t.stream_path != t.path {
             // Some APIs stream on a path of their own.
             h.set_request_header(":path", Some(&t.stream_path));

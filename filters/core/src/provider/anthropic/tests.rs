@@ -1,7 +1,12 @@
 use super::*;
 
 fn req(v: Value) -> Value {
-    request_from_openai(&v, "claude-x", 1024).unwrap()
+    request_value_from_openai(v.to_string().as_bytes(), "claude-x", 1024).unwrap()
+}
+
+/// The translation of a request given as a JSON tree.
+fn translate(v: &Value, model: &str, max_tokens_default: u64) -> Result<Value, GatewayError> {
+    request_value_from_openai(v.to_string().as_bytes(), model, max_tokens_default)
 }
 
 #[test]
@@ -56,17 +61,17 @@ fn images_and_refusals() {
         out["messages"][0]["content"][1]["source"],
         json!({"type":"base64","media_type":"image/png","data":"AAAA"})
     );
-    let bad = request_from_openai(&json!({"messages":[{"role":"user","content":[{"type":"input_audio"}]}]}), "m", 1);
+    let bad = translate(&json!({"messages":[{"role":"user","content":[{"type":"input_audio"}]}]}), "m", 1);
     assert_eq!(bad.err().map(|e| (e.status, e.code)), Some((400, "unsupported_for_provider")));
-    let n2 = request_from_openai(&json!({"n":2,"messages":[{"role":"user","content":"x"}]}), "m", 1);
+    let n2 = translate(&json!({"n":2,"messages":[{"role":"user","content":"x"}]}), "m", 1);
     assert_eq!(n2.err().map(|e| e.param), Some(Some("n")));
-    let args = request_from_openai(
+    let args = translate(
         &json!({"messages":[{"role":"assistant","tool_calls":[{"id":"a","function":{"name":"f","arguments":"{oops"}}]}]}),
         "m",
         1,
     );
     assert_eq!(args.err().map(|e| e.code), Some("invalid_tool_arguments"));
-    let none = request_from_openai(&json!({"messages":[]}), "m", 1);
+    let none = translate(&json!({"messages":[]}), "m", 1);
     assert_eq!(none.err().map(|e| e.status), Some(400));
 }
 
