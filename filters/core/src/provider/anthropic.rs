@@ -212,8 +212,8 @@ pub enum Block<'a> {
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ImageSource<'a> {
-    Base64 { media_type: &'a str, data: &'a str },
-    Url { url: &'a str },
+    Base64 { media_type: Cow<'a, str>, data: Cow<'a, str> },
+    Url { url: Cow<'a, str> },
 }
 
 /// `stop`: one string, or the caller's array as given.
@@ -266,16 +266,28 @@ fn text_of<'a>(content: Option<&'a RawValue>) -> Result<Cow<'a, str>, GatewayErr
     Ok(Cow::Owned(out))
 }
 
+/// `part`, a slice of `s` (a string borrowed from the caller's bytes, or decoded from escapes):
+/// its parts stay borrowed when it is.
+fn sub_str<'a>(s: &Cow<'a, str>, part: &str) -> Cow<'a, str> {
+    match s {
+        Cow::Borrowed(b) => {
+            // `part` is a slice of `b`: borrow the same bytes for the caller's lifetime.
+            let start = (part.as_ptr() as usize).saturating_sub(b.as_ptr() as usize);
+            b.get(start..start + part.len()).map_or_else(|| Cow::Owned(part.to_string()), Cow::Borrowed)
+        }
+        Cow::Owned(_) => Cow::Owned(part.to_string()),
+    }
+}
+
 fn image_block<'a>(part: &Part<'a>) -> Result<Block<'a>, GatewayError> {
-    // A URL with escapes is not one a provider would take either.
-    let url = part.image_url.as_ref().and_then(|i| i.url).map(RawValue::get).unwrap_or("\"\"");
-    let url = url.strip_prefix('"').and_then(|u| u.strip_suffix('"')).filter(|u| !u.contains('\\')).unwrap_or("");
+    let url = raw_str(part.image_url.as_ref().and_then(|i| i.url)).unwrap_or_default();
     if let Some(rest) = url.strip_prefix("data:") {
         let (media, data) = rest.split_once(";base64,").ok_or_else(|| invalid("image data URLs must be base64"))?;
         if !matches!(media, "image/jpeg" | "image/png" | "image/gif" | "image/webp") {
             return Err(unsupported("messages", format!("image type {media} is not supported by this provider")));
         }
-        Ok(Block::Image { source: ImageSource::Base64 { media_type: media, data } })
+        let (media_type, data) = (sub_str(&url, media), sub_str(&url, data));
+        Ok(Block::Image { source: ImageSource::Base64 { media_type, data } })
     } else if url.starts_with("https://") || url.starts_with("http://") {
         Ok(Block::Image { source: ImageSource::Url { url } })
     } else {

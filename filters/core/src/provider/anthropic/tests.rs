@@ -169,3 +169,16 @@ fn stream_cut_short_or_erroring_ends_with_error_event() {
     assert!(String::from_utf8_lossy(&out).contains("\"code\":\"overloaded\""));
     assert!(t.finish().is_empty());
 }
+
+#[test]
+fn image_urls_with_escaped_slashes_are_read_as_json_says() {
+    // Some encoders (PHP's json_encode) write `/` as `\/`, base64 data included.
+    let body = br#"{"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"data:image\/png;base64,AB\/C+"}},
+        {"type":"image_url","image_url":{"url":"https:\/\/example.com\/a.png"}}]}]}"#;
+    let out = request_value_from_openai(body, "m", 1).unwrap();
+    assert_eq!(
+        out["messages"][0]["content"][0]["source"],
+        json!({"type":"base64","media_type":"image/png","data":"AB/C+"})
+    );
+    assert_eq!(out["messages"][0]["content"][1]["source"], json!({"type":"url","url":"https://example.com/a.png"}));
+}
