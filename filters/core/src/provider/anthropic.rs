@@ -389,6 +389,10 @@ pub fn request_from_openai<'a>(
         _ => None,
     };
     let tools = match raw_array::<ChatTool<'a>>(req.tools) {
+        // An array whose entries are not tool objects: not function tools either.
+        None if req.tools.is_some_and(|t| t.get().starts_with('[')) => {
+            return Err(unsupported("tools", "only function tools are supported by this provider"))
+        }
         None => None,
         Some(list) => {
             let mut defs = Vec::with_capacity(list.len());

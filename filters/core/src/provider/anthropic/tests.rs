@@ -71,6 +71,8 @@ fn images_and_refusals() {
         1,
     );
     assert_eq!(args.err().map(|e| e.code), Some("invalid_tool_arguments"));
+    let odd = translate(&json!({"messages":[{"role":"user","content":"x"}],"tools":[5]}), "m", 1);
+    assert_eq!(odd.err().map(|e| (e.code, e.param)), Some(("unsupported_for_provider", Some("tools"))));
     let none = translate(&json!({"messages":[]}), "m", 1);
     assert_eq!(none.err().map(|e| e.status), Some(400));
 }
