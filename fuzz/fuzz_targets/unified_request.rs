@@ -17,8 +17,8 @@ fuzz_target!(|data: &[u8]| {
     for a in [Api::Openai, Api::Azure, Api::Anthropic, Api::Gemini, Api::Bedrock] {
         let _ = provider::api(a).request(data, "m", 1024);
     }
-    if let Ok(a) = anthropic::request_value_from_openai(data, "claude-x", 1024) {
-        let _ = gemini::request_from_anthropic(&a);
-        let _ = bedrock::request_from_anthropic(&a);
+    if let Ok(a) = anthropic::request_from_openai(data, "claude-x", 1024) {
+        let _ = gemini::request_from_messages(&a);
+        let _ = bedrock::request_from_messages(&a);
     }
 });

@@ -456,12 +456,6 @@ pub fn request_from_openai<'a>(
     })
 }
 
-/// The same request as a JSON tree, for the APIs that map it further (Gemini, Bedrock).
-pub fn request_value_from_openai(body: &[u8], model: &str, max_tokens_default: u64) -> Result<Value, GatewayError> {
-    let req = request_from_openai(body, model, max_tokens_default)?;
-    serde_json::to_value(&req).map_err(|e| GatewayError::bad_request("invalid_value", e.to_string()))
-}
-
 /// Anthropic `stop_reason` -> OpenAI `finish_reason`.
 pub fn finish_reason(stop_reason: &str) -> &'static str {
     match stop_reason {

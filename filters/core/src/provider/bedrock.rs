@@ -1,6 +1,6 @@
-//! AWS Bedrock Runtime Converse API. The unified request is first translated to Anthropic
-//! Messages (`crate::provider::anthropic`, which validates and merges turns), then mapped block by block
-//! onto Converse; the answer is translated directly into the unified one (`wire::chat`).
+//! AWS Bedrock Runtime Converse API. The unified request is first read into the typed Anthropic
+//! Messages request (`crate::provider::anthropic`, which validates and merges turns), then mapped
+//! block by block onto Converse; the answer is translated directly into the unified one (`wire::chat`).
 //!
 //! Documented approximations: image URLs are refused (Converse takes only inline bytes);
 //! `tool_choice: "none"` is refused (Converse has no such choice). Streaming calls go to
@@ -14,6 +14,7 @@ use serde_json::{json, Map, Value};
 
 use crate::auth::sigv4::uri_encode;
 use crate::error::GatewayError;
+use crate::provider::anthropic::{Block, ImageSource, MessagesRequest};
 use crate::wire::chat::{completion_id, Answer, ToolCall};
 use crate::wire::usage::Usage;
 
@@ -30,81 +31,77 @@ pub fn converse_stream_path(model: &str) -> String {
     format!("/model/{}/converse-stream", uri_encode(model, false))
 }
 
-fn block(b: &Value) -> Result<Value, GatewayError> {
-    match b.get("type").and_then(Value::as_str) {
-        Some("text") => Ok(json!({"text": b.get("text").cloned().unwrap_or(json!(""))})),
-        Some("image") => {
-            if b.pointer("/source/type").and_then(Value::as_str) != Some("base64") {
-                return Err(unsupported("messages", "this provider takes images only as data URLs"));
-            }
-            let media = b.pointer("/source/media_type").and_then(Value::as_str).unwrap_or("");
-            Ok(json!({"image": {"format": media.trim_start_matches("image/"),
-                                "source": {"bytes": b.pointer("/source/data").cloned().unwrap_or(json!(""))}}}))
+fn block(b: &Block<'_>) -> Result<Value, GatewayError> {
+    Ok(match b {
+        Block::Text { text } => json!({"text": text}),
+        Block::Image { source: ImageSource::Base64 { media_type, data } } => {
+            json!({"image": {"format": media_type.trim_start_matches("image/"), "source": {"bytes": data}}})
         }
-        Some("tool_use") => Ok(json!({"toolUse": {"toolUseId": b.get("id"), "name": b.get("name"),
-                                                   "input": b.get("input").cloned().unwrap_or(json!({}))}})),
-        Some("tool_result") => {
-            let text = b.get("content").and_then(Value::as_str).unwrap_or("");
-            Ok(json!({"toolResult": {"toolUseId": b.get("tool_use_id"), "content": [{"text": text}]}}))
+        Block::Image { source: ImageSource::Url { .. } } => {
+            return Err(unsupported("messages", "this provider takes images only as data URLs"))
         }
-        _ => Err(unsupported("messages", "a content block this provider cannot take")),
-    }
+        Block::ToolUse { id, name, input } => json!({"toolUse": {"toolUseId": id, "name": name, "input": input}}),
+        Block::ToolResult { tool_use_id, content } => {
+            json!({"toolResult": {"toolUseId": tool_use_id, "content": [{"text": content}]}})
+        }
+    })
 }
 
-/// Converse request body from an Anthropic Messages request.
-pub fn request_from_anthropic(a: &Value) -> Result<Value, GatewayError> {
+/// Converse request body from the typed Anthropic Messages request (which has validated and
+/// merged the turns), read directly: no JSON tree of it in between.
+pub fn request_from_messages(a: &MessagesRequest<'_>) -> Result<Value, GatewayError> {
     let mut body = Map::new();
-    let mut messages = Vec::new();
-    for m in a.get("messages").and_then(Value::as_array).into_iter().flatten() {
-        let content = m
-            .get("content")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .map(block)
-            .collect::<Result<Vec<_>, _>>()?;
-        messages.push(json!({"role": m.get("role"), "content": content}));
+    let mut messages = Vec::with_capacity(a.messages.len());
+    for m in &a.messages {
+        let content = m.content.iter().map(block).collect::<Result<Vec<_>, _>>()?;
+        messages.push(json!({"role": m.role, "content": content}));
     }
     body.insert("messages".into(), Value::Array(messages));
-    if let Some(system) = a.get("system").and_then(Value::as_array) {
-        let s: Vec<Value> =
-            system.iter().map(|b| json!({"text": b.get("text").cloned().unwrap_or(json!(""))})).collect();
+    if !a.system.is_empty() {
+        let s: Vec<Value> = a
+            .system
+            .iter()
+            .filter_map(|b| match b {
+                Block::Text { text } => Some(json!({"text": text})),
+                _ => None,
+            })
+            .collect();
         body.insert("system".into(), Value::Array(s));
     }
     let mut inference = Map::new();
-    for (from, to) in [
-        ("max_tokens", "maxTokens"),
-        ("temperature", "temperature"),
-        ("top_p", "topP"),
-        ("stop_sequences", "stopSequences"),
-    ] {
-        if let Some(v) = a.get(from) {
-            inference.insert(to.into(), v.clone());
-        }
+    inference.insert("maxTokens".into(), json!(a.max_tokens));
+    if let Some(t) = a.temperature {
+        inference.insert("temperature".into(), json!(t));
+    }
+    if let Some(p) = a.top_p {
+        inference.insert("topP".into(), json!(p));
+    }
+    if let Some(s) = &a.stop_sequences {
+        inference.insert("stopSequences".into(), json!(s));
     }
     body.insert("inferenceConfig".into(), Value::Object(inference));
-    if let Some(tools) = a.get("tools").and_then(Value::as_array) {
+    if let Some(tools) = &a.tools {
         let specs: Vec<Value> = tools
             .iter()
             .map(|t| {
                 let mut spec = Map::new();
-                spec.insert("name".into(), t.get("name").cloned().unwrap_or(Value::Null));
-                if let Some(d) = t.get("description") {
-                    spec.insert("description".into(), d.clone());
+                spec.insert("name".into(), json!(t.name));
+                if let Some(d) = t.description {
+                    spec.insert("description".into(), json!(d));
                 }
-                spec.insert("inputSchema".into(), json!({"json": t.get("input_schema").cloned().unwrap_or(json!({}))}));
+                spec.insert("inputSchema".into(), json!({"json": t.input_schema}));
                 json!({"toolSpec": spec})
             })
             .collect();
         let mut config = Map::new();
         config.insert("tools".into(), Value::Array(specs));
-        match a.pointer("/tool_choice/type").and_then(Value::as_str) {
-            None | Some("auto") => {}
-            Some("any") => {
+        match a.tool_choice.as_ref().map(|c| (c.kind, c.name)) {
+            None | Some(("auto", _)) => {}
+            Some(("any", _)) => {
                 config.insert("toolChoice".into(), json!({"any": {}}));
             }
-            Some("tool") => {
-                config.insert("toolChoice".into(), json!({"tool": {"name": a.pointer("/tool_choice/name")}}));
+            Some(("tool", name)) => {
+                config.insert("toolChoice".into(), json!({"tool": {"name": name}}));
             }
             Some(_) => {
                 return Err(unsupported("tool_choice", "tool_choice \"none\" is not supported by this provider"))
@@ -396,9 +393,8 @@ impl crate::provider::ProviderApi for Bedrock {
     }
 
     fn request(&self, body: &[u8], model: &str, max_tokens_default: u64) -> Result<(Vec<u8>, bool), GatewayError> {
-        let a = crate::provider::anthropic::request_value_from_openai(body, model, max_tokens_default)?;
-        let stream = crate::provider::streams(&a);
-        Ok((request_from_anthropic(&a)?.to_string().into_bytes(), stream))
+        let a = crate::provider::anthropic::request_from_openai(body, model, max_tokens_default)?;
+        Ok((request_from_messages(&a)?.to_string().into_bytes(), a.stream == Some(true)))
     }
 
     fn answer(&self, body: &[u8], model: &str, now_ms: u64) -> Result<(Vec<u8>, Option<Usage>), String> {
@@ -438,9 +434,9 @@ mod tests {
             "max_tokens": 64, "temperature": 0.2, "stop": ["END"],
             "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}],
             "tool_choice": "required"});
-        let a =
-            crate::provider::anthropic::request_value_from_openai(openai.to_string().as_bytes(), "m", 1024).unwrap();
-        let c = request_from_anthropic(&a).unwrap();
+        let openai_body = openai.to_string();
+        let a = crate::provider::anthropic::request_from_openai(openai_body.as_bytes(), "m", 1024).unwrap();
+        let c = request_from_messages(&a).unwrap();
         assert_eq!(c["system"], json!([{"text": "Be terse."}]));
         assert_eq!(c["messages"][0], json!({"role": "user", "content": [{"text": "Weather in Paris?"}]}));
         assert_eq!(
@@ -465,12 +461,14 @@ mod tests {
     fn refuses_what_converse_cannot_take() {
         let url = json!({"messages": [{"role": "user", "content": [
             {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]}]});
-        let a = crate::provider::anthropic::request_value_from_openai(url.to_string().as_bytes(), "m", 10).unwrap();
-        assert_eq!(request_from_anthropic(&a).unwrap_err().code, "unsupported_for_provider");
+        let url_body = url.to_string();
+        let a = crate::provider::anthropic::request_from_openai(url_body.as_bytes(), "m", 10).unwrap();
+        assert_eq!(request_from_messages(&a).unwrap_err().code, "unsupported_for_provider");
         let none = json!({"messages": [{"role": "user", "content": "x"}], "tool_choice": "none",
             "tools": [{"type": "function", "function": {"name": "f"}}]});
-        let a = crate::provider::anthropic::request_value_from_openai(none.to_string().as_bytes(), "m", 10).unwrap();
-        assert_eq!(request_from_anthropic(&a).unwrap_err().param, Some("tool_choice"));
+        let none_body = none.to_string();
+        let a = crate::provider::anthropic::request_from_openai(none_body.as_bytes(), "m", 10).unwrap();
+        assert_eq!(request_from_messages(&a).unwrap_err().param, Some("tool_choice"));
     }
 
     #[test]

@@ -1,6 +1,6 @@
-//! Google Gemini API (`generateContent`, v1beta). Like Bedrock, the unified request goes through
-//! the Anthropic translation first (which validates and merges turns) and is then mapped part by
-//! part; the answer is translated directly into the unified one (`wire::chat`).
+//! Google Gemini API (`generateContent`, v1beta). Like Bedrock, the unified request is read into
+//! the typed Anthropic request first (which validates and merges turns) and mapped from it part
+//! by part; the answer is translated directly into the unified one (`wire::chat`).
 //!
 //! Documented approximations: image URLs are refused (Gemini takes inline data or uploaded
 //! files); tool-call ids are synthesized (`call_<n>`, Gemini has none); thought signatures are
@@ -15,6 +15,7 @@ use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 use crate::error::GatewayError;
+use crate::provider::anthropic::{Block, ImageSource, MessagesRequest};
 use crate::wire::chat::{completion_id, Answer, ToolCall};
 use crate::wire::usage::Usage;
 
@@ -30,81 +31,81 @@ pub fn stream_path(model: &str) -> String {
     format!("/v1beta/models/{model}:streamGenerateContent?alt=sse")
 }
 
-/// `generateContent` request body from an Anthropic Messages request.
-pub fn request_from_anthropic(a: &Value) -> Result<Value, GatewayError> {
+/// `generateContent` request body from the typed Anthropic Messages request (which has validated
+/// and merged the turns), read directly: no JSON tree of it in between.
+pub fn request_from_messages(a: &MessagesRequest<'_>) -> Result<Value, GatewayError> {
     let mut tool_names: HashMap<String, String> = HashMap::new();
-    let mut contents = Vec::new();
-    for m in a.get("messages").and_then(Value::as_array).into_iter().flatten() {
-        let role = if m.get("role").and_then(Value::as_str) == Some("assistant") { "model" } else { "user" };
-        let mut parts = Vec::new();
-        for b in m.get("content").and_then(Value::as_array).into_iter().flatten() {
-            parts.push(match b.get("type").and_then(Value::as_str) {
-                Some("text") => json!({"text": b.get("text").cloned().unwrap_or(json!(""))}),
-                Some("image") => {
-                    if b.pointer("/source/type").and_then(Value::as_str) != Some("base64") {
-                        return Err(unsupported("messages", "this provider takes images only as data URLs"));
-                    }
-                    json!({"inlineData": {"mimeType": b.pointer("/source/media_type"), "data": b.pointer("/source/data")}})
+    let mut contents = Vec::with_capacity(a.messages.len());
+    for m in &a.messages {
+        let role = if m.role == "assistant" { "model" } else { "user" };
+        let mut parts = Vec::with_capacity(m.content.len());
+        for b in &m.content {
+            parts.push(match b {
+                Block::Text { text } => json!({"text": text}),
+                Block::Image { source: ImageSource::Base64 { media_type, data } } => {
+                    json!({"inlineData": {"mimeType": media_type, "data": data}})
                 }
-                Some("tool_use") => {
-                    let name = b.get("name").and_then(Value::as_str).unwrap_or("").to_string();
-                    if let Some(id) = b.get("id").and_then(Value::as_str) {
-                        tool_names.insert(id.to_string(), name.clone());
-                    }
-                    json!({"functionCall": {"name": name, "args": b.get("input").cloned().unwrap_or(json!({}))}})
+                Block::Image { source: ImageSource::Url { .. } } => {
+                    return Err(unsupported("messages", "this provider takes images only as data URLs"))
                 }
-                Some("tool_result") => {
-                    let id = b.get("tool_use_id").and_then(Value::as_str).unwrap_or("");
-                    let Some(name) = tool_names.get(id) else {
+                Block::ToolUse { id, name, input } => {
+                    let name = raw_string(*name).unwrap_or_default();
+                    if let Some(id) = raw_string(*id) {
+                        tool_names.insert(id, name.clone());
+                    }
+                    json!({"functionCall": {"name": name, "args": input}})
+                }
+                Block::ToolResult { tool_use_id, content } => {
+                    let id = raw_string(*tool_use_id).unwrap_or_default();
+                    let Some(name) = tool_names.get(&id) else {
                         return Err(GatewayError::bad_request(
                             "invalid_value",
                             format!("tool message refers to unknown tool_call_id {id:?}"),
                         )
                         .with_param("messages"));
                     };
-                    json!({"functionResponse": {"name": name, "response": {"output": b.get("content")}}})
+                    json!({"functionResponse": {"name": name, "response": {"output": content}}})
                 }
-                _ => return Err(unsupported("messages", "a content part this provider cannot take")),
             });
         }
         contents.push(json!({"role": role, "parts": parts}));
     }
     let mut body = Map::new();
     body.insert("contents".into(), Value::Array(contents));
-    if let Some(system) = a.get("system").and_then(Value::as_array) {
-        let parts: Vec<Value> = system.iter().map(|b| json!({"text": b.get("text")})).collect();
+    if !a.system.is_empty() {
+        let parts: Vec<Value> = a.system.iter().filter_map(text_part).collect();
         body.insert("systemInstruction".into(), json!({"parts": parts}));
     }
     let mut gen = Map::new();
-    for (from, to) in [
-        ("max_tokens", "maxOutputTokens"),
-        ("temperature", "temperature"),
-        ("top_p", "topP"),
-        ("stop_sequences", "stopSequences"),
-    ] {
-        if let Some(v) = a.get(from) {
-            gen.insert(to.into(), v.clone());
-        }
+    gen.insert("maxOutputTokens".into(), json!(a.max_tokens));
+    if let Some(t) = a.temperature {
+        gen.insert("temperature".into(), json!(t));
+    }
+    if let Some(p) = a.top_p {
+        gen.insert("topP".into(), json!(p));
+    }
+    if let Some(s) = &a.stop_sequences {
+        gen.insert("stopSequences".into(), json!(s));
     }
     body.insert("generationConfig".into(), Value::Object(gen));
-    if let Some(tools) = a.get("tools").and_then(Value::as_array) {
+    if let Some(tools) = &a.tools {
         let decls: Vec<Value> = tools
             .iter()
             .map(|t| {
                 let mut d = Map::new();
-                d.insert("name".into(), t.get("name").cloned().unwrap_or(Value::Null));
-                if let Some(x) = t.get("description") {
-                    d.insert("description".into(), x.clone());
+                d.insert("name".into(), json!(t.name));
+                if let Some(x) = t.description {
+                    d.insert("description".into(), json!(x));
                 }
-                d.insert("parametersJsonSchema".into(), t.get("input_schema").cloned().unwrap_or(json!({})));
+                d.insert("parametersJsonSchema".into(), json!(t.input_schema));
                 Value::Object(d)
             })
             .collect();
         body.insert("tools".into(), json!([{"functionDeclarations": decls}]));
-        let config = match a.pointer("/tool_choice/type").and_then(Value::as_str) {
-            Some("any") => Some(json!({"mode": "ANY"})),
-            Some("none") => Some(json!({"mode": "NONE"})),
-            Some("tool") => Some(json!({"mode": "ANY", "allowedFunctionNames": [a.pointer("/tool_choice/name")]})),
+        let config = match a.tool_choice.as_ref().map(|c| (c.kind, c.name)) {
+            Some(("any", _)) => Some(json!({"mode": "ANY"})),
+            Some(("none", _)) => Some(json!({"mode": "NONE"})),
+            Some(("tool", name)) => Some(json!({"mode": "ANY", "allowedFunctionNames": [name]})),
             _ => None,
         };
         if let Some(c) = config {
@@ -112,6 +113,19 @@ pub fn request_from_anthropic(a: &Value) -> Result<Value, GatewayError> {
         }
     }
     Ok(Value::Object(body))
+}
+
+/// A system block's text part.
+fn text_part(b: &Block<'_>) -> Option<Value> {
+    match b {
+        Block::Text { text } => Some(json!({"text": text})),
+        _ => None,
+    }
+}
+
+/// A raw JSON value's string, when it is one.
+fn raw_string(v: Option<&serde_json::value::RawValue>) -> Option<String> {
+    v.and_then(|v| serde_json::from_str::<String>(v.get()).ok())
 }
 
 /// A `generateContent` response, as much of it as the unified answer needs (borrowed).
@@ -381,9 +395,8 @@ impl crate::provider::ProviderApi for Gemini {
     }
 
     fn request(&self, body: &[u8], model: &str, max_tokens_default: u64) -> Result<(Vec<u8>, bool), GatewayError> {
-        let a = crate::provider::anthropic::request_value_from_openai(body, model, max_tokens_default)?;
-        let stream = crate::provider::streams(&a);
-        Ok((request_from_anthropic(&a)?.to_string().into_bytes(), stream))
+        let a = crate::provider::anthropic::request_from_openai(body, model, max_tokens_default)?;
+        Ok((request_from_messages(&a)?.to_string().into_bytes(), a.stream == Some(true)))
     }
 
     fn answer(&self, body: &[u8], model: &str, now_ms: u64) -> Result<(Vec<u8>, Option<Usage>), String> {
@@ -422,9 +435,9 @@ mod tests {
             "max_tokens": 64, "top_p": 0.9, "stop": "END",
             "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}],
             "tool_choice": {"type": "function", "function": {"name": "get_weather"}}});
-        let a =
-            crate::provider::anthropic::request_value_from_openai(openai.to_string().as_bytes(), "m", 1024).unwrap();
-        let g = request_from_anthropic(&a).unwrap();
+        let openai_body = openai.to_string();
+        let a = crate::provider::anthropic::request_from_openai(openai_body.as_bytes(), "m", 1024).unwrap();
+        let g = request_from_messages(&a).unwrap();
         assert_eq!(g["systemInstruction"], json!({"parts": [{"text": "Be terse."}]}));
         assert_eq!(g["contents"][0], json!({"role": "user", "parts": [{"text": "Weather in Paris?"}]}));
         assert_eq!(

@@ -1,5 +1,11 @@
 use super::*;
 
+/// The translation as a JSON tree (what the provider receives).
+fn request_value_from_openai(body: &[u8], model: &str, max_tokens_default: u64) -> Result<Value, GatewayError> {
+    let req = request_from_openai(body, model, max_tokens_default)?;
+    Ok(serde_json::to_value(&req).unwrap())
+}
+
 fn req(v: Value) -> Value {
     request_value_from_openai(v.to_string().as_bytes(), "claude-x", 1024).unwrap()
 }
