@@ -171,6 +171,20 @@ def make_config(name, port, admin, upstream_port, work):
     if name == "full":
         # The default layout: the two gateway filters (listener and per attempt).
         cfg = render_envoy.combine(cfg)
+    elif name.startswith("full-without-"):
+        # The default layout with stages taken out of both gateway filters' configuration
+        # (`full-without-audit`, `full-without-audit+quota`, ...): what each stage costs. The
+        # route stage cannot go: it chooses where the call goes.
+        cfg = render_envoy.combine(cfg)
+        drop = name.removeprefix("full-without-").split("+")
+        if not set(drop) <= {"audit", "quota", "auth"}:
+            raise SystemExit(f"{name}: only audit, quota and auth can be taken out")
+        for f in gateway_filters(cfg):
+            conf = f["typed_config"]["config"]["configuration"]
+            c = json.loads(conf["value"])
+            for stage in drop:
+                c.pop(stage, None)
+            conf["value"] = json.dumps(c)
     elif name in ("full-filters", "full-separate-modules"):
         pass  # the design card's seven filter instances, from one module or one module each
     elif name == "route-select":
@@ -193,6 +207,24 @@ def make_config(name, port, admin, upstream_port, work):
                 f for f in pf if f["name"] != "aigw.route_select_upstream"]
             cl["provider_openai"]["typed_extension_protocol_options"] = opts
     return cfg, "/v1/chat/completions", CHAT_BODY, headers
+
+
+def gateway_filters(cfg):
+    """The gateway filters (listener and per attempt) of a configuration."""
+    found = []
+
+    def walk(o):
+        if isinstance(o, dict):
+            if o.get("name") in ("aigw.gateway", "aigw.gateway_upstream"):
+                found.append(o)
+            for v in o.values():
+                walk(v)
+        elif isinstance(o, list):
+            for v in o:
+                walk(v)
+
+    walk(cfg)
+    return found
 
 
 def stream_config(name, port, admin, upstream_port, work):
