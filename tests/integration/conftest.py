@@ -7,6 +7,7 @@ providers before pytest starts.
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -199,6 +200,25 @@ class Gateway:
             if found or time.time() > deadline:
                 return found
             time.sleep(0.05)
+
+
+def add_test_filter(text, name, root_id, extra=""):
+    """A template edit: a test-only filter of the module (`root_id`, which no gateway
+    configuration names) first on the listener, in the gateway's VM; `extra` adds config lines."""
+    vm = re.search(r"vm_config: \{vm_id: aigw, .*?\n.*?\}\}\n", text, re.S).group(0)
+    lines = (
+        f"          - name: {name}\n"
+        "            typed_config:\n"
+        '              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm\n'
+        "              config:\n"
+        f"                name: {root_id}\n"
+        f"                root_id: {root_id}\n"
+        + "".join(f"                {x}\n" for x in extra.splitlines() if x)
+        + f"                {vm.strip()}\n"
+    )
+    marker = "          - name: aigw.audit_emit\n"  # first: it sees every request
+    assert marker in text
+    return text.replace(marker, lines + marker, 1)
 
 
 def expected_cost(model, tokens):

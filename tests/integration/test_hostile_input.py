@@ -125,3 +125,20 @@ def test_provider_headers_that_are_not_utf8_do_not_break_the_answer(gateway):
         assert status == 200, body
         assert json.loads(body)["choices"][0]["message"]["content"] == "Echo: hi"
         assert headers["x-aigw-tokens-input"]
+
+
+def test_a_providers_own_gateway_headers_never_reach_the_caller(gateway):
+    """Headers in the gateway's `x-aigw-` namespace that a provider sends are dropped: only the
+    gateway says what a call cost. (The attempt once let them through, as the credential stage
+    used one such header to tell the route stage which key it used.)"""
+    for _ in range(3):
+        r = gateway.chat("hi", model="chat-openai-first", headers={"x-fake-fault": "openai=gateway-header"})
+        assert r.status_code == 200, r.text
+        assert "x-aigw-debug" not in r.headers
+        assert r.headers["x-aigw-provider"] == "openai"
+        rec = gateway.audit(r.headers["x-aigw-request-id"])[0]
+        # The cost the caller sees is the gateway's (from usage and the price book), not the
+        # provider's "0", and it is the audit record's.
+        assert r.headers["x-aigw-cost-usd"] == rec["cost_usd"] != "0"
+        # The credential the attempt used still reaches its record (said in the call state).
+        assert rec["attempts"][-1]["credential"]

@@ -11,26 +11,14 @@ import re
 import time
 
 import httpx
-from conftest import DEMO_KEYS
+from conftest import DEMO_KEYS, add_test_filter
 from test_quota import assert_both_workers_used, quota_config
 
 
 def add_trap_filter(text):
-    vm = re.search(r"vm_config: \{vm_id: aigw, .*?\n.*?\}\}\n", text, re.S).group(0)
-    trap = (
-        "          - name: test.trap\n"
-        "            typed_config:\n"
-        '              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm\n'
-        "              config:\n"
-        "                name: trap\n"
-        "                root_id: aigw_test_trap\n"
-        "                failure_policy: FAIL_RELOAD\n"
-        "                reload_config: {backoff: {base_interval: 0.1s, max_interval: 5s}}\n"
-        f"                {vm.strip()}\n"
-    )
-    marker = "          - name: aigw.audit_emit\n"  # first: it sees every request
-    assert marker in text
-    return text.replace(marker, trap + marker, 1)
+    return add_test_filter(
+        text, "test.trap", "aigw_test_trap",
+        "failure_policy: FAIL_RELOAD\nreload_config: {backoff: {base_interval: 0.1s, max_interval: 5s}}")
 
 
 def call(gw):

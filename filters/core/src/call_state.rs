@@ -114,6 +114,9 @@ pub struct CallData {
     own_changed: bool,
     /// The other side's entry, as last read.
     other: Option<Entry>,
+    /// Listener: the answer's headers have come, so the attempts are over and their entry no
+    /// longer changes (an attempt holds its answer's headers until it has read the answer).
+    attempts_over: bool,
     /// The upstream host's metadata, as read (an attempt's host does not change).
     metadata: Vec<(String, Option<String>)>,
     /// The caller's identity, parsed once.
@@ -161,6 +164,7 @@ impl CallData {
             own,
             own_changed: false,
             other: None,
+            attempts_over: false,
             metadata: Vec::new(),
             identity: None,
             request_headers: Vec::new(),
@@ -194,9 +198,9 @@ impl CallData {
                 self.identity = None;
             }
         }
-        // Attempts run between the listener's callbacks; the listener's entry does not change
-        // while an attempt runs.
-        if self.side == Side::Listener {
+        // Attempts run between the listener's callbacks until the answer's headers come; the
+        // listener's entry does not change while an attempt runs.
+        if self.side == Side::Listener && !self.attempts_over {
             self.other = None;
         }
     }
@@ -378,7 +382,9 @@ impl<C: Callbacks> Callbacks for Stateful<C> {
         self.run(h, |c, s| c.on_request_body(s, size, eos))
     }
     fn on_response_headers<H: Host>(&mut self, h: &H, eos: bool) -> Flow {
-        self.run(h, |c, s| c.on_response_headers(s, eos))
+        let flow = self.run(h, |c, s| c.on_response_headers(s, eos));
+        self.data.borrow_mut().attempts_over = true;
+        flow
     }
     fn on_response_body<H: Host>(&mut self, h: &H, size: usize, eos: bool) -> Flow {
         self.run(h, |c, s| c.on_response_body(s, size, eos))

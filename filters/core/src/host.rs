@@ -60,7 +60,9 @@ pub trait Host {
     /// refused it (no such cluster, bad headers).
     #[allow(clippy::result_unit_err)]
     fn http_call(&self, cluster: &str, headers: &[(&str, &str)], body: &[u8], timeout_ms: u64) -> Result<u32, ()>;
-    /// Lets a paused request go on (after a callback returned [`Flow::Pause`]).
+    /// Lets a paused request go on (after a callback returned [`Flow::Pause`]). A context that
+    /// waits for a call's answer holds the request body as well, or the body lets the request
+    /// go on early.
     fn resume_request(&self);
     /// Lets a paused response go on.
     fn resume_response(&self);
@@ -191,9 +193,11 @@ pub struct HttpCall {
 /// Test only: a context that makes one outgoing HTTP call per request, to show the proxy's
 /// implementation of [`Host::http_call`] end to end (root id `aigw_test_http_call` of the
 /// module; no gateway configuration names it). A request with `x-aigw-test-call: CLUSTER`
-/// is held while `GET /aigw-test-call` goes to that cluster, then answered with the call's
-/// status and size; with `x-aigw-test-call: CLUSTER resume` it goes on instead, carrying
-/// `x-aigw-test-call-status`.
+/// is held while `GET /aigw-test-call` goes to that cluster (with the request's `x-fake-fault`,
+/// if any), then answered with the call's status and size; with `x-aigw-test-call: CLUSTER
+/// resume` it goes on instead, carrying the call's status as `x-fake-fault: probe=status-N`
+/// (a fault no fake acts on, forwarded to the provider, whose request log then shows that the
+/// request went on only after the answer).
 #[derive(Debug, Default)]
 pub struct HttpCallProbe {
     pending: Option<(u32, bool)>,
@@ -206,7 +210,12 @@ impl Callbacks for HttpCallProbe {
             Some((c, "resume")) => (c.to_string(), true),
             _ => (v.clone(), false),
         };
-        let headers = [(":method", "GET"), (":path", "/aigw-test-call"), (":authority", "aigw-test")];
+        let mut headers = vec![(":method", "GET"), (":path", "/aigw-test-call"), (":authority", "aigw-test")];
+        // The demo fakes' faults (a delay, to have the answer come after the body) go along.
+        let fault = h.request_header("x-fake-fault");
+        if let Some(f) = &fault {
+            headers.push(("x-fake-fault", f));
+        }
         match h.http_call(&cluster, &headers, b"", 5000) {
             Ok(token) => {
                 self.pending = Some((token, resume));
@@ -219,11 +228,21 @@ impl Callbacks for HttpCallProbe {
         }
     }
 
+    fn on_request_body<H: Host>(&mut self, _h: &H, _size: usize, _eos: bool) -> Flow {
+        // While the call is out, the body is held too: letting it go would let the request go
+        // on before the answer (and a later resume would find nothing to resume).
+        if self.pending.is_some() {
+            Flow::Pause
+        } else {
+            Flow::Continue
+        }
+    }
+
     fn on_http_call_response<H: Host>(&mut self, h: &H, token: u32, answer: &HttpAnswer) {
         let Some((_, resume)) = self.pending.filter(|(t, _)| *t == token) else { return };
         self.pending = None;
         if resume {
-            h.set_request_header("x-aigw-test-call-status", Some(&answer.status.to_string()));
+            h.set_request_header("x-fake-fault", Some(&format!("probe=status-{}", answer.status)));
             h.resume_request();
         } else {
             let body = format!(r#"{{"status":{},"body_bytes":{}}}"#, answer.status, answer.body.len());
@@ -481,9 +500,11 @@ mod tests {
         // Resume mode: the request goes on, carrying the status.
         let h = FakeHost::new().with_request_header("x-aigw-test-call", "c resume");
         let mut p = HttpCallProbe::default();
-        assert_eq!(p.on_request_headers(&h, true), Flow::Pause);
+        assert_eq!(p.on_request_headers(&h, false), Flow::Pause);
+        assert_eq!(p.on_request_body(&h, 10, true), Flow::Pause, "the body waits for the answer too");
         p.on_http_call_response(&h, 1, &HttpAnswer::new(Vec::new(), Vec::new()));
-        assert_eq!(h.request_header("x-aigw-test-call-status").as_deref(), Some("0"), "no answer: status 0");
+        assert_eq!(p.on_request_body(&h, 10, true), Flow::Continue);
+        assert_eq!(h.request_header("x-fake-fault").as_deref(), Some("probe=status-0"), "no answer: status 0");
         assert_eq!(*h.resumed.borrow(), ["request"]);
         // A call the proxy refuses is answered at once.
         let h = FakeHost::new().with_request_header("x-aigw-test-call", "");

@@ -20,7 +20,8 @@
 //! `error-after-N` (stream N content events, then the provider's in-stream error event),
 //! `slow-MS` (wait MS before each streamed content event),
 //! `malformed` (a 200 whose JSON body is cut short), `odd-header` (a 200 whose headers carry
-//! bytes that are not UTF-8).
+//! bytes that are not UTF-8), `gateway-header` (OpenAI only: a 200 that carries headers in the
+//! gateway's own `x-aigw-` namespace, posing as the gateway's).
 //!
 //! `GET /__fake/requests` returns what the instance received (method, path, headers, body);
 //! `DELETE /__fake/requests` forgets it. `PUT /__fake/keys` (a JSON array) sets the keys the
@@ -67,6 +68,8 @@ enum Fault {
     Malformed,
     /// A 200 whose `content-type` and `x-fake-note` headers carry a byte that is not UTF-8.
     OddHeader,
+    /// A 200 with `x-aigw-` headers of the provider's own.
+    GatewayHeader,
 }
 
 fn main() {
@@ -248,6 +251,8 @@ fn fault_for(req: &Request, name: &str) -> Fault {
             Fault::Malformed
         } else if what == "odd-header" {
             Fault::OddHeader
+        } else if what == "gateway-header" {
+            Fault::GatewayHeader
         } else {
             Fault::None
         };
@@ -613,6 +618,10 @@ fn openai(req: &Request, inst: &Instance, w: &mut TcpStream, fault: Fault, n: u6
     }
     if fault == Fault::OddHeader {
         return respond_odd(w, &h[1..], out.as_bytes());
+    }
+    if fault == Fault::GatewayHeader {
+        h.push(("x-aigw-cost-usd", "0".into()));
+        h.push(("x-aigw-debug", "from-the-provider".into()));
     }
     respond(w, 200, &h, out.as_bytes())
 }

@@ -174,3 +174,43 @@ fn a_callback_reads_each_header_and_the_clock_once() {
     assert_eq!(s.response_header(":status"), None);
     assert_eq!(s.now_ms(), 9);
 }
+
+/// Reads the attempts' record in each callback of the answer and at the end.
+#[derive(Default)]
+struct Reader {
+    seen: Vec<Option<String>>,
+}
+
+impl Callbacks for Reader {
+    fn on_request_headers<H: Host>(&mut self, h: &H, _eos: bool) -> Flow {
+        self.seen.push(h.property_string(&["aigw_attempts"]));
+        Flow::Continue
+    }
+    fn on_response_headers<H: Host>(&mut self, h: &H, _eos: bool) -> Flow {
+        self.seen.push(h.property_string(&["aigw_attempts"]));
+        Flow::Continue
+    }
+    fn on_response_body<H: Host>(&mut self, h: &H, _size: usize, _eos: bool) -> Flow {
+        self.seen.push(h.property_string(&["aigw_attempts"]));
+        Flow::Continue
+    }
+    fn on_log<H: Host>(&mut self, h: &H) {
+        self.seen.push(h.property_string(&["aigw_attempts"]));
+    }
+}
+
+#[test]
+fn once_the_answer_has_come_the_listener_reads_the_attempts_entry_no_more() {
+    let h = FakeHost::new();
+    let mut listener = Stateful::new(Reader::default(), Side::Listener, Writers::One);
+    listener.on_request_headers(&h, false);
+    // An attempt writes its record, then the answer's headers reach the listener.
+    let mut attempt = Stateful::new(probe(&[("aigw_attempts", "[1]")], &[]), Side::Attempt, Writers::One);
+    attempt.on_request_headers(&h, false);
+    let before = h.property_reads.get();
+    listener.on_response_headers(&h, false);
+    listener.on_response_body(&h, 1, true);
+    listener.on_log(&h);
+    assert_eq!(listener.ctx.seen, vec![None, Some("[1]".into()), Some("[1]".into()), Some("[1]".into())]);
+    assert_eq!(h.property_reads.get() - before, 1, "read once, when the answer came");
+}

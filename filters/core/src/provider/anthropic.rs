@@ -114,7 +114,7 @@ struct ChatTool<'a> {
 }
 
 /// A raw JSON value as a string, when it is one (escapes decoded; borrowed when there are none).
-fn raw_str<'a>(v: Option<&'a RawValue>) -> Option<Cow<'a, str>> {
+pub(crate) fn raw_str<'a>(v: Option<&'a RawValue>) -> Option<Cow<'a, str>> {
     let v = v?;
     if !v.get().starts_with('"') {
         return None;

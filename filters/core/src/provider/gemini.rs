@@ -15,7 +15,7 @@ use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 use crate::error::GatewayError;
-use crate::provider::anthropic::{Block, ImageSource, MessagesRequest};
+use crate::provider::anthropic::{raw_str, Block, ImageSource, MessagesRequest};
 use crate::wire::chat::{completion_id, Answer, ToolCall};
 use crate::wire::usage::Usage;
 
@@ -49,14 +49,14 @@ pub fn request_from_messages(a: &MessagesRequest<'_>) -> Result<Value, GatewayEr
                     return Err(unsupported("messages", "this provider takes images only as data URLs"))
                 }
                 Block::ToolUse { id, name, input } => {
-                    let name = raw_string(*name).unwrap_or_default();
-                    if let Some(id) = raw_string(*id) {
+                    let name = raw_str(*name).map(Cow::into_owned).unwrap_or_default();
+                    if let Some(id) = raw_str(*id).map(Cow::into_owned) {
                         tool_names.insert(id, name.clone());
                     }
                     json!({"functionCall": {"name": name, "args": input}})
                 }
                 Block::ToolResult { tool_use_id, content } => {
-                    let id = raw_string(*tool_use_id).unwrap_or_default();
+                    let id = raw_str(*tool_use_id).map(Cow::into_owned).unwrap_or_default();
                     let Some(name) = tool_names.get(&id) else {
                         return Err(GatewayError::bad_request(
                             "invalid_value",
@@ -121,11 +121,6 @@ fn text_part(b: &Block<'_>) -> Option<Value> {
         Block::Text { text } => Some(json!({"text": text})),
         _ => None,
     }
-}
-
-/// A raw JSON value's string, when it is one.
-fn raw_string(v: Option<&serde_json::value::RawValue>) -> Option<String> {
-    v.and_then(|v| serde_json::from_str::<String>(v.get()).ok())
 }
 
 /// A `generateContent` response, as much of it as the unified answer needs (borrowed).
