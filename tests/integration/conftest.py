@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 
@@ -65,7 +66,7 @@ class Gateway:
             **(values or {}),
         }
         # As scripts/run does: every filter's configuration in an ECDS file of its own.
-        text = render_envoy.render(self.values)
+        text = balance_exactly(render_envoy.render(self.values))
         if template_edit:
             text = template_edit(text)
         text, files = render_envoy.to_ecds(text, str(self.ecds_dir))
@@ -143,7 +144,7 @@ class Gateway:
         """Pushes new filter configuration, as a control plane would (no restart), and waits
         until every filter whose configuration changed has taken it."""
         self.values.update(values)
-        text = render_envoy.render(self.values)
+        text = balance_exactly(render_envoy.render(self.values))
         for edit in (self.template_edit, template_edit):
             if edit:
                 text = edit(text)
@@ -200,6 +201,60 @@ class Gateway:
             if found or time.time() > deadline:
                 return found
             time.sleep(0.05)
+
+
+def balance_exactly(text):
+    """A template edit every test gateway gets: its listener balances connections exactly (a new
+    connection goes to the worker with the fewest open ones), so a test can put a connection on
+    each worker whatever the kernel does with SO_REUSEPORT (`clients_on_both_workers`). A kernel
+    once sent every connection of a run to one worker, and the tests that need both failed."""
+    marker = "    per_connection_buffer_limit_bytes: 8388608\n"
+    assert marker in text
+    return text.replace(marker, marker + "    connection_balance_config: {exact_balance: {}}\n", 1)
+
+
+def worker_stats(gw, stat):
+    """One listener statistic per worker: {"0": n, "1": m}."""
+    stats = httpx.get(f"http://127.0.0.1:{gw.admin_port}/stats?filter={stat}$", timeout=5).text
+    per = {}
+    for line in stats.splitlines():
+        name, _, value = line.partition(": ")
+        if f"listener.127.0.0.1_{gw.port}.worker_" in name:
+            per[name.split(".worker_")[1].split(".")[0]] = int(value)
+    return per
+
+
+def assert_both_workers_used(gw):
+    per = worker_stats(gw, "downstream_cx_total")
+    assert len(per) == 2 and all(v > 0 for v in per.values()), per
+
+
+@contextmanager
+def clients_on_both_workers(gw):
+    """Two keep-alive clients whose connections are open at once, on different workers.
+
+    Clients are opened one at a time and each is kept open, so the listener's exact balance
+    puts the next one on the worker with fewer connections; the statistics say where each
+    landed. The request that opens a connection has no key: the gateway refuses it before any
+    bucket is charged."""
+    opened, on = [], {}
+    try:
+        for _ in range(6):
+            before = worker_stats(gw, "downstream_cx_total")
+            c = httpx.Client(base_url=gw.url, timeout=20)
+            opened.append(c)
+            assert c.get("/v1/models").status_code == 401
+            after = worker_stats(gw, "downstream_cx_total")
+            landed = [w for w in after if after[w] > before.get(w, 0)]
+            assert len(landed) == 1, (before, after)
+            on.setdefault(landed[0], c)
+            if len(on) == 2:
+                break
+        assert len(on) == 2, f"no connection landed on a second worker: {worker_stats(gw, 'downstream_cx_total')}"
+        yield [on[w] for w in sorted(on)]
+    finally:
+        for c in opened:
+            c.close()
 
 
 def add_test_filter(text, name, root_id, extra=""):

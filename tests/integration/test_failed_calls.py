@@ -14,9 +14,9 @@ from decimal import Decimal
 
 import httpx
 import pytest
-from conftest import DEMO_KEYS, PRICE_BOOK, expected_cost
+from conftest import DEMO_KEYS, PRICE_BOOK, assert_both_workers_used, expected_cost
 from test_observability import metric, scrape
-from test_quota import assert_both_workers_used, estimate, quota_config
+from test_quota import estimate, quota_config
 
 SONNET = "claude-sonnet-4-5-20250929"
 HAIKU = "claude-haiku-4-5-20251001"

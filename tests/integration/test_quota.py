@@ -15,7 +15,7 @@ from decimal import Decimal
 
 import httpx
 import pytest
-from conftest import DEMO_KEYS, PRICE_BOOK
+from conftest import DEMO_KEYS, PRICE_BOOK, assert_both_workers_used
 
 MSG = "q" * 40  # 40 bytes: ceil(40 / 4) = 10 prompt tokens, + 4 for the message
 
@@ -73,21 +73,6 @@ def burst(gw, n, **kw):
     """n calls at once."""
     with ThreadPoolExecutor(max_workers=min(n, 32)) as pool:
         return list(pool.map(lambda _: post(gw, **kw), range(n)))
-
-
-def worker_connections(gw):
-    stats = httpx.get(f"http://127.0.0.1:{gw.admin_port}/stats?filter=downstream_cx_total", timeout=5).text
-    per = {}
-    for line in stats.splitlines():
-        name, _, value = line.partition(": ")
-        if f"listener.127.0.0.1_{gw.port}.worker_" in name:
-            per[name.split(".worker_")[1].split(".")[0]] = int(value)
-    return per
-
-
-def assert_both_workers_used(gw):
-    per = worker_connections(gw)
-    assert len(per) == 2 and all(v > 0 for v in per.values()), per
 
 
 def codes(responses):
