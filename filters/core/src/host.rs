@@ -319,6 +319,9 @@ pub struct FakeHost {
     pub property_writes: Cell<u32>,
     /// How many single headers were read.
     pub header_reads: Cell<u32>,
+    /// How many shared-data values were read and written (by every worker sharing the store).
+    pub shared_reads: std::rc::Rc<Cell<u32>>,
+    pub shared_writes: std::rc::Rc<Cell<u32>>,
     /// Outgoing HTTP calls (token = index + 1), and how often the request and the response
     /// were resumed.
     pub http_calls: RefCell<Vec<HttpCall>>,
@@ -332,7 +335,13 @@ impl FakeHost {
 
     /// A host for another call on another worker, sharing this one's shared data.
     pub fn worker(&self) -> FakeHost {
-        FakeHost { shared: self.shared.clone(), now: self.now.clone(), ..FakeHost::default() }
+        FakeHost {
+            shared: self.shared.clone(),
+            now: self.now.clone(),
+            shared_reads: self.shared_reads.clone(),
+            shared_writes: self.shared_writes.clone(),
+            ..FakeHost::default()
+        }
     }
 
     pub fn with_request_header(self, name: &str, value: &str) -> FakeHost {
@@ -406,12 +415,14 @@ impl Host for FakeHost {
         self.properties.borrow_mut().insert(name.to_string(), value.to_vec());
     }
     fn shared_get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), ()> {
+        self.shared_reads.set(self.shared_reads.get() + 1);
         Ok(match self.shared.borrow().get(key) {
             Some((v, cas)) => (Some(v.clone()), Some(*cas)),
             None => (None, None),
         })
     }
     fn shared_set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SharedSetError> {
+        self.shared_writes.set(self.shared_writes.get() + 1);
         let mut m = self.shared.borrow_mut();
         let current = m.get(key).map(|(_, c)| *c);
         // As Envoy: a CAS on a key that does not exist (or changed) fails; no CAS always writes.

@@ -1,5 +1,6 @@
-//! The quota stage: the buckets of `aigw_core::quota` kept in shared data (one key per bucket,
-//! updated with compare-and-swap, so every worker sees the same numbers). On the listener
+//! The quota stage: the buckets of `aigw_core::quota` kept in shared data (one key per scope
+//! holding all of its buckets, updated with compare-and-swap, so every worker sees the same
+//! numbers). On the listener
 //! ([`QuotaCall`]) it charges the tenant, feature and model buckets, concurrency and budgets, refuses
 //! what does not fit, and reconciles each call once what it costs is known; per attempt
 //! ([`ProviderAttempt`]) it charges the provider's buckets.
@@ -8,7 +9,7 @@ use std::rc::Rc;
 
 use super::{
     decode_estimate, encode_estimate, estimate, ms_to_period_end, period_id, reserve, Billing, BucketKind,
-    BudgetDecision, BudgetState, CallEnd, Estimate, Period, Quota, RequestFacts, Scope, ScopeKind, Settled,
+    BudgetDecision, BudgetState, CallEnd, Estimate, Limits, Period, Quota, RequestFacts, Scope, ScopeKind, Settled,
 };
 use crate::audit::price::format_usd;
 use crate::audit::{parse_attempts, ErrorClass};
@@ -88,93 +89,138 @@ fn update<T>(h: &impl Host, key: &str, initial: &[u8], mut f: impl FnMut(&[u8]) 
     None
 }
 
-/// A bucket key is created holding this marker: "never used", so its first take finds it full.
+/// A bucket never used is stored as this marker, so its first take finds it full.
 const NEW_BUCKET: State = State { units: i64::MIN, updated_ms: 0 };
-
-fn bucket_state(bytes: &[u8]) -> Option<State> {
-    State::decode(bytes).filter(|s| *s != NEW_BUCKET)
-}
-
-fn take_bucket(h: &impl Host, key: &str, limit: Limit, now: u64, cost: u64) -> Option<Decision> {
-    update(h, key, &NEW_BUCKET.encode(), |b| match limit.take(bucket_state(b), now, cost) {
-        d @ Decision::Allowed { state, .. } => CasStep::Write(state.encode().to_vec(), d),
-        d => CasStep::Refuse(d),
-    })
-    .map(|r| r.unwrap_or_else(|d| d))
-}
-
-fn adjust_bucket(h: &impl Host, key: &str, limit: Limit, now: u64, delta: i64) {
-    if delta == 0 {
-        return;
-    }
-    let r = update(h, key, &NEW_BUCKET.encode(), |b| {
-        CasStep::Write(limit.adjust(bucket_state(b), now, delta).encode().to_vec(), ())
-    });
-    if r.is_none() {
-        h.warn(&format!("quota: could not correct bucket {key} by {delta}"));
-    }
-}
 
 fn counter(bytes: &[u8]) -> u64 {
     bytes.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes).unwrap_or(0)
 }
 
-/// Takes one of `max` in-flight slots.
-fn acquire(h: &impl Host, key: &str, max: u64) -> Option<bool> {
-    update(h, key, &0u64.to_le_bytes(), |b| {
-        let n = counter(b);
-        if n >= max {
-            CasStep::Refuse(())
-        } else {
-            CasStep::Write((n + 1).to_le_bytes().to_vec(), ())
-        }
-    })
-    .map(|r| r.is_ok())
+/// Everything one scope's buckets hold, under one shared-data key (`aigw.q.<scope>`): the
+/// request and token buckets, the calls in flight, and the day's and the month's budget. One
+/// read and one compare-and-swap write charge or correct all of them together, and a refusal by
+/// any of them writes nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct ScopeRecord {
+    requests: Option<State>,
+    tokens: Option<State>,
+    in_flight: u64,
+    day: BudgetState,
+    month: BudgetState,
 }
 
-fn release(h: &impl Host, key: &str) {
-    if update(h, key, &0u64.to_le_bytes(), |b| CasStep::Write(counter(b).saturating_sub(1).to_le_bytes().to_vec(), ()))
-        .is_none()
-    {
-        h.warn(&format!("quota: could not release in-flight slot {key}"));
+impl ScopeRecord {
+    const LEN: usize = 16 + 16 + 8 + 24 + 24;
+
+    /// A record that is short or damaged reads as a new one (full buckets, nothing spent).
+    fn decode(b: &[u8]) -> ScopeRecord {
+        let bucket = |at: usize| b.get(at..at + 16).and_then(State::decode).filter(|s| *s != NEW_BUCKET);
+        let budget = |at: usize| b.get(at..at + 24).and_then(BudgetState::decode).unwrap_or_default();
+        ScopeRecord {
+            requests: bucket(0),
+            tokens: bucket(16),
+            in_flight: b.get(32..40).map(counter).unwrap_or(0),
+            day: budget(40),
+            month: budget(64),
+        }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(Self::LEN);
+        out.extend_from_slice(&self.requests.unwrap_or(NEW_BUCKET).encode());
+        out.extend_from_slice(&self.tokens.unwrap_or(NEW_BUCKET).encode());
+        out.extend_from_slice(&self.in_flight.to_le_bytes());
+        out.extend_from_slice(&self.day.encode());
+        out.extend_from_slice(&self.month.encode());
+        out
+    }
+
+    fn budget(&mut self, period: Period) -> &mut BudgetState {
+        match period {
+            Period::Day => &mut self.day,
+            Period::Month => &mut self.month,
+        }
     }
 }
 
-fn budget_state(bytes: &[u8]) -> BudgetState {
-    BudgetState::decode(bytes).unwrap_or_default()
+fn scope_key(scope: &Scope) -> String {
+    format!("aigw.q.{}", scope.key)
+}
+
+/// Reads a scope's record, lets `f` change it (`Ok`) or refuse (`Err`: nothing is written), and
+/// writes it back by compare-and-swap. `None`: the store failed.
+fn update_scope<T>(
+    h: &impl Host,
+    key: &str,
+    mut f: impl FnMut(&mut ScopeRecord) -> Result<T, T>,
+) -> Option<Result<T, T>> {
+    update(h, key, &ScopeRecord::default().encode(), |bytes| {
+        let mut rec = ScopeRecord::decode(bytes);
+        match f(&mut rec) {
+            Ok(t) => CasStep::Write(rec.encode(), t),
+            Err(t) => CasStep::Refuse(t),
+        }
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
 // What a call holds, so it can be corrected or given back
 
-enum Charge {
-    Requests { key: String, limit: Limit },
-    Tokens { key: String, limit: Limit, taken: u64 },
-    Concurrent { key: String },
-    Budget { key: String, period: u64, reserved: u128 },
+/// What a call took from one scope.
+struct Charge {
+    key: String,
+    limits: Limits,
+    /// Tokens taken from the token bucket (when the scope has one).
+    tokens: u64,
+    /// The day and month (period ids) a budget reservation was made in, and its amount.
+    day: Option<u64>,
+    month: Option<u64>,
+    reserved: u128,
 }
 
-fn undo(h: &impl Host, charges: &[Charge], now: u64) {
-    for c in charges.iter().rev() {
-        match c {
-            Charge::Requests { key, limit } => adjust_bucket(h, key, *limit, now, -1),
-            Charge::Tokens { key, limit, taken } => {
-                adjust_bucket(h, key, *limit, now, -i64::try_from(*taken).unwrap_or(0))
+impl Charge {
+    fn reserved_budget(&self) -> bool {
+        self.day.is_some() || self.month.is_some()
+    }
+
+    /// Corrects what was taken, in one write: a request given back (`refund_request`), the
+    /// tokens moved by `token_delta`, the in-flight slot released, and the budget reservations
+    /// replaced by `cost`.
+    fn correct(&self, h: &impl Host, now: u64, refund_request: bool, token_delta: i64, cost: u128) {
+        let l = self.limits;
+        let requests = l.requests.filter(|_| refund_request);
+        let tokens = l.tokens.filter(|_| token_delta != 0);
+        if requests.is_none() && tokens.is_none() && l.concurrent.is_none() && !self.reserved_budget() {
+            return;
+        }
+        let done = update_scope(h, &self.key, |rec| {
+            if let Some(limit) = requests {
+                rec.requests = Some(limit.adjust(rec.requests, now, -1));
             }
-            Charge::Concurrent { key } => release(h, key),
-            Charge::Budget { key, period, reserved } => settle_budget(h, key, *period, *reserved, 0),
+            if let Some(limit) = tokens {
+                rec.tokens = Some(limit.adjust(rec.tokens, now, token_delta));
+            }
+            if l.concurrent.is_some() {
+                rec.in_flight = rec.in_flight.saturating_sub(1);
+            }
+            if let Some(pid) = self.day {
+                rec.day = rec.day.settled(pid, self.reserved, cost);
+            }
+            if let Some(pid) = self.month {
+                rec.month = rec.month.settled(pid, self.reserved, cost);
+            }
+            Ok(())
+        });
+        if done.is_none() {
+            h.warn(&format!("quota: could not correct {}", self.key));
         }
     }
 }
 
-fn settle_budget(h: &impl Host, key: &str, period: u64, reserved: u128, actual: u128) {
-    let initial = BudgetState::default().encode();
-    if update(h, key, &initial, |b| {
-        CasStep::Write(budget_state(b).settled(period, reserved, actual).encode().to_vec(), ())
-    })
-    .is_none()
-    {
-        h.warn(&format!("quota: could not settle budget {key}"));
+/// Gives back everything `charges` took (a later scope refused the call).
+fn undo(h: &impl Host, charges: &[Charge], now: u64) {
+    for c in charges.iter().rev() {
+        c.correct(h, now, true, -i64::try_from(c.tokens).unwrap_or(i64::MAX), 0);
     }
 }
 
@@ -191,6 +237,30 @@ fn tighter(cur: Option<Tightest>, next: Tightest) -> Option<Tightest> {
         Some(c) if c.remaining <= next.remaining => Some(c),
         _ => Some(next),
     }
+}
+
+fn tighter_of(cur: Option<Tightest>, next: Option<Tightest>) -> Option<Tightest> {
+    match next {
+        Some(n) => tighter(cur, n),
+        None => cur,
+    }
+}
+
+/// What one scope's record gave a call: the figures of its request and token buckets, and the
+/// budget period whose soft threshold it passed.
+#[derive(Clone, Copy, Default)]
+struct Took {
+    requests: Option<Tightest>,
+    tokens: Option<Tightest>,
+    soft: Option<Period>,
+}
+
+/// What one scope's record decided (`None`: nothing refused).
+enum Refusal {
+    None(Took),
+    Rate(BucketKind, Limit, u64, Took),
+    Concurrent(u64, Took),
+    Budget(Period, u128, u128, Took),
 }
 
 fn rate_headers(requests: Option<Tightest>, tokens: Option<Tightest>) -> Vec<(&'static str, String)> {
@@ -307,110 +377,150 @@ impl QuotaCall {
         cost: &mut Option<u128>,
     ) -> Result<(), Flow> {
         let l = s.limits;
-        if let Some(limit) = l.requests {
-            let key = format!("aigw.q.rpm.{}", s.key);
-            match take_bucket(h, &key, limit, now, 1) {
-                Some(Decision::Allowed { remaining, reset_ms, .. }) => {
-                    self.requests = tighter(self.requests, Tightest { limit: limit.burst, remaining, reset_ms });
-                    self.charges.push(Charge::Requests { key, limit });
-                }
-                Some(Decision::Refused { retry_after_ms, .. }) => {
-                    let t = Tightest { limit: limit.burst, remaining: 0, reset_ms: retry_after_ms };
-                    return Err(self.refuse_rate(h, s, BucketKind::Requests, limit, retry_after_ms, Some(t), None));
-                }
-                None => return Err(refuse(h, &store_busy(), &[("retry-after", "1".into())])),
-            }
-        }
-        if let Some(limit) = l.tokens {
-            let key = format!("aigw.q.tpm.{}", s.key);
-            match take_bucket(h, &key, limit, now, tokens) {
-                Some(Decision::Allowed { remaining, reset_ms, .. }) => {
-                    self.tokens = tighter(self.tokens, Tightest { limit: limit.burst, remaining, reset_ms });
-                    self.charges.push(Charge::Tokens { key, limit, taken: tokens });
-                }
-                Some(Decision::Refused { state, retry_after_ms }) => {
-                    let (remaining, _) = limit.peek(Some(state), now);
-                    let t = Tightest { limit: limit.burst, remaining, reset_ms: retry_after_ms };
-                    return Err(self.refuse_rate(h, s, BucketKind::Tokens, limit, retry_after_ms, None, Some(t)));
-                }
-                None => return Err(refuse(h, &store_busy(), &[("retry-after", "1".into())])),
-            }
-        }
-        if let Some(max) = l.concurrent {
-            let key = format!("aigw.q.conc.{}", s.key);
-            match acquire(h, &key, max) {
-                Some(true) => self.charges.push(Charge::Concurrent { key }),
-                Some(false) => {
-                    let err = GatewayError::new(
-                        429,
-                        "rate_limit_exceeded",
-                        s.kind.code(BucketKind::Concurrent),
-                        format!(
-                            "Too many calls in flight for {}: at most {max} at once. Retry when one has finished.",
-                            s.kind.describe()
-                        ),
-                    );
-                    let mut hdrs = rate_headers(self.requests, self.tokens);
-                    hdrs.push(("retry-after", "1".into()));
-                    return Err(refuse(h, &err, &hdrs));
-                }
-                None => return Err(refuse(h, &store_busy(), &[("retry-after", "1".into())])),
-            }
-        }
-        if let Some(b) = l.budget {
-            let c = *cost.get_or_insert_with(|| {
+        let reserve_cost = l.budget.map(|_| {
+            *cost.get_or_insert_with(|| {
                 let cands: Vec<&str> = self.candidates.iter().map(String::as_str).collect();
                 self.quota.upper_bound_cost(&self.estimate, &cands).unwrap_or(0)
-            });
-            for (period, cap) in [(Period::Day, b.daily), (Period::Month, b.monthly)] {
-                let Some(cap) = cap else { continue };
-                let kind = if period == Period::Day { "day" } else { "month" };
-                let key = format!("aigw.q.budget.{}.{kind}", s.key);
-                let pid = period_id(period, now);
-                match update(h, &key, &BudgetState::default().encode(), |bytes| {
-                    let before = budget_state(bytes).spent_in(pid);
-                    match reserve(before, c, cap, b.soft_percent) {
-                        BudgetDecision::Reserved { spent, soft } => {
-                            CasStep::Write(BudgetState { period: pid, spent }.encode().to_vec(), (before, soft))
-                        }
-                        BudgetDecision::Refused => CasStep::Refuse((before, false)),
+            })
+        });
+        let (day, month) = (period_id(Period::Day, now), period_id(Period::Month, now));
+        let key = scope_key(s);
+        let outcome = update_scope(h, &key, |rec| {
+            let mut took = Took::default();
+            if let Some(limit) = l.requests {
+                match limit.take(rec.requests, now, 1) {
+                    Decision::Allowed { state, remaining, reset_ms } => {
+                        rec.requests = Some(state);
+                        took.requests = Some(Tightest { limit: limit.burst, remaining, reset_ms });
                     }
-                }) {
-                    Some(Ok((_, soft))) => {
-                        self.charges.push(Charge::Budget { key, period: pid, reserved: c });
-                        if soft && self.budget_warning.is_none() {
-                            self.budget_warning = Some(format!(
-                                "{} {} budget is {}% used or more",
-                                s.kind.describe().trim_start_matches("this ").trim_start_matches("the "),
-                                period_name(period),
-                                b.soft_percent
-                            ));
-                        }
+                    Decision::Refused { retry_after_ms, .. } => {
+                        let t = Tightest { limit: limit.burst, remaining: 0, reset_ms: retry_after_ms };
+                        return Err(Refusal::Rate(
+                            BucketKind::Requests,
+                            limit,
+                            retry_after_ms,
+                            Took { requests: Some(t), ..took },
+                        ));
                     }
-                    Some(Err((before, _))) => {
-                        let err = GatewayError::new(
-                            402,
-                            "budget_exceeded",
-                            s.kind.budget_code(period),
-                            format!(
-                                "The {} budget of {} is USD {} ({} USD spent or reserved). This call could cost up to \
-                                 USD {}, so it was not sent. The budget renews in {} s (UTC {}).",
-                                period_name(period),
-                                s.kind.describe(),
-                                format_usd(cap),
-                                format_usd(before),
-                                format_usd(c),
-                                retry_after_secs(ms_to_period_end(period, now)),
-                                if period == Period::Day { "midnight" } else { "start of next month" }
-                            ),
-                        );
-                        return Err(refuse(h, &err, &rate_headers(self.requests, self.tokens)));
-                    }
-                    None => return Err(refuse(h, &store_busy(), &[("retry-after", "1".into())])),
                 }
             }
+            if let Some(limit) = l.tokens {
+                match limit.take(rec.tokens, now, tokens) {
+                    Decision::Allowed { state, remaining, reset_ms } => {
+                        rec.tokens = Some(state);
+                        took.tokens = Some(Tightest { limit: limit.burst, remaining, reset_ms });
+                    }
+                    Decision::Refused { state, retry_after_ms } => {
+                        let (remaining, _) = limit.peek(Some(state), now);
+                        let t = Tightest { limit: limit.burst, remaining, reset_ms: retry_after_ms };
+                        return Err(Refusal::Rate(
+                            BucketKind::Tokens,
+                            limit,
+                            retry_after_ms,
+                            Took { tokens: Some(t), ..took },
+                        ));
+                    }
+                }
+            }
+            if let Some(max) = l.concurrent {
+                if rec.in_flight >= max {
+                    return Err(Refusal::Concurrent(max, took));
+                }
+                rec.in_flight += 1;
+            }
+            if let (Some(b), Some(c)) = (l.budget, reserve_cost) {
+                for (period, cap, pid) in [(Period::Day, b.daily, day), (Period::Month, b.monthly, month)] {
+                    let Some(cap) = cap else { continue };
+                    let state = rec.budget(period);
+                    let before = state.spent_in(pid);
+                    match reserve(before, c, cap, b.soft_percent) {
+                        BudgetDecision::Reserved { spent, soft } => {
+                            *state = BudgetState { period: pid, spent };
+                            if soft && took.soft.is_none() {
+                                took.soft = Some(period);
+                            }
+                        }
+                        BudgetDecision::Refused => return Err(Refusal::Budget(period, cap, before, took)),
+                    }
+                }
+            }
+            Ok(Refusal::None(took))
+        });
+        let took = match outcome {
+            Some(Ok(Refusal::None(took))) => took,
+            Some(Ok(_)) => return Ok(()),
+            None => return Err(refuse(h, &store_busy(), &[("retry-after", "1".into())])),
+            Some(Err(refusal)) => return Err(self.refuse_scope(h, s, now, reserve_cost.unwrap_or(0), refusal)),
+        };
+        self.requests = tighter_of(self.requests, took.requests);
+        self.tokens = tighter_of(self.tokens, took.tokens);
+        let budget = l.budget.filter(|_| reserve_cost.is_some());
+        self.charges.push(Charge {
+            key,
+            limits: l,
+            tokens: if l.tokens.is_some() { tokens } else { 0 },
+            day: budget.and_then(|b| b.daily).map(|_| day),
+            month: budget.and_then(|b| b.monthly).map(|_| month),
+            reserved: reserve_cost.unwrap_or(0),
+        });
+        if let (Some(period), Some(b), None) = (took.soft, l.budget, &self.budget_warning) {
+            self.budget_warning = Some(format!(
+                "{} {} budget is {}% used or more",
+                s.kind.describe().trim_start_matches("this ").trim_start_matches("the "),
+                period_name(period),
+                b.soft_percent
+            ));
         }
         Ok(())
+    }
+
+    /// Refuses the call for what one scope's record refused (nothing of that scope was taken).
+    fn refuse_scope(&self, h: &impl Host, s: &Scope, now: u64, cost: u128, refusal: Refusal) -> Flow {
+        match refusal {
+            Refusal::None(_) => Flow::Continue,
+            Refusal::Rate(kind, limit, retry_after_ms, took) => {
+                let (requests, tokens) = match kind {
+                    BucketKind::Tokens => (tighter_of(self.requests, took.requests), took.tokens),
+                    _ => (took.requests, None),
+                };
+                self.refuse_rate(h, s, kind, limit, retry_after_ms, requests, tokens)
+            }
+            Refusal::Concurrent(max, took) => {
+                let err = GatewayError::new(
+                    429,
+                    "rate_limit_exceeded",
+                    s.kind.code(BucketKind::Concurrent),
+                    format!(
+                        "Too many calls in flight for {}: at most {max} at once. Retry when one has finished.",
+                        s.kind.describe()
+                    ),
+                );
+                let mut hdrs =
+                    rate_headers(tighter_of(self.requests, took.requests), tighter_of(self.tokens, took.tokens));
+                hdrs.push(("retry-after", "1".into()));
+                refuse(h, &err, &hdrs)
+            }
+            Refusal::Budget(period, cap, before, took) => {
+                let err = GatewayError::new(
+                    402,
+                    "budget_exceeded",
+                    s.kind.budget_code(period),
+                    format!(
+                        "The {} budget of {} is USD {} ({} USD spent or reserved). This call could cost up to \
+                         USD {}, so it was not sent. The budget renews in {} s (UTC {}).",
+                        period_name(period),
+                        s.kind.describe(),
+                        format_usd(cap),
+                        format_usd(before),
+                        format_usd(cost),
+                        retry_after_secs(ms_to_period_end(period, now)),
+                        if period == Period::Day { "midnight" } else { "start of next month" }
+                    ),
+                );
+                let hdrs = rate_headers(tighter_of(self.requests, took.requests), tighter_of(self.tokens, took.tokens));
+                refuse(h, &err, &hdrs)
+            }
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -597,34 +707,31 @@ impl QuotaCall {
         let used = charged.unwrap_or_default();
         let actual = used.input.saturating_add(used.output);
         let mut cost: Option<u128> = settled_cost.or(if charged.is_none() { Some(0) } else { None });
+        let actual = i64::try_from(actual).unwrap_or(i64::MAX);
         for c in std::mem::take(&mut self.charges) {
-            match c {
-                Charge::Requests { .. } => {}
-                Charge::Tokens { key, limit, taken } => {
-                    let delta = i64::try_from(actual).unwrap_or(i64::MAX) - i64::try_from(taken).unwrap_or(i64::MAX);
-                    adjust_bucket(h, &key, limit, now, delta);
-                }
-                Charge::Concurrent { key } => release(h, &key),
-                Charge::Budget { key, period, reserved } => {
-                    let c = *cost.get_or_insert_with(|| self.cost_of(&used));
-                    settle_budget(h, &key, period, reserved, c);
-                }
-            }
+            let delta = actual - i64::try_from(c.tokens).unwrap_or(i64::MAX);
+            let spent = if c.reserved_budget() { *cost.get_or_insert_with(|| self.cost_of(&used)) } else { 0 };
+            c.correct(h, now, false, delta, spent);
         }
         // Providers: the one that answered is charged what the call used; the attempts that
         // failed before it get their estimate back.
-        let taken = self.estimate.tokens();
+        let taken = i64::try_from(self.estimate.tokens()).unwrap_or(i64::MAX);
         let last = providers.len().saturating_sub(1);
         for (i, p) in providers.iter().enumerate() {
             let Some(scope) = self.quota.provider(p) else { continue };
             let Some(limit) = scope.limits.tokens else { continue };
-            let served = i == last && self.ok;
-            let delta = if served {
-                i64::try_from(actual).unwrap_or(i64::MAX) - i64::try_from(taken).unwrap_or(i64::MAX)
-            } else {
-                -i64::try_from(taken).unwrap_or(i64::MAX)
-            };
-            adjust_bucket(h, &format!("aigw.q.tpm.{}", scope.key), limit, now, delta);
+            let delta = if i == last && self.ok { actual - taken } else { -taken };
+            if delta == 0 {
+                continue;
+            }
+            if update_scope(h, &scope_key(&scope), |rec| {
+                rec.tokens = Some(limit.adjust(rec.tokens, now, delta));
+                Ok(())
+            })
+            .is_none()
+            {
+                h.warn(&format!("quota: could not correct {}", scope_key(&scope)));
+            }
         }
     }
 }
@@ -646,34 +753,34 @@ impl ProviderAttempt {
             .map(|e| e.tokens())
             .unwrap_or(0);
         let now = h.now_ms();
+        let l = scope.limits;
         let mut refused: Option<(BucketKind, u64)> = None;
-        let mut took_request: Option<(String, Limit)> = None;
-        if let Some(limit) = scope.limits.requests {
-            let key = format!("aigw.q.rpm.{}", scope.key);
-            match take_bucket(h, &key, limit, now, 1) {
-                Some(Decision::Allowed { .. }) => took_request = Some((key, limit)),
-                Some(Decision::Refused { retry_after_ms, .. }) => {
-                    refused = Some((BucketKind::Requests, retry_after_ms))
-                }
-                None => refused = Some((BucketKind::Requests, 1000)),
-            }
-        }
-        if refused.is_none() {
-            if let Some(limit) = scope.limits.tokens {
-                let key = format!("aigw.q.tpm.{}", scope.key);
-                match take_bucket(h, &key, limit, now, tokens) {
-                    Some(Decision::Allowed { .. }) => {}
-                    Some(Decision::Refused { retry_after_ms, .. }) => {
-                        refused = Some((BucketKind::Tokens, retry_after_ms))
-                    }
-                    None => refused = Some((BucketKind::Tokens, 1000)),
-                }
-                if refused.is_some() {
-                    if let Some((key, limit)) = &took_request {
-                        adjust_bucket(h, key, *limit, now, -1);
+        if l.requests.is_some() || l.tokens.is_some() {
+            // Both buckets in one write: a refusal by either takes nothing from the other.
+            let outcome = update_scope(h, &scope_key(&scope), |rec| {
+                if let Some(limit) = l.requests {
+                    match limit.take(rec.requests, now, 1) {
+                        Decision::Allowed { state, .. } => rec.requests = Some(state),
+                        Decision::Refused { retry_after_ms, .. } => {
+                            return Err(Some((BucketKind::Requests, retry_after_ms)))
+                        }
                     }
                 }
-            }
+                if let Some(limit) = l.tokens {
+                    match limit.take(rec.tokens, now, tokens) {
+                        Decision::Allowed { state, .. } => rec.tokens = Some(state),
+                        Decision::Refused { retry_after_ms, .. } => {
+                            return Err(Some((BucketKind::Tokens, retry_after_ms)))
+                        }
+                    }
+                }
+                Ok(None)
+            });
+            refused = match outcome {
+                Some(Ok(_)) => None,
+                Some(Err(r)) => r,
+                None => Some((BucketKind::Requests, 1000)),
+            };
         }
         let Some((kind, retry_ms)) = refused else {
             let mut list = h.property_string(&[headers::PROP_QUOTA_PROVIDERS]).unwrap_or_default();

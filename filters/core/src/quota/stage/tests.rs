@@ -156,3 +156,123 @@ fn an_empty_provider_bucket_refuses_the_attempt_and_marks_it() {
     let a = parse_attempts(h2.property(&[headers::PROP_ATTEMPTS]).as_deref());
     assert_eq!(a[0].error_class, Some(ErrorClass::ProviderLimit));
 }
+
+/// The shared-data reads and writes `f` makes.
+fn store_calls(store: &FakeHost, f: impl FnOnce()) -> (u32, u32) {
+    let (r, w) = (store.shared_reads.get(), store.shared_writes.get());
+    f();
+    (store.shared_reads.get() - r, store.shared_writes.get() - w)
+}
+
+#[test]
+fn one_read_and_one_write_charge_every_bucket_of_a_scope_and_one_of_each_corrects_them() {
+    let q = quota(
+        r#"{"acme": {"requests_per_minute": 60, "tokens_per_minute": 100000, "concurrent": 5,
+                     "budget": {"daily_usd": "10", "monthly_usd": "100"}}}"#,
+        "{}",
+    );
+    let store = FakeHost::new();
+    store.now.set(1_800_000_000_000);
+    init_store(&store);
+    // The first call creates the scope's key.
+    let first = call_on(&store);
+    let mut c = QuotaCall::new(q.clone());
+    assert_eq!(c.on_request_headers(&first, false), Flow::Continue);
+    c.on_log(&first);
+    let keys: Vec<String> = store.shared.borrow().keys().cloned().collect();
+    assert_eq!(keys.len(), 2, "one key for the scope, one for the creation lock: {keys:?}");
+
+    let h = call_on(&store);
+    let mut c = QuotaCall::new(q.clone());
+    let admit = store_calls(&store, || assert_eq!(c.on_request_headers(&h, false), Flow::Continue));
+    assert_eq!(admit, (1, 1), "requests, tokens, in flight, day and month budgets in one read and one write");
+    h.set_property(
+        headers::PROP_SETTLED,
+        &Settled {
+            usage: Some(Usage { input: 20, cached_input: 0, output: 10, reasoning: 0 }),
+            estimated: false,
+            cost_pico: Some(7),
+        }
+        .encode(),
+    );
+    assert_eq!(store_calls(&store, || c.on_log(&h)), (1, 1));
+    // What the two calls left: two requests taken, no call in flight, and the same spend in the
+    // day's and the month's budget of this day.
+    let rec = ScopeRecord::decode(&store.shared.borrow()["aigw.q.t.acme"].0);
+    assert_eq!(rec.in_flight, 0);
+    let limit = q.scopes("acme", None, None)[0].limits.requests.unwrap();
+    assert_eq!(limit.peek(rec.requests, store.now.get()).0, 58);
+    assert_eq!(rec.day.period, period_id(Period::Day, store.now.get()));
+    assert_eq!(rec.day.spent, rec.month.spent);
+}
+
+#[test]
+fn a_scope_that_refuses_writes_nothing_and_takes_nothing_from_its_other_buckets() {
+    let q = quota(r#"{"acme": {"requests_per_minute": 1, "requests_burst": 10, "concurrent": 1}}"#, "{}");
+    let store = FakeHost::new();
+    store.now.set(1_000_000);
+    init_store(&store);
+    let h1 = call_on(&store);
+    let mut c1 = QuotaCall::new(q.clone());
+    assert_eq!(c1.on_request_headers(&h1, false), Flow::Continue);
+    // In flight: the next call is refused by the concurrency bucket, in one read and no write.
+    let h2 = call_on(&store);
+    let refused =
+        store_calls(&store, || assert_eq!(QuotaCall::new(q.clone()).on_request_headers(&h2, false), Flow::Refused));
+    assert_eq!(code(&h2), (429, "tenant_concurrent_requests".to_string()));
+    assert_eq!(refused, (1, 0));
+    // It shows what its request bucket would have held after it.
+    assert_eq!(reply_header(&h2, "x-ratelimit-remaining-requests").as_deref(), Some("8"));
+    c1.on_log(&h1);
+    // The refused call took no request: two calls admitted, two requests used.
+    let h3 = call_on(&store);
+    let mut c3 = QuotaCall::new(q);
+    assert_eq!(c3.on_request_headers(&h3, false), Flow::Continue);
+    h3.response_headers.borrow_mut().push((":status".into(), "200".into()));
+    c3.on_response_headers(&h3, true);
+    assert_eq!(h3.response_header("x-ratelimit-remaining-requests").as_deref(), Some("8"));
+}
+
+#[test]
+fn a_provider_whose_token_bucket_refuses_keeps_its_request_bucket() {
+    // The estimate of BODY is 114 tokens: a burst of 150 fits one call.
+    let q = quota(
+        "{}",
+        r#"{"anthropic": {"requests_per_minute": 1, "requests_burst": 5, "tokens_per_minute": 1, "tokens_burst": 150}}"#,
+    );
+    let store = FakeHost::new();
+    store.now.set(1_000_000);
+    init_store(&store);
+    let attempt = || {
+        let h = store.worker();
+        h.set_property("xds.upstream_host_metadata.filter_metadata.aigw.provider", "anthropic");
+        h.set_property(headers::PROP_QUOTA_ESTIMATE, "14 100");
+        let flow = ProviderAttempt { quota: q.clone() }.on_request_headers(&h);
+        (flow, h)
+    };
+    assert_eq!(attempt().0, Flow::Continue);
+    let (mut flow, mut h) = (Flow::Continue, store.worker());
+    let calls = store_calls(&store, || (flow, h) = attempt());
+    assert_eq!(flow, Flow::Refused);
+    assert_eq!(code(&h), (429, "provider_tokens_per_minute".to_string()));
+    assert_eq!(calls, (1, 0));
+    let rec = ScopeRecord::decode(&store.shared.borrow()["aigw.q.p.anthropic"].0);
+    let limit = q.provider("anthropic").unwrap().limits.requests.unwrap();
+    assert_eq!(limit.peek(rec.requests, 1_000_000).0, 4, "only the admitted attempt took a request");
+}
+
+#[test]
+fn a_scope_record_round_trips_and_a_damaged_one_reads_as_new() {
+    let rec = ScopeRecord {
+        requests: Some(State { units: -5, updated_ms: 7 }),
+        tokens: None,
+        in_flight: 3,
+        day: BudgetState { period: 20000, spent: 1 << 70 },
+        month: BudgetState { period: 24000, spent: 9 },
+    };
+    let bytes = rec.encode();
+    assert_eq!(bytes.len(), ScopeRecord::LEN);
+    assert_eq!(ScopeRecord::decode(&bytes), rec);
+    assert_eq!(ScopeRecord::decode(&bytes[..10]), ScopeRecord { in_flight: 0, ..ScopeRecord::default() });
+    assert_eq!(ScopeRecord::decode(b""), ScopeRecord::default());
+}
