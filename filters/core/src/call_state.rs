@@ -117,6 +117,9 @@ pub struct CallData {
     /// Listener: the answer's headers have come, so the attempts are over and their entry no
     /// longer changes (an attempt holds its answer's headers until it has read the answer).
     attempts_over: bool,
+    /// Listener: a request callback has let the request go on, so attempts may have started.
+    /// Until then no attempt can have written anything, and the attempts' entry is not read.
+    passed_on: bool,
     /// The upstream host's metadata, as read (an attempt's host does not change).
     metadata: Vec<(String, Option<String>)>,
     /// The caller's identity, parsed once.
@@ -165,6 +168,7 @@ impl CallData {
             own_changed: false,
             other: None,
             attempts_over: false,
+            passed_on: false,
             metadata: Vec::new(),
             identity: None,
             request_headers: Vec::new(),
@@ -201,7 +205,7 @@ impl CallData {
         // Attempts run between the listener's callbacks until the answer's headers come; the
         // listener's entry does not change while an attempt runs.
         if self.side == Side::Listener && !self.attempts_over {
-            self.other = None;
+            self.other = if self.passed_on { None } else { Some(Entry::default()) };
         }
     }
 
@@ -344,8 +348,12 @@ impl<H: Host> Host for CallState<'_, H> {
         self.inner.http_call(cluster, headers, body, timeout_ms)
     }
     fn resume_request(&self) {
-        // The stream goes on at once (an attempt may start): it must see the call's state.
-        self.data.borrow_mut().flush(self.inner);
+        // The stream goes on at once (an attempt may start): it must see the call's state, and
+        // this context must read what the attempts write from now on.
+        let mut data = self.data.borrow_mut();
+        data.flush(self.inner);
+        data.passed_on = true;
+        drop(data);
         self.inner.resume_request()
     }
     fn resume_response(&self) {
@@ -366,6 +374,12 @@ impl<C> Stateful<C> {
         Stateful { ctx, data: RefCell::new(CallData::new(side, writers)) }
     }
 
+    fn passed_on_if(&mut self, flow: Flow) {
+        if flow == Flow::Continue {
+            self.data.borrow_mut().passed_on = true;
+        }
+    }
+
     fn run<H: Host, R>(&mut self, h: &H, f: impl FnOnce(&mut C, &CallState<'_, H>) -> R) -> R {
         self.data.borrow_mut().begin();
         let r = f(&mut self.ctx, &CallState { inner: h, data: &self.data });
@@ -376,10 +390,14 @@ impl<C> Stateful<C> {
 
 impl<C: Callbacks> Callbacks for Stateful<C> {
     fn on_request_headers<H: Host>(&mut self, h: &H, eos: bool) -> Flow {
-        self.run(h, |c, s| c.on_request_headers(s, eos))
+        let flow = self.run(h, |c, s| c.on_request_headers(s, eos));
+        self.passed_on_if(flow);
+        flow
     }
     fn on_request_body<H: Host>(&mut self, h: &H, size: usize, eos: bool) -> Flow {
-        self.run(h, |c, s| c.on_request_body(s, size, eos))
+        let flow = self.run(h, |c, s| c.on_request_body(s, size, eos));
+        self.passed_on_if(flow);
+        flow
     }
     fn on_response_headers<H: Host>(&mut self, h: &H, eos: bool) -> Flow {
         let flow = self.run(h, |c, s| c.on_response_headers(s, eos));

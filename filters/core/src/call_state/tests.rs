@@ -56,9 +56,9 @@ fn the_listener_hands_its_side_on_as_one_entry_and_an_attempt_reads_it_once() {
     );
     listener.on_request_headers(&h, false);
     assert_eq!(listener.ctx.seen, vec![Some("chat".to_string()), None]);
-    // Three properties, one write; the listener's own reads cost nothing, the miss one read
-    // (of the attempts' entry).
-    assert_eq!((h.property_writes.get(), h.property_reads.get()), (1, 1));
+    // Three properties, one write; the listener's own reads cost nothing, and so does the miss:
+    // no attempt can have written anything before the request went on.
+    assert_eq!((h.property_writes.get(), h.property_reads.get()), (1, 0));
     assert!(h.property(&["aigw_alias"]).is_none(), "no entry per property");
     assert_eq!(handed_on(&h, "aigw_route").as_deref(), Some(&b"default"[..]));
 
@@ -213,4 +213,77 @@ fn once_the_answer_has_come_the_listener_reads_the_attempts_entry_no_more() {
     listener.on_log(&h);
     assert_eq!(listener.ctx.seen, vec![None, Some("[1]".into()), Some("[1]".into()), Some("[1]".into())]);
     assert_eq!(h.property_reads.get() - before, 1, "read once, when the answer came");
+}
+
+/// Holds the request until its body has come, reading the attempts' record in every callback.
+#[derive(Default)]
+struct HoldingReader {
+    seen: Vec<Option<String>>,
+}
+
+impl Callbacks for HoldingReader {
+    fn on_request_headers<H: Host>(&mut self, h: &H, _eos: bool) -> Flow {
+        self.seen.push(h.property_string(&["aigw_attempts"]));
+        Flow::Pause
+    }
+    fn on_request_body<H: Host>(&mut self, h: &H, _size: usize, eos: bool) -> Flow {
+        self.seen.push(h.property_string(&["aigw_attempts"]));
+        if eos {
+            Flow::Continue
+        } else {
+            Flow::Pause
+        }
+    }
+    fn on_response_headers<H: Host>(&mut self, h: &H, _eos: bool) -> Flow {
+        self.seen.push(h.property_string(&["aigw_attempts"]));
+        Flow::Continue
+    }
+}
+
+#[test]
+fn until_the_listener_lets_the_request_go_on_it_reads_no_attempts_entry() {
+    let h = FakeHost::new();
+    let mut listener = Stateful::new(HoldingReader::default(), Side::Listener, Writers::One);
+    listener.on_request_headers(&h, false);
+    listener.on_request_body(&h, 10, false);
+    assert_eq!(h.property_reads.get(), 0, "no attempt can have run: nothing read");
+    // The last chunk lets the request go on; an attempt runs and writes its record.
+    listener.on_request_body(&h, 10, true);
+    let mut attempt = Stateful::new(probe(&[("aigw_attempts", "[1]")], &[]), Side::Attempt, Writers::One);
+    attempt.on_request_headers(&h, true);
+    let before = h.property_reads.get();
+    listener.on_response_headers(&h, false);
+    assert_eq!(h.property_reads.get() - before, 1);
+    assert_eq!(listener.ctx.seen, vec![None, None, None, Some("[1]".into())]);
+}
+
+/// Holds the request for an outgoing call, then lets it go on from the call's answer.
+#[derive(Default)]
+struct ResumingReader {
+    seen: Vec<Option<String>>,
+}
+
+impl Callbacks for ResumingReader {
+    fn on_request_headers<H: Host>(&mut self, _h: &H, _eos: bool) -> Flow {
+        Flow::Pause
+    }
+    fn on_http_call_response<H: Host>(&mut self, h: &H, _token: u32, _answer: &HttpAnswer) {
+        h.resume_request();
+    }
+    fn on_response_headers<H: Host>(&mut self, h: &H, _eos: bool) -> Flow {
+        self.seen.push(h.property_string(&["aigw_attempts"]));
+        Flow::Continue
+    }
+}
+
+#[test]
+fn a_request_resumed_from_an_outgoing_calls_answer_counts_as_let_go_on() {
+    let h = FakeHost::new();
+    let mut listener = Stateful::new(ResumingReader::default(), Side::Listener, Writers::One);
+    listener.on_request_headers(&h, true);
+    listener.on_http_call_response(&h, 1, &HttpAnswer::default());
+    let mut attempt = Stateful::new(probe(&[("aigw_attempts", "[2]")], &[]), Side::Attempt, Writers::One);
+    attempt.on_request_headers(&h, true);
+    listener.on_response_headers(&h, false);
+    assert_eq!(listener.ctx.seen, vec![Some("[2]".into())]);
 }
