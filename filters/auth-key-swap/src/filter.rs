@@ -75,7 +75,7 @@ impl Callbacks for Stream {
             Role::Upstream(plane) => {
                 let provider = h.upstream_metadata(headers::METADATA_PROVIDER).unwrap_or_default();
                 let region = h.upstream_metadata(headers::METADATA_REGION);
-                self.used = auth::inject(h, plane, &provider, region.as_deref());
+                self.used = auth::inject(h, plane, &provider, region.as_deref(), false);
                 if self.used.as_ref().is_some_and(|u| u.api == Api::Bedrock) {
                     // SigV4 covers the body as it will be sent (translated by route-select):
                     // sign once it is all here.

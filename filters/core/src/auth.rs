@@ -255,13 +255,17 @@ fn is_marked_bad(h: &impl Host, provider: &str, c: &Credential, now: u64) -> boo
 /// injects the key of the provider this attempt goes to (`provider`, `region` from the
 /// endpoint's metadata). Bedrock is signed later, over the body as sent ([`sign`]). `None`: no
 /// credential is configured for this provider (the attempt goes without one, with a warning).
+/// `headers_clean`: an earlier stage of this attempt already removed every credential header.
 pub fn inject(
     h: &impl Host,
     plane: &CredentialPlane,
     provider: &str,
     region: Option<&str>,
+    headers_clean: bool,
 ) -> Option<AttemptCredential> {
-    h.remove_request_headers(&h.request_headers(), &|n| PROVIDER_AUTH_HEADERS.contains(&n));
+    if !headers_clean {
+        h.remove_request_headers(&h.request_headers(), &|n| PROVIDER_AUTH_HEADERS.contains(&n));
+    }
     let Some(p) = plane.providers.get(provider) else {
         h.warn(&format!("auth-key-swap: no credential configured for upstream provider {provider:?}; sending none"));
         return None;

@@ -128,6 +128,9 @@ pub struct CallData {
     /// between callbacks only; within one, only through this context.
     request_headers: HeaderCache,
     response_headers: HeaderCache,
+    /// Within one callback: all request headers, once read (kept up to date with what this
+    /// context sets or removes).
+    request_header_list: Option<Vec<(String, String)>>,
     now_ms: Option<u64>,
 }
 
@@ -173,6 +176,7 @@ impl CallData {
             identity: None,
             request_headers: Vec::new(),
             response_headers: Vec::new(),
+            request_header_list: None,
             now_ms: None,
         }
     }
@@ -195,6 +199,7 @@ impl CallData {
     pub fn begin(&mut self) {
         self.request_headers.clear();
         self.response_headers.clear();
+        self.request_header_list = None;
         self.now_ms = None;
         if self.writers == Writers::Many {
             self.own = None;
@@ -252,13 +257,31 @@ pub struct CallState<'a, H: Host> {
 
 impl<H: Host> Host for CallState<'_, H> {
     fn request_headers(&self) -> Vec<(String, String)> {
-        self.inner.request_headers()
+        if let Some(list) = &self.data.borrow().request_header_list {
+            return list.clone();
+        }
+        let list = self.inner.request_headers();
+        self.data.borrow_mut().request_header_list = Some(list.clone());
+        list
     }
     fn request_header(&self, name: &str) -> Option<String> {
+        // All of them already read in this callback: no host call.
+        if let Some(list) = &self.data.borrow().request_header_list {
+            return list.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        }
         cached(self.data, |d| &mut d.request_headers, name, || self.inner.request_header(name))
     }
     fn set_request_header(&self, name: &str, value: Option<&str>) {
-        remember(&mut self.data.borrow_mut().request_headers, name, value);
+        let mut data = self.data.borrow_mut();
+        remember(&mut data.request_headers, name, value);
+        if let Some(list) = &mut data.request_header_list {
+            // Setting replaces every value of the header; removing removes them all.
+            list.retain(|(k, _)| k != name);
+            if let Some(v) = value {
+                list.push((name.to_string(), v.to_string()));
+            }
+        }
+        drop(data);
         self.inner.set_request_header(name, value)
     }
     fn response_headers(&self) -> Vec<(String, String)> {

@@ -317,8 +317,9 @@ pub struct FakeHost {
     /// 1 µs in Envoy).
     pub property_reads: Cell<u32>,
     pub property_writes: Cell<u32>,
-    /// How many single headers were read.
+    /// How many single headers were read, and how many times all request headers were.
     pub header_reads: Cell<u32>,
+    pub header_list_reads: Cell<u32>,
     /// How many shared-data values were read and written (by every worker sharing the store).
     pub shared_reads: std::rc::Rc<Cell<u32>>,
     pub shared_writes: std::rc::Rc<Cell<u32>>,
@@ -373,6 +374,7 @@ impl FakeHost {
 
 impl Host for FakeHost {
     fn request_headers(&self) -> Vec<(String, String)> {
+        self.header_list_reads.set(self.header_list_reads.get() + 1);
         self.request_headers.borrow().clone()
     }
     fn request_header(&self, name: &str) -> Option<String> {

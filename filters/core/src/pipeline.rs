@@ -364,7 +364,10 @@ impl AttemptCall {
         if let Some(plane) = &self.cfg.credentials {
             let provider = h.upstream_metadata(headers::METADATA_PROVIDER).unwrap_or_default();
             let region = h.upstream_metadata(headers::METADATA_REGION);
-            self.credential = auth::inject(h, plane, &provider, region.as_deref());
+            // The route stage forwards only its allow-list: when no credential header is on it,
+            // the request carries none by now.
+            let clean = self.route.as_ref().is_some_and(|r| r.drops_credentials());
+            self.credential = auth::inject(h, plane, &provider, region.as_deref(), clean);
         }
         Flow::Continue
     }

@@ -124,7 +124,7 @@ fn each_provider_gets_its_own_scheme_and_no_earlier_credential() {
     ] {
         // The request still carries the caller's key and an earlier attempt's credential.
         let h = call(&[("authorization", "Bearer callers"), ("x-api-key", "earlier"), ("x-goog-api-key", "earlier")]);
-        let used = inject(&h, &p, provider, Some("us-east-1")).unwrap();
+        let used = inject(&h, &p, provider, Some("us-east-1"), false).unwrap();
         assert_eq!(used.provider, provider);
         let auth: Vec<(String, String)> =
             h.request_headers().into_iter().filter(|(k, _)| PROVIDER_AUTH_HEADERS.contains(&k.as_str())).collect();
@@ -132,11 +132,11 @@ fn each_provider_gets_its_own_scheme_and_no_earlier_credential() {
     }
     // A region-bound credential serves its region first.
     let h = call(&[]);
-    inject(&h, &p, "anthropic", Some("eu-west-1")).unwrap();
+    inject(&h, &p, "anthropic", Some("eu-west-1"), false).unwrap();
     assert_eq!(h.request_header("x-api-key").as_deref(), Some("key-of-ANT_EU"));
     // No credential for an unknown provider: none is sent, and it is logged.
     let h = call(&[("authorization", "Bearer callers")]);
-    assert!(inject(&h, &p, "mistral", None).is_none());
+    assert!(inject(&h, &p, "mistral", None, false).is_none());
     assert!(h.request_header("authorization").is_none() && !h.logs.borrow().is_empty());
 }
 
@@ -144,22 +144,22 @@ fn each_provider_gets_its_own_scheme_and_no_earlier_credential() {
 fn a_rejected_credential_is_skipped_by_every_worker_until_its_mark_expires() {
     let p = plane();
     let h = call(&[]);
-    let used = inject(&h, &p, "anthropic", None).unwrap();
+    let used = inject(&h, &p, "anthropic", None, false).unwrap();
     h.response_headers.borrow_mut().push((":status".into(), "401".into()));
     assert_eq!(p.after_answer(&h, &used), 401);
     assert!(h.property(&[headers::PROP_CREDENTIAL]).is_some());
     // Another worker's next call uses the next credential ...
     let other = h.worker();
     other.now.set(NOW + 1_000);
-    inject(&other, &p, "anthropic", None).unwrap();
+    inject(&other, &p, "anthropic", None, false).unwrap();
     assert_eq!(other.request_header("x-api-key").as_deref(), Some("key-of-ANT_SPARE"));
     // ... until the mark expires.
     other.now.set(NOW + 61_000);
-    inject(&other, &p, "anthropic", None).unwrap();
+    inject(&other, &p, "anthropic", None, false).unwrap();
     assert_eq!(other.request_header("x-api-key").as_deref(), Some("key-of-ANT_MAIN"));
     // A 200 marks nothing.
     let h = call(&[]);
-    let used = inject(&h, &p, "openai", None).unwrap();
+    let used = inject(&h, &p, "openai", None, false).unwrap();
     h.response_headers.borrow_mut().push((":status".into(), "200".into()));
     assert_eq!(p.after_answer(&h, &used), 200);
     assert!(h.shared.borrow().keys().all(|k| !k.contains("openai")));
@@ -170,7 +170,7 @@ fn bedrock_is_signed_over_the_body_as_sent() {
     let p = plane();
     let h = call(&[(":method", "POST"), (":authority", "bedrock-runtime.us-east-1.amazonaws.com")]);
     h.set_request_header(":path", Some("/model/m/converse"));
-    let used = inject(&h, &p, "bedrock", Some("us-east-1")).unwrap();
+    let used = inject(&h, &p, "bedrock", Some("us-east-1"), false).unwrap();
     assert!(h.request_header("authorization").is_none(), "signed only once the body is here");
     p.sign(&h, &used, Some("us-east-1"), br#"{"messages":[]}"#);
     let auth = h.request_header("authorization").unwrap();

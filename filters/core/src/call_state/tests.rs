@@ -287,3 +287,37 @@ fn a_request_resumed_from_an_outgoing_calls_answer_counts_as_let_go_on() {
     listener.on_response_headers(&h, false);
     assert_eq!(listener.ctx.seen, vec![Some("[2]".into())]);
 }
+
+#[test]
+fn a_callback_reads_all_request_headers_once_and_sees_what_it_changed() {
+    let h = FakeHost::new()
+        .with_request_header("authorization", "Bearer k")
+        .with_request_header("x-note", "a")
+        .with_request_header("x-note", "b")
+        .with_request_header("content-type", "application/json");
+    let data = RefCell::new(CallData::new(Side::Attempt, Writers::One));
+    let s = CallState { inner: &h, data: &data };
+    let first = s.request_headers();
+    assert_eq!(first.len(), 4);
+    // One stage removes some and sets one; the next reads the list without a host call.
+    s.remove_request_headers(&first, &|n| n == "x-note");
+    s.set_request_header("authorization", Some("Bearer provider"));
+    let mut second = s.request_headers();
+    second.sort();
+    assert_eq!(
+        second,
+        vec![("authorization".into(), "Bearer provider".into()), ("content-type".into(), "application/json".into())]
+    );
+    assert_eq!(h.header_list_reads.get(), 1);
+    // A single header comes from the list too.
+    assert_eq!(s.request_header("content-type").as_deref(), Some("application/json"));
+    assert_eq!(s.request_header("x-note"), None);
+    assert_eq!(h.header_reads.get(), 0);
+    let mut envoy = h.request_headers.borrow().clone();
+    envoy.sort();
+    assert_eq!(envoy, second, "Envoy has the same headers");
+    // The next callback reads them afresh.
+    data.borrow_mut().begin();
+    s.request_headers();
+    assert_eq!(h.header_list_reads.get(), 2);
+}

@@ -155,6 +155,36 @@ fn attempt_host(alias: &str, provider: &str) -> FakeHost {
 }
 
 #[test]
+fn an_attempt_reads_its_request_headers_once_per_callback_and_replaces_any_credential() {
+    // The route stage's allow-list already dropped the caller's key: the credential stage reads
+    // no header list of its own.
+    let h = attempt_host("chat", "anthropic").with_request_header("x-api-key", "an earlier attempt's key");
+    let mut a = AttemptCall::new(upstream());
+    assert_eq!(a.on_request_headers(&h, false), Flow::Pause);
+    let n = h.request_body.borrow().len();
+    let before = h.header_list_reads.get();
+    assert_eq!(a.on_request_body(&h, n, true), Flow::Continue);
+    assert_eq!(h.header_list_reads.get() - before, 0);
+    assert_eq!(h.request_header("x-api-key").as_deref(), Some("key-of-ANT"));
+    assert!(h.request_header("authorization").is_none());
+
+    // An operator who forwards a credential header by name still never sends the caller's.
+    let mut cfg = config();
+    if let Some(r) = cfg.route.as_mut() {
+        r.forward_request_headers = vec!["X-Api-Key".into(), "x-fake-fault".into()];
+    }
+    let env = |n: &str| Some(format!("key-of-{n}"));
+    let up = Rc::new(Upstream::compile(cfg, &env).unwrap());
+    let h = attempt_host("chat", "openai").with_request_header("x-api-key", "the caller's key");
+    let mut a = AttemptCall::new(up);
+    assert_eq!(a.on_request_headers(&h, false), Flow::Pause);
+    let n = h.request_body.borrow().len();
+    assert_eq!(a.on_request_body(&h, n, true), Flow::Continue);
+    assert_eq!(h.request_header("authorization").as_deref(), Some("Bearer key-of-OAI"));
+    assert!(h.request_header("x-api-key").is_none(), "forwarded by name, removed as a credential");
+}
+
+#[test]
 fn an_attempt_translates_then_carries_its_providers_key() {
     let h = attempt_host("chat", "anthropic");
     let mut a = AttemptCall::new(upstream());

@@ -518,6 +518,14 @@ impl RouteAttempt {
 }
 
 impl RouteAttempt {
+    /// Whether this stage removes every credential header from the attempt's request (none is
+    /// on the operator's allow-list).
+    pub fn drops_credentials(&self) -> bool {
+        !crate::auth::PROVIDER_AUTH_HEADERS
+            .iter()
+            .any(|n| headers::forwarded_to_provider(n, &self.cfg.forward_request_headers))
+    }
+
     pub fn on_request_headers(&mut self, h: &impl Host, eos: bool) -> Flow {
         // Upstream filters edit the router's request headers in place, so what one attempt
         // changes is what the next attempt starts from. Everything an attempt depends on comes
