@@ -291,6 +291,19 @@ def test_invalid_filter_config_is_refused_with_a_reason_and_the_gateway_fails_cl
     assert gw.config_error("quota", "quota", "tenants.*.requests_per_minute") in log, log[-2000:]
 
 
+def test_a_config_that_parses_but_is_wrong_names_the_field_from_the_top_of_the_gateways_config(
+        fresh_gateway_factory):
+    """Checks made when the configuration is compiled (not only its JSON shape) name the field
+    too, as a path from the top of the filter's configuration."""
+    zero = lambda text: text.replace('"requests_per_minute":600', '"requests_per_minute":0')  # noqa: E731
+    gw = fresh_gateway_factory(zero)
+    resp = gw.chat(unique())
+    assert resp.status_code == 500, resp.text
+    log = gw.envoy_log.read_text()
+    want = gw.config_error("quota", "quota", "tenants.*.requests_per_minute") + ": must be at least 1"
+    assert want in log, log[-2000:]
+
+
 def test_pushing_an_invalid_config_keeps_the_running_one(fresh_gateway_factory):
     gw = fresh_gateway_factory()
     assert gw.chat(unique()).status_code == 200

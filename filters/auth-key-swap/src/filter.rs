@@ -7,6 +7,7 @@ use std::rc::Rc;
 use aigw_core::auth::keys::KeyRing;
 use aigw_core::auth::{self, AttemptCredential, AuthConfig, CredentialPlane};
 use aigw_core::call_state::{Side, Stateful, Writers};
+use aigw_core::error::ConfigError;
 use aigw_core::headers;
 use aigw_core::host::{Callbacks, Flow, Host};
 use aigw_core::route::Api;
@@ -19,14 +20,16 @@ enum Role {
     Upstream(CredentialPlane),
 }
 
-fn compile(root_id: &str, cfg: AuthConfig) -> Result<Role, String> {
+fn compile(root_id: &str, cfg: AuthConfig) -> Result<Role, ConfigError> {
     match root_id {
         "auth_key_swap" => auth::compile_keys(&cfg).map(Role::Downstream),
         "auth_key_swap_upstream" => {
             auth::compile_credentials(cfg, &|name| std::env::var(name).ok()).map(Role::Upstream)
         }
-        other => Err(format!(
-            "auth-key-swap: unknown root_id {other:?}; use auth_key_swap (listener) or auth_key_swap_upstream (cluster)"
+        other => Err(ConfigError::new(
+            "auth-key-swap",
+            "",
+            format!("unknown root_id {other:?}; use auth_key_swap (listener) or auth_key_swap_upstream (cluster)"),
         )),
     }
 }

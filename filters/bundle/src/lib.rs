@@ -112,8 +112,10 @@ impl RootContext for Root {
             None => None,
             Some(Ok(c)) => Some(c),
             Some(Err(e)) => {
-                let e = if e.starts_with(&format!("{filter}:")) { e } else { format!("{filter}: {e}") };
-                host::log(LogLevel::Error, &e);
+                // The gateway names the field from the top of its configuration; a design-card
+                // filter, from the top of its own.
+                let e = if filter == "gateway" { e.in_gateway() } else { e };
+                host::log(LogLevel::Error, &e.to_string());
                 None
             }
         };

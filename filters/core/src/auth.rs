@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 use crate::auth::credentials::{bad_mark_key, choose, Credential};
 use crate::auth::keys::{check_scope, presented_credential, usable_at, CallIdentity, KeyEntry, KeyRing};
-use crate::error::GatewayError;
+use crate::error::{ConfigError, GatewayError};
 use crate::headers;
 use crate::host::{messages_door, Host};
 use crate::route::Api;
@@ -84,78 +84,103 @@ pub struct CredentialPlane {
     pub bad_ttl_ms: u64,
 }
 
-/// Compiles the listener half: the key ring.
-pub fn compile_keys(cfg: &AuthConfig) -> Result<KeyRing, String> {
-    if cfg.keys.is_empty() {
-        return Err("auth-key-swap: no gateway keys configured (`keys` is empty)".into());
+fn refused(field: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError::new("auth-key-swap", field, problem)
+}
+
+impl TryFrom<&AuthConfig> for KeyRing {
+    type Error = ConfigError;
+
+    /// The listener half: the key ring.
+    fn try_from(cfg: &AuthConfig) -> Result<KeyRing, ConfigError> {
+        if cfg.keys.is_empty() {
+            return Err(refused("keys", "no gateway keys are configured"));
+        }
+        KeyRing::compile(&cfg.keys)
     }
-    KeyRing::compile(&cfg.keys).map_err(|e| format!("auth-key-swap: {e}"))
+}
+
+/// Compiles the listener half: the key ring.
+pub fn compile_keys(cfg: &AuthConfig) -> Result<KeyRing, ConfigError> {
+    KeyRing::try_from(cfg)
 }
 
 /// Compiles the per-attempt half, reading keys through `env` (the Wasm VM's environment).
-pub fn compile_credentials(cfg: AuthConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<CredentialPlane, String> {
+pub fn compile_credentials(
+    cfg: AuthConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<CredentialPlane, ConfigError> {
     if cfg.providers.is_empty() {
-        return Err("auth-key-swap: no provider credentials configured (`providers` is empty)".into());
+        return Err(refused("providers", "no provider credentials are configured"));
     }
     let mut providers = HashMap::new();
     for (name, p) in cfg.providers {
-        let mut list = p.credentials;
+        // Each credential with the path of the object that configures it.
+        let mut list: Vec<(String, CredentialConfig)> = p
+            .credentials
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| (format!("providers.{name}.credentials[{i}]"), c))
+            .collect();
         if let Some(key_env) = p.key_env {
             let secret_env = p.secret_env.clone();
             list.insert(
                 0,
-                CredentialConfig {
-                    name: "default".into(),
-                    key_env,
-                    secret_env,
-                    session_token_env: None,
-                    region: None,
-                    not_before: None,
-                    not_after: None,
-                },
+                (
+                    format!("providers.{name}"),
+                    CredentialConfig {
+                        name: "default".into(),
+                        key_env,
+                        secret_env,
+                        session_token_env: None,
+                        region: None,
+                        not_before: None,
+                        not_after: None,
+                    },
+                ),
             );
         }
         if list.is_empty() {
-            return Err(format!("auth-key-swap: provider {name:?} has no credential (`key_env` or `credentials`)"));
+            return Err(refused(format!("providers.{name}"), "has no credential (`key_env` or `credentials`)"));
         }
-        let credentials = list.into_iter().map(|c| credential(&name, p.api, c, env)).collect::<Result<Vec<_>, _>>()?;
+        let credentials =
+            list.into_iter().map(|(at, c)| credential(&at, p.api, c, env)).collect::<Result<Vec<_>, _>>()?;
         providers.insert(name, ProviderCredentials { api: p.api, credentials });
     }
     Ok(CredentialPlane { providers, bad_ttl_ms: cfg.bad_credential_ttl_s.saturating_mul(1000) })
 }
 
+/// Compiles the credential configured at `at`.
 fn credential(
-    provider: &str,
+    at: &str,
     api: Api,
     c: CredentialConfig,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Credential, String> {
-    let var = |name: &str| {
+) -> Result<Credential, ConfigError> {
+    let var = |field: &str, name: &str| {
         env(name).filter(|k| !k.is_empty()).ok_or_else(|| {
-            format!(
-                "auth-key-swap: provider {provider:?}: environment variable {name} is not set in the Wasm VM \
-                 (list it in vm_config.environment_variables.host_env_keys)"
+            refused(
+                format!("{at}.{field}"),
+                format!(
+                    "environment variable {name} is not set in the Wasm VM (list it in \
+                     vm_config.environment_variables.host_env_keys)"
+                ),
             )
         })
     };
-    let key = var(&c.key_env)?;
-    let secret = c.secret_env.as_deref().map(var).transpose()?;
-    let session_token = c.session_token_env.as_deref().map(var).transpose()?;
+    let key = var("key_env", &c.key_env)?;
+    let secret = c.secret_env.as_deref().map(|n| var("secret_env", n)).transpose()?;
+    let session_token = c.session_token_env.as_deref().map(|n| var("session_token_env", n)).transpose()?;
     if api == Api::Bedrock && secret.is_none() {
-        return Err(format!(
-            "auth-key-swap: provider {provider:?}: credential {:?} needs `secret_env` (the AWS secret access key) \
-             to sign requests",
-            c.name
+        return Err(refused(
+            format!("{at}.secret_env"),
+            format!("credential {:?} needs it (the AWS secret access key) to sign requests", c.name),
         ));
     }
-    let when = |field: &str, v: Option<String>| -> Result<Option<u64>, String> {
+    let when = |field: &str, v: Option<String>| -> Result<Option<u64>, ConfigError> {
         v.map(|s| {
-            crate::time::parse_utc_ms(&s).ok_or_else(|| {
-                format!(
-                    "auth-key-swap: provider {provider:?}: credential {:?}: {field} {s:?} is not a UTC time",
-                    c.name
-                )
-            })
+            crate::time::parse_utc_ms(&s)
+                .ok_or_else(|| refused(format!("{at}.{field}"), format!("{s:?} is not a UTC time")))
         })
         .transpose()
     };

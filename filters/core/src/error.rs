@@ -33,6 +33,59 @@ impl GatewayError {
     }
 }
 
+/// A filter configuration refused when it is read or compiled: the filter (as operators know it:
+/// `quota`, `route-select`, ..., `gateway`), the field, and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub filter: String,
+    /// The stage's key in the gateway's configuration (`quota`, `route`, ...) when the field is
+    /// in one stage's part; `field` is then relative to that part.
+    pub stage: Option<&'static str>,
+    /// The field's path (`tenants.acme.concurrent`, `keys[0].sha256`); empty: the whole.
+    pub field: String,
+    pub problem: String,
+}
+
+impl ConfigError {
+    pub fn new(filter: &str, field: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+        ConfigError { filter: filter.to_string(), stage: None, field: field.into(), problem: problem.into() }
+    }
+
+    /// The same error, found in a part of a larger configuration: `filter`'s, under `prefix`.
+    pub fn at(self, filter: &str, prefix: &str) -> ConfigError {
+        let field = if self.field.is_empty() { prefix.to_string() } else { format!("{prefix}.{}", self.field) };
+        ConfigError { filter: filter.to_string(), stage: self.stage, field, problem: self.problem }
+    }
+
+    /// The same error, said to be in the stage `stage`'s part of the gateway's configuration.
+    pub fn in_stage(mut self, stage: &'static str) -> ConfigError {
+        self.stage = Some(stage);
+        self
+    }
+
+    /// As the `gateway` filter reports it: the field's path from the top of its configuration.
+    pub fn in_gateway(self) -> ConfigError {
+        let field = match (self.stage, self.field.is_empty()) {
+            (Some(s), true) => s.to_string(),
+            (Some(s), false) => format!("{s}.{}", self.field),
+            (None, _) => self.field,
+        };
+        ConfigError { filter: "gateway".into(), stage: None, field, problem: self.problem }
+    }
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.field.is_empty() {
+            write!(f, "{}: invalid configuration: {}", self.filter, self.problem)
+        } else {
+            write!(f, "{}: invalid configuration at `{}`: {}", self.filter, self.field, self.problem)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

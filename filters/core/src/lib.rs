@@ -36,20 +36,16 @@ pub mod wire;
 /// The field is found from where the parser stopped ([`json_path_at`]), so the configuration
 /// types are parsed by one plain deserializer: tracking the path in the deserializer itself
 /// (`serde_path_to_error`) cost an eighth of the module's size.
-pub fn parse_config<T: serde::de::DeserializeOwned>(filter: &str, raw: &[u8]) -> Result<T, String> {
+pub fn parse_config<T: serde::de::DeserializeOwned>(filter: &str, raw: &[u8]) -> Result<T, error::ConfigError> {
     if raw.iter().all(|b| b.is_ascii_whitespace()) {
-        return Err(format!("{filter}: configuration is empty; a JSON object is required"));
+        return Err(error::ConfigError::new(filter, "", "the configuration is empty; a JSON object is required"));
     }
     serde_json::from_slice(raw).map_err(|e| {
         let path = json_path_at(raw, byte_offset(raw, e.line(), e.column()));
         let msg = e.to_string();
         // "... at line 1 column 42": the field names the place better.
         let msg = msg.rfind(" at line ").map_or(msg.as_str(), |i| &msg[..i]);
-        if path.is_empty() {
-            format!("{filter}: invalid configuration: {msg}")
-        } else {
-            format!("{filter}: invalid configuration at `{path}`: {msg}")
-        }
+        error::ConfigError::new(filter, path, msg)
     })
 }
 
@@ -165,9 +161,10 @@ mod tests {
     #[test]
     fn config_errors_name_the_field() {
         let e = parse_config::<Outer>("f", br#"{"inner": {"n": "x"}}"#).unwrap_err();
-        assert!(e.starts_with("f: invalid configuration at `inner.n`: invalid type: string \"x\""), "{e}");
+        assert_eq!((e.filter.as_str(), e.field.as_str()), ("f", "inner.n"));
+        assert!(e.to_string().starts_with("f: invalid configuration at `inner.n`: invalid type: string \"x\""), "{e}");
         let e = parse_config::<Outer>("f", b"  ").unwrap_err();
-        assert!(e.contains("empty"), "{e}");
+        assert!(e.field.is_empty() && e.problem.contains("empty"), "{e}");
         let cases: [(&str, &str); 6] = [
             // Across lines, in a map, after earlier entries.
             (
@@ -185,7 +182,7 @@ mod tests {
             (r#"{"keys": [}"#, "at `keys"),
         ];
         for (raw, want) in cases {
-            let e = parse_config::<Listed>("f", raw.as_bytes()).unwrap_err();
+            let e = parse_config::<Listed>("f", raw.as_bytes()).unwrap_err().to_string();
             assert!(e.contains(want), "{raw}: {e}");
             assert!(!e.contains(" at line "), "{e}");
         }

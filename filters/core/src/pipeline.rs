@@ -19,6 +19,7 @@ use crate::audit::price::{PriceBook, PriceBookConfig};
 use crate::audit::stage::{Audit, AuditCall, AuditConfig};
 use crate::auth::keys::KeyRing;
 use crate::auth::{self, AttemptCredential, AuthConfig, CredentialPlane};
+use crate::error::ConfigError;
 use crate::headers;
 use crate::host::{Flow, Host};
 use crate::provider::ProviderConfig;
@@ -54,7 +55,7 @@ pub struct GatewayConfig {
 impl GatewayConfig {
     /// Hands the one `providers` table to the stages that use it (and refuses a second table
     /// in a stage), and compiles the one price book.
-    fn resolve(&mut self) -> Result<Option<Rc<PriceBook>>, String> {
+    fn resolve(&mut self) -> Result<Option<Rc<PriceBook>>, ConfigError> {
         if let Some(table) = self.providers.take() {
             if let Some(r) = &mut self.route {
                 if !r.providers.is_empty() {
@@ -82,14 +83,12 @@ impl GatewayConfig {
         if self.audit.as_ref().is_some_and(|a| a.price_book.is_some()) {
             return Err(both("audit.price_book", "price_book"));
         }
-        PriceBook::compile(book)
-            .map(|b| Some(Rc::new(b)))
-            .map_err(|e| format!("gateway: invalid configuration at `price_book`: {e}"))
+        PriceBook::compile(book).map(|b| Some(Rc::new(b))).map_err(|e| e.at("gateway", "price_book"))
     }
 }
 
-fn both(stage: &str, shared: &str) -> String {
-    format!("gateway: invalid configuration at `{stage}`: the gateway's one `{shared}` is given too; keep one")
+fn both(stage: &str, shared: &str) -> ConfigError {
+    ConfigError::new("gateway", stage, format!("the gateway's one `{shared}` is given too; keep one"))
 }
 
 /// The listener's compiled stages.
@@ -101,23 +100,45 @@ pub struct Listener {
     pub audit: Option<Audit>,
 }
 
-impl Listener {
-    pub fn compile(cfg: GatewayConfig) -> Result<Listener, String> {
+impl TryFrom<GatewayConfig> for Listener {
+    type Error = ConfigError;
+
+    /// Compiles the listener's stages. An error in a stage's part names that stage
+    /// ([`ConfigError::in_stage`]); the `gateway` filter reports it from the top of its
+    /// configuration ([`ConfigError::in_gateway`]), a design-card filter as its own.
+    fn try_from(cfg: GatewayConfig) -> Result<Listener, ConfigError> {
         let mut cfg = cfg;
         let book = cfg.resolve()?;
         let route = match &cfg.route {
             Some(r) => {
-                r.validate()?;
+                r.validate().map_err(|e| e.in_stage("route"))?;
                 Some(Rc::new(r.clone()))
             }
             None => None,
         };
         Ok(Listener {
-            auth: cfg.auth.as_ref().map(auth::compile_keys).transpose()?,
+            auth: cfg.auth.as_ref().map(KeyRing::try_from).transpose().map_err(|e| e.in_stage("auth"))?,
             route,
-            quota: cfg.quota.as_ref().map(|q| Quota::compile_with(q, book.clone())).transpose()?.map(Rc::new),
-            audit: cfg.audit.as_ref().map(|a| Audit::compile_with(a, book.clone())).transpose()?,
+            quota: cfg
+                .quota
+                .as_ref()
+                .map(|q| Quota::compile_with(q, book.clone()))
+                .transpose()
+                .map_err(|e| e.in_stage("quota"))?
+                .map(Rc::new),
+            audit: cfg
+                .audit
+                .as_ref()
+                .map(|a| Audit::compile_with(a, book.clone()))
+                .transpose()
+                .map_err(|e| e.in_stage("audit"))?,
         })
+    }
+}
+
+impl Listener {
+    pub fn compile(cfg: GatewayConfig) -> Result<Listener, ConfigError> {
+        Listener::try_from(cfg)
     }
 }
 
@@ -277,22 +298,42 @@ pub struct Upstream {
     pub credentials: Option<CredentialPlane>,
 }
 
-impl Upstream {
-    pub fn compile(cfg: GatewayConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Upstream, String> {
+impl<'a> TryFrom<(GatewayConfig, &'a dyn Fn(&str) -> Option<String>)> for Upstream {
+    type Error = ConfigError;
+
+    /// Compiles the per-attempt stages, reading provider keys through `env` (the Wasm VM's
+    /// environment). Errors as for [`Listener`].
+    fn try_from((cfg, env): (GatewayConfig, &'a dyn Fn(&str) -> Option<String>)) -> Result<Upstream, ConfigError> {
         let mut cfg = cfg;
         let book = cfg.resolve()?;
         let route = match cfg.route {
             Some(r) => {
-                r.validate()?;
+                r.validate().map_err(|e| e.in_stage("route"))?;
                 Some(Rc::new(r))
             }
             None => None,
         };
         Ok(Upstream {
             route,
-            quota: cfg.quota.as_ref().map(|q| Quota::compile_with(q, book.clone())).transpose()?.map(Rc::new),
-            credentials: cfg.auth.map(|a| auth::compile_credentials(a, env)).transpose()?,
+            quota: cfg
+                .quota
+                .as_ref()
+                .map(|q| Quota::compile_with(q, book.clone()))
+                .transpose()
+                .map_err(|e| e.in_stage("quota"))?
+                .map(Rc::new),
+            credentials: cfg
+                .auth
+                .map(|a| auth::compile_credentials(a, env))
+                .transpose()
+                .map_err(|e| e.in_stage("auth"))?,
         })
+    }
+}
+
+impl Upstream {
+    pub fn compile(cfg: GatewayConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Upstream, ConfigError> {
+        Upstream::try_from((cfg, env))
     }
 }
 

@@ -9,6 +9,7 @@ use std::rc::Rc;
 use serde::Deserialize;
 
 use crate::audit::price::{parse_usd, PriceBook, PriceBookConfig};
+use crate::error::ConfigError;
 use crate::quota::bucket::Limit;
 use crate::time::{civil_from_days, days_from_civil};
 use crate::wire::usage::Usage;
@@ -265,38 +266,49 @@ fn merge(over: &LimitSpec, base: &LimitSpec) -> LimitSpec {
     }
 }
 
-fn compile_limits(who: &str, s: &LimitSpec) -> Result<Limits, String> {
-    let limit = |what: &str, rate: Option<u64>, burst: Option<u64>| -> Result<Option<Limit>, String> {
+/// A quota configuration error at `field`.
+fn refused(field: String, problem: impl Into<String>) -> ConfigError {
+    ConfigError::new("quota", field, problem)
+}
+
+/// Compiles the limits of the object at `at` (`tenants.acme`, `providers.openai`, ...).
+fn compile_limits(at: &str, s: &LimitSpec) -> Result<Limits, ConfigError> {
+    let limit = |what: &str, rate: Option<u64>, burst: Option<u64>| -> Result<Option<Limit>, ConfigError> {
         match (rate, burst) {
             (None, None) => Ok(None),
-            (None, Some(_)) => Err(format!("quota: {who}: {what}_burst is set without {what}_per_minute")),
+            (None, Some(_)) => {
+                Err(refused(format!("{at}.{what}_burst"), format!("is set without `{what}_per_minute`")))
+            }
             (Some(r), b) => {
                 let burst = b.unwrap_or(r);
-                if r == 0 || burst == 0 {
-                    return Err(format!("quota: {who}: {what}_per_minute and its burst must be at least 1"));
+                if r == 0 {
+                    return Err(refused(format!("{at}.{what}_per_minute"), "must be at least 1"));
+                }
+                if burst == 0 {
+                    return Err(refused(format!("{at}.{what}_burst"), "must be at least 1"));
                 }
                 Ok(Some(Limit { rate_per_minute: r, burst }))
             }
         }
     };
     if s.concurrent == Some(0) {
-        return Err(format!("quota: {who}: concurrent must be at least 1"));
+        return Err(refused(format!("{at}.concurrent"), "must be at least 1"));
     }
     let budget = match &s.budget {
         None => None,
         Some(b) => {
-            let usd = |what: &str, v: &Option<String>| -> Result<Option<u128>, String> {
+            let usd = |what: &str, v: &Option<String>| -> Result<Option<u128>, ConfigError> {
                 v.as_deref()
                     .map(|v| {
-                        parse_usd(v)
-                            .filter(|p| *p > 0)
-                            .ok_or_else(|| format!("quota: {who}: budget.{what} {v:?} is not a positive USD amount"))
+                        parse_usd(v).filter(|p| *p > 0).ok_or_else(|| {
+                            refused(format!("{at}.budget.{what}"), format!("{v:?} is not a positive USD amount"))
+                        })
                     })
                     .transpose()
             };
             let soft_percent = b.soft_percent.unwrap_or(80);
             if !(1..=100).contains(&soft_percent) {
-                return Err(format!("quota: {who}: budget.soft_percent must be 1..=100"));
+                return Err(refused(format!("{at}.budget.soft_percent"), "must be 1..=100"));
             }
             let budget = Budget {
                 daily: usd("daily_usd", &b.daily_usd)?,
@@ -304,7 +316,7 @@ fn compile_limits(who: &str, s: &LimitSpec) -> Result<Limits, String> {
                 soft_percent,
             };
             if budget.daily.is_none() && budget.monthly.is_none() {
-                return Err(format!("quota: {who}: budget sets neither daily_usd nor monthly_usd"));
+                return Err(refused(format!("{at}.budget"), "sets neither `daily_usd` nor `monthly_usd`"));
             }
             Some(budget)
         }
@@ -317,11 +329,13 @@ fn compile_limits(who: &str, s: &LimitSpec) -> Result<Limits, String> {
     })
 }
 
+/// Compiles a map of limits (a tenant's `features` or `models`, at `at`), each entry merged
+/// over the default tenant's entry of the same name.
 fn compile_map(
-    who: &str,
+    at: &str,
     m: &HashMap<String, LimitSpec>,
     base: &HashMap<String, LimitSpec>,
-) -> Result<HashMap<String, Limits>, String> {
+) -> Result<HashMap<String, Limits>, ConfigError> {
     let mut out = HashMap::new();
     for name in m.keys().chain(base.keys()) {
         if out.contains_key(name) {
@@ -333,25 +347,34 @@ fn compile_map(
             (None, Some(b)) => b.clone(),
             (None, None) => continue,
         };
-        out.insert(name.clone(), compile_limits(&format!("{who} {name:?}"), &spec)?);
+        out.insert(name.clone(), compile_limits(&format!("{at}.{name}"), &spec)?);
     }
     Ok(out)
 }
 
-impl Quota {
-    pub fn compile(cfg: &QuotaConfig) -> Result<Quota, String> {
+impl TryFrom<&QuotaConfig> for Quota {
+    type Error = ConfigError;
+
+    fn try_from(cfg: &QuotaConfig) -> Result<Quota, ConfigError> {
         Quota::compile_with(cfg, None)
+    }
+}
+
+impl Quota {
+    pub fn compile(cfg: &QuotaConfig) -> Result<Quota, ConfigError> {
+        Quota::try_from(cfg)
     }
 
     /// Compiles with `shared`, the gateway's one price book, when the configuration has none
     /// of its own.
-    pub fn compile_with(cfg: &QuotaConfig, shared: Option<Rc<PriceBook>>) -> Result<Quota, String> {
+    pub fn compile_with(cfg: &QuotaConfig, shared: Option<Rc<PriceBook>>) -> Result<Quota, ConfigError> {
         let empty = TenantSpec::default();
         let base = cfg.tenants.get("*").unwrap_or(&empty);
-        let tenant = |name: &str, spec: &TenantSpec| -> Result<CompiledTenant, String> {
-            let limits = compile_limits(&format!("tenant {name:?}"), &merge(&spec.limits(), &base.limits()))?;
-            let features = compile_map(&format!("tenant {name:?} feature"), &spec.features, &base.features)?;
-            let models = compile_map(&format!("tenant {name:?} model"), &spec.models, &base.models)?;
+        let tenant = |name: &str, spec: &TenantSpec| -> Result<CompiledTenant, ConfigError> {
+            let at = format!("tenants.{name}");
+            let limits = compile_limits(&at, &merge(&spec.limits(), &base.limits()))?;
+            let features = compile_map(&format!("{at}.features"), &spec.features, &base.features)?;
+            let models = compile_map(&format!("{at}.models"), &spec.models, &base.models)?;
             Ok(CompiledTenant { limits, features, models })
         };
         let default = match cfg.tenants.get("*") {
@@ -364,22 +387,23 @@ impl Quota {
         }
         let mut providers = HashMap::new();
         for (name, spec) in &cfg.providers {
-            let l = compile_limits(&format!("provider {name:?}"), spec)?;
+            let l = compile_limits(&format!("providers.{name}"), spec)?;
             if l.concurrent.is_some() || l.budget.is_some() {
-                return Err(format!(
-                    "quota: provider {name:?}: only requests and tokens per minute can be limited per provider \
-                     (limit calls in flight with the provider cluster's circuit breakers)"
+                return Err(refused(
+                    format!("providers.{name}"),
+                    "only requests and tokens per minute can be limited per provider (limit calls in flight with \
+                     the provider cluster's circuit breakers)",
                 ));
             }
             providers.insert(name.clone(), l);
         }
         let prices = match &cfg.price_book {
-            Some(b) => Some(Rc::new(PriceBook::compile(b).map_err(|e| format!("quota: {e}"))?)),
+            Some(b) => Some(Rc::new(PriceBook::compile(b).map_err(|e| e.at("quota", "price_book"))?)),
             None => shared,
         };
         let q = Quota { default, tenants, providers, estimate: cfg.estimate.clone(), prices };
         if q.prices.is_none() && q.any_budget() {
-            return Err("quota: a budget is set but there is no `price_book` to price calls with".into());
+            return Err(refused("price_book".into(), "is required: a budget is set, and calls are priced with it"));
         }
         Ok(q)
     }

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use serde::Deserialize;
 
-use crate::error::GatewayError;
+use crate::error::{ConfigError, GatewayError};
 pub use crate::provider::ProviderConfig;
 
 pub mod stage;
@@ -180,52 +180,62 @@ pub fn bucket_of(request_id: &str) -> u8 {
 
 impl RouteConfig {
     /// Checks references once, at configuration time.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let refused = |field: String, problem: String| Err(ConfigError::new("route-select", field, problem));
         if self.aliases.is_empty() {
-            return Err("route-select: no model aliases configured".into());
+            return refused("aliases".into(), "no model aliases are configured".into());
         }
         for (name, alias) in &self.aliases {
             if alias.chain.is_empty() {
-                return Err(format!("route-select: alias {name:?} has an empty chain name"));
+                return refused(format!("aliases.{name}.chain"), "must not be empty".into());
             }
             if alias.steps.is_empty() {
-                return Err(format!("route-select: alias {name:?} has no steps"));
+                return refused(format!("aliases.{name}.steps"), "has no steps".into());
             }
-            for s in &alias.steps {
+            for (i, s) in alias.steps.iter().enumerate() {
                 if !self.providers.contains_key(&s.provider) {
-                    return Err(format!("route-select: alias {name:?} names unknown provider {:?}", s.provider));
+                    return refused(
+                        format!("aliases.{name}.steps[{i}].provider"),
+                        format!("unknown provider {:?}", s.provider),
+                    );
                 }
             }
             if let Some(c) = &alias.canary {
                 if !self.aliases.contains_key(&c.alias) || c.alias == *name {
-                    return Err(format!(
-                        "route-select: alias {name:?}: canary alias {:?} is not another alias",
-                        c.alias
-                    ));
+                    return refused(
+                        format!("aliases.{name}.canary.alias"),
+                        format!("{:?} is not another alias", c.alias),
+                    );
                 }
                 if c.percent > 100 {
-                    return Err(format!("route-select: alias {name:?}: canary percent must be 0..=100"));
+                    return refused(format!("aliases.{name}.canary.percent"), "must be 0..=100".into());
                 }
             }
         }
-        for r in &self.rules {
+        for (i, r) in self.rules.iter().enumerate() {
             if !self.aliases.contains_key(&r.alias) {
-                return Err(format!("route-select: rule {:?} sends calls to unknown alias {:?}", r.name, r.alias));
+                return refused(
+                    format!("rules[{i}].alias"),
+                    format!("rule {:?} sends calls to unknown alias {:?}", r.name, r.alias),
+                );
             }
             if let Some(c) = &r.when.cost_ceiling_usd_at_most {
                 if crate::audit::price::parse_usd(c).is_none() {
-                    return Err(format!("route-select: rule {:?}: cost_ceiling_usd_at_most {c:?} is not USD", r.name));
+                    return refused(
+                        format!("rules[{i}].match.cost_ceiling_usd_at_most"),
+                        format!("{c:?} is not a USD amount"),
+                    );
                 }
             }
         }
         for (model, d) in &self.deprecations {
             if crate::time::parse_utc_ms(&d.sunset).is_none() {
-                return Err(format!("route-select: deprecation of {model:?}: sunset {:?} is not a UTC date", d.sunset));
+                return refused(format!("deprecations.{model}.sunset"), format!("{:?} is not a UTC date", d.sunset));
             }
         }
         if let Some(n) = &self.now {
             if crate::time::parse_utc_ms(n).is_none() {
-                return Err(format!("route-select: now {n:?} is not a UTC time"));
+                return refused("now".into(), format!("{n:?} is not a UTC time"));
             }
         }
         Ok(())
@@ -457,9 +467,13 @@ mod tests {
     #[test]
     fn bad_references_are_config_errors() {
         let bad_rule = with(r#","rules":[{"name":"r","alias":"nope"}]"#);
-        assert!(bad_rule.validate().unwrap_err().contains("unknown alias"));
+        let e = bad_rule.validate().unwrap_err();
+        assert_eq!(e.field, "rules[0].alias");
+        assert!(e.problem.contains("unknown alias"), "{e}");
         let bad_date = with(r#","deprecations":{"m":{"sunset":"soon","successor":"x"}}"#);
-        assert!(bad_date.validate().unwrap_err().contains("not a UTC date"));
+        let e = bad_date.validate().unwrap_err();
+        assert_eq!(e.field, "deprecations.m.sunset");
+        assert!(e.problem.contains("not a UTC date"), "{e}");
     }
 
     #[test]
@@ -504,6 +518,10 @@ mod tests {
     #[test]
     fn dangling_provider_is_a_config_error() {
         let c = cfg(r#"{"aliases":{"a":{"chain":"c","steps":[{"provider":"p","model":"m"}]}},"providers":{}}"#);
-        assert!(c.validate().err().unwrap_or_default().contains("unknown provider"));
+        let e = c.validate().unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "route-select: invalid configuration at `aliases.a.steps[0].provider`: unknown provider \"p\""
+        );
     }
 }

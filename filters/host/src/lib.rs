@@ -134,7 +134,7 @@ pub fn load_config<T: aigw_core::serde_de_owned::DeserializeOwned>(filter: &str)
     match aigw_core::parse_config::<T>(filter, &plugin_config()) {
         Ok(c) => Some(c),
         Err(e) => {
-            log(LogLevel::Error, &e);
+            log(LogLevel::Error, &e.to_string());
             None
         }
     }
@@ -144,12 +144,12 @@ pub fn load_config<T: aigw_core::serde_de_owned::DeserializeOwned>(filter: &str)
 /// the filter and the problem and returns `None` (so `on_configure` returns false).
 pub fn configure<C: aigw_core::serde_de_owned::DeserializeOwned, T>(
     filter: &str,
-    compile: impl FnOnce(C) -> Result<T, String>,
+    compile: impl FnOnce(C) -> Result<T, aigw_core::error::ConfigError>,
 ) -> Option<T> {
     match compile(load_config::<C>(filter)?) {
         Ok(t) => Some(t),
         Err(e) => {
-            log(LogLevel::Error, &e);
+            log(LogLevel::Error, &e.to_string());
             None
         }
     }

@@ -85,7 +85,7 @@ fn mint(args: &[String], rng: &mut dyn FnMut(&mut [u8]) -> Result<(), String>) -
     let entry = Value::Object(entry);
     // The entry must be one the filter accepts: check it the way on_configure will.
     let parsed: KeyEntry = serde_json::from_value(entry.clone()).map_err(|e| e.to_string())?;
-    KeyRing::compile(&[parsed])?;
+    KeyRing::compile(&[parsed]).map_err(|e| e.to_string())?;
     Ok(if as_json {
         format!("{}\n", json!({"key": key, "entry": entry}))
     } else {

@@ -8,6 +8,8 @@ use std::collections::HashMap;
 
 use serde::Deserialize;
 
+use crate::error::ConfigError;
+
 use crate::wire::usage::Usage;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -46,13 +48,18 @@ pub struct PriceBook {
     models: HashMap<String, ModelPrice>,
 }
 
-impl PriceBook {
-    pub fn compile(cfg: &PriceBookConfig) -> Result<Self, String> {
+impl TryFrom<&PriceBookConfig> for PriceBook {
+    type Error = ConfigError;
+
+    /// A price book's errors name the field within the book (`models.gpt-4o.input`); the filter
+    /// that holds the book says where it is ([`ConfigError::at`]).
+    fn try_from(cfg: &PriceBookConfig) -> Result<Self, ConfigError> {
         let mut models = HashMap::with_capacity(cfg.models.len());
         for (name, p) in &cfg.models {
             let field = |what: &str, v: &str| {
-                parse_usd_per_mtok(v)
-                    .ok_or_else(|| format!("price book: model {name:?}: {what} {v:?} is not a decimal USD amount"))
+                parse_usd_per_mtok(v).ok_or_else(|| {
+                    ConfigError::new("", format!("models.{name}.{what}"), format!("{v:?} is not a decimal USD amount"))
+                })
             };
             let input = field("input", &p.input)?;
             let output = field("output", &p.output)?;
@@ -67,6 +74,12 @@ impl PriceBook {
             models.insert(name.clone(), ModelPrice { input, cached_input, output, reasoning });
         }
         Ok(Self { version: cfg.version.clone(), models })
+    }
+}
+
+impl PriceBook {
+    pub fn compile(cfg: &PriceBookConfig) -> Result<Self, ConfigError> {
+        PriceBook::try_from(cfg)
     }
 
     pub fn price(&self, model: &str) -> Option<&ModelPrice> {
@@ -220,7 +233,11 @@ mod tests {
     fn bad_price_is_a_config_error() {
         let cfg: Result<PriceBookConfig, _> =
             serde_json::from_str(r#"{"version":"x","models":{"m":{"input":"cheap","output":"1"}}}"#);
-        let err = cfg.map(|c| PriceBook::compile(&c).err().unwrap_or_default()).unwrap_or_default();
-        assert!(err.contains("\"m\""), "{err}");
+        let err = PriceBook::compile(&cfg.unwrap()).unwrap_err().at("audit-emit", "price_book");
+        assert_eq!(err.field, "price_book.models.m.input");
+        assert_eq!(
+            err.to_string(),
+            "audit-emit: invalid configuration at `price_book.models.m.input`: \"cheap\" is not a decimal USD amount"
+        );
     }
 }

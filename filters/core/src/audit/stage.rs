@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::{parse_attempts, upstream_failed, AuditRecord, Outcome, Tokens, RECORD_VERSION};
 use crate::audit::price::{format_usd, PriceBook, PriceBookConfig};
-use crate::error::GatewayError;
+use crate::error::{ConfigError, GatewayError};
 use crate::headers;
 use crate::host::{Flow, Host};
 use crate::quota::{self, Billing, CallEnd, Settled};
@@ -44,18 +44,26 @@ pub struct Audit {
     pub tenant_labels: HashSet<String>,
 }
 
-impl Audit {
-    pub fn compile(cfg: &AuditConfig) -> Result<Audit, String> {
+impl TryFrom<&AuditConfig> for Audit {
+    type Error = ConfigError;
+
+    fn try_from(cfg: &AuditConfig) -> Result<Audit, ConfigError> {
         Audit::compile_with(cfg, None)
+    }
+}
+
+impl Audit {
+    pub fn compile(cfg: &AuditConfig) -> Result<Audit, ConfigError> {
+        Audit::try_from(cfg)
     }
 
     /// Compiles with `shared`, the gateway's one price book, when the configuration has none
     /// of its own.
-    pub fn compile_with(cfg: &AuditConfig, shared: Option<std::rc::Rc<PriceBook>>) -> Result<Audit, String> {
+    pub fn compile_with(cfg: &AuditConfig, shared: Option<std::rc::Rc<PriceBook>>) -> Result<Audit, ConfigError> {
         let prices = match (&cfg.price_book, shared) {
-            (Some(b), _) => std::rc::Rc::new(PriceBook::compile(b).map_err(|e| format!("audit-emit: {e}"))?),
+            (Some(b), _) => std::rc::Rc::new(PriceBook::compile(b).map_err(|e| e.at("audit-emit", "price_book"))?),
             (None, Some(book)) => book,
-            (None, None) => return Err("audit-emit: invalid configuration: missing field `price_book`".into()),
+            (None, None) => return Err(ConfigError::new("audit-emit", "price_book", "is required")),
         };
         Ok(Audit { prices, tenant_labels: cfg.metrics.tenant_labels.iter().cloned().collect() })
     }

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::error::GatewayError;
+use crate::error::{ConfigError, GatewayError};
 
 /// One configured gateway key.
 #[derive(Debug, Clone, Deserialize)]
@@ -211,23 +211,25 @@ pub struct KeyRing {
 }
 
 impl KeyRing {
-    pub fn compile(entries: &[KeyEntry]) -> Result<Self, String> {
+    /// Compiles `keys` (an auth configuration's `keys`): errors name `keys[i].field`.
+    pub fn compile(entries: &[KeyEntry]) -> Result<Self, ConfigError> {
         let mut out = Vec::with_capacity(entries.len());
-        for e in entries {
-            let digest =
-                parse_hex32(&e.sha256).ok_or_else(|| format!("key {:?}: sha256 must be 64 hex characters", e.id))?;
+        for (i, e) in entries.iter().enumerate() {
+            let refused = |field: &str, problem: String| {
+                ConfigError::new("auth-key-swap", format!("keys[{i}].{field}"), format!("key {:?}: {problem}", e.id))
+            };
+            let digest = parse_hex32(&e.sha256).ok_or_else(|| refused("sha256", "must be 64 hex characters".into()))?;
             if e.tenant.is_empty() {
-                return Err(format!("key {:?}: tenant must not be empty", e.id));
+                return Err(refused("tenant", "must not be empty".into()));
             }
             if out.iter().any(|(d, _)| *d == digest) {
-                return Err(format!("key {:?}: the same digest is configured twice", e.id));
+                return Err(refused("sha256", "the same digest is configured twice".into()));
             }
-            let when = |field: &str, v: &Option<String>| -> Result<Option<u64>, String> {
+            let when = |field: &str, v: &Option<String>| -> Result<Option<u64>, ConfigError> {
                 v.as_deref()
                     .map(|s| {
-                        crate::time::parse_utc_ms(s).ok_or_else(|| {
-                            format!("key {:?}: {field} {s:?} is not a UTC time like 2026-11-22T00:00:00Z", e.id)
-                        })
+                        crate::time::parse_utc_ms(s)
+                            .ok_or_else(|| refused(field, format!("{s:?} is not a UTC time like 2026-11-22T00:00:00Z")))
                     })
                     .transpose()
             };
@@ -235,7 +237,7 @@ impl KeyRing {
             let not_after_ms = when("not_after", &e.not_after)?;
             if let (Some(b), Some(a)) = (not_before_ms, not_after_ms) {
                 if a <= b {
-                    return Err(format!("key {:?}: not_after must be later than not_before", e.id));
+                    return Err(refused("not_after", "must be later than not_before".into()));
                 }
             }
             let fingerprint = to_hex(&digest[..6]);
@@ -422,10 +424,12 @@ mod tests {
         let bad: Vec<KeyEntry> = serde_json::from_value(serde_json::json!([
             {"id": "b", "tenant": "t", "sha256": digest_hex("x"), "not_after": "soon"}]))
         .unwrap();
-        assert!(KeyRing::compile(&bad).unwrap_err().contains("not_after"));
+        assert_eq!(KeyRing::compile(&bad).unwrap_err().field, "keys[0].not_after");
         let inverted: Vec<KeyEntry> = serde_json::from_value(serde_json::json!([
             {"id": "i", "tenant": "t", "sha256": digest_hex("x"), "not_before": "2026-02-01", "not_after": "2026-01-01"}])).unwrap();
-        assert!(KeyRing::compile(&inverted).unwrap_err().contains("later"));
+        let e = KeyRing::compile(&inverted).unwrap_err();
+        assert_eq!(e.field, "keys[0].not_after");
+        assert!(e.problem.contains("later"), "{e}");
     }
 
     #[test]
@@ -437,9 +441,13 @@ mod tests {
     #[test]
     fn bad_config_is_rejected_with_reason() {
         let bad = [entry("x", "abc", "t")];
-        assert!(KeyRing::compile(&bad).err().unwrap_or_default().contains("64 hex"));
+        let e = KeyRing::compile(&bad).unwrap_err();
+        assert_eq!((e.filter.as_str(), e.field.as_str()), ("auth-key-swap", "keys[0].sha256"));
+        assert!(e.problem.contains("64 hex"), "{e}");
         let dup = [entry("a", &digest_hex("k"), "t"), entry("b", &digest_hex("k"), "t")];
-        assert!(KeyRing::compile(&dup).err().unwrap_or_default().contains("twice"));
+        let e = KeyRing::compile(&dup).unwrap_err();
+        assert_eq!(e.field, "keys[1].sha256");
+        assert!(e.problem.contains("twice"), "{e}");
     }
 
     #[test]

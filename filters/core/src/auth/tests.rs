@@ -185,11 +185,22 @@ fn credential_config_errors_name_the_problem() {
     let cfg = |j: &str| serde_json::from_str::<AuthConfig>(j).unwrap();
     let none = |_: &str| None;
     let e = compile_credentials(cfg(r#"{"providers": {"openai": {"api": "openai", "key_env": "X"}}}"#), &none);
-    assert!(e.err().unwrap().contains("environment variable X is not set"));
+    let e = e.err().unwrap();
+    assert_eq!(e.field, "providers.openai.key_env");
+    assert!(e.problem.contains("environment variable X is not set"), "{e}");
     let some = |_: &str| Some("k".to_string());
     let e = compile_credentials(cfg(r#"{"providers": {"bedrock": {"api": "bedrock", "key_env": "X"}}}"#), &some);
-    assert!(e.err().unwrap().contains("secret_env"));
+    assert_eq!(e.err().unwrap().field, "providers.bedrock.secret_env");
+    let listed = r#"{"providers": {"openai": {"api": "openai", "credentials": [
+        {"name": "a", "key_env": "A"}, {"name": "b", "key_env": "B", "not_after": "later"}]}}}"#;
+    assert_eq!(
+        compile_credentials(cfg(listed), &some).err().unwrap().field,
+        "providers.openai.credentials[1].not_after"
+    );
     let e = compile_credentials(cfg(r#"{"providers": {"openai": {"api": "openai"}}}"#), &some);
-    assert!(e.err().unwrap().contains("has no credential"));
-    assert!(compile_keys(&cfg("{}")).unwrap_err().contains("no gateway keys"));
+    let e = e.err().unwrap();
+    assert_eq!(e.field, "providers.openai");
+    assert!(e.problem.contains("has no credential"), "{e}");
+    let e = compile_keys(&cfg("{}")).unwrap_err();
+    assert_eq!(e.to_string(), "auth-key-swap: invalid configuration at `keys`: no gateway keys are configured");
 }

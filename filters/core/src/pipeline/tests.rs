@@ -335,17 +335,23 @@ fn a_second_providers_table_or_price_book_is_refused_by_name() {
     let mut v = one_table_config();
     v["route"]["providers"] = serde_json::json!({"openai": {"api": "openai"}});
     let e = Listener::compile(serde_json::from_value(v).unwrap()).err().unwrap();
-    assert!(e.starts_with("gateway: invalid configuration at `route.providers`"), "{e}");
+    assert!(e.to_string().starts_with("gateway: invalid configuration at `route.providers`"), "{e}");
     let mut v = one_table_config();
     v["audit"]["price_book"] = v["price_book"].clone();
     let e = Listener::compile(serde_json::from_value(v).unwrap()).err().unwrap();
-    assert!(e.contains("`audit.price_book`"), "{e}");
+    assert_eq!((e.filter.as_str(), e.field.as_str()), ("gateway", "audit.price_book"));
     // Without the gateway's book, audit needs its own.
     let mut v = one_table_config();
     v.as_object_mut().unwrap().remove("price_book");
     v.as_object_mut().unwrap().remove("quota");
     let e = Listener::compile(serde_json::from_value(v).unwrap()).err().unwrap();
-    assert!(e.contains("price_book"), "{e}");
+    assert_eq!((e.stage, e.field.as_str()), (Some("audit"), "price_book"));
+    assert_eq!(e.clone().in_gateway().to_string(), "gateway: invalid configuration at `audit.price_book`: is required");
+    assert_eq!(
+        e.to_string(),
+        "audit-emit: invalid configuration at `price_book`: is required",
+        "as the filter alone says it"
+    );
 }
 
 /// An attempt's context over the one-table configuration, for `provider` in `region`, with the

@@ -66,14 +66,31 @@ fn caller_chosen_names_cannot_break_out_of_their_key() {
 
 #[test]
 fn invalid_configs_say_what_is_wrong() {
-    let err = |j: &str| Quota::compile(&cfg(j)).unwrap_err();
-    assert!(err(r#"{"tenants": {"t": {"requests_per_minute": 0}}}"#).contains("at least 1"));
-    assert!(err(r#"{"tenants": {"t": {"tokens_burst": 5}}}"#).contains("tokens_burst is set without"));
-    assert!(err(r#"{"tenants": {"t": {"concurrent": 0}}}"#).contains("concurrent"));
-    assert!(err(r#"{"tenants": {"t": {"budget": {"daily_usd": "5"}}}}"#).contains("no `price_book`"));
-    assert!(err(r#"{"tenants": {"t": {"budget": {}}}}"#).contains("neither"));
-    assert!(err(r#"{"tenants": {"t": {"budget": {"daily_usd": "abc"}}}}"#).contains("not a positive USD"));
-    assert!(err(r#"{"providers": {"openai": {"concurrent": 5}}}"#).contains("circuit breakers"));
+    // The field each error names, and what it says about it.
+    let err = |j: &str| {
+        let e = Quota::compile(&cfg(j)).unwrap_err();
+        assert_eq!(e.filter, "quota");
+        (e.field, e.problem)
+    };
+    let cases = [
+        (r#"{"tenants": {"t": {"requests_per_minute": 0}}}"#, "tenants.t.requests_per_minute", "at least 1"),
+        (r#"{"tenants": {"t": {"tokens_burst": 5}}}"#, "tenants.t.tokens_burst", "set without `tokens_per_minute`"),
+        (r#"{"tenants": {"t": {"concurrent": 0}}}"#, "tenants.t.concurrent", "at least 1"),
+        (r#"{"tenants": {"t": {"budget": {"daily_usd": "5"}}}}"#, "price_book", "is required"),
+        (r#"{"tenants": {"t": {"budget": {}}}}"#, "tenants.t.budget", "neither"),
+        (r#"{"tenants": {"t": {"budget": {"daily_usd": "abc"}}}}"#, "tenants.t.budget.daily_usd", "not a positive USD"),
+        (
+            r#"{"tenants": {"t": {"features": {"search": {"requests_per_minute": 1, "requests_burst": 0}}}}}"#,
+            "tenants.t.features.search.requests_burst",
+            "at least 1",
+        ),
+        (r#"{"providers": {"openai": {"concurrent": 5}}}"#, "providers.openai", "circuit breakers"),
+    ];
+    for (json, field, problem) in cases {
+        let (f, p) = err(json);
+        assert_eq!(f, field, "{json}");
+        assert!(p.contains(problem), "{json}: {p}");
+    }
     assert!(serde_json::from_str::<QuotaConfig>(r#"{"tenants": {"t": {"rpm": 1}}}"#).is_err());
 }
 
