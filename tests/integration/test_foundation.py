@@ -339,7 +339,7 @@ def test_request_the_provider_cannot_take_is_a_400_from_the_attempt_and_audited(
 @pytest.mark.parametrize(
     "method,path,body,status,code",
     [
-        ("GET", "/v1/models", None, 404, "unknown_path"),  # Envoy's direct response
+        ("GET", "/v1/files", None, 404, "unknown_path"),  # Envoy's direct response
         ("PUT", "/v1/chat/completions", b"{}", 405, "method_not_allowed"),  # route-select
         ("POST", "/v1/chat/completions", b"a" * (9 << 20), 413, "request_payload_too_large"),  # Envoy's limit
     ],

@@ -91,6 +91,8 @@ pub const PROP_ROUTE_FLAGS: &str = "aigw_route_flags";
 /// did not ask usage for (audit-emit reads it).
 pub const PROP_USAGE: &str = "aigw_usage";
 pub const PROP_REFUSAL: &str = "aigw_refusal";
+/// The gateway answered the call itself, at no cost (`models`: a model list).
+pub const PROP_ANSWERED: &str = "aigw_answered";
 pub const PROP_AUDIT: &str = "aigw_audit";
 /// The concrete models the call's chain may use, comma-separated (route-select, read by quota
 /// to bound a call's cost).

@@ -124,12 +124,19 @@ pub trait Host {
 /// Shared data: each key's value and its compare-and-swap token.
 pub type SharedData = HashMap<String, (Vec<u8>, u32)>;
 
-/// Whether the call came in by the Messages door (`/v1/messages`): route-select says so in filter
-/// state; before it has run, the request path still says so. Refusals take that door's shape.
+/// Whether the caller speaks Anthropic's API: it came in by the Messages door (`/v1/messages`),
+/// or asked for the model list with `anthropic-version` (as Anthropic's SDK does). route-select
+/// says so in filter state; before it has run, the request still says so. Refusals take that
+/// shape.
 pub fn messages_door(h: &impl Host) -> bool {
     match h.property_string(&[crate::headers::PROP_DOOR]) {
         Some(door) => door == "messages",
-        None => h.request_header(":path").is_some_and(|p| p.split('?').next() == Some(crate::wire::messages_in::PATH)),
+        None => {
+            let path = h.request_header(":path").unwrap_or_default();
+            let path = path.split('?').next().unwrap_or("");
+            path == crate::wire::messages_in::PATH
+                || (crate::route::models::is_models_path(path) && h.request_header("anthropic-version").is_some())
+        }
     }
 }
 

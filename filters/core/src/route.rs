@@ -7,6 +7,7 @@ use serde::Deserialize;
 use crate::error::{ConfigError, GatewayError};
 pub use crate::provider::ProviderConfig;
 
+pub mod models;
 pub mod stage;
 
 /// The wire API a provider speaks.

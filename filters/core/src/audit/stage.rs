@@ -312,6 +312,11 @@ impl AuditCall {
             // A stream whose usage chunk was taken out before it reached us (route-select).
             self.usage = read_usage(h);
         }
+        // A call the gateway answered itself (a model list) used and cost nothing.
+        let answered = prop(headers::PROP_ANSWERED).is_some();
+        if answered {
+            self.usage = Some(Usage::default());
+        }
         let mut flags = Vec::new();
         if outcome == Outcome::Ok && self.usage.is_none() {
             flags.push("usage_missing".to_string());
@@ -335,7 +340,7 @@ impl AuditCall {
                 flags.push("usage_estimated".to_string());
             }
         }
-        let cost = self.cost_pico(audit);
+        let cost = if answered { Some(0) } else { self.cost_pico(audit) };
         if self.usage.is_some() && cost.is_none() {
             flags.push("unpriced_model".to_string());
         }

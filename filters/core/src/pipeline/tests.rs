@@ -423,3 +423,73 @@ fn a_refusal_at_the_messages_door_is_in_anthropics_shape() {
     assert_eq!((reply.status, v["type"].as_str()), (404, Some("error")));
     assert_eq!(v["error"]["type"], "not_found_error");
 }
+
+/// `GET path` by the key `key` (with `anthropic-version` when `anthropic`), through the
+/// listener's stages, its answer encoded back through them, to the end of the call.
+fn list_models(store: &FakeHost, key: &str, path: &str, anthropic: bool) -> (FakeHost, Flow) {
+    let h = store
+        .worker()
+        .with_request_header(":method", "GET")
+        .with_request_header(":path", path)
+        .with_request_header("authorization", &format!("Bearer {key}"));
+    if anthropic {
+        h.request_headers.borrow_mut().push(("anthropic-version".into(), "2023-06-01".into()));
+    }
+    let mut c = ListenerCall::new(&h, listener());
+    let flow = c.on_request_headers(&h, true);
+    if let Some(reply) = h.reply() {
+        let mut r = h.response_headers.borrow_mut();
+        r.push((":status".into(), reply.status.to_string()));
+        r.extend(reply.headers.iter().cloned());
+        *h.response_body.borrow_mut() = reply.body.clone();
+    }
+    c.on_response_headers(&h, false);
+    c.on_response_body(&h, h.response_body.borrow().len(), true);
+    c.on_log(&h);
+    (h, flow)
+}
+
+#[test]
+fn the_gateway_lists_the_aliases_a_key_may_use_and_audits_it_as_costing_nothing() {
+    let store = FakeHost::new();
+    let (h, flow) = list_models(&store, "aigw_sk_acme", "/v1/models", false);
+    assert_eq!(flow, Flow::Refused, "answered by the gateway: nothing after the route stage runs");
+    let reply = h.reply().unwrap();
+    assert_eq!(reply.status, 200);
+    let body: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+    let ids: Vec<&str> = body["data"].as_array().unwrap().iter().filter_map(|m| m["id"].as_str()).collect();
+    assert_eq!(ids, vec!["br", "chat"]);
+    assert_eq!(body["object"], "list");
+    let rec = audit_line(&h);
+    assert_eq!(
+        (rec["outcome"].as_str(), rec["route"].as_str(), rec["cost_usd"].as_str()),
+        (Some("ok"), Some("models"), Some("0.0"))
+    );
+    assert_eq!(rec["flags"], serde_json::json!([]), "no usage missing, nothing unpriced");
+    assert_eq!(rec["tenant"], "acme");
+    // Nothing was charged: the quota stage never ran (its requests bucket holds 2).
+    assert!(store.shared.borrow().keys().all(|k| !k.starts_with("aigw.q.t.")), "no bucket touched");
+
+    // Anthropic's shape, and one model; a model the key may not see is a 404 in that shape.
+    let (h, _) = list_models(&store, "aigw_sk_acme", "/v1/models?limit=1", true);
+    let body: serde_json::Value = serde_json::from_slice(&h.reply().unwrap().body).unwrap();
+    assert_eq!((body["first_id"].as_str(), body["has_more"].as_bool()), (Some("br"), Some(true)));
+    let (h, _) = list_models(&store, "aigw_sk_acme", "/v1/models/nope", true);
+    let reply = h.reply().unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+    assert_eq!((reply.status, body["error"]["type"].as_str()), (404, Some("not_found_error")));
+    assert_eq!(audit_line(&h)["outcome"], "refused_request");
+    // A bad key asking as Anthropic's SDK does is refused in Anthropic's shape.
+    let (h, _) = list_models(&store, "aigw_sk_nobody", "/v1/models", true);
+    let reply = h.reply().unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+    assert_eq!((reply.status, body["error"]["type"].as_str()), (401, Some("authentication_error")));
+    // Anything but GET is refused.
+    let h = store
+        .worker()
+        .with_request_header(":method", "POST")
+        .with_request_header(":path", "/v1/models")
+        .with_request_header("authorization", "Bearer aigw_sk_acme");
+    ListenerCall::new(&h, listener()).on_request_headers(&h, true);
+    assert_eq!(h.reply().map(|r| r.status), Some(405));
+}

@@ -8,7 +8,7 @@ use std::rc::Rc;
 
 use serde_json::Value;
 
-use super::{chain_refusal, Api, CallFacts, RouteConfig};
+use super::{chain_refusal, models, Api, CallFacts, RouteConfig};
 use crate::audit::{parse_attempts, Attempt as AttemptRecord, ErrorClass};
 use crate::auth::keys::{check_scope, KeyScope};
 use crate::error::GatewayError;
@@ -180,6 +180,7 @@ impl Select {
         self.door = match path.split('?').next().unwrap_or("") {
             CHAT_PATH => Door::Chat,
             messages_in::PATH => Door::Messages,
+            p if models::is_models_path(p) => return self.models(h, &path),
             _ => return Flow::Continue,
         };
         if h.request_header(":method").as_deref() != Some("POST") {
@@ -195,6 +196,30 @@ impl Select {
         self.active = true;
         // Hold the headers until the body has told us where the call goes.
         Flow::Pause
+    }
+
+    /// `GET /v1/models[/{id}]`: answers with the aliases the caller's key may use (see
+    /// `route::models`). Nothing after this stage runs: no provider is called, nothing charged.
+    fn models(&mut self, h: &impl Host, path: &str) -> Flow {
+        if h.request_header(":method").as_deref() != Some("GET") {
+            return refuse(
+                h,
+                &GatewayError::new(405, "invalid_request_error", "method_not_allowed", "Use GET for this path."),
+            );
+        }
+        let scope = h.call_identity().map(|id| KeyScope::from_list_str(&id.alias_scope));
+        let names = models::visible(&self.cfg, scope.as_ref());
+        match models::answer(&names, path, h.request_header("anthropic-version").is_some()) {
+            Ok(body) => {
+                h.set_property(headers::PROP_ROUTE, "models");
+                h.set_property(headers::PROP_ANSWERED, "models");
+                if !h.send_response(200, &[("content-type", "application/json")], &body) {
+                    h.warn("route-select: could not send the model list");
+                }
+                Flow::Refused
+            }
+            Err(e) => refuse(h, &e),
+        }
     }
 
     pub fn on_request_body(&mut self, h: &impl Host, size: usize, eos: bool) -> Flow {
