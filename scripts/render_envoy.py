@@ -250,7 +250,8 @@ def check_chains(cfg):
                     for r in vh.get("routes", []):
                         for h in r.get("match", {}).get("headers", []):
                             if h.get("name") == "x-aigw-chain":
-                                routes[h["string_match"]["exact"]] = r.get("route", {})
+                                routes[h["string_match"]["exact"]] = dict(
+                                    r.get("route", {}), path=r.get("match", {}).get("prefix"))
                 for f in hcm.get("http_filters", []):
                     if f.get("name") == "aigw.route_select" and "typed_config" in f:
                         route_cfg = json.loads(f["typed_config"]["config"]["configuration"]["value"])
@@ -277,8 +278,15 @@ def check_chains(cfg):
         if order != steps:
             problems.append(f"alias {name!r}: steps {steps} but chain {chain!r} tries {order}")
         route = routes.get(chain)
+        embeddings = alias.get("kind") == "embeddings"
+        if embeddings and len({s["model"] for s in alias["steps"]}) > 1:
+            problems.append(f"alias {name!r}: an embeddings chain mixes models "
+                            f"{[s['model'] for s in alias['steps']]}: their vectors are not comparable")
+        want_path = "/v1/embeddings" if embeddings else "/v1/chat/completions"
         if route is None:
             problems.append(f"alias {name!r}: no route matches x-aigw-chain: {chain}")
+        elif route.get("path") != want_path:
+            problems.append(f"alias {name!r}: the route for {chain!r} matches {route.get('path')!r}, not {want_path!r}")
         elif route.get("retry_policy", {}).get("num_retries", 1) < len(steps) - 1:
             problems.append(f"alias {name!r}: route for {chain!r} retries fewer times than it has steps after the first")
     return problems

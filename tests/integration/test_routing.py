@@ -276,6 +276,17 @@ def test_the_renderer_refuses_chains_that_do_not_match_the_aliases():
     no_retry = text.replace("num_retries: 1", "num_retries: 0")
     with pytest.raises(SystemExit, match="retries fewer times"):
         render_envoy.to_ecds(no_retry, "/tmp/unused-ecds")
+    # An embeddings chain never moves to another model: vectors of two models do not compare.
+    mixed = text.replace('{"provider": "azure", "model": "text-embedding-3-small"}',
+                         '{"provider": "azure", "model": "text-embedding-3-large"}')
+    with pytest.raises(SystemExit, match="alias 'embed': an embeddings chain mixes models"):
+        render_envoy.to_ecds(mixed, "/tmp/unused-ecds")
+    # ... and is routed on the embeddings path.
+    wrong_path = text.replace("prefix: /v1/embeddings\n                  headers: [{name: x-aigw-chain, string_match: {exact: chain_embed}}]",
+                              "prefix: /v1/chat/completions\n                  headers: [{name: x-aigw-chain, string_match: {exact: chain_embed}}]")
+    assert wrong_path != text
+    with pytest.raises(SystemExit, match="alias 'embed': the route for 'chain_embed' matches '/v1/chat/completions'"):
+        render_envoy.to_ecds(wrong_path, "/tmp/unused-ecds")
 
 
 def test_the_readme_says_one_thing_about_a_providers_401():

@@ -90,6 +90,29 @@ pub trait ProviderApi {
     /// error type header, where it has one (Bedrock's `x-amzn-errortype`).
     fn error(&self, status: u16, error_type: &str, body: &[u8]) -> (u16, Vec<u8>);
 
+    /// Embeddings: the path that embeds with `model`; `None`: the gateway speaks no embeddings
+    /// API of this provider.
+    fn embeddings_path(&self, _model: &str, _cfg: &ProviderConfig) -> Option<String> {
+        None
+    }
+
+    /// Embeddings: the caller's request (OpenAI's format), translated for this API and `model`.
+    fn embeddings_request(&self, _body: &[u8], _model: &str) -> Result<Vec<u8>, GatewayError> {
+        Err(no_embeddings())
+    }
+
+    /// Embeddings: a whole success, as OpenAI's answer with the vectors in `encoding`, and its
+    /// usage (`None` when the API reports none; `estimate` is what the answer says then).
+    fn embeddings_answer(
+        &self,
+        _body: &[u8],
+        _model: &str,
+        _encoding: crate::wire::embeddings::Encoding,
+        _estimate: u64,
+    ) -> Result<(Vec<u8>, Option<Usage>), String> {
+        Err("this provider's embeddings are not translated".into())
+    }
+
     /// The translator of a streamed success of this content type, when the API streams in it.
     fn stream(
         &self,
@@ -109,6 +132,11 @@ pub fn api(a: Api) -> &'static dyn ProviderApi {
         Api::Gemini => &crate::provider::gemini::Gemini,
         Api::Bedrock => &crate::provider::bedrock::Bedrock,
     }
+}
+
+/// The 400 for an embeddings call to a provider whose embeddings the gateway does not speak.
+pub fn no_embeddings() -> GatewayError {
+    GatewayError::bad_request("unsupported_for_provider", "This provider's embeddings are not served by the gateway.")
 }
 
 /// The 400 for a request body that is not JSON.

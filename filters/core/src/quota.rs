@@ -591,6 +591,9 @@ impl RequestFacts {
             stream: Option<bool>,
             #[serde(default)]
             stream_options: Option<StreamOptions>,
+            /// Embeddings: a string, strings, or token arrays.
+            #[serde(borrow, default)]
+            input: Option<&'a RawValue>,
         }
         #[derive(Deserialize)]
         struct StreamOptions {
@@ -646,6 +649,18 @@ impl RequestFacts {
         }
         f.text_bytes += req.tools.map(|t| t.get().len() as u64).unwrap_or(0);
         f.text_pieces += req.tools.map(pieces).unwrap_or(0);
+        if let Some(input) = req.input.filter(|_| req.messages.is_empty()) {
+            // Embeddings: the input is all there is, and nothing is generated. Token arrays
+            // count one per number (a comma or bracket each, at least).
+            let raw = input.get();
+            f.text_bytes += raw.len() as u64;
+            f.text_pieces += if raw.bytes().any(|b| b == b'"') {
+                text_pieces(raw)
+            } else {
+                raw.bytes().filter(|b| *b == b',').count() as u64 + 1
+            };
+            f.max_output = Some(0);
+        }
         Ok(f)
     }
 

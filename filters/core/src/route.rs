@@ -42,6 +42,18 @@ pub struct Alias {
     /// A slice of this alias's calls goes to a candidate alias instead.
     #[serde(default)]
     pub canary: Option<Canary>,
+    /// What the alias serves: chat (completions and Messages, the default) or embeddings.
+    #[serde(default)]
+    pub kind: AliasKind,
+}
+
+/// What an alias serves, and so which path it is called on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AliasKind {
+    #[default]
+    Chat,
+    Embeddings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -194,11 +206,31 @@ impl RouteConfig {
                 return refused(format!("aliases.{name}.steps"), "has no steps".into());
             }
             for (i, s) in alias.steps.iter().enumerate() {
-                if !self.providers.contains_key(&s.provider) {
+                let Some(p) = self.providers.get(&s.provider) else {
                     return refused(
                         format!("aliases.{name}.steps[{i}].provider"),
                         format!("unknown provider {:?}", s.provider),
                     );
+                };
+                if alias.kind == AliasKind::Embeddings {
+                    if crate::provider::api(p.api).embeddings_path(&s.model, p).is_none() {
+                        return refused(
+                            format!("aliases.{name}.steps[{i}].provider"),
+                            format!("the gateway serves no embeddings of provider {:?}", s.provider),
+                        );
+                    }
+                    // Vectors of different models are not comparable: a fallback may move to
+                    // the same model elsewhere, never to another model.
+                    if s.model != alias.steps[0].model {
+                        return refused(
+                            format!("aliases.{name}.steps[{i}].model"),
+                            format!(
+                                "an embeddings chain may not mix models ({:?} after {:?}): their vectors are \
+                                 not comparable",
+                                s.model, alias.steps[0].model
+                            ),
+                        );
+                    }
                 }
             }
             if let Some(c) = &alias.canary {
@@ -514,6 +546,25 @@ mod tests {
         assert_eq!(status, 429);
         let (status, body) = chain_refusal("chat", &[], Some(("no_eligible_provider_in_zone", "zone".into())));
         assert!(status == 503 && body.contains("no_eligible_provider_in_zone"));
+    }
+
+    #[test]
+    fn an_embeddings_chain_keeps_one_model_on_providers_with_embeddings() {
+        let embed = |steps: &str| {
+            cfg(&format!(
+                r#"{{"aliases":{{"e":{{"kind":"embeddings","chain":"c","steps":[{steps}]}}}},
+                   "providers":{{"openai":{{"api":"openai"}},"azure":{{"api":"azure"}},"anthropic":{{"api":"anthropic"}}}}}}"#
+            ))
+            .validate()
+        };
+        assert!(embed(r#"{"provider":"openai","model":"m"},{"provider":"azure","model":"m"}"#).is_ok());
+        let e = embed(r#"{"provider":"openai","model":"m"},{"provider":"azure","model":"m2"}"#).unwrap_err();
+        assert_eq!(e.field, "aliases.e.steps[1].model");
+        assert!(e.problem.contains("not comparable"), "{e}");
+        let e = embed(r#"{"provider":"anthropic","model":"m"}"#).unwrap_err();
+        assert_eq!(e.field, "aliases.e.steps[0].provider");
+        // A chat alias may move between models.
+        assert!(cfg(OK).validate().is_ok());
     }
 
     #[test]

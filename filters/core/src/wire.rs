@@ -3,6 +3,7 @@
 //! Messages API to the gateway).
 
 pub mod chat;
+pub mod embeddings;
 pub mod eventstream;
 pub mod messages_in;
 pub mod sse;

@@ -36,6 +36,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
+mod embeddings;
 mod more;
 
 struct Request {
@@ -302,8 +303,15 @@ fn handle(req: &Request, inst: &Instance, w: &mut TcpStream) -> io::Result<bool>
     match (req.method.as_str(), path) {
         ("POST", "/v1/chat/completions") => openai(req, inst, w, fault, n, false),
         ("POST", "/v1/messages") => anthropic(req, inst, w, fault, n),
-        ("POST", p) if p.starts_with("/openai/deployments/") && p.ends_with("/chat/completions") => {
+        ("POST", "/v1/embeddings") => openai(req, inst, w, fault, n, false),
+        ("POST", p)
+            if p.starts_with("/openai/deployments/")
+                && (p.ends_with("/chat/completions") || p.ends_with("/embeddings")) =>
+        {
             openai(req, inst, w, fault, n, true)
+        }
+        ("POST", p) if p.starts_with("/v1beta/models/") && p.ends_with(":batchEmbedContents") => {
+            more::gemini(req, inst, w, fault, n, false)
         }
         ("POST", p) if p.starts_with("/v1beta/models/") && p.ends_with(":generateContent") => {
             more::gemini(req, inst, w, fault, n, false)
@@ -424,6 +432,81 @@ fn openai_error(
     respond(w, status, &h, body.as_bytes())
 }
 
+/// `POST /v1/embeddings` (and Azure's `/openai/deployments/D/embeddings`), past auth and faults.
+fn openai_embeddings(body: &Value, model: &str, w: &mut TcpStream) -> io::Result<bool> {
+    let Some((native, takes_dimensions)) = embeddings::openai_model(model) else {
+        return openai_error(
+            w,
+            404,
+            "invalid_request_error",
+            Some("model_not_found"),
+            &format!("The model `{model}` does not exist or you do not have access to it."),
+            &[],
+        );
+    };
+    let inputs = match embeddings::openai_inputs(body.get("input")) {
+        Ok(i) => i,
+        Err(msg) => return openai_error(w, 400, "invalid_request_error", None, msg, &[]),
+    };
+    let dims = match body.get("dimensions") {
+        None | Some(Value::Null) => native,
+        Some(_) if !takes_dimensions => {
+            return openai_error(
+                w,
+                400,
+                "invalid_request_error",
+                None,
+                "This model does not support specifying dimensions.",
+                &[],
+            );
+        }
+        Some(d) => match d.as_u64().and_then(|d| usize::try_from(d).ok()).filter(|d| (1..=native).contains(d)) {
+            Some(d) => d,
+            None => {
+                return openai_error(
+                    w,
+                    400,
+                    "invalid_request_error",
+                    None,
+                    &format!("Invalid value for 'dimensions' = {d}. Must be between 1 and {native}."),
+                    &[],
+                )
+            }
+        },
+    };
+    let base64 = match body.get("encoding_format").and_then(Value::as_str) {
+        None | Some("float") => false,
+        Some("base64") => true,
+        Some(other) => {
+            return openai_error(
+                w,
+                400,
+                "invalid_request_error",
+                None,
+                &format!("Invalid value for 'encoding_format' = {other}. Supported values are: 'float' and 'base64'."),
+                &[],
+            )
+        }
+    };
+    let tokens: u64 = inputs.iter().map(|(_, t)| t).sum();
+    let data: Vec<Value> = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, (text, _))| {
+            json!({"object": "embedding", "index": i,
+                                     "embedding": embeddings::encoded(&embeddings::vector(text, dims), base64)})
+        })
+        .collect();
+    let out = json!({"object": "list", "data": data, "model": model,
+                     "usage": {"prompt_tokens": tokens, "total_tokens": tokens}});
+    respond(
+        w,
+        200,
+        &[("content-type", "application/json".into()), ("x-request-id", "req_fake_embed".into())],
+        out.to_string().as_bytes(),
+    )
+}
+
 fn openai(req: &Request, inst: &Instance, w: &mut TcpStream, fault: Fault, n: u64, azure: bool) -> io::Result<bool> {
     if azure {
         // Azure OpenAI: `api-key` auth, a required api-version, its own error body shape.
@@ -495,6 +578,11 @@ fn openai(req: &Request, inst: &Instance, w: &mut TcpStream, fault: Fault, n: u6
     let Some(model) = body.get("model").and_then(Value::as_str) else {
         return openai_error(w, 400, "invalid_request_error", None, "you must provide a model parameter", &[]);
     };
+    if req.path.split('?').next().is_some_and(|p| p.ends_with("/embeddings")) {
+        // Azure: the deployment in the path is the model.
+        let deployment = azure.then(|| req.path.split('/').nth(3).unwrap_or("").to_string());
+        return openai_embeddings(&body, deployment.as_deref().unwrap_or(model), w);
+    }
     if body.get("messages").and_then(Value::as_array).is_none_or(|m| m.is_empty()) {
         return openai_error(
             w,

@@ -23,6 +23,69 @@ fn gemini_error(w: &mut TcpStream, code: u16, status: &str, message: &str, detai
     respond(w, code, &json_headers(), body.to_string().as_bytes())
 }
 
+/// `batchEmbedContents`: at most 100 requests, each naming the model of the path; no token
+/// counts in the answer (the Gemini API gives none for embeddings).
+fn gemini_embed(req: &Request, body: &Value, w: &mut TcpStream) -> io::Result<bool> {
+    let path = req.path.split('?').next().unwrap_or("");
+    let model = path.trim_start_matches("/v1beta/models/").split(':').next().unwrap_or("");
+    let native = match model {
+        "gemini-embedding-001" => 3072,
+        "text-embedding-004" => 768,
+        _ => {
+            return gemini_error(
+                w,
+                404,
+                "NOT_FOUND",
+                &format!("models/{model} is not found for API version v1beta, or is not supported for embedContent."),
+                json!([]),
+            );
+        }
+    };
+    let Some(requests) = body.get("requests").and_then(Value::as_array).filter(|r| !r.is_empty()) else {
+        return gemini_error(
+            w,
+            400,
+            "INVALID_ARGUMENT",
+            "* BatchEmbedContentsRequest.requests: requests is not specified",
+            json!([]),
+        );
+    };
+    if requests.len() > 100 {
+        return gemini_error(
+            w,
+            400,
+            "INVALID_ARGUMENT",
+            "* BatchEmbedContentsRequest.requests: at most 100 requests can be in one batch",
+            json!([]),
+        );
+    }
+    let mut out = Vec::new();
+    for (i, r) in requests.iter().enumerate() {
+        if r.get("model").and_then(Value::as_str) != Some(&format!("models/{model}")) {
+            return gemini_error(
+                w,
+                400,
+                "INVALID_ARGUMENT",
+                &format!("* BatchEmbedContentsRequest.requests[{i}].model: the model must match the batch's model"),
+                json!([]),
+            );
+        }
+        let Some(text) = r.pointer("/content/parts/0/text").and_then(Value::as_str).filter(|t| !t.is_empty()) else {
+            return gemini_error(
+                w,
+                400,
+                "INVALID_ARGUMENT",
+                &format!("* BatchEmbedContentsRequest.requests[{i}].content: contents is not specified"),
+                json!([]),
+            );
+        };
+        let dims =
+            r.get("outputDimensionality").and_then(Value::as_u64).map_or(native, |d| (d as usize).clamp(1, native));
+        out.push(json!({"values": super::embeddings::vector(text, dims)}));
+    }
+    respond(w, 200, &json_headers(), json!({"embeddings": out}).to_string().as_bytes())
+}
+
 /// The Gemini request as OpenAI-like messages, so the shared `answer` can echo it.
 fn gemini_as_messages(body: &Value) -> Value {
     let mut messages = Vec::new();
@@ -88,6 +151,9 @@ pub fn gemini(
     let Ok(body) = serde_json::from_slice::<Value>(&req.body) else {
         return gemini_error(w, 400, "INVALID_ARGUMENT", "Invalid JSON payload received.", json!([]));
     };
+    if req.path.split('?').next().is_some_and(|p| p.ends_with(":batchEmbedContents")) {
+        return gemini_embed(req, &body, w);
+    }
     if body.get("model").is_some() || body.get("messages").is_some() || body.get("stream").is_some() {
         return gemini_error(
             w,

@@ -211,11 +211,18 @@ mod tests {
             assert!(m.source.as_deref().is_some_and(|s| s.starts_with("https://")), "{name}: source");
             assert!(m.date.as_deref().is_some_and(|d| d.len() == 10), "{name}: date");
             let p = book.price(name).unwrap();
-            assert!(p.input > 0 && p.output > 0 && p.cached_input <= p.input, "{name}: {p:?}");
+            // Embedding models generate nothing: only their input is priced.
+            let output_priced = p.output > 0 || name.contains("embedding");
+            assert!(p.input > 0 && output_priced && p.cached_input <= p.input, "{name}: {p:?}");
         }
-        for provider_model in
-            ["gpt-4o-mini-2024-07-18", "claude-sonnet-4-5-20250929", "gemini-2.5-flash", "amazon.nova-pro-v1:0"]
-        {
+        for provider_model in [
+            "gpt-4o-mini-2024-07-18",
+            "claude-sonnet-4-5-20250929",
+            "gemini-2.5-flash",
+            "amazon.nova-pro-v1:0",
+            "text-embedding-3-small",
+            "gemini-embedding-001",
+        ] {
             assert!(book.price(provider_model).is_some(), "{provider_model} missing");
         }
     }

@@ -493,3 +493,60 @@ fn the_gateway_lists_the_aliases_a_key_may_use_and_audits_it_as_costing_nothing(
     ListenerCall::new(&h, listener()).on_request_headers(&h, true);
     assert_eq!(h.reply().map(|r| r.status), Some(405));
 }
+
+#[test]
+fn a_gemini_embeddings_attempt_is_translated_both_ways_and_billed_at_its_estimate() {
+    let mut cfg = config();
+    if let Some(r) = cfg.route.as_mut() {
+        let alias: crate::route::Alias = serde_json::from_str(
+            r#"{"kind": "embeddings", "chain": "chain_e", "steps": [{"provider": "gemini", "model": "gemini-embedding-001"}]}"#,
+        )
+        .unwrap();
+        r.aliases.insert("e".into(), alias);
+        r.providers.insert("gemini".into(), serde_json::from_str(r#"{"api": "gemini"}"#).unwrap());
+    }
+    if let Some(a) = cfg.auth.as_mut() {
+        a.providers.insert("gemini".into(), serde_json::from_str(r#"{"api": "gemini", "key_env": "GEM"}"#).unwrap());
+    }
+    let env = |n: &str| Some(format!("key-of-{n}"));
+    let up = Rc::new(Upstream::compile(cfg, &env).unwrap());
+    let h = attempt_host("e", "gemini");
+    h.properties.borrow_mut().insert(headers::PROP_DOOR.into(), b"embeddings".to_vec());
+    *h.request_body.borrow_mut() =
+        br#"{"model":"e","input":["one two","three"],"dimensions":2,"encoding_format":"base64"}"#.to_vec();
+    let mut a = AttemptCall::new(up);
+    assert_eq!(a.on_request_headers(&h, false), Flow::Pause);
+    let n = h.request_body.borrow().len();
+    assert_eq!(a.on_request_body(&h, n, true), Flow::Continue);
+    assert_eq!(h.request_header(":path").as_deref(), Some("/v1beta/models/gemini-embedding-001:batchEmbedContents"));
+    assert_eq!(h.request_header("x-goog-api-key").as_deref(), Some("key-of-GEM"));
+    let sent: serde_json::Value = serde_json::from_slice(&h.request_body.borrow()).unwrap();
+    assert_eq!(
+        sent,
+        serde_json::json!({"requests": [
+            {"model": "models/gemini-embedding-001", "content": {"parts": [{"text": "one two"}]}, "outputDimensionality": 2},
+            {"model": "models/gemini-embedding-001", "content": {"parts": [{"text": "three"}]}, "outputDimensionality": 2}]})
+    );
+    let answer = br#"{"embeddings": [{"values": [1.0, -1.0]}, {"values": [0.0, 0.25]}]}"#;
+    h.response_headers.borrow_mut().extend([
+        (":status".to_string(), "200".to_string()),
+        ("content-type".to_string(), "application/json".to_string()),
+    ]);
+    *h.response_body.borrow_mut() = answer.to_vec();
+    assert_eq!(a.on_response_headers(&h, false), Flow::Pause);
+    a.on_response_body(&h, answer.len(), true);
+    let out: serde_json::Value = serde_json::from_slice(&h.response_body.borrow()).unwrap();
+    assert_eq!(out["data"][0]["embedding"], "AACAPwAAgL8=", "float32 little-endian, base64 as asked");
+    assert_eq!(out["data"][1]["index"], 1);
+    let estimate = out["usage"]["prompt_tokens"].as_u64().unwrap();
+    assert!(estimate >= 3, "at least one token per word: {estimate}");
+    // No token count from Gemini: billed at the estimate, and flagged.
+    let usage: crate::wire::usage::Usage = serde_json::from_slice(&handed_on_or_prop(&h, headers::PROP_USAGE)).unwrap();
+    assert_eq!((usage.input, usage.output), (estimate, 0));
+    assert_eq!(String::from_utf8(handed_on_or_prop(&h, headers::PROP_ROUTE_FLAGS)).unwrap(), "usage_estimated");
+}
+
+/// A property a context set, whether it is kept in the call state or in filter state.
+fn handed_on_or_prop(h: &FakeHost, name: &str) -> Vec<u8> {
+    crate::call_state::handed_on(h, name).or_else(|| h.property(&[name])).unwrap_or_default()
+}

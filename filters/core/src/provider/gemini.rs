@@ -373,6 +373,57 @@ impl StreamTranslator {
 
 impl_translate!(StreamTranslator);
 
+/// The most inputs one `batchEmbedContents` call takes.
+pub const EMBED_BATCH: usize = 100;
+
+/// An OpenAI embeddings request as a `batchEmbedContents` request for `model`.
+pub fn embeddings_request(body: &[u8], model: &str) -> Result<Vec<u8>, GatewayError> {
+    let req = crate::wire::embeddings::EmbeddingsRequest::read(body)?;
+    let texts = req.texts()?;
+    if texts.len() > EMBED_BATCH {
+        return Err(GatewayError::bad_request(
+            "unsupported_for_provider",
+            format!(
+                "This provider embeds at most {EMBED_BATCH} inputs per call; send {} in smaller batches.",
+                texts.len()
+            ),
+        )
+        .with_param("input"));
+    }
+    let name = format!("models/{model}");
+    let requests: Vec<Value> = texts
+        .iter()
+        .map(|t| {
+            let mut r = json!({"model": name, "content": {"parts": [{"text": t}]}});
+            if let (Some(d), Some(o)) = (req.dimensions, r.as_object_mut()) {
+                o.insert("outputDimensionality".into(), json!(d));
+            }
+            r
+        })
+        .collect();
+    Ok(json!({ "requests": requests }).to_string().into_bytes())
+}
+
+/// A `batchEmbedContents` answer as OpenAI's, the vectors in `encoding`.
+pub fn embeddings_answer(
+    body: &[u8],
+    model: &str,
+    encoding: crate::wire::embeddings::Encoding,
+    prompt_tokens: u64,
+) -> Result<Vec<u8>, String> {
+    #[derive(Deserialize)]
+    struct Batch {
+        embeddings: Vec<Values>,
+    }
+    #[derive(Deserialize)]
+    struct Values {
+        values: Vec<f64>,
+    }
+    let b: Batch = serde_json::from_slice(body).map_err(|e| format!("provider sent invalid JSON: {e}"))?;
+    let vectors = b.embeddings.into_iter().map(|v| v.values).collect();
+    Ok(crate::wire::embeddings::answer(vectors, model, encoding, prompt_tokens))
+}
+
 /// The Gemini API as a provider API (see `provider`): through the Anthropic translation.
 pub struct Gemini;
 
@@ -396,6 +447,26 @@ impl crate::provider::ProviderApi for Gemini {
 
     fn answer(&self, body: &[u8], model: &str, now_ms: u64) -> Result<(Vec<u8>, Option<Usage>), String> {
         response_to_openai(body, model, now_ms / 1000).map(|(out, u)| (out, Some(u)))
+    }
+
+    fn embeddings_path(&self, model: &str, _cfg: &crate::provider::ProviderConfig) -> Option<String> {
+        Some(format!("/v1beta/models/{}:batchEmbedContents", crate::auth::sigv4::uri_encode(model, false)))
+    }
+
+    fn embeddings_request(&self, body: &[u8], model: &str) -> Result<Vec<u8>, GatewayError> {
+        embeddings_request(body, model)
+    }
+
+    fn embeddings_answer(
+        &self,
+        body: &[u8],
+        model: &str,
+        encoding: crate::wire::embeddings::Encoding,
+        estimate: u64,
+    ) -> Result<(Vec<u8>, Option<Usage>), String> {
+        // The Gemini API reports no token count for embeddings: the answer says the estimate,
+        // and the call is billed at it (the audit record flags it).
+        embeddings_answer(body, model, encoding, estimate).map(|out| (out, None))
     }
 
     fn error(&self, status: u16, _error_type: &str, body: &[u8]) -> (u16, Vec<u8>) {

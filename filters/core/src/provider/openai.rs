@@ -67,6 +67,26 @@ impl ProviderApi for OpenAiFormat {
         true
     }
 
+    fn embeddings_path(&self, model: &str, cfg: &ProviderConfig) -> Option<String> {
+        Some(if self.azure {
+            format!(
+                "/openai/deployments/{}/embeddings?api-version={}",
+                uri_encode(model, false),
+                uri_encode(&cfg.api_version, false)
+            )
+        } else {
+            crate::wire::embeddings::PATH.to_string()
+        })
+    }
+
+    /// Passed through: only the model changes (Azure's deployment is in the path, and its
+    /// answer is OpenAI's).
+    fn embeddings_request(&self, body: &[u8], model: &str) -> Result<Vec<u8>, GatewayError> {
+        let mut top: BTreeMap<String, Box<RawValue>> = serde_json::from_slice(body).map_err(invalid_json)?;
+        top.insert("model".into(), raw(&Value::String(model.to_string()))?);
+        serde_json::to_vec(&top).map_err(invalid_json)
+    }
+
     fn answer(&self, body: &[u8], _model: &str, _now_ms: u64) -> Result<(Vec<u8>, Option<Usage>), String> {
         let usage =
             crate::wire::usage::from_openai_body(body).map_err(|e| format!("provider sent invalid JSON: {e}"))?;

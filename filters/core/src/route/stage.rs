@@ -8,7 +8,7 @@ use std::rc::Rc;
 
 use serde_json::Value;
 
-use super::{chain_refusal, models, Api, CallFacts, RouteConfig};
+use super::{chain_refusal, models, AliasKind, Api, CallFacts, RouteConfig};
 use crate::audit::{parse_attempts, Attempt as AttemptRecord, ErrorClass};
 use crate::auth::keys::{check_scope, KeyScope};
 use crate::error::GatewayError;
@@ -16,7 +16,7 @@ use crate::headers;
 use crate::host::{messages_door, Flow, Host};
 use crate::provider;
 use crate::quota::RequestFacts;
-use crate::wire::{messages_in, sse};
+use crate::wire::{embeddings, messages_in, sse};
 
 const CHAT_PATH: &str = "/v1/chat/completions";
 
@@ -61,6 +61,8 @@ enum Door {
     Chat,
     /// Anthropic Messages: translated to the unified request, its answer translated back.
     Messages,
+    /// OpenAI embeddings (`/v1/embeddings`): each attempt translates for its provider.
+    Embeddings,
 }
 
 /// Refuses the call; `send_error` gives the error the shape of the door it came in by.
@@ -142,6 +144,16 @@ impl Select {
         };
         let choice = self.cfg.choose(&call)?;
         let alias = self.cfg.alias(&choice.alias)?;
+        // An alias serves one kind of call: its chain's models answer only that.
+        let embeddings = self.door == Door::Embeddings;
+        if embeddings != (alias.kind == AliasKind::Embeddings) {
+            let (what, path) = if embeddings { ("a chat", CHAT_PATH) } else { ("an embeddings", embeddings::PATH) };
+            return Err(GatewayError::bad_request(
+                "wrong_model_kind",
+                format!("`{model}` is {what} model; call it on {path}."),
+            )
+            .with_param("model"));
+        }
         h.set_request_header(headers::CHAIN, Some(&alias.chain));
         for name in [headers::CALLER_LATENCY_BUDGET, headers::CALLER_COST_CEILING] {
             if hint(name).is_some() {
@@ -180,6 +192,7 @@ impl Select {
         self.door = match path.split('?').next().unwrap_or("") {
             CHAT_PATH => Door::Chat,
             messages_in::PATH => Door::Messages,
+            embeddings::PATH => Door::Embeddings,
             p if models::is_models_path(p) => return self.models(h, &path),
             _ => return Flow::Continue,
         };
@@ -232,7 +245,14 @@ impl Select {
         let mut body = h.request_body(size);
         // Said for every call, so filters that see the provider's path later (per attempt)
         // still know which door the caller used.
-        h.set_property(headers::PROP_DOOR, if self.door == Door::Messages { "messages" } else { "chat" });
+        h.set_property(
+            headers::PROP_DOOR,
+            match self.door {
+                Door::Chat => "chat",
+                Door::Messages => "messages",
+                Door::Embeddings => "embeddings",
+            },
+        );
         if self.door == Door::Messages {
             // The Messages door: from here on the call is a unified (OpenAI) request.
             let unified = serde_json::from_slice::<Value>(&body)
@@ -366,6 +386,16 @@ impl Select {
 /// Keeps a call's usage for the audit stage: the usage an attempt read in the answer it passed
 /// on (so the listener need not hold and read the answer again), or, on the listener, the usage
 /// of an answer the caller no longer sees in OpenAI's format.
+/// Adds a flag to the audit record's (route-select's flags, comma-separated).
+fn add_route_flag(h: &impl Host, flag: &str) {
+    let flags = match h.property_string(&[headers::PROP_ROUTE_FLAGS]) {
+        Some(f) if f.split(',').any(|x| x == flag) => return,
+        Some(f) if !f.is_empty() => format!("{f},{flag}"),
+        _ => flag.to_string(),
+    };
+    h.set_property(headers::PROP_ROUTE_FLAGS, &flags);
+}
+
 fn record_usage(h: &impl Host, usage: Option<crate::wire::usage::Usage>) {
     if let Some(json) = usage.and_then(|u| serde_json::to_string(&u).ok()) {
         h.set_property(headers::PROP_USAGE, &json);
@@ -448,6 +478,9 @@ struct Target {
     max_tokens_default: u64,
     /// Bedrock's `x-amzn-ErrorType` of an error answer.
     error_type: String,
+    /// An embeddings call: how the caller wants the vectors, and the estimate of its input
+    /// tokens (what the answer says when the provider reports none).
+    embeddings: Option<(embeddings::Encoding, u64)>,
 }
 
 /// Upstream, once per attempt: translates for the provider this attempt goes to.
@@ -515,6 +548,14 @@ impl RouteAttempt {
     }
 
     fn translate_request(h: &impl Host, t: &mut Target, body: &[u8]) -> Result<Vec<u8>, GatewayError> {
+        if t.embeddings.is_some() {
+            let req = embeddings::EmbeddingsRequest::read(body)?;
+            let estimate = RequestFacts::read(body)
+                .map(|f| f.estimate(&crate::quota::EstimateConfig::default()).prompt_tokens)
+                .unwrap_or(0);
+            t.embeddings = Some((req.encoding()?, estimate));
+            return provider::api(t.api).embeddings_request(body, &t.model);
+        }
         let (out, stream) = provider::api(t.api).request(body, &t.model, t.max_tokens_default)?;
         if stream && t.stream_path != t.path {
             // Some APIs stream on a path of their own.
@@ -529,7 +570,19 @@ impl RouteAttempt {
         if self.status != 200 {
             return api.error(self.status, &t.error_type, body);
         }
-        match api.answer(body, &t.model, h.now_ms()) {
+        let answer = match t.embeddings {
+            Some((encoding, estimate)) => api.embeddings_answer(body, &t.model, encoding, estimate).map(|(out, u)| {
+                // A provider that reports no token count (Gemini): the call is billed at the
+                // estimate the answer gives, and the audit record says so.
+                let u = u.or_else(|| {
+                    add_route_flag(h, "usage_estimated");
+                    Some(crate::wire::usage::Usage { input: estimate, ..Default::default() })
+                });
+                (out, u)
+            }),
+            None => api.answer(body, &t.model, h.now_ms()),
+        };
+        match answer {
             Ok((out, usage)) => {
                 record_usage(h, usage);
                 (200, out)
@@ -590,19 +643,28 @@ impl RouteAttempt {
         let (model, replaced, warning) = self.cfg.model_at(&step.model, now);
         if let Some(old) = replaced {
             // Past its sunset: the successor serves, with no caller change; the record says so.
-            h.set_property(headers::PROP_ROUTE_FLAGS, &format!("deprecated_model_replaced:{old}->{model}"));
+            add_route_flag(h, &format!("deprecated_model_replaced:{old}->{model}"));
         }
         self.deprecation = warning
             .map(|d| format!("model {} is deprecated; sunset {}; successor {}", step.model, d.sunset, d.successor));
         let api = provider::api(p.api);
+        let embeddings_call = h.property_string(&[headers::PROP_DOOR]).as_deref() == Some("embeddings");
+        let path = if embeddings_call { api.embeddings_path(model, p) } else { Some(api.path(model, p, false)) };
+        let Some(path) = path else {
+            h.set_property(headers::PROP_REFUSAL, "route");
+            h.send_error(&provider::no_embeddings(), false, &[]);
+            return Flow::Refused;
+        };
         let target = Target {
             provider,
             api: p.api,
-            path: api.path(model, p, false),
-            stream_path: api.path(model, p, true),
+            stream_path: if embeddings_call { path.clone() } else { api.path(model, p, true) },
+            path,
             model: model.to_string(),
             max_tokens_default: p.max_tokens_default,
             error_type: String::new(),
+            // Set with the body (see translate_request).
+            embeddings: embeddings_call.then_some((embeddings::Encoding::Float, 0)),
         };
         h.set_request_header(":path", Some(&target.path));
         // Every provider API takes JSON, and the gateway writes the body each attempt sends.

@@ -18,7 +18,8 @@ impl Usage {
     /// Reads an OpenAI `usage` object.
     pub fn from_openai(v: &Value) -> Option<Usage> {
         let input = v.get("prompt_tokens")?.as_u64()?;
-        let output = v.get("completion_tokens")?.as_u64()?;
+        // Embeddings report input only.
+        let output = v.get("completion_tokens").and_then(Value::as_u64).unwrap_or(0);
         let cached_input = v.pointer("/prompt_tokens_details/cached_tokens").and_then(Value::as_u64).unwrap_or(0);
         let reasoning = v.pointer("/completion_tokens_details/reasoning_tokens").and_then(Value::as_u64).unwrap_or(0);
         Some(Usage { input, cached_input: cached_input.min(input), output, reasoning: reasoning.min(output) })

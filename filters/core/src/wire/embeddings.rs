@@ -1,0 +1,191 @@
+//! Embeddings in OpenAI's format (`POST /v1/embeddings`), the gateway's unified one: the request
+//! as the gateway reads it, the answer it writes for providers that speak another format, and
+//! vectors as base64 (float32, little-endian, RFC 4648 with padding), which OpenAI's Python SDK
+//! asks for when the caller names no `encoding_format`.
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::error::GatewayError;
+
+pub const PATH: &str = "/v1/embeddings";
+
+/// The fields of a request the gateway reads (the rest passes through to OpenAI and Azure).
+#[derive(Deserialize)]
+pub struct EmbeddingsRequest<'a> {
+    #[serde(borrow, default)]
+    pub model: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub input: &'a RawValue,
+    #[serde(borrow, default)]
+    pub encoding_format: Option<Cow<'a, str>>,
+    #[serde(default)]
+    pub dimensions: Option<u64>,
+}
+
+/// How the caller wants the vectors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    Float,
+    Base64,
+}
+
+impl EmbeddingsRequest<'_> {
+    pub fn read(body: &[u8]) -> Result<EmbeddingsRequest<'_>, GatewayError> {
+        let req: EmbeddingsRequest =
+            serde_json::from_slice(body).map_err(|e| GatewayError::bad_request("invalid_json", format!("{e}")))?;
+        req.encoding()?;
+        Ok(req)
+    }
+
+    pub fn encoding(&self) -> Result<Encoding, GatewayError> {
+        match self.encoding_format.as_deref() {
+            None | Some("float") => Ok(Encoding::Float),
+            Some("base64") => Ok(Encoding::Base64),
+            Some(other) => Err(GatewayError::bad_request(
+                "invalid_encoding_format",
+                format!("`encoding_format` must be \"float\" or \"base64\", not {other:?}."),
+            )
+            .with_param("encoding_format")),
+        }
+    }
+
+    /// The input as texts: one string or a list of them. Token arrays (which only OpenAI's own
+    /// models read) are refused for the providers that take text.
+    pub fn texts(&self) -> Result<Vec<Cow<'_, str>>, GatewayError> {
+        let raw = self.input.get();
+        let texts: Vec<Cow<str>> = if raw.starts_with('"') {
+            vec![serde_json::from_str(raw).map_err(|e| invalid_input(&e.to_string()))?]
+        } else {
+            serde_json::from_str(raw).map_err(|_| {
+                GatewayError::bad_request(
+                    "unsupported_for_provider",
+                    "This provider takes `input` as a string or a list of strings, not as tokens.",
+                )
+                .with_param("input")
+            })?
+        };
+        if texts.is_empty() || texts.iter().any(|t| t.is_empty()) {
+            return Err(invalid_input("`input` must be a non-empty string or a list of non-empty strings."));
+        }
+        Ok(texts)
+    }
+}
+
+fn invalid_input(message: &str) -> GatewayError {
+    GatewayError::bad_request("invalid_input", message.to_string()).with_param("input")
+}
+
+/// Standard base64 (with padding) of the vector as float32, little-endian (each value rounded
+/// to the nearest float32, as OpenAI's are).
+pub fn base64_f32(values: &[f64]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let bytes: Vec<u8> = values.iter().flat_map(|v| (*v as f32).to_le_bytes()).collect();
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [chunk[0], chunk.get(1).copied().unwrap_or(0), chunk.get(2).copied().unwrap_or(0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for (i, shift) in [18u32, 12, 6, 0].into_iter().enumerate() {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> shift) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Vector {
+    /// As the provider wrote them (JSON numbers read as f64 are written back unchanged).
+    Float(Vec<f64>),
+    Base64(String),
+}
+
+#[derive(Serialize)]
+struct Item {
+    object: &'static str,
+    index: usize,
+    embedding: Vector,
+}
+
+#[derive(Serialize)]
+struct UsageOut {
+    prompt_tokens: u64,
+    total_tokens: u64,
+}
+
+#[derive(Serialize)]
+struct Answer<'a> {
+    object: &'static str,
+    data: Vec<Item>,
+    model: &'a str,
+    usage: UsageOut,
+}
+
+/// The answer in OpenAI's format, for vectors a provider gave in another.
+pub fn answer(vectors: Vec<Vec<f64>>, model: &str, encoding: Encoding, prompt_tokens: u64) -> Vec<u8> {
+    let data = vectors
+        .into_iter()
+        .enumerate()
+        .map(|(index, v)| Item {
+            object: "embedding",
+            index,
+            embedding: match encoding {
+                Encoding::Float => Vector::Float(v),
+                Encoding::Base64 => Vector::Base64(base64_f32(&v)),
+            },
+        })
+        .collect();
+    let usage = UsageOut { prompt_tokens, total_tokens: prompt_tokens };
+    serde_json::to_vec(&Answer { object: "list", data, model, usage }).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_is_float32_little_endian_with_padding() {
+        // Python: base64.b64encode(struct.pack('<3f', 0.1, -0.2, 0.5))
+        assert_eq!(base64_f32(&[0.1, -0.2, 0.5]), "zczMPc3MTL4AAAA/");
+        assert_eq!(base64_f32(&[1.0, -1.0, 0.0, 0.25]), "AACAPwAAgL8AAAAAAACAPg==");
+        assert_eq!(base64_f32(&[]), "");
+        assert_eq!(base64_f32(&[0.0; 1536]).len(), 8192);
+    }
+
+    #[test]
+    fn inputs_are_texts_or_a_clear_refusal() {
+        let texts = |b: &str| {
+            EmbeddingsRequest::read(b.as_bytes())
+                .and_then(|r| r.texts().map(|t| t.iter().map(|s| s.to_string()).collect::<Vec<_>>()))
+        };
+        assert_eq!(texts(r#"{"model":"e","input":"a \"b\""}"#).unwrap(), vec!["a \"b\""]);
+        assert_eq!(texts(r#"{"model":"e","input":["x","y"]}"#).unwrap(), vec!["x", "y"]);
+        let e = texts(r#"{"model":"e","input":[1,2,3]}"#).unwrap_err();
+        assert_eq!((e.code, e.param), ("unsupported_for_provider", Some("input")));
+        assert_eq!(texts(r#"{"model":"e","input":""}"#).unwrap_err().code, "invalid_input");
+        assert_eq!(texts(r#"{"model":"e","input":[]}"#).unwrap_err().code, "invalid_input");
+        let e = EmbeddingsRequest::read(br#"{"model":"e","input":"x","encoding_format":"int8"}"#).err().unwrap();
+        assert_eq!(e.param, Some("encoding_format"));
+    }
+
+    #[test]
+    fn the_answer_has_openais_shape_in_either_encoding() {
+        let a: serde_json::Value =
+            serde_json::from_slice(&answer(vec![vec![0.5, -1.0], vec![0.25, 0.0]], "m", Encoding::Float, 7)).unwrap();
+        assert_eq!(
+            a,
+            serde_json::json!({"object": "list", "model": "m", "usage": {"prompt_tokens": 7, "total_tokens": 7},
+                "data": [{"object": "embedding", "index": 0, "embedding": [0.5, -1.0]},
+                         {"object": "embedding", "index": 1, "embedding": [0.25, 0.0]}]})
+        );
+        let b: serde_json::Value =
+            serde_json::from_slice(&answer(vec![vec![1.0, -1.0, 0.0, 0.25]], "m", Encoding::Base64, 1)).unwrap();
+        assert_eq!(b["data"][0]["embedding"], "AACAPwAAgL8AAAAAAACAPg==");
+    }
+}

@@ -1,0 +1,112 @@
+"""`POST /v1/embeddings` with the official OpenAI SDK against the real Envoy, on both layouts:
+one input and a batch, `float` and `base64` (the SDK's default), through OpenAI, Azure (the
+same model, as the fallback) and Gemini (translated both ways). The fakes make each vector from
+its text, so the expected vectors are computed here the same way."""
+
+import base64
+import struct
+import uuid
+from decimal import Decimal
+
+import httpx
+import openai
+import pytest
+from conftest import DEMO_KEYS, PRICE_BOOK
+
+
+def vector(text, dims):
+    """The fakes' vector of `text` (tests/fake-providers/src/embeddings.rs): exact in float32."""
+    x = 0xCBF29CE484222325
+    for b in text.encode():
+        x = ((x ^ b) * 0x100000001B3) & (2**64 - 1)
+    out = []
+    for _ in range(dims):
+        x ^= (x << 13) & (2**64 - 1)
+        x ^= x >> 7
+        x ^= (x << 17) & (2**64 - 1)
+        out.append(((x >> 54) - 512) / 1024)
+    return out
+
+
+def client(gw, key="acme"):
+    return openai.OpenAI(base_url=f"{gw.url}/v1", api_key=DEMO_KEYS[key], max_retries=0)
+
+
+def unique():
+    return f"embed me {uuid.uuid4().hex[:8]}"
+
+
+@pytest.mark.parametrize("alias,dims", [("embed", 1536), ("embed-gemini", 3072)])
+def test_one_input_and_a_batch_in_both_encodings(gateway, alias, dims):
+    c = client(gateway)
+    text = unique()
+    # The SDK asks for base64 when the caller names no format, and decodes it.
+    one = c.embeddings.create(model=alias, input=text)
+    assert len(one.data) == 1 and one.data[0].embedding == vector(text, dims)
+    assert one.usage.prompt_tokens >= 3
+    texts = [unique(), unique(), unique()]
+    floats = c.embeddings.create(model=alias, input=texts, encoding_format="float")
+    assert [d.index for d in floats.data] == [0, 1, 2]
+    assert [d.embedding for d in floats.data] == [vector(t, dims) for t in texts]
+    # Asked for base64 explicitly, the caller gets the exact bytes: float32, little-endian.
+    raw = httpx.post(f"{gateway.url}/v1/embeddings", timeout=10,
+                     headers={"authorization": f"Bearer {DEMO_KEYS['acme']}"},
+                     json={"model": alias, "input": texts[0], "encoding_format": "base64"}).json()
+    assert raw["data"][0]["embedding"] == base64.b64encode(struct.pack(f"<{dims}f", *vector(texts[0], dims))).decode()
+
+
+def test_dimensions_reach_the_provider_and_openai_token_arrays_pass_through(gateway):
+    c = client(gateway)
+    text = unique()
+    short = c.embeddings.create(model="embed-gemini", input=text, dimensions=256, encoding_format="float")
+    assert short.data[0].embedding == vector(text, 256)
+    short = c.embeddings.create(model="embed", input=text, dimensions=64, encoding_format="float")
+    assert len(short.data[0].embedding) == 64
+    tokens = c.embeddings.create(model="embed", input=[[1, 2, 3]], encoding_format="float")
+    assert tokens.usage.prompt_tokens == 3
+    # Token arrays mean nothing to Gemini: refused by name.
+    with pytest.raises(openai.BadRequestError) as e:
+        c.embeddings.create(model="embed-gemini", input=[[1, 2, 3]])
+    assert e.value.code == "unsupported_for_provider" and e.value.param == "input"
+
+
+def test_a_failing_openai_step_falls_back_to_the_same_model_on_azure(gateway):
+    text = unique()
+    r = httpx.post(f"{gateway.url}/v1/embeddings", timeout=10,
+                   headers={"authorization": f"Bearer {DEMO_KEYS['acme']}", "x-fake-fault": "openai=503"},
+                   json={"model": "embed", "input": text, "encoding_format": "float"})
+    assert r.status_code == 200, r.text
+    assert r.headers["x-aigw-provider"] == "azure" and r.headers["x-aigw-attempts"] == "2"
+    assert r.json()["data"][0]["embedding"] == vector(text, 1536)
+    sent = gateway.provider_requests("azure", containing=text)
+    assert len(sent) == 1 and "/openai/deployments/text-embedding-3-small/embeddings" in sent[0]["path"]
+
+
+def test_an_alias_serves_one_kind_of_call(gateway):
+    c = client(gateway)
+    with pytest.raises(openai.BadRequestError) as e:
+        c.embeddings.create(model="chat", input="hi")
+    assert e.value.code == "wrong_model_kind"
+    with pytest.raises(openai.BadRequestError) as e:
+        c.chat.completions.create(model="embed", messages=[{"role": "user", "content": "hi"}])
+    assert e.value.code == "wrong_model_kind"
+
+
+def test_embeddings_are_charged_audited_and_priced_by_their_input(gateway):
+    texts = [unique(), unique()]
+    h = {"authorization": f"Bearer {DEMO_KEYS['acme']}"}
+    r = httpx.post(f"{gateway.url}/v1/embeddings", headers=h, timeout=10,
+                   json={"model": "embed", "input": texts, "encoding_format": "float"})
+    assert r.status_code == 200 and int(r.headers["x-ratelimit-remaining-requests"]) >= 0
+    rec = gateway.audit(r.headers["x-aigw-request-id"])[0]
+    used = r.json()["usage"]["prompt_tokens"]
+    assert (rec["outcome"], rec["provider"], rec["model"]) == ("ok", "openai", "text-embedding-3-small")
+    assert rec["tokens"]["input"] == used and rec["tokens"]["output"] == 0
+    price = Decimal(PRICE_BOOK["models"]["text-embedding-3-small"]["input"])
+    assert Decimal(rec["cost_usd"]) == used * price / 1_000_000
+    # Gemini reports no token count: the call is billed at the gateway's estimate, and says so.
+    r = httpx.post(f"{gateway.url}/v1/embeddings", headers=h, timeout=10,
+                   json={"model": "embed-gemini", "input": texts[0], "encoding_format": "float"})
+    rec = gateway.audit(r.headers["x-aigw-request-id"])[0]
+    assert rec["outcome"] == "ok" and "usage_estimated" in rec["flags"]
+    assert rec["tokens"]["input"] == r.json()["usage"]["prompt_tokens"] > 0
