@@ -50,6 +50,15 @@ ANTHROPIC_ANSWER = json.dumps({
     "content": [{"type": "text", "text": "Hello! I am fine, thank you."}], "stop_reason": "end_turn", "stop_sequence": None,
     "usage": {"input_tokens": 14, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0, "output_tokens": 9}},
     separators=(",", ":"))
+# Embeddings: a batch of two short inputs; the upstream answers with small vectors (16 values),
+# so the bodies are of the chat call's size and the row shows the gateway's work, not copying.
+EMBED_BODY = json.dumps({"model": "embed", "input": ["Hello, how are you today?", "You are a helpful assistant."],
+                         "encoding_format": "float"})
+EMBED_ANSWER = json.dumps({
+    "object": "list", "model": "text-embedding-3-small",
+    "data": [{"object": "embedding", "index": i, "embedding": [round(0.01 * (i + k) - 0.08, 4) for k in range(16)]}
+             for i in range(2)],
+    "usage": {"prompt_tokens": 11, "total_tokens": 11}}, separators=(",", ":"))
 CHAT_BODY = json.dumps({"model": "chat", "messages": [
     {"role": "system", "content": "You are a helpful assistant."},
     {"role": "user", "content": "Hello, how are you today?"}]})
@@ -94,6 +103,7 @@ http {{
     listen 127.0.0.1:{port} reuseport backlog=4096;
     location = /v1/chat/completions {{ default_type application/json; return 200 '{OPENAI_ANSWER}'; }}
     location = /v1/messages {{ default_type application/json; return 200 '{ANTHROPIC_ANSWER}'; }}
+    location = /v1/embeddings {{ default_type application/json; return 200 '{EMBED_ANSWER}'; }}
   }}
 }}
 """)
@@ -185,6 +195,13 @@ def make_config(name, port, admin, upstream_port, work):
             for stage in drop:
                 c.pop(stage, None)
             conf["value"] = json.dumps(c)
+    elif name in ("embeddings", "models"):
+        # The default layout, on the other calls it serves: an embeddings batch (OpenAI, passed
+        # through), and the model list (answered by the gateway itself, no upstream).
+        cfg = render_envoy.combine(cfg)
+        if name == "models":
+            return cfg, "/v1/models", None, {"Authorization": f"Bearer {KEY}"}
+        return cfg, "/v1/embeddings", EMBED_BODY, headers
     elif name in ("full-filters", "full-separate-modules"):
         pass  # the design card's seven filter instances, from one module or one module each
     elif name == "route-select":
@@ -292,7 +309,10 @@ class Envoy:
 
 def lua_script(work, path, body, headers):
     f = work / f"req-{abs(hash((path, body))) % 10**8}.lua"
-    lines = ['wrk.method = "POST"', f"wrk.path = {json.dumps(path)}", f"wrk.body = {json.dumps(body)}"]
+    if body is None:
+        lines = ['wrk.method = "GET"', f"wrk.path = {json.dumps(path)}"]
+    else:
+        lines = ['wrk.method = "POST"', f"wrk.path = {json.dumps(path)}", f"wrk.body = {json.dumps(body)}"]
     lines += [f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}" for k, v in headers.items()]
     f.write_text("\n".join(lines) + "\n")
     return f
@@ -443,7 +463,8 @@ def main():
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--seconds", type=int, default=3)
     ap.add_argument("--configs",
-                    default="bare,full,full-filters,full-separate-modules,audit-emit,auth-key-swap,quota,route-select")
+                    default="bare,full,full-filters,full-separate-modules,audit-emit,auth-key-swap,quota,route-select,"
+                            "embeddings,models")
     ap.add_argument("--out", default=str(ROOT / "bench"))
     args = ap.parse_args()
     names = args.configs.split(",")
