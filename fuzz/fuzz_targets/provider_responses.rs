@@ -3,7 +3,7 @@
 #![no_main]
 
 use aigw_core::provider::{anthropic, bedrock, gemini};
-use aigw_core::wire::usage;
+use aigw_core::wire::{embeddings, usage};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -15,6 +15,12 @@ fuzz_target!(|data: &[u8]| {
     let _ = gemini::is_invalid_key(data);
     let _ = bedrock::response_to_openai(data, "b", "r", 0);
     let _ = bedrock::error_to_openai(400, "ValidationException", data);
+    // Embeddings answers, in both encodings.
+    for enc in [embeddings::Encoding::Float, embeddings::Encoding::Base64] {
+        let _ = gemini::embeddings_answer(data, "g", enc, 1);
+        let _ = bedrock::embeddings_answer(data, "amazon.titan-embed-text-v2:0", enc, 1);
+        let _ = bedrock::embeddings_answer(data, "cohere.embed-english-v3", enc, 1);
+    }
     let cut = usize::from(data.first().copied().unwrap_or(1)).max(1);
     let mut a = anthropic::StreamTranslator::new(0, true);
     let mut g = gemini::StreamTranslator::new("g", 0);

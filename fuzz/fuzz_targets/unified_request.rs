@@ -1,5 +1,5 @@
-//! The unified (chat completions) request: what quota and routing read of it, and each
-//! provider's translation of it.
+//! The unified requests (chat completions, embeddings): what quota and routing read of them, and
+//! each provider's translation of them.
 #![no_main]
 
 use aigw_core::provider::{self, anthropic, bedrock, gemini};
@@ -16,6 +16,14 @@ fuzz_target!(|data: &[u8]| {
     // Every API's translation of the caller's bytes, as an attempt runs it.
     for a in [Api::Openai, Api::Azure, Api::Anthropic, Api::Gemini, Api::Bedrock] {
         let _ = provider::api(a).request(data, "m", 1024);
+        let _ = provider::api(a).embeddings_request(data, "m");
+    }
+    // Embeddings: the request as read, and each family's translation.
+    if let Ok(r) = aigw_core::wire::embeddings::EmbeddingsRequest::read(data) {
+        let _ = r.texts();
+    }
+    for m in ["amazon.titan-embed-text-v2:0", "cohere.embed-english-v3"] {
+        let _ = bedrock::embeddings_request(data, m);
     }
     if let Ok(a) = anthropic::request_from_openai(data, "claude-x", 1024) {
         let _ = gemini::request_from_messages(&a);

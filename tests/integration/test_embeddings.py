@@ -1,6 +1,7 @@
 """`POST /v1/embeddings` with the official OpenAI SDK against the real Envoy, on both layouts:
 one input and a batch, `float` and `base64` (the SDK's default), through OpenAI, Azure (the
-same model, as the fallback) and Gemini (translated both ways). The fakes make each vector from
+same model, as the fallback), Gemini and Bedrock (Titan v2 and Cohere v3 through `InvokeModel`,
+SigV4-signed; translated both ways). The fakes make each vector from
 its text, so the expected vectors are computed here the same way."""
 
 import base64
@@ -36,7 +37,7 @@ def unique():
     return f"embed me {uuid.uuid4().hex[:8]}"
 
 
-@pytest.mark.parametrize("alias,dims", [("embed", 1536), ("embed-gemini", 3072)])
+@pytest.mark.parametrize("alias,dims", [("embed", 1536), ("embed-gemini", 3072), ("embed-cohere", 1024)])
 def test_one_input_and_a_batch_in_both_encodings(gateway, alias, dims):
     c = client(gateway)
     text = unique()
@@ -110,3 +111,34 @@ def test_embeddings_are_charged_audited_and_priced_by_their_input(gateway):
     rec = gateway.audit(r.headers["x-aigw-request-id"])[0]
     assert rec["outcome"] == "ok" and "usage_estimated" in rec["flags"]
     assert rec["tokens"]["input"] == r.json()["usage"]["prompt_tokens"] > 0
+
+
+def test_bedrock_titan_takes_one_text_and_its_own_dimensions(gateway):
+    c = client(gateway)
+    text = unique()
+    one = c.embeddings.create(model="embed-titan", input=text, dimensions=256)
+    assert one.data[0].embedding == vector(text, 256)
+    assert one.usage.prompt_tokens == len(text.split())
+    sent = gateway.provider_requests("bedrock", containing=text)
+    assert len(sent) == 1 and sent[0]["path"] == "/model/amazon.titan-embed-text-v2%3A0/invoke"
+    assert sent[0]["headers"]["authorization"].startswith("AWS4-HMAC-SHA256 ")
+    with pytest.raises(openai.BadRequestError) as e:
+        c.embeddings.create(model="embed-titan", input=text, dimensions=300)
+    assert e.value.code == "unsupported_for_provider" and e.value.param == "dimensions"
+    with pytest.raises(openai.BadRequestError) as e:
+        c.embeddings.create(model="embed-titan", input=[text, text])
+    assert e.value.param == "input"
+
+
+def test_bedrock_cohere_usage_comes_from_its_token_count_header(gateway):
+    texts = [unique(), unique()]
+    r = httpx.post(f"{gateway.url}/v1/embeddings", timeout=10,
+                   headers={"authorization": f"Bearer {DEMO_KEYS['acme']}"},
+                   json={"model": "embed-cohere", "input": texts, "encoding_format": "float"})
+    assert r.status_code == 200, r.text
+    words = sum(len(t.split()) for t in texts)
+    assert r.json()["usage"] == {"prompt_tokens": words, "total_tokens": words}
+    rec = gateway.audit(r.headers["x-aigw-request-id"])[0]
+    assert rec["tokens"]["input"] == words and "usage_estimated" not in rec["flags"]
+    price = Decimal(PRICE_BOOK["models"]["cohere.embed-english-v3"]["input"])
+    assert Decimal(rec["cost_usd"]) == words * price / 1_000_000

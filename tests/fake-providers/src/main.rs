@@ -319,6 +319,7 @@ fn handle(req: &Request, inst: &Instance, w: &mut TcpStream) -> io::Result<bool>
         ("POST", p) if p.starts_with("/v1beta/models/") && p.ends_with(":streamGenerateContent") => {
             more::gemini(req, inst, w, fault, n, true)
         }
+        ("POST", p) if p.starts_with("/model/") && p.ends_with("/invoke") => more::bedrock_invoke(req, inst, w, fault),
         ("POST", p) if p.starts_with("/model/") && p.ends_with("/converse") => {
             more::bedrock(req, inst, w, fault, n, false)
         }

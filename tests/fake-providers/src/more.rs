@@ -533,3 +533,69 @@ pub fn bedrock(
     let h = vec![("content-type", "application/json".to_string()), ("x-amzn-requestid", format!("fake-bedrock-{n}"))];
     respond(w, 200, &h, out.to_string().as_bytes())
 }
+
+/// `InvokeModel` for embeddings (`POST /model/{id}/invoke`, SigV4-signed): Titan Text
+/// Embeddings v2 (one text) and Cohere Embed v3 (up to 96 texts, the token count in the
+/// `X-Amzn-Bedrock-Input-Token-Count` header only).
+pub fn bedrock_invoke(req: &Request, inst: &Instance, w: &mut TcpStream, fault: Fault) -> io::Result<bool> {
+    let region = inst.region.as_deref().unwrap_or("us-east-1");
+    if let Err((status, kind, message)) = verify_sigv4(req, inst, region) {
+        return bedrock_error(w, status, kind, &message);
+    }
+    match fault {
+        Fault::Status(429) => {
+            return bedrock_error(w, 429, "ThrottlingException", "Too many requests, please wait before trying again.")
+        }
+        Fault::Status(s) if s >= 400 => {
+            return bedrock_error(w, s, "ServiceUnavailableException", "Bedrock is unable to process your request.")
+        }
+        _ => {}
+    }
+    let path = req.path.split('?').next().unwrap_or("");
+    let id = path.trim_start_matches("/model/").trim_end_matches("/invoke").replace("%3A", ":").replace("%3a", ":");
+    let Ok(body) = serde_json::from_slice::<Value>(&req.body) else {
+        return bedrock_error(
+            w,
+            400,
+            "ValidationException",
+            "Malformed input request, please reformat your input and try again.",
+        );
+    };
+    let words = |t: &str| t.split_whitespace().count().max(1) as u64;
+    let (out, tokens) = match id.as_str() {
+        "amazon.titan-embed-text-v2:0" => {
+            let Some(text) = body.get("inputText").and_then(Value::as_str).filter(|t| !t.is_empty()) else {
+                return bedrock_error(w, 400, "ValidationException", "Malformed input request: #: required key [inputText] not found, please reformat your input and try again.");
+            };
+            let dims = match body.get("dimensions").map(Value::as_u64) {
+                None => 1024,
+                Some(Some(d @ (256 | 512 | 1024))) => d as usize,
+                Some(_) => return bedrock_error(w, 400, "ValidationException", "Malformed input request: #/dimensions: 300 is not a valid enum value, please reformat your input and try again."),
+            };
+            let v = super::embeddings::vector(text, dims);
+            let n = words(text);
+            (json!({"embedding": v, "inputTextTokenCount": n, "embeddingsByType": {"float": v}}), n)
+        }
+        "cohere.embed-english-v3" | "cohere.embed-multilingual-v3" => {
+            let texts: Vec<&str> = body
+                .get("texts")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            if texts.is_empty() || texts.len() > 96 || body.get("input_type").and_then(Value::as_str).is_none() {
+                return bedrock_error(w, 400, "ValidationException", "Malformed input request: texts (1 to 96) and input_type are required, please reformat your input and try again.");
+            }
+            let vectors: Vec<Vec<f32>> = texts.iter().map(|t| super::embeddings::vector(t, 1024)).collect();
+            let n = texts.iter().map(|t| words(t)).sum();
+            (
+                json!({"id": "fake-cohere-embed", "texts": texts, "embeddings": vectors, "response_type": "embeddings_floats"}),
+                n,
+            )
+        }
+        _ => return bedrock_error(w, 400, "ValidationException", "The provided model identifier is invalid."),
+    };
+    let mut h = json_headers();
+    h.push(("x-amzn-requestid", "fake-bedrock-embed".into()));
+    h.push(("x-amzn-bedrock-input-token-count", tokens.to_string()));
+    respond(w, 200, &h, out.to_string().as_bytes())
+}

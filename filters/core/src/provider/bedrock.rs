@@ -31,6 +31,106 @@ pub fn converse_stream_path(model: &str) -> String {
     format!("/model/{}/converse-stream", uri_encode(model, false))
 }
 
+/// Which embeddings family a Bedrock model id belongs to (each has its own body).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmbeddingsFamily {
+    /// `amazon.titan-embed-text-v2:0`: one text per call, 256/512/1024 dimensions.
+    TitanV2,
+    /// `cohere.embed-english-v3`, `cohere.embed-multilingual-v3`: up to 96 texts, 1024 values.
+    CohereV3,
+}
+
+pub fn embeddings_family(model: &str) -> Option<EmbeddingsFamily> {
+    if model.starts_with("amazon.titan-embed-text-v2") {
+        Some(EmbeddingsFamily::TitanV2)
+    } else if model.starts_with("cohere.embed-english-v3") || model.starts_with("cohere.embed-multilingual-v3") {
+        Some(EmbeddingsFamily::CohereV3)
+    } else {
+        None
+    }
+}
+
+/// The most texts one Cohere call embeds.
+pub const COHERE_BATCH: usize = 96;
+
+/// An OpenAI embeddings request as an `InvokeModel` body for `model`.
+pub fn embeddings_request(body: &[u8], model: &str) -> Result<Vec<u8>, GatewayError> {
+    let req = crate::wire::embeddings::EmbeddingsRequest::read(body)?;
+    let texts = req.texts()?;
+    let batch = |most: usize| {
+        GatewayError::bad_request(
+            "unsupported_for_provider",
+            format!("This provider embeds at most {most} input(s) per call; send {} in smaller batches.", texts.len()),
+        )
+        .with_param("input")
+    };
+    let out = match embeddings_family(model) {
+        Some(EmbeddingsFamily::TitanV2) => {
+            if texts.len() > 1 {
+                return Err(batch(1));
+            }
+            let mut b = json!({"inputText": texts.first().map(|t| t.as_ref()).unwrap_or_default(), "normalize": true});
+            if let Some(d) = req.dimensions {
+                if ![256, 512, 1024].contains(&d) {
+                    return Err(GatewayError::bad_request(
+                        "unsupported_for_provider",
+                        "Titan Text Embeddings v2 makes vectors of 256, 512 or 1024 dimensions only.",
+                    )
+                    .with_param("dimensions"));
+                }
+                b["dimensions"] = json!(d);
+            }
+            b
+        }
+        Some(EmbeddingsFamily::CohereV3) => {
+            if texts.len() > COHERE_BATCH {
+                return Err(batch(COHERE_BATCH));
+            }
+            if req.dimensions.is_some() {
+                return Err(GatewayError::bad_request(
+                    "unsupported_for_provider",
+                    "Cohere Embed v3 makes vectors of 1024 dimensions only; leave `dimensions` out.",
+                )
+                .with_param("dimensions"));
+            }
+            json!({"texts": texts, "input_type": "search_document", "truncate": "NONE"})
+        }
+        None => return Err(crate::provider::no_embeddings()),
+    };
+    Ok(out.to_string().into_bytes())
+}
+
+/// An `InvokeModel` embeddings answer as OpenAI's, the vectors in `encoding`; the usage when the
+/// body says it (Titan; Cohere's is in a response header).
+pub fn embeddings_answer(
+    body: &[u8],
+    model: &str,
+    encoding: crate::wire::embeddings::Encoding,
+    prompt_tokens: u64,
+) -> Result<(Vec<u8>, Option<Usage>), String> {
+    #[derive(Deserialize)]
+    struct Titan {
+        embedding: Vec<f64>,
+        #[serde(rename = "inputTextTokenCount", default)]
+        tokens: Option<u64>,
+    }
+    #[derive(Deserialize)]
+    struct Cohere {
+        embeddings: Vec<Vec<f64>>,
+    }
+    let bad = |e: serde_json::Error| format!("provider sent invalid JSON: {e}");
+    let (vectors, reported) = match embeddings_family(model) {
+        Some(EmbeddingsFamily::TitanV2) => {
+            let t: Titan = serde_json::from_slice(body).map_err(bad)?;
+            (vec![t.embedding], t.tokens)
+        }
+        Some(EmbeddingsFamily::CohereV3) => (serde_json::from_slice::<Cohere>(body).map_err(bad)?.embeddings, None),
+        None => return Err(format!("{model} is not an embeddings model the gateway speaks")),
+    };
+    let usage = reported.map(|input| Usage { input, ..Usage::default() });
+    Ok((crate::wire::embeddings::answer(vectors, model, encoding, reported.unwrap_or(prompt_tokens)), usage))
+}
+
 fn block(b: &Block<'_>) -> Result<Value, GatewayError> {
     Ok(match b {
         Block::Text { text } => json!({"text": text}),
@@ -405,6 +505,24 @@ impl crate::provider::ProviderApi for Bedrock {
         error_to_openai(status, error_type, body)
     }
 
+    fn embeddings_path(&self, model: &str, _cfg: &crate::provider::ProviderConfig) -> Option<String> {
+        embeddings_family(model).map(|_| format!("/model/{}/invoke", uri_encode(model, false)))
+    }
+
+    fn embeddings_request(&self, body: &[u8], model: &str) -> Result<Vec<u8>, GatewayError> {
+        embeddings_request(body, model)
+    }
+
+    fn embeddings_answer(
+        &self,
+        body: &[u8],
+        model: &str,
+        encoding: crate::wire::embeddings::Encoding,
+        estimate: u64,
+    ) -> Result<(Vec<u8>, Option<Usage>), String> {
+        embeddings_answer(body, model, encoding, estimate)
+    }
+
     fn stream(
         &self,
         content_type: &str,
@@ -421,6 +539,56 @@ impl crate::provider::ProviderApi for Bedrock {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn embeddings_go_to_titan_one_at_a_time_and_to_cohere_in_batches() {
+        use crate::wire::embeddings::Encoding;
+        let titan = "amazon.titan-embed-text-v2:0";
+        let out: Value = serde_json::from_slice(
+            &embeddings_request(br#"{"model":"e","input":"hi there","dimensions":512}"#, titan).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(out, json!({"inputText": "hi there", "normalize": true, "dimensions": 512}));
+        let e = embeddings_request(br#"{"model":"e","input":["a","b"]}"#, titan).unwrap_err();
+        assert_eq!((e.code, e.param), ("unsupported_for_provider", Some("input")));
+        assert_eq!(
+            embeddings_request(br#"{"model":"e","input":"a","dimensions":300}"#, titan).unwrap_err().param,
+            Some("dimensions")
+        );
+        let cohere = "cohere.embed-english-v3";
+        let out: Value =
+            serde_json::from_slice(&embeddings_request(br#"{"model":"e","input":["a","b"]}"#, cohere).unwrap())
+                .unwrap();
+        assert_eq!(out, json!({"texts": ["a", "b"], "input_type": "search_document", "truncate": "NONE"}));
+        let many = format!(r#"{{"model":"e","input":[{}]}}"#, vec!["\"x\""; 97].join(","));
+        assert_eq!(embeddings_request(many.as_bytes(), cohere).unwrap_err().param, Some("input"));
+        assert!(embeddings_request(br#"{"model":"e","input":"a"}"#, "amazon.nova-pro-v1:0").is_err());
+
+        // Titan says its count; Cohere's is in a header, so none here.
+        let (out, usage) =
+            embeddings_answer(br#"{"embedding":[0.5,-1.0],"inputTextTokenCount":3}"#, titan, Encoding::Float, 9)
+                .unwrap();
+        let out: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            (out["data"][0]["embedding"].clone(), out["usage"]["prompt_tokens"].clone()),
+            (json!([0.5, -1.0]), json!(3))
+        );
+        assert_eq!(usage.map(|u| u.input), Some(3));
+        let (out, usage) = embeddings_answer(
+            br#"{"id":"x","texts":["a","b"],"embeddings":[[1.0],[0.25]],"response_type":"embeddings_floats"}"#,
+            cohere,
+            Encoding::Base64,
+            4,
+        )
+        .unwrap();
+        let out: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            (out["data"][1]["embedding"].clone(), out["usage"]["prompt_tokens"].clone()),
+            (json!("AACAPg=="), json!(4))
+        );
+        assert!(usage.is_none());
+        assert!(embeddings_answer(b"{}", titan, Encoding::Float, 1).is_err());
+    }
     use super::*;
 
     #[test]

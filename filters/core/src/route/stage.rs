@@ -481,6 +481,8 @@ struct Target {
     /// An embeddings call: how the caller wants the vectors, and the estimate of its input
     /// tokens (what the answer says when the provider reports none).
     embeddings: Option<(embeddings::Encoding, u64)>,
+    /// The input tokens a provider reported in a response header (Bedrock's Cohere models).
+    reported_tokens: Option<u64>,
 }
 
 /// Upstream, once per attempt: translates for the provider this attempt goes to.
@@ -571,15 +573,21 @@ impl RouteAttempt {
             return api.error(self.status, &t.error_type, body);
         }
         let answer = match t.embeddings {
-            Some((encoding, estimate)) => api.embeddings_answer(body, &t.model, encoding, estimate).map(|(out, u)| {
-                // A provider that reports no token count (Gemini): the call is billed at the
-                // estimate the answer gives, and the audit record says so.
-                let u = u.or_else(|| {
-                    add_route_flag(h, "usage_estimated");
-                    Some(crate::wire::usage::Usage { input: estimate, ..Default::default() })
-                });
-                (out, u)
-            }),
+            Some((encoding, estimate)) => {
+                let count = t.reported_tokens.unwrap_or(estimate);
+                api.embeddings_answer(body, &t.model, encoding, count).map(|(out, u)| {
+                    // No count in the body: the one in a header (Bedrock's Cohere), else the
+                    // estimate, which the answer gives, the call is billed at, and the audit
+                    // record flags (Gemini).
+                    let u = u.or_else(|| {
+                        if t.reported_tokens.is_none() {
+                            add_route_flag(h, "usage_estimated");
+                        }
+                        Some(crate::wire::usage::Usage { input: count, ..Default::default() })
+                    });
+                    (out, u)
+                })
+            }
             None => api.answer(body, &t.model, h.now_ms()),
         };
         match answer {
@@ -665,6 +673,7 @@ impl RouteAttempt {
             error_type: String::new(),
             // Set with the body (see translate_request).
             embeddings: embeddings_call.then_some((embeddings::Encoding::Float, 0)),
+            reported_tokens: None,
         };
         h.set_request_header(":path", Some(&target.path));
         // Every provider API takes JSON, and the gateway writes the body each attempt sends.
@@ -708,6 +717,7 @@ impl RouteAttempt {
         self.status = get(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
         let ct = get("content-type").unwrap_or_default();
         let error_type = get("x-amzn-errortype").unwrap_or_default();
+        let reported_tokens = get("x-amzn-bedrock-input-token-count").and_then(|n| n.trim().parse().ok());
         let mut provider_request_id = None;
         for (name, value) in &all {
             match headers::provider_response_header(name) {
@@ -747,6 +757,7 @@ impl RouteAttempt {
         }
         h.set_response_header("content-length", None);
         t.error_type = error_type;
+        t.reported_tokens = reported_tokens;
         let created = h.now_ms() / 1000;
         let stream =
             if self.status == 200 { api.stream(&ct, &t.model, provider_request_id.as_deref(), created) } else { None };
