@@ -6,5 +6,6 @@ pub mod chat;
 pub mod embeddings;
 pub mod eventstream;
 pub mod messages_in;
+pub mod responses_in;
 pub mod sse;
 pub mod usage;

@@ -212,7 +212,7 @@ mod tests {
             assert!(m.date.as_deref().is_some_and(|d| d.len() == 10), "{name}: date");
             let p = book.price(name).unwrap();
             // Embedding models generate nothing: only their input is priced.
-            let output_priced = p.output > 0 || name.contains("embedding");
+            let output_priced = p.output > 0 || name.contains("embed");
             assert!(p.input > 0 && output_priced && p.cached_input <= p.input, "{name}: {p:?}");
         }
         for provider_model in [

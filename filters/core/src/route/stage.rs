@@ -16,7 +16,7 @@ use crate::headers;
 use crate::host::{messages_door, Flow, Host};
 use crate::provider;
 use crate::quota::RequestFacts;
-use crate::wire::{embeddings, messages_in, sse};
+use crate::wire::{embeddings, messages_in, responses_in, sse};
 
 const CHAT_PATH: &str = "/v1/chat/completions";
 
@@ -30,6 +30,7 @@ impl Select {
             route: String::new(),
             hide_usage: false,
             answer: Answer::Pass,
+            responses: None,
         }
     }
 }
@@ -63,6 +64,9 @@ enum Door {
     Messages,
     /// OpenAI embeddings (`/v1/embeddings`): each attempt translates for its provider.
     Embeddings,
+    /// OpenAI Responses (`/v1/responses`): translated to the unified request, its answer
+    /// translated back to a Response object or the Responses event sequence.
+    Responses,
 }
 
 /// Refuses the call; `send_error` gives the error the shape of the door it came in by.
@@ -84,6 +88,10 @@ enum Answer {
     Replace(Vec<u8>),
     /// A stream the caller asked no usage for: take the usage chunk out (after quota saw it).
     HideUsage(Box<sse::Parser>),
+    /// Responses door, JSON success: translate it once complete.
+    ToResponses,
+    /// Responses door, stream: translate chunk by chunk.
+    ToResponsesStream(Box<responses_in::StreamToResponses>),
 }
 
 /// Downstream: chooses the fallback chain.
@@ -95,6 +103,8 @@ pub struct Select {
     route: String,
     hide_usage: bool,
     answer: Answer,
+    /// Responses door: what the answer echoes of the request, and the seed of its ids.
+    responses: Option<(responses_in::Echo, String)>,
 }
 
 impl Select {
@@ -193,6 +203,7 @@ impl Select {
             CHAT_PATH => Door::Chat,
             messages_in::PATH => Door::Messages,
             embeddings::PATH => Door::Embeddings,
+            responses_in::PATH => Door::Responses,
             p if models::is_models_path(p) => return self.models(h, &path),
             _ => return Flow::Continue,
         };
@@ -251,8 +262,23 @@ impl Select {
                 Door::Chat => "chat",
                 Door::Messages => "messages",
                 Door::Embeddings => "embeddings",
+                Door::Responses => "responses",
             },
         );
+        if self.door == Door::Responses {
+            // The Responses door: from here on the call is a unified (OpenAI chat) request.
+            match responses_in::request_to_chat(&body) {
+                Ok((unified, echo)) => {
+                    let seed = format!("{}{}", h.request_header("x-request-id").unwrap_or_default(), h.now_ms());
+                    self.responses = Some((echo, seed));
+                    body = unified;
+                }
+                Err(e) => return refuse_at(h, self.door, &e),
+            }
+            h.replace_request_body(size, &body);
+            h.set_request_header(":path", Some(CHAT_PATH));
+            h.set_request_header("content-length", Some(&body.len().to_string()));
+        }
         if self.door == Door::Messages {
             // The Messages door: from here on the call is a unified (OpenAI) request.
             let unified = serde_json::from_slice::<Value>(&body)
@@ -275,7 +301,7 @@ impl Select {
         }
         match self.choose(h, &body) {
             Ok(()) => {
-                if self.door == Door::Messages {
+                if matches!(self.door, Door::Messages | Door::Responses) {
                     self.hide_usage = false;
                 }
                 Flow::Continue
@@ -321,6 +347,24 @@ impl Select {
                 h.set_response_header("content-type", Some("application/json"));
             }
         }
+        // The Responses door: a success becomes a Response object or its event sequence; the
+        // gateway's and the providers' errors are OpenAI's shape already, as Responses' are.
+        if self.door == Door::Responses && !eos && status == 200 && matches!(self.answer, Answer::Pass) {
+            if let Some((echo, seed)) = &self.responses {
+                let sse = h.response_header("content-type").is_some_and(|c| c.starts_with("text/event-stream"));
+                h.set_response_header("content-length", None);
+                self.answer = if sse {
+                    let created = h.now_ms() / 1000;
+                    Answer::ToResponsesStream(Box::new(responses_in::StreamToResponses::new(
+                        echo.clone(),
+                        seed,
+                        created,
+                    )))
+                } else {
+                    Answer::ToResponses
+                };
+            }
+        }
         action
     }
 
@@ -343,6 +387,39 @@ impl Select {
                 } else {
                     messages_in::error_from_openai(*status, &body)
                 };
+                h.replace_response_body(size, &out);
+                Flow::Continue
+            }
+            Answer::ToResponses => {
+                if !eos {
+                    return Flow::Pause;
+                }
+                let body = h.response_body(size);
+                let Some((echo, seed)) = &self.responses else { return Flow::Continue };
+                let out = match responses_in::response_from_chat(&body, echo, seed) {
+                    Ok((out, _)) => out,
+                    Err(e) => {
+                        h.warn(&format!("route-select: {e}"));
+                        h.set_response_header(":status", Some("502"));
+                        GatewayError::new(
+                            502,
+                            "server_error",
+                            "upstream_invalid_response",
+                            "The provider sent a response the gateway could not read.",
+                        )
+                        .body()
+                        .into_bytes()
+                    }
+                };
+                h.replace_response_body(size, &out);
+                Flow::Continue
+            }
+            Answer::ToResponsesStream(t) => {
+                let mut out = t.push(&h.response_body(size));
+                if eos {
+                    out.extend(t.finish());
+                    record_usage(h, t.usage);
+                }
                 h.replace_response_body(size, &out);
                 Flow::Continue
             }

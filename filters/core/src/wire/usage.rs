@@ -49,8 +49,10 @@ pub fn from_openai_body(body: &[u8]) -> Result<Option<Usage>, serde_json::Error>
 }
 
 /// Watches a stream as it streams past, without holding it back: its usage, how many content
-/// events it carried, and how it ended. It reads both formats a caller may receive: OpenAI chat
-/// chunks (ended by `data: [DONE]`) and Anthropic Messages events (ended by `message_stop`).
+/// events it carried, and how it ended. It reads the formats a caller may receive: OpenAI chat
+/// chunks (ended by `data: [DONE]`), Anthropic Messages events (ended by `message_stop`) and
+/// Responses events (ended by `response.completed` or `.incomplete`; their usage is handed on by
+/// the route stage that wrote them).
 #[derive(Debug, Default)]
 pub struct StreamScanner {
     parser: sse::Parser,
@@ -65,9 +67,12 @@ pub struct StreamScanner {
 }
 
 /// Whether one event carries generated content: an OpenAI chunk with non-empty content or a
-/// tool call, or a Messages `content_block_delta`.
+/// tool call, a Messages `content_block_delta`, or a Responses text or arguments delta.
 fn is_content_event(data: &str) -> bool {
-    if data.contains("\"content_block_delta\"") {
+    if data.contains("\"content_block_delta\"")
+        || data.contains("\"response.output_text.delta\"")
+        || data.contains("\"response.function_call_arguments.delta\"")
+    {
         return true;
     }
     data.contains("\"choices\"")
@@ -78,11 +83,14 @@ impl StreamScanner {
     pub fn push(&mut self, chunk: &[u8]) {
         self.parser.push(chunk, &mut self.events);
         for ev in self.events.drain(..) {
-            if ev.data == "[DONE]" || ev.event.as_deref() == Some("message_stop") {
+            // The end marker of each format: OpenAI chat, Messages, Responses.
+            if ev.data == "[DONE]"
+                || matches!(ev.event.as_deref(), Some("message_stop" | "response.completed" | "response.incomplete"))
+            {
                 self.saw_end = true;
                 continue;
             }
-            if ev.event.as_deref() == Some("error") {
+            if matches!(ev.event.as_deref(), Some("error" | "response.failed")) {
                 self.saw_error = true;
             }
             if is_content_event(&ev.data) {
