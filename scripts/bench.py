@@ -59,6 +59,8 @@ EMBED_ANSWER = json.dumps({
     "data": [{"object": "embedding", "index": i, "embedding": [round(0.01 * (i + k) - 0.08, 4) for k in range(16)]}
              for i in range(2)],
     "usage": {"prompt_tokens": 11, "total_tokens": 11}}, separators=(",", ":"))
+RESPONSES_BODY = json.dumps({"model": "chat", "instructions": "You are a helpful assistant.",
+                             "input": "Hello, how are you today?", "store": False})
 CHAT_BODY = json.dumps({"model": "chat", "messages": [
     {"role": "system", "content": "You are a helpful assistant."},
     {"role": "user", "content": "Hello, how are you today?"}]})
@@ -195,6 +197,11 @@ def make_config(name, port, admin, upstream_port, work):
             for stage in drop:
                 c.pop(stage, None)
             conf["value"] = json.dumps(c)
+    elif name == "responses":
+        # The default layout on the Responses door: the same conversation as `full`, as a
+        # Responses request (translated to the unified one, the answer back to a Response).
+        cfg = render_envoy.combine(cfg)
+        return cfg, "/v1/responses", RESPONSES_BODY, headers
     elif name in ("embeddings", "models"):
         # The default layout, on the other calls it serves: an embeddings batch (OpenAI, passed
         # through), and the model list (answered by the gateway itself, no upstream).
@@ -464,7 +471,7 @@ def main():
     ap.add_argument("--seconds", type=int, default=3)
     ap.add_argument("--configs",
                     default="bare,full,full-filters,full-separate-modules,audit-emit,auth-key-swap,quota,route-select,"
-                            "embeddings,models")
+                            "embeddings,models,responses")
     ap.add_argument("--out", default=str(ROOT / "bench"))
     args = ap.parse_args()
     names = args.configs.split(",")

@@ -81,6 +81,12 @@ def test_a_failing_openai_step_falls_back_to_the_same_model_on_azure(gateway):
     assert r.json()["data"][0]["embedding"] == vector(text, 1536)
     sent = gateway.provider_requests("azure", containing=text)
     assert len(sent) == 1 and "/openai/deployments/text-embedding-3-small/embeddings" in sent[0]["path"]
+    # Through Azure with the SDK's default (base64), and a batch.
+    azure = client(gateway).with_options(default_headers={"x-fake-fault": "openai=503"})
+    texts = [unique(), unique()]
+    out = azure.embeddings.create(model="embed", input=texts)
+    assert [d.embedding for d in out.data] == [vector(t, 1536) for t in texts]
+    assert len(gateway.provider_requests("azure", containing=texts[0])) == 1
 
 
 def test_an_alias_serves_one_kind_of_call(gateway):

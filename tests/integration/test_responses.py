@@ -66,11 +66,13 @@ def test_a_function_call_round_trip(gateway, alias):
     assert [o.type for o in final.output if o.type == "function_call"] == ["function_call"]
 
 
-def test_a_failing_first_step_is_served_by_the_next_provider(gateway):
-    c = client(gateway).with_options(default_headers={"x-fake-fault": "anthropic=529"})
+@pytest.mark.parametrize("alias,fault,served_by", [("chat", "anthropic=529", "openai"),
+                                                   ("chat-openai-first", "openai=503", "anthropic")])
+def test_a_failing_first_step_is_served_by_the_next_provider(gateway, alias, fault, served_by):
+    c = client(gateway).with_options(default_headers={"x-fake-fault": fault})
     msg = unique()
-    r = c.responses.with_raw_response.create(model="chat", input=msg)
-    assert r.headers["x-aigw-provider"] == "openai" and r.headers["x-aigw-attempts"] == "2"
+    r = c.responses.with_raw_response.create(model=alias, input=msg)
+    assert r.headers["x-aigw-provider"] == served_by and r.headers["x-aigw-attempts"] == "2"
     assert r.parse().output_text == f"Echo: {msg}"
 
 
