@@ -51,8 +51,8 @@ def frame(message_type, event, payload):
 
 def main():
     fakes, out = sys.argv[1], sys.argv[2]
-    seeds = {t: [] for t in ("credentials", "header_map", "unified_request", "messages_door", "sse",
-                             "eventstream", "provider_responses")}
+    seeds = {t: [] for t in ("credentials", "header_map", "unified_request", "messages_door", "responses_door",
+                             "sse", "eventstream", "provider_responses")}
     chat = {"model": "m", "max_tokens": 20, "messages": [
         {"role": "system", "content": "be brief"}, {"role": "user", "content": "hello there, 12345 ok?"}]}
     tools = dict(chat, tools=[{"type": "function", "function": {"name": "weather", "parameters": {
@@ -62,6 +62,20 @@ def main():
     seeds["unified_request"] += [json.dumps(chat).encode(), json.dumps(dict(chat, stream=True)).encode(),
                                  json.dumps(tools).encode()]
     seeds["messages_door"] += [json.dumps(msgs).encode(), json.dumps(dict(msgs, stream=True)).encode()]
+    responses = {"model": "m", "instructions": "be brief", "store": False, "max_output_tokens": 32,
+                 "tools": [{"type": "function", "name": "weather", "parameters": {"type": "object"}}],
+                 "text": {"format": {"type": "json_schema", "name": "w", "schema": {"type": "object"}}},
+                 "input": [{"role": "user", "content": [{"type": "input_text", "text": "hello"},
+                                                        {"type": "input_image", "image_url": "https://x/y.png"}]},
+                           {"type": "function_call", "call_id": "call_1", "name": "weather", "arguments": "{}"},
+                           {"type": "function_call_output", "call_id": "call_1", "output": "sunny"}]}
+    seeds["responses_door"] += [json.dumps(responses).encode(), json.dumps({"model": "m", "input": "hi", "stream": True}).encode()]
+    embed = {"model": "e", "input": ["hello there", "second"], "encoding_format": "base64", "dimensions": 256}
+    seeds["unified_request"] += [json.dumps(embed).encode(), json.dumps(dict(embed, input=[[1, 2, 3]])).encode()]
+    seeds["provider_responses"] += [
+        json.dumps({"embeddings": [{"values": [0.5, -0.25]}, {"values": [1.0, 0.0]}]}).encode(),
+        json.dumps({"embedding": [0.5, -0.25], "inputTextTokenCount": 3}).encode(),
+        json.dumps({"id": "x", "texts": ["a"], "embeddings": [[0.5]], "response_type": "embeddings_floats"}).encode()]
     p, urls = start(fakes)
     try:
         c = httpx.Client(timeout=10)
@@ -76,6 +90,7 @@ def main():
                            headers={**oa, **h})
                 seeds["sse" if stream else "provider_responses"].append(r.content)
                 seeds["messages_door"].append(r.content)
+                seeds["responses_door"].append(r.content)
                 r = c.post(f"{urls['anthropic']}/v1/messages",
                            json={"model": "m", "max_tokens": 20, "stream": stream,
                                  "messages": [{"role": "user", "content": "hello there"}]}, headers={**an, **h})

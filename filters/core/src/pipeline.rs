@@ -87,6 +87,14 @@ impl GatewayConfig {
     }
 }
 
+/// The quota stage, with the gateway's one price book (both sides compile it the same way).
+fn compile_quota(cfg: Option<&QuotaConfig>, book: &Option<Rc<PriceBook>>) -> Result<Option<Rc<Quota>>, ConfigError> {
+    cfg.map(|q| Quota::compile_with(q, book.clone()))
+        .transpose()
+        .map(|q| q.map(Rc::new))
+        .map_err(|e| e.in_stage("quota"))
+}
+
 fn both(stage: &str, shared: &str) -> ConfigError {
     ConfigError::new("gateway", stage, format!("the gateway's one `{shared}` is given too; keep one"))
 }
@@ -119,13 +127,7 @@ impl TryFrom<GatewayConfig> for Listener {
         Ok(Listener {
             auth: cfg.auth.as_ref().map(KeyRing::try_from).transpose().map_err(|e| e.in_stage("auth"))?,
             route,
-            quota: cfg
-                .quota
-                .as_ref()
-                .map(|q| Quota::compile_with(q, book.clone()))
-                .transpose()
-                .map_err(|e| e.in_stage("quota"))?
-                .map(Rc::new),
+            quota: compile_quota(cfg.quota.as_ref(), &book)?,
             audit: cfg
                 .audit
                 .as_ref()
@@ -315,13 +317,7 @@ impl<'a> TryFrom<(GatewayConfig, &'a dyn Fn(&str) -> Option<String>)> for Upstre
         };
         Ok(Upstream {
             route,
-            quota: cfg
-                .quota
-                .as_ref()
-                .map(|q| Quota::compile_with(q, book.clone()))
-                .transpose()
-                .map_err(|e| e.in_stage("quota"))?
-                .map(Rc::new),
+            quota: compile_quota(cfg.quota.as_ref(), &book)?,
             credentials: cfg
                 .auth
                 .map(|a| auth::compile_credentials(a, env))

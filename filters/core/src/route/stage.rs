@@ -82,16 +82,45 @@ enum Answer {
         status: u16,
         replaced: Option<Vec<u8>>,
     },
-    /// Messages door, stream: translate chunk by chunk.
-    ToMessagesStream(Box<messages_in::StreamToMessages>),
+    /// Messages or Responses door, stream: translate chunk by chunk.
+    ToDoorStream(Box<dyn DoorStream>),
     /// Replace the body with this (the chain's refusal), once it is all here.
     Replace(Vec<u8>),
     /// A stream the caller asked no usage for: take the usage chunk out (after quota saw it).
     HideUsage(Box<sse::Parser>),
     /// Responses door, JSON success: translate it once complete.
     ToResponses,
-    /// Responses door, stream: translate chunk by chunk.
-    ToResponsesStream(Box<responses_in::StreamToResponses>),
+}
+
+/// A unified stream translated for a front door as it streams, and the usage it carried.
+trait DoorStream {
+    fn push(&mut self, chunk: &[u8]) -> Vec<u8>;
+    fn finish(&mut self) -> Vec<u8>;
+    fn usage(&self) -> Option<crate::wire::usage::Usage>;
+}
+
+impl DoorStream for messages_in::StreamToMessages {
+    fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
+        messages_in::StreamToMessages::push(self, chunk)
+    }
+    fn finish(&mut self) -> Vec<u8> {
+        messages_in::StreamToMessages::finish(self)
+    }
+    fn usage(&self) -> Option<crate::wire::usage::Usage> {
+        self.usage
+    }
+}
+
+impl DoorStream for responses_in::StreamToResponses {
+    fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
+        responses_in::StreamToResponses::push(self, chunk)
+    }
+    fn finish(&mut self) -> Vec<u8> {
+        responses_in::StreamToResponses::finish(self)
+    }
+    fn usage(&self) -> Option<crate::wire::usage::Usage> {
+        self.usage
+    }
 }
 
 /// Downstream: chooses the fallback chain.
@@ -340,7 +369,7 @@ impl Select {
             h.set_response_header("content-length", None);
             self.answer = match std::mem::replace(&mut self.answer, Answer::Pass) {
                 Answer::Replace(b) => Answer::ToMessages { status: self.final_status(h, status), replaced: Some(b) },
-                _ if sse && status == 200 => Answer::ToMessagesStream(Box::default()),
+                _ if sse && status == 200 => Answer::ToDoorStream(Box::<messages_in::StreamToMessages>::default()),
                 _ => Answer::ToMessages { status, replaced: None },
             };
             if matches!(self.answer, Answer::ToMessages { .. }) {
@@ -355,11 +384,7 @@ impl Select {
                 h.set_response_header("content-length", None);
                 self.answer = if sse {
                     let created = h.now_ms() / 1000;
-                    Answer::ToResponsesStream(Box::new(responses_in::StreamToResponses::new(
-                        echo.clone(),
-                        seed,
-                        created,
-                    )))
+                    Answer::ToDoorStream(Box::new(responses_in::StreamToResponses::new(echo.clone(), seed, created)))
                 } else {
                     Answer::ToResponses
                 };
@@ -414,20 +439,11 @@ impl Select {
                 h.replace_response_body(size, &out);
                 Flow::Continue
             }
-            Answer::ToResponsesStream(t) => {
+            Answer::ToDoorStream(t) => {
                 let mut out = t.push(&h.response_body(size));
                 if eos {
                     out.extend(t.finish());
-                    record_usage(h, t.usage);
-                }
-                h.replace_response_body(size, &out);
-                Flow::Continue
-            }
-            Answer::ToMessagesStream(t) => {
-                let mut out = t.push(&h.response_body(size));
-                if eos {
-                    out.extend(t.finish());
-                    record_usage(h, t.usage);
+                    record_usage(h, t.usage());
                 }
                 h.replace_response_body(size, &out);
                 Flow::Continue
