@@ -369,7 +369,12 @@ impl AuditCall {
             route: prop(headers::PROP_ROUTE),
             slice: prop(headers::PROP_SLICE),
             alias: prop(headers::PROP_ALIAS),
-            workload_class: id.workload_class.map(|w| w.as_str().to_string()),
+            // An embeddings call is of the `embeddings` class, whatever its key says.
+            workload_class: if prop(headers::PROP_DOOR).as_deref() == Some("embeddings") {
+                Some(crate::auth::keys::WorkloadClass::Embeddings.as_str().to_string())
+            } else {
+                id.workload_class.map(|w| w.as_str().to_string())
+            },
             privacy_zone: id.zone,
             provider: self.provider.take(),
             model: self.model.take(),

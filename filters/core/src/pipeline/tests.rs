@@ -550,3 +550,33 @@ fn a_gemini_embeddings_attempt_is_translated_both_ways_and_billed_at_its_estimat
 fn handed_on_or_prop(h: &FakeHost, name: &str) -> Vec<u8> {
     crate::call_state::handed_on(h, name).or_else(|| h.property(&[name])).unwrap_or_default()
 }
+
+#[test]
+fn an_embeddings_call_is_of_the_embeddings_workload_class_for_routing_and_audit() {
+    let mut cfg = config();
+    if let Some(r) = cfg.route.as_mut() {
+        for (name, model) in [("e", "text-embedding-3-small"), ("e-cheap", "text-embedding-3-large")] {
+            let alias: crate::route::Alias = serde_json::from_value(serde_json::json!(
+                {"kind": "embeddings", "chain": "chain_e", "steps": [{"provider": "openai", "model": model}]}))
+            .unwrap();
+            r.aliases.insert(name.into(), alias);
+        }
+        r.rules = serde_json::from_str(
+            r#"[{"name": "embeddings-go-cheap", "match": {"workload_classes": ["embeddings"]}, "alias": "e-cheap"}]"#,
+        )
+        .unwrap();
+    }
+    let l = Rc::new(Listener::compile(cfg).unwrap());
+    let body = r#"{"model":"e","input":"hello"}"#;
+    let h = caller(&FakeHost::new(), "aigw_sk_acme", body);
+    h.request_headers.borrow_mut().retain(|(k, _)| k != ":path");
+    h.request_headers.borrow_mut().push((":path".into(), "/v1/embeddings".into()));
+    let mut c = ListenerCall::new(&h, l);
+    assert_eq!(c.on_request_headers(&h, false), Flow::Pause);
+    assert_eq!(c.on_request_body(&h, body.len(), true), Flow::Continue, "{:?}", h.reply());
+    assert_eq!(h.property_string(&[headers::PROP_ALIAS]).as_deref(), Some("e-cheap"), "the rule for the class matched");
+    h.response_headers.borrow_mut().extend([(":status".to_string(), "200".to_string())]);
+    c.on_response_headers(&h, true);
+    c.on_log(&h);
+    assert_eq!(audit_line(&h)["workload_class"], "embeddings");
+}

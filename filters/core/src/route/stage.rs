@@ -170,7 +170,12 @@ impl Select {
             })?),
         };
         let request_id = h.request_header("x-request-id").unwrap_or_default();
-        let workload = id.as_ref().and_then(|i| i.workload_class.map(|w| w.as_str()));
+        // An embeddings call is of the `embeddings` workload class, whatever its key says.
+        let workload = if self.door == Door::Embeddings {
+            Some(crate::auth::keys::WorkloadClass::Embeddings.as_str())
+        } else {
+            id.as_ref().and_then(|i| i.workload_class.map(|w| w.as_str()))
+        };
         let call = CallFacts {
             model,
             tenant: id.as_ref().map(|i| i.tenant.as_str()),
