@@ -6,7 +6,9 @@ use aigw_core::wire::responses_in::{request_to_chat, response_from_chat, Echo, S
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let echo = match request_to_chat(data) {
+    // Read to route (lenient), and translated for a step (strict).
+    let _ = request_to_chat(data, false);
+    let echo = match request_to_chat(data, true) {
         Ok((chat, echo)) => {
             // What the door writes is a unified request every later reader accepts.
             assert!(serde_json::from_slice::<serde_json::Value>(&chat).is_ok());

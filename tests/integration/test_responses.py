@@ -1,6 +1,7 @@
 """`POST /v1/responses` with the official OpenAI SDK against the real Envoy, on both layouts:
-the Responses door turns the request into the unified one, so every provider serves it, and
-turns the answer (whole or streamed) back into a Response object or its event sequence."""
+OpenAI steps take the request as it is (their own Responses API, state and built-in tools
+included); the other steps translate it to the unified one and the answer (whole or streamed)
+back into a Response object or its event sequence."""
 
 import json
 import uuid
@@ -36,6 +37,11 @@ def test_a_response_whole_and_streamed(gateway, alias, provider):
     assert resp.store is False and resp.instructions == "Be terse."
     sent = gateway.provider_requests(provider, containing=msg)
     assert len(sent) == 1 and "Be terse." in sent[0]["body"]
+    if provider == "openai":
+        # Passed through to OpenAI's own Responses API: only the model changed.
+        assert sent[0]["path"] == "/v1/responses"
+        assert json.loads(sent[0]["body"])["instructions"] == "Be terse."
+        assert json.loads(sent[0]["body"])["model"] == "gpt-4o-mini-2024-07-18"
 
     msg = unique()
     with c.responses.stream(model=alias, input=msg) as stream:
@@ -76,7 +82,19 @@ def test_a_failing_first_step_is_served_by_the_next_provider(gateway, alias, fau
     assert r.parse().output_text == f"Echo: {msg}"
 
 
-def test_what_needs_openais_stored_state_is_refused_by_name_not_as_an_outage(gateway):
+def test_openais_stored_state_and_built_in_tools_reach_openai_steps(gateway):
+    c = client(gateway)
+    first = c.responses.create(model="chat-openai-first", input=unique())
+    follow = c.responses.create(model="chat-openai-first", input=unique(), previous_response_id=first.id)
+    assert follow.status == "completed" and follow.previous_response_id == first.id
+    # OpenAI's own answer to an id it does not know comes back as it is.
+    with pytest.raises(openai.BadRequestError) as e:
+        c.responses.create(model="chat-openai-first", input=unique(), previous_response_id="resp_unknown")
+    assert e.value.code == "previous_response_not_found"
+    assert c.responses.create(model="chat-openai-first", input=unique(), tools=[{"type": "web_search"}]).output_text
+
+
+def test_what_needs_openais_stored_state_is_refused_by_name_on_other_steps_not_as_an_outage(gateway):
     c = client(gateway)
     msg = unique()
     with pytest.raises(openai.BadRequestError) as e:
@@ -85,6 +103,7 @@ def test_what_needs_openais_stored_state_is_refused_by_name_not_as_an_outage(gat
     with pytest.raises(openai.BadRequestError) as e:
         c.responses.create(model="chat", input=msg, tools=[{"type": "web_search"}])
     assert e.value.param == "tools"
+    # Refused by the Anthropic step before it was sent, and not moved on to the next provider.
     assert gateway.provider_requests("anthropic", containing=msg) == []
     assert gateway.provider_requests("openai", containing=msg) == []
 
@@ -102,10 +121,11 @@ def test_a_response_is_charged_and_audited_like_a_chat_call(gateway):
     assert int(r.headers["x-ratelimit-remaining-requests"]) >= 0
 
 
-def test_a_streamed_response_is_audited_as_complete_with_its_usage(gateway):
+@pytest.mark.parametrize("alias", ["chat", "chat-openai-first"])
+def test_a_streamed_response_is_audited_as_complete_with_its_usage(gateway, alias):
     import httpx
 
-    body = {"model": "chat", "input": unique(), "stream": True}
+    body = {"model": alias, "input": unique(), "stream": True}
     with httpx.stream("POST", f"{gateway.url}/v1/responses", json=body, timeout=10,
                       headers={"authorization": f"Bearer {DEMO_KEYS['acme']}"}) as r:
         text = r.read().decode()

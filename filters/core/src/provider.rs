@@ -90,6 +90,12 @@ pub trait ProviderApi {
     /// error type header, where it has one (Bedrock's `x-amzn-errortype`).
     fn error(&self, status: u16, error_type: &str, body: &[u8]) -> (u16, Vec<u8>);
 
+    /// Responses: the path of the API's own Responses endpoint, when it has one the gateway passes
+    /// the caller's request to (OpenAI, Azure); `None`: the request is translated to the API's chat.
+    fn responses_path(&self, _cfg: &ProviderConfig) -> Option<String> {
+        None
+    }
+
     /// Embeddings: the path that embeds with `model`; `None`: the gateway speaks no embeddings
     /// API of this provider.
     fn embeddings_path(&self, _model: &str, _cfg: &ProviderConfig) -> Option<String> {

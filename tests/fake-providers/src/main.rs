@@ -38,6 +38,7 @@ use serde_json::{json, Value};
 
 mod embeddings;
 mod more;
+mod responses;
 
 struct Request {
     method: String,
@@ -54,6 +55,8 @@ struct Instance {
     region: Option<String>,
     log: Mutex<Vec<Value>>,
     counter: AtomicU64,
+    /// The ids of the responses stored (`/v1/responses` with `store` not false).
+    responses: Mutex<Vec<String>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -119,6 +122,7 @@ fn main() {
             name,
             log: Mutex::new(Vec::new()),
             counter: AtomicU64::new(0),
+            responses: Mutex::new(Vec::new()),
         });
         handles.push(std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
@@ -303,7 +307,8 @@ fn handle(req: &Request, inst: &Instance, w: &mut TcpStream) -> io::Result<bool>
     match (req.method.as_str(), path) {
         ("POST", "/v1/chat/completions") => openai(req, inst, w, fault, n, false),
         ("POST", "/v1/messages") => anthropic(req, inst, w, fault, n),
-        ("POST", "/v1/embeddings") => openai(req, inst, w, fault, n, false),
+        ("POST", "/v1/embeddings" | "/v1/responses") => openai(req, inst, w, fault, n, false),
+        ("POST", "/openai/responses") => openai(req, inst, w, fault, n, true),
         ("POST", p)
             if p.starts_with("/openai/deployments/")
                 && (p.ends_with("/chat/completions") || p.ends_with("/embeddings")) =>
@@ -579,6 +584,9 @@ fn openai(req: &Request, inst: &Instance, w: &mut TcpStream, fault: Fault, n: u6
     let Some(model) = body.get("model").and_then(Value::as_str) else {
         return openai_error(w, 400, "invalid_request_error", None, "you must provide a model parameter", &[]);
     };
+    if req.path.split('?').next().is_some_and(|p| p.ends_with("/responses")) {
+        return responses::openai_responses(&body, model, w, n, &inst.responses);
+    }
     if req.path.split('?').next().is_some_and(|p| p.ends_with("/embeddings")) {
         // Azure: the deployment in the path is the model.
         let deployment = azure.then(|| req.path.split('/').nth(3).unwrap_or("").to_string());

@@ -28,6 +28,13 @@ fn raw(v: &Value) -> Result<Box<RawValue>, GatewayError> {
 pub static OPENAI: OpenAiFormat = OpenAiFormat { azure: false };
 pub static AZURE: OpenAiFormat = OpenAiFormat { azure: true };
 
+/// The caller's request with only its `model` changed (the rest passes through as written).
+pub fn with_model(body: &[u8], model: &str) -> Result<Vec<u8>, GatewayError> {
+    let mut top: BTreeMap<String, Box<RawValue>> = serde_json::from_slice(body).map_err(invalid_json)?;
+    top.insert("model".into(), raw(&Value::String(model.to_string()))?);
+    serde_json::to_vec(&top).map_err(invalid_json)
+}
+
 impl ProviderApi for OpenAiFormat {
     fn path(&self, model: &str, cfg: &ProviderConfig, _stream: bool) -> String {
         if !self.azure {
@@ -82,9 +89,15 @@ impl ProviderApi for OpenAiFormat {
     /// Passed through: only the model changes (Azure's deployment is in the path, and its
     /// answer is OpenAI's).
     fn embeddings_request(&self, body: &[u8], model: &str) -> Result<Vec<u8>, GatewayError> {
-        let mut top: BTreeMap<String, Box<RawValue>> = serde_json::from_slice(body).map_err(invalid_json)?;
-        top.insert("model".into(), raw(&Value::String(model.to_string()))?);
-        serde_json::to_vec(&top).map_err(invalid_json)
+        with_model(body, model)
+    }
+
+    fn responses_path(&self, cfg: &ProviderConfig) -> Option<String> {
+        Some(if self.azure {
+            format!("/openai/responses?api-version={}", uri_encode(&cfg.api_version, false))
+        } else {
+            "/v1/responses".to_string()
+        })
     }
 
     fn answer(&self, body: &[u8], _model: &str, _now_ms: u64) -> Result<(Vec<u8>, Option<Usage>), String> {

@@ -30,7 +30,6 @@ impl Select {
             route: String::new(),
             hide_usage: false,
             answer: Answer::Pass,
-            responses: None,
         }
     }
 }
@@ -82,45 +81,12 @@ enum Answer {
         status: u16,
         replaced: Option<Vec<u8>>,
     },
-    /// Messages or Responses door, stream: translate chunk by chunk.
-    ToDoorStream(Box<dyn DoorStream>),
+    /// Messages door, stream: translate chunk by chunk.
+    ToMessagesStream(Box<messages_in::StreamToMessages>),
     /// Replace the body with this (the chain's refusal), once it is all here.
     Replace(Vec<u8>),
     /// A stream the caller asked no usage for: take the usage chunk out (after quota saw it).
     HideUsage(Box<sse::Parser>),
-    /// Responses door, JSON success: translate it once complete.
-    ToResponses,
-}
-
-/// A unified stream translated for a front door as it streams, and the usage it carried.
-trait DoorStream {
-    fn push(&mut self, chunk: &[u8]) -> Vec<u8>;
-    fn finish(&mut self) -> Vec<u8>;
-    fn usage(&self) -> Option<crate::wire::usage::Usage>;
-}
-
-impl DoorStream for messages_in::StreamToMessages {
-    fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
-        messages_in::StreamToMessages::push(self, chunk)
-    }
-    fn finish(&mut self) -> Vec<u8> {
-        messages_in::StreamToMessages::finish(self)
-    }
-    fn usage(&self) -> Option<crate::wire::usage::Usage> {
-        self.usage
-    }
-}
-
-impl DoorStream for responses_in::StreamToResponses {
-    fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
-        responses_in::StreamToResponses::push(self, chunk)
-    }
-    fn finish(&mut self) -> Vec<u8> {
-        responses_in::StreamToResponses::finish(self)
-    }
-    fn usage(&self) -> Option<crate::wire::usage::Usage> {
-        self.usage
-    }
 }
 
 /// Downstream: chooses the fallback chain.
@@ -132,8 +98,6 @@ pub struct Select {
     route: String,
     hide_usage: bool,
     answer: Answer,
-    /// Responses door: what the answer echoes of the request, and the seed of its ids.
-    responses: Option<(responses_in::Echo, String)>,
 }
 
 impl Select {
@@ -300,18 +264,15 @@ impl Select {
             },
         );
         if self.door == Door::Responses {
-            // The Responses door: from here on the call is a unified (OpenAI chat) request.
-            match responses_in::request_to_chat(&body) {
-                Ok((unified, echo)) => {
-                    let seed = format!("{}{}", h.request_header("x-request-id").unwrap_or_default(), h.now_ms());
-                    self.responses = Some((echo, seed));
-                    body = unified;
-                }
+            // The Responses door: the body goes on as the caller wrote it (each attempt passes
+            // it to OpenAI and Azure, and translates it for the others). Here it is read as the
+            // unified request only to route and estimate the call; the chains' routes match the
+            // chat path.
+            match responses_in::request_to_chat(&body, false) {
+                Ok((unified, _)) => body = unified,
                 Err(e) => return refuse_at(h, self.door, &e),
             }
-            h.replace_request_body(size, &body);
             h.set_request_header(":path", Some(CHAT_PATH));
-            h.set_request_header("content-length", Some(&body.len().to_string()));
         }
         if self.door == Door::Messages {
             // The Messages door: from here on the call is a unified (OpenAI) request.
@@ -374,25 +335,11 @@ impl Select {
             h.set_response_header("content-length", None);
             self.answer = match std::mem::replace(&mut self.answer, Answer::Pass) {
                 Answer::Replace(b) => Answer::ToMessages { status: self.final_status(h, status), replaced: Some(b) },
-                _ if sse && status == 200 => Answer::ToDoorStream(Box::<messages_in::StreamToMessages>::default()),
+                _ if sse && status == 200 => Answer::ToMessagesStream(Box::default()),
                 _ => Answer::ToMessages { status, replaced: None },
             };
             if matches!(self.answer, Answer::ToMessages { .. }) {
                 h.set_response_header("content-type", Some("application/json"));
-            }
-        }
-        // The Responses door: a success becomes a Response object or its event sequence; the
-        // gateway's and the providers' errors are OpenAI's shape already, as Responses' are.
-        if self.door == Door::Responses && !eos && status == 200 && matches!(self.answer, Answer::Pass) {
-            if let Some((echo, seed)) = &self.responses {
-                let sse = h.response_header("content-type").is_some_and(|c| c.starts_with("text/event-stream"));
-                h.set_response_header("content-length", None);
-                self.answer = if sse {
-                    let created = h.now_ms() / 1000;
-                    Answer::ToDoorStream(Box::new(responses_in::StreamToResponses::new(echo.clone(), seed, created)))
-                } else {
-                    Answer::ToResponses
-                };
             }
         }
         action
@@ -420,35 +367,11 @@ impl Select {
                 h.replace_response_body(size, &out);
                 Flow::Continue
             }
-            Answer::ToResponses => {
-                if !eos {
-                    return Flow::Pause;
-                }
-                let body = h.response_body(size);
-                let Some((echo, seed)) = &self.responses else { return Flow::Continue };
-                let out = match responses_in::response_from_chat(&body, echo, seed) {
-                    Ok((out, _)) => out,
-                    Err(e) => {
-                        h.warn(&format!("route-select: {e}"));
-                        h.set_response_header(":status", Some("502"));
-                        GatewayError::new(
-                            502,
-                            "server_error",
-                            "upstream_invalid_response",
-                            "The provider sent a response the gateway could not read.",
-                        )
-                        .body()
-                        .into_bytes()
-                    }
-                };
-                h.replace_response_body(size, &out);
-                Flow::Continue
-            }
-            Answer::ToDoorStream(t) => {
+            Answer::ToMessagesStream(t) => {
                 let mut out = t.push(&h.response_body(size));
                 if eos {
                     out.extend(t.finish());
-                    record_usage(h, t.usage());
+                    record_usage(h, t.usage);
                 }
                 h.replace_response_body(size, &out);
                 Flow::Continue
@@ -581,6 +504,17 @@ struct Target {
     embeddings: Option<(embeddings::Encoding, u64)>,
     /// The input tokens a provider reported in a response header (Bedrock's Cohere models).
     reported_tokens: Option<u64>,
+    /// A Responses call: passed to the API's own Responses endpoint, or translated.
+    responses: Option<ResponsesStep>,
+}
+
+/// How an attempt serves a call that came in by the Responses door.
+enum ResponsesStep {
+    /// The API has a Responses endpoint (OpenAI, Azure): the request and the answer pass.
+    Native,
+    /// Translated to the API's chat and back; what the answer echoes of the request, and the
+    /// seed of its ids (set with the body).
+    Translated(Option<(responses_in::Echo, String)>),
 }
 
 /// Upstream, once per attempt: translates for the provider this attempt goes to.
@@ -656,6 +590,18 @@ impl RouteAttempt {
             t.embeddings = Some((req.encoding()?, estimate));
             return provider::api(t.api).embeddings_request(body, &t.model);
         }
+        let translated;
+        let body = match &mut t.responses {
+            Some(ResponsesStep::Native) => return provider::openai::with_model(body, &t.model),
+            Some(ResponsesStep::Translated(slot)) => {
+                // What only OpenAI serves is refused here, by name: this step cannot honour it.
+                let (unified, echo) = responses_in::request_to_chat(body, true)?;
+                *slot = Some((echo, format!("{}{}", h.request_header("x-request-id").unwrap_or_default(), h.now_ms())));
+                translated = unified;
+                &translated[..]
+            }
+            None => body,
+        };
         let (out, stream) = provider::api(t.api).request(body, &t.model, t.max_tokens_default)?;
         if stream && t.stream_path != t.path {
             // Some APIs stream on a path of their own.
@@ -687,6 +633,13 @@ impl RouteAttempt {
                 })
             }
             None => api.answer(body, &t.model, h.now_ms()),
+        };
+        // A translated Responses step: the unified answer becomes a Response object.
+        let answer = match (&t.responses, answer) {
+            (Some(ResponsesStep::Translated(Some((echo, seed)))), Ok((out, usage))) => {
+                responses_in::response_from_chat(&out, echo, seed).map(|(r, _)| (r, usage))
+            }
+            (_, a) => a,
         };
         match answer {
             Ok((out, usage)) => {
@@ -754,8 +707,17 @@ impl RouteAttempt {
         self.deprecation = warning
             .map(|d| format!("model {} is deprecated; sunset {}; successor {}", step.model, d.sunset, d.successor));
         let api = provider::api(p.api);
-        let embeddings_call = h.property_string(&[headers::PROP_DOOR]).as_deref() == Some("embeddings");
-        let path = if embeddings_call { api.embeddings_path(model, p) } else { Some(api.path(model, p, false)) };
+        let door = h.property_string(&[headers::PROP_DOOR]);
+        let embeddings_call = door.as_deref() == Some("embeddings");
+        let responses = (door.as_deref() == Some("responses")).then(|| match api.responses_path(p) {
+            Some(_) => ResponsesStep::Native,
+            None => ResponsesStep::Translated(None),
+        });
+        let path = match (&responses, embeddings_call) {
+            (_, true) => api.embeddings_path(model, p),
+            (Some(ResponsesStep::Native), _) => api.responses_path(p),
+            _ => Some(api.path(model, p, false)),
+        };
         let Some(path) = path else {
             h.set_property(headers::PROP_REFUSAL, "route");
             h.send_error(&provider::no_embeddings(), false, &[]);
@@ -764,7 +726,11 @@ impl RouteAttempt {
         let target = Target {
             provider,
             api: p.api,
-            stream_path: if embeddings_call { path.clone() } else { api.path(model, p, true) },
+            stream_path: if embeddings_call || matches!(responses, Some(ResponsesStep::Native)) {
+                path.clone()
+            } else {
+                api.path(model, p, true)
+            },
             path,
             model: model.to_string(),
             max_tokens_default: p.max_tokens_default,
@@ -772,6 +738,7 @@ impl RouteAttempt {
             // Set with the body (see translate_request).
             embeddings: embeddings_call.then_some((embeddings::Encoding::Float, 0)),
             reported_tokens: None,
+            responses,
         };
         h.set_request_header(":path", Some(&target.path));
         // Every provider API takes JSON, and the gateway writes the body each attempt sends.
@@ -859,6 +826,14 @@ impl RouteAttempt {
         let created = h.now_ms() / 1000;
         let stream =
             if self.status == 200 { api.stream(&ct, &t.model, provider_request_id.as_deref(), created) } else { None };
+        // A translated Responses step: the unified chunks become the Responses events.
+        let stream = match (stream, &t.responses) {
+            (Some(inner), Some(ResponsesStep::Translated(Some((echo, seed))))) => {
+                let responses = responses_in::StreamToResponses::new(echo.clone(), seed, created);
+                Some(Box::new(responses_in::Chained { inner, responses }) as Box<dyn sse::Translate>)
+            }
+            (s, _) => s,
+        };
         match stream {
             Some(translator) => {
                 if !ct.starts_with("text/event-stream") {

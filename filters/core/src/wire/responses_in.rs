@@ -1,11 +1,12 @@
 //! The Responses door: a caller speaking OpenAI's Responses API (`POST /v1/responses`) to the
-//! gateway. Its request becomes the unified (chat completions) request, so every provider module
-//! serves it as it serves chat; the unified answer, whole or streamed, becomes a Response object
-//! or the Responses event sequence.
+//! gateway. OpenAI and Azure steps take it as it is (the attempt changes only the model); for the
+//! others, an attempt turns the request into the unified (chat completions) request, so every
+//! provider module serves it as it serves chat, and the unified answer, whole or streamed, into a
+//! Response object or the Responses event sequence.
 //!
-//! Stateless only: `previous_response_id`, `conversation`, `background`, item references and
-//! built-in tools need OpenAI's stored state and tools, and are refused with a 400 that names the
-//! parameter. `store` is accepted and nothing is stored.
+//! On a translated step, what needs OpenAI's stored state or tools (`previous_response_id`,
+//! `conversation`, `background`, `prompt`, item references, built-in tools) is refused with a
+//! 400 that names the parameter; the gateway itself stores nothing.
 
 use serde_json::{json, Map, Value};
 
@@ -80,8 +81,9 @@ fn chat_content(content: &Value) -> Result<Value, GatewayError> {
 }
 
 /// The Responses request (the caller's bytes) as the unified chat request, and what the answer
-/// echoes of it.
-pub fn request_to_chat(body: &[u8]) -> Result<(Vec<u8>, Echo), GatewayError> {
+/// echoes of it. `strict`: what only OpenAI can serve is refused (a translated step); otherwise it
+/// is left out (the listener reads the request only to route and estimate it).
+pub fn request_to_chat(body: &[u8], strict: bool) -> Result<(Vec<u8>, Echo), GatewayError> {
     let req: Map<String, Value> = serde_json::from_slice(body)
         .map_err(|e| GatewayError::bad_request("invalid_json", format!("The request body is not valid JSON: {e}")))?;
     for (param, what) in [
@@ -89,11 +91,11 @@ pub fn request_to_chat(body: &[u8]) -> Result<(Vec<u8>, Echo), GatewayError> {
         ("conversation", "`conversation` needs OpenAI's stored conversations; the gateway stores none."),
         ("prompt", "`prompt` templates are stored by OpenAI; send the text as `input`."),
     ] {
-        if req.get(param).is_some_and(|v| !v.is_null()) {
+        if strict && req.get(param).is_some_and(|v| !v.is_null()) {
             return Err(unsupported(param, what));
         }
     }
-    if req.get("background").and_then(Value::as_bool) == Some(true) {
+    if strict && req.get("background").and_then(Value::as_bool) == Some(true) {
         return Err(unsupported("background", "`background` needs a stored response; the gateway stores none."));
     }
     let Some(model) = req.get("model").and_then(Value::as_str).filter(|m| !m.is_empty()) else {
@@ -107,12 +109,15 @@ pub fn request_to_chat(body: &[u8]) -> Result<(Vec<u8>, Echo), GatewayError> {
         Some(Value::String(s)) => messages.push(json!({"role": "user", "content": s})),
         Some(Value::Array(items)) => {
             for item in items {
+                if !strict && item.get("type").and_then(Value::as_str) == Some("item_reference") {
+                    continue;
+                }
                 add_item(&mut messages, item)?;
             }
         }
         _ => return Err(invalid("input", "`input` must be a string or a list of input items.")),
     }
-    if messages.iter().all(|m| m["role"] == "system") {
+    if strict && messages.iter().all(|m| m["role"] == "system") {
         return Err(invalid("input", "`input` has no message to answer."));
     }
     let mut chat = Map::new();
@@ -122,6 +127,9 @@ pub fn request_to_chat(body: &[u8]) -> Result<(Vec<u8>, Echo), GatewayError> {
         Some(Value::Array(tools)) if !tools.is_empty() => {
             let mut out = Vec::with_capacity(tools.len());
             for t in tools {
+                if !strict && t.get("type").and_then(Value::as_str) != Some("function") {
+                    continue;
+                }
                 if t.get("type").and_then(Value::as_str) != Some("function") {
                     return Err(unsupported(
                         "tools",
@@ -139,7 +147,9 @@ pub fn request_to_chat(body: &[u8]) -> Result<(Vec<u8>, Echo), GatewayError> {
                 }
                 out.push(json!({"type": "function", "function": f}));
             }
-            chat.insert("tools".into(), Value::Array(out));
+            if !out.is_empty() {
+                chat.insert("tools".into(), Value::Array(out));
+            }
             Value::Array(tools.clone())
         }
         _ => json!([]),
@@ -154,6 +164,7 @@ pub fn request_to_chat(body: &[u8]) -> Result<(Vec<u8>, Echo), GatewayError> {
         Value::Object(o) if o.get("type").and_then(Value::as_str) == Some("function") => {
             chat.insert("tool_choice".into(), json!({"type": "function", "function": {"name": o.get("name")}}));
         }
+        _ if !strict => {}
         _ => {
             return Err(unsupported(
                 "tool_choice",
@@ -603,6 +614,28 @@ impl StreamToResponses {
                 self.fail(&mut out, &json!({"code": "server_error", "message": "The provider's stream ended early."}));
             }
         }
+        out
+    }
+}
+
+impl_translate!(StreamToResponses);
+
+/// A provider's stream translated to the unified format, then to the Responses events.
+pub struct Chained {
+    pub inner: Box<dyn sse::Translate>,
+    pub responses: StreamToResponses,
+}
+
+impl sse::Translate for Chained {
+    fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
+        let mid = self.inner.push(chunk);
+        self.responses.push(&mid)
+    }
+
+    fn finish(&mut self) -> Vec<u8> {
+        let mid = self.inner.finish();
+        let mut out = self.responses.push(&mid);
+        out.extend(self.responses.finish());
         out
     }
 }

@@ -17,11 +17,23 @@ pub struct Usage {
 impl Usage {
     /// Reads an OpenAI `usage` object.
     pub fn from_openai(v: &Value) -> Option<Usage> {
+        if v.get("input_tokens").is_some() {
+            return Usage::from_responses(v);
+        }
         let input = v.get("prompt_tokens")?.as_u64()?;
         // Embeddings report input only.
         let output = v.get("completion_tokens").and_then(Value::as_u64).unwrap_or(0);
         let cached_input = v.pointer("/prompt_tokens_details/cached_tokens").and_then(Value::as_u64).unwrap_or(0);
         let reasoning = v.pointer("/completion_tokens_details/reasoning_tokens").and_then(Value::as_u64).unwrap_or(0);
+        Some(Usage { input, cached_input: cached_input.min(input), output, reasoning: reasoning.min(output) })
+    }
+
+    /// Reads OpenAI's Responses `usage` (`input_tokens`, `output_tokens` and their details).
+    pub fn from_responses(v: &Value) -> Option<Usage> {
+        let input = v.get("input_tokens")?.as_u64()?;
+        let output = v.get("output_tokens").and_then(Value::as_u64).unwrap_or(0);
+        let cached_input = v.pointer("/input_tokens_details/cached_tokens").and_then(Value::as_u64).unwrap_or(0);
+        let reasoning = v.pointer("/output_tokens_details/reasoning_tokens").and_then(Value::as_u64).unwrap_or(0);
         Some(Usage { input, cached_input: cached_input.min(input), output, reasoning: reasoning.min(output) })
     }
 
@@ -51,8 +63,7 @@ pub fn from_openai_body(body: &[u8]) -> Result<Option<Usage>, serde_json::Error>
 /// Watches a stream as it streams past, without holding it back: its usage, how many content
 /// events it carried, and how it ended. It reads the formats a caller may receive: OpenAI chat
 /// chunks (ended by `data: [DONE]`), Anthropic Messages events (ended by `message_stop`) and
-/// Responses events (ended by `response.completed` or `.incomplete`; their usage is handed on by
-/// the route stage that wrote them).
+/// Responses events (ended by `response.completed` or `.incomplete`, which carry the usage).
 #[derive(Debug, Default)]
 pub struct StreamScanner {
     parser: sse::Parser,
@@ -88,6 +99,14 @@ impl StreamScanner {
                 || matches!(ev.event.as_deref(), Some("message_stop" | "response.completed" | "response.incomplete"))
             {
                 self.saw_end = true;
+                // Responses' last event carries the whole response, with its usage.
+                if ev.event.as_deref() != Some("message_stop") && ev.data != "[DONE]" {
+                    if let Ok(v) = serde_json::from_str::<Value>(&ev.data) {
+                        if let Some(u) = v.pointer("/response/usage").and_then(Usage::from_responses) {
+                            self.usage = Some(u);
+                        }
+                    }
+                }
                 continue;
             }
             if matches!(ev.event.as_deref(), Some("error" | "response.failed")) {
