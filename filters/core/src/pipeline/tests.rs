@@ -580,3 +580,69 @@ fn an_embeddings_call_is_of_the_embeddings_workload_class_for_routing_and_audit(
     c.on_log(&h);
     assert_eq!(audit_line(&h)["workload_class"], "embeddings");
 }
+
+#[test]
+fn a_responses_attempt_passes_to_openai_and_translates_for_anthropic() {
+    let responses_host = |provider: &str, body: &str| {
+        let h = attempt_host("chat", provider);
+        h.properties.borrow_mut().insert(headers::PROP_DOOR.into(), b"responses".to_vec());
+        *h.request_body.borrow_mut() = body.as_bytes().to_vec();
+        h
+    };
+    let body = r#"{"model":"chat","input":"hi","instructions":"Be terse.","previous_response_id":"resp_1","tools":[{"type":"web_search"}]}"#;
+    // OpenAI: its own Responses API, the body as written but for the model.
+    let h = responses_host("openai", body);
+    let mut a = AttemptCall::new(upstream());
+    assert_eq!(a.on_request_headers(&h, false), Flow::Pause);
+    assert_eq!(a.on_request_body(&h, body.len(), true), Flow::Continue);
+    assert_eq!(h.request_header(":path").as_deref(), Some("/v1/responses"));
+    let sent: serde_json::Value = serde_json::from_slice(&h.request_body.borrow()).unwrap();
+    assert_eq!(
+        (sent["model"].as_str(), sent["previous_response_id"].as_str()),
+        (Some("gpt-4o-mini-2024-07-18"), Some("resp_1"))
+    );
+    // Its answer passes, and its usage (in Responses' names) is read.
+    let answer = r#"{"id":"resp_x","object":"response","output":[],"usage":{"input_tokens":7,"output_tokens":2,"total_tokens":9}}"#;
+    h.response_headers.borrow_mut().extend([
+        (":status".to_string(), "200".to_string()),
+        ("content-type".to_string(), "application/json".to_string()),
+    ]);
+    *h.response_body.borrow_mut() = answer.as_bytes().to_vec();
+    a.on_response_headers(&h, false);
+    a.on_response_body(&h, answer.len(), true);
+    assert_eq!(h.response_body.borrow().as_slice(), answer.as_bytes());
+    let usage: crate::wire::usage::Usage = serde_json::from_slice(&handed_on_or_prop(&h, headers::PROP_USAGE)).unwrap();
+    assert_eq!((usage.input, usage.output), (7, 2));
+
+    // Anthropic: what only OpenAI serves is refused by name, before anything is sent.
+    let h = responses_host("anthropic", body);
+    let mut a = AttemptCall::new(upstream());
+    a.on_request_headers(&h, false);
+    assert_eq!(a.on_request_body(&h, body.len(), true), Flow::Refused);
+    let reply = h.reply().unwrap();
+    let err: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+    assert_eq!((reply.status, err["error"]["param"].as_str()), (400, Some("previous_response_id")));
+    // A stateless request is translated, and the answer comes back as a Response.
+    let body = r#"{"model":"chat","input":"hi","instructions":"Be terse."}"#;
+    let h = responses_host("anthropic", body);
+    let mut a = AttemptCall::new(upstream());
+    a.on_request_headers(&h, false);
+    assert_eq!(a.on_request_body(&h, body.len(), true), Flow::Continue);
+    assert_eq!(h.request_header(":path").as_deref(), Some("/v1/messages"));
+    let sent: serde_json::Value = serde_json::from_slice(&h.request_body.borrow()).unwrap();
+    assert_eq!(sent["system"][0]["text"], "Be terse.");
+    let answer = r#"{"id":"msg_1","type":"message","role":"assistant","model":"claude-haiku-4-5-20251001","content":[{"type":"text","text":"Hello"}],"stop_reason":"end_turn","usage":{"input_tokens":8,"output_tokens":3}}"#;
+    h.response_headers.borrow_mut().extend([
+        (":status".to_string(), "200".to_string()),
+        ("content-type".to_string(), "application/json".to_string()),
+    ]);
+    *h.response_body.borrow_mut() = answer.as_bytes().to_vec();
+    a.on_response_headers(&h, false);
+    a.on_response_body(&h, answer.len(), true);
+    let r: serde_json::Value = serde_json::from_slice(&h.response_body.borrow()).unwrap();
+    assert_eq!(
+        (r["object"].as_str(), r["output"][0]["content"][0]["text"].as_str()),
+        (Some("response"), Some("Hello"))
+    );
+    assert_eq!((r["usage"]["input_tokens"].as_u64(), r["instructions"].as_str()), (Some(8), Some("Be terse.")));
+}
