@@ -137,3 +137,14 @@ def test_a_streamed_response_is_audited_as_complete_with_its_usage(gateway, alia
     assert (rec["outcome"], rec["stream"]) == ("ok", True), rec
     assert (rec["tokens"]["input"], rec["tokens"]["output"]) == (usage["input_tokens"], usage["output_tokens"])
     assert not [f for f in rec["flags"] if f.startswith("usage")], rec["flags"]
+
+
+def test_an_azure_step_takes_the_request_on_its_v1_responses_surface(gateway):
+    c = client(gateway)
+    msg = unique()
+    r = c.responses.with_raw_response.create(model="chat-azure", input=msg)
+    assert r.headers["x-aigw-provider"] == "azure"
+    assert r.parse().output_text == f"Echo: {msg}"
+    [sent] = gateway.provider_requests("azure", containing=msg)
+    assert sent["path"] == "/openai/v1/responses" and "api-key" in sent["headers"]
+    assert json.loads(sent["body"])["model"] == "gpt-4o-mini-2024-07-18"

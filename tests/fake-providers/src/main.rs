@@ -308,7 +308,7 @@ fn handle(req: &Request, inst: &Instance, w: &mut TcpStream) -> io::Result<bool>
         ("POST", "/v1/chat/completions") => openai(req, inst, w, fault, n, false),
         ("POST", "/v1/messages") => anthropic(req, inst, w, fault, n),
         ("POST", "/v1/embeddings" | "/v1/responses") => openai(req, inst, w, fault, n, false),
-        ("POST", "/openai/responses") => openai(req, inst, w, fault, n, true),
+        ("POST", "/openai/v1/responses") => openai(req, inst, w, fault, n, true),
         ("POST", p)
             if p.starts_with("/openai/deployments/")
                 && (p.ends_with("/chat/completions") || p.ends_with("/embeddings")) =>
@@ -516,7 +516,8 @@ fn openai_embeddings(body: &Value, model: &str, w: &mut TcpStream) -> io::Result
 fn openai(req: &Request, inst: &Instance, w: &mut TcpStream, fault: Fault, n: u64, azure: bool) -> io::Result<bool> {
     if azure {
         // Azure OpenAI: `api-key` auth, a required api-version, its own error body shape.
-        if !req.path.contains("api-version=") {
+        // The v1 surface (`/openai/v1/...`) takes no api-version; the deployment paths need one.
+        if !req.path.contains("api-version=") && !req.path.starts_with("/openai/v1/") {
             let body = json!({"error":{"code":"404","message":"Resource not found"}}).to_string();
             return respond(w, 404, &[("content-type", "application/json".into())], body.as_bytes());
         }

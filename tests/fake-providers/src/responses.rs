@@ -1,4 +1,4 @@
-//! OpenAI's Responses API (`POST /v1/responses`; Azure: `/openai/responses?api-version=V`),
+//! OpenAI's Responses API (`POST /v1/responses`; Azure's v1 surface: `/openai/v1/responses`),
 //! as the gateway passes it through to OpenAI and Azure steps: a Response object, or its event
 //! sequence with gapless `sequence_number`s; stored responses (`store`, default true) that a
 //! later `previous_response_id` may name (an unknown one is OpenAI's 400

@@ -92,12 +92,9 @@ impl ProviderApi for OpenAiFormat {
         with_model(body, model)
     }
 
-    fn responses_path(&self, cfg: &ProviderConfig) -> Option<String> {
-        Some(if self.azure {
-            format!("/openai/responses?api-version={}", uri_encode(&cfg.api_version, false))
-        } else {
-            "/v1/responses".to_string()
-        })
+    /// Azure: its v1 surface, which takes the deployment as `model` and needs no api-version.
+    fn responses_path(&self, _cfg: &ProviderConfig) -> Option<String> {
+        Some(if self.azure { "/openai/v1/responses" } else { "/v1/responses" }.to_string())
     }
 
     fn answer(&self, body: &[u8], _model: &str, _now_ms: u64) -> Result<(Vec<u8>, Option<Usage>), String> {
