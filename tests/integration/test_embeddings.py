@@ -109,6 +109,7 @@ def test_embeddings_are_charged_audited_and_priced_by_their_input(gateway):
     used = r.json()["usage"]["prompt_tokens"]
     assert (rec["outcome"], rec["provider"], rec["model"]) == ("ok", "openai", "text-embedding-3-small")
     assert rec["workload_class"] == "embeddings", "whatever the key says"
+    assert rec["door"] == "embeddings"
     assert rec["tokens"]["input"] == used and rec["tokens"]["output"] == 0
     price = Decimal(PRICE_BOOK["models"]["text-embedding-3-small"]["input"])
     assert Decimal(rec["cost_usd"]) == used * price / 1_000_000

@@ -60,6 +60,7 @@ def test_a_model_list_reaches_no_provider_is_not_charged_and_is_audited_as_costi
     assert len(rec) == 1, rec
     rec = rec[0]
     assert (rec["outcome"], rec["route"], rec["status"], rec["tenant"]) == ("ok", "models", 200, "acme")
+    assert rec["door"] == "models"
     assert rec["cost_usd"] == "0.0" and rec["attempts"] == [] and rec["flags"] == []
     # Only GET.
     r = httpx.post(f"{gateway.url}/v1/models", headers=h, json={}, timeout=10)

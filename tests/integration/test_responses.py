@@ -113,7 +113,8 @@ def test_a_response_is_charged_and_audited_like_a_chat_call(gateway):
     r = c.responses.with_raw_response.create(model="chat-openai-first", input=unique())
     resp = r.parse()
     rec = gateway.audit(r.headers["x-aigw-request-id"])[0]
-    assert (rec["outcome"], rec["provider"], rec["model"]) == ("ok", "openai", "gpt-4o-mini-2024-07-18")
+    assert (rec["outcome"], rec["provider"], rec["model"], rec["door"]) == ("ok", "openai", "gpt-4o-mini-2024-07-18",
+                                                                           "responses")
     assert (rec["tokens"]["input"], rec["tokens"]["output"]) == (resp.usage.input_tokens, resp.usage.output_tokens)
     want = expected_cost("gpt-4o-mini-2024-07-18", {"input": resp.usage.input_tokens, "cached_input": 0,
                                                      "output": resp.usage.output_tokens, "reasoning": 0})

@@ -217,6 +217,10 @@ pub struct AuditRecord {
     pub agent: Option<String>,
     pub key_id: Option<String>,
     pub key_fingerprint: Option<String>,
+    /// The front door the call came in by: `chat`, `messages`, `responses`, `embeddings` or
+    /// `models` (`null`: a path the gateway does not serve).
+    #[serde(default)]
+    pub door: Option<String>,
     /// The route rule that chose the alias (`default`: the alias the caller named).
     pub route: Option<String>,
     pub alias: Option<String>,
@@ -324,6 +328,7 @@ mod tests {
             agent: None,
             key_id: None,
             key_fingerprint: None,
+            door: Some("chat".into()),
             route: None,
             slice: None,
             alias: None,

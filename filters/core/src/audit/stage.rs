@@ -69,6 +69,24 @@ impl Audit {
     }
 }
 
+/// The front door a call came in by: as the route stage said, else from its path (a call refused
+/// before the route stage ran).
+fn door_of(h: &impl Host) -> Option<String> {
+    if let Some(d) = h.property_string(&[headers::PROP_DOOR]) {
+        return Some(d);
+    }
+    let path = h.request_header(":path").unwrap_or_default();
+    let door = match path.split('?').next().unwrap_or("") {
+        "/v1/chat/completions" => "chat",
+        crate::wire::messages_in::PATH => "messages",
+        crate::wire::responses_in::PATH => "responses",
+        crate::wire::embeddings::PATH => "embeddings",
+        p if crate::route::models::is_models_path(p) => "models",
+        _ => return None,
+    };
+    Some(door.to_string())
+}
+
 /// A label value safe inside an Envoy stat name (dots separate tags there).
 fn label(v: &str) -> String {
     v.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
@@ -366,6 +384,7 @@ impl AuditCall {
             agent: id.agent,
             key_id: some(id.key_id),
             key_fingerprint: some(id.key_fingerprint),
+            door: door_of(h),
             route: prop(headers::PROP_ROUTE),
             slice: prop(headers::PROP_SLICE),
             alias: prop(headers::PROP_ALIAS),
