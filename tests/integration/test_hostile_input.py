@@ -13,6 +13,9 @@ from conftest import DEMO_KEYS, clients_on_both_workers
 
 # Valid at both doors (chat completions and Messages).
 BODY = b'{"model":"chat","max_tokens":50,"messages":[{"role":"user","content":"hello"}]}'
+# The other doors' bodies.
+DOOR_BODIES = {"/v1/responses": b'{"model":"chat","input":"hello","max_output_tokens":50}',
+               "/v1/embeddings": b'{"model":"embed","input":["hello","again"]}'}
 ODD = b"caf\xe9"  # a Latin-1 byte: not UTF-8
 SPLIT = b"\xc3\xa9x"  # one two-byte character at bytes 7-8 of "Bearer..."
 
@@ -75,13 +78,15 @@ def hostile_requests():
         yield f"odd-{h.decode()}-messages", (auth + h + b": " + ODD + b"\r\nanthropic-version: 2023-06-01\r\n"
                                              if h != b"anthropic-version" else auth + h + b": " + ODD + b"\r\n"), \
             "/v1/messages"
+        for door in DOOR_BODIES:
+            yield f"odd-{h.decode()}-{door.rsplit('/', 1)[1]}", auth + h + b": " + ODD + b"\r\n", door
 
 
 def test_hostile_headers_are_refused_or_served_and_the_gateway_keeps_serving(gateway):
     seen = {}
     for _round in range(4):
         for name, head, path in hostile_requests():
-            status, headers, body = raw_call(gateway, head, path=path.encode())
+            status, headers, body = raw_call(gateway, head, body=DOOR_BODIES.get(path, BODY), path=path.encode())
             seen[name] = (status, headers, body)
             # Refused in the caller's shape, or served; never Envoy's empty 503 of a dead VM.
             assert status < 500, (name, status, body)
