@@ -646,3 +646,57 @@ fn a_responses_attempt_passes_to_openai_and_translates_for_anthropic() {
     );
     assert_eq!((r["usage"]["input_tokens"].as_u64(), r["instructions"].as_str()), (Some(8), Some("Be terse.")));
 }
+
+/// A call at `path` with `body` by the key `aigw_sk_acme`, through the listener's request path.
+fn call_at(path: &str, body: &str) -> (FakeHost, Flow) {
+    let h = caller(&FakeHost::new(), "aigw_sk_acme", body);
+    h.request_headers.borrow_mut().retain(|(k, _)| k != ":path");
+    h.request_headers.borrow_mut().push((":path".into(), path.into()));
+    let mut c = ListenerCall::new(&h, listener());
+    let mut flow = c.on_request_headers(&h, false);
+    if flow == Flow::Pause {
+        flow = c.on_request_body(&h, body.len(), true);
+    }
+    (h, flow)
+}
+
+#[test]
+fn the_responses_door_routes_on_the_request_as_read_and_lets_the_body_go_on_as_written() {
+    let body = r#"{"model":"chat","instructions":"Be terse.","input":[{"role":"user","content":"hello there"}],"max_output_tokens":40,"previous_response_id":"resp_1"}"#;
+    let (h, flow) = call_at("/v1/responses", body);
+    assert_eq!(flow, Flow::Continue, "{:?}", h.reply());
+    assert_eq!(h.request_body.borrow().as_slice(), body.as_bytes(), "each attempt serves the body as written");
+    assert_eq!(h.request_header(":path").as_deref(), Some("/v1/chat/completions"), "the chains' routes match");
+    assert_eq!(h.request_header(headers::CHAIN).as_deref(), Some("chain_chat"));
+    assert_eq!(handed_on_or_prop(&h, headers::PROP_DOOR), b"responses");
+    // Routed and estimated as the unified request: two messages, 40 output tokens.
+    let facts = String::from_utf8(handed_on_or_prop(&h, headers::PROP_REQUEST)).unwrap();
+    let facts = crate::quota::RequestFacts::decode(&facts).unwrap();
+    assert_eq!((facts.messages, facts.max_output), (2, Some(40)));
+}
+
+#[test]
+fn an_alias_serves_one_kind_of_call_at_the_listener() {
+    let mut cfg = config();
+    if let Some(r) = cfg.route.as_mut() {
+        let alias: crate::route::Alias = serde_json::from_value(serde_json::json!(
+            {"kind": "embeddings", "chain": "chain_e", "steps": [{"provider": "openai", "model": "text-embedding-3-small"}]}))
+        .unwrap();
+        r.aliases.insert("e".into(), alias);
+    }
+    let l = Rc::new(Listener::compile(cfg).unwrap());
+    for (path, body) in [
+        ("/v1/embeddings", r#"{"model":"chat","input":"hi"}"#),
+        ("/v1/chat/completions", r#"{"model":"e","messages":[{"role":"user","content":"hi"}]}"#),
+    ] {
+        let h = caller(&FakeHost::new(), "aigw_sk_acme", body);
+        h.request_headers.borrow_mut().retain(|(k, _)| k != ":path");
+        h.request_headers.borrow_mut().push((":path".into(), path.into()));
+        let mut c = ListenerCall::new(&h, l.clone());
+        assert_eq!(c.on_request_headers(&h, false), Flow::Pause);
+        assert_eq!(c.on_request_body(&h, body.len(), true), Flow::Refused);
+        let reply = h.reply().unwrap();
+        let err: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+        assert_eq!((reply.status, err["error"]["code"].as_str()), (400, Some("wrong_model_kind")), "{path}");
+    }
+}
