@@ -664,6 +664,82 @@ impl RequestFacts {
         Ok(f)
     }
 
+    /// Reads a Responses request (`POST /v1/responses`) as the facts of the chat request it
+    /// stands for, without building a tree: `instructions` and each input item count as a
+    /// message, their text (as written in the JSON, never less than the text) and the tools as
+    /// text, `input_image` parts as images, `max_output_tokens` as the output bound.
+    pub fn read_responses(body: &[u8]) -> Result<RequestFacts, serde_json::Error> {
+        use serde::Deserialize;
+        use serde_json::value::RawValue;
+
+        #[derive(Deserialize)]
+        struct Req<'a> {
+            #[serde(default)]
+            model: Option<std::borrow::Cow<'a, str>>,
+            #[serde(borrow, default)]
+            instructions: Option<&'a RawValue>,
+            #[serde(borrow, default)]
+            input: Option<&'a RawValue>,
+            #[serde(borrow, default)]
+            tools: Option<&'a RawValue>,
+            #[serde(default)]
+            max_output_tokens: Option<u64>,
+            #[serde(default)]
+            stream: Option<bool>,
+        }
+        #[derive(Deserialize)]
+        struct Item<'a> {
+            #[serde(borrow, default)]
+            content: Option<&'a RawValue>,
+            /// A function call: its id, name and arguments are text the model reads.
+            #[serde(borrow, default)]
+            call_id: Option<&'a RawValue>,
+            #[serde(borrow, default)]
+            name: Option<&'a RawValue>,
+            #[serde(borrow, default)]
+            arguments: Option<&'a RawValue>,
+            #[serde(borrow, default)]
+            output: Option<&'a RawValue>,
+        }
+        let req: Req = serde_json::from_slice(body)?;
+        let mut f = RequestFacts {
+            model: req.model.map(|m| m.into_owned()),
+            stream: req.stream == Some(true),
+            include_usage: true,
+            max_output: req.max_output_tokens,
+            ..RequestFacts::default()
+        };
+        let mut text = |r: &RawValue| {
+            f.text_bytes += r.get().len().saturating_sub(2) as u64;
+            f.text_pieces += text_pieces(r.get());
+        };
+        if let Some(i) = req.instructions.filter(|i| i.get() != "null") {
+            text(i);
+            f.messages += 1;
+        }
+        match req.input {
+            Some(i) if i.get().starts_with('[') => {
+                for item in serde_json::from_str::<Vec<Item>>(i.get())? {
+                    f.messages += 1;
+                    for r in [item.content, item.call_id, item.name, item.arguments, item.output].into_iter().flatten()
+                    {
+                        f.images += r.get().matches("\"input_image\"").count() as u64;
+                        text(r);
+                    }
+                }
+            }
+            Some(i) => {
+                text(i);
+                f.messages += 1;
+            }
+            None => {}
+        }
+        if let Some(t) = req.tools {
+            text(t);
+        }
+        Ok(f)
+    }
+
     /// One line for filter state: `text_bytes text_pieces messages images max_output|- model`.
     pub fn encode(&self) -> String {
         let max = self.max_output.map(|m| m.to_string()).unwrap_or_else(|| "-".into());

@@ -285,3 +285,29 @@ fn request_facts_travel_through_filter_state_intact() {
     assert!(RequestFacts::decode("x y").is_none());
     assert!(RequestFacts::read(b"[1]").is_err());
 }
+
+#[test]
+fn a_responses_request_is_estimated_at_least_as_its_chat_translation() {
+    let cfg = EstimateConfig::default();
+    for body in [
+        r#"{"model":"m","input":"hello there, how are you?"}"#,
+        r#"{"model":"m","instructions":"Be terse.","max_output_tokens":64,
+            "tools":[{"type":"function","name":"weather","parameters":{"type":"object","properties":{"city":{"type":"string"}}}}],
+            "input":[{"role":"user","content":[{"type":"input_text","text":"Weather in Paris?"},
+                                               {"type":"input_image","image_url":"https://x/y.png"}]},
+                     {"type":"function_call","call_id":"c1","name":"weather","arguments":"{\"city\":\"Paris\"}"},
+                     {"type":"function_call_output","call_id":"c1","output":"18C, cloudy and a b c d e f"}]}"#,
+    ] {
+        let direct = RequestFacts::read_responses(body.as_bytes()).unwrap();
+        let (unified, _) = crate::wire::responses_in::request_to_chat(body.as_bytes(), true).unwrap();
+        let via_chat = RequestFacts::read(&unified).unwrap();
+        assert_eq!(
+            (direct.model.as_deref(), direct.max_output),
+            (via_chat.model.as_deref(), via_chat.max_output.or(direct.max_output))
+        );
+        assert_eq!((direct.messages, direct.images), (via_chat.messages, via_chat.images), "{body}");
+        let (d, c) = (direct.estimate(&cfg), via_chat.estimate(&cfg));
+        assert!(d.prompt_tokens >= c.prompt_tokens, "{body}: {} < {}", d.prompt_tokens, c.prompt_tokens);
+    }
+    assert!(RequestFacts::read_responses(b"{not json").is_err());
+}

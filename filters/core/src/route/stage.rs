@@ -103,7 +103,8 @@ pub struct Select {
 impl Select {
     fn choose(&mut self, h: &impl Host, body: &[u8]) -> Result<(), GatewayError> {
         // One read of the body, for routing and (handed on) for quota.
-        let facts = RequestFacts::read(body).map_err(|e| {
+        let read = if self.door == Door::Responses { RequestFacts::read_responses } else { RequestFacts::read };
+        let facts = read(body).map_err(|e| {
             GatewayError::bad_request("invalid_json", format!("The request body is not valid JSON: {e}"))
         })?;
         let Some(model) = facts.model.as_deref().filter(|m| !m.is_empty()) else {
@@ -265,13 +266,8 @@ impl Select {
         );
         if self.door == Door::Responses {
             // The Responses door: the body goes on as the caller wrote it (each attempt passes
-            // it to OpenAI and Azure, and translates it for the others). Here it is read as the
-            // unified request only to route and estimate the call; the chains' routes match the
-            // chat path.
-            match responses_in::request_to_chat(&body, false) {
-                Ok((unified, _)) => body = unified,
-                Err(e) => return refuse_at(h, self.door, &e),
-            }
+            // it to OpenAI and Azure, and translates it for the others). Here only what routing
+            // and the estimate need is read of it; the chains' routes match the chat path.
             h.set_request_header(":path", Some(CHAT_PATH));
         }
         if self.door == Door::Messages {
