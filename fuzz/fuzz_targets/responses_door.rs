@@ -2,11 +2,16 @@
 //! streamed) translated back to it.
 #![no_main]
 
+use aigw_core::quota::RequestFacts;
 use aigw_core::wire::responses_in::{request_to_chat, response_from_chat, Echo, StreamToResponses};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    // Read to route (lenient), and translated for a step (strict).
+    // Read to route (the listener's facts), and translated for a step (strict, and lenient).
+    if let Ok(f) = RequestFacts::read_responses(data) {
+        let round = RequestFacts::decode(&f.encode());
+        assert!(round.is_some() || f.model.as_deref().is_some_and(|m| m.contains(' ')));
+    }
     let _ = request_to_chat(data, false);
     let echo = match request_to_chat(data, true) {
         Ok((chat, echo)) => {
