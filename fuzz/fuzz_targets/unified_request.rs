@@ -16,14 +16,16 @@ fuzz_target!(|data: &[u8]| {
     // Every API's translation of the caller's bytes, as an attempt runs it.
     for a in [Api::Openai, Api::Azure, Api::Anthropic, Api::Gemini, Api::Bedrock] {
         let _ = provider::api(a).request(data, "m", 1024);
-        let _ = provider::api(a).embeddings_request(data, "m");
     }
-    // Embeddings: the request as read, and each family's translation.
+    // Embeddings: the request as read, and each API's and Bedrock family's translation of it.
     if let Ok(r) = aigw_core::wire::embeddings::EmbeddingsRequest::read(data) {
         let _ = r.texts();
-    }
-    for m in ["amazon.titan-embed-text-v2:0", "cohere.embed-english-v3"] {
-        let _ = bedrock::embeddings_request(data, m);
+        for a in [Api::Openai, Api::Azure, Api::Anthropic, Api::Gemini, Api::Bedrock] {
+            let _ = provider::api(a).embeddings_request(&r, data, "m");
+        }
+        for m in ["amazon.titan-embed-text-v2:0", "cohere.embed-english-v3"] {
+            let _ = bedrock::embeddings_request(&r, m);
+        }
     }
     if let Ok(a) = anthropic::request_from_openai(data, "claude-x", 1024) {
         let _ = gemini::request_from_messages(&a);

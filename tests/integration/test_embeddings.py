@@ -150,3 +150,20 @@ def test_bedrock_cohere_usage_comes_from_its_token_count_header(gateway):
     assert rec["tokens"]["input"] == words and "usage_estimated" not in rec["flags"]
     price = Decimal(PRICE_BOOK["models"]["cohere.embed-english-v3"]["input"])
     assert Decimal(rec["cost_usd"]) == words * price / 1_000_000
+
+
+@pytest.mark.parametrize("body,code,param", [
+    (b'{"model":"embed-gemini"}', "invalid_request", None),
+    (b'{"model":"embed-gemini","input":"x","encoding_format":"int8"}', "invalid_encoding_format", "encoding_format"),
+    (b'{"model":"embed-gemini","input":[]}', "invalid_input", "input"),
+    (b'{"model":"embed-titan","input":"x","dimensions":"big"}', "invalid_request", None),
+    (b'{"model": "embed", "input": ', "invalid_json", None),
+])
+def test_bad_embeddings_input_is_a_clear_400_and_audited(gateway, body, code, param):
+    r = httpx.post(f"{gateway.url}/v1/embeddings", content=body, timeout=10,
+                   headers={"authorization": f"Bearer {DEMO_KEYS['acme']}", "content-type": "application/json"})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert (err["code"], err["param"]) == (code, param), err
+    [rec] = gateway.audit(r.headers["x-aigw-request-id"])
+    assert (rec["outcome"], rec["status"], rec["door"]) == ("refused_request", 400, "embeddings")

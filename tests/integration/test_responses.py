@@ -149,3 +149,23 @@ def test_an_azure_step_takes_the_request_on_its_v1_responses_surface(gateway):
     [sent] = gateway.provider_requests("azure", containing=msg)
     assert sent["path"] == "/openai/v1/responses" and "api-key" in sent["headers"]
     assert json.loads(sent["body"])["model"] == "gpt-4o-mini-2024-07-18"
+
+
+
+@pytest.mark.parametrize("body,code,param", [
+    (b'{"model":"chat","input":5}', "invalid_request", "input"),
+    (b'{"model":"chat","input":[{"type":"mystery"}]}', "invalid_request", "input"),
+    (b'{"model":"chat","input":"hi","text":{"format":{"type":"xml"}}}', "invalid_request", "text"),
+    (b'{"input":"hi"}', "missing_model", "model"),
+    (b'{"model": "chat", "input": ', "invalid_json", None),
+])
+def test_bad_responses_input_is_a_clear_400_and_audited(gateway, body, code, param):
+    import httpx
+
+    r = httpx.post(f"{gateway.url}/v1/responses", content=body, timeout=10,
+                   headers={"authorization": f"Bearer {DEMO_KEYS['acme']}", "content-type": "application/json"})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert (err["code"], err["param"]) == (code, param), err
+    [rec] = gateway.audit(r.headers["x-aigw-request-id"])
+    assert (rec["outcome"], rec["status"], rec["door"]) == ("refused_request", 400, "responses")

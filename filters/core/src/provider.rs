@@ -102,8 +102,14 @@ pub trait ProviderApi {
         None
     }
 
-    /// Embeddings: the caller's request (OpenAI's format), translated for this API and `model`.
-    fn embeddings_request(&self, _body: &[u8], _model: &str) -> Result<Vec<u8>, GatewayError> {
+    /// Embeddings: the caller's request (OpenAI's format: `req` as read, `body` as written),
+    /// translated for this API and `model`.
+    fn embeddings_request(
+        &self,
+        _req: &crate::wire::embeddings::EmbeddingsRequest,
+        _body: &[u8],
+        _model: &str,
+    ) -> Result<Vec<u8>, GatewayError> {
         Err(no_embeddings())
     }
 

@@ -324,6 +324,23 @@ fn push_turn<'a>(out: &mut Vec<Turn<'a>>, role: &'static str, blocks: Vec<Block<
     }
 }
 
+/// A typed request's output bound and sampling settings, in the camel-case names Gemini
+/// (`generationConfig`) and Bedrock (`inferenceConfig`) share; `max_key` names the bound.
+pub(crate) fn sampling(a: &MessagesRequest, max_key: &str) -> serde_json::Map<String, serde_json::Value> {
+    let mut m = serde_json::Map::new();
+    m.insert(max_key.into(), serde_json::json!(a.max_tokens));
+    if let Some(t) = a.temperature {
+        m.insert("temperature".into(), serde_json::json!(t));
+    }
+    if let Some(p) = a.top_p {
+        m.insert("topP".into(), serde_json::json!(p));
+    }
+    if let Some(s) = &a.stop_sequences {
+        m.insert("stopSequences".into(), serde_json::json!(s));
+    }
+    m
+}
+
 /// Builds the Anthropic Messages request for `model` from a unified (OpenAI) request's bytes.
 pub fn request_from_openai<'a>(
     body: &'a [u8],

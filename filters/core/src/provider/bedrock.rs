@@ -54,8 +54,10 @@ pub fn embeddings_family(model: &str) -> Option<EmbeddingsFamily> {
 pub const COHERE_BATCH: usize = 96;
 
 /// An OpenAI embeddings request as an `InvokeModel` body for `model`.
-pub fn embeddings_request(body: &[u8], model: &str) -> Result<Vec<u8>, GatewayError> {
-    let req = crate::wire::embeddings::EmbeddingsRequest::read(body)?;
+pub fn embeddings_request(
+    req: &crate::wire::embeddings::EmbeddingsRequest,
+    model: &str,
+) -> Result<Vec<u8>, GatewayError> {
     let texts = req.texts()?;
     let batch = |most: usize| {
         GatewayError::bad_request(
@@ -168,18 +170,7 @@ pub fn request_from_messages(a: &MessagesRequest<'_>) -> Result<Value, GatewayEr
             .collect();
         body.insert("system".into(), Value::Array(s));
     }
-    let mut inference = Map::new();
-    inference.insert("maxTokens".into(), json!(a.max_tokens));
-    if let Some(t) = a.temperature {
-        inference.insert("temperature".into(), json!(t));
-    }
-    if let Some(p) = a.top_p {
-        inference.insert("topP".into(), json!(p));
-    }
-    if let Some(s) = &a.stop_sequences {
-        inference.insert("stopSequences".into(), json!(s));
-    }
-    body.insert("inferenceConfig".into(), Value::Object(inference));
+    body.insert("inferenceConfig".into(), Value::Object(crate::provider::anthropic::sampling(a, "maxTokens")));
     if let Some(tools) = &a.tools {
         let specs: Vec<Value> = tools
             .iter()
@@ -509,8 +500,13 @@ impl crate::provider::ProviderApi for Bedrock {
         embeddings_family(model).map(|_| format!("/model/{}/invoke", uri_encode(model, false)))
     }
 
-    fn embeddings_request(&self, body: &[u8], model: &str) -> Result<Vec<u8>, GatewayError> {
-        embeddings_request(body, model)
+    fn embeddings_request(
+        &self,
+        req: &crate::wire::embeddings::EmbeddingsRequest,
+        _body: &[u8],
+        model: &str,
+    ) -> Result<Vec<u8>, GatewayError> {
+        embeddings_request(req, model)
     }
 
     fn embeddings_answer(
@@ -542,6 +538,9 @@ mod tests {
 
     #[test]
     fn embeddings_go_to_titan_one_at_a_time_and_to_cohere_in_batches() {
+        let embeddings_request = |body: &[u8], model: &str| {
+            crate::wire::embeddings::EmbeddingsRequest::read(body).and_then(|r| super::embeddings_request(&r, model))
+        };
         use crate::wire::embeddings::Encoding;
         let titan = "amazon.titan-embed-text-v2:0";
         let out: Value = serde_json::from_slice(

@@ -76,18 +76,7 @@ pub fn request_from_messages(a: &MessagesRequest<'_>) -> Result<Value, GatewayEr
         let parts: Vec<Value> = a.system.iter().filter_map(text_part).collect();
         body.insert("systemInstruction".into(), json!({"parts": parts}));
     }
-    let mut gen = Map::new();
-    gen.insert("maxOutputTokens".into(), json!(a.max_tokens));
-    if let Some(t) = a.temperature {
-        gen.insert("temperature".into(), json!(t));
-    }
-    if let Some(p) = a.top_p {
-        gen.insert("topP".into(), json!(p));
-    }
-    if let Some(s) = &a.stop_sequences {
-        gen.insert("stopSequences".into(), json!(s));
-    }
-    body.insert("generationConfig".into(), Value::Object(gen));
+    body.insert("generationConfig".into(), Value::Object(crate::provider::anthropic::sampling(a, "maxOutputTokens")));
     if let Some(tools) = &a.tools {
         let decls: Vec<Value> = tools
             .iter()
@@ -377,8 +366,10 @@ impl_translate!(StreamTranslator);
 pub const EMBED_BATCH: usize = 100;
 
 /// An OpenAI embeddings request as a `batchEmbedContents` request for `model`.
-pub fn embeddings_request(body: &[u8], model: &str) -> Result<Vec<u8>, GatewayError> {
-    let req = crate::wire::embeddings::EmbeddingsRequest::read(body)?;
+pub fn embeddings_request(
+    req: &crate::wire::embeddings::EmbeddingsRequest,
+    model: &str,
+) -> Result<Vec<u8>, GatewayError> {
     let texts = req.texts()?;
     if texts.len() > EMBED_BATCH {
         return Err(GatewayError::bad_request(
@@ -453,8 +444,13 @@ impl crate::provider::ProviderApi for Gemini {
         Some(format!("/v1beta/models/{}:batchEmbedContents", crate::auth::sigv4::uri_encode(model, false)))
     }
 
-    fn embeddings_request(&self, body: &[u8], model: &str) -> Result<Vec<u8>, GatewayError> {
-        embeddings_request(body, model)
+    fn embeddings_request(
+        &self,
+        req: &crate::wire::embeddings::EmbeddingsRequest,
+        _body: &[u8],
+        model: &str,
+    ) -> Result<Vec<u8>, GatewayError> {
+        embeddings_request(req, model)
     }
 
     fn embeddings_answer(

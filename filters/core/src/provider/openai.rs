@@ -88,7 +88,12 @@ impl ProviderApi for OpenAiFormat {
 
     /// Passed through: only the model changes (Azure's deployment is in the path, and its
     /// answer is OpenAI's).
-    fn embeddings_request(&self, body: &[u8], model: &str) -> Result<Vec<u8>, GatewayError> {
+    fn embeddings_request(
+        &self,
+        _req: &crate::wire::embeddings::EmbeddingsRequest,
+        body: &[u8],
+        model: &str,
+    ) -> Result<Vec<u8>, GatewayError> {
         with_model(body, model)
     }
 

@@ -579,12 +579,15 @@ impl RouteAttempt {
 
     fn translate_request(h: &impl Host, t: &mut Target, body: &[u8]) -> Result<Vec<u8>, GatewayError> {
         if t.embeddings.is_some() {
+            // One read of the body here; the input's estimate is the listener's (handed on).
             let req = embeddings::EmbeddingsRequest::read(body)?;
-            let estimate = RequestFacts::read(body)
+            let facts = h.property_string(&[headers::PROP_REQUEST]).and_then(|f| RequestFacts::decode(&f));
+            let estimate = facts
+                .or_else(|| RequestFacts::read(body).ok())
                 .map(|f| f.estimate(&crate::quota::EstimateConfig::default()).prompt_tokens)
                 .unwrap_or(0);
             t.embeddings = Some((req.encoding()?, estimate));
-            return provider::api(t.api).embeddings_request(body, &t.model);
+            return provider::api(t.api).embeddings_request(&req, body, &t.model);
         }
         let translated;
         let body = match &mut t.responses {

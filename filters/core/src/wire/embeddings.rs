@@ -34,8 +34,11 @@ pub enum Encoding {
 
 impl EmbeddingsRequest<'_> {
     pub fn read(body: &[u8]) -> Result<EmbeddingsRequest<'_>, GatewayError> {
-        let req: EmbeddingsRequest =
-            serde_json::from_slice(body).map_err(|e| GatewayError::bad_request("invalid_json", format!("{e}")))?;
+        let req: EmbeddingsRequest = serde_json::from_slice(body).map_err(|e| {
+            // Valid JSON with a field missing or mistyped is a bad request, not bad JSON.
+            let code = if e.is_data() { "invalid_request" } else { "invalid_json" };
+            GatewayError::bad_request(code, format!("The embeddings request cannot be read: {e}"))
+        })?;
         req.encoding()?;
         Ok(req)
     }
@@ -172,6 +175,8 @@ mod tests {
         assert_eq!(texts(r#"{"model":"e","input":[]}"#).unwrap_err().code, "invalid_input");
         let e = EmbeddingsRequest::read(br#"{"model":"e","input":"x","encoding_format":"int8"}"#).err().unwrap();
         assert_eq!(e.param, Some("encoding_format"));
+        assert_eq!(EmbeddingsRequest::read(br#"{"model":"e"}"#).err().map(|e| e.code), Some("invalid_request"));
+        assert_eq!(EmbeddingsRequest::read(b"{nope").err().map(|e| e.code), Some("invalid_json"));
     }
 
     #[test]
