@@ -256,7 +256,9 @@ def check_chains(cfg):
                     if f.get("name") == "aigw.route_select" and "typed_config" in f:
                         route_cfg = json.loads(f["typed_config"]["config"]["configuration"]["value"])
                     if f.get("name") == "aigw.gateway" and "typed_config" in f:
-                        route_cfg = json.loads(f["typed_config"]["config"]["configuration"]["value"])["route"]
+                        whole = json.loads(f["typed_config"]["config"]["configuration"]["value"])
+                        route_cfg = dict(whole["route"])
+                        route_cfg.setdefault("providers", whole.get("providers") or {})
 
     def provider_of(cluster_name):
         c = clusters.get(cluster_name, {})
@@ -282,6 +284,14 @@ def check_chains(cfg):
         if embeddings and len({s["model"] for s in alias["steps"]}) > 1:
             problems.append(f"alias {name!r}: an embeddings chain mixes models "
                             f"{[s['model'] for s in alias['steps']]}: their vectors are not comparable")
+        for step in alias["steps"] if embeddings else []:
+            # A batch above the provider's cap is split into calls to the provider's own cluster.
+            p = route_cfg.get("providers", {}).get(step["provider"], {})
+            if p.get("api") in ("gemini", "bedrock"):
+                own = p.get("cluster") or f"provider_{step['provider']}"
+                if provider_of(own) != step["provider"]:
+                    problems.append(f"alias {name!r}: the calls of a split batch go to cluster {own!r}, "
+                                    f"which is not {step['provider']!r}'s (set the provider's `cluster`)")
         want_path = "/v1/embeddings" if embeddings else "/v1/chat/completions"
         if route is None:
             problems.append(f"alias {name!r}: no route matches x-aigw-chain: {chain}")

@@ -15,11 +15,14 @@ fuzz_target!(|data: &[u8]| {
     let _ = gemini::is_invalid_key(data);
     let _ = bedrock::response_to_openai(data, "b", "r", 0);
     let _ = bedrock::error_to_openai(400, "ValidationException", data);
-    // Embeddings answers, in both encodings.
+    // Embeddings answers' vectors, written back in both encodings.
+    let mut vectors = Vec::new();
+    vectors.extend(gemini::embeddings_vectors(data).unwrap_or_default());
+    for m in ["amazon.titan-embed-text-v2:0", "cohere.embed-english-v3"] {
+        vectors.extend(bedrock::embeddings_vectors(data, m).map(|(v, _)| v).unwrap_or_default());
+    }
     for enc in [embeddings::Encoding::Float, embeddings::Encoding::Base64] {
-        let _ = gemini::embeddings_answer(data, "g", enc, 1);
-        let _ = bedrock::embeddings_answer(data, "amazon.titan-embed-text-v2:0", enc, 1);
-        let _ = bedrock::embeddings_answer(data, "cohere.embed-english-v3", enc, 1);
+        let _ = embeddings::answer(vectors.clone(), "m", enc, 1);
     }
     let cut = usize::from(data.first().copied().unwrap_or(1)).max(1);
     let mut a = anthropic::StreamTranslator::new(0, true);

@@ -19,12 +19,13 @@ fuzz_target!(|data: &[u8]| {
     }
     // Embeddings: the request as read, and each API's and Bedrock family's translation of it.
     if let Ok(r) = aigw_core::wire::embeddings::EmbeddingsRequest::read(data) {
-        let _ = r.texts();
+        let texts = r.texts().unwrap_or_default();
+        let _ = aigw_core::wire::embeddings::parts(&texts, 1);
         for a in [Api::Openai, Api::Azure, Api::Anthropic, Api::Gemini, Api::Bedrock] {
-            let _ = provider::api(a).embeddings_request(&r, data, "m");
+            let _ = provider::api(a).embeddings_request(&r, &texts, data, "m");
         }
         for m in ["amazon.titan-embed-text-v2:0", "cohere.embed-english-v3"] {
-            let _ = bedrock::embeddings_request(&r, m);
+            let _ = bedrock::embeddings_request(&r, &texts, m);
         }
     }
     if let Ok(a) = anthropic::request_from_openai(data, "claude-x", 1024) {

@@ -287,6 +287,12 @@ def test_the_renderer_refuses_chains_that_do_not_match_the_aliases():
     assert wrong_path != text
     with pytest.raises(SystemExit, match="alias 'embed': the route for 'chain_embed' matches '/v1/chat/completions'"):
         render_envoy.to_ecds(wrong_path, "/tmp/unused-ecds")
+    # A split embeddings batch's calls go to the provider's own cluster, which must be its.
+    elsewhere = text.replace('"bedrock": {"api": "bedrock", "max_tokens_default": 1024}',
+                             '"bedrock": {"api": "bedrock", "max_tokens_default": 1024, "cluster": "provider_gemini"}')
+    assert elsewhere != text
+    with pytest.raises(SystemExit, match="alias 'embed-titan': the calls of a split batch go to cluster 'provider_gemini'"):
+        render_envoy.to_ecds(elsewhere, "/tmp/unused-ecds")
 
 
 def test_the_readme_says_one_thing_about_a_providers_401():

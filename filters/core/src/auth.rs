@@ -342,34 +342,71 @@ impl CredentialPlane {
 
     /// Signs the attempt's request with AWS SigV4 (Bedrock), over `body` exactly as it is sent.
     pub fn sign(&self, h: &impl Host, used: &AttemptCredential, region: Option<&str>, body: &[u8]) {
-        let Some(c) = self.credential(used) else { return };
-        let Some(secret) = c.secret.as_deref() else { return };
+        let request = SignedRequest {
+            method: &h.request_header(":method").unwrap_or_else(|| "POST".into()),
+            path: &h.request_header(":path").unwrap_or_else(|| "/".into()),
+            authority: &h.request_header(":authority").unwrap_or_default(),
+            content_type: &h.request_header("content-type").unwrap_or_else(|| "application/json".into()),
+            body,
+        };
+        for (name, value) in self.signature(used, region, &request, h.now_ms()) {
+            h.set_request_header(name, Some(&value));
+        }
+    }
+
+    /// The headers that sign `request` with AWS SigV4 (Bedrock) with this attempt's credential,
+    /// `content-type` among them; none when the credential has no secret.
+    pub fn signature(
+        &self,
+        used: &AttemptCredential,
+        region: Option<&str>,
+        request: &SignedRequest,
+        now_ms: u64,
+    ) -> Vec<(&'static str, String)> {
+        let Some(c) = self.credential(used) else { return Vec::new() };
+        let Some(secret) = c.secret.as_deref() else { return Vec::new() };
         let region = c.region.as_deref().or(region).unwrap_or("us-east-1");
-        let date = sigv4::amz_date(h.now_ms());
-        let hash = sigv4::sha256_hex(body);
-        let full_path = h.request_header(":path").unwrap_or_else(|| "/".into());
-        let (path, query) = full_path.split_once('?').unwrap_or((&full_path, ""));
-        let authority = h.request_header(":authority").unwrap_or_default();
-        let content_type = h.request_header("content-type").unwrap_or_else(|| "application/json".into());
-        h.set_request_header("content-type", Some(&content_type));
-        h.set_request_header("x-amz-date", Some(&date));
-        h.set_request_header("x-amz-content-sha256", Some(&hash));
+        let date = sigv4::amz_date(now_ms);
+        let hash = sigv4::sha256_hex(request.body);
+        let (path, query) = request.path.split_once('?').unwrap_or((request.path, ""));
         let mut signed = vec![
-            ("content-type", content_type.as_str()),
-            ("host", authority.as_str()),
+            ("content-type", request.content_type),
+            ("host", request.authority),
             ("x-amz-content-sha256", hash.as_str()),
             ("x-amz-date", date.as_str()),
         ];
         if let Some(t) = c.session_token.as_deref() {
-            h.set_request_header("x-amz-security-token", Some(t));
             signed.push(("x-amz-security-token", t));
         }
-        let method = h.request_header(":method").unwrap_or_else(|| "POST".into());
-        let request = sigv4::Request { method: &method, path, query, headers: &signed, body };
+        let req = sigv4::Request { method: request.method, path, query, headers: &signed, body: request.body };
         let key = sigv4::Key { access_key_id: &c.key, secret, region, service: "bedrock" };
-        h.set_request_header("authorization", Some(&sigv4::authorization(&request, &key, &date)));
+        let authorization = sigv4::authorization(&req, &key, &date);
+        let mut out = vec![
+            ("content-type", request.content_type.to_string()),
+            ("x-amz-date", date.clone()),
+            ("x-amz-content-sha256", hash.clone()),
+        ];
+        if let Some(t) = c.session_token.as_deref() {
+            out.push(("x-amz-security-token", t.to_string()));
+        }
+        out.push(("authorization", authorization));
+        out
     }
 }
+
+/// A request as SigV4 signs it.
+pub struct SignedRequest<'a> {
+    pub method: &'a str,
+    /// With its query, if any.
+    pub path: &'a str,
+    pub authority: &'a str,
+    pub content_type: &'a str,
+    pub body: &'a [u8],
+}
+
+/// The headers a SigV4 signature sets (a request signed anew drops them first).
+pub const SIGNATURE_HEADERS: [&str; 4] =
+    ["authorization", "x-amz-date", "x-amz-content-sha256", "x-amz-security-token"];
 
 #[cfg(test)]
 mod tests;

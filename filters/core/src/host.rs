@@ -286,6 +286,11 @@ macro_rules! callbacks {
             <$t>::on_response_body(self, h, size, eos)
         }
     };
+    (@one $t:ty, on_http_call_response) => {
+        fn on_http_call_response<H: $crate::host::Host>(&mut self, h: &H, token: u32, answer: &$crate::host::HttpAnswer) {
+            <$t>::on_http_call_response(self, h, token, answer)
+        }
+    };
     (@one $t:ty, on_log) => {
         fn on_log<H: $crate::host::Host>(&mut self, h: &H) {
             <$t>::on_log(self, h)

@@ -21,7 +21,7 @@ use crate::auth::keys::KeyRing;
 use crate::auth::{self, AttemptCredential, AuthConfig, CredentialPlane};
 use crate::error::ConfigError;
 use crate::headers;
-use crate::host::{Flow, Host};
+use crate::host::{Flow, Host, HttpAnswer};
 use crate::provider::ProviderConfig;
 use crate::quota::stage::{ProviderAttempt, QuotaCall};
 use crate::quota::{Quota, QuotaConfig};
@@ -348,7 +348,7 @@ pub struct AttemptCall {
 impl AttemptCall {
     pub fn new(cfg: Rc<Upstream>) -> AttemptCall {
         AttemptCall {
-            route: cfg.route.clone().map(RouteAttempt::new),
+            route: cfg.route.clone().map(|r| RouteAttempt::new(r).sending_parts()),
             quota: cfg.quota.clone().map(|quota| ProviderAttempt { quota }),
             cfg,
             credential: None,
@@ -431,15 +431,74 @@ impl AttemptCall {
                 return Flow::Refused;
             }
         }
-        if !self.bedrock() {
-            return Flow::Continue;
+        if self.bedrock() {
+            if !eos {
+                return Flow::Pause;
+            }
+            // The body as it is sent (translated by the route stage).
+            self.sign(h, &h.request_body(usize::MAX));
         }
-        if !eos {
+        // An embeddings batch split for this provider: the other parts go first, as calls of
+        // their own, and this request waits for their answers.
+        if eos && self.send_parts(h) {
             return Flow::Pause;
         }
-        // The body as it is sent (translated by the route stage).
-        self.sign(h, &h.request_body(usize::MAX));
         Flow::Continue
+    }
+
+    /// Sends the other parts of a split embeddings batch to the provider's cluster, each with
+    /// this attempt's headers (its credential; signed anew over its own body for Bedrock).
+    /// Returns whether an answer is out.
+    fn send_parts(&mut self, h: &impl Host) -> bool {
+        let Some(route) = &mut self.route else { return false };
+        let Some((cluster, bodies)) = route.take_parts() else { return false };
+        let bedrock = self.credential.as_ref().is_some_and(|c| c.api == Api::Bedrock);
+        let all = h.request_headers();
+        let get = |name: &str| all.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        let base: Vec<(&str, &str)> = all
+            .iter()
+            .filter(|(k, _)| {
+                k != "content-length"
+                    && !k.starts_with("x-envoy-")
+                    && !(bedrock && auth::SIGNATURE_HEADERS.contains(&k.as_str()))
+            })
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let region = h.upstream_metadata(headers::METADATA_REGION);
+        let now = h.now_ms();
+        for body in bodies {
+            let length = body.len().to_string();
+            let signature = match (&self.cfg.credentials, &self.credential, bedrock) {
+                (Some(plane), Some(used), true) => {
+                    let request = auth::SignedRequest {
+                        method: get(":method").unwrap_or("POST"),
+                        path: get(":path").unwrap_or("/"),
+                        authority: get(":authority").unwrap_or_default(),
+                        content_type: get("content-type").unwrap_or("application/json"),
+                        body: &body,
+                    };
+                    plane.signature(used, region.as_deref(), &request, now)
+                }
+                _ => Vec::new(),
+            };
+            let mut headers: Vec<(&str, &str)> =
+                base.iter().copied().filter(|(k, _)| !signature.iter().any(|(s, _)| s == k)).collect();
+            headers.push(("content-length", &length));
+            headers.extend(signature.iter().map(|(k, v)| (*k, v.as_str())));
+            let token = h.http_call(&cluster, &headers, &body, crate::route::stage::PART_TIMEOUT_MS).ok();
+            if token.is_none() {
+                h.warn(&format!("route-select: the proxy refused a call to cluster {cluster:?} for a batch part"));
+            }
+            route.part_sent(token);
+        }
+        route.parts_pending()
+    }
+
+    /// A part's answer: when it is the last one out, the attempt's request goes on.
+    pub fn on_http_call_response(&mut self, h: &impl Host, token: u32, answer: &HttpAnswer) {
+        if self.route.as_mut().is_some_and(|r| r.part_answered(token, answer)) {
+            h.resume_request();
+        }
     }
 
     pub fn on_response_headers(&mut self, h: &impl Host, eos: bool) -> Flow {
@@ -465,7 +524,7 @@ impl AttemptCall {
 }
 
 crate::callbacks!(ListenerCall: on_request_headers, on_request_body, on_response_headers, on_response_body, on_log);
-crate::callbacks!(AttemptCall: on_request_headers, on_request_body, on_response_headers, on_response_body);
+crate::callbacks!(AttemptCall: on_request_headers, on_request_body, on_response_headers, on_response_body, on_http_call_response);
 
 #[cfg(test)]
 mod tests;

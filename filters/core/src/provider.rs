@@ -47,6 +47,10 @@ pub struct ProviderConfig {
     /// The provider's own requests and tokens per minute, charged per attempt (quota).
     #[serde(default)]
     pub limits: Option<LimitSpec>,
+    /// The Envoy cluster of this provider, for the calls an attempt makes itself (the other
+    /// parts of a split embeddings batch); default `provider_<name>`.
+    #[serde(default)]
+    pub cluster: Option<String>,
 }
 
 fn default_azure_version() -> String {
@@ -102,26 +106,29 @@ pub trait ProviderApi {
         None
     }
 
+    /// Embeddings: the most inputs one call of this API embeds with `model`; `None`: no cap the
+    /// gateway splits at (the request passes as written). A larger batch is split into parts
+    /// of at most this many, each a call of its own (`route::stage`).
+    fn embeddings_batch(&self, _model: &str) -> Option<usize> {
+        None
+    }
+
     /// Embeddings: the caller's request (OpenAI's format: `req` as read, `body` as written),
-    /// translated for this API and `model`.
+    /// translated for this API and `model`; `texts`: the inputs this call embeds (a part of
+    /// `req`'s, for an API with a batch cap; empty for one without).
     fn embeddings_request(
         &self,
         _req: &crate::wire::embeddings::EmbeddingsRequest,
+        _texts: &[std::borrow::Cow<'_, str>],
         _body: &[u8],
         _model: &str,
     ) -> Result<Vec<u8>, GatewayError> {
         Err(no_embeddings())
     }
 
-    /// Embeddings: a whole success, as OpenAI's answer with the vectors in `encoding`, and its
-    /// usage (`None` when the API reports none; `estimate` is what the answer says then).
-    fn embeddings_answer(
-        &self,
-        _body: &[u8],
-        _model: &str,
-        _encoding: crate::wire::embeddings::Encoding,
-        _estimate: u64,
-    ) -> Result<(Vec<u8>, Option<Usage>), String> {
+    /// Embeddings: the vectors of a whole success, in input order, and the input tokens when
+    /// the body reports them.
+    fn embeddings_vectors(&self, _body: &[u8], _model: &str) -> Result<(Vec<Vec<f64>>, Option<u64>), String> {
         Err("this provider's embeddings are not translated".into())
     }
 

@@ -15,7 +15,7 @@
 //! Per request, a caller chooses faults with the `x-fake-fault` header:
 //! `NAME=FAULT[,NAME=FAULT...]` (`*` matches every instance), where FAULT is one of
 //! `429`, `500`, `503`, `529` (that status, with the provider's real error body and retry
-//! headers), `delay-MS` (answer after MS milliseconds), `reset` (close the connection before
+//! headers), `STATUS-if-TEXT` (that status only for a request whose body holds TEXT), `delay-MS` (answer after MS milliseconds), `reset` (close the connection before
 //! answering), `reset-after-N` (stream N content events, then drop the connection),
 //! `error-after-N` (stream N content events, then the provider's in-stream error event),
 //! `slow-MS` (wait MS before each streamed content event),
@@ -240,6 +240,14 @@ fn fault_for(req: &Request, name: &str) -> Fault {
             continue;
         }
         let n = |p: &str| what.strip_prefix(p).and_then(|v| v.parse::<u64>().ok());
+        // `STATUS-if-TEXT`: that status only for a request whose body holds TEXT.
+        if let Some((status, text)) = what.split_once("-if-") {
+            let holds = req.body.windows(text.len().max(1)).any(|w| w == text.as_bytes());
+            return match status.parse::<u16>() {
+                Ok(s) if holds => Fault::Status(s),
+                _ => Fault::None,
+            };
+        }
         return if let Ok(s) = what.parse::<u16>() {
             Fault::Status(s)
         } else if let Some(ms) = n("delay-") {

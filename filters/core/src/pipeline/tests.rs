@@ -700,3 +700,149 @@ fn an_alias_serves_one_kind_of_call_at_the_listener() {
         assert_eq!((reply.status, err["error"]["code"].as_str()), (400, Some("wrong_model_kind")), "{path}");
     }
 }
+
+/// An attempt of an embeddings call with `input` to `model` at Bedrock, and its upstream.
+fn bedrock_embeddings(model: &str, input: serde_json::Value) -> (FakeHost, AttemptCall) {
+    let mut cfg = config();
+    if let Some(r) = cfg.route.as_mut() {
+        let alias = serde_json::json!({"kind": "embeddings", "chain": "chain_e", "steps": [{"provider": "bedrock", "model": model}]});
+        r.aliases.insert("e".into(), serde_json::from_value(alias).unwrap());
+    }
+    let env = |n: &str| Some(format!("key-of-{n}"));
+    let up = Rc::new(Upstream::compile(cfg, &env).unwrap());
+    let h = attempt_host("e", "bedrock");
+    h.properties.borrow_mut().insert(headers::PROP_DOOR.into(), b"embeddings".to_vec());
+    *h.request_body.borrow_mut() =
+        serde_json::to_vec(&serde_json::json!({"model": "e", "input": input, "encoding_format": "float"})).unwrap();
+    (h, AttemptCall::new(up))
+}
+
+fn titan_answer(v: f64, tokens: u64) -> HttpAnswer {
+    HttpAnswer::new(
+        vec![(":status".into(), "200".into())],
+        format!(r#"{{"embedding":[{v}],"inputTextTokenCount":{tokens}}}"#).into_bytes(),
+    )
+}
+
+/// Sends the attempt's request (as Envoy would once it goes on) and has it answered with `body`.
+fn answer_attempt(h: &FakeHost, a: &mut AttemptCall, body: &[u8]) {
+    h.response_headers.borrow_mut().extend([
+        (":status".to_string(), "200".to_string()),
+        ("content-type".to_string(), "application/json".to_string()),
+    ]);
+    *h.response_body.borrow_mut() = body.to_vec();
+    assert_eq!(a.on_response_headers(h, false), Flow::Pause);
+    a.on_response_body(h, body.len(), true);
+}
+
+#[test]
+fn a_batch_larger_than_the_provider_takes_is_split_into_signed_calls_and_merged_in_order() {
+    let (h, mut a) =
+        bedrock_embeddings("amazon.titan-embed-text-v2:0", serde_json::json!(["one", "two words", "three"]));
+    assert_eq!(a.on_request_headers(&h, false), Flow::Pause);
+    let n = h.request_body.borrow().len();
+    // The attempt's own request carries the first input; the others go first, as calls of
+    // their own, and the request waits for them.
+    assert_eq!(a.on_request_body(&h, n, true), Flow::Pause);
+    let sent = h.request_body.borrow().clone();
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&sent).unwrap()["inputText"], "one");
+    let calls = h.http_calls.borrow().clone();
+    assert_eq!(calls.len(), 2);
+    for (call, text) in calls.iter().zip(["two words", "three"]) {
+        assert_eq!(call.cluster, "provider_bedrock");
+        let body: serde_json::Value = serde_json::from_slice(&call.body).unwrap();
+        assert_eq!(body["inputText"], text);
+        let header = |name: &str| call.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        assert_eq!(header(":path").as_deref(), Some("/model/amazon.titan-embed-text-v2%3A0/invoke"));
+        assert_eq!(header("content-length"), Some(call.body.len().to_string()));
+        // Signed anew over its own body, with the attempt's credential.
+        assert_eq!(header("x-amz-content-sha256"), Some(crate::auth::sigv4::sha256_hex(&call.body)));
+        assert!(header("authorization").unwrap().starts_with("AWS4-HMAC-SHA256 Credential=key-of-AWS_ID/"));
+        assert_eq!(call.headers.iter().filter(|(k, _)| k == "authorization").count(), 1);
+    }
+    assert_eq!(h.request_header("x-amz-content-sha256"), Some(crate::auth::sigv4::sha256_hex(&sent)));
+    // Answers come in any order; the request goes on after the last one.
+    a.on_http_call_response(&h, 2, &titan_answer(0.75, 1));
+    assert!(h.resumed.borrow().is_empty());
+    a.on_http_call_response(&h, 2, &titan_answer(9.0, 9));
+    a.on_http_call_response(&h, 1, &titan_answer(0.5, 2));
+    assert_eq!(*h.resumed.borrow(), ["request"]);
+    answer_attempt(&h, &mut a, br#"{"embedding":[0.25],"inputTextTokenCount":1}"#);
+    let out: serde_json::Value = serde_json::from_slice(&h.response_body.borrow()).unwrap();
+    let vectors: Vec<_> =
+        out["data"].as_array().unwrap().iter().map(|d| (d["index"].clone(), d["embedding"][0].clone())).collect();
+    assert_eq!(vectors, [(0.into(), 0.25.into()), (1.into(), 0.5.into()), (2.into(), 0.75.into())]);
+    // Every part's reported tokens, summed; the record says the batch was split.
+    assert_eq!(out["usage"]["prompt_tokens"], 4);
+    let usage: crate::wire::usage::Usage = serde_json::from_slice(&handed_on_or_prop(&h, headers::PROP_USAGE)).unwrap();
+    assert_eq!(usage.input, 4);
+    assert_eq!(String::from_utf8(handed_on_or_prop(&h, headers::PROP_ROUTE_FLAGS)).unwrap(), "embeddings_split:3");
+}
+
+#[test]
+fn a_part_that_fails_fails_the_batch_with_its_status_so_the_chain_moves_on() {
+    let (h, mut a) = bedrock_embeddings("amazon.titan-embed-text-v2:0", serde_json::json!(["a", "b", "c"]));
+    a.on_request_headers(&h, false);
+    let n = h.request_body.borrow().len();
+    assert_eq!(a.on_request_body(&h, n, true), Flow::Pause);
+    let throttled = HttpAnswer::new(
+        vec![(":status".into(), "429".into()), ("x-amzn-errortype".into(), "ThrottlingException:http://x".into())],
+        br#"{"message":"Too many requests"}"#.to_vec(),
+    );
+    a.on_http_call_response(&h, 1, &titan_answer(0.5, 1));
+    a.on_http_call_response(&h, 2, &throttled);
+    answer_attempt(&h, &mut a, br#"{"embedding":[0.25],"inputTextTokenCount":1}"#);
+    assert_eq!(h.response_header(":status").as_deref(), Some("429"));
+    let out: serde_json::Value = serde_json::from_slice(&h.response_body.borrow()).unwrap();
+    assert_eq!(out["error"]["message"], "Too many requests");
+    let attempts = crate::audit::parse_attempts(Some(&handed_on_or_prop(&h, headers::PROP_ATTEMPTS)));
+    assert_eq!(attempts.last().and_then(|a| a.status), Some(429), "on record with the batch's status");
+
+    // A part with no answer (a reset, a timeout): a 503 that says which part.
+    let (h, mut a) = bedrock_embeddings("cohere.embed-english-v3", serde_json::json!(vec!["w"; 100]));
+    a.on_request_headers(&h, false);
+    let n = h.request_body.borrow().len();
+    assert_eq!(a.on_request_body(&h, n, true), Flow::Pause);
+    let calls = h.http_calls.borrow().clone();
+    assert_eq!(calls.len(), 1, "96 and 4");
+    let texts = |b: &[u8]| serde_json::from_slice::<serde_json::Value>(b).unwrap()["texts"].as_array().unwrap().len();
+    assert_eq!((texts(&h.request_body.borrow()), texts(&calls[0].body)), (96, 4));
+    a.on_http_call_response(&h, 1, &HttpAnswer::default());
+    assert_eq!(*h.resumed.borrow(), ["request"]);
+    answer_attempt(&h, &mut a, br#"{"embeddings":[[0.5]]}"#);
+    assert_eq!(h.response_header(":status").as_deref(), Some("503"));
+    let out: serde_json::Value = serde_json::from_slice(&h.response_body.borrow()).unwrap();
+    assert_eq!(out["error"]["code"], "upstream_part_unanswered");
+}
+
+#[test]
+fn parts_whose_vectors_do_not_match_their_inputs_are_an_unreadable_answer() {
+    let (h, mut a) = bedrock_embeddings("cohere.embed-english-v3", serde_json::json!(vec!["w"; 97]));
+    a.on_request_headers(&h, false);
+    let n = h.request_body.borrow().len();
+    a.on_request_body(&h, n, true);
+    let count = |n: &str| {
+        vec![
+            (":status".to_string(), "200".to_string()),
+            ("x-amzn-bedrock-input-token-count".to_string(), n.to_string()),
+        ]
+    };
+    // Two vectors for a part of one input.
+    a.on_http_call_response(&h, 1, &HttpAnswer::new(count("1"), br#"{"embeddings":[[1.0],[2.0]]}"#.to_vec()));
+    let main = format!(r#"{{"embeddings":[{}]}}"#, vec!["[0.5]"; 96].join(","));
+    answer_attempt(&h, &mut a, main.as_bytes());
+    assert_eq!(h.response_header(":status").as_deref(), Some("502"));
+}
+
+#[test]
+fn the_route_stage_alone_refuses_a_batch_it_would_have_to_split() {
+    let (h, a) = bedrock_embeddings("amazon.titan-embed-text-v2:0", serde_json::json!(["a", "b"]));
+    let mut r = RouteAttempt::new(a.cfg.route.clone().unwrap());
+    assert_eq!(r.on_request_headers(&h, false), Flow::Pause);
+    let n = h.request_body.borrow().len();
+    assert_eq!(r.on_request_body(&h, n, true), Flow::Refused);
+    let reply = h.reply().unwrap();
+    let out: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+    assert_eq!((reply.status, out["error"]["param"].as_str()), (400, Some("input")));
+    assert!(h.http_calls.borrow().is_empty());
+}

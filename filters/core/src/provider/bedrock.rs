@@ -53,24 +53,23 @@ pub fn embeddings_family(model: &str) -> Option<EmbeddingsFamily> {
 /// The most texts one Cohere call embeds.
 pub const COHERE_BATCH: usize = 96;
 
-/// An OpenAI embeddings request as an `InvokeModel` body for `model`.
+/// The most texts one `InvokeModel` call of `model` embeds.
+pub fn embeddings_batch(model: &str) -> Option<usize> {
+    match embeddings_family(model)? {
+        EmbeddingsFamily::TitanV2 => Some(1),
+        EmbeddingsFamily::CohereV3 => Some(COHERE_BATCH),
+    }
+}
+
+/// An OpenAI embeddings request as an `InvokeModel` body for `model`, embedding `texts` (at
+/// most [`embeddings_batch`] of them: the route stage splits a larger batch).
 pub fn embeddings_request(
     req: &crate::wire::embeddings::EmbeddingsRequest,
+    texts: &[Cow<'_, str>],
     model: &str,
 ) -> Result<Vec<u8>, GatewayError> {
-    let texts = req.texts()?;
-    let batch = |most: usize| {
-        GatewayError::bad_request(
-            "unsupported_for_provider",
-            format!("This provider embeds at most {most} input(s) per call; send {} in smaller batches.", texts.len()),
-        )
-        .with_param("input")
-    };
     let out = match embeddings_family(model) {
         Some(EmbeddingsFamily::TitanV2) => {
-            if texts.len() > 1 {
-                return Err(batch(1));
-            }
             let mut b = json!({"inputText": texts.first().map(|t| t.as_ref()).unwrap_or_default(), "normalize": true});
             if let Some(d) = req.dimensions {
                 if ![256, 512, 1024].contains(&d) {
@@ -85,9 +84,6 @@ pub fn embeddings_request(
             b
         }
         Some(EmbeddingsFamily::CohereV3) => {
-            if texts.len() > COHERE_BATCH {
-                return Err(batch(COHERE_BATCH));
-            }
             if req.dimensions.is_some() {
                 return Err(GatewayError::bad_request(
                     "unsupported_for_provider",
@@ -102,14 +98,9 @@ pub fn embeddings_request(
     Ok(out.to_string().into_bytes())
 }
 
-/// An `InvokeModel` embeddings answer as OpenAI's, the vectors in `encoding`; the usage when the
-/// body says it (Titan; Cohere's is in a response header).
-pub fn embeddings_answer(
-    body: &[u8],
-    model: &str,
-    encoding: crate::wire::embeddings::Encoding,
-    prompt_tokens: u64,
-) -> Result<(Vec<u8>, Option<Usage>), String> {
+/// The vectors of an `InvokeModel` embeddings answer, and its input tokens when the body says
+/// them (Titan; Cohere's are in a response header).
+pub fn embeddings_vectors(body: &[u8], model: &str) -> Result<(Vec<Vec<f64>>, Option<u64>), String> {
     #[derive(Deserialize)]
     struct Titan {
         embedding: Vec<f64>,
@@ -121,16 +112,14 @@ pub fn embeddings_answer(
         embeddings: Vec<Vec<f64>>,
     }
     let bad = |e: serde_json::Error| format!("provider sent invalid JSON: {e}");
-    let (vectors, reported) = match embeddings_family(model) {
+    match embeddings_family(model) {
         Some(EmbeddingsFamily::TitanV2) => {
             let t: Titan = serde_json::from_slice(body).map_err(bad)?;
-            (vec![t.embedding], t.tokens)
+            Ok((vec![t.embedding], t.tokens))
         }
-        Some(EmbeddingsFamily::CohereV3) => (serde_json::from_slice::<Cohere>(body).map_err(bad)?.embeddings, None),
-        None => return Err(format!("{model} is not an embeddings model the gateway speaks")),
-    };
-    let usage = reported.map(|input| Usage { input, ..Usage::default() });
-    Ok((crate::wire::embeddings::answer(vectors, model, encoding, reported.unwrap_or(prompt_tokens)), usage))
+        Some(EmbeddingsFamily::CohereV3) => Ok((serde_json::from_slice::<Cohere>(body).map_err(bad)?.embeddings, None)),
+        None => Err(format!("{model} is not an embeddings model the gateway speaks")),
+    }
 }
 
 fn block(b: &Block<'_>) -> Result<Value, GatewayError> {
@@ -500,23 +489,22 @@ impl crate::provider::ProviderApi for Bedrock {
         embeddings_family(model).map(|_| format!("/model/{}/invoke", uri_encode(model, false)))
     }
 
+    fn embeddings_batch(&self, model: &str) -> Option<usize> {
+        embeddings_batch(model)
+    }
+
     fn embeddings_request(
         &self,
         req: &crate::wire::embeddings::EmbeddingsRequest,
+        texts: &[Cow<'_, str>],
         _body: &[u8],
         model: &str,
     ) -> Result<Vec<u8>, GatewayError> {
-        embeddings_request(req, model)
+        embeddings_request(req, texts, model)
     }
 
-    fn embeddings_answer(
-        &self,
-        body: &[u8],
-        model: &str,
-        encoding: crate::wire::embeddings::Encoding,
-        estimate: u64,
-    ) -> Result<(Vec<u8>, Option<Usage>), String> {
-        embeddings_answer(body, model, encoding, estimate)
+    fn embeddings_vectors(&self, body: &[u8], model: &str) -> Result<(Vec<Vec<f64>>, Option<u64>), String> {
+        embeddings_vectors(body, model)
     }
 
     fn stream(
@@ -539,17 +527,16 @@ mod tests {
     #[test]
     fn embeddings_go_to_titan_one_at_a_time_and_to_cohere_in_batches() {
         let embeddings_request = |body: &[u8], model: &str| {
-            crate::wire::embeddings::EmbeddingsRequest::read(body).and_then(|r| super::embeddings_request(&r, model))
+            crate::wire::embeddings::EmbeddingsRequest::read(body)
+                .and_then(|r| r.texts().and_then(|t| super::embeddings_request(&r, &t, model)))
         };
-        use crate::wire::embeddings::Encoding;
         let titan = "amazon.titan-embed-text-v2:0";
+        assert_eq!((embeddings_batch(titan), embeddings_batch("cohere.embed-english-v3")), (Some(1), Some(96)));
         let out: Value = serde_json::from_slice(
             &embeddings_request(br#"{"model":"e","input":"hi there","dimensions":512}"#, titan).unwrap(),
         )
         .unwrap();
         assert_eq!(out, json!({"inputText": "hi there", "normalize": true, "dimensions": 512}));
-        let e = embeddings_request(br#"{"model":"e","input":["a","b"]}"#, titan).unwrap_err();
-        assert_eq!((e.code, e.param), ("unsupported_for_provider", Some("input")));
         assert_eq!(
             embeddings_request(br#"{"model":"e","input":"a","dimensions":300}"#, titan).unwrap_err().param,
             Some("dimensions")
@@ -559,34 +546,18 @@ mod tests {
             serde_json::from_slice(&embeddings_request(br#"{"model":"e","input":["a","b"]}"#, cohere).unwrap())
                 .unwrap();
         assert_eq!(out, json!({"texts": ["a", "b"], "input_type": "search_document", "truncate": "NONE"}));
-        let many = format!(r#"{{"model":"e","input":[{}]}}"#, vec!["\"x\""; 97].join(","));
-        assert_eq!(embeddings_request(many.as_bytes(), cohere).unwrap_err().param, Some("input"));
         assert!(embeddings_request(br#"{"model":"e","input":"a"}"#, "amazon.nova-pro-v1:0").is_err());
 
         // Titan says its count; Cohere's is in a header, so none here.
-        let (out, usage) =
-            embeddings_answer(br#"{"embedding":[0.5,-1.0],"inputTextTokenCount":3}"#, titan, Encoding::Float, 9)
-                .unwrap();
-        let out: Value = serde_json::from_slice(&out).unwrap();
-        assert_eq!(
-            (out["data"][0]["embedding"].clone(), out["usage"]["prompt_tokens"].clone()),
-            (json!([0.5, -1.0]), json!(3))
-        );
-        assert_eq!(usage.map(|u| u.input), Some(3));
-        let (out, usage) = embeddings_answer(
+        let (v, tokens) = embeddings_vectors(br#"{"embedding":[0.5,-1.0],"inputTextTokenCount":3}"#, titan).unwrap();
+        assert_eq!((v, tokens), (vec![vec![0.5, -1.0]], Some(3)));
+        let (v, tokens) = embeddings_vectors(
             br#"{"id":"x","texts":["a","b"],"embeddings":[[1.0],[0.25]],"response_type":"embeddings_floats"}"#,
             cohere,
-            Encoding::Base64,
-            4,
         )
         .unwrap();
-        let out: Value = serde_json::from_slice(&out).unwrap();
-        assert_eq!(
-            (out["data"][1]["embedding"].clone(), out["usage"]["prompt_tokens"].clone()),
-            (json!("AACAPg=="), json!(4))
-        );
-        assert!(usage.is_none());
-        assert!(embeddings_answer(b"{}", titan, Encoding::Float, 1).is_err());
+        assert_eq!((v, tokens), (vec![vec![1.0], vec![0.25]], None));
+        assert!(embeddings_vectors(b"{}", titan).is_err());
     }
     use super::*;
 

@@ -365,22 +365,13 @@ impl_translate!(StreamTranslator);
 /// The most inputs one `batchEmbedContents` call takes.
 pub const EMBED_BATCH: usize = 100;
 
-/// An OpenAI embeddings request as a `batchEmbedContents` request for `model`.
+/// An OpenAI embeddings request as a `batchEmbedContents` request for `model`, embedding
+/// `texts` (at most [`EMBED_BATCH`]: the route stage splits a larger batch).
 pub fn embeddings_request(
     req: &crate::wire::embeddings::EmbeddingsRequest,
+    texts: &[std::borrow::Cow<'_, str>],
     model: &str,
 ) -> Result<Vec<u8>, GatewayError> {
-    let texts = req.texts()?;
-    if texts.len() > EMBED_BATCH {
-        return Err(GatewayError::bad_request(
-            "unsupported_for_provider",
-            format!(
-                "This provider embeds at most {EMBED_BATCH} inputs per call; send {} in smaller batches.",
-                texts.len()
-            ),
-        )
-        .with_param("input"));
-    }
     let name = format!("models/{model}");
     let requests: Vec<Value> = texts
         .iter()
@@ -395,13 +386,9 @@ pub fn embeddings_request(
     Ok(json!({ "requests": requests }).to_string().into_bytes())
 }
 
-/// A `batchEmbedContents` answer as OpenAI's, the vectors in `encoding`.
-pub fn embeddings_answer(
-    body: &[u8],
-    model: &str,
-    encoding: crate::wire::embeddings::Encoding,
-    prompt_tokens: u64,
-) -> Result<Vec<u8>, String> {
+/// The vectors of a `batchEmbedContents` answer (the Gemini API reports no token count for
+/// embeddings).
+pub fn embeddings_vectors(body: &[u8]) -> Result<Vec<Vec<f64>>, String> {
     #[derive(Deserialize)]
     struct Batch {
         embeddings: Vec<Values>,
@@ -411,8 +398,7 @@ pub fn embeddings_answer(
         values: Vec<f64>,
     }
     let b: Batch = serde_json::from_slice(body).map_err(|e| format!("provider sent invalid JSON: {e}"))?;
-    let vectors = b.embeddings.into_iter().map(|v| v.values).collect();
-    Ok(crate::wire::embeddings::answer(vectors, model, encoding, prompt_tokens))
+    Ok(b.embeddings.into_iter().map(|v| v.values).collect())
 }
 
 /// The Gemini API as a provider API (see `provider`): through the Anthropic translation.
@@ -444,25 +430,22 @@ impl crate::provider::ProviderApi for Gemini {
         Some(format!("/v1beta/models/{}:batchEmbedContents", crate::auth::sigv4::uri_encode(model, false)))
     }
 
+    fn embeddings_batch(&self, _model: &str) -> Option<usize> {
+        Some(EMBED_BATCH)
+    }
+
     fn embeddings_request(
         &self,
         req: &crate::wire::embeddings::EmbeddingsRequest,
+        texts: &[std::borrow::Cow<'_, str>],
         _body: &[u8],
         model: &str,
     ) -> Result<Vec<u8>, GatewayError> {
-        embeddings_request(req, model)
+        embeddings_request(req, texts, model)
     }
 
-    fn embeddings_answer(
-        &self,
-        body: &[u8],
-        model: &str,
-        encoding: crate::wire::embeddings::Encoding,
-        estimate: u64,
-    ) -> Result<(Vec<u8>, Option<Usage>), String> {
-        // The Gemini API reports no token count for embeddings: the answer says the estimate,
-        // and the call is billed at it (the audit record flags it).
-        embeddings_answer(body, model, encoding, estimate).map(|out| (out, None))
+    fn embeddings_vectors(&self, body: &[u8], _model: &str) -> Result<(Vec<Vec<f64>>, Option<u64>), String> {
+        embeddings_vectors(body).map(|v| (v, None))
     }
 
     fn error(&self, status: u16, _error_type: &str, body: &[u8]) -> (u16, Vec<u8>) {

@@ -91,6 +91,7 @@ impl ProviderApi for OpenAiFormat {
     fn embeddings_request(
         &self,
         _req: &crate::wire::embeddings::EmbeddingsRequest,
+        _texts: &[std::borrow::Cow<'_, str>],
         body: &[u8],
         model: &str,
     ) -> Result<Vec<u8>, GatewayError> {

@@ -13,7 +13,7 @@ use crate::audit::{parse_attempts, Attempt as AttemptRecord, ErrorClass};
 use crate::auth::keys::{check_scope, KeyScope};
 use crate::error::GatewayError;
 use crate::headers;
-use crate::host::{messages_door, Flow, Host};
+use crate::host::{messages_door, Flow, Host, HttpAnswer};
 use crate::provider;
 use crate::quota::RequestFacts;
 use crate::wire::{embeddings, messages_in, responses_in, sse};
@@ -44,7 +44,16 @@ impl RouteAttempt {
             record: None,
             attempts: Vec::new(),
             deprecation: None,
+            sends_parts: false,
         }
+    }
+
+    /// The stage in a context that sends the other parts of a split embeddings batch (with the
+    /// attempt's credential: the `gateway_upstream` filter). Alone, the stage refuses a batch
+    /// larger than its provider takes in one call.
+    pub fn sending_parts(mut self) -> RouteAttempt {
+        self.sends_parts = true;
+        self
     }
 }
 
@@ -487,6 +496,8 @@ enum ResponseMode {
 
 struct Target {
     provider: String,
+    /// The provider's Envoy cluster (for the calls a split batch makes).
+    cluster: String,
     api: Api,
     /// The API's path for this request, and for it when it streams.
     path: String,
@@ -502,7 +513,34 @@ struct Target {
     reported_tokens: Option<u64>,
     /// A Responses call: passed to the API's own Responses endpoint, or translated.
     responses: Option<ResponsesStep>,
+    /// An embeddings call: how many inputs each part embeds (the request's first, then the
+    /// other parts'), and the other parts of a batch split for this provider.
+    part_sizes: Vec<usize>,
+    split: Option<Split>,
 }
+
+/// An embeddings batch larger than the provider embeds in one call: the attempt's own request
+/// carries the first part, and the other parts go as calls of their own to the provider's
+/// cluster, made and answered before the attempt's request is sent.
+struct Split {
+    /// The provider's cluster.
+    cluster: String,
+    /// The other parts' bodies, until they are sent.
+    bodies: Vec<Vec<u8>>,
+    /// Per other part, in order: its call (none: the proxy refused to make it) and its answer.
+    calls: Vec<(Option<u32>, Option<PartAnswer>)>,
+}
+
+/// What one part's call came back with.
+enum PartAnswer {
+    /// Its vectors, and the input tokens the provider reported (in the body or a header).
+    Vectors(Vec<Vec<f64>>, Option<u64>),
+    /// Anything but a readable success: its status (0: no answer) and what it said.
+    Failed { status: u16, error_type: String, body: Vec<u8> },
+}
+
+/// How long a part's call may take.
+pub const PART_TIMEOUT_MS: u64 = 60_000;
 
 /// How an attempt serves a call that came in by the Responses door.
 enum ResponsesStep {
@@ -526,6 +564,8 @@ pub struct RouteAttempt {
     attempts: Vec<AttemptRecord>,
     /// The deprecation warning for the caller, when this attempt's model is deprecated.
     deprecation: Option<String>,
+    /// Whether its context sends the other parts of a split batch ([`RouteAttempt::sending_parts`]).
+    sends_parts: bool,
 }
 
 impl RouteAttempt {
@@ -567,6 +607,16 @@ impl RouteAttempt {
         self.write_attempts(h);
     }
 
+    /// This attempt failed with `status` after its provider's 200 (a part of its batch failed).
+    fn mark_status(&mut self, h: &impl Host, status: u16) {
+        let Some((index, _)) = self.record else { return };
+        if let Some(a) = self.attempts.get_mut(index) {
+            a.status = Some(status);
+            a.error_class = ErrorClass::of_status(status);
+        }
+        self.write_attempts(h);
+    }
+
     /// This attempt's provider said 200 but its answer could not be read: the attempt record
     /// says so (the call moves on to the next provider, as for a 5xx).
     fn mark_invalid(&mut self, h: &impl Host) {
@@ -577,7 +627,12 @@ impl RouteAttempt {
         self.write_attempts(h);
     }
 
-    fn translate_request(h: &impl Host, t: &mut Target, body: &[u8]) -> Result<Vec<u8>, GatewayError> {
+    fn translate_request(
+        h: &impl Host,
+        t: &mut Target,
+        body: &[u8],
+        sends_parts: bool,
+    ) -> Result<Vec<u8>, GatewayError> {
         if t.embeddings.is_some() {
             // One read of the body here; the input's estimate is the listener's (handed on).
             let req = embeddings::EmbeddingsRequest::read(body)?;
@@ -587,7 +642,37 @@ impl RouteAttempt {
                 .map(|f| f.estimate(&crate::quota::EstimateConfig::default()).prompt_tokens)
                 .unwrap_or(0);
             t.embeddings = Some((req.encoding()?, estimate));
-            return provider::api(t.api).embeddings_request(&req, body, &t.model);
+            let api = provider::api(t.api);
+            let Some(cap) = api.embeddings_batch(&t.model) else {
+                return api.embeddings_request(&req, &[], body, &t.model);
+            };
+            // A provider that caps its batch: one call per part of at most `cap` inputs.
+            let texts = req.texts()?;
+            let parts = embeddings::parts(&texts, cap)?;
+            if parts.len() > 1 && !sends_parts {
+                return Err(GatewayError::bad_request(
+                    "unsupported_for_provider",
+                    format!(
+                        "This provider embeds at most {cap} input(s) per call; send {} in smaller batches (the \
+                         gateway_upstream filter splits them).",
+                        texts.len()
+                    ),
+                )
+                .with_param("input"));
+            }
+            t.part_sizes = parts.iter().map(|p| p.len()).collect();
+            let mut bodies = Vec::with_capacity(parts.len());
+            for part in &parts {
+                bodies.push(api.embeddings_request(&req, part, body, &t.model)?);
+            }
+            let mut bodies = bodies.into_iter();
+            let first = bodies.next().unwrap_or_default();
+            let rest: Vec<Vec<u8>> = bodies.collect();
+            if !rest.is_empty() {
+                add_route_flag(h, &format!("embeddings_split:{}", parts.len()));
+                t.split = Some(Split { cluster: t.cluster.clone(), bodies: rest, calls: Vec::new() });
+            }
+            return Ok(first);
         }
         let translated;
         let body = match &mut t.responses {
@@ -609,6 +694,64 @@ impl RouteAttempt {
         Ok(out)
     }
 
+    /// An embeddings success, with the vectors of the batch's other parts after its own, as
+    /// OpenAI's answer, and its usage: the tokens the provider reported for every part (in a
+    /// body or a header), else the estimate, which the answer gives, the call is billed at, and
+    /// the audit record flags. `Ok(Err(..))`: a part failed, and the whole batch fails with
+    /// its status (Envoy moves on as for any failure).
+    #[allow(clippy::type_complexity)]
+    fn embeddings_whole(
+        h: &impl Host,
+        t: &Target,
+        body: &[u8],
+        encoding: embeddings::Encoding,
+        estimate: u64,
+    ) -> Result<Result<(Vec<u8>, Option<crate::wire::usage::Usage>), (u16, Vec<u8>)>, String> {
+        let api = provider::api(t.api);
+        let calls = t.split.as_ref().map_or(&[][..], |s| &s.calls[..]);
+        for (i, (_, answer)) in calls.iter().enumerate() {
+            match answer {
+                Some(PartAnswer::Vectors(..)) => {}
+                Some(PartAnswer::Failed { status, error_type, body }) if *status != 0 => {
+                    return Ok(Err(api.error(*status, error_type, body)));
+                }
+                _ => {
+                    let e = GatewayError::new(
+                        503,
+                        "server_error",
+                        "upstream_part_unanswered",
+                        format!(
+                            "Part {} of {} of the embeddings batch got no answer from the provider.",
+                            i + 2,
+                            calls.len() + 1
+                        ),
+                    );
+                    return Ok(Err((503, e.body().into_bytes())));
+                }
+            }
+        }
+        let (mut vectors, in_body) = api.embeddings_vectors(body, &t.model)?;
+        let mut reported = in_body.or(t.reported_tokens);
+        let mut counts = vec![vectors.len()];
+        for (_, answer) in calls {
+            if let Some(PartAnswer::Vectors(v, tokens)) = answer {
+                counts.push(v.len());
+                vectors.extend(v.iter().cloned());
+                reported = reported.zip(*tokens).map(|(a, b)| a + b);
+            }
+        }
+        // Each part has a vector per input, or the vectors would be matched to the wrong inputs.
+        if !t.part_sizes.is_empty() && counts != t.part_sizes {
+            return Err(format!("provider sent {counts:?} vectors for parts of {:?} inputs", t.part_sizes));
+        }
+        let input = reported.unwrap_or_else(|| {
+            add_route_flag(h, "usage_estimated");
+            estimate
+        });
+        let usage = crate::wire::usage::Usage { input, ..Default::default() };
+        Ok(Ok((embeddings::answer(vectors, &t.model, encoding, input), Some(usage))))
+    }
+
     /// A provider's whole (non-streamed) answer, translated to OpenAI's format: (status, body).
     fn translate_whole(&self, h: &impl Host, t: &Target, body: &[u8]) -> (u16, Vec<u8>) {
         let api = provider::api(t.api);
@@ -616,21 +759,11 @@ impl RouteAttempt {
             return api.error(self.status, &t.error_type, body);
         }
         let answer = match t.embeddings {
-            Some((encoding, estimate)) => {
-                let count = t.reported_tokens.unwrap_or(estimate);
-                api.embeddings_answer(body, &t.model, encoding, count).map(|(out, u)| {
-                    // No count in the body: the one in a header (Bedrock's Cohere), else the
-                    // estimate, which the answer gives, the call is billed at, and the audit
-                    // record flags (Gemini).
-                    let u = u.or_else(|| {
-                        if t.reported_tokens.is_none() {
-                            add_route_flag(h, "usage_estimated");
-                        }
-                        Some(crate::wire::usage::Usage { input: count, ..Default::default() })
-                    });
-                    (out, u)
-                })
-            }
+            Some((encoding, estimate)) => match Self::embeddings_whole(h, t, body, encoding, estimate) {
+                Ok(Ok(answer)) => Ok(answer),
+                Ok(Err(failed)) => return failed,
+                Err(e) => Err(e),
+            },
             None => api.answer(body, &t.model, h.now_ms()),
         };
         // A translated Responses step: the unified answer becomes a Response object.
@@ -654,6 +787,59 @@ impl RouteAttempt {
 }
 
 impl RouteAttempt {
+    /// The other parts of an embeddings batch split for this attempt's provider, to send (once):
+    /// the provider's cluster and each part's body, in order. Report each call with
+    /// [`RouteAttempt::part_sent`], in the same order.
+    pub fn take_parts(&mut self) -> Option<(String, Vec<Vec<u8>>)> {
+        let split = self.target.as_mut()?.split.as_mut()?;
+        if split.bodies.is_empty() {
+            return None;
+        }
+        Some((split.cluster.clone(), std::mem::take(&mut split.bodies)))
+    }
+
+    /// A part's call was made (its token), or the proxy refused to make it (`None`).
+    pub fn part_sent(&mut self, token: Option<u32>) {
+        if let Some(split) = self.target.as_mut().and_then(|t| t.split.as_mut()) {
+            let answer = match token {
+                Some(_) => None,
+                None => Some(PartAnswer::Failed { status: 0, error_type: String::new(), body: Vec::new() }),
+            };
+            split.calls.push((token, answer));
+        }
+    }
+
+    /// Whether some part's answer is still out.
+    pub fn parts_pending(&self) -> bool {
+        self.target.as_ref().and_then(|t| t.split.as_ref()).is_some_and(|s| s.calls.iter().any(|(_, a)| a.is_none()))
+    }
+
+    /// A part's answer came: read now (the vectors, or the failure). Returns whether it was the
+    /// last one out (the attempt's request may go now).
+    pub fn part_answered(&mut self, token: u32, answer: &HttpAnswer) -> bool {
+        let Some(t) = self.target.as_mut() else { return false };
+        let api = provider::api(t.api);
+        let Some(split) = t.split.as_mut() else { return false };
+        let Some((_, slot)) = split.calls.iter_mut().find(|(k, a)| *k == Some(token) && a.is_none()) else {
+            return false;
+        };
+        let header = |name: &str| answer.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v);
+        let read = if answer.status == 200 { api.embeddings_vectors(&answer.body, &t.model).ok() } else { None };
+        *slot = Some(match read {
+            Some((vectors, in_body)) => {
+                let in_header = header("x-amzn-bedrock-input-token-count").and_then(|n| n.trim().parse().ok());
+                PartAnswer::Vectors(vectors, in_body.or(in_header))
+            }
+            None => PartAnswer::Failed {
+                // A 200 that cannot be read fails the batch as an unreadable answer does.
+                status: if answer.status == 200 { 502 } else { answer.status },
+                error_type: header("x-amzn-errortype").cloned().unwrap_or_default(),
+                body: if answer.status == 200 { invalid_response() } else { answer.body.clone() },
+            },
+        });
+        !split.calls.iter().any(|(_, a)| a.is_none())
+    }
+
     /// Whether this stage removes every credential header from the attempt's request (none is
     /// on the operator's allow-list).
     pub fn drops_credentials(&self) -> bool {
@@ -722,8 +908,10 @@ impl RouteAttempt {
             h.send_error(&provider::no_embeddings(), false, &[]);
             return Flow::Refused;
         };
+        let cluster = p.cluster.clone().unwrap_or_else(|| format!("provider_{provider}"));
         let target = Target {
             provider,
+            cluster,
             api: p.api,
             stream_path: if embeddings_call || matches!(responses, Some(ResponsesStep::Native)) {
                 path.clone()
@@ -738,6 +926,8 @@ impl RouteAttempt {
             embeddings: embeddings_call.then_some((embeddings::Encoding::Float, 0)),
             reported_tokens: None,
             responses,
+            part_sizes: Vec::new(),
+            split: None,
         };
         h.set_request_header(":path", Some(&target.path));
         // Every provider API takes JSON, and the gateway writes the body each attempt sends.
@@ -759,7 +949,7 @@ impl RouteAttempt {
             return Flow::Pause;
         }
         let body = h.request_body(size);
-        match Self::translate_request(h, t, &body) {
+        match Self::translate_request(h, t, &body, self.sends_parts) {
             Ok(out) => {
                 h.set_request_header("content-length", Some(&out.len().to_string()));
                 h.replace_request_body(size, &out);
@@ -886,7 +1076,14 @@ impl RouteAttempt {
                 if status != self.status {
                     h.set_response_header(":status", Some(&status.to_string()));
                 }
-                if self.status == 200 && status == 502 {
+                let part_failed = t
+                    .split
+                    .as_ref()
+                    .is_some_and(|s| s.calls.iter().any(|(_, a)| matches!(a, Some(PartAnswer::Failed { .. }) | None)));
+                if self.status == 200 && part_failed {
+                    // The attempt is on record with the status its batch failed with.
+                    self.mark_status(h, status);
+                } else if self.status == 200 && status == 502 {
                     self.mark_invalid(h);
                 }
                 h.set_response_header("content-type", Some("application/json"));

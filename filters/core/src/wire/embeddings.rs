@@ -77,6 +77,31 @@ impl EmbeddingsRequest<'_> {
     }
 }
 
+/// The most calls one embeddings request is split into (a provider that embeds one input per
+/// call, as Titan does, serves at most this many inputs).
+pub const MAX_PARTS: usize = 128;
+
+/// A batch of `texts` cut into parts of at most `cap` inputs each, in order: the calls one
+/// request becomes at a provider that caps its batch. More than [`MAX_PARTS`] parts is refused,
+/// naming `input`.
+pub fn parts<'t, 'a>(texts: &'t [Cow<'a, str>], cap: usize) -> Result<Vec<&'t [Cow<'a, str>]>, GatewayError> {
+    let cap = cap.max(1);
+    let n = texts.len().div_ceil(cap);
+    if n > MAX_PARTS {
+        return Err(GatewayError::bad_request(
+            "unsupported_for_provider",
+            format!(
+                "This provider embeds at most {cap} input(s) per call, and the gateway splits a batch into at most \
+                 {MAX_PARTS} calls; send at most {} inputs, not {}.",
+                cap * MAX_PARTS,
+                texts.len()
+            ),
+        )
+        .with_param("input"));
+    }
+    Ok(texts.chunks(cap).collect())
+}
+
 fn invalid_input(message: &str) -> GatewayError {
     GatewayError::bad_request("invalid_input", message.to_string()).with_param("input")
 }
@@ -177,6 +202,20 @@ mod tests {
         assert_eq!(e.param, Some("encoding_format"));
         assert_eq!(EmbeddingsRequest::read(br#"{"model":"e"}"#).err().map(|e| e.code), Some("invalid_request"));
         assert_eq!(EmbeddingsRequest::read(b"{nope").err().map(|e| e.code), Some("invalid_json"));
+    }
+
+    #[test]
+    fn a_batch_is_cut_into_parts_in_order_up_to_a_limit() {
+        let texts: Vec<Cow<str>> = (0..7).map(|i| Cow::Owned(format!("t{i}"))).collect();
+        let p = parts(&texts, 3).unwrap();
+        assert_eq!(p.iter().map(|p| p.len()).collect::<Vec<_>>(), [3, 3, 1]);
+        assert_eq!((p[1][0].as_ref(), p[2][0].as_ref()), ("t3", "t6"));
+        assert_eq!(parts(&texts, 100).unwrap().len(), 1);
+        assert_eq!(parts(&texts, 0).unwrap().len(), 7, "a cap of 0 is taken as 1");
+        let many: Vec<Cow<str>> = (0..=MAX_PARTS).map(|_| Cow::Borrowed("x")).collect();
+        assert_eq!(parts(&many[..MAX_PARTS], 1).unwrap().len(), MAX_PARTS);
+        let e = parts(&many, 1).unwrap_err();
+        assert_eq!((e.status, e.code, e.param), (400, "unsupported_for_provider", Some("input")));
     }
 
     #[test]
