@@ -243,7 +243,12 @@ pub struct AuditRecord {
     pub latency_ms: u64,
     /// Time to the first byte of a streamed answer.
     pub ttft_ms: Option<u64>,
+    /// `none` (the route caches nothing), `miss`, `hit`, `stale` (a stale answer stood in for
+    /// a failed chain), `no_store` (the caller said `Cache-Control: no-store`).
     pub cache_status: String,
+    /// What an answer from the cache saved: what its original call cost (exact decimal USD).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_saved_usd: Option<String>,
     pub compliance_flags: Vec<String>,
     pub flags: Vec<String>,
 }
@@ -346,6 +351,7 @@ mod tests {
             latency_ms: 3,
             ttft_ms: None,
             cache_status: "none".into(),
+            cost_saved_usd: None,
             compliance_flags: vec![],
             flags: vec![],
         };

@@ -61,6 +61,11 @@ pub fn provider_response_header(name: &str) -> ResponseHeader {
     }
 }
 
+/// The answer's cache status (`hit`, `stale`, `miss`), on calls whose route caches.
+pub const CACHE: &str = "x-aigw-cache";
+/// A caller's cache directive: `refresh` skips the lookup (the answer is still stored).
+pub const CALLER_CACHE: &str = "x-gateway-cache";
+
 /// Caller hints for route rules.
 pub const CALLER_LATENCY_BUDGET: &str = "x-gateway-latency-budget-ms";
 pub const CALLER_COST_CEILING: &str = "x-gateway-cost-ceiling-usd";
@@ -111,6 +116,9 @@ pub const PROP_QUOTA_PROVIDERS: &str = "aigw_quota_providers";
 /// The fingerprint of the provider credential an attempt used (the credential stage says it;
 /// the route stage puts it in the attempt record and clears it).
 pub const PROP_CREDENTIAL: &str = "aigw_credential";
+/// The cache stage's word on the call (`cache::stage`): `miss`, `no_store`, or `hit`/`stale`
+/// followed by a space and the served entry's [`crate::cache::Meta`] (audit reads it).
+pub const PROP_CACHE: &str = "aigw_cache";
 /// Audit flags raised by quota (comma-separated), e.g. `budget_soft_limit`.
 pub const PROP_QUOTA_FLAGS: &str = "aigw_quota_flags";
 

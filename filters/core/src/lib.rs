@@ -20,6 +20,7 @@ macro_rules! impl_translate {
 
 pub mod audit;
 pub mod auth;
+pub mod cache;
 pub mod call_state;
 pub mod error;
 pub mod headers;

@@ -19,6 +19,8 @@ use crate::audit::price::{PriceBook, PriceBookConfig};
 use crate::audit::stage::{Audit, AuditCall, AuditConfig};
 use crate::auth::keys::KeyRing;
 use crate::auth::{self, AttemptCredential, AuthConfig, CredentialPlane};
+use crate::cache::stage::CacheCall;
+use crate::cache::Cache;
 use crate::error::ConfigError;
 use crate::headers;
 use crate::host::{Flow, Host, HttpAnswer};
@@ -104,6 +106,7 @@ fn both(stage: &str, shared: &str) -> ConfigError {
 pub struct Listener {
     pub auth: Option<KeyRing>,
     pub route: Option<Rc<RouteConfig>>,
+    pub cache: Option<Rc<Cache>>,
     pub quota: Option<Rc<Quota>>,
     pub audit: Option<Audit>,
 }
@@ -124,8 +127,18 @@ impl TryFrom<GatewayConfig> for Listener {
             }
             None => None,
         };
+        // The cache store: the route's `cache` bound, or the default one when an alias or rule
+        // names a cache policy.
+        let cache = match &cfg.route {
+            Some(r) if r.cache.is_some() || r.caches() => {
+                let store = r.cache.clone().unwrap_or_default();
+                Some(Rc::new(Cache::try_from(&store).map_err(|e| e.in_stage("route"))?))
+            }
+            _ => None,
+        };
         Ok(Listener {
             auth: cfg.auth.as_ref().map(KeyRing::try_from).transpose().map_err(|e| e.in_stage("auth"))?,
+            cache,
             route,
             quota: compile_quota(cfg.quota.as_ref(), &book)?,
             audit: cfg
@@ -150,6 +163,7 @@ impl Listener {
 enum Stage {
     Auth,
     Route,
+    Cache,
     Quota,
 }
 
@@ -158,6 +172,7 @@ pub struct ListenerCall {
     cfg: Rc<Listener>,
     audit: Option<AuditCall>,
     route: Option<Select>,
+    cache: Option<CacheCall>,
     quota: Option<QuotaCall>,
     /// The stage that answered the caller itself: its answer goes back only through it and the
     /// stages before it, as a local reply from filter N is encoded only through filters 1..N.
@@ -165,6 +180,8 @@ pub struct ListenerCall {
     /// The route stage holds the request headers until the body is complete: the stages after
     /// it see the headers then.
     route_holds_headers: bool,
+    /// The cache stage holds the answer's headers until its body is complete.
+    cache_holds: bool,
 }
 
 impl ListenerCall {
@@ -172,10 +189,12 @@ impl ListenerCall {
         ListenerCall {
             audit: cfg.audit.as_ref().map(|_| AuditCall::new(h)),
             route: cfg.route.clone().map(Select::new),
+            cache: cfg.cache.clone().zip(cfg.route.clone()).map(|(c, r)| CacheCall::new(c, r)),
             quota: cfg.quota.clone().map(QuotaCall::new),
             cfg,
             refused_at: None,
             route_holds_headers: false,
+            cache_holds: false,
         }
     }
 
@@ -228,6 +247,10 @@ impl ListenerCall {
             }
             // The route stage let the headers go: the later stages see them now, then the body.
             self.route_holds_headers = false;
+            // The request is complete and routed: the cache may answer it.
+            if self.cache.as_mut().is_some_and(|c| c.on_request(h) == Flow::Refused) {
+                return self.refused(Stage::Cache);
+            }
             match self.quota_headers(h, false) {
                 Flow::Continue => {}
                 f => return f,
@@ -246,6 +269,14 @@ impl ListenerCall {
                 q.on_response_headers(h, eos);
             }
         }
+        if self.reaches(Stage::Cache) {
+            if let Some(c) = &mut self.cache {
+                if c.on_response_headers(h, eos) == Flow::Pause {
+                    // Held until the answer is complete (to store it, or replace it).
+                    self.cache_holds = true;
+                }
+            }
+        }
         if self.reaches(Stage::Route) {
             if let Some(r) = &mut self.route {
                 if r.on_response_headers(h, eos) != Flow::Continue {
@@ -253,10 +284,14 @@ impl ListenerCall {
                 }
             }
         }
-        match (&mut self.audit, &self.cfg.audit) {
+        let flow = match (&mut self.audit, &self.cfg.audit) {
             (Some(call), Some(audit)) => call.on_response_headers(h, audit, eos),
             _ => Flow::Continue,
+        };
+        if self.cache_holds {
+            return Flow::Pause;
         }
+        flow
     }
 
     pub fn on_response_body(&mut self, h: &impl Host, size: usize, eos: bool) -> Flow {
@@ -265,6 +300,16 @@ impl ListenerCall {
         if self.audit.is_none() && self.reaches(Stage::Quota) {
             if let Some(q) = &mut self.quota {
                 q.on_response_body(h, size);
+            }
+        }
+        let mut size = size;
+        if self.reaches(Stage::Cache) {
+            if let Some(c) = &mut self.cache {
+                let (flow, after) = c.on_response_body(h, size, eos);
+                if flow == Flow::Pause {
+                    return Flow::Pause;
+                }
+                size = after;
             }
         }
         if self.reaches(Stage::Route) {

@@ -45,6 +45,12 @@ pub struct Alias {
     /// What the alias serves: chat (completions and Messages, the default) or embeddings.
     #[serde(default)]
     pub kind: AliasKind,
+    /// Its answers are cached (see `cache`); a rule's policy wins over this.
+    #[serde(default)]
+    pub cache: Option<crate::cache::CachePolicy>,
+    /// Never cached, whatever a rule or the alias says.
+    #[serde(default)]
+    pub sensitive: bool,
 }
 
 /// What an alias serves, and so which path it is called on.
@@ -73,6 +79,12 @@ pub struct Rule {
     #[serde(default, rename = "match")]
     pub when: RuleMatch,
     pub alias: String,
+    /// The answers of the calls this rule routes are cached (see `cache`).
+    #[serde(default)]
+    pub cache: Option<crate::cache::CachePolicy>,
+    /// The calls this rule routes are never cached.
+    #[serde(default)]
+    pub sensitive: bool,
 }
 
 /// Conditions of a rule; an empty list (or absent bound) matches anything.
@@ -127,6 +139,10 @@ pub struct RouteConfig {
     /// rehearsals).
     #[serde(default)]
     pub now: Option<String>,
+    /// The cache store's bound (`slots`, `max_entry_bytes`, and `now`, a settable clock); the
+    /// default one serves when only aliases or rules name a policy.
+    #[serde(default)]
+    pub cache: Option<crate::cache::CacheConfig>,
     /// Request headers forwarded to providers besides the built-in allow-list
     /// (`headers::FORWARDED_REQUEST`); e.g. the demo fakes' `x-fake-fault`.
     #[serde(default)]
@@ -193,6 +209,22 @@ pub fn bucket_of(request_id: &str) -> u8 {
 
 impl RouteConfig {
     /// Checks references once, at configuration time.
+    /// The cache policy of a call routed to `alias` by `route` (a rule's name, or `default`):
+    /// the rule's, else the alias's; none when either is marked sensitive.
+    pub fn cache_policy(&self, alias: &str, route: &str) -> Option<&crate::cache::CachePolicy> {
+        let a = self.aliases.get(alias)?;
+        let rule = self.rules.iter().find(|r| r.name == route);
+        if a.sensitive || rule.is_some_and(|r| r.sensitive) {
+            return None;
+        }
+        rule.and_then(|r| r.cache.as_ref()).or(a.cache.as_ref())
+    }
+
+    /// Whether an alias or rule names a cache policy.
+    pub fn caches(&self) -> bool {
+        self.aliases.values().any(|a| a.cache.is_some()) || self.rules.iter().any(|r| r.cache.is_some())
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         let refused = |field: String, problem: String| Err(ConfigError::new("route-select", field, problem));
         if self.aliases.is_empty() {
@@ -204,6 +236,12 @@ impl RouteConfig {
             }
             if alias.steps.is_empty() {
                 return refused(format!("aliases.{name}.steps"), "has no steps".into());
+            }
+            if alias.kind == AliasKind::Embeddings && alias.cache.is_some() {
+                return refused(format!("aliases.{name}.cache"), "only chat aliases are cached (for now)".into());
+            }
+            if alias.cache.as_ref().is_some_and(|c| c.ttl_s == 0) {
+                return refused(format!("aliases.{name}.cache.ttl_s"), "must be at least 1".into());
             }
             for (i, s) in alias.steps.iter().enumerate() {
                 let Some(p) = self.providers.get(&s.provider) else {

@@ -88,7 +88,7 @@ fn door_of(h: &impl Host) -> Option<String> {
 }
 
 /// A label value safe inside an Envoy stat name (dots separate tags there).
-fn label(v: &str) -> String {
+pub fn label(v: &str) -> String {
     v.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
 }
 
@@ -122,6 +122,13 @@ pub fn record_metrics(h: &impl Host, audit: &Audit, r: &AuditRecord, cost_pico: 
     }
     if r.attempts.len() > 1 {
         add(format!("aigw_fallbacks_total.alias.{}", label(r.alias.as_deref().unwrap_or("none"))), 1);
+    }
+    if let Some(saved) = r.cost_saved_usd.as_deref().and_then(crate::audit::price::parse_usd) {
+        let alias = label(r.alias.as_deref().unwrap_or("none"));
+        add(
+            format!("aigw_cache_saved_nano_usd_total.alias.{alias}"),
+            u64::try_from((saved + 500) / 1000).unwrap_or(u64::MAX),
+        );
     }
     for a in &r.attempts {
         if let Some(class) = a.error_class {
@@ -330,8 +337,24 @@ impl AuditCall {
             // A stream whose usage chunk was taken out before it reached us (route-select).
             self.usage = read_usage(h);
         }
-        // A call the gateway answered itself (a model list) used and cost nothing.
-        let answered = prop(headers::PROP_ANSWERED).is_some();
+        // The cache's word: an answer from it used and cost nothing, and saved what its
+        // original call cost.
+        let cache_word = prop(headers::PROP_CACHE);
+        let (cache_status, cache_meta) = match cache_word.as_deref().map(crate::cache::stage::read_status) {
+            Some((status, meta)) => (status.to_string(), meta),
+            None => ("none".to_string(), None),
+        };
+        let from_cache = matches!(cache_status.as_str(), "hit" | "stale");
+        let mut cost_saved = None;
+        if from_cache {
+            let meta = cache_meta.unwrap_or_default();
+            cost_saved = meta.model.as_deref().zip(meta.usage.as_ref()).and_then(|(m, u)| audit.prices.cost_pico(m, u));
+            self.provider = None;
+            self.model = meta.model;
+        }
+        // A call the gateway answered itself (a model list, a cached answer) used and cost
+        // nothing.
+        let answered = prop(headers::PROP_ANSWERED).is_some() || from_cache;
         if answered {
             self.usage = Some(Usage::default());
         }
@@ -406,7 +429,8 @@ impl AuditCall {
             price_book_version: audit.prices.version.clone(),
             latency_ms: end.saturating_sub(self.start_ms),
             ttft_ms: self.ttft_ms,
-            cache_status: "none".into(),
+            cache_status,
+            cost_saved_usd: cost_saved.map(format_usd),
             compliance_flags: Vec::new(),
             flags,
         };

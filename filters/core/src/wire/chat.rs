@@ -141,10 +141,84 @@ pub fn completion_id(msg_id: &str) -> String {
     format!("chatcmpl-{}", msg_id.strip_prefix("msg_").unwrap_or(msg_id))
 }
 
+/// A whole chat completion (OpenAI's format) replayed as the stream that would have brought it:
+/// a chunk with the role and the text, one per tool call, the finish, the usage chunk (the
+/// listener takes it out for a caller who asked for none) and `[DONE]`. `None`: the answer
+/// is not a chat completion.
+pub fn stream_from_answer(body: &[u8]) -> Option<Vec<u8>> {
+    use serde_json::{json, Value};
+    let a: Value = serde_json::from_slice(body).ok()?;
+    let choice = a.get("choices")?.get(0)?;
+    let message = choice.get("message")?;
+    let head = |choices: Value| {
+        json!({"id": a.get("id"), "object": "chat.completion.chunk", "created": a.get("created"),
+               "model": a.get("model"), "choices": choices})
+    };
+    let mut out = Vec::new();
+    let mut delta = json!({"role": "assistant", "content": message.get("content").cloned().unwrap_or(Value::Null)});
+    if let Some(r) = message.get("refusal").filter(|r| !r.is_null()) {
+        delta["refusal"] = r.clone();
+    }
+    crate::wire::sse::data_event(
+        &mut out,
+        &head(json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": null}])).to_string(),
+    );
+    for (i, call) in message.get("tool_calls").and_then(Value::as_array).into_iter().flatten().enumerate() {
+        let mut c = call.clone();
+        if let Some(o) = c.as_object_mut() {
+            o.insert("index".into(), json!(i));
+        }
+        crate::wire::sse::data_event(
+            &mut out,
+            &head(json!([{"index": 0, "delta": {"tool_calls": [c]}, "logprobs": null, "finish_reason": null}]))
+                .to_string(),
+        );
+    }
+    let finish = choice.get("finish_reason").cloned().unwrap_or(json!("stop"));
+    crate::wire::sse::data_event(
+        &mut out,
+        &head(json!([{"index": 0, "delta": {}, "logprobs": null, "finish_reason": finish}])).to_string(),
+    );
+    if let Some(u) = a.get("usage").filter(|u| !u.is_null()) {
+        let mut last = head(json!([]));
+        last["usage"] = u.clone();
+        crate::wire::sse::data_event(&mut out, &last.to_string());
+    }
+    out.extend_from_slice(b"data: [DONE]\n\n");
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::{json, Value};
+
+    #[test]
+    fn a_whole_answer_is_replayed_as_its_stream() {
+        let a = Answer {
+            id: completion_id("msg_1"),
+            model: Some("m".into()),
+            text: "Hi".into(),
+            tool_calls: vec![ToolCall { id: Some("c".into()), name: Some("f".into()), arguments: "{}".into() }],
+            finish_reason: "tool_calls",
+            usage: Usage { input: 10, output: 3, ..Usage::default() },
+        };
+        let out = stream_from_answer(&a.to_bytes(7)).unwrap();
+        let mut events = Vec::new();
+        crate::wire::sse::Parser::default().push(&out, &mut events);
+        let data: Vec<&str> = events.iter().map(|e| e.data.as_str()).collect();
+        assert_eq!(data.last(), Some(&"[DONE]"));
+        let chunks: Vec<Value> = data[..data.len() - 1].iter().map(|d| serde_json::from_str(d).unwrap()).collect();
+        assert!(chunks.iter().all(|c| c["object"] == "chat.completion.chunk" && c["id"] == "chatcmpl-1"));
+        assert_eq!(chunks[0]["choices"][0]["delta"], json!({"role": "assistant", "content": "Hi"}));
+        assert_eq!(chunks[1]["choices"][0]["delta"]["tool_calls"][0]["function"]["name"], "f");
+        assert_eq!(chunks[1]["choices"][0]["delta"]["tool_calls"][0]["index"], 0);
+        assert_eq!(chunks[2]["choices"][0]["finish_reason"], "tool_calls");
+        assert_eq!(chunks[3]["usage"]["prompt_tokens"], 10);
+        assert_eq!(chunks[3]["choices"], json!([]));
+        assert!(stream_from_answer(b"{}").is_none());
+        assert!(stream_from_answer(b"nope").is_none());
+    }
 
     #[test]
     fn an_answer_is_written_as_a_chat_completion() {

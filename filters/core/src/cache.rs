@@ -1,0 +1,231 @@
+//! The cache plane: exact answers, per tenant, kept in Envoy's shared data (shared by every
+//! worker), served again to the same request instead of calling a provider.
+//!
+//! - **Opt-in per alias or route rule** (`cache` in the route configuration; a rule's policy
+//!   wins over its alias's), never for an alias or rule marked `sensitive`.
+//! - **The key** ([`key`]) is a digest of the tenant (the partition: one tenant never gets
+//!   another's answer; optionally the caller's key too), the resolved alias and route, and the
+//!   request with its JSON normalised (key order and whitespace do not count, nor do `user`,
+//!   `stream`, `stream_options`, the `model` the caller named, or the door it came by).
+//! - **Storage is bounded**: a fixed set of `slots` shared-data keys (`aigw.cache.<n>`), each
+//!   holding at most one entry of at most `max_entry_bytes`. Shared data has no delete, so an
+//!   entry is never removed: a newer entry whose key falls in the same slot replaces it, and an
+//!   entry past its time is told by the time it was stored.
+
+pub mod stage;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::error::ConfigError;
+use crate::host::Host;
+use crate::wire::usage::Usage;
+
+/// The cache store's bound (the route configuration's `cache`; the default when only policies
+/// are given).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// How many entries the store holds (each a shared-data key).
+    #[serde(default = "default_slots")]
+    pub slots: u32,
+    /// The largest entry kept (its answer and what is recorded with it); larger answers are
+    /// not cached.
+    #[serde(default = "default_max_entry_bytes")]
+    pub max_entry_bytes: u32,
+    /// The time entries are stored and judged at, instead of the clock (for tests and
+    /// rehearsals), as the route stage's `now`.
+    #[serde(default)]
+    pub now: Option<String>,
+}
+
+impl Default for CacheConfig {
+    fn default() -> CacheConfig {
+        CacheConfig { slots: default_slots(), max_entry_bytes: default_max_entry_bytes(), now: None }
+    }
+}
+
+fn default_slots() -> u32 {
+    256
+}
+
+fn default_max_entry_bytes() -> u32 {
+    64 * 1024
+}
+
+/// An alias's or rule's cache policy.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CachePolicy {
+    pub mode: CacheMode,
+    /// How long an entry is served.
+    pub ttl_s: u64,
+    /// How long after that an entry may still answer a call whose every provider failed.
+    #[serde(default)]
+    pub stale_ttl_s: u64,
+    /// Partition by the caller's key too, not only by tenant.
+    #[serde(default)]
+    pub per_key: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CacheMode {
+    Exact,
+}
+
+/// The compiled store.
+#[derive(Debug, Clone)]
+pub struct Cache {
+    pub slots: u32,
+    pub max_entry_bytes: usize,
+    now_ms: Option<u64>,
+}
+
+impl TryFrom<&CacheConfig> for Cache {
+    type Error = ConfigError;
+
+    fn try_from(cfg: &CacheConfig) -> Result<Cache, ConfigError> {
+        let refused =
+            |field: &str, problem: &str| ConfigError::new("route-select", format!("cache.{field}"), problem.to_string());
+        if !(1..=65_536).contains(&cfg.slots) {
+            return Err(refused("slots", "must be 1 to 65536"));
+        }
+        if !(1024..=4 * 1024 * 1024).contains(&cfg.max_entry_bytes) {
+            return Err(refused("max_entry_bytes", "must be 1024 to 4194304"));
+        }
+        let now_ms = match &cfg.now {
+            None => None,
+            Some(t) => Some(crate::time::parse_utc_ms(t).ok_or_else(|| refused("now", "is not a UTC date or time"))?),
+        };
+        Ok(Cache { slots: cfg.slots, max_entry_bytes: cfg.max_entry_bytes as usize, now_ms })
+    }
+}
+
+/// A cache key.
+pub type Digest32 = [u8; 32];
+
+/// The key of a request (`body`: the unified request, as routed) for `tenant` (and `key_id`
+/// when the policy partitions per key), `alias` and `route`; and whether it streams. `None`: the
+/// body is not a JSON object (such a call is not cached).
+pub fn key(tenant: &str, key_id: Option<&str>, alias: &str, route: &str, body: &[u8]) -> Option<(Digest32, bool)> {
+    let mut v: Value = serde_json::from_slice(body).ok()?;
+    let o = v.as_object_mut()?;
+    let stream = o.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    for f in ["user", "stream", "stream_options", "model"] {
+        o.remove(f);
+    }
+    // serde_json's map keeps its keys sorted: written back, equal requests are equal bytes.
+    let canonical = serde_json::to_vec(&v).ok()?;
+    let mut h = Sha256::new();
+    for part in [tenant, key_id.unwrap_or(""), alias, route] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    h.update(&canonical);
+    Some((h.finalize().into(), stream))
+}
+
+/// What is kept with an answer.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Meta {
+    pub ttl_ms: u64,
+    pub stale_ms: u64,
+    pub model: Option<String>,
+    pub provider: Option<String>,
+    /// What the call that stored it used: what a hit saves.
+    pub usage: Option<Usage>,
+    /// The call that stored it.
+    pub request_id: String,
+}
+
+/// One stored answer (the unified, OpenAI-format answer).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub digest: Digest32,
+    pub stored_ms: u64,
+    pub meta: Meta,
+    pub body: Vec<u8>,
+}
+
+const MAGIC: &[u8; 4] = b"AGC1";
+
+impl Entry {
+    /// `AGC1`, the digest, the time stored (u64), the meta's length (u32), the meta (JSON), the
+    /// answer (little-endian).
+    pub fn encode(&self) -> Vec<u8> {
+        let meta = serde_json::to_vec(&self.meta).unwrap_or_default();
+        let mut out = Vec::with_capacity(48 + meta.len() + self.body.len());
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&self.digest);
+        out.extend_from_slice(&self.stored_ms.to_le_bytes());
+        out.extend_from_slice(&(meta.len() as u32).to_le_bytes());
+        out.extend_from_slice(&meta);
+        out.extend_from_slice(&self.body);
+        out
+    }
+
+    pub fn decode(b: &[u8]) -> Option<Entry> {
+        if b.get(..4)? != MAGIC {
+            return None;
+        }
+        let digest: Digest32 = b.get(4..36)?.try_into().ok()?;
+        let stored_ms = u64::from_le_bytes(b.get(36..44)?.try_into().ok()?);
+        let meta_len = u32::from_le_bytes(b.get(44..48)?.try_into().ok()?) as usize;
+        let meta = serde_json::from_slice(b.get(48..48usize.checked_add(meta_len)?)?).ok()?;
+        let body = b.get(48 + meta_len..)?.to_vec();
+        Some(Entry { digest, stored_ms, meta, body })
+    }
+}
+
+/// What the store has for a key.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Lookup {
+    /// Within its time: served.
+    Fresh(Entry),
+    /// Past its time, within its stale time: served only when every provider failed.
+    Stale(Entry),
+    Miss,
+}
+
+impl Cache {
+    /// Now, by the configured clock if there is one.
+    pub fn now_ms(&self, h: &impl Host) -> u64 {
+        self.now_ms.unwrap_or_else(|| h.now_ms())
+    }
+
+    /// The shared-data key of the slot a digest falls in.
+    pub fn slot_key(&self, digest: &Digest32) -> String {
+        let n = u64::from_le_bytes([
+            digest[0], digest[1], digest[2], digest[3], digest[4], digest[5], digest[6], digest[7],
+        ]);
+        format!("aigw.cache.{}", n % u64::from(self.slots))
+    }
+
+    pub fn lookup(&self, h: &impl Host, digest: &Digest32) -> Lookup {
+        let Ok((Some(bytes), _)) = h.shared_get(&self.slot_key(digest)) else { return Lookup::Miss };
+        let Some(entry) = Entry::decode(&bytes).filter(|e| &e.digest == digest) else { return Lookup::Miss };
+        let age = self.now_ms(h).saturating_sub(entry.stored_ms);
+        if age < entry.meta.ttl_ms {
+            Lookup::Fresh(entry)
+        } else if age < entry.meta.ttl_ms.saturating_add(entry.meta.stale_ms) {
+            Lookup::Stale(entry)
+        } else {
+            Lookup::Miss
+        }
+    }
+
+    /// Stores an entry in its slot (replacing whatever was there). Returns whether it was kept:
+    /// an entry larger than `max_entry_bytes` is not.
+    pub fn store(&self, h: &impl Host, entry: &Entry) -> bool {
+        let bytes = entry.encode();
+        if bytes.len() > self.max_entry_bytes {
+            return false;
+        }
+        h.shared_set(&self.slot_key(&entry.digest), &bytes, None).is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,201 @@
+//! The cache stage, on the listener, after route (it keys on the resolved alias and route) and
+//! before quota (a hit is charged to no bucket):
+//!
+//! - on the request (its body complete and routed): looks the call up; a fresh entry answers
+//!   it (`x-aigw-cache: hit`), as JSON or replayed as a stream, in the unified format: the route
+//!   stage, after it on the way back, gives the answer the shape of the caller's door;
+//! - on the answer: stores a whole, successful, non-streamed answer; or, when every provider
+//!   failed (a 429 or 5xx that is not the gateway's own refusal) and the policy allows stale
+//!   answers, answers with a stale entry instead (`x-aigw-cache: stale`).
+
+use std::rc::Rc;
+
+use super::{key, Cache, CachePolicy, Digest32, Entry, Lookup, Meta};
+use crate::headers;
+use crate::host::{Flow, Host};
+use crate::route::RouteConfig;
+
+enum State {
+    Off,
+    /// Looked up and missed (or skipped for a refresh): the answer may be stored, or a stale
+    /// entry may stand in for a failed chain.
+    Miss {
+        digest: Digest32,
+        policy: CachePolicy,
+        stream: bool,
+        stale: Option<Box<Entry>>,
+        storing: bool,
+    },
+    /// The call was answered from the cache.
+    Served,
+    /// A stale entry replaces the failed chain's answer, once the failure's body is all here.
+    Replacing(Vec<u8>),
+}
+
+pub struct CacheCall {
+    cache: Rc<Cache>,
+    route: Rc<RouteConfig>,
+    alias: String,
+    state: State,
+}
+
+impl CacheCall {
+    pub fn new(cache: Rc<Cache>, route: Rc<RouteConfig>) -> CacheCall {
+        CacheCall { cache, route, alias: String::new(), state: State::Off }
+    }
+
+    /// The request, complete and routed. `Flow::Refused`: the call was answered from the cache.
+    pub fn on_request(&mut self, h: &impl Host) -> Flow {
+        // Chat completions and Messages: one unified request by now, one unified answer.
+        if !matches!(h.property_string(&[headers::PROP_DOOR]).as_deref(), Some("chat" | "messages")) {
+            return Flow::Continue;
+        }
+        let (Some(alias), Some(route)) =
+            (h.property_string(&[headers::PROP_ALIAS]), h.property_string(&[headers::PROP_ROUTE]))
+        else {
+            return Flow::Continue;
+        };
+        let Some(policy) = self.route.cache_policy(&alias, &route).cloned() else { return Flow::Continue };
+        if h.request_header("cache-control").is_some_and(|c| c.to_ascii_lowercase().contains("no-store")) {
+            h.set_property(headers::PROP_CACHE, "no_store");
+            return Flow::Continue;
+        }
+        let id = h.call_identity().unwrap_or_default();
+        let key_id = policy.per_key.then_some(id.key_id.as_str());
+        // The body as routed (the Messages door's is the unified request by now).
+        let Some((digest, stream)) = key(&id.tenant, key_id, &alias, &route, &h.request_body(usize::MAX)) else {
+            return Flow::Continue;
+        };
+        self.alias = alias;
+        let refresh = h.request_header(headers::CALLER_CACHE).is_some_and(|v| v.eq_ignore_ascii_case("refresh"));
+        let found = if refresh { Lookup::Miss } else { self.cache.lookup(h, &digest) };
+        let stale = match found {
+            Lookup::Fresh(entry) if self.serve(h, &entry, stream) => return Flow::Refused,
+            Lookup::Stale(entry) if policy.stale_ttl_s > 0 => Some(Box::new(entry)),
+            _ => None,
+        };
+        h.counter_add(&format!("aigw_cache_misses_total.alias.{}", crate::audit::stage::label(&self.alias)), 1);
+        h.set_property(headers::PROP_CACHE, "miss");
+        self.state = State::Miss { digest, policy, stream, stale, storing: false };
+        Flow::Continue
+    }
+
+    /// Answers the call with a fresh entry. Returns whether the answer was sent.
+    fn serve(&mut self, h: &impl Host, entry: &Entry, stream: bool) -> bool {
+        let body = if stream { crate::wire::chat::stream_from_answer(&entry.body) } else { Some(entry.body.clone()) };
+        let Some(body) = body else { return false };
+        h.set_property(headers::PROP_CACHE, &said("hit", &entry.meta));
+        let mut reply = vec![
+            ("content-type", if stream { "text/event-stream" } else { "application/json" }),
+            (headers::CACHE, "hit"),
+        ];
+        if let Some(m) = &entry.meta.model {
+            reply.push((headers::MODEL, m));
+        }
+        if !h.send_response(200, &reply, &body) {
+            return false;
+        }
+        h.counter_add(&format!("aigw_cache_hits_total.alias.{}", crate::audit::stage::label(&self.alias)), 1);
+        self.state = State::Served;
+        true
+    }
+
+    pub fn on_response_headers(&mut self, h: &impl Host, eos: bool) -> Flow {
+        let State::Miss { stream, stale, storing, .. } = &mut self.state else { return Flow::Continue };
+        let status: u16 = h.response_header(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
+        let ours = h.property(&[headers::PROP_REFUSAL]).is_some();
+        let json = h.response_header("content-type").is_some_and(|c| c.starts_with("application/json"));
+        if status == 200 && json && !*stream && !eos && !ours {
+            // Held until complete, then stored as it goes on.
+            *storing = true;
+            h.set_response_header(headers::CACHE, Some("miss"));
+            return Flow::Pause;
+        }
+        if (status == 429 || status >= 500) && !ours && !eos {
+            if let Some(entry) = stale.take() {
+                // Every provider failed: the stale answer stands in for the chain's refusal.
+                let body = if *stream {
+                    crate::wire::chat::stream_from_answer(&entry.body).unwrap_or_default()
+                } else {
+                    entry.body.clone()
+                };
+                h.set_response_header(":status", Some("200"));
+                let ct = if *stream { "text/event-stream" } else { "application/json" };
+                h.set_response_header("content-type", Some(ct));
+                h.set_response_header("content-length", None);
+                h.set_response_header(headers::CACHE, Some("stale"));
+                if let Some(m) = &entry.meta.model {
+                    h.set_response_header(headers::MODEL, Some(m));
+                }
+                h.set_property(headers::PROP_CACHE, &said("stale", &entry.meta));
+                h.counter_add(
+                    &format!("aigw_cache_stale_served_total.alias.{}", crate::audit::stage::label(&self.alias)),
+                    1,
+                );
+                self.state = State::Replacing(body);
+                return Flow::Pause;
+            }
+        }
+        if status == 200 {
+            h.set_response_header(headers::CACHE, Some("miss"));
+        }
+        Flow::Continue
+    }
+
+    /// The answer's body; returns the flow and the body's size after this stage (a stale
+    /// answer replaces a failure's body).
+    pub fn on_response_body(&mut self, h: &impl Host, size: usize, eos: bool) -> (Flow, usize) {
+        match &mut self.state {
+            State::Miss { digest, policy, storing: true, .. } => {
+                if !eos {
+                    return (Flow::Pause, size);
+                }
+                let body = h.response_body(size);
+                let meta = Meta {
+                    ttl_ms: policy.ttl_s.saturating_mul(1000),
+                    stale_ms: policy.stale_ttl_s.saturating_mul(1000),
+                    model: h.response_header(headers::MODEL),
+                    provider: h.response_header(headers::PROVIDER),
+                    usage: h.property_string(&[headers::PROP_USAGE]).and_then(|u| serde_json::from_str(&u).ok()),
+                    request_id: h.request_header("x-request-id").unwrap_or_default(),
+                };
+                let entry = Entry { digest: *digest, stored_ms: self.cache.now_ms(h), meta, body };
+                if !self.cache.store(h, &entry) {
+                    h.counter_add(
+                        &format!("aigw_cache_too_large_total.alias.{}", crate::audit::stage::label(&self.alias)),
+                        1,
+                    );
+                }
+                self.state = State::Off;
+                (Flow::Continue, size)
+            }
+            State::Replacing(body) => {
+                if !eos {
+                    return (Flow::Pause, size);
+                }
+                let body = std::mem::take(body);
+                h.replace_response_body(size, &body);
+                self.state = State::Off;
+                (Flow::Continue, body.len())
+            }
+            _ => (Flow::Continue, size),
+        }
+    }
+}
+
+/// The cache's word for the audit record: `hit` or `stale`, and what the entry recorded.
+fn said(status: &str, meta: &Meta) -> String {
+    format!("{status} {}", serde_json::to_string(meta).unwrap_or_default())
+}
+
+/// The cache's word on a call, as the audit stage reads it: the status (`hit`, `stale`,
+/// `miss`, `no_store`), and for an answer from the cache, what its entry recorded.
+pub fn read_status(word: &str) -> (&str, Option<Meta>) {
+    match word.split_once(' ') {
+        Some((status, meta)) => (status, serde_json::from_str(meta).ok()),
+        None => (word, None),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,238 @@
+//! The cache stage as the `gateway` filter runs it: in the listener's pipeline, against
+//! `FakeHost` (the calls' answers are given here as a provider would send them).
+
+use std::rc::Rc;
+
+use crate::auth::keys::digest_hex;
+use crate::headers;
+use crate::host::{FakeHost, Flow, Host};
+use crate::pipeline::{GatewayConfig, Listener, ListenerCall};
+
+const BOOK: &str = include_str!("../../../../../envoy/price-book.json");
+const ANSWER: &str = r#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"claude-haiku-4-5-20251001","choices":[{"index":0,"message":{"role":"assistant","content":"Paris."},"finish_reason":"stop"}],"usage":{"prompt_tokens":8,"completion_tokens":3,"total_tokens":11}}"#;
+
+fn listener(alias_extra: &str) -> Rc<Listener> {
+    listener_with(alias_extra, 100)
+}
+
+/// With acme allowed `burst` requests at once.
+fn listener_with(alias_extra: &str, burst: u32) -> Rc<Listener> {
+    let cfg: GatewayConfig = serde_json::from_str(&format!(
+        r#"{{
+        "auth": {{"keys": [{{"id": "k", "tenant": "acme", "sha256": "{}"}}, {{"id": "g", "tenant": "globex", "sha256": "{}"}}]}},
+        "route": {{"aliases": {{"chat": {{"chain": "chain_chat", "steps": [
+                      {{"provider": "anthropic", "model": "claude-haiku-4-5-20251001"}}]{alias_extra}}}}},
+                   "providers": {{"anthropic": {{"api": "anthropic"}}}},
+                   "cache": {{"slots": 64}}}},
+        "quota": {{"tenants": {{"acme": {{"requests_per_minute": 1, "requests_burst": {burst}}}}}}},
+        "price_book": {BOOK},
+        "audit": {{}}}}"#,
+        digest_hex("aigw_sk_acme"),
+        digest_hex("aigw_sk_globex")
+    ))
+    .unwrap();
+    Rc::new(Listener::compile(cfg).unwrap())
+}
+
+const CACHED: &str = r#", "cache": {"mode": "exact", "ttl_s": 60, "stale_ttl_s": 600}"#;
+
+struct Call {
+    h: FakeHost,
+    /// Whether the call went on to the providers (else the gateway answered it).
+    went_on: bool,
+}
+
+/// One call through the listener: `answer` is what the chain sends back when the call goes on
+/// (a status and a body).
+fn call(
+    store: &FakeHost,
+    l: &Rc<Listener>,
+    key: &str,
+    body: &str,
+    extra: &[(&str, &str)],
+    answer: (&str, &str),
+) -> Call {
+    let mut h = store
+        .worker()
+        .with_request_header(":method", "POST")
+        .with_request_header(":path", "/v1/chat/completions")
+        .with_request_header("authorization", &format!("Bearer {key}"))
+        .with_request_header("x-request-id", &format!("rid-{}", store.now.get()));
+    for (k, v) in extra {
+        h = h.with_request_header(k, v);
+    }
+    h.now.set(store.now.get());
+    *h.request_body.borrow_mut() = body.as_bytes().to_vec();
+    let mut c = ListenerCall::new(&h, l.clone());
+    let mut flow = c.on_request_headers(&h, false);
+    if flow == Flow::Pause {
+        flow = c.on_request_body(&h, body.len(), true);
+    }
+    let went_on = flow == Flow::Continue;
+    if went_on {
+        let stream = body.contains("\"stream\":true");
+        let mut r = h.response_headers.borrow_mut();
+        r.push((":status".into(), answer.0.into()));
+        let ct = if stream && answer.0 == "200" { "text/event-stream" } else { "application/json" };
+        r.push(("content-type".into(), ct.into()));
+        if answer.0 == "200" {
+            r.push(("x-envoy-attempt-count".into(), "1".into()));
+            r.push((headers::PROVIDER.into(), "anthropic".into()));
+            r.push((headers::MODEL.into(), "claude-haiku-4-5-20251001".into()));
+        }
+        drop(r);
+        h.set_property(
+            headers::PROP_ATTEMPTS,
+            &format!(
+                r#"[{{"provider":"anthropic","region":null,"model":"claude-haiku-4-5-20251001","status":{},"latency_ms":1,"error_class":null}}]"#,
+                answer.0
+            ),
+        );
+        if answer.0 == "200" {
+            h.set_property(headers::PROP_USAGE, r#"{"input":8,"cached_input":0,"output":3,"reasoning":0}"#);
+        }
+    } else {
+        let reply = h.reply().unwrap();
+        let mut r = h.response_headers.borrow_mut();
+        r.push((":status".into(), reply.status.to_string()));
+        r.extend(reply.headers.iter().cloned());
+        *h.response_body.borrow_mut() = reply.body.clone();
+    }
+    c.on_response_headers(&h, false);
+    if went_on {
+        *h.response_body.borrow_mut() = answer.1.as_bytes().to_vec();
+    }
+    let size = h.response_body.borrow().len();
+    c.on_response_body(&h, size, true);
+    c.on_log(&h);
+    Call { h, went_on }
+}
+
+fn record(h: &FakeHost) -> serde_json::Value {
+    serde_json::from_slice(&h.property(&[headers::PROP_AUDIT]).unwrap()).unwrap()
+}
+
+const ASK: &str = r#"{"model":"chat","max_tokens":10,"messages":[{"role":"user","content":"capital of France?"}]}"#;
+/// The same request, written differently.
+const ASK_AGAIN: &str = r#"{ "messages": [{"content": "capital of France?", "role": "user"}], "max_tokens": 10, "model": "chat", "user": "u-2" }"#;
+
+#[test]
+fn a_repeated_call_is_answered_from_the_cache_at_no_cost_and_charged_to_no_bucket() {
+    let store = FakeHost::new();
+    let l = listener_with(CACHED, 2);
+    let first = call(&store, &l, "aigw_sk_acme", ASK, &[], ("200", ANSWER));
+    assert!(first.went_on);
+    assert_eq!(first.h.response_header(headers::CACHE).as_deref(), Some("miss"));
+    let rec = record(&first.h);
+    assert_eq!((rec["cache_status"].as_str(), rec["outcome"].as_str()), (Some("miss"), Some("ok")));
+    let paid = rec["cost_usd"].as_str().unwrap().to_string();
+    // Three more: the quota (a burst of 2) would refuse the third if hits were charged.
+    for _ in 0..3 {
+        let again = call(&store, &l, "aigw_sk_acme", ASK_AGAIN, &[], ("500", "{}"));
+        assert!(!again.went_on, "no provider is called");
+        assert_eq!(again.h.response_header(headers::CACHE).as_deref(), Some("hit"));
+        assert_eq!(*again.h.response_body.borrow(), ANSWER.as_bytes());
+        let rec = record(&again.h);
+        assert_eq!((rec["cache_status"].as_str(), rec["outcome"].as_str()), (Some("hit"), Some("ok")));
+        assert_eq!((rec["cost_usd"].as_str(), rec["provider"].as_str()), (Some("0.0"), None));
+        assert_eq!(rec["cost_saved_usd"].as_str(), Some(paid.as_str()));
+        assert_eq!(rec["model"], "claude-haiku-4-5-20251001");
+    }
+    assert_eq!(store.counters.borrow().get("aigw_cache_hits_total.alias.chat"), None, "counted by each worker");
+}
+
+#[test]
+fn one_tenant_never_gets_anothers_answer() {
+    let store = FakeHost::new();
+    let l = listener(CACHED);
+    call(&store, &l, "aigw_sk_acme", ASK, &[], ("200", ANSWER));
+    let other = call(&store, &l, "aigw_sk_globex", ASK, &[], ("200", ANSWER));
+    assert!(other.went_on);
+    assert_eq!(record(&other.h)["cache_status"], "miss");
+}
+
+#[test]
+fn no_store_sensitive_and_refresh_are_honoured() {
+    let store = FakeHost::new();
+    let l = listener(CACHED);
+    let c = call(&store, &l, "aigw_sk_acme", ASK, &[("cache-control", "no-store")], ("200", ANSWER));
+    assert_eq!(record(&c.h)["cache_status"], "no_store");
+    assert!(call(&store, &l, "aigw_sk_acme", ASK, &[], ("200", ANSWER)).went_on, "no-store stored nothing");
+    // Refresh: no lookup, but the answer is stored.
+    let refreshed = ANSWER.replace("Paris.", "Paris!");
+    let c = call(&store, &l, "aigw_sk_acme", ASK, &[("x-gateway-cache", "refresh")], ("200", &refreshed));
+    assert!(c.went_on);
+    let hit = call(&store, &l, "aigw_sk_acme", ASK, &[], ("500", "{}"));
+    assert_eq!(*hit.h.response_body.borrow(), refreshed.as_bytes());
+    // A sensitive alias is never cached, whatever its policy says.
+    let store = FakeHost::new();
+    let l = listener(&format!("{CACHED}, \"sensitive\": true"));
+    for _ in 0..2 {
+        let c = call(&store, &l, "aigw_sk_acme", ASK, &[], ("200", ANSWER));
+        assert!(c.went_on);
+        assert_eq!(record(&c.h)["cache_status"], "none");
+    }
+    assert!(!store.shared.borrow().keys().any(|k| k.starts_with("aigw.cache.")));
+}
+
+#[test]
+fn a_streamed_call_is_answered_with_the_stored_answer_replayed_as_a_stream() {
+    let store = FakeHost::new();
+    let l = listener(CACHED);
+    call(&store, &l, "aigw_sk_acme", ASK, &[], ("200", ANSWER));
+    let stream = ASK.replace("\"max_tokens\":10", "\"max_tokens\":10,\"stream\":true");
+    let hit = call(&store, &l, "aigw_sk_acme", &stream, &[], ("500", "{}"));
+    assert!(!hit.went_on);
+    assert_eq!(hit.h.response_header("content-type").as_deref(), Some("text/event-stream"));
+    let body = String::from_utf8(hit.h.response_body.borrow().clone()).unwrap();
+    assert!(body.contains("\"content\":\"Paris.\"") && body.ends_with("data: [DONE]\n\n"), "{body}");
+    assert!(!body.contains("\"usage\""), "the caller asked for no usage chunk: the route stage takes it out");
+    let rec = record(&hit.h);
+    assert_eq!((rec["cache_status"].as_str(), rec["stream"].as_bool()), (Some("hit"), Some(true)));
+    // A streamed miss is not stored (yet).
+    let other = stream.replace("France", "Spain");
+    call(&store, &l, "aigw_sk_acme", &other, &[], ("200", "data: [DONE]\n\n"));
+    assert!(call(&store, &l, "aigw_sk_acme", &other, &[], ("200", "data: [DONE]\n\n")).went_on);
+}
+
+#[test]
+fn an_entry_expires_then_stands_in_for_a_failed_chain_while_stale() {
+    let store = FakeHost::new();
+    store.now.set(1_000_000);
+    let l = listener(CACHED);
+    call(&store, &l, "aigw_sk_acme", ASK, &[], ("200", ANSWER));
+    store.now.set(1_000_000 + 59_999);
+    assert!(!call(&store, &l, "aigw_sk_acme", ASK, &[], ("200", ANSWER)).went_on);
+    // Past its 60 s: the call goes on; every provider fails, so the stale answer stands in.
+    store.now.set(1_000_000 + 60_000);
+    let failed = r#"{"error":{"message":"overloaded","type":"overloaded_error"}}"#;
+    let c = call(&store, &l, "aigw_sk_acme", ASK, &[], ("503", failed));
+    assert!(c.went_on);
+    assert_eq!(c.h.response_header(":status").as_deref(), Some("200"));
+    assert_eq!(c.h.response_header(headers::CACHE).as_deref(), Some("stale"));
+    assert_eq!(*c.h.response_body.borrow(), ANSWER.as_bytes());
+    let rec = record(&c.h);
+    assert_eq!((rec["cache_status"].as_str(), rec["cost_usd"].as_str()), (Some("stale"), Some("0.0")));
+    assert_eq!(rec["attempts"][0]["status"], 503, "the failed attempts are on record");
+    // Past its stale time too: the chain's refusal stands.
+    store.now.set(1_000_000 + 660_000);
+    let c = call(&store, &l, "aigw_sk_acme", ASK, &[], ("503", failed));
+    assert_ne!(c.h.response_header(":status").as_deref(), Some("200"));
+    assert_eq!(record(&c.h)["cache_status"], "miss");
+}
+
+#[test]
+fn a_policy_alone_gets_the_default_store_and_a_bad_store_is_refused_by_field() {
+    let with = |store: &str| {
+        let cfg: GatewayConfig = serde_json::from_str(&format!(
+            r#"{{"route": {{"aliases": {{"chat": {{"chain": "c", "steps": [{{"provider": "a", "model": "m"}}]{CACHED}}}}},
+                       "providers": {{"a": {{"api": "anthropic"}}}}{store}}}}}"#
+        ))
+        .unwrap();
+        Listener::compile(cfg)
+    };
+    let l = with("").ok().unwrap();
+    assert_eq!(l.cache.as_ref().map(|c| (c.slots, c.max_entry_bytes)), Some((256, 65536)));
+    let e = with(r#", "cache": {"slots": 0}"#).err().unwrap().to_string();
+    assert!(e.contains("cache.slots"), "{e}");
+}

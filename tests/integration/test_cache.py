@@ -1,0 +1,133 @@
+"""The exact cache (the `gateway` filter's cache stage) against the real Envoy: a repeated call
+answered from Envoy's shared data with no provider called, per tenant; `no-store`; streamed
+hits replayed through the OpenAI and the Anthropic SDK; expiry by a settable clock; a stale
+answer standing in for a chain whose every provider failed. The demo alias `chat-cached` caches
+(`ttl_s` 300, `stale_ttl_s` 86400). The design card's separate filters have no cache stage:
+there, the same calls all reach a provider."""
+
+import uuid
+from decimal import Decimal
+
+import anthropic
+import openai
+from conftest import DEMO_KEYS
+
+
+def unique(tag="cache"):
+    return f"{tag} {uuid.uuid4().hex[:10]}"
+
+
+def audit(gw, r):
+    return gw.audit(r.headers["x-aigw-request-id"])[0]
+
+
+def sent(gw, text):
+    return len(gw.provider_requests("anthropic", containing=text)) + len(gw.provider_requests("openai", containing=text))
+
+
+def test_a_repeated_call_is_answered_from_the_cache_with_no_provider_called(gateway):
+    msg = unique()
+    first = gateway.chat(msg, model="chat-cached", max_tokens=20)
+    assert first.status_code == 200, first.text
+    # Written differently (key order, a `user`): the same request.
+    h = {"authorization": f"Bearer {DEMO_KEYS['acme']}"}
+    second = gateway.client.post("/v1/chat/completions", headers=h, json={
+        "user": "someone", "max_tokens": 20, "messages": [{"content": msg, "role": "user"}], "model": "chat-cached"})
+    assert second.status_code == 200, second.text
+    if gateway.layout == "filters":
+        assert "x-aigw-cache" not in second.headers and sent(gateway, msg) == 2
+        return
+    assert first.headers["x-aigw-cache"] == "miss" and second.headers["x-aigw-cache"] == "hit"
+    assert second.json() == first.json()
+    assert sent(gateway, msg) == 1, "the hit called no provider"
+    paid, saved = audit(gateway, first), audit(gateway, second)
+    assert paid["cache_status"] == "miss" and Decimal(paid["cost_usd"]) > 0
+    assert (saved["cache_status"], saved["outcome"], saved["provider"]) == ("hit", "ok", None)
+    assert saved["cost_usd"] == "0.0" and saved["cost_saved_usd"] == paid["cost_usd"]
+    assert saved["model"] == paid["model"] and saved["attempts"] == []
+
+
+def test_one_tenant_never_receives_anothers_cached_answer(gateway):
+    msg = unique()
+    assert gateway.chat(msg, model="chat-cached").status_code == 200
+    other = gateway.chat(msg, model="chat-cached", key=DEMO_KEYS["tiny"])
+    assert other.status_code == 200, other.text
+    assert other.headers.get("x-aigw-cache") in (None, "miss")
+    assert sent(gateway, msg) == 2
+
+
+def test_no_store_is_never_cached_and_an_uncached_alias_says_nothing(gateway):
+    msg = unique()
+    for _ in range(2):
+        r = gateway.chat(msg, model="chat-cached", headers={"cache-control": "no-store"})
+        assert r.status_code == 200 and "x-aigw-cache" not in r.headers
+    assert sent(gateway, msg) == 2
+    if gateway.layout == "gateway":
+        assert audit(gateway, r)["cache_status"] == "no_store"
+    r = gateway.chat(unique(), model="chat")
+    assert "x-aigw-cache" not in r.headers and audit(gateway, r)["cache_status"] == "none"
+
+
+def test_a_streamed_hit_is_replayed_through_both_sdks(gateway):
+    msg = unique()
+    oa = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=DEMO_KEYS["acme"], max_retries=0)
+    whole = oa.chat.completions.create(model="chat-cached", messages=[{"role": "user", "content": msg}])
+    if gateway.layout == "filters":
+        # No cache stage: the streamed call reaches a provider too.
+        list(oa.chat.completions.create(model="chat-cached", messages=[{"role": "user", "content": msg}], stream=True))
+        assert sent(gateway, msg) == 2
+        return
+    stream = oa.chat.completions.with_raw_response.create(
+        model="chat-cached", messages=[{"role": "user", "content": msg}], stream=True,
+        stream_options={"include_usage": True})
+    assert stream.headers["x-aigw-cache"] == "hit"
+    chunks = list(stream.parse())
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == whole.choices[0].message.content
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+    assert sent(gateway, msg) == 1
+    # The Messages door: its own entry (its request differs), replayed as Anthropic's events.
+    an = anthropic.Anthropic(base_url=gateway.url, api_key=DEMO_KEYS["acme"], max_retries=0)
+    msg = unique()
+    first = an.messages.create(model="chat-cached", max_tokens=50, messages=[{"role": "user", "content": msg}])
+    with an.messages.stream(model="chat-cached", max_tokens=50, messages=[{"role": "user", "content": msg}]) as s:
+        text = "".join(s.text_stream)
+        final = s.get_final_message()
+    assert text == first.content[0].text and final.stop_reason == first.stop_reason
+    assert sent(gateway, msg) == 1
+    rec = gateway.audit_lines()[-1]
+    assert rec["door"] == "messages" and rec["cache_status"] == "hit" and rec["stream"] is True
+
+
+T0 = "2027-03-01T00:00:00Z"
+
+
+def cache_clock(now):
+    return lambda text: text.replace('"rules": [', f'"cache": {{"slots": 64, "now": "{now}"}},\n                     "rules": [', 1)
+
+
+def test_entries_expire_by_the_settable_clock_and_a_stale_one_stands_in_for_a_failed_chain(fresh_gateway_factory):
+    gw = fresh_gateway_factory(cache_clock(T0))
+    fresh, kept, never = unique("fresh"), unique("kept"), unique("never")
+    for msg in (fresh, kept):
+        assert gw.chat(msg, model="chat-cached").headers["x-aigw-cache"] == "miss"
+    assert gw.chat(fresh, model="chat-cached").headers["x-aigw-cache"] == "hit"
+    # 301 s later: past the 300 s TTL, so the call goes to a provider again.
+    gw.push(cache_clock("2027-03-01T00:05:01Z"))
+    r = gw.chat(fresh, model="chat-cached")
+    assert r.headers["x-aigw-cache"] == "miss" and sent(gw, fresh) == 2
+    # Every provider fails: the expired entry (within its stale time) answers instead.
+    down = {"x-fake-fault": "*=503"}
+    r = gw.chat(kept, model="chat-cached", headers=down)
+    assert r.status_code == 200, r.text
+    assert r.headers["x-aigw-cache"] == "stale"
+    rec = audit(gw, r)
+    assert rec["cache_status"] == "stale" and rec["cost_usd"] == "0.0"
+    assert [a["status"] for a in rec["attempts"]] == [503, 503], "the failed attempts are on record"
+    # No entry: the chain's explanatory refusal stands.
+    r = gw.chat(never, model="chat-cached", headers=down)
+    assert r.status_code == 503 and r.json()["error"]["code"] == "fallback_chain_exhausted", r.text
+    # Past the stale time too: the refusal.
+    gw.push(cache_clock("2027-03-02T00:05:01Z"))
+    r = gw.chat(kept, model="chat-cached", headers=down)
+    assert r.status_code == 503 and r.headers.get("x-aigw-cache") != "stale", r.text
+    assert audit(gw, r)["cache_status"] == "miss"
