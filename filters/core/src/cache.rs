@@ -87,8 +87,9 @@ impl TryFrom<&CacheConfig> for Cache {
     type Error = ConfigError;
 
     fn try_from(cfg: &CacheConfig) -> Result<Cache, ConfigError> {
-        let refused =
-            |field: &str, problem: &str| ConfigError::new("route-select", format!("cache.{field}"), problem.to_string());
+        let refused = |field: &str, problem: &str| {
+            ConfigError::new("route-select", format!("cache.{field}"), problem.to_string())
+        };
         if !(1..=65_536).contains(&cfg.slots) {
             return Err(refused("slots", "must be 1 to 65536"));
         }
