@@ -10,6 +10,7 @@ from decimal import Decimal
 
 import anthropic
 import openai
+import pytest
 from conftest import DEMO_KEYS
 
 
@@ -131,3 +132,26 @@ def test_entries_expire_by_the_settable_clock_and_a_stale_one_stands_in_for_a_fa
     r = gw.chat(kept, model="chat-cached", headers=down)
     assert r.status_code == 503 and r.headers.get("x-aigw-cache") != "stale", r.text
     assert audit(gw, r)["cache_status"] == "miss"
+
+
+def test_a_streamed_miss_is_stored_once_it_ended_well(gateway):
+    msg = unique()
+    oa = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=DEMO_KEYS["acme"], max_retries=0)
+    streamed = list(oa.chat.completions.create(model="chat-cached", messages=[{"role": "user", "content": msg}],
+                                               stream=True))
+    text = "".join(c.choices[0].delta.content or "" for c in streamed if c.choices)
+    again = oa.chat.completions.with_raw_response.create(model="chat-cached",
+                                                         messages=[{"role": "user", "content": msg}])
+    if gateway.layout == "filters":
+        assert sent(gateway, msg) == 2
+        return
+    assert again.headers["x-aigw-cache"] == "hit"
+    assert again.parse().choices[0].message.content == text and text
+    assert sent(gateway, msg) == 1
+    # A stream cut short by the provider is not stored: the next call goes to a provider.
+    cut = unique()
+    with pytest.raises(openai.APIError):
+        list(oa.chat.completions.create(model="chat-cached", messages=[{"role": "user", "content": cut}], stream=True,
+                                        extra_headers={"x-fake-fault": "anthropic=error-after-1"}))
+    r = gateway.chat(cut, model="chat-cached")
+    assert r.headers["x-aigw-cache"] == "miss"

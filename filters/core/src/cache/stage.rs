@@ -14,6 +14,7 @@ use super::{key, Cache, CachePolicy, Digest32, Entry, Lookup, Meta};
 use crate::headers;
 use crate::host::{Flow, Host};
 use crate::route::RouteConfig;
+use crate::wire::chat::StreamCollector;
 
 enum State {
     Off,
@@ -25,6 +26,13 @@ enum State {
         stream: bool,
         stale: Option<Box<Entry>>,
         storing: bool,
+    },
+    /// A streamed miss: the stream goes on as it comes, and what it amounts to is stored once
+    /// it ended well.
+    Collecting {
+        digest: Digest32,
+        policy: CachePolicy,
+        collector: Box<StreamCollector>,
     },
     /// The call was answered from the cache.
     Served,
@@ -136,6 +144,13 @@ impl CacheCall {
                 return Flow::Pause;
             }
         }
+        let sse = h.response_header("content-type").is_some_and(|c| c.starts_with("text/event-stream"));
+        if status == 200 && sse && *stream && !eos && !ours {
+            if let State::Miss { digest, policy, .. } = std::mem::replace(&mut self.state, State::Off) {
+                let collector = Box::new(StreamCollector::new(self.cache.max_entry_bytes));
+                self.state = State::Collecting { digest, policy, collector };
+            }
+        }
         if status == 200 {
             h.set_response_header(headers::CACHE, Some("miss"));
         }
@@ -146,26 +161,34 @@ impl CacheCall {
     /// answer replaces a failure's body).
     pub fn on_response_body(&mut self, h: &impl Host, size: usize, eos: bool) -> (Flow, usize) {
         match &mut self.state {
+            State::Collecting { digest, policy, collector } => {
+                if size > 0 {
+                    collector.push(&h.response_body(size));
+                }
+                if eos {
+                    if let Some(body) = collector.answer() {
+                        let usage = collector.usage();
+                        let entry = Entry {
+                            digest: *digest,
+                            stored_ms: self.cache.now_ms(h),
+                            meta: meta(h, policy, usage),
+                            body,
+                        };
+                        keep(&self.cache, &self.alias, h, &entry);
+                    }
+                    self.state = State::Off;
+                }
+                (Flow::Continue, size)
+            }
             State::Miss { digest, policy, storing: true, .. } => {
                 if !eos {
                     return (Flow::Pause, size);
                 }
                 let body = h.response_body(size);
-                let meta = Meta {
-                    ttl_ms: policy.ttl_s.saturating_mul(1000),
-                    stale_ms: policy.stale_ttl_s.saturating_mul(1000),
-                    model: h.response_header(headers::MODEL),
-                    provider: h.response_header(headers::PROVIDER),
-                    usage: h.property_string(&[headers::PROP_USAGE]).and_then(|u| serde_json::from_str(&u).ok()),
-                    request_id: h.request_header("x-request-id").unwrap_or_default(),
-                };
-                let entry = Entry { digest: *digest, stored_ms: self.cache.now_ms(h), meta, body };
-                if !self.cache.store(h, &entry) {
-                    h.counter_add(
-                        &format!("aigw_cache_too_large_total.alias.{}", crate::audit::stage::label(&self.alias)),
-                        1,
-                    );
-                }
+                let usage = h.property_string(&[headers::PROP_USAGE]).and_then(|u| serde_json::from_str(&u).ok());
+                let entry =
+                    Entry { digest: *digest, stored_ms: self.cache.now_ms(h), meta: meta(h, policy, usage), body };
+                keep(&self.cache, &self.alias, h, &entry);
                 self.state = State::Off;
                 (Flow::Continue, size)
             }
@@ -180,6 +203,26 @@ impl CacheCall {
             }
             _ => (Flow::Continue, size),
         }
+    }
+}
+
+/// What is kept with an answer of this call.
+fn meta(h: &impl Host, policy: &CachePolicy, usage: Option<crate::wire::usage::Usage>) -> Meta {
+    Meta {
+        ttl_ms: policy.ttl_s.saturating_mul(1000),
+        stale_ms: policy.stale_ttl_s.saturating_mul(1000),
+        model: h.response_header(headers::MODEL),
+        provider: h.response_header(headers::PROVIDER),
+        usage,
+        request_id: h.request_header("x-request-id").unwrap_or_default(),
+    }
+}
+
+/// Stores an entry of `alias`'s (counting one too large to keep).
+fn keep(cache: &Cache, alias: &str, h: &impl Host, entry: &Entry) {
+    if !cache.store(h, entry) {
+        let alias = crate::audit::stage::label(alias);
+        h.counter_add(&format!("aigw_cache_too_large_total.alias.{alias}"), 1);
     }
 }
 

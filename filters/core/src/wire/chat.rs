@@ -188,6 +188,127 @@ pub fn stream_from_answer(body: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// Collects a unified stream (chat chunks) into the whole answer it amounts to, as
+/// [`stream_from_answer`] would replay it: the text, the tool calls, the finish and the usage.
+/// Only a stream that ended well (`[DONE]` after a finish, no error event) amounts to one.
+#[derive(Default)]
+pub struct StreamCollector {
+    parser: crate::wire::sse::Parser,
+    head: Option<(serde_json::Value, serde_json::Value, serde_json::Value)>,
+    content: String,
+    saw_content: bool,
+    /// By index: id, name, arguments.
+    tool_calls: Vec<(serde_json::Value, String, String)>,
+    finish: Option<serde_json::Value>,
+    usage: Option<serde_json::Value>,
+    done: bool,
+    broken: bool,
+    /// More than this many bytes of text: not worth keeping (nor holding).
+    limit: usize,
+}
+
+impl StreamCollector {
+    /// A collector that gives up past `limit` bytes of collected text.
+    pub fn new(limit: usize) -> StreamCollector {
+        StreamCollector { limit, ..StreamCollector::default() }
+    }
+
+    pub fn push(&mut self, chunk: &[u8]) {
+        use serde_json::Value;
+        if self.broken {
+            return;
+        }
+        let mut events = Vec::new();
+        self.parser.push(chunk, &mut events);
+        for ev in events {
+            if ev.data == "[DONE]" {
+                self.done = true;
+                continue;
+            }
+            let Ok(v) = serde_json::from_str::<Value>(&ev.data) else {
+                self.broken = true;
+                return;
+            };
+            if v.get("error").is_some() || ev.event.as_deref() == Some("error") {
+                self.broken = true;
+                return;
+            }
+            if self.head.is_none() {
+                let field = |k: &str| v.get(k).cloned().unwrap_or(Value::Null);
+                self.head = Some((field("id"), field("created"), field("model")));
+            }
+            if let Some(u) = v.get("usage").filter(|u| !u.is_null()) {
+                self.usage = Some(u.clone());
+            }
+            let Some(choice) = v.get("choices").and_then(|c| c.get(0)) else { continue };
+            if let Some(f) = choice.get("finish_reason").filter(|f| !f.is_null()) {
+                self.finish = Some(f.clone());
+            }
+            let Some(delta) = choice.get("delta") else { continue };
+            if let Some(t) = delta.get("content").and_then(Value::as_str) {
+                self.content.push_str(t);
+                self.saw_content = true;
+            }
+            for call in delta.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
+                let i = call.get("index").and_then(Value::as_u64).unwrap_or(0) as usize;
+                if i > 128 {
+                    self.broken = true;
+                    return;
+                }
+                while self.tool_calls.len() <= i {
+                    self.tool_calls.push((Value::Null, String::new(), String::new()));
+                }
+                let slot = &mut self.tool_calls[i];
+                if let Some(id) = call.get("id").filter(|x| !x.is_null()) {
+                    slot.0 = id.clone();
+                }
+                let f = call.get("function");
+                if let Some(n) = f.and_then(|f| f.get("name")).and_then(Value::as_str) {
+                    slot.1.push_str(n);
+                }
+                if let Some(a) = f.and_then(|f| f.get("arguments")).and_then(Value::as_str) {
+                    slot.2.push_str(a);
+                }
+            }
+            let held = self.content.len() + self.tool_calls.iter().map(|t| t.1.len() + t.2.len()).sum::<usize>();
+            if held > self.limit {
+                self.broken = true;
+                return;
+            }
+        }
+    }
+
+    /// The whole answer (a chat completion), when the stream ended well.
+    pub fn answer(&self) -> Option<Vec<u8>> {
+        use serde_json::{json, Value};
+        if self.broken || !self.done {
+            return None;
+        }
+        let finish = self.finish.clone()?;
+        let (id, created, model) = self.head.clone()?;
+        let mut message = json!({"role": "assistant",
+                                 "content": if self.saw_content || self.tool_calls.is_empty() { Value::String(self.content.clone()) } else { Value::Null }});
+        if !self.tool_calls.is_empty() {
+            message["tool_calls"] = self
+                .tool_calls
+                .iter()
+                .map(|(id, name, args)| json!({"id": id, "type": "function", "function": {"name": name, "arguments": args}}))
+                .collect();
+        }
+        let mut a = json!({"id": id, "object": "chat.completion", "created": created, "model": model,
+                           "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": finish}]});
+        if let Some(u) = &self.usage {
+            a["usage"] = u.clone();
+        }
+        serde_json::to_vec(&a).ok()
+    }
+
+    /// The usage the stream reported.
+    pub fn usage(&self) -> Option<Usage> {
+        self.usage.as_ref().and_then(Usage::from_openai)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,6 +339,56 @@ mod tests {
         assert_eq!(chunks[3]["choices"], json!([]));
         assert!(stream_from_answer(b"{}").is_none());
         assert!(stream_from_answer(b"nope").is_none());
+    }
+
+    #[test]
+    fn a_stream_is_collected_into_the_answer_it_replays() {
+        let a = Answer {
+            id: completion_id("msg_1"),
+            model: Some("m".into()),
+            text: "Hi there".into(),
+            tool_calls: vec![ToolCall { id: Some("c".into()), name: Some("f".into()), arguments: "{\"a\":1}".into() }],
+            finish_reason: "tool_calls",
+            usage: Usage { input: 10, output: 3, ..Usage::default() },
+        };
+        let whole: Value = serde_json::from_slice(&a.to_bytes(7)).unwrap();
+        let stream = stream_from_answer(&a.to_bytes(7)).unwrap();
+        // Fed in pieces of any size, the stream amounts to the same answer.
+        for cut in [1, 7, 64, stream.len()] {
+            let mut c = StreamCollector::new(1 << 20);
+            for piece in stream.chunks(cut) {
+                c.push(piece);
+            }
+            let got: Value = serde_json::from_slice(&c.answer().unwrap()).unwrap();
+            assert_eq!(got["choices"][0]["message"]["content"], whole["choices"][0]["message"]["content"]);
+            assert_eq!(got["choices"][0]["message"]["tool_calls"], whole["choices"][0]["message"]["tool_calls"]);
+            assert_eq!((got["id"].clone(), got["usage"].clone()), (whole["id"].clone(), whole["usage"].clone()));
+            assert_eq!(got["choices"][0]["finish_reason"], "tool_calls");
+            assert_eq!(c.usage().map(|u| u.output), Some(3));
+        }
+        // Deltas add up; a stream cut short, with an error, or too long amounts to nothing.
+        let chunk = |d: &str, f: &str| {
+            format!("data: {{\"id\":\"x\",\"choices\":[{{\"index\":0,\"delta\":{d},\"finish_reason\":{f}}}]}}\n\n")
+        };
+        let good = [
+            chunk(r#"{"content":"Pa"}"#, "null"),
+            chunk(r#"{"content":"ris"}"#, "null"),
+            chunk("{}", "\"stop\""),
+            "data: [DONE]\n\n".into(),
+        ];
+        let mut c = StreamCollector::new(100);
+        good.iter().for_each(|p| c.push(p.as_bytes()));
+        let got: Value = serde_json::from_slice(&c.answer().unwrap()).unwrap();
+        assert_eq!(got["choices"][0]["message"]["content"], "Paris");
+        let mut cut = StreamCollector::new(100);
+        good[..3].iter().for_each(|p| cut.push(p.as_bytes()));
+        assert!(cut.answer().is_none(), "no [DONE]");
+        let mut err = StreamCollector::new(100);
+        err.push(b"data: {\"error\":{\"message\":\"x\"}}\n\ndata: [DONE]\n\n");
+        assert!(err.answer().is_none());
+        let mut long = StreamCollector::new(3);
+        good.iter().for_each(|p| long.push(p.as_bytes()));
+        assert!(long.answer().is_none());
     }
 
     #[test]

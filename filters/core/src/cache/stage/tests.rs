@@ -189,10 +189,17 @@ fn a_streamed_call_is_answered_with_the_stored_answer_replayed_as_a_stream() {
     assert!(!body.contains("\"usage\""), "the caller asked for no usage chunk: the route stage takes it out");
     let rec = record(&hit.h);
     assert_eq!((rec["cache_status"].as_str(), rec["stream"].as_bool()), (Some("hit"), Some(true)));
-    // A streamed miss is not stored (yet).
+    // A streamed miss is stored once it ended well, and answers the same call, streamed or not.
     let other = stream.replace("France", "Spain");
-    call(&store, &l, "aigw_sk_acme", &other, &[], ("200", "data: [DONE]\n\n"));
-    assert!(call(&store, &l, "aigw_sk_acme", &other, &[], ("200", "data: [DONE]\n\n")).went_on);
+    let sse = String::from_utf8(crate::wire::chat::stream_from_answer(ANSWER.replace("Paris.", "Madrid.").as_bytes()).unwrap()).unwrap();
+    let cut = sse.replace("data: [DONE]\n\n", "");
+    assert!(call(&store, &l, "aigw_sk_acme", &other, &[], ("200", &cut)).went_on);
+    assert!(call(&store, &l, "aigw_sk_acme", &other, &[], ("200", &sse)).went_on, "a stream cut short is not stored");
+    let hit = call(&store, &l, "aigw_sk_acme", &other.replace(",\"stream\":true", ""), &[], ("500", "{}"));
+    assert!(!hit.went_on);
+    let got: serde_json::Value = serde_json::from_slice(&hit.h.response_body.borrow()).unwrap();
+    assert_eq!(got["choices"][0]["message"]["content"], "Madrid.");
+    assert_eq!(got["usage"]["completion_tokens"], 3);
 }
 
 #[test]
