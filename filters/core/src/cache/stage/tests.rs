@@ -191,7 +191,10 @@ fn a_streamed_call_is_answered_with_the_stored_answer_replayed_as_a_stream() {
     assert_eq!((rec["cache_status"].as_str(), rec["stream"].as_bool()), (Some("hit"), Some(true)));
     // A streamed miss is stored once it ended well, and answers the same call, streamed or not.
     let other = stream.replace("France", "Spain");
-    let sse = String::from_utf8(crate::wire::chat::stream_from_answer(ANSWER.replace("Paris.", "Madrid.").as_bytes()).unwrap()).unwrap();
+    let sse = String::from_utf8(
+        crate::wire::chat::stream_from_answer(ANSWER.replace("Paris.", "Madrid.").as_bytes()).unwrap(),
+    )
+    .unwrap();
     let cut = sse.replace("data: [DONE]\n\n", "");
     assert!(call(&store, &l, "aigw_sk_acme", &other, &[], ("200", &cut)).went_on);
     assert!(call(&store, &l, "aigw_sk_acme", &other, &[], ("200", &sse)).went_on, "a stream cut short is not stored");
