@@ -155,3 +155,21 @@ def test_a_streamed_miss_is_stored_once_it_ended_well(gateway):
                                         extra_headers={"x-fake-fault": "anthropic=error-after-1"}))
     r = gateway.chat(cut, model="chat-cached")
     assert r.headers["x-aigw-cache"] == "miss"
+
+
+def test_the_store_stays_within_its_slots_under_many_distinct_entries(fresh_gateway_factory):
+    """Four slots, forty distinct answers: a later entry replaces the one in its slot, so at
+    most four of the forty are still there to answer."""
+    gw = fresh_gateway_factory(lambda text: text.replace(
+        '"rules": [', '"cache": {"slots": 4, "max_entry_bytes": 4096},\n                     "rules": [', 1))
+    msgs = [unique(f"many{i}") for i in range(40)]
+    for m in msgs:
+        assert gw.chat(m, model="chat-cached").headers["x-aigw-cache"] == "miss"
+    # Newest first (a miss stores its answer, replacing the entry of its slot).
+    hits = []
+    for m in reversed(msgs):
+        r = gw.chat(m, model="chat-cached")
+        assert r.json()["choices"][0]["message"]["content"].endswith(m), "a slot never answers for another entry"
+        if r.headers["x-aigw-cache"] == "hit":
+            hits.append(m)
+    assert 1 <= len(hits) <= 4, hits

@@ -67,6 +67,10 @@ pub struct CachePolicy {
     /// Partition by the caller's key too, not only by tenant.
     #[serde(default)]
     pub per_key: bool,
+    /// A hit is charged to the request buckets (never to tokens or budgets); by default it is
+    /// charged to nothing.
+    #[serde(default)]
+    pub charge_requests: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -248,8 +248,25 @@ impl ListenerCall {
             // The route stage let the headers go: the later stages see them now, then the body.
             self.route_holds_headers = false;
             // The request is complete and routed: the cache may answer it.
-            if self.cache.as_mut().is_some_and(|c| c.on_request(h) == Flow::Refused) {
-                return self.refused(Stage::Cache);
+            if let Some(c) = &mut self.cache {
+                if let Some(charge_requests) = c.on_request(h) {
+                    // A hit charged to the request buckets passes quota first (with nothing to
+                    // estimate), and its answer goes back through quota too.
+                    let (charged, at) = match &mut self.quota {
+                        Some(q) if charge_requests => (q.admit_requests_only(h), Stage::Quota),
+                        _ => (Flow::Continue, Stage::Cache),
+                    };
+                    if charged == Flow::Refused {
+                        return self.refused(Stage::Quota);
+                    }
+                    if c.serve(h) {
+                        return self.refused(at);
+                    }
+                    if at == Stage::Quota {
+                        // Not served after all: quota has admitted the call already.
+                        return Flow::Continue;
+                    }
+                }
             }
             match self.quota_headers(h, false) {
                 Flow::Continue => {}

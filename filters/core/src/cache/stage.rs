@@ -34,6 +34,8 @@ enum State {
         policy: CachePolicy,
         collector: Box<StreamCollector>,
     },
+    /// A fresh entry answers the call, once the pipeline let it ([`CacheCall::serve`]).
+    Hit { entry: Box<Entry>, stream: bool },
     /// The call was answered from the cache.
     Served,
     /// A stale entry replaces the failed chain's answer, once the failure's body is all here.
@@ -45,51 +47,71 @@ pub struct CacheCall {
     route: Rc<RouteConfig>,
     alias: String,
     state: State,
+    charge_requests: bool,
 }
 
 impl CacheCall {
     pub fn new(cache: Rc<Cache>, route: Rc<RouteConfig>) -> CacheCall {
-        CacheCall { cache, route, alias: String::new(), state: State::Off }
+        CacheCall { cache, route, alias: String::new(), state: State::Off, charge_requests: false }
     }
 
-    /// The request, complete and routed. `Flow::Refused`: the call was answered from the cache.
-    pub fn on_request(&mut self, h: &impl Host) -> Flow {
+    /// The request, complete and routed. `Some(charge_requests)`: a fresh entry answers it (see
+    /// [`CacheCall::serve`]), charged to the request buckets or to nothing, as its policy says.
+    pub fn on_request(&mut self, h: &impl Host) -> Option<bool> {
+        self.look_up(h);
+        matches!(self.state, State::Hit { .. }).then_some(self.charge_requests)
+    }
+
+    fn look_up(&mut self, h: &impl Host) {
         // Chat completions and Messages: one unified request by now, one unified answer.
         if !matches!(h.property_string(&[headers::PROP_DOOR]).as_deref(), Some("chat" | "messages")) {
-            return Flow::Continue;
+            return;
         }
         let (Some(alias), Some(route)) =
             (h.property_string(&[headers::PROP_ALIAS]), h.property_string(&[headers::PROP_ROUTE]))
         else {
-            return Flow::Continue;
+            return;
         };
-        let Some(policy) = self.route.cache_policy(&alias, &route).cloned() else { return Flow::Continue };
+        let Some(policy) = self.route.cache_policy(&alias, &route).cloned() else { return };
         if h.request_header("cache-control").is_some_and(|c| c.to_ascii_lowercase().contains("no-store")) {
             h.set_property(headers::PROP_CACHE, "no_store");
-            return Flow::Continue;
+            return;
         }
         let id = h.call_identity().unwrap_or_default();
         let key_id = policy.per_key.then_some(id.key_id.as_str());
         // The body as routed (the Messages door's is the unified request by now).
         let Some((digest, stream)) = key(&id.tenant, key_id, &alias, &route, &h.request_body(usize::MAX)) else {
-            return Flow::Continue;
+            return;
         };
         self.alias = alias;
         let refresh = h.request_header(headers::CALLER_CACHE).is_some_and(|v| v.eq_ignore_ascii_case("refresh"));
         let found = if refresh { Lookup::Miss } else { self.cache.lookup(h, &digest) };
         let stale = match found {
-            Lookup::Fresh(entry) if self.serve(h, &entry, stream) => return Flow::Refused,
+            Lookup::Fresh(entry) => {
+                self.charge_requests = policy.charge_requests;
+                self.state = State::Hit { entry: Box::new(entry), stream };
+                return;
+            }
             Lookup::Stale(entry) if policy.stale_ttl_s > 0 => Some(Box::new(entry)),
             _ => None,
         };
         h.counter_add(&format!("aigw_cache_misses_total.alias.{}", crate::audit::stage::label(&self.alias)), 1);
         h.set_property(headers::PROP_CACHE, "miss");
         self.state = State::Miss { digest, policy, stream, stale, storing: false };
-        Flow::Continue
     }
 
-    /// Answers the call with a fresh entry. Returns whether the answer was sent.
-    fn serve(&mut self, h: &impl Host, entry: &Entry, stream: bool) -> bool {
+    /// Answers the call with the fresh entry [`CacheCall::on_request`] found. Returns whether
+    /// the answer was sent (else the call goes on as a miss).
+    pub fn serve(&mut self, h: &impl Host) -> bool {
+        let State::Hit { entry, stream } = std::mem::replace(&mut self.state, State::Off) else { return false };
+        if self.answer(h, &entry, stream) {
+            return true;
+        }
+        h.set_property(headers::PROP_CACHE, "miss");
+        false
+    }
+
+    fn answer(&mut self, h: &impl Host, entry: &Entry, stream: bool) -> bool {
         let body = if stream { crate::wire::chat::stream_from_answer(&entry.body) } else { Some(entry.body.clone()) };
         let Some(body) = body else { return false };
         h.set_property(headers::PROP_CACHE, &said("hit", &entry.meta));

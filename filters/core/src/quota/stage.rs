@@ -617,6 +617,14 @@ fn served_model_in(body: &[u8]) -> Option<String> {
 }
 
 impl QuotaCall {
+    /// Charges the call to the request buckets only (a call answered from the cache, whose
+    /// policy charges its requests): nothing to estimate, so no token or budget is taken.
+    pub fn admit_requests_only(&mut self, h: &impl Host) -> Flow {
+        self.estimate = Estimate::default();
+        self.candidates = Vec::new();
+        self.admit(h)
+    }
+
     pub fn on_request_headers(&mut self, h: &impl Host, eos: bool) -> Flow {
         if let Some(facts) = h.property_string(&[headers::PROP_REQUEST]).and_then(|f| RequestFacts::decode(&f)) {
             // route-select already read the body: no need to hold the call or read it again.

@@ -246,3 +246,20 @@ fn a_policy_alone_gets_the_default_store_and_a_bad_store_is_refused_by_field() {
     let e = with(r#", "cache": {"slots": 0}"#).err().unwrap().to_string();
     assert!(e.contains("cache.slots"), "{e}");
 }
+
+#[test]
+fn a_policy_may_charge_hits_to_the_request_buckets_only() {
+    let store = FakeHost::new();
+    let l = listener_with(r#", "cache": {"mode": "exact", "ttl_s": 60, "charge_requests": true}"#, 2);
+    assert!(call(&store, &l, "aigw_sk_acme", ASK, &[], ("200", ANSWER)).went_on);
+    let hit = call(&store, &l, "aigw_sk_acme", ASK, &[], ("500", "{}"));
+    assert_eq!(hit.h.response_header(headers::CACHE).as_deref(), Some("hit"));
+    // Charged a request (the burst of 2 is spent now), and told so as any call is.
+    assert_eq!(hit.h.response_header("x-ratelimit-remaining-requests").as_deref(), Some("0"));
+    let rec = record(&hit.h);
+    assert_eq!((rec["cache_status"].as_str(), rec["cost_usd"].as_str()), (Some("hit"), Some("0.0")));
+    let refused = call(&store, &l, "aigw_sk_acme", ASK, &[], ("500", "{}"));
+    assert!(!refused.went_on);
+    assert_eq!(refused.h.reply().map(|r| r.status), Some(429));
+    assert_eq!(record(&refused.h)["outcome"], "refused_quota");
+}
