@@ -35,7 +35,10 @@ enum State {
         collector: Box<StreamCollector>,
     },
     /// A fresh entry answers the call, once the pipeline let it ([`CacheCall::serve`]).
-    Hit { entry: Box<Entry>, stream: bool },
+    Hit {
+        entry: Box<Entry>,
+        stream: bool,
+    },
     /// The call was answered from the cache.
     Served,
     /// A stale entry replaces the failed chain's answer, once the failure's body is all here.
