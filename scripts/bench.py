@@ -202,6 +202,11 @@ def make_config(name, port, admin, upstream_port, work):
         # Responses request (translated to the unified one, the answer back to a Response).
         cfg = render_envoy.combine(cfg)
         return cfg, "/v1/responses", RESPONSES_BODY, headers
+    elif name == "cache-hit":
+        # The default layout on the demo's cached alias: the `full` call, answered from the
+        # exact cache after the first (no upstream).
+        cfg = render_envoy.combine(cfg)
+        return cfg, "/v1/chat/completions", CHAT_BODY.replace('"model": "chat"', '"model": "chat-cached"'), headers
     elif name in ("embeddings", "models"):
         # The default layout, on the other calls it serves: an embeddings batch (OpenAI, passed
         # through), and the model list (answered by the gateway itself, no upstream).
@@ -471,7 +476,7 @@ def main():
     ap.add_argument("--seconds", type=int, default=3)
     ap.add_argument("--configs",
                     default="bare,full,full-filters,full-separate-modules,audit-emit,auth-key-swap,quota,route-select,"
-                            "embeddings,models,responses")
+                            "embeddings,models,responses,cache-hit")
     ap.add_argument("--out", default=str(ROOT / "bench"))
     args = ap.parse_args()
     names = args.configs.split(",")
