@@ -102,9 +102,9 @@ impl RootContext for Root {
             _ => Writers::Many,
         };
         let compiled = match p {
-            Plugin::Listener(only) => {
-                config(only, &filter).map(|c| Listener::compile(c).map(|l| Compiled::Listener(Rc::new(l))))
-            }
+            Plugin::Listener(only) => config(only, &filter).map(|c| {
+                Listener::compile_env(c, &|name| std::env::var(name).ok()).map(|l| Compiled::Listener(Rc::new(l)))
+            }),
             Plugin::Attempt(only) => config(only, &filter)
                 .map(|c| Upstream::compile(c, &|name| std::env::var(name).ok()).map(|u| Compiled::Attempt(Rc::new(u)))),
         };

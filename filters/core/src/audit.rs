@@ -249,6 +249,10 @@ pub struct AuditRecord {
     /// What an answer from the cache saved: what its original call cost (exact decimal USD).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost_saved_usd: Option<String>,
+    /// The semantic cache's lookup: the nearest stored request's similarity, the request id of
+    /// the entry it would serve, and whether it did (absent when there was none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_semantic: Option<crate::cache::semantic::SemanticNote>,
     pub compliance_flags: Vec<String>,
     pub flags: Vec<String>,
 }
@@ -352,6 +356,7 @@ mod tests {
             ttft_ms: None,
             cache_status: "none".into(),
             cost_saved_usd: None,
+            cache_semantic: None,
             compliance_flags: vec![],
             flags: vec![],
         };

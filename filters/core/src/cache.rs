@@ -12,6 +12,7 @@
 //!   entry is never removed: a newer entry whose key falls in the same slot replaces it, and an
 //!   entry past its time is told by the time it was stored.
 
+pub mod semantic;
 pub mod stage;
 
 use serde::{Deserialize, Serialize};
@@ -38,11 +39,14 @@ pub struct CacheConfig {
     /// rehearsals), as the route stage's `now`.
     #[serde(default)]
     pub now: Option<String>,
+    /// The semantic cache's embedder and index (needed by a policy in a semantic mode).
+    #[serde(default)]
+    pub semantic: Option<semantic::SemanticConfig>,
 }
 
 impl Default for CacheConfig {
     fn default() -> CacheConfig {
-        CacheConfig { slots: default_slots(), max_entry_bytes: default_max_entry_bytes(), now: None }
+        CacheConfig { slots: default_slots(), max_entry_bytes: default_max_entry_bytes(), now: None, semantic: None }
     }
 }
 
@@ -55,7 +59,7 @@ fn default_max_entry_bytes() -> u32 {
 }
 
 /// An alias's or rule's cache policy.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CachePolicy {
     pub mode: CacheMode,
@@ -71,12 +75,41 @@ pub struct CachePolicy {
     /// charged to nothing.
     #[serde(default)]
     pub charge_requests: bool,
+    /// The semantic modes: the least cosine similarity that counts as the same request.
+    #[serde(default)]
+    pub threshold: Option<f64>,
+}
+
+impl CachePolicy {
+    pub fn semantic(&self) -> bool {
+        matches!(self.mode, CacheMode::Semantic | CacheMode::SemanticShadow)
+    }
+
+    /// Checks the policy of `at` (a field path).
+    pub fn check(&self, at: &str) -> Result<(), ConfigError> {
+        let refused = |field: &str, problem: &str| ConfigError::new("route-select", format!("{at}.{field}"), problem);
+        if self.ttl_s == 0 {
+            return Err(refused("ttl_s", "must be at least 1"));
+        }
+        match (self.semantic(), self.threshold) {
+            (true, None) => {
+                Err(refused("threshold", "a semantic mode needs a threshold (0 to 1), chosen by evaluation"))
+            }
+            (true, Some(t)) if !(t > 0.0 && t <= 1.0) => Err(refused("threshold", "must be above 0 and at most 1")),
+            (false, Some(_)) => Err(refused("threshold", "only the semantic modes take a threshold")),
+            _ => Ok(()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum CacheMode {
     Exact,
+    /// Exact, then the nearest stored request by meaning, served above `threshold`.
+    Semantic,
+    /// Exact; the semantic lookup is made and recorded in the audit record, never served.
+    SemanticShadow,
 }
 
 /// The compiled store.
@@ -85,6 +118,8 @@ pub struct Cache {
     pub slots: u32,
     pub max_entry_bytes: usize,
     now_ms: Option<u64>,
+    /// The semantic cache's embedder and index, when configured.
+    pub semantic: Option<semantic::Semantic>,
 }
 
 impl TryFrom<&CacheConfig> for Cache {
@@ -104,32 +139,74 @@ impl TryFrom<&CacheConfig> for Cache {
             None => None,
             Some(t) => Some(crate::time::parse_utc_ms(t).ok_or_else(|| refused("now", "is not a UTC date or time"))?),
         };
-        Ok(Cache { slots: cfg.slots, max_entry_bytes: cfg.max_entry_bytes as usize, now_ms })
+        Ok(Cache { slots: cfg.slots, max_entry_bytes: cfg.max_entry_bytes as usize, now_ms, semantic: None })
     }
 }
 
 /// A cache key.
 pub type Digest32 = [u8; 32];
 
+/// What a request is keyed by.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Keys {
+    /// The exact key.
+    pub exact: Digest32,
+    pub stream: bool,
+    /// For the semantic cache: the text embedded (the last user message's) and the partition
+    /// its index is in (everything else of the request: system prompt, earlier turns,
+    /// parameters, with the tenant, alias and route), so that a different system prompt or
+    /// setting never matches. `None`: the request has no user message with text.
+    pub semantic: Option<(String, Digest32)>,
+}
+
 /// The key of a request (`body`: the unified request, as routed) for `tenant` (and `key_id`
 /// when the policy partitions per key), `alias` and `route`; and whether it streams. `None`: the
 /// body is not a JSON object (such a call is not cached).
 pub fn key(tenant: &str, key_id: Option<&str>, alias: &str, route: &str, body: &[u8]) -> Option<(Digest32, bool)> {
+    keys(tenant, key_id, alias, route, body).map(|k| (k.exact, k.stream))
+}
+
+/// The request's keys, from one read of it.
+pub fn keys(tenant: &str, key_id: Option<&str>, alias: &str, route: &str, body: &[u8]) -> Option<Keys> {
     let mut v: Value = serde_json::from_slice(body).ok()?;
     let o = v.as_object_mut()?;
     let stream = o.get("stream").and_then(Value::as_bool).unwrap_or(false);
     for f in ["user", "stream", "stream_options", "model"] {
         o.remove(f);
     }
-    // serde_json's map keeps its keys sorted: written back, equal requests are equal bytes.
-    let canonical = serde_json::to_vec(&v).ok()?;
-    let mut h = Sha256::new();
-    for part in [tenant, key_id.unwrap_or(""), alias, route] {
-        h.update((part.len() as u64).to_le_bytes());
-        h.update(part.as_bytes());
-    }
-    h.update(&canonical);
-    Some((h.finalize().into(), stream))
+    let digest = |v: &Value| -> Option<Digest32> {
+        // serde_json's map keeps its keys sorted: written back, equal requests are equal bytes.
+        let canonical = serde_json::to_vec(v).ok()?;
+        let mut h = Sha256::new();
+        for part in [tenant, key_id.unwrap_or(""), alias, route] {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part.as_bytes());
+        }
+        h.update(&canonical);
+        Some(h.finalize().into())
+    };
+    let exact = digest(&v)?;
+    // The last user message's text is what is embedded; the rest is the partition.
+    let last_user = v
+        .get_mut("messages")
+        .and_then(Value::as_array_mut)
+        .and_then(|m| m.iter_mut().rev().find(|m| m.get("role").and_then(Value::as_str) == Some("user")));
+    let semantic = last_user.and_then(|m| {
+        let text = match m.get("content")? {
+            Value::String(t) => t.clone(),
+            Value::Array(parts) => {
+                parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join("\n")
+            }
+            _ => return None,
+        };
+        m.as_object_mut()?.insert("content".into(), Value::Null);
+        Some(text).filter(|t| !t.trim().is_empty())
+    });
+    let semantic = match semantic {
+        Some(text) => Some((text, digest(&v)?)),
+        None => None,
+    };
+    Some(Keys { exact, stream, semantic })
 }
 
 /// What is kept with an answer.

@@ -119,6 +119,8 @@ pub const PROP_CREDENTIAL: &str = "aigw_credential";
 /// The cache stage's word on the call (`cache::stage`): `miss`, `no_store`, or `hit`/`stale`
 /// followed by a space and the served entry's [`crate::cache::Meta`] (audit reads it).
 pub const PROP_CACHE: &str = "aigw_cache";
+/// What the semantic lookup found (`cache::semantic::SemanticNote`, JSON), for the audit record.
+pub const PROP_CACHE_SEMANTIC: &str = "aigw_cache_semantic";
 /// Audit flags raised by quota (comma-separated), e.g. `budget_soft_limit`.
 pub const PROP_QUOTA_FLAGS: &str = "aigw_quota_flags";
 

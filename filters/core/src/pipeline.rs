@@ -19,7 +19,7 @@ use crate::audit::price::{PriceBook, PriceBookConfig};
 use crate::audit::stage::{Audit, AuditCall, AuditConfig};
 use crate::auth::keys::KeyRing;
 use crate::auth::{self, AttemptCredential, AuthConfig, CredentialPlane};
-use crate::cache::stage::CacheCall;
+use crate::cache::stage::{CacheCall, Decision};
 use crate::cache::Cache;
 use crate::error::ConfigError;
 use crate::headers;
@@ -114,10 +114,18 @@ pub struct Listener {
 impl TryFrom<GatewayConfig> for Listener {
     type Error = ConfigError;
 
-    /// Compiles the listener's stages. An error in a stage's part names that stage
-    /// ([`ConfigError::in_stage`]); the `gateway` filter reports it from the top of its
-    /// configuration ([`ConfigError::in_gateway`]), a design-card filter as its own.
+    /// Compiles the listener's stages with no environment (see [`Listener::compile_env`]).
     fn try_from(cfg: GatewayConfig) -> Result<Listener, ConfigError> {
+        Listener::compile_env(cfg, &|_| None)
+    }
+}
+
+impl Listener {
+    /// Compiles the listener's stages; `env` is the VM's environment (the semantic cache's
+    /// embedder key). An error in a stage's part names that stage ([`ConfigError::in_stage`]);
+    /// the `gateway` filter reports it from the top of its configuration
+    /// ([`ConfigError::in_gateway`]), a design-card filter as its own.
+    pub fn compile_env(cfg: GatewayConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Listener, ConfigError> {
         let mut cfg = cfg;
         let book = cfg.resolve()?;
         let route = match &cfg.route {
@@ -132,7 +140,23 @@ impl TryFrom<GatewayConfig> for Listener {
         let cache = match &cfg.route {
             Some(r) if r.cache.is_some() || r.caches() => {
                 let store = r.cache.clone().unwrap_or_default();
-                Some(Rc::new(Cache::try_from(&store).map_err(|e| e.in_stage("route"))?))
+                let mut cache = Cache::try_from(&store).map_err(|e| e.in_stage("route"))?;
+                match &store.semantic {
+                    Some(s) => {
+                        cache.semantic =
+                            Some(crate::cache::semantic::Semantic::compile(s, env).map_err(|e| e.in_stage("route"))?)
+                    }
+                    None if r.caches_by_meaning() => {
+                        return Err(ConfigError::new(
+                            "route-select",
+                            "cache.semantic",
+                            "a policy in a semantic mode needs the semantic cache's embedder",
+                        )
+                        .in_stage("route"));
+                    }
+                    None => {}
+                }
+                Some(Rc::new(cache))
             }
             _ => None,
         };
@@ -182,6 +206,8 @@ pub struct ListenerCall {
     route_holds_headers: bool,
     /// The cache stage holds the answer's headers until its body is complete.
     cache_holds: bool,
+    /// The cache stage waits for the request's embedding: the request is held.
+    cache_waits: bool,
 }
 
 impl ListenerCall {
@@ -195,6 +221,7 @@ impl ListenerCall {
             refused_at: None,
             route_holds_headers: false,
             cache_holds: false,
+            cache_waits: false,
         }
     }
 
@@ -248,35 +275,60 @@ impl ListenerCall {
             // The route stage let the headers go: the later stages see them now, then the body.
             self.route_holds_headers = false;
             // The request is complete and routed: the cache may answer it.
-            if let Some(c) = &mut self.cache {
-                if let Some(charge_requests) = c.on_request(h) {
-                    // A hit charged to the request buckets passes quota first (with nothing to
-                    // estimate), and its answer goes back through quota too.
-                    let (charged, at) = match &mut self.quota {
-                        Some(q) if charge_requests => (q.admit_requests_only(h), Stage::Quota),
-                        _ => (Flow::Continue, Stage::Cache),
-                    };
-                    if charged == Flow::Refused {
-                        return self.refused(Stage::Quota);
-                    }
-                    if c.serve(h) {
-                        return self.refused(at);
-                    }
-                    if at == Stage::Quota {
-                        // Not served after all: quota has admitted the call already.
-                        return Flow::Continue;
-                    }
-                }
+            let decision = self.cache.as_mut().map_or(Decision::GoOn, |c| c.on_request(h));
+            if decision == Decision::Wait {
+                // The semantic cache waits for the request's embedding (on_http_call_response).
+                self.cache_waits = true;
+                return Flow::Pause;
             }
-            match self.quota_headers(h, false) {
+            match self.after_cache(h, decision) {
                 Flow::Continue => {}
                 f => return f,
             }
+        }
+        if self.cache_waits {
+            return Flow::Pause;
         }
         match self.quota.as_mut().map(|q| q.on_request_body(h, size, eos)) {
             Some(Flow::Refused) => self.refused(Stage::Quota),
             Some(f) => f,
             None => Flow::Continue,
+        }
+    }
+
+    /// What follows the cache's decision: a hit is served (charged to the request buckets
+    /// first, when its policy says so: then its answer goes back through quota too); otherwise
+    /// quota sees the request.
+    fn after_cache(&mut self, h: &impl Host, decision: Decision) -> Flow {
+        if let (Decision::Hit(charge_requests), Some(c)) = (decision, &mut self.cache) {
+            let (charged, at) = match &mut self.quota {
+                Some(q) if charge_requests => (q.admit_requests_only(h), Stage::Quota),
+                _ => (Flow::Continue, Stage::Cache),
+            };
+            if charged == Flow::Refused {
+                return self.refused(Stage::Quota);
+            }
+            if c.serve(h) {
+                return self.refused(at);
+            }
+            if at == Stage::Quota {
+                // Not served after all: quota has admitted the call already.
+                return Flow::Continue;
+            }
+        }
+        self.quota_headers(h, false)
+    }
+
+    /// The answer to a call a stage made: the semantic cache's embedding. The request, held
+    /// since, goes on unless the cache or quota answered it.
+    pub fn on_http_call_response(&mut self, h: &impl Host, token: u32, answer: &HttpAnswer) {
+        if !self.cache_waits {
+            return;
+        }
+        let Some(decision) = self.cache.as_mut().and_then(|c| c.on_embedding(h, token, answer)) else { return };
+        self.cache_waits = false;
+        if self.after_cache(h, decision) == Flow::Continue {
+            h.resume_request();
         }
     }
 
@@ -585,7 +637,14 @@ impl AttemptCall {
     }
 }
 
-crate::callbacks!(ListenerCall: on_request_headers, on_request_body, on_response_headers, on_response_body, on_log);
+crate::callbacks!(
+    ListenerCall: on_request_headers,
+    on_request_body,
+    on_response_headers,
+    on_response_body,
+    on_log,
+    on_http_call_response
+);
 crate::callbacks!(AttemptCall: on_request_headers, on_request_body, on_response_headers, on_response_body, on_http_call_response);
 
 #[cfg(test)]

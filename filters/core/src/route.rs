@@ -220,6 +220,15 @@ impl RouteConfig {
         rule.and_then(|r| r.cache.as_ref()).or(a.cache.as_ref())
     }
 
+    /// Whether an alias or rule names a cache policy in a semantic mode.
+    pub fn caches_by_meaning(&self) -> bool {
+        self.aliases
+            .values()
+            .filter_map(|a| a.cache.as_ref())
+            .chain(self.rules.iter().filter_map(|r| r.cache.as_ref()))
+            .any(|c| c.semantic())
+    }
+
     /// Whether an alias or rule names a cache policy.
     pub fn caches(&self) -> bool {
         self.aliases.values().any(|a| a.cache.is_some()) || self.rules.iter().any(|r| r.cache.is_some())
@@ -229,6 +238,11 @@ impl RouteConfig {
         let refused = |field: String, problem: String| Err(ConfigError::new("route-select", field, problem));
         if self.aliases.is_empty() {
             return refused("aliases".into(), "no model aliases are configured".into());
+        }
+        for (i, r) in self.rules.iter().enumerate() {
+            if let Some(c) = &r.cache {
+                c.check(&format!("rules[{i}].cache"))?;
+            }
         }
         for (name, alias) in &self.aliases {
             if alias.chain.is_empty() {
@@ -240,8 +254,8 @@ impl RouteConfig {
             if alias.kind == AliasKind::Embeddings && alias.cache.is_some() {
                 return refused(format!("aliases.{name}.cache"), "only chat aliases are cached (for now)".into());
             }
-            if alias.cache.as_ref().is_some_and(|c| c.ttl_s == 0) {
-                return refused(format!("aliases.{name}.cache.ttl_s"), "must be at least 1".into());
+            if let Some(c) = &alias.cache {
+                c.check(&format!("aliases.{name}.cache"))?;
             }
             for (i, s) in alias.steps.iter().enumerate() {
                 let Some(p) = self.providers.get(&s.provider) else {

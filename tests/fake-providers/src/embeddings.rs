@@ -22,6 +22,40 @@ pub fn vector(text: &str, dims: usize) -> Vec<f32> {
         .collect()
 }
 
+/// The fake model whose vectors carry meaning of a kind: `fake-ngram-embed` hashes the text's
+/// words and character trigrams (lower-cased, punctuation dropped) into 256 signed buckets and
+/// normalises the sum, so texts sharing most words and spellings are close (a paraphrase that
+/// keeps the words, or a near miss that changes one) and unrelated texts are not. Deterministic,
+/// for the semantic cache's tests and its threshold evaluation.
+pub const NGRAM_MODEL: &str = "fake-ngram-embed";
+
+pub fn ngram_vector(text: &str) -> Vec<f32> {
+    const DIMS: usize = 256;
+    let clean: String = text.to_lowercase().chars().map(|c| if c.is_alphanumeric() { c } else { ' ' }).collect();
+    let words: Vec<&str> = clean.split_whitespace().collect();
+    let mut v = vec![0f32; DIMS];
+    let mut add = |feature: &str, weight: f32| {
+        let mut x: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in feature.bytes() {
+            x = (x ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        let sign = if (x >> 40) & 1 == 0 { 1.0 } else { -1.0 };
+        v[(x % DIMS as u64) as usize] += sign * weight;
+    };
+    for w in &words {
+        add(&format!("w:{w}"), 1.0);
+    }
+    let joined: Vec<char> = format!(" {} ", words.join(" ")).chars().collect();
+    for t in joined.windows(3) {
+        add(&format!("t:{}", t.iter().collect::<String>()), 0.5);
+    }
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        v.iter_mut().for_each(|x| *x /= norm);
+    }
+    v
+}
+
 /// A vector as the caller asked: a JSON array, or base64 of float32 little-endian.
 pub fn encoded(v: &[f32], base64: bool) -> Value {
     if base64 {
@@ -38,6 +72,7 @@ pub fn openai_model(model: &str) -> Option<(usize, bool)> {
         "text-embedding-3-small" => Some((1536, true)),
         "text-embedding-3-large" => Some((3072, true)),
         "text-embedding-ada-002" => Some((1536, false)),
+        NGRAM_MODEL => Some((256, false)),
         _ => None,
     }
 }

@@ -508,7 +508,11 @@ fn openai_embeddings(body: &Value, model: &str, w: &mut TcpStream) -> io::Result
         .enumerate()
         .map(|(i, (text, _))| {
             json!({"object": "embedding", "index": i,
-                                     "embedding": embeddings::encoded(&embeddings::vector(text, dims), base64)})
+                                     "embedding": embeddings::encoded(&if model == embeddings::NGRAM_MODEL {
+                                         embeddings::ngram_vector(text)
+                                     } else {
+                                         embeddings::vector(text, dims)
+                                     }, base64)})
         })
         .collect();
     let out = json!({"object": "list", "data": data, "model": model,

@@ -344,7 +344,7 @@ impl AuditCall {
             Some((status, meta)) => (status.to_string(), meta),
             None => ("none".to_string(), None),
         };
-        let from_cache = matches!(cache_status.as_str(), "hit" | "stale");
+        let from_cache = matches!(cache_status.as_str(), "hit" | "semantic_hit" | "stale");
         let mut cost_saved = None;
         if from_cache {
             let meta = cache_meta.unwrap_or_default();
@@ -431,6 +431,7 @@ impl AuditCall {
             ttft_ms: self.ttft_ms,
             cache_status,
             cost_saved_usd: cost_saved.map(format_usd),
+            cache_semantic: prop(headers::PROP_CACHE_SEMANTIC).and_then(|n| serde_json::from_str(&n).ok()),
             compliance_flags: Vec::new(),
             flags,
         };

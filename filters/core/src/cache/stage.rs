@@ -10,8 +10,10 @@
 
 use std::rc::Rc;
 
-use super::{key, Cache, CachePolicy, Digest32, Entry, Lookup, Meta};
+use super::semantic::{self, SemanticNote};
+use super::{keys, Cache, CacheMode, CachePolicy, Digest32, Entry, Lookup, Meta};
 use crate::headers;
+use crate::host::HttpAnswer;
 use crate::host::{Flow, Host};
 use crate::route::RouteConfig;
 use crate::wire::chat::StreamCollector;
@@ -39,6 +41,15 @@ enum State {
         entry: Box<Entry>,
         stream: bool,
     },
+    /// Waiting for the request's embedding (the semantic modes), after an exact miss.
+    Embedding {
+        token: u32,
+        digest: Digest32,
+        partition: Digest32,
+        policy: CachePolicy,
+        stream: bool,
+        stale: Option<Box<Entry>>,
+    },
     /// The call was answered from the cache.
     Served,
     /// A stale entry replaces the failed chain's answer, once the failure's body is all here.
@@ -51,18 +62,49 @@ pub struct CacheCall {
     alias: String,
     state: State,
     charge_requests: bool,
+    /// The request's embedding and partition, indexed with its answer once stored.
+    indexable: Option<(Digest32, Vec<i8>)>,
+    /// The word a hit is recorded with: `hit`, or `semantic_hit`.
+    hit_word: &'static str,
+}
+
+/// What the cache stage decided about a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Not answered from the cache: the call goes on.
+    GoOn,
+    /// A fresh entry answers it ([`CacheCall::serve`]), charged to the request buckets (`true`)
+    /// or to nothing, as its policy says.
+    Hit(bool),
+    /// Waiting for the request's embedding ([`CacheCall::on_embedding`]).
+    Wait,
 }
 
 impl CacheCall {
     pub fn new(cache: Rc<Cache>, route: Rc<RouteConfig>) -> CacheCall {
-        CacheCall { cache, route, alias: String::new(), state: State::Off, charge_requests: false }
+        CacheCall {
+            cache,
+            route,
+            alias: String::new(),
+            state: State::Off,
+            charge_requests: false,
+            indexable: None,
+            hit_word: "hit",
+        }
     }
 
-    /// The request, complete and routed. `Some(charge_requests)`: a fresh entry answers it (see
-    /// [`CacheCall::serve`]), charged to the request buckets or to nothing, as its policy says.
-    pub fn on_request(&mut self, h: &impl Host) -> Option<bool> {
+    /// The request, complete and routed.
+    pub fn on_request(&mut self, h: &impl Host) -> Decision {
         self.look_up(h);
-        matches!(self.state, State::Hit { .. }).then_some(self.charge_requests)
+        self.decision()
+    }
+
+    fn decision(&self) -> Decision {
+        match self.state {
+            State::Hit { .. } => Decision::Hit(self.charge_requests),
+            State::Embedding { .. } => Decision::Wait,
+            _ => Decision::GoOn,
+        }
     }
 
     fn look_up(&mut self, h: &impl Host) {
@@ -83,9 +125,10 @@ impl CacheCall {
         let id = h.call_identity().unwrap_or_default();
         let key_id = policy.per_key.then_some(id.key_id.as_str());
         // The body as routed (the Messages door's is the unified request by now).
-        let Some((digest, stream)) = key(&id.tenant, key_id, &alias, &route, &h.request_body(usize::MAX)) else {
+        let Some(k) = keys(&id.tenant, key_id, &alias, &route, &h.request_body(usize::MAX)) else {
             return;
         };
+        let (digest, stream) = (k.exact, k.stream);
         self.alias = alias;
         let refresh = h.request_header(headers::CALLER_CACHE).is_some_and(|v| v.eq_ignore_ascii_case("refresh"));
         let found = if refresh { Lookup::Miss } else { self.cache.lookup(h, &digest) };
@@ -98,9 +141,84 @@ impl CacheCall {
             Lookup::Stale(entry) if policy.stale_ttl_s > 0 => Some(Box::new(entry)),
             _ => None,
         };
+        // No exact entry: the semantic modes ask for the request's embedding first.
+        if let (true, Some(sem), Some((text, partition))) = (policy.semantic(), &self.cache.semantic, k.semantic) {
+            let rid = h.request_header("x-request-id").unwrap_or_default();
+            let (headers, body) = sem.request(&text, &rid);
+            let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            match h.http_call(&sem.cluster, &headers, &body, sem.timeout_ms) {
+                Ok(token) => {
+                    self.state = State::Embedding { token, digest, partition, policy, stream, stale };
+                    return;
+                }
+                Err(()) => self.embedding_failed(h),
+            }
+        }
+        self.missed(h, digest, policy, stream, stale);
+    }
+
+    fn missed(
+        &mut self,
+        h: &impl Host,
+        digest: Digest32,
+        policy: CachePolicy,
+        stream: bool,
+        stale: Option<Box<Entry>>,
+    ) {
         h.counter_add(&format!("aigw_cache_misses_total.alias.{}", crate::audit::stage::label(&self.alias)), 1);
         h.set_property(headers::PROP_CACHE, "miss");
         self.state = State::Miss { digest, policy, stream, stale, storing: false };
+    }
+
+    fn embedding_failed(&self, h: &impl Host) {
+        let alias = crate::audit::stage::label(&self.alias);
+        h.counter_add(&format!("aigw_cache_embedding_failures_total.alias.{alias}"), 1);
+    }
+
+    /// The answer to an embedding call: the nearest stored request of the partition answers
+    /// this one when their similarity reaches the threshold (`semantic`), or is only recorded
+    /// (`semantic-shadow`). `None`: not this stage's call.
+    pub fn on_embedding(&mut self, h: &impl Host, token: u32, answer: &HttpAnswer) -> Option<Decision> {
+        if !matches!(self.state, State::Embedding { token: t, .. } if t == token) {
+            return None;
+        }
+        let State::Embedding { digest, partition, policy, stream, stale, .. } =
+            std::mem::replace(&mut self.state, State::Off)
+        else {
+            return None;
+        };
+        let (Some(sem), Some(v)) =
+            (&self.cache.semantic, (answer.status == 200).then(|| semantic::vector_of(&answer.body)).flatten())
+        else {
+            self.embedding_failed(h);
+            self.missed(h, digest, policy, stream, stale);
+            return Some(Decision::GoOn);
+        };
+        let threshold = policy.threshold.unwrap_or(1.0);
+        let mut note = SemanticNote::default();
+        let mut served = None;
+        if let Some((similarity, nearest)) = sem.nearest(h, &partition, &v) {
+            note.similarity = Some((similarity * 10_000.0).round() / 10_000.0);
+            if similarity >= threshold {
+                if let Lookup::Fresh(entry) = self.cache.lookup(h, &nearest) {
+                    note.would_serve = Some(entry.meta.request_id.clone());
+                    if policy.mode == CacheMode::Semantic {
+                        note.served = true;
+                        served = Some(entry);
+                    }
+                }
+            }
+        }
+        h.set_property(headers::PROP_CACHE_SEMANTIC, &serde_json::to_string(&note).unwrap_or_default());
+        if let Some(entry) = served {
+            self.charge_requests = policy.charge_requests;
+            self.hit_word = "semantic_hit";
+            self.state = State::Hit { entry: Box::new(entry), stream };
+            return Some(self.decision());
+        }
+        self.indexable = Some((partition, v));
+        self.missed(h, digest, policy, stream, stale);
+        Some(Decision::GoOn)
     }
 
     /// Answers the call with the fresh entry [`CacheCall::on_request`] found. Returns whether
@@ -117,10 +235,10 @@ impl CacheCall {
     fn answer(&mut self, h: &impl Host, entry: &Entry, stream: bool) -> bool {
         let body = if stream { crate::wire::chat::stream_from_answer(&entry.body) } else { Some(entry.body.clone()) };
         let Some(body) = body else { return false };
-        h.set_property(headers::PROP_CACHE, &said("hit", &entry.meta));
+        h.set_property(headers::PROP_CACHE, &said(self.hit_word, &entry.meta));
         let mut reply = vec![
             ("content-type", if stream { "text/event-stream" } else { "application/json" }),
-            (headers::CACHE, "hit"),
+            (headers::CACHE, self.hit_word),
         ];
         if let Some(m) = &entry.meta.model {
             reply.push((headers::MODEL, m));
@@ -199,7 +317,7 @@ impl CacheCall {
                             meta: meta(h, policy, usage),
                             body,
                         };
-                        keep(&self.cache, &self.alias, h, &entry);
+                        keep(&self.cache, &self.alias, self.indexable.take(), h, &entry);
                     }
                     self.state = State::Off;
                 }
@@ -213,7 +331,7 @@ impl CacheCall {
                 let usage = h.property_string(&[headers::PROP_USAGE]).and_then(|u| serde_json::from_str(&u).ok());
                 let entry =
                     Entry { digest: *digest, stored_ms: self.cache.now_ms(h), meta: meta(h, policy, usage), body };
-                keep(&self.cache, &self.alias, h, &entry);
+                keep(&self.cache, &self.alias, self.indexable.take(), h, &entry);
                 self.state = State::Off;
                 (Flow::Continue, size)
             }
@@ -243,11 +361,16 @@ fn meta(h: &impl Host, policy: &CachePolicy, usage: Option<crate::wire::usage::U
     }
 }
 
-/// Stores an entry of `alias`'s (counting one too large to keep).
-fn keep(cache: &Cache, alias: &str, h: &impl Host, entry: &Entry) {
+/// Stores an entry of `alias`'s (counting one too large to keep), and indexes its request's
+/// embedding, if it has one.
+fn keep(cache: &Cache, alias: &str, indexable: Option<(Digest32, Vec<i8>)>, h: &impl Host, entry: &Entry) {
     if !cache.store(h, entry) {
         let alias = crate::audit::stage::label(alias);
         h.counter_add(&format!("aigw_cache_too_large_total.alias.{alias}"), 1);
+        return;
+    }
+    if let (Some(sem), Some((partition, v))) = (&cache.semantic, indexable) {
+        sem.insert(h, &partition, &entry.digest, v);
     }
 }
 

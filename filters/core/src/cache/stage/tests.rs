@@ -15,6 +15,39 @@ fn listener(alias_extra: &str) -> Rc<Listener> {
     listener_with(alias_extra, 100)
 }
 
+/// With the semantic cache's embedder configured.
+fn semantic_listener(alias_extra: &str) -> Rc<Listener> {
+    let cfg: GatewayConfig = serde_json::from_str(&format!(
+        r#"{{
+        "auth": {{"keys": [{{"id": "k", "tenant": "acme", "sha256": "{}"}}]}},
+        "route": {{"aliases": {{"chat": {{"chain": "chain_chat", "steps": [
+                      {{"provider": "anthropic", "model": "claude-haiku-4-5-20251001"}}]{alias_extra}}}}},
+                   "providers": {{"anthropic": {{"api": "anthropic"}}}},
+                   "cache": {{"semantic": {{"alias": "embed-cache", "key_env": "CACHE_KEY"}}}}}},
+        "price_book": {BOOK},
+        "audit": {{}}}}"#,
+        digest_hex("aigw_sk_acme")
+    ))
+    .unwrap();
+    Rc::new(Listener::compile_env(cfg, &|_| Some("aigw_sk_cache".into())).unwrap())
+}
+
+/// A test embedder: words hashed into 64 signed buckets.
+fn words(text: &str) -> Option<Vec<f64>> {
+    let mut v = vec![0.0; 64];
+    for w in text.to_lowercase().split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()) {
+        let h = w.bytes().fold(0xcbf2_9ce4_8422_2325u64, |x, b| (x ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        v[(h % 64) as usize] += if h & (1 << 40) == 0 { 1.0 } else { -1.0 };
+    }
+    Some(v)
+}
+
+fn ask(text: &str, system: &str) -> String {
+    serde_json::json!({"model": "chat", "max_tokens": 10, "messages": [
+        {"role": "system", "content": system}, {"role": "user", "content": text}]})
+    .to_string()
+}
+
 /// With acme allowed `burst` requests at once.
 fn listener_with(alias_extra: &str, burst: u32) -> Rc<Listener> {
     let cfg: GatewayConfig = serde_json::from_str(&format!(
@@ -52,6 +85,20 @@ fn call(
     extra: &[(&str, &str)],
     answer: (&str, &str),
 ) -> Call {
+    call_embedding(store, l, key, body, extra, answer, &|_| None)
+}
+
+/// As [`call`], answering the semantic cache's embedding call with `embed(text)` (`None`: a
+/// failed call).
+fn call_embedding(
+    store: &FakeHost,
+    l: &Rc<Listener>,
+    key: &str,
+    body: &str,
+    extra: &[(&str, &str)],
+    answer: (&str, &str),
+    embed: &dyn Fn(&str) -> Option<Vec<f64>>,
+) -> Call {
     let mut h = store
         .worker()
         .with_request_header(":method", "POST")
@@ -67,6 +114,22 @@ fn call(
     let mut flow = c.on_request_headers(&h, false);
     if flow == Flow::Pause {
         flow = c.on_request_body(&h, body.len(), true);
+    }
+    let asked = h.http_calls.borrow().last().cloned();
+    if let (Flow::Pause, Some(asked)) = (flow, asked) {
+        // The embedding call: its answer, then the request goes on or is answered.
+        let input: serde_json::Value = serde_json::from_slice(&asked.body).unwrap();
+        let text = input["input"].as_str().unwrap().to_string();
+        let answer = match embed(&text) {
+            Some(v) => crate::host::HttpAnswer::new(
+                vec![(":status".into(), "200".into())],
+                serde_json::to_vec(&serde_json::json!({"object": "list", "data": [{"embedding": v}]})).unwrap(),
+            ),
+            None => crate::host::HttpAnswer::new(vec![(":status".into(), "503".into())], b"{}".to_vec()),
+        };
+        let token = h.http_calls.borrow().len() as u32;
+        c.on_http_call_response(&h, token, &answer);
+        flow = if h.resumed.borrow().contains(&"request") { Flow::Continue } else { Flow::Refused };
     }
     let went_on = flow == Flow::Continue;
     if went_on {
@@ -262,4 +325,145 @@ fn a_policy_may_charge_hits_to_the_request_buckets_only() {
     assert!(!refused.went_on);
     assert_eq!(refused.h.reply().map(|r| r.status), Some(429));
     assert_eq!(record(&refused.h)["outcome"], "refused_quota");
+}
+
+const SEMANTIC: &str = r#", "cache": {"mode": "semantic", "ttl_s": 60, "threshold": 0.9}"#;
+
+#[test]
+fn a_request_near_enough_in_meaning_is_answered_from_the_cache() {
+    let store = FakeHost::new();
+    let l = semantic_listener(SEMANTIC);
+    let first = call_embedding(
+        &store,
+        &l,
+        "aigw_sk_acme",
+        &ask("What is the capital of France?", "Be brief."),
+        &[],
+        ("200", ANSWER),
+        &words,
+    );
+    assert!(first.went_on);
+    let call = first.h.http_calls.borrow()[0].clone();
+    assert_eq!(call.cluster, "aigw_self");
+    assert!(call.headers.contains(&("authorization".into(), "Bearer aigw_sk_cache".into())));
+    assert_eq!(
+        record(&first.h)["cache_semantic"],
+        serde_json::json!({"similarity": null, "would_serve": null, "served": false})
+    );
+    // The same question, put another way: served, with no provider.
+    let near = call_embedding(
+        &store,
+        &l,
+        "aigw_sk_acme",
+        &ask("what is the capital of france", "Be brief."),
+        &[],
+        ("500", "{}"),
+        &words,
+    );
+    assert!(!near.went_on);
+    assert_eq!(near.h.response_header(headers::CACHE).as_deref(), Some("semantic_hit"));
+    assert_eq!(*near.h.response_body.borrow(), ANSWER.as_bytes());
+    let rec = record(&near.h);
+    assert_eq!((rec["cache_status"].as_str(), rec["cost_usd"].as_str()), (Some("semantic_hit"), Some("0.0")));
+    assert_eq!(rec["cache_semantic"]["would_serve"], "rid-0");
+    assert!(rec["cache_semantic"]["similarity"].as_f64().unwrap() >= 0.9);
+    assert_eq!(rec["cache_semantic"]["served"], true);
+    // Another country: below the threshold, a miss that says how near it came.
+    let other = call_embedding(
+        &store,
+        &l,
+        "aigw_sk_acme",
+        &ask("What is the capital of Germany?", "Be brief."),
+        &[],
+        ("200", ANSWER),
+        &words,
+    );
+    assert!(other.went_on);
+    let rec = record(&other.h);
+    assert_eq!(rec["cache_status"], "miss");
+    assert!(rec["cache_semantic"]["similarity"].as_f64().unwrap() < 0.9);
+    assert_eq!(rec["cache_semantic"]["would_serve"], serde_json::Value::Null);
+    // Another system prompt: another partition, never a match.
+    let sys = call_embedding(
+        &store,
+        &l,
+        "aigw_sk_acme",
+        &ask("What is the capital of France?", "Answer in French."),
+        &[],
+        ("200", ANSWER),
+        &words,
+    );
+    assert!(sys.went_on);
+    assert_eq!(record(&sys.h)["cache_semantic"]["similarity"], serde_json::Value::Null);
+    // An embedder that fails: the call goes on uncached by meaning.
+    let failed = call_embedding(
+        &store,
+        &l,
+        "aigw_sk_acme",
+        &ask("Capital of Spain?", "Be brief."),
+        &[],
+        ("200", ANSWER),
+        &|_| None,
+    );
+    assert!(failed.went_on);
+    assert_eq!(failed.h.counters.borrow().get("aigw_cache_embedding_failures_total.alias.chat"), Some(&1));
+}
+
+#[test]
+fn shadow_mode_records_what_it_would_have_served_and_serves_nothing() {
+    let store = FakeHost::new();
+    let l = semantic_listener(&SEMANTIC.replace("\"semantic\"", "\"semantic-shadow\""));
+    call_embedding(
+        &store,
+        &l,
+        "aigw_sk_acme",
+        &ask("What is the capital of France?", "Be brief."),
+        &[],
+        ("200", ANSWER),
+        &words,
+    );
+    let near = call_embedding(
+        &store,
+        &l,
+        "aigw_sk_acme",
+        &ask("what is the capital of france", "Be brief."),
+        &[],
+        ("200", ANSWER),
+        &words,
+    );
+    assert!(near.went_on, "shadow: to the provider as always");
+    let rec = record(&near.h);
+    assert_eq!(rec["cache_status"], "miss");
+    assert_eq!(rec["cache_semantic"]["would_serve"], "rid-0");
+    assert_eq!(rec["cache_semantic"]["served"], false);
+    // The exact cache still serves in shadow mode.
+    let exact = call_embedding(
+        &store,
+        &l,
+        "aigw_sk_acme",
+        &ask("What is the capital of France?", "Be brief."),
+        &[],
+        ("500", "{}"),
+        &words,
+    );
+    assert_eq!(record(&exact.h)["cache_status"], "hit");
+}
+
+#[test]
+fn a_semantic_policy_needs_a_threshold_and_an_embedder() {
+    let compile = |extra: &str, store: &str| {
+        let cfg: GatewayConfig = serde_json::from_str(&format!(
+            r#"{{"route": {{"aliases": {{"chat": {{"chain": "c", "steps": [{{"provider": "a", "model": "m"}}]{extra}}}}},
+                       "providers": {{"a": {{"api": "anthropic"}}}}{store}}}}}"#
+        ))
+        .unwrap();
+        Listener::compile_env(cfg, &|_| Some("k".into())).err().map(|e| e.to_string())
+    };
+    let e = compile(r#", "cache": {"mode": "semantic", "ttl_s": 60}"#, "").unwrap();
+    assert!(e.contains("aliases.chat.cache.threshold"), "{e}");
+    let e = compile(r#", "cache": {"mode": "exact", "ttl_s": 60, "threshold": 0.9}"#, "").unwrap();
+    assert!(e.contains("threshold"), "{e}");
+    let e = compile(SEMANTIC, "").unwrap();
+    assert!(e.contains("cache.semantic"), "{e}");
+    assert!(compile(SEMANTIC, r#", "cache": {"semantic": {"alias": "e", "key_env": "K"}}"#).is_none());
 }
