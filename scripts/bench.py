@@ -34,7 +34,8 @@ WASM_DIR = ROOT / "target" / "wasm32-wasip1" / "release"
 KEY = "aigw-demo-key-acme"
 PROVIDER_KEYS = {"OPENAI_API_KEY": "sk-bench-openai", "ANTHROPIC_API_KEY": "sk-bench-anthropic",
                  "AZURE_OPENAI_API_KEY": "bench-azure", "GEMINI_API_KEY": "bench-gemini",
-                 "AWS_ACCESS_KEY_ID": "AKIDBENCH", "AWS_SECRET_ACCESS_KEY": "bench-secret"}
+                 "AWS_ACCESS_KEY_ID": "AKIDBENCH", "AWS_SECRET_ACCESS_KEY": "bench-secret",
+                 "AIGW_CACHE_EMBED_KEY": "aigw-demo-key-cache"}
 ENVOY_CPU, LOAD_CPU = "0", "1"
 STREAM_CHUNKS = 200
 

@@ -25,6 +25,8 @@ DEMO_KEYS = {
     "DEMO_KEY_ACME": "aigw-demo-key-acme",
     "DEMO_KEY_TINY": "aigw-demo-key-tiny",
     "DEMO_KEY_BETA": "aigw-demo-key-beta",
+    # The key the semantic cache's embedding calls present (Envoy's AIGW_CACHE_EMBED_KEY).
+    "DEMO_KEY_CACHE": "aigw-demo-key-cache",
 }
 
 
@@ -62,7 +64,7 @@ def render(values):
         "PROVIDER_ENV_KEYS": ", ".join([
             "OPENAI_API_KEY", "ANTHROPIC_API_KEY", "AZURE_OPENAI_API_KEY", "GEMINI_API_KEY",
             "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-            "OPENAI_API_KEY_NEXT", "ANTHROPIC_API_KEY_NEXT"]),
+            "OPENAI_API_KEY_NEXT", "ANTHROPIC_API_KEY_NEXT", "AIGW_CACHE_EMBED_KEY"]),
     }
     with open(os.path.join(ROOT, "envoy", "privacy-zones.json")) as f:
         v["PRIVACY_ZONES"] = json.dumps(json.load(f)["zones"], separators=(",", ":"))

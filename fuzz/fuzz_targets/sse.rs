@@ -1,4 +1,5 @@
-//! Server-sent events, split anywhere, and the stream scanner that reads usage from them.
+//! Server-sent events, split anywhere, the stream scanner that reads usage from them, and the
+//! cache's collector that makes a whole answer of a unified stream (replayed again as a stream).
 #![no_main]
 
 use aigw_core::wire::sse::Parser;
@@ -10,9 +11,14 @@ fuzz_target!(|data: &[u8]| {
     let mut p = Parser::default();
     let mut out = Vec::new();
     let mut sc = StreamScanner::default();
+    let mut collector = aigw_core::wire::chat::StreamCollector::new(1 << 16);
     for chunk in data.chunks(cut) {
         p.push(chunk, &mut out);
         sc.push(chunk);
+        collector.push(chunk);
     }
     let _ = p.is_idle();
+    if let Some(answer) = collector.answer() {
+        assert!(aigw_core::wire::chat::stream_from_answer(&answer).is_some(), "a collected answer replays");
+    }
 });

@@ -28,6 +28,8 @@ fuzz_target!(|data: &[u8]| {
             let _ = bedrock::embeddings_request(&r, &texts, m);
         }
     }
+    // The cache's keys (exact and semantic) of the caller's bytes.
+    let _ = aigw_core::cache::keys("t", Some("k"), "a", "r", data);
     if let Ok(a) = anthropic::request_from_openai(data, "claude-x", 1024) {
         let _ = gemini::request_from_messages(&a);
         let _ = bedrock::request_from_messages(&a);

@@ -103,7 +103,10 @@ T0 = "2027-03-01T00:00:00Z"
 
 
 def cache_clock(now):
-    return lambda text: text.replace('"rules": [', f'"cache": {{"slots": 64, "now": "{now}"}},\n                     "rules": [', 1)
+    """Sets the cache's settable clock (the store's `now`), whatever it was."""
+    import re
+    return lambda text: re.sub(r'"cache": \{"slots": (\d+)(, "now": "[^"]*")?,', f'"cache": {{"slots": 64, "now": "{now}",',
+                               text, count=1)
 
 
 def test_entries_expire_by_the_settable_clock_and_a_stale_one_stands_in_for_a_failed_chain(fresh_gateway_factory):
@@ -160,8 +163,8 @@ def test_a_streamed_miss_is_stored_once_it_ended_well(gateway):
 def test_the_store_stays_within_its_slots_under_many_distinct_entries(fresh_gateway_factory):
     """Four slots, forty distinct answers: a later entry replaces the one in its slot, so at
     most four of the forty are still there to answer."""
-    gw = fresh_gateway_factory(lambda text: text.replace(
-        '"rules": [', '"cache": {"slots": 4, "max_entry_bytes": 4096},\n                     "rules": [', 1))
+    gw = fresh_gateway_factory(lambda text: text.replace('"cache": {"slots": 256, "max_entry_bytes": 65536,',
+                                                         '"cache": {"slots": 4, "max_entry_bytes": 4096,', 1))
     msgs = [unique(f"many{i}") for i in range(40)]
     for m in msgs:
         assert gw.chat(m, model="chat-cached").headers["x-aigw-cache"] == "miss"
@@ -173,3 +176,64 @@ def test_the_store_stays_within_its_slots_under_many_distinct_entries(fresh_gate
         if r.headers["x-aigw-cache"] == "hit":
             hits.append(m)
     assert 1 <= len(hits) <= 4, hits
+
+
+# -- the semantic cache ---------------------------------------------------------------------------
+
+def test_a_paraphrase_is_served_by_meaning_and_a_near_miss_is_not(gateway):
+    tag = uuid.uuid4().hex[:6]
+    first = gateway.chat(f"What is the capital of France? (quiz {tag})", model="chat-semantic")
+    para = gateway.chat(f"Which city is the capital of France? (quiz {tag})", model="chat-semantic")
+    near = gateway.chat(f"What is the capital of Germany? (quiz {tag})", model="chat-semantic")
+    assert first.status_code == para.status_code == near.status_code == 200
+    chats = lambda: len(gateway.provider_requests("anthropic", containing=tag))  # noqa: E731 (embeddings go to OpenAI)
+    if gateway.layout == "filters":
+        assert chats() == 3
+        return
+    assert (first.headers["x-aigw-cache"], para.headers["x-aigw-cache"], near.headers["x-aigw-cache"]) == (
+        "miss", "semantic_hit", "miss")
+    assert para.json() == first.json(), "the paraphrase got the stored answer"
+    assert chats() == 2, "no provider for the paraphrase"
+    rec = audit(gateway, para)
+    assert rec["cache_status"] == "semantic_hit" and rec["cost_usd"] == "0.0"
+    assert rec["cache_semantic"]["would_serve"] == first.headers["x-aigw-request-id"]
+    assert rec["cache_semantic"]["served"] is True and rec["cache_semantic"]["similarity"] >= 0.9
+    rec = audit(gateway, near)
+    assert rec["cache_status"] == "miss" and rec["cache_semantic"]["similarity"] < 0.9
+    # The embedding calls are calls of their own: authenticated, routed and audited as the
+    # cache's key, on the embeddings door.
+    embeds = [r for r in gateway.audit_lines() if r.get("tenant") == "gateway-cache"]
+    assert embeds and all(r["door"] == "embeddings" and r["alias"] == "embed-cache" for r in embeds)
+
+
+def test_shadow_mode_records_what_it_would_serve_and_serves_nothing(fresh_gateway_factory):
+    gw = fresh_gateway_factory(lambda text: text.replace(
+        '"cache": {"mode": "semantic", "ttl_s": 300, "threshold": 0.9}',
+        '"cache": {"mode": "semantic-shadow", "ttl_s": 300, "threshold": 0.9}', 1))
+    tag = uuid.uuid4().hex[:6]
+    first = gw.chat(f"How do I reverse a list in Python? ({tag})", model="chat-semantic")
+    para = gw.chat(f"What is the way to reverse a list in Python? ({tag})", model="chat-semantic")
+    assert para.headers["x-aigw-cache"] == "miss" and len(gw.provider_requests("anthropic", containing=tag)) == 2
+    rec = audit(gw, para)
+    assert rec["cache_semantic"]["would_serve"] == first.headers["x-aigw-request-id"]
+    assert rec["cache_semantic"]["served"] is False and rec["cache_semantic"]["similarity"] >= 0.9
+
+
+def test_cache_eval_prints_precision_and_recall_and_the_demo_threshold_serves_no_near_miss(gateway):
+    """What the README quotes: `aigw-report cache-eval` over the shipped pairs, through the
+    gateway's embeddings alias."""
+    import os
+    import subprocess
+    from conftest import ROOT
+    out = subprocess.run(
+        [str(ROOT / "target" / "release" / "aigw-report"), "cache-eval",
+         "--pairs", str(ROOT / "tools" / "report" / "cache-eval" / "pairs.jsonl"),
+         "--url", gateway.url, "--model", "embed-cache", "--key-env", "AIGW_CACHE_EMBED_KEY"],
+        capture_output=True, text=True, timeout=120, env=dict(os.environ, AIGW_CACHE_EMBED_KEY="aigw-demo-key-cache"))
+    assert out.returncode == 0, out.stderr
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in out.stdout.splitlines() if line.startswith("| 0.")}
+    assert rows["0.90"][1] == "1.000", out.stdout  # precision at the demo's threshold
+    assert float(rows["0.90"][2]) > 0.3, out.stdout  # and it serves some paraphrases
+    assert float(rows["0.60"][1]) < 0.9, "a low threshold serves near misses: " + out.stdout
+    assert "no near miss served from" in out.stdout

@@ -22,19 +22,27 @@ pub fn vector(text: &str, dims: usize) -> Vec<f32> {
         .collect()
 }
 
-/// The fake model whose vectors carry meaning of a kind: `fake-ngram-embed` hashes the text's
-/// words and character trigrams (lower-cased, punctuation dropped) into 256 signed buckets and
-/// normalises the sum, so texts sharing most words and spellings are close (a paraphrase that
-/// keeps the words, or a near miss that changes one) and unrelated texts are not. Deterministic,
-/// for the semantic cache's tests and its threshold evaluation.
+/// The fake model whose vectors carry meaning of a kind: `fake-ngram-embed` hashes a text's
+/// content words (lower-cased; punctuation and a short stop-word list dropped), weighted by
+/// their length (a number as six letters), their bigrams (weight 5) and character trigrams
+/// (weight 0.3) into 256 signed buckets, and normalises the sum. Texts that share their
+/// content words in the same order are close; changing the subject, a number or the order moves
+/// them apart. Deterministic, for the semantic cache's tests and its threshold evaluation
+/// (`aigw-report cache-eval`); it is no language model, and the evaluation says how well it does.
 pub const NGRAM_MODEL: &str = "fake-ngram-embed";
+
+const STOP_WORDS: &[&str] = &[
+    "a", "an", "the", "is", "are", "was", "of", "to", "in", "into", "on", "for", "by", "and", "or", "what", "whats",
+    "which", "who", "how", "do", "does", "did", "i", "you", "can", "me", "tell", "give", "name", "word", "way", "city",
+    "s", "it", "its", "this", "that", "with",
+];
 
 pub fn ngram_vector(text: &str) -> Vec<f32> {
     const DIMS: usize = 256;
     let clean: String = text.to_lowercase().chars().map(|c| if c.is_alphanumeric() { c } else { ' ' }).collect();
-    let words: Vec<&str> = clean.split_whitespace().collect();
-    let mut v = vec![0f32; DIMS];
-    let mut add = |feature: &str, weight: f32| {
+    let words: Vec<&str> = clean.split_whitespace().filter(|w| !STOP_WORDS.contains(w)).collect();
+    let mut v = vec![0f64; DIMS];
+    let mut add = |feature: &str, weight: f64| {
         let mut x: u64 = 0xcbf2_9ce4_8422_2325;
         for b in feature.bytes() {
             x = (x ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
@@ -43,17 +51,18 @@ pub fn ngram_vector(text: &str) -> Vec<f32> {
         v[(x % DIMS as u64) as usize] += sign * weight;
     };
     for w in &words {
-        add(&format!("w:{w}"), 1.0);
+        let weight = if w.chars().all(|c| c.is_ascii_digit()) { 6.0 } else { w.chars().count() as f64 };
+        add(&format!("w:{w}"), weight);
+    }
+    for pair in words.windows(2) {
+        add(&format!("b:{} {}", pair[0], pair[1]), 5.0);
     }
     let joined: Vec<char> = format!(" {} ", words.join(" ")).chars().collect();
     for t in joined.windows(3) {
-        add(&format!("t:{}", t.iter().collect::<String>()), 0.5);
+        add(&format!("t:{}", t.iter().collect::<String>()), 0.3);
     }
-    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    if norm > 0.0 {
-        v.iter_mut().for_each(|x| *x /= norm);
-    }
-    v
+    let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+    v.iter().map(|x| if norm > 0.0 { (x / norm) as f32 } else { 0.0 }).collect()
 }
 
 /// A vector as the caller asked: a JSON array, or base64 of float32 little-endian.

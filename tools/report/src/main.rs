@@ -4,7 +4,10 @@
 //! aigw-report spend     [--by tenant,feature,model,provider,alias] [--period day|month|all] FILE...
 //! aigw-report providers FILE...
 //! aigw-report privacy   --zones envoy/privacy-zones.json FILE...
+//! aigw-report cache-eval --pairs PAIRS.jsonl --url http://HOST:PORT --model ALIAS [--key-env VAR]
 //! ```
+//! `cache-eval` embeds labelled prompt pairs through an embeddings endpoint and prints the
+//! semantic cache's precision and recall per threshold (see `cache_eval`).
 //! FILE is an audit log (one JSON record per line; `-` reads standard input). Lines that are not
 //! audit records (for example `-` lines from a listener without audit-emit) are skipped and
 //! counted on standard error. Output is a Markdown table and a closing `N rows` line.
@@ -17,6 +20,8 @@ use aigw_core::audit::price::{format_usd, parse_usd};
 use aigw_core::audit::AuditRecord;
 use aigw_core::time::civil_from_days;
 
+mod cache_eval;
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match run(&args, &mut io::stdout().lock()) {
@@ -28,10 +33,13 @@ fn main() -> ExitCode {
     }
 }
 
-const USAGE: &str = "usage: aigw-report spend [--by FIELDS] [--period day|month|all] FILE...\n       aigw-report providers FILE...\n       aigw-report privacy --zones ZONES.json FILE...";
+const USAGE: &str = "usage: aigw-report spend [--by FIELDS] [--period day|month|all] FILE...\n       aigw-report providers FILE...\n       aigw-report privacy --zones ZONES.json FILE...\n       aigw-report cache-eval --pairs PAIRS.jsonl --url http://HOST:PORT --model ALIAS [--key-env VAR]";
 
 fn run(args: &[String], out: &mut dyn Write) -> Result<(), String> {
     let (cmd, rest) = args.split_first().ok_or(USAGE)?;
+    if cmd == "cache-eval" {
+        return cache_eval_cmd(rest, out);
+    }
     let mut by = vec!["tenant".to_string(), "model".to_string()];
     let mut period = Period::Month;
     let mut zones_file = None;
@@ -60,6 +68,25 @@ fn run(args: &[String], out: &mut dyn Write) -> Result<(), String> {
         _ => return Err(USAGE.into()),
     };
     write!(out, "{}", table.render()).map_err(|e| e.to_string())
+}
+
+fn cache_eval_cmd(rest: &[String], out: &mut dyn Write) -> Result<(), String> {
+    let (mut pairs, mut url, mut model, mut key_env) = (None, None, None, "AIGW_KEY".to_string());
+    let mut it = rest.iter();
+    while let Some(a) = it.next() {
+        let mut value = || it.next().cloned().ok_or(format!("{a} needs a value"));
+        match a.as_str() {
+            "--pairs" => pairs = Some(value()?),
+            "--url" => url = Some(value()?),
+            "--model" => model = Some(value()?),
+            "--key-env" => key_env = value()?,
+            _ => return Err(USAGE.into()),
+        }
+    }
+    let (Some(pairs), Some(url), Some(model)) = (pairs, url, model) else { return Err(USAGE.into()) };
+    let key = std::env::var(&key_env).map_err(|_| format!("the environment has no {key_env} (the embedder's key)"))?;
+    let text = std::fs::read_to_string(&pairs).map_err(|e| format!("{pairs}: {e}"))?;
+    cache_eval::run(&cache_eval::read_pairs(&text)?, &url, &key, &model, out)
 }
 
 fn load(files: &[String]) -> Result<Vec<AuditRecord>, String> {

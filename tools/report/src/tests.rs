@@ -120,3 +120,21 @@ fn cli_reads_files_and_skips_non_records() {
     assert!(run(&["bogus".into(), f.display().to_string()], &mut Vec::new()).is_err());
     assert!(run(&["privacy".into(), f.display().to_string()], &mut Vec::new()).is_err());
 }
+
+#[test]
+fn cache_eval_scores_precision_and_recall_per_threshold() {
+    let pairs =
+        cache_eval::read_pairs("{\"a\":\"x\",\"b\":\"y\",\"same\":true}\n\n{\"a\":\"x\",\"b\":\"z\",\"same\":false}\n")
+            .unwrap();
+    assert_eq!((pairs.len(), pairs[0].same, pairs[1].b.as_str()), (2, true, "z"));
+    assert!(cache_eval::read_pairs("").is_err() && cache_eval::read_pairs("{\"a\":1}").is_err());
+    // Two paraphrases at 0.95 and 0.70; a near miss at 0.80.
+    let (table, best) = cache_eval::table(&[(0.95, true), (0.70, true), (0.80, false)]);
+    let row = |t: &str| table.rows.iter().find(|r| r[0] == t).unwrap().clone();
+    assert_eq!(row("0.60"), ["0.60", "3", "0.667", "1.000", "1"]);
+    assert_eq!(row("0.80"), ["0.80", "2", "0.500", "0.500", "1"]);
+    assert_eq!(row("0.82"), ["0.82", "1", "1.000", "0.500", "0"]);
+    assert_eq!(best.map(|(t, r)| ((t * 100.0).round(), r)), Some((82.0, 0.5)));
+    let (_, none) = cache_eval::table(&[(0.99, false), (0.5, true)]);
+    assert!(none.is_none(), "every threshold serves the near miss");
+}

@@ -66,6 +66,9 @@ pub struct CacheCall {
     indexable: Option<(Digest32, Vec<i8>)>,
     /// The word a hit is recorded with: `hit`, or `semantic_hit`.
     hit_word: &'static str,
+    /// The call's request id (kept with its answer: the request headers are not there to read
+    /// once the answer comes).
+    request_id: String,
 }
 
 /// What the cache stage decided about a request.
@@ -90,6 +93,7 @@ impl CacheCall {
             charge_requests: false,
             indexable: None,
             hit_word: "hit",
+            request_id: String::new(),
         }
     }
 
@@ -130,6 +134,7 @@ impl CacheCall {
         };
         let (digest, stream) = (k.exact, k.stream);
         self.alias = alias;
+        self.request_id = h.request_header("x-request-id").unwrap_or_default();
         let refresh = h.request_header(headers::CALLER_CACHE).is_some_and(|v| v.eq_ignore_ascii_case("refresh"));
         let found = if refresh { Lookup::Miss } else { self.cache.lookup(h, &digest) };
         let stale = match found {
@@ -143,8 +148,7 @@ impl CacheCall {
         };
         // No exact entry: the semantic modes ask for the request's embedding first.
         if let (true, Some(sem), Some((text, partition))) = (policy.semantic(), &self.cache.semantic, k.semantic) {
-            let rid = h.request_header("x-request-id").unwrap_or_default();
-            let (headers, body) = sem.request(&text, &rid);
+            let (headers, body) = sem.request(&text, &self.request_id);
             let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
             match h.http_call(&sem.cluster, &headers, &body, sem.timeout_ms) {
                 Ok(token) => {
@@ -314,7 +318,7 @@ impl CacheCall {
                         let entry = Entry {
                             digest: *digest,
                             stored_ms: self.cache.now_ms(h),
-                            meta: meta(h, policy, usage),
+                            meta: meta(h, policy, usage, &self.request_id),
                             body,
                         };
                         keep(&self.cache, &self.alias, self.indexable.take(), h, &entry);
@@ -329,8 +333,12 @@ impl CacheCall {
                 }
                 let body = h.response_body(size);
                 let usage = h.property_string(&[headers::PROP_USAGE]).and_then(|u| serde_json::from_str(&u).ok());
-                let entry =
-                    Entry { digest: *digest, stored_ms: self.cache.now_ms(h), meta: meta(h, policy, usage), body };
+                let entry = Entry {
+                    digest: *digest,
+                    stored_ms: self.cache.now_ms(h),
+                    meta: meta(h, policy, usage, &self.request_id),
+                    body,
+                };
                 keep(&self.cache, &self.alias, self.indexable.take(), h, &entry);
                 self.state = State::Off;
                 (Flow::Continue, size)
@@ -349,15 +357,15 @@ impl CacheCall {
     }
 }
 
-/// What is kept with an answer of this call.
-fn meta(h: &impl Host, policy: &CachePolicy, usage: Option<crate::wire::usage::Usage>) -> Meta {
+/// What is kept with an answer of the call `request_id`.
+fn meta(h: &impl Host, policy: &CachePolicy, usage: Option<crate::wire::usage::Usage>, request_id: &str) -> Meta {
     Meta {
         ttl_ms: policy.ttl_s.saturating_mul(1000),
         stale_ms: policy.stale_ttl_s.saturating_mul(1000),
         model: h.response_header(headers::MODEL),
         provider: h.response_header(headers::PROVIDER),
         usage,
-        request_id: h.request_header("x-request-id").unwrap_or_default(),
+        request_id: request_id.to_string(),
     }
 }
 
