@@ -160,11 +160,13 @@ def test_a_streamed_miss_is_stored_once_it_ended_well(gateway):
     assert r.headers["x-aigw-cache"] == "miss"
 
 
-def test_the_store_stays_within_its_slots_under_many_distinct_entries(fresh_gateway_factory):
+def test_the_store_stays_within_its_slots_and_a_sensitive_alias_is_never_cached(fresh_gateway_factory):
     """Four slots, forty distinct answers: a later entry replaces the one in its slot, so at
     most four of the forty are still there to answer."""
-    gw = fresh_gateway_factory(lambda text: text.replace('"cache": {"slots": 256, "max_entry_bytes": 65536,',
-                                                         '"cache": {"slots": 4, "max_entry_bytes": 4096,', 1))
+    gw = fresh_gateway_factory(lambda text: text.replace(
+        '"cache": {"slots": 256, "max_entry_bytes": 65536,', '"cache": {"slots": 4, "max_entry_bytes": 4096,', 1).replace(
+        '"cache": {"mode": "semantic", "ttl_s": 300, "threshold": 0.9}}',
+        '"cache": {"mode": "semantic", "ttl_s": 300, "threshold": 0.9}, "sensitive": true}', 1))
     msgs = [unique(f"many{i}") for i in range(40)]
     for m in msgs:
         assert gw.chat(m, model="chat-cached").headers["x-aigw-cache"] == "miss"
@@ -176,6 +178,14 @@ def test_the_store_stays_within_its_slots_under_many_distinct_entries(fresh_gate
         if r.headers["x-aigw-cache"] == "hit":
             hits.append(m)
     assert 1 <= len(hits) <= 4, hits
+    # A sensitive alias is never cached, whatever its policy: no lookup, no entry, no embedding.
+    secret = unique("secret")
+    for _ in range(2):
+        r = gw.chat(secret, model="chat-semantic")
+        assert r.status_code == 200 and "x-aigw-cache" not in r.headers
+        assert audit(gw, r)["cache_status"] == "none"
+    assert len(gw.provider_requests("anthropic", containing=secret)) == 2
+    assert not [r for r in gw.audit_lines() if r.get("tenant") == "gateway-cache"]
 
 
 # -- the semantic cache ---------------------------------------------------------------------------
@@ -237,3 +247,29 @@ def test_cache_eval_prints_precision_and_recall_and_the_demo_threshold_serves_no
     assert float(rows["0.90"][2]) > 0.3, out.stdout  # and it serves some paraphrases
     assert float(rows["0.60"][1]) < 0.9, "a low threshold serves near misses: " + out.stdout
     assert "no near miss served from" in out.stdout
+
+
+def test_the_responses_door_is_cached_whole_and_streamed(gateway):
+    oa = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=DEMO_KEYS["acme"], max_retries=0)
+    msg = unique()
+    first = oa.responses.create(model="chat-cached", input=msg)
+    again = oa.responses.with_raw_response.create(model="chat-cached", input=msg)
+    if gateway.layout == "filters":
+        assert sent(gateway, msg) == 2
+        return
+    assert again.headers["x-aigw-cache"] == "hit" and again.parse().output_text == first.output_text
+    # Streamed: the stored Response replayed as the Responses events, which the SDK reads.
+    with oa.responses.stream(model="chat-cached", input=msg) as s:
+        deltas = "".join(e.delta for e in s if e.type == "response.output_text.delta")
+        final = s.get_final_response()
+    assert deltas == final.output_text == first.output_text
+    assert sent(gateway, msg) == 1
+    # A streamed miss is stored once completed, and answers the whole call next.
+    other = unique()
+    with oa.responses.stream(model="chat-cached", input=other) as s:
+        streamed = s.get_final_response()
+    whole = oa.responses.with_raw_response.create(model="chat-cached", input=other)
+    assert whole.headers["x-aigw-cache"] == "hit" and whole.parse().output_text == streamed.output_text
+    assert sent(gateway, other) == 1
+    rec = audit(gateway, whole)
+    assert (rec["door"], rec["cache_status"]) == ("responses", "hit")

@@ -157,6 +157,9 @@ pub struct Keys {
     /// parameters, with the tenant, alias and route), so that a different system prompt or
     /// setting never matches. `None`: the request has no user message with text.
     pub semantic: Option<(String, Digest32)>,
+    /// The request needs the provider's own state (a Responses request's
+    /// `previous_response_id` or `conversation`): its answer is not the request's alone.
+    pub stateful: bool,
 }
 
 /// The key of a request (`body`: the unified request, as routed) for `tenant` (and `key_id`
@@ -171,6 +174,7 @@ pub fn keys(tenant: &str, key_id: Option<&str>, alias: &str, route: &str, body: 
     let mut v: Value = serde_json::from_slice(body).ok()?;
     let o = v.as_object_mut()?;
     let stream = o.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let stateful = ["previous_response_id", "conversation"].iter().any(|f| o.get(*f).is_some_and(|v| !v.is_null()));
     for f in ["user", "stream", "stream_options", "model"] {
         o.remove(f);
     }
@@ -206,7 +210,7 @@ pub fn keys(tenant: &str, key_id: Option<&str>, alias: &str, route: &str, body: 
         Some(text) => Some((text, digest(&v)?)),
         None => None,
     };
-    Some(Keys { exact, stream, semantic })
+    Some(Keys { exact, stream, semantic, stateful })
 }
 
 /// What is kept with an answer.

@@ -17,6 +17,7 @@ use crate::host::HttpAnswer;
 use crate::host::{Flow, Host};
 use crate::route::RouteConfig;
 use crate::wire::chat::StreamCollector;
+use crate::wire::responses_in::ResponsesCollector;
 
 enum State {
     Off,
@@ -34,7 +35,7 @@ enum State {
     Collecting {
         digest: Digest32,
         policy: CachePolicy,
-        collector: Box<StreamCollector>,
+        collector: Box<Collector>,
     },
     /// A fresh entry answers the call, once the pipeline let it ([`CacheCall::serve`]).
     Hit {
@@ -69,6 +70,31 @@ pub struct CacheCall {
     /// The call's request id (kept with its answer: the request headers are not there to read
     /// once the answer comes).
     request_id: String,
+    /// The call came by the Responses door: its answers are Response objects, and its streams
+    /// the Responses events.
+    responses: bool,
+}
+
+/// Collects a streamed answer as it goes on, into the whole answer stored.
+enum Collector {
+    Chat(StreamCollector),
+    Responses(ResponsesCollector),
+}
+
+impl Collector {
+    fn push(&mut self, chunk: &[u8]) {
+        match self {
+            Collector::Chat(c) => c.push(chunk),
+            Collector::Responses(c) => c.push(chunk),
+        }
+    }
+
+    fn answer(&self) -> Option<(Vec<u8>, Option<crate::wire::usage::Usage>)> {
+        match self {
+            Collector::Chat(c) => c.answer().map(|a| (a, c.usage())),
+            Collector::Responses(c) => c.answer().map(|a| (a, c.usage())),
+        }
+    }
 }
 
 /// What the cache stage decided about a request.
@@ -94,6 +120,7 @@ impl CacheCall {
             indexable: None,
             hit_word: "hit",
             request_id: String::new(),
+            responses: false,
         }
     }
 
@@ -112,10 +139,13 @@ impl CacheCall {
     }
 
     fn look_up(&mut self, h: &impl Host) {
-        // Chat completions and Messages: one unified request by now, one unified answer.
-        if !matches!(h.property_string(&[headers::PROP_DOOR]).as_deref(), Some("chat" | "messages")) {
+        // Chat completions and Messages (one unified request by now, one unified answer), and
+        // Responses (a Response object, whole or streamed, whichever step served it).
+        let door = h.property_string(&[headers::PROP_DOOR]);
+        if !matches!(door.as_deref(), Some("chat" | "messages" | "responses")) {
             return;
         }
+        self.responses = door.as_deref() == Some("responses");
         let (Some(alias), Some(route)) =
             (h.property_string(&[headers::PROP_ALIAS]), h.property_string(&[headers::PROP_ROUTE]))
         else {
@@ -132,6 +162,9 @@ impl CacheCall {
         let Some(k) = keys(&id.tenant, key_id, &alias, &route, &h.request_body(usize::MAX)) else {
             return;
         };
+        if k.stateful {
+            return;
+        }
         let (digest, stream) = (k.exact, k.stream);
         self.alias = alias;
         self.request_id = h.request_header("x-request-id").unwrap_or_default();
@@ -237,7 +270,7 @@ impl CacheCall {
     }
 
     fn answer(&mut self, h: &impl Host, entry: &Entry, stream: bool) -> bool {
-        let body = if stream { crate::wire::chat::stream_from_answer(&entry.body) } else { Some(entry.body.clone()) };
+        let body = if stream { self.replay(&entry.body) } else { Some(entry.body.clone()) };
         let Some(body) = body else { return false };
         h.set_property(headers::PROP_CACHE, &said(self.hit_word, &entry.meta));
         let mut reply = vec![
@@ -269,11 +302,8 @@ impl CacheCall {
         if (status == 429 || status >= 500) && !ours && !eos {
             if let Some(entry) = stale.take() {
                 // Every provider failed: the stale answer stands in for the chain's refusal.
-                let body = if *stream {
-                    crate::wire::chat::stream_from_answer(&entry.body).unwrap_or_default()
-                } else {
-                    entry.body.clone()
-                };
+                let body =
+                    if *stream { replay(self.responses, &entry.body).unwrap_or_default() } else { entry.body.clone() };
                 h.set_response_header(":status", Some("200"));
                 let ct = if *stream { "text/event-stream" } else { "application/json" };
                 h.set_response_header("content-type", Some(ct));
@@ -294,7 +324,12 @@ impl CacheCall {
         let sse = h.response_header("content-type").is_some_and(|c| c.starts_with("text/event-stream"));
         if status == 200 && sse && *stream && !eos && !ours {
             if let State::Miss { digest, policy, .. } = std::mem::replace(&mut self.state, State::Off) {
-                let collector = Box::new(StreamCollector::new(self.cache.max_entry_bytes));
+                let limit = self.cache.max_entry_bytes;
+                let collector = Box::new(if self.responses {
+                    Collector::Responses(ResponsesCollector::new(limit))
+                } else {
+                    Collector::Chat(StreamCollector::new(limit))
+                });
                 self.state = State::Collecting { digest, policy, collector };
             }
         }
@@ -313,8 +348,7 @@ impl CacheCall {
                     collector.push(&h.response_body(size));
                 }
                 if eos {
-                    if let Some(body) = collector.answer() {
-                        let usage = collector.usage();
+                    if let Some((body, usage)) = collector.answer() {
                         let entry = Entry {
                             digest: *digest,
                             stored_ms: self.cache.now_ms(h),
@@ -354,6 +388,22 @@ impl CacheCall {
             }
             _ => (Flow::Continue, size),
         }
+    }
+}
+
+/// A stored answer replayed as a stream: a Response object as the Responses events, a chat
+/// completion as chat chunks.
+fn replay(responses: bool, body: &[u8]) -> Option<Vec<u8>> {
+    if responses {
+        crate::wire::responses_in::stream_from_response(body)
+    } else {
+        crate::wire::chat::stream_from_answer(body)
+    }
+}
+
+impl CacheCall {
+    fn replay(&self, body: &[u8]) -> Option<Vec<u8>> {
+        replay(self.responses, body)
     }
 }
 

@@ -101,3 +101,23 @@ fn the_store_is_configured_within_bounds_and_refused_by_field() {
     assert!(cfg(r#"{"now": "soon"}"#).unwrap_err().contains("now"));
     assert!(cfg(r#"{"bogus": 1}"#).is_err());
 }
+
+#[test]
+fn a_request_that_needs_the_providers_state_is_marked_and_the_semantic_text_is_the_last_user_message() {
+    let k = |b: &str| keys("t", None, "a", "r", b.as_bytes()).unwrap();
+    assert!(k(r#"{"input":"hi","previous_response_id":"resp_1"}"#).stateful);
+    assert!(k(r#"{"input":"hi","conversation":"conv_1"}"#).stateful);
+    assert!(!k(r#"{"input":"hi","previous_response_id":null}"#).stateful);
+    let chat = k(r#"{"messages":[{"role":"system","content":"S"},{"role":"user","content":"one"},
+                                 {"role":"assistant","content":"A"},{"role":"user","content":[{"type":"text","text":"two"}]}]}"#);
+    let (text, partition) = chat.semantic.unwrap();
+    assert_eq!(text, "two");
+    // The same history with another last question: the same partition; another system prompt: not.
+    let other = k(r#"{"messages":[{"role":"system","content":"S"},{"role":"user","content":"one"},
+                                  {"role":"assistant","content":"A"},{"role":"user","content":"three"}]}"#);
+    assert_eq!(other.semantic.unwrap().1, partition);
+    let sys = k(r#"{"messages":[{"role":"system","content":"T"},{"role":"user","content":"one"},
+                                {"role":"assistant","content":"A"},{"role":"user","content":"two"}]}"#);
+    assert_ne!(sys.semantic.unwrap().1, partition);
+    assert!(k(r#"{"input":"hi"}"#).semantic.is_none(), "a Responses request is cached exactly only");
+}

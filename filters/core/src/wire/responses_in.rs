@@ -374,6 +374,134 @@ enum Open {
     Call { id: String, index: usize, call_id: String, name: String, arguments: String },
 }
 
+/// A whole Response object replayed as the event sequence that would have brought it:
+/// `response.created` and `response.in_progress` (the response `in_progress`, with no output),
+/// each output item's events (a message's text as one delta; a function call's arguments as
+/// one delta), then `response.completed` (or `.incomplete`) with the whole response, each with
+/// its `sequence_number`. `None`: not a Response object.
+pub fn stream_from_response(body: &[u8]) -> Option<Vec<u8>> {
+    let whole: Value = serde_json::from_slice(body).ok()?;
+    if whole.get("object").and_then(Value::as_str) != Some("response") {
+        return None;
+    }
+    let mut out = Vec::new();
+    let mut seq = 0u64;
+    let mut emit = |out: &mut Vec<u8>, kind: &str, mut data: Value| {
+        if let Some(o) = data.as_object_mut() {
+            o.insert("type".into(), json!(kind));
+            o.insert("sequence_number".into(), json!(seq));
+        }
+        seq += 1;
+        out.extend_from_slice(format!("event: {kind}\ndata: {data}\n\n").as_bytes());
+    };
+    let mut start = whole.clone();
+    start["status"] = json!("in_progress");
+    start["output"] = json!([]);
+    start["usage"] = Value::Null;
+    emit(&mut out, "response.created", json!({"response": start}));
+    emit(&mut out, "response.in_progress", json!({"response": start}));
+    for (i, item) in whole.get("output").and_then(Value::as_array).into_iter().flatten().enumerate() {
+        let id = item.get("id").cloned().unwrap_or(Value::Null);
+        let mut opened = item.clone();
+        match item.get("type").and_then(Value::as_str) {
+            Some("message") => {
+                opened["status"] = json!("in_progress");
+                opened["content"] = json!([]);
+                emit(&mut out, "response.output_item.added", json!({"output_index": i, "item": opened}));
+                for (j, part) in item.get("content").and_then(Value::as_array).into_iter().flatten().enumerate() {
+                    let text = part.get("text").cloned().unwrap_or(json!(""));
+                    let mut empty = part.clone();
+                    empty["text"] = json!("");
+                    let at = json!({"item_id": id, "output_index": i, "content_index": j});
+                    let with = |extra: Value| {
+                        let mut v = at.clone();
+                        if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
+                            o.extend(e.clone());
+                        }
+                        v
+                    };
+                    emit(&mut out, "response.content_part.added", with(json!({"part": empty})));
+                    emit(&mut out, "response.output_text.delta", with(json!({"delta": text, "logprobs": []})));
+                    emit(&mut out, "response.output_text.done", with(json!({"text": text, "logprobs": []})));
+                    emit(&mut out, "response.content_part.done", with(json!({"part": part})));
+                }
+            }
+            Some("function_call") => {
+                let args = item.get("arguments").cloned().unwrap_or(json!(""));
+                opened["status"] = json!("in_progress");
+                opened["arguments"] = json!("");
+                emit(&mut out, "response.output_item.added", json!({"output_index": i, "item": opened}));
+                let at = json!({"item_id": id, "output_index": i});
+                let mut delta = at.clone();
+                delta["delta"] = args.clone();
+                emit(&mut out, "response.function_call_arguments.delta", delta);
+                let mut done = at;
+                done["arguments"] = args;
+                emit(&mut out, "response.function_call_arguments.done", done);
+            }
+            _ => emit(&mut out, "response.output_item.added", json!({"output_index": i, "item": opened})),
+        }
+        emit(&mut out, "response.output_item.done", json!({"output_index": i, "item": item}));
+    }
+    let kind = if whole.get("status").and_then(Value::as_str) == Some("incomplete") {
+        "response.incomplete"
+    } else {
+        "response.completed"
+    };
+    emit(&mut out, kind, json!({"response": whole}));
+    Some(out)
+}
+
+/// Collects a Responses event stream into its whole Response object: the one its
+/// `response.completed` event carries (a stream that ends otherwise amounts to none).
+#[derive(Default)]
+pub struct ResponsesCollector {
+    parser: sse::Parser,
+    response: Option<Value>,
+    broken: bool,
+    limit: usize,
+    seen: usize,
+}
+
+impl ResponsesCollector {
+    pub fn new(limit: usize) -> ResponsesCollector {
+        ResponsesCollector { limit, ..ResponsesCollector::default() }
+    }
+
+    pub fn push(&mut self, chunk: &[u8]) {
+        self.seen = self.seen.saturating_add(chunk.len());
+        if self.broken || self.seen > self.limit.saturating_mul(8) {
+            self.broken = true;
+            return;
+        }
+        let mut events = Vec::new();
+        self.parser.push(chunk, &mut events);
+        for ev in events {
+            let kind = ev.event.clone().unwrap_or_default();
+            if kind == "error" || kind == "response.failed" || kind == "response.incomplete" {
+                self.broken = true;
+                return;
+            }
+            if kind == "response.completed" {
+                self.response = serde_json::from_str::<Value>(&ev.data).ok().and_then(|v| v.get("response").cloned());
+            }
+        }
+    }
+
+    /// The whole Response object, when the stream completed.
+    pub fn answer(&self) -> Option<Vec<u8>> {
+        if self.broken {
+            return None;
+        }
+        let body = serde_json::to_vec(self.response.as_ref()?).ok()?;
+        (body.len() <= self.limit).then_some(body)
+    }
+
+    pub fn usage(&self) -> Option<Usage> {
+        self.response.as_ref().and_then(|r| r.get("usage")).and_then(Usage::from_openai)
+    }
+}
+
 /// Turns a unified (OpenAI chat) chunk stream into the Responses event sequence as it streams:
 /// `response.created`, `response.in_progress`, the items' events, then `response.completed`
 /// (or `.incomplete`, or `error` and `response.failed`), each with its `sequence_number`.

@@ -184,3 +184,58 @@ fn a_stream_cut_short_or_failing_ends_with_response_failed() {
     assert_eq!(evs.last().map(|(_, d)| d["response"]["error"]["code"].clone()), Some(json!("overloaded")));
     assert!(t.finish().is_empty(), "nothing after the end");
 }
+
+#[test]
+fn a_whole_response_replays_as_its_event_sequence_and_a_stream_collects_back_into_it() {
+    let (_, echo) = chat(json!({"model": "chat", "input": "hi"}));
+    let answer = json!({"id": "chatcmpl-1", "object": "chat.completion", "created": 1700000000, "model": "m-1",
+        "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {"role": "assistant", "content": "Let me look.",
+            "tool_calls": [{"id": "call_9", "type": "function", "function": {"name": "f", "arguments": "{\"a\":1}"}}]}}],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 4, "total_tokens": 14}});
+    let (whole, _) = response_from_chat(answer.to_string().as_bytes(), &echo, "seed").unwrap();
+    let stream = stream_from_response(&whole).unwrap();
+    let evs = events(&stream);
+    let kinds: Vec<&str> = evs.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "response.created",
+            "response.in_progress",
+            "response.output_item.added",
+            "response.content_part.added",
+            "response.output_text.delta",
+            "response.output_text.done",
+            "response.content_part.done",
+            "response.output_item.done",
+            "response.output_item.added",
+            "response.function_call_arguments.delta",
+            "response.function_call_arguments.done",
+            "response.output_item.done",
+            "response.completed"
+        ]
+    );
+    for (i, (k, d)) in evs.iter().enumerate() {
+        assert_eq!((d["type"].as_str(), d["sequence_number"].as_u64()), (Some(k.as_str()), Some(i as u64)));
+    }
+    assert_eq!(evs[0].1["response"]["status"], "in_progress");
+    assert_eq!(evs[4].1["delta"], "Let me look.");
+    assert_eq!(evs[9].1["delta"], "{\"a\":1}");
+    let whole_v: Value = serde_json::from_slice(&whole).unwrap();
+    assert_eq!(evs[12].1["response"], whole_v);
+    // Collected again, in pieces: the same Response.
+    let mut c = ResponsesCollector::new(1 << 20);
+    for piece in stream.chunks(13) {
+        c.push(piece);
+    }
+    assert_eq!(serde_json::from_slice::<Value>(&c.answer().unwrap()).unwrap(), whole_v);
+    assert_eq!(c.usage().map(|u| u.output), Some(4));
+    // A failed stream, or one with no end: nothing.
+    let mut failed = ResponsesCollector::new(1 << 20);
+    failed.push(b"event: response.failed\ndata: {\"response\":{}}\n\n");
+    failed.push(&stream);
+    assert!(failed.answer().is_none());
+    let mut cut = ResponsesCollector::new(1 << 20);
+    cut.push(&stream[..stream.len() / 2]);
+    assert!(cut.answer().is_none());
+    assert!(stream_from_response(b"{\"object\":\"chat.completion\"}").is_none());
+}
