@@ -273,3 +273,17 @@ def test_the_responses_door_is_cached_whole_and_streamed(gateway):
     assert sent(gateway, other) == 1
     rec = audit(gateway, whole)
     assert (rec["door"], rec["cache_status"]) == ("responses", "hit")
+
+
+def test_hits_misses_and_dollars_saved_are_counted_per_alias(gateway):
+    from test_observability import metric, scrape
+    msg = unique()
+    for _ in range(2):
+        assert gateway.chat(msg, model="chat-cached").status_code == 200
+    m = scrape(gateway)
+    if gateway.layout == "filters":
+        assert metric(m, "aigw_cache_hits_total") == 0
+        return
+    assert metric(m, "aigw_cache_hits_total", alias="chat-cached") >= 1
+    assert metric(m, "aigw_cache_misses_total", alias="chat-cached") >= 1
+    assert metric(m, "aigw_cache_saved_nano_usd_total", alias="chat-cached") > 0
