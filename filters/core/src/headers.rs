@@ -121,6 +121,11 @@ pub const PROP_CREDENTIAL: &str = "aigw_credential";
 pub const PROP_CACHE: &str = "aigw_cache";
 /// What the semantic lookup found (`cache::semantic::SemanticNote`, JSON), for the audit record.
 pub const PROP_CACHE_SEMANTIC: &str = "aigw_cache_semantic";
+/// The guard stage's findings for the audit record's `compliance_flags` (comma-separated
+/// `category:action:count`, never a value).
+pub const PROP_COMPLIANCE: &str = "aigw_compliance";
+/// A digest of the values the guard stage masked (the cache keys on it too).
+pub const PROP_GUARD_KEY: &str = "aigw_guard_key";
 /// Audit flags raised by quota (comma-separated), e.g. `budget_soft_limit`.
 pub const PROP_QUOTA_FLAGS: &str = "aigw_quota_flags";
 

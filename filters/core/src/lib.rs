@@ -23,6 +23,7 @@ pub mod auth;
 pub mod cache;
 pub mod call_state;
 pub mod error;
+pub mod guard;
 pub mod headers;
 pub mod host;
 pub mod pipeline;

@@ -22,6 +22,7 @@ use crate::auth::{self, AttemptCredential, AuthConfig, CredentialPlane};
 use crate::cache::stage::{CacheCall, Decision};
 use crate::cache::Cache;
 use crate::error::ConfigError;
+use crate::guard::stage::GuardCall;
 use crate::headers;
 use crate::host::{Flow, Host, HttpAnswer};
 use crate::provider::ProviderConfig;
@@ -187,6 +188,7 @@ impl Listener {
 enum Stage {
     Auth,
     Route,
+    Guard,
     Cache,
     Quota,
 }
@@ -196,6 +198,7 @@ pub struct ListenerCall {
     cfg: Rc<Listener>,
     audit: Option<AuditCall>,
     route: Option<Select>,
+    guard: Option<GuardCall>,
     cache: Option<CacheCall>,
     quota: Option<QuotaCall>,
     /// The stage that answered the caller itself: its answer goes back only through it and the
@@ -204,7 +207,7 @@ pub struct ListenerCall {
     /// The route stage holds the request headers until the body is complete: the stages after
     /// it see the headers then.
     route_holds_headers: bool,
-    /// The cache stage holds the answer's headers until its body is complete.
+    /// The cache or guard stage holds the answer's headers until its body is complete.
     cache_holds: bool,
     /// The cache stage waits for the request's embedding: the request is held.
     cache_waits: bool,
@@ -215,6 +218,7 @@ impl ListenerCall {
         ListenerCall {
             audit: cfg.audit.as_ref().map(|_| AuditCall::new(h)),
             route: cfg.route.clone().map(Select::new),
+            guard: cfg.route.clone().filter(|r| r.guards()).map(GuardCall::new),
             cache: cfg.cache.clone().zip(cfg.route.clone()).map(|(c, r)| CacheCall::new(c, r)),
             quota: cfg.quota.clone().map(QuotaCall::new),
             cfg,
@@ -274,7 +278,10 @@ impl ListenerCall {
             }
             // The route stage let the headers go: the later stages see them now, then the body.
             self.route_holds_headers = false;
-            // The request is complete and routed: the cache may answer it.
+            // The request is complete and routed: guardrails, then the cache.
+            if self.guard.as_mut().is_some_and(|g| g.on_request(h) == Flow::Refused) {
+                return self.refused(Stage::Guard);
+            }
             let decision = self.cache.as_mut().map_or(Decision::GoOn, |c| c.on_request(h));
             if decision == Decision::Wait {
                 // The semantic cache waits for the request's embedding (on_http_call_response).
@@ -346,6 +353,13 @@ impl ListenerCall {
                 }
             }
         }
+        if self.reaches(Stage::Guard) {
+            if let Some(g) = &mut self.guard {
+                if g.on_response_headers(h, eos) == Flow::Pause {
+                    self.cache_holds = true;
+                }
+            }
+        }
         if self.reaches(Stage::Route) {
             if let Some(r) = &mut self.route {
                 if r.on_response_headers(h, eos) != Flow::Continue {
@@ -375,6 +389,15 @@ impl ListenerCall {
         if self.reaches(Stage::Cache) {
             if let Some(c) = &mut self.cache {
                 let (flow, after) = c.on_response_body(h, size, eos);
+                if flow == Flow::Pause {
+                    return Flow::Pause;
+                }
+                size = after;
+            }
+        }
+        if self.reaches(Stage::Guard) {
+            if let Some(g) = &mut self.guard {
+                let (flow, after) = g.on_response_body(h, size, eos);
                 if flow == Flow::Pause {
                     return Flow::Pause;
                 }

@@ -51,6 +51,9 @@ pub struct Alias {
     /// Never cached, whatever a rule or the alias says.
     #[serde(default)]
     pub sensitive: bool,
+    /// What is done with PII, secrets and terms in its requests (a rule's wins over this).
+    #[serde(default)]
+    pub guardrails: Option<crate::guard::GuardPolicy>,
 }
 
 /// What an alias serves, and so which path it is called on.
@@ -85,6 +88,9 @@ pub struct Rule {
     /// The calls this rule routes are never cached.
     #[serde(default)]
     pub sensitive: bool,
+    /// The guardrails of the calls this rule routes.
+    #[serde(default)]
+    pub guardrails: Option<crate::guard::GuardPolicy>,
 }
 
 /// Conditions of a rule; an empty list (or absent bound) matches anything.
@@ -220,6 +226,17 @@ impl RouteConfig {
         rule.and_then(|r| r.cache.as_ref()).or(a.cache.as_ref())
     }
 
+    /// The guardrails of a call routed to `alias` by `route`: the rule's, else the alias's.
+    pub fn guard_policy(&self, alias: &str, route: &str) -> Option<&crate::guard::GuardPolicy> {
+        let rule = self.rules.iter().find(|r| r.name == route).and_then(|r| r.guardrails.as_ref());
+        rule.or_else(|| self.aliases.get(alias).and_then(|a| a.guardrails.as_ref()))
+    }
+
+    /// Whether an alias or rule has guardrails.
+    pub fn guards(&self) -> bool {
+        self.aliases.values().any(|a| a.guardrails.is_some()) || self.rules.iter().any(|r| r.guardrails.is_some())
+    }
+
     /// Whether an alias or rule names a cache policy in a semantic mode.
     pub fn caches_by_meaning(&self) -> bool {
         self.aliases
@@ -243,6 +260,9 @@ impl RouteConfig {
             if let Some(c) = &r.cache {
                 c.check(&format!("rules[{i}].cache"))?;
             }
+            if let Some(g) = &r.guardrails {
+                g.check(&format!("rules[{i}].guardrails"))?;
+            }
         }
         for (name, alias) in &self.aliases {
             if alias.chain.is_empty() {
@@ -256,6 +276,9 @@ impl RouteConfig {
             }
             if let Some(c) = &alias.cache {
                 c.check(&format!("aliases.{name}.cache"))?;
+            }
+            if let Some(g) = &alias.guardrails {
+                g.check(&format!("aliases.{name}.guardrails"))?;
             }
             for (i, s) in alias.steps.iter().enumerate() {
                 let Some(p) = self.providers.get(&s.provider) else {

@@ -432,7 +432,9 @@ impl AuditCall {
             cache_status,
             cost_saved_usd: cost_saved.map(format_usd),
             cache_semantic: prop(headers::PROP_CACHE_SEMANTIC).and_then(|n| serde_json::from_str(&n).ok()),
-            compliance_flags: Vec::new(),
+            compliance_flags: prop(headers::PROP_COMPLIANCE)
+                .map(|c| c.split(',').filter(|f| !f.is_empty()).map(str::to_string).collect())
+                .unwrap_or_default(),
             flags,
         };
         record_metrics(h, audit, &record, cost);

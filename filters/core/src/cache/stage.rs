@@ -159,6 +159,11 @@ impl CacheCall {
         let id = h.call_identity().unwrap_or_default();
         let key_id = policy.per_key.then_some(id.key_id.as_str());
         // The body as routed (the Messages door's is the unified request by now).
+        // What the guard stage masked keys the call too (the body carries only placeholders).
+        let route = match h.property_string(&[headers::PROP_GUARD_KEY]) {
+            Some(masked) => format!("{route}#{masked}"),
+            None => route,
+        };
         let Some(k) = keys(&id.tenant, key_id, &alias, &route, &h.request_body(usize::MAX)) else {
             return;
         };

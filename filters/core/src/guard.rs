@@ -1,0 +1,295 @@
+//! Guardrails: values in a request that a route does not let reach a provider (PII, secrets, an
+//! operator's terms), found by the detectors (`detect`) and masked, refused or flagged per
+//! category, as the alias's or rule's policy says; masked values may be put back in the answer.
+
+pub mod detect;
+pub mod stage;
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::error::ConfigError;
+use detect::{Category, Found};
+
+/// What a policy does with a category's values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Replaced by a placeholder (`<EMAIL_1>`) before the request goes on.
+    Mask,
+    /// The request is refused (400 `pii_detected` or `secret_detected`).
+    Reject,
+    /// Recorded in the audit record only.
+    Flag,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Mask => "masked",
+            Action::Reject => "rejected",
+            Action::Flag => "flagged",
+        }
+    }
+}
+
+/// An alias's or rule's guardrails.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardPolicy {
+    /// Per category (`email`, `phone`, `card`, `iban`, `aadhaar`, `pan`, `ssn`, `ip`, `secret`,
+    /// `term`): what is done with its values. A category left out is not looked for.
+    #[serde(default)]
+    pub categories: BTreeMap<String, Action>,
+    /// The operator's terms (whole words, case-insensitive): category `term`.
+    #[serde(default)]
+    pub terms: Vec<String>,
+    /// Masked values are put back in the answer (streamed or not).
+    #[serde(default)]
+    pub restore: bool,
+}
+
+impl GuardPolicy {
+    pub fn check(&self, at: &str) -> Result<(), ConfigError> {
+        for name in self.categories.keys() {
+            if Category::parse(name).is_none() {
+                return Err(ConfigError::new(
+                    "route-select",
+                    format!("{at}.categories.{name}"),
+                    "unknown category (email, phone, card, iban, aadhaar, pan, ssn, ip, secret, term)",
+                ));
+            }
+        }
+        if self.categories.contains_key("term") && self.terms.is_empty() {
+            return Err(ConfigError::new("route-select", format!("{at}.terms"), "category `term` needs terms"));
+        }
+        Ok(())
+    }
+
+    pub fn action(&self, c: Category) -> Option<Action> {
+        self.categories.get(c.as_str()).copied()
+    }
+}
+
+/// Keys whose string values are names, ids and enumerations, never text a caller wrote: not
+/// scanned.
+const NOT_TEXT: &[&str] = &[
+    "model",
+    "role",
+    "type",
+    "id",
+    "tool_call_id",
+    "call_id",
+    "name",
+    "finish_reason",
+    "stop_reason",
+    "encoding_format",
+    "previous_response_id",
+    "detail",
+    "media_type",
+];
+
+/// What applying a policy to a request found and did.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// Per category and action, how many values.
+    pub counts: BTreeMap<(Category, &'static str), u32>,
+    /// The categories refused (the request must not go on).
+    pub rejected: Vec<Category>,
+    /// Placeholder → original value, for the masked ones.
+    pub masked: Vec<(String, String)>,
+    /// Whether the request was changed.
+    pub changed: bool,
+}
+
+impl Applied {
+    /// The audit record's compliance flags: `category:action:count`, never a value.
+    pub fn flags(&self) -> Vec<String> {
+        self.counts.iter().map(|((c, a), n)| format!("{}:{a}:{n}", c.as_str())).collect()
+    }
+}
+
+/// Applies `policy` to every caller-written string of a JSON request, in place.
+pub fn apply(policy: &GuardPolicy, v: &mut Value) -> Applied {
+    let mut applied = Applied::default();
+    let wanted = |c: Category| policy.action(c).is_some();
+    walk(v, None, &mut |s: &mut String| {
+        let found = detect::scan(s, &wanted, &policy.terms);
+        if found.is_empty() {
+            return;
+        }
+        let mut out = String::with_capacity(s.len());
+        let mut at = 0;
+        for Found { start, end, category } in found {
+            let Some(action) = policy.action(category) else { continue };
+            *applied.counts.entry((category, action.as_str())).or_default() += 1;
+            match action {
+                Action::Reject => {
+                    if !applied.rejected.contains(&category) {
+                        applied.rejected.push(category);
+                    }
+                }
+                Action::Flag => {}
+                Action::Mask => {
+                    let value = &s[start..end];
+                    let placeholder = match applied.masked.iter().find(|(_, orig)| orig == value) {
+                        Some((p, _)) => p.clone(),
+                        None => {
+                            let n = applied
+                                .masked
+                                .iter()
+                                .filter(|(p, _)| p.starts_with(&format!("<{}_", category.placeholder())))
+                                .count();
+                            let p = format!("<{}_{}>", category.placeholder(), n + 1);
+                            applied.masked.push((p.clone(), value.to_string()));
+                            p
+                        }
+                    };
+                    out.push_str(&s[at..start]);
+                    out.push_str(&placeholder);
+                    at = end;
+                    applied.changed = true;
+                }
+            }
+        }
+        if at > 0 {
+            out.push_str(&s[at..]);
+            *s = out;
+        }
+    });
+    applied
+}
+
+fn walk(v: &mut Value, key: Option<&str>, f: &mut dyn FnMut(&mut String)) {
+    match v {
+        Value::String(s) if !key.is_some_and(|k| NOT_TEXT.contains(&k)) => f(s),
+        Value::Array(a) => a.iter_mut().for_each(|x| walk(x, key, f)),
+        Value::Object(o) => o.iter_mut().for_each(|(k, x)| walk(x, Some(k), f)),
+        _ => {}
+    }
+}
+
+/// Puts masked values back in an answer's bytes (JSON or SSE: the placeholders are inside JSON
+/// strings, so each value goes back JSON-escaped), holding back a trailing piece that may be
+/// the start of a placeholder split across chunks.
+#[derive(Debug, Default)]
+pub struct Restorer {
+    /// Placeholder → the value, JSON-escaped.
+    pairs: Vec<(String, String)>,
+    carry: Vec<u8>,
+    longest: usize,
+}
+
+impl Restorer {
+    pub fn new(masked: &[(String, String)]) -> Restorer {
+        let pairs: Vec<(String, String)> = masked
+            .iter()
+            .map(|(p, v)| {
+                let json = serde_json::to_string(v).unwrap_or_default();
+                (p.clone(), json.get(1..json.len().saturating_sub(1)).unwrap_or_default().to_string())
+            })
+            .collect();
+        let longest = pairs.iter().map(|(p, _)| p.len()).max().unwrap_or(0);
+        Restorer { pairs, carry: Vec::new(), longest }
+    }
+
+    /// A piece of the answer; returns what can go on now.
+    pub fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
+        let mut buf = std::mem::take(&mut self.carry);
+        buf.extend_from_slice(chunk);
+        let mut out = self.replace(&buf);
+        // Hold back a trailing `<…` that could still become a placeholder.
+        let tail_from = out.len().saturating_sub(self.longest);
+        if let Some(i) = out[tail_from..].iter().rposition(|c| *c == b'<').map(|i| tail_from + i) {
+            if !out[i..].contains(&b'>') && self.pairs.iter().any(|(p, _)| p.as_bytes().starts_with(&out[i..])) {
+                self.carry = out.split_off(i);
+            }
+        }
+        out
+    }
+
+    /// The end of the answer: whatever was held back.
+    pub fn finish(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.carry)
+    }
+
+    fn replace(&self, b: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(b.len());
+        let mut i = 0;
+        'outer: while i < b.len() {
+            if b[i] == b'<' {
+                for (p, v) in &self.pairs {
+                    if b[i..].starts_with(p.as_bytes()) {
+                        out.extend_from_slice(v.as_bytes());
+                        i += p.len();
+                        continue 'outer;
+                    }
+                }
+            }
+            out.push(b[i]);
+            i += 1;
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn policy(v: Value) -> GuardPolicy {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn values_are_masked_consistently_refused_or_flagged_by_category() {
+        let p = policy(json!({"categories": {"email": "mask", "aadhaar": "reject", "pan": "flag"}}));
+        let mut body = json!({"model": "a@b.com", "messages": [
+            {"role": "user", "content": "mail a.b@example.com and c@example.org, again a.b@example.com"},
+            {"role": "tool", "tool_call_id": "x", "content": [{"type": "text", "text": "PAN ABCPE1234F"}]}]});
+        let a = apply(&p, &mut body);
+        assert_eq!(body["messages"][0]["content"], "mail <EMAIL_1> and <EMAIL_2>, again <EMAIL_1>");
+        assert_eq!(body["model"], "a@b.com", "names are not text");
+        assert_eq!(
+            a.masked,
+            [("<EMAIL_1>".into(), "a.b@example.com".into()), ("<EMAIL_2>".into(), "c@example.org".into())]
+        );
+        assert_eq!(a.flags(), ["email:masked:3", "pan:flagged:1"]);
+        assert!(a.rejected.is_empty() && a.changed);
+        let mut body = json!({"input": "aadhaar 2345 6789 0124"});
+        let a = apply(&p, &mut body);
+        assert_eq!((a.rejected.clone(), a.changed), (vec![Category::Aadhaar], false));
+        assert_eq!(a.flags(), ["aadhaar:rejected:1"]);
+    }
+
+    #[test]
+    fn masked_values_come_back_escaped_even_split_across_chunks() {
+        let r = || {
+            Restorer::new(&[
+                ("<EMAIL_1>".into(), "a\"b@example.com".into()),
+                ("<PHONE_1>".into(), "+14155552671".into()),
+            ])
+        };
+        let whole = br#"{"content":"to <EMAIL_1> at <PHONE_1>, not <EMAIL_9> or <b>"}"#;
+        let expect = br#"{"content":"to a\"b@example.com at +14155552671, not <EMAIL_9> or <b>"}"#.to_vec();
+        for cut in 1..whole.len() {
+            let mut x = r();
+            let mut out = x.push(&whole[..cut]);
+            out.extend(x.push(&whole[cut..]));
+            out.extend(x.finish());
+            assert_eq!(String::from_utf8_lossy(&out), String::from_utf8_lossy(&expect), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn a_policy_names_known_categories() {
+        assert!(policy(json!({"categories": {"email": "mask"}})).check("a").is_ok());
+        let e = policy(json!({"categories": {"emails": "mask"}})).check("aliases.x.guardrails").unwrap_err();
+        assert!(e.to_string().contains("aliases.x.guardrails.categories.emails"));
+        assert!(policy(json!({"categories": {"term": "flag"}})).check("a").is_err());
+        assert!(serde_json::from_value::<GuardPolicy>(json!({"categories": {"email": "hide"}})).is_err());
+    }
+}

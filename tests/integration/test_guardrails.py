@@ -1,0 +1,128 @@
+"""Guardrails (the `gateway` filter's guard stage) against the real Envoy, judged by what the fake
+providers received (`/__fake/requests`): each detector's positives masked before any provider
+sees them and put back in the answer (whole and streamed, through both doors, through the
+Anthropic and Gemini translations); near misses left alone; a secret refused; an IP address
+flagged. The demo alias `chat-guarded` masks PII, refuses secrets and flags IP addresses. The
+design card's separate filters have no guard stage: there, the values reach the provider."""
+
+import json
+import uuid
+
+import anthropic
+import openai
+from conftest import DEMO_KEYS
+
+# One positive per masked category (checksums valid), and near misses that must pass as they are.
+POSITIVES = {
+    "email": "priya.sharma@example.in",
+    "phone": "+91 98765 43210",
+    "card": "4111 1111 1111 1111",
+    "iban": "GB82 WEST 1234 5698 7654 32",
+    "aadhaar": "2345 6789 0124",
+    "pan": "ABCPE1234F",
+    "ssn": "123-45-6789",
+}
+NEAR_MISSES = ["2345 6789 0123", "ABCXE1234F", "4111 1111 1111 1112", "GB82 WEST 1234 5698 7654 33"]
+
+
+def provider_bodies(gw, provider, tag):
+    return [r["body"] for r in gw.provider_requests(provider, containing=tag)]
+
+
+def audit(gw, r):
+    return gw.audit(r.headers["x-aigw-request-id"])[0]
+
+
+def test_each_detector_masks_its_values_before_the_provider_and_the_answer_gets_them_back(gateway):
+    tag = uuid.uuid4().hex[:8]
+    text = f"{tag} " + " ; ".join(f"{k} {v}" for k, v in POSITIVES.items()) + " ; misses " + " ; ".join(NEAR_MISSES)
+    r = gateway.chat(text, model="chat-guarded")
+    assert r.status_code == 200, r.text
+    [sent] = provider_bodies(gateway, "anthropic", tag)
+    answer = r.json()["choices"][0]["message"]["content"]
+    if gateway.layout == "filters":
+        assert all(v in sent for v in POSITIVES.values())
+        return
+    for value in POSITIVES.values():
+        assert value not in sent, value
+        assert value in answer, value  # put back (the fake echoes what it received)
+    for name in POSITIVES:
+        assert f"<{name.upper()}_1>" in sent
+    for miss in NEAR_MISSES:
+        assert miss in sent, f"a near miss is left alone: {miss}"
+    rec = audit(gateway, r)
+    assert sorted(rec["compliance_flags"]) == sorted(f"{k}:masked:1" for k in POSITIVES)
+    # No masked value in the access log (the audit lines) or in Envoy's own log.
+    logs = gateway.access_log.read_text() + gateway.envoy_log.read_text()
+    assert not any(v in logs for v in POSITIVES.values()), "a value reached a log"
+
+
+def test_mask_and_restore_streamed_through_both_doors(gateway):
+    tag = uuid.uuid4().hex[:8]
+    email, aadhaar = "r.k@example.com", POSITIVES["aadhaar"]
+    oa = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=DEMO_KEYS["acme"], max_retries=0)
+    chunks = oa.chat.completions.create(model="chat-guarded", stream=True,
+                                        messages=[{"role": "user", "content": f"{tag} mail {email} id {aadhaar}"}])
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    an = anthropic.Anthropic(base_url=gateway.url, api_key=DEMO_KEYS["acme"], max_retries=0)
+    with an.messages.stream(model="chat-guarded", max_tokens=200,
+                            messages=[{"role": "user", "content": f"{tag} again {email}"}]) as s:
+        text2 = "".join(s.text_stream)
+    sent = provider_bodies(gateway, "anthropic", tag)
+    assert len(sent) == 2
+    if gateway.layout == "filters":
+        return
+    assert email in text and aadhaar in text and email in text2
+    assert all(email not in b and aadhaar not in b for b in sent)
+
+
+def test_a_secret_is_refused_by_name_and_an_ip_address_is_flagged(gateway):
+    tag = uuid.uuid4().hex[:8]
+    secret = "sk-ant-api03-" + uuid.uuid4().hex
+    r = gateway.chat(f"{tag} my key is {secret}", model="chat-guarded")
+    if gateway.layout == "filters":
+        assert r.status_code == 200
+        return
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["code"] == "secret_detected" and "secret" in err["message"] and secret not in r.text
+    assert provider_bodies(gateway, "anthropic", tag) == []
+    rec = audit(gateway, r)
+    assert (rec["outcome"], rec["compliance_flags"]) == ("refused_request", ["secret:rejected:1"])
+    assert secret not in json.dumps(rec)
+    # The Messages door: the same refusal in Anthropic's shape.
+    m = gateway.client.post("/v1/messages", headers={"x-api-key": DEMO_KEYS["acme"], "anthropic-version": "2023-06-01"},
+                            json={"model": "chat-guarded", "max_tokens": 10,
+                                  "messages": [{"role": "user", "content": f"{tag} {secret}"}]})
+    assert m.status_code == 400 and m.json()["type"] == "error" and m.json()["error"]["type"] == "invalid_request_error"
+    # Flagged: it goes on as it is, on record.
+    r = gateway.chat(f"{tag} host 10.20.30.40", model="chat-guarded")
+    assert r.status_code == 200 and "10.20.30.40" in provider_bodies(gateway, "anthropic", tag)[0]
+    assert audit(gateway, r)["compliance_flags"] == ["ip:flagged:1"]
+    # Detections are counted per category, action and alias.
+    from test_observability import metric, scrape
+    m = scrape(gateway)
+    assert metric(m, "aigw_guard_detections_total", category="secret", action="rejected", alias="chat-guarded") >= 1
+    assert metric(m, "aigw_guard_detections_total", category="ip", action="flagged", alias="chat-guarded") >= 1
+
+
+def test_pii_refused_and_gemini_streamed_mask_and_restore(fresh_gateway_factory):
+    policy = ('"guardrails": {"categories": {"email": "mask", "aadhaar": "reject"}, "restore": true}')
+    gw = fresh_gateway_factory(lambda t: t.replace(
+        '"chat-gemini": {"chain": "chain_gemini", "steps": [\n'
+        '                         {"provider": "gemini", "model": "gemini-2.5-flash"},\n'
+        '                         {"provider": "openai", "model": "gpt-4o-mini-2024-07-18"}]}',
+        '"chat-gemini": {"chain": "chain_gemini", "steps": [\n'
+        '                         {"provider": "gemini", "model": "gemini-2.5-flash"},\n'
+        '                         {"provider": "openai", "model": "gpt-4o-mini-2024-07-18"}], ' + policy + '}', 1))
+    tag = uuid.uuid4().hex[:8]
+    r = gw.chat(f"{tag} aadhaar {POSITIVES['aadhaar']}", model="chat-gemini")
+    assert r.status_code == 400 and r.json()["error"]["code"] == "pii_detected", r.text
+    assert "aadhaar" in r.json()["error"]["message"] and POSITIVES["aadhaar"] not in r.text
+    oa = openai.OpenAI(base_url=f"{gw.url}/v1", api_key=DEMO_KEYS["acme"], max_retries=0)
+    chunks = oa.chat.completions.create(model="chat-gemini", stream=True,
+                                        messages=[{"role": "user", "content": f"{tag} write to a.b@example.org"}])
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert "a.b@example.org" in text
+    [sent] = provider_bodies(gw, "gemini", tag)
+    assert "a.b@example.org" not in sent and "<EMAIL_1>" in sent
