@@ -67,6 +67,16 @@ CHAT_BODY = json.dumps({"model": "chat", "messages": [
     {"role": "user", "content": "Hello, how are you today?"}]})
 
 
+def guarded_body(size):
+    """A chat request of about `size` bytes of prose, with an email, a phone number and an
+    Aadhaar number to mask in every 1 KiB."""
+    prose = ("The quarterly report covers revenue, churn and the hiring plan for the new office. "
+             "Please summarise the main risks and the actions the team agreed on last week. ")
+    piece = prose + "Contact priya.sharma@example.in or +91 98765 43210; id 2345 6789 0124. "
+    text = (piece * (size // len(piece) + 1))[:size]
+    return json.dumps({"model": "chat-guarded", "messages": [{"role": "user", "content": text}]})
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -203,6 +213,13 @@ def make_config(name, port, admin, upstream_port, work):
         # Responses request (translated to the unified one, the answer back to a Response).
         cfg = render_envoy.combine(cfg)
         return cfg, "/v1/responses", RESPONSES_BODY, headers
+    elif name in ("guardrails-1k", "guardrails-64k"):
+        # The default layout on the demo's guarded alias (every detector on: PII masked, secrets
+        # refused, IP addresses flagged), a prompt of 1 KiB or 64 KiB of ordinary text with a
+        # few values to mask; the answer carries the placeholders back (restored).
+        cfg = render_envoy.combine(cfg)
+        size = 1024 if name == "guardrails-1k" else 64 * 1024
+        return cfg, "/v1/chat/completions", guarded_body(size), headers
     elif name == "cache-hit":
         # The default layout on the demo's cached alias: the `full` call, answered from the
         # exact cache after the first (no upstream).
@@ -477,7 +494,7 @@ def main():
     ap.add_argument("--seconds", type=int, default=3)
     ap.add_argument("--configs",
                     default="bare,full,full-filters,full-separate-modules,audit-emit,auth-key-swap,quota,route-select,"
-                            "embeddings,models,responses,cache-hit")
+                            "embeddings,models,responses,cache-hit,guardrails-1k,guardrails-64k")
     ap.add_argument("--out", default=str(ROOT / "bench"))
     args = ap.parse_args()
     names = args.configs.split(",")
