@@ -3,6 +3,7 @@
 //! category, as the alias's or rule's policy says; masked values may be put back in the answer.
 
 pub mod detect;
+pub mod injection;
 pub mod stage;
 
 use std::collections::BTreeMap;
@@ -49,6 +50,9 @@ pub struct GuardPolicy {
     /// Masked values are put back in the answer (streamed or not).
     #[serde(default)]
     pub restore: bool,
+    /// Prompt-injection rules over what callers and tools wrote (`injection`).
+    #[serde(default)]
+    pub injection: Option<injection::InjectionPolicy>,
 }
 
 impl GuardPolicy {
@@ -60,6 +64,18 @@ impl GuardPolicy {
                     format!("{at}.categories.{name}"),
                     "unknown category (email, phone, card, iban, aadhaar, pan, ssn, ip, secret, term)",
                 ));
+            }
+        }
+        if let Some(i) = &self.injection {
+            let bad = |f: &str, p: &str| Err(ConfigError::new("route-select", format!("{at}.injection.{f}"), p));
+            if !(0.0..=1.0).contains(&i.threshold) || !(0.0..=1.0).contains(&i.flag_threshold) {
+                return bad("threshold", "thresholds are scores from 0 to 1");
+            }
+            if (i.action == injection::OnInjection::Reroute) != i.reroute_to.is_some() {
+                return bad("reroute_to", "names the alias of action `reroute` (and only of it)");
+            }
+            if i.rules().is_empty() {
+                return bad("rules", "no rules to score with");
             }
         }
         if self.categories.contains_key("term") && self.terms.is_empty() {

@@ -22,7 +22,7 @@ use crate::auth::{self, AttemptCredential, AuthConfig, CredentialPlane};
 use crate::cache::stage::{CacheCall, Decision};
 use crate::cache::Cache;
 use crate::error::ConfigError;
-use crate::guard::stage::GuardCall;
+use crate::guard::stage::{GuardCall, GuardDecision};
 use crate::headers;
 use crate::host::{Flow, Host, HttpAnswer};
 use crate::provider::ProviderConfig;
@@ -279,8 +279,16 @@ impl ListenerCall {
             // The route stage let the headers go: the later stages see them now, then the body.
             self.route_holds_headers = false;
             // The request is complete and routed: guardrails, then the cache.
-            if self.guard.as_mut().is_some_and(|g| g.on_request(h) == Flow::Refused) {
-                return self.refused(Stage::Guard);
+            match self.guard.as_mut().map(|g| g.on_request(h)) {
+                Some(GuardDecision::Refused) => return self.refused(Stage::Guard),
+                Some(GuardDecision::Reroute(to)) => {
+                    if let Some(Err(e)) = self.route.as_mut().map(|r| r.reroute(h, &to)) {
+                        h.set_property(headers::PROP_REFUSAL, "guard");
+                        h.send_error(&e, crate::host::messages_door(h), &[]);
+                        return self.refused(Stage::Guard);
+                    }
+                }
+                _ => {}
             }
             let decision = self.cache.as_mut().map_or(Decision::GoOn, |c| c.on_request(h));
             if decision == Decision::Wait {

@@ -232,6 +232,19 @@ impl RouteConfig {
         rule.or_else(|| self.aliases.get(alias).and_then(|a| a.guardrails.as_ref()))
     }
 
+    /// A reroute names a chat alias of this configuration.
+    fn check_reroute(&self, g: &crate::guard::GuardPolicy, at: &str) -> Result<(), ConfigError> {
+        let Some(to) = g.injection.as_ref().and_then(|i| i.reroute_to.as_deref()) else { return Ok(()) };
+        match self.aliases.get(to) {
+            Some(a) if a.kind == AliasKind::Chat => Ok(()),
+            _ => Err(ConfigError::new(
+                "route-select",
+                format!("{at}.injection.reroute_to"),
+                format!("{to:?} is not a chat alias of this configuration"),
+            )),
+        }
+    }
+
     /// Whether an alias or rule has guardrails.
     pub fn guards(&self) -> bool {
         self.aliases.values().any(|a| a.guardrails.is_some()) || self.rules.iter().any(|r| r.guardrails.is_some())
@@ -262,6 +275,7 @@ impl RouteConfig {
             }
             if let Some(g) = &r.guardrails {
                 g.check(&format!("rules[{i}].guardrails"))?;
+                self.check_reroute(g, &format!("rules[{i}].guardrails"))?;
             }
         }
         for (name, alias) in &self.aliases {
@@ -279,6 +293,7 @@ impl RouteConfig {
             }
             if let Some(g) = &alias.guardrails {
                 g.check(&format!("aliases.{name}.guardrails"))?;
+                self.check_reroute(g, &format!("aliases.{name}.guardrails"))?;
             }
             for (i, s) in alias.steps.iter().enumerate() {
                 let Some(p) = self.providers.get(&s.provider) else {

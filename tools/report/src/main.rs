@@ -6,6 +6,7 @@
 //! aigw-report privacy   --zones envoy/privacy-zones.json FILE...
 //! aigw-report cache-eval --pairs PAIRS.jsonl --url http://HOST:PORT --model ALIAS [--key-env VAR]
 //! ```
+//! aigw-report injection-eval --prompts PROMPTS.jsonl   (the prompt-injection rules' precision and recall)
 //! `cache-eval` embeds labelled prompt pairs through an embeddings endpoint and prints the
 //! semantic cache's precision and recall per threshold (see `cache_eval`).
 //! FILE is an audit log (one JSON record per line; `-` reads standard input). Lines that are not
@@ -21,6 +22,7 @@ use aigw_core::audit::AuditRecord;
 use aigw_core::time::civil_from_days;
 
 mod cache_eval;
+mod injection_eval;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -33,12 +35,20 @@ fn main() -> ExitCode {
     }
 }
 
-const USAGE: &str = "usage: aigw-report spend [--by FIELDS] [--period day|month|all] FILE...\n       aigw-report providers FILE...\n       aigw-report privacy --zones ZONES.json FILE...\n       aigw-report cache-eval --pairs PAIRS.jsonl --url http://HOST:PORT --model ALIAS [--key-env VAR]";
+const USAGE: &str = "usage: aigw-report spend [--by FIELDS] [--period day|month|all] FILE...\n       aigw-report providers FILE...\n       aigw-report privacy --zones ZONES.json FILE...\n       aigw-report cache-eval --pairs PAIRS.jsonl --url http://HOST:PORT --model ALIAS [--key-env VAR]\n       aigw-report injection-eval --prompts PROMPTS.jsonl";
 
 fn run(args: &[String], out: &mut dyn Write) -> Result<(), String> {
     let (cmd, rest) = args.split_first().ok_or(USAGE)?;
     if cmd == "cache-eval" {
         return cache_eval_cmd(rest, out);
+    }
+    if cmd == "injection-eval" {
+        let [flag, file] = rest else { return Err(USAGE.into()) };
+        if flag != "--prompts" {
+            return Err(USAGE.into());
+        }
+        let text = std::fs::read_to_string(file).map_err(|e| format!("{file}: {e}"))?;
+        return injection_eval::run(&injection_eval::read(&text)?, out);
     }
     let mut by = vec!["tenant".to_string(), "model".to_string()];
     let mut period = Period::Month;

@@ -63,6 +63,9 @@ fn refuse(h: &impl Host, err: &GatewayError) -> Flow {
     Flow::Refused
 }
 
+/// The route of a call the guard stage rerouted.
+pub const REROUTE: &str = "injection_reroute";
+
 /// Which front door the call came in by.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Door {
@@ -205,6 +208,22 @@ impl Select {
 }
 
 impl Select {
+    /// Sends the call to another alias than the one chosen (the guard stage's reroute of a
+    /// suspected prompt injection to a more restricted alias); the route is `injection_reroute`.
+    pub fn reroute(&mut self, h: &impl Host, to: &str) -> Result<(), GatewayError> {
+        let alias = self.cfg.alias(to)?;
+        h.set_request_header(headers::CHAIN, Some(&alias.chain));
+        h.set_property(headers::PROP_ALIAS, to);
+        h.set_property(headers::PROP_ROUTE, REROUTE);
+        let now = h.now_ms();
+        let candidates: Vec<&str> = alias.steps.iter().map(|s| self.cfg.model_at(&s.model, now).0).collect();
+        h.set_property(headers::PROP_CANDIDATES, &candidates.join(","));
+        self.alias = to.to_string();
+        self.route = REROUTE.to_string();
+        h.clear_route_cache();
+        Ok(())
+    }
+
     pub fn on_request_headers(&mut self, h: &impl Host, eos: bool) -> Flow {
         let path = h.request_header(":path").unwrap_or_default();
         self.door = match path.split('?').next().unwrap_or("") {
