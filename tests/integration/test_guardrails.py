@@ -155,3 +155,38 @@ def test_a_suspected_injection_is_rerouted_to_the_restricted_alias_and_a_weak_on
     # A look-alike passes untouched.
     r = gateway.chat(f"{tag} How do I ignore previous commits in git?", model="chat-guarded")
     assert r.status_code == 200 and audit(gateway, r)["compliance_flags"] == []
+
+
+# -- output checks ----------------------------------------------------------------------------------
+
+SCHEMA = {"type": "json_schema", "json_schema": {"name": "city", "schema": {
+    "type": "object", "required": ["city", "population"], "additionalProperties": False,
+    "properties": {"city": {"type": "string"}, "population": {"type": "integer", "minimum": 0}}}}}
+
+
+def test_an_answer_that_is_not_the_json_asked_for_is_retried_on_the_next_step_then_refused(gateway):
+    tag = uuid.uuid4().hex[:8]
+    ask = '{"city": "Pune", "population": 7000000, "note": "%s"}' % tag
+    schema = json.loads(json.dumps(SCHEMA))
+    schema["json_schema"]["schema"]["properties"]["note"] = {"type": "string"}
+    # The fakes answer a JSON question with that JSON, unless told to answer in prose.
+    ok = gateway.chat(ask, model="chat", response_format=schema)
+    assert ok.status_code == 200 and json.loads(ok.json()["choices"][0]["message"]["content"])["city"] == "Pune"
+    # Anthropic answers in prose: not the JSON asked for, so the chain moves on to OpenAI.
+    r = gateway.chat(ask, model="chat", response_format=schema, headers={"x-fake-fault": "anthropic=not-json"})
+    assert r.status_code == 200, r.text
+    assert r.headers["x-aigw-provider"] == "openai" and r.headers["x-aigw-attempts"] == "2"
+    rec = audit(gateway, r)
+    assert [a["error_class"] for a in rec["attempts"]] == ["invalid_output", None]
+    # Every step answers in prose: a 502 that says what failed.
+    r = gateway.chat(ask, model="chat", response_format=schema, headers={"x-fake-fault": "*=not-json"})
+    assert r.status_code == 502, r.text
+    err = r.json()["error"]
+    assert err["code"] == "invalid_model_output" and "not JSON" in err["message"], err
+    # An answer that is JSON but breaks the schema: named by its path.
+    bad = '{"city": "Pune", "population": -5, "note": "%s"}' % tag
+    r = gateway.chat(bad, model="chat", response_format=schema)
+    assert r.status_code == 502 and "$.population: out of range" in r.json()["error"]["message"], r.text
+    # json_object: any object.
+    r = gateway.chat(ask, model="chat-gemini", response_format={"type": "json_object"})
+    assert r.status_code == 200, r.text

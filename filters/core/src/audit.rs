@@ -97,10 +97,12 @@ pub enum ErrorClass {
     ProviderLimit,
     /// The provider said 200 but its answer could not be read (not JSON, cut short): retried.
     InvalidResponse,
+    /// The answer was not the JSON the request asked for (`response_format`): retried.
+    InvalidOutput,
 }
 
 impl ErrorClass {
-    pub const ALL: [ErrorClass; 9] = [
+    pub const ALL: [ErrorClass; 10] = [
         ErrorClass::RateLimited,
         ErrorClass::Overloaded,
         ErrorClass::ServerError,
@@ -110,6 +112,7 @@ impl ErrorClass {
         ErrorClass::NoResponse,
         ErrorClass::ProviderLimit,
         ErrorClass::InvalidResponse,
+        ErrorClass::InvalidOutput,
     ];
 
     /// The class of a provider's HTTP status (as the provider sent it); `None` for success.
@@ -136,6 +139,7 @@ impl ErrorClass {
             ErrorClass::NoResponse => "no_response",
             ErrorClass::ProviderLimit => "provider_limit",
             ErrorClass::InvalidResponse => "invalid_response",
+            ErrorClass::InvalidOutput => "invalid_output",
         }
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod detect;
 pub mod injection;
+pub mod schema;
 pub mod stage;
 
 use std::collections::BTreeMap;

@@ -124,6 +124,11 @@ pub const PROP_CACHE_SEMANTIC: &str = "aigw_cache_semantic";
 /// The guard stage's findings for the audit record's `compliance_flags` (comma-separated
 /// `category:action:count`, never a value).
 pub const PROP_COMPLIANCE: &str = "aigw_compliance";
+/// What a request asks its answer to be (its `response_format`, as written), for the attempts
+/// to check each answer against.
+pub const PROP_OUTPUT_FORMAT: &str = "aigw_output_format";
+/// What was wrong with the last attempt's answer to a `response_format` (never the answer).
+pub const PROP_OUTPUT_PROBLEM: &str = "aigw_output_problem";
 /// A digest of the values the guard stage masked (the cache keys on it too).
 pub const PROP_GUARD_KEY: &str = "aigw_guard_key";
 /// Audit flags raised by quota (comma-separated), e.g. `budget_soft_limit`.

@@ -566,6 +566,8 @@ pub struct RequestFacts {
     pub images: u64,
     /// `max_completion_tokens`, else `max_tokens`.
     pub max_output: Option<u64>,
+    /// The request's `response_format`, as written (not encoded: it is handed on by itself).
+    pub output_format: Option<String>,
 }
 
 impl RequestFacts {
@@ -594,6 +596,8 @@ impl RequestFacts {
             /// Embeddings: a string, strings, or token arrays.
             #[serde(borrow, default)]
             input: Option<&'a RawValue>,
+            #[serde(borrow, default)]
+            response_format: Option<&'a RawValue>,
         }
         #[derive(Deserialize)]
         struct StreamOptions {
@@ -623,6 +627,7 @@ impl RequestFacts {
             include_usage: req.stream_options.and_then(|o| o.include_usage) == Some(true),
             messages: req.messages.len() as u64,
             max_output: req.max_completion_tokens.or(req.max_tokens),
+            output_format: req.response_format.map(|r| r.get().to_string()).filter(|r| r != "null"),
             ..RequestFacts::default()
         };
         for m in &req.messages {

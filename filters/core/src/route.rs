@@ -453,6 +453,7 @@ pub fn chain_refusal(
     let all_limited =
         !attempts.is_empty() && attempts.iter().all(|a| a.error_class == Some(crate::audit::ErrorClass::RateLimited));
     let (status, kind, code) = match (&note, all_limited) {
+        (Some(("invalid_model_output", _)), _) => (502, "server_error", "invalid_model_output"),
         (Some((code, _)), _) => (503, "server_error", *code),
         (None, true) => (429, "rate_limit_error", "fallback_chain_exhausted"),
         (None, false) => (503, "server_error", "fallback_chain_exhausted"),

@@ -19,7 +19,8 @@
 //! answering), `reset-after-N` (stream N content events, then drop the connection),
 //! `error-after-N` (stream N content events, then the provider's in-stream error event),
 //! `slow-MS` (wait MS before each streamed content event),
-//! `malformed` (a 200 whose JSON body is cut short), `odd-header` (a 200 whose headers carry
+//! `malformed` (a 200 whose JSON body is cut short), `not-json` (a last user message that is
+//! JSON, which the fakes otherwise answer with that JSON, is answered in prose), `odd-header` (a 200 whose headers carry
 //! bytes that are not UTF-8), `gateway-header` (OpenAI only: a 200 that carries headers in the
 //! gateway's own `x-aigw-` namespace, posing as the gateway's).
 //!
@@ -74,6 +75,13 @@ enum Fault {
     OddHeader,
     /// A 200 with `x-aigw-` headers of the provider's own.
     GatewayHeader,
+    /// A request whose last user message is JSON is answered in prose, not with that JSON.
+    NotJson,
+}
+
+thread_local! {
+    /// The request being answered on this thread was given the `not-json` fault.
+    static NOT_JSON: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 fn main() {
@@ -266,6 +274,8 @@ fn fault_for(req: &Request, name: &str) -> Fault {
             Fault::OddHeader
         } else if what == "gateway-header" {
             Fault::GatewayHeader
+        } else if what == "not-json" {
+            Fault::NotJson
         } else {
             Fault::None
         };
@@ -305,6 +315,7 @@ fn handle(req: &Request, inst: &Instance, w: &mut TcpStream) -> io::Result<bool>
     }
     let n = inst.counter.fetch_add(1, Ordering::Relaxed);
     let fault = fault_for(req, &inst.name);
+    NOT_JSON.with(|c| c.set(matches!(fault, Fault::NotJson)));
     if let Fault::Delay(ms) = fault {
         std::thread::sleep(Duration::from_millis(ms));
     }
@@ -382,7 +393,13 @@ fn conversation(body: &Value) -> (String, String, usize) {
 /// word); `truncated(body)` says whether it did.
 fn answer(body: &Value) -> (Vec<String>, u64, u64) {
     let (all, last_user, count) = conversation(body);
-    let reply = format!("Echo: {}", last_user.chars().take(200).collect::<String>());
+    // A last user message that is JSON is answered with it, as a model asked for JSON output
+    // would answer (unless the `not-json` fault says to answer in prose).
+    let reply = if last_user.trim_start().starts_with('{') && !NOT_JSON.with(std::cell::Cell::get) {
+        last_user.trim().to_string()
+    } else {
+        format!("Echo: {}", last_user.chars().take(200).collect::<String>())
+    };
     let mut words: Vec<String> = reply.split_inclusive(' ').map(str::to_string).collect();
     if let Some(max) = output_bound(body) {
         words.truncate(usize::try_from(max).unwrap_or(usize::MAX).max(1));

@@ -199,6 +199,10 @@ impl Select {
         let candidates: Vec<&str> = alias.steps.iter().map(|s| self.cfg.model_at(&s.model, now).0).collect();
         h.set_property(headers::PROP_CANDIDATES, &candidates.join(","));
         self.hide_usage = facts.stream && !facts.include_usage;
+        if let Some(format) = &facts.output_format {
+            // Each attempt checks its answer against it (guard::schema).
+            h.set_property(headers::PROP_OUTPUT_FORMAT, format);
+        }
         h.set_property(headers::PROP_REQUEST, &facts.encode());
         self.alias = choice.alias;
         self.route = choice.route;
@@ -479,8 +483,13 @@ impl Select {
             return Flow::Continue;
         }
         if (status == 429 || status >= 500) && !ours && !attempts.is_empty() && !eos {
-            // The chain ended without an answer: say what each step did.
-            let (status, body) = chain_refusal(&self.alias, attempts, None);
+            // The chain ended without an answer: say what each step did (and, when the last
+            // answer was not the JSON asked for, what was wrong with it).
+            let note = (attempts.last().and_then(|a| a.error_class) == Some(ErrorClass::InvalidOutput)).then(|| {
+                let problem = h.property_string(&[headers::PROP_OUTPUT_PROBLEM]).unwrap_or_default();
+                ("invalid_model_output", format!("The last answer is not the JSON the request asked for: {problem}."))
+            });
+            let (status, body) = chain_refusal(&self.alias, attempts, note);
             self.replace_with(h, status, body.into_bytes());
             return Flow::Continue;
         }
@@ -536,6 +545,9 @@ struct Target {
     /// other parts'), and the other parts of a batch split for this provider.
     part_sizes: Vec<usize>,
     split: Option<Split>,
+    /// What a chat answer must be (the request's `response_format`), checked before Envoy
+    /// decides on a retry: an answer that is not is the attempt's failure (502).
+    output: Option<crate::guard::schema::OutputFormat>,
 }
 
 /// An embeddings batch larger than the provider embeds in one call: the attempt's own request
@@ -622,6 +634,24 @@ impl RouteAttempt {
             a.latency_ms = Some(latency);
             a.error_class = ErrorClass::of_status(status);
             a.credential = credential;
+        }
+        self.write_attempts(h);
+    }
+
+    /// This attempt's answer is not the JSON its request asked for: it becomes a 502 (Envoy
+    /// moves on to the next step), on record with the class `invalid_output`, and what was
+    /// wrong is handed to the listener for the caller's error if no step does better.
+    fn fail_output(&mut self, h: &impl Host, size: usize, problem: &str) {
+        let err = invalid_output(problem);
+        h.set_response_header(":status", Some("502"));
+        h.set_response_header("content-type", Some("application/json"));
+        h.set_response_header("content-length", Some(&err.len().to_string()));
+        h.replace_response_body(size, &err);
+        h.set_property(headers::PROP_OUTPUT_PROBLEM, problem);
+        let Some((index, _)) = self.record else { return };
+        if let Some(a) = self.attempts.get_mut(index) {
+            a.status = Some(502);
+            a.error_class = Some(ErrorClass::InvalidOutput);
         }
         self.write_attempts(h);
     }
@@ -947,6 +977,13 @@ impl RouteAttempt {
             responses,
             part_sizes: Vec::new(),
             split: None,
+            output: if embeddings_call || door.as_deref() == Some("responses") {
+                None
+            } else {
+                h.property_string(&[headers::PROP_OUTPUT_FORMAT])
+                    .and_then(|f| serde_json::from_str::<Value>(&f).ok())
+                    .and_then(|f| crate::guard::schema::OutputFormat::of_response_format(&f))
+            },
         };
         h.set_request_header(":path", Some(&target.path));
         // Every provider API takes JSON, and the gateway writes the body each attempt sends.
@@ -1073,8 +1110,19 @@ impl RouteAttempt {
                     return Flow::Pause;
                 }
                 // Read once, here: the answer's usage goes to the listener with the attempt.
-                match crate::wire::usage::from_openai_body(&h.response_body(size)) {
-                    Ok(usage) => record_usage(h, usage),
+                let body = h.response_body(size);
+                match crate::wire::usage::from_openai_body(&body) {
+                    Ok(usage) => {
+                        let problem = self
+                            .target
+                            .as_ref()
+                            .and_then(|t| t.output.as_ref())
+                            .and_then(|f| check_output(f, &body).err());
+                        match problem {
+                            Some(p) => self.fail_output(h, size, &p),
+                            None => record_usage(h, usage),
+                        }
+                    }
                     Err(_) => {
                         let err = invalid_response();
                         h.set_response_header(":status", Some("502"));
@@ -1092,6 +1140,14 @@ impl RouteAttempt {
                 let body = h.response_body(size);
                 let Some(t) = &self.target else { return Flow::Continue };
                 let (status, out) = self.translate_whole(h, t, &body);
+                let problem = match (&t.output, status) {
+                    (Some(f), 200) => check_output(f, &out).err(),
+                    _ => None,
+                };
+                if let Some(p) = problem {
+                    self.fail_output(h, size, &p);
+                    return Flow::Continue;
+                }
                 if status != self.status {
                     h.set_response_header(":status", Some(&status.to_string()));
                 }
@@ -1112,6 +1168,31 @@ impl RouteAttempt {
             }
         }
     }
+}
+
+/// Whether a unified answer (a chat completion) is what `format` asks: `Err` says what is not.
+/// An answer of tool calls only has no text to check.
+fn check_output(format: &crate::guard::schema::OutputFormat, answer: &[u8]) -> Result<(), String> {
+    let v: Value = serde_json::from_slice(answer).map_err(|e| format!("the answer cannot be read ({e})"))?;
+    let message = &v["choices"][0]["message"];
+    match message.get("content").and_then(Value::as_str) {
+        Some(text) => format.check(text),
+        None if message.get("tool_calls").is_some() => Ok(()),
+        None => Err("the answer has no text".into()),
+    }
+}
+
+/// The 502 an attempt answers with when its answer is not the JSON the request asked for
+/// (Envoy then retries it at the chain's next provider; the last one's reaches the caller).
+fn invalid_output(problem: &str) -> Vec<u8> {
+    GatewayError::new(
+        502,
+        "server_error",
+        "invalid_model_output",
+        format!("The model's answer is not the JSON the request asked for: {problem}."),
+    )
+    .body()
+    .into_bytes()
 }
 
 /// The 502 an attempt answers with when its provider's success could not be read (Envoy then
