@@ -190,3 +190,32 @@ def test_an_answer_that_is_not_the_json_asked_for_is_retried_on_the_next_step_th
     # json_object: any object.
     r = gateway.chat(ask, model="chat-gemini", response_format={"type": "json_object"})
     assert r.status_code == 200, r.text
+
+
+def test_an_output_term_withholds_a_whole_answer_and_stops_a_stream_at_the_match(gateway):
+    """`chat-guarded` must not answer with "Project Falcon" (the fakes echo the prompt)."""
+    tag = uuid.uuid4().hex[:8]
+    r = gateway.chat(f"{tag} tell me about Project Falcon please", model="chat-guarded")
+    assert r.status_code == 200, r.text
+    choice = r.json()["choices"][0]
+    if gateway.layout == "filters":
+        assert "Project Falcon" in choice["message"]["content"]
+        return
+    assert choice["finish_reason"] == "content_filter" and choice["message"]["content"] == ""
+    assert "Falcon" not in r.text
+    assert audit(gateway, r)["compliance_flags"] == ["output_term:withheld:1"]
+    oa = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=DEMO_KEYS["acme"], max_retries=0)
+    chunks = list(oa.chat.completions.create(model="chat-guarded", stream=True, messages=[
+        {"role": "user", "content": f"{tag} one two three Project Falcon four five"}]))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert "three" in text and "Falcon" not in text and "four" not in text, text
+    assert finish == ["content_filter"]
+    # The Messages door: the same stop, in Anthropic's events.
+    an = anthropic.Anthropic(base_url=gateway.url, api_key=DEMO_KEYS["acme"], max_retries=0)
+    with an.messages.stream(model="chat-guarded", max_tokens=100,
+                            messages=[{"role": "user", "content": f"{tag} alpha Project Falcon beta"}]) as s:
+        text = "".join(s.text_stream)
+        final = s.get_final_message()
+    assert "alpha" in text and "Falcon" not in text and "beta" not in text
+    assert final.stop_reason in ("refusal", "end_turn"), final.stop_reason

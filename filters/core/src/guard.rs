@@ -54,6 +54,10 @@ pub struct GuardPolicy {
     /// Prompt-injection rules over what callers and tools wrote (`injection`).
     #[serde(default)]
     pub injection: Option<injection::InjectionPolicy>,
+    /// Terms an answer must not contain (whole words, case-insensitive): a whole answer that
+    /// does is replaced by a refusal, a stream stops at it (`finish_reason: content_filter`).
+    #[serde(default)]
+    pub output_terms: Vec<String>,
 }
 
 impl GuardPolicy {
@@ -188,6 +192,94 @@ fn walk(v: &mut Value, key: Option<&str>, f: &mut dyn FnMut(&mut String)) {
     }
 }
 
+/// Whether `text` holds one of `terms` (whole words, case-insensitive).
+pub fn holds_term(text: &str, terms: &[String]) -> bool {
+    !detect::scan(text, &|c| c == Category::Term, terms).is_empty()
+}
+
+/// A whole chat completion, checked against output terms: `Some(refusal)` when it holds one
+/// (the same completion, its text withheld, `finish_reason: content_filter`).
+pub fn filter_answer(body: &[u8], terms: &[String]) -> Option<Vec<u8>> {
+    let mut v: Value = serde_json::from_slice(body).ok()?;
+    let message = v.get_mut("choices")?.get_mut(0)?.get_mut("message")?;
+    let text = message.get("content").and_then(Value::as_str).unwrap_or_default();
+    let args: String = message
+        .get("tool_calls")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.pointer("/function/arguments").and_then(Value::as_str))
+        .collect::<Vec<_>>()
+        .join(" ");
+    if !holds_term(text, terms) && !holds_term(&args, terms) {
+        return None;
+    }
+    if let Some(m) = message.as_object_mut() {
+        m.insert("content".into(), Value::String(String::new()));
+        m.insert("refusal".into(), Value::String(WITHHELD.into()));
+        m.remove("tool_calls");
+    }
+    v["choices"][0]["finish_reason"] = Value::String("content_filter".into());
+    serde_json::to_vec(&v).ok()
+}
+
+/// What a caller reads in place of a withheld answer.
+pub const WITHHELD: &str = "The answer was withheld by the gateway's content filter.";
+
+/// A unified stream (chat chunks), checked against output terms as it goes: the chunk whose
+/// text completes a term, and everything after it, is replaced by a last chunk with
+/// `finish_reason: content_filter` and `[DONE]`. The text seen is kept only as long as the
+/// longest term (a term split across chunks is caught).
+#[derive(Debug, Default)]
+pub struct StreamFilter {
+    terms: Vec<String>,
+    parser: crate::wire::sse::Parser,
+    tail: String,
+    longest: usize,
+    pub stopped: bool,
+}
+
+impl StreamFilter {
+    pub fn new(terms: &[String]) -> StreamFilter {
+        let longest = terms.iter().map(|t| t.len()).max().unwrap_or(0);
+        StreamFilter { terms: terms.to_vec(), longest, ..StreamFilter::default() }
+    }
+
+    pub fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        if self.stopped {
+            return out;
+        }
+        let mut events = Vec::new();
+        self.parser.push(chunk, &mut events);
+        for ev in events {
+            let Ok(v) = serde_json::from_str::<Value>(&ev.data) else {
+                crate::wire::sse::data_event(&mut out, &ev.data);
+                continue;
+            };
+            let delta = &v["choices"][0]["delta"];
+            let mut text = delta.get("content").and_then(Value::as_str).unwrap_or_default().to_string();
+            for c in delta.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
+                text.push_str(c.pointer("/function/arguments").and_then(Value::as_str).unwrap_or_default());
+            }
+            let seen = format!("{}{text}", self.tail);
+            if holds_term(&seen, &self.terms) {
+                self.stopped = true;
+                let stop = serde_json::json!({"id": v.get("id"), "object": "chat.completion.chunk", "created": v.get("created"),
+                    "model": v.get("model"), "choices": [{"index": 0, "delta": {}, "finish_reason": "content_filter"}]});
+                crate::wire::sse::data_event(&mut out, &stop.to_string());
+                out.extend_from_slice(b"data: [DONE]\n\n");
+                return out;
+            }
+            let keep_from = seen.len().saturating_sub(self.longest + 1);
+            let keep_from = (keep_from..=seen.len()).find(|i| seen.is_char_boundary(*i)).unwrap_or(seen.len());
+            self.tail = seen[keep_from..].to_string();
+            crate::wire::sse::data_event(&mut out, &ev.data);
+        }
+        out
+    }
+}
+
 /// Puts masked values back in an answer's bytes (JSON or SSE: the placeholders are inside JSON
 /// strings, so each value goes back JSON-escaped), holding back a trailing piece that may be
 /// the start of a placeholder split across chunks.
@@ -298,6 +390,30 @@ mod tests {
             out.extend(x.push(&whole[cut..]));
             out.extend(x.finish());
             assert_eq!(String::from_utf8_lossy(&out), String::from_utf8_lossy(&expect), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn output_terms_withhold_a_whole_answer_and_stop_a_stream_at_the_match() {
+        let terms = vec!["Project Falcon".to_string()];
+        let answer = br#"{"id":"c","choices":[{"index":0,"message":{"role":"assistant","content":"About project falcon: no."},"finish_reason":"stop"}]}"#;
+        let out: Value = serde_json::from_slice(&filter_answer(answer, &terms).unwrap()).unwrap();
+        assert_eq!(out["choices"][0]["finish_reason"], "content_filter");
+        assert_eq!(out["choices"][0]["message"]["content"], "");
+        assert!(filter_answer(br#"{"choices":[{"message":{"content":"falconry"}}]}"#, &terms).is_none());
+        let chunk = |t: &str| {
+            format!("data: {{\"id\":\"c\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{t}\"}}}}]}}\n\n")
+        };
+        let stream =
+            [chunk("We call it "), chunk("Project "), chunk("Falcon and "), chunk("more"), "data: [DONE]\n\n".into()]
+                .concat();
+        for cut in [1, 9, stream.len()] {
+            let mut f = StreamFilter::new(&terms);
+            let out: Vec<u8> = stream.as_bytes().chunks(cut).flat_map(|c| f.push(c)).collect();
+            let out = String::from_utf8(out).unwrap();
+            assert!(out.contains("We call it ") && out.contains("\"Project \"") && !out.contains("Falcon"), "{out}");
+            assert!(out.contains("content_filter") && out.ends_with("data: [DONE]\n\n") && !out.contains("more"));
+            assert!(f.stopped);
         }
     }
 

@@ -6,7 +6,7 @@
 use std::rc::Rc;
 
 use super::injection::{self, OnInjection};
-use super::{apply, Restorer};
+use super::{apply, filter_answer, Restorer, StreamFilter};
 use crate::error::GatewayError;
 use crate::headers;
 use crate::host::{messages_door, Flow, Host};
@@ -25,13 +25,37 @@ pub enum GuardDecision {
 pub struct GuardCall {
     route: Rc<RouteConfig>,
     restorer: Option<Restorer>,
-    /// Restoring a JSON answer: held until complete.
+    /// The policy's output terms (empty: none).
+    output_terms: Vec<String>,
+    /// A streamed answer, checked against the output terms as it goes.
+    filter: Option<StreamFilter>,
+    /// A JSON answer, held until complete (to restore or check it).
     holding: bool,
+    alias: String,
 }
 
 impl GuardCall {
     pub fn new(route: Rc<RouteConfig>) -> GuardCall {
-        GuardCall { route, restorer: None, holding: false }
+        GuardCall {
+            route,
+            restorer: None,
+            output_terms: Vec::new(),
+            filter: None,
+            holding: false,
+            alias: String::new(),
+        }
+    }
+
+    /// The answer was withheld or stopped by an output term: on record, counted.
+    fn output_flag(&self, h: &impl Host, action: &str) {
+        let flag = format!("output_term:{action}:1");
+        let flags = match h.property_string(&[headers::PROP_COMPLIANCE]) {
+            Some(f) if !f.is_empty() => format!("{f},{flag}"),
+            _ => flag,
+        };
+        h.set_property(headers::PROP_COMPLIANCE, &flags);
+        let alias = crate::audit::stage::label(&self.alias);
+        h.counter_add(&format!("aigw_guard_detections_total.category.output_term.action.{action}.alias.{alias}"), 1);
     }
 
     /// The request, complete and routed.
@@ -42,6 +66,8 @@ impl GuardCall {
             return GuardDecision::Continue;
         };
         let Some(policy) = self.route.guard_policy(&alias, &route) else { return GuardDecision::Continue };
+        self.output_terms = policy.output_terms.clone();
+        self.alias = alias.clone();
         // The body as routed (the Messages door's is the unified request by now).
         let body = h.request_body(usize::MAX);
         let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(&body) else { return GuardDecision::Continue };
@@ -140,12 +166,19 @@ impl GuardCall {
     }
 
     pub fn on_response_headers(&mut self, h: &impl Host, eos: bool) -> Flow {
-        if self.restorer.is_none() || eos {
+        if (self.restorer.is_none() && self.output_terms.is_empty()) || eos {
+            return Flow::Continue;
+        }
+        let status = h.response_header(":status").unwrap_or_default();
+        if self.restorer.is_none() && status != "200" {
             return Flow::Continue;
         }
         let ct = h.response_header("content-type").unwrap_or_default();
         h.set_response_header("content-length", None);
         if ct.starts_with("text/event-stream") {
+            if !self.output_terms.is_empty() && status == "200" {
+                self.filter = Some(StreamFilter::new(&self.output_terms));
+            }
             return Flow::Continue;
         }
         self.holding = true;
@@ -154,19 +187,49 @@ impl GuardCall {
 
     /// Returns the flow and the body's size after this stage.
     pub fn on_response_body(&mut self, h: &impl Host, size: usize, eos: bool) -> (Flow, usize) {
-        let Some(r) = &mut self.restorer else { return (Flow::Continue, size) };
+        if self.restorer.is_none() && self.output_terms.is_empty() {
+            return (Flow::Continue, size);
+        }
         if self.holding {
             if !eos {
                 return (Flow::Pause, size);
             }
-            let mut out = r.push(&h.response_body(size));
-            out.extend(r.finish());
+            let mut out = h.response_body(size);
+            if let Some(r) = &mut self.restorer {
+                let mut restored = r.push(&out);
+                restored.extend(r.finish());
+                out = restored;
+            }
+            let ok = h.response_header(":status").as_deref() == Some("200");
+            if ok && !self.output_terms.is_empty() {
+                if let Some(refusal) = filter_answer(&out, &self.output_terms) {
+                    self.output_flag(h, "withheld");
+                    out = refusal;
+                }
+            }
             h.replace_response_body(size, &out);
             return (Flow::Continue, out.len());
         }
-        let mut out = r.push(&h.response_body(size));
-        if eos {
-            out.extend(r.finish());
+        if self.restorer.is_none() && self.filter.is_none() {
+            return (Flow::Continue, size);
+        }
+        let chunk = h.response_body(size);
+        let mut out = match &mut self.restorer {
+            Some(r) => {
+                let mut o = r.push(&chunk);
+                if eos {
+                    o.extend(r.finish());
+                }
+                o
+            }
+            None => chunk,
+        };
+        if let Some(f) = &mut self.filter {
+            let was = f.stopped;
+            out = f.push(&out);
+            if f.stopped && !was {
+                self.output_flag(h, "stopped");
+            }
         }
         h.replace_response_body(size, &out);
         (Flow::Continue, out.len())
