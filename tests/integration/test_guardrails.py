@@ -219,3 +219,32 @@ def test_an_output_term_withholds_a_whole_answer_and_stops_a_stream_at_the_match
         final = s.get_final_message()
     assert "alpha" in text and "Falcon" not in text and "beta" not in text
     assert final.stop_reason in ("refusal", "end_turn"), final.stop_reason
+
+
+def test_a_streamed_answer_that_is_not_the_json_asked_for_ends_with_an_error_event(gateway):
+    tag = uuid.uuid4().hex[:8]
+    ask = '{"city": "Pune", "population": 7000000, "note": "%s"}' % tag
+    schema = json.loads(json.dumps(SCHEMA))
+    schema["json_schema"]["schema"]["properties"]["note"] = {"type": "string"}
+    body = {"model": "chat", "stream": True, "response_format": schema, "messages": [{"role": "user", "content": ask}]}
+    h = {"authorization": f"Bearer {DEMO_KEYS['acme']}"}
+    good = gateway.client.post("/v1/chat/completions", json=body, headers=h)
+    assert good.status_code == 200 and "invalid_model_output" not in good.text
+    for fault in ("anthropic=not-json", "*=not-json"):
+        r = gateway.client.post("/v1/chat/completions", json=body, headers={**h, "x-fake-fault": fault})
+        assert r.status_code == 200, r.text  # a stream that began cannot change its status
+        events = [line[6:] for line in r.text.split("\n") if line.startswith("data: ")]
+        assert events[-1] == "[DONE]"
+        assert "Echo" in "".join(events), "the content went on as it came"
+        err = json.loads(events[-2])["error"]
+        assert err["code"] == "invalid_model_output" and "not JSON" in err["message"], events[-3:]
+    # The OpenAI SDK raises it to the caller.
+    oa = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=DEMO_KEYS["acme"], max_retries=0)
+    try:
+        list(oa.chat.completions.create(model="chat", stream=True, response_format=schema,
+                                        messages=[{"role": "user", "content": ask}],
+                                        extra_headers={"x-fake-fault": "*=not-json"}))
+        raised = False
+    except openai.APIError:
+        raised = True
+    assert raised

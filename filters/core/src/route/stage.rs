@@ -520,6 +520,43 @@ enum ResponseMode {
     /// A provider's stream (Anthropic or Gemini SSE, Bedrock's binary event stream): translate
     /// it to OpenAI chunks as it arrives.
     Stream(Box<dyn sse::Translate>),
+    /// A unified stream whose request asked for JSON output (translated, or passed through):
+    /// collected as it goes on, and checked at its end; an answer that is not the JSON asked
+    /// for ends with an error event after its content.
+    Checked(Option<Box<dyn sse::Translate>>, Box<OutputWatch>),
+}
+
+/// A stream's text, collected to be checked at its end (see [`ResponseMode::Checked`]).
+struct OutputWatch {
+    format: crate::guard::schema::OutputFormat,
+    collector: crate::wire::chat::StreamCollector,
+    /// The `[DONE]` the stream sent last, held back until the check is made.
+    done: bool,
+}
+
+impl OutputWatch {
+    /// Passes `out` on, minus a final `[DONE]`; at the end, the check (an error event if it
+    /// fails), then `[DONE]`.
+    fn watch(&mut self, out: &mut Vec<u8>, eos: bool) {
+        self.collector.push(out);
+        const DONE: &[u8] = b"data: [DONE]\n\n";
+        if out.ends_with(DONE) {
+            out.truncate(out.len() - DONE.len());
+            self.done = true;
+        }
+        if !eos {
+            return;
+        }
+        let text = self.collector.answer().map(|a| check_output(&self.format, &a));
+        if let Some(Err(problem)) = text {
+            let err = serde_json::json!({"error": {"message": format!("The model's answer is not the JSON the request asked for: {problem}."),
+                "type": "server_error", "param": null, "code": "invalid_model_output"}});
+            sse::data_event(out, &err.to_string());
+        }
+        if self.done {
+            out.extend_from_slice(DONE);
+        }
+    }
 }
 
 struct Target {
@@ -1056,12 +1093,25 @@ impl RouteAttempt {
             return Flow::Continue;
         }
         let api = provider::api(t.api);
+        let watch = |t: &Target| {
+            t.output.clone().map(|format| {
+                Box::new(OutputWatch {
+                    format,
+                    collector: crate::wire::chat::StreamCollector::new(1 << 20),
+                    done: false,
+                })
+            })
+        };
         if api.answers_unified() {
             // Passed through untouched, but a success is read once before Envoy decides on a
             // retry: a 200 whose body cannot be read becomes a 502, which moves the call on.
             if self.status == 200 && ct.starts_with("application/json") {
                 self.response = ResponseMode::Check;
                 return Flow::Pause;
+            }
+            if let (200, true, Some(w)) = (self.status, ct.starts_with("text/event-stream"), watch(t)) {
+                h.set_response_header("content-length", None);
+                self.response = ResponseMode::Checked(None, w);
             }
             return Flow::Continue;
         }
@@ -1084,7 +1134,10 @@ impl RouteAttempt {
                 if !ct.starts_with("text/event-stream") {
                     h.set_response_header("content-type", Some("text/event-stream"));
                 }
-                self.response = ResponseMode::Stream(translator);
+                self.response = match watch(t) {
+                    Some(w) => ResponseMode::Checked(Some(translator), w),
+                    None => ResponseMode::Stream(translator),
+                };
                 Flow::Continue
             }
             None => {
@@ -1097,6 +1150,22 @@ impl RouteAttempt {
     pub fn on_response_body(&mut self, h: &impl Host, size: usize, eos: bool) -> Flow {
         match &mut self.response {
             ResponseMode::Pass => Flow::Continue,
+            ResponseMode::Checked(tr, watch) => {
+                let body = h.response_body(size);
+                let mut out = match tr {
+                    Some(tr) => {
+                        let mut out = tr.push(&body);
+                        if eos {
+                            out.extend(tr.finish());
+                        }
+                        out
+                    }
+                    None => body,
+                };
+                watch.watch(&mut out, eos);
+                h.replace_response_body(size, &out);
+                Flow::Continue
+            }
             ResponseMode::Stream(tr) => {
                 let mut out = tr.push(&h.response_body(size));
                 if eos {
