@@ -81,27 +81,12 @@ pub struct Found {
 pub fn scan(text: &str, wanted: &dyn Fn(Category) -> bool, terms: &[String]) -> Vec<Found> {
     let b = text.as_bytes();
     let mut found = Vec::new();
-    let mut push = |start: usize, end: usize, category: Category| {
-        if wanted(category) {
-            found.push(Found { start, end, category });
-        }
-    };
-    secrets(text, &mut push);
-    for (start, end) in tokens(b, |c| c.is_ascii_alphanumeric() || b"._%+-@".contains(&c)) {
-        if let Some((s, e)) = email(&b[start..end]) {
-            push(start + s, start + e, Category::Email);
-        }
+    // Only the stretches of text a detector could start in are scanned: prose words (lower-case
+    // letters, non-ASCII letters, sentence punctuation) hold no value any detector finds.
+    for (s, e) in segments(b) {
+        scan_segment(&text[s..e], s, wanted, &mut found);
     }
-    numbers(b, &mut push);
-    for (start, end) in tokens(b, |c| c.is_ascii_alphanumeric()) {
-        let t = &b[start..end];
-        if pan(t) {
-            push(start, end, Category::Pan);
-        }
-    }
-    ibans(b, &mut push);
-    ips(text, &mut push);
-    if !terms.is_empty() {
+    if !terms.is_empty() && wanted(Category::Term) {
         let lower = text.to_ascii_lowercase();
         for term in terms.iter().filter(|t| !t.is_empty()) {
             let t = term.to_ascii_lowercase();
@@ -110,7 +95,7 @@ pub fn scan(text: &str, wanted: &dyn Fn(Category) -> bool, terms: &[String]) -> 
                 let (s, e) = (from + i, from + i + t.len());
                 let edge = |i: usize| b.get(i).is_none_or(|c| !c.is_ascii_alphanumeric());
                 if (s == 0 || edge(s - 1)) && edge(e) {
-                    push(s, e, Category::Term);
+                    found.push(Found { start: s, end: e, category: Category::Term });
                 }
                 from = e;
             }
@@ -126,22 +111,82 @@ pub fn scan(text: &str, wanted: &dyn Fn(Category) -> bool, terms: &[String]) -> 
     out
 }
 
-/// Maximal runs of bytes for which `keep` holds.
-fn tokens(b: &[u8], keep: impl Fn(u8) -> bool) -> Vec<(usize, usize)> {
-    let mut out = Vec::new();
+/// Whether a word (a run of non-whitespace) is prose no detector could find a value in:
+/// lower-case letters (a capital first one allowed), non-ASCII letters, sentence punctuation.
+fn prose(w: &[u8]) -> bool {
+    let rest = match w.first() {
+        Some(c) if c.is_ascii_uppercase() => &w[1..],
+        _ => w,
+    };
+    rest.iter().all(|c| c.is_ascii_lowercase() || *c >= 0x80 || b".,;!?'\"()".contains(c))
+}
+
+/// The byte ranges of `b` that hold something other than prose words: runs of such words with
+/// the whitespace between them (values that span words, such as spaced card numbers, stay
+/// whole), each starting and ending at a word's edge.
+fn segments(b: &[u8]) -> Vec<(usize, usize)> {
+    let mut out: Vec<(usize, usize)> = Vec::new();
+    let mut open: Option<(usize, usize)> = None;
     let mut i = 0;
     while i < b.len() {
-        if keep(b[i]) {
-            let s = i;
-            while i < b.len() && keep(b[i]) {
-                i += 1;
-            }
-            out.push((s, i));
-        } else {
+        if b[i].is_ascii_whitespace() {
+            i += 1;
+            continue;
+        }
+        let s = i;
+        while i < b.len() && !b[i].is_ascii_whitespace() {
             i += 1;
         }
+        if prose(&b[s..i]) {
+            out.extend(open.take());
+        } else {
+            open = Some(open.map_or((s, i), |(os, _)| (os, i)));
+        }
     }
+    out.extend(open);
     out
+}
+
+/// The detectors over one segment (`text`, which starts at `base` in the whole text).
+fn scan_segment(text: &str, base: usize, wanted: &dyn Fn(Category) -> bool, found: &mut Vec<Found>) {
+    let b = text.as_bytes();
+    let mut push = |start: usize, end: usize, category: Category| {
+        if wanted(category) {
+            found.push(Found { start: base + start, end: base + end, category });
+        }
+    };
+    secrets(text, &mut push);
+    for (start, end) in tokens(b, |c| c.is_ascii_alphanumeric() || b"._%+-@".contains(&c)) {
+        if let Some((s, e)) = email(&b[start..end]) {
+            push(start + s, start + e, Category::Email);
+        }
+    }
+    numbers(b, &mut push);
+    for (start, end) in tokens(b, |c| c.is_ascii_alphanumeric()) {
+        if pan(&b[start..end]) {
+            push(start, end, Category::Pan);
+        }
+    }
+    ibans(b, &mut push);
+    ips(text, &mut push);
+}
+
+/// Maximal runs of bytes for which `keep` holds (as they are met, nothing allocated).
+fn tokens<'a>(b: &'a [u8], keep: impl Fn(u8) -> bool + 'a) -> impl Iterator<Item = (usize, usize)> + 'a {
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        while i < b.len() && !keep(b[i]) {
+            i += 1;
+        }
+        if i >= b.len() {
+            return None;
+        }
+        let s = i;
+        while i < b.len() && keep(b[i]) {
+            i += 1;
+        }
+        Some((s, i))
+    })
 }
 
 fn email(t: &[u8]) -> Option<(usize, usize)> {
@@ -170,6 +215,8 @@ fn email(t: &[u8]) -> Option<(usize, usize)> {
 /// Digit runs (with single spaces or dashes between groups): cards, Aadhaar, SSNs, phones.
 fn numbers(b: &[u8], push: &mut dyn FnMut(usize, usize, Category)) {
     let mut i = 0;
+    // Reused by every run of the segment.
+    let (mut digits, mut groups): (Vec<u8>, Vec<usize>) = (Vec::new(), Vec::new());
     while i < b.len() {
         let plus = b[i] == b'+' && b.get(i + 1).is_some_and(u8::is_ascii_digit);
         if !(b[i].is_ascii_digit() || plus) || (i > 0 && (b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'+')) {
@@ -179,8 +226,9 @@ fn numbers(b: &[u8], push: &mut dyn FnMut(usize, usize, Category)) {
         // A run: digits, single separators between digits.
         let s = i;
         let mut e = i + usize::from(plus);
-        let mut digits = Vec::new();
-        let mut groups = vec![0usize];
+        digits.clear();
+        groups.clear();
+        groups.push(0);
         while e < b.len() {
             if b[e].is_ascii_digit() {
                 digits.push(b[e] - b'0');
@@ -479,6 +527,17 @@ mod tests {
         assert_eq!((f[0].start, f[0].category), (6, Category::Term));
         // Only the wanted categories.
         assert!(scan("a.b@example.com", &|c| c != Category::Email, &[]).is_empty());
+    }
+
+    #[test]
+    fn prose_is_skipped_and_values_that_span_words_stay_whole() {
+        let text = "Our office, in Pune. Card 4111 1111 1111 1111 and mail a@example.com; done (really)!";
+        let segs: Vec<&str> = segments(text.as_bytes()).iter().map(|(s, e)| &text[*s..*e]).collect();
+        assert_eq!(segs, ["4111 1111 1111 1111", "a@example.com;"]);
+        assert_eq!(cats(text).len(), 2);
+        assert!(segments(b"just some prose, nothing else.").is_empty());
+        // Non-ASCII prose is skipped too; a value next to it is still found.
+        assert_eq!(cats("मेरा नंबर 9876543210 है"), [("9876543210", Category::Phone)]);
     }
 
     #[test]
