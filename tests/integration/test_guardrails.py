@@ -248,3 +248,25 @@ def test_a_streamed_answer_that_is_not_the_json_asked_for_ends_with_an_error_eve
     except openai.APIError:
         raised = True
     assert raised
+
+
+def test_the_responses_door_text_format_is_checked_and_moves_the_chain_on(gateway):
+    tag = uuid.uuid4().hex[:8]
+    ask = '{"city": "Pune", "population": 7000000, "note": "%s"}' % tag
+    schema = json.loads(json.dumps(SCHEMA["json_schema"]["schema"]))
+    schema["properties"]["note"] = {"type": "string"}
+    fmt = {"format": {"type": "json_schema", "name": "city", "schema": schema}}
+    oa = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=DEMO_KEYS["acme"], max_retries=0)
+    ok = oa.responses.create(model="chat", input=ask, text=fmt)
+    assert json.loads(ok.output_text)["city"] == "Pune"
+    # The Anthropic step (translated) answers in prose: the OpenAI step (native) serves.
+    r = oa.responses.with_raw_response.create(model="chat", input=ask, text=fmt,
+                                              extra_headers={"x-fake-fault": "anthropic=not-json"})
+    assert r.headers["x-aigw-provider"] == "openai" and r.headers["x-aigw-attempts"] == "2"
+    assert json.loads(r.parse().output_text)["note"] == tag
+    try:
+        oa.responses.create(model="chat", input=ask, text=fmt, extra_headers={"x-fake-fault": "*=not-json"})
+        code = None
+    except openai.APIStatusError as e:
+        code = (e.status_code, e.code)
+    assert code == (502, "invalid_model_output")

@@ -691,6 +691,8 @@ impl RequestFacts {
             max_output_tokens: Option<u64>,
             #[serde(default)]
             stream: Option<bool>,
+            #[serde(borrow, default)]
+            text: Option<&'a RawValue>,
         }
         #[derive(Deserialize)]
         struct Item<'a> {
@@ -712,6 +714,8 @@ impl RequestFacts {
             stream: req.stream == Some(true),
             include_usage: true,
             max_output: req.max_output_tokens,
+            // `text.format`, as the chat `response_format` it stands for (what attempts check).
+            output_format: req.text.and_then(|t| crate::guard::schema::response_format_of_text(t.get())),
             ..RequestFacts::default()
         };
         let mut text = |r: &RawValue| {

@@ -40,6 +40,45 @@ impl OutputFormat {
     }
 }
 
+/// A Responses request's `text` (its `format`), as the chat `response_format` it stands for
+/// (JSON text); `None` for plain text.
+pub fn response_format_of_text(text: &str) -> Option<String> {
+    let t: Value = serde_json::from_str(text).ok()?;
+    let f = t.get("format")?;
+    let rf = match f.get("type").and_then(Value::as_str)? {
+        "json_object" => serde_json::json!({"type": "json_object"}),
+        "json_schema" => serde_json::json!({"type": "json_schema", "json_schema": {"schema": f.get("schema")?}}),
+        _ => return None,
+    };
+    Some(rf.to_string())
+}
+
+/// The text of an answer to check: a chat completion's message content, or a Response
+/// object's output text; `Ok(None)` for an answer of tool calls only.
+pub fn answer_text(answer: &[u8]) -> Result<Option<String>, String> {
+    let v: Value = serde_json::from_slice(answer).map_err(|e| format!("the answer cannot be read ({e})"))?;
+    if v.get("object").and_then(Value::as_str) == Some("response") {
+        let items = v.get("output").and_then(Value::as_array).cloned().unwrap_or_default();
+        let text: Vec<&str> = items
+            .iter()
+            .filter(|i| i.get("type").and_then(Value::as_str) == Some("message"))
+            .flat_map(|i| i.get("content").and_then(Value::as_array).into_iter().flatten())
+            .filter(|p| p.get("type").and_then(Value::as_str) == Some("output_text"))
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect();
+        if text.is_empty() && items.iter().any(|i| i.get("type").and_then(Value::as_str) == Some("function_call")) {
+            return Ok(None);
+        }
+        return Ok(Some(text.concat()));
+    }
+    let message = &v["choices"][0]["message"];
+    match message.get("content").and_then(Value::as_str) {
+        Some(text) => Ok(Some(text.to_string())),
+        None if message.get("tool_calls").is_some() => Ok(None),
+        None => Err("the answer has no text".into()),
+    }
+}
+
 fn type_ok(t: &str, v: &Value) -> bool {
     match t {
         "object" => v.is_object(),

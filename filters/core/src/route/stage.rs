@@ -1014,7 +1014,7 @@ impl RouteAttempt {
             responses,
             part_sizes: Vec::new(),
             split: None,
-            output: if embeddings_call || door.as_deref() == Some("responses") {
+            output: if embeddings_call {
                 None
             } else {
                 h.property_string(&[headers::PROP_OUTPUT_FORMAT])
@@ -1093,8 +1093,9 @@ impl RouteAttempt {
             return Flow::Continue;
         }
         let api = provider::api(t.api);
+        // Streams are checked as unified chunks: a Responses door's stream is not (yet).
         let watch = |t: &Target| {
-            t.output.clone().map(|format| {
+            t.output.clone().filter(|_| t.responses.is_none()).map(|format| {
                 Box::new(OutputWatch {
                     format,
                     collector: crate::wire::chat::StreamCollector::new(1 << 20),
@@ -1239,15 +1240,12 @@ impl RouteAttempt {
     }
 }
 
-/// Whether a unified answer (a chat completion) is what `format` asks: `Err` says what is not.
-/// An answer of tool calls only has no text to check.
+/// Whether an answer (a chat completion, or a Response object) is what `format` asks: `Err`
+/// says what is not. An answer of tool calls only has no text to check.
 fn check_output(format: &crate::guard::schema::OutputFormat, answer: &[u8]) -> Result<(), String> {
-    let v: Value = serde_json::from_slice(answer).map_err(|e| format!("the answer cannot be read ({e})"))?;
-    let message = &v["choices"][0]["message"];
-    match message.get("content").and_then(Value::as_str) {
-        Some(text) => format.check(text),
-        None if message.get("tool_calls").is_some() => Ok(()),
-        None => Err("the answer has no text".into()),
+    match crate::guard::schema::answer_text(answer)? {
+        Some(text) => format.check(&text),
+        None => Ok(()),
     }
 }
 
