@@ -12,10 +12,19 @@ fuzz_target!(|data: &[u8]| {
     let mut out = Vec::new();
     let mut sc = StreamScanner::default();
     let mut collector = aigw_core::wire::chat::StreamCollector::new(1 << 16);
+    let mut filter = aigw_core::guard::StreamFilter::new(&["project falcon".to_string()]);
+    let mut restorer = aigw_core::guard::Restorer::new(&[("<EMAIL_1>".into(), "a\"b@c.d".into())]);
+    let mut responses = aigw_core::wire::responses_in::ResponsesCollector::new(1 << 16);
     for chunk in data.chunks(cut) {
         p.push(chunk, &mut out);
         sc.push(chunk);
         collector.push(chunk);
+        let _ = filter.push(&restorer.push(chunk));
+        responses.push(chunk);
+    }
+    let _ = restorer.finish();
+    if let Some(r) = responses.answer() {
+        let _ = aigw_core::wire::responses_in::stream_from_response(&r);
     }
     let _ = p.is_idle();
     if let Some(answer) = collector.answer() {

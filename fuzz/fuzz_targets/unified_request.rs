@@ -28,6 +28,24 @@ fuzz_target!(|data: &[u8]| {
             let _ = bedrock::embeddings_request(&r, &texts, m);
         }
     }
+    // Guardrails over the caller's text: every detector, masking, injection scoring, and the
+    // output check (the bytes as an answer, and as a schema).
+    if let Ok(text) = std::str::from_utf8(data) {
+        let terms = vec!["project falcon".to_string()];
+        let _ = aigw_core::guard::detect::scan(text, &|_| true, &terms);
+        let _ = aigw_core::guard::injection::score(&aigw_core::guard::injection::default_rules(), text);
+        let _ = aigw_core::guard::schema::OutputFormat::JsonObject.check(text);
+    }
+    if let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(data) {
+        let _ = aigw_core::guard::injection::caller_texts(&v);
+        let _ = aigw_core::guard::schema::validate(&v, &v, "$");
+        let policy = serde_json::from_value::<aigw_core::guard::GuardPolicy>(serde_json::json!({
+            "categories": {"email": "mask", "phone": "mask", "card": "mask", "iban": "mask", "aadhaar": "mask",
+                           "pan": "mask", "ssn": "mask", "ip": "flag", "secret": "reject"}}));
+        if let Ok(policy) = policy {
+            let _ = aigw_core::guard::apply(&policy, &mut v);
+        }
+    }
     // The cache's keys (exact and semantic) of the caller's bytes.
     let _ = aigw_core::cache::keys("t", Some("k"), "a", "r", data);
     if let Ok(a) = anthropic::request_from_openai(data, "claude-x", 1024) {
