@@ -42,12 +42,15 @@ impl Action {
 #[serde(deny_unknown_fields)]
 pub struct GuardPolicy {
     /// Per category (`email`, `phone`, `card`, `iban`, `aadhaar`, `pan`, `ssn`, `ip`, `secret`,
-    /// `term`): what is done with its values. A category left out is not looked for.
+    /// `term`, `pattern`): what is done with its values. A category left out is not looked for.
     #[serde(default)]
     pub categories: BTreeMap<String, Action>,
     /// The operator's terms (whole words, case-insensitive): category `term`.
     #[serde(default)]
     pub terms: Vec<String>,
+    /// The operator's patterns (see `detect::Shape`): category `pattern`.
+    #[serde(default)]
+    pub patterns: Vec<String>,
     /// Masked values are put back in the answer (streamed or not).
     #[serde(default)]
     pub restore: bool,
@@ -67,7 +70,7 @@ impl GuardPolicy {
                 return Err(ConfigError::new(
                     "route-select",
                     format!("{at}.categories.{name}"),
-                    "unknown category (email, phone, card, iban, aadhaar, pan, ssn, ip, secret, term)",
+                    "unknown category (email, phone, card, iban, aadhaar, pan, ssn, ip, secret, term, pattern)",
                 ));
             }
         }
@@ -82,6 +85,18 @@ impl GuardPolicy {
             if i.rules().is_empty() {
                 return bad("rules", "no rules to score with");
             }
+        }
+        for (i, p) in self.patterns.iter().enumerate() {
+            if let Err(e) = detect::Shape::parse(p) {
+                return Err(ConfigError::new("route-select", format!("{at}.patterns[{i}]"), e));
+            }
+        }
+        if self.categories.contains_key("pattern") && self.patterns.is_empty() {
+            return Err(ConfigError::new(
+                "route-select",
+                format!("{at}.patterns"),
+                "category `pattern` needs patterns",
+            ));
         }
         if self.categories.contains_key("term") && self.terms.is_empty() {
             return Err(ConfigError::new("route-select", format!("{at}.terms"), "category `term` needs terms"));
@@ -136,8 +151,9 @@ impl Applied {
 pub fn apply(policy: &GuardPolicy, v: &mut Value) -> Applied {
     let mut applied = Applied::default();
     let wanted = |c: Category| policy.action(c).is_some();
+    let shapes: Vec<detect::Shape> = policy.patterns.iter().filter_map(|p| detect::Shape::parse(p).ok()).collect();
     walk(v, None, &mut |s: &mut String| {
-        let found = detect::scan(s, &wanted, &policy.terms);
+        let found = detect::scan_with(s, &wanted, &policy.terms, &shapes);
         if found.is_empty() {
             return;
         }

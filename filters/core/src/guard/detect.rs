@@ -16,10 +16,12 @@ pub enum Category {
     Secret,
     /// An operator's term.
     Term,
+    /// A value of an operator's pattern (see [`Shape`]).
+    Pattern,
 }
 
 impl Category {
-    pub const ALL: [Category; 10] = [
+    pub const ALL: [Category; 11] = [
         Category::Email,
         Category::Phone,
         Category::Card,
@@ -30,6 +32,7 @@ impl Category {
         Category::Ip,
         Category::Secret,
         Category::Term,
+        Category::Pattern,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -44,6 +47,7 @@ impl Category {
             Category::Ip => "ip",
             Category::Secret => "secret",
             Category::Term => "term",
+            Category::Pattern => "pattern",
         }
     }
 
@@ -64,6 +68,7 @@ impl Category {
             Category::Ip => "IP",
             Category::Secret => "SECRET",
             Category::Term => "TERM",
+            Category::Pattern => "PATTERN",
         }
     }
 }
@@ -79,8 +84,78 @@ pub struct Found {
 /// Every value of the `wanted` categories in `text` (and of the operator's `terms`, matched
 /// whole-word, case-insensitively), without overlaps (the earlier and longer wins), in order.
 pub fn scan(text: &str, wanted: &dyn Fn(Category) -> bool, terms: &[String]) -> Vec<Found> {
+    scan_with(text, wanted, terms, &[])
+}
+
+/// An operator's pattern: the shape of a value, character by character: `\d` a digit, `\a` a
+/// letter, `\w` a letter or digit, `\\` a backslash, anything else itself (e.g.
+/// `EMP-\d\d\d\d\d` for an employee number). A value is matched as a whole word.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shape(Vec<Piece>);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Piece {
+    Digit,
+    Letter,
+    Alnum,
+    Byte(u8),
+}
+
+impl Shape {
+    pub fn parse(s: &str) -> Result<Shape, String> {
+        let b = s.as_bytes();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] == b'\\' {
+                out.push(match b.get(i + 1) {
+                    Some(b'd') => Piece::Digit,
+                    Some(b'a') => Piece::Letter,
+                    Some(b'w') => Piece::Alnum,
+                    Some(b'\\') => Piece::Byte(b'\\'),
+                    _ => return Err(format!("`\\` must be followed by d, a, w or \\ in {s:?}")),
+                });
+                i += 2;
+            } else {
+                out.push(Piece::Byte(b[i]));
+                i += 1;
+            }
+        }
+        if out.len() < 3 {
+            return Err(format!("the pattern {s:?} is shorter than 3 characters"));
+        }
+        Ok(Shape(out))
+    }
+
+    fn at(&self, b: &[u8], i: usize) -> bool {
+        b.len() >= i + self.0.len()
+            && self.0.iter().zip(&b[i..]).all(|(p, c)| match p {
+                Piece::Digit => c.is_ascii_digit(),
+                Piece::Letter => c.is_ascii_alphabetic(),
+                Piece::Alnum => c.is_ascii_alphanumeric(),
+                Piece::Byte(x) => x == c,
+            })
+    }
+}
+
+/// As [`scan`], with the operator's patterns too.
+pub fn scan_with(text: &str, wanted: &dyn Fn(Category) -> bool, terms: &[String], patterns: &[Shape]) -> Vec<Found> {
     let b = text.as_bytes();
     let mut found = Vec::new();
+    if wanted(Category::Pattern) {
+        for shape in patterns {
+            let mut i = 0;
+            while i < b.len() {
+                let edge = |j: usize| b.get(j).is_none_or(|c| !c.is_ascii_alphanumeric());
+                if (i == 0 || edge(i - 1)) && shape.at(b, i) && edge(i + shape.0.len()) {
+                    found.push(Found { start: i, end: i + shape.0.len(), category: Category::Pattern });
+                    i += shape.0.len();
+                } else {
+                    i += 1;
+                }
+            }
+        }
+    }
     // Only the stretches of text a detector could start in are scanned: prose words (lower-case
     // letters, non-ASCII letters, sentence punctuation) hold no value any detector finds.
     for (s, e) in segments(b) {
@@ -538,6 +613,17 @@ mod tests {
         assert!(segments(b"just some prose, nothing else.").is_empty());
         // Non-ASCII prose is skipped too; a value next to it is still found.
         assert_eq!(cats("मेरा नंबर 9876543210 है"), [("9876543210", Category::Phone)]);
+    }
+
+    #[test]
+    fn operators_patterns_match_their_shape_as_whole_words() {
+        let p = vec![Shape::parse("EMP-\\d\\d\\d\\d").unwrap()];
+        let f = scan_with("ids EMP-1234, EMP-12345 and xEMP-1234", &|_| true, &[], &p);
+        assert_eq!(f.len(), 1);
+        assert_eq!((f[0].start, f[0].end, f[0].category), (4, 12, Category::Pattern));
+        assert!(Shape::parse("a\\q").is_err() && Shape::parse("ab").is_err());
+        let w = Shape::parse("\\a\\w\\d").unwrap();
+        assert_eq!(scan_with("x z9 Ab7", &|_| true, &[], &[w]).len(), 1);
     }
 
     #[test]
