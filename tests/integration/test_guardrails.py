@@ -273,3 +273,21 @@ def test_the_responses_door_text_format_is_checked_and_moves_the_chain_on(gatewa
     except openai.APIStatusError as e:
         code = (e.status_code, e.code)
     assert code == (502, "invalid_model_output")
+
+
+def test_an_output_term_ends_a_responses_answer_or_stream_as_incomplete(gateway):
+    tag = uuid.uuid4().hex[:8]
+    oa = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=DEMO_KEYS["acme"], max_retries=0)
+    r = oa.responses.create(model="chat-guarded", input=f"{tag} all about Project Falcon")
+    if gateway.layout == "filters":
+        assert "Project Falcon" in r.output_text
+        return
+    assert r.status == "incomplete" and r.incomplete_details.reason == "content_filter" and r.output == []
+    s = gateway.client.post("/v1/responses", headers={"authorization": f"Bearer {DEMO_KEYS['acme']}"},
+                            json={"model": "chat-guarded", "stream": True, "input": f"{tag} one Project Falcon two"})
+    events = [json.loads(line[6:]) for line in s.text.split("\n") if line.startswith("data: ")]
+    assert events[-1]["type"] == "response.incomplete"
+    assert events[-1]["response"]["incomplete_details"] == {"reason": "content_filter"}
+    assert [e["sequence_number"] for e in events] == list(range(len(events))), "gapless"
+    deltas = "".join(e.get("delta", "") for e in events if e["type"] == "response.output_text.delta")
+    assert "one" in deltas and "Falcon" not in deltas and "two" not in deltas, deltas

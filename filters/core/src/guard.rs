@@ -213,10 +213,30 @@ pub fn holds_term(text: &str, terms: &[String]) -> bool {
     !detect::scan(text, &|c| c == Category::Term, terms).is_empty()
 }
 
-/// A whole chat completion, checked against output terms: `Some(refusal)` when it holds one
-/// (the same completion, its text withheld, `finish_reason: content_filter`).
+/// A whole answer (a chat completion, or a Response object), checked against output terms:
+/// `Some(refusal)` when it holds one: the completion with its text withheld and
+/// `finish_reason: content_filter`, or the Response `incomplete` for `content_filter`, with no
+/// output.
 pub fn filter_answer(body: &[u8], terms: &[String]) -> Option<Vec<u8>> {
     let mut v: Value = serde_json::from_slice(body).ok()?;
+    if v.get("object").and_then(Value::as_str) == Some("response") {
+        let text = schema::answer_text(body).ok().flatten().unwrap_or_default();
+        let args: String = v
+            .get("output")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i.get("arguments").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join(" ");
+        if !holds_term(&text, terms) && !holds_term(&args, terms) {
+            return None;
+        }
+        v["status"] = Value::String("incomplete".into());
+        v["incomplete_details"] = serde_json::json!({"reason": "content_filter"});
+        v["output"] = serde_json::json!([]);
+        return serde_json::to_vec(&v).ok();
+    }
     let message = v.get_mut("choices")?.get_mut(0)?.get_mut("message")?;
     let text = message.get("content").and_then(Value::as_str).unwrap_or_default();
     let args: String = message
@@ -242,9 +262,11 @@ pub fn filter_answer(body: &[u8], terms: &[String]) -> Option<Vec<u8>> {
 /// What a caller reads in place of a withheld answer.
 pub const WITHHELD: &str = "The answer was withheld by the gateway's content filter.";
 
-/// A unified stream (chat chunks), checked against output terms as it goes: the chunk whose
-/// text completes a term, and everything after it, is replaced by a last chunk with
-/// `finish_reason: content_filter` and `[DONE]`. The text seen is kept only as long as the
+/// A stream, checked against output terms as it goes. Chat chunks: the chunk whose text
+/// completes a term, and everything after it, is replaced by a last chunk with
+/// `finish_reason: content_filter` and `[DONE]`. Responses events: the delta that completes a
+/// term, and everything after it, is replaced by `response.incomplete` (reason
+/// `content_filter`, no output), numbered in sequence. The text seen is kept only as long as the
 /// longest term (a term split across chunks is caught).
 #[derive(Debug, Default)]
 pub struct StreamFilter {
@@ -253,6 +275,10 @@ pub struct StreamFilter {
     tail: String,
     longest: usize,
     pub stopped: bool,
+    /// Responses events: the response as `response.created` announced it, and the last
+    /// sequence number.
+    snapshot: Option<Value>,
+    seq: u64,
 }
 
 impl StreamFilter {
@@ -273,6 +299,31 @@ impl StreamFilter {
                 crate::wire::sse::data_event(&mut out, &ev.data);
                 continue;
             };
+            if let Some(kind) = ev.event.as_deref().filter(|k| k.starts_with("response.")) {
+                // The event's number (the `response.incomplete` that replaces it takes it).
+                let number = v.get("sequence_number").and_then(Value::as_u64).unwrap_or(self.seq + 1);
+                if kind == "response.created" {
+                    self.snapshot = v.get("response").cloned();
+                }
+                let delta = if kind.ends_with(".delta") { v.get("delta").and_then(Value::as_str) } else { None };
+                if let Some(delta) = delta {
+                    let seen = format!("{}{delta}", self.tail);
+                    if holds_term(&seen, &self.terms) {
+                        self.stopped = true;
+                        let mut r = self.snapshot.clone().unwrap_or_else(|| serde_json::json!({}));
+                        r["status"] = Value::String("incomplete".into());
+                        r["incomplete_details"] = serde_json::json!({"reason": "content_filter"});
+                        r["output"] = serde_json::json!([]);
+                        let data = serde_json::json!({"type": "response.incomplete", "sequence_number": number, "response": r});
+                        out.extend_from_slice(format!("event: response.incomplete\ndata: {data}\n\n").as_bytes());
+                        return out;
+                    }
+                    self.keep_tail(seen);
+                }
+                self.seq = number;
+                out.extend_from_slice(format!("event: {kind}\ndata: {}\n\n", ev.data).as_bytes());
+                continue;
+            }
             let delta = &v["choices"][0]["delta"];
             let mut text = delta.get("content").and_then(Value::as_str).unwrap_or_default().to_string();
             for c in delta.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
@@ -287,12 +338,17 @@ impl StreamFilter {
                 out.extend_from_slice(b"data: [DONE]\n\n");
                 return out;
             }
-            let keep_from = seen.len().saturating_sub(self.longest + 1);
-            let keep_from = (keep_from..=seen.len()).find(|i| seen.is_char_boundary(*i)).unwrap_or(seen.len());
-            self.tail = seen[keep_from..].to_string();
+            self.keep_tail(seen);
             crate::wire::sse::data_event(&mut out, &ev.data);
         }
         out
+    }
+
+    /// Keeps as much of the text seen as the longest term (a term split across chunks).
+    fn keep_tail(&mut self, seen: String) {
+        let keep_from = seen.len().saturating_sub(self.longest + 1);
+        let keep_from = (keep_from..=seen.len()).find(|i| seen.is_char_boundary(*i)).unwrap_or(seen.len());
+        self.tail = seen[keep_from..].to_string();
     }
 }
 
@@ -431,6 +487,35 @@ mod tests {
             assert!(out.contains("content_filter") && out.ends_with("data: [DONE]\n\n") && !out.contains("more"));
             assert!(f.stopped);
         }
+    }
+
+    #[test]
+    fn output_terms_end_a_responses_answer_or_stream_as_incomplete() {
+        let terms = vec!["Project Falcon".to_string()];
+        let whole = br#"{"object":"response","status":"completed","output":[{"type":"message","content":[{"type":"output_text","text":"Project Falcon is"}]}]}"#;
+        let out: Value = serde_json::from_slice(&filter_answer(whole, &terms).unwrap()).unwrap();
+        assert_eq!(
+            (out["status"].as_str(), out["incomplete_details"]["reason"].as_str()),
+            (Some("incomplete"), Some("content_filter"))
+        );
+        assert_eq!(out["output"], json!([]));
+        let ev = |kind: &str, data: Value| format!("event: {kind}\ndata: {data}\n\n");
+        let stream = [
+            ev("response.created", json!({"type": "response.created", "sequence_number": 0, "response": {"id": "r", "status": "in_progress"}})),
+            ev("response.output_text.delta", json!({"type": "response.output_text.delta", "sequence_number": 1, "delta": "About Project"})),
+            ev("response.output_text.delta", json!({"type": "response.output_text.delta", "sequence_number": 2, "delta": " Falcon now"})),
+            ev("response.completed", json!({"type": "response.completed", "sequence_number": 3, "response": {}})),
+        ]
+        .concat();
+        let mut f = StreamFilter::new(&terms);
+        let out = String::from_utf8(f.push(stream.as_bytes())).unwrap();
+        assert!(
+            out.contains("About Project") && !out.contains("Falcon") && !out.contains("response.completed"),
+            "{out}"
+        );
+        assert!(
+            out.contains("\"sequence_number\":2") && out.contains("content_filter") && out.contains("\"id\":\"r\"")
+        );
     }
 
     #[test]
