@@ -269,3 +269,68 @@ fn an_attempt_hands_the_usage_of_the_answer_it_read_to_the_listener() {
     a.on_response_body(&h, 2, true);
     assert!(h.property(&[headers::PROP_USAGE]).is_none());
 }
+
+#[test]
+fn an_answer_that_is_not_the_json_asked_for_is_its_attempts_502_and_a_stream_ends_with_an_error() {
+    let asked = r#"{"type":"json_schema","json_schema":{"name":"c","schema":{"type":"object","required":["a"]}}}"#;
+    let answer = |content: &str| {
+        serde_json::json!({"id": "x", "object": "chat.completion", "model": "gpt-x",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
+        .to_string()
+    };
+    let whole = |content: &str| {
+        let h =
+            request("/v1/chat/completions", r#"{"model":"chat","messages":[{"role":"user","content":"hi"}]}"#, None);
+        h.set_property(headers::PROP_ALIAS, "chat");
+        h.set_property(headers::PROP_OUTPUT_FORMAT, asked);
+        h.set_property("xds.upstream_host_metadata.filter_metadata.aigw.provider", "openai");
+        let mut a = RouteAttempt::new(cfg());
+        a.on_request_headers(&h, false);
+        h.response_headers.borrow_mut().extend([
+            (":status".to_string(), "200".to_string()),
+            ("content-type".to_string(), "application/json".to_string()),
+        ]);
+        assert_eq!(a.on_response_headers(&h, false), Flow::Pause);
+        let body = answer(content);
+        *h.response_body.borrow_mut() = body.clone().into_bytes();
+        a.on_response_body(&h, body.len(), true);
+        h
+    };
+    let ok = whole(r#"{"a": 1}"#);
+    assert_eq!(ok.response_header(":status").as_deref(), Some("200"));
+    let bad = whole("Sure: {\"a\": 1}");
+    assert_eq!(bad.response_header(":status").as_deref(), Some("502"));
+    let e: serde_json::Value = serde_json::from_slice(&bad.response_body.borrow()).unwrap();
+    assert_eq!(e["error"]["code"], "invalid_model_output");
+    let rec = parse_attempts(bad.property(&[headers::PROP_ATTEMPTS]).as_deref());
+    assert_eq!((rec[0].status, rec[0].error_class), (Some(502), Some(ErrorClass::InvalidOutput)));
+    assert!(bad.property_string(&[headers::PROP_OUTPUT_PROBLEM]).unwrap().contains("not JSON"));
+    let schema = whole(r#"{"b": 1}"#);
+    assert!(String::from_utf8_lossy(&schema.response_body.borrow()).contains("missing required property `a`"));
+
+    // Streamed (passed through): the content goes on, then the error event, then [DONE].
+    let h = request("/v1/chat/completions", r#"{"model":"chat","stream":true,"messages":[]}"#, None);
+    h.set_property(headers::PROP_ALIAS, "chat");
+    h.set_property(headers::PROP_OUTPUT_FORMAT, asked);
+    h.set_property("xds.upstream_host_metadata.filter_metadata.aigw.provider", "openai");
+    let mut a = RouteAttempt::new(cfg());
+    a.on_request_headers(&h, false);
+    h.response_headers.borrow_mut().extend([
+        (":status".to_string(), "200".to_string()),
+        ("content-type".to_string(), "text/event-stream".to_string()),
+    ]);
+    assert_eq!(a.on_response_headers(&h, false), Flow::Continue);
+    let stream = crate::wire::chat::stream_from_answer(answer("not json").as_bytes()).unwrap();
+    let (first, rest) = stream.split_at(stream.len() / 2);
+    *h.response_body.borrow_mut() = first.to_vec();
+    a.on_response_body(&h, first.len(), false);
+    let mut out = h.response_body.borrow().clone();
+    *h.response_body.borrow_mut() = rest.to_vec();
+    a.on_response_body(&h, rest.len(), true);
+    out.extend(h.response_body.borrow().iter());
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.contains("not json"), "the content went on");
+    let error_at = text.find("invalid_model_output").unwrap();
+    assert!(error_at < text.rfind("[DONE]").unwrap() && text.ends_with("data: [DONE]\n\n"));
+}
