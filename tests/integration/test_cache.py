@@ -46,6 +46,11 @@ def test_a_repeated_call_is_answered_from_the_cache_with_no_provider_called(gate
     assert (saved["cache_status"], saved["outcome"], saved["provider"]) == ("hit", "ok", None)
     assert saved["cost_usd"] == "0.0" and saved["cost_saved_usd"] == paid["cost_usd"]
     assert saved["model"] == paid["model"] and saved["attempts"] == []
+    # x-gateway-cache: refresh skips the lookup (a provider answers) and stores the new answer.
+    fresh = gateway.chat(msg, model="chat-cached", max_tokens=20, headers={"x-gateway-cache": "refresh"})
+    assert fresh.headers["x-aigw-cache"] == "miss" and sent(gateway, msg) == 2
+    assert gateway.chat(msg, model="chat-cached", max_tokens=20).headers["x-aigw-cache"] == "hit"
+    assert sent(gateway, msg) == 2
 
 
 def test_one_tenant_never_receives_anothers_cached_answer(gateway):
@@ -287,3 +292,37 @@ def test_hits_misses_and_dollars_saved_are_counted_per_alias(gateway):
     assert metric(m, "aigw_cache_hits_total", alias="chat-cached") >= 1
     assert metric(m, "aigw_cache_misses_total", alias="chat-cached") >= 1
     assert metric(m, "aigw_cache_saved_nano_usd_total", alias="chat-cached") > 0
+
+
+def test_a_policy_may_partition_per_key_and_charge_hits_to_the_request_bucket(fresh_gateway_factory):
+    """`chat-cached` with `per_key` and `charge_requests`; `chat-semantic` as shipped (hits charged
+    to nothing). A second key of tenant acme; tiny's key allows 3 requests a minute."""
+    import hashlib
+    second = "aigw-demo-key-acme-second"
+    digest = hashlib.sha256(second.encode()).hexdigest()
+    gw = fresh_gateway_factory(lambda t: t.replace(
+        '"cache": {"mode": "exact", "ttl_s": 300, "stale_ttl_s": 86400}}',
+        '"cache": {"mode": "exact", "ttl_s": 300, "stale_ttl_s": 86400, "per_key": true, "charge_requests": true}}', 1)
+        .replace('{"id": "demo-tiny",', '{"id": "acme-second", "tenant": "acme", "zone": "global", '
+                 f'"sha256": "{digest}"}},\n                      {{"id": "demo-tiny",', 1))
+    # Partitioned per key: the tenant's other key does not get the first key's answer.
+    msg = unique()
+    assert gw.chat(msg, model="chat-cached").headers["x-aigw-cache"] == "miss"
+    assert gw.chat(msg, model="chat-cached", key=second).headers["x-aigw-cache"] == "miss"
+    assert gw.chat(msg, model="chat-cached").headers["x-aigw-cache"] == "hit"
+    assert sent(gw, msg) == 2
+    # Hits charged to nothing (chat-semantic): tiny's 3 requests a minute are not touched.
+    tiny = DEMO_KEYS["tiny"]
+    other = unique()
+    assert gw.chat(other, model="chat-semantic", key=tiny).headers["x-aigw-cache"] == "miss"
+    for _ in range(4):
+        r = gw.chat(other, model="chat-semantic", key=tiny)
+        assert r.status_code == 200 and r.headers["x-aigw-cache"] == "hit", r.text
+    # Hits charged to the request bucket (chat-cached): two left, then a 429.
+    third = unique()
+    assert gw.chat(third, model="chat-cached", key=tiny).headers["x-aigw-cache"] == "miss"
+    hit = gw.chat(third, model="chat-cached", key=tiny)
+    assert hit.headers["x-aigw-cache"] == "hit" and hit.headers["x-ratelimit-remaining-requests"] == "0"
+    refused = gw.chat(third, model="chat-cached", key=tiny)
+    assert refused.status_code == 429, refused.text
+    assert audit(gw, refused)["outcome"] == "refused_quota"

@@ -228,3 +228,14 @@ def test_a_part_that_fails_fails_the_whole_batch_with_its_status(gateway):
     rec = gateway.audit(r.headers["x-aigw-request-id"])[0]
     assert [a["status"] for a in rec["attempts"]] == [503, 503]
     assert len(gateway.provider_requests("bedrock", containing=f"doomed {tag}")) == 2
+
+
+def test_a_batch_that_would_take_more_than_128_provider_calls_is_a_clear_400_and_audited(gateway):
+    tag = uuid.uuid4().hex[:8]
+    r = embed(gateway, "embed-titan", [f"{tag} {i}" for i in range(129)])
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert (err["code"], err["param"]) == ("unsupported_for_provider", "input")
+    assert gateway.provider_requests("bedrock", containing=tag) == []
+    [rec] = gateway.audit(r.headers["x-aigw-request-id"])
+    assert (rec["outcome"], rec["status"], rec["door"]) == ("refused_request", 400, "embeddings")

@@ -171,7 +171,11 @@ pub fn key(tenant: &str, key_id: Option<&str>, alias: &str, route: &str, body: &
 
 /// The request's keys, from one read of it.
 pub fn keys(tenant: &str, key_id: Option<&str>, alias: &str, route: &str, body: &[u8]) -> Option<Keys> {
-    let mut v: Value = serde_json::from_slice(body).ok()?;
+    keys_of(tenant, key_id, alias, route, serde_json::from_slice(body).ok()?)
+}
+
+/// The request's keys, from the request already read (the guard stage hands its tree on).
+pub fn keys_of(tenant: &str, key_id: Option<&str>, alias: &str, route: &str, mut v: Value) -> Option<Keys> {
     let o = v.as_object_mut()?;
     let stream = o.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let stateful = ["previous_response_id", "conversation"].iter().any(|f| o.get(*f).is_some_and(|v| !v.is_null()));

@@ -129,8 +129,6 @@ pub const PROP_COMPLIANCE: &str = "aigw_compliance";
 pub const PROP_OUTPUT_FORMAT: &str = "aigw_output_format";
 /// What was wrong with the last attempt's answer to a `response_format` (never the answer).
 pub const PROP_OUTPUT_PROBLEM: &str = "aigw_output_problem";
-/// A digest of the values the guard stage masked (the cache keys on it too).
-pub const PROP_GUARD_KEY: &str = "aigw_guard_key";
 /// Audit flags raised by quota (comma-separated), e.g. `budget_soft_limit`.
 pub const PROP_QUOTA_FLAGS: &str = "aigw_quota_flags";
 

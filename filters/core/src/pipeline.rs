@@ -290,7 +290,8 @@ impl ListenerCall {
                 }
                 _ => {}
             }
-            let decision = self.cache.as_mut().map_or(Decision::GoOn, |c| c.on_request(h));
+            let handed = self.guard.as_mut().and_then(GuardCall::take_request);
+            let decision = self.cache.as_mut().map_or(Decision::GoOn, |c| c.on_request(h, handed));
             if decision == Decision::Wait {
                 // The semantic cache waits for the request's embedding (on_http_call_response).
                 self.cache_waits = true;

@@ -11,13 +11,14 @@
 use std::rc::Rc;
 
 use super::semantic::{self, SemanticNote};
-use super::{keys, Cache, CacheMode, CachePolicy, Digest32, Entry, Lookup, Meta};
+use super::{keys, keys_of, Cache, CacheMode, CachePolicy, Digest32, Entry, Lookup, Meta};
 use crate::headers;
 use crate::host::HttpAnswer;
 use crate::host::{Flow, Host};
 use crate::route::RouteConfig;
 use crate::wire::chat::StreamCollector;
 use crate::wire::responses_in::ResponsesCollector;
+use crate::wire::usage::Usage;
 
 enum State {
     Off,
@@ -124,9 +125,10 @@ impl CacheCall {
         }
     }
 
-    /// The request, complete and routed.
-    pub fn on_request(&mut self, h: &impl Host) -> Decision {
-        self.look_up(h);
+    /// The request, complete and routed; `handed`: the request as the guard stage read (and
+    /// masked) it, when it ran, so that it is not read again.
+    pub fn on_request(&mut self, h: &impl Host, handed: Option<crate::guard::stage::Handed>) -> Decision {
+        self.look_up(h, handed);
         self.decision()
     }
 
@@ -138,7 +140,7 @@ impl CacheCall {
         }
     }
 
-    fn look_up(&mut self, h: &impl Host) {
+    fn look_up(&mut self, h: &impl Host, handed: Option<crate::guard::stage::Handed>) {
         // Chat completions and Messages (one unified request by now, one unified answer), and
         // Responses (a Response object, whole or streamed, whichever step served it).
         let door = h.property_string(&[headers::PROP_DOOR]);
@@ -158,15 +160,16 @@ impl CacheCall {
         }
         let id = h.call_identity().unwrap_or_default();
         let key_id = policy.per_key.then_some(id.key_id.as_str());
-        // The body as routed (the Messages door's is the unified request by now).
-        // What the guard stage masked keys the call too (the body carries only placeholders).
-        let route = match h.property_string(&[headers::PROP_GUARD_KEY]) {
-            Some(masked) => format!("{route}#{masked}"),
-            None => route,
+        // The request as routed (the Messages door's is the unified request by now; the guard
+        // stage's, masked, when it ran); what it masked keys the call too.
+        let k = match handed {
+            Some((v, masked)) => {
+                let route = masked.map_or(route.clone(), |m| format!("{route}#{m}"));
+                keys_of(&id.tenant, key_id, &alias, &route, v)
+            }
+            None => keys(&id.tenant, key_id, &alias, &route, &h.request_body(usize::MAX)),
         };
-        let Some(k) = keys(&id.tenant, key_id, &alias, &route, &h.request_body(usize::MAX)) else {
-            return;
-        };
+        let Some(k) = k else { return };
         if k.stateful {
             return;
         }
@@ -347,51 +350,61 @@ impl CacheCall {
     /// The answer's body; returns the flow and the body's size after this stage (a stale
     /// answer replaces a failure's body).
     pub fn on_response_body(&mut self, h: &impl Host, size: usize, eos: bool) -> (Flow, usize) {
-        match &mut self.state {
-            State::Collecting { digest, policy, collector } => {
+        match std::mem::replace(&mut self.state, State::Off) {
+            State::Collecting { digest, policy, mut collector } => {
                 if size > 0 {
                     collector.push(&h.response_body(size));
                 }
-                if eos {
-                    if let Some((body, usage)) = collector.answer() {
-                        let entry = Entry {
-                            digest: *digest,
-                            stored_ms: self.cache.now_ms(h),
-                            meta: meta(h, policy, usage, &self.request_id),
-                            body,
-                        };
-                        keep(&self.cache, &self.alias, self.indexable.take(), h, &entry);
-                    }
-                    self.state = State::Off;
+                if !eos {
+                    self.state = State::Collecting { digest, policy, collector };
+                } else if let Some((body, usage)) = collector.answer() {
+                    self.store(h, digest, &policy, body, usage);
                 }
                 (Flow::Continue, size)
             }
-            State::Miss { digest, policy, storing: true, .. } => {
+            State::Miss { digest, policy, stream, stale, storing: true } => {
                 if !eos {
+                    self.state = State::Miss { digest, policy, stream, stale, storing: true };
                     return (Flow::Pause, size);
                 }
-                let body = h.response_body(size);
                 let usage = h.property_string(&[headers::PROP_USAGE]).and_then(|u| serde_json::from_str(&u).ok());
-                let entry = Entry {
-                    digest: *digest,
-                    stored_ms: self.cache.now_ms(h),
-                    meta: meta(h, policy, usage, &self.request_id),
-                    body,
-                };
-                keep(&self.cache, &self.alias, self.indexable.take(), h, &entry);
-                self.state = State::Off;
+                self.store(h, digest, &policy, h.response_body(size), usage);
                 (Flow::Continue, size)
             }
             State::Replacing(body) => {
                 if !eos {
+                    self.state = State::Replacing(body);
                     return (Flow::Pause, size);
                 }
-                let body = std::mem::take(body);
                 h.replace_response_body(size, &body);
-                self.state = State::Off;
                 (Flow::Continue, body.len())
             }
-            _ => (Flow::Continue, size),
+            other => {
+                self.state = other;
+                (Flow::Continue, size)
+            }
+        }
+    }
+
+    /// Stores a whole answer of this call (counting one too large to keep), and indexes its
+    /// request's embedding, if it has one.
+    fn store(&mut self, h: &impl Host, digest: Digest32, policy: &CachePolicy, body: Vec<u8>, usage: Option<Usage>) {
+        let meta = Meta {
+            ttl_ms: policy.ttl_s.saturating_mul(1000),
+            stale_ms: policy.stale_ttl_s.saturating_mul(1000),
+            model: h.response_header(headers::MODEL),
+            provider: h.response_header(headers::PROVIDER),
+            usage,
+            request_id: self.request_id.clone(),
+        };
+        let entry = Entry { digest, stored_ms: self.cache.now_ms(h), meta, body };
+        if !self.cache.store(h, &entry) {
+            let alias = crate::audit::stage::label(&self.alias);
+            h.counter_add(&format!("aigw_cache_too_large_total.alias.{alias}"), 1);
+            return;
+        }
+        if let (Some(sem), Some((partition, v))) = (&self.cache.semantic, self.indexable.take()) {
+            sem.insert(h, &partition, &entry.digest, v);
         }
     }
 }
@@ -409,31 +422,6 @@ fn replay(responses: bool, body: &[u8]) -> Option<Vec<u8>> {
 impl CacheCall {
     fn replay(&self, body: &[u8]) -> Option<Vec<u8>> {
         replay(self.responses, body)
-    }
-}
-
-/// What is kept with an answer of the call `request_id`.
-fn meta(h: &impl Host, policy: &CachePolicy, usage: Option<crate::wire::usage::Usage>, request_id: &str) -> Meta {
-    Meta {
-        ttl_ms: policy.ttl_s.saturating_mul(1000),
-        stale_ms: policy.stale_ttl_s.saturating_mul(1000),
-        model: h.response_header(headers::MODEL),
-        provider: h.response_header(headers::PROVIDER),
-        usage,
-        request_id: request_id.to_string(),
-    }
-}
-
-/// Stores an entry of `alias`'s (counting one too large to keep), and indexes its request's
-/// embedding, if it has one.
-fn keep(cache: &Cache, alias: &str, indexable: Option<(Digest32, Vec<i8>)>, h: &impl Host, entry: &Entry) {
-    if !cache.store(h, entry) {
-        let alias = crate::audit::stage::label(alias);
-        h.counter_add(&format!("aigw_cache_too_large_total.alias.{alias}"), 1);
-        return;
-    }
-    if let (Some(sem), Some((partition, v))) = (&cache.semantic, indexable) {
-        sem.insert(h, &partition, &entry.digest, v);
     }
 }
 

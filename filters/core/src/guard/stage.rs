@@ -32,7 +32,14 @@ pub struct GuardCall {
     /// A JSON answer, held until complete (to restore or check it).
     holding: bool,
     alias: String,
+    /// The request as it goes on (masked), and a digest of what was masked, for the cache
+    /// stage after this one: it keys on them without reading the body again.
+    handed: Option<Handed>,
 }
+
+/// What the guard stage hands the cache stage: the request as read (and masked), and a digest
+/// of the masked values (two calls that differ only in a masked value must not share an answer).
+pub type Handed = (serde_json::Value, Option<String>);
 
 impl GuardCall {
     pub fn new(route: Rc<RouteConfig>) -> GuardCall {
@@ -43,7 +50,13 @@ impl GuardCall {
             filter: None,
             holding: false,
             alias: String::new(),
+            handed: None,
         }
+    }
+
+    /// The request as this stage left it, for the cache stage (once).
+    pub fn take_request(&mut self) -> Option<Handed> {
+        self.handed.take()
     }
 
     /// The answer was withheld or stopped by an output term: on record, counted.
@@ -145,20 +158,20 @@ impl GuardCall {
             h.send_error(&err, messages_door(h), &[]);
             return GuardDecision::Refused;
         }
+        let mut masked_key = None;
         if applied.changed {
             if let Ok(masked) = serde_json::to_vec(&v) {
                 h.replace_request_body(body.len(), &masked);
                 h.set_request_header("content-length", Some(&masked.len().to_string()));
             }
-            // The cache keys on the masked request: what was masked keys it too, so two calls
-            // that differ only in a masked value never share an answer.
             let mut originals = applied.masked.iter().map(|(_, v)| v.as_str()).collect::<Vec<_>>().join("\u{0}");
             originals.insert(0, '#');
-            h.set_property(headers::PROP_GUARD_KEY, &crate::auth::keys::digest_hex(&originals));
+            masked_key = Some(crate::auth::keys::digest_hex(&originals));
             if policy.restore {
                 self.restorer = Some(Restorer::new(&applied.masked));
             }
         }
+        self.handed = Some((v, masked_key));
         match reroute {
             Some(to) => GuardDecision::Reroute(to),
             None => GuardDecision::Continue,
@@ -273,7 +286,8 @@ mod tests {
         let sent = String::from_utf8(h.request_body.borrow().clone()).unwrap();
         assert!(sent.contains("<EMAIL_1>") && !sent.contains("a@example.com"));
         assert_eq!(h.request_header("content-length"), Some(sent.len().to_string()));
-        assert!(h.property(&[headers::PROP_GUARD_KEY]).is_some());
+        let (handed, masked_key) = g.take_request().unwrap();
+        assert!(handed.to_string().contains("<EMAIL_1>") && masked_key.is_some(), "the cache keys on both");
         // The answer, streamed: the value comes back.
         h.response_headers.borrow_mut().push(("content-type".into(), "text/event-stream".into()));
         assert_eq!(g.on_response_headers(&h, false), Flow::Continue);

@@ -279,7 +279,8 @@ fn an_answer_that_is_not_the_json_asked_for_is_its_attempts_502_and_a_stream_end
             "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
         .to_string()
     };
-    let whole = |content: &str| {
+    // An attempt at OpenAI of a request that asked for `asked`, answered 200 with `ct`.
+    let attempt = |ct: &str| {
         let h =
             request("/v1/chat/completions", r#"{"model":"chat","messages":[{"role":"user","content":"hi"}]}"#, None);
         h.set_property(headers::PROP_ALIAS, "chat");
@@ -287,10 +288,13 @@ fn an_answer_that_is_not_the_json_asked_for_is_its_attempts_502_and_a_stream_end
         h.set_property("xds.upstream_host_metadata.filter_metadata.aigw.provider", "openai");
         let mut a = RouteAttempt::new(cfg());
         a.on_request_headers(&h, false);
-        h.response_headers.borrow_mut().extend([
-            (":status".to_string(), "200".to_string()),
-            ("content-type".to_string(), "application/json".to_string()),
-        ]);
+        h.response_headers
+            .borrow_mut()
+            .extend([(":status".to_string(), "200".to_string()), ("content-type".to_string(), ct.to_string())]);
+        (h, a)
+    };
+    let whole = |content: &str| {
+        let (h, mut a) = attempt("application/json");
         assert_eq!(a.on_response_headers(&h, false), Flow::Pause);
         let body = answer(content);
         *h.response_body.borrow_mut() = body.clone().into_bytes();
@@ -310,16 +314,7 @@ fn an_answer_that_is_not_the_json_asked_for_is_its_attempts_502_and_a_stream_end
     assert!(String::from_utf8_lossy(&schema.response_body.borrow()).contains("missing required property `a`"));
 
     // Streamed (passed through): the content goes on, then the error event, then [DONE].
-    let h = request("/v1/chat/completions", r#"{"model":"chat","stream":true,"messages":[]}"#, None);
-    h.set_property(headers::PROP_ALIAS, "chat");
-    h.set_property(headers::PROP_OUTPUT_FORMAT, asked);
-    h.set_property("xds.upstream_host_metadata.filter_metadata.aigw.provider", "openai");
-    let mut a = RouteAttempt::new(cfg());
-    a.on_request_headers(&h, false);
-    h.response_headers.borrow_mut().extend([
-        (":status".to_string(), "200".to_string()),
-        ("content-type".to_string(), "text/event-stream".to_string()),
-    ]);
+    let (h, mut a) = attempt("text/event-stream");
     assert_eq!(a.on_response_headers(&h, false), Flow::Continue);
     let stream = crate::wire::chat::stream_from_answer(answer("not json").as_bytes()).unwrap();
     let (first, rest) = stream.split_at(stream.len() / 2);
