@@ -76,6 +76,33 @@ def test_mask_and_restore_streamed_through_both_doors(gateway):
     assert all(email not in b and aadhaar not in b for b in sent)
 
 
+def test_placeholders_streamed_in_pieces_come_back_through_every_door(gateway):
+    """The fakes stream the answer in pieces of 3 characters (`pieces-3`), as a model's tokens
+    split `<EMAIL_1>` across events: the values still come back, through the chat door (the
+    Anthropic translation), the Messages door and the Responses door."""
+    tag = uuid.uuid4().hex[:8]
+    email, pan = "r.k@example.com", POSITIVES["pan"]
+    prompt = f"{tag} mail {email} pan {pan} done"
+    pieces = {"x-fake-fault": "*=pieces-3"}
+    oa = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=DEMO_KEYS["acme"], max_retries=0)
+    chunks = list(oa.chat.completions.create(model="chat-guarded", stream=True, extra_headers=pieces,
+                                             messages=[{"role": "user", "content": prompt}]))
+    chat = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    an = anthropic.Anthropic(base_url=gateway.url, api_key=DEMO_KEYS["acme"], max_retries=0)
+    with an.messages.stream(model="chat-guarded", max_tokens=200, extra_headers=pieces,
+                            messages=[{"role": "user", "content": prompt}]) as s:
+        messages = "".join(s.text_stream)
+    events = list(oa.responses.create(model="chat-guarded", input=prompt, stream=True, extra_headers=pieces))
+    responses = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    done = [e.text for e in events if e.type == "response.output_text.done"]
+    sent = provider_bodies(gateway, "anthropic", tag)
+    assert len(sent) == 3 and all(email not in b and pan not in b for b in sent) or gateway.layout == "filters"
+    for text in (chat, messages, responses, *done):
+        assert f"mail {email} pan {pan} done" in text, text
+    assert len(chunks) > 10, "the answer came in pieces"
+    assert [e.sequence_number for e in events] == list(range(len(events))), "gapless"
+
+
 def test_a_secret_is_refused_by_name_and_an_ip_address_is_flagged(gateway):
     tag = uuid.uuid4().hex[:8]
     secret = "sk-ant-api03-" + uuid.uuid4().hex

@@ -416,6 +416,234 @@ impl Restorer {
     }
 }
 
+/// Puts masked values back in a stream, event by event (chat chunks or Responses events), so
+/// that a placeholder a model streams in pieces (`<EM`, `AIL_`, `1>`) comes back too. Each
+/// text lane (a choice's content, a tool call's arguments, a Responses part's deltas) holds back
+/// a trailing piece that could still become a placeholder and puts it in front of the lane's
+/// next delta; a lane that ends with a piece held (its choice finishes, a Responses part is
+/// done, `[DONE]`, the end of the stream) sends it in an event of its own, a copy of the lane's
+/// last delta (Responses events after it are renumbered, gapless). Placeholders whole within an
+/// event go back as in [`Restorer`].
+#[derive(Debug, Default)]
+pub struct StreamRestorer {
+    whole: Restorer,
+    /// Placeholder → the value as it is.
+    plain: Vec<(String, String)>,
+    parser: crate::wire::sse::Parser,
+    held: Vec<Held>,
+    /// Responses: events added so far (each later event's `sequence_number` moves up by it).
+    added: u64,
+}
+
+#[derive(Debug)]
+struct Held {
+    lane: Lane,
+    text: String,
+    /// The lane's last delta event (its name, its data), to send the held text in.
+    event: Option<String>,
+    template: Value,
+}
+
+/// A stream of text within a stream: `(choice, tool call)` for chat (`None`: the content), or
+/// `(output index, content index)` for Responses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lane {
+    Chat(u64, Option<u64>),
+    Responses(u64, u64),
+}
+
+impl StreamRestorer {
+    pub fn new(masked: &[(String, String)]) -> StreamRestorer {
+        StreamRestorer { whole: Restorer::new(masked), plain: masked.to_vec(), ..StreamRestorer::default() }
+    }
+
+    /// A piece of the stream; returns what can go on now.
+    pub fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
+        let mut events = Vec::new();
+        self.parser.push(chunk, &mut events);
+        let mut out = Vec::new();
+        for ev in events {
+            self.event(ev, &mut out);
+        }
+        out
+    }
+
+    /// The end of the stream: every lane's held piece.
+    pub fn finish(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        if !self.parser.is_idle() {
+            // A last event with no blank line after it.
+            let mut events = Vec::new();
+            self.parser.push(b"\n\n", &mut events);
+            for ev in events {
+                self.event(ev, &mut out);
+            }
+        }
+        self.flush(|_| true, None, &mut out);
+        out
+    }
+
+    fn event(&mut self, ev: crate::wire::sse::Event, out: &mut Vec<u8>) {
+        let data = String::from_utf8_lossy(&self.whole.replace(ev.data.as_bytes())).into_owned();
+        let name = ev.event.as_deref();
+        if data == "[DONE]" {
+            self.flush(|_| true, None, out);
+            out.extend_from_slice(b"data: [DONE]\n\n");
+            return;
+        }
+        if self.held.is_empty() && !data.contains('<') && self.added == 0 {
+            write_event(out, name, &data);
+            return;
+        }
+        let Ok(mut v) = serde_json::from_str::<Value>(&data) else {
+            write_event(out, name, &data);
+            return;
+        };
+        if let Some(kind) = name.filter(|k| k.starts_with("response.")) {
+            let number = v.get("sequence_number").and_then(Value::as_u64);
+            if kind.ends_with(".delta") && v.get("delta").is_some_and(Value::is_string) {
+                let at = |k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
+                let lane = Lane::Responses(at("output_index"), at("content_index"));
+                let mut template = v.clone();
+                template["delta"] = Value::String(String::new());
+                self.lane_text(lane, kind.contains("arguments"), true, name, &mut v, "/delta", template);
+            } else {
+                // A part, item or response that is done ends every lane.
+                self.flush(|_| true, number, out);
+            }
+            if let (Some(n), true) = (number, self.added > 0) {
+                v["sequence_number"] = Value::from(n + self.added);
+            }
+            write_event(out, name, &v.to_string());
+            return;
+        }
+        let choices = v.get("choices").and_then(Value::as_array).map_or(0, Vec::len);
+        for k in 0..choices {
+            let index = v["choices"][k].get("index").and_then(Value::as_u64).unwrap_or(0);
+            let ending = !v["choices"][k]["finish_reason"].is_null();
+            let top = serde_json::json!({"id": v.get("id"), "object": v.get("object"), "created": v.get("created"),
+                "model": v.get("model")});
+            let head = |delta: Value| {
+                let mut t = top.clone();
+                t["choices"] = serde_json::json!([{"index": index, "delta": delta, "finish_reason": null}]);
+                t
+            };
+            let content = format!("/choices/{k}/delta/content");
+            if v.pointer(&content).is_some_and(Value::is_string) {
+                let template = head(serde_json::json!({"content": ""}));
+                self.lane_text(Lane::Chat(index, None), false, !ending, name, &mut v, &content, template);
+            }
+            let calls =
+                v.pointer(&format!("/choices/{k}/delta/tool_calls")).and_then(Value::as_array).map_or(0, Vec::len);
+            for j in 0..calls {
+                let t =
+                    v.pointer(&format!("/choices/{k}/delta/tool_calls/{j}/index")).and_then(Value::as_u64).unwrap_or(0);
+                let args = format!("/choices/{k}/delta/tool_calls/{j}/function/arguments");
+                if v.pointer(&args).is_some_and(Value::is_string) {
+                    let template =
+                        head(serde_json::json!({"tool_calls": [{"index": t, "function": {"arguments": ""}}]}));
+                    self.lane_text(Lane::Chat(index, Some(t)), true, !ending, name, &mut v, &args, template);
+                }
+            }
+            if ending {
+                // The choice's other lanes, held from earlier chunks, go before this last one.
+                self.flush(|l| matches!(l, Lane::Chat(i, _) if *i == index), None, out);
+            }
+        }
+        write_event(out, name, &v.to_string());
+    }
+
+    /// The lane's held piece and this delta's text (at `pointer`), placeholders put back, minus
+    /// a new trailing piece to hold (when `may_hold`). `template`: the event to send a held
+    /// piece in, its text empty.
+    #[allow(clippy::too_many_arguments)]
+    fn lane_text(
+        &mut self,
+        lane: Lane,
+        escaped: bool,
+        may_hold: bool,
+        event: Option<&str>,
+        v: &mut Value,
+        pointer: &str,
+        template: Value,
+    ) {
+        let Some(slot) = v.pointer_mut(pointer) else { return };
+        let Some(text) = slot.as_str() else { return };
+        let before = match self.held.iter().position(|h| h.lane == lane) {
+            Some(i) => self.held.remove(i).text,
+            None => String::new(),
+        };
+        let mut put =
+            if before.is_empty() { text.to_string() } else { self.put_back(&format!("{before}{text}"), escaped) };
+        if let Some(i) = self.partial_at(&put).filter(|_| may_hold) {
+            let text = put.split_off(i);
+            self.held.push(Held { lane, text, event: event.map(str::to_string), template });
+        }
+        *slot = Value::String(put);
+    }
+
+    /// Where a trailing piece that could still become a placeholder starts.
+    fn partial_at(&self, s: &str) -> Option<usize> {
+        let i = s.rfind('<')?;
+        let tail = &s[i..];
+        (!tail.contains('>') && self.plain.iter().any(|(p, _)| p.len() > tail.len() && p.starts_with(tail)))
+            .then_some(i)
+    }
+
+    fn put_back(&self, s: &str, escaped: bool) -> String {
+        if escaped {
+            return String::from_utf8_lossy(&self.whole.replace(s.as_bytes())).into_owned();
+        }
+        let mut out = s.to_string();
+        for (p, value) in &self.plain {
+            if out.contains(p.as_str()) {
+                out = out.replace(p.as_str(), value);
+            }
+        }
+        out
+    }
+
+    /// Sends the held pieces of the lanes `which` picks, each in an event of its own. `number`:
+    /// the Responses event they go before, whose number they take (later ones move up).
+    fn flush(&mut self, which: impl Fn(&Lane) -> bool, number: Option<u64>, out: &mut Vec<u8>) {
+        let mut keep = Vec::new();
+        for h in std::mem::take(&mut self.held) {
+            if !which(&h.lane) {
+                keep.push(h);
+                continue;
+            }
+            let mut v = h.template;
+            let pointer = match h.lane {
+                Lane::Chat(_, None) => "/choices/0/delta/content",
+                Lane::Chat(_, Some(_)) => "/choices/0/delta/tool_calls/0/function/arguments",
+                Lane::Responses(..) => "/delta",
+            };
+            if let Some(slot) = v.pointer_mut(pointer) {
+                *slot = Value::String(h.text);
+            }
+            if let (Lane::Responses(..), Some(n)) = (h.lane, number) {
+                v["sequence_number"] = Value::from(n + self.added);
+                self.added += 1;
+            } else if let (Lane::Responses(..), Some(n)) = (h.lane, v.get("sequence_number").and_then(Value::as_u64)) {
+                // At the end of a stream that stopped short: after the lane's last delta.
+                v["sequence_number"] = Value::from(n + self.added + 1);
+                self.added += 1;
+            }
+            write_event(out, h.event.as_deref(), &v.to_string());
+        }
+        self.held = keep;
+    }
+}
+
+fn write_event(out: &mut Vec<u8>, event: Option<&str>, data: &str) {
+    if let Some(e) = event {
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(e.as_bytes());
+        out.push(b'\n');
+    }
+    crate::wire::sse::data_event(out, data);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -463,6 +691,110 @@ mod tests {
             out.extend(x.finish());
             assert_eq!(String::from_utf8_lossy(&out), String::from_utf8_lossy(&expect), "cut at {cut}");
         }
+    }
+
+    fn chat_chunk(delta: Value, finish: Value) -> String {
+        let c = json!({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+        format!("data: {c}\n\n")
+    }
+
+    fn data_of(out: &[u8]) -> Vec<Value> {
+        String::from_utf8_lossy(out)
+            .split("\n\n")
+            .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")))
+            .filter(|d| *d != "[DONE]")
+            .map(|d| serde_json::from_str(d).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_placeholder_streamed_in_pieces_comes_back_whole() {
+        let masked = [
+            ("<EMAIL_1>".to_string(), "a\"b@example.com".to_string()),
+            ("<PAN_1>".to_string(), "ABCPE1234F".to_string()),
+        ];
+        // Content in model-sized pieces, a tool call's arguments (JSON text: the value goes
+        // back escaped), an ordinary `<` that is no placeholder, and a piece held at the end.
+        let mut stream = String::new();
+        for piece in ["mail <", "EMA", "IL_", "1> now; ", "a < b; <PAN", "_1>", " and <EM"] {
+            stream.push_str(&chat_chunk(json!({"content": piece}), Value::Null));
+        }
+        stream.push_str(&chat_chunk(
+            json!({"tool_calls": [{"index": 0, "id": "t", "type": "function",
+            "function": {"name": "f", "arguments": "{\"to\":\"<EMA"}}]}),
+            Value::Null,
+        ));
+        stream.push_str(&chat_chunk(
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": "IL_1>\"}"}}]}),
+            Value::Null,
+        ));
+        stream.push_str(&chat_chunk(json!({}), json!("stop")));
+        stream.push_str("data: [DONE]\n\n");
+        let bytes = stream.as_bytes();
+        for cut in [1, 7, 50, bytes.len() / 2, bytes.len() - 3] {
+            let mut r = StreamRestorer::new(&masked);
+            let mut out = r.push(&bytes[..cut]);
+            out.extend(r.push(&bytes[cut..]));
+            out.extend(r.finish());
+            let events = data_of(&out);
+            let text: String = events.iter().filter_map(|e| e["choices"][0]["delta"]["content"].as_str()).collect();
+            assert_eq!(text, "mail a\"b@example.com now; a < b; ABCPE1234F and <EM", "cut at {cut}");
+            let args: String = events
+                .iter()
+                .filter_map(|e| e.pointer("/choices/0/delta/tool_calls/0/function/arguments").and_then(Value::as_str))
+                .collect();
+            assert_eq!(serde_json::from_str::<Value>(&args).unwrap(), json!({"to": "a\"b@example.com"}));
+            // The held end of the content went out before the last chunk; the tool call's name
+            // and id were not repeated.
+            let last = events.last().unwrap();
+            assert_eq!(last["choices"][0]["finish_reason"], "stop");
+            let names = events.iter().filter(|e| e.pointer("/choices/0/delta/tool_calls/0/id").is_some()).count();
+            assert_eq!(names, 1);
+            assert!(String::from_utf8_lossy(&out).ends_with("data: [DONE]\n\n"));
+        }
+    }
+
+    #[test]
+    fn a_placeholder_in_responses_deltas_comes_back_and_the_numbers_stay_gapless() {
+        let masked = [("<EMAIL_1>".to_string(), "r.k@example.com".to_string())];
+        let ev = |n: u64, kind: &str, extra: Value| {
+            let mut v = json!({"type": kind, "sequence_number": n});
+            for (k, x) in extra.as_object().unwrap() {
+                v[k] = x.clone();
+            }
+            format!("event: {kind}\ndata: {v}\n\n")
+        };
+        let d = |n, t: &str| {
+            ev(
+                n,
+                "response.output_text.delta",
+                json!({"item_id": "m", "output_index": 0, "content_index": 0, "delta": t}),
+            )
+        };
+        let stream = [
+            ev(0, "response.created", json!({"response": {"id": "r"}})),
+            d(1, "to <EM"),
+            d(2, "AIL_1> ok <EMA"),
+            ev(
+                3,
+                "response.output_text.done",
+                json!({"output_index": 0, "content_index": 0, "text": "to <EMAIL_1> ok <EMA"}),
+            ),
+            ev(4, "response.completed", json!({"response": {"id": "r"}})),
+        ]
+        .concat();
+        let mut r = StreamRestorer::new(&masked);
+        let mut out = r.push(stream.as_bytes());
+        out.extend(r.finish());
+        let events = data_of(&out);
+        let numbers: Vec<u64> = events.iter().map(|e| e["sequence_number"].as_u64().unwrap()).collect();
+        assert_eq!(numbers, (0..numbers.len() as u64).collect::<Vec<_>>(), "gapless");
+        let text: String = events.iter().filter_map(|e| e["delta"].as_str()).collect();
+        assert_eq!(text, "to r.k@example.com ok <EMA");
+        let done = events.iter().find(|e| e["type"] == "response.output_text.done").unwrap();
+        assert_eq!(done["text"], "to r.k@example.com ok <EMA");
+        assert_eq!(events.len(), 6, "one event added for the held piece");
     }
 
     #[test]

@@ -18,7 +18,8 @@
 //! headers), `STATUS-if-TEXT` (that status only for a request whose body holds TEXT), `delay-MS` (answer after MS milliseconds), `reset` (close the connection before
 //! answering), `reset-after-N` (stream N content events, then drop the connection),
 //! `error-after-N` (stream N content events, then the provider's in-stream error event),
-//! `slow-MS` (wait MS before each streamed content event),
+//! `slow-MS` (wait MS before each streamed content event), `pieces-N` (streamed text in pieces
+//! of at most N characters, as a model's tokens split words),
 //! `malformed` (a 200 whose JSON body is cut short), `not-json` (a last user message that is
 //! JSON, which the fakes otherwise answer with that JSON, is answered in prose), `odd-header` (a 200 whose headers carry
 //! bytes that are not UTF-8), `gateway-header` (OpenAI only: a 200 that carries headers in the
@@ -70,6 +71,8 @@ enum Fault {
     ErrorAfter(usize),
     /// Wait this many ms before each streamed content event.
     Slow(u64),
+    /// Streamed text in pieces of at most this many characters.
+    Pieces(usize),
     Malformed,
     /// A 200 whose `content-type` and `x-fake-note` headers carry a byte that is not UTF-8.
     OddHeader,
@@ -82,6 +85,8 @@ enum Fault {
 thread_local! {
     /// The request being answered on this thread was given the `not-json` fault.
     static NOT_JSON: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// `pieces-N`: streamed text in pieces of at most N characters.
+    static PIECES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 fn main() {
@@ -262,6 +267,8 @@ fn fault_for(req: &Request, name: &str) -> Fault {
             Fault::Delay(ms)
         } else if let Some(ms) = n("slow-") {
             Fault::Slow(ms)
+        } else if let Some(k) = n("pieces-") {
+            Fault::Pieces(usize::try_from(k).unwrap_or(1).max(1))
         } else if let Some(k) = n("reset-after-") {
             Fault::ResetAfter(usize::try_from(k).unwrap_or(0))
         } else if let Some(k) = n("error-after-") {
@@ -316,6 +323,7 @@ fn handle(req: &Request, inst: &Instance, w: &mut TcpStream) -> io::Result<bool>
     let n = inst.counter.fetch_add(1, Ordering::Relaxed);
     let fault = fault_for(req, &inst.name);
     NOT_JSON.with(|c| c.set(matches!(fault, Fault::NotJson)));
+    PIECES.with(|c| c.set(if let Fault::Pieces(n) = fault { n } else { 0 }));
     if let Fault::Delay(ms) = fault {
         std::thread::sleep(Duration::from_millis(ms));
     }
@@ -406,6 +414,12 @@ fn answer(body: &Value) -> (Vec<String>, u64, u64) {
     }
     let input = all.split_whitespace().count() as u64 + 4 * count as u64;
     let output = words.len() as u64;
+    let pieces = PIECES.with(std::cell::Cell::get);
+    if pieces > 0 {
+        // As a model's tokens: a word may come in several events (the count stays one a word).
+        let chars: Vec<char> = words.concat().chars().collect();
+        words = chars.chunks(pieces).map(|c| c.iter().collect()).collect();
+    }
     (words, input, output)
 }
 

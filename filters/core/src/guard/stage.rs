@@ -6,7 +6,7 @@
 use std::rc::Rc;
 
 use super::injection::{self, OnInjection};
-use super::{apply, filter_answer, Restorer, StreamFilter};
+use super::{apply, filter_answer, Restorer, StreamFilter, StreamRestorer};
 use crate::error::GatewayError;
 use crate::headers;
 use crate::host::{messages_door, Flow, Host};
@@ -25,6 +25,11 @@ pub enum GuardDecision {
 pub struct GuardCall {
     route: Rc<RouteConfig>,
     restorer: Option<Restorer>,
+    /// A streamed answer's restorer, event by event (from the restorer, once the answer is
+    /// known to be a stream).
+    streamed: Option<StreamRestorer>,
+    /// The masked values, to put back (when the policy says so).
+    masked: Vec<(String, String)>,
     /// The policy's output terms (empty: none).
     output_terms: Vec<String>,
     /// A streamed answer, checked against the output terms as it goes.
@@ -46,6 +51,8 @@ impl GuardCall {
         GuardCall {
             route,
             restorer: None,
+            streamed: None,
+            masked: Vec::new(),
             output_terms: Vec::new(),
             filter: None,
             holding: false,
@@ -169,6 +176,7 @@ impl GuardCall {
             masked_key = Some(crate::auth::keys::digest_hex(&originals));
             if policy.restore {
                 self.restorer = Some(Restorer::new(&applied.masked));
+                self.masked = applied.masked.clone();
             }
         }
         self.handed = Some((v, masked_key));
@@ -189,6 +197,9 @@ impl GuardCall {
         let ct = h.response_header("content-type").unwrap_or_default();
         h.set_response_header("content-length", None);
         if ct.starts_with("text/event-stream") {
+            if self.restorer.take().is_some() {
+                self.streamed = Some(StreamRestorer::new(&self.masked));
+            }
             if !self.output_terms.is_empty() && status == "200" {
                 self.filter = Some(StreamFilter::new(&self.output_terms));
             }
@@ -200,7 +211,7 @@ impl GuardCall {
 
     /// Returns the flow and the body's size after this stage.
     pub fn on_response_body(&mut self, h: &impl Host, size: usize, eos: bool) -> (Flow, usize) {
-        if self.restorer.is_none() && self.output_terms.is_empty() {
+        if self.restorer.is_none() && self.streamed.is_none() && self.output_terms.is_empty() {
             return (Flow::Continue, size);
         }
         if self.holding {
@@ -223,11 +234,11 @@ impl GuardCall {
             h.replace_response_body(size, &out);
             return (Flow::Continue, out.len());
         }
-        if self.restorer.is_none() && self.filter.is_none() {
+        if self.restorer.is_none() && self.streamed.is_none() && self.filter.is_none() {
             return (Flow::Continue, size);
         }
         let chunk = h.response_body(size);
-        let mut out = match &mut self.restorer {
+        let mut out = match &mut self.streamed {
             Some(r) => {
                 let mut o = r.push(&chunk);
                 if eos {
@@ -291,12 +302,24 @@ mod tests {
         // The answer, streamed: the value comes back.
         h.response_headers.borrow_mut().push(("content-type".into(), "text/event-stream".into()));
         assert_eq!(g.on_response_headers(&h, false), Flow::Continue);
-        *h.response_body.borrow_mut() = b"data: {\"c\":\"to <EMA".to_vec();
-        g.on_response_body(&h, 19, false);
-        assert_eq!(*h.response_body.borrow(), b"data: {\"c\":\"to ");
-        *h.response_body.borrow_mut() = b"IL_1>\"}\n\n".to_vec();
-        g.on_response_body(&h, 9, true);
-        assert_eq!(*h.response_body.borrow(), b"a@example.com\"}\n\n");
+        // Event by event: a piece of an event waits for the rest; a placeholder split across
+        // two chunks' content comes back whole.
+        let chunk = |t: &str| format!("data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{t}\"}}}}]}}\n\n");
+        let first = chunk("to <EMA");
+        *h.response_body.borrow_mut() = first.as_bytes()[..12].to_vec();
+        g.on_response_body(&h, 12, false);
+        assert!(h.response_body.borrow().is_empty());
+        *h.response_body.borrow_mut() = first.as_bytes()[12..].to_vec();
+        g.on_response_body(&h, first.len() - 12, false);
+        let data = |b: &[u8]| -> serde_json::Value {
+            let t = String::from_utf8_lossy(b).into_owned();
+            serde_json::from_str(t.trim_end().strip_prefix("data: ").unwrap()).unwrap()
+        };
+        assert_eq!(data(&h.response_body.borrow()), data(chunk("to ").as_bytes()));
+        let second = chunk("IL_1>!");
+        *h.response_body.borrow_mut() = second.clone().into_bytes();
+        g.on_response_body(&h, second.len(), true);
+        assert_eq!(data(&h.response_body.borrow()), data(chunk("a@example.com!").as_bytes()));
 
         let mut g = guard(r#"{"categories": {"secret": "reject"}}"#);
         let h = call("key sk-ant-api03-abcdefghijklmnopqrstuvwx");
