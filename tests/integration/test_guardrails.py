@@ -305,6 +305,29 @@ def test_the_responses_door_text_format_is_checked_and_moves_the_chain_on(gatewa
     assert code == (502, "invalid_model_output")
 
 
+def test_a_responses_stream_that_is_not_the_json_asked_for_ends_as_failed(gateway):
+    """Streamed on the Responses door, translated (Anthropic) or passed through (OpenAI's own
+    Responses API): a Response that is not the JSON `text.format` asks for ends with
+    `response.failed` (code `invalid_model_output`) in place of `response.completed`."""
+    tag = uuid.uuid4().hex[:8]
+    ask = '{"city": "Pune", "population": 7000000, "note": "%s"}' % tag
+    schema = json.loads(json.dumps(SCHEMA["json_schema"]["schema"]))
+    schema["properties"]["note"] = {"type": "string"}
+    fmt = {"format": {"type": "json_schema", "name": "city", "schema": schema}}
+    oa = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=DEMO_KEYS["acme"], max_retries=0)
+    good = list(oa.responses.create(model="chat", input=ask, text=fmt, stream=True))
+    assert good[-1].type == "response.completed" and json.loads(good[-1].response.output_text)["note"] == tag
+    for fault, provider in (("anthropic=not-json", "anthropic"), ("*=not-json,anthropic=503", "openai")):
+        events = list(oa.responses.create(model="chat", input=ask, text=fmt, stream=True,
+                                          extra_headers={"x-fake-fault": fault}))
+        last = events[-1]
+        assert last.type == "response.failed", (provider, [e.type for e in events[-3:]])
+        assert last.response.status == "failed" and last.response.error.code == "invalid_model_output"
+        assert "not JSON" in last.response.error.message
+        assert tag in "".join(e.delta for e in events if e.type == "response.output_text.delta"), "content went on"
+        assert [e.sequence_number for e in events] == list(range(len(events)))
+
+
 def test_an_output_term_ends_a_responses_answer_or_stream_as_incomplete(gateway):
     tag = uuid.uuid4().hex[:8]
     oa = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=DEMO_KEYS["acme"], max_retries=0)

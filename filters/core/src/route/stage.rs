@@ -532,12 +532,51 @@ struct OutputWatch {
     collector: crate::wire::chat::StreamCollector,
     /// The `[DONE]` the stream sent last, held back until the check is made.
     done: bool,
+    /// A Responses door's stream (events, not chunks): its `response.completed` holds the
+    /// whole Response, checked there.
+    responses: Option<sse::Parser>,
 }
 
 impl OutputWatch {
+    fn new(format: crate::guard::schema::OutputFormat, responses: bool) -> OutputWatch {
+        OutputWatch {
+            format,
+            collector: crate::wire::chat::StreamCollector::new(if responses { 0 } else { 1 << 20 }),
+            done: false,
+            responses: responses.then(sse::Parser::default),
+        }
+    }
+
     /// Passes `out` on, minus a final `[DONE]`; at the end, the check (an error event if it
-    /// fails), then `[DONE]`.
+    /// fails), then `[DONE]`. A Responses stream: a `response.completed` whose Response is not
+    /// the JSON asked for becomes `response.failed` (same number, the output as it came, an
+    /// `error` whose code is `invalid_model_output`).
     fn watch(&mut self, out: &mut Vec<u8>, eos: bool) {
+        if let Some(parser) = &mut self.responses {
+            let mut events = Vec::new();
+            parser.push(out, &mut events);
+            if eos && !parser.is_idle() {
+                parser.push(b"\n\n", &mut events);
+            }
+            out.clear();
+            for ev in events {
+                let mut data = ev.data;
+                let mut name = ev.event;
+                if name.as_deref() == Some("response.completed") {
+                    if let Some(failed) = responses_failed(&self.format, &data) {
+                        data = failed;
+                        name = Some("response.failed".into());
+                    }
+                }
+                if let Some(n) = &name {
+                    out.extend_from_slice(b"event: ");
+                    out.extend_from_slice(n.as_bytes());
+                    out.push(b'\n');
+                }
+                sse::data_event(out, &data);
+            }
+            return;
+        }
         self.collector.push(out);
         const DONE: &[u8] = b"data: [DONE]\n\n";
         if out.ends_with(DONE) {
@@ -557,6 +596,19 @@ impl OutputWatch {
             out.extend_from_slice(DONE);
         }
     }
+}
+
+/// A `response.completed` event's data, as `response.failed` when its Response is not the
+/// JSON `format` asks for (`None`: it is, or it cannot be read).
+fn responses_failed(format: &crate::guard::schema::OutputFormat, data: &str) -> Option<String> {
+    let mut v: Value = serde_json::from_str(data).ok()?;
+    let response = v.get_mut("response")?;
+    let problem = check_output(format, response.to_string().as_bytes()).err()?;
+    response["status"] = Value::String("failed".into());
+    response["error"] = serde_json::json!({"code": "invalid_model_output",
+        "message": format!("The model's answer is not the JSON the request asked for: {problem}.")});
+    v["type"] = Value::String("response.failed".into());
+    Some(v.to_string())
 }
 
 struct Target {
@@ -1093,16 +1145,9 @@ impl RouteAttempt {
             return Flow::Continue;
         }
         let api = provider::api(t.api);
-        // Streams are checked as unified chunks: a Responses door's stream is not (yet).
-        let watch = |t: &Target| {
-            t.output.clone().filter(|_| t.responses.is_none()).map(|format| {
-                Box::new(OutputWatch {
-                    format,
-                    collector: crate::wire::chat::StreamCollector::new(1 << 20),
-                    done: false,
-                })
-            })
-        };
+        // Streams are checked as unified chunks, or as a Responses door's events.
+        let watch =
+            |t: &Target| t.output.clone().map(|format| Box::new(OutputWatch::new(format, t.responses.is_some())));
         if api.answers_unified() {
             // Passed through untouched, but a success is read once before Envoy decides on a
             // retry: a 200 whose body cannot be read becomes a 502, which moves the call on.

@@ -329,3 +329,55 @@ fn an_answer_that_is_not_the_json_asked_for_is_its_attempts_502_and_a_stream_end
     let error_at = text.find("invalid_model_output").unwrap();
     assert!(error_at < text.rfind("[DONE]").unwrap() && text.ends_with("data: [DONE]\n\n"));
 }
+
+#[test]
+fn a_responses_stream_that_is_not_the_json_asked_for_ends_as_failed() {
+    let format = crate::guard::schema::OutputFormat::of_response_format(
+        &serde_json::json!({"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object", "required": ["a"]}}}),
+    )
+    .unwrap();
+    let stream = |text: &str| {
+        let response = |status: &str, text: &str| {
+            serde_json::json!({"id": "resp_1", "object": "response", "status": status, "output": [{"type": "message",
+                "role": "assistant", "content": [{"type": "output_text", "text": text}]}]})
+        };
+        let ev = |n: u64, kind: &str, mut v: serde_json::Value| {
+            v["type"] = kind.into();
+            v["sequence_number"] = n.into();
+            format!("event: {kind}\ndata: {v}\n\n")
+        };
+        [
+            ev(0, "response.created", serde_json::json!({"response": response("in_progress", "")})),
+            ev(
+                1,
+                "response.output_text.delta",
+                serde_json::json!({"output_index": 0, "content_index": 0, "delta": text}),
+            ),
+            ev(2, "response.completed", serde_json::json!({"response": response("completed", text)})),
+        ]
+        .concat()
+    };
+    let run = |text: &str| {
+        let mut w = OutputWatch::new(format.clone(), true);
+        let bytes = stream(text).into_bytes();
+        let (a, b) = bytes.split_at(bytes.len() - 40);
+        let mut out = a.to_vec();
+        w.watch(&mut out, false);
+        let mut rest = b.to_vec();
+        w.watch(&mut rest, true);
+        out.extend(rest);
+        String::from_utf8(out).unwrap()
+    };
+    let good = run(r#"{"a": 1}"#);
+    assert!(good.contains("event: response.completed") && !good.contains("failed"), "{good}");
+    let bad = run("Sure, here it is");
+    let last = bad.trim_end().rsplit("\n\n").next().unwrap();
+    assert!(last.starts_with("event: response.failed\n"), "{bad}");
+    let v: serde_json::Value = serde_json::from_str(last.split_once("data: ").unwrap().1).unwrap();
+    assert_eq!((v["type"].as_str(), v["sequence_number"].as_u64()), (Some("response.failed"), Some(2)));
+    assert_eq!(v["response"]["status"], "failed");
+    assert_eq!(v["response"]["error"]["code"], "invalid_model_output");
+    assert!(v["response"]["error"]["message"].as_str().unwrap().contains("not JSON"));
+    assert_eq!(v["response"]["output"][0]["content"][0]["text"], "Sure, here it is", "the output as it came");
+    assert!(bad.contains("\"delta\":\"Sure, here it is\""), "the content went on");
+}
