@@ -43,6 +43,19 @@ ensure_venv() {
   "$ENVOY" --version >/dev/null 2>&1 || die "$ENVOY does not run"
 }
 
+# ensure_debs CMD=PACKAGE ...: installs the Debian packages whose command is missing.
+ensure_debs() {
+  local missing=() pair
+  for pair in "$@"; do
+    command -v "${pair%%=*}" >/dev/null || missing+=("${pair#*=}")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  log "installing ${missing[*]} (Debian packages)"
+  local SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
 build_filters() {
   log "building the filters (wasm32-wasip1, release)"
   local args=()

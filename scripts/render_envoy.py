@@ -55,6 +55,9 @@ def render(values):
         "AZURE_PORT": "18003",
         "GEMINI_PORT": "18004",
         "BEDROCK_PORT": "18005",
+        # Fleet mode (README, "Fleet mode"): Webdis, in front of the fleet's Redis.
+        "FLEET_HOST": "127.0.0.1",
+        "FLEET_PORT": "7379",
         "WASM_DIR": os.path.join(ROOT, "target", "wasm32-wasip1", "release"),
         "ACCESS_LOG": "/dev/stdout",
         "PRICE_BOOK": json.dumps(book, separators=(",", ":")),
@@ -64,7 +67,7 @@ def render(values):
         "PROVIDER_ENV_KEYS": ", ".join([
             "OPENAI_API_KEY", "ANTHROPIC_API_KEY", "AZURE_OPENAI_API_KEY", "GEMINI_API_KEY",
             "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-            "OPENAI_API_KEY_NEXT", "ANTHROPIC_API_KEY_NEXT", "AIGW_CACHE_EMBED_KEY"]),
+            "OPENAI_API_KEY_NEXT", "ANTHROPIC_API_KEY_NEXT", "AIGW_CACHE_EMBED_KEY", "AIGW_FLEET_AUTH"]),
     }
     with open(os.path.join(ROOT, "envoy", "privacy-zones.json")) as f:
         v["PRIVACY_ZONES"] = json.dumps(json.load(f)["zones"], separators=(",", ":"))
@@ -72,10 +75,14 @@ def render(values):
         quota = json.load(f)
     quota.pop("_comment", None)
     quota["price_book"] = book
+    # QUOTA_FLEET (JSON): the quota stage's `fleet`, which turns fleet mode on.
+    if values.get("QUOTA_FLEET"):
+        quota["fleet"] = json.loads(values["QUOTA_FLEET"])
     v["QUOTA_CONFIG"] = json.dumps(quota, separators=(",", ":"))
     for name, key in DEMO_KEYS.items():
         v[name + "_SHA256"] = hashlib.sha256(key.encode()).hexdigest()
     v.update(values)
+    v.pop("QUOTA_FLEET", None)
     modules = str(v.pop("MODULES", "one"))
     if modules not in ("one", "separate"):
         raise SystemExit("render_envoy: MODULES is one or separate")

@@ -91,10 +91,20 @@ impl GatewayConfig {
 }
 
 /// The quota stage, with the gateway's one price book (both sides compile it the same way).
-fn compile_quota(cfg: Option<&QuotaConfig>, book: &Option<Rc<PriceBook>>) -> Result<Option<Rc<Quota>>, ConfigError> {
+fn compile_quota(
+    cfg: Option<&QuotaConfig>,
+    book: &Option<Rc<PriceBook>>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<Rc<Quota>>, ConfigError> {
     cfg.map(|q| Quota::compile_with(q, book.clone()))
         .transpose()
-        .map(|q| q.map(Rc::new))
+        .map(|q| {
+            q.map(|mut q| {
+                // Fleet mode's credentials for Webdis, from Envoy's environment.
+                q.fleet = q.fleet.take().map(|f| f.with_env(env));
+                Rc::new(q)
+            })
+        })
         .map_err(|e| e.in_stage("quota"))
 }
 
@@ -165,7 +175,7 @@ impl Listener {
             auth: cfg.auth.as_ref().map(KeyRing::try_from).transpose().map_err(|e| e.in_stage("auth"))?,
             cache,
             route,
-            quota: compile_quota(cfg.quota.as_ref(), &book)?,
+            quota: compile_quota(cfg.quota.as_ref(), &book, env)?,
             audit: cfg
                 .audit
                 .as_ref()
@@ -338,6 +348,15 @@ impl ListenerCall {
     /// The answer to a call a stage made: the semantic cache's embedding. The request, held
     /// since, goes on unless the cache or quota answered it.
     pub fn on_http_call_response(&mut self, h: &impl Host, token: u32, answer: &HttpAnswer) {
+        // Quota's top-up of its fleet leases: the call goes on, waits for another, or was refused.
+        if let Some(flow) = self.quota.as_mut().and_then(|q| q.on_http_call_response(h, token, answer)) {
+            match flow {
+                Flow::Continue => h.resume_request(),
+                Flow::Refused => self.refused_at = Some(Stage::Quota),
+                Flow::Pause => {}
+            }
+            return;
+        }
         if !self.cache_waits {
             return;
         }
@@ -463,7 +482,7 @@ impl<'a> TryFrom<(GatewayConfig, &'a dyn Fn(&str) -> Option<String>)> for Upstre
         };
         Ok(Upstream {
             route,
-            quota: compile_quota(cfg.quota.as_ref(), &book)?,
+            quota: compile_quota(cfg.quota.as_ref(), &book, env)?,
             credentials: cfg
                 .auth
                 .map(|a| auth::compile_credentials(a, env))

@@ -2,6 +2,7 @@
 //! and the budget arithmetic. The filter moves these numbers in and out of shared data.
 
 pub mod bucket;
+pub mod fleet;
 
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -133,6 +134,10 @@ pub struct QuotaConfig {
     /// Needed when any budget is set; the same book as the audit record's.
     #[serde(default)]
     pub price_book: Option<PriceBookConfig>,
+    /// Fleet mode: the tenant, feature and model request and token buckets shared by every
+    /// replica, in Redis (see `fleet`).
+    #[serde(default)]
+    pub fleet: Option<fleet::FleetConfig>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -249,6 +254,7 @@ pub struct Quota {
     pub estimate: EstimateConfig,
     /// Shared with the audit stage when both run in one filter (compiled once).
     pub prices: Option<Rc<PriceBook>>,
+    pub fleet: Option<fleet::Fleet>,
 }
 
 fn merge(over: &LimitSpec, base: &LimitSpec) -> LimitSpec {
@@ -401,7 +407,8 @@ impl Quota {
             Some(b) => Some(Rc::new(PriceBook::compile(b).map_err(|e| e.at("quota", "price_book"))?)),
             None => shared,
         };
-        let q = Quota { default, tenants, providers, estimate: cfg.estimate.clone(), prices };
+        let fleet = cfg.fleet.as_ref().map(fleet::Fleet::compile).transpose()?;
+        let q = Quota { default, tenants, providers, estimate: cfg.estimate.clone(), prices, fleet };
         if q.prices.is_none() && q.any_budget() {
             return Err(refused("price_book".into(), "is required: a budget is set, and calls are priced with it"));
         }

@@ -16,7 +16,8 @@ use crate::audit::{parse_attempts, ErrorClass};
 use crate::error::GatewayError;
 use crate::headers;
 use crate::host::{messages_door, Flow, Host, SharedSetError};
-use crate::quota::bucket::{retry_after_secs, Decision, Limit, State};
+use crate::quota::bucket::{retry_after_secs, Decision, Limit, State, UNITS_PER_TOKEN};
+use crate::quota::fleet::{self, Ask, Unavailable};
 use crate::wire::usage::{self, StreamScanner, Usage};
 
 /// How often a worker retries after losing a compare-and-swap race before giving up.
@@ -170,6 +171,8 @@ fn update_scope<T>(
 struct Charge {
     key: String,
     limits: Limits,
+    /// Its request and token levels are a fleet lease (fleet mode): they never refill locally.
+    fleet: bool,
     /// Tokens taken from the token bucket (when the scope has one).
     tokens: u64,
     /// The day and month (period ids) a budget reservation was made in, and its amount.
@@ -195,10 +198,18 @@ impl Charge {
         }
         let done = update_scope(h, &self.key, |rec| {
             if let Some(limit) = requests {
-                rec.requests = Some(limit.adjust(rec.requests, now, -1));
+                rec.requests = Some(if self.fleet {
+                    lease_adjust(rec.requests, now, -1)
+                } else {
+                    limit.adjust(rec.requests, now, -1)
+                });
             }
             if let Some(limit) = tokens {
-                rec.tokens = Some(limit.adjust(rec.tokens, now, token_delta));
+                rec.tokens = Some(if self.fleet {
+                    lease_adjust(rec.tokens, now, token_delta)
+                } else {
+                    limit.adjust(rec.tokens, now, token_delta)
+                });
             }
             if l.concurrent.is_some() {
                 rec.in_flight = rec.in_flight.saturating_sub(1);
@@ -223,6 +234,66 @@ fn undo(h: &impl Host, charges: &[Charge], now: u64) {
         c.correct(h, now, true, -i64::try_from(c.tokens).unwrap_or(i64::MAX), 0);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Fleet mode: leases (see `quota::fleet`)
+
+const UNITS: i64 = UNITS_PER_TOKEN as i64;
+
+/// A lease's level in units (a bucket never used holds no lease).
+fn lease(s: Option<State>) -> i64 {
+    s.map_or(0, |s| s.units)
+}
+
+/// A lease charged `delta` more tokens (given back when negative); it may go into debt, which
+/// the next lease pays.
+fn lease_adjust(s: Option<State>, now: u64, delta: i64) -> State {
+    State { units: lease(s).saturating_sub(delta.saturating_mul(UNITS)), updated_ms: now }
+}
+
+/// How the fleet's buckets serve a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FleetMode {
+    /// No fleet mode: local buckets.
+    Off,
+    /// Leases from Redis.
+    Lease,
+    /// Redis cannot be reached: the configured mode.
+    Unavailable(Unavailable),
+}
+
+/// A scope as it is charged while Redis cannot be reached: `local`, its request and token
+/// limits divided among the expected replicas (buckets of its own); `open`, without them.
+fn unavailable_scope(s: &Scope, mode: Unavailable, replicas: u64) -> Scope {
+    let mut s = s.clone();
+    match mode {
+        Unavailable::Open => {
+            s.limits.requests = None;
+            s.limits.tokens = None;
+        }
+        _ => {
+            let share = |l: Limit| Limit {
+                rate_per_minute: (l.rate_per_minute / replicas).max(1),
+                burst: (l.burst / replicas).max(1),
+            };
+            s.limits.requests = s.limits.requests.map(share);
+            s.limits.tokens = s.limits.tokens.map(share);
+            s.key.push_str(".solo");
+        }
+    }
+    s
+}
+
+/// A top-up in flight: the call's HTTP call to Webdis, and what it asked for (per ask, its
+/// scope's key and whether it is the token bucket).
+struct TopUp {
+    token: u32,
+    asks: Vec<Ask>,
+    targets: Vec<(String, bool)>,
+}
+
+/// Top-ups a call may make before it is refused as contended.
+const MAX_TOP_UPS: u8 = 3;
 
 /// The figures for one `x-ratelimit-*` family: the caller's tightest bucket of that kind.
 #[derive(Clone, Copy)]
@@ -258,6 +329,8 @@ struct Took {
 /// What one scope's record decided (`None`: nothing refused).
 enum Refusal {
     None(Took),
+    /// A fleet lease is short: the call waits for a top-up.
+    Short,
     Rate(BucketKind, Limit, u64, Took),
     Concurrent(u64, Took),
     Budget(Period, u128, u128, Took),
@@ -286,6 +359,15 @@ fn refuse(h: &impl Host, err: &GatewayError, extra: &[(&str, String)]) -> Flow {
     let hdrs: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (*k, v.as_str())).collect();
     h.send_error(err, messages_door(h), &hdrs);
     Flow::Refused
+}
+
+fn fleet_unavailable() -> GatewayError {
+    GatewayError::new(
+        503,
+        "server_error",
+        "quota_unavailable",
+        "The fleet's quota store cannot be reached; retry shortly.",
+    )
 }
 
 fn store_busy() -> GatewayError {
@@ -318,6 +400,9 @@ pub struct QuotaCall {
     ok: bool,
     served_model: Option<String>,
     body: Seen,
+    /// Fleet mode: a top-up the call waits for, and how many it made.
+    top_up: Option<TopUp>,
+    top_ups: u8,
 }
 
 impl QuotaCall {
@@ -337,6 +422,8 @@ impl QuotaCall {
             ok: false,
             served_model: None,
             body: Seen::None,
+            top_up: None,
+            top_ups: 0,
         }
     }
 
@@ -354,16 +441,44 @@ impl QuotaCall {
         // reports no usage.
         h.set_property(headers::PROP_QUOTA_ESTIMATE, &encode_estimate(&self.estimate));
         let mut cost: Option<u128> = None;
+        let mode = self.fleet_mode(h, now);
+        let fleet_flag = match mode {
+            FleetMode::Unavailable(m) => Some(format!("fleet_unavailable:{}", m.as_str())),
+            _ => None,
+        };
+        if let Some(flag) = &fleet_flag {
+            h.set_property(headers::PROP_QUOTA_FLAGS, flag);
+        }
+        if let (FleetMode::Unavailable(m), Some(f)) = (mode, &self.quota.fleet) {
+            if m == Unavailable::Closed {
+                let secs = retry_after_secs(f.retry_ms).to_string();
+                return refuse(h, &fleet_unavailable(), &[("retry-after", secs)]);
+            }
+        }
         for scope in &scopes {
-            if let Err(action) = self.charge_scope(h, scope, now, tokens, &mut cost) {
-                undo(h, &self.charges, now);
-                self.charges.clear();
-                return action;
+            let (charged, fleet) = match (mode, &self.quota.fleet) {
+                (FleetMode::Unavailable(m), Some(f)) => (unavailable_scope(scope, m, f.expected_replicas), false),
+                (m, _) => (scope.clone(), m == FleetMode::Lease),
+            };
+            match self.charge_scope(h, &charged, now, tokens, &mut cost, fleet) {
+                Ok(()) => {}
+                Err(stop) => {
+                    undo(h, &self.charges, now);
+                    self.charges.clear();
+                    return match stop {
+                        Some(action) => action,
+                        None => self.start_top_up(h, &scopes, tokens, now),
+                    };
+                }
             }
         }
         self.admitted = true;
         if self.budget_warning.is_some() {
-            h.set_property(headers::PROP_QUOTA_FLAGS, "budget_soft_limit");
+            let flags = match &fleet_flag {
+                Some(f) => format!("{f},budget_soft_limit"),
+                None => "budget_soft_limit".into(),
+            };
+            h.set_property(headers::PROP_QUOTA_FLAGS, &flags);
         }
         Flow::Continue
     }
@@ -375,7 +490,8 @@ impl QuotaCall {
         now: u64,
         tokens: u64,
         cost: &mut Option<u128>,
-    ) -> Result<(), Flow> {
+        fleet: bool,
+    ) -> Result<(), Option<Flow>> {
         let l = s.limits;
         let reserve_cost = l.budget.map(|_| {
             *cost.get_or_insert_with(|| {
@@ -387,7 +503,29 @@ impl QuotaCall {
         let key = scope_key(s);
         let outcome = update_scope(h, &key, |rec| {
             let mut took = Took::default();
-            if let Some(limit) = l.requests {
+            if fleet {
+                // The lease left, spent exactly; short: the call waits for a top-up.
+                let need = i64::try_from(tokens).unwrap_or(i64::MAX).saturating_mul(UNITS);
+                let remaining = |u: i64| u64::try_from(u.max(0) / UNITS).unwrap_or(0);
+                if let Some(limit) = l.requests {
+                    let have = lease(rec.requests);
+                    if have < UNITS {
+                        return Err(Refusal::Short);
+                    }
+                    rec.requests = Some(State { units: have - UNITS, updated_ms: now });
+                    took.requests =
+                        Some(Tightest { limit: limit.burst, remaining: remaining(have - UNITS), reset_ms: 0 });
+                }
+                if let Some(limit) = l.tokens {
+                    let have = lease(rec.tokens);
+                    if have < need {
+                        return Err(Refusal::Short);
+                    }
+                    rec.tokens = Some(State { units: have - need, updated_ms: now });
+                    took.tokens = Some(Tightest { limit: limit.burst, remaining: remaining(have - need), reset_ms: 0 });
+                }
+            }
+            if let Some(limit) = l.requests.filter(|_| !fleet) {
                 match limit.take(rec.requests, now, 1) {
                     Decision::Allowed { state, remaining, reset_ms } => {
                         rec.requests = Some(state);
@@ -404,7 +542,7 @@ impl QuotaCall {
                     }
                 }
             }
-            if let Some(limit) = l.tokens {
+            if let Some(limit) = l.tokens.filter(|_| !fleet) {
                 match limit.take(rec.tokens, now, tokens) {
                     Decision::Allowed { state, remaining, reset_ms } => {
                         rec.tokens = Some(state);
@@ -449,8 +587,9 @@ impl QuotaCall {
         let took = match outcome {
             Some(Ok(Refusal::None(took))) => took,
             Some(Ok(_)) => return Ok(()),
-            None => return Err(refuse(h, &store_busy(), &[("retry-after", "1".into())])),
-            Some(Err(refusal)) => return Err(self.refuse_scope(h, s, now, reserve_cost.unwrap_or(0), refusal)),
+            None => return Err(Some(refuse(h, &store_busy(), &[("retry-after", "1".into())]))),
+            Some(Err(Refusal::Short)) => return Err(None),
+            Some(Err(refusal)) => return Err(Some(self.refuse_scope(h, s, now, reserve_cost.unwrap_or(0), refusal))),
         };
         self.requests = tighter_of(self.requests, took.requests);
         self.tokens = tighter_of(self.tokens, took.tokens);
@@ -458,6 +597,7 @@ impl QuotaCall {
         self.charges.push(Charge {
             key,
             limits: l,
+            fleet,
             tokens: if l.tokens.is_some() { tokens } else { 0 },
             day: budget.and_then(|b| b.daily).map(|_| day),
             month: budget.and_then(|b| b.monthly).map(|_| month),
@@ -474,10 +614,158 @@ impl QuotaCall {
         Ok(())
     }
 
+    /// Whether the fleet's buckets serve this call by lease, or Redis is taken as unavailable
+    /// (until the time a failed top-up set).
+    fn fleet_mode(&self, h: &impl Host, now: u64) -> FleetMode {
+        let Some(f) = &self.quota.fleet else { return FleetMode::Off };
+        let down_until = h.shared_get(fleet::DOWN_KEY).ok().and_then(|(b, _)| b).map_or(0, |b| counter(&b));
+        if now < down_until {
+            FleetMode::Unavailable(f.unavailable)
+        } else {
+            FleetMode::Lease
+        }
+    }
+
+    /// A lease is short: asks Redis, in one call, for what the call needs from each of its fleet
+    /// buckets plus a new lease for each bucket that is short or low, and waits for the answer.
+    fn start_top_up(&mut self, h: &impl Host, scopes: &[Scope], tokens: u64, now: u64) -> Flow {
+        let Some(f) = self.quota.fleet.clone() else { return Flow::Continue };
+        if self.top_ups >= MAX_TOP_UPS {
+            // Other calls on this replica took every lease this call waited for.
+            return refuse(h, &store_busy(), &[("retry-after", "1".into())]);
+        }
+        self.top_ups += 1;
+        let mut asks = Vec::new();
+        let mut targets = Vec::new();
+        for s in scopes {
+            let rec = h
+                .shared_get(&scope_key(s))
+                .ok()
+                .and_then(|(b, _)| b)
+                .map(|b| ScopeRecord::decode(&b))
+                .unwrap_or_default();
+            let buckets = [
+                (s.limits.requests, rec.requests, 1, f.lease_requests, 'r', false),
+                (s.limits.tokens, rec.tokens, tokens, f.lease_tokens, 't', true),
+            ];
+            for (limit, state, cost, lease_tokens, tag, is_tokens) in buckets {
+                let Some(limit) = limit else { continue };
+                let have = lease(state);
+                let need = u64::try_from(i64::try_from(fleet::units(cost)).unwrap_or(i64::MAX).saturating_sub(have))
+                    .unwrap_or(0);
+                let want = fleet::units(lease_tokens.min(limit.burst)).max(need);
+                if need == 0 && have >= i64::try_from(want / 4).unwrap_or(i64::MAX) {
+                    continue;
+                }
+                asks.push(Ask {
+                    key: f.key(&s.key, tag),
+                    rate_per_minute: limit.rate_per_minute,
+                    burst: limit.burst,
+                    need_units: need,
+                    want_units: want,
+                });
+                targets.push((scope_key(s), is_tokens));
+            }
+        }
+        if asks.is_empty() {
+            // Another call topped the leases up meanwhile.
+            return self.admit(h);
+        }
+        let path = fleet::take_path(&asks);
+        let mut hdrs: Vec<(&str, &str)> = vec![(":method", "GET"), (":path", &path), (":authority", "aigw-fleet")];
+        if let Some(a) = &f.authorization {
+            hdrs.push(("authorization", a));
+        }
+        match h.http_call(&f.cluster, &hdrs, b"", f.timeout_ms) {
+            Ok(token) => {
+                self.top_up = Some(TopUp { token, asks, targets });
+                Flow::Pause
+            }
+            Err(()) => {
+                self.fleet_down(h, &f, now, "the call to Webdis could not be made");
+                self.admit(h)
+            }
+        }
+    }
+
+    fn fleet_down(&self, h: &impl Host, f: &fleet::Fleet, now: u64, why: &str) {
+        let until = now.saturating_add(f.retry_ms);
+        let _ = h.shared_set(fleet::DOWN_KEY, &until.to_le_bytes(), None);
+        h.warn(&format!(
+            "quota: fleet store unavailable ({why}); serving in `{}` mode for {} ms",
+            f.unavailable.as_str(),
+            f.retry_ms
+        ));
+    }
+
+    /// Whether the call waits for a top-up.
+    pub fn waits(&self) -> bool {
+        self.top_up.is_some()
+    }
+
+    /// The answer to a top-up: the grants are added to the leases and the call is admitted (or
+    /// tops up again, or is refused). `None`: not this call's top-up.
+    pub fn on_http_call_response(
+        &mut self,
+        h: &impl Host,
+        token: u32,
+        answer: &crate::host::HttpAnswer,
+    ) -> Option<Flow> {
+        if self.top_up.as_ref().is_none_or(|t| t.token != token) {
+            return None;
+        }
+        let t = self.top_up.take()?;
+        let f = self.quota.fleet.clone()?;
+        let now = h.now_ms();
+        match fleet::read_answer(answer.status, &answer.body, t.asks.len()) {
+            Some(fleet::Answer::Granted(granted)) => {
+                for ((key, is_tokens), g) in t.targets.iter().zip(granted) {
+                    let g = i64::try_from(g).unwrap_or(i64::MAX);
+                    let credited = update_scope(h, key, |rec| {
+                        let slot = if *is_tokens { &mut rec.tokens } else { &mut rec.requests };
+                        *slot = Some(State { units: lease(*slot).saturating_add(g), updated_ms: now });
+                        Ok(())
+                    });
+                    if credited.is_none() {
+                        h.warn(&format!("quota: a fleet lease for {key} could not be stored"));
+                    }
+                }
+                Some(self.admit(h))
+            }
+            Some(fleet::Answer::Short { index, retry_after_ms }) => {
+                let (key, is_tokens) = t.targets.get(index).cloned().unwrap_or_default();
+                let ask = t.asks.get(index);
+                let id = h.call_identity();
+                let tenant = id.as_ref().map(|i| i.tenant.clone()).unwrap_or_else(|| "_anonymous".into());
+                let feature = id.as_ref().and_then(|i| i.feature.clone());
+                let alias = self.estimate.model.clone().or_else(|| h.property_string(&[headers::PROP_ALIAS]));
+                let scope = self
+                    .quota
+                    .scopes(&tenant, feature.as_deref(), alias.as_deref())
+                    .into_iter()
+                    .find(|s| scope_key(s) == key);
+                let (Some(s), Some(ask)) = (scope, ask) else {
+                    return Some(refuse(h, &store_busy(), &[("retry-after", "1".into())]));
+                };
+                let limit = Limit { rate_per_minute: ask.rate_per_minute, burst: ask.burst };
+                let kind = if is_tokens { BucketKind::Tokens } else { BucketKind::Requests };
+                let retry = retry_after_ms.unwrap_or(u64::MAX);
+                let fig = Some(Tightest { limit: ask.burst, remaining: 0, reset_ms: retry });
+                let (requests, tokens) = if is_tokens { (self.requests, fig) } else { (fig, None) };
+                Some(self.refuse_rate(h, &s, kind, limit, retry, requests, tokens))
+            }
+            None => {
+                let why = format!("Webdis answered {}", answer.status);
+                self.fleet_down(h, &f, now, &why);
+                Some(self.admit(h))
+            }
+        }
+    }
+
     /// Refuses the call for what one scope's record refused (nothing of that scope was taken).
     fn refuse_scope(&self, h: &impl Host, s: &Scope, now: u64, cost: u128, refusal: Refusal) -> Flow {
         match refusal {
-            Refusal::None(_) => Flow::Continue,
+            Refusal::None(_) | Refusal::Short => Flow::Continue,
             Refusal::Rate(kind, limit, retry_after_ms, took) => {
                 let (requests, tokens) = match kind {
                     BucketKind::Tokens => (tighter_of(self.requests, took.requests), took.tokens),
@@ -642,6 +930,9 @@ impl QuotaCall {
     }
 
     pub fn on_request_body(&mut self, h: &impl Host, size: usize, eos: bool) -> Flow {
+        if self.top_up.is_some() {
+            return Flow::Pause;
+        }
         if !self.reading {
             return Flow::Continue;
         }

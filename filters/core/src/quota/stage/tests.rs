@@ -276,3 +276,133 @@ fn a_scope_record_round_trips_and_a_damaged_one_reads_as_new() {
     assert_eq!(ScopeRecord::decode(&bytes[..10]), ScopeRecord { in_flight: 0, ..ScopeRecord::default() });
     assert_eq!(ScopeRecord::decode(b""), ScopeRecord::default());
 }
+
+fn fleet_quota(tenants: &str, fleet: &str) -> Rc<Quota> {
+    let cfg: QuotaConfig =
+        serde_json::from_str(&format!(r#"{{"tenants": {tenants}, "fleet": {fleet}, "price_book": {BOOK}}}"#)).unwrap();
+    Rc::new(Quota::compile(&cfg).unwrap())
+}
+
+/// The one HTTP call `h` made (the top-up), and its `FCALL` arguments after the keys.
+fn top_up_of(h: &FakeHost) -> (String, Vec<String>) {
+    let calls = h.http_calls.borrow();
+    assert_eq!(calls.len(), 1, "one top-up");
+    let path = calls[0].headers.iter().find(|(k, _)| k == ":path").unwrap().1.clone();
+    assert_eq!(calls[0].cluster, "aigw_fleet");
+    let parts: Vec<String> = path.split('/').map(str::to_string).collect();
+    (path, parts)
+}
+
+fn webdis(body: &str) -> crate::host::HttpAnswer {
+    crate::host::HttpAnswer { status: 200, headers: vec![], body: body.as_bytes().to_vec() }
+}
+
+#[test]
+fn a_fleet_lease_is_taken_in_one_call_spent_exactly_and_topped_up_when_short() {
+    let q = fleet_quota(
+        r#"{"acme": {"requests_per_minute": 60, "requests_burst": 100, "tokens_per_minute": 60000, "tokens_burst": 100000}}"#,
+        r#"{"cluster": "aigw_fleet", "lease": {"requests": 3, "tokens": 1000}}"#,
+    );
+    let store = FakeHost::new();
+    store.now.set(1_000_000);
+    init_store(&store);
+    // The first call finds no lease: it waits for one top-up over both buckets.
+    let h = call_on(&store);
+    let mut c = QuotaCall::new(q.clone());
+    assert_eq!(c.on_request_headers(&h, false), Flow::Pause);
+    assert!(c.waits());
+    let (path, parts) = top_up_of(&h);
+    assert!(path.starts_with("/FCALL/aigw_take/2/aigw:t%2eacme:r/aigw:t%2eacme:t/"), "{path}");
+    let units = |t: u64| (t * 60_000).to_string();
+    assert_eq!(parts[6..10], ["60", "100", &units(1), &units(3)], "requests: need 1, want the lease");
+    assert_eq!(parts[10..14], ["60000", "100000", &units(EST), &units(1000)], "tokens: need the estimate");
+    // Redis grants 3 calls and 1000 tokens: admitted, and the body need not wait.
+    let answer = webdis(&format!(r#"{{"FCALL":[1,{},{}]}}"#, units(3), units(1000)));
+    assert_eq!(c.on_http_call_response(&h, 7, &answer), None, "not its call");
+    let token = 1;
+    assert_eq!(c.on_http_call_response(&h, token, &answer), Some(Flow::Continue));
+    assert!(!c.waits() && h.reply().is_none());
+    // Two more calls spend the lease locally, with no call to Redis.
+    for _ in 0..2 {
+        let h = call_on(&store);
+        assert_eq!(QuotaCall::new(q.clone()).on_request_headers(&h, false), Flow::Continue);
+        assert!(h.http_calls.borrow().is_empty());
+    }
+    // The fourth finds the request lease empty: another top-up, for what it needs.
+    let h = call_on(&store);
+    let mut c = QuotaCall::new(q.clone());
+    assert_eq!(c.on_request_headers(&h, false), Flow::Pause);
+    let (_, parts) = top_up_of(&h);
+    assert_eq!(parts[3], "1", "the token lease (1000 - 3 x {EST}) is not low: only the request bucket");
+    assert!(parts[4].ends_with(":r"));
+    // Redis's bucket is empty: a 429 with Redis's own time to refill.
+    let short = webdis(r#"{"FCALL":[0,1,2500]}"#);
+    assert_eq!(c.on_http_call_response(&h, 1, &short), Some(Flow::Refused));
+    assert_eq!(code(&h), (429, "tenant_requests_per_minute".to_string()));
+    assert_eq!(reply_header(&h, "retry-after").as_deref(), Some("3"));
+}
+
+#[test]
+fn a_fleet_store_that_cannot_be_reached_serves_in_the_configured_mode() {
+    let tenants = r#"{"acme": {"requests_per_minute": 6, "requests_burst": 6}}"#;
+    for (mode, admitted) in [("local", 2), ("open", 5), ("closed", 0)] {
+        let q = fleet_quota(
+            tenants,
+            &format!(r#"{{"cluster": "aigw_fleet", "unavailable": "{mode}", "expected_replicas": 3}}"#),
+        );
+        let store = FakeHost::new();
+        store.now.set(1_000_000);
+        init_store(&store);
+        let h = call_on(&store);
+        let mut c = QuotaCall::new(q.clone());
+        assert_eq!(c.on_request_headers(&h, false), Flow::Pause);
+        // Webdis's error (an ACL refusal, Redis down) is never a grant.
+        let flow = c.on_http_call_response(&h, 1, &webdis(r#"{"FCALL":[false,"ERR Connection refused"]}"#)).unwrap();
+        let mut n = u32::from(flow == Flow::Continue);
+        assert_eq!(h.property_string(&[headers::PROP_QUOTA_FLAGS]), Some(format!("fleet_unavailable:{mode}")));
+        if mode == "closed" {
+            assert_eq!(code(&h), (503, "quota_unavailable".to_string()));
+            assert_eq!(reply_header(&h, "retry-after").as_deref(), Some("1"));
+        }
+        // Until the retry time, calls make no call to Redis: local gives each replica 6 / 3.
+        for _ in 0..4 {
+            let h = call_on(&store);
+            if QuotaCall::new(q.clone()).on_request_headers(&h, false) == Flow::Continue {
+                n += 1;
+            }
+            assert!(h.http_calls.borrow().is_empty(), "{mode}");
+        }
+        assert_eq!(n, admitted, "{mode}");
+        // After it, the fleet is tried again.
+        store.now.set(1_001_001);
+        let h = call_on(&store);
+        assert_eq!(QuotaCall::new(q.clone()).on_request_headers(&h, false), Flow::Pause, "{mode}");
+    }
+}
+
+#[test]
+fn a_fleet_lease_takes_back_a_refund_and_pays_a_debt() {
+    let q = fleet_quota(
+        r#"{"acme": {"tokens_per_minute": 60000, "tokens_burst": 100000}}"#,
+        r#"{"cluster": "aigw_fleet", "lease": {"tokens": 1000}}"#,
+    );
+    let store = FakeHost::new();
+    init_store(&store);
+    let h = call_on(&store);
+    let mut c = QuotaCall::new(q.clone());
+    assert_eq!(c.on_request_headers(&h, false), Flow::Pause);
+    assert_eq!(
+        c.on_http_call_response(&h, 1, &webdis(&format!(r#"{{"FCALL":[1,{}]}}"#, 1000 * 60_000))),
+        Some(Flow::Continue)
+    );
+    let level = || {
+        let b = store.shared_get("aigw.q.t.acme").unwrap().0.unwrap();
+        lease(ScopeRecord::decode(&b).tokens) / UNITS
+    };
+    assert_eq!(level(), 1000 - EST as i64);
+    // The call used 2000 tokens more than estimated: the lease is in debt, paid by the next grant.
+    c.charges[0].correct(&h, 0, false, 2000, 0);
+    assert_eq!(level(), 1000 - EST as i64 - 2000);
+    c.charges[0].correct(&h, 0, false, -500, 0);
+    assert_eq!(level(), 1000 - EST as i64 - 1500);
+}

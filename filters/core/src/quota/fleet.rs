@@ -1,0 +1,314 @@
+//! Fleet mode: the tenant, feature and model request and token buckets shared by every Envoy
+//! replica, held in Redis (`deploy/redis/aigw.lua`) and reached through Webdis, an Envoy cluster
+//! away.
+//!
+//! Each replica spends a **lease** it took from the fleet's bucket, locally and exactly, in the
+//! scope's shared-data record (the same record, one read and one write per call, as without
+//! fleet mode): the record's request and token levels are then the lease left, which never
+//! refills locally. A call that finds a lease short waits (paused) while the stage takes its need
+//! plus a new lease from Redis in one atomic `FCALL aigw_take` over every bucket the call
+//! charges, all or nothing; Redis refills its buckets from its own clock. Tokens taken from Redis
+//! cannot be spent twice, so the fleet never admits more than its limits; what a replica holds
+//! unspent is the bound on under-admission (README, "Fleet mode").
+
+use serde::Deserialize;
+
+use crate::error::ConfigError;
+use crate::quota::bucket::UNITS_PER_TOKEN;
+
+/// `quota.fleet` in the configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetConfig {
+    /// The Envoy cluster of the Webdis bridge to Redis.
+    pub cluster: String,
+    /// The environment variable (in Envoy's environment) that holds Webdis's `user:password`.
+    #[serde(default = "default_auth_env")]
+    pub auth_env: String,
+    /// How much a replica takes per top-up, beyond what the waiting call needs.
+    #[serde(default)]
+    pub lease: LeaseSpec,
+    /// How long a call waits for a top-up at most (then: Redis is unavailable).
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// What a replica does while Redis cannot be reached.
+    #[serde(default)]
+    pub unavailable: Unavailable,
+    /// The replicas expected: in `local` mode each enforces `limit / expected_replicas`.
+    #[serde(default = "default_replicas")]
+    pub expected_replicas: u64,
+    /// After Redis could not be reached, how long a replica serves in its unavailable mode before
+    /// it tries again.
+    #[serde(default = "default_retry_ms")]
+    pub retry_ms: u64,
+    /// The prefix of the gateway's keys in Redis.
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseSpec {
+    /// Calls per lease of a request bucket.
+    #[serde(default = "default_lease_requests")]
+    pub requests: u64,
+    /// Tokens per lease of a token bucket.
+    #[serde(default = "default_lease_tokens")]
+    pub tokens: u64,
+}
+
+impl Default for LeaseSpec {
+    fn default() -> Self {
+        LeaseSpec { requests: default_lease_requests(), tokens: default_lease_tokens() }
+    }
+}
+
+/// What a replica does while Redis cannot be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Unavailable {
+    /// Each replica enforces `limit / expected_replicas` on its own.
+    #[default]
+    Local,
+    /// Refused: 503 `quota_unavailable`, with `Retry-After`.
+    Closed,
+    /// Admitted without the fleet buckets (every other limit still holds).
+    Open,
+}
+
+impl Unavailable {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Unavailable::Local => "local",
+            Unavailable::Closed => "closed",
+            Unavailable::Open => "open",
+        }
+    }
+}
+
+fn default_auth_env() -> String {
+    "AIGW_FLEET_AUTH".into()
+}
+fn default_timeout_ms() -> u64 {
+    500
+}
+fn default_replicas() -> u64 {
+    1
+}
+fn default_retry_ms() -> u64 {
+    1000
+}
+fn default_prefix() -> String {
+    "aigw".into()
+}
+fn default_lease_requests() -> u64 {
+    10
+}
+fn default_lease_tokens() -> u64 {
+    20_000
+}
+
+/// Fleet mode, compiled.
+#[derive(Debug, Clone)]
+pub struct Fleet {
+    pub cluster: String,
+    pub auth_env: String,
+    /// `Basic …` for Webdis (from `auth_env`, read when the configuration is compiled).
+    pub authorization: Option<String>,
+    pub lease_requests: u64,
+    pub lease_tokens: u64,
+    pub timeout_ms: u64,
+    pub unavailable: Unavailable,
+    pub expected_replicas: u64,
+    pub retry_ms: u64,
+    pub prefix: String,
+}
+
+impl Fleet {
+    pub fn compile(cfg: &FleetConfig) -> Result<Fleet, ConfigError> {
+        let err = |field: &str, msg: &str| ConfigError::new("quota", format!("fleet.{field}"), msg.to_string());
+        if cfg.cluster.is_empty() {
+            return Err(err("cluster", "names the Envoy cluster of the Webdis bridge"));
+        }
+        if cfg.expected_replicas == 0 {
+            return Err(err("expected_replicas", "must be at least 1"));
+        }
+        if cfg.lease.requests == 0 || cfg.lease.tokens == 0 {
+            return Err(err("lease", "leases must be at least 1"));
+        }
+        if cfg.timeout_ms == 0 || cfg.timeout_ms > 10_000 {
+            return Err(err("timeout_ms", "must be 1 to 10000 ms (a call waits this long at most)"));
+        }
+        if cfg.prefix.is_empty() || !cfg.prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            return Err(err("prefix", "letters, digits, `_` and `-` only"));
+        }
+        Ok(Fleet {
+            cluster: cfg.cluster.clone(),
+            auth_env: cfg.auth_env.clone(),
+            authorization: None,
+            lease_requests: cfg.lease.requests,
+            lease_tokens: cfg.lease.tokens,
+            timeout_ms: cfg.timeout_ms,
+            unavailable: cfg.unavailable,
+            expected_replicas: cfg.expected_replicas,
+            retry_ms: cfg.retry_ms,
+            prefix: cfg.prefix.clone(),
+        })
+    }
+
+    /// Webdis's credentials, from the environment (`user:password`).
+    pub fn with_env(mut self, env: &dyn Fn(&str) -> Option<String>) -> Fleet {
+        self.authorization =
+            env(&self.auth_env).map(|v| format!("Basic {}", crate::wire::embeddings::base64(v.as_bytes())));
+        self
+    }
+
+    /// The Redis key of a scope's bucket (`r`: requests, `t`: tokens).
+    pub fn key(&self, scope_key: &str, bucket: char) -> String {
+        format!("{}:{scope_key}:{bucket}", self.prefix)
+    }
+}
+
+/// One fleet bucket a top-up asks for: its key, its limit, and what it needs and wants (units).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ask {
+    pub key: String,
+    pub rate_per_minute: u64,
+    pub burst: u64,
+    pub need_units: u64,
+    pub want_units: u64,
+}
+
+/// The Webdis path of `FCALL aigw_take` over `asks` (every argument percent-encoded: `/` and
+/// `.` mean something to Webdis).
+pub fn take_path(asks: &[Ask]) -> String {
+    let mut p = format!("/FCALL/aigw_take/{}", asks.len());
+    for a in asks {
+        p.push('/');
+        p.push_str(&encode(&a.key));
+    }
+    for a in asks {
+        p.push_str(&format!("/{}/{}/{}/{}", a.rate_per_minute, a.burst, a.need_units, a.want_units));
+    }
+    p
+}
+
+fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b':' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02x}"));
+        }
+    }
+    out
+}
+
+/// What Redis answered a top-up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// Units granted per ask, in order.
+    Granted(Vec<u64>),
+    /// Ask `index` (from 0) lacks its need: enough will be there in this many ms (`None`: never).
+    Short { index: usize, retry_after_ms: Option<u64> },
+}
+
+/// Reads Webdis's answer to `FCALL aigw_take` (`{"FCALL": [1, g1, …]}` or `[0, i, ms]`).
+/// `None`: not an answer (an error, a refusal by Webdis's ACL, Redis down): Redis is
+/// unavailable, never a success.
+pub fn read_answer(status: u16, body: &[u8], asks: usize) -> Option<Answer> {
+    if status != 200 {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let a = v.get("FCALL")?.as_array()?;
+    let n = |i: usize| a.get(i).and_then(serde_json::Value::as_i64);
+    match n(0)? {
+        1 if a.len() == asks + 1 => {
+            let granted: Option<Vec<u64>> = (1..=asks).map(|i| n(i).and_then(|g| u64::try_from(g).ok())).collect();
+            granted.map(Answer::Granted)
+        }
+        0 => {
+            let index = usize::try_from(n(1)?).ok()?.checked_sub(1).filter(|i| *i < asks)?;
+            let ms = n(2)?;
+            Some(Answer::Short { index, retry_after_ms: u64::try_from(ms).ok() })
+        }
+        _ => None,
+    }
+}
+
+/// Units in `tokens` tokens.
+pub fn units(tokens: u64) -> u64 {
+    tokens.saturating_mul(UNITS_PER_TOKEN)
+}
+
+/// The shared-data key that says until when (ms, little-endian) Redis is taken as unavailable.
+pub const DOWN_KEY: &str = "aigw.fleet.down";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_take_path_encodes_keys_and_puts_the_arguments_after_them() {
+        let asks = [
+            Ask {
+                key: "aigw:t.acme:r".into(),
+                rate_per_minute: 60,
+                burst: 10,
+                need_units: 60_000,
+                want_units: 600_000,
+            },
+            Ask { key: "aigw:t.acme.f.a/b:t".into(), rate_per_minute: 1000, burst: 5000, need_units: 0, want_units: 7 },
+        ];
+        assert_eq!(
+            take_path(&asks),
+            "/FCALL/aigw_take/2/aigw:t%2eacme:r/aigw:t%2eacme%2ef%2ea%2fb:t/60/10/60000/600000/1000/5000/0/7"
+        );
+    }
+
+    #[test]
+    fn answers_are_read_strictly_and_anything_else_is_unavailable() {
+        assert_eq!(read_answer(200, br#"{"FCALL":[1,60000,7]}"#, 2), Some(Answer::Granted(vec![60_000, 7])));
+        assert_eq!(
+            read_answer(200, br#"{"FCALL":[0,2,995]}"#, 2),
+            Some(Answer::Short { index: 1, retry_after_ms: Some(995) })
+        );
+        assert_eq!(
+            read_answer(200, br#"{"FCALL":[0,1,-1]}"#, 2),
+            Some(Answer::Short { index: 0, retry_after_ms: None })
+        );
+        for (status, body) in [
+            (200, &br#"{"FCALL":[false,"ERR Function not found"]}"#[..]),
+            (200, br#"{"FCALL":[1,60000]}"#),
+            (200, br#"{"FCALL":[0,3,5]}"#),
+            (200, br#"{"FCALL":[1,-5,7]}"#),
+            (403, b""),
+            (503, br#"{"FCALL":[1,60000,7]}"#),
+            (200, b"not json"),
+        ] {
+            assert_eq!(read_answer(status, body, 2), None, "{}", String::from_utf8_lossy(body));
+        }
+    }
+
+    #[test]
+    fn a_fleet_configuration_is_checked_field_by_field() {
+        let c = |j: &str| {
+            serde_json::from_str::<FleetConfig>(j)
+                .map_err(|e| e.to_string())
+                .and_then(|c| Fleet::compile(&c).map_err(|e| e.to_string()))
+        };
+        let f = c(r#"{"cluster": "aigw_fleet"}"#).unwrap();
+        assert_eq!(
+            (f.lease_requests, f.unavailable, f.expected_replicas, f.auth_env.as_str()),
+            (10, Unavailable::Local, 1, "AIGW_FLEET_AUTH")
+        );
+        assert!(c(r#"{"cluster": "x", "expected_replicas": 0}"#).unwrap_err().contains("fleet.expected_replicas"));
+        assert!(c(r#"{"cluster": "x", "unavailable": "maybe"}"#).is_err());
+        assert!(c(r#"{"cluster": "x", "prefix": "a b"}"#).unwrap_err().contains("fleet.prefix"));
+        let f = f.with_env(&|k| (k == "AIGW_FLEET_AUTH").then(|| "aigw:pw".to_string()));
+        assert_eq!(f.authorization.as_deref(), Some("Basic YWlndzpwdw=="));
+        assert_eq!(f.key("t.acme", 'r'), "aigw:t.acme:r");
+    }
+}

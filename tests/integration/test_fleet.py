@@ -1,0 +1,187 @@
+"""Fleet mode against real servers: a real Redis (password-protected, the gateway's function
+library loaded), a real Webdis in front of it (its ACL allows only FCALL, behind HTTP basic auth),
+and three Envoy replicas of one configuration on loopback. Calls are spread across the replicas:
+the fleet admits exactly its limit, never more, and serves as configured when Redis cannot be
+reached."""
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import DEMO_KEYS, ROOT, Gateway, free_port
+
+REDIS_PASSWORD = "fleet-redis-secret"
+WEBDIS_AUTH = "aigw:fleet-webdis-secret"
+# Tenant `tiny`: 30 calls, and one more a minute; leases of 4 calls.
+TINY = '"tiny":{"requests_per_minute":3,'
+TINY_FLEET = '"tiny":{"requests_per_minute":1,"requests_burst":30,'
+
+
+def wait_port(port, timeout=10):
+    import socket
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+class Fleet:
+    """A Redis, a Webdis and the gateway replicas sharing them."""
+
+    def __init__(self, workdir: Path):
+        self.dir = workdir
+        self.procs = []
+        self.redis_port, self.webdis_port = free_port(), free_port()
+        self.start_redis()
+        conf = {"redis_host": "127.0.0.1", "redis_port": self.redis_port, "redis_auth": REDIS_PASSWORD,
+                "http_host": "127.0.0.1", "http_port": self.webdis_port, "threads": 2, "pool_size": 8,
+                "daemonize": False, "database": 0, "verbosity": 3, "logfile": str(workdir / "webdis.log"),
+                "acl": [{"disabled": ["*"]}, {"http_basic_auth": WEBDIS_AUTH, "enabled": ["FCALL"]}]}
+        (workdir / "webdis.json").write_text(json.dumps(conf))
+        self.webdis = subprocess.Popen(["webdis", str(workdir / "webdis.json")], stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.STDOUT)
+        self.procs.append(self.webdis)
+        wait_port(self.webdis_port)
+        self.replicas = []
+
+    def start_redis(self):
+        self.redis = subprocess.Popen(
+            ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1", "--requirepass", REDIS_PASSWORD,
+             # Persisted (every write), as a fleet's Redis must be: a restart forgets nothing.
+             "--save", "", "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.dir)],
+            stdout=open(self.dir / "redis.log", "a"), stderr=subprocess.STDOUT)
+        wait_port(self.redis_port)
+        lua = (ROOT / "deploy" / "redis" / "aigw.lua").read_text()
+        subprocess.run(self.cli("FUNCTION", "LOAD", "REPLACE", lua), check=True, capture_output=True)
+
+    def cli(self, *args):
+        return ["redis-cli", "-p", str(self.redis_port), "-a", REDIS_PASSWORD, "--no-auth-warning", *args]
+
+    def stop_redis(self):
+        self.redis.terminate()
+        self.redis.wait(timeout=10)
+
+    def replica(self, fleet, auth=WEBDIS_AUTH, name=None):
+        n = len(self.replicas)
+        values = {"FLEET_PORT": self.webdis_port, "QUOTA_FLEET": json.dumps(fleet)}
+        gw = Gateway(self.dir / (name or f"replica{n}"), lambda t: t.replace(TINY, TINY_FLEET), values=values)
+        gw.start_envoy(extra_env={"AIGW_FLEET_AUTH": auth})
+        self.replicas.append(gw)
+        return gw
+
+    def stop(self):
+        for gw in self.replicas:
+            gw.stop()
+        for p in [*self.procs, self.redis]:
+            p.terminate()
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory):
+    if not shutil.which("redis-server") or not shutil.which("webdis"):
+        pytest.fail("redis-server and webdis are needed (scripts/test installs them)")
+    f = Fleet(tmp_path_factory.mktemp("fleet"))
+    try:
+        yield f
+    finally:
+        f.stop()
+
+
+FLEET = {"cluster": "aigw_fleet", "lease": {"requests": 4, "tokens": 20000}, "expected_replicas": 3,
+         "unavailable": "local", "timeout_ms": 1000}
+
+
+def call(gw, key="tiny"):
+    return gw.chat("fleet", key=DEMO_KEYS[key], max_tokens=5)
+
+
+def test_the_fleet_admits_exactly_its_limit_across_three_replicas(fleet):
+    replicas = [fleet.replica(FLEET) for _ in range(3)]
+    started = time.time()
+    # 60 calls at once, spread round robin over the replicas (a limit of 30).
+    with ThreadPoolExecutor(12) as pool:
+        codes = list(pool.map(lambda i: call(replicas[i % 3]).status_code, range(60)))
+    assert set(codes) <= {200, 429}, codes
+    flood = codes.count(200)
+    # Then each replica alone until it refuses: whatever lease it still held is spent.
+    drained = 0
+    for gw in replicas:
+        while call(gw).status_code == 200:
+            drained += 1
+            assert drained < 40
+    refill = int((time.time() - started) / 60) + 1
+    total = flood + drained
+    assert 30 <= total <= 30 + refill, (flood, drained)
+    # While leases were held, fewer were admitted, never more: at most the leases left unspent.
+    assert flood >= 30 - 2 * (4 - 1) - 1, flood
+    # Every replica served some: the limit is the fleet's, not one replica's.
+    time.sleep(0.2)
+    for gw in replicas:
+        assert any(line for line in gw.audit_lines() if line.get("tenant") == "tiny" and line.get("status") == 200)
+    refused = call(replicas[0])
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "tenant_requests_per_minute"
+    assert int(refused.headers["retry-after"]) >= 1
+    # Redis holds the fleet's bucket under the gateway's prefix.
+    keys = subprocess.run(fleet.cli("KEYS", "aigw:*"), capture_output=True, text=True).stdout.split()
+    assert "aigw:t.tiny:r" in keys
+
+
+def test_a_quiet_tenant_keeps_its_share_while_another_floods_one_replica(fleet):
+    a, b = fleet.replicas[:2] if len(fleet.replicas) >= 2 else [fleet.replica(FLEET) for _ in range(2)]
+    # `tiny` is spent (the test before); `beta` (600 a minute) is served on both replicas.
+    with ThreadPoolExecutor(8) as pool:
+        flood = list(pool.map(lambda _: call(a).status_code, range(40)))
+    assert set(flood) == {429}
+    assert all(call(gw, key="beta").status_code == 200 for gw in (a, b) for _ in range(5))
+
+
+def test_webdis_refusing_the_credential_is_unavailable_never_a_grant(fleet):
+    closed = fleet.replica({**FLEET, "unavailable": "closed", "prefix": "closedtest"}, auth="aigw:wrong", name="closed")
+    r = call(closed, key="beta")
+    assert r.status_code == 503 and r.json()["error"]["code"] == "quota_unavailable", r.text
+    assert int(r.headers["retry-after"]) >= 1
+    rec = closed.audit(r.headers["x-aigw-request-id"])[0]
+    assert "fleet_unavailable:closed" in json.dumps(rec), rec
+    assert "closedtest" not in subprocess.run(fleet.cli("KEYS", "*"), capture_output=True, text=True).stdout
+
+
+def test_redis_stopped_serves_each_replica_its_local_share_and_a_restart_counts_nothing_twice(fleet):
+    gw = fleet.replica({**FLEET, "prefix": "down", "retry_ms": 500}, name="down")
+    # 5 calls through the fleet: two leases of 4 taken from Redis (22 of 30 left there).
+    assert [call(gw).status_code for _ in range(5)] == [200] * 5
+    fleet.stop_redis()
+    try:
+        # The lease this replica holds (3) is spent first; then, `local`: it alone serves `tiny`
+        # 30 / 3 = 10 calls, on buckets of its own.
+        rs = [call(gw) for _ in range(16)]
+        codes = [r.status_code for r in rs]
+        assert codes.count(200) == 13 and codes[:13] == [200] * 13 and set(codes) == {200, 429}, codes
+        rec = gw.audit(rs[3].headers["x-aigw-request-id"])[0]
+        assert "fleet_unavailable:local" in rec["flags"], rec
+        assert "fleet store unavailable" in gw.envoy_log.read_text()
+    finally:
+        fleet.start_redis()
+    time.sleep(0.6)
+    # Redis is back with what it held (persisted): the fleet serves only Redis's 22, never the
+    # 30 again.
+    started = time.time()
+    after = 0
+    while call(gw).status_code == 200:
+        after += 1
+        assert after < 40
+    refill = int((time.time() - started) / 60) + 1
+    assert 22 <= after <= 22 + refill, after
