@@ -185,3 +185,51 @@ def test_redis_stopped_serves_each_replica_its_local_share_and_a_restart_counts_
         assert after < 40
     refill = int((time.time() - started) / 60) + 1
     assert 22 <= after <= 22 + refill, after
+
+
+def fleet_stats(gw):
+    text = httpx.get(f"http://127.0.0.1:{gw.admin_port}/stats?filter=aigw_fleet", timeout=5).text
+    out = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(": ")
+        out[name.strip()] = int(value) if value.strip().isdigit() else value
+    return out
+
+
+def test_in_the_steady_state_the_ticker_keeps_leases_ahead_and_calls_never_wait(fleet):
+    gw = fleet.replica({**FLEET, "prefix": "steady", "tick_ms": 50, "lease": {"requests": 2, "tokens": 20000}},
+                       name="steady")
+    # 60 calls at a steady pace (about 4 a tick): after the first call's own top-up, the ticker
+    # keeps the lease ahead of them, grown to the rate it sees.
+    codes = []
+    for _ in range(60):
+        codes.append(call(gw, key="beta").status_code)
+        time.sleep(0.012)
+    assert set(codes) == {200}
+    s = fleet_stats(gw)
+    by_call = s.get("wasmcustom.aigw_fleet_top_ups_total.by.call", 0)
+    by_ticker = s.get("wasmcustom.aigw_fleet_top_ups_total.by.ticker", 0)
+    assert by_ticker >= 3, s
+    assert by_call <= 3, s  # the first call's, and at most a couple while the rate was learned
+    level = subprocess.run(fleet.cli("HGET", "steady:t.beta:r", "u"), capture_output=True, text=True).stdout.strip()
+    assert level and int(float(level)) < 600 * 60000, "the fleet's bucket was drawn from"
+
+
+def test_a_replica_killed_mid_run_never_lets_its_lease_be_spent_twice(fleet):
+    conf = {**FLEET, "prefix": "kill"}
+    replicas = [fleet.replica(conf, name=f"kill{i}") for i in range(3)]
+    started = time.time()
+    admitted = 0
+    for i in range(12):
+        admitted += call(replicas[i % 3]).status_code == 200
+    # One replica dies with whatever lease it held.
+    replicas[2].envoy.kill()
+    replicas[2].envoy.wait(timeout=10)
+    for gw in replicas[:2]:
+        while call(gw).status_code == 200:
+            admitted += 1
+            assert admitted < 60
+    refill = int((time.time() - started) / 60) + 1
+    # Never more than the limit; less by at most what the dead replica held (its lease is at
+    # most burst / expected_replicas = 10).
+    assert 30 - 10 <= admitted <= 30 + refill, admitted

@@ -15,6 +15,7 @@ use std::rc::Rc;
 use aigw_core::call_state::{Side, Stateful, Writers};
 use aigw_core::host::HttpCallProbe;
 use aigw_core::pipeline::{AttemptCall, GatewayConfig, Listener, ListenerCall, Upstream};
+use aigw_core::quota::stage::ticker::Ticker;
 use aigw_host::{self as host, Forward, ProxyHost};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
@@ -72,14 +73,28 @@ enum Compiled {
 
 struct Root {
     compiled: Option<Compiled>,
+    /// Fleet mode's ticker (the listener's quota stage with `fleet`): see `quota::stage::ticker`.
+    ticker: Option<Ticker>,
     /// `gateway`/`gateway_upstream`: the side's only writer of the call state; a design-card
     /// filter shares its side with the others.
     writers: Writers,
 }
 
-impl Context for Root {}
+impl Context for Root {
+    fn on_http_call_response(&mut self, token: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
+        if let Some(t) = &mut self.ticker {
+            t.on_http_call_response(&ProxyHost, token, &host::http_call_answer(body_size));
+        }
+    }
+}
 
 impl RootContext for Root {
+    fn on_tick(&mut self) {
+        if let Some(t) = &mut self.ticker {
+            t.on_tick(&ProxyHost);
+        }
+    }
+
     fn on_configure(&mut self, _size: usize) -> bool {
         let id = host::root_id();
         if id == TRAP_ROOT_ID || id == HTTP_CALL_ROOT_ID {
@@ -119,9 +134,15 @@ impl RootContext for Root {
                 None
             }
         };
+        self.ticker = None;
         if let Some(Compiled::Listener(l)) = &self.compiled {
-            if l.quota.is_some() {
+            if let Some(q) = &l.quota {
                 aigw_core::quota::stage::init_store(&ProxyHost);
+                if let Some(f) = &q.fleet {
+                    if host::set_tick_period(f.tick_ms) {
+                        self.ticker = Some(Ticker::new(q.clone()));
+                    }
+                }
             }
         }
         if let Some(Compiled::Attempt(u)) = &self.compiled {
@@ -183,5 +204,5 @@ fn trap() {
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { compiled: None, writers: Writers::Many }) });
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { compiled: None, ticker: None, writers: Writers::Many }) });
 }}

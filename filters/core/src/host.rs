@@ -431,6 +431,8 @@ impl Host for FakeHost {
     fn shared_get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), ()> {
         self.shared_reads.set(self.shared_reads.get() + 1);
         Ok(match self.shared.borrow().get(key) {
+            // As the proxy's: an empty value reads as no value (its CAS still counts).
+            Some((v, cas)) if v.is_empty() => (None, Some(*cas)),
             Some((v, cas)) => (Some(v.clone()), Some(*cas)),
             None => (None, None),
         })

@@ -163,6 +163,22 @@ pub fn action(f: aigw_core::host::Flow) -> proxy_wasm::types::Action {
     }
 }
 
+/// The answer to an outgoing HTTP call, read in its `on_http_call_response`.
+pub fn http_call_answer(body_size: usize) -> aigw_core::host::HttpAnswer {
+    let headers = headers::decode_map(&abi::header_pairs(abi::HTTP_CALL_RESPONSE_HEADERS).unwrap_or_default());
+    let body = if body_size > 0 {
+        abi::buffer(abi::HTTP_CALL_RESPONSE_BODY, 0, body_size).unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    aigw_core::host::HttpAnswer::new(headers, body)
+}
+
+/// Asks for `on_tick` every `ms` (a root context); false when the proxy refused.
+pub fn set_tick_period(ms: u64) -> bool {
+    proxy_wasm::hostcalls::set_tick_period(std::time::Duration::from_millis(ms)).is_ok()
+}
+
 /// The proxy-wasm HTTP context of any of the core's call contexts: each callback is handed on
 /// with the proxy as its host.
 pub struct Forward<C>(pub C);
@@ -170,13 +186,7 @@ pub struct Forward<C>(pub C);
 impl<C: aigw_core::host::Callbacks> proxy_wasm::traits::Context for Forward<C> {
     fn on_http_call_response(&mut self, token: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
         trace::hit("cb:http_call_response");
-        let headers = headers::decode_map(&abi::header_pairs(abi::HTTP_CALL_RESPONSE_HEADERS).unwrap_or_default());
-        let body = if body_size > 0 {
-            abi::buffer(abi::HTTP_CALL_RESPONSE_BODY, 0, body_size).unwrap_or_default()
-        } else {
-            Vec::new()
-        };
-        let answer = aigw_core::host::HttpAnswer::new(headers, body);
+        let answer = http_call_answer(body_size);
         self.0.on_http_call_response(&ProxyHost, token, &answer);
     }
 }

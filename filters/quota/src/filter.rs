@@ -6,6 +6,7 @@
 use std::rc::Rc;
 
 use aigw_core::call_state::{Side, Stateful, Writers};
+use aigw_core::quota::stage::ticker::Ticker;
 use aigw_core::quota::stage::{init_store, ProviderAttempt, QuotaCall};
 use aigw_core::quota::{Quota, QuotaConfig};
 use aigw_host::{self as host, Forward, ProxyHost};
@@ -21,11 +22,25 @@ enum Role {
 struct Root {
     quota: Option<Rc<Quota>>,
     role: Role,
+    /// Fleet mode's ticker (see `quota::stage::ticker`).
+    ticker: Option<Ticker>,
 }
 
-impl Context for Root {}
+impl Context for Root {
+    fn on_http_call_response(&mut self, token: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
+        if let Some(t) = &mut self.ticker {
+            t.on_http_call_response(&ProxyHost, token, &host::http_call_answer(body_size));
+        }
+    }
+}
 
 impl RootContext for Root {
+    fn on_tick(&mut self) {
+        if let Some(t) = &mut self.ticker {
+            t.on_tick(&ProxyHost);
+        }
+    }
+
     fn on_configure(&mut self, _size: usize) -> bool {
         self.role = match host::root_id().as_str() {
             "quota" => Role::Listener,
@@ -38,9 +53,19 @@ impl RootContext for Root {
                 return false;
             }
         };
-        self.quota = host::configure("quota", |cfg: QuotaConfig| Quota::compile(&cfg)).map(Rc::new);
-        if self.quota.is_some() {
+        self.quota = host::configure("quota", |cfg: QuotaConfig| Quota::compile(&cfg)).map(|mut q| {
+            // Fleet mode's credentials for Webdis, from Envoy's environment.
+            q.fleet = q.fleet.take().map(|f| f.with_env(&|name| std::env::var(name).ok()));
+            Rc::new(q)
+        });
+        self.ticker = None;
+        if let Some(q) = &self.quota {
             init_store(&ProxyHost);
+            if let (Some(f), Role::Listener) = (&q.fleet, self.role) {
+                if host::set_tick_period(f.tick_ms) {
+                    self.ticker = Some(Ticker::new(q.clone()));
+                }
+            }
         }
         self.quota.is_some()
     }
@@ -61,5 +86,5 @@ impl RootContext for Root {
 
 /// A new root context of this filter (what `proxy_wasm::set_root_context` needs).
 pub fn root() -> Box<dyn RootContext> {
-    Box::new(Root { quota: None, role: Role::Listener })
+    Box::new(Root { quota: None, role: Role::Listener, ticker: None })
 }

@@ -44,6 +44,16 @@ pub struct FleetConfig {
     /// The prefix of the gateway's keys in Redis.
     #[serde(default = "default_prefix")]
     pub prefix: String,
+    /// How often one worker per replica tops the leases up ahead of need and gives back what
+    /// idle buckets hold.
+    #[serde(default = "default_tick_ms")]
+    pub tick_ms: u64,
+    /// A lease covers this long of a bucket's observed rate on this replica (at least `lease`).
+    #[serde(default = "default_headroom_ms")]
+    pub headroom_ms: u64,
+    /// A bucket that spent nothing for this long gives its lease back to the fleet.
+    #[serde(default = "default_idle_return_ms")]
+    pub idle_return_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -101,6 +111,15 @@ fn default_retry_ms() -> u64 {
 fn default_prefix() -> String {
     "aigw".into()
 }
+fn default_tick_ms() -> u64 {
+    200
+}
+fn default_headroom_ms() -> u64 {
+    2000
+}
+fn default_idle_return_ms() -> u64 {
+    10_000
+}
 fn default_lease_requests() -> u64 {
     10
 }
@@ -122,6 +141,9 @@ pub struct Fleet {
     pub expected_replicas: u64,
     pub retry_ms: u64,
     pub prefix: String,
+    pub tick_ms: u64,
+    pub headroom_ms: u64,
+    pub idle_return_ms: u64,
 }
 
 impl Fleet {
@@ -139,6 +161,9 @@ impl Fleet {
         if cfg.timeout_ms == 0 || cfg.timeout_ms > 10_000 {
             return Err(err("timeout_ms", "must be 1 to 10000 ms (a call waits this long at most)"));
         }
+        if !(20..=10_000).contains(&cfg.tick_ms) {
+            return Err(err("tick_ms", "must be 20 to 10000 ms"));
+        }
         if cfg.prefix.is_empty() || !cfg.prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
             return Err(err("prefix", "letters, digits, `_` and `-` only"));
         }
@@ -153,6 +178,9 @@ impl Fleet {
             expected_replicas: cfg.expected_replicas,
             retry_ms: cfg.retry_ms,
             prefix: cfg.prefix.clone(),
+            tick_ms: cfg.tick_ms,
+            headroom_ms: cfg.headroom_ms,
+            idle_return_ms: cfg.idle_return_ms,
         })
     }
 
@@ -191,6 +219,26 @@ pub fn take_path(asks: &[Ask]) -> String {
         p.push_str(&format!("/{}/{}/{}/{}", a.rate_per_minute, a.burst, a.need_units, a.want_units));
     }
     p
+}
+
+/// The Webdis path of `FCALL aigw_give`: `(key, rate per minute, burst, units)` per bucket.
+pub fn give_path(gives: &[(String, u64, u64, u64)]) -> String {
+    let mut p = format!("/FCALL/aigw_give/{}", gives.len());
+    for (key, ..) in gives {
+        p.push('/');
+        p.push_str(&encode(key));
+    }
+    for (_, rate, burst, units) in gives {
+        p.push_str(&format!("/{rate}/{burst}/{units}"));
+    }
+    p
+}
+
+/// Reads Webdis's answer to `FCALL aigw_give` (`{"FCALL": [1]}`).
+pub fn given(status: u16, body: &[u8]) -> bool {
+    status == 200
+        && serde_json::from_slice::<serde_json::Value>(body).ok().and_then(|v| v.get("FCALL")?.get(0)?.as_i64())
+            == Some(1)
 }
 
 fn encode(s: &str) -> String {
@@ -245,6 +293,13 @@ pub fn units(tokens: u64) -> u64 {
 
 /// The shared-data key that says until when (ms, little-endian) Redis is taken as unavailable.
 pub const DOWN_KEY: &str = "aigw.fleet.down";
+/// The fleet buckets this replica has used (one line each: the scope's record key, `r` or
+/// `t`, the Redis key, the rate per minute and the burst), for the ticker.
+pub const ACTIVE_KEY: &str = "aigw.fleet.active";
+/// Which worker's ticker works (its id, and until when: 8 + 8 bytes, little-endian).
+pub const TICKER_KEY: &str = "aigw.fleet.ticker";
+/// Hands out worker ids (a counter).
+pub const WORKERS_KEY: &str = "aigw.fleet.workers";
 
 #[cfg(test)]
 mod tests {

@@ -446,8 +446,9 @@ impl QuotaCall {
             FleetMode::Unavailable(m) => Some(format!("fleet_unavailable:{}", m.as_str())),
             _ => None,
         };
-        if let Some(flag) = &fleet_flag {
+        if let (Some(flag), FleetMode::Unavailable(m)) = (&fleet_flag, mode) {
             h.set_property(headers::PROP_QUOTA_FLAGS, flag);
+            h.counter_add(&format!("aigw_fleet_unavailable_total.mode.{}", m.as_str()), 1);
         }
         if let (FleetMode::Unavailable(m), Some(f)) = (mode, &self.quota.fleet) {
             if m == Unavailable::Closed {
@@ -637,6 +638,7 @@ impl QuotaCall {
         self.top_ups += 1;
         let mut asks = Vec::new();
         let mut targets = Vec::new();
+        let mut active = Vec::new();
         for s in scopes {
             let rec = h
                 .shared_get(&scope_key(s))
@@ -665,12 +667,22 @@ impl QuotaCall {
                     want_units: want,
                 });
                 targets.push((scope_key(s), is_tokens));
+                active.push(ticker::Active {
+                    record: scope_key(s),
+                    tokens: is_tokens,
+                    redis_key: f.key(&s.key, tag),
+                    rate_per_minute: limit.rate_per_minute,
+                    burst: limit.burst,
+                });
             }
         }
         if asks.is_empty() {
             // Another call topped the leases up meanwhile.
             return self.admit(h);
         }
+        // From now on the ticker keeps these leases topped up ahead of need.
+        ticker::mark_active(h, &active);
+        h.counter_add("aigw_fleet_top_ups_total.by.call", 1);
         let path = fleet::take_path(&asks);
         let mut hdrs: Vec<(&str, &str)> = vec![(":method", "GET"), (":path", &path), (":authority", "aigw-fleet")];
         if let Some(a) = &f.authorization {
@@ -1136,6 +1148,11 @@ impl crate::host::Callbacks for QuotaCall {
     fn on_log<H: Host>(&mut self, h: &H) {
         QuotaCall::on_log(self, h)
     }
+    fn on_http_call_response<H: Host>(&mut self, h: &H, token: u32, answer: &crate::host::HttpAnswer) {
+        if QuotaCall::on_http_call_response(self, h, token, answer) == Some(Flow::Continue) {
+            h.resume_request();
+        }
+    }
 }
 
 impl crate::host::Callbacks for ProviderAttempt {
@@ -1143,6 +1160,8 @@ impl crate::host::Callbacks for ProviderAttempt {
         ProviderAttempt::on_request_headers(self, h)
     }
 }
+
+pub mod ticker;
 
 #[cfg(test)]
 mod tests;

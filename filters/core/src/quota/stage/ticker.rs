@@ -1,0 +1,390 @@
+//! Fleet mode's ticker (root context, `on_tick`): one worker per replica, chosen under a
+//! shared-data lock, keeps every fleet lease the replica uses topped up ahead of need, sized to
+//! the rate it observes, and gives back what idle buckets hold. Calls then find their lease
+//! there and never wait for Redis in the steady state.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use super::{counter, lease, update, update_scope, CasStep, ScopeRecord, State};
+use crate::host::{Host, HttpAnswer};
+use crate::quota::fleet::{self, Ask, Fleet, ACTIVE_KEY, TICKER_KEY, WORKERS_KEY};
+use crate::quota::Quota;
+
+/// One fleet bucket the replica uses, as the active list names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Active {
+    /// The scope record's shared-data key, and whether this is its token bucket.
+    pub record: String,
+    pub tokens: bool,
+    pub redis_key: String,
+    pub rate_per_minute: u64,
+    pub burst: u64,
+}
+
+impl Active {
+    pub fn line(&self) -> String {
+        let kind = if self.tokens { 't' } else { 'r' };
+        format!("{}\t{kind}\t{}\t{}\t{}", self.record, self.redis_key, self.rate_per_minute, self.burst)
+    }
+
+    pub fn parse(line: &str) -> Option<Active> {
+        let mut f = line.split('\t');
+        let record = f.next()?.to_string();
+        let tokens = match f.next()? {
+            "t" => true,
+            "r" => false,
+            _ => return None,
+        };
+        let redis_key = f.next()?.to_string();
+        let rate_per_minute = f.next()?.parse().ok()?;
+        let burst = f.next()?.parse().ok()?;
+        Some(Active { record, tokens, redis_key, rate_per_minute, burst })
+    }
+}
+
+/// The active list's first line (shared data cannot hold an empty value: it reads as missing).
+const ACTIVE_HEAD: &[u8] = b"# aigw fleet buckets\n";
+
+/// Adds buckets to the replica's active list (once each).
+pub fn mark_active(h: &impl Host, buckets: &[Active]) {
+    let lines: Vec<String> = buckets.iter().map(Active::line).collect();
+    let _ = update(h, ACTIVE_KEY, ACTIVE_HEAD, |bytes| {
+        let text = String::from_utf8_lossy(bytes);
+        let missing: Vec<&String> = lines.iter().filter(|l| !text.lines().any(|x| x == l.as_str())).collect();
+        if missing.is_empty() {
+            return CasStep::Refuse(());
+        }
+        let mut out = text.into_owned();
+        for l in missing {
+            out.push_str(l);
+            out.push('\n');
+        }
+        CasStep::Write(out.into_bytes(), ())
+    });
+}
+
+fn active(h: &impl Host) -> Vec<Active> {
+    let bytes = h.shared_get(ACTIVE_KEY).ok().and_then(|(b, _)| b).unwrap_or_default();
+    String::from_utf8_lossy(&bytes).lines().filter_map(Active::parse).collect()
+}
+
+/// What the ticker remembers of a bucket between ticks.
+#[derive(Debug, Clone, Copy, Default)]
+struct Seen {
+    level: i64,
+    /// Units a tick spends, smoothed.
+    per_tick: f64,
+    /// When it last spent anything.
+    last_spent_ms: u64,
+}
+
+enum InFlight {
+    Take { token: u32, buckets: Vec<Active> },
+    Give { token: u32 },
+}
+
+pub struct Ticker {
+    quota: Rc<Quota>,
+    /// This worker's id (from the shared counter), once it has one.
+    me: Option<u64>,
+    seen: HashMap<(String, bool), Seen>,
+    in_flight: Option<InFlight>,
+}
+
+impl Ticker {
+    pub fn new(quota: Rc<Quota>) -> Ticker {
+        Ticker { quota, me: None, seen: HashMap::new(), in_flight: None }
+    }
+
+    fn fleet(&self) -> Option<&Fleet> {
+        self.quota.fleet.as_ref()
+    }
+
+    /// Whether this worker works this tick: it holds the lock, or takes it when it expired.
+    fn elected(&mut self, h: &impl Host, now: u64, tick_ms: u64) -> bool {
+        let me = match self.me {
+            Some(me) => me,
+            None => match update(h, WORKERS_KEY, &0u64.to_le_bytes(), |b| {
+                let next = counter(b).wrapping_add(1);
+                CasStep::Write(next.to_le_bytes().to_vec(), next)
+            }) {
+                Some(Ok(id)) => *self.me.insert(id),
+                _ => return false,
+            },
+        };
+        let lease_until = now.saturating_add(3 * tick_ms);
+        matches!(
+            update(h, TICKER_KEY, &[0u8; 16], |b| {
+                let owner = counter(b);
+                let until = b.get(8..).map(counter).unwrap_or(0);
+                if owner == me || owner == 0 || until < now {
+                    let mut v = me.to_le_bytes().to_vec();
+                    v.extend_from_slice(&lease_until.to_le_bytes());
+                    CasStep::Write(v, ())
+                } else {
+                    CasStep::Refuse(())
+                }
+            }),
+            Some(Ok(()))
+        )
+    }
+
+    pub fn on_tick(&mut self, h: &impl Host) {
+        let Some(f) = self.fleet().cloned() else { return };
+        let now = h.now_ms();
+        if self.in_flight.is_some() || !self.elected(h, now, f.tick_ms) {
+            return;
+        }
+        let down_until = h.shared_get(fleet::DOWN_KEY).ok().and_then(|(b, _)| b).map_or(0, |b| counter(&b));
+        if now < down_until {
+            return;
+        }
+        let mut takes: Vec<(Active, u64)> = Vec::new();
+        let mut gives: Vec<(Active, u64)> = Vec::new();
+        for a in active(h) {
+            let rec =
+                h.shared_get(&a.record).ok().and_then(|(b, _)| b).map(|b| ScopeRecord::decode(&b)).unwrap_or_default();
+            let level = lease(if a.tokens { rec.tokens } else { rec.requests });
+            let seen = self.seen.entry((a.record.clone(), a.tokens)).or_insert(Seen {
+                level,
+                per_tick: 0.0,
+                last_spent_ms: now,
+            });
+            let spent = (seen.level - level).max(0) as f64;
+            if spent > 0.0 {
+                seen.last_spent_ms = now;
+            }
+            seen.per_tick = 0.7 * seen.per_tick + 0.3 * spent;
+            seen.level = level;
+            let floor = fleet::units(if a.tokens { f.lease_tokens } else { f.lease_requests });
+            let cap = fleet::units((a.burst / f.expected_replicas).max(1));
+            let ticks = (f.headroom_ms / f.tick_ms).max(1) as f64;
+            let target = (seen.per_tick * ticks).max(floor as f64).min(cap.max(floor) as f64) as i64;
+            if now.saturating_sub(seen.last_spent_ms) >= f.idle_return_ms && level > 0 {
+                gives.push((a, u64::try_from(level).unwrap_or(0)));
+            } else if level < target / 2 {
+                takes.push((a, u64::try_from(target - level).unwrap_or(0)));
+            }
+        }
+        if !takes.is_empty() {
+            self.take(h, &f, takes, now);
+        } else if !gives.is_empty() {
+            self.give(h, &f, gives, now);
+        }
+    }
+
+    fn headers<'a>(f: &'a Fleet, path: &'a str) -> Vec<(&'a str, &'a str)> {
+        let mut hdrs = vec![(":method", "GET"), (":path", path), (":authority", "aigw-fleet")];
+        if let Some(a) = &f.authorization {
+            hdrs.push(("authorization", a.as_str()));
+        }
+        hdrs
+    }
+
+    fn take(&mut self, h: &impl Host, f: &Fleet, takes: Vec<(Active, u64)>, now: u64) {
+        let asks: Vec<Ask> = takes
+            .iter()
+            .map(|(a, want)| Ask {
+                key: a.redis_key.clone(),
+                rate_per_minute: a.rate_per_minute,
+                burst: a.burst,
+                need_units: 0,
+                want_units: *want,
+            })
+            .collect();
+        let path = fleet::take_path(&asks);
+        h.counter_add("aigw_fleet_top_ups_total.by.ticker", 1);
+        match h.http_call(&f.cluster, &Self::headers(f, &path), b"", f.timeout_ms) {
+            Ok(token) => {
+                self.in_flight = Some(InFlight::Take { token, buckets: takes.into_iter().map(|(a, _)| a).collect() })
+            }
+            Err(()) => down(h, f, now),
+        }
+    }
+
+    /// Gives idle leases back: taken out of the local lease first (what a call spent meanwhile
+    /// stays spent), then given to Redis. A give that fails loses them until the bucket refills:
+    /// under-admission, never over.
+    fn give(&mut self, h: &impl Host, f: &Fleet, gives: Vec<(Active, u64)>, now: u64) {
+        let mut out = Vec::new();
+        for (a, units) in gives {
+            let taken = update_scope(h, &a.record, |rec| {
+                let slot = if a.tokens { &mut rec.tokens } else { &mut rec.requests };
+                let have = u64::try_from(lease(*slot)).unwrap_or(0);
+                let back = have.min(units);
+                if back == 0 {
+                    return Err(0);
+                }
+                *slot = Some(State { units: lease(*slot) - i64::try_from(back).unwrap_or(0), updated_ms: now });
+                Ok(back)
+            });
+            if let Some(Ok(back)) = taken {
+                self.seen.remove(&(a.record.clone(), a.tokens));
+                out.push((a.redis_key.clone(), a.rate_per_minute, a.burst, back));
+            }
+        }
+        if out.is_empty() {
+            return;
+        }
+        let path = fleet::give_path(&out);
+        match h.http_call(&f.cluster, &Self::headers(f, &path), b"", f.timeout_ms) {
+            Ok(token) => self.in_flight = Some(InFlight::Give { token }),
+            Err(()) => down(h, f, now),
+        }
+    }
+
+    pub fn on_http_call_response(&mut self, h: &impl Host, token: u32, answer: &HttpAnswer) {
+        let Some(f) = self.fleet().cloned() else { return };
+        let now = h.now_ms();
+        match self.in_flight.take() {
+            Some(InFlight::Take { token: t, buckets }) if t == token => {
+                match fleet::read_answer(answer.status, &answer.body, buckets.len()) {
+                    Some(fleet::Answer::Granted(granted)) => {
+                        for (a, g) in buckets.iter().zip(granted) {
+                            let g = i64::try_from(g).unwrap_or(i64::MAX);
+                            let _ = update_scope(h, &a.record, |rec| {
+                                let slot = if a.tokens { &mut rec.tokens } else { &mut rec.requests };
+                                *slot = Some(State { units: lease(*slot).saturating_add(g), updated_ms: now });
+                                Ok(())
+                            });
+                            if let Some(s) = self.seen.get_mut(&(a.record.clone(), a.tokens)) {
+                                s.level = s.level.saturating_add(g);
+                            }
+                        }
+                    }
+                    // A ticker's take needs nothing: it is never short.
+                    Some(fleet::Answer::Short { .. }) => {}
+                    None => down(h, &f, now),
+                }
+            }
+            Some(InFlight::Give { token: t }) if t == token => {
+                if !fleet::given(answer.status, &answer.body) {
+                    h.warn("quota: a fleet lease could not be given back (lost until the bucket refills)");
+                }
+            }
+            other => self.in_flight = other,
+        }
+    }
+}
+
+fn down(h: &impl Host, f: &Fleet, now: u64) {
+    let until = now.saturating_add(f.retry_ms);
+    let _ = h.shared_set(fleet::DOWN_KEY, &until.to_le_bytes(), None);
+    h.warn(&format!(
+        "quota: fleet store unavailable (ticker); serving in `{}` mode for {} ms",
+        f.unavailable.as_str(),
+        f.retry_ms
+    ));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::FakeHost;
+    use crate::quota::QuotaConfig;
+
+    fn quota() -> Rc<Quota> {
+        let cfg: QuotaConfig = serde_json::from_str(
+            r#"{"tenants": {"acme": {"requests_per_minute": 600, "requests_burst": 600}},
+                "fleet": {"cluster": "aigw_fleet", "lease": {"requests": 5}, "tick_ms": 100,
+                          "headroom_ms": 1000, "idle_return_ms": 2000, "expected_replicas": 2}}"#,
+        )
+        .unwrap();
+        Rc::new(Quota::compile(&cfg).unwrap())
+    }
+
+    fn bucket() -> Active {
+        Active {
+            record: "aigw.q.t.acme".into(),
+            tokens: false,
+            redis_key: "aigw:t.acme:r".into(),
+            rate_per_minute: 600,
+            burst: 600,
+        }
+    }
+
+    fn level(h: &FakeHost) -> i64 {
+        let b = h.shared_get("aigw.q.t.acme").unwrap().0.unwrap_or_default();
+        lease(ScopeRecord::decode(&b).requests) / 60_000
+    }
+
+    fn spend(h: &FakeHost, n: i64) {
+        update_scope(h, "aigw.q.t.acme", |rec| {
+            rec.requests = Some(State { units: lease(rec.requests) - n * 60_000, updated_ms: 0 });
+            Ok::<(), ()>(())
+        });
+    }
+
+    fn answer(body: &str) -> HttpAnswer {
+        HttpAnswer { status: 200, headers: vec![], body: body.as_bytes().to_vec() }
+    }
+
+    #[test]
+    fn one_worker_tops_leases_up_ahead_of_need_sized_to_the_rate_and_gives_idle_ones_back() {
+        let store = FakeHost::new();
+        store.now.set(10_000);
+        crate::quota::stage::init_store(&store);
+        // Workers share the store (their clocks are set together below).
+        let (w1, w2) = (store.worker(), store.worker());
+        let advance = |ms: u64| {
+            for h in [&w1, &w2] {
+                h.now.set(h.now.get() + ms);
+            }
+        };
+        let (mut t1, mut t2) = (Ticker::new(quota()), Ticker::new(quota()));
+        t1.on_tick(&w1);
+        mark_active(&w1, &[bucket()]);
+        mark_active(&w2, &[bucket()]);
+        assert_eq!(active(&w1), [bucket()], "listed once");
+        // One worker works: the other finds the lock held.
+        t1.on_tick(&w1);
+        t2.on_tick(&w2);
+        assert!(w2.http_calls.borrow().is_empty());
+        let calls = w1.http_calls.borrow().clone();
+        assert_eq!(calls.len(), 1);
+        let path = &calls[0].headers.iter().find(|(k, _)| k == ":path").unwrap().1;
+        assert_eq!(path, "/FCALL/aigw_take/1/aigw:t%2eacme:r/600/600/0/300000", "need 0, the lease floor (5)");
+        t1.on_http_call_response(&w1, 1, &answer(r#"{"FCALL":[1,300000]}"#));
+        assert_eq!(level(&w1), 5);
+        // Calls spend 4 a tick: the lease grows toward 1000 ms of that rate (10 ticks x ~4).
+        let mut token = 1;
+        for _ in 0..12 {
+            spend(&w1, 4);
+            advance(100);
+            t1.on_tick(&w1);
+            let calls = w1.http_calls.borrow().clone();
+            if calls.len() > token as usize {
+                token += 1;
+                let path = calls.last().unwrap().headers.iter().find(|(k, _)| k == ":path").unwrap().1.clone();
+                let want: u64 = path.rsplit('/').next().unwrap().parse().unwrap();
+                t1.on_http_call_response(&w1, token, &answer(&format!(r#"{{"FCALL":[1,{want}]}}"#)));
+            }
+            assert!(level(&w1) >= 0, "never short: topped up ahead of need");
+        }
+        assert!(level(&w1) > 10, "the lease grew with the rate: {}", level(&w1));
+        // Idle for idle_return_ms: the whole lease goes back.
+        let held = lease(ScopeRecord::decode(&w1.shared_get("aigw.q.t.acme").unwrap().0.unwrap()).requests);
+        advance(2_100);
+        t1.on_tick(&w1);
+        let calls = w1.http_calls.borrow().clone();
+        let path = &calls.last().unwrap().headers.iter().find(|(k, _)| k == ":path").unwrap().1;
+        assert_eq!(path, &format!("/FCALL/aigw_give/1/aigw:t%2eacme:r/600/600/{held}"));
+        assert_eq!(level(&w1), 0);
+        t1.on_http_call_response(&w1, calls.len() as u32, &answer(r#"{"FCALL":[1]}"#));
+        // A failed take: Redis is taken as unavailable for retry_ms.
+        spend(&w1, 1);
+        advance(100);
+        t1.on_tick(&w1);
+        let n = w1.http_calls.borrow().len() as u32;
+        t1.on_http_call_response(&w1, n, &HttpAnswer { status: 503, headers: vec![], body: vec![] });
+        let down = counter(&w1.shared_get(fleet::DOWN_KEY).unwrap().0.unwrap());
+        assert_eq!(down, w1.now.get() + 1000);
+    }
+
+    #[test]
+    fn an_active_line_round_trips() {
+        assert_eq!(Active::parse(&bucket().line()), Some(bucket()));
+        assert_eq!(Active::parse("x\tq\ty\t1\t2"), None);
+    }
+}
