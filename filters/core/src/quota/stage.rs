@@ -655,7 +655,9 @@ impl QuotaCall {
                 let have = lease(state);
                 let need = u64::try_from(i64::try_from(fleet::units(cost)).unwrap_or(i64::MAX).saturating_sub(have))
                     .unwrap_or(0);
-                let want = fleet::units(lease_tokens.min(limit.burst)).max(need);
+                // The lease, within this replica's share of the burst.
+                let share = (limit.burst / f.expected_replicas).max(1);
+                let want = fleet::units(lease_tokens.min(share)).max(need);
                 if need == 0 && have >= i64::try_from(want / 4).unwrap_or(i64::MAX) {
                     continue;
                 }
