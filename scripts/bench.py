@@ -35,7 +35,10 @@ KEY = "aigw-demo-key-acme"
 PROVIDER_KEYS = {"OPENAI_API_KEY": "sk-bench-openai", "ANTHROPIC_API_KEY": "sk-bench-anthropic",
                  "AZURE_OPENAI_API_KEY": "bench-azure", "GEMINI_API_KEY": "bench-gemini",
                  "AWS_ACCESS_KEY_ID": "AKIDBENCH", "AWS_SECRET_ACCESS_KEY": "bench-secret",
-                 "AIGW_CACHE_EMBED_KEY": "aigw-demo-key-cache"}
+                 "AIGW_CACHE_EMBED_KEY": "aigw-demo-key-cache", "AIGW_FLEET_AUTH": "aigw:bench-webdis"}
+# Fleet mode's Webdis (started only when a fleet row is measured).
+FLEET_PORT = 7379
+REDIS_PASSWORD = "bench-redis"
 ENVOY_CPU, LOAD_CPU = "0", "1"
 STREAM_CHUNKS = 200
 
@@ -126,6 +129,26 @@ http {{
     return p, port
 
 
+def start_fleet(work):
+    """Redis (the function library loaded) and Webdis in front of it, on the load CPU."""
+    redis_port, webdis_port = free_port(), free_port()
+    redis = subprocess.Popen(["taskset", "-c", LOAD_CPU, "redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
+                              "--requirepass", REDIS_PASSWORD, "--save", "", "--appendonly", "no", "--dir", str(work)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    wait_port(redis_port)
+    subprocess.run(["redis-cli", "-p", str(redis_port), "-a", REDIS_PASSWORD, "--no-auth-warning", "FUNCTION", "LOAD",
+                    "REPLACE", (ROOT / "deploy" / "redis" / "aigw.lua").read_text()], check=True, capture_output=True)
+    conf = json.loads((ROOT / "deploy" / "webdis" / "webdis.json").read_text())
+    conf.update({"redis_port": redis_port, "http_port": webdis_port, "redis_auth": REDIS_PASSWORD,
+                 "logfile": str(work / "webdis.log"), "verbosity": 1})
+    conf["acl"][1]["http_basic_auth"] = PROVIDER_KEYS["AIGW_FLEET_AUTH"]
+    (work / "webdis.json").write_text(json.dumps(conf))
+    webdis = subprocess.Popen(["taskset", "-c", LOAD_CPU, "webdis", str(work / "webdis.json")],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    wait_port(webdis_port)
+    return [redis, webdis], webdis_port
+
+
 def start_fakes():
     p = subprocess.Popen(["taskset", "-c", LOAD_CPU, str(FAKES), "--listen", "anthropic=127.0.0.1:0",
                           "--key", f"anthropic={PROVIDER_KEYS['ANTHROPIC_API_KEY']}"],
@@ -145,7 +168,7 @@ def start_fakes():
 def base_config(port, admin, upstream_port, work, modules="one"):
     text = render_envoy.render({
         "LISTEN_PORT": port, "ADMIN_PORT": admin, "OPENAI_PORT": upstream_port, "ANTHROPIC_PORT": upstream_port,
-        "ACCESS_LOG": work / "access.log", "WASM_DIR": WASM_DIR, "MODULES": modules})
+        "ACCESS_LOG": work / "access.log", "WASM_DIR": WASM_DIR, "MODULES": modules, "FLEET_PORT": FLEET_PORT})
     cfg = yaml.safe_load(text)
     hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     # No throttling while measuring: the demo quota configuration, every limit raised out of reach.
@@ -208,6 +231,22 @@ def make_config(name, port, admin, upstream_port, work):
             for stage in drop:
                 c.pop(stage, None)
             conf["value"] = json.dumps(c)
+    elif name in ("full-fleet", "fleet-refill"):
+        # The default layout in fleet mode (README, "Fleet mode"): `full-fleet`, the steady
+        # state (the ticker keeps the leases ahead: the request path should not change);
+        # `fleet-refill`, every call's lease is one call's worth (a share of 1 per replica), so
+        # every call waits for a refill through Webdis: what one costs.
+        cfg = render_envoy.combine(cfg)
+        fleet = {"cluster": "aigw_fleet", "timeout_ms": 2000}
+        if name == "fleet-refill":
+            fleet.update({"expected_replicas": 10**12, "tick_ms": 10000})
+        for f in gateway_filters(cfg):
+            conf = f["typed_config"]["config"]["configuration"]
+            c = json.loads(conf["value"])
+            if "quota" in c:
+                c["quota"]["fleet"] = fleet
+                conf["value"] = json.dumps(c)
+        return cfg, "/v1/chat/completions", CHAT_BODY, headers
     elif name == "responses":
         # The default layout on the Responses door: the same conversation as `full`, as a
         # Responses request (translated to the unified one, the answer back to a Response).
@@ -494,7 +533,7 @@ def main():
     ap.add_argument("--seconds", type=int, default=3)
     ap.add_argument("--configs",
                     default="bare,full,full-filters,full-separate-modules,audit-emit,auth-key-swap,quota,route-select,"
-                            "embeddings,models,responses,cache-hit,guardrails-1k,guardrails-64k")
+                            "embeddings,models,responses,cache-hit,guardrails-1k,guardrails-64k,full-fleet,fleet-refill")
     ap.add_argument("--out", default=str(ROOT / "bench"))
     args = ap.parse_args()
     names = args.configs.split(",")
@@ -506,6 +545,10 @@ def main():
         work = Path(tmp)
         nginx, nginx_port = start_nginx(work)
         fakes, fake_port = start_fakes()
+        fleet_procs = []
+        if any("fleet" in n for n in names):
+            global FLEET_PORT
+            fleet_procs, FLEET_PORT = start_fleet(work)
         results = {n: [] for n in names}
         stream = {"bare": [], "full": []}
         try:
@@ -518,6 +561,8 @@ def main():
         finally:
             nginx.terminate()
             fakes.terminate()
+            for p in fleet_procs:
+                p.terminate()
         table = report(results, stream, args.reps, args.seconds)
     out = Path(args.out)
     out.mkdir(exist_ok=True)
