@@ -400,9 +400,11 @@ pub struct QuotaCall {
     ok: bool,
     served_model: Option<String>,
     body: Seen,
-    /// Fleet mode: a top-up the call waits for, and how many it made.
+    /// Fleet mode: a top-up the call waits for, and how many it made; what its last one
+    /// granted (per scope record and bucket), until the admission merges it into the leases.
     top_up: Option<TopUp>,
     top_ups: u8,
+    grants: Vec<(String, bool, i64)>,
 }
 
 impl QuotaCall {
@@ -424,12 +426,31 @@ impl QuotaCall {
             body: Seen::None,
             top_up: None,
             top_ups: 0,
+            grants: Vec::new(),
         }
     }
 
     /// Charges the call to every bucket and budget of its scopes, or refuses it having charged
     /// nothing.
     fn admit(&mut self, h: &impl Host) -> Flow {
+        let flow = self.admit_scopes(h);
+        // Grants the admission did not merge (a scope refused first, or the call waits again)
+        // go into the leases: what Redis granted is never lost.
+        let now = h.now_ms();
+        for (key, is_tokens, g) in std::mem::take(&mut self.grants).into_iter().filter(|(_, _, g)| *g > 0) {
+            let credited = update_scope(h, &key, |rec| {
+                let slot = if is_tokens { &mut rec.tokens } else { &mut rec.requests };
+                *slot = Some(State { units: lease(*slot).saturating_add(g), updated_ms: now });
+                Ok(())
+            });
+            if credited.is_none() {
+                h.warn(&format!("quota: a fleet lease for {key} could not be stored"));
+            }
+        }
+        flow
+    }
+
+    fn admit_scopes(&mut self, h: &impl Host) -> Flow {
         let id = h.call_identity();
         let tenant = id.as_ref().map(|i| i.tenant.clone()).unwrap_or_else(|| "_anonymous".into());
         let feature = id.as_ref().and_then(|i| i.feature.clone());
@@ -502,14 +523,20 @@ impl QuotaCall {
         });
         let (day, month) = (period_id(Period::Day, now), period_id(Period::Month, now));
         let key = scope_key(s);
+        // This call's grants for the scope's request and token leases (fleet mode).
+        let grant = |tokens_bucket: bool| {
+            self.grants.iter().filter(|(k, t, _)| *k == key && *t == tokens_bucket).map(|(_, _, g)| *g).sum::<i64>()
+        };
+        let granted = if fleet { (grant(false), grant(true)) } else { (0, 0) };
         let outcome = update_scope(h, &key, |rec| {
             let mut took = Took::default();
             if fleet {
-                // The lease left, spent exactly; short: the call waits for a top-up.
+                // The lease left (and this call's grant), spent exactly; short: the call waits
+                // for a top-up.
                 let need = i64::try_from(tokens).unwrap_or(i64::MAX).saturating_mul(UNITS);
                 let remaining = |u: i64| u64::try_from(u.max(0) / UNITS).unwrap_or(0);
                 if let Some(limit) = l.requests {
-                    let have = lease(rec.requests);
+                    let have = lease(rec.requests).saturating_add(granted.0);
                     if have < UNITS {
                         return Err(Refusal::Short);
                     }
@@ -518,7 +545,7 @@ impl QuotaCall {
                         Some(Tightest { limit: limit.burst, remaining: remaining(have - UNITS), reset_ms: 0 });
                 }
                 if let Some(limit) = l.tokens {
-                    let have = lease(rec.tokens);
+                    let have = lease(rec.tokens).saturating_add(granted.1);
                     if have < need {
                         return Err(Refusal::Short);
                     }
@@ -594,6 +621,8 @@ impl QuotaCall {
         };
         self.requests = tighter_of(self.requests, took.requests);
         self.tokens = tighter_of(self.tokens, took.tokens);
+        // The scope's record now holds this call's grants.
+        self.grants.retain(|(k, _, _)| *k != key);
         let budget = l.budget.filter(|_| reserve_cost.is_some());
         self.charges.push(Charge {
             key,
@@ -653,8 +682,10 @@ impl QuotaCall {
             for (limit, state, cost, lease_tokens, tag, is_tokens) in buckets {
                 let Some(limit) = limit else { continue };
                 let have = lease(state);
-                let need = u64::try_from(i64::try_from(fleet::units(cost)).unwrap_or(i64::MAX).saturating_sub(have))
-                    .unwrap_or(0);
+                // Short: the call asks for its whole cost, which its grant alone covers (other
+                // calls may spend what the lease holds while this one waits).
+                let need =
+                    if have < i64::try_from(fleet::units(cost)).unwrap_or(i64::MAX) { fleet::units(cost) } else { 0 };
                 // The lease, within this replica's share of the burst.
                 let share = (limit.burst / f.expected_replicas).max(1);
                 let want = fleet::units(lease_tokens.min(share)).max(need);
@@ -733,17 +764,14 @@ impl QuotaCall {
         let now = h.now_ms();
         match fleet::read_answer(answer.status, &answer.body, t.asks.len()) {
             Some(fleet::Answer::Granted(granted)) => {
-                for ((key, is_tokens), g) in t.targets.iter().zip(granted) {
-                    let g = i64::try_from(g).unwrap_or(i64::MAX);
-                    let credited = update_scope(h, key, |rec| {
-                        let slot = if *is_tokens { &mut rec.tokens } else { &mut rec.requests };
-                        *slot = Some(State { units: lease(*slot).saturating_add(g), updated_ms: now });
-                        Ok(())
-                    });
-                    if credited.is_none() {
-                        h.warn(&format!("quota: a fleet lease for {key} could not be stored"));
-                    }
-                }
+                // Merged into the leases by the admission itself, in the same write that charges
+                // the call: no other call can spend this call's grant in between.
+                self.grants = t
+                    .targets
+                    .into_iter()
+                    .zip(granted)
+                    .map(|((key, is_tokens), g)| (key, is_tokens, i64::try_from(g).unwrap_or(i64::MAX)))
+                    .collect();
                 Some(self.admit(h))
             }
             Some(fleet::Answer::Short { index, retry_after_ms }) => {

@@ -406,3 +406,33 @@ fn a_fleet_lease_takes_back_a_refund_and_pays_a_debt() {
     c.charges[0].correct(&h, 0, false, -500, 0);
     assert_eq!(level(), 1000 - EST as i64 - 1500);
 }
+
+#[test]
+fn a_waiting_call_is_admitted_on_its_own_grant_which_no_other_call_can_spend_first() {
+    let q = fleet_quota(
+        r#"{"acme": {"tokens_per_minute": 60000, "tokens_burst": 100000}}"#,
+        r#"{"cluster": "aigw_fleet", "lease": {"tokens": 1}}"#,
+    );
+    let store = FakeHost::new();
+    init_store(&store);
+    // The lease holds half a call.
+    update_scope(&store, "aigw.q.t.acme", |rec| {
+        rec.tokens = Some(State { units: (EST as i64 / 2) * UNITS, updated_ms: 0 });
+        Ok::<(), ()>(())
+    });
+    // Two calls find it short and both wait, each asking Redis for its whole cost.
+    let (ha, hb) = (call_on(&store), call_on(&store));
+    let (mut a, mut b) = (QuotaCall::new(q.clone()), QuotaCall::new(q.clone()));
+    assert_eq!(a.on_request_headers(&ha, false), Flow::Pause);
+    assert_eq!(b.on_request_headers(&hb, false), Flow::Pause);
+    for h in [&ha, &hb] {
+        let (_, parts) = top_up_of(h);
+        assert_eq!(parts[7], (EST * 60_000).to_string(), "need: the whole cost");
+    }
+    let grant = webdis(&format!(r#"{{"FCALL":[1,{}]}}"#, EST * 60_000));
+    // Each is admitted on its own grant, in one top-up: neither spends the other's.
+    assert_eq!(a.on_http_call_response(&ha, 1, &grant), Some(Flow::Continue));
+    assert_eq!(b.on_http_call_response(&hb, 1, &grant), Some(Flow::Continue));
+    let level = lease(ScopeRecord::decode(&store.shared_get("aigw.q.t.acme").unwrap().0.unwrap()).tokens);
+    assert_eq!(level, (EST as i64 / 2) * UNITS, "the half call's worth is still there");
+}
