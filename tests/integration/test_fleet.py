@@ -233,3 +233,45 @@ def test_a_replica_killed_mid_run_never_lets_its_lease_be_spent_twice(fleet):
     # Never more than the limit; less by at most what the dead replica held (its lease is at
     # most burst / expected_replicas = 10).
     assert 30 - 10 <= admitted <= 30 + refill, admitted
+
+
+def test_the_fleet_admits_tokens_exactly_once_calls_are_settled_to_their_usage(fleet):
+    """`tiny`'s 100,000 tokens: each call reserves its estimate from its replica's lease and is
+    settled to what the provider reported; the tokens billed fleet-wide stay within the limit,
+    and short of it by less than one call's estimate per replica."""
+    conf = {**FLEET, "prefix": "tok", "lease": {"requests": 4, "tokens": 3000}}
+    edit = lambda t: t.replace(TINY, '"tiny":{"requests_per_minute":1000,"tokens_per_minute":1,"tokens_burst":100000,')
+    replicas = []
+    for i in range(3):
+        values = {"FLEET_PORT": fleet.webdis_port, "QUOTA_FLEET": json.dumps(conf)}
+        gw = Gateway(fleet.dir / f"tok{i}", edit, values=values)
+        gw.start_envoy(extra_env={"AIGW_FLEET_AUTH": WEBDIS_AUTH})
+        fleet.replicas.append(gw)
+        replicas.append(gw)
+    prompt = " ".join(["word"] * 1000)
+
+    def one(i):
+        r = replicas[i % 3].chat(prompt, key=DEMO_KEYS["tiny"], max_tokens=100)
+        return r.status_code, r.headers.get("x-aigw-request-id")
+
+    with ThreadPoolExecutor(9) as pool:
+        results = list(pool.map(one, range(150)))
+    assert {s for s, _ in results} <= {200, 429}
+    for gw in replicas:  # each drained until it refuses
+        while True:
+            r = gw.chat(prompt, key=DEMO_KEYS["tiny"], max_tokens=100)
+            if r.status_code != 200:
+                assert r.json()["error"]["code"] == "tenant_tokens_per_minute", r.text
+                break
+            results.append((200, r.headers["x-aigw-request-id"]))
+    time.sleep(0.3)
+    billed = 0
+    records = {rec["request_id"]: rec for gw in replicas for rec in gw.audit_lines()}
+    for status, rid in results:
+        if status == 200:
+            t = records[rid]["tokens"]
+            billed += t["input"] + t["output"]
+    per_call = billed / sum(1 for s, _ in results if s == 200)
+    assert billed <= 100_000 + 2, billed  # + the refill over the test (1 a minute)
+    estimate = 1000 + 4 + 100 + 300  # at most: the prompt's estimate is at most 1.3 x its words here
+    assert billed >= 100_000 - 4 * estimate, (billed, per_call)
