@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+from decimal import Decimal
 import pytest
 from conftest import DEMO_KEYS, ROOT, Gateway, free_port
 
@@ -275,3 +276,42 @@ def test_the_fleet_admits_tokens_exactly_once_calls_are_settled_to_their_usage(f
     assert billed <= 100_000 + 2, billed  # + the refill over the test (1 a minute)
     estimate = 1000 + 4 + 100 + 300  # at most: the prompt's estimate is at most 1.3 x its words here
     assert billed >= 100_000 - 4 * estimate, (billed, per_call)
+
+
+def test_a_usd_budget_holds_across_replicas(fleet):
+    """`tiny`'s daily budget, USD 0.05, leased in pico-USD from Redis: what the admitted calls
+    cost (their audit records) stays within it fleet-wide."""
+    conf = {**FLEET, "prefix": "usd", "lease": {"requests": 4, "tokens": 20000, "usd": "0.01"}}
+    edit = lambda t: t.replace(TINY, '"tiny":{"requests_per_minute":1000,').replace('"daily_usd":"1.00"', '"daily_usd":"0.05"')
+    replicas = []
+    for i in range(3):
+        values = {"FLEET_PORT": fleet.webdis_port, "QUOTA_FLEET": json.dumps(conf)}
+        gw = Gateway(fleet.dir / f"usd{i}", edit, values=values)
+        gw.start_envoy(extra_env={"AIGW_FLEET_AUTH": WEBDIS_AUTH})
+        fleet.replicas.append(gw)
+        replicas.append(gw)
+    prompt = " ".join(["word"] * 1000)
+
+    def one(i):
+        r = replicas[i % 3].chat(prompt, key=DEMO_KEYS["tiny"], max_tokens=100)
+        return r.status_code, r.headers.get("x-aigw-request-id"), r.text
+
+    with ThreadPoolExecutor(9) as pool:
+        results = list(pool.map(one, range(120)))
+    codes = [s for s, _, _ in results]
+    assert set(codes) <= {200, 402}, [t for s, _, t in results if s not in (200, 402)][:2]
+    refused = next(t for s, _, t in results if s == 402)
+    assert json.loads(refused)["error"]["code"] == "tenant_daily_budget"
+    for gw in replicas:  # each drained until it refuses
+        while True:
+            s, rid, _ = one(replicas.index(gw))
+            if s != 200:
+                break
+            results.append((s, rid, ""))
+    time.sleep(0.3)
+    records = {rec["request_id"]: rec for gw in replicas for rec in gw.audit_lines()}
+    spent = sum(Decimal(records[rid]["cost_usd"]) for s, rid, _ in results if s == 200)
+    upper = max(Decimal(records[rid]["cost_usd"]) for s, rid, _ in results if s == 200) * 3
+    assert spent <= Decimal("0.05"), spent
+    # Short of the budget by less than what is held back per replica for one call's upper bound.
+    assert spent >= Decimal("0.05") - 4 * upper, (spent, upper)

@@ -56,7 +56,7 @@ pub struct FleetConfig {
     pub idle_return_ms: u64,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LeaseSpec {
     /// Calls per lease of a request bucket.
@@ -65,11 +65,14 @@ pub struct LeaseSpec {
     /// Tokens per lease of a token bucket.
     #[serde(default = "default_lease_tokens")]
     pub tokens: u64,
+    /// USD per lease of a budget (a decimal string).
+    #[serde(default = "default_lease_usd")]
+    pub usd: String,
 }
 
 impl Default for LeaseSpec {
     fn default() -> Self {
-        LeaseSpec { requests: default_lease_requests(), tokens: default_lease_tokens() }
+        LeaseSpec { requests: default_lease_requests(), tokens: default_lease_tokens(), usd: default_lease_usd() }
     }
 }
 
@@ -120,6 +123,9 @@ fn default_headroom_ms() -> u64 {
 fn default_idle_return_ms() -> u64 {
     10_000
 }
+fn default_lease_usd() -> String {
+    "0.10".into()
+}
 fn default_lease_requests() -> u64 {
     10
 }
@@ -136,6 +142,8 @@ pub struct Fleet {
     pub authorization: Option<String>,
     pub lease_requests: u64,
     pub lease_tokens: u64,
+    /// A budget lease, in pico-USD.
+    pub lease_pico: u64,
     pub timeout_ms: u64,
     pub unavailable: Unavailable,
     pub expected_replicas: u64,
@@ -158,6 +166,10 @@ impl Fleet {
         if cfg.lease.requests == 0 || cfg.lease.tokens == 0 {
             return Err(err("lease", "leases must be at least 1"));
         }
+        let lease_pico = crate::audit::price::parse_usd(&cfg.lease.usd)
+            .and_then(|p| u64::try_from(p).ok())
+            .filter(|p| *p > 0)
+            .ok_or_else(|| err("lease.usd", "a positive amount of USD, as a decimal string (\"0.10\")"))?;
         if cfg.timeout_ms == 0 || cfg.timeout_ms > 10_000 {
             return Err(err("timeout_ms", "must be 1 to 10000 ms (a call waits this long at most)"));
         }
@@ -173,6 +185,7 @@ impl Fleet {
             authorization: None,
             lease_requests: cfg.lease.requests,
             lease_tokens: cfg.lease.tokens,
+            lease_pico,
             timeout_ms: cfg.timeout_ms,
             unavailable: cfg.unavailable,
             expected_replicas: cfg.expected_replicas,
@@ -197,14 +210,18 @@ impl Fleet {
     }
 }
 
-/// One fleet bucket a top-up asks for: its key, its limit, and what it needs and wants (units).
+/// One fleet bucket a top-up asks for: its key, its refill rate (units per ms: a request or
+/// token bucket's rate per minute; 0 for a budget), its capacity, what it needs and wants (all
+/// in units: 60,000 a token, or one a pico-USD), and how long Redis keeps it (0: a refilling
+/// bucket, until full again).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ask {
     pub key: String,
     pub rate_per_minute: u64,
-    pub burst: u64,
+    pub cap_units: u64,
     pub need_units: u64,
     pub want_units: u64,
+    pub ttl_ms: u64,
 }
 
 /// The Webdis path of `FCALL aigw_take` over `asks` (every argument percent-encoded: `/` and
@@ -216,20 +233,21 @@ pub fn take_path(asks: &[Ask]) -> String {
         p.push_str(&encode(&a.key));
     }
     for a in asks {
-        p.push_str(&format!("/{}/{}/{}/{}", a.rate_per_minute, a.burst, a.need_units, a.want_units));
+        p.push_str(&format!("/{}/{}/{}/{}/{}", a.rate_per_minute, a.cap_units, a.need_units, a.want_units, a.ttl_ms));
     }
     p
 }
 
-/// The Webdis path of `FCALL aigw_give`: `(key, rate per minute, burst, units)` per bucket.
+/// The Webdis path of `FCALL aigw_give`: `(key, rate per minute, capacity, units)` per bucket
+/// (all in units; refilling buckets only).
 pub fn give_path(gives: &[(String, u64, u64, u64)]) -> String {
     let mut p = format!("/FCALL/aigw_give/{}", gives.len());
     for (key, ..) in gives {
         p.push('/');
         p.push_str(&encode(key));
     }
-    for (_, rate, burst, units) in gives {
-        p.push_str(&format!("/{rate}/{burst}/{units}"));
+    for (_, rate, cap, units) in gives {
+        p.push_str(&format!("/{rate}/{cap}/{units}/0"));
     }
     p
 }
@@ -258,8 +276,9 @@ fn encode(s: &str) -> String {
 pub enum Answer {
     /// Units granted per ask, in order.
     Granted(Vec<u64>),
-    /// Ask `index` (from 0) lacks its need: enough will be there in this many ms (`None`: never).
-    Short { index: usize, retry_after_ms: Option<u64> },
+    /// Ask `index` (from 0) lacks its need: enough will be there in this many ms (`None`:
+    /// never, or not in this period); the bucket holds `level` units.
+    Short { index: usize, retry_after_ms: Option<u64>, level: u64 },
 }
 
 /// Reads Webdis's answer to `FCALL aigw_take` (`{"FCALL": [1, g1, …]}` or `[0, i, ms]`).
@@ -280,7 +299,8 @@ pub fn read_answer(status: u16, body: &[u8], asks: usize) -> Option<Answer> {
         0 => {
             let index = usize::try_from(n(1)?).ok()?.checked_sub(1).filter(|i| *i < asks)?;
             let ms = n(2)?;
-            Some(Answer::Short { index, retry_after_ms: u64::try_from(ms).ok() })
+            let level = n(3).and_then(|l| u64::try_from(l).ok()).unwrap_or(0);
+            Some(Answer::Short { index, retry_after_ms: u64::try_from(ms).ok(), level })
         }
         _ => None,
     }
@@ -311,15 +331,23 @@ mod tests {
             Ask {
                 key: "aigw:t.acme:r".into(),
                 rate_per_minute: 60,
-                burst: 10,
+                cap_units: 600_000,
                 need_units: 60_000,
                 want_units: 600_000,
+                ttl_ms: 0,
             },
-            Ask { key: "aigw:t.acme.f.a/b:t".into(), rate_per_minute: 1000, burst: 5000, need_units: 0, want_units: 7 },
+            Ask {
+                key: "aigw:t.acme.f.a/b:d20000".into(),
+                rate_per_minute: 0,
+                cap_units: 5_000_000,
+                need_units: 0,
+                want_units: 7,
+                ttl_ms: 90_000_000,
+            },
         ];
         assert_eq!(
             take_path(&asks),
-            "/FCALL/aigw_take/2/aigw:t%2eacme:r/aigw:t%2eacme%2ef%2ea%2fb:t/60/10/60000/600000/1000/5000/0/7"
+            "/FCALL/aigw_take/2/aigw:t%2eacme:r/aigw:t%2eacme%2ef%2ea%2fb:d20000/60/600000/60000/600000/0/0/5000000/0/7/90000000"
         );
     }
 
@@ -328,11 +356,11 @@ mod tests {
         assert_eq!(read_answer(200, br#"{"FCALL":[1,60000,7]}"#, 2), Some(Answer::Granted(vec![60_000, 7])));
         assert_eq!(
             read_answer(200, br#"{"FCALL":[0,2,995]}"#, 2),
-            Some(Answer::Short { index: 1, retry_after_ms: Some(995) })
+            Some(Answer::Short { index: 1, retry_after_ms: Some(995), level: 0 })
         );
         assert_eq!(
-            read_answer(200, br#"{"FCALL":[0,1,-1]}"#, 2),
-            Some(Answer::Short { index: 0, retry_after_ms: None })
+            read_answer(200, br#"{"FCALL":[0,1,-1,42]}"#, 2),
+            Some(Answer::Short { index: 0, retry_after_ms: None, level: 42 })
         );
         for (status, body) in [
             (200, &br#"{"FCALL":[false,"ERR Function not found"]}"#[..]),

@@ -214,11 +214,17 @@ impl Charge {
             if l.concurrent.is_some() {
                 rec.in_flight = rec.in_flight.saturating_sub(1);
             }
-            if let Some(pid) = self.day {
-                rec.day = rec.day.settled(pid, self.reserved, cost);
-            }
-            if let Some(pid) = self.month {
-                rec.month = rec.month.settled(pid, self.reserved, cost);
+            for (pid, state) in [(self.day, &mut rec.day), (self.month, &mut rec.month)] {
+                let Some(pid) = pid else { continue };
+                *state = if !self.fleet {
+                    state.settled(pid, self.reserved, cost)
+                } else if state.period == pid {
+                    // A fleet lease: what the reservation did not use comes back to it (a call
+                    // that cost more than its upper bound leaves it at zero).
+                    BudgetState { period: pid, spent: (state.spent + self.reserved).saturating_sub(cost) }
+                } else {
+                    *state
+                };
             }
             Ok(())
         });
@@ -270,6 +276,7 @@ fn unavailable_scope(s: &Scope, mode: Unavailable, replicas: u64) -> Scope {
         Unavailable::Open => {
             s.limits.requests = None;
             s.limits.tokens = None;
+            s.limits.budget = None;
         }
         _ => {
             let share = |l: Limit| Limit {
@@ -278,18 +285,52 @@ fn unavailable_scope(s: &Scope, mode: Unavailable, replicas: u64) -> Scope {
             };
             s.limits.requests = s.limits.requests.map(share);
             s.limits.tokens = s.limits.tokens.map(share);
+            let r = u128::from(replicas);
+            s.limits.budget = s.limits.budget.map(|b| super::Budget {
+                daily: b.daily.map(|c| (c / r).max(1)),
+                monthly: b.monthly.map(|c| (c / r).max(1)),
+                ..b
+            });
             s.key.push_str(".solo");
         }
     }
     s
 }
 
+/// Which of a scope's leases a fleet bucket backs: the request or token bucket, or the budget
+/// of a day or a month (by period id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Leased {
+    Requests,
+    Tokens,
+    Budget(Period, u64),
+}
+
+impl Leased {
+    /// Adds `units` to this lease in `rec` (a budget lease of another period starts empty).
+    fn credit(self, rec: &mut ScopeRecord, units: i64, now: u64) {
+        match self {
+            Leased::Requests => {
+                rec.requests = Some(State { units: lease(rec.requests).saturating_add(units), updated_ms: now })
+            }
+            Leased::Tokens => {
+                rec.tokens = Some(State { units: lease(rec.tokens).saturating_add(units), updated_ms: now })
+            }
+            Leased::Budget(period, pid) => {
+                let b = rec.budget(period);
+                let left = b.spent_in(pid);
+                *b = BudgetState { period: pid, spent: left.saturating_add(u128::try_from(units.max(0)).unwrap_or(0)) };
+            }
+        }
+    }
+}
+
 /// A top-up in flight: the call's HTTP call to Webdis, and what it asked for (per ask, its
-/// scope's key and whether it is the token bucket).
+/// scope's record key and which lease).
 struct TopUp {
     token: u32,
     asks: Vec<Ask>,
-    targets: Vec<(String, bool)>,
+    targets: Vec<(String, Leased)>,
 }
 
 /// Top-ups a call may make before it is refused as contended.
@@ -404,7 +445,7 @@ pub struct QuotaCall {
     /// granted (per scope record and bucket), until the admission merges it into the leases.
     top_up: Option<TopUp>,
     top_ups: u8,
-    grants: Vec<(String, bool, i64)>,
+    grants: Vec<(String, Leased, i64)>,
 }
 
 impl QuotaCall {
@@ -437,10 +478,9 @@ impl QuotaCall {
         // Grants the admission did not merge (a scope refused first, or the call waits again)
         // go into the leases: what Redis granted is never lost.
         let now = h.now_ms();
-        for (key, is_tokens, g) in std::mem::take(&mut self.grants).into_iter().filter(|(_, _, g)| *g > 0) {
+        for (key, leased, g) in std::mem::take(&mut self.grants).into_iter().filter(|(_, _, g)| *g > 0) {
             let credited = update_scope(h, &key, |rec| {
-                let slot = if is_tokens { &mut rec.tokens } else { &mut rec.requests };
-                *slot = Some(State { units: lease(*slot).saturating_add(g), updated_ms: now });
+                leased.credit(rec, g, now);
                 Ok(())
             });
             if credited.is_none() {
@@ -524,10 +564,13 @@ impl QuotaCall {
         let (day, month) = (period_id(Period::Day, now), period_id(Period::Month, now));
         let key = scope_key(s);
         // This call's grants for the scope's request and token leases (fleet mode).
-        let grant = |tokens_bucket: bool| {
-            self.grants.iter().filter(|(k, t, _)| *k == key && *t == tokens_bucket).map(|(_, _, g)| *g).sum::<i64>()
+        let grant = |which: Leased| {
+            self.grants.iter().filter(|(k, l, _)| *k == key && *l == which).map(|(_, _, g)| *g).sum::<i64>()
         };
-        let granted = if fleet { (grant(false), grant(true)) } else { (0, 0) };
+        let granted = if fleet { (grant(Leased::Requests), grant(Leased::Tokens)) } else { (0, 0) };
+        let granted_budget = |period: Period, pid: u64| {
+            u128::try_from(if fleet { grant(Leased::Budget(period, pid)) } else { 0 }).unwrap_or(0)
+        };
         let outcome = update_scope(h, &key, |rec| {
             let mut took = Took::default();
             if fleet {
@@ -598,6 +641,15 @@ impl QuotaCall {
                 for (period, cap, pid) in [(Period::Day, b.daily, day), (Period::Month, b.monthly, month)] {
                     let Some(cap) = cap else { continue };
                     let state = rec.budget(period);
+                    if fleet {
+                        // The period's lease left (and this call's grant), spent exactly.
+                        let left = state.spent_in(pid).saturating_add(granted_budget(period, pid));
+                        if left < c {
+                            return Err(Refusal::Short);
+                        }
+                        *state = BudgetState { period: pid, spent: left - c };
+                        continue;
+                    }
                     let before = state.spent_in(pid);
                     match reserve(before, c, cap, b.soft_percent) {
                         BudgetDecision::Reserved { spent, soft } => {
@@ -668,6 +720,8 @@ impl QuotaCall {
         let mut asks = Vec::new();
         let mut targets = Vec::new();
         let mut active = Vec::new();
+        let (day, month) = (period_id(Period::Day, now), period_id(Period::Month, now));
+        let mut cost: Option<u128> = None;
         for s in scopes {
             let rec = h
                 .shared_get(&scope_key(s))
@@ -676,10 +730,10 @@ impl QuotaCall {
                 .map(|b| ScopeRecord::decode(&b))
                 .unwrap_or_default();
             let buckets = [
-                (s.limits.requests, rec.requests, 1, f.lease_requests, 'r', false),
-                (s.limits.tokens, rec.tokens, tokens, f.lease_tokens, 't', true),
+                (s.limits.requests, rec.requests, 1, f.lease_requests, 'r', Leased::Requests),
+                (s.limits.tokens, rec.tokens, tokens, f.lease_tokens, 't', Leased::Tokens),
             ];
-            for (limit, state, cost, lease_tokens, tag, is_tokens) in buckets {
+            for (limit, state, cost, lease_tokens, tag, leased) in buckets {
                 let Some(limit) = limit else { continue };
                 let have = lease(state);
                 // Short: the call asks for its whole cost, which its grant alone covers (other
@@ -695,18 +749,45 @@ impl QuotaCall {
                 asks.push(Ask {
                     key: f.key(&s.key, tag),
                     rate_per_minute: limit.rate_per_minute,
-                    burst: limit.burst,
+                    cap_units: fleet::units(limit.burst),
                     need_units: need,
                     want_units: want,
+                    ttl_ms: 0,
                 });
-                targets.push((scope_key(s), is_tokens));
+                targets.push((scope_key(s), leased));
                 active.push(ticker::Active {
                     record: scope_key(s),
-                    tokens: is_tokens,
+                    tokens: leased == Leased::Tokens,
                     redis_key: f.key(&s.key, tag),
                     rate_per_minute: limit.rate_per_minute,
                     burst: limit.burst,
                 });
+            }
+            // Budgets: a lease of the period's budget, in pico-USD (called for by the call; the
+            // ticker does not top budgets up).
+            let Some(b) = s.limits.budget else { continue };
+            let c = *cost.get_or_insert_with(|| {
+                let cands: Vec<&str> = self.candidates.iter().map(String::as_str).collect();
+                self.quota.upper_bound_cost(&self.estimate, &cands).unwrap_or(0)
+            });
+            let c = u64::try_from(c).unwrap_or(u64::MAX);
+            for (period, cap, pid, tag) in [(Period::Day, b.daily, day, 'd'), (Period::Month, b.monthly, month, 'm')] {
+                let Some(cap) = cap.and_then(|c| u64::try_from(c).ok()) else { continue };
+                let state = if period == Period::Day { rec.day } else { rec.month };
+                let have = u64::try_from(state.spent_in(pid)).unwrap_or(u64::MAX);
+                if have >= c {
+                    continue;
+                }
+                let want = f.lease_pico.min((cap / f.expected_replicas).max(1)).max(c);
+                asks.push(Ask {
+                    key: format!("{}{tag}{pid}", f.key(&s.key, 'b')),
+                    rate_per_minute: 0,
+                    cap_units: cap,
+                    need_units: c,
+                    want_units: want,
+                    ttl_ms: ms_to_period_end(period, now).saturating_add(86_400_000),
+                });
+                targets.push((scope_key(s), Leased::Budget(period, pid)));
             }
         }
         if asks.is_empty() {
@@ -714,7 +795,9 @@ impl QuotaCall {
             return self.admit(h);
         }
         // From now on the ticker keeps these leases topped up ahead of need.
-        ticker::mark_active(h, &active);
+        if !active.is_empty() {
+            ticker::mark_active(h, &active);
+        }
         h.counter_add("aigw_fleet_top_ups_total.by.call", 1);
         let path = fleet::take_path(&asks);
         let mut hdrs: Vec<(&str, &str)> = vec![(":method", "GET"), (":path", &path), (":authority", "aigw-fleet")];
@@ -770,13 +853,14 @@ impl QuotaCall {
                     .targets
                     .into_iter()
                     .zip(granted)
-                    .map(|((key, is_tokens), g)| (key, is_tokens, i64::try_from(g).unwrap_or(i64::MAX)))
+                    .map(|((key, leased), g)| (key, leased, i64::try_from(g).unwrap_or(i64::MAX)))
                     .collect();
                 Some(self.admit(h))
             }
-            Some(fleet::Answer::Short { index, retry_after_ms }) => {
-                let (key, is_tokens) = t.targets.get(index).cloned().unwrap_or_default();
-                let ask = t.asks.get(index);
+            Some(fleet::Answer::Short { index, retry_after_ms, level }) => {
+                let (Some((key, leased)), Some(ask)) = (t.targets.get(index).cloned(), t.asks.get(index)) else {
+                    return Some(refuse(h, &store_busy(), &[("retry-after", "1".into())]));
+                };
                 let id = h.call_identity();
                 let tenant = id.as_ref().map(|i| i.tenant.clone()).unwrap_or_else(|| "_anonymous".into());
                 let feature = id.as_ref().and_then(|i| i.feature.clone());
@@ -786,15 +870,30 @@ impl QuotaCall {
                     .scopes(&tenant, feature.as_deref(), alias.as_deref())
                     .into_iter()
                     .find(|s| scope_key(s) == key);
-                let (Some(s), Some(ask)) = (scope, ask) else {
+                let Some(s) = scope else {
                     return Some(refuse(h, &store_busy(), &[("retry-after", "1".into())]));
                 };
-                let limit = Limit { rate_per_minute: ask.rate_per_minute, burst: ask.burst };
-                let kind = if is_tokens { BucketKind::Tokens } else { BucketKind::Requests };
-                let retry = retry_after_ms.unwrap_or(u64::MAX);
-                let fig = Some(Tightest { limit: ask.burst, remaining: 0, reset_ms: retry });
-                let (requests, tokens) = if is_tokens { (self.requests, fig) } else { (fig, None) };
-                Some(self.refuse_rate(h, &s, kind, limit, retry, requests, tokens))
+                let burst = ask.cap_units / UNITS_PER_TOKEN;
+                let refusal = match leased {
+                    Leased::Budget(period, _) => {
+                        // The fleet's budget: spent or reserved is all but what Redis holds.
+                        let cap = u128::from(ask.cap_units);
+                        Refusal::Budget(period, cap, cap.saturating_sub(u128::from(level)), Took::default())
+                    }
+                    Leased::Requests | Leased::Tokens => {
+                        let limit = Limit { rate_per_minute: ask.rate_per_minute, burst };
+                        let kind = if leased == Leased::Tokens { BucketKind::Tokens } else { BucketKind::Requests };
+                        let retry = retry_after_ms.unwrap_or(u64::MAX);
+                        let fig = Tightest { limit: burst, remaining: level / UNITS_PER_TOKEN, reset_ms: retry };
+                        let took = if leased == Leased::Tokens {
+                            Took { tokens: Some(fig), ..Took::default() }
+                        } else {
+                            Took { requests: Some(fig), ..Took::default() }
+                        };
+                        Refusal::Rate(kind, limit, retry, took)
+                    }
+                };
+                Some(self.refuse_scope(h, &s, now, u128::from(ask.need_units), refusal))
             }
             None => {
                 let why = format!("Webdis answered {}", answer.status);

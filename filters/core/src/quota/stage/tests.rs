@@ -314,8 +314,8 @@ fn a_fleet_lease_is_taken_in_one_call_spent_exactly_and_topped_up_when_short() {
     let (path, parts) = top_up_of(&h);
     assert!(path.starts_with("/FCALL/aigw_take/2/aigw:t%2eacme:r/aigw:t%2eacme:t/"), "{path}");
     let units = |t: u64| (t * 60_000).to_string();
-    assert_eq!(parts[6..10], ["60", "100", &units(1), &units(3)], "requests: need 1, want the lease");
-    assert_eq!(parts[10..14], ["60000", "100000", &units(EST), &units(1000)], "tokens: need the estimate");
+    assert_eq!(parts[6..11], ["60", &units(100), &units(1), &units(3), "0"], "requests: need 1, want the lease");
+    assert_eq!(parts[11..16], ["60000", &units(100000), &units(EST), &units(1000), "0"], "tokens: need the estimate");
     // Redis grants 3 calls and 1000 tokens: admitted, and the body need not wait.
     let answer = webdis(&format!(r#"{{"FCALL":[1,{},{}]}}"#, units(3), units(1000)));
     assert_eq!(c.on_http_call_response(&h, 7, &answer), None, "not its call");
@@ -428,6 +428,7 @@ fn a_waiting_call_is_admitted_on_its_own_grant_which_no_other_call_can_spend_fir
     for h in [&ha, &hb] {
         let (_, parts) = top_up_of(h);
         assert_eq!(parts[7], (EST * 60_000).to_string(), "need: the whole cost");
+        assert_eq!(parts[6], (100_000u64 * 60_000).to_string(), "the capacity, in units");
     }
     let grant = webdis(&format!(r#"{{"FCALL":[1,{}]}}"#, EST * 60_000));
     // Each is admitted on its own grant, in one top-up: neither spends the other's.
@@ -435,4 +436,51 @@ fn a_waiting_call_is_admitted_on_its_own_grant_which_no_other_call_can_spend_fir
     assert_eq!(b.on_http_call_response(&hb, 1, &grant), Some(Flow::Continue));
     let level = lease(ScopeRecord::decode(&store.shared_get("aigw.q.t.acme").unwrap().0.unwrap()).tokens);
     assert_eq!(level, (EST as i64 / 2) * UNITS, "the half call's worth is still there");
+}
+
+#[test]
+fn a_fleet_budget_is_leased_in_pico_usd_refunded_at_settlement_and_refused_with_the_fleets_figures() {
+    let q = fleet_quota(
+        r#"{"acme": {"budget": {"daily_usd": "10.00", "monthly_usd": "100.00"}}}"#,
+        r#"{"cluster": "aigw_fleet", "lease": {"usd": "0.50"}, "expected_replicas": 2}"#,
+    );
+    let store = FakeHost::new();
+    store.now.set(1_767_225_600_000 + 3_600_000); // 2026-01-01 01:00 UTC
+    init_store(&store);
+    let h = call_on(&store);
+    let mut c = QuotaCall::new(q.clone());
+    assert_eq!(c.on_request_headers(&h, false), Flow::Pause);
+    let (path, parts) = top_up_of(&h);
+    let (day, month) = (period_id(Period::Day, store.now.get()), period_id(Period::Month, store.now.get()));
+    assert!(path.contains(&format!("/aigw:t%2eacme:bd{day}/aigw:t%2eacme:bm{month}/")), "{path}");
+    let cost = q.upper_bound_cost(&c.estimate, &["claude-haiku-4-5-20251001"]).unwrap();
+    let pico = |usd: u64| usd * 1_000_000_000_000;
+    // The day's budget: no refill, its capacity in pico-USD, the call's upper bound needed, a
+    // lease of USD 0.50 wanted, kept past the day's end.
+    assert_eq!(parts[6..10], ["0", &pico(10).to_string(), &cost.to_string(), &(pico(1) / 2).to_string()]);
+    assert!(parts[10].parse::<u64>().unwrap() > 23 * 3_600_000);
+    let grant = webdis(&format!(r#"{{"FCALL":[1,{},{}]}}"#, pico(1) / 2, pico(1) / 2));
+    assert_eq!(c.on_http_call_response(&h, 1, &grant), Some(Flow::Continue));
+    let left = || {
+        let r = ScopeRecord::decode(&store.shared_get("aigw.q.t.acme").unwrap().0.unwrap());
+        (r.day.spent_in(day), r.month.spent_in(month))
+    };
+    let lease = u128::from(pico(1) / 2);
+    assert_eq!(left(), (lease - cost, lease - cost));
+    // Settled to its real cost: the rest of the reservation goes back to the lease.
+    c.charges[0].correct(&h, store.now.get(), false, 0, 1_000);
+    assert_eq!(left(), (lease - 1_000, lease - 1_000));
+    // The fleet's day budget is spent: Redis holds USD 0.000001; a 402 with the fleet's figures.
+    update_scope(&store, "aigw.q.t.acme", |rec| {
+        rec.day = BudgetState { period: day, spent: 0 };
+        Ok::<(), ()>(())
+    });
+    let h = call_on(&store);
+    let mut c = QuotaCall::new(q.clone());
+    assert_eq!(c.on_request_headers(&h, false), Flow::Pause);
+    let short = webdis(r#"{"FCALL":[0,1,-1,1000000]}"#);
+    assert_eq!(c.on_http_call_response(&h, 1, &short), Some(Flow::Refused));
+    assert_eq!(code(&h), (402, "tenant_daily_budget".to_string()));
+    let msg = String::from_utf8_lossy(&h.reply().unwrap().body).into_owned();
+    assert!(msg.contains("USD 10.0 (9.999999 USD spent or reserved)"), "{msg}");
 }

@@ -189,9 +189,10 @@ impl Ticker {
             .map(|(a, want)| Ask {
                 key: a.redis_key.clone(),
                 rate_per_minute: a.rate_per_minute,
-                burst: a.burst,
+                cap_units: fleet::units(a.burst),
                 need_units: 0,
                 want_units: *want,
+                ttl_ms: 0,
             })
             .collect();
         let path = fleet::take_path(&asks);
@@ -222,7 +223,7 @@ impl Ticker {
             });
             if let Some(Ok(back)) = taken {
                 self.seen.remove(&(a.record.clone(), a.tokens));
-                out.push((a.redis_key.clone(), a.rate_per_minute, a.burst, back));
+                out.push((a.redis_key.clone(), a.rate_per_minute, fleet::units(a.burst), back));
             }
         }
         if out.is_empty() {
@@ -345,7 +346,7 @@ mod tests {
         let calls = w1.http_calls.borrow().clone();
         assert_eq!(calls.len(), 1);
         let path = &calls[0].headers.iter().find(|(k, _)| k == ":path").unwrap().1;
-        assert_eq!(path, "/FCALL/aigw_take/1/aigw:t%2eacme:r/600/600/0/300000", "need 0, the lease floor (5)");
+        assert_eq!(path, "/FCALL/aigw_take/1/aigw:t%2eacme:r/600/36000000/0/300000/0", "need 0, the lease floor (5)");
         t1.on_http_call_response(&w1, 1, &answer(r#"{"FCALL":[1,300000]}"#));
         assert_eq!(level(&w1), 5);
         // Calls spend 4 a tick: the lease grows toward 1000 ms of that rate (10 ticks x ~4).
@@ -358,7 +359,7 @@ mod tests {
             if calls.len() > token as usize {
                 token += 1;
                 let path = calls.last().unwrap().headers.iter().find(|(k, _)| k == ":path").unwrap().1.clone();
-                let want: u64 = path.rsplit('/').next().unwrap().parse().unwrap();
+                let want: u64 = path.rsplit('/').nth(1).unwrap().parse().unwrap();
                 t1.on_http_call_response(&w1, token, &answer(&format!(r#"{{"FCALL":[1,{want}]}}"#)));
             }
             assert!(level(&w1) >= 0, "never short: topped up ahead of need");
@@ -370,7 +371,7 @@ mod tests {
         t1.on_tick(&w1);
         let calls = w1.http_calls.borrow().clone();
         let path = &calls.last().unwrap().headers.iter().find(|(k, _)| k == ":path").unwrap().1;
-        assert_eq!(path, &format!("/FCALL/aigw_give/1/aigw:t%2eacme:r/600/600/{held}"));
+        assert_eq!(path, &format!("/FCALL/aigw_give/1/aigw:t%2eacme:r/600/36000000/{held}/0"));
         assert_eq!(level(&w1), 0);
         t1.on_http_call_response(&w1, calls.len() as u32, &answer(r#"{"FCALL":[1]}"#));
         // A failed take: Redis is taken as unavailable for retry_ms.
