@@ -95,3 +95,14 @@ end
 
 redis.register_function('aigw_take', take)
 redis.register_function('aigw_give', give)
+
+-- The fleet's shared cache (README, "The cache"): exact entries, base64 text, each with its
+-- lifetime. FCALL aigw_cache_put 1 key ttl_ms value -> {1}; FCALL aigw_cache_get 1 key -> the
+-- value, or nil.
+redis.register_function('aigw_cache_put', function(keys, args)
+  redis.call('SET', keys[1], args[2], 'PX', math.max(1, tonumber(args[1])))
+  return {1}
+end)
+redis.register_function('aigw_cache_get', function(keys, args)
+  return redis.call('GET', keys[1])
+end)

@@ -72,10 +72,11 @@ class Fleet:
         self.redis.terminate()
         self.redis.wait(timeout=10)
 
-    def replica(self, fleet, auth=WEBDIS_AUTH, name=None):
+    def replica(self, fleet, auth=WEBDIS_AUTH, name=None, edit=None):
         n = len(self.replicas)
         values = {"FLEET_PORT": self.webdis_port, "QUOTA_FLEET": json.dumps(fleet)}
-        gw = Gateway(self.dir / (name or f"replica{n}"), lambda t: t.replace(TINY, TINY_FLEET), values=values)
+        gw = Gateway(self.dir / (name or f"replica{n}"),
+                     lambda t: (edit or (lambda x: x))(t.replace(TINY, TINY_FLEET)), values=values)
         gw.start_envoy(extra_env={"AIGW_FLEET_AUTH": auth})
         self.replicas.append(gw)
         return gw
@@ -319,3 +320,30 @@ def test_a_usd_budget_holds_across_replicas(fleet):
     assert spent <= Decimal("0.05"), spent
     # Short of the budget by less than what is held back per replica for one call's upper bound.
     assert spent >= Decimal("0.05") - 4 * upper, (spent, upper)
+
+
+def test_the_shared_cache_serves_an_entry_on_a_replica_other_than_the_one_that_stored_it(fleet):
+    """`chat-cached` with the route's cache shared through Redis: a call answered on replica A
+    is stored there and, by A's ticker, in Redis; the same call on replica B is answered from
+    Redis (`x-aigw-cache: shared_hit`), with no provider, then from B's own store."""
+    shared = lambda t: t.replace('"cache": {"slots": 256,',
+                                 '"cache": {"shared": {"cluster": "aigw_fleet", "prefix": "cachetest"}, "slots": 256,')
+    a, b = (fleet.replica(FLEET, name=f"cache{i}", edit=shared) for i in range(2))
+    question = f"What is the capital of France? {time.time_ns()}"
+    first = a.chat(question, model="chat-cached")
+    assert first.status_code == 200 and first.headers.get("x-aigw-cache") == "miss", first.headers
+    deadline = time.time() + 5
+    while time.time() < deadline:  # A's ticker puts it in Redis
+        keys = subprocess.run(fleet.cli("KEYS", "cachetest:c:*"), capture_output=True, text=True).stdout.split()
+        if keys:
+            break
+        time.sleep(0.05)
+    assert keys, "the entry reached Redis"
+    second = b.chat(question, model="chat-cached")
+    assert second.status_code == 200 and second.headers["x-aigw-cache"] == "shared_hit", second.headers
+    assert second.json()["choices"][0]["message"]["content"] == first.json()["choices"][0]["message"]["content"]
+    assert not b.provider_requests("anthropic", containing=question), "no provider on B"
+    rec = b.audit(second.headers["x-aigw-request-id"])[0]
+    assert rec["cache_status"] == "shared_hit" and rec["cost_usd"] == "0.0"
+    third = b.chat(question, model="chat-cached")
+    assert third.headers["x-aigw-cache"] == "hit"

@@ -12,6 +12,7 @@
 
 use std::rc::Rc;
 
+use aigw_core::cache::shared::Writer;
 use aigw_core::call_state::{Side, Stateful, Writers};
 use aigw_core::host::HttpCallProbe;
 use aigw_core::pipeline::{AttemptCall, GatewayConfig, Listener, ListenerCall, Upstream};
@@ -75,6 +76,8 @@ struct Root {
     compiled: Option<Compiled>,
     /// Fleet mode's ticker (the listener's quota stage with `fleet`): see `quota::stage::ticker`.
     ticker: Option<Ticker>,
+    /// The shared cache's writer (the listener's cache with `shared`): see `cache::shared`.
+    writer: Option<Writer>,
     /// `gateway`/`gateway_upstream`: the side's only writer of the call state; a design-card
     /// filter shares its side with the others.
     writers: Writers,
@@ -82,8 +85,12 @@ struct Root {
 
 impl Context for Root {
     fn on_http_call_response(&mut self, token: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
+        let answer = host::http_call_answer(body_size);
+        if self.writer.as_mut().is_some_and(|w| w.on_http_call_response(&ProxyHost, token, &answer)) {
+            return;
+        }
         if let Some(t) = &mut self.ticker {
-            t.on_http_call_response(&ProxyHost, token, &host::http_call_answer(body_size));
+            t.on_http_call_response(&ProxyHost, token, &answer);
         }
     }
 }
@@ -92,6 +99,9 @@ impl RootContext for Root {
     fn on_tick(&mut self) {
         if let Some(t) = &mut self.ticker {
             t.on_tick(&ProxyHost);
+        }
+        if let Some(w) = &mut self.writer {
+            w.on_tick(&ProxyHost);
         }
     }
 
@@ -135,14 +145,24 @@ impl RootContext for Root {
             }
         };
         self.ticker = None;
+        self.writer = None;
         if let Some(Compiled::Listener(l)) = &self.compiled {
+            let mut tick_ms = None;
             if let Some(q) = &l.quota {
                 aigw_core::quota::stage::init_store(&ProxyHost);
                 if let Some(f) = &q.fleet {
-                    if host::set_tick_period(f.tick_ms) {
-                        self.ticker = Some(Ticker::new(q.clone()));
-                    }
+                    tick_ms = Some(f.tick_ms);
+                    self.ticker = Some(Ticker::new(q.clone()));
                 }
+            }
+            if let Some((c, s)) = l.cache.as_ref().and_then(|c| c.shared.clone().map(|s| (c.clone(), s))) {
+                tick_ms = Some(tick_ms.unwrap_or(200).min(200));
+                self.writer = Some(Writer::new(c, s));
+            }
+            if tick_ms.is_some_and(|ms| !host::set_tick_period(ms)) {
+                host::log(LogLevel::Error, "aigw-filters: the proxy refused a tick period: fleet mode cannot work");
+                self.ticker = None;
+                self.writer = None;
             }
         }
         if let Some(Compiled::Attempt(u)) = &self.compiled {
@@ -204,5 +224,5 @@ fn trap() {
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { compiled: None, ticker: None, writers: Writers::Many }) });
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { compiled: None, ticker: None, writer: None, writers: Writers::Many }) });
 }}

@@ -13,6 +13,7 @@
 //!   entry past its time is told by the time it was stored.
 
 pub mod semantic;
+pub mod shared;
 pub mod stage;
 
 use serde::{Deserialize, Serialize};
@@ -42,11 +43,20 @@ pub struct CacheConfig {
     /// The semantic cache's embedder and index (needed by a policy in a semantic mode).
     #[serde(default)]
     pub semantic: Option<semantic::SemanticConfig>,
+    /// The fleet's shared cache: exact entries also kept in Redis, through Webdis.
+    #[serde(default)]
+    pub shared: Option<shared::SharedConfig>,
 }
 
 impl Default for CacheConfig {
     fn default() -> CacheConfig {
-        CacheConfig { slots: default_slots(), max_entry_bytes: default_max_entry_bytes(), now: None, semantic: None }
+        CacheConfig {
+            slots: default_slots(),
+            max_entry_bytes: default_max_entry_bytes(),
+            now: None,
+            semantic: None,
+            shared: None,
+        }
     }
 }
 
@@ -120,6 +130,8 @@ pub struct Cache {
     now_ms: Option<u64>,
     /// The semantic cache's embedder and index, when configured.
     pub semantic: Option<semantic::Semantic>,
+    /// The fleet's shared cache, when configured.
+    pub shared: Option<shared::Shared>,
 }
 
 impl TryFrom<&CacheConfig> for Cache {
@@ -139,7 +151,13 @@ impl TryFrom<&CacheConfig> for Cache {
             None => None,
             Some(t) => Some(crate::time::parse_utc_ms(t).ok_or_else(|| refused("now", "is not a UTC date or time"))?),
         };
-        Ok(Cache { slots: cfg.slots, max_entry_bytes: cfg.max_entry_bytes as usize, now_ms, semantic: None })
+        Ok(Cache {
+            slots: cfg.slots,
+            max_entry_bytes: cfg.max_entry_bytes as usize,
+            now_ms,
+            semantic: None,
+            shared: None,
+        })
     }
 }
 

@@ -152,6 +152,10 @@ impl Listener {
             Some(r) if r.cache.is_some() || r.caches() => {
                 let store = r.cache.clone().unwrap_or_default();
                 let mut cache = Cache::try_from(&store).map_err(|e| e.in_stage("route"))?;
+                if let Some(s) = &store.shared {
+                    cache.shared =
+                        Some(crate::cache::shared::Shared::compile(s, env).map_err(|e| e.in_stage("route"))?);
+                }
                 match &store.semantic {
                     Some(s) => {
                         cache.semantic =
@@ -360,7 +364,7 @@ impl ListenerCall {
         if !self.cache_waits {
             return;
         }
-        let Some(decision) = self.cache.as_mut().and_then(|c| c.on_embedding(h, token, answer)) else { return };
+        let Some(decision) = self.cache.as_mut().and_then(|c| c.on_call(h, token, answer)) else { return };
         self.cache_waits = false;
         if self.after_cache(h, decision) == Flow::Continue {
             h.resume_request();

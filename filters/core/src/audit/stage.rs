@@ -344,7 +344,7 @@ impl AuditCall {
             Some((status, meta)) => (status.to_string(), meta),
             None => ("none".to_string(), None),
         };
-        let from_cache = matches!(cache_status.as_str(), "hit" | "semantic_hit" | "stale");
+        let from_cache = matches!(cache_status.as_str(), "hit" | "semantic_hit" | "shared_hit" | "stale");
         let mut cost_saved = None;
         if from_cache {
             let meta = cache_meta.unwrap_or_default();

@@ -43,6 +43,15 @@ enum State {
         entry: Box<Entry>,
         stream: bool,
     },
+    /// Waiting for the fleet's shared cache (Redis), after a local miss.
+    Remote {
+        token: u32,
+        digest: Digest32,
+        policy: CachePolicy,
+        stream: bool,
+        stale: Option<Box<Entry>>,
+        semantic: Option<(String, Digest32)>,
+    },
     /// Waiting for the request's embedding (the semantic modes), after an exact miss.
     Embedding {
         token: u32,
@@ -135,7 +144,7 @@ impl CacheCall {
     fn decision(&self) -> Decision {
         match self.state {
             State::Hit { .. } => Decision::Hit(self.charge_requests),
-            State::Embedding { .. } => Decision::Wait,
+            State::Embedding { .. } | State::Remote { .. } => Decision::Wait,
             _ => Decision::GoOn,
         }
     }
@@ -187,8 +196,27 @@ impl CacheCall {
             Lookup::Stale(entry) if policy.stale_ttl_s > 0 => Some(Box::new(entry)),
             _ => None,
         };
-        // No exact entry: the semantic modes ask for the request's embedding first.
-        if let (true, Some(sem), Some((text, partition))) = (policy.semantic(), &self.cache.semantic, k.semantic) {
+        // Not here: the fleet's shared cache may have it (one round trip).
+        if let (false, Some(shared)) = (refresh, &self.cache.shared) {
+            if let Ok(token) = shared.get(h, &digest) {
+                self.state = State::Remote { token, digest, policy, stream, stale, semantic: k.semantic };
+                return;
+            }
+        }
+        self.exact_missed(h, digest, policy, stream, stale, k.semantic);
+    }
+
+    /// No exact entry: the semantic modes ask for the request's embedding first.
+    fn exact_missed(
+        &mut self,
+        h: &impl Host,
+        digest: Digest32,
+        policy: CachePolicy,
+        stream: bool,
+        stale: Option<Box<Entry>>,
+        semantic: Option<(String, Digest32)>,
+    ) {
+        if let (true, Some(sem), Some((text, partition))) = (policy.semantic(), &self.cache.semantic, semantic) {
             let (headers, body) = sem.request(&text, &self.request_id);
             let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
             match h.http_call(&sem.cluster, &headers, &body, sem.timeout_ms) {
@@ -223,6 +251,38 @@ impl CacheCall {
     /// The answer to an embedding call: the nearest stored request of the partition answers
     /// this one when their similarity reaches the threshold (`semantic`), or is only recorded
     /// (`semantic-shadow`). `None`: not this stage's call.
+    /// The answer to a call this stage made: the shared cache's lookup, or the embedding.
+    /// `None`: not this stage's call.
+    pub fn on_call(&mut self, h: &impl Host, token: u32, answer: &HttpAnswer) -> Option<Decision> {
+        if !matches!(self.state, State::Remote { token: t, .. } if t == token) {
+            return self.on_embedding(h, token, answer);
+        }
+        let State::Remote { digest, policy, stream, stale, semantic, .. } =
+            std::mem::replace(&mut self.state, State::Off)
+        else {
+            return None;
+        };
+        let now = self.cache.now_ms(h);
+        let mut stale = stale;
+        if let Some(entry) = super::shared::read_entry(answer, &digest) {
+            let age = now.saturating_sub(entry.stored_ms);
+            if age < entry.meta.ttl_ms {
+                // Kept here too, for the next call on this replica.
+                self.cache.store(h, &entry);
+                self.charge_requests = policy.charge_requests;
+                self.hit_word = "shared_hit";
+                self.state = State::Hit { entry: Box::new(entry), stream };
+                return Some(self.decision());
+            }
+            if stale.is_none() && policy.stale_ttl_s > 0 && age < entry.meta.ttl_ms.saturating_add(entry.meta.stale_ms)
+            {
+                stale = Some(Box::new(entry));
+            }
+        }
+        self.exact_missed(h, digest, policy, stream, stale, semantic);
+        Some(self.decision())
+    }
+
     pub fn on_embedding(&mut self, h: &impl Host, token: u32, answer: &HttpAnswer) -> Option<Decision> {
         if !matches!(self.state, State::Embedding { token: t, .. } if t == token) {
             return None;
@@ -405,6 +465,10 @@ impl CacheCall {
         }
         if let (Some(sem), Some((partition, v))) = (&self.cache.semantic, self.indexable.take()) {
             sem.insert(h, &partition, &entry.digest, v);
+        }
+        if self.cache.shared.is_some() {
+            // The root context's ticker sends it to the fleet's shared cache.
+            super::shared::enqueue(h, &entry.digest);
         }
     }
 }

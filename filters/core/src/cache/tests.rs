@@ -2,7 +2,7 @@ use super::*;
 use crate::host::FakeHost;
 
 fn cache(slots: u32, max: u32) -> Cache {
-    Cache::try_from(&CacheConfig { slots, max_entry_bytes: max, now: None, semantic: None }).unwrap()
+    Cache::try_from(&CacheConfig { slots, max_entry_bytes: max, now: None, semantic: None, shared: None }).unwrap()
 }
 
 #[test]

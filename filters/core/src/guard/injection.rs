@@ -222,26 +222,7 @@ fn hidden(rules: &[Rule], text: &str) -> bool {
 }
 
 fn decode_base64(t: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(t.len() * 3 / 4);
-    let mut acc = 0u32;
-    let mut bits = 0;
-    for c in t.bytes().filter(|c| *c != b'=') {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    Some(out)
+    crate::wire::embeddings::base64_decode(t)
 }
 
 /// The texts of a request the rules read: user messages and tool results (chat, Messages once

@@ -113,6 +113,30 @@ pub fn base64_f32(values: &[f64]) -> String {
     base64(&bytes)
 }
 
+/// Standard base64 decoded (padding optional); `None` for any other character.
+pub fn base64_decode(t: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(t.len() * 3 / 4);
+    let mut acc = 0u32;
+    let mut bits = 0;
+    for c in t.bytes().filter(|c| *c != b'=') {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Some(out)
+}
+
 /// Standard base64, with padding.
 pub fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";

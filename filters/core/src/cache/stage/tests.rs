@@ -69,6 +69,11 @@ fn listener_with(alias_extra: &str, burst: u32) -> Rc<Listener> {
 
 const CACHED: &str = r#", "cache": {"mode": "exact", "ttl_s": 60, "stale_ttl_s": 600}"#;
 
+thread_local! {
+    /// The shared cache's Redis, for these tests: key → value.
+    static REDIS: std::cell::RefCell<std::collections::HashMap<String, String>> = Default::default();
+}
+
 struct Call {
     h: FakeHost,
     /// Whether the call went on to the providers (else the gateway answered it).
@@ -116,7 +121,16 @@ fn call_embedding(
         flow = c.on_request_body(&h, body.len(), true);
     }
     let asked = h.http_calls.borrow().last().cloned();
-    if let (Flow::Pause, Some(asked)) = (flow, asked) {
+    let path = asked.as_ref().and_then(|a| a.headers.iter().find(|(k, _)| k == ":path").map(|(_, v)| v.clone()));
+    if let (Flow::Pause, Some(key)) = (flow, path.as_deref().and_then(|p| p.strip_prefix("/FCALL/aigw_cache_get/1/"))) {
+        // The shared cache's lookup, answered from the test's Redis.
+        let value = REDIS.with(|r| r.borrow().get(key).cloned());
+        let body = serde_json::json!({ "FCALL": value }).to_string();
+        let answer = crate::host::HttpAnswer::new(vec![(":status".into(), "200".into())], body.into_bytes());
+        let token = h.http_calls.borrow().len() as u32;
+        c.on_http_call_response(&h, token, &answer);
+        flow = if h.resumed.borrow().contains(&"request") { Flow::Continue } else { Flow::Refused };
+    } else if let (Flow::Pause, Some(asked)) = (flow, asked) {
         // The embedding call: its answer, then the request goes on or is answered.
         let input: serde_json::Value = serde_json::from_slice(&asked.body).unwrap();
         let text = input["input"].as_str().unwrap().to_string();
@@ -466,4 +480,59 @@ fn a_semantic_policy_needs_a_threshold_and_an_embedder() {
     let e = compile(SEMANTIC, "").unwrap();
     assert!(e.contains("cache.semantic"), "{e}");
     assert!(compile(SEMANTIC, r#", "cache": {"semantic": {"alias": "e", "key_env": "K"}}"#).is_none());
+}
+
+#[test]
+fn an_entry_stored_on_one_replica_is_served_from_the_shared_cache_on_another() {
+    let cfg = |_: ()| -> Rc<Listener> {
+        let cfg: GatewayConfig = serde_json::from_str(&format!(
+            r#"{{
+            "auth": {{"keys": [{{"id": "k", "tenant": "acme", "sha256": "{}"}}]}},
+            "route": {{"aliases": {{"chat": {{"chain": "chain_chat", "steps": [
+                          {{"provider": "anthropic", "model": "claude-haiku-4-5-20251001"}}]{CACHED}}}}},
+                       "providers": {{"anthropic": {{"api": "anthropic"}}}},
+                       "cache": {{"slots": 64, "shared": {{"cluster": "aigw_fleet"}}}}}},
+            "price_book": {BOOK},
+            "audit": {{}}}}"#,
+            digest_hex("aigw_sk_acme")
+        ))
+        .unwrap();
+        Rc::new(Listener::compile_env(cfg, &|k| (k == "AIGW_FLEET_AUTH").then(|| "aigw:pw".into())).unwrap())
+    };
+    let (a, b) = (cfg(()), cfg(()));
+    // Two replicas: two stores of their own.
+    let (store_a, store_b) = (FakeHost::new(), FakeHost::new());
+    for s in [&store_a, &store_b] {
+        s.now.set(1_000_000);
+    }
+    let body = ask("What is the capital of France?", "Be brief.");
+    // Replica A: a miss here and in Redis; the answer is stored here and queued for Redis.
+    let first = call(&store_a, &a, "aigw_sk_acme", &body, &[], ("200", ANSWER));
+    assert!(first.went_on);
+    let get = first.h.http_calls.borrow()[0].clone();
+    assert_eq!(get.cluster, "aigw_fleet");
+    assert!(get.headers.contains(&("authorization".into(), "Basic YWlndzpwdw==".into())));
+    // A's ticker sends it to Redis, with what is left of its time (ttl + stale).
+    let mut writer =
+        crate::cache::shared::Writer::new(a.cache.clone().unwrap(), a.cache.as_ref().unwrap().shared.clone().unwrap());
+    let tick = store_a.worker();
+    tick.now.set(1_000_000);
+    writer.on_tick(&tick);
+    let put = tick.http_calls.borrow()[0].clone();
+    let path = put.headers.iter().find(|(k, _)| k == ":path").unwrap().1.clone();
+    let (key, ttl) = path.strip_prefix("/FCALL/aigw_cache_put/1/").unwrap().rsplit_once('/').unwrap();
+    assert_eq!(ttl, "660000");
+    REDIS.with(|r| r.borrow_mut().insert(key.to_string(), String::from_utf8(put.body.clone()).unwrap()));
+    writer.on_tick(&tick);
+    assert_eq!(tick.http_calls.borrow().len(), 1, "sent once (the queue is empty)");
+    // Replica B: not in its own store, in Redis: served, no provider.
+    let second = call(&store_b, &b, "aigw_sk_acme", &body, &[], ("500", "{}"));
+    assert!(!second.went_on);
+    assert_eq!(second.h.response_header(headers::CACHE).as_deref(), Some("shared_hit"));
+    assert!(String::from_utf8_lossy(&second.h.response_body.borrow()).contains("Paris."));
+    let rec = record(&second.h);
+    assert_eq!((rec["cache_status"].as_str(), rec["cost_usd"].as_str()), (Some("shared_hit"), Some("0.0")));
+    // Kept on B now: the next call there needs no round trip.
+    let third = call(&store_b, &b, "aigw_sk_acme", &body, &[], ("500", "{}"));
+    assert!(!third.went_on && third.h.http_calls.borrow().is_empty());
 }
