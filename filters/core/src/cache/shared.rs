@@ -87,17 +87,17 @@ impl Shared {
         h
     }
 
-    /// Asks Redis for an entry: the call's token.
-    pub fn get(&self, h: &impl Host, digest: &Digest32) -> Result<u32, ()> {
+    /// Asks Redis for an entry: the call's token (`None`: the call could not be made).
+    pub fn get(&self, h: &impl Host, digest: &Digest32) -> Option<u32> {
         let path = format!("/FCALL/aigw_cache_get/1/{}", self.key(digest));
-        h.http_call(&self.cluster, &self.headers("GET", &path), b"", self.timeout_ms)
+        h.http_call(&self.cluster, &self.headers("GET", &path), b"", self.timeout_ms).ok()
     }
 
     /// Sends an entry to Redis, to live `ttl_ms`.
-    pub fn put(&self, h: &impl Host, entry: &Entry, ttl_ms: u64) -> Result<u32, ()> {
+    pub fn put(&self, h: &impl Host, entry: &Entry, ttl_ms: u64) -> Option<u32> {
         let path = format!("/FCALL/aigw_cache_put/1/{}/{ttl_ms}", self.key(&entry.digest));
         let body = crate::wire::embeddings::base64(&entry.encode());
-        h.http_call(&self.cluster, &self.headers("PUT", &path), body.as_bytes(), self.timeout_ms)
+        h.http_call(&self.cluster, &self.headers("PUT", &path), body.as_bytes(), self.timeout_ms).ok()
     }
 }
 
@@ -194,7 +194,7 @@ impl Writer {
             if ttl == 0 {
                 continue;
             }
-            if let Ok(token) = self.shared.put(h, &entry, ttl) {
+            if let Some(token) = self.shared.put(h, &entry, ttl) {
                 self.in_flight.push(token);
             }
         }

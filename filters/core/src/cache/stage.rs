@@ -198,7 +198,7 @@ impl CacheCall {
         };
         // Not here: the fleet's shared cache may have it (one round trip).
         if let (false, Some(shared)) = (refresh, &self.cache.shared) {
-            if let Ok(token) = shared.get(h, &digest) {
+            if let Some(token) = shared.get(h, &digest) {
                 self.state = State::Remote { token, digest, policy, stream, stale, semantic: k.semantic };
                 return;
             }
