@@ -106,3 +106,17 @@ end)
 redis.register_function('aigw_cache_get', function(keys, args)
   return redis.call('GET', keys[1])
 end)
+
+-- Bad-credential marks (a provider's 401/403), shared by every replica: the value is the time
+-- (ms) until which the credential is skipped. FCALL aigw_marks_put N key.. until1 ttl1 .. -> {1};
+-- FCALL aigw_marks_get N key.. -> the values (nil where there is no mark).
+redis.register_function('aigw_marks_put', function(keys, args)
+  for i, key in ipairs(keys) do
+    redis.call('SET', key, args[2 * i - 1], 'PX', math.max(1, tonumber(args[2 * i])))
+  end
+  return {1}
+end)
+redis.register_function('aigw_marks_get', function(keys, args)
+  if #keys == 0 then return {} end
+  return redis.call('MGET', unpack(keys))
+end)

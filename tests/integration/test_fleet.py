@@ -347,3 +347,40 @@ def test_the_shared_cache_serves_an_entry_on_a_replica_other_than_the_one_that_s
     assert rec["cache_status"] == "shared_hit" and rec["cost_usd"] == "0.0"
     third = b.chat(question, model="chat-cached")
     assert third.headers["x-aigw-cache"] == "hit"
+
+
+def test_a_credential_one_replica_saw_refused_is_skipped_by_every_replica(fleet):
+    """Anthropic's credentials: `stale` (refused by the provider) before `current`. Replica A
+    tries `stale` once, gets a 401 and marks it; through Redis, replica B skips it without ever
+    sending it."""
+    from conftest import PROVIDER_ENV, PROVIDER_KEYS
+    stale = "sk-ant-stale-rotated-out-0000"
+
+    def creds(t):
+        return t.replace('"anthropic": {"api": "anthropic", "key_env": "ANTHROPIC_API_KEY"}',
+                         '"anthropic": {"api": "anthropic", "credentials": ['
+                         '{"name": "stale", "key_env": "ANTHROPIC_API_KEY_STALE"},'
+                         '{"name": "current", "key_env": "ANTHROPIC_API_KEY"}]}')
+
+    replicas = []
+    for i in range(2):
+        values = {"FLEET_PORT": fleet.webdis_port, "QUOTA_FLEET": json.dumps({**FLEET, "prefix": "marks"}),
+                  "PROVIDER_ENV_KEYS": ", ".join([*PROVIDER_ENV, "ANTHROPIC_API_KEY_STALE", "AIGW_FLEET_AUTH"])}
+        gw = Gateway(fleet.dir / f"marks{i}", creds, values=values)
+        gw.start_envoy(extra_env={"AIGW_FLEET_AUTH": WEBDIS_AUTH, "ANTHROPIC_API_KEY_STALE": stale})
+        fleet.replicas.append(gw)
+        replicas.append(gw)
+    a, b = replicas
+    first = a.chat(f"mark {time.time_ns()}")
+    assert first.status_code == 502 and first.json()["error"]["code"] == "upstream_authentication", first.text
+    deadline = time.time() + 5
+    while time.time() < deadline:
+        if subprocess.run(fleet.cli("GET", "marks:bad:anthropic:stale"), capture_output=True, text=True).stdout.strip():
+            break
+        time.sleep(0.05)
+    time.sleep(1.3)  # B reads the fleet's marks every second
+    for _ in range(3):
+        r = b.chat(f"skip {time.time_ns()}")
+        assert r.status_code == 200 and r.headers["x-aigw-provider"] == "anthropic", r.text
+    assert [q["headers"]["x-api-key"] for q in b.provider_requests("anthropic")] == [PROVIDER_KEYS["anthropic"]] * 3
+    assert stale not in b.access_log.read_text() and stale not in b.envoy_log.read_text()

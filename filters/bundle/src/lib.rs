@@ -12,6 +12,7 @@
 
 use std::rc::Rc;
 
+use aigw_core::auth::marks::MarkSync;
 use aigw_core::cache::shared::Writer;
 use aigw_core::call_state::{Side, Stateful, Writers};
 use aigw_core::host::HttpCallProbe;
@@ -78,6 +79,8 @@ struct Root {
     ticker: Option<Ticker>,
     /// The shared cache's writer (the listener's cache with `shared`): see `cache::shared`.
     writer: Option<Writer>,
+    /// Fleet mode's bad-credential marks (per attempt, quota with `fleet`): see `auth::marks`.
+    marks: Option<MarkSync>,
     /// `gateway`/`gateway_upstream`: the side's only writer of the call state; a design-card
     /// filter shares its side with the others.
     writers: Writers,
@@ -87,6 +90,9 @@ impl Context for Root {
     fn on_http_call_response(&mut self, token: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
         let answer = host::http_call_answer(body_size);
         if self.writer.as_mut().is_some_and(|w| w.on_http_call_response(&ProxyHost, token, &answer)) {
+            return;
+        }
+        if self.marks.as_mut().is_some_and(|m| m.on_http_call_response(&ProxyHost, token, &answer)) {
             return;
         }
         if let Some(t) = &mut self.ticker {
@@ -102,6 +108,9 @@ impl RootContext for Root {
         }
         if let Some(w) = &mut self.writer {
             w.on_tick(&ProxyHost);
+        }
+        if let Some(m) = &mut self.marks {
+            m.on_tick(&ProxyHost);
         }
     }
 
@@ -165,9 +174,15 @@ impl RootContext for Root {
                 self.writer = None;
             }
         }
+        self.marks = None;
         if let Some(Compiled::Attempt(u)) = &self.compiled {
-            if u.quota.is_some() {
+            if let Some(q) = &u.quota {
                 aigw_core::quota::stage::init_store(&ProxyHost);
+                if let (Some(f), Some(plane)) = (&q.fleet, &u.credentials) {
+                    if host::set_tick_period(f.tick_ms) {
+                        self.marks = Some(MarkSync::new(f.clone(), plane));
+                    }
+                }
             }
         }
         self.compiled.is_some()
@@ -224,5 +239,5 @@ fn trap() {
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { compiled: None, ticker: None, writer: None, writers: Writers::Many }) });
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { compiled: None, ticker: None, writer: None, marks: None, writers: Writers::Many }) });
 }}

@@ -7,6 +7,7 @@
 
 pub mod credentials;
 pub mod keys;
+pub mod marks;
 pub mod sigv4;
 
 use std::collections::HashMap;
@@ -332,6 +333,8 @@ impl CredentialPlane {
         let Some(c) = self.credential(used) else { return };
         let until = h.now_ms().saturating_add(self.bad_ttl_ms);
         let _ = h.shared_set(&bad_mark_key(&used.provider, &c.name), &until.to_le_bytes(), None);
+        // For the fleet (fleet mode sends it to every replica; see `auth::marks`).
+        marks::queue(h, &used.provider, &c.name, until);
         h.warn(&format!(
             "auth-key-swap: provider {:?} rejected credential {:?} ({why}); skipping it for {} s",
             used.provider,

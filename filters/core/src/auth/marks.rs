@@ -1,0 +1,242 @@
+//! Bad-credential marks for the fleet (fleet mode): a credential one replica saw a provider
+//! refuse (401/403) is skipped by every replica. A mark is queued in shared data where it is
+//! made; the per-attempt root context's ticker sends queued marks to Redis and, every second,
+//! reads the marks of every credential the configuration names, keeping the later of each.
+
+use crate::auth::credentials::bad_mark_key;
+use crate::auth::CredentialPlane;
+use crate::host::{Host, HttpAnswer, SharedSetError};
+use crate::quota::fleet::Fleet;
+
+/// Marks made here and not yet sent (`provider\tname\tuntil` lines).
+pub const QUEUE_KEY: &str = "aigw.cred.bad.out";
+const QUEUE_HEAD: &[u8] = b"# aigw bad-credential marks for Redis\n";
+const QUEUE_MAX: usize = 64;
+
+/// Queues a mark (dropped when the queue is full: it still holds on this replica).
+pub fn queue(h: &impl Host, provider: &str, name: &str, until: u64) {
+    let line = format!("{provider}\t{name}\t{until}\n");
+    for _ in 0..16 {
+        let Ok((cur, cas)) = h.shared_get(QUEUE_KEY) else { return };
+        let mut text = cur.unwrap_or_else(|| QUEUE_HEAD.to_vec());
+        if text.split(|b| *b == b'\n').count() > QUEUE_MAX {
+            return;
+        }
+        text.extend_from_slice(line.as_bytes());
+        match h.shared_set(QUEUE_KEY, &text, cas) {
+            Ok(()) => return,
+            Err(SharedSetError::CasMismatch) => continue,
+            Err(_) => return,
+        }
+    }
+}
+
+fn take_queue(h: &impl Host) -> Vec<(String, String, u64)> {
+    for _ in 0..16 {
+        let Ok((Some(text), cas)) = h.shared_get(QUEUE_KEY) else { return Vec::new() };
+        let marks: Vec<(String, String, u64)> = String::from_utf8_lossy(&text)
+            .lines()
+            .filter_map(|l| {
+                let mut f = l.split('\t');
+                Some((f.next()?.to_string(), f.next()?.to_string(), f.next()?.parse().ok()?))
+            })
+            .collect();
+        if marks.is_empty() {
+            return marks;
+        }
+        match h.shared_set(QUEUE_KEY, QUEUE_HEAD, cas) {
+            Ok(()) => return marks,
+            Err(SharedSetError::CasMismatch) => continue,
+            Err(_) => return Vec::new(),
+        }
+    }
+    Vec::new()
+}
+
+enum InFlight {
+    Put(u32),
+    Get(u32),
+}
+
+/// The per-attempt root context's part of fleet mode.
+pub struct MarkSync {
+    fleet: Fleet,
+    /// Every credential the configuration names: (provider, name).
+    names: Vec<(String, String)>,
+    in_flight: Option<InFlight>,
+    last_get_ms: u64,
+}
+
+/// How often the marks are read from Redis.
+const GET_EVERY_MS: u64 = 1000;
+
+impl MarkSync {
+    pub fn new(fleet: Fleet, plane: &CredentialPlane) -> MarkSync {
+        let mut names: Vec<(String, String)> = plane
+            .providers
+            .iter()
+            .flat_map(|(p, c)| c.credentials.iter().map(move |c| (p.clone(), c.name.clone())))
+            .collect();
+        names.sort();
+        MarkSync { fleet, names, in_flight: None, last_get_ms: 0 }
+    }
+
+    fn key(&self, provider: &str, name: &str) -> String {
+        let enc = |s: &str| -> String {
+            s.bytes()
+                .map(|b| {
+                    if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
+                        (b as char).to_string()
+                    } else {
+                        format!("%{b:02x}")
+                    }
+                })
+                .collect()
+        };
+        format!("{}:bad:{}:{}", self.fleet.prefix, enc(provider), enc(name))
+    }
+
+    fn call(&self, h: &impl Host, path: &str) -> Option<u32> {
+        let mut hdrs = vec![(":method", "GET"), (":path", path), (":authority", "aigw-fleet")];
+        if let Some(a) = &self.fleet.authorization {
+            hdrs.push(("authorization", a.as_str()));
+        }
+        h.http_call(&self.fleet.cluster, &hdrs, b"", self.fleet.timeout_ms).ok()
+    }
+
+    pub fn on_tick(&mut self, h: &impl Host) {
+        if self.in_flight.is_some() || self.names.is_empty() {
+            return;
+        }
+        let now = h.now_ms();
+        let marks: Vec<_> = take_queue(h).into_iter().filter(|(_, _, until)| *until > now).collect();
+        if !marks.is_empty() {
+            let mut path = format!("/FCALL/aigw_marks_put/{}", marks.len());
+            for (p, n, _) in &marks {
+                path.push('/');
+                path.push_str(&self.key(p, n));
+            }
+            for (_, _, until) in &marks {
+                path.push_str(&format!("/{until}/{}", until - now));
+            }
+            if let Some(t) = self.call(h, &path) {
+                self.in_flight = Some(InFlight::Put(t));
+            }
+            return;
+        }
+        if now.saturating_sub(self.last_get_ms) < GET_EVERY_MS {
+            return;
+        }
+        self.last_get_ms = now;
+        let mut path = format!("/FCALL/aigw_marks_get/{}", self.names.len());
+        for (p, n) in &self.names {
+            path.push('/');
+            path.push_str(&self.key(p, n));
+        }
+        if let Some(t) = self.call(h, &path) {
+            self.in_flight = Some(InFlight::Get(t));
+        }
+    }
+
+    /// Whether `token` was one of this part's calls.
+    pub fn on_http_call_response(&mut self, h: &impl Host, token: u32, answer: &HttpAnswer) -> bool {
+        match self.in_flight {
+            Some(InFlight::Put(t)) if t == token => {
+                self.in_flight = None;
+                if answer.status != 200 {
+                    h.warn(&format!(
+                        "auth-key-swap: bad-credential marks not shared (Webdis answered {})",
+                        answer.status
+                    ));
+                }
+                true
+            }
+            Some(InFlight::Get(t)) if t == token => {
+                self.in_flight = None;
+                let values = serde_json::from_slice::<serde_json::Value>(&answer.body)
+                    .ok()
+                    .filter(|_| answer.status == 200)
+                    .and_then(|v| v.get("FCALL").and_then(|a| a.as_array().cloned()))
+                    .unwrap_or_default();
+                let now = h.now_ms();
+                for ((p, n), v) in self.names.iter().zip(values) {
+                    let Some(until) = v.as_str().and_then(|s| s.parse::<u64>().ok()).filter(|u| *u > now) else {
+                        continue;
+                    };
+                    let key = bad_mark_key(p, n);
+                    let here = h
+                        .shared_get(&key)
+                        .ok()
+                        .and_then(|(b, _)| b)
+                        .and_then(|b| b.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes))
+                        .unwrap_or(0);
+                    if until > here {
+                        let _ = h.shared_set(&key, &until.to_le_bytes(), None);
+                    }
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::FakeHost;
+
+    fn fleet() -> Fleet {
+        let cfg: crate::quota::fleet::FleetConfig = serde_json::from_str(r#"{"cluster": "aigw_fleet"}"#).unwrap();
+        Fleet::compile(&cfg).unwrap()
+    }
+
+    fn plane() -> CredentialPlane {
+        let cfg: crate::auth::AuthConfig = serde_json::from_str(
+            r#"{"providers": {"anthropic": {"api": "anthropic", "credentials": [
+                {"name": "stale", "key_env": "A1"}, {"name": "current", "key_env": "A2"}]}}}"#,
+        )
+        .unwrap();
+        crate::auth::compile_credentials(cfg, &|_| Some("k".into())).unwrap()
+    }
+
+    fn path(h: &FakeHost, i: usize) -> String {
+        h.http_calls.borrow()[i].headers.iter().find(|(k, _)| k == ":path").unwrap().1.clone()
+    }
+
+    #[test]
+    fn a_mark_made_on_one_replica_reaches_the_others() {
+        // Replica A marks "stale" bad: its ticker sends the mark to Redis.
+        let a = FakeHost::new();
+        a.now.set(10_000);
+        queue(&a, "anthropic", "stale", 70_000);
+        let mut sync_a = MarkSync::new(fleet(), &plane());
+        sync_a.on_tick(&a);
+        assert_eq!(path(&a, 0), "/FCALL/aigw_marks_put/1/aigw:bad:anthropic:stale/70000/60000");
+        let ok = HttpAnswer::new(vec![(":status".into(), "200".into())], br#"{"FCALL":[1]}"#.to_vec());
+        assert!(sync_a.on_http_call_response(&a, 1, &ok));
+        sync_a.on_tick(&a);
+        assert!(path(&a, 1).starts_with("/FCALL/aigw_marks_get/2/"), "then it reads them, once the queue is empty");
+        // Replica B reads the fleet's marks: the later one is kept here.
+        let b = FakeHost::new();
+        b.now.set(10_500);
+        let mut sync_b = MarkSync::new(fleet(), &plane());
+        sync_b.on_tick(&b);
+        assert_eq!(path(&b, 0), "/FCALL/aigw_marks_get/2/aigw:bad:anthropic:current/aigw:bad:anthropic:stale");
+        let marks = HttpAnswer::new(vec![(":status".into(), "200".into())], br#"{"FCALL":[null,"70000"]}"#.to_vec());
+        assert!(sync_b.on_http_call_response(&b, 1, &marks));
+        let stored = b.shared_get(&bad_mark_key("anthropic", "stale")).unwrap().0.unwrap();
+        assert_eq!(u64::from_le_bytes(stored[..8].try_into().unwrap()), 70_000);
+        assert!(b.shared_get(&bad_mark_key("anthropic", "current")).unwrap().0.is_none());
+        // Read again only after a second; an error answer changes nothing.
+        b.now.set(11_000);
+        sync_b.on_tick(&b);
+        assert_eq!(b.http_calls.borrow().len(), 1);
+        b.now.set(11_600);
+        sync_b.on_tick(&b);
+        let failed = HttpAnswer::new(vec![(":status".into(), "503".into())], b"".to_vec());
+        assert!(sync_b.on_http_call_response(&b, 2, &failed));
+        let stored = b.shared_get(&bad_mark_key("anthropic", "stale")).unwrap().0.unwrap();
+        assert_eq!(u64::from_le_bytes(stored[..8].try_into().unwrap()), 70_000);
+    }
+}
