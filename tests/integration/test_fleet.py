@@ -163,10 +163,20 @@ def test_webdis_refusing_the_credential_is_unavailable_never_a_grant(fleet):
 
 def test_redis_stopped_serves_each_replica_its_local_share_and_a_restart_counts_nothing_twice(fleet):
     gw = fleet.replica({**FLEET, "prefix": "down", "retry_ms": 500}, name="down")
+    closed = fleet.replica({**FLEET, "prefix": "downc", "unavailable": "closed"}, name="down-closed")
+    opened = fleet.replica({**FLEET, "prefix": "downo", "unavailable": "open"}, name="down-open")
     # 5 calls through the fleet: two leases of 4 taken from Redis (22 of 30 left there).
     assert [call(gw).status_code for _ in range(5)] == [200] * 5
     fleet.stop_redis()
     try:
+        # `closed`: refused, 503 with Retry-After; `open`: admitted past the fleet limit (30).
+        r = call(closed)
+        assert r.status_code == 503 and r.json()["error"]["code"] == "quota_unavailable" and "retry-after" in r.headers
+        assert [call(opened).status_code for _ in range(35)] == [200] * 35
+        rec = opened.audit(call(opened).headers["x-aigw-request-id"])[0]
+        assert "fleet_unavailable:open" in rec["flags"], rec
+        stats = fleet_stats(opened)
+        assert stats.get("wasmcustom.aigw_fleet_unavailable_total.mode.open", 0) >= 35, stats
         # The lease this replica holds (3) is spent first; then, `local`: it alone serves `tiny`
         # 30 / 3 = 10 calls, on buckets of its own.
         rs = [call(gw) for _ in range(16)]
