@@ -162,7 +162,8 @@ def test_webdis_refusing_the_credential_is_unavailable_never_a_grant(fleet):
 
 
 def test_redis_stopped_serves_each_replica_its_local_share_and_a_restart_counts_nothing_twice(fleet):
-    gw = fleet.replica({**FLEET, "prefix": "down", "retry_ms": 500}, name="down")
+    # (Its lease is not given back while it idles during the test.)
+    gw = fleet.replica({**FLEET, "prefix": "down", "retry_ms": 500, "idle_return_ms": 600000}, name="down")
     closed = fleet.replica({**FLEET, "prefix": "downc", "unavailable": "closed"}, name="down-closed")
     opened = fleet.replica({**FLEET, "prefix": "downo", "unavailable": "open"}, name="down-open")
     # 5 calls through the fleet: two leases of 4 taken from Redis (22 of 30 left there).
@@ -268,11 +269,11 @@ def test_the_fleet_admits_tokens_exactly_once_calls_are_settled_to_their_usage(f
 
     def one(i):
         r = replicas[i % 3].chat(prompt, key=DEMO_KEYS["tiny"], max_tokens=100)
-        return r.status_code, r.headers.get("x-aigw-request-id")
+        return r.status_code, r.headers.get("x-aigw-request-id"), r.text
 
     with ThreadPoolExecutor(9) as pool:
-        results = list(pool.map(one, range(150)))
-    assert {s for s, _ in results} <= {200, 429}
+        results = [(s, rid) for s, rid, text in pool.map(one, range(150)) if s in (200, 429) or print(s, text)]
+    assert len(results) == 150
     for gw in replicas:  # each drained until it refuses
         while True:
             r = gw.chat(prompt, key=DEMO_KEYS["tiny"], max_tokens=100)
