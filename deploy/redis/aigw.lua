@@ -120,3 +120,42 @@ redis.register_function('aigw_marks_get', function(keys, args)
   if #keys == 0 then return {} end
   return redis.call('MGET', unpack(keys))
 end)
+
+-- Calls-in-flight slots (fleet mode): each key is a hash of replica -> "slots:expires_ms", the
+-- slots that replica holds, renewed by its ticker. FCALL aigw_slots N key1..keyN replica ttl_ms
+-- want1 limit1 ... wantN limitN sets this replica's holding to `want` or what the other live
+-- replicas leave of `limit`, whichever is less, drops holdings that expired (a replica that
+-- died), and returns {1, held1, ..., heldN}.
+redis.register_function('aigw_slots', function(keys, args)
+  if #args ~= 2 + 2 * #keys then
+    return redis.error_reply('ERR aigw: expected the replica, a ttl and 2 arguments per key')
+  end
+  local replica, ttl = args[1], tonumber(args[2])
+  local now = now_ms()
+  local out = {1}
+  for i, key in ipairs(keys) do
+    local want, limit = tonumber(args[1 + 2 * i]), tonumber(args[2 + 2 * i])
+    local others = 0
+    local all = redis.call('HGETALL', key)
+    for j = 1, #all, 2 do
+      local f, v = all[j], all[j + 1]
+      if f ~= replica then
+        local n, exp = string.match(v, '^(%d+):(%d+)$')
+        if n and tonumber(exp) > now then
+          others = others + tonumber(n)
+        else
+          redis.call('HDEL', key, f)
+        end
+      end
+    end
+    local held = math.max(0, math.min(want, limit - others))
+    if held > 0 then
+      redis.call('HSET', key, replica, held .. ':' .. (now + ttl))
+      redis.call('PEXPIRE', key, 2 * ttl)
+    else
+      redis.call('HDEL', key, replica)
+    end
+    out[i + 1] = held
+  end
+  return out
+end)

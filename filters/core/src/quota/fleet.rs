@@ -68,11 +68,19 @@ pub struct LeaseSpec {
     /// USD per lease of a budget (a decimal string).
     #[serde(default = "default_lease_usd")]
     pub usd: String,
+    /// Calls-in-flight slots a replica holds beyond those in use, while it has calls.
+    #[serde(default = "default_lease_slots")]
+    pub slots: u64,
 }
 
 impl Default for LeaseSpec {
     fn default() -> Self {
-        LeaseSpec { requests: default_lease_requests(), tokens: default_lease_tokens(), usd: default_lease_usd() }
+        LeaseSpec {
+            requests: default_lease_requests(),
+            tokens: default_lease_tokens(),
+            usd: default_lease_usd(),
+            slots: default_lease_slots(),
+        }
     }
 }
 
@@ -123,6 +131,9 @@ fn default_headroom_ms() -> u64 {
 fn default_idle_return_ms() -> u64 {
     10_000
 }
+fn default_lease_slots() -> u64 {
+    2
+}
 fn default_lease_usd() -> String {
     "0.10".into()
 }
@@ -144,6 +155,8 @@ pub struct Fleet {
     pub lease_tokens: u64,
     /// A budget lease, in pico-USD.
     pub lease_pico: u64,
+    /// Spare calls-in-flight slots.
+    pub lease_slots: u64,
     pub timeout_ms: u64,
     pub unavailable: Unavailable,
     pub expected_replicas: u64,
@@ -186,6 +199,7 @@ impl Fleet {
             lease_requests: cfg.lease.requests,
             lease_tokens: cfg.lease.tokens,
             lease_pico,
+            lease_slots: cfg.lease.slots,
             timeout_ms: cfg.timeout_ms,
             unavailable: cfg.unavailable,
             expected_replicas: cfg.expected_replicas,
@@ -204,7 +218,14 @@ impl Fleet {
         self
     }
 
-    /// The Redis key of a scope's bucket (`r`: requests, `t`: tokens).
+    /// How long Redis counts a replica's calls-in-flight slots without hearing from it (its
+    /// ticker renews them every tick).
+    pub fn slots_ttl_ms(&self) -> u64 {
+        self.tick_ms.saturating_mul(3).saturating_add(1000)
+    }
+
+    /// The Redis key of a scope's bucket (`r`: requests, `t`: tokens, `f`: calls in flight;
+    /// `b`, with `d<day>`/`m<month>`: budgets).
     pub fn key(&self, scope_key: &str, bucket: char) -> String {
         format!("{}:{scope_key}:{bucket}", self.prefix)
     }
@@ -259,7 +280,8 @@ pub fn given(status: u16, body: &[u8]) -> bool {
             == Some(1)
 }
 
-fn encode(s: &str) -> String {
+/// A Redis key or argument as a Webdis path segment (`/` and `.` mean something to Webdis).
+pub fn encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b':' {
@@ -304,6 +326,19 @@ pub fn read_answer(status: u16, body: &[u8], asks: usize) -> Option<Answer> {
         }
         _ => None,
     }
+}
+
+/// Reads Webdis's answer to `FCALL aigw_slots` (`{"FCALL": [1, held1, …]}`): the slots held.
+pub fn read_slots(status: u16, body: &[u8], keys: usize) -> Option<Vec<u64>> {
+    if status != 200 {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let a = v.get("FCALL")?.as_array()?;
+    if a.first()?.as_i64()? != 1 || a.len() != keys + 1 {
+        return None;
+    }
+    a[1..].iter().map(serde_json::Value::as_u64).collect()
 }
 
 /// Units in `tokens` tokens.

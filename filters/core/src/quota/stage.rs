@@ -108,10 +108,14 @@ struct ScopeRecord {
     in_flight: u64,
     day: BudgetState,
     month: BudgetState,
+    /// Fleet mode: the calls-in-flight slots this replica holds (the fleet's limit shared), and
+    /// how many calls took one (the ticker sees the scope busy by it).
+    slots: u64,
+    admits: u64,
 }
 
 impl ScopeRecord {
-    const LEN: usize = 16 + 16 + 8 + 24 + 24;
+    const LEN: usize = 16 + 16 + 8 + 24 + 24 + 8 + 8;
 
     /// A record that is short or damaged reads as a new one (full buckets, nothing spent).
     fn decode(b: &[u8]) -> ScopeRecord {
@@ -123,6 +127,8 @@ impl ScopeRecord {
             in_flight: b.get(32..40).map(counter).unwrap_or(0),
             day: budget(40),
             month: budget(64),
+            slots: b.get(88..96).map(counter).unwrap_or(0),
+            admits: b.get(96..104).map(counter).unwrap_or(0),
         }
     }
 
@@ -133,6 +139,8 @@ impl ScopeRecord {
         out.extend_from_slice(&self.in_flight.to_le_bytes());
         out.extend_from_slice(&self.day.encode());
         out.extend_from_slice(&self.month.encode());
+        out.extend_from_slice(&self.slots.to_le_bytes());
+        out.extend_from_slice(&self.admits.to_le_bytes());
         out
     }
 
@@ -277,6 +285,7 @@ fn unavailable_scope(s: &Scope, mode: Unavailable, replicas: u64) -> Scope {
             s.limits.requests = None;
             s.limits.tokens = None;
             s.limits.budget = None;
+            s.limits.concurrent = None;
         }
         _ => {
             let share = |l: Limit| Limit {
@@ -285,6 +294,7 @@ fn unavailable_scope(s: &Scope, mode: Unavailable, replicas: u64) -> Scope {
             };
             s.limits.requests = s.limits.requests.map(share);
             s.limits.tokens = s.limits.tokens.map(share);
+            s.limits.concurrent = s.limits.concurrent.map(|c| (c / replicas).max(1));
             let r = u128::from(replicas);
             s.limits.budget = s.limits.budget.map(|b| super::Budget {
                 daily: b.daily.map(|c| (c / r).max(1)),
@@ -304,6 +314,8 @@ enum Leased {
     Requests,
     Tokens,
     Budget(Period, u64),
+    /// Calls-in-flight slots: what Redis answers is the holding itself, not an amount to add.
+    Slots,
 }
 
 impl Leased {
@@ -316,6 +328,7 @@ impl Leased {
             Leased::Tokens => {
                 rec.tokens = Some(State { units: lease(rec.tokens).saturating_add(units), updated_ms: now })
             }
+            Leased::Slots => rec.slots = u64::try_from(units.max(0)).unwrap_or(0),
             Leased::Budget(period, pid) => {
                 let b = rec.budget(period);
                 let left = b.spent_in(pid);
@@ -331,10 +344,13 @@ struct TopUp {
     token: u32,
     asks: Vec<Ask>,
     targets: Vec<(String, Leased)>,
+    /// `aigw_slots` (calls in flight) rather than `aigw_take`.
+    slots: bool,
 }
 
-/// Top-ups a call may make before it is refused as contended.
-const MAX_TOP_UPS: u8 = 3;
+/// Top-ups a call may make before it is refused as contended (a first call may need one for
+/// its calls-in-flight slot and one for its other leases).
+const MAX_TOP_UPS: u8 = 4;
 
 /// The figures for one `x-ratelimit-*` family: the caller's tightest bucket of that kind.
 #[derive(Clone, Copy)]
@@ -568,6 +584,10 @@ impl QuotaCall {
             self.grants.iter().filter(|(k, l, _)| *k == key && *l == which).map(|(_, _, g)| *g).sum::<i64>()
         };
         let granted = if fleet { (grant(Leased::Requests), grant(Leased::Tokens)) } else { (0, 0) };
+        let granted_slots = match self.grants.iter().find(|(k, l, _)| *k == key && *l == Leased::Slots) {
+            Some((_, _, g)) if fleet => (true, u64::try_from(*g).unwrap_or(0)),
+            _ => (false, 0),
+        };
         let granted_budget = |period: Period, pid: u64| {
             u128::try_from(if fleet { grant(Leased::Budget(period, pid)) } else { 0 }).unwrap_or(0)
         };
@@ -632,7 +652,19 @@ impl QuotaCall {
                 }
             }
             if let Some(max) = l.concurrent {
-                if rec.in_flight >= max {
+                if fleet {
+                    // The slots this replica holds of the fleet's limit (and this call's answer).
+                    let held = if granted_slots.0 { granted_slots.1 } else { rec.slots };
+                    rec.slots = held;
+                    if rec.in_flight >= held {
+                        if granted_slots.0 {
+                            // Redis had no slot to spare: the fleet is full.
+                            return Err(Refusal::Concurrent(max, took));
+                        }
+                        return Err(Refusal::Short);
+                    }
+                    rec.admits = rec.admits.wrapping_add(1);
+                } else if rec.in_flight >= max {
                     return Err(Refusal::Concurrent(max, took));
                 }
                 rec.in_flight += 1;
@@ -713,7 +745,20 @@ impl QuotaCall {
     fn start_top_up(&mut self, h: &impl Host, scopes: &[Scope], tokens: u64, now: u64) -> Flow {
         let Some(f) = self.quota.fleet.clone() else { return Flow::Continue };
         if self.top_ups >= MAX_TOP_UPS {
-            // Other calls on this replica took every lease this call waited for.
+            // Other calls on this replica took every lease this call waited for: when they are
+            // calls-in-flight slots, the fleet is full; otherwise, contended.
+            for s in scopes {
+                let Some(max) = s.limits.concurrent else { continue };
+                let rec = h
+                    .shared_get(&scope_key(s))
+                    .ok()
+                    .and_then(|(b, _)| b)
+                    .map(|b| ScopeRecord::decode(&b))
+                    .unwrap_or_default();
+                if rec.in_flight >= rec.slots {
+                    return self.refuse_scope(h, s, now, 0, Refusal::Concurrent(max, Took::default()));
+                }
+            }
             return refuse(h, &store_busy(), &[("retry-after", "1".into())]);
         }
         self.top_ups += 1;
@@ -721,6 +766,46 @@ impl QuotaCall {
         let mut targets = Vec::new();
         let mut active = Vec::new();
         let (day, month) = (period_id(Period::Day, now), period_id(Period::Month, now));
+        // Calls in flight first (their own function): a scope whose slots are all in use asks
+        // Redis to hold one more than it has in flight, and a few to spare.
+        let mut short_slots = Vec::new();
+        for s in scopes {
+            let Some(max) = s.limits.concurrent else { continue };
+            let rec = h
+                .shared_get(&scope_key(s))
+                .ok()
+                .and_then(|(b, _)| b)
+                .map(|b| ScopeRecord::decode(&b))
+                .unwrap_or_default();
+            if rec.in_flight >= rec.slots {
+                short_slots.push((s, max, rec.in_flight + 1 + f.lease_slots));
+            }
+        }
+        if !short_slots.is_empty() {
+            let replica = ticker::replica_id(h);
+            let mut path = format!("/FCALL/aigw_slots/{}", short_slots.len());
+            for (s, _, _) in &short_slots {
+                path.push('/');
+                path.push_str(&fleet::encode(&f.key(&s.key, 'f')));
+            }
+            path.push_str(&format!("/{replica}/{}", f.slots_ttl_ms()));
+            for (_, max, want) in &short_slots {
+                path.push_str(&format!("/{want}/{max}"));
+            }
+            let active: Vec<ticker::Active> = short_slots
+                .iter()
+                .map(|(s, max, _)| ticker::Active {
+                    record: scope_key(s),
+                    kind: ticker::Kind::Slots,
+                    redis_key: f.key(&s.key, 'f'),
+                    rate_per_minute: 0,
+                    burst: *max,
+                })
+                .collect();
+            ticker::mark_active(h, &active);
+            let targets = short_slots.iter().map(|(s, _, _)| (scope_key(s), Leased::Slots)).collect();
+            return self.send_top_up(h, &f, &path, Vec::new(), targets, true, now);
+        }
         let mut cost: Option<u128> = None;
         for s in scopes {
             let rec = h
@@ -757,7 +842,7 @@ impl QuotaCall {
                 targets.push((scope_key(s), leased));
                 active.push(ticker::Active {
                     record: scope_key(s),
-                    tokens: leased == Leased::Tokens,
+                    kind: if leased == Leased::Tokens { ticker::Kind::Tokens } else { ticker::Kind::Requests },
                     redis_key: f.key(&s.key, tag),
                     rate_per_minute: limit.rate_per_minute,
                     burst: limit.burst,
@@ -772,7 +857,8 @@ impl QuotaCall {
             });
             let c = u64::try_from(c).unwrap_or(u64::MAX);
             for (period, cap, pid, tag) in [(Period::Day, b.daily, day, 'd'), (Period::Month, b.monthly, month, 'm')] {
-                let Some(cap) = cap.and_then(|c| u64::try_from(c).ok()) else { continue };
+                // (A budget beyond u64 pico-USD, USD 18 million, is taken as that much.)
+                let Some(cap) = cap.map(|c| u64::try_from(c).unwrap_or(u64::MAX)) else { continue };
                 let state = if period == Period::Day { rec.day } else { rec.month };
                 let have = u64::try_from(state.spent_in(pid)).unwrap_or(u64::MAX);
                 if have >= c {
@@ -798,19 +884,34 @@ impl QuotaCall {
         if !active.is_empty() {
             ticker::mark_active(h, &active);
         }
-        h.counter_add("aigw_fleet_top_ups_total.by.call", 1);
         let path = fleet::take_path(&asks);
-        let mut hdrs: Vec<(&str, &str)> = vec![(":method", "GET"), (":path", &path), (":authority", "aigw-fleet")];
+        self.send_top_up(h, &f, &path, asks, targets, false, now)
+    }
+
+    /// Sends a top-up (`path`, to Webdis) and pauses the call until it is answered.
+    #[allow(clippy::too_many_arguments)]
+    fn send_top_up(
+        &mut self,
+        h: &impl Host,
+        f: &fleet::Fleet,
+        path: &str,
+        asks: Vec<Ask>,
+        targets: Vec<(String, Leased)>,
+        slots: bool,
+        now: u64,
+    ) -> Flow {
+        h.counter_add("aigw_fleet_top_ups_total.by.call", 1);
+        let mut hdrs: Vec<(&str, &str)> = vec![(":method", "GET"), (":path", path), (":authority", "aigw-fleet")];
         if let Some(a) = &f.authorization {
             hdrs.push(("authorization", a));
         }
         match h.http_call(&f.cluster, &hdrs, b"", f.timeout_ms) {
             Ok(token) => {
-                self.top_up = Some(TopUp { token, asks, targets });
+                self.top_up = Some(TopUp { token, asks, targets, slots });
                 Flow::Pause
             }
             Err(()) => {
-                self.fleet_down(h, &f, now, "the call to Webdis could not be made");
+                self.fleet_down(h, f, now, "the call to Webdis could not be made");
                 self.admit(h)
             }
         }
@@ -845,6 +946,24 @@ impl QuotaCall {
         let t = self.top_up.take()?;
         let f = self.quota.fleet.clone()?;
         let now = h.now_ms();
+        if t.slots {
+            return Some(match fleet::read_slots(answer.status, &answer.body, t.targets.len()) {
+                Some(held) => {
+                    self.grants = t
+                        .targets
+                        .into_iter()
+                        .zip(held)
+                        .map(|((key, leased), n)| (key, leased, i64::try_from(n).unwrap_or(i64::MAX)))
+                        .collect();
+                    self.admit(h)
+                }
+                None => {
+                    let why = format!("Webdis answered {}", answer.status);
+                    self.fleet_down(h, &f, now, &why);
+                    self.admit(h)
+                }
+            });
+        }
         match fleet::read_answer(answer.status, &answer.body, t.asks.len()) {
             Some(fleet::Answer::Granted(granted)) => {
                 // Merged into the leases by the admission itself, in the same write that charges
@@ -880,7 +999,8 @@ impl QuotaCall {
                         let cap = u128::from(ask.cap_units);
                         Refusal::Budget(period, cap, cap.saturating_sub(u128::from(level)), Took::default())
                     }
-                    Leased::Requests | Leased::Tokens => {
+                    // Slots are asked for by their own function, never by `aigw_take`.
+                    Leased::Requests | Leased::Tokens | Leased::Slots => {
                         let limit = Limit { rate_per_minute: ask.rate_per_minute, burst };
                         let kind = if leased == Leased::Tokens { BucketKind::Tokens } else { BucketKind::Requests };
                         let retry = retry_after_ms.unwrap_or(u64::MAX);

@@ -269,12 +269,16 @@ fn a_scope_record_round_trips_and_a_damaged_one_reads_as_new() {
         in_flight: 3,
         day: BudgetState { period: 20000, spent: 1 << 70 },
         month: BudgetState { period: 24000, spent: 9 },
+        slots: 4,
+        admits: 9,
     };
     let bytes = rec.encode();
     assert_eq!(bytes.len(), ScopeRecord::LEN);
     assert_eq!(ScopeRecord::decode(&bytes), rec);
     assert_eq!(ScopeRecord::decode(&bytes[..10]), ScopeRecord { in_flight: 0, ..ScopeRecord::default() });
     assert_eq!(ScopeRecord::decode(b""), ScopeRecord::default());
+    // A record written before calls-in-flight slots (88 bytes) reads with none held.
+    assert_eq!(ScopeRecord::decode(&bytes[..88]), ScopeRecord { slots: 0, admits: 0, ..rec });
 }
 
 fn fleet_quota(tenants: &str, fleet: &str) -> Rc<Quota> {
@@ -483,4 +487,47 @@ fn a_fleet_budget_is_leased_in_pico_usd_refunded_at_settlement_and_refused_with_
     assert_eq!(code(&h), (402, "tenant_daily_budget".to_string()));
     let msg = String::from_utf8_lossy(&h.reply().unwrap().body).into_owned();
     assert!(msg.contains("USD 10.0 (9.999999 USD spent or reserved)"), "{msg}");
+}
+
+#[test]
+fn calls_in_flight_are_slots_held_in_the_fleet_and_a_full_fleet_refuses() {
+    let q = fleet_quota(r#"{"acme": {"concurrent": 3}}"#, r#"{"cluster": "aigw_fleet", "expected_replicas": 2}"#);
+    let store = FakeHost::new();
+    store.now.set(1_000_000);
+    init_store(&store);
+    let slots = |body: &str| webdis(body);
+    // The first call holds no slot: it asks Redis to hold one, and two to spare (of 3).
+    let h = call_on(&store);
+    let mut first = QuotaCall::new(q.clone());
+    assert_eq!(first.on_request_headers(&h, false), Flow::Pause);
+    let (path, parts) = top_up_of(&h);
+    assert!(path.starts_with("/FCALL/aigw_slots/1/aigw:t%2eacme:f/"), "{path}");
+    let replica = parts[5].clone();
+    assert_eq!(replica.len(), 16, "the replica's id");
+    assert_eq!(parts[6..9], ["1600", "3", "3"], "ttl, want (1 + 2 spare), the limit");
+    assert_eq!(first.on_http_call_response(&h, 1, &slots(r#"{"FCALL":[1,3]}"#)), Some(Flow::Continue));
+    // Two more run on the slots held, with no call to Redis.
+    let mut running = vec![first];
+    for _ in 0..2 {
+        let h = call_on(&store);
+        let mut c = QuotaCall::new(q.clone());
+        assert_eq!(c.on_request_headers(&h, false), Flow::Continue);
+        assert!(h.http_calls.borrow().is_empty());
+        running.push(c);
+    }
+    // A fourth asks for more; the other replicas hold the rest: refused, 429.
+    let h = call_on(&store);
+    let mut c = QuotaCall::new(q.clone());
+    assert_eq!(c.on_request_headers(&h, false), Flow::Pause);
+    let (_, parts) = top_up_of(&h);
+    assert_eq!(parts[5], replica, "the same replica id");
+    assert_eq!(parts[7..9], ["6", "3"]);
+    assert_eq!(c.on_http_call_response(&h, 1, &slots(r#"{"FCALL":[1,3]}"#)), Some(Flow::Refused));
+    assert_eq!(code(&h), (429, "tenant_concurrent_requests".to_string()));
+    // One ends: its slot is this replica's to reuse, with no call to Redis.
+    let done = running.remove(0);
+    done.charges[0].correct(&h, 0, false, 0, 0);
+    let h = call_on(&store);
+    assert_eq!(QuotaCall::new(q.clone()).on_request_headers(&h, false), Flow::Continue);
+    assert!(h.http_calls.borrow().is_empty());
 }

@@ -11,12 +11,21 @@ use crate::host::{Host, HttpAnswer};
 use crate::quota::fleet::{self, Ask, Fleet, ACTIVE_KEY, TICKER_KEY, WORKERS_KEY};
 use crate::quota::Quota;
 
+/// Which of a scope's fleet buckets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Requests,
+    Tokens,
+    /// Calls-in-flight slots (`burst` is the limit).
+    Slots,
+}
+
 /// One fleet bucket the replica uses, as the active list names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Active {
-    /// The scope record's shared-data key, and whether this is its token bucket.
+    /// The scope record's shared-data key, and which of its buckets.
     pub record: String,
-    pub tokens: bool,
+    pub kind: Kind,
     pub redis_key: String,
     pub rate_per_minute: u64,
     pub burst: u64,
@@ -24,24 +33,52 @@ pub struct Active {
 
 impl Active {
     pub fn line(&self) -> String {
-        let kind = if self.tokens { 't' } else { 'r' };
+        let kind = match self.kind {
+            Kind::Requests => 'r',
+            Kind::Tokens => 't',
+            Kind::Slots => 'f',
+        };
         format!("{}\t{kind}\t{}\t{}\t{}", self.record, self.redis_key, self.rate_per_minute, self.burst)
     }
 
     pub fn parse(line: &str) -> Option<Active> {
         let mut f = line.split('\t');
         let record = f.next()?.to_string();
-        let tokens = match f.next()? {
-            "t" => true,
-            "r" => false,
+        let kind = match f.next()? {
+            "t" => Kind::Tokens,
+            "r" => Kind::Requests,
+            "f" => Kind::Slots,
             _ => return None,
         };
         let redis_key = f.next()?.to_string();
         let rate_per_minute = f.next()?.parse().ok()?;
         let burst = f.next()?.parse().ok()?;
-        Some(Active { record, tokens, redis_key, rate_per_minute, burst })
+        Some(Active { record, kind, redis_key, rate_per_minute, burst })
+    }
+
+    fn tokens(&self) -> bool {
+        self.kind == Kind::Tokens
     }
 }
+
+/// This replica's id in Redis (its calls-in-flight holdings): made once, by whichever worker
+/// asks first, from the clock's nanoseconds and the VM's random seed.
+pub fn replica_id(h: &impl Host) -> String {
+    use std::hash::BuildHasher;
+    if let Ok((Some(b), _)) = h.shared_get(REPLICA_KEY) {
+        return String::from_utf8_lossy(&b).into_owned();
+    }
+    let seed = std::collections::hash_map::RandomState::new().hash_one(h.now_ms());
+    let id = format!("{seed:016x}");
+    // The first worker's id wins (a key is created once).
+    let _ = update(h, REPLICA_KEY, id.as_bytes(), |_| CasStep::Refuse(()));
+    match h.shared_get(REPLICA_KEY) {
+        Ok((Some(b), _)) => String::from_utf8_lossy(&b).into_owned(),
+        _ => id,
+    }
+}
+
+const REPLICA_KEY: &str = "aigw.fleet.replica";
 
 /// The active list's first line (shared data cannot hold an empty value: it reads as missing).
 const ACTIVE_HEAD: &[u8] = b"# aigw fleet buckets\n";
@@ -90,11 +127,57 @@ pub struct Ticker {
     me: Option<u64>,
     seen: HashMap<(String, bool), Seen>,
     in_flight: Option<InFlight>,
+    /// The calls-in-flight heartbeat in flight: its call and its scopes' records.
+    slots_in_flight: Option<(u32, Vec<String>)>,
+    /// When each calls-in-flight scope last had calls, and its admissions counter then.
+    busy_ms: HashMap<String, u64>,
+    admits: HashMap<String, u64>,
 }
 
 impl Ticker {
     pub fn new(quota: Rc<Quota>) -> Ticker {
-        Ticker { quota, me: None, seen: HashMap::new(), in_flight: None }
+        Ticker {
+            quota,
+            me: None,
+            seen: HashMap::new(),
+            in_flight: None,
+            slots_in_flight: None,
+            busy_ms: HashMap::new(),
+            admits: HashMap::new(),
+        }
+    }
+
+    /// Renews this replica's calls-in-flight holdings in Redis (a heartbeat every tick: Redis
+    /// forgets a replica it has not heard from): what is in flight, and `lease.slots` to spare
+    /// while the scope has calls.
+    fn slots(&mut self, h: &impl Host, f: &Fleet, slots: &[Active], now: u64) {
+        if self.slots_in_flight.is_some() || slots.is_empty() {
+            return;
+        }
+        let replica = replica_id(h);
+        let mut path = format!("/FCALL/aigw_slots/{}", slots.len());
+        for a in slots {
+            path.push('/');
+            path.push_str(&fleet::encode(&a.redis_key));
+        }
+        path.push_str(&format!("/{replica}/{}", f.slots_ttl_ms()));
+        for a in slots {
+            let rec =
+                h.shared_get(&a.record).ok().and_then(|(b, _)| b).map(|b| ScopeRecord::decode(&b)).unwrap_or_default();
+            // Busy: calls in flight now, or calls that took a slot since the last tick.
+            let admits = self.admits.insert(a.record.clone(), rec.admits);
+            if rec.in_flight > 0 || admits.is_some_and(|before| before != rec.admits) {
+                self.busy_ms.insert(a.record.clone(), now);
+            }
+            let busy = self.busy_ms.get(&a.record).is_some_and(|t| now.saturating_sub(*t) < f.idle_return_ms);
+            // Busy: never less than it holds (calls may be using the spare ones this moment);
+            // idle: only what is in flight.
+            let want = if busy { rec.slots.max(rec.in_flight + f.lease_slots) } else { rec.in_flight };
+            path.push_str(&format!("/{want}/{}", a.burst));
+        }
+        if let Ok(token) = h.http_call(&f.cluster, &Self::headers(f, &path), b"", f.timeout_ms) {
+            self.slots_in_flight = Some((token, slots.iter().map(|a| a.record.clone()).collect()));
+        }
     }
 
     fn fleet(&self) -> Option<&Fleet> {
@@ -133,7 +216,7 @@ impl Ticker {
     pub fn on_tick(&mut self, h: &impl Host) {
         let Some(f) = self.fleet().cloned() else { return };
         let now = h.now_ms();
-        if self.in_flight.is_some() || !self.elected(h, now, f.tick_ms) {
+        if !self.elected(h, now, f.tick_ms) {
             return;
         }
         let down_until = h.shared_get(fleet::DOWN_KEY).ok().and_then(|(b, _)| b).map_or(0, |b| counter(&b));
@@ -142,11 +225,16 @@ impl Ticker {
         }
         let mut takes: Vec<(Active, u64)> = Vec::new();
         let mut gives: Vec<(Active, u64)> = Vec::new();
-        for a in active(h) {
+        let (slots, buckets): (Vec<Active>, Vec<Active>) = active(h).into_iter().partition(|a| a.kind == Kind::Slots);
+        self.slots(h, &f, &slots, now);
+        if self.in_flight.is_some() {
+            return;
+        }
+        for a in buckets {
             let rec =
                 h.shared_get(&a.record).ok().and_then(|(b, _)| b).map(|b| ScopeRecord::decode(&b)).unwrap_or_default();
-            let level = lease(if a.tokens { rec.tokens } else { rec.requests });
-            let seen = self.seen.entry((a.record.clone(), a.tokens)).or_insert(Seen {
+            let level = lease(if a.tokens() { rec.tokens } else { rec.requests });
+            let seen = self.seen.entry((a.record.clone(), a.tokens())).or_insert(Seen {
                 level,
                 per_tick: 0.0,
                 last_spent_ms: now,
@@ -159,7 +247,7 @@ impl Ticker {
             seen.level = level;
             // At most this replica's share of the burst; at least the configured lease (within it).
             let cap = fleet::units((a.burst / f.expected_replicas).max(1));
-            let floor = fleet::units(if a.tokens { f.lease_tokens } else { f.lease_requests }).min(cap);
+            let floor = fleet::units(if a.tokens() { f.lease_tokens } else { f.lease_requests }).min(cap);
             let ticks = (f.headroom_ms / f.tick_ms).max(1) as f64;
             let target = (seen.per_tick * ticks).clamp(floor as f64, cap as f64) as i64;
             if now.saturating_sub(seen.last_spent_ms) >= f.idle_return_ms && level > 0 {
@@ -212,7 +300,7 @@ impl Ticker {
         let mut out = Vec::new();
         for (a, units) in gives {
             let taken = update_scope(h, &a.record, |rec| {
-                let slot = if a.tokens { &mut rec.tokens } else { &mut rec.requests };
+                let slot = if a.tokens() { &mut rec.tokens } else { &mut rec.requests };
                 let have = u64::try_from(lease(*slot)).unwrap_or(0);
                 let back = have.min(units);
                 if back == 0 {
@@ -222,7 +310,7 @@ impl Ticker {
                 Ok(back)
             });
             if let Some(Ok(back)) = taken {
-                self.seen.remove(&(a.record.clone(), a.tokens));
+                self.seen.remove(&(a.record.clone(), a.tokens()));
                 out.push((a.redis_key.clone(), a.rate_per_minute, fleet::units(a.burst), back));
             }
         }
@@ -239,6 +327,24 @@ impl Ticker {
     pub fn on_http_call_response(&mut self, h: &impl Host, token: u32, answer: &HttpAnswer) {
         let Some(f) = self.fleet().cloned() else { return };
         let now = h.now_ms();
+        if let Some((t, records)) = self.slots_in_flight.take() {
+            if t != token {
+                self.slots_in_flight = Some((t, records));
+            } else {
+                match fleet::read_slots(answer.status, &answer.body, records.len()) {
+                    Some(held) => {
+                        for (record, n) in records.iter().zip(held) {
+                            let _ = update_scope(h, record, |rec| {
+                                rec.slots = n;
+                                Ok(())
+                            });
+                        }
+                    }
+                    None => down(h, &f, now),
+                }
+                return;
+            }
+        }
         match self.in_flight.take() {
             Some(InFlight::Take { token: t, buckets }) if t == token => {
                 match fleet::read_answer(answer.status, &answer.body, buckets.len()) {
@@ -246,11 +352,11 @@ impl Ticker {
                         for (a, g) in buckets.iter().zip(granted) {
                             let g = i64::try_from(g).unwrap_or(i64::MAX);
                             let _ = update_scope(h, &a.record, |rec| {
-                                let slot = if a.tokens { &mut rec.tokens } else { &mut rec.requests };
+                                let slot = if a.tokens() { &mut rec.tokens } else { &mut rec.requests };
                                 *slot = Some(State { units: lease(*slot).saturating_add(g), updated_ms: now });
                                 Ok(())
                             });
-                            if let Some(s) = self.seen.get_mut(&(a.record.clone(), a.tokens)) {
+                            if let Some(s) = self.seen.get_mut(&(a.record.clone(), a.tokens())) {
                                 s.level = s.level.saturating_add(g);
                             }
                         }
@@ -299,7 +405,7 @@ mod tests {
     fn bucket() -> Active {
         Active {
             record: "aigw.q.t.acme".into(),
-            tokens: false,
+            kind: Kind::Requests,
             redis_key: "aigw:t.acme:r".into(),
             rate_per_minute: 600,
             burst: 600,
