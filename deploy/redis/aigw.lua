@@ -123,30 +123,34 @@ end)
 
 -- Calls-in-flight slots (fleet mode): each key is a hash of replica -> "slots:expires_ms", the
 -- slots that replica holds, renewed by its ticker. FCALL aigw_slots N key1..keyN replica ttl_ms
--- want1 limit1 ... wantN limitN sets this replica's holding to `want` or what the other live
--- replicas leave of `limit`, whichever is less, drops holdings that expired (a replica that
--- died), and returns {1, held1, ..., heldN}.
+-- mode want1 limit1 ... wantN limitN sets this replica's holding to `want` (mode `grow`: never
+-- less than it holds already, as calls ask; mode `set`: as its ticker renews it) or what the
+-- other live replicas leave of `limit`, whichever is less, drops holdings that expired (a
+-- replica that died), and returns {1, held1, ..., heldN}.
 redis.register_function('aigw_slots', function(keys, args)
-  if #args ~= 2 + 2 * #keys then
-    return redis.error_reply('ERR aigw: expected the replica, a ttl and 2 arguments per key')
+  if #args ~= 3 + 2 * #keys then
+    return redis.error_reply('ERR aigw: expected the replica, a ttl, a mode and 2 arguments per key')
   end
-  local replica, ttl = args[1], tonumber(args[2])
+  local replica, ttl, grow = args[1], tonumber(args[2]), args[3] == 'grow'
   local now = now_ms()
   local out = {1}
   for i, key in ipairs(keys) do
-    local want, limit = tonumber(args[1 + 2 * i]), tonumber(args[2 + 2 * i])
-    local others = 0
+    local want, limit = tonumber(args[2 + 2 * i]), tonumber(args[3 + 2 * i])
+    local others, mine = 0, 0
     local all = redis.call('HGETALL', key)
     for j = 1, #all, 2 do
       local f, v = all[j], all[j + 1]
-      if f ~= replica then
-        local n, exp = string.match(v, '^(%d+):(%d+)$')
-        if n and tonumber(exp) > now then
-          others = others + tonumber(n)
-        else
-          redis.call('HDEL', key, f)
-        end
+      local n, exp = string.match(v, '^(%d+):(%d+)$')
+      if not n or tonumber(exp) <= now then
+        redis.call('HDEL', key, f)
+      elseif f == replica then
+        mine = tonumber(n)
+      else
+        others = others + tonumber(n)
       end
+    end
+    if grow then
+      want = math.max(want, mine)
     end
     local held = math.max(0, math.min(want, limit - others))
     if held > 0 then

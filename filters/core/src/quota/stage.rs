@@ -778,7 +778,11 @@ impl QuotaCall {
                 .map(|b| ScopeRecord::decode(&b))
                 .unwrap_or_default();
             if rec.in_flight >= rec.slots {
-                short_slots.push((s, max, rec.in_flight + 1 + f.lease_slots));
+                // Grown at least twofold under load, up to this replica's share of the limit
+                // (beyond it, only what it needs now).
+                let need = rec.in_flight + 1 + f.lease_slots;
+                let share = (max / f.expected_replicas).max(need);
+                short_slots.push((s, max, rec.slots.saturating_mul(2).max(need).min(share)));
             }
         }
         if !short_slots.is_empty() {
@@ -788,7 +792,7 @@ impl QuotaCall {
                 path.push('/');
                 path.push_str(&fleet::encode(&f.key(&s.key, 'f')));
             }
-            path.push_str(&format!("/{replica}/{}", f.slots_ttl_ms()));
+            path.push_str(&format!("/{replica}/{}/grow", f.slots_ttl_ms()));
             for (_, max, want) in &short_slots {
                 path.push_str(&format!("/{want}/{max}"));
             }

@@ -504,7 +504,7 @@ fn calls_in_flight_are_slots_held_in_the_fleet_and_a_full_fleet_refuses() {
     assert!(path.starts_with("/FCALL/aigw_slots/1/aigw:t%2eacme:f/"), "{path}");
     let replica = parts[5].clone();
     assert_eq!(replica.len(), 16, "the replica's id");
-    assert_eq!(parts[6..9], ["1600", "3", "3"], "ttl, want (1 + 2 spare), the limit");
+    assert_eq!(parts[6..10], ["1600", "grow", "3", "3"], "ttl, mode, want (1 + 2 spare), the limit");
     assert_eq!(first.on_http_call_response(&h, 1, &slots(r#"{"FCALL":[1,3]}"#)), Some(Flow::Continue));
     // Two more run on the slots held, with no call to Redis.
     let mut running = vec![first];
@@ -521,7 +521,7 @@ fn calls_in_flight_are_slots_held_in_the_fleet_and_a_full_fleet_refuses() {
     assert_eq!(c.on_request_headers(&h, false), Flow::Pause);
     let (_, parts) = top_up_of(&h);
     assert_eq!(parts[5], replica, "the same replica id");
-    assert_eq!(parts[7..9], ["6", "3"]);
+    assert_eq!(parts[8..10], ["6", "3"]);
     assert_eq!(c.on_http_call_response(&h, 1, &slots(r#"{"FCALL":[1,3]}"#)), Some(Flow::Refused));
     assert_eq!(code(&h), (429, "tenant_concurrent_requests".to_string()));
     // One ends: its slot is this replica's to reuse, with no call to Redis.

@@ -160,7 +160,7 @@ impl Ticker {
             path.push('/');
             path.push_str(&fleet::encode(&a.redis_key));
         }
-        path.push_str(&format!("/{replica}/{}", f.slots_ttl_ms()));
+        path.push_str(&format!("/{replica}/{}/set", f.slots_ttl_ms()));
         for a in slots {
             let rec =
                 h.shared_get(&a.record).ok().and_then(|(b, _)| b).map(|b| ScopeRecord::decode(&b)).unwrap_or_default();
