@@ -237,7 +237,9 @@ def make_config(name, port, admin, upstream_port, work):
         # `fleet-refill`, every call's lease is one call's worth (a share of 1 per replica), so
         # every call waits for a refill through Webdis: what one costs.
         cfg = render_envoy.combine(cfg)
-        fleet = {"cluster": "aigw_fleet", "timeout_ms": 2000}
+        # Each Envoy started here is a new replica: keys of its own, so that a replica measured
+        # before (gone, its calls-in-flight holding not yet expired) does not count.
+        fleet = {"cluster": "aigw_fleet", "timeout_ms": 2000, "prefix": f"bench{port}"}
         if name == "fleet-refill":
             fleet.update({"expected_replicas": 10**12, "tick_ms": 10000})
         for f in gateway_filters(cfg):
@@ -245,6 +247,11 @@ def make_config(name, port, admin, upstream_port, work):
             c = json.loads(conf["value"])
             if "quota" in c:
                 c["quota"]["fleet"] = fleet
+                if name == "fleet-refill":
+                    # A refill of the request and token leases only (calls in flight, whose
+                    # holdings a refill-per-call configuration would churn, are left out).
+                    for t in c["quota"].get("tenants", {}).values():
+                        t.pop("concurrent", None)
                 conf["value"] = json.dumps(c)
         return cfg, "/v1/chat/completions", CHAT_BODY, headers
     elif name == "responses":

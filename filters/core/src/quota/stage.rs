@@ -350,7 +350,7 @@ struct TopUp {
 
 /// Top-ups a call may make before it is refused as contended (a first call may need one for
 /// its calls-in-flight slot and one for its other leases).
-const MAX_TOP_UPS: u8 = 4;
+const MAX_TOP_UPS: u8 = 6;
 
 /// The figures for one `x-ratelimit-*` family: the caller's tightest bucket of that kind.
 #[derive(Clone, Copy)]
@@ -462,6 +462,9 @@ pub struct QuotaCall {
     top_up: Option<TopUp>,
     top_ups: u8,
     grants: Vec<(String, Leased, i64)>,
+    /// Its last calls-in-flight ask: what it asked per scope, and the scopes Redis capped.
+    slot_wants: Vec<u64>,
+    slots_capped: Vec<String>,
 }
 
 impl QuotaCall {
@@ -484,6 +487,8 @@ impl QuotaCall {
             top_up: None,
             top_ups: 0,
             grants: Vec::new(),
+            slot_wants: Vec::new(),
+            slots_capped: Vec::new(),
         }
     }
 
@@ -584,6 +589,7 @@ impl QuotaCall {
             self.grants.iter().filter(|(k, l, _)| *k == key && *l == which).map(|(_, _, g)| *g).sum::<i64>()
         };
         let granted = if fleet { (grant(Leased::Requests), grant(Leased::Tokens)) } else { (0, 0) };
+        let capped = self.slots_capped.contains(&key);
         let granted_slots = match self.grants.iter().find(|(k, l, _)| *k == key && *l == Leased::Slots) {
             Some((_, _, g)) if fleet => (true, u64::try_from(*g).unwrap_or(0)),
             _ => (false, 0),
@@ -657,10 +663,11 @@ impl QuotaCall {
                     let held = if granted_slots.0 { granted_slots.1 } else { rec.slots };
                     rec.slots = held;
                     if rec.in_flight >= held {
-                        if granted_slots.0 {
+                        if granted_slots.0 && capped {
                             // Redis had no slot to spare: the fleet is full.
                             return Err(Refusal::Concurrent(max, took));
                         }
+                        // Other calls here took them: ask again.
                         return Err(Refusal::Short);
                     }
                     rec.admits = rec.admits.wrapping_add(1);
@@ -778,11 +785,10 @@ impl QuotaCall {
                 .map(|b| ScopeRecord::decode(&b))
                 .unwrap_or_default();
             if rec.in_flight >= rec.slots {
-                // Grown at least twofold under load, up to this replica's share of the limit
-                // (beyond it, only what it needs now).
+                // This replica's share of the limit at once (a burst of calls is served in one
+                // round), or beyond it only what it needs now.
                 let need = rec.in_flight + 1 + f.lease_slots;
-                let share = (max / f.expected_replicas).max(need);
-                short_slots.push((s, max, rec.slots.saturating_mul(2).max(need).min(share)));
+                short_slots.push((s, max, (max / f.expected_replicas).max(need)));
             }
         }
         if !short_slots.is_empty() {
@@ -808,6 +814,7 @@ impl QuotaCall {
                 .collect();
             ticker::mark_active(h, &active);
             let targets = short_slots.iter().map(|(s, _, _)| (scope_key(s), Leased::Slots)).collect();
+            self.slot_wants = short_slots.iter().map(|(_, _, want)| *want).collect();
             return self.send_top_up(h, &f, &path, Vec::new(), targets, true, now);
         }
         let mut cost: Option<u128> = None;
@@ -953,6 +960,15 @@ impl QuotaCall {
         if t.slots {
             return Some(match fleet::read_slots(answer.status, &answer.body, t.targets.len()) {
                 Some(held) => {
+                    // A holding less than asked: Redis capped it (the fleet is full for now).
+                    let wants = std::mem::take(&mut self.slot_wants);
+                    self.slots_capped = t
+                        .targets
+                        .iter()
+                        .zip(held.iter().zip(wants))
+                        .filter(|(_, (held, want))| **held < *want)
+                        .map(|((key, _), _)| key.clone())
+                        .collect();
                     self.grants = t
                         .targets
                         .into_iter()

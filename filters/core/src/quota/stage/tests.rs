@@ -521,7 +521,7 @@ fn calls_in_flight_are_slots_held_in_the_fleet_and_a_full_fleet_refuses() {
     assert_eq!(c.on_request_headers(&h, false), Flow::Pause);
     let (_, parts) = top_up_of(&h);
     assert_eq!(parts[5], replica, "the same replica id");
-    assert_eq!(parts[8..10], ["6", "3"]);
+    assert_eq!(parts[8..10], ["6", "3"], "what it needs: beyond its share (3 / 2) it asks no more");
     assert_eq!(c.on_http_call_response(&h, 1, &slots(r#"{"FCALL":[1,3]}"#)), Some(Flow::Refused));
     assert_eq!(code(&h), (429, "tenant_concurrent_requests".to_string()));
     // One ends: its slot is this replica's to reuse, with no call to Redis.
