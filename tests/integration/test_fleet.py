@@ -72,11 +72,11 @@ class Fleet:
         self.redis.terminate()
         self.redis.wait(timeout=10)
 
-    def replica(self, fleet, auth=WEBDIS_AUTH, name=None, edit=None):
+    def replica(self, fleet, auth=WEBDIS_AUTH, name=None, edit=None, modules="one"):
         n = len(self.replicas)
         values = {"FLEET_PORT": self.webdis_port, "QUOTA_FLEET": json.dumps(fleet)}
         gw = Gateway(self.dir / (name or f"replica{n}"),
-                     lambda t: (edit or (lambda x: x))(t.replace(TINY, TINY_FLEET)), values=values)
+                     lambda t: (edit or (lambda x: x))(t.replace(TINY, TINY_FLEET)), values=values, modules=modules)
         gw.start_envoy(extra_env={"AIGW_FLEET_AUTH": auth})
         self.replicas.append(gw)
         return gw
@@ -424,3 +424,20 @@ def test_calls_in_flight_are_limited_fleet_wide(fleet):
     assert refused.json()["error"]["code"] == "tenant_concurrent_requests", refused.text
     # All ended: the fleet's slots are free again, on either replica.
     assert all(r.status_code == 200 for r in (one(0), one(1)))
+
+
+def test_the_design_cards_quota_filter_keeps_the_fleet_limit_too(fleet):
+    """The design card's layout (one module per filter): its `quota` filter runs fleet mode (and
+    its ticker) as the `gateway` filter does."""
+    replicas = [fleet.replica({**FLEET, "prefix": "card"}, name=f"card{i}", modules="separate") for i in range(2)]
+    with ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(lambda i: call(replicas[i % 2]).status_code, range(40)))
+    assert set(codes) <= {200, 429}, codes
+    admitted = codes.count(200)
+    for gw in replicas:
+        while call(gw).status_code == 200:
+            admitted += 1
+            assert admitted < 60
+    assert 30 <= admitted <= 31, admitted
+    keys = subprocess.run(fleet.cli("KEYS", "card:*"), capture_output=True, text=True).stdout.split()
+    assert "card:t.tiny:r" in keys

@@ -152,6 +152,11 @@ impl ScopeRecord {
     }
 }
 
+/// A scope's record as stored (a missing or unreadable one reads as new).
+fn read_record(h: &impl Host, key: &str) -> ScopeRecord {
+    h.shared_get(key).ok().and_then(|(b, _)| b).map(|b| ScopeRecord::decode(&b)).unwrap_or_default()
+}
+
 fn scope_key(scope: &Scope) -> String {
     format!("aigw.q.{}", scope.key)
 }
@@ -522,8 +527,14 @@ impl QuotaCall {
         // For the per-attempt provider buckets, and for audit-emit to settle a call that
         // reports no usage.
         h.set_property(headers::PROP_QUOTA_ESTIMATE, &encode_estimate(&self.estimate));
+        // Fleet mode spends its leases with no read of whether Redis is down: that is asked
+        // only when a lease is short (then the call is served in the unavailable mode).
+        let mode = if self.quota.fleet.is_some() { FleetMode::Lease } else { FleetMode::Off };
+        self.admit_in(h, &scopes, now, tokens, mode)
+    }
+
+    fn admit_in(&mut self, h: &impl Host, scopes: &[Scope], now: u64, tokens: u64, mode: FleetMode) -> Flow {
         let mut cost: Option<u128> = None;
-        let mode = self.fleet_mode(h, now);
         let fleet_flag = match mode {
             FleetMode::Unavailable(m) => Some(format!("fleet_unavailable:{}", m.as_str())),
             _ => None,
@@ -538,7 +549,7 @@ impl QuotaCall {
                 return refuse(h, &fleet_unavailable(), &[("retry-after", secs)]);
             }
         }
-        for scope in &scopes {
+        for scope in scopes {
             let (charged, fleet) = match (mode, &self.quota.fleet) {
                 (FleetMode::Unavailable(m), Some(f)) => (unavailable_scope(scope, m, f.expected_replicas), false),
                 (m, _) => (scope.clone(), m == FleetMode::Lease),
@@ -548,9 +559,12 @@ impl QuotaCall {
                 Err(stop) => {
                     undo(h, &self.charges, now);
                     self.charges.clear();
-                    return match stop {
-                        Some(action) => action,
-                        None => self.start_top_up(h, &scopes, tokens, now),
+                    return match (stop, self.fleet_mode(h, now)) {
+                        (Some(action), _) => action,
+                        (None, FleetMode::Unavailable(m)) => {
+                            self.admit_in(h, scopes, now, tokens, FleetMode::Unavailable(m))
+                        }
+                        (None, _) => self.start_top_up(h, scopes, tokens, now),
                     };
                 }
             }
@@ -756,12 +770,7 @@ impl QuotaCall {
             // calls-in-flight slots, the fleet is full; otherwise, contended.
             for s in scopes {
                 let Some(max) = s.limits.concurrent else { continue };
-                let rec = h
-                    .shared_get(&scope_key(s))
-                    .ok()
-                    .and_then(|(b, _)| b)
-                    .map(|b| ScopeRecord::decode(&b))
-                    .unwrap_or_default();
+                let rec = read_record(h, &scope_key(s));
                 if rec.in_flight >= rec.slots {
                     return self.refuse_scope(h, s, now, 0, Refusal::Concurrent(max, Took::default()));
                 }
@@ -778,12 +787,7 @@ impl QuotaCall {
         let mut short_slots = Vec::new();
         for s in scopes {
             let Some(max) = s.limits.concurrent else { continue };
-            let rec = h
-                .shared_get(&scope_key(s))
-                .ok()
-                .and_then(|(b, _)| b)
-                .map(|b| ScopeRecord::decode(&b))
-                .unwrap_or_default();
+            let rec = read_record(h, &scope_key(s));
             if rec.in_flight >= rec.slots {
                 // This replica's share of the limit at once (a burst of calls is served in one
                 // round), or beyond it only what it needs now.
@@ -819,12 +823,7 @@ impl QuotaCall {
         }
         let mut cost: Option<u128> = None;
         for s in scopes {
-            let rec = h
-                .shared_get(&scope_key(s))
-                .ok()
-                .and_then(|(b, _)| b)
-                .map(|b| ScopeRecord::decode(&b))
-                .unwrap_or_default();
+            let rec = read_record(h, &scope_key(s));
             let buckets = [
                 (s.limits.requests, rec.requests, 1, f.lease_requests, 'r', Leased::Requests),
                 (s.limits.tokens, rec.tokens, tokens, f.lease_tokens, 't', Leased::Tokens),

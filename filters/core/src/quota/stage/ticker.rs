@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use super::{counter, lease, update, update_scope, CasStep, ScopeRecord, State};
+use super::{counter, lease, read_record, update, update_scope, CasStep, State};
 use crate::host::{Host, HttpAnswer};
 use crate::quota::fleet::{self, Ask, Fleet, ACTIVE_KEY, TICKER_KEY, WORKERS_KEY};
 use crate::quota::Quota;
@@ -162,8 +162,7 @@ impl Ticker {
         }
         path.push_str(&format!("/{replica}/{}/set", f.slots_ttl_ms()));
         for a in slots {
-            let rec =
-                h.shared_get(&a.record).ok().and_then(|(b, _)| b).map(|b| ScopeRecord::decode(&b)).unwrap_or_default();
+            let rec = read_record(h, &a.record);
             // Busy: calls in flight now, or calls that took a slot since the last tick.
             let admits = self.admits.insert(a.record.clone(), rec.admits);
             if rec.in_flight > 0 || admits.is_some_and(|before| before != rec.admits) {
@@ -231,8 +230,7 @@ impl Ticker {
             return;
         }
         for a in buckets {
-            let rec =
-                h.shared_get(&a.record).ok().and_then(|(b, _)| b).map(|b| ScopeRecord::decode(&b)).unwrap_or_default();
+            let rec = read_record(h, &a.record);
             let level = lease(if a.tokens() { rec.tokens } else { rec.requests });
             let seen = self.seen.entry((a.record.clone(), a.tokens())).or_insert(Seen {
                 level,
@@ -388,6 +386,7 @@ fn down(h: &impl Host, f: &Fleet, now: u64) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::ScopeRecord;
     use super::*;
     use crate::host::FakeHost;
     use crate::quota::QuotaConfig;
