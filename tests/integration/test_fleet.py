@@ -441,3 +441,42 @@ def test_the_design_cards_quota_filter_keeps_the_fleet_limit_too(fleet):
     assert 30 <= admitted <= 31, admitted
     keys = subprocess.run(fleet.cli("KEYS", "card:*"), capture_output=True, text=True).stdout.split()
     assert "card:t.tiny:r" in keys
+
+
+ANTHROPIC = '"anthropic":{"requests_per_minute":4000,"tokens_per_minute":8000000}'
+
+
+@pytest.mark.parametrize("layout", ["gateway", "filters"])
+def test_a_providers_bucket_is_the_fleets_and_an_attempt_waits_for_its_lease(fleet, layout):
+    # Anthropic's capacity: 12 calls, and one more a minute, for the whole fleet (the `fleet`
+    # alias goes to Anthropic first; a provider bucket's refusal is final).
+    def edit(t):
+        assert ANTHROPIC in t
+        return t.replace(ANTHROPIC, '"anthropic":{"requests_per_minute":1,"requests_burst":12}')
+    if layout == "filters":
+        # The design card's layout, each filter from its own module: `quota_upstream` waits.
+        replicas = [fleet.replica({**FLEET, "prefix": "prov-f"}, name=f"prov-f{i}", edit=edit, modules="separate")
+                    for i in range(2)]
+    else:
+        replicas = [fleet.replica({**FLEET, "prefix": "prov"}, name=f"prov{i}", edit=edit) for i in range(3)]
+    started = time.time()
+    n = len(replicas)
+    with ThreadPoolExecutor(8) as pool:
+        rs = list(pool.map(lambda i: call(replicas[i % n], key="acme"), range(30)))
+    codes = [r.status_code for r in rs]
+    assert set(codes) <= {200, 429}, codes
+    assert {r.json()["error"]["code"] for r in rs if r.status_code == 429} == {"provider_requests_per_minute"}
+    flood = codes.count(200)
+    drained = 0
+    for gw in replicas:
+        while call(gw, key="acme").status_code == 200:
+            drained += 1
+            assert drained < 30
+    refill = int((time.time() - started) / 60) + 1
+    assert 12 <= flood + drained <= 12 + refill, (flood, drained)
+    # Every replica sent some: the capacity is the fleet's, and its attempts took leases.
+    for gw in replicas:
+        assert fleet_stats(gw).get("wasmcustom.aigw_fleet_top_ups_total.by.attempt", 0) >= 1
+    prefix = "prov-f" if layout == "filters" else "prov"
+    keys = subprocess.run(fleet.cli("KEYS", f"{prefix}:*"), capture_output=True, text=True).stdout.split()
+    assert f"{prefix}:p.anthropic:r" in keys, keys

@@ -510,6 +510,10 @@ pub struct AttemptCall {
     credential: Option<AttemptCredential>,
     /// The route stage holds the headers until the (translated) body is complete.
     route_holds_headers: bool,
+    /// The provider's buckets wait for a fleet top-up (the request waits with them).
+    quota_waits: bool,
+    /// The whole request body has been seen (while the attempt waited, it was held).
+    body_done: bool,
     refused: bool,
     status: u16,
 }
@@ -518,10 +522,12 @@ impl AttemptCall {
     pub fn new(cfg: Rc<Upstream>) -> AttemptCall {
         AttemptCall {
             route: cfg.route.clone().map(|r| RouteAttempt::new(r).sending_parts()),
-            quota: cfg.quota.clone().map(|quota| ProviderAttempt { quota }),
+            quota: cfg.quota.clone().map(ProviderAttempt::new),
             cfg,
             credential: None,
             route_holds_headers: false,
+            quota_waits: false,
+            body_done: false,
             refused: false,
             status: 0,
         }
@@ -532,6 +538,7 @@ impl AttemptCall {
     }
 
     pub fn on_request_headers(&mut self, h: &impl Host, eos: bool) -> Flow {
+        self.body_done = eos;
         if let Some(r) = &mut self.route {
             match r.on_request_headers(h, eos) {
                 Flow::Continue => {}
@@ -562,11 +569,23 @@ impl AttemptCall {
     /// The stages after route, on the request headers: the provider's buckets, then its key.
     fn after_route_headers(&mut self, h: &impl Host) -> Flow {
         if let Some(q) = &mut self.quota {
-            if q.on_request_headers(h) == Flow::Refused {
-                self.refused = true;
-                return Flow::Refused;
+            match q.on_request_headers(h) {
+                Flow::Continue => {}
+                Flow::Pause => {
+                    self.quota_waits = true;
+                    return Flow::Pause;
+                }
+                Flow::Refused => {
+                    self.refused = true;
+                    return Flow::Refused;
+                }
             }
         }
+        self.inject_credential(h);
+        Flow::Continue
+    }
+
+    fn inject_credential(&mut self, h: &impl Host) {
         if let Some(plane) = &self.cfg.credentials {
             let provider = h.upstream_metadata(headers::METADATA_PROVIDER).unwrap_or_default();
             let region = h.upstream_metadata(headers::METADATA_REGION);
@@ -575,7 +594,6 @@ impl AttemptCall {
             let clean = self.route.as_ref().is_some_and(|r| r.drops_credentials());
             self.credential = auth::inject(h, plane, &provider, region.as_deref(), clean);
         }
-        Flow::Continue
     }
 
     fn sign(&self, h: &impl Host, body: &[u8]) {
@@ -586,6 +604,11 @@ impl AttemptCall {
     }
 
     pub fn on_request_body(&mut self, h: &impl Host, size: usize, eos: bool) -> Flow {
+        self.body_done |= eos;
+        if self.quota_waits {
+            // Held with the headers until the provider's buckets have a lease.
+            return Flow::Pause;
+        }
         if self.route_holds_headers {
             match self.route.as_mut().map(|r| r.on_request_body(h, size, eos)) {
                 Some(Flow::Pause) => return Flow::Pause,
@@ -596,10 +619,17 @@ impl AttemptCall {
                 _ => {}
             }
             self.route_holds_headers = false;
-            if self.after_route_headers(h) == Flow::Refused {
-                return Flow::Refused;
+            match self.after_route_headers(h) {
+                Flow::Continue => {}
+                flow => return flow,
             }
         }
+        self.after_body(h, eos)
+    }
+
+    /// The request body, after the provider's buckets: signed for Bedrock once complete, and an
+    /// embeddings batch's other parts sent. `Continue`: the request goes on.
+    fn after_body(&mut self, h: &impl Host, eos: bool) -> Flow {
         if self.bedrock() {
             if !eos {
                 return Flow::Pause;
@@ -663,8 +693,37 @@ impl AttemptCall {
         route.parts_pending()
     }
 
-    /// A part's answer: when it is the last one out, the attempt's request goes on.
+    /// A fleet top-up's answer: the attempt goes on (credential, signature, batch parts) or is
+    /// refused. A part's answer: when it is the last one out, the attempt's request goes on.
     pub fn on_http_call_response(&mut self, h: &impl Host, token: u32, answer: &HttpAnswer) {
+        if self.quota_waits {
+            let Some(flow) = self.quota.as_mut().and_then(|q| q.on_http_call_response(h, token, answer)) else {
+                return;
+            };
+            match flow {
+                Flow::Pause => return,
+                Flow::Refused => {
+                    self.quota_waits = false;
+                    self.refused = true;
+                    return;
+                }
+                Flow::Continue => self.quota_waits = false,
+            }
+            self.inject_credential(h);
+            // The whole body is held (or there is none): signed, parts sent; otherwise the
+            // rest of it comes through `on_request_body` (Bedrock signs it there).
+            let go = if self.body_done {
+                self.after_body(h, true)
+            } else if self.bedrock() {
+                Flow::Pause
+            } else {
+                Flow::Continue
+            };
+            if go == Flow::Continue {
+                h.resume_request();
+            }
+            return;
+        }
         if self.route.as_mut().is_some_and(|r| r.part_answered(token, answer)) {
             h.resume_request();
         }

@@ -75,7 +75,9 @@ impl RootContext for Root {
         Some(match self.role {
             Role::Listener => Box::new(Forward(Stateful::new(QuotaCall::new(quota), Side::Listener, Writers::Many)))
                 as Box<dyn HttpContext>,
-            Role::Attempt => Box::new(Forward(Stateful::new(ProviderAttempt { quota }, Side::Attempt, Writers::Many))),
+            Role::Attempt => {
+                Box::new(Forward(Stateful::new(ProviderAttempt::new(quota), Side::Attempt, Writers::Many)))
+            }
         })
     }
 

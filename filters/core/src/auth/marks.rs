@@ -97,11 +97,7 @@ impl MarkSync {
     }
 
     fn call(&self, h: &impl Host, path: &str) -> Option<u32> {
-        let mut hdrs = vec![(":method", "GET"), (":path", path), (":authority", "aigw-fleet")];
-        if let Some(a) = &self.fleet.authorization {
-            hdrs.push(("authorization", a.as_str()));
-        }
-        h.http_call(&self.fleet.cluster, &hdrs, b"", self.fleet.timeout_ms).ok()
+        self.fleet.call(h, path)
     }
 
     pub fn on_tick(&mut self, h: &impl Host) {

@@ -80,11 +80,7 @@ impl Shared {
     }
 
     fn headers<'a>(&'a self, method: &'a str, path: &'a str) -> Vec<(&'a str, &'a str)> {
-        let mut h = vec![(":method", method), (":path", path), (":authority", "aigw-fleet")];
-        if let Some(a) = &self.authorization {
-            h.push(("authorization", a.as_str()));
-        }
-        h
+        crate::quota::fleet::webdis_headers(method, path, self.authorization.as_deref())
     }
 
     /// Asks Redis for an entry: the call's token (`None`: the call could not be made).

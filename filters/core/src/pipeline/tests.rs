@@ -846,3 +846,35 @@ fn the_route_stage_alone_refuses_a_batch_it_would_have_to_split() {
     assert_eq!((reply.status, out["error"]["param"].as_str()), (400, Some("input")));
     assert!(h.http_calls.borrow().is_empty());
 }
+
+#[test]
+fn an_attempt_whose_provider_lease_is_short_waits_for_a_fleet_top_up_then_carries_its_key() {
+    let mut v = one_table_config();
+    v["providers"]["anthropic"]["limits"] = serde_json::json!({"requests_per_minute": 60, "requests_burst": 60});
+    v["quota"]["fleet"] = serde_json::json!({"cluster": "aigw_fleet", "lease": {"requests": 5}});
+    let env = |n: &str| Some(format!("key-of-{n}"));
+    let u = Rc::new(Upstream::compile(serde_json::from_value(v).unwrap(), &env).unwrap());
+    let h = attempt_host("chat", "anthropic");
+    let mut a = AttemptCall::new(u.clone());
+    assert_eq!(a.on_request_headers(&h, false), Flow::Pause);
+    let n = h.request_body.borrow().len();
+    // The translated body is complete: the provider's lease is empty, the attempt waits.
+    assert_eq!(a.on_request_body(&h, n, true), Flow::Pause);
+    let path = h.http_calls.borrow()[0].headers.iter().find(|(k, _)| k == ":path").unwrap().1.clone();
+    assert!(path.starts_with("/FCALL/aigw_take/1/aigw:p%2eanthropic:r/60/"), "{path}");
+    assert!(h.request_header("x-api-key").is_none(), "no key before the attempt is admitted");
+    // Redis grants five calls: the attempt goes on, with its key.
+    let grant = HttpAnswer { status: 200, headers: vec![], body: br#"{"FCALL":[1,300000]}"#.to_vec() };
+    a.on_http_call_response(&h, 1, &grant);
+    assert_eq!(*h.resumed.borrow(), ["request"]);
+    assert_eq!(h.request_header("x-api-key").as_deref(), Some("key-of-ANT"));
+    assert_eq!(h.property_string(&[headers::PROP_QUOTA_PROVIDERS]).as_deref(), Some("anthropic"));
+    // The next attempt on this replica spends the lease with no call out.
+    let h2 = attempt_host("chat", "anthropic");
+    *h2.shared.borrow_mut() = h.shared.borrow().clone();
+    let mut a2 = AttemptCall::new(u);
+    assert_eq!(a2.on_request_headers(&h2, false), Flow::Pause);
+    assert_eq!(a2.on_request_body(&h2, n, true), Flow::Continue);
+    assert!(h2.http_calls.borrow().is_empty());
+    assert_eq!(h2.request_header("x-api-key").as_deref(), Some("key-of-ANT"));
+}

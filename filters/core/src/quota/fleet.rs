@@ -14,6 +14,7 @@
 use serde::Deserialize;
 
 use crate::error::ConfigError;
+use crate::host::Host;
 use crate::quota::bucket::UNITS_PER_TOKEN;
 
 /// `quota.fleet` in the configuration.
@@ -229,6 +230,21 @@ impl Fleet {
     pub fn key(&self, scope_key: &str, bucket: char) -> String {
         format!("{}:{scope_key}:{bucket}", self.prefix)
     }
+
+    /// Sends `GET path` to Webdis: the call's token (`None`: the proxy refused the call).
+    pub fn call(&self, h: &impl Host, path: &str) -> Option<u32> {
+        h.http_call(&self.cluster, &webdis_headers("GET", path, self.authorization.as_deref()), b"", self.timeout_ms)
+            .ok()
+    }
+}
+
+/// The headers of a call to Webdis: `method` on `path`, with the fleet's credential.
+pub fn webdis_headers<'a>(method: &'a str, path: &'a str, authorization: Option<&'a str>) -> Vec<(&'a str, &'a str)> {
+    let mut h = vec![(":method", method), (":path", path), (":authority", "aigw-fleet")];
+    if let Some(a) = authorization {
+        h.push(("authorization", a));
+    }
+    h
 }
 
 /// One fleet bucket a top-up asks for: its key, its refill rate (units per ms: a request or

@@ -559,7 +559,7 @@ impl QuotaCall {
                 Err(stop) => {
                     undo(h, &self.charges, now);
                     self.charges.clear();
-                    return match (stop, self.fleet_mode(h, now)) {
+                    return match (stop, fleet_mode(&self.quota, h, now)) {
                         (Some(action), _) => action,
                         (None, FleetMode::Unavailable(m)) => {
                             self.admit_in(h, scopes, now, tokens, FleetMode::Unavailable(m))
@@ -749,18 +749,6 @@ impl QuotaCall {
         Ok(())
     }
 
-    /// Whether the fleet's buckets serve this call by lease, or Redis is taken as unavailable
-    /// (until the time a failed top-up set).
-    fn fleet_mode(&self, h: &impl Host, now: u64) -> FleetMode {
-        let Some(f) = &self.quota.fleet else { return FleetMode::Off };
-        let down_until = h.shared_get(fleet::DOWN_KEY).ok().and_then(|(b, _)| b).map_or(0, |b| counter(&b));
-        if now < down_until {
-            FleetMode::Unavailable(f.unavailable)
-        } else {
-            FleetMode::Lease
-        }
-    }
-
     /// A lease is short: asks Redis, in one call, for what the call needs from each of its fleet
     /// buckets plus a new lease for each bucket that is short or low, and waits for the answer.
     fn start_top_up(&mut self, h: &impl Host, scopes: &[Scope], tokens: u64, now: u64) -> Flow {
@@ -911,30 +899,16 @@ impl QuotaCall {
         now: u64,
     ) -> Flow {
         h.counter_add("aigw_fleet_top_ups_total.by.call", 1);
-        let mut hdrs: Vec<(&str, &str)> = vec![(":method", "GET"), (":path", path), (":authority", "aigw-fleet")];
-        if let Some(a) = &f.authorization {
-            hdrs.push(("authorization", a));
-        }
-        match h.http_call(&f.cluster, &hdrs, b"", f.timeout_ms) {
-            Ok(token) => {
+        match f.call(h, path) {
+            Some(token) => {
                 self.top_up = Some(TopUp { token, asks, targets, slots });
                 Flow::Pause
             }
-            Err(()) => {
-                self.fleet_down(h, f, now, "the call to Webdis could not be made");
+            None => {
+                fleet_down(h, f, now, "the call to Webdis could not be made");
                 self.admit(h)
             }
         }
-    }
-
-    fn fleet_down(&self, h: &impl Host, f: &fleet::Fleet, now: u64, why: &str) {
-        let until = now.saturating_add(f.retry_ms);
-        let _ = h.shared_set(fleet::DOWN_KEY, &until.to_le_bytes(), None);
-        h.warn(&format!(
-            "quota: fleet store unavailable ({why}); serving in `{}` mode for {} ms",
-            f.unavailable.as_str(),
-            f.retry_ms
-        ));
     }
 
     /// Whether the call waits for a top-up.
@@ -978,7 +952,7 @@ impl QuotaCall {
                 }
                 None => {
                     let why = format!("Webdis answered {}", answer.status);
-                    self.fleet_down(h, &f, now, &why);
+                    fleet_down(h, &f, now, &why);
                     self.admit(h)
                 }
             });
@@ -1036,7 +1010,7 @@ impl QuotaCall {
             }
             None => {
                 let why = format!("Webdis answered {}", answer.status);
-                self.fleet_down(h, &f, now, &why);
+                fleet_down(h, &f, now, &why);
                 Some(self.admit(h))
             }
         }
@@ -1297,14 +1271,18 @@ impl QuotaCall {
         let taken = i64::try_from(self.estimate.tokens()).unwrap_or(i64::MAX);
         let last = providers.len().saturating_sub(1);
         for (i, p) in providers.iter().enumerate() {
-            let Some(scope) = self.quota.provider(p) else { continue };
+            let Some((scope, fleet)) = charged_provider_scope(&self.quota, p) else { continue };
             let Some(limit) = scope.limits.tokens else { continue };
             let delta = if i == last && self.ok { actual - taken } else { -taken };
             if delta == 0 {
                 continue;
             }
             if update_scope(h, &scope_key(&scope), |rec| {
-                rec.tokens = Some(limit.adjust(rec.tokens, now, delta));
+                rec.tokens = Some(if fleet {
+                    lease_adjust(rec.tokens, now, delta)
+                } else {
+                    limit.adjust(rec.tokens, now, delta)
+                });
                 Ok(())
             })
             .is_none()
@@ -1320,11 +1298,56 @@ impl QuotaCall {
 
 pub struct ProviderAttempt {
     pub quota: Rc<Quota>,
+    /// The provider this attempt goes to, once its buckets are known to apply.
+    provider: Option<String>,
+    /// Fleet mode: the top-up the attempt waits for (its token, and what each ask leases).
+    top_up: Option<(u32, Vec<Ask>, Vec<Leased>)>,
+    /// Fleet mode: what Redis granted the attempt (request and token units), merged into the
+    /// leases in the write that charges the attempt.
+    grants: (i64, i64),
+    top_ups: u8,
+}
+
+/// How the attempt's provider entry names the way its buckets were charged (for the listener to
+/// settle them): `provider` (its buckets or its fleet leases), `provider~local` (its share while
+/// Redis is unavailable), `provider~open` (nothing charged).
+const MODE_SEP: char = '~';
+
+/// The provider scope an entry of the charged-providers list was charged in, or `None` when
+/// nothing was charged; and whether it is a fleet lease.
+fn charged_provider_scope(q: &Quota, entry: &str) -> Option<(Scope, bool)> {
+    let (provider, mode) = entry.split_once(MODE_SEP).unwrap_or((entry, ""));
+    let scope = q.provider(provider)?;
+    match (mode, &q.fleet) {
+        ("", f) => Some((scope, f.is_some())),
+        ("local", Some(f)) => Some((unavailable_scope(&scope, Unavailable::Local, f.expected_replicas), false)),
+        _ => None,
+    }
 }
 
 impl ProviderAttempt {
+    pub fn new(quota: Rc<Quota>) -> ProviderAttempt {
+        ProviderAttempt { quota, provider: None, top_up: None, grants: (0, 0), top_ups: 0 }
+    }
+
     pub fn on_request_headers(&mut self, h: &impl Host) -> Flow {
         let Some(provider) = h.upstream_metadata(headers::METADATA_PROVIDER) else { return Flow::Continue };
+        if self.quota.provider(&provider).is_none() {
+            return Flow::Continue;
+        }
+        self.provider = Some(provider);
+        // As on the listener, a lease is spent with no read of whether Redis is down.
+        let mode = if self.quota.fleet.is_some() { FleetMode::Lease } else { FleetMode::Off };
+        self.admit(h, mode)
+    }
+
+    /// Whether the attempt waits for a top-up.
+    pub fn waits(&self) -> bool {
+        self.top_up.is_some()
+    }
+
+    fn admit(&mut self, h: &impl Host, mode: FleetMode) -> Flow {
+        let Some(provider) = self.provider.clone() else { return Flow::Continue };
         let Some(scope) = self.quota.provider(&provider) else { return Flow::Continue };
         let tokens: u64 = h
             .property_string(&[headers::PROP_QUOTA_ESTIMATE])
@@ -1332,16 +1355,61 @@ impl ProviderAttempt {
             .map(|e| e.tokens())
             .unwrap_or(0);
         let now = h.now_ms();
+        let mut entry = provider.clone();
+        let (scope, fleet) = match (mode, &self.quota.fleet) {
+            (FleetMode::Unavailable(m), Some(f)) => {
+                h.counter_add(&format!("aigw_fleet_unavailable_total.mode.{}", m.as_str()), 1);
+                let mut flags = h.property_string(&[headers::PROP_QUOTA_FLAGS]).unwrap_or_default();
+                let flag = format!("fleet_unavailable:{}", m.as_str());
+                if !flags.split(',').any(|x| x == flag) {
+                    if !flags.is_empty() {
+                        flags.push(',');
+                    }
+                    flags.push_str(&flag);
+                    h.set_property(headers::PROP_QUOTA_FLAGS, &flags);
+                }
+                if m == Unavailable::Closed {
+                    mark_last_attempt(h, &provider);
+                    h.set_property(headers::PROP_REFUSAL, "quota");
+                    let secs = retry_after_secs(f.retry_ms).to_string();
+                    h.send_error(&fleet_unavailable(), messages_door(h), &[("retry-after", &secs)]);
+                    return Flow::Refused;
+                }
+                entry.push(MODE_SEP);
+                entry.push_str(m.as_str());
+                (unavailable_scope(&scope, m, f.expected_replicas), false)
+            }
+            (m, _) => (scope, m == FleetMode::Lease),
+        };
         let l = scope.limits;
-        let mut refused: Option<(BucketKind, u64)> = None;
+        let key = scope_key(&scope);
+        let granted = std::mem::take(&mut self.grants);
+        let mut outcome = None;
         if l.requests.is_some() || l.tokens.is_some() {
             // Both buckets in one write: a refusal by either takes nothing from the other.
-            let outcome = update_scope(h, &scope_key(&scope), |rec| {
+            outcome = update_scope(h, &key, |rec| {
+                if fleet {
+                    // The lease left (and this attempt's grant), spent exactly; short: the
+                    // attempt waits for a top-up.
+                    let need = i64::try_from(tokens).unwrap_or(i64::MAX).saturating_mul(UNITS);
+                    let requests = lease(rec.requests).saturating_add(granted.0);
+                    let toks = lease(rec.tokens).saturating_add(granted.1);
+                    if (l.requests.is_some() && requests < UNITS) || (l.tokens.is_some() && toks < need) {
+                        return Err(Some((None, 0)));
+                    }
+                    if l.requests.is_some() {
+                        rec.requests = Some(State { units: requests - UNITS, updated_ms: now });
+                    }
+                    if l.tokens.is_some() {
+                        rec.tokens = Some(State { units: toks - need, updated_ms: now });
+                    }
+                    return Ok(None);
+                }
                 if let Some(limit) = l.requests {
                     match limit.take(rec.requests, now, 1) {
                         Decision::Allowed { state, .. } => rec.requests = Some(state),
                         Decision::Refused { retry_after_ms, .. } => {
-                            return Err(Some((BucketKind::Requests, retry_after_ms)))
+                            return Err(Some((Some(BucketKind::Requests), retry_after_ms)))
                         }
                     }
                 }
@@ -1349,32 +1417,156 @@ impl ProviderAttempt {
                     match limit.take(rec.tokens, now, tokens) {
                         Decision::Allowed { state, .. } => rec.tokens = Some(state),
                         Decision::Refused { retry_after_ms, .. } => {
-                            return Err(Some((BucketKind::Tokens, retry_after_ms)))
+                            return Err(Some((Some(BucketKind::Tokens), retry_after_ms)))
                         }
                     }
                 }
                 Ok(None)
             });
-            refused = match outcome {
-                Some(Ok(_)) => None,
-                Some(Err(r)) => r,
-                None => Some((BucketKind::Requests, 1000)),
-            };
         }
-        let Some((kind, retry_ms)) = refused else {
-            let mut list = h.property_string(&[headers::PROP_QUOTA_PROVIDERS]).unwrap_or_default();
-            if !list.is_empty() {
-                list.push(',');
+        match outcome {
+            None if l.requests.is_some() || l.tokens.is_some() => self.refuse(h, &provider, BucketKind::Requests, 1000),
+            None | Some(Ok(_)) => {
+                let mut list = h.property_string(&[headers::PROP_QUOTA_PROVIDERS]).unwrap_or_default();
+                if !list.is_empty() {
+                    list.push(',');
+                }
+                list.push_str(&entry);
+                h.set_property(headers::PROP_QUOTA_PROVIDERS, &list);
+                Flow::Continue
             }
-            list.push_str(&provider);
-            h.set_property(headers::PROP_QUOTA_PROVIDERS, &list);
-            return Flow::Continue;
-        };
+            Some(Err(Some((Some(kind), retry_ms)))) => self.refuse(h, &provider, kind, retry_ms),
+            Some(Err(_)) => {
+                // Short: what Redis granted stays in the leases, never lost.
+                if granted != (0, 0) {
+                    let credited = update_scope(h, &key, |rec| {
+                        Leased::Requests.credit(rec, granted.0, now);
+                        Leased::Tokens.credit(rec, granted.1, now);
+                        Ok(())
+                    });
+                    if credited.is_none() {
+                        h.warn(&format!("quota: a fleet lease for {key} could not be stored"));
+                    }
+                }
+                match (fleet_mode(&self.quota, h, now), &self.quota.fleet) {
+                    (FleetMode::Unavailable(m), _) => self.admit(h, FleetMode::Unavailable(m)),
+                    (_, Some(f)) => {
+                        let f = f.clone();
+                        self.start_top_up(h, &f, &scope, tokens, now)
+                    }
+                    (_, None) => Flow::Continue,
+                }
+            }
+        }
+    }
+
+    /// The provider's lease is short: asks Redis for what the attempt needs plus a new lease,
+    /// and waits for the answer.
+    fn start_top_up(&mut self, h: &impl Host, f: &fleet::Fleet, scope: &Scope, tokens: u64, now: u64) -> Flow {
+        let provider = self.provider.clone().unwrap_or_default();
+        if self.top_ups >= MAX_TOP_UPS {
+            // Other attempts on this replica took every lease this one waited for.
+            return self.refuse(h, &provider, BucketKind::Requests, 1000);
+        }
+        self.top_ups += 1;
+        let key = scope_key(scope);
+        let rec = read_record(h, &key);
+        let mut asks = Vec::new();
+        let mut leased = Vec::new();
+        let mut active = Vec::new();
+        let buckets = [
+            (scope.limits.requests, rec.requests, 1, f.lease_requests, 'r', Leased::Requests),
+            (scope.limits.tokens, rec.tokens, tokens, f.lease_tokens, 't', Leased::Tokens),
+        ];
+        for (limit, state, cost, lease_tokens, tag, which) in buckets {
+            let Some(limit) = limit else { continue };
+            let have = lease(state);
+            let need =
+                if have < i64::try_from(fleet::units(cost)).unwrap_or(i64::MAX) { fleet::units(cost) } else { 0 };
+            let share = (limit.burst / f.expected_replicas).max(1);
+            let want = fleet::units(lease_tokens.min(share)).max(need);
+            if need == 0 && have >= i64::try_from(want / 4).unwrap_or(i64::MAX) {
+                continue;
+            }
+            asks.push(Ask {
+                key: f.key(&scope.key, tag),
+                rate_per_minute: limit.rate_per_minute,
+                cap_units: fleet::units(limit.burst),
+                need_units: need,
+                want_units: want,
+                ttl_ms: 0,
+            });
+            leased.push(which);
+            active.push(ticker::Active {
+                record: key.clone(),
+                kind: if which == Leased::Tokens { ticker::Kind::Tokens } else { ticker::Kind::Requests },
+                redis_key: f.key(&scope.key, tag),
+                rate_per_minute: limit.rate_per_minute,
+                burst: limit.burst,
+            });
+        }
+        if asks.is_empty() {
+            // Another attempt topped the lease up meanwhile.
+            return self.admit(h, FleetMode::Lease);
+        }
+        // From now on the listener's ticker keeps this lease topped up ahead of need.
+        ticker::mark_active(h, &active);
+        h.counter_add("aigw_fleet_top_ups_total.by.attempt", 1);
+        match f.call(h, &fleet::take_path(&asks)) {
+            Some(token) => {
+                self.top_up = Some((token, asks, leased));
+                Flow::Pause
+            }
+            None => {
+                fleet_down(h, f, now, "the call to Webdis could not be made");
+                self.admit(h, FleetMode::Unavailable(f.unavailable))
+            }
+        }
+    }
+
+    /// The answer to a top-up: the attempt is charged (or tops up again, or is refused). `None`:
+    /// not this attempt's top-up.
+    pub fn on_http_call_response(
+        &mut self,
+        h: &impl Host,
+        token: u32,
+        answer: &crate::host::HttpAnswer,
+    ) -> Option<Flow> {
+        if self.top_up.as_ref().is_none_or(|t| t.0 != token) {
+            return None;
+        }
+        let (_, asks, leased) = self.top_up.take()?;
+        let f = self.quota.fleet.clone()?;
+        Some(match fleet::read_answer(answer.status, &answer.body, asks.len()) {
+            Some(fleet::Answer::Granted(granted)) => {
+                for (which, g) in leased.into_iter().zip(granted) {
+                    let g = i64::try_from(g).unwrap_or(i64::MAX);
+                    match which {
+                        Leased::Tokens => self.grants.1 = g,
+                        _ => self.grants.0 = g,
+                    }
+                }
+                self.admit(h, FleetMode::Lease)
+            }
+            Some(fleet::Answer::Short { index, retry_after_ms, .. }) => {
+                let kind =
+                    if leased.get(index) == Some(&Leased::Tokens) { BucketKind::Tokens } else { BucketKind::Requests };
+                let provider = self.provider.clone().unwrap_or_default();
+                self.refuse(h, &provider, kind, retry_after_ms.unwrap_or(u64::MAX))
+            }
+            None => {
+                fleet_down(h, &f, h.now_ms(), &format!("Webdis answered {}", answer.status));
+                self.admit(h, FleetMode::Unavailable(f.unavailable))
+            }
+        })
+    }
+
+    fn refuse(&self, h: &impl Host, provider: &str, kind: BucketKind, retry_ms: u64) -> Flow {
         // Not sent. Envoy does not retry an upstream filter's own answer (nor a reset from it,
         // which ends the caller's stream), so this refusal is final: the call is not moved to
         // the chain's next provider. It names no figures: the bucket is shared by every tenant.
         let secs = if retry_ms == u64::MAX { 60 } else { retry_after_secs(retry_ms) };
-        mark_last_attempt(h, &provider);
+        mark_last_attempt(h, provider);
         h.set_property(headers::PROP_REFUSAL, "quota");
         let err = GatewayError::new(
             429,
@@ -1385,6 +1577,29 @@ impl ProviderAttempt {
         h.send_error(&err, messages_door(h), &[("retry-after", &secs.to_string())]);
         Flow::Refused
     }
+}
+
+/// Whether the fleet's buckets serve by lease, or Redis is taken as unavailable (until the time a
+/// failed top-up set).
+fn fleet_mode(q: &Quota, h: &impl Host, now: u64) -> FleetMode {
+    let Some(f) = &q.fleet else { return FleetMode::Off };
+    let down_until = h.shared_get(fleet::DOWN_KEY).ok().and_then(|(b, _)| b).map_or(0, |b| counter(&b));
+    if now < down_until {
+        FleetMode::Unavailable(f.unavailable)
+    } else {
+        FleetMode::Lease
+    }
+}
+
+/// Takes Redis as unavailable for `retry_ms`, and says why.
+fn fleet_down(h: &impl Host, f: &fleet::Fleet, now: u64, why: &str) {
+    let until = now.saturating_add(f.retry_ms);
+    let _ = h.shared_set(fleet::DOWN_KEY, &until.to_le_bytes(), None);
+    h.warn(&format!(
+        "quota: fleet store unavailable ({why}); serving in `{}` mode for {} ms",
+        f.unavailable.as_str(),
+        f.retry_ms
+    ));
 }
 
 /// Marks this attempt in the call's record (route-select, before this filter, opened it) as
@@ -1426,6 +1641,19 @@ impl crate::host::Callbacks for QuotaCall {
 impl crate::host::Callbacks for ProviderAttempt {
     fn on_request_headers<H: Host>(&mut self, h: &H, _eos: bool) -> Flow {
         ProviderAttempt::on_request_headers(self, h)
+    }
+    fn on_request_body<H: Host>(&mut self, _h: &H, _size: usize, _eos: bool) -> Flow {
+        // The body waits with the headers for a top-up's answer.
+        if self.waits() {
+            Flow::Pause
+        } else {
+            Flow::Continue
+        }
+    }
+    fn on_http_call_response<H: Host>(&mut self, h: &H, token: u32, answer: &crate::host::HttpAnswer) {
+        if ProviderAttempt::on_http_call_response(self, h, token, answer) == Some(Flow::Continue) {
+            h.resume_request();
+        }
     }
 }
 

@@ -141,7 +141,7 @@ fn an_empty_provider_bucket_refuses_the_attempt_and_marks_it() {
             headers::PROP_ATTEMPTS,
             r#"[{"provider":"anthropic","region":null,"model":"m","status":null,"latency_ms":null,"error_class":"no_response"}]"#,
         );
-        let flow = ProviderAttempt { quota: q.clone() }.on_request_headers(&h);
+        let flow = ProviderAttempt::new(q.clone()).on_request_headers(&h);
         (flow, h)
     };
     let (first, h1) = attempt(&store);
@@ -247,7 +247,7 @@ fn a_provider_whose_token_bucket_refuses_keeps_its_request_bucket() {
         let h = store.worker();
         h.set_property("xds.upstream_host_metadata.filter_metadata.aigw.provider", "anthropic");
         h.set_property(headers::PROP_QUOTA_ESTIMATE, "14 100");
-        let flow = ProviderAttempt { quota: q.clone() }.on_request_headers(&h);
+        let flow = ProviderAttempt::new(q.clone()).on_request_headers(&h);
         (flow, h)
     };
     assert_eq!(attempt().0, Flow::Continue);
@@ -530,4 +530,126 @@ fn calls_in_flight_are_slots_held_in_the_fleet_and_a_full_fleet_refuses() {
     let h = call_on(&store);
     assert_eq!(QuotaCall::new(q.clone()).on_request_headers(&h, false), Flow::Continue);
     assert!(h.http_calls.borrow().is_empty());
+}
+
+fn fleet_providers(providers: &str, fleet: &str) -> Rc<Quota> {
+    let cfg: QuotaConfig = serde_json::from_str(&format!(
+        r#"{{"tenants": {{}}, "providers": {providers}, "fleet": {fleet}, "price_book": {BOOK}}}"#
+    ))
+    .unwrap();
+    Rc::new(Quota::compile(&cfg).unwrap())
+}
+
+/// An attempt to `anthropic` on a worker sharing `store`, with the listener's estimate.
+fn provider_attempt(store: &FakeHost) -> FakeHost {
+    let h = store.worker();
+    h.set_property("xds.upstream_host_metadata.filter_metadata.aigw.provider", "anthropic");
+    h.set_property(headers::PROP_QUOTA_ESTIMATE, "14 100");
+    h
+}
+
+#[test]
+fn provider_buckets_are_fleet_leases_topped_up_by_an_attempt_that_waits_and_settled_by_the_listener() {
+    let q = fleet_providers(
+        r#"{"anthropic": {"requests_per_minute": 60, "requests_burst": 60, "tokens_per_minute": 60000, "tokens_burst": 100000}}"#,
+        r#"{"cluster": "aigw_fleet", "lease": {"requests": 2, "tokens": 1000}}"#,
+    );
+    let store = FakeHost::new();
+    store.now.set(1_000_000);
+    init_store(&store);
+    let record = || ScopeRecord::decode(&store.shared_get("aigw.q.p.anthropic").unwrap().0.unwrap());
+    // The first attempt finds no lease: one top-up over both of the provider's buckets.
+    let h = provider_attempt(&store);
+    let mut a = ProviderAttempt::new(q.clone());
+    assert_eq!(a.on_request_headers(&h), Flow::Pause);
+    assert!(a.waits());
+    let (path, parts) = top_up_of(&h);
+    assert!(path.starts_with("/FCALL/aigw_take/2/aigw:p%2eanthropic:r/aigw:p%2eanthropic:t/"), "{path}");
+    let units = |t: u64| (t * 60_000).to_string();
+    assert_eq!(parts[6..11], ["60", &units(60), &units(1), &units(2), "0"]);
+    assert_eq!(parts[11..16], ["60000", &units(100000), &units(EST), &units(1000), "0"]);
+    // From now on the ticker keeps the provider's lease topped up too.
+    let active = String::from_utf8(store.shared_get(fleet::ACTIVE_KEY).unwrap().0.unwrap()).unwrap();
+    assert!(active.contains("p.anthropic\tr\taigw:p.anthropic:r\t60\t60"), "{active}");
+    let grant = webdis(&format!(r#"{{"FCALL":[1,{},{}]}}"#, units(2), units(1000)));
+    assert_eq!(a.on_http_call_response(&h, 9, &grant), None, "not its call");
+    assert_eq!(a.on_http_call_response(&h, 1, &grant), Some(Flow::Continue));
+    assert_eq!(h.property_string(&[headers::PROP_QUOTA_PROVIDERS]).as_deref(), Some("anthropic"));
+    assert_eq!((lease(record().requests) / UNITS, lease(record().tokens) / UNITS), (1, 1000 - EST as i64));
+    // The listener settles the attempt that answered to its usage (30 tokens), in the lease.
+    let l = call_on(&store);
+    let mut c = QuotaCall::new(q.clone());
+    assert_eq!(c.on_request_headers(&l, false), Flow::Continue);
+    l.set_property(headers::PROP_QUOTA_PROVIDERS, "anthropic");
+    l.response_headers.borrow_mut().push((":status".into(), "200".into()));
+    c.on_response_headers(&l, true);
+    let used = Usage { input: 20, cached_input: 0, output: 10, reasoning: 0 };
+    l.set_property(
+        headers::PROP_SETTLED,
+        &Settled { usage: Some(used), estimated: false, cost_pico: Some(1) }.encode(),
+    );
+    c.on_log(&l);
+    assert_eq!(lease(record().tokens) / UNITS, 1000 - 30);
+    // The second attempt spends the lease with no call out.
+    let h = provider_attempt(&store);
+    assert_eq!(ProviderAttempt::new(q.clone()).on_request_headers(&h), Flow::Continue);
+    assert!(h.http_calls.borrow().is_empty());
+    // The third tops up, and Redis's bucket is empty: a final 429 with Redis's time to refill.
+    let h = provider_attempt(&store);
+    let mut a = ProviderAttempt::new(q.clone());
+    assert_eq!(a.on_request_headers(&h), Flow::Pause);
+    assert_eq!(a.on_http_call_response(&h, 1, &webdis(r#"{"FCALL":[0,1,2500]}"#)), Some(Flow::Refused));
+    assert_eq!(code(&h), (429, "provider_requests_per_minute".to_string()));
+    assert_eq!(reply_header(&h, "retry-after").as_deref(), Some("3"));
+    assert!(reply_header(&h, "x-ratelimit-limit-requests").is_none(), "no figures for a shared bucket");
+    // Webdis refusing (an ACL, Redis down) is never a grant: the configured mode serves, and the
+    // listener settles the attempt in that mode's own bucket.
+    let h = provider_attempt(&store);
+    let mut a = ProviderAttempt::new(q.clone());
+    assert_eq!(a.on_request_headers(&h), Flow::Pause);
+    let down = crate::host::HttpAnswer { status: 401, headers: vec![], body: vec![] };
+    assert_eq!(a.on_http_call_response(&h, 1, &down), Some(Flow::Continue));
+    assert_eq!(h.property_string(&[headers::PROP_QUOTA_PROVIDERS]).as_deref(), Some("anthropic~local"));
+    assert_eq!(h.property_string(&[headers::PROP_QUOTA_FLAGS]).as_deref(), Some("fleet_unavailable:local"));
+    let solo = |s: &FakeHost| ScopeRecord::decode(&s.shared_get("aigw.q.p.anthropic.solo").unwrap().0.unwrap());
+    let replicas = q.fleet.as_ref().unwrap().expected_replicas;
+    let share =
+        unavailable_scope(&q.provider("anthropic").unwrap(), Unavailable::Local, replicas).limits.tokens.unwrap();
+    let level = |s: &FakeHost| share.peek(solo(s).tokens, 1_000_000).0;
+    assert_eq!(level(&store), 100000 / replicas - EST, "the replica's own share was charged its estimate");
+    let l = call_on(&store);
+    let mut c = QuotaCall::new(q.clone());
+    assert_eq!(c.on_request_headers(&l, false), Flow::Continue);
+    l.set_property(headers::PROP_QUOTA_PROVIDERS, "anthropic~local");
+    l.response_headers.borrow_mut().push((":status".into(), "200".into()));
+    c.on_response_headers(&l, true);
+    l.set_property(
+        headers::PROP_SETTLED,
+        &Settled { usage: Some(used), estimated: false, cost_pico: Some(1) }.encode(),
+    );
+    c.on_log(&l);
+    assert_eq!(level(&store), 100000 / replicas - 30, "settled in that share");
+    assert!(charged_provider_scope(&q, "anthropic~open").is_none(), "nothing to settle");
+}
+
+#[test]
+fn a_closed_fleet_refuses_a_provider_attempt_and_an_open_one_admits_it() {
+    for (mode, flow) in [("closed", Flow::Refused), ("open", Flow::Continue)] {
+        let q = fleet_providers(
+            r#"{"anthropic": {"requests_per_minute": 60}}"#,
+            &format!(r#"{{"cluster": "aigw_fleet", "unavailable": "{mode}"}}"#),
+        );
+        let store = FakeHost::new();
+        store.now.set(1_000_000);
+        init_store(&store);
+        store.shared_set(fleet::DOWN_KEY, &2_000_000u64.to_le_bytes(), None).unwrap();
+        let h = provider_attempt(&store);
+        assert_eq!(ProviderAttempt::new(q).on_request_headers(&h), flow, "{mode}");
+        assert!(h.http_calls.borrow().is_empty(), "Redis is down: no call out");
+        if mode == "closed" {
+            assert_eq!(code(&h), (503, "quota_unavailable".to_string()));
+        } else {
+            assert_eq!(h.property_string(&[headers::PROP_QUOTA_PROVIDERS]).as_deref(), Some("anthropic~open"));
+        }
+    }
 }

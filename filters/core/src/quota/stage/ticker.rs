@@ -174,7 +174,7 @@ impl Ticker {
             let want = if busy { rec.slots.max(rec.in_flight + f.lease_slots) } else { rec.in_flight };
             path.push_str(&format!("/{want}/{}", a.burst));
         }
-        if let Ok(token) = h.http_call(&f.cluster, &Self::headers(f, &path), b"", f.timeout_ms) {
+        if let Some(token) = f.call(h, &path) {
             self.slots_in_flight = Some((token, slots.iter().map(|a| a.record.clone()).collect()));
         }
     }
@@ -261,14 +261,6 @@ impl Ticker {
         }
     }
 
-    fn headers<'a>(f: &'a Fleet, path: &'a str) -> Vec<(&'a str, &'a str)> {
-        let mut hdrs = vec![(":method", "GET"), (":path", path), (":authority", "aigw-fleet")];
-        if let Some(a) = &f.authorization {
-            hdrs.push(("authorization", a.as_str()));
-        }
-        hdrs
-    }
-
     fn take(&mut self, h: &impl Host, f: &Fleet, takes: Vec<(Active, u64)>, now: u64) {
         let asks: Vec<Ask> = takes
             .iter()
@@ -283,11 +275,11 @@ impl Ticker {
             .collect();
         let path = fleet::take_path(&asks);
         h.counter_add("aigw_fleet_top_ups_total.by.ticker", 1);
-        match h.http_call(&f.cluster, &Self::headers(f, &path), b"", f.timeout_ms) {
-            Ok(token) => {
+        match f.call(h, &path) {
+            Some(token) => {
                 self.in_flight = Some(InFlight::Take { token, buckets: takes.into_iter().map(|(a, _)| a).collect() })
             }
-            Err(()) => down(h, f, now),
+            None => down(h, f, now),
         }
     }
 
@@ -316,9 +308,9 @@ impl Ticker {
             return;
         }
         let path = fleet::give_path(&out);
-        match h.http_call(&f.cluster, &Self::headers(f, &path), b"", f.timeout_ms) {
-            Ok(token) => self.in_flight = Some(InFlight::Give { token }),
-            Err(()) => down(h, f, now),
+        match f.call(h, &path) {
+            Some(token) => self.in_flight = Some(InFlight::Give { token }),
+            None => down(h, f, now),
         }
     }
 
