@@ -107,18 +107,39 @@ redis.register_function('aigw_cache_get', function(keys, args)
   return redis.call('GET', keys[1])
 end)
 
--- Bad-credential marks (a provider's 401/403), shared by every replica: the value is the time
--- (ms) until which the credential is skipped. FCALL aigw_marks_put N key.. until1 ttl1 .. -> {1};
--- FCALL aigw_marks_get N key.. -> the values (nil where there is no mark).
+-- Bad-credential marks (a provider's 401/403), shared by every replica: one hash, field
+-- "provider<TAB>credential name", value the time (ms, the replicas' clock) until which the
+-- credential is skipped. FCALL aigw_marks_put 1 key field1 until1 ... keeps the later time of
+-- each and returns {1}; FCALL aigw_marks_get 1 key now_ms drops the marks that ended before
+-- `now_ms` and returns the others, {field1, until1, ...}.
 redis.register_function('aigw_marks_put', function(keys, args)
-  for i, key in ipairs(keys) do
-    redis.call('SET', key, args[2 * i - 1], 'PX', math.max(1, tonumber(args[2 * i])))
+  if #keys ~= 1 or #args % 2 ~= 0 then
+    return redis.error_reply('ERR aigw: expected one key and field/until pairs')
+  end
+  for i = 1, #args, 2 do
+    local cur = tonumber(redis.call('HGET', keys[1], args[i]) or '0') or 0
+    if tonumber(args[i + 1]) > cur then
+      redis.call('HSET', keys[1], args[i], args[i + 1])
+    end
   end
   return {1}
 end)
 redis.register_function('aigw_marks_get', function(keys, args)
-  if #keys == 0 then return {} end
-  return redis.call('MGET', unpack(keys))
+  if #keys ~= 1 or #args ~= 1 then
+    return redis.error_reply('ERR aigw: expected one key and the time')
+  end
+  local now = tonumber(args[1])
+  local all = redis.call('HGETALL', keys[1])
+  local out = {}
+  for i = 1, #all, 2 do
+    if tonumber(all[i + 1]) > now then
+      out[#out + 1] = all[i]
+      out[#out + 1] = all[i + 1]
+    else
+      redis.call('HDEL', keys[1], all[i])
+    end
+  end
+  return out
 end)
 
 -- Calls-in-flight slots (fleet mode): each key is a hash of replica -> "slots:expires_ms", the

@@ -362,10 +362,12 @@ def test_the_shared_cache_serves_an_entry_on_a_replica_other_than_the_one_that_s
     assert third.headers["x-aigw-cache"] == "hit"
 
 
-def test_a_credential_one_replica_saw_refused_is_skipped_by_every_replica(fleet):
+@pytest.mark.parametrize("modules", ["one", "separate"])
+def test_a_credential_one_replica_saw_refused_is_skipped_by_every_replica(fleet, modules):
     """Anthropic's credentials: `stale` (refused by the provider) before `current`. Replica A
     tries `stale` once, gets a 401 and marks it; through Redis, replica B skips it without ever
-    sending it."""
+    sending it. In the design card's layout (`separate`), `auth_key_swap_upstream` makes the mark
+    and `quota_upstream`, which holds the fleet configuration, shares it."""
     from conftest import PROVIDER_ENV, PROVIDER_KEYS
     stale = "sk-ant-stale-rotated-out-0000"
 
@@ -375,11 +377,12 @@ def test_a_credential_one_replica_saw_refused_is_skipped_by_every_replica(fleet)
                          '{"name": "stale", "key_env": "ANTHROPIC_API_KEY_STALE"},'
                          '{"name": "current", "key_env": "ANTHROPIC_API_KEY"}]}')
 
+    prefix = f"marks-{modules}"
     replicas = []
     for i in range(2):
-        values = {"FLEET_PORT": fleet.webdis_port, "QUOTA_FLEET": json.dumps({**FLEET, "prefix": "marks"}),
+        values = {"FLEET_PORT": fleet.webdis_port, "QUOTA_FLEET": json.dumps({**FLEET, "prefix": prefix}),
                   "PROVIDER_ENV_KEYS": ", ".join([*PROVIDER_ENV, "ANTHROPIC_API_KEY_STALE", "AIGW_FLEET_AUTH"])}
-        gw = Gateway(fleet.dir / f"marks{i}", creds, values=values)
+        gw = Gateway(fleet.dir / f"{prefix}{i}", creds, values=values, modules=modules)
         gw.start_envoy(extra_env={"AIGW_FLEET_AUTH": WEBDIS_AUTH, "ANTHROPIC_API_KEY_STALE": stale})
         fleet.replicas.append(gw)
         replicas.append(gw)
@@ -387,10 +390,12 @@ def test_a_credential_one_replica_saw_refused_is_skipped_by_every_replica(fleet)
     first = a.chat(f"mark {time.time_ns()}")
     assert first.status_code == 502 and first.json()["error"]["code"] == "upstream_authentication", first.text
     deadline = time.time() + 5
-    while time.time() < deadline:
-        if subprocess.run(fleet.cli("GET", "marks:bad:anthropic:stale"), capture_output=True, text=True).stdout.strip():
-            break
+    shared = ""
+    while not shared and time.time() < deadline:
         time.sleep(0.05)
+        shared = subprocess.run(fleet.cli("HGET", f"{prefix}:bad", "anthropic\tstale"),
+                                capture_output=True, text=True).stdout.strip()
+    assert shared.isdigit() and int(shared) > time.time() * 1000, shared
     time.sleep(1.3)  # B reads the fleet's marks every second
     for _ in range(3):
         r = b.chat(f"skip {time.time_ns()}")

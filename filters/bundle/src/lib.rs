@@ -79,7 +79,8 @@ struct Root {
     ticker: Option<Ticker>,
     /// The shared cache's writer (the listener's cache with `shared`): see `cache::shared`.
     writer: Option<Writer>,
-    /// Fleet mode's bad-credential marks (per attempt, quota with `fleet`): see `auth::marks`.
+    /// Fleet mode's bad-credential marks (per attempt, the quota stage with `fleet`): see
+    /// `auth::marks`.
     marks: Option<MarkSync>,
     /// `gateway`/`gateway_upstream`: the side's only writer of the call state; a design-card
     /// filter shares its side with the others.
@@ -178,9 +179,11 @@ impl RootContext for Root {
         if let Some(Compiled::Attempt(u)) = &self.compiled {
             if let Some(q) = &u.quota {
                 aigw_core::quota::stage::init_store(&ProxyHost);
-                if let (Some(f), Some(plane)) = (&q.fleet, &u.credentials) {
+                // (The design card's `auth_key_swap_upstream` makes marks in the same shared
+                // data: `quota_upstream`, whose configuration holds `fleet`, shares them.)
+                if let Some(f) = &q.fleet {
                     if host::set_tick_period(f.tick_ms) {
-                        self.marks = Some(MarkSync::new(f.clone(), plane));
+                        self.marks = Some(MarkSync::new(f.clone()));
                     }
                 }
             }

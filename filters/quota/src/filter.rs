@@ -5,6 +5,7 @@
 
 use std::rc::Rc;
 
+use aigw_core::auth::marks::MarkSync;
 use aigw_core::call_state::{Side, Stateful, Writers};
 use aigw_core::quota::stage::ticker::Ticker;
 use aigw_core::quota::stage::{init_store, ProviderAttempt, QuotaCall};
@@ -24,12 +25,19 @@ struct Root {
     role: Role,
     /// Fleet mode's ticker (see `quota::stage::ticker`).
     ticker: Option<Ticker>,
+    /// `quota_upstream` in fleet mode: the bad-credential marks `auth_key_swap_upstream` makes
+    /// in the same shared data, shared with the fleet (see `auth::marks`).
+    marks: Option<MarkSync>,
 }
 
 impl Context for Root {
     fn on_http_call_response(&mut self, token: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
+        let answer = host::http_call_answer(body_size);
+        if self.marks.as_mut().is_some_and(|m| m.on_http_call_response(&ProxyHost, token, &answer)) {
+            return;
+        }
         if let Some(t) = &mut self.ticker {
-            t.on_http_call_response(&ProxyHost, token, &host::http_call_answer(body_size));
+            t.on_http_call_response(&ProxyHost, token, &answer);
         }
     }
 }
@@ -38,6 +46,9 @@ impl RootContext for Root {
     fn on_tick(&mut self) {
         if let Some(t) = &mut self.ticker {
             t.on_tick(&ProxyHost);
+        }
+        if let Some(m) = &mut self.marks {
+            m.on_tick(&ProxyHost);
         }
     }
 
@@ -59,11 +70,15 @@ impl RootContext for Root {
             Rc::new(q)
         });
         self.ticker = None;
+        self.marks = None;
         if let Some(q) = &self.quota {
             init_store(&ProxyHost);
-            if let (Some(f), Role::Listener) = (&q.fleet, self.role) {
+            if let Some(f) = &q.fleet {
                 if host::set_tick_period(f.tick_ms) {
-                    self.ticker = Some(Ticker::new(q.clone()));
+                    match self.role {
+                        Role::Listener => self.ticker = Some(Ticker::new(q.clone())),
+                        Role::Attempt => self.marks = Some(MarkSync::new(f.clone())),
+                    }
                 }
             }
         }
@@ -88,5 +103,5 @@ impl RootContext for Root {
 
 /// A new root context of this filter (what `proxy_wasm::set_root_context` needs).
 pub fn root() -> Box<dyn RootContext> {
-    Box::new(Root { quota: None, role: Role::Listener, ticker: None })
+    Box::new(Root { quota: None, role: Role::Listener, ticker: None, marks: None })
 }

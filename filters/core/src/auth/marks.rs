@@ -1,13 +1,13 @@
 //! Bad-credential marks for the fleet (fleet mode): a credential one replica saw a provider
 //! refuse (401/403) is skipped by every replica. A mark is queued in shared data where it is
-//! made; the per-attempt root context's ticker sends queued marks to Redis and, every second,
-//! reads the marks of every credential the configuration names, keeping the later of each.
+//! made; a per-attempt root context in fleet mode (the `gateway_upstream` filter's, or the
+//! design card's `quota_upstream`) sends queued marks to Redis on its tick and, every second,
+//! reads every mark the fleet holds, keeping the later of each. The credential stage reads marks
+//! from shared data only, so it needs no fleet configuration of its own.
 
 use crate::auth::credentials::bad_mark_key;
-use crate::auth::CredentialPlane;
 use crate::host::{Host, HttpAnswer, SharedSetError};
-use crate::quota::fleet::Fleet;
-
+use crate::quota::fleet::{self, Fleet};
 /// Marks made here and not yet sent (`provider\tname\tuntil` lines).
 pub const QUEUE_KEY: &str = "aigw.cred.bad.out";
 const QUEUE_HEAD: &[u8] = b"# aigw bad-credential marks for Redis\n";
@@ -58,11 +58,9 @@ enum InFlight {
     Get(u32),
 }
 
-/// The per-attempt root context's part of fleet mode.
+/// A per-attempt root context's part of fleet mode.
 pub struct MarkSync {
     fleet: Fleet,
-    /// Every credential the configuration names: (provider, name).
-    names: Vec<(String, String)>,
     in_flight: Option<InFlight>,
     last_get_ms: u64,
 }
@@ -71,67 +69,35 @@ pub struct MarkSync {
 const GET_EVERY_MS: u64 = 1000;
 
 impl MarkSync {
-    pub fn new(fleet: Fleet, plane: &CredentialPlane) -> MarkSync {
-        let mut names: Vec<(String, String)> = plane
-            .providers
-            .iter()
-            .flat_map(|(p, c)| c.credentials.iter().map(move |c| (p.clone(), c.name.clone())))
-            .collect();
-        names.sort();
-        MarkSync { fleet, names, in_flight: None, last_get_ms: 0 }
+    pub fn new(fleet: Fleet) -> MarkSync {
+        MarkSync { fleet, in_flight: None, last_get_ms: 0 }
     }
 
-    fn key(&self, provider: &str, name: &str) -> String {
-        let enc = |s: &str| -> String {
-            s.bytes()
-                .map(|b| {
-                    if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
-                        (b as char).to_string()
-                    } else {
-                        format!("%{b:02x}")
-                    }
-                })
-                .collect()
-        };
-        format!("{}:bad:{}:{}", self.fleet.prefix, enc(provider), enc(name))
-    }
-
-    fn call(&self, h: &impl Host, path: &str) -> Option<u32> {
-        self.fleet.call(h, path)
+    /// The Redis hash of the fleet's marks.
+    fn key(&self) -> String {
+        format!("{}:bad", self.fleet.prefix)
     }
 
     pub fn on_tick(&mut self, h: &impl Host) {
-        if self.in_flight.is_some() || self.names.is_empty() {
+        if self.in_flight.is_some() {
             return;
         }
         let now = h.now_ms();
         let marks: Vec<_> = take_queue(h).into_iter().filter(|(_, _, until)| *until > now).collect();
         if !marks.is_empty() {
-            let mut path = format!("/FCALL/aigw_marks_put/{}", marks.len());
-            for (p, n, _) in &marks {
-                path.push('/');
-                path.push_str(&self.key(p, n));
+            let mut path = format!("/FCALL/aigw_marks_put/1/{}", fleet::encode(&self.key()));
+            for (p, n, until) in &marks {
+                path.push_str(&format!("/{}/{until}", fleet::encode(&format!("{p}\t{n}"))));
             }
-            for (_, _, until) in &marks {
-                path.push_str(&format!("/{until}/{}", until - now));
-            }
-            if let Some(t) = self.call(h, &path) {
-                self.in_flight = Some(InFlight::Put(t));
-            }
+            self.in_flight = self.fleet.call(h, &path).map(InFlight::Put);
             return;
         }
         if now.saturating_sub(self.last_get_ms) < GET_EVERY_MS {
             return;
         }
         self.last_get_ms = now;
-        let mut path = format!("/FCALL/aigw_marks_get/{}", self.names.len());
-        for (p, n) in &self.names {
-            path.push('/');
-            path.push_str(&self.key(p, n));
-        }
-        if let Some(t) = self.call(h, &path) {
-            self.in_flight = Some(InFlight::Get(t));
-        }
+        let path = format!("/FCALL/aigw_marks_get/1/{}/{now}", fleet::encode(&self.key()));
+        self.in_flight = self.fleet.call(h, &path).map(InFlight::Get);
     }
 
     /// Whether `token` was one of this part's calls.
@@ -155,8 +121,10 @@ impl MarkSync {
                     .and_then(|v| v.get("FCALL").and_then(|a| a.as_array().cloned()))
                     .unwrap_or_default();
                 let now = h.now_ms();
-                for ((p, n), v) in self.names.iter().zip(values) {
-                    let Some(until) = v.as_str().and_then(|s| s.parse::<u64>().ok()).filter(|u| *u > now) else {
+                for pair in values.chunks(2) {
+                    let [field, until] = pair else { continue };
+                    let Some((p, n)) = field.as_str().and_then(|f| f.split_once('\t')) else { continue };
+                    let Some(until) = until.as_str().and_then(|s| s.parse::<u64>().ok()).filter(|u| *u > now) else {
                         continue;
                     };
                     let key = bad_mark_key(p, n);
@@ -187,15 +155,6 @@ mod tests {
         Fleet::compile(&cfg).unwrap()
     }
 
-    fn plane() -> CredentialPlane {
-        let cfg: crate::auth::AuthConfig = serde_json::from_str(
-            r#"{"providers": {"anthropic": {"api": "anthropic", "credentials": [
-                {"name": "stale", "key_env": "A1"}, {"name": "current", "key_env": "A2"}]}}}"#,
-        )
-        .unwrap();
-        crate::auth::compile_credentials(cfg, &|_| Some("k".into())).unwrap()
-    }
-
     fn path(h: &FakeHost, i: usize) -> String {
         h.http_calls.borrow()[i].headers.iter().find(|(k, _)| k == ":path").unwrap().1.clone()
     }
@@ -206,24 +165,31 @@ mod tests {
         let a = FakeHost::new();
         a.now.set(10_000);
         queue(&a, "anthropic", "stale", 70_000);
-        let mut sync_a = MarkSync::new(fleet(), &plane());
+        let mut sync_a = MarkSync::new(fleet());
         sync_a.on_tick(&a);
-        assert_eq!(path(&a, 0), "/FCALL/aigw_marks_put/1/aigw:bad:anthropic:stale/70000/60000");
+        assert_eq!(path(&a, 0), "/FCALL/aigw_marks_put/1/aigw:bad/anthropic%09stale/70000");
         let ok = HttpAnswer::new(vec![(":status".into(), "200".into())], br#"{"FCALL":[1]}"#.to_vec());
         assert!(sync_a.on_http_call_response(&a, 1, &ok));
         sync_a.on_tick(&a);
-        assert!(path(&a, 1).starts_with("/FCALL/aigw_marks_get/2/"), "then it reads them, once the queue is empty");
-        // Replica B reads the fleet's marks: the later one is kept here.
+        assert_eq!(
+            path(&a, 1),
+            "/FCALL/aigw_marks_get/1/aigw:bad/10000",
+            "then it reads them, once the queue is empty"
+        );
+        // Replica B reads every mark the fleet holds: the later one is kept here.
         let b = FakeHost::new();
         b.now.set(10_500);
-        let mut sync_b = MarkSync::new(fleet(), &plane());
+        let mut sync_b = MarkSync::new(fleet());
         sync_b.on_tick(&b);
-        assert_eq!(path(&b, 0), "/FCALL/aigw_marks_get/2/aigw:bad:anthropic:current/aigw:bad:anthropic:stale");
-        let marks = HttpAnswer::new(vec![(":status".into(), "200".into())], br#"{"FCALL":[null,"70000"]}"#.to_vec());
+        assert_eq!(path(&b, 0), "/FCALL/aigw_marks_get/1/aigw:bad/10500");
+        let marks = HttpAnswer::new(
+            vec![(":status".into(), "200".into())],
+            br#"{"FCALL":["anthropic\tstale","70000","anthropic\tgone","10400","no tab","99999"]}"#.to_vec(),
+        );
         assert!(sync_b.on_http_call_response(&b, 1, &marks));
         let stored = b.shared_get(&bad_mark_key("anthropic", "stale")).unwrap().0.unwrap();
         assert_eq!(u64::from_le_bytes(stored[..8].try_into().unwrap()), 70_000);
-        assert!(b.shared_get(&bad_mark_key("anthropic", "current")).unwrap().0.is_none());
+        assert!(b.shared_get(&bad_mark_key("anthropic", "gone")).unwrap().0.is_none(), "a mark that has ended");
         // Read again only after a second; an error answer changes nothing.
         b.now.set(11_000);
         sync_b.on_tick(&b);
