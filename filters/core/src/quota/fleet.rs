@@ -312,8 +312,9 @@ pub fn encode(s: &str) -> String {
 /// What Redis answered a top-up.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
-    /// Units granted per ask, in order.
-    Granted(Vec<u64>),
+    /// Units granted per ask, in order, and what each bucket holds after (empty from a library
+    /// that does not say).
+    Granted(Vec<u64>, Vec<u64>),
     /// Ask `index` (from 0) lacks its need: enough will be there in this many ms (`None`:
     /// never, or not in this period); the bucket holds `level` units.
     Short { index: usize, retry_after_ms: Option<u64>, level: u64 },
@@ -330,9 +331,12 @@ pub fn read_answer(status: u16, body: &[u8], asks: usize) -> Option<Answer> {
     let a = v.get("FCALL")?.as_array()?;
     let n = |i: usize| a.get(i).and_then(serde_json::Value::as_i64);
     match n(0)? {
-        1 if a.len() == asks + 1 => {
-            let granted: Option<Vec<u64>> = (1..=asks).map(|i| n(i).and_then(|g| u64::try_from(g).ok())).collect();
-            granted.map(Answer::Granted)
+        1 if a.len() == asks + 1 || a.len() == 2 * asks + 1 => {
+            let read = |from: usize| -> Option<Vec<u64>> {
+                (from..from + asks).map(|i| n(i).and_then(|g| u64::try_from(g).ok())).collect()
+            };
+            let left = if a.len() > asks + 1 { read(asks + 1)? } else { Vec::new() };
+            Some(Answer::Granted(read(1)?, left))
         }
         0 => {
             let index = usize::try_from(n(1)?).ok()?.checked_sub(1).filter(|i| *i < asks)?;
@@ -404,7 +408,12 @@ mod tests {
 
     #[test]
     fn answers_are_read_strictly_and_anything_else_is_unavailable() {
-        assert_eq!(read_answer(200, br#"{"FCALL":[1,60000,7]}"#, 2), Some(Answer::Granted(vec![60_000, 7])));
+        assert_eq!(read_answer(200, br#"{"FCALL":[1,60000,7]}"#, 2), Some(Answer::Granted(vec![60_000, 7], vec![])));
+        assert_eq!(
+            read_answer(200, br#"{"FCALL":[1,60000,7,5,0]}"#, 2),
+            Some(Answer::Granted(vec![60_000, 7], vec![5, 0]))
+        );
+        assert_eq!(read_answer(200, br#"{"FCALL":[1,60000,7,5]}"#, 2), None);
         assert_eq!(
             read_answer(200, br#"{"FCALL":[0,2,995]}"#, 2),
             Some(Answer::Short { index: 1, retry_after_ms: Some(995), level: 0 })

@@ -8,7 +8,7 @@
 use std::rc::Rc;
 
 use super::{
-    decode_estimate, encode_estimate, estimate, ms_to_period_end, period_id, reserve, Billing, BucketKind,
+    decode_estimate, encode_estimate, estimate, ms_to_period_end, past_soft, period_id, reserve, Billing, BucketKind,
     BudgetDecision, BudgetState, CallEnd, Estimate, Limits, Period, Quota, RequestFacts, Scope, ScopeKind, Settled,
 };
 use crate::audit::price::format_usd;
@@ -112,10 +112,14 @@ struct ScopeRecord {
     /// how many calls took one (the ticker sees the scope busy by it).
     slots: u64,
     admits: u64,
+    /// Fleet mode: the day and the month (period ids) in which the fleet's spend passed the
+    /// budget's soft threshold, as Redis last said (0: not known to).
+    soft_day: u64,
+    soft_month: u64,
 }
 
 impl ScopeRecord {
-    const LEN: usize = 16 + 16 + 8 + 24 + 24 + 8 + 8;
+    const LEN: usize = 16 + 16 + 8 + 24 + 24 + 8 + 8 + 16;
 
     /// A record that is short or damaged reads as a new one (full buckets, nothing spent).
     fn decode(b: &[u8]) -> ScopeRecord {
@@ -129,6 +133,8 @@ impl ScopeRecord {
             month: budget(64),
             slots: b.get(88..96).map(counter).unwrap_or(0),
             admits: b.get(96..104).map(counter).unwrap_or(0),
+            soft_day: b.get(104..112).map(counter).unwrap_or(0),
+            soft_month: b.get(112..120).map(counter).unwrap_or(0),
         }
     }
 
@@ -141,7 +147,16 @@ impl ScopeRecord {
         out.extend_from_slice(&self.month.encode());
         out.extend_from_slice(&self.slots.to_le_bytes());
         out.extend_from_slice(&self.admits.to_le_bytes());
+        out.extend_from_slice(&self.soft_day.to_le_bytes());
+        out.extend_from_slice(&self.soft_month.to_le_bytes());
         out
+    }
+
+    fn soft(&mut self, period: Period) -> &mut u64 {
+        match period {
+            Period::Day => &mut self.soft_day,
+            Period::Month => &mut self.soft_month,
+        }
     }
 
     fn budget(&mut self, period: Period) -> &mut BudgetState {
@@ -467,6 +482,9 @@ pub struct QuotaCall {
     top_up: Option<TopUp>,
     top_ups: u8,
     grants: Vec<(String, Leased, i64)>,
+    /// What its last top-up said the fleet has spent of each budget it leased from (scope
+    /// record, period and period id, pico-USD spent or held in leases).
+    fleet_spent: Vec<(String, Period, u64, u128)>,
     /// Its last calls-in-flight ask: what it asked per scope, and the scopes Redis capped.
     slot_wants: Vec<u64>,
     slots_capped: Vec<String>,
@@ -492,6 +510,7 @@ impl QuotaCall {
             top_up: None,
             top_ups: 0,
             grants: Vec::new(),
+            fleet_spent: Vec::new(),
             slot_wants: Vec::new(),
             slots_capped: Vec::new(),
         }
@@ -611,6 +630,9 @@ impl QuotaCall {
         let granted_budget = |period: Period, pid: u64| {
             u128::try_from(if fleet { grant(Leased::Budget(period, pid)) } else { 0 }).unwrap_or(0)
         };
+        let fleet_spent = |period: Period, pid: u64| {
+            self.fleet_spent.iter().find(|(k, p, id, _)| *k == key && *p == period && *id == pid).map(|f| f.3)
+        };
         let outcome = update_scope(h, &key, |rec| {
             let mut took = Took::default();
             if fleet {
@@ -701,6 +723,13 @@ impl QuotaCall {
                             return Err(Refusal::Short);
                         }
                         *state = BudgetState { period: pid, spent: left - c };
+                        // Past the soft threshold, fleet-wide, as the last top-up said.
+                        if fleet_spent(period, pid).is_some_and(|spent| past_soft(spent, cap, b.soft_percent)) {
+                            *rec.soft(period) = pid;
+                        }
+                        if *rec.soft(period) == pid && took.soft.is_none() {
+                            took.soft = Some(period);
+                        }
                         continue;
                     }
                     let before = state.spent_in(pid);
@@ -958,7 +987,20 @@ impl QuotaCall {
             });
         }
         match fleet::read_answer(answer.status, &answer.body, t.asks.len()) {
-            Some(fleet::Answer::Granted(granted)) => {
+            Some(fleet::Answer::Granted(granted, left)) => {
+                // A budget's soft threshold is the fleet's: what Redis no longer holds is spent
+                // or held in some replica's lease.
+                self.fleet_spent = t
+                    .targets
+                    .iter()
+                    .zip(t.asks.iter().zip(left))
+                    .filter_map(|((key, leased), (ask, left))| match leased {
+                        Leased::Budget(period, pid) => {
+                            Some((key.clone(), *period, *pid, u128::from(ask.cap_units.saturating_sub(left))))
+                        }
+                        _ => None,
+                    })
+                    .collect();
                 // Merged into the leases by the admission itself, in the same write that charges
                 // the call: no other call can spend this call's grant in between.
                 self.grants = t
@@ -1538,7 +1580,7 @@ impl ProviderAttempt {
         let (_, asks, leased) = self.top_up.take()?;
         let f = self.quota.fleet.clone()?;
         Some(match fleet::read_answer(answer.status, &answer.body, asks.len()) {
-            Some(fleet::Answer::Granted(granted)) => {
+            Some(fleet::Answer::Granted(granted, _)) => {
                 for (which, g) in leased.into_iter().zip(granted) {
                     let g = i64::try_from(g).unwrap_or(i64::MAX);
                     match which {

@@ -271,6 +271,8 @@ fn a_scope_record_round_trips_and_a_damaged_one_reads_as_new() {
         month: BudgetState { period: 24000, spent: 9 },
         slots: 4,
         admits: 9,
+        soft_day: 20000,
+        soft_month: 0,
     };
     let bytes = rec.encode();
     assert_eq!(bytes.len(), ScopeRecord::LEN);
@@ -278,7 +280,9 @@ fn a_scope_record_round_trips_and_a_damaged_one_reads_as_new() {
     assert_eq!(ScopeRecord::decode(&bytes[..10]), ScopeRecord { in_flight: 0, ..ScopeRecord::default() });
     assert_eq!(ScopeRecord::decode(b""), ScopeRecord::default());
     // A record written before calls-in-flight slots (88 bytes) reads with none held.
-    assert_eq!(ScopeRecord::decode(&bytes[..88]), ScopeRecord { slots: 0, admits: 0, ..rec });
+    assert_eq!(ScopeRecord::decode(&bytes[..88]), ScopeRecord { slots: 0, admits: 0, soft_day: 0, ..rec });
+    // One written before the fleet's soft thresholds (104 bytes), with none passed.
+    assert_eq!(ScopeRecord::decode(&bytes[..104]), ScopeRecord { soft_day: 0, ..rec });
 }
 
 fn fleet_quota(tenants: &str, fleet: &str) -> Rc<Quota> {
@@ -652,4 +656,51 @@ fn a_closed_fleet_refuses_a_provider_attempt_and_an_open_one_admits_it() {
             assert_eq!(h.property_string(&[headers::PROP_QUOTA_PROVIDERS]).as_deref(), Some("anthropic~open"));
         }
     }
+}
+
+#[test]
+fn a_fleet_budget_past_its_soft_threshold_fleet_wide_warns_every_call_spending_that_periods_lease() {
+    let q = fleet_quota(
+        r#"{"acme": {"budget": {"daily_usd": "10.00", "soft_percent": 80}}}"#,
+        r#"{"cluster": "aigw_fleet", "lease": {"usd": "0.50"}}"#,
+    );
+    let store = FakeHost::new();
+    store.now.set(1_767_225_600_000 + 3_600_000);
+    init_store(&store);
+    let pico = |usd: u64| usd * 1_000_000_000_000;
+    let run = |left_in_redis: u64| {
+        let h = call_on(&store);
+        let mut c = QuotaCall::new(q.clone());
+        assert_eq!(c.on_request_headers(&h, false), Flow::Pause);
+        let grant = webdis(&format!(r#"{{"FCALL":[1,{},{left_in_redis}]}}"#, pico(1) / 2));
+        assert_eq!(c.on_http_call_response(&h, 1, &grant), Some(Flow::Continue));
+        h.response_headers.borrow_mut().push((":status".into(), "200".into()));
+        c.on_response_headers(&h, true);
+        h.response_header("x-aigw-budget-warning")
+    };
+    // Redis holds USD 5 of 10 after the grant: half spent (or held), no warning.
+    assert_eq!(run(pico(5)), None);
+    // Spend the lease; the next grant leaves USD 1.50 in Redis: 85% spent fleet-wide.
+    update_scope(&store, "aigw.q.t.acme", |rec| {
+        rec.day.spent = 0;
+        Ok::<(), ()>(())
+    });
+    let warned = run(pico(3) / 2).expect("a warning");
+    assert!(warned.contains("daily budget is 80% used or more"), "{warned}");
+    // The calls that spend this lease after it warn too, with no call to Redis.
+    let h = call_on(&store);
+    let mut c = QuotaCall::new(q.clone());
+    assert_eq!(c.on_request_headers(&h, false), Flow::Continue);
+    assert!(h.http_calls.borrow().is_empty());
+    h.response_headers.borrow_mut().push((":status".into(), "200".into()));
+    c.on_response_headers(&h, true);
+    assert!(h.response_header("x-aigw-budget-warning").is_some());
+    assert_eq!(h.property_string(&[headers::PROP_QUOTA_FLAGS]).as_deref(), Some("budget_soft_limit"));
+    // The next day starts without it.
+    store.now.set(store.now.get() + 86_400_000);
+    update_scope(&store, "aigw.q.t.acme", |rec| {
+        rec.day.spent = 0;
+        Ok::<(), ()>(())
+    });
+    assert_eq!(run(pico(9)), None);
 }

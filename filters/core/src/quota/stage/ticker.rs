@@ -338,7 +338,7 @@ impl Ticker {
         match self.in_flight.take() {
             Some(InFlight::Take { token: t, buckets }) if t == token => {
                 match fleet::read_answer(answer.status, &answer.body, buckets.len()) {
-                    Some(fleet::Answer::Granted(granted)) => {
+                    Some(fleet::Answer::Granted(granted, _)) => {
                         for (a, g) in buckets.iter().zip(granted) {
                             let g = i64::try_from(g).unwrap_or(i64::MAX);
                             let _ = update_scope(h, &a.record, |rec| {
