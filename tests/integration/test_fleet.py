@@ -234,6 +234,20 @@ def test_in_the_steady_state_the_ticker_keeps_leases_ahead_and_calls_never_wait(
     assert level and int(float(level)) < 600 * 60000, "the fleet's bucket was drawn from"
 
 
+def test_an_idle_replica_gives_its_unspent_lease_back_to_the_fleet(fleet):
+    gw = fleet.replica({**FLEET, "prefix": "give", "tick_ms": 50, "idle_return_ms": 400}, name="give")
+    units = lambda: float(subprocess.run(fleet.cli("HGET", "give:t.tiny:r", "u"),  # noqa: E731
+                                         capture_output=True, text=True).stdout.strip() or "nan")
+    assert [call(gw).status_code for _ in range(3)] == [200] * 3
+    # The replica holds a lease of 4 calls (`tiny`: 30, one more a minute): Redis has 26 at most.
+    assert units() / 60000 <= 26.1
+    # Idle past idle_return_ms: the ticker gives the one call it did not spend back (aigw_give).
+    deadline = time.time() + 5
+    while units() / 60000 < 26.9 and time.time() < deadline:
+        time.sleep(0.1)
+    assert 26.9 <= units() / 60000 < 28, units() / 60000
+
+
 def test_a_replica_killed_mid_run_never_lets_its_lease_be_spent_twice(fleet):
     conf = {**FLEET, "prefix": "kill"}
     replicas = [fleet.replica(conf, name=f"kill{i}") for i in range(3)]

@@ -184,6 +184,12 @@ impl Fleet {
             .and_then(|p| u64::try_from(p).ok())
             .filter(|p| *p > 0)
             .ok_or_else(|| err("lease.usd", "a positive amount of USD, as a decimal string (\"0.10\")"))?;
+        if cfg.lease.slots > 10_000 {
+            return Err(err(
+                "lease.slots",
+                "at most 10000 spare slots (a replica's holding beyond its calls in flight)",
+            ));
+        }
         if cfg.timeout_ms == 0 || cfg.timeout_ms > 10_000 {
             return Err(err("timeout_ms", "must be 1 to 10000 ms (a call waits this long at most)"));
         }
@@ -450,6 +456,7 @@ mod tests {
         assert!(c(r#"{"cluster": "x", "expected_replicas": 0}"#).unwrap_err().contains("fleet.expected_replicas"));
         assert!(c(r#"{"cluster": "x", "unavailable": "maybe"}"#).is_err());
         assert!(c(r#"{"cluster": "x", "prefix": "a b"}"#).unwrap_err().contains("fleet.prefix"));
+        assert!(c(r#"{"cluster": "x", "lease": {"slots": 10001}}"#).unwrap_err().contains("fleet.lease.slots"));
         let f = f.with_env(&|k| (k == "AIGW_FLEET_AUTH").then(|| "aigw:pw".to_string()));
         assert_eq!(f.authorization.as_deref(), Some("Basic YWlndzpwdw=="));
         assert_eq!(f.key("t.acme", 'r'), "aigw:t.acme:r");
