@@ -239,6 +239,11 @@ pub struct AuditRecord {
     pub attempts: Vec<Attempt>,
     pub status: Option<u16>,
     pub outcome: Outcome,
+    /// The stable `code` of the error the gateway answered itself (a refusal: the body's
+    /// `error.code`, e.g. `tenant_requests_per_minute`); null when a provider's answer, or its
+    /// error, reached the caller.
+    #[serde(default)]
+    pub error_code: Option<String>,
     pub stream: bool,
     pub tokens: Option<Tokens>,
     /// Exact cost as a decimal USD string; null when unknown (unpriced model or no usage).
@@ -352,6 +357,7 @@ mod tests {
             attempts: vec![],
             status: Some(401),
             outcome: Outcome::RefusedAuth,
+            error_code: Some("invalid_api_key".into()),
             stream: false,
             tokens: None,
             cost_usd: None,
@@ -368,7 +374,10 @@ mod tests {
         assert!(s.contains("\"outcome\":\"refused_auth\""), "{s}");
         assert!(!s.contains('\n'));
         let back: AuditRecord = serde_json::from_str(&s).unwrap();
-        assert_eq!(back.outcome, Outcome::RefusedAuth);
+        assert_eq!((back.outcome, back.error_code.as_deref()), (Outcome::RefusedAuth, Some("invalid_api_key")));
+        // A record from before `error_code` still reads.
+        let old = s.replace(r#""error_code":"invalid_api_key","#, "");
+        assert!(serde_json::from_str::<AuditRecord>(&old).unwrap().error_code.is_none());
     }
 
     #[test]

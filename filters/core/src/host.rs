@@ -108,6 +108,8 @@ pub trait Host {
 
     /// Answers with the gateway's error, in OpenAI's shape or, on the Messages door, Anthropic's.
     fn send_error(&self, err: &GatewayError, messages_door: bool, extra_headers: &[(&str, &str)]) {
+        // For the audit record (in the side's one entry, written before the reply).
+        self.set_property(crate::headers::PROP_ERROR_CODE, err.code);
         let mut h: Vec<(&str, &str)> = vec![("content-type", "application/json")];
         h.extend_from_slice(extra_headers);
         let body = if messages_door {

@@ -423,6 +423,7 @@ impl AuditCall {
             attempts,
             status: self.status,
             outcome,
+            error_code: prop(headers::PROP_ERROR_CODE),
             stream,
             tokens: self.usage.map(Tokens::from),
             cost_usd: cost.map(format_usd),

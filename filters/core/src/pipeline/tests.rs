@@ -112,12 +112,17 @@ fn each_refusal_stops_the_stages_after_it_and_is_still_audited() {
     assert!(h.request_header(headers::CHAIN).is_none());
     assert!(h.response_header("x-ratelimit-limit-requests").is_none());
     assert_eq!(audit_line(&h)["outcome"], "refused_auth");
+    assert_eq!(audit_line(&h)["error_code"], "invalid_api_key", "the code the caller got");
     // quota: two calls fit the burst, the third is refused by quota, and audited as such.
     run(&store, "aigw_sk_acme", "200", ANSWER);
     run(&store, "aigw_sk_acme", "200", ANSWER);
     let h = run(&store, "aigw_sk_acme", "200", ANSWER);
     assert_eq!(h.reply().map(|r| r.status), Some(429));
     assert_eq!(audit_line(&h)["outcome"], "refused_quota");
+    assert_eq!(audit_line(&h)["error_code"], "tenant_requests_per_minute");
+    let served = run(&FakeHost::new(), "aigw_sk_acme", "200", ANSWER);
+    assert_eq!(served.reply(), None);
+    assert!(audit_line(&served)["error_code"].is_null(), "no error of the gateway's own");
 }
 
 #[test]
