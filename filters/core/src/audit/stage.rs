@@ -131,12 +131,20 @@ pub fn record_metrics(h: &impl Host, audit: &Audit, r: &AuditRecord, cost_pico: 
         );
     }
     for a in &r.attempts {
-        if let Some(class) = a.error_class {
-            add(
-                format!("aigw_provider_errors_total.provider.{}.error_class.{}", label(&a.provider), class.as_str()),
-                1,
-            );
+        // Attempts that reached the provider (or failed trying): not one cancelled while it
+        // waited (the caller left), nor one the gateway's own provider bucket stopped.
+        let cancelled = a.error_class.is_none() && a.status.is_none();
+        let ours = a.error_class == Some(crate::audit::ErrorClass::ProviderLimit);
+        let apm = format!("provider.{}.model.{}", label(&a.provider), label(a.model.as_deref().unwrap_or("none")));
+        if !cancelled && !ours {
+            add(format!("aigw_provider_attempts_total.{apm}"), 1);
         }
+        if let Some(class) = a.error_class {
+            add(format!("aigw_provider_errors_total.{apm}.error_class.{}", class.as_str()), 1);
+        }
+    }
+    if let (Outcome::RefusedQuota, Some(code)) = (r.outcome, &r.error_code) {
+        add(format!("aigw_quota_refusals_total.code.{}", label(code)), 1);
     }
     if let Some(t) = &r.tenant {
         let t = if audit.tenant_labels.contains(t) { label(t) } else { "other".to_string() };

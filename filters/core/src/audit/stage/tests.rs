@@ -73,6 +73,8 @@ fn a_whole_answer_gets_its_cost_headers_and_one_record() {
         Some(&5)
     );
     assert_eq!(counters.get("aigw_tenant_requests_total.tenant.acme.outcome.ok"), Some(&1));
+    assert_eq!(counters.get("aigw_provider_attempts_total.provider.anthropic.model.m"), Some(&1));
+    assert!(!counters.keys().any(|k| k.starts_with("aigw_provider_errors_total")));
 }
 
 #[test]
@@ -185,6 +187,16 @@ fn refusals_are_recorded_with_their_outcome_and_no_duration_metric_for_auth() {
     assert_eq!((r.outcome, r.tenant), (Outcome::RefusedAuth, None));
     assert!(h.histograms.borrow().is_empty());
     assert_eq!(h.counters.borrow().get("aigw_requests_total.provider.none.model.none.outcome.refused_auth"), Some(&1));
+    // A quota refusal counts by the bucket that refused it (its error code).
+    let (a, h) = (audit(), FakeHost::new());
+    let mut c = AuditCall::new(&h);
+    h.set_property(headers::PROP_REFUSAL, "quota");
+    h.set_property(headers::PROP_ERROR_CODE, "tenant_tokens_per_minute");
+    h.response_headers.borrow_mut().push((":status".into(), "429".into()));
+    c.on_response_headers(&h, &a, true);
+    let r = c.on_log(&h, &a);
+    assert_eq!((r.outcome, r.error_code.as_deref()), (Outcome::RefusedQuota, Some("tenant_tokens_per_minute")));
+    assert_eq!(h.counters.borrow().get("aigw_quota_refusals_total.code.tenant_tokens_per_minute"), Some(&1));
 }
 
 #[test]
