@@ -149,6 +149,16 @@ pub fn record_metrics(h: &impl Host, audit: &Audit, r: &AuditRecord, cost_pico: 
     if let Some(t) = &r.tenant {
         let t = if audit.tenant_labels.contains(t) { label(t) } else { "other".to_string() };
         add(format!("aigw_tenant_requests_total.tenant.{t}.outcome.{}", r.outcome.as_str()), 1);
+        if let Some(tk) = &r.tokens {
+            add(format!("aigw_tenant_tokens_total.tenant.{t}.token_type.input"), tk.input);
+            add(format!("aigw_tenant_tokens_total.tenant.{t}.token_type.output"), tk.output);
+        }
+        if let Some(c) = cost_pico {
+            add(
+                format!("aigw_tenant_cost_nano_usd_total.tenant.{t}"),
+                u64::try_from((c + 500) / 1000).unwrap_or(u64::MAX),
+            );
+        }
     }
 }
 

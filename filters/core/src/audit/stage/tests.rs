@@ -73,6 +73,8 @@ fn a_whole_answer_gets_its_cost_headers_and_one_record() {
         Some(&5)
     );
     assert_eq!(counters.get("aigw_tenant_requests_total.tenant.acme.outcome.ok"), Some(&1));
+    assert_eq!(counters.get("aigw_tenant_tokens_total.tenant.acme.token_type.input"), Some(&10));
+    assert!(counters.get("aigw_tenant_cost_nano_usd_total.tenant.acme").is_some_and(|n| *n > 0));
     assert_eq!(counters.get("aigw_provider_attempts_total.provider.anthropic.model.m"), Some(&1));
     assert!(!counters.keys().any(|k| k.starts_with("aigw_provider_errors_total")));
 }
