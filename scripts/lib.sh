@@ -64,7 +64,7 @@ build_filters() {
 }
 
 build_fakes() {
-  log "building the fake providers, aigw-report and aigw-keygen"
-  cargo build --quiet --release -p fake-providers -p aigw-report -p aigw-keygen
+  log "building the fake providers, aigw-report, aigw-keygen and aigw-validate"
+  cargo build --quiet --release -p fake-providers -p aigw-report -p aigw-keygen -p aigw-validate
   FAKES="$ROOT/target/release/fake-providers"
 }

@@ -11,7 +11,8 @@ one file per filter in that directory, loaded by Envoy's extension config discov
 new configuration then takes effect without a restart when the file is replaced.
 
 Usage: render_envoy.py --push ECDS_DIR [NAME=VALUE ...]
-re-renders and replaces the ECDS files atomically (what a control plane would push).
+re-renders and replaces the ECDS files atomically (what a control plane would push), once the
+new configuration passes `aigw validate` (scripts/aigw_validate.py); it refuses one with errors.
 """
 import hashlib
 import json
@@ -19,6 +20,7 @@ import os
 import re
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 DEMO_KEYS = {
@@ -341,10 +343,35 @@ def render_to(out_path, values):
         f.write(text)
 
 
+def refuse_invalid(text):
+    """Runs `aigw validate` (scripts/aigw_validate.py) on a rendered configuration; exits, naming
+    every error, when it has any."""
+    import tempfile
+
+    import yaml
+    import aigw_validate
+
+    cfg = yaml.safe_load(text)
+    if layout_of(text) == "gateway":
+        cfg = combine(cfg)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "envoy.candidate.yaml")
+        with open(path, "w") as f:
+            f.write(json.dumps(cfg, indent=1))
+        problems = aigw_validate.validate([path])
+    errors = [p for p in problems if p["severity"] == "error"]
+    if errors:
+        raise SystemExit("render_envoy: refusing to push an invalid configuration (aigw validate):\n  "
+                         + "\n  ".join(f"{p['path']}: {p['message']}" for p in errors))
+
+
 def push(ecds_dir, values):
-    """Re-renders the filters' configurations and replaces the ECDS files: no restart."""
+    """Re-renders the filters' configurations and replaces the ECDS files: no restart. The new
+    configuration must pass `aigw validate` first."""
     ecds_dir = os.path.abspath(str(ecds_dir))
-    _, files = to_ecds(render(values), ecds_dir)
+    text = render(values)
+    refuse_invalid(text)
+    _, files = to_ecds(text, ecds_dir)
     write_ecds(ecds_dir, files)
 
 
