@@ -15,7 +15,8 @@ For each Envoy configuration (YAML or JSON; ECDS files it references are read to
 - the fallback chains against the clusters and routes (as render_envoy.py does);
 - `envoy --mode validate` on the file.
 
-Each problem names its file and path; `--json` prints one JSON object per line. Exit status 1
+envoy/validate.json lists what is accepted on purpose (models allowed to be unpriced, each
+with why); --policy names another file. Each problem names its file and path; `--json` prints one JSON object per line. Exit status 1
 when there is an error (warnings alone: 0). render_envoy.py --push runs the same checks and
 refuses to push a configuration with errors.
 """
@@ -35,6 +36,7 @@ import render_envoy  # noqa: E402
 
 WASM_TYPE = render_envoy.WASM_TYPE
 CHECKER = os.path.join(ROOT, "target", "release", "aigw-validate")
+POLICY = os.path.join(ROOT, "envoy", "validate.json")
 ENVOY = os.environ.get("ENVOY", os.path.join(ROOT, ".venv", "bin", "envoy"))
 
 
@@ -150,8 +152,17 @@ def envoy_validate(path, cfg):
              "message": "envoy --mode validate: " + (text[-1] if text else f"exit {out.returncode}")}]
 
 
-def validate(paths, now=None, allow_unpriced=(), run_envoy=True):
+def policy_allowances(path=POLICY):
+    """The models the policy file (envoy/validate.json) allows to be unpriced, each with why."""
+    if not path or not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return list(json.load(f).get("allow_unpriced", {}))
+
+
+def validate(paths, now=None, allow_unpriced=(), run_envoy=True, policy=POLICY):
     """Every problem of the Envoy configurations at `paths`, as dicts."""
+    allow_unpriced = [*allow_unpriced, *policy_allowances(policy)]
     problems, filters, clusters, aggregates = [], [], {}, {}
     for path in paths:
         try:
@@ -211,14 +222,15 @@ def main(argv):
     ap = argparse.ArgumentParser(prog="aigw validate", description=__doc__.splitlines()[0])
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--now", help="check expiry and sunsets at this UTC time (default: now)")
-    ap.add_argument("--allow-unpriced", default="", help="models allowed to have no price (comma-separated)")
+    ap.add_argument("--allow-unpriced", default="", help="more models allowed to have no price (comma-separated)")
     ap.add_argument("--no-envoy", action="store_true", help="skip envoy --mode validate")
+    ap.add_argument("--policy", default=POLICY, help="accepted exceptions (default: envoy/validate.json)")
     ap.add_argument("configs", nargs="*")
     a = ap.parse_args(argv)
     allow = [m for m in a.allow_unpriced.split(",") if m]
     with tempfile.TemporaryDirectory() as tmp:
         paths = a.configs or shipped(tmp)
-        problems = validate(paths, a.now, allow, not a.no_envoy)
+        problems = validate(paths, a.now, allow, not a.no_envoy, a.policy)
         return 1 if report(problems, a.json) else 0
 
 

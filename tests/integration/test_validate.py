@@ -58,6 +58,10 @@ def test_an_unpriced_model_a_chain_reaches_is_an_error_unless_allowed(tmp_path, 
     assert es[0]["file"] == path and es[0]["path"].endswith(".aliases.chat.steps[0].model")
     assert "claude-unpriced-9" in es[0]["message"] and "price book" in es[0]["message"]
     assert errors(problems(path, allow_unpriced=["claude-unpriced-9"])) == []
+    # The demo's fake embedder is unpriced on purpose: envoy/validate.json says so, and why.
+    without_policy = errors(aigw_validate.validate([path], now=NOW, run_envoy=False, policy=None,
+                                                   allow_unpriced=["claude-unpriced-9"]))
+    assert without_policy and all("fake-ngram-embed" in p["message"] for p in without_policy)
 
 
 def test_a_retired_model_needs_a_live_successor_which_must_be_priced(tmp_path):
