@@ -14,7 +14,8 @@
 --   in ms (0: a refilling bucket expires once full again; a budget, when its period is over).
 --   Takes from every bucket or from none. For each bucket, `need` must be there (the call
 --   waiting for it), and up to `want` is taken (the replica's lease; want >= need).
---   Returns {1, granted1, ..., grantedN, left1, ..., leftN} (what each bucket holds after), or
+--   Returns {1, granted1, ..., grantedN, left1, ..., leftN} (what each bucket holds after, at
+--   most 2^53), or
 --   {0, i, ms, level} when bucket i lacks its need: it
 --   will have refilled enough in ms (-1: never, in this period or at all), and holds `level`.
 -- FCALL aigw_give N key1..keyN  rate1 cap1 units1 ttl1 ... : gives unused lease back (capped at
@@ -78,7 +79,9 @@ local function take(keys, args)
     if g < 0 then g = 0 end
     store(key, levels[i] - g, rate, cap, tonumber(args[5 * i]), now)
     out[i + 1] = g
-    out[#keys + i + 1] = math.floor(levels[i] - g)
+    -- (What is left, at most 2^53: a Lua number is exact to there, and a Redis integer reply
+    -- overflows past 2^63.)
+    out[#keys + i + 1] = math.min(math.floor(levels[i] - g), 9007199254740992)
   end
   return out
 end

@@ -504,3 +504,16 @@ def test_a_providers_bucket_is_the_fleets_and_an_attempt_waits_for_its_lease(fle
     prefix = "prov-f" if layout == "filters" else "prov"
     keys = subprocess.run(fleet.cli("KEYS", f"{prefix}:*"), capture_output=True, text=True).stdout.split()
     assert f"{prefix}:p.anthropic:r" in keys, keys
+
+
+def test_a_budget_beyond_what_redis_counts_exactly_is_still_granted(fleet):
+    # USD 10^9 a day is 10^21 pico-USD: past a Redis integer. The grant is still read as one
+    # (what is left is reported at most 2^53), never as Redis unavailable.
+    edit = lambda t: t.replace('"daily_usd":"1.00"', '"daily_usd":"1000000000"').replace(  # noqa: E731
+        '"monthly_usd":"10.00"', '"monthly_usd":"1000000000"')
+    gw = fleet.replica({**FLEET, "prefix": "huge"}, name="huge", edit=edit)
+    r = call(gw)
+    assert r.status_code == 200, r.text
+    rec = gw.audit(r.headers["x-aigw-request-id"])[0]
+    assert not any(f.startswith("fleet_unavailable") for f in rec["flags"]), rec
+    assert "budget_soft_limit" not in rec["flags"]

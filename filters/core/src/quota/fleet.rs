@@ -341,7 +341,9 @@ pub fn read_answer(status: u16, body: &[u8], asks: usize) -> Option<Answer> {
             let read = |from: usize| -> Option<Vec<u64>> {
                 (from..from + asks).map(|i| n(i).and_then(|g| u64::try_from(g).ok())).collect()
             };
-            let left = if a.len() > asks + 1 { read(asks + 1)? } else { Vec::new() };
+            // What is left is advisory (a budget's soft threshold): unreadable, it is unknown,
+            // never a reason to take the grant as failed.
+            let left = if a.len() > asks + 1 { read(asks + 1).unwrap_or_default() } else { Vec::new() };
             Some(Answer::Granted(read(1)?, left))
         }
         0 => {
@@ -420,6 +422,11 @@ mod tests {
             Some(Answer::Granted(vec![60_000, 7], vec![5, 0]))
         );
         assert_eq!(read_answer(200, br#"{"FCALL":[1,60000,7,5]}"#, 2), None);
+        // An unreadable level (a Redis integer that overflowed) leaves the grant good.
+        assert_eq!(
+            read_answer(200, br#"{"FCALL":[1,60000,7,5,-9223372036854775808]}"#, 2),
+            Some(Answer::Granted(vec![60_000, 7], vec![]))
+        );
         assert_eq!(
             read_answer(200, br#"{"FCALL":[0,2,995]}"#, 2),
             Some(Answer::Short { index: 1, retry_after_ms: Some(995), level: 0 })

@@ -994,6 +994,8 @@ impl QuotaCall {
                     .targets
                     .iter()
                     .zip(t.asks.iter().zip(left))
+                    // (Redis says at most 2^53: beyond, what is left is not known exactly.)
+                    .filter(|(_, (_, left))| *left < 1 << 53)
                     .filter_map(|((key, leased), (ask, left))| match leased {
                         Leased::Budget(period, pid) => {
                             Some((key.clone(), *period, *pid, u128::from(ask.cap_units.saturating_sub(left))))
