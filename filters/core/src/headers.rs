@@ -96,6 +96,8 @@ pub const PROP_ROUTE_FLAGS: &str = "aigw_route_flags";
 /// did not ask usage for (audit-emit reads it).
 pub const PROP_USAGE: &str = "aigw_usage";
 pub const PROP_REFUSAL: &str = "aigw_refusal";
+/// The chain steps an attempt passed over (their provider had no healthy endpoint), in order.
+pub const PROP_SKIPPED: &str = "aigw_skipped";
 /// The `code` of the error the gateway answered itself (set with the local reply).
 pub const PROP_ERROR_CODE: &str = "aigw_error_code";
 /// The gateway answered the call itself, at no cost (`models`: a model list).

@@ -407,6 +407,9 @@ impl AuditCall {
         if self.invalid_body {
             flags.push("upstream_invalid_response".to_string());
         }
+        if let Some(skipped) = prop(headers::PROP_SKIPPED) {
+            flags.extend(skipped.split(',').filter(|p| !p.is_empty()).map(|p| format!("skipped_unhealthy:{p}")));
+        }
         for p in [headers::PROP_QUOTA_FLAGS, headers::PROP_ROUTE_FLAGS] {
             if let Some(q) = prop(p) {
                 flags.extend(q.split(',').filter(|f| !f.is_empty()).map(str::to_string));

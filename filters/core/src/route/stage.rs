@@ -715,6 +715,31 @@ impl RouteAttempt {
         self.write_attempts(h);
     }
 
+    /// The chain's steps this attempt passed over: between the previous attempt's step (or the
+    /// start) and its own. Envoy's aggregate cluster skips a step only when its provider has no
+    /// healthy endpoint (outlier detection ejected it): each is counted and noted for the audit
+    /// record.
+    fn note_skipped(&self, h: &impl Host, alias: &str, provider: &str) {
+        let Some(a) = self.cfg.aliases.get(alias) else { return };
+        let index = |p: &str| a.steps.iter().position(|s| s.provider == p);
+        let Some(here) = index(provider) else { return };
+        let previous = self.attempts.len().checked_sub(2).and_then(|i| self.attempts.get(i));
+        let from = previous.and_then(|p| index(&p.provider)).map_or(0, |i| i + 1);
+        let Some(skipped) = a.steps.get(from..here).filter(|s| !s.is_empty()) else { return };
+        let mut list = h.property_string(&[headers::PROP_SKIPPED]).unwrap_or_default();
+        for s in skipped {
+            h.counter_add(
+                &format!("aigw_provider_skipped_total.provider.{}", crate::audit::stage::label(&s.provider)),
+                1,
+            );
+            if !list.is_empty() {
+                list.push(',');
+            }
+            list.push_str(&s.provider);
+        }
+        h.set_property(headers::PROP_SKIPPED, &list);
+    }
+
     fn finish_record(&mut self, h: &impl Host, status: u16, credential: Option<String>) {
         let Some((index, started)) = self.record else { return };
         let latency = h.now_ms().saturating_sub(started);
@@ -1018,6 +1043,7 @@ impl RouteAttempt {
         let now = h.now_ms();
         let step_model = self.cfg.step(&alias, &provider).map(|(s, _)| self.cfg.model_at(&s.model, now).0.to_string());
         self.start_record(h, &provider, region, step_model.as_deref());
+        self.note_skipped(h, &alias, &provider);
         let Some((step, p)) = self.cfg.step(&alias, &provider) else {
             h.warn(&format!("route-select: alias {alias:?} has no step for provider {provider:?}; passing it through"));
             return Flow::Continue;

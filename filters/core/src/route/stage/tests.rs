@@ -381,3 +381,26 @@ fn a_responses_stream_that_is_not_the_json_asked_for_ends_as_failed() {
     assert_eq!(v["response"]["output"][0]["content"][0]["text"], "Sure, here it is", "the output as it came");
     assert!(bad.contains("\"delta\":\"Sure, here it is\""), "the content went on");
 }
+
+#[test]
+fn an_attempt_that_lands_past_a_step_notes_the_step_skipped_as_unhealthy() {
+    // The first attempt lands on OpenAI, the chain's second step: Envoy's aggregate cluster
+    // passed over Anthropic (no healthy endpoint).
+    let (h, _, _) = attempt_on("openai", "us-east-1", None);
+    assert_eq!(h.property_string(&[headers::PROP_SKIPPED]).as_deref(), Some("anthropic"));
+    assert_eq!(h.counters.borrow().get("aigw_provider_skipped_total.provider.anthropic"), Some(&1));
+    // In order, nothing is skipped: the first step first, then the second after it.
+    let (h, _, _) = attempt_on("anthropic", "eu-west-1", None);
+    assert!(h.property(&[headers::PROP_SKIPPED]).is_none());
+    let second = request("/v1/chat/completions", r#"{"model":"chat","messages":[]}"#, None);
+    second.set_property(headers::PROP_ALIAS, "chat");
+    second.set_property(
+        headers::PROP_ATTEMPTS,
+        &String::from_utf8(h.property(&[headers::PROP_ATTEMPTS]).unwrap()).unwrap(),
+    );
+    second.set_property("xds.upstream_host_metadata.filter_metadata.aigw.provider", "openai");
+    RouteAttempt::new(cfg()).on_request_headers(&second, false);
+    assert_eq!(parse_attempts(second.property(&[headers::PROP_ATTEMPTS]).as_deref()).len(), 2);
+    assert!(second.property(&[headers::PROP_SKIPPED]).is_none());
+    assert!(second.counters.borrow().is_empty());
+}
