@@ -70,3 +70,23 @@ def test_a_failing_provider_is_ejected_skipped_and_audited_then_restored(gw):
     r = gw.chat(f"restored {time.time_ns()}")
     assert r.headers["x-aigw-provider"] == "anthropic" and r.headers["x-aigw-attempts"] == "1"
     assert not any(f.startswith("skipped") for f in gw.audit(r.headers["x-aigw-request-id"])[0]["flags"])
+
+
+def test_the_gateways_own_refusal_at_an_attempt_is_not_counted_against_the_provider(tmp_path):
+    # Ejection after 2 failures here. An EU caller's chain: Anthropic (in zone), then OpenAI
+    # (us-east-1, outside it). Anthropic fails; the retry reaches OpenAI's cluster, where the
+    # attempt refuses it (503 no_eligible_provider_in_zone) without sending it: twice.
+    g = Gateway(tmp_path, lambda t: shorter(t).replace("consecutive_5xx: 5", "consecutive_5xx: 2"), eject=True)
+    g.start_envoy()
+    try:
+        from conftest import DEMO_KEYS
+        for i in range(2):
+            r = g.chat(f"eu {i} {time.time_ns()}", model="chat-cached", key=DEMO_KEYS["tiny"],
+                       headers={"x-fake-fault": "anthropic=503"})
+            assert r.status_code == 503 and r.json()["error"]["code"] == "no_eligible_provider_in_zone", r.text
+        time.sleep(1.2)
+        assert outlier(g, "provider_anthropic")["ejections_enforced_total"] == 1
+        assert outlier(g, "provider_openai").get("ejections_enforced_total", 0) == 0
+        assert g.provider_requests("openai") == []
+    finally:
+        g.stop()
