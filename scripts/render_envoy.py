@@ -290,6 +290,15 @@ def check_chains(cfg):
         steps = [s["provider"] for s in alias["steps"]]
         if order != steps:
             problems.append(f"alias {name!r}: steps {steps} but chain {chain!r} tries {order}")
+        # `prefer: fastest`: each other order starts with its provider, the rest in step order.
+        for first, other in alias.get("orders", {}).items():
+            want = [first] + [p for p in steps if p != first]
+            got = clusters.get(other, {}).get("cluster_type", {}).get("typed_config", {}).get("clusters")
+            if got is None or [provider_of(m) for m in got] != want:
+                problems.append(f"alias {name!r}: order {first!r} should be a chain that tries {want}, "
+                                f"but {other!r} tries {None if got is None else [provider_of(m) for m in got]}")
+            elif other not in routes:
+                problems.append(f"alias {name!r}: no route matches x-aigw-chain: {other}")
         route = routes.get(chain)
         embeddings = alias.get("kind") == "embeddings"
         if embeddings and len({s["model"] for s in alias["steps"]}) > 1:

@@ -90,3 +90,40 @@ def test_the_gateways_own_refusal_at_an_attempt_is_not_counted_against_the_provi
         assert g.provider_requests("openai") == []
     finally:
         g.stop()
+
+
+def test_prefer_fastest_moves_traffic_to_the_faster_provider_and_back(tmp_path):
+    # The demo's `chat-fastest`: Anthropic then OpenAI, or OpenAI then Anthropic (chain
+    # `chain_openai_first`), whichever answers faster; a provider unsampled for probe_ms (1 s
+    # here, 10 s shipped) is tried first once.
+    def edit(t):
+        assert '"prefer": "fastest",' in t
+        return t.replace('"prefer": "fastest",', '"prefer": "fastest", "probe_ms": 1000,')
+    g = Gateway(tmp_path, edit)
+    g.start_envoy()
+    try:
+        def fastest():
+            r = g.chat(f"fast {time.time_ns()}", model="chat-fastest")
+            assert r.status_code == 200, r.text
+            return r.headers["x-aigw-route"], r.headers["x-aigw-provider"]
+        # Anthropic is slow (300 ms): its attempts on `chat` teach the gateway so.
+        for i in range(3):
+            assert g.chat(f"slow {i}", headers={"x-fake-fault": "anthropic=delay-300"}).status_code == 200
+        assert fastest() == ("default+fastest:openai", "openai")  # (OpenAI never sampled: tried)
+        assert [fastest() for _ in range(3)] == [("default+fastest:openai", "openai")] * 3
+        r = g.chat(f"audited {time.time_ns()}", model="chat-fastest")
+        rec = g.audit(r.headers["x-aigw-request-id"])[0]
+        assert (rec["route"], rec["alias"], rec["provider"]) == ("default+fastest:openai", "chat-fastest", "openai")
+        # Now OpenAI is the slow one (600 ms) and Anthropic has recovered: once Anthropic is
+        # probed again, traffic moves back to it.
+        for i in range(8):
+            assert g.chat(f"slow o {i}", model="chat-openai-first",
+                          headers={"x-fake-fault": "openai=delay-600"}).status_code == 200
+        time.sleep(1.1)
+        # Both are unsampled for the probe time now: each is tried first once (Anthropic, then
+        # OpenAI, which answers fast again but is still the slower on average), then Anthropic.
+        calls = [fastest() for _ in range(5)]
+        assert calls[:2] == [("default+fastest:anthropic", "anthropic"), ("default+fastest:openai", "openai")], calls
+        assert calls[2:] == [("default+fastest:anthropic", "anthropic")] * 3, calls
+    finally:
+        g.stop()

@@ -7,6 +7,7 @@ use serde::Deserialize;
 use crate::error::{ConfigError, GatewayError};
 pub use crate::provider::ProviderConfig;
 
+pub mod health;
 pub mod models;
 pub mod stage;
 
@@ -54,6 +55,28 @@ pub struct Alias {
     /// What is done with PII, secrets and terms in its requests (a rule's wins over this).
     #[serde(default)]
     pub guardrails: Option<crate::guard::GuardPolicy>,
+    /// `fastest`: the chain is tried from the provider with the best live latency and error
+    /// rate, through one of `orders` (health-aware routing; README, "Latency-aware order").
+    #[serde(default)]
+    pub prefer: Option<Prefer>,
+    /// The chain's other orders, rendered ahead of time: a step's provider -> the aggregate
+    /// cluster whose order starts with it (`chain` starts with the first step's).
+    #[serde(default)]
+    pub orders: HashMap<String, String>,
+    /// How long a provider may go without a sample before one call is sent to it first again
+    /// (so that one avoided as slow is noticed when it recovers).
+    #[serde(default = "default_probe_ms")]
+    pub probe_ms: u64,
+}
+
+fn default_probe_ms() -> u64 {
+    10_000
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Prefer {
+    Fastest,
 }
 
 /// What an alias serves, and so which path it is called on.
@@ -322,6 +345,23 @@ impl RouteConfig {
                         );
                     }
                 }
+            }
+            for (p, chain) in &alias.orders {
+                if !alias.steps.iter().skip(1).any(|s| s.provider == *p) {
+                    return refused(
+                        format!("aliases.{name}.orders.{p}"),
+                        format!("{p:?} is not a step after the first (the alias's chain starts with the first)"),
+                    );
+                }
+                if chain.is_empty() {
+                    return refused(format!("aliases.{name}.orders.{p}"), "must name an aggregate cluster".into());
+                }
+            }
+            if alias.prefer == Some(Prefer::Fastest) && alias.orders.is_empty() {
+                return refused(
+                    format!("aliases.{name}.orders"),
+                    "`prefer: fastest` needs the chain's other orders (a step's provider -> its chain)".into(),
+                );
             }
             if let Some(c) = &alias.canary {
                 if !self.aliases.contains_key(&c.alias) || c.alias == *name {

@@ -175,7 +175,21 @@ impl Select {
             )
             .with_param("model"));
         }
-        h.set_request_header(headers::CHAIN, Some(&alias.chain));
+        // Latency-aware order: the chain from the provider with the best live figures, for a
+        // caller no privacy zone restricts (a zone's order stays the configured one).
+        let mut chain = alias.chain.as_str();
+        let mut route = choice.route.clone();
+        let unrestricted = call.zone.is_none_or(|z| self.cfg.zones.get(z).is_none_or(|r| r.iter().any(|x| x == "*")));
+        if alias.prefer == Some(crate::route::Prefer::Fastest) && unrestricted {
+            let providers: Vec<&str> = alias.steps.iter().map(|s| s.provider.as_str()).collect();
+            let first = crate::route::health::fastest(h, &providers, h.now_ms(), alias.probe_ms);
+            let order = if first == 0 { Some(chain) } else { alias.orders.get(providers[first]).map(String::as_str) };
+            if let Some(c) = order {
+                chain = c;
+                route = format!("{route}+fastest:{}", providers[first]);
+            }
+        }
+        h.set_request_header(headers::CHAIN, Some(chain));
         for name in [headers::CALLER_LATENCY_BUDGET, headers::CALLER_COST_CEILING] {
             if hint(name).is_some() {
                 h.set_request_header(name, None);
@@ -191,7 +205,7 @@ impl Select {
             h.set_property(headers::PROP_PER_TRY_MS, &per_try);
         }
         h.set_property(headers::PROP_ALIAS, &choice.alias);
-        h.set_property(headers::PROP_ROUTE, &choice.route);
+        h.set_property(headers::PROP_ROUTE, &route);
         if let Some(slice) = choice.slice {
             h.set_property(headers::PROP_SLICE, slice);
         }
@@ -205,7 +219,7 @@ impl Select {
         }
         h.set_property(headers::PROP_REQUEST, &facts.encode());
         self.alias = choice.alias;
-        self.route = choice.route;
+        self.route = route;
         h.clear_route_cache();
         Ok(())
     }
@@ -743,6 +757,12 @@ impl RouteAttempt {
     fn finish_record(&mut self, h: &impl Host, status: u16, credential: Option<String>) {
         let Some((index, started)) = self.record else { return };
         let latency = h.now_ms().saturating_sub(started);
+        // Live figures for latency-aware order, when an alias uses it.
+        if self.cfg.aliases.values().any(|a| a.prefer.is_some()) {
+            if let Some(a) = self.attempts.get(index) {
+                crate::route::health::record(h, &a.provider, latency, status >= 500 || status == 429);
+            }
+        }
         if let Some(a) = self.attempts.get_mut(index) {
             a.status = Some(status);
             a.latency_ms = Some(latency);

@@ -404,3 +404,70 @@ fn an_attempt_that_lands_past_a_step_notes_the_step_skipped_as_unhealthy() {
     assert!(second.property(&[headers::PROP_SKIPPED]).is_none());
     assert!(second.counters.borrow().is_empty());
 }
+
+#[test]
+fn prefer_fastest_sends_the_chain_from_the_best_provider_except_for_a_zone_restricted_caller() {
+    let mut v: serde_json::Value = serde_json::from_str(CFG).unwrap();
+    v["aliases"]["fast"] = serde_json::json!({"chain": "chain_chat", "prefer": "fastest",
+        "orders": {"openai": "chain_openai_first"},
+        "steps": [{"provider": "anthropic", "model": "claude-x"}, {"provider": "openai", "model": "gpt-x"}]});
+    let c: RouteConfig = serde_json::from_value(v.clone()).unwrap();
+    c.validate().unwrap();
+    let c = Rc::new(c);
+    let select = |identity: Option<&str>, store: &FakeHost| {
+        let h = request(
+            "/v1/chat/completions",
+            r#"{"model":"fast","messages":[{"role":"user","content":"hi"}]}"#,
+            identity,
+        );
+        *h.shared.borrow_mut() = store.shared.borrow().clone();
+        h.now.set(store.now.get());
+        let mut s = Select::new(c.clone());
+        s.on_request_headers(&h, false);
+        let n = h.request_body.borrow().len();
+        assert_eq!(s.on_request_body(&h, n, true), Flow::Continue);
+        s.on_response_headers(&h, true);
+        (h.request_header(headers::CHAIN), h.property_string(&[headers::PROP_ROUTE]), h.response_header(headers::ROUTE))
+    };
+    let store = FakeHost::new();
+    store.now.set(5_000);
+    crate::route::health::record(&store, "anthropic", 900, false);
+    crate::route::health::record(&store, "openai", 120, false);
+    let (chain, route, shown) = select(None, &store);
+    assert_eq!(chain.as_deref(), Some("chain_openai_first"));
+    assert_eq!(route.as_deref(), Some("default+fastest:openai"));
+    assert_eq!(shown.as_deref(), Some("default+fastest:openai"), "x-aigw-route says so");
+    // An EU caller keeps the configured order (its zone's rules).
+    let eu = r#"{"tenant":"t","key_id":"k","key_fingerprint":"f","zone":"eu","alias_scope":"*"}"#;
+    let (chain, route, _) = select(Some(eu), &store);
+    assert_eq!((chain.as_deref(), route.as_deref()), (Some("chain_chat"), Some("default")));
+    // Orders must name steps after the first; `fastest` needs some.
+    v["aliases"]["fast"]["orders"] = serde_json::json!({"anthropic": "x"});
+    let bad: RouteConfig = serde_json::from_value(v.clone()).unwrap();
+    assert_eq!(bad.validate().unwrap_err().field, "aliases.fast.orders.anthropic");
+    v["aliases"]["fast"]["orders"] = serde_json::json!({});
+    let bad: RouteConfig = serde_json::from_value(v).unwrap();
+    assert_eq!(bad.validate().unwrap_err().field, "aliases.fast.orders");
+}
+
+#[test]
+fn an_attempt_adds_its_latency_to_its_providers_live_figures_when_an_alias_orders_by_them() {
+    let mut v: serde_json::Value = serde_json::from_str(CFG).unwrap();
+    v["aliases"]["chat"]["prefer"] = "fastest".into();
+    v["aliases"]["chat"]["orders"] = serde_json::json!({"openai": "chain_openai_first"});
+    let c: Rc<RouteConfig> = Rc::new(serde_json::from_value(v).unwrap());
+    let h = request("/v1/chat/completions", r#"{"model":"chat","messages":[{"role":"user","content":"hi"}]}"#, None);
+    h.set_property(headers::PROP_ALIAS, "chat");
+    h.set_property("xds.upstream_host_metadata.filter_metadata.aigw.provider", "openai");
+    h.now.set(1_000);
+    let mut a = RouteAttempt::new(c);
+    a.on_request_headers(&h, false);
+    h.now.set(1_250);
+    h.response_headers.borrow_mut().push((":status".into(), "200".into()));
+    a.on_response_headers(&h, true);
+    let f = crate::route::health::read(&h, "openai").unwrap();
+    assert_eq!((f.latency_ms, f.error_rate), (250.0, 0.0));
+    // Without such an alias, nothing is recorded (no shared-data write per attempt).
+    let (h, _, _) = attempt_on("openai", "us-east-1", None);
+    assert!(crate::route::health::read(&h, "openai").is_none());
+}
