@@ -65,6 +65,20 @@ class Fleet:
         lua = (ROOT / "deploy" / "redis" / "aigw.lua").read_text()
         subprocess.run(self.cli("FUNCTION", "LOAD", "REPLACE", lua), check=True, capture_output=True)
 
+    def wait_webdis(self, timeout=10):
+        """Until Webdis answers an FCALL (it reconnects to a restarted Redis on first use)."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                r = httpx.get(f"http://127.0.0.1:{self.webdis_port}/FCALL/aigw_marks_get/1/probe:bad/0",
+                              auth=tuple(WEBDIS_AUTH.split(":", 1)), timeout=2)
+                if r.status_code == 200 and isinstance(r.json().get("FCALL"), list):
+                    return
+            except (httpx.HTTPError, ValueError):
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("Webdis does not answer")
+
     def cli(self, *args):
         return ["redis-cli", "-p", str(self.redis_port), "-a", REDIS_PASSWORD, "--no-auth-warning", *args]
 
@@ -189,6 +203,9 @@ def test_redis_stopped_serves_each_replica_its_local_share_and_a_restart_counts_
         assert "fleet store unavailable" in gw.envoy_log.read_text()
     finally:
         fleet.start_redis()
+    # Webdis reconnects to the restarted Redis when it is next used: until it answers, a call's
+    # top-up fails and the replica stays in `local` mode another retry_ms.
+    fleet.wait_webdis()
     time.sleep(0.6)
     # Redis is back with what it held (persisted): the fleet serves only what is left of its 30
     # (Redis's 22 and the lease not spent while it was down), never the 30 again.
