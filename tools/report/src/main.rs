@@ -4,6 +4,7 @@
 //! aigw-report spend     [--by tenant,feature,model,provider,alias] [--period day|month|all] FILE...
 //! aigw-report providers FILE...
 //! aigw-report privacy   --zones envoy/privacy-zones.json FILE...
+//! aigw-report drift     --baseline FROM..TO --current FROM..TO FILE...   (what moved; see `drift`)
 //! aigw-report cache-eval --pairs PAIRS.jsonl --url http://HOST:PORT --model ALIAS [--key-env VAR]
 //! ```
 //! aigw-report injection-eval --prompts PROMPTS.jsonl   (the prompt-injection rules' precision and recall)
@@ -22,6 +23,7 @@ use aigw_core::audit::AuditRecord;
 use aigw_core::time::civil_from_days;
 
 mod cache_eval;
+mod drift;
 mod injection_eval;
 
 fn main() -> ExitCode {
@@ -35,7 +37,7 @@ fn main() -> ExitCode {
     }
 }
 
-const USAGE: &str = "usage: aigw-report spend [--by FIELDS] [--period day|month|all] FILE...\n       aigw-report providers FILE...\n       aigw-report privacy --zones ZONES.json FILE...\n       aigw-report cache-eval --pairs PAIRS.jsonl --url http://HOST:PORT --model ALIAS [--key-env VAR]\n       aigw-report injection-eval --prompts PROMPTS.jsonl";
+const USAGE: &str = "usage: aigw-report spend [--by FIELDS] [--period day|month|all] FILE...\n       aigw-report providers FILE...\n       aigw-report privacy --zones ZONES.json FILE...\n       aigw-report drift --baseline FROM..TO --current FROM..TO FILE...\n       aigw-report cache-eval --pairs PAIRS.jsonl --url http://HOST:PORT --model ALIAS [--key-env VAR]\n       aigw-report injection-eval --prompts PROMPTS.jsonl";
 
 fn run(args: &[String], out: &mut dyn Write) -> Result<(), String> {
     let (cmd, rest) = args.split_first().ok_or(USAGE)?;
@@ -53,6 +55,7 @@ fn run(args: &[String], out: &mut dyn Write) -> Result<(), String> {
     let mut by = vec!["tenant".to_string(), "model".to_string()];
     let mut period = Period::Month;
     let mut zones_file = None;
+    let (mut baseline, mut current) = (None, None);
     let mut files = Vec::new();
     let mut it = rest.iter();
     while let Some(a) = it.next() {
@@ -60,6 +63,8 @@ fn run(args: &[String], out: &mut dyn Write) -> Result<(), String> {
             "--by" => by = it.next().ok_or("--by needs a value")?.split(',').map(str::to_string).collect(),
             "--period" => period = Period::parse(it.next().ok_or("--period needs a value")?)?,
             "--zones" => zones_file = Some(it.next().ok_or("--zones needs a file")?.clone()),
+            "--baseline" => baseline = Some(drift::parse_range(it.next().ok_or("--baseline needs FROM..TO")?)?),
+            "--current" => current = Some(drift::parse_range(it.next().ok_or("--current needs FROM..TO")?)?),
             f => files.push(f.to_string()),
         }
     }
@@ -70,6 +75,17 @@ fn run(args: &[String], out: &mut dyn Write) -> Result<(), String> {
     let table = match cmd.as_str() {
         "spend" => spend(&records, &by, period)?,
         "providers" => providers(&records),
+        "drift" => {
+            let (Some(b), Some(c)) = (baseline, current) else {
+                return Err("drift needs --baseline FROM..TO and --current FROM..TO".into());
+            };
+            let t = drift::drift(&records, b, c);
+            if t.rows.is_empty() {
+                return writeln!(out, "no signal moved significantly (p < 0.001) between the two periods")
+                    .map_err(|e| e.to_string());
+            }
+            t
+        }
         "privacy" => {
             let path = zones_file.ok_or("privacy needs --zones FILE")?;
             let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
