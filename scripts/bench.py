@@ -266,6 +266,12 @@ def make_config(name, port, admin, upstream_port, work):
         cfg = render_envoy.combine(cfg)
         size = 1024 if name == "guardrails-1k" else 64 * 1024
         return cfg, "/v1/chat/completions", guarded_body(size), headers
+    elif name == "fastest":
+        # The default layout on the demo's `chat-fastest` alias (`prefer: fastest`): the `full`
+        # call, whose listener reads both providers' live figures to choose the chain's order
+        # and whose attempt adds its sample to them.
+        cfg = render_envoy.combine(cfg)
+        return cfg, "/v1/chat/completions", CHAT_BODY.replace('"model": "chat"', '"model": "chat-fastest"'), headers
     elif name == "cache-hit":
         # The default layout on the demo's cached alias: the `full` call, answered from the
         # exact cache after the first (no upstream).
@@ -540,7 +546,7 @@ def main():
     ap.add_argument("--seconds", type=int, default=3)
     ap.add_argument("--configs",
                     default="bare,full,full-filters,full-separate-modules,audit-emit,auth-key-swap,quota,route-select,"
-                            "embeddings,models,responses,cache-hit,guardrails-1k,guardrails-64k,full-fleet,fleet-refill")
+                            "embeddings,models,responses,cache-hit,guardrails-1k,guardrails-64k,full-fleet,fleet-refill,fastest")
     ap.add_argument("--out", default=str(ROOT / "bench"))
     args = ap.parse_args()
     names = args.configs.split(",")

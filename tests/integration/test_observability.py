@@ -179,6 +179,19 @@ def test_metrics_match_the_run(gateway, run):
     assert metric(m, "aigw_provider_errors_total", provider="openai", error_class="overloaded") == 1
     assert metric(m, "aigw_provider_errors_total", error_class="no_response") == 0  # the aborted call was cancelled, not failed
 
+    # Attempts that reached the provider (the aborted call's was cancelled: not counted), and
+    # errors per provider and model.
+    assert metric(m, "aigw_provider_attempts_total", provider="anthropic", model=SONNET) == 7
+    assert metric(m, "aigw_provider_attempts_total", provider="openai", model=MINI) == 2
+    assert metric(m, "aigw_provider_errors_total", provider="anthropic", model=SONNET, error_class="overloaded") == 2
+    # Quota refusals by the refusing bucket's code; tokens and cost per labelled tenant.
+    assert metric(m, "aigw_quota_refusals_total", code="tenant_requests_per_minute") == 1
+    assert metric(m, "aigw_quota_refusals_total") == 1
+    tiny_cost = sum((Decimal(r["cost_usd"]) * 10**9).to_integral_value(rounding="ROUND_HALF_UP")
+                    for r in recs if r["cost_usd"] and r["tenant"] == "tiny")
+    assert metric(m, "aigw_tenant_cost_nano_usd_total", tenant="tiny") == tiny_cost > 0
+    assert metric(m, "aigw_tenant_tokens_total", tenant="tiny", token_type="output") == \
+        sum(r["tokens"]["output"] for r in recs if r["tokens"] and r["tenant"] == "tiny")
     assert metric(m, "aigw_tenant_requests_total", tenant="tiny", outcome="ok") == 3
     assert metric(m, "aigw_tenant_requests_total", tenant="tiny", outcome="refused_quota") == 1
 

@@ -140,10 +140,7 @@ impl Listener {
         let mut cfg = cfg;
         let book = cfg.resolve()?;
         let route = match &cfg.route {
-            Some(r) => {
-                r.validate().map_err(|e| e.in_stage("route"))?;
-                Some(Rc::new(r.clone()))
-            }
+            Some(r) => Some(Rc::new(r.clone().compiled().map_err(|e| e.in_stage("route"))?)),
             None => None,
         };
         // The cache store: the route's `cache` bound, or the default one when an alias or rule
@@ -478,10 +475,7 @@ impl<'a> TryFrom<(GatewayConfig, &'a dyn Fn(&str) -> Option<String>)> for Upstre
         let mut cfg = cfg;
         let book = cfg.resolve()?;
         let route = match cfg.route {
-            Some(r) => {
-                r.validate().map_err(|e| e.in_stage("route"))?;
-                Some(Rc::new(r))
-            }
+            Some(r) => Some(Rc::new(r.compiled().map_err(|e| e.in_stage("route"))?)),
             None => None,
         };
         Ok(Upstream {

@@ -152,6 +152,9 @@ pub struct Deprecation {
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     pub aliases: HashMap<String, Alias>,
+    /// Derived by [`RouteConfig::compiled`]: the providers `prefer: fastest` ranks.
+    #[serde(skip)]
+    pub ranked: Vec<String>,
     /// The providers the steps name; in the `gateway` filter's configuration, its one
     /// `providers` table instead.
     #[serde(default)]
@@ -285,6 +288,22 @@ impl RouteConfig {
     /// Whether an alias or rule names a cache policy.
     pub fn caches(&self) -> bool {
         self.aliases.values().any(|a| a.cache.is_some()) || self.rules.iter().any(|r| r.cache.is_some())
+    }
+
+    /// Validates, and derives what the stages look up per call: the providers whose live
+    /// figures an alias with `prefer: fastest` ranks (only their attempts record samples).
+    pub fn compiled(mut self) -> Result<RouteConfig, ConfigError> {
+        self.validate()?;
+        let mut ranked: Vec<String> = self
+            .aliases
+            .values()
+            .filter(|a| a.prefer.is_some())
+            .flat_map(|a| a.steps.iter().map(|s| s.provider.clone()))
+            .collect();
+        ranked.sort();
+        ranked.dedup();
+        self.ranked = ranked;
+        Ok(self)
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {

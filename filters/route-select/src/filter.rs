@@ -37,7 +37,7 @@ impl RootContext for Root {
                 return false;
             }
         };
-        self.cfg = host::configure("route-select", |cfg: RouteConfig| cfg.validate().map(|()| cfg)).map(Rc::new);
+        self.cfg = host::configure("route-select", |cfg: RouteConfig| cfg.compiled()).map(Rc::new);
         self.cfg.is_some()
     }
 

@@ -358,6 +358,47 @@ impl Leased {
     }
 }
 
+/// A top-up's asks for a scope's request and token leases (a call's or an attempt's), each with
+/// the lease it backs and its entry in the ticker's active list. A short lease asks for the
+/// whole need, which the grant alone covers (other calls may spend what the lease holds while
+/// this one waits); a short or low one asks for a lease within this replica's share of the
+/// burst.
+fn rate_asks(f: &fleet::Fleet, s: &Scope, rec: &ScopeRecord, tokens: u64) -> Vec<(Ask, Leased, ticker::Active)> {
+    let key = scope_key(s);
+    let buckets = [
+        (s.limits.requests, rec.requests, 1, f.lease_requests, 'r', Leased::Requests),
+        (s.limits.tokens, rec.tokens, tokens, f.lease_tokens, 't', Leased::Tokens),
+    ];
+    let mut out = Vec::new();
+    for (limit, state, cost, lease_tokens, tag, leased) in buckets {
+        let Some(limit) = limit else { continue };
+        let have = lease(state);
+        let need = if have < i64::try_from(fleet::units(cost)).unwrap_or(i64::MAX) { fleet::units(cost) } else { 0 };
+        let share = (limit.burst / f.expected_replicas).max(1);
+        let want = fleet::units(lease_tokens.min(share)).max(need);
+        if need == 0 && have >= i64::try_from(want / 4).unwrap_or(i64::MAX) {
+            continue;
+        }
+        let ask = Ask {
+            key: f.key(&s.key, tag),
+            rate_per_minute: limit.rate_per_minute,
+            cap_units: fleet::units(limit.burst),
+            need_units: need,
+            want_units: want,
+            ttl_ms: 0,
+        };
+        let active = ticker::Active {
+            record: key.clone(),
+            kind: if leased == Leased::Tokens { ticker::Kind::Tokens } else { ticker::Kind::Requests },
+            redis_key: ask.key.clone(),
+            rate_per_minute: limit.rate_per_minute,
+            burst: limit.burst,
+        };
+        out.push((ask, leased, active));
+    }
+    out
+}
+
 /// A top-up in flight: the call's HTTP call to Webdis, and what it asked for (per ask, its
 /// scope's record key and which lease).
 struct TopUp {
@@ -841,39 +882,10 @@ impl QuotaCall {
         let mut cost: Option<u128> = None;
         for s in scopes {
             let rec = read_record(h, &scope_key(s));
-            let buckets = [
-                (s.limits.requests, rec.requests, 1, f.lease_requests, 'r', Leased::Requests),
-                (s.limits.tokens, rec.tokens, tokens, f.lease_tokens, 't', Leased::Tokens),
-            ];
-            for (limit, state, cost, lease_tokens, tag, leased) in buckets {
-                let Some(limit) = limit else { continue };
-                let have = lease(state);
-                // Short: the call asks for its whole cost, which its grant alone covers (other
-                // calls may spend what the lease holds while this one waits).
-                let need =
-                    if have < i64::try_from(fleet::units(cost)).unwrap_or(i64::MAX) { fleet::units(cost) } else { 0 };
-                // The lease, within this replica's share of the burst.
-                let share = (limit.burst / f.expected_replicas).max(1);
-                let want = fleet::units(lease_tokens.min(share)).max(need);
-                if need == 0 && have >= i64::try_from(want / 4).unwrap_or(i64::MAX) {
-                    continue;
-                }
-                asks.push(Ask {
-                    key: f.key(&s.key, tag),
-                    rate_per_minute: limit.rate_per_minute,
-                    cap_units: fleet::units(limit.burst),
-                    need_units: need,
-                    want_units: want,
-                    ttl_ms: 0,
-                });
+            for (ask, leased, act) in rate_asks(&f, s, &rec, tokens) {
+                asks.push(ask);
                 targets.push((scope_key(s), leased));
-                active.push(ticker::Active {
-                    record: scope_key(s),
-                    kind: if leased == Leased::Tokens { ticker::Kind::Tokens } else { ticker::Kind::Requests },
-                    redis_key: f.key(&s.key, tag),
-                    rate_per_minute: limit.rate_per_minute,
-                    burst: limit.burst,
-                });
+                active.push(act);
             }
             // Budgets: a lease of the period's budget, in pico-USD (called for by the call; the
             // ticker does not top budgets up).
@@ -1518,36 +1530,10 @@ impl ProviderAttempt {
         let mut asks = Vec::new();
         let mut leased = Vec::new();
         let mut active = Vec::new();
-        let buckets = [
-            (scope.limits.requests, rec.requests, 1, f.lease_requests, 'r', Leased::Requests),
-            (scope.limits.tokens, rec.tokens, tokens, f.lease_tokens, 't', Leased::Tokens),
-        ];
-        for (limit, state, cost, lease_tokens, tag, which) in buckets {
-            let Some(limit) = limit else { continue };
-            let have = lease(state);
-            let need =
-                if have < i64::try_from(fleet::units(cost)).unwrap_or(i64::MAX) { fleet::units(cost) } else { 0 };
-            let share = (limit.burst / f.expected_replicas).max(1);
-            let want = fleet::units(lease_tokens.min(share)).max(need);
-            if need == 0 && have >= i64::try_from(want / 4).unwrap_or(i64::MAX) {
-                continue;
-            }
-            asks.push(Ask {
-                key: f.key(&scope.key, tag),
-                rate_per_minute: limit.rate_per_minute,
-                cap_units: fleet::units(limit.burst),
-                need_units: need,
-                want_units: want,
-                ttl_ms: 0,
-            });
+        for (ask, which, act) in rate_asks(f, scope, &rec, tokens) {
+            asks.push(ask);
             leased.push(which);
-            active.push(ticker::Active {
-                record: key.clone(),
-                kind: if which == Leased::Tokens { ticker::Kind::Tokens } else { ticker::Kind::Requests },
-                redis_key: f.key(&scope.key, tag),
-                rate_per_minute: limit.rate_per_minute,
-                burst: limit.burst,
-            });
+            active.push(act);
         }
         if asks.is_empty() {
             // Another attempt topped the lease up meanwhile.

@@ -183,10 +183,11 @@ impl Select {
         if alias.prefer == Some(crate::route::Prefer::Fastest) && unrestricted {
             let providers: Vec<&str> = alias.steps.iter().map(|s| s.provider.as_str()).collect();
             let first = crate::route::health::fastest(h, &providers, h.now_ms(), alias.probe_ms);
-            let order = if first == 0 { Some(chain) } else { alias.orders.get(providers[first]).map(String::as_str) };
+            let best = providers.get(first).copied().unwrap_or_default();
+            let order = if first == 0 { Some(chain) } else { alias.orders.get(best).map(String::as_str) };
             if let Some(c) = order {
                 chain = c;
-                route = format!("{route}+fastest:{}", providers[first]);
+                route = format!("{route}+fastest:{best}");
             }
         }
         h.set_request_header(headers::CHAIN, Some(chain));
@@ -757,11 +758,9 @@ impl RouteAttempt {
     fn finish_record(&mut self, h: &impl Host, status: u16, credential: Option<String>) {
         let Some((index, started)) = self.record else { return };
         let latency = h.now_ms().saturating_sub(started);
-        // Live figures for latency-aware order, when an alias uses it.
-        if self.cfg.aliases.values().any(|a| a.prefer.is_some()) {
-            if let Some(a) = self.attempts.get(index) {
-                crate::route::health::record(h, &a.provider, latency, status >= 500 || status == 429);
-            }
+        // Live figures for latency-aware order, for a provider an alias ranks by them.
+        if let Some(a) = self.attempts.get(index).filter(|a| self.cfg.ranked.contains(&a.provider)) {
+            crate::route::health::record(h, &a.provider, latency, status >= 500 || status == 429);
         }
         if let Some(a) = self.attempts.get_mut(index) {
             a.status = Some(status);

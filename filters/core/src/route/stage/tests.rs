@@ -455,7 +455,8 @@ fn an_attempt_adds_its_latency_to_its_providers_live_figures_when_an_alias_order
     let mut v: serde_json::Value = serde_json::from_str(CFG).unwrap();
     v["aliases"]["chat"]["prefer"] = "fastest".into();
     v["aliases"]["chat"]["orders"] = serde_json::json!({"openai": "chain_openai_first"});
-    let c: Rc<RouteConfig> = Rc::new(serde_json::from_value(v).unwrap());
+    let c: Rc<RouteConfig> = Rc::new(serde_json::from_value::<RouteConfig>(v).unwrap().compiled().unwrap());
+    assert_eq!(c.ranked, ["anthropic", "openai"]);
     let h = request("/v1/chat/completions", r#"{"model":"chat","messages":[{"role":"user","content":"hi"}]}"#, None);
     h.set_property(headers::PROP_ALIAS, "chat");
     h.set_property("xds.upstream_host_metadata.filter_metadata.aigw.provider", "openai");
