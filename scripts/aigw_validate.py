@@ -1,6 +1,7 @@
 """`aigw validate`: checks a whole gateway configuration before it is pushed.
 
-    scripts/aigw validate [--json] [--now UTC] [--allow-unpriced MODEL,...] [--no-envoy] [ENVOY_CONFIG ...]
+    scripts/aigw validate [--json] [--now UTC] [--allow-unpriced MODEL,...] [--no-envoy]
+                          [--benchmarks FILE] [ENVOY_CONFIG ...]
 
 Without a file it validates what the project ships: envoy/envoy.yaml rendered in both layouts
 (the two gateway filters, and the design card's filters), and every config in envoy/examples/.
@@ -13,6 +14,10 @@ For each Envoy configuration (YAML or JSON; ECDS files it references are read to
   of the configured size (and everything the filters themselves refuse: unknown canary aliases,
   duplicate key digests, ...);
 - the fallback chains against the clusters and routes (as render_envoy.py does);
+- each task route rule, resolved again from the benchmark table (envoy/benchmarks.json, or
+  --benchmarks): which alias it gets and why (a note), a warning when the table now picks
+  another alias than the configuration has (re-render and push), an error when no alias
+  qualifies; and a warning for every benchmark entry older than the table's max_age_days;
 - `envoy --mode validate` on the file.
 
 envoy/validate.json lists what is accepted on purpose (models allowed to be unpriced, each
@@ -32,6 +37,7 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
+import benchmarks  # noqa: E402
 import render_envoy  # noqa: E402
 
 WASM_TYPE = render_envoy.WASM_TYPE
@@ -160,7 +166,54 @@ def policy_allowances(path=POLICY):
         return list(json.load(f).get("allow_unpriced", {}))
 
 
-def validate(paths, now=None, allow_unpriced=(), run_envoy=True, policy=POLICY):
+def task_rules(filters, table, bench_path, now=None):
+    """Each task route rule of the listener's route stage, resolved again from `table`."""
+    import datetime
+
+    when = None
+    if now:
+        when = datetime.datetime.fromisoformat(now.replace("Z", "+00:00"))
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=datetime.timezone.utc)
+    out = []
+    for f in filters:
+        if f["root_id"] not in ("route_select", "gateway"):
+            continue
+        try:
+            conf = json.loads(f["configuration"])
+        except ValueError:
+            continue  # the checker reports a configuration that is not JSON
+        route = conf.get("route", {}) if f["root_id"] == "gateway" else conf
+        rules = benchmarks.task_rules(route)
+        if not rules:
+            continue
+        book = conf.get("price_book") or next(
+            (json.loads(g["configuration"]).get("price_book") for g in filters
+             if g["group"] == f["group"] and g["root_id"] in ("audit_emit", "quota")), None)
+        for i, r in enumerate(route.get("rules", [])):
+            if "task" not in r:
+                continue
+            at = f"{f['path']}.configuration{'.route' if f['root_id'] == 'gateway' else ''}.rules[{i}]"
+            try:
+                alias, why = benchmarks.resolve(dict(r), route, book, table, when)
+            except (benchmarks.TaskRuleError, KeyError, TypeError, ValueError) as e:
+                out.append({"file": f["file"], "path": at, "severity": "error", "message": f"{e} ({bench_path})"})
+                continue
+            out.append({"file": f["file"], "path": at, "severity": "note", "message": "\n    ".join(why)})
+            if r.get("alias") != alias:
+                out.append({"file": f["file"], "path": at, "severity": "warning",
+                            "message": f"{bench_path} now resolves task rule {r.get('name')!r} to {alias!r}, "
+                                       f"but the configuration sends it to {r.get('alias')!r}: re-render and push"})
+    if out:
+        for task, model, age in benchmarks.stale_entries(table, when):
+            out.append({"file": bench_path, "path": f"tasks.{task}.{model}", "severity": "warning",
+                        "message": f"benchmark of {model} for {task} is "
+                                   + (f"{age} days old" if age is not None else "undated")
+                                   + f" (max_age_days {table.get('max_age_days', 90)}): run the evaluation again"})
+    return out
+
+
+def validate(paths, now=None, allow_unpriced=(), run_envoy=True, policy=POLICY, bench_path=benchmarks.DEFAULT_PATH):
     """Every problem of the Envoy configurations at `paths`, as dicts."""
     allow_unpriced = [*allow_unpriced, *policy_allowances(policy)]
     problems, filters, clusters, aggregates = [], [], {}, {}
@@ -188,7 +241,23 @@ def validate(paths, now=None, allow_unpriced=(), run_envoy=True, policy=POLICY):
         if out.returncode != 0:
             raise SystemExit(f"aigw validate: {out.stderr.strip()}")
         problems += [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+        if any(benchmarks.task_rules(_route_of(f)) for f in filters):
+            try:
+                table = benchmarks.load(bench_path)
+            except (OSError, ValueError) as e:
+                problems.append({"file": bench_path, "path": "", "severity": "error",
+                                 "message": f"task rules need the benchmark table: {e}"})
+            else:
+                problems += task_rules(filters, table, bench_path, now)
     return problems
+
+
+def _route_of(f):
+    try:
+        conf = json.loads(f["configuration"])
+    except ValueError:
+        return {}
+    return conf.get("route", {}) if f["root_id"] == "gateway" else conf
 
 
 def shipped(tmp):
@@ -213,8 +282,9 @@ def report(problems, as_json):
             where = f"{p['file']}: {p['path']}" if p["path"] else p["file"]
             print(f"{p['severity']}: {where}\n    {p['message']}")
     errors = sum(p["severity"] == "error" for p in problems)
+    warnings = sum(p["severity"] == "warning" for p in problems)
     if not as_json:
-        print(f"{errors} errors, {len(problems) - errors} warnings")
+        print(f"{errors} errors, {warnings} warnings")
     return errors
 
 
@@ -225,12 +295,14 @@ def main(argv):
     ap.add_argument("--allow-unpriced", default="", help="more models allowed to have no price (comma-separated)")
     ap.add_argument("--no-envoy", action="store_true", help="skip envoy --mode validate")
     ap.add_argument("--policy", default=POLICY, help="accepted exceptions (default: envoy/validate.json)")
+    ap.add_argument("--benchmarks", default=benchmarks.DEFAULT_PATH,
+                    help="the benchmark table task rules are resolved from (default: envoy/benchmarks.json)")
     ap.add_argument("configs", nargs="*")
     a = ap.parse_args(argv)
     allow = [m for m in a.allow_unpriced.split(",") if m]
     with tempfile.TemporaryDirectory() as tmp:
         paths = a.configs or shipped(tmp)
-        problems = validate(paths, a.now, allow, not a.no_envoy, a.policy)
+        problems = validate(paths, a.now, allow, not a.no_envoy, a.policy, a.benchmarks)
         return 1 if report(problems, a.json) else 0
 
 

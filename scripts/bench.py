@@ -35,7 +35,7 @@ KEY = "aigw-demo-key-acme"
 PROVIDER_KEYS = {"OPENAI_API_KEY": "sk-bench-openai", "ANTHROPIC_API_KEY": "sk-bench-anthropic",
                  "AZURE_OPENAI_API_KEY": "bench-azure", "GEMINI_API_KEY": "bench-gemini",
                  "AWS_ACCESS_KEY_ID": "AKIDBENCH", "AWS_SECRET_ACCESS_KEY": "bench-secret",
-                 "AIGW_CACHE_EMBED_KEY": "aigw-demo-key-cache", "AIGW_FLEET_AUTH": "aigw:bench-webdis"}
+                 "AIGW_CACHE_EMBED_KEY": "aigw-demo-key-cache", "AIGW_SHADOW_KEY": "aigw-demo-key-shadow", "AIGW_FLEET_AUTH": "aigw:bench-webdis"}
 # Fleet mode's Webdis (started only when a fleet row is measured).
 FLEET_PORT = 7379
 REDIS_PASSWORD = "bench-redis"
@@ -169,7 +169,7 @@ def base_config(port, admin, upstream_port, work, modules="one"):
     text = render_envoy.render({
         "LISTEN_PORT": port, "ADMIN_PORT": admin, "OPENAI_PORT": upstream_port, "ANTHROPIC_PORT": upstream_port,
         "ACCESS_LOG": work / "access.log", "WASM_DIR": WASM_DIR, "MODULES": modules, "FLEET_PORT": FLEET_PORT})
-    cfg = yaml.safe_load(text)
+    cfg = render_envoy.load(text, quiet=True)
     hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     # No throttling while measuring: the demo quota configuration, every limit raised out of reach.
     quota = [f for f in hcm["http_filters"] if f["name"] == "aigw.quota"]

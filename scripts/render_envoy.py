@@ -6,6 +6,10 @@ Unset names take the defaults below; an unknown placeholder left in the template
 MODULES=one (default) runs every filter from target/.../aigw_filters.wasm (one VM per worker);
 MODULES=separate uses one module per filter.
 
+BENCHMARKS_FILE=path reads the offline evaluation results from there instead of
+envoy/benchmarks.json: each task route rule is resolved from them to the cheapest alias that
+meets its score, and which one and why is printed (scripts/benchmarks.py).
+
 ECDS_DIR=path moves every gateway filter's configuration out of the listener and clusters into
 one file per filter in that directory, loaded by Envoy's extension config discovery (ECDS): a
 new configuration then takes effect without a restart when the file is replaced.
@@ -21,6 +25,8 @@ import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchmarks  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 DEMO_KEYS = {
@@ -29,6 +35,8 @@ DEMO_KEYS = {
     "DEMO_KEY_BETA": "aigw-demo-key-beta",
     # The key the semantic cache's embedding calls present (Envoy's AIGW_CACHE_EMBED_KEY).
     "DEMO_KEY_CACHE": "aigw-demo-key-cache",
+    # The key shadow legs present (Envoy's AIGW_SHADOW_KEY; README, "Shadow dual-run").
+    "DEMO_KEY_SHADOW": "aigw-demo-key-shadow",
 }
 
 
@@ -69,8 +77,12 @@ def render(values):
         "PROVIDER_ENV_KEYS": ", ".join([
             "OPENAI_API_KEY", "ANTHROPIC_API_KEY", "AZURE_OPENAI_API_KEY", "GEMINI_API_KEY",
             "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-            "OPENAI_API_KEY_NEXT", "ANTHROPIC_API_KEY_NEXT", "AIGW_CACHE_EMBED_KEY", "AIGW_FLEET_AUTH"]),
+            "OPENAI_API_KEY_NEXT", "ANTHROPIC_API_KEY_NEXT", "AIGW_CACHE_EMBED_KEY", "AIGW_FLEET_AUTH",
+            "AIGW_SHADOW_KEY"]),
     }
+    # Task route rules are resolved from these once the text is parsed (`load`), after any edit.
+    bench_file = values.get("BENCHMARKS_FILE") or os.path.join(ROOT, "envoy", "benchmarks.json")
+    v["BENCHMARKS"] = json.dumps(benchmarks.load(str(bench_file)), separators=(",", ":"))
     with open(os.path.join(ROOT, "envoy", "privacy-zones.json")) as f:
         v["PRIVACY_ZONES"] = json.dumps(json.load(f)["zones"], separators=(",", ":"))
     with open(os.path.join(ROOT, "envoy", "quota.json")) as f:
@@ -85,6 +97,7 @@ def render(values):
         v[name + "_SHA256"] = hashlib.sha256(key.encode()).hexdigest()
     v.update(values)
     v.pop("QUOTA_FLEET", None)
+    v.pop("BENCHMARKS_FILE", None)
     modules = str(v.pop("MODULES", "one"))
     if modules not in ("one", "separate"):
         raise SystemExit("render_envoy: MODULES is one or separate")
@@ -105,6 +118,62 @@ def render(values):
         return str(v[name])
 
     return LAYOUT_MARK + layout + "\n" + re.sub(r"\{\{([A-Z0-9_]+)\}\}", sub, text)
+
+
+ROUTE_FILTERS = ("aigw.route_select", "aigw.route_select_upstream", "aigw.gateway", "aigw.gateway_upstream")
+
+
+def wasm_filters(cfg):
+    """Every Wasm filter of a parsed configuration (listeners' and clusters' upstream filters)."""
+    for listener in cfg.get("static_resources", {}).get("listeners", []):
+        for chain in listener.get("filter_chains", []):
+            for nf in chain.get("filters", []):
+                yield from nf.get("typed_config", {}).get("http_filters", [])
+    for cluster in cfg.get("static_resources", {}).get("clusters", []):
+        opts = cluster.get("typed_extension_protocol_options", {})
+        yield from opts.get("envoy.extensions.upstreams.http.v3.HttpProtocolOptions", {}).get("http_filters", [])
+
+
+def resolve_tasks(cfg, quiet=False):
+    """Resolves every task route rule of a parsed configuration from the benchmark table the
+    template carries in the route configuration (`benchmarks`, taken out here: the filters never
+    see it), and prints which alias each rule got and why. Exits on a rule that cannot be resolved."""
+    confs = [(f, json.loads(f["typed_config"]["config"]["configuration"]["value"]))
+             for f in wasm_filters(cfg)
+             if "typed_config" in f and "configuration" in f["typed_config"].get("config", {})]
+    book = next((c.get("price_book") or c.get("quota", {}).get("price_book") for _, c in confs
+                 if c.get("price_book") or c.get("quota", {}).get("price_book")), None)
+    if book is None:
+        with open(os.path.join(ROOT, "envoy", "price-book.json")) as fh:
+            book = json.load(fh)
+    printed = set()
+    for f, c in confs:
+        if f.get("name") not in ROUTE_FILTERS:
+            continue
+        route = c.get("route", c) if f["name"].startswith("aigw.gateway") else c
+        table = route.pop("benchmarks", None)
+        if table is None and not benchmarks.task_rules(route):
+            continue
+        if benchmarks.task_rules(route):
+            if table is None:
+                raise SystemExit(f"render_envoy: {f['name']} has task rules but no benchmark table")
+            try:
+                why = benchmarks.resolve_route(route, book, table)
+            except benchmarks.TaskRuleError as e:
+                raise SystemExit(f"render_envoy: {e}")
+            for line in why:
+                if line not in printed and not quiet:
+                    print(f"render_envoy: {line}", file=sys.stderr)
+                printed.add(line)
+        f["typed_config"]["config"]["configuration"]["value"] = json.dumps(c, separators=(",", ":"))
+    return cfg
+
+
+def load(text, quiet=False):
+    """A rendered (and possibly edited) text, parsed, with its task rules resolved."""
+    import yaml  # in the venv that scripts/lib.sh makes
+
+    return resolve_tasks(yaml.safe_load(text), quiet)
 
 
 ECDS_FILTERS = ("aigw.audit_emit", "aigw.auth_key_swap", "aigw.quota", "aigw.route_select",
@@ -201,9 +270,7 @@ WASM_TYPE = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
 def to_ecds(text, ecds_dir):
     """Moves each gateway filter's typed_config into ECDS_DIR/<name>.json; returns (the Envoy
     config as JSON text, {file name: resource JSON})."""
-    import yaml  # in the venv that scripts/lib.sh makes
-
-    cfg = yaml.safe_load(text)
+    cfg = load(text)
     if layout_of(text) == "gateway":
         cfg = combine(cfg)
     refuse_inconsistent(cfg)
@@ -334,16 +401,11 @@ def render_to(out_path, values):
     ecds_dir = values.pop("ECDS_DIR", None)
     text = render(values)
     if not ecds_dir:
-        try:
-            import yaml
-        except ImportError:  # outside the venv (the Docker demo): the check needs PyYAML
-            yaml = None
-        if yaml is not None:
-            cfg = yaml.safe_load(text)
-            if layout_of(text) == "gateway":
-                cfg = combine(cfg)
-                text = json.dumps(cfg, indent=1)
-            refuse_inconsistent(cfg)
+        cfg = load(text)
+        if layout_of(text) == "gateway":
+            cfg = combine(cfg)
+        text = json.dumps(cfg, indent=1)
+        refuse_inconsistent(cfg)
     if ecds_dir:
         ecds_dir = os.path.abspath(str(ecds_dir))
         text, files = to_ecds(text, ecds_dir)
@@ -352,22 +414,21 @@ def render_to(out_path, values):
         f.write(text)
 
 
-def refuse_invalid(text):
+def refuse_invalid(text, bench_file=None):
     """Runs `aigw validate` (scripts/aigw_validate.py) on a rendered configuration; exits, naming
     every error, when it has any."""
     import tempfile
 
-    import yaml
     import aigw_validate
 
-    cfg = yaml.safe_load(text)
+    cfg = load(text, quiet=True)
     if layout_of(text) == "gateway":
         cfg = combine(cfg)
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "envoy.candidate.yaml")
         with open(path, "w") as f:
             f.write(json.dumps(cfg, indent=1))
-        problems = aigw_validate.validate([path])
+        problems = aigw_validate.validate([path], bench_path=bench_file or benchmarks.DEFAULT_PATH)
     errors = [p for p in problems if p["severity"] == "error"]
     if errors:
         raise SystemExit("render_envoy: refusing to push an invalid configuration (aigw validate):\n  "
@@ -379,7 +440,7 @@ def push(ecds_dir, values):
     configuration must pass `aigw validate` first."""
     ecds_dir = os.path.abspath(str(ecds_dir))
     text = render(values)
-    refuse_invalid(text)
+    refuse_invalid(text, values.get("BENCHMARKS_FILE"))
     _, files = to_ecds(text, ecds_dir)
     write_ecds(ecds_dir, files)
 

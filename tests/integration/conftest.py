@@ -33,7 +33,7 @@ AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY = PROVIDER_KEYS["bedrock"].split(":")
 PROVIDER_ENV = {"OPENAI_API_KEY": PROVIDER_KEYS["openai"], "ANTHROPIC_API_KEY": PROVIDER_KEYS["anthropic"],
                 "AZURE_OPENAI_API_KEY": PROVIDER_KEYS["azure"], "GEMINI_API_KEY": PROVIDER_KEYS["gemini"],
                 "AWS_ACCESS_KEY_ID": AWS_ACCESS_KEY_ID, "AWS_SECRET_ACCESS_KEY": AWS_SECRET_ACCESS_KEY,
-                "AIGW_CACHE_EMBED_KEY": "aigw-demo-key-cache"}
+                "AIGW_CACHE_EMBED_KEY": "aigw-demo-key-cache", "AIGW_SHADOW_KEY": "aigw-demo-key-shadow"}
 PROVIDERS = ("openai", "anthropic", "azure", "gemini", "bedrock")
 DEMO_KEYS = {"acme": "aigw-demo-key-acme", "tiny": "aigw-demo-key-tiny", "beta": "aigw-demo-key-beta"}
 PRICE_BOOK = json.loads((ROOT / "envoy" / "price-book.json").read_text())

@@ -1,6 +1,7 @@
 """`aigw-report drift` over the audit log of a real run: a provider made slower with the fakes'
-delay injection is flagged (latency, with its effect and sample counts); two unchanged periods
-are not; too few calls say so."""
+delay injection is flagged (latency, with its effect and sample counts), and one that starts
+refusing (its refusal rate and finish-reason mix); two unchanged periods are not; too few calls
+say so."""
 
 import subprocess
 import time
@@ -25,7 +26,8 @@ def run(tmp_path_factory):
             time.sleep(0.01)
             return start, int(time.time() * 1000)
         calls(20)  # warm-up
-        periods = {"a": calls(40), "b": calls(40), "slow": calls(40, "anthropic=delay-60"), "few": calls(5)}
+        periods = {"a": calls(40), "b": calls(40), "slow": calls(40, "anthropic=delay-60"), "few": calls(5),
+                   "refusing": calls(40, "anthropic=refuse")}
         time.sleep(0.5)
         yield gw, periods
     finally:
@@ -42,11 +44,27 @@ def drift(gw, base, cur):
 def test_a_provider_made_slower_is_flagged_with_its_effect(run):
     gw, p = run
     out = drift(gw, p["a"], p["slow"])
-    rows = [line for line in out.splitlines() if line.startswith("| anthropic |") and "latency p50" in line]
+    rows = [line for line in out.splitlines() if line.startswith("| anthropic |") and "latency p50/p95" in line]
     assert rows, out
     cells = [c.strip() for c in rows[0].strip("|").split("|")]
     assert cells[1] == "claude-sonnet-4-5-20250929" and cells[3].endswith("of 40") and cells[4].endswith("of 40")
-    assert float(cells[6]) > 3.29 and "+" in cells[5], cells
+    assert float(cells[6]) > 3.29 and cells[5].startswith("p50 +") and "p95 +" in cells[5], cells
+    # Only latency moved: no answer signal did.
+    assert "refusal rate" not in out and "finish reason" not in out, out
+
+
+def test_a_provider_that_starts_refusing_is_flagged(run):
+    gw, p = run
+    out = drift(gw, p["a"], p["refusing"])
+    cells = {}
+    for line in out.splitlines():
+        if line.startswith("| anthropic |"):
+            c = [x.strip() for x in line.strip("|").split("|")]
+            cells[c[2]] = c
+    assert cells["refusal rate"][3:6] == ["0.0% of 40", "100.0% of 40", "+100.0 points"], out
+    assert cells["finish reason: content_filter"][5] == "+100.0 points"
+    assert cells["finish reason: stop"][5] == "-100.0 points"
+    assert float(cells["refusal rate"][6]) > 3.29
 
 
 def test_two_unchanged_periods_are_quiet_and_too_few_calls_say_so(run):

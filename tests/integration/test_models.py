@@ -8,7 +8,7 @@ import pytest
 from conftest import DEMO_KEYS
 
 # The demo's aliases (envoy/envoy.yaml); the demo key `beta` may use `chat` only.
-ALL = sorted(["chat", "chat-cached", "chat-guarded", "chat-restricted", "chat-semantic", "chat-openai-first", "chat-fastest", "chat-azure", "chat-gemini", "chat-bedrock", "chat-eu", "embed", "embed-cache", "embed-gemini",
+ALL = sorted(["chat", "chat-cached", "chat-guarded", "chat-restricted", "chat-semantic", "chat-openai-first", "chat-fastest", "chat-shadowed", "chat-azure", "chat-gemini", "chat-bedrock", "chat-eu", "embed", "embed-cache", "embed-gemini",
               "embed-titan", "embed-cohere"])
 
 

@@ -202,7 +202,7 @@ def test_privacy_zone_holds_during_an_outage_of_the_in_zone_provider(fresh_gatew
     assert gw.provider_requests("openai", containing=msg) == []
     # And with no in-zone rule at all, an outage of the in-zone provider never spills out of it.
     gw.push(lambda t: t.replace('{"name": "eu-data-stays-in-eu", "match": {"zones": ["eu"], "models": ["chat"]}, '
-                                '"alias": "chat-eu"}', ''))
+                                '"alias": "chat-eu"},', ''))
     msg = unique("outage")
     r = gw.chat(msg, key=tiny, headers={"x-fake-fault": "anthropic=503"})
     assert r.status_code == 503

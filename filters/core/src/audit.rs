@@ -219,6 +219,12 @@ pub struct AuditRecord {
     pub tenant: Option<String>,
     pub feature: Option<String>,
     pub agent: Option<String>,
+    /// The task category the caller named (`x-gateway-task`).
+    #[serde(default)]
+    pub task: Option<String>,
+    /// A shadow leg: the request id of the call it copies (README, "Shadow dual-run").
+    #[serde(default)]
+    pub shadow_of: Option<String>,
     pub key_id: Option<String>,
     pub key_fingerprint: Option<String>,
     /// The front door the call came in by: `chat`, `messages`, `responses`, `embeddings` or
@@ -264,6 +270,30 @@ pub struct AuditRecord {
     pub cache_semantic: Option<crate::cache::semantic::SemanticNote>,
     pub compliance_flags: Vec<String>,
     pub flags: Vec<String>,
+    /// What the answer the caller got says about the model's behaviour (drift signals, shadow
+    /// comparison); null when no provider's answer reached the caller.
+    #[serde(default)]
+    pub answer: Option<AnswerRecord>,
+}
+
+/// The audit record's view of an answer (README, "The audit record").
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnswerRecord {
+    /// `stop`, `length`, `tool_calls`, `content_filter` or `other`, whatever the provider and
+    /// door (null: the answer did not say).
+    pub finish_reason: Option<crate::wire::facts::Finish>,
+    pub tool_calls: u32,
+    /// The provider refused (a refusal field or stop reason, a safety stop), or the answer
+    /// opens with one of the configured refusal phrases.
+    pub refusal: bool,
+    /// The request asked for JSON: whether the answer was it (null: it did not ask).
+    pub json_valid: Option<bool>,
+    /// Characters of text, and the first 16 hex digits of the SHA-256 of the text and tool
+    /// calls (non-streamed answers only).
+    #[serde(default)]
+    pub output_chars: Option<u64>,
+    #[serde(default)]
+    pub output_digest: Option<String>,
 }
 
 #[cfg(test)]
@@ -344,6 +374,8 @@ mod tests {
             tenant: Some("t".into()),
             feature: None,
             agent: None,
+            task: None,
+            shadow_of: None,
             key_id: None,
             key_fingerprint: None,
             door: Some("chat".into()),
@@ -368,6 +400,7 @@ mod tests {
             cost_saved_usd: None,
             cache_semantic: None,
             compliance_flags: vec![],
+            answer: None,
             flags: vec![],
         };
         let s = serde_json::to_string(&r).unwrap();

@@ -209,6 +209,9 @@ pub fn authenticate(h: &impl Host, ring: &KeyRing) -> Result<CallIdentity, ()> {
     let presented = presented_credential(get("authorization"), get("x-api-key"), get("api-key"));
     let feature = get(headers::CALLER_FEATURE).filter(|v| !v.is_empty());
     let agent = get(headers::CALLER_AGENT).filter(|v| !v.is_empty());
+    let task = get(headers::CALLER_TASK).filter(|v| !v.is_empty());
+    let shadow_of = get(headers::SHADOW_OF).filter(|v| !v.is_empty()).map(str::to_string);
+    let shadow_zone = get(headers::SHADOW_ZONE).filter(|v| !v.is_empty()).map(str::to_string);
     let result = presented.map(|p| ring.authenticate(p));
     let door = messages_door(h);
     h.remove_request_headers(&all, &|n| {
@@ -216,6 +219,7 @@ pub fn authenticate(h: &impl Host, ring: &KeyRing) -> Result<CallIdentity, ()> {
             || PROVIDER_AUTH_HEADERS.contains(&n)
             || n == headers::CALLER_FEATURE
             || n == headers::CALLER_AGENT
+            || n == headers::CALLER_TASK
     });
     let refuse = |err: &GatewayError| {
         h.set_property(headers::PROP_REFUSAL, "auth");
@@ -243,7 +247,9 @@ pub fn authenticate(h: &impl Host, ring: &KeyRing) -> Result<CallIdentity, ()> {
         refuse(&e);
         return Err(());
     }
-    for (what, scope, asked) in [("feature", &id.features, feature), ("agent", &id.agents, agent)] {
+    for (what, scope, asked) in
+        [("feature", &id.features, feature), ("agent", &id.agents, agent), ("task", &id.tasks, task)]
+    {
         if let Some(name) = asked {
             if let Err(e) = check_scope(what, scope, name) {
                 h.set_property(headers::PROP_IDENTITY, &call.to_json());
@@ -254,6 +260,13 @@ pub fn authenticate(h: &impl Host, ring: &KeyRing) -> Result<CallIdentity, ()> {
     }
     call.feature = feature.map(str::to_string);
     call.agent = agent.map(str::to_string);
+    call.task = task.map(str::to_string);
+    // Only the gateway's own shadow key makes shadow legs; from any other key it is dropped.
+    call.shadow_of = shadow_of.filter(|_| id.shadow);
+    if call.shadow_of.is_some() && shadow_zone.is_some() {
+        // The leg keeps to the privacy zone of the call it copies, whatever the shadow key's.
+        call.zone = shadow_zone;
+    }
     h.set_property(headers::PROP_IDENTITY, &call.to_json());
     Ok(call)
 }

@@ -78,6 +78,15 @@ pub const PROP_IDENTITY: &str = "aigw_identity";
 /// Headers a caller uses to attribute a call to a feature or agent, within its key's scope.
 pub const CALLER_FEATURE: &str = "x-gateway-feature";
 pub const CALLER_AGENT: &str = "x-gateway-agent";
+/// On a shadow leg (a call the gateway makes to itself with a shadow key): the request id of
+/// the call it copies. Honoured only from a key with `"shadow": true`; an internal header, so
+/// removed from every caller's request.
+pub const SHADOW_OF: &str = "x-aigw-shadow-of";
+/// On a shadow leg: the privacy zone of the call it copies, which the leg keeps to (honoured
+/// only with `x-aigw-shadow-of`, from a shadow key).
+pub const SHADOW_ZONE: &str = "x-aigw-shadow-zone";
+/// The task category a call is (`summarize`, ...), for task route rules; within the key's scope.
+pub const CALLER_TASK: &str = "x-gateway-task";
 /// JSON array of [`crate::audit::Attempt`], appended to by each upstream attempt.
 pub const PROP_ATTEMPTS: &str = "aigw_attempts";
 /// The per-try timeout a latency budget gave each attempt: with each attempt's start time (in
@@ -95,6 +104,10 @@ pub const PROP_ROUTE_FLAGS: &str = "aigw_route_flags";
 /// The call's usage as JSON, when a filter took the usage chunk out of a stream the caller
 /// did not ask usage for (audit-emit reads it).
 pub const PROP_USAGE: &str = "aigw_usage";
+/// What the attempt that passed a whole answer on saw of it ([`crate::wire::facts::AnswerFacts`]
+/// as JSON: how it ended, tool calls, refusal, head, length, digest, JSON validity); for a
+/// stream, only whether it was the JSON asked for (the listener reads the rest as it passes).
+pub const PROP_ANSWER: &str = "aigw_answer";
 pub const PROP_REFUSAL: &str = "aigw_refusal";
 /// The chain steps an attempt passed over (their provider had no healthy endpoint), in order.
 pub const PROP_SKIPPED: &str = "aigw_skipped";

@@ -117,6 +117,8 @@ fn both(stage: &str, shared: &str) -> ConfigError {
 pub struct Listener {
     pub auth: Option<KeyRing>,
     pub route: Option<Rc<RouteConfig>>,
+    /// How shadow legs are sent (the route's `shadow`, its key from the environment).
+    pub shadow: Option<Rc<crate::route::shadow::ShadowLeg>>,
     pub cache: Option<Rc<Cache>>,
     pub quota: Option<Rc<Quota>>,
     pub audit: Option<Audit>,
@@ -172,10 +174,17 @@ impl Listener {
             }
             _ => None,
         };
+        let shadow = match cfg.route.as_ref().and_then(|r| r.shadow.as_ref()) {
+            Some(s) => {
+                Some(Rc::new(crate::route::shadow::ShadowLeg::compile(s, env).map_err(|e| e.in_stage("route"))?))
+            }
+            None => None,
+        };
         Ok(Listener {
             auth: cfg.auth.as_ref().map(KeyRing::try_from).transpose().map_err(|e| e.in_stage("auth"))?,
             cache,
             route,
+            shadow,
             quota: compile_quota(cfg.quota.as_ref(), &book, env)?,
             audit: cfg
                 .audit
@@ -222,6 +231,8 @@ pub struct ListenerCall {
     cache_holds: bool,
     /// The cache stage waits for the request's embedding: the request is held.
     cache_waits: bool,
+    /// A shadow leg to send once the call goes on: (path, body, candidate alias).
+    shadow: Option<(&'static str, Vec<u8>, String)>,
 }
 
 impl ListenerCall {
@@ -237,6 +248,34 @@ impl ListenerCall {
             route_holds_headers: false,
             cache_holds: false,
             cache_waits: false,
+            shadow: None,
+        }
+    }
+
+    /// Keeps a copy of the request for its shadow leg, when its alias has one and the call is
+    /// in the sample (never for a shadow leg itself). The body is as it goes upstream.
+    fn keep_shadow(&mut self, h: &impl Host, size: usize) {
+        if self.cfg.shadow.is_none() || h.call_identity().is_some_and(|i| i.shadow_of.is_some()) {
+            return;
+        }
+        let rid = h.request_header("x-request-id").unwrap_or_default();
+        let Some((path, candidate)) = self.route.as_ref().and_then(|r| r.shadow_target(&rid)) else { return };
+        let candidate = candidate.to_string();
+        if let Some(body) = crate::route::shadow::body(&h.request_body(size), &candidate) {
+            self.shadow = Some((path, body, candidate));
+        }
+    }
+
+    /// The call goes on to its provider: its shadow leg (if any) is sent now, not waited for.
+    fn send_shadow(&mut self, h: &impl Host) {
+        let (Some((path, body, candidate)), Some(leg)) = (self.shadow.take(), self.cfg.shadow.as_ref()) else {
+            return;
+        };
+        let rid = h.request_header("x-request-id").unwrap_or_default();
+        let zone = h.call_identity().and_then(|i| i.zone);
+        match crate::route::shadow::send(h, leg, path, &body, &rid, zone.as_deref()) {
+            Ok(_) => crate::route::stage::add_route_flag(h, &format!("shadow_sent:{candidate}")),
+            Err(()) => crate::route::stage::add_route_flag(h, "shadow_not_sent"),
         }
     }
 
@@ -301,6 +340,7 @@ impl ListenerCall {
                 }
                 _ => {}
             }
+            self.keep_shadow(h, size);
             let handed = self.guard.as_mut().and_then(GuardCall::take_request);
             let decision = self.cache.as_mut().map_or(Decision::GoOn, |c| c.on_request(h, handed));
             if decision == Decision::Wait {
@@ -316,11 +356,15 @@ impl ListenerCall {
         if self.cache_waits {
             return Flow::Pause;
         }
-        match self.quota.as_mut().map(|q| q.on_request_body(h, size, eos)) {
+        let flow = match self.quota.as_mut().map(|q| q.on_request_body(h, size, eos)) {
             Some(Flow::Refused) => self.refused(Stage::Quota),
             Some(f) => f,
             None => Flow::Continue,
+        };
+        if flow == Flow::Continue && eos {
+            self.send_shadow(h);
         }
+        flow
     }
 
     /// What follows the cache's decision: a hit is served (charged to the request buckets
@@ -336,6 +380,8 @@ impl ListenerCall {
                 return self.refused(Stage::Quota);
             }
             if c.serve(h) {
+                // Answered from the cache: no provider's answer to compare a shadow's with.
+                self.shadow = None;
                 return self.refused(at);
             }
             if at == Stage::Quota {
@@ -352,7 +398,10 @@ impl ListenerCall {
         // Quota's top-up of its fleet leases: the call goes on, waits for another, or was refused.
         if let Some(flow) = self.quota.as_mut().and_then(|q| q.on_http_call_response(h, token, answer)) {
             match flow {
-                Flow::Continue => h.resume_request(),
+                Flow::Continue => {
+                    self.send_shadow(h);
+                    h.resume_request()
+                }
                 Flow::Refused => self.refused_at = Some(Stage::Quota),
                 Flow::Pause => {}
             }
@@ -364,6 +413,7 @@ impl ListenerCall {
         let Some(decision) = self.cache.as_mut().and_then(|c| c.on_call(h, token, answer)) else { return };
         self.cache_waits = false;
         if self.after_cache(h, decision) == Flow::Continue {
+            self.send_shadow(h);
             h.resume_request();
         }
     }

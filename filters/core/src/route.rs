@@ -9,6 +9,7 @@ pub use crate::provider::ProviderConfig;
 
 pub mod health;
 pub mod models;
+pub mod shadow;
 pub mod stage;
 
 /// The wire API a provider speaks.
@@ -67,6 +68,10 @@ pub struct Alias {
     /// (so that one avoided as slow is noticed when it recovers).
     #[serde(default = "default_probe_ms")]
     pub probe_ms: u64,
+    /// A sampled copy of the alias's calls goes to a candidate alias, off the caller's path
+    /// (README, "Shadow dual-run").
+    #[serde(default)]
+    pub shadow: Option<shadow::ShadowPolicy>,
 }
 
 fn default_probe_ms() -> u64 {
@@ -104,6 +109,17 @@ pub struct Rule {
     pub name: String,
     #[serde(default, rename = "match")]
     pub when: RuleMatch,
+    /// A task rule: only calls that name this task (`x-gateway-task`), and its `alias` is
+    /// chosen by `scripts/render_envoy.py` from `envoy/benchmarks.json`: the cheapest whose
+    /// models all score at least `min_score` on the task (README, "Benchmark-validated routing").
+    #[serde(default)]
+    pub task: Option<String>,
+    #[serde(default)]
+    pub min_score: Option<f64>,
+    /// The aliases a task rule was resolved among (default: every chat alias).
+    #[serde(default)]
+    pub among: Vec<String>,
+    #[serde(default)]
     pub alias: String,
     /// The answers of the calls this rule routes are cached (see `cache`).
     #[serde(default)]
@@ -179,6 +195,9 @@ pub struct RouteConfig {
     /// (`headers::FORWARDED_REQUEST`); e.g. the demo fakes' `x-fake-fault`.
     #[serde(default)]
     pub forward_request_headers: Vec<String>,
+    /// How shadow legs are sent (the key they present); needed when an alias has a `shadow`.
+    #[serde(default)]
+    pub shadow: Option<shadow::ShadowConfig>,
 }
 
 /// What a call brings to route selection.
@@ -187,6 +206,7 @@ pub struct CallFacts<'a> {
     pub model: &'a str,
     pub tenant: Option<&'a str>,
     pub feature: Option<&'a str>,
+    pub task: Option<&'a str>,
     pub workload_class: Option<&'a str>,
     pub zone: Option<&'a str>,
     pub latency_budget_ms: Option<u64>,
@@ -382,6 +402,27 @@ impl RouteConfig {
                     "`prefer: fastest` needs the chain's other orders (a step's provider -> its chain)".into(),
                 );
             }
+            if let Some(s) = &alias.shadow {
+                let candidate = self.aliases.get(&s.alias);
+                if candidate.is_none() || s.alias == *name {
+                    return refused(
+                        format!("aliases.{name}.shadow.alias"),
+                        format!("{:?} is not another alias", s.alias),
+                    );
+                }
+                if alias.kind != AliasKind::Chat || candidate.is_some_and(|c| c.kind != AliasKind::Chat) {
+                    return refused(format!("aliases.{name}.shadow"), "only chat aliases are shadowed".into());
+                }
+                if s.percent > 100 {
+                    return refused(format!("aliases.{name}.shadow.percent"), "must be 0..=100".into());
+                }
+                if self.shadow.is_none() {
+                    return refused(
+                        format!("aliases.{name}.shadow"),
+                        "needs the route's `shadow` (the key the shadow legs present)".into(),
+                    );
+                }
+            }
             if let Some(c) = &alias.canary {
                 if !self.aliases.contains_key(&c.alias) || c.alias == *name {
                     return refused(
@@ -395,6 +436,22 @@ impl RouteConfig {
             }
         }
         for (i, r) in self.rules.iter().enumerate() {
+            if r.task.is_some() && r.alias.is_empty() {
+                return refused(
+                    format!("rules[{i}].alias"),
+                    format!(
+                        "task rule {:?} has no alias: scripts/render_envoy.py resolves it from envoy/benchmarks.json \
+                         (render the configuration with it, or name the alias)",
+                        r.name
+                    ),
+                );
+            }
+            if r.min_score.is_some() && r.task.is_none() {
+                return refused(format!("rules[{i}].min_score"), "a minimum score needs the rule's `task`".into());
+            }
+            if let Some(a) = r.among.iter().find(|a| !self.aliases.contains_key(*a)) {
+                return refused(format!("rules[{i}].among"), format!("{a:?} is not an alias"));
+            }
             if !self.aliases.contains_key(&r.alias) {
                 return refused(
                     format!("rules[{i}].alias"),
@@ -426,7 +483,8 @@ impl RouteConfig {
     /// Picks the alias for a call: the first matching rule, else the model the caller named;
     /// then the canary slice of that alias, if it has one.
     pub fn choose(&self, f: &CallFacts) -> Result<Choice, GatewayError> {
-        let (alias, route) = match self.rules.iter().find(|r| r.when.matches(f)) {
+        let rule = self.rules.iter().find(|r| r.task.as_deref().is_none_or(|t| f.task == Some(t)) && r.when.matches(f));
+        let (alias, route) = match rule {
             Some(r) => (r.alias.clone(), r.name.clone()),
             None => {
                 self.alias(f.model)?;
@@ -599,6 +657,31 @@ mod tests {
         assert_eq!(pick(slow).1, "default");
         // No rule and an unknown model: 404.
         assert_eq!(c.choose(&facts("gpt-x", "r")).map_err(|e| e.status), Err(404));
+    }
+
+    #[test]
+    fn a_task_rule_takes_only_calls_that_name_its_task() {
+        let c = with(
+            r#","rules":[
+            {"name":"summaries","task":"summarize","min_score":0.8,"match":{"models":["chat"]},"alias":"cheap"},
+            {"name":"eu-data","match":{"zones":["eu"]},"alias":"eu"}]"#,
+        );
+        assert!(c.validate().is_ok());
+        let pick = |f: CallFacts| c.choose(&f).map(|ch| (ch.alias, ch.route)).unwrap();
+        let summary = CallFacts { task: Some("summarize"), ..facts("chat", "r") };
+        assert_eq!(pick(summary), ("cheap".into(), "summaries".into()));
+        // Another task, no task, or another model: the rule does not apply.
+        let other = CallFacts { task: Some("extract"), ..facts("chat", "r") };
+        assert_eq!(pick(other).1, "default");
+        assert_eq!(pick(facts("chat", "r")).1, "default");
+        let eu = CallFacts { task: Some("summarize"), zone: Some("eu"), ..facts("eu", "r") };
+        assert_eq!(pick(eu), ("eu".into(), "eu-data".into()));
+        // Unresolved (no alias: not rendered from the benchmarks), or a score without a task.
+        let e = with(r#","rules":[{"name":"s","task":"summarize","min_score":0.8}]"#).validate().unwrap_err();
+        assert_eq!(e.field, "rules[0].alias");
+        assert!(e.problem.contains("envoy/benchmarks.json"), "{e}");
+        let e = with(r#","rules":[{"name":"s","min_score":0.8,"alias":"cheap"}]"#).validate().unwrap_err();
+        assert_eq!(e.field, "rules[0].min_score");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 pub mod chat;
 pub mod embeddings;
 pub mod eventstream;
+pub mod facts;
 pub mod messages_in;
 pub mod responses_in;
 pub mod sse;

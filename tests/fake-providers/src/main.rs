@@ -80,6 +80,9 @@ enum Fault {
     GatewayHeader,
     /// A request whose last user message is JSON is answered in prose, not with that JSON.
     NotJson,
+    /// The model refuses: OpenAI's `refusal` field, Anthropic's `refusal` stop reason, and the
+    /// refusal's text for the others.
+    Refuse,
 }
 
 thread_local! {
@@ -87,6 +90,8 @@ thread_local! {
     static NOT_JSON: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     /// `pieces-N`: streamed text in pieces of at most N characters.
     static PIECES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    /// The request being answered on this thread was given the `refuse` fault.
+    static REFUSE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 fn main() {
@@ -283,6 +288,8 @@ fn fault_for(req: &Request, name: &str) -> Fault {
             Fault::GatewayHeader
         } else if what == "not-json" {
             Fault::NotJson
+        } else if what == "refuse" {
+            Fault::Refuse
         } else {
             Fault::None
         };
@@ -323,6 +330,7 @@ fn handle(req: &Request, inst: &Instance, w: &mut TcpStream) -> io::Result<bool>
     let n = inst.counter.fetch_add(1, Ordering::Relaxed);
     let fault = fault_for(req, &inst.name);
     NOT_JSON.with(|c| c.set(matches!(fault, Fault::NotJson)));
+    REFUSE.with(|c| c.set(matches!(fault, Fault::Refuse)));
     PIECES.with(|c| c.set(if let Fault::Pieces(n) = fault { n } else { 0 }));
     if let Fault::Delay(ms) = fault {
         std::thread::sleep(Duration::from_millis(ms));
@@ -399,11 +407,20 @@ fn conversation(body: &Value) -> (String, String, usize) {
 /// Deterministic answer and token counts for a request. Like the real providers, the answer
 /// stops at the request's output bound (`max_completion_tokens` or `max_tokens`, one token a
 /// word); `truncated(body)` says whether it did.
+/// What a refusing model says.
+const REFUSAL: &str = "I'm sorry, but I can't help with that request.";
+
+fn refusing() -> bool {
+    REFUSE.with(std::cell::Cell::get)
+}
+
 fn answer(body: &Value) -> (Vec<String>, u64, u64) {
     let (all, last_user, count) = conversation(body);
     // A last user message that is JSON is answered with it, as a model asked for JSON output
     // would answer (unless the `not-json` fault says to answer in prose).
-    let reply = if last_user.trim_start().starts_with('{') && !NOT_JSON.with(std::cell::Cell::get) {
+    let reply = if refusing() {
+        REFUSAL.to_string()
+    } else if last_user.trim_start().starts_with('{') && !NOT_JSON.with(std::cell::Cell::get) {
         last_user.trim().to_string()
     } else {
         format!("Echo: {}", last_user.chars().take(200).collect::<String>())
@@ -729,7 +746,8 @@ fn openai(req: &Request, inst: &Instance, w: &mut TcpStream, fault: Fault, n: u6
                 )?;
                 return end_chunked(w);
             }
-            chunk(w, &mk(json!({"content":word}), Value::Null))?;
+            let delta = if refusing() { json!({"refusal":word}) } else { json!({"content":word}) };
+            chunk(w, &mk(delta, Value::Null))?;
         }
         return finish(w, if truncated(&body) { "length" } else { "stop" });
     }
@@ -739,6 +757,9 @@ fn openai(req: &Request, inst: &Instance, w: &mut TcpStream, fault: Fault, n: u6
                 "type":"function","function":{"name":name,"arguments":"{\"city\": \"Paris\"}"}}]}),
             "tool_calls",
         ),
+        None if refusing() => {
+            (json!({"role":"assistant","content":null,"refusal":words.concat(),"annotations":[]}), "stop")
+        }
         None => (
             json!({"role":"assistant","content":words.concat(),"refusal":null,"annotations":[]}),
             if truncated(&body) { "length" } else { "stop" },
@@ -850,7 +871,13 @@ fn anthropic(req: &Request, inst: &Instance, w: &mut TcpStream, fault: Fault, n:
         return anthropic_error(w, 400, "invalid_request_error", "messages: roles must be user or assistant", &[]);
     }
     let (words, input, output) = answer(&body);
-    let stop_reason = if truncated(&body) { "max_tokens" } else { "end_turn" };
+    let stop_reason = if refusing() {
+        "refusal"
+    } else if truncated(&body) {
+        "max_tokens"
+    } else {
+        "end_turn"
+    };
     let id = format!("msg_fake{n:06}");
     // Asked to use a tool (tool_choice any/tool): call it with {"city": "Paris"}.
     let forced_tool = match body.pointer("/tool_choice/type").and_then(Value::as_str) {

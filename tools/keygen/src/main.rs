@@ -1,7 +1,7 @@
 //! `aigw-keygen`: mints a gateway key.
 //!
 //! ```text
-//! aigw-keygen --id NAME --tenant TENANT [--zone Z] [--workload-class C] [--features a,b] [--agents a,b]
+//! aigw-keygen --id NAME --tenant TENANT [--zone Z] [--workload-class C] [--features a,b] [--agents a,b] [--tasks a,b]
 //!             [--aliases a,b] [--not-before TIME] [--not-after TIME] [--json]
 //! ```
 //! Prints the key once (it is not stored anywhere) and the entry to add to the `keys` list of the
@@ -16,7 +16,7 @@ use base64::Engine;
 use serde_json::{json, Map, Value};
 
 const USAGE: &str =
-    "usage: aigw-keygen --id NAME --tenant TENANT [--zone Z] [--workload-class C] [--features a,b] [--agents a,b] \
+    "usage: aigw-keygen --id NAME --tenant TENANT [--zone Z] [--workload-class C] [--features a,b] [--agents a,b] [--tasks a,b] \
                      [--aliases a,b] [--not-before TIME] [--not-after TIME] [--json]";
 
 fn main() -> ExitCode {
@@ -68,6 +68,7 @@ fn mint(args: &[String], rng: &mut dyn FnMut(&mut [u8]) -> Result<(), String>) -
             }
             "--features" => ("features", list(v)),
             "--agents" => ("agents", list(v)),
+            "--tasks" => ("tasks", list(v)),
             "--aliases" => ("aliases", list(v)),
             "--not-before" => ("not_before", json!(v)),
             "--not-after" => ("not_after", json!(v)),

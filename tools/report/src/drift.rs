@@ -1,8 +1,10 @@
 //! `aigw-report drift --baseline FROM..TO --current FROM..TO FILE...`: what moved, per provider
 //! and concrete model, between two periods of the audit log. Each signal has its own test:
-//! rates (errors by class) a two-proportion z-test; distributions (attempt latency, time to
-//! first token, input and output tokens) the Mann-Whitney U test (normal approximation, ties
-//! corrected). Only what moved at p < 0.001 (|z| > 3.29: several signals are tested at once) is
+//! rates a two-proportion z-test (errors by class among attempts; among answers, each
+//! finish reason's share (the mix: length truncations, content filter, ...), refusals and
+//! answers with tool calls; among answers to calls that asked for JSON, the valid ones);
+//! distributions (attempt latency, time to first token, input and output tokens) the
+//! Mann-Whitney U test (normal approximation, ties corrected; p50 and p95 shown). Only what moved at p < 0.001 (|z| > 3.29: several signals are tested at once) is
 //! printed, with its effect and the sample counts; a signal with fewer than `MIN_SAMPLES` on a
 //! side is reported as too little data to tell.
 
@@ -38,6 +40,16 @@ struct Samples {
     ttft: Vec<f64>,
     input: Vec<f64>,
     output: Vec<f64>,
+    /// Answers the caller got (the audit record's `answer`), and of them: by finish reason,
+    /// refusals, with tool calls.
+    answers: u64,
+    finish: BTreeMap<String, u64>,
+    refusals: u64,
+    tool_calls: u64,
+    /// Answers to calls that asked for JSON (an attempt's invalid answer, retried, counts for
+    /// its own provider and model), and the valid ones.
+    json_asked: u64,
+    json_valid: u64,
 }
 
 fn collect(records: &[AuditRecord], (from, to): (u64, u64)) -> BTreeMap<(String, String), Samples> {
@@ -55,6 +67,21 @@ fn collect(records: &[AuditRecord], (from, to): (u64, u64)) -> BTreeMap<(String,
             }
             if let Some(l) = a.latency_ms {
                 s.latency.push(l as f64);
+            }
+            if a.error_class == Some(aigw_core::audit::ErrorClass::InvalidOutput) {
+                s.json_asked += 1;
+            }
+        }
+        if let (Some(p), Some(m), Some(ans)) = (&r.provider, &r.model, &r.answer) {
+            let s = by.entry((p.clone(), m.clone())).or_default();
+            s.answers += 1;
+            let finish = ans.finish_reason.map_or("none", |f| f.as_str());
+            *s.finish.entry(finish.to_string()).or_default() += 1;
+            s.refusals += u64::from(ans.refusal);
+            s.tool_calls += u64::from(ans.tool_calls > 0);
+            if let Some(v) = ans.json_valid {
+                s.json_asked += 1;
+                s.json_valid += u64::from(v);
             }
         }
         if let (Some(p), Some(m), Some(t)) = (&r.provider, &r.model, &r.tokens) {
@@ -111,14 +138,16 @@ fn mann_whitney(a: &[f64], b: &[f64]) -> f64 {
     (u - mean) / var.sqrt()
 }
 
-fn median(v: &[f64]) -> f64 {
+/// The `q` quantile (linear interpolation between closest ranks).
+fn quantile(v: &[f64], q: f64) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
-    match s.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => s[n / 2],
-        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
+    if s.is_empty() {
+        return 0.0;
     }
+    let at = q * (s.len() - 1) as f64;
+    let (lo, hi) = (at.floor() as usize, at.ceil() as usize);
+    s[lo] + (s[hi] - s[lo]) * (at - lo as f64)
 }
 
 pub fn drift(records: &[AuditRecord], baseline: (u64, u64), current: (u64, u64)) -> Table {
@@ -140,29 +169,38 @@ pub fn drift(records: &[AuditRecord], baseline: (u64, u64), current: (u64, u64))
                 z.map_or("-".into(), |z| format!("{z:.1}")),
             ])
         };
-        // Error rates, by class.
-        let classes: std::collections::BTreeSet<&String> = sb.errors.keys().chain(sc.errors.keys()).collect();
         let few = |n1: usize, n2: usize| n1 < MIN_SAMPLES || n2 < MIN_SAMPLES;
+        // Rates: (signal, x and n of the baseline, x and n of the current period).
+        let mut rates: Vec<(String, u64, u64, u64, u64)> = Vec::new();
+        let classes: std::collections::BTreeSet<&String> = sb.errors.keys().chain(sc.errors.keys()).collect();
         for class in classes {
             let (x1, x2) = (sb.errors.get(class).copied().unwrap_or(0), sc.errors.get(class).copied().unwrap_or(0));
-            let name = format!("error rate: {class}");
-            if few(sb.attempts as usize, sc.attempts as usize) {
-                row(
-                    name,
-                    format!("n={}", sb.attempts),
-                    format!("n={}", sc.attempts),
-                    "too little data to tell".into(),
-                    None,
-                );
+            rates.push((format!("error rate: {class}"), x1, sb.attempts, x2, sc.attempts));
+        }
+        let finishes: std::collections::BTreeSet<&String> = sb.finish.keys().chain(sc.finish.keys()).collect();
+        for f in finishes {
+            let (x1, x2) = (sb.finish.get(f).copied().unwrap_or(0), sc.finish.get(f).copied().unwrap_or(0));
+            rates.push((format!("finish reason: {f}"), x1, sb.answers, x2, sc.answers));
+        }
+        if sb.answers + sc.answers > 0 {
+            rates.push(("refusal rate".into(), sb.refusals, sb.answers, sc.refusals, sc.answers));
+            rates.push(("tool-call rate".into(), sb.tool_calls, sb.answers, sc.tool_calls, sc.answers));
+        }
+        if sb.json_asked + sc.json_asked > 0 {
+            rates.push(("JSON validity".into(), sb.json_valid, sb.json_asked, sc.json_valid, sc.json_asked));
+        }
+        for (name, x1, n1, x2, n2) in rates {
+            if few(n1 as usize, n2 as usize) {
+                row(name, format!("n={n1}"), format!("n={n2}"), "too little data to tell".into(), None);
                 continue;
             }
-            let z = two_proportions(x1, sb.attempts, x2, sc.attempts);
+            let z = two_proportions(x1, n1, x2, n2);
             if z.abs() > Z {
-                let (p1, p2) = (x1 as f64 / sb.attempts as f64, x2 as f64 / sc.attempts as f64);
+                let (p1, p2) = (x1 as f64 / n1 as f64, x2 as f64 / n2 as f64);
                 row(
                     name,
-                    format!("{:.1}% of {}", 100.0 * p1, sb.attempts),
-                    format!("{:.1}% of {}", 100.0 * p2, sc.attempts),
+                    format!("{:.1}% of {n1}", 100.0 * p1),
+                    format!("{:.1}% of {n2}", 100.0 * p2),
                     format!("{:+.1} points", 100.0 * (p2 - p1)),
                     Some(z),
                 );
@@ -189,13 +227,14 @@ pub fn drift(records: &[AuditRecord], baseline: (u64, u64), current: (u64, u64))
             }
             let z = mann_whitney(x, y);
             if z.abs() > Z {
-                let (m1, m2) = (median(x), median(y));
+                let (m1, m2) = (quantile(x, 0.5), quantile(y, 0.5));
+                let (q1, q2) = (quantile(x, 0.95), quantile(y, 0.95));
                 let ratio = if m1 > 0.0 { format!(" ({:.2}x)", m2 / m1) } else { String::new() };
                 row(
-                    name.into(),
-                    format!("{m1:.0}{unit} of {}", x.len()),
-                    format!("{m2:.0}{unit} of {}", y.len()),
-                    format!("{:+.0}{unit}{ratio}", m2 - m1),
+                    format!("{name}/p95"),
+                    format!("{m1:.0}{unit} (p95 {q1:.0}) of {}", x.len()),
+                    format!("{m2:.0}{unit} (p95 {q2:.0}) of {}", y.len()),
+                    format!("p50 {:+.0}{unit}{ratio}, p95 {:+.0}{unit}", m2 - m1, q2 - q1),
                     Some(z),
                 );
             }
@@ -218,6 +257,8 @@ mod tests {
         assert!(mann_whitney(&slower, &a) < -10.0);
         assert!(two_proportions(5, 1000, 6, 1000).abs() < 1.0);
         assert!(two_proportions(5, 1000, 60, 1000) > 6.0);
+        assert_eq!(quantile(&[4.0, 1.0, 3.0, 2.0], 0.5), 2.5);
+        assert_eq!(quantile(&(1..=100).map(f64::from).collect::<Vec<_>>(), 0.95), 95.05);
         assert_eq!(parse_range("2026-11-01..2026-11-08").map(|(a, b)| b - a), Ok(7 * 86_400_000));
         assert!(parse_range("2026-11-08..2026-11-01").is_err());
     }

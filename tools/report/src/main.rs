@@ -5,6 +5,7 @@
 //! aigw-report providers FILE...
 //! aigw-report privacy   --zones envoy/privacy-zones.json FILE...
 //! aigw-report drift     --baseline FROM..TO --current FROM..TO FILE...   (what moved; see `drift`)
+//! aigw-report shadow    [--period FROM..TO] [--json] FILE...   (primary against candidate; see `shadow`)
 //! aigw-report cache-eval --pairs PAIRS.jsonl --url http://HOST:PORT --model ALIAS [--key-env VAR]
 //! ```
 //! aigw-report injection-eval --prompts PROMPTS.jsonl   (the prompt-injection rules' precision and recall)
@@ -25,6 +26,7 @@ use aigw_core::time::civil_from_days;
 mod cache_eval;
 mod drift;
 mod injection_eval;
+mod shadow;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -37,7 +39,7 @@ fn main() -> ExitCode {
     }
 }
 
-const USAGE: &str = "usage: aigw-report spend [--by FIELDS] [--period day|month|all] FILE...\n       aigw-report providers FILE...\n       aigw-report privacy --zones ZONES.json FILE...\n       aigw-report drift --baseline FROM..TO --current FROM..TO FILE...\n       aigw-report cache-eval --pairs PAIRS.jsonl --url http://HOST:PORT --model ALIAS [--key-env VAR]\n       aigw-report injection-eval --prompts PROMPTS.jsonl";
+const USAGE: &str = "usage: aigw-report spend [--by FIELDS] [--period day|month|all] FILE...\n       aigw-report providers FILE...\n       aigw-report privacy --zones ZONES.json FILE...\n       aigw-report drift --baseline FROM..TO --current FROM..TO FILE...\n       aigw-report shadow [--period FROM..TO] [--json] FILE...\n       aigw-report cache-eval --pairs PAIRS.jsonl --url http://HOST:PORT --model ALIAS [--key-env VAR]\n       aigw-report injection-eval --prompts PROMPTS.jsonl";
 
 fn run(args: &[String], out: &mut dyn Write) -> Result<(), String> {
     let (cmd, rest) = args.split_first().ok_or(USAGE)?;
@@ -56,15 +58,21 @@ fn run(args: &[String], out: &mut dyn Write) -> Result<(), String> {
     let mut period = Period::Month;
     let mut zones_file = None;
     let (mut baseline, mut current) = (None, None);
+    let (mut within, mut as_json) = (None, false);
     let mut files = Vec::new();
     let mut it = rest.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--by" => by = it.next().ok_or("--by needs a value")?.split(',').map(str::to_string).collect(),
+            // shadow's period is a range; spend's a grouping.
+            "--period" if cmd == "shadow" => {
+                within = Some(drift::parse_range(it.next().ok_or("--period needs FROM..TO")?)?)
+            }
             "--period" => period = Period::parse(it.next().ok_or("--period needs a value")?)?,
             "--zones" => zones_file = Some(it.next().ok_or("--zones needs a file")?.clone()),
             "--baseline" => baseline = Some(drift::parse_range(it.next().ok_or("--baseline needs FROM..TO")?)?),
             "--current" => current = Some(drift::parse_range(it.next().ok_or("--current needs FROM..TO")?)?),
+            "--json" => as_json = true,
             f => files.push(f.to_string()),
         }
     }
@@ -75,6 +83,16 @@ fn run(args: &[String], out: &mut dyn Write) -> Result<(), String> {
     let table = match cmd.as_str() {
         "spend" => spend(&records, &by, period)?,
         "providers" => providers(&records),
+        "shadow" => {
+            let rows = shadow::compare(&records, within);
+            if as_json {
+                for r in &rows {
+                    writeln!(out, "{r}").map_err(|e| e.to_string())?;
+                }
+                return Ok(());
+            }
+            shadow::table(&rows)
+        }
         "drift" => {
             let (Some(b), Some(c)) = (baseline, current) else {
                 return Err("drift needs --baseline FROM..TO and --current FROM..TO".into());

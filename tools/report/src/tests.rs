@@ -150,3 +150,45 @@ fn injection_eval_scores_the_shipped_rules_per_threshold() {
     assert_eq!(row("0.80"), ["0.80", "1", "1.000", "1.000", "0"]);
     assert!(injection_eval::read("").is_err());
 }
+
+#[test]
+fn shadow_pairs_each_leg_with_its_primary_and_counts_skipped_legs() {
+    let with = |r: AuditRecord, f: &dyn Fn(&mut serde_json::Value)| {
+        let mut v = serde_json::to_value(&r).unwrap();
+        f(&mut v);
+        serde_json::from_value::<AuditRecord>(v).unwrap()
+    };
+    let answer = |digest: &str, chars: u64| {
+        serde_json::json!({"finish_reason": "stop", "tool_calls": 0, "refusal": false, "json_valid": null,
+                           "output_chars": chars, "output_digest": digest})
+    };
+    let mut rs = Vec::new();
+    for (i, (d1, d2, c2)) in [("aa", "aa", 10), ("bb", "cc", 20)].into_iter().enumerate() {
+        let start = NOV_22 + i as u64;
+        let p = with(rec("acme", "m1", start, Some("0.001"), None, "[]"), &|v| v["answer"] = answer(d1, 10));
+        let id = p.request_id.clone();
+        let leg = with(rec("shadow", "m2", start, Some("0.0001"), None, "[]"), &|v| {
+            v["shadow_of"] = id.clone().into();
+            v["alias"] = "next".into();
+            v["answer"] = answer(d2, c2);
+        });
+        rs.push(p);
+        rs.push(leg);
+    }
+    let skipped = with(rec("shadow", "m2", NOV_22 + 5, None, None, "[]"), &|v| {
+        v["shadow_of"] = rs[0].request_id.clone().into();
+        v["alias"] = "next".into();
+        v["outcome"] = "refused_quota".into();
+    });
+    rs.push(skipped);
+    // A leg whose primary is outside the period is not counted.
+    let rows = shadow::compare(&rs, Some((NOV_22, NOV_22 + 10)));
+    let [row] = rows.as_slice() else { panic!("{rows:?}") };
+    assert_eq!((row["primary_alias"].as_str(), row["candidate_alias"].as_str()), (Some("chat"), Some("next")));
+    assert_eq!((row["pairs"].as_u64(), row["legs_skipped"].as_u64()), (Some(3), Some(1)));
+    assert_eq!(row["exact_match_rate"].as_f64(), Some(0.5));
+    assert_eq!(row["output_length_ratio"].as_f64(), Some(1.5));
+    assert!((row["primary"]["cost_usd"].as_f64().unwrap() - 0.002).abs() < 1e-12);
+    assert!(shadow::compare(&rs, Some((DEC_01, DEC_01 + 1))).is_empty());
+    assert_eq!(shadow::table(&rows).rows.len(), 12);
+}

@@ -6,12 +6,13 @@ use std::collections::HashSet;
 
 use serde::Deserialize;
 
-use super::{parse_attempts, upstream_failed, AuditRecord, Outcome, Tokens, RECORD_VERSION};
+use super::{parse_attempts, upstream_failed, AnswerRecord, AuditRecord, Outcome, Tokens, RECORD_VERSION};
 use crate::audit::price::{format_usd, PriceBook, PriceBookConfig};
 use crate::error::{ConfigError, GatewayError};
 use crate::headers;
 use crate::host::{Flow, Host};
 use crate::quota::{self, Billing, CallEnd, Settled};
+use crate::wire::facts::{AnswerFacts, Finish};
 use crate::wire::usage::{self, StreamScanner, Usage};
 
 /// The largest non-streamed answer held back to put its cost in the response headers; a larger
@@ -27,7 +28,26 @@ pub struct AuditConfig {
     pub price_book: Option<PriceBookConfig>,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// Phrases that mark an answer as a refusal when its text opens with one (within its first
+    /// 160 characters; case and the apostrophe's form ignored). Absent: [`REFUSAL_PHRASES`].
+    #[serde(default)]
+    pub refusal_phrases: Option<Vec<String>>,
 }
+
+/// The refusal phrases used when the configuration names none.
+pub const REFUSAL_PHRASES: &[&str] = &[
+    "i can't help with",
+    "i cannot help with",
+    "i can't assist with",
+    "i cannot assist with",
+    "i'm sorry, but i can't",
+    "i'm sorry, but i cannot",
+    "i am sorry, but i cannot",
+    "i'm unable to help",
+    "i am unable to help",
+    "i won't be able to help",
+    "i must decline",
+];
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -42,6 +62,13 @@ pub struct MetricsConfig {
 pub struct Audit {
     pub prices: std::rc::Rc<PriceBook>,
     pub tenant_labels: HashSet<String>,
+    /// Lower-case, with a plain apostrophe.
+    pub refusal_phrases: Vec<String>,
+}
+
+/// Lower case, curly apostrophes as plain ones: how refusal phrases are compared.
+fn fold(s: &str) -> String {
+    s.chars().map(|c| if c == '\u{2019}' { '\'' } else { c }).collect::<String>().to_lowercase()
 }
 
 impl TryFrom<&AuditConfig> for Audit {
@@ -65,7 +92,14 @@ impl Audit {
             (None, Some(book)) => book,
             (None, None) => return Err(ConfigError::new("audit-emit", "price_book", "is required")),
         };
-        Ok(Audit { prices, tenant_labels: cfg.metrics.tenant_labels.iter().cloned().collect() })
+        let refusal_phrases: Vec<String> = match &cfg.refusal_phrases {
+            Some(list) => list.iter().map(|p| fold(p)).collect(),
+            None => REFUSAL_PHRASES.iter().map(|p| p.to_string()).collect(),
+        };
+        if let Some(i) = refusal_phrases.iter().position(|p| p.trim().is_empty()) {
+            return Err(ConfigError::new("audit-emit", format!("refusal_phrases[{i}]"), "must not be empty"));
+        }
+        Ok(Audit { prices, tenant_labels: cfg.metrics.tenant_labels.iter().cloned().collect(), refusal_phrases })
     }
 }
 
@@ -141,6 +175,28 @@ pub fn record_metrics(h: &impl Host, audit: &Audit, r: &AuditRecord, cost_pico: 
         }
         if let Some(class) = a.error_class {
             add(format!("aigw_provider_errors_total.{apm}.error_class.{}", class.as_str()), 1);
+        }
+    }
+    if let Some(a) = &r.answer {
+        let finish = a.finish_reason.map_or("none", |f| f.as_str());
+        add(format!("aigw_answers_total.{pm}.finish.{finish}"), 1);
+        add(format!("aigw_answer_refusals_total.{pm}"), u64::from(a.refusal));
+        add(format!("aigw_answer_tool_calls_total.{pm}"), u64::from(a.tool_calls > 0));
+        if let Some(v) = a.json_valid {
+            add(format!("aigw_json_answers_total.{pm}.valid.{v}"), 1);
+        }
+    }
+    for a in r.attempts.iter().filter(|a| a.error_class == Some(crate::audit::ErrorClass::InvalidOutput)) {
+        // An answer that was not the JSON asked for, retried at the next step (or refused).
+        let apm = format!("provider.{}.model.{}", label(&a.provider), label(a.model.as_deref().unwrap_or("none")));
+        add(format!("aigw_json_answers_total.{apm}.valid.false"), 1);
+    }
+    if r.shadow_of.is_some() {
+        let alias = label(r.alias.as_deref().unwrap_or("none"));
+        add(format!("aigw_shadow_legs_total.alias.{alias}.outcome.{}", r.outcome.as_str()), 1);
+        if r.outcome == Outcome::RefusedQuota {
+            // Over the shadow budget (or another of the shadow tenant's limits): not sent.
+            add(format!("aigw_shadow_skipped_total.alias.{alias}"), 1);
         }
     }
     if let (Outcome::RefusedQuota, Some(code)) = (r.outcome, &r.error_code) {
@@ -241,6 +297,34 @@ impl AuditCall {
         } else {
             Flow::Continue
         }
+    }
+
+    /// What the answer says (README, "The audit record"): from the stream as it passed, or from
+    /// what the attempt that passed a whole answer on saw of it.
+    fn answer_record(&self, h: &impl Host, audit: &Audit) -> Option<AnswerRecord> {
+        let attempt: Option<AnswerFacts> =
+            h.property_string(&[headers::PROP_ANSWER]).and_then(|j| serde_json::from_str(&j).ok());
+        let facts = match &self.body {
+            Watched::Sse(s) => {
+                // Asked for JSON: valid unless the stream ended with the gateway's error saying
+                // it was not.
+                let asked = h.property_string(&[headers::PROP_OUTPUT_FORMAT]).is_some_and(|f| !f.is_empty());
+                let mut f = s.facts.clone();
+                f.json_valid = asked.then_some(f.json_valid != Some(false));
+                f
+            }
+            _ => attempt?,
+        };
+        let head = fold(&facts.head);
+        let phrase = audit.refusal_phrases.iter().any(|p| head.contains(p.as_str()));
+        Some(AnswerRecord {
+            finish_reason: facts.finish,
+            tool_calls: facts.tool_calls,
+            refusal: facts.refused || facts.finish == Some(Finish::ContentFilter) || phrase,
+            json_valid: facts.json_valid,
+            output_chars: facts.chars,
+            output_digest: facts.digest,
+        })
     }
 
     /// The call's tokens and cost, for the caller, in the response headers.
@@ -415,6 +499,12 @@ impl AuditCall {
                 flags.extend(q.split(',').filter(|f| !f.is_empty()).map(str::to_string));
             }
         }
+        // An answer reached the caller (a stream that ended in an error after content too).
+        let answer = if self.status == Some(200) && !answered && !attempts.is_empty() {
+            self.answer_record(h, audit)
+        } else {
+            None
+        };
         let end = h.now_ms();
         let id = h.call_identity().unwrap_or_default();
         let some = |s: String| if s.is_empty() { None } else { Some(s) };
@@ -426,6 +516,8 @@ impl AuditCall {
             tenant: some(id.tenant),
             feature: id.feature,
             agent: id.agent,
+            task: id.task,
+            shadow_of: id.shadow_of,
             key_id: some(id.key_id),
             key_fingerprint: some(id.key_fingerprint),
             door: door_of(h),
@@ -458,6 +550,7 @@ impl AuditCall {
                 .map(|c| c.split(',').filter(|f| !f.is_empty()).map(str::to_string).collect())
                 .unwrap_or_default(),
             flags,
+            answer,
         };
         record_metrics(h, audit, &record, cost);
         match serde_json::to_string(&record) {

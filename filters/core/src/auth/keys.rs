@@ -29,6 +29,14 @@ pub struct KeyEntry {
     /// Agents the caller may act as (`x-gateway-agent`); same rules as `features`.
     #[serde(default)]
     pub agents: Vec<String>,
+    /// Task categories the caller may name (`x-gateway-task`, for task route rules); same
+    /// rules as `features`.
+    #[serde(default)]
+    pub tasks: Vec<String>,
+    /// The gateway's own shadow key: its calls are shadow legs (`x-aigw-shadow-of` names the
+    /// call each copies; README, "Shadow dual-run").
+    #[serde(default)]
+    pub shadow: bool,
     /// Model aliases the key may use; `["*"]` (the default) allows every alias.
     #[serde(default = "any")]
     pub aliases: Vec<String>,
@@ -135,6 +143,7 @@ pub fn check_scope(what: &'static str, scope: &KeyScope, requested: &str) -> Res
     let code = match what {
         "feature" => "feature_not_in_scope",
         "agent" => "agent_not_in_scope",
+        "task" => "task_not_in_scope",
         _ => "alias_not_in_scope",
     };
     Err(GatewayError::new(
@@ -156,7 +165,9 @@ pub struct Identity {
     pub workload_class: Option<WorkloadClass>,
     pub features: KeyScope,
     pub agents: KeyScope,
+    pub tasks: KeyScope,
     pub aliases: KeyScope,
+    pub shadow: bool,
     pub status: KeyStatus,
     /// Validity window in ms since the epoch: `[not_before, not_after)`.
     pub not_before_ms: Option<u64>,
@@ -177,6 +188,12 @@ pub struct CallIdentity {
     pub feature: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
+    /// The task category the caller named (`x-gateway-task`), within the key's scope.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    /// A shadow leg: the request id of the call it copies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow_of: Option<String>,
     /// The model aliases the key may use, comma-separated (`*` for any).
     pub alias_scope: String,
 }
@@ -191,6 +208,8 @@ impl CallIdentity {
             workload_class: id.workload_class,
             feature: None,
             agent: None,
+            task: None,
+            shadow_of: None,
             alias_scope: id.aliases.to_list(),
         }
     }
@@ -251,6 +270,8 @@ impl KeyRing {
                     workload_class: e.workload_class,
                     features: KeyScope::from_list(&e.features),
                     agents: KeyScope::from_list(&e.agents),
+                    tasks: KeyScope::from_list(&e.tasks),
+                    shadow: e.shadow,
                     aliases: KeyScope::from_list(&e.aliases),
                     status: e.status,
                     not_before_ms,

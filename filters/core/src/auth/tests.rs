@@ -7,7 +7,7 @@ const NOW: u64 = 1_800_000_000_000;
 fn ring() -> KeyRing {
     let cfg: AuthConfig = serde_json::from_str(&format!(
         r#"{{"keys": [
-            {{"id": "k-acme", "tenant": "acme", "zone": "eu", "sha256": "{}", "features": ["search"], "agents": ["helper"], "aliases": ["chat"]}},
+            {{"id": "k-acme", "tenant": "acme", "zone": "eu", "sha256": "{}", "features": ["search"], "agents": ["helper"], "tasks": ["summarize"], "aliases": ["chat"]}},
             {{"id": "k-old", "tenant": "old", "sha256": "{}", "status": "revoked"}},
             {{"id": "k-late", "tenant": "late", "sha256": "{}", "not_after": "2020-01-01"}}]}}"#,
         digest_hex("aigw_sk_acme"),
@@ -41,11 +41,12 @@ fn a_good_key_becomes_the_identity_and_leaves_no_credential_behind() {
         ("x-aigw-chain", "chain_evil"),
         ("x-gateway-feature", "search"),
         ("x-gateway-agent", "helper"),
+        ("x-gateway-task", "summarize"),
     ]);
     let id = authenticate(&h, &ring()).unwrap();
     assert_eq!(
-        (id.tenant.as_str(), id.feature.as_deref(), id.agent.as_deref()),
-        ("acme", Some("search"), Some("helper"))
+        (id.tenant.as_str(), id.feature.as_deref(), id.agent.as_deref(), id.task.as_deref()),
+        ("acme", Some("search"), Some("helper"), Some("summarize"))
     );
     assert!(h.reply().is_none());
     let left: Vec<String> = h.request_headers().into_iter().map(|(k, _)| k).collect();
@@ -66,6 +67,7 @@ fn every_refusal_is_a_401_or_403_with_its_own_code() {
         (vec![("api-key", "aigw_sk_late")], 401, "expired_api_key"),
         (vec![("authorization", "Bearer aigw_sk_acme"), ("x-gateway-feature", "billing")], 403, "feature_not_in_scope"),
         (vec![("authorization", "Bearer aigw_sk_acme"), ("x-gateway-agent", "bot")], 403, "agent_not_in_scope"),
+        (vec![("authorization", "Bearer aigw_sk_acme"), ("x-gateway-task", "translate")], 403, "task_not_in_scope"),
     ] {
         let h = call(&headers);
         assert!(authenticate(&h, &ring()).is_err(), "{headers:?}");

@@ -883,3 +883,91 @@ fn an_attempt_whose_provider_lease_is_short_waits_for_a_fleet_top_up_then_carrie
     assert!(h2.http_calls.borrow().is_empty());
     assert_eq!(h2.request_header("x-api-key").as_deref(), Some("key-of-ANT"));
 }
+
+/// The test configuration with `chat` shadowed to `chat-next` at `percent`, and the shadow key.
+fn shadow_listener(percent: u8) -> Rc<Listener> {
+    let mut cfg = config_json();
+    cfg["auth"]["keys"].as_array_mut().unwrap().push(serde_json::json!(
+        {"id": "s", "tenant": "shadow", "sha256": digest_hex("aigw_sk_shadow"), "shadow": true}));
+    cfg["route"]["aliases"]["chat"]["shadow"] = serde_json::json!({"alias": "chat-next", "percent": percent});
+    cfg["route"]["aliases"]["chat-next"] = serde_json::json!({"chain": "chain_next", "steps": [
+        {"provider": "openai", "model": "gpt-4o-mini-2024-07-18"}]});
+    cfg["route"]["shadow"] = serde_json::json!({"key_env": "SHADOW_KEY"});
+    let cfg: GatewayConfig = serde_json::from_value(cfg).unwrap();
+    Rc::new(Listener::compile_env(cfg, &|k| (k == "SHADOW_KEY").then(|| "aigw_sk_shadow".to_string())).unwrap())
+}
+
+fn config_json() -> serde_json::Value {
+    serde_json::from_str(&format!(
+        r#"{{"auth": {{"keys": [{{"id": "k", "tenant": "acme", "zone": "eu", "sha256": "{}"}}]}},
+        "route": {{"aliases": {{"chat": {{"chain": "chain_chat", "steps": [
+                      {{"provider": "anthropic", "model": "claude-haiku-4-5-20251001"}}]}}}},
+                   "zones": {{"eu": ["eu-west-1"]}},
+                   "providers": {{"anthropic": {{"api": "anthropic"}}, "openai": {{"api": "openai"}}}}}},
+        "quota": {{"tenants": {{"acme": {{"requests_per_minute": 1, "requests_burst": 1}}}}, "price_book": {BOOK}}},
+        "audit": {{"price_book": {BOOK}}}}}"#,
+        digest_hex("aigw_sk_acme")
+    ))
+    .unwrap()
+}
+
+fn request(store: &FakeHost, cfg: &Rc<Listener>, key: &str, extra: &[(&str, &str)], body: &str) -> (FakeHost, Flow) {
+    let mut h = caller(store, key, body);
+    for (k, v) in extra {
+        h = h.with_request_header(k, v);
+    }
+    let mut c = ListenerCall::new(&h, cfg.clone());
+    let mut flow = c.on_request_headers(&h, false);
+    if flow == Flow::Pause {
+        flow = c.on_request_body(&h, body.len(), true);
+    }
+    (h, flow)
+}
+
+#[test]
+fn a_shadowed_call_sends_its_leg_when_it_goes_on_and_never_waits_for_it() {
+    let store = FakeHost::new();
+    let cfg = shadow_listener(100);
+    let streamed = r#"{"model":"chat","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}"#;
+    let (h, flow) = request(&store, &cfg, "aigw_sk_acme", &[], streamed);
+    assert_eq!(flow, Flow::Continue, "the call goes on at once");
+    let calls = h.http_calls.borrow();
+    let [leg] = calls.as_slice() else { panic!("{calls:?}") };
+    assert_eq!(leg.cluster, "aigw_self");
+    let header = |n: &str| leg.headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
+    assert_eq!(header(":path"), Some("/v1/chat/completions"));
+    assert_eq!(header("authorization"), Some("Bearer aigw_sk_shadow"));
+    assert_eq!(header("x-request-id"), Some("rid-shadow"));
+    assert_eq!(header(headers::SHADOW_OF), Some("rid"));
+    // The leg keeps to the caller's privacy zone.
+    assert_eq!(header(headers::SHADOW_ZONE), Some("eu"));
+    let body: serde_json::Value = serde_json::from_slice(&leg.body).unwrap();
+    assert_eq!((body["model"].as_str(), body["stream"].as_bool()), (Some("chat-next"), Some(false)));
+    assert!(body.get("stream_options").is_none());
+    let flags = h.property_string(&[headers::PROP_ROUTE_FLAGS]).unwrap_or_default();
+    assert!(flags.contains("shadow_sent:chat-next"), "{flags}");
+}
+
+#[test]
+fn no_leg_for_a_refused_call_a_call_outside_the_sample_or_a_leg_itself() {
+    let store = FakeHost::new();
+    let cfg = shadow_listener(100);
+    let (h, _) = request(&store, &cfg, "aigw_sk_acme", &[], BODY);
+    assert_eq!(h.http_calls.borrow().len(), 1);
+    // acme's one request a minute is spent: the next call is refused, and no leg is sent.
+    let (h, flow) = request(&store, &cfg, "aigw_sk_acme", &[], BODY);
+    assert_eq!(flow, Flow::Refused);
+    assert!(h.http_calls.borrow().is_empty());
+    // A leg (the shadow key, with the header) is not shadowed again, and is one.
+    let (h, flow) =
+        request(&store, &cfg, "aigw_sk_shadow", &[(headers::SHADOW_OF, "rid0"), (headers::SHADOW_ZONE, "eu")], BODY);
+    assert_eq!(flow, Flow::Continue);
+    assert!(h.http_calls.borrow().is_empty());
+    let id = h.call_identity().unwrap();
+    assert_eq!((id.shadow_of.as_deref(), id.zone.as_deref(), id.tenant.as_str()), (Some("rid0"), Some("eu"), "shadow"));
+    // The header from an ordinary key is dropped.
+    let store = FakeHost::new();
+    let (h, _) = request(&store, &shadow_listener(0), "aigw_sk_acme", &[(headers::SHADOW_OF, "x")], BODY);
+    assert_eq!(h.call_identity().unwrap().shadow_of, None);
+    assert!(h.http_calls.borrow().is_empty(), "0%: no leg");
+}

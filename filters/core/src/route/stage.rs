@@ -157,6 +157,7 @@ impl Select {
             model,
             tenant: id.as_ref().map(|i| i.tenant.as_str()),
             feature: id.as_ref().and_then(|i| i.feature.as_deref()),
+            task: id.as_ref().and_then(|i| i.task.as_deref()),
             workload_class: workload,
             zone: id.as_ref().and_then(|i| i.zone.as_deref()),
             latency_budget_ms,
@@ -227,6 +228,18 @@ impl Select {
 }
 
 impl Select {
+    /// The shadow leg this call should make, if its alias has a shadow and the call is in the
+    /// sample: (the path of the leg's door, the candidate alias). Embeddings are not shadowed.
+    pub fn shadow_target(&self, request_id: &str) -> Option<(&'static str, &str)> {
+        let s = self.cfg.aliases.get(&self.alias)?.shadow.as_ref()?;
+        let path = match self.door {
+            Door::Chat | Door::Messages => CHAT_PATH,
+            Door::Responses => responses_in::PATH,
+            Door::Embeddings => return None,
+        };
+        crate::route::shadow::sampled(request_id, s.percent).then_some((path, s.alias.as_str()))
+    }
+
     /// Sends the call to another alias than the one chosen (the guard stage's reroute of a
     /// suspected prompt injection to a more restricted alias); the route is `injection_reroute`.
     pub fn reroute(&mut self, h: &impl Host, to: &str) -> Result<(), GatewayError> {
@@ -451,13 +464,20 @@ impl Select {
 /// on (so the listener need not hold and read the answer again), or, on the listener, the usage
 /// of an answer the caller no longer sees in OpenAI's format.
 /// Adds a flag to the audit record's (route-select's flags, comma-separated).
-fn add_route_flag(h: &impl Host, flag: &str) {
+pub(crate) fn add_route_flag(h: &impl Host, flag: &str) {
     let flags = match h.property_string(&[headers::PROP_ROUTE_FLAGS]) {
         Some(f) if f.split(',').any(|x| x == flag) => return,
         Some(f) if !f.is_empty() => format!("{f},{flag}"),
         _ => flag.to_string(),
     };
     h.set_property(headers::PROP_ROUTE_FLAGS, &flags);
+}
+
+/// Keeps what the attempt saw of the answer it passed on, for the audit stage (`PROP_ANSWER`).
+fn record_facts(h: &impl Host, facts: &crate::wire::facts::AnswerFacts) {
+    if let Ok(json) = serde_json::to_string(facts) {
+        h.set_property(headers::PROP_ANSWER, &json);
+    }
 }
 
 fn record_usage(h: &impl Host, usage: Option<crate::wire::usage::Usage>) {
@@ -1253,6 +1273,7 @@ impl RouteAttempt {
                     }
                     None => body,
                 };
+                // (The listener reads a stream's facts as it passes, the check's end included.)
                 watch.watch(&mut out, eos);
                 h.replace_response_body(size, &out);
                 Flow::Continue
@@ -1269,18 +1290,24 @@ impl RouteAttempt {
                 if !eos {
                     return Flow::Pause;
                 }
-                // Read once, here: the answer's usage goes to the listener with the attempt.
+                // Read once, here: the answer's usage and facts go to the listener with the
+                // attempt (an answer of an unexpected shape: its usage alone).
                 let body = h.response_body(size);
-                match crate::wire::usage::from_openai_body(&body) {
-                    Ok(usage) => {
-                        let problem = self
-                            .target
-                            .as_ref()
-                            .and_then(|t| t.output.as_ref())
-                            .and_then(|f| check_output(f, &body).err());
-                        match problem {
+                let read = crate::wire::facts::read_whole(&body)
+                    .map(|(u, f)| (u, Some(f)))
+                    .or_else(|_| crate::wire::usage::from_openai_body(&body).map(|u| (u, None)));
+                match read {
+                    Ok((usage, facts)) => {
+                        let format = self.target.as_ref().and_then(|t| t.output.as_ref());
+                        match format.and_then(|f| check_output(f, &body).err()) {
                             Some(p) => self.fail_output(h, size, &p),
-                            None => record_usage(h, usage),
+                            None => {
+                                record_usage(h, usage);
+                                if let Some(mut f) = facts {
+                                    f.json_valid = format.map(|_| true);
+                                    record_facts(h, &f);
+                                }
+                            }
                         }
                     }
                     Err(_) => {
@@ -1307,6 +1334,12 @@ impl RouteAttempt {
                 if let Some(p) = problem {
                     self.fail_output(h, size, &p);
                     return Flow::Continue;
+                }
+                if status == 200 && t.embeddings.is_none() {
+                    if let Ok((_, mut f)) = crate::wire::facts::read_whole(&out) {
+                        f.json_valid = t.output.as_ref().map(|_| true);
+                        record_facts(h, &f);
+                    }
                 }
                 if status != self.status {
                     h.set_response_header(":status", Some(&status.to_string()));

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::wire::facts::{AnswerFacts, Finish};
 use crate::wire::sse;
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,6 +76,24 @@ pub struct StreamScanner {
     /// The stream's own end marker arrived (`[DONE]`, or Messages' `message_stop`).
     pub saw_end: bool,
     pub saw_error: bool,
+    /// How it ended, tool calls, refusal and the text's head (no length or digest: a stream is
+    /// not collected).
+    pub facts: crate::wire::facts::AnswerFacts,
+}
+
+/// The string value of `"key":` in one event's JSON text (stop reasons: no escapes in them).
+fn string_field<'a>(data: &'a str, key: &str) -> Option<&'a str> {
+    let at = data.find(key)? + key.len();
+    let rest = data[at..].trim_start().strip_prefix(':')?.trim_start().strip_prefix('"')?;
+    rest.split('"').next()
+}
+
+/// The text one content event carries (for the head), in any of the caller formats.
+fn event_text(v: &Value) -> Option<&str> {
+    v.pointer("/choices/0/delta/content")
+        .or_else(|| v.pointer("/delta/text"))
+        .or_else(|| v.get("delta").filter(|d| d.is_string()))
+        .and_then(Value::as_str)
 }
 
 /// Whether one event carries generated content: an OpenAI chunk with non-empty content or a
@@ -88,6 +107,29 @@ fn is_content_event(data: &str) -> bool {
     }
     data.contains("\"choices\"")
         && (data.contains("\"tool_calls\"") || (data.contains("\"content\":\"") && !data.contains("\"content\":\"\"")))
+}
+
+/// How an event bears on an answer's facts: a stop reason, a tool call starting, a refusal.
+fn note_facts(facts: &mut AnswerFacts, ev: &sse::Event) {
+    let d = ev.data.as_str();
+    if let Some(r) = string_field(d, "\"finish_reason\"").or_else(|| string_field(d, "\"stop_reason\"")) {
+        facts.finish = Some(Finish::of(r));
+    }
+    let starts_call = (d.contains("\"tool_calls\"") && d.contains("\"type\":\"function\""))
+        || (ev.event.as_deref() == Some("content_block_start") && d.contains("\"type\":\"tool_use\""))
+        || (ev.event.as_deref() == Some("response.output_item.added") && d.contains("\"type\":\"function_call\""));
+    if starts_call {
+        facts.tool_calls = facts.tool_calls.saturating_add(1);
+    }
+    // The gateway's own end of a stream that was not the JSON asked for.
+    if d.contains("\"invalid_model_output\"") {
+        facts.json_valid = Some(false);
+    }
+    if string_field(d, "\"refusal\"").is_some_and(|r| !r.is_empty())
+        || ev.event.as_deref() == Some("response.refusal.delta")
+    {
+        facts.refused = true;
+    }
 }
 
 impl StreamScanner {
@@ -105,6 +147,14 @@ impl StreamScanner {
                         if let Some(u) = v.pointer("/response/usage").and_then(Usage::from_responses) {
                             self.usage = Some(u);
                         }
+                        let reason = v.pointer("/response/incomplete_details/reason").and_then(Value::as_str);
+                        let status = v.pointer("/response/status").and_then(Value::as_str);
+                        self.facts.finish = match (reason, status) {
+                            (Some(r), _) => Some(Finish::of(r)),
+                            (None, Some("completed")) if self.facts.tool_calls > 0 => Some(Finish::ToolCalls),
+                            (None, Some(s)) => Some(Finish::of(s)),
+                            (None, None) => self.facts.finish,
+                        };
                     }
                 }
                 continue;
@@ -114,7 +164,15 @@ impl StreamScanner {
             }
             if is_content_event(&ev.data) {
                 self.content_events += 1;
+                if !self.facts.head_full() {
+                    if let Ok(v) = serde_json::from_str::<Value>(&ev.data) {
+                        if let Some(t) = event_text(&v) {
+                            self.facts.push_head(t);
+                        }
+                    }
+                }
             }
+            note_facts(&mut self.facts, &ev);
             if ev.data.contains("\"usage\"") || ev.data.contains("\"error\"") {
                 if let Ok(v) = serde_json::from_str::<Value>(&ev.data) {
                     if v.get("error").is_some_and(|e| !e.is_null()) {
@@ -157,6 +215,50 @@ mod tests {
         assert!(sc.saw_end);
         assert!(!sc.saw_error);
         assert_eq!(sc.content_events, 1);
+    }
+
+    #[test]
+    fn a_stream_tells_how_it_ended_its_tool_calls_refusals_and_head() {
+        let chat = concat!(
+            "data: {\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"\",\"refusal\":null},\"finish_reason\":null}]}\n\n",
+            "data: {\"choices\":[{\"delta\":{\"content\":\"I can\\u2019t \"}}]}\n\n",
+            "data: {\"choices\":[{\"delta\":{\"content\":\"say \\\"finish_reason\\\":\\\"length\\\"\"}}]}\n\n",
+            "data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n",
+        );
+        let mut sc = StreamScanner::default();
+        for c in chat.as_bytes().chunks(9) {
+            sc.push(c);
+        }
+        assert_eq!(sc.facts.finish, Some(Finish::Stop));
+        assert_eq!(sc.facts.head, "I can\u{2019}t say \"finish_reason\":\"length\"");
+        assert!(!sc.facts.refused && sc.facts.tool_calls == 0);
+        let tools = concat!(
+            "data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"a\",\"type\":\"function\",\"function\":{\"name\":\"w\",\"arguments\":\"\"}}]}}]}\n\n",
+            "data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{}\"}}]}}]}\n\n",
+            "data: {\"choices\":[{\"delta\":{},\"finish_reason\": \"tool_calls\"}]}\n\n",
+        );
+        let mut sc = StreamScanner::default();
+        sc.push(tools.as_bytes());
+        assert_eq!((sc.facts.finish, sc.facts.tool_calls), (Some(Finish::ToolCalls), 1));
+        let refused = "data: {\"choices\":[{\"delta\":{\"refusal\":\"No.\"},\"finish_reason\":null}]}\n\n";
+        let mut sc = StreamScanner::default();
+        sc.push(refused.as_bytes());
+        assert!(sc.facts.refused);
+        let messages = concat!(
+            "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":1,\"content_block\":{\"type\":\"tool_use\",\"id\":\"t\",\"name\":\"w\",\"input\":{}}}\n\n",
+            "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"max_tokens\",\"stop_sequence\":null}}\n\n",
+        );
+        let mut sc = StreamScanner::default();
+        sc.push(messages.as_bytes());
+        assert_eq!((sc.facts.finish, sc.facts.tool_calls), (Some(Finish::Length), 1));
+        let responses = concat!(
+            "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"Hi\"}\n\n",
+            "event: response.incomplete\ndata: {\"type\":\"response.incomplete\",\"response\":{\"status\":\"incomplete\",",
+            "\"incomplete_details\":{\"reason\":\"content_filter\"}}}\n\n",
+        );
+        let mut sc = StreamScanner::default();
+        sc.push(responses.as_bytes());
+        assert_eq!((sc.facts.finish, sc.facts.head.as_str()), (Some(Finish::ContentFilter), "Hi"));
     }
 
     #[test]

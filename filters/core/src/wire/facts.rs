@@ -1,0 +1,281 @@
+//! What an answer says about the model's behaviour, for drift signals and the shadow comparison:
+//! how it finished, how many tools it called, whether the provider refused, whether it was the
+//! JSON the request asked for, and (whole answers) its length and a digest of it.
+//!
+//! A whole answer is read once, where the attempt already reads it (its usage), in the unified
+//! format or as a Response object; a stream is read as it passes the listener
+//! ([`crate::wire::usage::StreamScanner`]), in whichever format the caller gets.
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::wire::usage::Usage;
+
+/// How many characters of an answer's text are kept to look for refusal phrases.
+pub const HEAD_CHARS: usize = 160;
+
+/// How an answer ended, in one vocabulary for every provider and door.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Finish {
+    Stop,
+    /// Cut by the output token limit.
+    Length,
+    ToolCalls,
+    /// A provider's refusal or safety stop (Anthropic `refusal`, Gemini `SAFETY`, Bedrock
+    /// guardrails: each translated to OpenAI's `content_filter`).
+    ContentFilter,
+    Other,
+}
+
+impl Finish {
+    /// From any provider's or door's stop reason.
+    pub fn of(reason: &str) -> Finish {
+        match reason {
+            "stop" | "end_turn" | "stop_sequence" | "completed" => Finish::Stop,
+            "length" | "max_tokens" | "max_output_tokens" => Finish::Length,
+            "tool_calls" | "tool_use" | "function_call" => Finish::ToolCalls,
+            "content_filter" | "refusal" => Finish::ContentFilter,
+            _ => Finish::Other,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Finish::Stop => "stop",
+            Finish::Length => "length",
+            Finish::ToolCalls => "tool_calls",
+            Finish::ContentFilter => "content_filter",
+            Finish::Other => "other",
+        }
+    }
+}
+
+/// What the attempt (whole answers) or the listener (streams) saw of an answer.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnswerFacts {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish: Option<Finish>,
+    #[serde(default)]
+    pub tool_calls: u32,
+    /// The provider said it refused (OpenAI's `refusal`, a refusal part or stop reason).
+    #[serde(default)]
+    pub refused: bool,
+    /// The text's first [`HEAD_CHARS`] characters (refusal phrases are looked for in them).
+    #[serde(default)]
+    pub head: String,
+    /// Characters of text (whole answers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chars: Option<u64>,
+    /// The first 16 hex digits of the SHA-256 of the text and the tool calls (whole answers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// The request asked for JSON: whether the answer was it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json_valid: Option<bool>,
+}
+
+impl AnswerFacts {
+    /// Adds text to the head, up to [`HEAD_CHARS`].
+    pub fn push_head(&mut self, text: &str) {
+        let room = HEAD_CHARS.saturating_sub(self.head.chars().count());
+        self.head.extend(text.chars().take(room));
+    }
+
+    pub fn head_full(&self) -> bool {
+        self.head.len() >= HEAD_CHARS
+    }
+}
+
+#[derive(Deserialize)]
+struct Whole<'a> {
+    #[serde(default)]
+    usage: Option<serde_json::Value>,
+    #[serde(default, borrow)]
+    choices: Vec<WholeChoice<'a>>,
+    // A Response object's.
+    #[serde(default, borrow)]
+    status: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    incomplete_details: Option<Incomplete<'a>>,
+    #[serde(default, borrow)]
+    output: Option<Vec<OutputItem<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct WholeChoice<'a> {
+    #[serde(default, borrow)]
+    finish_reason: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    message: Option<WholeMessage<'a>>,
+}
+
+#[derive(Deserialize)]
+struct WholeMessage<'a> {
+    #[serde(default, borrow)]
+    content: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    refusal: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    tool_calls: Option<Vec<WholeToolCall<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct WholeToolCall<'a> {
+    #[serde(default, borrow)]
+    function: Option<Function<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Function<'a> {
+    #[serde(default, borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    arguments: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct Incomplete<'a> {
+    #[serde(default, borrow)]
+    reason: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct OutputItem<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(default, borrow)]
+    content: Option<Vec<Part<'a>>>,
+    #[serde(default, borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    arguments: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct Part<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(default, borrow)]
+    text: Option<Cow<'a, str>>,
+}
+
+/// Reads a whole answer (a chat completion, or a Response object) once: its usage and its
+/// facts. `Err`: not an answer of that shape (read its usage alone then).
+pub fn read_whole(body: &[u8]) -> Result<(Option<Usage>, AnswerFacts), serde_json::Error> {
+    let w: Whole = serde_json::from_slice(body)?;
+    let usage = w.usage.as_ref().and_then(Usage::from_openai);
+    let mut f = AnswerFacts::default();
+    let mut texts: Vec<&str> = Vec::new();
+    let mut calls: Vec<(Option<&str>, Option<&str>)> = Vec::new();
+    if let Some(c) = w.choices.first() {
+        f.finish = c.finish_reason.as_deref().map(Finish::of);
+        if let Some(m) = &c.message {
+            texts.extend(m.content.as_deref());
+            if let Some(r) = m.refusal.as_deref().filter(|r| !r.is_empty()) {
+                f.refused = true;
+                texts.push(r);
+            }
+            for tc in m.tool_calls.iter().flatten() {
+                let func = tc.function.as_ref();
+                calls.push((func.and_then(|x| x.name.as_deref()), func.and_then(|x| x.arguments.as_deref())));
+            }
+        }
+    } else if let Some(items) = &w.output {
+        for item in items {
+            match item.kind.as_ref() {
+                "message" => {
+                    for p in item.content.iter().flatten() {
+                        f.refused |= p.kind == "refusal";
+                        texts.extend(p.text.as_deref());
+                    }
+                }
+                "function_call" => calls.push((item.name.as_deref(), item.arguments.as_deref())),
+                _ => {}
+            }
+        }
+        let reason = w.incomplete_details.as_ref().and_then(|i| i.reason.as_deref());
+        f.finish = match (w.status.as_deref(), reason) {
+            (_, Some(r)) => Some(Finish::of(r)),
+            (Some("completed"), _) if !calls.is_empty() => Some(Finish::ToolCalls),
+            (Some(s), _) => Some(Finish::of(s)),
+            (None, None) => None,
+        };
+    }
+    let mut digest = Sha256::new();
+    let mut chars = 0u64;
+    for t in texts {
+        f.push_head(t);
+        chars += t.chars().count() as u64;
+        digest.update(t.as_bytes());
+    }
+    for (name, args) in &calls {
+        f.tool_calls = f.tool_calls.saturating_add(1);
+        digest.update(b"\0tool\0");
+        digest.update(name.unwrap_or_default().as_bytes());
+        digest.update(b"\0");
+        digest.update(args.unwrap_or_default().as_bytes());
+    }
+    f.chars = Some(chars);
+    f.digest = Some(digest.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect());
+    Ok((usage, f))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chat_completion_tells_how_it_ended_and_what_it_said() {
+        let body = br#"{"id":"c","choices":[{"index":0,"message":{"role":"assistant","content":"Hello \"there\"","refusal":null},
+            "finish_reason":"length"}],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}"#;
+        let (u, f) = read_whole(body).unwrap();
+        assert_eq!(u.map(|u| (u.input, u.output)), Some((3, 2)));
+        assert_eq!((f.finish, f.tool_calls, f.refused), (Some(Finish::Length), 0, false));
+        assert_eq!((f.head.as_str(), f.chars), ("Hello \"there\"", Some(13)));
+        // The same text, pretty-printed differently: the same digest; other text: another.
+        let same = br#"{"choices": [{"message": {"content": "Hello \"there\""}, "finish_reason": "stop"}]}"#;
+        assert_eq!(read_whole(same).unwrap().1.digest, f.digest);
+        let other = br#"{"choices":[{"message":{"content":"Hello there"},"finish_reason":"stop"}]}"#;
+        assert_ne!(read_whole(other).unwrap().1.digest, f.digest);
+    }
+
+    #[test]
+    fn tool_calls_refusals_and_responses_are_read() {
+        let tools = br#"{"choices":[{"message":{"content":null,"tool_calls":[
+            {"id":"a","type":"function","function":{"name":"w","arguments":"{\"city\":\"Paris\"}"}},
+            {"id":"b","type":"function","function":{"name":"w","arguments":"{}"}}]},"finish_reason":"tool_calls"}]}"#;
+        let f = read_whole(tools).unwrap().1;
+        assert_eq!((f.finish, f.tool_calls, f.chars), (Some(Finish::ToolCalls), 2, Some(0)));
+        let refusal =
+            br#"{"choices":[{"message":{"content":null,"refusal":"I can't help with that."},"finish_reason":"stop"}]}"#;
+        let f = read_whole(refusal).unwrap().1;
+        assert!(f.refused);
+        assert_eq!(f.head, "I can't help with that.");
+        let response =
+            br#"{"object":"response","status":"incomplete","incomplete_details":{"reason":"max_output_tokens"},
+            "output":[{"type":"message","content":[{"type":"output_text","text":"Half an ans"}]}],
+            "usage":{"input_tokens":4,"output_tokens":9}}"#;
+        let (u, f) = read_whole(response).unwrap();
+        assert_eq!(u.map(|u| u.output), Some(9));
+        assert_eq!((f.finish, f.head.as_str()), (Some(Finish::Length), "Half an ans"));
+        let called = br#"{"object":"response","status":"completed","output":[{"type":"function_call","name":"w","arguments":"{}"}]}"#;
+        let f = read_whole(called).unwrap().1;
+        assert_eq!((f.finish, f.tool_calls), (Some(Finish::ToolCalls), 1));
+        assert_eq!(Finish::of("end_turn"), Finish::Stop);
+        assert_eq!(Finish::of("refusal"), Finish::ContentFilter);
+        assert_eq!(Finish::of("weird"), Finish::Other);
+    }
+
+    #[test]
+    fn the_head_is_bounded_and_odd_shapes_are_errors_not_panics() {
+        let long =
+            format!(r#"{{"choices":[{{"message":{{"content":"{}"}},"finish_reason":"stop"}}]}}"#, "é".repeat(500));
+        let f = read_whole(long.as_bytes()).unwrap().1;
+        assert_eq!((f.head.chars().count(), f.chars), (HEAD_CHARS, Some(500)));
+        assert!(read_whole(br#"{"choices":[{"message":{"content":[1,2]}}]}"#).is_err());
+        assert!(read_whole(b"\xff\xfe").is_err());
+    }
+}
