@@ -266,6 +266,13 @@ def make_config(name, port, admin, upstream_port, work):
         cfg = render_envoy.combine(cfg)
         size = 1024 if name == "guardrails-1k" else 64 * 1024
         return cfg, "/v1/chat/completions", guarded_body(size), headers
+    elif name == "shadow":
+        # The default layout on the demo's `chat-shadowed` alias: the `full` call, and for every
+        # call (100%) a shadow leg to `chat-openai-first` sent through the gateway itself, not
+        # waited for. At concurrency 1 the caller's latency shows whether it waits; throughput
+        # and CPU per caller's call include the leg's own call (two gateway calls per call).
+        cfg = render_envoy.combine(cfg)
+        return cfg, "/v1/chat/completions", CHAT_BODY.replace('"model": "chat"', '"model": "chat-shadowed"'), headers
     elif name == "fastest":
         # The default layout on the demo's `chat-fastest` alias (`prefer: fastest`): the `full`
         # call, whose listener reads both providers' live figures to choose the chain's order
@@ -546,7 +553,7 @@ def main():
     ap.add_argument("--seconds", type=int, default=3)
     ap.add_argument("--configs",
                     default="bare,full,full-filters,full-separate-modules,audit-emit,auth-key-swap,quota,route-select,"
-                            "embeddings,models,responses,cache-hit,guardrails-1k,guardrails-64k,full-fleet,fleet-refill,fastest")
+                            "embeddings,models,responses,cache-hit,guardrails-1k,guardrails-64k,full-fleet,fleet-refill,fastest,shadow")
     ap.add_argument("--out", default=str(ROOT / "bench"))
     args = ap.parse_args()
     names = args.configs.split(",")

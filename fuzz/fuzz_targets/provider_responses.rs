@@ -3,11 +3,13 @@
 #![no_main]
 
 use aigw_core::provider::{anthropic, bedrock, gemini};
-use aigw_core::wire::{embeddings, usage};
+use aigw_core::wire::{embeddings, facts, usage};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let _ = usage::from_openai_body(data);
+    // What an answer says (drift signals, shadow comparison): a chat completion or Response.
+    let _ = facts::read_whole(data);
     let _ = anthropic::response_to_openai(data, 0);
     let _ = anthropic::error_to_openai(500, data);
     let _ = gemini::response_to_openai(data, "g", 0);

@@ -163,3 +163,18 @@ def test_a_push_with_errors_is_refused_and_changes_nothing(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert good.returncode == 0, good.stderr
     assert sorted(p.name for p in ecds.iterdir()) == ["aigw.gateway.json", "aigw.gateway_upstream.json"]
+
+
+def test_a_shadowed_alias_needs_a_shadow_key_for_its_candidate_and_a_shadow_budget(tmp_path):
+    # Without a key that is a shadow key: every leg would be refused.
+    no_key = lambda t: t.replace('"shadow": true, "aliases": ["chat-openai-first"]', '"aliases": ["chat-openai-first"]', 1)  # noqa: E731
+    es = errors(problems(rendered(tmp_path, no_key)))
+    assert [p["path"].split("configuration.")[-1] for p in es] == ["route.aliases.chat-shadowed.shadow"], es
+    assert "no key with \"shadow\": true may use chat-openai-first" in es[0]["message"]
+    # The shadow tenant without a daily budget: a warning (legs bounded only by rate limits).
+    no_budget = lambda t: t.replace('"shadow":{"budget":{"daily_usd":"5.00","monthly_usd":"50.00","soft_percent":80}}',  # noqa: E731
+                                    '"shadow":{"requests_per_minute":100}', 1)
+    ps = problems(rendered(tmp_path, no_budget, name="nb.json"))
+    assert not errors(ps)
+    assert any(p["severity"] == "warning" and "shadow key's tenant \"shadow\" has no daily budget" in p["message"]
+               for p in ps), ps

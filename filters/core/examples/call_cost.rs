@@ -72,7 +72,7 @@ fn main() {
     let text = std::fs::read_to_string(&args[1]).unwrap_or_default();
     let n: u32 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(20000);
     let cfg: GatewayConfig = serde_json::from_str(&text).unwrap_or_default();
-    let l = Rc::new(Listener::compile(cfg).unwrap_or_default());
+    let l = Rc::new(Listener::compile_env(cfg, &|n| Some(format!("key-{n}"))).unwrap_or_default());
     let cfg: GatewayConfig = serde_json::from_str(&text).unwrap_or_default();
     let u = Rc::new(Upstream::compile(cfg, &|n| Some(format!("key-{n}"))).unwrap_or_default());
     let store = FakeHost::new();

@@ -63,6 +63,10 @@ fn default_max_tokens() -> u64 {
 use crate::wire::sse;
 use crate::wire::usage::Usage;
 
+/// A whole answer in the unified format: its bytes, its usage, and what it says (drift signals,
+/// shadow comparison; `None`: passed through as the provider sent it, read where it is checked).
+pub type Whole = (Vec<u8>, Option<Usage>, Option<crate::wire::facts::AnswerFacts>);
+
 pub trait ProviderApi {
     /// The path of a request for `model`; `stream`: the request streams.
     fn path(&self, model: &str, cfg: &ProviderConfig, stream: bool) -> String;
@@ -86,9 +90,10 @@ pub trait ProviderApi {
         false
     }
 
-    /// A whole success, translated to the unified format, and its usage (read once, here: the
-    /// listener's stages take it from the attempt instead of reading the answer again).
-    fn answer(&self, body: &[u8], model: &str, now_ms: u64) -> Result<(Vec<u8>, Option<Usage>), String>;
+    /// A whole success, translated to the unified format, its usage and what it says (read
+    /// once, here: the listener's stages take them from the attempt instead of reading the
+    /// answer again).
+    fn answer(&self, body: &[u8], model: &str, now_ms: u64) -> Result<Whole, String>;
 
     /// An error answer, translated: (status for the caller, body). `error_type`: the API's own
     /// error type header, where it has one (Bedrock's `x-amzn-errortype`).

@@ -159,6 +159,10 @@ pub fn file(
     if let Some(a) = &parts.auth {
         Cx { file: &a.file, group: file, out: &mut out, now_ms }.keys(&a.at, &a.value);
     }
+    if let Some(r) = &parts.route {
+        let mut cx = Cx { file: &r.file, group: file, out: &mut out, now_ms };
+        cx.shadows(&r.at, &r.value, parts.auth.as_ref(), parts.quota.as_ref());
+    }
     if let (Some(q), Some(book)) = (&parts.quota, &book) {
         // The chat aliases' steps (an embeddings call reserves no output).
         let chains: Vec<Vec<String>> = parts
@@ -203,6 +207,64 @@ fn date(ms: u64) -> String {
 impl Cx<'_> {
     fn push(&mut self, path: String, severity: &'static str, message: impl Into<String>) {
         self.out.push(problem(self.file, path, severity, message));
+    }
+
+    /// Shadowed aliases: a shadow key (`"shadow": true`) may use each candidate, and its tenant
+    /// has a daily budget (the shadow budget; without one, legs are bounded by nothing but the
+    /// tenant's rate limits).
+    fn shadows(&mut self, at: &str, route: &Value, auth: Option<&Part>, quota: Option<&Part>) {
+        let shadowed: Vec<(String, String)> = members(route.get("aliases"))
+            .into_iter()
+            .filter_map(|(name, a)| {
+                let s = a.get("shadow")?;
+                (s.get("percent").and_then(Value::as_u64).unwrap_or(0) > 0)
+                    .then(|| (name.clone(), s.get("alias").and_then(Value::as_str).unwrap_or_default().to_string()))
+            })
+            .collect();
+        if shadowed.is_empty() {
+            return;
+        }
+        let Some(Part { value: auth, .. }) = auth else {
+            self.push(
+                format!("{at}.shadow"),
+                "warning",
+                "no auth stage in this configuration: shadow keys are not checked",
+            );
+            return;
+        };
+        let keys = auth.get("keys").and_then(Value::as_array).cloned().unwrap_or_default();
+        let shadow_keys: Vec<&Value> =
+            keys.iter().filter(|k| k.get("shadow").and_then(Value::as_bool) == Some(true)).collect();
+        let may_use = |k: &Value, alias: &str| {
+            k.get("aliases").and_then(Value::as_array).is_none_or(|l| l.iter().any(|x| x == "*" || x == alias))
+        };
+        for (name, candidate) in &shadowed {
+            if !shadow_keys.iter().any(|k| may_use(k, candidate)) {
+                self.push(
+                    format!("{at}.aliases.{name}.shadow"),
+                    "error",
+                    format!(
+                        "alias {name} is shadowed to {candidate}, but no key with \"shadow\": true may use {candidate}: \
+                         every leg would be refused (403)"
+                    ),
+                );
+            }
+        }
+        let tenants = quota.and_then(|q| q.value.get("tenants"));
+        for k in &shadow_keys {
+            let tenant = k.get("tenant").and_then(Value::as_str).unwrap_or_default();
+            let spec = tenants.and_then(|t| t.get(tenant));
+            if spec.and_then(|s| s.get("budget")).and_then(|b| b.get("daily_usd")).is_none() {
+                self.push(
+                    format!("{at}.shadow"),
+                    "warning",
+                    format!(
+                        "the shadow key's tenant {tenant:?} has no daily budget of its own (quota.tenants.{tenant}.budget.daily_usd): \
+                         shadow legs are bounded only by its rate limits"
+                    ),
+                );
+            }
+        }
     }
 
     /// A model retired (its sunset passed) must have a successor that is not retired itself.

@@ -12,7 +12,9 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use crate::error::GatewayError;
+use crate::provider::Whole;
 use crate::wire::chat::{completion_id, Answer, ToolCall};
+use crate::wire::facts::AnswerFacts;
 use crate::wire::sse;
 use crate::wire::usage::Usage;
 
@@ -563,7 +565,7 @@ impl MessagesUsage {
 }
 
 /// Translates a complete Anthropic Messages response into an OpenAI chat completion.
-pub fn response_to_openai(body: &[u8], created: u64) -> Result<(Vec<u8>, Usage), String> {
+pub fn response_to_openai(body: &[u8], created: u64) -> Result<(Vec<u8>, Usage, AnswerFacts), String> {
     let r: MessagesResponse<'_> =
         serde_json::from_slice(body).map_err(|e| format!("provider sent invalid JSON: {e}"))?;
     let mut text = String::new();
@@ -588,7 +590,7 @@ pub fn response_to_openai(body: &[u8], created: u64) -> Result<(Vec<u8>, Usage),
         finish_reason: finish_reason(r.stop_reason.as_deref().unwrap_or("end_turn")),
         usage,
     };
-    Ok((answer.to_bytes(created), usage))
+    Ok((answer.to_bytes(created), usage, answer.facts()))
 }
 
 /// OpenAI error `type` and `code` for an Anthropic error type.
@@ -809,8 +811,8 @@ impl crate::provider::ProviderApi for Anthropic {
         Ok((out, req.stream == Some(true)))
     }
 
-    fn answer(&self, body: &[u8], _model: &str, now_ms: u64) -> Result<(Vec<u8>, Option<Usage>), String> {
-        response_to_openai(body, now_ms / 1000).map(|(out, u)| (out, Some(u)))
+    fn answer(&self, body: &[u8], _model: &str, now_ms: u64) -> Result<Whole, String> {
+        response_to_openai(body, now_ms / 1000).map(|(out, u, f)| (out, Some(u), Some(f)))
     }
 
     fn error(&self, status: u16, _error_type: &str, body: &[u8]) -> (u16, Vec<u8>) {

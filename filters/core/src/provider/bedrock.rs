@@ -15,7 +15,9 @@ use serde_json::{json, Map, Value};
 use crate::auth::sigv4::uri_encode;
 use crate::error::GatewayError;
 use crate::provider::anthropic::{Block, ImageSource, MessagesRequest};
+use crate::provider::Whole;
 use crate::wire::chat::{completion_id, Answer, ToolCall};
+use crate::wire::facts::AnswerFacts;
 use crate::wire::usage::Usage;
 
 fn unsupported(param: &'static str, message: impl Into<String>) -> GatewayError {
@@ -256,7 +258,7 @@ pub fn response_to_openai(
     model: &str,
     request_id: &str,
     created: u64,
-) -> Result<(Vec<u8>, Usage), String> {
+) -> Result<(Vec<u8>, Usage, AnswerFacts), String> {
     let r: ConverseResponse<'_> =
         serde_json::from_slice(body).map_err(|e| format!("provider sent invalid JSON: {e}"))?;
     let mut text = String::new();
@@ -299,7 +301,7 @@ pub fn response_to_openai(
         finish_reason,
         usage,
     };
-    Ok((answer.to_bytes(created), usage))
+    Ok((answer.to_bytes(created), usage, answer.facts()))
 }
 
 /// A Bedrock error (`x-amzn-ErrorType` header, `{"message"}` body) in OpenAI's shape.
@@ -477,8 +479,8 @@ impl crate::provider::ProviderApi for Bedrock {
         Ok((request_from_messages(&a)?.to_string().into_bytes(), a.stream == Some(true)))
     }
 
-    fn answer(&self, body: &[u8], model: &str, now_ms: u64) -> Result<(Vec<u8>, Option<Usage>), String> {
-        response_to_openai(body, model, &now_ms.to_string(), now_ms / 1000).map(|(out, u)| (out, Some(u)))
+    fn answer(&self, body: &[u8], model: &str, now_ms: u64) -> Result<Whole, String> {
+        response_to_openai(body, model, &now_ms.to_string(), now_ms / 1000).map(|(out, u, f)| (out, Some(u), Some(f)))
     }
 
     fn error(&self, status: u16, error_type: &str, body: &[u8]) -> (u16, Vec<u8>) {
@@ -614,7 +616,7 @@ mod tests {
         let body = br#"{"output":{"message":{"role":"assistant","content":[{"text":"Hi"},
             {"toolUse":{"toolUseId":"tooluse_1","name":"f","input":{"a":1}}}]}},"stopReason":"tool_use",
             "usage":{"inputTokens":10,"outputTokens":3,"totalTokens":13,"cacheReadInputTokens":4},"metrics":{"latencyMs":5}}"#;
-        let (out, usage) = response_to_openai(body, "anthropic.claude-x", "req1", 7).unwrap();
+        let (out, usage, _) = response_to_openai(body, "anthropic.claude-x", "req1", 7).unwrap();
         let v: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
         assert_eq!(v["choices"][0]["message"]["content"], "Hi");

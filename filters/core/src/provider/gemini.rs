@@ -16,7 +16,9 @@ use serde_json::{json, Map, Value};
 
 use crate::error::GatewayError;
 use crate::provider::anthropic::{raw_str, Block, ImageSource, MessagesRequest};
+use crate::provider::Whole;
 use crate::wire::chat::{completion_id, Answer, ToolCall};
+use crate::wire::facts::AnswerFacts;
 use crate::wire::usage::Usage;
 
 fn unsupported(param: &'static str, message: impl Into<String>) -> GatewayError {
@@ -176,7 +178,7 @@ struct UsageMetadata {
 /// Translates a complete `generateContent` response into an OpenAI chat completion: thought
 /// parts are left out, function calls become tool calls (`call_<n>`), a prompt blocked or a
 /// safety stop is `content_filter`.
-pub fn response_to_openai(body: &[u8], model: &str, created: u64) -> Result<(Vec<u8>, Usage), String> {
+pub fn response_to_openai(body: &[u8], model: &str, created: u64) -> Result<(Vec<u8>, Usage, AnswerFacts), String> {
     let r: GenerateResponse<'_> =
         serde_json::from_slice(body).map_err(|e| format!("provider sent invalid JSON: {e}"))?;
     let cand = r.candidates.and_then(|c| c.into_iter().next());
@@ -222,7 +224,7 @@ pub fn response_to_openai(body: &[u8], model: &str, created: u64) -> Result<(Vec
         finish_reason,
         usage,
     };
-    Ok((answer.to_bytes(created), usage))
+    Ok((answer.to_bytes(created), usage, answer.facts()))
 }
 
 /// A Gemini error (`google.rpc.Status`) in OpenAI's shape. Gemini reports an invalid API key
@@ -422,8 +424,8 @@ impl crate::provider::ProviderApi for Gemini {
         Ok((request_from_messages(&a)?.to_string().into_bytes(), a.stream == Some(true)))
     }
 
-    fn answer(&self, body: &[u8], model: &str, now_ms: u64) -> Result<(Vec<u8>, Option<Usage>), String> {
-        response_to_openai(body, model, now_ms / 1000).map(|(out, u)| (out, Some(u)))
+    fn answer(&self, body: &[u8], model: &str, now_ms: u64) -> Result<Whole, String> {
+        response_to_openai(body, model, now_ms / 1000).map(|(out, u, f)| (out, Some(u), Some(f)))
     }
 
     fn embeddings_path(&self, model: &str, _cfg: &crate::provider::ProviderConfig) -> Option<String> {
@@ -508,7 +510,7 @@ mod tests {
             {"functionCall":{"name":"f","args":{"a":1}}}]},"finishReason":"STOP","index":0}],
             "usageMetadata":{"promptTokenCount":9,"candidatesTokenCount":3,"thoughtsTokenCount":20,"totalTokenCount":32},
             "modelVersion":"gemini-2.5-flash","responseId":"r1"}"#;
-        let (out, usage) = response_to_openai(body, "gemini-2.5-flash", 1).unwrap();
+        let (out, usage, _) = response_to_openai(body, "gemini-2.5-flash", 1).unwrap();
         let v: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
         assert_eq!(v["choices"][0]["message"]["tool_calls"][0]["id"], "call_0");
@@ -519,10 +521,10 @@ mod tests {
     #[test]
     fn blocked_prompt_and_length_stop() {
         let blocked = br#"{"promptFeedback":{"blockReason":"SAFETY"},"usageMetadata":{"promptTokenCount":5}}"#;
-        let (out, _) = response_to_openai(blocked, "g", 1).unwrap();
+        let (out, _, _) = response_to_openai(blocked, "g", 1).unwrap();
         assert!(String::from_utf8_lossy(&out).contains("\"finish_reason\":\"content_filter\""));
         let long = br#"{"candidates":[{"content":{"parts":[{"text":"a"}]},"finishReason":"MAX_TOKENS"}]}"#;
-        let (out, _) = response_to_openai(long, "g", 1).unwrap();
+        let (out, _, _) = response_to_openai(long, "g", 1).unwrap();
         assert!(String::from_utf8_lossy(&out).contains("\"finish_reason\":\"length\""));
     }
 

@@ -10,9 +10,9 @@ use serde_json::Value;
 use crate::auth::sigv4::uri_encode;
 use crate::error::GatewayError;
 use crate::provider::ProviderConfig;
+use crate::provider::Whole;
 use crate::provider::{invalid_json, ProviderApi};
 use crate::wire::sse;
-use crate::wire::usage::Usage;
 
 pub const CHAT_PATH: &str = "/v1/chat/completions";
 
@@ -103,10 +103,10 @@ impl ProviderApi for OpenAiFormat {
         Some(if self.azure { "/openai/v1/responses" } else { "/v1/responses" }.to_string())
     }
 
-    fn answer(&self, body: &[u8], _model: &str, _now_ms: u64) -> Result<(Vec<u8>, Option<Usage>), String> {
+    fn answer(&self, body: &[u8], _model: &str, _now_ms: u64) -> Result<Whole, String> {
         let usage =
             crate::wire::usage::from_openai_body(body).map_err(|e| format!("provider sent invalid JSON: {e}"))?;
-        Ok((body.to_vec(), usage))
+        Ok((body.to_vec(), usage, None))
     }
 
     fn error(&self, status: u16, _error_type: &str, body: &[u8]) -> (u16, Vec<u8>) {

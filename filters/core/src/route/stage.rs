@@ -954,35 +954,43 @@ impl RouteAttempt {
         Ok(Ok((embeddings::answer(vectors, &t.model, encoding, input), Some(usage))))
     }
 
-    /// A provider's whole (non-streamed) answer, translated to OpenAI's format: (status, body).
-    fn translate_whole(&self, h: &impl Host, t: &Target, body: &[u8]) -> (u16, Vec<u8>) {
+    /// A provider's whole (non-streamed) answer, translated to OpenAI's format: (status, body,
+    /// what a chat answer says).
+    fn translate_whole(
+        &self,
+        h: &impl Host,
+        t: &Target,
+        body: &[u8],
+    ) -> (u16, Vec<u8>, Option<crate::wire::facts::AnswerFacts>) {
         let api = provider::api(t.api);
         if self.status != 200 {
-            return api.error(self.status, &t.error_type, body);
+            let (status, out) = api.error(self.status, &t.error_type, body);
+            return (status, out, None);
         }
         let answer = match t.embeddings {
             Some((encoding, estimate)) => match Self::embeddings_whole(h, t, body, encoding, estimate) {
-                Ok(Ok(answer)) => Ok(answer),
-                Ok(Err(failed)) => return failed,
+                Ok(Ok((out, usage))) => Ok((out, usage, None)),
+                Ok(Err((status, out))) => return (status, out, None),
                 Err(e) => Err(e),
             },
             None => api.answer(body, &t.model, h.now_ms()),
         };
-        // A translated Responses step: the unified answer becomes a Response object.
+        // A translated Responses step: the unified answer becomes a Response object (the same
+        // text and tool calls: the same facts).
         let answer = match (&t.responses, answer) {
-            (Some(ResponsesStep::Translated(Some((echo, seed)))), Ok((out, usage))) => {
-                responses_in::response_from_chat(&out, echo, seed).map(|(r, _)| (r, usage))
+            (Some(ResponsesStep::Translated(Some((echo, seed)))), Ok((out, usage, facts))) => {
+                responses_in::response_from_chat(&out, echo, seed).map(|(r, _)| (r, usage, facts))
             }
             (_, a) => a,
         };
         match answer {
-            Ok((out, usage)) => {
+            Ok((out, usage, facts)) => {
                 record_usage(h, usage);
-                (200, out)
+                (200, out, facts)
             }
             Err(e) => {
                 h.warn(&format!("route-select: {e}"));
-                (502, invalid_response())
+                (502, invalid_response(), None)
             }
         }
     }
@@ -1326,7 +1334,7 @@ impl RouteAttempt {
                 }
                 let body = h.response_body(size);
                 let Some(t) = &self.target else { return Flow::Continue };
-                let (status, out) = self.translate_whole(h, t, &body);
+                let (status, out, facts) = self.translate_whole(h, t, &body);
                 let problem = match (&t.output, status) {
                     (Some(f), 200) => check_output(f, &out).err(),
                     _ => None,
@@ -1335,11 +1343,9 @@ impl RouteAttempt {
                     self.fail_output(h, size, &p);
                     return Flow::Continue;
                 }
-                if status == 200 && t.embeddings.is_none() {
-                    if let Ok((_, mut f)) = crate::wire::facts::read_whole(&out) {
-                        f.json_valid = t.output.as_ref().map(|_| true);
-                        record_facts(h, &f);
-                    }
+                if let (200, Some(mut f)) = (status, facts) {
+                    f.json_valid = t.output.as_ref().map(|_| true);
+                    record_facts(h, &f);
                 }
                 if status != self.status {
                     h.set_response_header(":status", Some(&status.to_string()));

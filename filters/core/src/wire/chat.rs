@@ -107,6 +107,20 @@ impl OpenAiUsage {
 }
 
 impl Answer<'_> {
+    /// What the answer says (drift signals, shadow comparison), from the answer itself: the
+    /// same facts [`crate::wire::facts::read_whole`] reads from its JSON.
+    pub fn facts(&self) -> crate::wire::facts::AnswerFacts {
+        let mut f = crate::wire::facts::AnswerFacts {
+            finish: Some(crate::wire::facts::Finish::of(self.finish_reason)),
+            ..Default::default()
+        };
+        let calls: Vec<(Option<&str>, Option<&str>)> =
+            self.tool_calls.iter().map(|c| (c.name.as_deref(), Some(c.arguments.as_ref()))).collect();
+        let texts: &[&str] = if self.text.is_empty() { &[] } else { &[self.text.as_str()] };
+        crate::wire::facts::describe(&mut f, texts, &calls);
+        f
+    }
+
     /// The chat completion's JSON, `created` at that Unix time.
     pub fn to_bytes(&self, created: u64) -> Vec<u8> {
         let calls: Vec<ToolCallOut<'_>> = self

@@ -90,7 +90,7 @@ impl AnswerFacts {
 }
 
 #[derive(Deserialize)]
-struct Whole<'a> {
+struct AnswerJson<'a> {
     #[serde(default)]
     usage: Option<serde_json::Value>,
     #[serde(default, borrow)]
@@ -165,7 +165,7 @@ struct Part<'a> {
 /// Reads a whole answer (a chat completion, or a Response object) once: its usage and its
 /// facts. `Err`: not an answer of that shape (read its usage alone then).
 pub fn read_whole(body: &[u8]) -> Result<(Option<Usage>, AnswerFacts), serde_json::Error> {
-    let w: Whole = serde_json::from_slice(body)?;
+    let w: AnswerJson = serde_json::from_slice(body)?;
     let usage = w.usage.as_ref().and_then(Usage::from_openai);
     let mut f = AnswerFacts::default();
     let mut texts: Vec<&str> = Vec::new();
@@ -204,6 +204,14 @@ pub fn read_whole(body: &[u8]) -> Result<(Option<Usage>, AnswerFacts), serde_jso
             (None, None) => None,
         };
     }
+    describe(&mut f, &texts, &calls);
+    Ok((usage, f))
+}
+
+/// Fills in an answer's head, length, tool-call count and digest from its texts and tool calls
+/// (name, arguments), in order: one definition for answers read ([`read_whole`]) and answers
+/// the gateway wrote ([`crate::wire::chat::Answer::facts`]).
+pub fn describe(f: &mut AnswerFacts, texts: &[&str], calls: &[(Option<&str>, Option<&str>)]) {
     let mut digest = Sha256::new();
     let mut chars = 0u64;
     for t in texts {
@@ -211,7 +219,7 @@ pub fn read_whole(body: &[u8]) -> Result<(Option<Usage>, AnswerFacts), serde_jso
         chars += t.chars().count() as u64;
         digest.update(t.as_bytes());
     }
-    for (name, args) in &calls {
+    for (name, args) in calls {
         f.tool_calls = f.tool_calls.saturating_add(1);
         digest.update(b"\0tool\0");
         digest.update(name.unwrap_or_default().as_bytes());
@@ -220,7 +228,6 @@ pub fn read_whole(body: &[u8]) -> Result<(Option<Usage>, AnswerFacts), serde_jso
     }
     f.chars = Some(chars);
     f.digest = Some(digest.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect());
-    Ok((usage, f))
 }
 
 #[cfg(test)]
@@ -267,6 +274,22 @@ mod tests {
         assert_eq!(Finish::of("end_turn"), Finish::Stop);
         assert_eq!(Finish::of("refusal"), Finish::ContentFilter);
         assert_eq!(Finish::of("weird"), Finish::Other);
+    }
+
+    #[test]
+    fn an_answer_the_gateway_wrote_says_what_reading_it_would() {
+        for body in [
+            &br#"{"id":"m","type":"message","content":[{"type":"text","text":"Caf\u00e9 \"ok\""}],"stop_reason":"max_tokens",
+                 "usage":{"input_tokens":3,"output_tokens":2}}"#[..],
+            br#"{"id":"m","type":"message","content":[{"type":"text","text":"Let me check."},
+                 {"type":"tool_use","id":"t","name":"w","input":{"city":"Paris"}}],"stop_reason":"tool_use",
+                 "usage":{"input_tokens":3,"output_tokens":2}}"#,
+            br#"{"id":"m","type":"message","content":[],"stop_reason":"refusal","usage":{"input_tokens":3,"output_tokens":0}}"#,
+        ] {
+            let (out, _, written) = crate::provider::anthropic::response_to_openai(body, 0).unwrap();
+            let (_, read) = read_whole(&out).unwrap();
+            assert_eq!(written, read, "{}", String::from_utf8_lossy(&out));
+        }
     }
 
     #[test]

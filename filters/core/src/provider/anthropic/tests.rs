@@ -88,7 +88,7 @@ fn response_maps_text_tools_usage_and_finish() {
     let body = br#"{"id":"msg_01A","type":"message","role":"assistant","model":"claude-x-1","content":[
         {"type":"text","text":"Let me check."},{"type":"tool_use","id":"toolu_1","name":"w","input":{"city":"Paris"}}],
         "stop_reason":"tool_use","usage":{"input_tokens":10,"cache_creation_input_tokens":2,"cache_read_input_tokens":5,"output_tokens":7}}"#;
-    let (out, usage) = response_to_openai(body, 123).unwrap();
+    let (out, usage, _) = response_to_openai(body, 123).unwrap();
     let v: Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(v["id"], "chatcmpl-01A");
     assert_eq!(v["object"], "chat.completion");
