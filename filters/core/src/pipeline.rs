@@ -213,6 +213,16 @@ enum Stage {
     Quota,
 }
 
+/// A shadow leg kept until the call ends, with what it needs of the request (its headers are
+/// not read at the end).
+struct PendingLeg {
+    path: &'static str,
+    body: Vec<u8>,
+    candidate: String,
+    request_id: String,
+    zone: Option<String>,
+}
+
 /// One call on the listener.
 pub struct ListenerCall {
     cfg: Rc<Listener>,
@@ -231,8 +241,10 @@ pub struct ListenerCall {
     cache_holds: bool,
     /// The cache stage waits for the request's embedding: the request is held.
     cache_waits: bool,
-    /// A shadow leg to send once the call goes on: (path, body, candidate alias).
-    shadow: Option<(&'static str, Vec<u8>, String)>,
+    /// A shadow leg, and whether the call went on to its provider (then the leg is sent when
+    /// the call ends).
+    shadow: Option<PendingLeg>,
+    shadow_goes: bool,
 }
 
 impl ListenerCall {
@@ -249,6 +261,7 @@ impl ListenerCall {
             cache_holds: false,
             cache_waits: false,
             shadow: None,
+            shadow_goes: false,
         }
     }
 
@@ -262,20 +275,28 @@ impl ListenerCall {
         let Some((path, candidate)) = self.route.as_ref().and_then(|r| r.shadow_target(&rid)) else { return };
         let candidate = candidate.to_string();
         if let Some(body) = crate::route::shadow::body(&h.request_body(size), &candidate) {
-            self.shadow = Some((path, body, candidate));
+            let zone = h.call_identity().and_then(|i| i.zone);
+            self.shadow = Some(PendingLeg { path, body, candidate, request_id: rid, zone });
         }
     }
 
-    /// The call goes on to its provider: its shadow leg (if any) is sent now, not waited for.
+    /// The call goes on to its provider: its shadow leg (if any) will be sent. The record says
+    /// so now (a design-card audit filter may end before this one).
     fn send_shadow(&mut self, h: &impl Host) {
-        let (Some((path, body, candidate)), Some(leg)) = (self.shadow.take(), self.cfg.shadow.as_ref()) else {
+        if let Some(leg) = &self.shadow {
+            crate::route::stage::add_route_flag(h, &format!("shadow_sent:{}", leg.candidate));
+            self.shadow_goes = true;
+        }
+    }
+
+    /// The call has ended: its leg goes now, so that its work never delays the caller's answer
+    /// on this worker, and is not waited for.
+    fn dispatch_shadow(&mut self, h: &impl Host) {
+        let (Some(p), Some(leg), true) = (self.shadow.take(), self.cfg.shadow.as_ref(), self.shadow_goes) else {
             return;
         };
-        let rid = h.request_header("x-request-id").unwrap_or_default();
-        let zone = h.call_identity().and_then(|i| i.zone);
-        match crate::route::shadow::send(h, leg, path, &body, &rid, zone.as_deref()) {
-            Ok(_) => crate::route::stage::add_route_flag(h, &format!("shadow_sent:{candidate}")),
-            Err(()) => crate::route::stage::add_route_flag(h, "shadow_not_sent"),
+        if crate::route::shadow::send(h, leg, p.path, &p.body, &p.request_id, p.zone.as_deref()).is_err() {
+            h.warn("route-select: the proxy refused to send a shadow leg");
         }
     }
 
@@ -498,6 +519,7 @@ impl ListenerCall {
     }
 
     pub fn on_log(&mut self, h: &impl Host) {
+        self.dispatch_shadow(h);
         // Audit first: it settles what the call costs, which quota then charges.
         if let (Some(call), Some(audit)) = (&mut self.audit, &self.cfg.audit) {
             call.on_log(h, audit);

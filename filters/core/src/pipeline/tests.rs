@@ -911,7 +911,15 @@ fn config_json() -> serde_json::Value {
     .unwrap()
 }
 
-fn request(store: &FakeHost, cfg: &Rc<Listener>, key: &str, extra: &[(&str, &str)], body: &str) -> (FakeHost, Flow) {
+/// A call's request through the listener, then its end (`on_log`): the flow the request got,
+/// and how many shadow legs were sent before the end.
+fn request(
+    store: &FakeHost,
+    cfg: &Rc<Listener>,
+    key: &str,
+    extra: &[(&str, &str)],
+    body: &str,
+) -> (FakeHost, Flow, usize) {
     let mut h = caller(store, key, body);
     for (k, v) in extra {
         h = h.with_request_header(k, v);
@@ -921,7 +929,9 @@ fn request(store: &FakeHost, cfg: &Rc<Listener>, key: &str, extra: &[(&str, &str
     if flow == Flow::Pause {
         flow = c.on_request_body(&h, body.len(), true);
     }
-    (h, flow)
+    let before_end = h.http_calls.borrow().len();
+    c.on_log(&h);
+    (h, flow, before_end)
 }
 
 #[test]
@@ -929,8 +939,9 @@ fn a_shadowed_call_sends_its_leg_when_it_goes_on_and_never_waits_for_it() {
     let store = FakeHost::new();
     let cfg = shadow_listener(100);
     let streamed = r#"{"model":"chat","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}"#;
-    let (h, flow) = request(&store, &cfg, "aigw_sk_acme", &[], streamed);
+    let (h, flow, before_end) = request(&store, &cfg, "aigw_sk_acme", &[], streamed);
     assert_eq!(flow, Flow::Continue, "the call goes on at once");
+    assert_eq!(before_end, 0, "the leg is sent when the call ends, never before its answer");
     let calls = h.http_calls.borrow();
     let [leg] = calls.as_slice() else { panic!("{calls:?}") };
     assert_eq!(leg.cluster, "aigw_self");
@@ -952,14 +963,14 @@ fn a_shadowed_call_sends_its_leg_when_it_goes_on_and_never_waits_for_it() {
 fn no_leg_for_a_refused_call_a_call_outside_the_sample_or_a_leg_itself() {
     let store = FakeHost::new();
     let cfg = shadow_listener(100);
-    let (h, _) = request(&store, &cfg, "aigw_sk_acme", &[], BODY);
+    let (h, _, _) = request(&store, &cfg, "aigw_sk_acme", &[], BODY);
     assert_eq!(h.http_calls.borrow().len(), 1);
     // acme's one request a minute is spent: the next call is refused, and no leg is sent.
-    let (h, flow) = request(&store, &cfg, "aigw_sk_acme", &[], BODY);
+    let (h, flow, _) = request(&store, &cfg, "aigw_sk_acme", &[], BODY);
     assert_eq!(flow, Flow::Refused);
     assert!(h.http_calls.borrow().is_empty());
     // A leg (the shadow key, with the header) is not shadowed again, and is one.
-    let (h, flow) =
+    let (h, flow, _) =
         request(&store, &cfg, "aigw_sk_shadow", &[(headers::SHADOW_OF, "rid0"), (headers::SHADOW_ZONE, "eu")], BODY);
     assert_eq!(flow, Flow::Continue);
     assert!(h.http_calls.borrow().is_empty());
@@ -967,7 +978,7 @@ fn no_leg_for_a_refused_call_a_call_outside_the_sample_or_a_leg_itself() {
     assert_eq!((id.shadow_of.as_deref(), id.zone.as_deref(), id.tenant.as_str()), (Some("rid0"), Some("eu"), "shadow"));
     // The header from an ordinary key is dropped.
     let store = FakeHost::new();
-    let (h, _) = request(&store, &shadow_listener(0), "aigw_sk_acme", &[(headers::SHADOW_OF, "x")], BODY);
+    let (h, _, _) = request(&store, &shadow_listener(0), "aigw_sk_acme", &[(headers::SHADOW_OF, "x")], BODY);
     assert_eq!(h.call_identity().unwrap().shadow_of, None);
     assert!(h.http_calls.borrow().is_empty(), "0%: no leg");
 }
