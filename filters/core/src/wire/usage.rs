@@ -162,7 +162,8 @@ impl StreamScanner {
             if matches!(ev.event.as_deref(), Some("error" | "response.failed")) {
                 self.saw_error = true;
             }
-            if is_content_event(&ev.data) {
+            let content = is_content_event(&ev.data);
+            if content {
                 self.content_events += 1;
                 if !self.facts.head_full() {
                     if let Ok(v) = serde_json::from_str::<Value>(&ev.data) {
@@ -172,7 +173,11 @@ impl StreamScanner {
                     }
                 }
             }
-            note_facts(&mut self.facts, &ev);
+            // A text delta says nothing more (a refusal or the gateway's own end come in events
+            // of their own), unless it is a tool call's or the last one carries the stop reason.
+            if !content || ev.data.contains("\"tool_calls\"") || ev.data.contains("\"finish_reason\":\"") {
+                note_facts(&mut self.facts, &ev);
+            }
             if ev.data.contains("\"usage\"") || ev.data.contains("\"error\"") {
                 if let Ok(v) = serde_json::from_str::<Value>(&ev.data) {
                     if v.get("error").is_some_and(|e| !e.is_null()) {
@@ -231,6 +236,10 @@ mod tests {
         }
         assert_eq!(sc.facts.finish, Some(Finish::Stop));
         assert_eq!(sc.facts.head, "I can\u{2019}t say \"finish_reason\":\"length\"");
+        // The last text delta carrying the stop reason itself.
+        let mut sc = StreamScanner::default();
+        sc.push(b"data: {\"choices\":[{\"delta\":{\"content\":\"end\"},\"finish_reason\":\"length\"}]}\n\n");
+        assert_eq!((sc.facts.finish, sc.facts.head.as_str()), (Some(Finish::Length), "end"));
         assert!(!sc.facts.refused && sc.facts.tool_calls == 0);
         let tools = concat!(
             "data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"a\",\"type\":\"function\",\"function\":{\"name\":\"w\",\"arguments\":\"\"}}]}}]}\n\n",
