@@ -88,12 +88,31 @@ fn string_field<'a>(data: &'a str, key: &str) -> Option<&'a str> {
     rest.split('"').next()
 }
 
-/// The text one content event carries (for the head), in any of the caller formats.
-fn event_text(v: &Value) -> Option<&str> {
-    v.pointer("/choices/0/delta/content")
-        .or_else(|| v.pointer("/delta/text"))
-        .or_else(|| v.get("delta").filter(|d| d.is_string()))
-        .and_then(Value::as_str)
+/// The text one content event carries (for the head), in any of the caller formats: a chat
+/// chunk's `content`, a Messages `text_delta`'s `text`, a Responses text delta's `delta`. Read
+/// from the event's text without parsing it (only a string with escapes is decoded).
+fn event_text(data: &str) -> Option<std::borrow::Cow<'_, str>> {
+    let start =
+        ["\"content\":\"", "\"text\":\"", "\"delta\":\""].iter().find_map(|k| data.find(k).map(|i| i + k.len()))?;
+    let bytes = data.as_bytes();
+    let mut i = start;
+    let mut escaped = false;
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'\\' => {
+                escaped = true;
+                i += 2;
+                continue;
+            }
+            b'"' => break,
+            _ => i += 1,
+        }
+    }
+    let raw = data.get(start..i)?;
+    if !escaped {
+        return Some(std::borrow::Cow::Borrowed(raw));
+    }
+    serde_json::from_str::<String>(data.get(start - 1..=i)?).ok().map(std::borrow::Cow::Owned)
 }
 
 /// Whether one event carries generated content: an OpenAI chunk with non-empty content or a
@@ -166,10 +185,8 @@ impl StreamScanner {
             if content {
                 self.content_events += 1;
                 if !self.facts.head_full() {
-                    if let Ok(v) = serde_json::from_str::<Value>(&ev.data) {
-                        if let Some(t) = event_text(&v) {
-                            self.facts.push_head(t);
-                        }
+                    if let Some(t) = event_text(&ev.data) {
+                        self.facts.push_head(&t);
                     }
                 }
             }
