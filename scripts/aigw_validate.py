@@ -183,7 +183,7 @@ def task_rules(filters, table, bench_path, now=None):
             conf = json.loads(f["configuration"])
         except ValueError:
             continue  # the checker reports a configuration that is not JSON
-        route = conf.get("route", {}) if f["root_id"] == "gateway" else conf
+        route = _route_of(f)
         rules = benchmarks.task_rules(route)
         if not rules:
             continue

@@ -11,7 +11,7 @@ import uuid
 
 import httpx
 import pytest
-from conftest import DEMO_KEYS, Gateway
+from conftest import DEMO_KEYS
 from test_observability import metric, scrape
 
 KEY = DEMO_KEYS["acme"]
@@ -20,14 +20,11 @@ TOOLS = [{"type": "function", "function": {"name": "weather", "parameters": {"ty
                                                                             "properties": {"city": {"type": "string"}}}}}]
 
 
-@pytest.fixture(scope="module", params=["gateway", "separate-modules"])
-def gw(request, tmp_path_factory):
-    g = Gateway(tmp_path_factory.mktemp("signals"), modules="separate" if request.param == "separate-modules" else "one")
-    try:
-        g.start_envoy()
-        yield g
-    finally:
-        g.stop()
+@pytest.fixture
+def gw(gateway):
+    """conftest's gateway: both layouts (the two gateway filters, and the design card's
+    separate modules)."""
+    return gateway
 
 
 def call(gw, path="/v1/chat/completions", fault=None, **body):

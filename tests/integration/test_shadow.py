@@ -35,6 +35,9 @@ def shadowed(gw, key="acme", stream=False, path="/v1/chat/completions", **extra)
     headers = {"authorization": f"Bearer {DEMO_KEYS[key]}", "x-request-id": rid}
     if path == "/v1/responses":
         body = {"model": "chat-shadowed", "input": f"Shadow me ({rid})", "stream": stream}
+    elif path == "/v1/messages":
+        body = {"model": "chat-shadowed", "max_tokens": 50, "stream": stream,
+                "messages": [{"role": "user", "content": f"Shadow me ({rid})"}]}
     else:
         body = {"model": "chat-shadowed", "stream": stream,
                 "messages": [{"role": "user", "content": f"Shadow me ({rid})"}], **extra}
@@ -82,6 +85,11 @@ def test_a_shadow_leg_is_audited_linked_and_charged_to_the_shadow_tenant(gw):
     assert r.status_code == 200, r.text
     [leg] = leg_of(gw, rid)
     assert (leg["door"], leg["outcome"]) == ("responses", "ok")
+    # The Messages door: the leg asks the chat door with the unified request it became.
+    r, rid = shadowed(gw, path="/v1/messages")
+    assert r.status_code == 200 and r.json()["type"] == "message", r.text
+    [leg] = leg_of(gw, rid)
+    assert (leg["door"], leg["outcome"], leg["provider"]) == ("chat", "ok", "openai")
 
 
 def test_the_leg_keeps_the_callers_zone_and_never_takes_the_callers_quota(gw):

@@ -11,7 +11,7 @@ import time
 import uuid
 
 import pytest
-from conftest import DEMO_KEYS, ROOT, Gateway
+from conftest import DEMO_KEYS, ROOT
 
 sys.path.insert(0, str(ROOT / "scripts"))
 import aigw_validate  # noqa: E402
@@ -37,14 +37,11 @@ def summarize(gw, key="acme", task="summarize"):
     return r, rid
 
 
-@pytest.fixture(scope="module", params=["gateway", "separate-modules"])
-def gw(request, tmp_path_factory):
-    g = Gateway(tmp_path_factory.mktemp("tasks"), modules="separate" if request.param == "separate-modules" else "one")
-    try:
-        g.start_envoy()
-        yield g
-    finally:
-        g.stop()
+@pytest.fixture
+def gw(gateway):
+    """conftest's gateway: both layouts (the two gateway filters, and the design card's
+    separate modules)."""
+    return gateway
 
 
 def test_a_task_call_goes_to_the_cheapest_alias_that_meets_the_score(gw):

@@ -268,14 +268,22 @@ impl ListenerCall {
     /// Keeps a copy of the request for its shadow leg, when its alias has one and the call is
     /// in the sample (never for a shadow leg itself). The body is as it goes upstream.
     fn keep_shadow(&mut self, h: &impl Host, size: usize) {
-        if self.cfg.shadow.is_none() || h.call_identity().is_some_and(|i| i.shadow_of.is_some()) {
+        // Only a call whose alias has a shadow reads anything more.
+        let Some((path, policy)) = self.cfg.shadow.as_ref().and(self.route.as_ref()).and_then(|r| r.shadow_policy())
+        else {
+            return;
+        };
+        let id = h.call_identity();
+        if id.as_ref().is_some_and(|i| i.shadow_of.is_some()) {
             return;
         }
         let rid = h.request_header("x-request-id").unwrap_or_default();
-        let Some((path, candidate)) = self.route.as_ref().and_then(|r| r.shadow_target(&rid)) else { return };
-        let candidate = candidate.to_string();
+        if !crate::route::shadow::sampled(&rid, policy.percent) {
+            return;
+        }
+        let candidate = policy.alias.clone();
         if let Some(body) = crate::route::shadow::body(&h.request_body(size), &candidate) {
-            let zone = h.call_identity().and_then(|i| i.zone);
+            let zone = id.and_then(|i| i.zone);
             self.shadow = Some(PendingLeg { path, body, candidate, request_id: rid, zone });
         }
     }

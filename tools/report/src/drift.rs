@@ -139,7 +139,7 @@ fn mann_whitney(a: &[f64], b: &[f64]) -> f64 {
 }
 
 /// The `q` quantile (linear interpolation between closest ranks).
-fn quantile(v: &[f64], q: f64) -> f64 {
+pub(crate) fn quantile(v: &[f64], q: f64) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
     if s.is_empty() {

@@ -73,15 +73,12 @@ impl Side {
     }
 }
 
+/// The drift report's quantile; null when there is no sample.
 fn quantile(v: &[f64], q: f64) -> Value {
     if v.is_empty() {
         return Value::Null;
     }
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    let at = q * (s.len() - 1) as f64;
-    let (lo, hi) = (at.floor() as usize, at.ceil() as usize);
-    json!(s[lo] + (s[hi] - s[lo]) * (at - lo as f64))
+    json!(crate::drift::quantile(v, q))
 }
 
 #[derive(Default)]

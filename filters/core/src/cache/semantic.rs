@@ -42,7 +42,9 @@ pub struct SemanticConfig {
     pub timeout_ms: u64,
 }
 
-fn default_cluster() -> String {
+/// The cluster that reaches this gateway's own listener (the demo's `aigw_self`): the semantic
+/// cache's embedding calls and shadow legs go through it.
+pub(crate) fn default_cluster() -> String {
     "aigw_self".into()
 }
 fn default_authority() -> String {

@@ -31,17 +31,13 @@ pub struct ShadowConfig {
     /// The environment variable holding the shadow key (a gateway key with `"shadow": true`).
     pub key_env: String,
     /// The Envoy cluster that reaches this gateway's own listener.
-    #[serde(default = "default_cluster")]
+    #[serde(default = "crate::cache::semantic::default_cluster")]
     pub cluster: String,
     #[serde(default = "default_authority")]
     pub authority: String,
     /// How long a leg may take (the candidate's whole answer).
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
-}
-
-fn default_cluster() -> String {
-    "aigw_self".into()
 }
 
 fn default_authority() -> String {

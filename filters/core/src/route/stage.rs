@@ -228,16 +228,16 @@ impl Select {
 }
 
 impl Select {
-    /// The shadow leg this call should make, if its alias has a shadow and the call is in the
-    /// sample: (the path of the leg's door, the candidate alias). Embeddings are not shadowed.
-    pub fn shadow_target(&self, request_id: &str) -> Option<(&'static str, &str)> {
+    /// The shadow of the alias this call was routed to, if it has one: (the path of the leg's
+    /// door, the policy). Embeddings are not shadowed. No host call: every call asks.
+    pub fn shadow_policy(&self) -> Option<(&'static str, &crate::route::shadow::ShadowPolicy)> {
         let s = self.cfg.aliases.get(&self.alias)?.shadow.as_ref()?;
         let path = match self.door {
             Door::Chat | Door::Messages => CHAT_PATH,
             Door::Responses => responses_in::PATH,
             Door::Embeddings => return None,
         };
-        crate::route::shadow::sampled(request_id, s.percent).then_some((path, s.alias.as_str()))
+        Some((path, s))
     }
 
     /// Sends the call to another alias than the one chosen (the guard stage's reroute of a

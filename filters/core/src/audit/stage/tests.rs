@@ -223,3 +223,45 @@ fn a_success_whose_usage_the_attempt_read_is_not_held() {
     h.set_property(headers::PROP_USAGE, r#"{"input":10,"cached_input":0,"output":5,"reasoning":0}"#);
     assert_eq!(c.on_response_headers(&h, &a, false), Flow::Pause);
 }
+
+/// A whole answer the attempt described (`PROP_ANSWER`), through the audit stage to the record.
+fn record_of_answer(a: &Audit, facts: &str) -> AuditRecord {
+    let h = host();
+    let mut c = AuditCall::new(&h);
+    c.on_request_headers(&h);
+    answer(&h, "200", "application/json");
+    attempts(
+        &h,
+        r#"[{"provider":"anthropic","region":null,"model":"m","status":200,"latency_ms":5,"error_class":null}]"#,
+    );
+    h.set_property(headers::PROP_USAGE, r#"{"input":10,"cached_input":0,"output":5,"reasoning":0}"#);
+    h.set_property(headers::PROP_ANSWER, facts);
+    assert_eq!(c.on_response_headers(&h, a, false), Flow::Continue, "the attempt read it already");
+    c.on_response_body(&h, a, 0, true);
+    c.on_log(&h, a)
+}
+
+#[test]
+fn refusals_are_the_providers_signal_or_a_configured_phrase_and_phrases_are_checked() {
+    let a = audit();
+    let plain = r#"{"finish":"stop","tool_calls":0,"refused":false,"head":"Sure, here it is."}"#;
+    let phrase = r#"{"finish":"stop","tool_calls":0,"refused":false,"head":"I\u2019m sorry, but I CAN'T do that."}"#;
+    let signal = r#"{"finish":"content_filter","tool_calls":0,"refused":false,"head":""}"#;
+    let r = record_of_answer(&a, plain);
+    let ans = r.answer.unwrap();
+    assert_eq!((ans.finish_reason, ans.refusal), (Some(crate::wire::facts::Finish::Stop), false));
+    // Curly apostrophe and case folded: the default phrase "i'm sorry, but i can't".
+    assert!(record_of_answer(&a, phrase).answer.unwrap().refusal);
+    assert!(record_of_answer(&a, signal).answer.unwrap().refusal);
+    // Operators' own list replaces the default one.
+    let cfg: AuditConfig =
+        serde_json::from_str(&format!(r#"{{"price_book": {BOOK}, "refusal_phrases": ["Sure, here"]}}"#)).unwrap();
+    let own = Audit::compile(&cfg).unwrap();
+    assert!(record_of_answer(&own, plain).answer.unwrap().refusal);
+    assert!(!record_of_answer(&own, phrase).answer.unwrap().refusal);
+    // An empty phrase would match every answer: refused, named by its place.
+    let cfg: AuditConfig =
+        serde_json::from_str(&format!(r#"{{"price_book": {BOOK}, "refusal_phrases": ["ok", " "]}}"#)).unwrap();
+    let e = Audit::compile(&cfg).err().unwrap();
+    assert_eq!(e.field, "refusal_phrases[1]");
+}
