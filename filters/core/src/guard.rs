@@ -295,7 +295,7 @@ impl StreamFilter {
         let mut events = Vec::new();
         self.parser.push(chunk, &mut events);
         for ev in events {
-            let Ok(v) = serde_json::from_str::<Value>(&ev.data) else {
+            let Ok(v) = crate::wire::from_str::<Value>(&ev.data) else {
                 crate::wire::sse::data_event(&mut out, &ev.data);
                 continue;
             };
@@ -495,7 +495,7 @@ impl StreamRestorer {
             write_event(out, name, &data);
             return;
         }
-        let Ok(mut v) = serde_json::from_str::<Value>(&data) else {
+        let Ok(mut v) = crate::wire::from_str::<Value>(&data) else {
             write_event(out, name, &data);
             return;
         };

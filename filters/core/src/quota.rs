@@ -644,7 +644,7 @@ impl RequestFacts {
                     f.text_pieces += pieces(c);
                 }
                 Some(c) if c.get().starts_with('[') => {
-                    for p in serde_json::from_str::<Vec<Part>>(c.get())? {
+                    for p in crate::wire::from_str::<Vec<Part>>(c.get())? {
                         match p.kind {
                             Some("image_url" | "image" | "input_audio" | "file") => f.images += 1,
                             _ => {
@@ -735,7 +735,7 @@ impl RequestFacts {
         }
         match req.input {
             Some(i) if i.get().starts_with('[') => {
-                for item in serde_json::from_str::<Vec<Item>>(i.get())? {
+                for item in crate::wire::from_str::<Vec<Item>>(i.get())? {
                     f.messages += 1;
                     for r in [item.content, item.call_id, item.name, item.arguments, item.output].into_iter().flatten()
                     {

@@ -227,7 +227,7 @@ enum Watched {
 
 /// The usage a stage kept for the audit record (`PROP_USAGE`).
 fn read_usage(h: &impl Host) -> Option<Usage> {
-    h.property_string(&[headers::PROP_USAGE]).and_then(|u| serde_json::from_str(&u).ok())
+    h.property_string(&[headers::PROP_USAGE]).and_then(|u| crate::wire::from_str(&u).ok())
 }
 
 /// One call, as the audit stage sees it.
@@ -303,7 +303,7 @@ impl AuditCall {
     /// what the attempt that passed a whole answer on saw of it.
     fn answer_record(&self, h: &impl Host, audit: &Audit) -> Option<AnswerRecord> {
         let attempt: Option<AnswerFacts> =
-            h.property_string(&[headers::PROP_ANSWER]).and_then(|j| serde_json::from_str(&j).ok());
+            h.property_string(&[headers::PROP_ANSWER]).and_then(|j| crate::wire::from_str(&j).ok());
         let facts = match &self.body {
             Watched::Sse(s) => {
                 // Asked for JSON: valid unless the stream ended with the gateway's error saying
@@ -545,7 +545,7 @@ impl AuditCall {
             ttft_ms: self.ttft_ms,
             cache_status,
             cost_saved_usd: cost_saved.map(format_usd),
-            cache_semantic: prop(headers::PROP_CACHE_SEMANTIC).and_then(|n| serde_json::from_str(&n).ok()),
+            cache_semantic: prop(headers::PROP_CACHE_SEMANTIC).and_then(|n| crate::wire::from_str(&n).ok()),
             compliance_flags: prop(headers::PROP_COMPLIANCE)
                 .map(|c| c.split(',').filter(|f| !f.is_empty()).map(str::to_string).collect())
                 .unwrap_or_default(),

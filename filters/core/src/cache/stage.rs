@@ -427,7 +427,7 @@ impl CacheCall {
                     self.state = State::Miss { digest, policy, stream, stale, storing: true };
                     return (Flow::Pause, size);
                 }
-                let usage = h.property_string(&[headers::PROP_USAGE]).and_then(|u| serde_json::from_str(&u).ok());
+                let usage = h.property_string(&[headers::PROP_USAGE]).and_then(|u| crate::wire::from_str(&u).ok());
                 self.store(h, digest, &policy, h.response_body(size), usage);
                 (Flow::Continue, size)
             }
@@ -498,7 +498,7 @@ fn said(status: &str, meta: &Meta) -> String {
 /// `miss`, `no_store`), and for an answer from the cache, what its entry recorded.
 pub fn read_status(word: &str) -> (&str, Option<Meta>) {
     match word.split_once(' ') {
-        Some((status, meta)) => (status, serde_json::from_str(meta).ok()),
+        Some((status, meta)) => (status, crate::wire::from_str(meta).ok()),
         None => (word, None),
     }
 }

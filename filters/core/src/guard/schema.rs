@@ -31,7 +31,7 @@ impl OutputFormat {
 
     /// Checks an answer's text: `Err` says what is wrong (never the whole answer).
     pub fn check(&self, text: &str) -> Result<(), String> {
-        let v: Value = serde_json::from_str(text.trim()).map_err(|e| format!("the answer is not JSON ({e})"))?;
+        let v: Value = crate::wire::from_str(text.trim()).map_err(|e| format!("the answer is not JSON ({e})"))?;
         match self {
             OutputFormat::JsonObject if v.is_object() => Ok(()),
             OutputFormat::JsonObject => Err("the answer is JSON but not an object".into()),
@@ -43,7 +43,7 @@ impl OutputFormat {
 /// A Responses request's `text` (its `format`), as the chat `response_format` it stands for
 /// (JSON text); `None` for plain text.
 pub fn response_format_of_text(text: &str) -> Option<String> {
-    let t: Value = serde_json::from_str(text).ok()?;
+    let t: Value = crate::wire::from_str(text).ok()?;
     let f = t.get("format")?;
     let rf = match f.get("type").and_then(Value::as_str)? {
         "json_object" => serde_json::json!({"type": "json_object"}),

@@ -121,7 +121,7 @@ pub(crate) fn raw_str<'a>(v: Option<&'a RawValue>) -> Option<Cow<'a, str>> {
     if !v.get().starts_with('"') {
         return None;
     }
-    serde_json::from_str::<Cow<'a, str>>(v.get()).ok()
+    crate::wire::from_str::<Cow<'a, str>>(v.get()).ok()
 }
 
 fn raw_u64(v: Option<&RawValue>) -> Option<u64> {
@@ -146,7 +146,7 @@ fn raw_array<'a, T: Deserialize<'a>>(v: Option<&'a RawValue>) -> Option<Vec<T>> 
     if !v.get().starts_with('[') {
         return None;
     }
-    serde_json::from_str(v.get()).ok()
+    crate::wire::from_str(v.get()).ok()
 }
 
 fn invalid(message: &str) -> GatewayError {
@@ -422,7 +422,7 @@ pub fn request_from_openai<'a>(
                 let f = t.function.as_ref();
                 let input_schema = match f.and_then(|f| f.parameters) {
                     Some(p) => p,
-                    None => serde_json::from_str::<&'static RawValue>(EMPTY_SCHEMA)
+                    None => crate::wire::from_str::<&'static RawValue>(EMPTY_SCHEMA)
                         .map_err(|e| GatewayError::bad_request("invalid_value", e.to_string()))?,
                 };
                 defs.push(ToolDef {
@@ -441,7 +441,7 @@ pub fn request_from_openai<'a>(
                 #[serde(borrow, default)]
                 function: Option<ChatFunction<'b>>,
             }
-            match serde_json::from_str::<Named<'a>>(c.get()).ok().and_then(|n| n.function).and_then(|f| f.name) {
+            match crate::wire::from_str::<Named<'a>>(c.get()).ok().and_then(|n| n.function).and_then(|f| f.name) {
                 Some(name) => Some(ToolChoice { kind: "tool", name: Some(name), disable_parallel_tool_use: None }),
                 None => {
                     return Err(unsupported("tool_choice", "this tool_choice form is not supported by this provider"))
@@ -685,7 +685,7 @@ impl StreamTranslator {
             if self.finished {
                 break;
             }
-            let Ok(v) = serde_json::from_str::<Value>(&ev.data) else {
+            let Ok(v) = crate::wire::from_str::<Value>(&ev.data) else {
                 self.error(&mut out, "api_error", "The provider sent a malformed stream event.");
                 break;
             };

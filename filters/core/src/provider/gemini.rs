@@ -287,7 +287,7 @@ impl StreamTranslator {
         let mut out = Vec::new();
         self.parser.push(chunk, &mut self.events);
         for ev in std::mem::take(&mut self.events) {
-            let Ok(v) = serde_json::from_str::<Value>(&ev.data) else { continue };
+            let Ok(v) = crate::wire::from_str::<Value>(&ev.data) else { continue };
             if let Some(e) = v.get("error") {
                 let msg = e.get("message").and_then(Value::as_str).unwrap_or("The provider failed mid-stream.");
                 let err =

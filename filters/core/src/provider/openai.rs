@@ -58,7 +58,7 @@ impl ProviderApi for OpenAiFormat {
         top.insert("model".into(), raw(&Value::String(model.to_string()))?);
         if stream {
             let mut opts: Value = match top.get("stream_options") {
-                Some(o) => serde_json::from_str(o.get()).map_err(invalid_json)?,
+                Some(o) => crate::wire::from_str(o.get()).map_err(invalid_json)?,
                 None => serde_json::json!({}),
             };
             if let Some(o) = opts.as_object_mut() {

@@ -446,7 +446,7 @@ impl Select {
                 for ev in events {
                     if ev.data.contains("\"choices\":[]") && ev.data.contains("\"usage\":{") {
                         // The usage chunk the caller did not ask for: keep it for the audit record.
-                        if let Ok(v) = serde_json::from_str::<Value>(&ev.data) {
+                        if let Ok(v) = crate::wire::from_str::<Value>(&ev.data) {
                             record_usage(h, v.get("usage").and_then(crate::wire::usage::Usage::from_openai));
                         }
                         continue;
@@ -636,7 +636,7 @@ impl OutputWatch {
 /// A `response.completed` event's data, as `response.failed` when its Response is not the
 /// JSON `format` asks for (`None`: it is, or it cannot be read).
 fn responses_failed(format: &crate::guard::schema::OutputFormat, data: &str) -> Option<String> {
-    let mut v: Value = serde_json::from_str(data).ok()?;
+    let mut v: Value = crate::wire::from_str(data).ok()?;
     let response = v.get_mut("response")?;
     let problem = check_output(format, response.to_string().as_bytes()).err()?;
     response["status"] = Value::String("failed".into());
@@ -1143,7 +1143,7 @@ impl RouteAttempt {
                 None
             } else {
                 h.property_string(&[headers::PROP_OUTPUT_FORMAT])
-                    .and_then(|f| serde_json::from_str::<Value>(&f).ok())
+                    .and_then(|f| crate::wire::from_str::<Value>(&f).ok())
                     .and_then(|f| crate::guard::schema::OutputFormat::of_response_format(&f))
             },
         };

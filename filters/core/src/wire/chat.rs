@@ -239,7 +239,7 @@ impl StreamCollector {
                 self.done = true;
                 continue;
             }
-            let Ok(v) = serde_json::from_str::<Value>(&ev.data) else {
+            let Ok(v) = crate::wire::from_str::<Value>(&ev.data) else {
                 self.broken = true;
                 return;
             };

@@ -60,9 +60,9 @@ impl EmbeddingsRequest<'_> {
     pub fn texts(&self) -> Result<Vec<Cow<'_, str>>, GatewayError> {
         let raw = self.input.get();
         let texts: Vec<Cow<str>> = if raw.starts_with('"') {
-            vec![serde_json::from_str(raw).map_err(|e| invalid_input(&e.to_string()))?]
+            vec![crate::wire::from_str(raw).map_err(|e| invalid_input(&e.to_string()))?]
         } else {
-            serde_json::from_str(raw).map_err(|_| {
+            crate::wire::from_str(raw).map_err(|_| {
                 GatewayError::bad_request(
                     "unsupported_for_provider",
                     "This provider takes `input` as a string or a list of strings, not as tokens.",

@@ -177,7 +177,7 @@ pub fn response_from_openai(body: &[u8]) -> Result<(Vec<u8>, Option<Usage>), Str
     }
     for tc in msg.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
         let args = tc.pointer("/function/arguments").and_then(Value::as_str).unwrap_or("{}");
-        let input: Value = serde_json::from_str(args).unwrap_or_else(|_| json!({}));
+        let input: Value = crate::wire::from_str(args).unwrap_or_else(|_| json!({}));
         content.push(
             json!({"type": "tool_use", "id": tc.get("id"), "name": tc.pointer("/function/name"), "input": input}),
         );
@@ -295,7 +295,7 @@ impl StreamToMessages {
                 self.close_message(&mut out);
                 continue;
             }
-            let Ok(v) = serde_json::from_str::<Value>(&ev.data) else { continue };
+            let Ok(v) = crate::wire::from_str::<Value>(&ev.data) else { continue };
             if let Some(e) = v.get("error").filter(|e| !e.is_null()) {
                 // A failure after the first byte: Anthropic's error event, then the stream ends.
                 self.close(&mut out);

@@ -483,7 +483,7 @@ impl ResponsesCollector {
                 return;
             }
             if kind == "response.completed" {
-                self.response = serde_json::from_str::<Value>(&ev.data).ok().and_then(|v| v.get("response").cloned());
+                self.response = crate::wire::from_str::<Value>(&ev.data).ok().and_then(|v| v.get("response").cloned());
             }
         }
     }
@@ -706,7 +706,7 @@ impl StreamToResponses {
                 self.end(&mut out);
                 continue;
             }
-            let Ok(v) = serde_json::from_str::<Value>(&ev.data) else { continue };
+            let Ok(v) = crate::wire::from_str::<Value>(&ev.data) else { continue };
             if let Some(e) = v.get("error") {
                 self.fail(&mut out, e);
                 continue;

@@ -112,7 +112,7 @@ fn event_text(data: &str) -> Option<std::borrow::Cow<'_, str>> {
     if !escaped {
         return Some(std::borrow::Cow::Borrowed(raw));
     }
-    serde_json::from_str::<String>(data.get(start - 1..=i)?).ok().map(std::borrow::Cow::Owned)
+    crate::wire::from_str::<String>(data.get(start - 1..=i)?).ok().map(std::borrow::Cow::Owned)
 }
 
 /// Whether one event carries generated content: an OpenAI chunk with non-empty content or a
@@ -162,7 +162,7 @@ impl StreamScanner {
                 self.saw_end = true;
                 // Responses' last event carries the whole response, with its usage.
                 if ev.event.as_deref() != Some("message_stop") && ev.data != "[DONE]" {
-                    if let Ok(v) = serde_json::from_str::<Value>(&ev.data) {
+                    if let Ok(v) = crate::wire::from_str::<Value>(&ev.data) {
                         if let Some(u) = v.pointer("/response/usage").and_then(Usage::from_responses) {
                             self.usage = Some(u);
                         }
@@ -196,7 +196,7 @@ impl StreamScanner {
                 note_facts(&mut self.facts, &ev);
             }
             if ev.data.contains("\"usage\"") || ev.data.contains("\"error\"") {
-                if let Ok(v) = serde_json::from_str::<Value>(&ev.data) {
+                if let Ok(v) = crate::wire::from_str::<Value>(&ev.data) {
                     if v.get("error").is_some_and(|e| !e.is_null()) {
                         self.saw_error = true;
                     }
