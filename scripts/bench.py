@@ -41,6 +41,8 @@ PROVIDER_KEYS = {"OPENAI_API_KEY": "sk-bench-openai", "ANTHROPIC_API_KEY": "sk-b
 FLEET_PORT = 7379
 REDIS_PASSWORD = "bench-redis"
 ENVOY_CPU, LOAD_CPU = "0", "1"
+# The floor rows' modules (bench/floor), built when a floor row is measured.
+FLOOR_MODULES = (None, None)
 STREAM_CHUNKS = 200
 
 OPENAI_ANSWER = json.dumps({
@@ -183,6 +185,20 @@ def wasm_opt_dir(work):
     return out
 
 
+def floor_modules():
+    """The floor's own module and the gateway's module with the floor contexts linked in
+    (`bench/floor`), built once into their own target directory (not the shipped modules)."""
+    target = ROOT / "target" / "bench-floor"
+    env = dict(os.environ, CARGO_TARGET_DIR=str(target))
+    build = ["cargo", "build", "--quiet", "--release", "--target", "wasm32-wasip1"]
+    subprocess.run(build + ["-p", "aigw-bench-floor"], check=True, cwd=ROOT, env=env)
+    own = target / "wasm32-wasip1" / "release" / "aigw_bench_floor.wasm"
+    keep = target / "aigw_bench_floor.wasm"
+    shutil.copy(own, keep)
+    subprocess.run(build + ["-p", "aigw-filters", "--features", "bench-floor"], check=True, cwd=ROOT, env=env)
+    return keep, target / "wasm32-wasip1" / "release" / "aigw_filters.wasm"
+
+
 def base_config(port, admin, upstream_port, work, modules="one", wasm_dir=None):
     text = render_envoy.render({
         "LISTEN_PORT": port, "ADMIN_PORT": admin, "OPENAI_PORT": upstream_port, "ANTHROPIC_PORT": upstream_port,
@@ -321,6 +337,19 @@ def make_config(name, port, admin, upstream_port, work):
         if name == "models":
             return cfg, "/v1/models", None, {"Authorization": f"Bearer {KEY}"}
         return cfg, "/v1/embeddings", EMBED_BODY, headers
+    elif name in ("floor", "floor-bundle") or name.startswith("floor+"):
+        # The floor (bench/floor): the default layout's two filters replaced by the least a
+        # listener and a per-attempt context that both rewrite bodies can do, in the same Envoy
+        # configuration; `floor` from its own small module, `floor-bundle` from the gateway's.
+        cfg = render_envoy.combine(cfg)
+        own, bundle = FLOOR_MODULES
+        for f in gateway_filters(cfg):
+            c = f["typed_config"]["config"]
+            c["root_id"] = "floor_upstream" if f["name"] == "aigw.gateway_upstream" else "floor"
+            # `floor+meta+headers`: the floor with those of the gateway's host calls (bench/floor).
+            c["configuration"]["value"] = name.partition("+")[2]
+            c["vm_config"] = dict(c["vm_config"], vm_id=name, code={"local": {"filename": str(
+                bundle if name == "floor-bundle" else own)}})
     elif name in ("full-filters", "full-separate-modules"):
         pass  # the design card's seven filter instances, from one module or one module each
     elif name == "route-select":
@@ -614,6 +643,9 @@ def main():
         names.insert(0, "bare")
     if "full" not in names:
         names.insert(1, "full")
+    if any(n.startswith("floor") for n in names):
+        global FLOOR_MODULES
+        FLOOR_MODULES = floor_modules()
     with tempfile.TemporaryDirectory(prefix="aigw-bench-") as tmp:
         work = Path(tmp)
         nginx, nginx_port = start_nginx(work)

@@ -120,6 +120,10 @@ impl RootContext for Root {
         if id == TRAP_ROOT_ID || id == HTTP_CALL_ROOT_ID {
             return true;
         }
+        #[cfg(feature = "bench-floor")]
+        if id.starts_with("floor") {
+            return true;
+        }
         let Some(p) = plugin(&id) else {
             host::log(
                 LogLevel::Error,
@@ -199,6 +203,10 @@ impl RootContext for Root {
             }
             Some(Compiled::Attempt(u)) => {
                 Some(Box::new(Forward(Stateful::new(AttemptCall::new(u.clone()), Side::Attempt, self.writers))))
+            }
+            #[cfg(feature = "bench-floor")]
+            None if host::root_id().starts_with("floor") => {
+                aigw_bench_floor::context(&host::root_id(), aigw_bench_floor::Extras::default())
             }
             None if host::root_id() == TRAP_ROOT_ID => Some(Box::new(Trap)),
             None if host::root_id() == HTTP_CALL_ROOT_ID => Some(Box::new(Forward(HttpCallProbe::default()))),

@@ -64,7 +64,9 @@ fn one_call(store: &FakeHost, l: &Rc<Listener>, u: &Rc<Upstream>) {
     let n = h.response_body.borrow().len();
     c.on_response_body(&h, n, true);
     c.on_log(&h);
-    assert!(h.property(&["aigw_audit"]).is_some() && handed_on(&h, "aigw_settled").is_some());
+    // (With the audit and quota stages configured: the record written, the charge settled.)
+    assert!(l.audit.is_none() || h.property(&["aigw_audit"]).is_some());
+    assert!(l.quota.is_none() || handed_on(&h, "aigw_settled").is_some());
 }
 
 fn main() {

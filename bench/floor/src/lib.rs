@@ -1,0 +1,289 @@
+//! The floor the gateway is measured against (`scripts/bench --configs floor,floor-bundle`):
+//! one listener context and one per-attempt context doing the least the gateway's call does
+//! with the same Envoy configuration (the same routes, aggregate cluster and retry policy):
+//!
+//! - listener (`floor`): one read of the request headers, the request body buffered and parsed
+//!   once (a JSON tree), the chain header set and the route cache cleared, one filter-state
+//!   entry written; the answer buffered, parsed, rewritten; one response header.
+//! - attempt (`floor_upstream`): the entry read, the path and a credential header set, the
+//!   request body parsed and rewritten; the answer buffered and passed on.
+//!
+//! `floor` is this crate's own small module; `floor-bundle` runs the same two contexts from
+//! the gateway's module (`aigw-filters` built with the `bench-floor` feature), so that the two
+//! rows tell what the module itself costs from what the gateway's code does.
+
+use proxy_wasm::hostcalls as hc;
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::{Action, BufferType, MapType};
+use serde_json::Value;
+
+const ENTRY: &str = "aigw_floor";
+const UPSTREAM: &str = "aigw_floor_upstream";
+
+/// The host calls the gateway's route-only call makes beyond the floor's (the configuration
+/// names them, comma-separated), to tell what each kind costs:
+/// - `meta`: the attempt reads the endpoint's provider and region (`xds.upstream_host_metadata`);
+/// - `headers`: single request-header reads, and the attempt setting the headers it sets;
+/// - `resp`: the response headers both contexts set;
+/// - `props`: the filter-state entries written and read back;
+/// - `shared`: one shared-data read and write (a provider's live figures);
+/// - `clock`: the clock reads;
+/// - `meta20`, `metawhole20`: the endpoint's provider read 20 times by its path, or the
+///   endpoint's whole metadata 20 times (one property each): what one such read costs.
+#[derive(Clone, Copy, Default)]
+pub struct Extras {
+    meta: bool,
+    headers: bool,
+    resp: bool,
+    props: bool,
+    shared: bool,
+    clock: bool,
+    meta20: bool,
+    metawhole20: bool,
+}
+
+impl Extras {
+    pub fn parse(conf: &str) -> Extras {
+        let has = |k: &str| conf.split([',', '+']).any(|p| p.trim() == k || p.trim() == "all");
+        Extras {
+            meta: has("meta"),
+            headers: has("headers"),
+            resp: has("resp"),
+            props: has("props"),
+            shared: has("shared"),
+            clock: has("clock"),
+            meta20: conf.split([',', '+']).any(|p| p == "meta20"),
+            metawhole20: conf.split([',', '+']).any(|p| p == "metawhole20"),
+        }
+    }
+
+    fn clock(self, n: usize) {
+        if self.clock {
+            for _ in 0..n {
+                let _ = hc::get_current_time();
+            }
+        }
+    }
+}
+
+/// The HTTP context for `floor` or `floor_upstream`, or `None` for another root id.
+pub fn context(root_id: &str, x: Extras) -> Option<Box<dyn HttpContext>> {
+    match root_id {
+        "floor" => Some(Box::new(Listener(x))),
+        "floor_upstream" => Some(Box::new(Attempt(x))),
+        _ => None,
+    }
+}
+
+fn body(kind: BufferType, size: usize) -> Option<Value> {
+    let b = hc::get_buffer(kind, 0, size).ok()??;
+    serde_json::from_slice(&b).ok()
+}
+
+fn rewrite(kind: BufferType, size: usize, key: &str, value: &str) {
+    if let Some(mut v) = body(kind, size) {
+        if let Some(o) = v.as_object_mut() {
+            o.insert(key.to_string(), Value::String(value.to_string()));
+        }
+        if let Ok(out) = serde_json::to_vec(&v) {
+            let _ = hc::set_buffer(kind, 0, size, &out);
+        }
+    }
+}
+
+struct Listener(Extras);
+
+impl Context for Listener {}
+
+impl HttpContext for Listener {
+    fn on_http_request_headers(&mut self, _n: usize, eos: bool) -> Action {
+        let x = self.0;
+        if x.headers {
+            for h in [":method", ":path", "x-gateway-cost-ceiling-usd", "x-gateway-latency-budget-ms", "x-request-id"] {
+                let _ = hc::get_map_value(MapType::HttpRequestHeaders, h);
+            }
+        }
+        let _ = hc::get_map(MapType::HttpRequestHeaders);
+        x.clock(1);
+        if eos {
+            Action::Continue
+        } else {
+            Action::Pause
+        }
+    }
+
+    fn on_http_request_body(&mut self, size: usize, eos: bool) -> Action {
+        if !eos {
+            return Action::Pause;
+        }
+        let model = body(BufferType::HttpRequestBody, size)
+            .and_then(|v| v.get("model").and_then(Value::as_str).map(str::to_string))
+            .unwrap_or_default();
+        let _ = hc::set_map_value(MapType::HttpRequestHeaders, "x-aigw-chain", Some("chain_chat"));
+        let _ = hc::call_foreign_function("clear_route_cache", None);
+        let _ = hc::set_property(vec![ENTRY], Some(model.as_bytes()));
+        self.0.clock(1);
+        Action::Continue
+    }
+
+    fn on_http_response_headers(&mut self, _n: usize, _eos: bool) -> Action {
+        let _ = hc::set_map_value(MapType::HttpResponseHeaders, "content-length", None);
+        let _ = hc::set_map_value(MapType::HttpResponseHeaders, "x-aigw-floor", Some("1"));
+        let x = self.0;
+        if x.props {
+            let _ = hc::get_property(vec![UPSTREAM]);
+        }
+        if x.resp {
+            let _ = hc::get_map_value(MapType::HttpResponseHeaders, ":status");
+            let _ = hc::get_map_value(MapType::HttpResponseHeaders, "x-envoy-attempt-count");
+            let _ = hc::get_map_value(MapType::HttpResponseHeaders, "content-type");
+            for h in ["x-aigw-attempts", "x-aigw-model", "x-aigw-provider", "x-aigw-route"] {
+                let _ = hc::set_map_value(MapType::HttpResponseHeaders, h, Some("anthropic"));
+            }
+        }
+        x.clock(1);
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, size: usize, eos: bool) -> Action {
+        if !eos {
+            return Action::Pause;
+        }
+        rewrite(BufferType::HttpResponseBody, size, "model", "chat");
+        if self.0.props {
+            let _ = hc::get_property(vec![UPSTREAM]);
+        }
+        Action::Continue
+    }
+}
+
+struct Attempt(Extras);
+
+impl Context for Attempt {}
+
+impl HttpContext for Attempt {
+    fn on_http_request_headers(&mut self, _n: usize, eos: bool) -> Action {
+        let x = self.0;
+        let _ = hc::get_property(vec![ENTRY]);
+        if x.meta {
+            for k in ["provider", "region"] {
+                let _ = hc::get_property(vec!["xds", "upstream_host_metadata", "filter_metadata", "aigw", k]);
+            }
+        }
+        for _ in 0..if x.meta20 { 20 } else { 0 } {
+            let _ = hc::get_property(vec!["xds", "upstream_host_metadata", "filter_metadata", "aigw", "provider"]);
+        }
+        for _ in 0..if x.metawhole20 { 20 } else { 0 } {
+            let _ = hc::get_property(vec!["xds", "upstream_host_metadata"]);
+        }
+        if x.headers {
+            let _ = hc::get_map(MapType::HttpRequestHeaders);
+            for (h, v) in [
+                ("content-type", "application/json"),
+                ("x-request-id", "rid"),
+                ("x-forwarded-proto", "http"),
+                ("x-envoy-expected-rq-timeout-ms", "600000"),
+                ("anthropic-version", "2023-06-01"),
+                ("x-aigw-chain", ""),
+            ] {
+                let _ = hc::set_map_value(MapType::HttpRequestHeaders, h, if v.is_empty() { None } else { Some(v) });
+            }
+        }
+        if x.props {
+            let _ = hc::set_property(vec![UPSTREAM], Some(b"attempt one"));
+        }
+        x.clock(1);
+        let _ = hc::set_map_value(MapType::HttpRequestHeaders, ":path", Some("/v1/messages"));
+        let _ = hc::set_map_value(MapType::HttpRequestHeaders, "x-api-key", Some("floor-key"));
+        let _ = hc::set_map_value(MapType::HttpRequestHeaders, "content-length", None);
+        if eos {
+            Action::Continue
+        } else {
+            Action::Pause
+        }
+    }
+
+    fn on_http_request_body(&mut self, size: usize, eos: bool) -> Action {
+        if !eos {
+            return Action::Pause;
+        }
+        rewrite(BufferType::HttpRequestBody, size, "model", "claude-sonnet-4-5");
+        if self.0.headers {
+            let _ = hc::set_map_value(MapType::HttpRequestHeaders, "content-type", Some("application/json"));
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_headers(&mut self, _n: usize, _eos: bool) -> Action {
+        let _ = hc::set_map_value(MapType::HttpResponseHeaders, "content-length", None);
+        let x = self.0;
+        if x.resp {
+            let _ = hc::get_map(MapType::HttpResponseHeaders);
+            for (h, v) in [("connection", "keep-alive"), ("server", "aigw"), ("content-type", "application/json")] {
+                let _ = hc::set_map_value(MapType::HttpResponseHeaders, h, Some(v));
+            }
+        }
+        if x.props {
+            let _ = hc::set_property(vec![UPSTREAM], Some(b"attempt one, status 200"));
+        }
+        x.clock(1);
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, size: usize, eos: bool) -> Action {
+        if !eos {
+            return Action::Pause;
+        }
+        rewrite(BufferType::HttpResponseBody, size, "id", "msg_floor");
+        let x = self.0;
+        if x.shared {
+            let _ = hc::get_shared_data("aigw.floor.health");
+            let _ = hc::set_shared_data("aigw.floor.health", Some(b"1 2 3"), None);
+        }
+        if x.props {
+            let _ = hc::set_property(vec![UPSTREAM], Some(b"attempt one, status 200, usage 14 9"));
+        }
+        x.clock(1);
+        Action::Continue
+    }
+}
+
+/// This crate's own module (not when linked into the gateway's): the root id, read once Envoy
+/// configures the plugin, chooses the context.
+#[cfg(all(target_arch = "wasm32", not(feature = "in-bundle")))]
+mod entry {
+    use super::{context, Extras};
+    use proxy_wasm::hostcalls as hc;
+    use proxy_wasm::traits::{Context, HttpContext, RootContext};
+    use proxy_wasm::types::{BufferType, ContextType};
+
+    struct Root {
+        root_id: String,
+        extras: Extras,
+    }
+
+    impl Context for Root {}
+
+    impl RootContext for Root {
+        fn on_configure(&mut self, _size: usize) -> bool {
+            let id = hc::get_property(vec!["plugin_root_id"]).ok().flatten().unwrap_or_default();
+            self.root_id = String::from_utf8_lossy(&id).into_owned();
+            let conf =
+                hc::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX).ok().flatten().unwrap_or_default();
+            self.extras = Extras::parse(&String::from_utf8_lossy(&conf));
+            true
+        }
+
+        fn create_http_context(&self, _id: u32) -> Option<Box<dyn HttpContext>> {
+            context(&self.root_id, self.extras)
+        }
+
+        fn get_type(&self) -> Option<ContextType> {
+            Some(ContextType::HttpContext)
+        }
+    }
+
+    proxy_wasm::main! {{
+        proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { root_id: String::new(), extras: Extras::default() }) });
+    }}
+}
