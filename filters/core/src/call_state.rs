@@ -124,39 +124,24 @@ pub struct CallData {
     metadata: Vec<(String, Option<String>)>,
     /// The caller's identity, parsed once.
     identity: Option<Option<crate::auth::keys::CallIdentity>>,
-    /// Within one callback: header values already read (or set), and the time. Headers change
-    /// between callbacks only; within one, only through this context.
-    request_headers: HeaderCache,
-    response_headers: HeaderCache,
-    /// Within one callback: all request headers, once read (kept up to date with what this
-    /// context sets or removes).
-    request_header_list: Option<Vec<(String, String)>>,
+    /// Within one callback: all request headers and all response headers, each read at most
+    /// once (one host call serves every header the stages read; kept up to date with what this
+    /// context sets or removes), and the time. Headers change between callbacks only; within
+    /// one, only through this context.
+    request_header_list: Option<HeaderList>,
+    response_header_list: Option<HeaderList>,
     now_ms: Option<u64>,
 }
 
-/// Header values a callback read or set, by name.
-type HeaderCache = Vec<(String, Option<String>)>;
+/// A callback's view of one header map, in Envoy's order.
+type HeaderList = Vec<(String, String)>;
 
-/// A header value from a callback's cache, or read and kept.
-fn cached(
-    cache: &RefCell<CallData>,
-    pick: fn(&mut CallData) -> &mut HeaderCache,
-    name: &str,
-    read: impl FnOnce() -> Option<String>,
-) -> Option<String> {
-    if let Some((_, v)) = pick(&mut cache.borrow_mut()).iter().find(|(k, _)| k == name) {
-        return v.clone();
-    }
-    let v = read();
-    pick(&mut cache.borrow_mut()).push((name.to_string(), v.clone()));
-    v
-}
-
-/// Keeps a header a stage set, so a later read in the same callback needs no host call.
-fn remember(list: &mut HeaderCache, name: &str, value: Option<&str>) {
-    match list.iter_mut().find(|(k, _)| k == name) {
-        Some((_, v)) => *v = value.map(str::to_string),
-        None => list.push((name.to_string(), value.map(str::to_string))),
+/// Keeps a header list in step with a header this context set (replacing every value of it)
+/// or removed (every value).
+fn set_in(list: &mut HeaderList, name: &str, value: Option<&str>) {
+    list.retain(|(k, _)| k != name);
+    if let Some(v) = value {
+        list.push((name.to_string(), v.to_string()));
     }
 }
 
@@ -174,9 +159,8 @@ impl CallData {
             passed_on: false,
             metadata: Vec::new(),
             identity: None,
-            request_headers: Vec::new(),
-            response_headers: Vec::new(),
             request_header_list: None,
+            response_header_list: None,
             now_ms: None,
         }
     }
@@ -197,9 +181,8 @@ impl CallData {
 
     /// A callback begins: forget what other contexts may have changed since.
     pub fn begin(&mut self) {
-        self.request_headers.clear();
-        self.response_headers.clear();
         self.request_header_list = None;
+        self.response_header_list = None;
         self.now_ms = None;
         if self.writers == Writers::Many {
             self.own = None;
@@ -265,33 +248,40 @@ impl<H: Host> Host for CallState<'_, H> {
         list
     }
     fn request_header(&self, name: &str) -> Option<String> {
-        // All of them already read in this callback: no host call.
-        if let Some(list) = &self.data.borrow().request_header_list {
-            return list.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        // One read of the whole map serves every header of the callback.
+        if self.data.borrow().request_header_list.is_none() {
+            let list = self.inner.request_headers();
+            self.data.borrow_mut().request_header_list = Some(list);
         }
-        cached(self.data, |d| &mut d.request_headers, name, || self.inner.request_header(name))
+        let data = self.data.borrow();
+        data.request_header_list.as_ref()?.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
     }
     fn set_request_header(&self, name: &str, value: Option<&str>) {
-        let mut data = self.data.borrow_mut();
-        remember(&mut data.request_headers, name, value);
-        if let Some(list) = &mut data.request_header_list {
-            // Setting replaces every value of the header; removing removes them all.
-            list.retain(|(k, _)| k != name);
-            if let Some(v) = value {
-                list.push((name.to_string(), v.to_string()));
-            }
+        if let Some(list) = &mut self.data.borrow_mut().request_header_list {
+            set_in(list, name, value);
         }
-        drop(data);
         self.inner.set_request_header(name, value)
     }
     fn response_headers(&self) -> Vec<(String, String)> {
-        self.inner.response_headers()
+        if let Some(list) = &self.data.borrow().response_header_list {
+            return list.clone();
+        }
+        let list = self.inner.response_headers();
+        self.data.borrow_mut().response_header_list = Some(list.clone());
+        list
     }
     fn response_header(&self, name: &str) -> Option<String> {
-        cached(self.data, |d| &mut d.response_headers, name, || self.inner.response_header(name))
+        if self.data.borrow().response_header_list.is_none() {
+            let list = self.inner.response_headers();
+            self.data.borrow_mut().response_header_list = Some(list);
+        }
+        let data = self.data.borrow();
+        data.response_header_list.as_ref()?.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
     }
     fn set_response_header(&self, name: &str, value: Option<&str>) {
-        remember(&mut self.data.borrow_mut().response_headers, name, value);
+        if let Some(list) = &mut self.data.borrow_mut().response_header_list {
+            set_in(list, name, value);
+        }
         self.inner.set_response_header(name, value)
     }
     fn request_body(&self, size: usize) -> Vec<u8> {

@@ -399,6 +399,7 @@ impl Host for FakeHost {
         Self::set(&self.request_headers, name, value)
     }
     fn response_headers(&self) -> Vec<(String, String)> {
+        self.header_list_reads.set(self.header_list_reads.get() + 1);
         self.response_headers.borrow().clone()
     }
     fn response_header(&self, name: &str) -> Option<String> {
