@@ -29,7 +29,11 @@ const UPSTREAM: &str = "aigw_floor_upstream";
 /// - `shared`: one shared-data read and write (a provider's live figures);
 /// - `clock`: the clock reads;
 /// - `meta20`, `metawhole20`: the endpoint's provider read 20 times by its path, or the
-///   endpoint's whole metadata 20 times (one property each): what one such read costs.
+///   endpoint's whole metadata 20 times (one property each): what one such read costs;
+/// - `work10`: the attempt parses and writes the answer 10 more times (Wasm code only, no host
+///   call): what a µs of the Rust side, timed natively, costs in Envoy;
+/// - `holdheaders`: the attempt holds the answer's headers until its body is complete (as the
+///   gateway's attempt does when it translates a whole answer), not only the body.
 #[derive(Clone, Copy, Default)]
 pub struct Extras {
     meta: bool,
@@ -40,6 +44,8 @@ pub struct Extras {
     clock: bool,
     meta20: bool,
     metawhole20: bool,
+    work10: bool,
+    holdheaders: bool,
 }
 
 impl Extras {
@@ -54,6 +60,8 @@ impl Extras {
             clock: has("clock"),
             meta20: conf.split([',', '+']).any(|p| p == "meta20"),
             metawhole20: conf.split([',', '+']).any(|p| p == "metawhole20"),
+            work10: conf.split([',', '+']).any(|p| p == "work10"),
+            holdheaders: conf.split([',', '+']).any(|p| p == "holdheaders"),
         }
     }
 
@@ -89,6 +97,17 @@ fn rewrite(kind: BufferType, size: usize, key: &str, value: &str) {
             let _ = hc::set_buffer(kind, 0, size, &out);
         }
     }
+}
+
+/// Parses and writes a JSON body `n` times; the bytes written (kept from being optimised away).
+pub fn work(body: &[u8], n: usize) -> usize {
+    let mut total = 0;
+    for _ in 0..n {
+        if let Ok(v) = serde_json::from_slice::<Value>(std::hint::black_box(body)) {
+            total += serde_json::to_vec(&v).map_or(0, |o| o.len());
+        }
+    }
+    total
 }
 
 struct Listener(Extras);
@@ -227,6 +246,9 @@ impl HttpContext for Attempt {
             let _ = hc::set_property(vec![UPSTREAM], Some(b"attempt one, status 200"));
         }
         x.clock(1);
+        if x.holdheaders {
+            return Action::Pause;
+        }
         Action::Continue
     }
 
@@ -234,8 +256,13 @@ impl HttpContext for Attempt {
         if !eos {
             return Action::Pause;
         }
-        rewrite(BufferType::HttpResponseBody, size, "id", "msg_floor");
         let x = self.0;
+        if x.work10 {
+            if let Ok(Some(b)) = hc::get_buffer(BufferType::HttpResponseBody, 0, size) {
+                std::hint::black_box(work(&b, 10));
+            }
+        }
+        rewrite(BufferType::HttpResponseBody, size, "id", "msg_floor");
         if x.shared {
             let _ = hc::get_shared_data("aigw.floor.health");
             let _ = hc::set_shared_data("aigw.floor.health", Some(b"1 2 3"), None);
