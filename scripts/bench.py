@@ -350,6 +350,15 @@ def make_config(name, port, admin, upstream_port, work):
             c["configuration"]["value"] = name.partition("+")[2]
             c["vm_config"] = dict(c["vm_config"], vm_id=name, code={"local": {"filename": str(
                 bundle if name == "floor-bundle" else own)}})
+        # Envoy-side variants of the floor: `nolog` without the access log, `noretry` without
+        # the chains' retry policy: what those parts of the configuration cost.
+        extras = name.partition("+")[2].split("+")
+        if "nolog" in extras:
+            hcm.pop("access_log", None)
+        if "noretry" in extras:
+            for vh in hcm["route_config"]["virtual_hosts"]:
+                for r in vh["routes"]:
+                    r.get("route", {}).pop("retry_policy", None)
     elif name in ("full-filters", "full-separate-modules"):
         pass  # the design card's seven filter instances, from one module or one module each
     elif name == "route-select":

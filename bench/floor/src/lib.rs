@@ -32,6 +32,9 @@ const UPSTREAM: &str = "aigw_floor_upstream";
 ///   endpoint's whole metadata 20 times (one property each): what one such read costs;
 /// - `work10`: the attempt parses and writes the answer 10 more times (Wasm code only, no host
 ///   call): what a µs of the Rust side, timed natively, costs in Envoy;
+/// - `resp20`, `respmap20`: the listener sets 20 response headers one call each, or reads the
+///   response header map and sets it whole with the 20 added (`set_header_map_pairs`): what
+///   batching a callback's header changes would save;
 /// - `holdheaders`: the attempt holds the answer's headers until its body is complete (as the
 ///   gateway's attempt does when it translates a whole answer), not only the body.
 #[derive(Clone, Copy, Default)]
@@ -46,6 +49,8 @@ pub struct Extras {
     metawhole20: bool,
     work10: bool,
     holdheaders: bool,
+    resp20: bool,
+    respmap20: bool,
 }
 
 impl Extras {
@@ -62,6 +67,8 @@ impl Extras {
             metawhole20: conf.split([',', '+']).any(|p| p == "metawhole20"),
             work10: conf.split([',', '+']).any(|p| p == "work10"),
             holdheaders: conf.split([',', '+']).any(|p| p == "holdheaders"),
+            resp20: conf.split([',', '+']).any(|p| p == "resp20"),
+            respmap20: conf.split([',', '+']).any(|p| p == "respmap20"),
         }
     }
 
@@ -149,6 +156,40 @@ impl HttpContext for Listener {
         let _ = hc::set_map_value(MapType::HttpResponseHeaders, "content-length", None);
         let _ = hc::set_map_value(MapType::HttpResponseHeaders, "x-aigw-floor", Some("1"));
         let x = self.0;
+        const NAMES: [&str; 20] = [
+            "x-floor-00",
+            "x-floor-01",
+            "x-floor-02",
+            "x-floor-03",
+            "x-floor-04",
+            "x-floor-05",
+            "x-floor-06",
+            "x-floor-07",
+            "x-floor-08",
+            "x-floor-09",
+            "x-floor-10",
+            "x-floor-11",
+            "x-floor-12",
+            "x-floor-13",
+            "x-floor-14",
+            "x-floor-15",
+            "x-floor-16",
+            "x-floor-17",
+            "x-floor-18",
+            "x-floor-19",
+        ];
+        if x.resp20 {
+            for n in NAMES {
+                let _ = hc::set_map_value(MapType::HttpResponseHeaders, n, Some("value"));
+            }
+        }
+        if x.respmap20 {
+            if let Ok(mut all) = hc::get_map(MapType::HttpResponseHeaders) {
+                all.extend(NAMES.iter().map(|n| (n.to_string(), "value".to_string())));
+                let pairs: Vec<(&str, &str)> = all.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                let _ = hc::set_map(MapType::HttpResponseHeaders, pairs);
+            }
+        }
         if x.props {
             let _ = hc::get_property(vec![UPSTREAM]);
         }
