@@ -117,6 +117,15 @@ pub fn work(body: &[u8], n: usize) -> usize {
     total
 }
 
+/// Headers go on with the body only once it is whole (buffered until then).
+fn go_on_at(eos: bool) -> Action {
+    if eos {
+        Action::Continue
+    } else {
+        Action::Pause
+    }
+}
+
 struct Listener(Extras);
 
 impl Context for Listener {}
@@ -131,11 +140,7 @@ impl HttpContext for Listener {
         }
         let _ = hc::get_map(MapType::HttpRequestHeaders);
         x.clock(1);
-        if eos {
-            Action::Continue
-        } else {
-            Action::Pause
-        }
+        go_on_at(eos)
     }
 
     fn on_http_request_body(&mut self, size: usize, eos: bool) -> Action {
@@ -256,11 +261,7 @@ impl HttpContext for Attempt {
         let _ = hc::set_map_value(MapType::HttpRequestHeaders, ":path", Some("/v1/messages"));
         let _ = hc::set_map_value(MapType::HttpRequestHeaders, "x-api-key", Some("floor-key"));
         let _ = hc::set_map_value(MapType::HttpRequestHeaders, "content-length", None);
-        if eos {
-            Action::Continue
-        } else {
-            Action::Pause
-        }
+        go_on_at(eos)
     }
 
     fn on_http_request_body(&mut self, size: usize, eos: bool) -> Action {
