@@ -36,16 +36,21 @@ fn attempts(h: &FakeHost, json: &str) {
     h.set_property(headers::PROP_ATTEMPTS, json);
 }
 
+/// A 200 answer of this content type from one Anthropic attempt.
+fn answered_by_anthropic(h: &FakeHost, content_type: &str) {
+    answer(h, "200", content_type);
+    attempts(
+        h,
+        r#"[{"provider":"anthropic","region":null,"model":"m","status":200,"latency_ms":5,"error_class":null}]"#,
+    );
+}
+
 #[test]
 fn a_whole_answer_gets_its_cost_headers_and_one_record() {
     let (a, h) = (audit(), host());
     let mut c = AuditCall::new(&h);
     c.on_request_headers(&h);
-    answer(&h, "200", "application/json");
-    attempts(
-        &h,
-        r#"[{"provider":"anthropic","region":null,"model":"m","status":200,"latency_ms":5,"error_class":null}]"#,
-    );
+    answered_by_anthropic(&h, "application/json");
     assert_eq!(c.on_response_headers(&h, &a, false), Flow::Pause);
     *h.response_body.borrow_mut() =
         br#"{"id":"x","usage":{"prompt_tokens":10,"completion_tokens":5,"total_tokens":15}}"#.to_vec();
@@ -105,11 +110,7 @@ fn stream(h: &FakeHost, a: &Audit, c: &mut AuditCall, events: &[&str], eos: bool
 fn a_messages_stream_that_ends_with_message_stop_is_ok() {
     let (a, h) = (audit(), host());
     let mut c = AuditCall::new(&h);
-    answer(&h, "200", "text/event-stream");
-    attempts(
-        &h,
-        r#"[{"provider":"anthropic","region":null,"model":"m","status":200,"latency_ms":5,"error_class":null}]"#,
-    );
+    answered_by_anthropic(&h, "text/event-stream");
     c.on_response_headers(&h, &a, false);
     stream(
         &h,
@@ -133,11 +134,7 @@ fn a_messages_stream_that_ends_with_message_stop_is_ok() {
 fn a_stream_cut_by_the_provider_is_an_upstream_error_charged_what_streamed() {
     let (a, h) = (audit(), host());
     let mut c = AuditCall::new(&h);
-    answer(&h, "200", "text/event-stream");
-    attempts(
-        &h,
-        r#"[{"provider":"anthropic","region":null,"model":"m","status":200,"latency_ms":5,"error_class":null}]"#,
-    );
+    answered_by_anthropic(&h, "text/event-stream");
     c.on_response_headers(&h, &a, false);
     let chunk = "data: {\"choices\":[{\"delta\":{\"content\":\"w \"}}]}\n\n";
     stream(&h, &a, &mut c, &[chunk, chunk], false);
@@ -229,11 +226,7 @@ fn record_of_answer(a: &Audit, facts: &str) -> AuditRecord {
     let h = host();
     let mut c = AuditCall::new(&h);
     c.on_request_headers(&h);
-    answer(&h, "200", "application/json");
-    attempts(
-        &h,
-        r#"[{"provider":"anthropic","region":null,"model":"m","status":200,"latency_ms":5,"error_class":null}]"#,
-    );
+    answered_by_anthropic(&h, "application/json");
     h.set_property(headers::PROP_USAGE, r#"{"input":10,"cached_input":0,"output":5,"reasoning":0}"#);
     h.set_property(headers::PROP_ANSWER, facts);
     assert_eq!(c.on_response_headers(&h, a, false), Flow::Continue, "the attempt read it already");
