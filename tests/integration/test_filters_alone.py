@@ -1,12 +1,11 @@
 """Each filter works on its own: an operator may deploy only some of them. The configurations are
 derived from envoy/envoy.yaml the same way scripts/bench derives them."""
 
-import json
 import subprocess
 
 import httpx
 import pytest
-from conftest import DEMO_KEYS, FAKES, free_port
+from conftest import DEMO_KEYS, FAKES, access_log_records, free_port
 
 import bench  # scripts/bench.py (conftest puts scripts/ on the path)
 
@@ -50,7 +49,7 @@ def records(log, want=1, timeout=5):
 
     deadline = time.time() + timeout
     while True:
-        found = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")] if log.exists() else []
+        found = access_log_records(log)
         if len(found) >= want or time.time() > deadline:
             return found
         time.sleep(0.1)
