@@ -14,7 +14,7 @@
 
 use proxy_wasm::hostcalls as hc;
 use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::{Action, BufferType, MapType};
+use proxy_wasm::types::{Action, BufferType, MapType, MetricType};
 use serde_json::Value;
 
 const ENTRY: &str = "aigw_floor";
@@ -35,6 +35,11 @@ const UPSTREAM: &str = "aigw_floor_upstream";
 /// - `resp20`, `respmap20`: the listener sets 20 response headers one call each, or reads the
 ///   response header map and sets it whole with the 20 added (`set_header_map_pairs`): what
 ///   batching a callback's header changes would save;
+/// - `metrics`: the full call's ten counter increments and one histogram record (metric ids
+///   defined once per VM, as the gateway does);
+/// - `quota`: the full call's further shared data: a tenant's and a provider's bucket each read
+///   and written back by CAS at the charge and again at the settle, plus a credential mark read;
+/// - `audit`: the listener writes a 1.5 KB audit entry (filter state) when the call ends;
 /// - `holdheaders`: the attempt holds the answer's headers until its body is complete (as the
 ///   gateway's attempt does when it translates a whole answer), not only the body.
 #[derive(Clone, Copy, Default)]
@@ -51,6 +56,9 @@ pub struct Extras {
     holdheaders: bool,
     resp20: bool,
     respmap20: bool,
+    metrics: bool,
+    quota: bool,
+    audit: bool,
 }
 
 impl Extras {
@@ -69,6 +77,9 @@ impl Extras {
             holdheaders: conf.split([',', '+']).any(|p| p == "holdheaders"),
             resp20: conf.split([',', '+']).any(|p| p == "resp20"),
             respmap20: conf.split([',', '+']).any(|p| p == "respmap20"),
+            metrics: conf.split([',', '+']).any(|p| p == "metrics"),
+            quota: conf.split([',', '+']).any(|p| p == "quota"),
+            audit: conf.split([',', '+']).any(|p| p == "audit"),
         }
     }
 
@@ -77,6 +88,42 @@ impl Extras {
             for _ in 0..n {
                 let _ = hc::get_current_time();
             }
+        }
+    }
+}
+
+thread_local! {
+    static METRICS: std::cell::OnceCell<Vec<u32>> = const { std::cell::OnceCell::new() };
+}
+
+/// `metrics`: ten counters and one histogram, as the full call records them.
+fn record_metrics() {
+    METRICS.with(|m| {
+        let ids = m.get_or_init(|| {
+            (0..11)
+                .filter_map(|i| {
+                    let t = if i == 10 { MetricType::Histogram } else { MetricType::Counter };
+                    hc::define_metric(t, &format!("aigw_floor_metric_{i}")).ok()
+                })
+                .collect()
+        });
+        for (i, id) in ids.iter().enumerate() {
+            let _ = if i == 10 { hc::record_metric(*id, 250) } else { hc::increment_metric(*id, 1) };
+        }
+    });
+}
+
+/// `quota`: one bucket read and written back by CAS (created when missing).
+fn touch_bucket(key: &str) {
+    match hc::get_shared_data(key) {
+        Ok((Some(v), cas)) => {
+            let mut v = v;
+            v.push(b'.');
+            v.truncate(64);
+            let _ = hc::set_shared_data(key, Some(&v), cas);
+        }
+        _ => {
+            let _ = hc::set_shared_data(key, Some(b"100 0 0"), None);
         }
     }
 }
@@ -153,6 +200,9 @@ impl HttpContext for Listener {
         let _ = hc::set_map_value(MapType::HttpRequestHeaders, "x-aigw-chain", Some("chain_chat"));
         let _ = hc::call_foreign_function("clear_route_cache", None);
         let _ = hc::set_property(vec![ENTRY], Some(model.as_bytes()));
+        if self.0.quota {
+            touch_bucket("aigw.floor.q.tenant");
+        }
         self.0.clock(1);
         Action::Continue
     }
@@ -218,7 +268,20 @@ impl HttpContext for Listener {
         if self.0.props {
             let _ = hc::get_property(vec![UPSTREAM]);
         }
+        if self.0.quota {
+            touch_bucket("aigw.floor.q.tenant");
+        }
         Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        if self.0.metrics {
+            record_metrics();
+        }
+        if self.0.audit {
+            let record = format!("{{\"version\":2,\"attempts\":[],\"pad\":\"{}\"}}", "x".repeat(1500));
+            let _ = hc::set_property(vec!["aigw_floor_audit"], Some(record.as_bytes()));
+        }
     }
 }
 
@@ -256,6 +319,10 @@ impl HttpContext for Attempt {
         }
         if x.props {
             let _ = hc::set_property(vec![UPSTREAM], Some(b"attempt one"));
+        }
+        if x.quota {
+            let _ = hc::get_shared_data("aigw.floor.cred.bad");
+            touch_bucket("aigw.floor.q.provider");
         }
         x.clock(1);
         let _ = hc::set_map_value(MapType::HttpRequestHeaders, ":path", Some("/v1/messages"));
@@ -311,6 +378,9 @@ impl HttpContext for Attempt {
         }
         if x.props {
             let _ = hc::set_property(vec![UPSTREAM], Some(b"attempt one, status 200, usage 14 9"));
+        }
+        if x.quota {
+            touch_bucket("aigw.floor.q.provider");
         }
         x.clock(1);
         Action::Continue
