@@ -2,6 +2,8 @@
 //! where the Wasm code's time goes: `cargo run --release -p aigw-core --example call_cost -- \
 //! gateway.json N`. Envoy's side (host calls) is not in it; `scripts/bench` measures the whole.
 
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -12,7 +14,52 @@ use aigw_core::pipeline::{AttemptCall, GatewayConfig, Listener, ListenerCall, Up
 const BODY: &str = r#"{"model":"chat","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Hello, how are you today?"}]}"#;
 const ANSWER: &str = r#"{"id":"msg_bench","type":"message","role":"assistant","model":"claude-sonnet-4-5-20250929","content":[{"type":"text","text":"Hello! I am fine, thank you."}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":14,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":9}}"#;
 
+/// Counts allocations (and reallocations), so that each callback's count can be printed: the
+/// Wasm side's time is mostly allocation (natively about 45% of it is malloc and free).
+struct Counting;
+
+thread_local! {
+    static ALLOCS: Cell<u64> = const { Cell::new(0) };
+}
+
+// SAFETY: every call is forwarded to the system allocator unchanged.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        ALLOCS.with(|a| a.set(a.get() + 1));
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        ALLOCS.with(|a| a.set(a.get() + 1));
+        unsafe { System.realloc(p, l, n) }
+    }
+}
+
+#[global_allocator]
+static COUNTING: Counting = Counting;
+
+fn allocs() -> u64 {
+    ALLOCS.with(Cell::get)
+}
+
+thread_local! {
+    /// Allocations per step of the last call: (step, count), the harness's own excluded.
+    static STEPS: std::cell::RefCell<Vec<(&'static str, u64)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs one step of the call and notes how many allocations it made.
+fn step<T>(name: &'static str, f: impl FnOnce() -> T) -> T {
+    let before = allocs();
+    let out = f();
+    let n = allocs() - before;
+    STEPS.with(|s| s.borrow_mut().push((name, n)));
+    out
+}
+
 fn one_call(store: &FakeHost, l: &Rc<Listener>, u: &Rc<Upstream>) {
+    STEPS.with(|s| s.borrow_mut().clear());
     let h = store
         .worker()
         .with_request_header(":method", "POST")
@@ -22,10 +69,10 @@ fn one_call(store: &FakeHost, l: &Rc<Listener>, u: &Rc<Upstream>) {
         .with_request_header("authorization", "Bearer aigw-demo-key-acme")
         .with_request_header("x-request-id", "rid");
     *h.request_body.borrow_mut() = BODY.as_bytes().to_vec();
-    let mut c = Stateful::new(ListenerCall::new(&h, l.clone()), Side::Listener, Writers::One);
-    let mut f = c.on_request_headers(&h, false);
+    let mut c = step("listener: new", || Stateful::new(ListenerCall::new(&h, l.clone()), Side::Listener, Writers::One));
+    let mut f = step("listener: request headers", || c.on_request_headers(&h, false));
     if f == Flow::Pause {
-        f = c.on_request_body(&h, BODY.len(), true);
+        f = step("listener: request body", || c.on_request_body(&h, BODY.len(), true));
     }
     assert_eq!(f, Flow::Continue, "{:?}", h.reply());
     // The attempt sees the listener's filter state and headers.
@@ -38,11 +85,11 @@ fn one_call(store: &FakeHost, l: &Rc<Listener>, u: &Rc<Upstream>) {
             .borrow_mut()
             .insert(format!("xds.upstream_host_metadata.filter_metadata.aigw.{k}"), v.as_bytes().to_vec());
     }
-    let mut t = Stateful::new(AttemptCall::new(u.clone()), Side::Attempt, Writers::One);
-    let mut f = t.on_request_headers(&a, false);
+    let mut t = step("attempt: new", || Stateful::new(AttemptCall::new(u.clone()), Side::Attempt, Writers::One));
+    let mut f = step("attempt: request headers", || t.on_request_headers(&a, false));
     if f == Flow::Pause {
         let n = a.request_body.borrow().len();
-        f = t.on_request_body(&a, n, true);
+        f = step("attempt: request body", || t.on_request_body(&a, n, true));
     }
     assert_eq!(f, Flow::Continue);
     a.response_headers.borrow_mut().extend([
@@ -51,8 +98,8 @@ fn one_call(store: &FakeHost, l: &Rc<Listener>, u: &Rc<Upstream>) {
         ("content-length".to_string(), ANSWER.len().to_string()),
     ]);
     *a.response_body.borrow_mut() = ANSWER.as_bytes().to_vec();
-    t.on_response_headers(&a, false);
-    t.on_response_body(&a, ANSWER.len(), true);
+    step("attempt: response headers", || t.on_response_headers(&a, false));
+    step("attempt: response body", || t.on_response_body(&a, ANSWER.len(), true));
     // Back on the listener.
     *h.response_headers.borrow_mut() = a.response_headers.borrow().clone();
     h.response_headers.borrow_mut().push(("x-envoy-attempt-count".into(), "1".into()));
@@ -60,10 +107,14 @@ fn one_call(store: &FakeHost, l: &Rc<Listener>, u: &Rc<Upstream>) {
     for (k, v) in a.properties.borrow().iter() {
         h.properties.borrow_mut().insert(k.clone(), v.clone());
     }
-    c.on_response_headers(&h, false);
+    step("listener: response headers", || c.on_response_headers(&h, false));
     let n = h.response_body.borrow().len();
-    c.on_response_body(&h, n, true);
-    c.on_log(&h);
+    step("listener: response body", || c.on_response_body(&h, n, true));
+    step("listener: log", || c.on_log(&h));
+    step("drop", || {
+        drop(t);
+        drop(c);
+    });
     // (With the audit and quota stages configured: the record written, the charge settled.)
     assert!(l.audit.is_none() || h.property(&["aigw_audit"]).is_some());
     assert!(l.quota.is_none() || handed_on(&h, "aigw_settled").is_some());
@@ -86,4 +137,10 @@ fn main() {
         one_call(&store, &l, &u);
     }
     println!("{:.1} µs per call", t0.elapsed().as_secs_f64() * 1e6 / f64::from(n));
+    one_call(&store, &l, &u);
+    let steps = STEPS.with(|s| s.borrow().clone());
+    println!("allocations per call: {}", steps.iter().map(|s| s.1).sum::<u64>());
+    for (name, n) in steps {
+        println!("  {n:5}  {name}");
+    }
 }
