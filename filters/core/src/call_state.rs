@@ -55,52 +55,85 @@ fn internal(name: &str) -> bool {
     name.starts_with("aigw_") && name != headers::PROP_AUDIT && name != CALL_ENTRY && name != UPSTREAM_ENTRY
 }
 
-/// The properties of one side, in the order first set.
+/// The properties of one side, in the order first set, kept as their encoding:
+/// `[u16 name length][name][u32 value length][value]`, repeated (little-endian). Reading an
+/// entry from filter state takes the host's bytes as they are, and writing it back writes them:
+/// no part is copied out (a call reads and writes the entries about ten times).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Entry(Vec<(String, Vec<u8>)>);
+pub struct Entry(Vec<u8>);
+
+/// One part of an entry: its name, and where its value lies in the bytes.
+struct Part<'a> {
+    name: &'a [u8],
+    value: std::ops::Range<usize>,
+}
+
+/// The well-formed parts of encoded bytes, in order (stops at the first malformed one).
+fn parts(b: &[u8]) -> impl Iterator<Item = Part<'_>> {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        let rest = b.get(at..)?;
+        let (kl, after) = rest.split_first_chunk::<2>()?;
+        let kl = usize::from(u16::from_le_bytes(*kl));
+        let (name, after) = after.split_at_checked(kl)?;
+        std::str::from_utf8(name).ok()?;
+        let (vl, after) = after.split_first_chunk::<4>()?;
+        let vl = usize::try_from(u32::from_le_bytes(*vl)).ok()?;
+        after.get(..vl)?;
+        let value_start = at + 2 + kl + 4;
+        at = value_start + vl;
+        Some(Part { name, value: value_start..at })
+    })
+}
 
 impl Entry {
     pub fn get(&self, name: &str) -> Option<&[u8]> {
-        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_slice())
+        let p = parts(&self.0).find(|p| p.name == name.as_bytes())?;
+        self.0.get(p.value)
     }
 
     pub fn set(&mut self, name: &str, value: &[u8]) {
-        match self.0.iter_mut().find(|(k, _)| k == name) {
-            Some((_, v)) => {
-                v.clear();
-                v.extend_from_slice(value);
+        let (Ok(kl), Ok(vl)) = (u16::try_from(name.len()), u32::try_from(value.len())) else { return };
+        let found = parts(&self.0).find(|p| p.name == name.as_bytes()).map(|p| p.value);
+        match found {
+            // The value and its length, replaced in place.
+            Some(v) => {
+                self.0.splice(v.start - 4..v.end, vl.to_le_bytes().into_iter().chain(value.iter().copied()));
             }
-            None => self.0.push((name.to_string(), value.to_vec())),
+            None => {
+                self.0.reserve(name.len() + value.len() + 6);
+                self.0.extend_from_slice(&kl.to_le_bytes());
+                self.0.extend_from_slice(name.as_bytes());
+                self.0.extend_from_slice(&vl.to_le_bytes());
+                self.0.extend_from_slice(value);
+            }
         }
     }
 
-    /// `[u16 name length][name][u32 value length][value]`, repeated (little-endian).
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.0.iter().map(|(k, v)| k.len() + v.len() + 6).sum());
-        for (k, v) in &self.0 {
-            let (Ok(kl), Ok(vl)) = (u16::try_from(k.len()), u32::try_from(v.len())) else { continue };
-            out.extend_from_slice(&kl.to_le_bytes());
-            out.extend_from_slice(k.as_bytes());
-            out.extend_from_slice(&vl.to_le_bytes());
-            out.extend_from_slice(v);
-        }
-        out
+    /// The entry's bytes, as written to filter state.
+    pub fn encode(&self) -> &[u8] {
+        &self.0
     }
 
     /// Reads what [`Entry::encode`] wrote; stops at the first malformed part.
-    pub fn decode(mut b: &[u8]) -> Entry {
-        let mut e = Entry::default();
-        while let Some((kl, rest)) = b.split_first_chunk::<2>() {
-            let kl = usize::from(u16::from_le_bytes(*kl));
-            let Some((k, rest)) = rest.split_at_checked(kl) else { break };
-            let Some((vl, rest)) = rest.split_first_chunk::<4>() else { break };
-            let Ok(vl) = usize::try_from(u32::from_le_bytes(*vl)) else { break };
-            let Some((v, rest)) = rest.split_at_checked(vl) else { break };
-            let Ok(k) = std::str::from_utf8(k) else { break };
-            e.0.push((k.to_string(), v.to_vec()));
-            b = rest;
-        }
-        e
+    pub fn decode(b: &[u8]) -> Entry {
+        Entry::from_bytes(b.to_vec())
+    }
+
+    /// [`Entry::decode`], keeping the bytes read (no copy when they are well-formed).
+    pub fn from_bytes(mut b: Vec<u8>) -> Entry {
+        let whole = parts(&b).last().map_or(0, |p| p.value.end);
+        b.truncate(whole);
+        Entry(b)
+    }
+
+    /// How many parts the entry holds.
+    pub fn len(&self) -> usize {
+        parts(&self.0).count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 
@@ -123,7 +156,7 @@ pub struct CallData {
     /// The upstream host's metadata, as read (an attempt's host does not change).
     metadata: Vec<(String, Option<String>)>,
     /// The caller's identity, parsed once.
-    identity: Option<Option<crate::auth::keys::CallIdentity>>,
+    identity: Option<Option<std::rc::Rc<crate::auth::keys::CallIdentity>>>,
     /// Within one callback: all request headers and all response headers, each read at most
     /// once (one host call serves every header the stages read; kept up to date with what this
     /// context sets or removes), and the time. Headers change between callbacks only; within
@@ -199,7 +232,7 @@ impl CallData {
 
     fn own(&mut self, h: &impl Host) -> &mut Entry {
         let key = self.own_key();
-        self.own.get_or_insert_with(|| Entry::decode(&h.property(&[key]).unwrap_or_default()))
+        self.own.get_or_insert_with(|| Entry::from_bytes(h.property(&[key]).unwrap_or_default()))
     }
 
     fn get(&mut self, h: &impl Host, name: &str) -> Option<Vec<u8>> {
@@ -207,7 +240,7 @@ impl CallData {
             return (!v.is_empty()).then(|| v.to_vec());
         }
         let key = self.other_key();
-        let other = self.other.get_or_insert_with(|| Entry::decode(&h.property(&[key]).unwrap_or_default()));
+        let other = self.other.get_or_insert_with(|| Entry::from_bytes(h.property(&[key]).unwrap_or_default()));
         other.get(name).filter(|v| !v.is_empty()).map(<[u8]>::to_vec)
     }
 
@@ -226,8 +259,7 @@ impl CallData {
         }
         self.own_changed = false;
         if let Some(own) = &self.own {
-            let bytes = own.encode();
-            h.set_property_bytes(self.own_key(), &bytes);
+            h.set_property_bytes(self.own_key(), own.encode());
         }
     }
 }
@@ -309,11 +341,12 @@ impl<H: Host> Host for CallState<'_, H> {
             self.inner.set_property_bytes(name, value)
         }
     }
-    fn call_identity(&self) -> Option<crate::auth::keys::CallIdentity> {
+    fn call_identity(&self) -> Option<std::rc::Rc<crate::auth::keys::CallIdentity>> {
         if let Some(id) = &self.data.borrow().identity {
             return id.clone();
         }
-        let id = crate::auth::keys::CallIdentity::parse(&self.property(&[headers::PROP_IDENTITY])?);
+        let id =
+            crate::auth::keys::CallIdentity::parse(&self.property(&[headers::PROP_IDENTITY])?).map(std::rc::Rc::new);
         self.data.borrow_mut().identity = Some(id.clone());
         id
     }
@@ -432,7 +465,10 @@ impl<C: Callbacks> Callbacks for Stateful<C> {
 /// (for tests and tools that look at what a call left behind).
 pub fn handed_on(h: &impl Host, name: &str) -> Option<Vec<u8>> {
     [CALL_ENTRY, UPSTREAM_ENTRY].iter().find_map(|key| {
-        Entry::decode(&h.property(&[key]).unwrap_or_default()).get(name).filter(|v| !v.is_empty()).map(<[u8]>::to_vec)
+        Entry::from_bytes(h.property(&[key]).unwrap_or_default())
+            .get(name)
+            .filter(|v| !v.is_empty())
+            .map(<[u8]>::to_vec)
     })
 }
 

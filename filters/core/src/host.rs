@@ -84,8 +84,8 @@ pub trait Host {
     }
 
     /// The caller's identity, as the auth stage recorded it.
-    fn call_identity(&self) -> Option<crate::auth::keys::CallIdentity> {
-        crate::auth::keys::CallIdentity::parse(&self.property(&[crate::headers::PROP_IDENTITY])?)
+    fn call_identity(&self) -> Option<std::rc::Rc<crate::auth::keys::CallIdentity>> {
+        crate::auth::keys::CallIdentity::parse(&self.property(&[crate::headers::PROP_IDENTITY])?).map(std::rc::Rc::new)
     }
 
     /// Closes the last of `attempts` if a timer cut it (see `audit::close_unanswered`).

@@ -283,7 +283,7 @@ impl ListenerCall {
         }
         let candidate = policy.alias.clone();
         if let Some(body) = crate::route::shadow::body(&h.request_body(size), &candidate) {
-            let zone = id.and_then(|i| i.zone);
+            let zone = id.and_then(|i| i.zone.clone());
             self.shadow = Some(PendingLeg { path, body, candidate, request_id: rid, zone });
         }
     }

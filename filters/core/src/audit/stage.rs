@@ -122,45 +122,58 @@ fn door_of(h: &impl Host) -> Option<String> {
 }
 
 /// A label value safe inside an Envoy stat name (dots separate tags there).
-pub fn label(v: &str) -> String {
-    v.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
+pub fn label(v: &str) -> std::borrow::Cow<'_, str> {
+    let ok = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    if v.chars().all(ok) {
+        return std::borrow::Cow::Borrowed(v);
+    }
+    std::borrow::Cow::Owned(v.chars().map(|c| if ok(c) { c } else { '_' }).collect())
 }
 
 /// Records one call's metrics (see README, "Metrics").
 pub fn record_metrics(h: &impl Host, audit: &Audit, r: &AuditRecord, cost_pico: Option<u128>) {
-    let add = |name: String, by: u64| {
+    // One buffer for every metric's name, written only for a metric that counts something.
+    let name = std::cell::RefCell::new(String::with_capacity(128));
+    let named = |parts: std::fmt::Arguments| {
+        let mut n = name.borrow_mut();
+        n.clear();
+        let _ = std::fmt::Write::write_fmt(&mut *n, parts);
+        n
+    };
+    let add = |parts: std::fmt::Arguments, by: u64| {
         if by > 0 {
-            h.counter_add(&name, by);
+            h.counter_add(&named(parts), by);
         }
     };
+    let record = |parts: std::fmt::Arguments, value: u64| h.histogram_record(&named(parts), value);
     let p = label(r.provider.as_deref().unwrap_or("none"));
     let m = label(r.model.as_deref().unwrap_or("none"));
     let pm = format!("provider.{p}.model.{m}");
-    add(format!("aigw_requests_total.{pm}.outcome.{}", r.outcome.as_str()), 1);
+    add(format_args!("aigw_requests_total.{pm}.outcome.{}", r.outcome.as_str()), 1);
     if let Some(t) = &r.tokens {
         for (kind, n) in
             [("input", t.input), ("cached_input", t.cached_input), ("output", t.output), ("reasoning", t.reasoning)]
         {
-            add(format!("aigw_tokens_total.{pm}.token_type.{kind}"), n);
+            add(format_args!("aigw_tokens_total.{pm}.token_type.{kind}"), n);
         }
     }
     if let Some(c) = cost_pico {
         // Nano-dollars, rounded half up: a u64 counter then holds 18 billion USD.
-        add(format!("aigw_cost_nano_usd_total.{pm}"), u64::try_from((c + 500) / 1000).unwrap_or(u64::MAX));
+        add(format_args!("aigw_cost_nano_usd_total.{pm}"), u64::try_from((c + 500) / 1000).unwrap_or(u64::MAX));
     }
     if r.outcome != Outcome::RefusedAuth && r.outcome != Outcome::RefusedQuota {
-        h.histogram_record(&format!("gen_ai_client_operation_duration_ms.{pm}"), r.latency_ms);
+        record(format_args!("gen_ai_client_operation_duration_ms.{pm}"), r.latency_ms);
     }
     if let Some(t) = r.ttft_ms {
-        h.histogram_record(&format!("gen_ai_server_time_to_first_token_ms.{pm}"), t);
+        record(format_args!("gen_ai_server_time_to_first_token_ms.{pm}"), t);
     }
     if r.attempts.len() > 1 {
-        add(format!("aigw_fallbacks_total.alias.{}", label(r.alias.as_deref().unwrap_or("none"))), 1);
+        add(format_args!("aigw_fallbacks_total.alias.{}", label(r.alias.as_deref().unwrap_or("none"))), 1);
     }
     if let Some(saved) = r.cost_saved_usd.as_deref().and_then(crate::audit::price::parse_usd) {
         let alias = label(r.alias.as_deref().unwrap_or("none"));
         add(
-            format!("aigw_cache_saved_nano_usd_total.alias.{alias}"),
+            format_args!("aigw_cache_saved_nano_usd_total.alias.{alias}"),
             u64::try_from((saved + 500) / 1000).unwrap_or(u64::MAX),
         );
     }
@@ -171,47 +184,47 @@ pub fn record_metrics(h: &impl Host, audit: &Audit, r: &AuditRecord, cost_pico: 
         let ours = a.error_class == Some(crate::audit::ErrorClass::ProviderLimit);
         let apm = format!("provider.{}.model.{}", label(&a.provider), label(a.model.as_deref().unwrap_or("none")));
         if !cancelled && !ours {
-            add(format!("aigw_provider_attempts_total.{apm}"), 1);
+            add(format_args!("aigw_provider_attempts_total.{apm}"), 1);
         }
         if let Some(class) = a.error_class {
-            add(format!("aigw_provider_errors_total.{apm}.error_class.{}", class.as_str()), 1);
+            add(format_args!("aigw_provider_errors_total.{apm}.error_class.{}", class.as_str()), 1);
         }
     }
     if let Some(a) = &r.answer {
         let finish = a.finish_reason.map_or("none", |f| f.as_str());
-        add(format!("aigw_answers_total.{pm}.finish.{finish}"), 1);
-        add(format!("aigw_answer_refusals_total.{pm}"), u64::from(a.refusal));
-        add(format!("aigw_answer_tool_calls_total.{pm}"), u64::from(a.tool_calls > 0));
+        add(format_args!("aigw_answers_total.{pm}.finish.{finish}"), 1);
+        add(format_args!("aigw_answer_refusals_total.{pm}"), u64::from(a.refusal));
+        add(format_args!("aigw_answer_tool_calls_total.{pm}"), u64::from(a.tool_calls > 0));
         if let Some(v) = a.json_valid {
-            add(format!("aigw_json_answers_total.{pm}.valid.{v}"), 1);
+            add(format_args!("aigw_json_answers_total.{pm}.valid.{v}"), 1);
         }
     }
     for a in r.attempts.iter().filter(|a| a.error_class == Some(crate::audit::ErrorClass::InvalidOutput)) {
         // An answer that was not the JSON asked for, retried at the next step (or refused).
         let apm = format!("provider.{}.model.{}", label(&a.provider), label(a.model.as_deref().unwrap_or("none")));
-        add(format!("aigw_json_answers_total.{apm}.valid.false"), 1);
+        add(format_args!("aigw_json_answers_total.{apm}.valid.false"), 1);
     }
     if r.shadow_of.is_some() {
         let alias = label(r.alias.as_deref().unwrap_or("none"));
-        add(format!("aigw_shadow_legs_total.alias.{alias}.outcome.{}", r.outcome.as_str()), 1);
+        add(format_args!("aigw_shadow_legs_total.alias.{alias}.outcome.{}", r.outcome.as_str()), 1);
         if r.outcome == Outcome::RefusedQuota {
             // Over the shadow budget (or another of the shadow tenant's limits): not sent.
-            add(format!("aigw_shadow_skipped_total.alias.{alias}"), 1);
+            add(format_args!("aigw_shadow_skipped_total.alias.{alias}"), 1);
         }
     }
     if let (Outcome::RefusedQuota, Some(code)) = (r.outcome, &r.error_code) {
-        add(format!("aigw_quota_refusals_total.code.{}", label(code)), 1);
+        add(format_args!("aigw_quota_refusals_total.code.{}", label(code)), 1);
     }
     if let Some(t) = &r.tenant {
-        let t = if audit.tenant_labels.contains(t) { label(t) } else { "other".to_string() };
-        add(format!("aigw_tenant_requests_total.tenant.{t}.outcome.{}", r.outcome.as_str()), 1);
+        let t = if audit.tenant_labels.contains(t) { label(t) } else { "other".into() };
+        add(format_args!("aigw_tenant_requests_total.tenant.{t}.outcome.{}", r.outcome.as_str()), 1);
         if let Some(tk) = &r.tokens {
-            add(format!("aigw_tenant_tokens_total.tenant.{t}.token_type.input"), tk.input);
-            add(format!("aigw_tenant_tokens_total.tenant.{t}.token_type.output"), tk.output);
+            add(format_args!("aigw_tenant_tokens_total.tenant.{t}.token_type.input"), tk.input);
+            add(format_args!("aigw_tenant_tokens_total.tenant.{t}.token_type.output"), tk.output);
         }
         if let Some(c) = cost_pico {
             add(
-                format!("aigw_tenant_cost_nano_usd_total.tenant.{t}"),
+                format_args!("aigw_tenant_cost_nano_usd_total.tenant.{t}"),
                 u64::try_from((c + 500) / 1000).unwrap_or(u64::MAX),
             );
         }
@@ -506,7 +519,7 @@ impl AuditCall {
             None
         };
         let end = h.now_ms();
-        let id = h.call_identity().unwrap_or_default();
+        let id = h.call_identity().map(std::rc::Rc::unwrap_or_clone).unwrap_or_default();
         let some = |s: String| if s.is_empty() { None } else { Some(s) };
         let record = AuditRecord {
             version: RECORD_VERSION,

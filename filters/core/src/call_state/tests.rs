@@ -8,14 +8,32 @@ fn an_entry_round_trips_and_garbage_never_panics() {
     e.set("aigw_identity", br#"{"tenant":"acme"}"#);
     e.set("aigw_alias", b"chat-eu");
     e.set("aigw_empty", b"");
-    let d = Entry::decode(&e.encode());
+    let d = Entry::decode(e.encode());
     assert_eq!(d, e);
+    assert_eq!(d.len(), 3);
     assert_eq!(d.get("aigw_alias"), Some(&b"chat-eu"[..]));
+    assert_eq!(d.get("aigw_identity"), Some(&br#"{"tenant":"acme"}"#[..]));
+    assert_eq!(d.get("aigw_empty"), Some(&b""[..]));
+    assert_eq!(d.get("aigw_other"), None);
+    // A value set again keeps its place, whatever its new length.
+    let mut longer = e.clone();
+    longer.set("aigw_alias", b"chat-eu-west-and-more");
+    longer.set("aigw_identity", b"{}");
+    assert_eq!(longer.len(), 3);
+    assert_eq!(longer.get("aigw_alias"), Some(&b"chat-eu-west-and-more"[..]));
+    assert_eq!(longer.get("aigw_identity"), Some(&b"{}"[..]));
+    assert_eq!(longer.get("aigw_empty"), Some(&b""[..]));
     // Truncated or hostile bytes: what is whole is kept, the rest dropped.
-    let bytes = e.encode();
+    let bytes = e.encode().to_vec();
     for cut in 0..bytes.len() {
         let part = Entry::decode(&bytes[..cut]);
-        assert!(part.0.len() <= 3);
+        assert!(part.len() < 3, "cut at {cut}");
+        // What is kept reads back as the whole entry did.
+        for name in ["aigw_alias", "aigw_identity", "aigw_empty"] {
+            assert!(part.get(name).is_none() || part.get(name) == e.get(name));
+        }
+        // Garbage after the whole parts is dropped: the kept bytes decode to themselves.
+        assert_eq!(Entry::decode(part.encode()), part);
     }
     assert_eq!(Entry::decode(&[0xff, 0xff, 1, 2, 3]), Entry::default());
     assert_eq!(Entry::decode(&[1, 0, 0xc3, 0, 0, 0, 0]), Entry::default(), "a name that is not UTF-8");
