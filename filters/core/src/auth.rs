@@ -303,7 +303,7 @@ pub fn inject(
     headers_clean: bool,
 ) -> Option<AttemptCredential> {
     if !headers_clean {
-        h.remove_request_headers(&h.request_headers(), &|n| PROVIDER_AUTH_HEADERS.contains(&n));
+        h.remove_request_headers_where(&|n| PROVIDER_AUTH_HEADERS.contains(&n));
     }
     let Some(p) = plane.providers.get(provider) else {
         h.warn(&format!("auth-key-swap: no credential configured for upstream provider {provider:?}; sending none"));

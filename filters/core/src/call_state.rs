@@ -161,8 +161,8 @@ pub struct CallData {
     /// once (one host call serves every header the stages read; kept up to date with what this
     /// context sets or removes), and the time. Headers change between callbacks only; within
     /// one, only through this context.
-    request_header_list: Option<HeaderList>,
-    response_header_list: Option<HeaderList>,
+    request_headers: HeaderView,
+    response_headers: HeaderView,
     now_ms: Option<u64>,
 }
 
@@ -170,11 +170,68 @@ pub struct CallData {
 type HeaderList = Vec<(String, String)>;
 
 /// Keeps a header list in step with a header this context set (replacing every value of it)
-/// or removed (every value).
-fn set_in(list: &mut HeaderList, name: &str, value: Option<&str>) {
-    list.retain(|(k, _)| k != name);
-    if let Some(v) = value {
-        list.push((name.to_string(), v.to_string()));
+/// or removed (every value). A header new to the list is not copied into it (two allocations
+/// each, and a callback seldom reads back a header it added): `false` says the list now lacks
+/// it, and a read the list cannot answer then goes to the host.
+fn set_in(list: &mut HeaderList, name: &str, value: Option<&str>) -> bool {
+    let Some(v) = value else {
+        list.retain(|(k, _)| k != name);
+        return true;
+    };
+    let Some(at) = list.iter().position(|(k, _)| k == name) else { return false };
+    // Set again: the first keeps its place (and its strings), the other values go.
+    let mut i = 0;
+    list.retain(|(k, _)| {
+        i += 1;
+        i - 1 <= at || k != name
+    });
+    if let Some((_, old)) = list.get_mut(at) {
+        old.clear();
+        old.push_str(v);
+    }
+    true
+}
+
+/// A callback's one read of a header map, and the headers added to the map since (see
+/// [`set_in`]), by a hash of their names.
+#[derive(Debug, Default)]
+struct HeaderView {
+    list: Option<HeaderList>,
+    added: Vec<u64>,
+}
+
+/// FNV-1a of a header name: which names were added, without copying them.
+fn name_hash(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+impl HeaderView {
+    /// The list, read from the host when not yet read or when it lacks added headers.
+    fn whole(&mut self, read: impl FnOnce() -> HeaderList) -> &HeaderList {
+        if !self.added.is_empty() {
+            self.list = None;
+            self.added.clear();
+        }
+        self.list.get_or_insert_with(read)
+    }
+
+    /// One header's value: `Err(())` when the list cannot tell (the header was added since
+    /// the list was read).
+    fn one(&mut self, name: &str, read: impl FnOnce() -> HeaderList) -> Result<Option<String>, ()> {
+        let list = self.list.get_or_insert_with(read);
+        match list.iter().find(|(k, _)| k == name) {
+            Some((_, v)) => Ok(Some(v.clone())),
+            None if self.added.contains(&name_hash(name)) => Err(()),
+            None => Ok(None),
+        }
+    }
+
+    fn set(&mut self, name: &str, value: Option<&str>) {
+        if let Some(list) = &mut self.list {
+            if !set_in(list, name, value) {
+                self.added.push(name_hash(name));
+            }
+        }
     }
 }
 
@@ -192,8 +249,8 @@ impl CallData {
             passed_on: false,
             metadata: Vec::new(),
             identity: None,
-            request_header_list: None,
-            response_header_list: None,
+            request_headers: HeaderView::default(),
+            response_headers: HeaderView::default(),
             now_ms: None,
         }
     }
@@ -214,8 +271,8 @@ impl CallData {
 
     /// A callback begins: forget what other contexts may have changed since.
     pub fn begin(&mut self) {
-        self.request_header_list = None;
-        self.response_header_list = None;
+        self.request_headers = HeaderView::default();
+        self.response_headers = HeaderView::default();
         self.now_ms = None;
         if self.writers == Writers::Many {
             self.own = None;
@@ -272,48 +329,37 @@ pub struct CallState<'a, H: Host> {
 
 impl<H: Host> Host for CallState<'_, H> {
     fn request_headers(&self) -> Vec<(String, String)> {
-        if let Some(list) = &self.data.borrow().request_header_list {
-            return list.clone();
-        }
-        let list = self.inner.request_headers();
-        self.data.borrow_mut().request_header_list = Some(list.clone());
-        list
+        self.data.borrow_mut().request_headers.whole(|| self.inner.request_headers()).clone()
     }
     fn request_header(&self, name: &str) -> Option<String> {
         // One read of the whole map serves every header of the callback.
-        if self.data.borrow().request_header_list.is_none() {
-            let list = self.inner.request_headers();
-            self.data.borrow_mut().request_header_list = Some(list);
+        let found = self.data.borrow_mut().request_headers.one(name, || self.inner.request_headers());
+        found.unwrap_or_else(|()| self.inner.request_header(name))
+    }
+    fn remove_request_headers_where(&self, drop: &dyn Fn(&str) -> bool) {
+        // From the callback's one list: only the names removed are copied out of it.
+        let names: Vec<String> = {
+            let mut data = self.data.borrow_mut();
+            let list = data.request_headers.whole(|| self.inner.request_headers());
+            list.iter().filter(|(k, _)| drop(k)).map(|(k, _)| k.clone()).collect()
+        };
+        for n in &names {
+            self.set_request_header(n, None);
         }
-        let data = self.data.borrow();
-        data.request_header_list.as_ref()?.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
     }
     fn set_request_header(&self, name: &str, value: Option<&str>) {
-        if let Some(list) = &mut self.data.borrow_mut().request_header_list {
-            set_in(list, name, value);
-        }
+        self.data.borrow_mut().request_headers.set(name, value);
         self.inner.set_request_header(name, value)
     }
     fn response_headers(&self) -> Vec<(String, String)> {
-        if let Some(list) = &self.data.borrow().response_header_list {
-            return list.clone();
-        }
-        let list = self.inner.response_headers();
-        self.data.borrow_mut().response_header_list = Some(list.clone());
-        list
+        self.data.borrow_mut().response_headers.whole(|| self.inner.response_headers()).clone()
     }
     fn response_header(&self, name: &str) -> Option<String> {
-        if self.data.borrow().response_header_list.is_none() {
-            let list = self.inner.response_headers();
-            self.data.borrow_mut().response_header_list = Some(list);
-        }
-        let data = self.data.borrow();
-        data.response_header_list.as_ref()?.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+        let found = self.data.borrow_mut().response_headers.one(name, || self.inner.response_headers());
+        found.unwrap_or_else(|()| self.inner.response_header(name))
     }
     fn set_response_header(&self, name: &str, value: Option<&str>) {
-        if let Some(list) = &mut self.data.borrow_mut().response_header_list {
-            set_in(list, name, value);
-        }
+        self.data.borrow_mut().response_headers.set(name, value);
         self.inner.set_response_header(name, value)
     }
     fn request_body(&self, size: usize) -> Vec<u8> {

@@ -106,6 +106,11 @@ pub trait Host {
         }
     }
 
+    /// Removes the request headers `drop` names, of those present now.
+    fn remove_request_headers_where(&self, drop: &dyn Fn(&str) -> bool) {
+        self.remove_request_headers(&self.request_headers(), drop);
+    }
+
     /// Answers with the gateway's error, in OpenAI's shape or, on the Messages door, Anthropic's.
     fn send_error(&self, err: &GatewayError, messages_door: bool, extra_headers: &[(&str, &str)]) {
         // For the audit record (in the side's one entry, written before the reply).

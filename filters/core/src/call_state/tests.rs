@@ -341,3 +341,45 @@ fn a_callback_reads_all_request_headers_once_and_sees_what_it_changed() {
     s.request_headers();
     assert_eq!(h.header_list_reads.get(), 2);
 }
+
+#[test]
+fn a_header_list_follows_sets_and_removals_in_place() {
+    let pair = |k: &str, v: &str| (k.to_string(), v.to_string());
+    let mut list = vec![pair("a", "1"), pair("b", "2"), pair("a", "3"), pair("c", "4")];
+    // Set again: the first keeps its place with the new value, the other values go.
+    assert!(set_in(&mut list, "a", Some("new")));
+    assert_eq!(list, vec![pair("a", "new"), pair("b", "2"), pair("c", "4")]);
+    // A removal takes every value; a header new to the list is not copied in, and says so.
+    assert!(set_in(&mut list, "b", None));
+    assert!(!set_in(&mut list, "d", Some("5")));
+    assert_eq!(list, vec![pair("a", "new"), pair("c", "4")]);
+    assert!(set_in(&mut list, "missing", None));
+    assert_eq!(list.len(), 2);
+}
+
+#[test]
+fn a_header_added_in_a_callback_is_read_back_from_the_host() {
+    let h = FakeHost::new();
+    h.response_headers.borrow_mut().push((":status".into(), "200".into()));
+    let data = RefCell::new(CallData::new(Side::Listener, Writers::One));
+    let s = CallState { inner: &h, data: &data };
+    assert_eq!(s.response_header(":status").as_deref(), Some("200"));
+    s.set_response_header("x-aigw-model", Some("m1"));
+    // Headers the list holds still come from it; one it lacks asks the host.
+    assert_eq!(s.response_header(":status").as_deref(), Some("200"));
+    assert_eq!(h.header_reads.get(), 0);
+    assert_eq!(s.response_header("x-aigw-model").as_deref(), Some("m1"));
+    assert_eq!(h.header_reads.get(), 1);
+    // A header neither in the list nor added is absent, without asking.
+    assert_eq!(s.response_header("x-absent"), None);
+    assert_eq!(h.header_reads.get(), 1);
+    // The whole map is read again, with what was added.
+    let mut all = s.response_headers();
+    all.sort();
+    assert_eq!(all, vec![(":status".into(), "200".into()), ("x-aigw-model".into(), "m1".into())]);
+    assert_eq!(h.header_list_reads.get(), 2);
+    // A request header added and then removed by a rule is removed.
+    s.set_request_header("x-added", Some("1"));
+    s.remove_request_headers_where(&|n| n == "x-added");
+    assert!(h.request_headers.borrow().is_empty());
+}

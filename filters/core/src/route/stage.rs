@@ -1066,7 +1066,7 @@ impl RouteAttempt {
         let alias = h.property_string(&[headers::PROP_ALIAS]);
         // Only an allow-list of the caller's headers reaches a provider (headers::FORWARDED_REQUEST).
         let extra = &self.cfg.forward_request_headers;
-        h.remove_request_headers(&h.request_headers(), &|n| !headers::forwarded_to_provider(n, extra));
+        h.remove_request_headers_where(&|n| !headers::forwarded_to_provider(n, extra));
         let provider = h.upstream_metadata(headers::METADATA_PROVIDER);
         let (Some(alias), Some(provider)) = (alias, provider) else {
             h.warn("route-select: upstream attempt without alias or provider metadata; passing it through");
