@@ -44,10 +44,31 @@ def no_ejection(text):
     return text.replace("enforcing_consecutive_5xx: 100", "enforcing_consecutive_5xx: 0")
 
 
+def _ports():
+    """Ports for the test servers, below the kernel's ephemeral range (32768 up), a block of
+    4,000 per xdist worker, handed out in turn. A port the kernel picked (bind to 0) could be
+    handed again to an outgoing connection, or to the other worker, before the server bound it:
+    a CI run once failed on "Address already in use"."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    n = int(worker[2:]) if worker[2:].isdigit() else 0
+    lo = 20000 + (n % 3) * 4000
+    start = os.getpid() % 4000
+    for i in range(1_000_000):
+        yield lo + (start + i) % 4000
+
+
+_PORTS = _ports()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    for port in _PORTS:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port")
 
 
 class Gateway:

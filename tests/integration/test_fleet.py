@@ -466,8 +466,14 @@ def test_calls_in_flight_are_limited_fleet_wide(fleet):
     assert codes.count(200) == 4 and codes.count(429) == 6, codes
     refused = next(r for r in rs if r.status_code == 429)
     assert refused.json()["error"]["code"] == "tenant_concurrent_requests", refused.text
-    # All ended: the fleet's slots are free again, on either replica.
-    assert all(r.status_code == 200 for r in (one(0), one(1)))
+    # All ended: the fleet's slots are free again, on either replica. (A call's slot is given
+    # back when Envoy logs it, just after its caller has the answer: a busy machine may take a
+    # moment longer.)
+    deadline = time.time() + 3
+    for i in (0, 1):
+        while (r := one(i)).status_code != 200 and time.time() < deadline:
+            time.sleep(0.1)
+        assert r.status_code == 200, r.text
 
 
 def test_the_design_cards_quota_filter_keeps_the_fleet_limit_too(fleet):
