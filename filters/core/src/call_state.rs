@@ -159,8 +159,8 @@ pub struct CallData {
     identity: Option<Option<std::rc::Rc<crate::auth::keys::CallIdentity>>>,
     /// Within one callback: all request headers and all response headers, each read at most
     /// once (one host call serves every header the stages read; kept up to date with what this
-    /// context sets or removes), and the time. Headers change between callbacks only; within
-    /// one, only through this context.
+    /// context changes or removes, and noting what it adds: see [`HeaderView`]), and the time.
+    /// Headers change between callbacks only; within one, only through this context.
     request_headers: HeaderView,
     response_headers: HeaderView,
     now_ms: Option<u64>,

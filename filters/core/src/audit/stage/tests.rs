@@ -258,3 +258,12 @@ fn refusals_are_the_providers_signal_or_a_configured_phrase_and_phrases_are_chec
     let e = Audit::compile(&cfg).err().unwrap();
     assert_eq!(e.field, "refusal_phrases[1]");
 }
+
+#[test]
+fn a_label_is_borrowed_when_clean_and_made_safe_otherwise() {
+    use std::borrow::Cow;
+    assert!(matches!(label("claude-sonnet-4-5_20250929"), Cow::Borrowed("claude-sonnet-4-5_20250929")));
+    // Dots separate a stat name's tags; anything else outside [A-Za-z0-9_-] goes too.
+    assert_eq!(label("anthropic.claude-haiku-4-5-v1:0"), "anthropic_claude-haiku-4-5-v1_0");
+    assert_eq!(label("é x"), "__x");
+}
