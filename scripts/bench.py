@@ -646,7 +646,18 @@ def main():
                     default="bare,full,full-filters,full-separate-modules,audit-emit,auth-key-swap,quota,route-select,"
                             "embeddings,models,responses,cache-hit,guardrails-1k,guardrails-64k,full-fleet,fleet-refill,fastest,shadow,shadow-100")
     ap.add_argument("--out", default=str(ROOT / "bench"))
+    ap.add_argument("--gateway-config", metavar="CONFIG",
+                    help="print the `gateway` filter's configuration of that row (e.g. full) and exit: "
+                         "the input of filters/core/examples/call_cost.rs")
     args = ap.parse_args()
+    if args.gateway_config:
+        with tempfile.TemporaryDirectory(prefix="aigw-bench-") as tmp:
+            cfg, _, _, _ = make_config(args.gateway_config, free_port(), free_port(), free_port(), Path(tmp))
+        listener = [f for f in gateway_filters(cfg) if f["name"] == "aigw.gateway"]
+        if not listener:
+            sys.exit(f"bench: {args.gateway_config} has no gateway filter")
+        print(listener[0]["typed_config"]["config"]["configuration"]["value"])
+        return
     names = args.configs.split(",")
     if names[0] != "bare":
         names.insert(0, "bare")

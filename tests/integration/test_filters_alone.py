@@ -84,3 +84,17 @@ def test_route_select_alone_routes_and_translates(alone):
     assert r.status_code == 200, r.text
     assert r.headers["x-aigw-provider"] == "anthropic"
     assert r.json()["object"] == "chat.completion" and r.json()["choices"][0]["message"]["content"] == "Echo: alone"
+
+
+def test_the_bench_prints_a_rows_gateway_configuration_as_envoy_gets_it():
+    """`scripts/bench --gateway-config full`: the input of filters/core/examples/call_cost.rs."""
+    import json
+    import sys
+
+    out = subprocess.run([sys.executable, str(bench.ROOT / "scripts" / "bench.py"), "--gateway-config", "full"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert {"auth", "route", "quota", "audit"} <= set(json.loads(out.stdout))
+    bad = subprocess.run([sys.executable, str(bench.ROOT / "scripts" / "bench.py"), "--gateway-config", "bare"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "no gateway filter" in bad.stderr

@@ -1,6 +1,12 @@
 //! Times one whole call natively (listener stages + one attempt, against `FakeHost`), to find
-//! where the Wasm code's time goes: `cargo run --release -p aigw-core --example call_cost -- \
-//! gateway.json N`. Envoy's side (host calls) is not in it; `scripts/bench` measures the whole.
+//! where the Wasm code's time goes, and counts its allocations per callback:
+//!
+//! ```sh
+//! scripts/bench --gateway-config full > /tmp/gateway.json
+//! cargo run --release -p aigw-core --example call_cost -- /tmp/gateway.json 20000
+//! ```
+//!
+//! Envoy's side (host calls) is not in it; `scripts/bench` measures the whole.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -122,12 +128,27 @@ fn one_call(store: &FakeHost, l: &Rc<Listener>, u: &Rc<Upstream>) {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let text = std::fs::read_to_string(&args[1]).unwrap_or_default();
+    let usage = "usage: call_cost GATEWAY.json [CALLS] (scripts/bench --gateway-config full > GATEWAY.json)";
+    let Some(text) = args.get(1).and_then(|p| std::fs::read_to_string(p).ok()) else {
+        eprintln!("{usage}");
+        std::process::exit(2);
+    };
     let n: u32 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(20000);
-    let cfg: GatewayConfig = serde_json::from_str(&text).unwrap_or_default();
-    let l = Rc::new(Listener::compile_env(cfg, &|n| Some(format!("key-{n}"))).unwrap_or_default());
-    let cfg: GatewayConfig = serde_json::from_str(&text).unwrap_or_default();
-    let u = Rc::new(Upstream::compile(cfg, &|n| Some(format!("key-{n}"))).unwrap_or_default());
+    let key = |n: &str| Some(format!("key-{n}"));
+    let compiled = serde_json::from_str::<GatewayConfig>(&text)
+        .map_err(|e| e.to_string())
+        .and_then(|cfg| Listener::compile_env(cfg, &key).map_err(|e| e.to_string()))
+        .and_then(|l| {
+            let cfg: GatewayConfig = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+            Ok((l, Upstream::compile(cfg, &key).map_err(|e| e.to_string())?))
+        });
+    let (l, u) = match compiled {
+        Ok((l, u)) => (Rc::new(l), Rc::new(u)),
+        Err(e) => {
+            eprintln!("call_cost: {e}\n{usage}");
+            std::process::exit(2);
+        }
+    };
     let store = FakeHost::new();
     for _ in 0..200 {
         one_call(&store, &l, &u);
