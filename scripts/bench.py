@@ -10,6 +10,7 @@ for several repetitions; medians are reported, each as a ratio to bare Envoy fro
 import argparse
 import copy
 import datetime
+import http.client
 import json
 import os
 import platform
@@ -43,7 +44,10 @@ REDIS_PASSWORD = "bench-redis"
 ENVOY_CPU, LOAD_CPU = "0", "1"
 # The floor rows' modules (bench/floor), built when a floor row is measured.
 FLOOR_MODULES = (None, None)
-STREAM_CHUNKS = 200
+# Streaming: the fake's answer (206 characters of text) in pieces of at most 1 character (a long
+# stream: 212 events, 206 of them content) and of 20 (a short one: 17 events). The difference of
+# the two gives the cost of an event apart from the call's own.
+STREAM_PIECES = {"long": 1, "short": 20}
 
 OPENAI_ANSWER = json.dumps({
     "id": "chatcmpl-bench", "object": "chat.completion", "created": 1767225600, "model": "gpt-4o-mini-2024-07-18",
@@ -401,9 +405,12 @@ def gateway_filters(cfg):
     return found
 
 
-def stream_config(name, port, admin, upstream_port, work):
-    """Streaming: the same 200-event Anthropic stream, proxied as is (bare) or translated (full)."""
-    words = " ".join(f"w{i}" for i in range(STREAM_CHUNKS - 1))
+def stream_config(name, port, admin, upstream_port, work, pieces):
+    """Streaming: the same Anthropic stream, proxied as is (bare) or translated (full). The fake
+    streams the answer's text in pieces of at most `pieces` characters (its `pieces-N` fault), one
+    content event each, so that two piece sizes give two stream lengths (see `stream_events`)."""
+    words = " ".join(f"w{i}" for i in range(199))
+    fault = {"x-fake-fault": f"*=pieces-{pieces}"}
     if name == "bare":
         cfg, hcm = base_config(port, admin, upstream_port, work)
         keep_filters(hcm, set())
@@ -411,11 +418,28 @@ def stream_config(name, port, admin, upstream_port, work):
         body = json.dumps({"model": "claude-sonnet-4-5-20250929", "max_tokens": 1024, "stream": True,
                            "messages": [{"role": "user", "content": words}]})
         headers = {"Content-Type": "application/json", "x-api-key": PROVIDER_KEYS["ANTHROPIC_API_KEY"],
-                   "anthropic-version": "2023-06-01"}
+                   "anthropic-version": "2023-06-01", **fault}
         return cfg, "/v1/messages", body, headers
     cfg, _, _, headers = make_config("full", port, admin, upstream_port, work)
     body = json.dumps({"model": "chat", "stream": True, "messages": [{"role": "user", "content": words}]})
-    return cfg, "/v1/chat/completions", body, headers
+    return cfg, "/v1/chat/completions", body, {**headers, **fault}
+
+
+def stream_events(fake_port, pieces):
+    """How many events the fake's stream has at that piece size, asked of the fake itself: the
+    divisor of the per-event figures."""
+    words = " ".join(f"w{i}" for i in range(199))
+    req = json.dumps({"model": "claude-sonnet-4-5-20250929", "max_tokens": 1024, "stream": True,
+                      "messages": [{"role": "user", "content": words}]}).encode()
+    conn = http.client.HTTPConnection("127.0.0.1", fake_port, timeout=10)
+    try:
+        conn.request("POST", "/v1/messages", body=req, headers={
+            "Content-Type": "application/json", "x-api-key": PROVIDER_KEYS["ANTHROPIC_API_KEY"],
+            "anthropic-version": "2023-06-01", "x-fake-fault": f"*=pieces-{pieces}"})
+        data = conn.getresponse().read()
+    finally:
+        conn.close()
+    return data.count(b"event: ")
 
 
 class Envoy:
@@ -539,9 +563,9 @@ def measure(name, work, upstream_port, seconds):
     return r
 
 
-def measure_stream(name, work, fake_port, seconds):
+def measure_stream(name, work, fake_port, seconds, pieces):
     port, admin = free_port(), free_port()
-    cfg, path, body, headers = stream_config(name, port, admin, fake_port, work)
+    cfg, path, body, headers = stream_config(name, port, admin, fake_port, work, pieces)
     script = lua_script(work, path, body, headers)
     e = Envoy(cfg, work, workers=1, pin=True)
     try:
@@ -598,15 +622,24 @@ def report(results, stream, reps, seconds):
             f"| {n} | {fmt(m['p50'])} | {fmt(m['p99'])} | {fmt(m['p50'] - b['p50'])} | {fmt(m['p99'] - b['p99'])} | "
             f"{fmt(m['rps1'])} | {m['rps1'] / b['rps1']:.2f} | {fmt(m['rps2'])} | {m['rps2'] / b['rps2']:.2f} | "
             f"{fmt(m['cpu_us'])} | {m['cpu_us'] / b['cpu_us']:.2f} | {m['rss2']:.1f} (+{m['rss2'] - b['rss2']:.1f}) |")
-    sb, sf = statistics.median(stream["bare"]), statistics.median(stream["full"])
-    per_chunk = (sf - sb) / STREAM_CHUNKS
-    lines += [
-        "",
-        f"Streaming, one {STREAM_CHUNKS}-event Anthropic stream per call at concurrency 1 (upstream: the fake provider): "
-        f"bare Envoy {sb / 1000:.2f} ms per stream, full gateway (translated to OpenAI chunks) {sf / 1000:.2f} ms: "
-        f"**{per_chunk:.1f} µs added per chunk**.",
-        "",
-    ]
+    per_chunk = None
+    if stream:
+        sm = {k: statistics.median(v) for k, v in stream["times"].items()}
+        ev = stream["events"]
+        added = {k: sm[f"full-{k}"] - sm[f"bare-{k}"] for k in STREAM_PIECES}
+        whole = added["long"] / ev["long"]
+        per_chunk = (added["long"] - added["short"]) / (ev["long"] - ev["short"])
+        lines += [
+            "",
+            f"Streaming, at concurrency 1 (upstream: the fake provider), an Anthropic stream of {ev['long']} events "
+            f"(the answer's text in 1-character pieces) and one of {ev['short']} (20-character pieces): bare Envoy "
+            f"{sm['bare-long'] / 1000:.2f} and {sm['bare-short'] / 1000:.2f} ms per stream, the full gateway "
+            f"(translated to OpenAI chunks) {sm['full-long'] / 1000:.2f} and {sm['full-short'] / 1000:.2f} ms: "
+            f"**{per_chunk:.1f} µs added per event** (the difference of the two streams' added times over the "
+            f"difference of their events, the call's own cost apart); {whole:.1f} µs per event of the long "
+            "stream with the call's own cost spread over its events.",
+            "",
+        ]
     paced = [(n, m) for n, m in med.items() if "p50_paced" in m]
     if len(paced) > 1:
         lines += [
@@ -629,11 +662,14 @@ def report(results, stream, reps, seconds):
         ("throughput at 32 connections (1 worker), share of bare", f["rps1"] / b["rps1"] * 100, 40, "%",
          lambda v, t: v >= t),
         ("CPU per request, times bare", f["cpu_us"] / b["cpu_us"], 2.5, "×", lambda v, t: v <= t),
-        ("added time per streamed chunk", per_chunk, 3, "µs", lambda v, t: v <= t),
+        ("added time per streamed chunk (event)", per_chunk, 3, "µs", lambda v, t: v <= t),
         ("largest .wasm", largest, 600, "KiB", lambda v, t: v <= t),
     ]
     lines += ["", "| target (full gateway) | measured | goal | met |", "|---|---|---|---|"]
     for label, v, t, unit, ok in targets:
+        if v is None:
+            lines.append(f"| {label} | not measured | {'≥' if unit == '%' else '≤'} {t} {unit} | - |")
+            continue
         lines.append(f"| {label} | {v:.1f} {unit} | {'≥' if unit == '%' else '≤'} {t} {unit} | {'yes' if ok(v, t) else 'no'} |")
     return "\n".join(lines) + "\n"
 
@@ -675,14 +711,16 @@ def main():
             global FLEET_PORT
             fleet_procs, FLEET_PORT = start_fleet(work)
         results = {n: [] for n in names}
-        stream = {"bare": [], "full": []}
+        events = {k: stream_events(fake_port, v) for k, v in STREAM_PIECES.items()}
+        stream = {"events": events, "times": {f"{n}-{k}": [] for k in STREAM_PIECES for n in ("bare", "full")}}
         try:
             for rep in range(args.reps):
                 for n in names:
                     print(f"[{rep + 1}/{args.reps}] {n}", file=sys.stderr, flush=True)
                     results[n].append(measure(n, work, nginx_port, args.seconds))
-                for n in ("bare", "full"):
-                    stream[n].append(measure_stream(n, work, fake_port, args.seconds))
+                for k, pieces in STREAM_PIECES.items():
+                    for n in ("bare", "full"):
+                        stream["times"][f"{n}-{k}"].append(measure_stream(n, work, fake_port, args.seconds, pieces))
         finally:
             nginx.terminate()
             fakes.terminate()
