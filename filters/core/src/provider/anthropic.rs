@@ -621,6 +621,34 @@ pub fn error_to_openai(status: u16, body: &[u8]) -> (u16, Vec<u8>) {
     (status, out.to_string().into_bytes())
 }
 
+/// A `content_block_delta` event, read borrowed: nearly every event of a stream is one, and
+/// it is translated without a JSON tree either way (an event this does not read, or reads
+/// otherwise than the tree would, goes the tree's way: see `StreamTranslator::push`).
+#[derive(Deserialize)]
+struct DeltaEvent<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(default)]
+    index: Option<u64>,
+    #[serde(borrow)]
+    delta: DeltaPart<'a>,
+}
+
+#[derive(Deserialize)]
+struct DeltaPart<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow, default)]
+    text: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    partial_json: Option<Cow<'a, str>>,
+}
+
+/// A JSON string, written (escaped) into `out`.
+fn json_str(out: &mut Vec<u8>, s: &str) {
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
 /// Turns an Anthropic SSE stream into OpenAI chat-completion chunks as it streams.
 #[derive(Debug)]
 pub struct StreamTranslator {
@@ -670,6 +698,58 @@ impl StreamTranslator {
         sse::data_event(out, &c.to_string());
     }
 
+    /// [`StreamTranslator::chunk`] for a delta written by `delta`, without a tree: the same
+    /// members in the same order (a tree's, sorted by name).
+    fn chunk_with(&self, out: &mut Vec<u8>, delta: impl FnOnce(&mut Vec<u8>)) {
+        out.extend_from_slice(b"data: {\"choices\":[{\"delta\":");
+        delta(out);
+        out.extend_from_slice(b",\"finish_reason\":null,\"index\":0,\"logprobs\":null}],\"created\":");
+        let _ = serde_json::to_writer(&mut *out, &self.created);
+        out.extend_from_slice(b",\"id\":");
+        json_str(out, &self.id);
+        out.extend_from_slice(b",\"model\":");
+        let _ = serde_json::to_writer(&mut *out, &self.model);
+        out.extend_from_slice(b",\"object\":\"chat.completion.chunk\"");
+        if self.include_usage {
+            out.extend_from_slice(b",\"usage\":null");
+        }
+        out.extend_from_slice(b"}\n\n");
+    }
+
+    /// A `content_block_delta` event, translated without a tree; `false` when it is not one
+    /// this reads (the tree's way then translates it).
+    fn delta(&mut self, out: &mut Vec<u8>, ev: &sse::Event) -> bool {
+        let Ok(d) = crate::wire::from_str::<DeltaEvent>(&ev.data) else { return false };
+        if d.kind.as_deref().or(ev.event.as_deref()) != Some("content_block_delta") {
+            return false;
+        }
+        match d.delta.kind.as_ref() {
+            "text_delta" => {
+                let t = d.delta.text.as_deref().unwrap_or("");
+                self.chunk_with(out, |o| {
+                    o.extend_from_slice(b"{\"content\":");
+                    json_str(o, t);
+                    o.push(b'}');
+                });
+            }
+            "input_json_delta" => {
+                let p = d.delta.partial_json.as_deref().unwrap_or("");
+                let idx = d.index.unwrap_or(0);
+                if let (false, Some(&k)) = (p.is_empty(), self.tool_index.get(&idx)) {
+                    self.chunk_with(out, |o| {
+                        o.extend_from_slice(b"{\"tool_calls\":[{\"function\":{\"arguments\":");
+                        json_str(o, p);
+                        o.extend_from_slice(b"},\"index\":");
+                        let _ = serde_json::to_writer(&mut *o, &k);
+                        o.extend_from_slice(b"}]}");
+                    });
+                }
+            }
+            _ => {}
+        }
+        true
+    }
+
     fn error(&mut self, out: &mut Vec<u8>, kind: &str, message: &str) {
         let (t, code) = error_kind(kind);
         sse::data_event(out, &json!({"error":{"message":message,"type":t,"param":null,"code":code}}).to_string());
@@ -684,6 +764,9 @@ impl StreamTranslator {
         for ev in &events {
             if self.finished {
                 break;
+            }
+            if self.delta(&mut out, ev) {
+                continue;
             }
             let Ok(v) = crate::wire::from_str::<Value>(&ev.data) else {
                 self.error(&mut out, "api_error", "The provider sent a malformed stream event.");

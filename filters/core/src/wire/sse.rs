@@ -19,17 +19,27 @@ pub struct Parser {
 impl Parser {
     /// Feeds a chunk; complete events are appended to `out`.
     pub fn push(&mut self, chunk: &[u8], out: &mut Vec<Event>) {
-        for &b in chunk {
-            match b {
-                b'\n' if self.after_cr => self.after_cr = false,
+        let mut rest = chunk;
+        while !rest.is_empty() {
+            // A line's bytes up to its end (a newline, a carriage return, or both) go in whole.
+            let Some(at) = memchr::memchr2(b'\n', b'\r', rest) else {
+                self.after_cr = false;
+                self.line.extend_from_slice(rest);
+                return;
+            };
+            let (text, end) = (&rest[..at], rest[at]);
+            rest = &rest[at + 1..];
+            if !text.is_empty() {
+                self.after_cr = false;
+                self.line.extend_from_slice(text);
+            }
+            match end {
+                // The newline of a CRLF ends no second line.
+                b'\n' if self.after_cr && text.is_empty() => self.after_cr = false,
                 b'\n' => self.end_line(out),
-                b'\r' => {
+                _ => {
                     self.end_line(out);
                     self.after_cr = true;
-                }
-                _ => {
-                    self.after_cr = false;
-                    self.line.push(b);
                 }
             }
         }
@@ -41,7 +51,14 @@ impl Parser {
     }
 
     fn end_line(&mut self, out: &mut Vec<Event>) {
+        // The line's buffer is kept for the next line (a stream has two lines an event).
         let line = std::mem::take(&mut self.line);
+        self.take_line(&line, out);
+        self.line = line;
+        self.line.clear();
+    }
+
+    fn take_line(&mut self, line: &[u8], out: &mut Vec<Event>) {
         if line.is_empty() {
             if self.has_data {
                 out.push(Event { event: self.event.take(), data: std::mem::take(&mut self.data) });
@@ -53,7 +70,12 @@ impl Parser {
         if line.first() == Some(&b':') {
             return;
         }
-        let text = String::from_utf8_lossy(&line);
+        // (Valid UTF-8, as a stream's lines are, is borrowed as it is; `from_utf8` checks it
+        // faster than the lossy conversion would.)
+        let text = match std::str::from_utf8(line) {
+            Ok(t) => std::borrow::Cow::Borrowed(t),
+            Err(_) => String::from_utf8_lossy(line),
+        };
         let (field, value) = match text.find(':') {
             Some(i) => {
                 let v = &text[i + 1..];

@@ -118,14 +118,23 @@ fn event_text(data: &str) -> Option<std::borrow::Cow<'_, str>> {
 /// Whether one event carries generated content: an OpenAI chunk with non-empty content or a
 /// tool call, a Messages `content_block_delta`, or a Responses text or arguments delta.
 fn is_content_event(data: &str) -> bool {
-    if data.contains("\"content_block_delta\"")
+    // A chat chunk's test first: a stream the listener scans is mostly chat chunks (the
+    // caller's format); the other formats' names after it (the same answer in either order).
+    (data.contains("\"choices\"")
+        && (data.contains("\"tool_calls\"") || (data.contains("\"content\":\"") && !data.contains("\"content\":\"\""))))
+        || data.contains("\"content_block_delta\"")
         || data.contains("\"response.output_text.delta\"")
         || data.contains("\"response.function_call_arguments.delta\"")
-    {
-        return true;
-    }
-    data.contains("\"choices\"")
-        && (data.contains("\"tool_calls\"") || (data.contains("\"content\":\"") && !data.contains("\"content\":\"\"")))
+}
+
+/// Whether `key` (quoted) is a member name in the event's text with a value other than `null`:
+/// whether the event is worth parsing for it.
+fn has_value(data: &str, key: &str) -> bool {
+    data.match_indices(key).any(|(i, _)| {
+        data.get(i + key.len()..)
+            .and_then(|r| r.trim_start().strip_prefix(':'))
+            .is_some_and(|r| !r.trim_start().starts_with("null"))
+    })
 }
 
 /// How an event bears on an answer's facts: a stop reason, a tool call starting, a refusal.
@@ -195,7 +204,9 @@ impl StreamScanner {
             if !content || ev.data.contains("\"tool_calls\"") || ev.data.contains("\"finish_reason\":\"") {
                 note_facts(&mut self.facts, &ev);
             }
-            if ev.data.contains("\"usage\"") || ev.data.contains("\"error\"") {
+            // (A chunk of a stream asked with usage says `"usage":null` until the last: only a
+            // value is worth parsing the event for.)
+            if has_value(&ev.data, "\"usage\"") || has_value(&ev.data, "\"error\"") {
                 if let Ok(v) = crate::wire::from_str::<Value>(&ev.data) {
                     if v.get("error").is_some_and(|e| !e.is_null()) {
                         self.saw_error = true;
@@ -224,6 +235,18 @@ mod tests {
         assert_eq!(from_openai_body(br#"{"id":"x"}"#).ok(), Some(None));
         assert!(from_openai_body(b"not json").is_err());
         assert!(from_openai_body(br#"{"id":"x","choices":[{"#).is_err());
+    }
+
+    #[test]
+    fn only_members_with_a_value_are_worth_a_parse() {
+        assert!(!has_value(r#"{"choices":[],"usage":null}"#, "\"usage\""));
+        assert!(!has_value(r#"{"choices":[], "usage" : null}"#, "\"usage\""));
+        assert!(has_value(r#"{"choices":[],"usage":{"prompt_tokens":3}}"#, "\"usage\""));
+        assert!(has_value(r#"{"usage" : {"prompt_tokens":3}}"#, "\"usage\""));
+        // A string value named like the key is not a member.
+        assert!(!has_value(r#"{"type":"error"}"#, "\"error\""));
+        assert!(has_value(r#"{"type":"error","error":{"type":"overloaded_error"}}"#, "\"error\""));
+        assert!(!has_value(r#"{"delta":{"content":"the \"usage\": of it"}}"#, "\"usage\""));
     }
 
     #[test]

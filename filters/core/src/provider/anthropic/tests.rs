@@ -162,6 +162,49 @@ fn stream_translates_whatever_the_chunking() {
 }
 
 #[test]
+fn deltas_are_written_without_a_tree_as_the_tree_writes_them() {
+    // The tree's way (every event but deltas) and the direct way (deltas) write the same bytes.
+    for include_usage in [false, true] {
+        let mut t = StreamTranslator::new(1_767_225_600, include_usage);
+        let _ = t.push(b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_\\\"q\\\"\",\"model\":\"claude-\\u00e9\",\"usage\":{\"input_tokens\":3}}}\n\n");
+        t.tool_index.insert(2, 0);
+        for text in ["Hello", "", "line\nbreak \"quoted\" \\ tab\t", "caf\u{e9} \u{1F600} \u{0007}", "</script>"] {
+            let mut tree = Vec::new();
+            t.chunk(&mut tree, json!({"content": text}), None);
+            let ev = sse::Event {
+                event: Some("content_block_delta".into()),
+                data: json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":text}})
+                    .to_string(),
+            };
+            let mut direct = Vec::new();
+            assert!(t.delta(&mut direct, &ev));
+            assert_eq!(String::from_utf8_lossy(&direct), String::from_utf8_lossy(&tree), "{text:?}");
+
+            let mut tree = Vec::new();
+            t.chunk(&mut tree, json!({"tool_calls":[{"index":0,"function":{"arguments":text}}]}), None);
+            let ev = sse::Event {
+                event: None,
+                data: json!({"type":"content_block_delta","index":2,"delta":{"type":"input_json_delta","partial_json":text}}).to_string(),
+            };
+            let mut direct = Vec::new();
+            assert!(t.delta(&mut direct, &ev));
+            let expected = if text.is_empty() { String::new() } else { String::from_utf8_lossy(&tree).into_owned() };
+            assert_eq!(String::from_utf8_lossy(&direct), expected, "{text:?}");
+        }
+        // What the direct way does not read goes the tree's way.
+        for data in [
+            r#"{"type":"content_block_delta","index":"0","delta":{"type":"text_delta","text":"x"}}"#,
+            r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"}}"#,
+            r#"{"type":"ping"}"#,
+            r#"{"type":"content_block_delta","delta":{"text":"x"}}"#,
+        ] {
+            let ev = sse::Event { event: Some("content_block_delta".into()), data: data.into() };
+            assert!(!t.delta(&mut Vec::new(), &ev), "{data}");
+        }
+    }
+}
+
+#[test]
 fn stream_cut_short_or_erroring_ends_with_error_event() {
     let cut = &STREAM[..STREAM.find("event: message_delta").unwrap()];
     let mut t = StreamTranslator::new(5, false);
