@@ -68,7 +68,9 @@ struct Part<'a> {
     value: std::ops::Range<usize>,
 }
 
-/// The well-formed parts of encoded bytes, in order (stops at the first malformed one).
+/// The parts of encoded bytes, in order (stops at the first whose lengths overrun the bytes).
+/// Names are compared as bytes here; [`Entry::from_bytes`] keeps only parts whose names are
+/// UTF-8, once, when the entry is read.
 fn parts(b: &[u8]) -> impl Iterator<Item = Part<'_>> {
     let mut at = 0;
     std::iter::from_fn(move || {
@@ -76,7 +78,6 @@ fn parts(b: &[u8]) -> impl Iterator<Item = Part<'_>> {
         let (kl, after) = rest.split_first_chunk::<2>()?;
         let kl = usize::from(u16::from_le_bytes(*kl));
         let (name, after) = after.split_at_checked(kl)?;
-        std::str::from_utf8(name).ok()?;
         let (vl, after) = after.split_first_chunk::<4>()?;
         let vl = usize::try_from(u32::from_le_bytes(*vl)).ok()?;
         after.get(..vl)?;
@@ -122,7 +123,7 @@ impl Entry {
 
     /// [`Entry::decode`], keeping the bytes read (no copy when they are well-formed).
     pub fn from_bytes(mut b: Vec<u8>) -> Entry {
-        let whole = parts(&b).last().map_or(0, |p| p.value.end);
+        let whole = parts(&b).take_while(|p| std::str::from_utf8(p.name).is_ok()).last().map_or(0, |p| p.value.end);
         b.truncate(whole);
         Entry(b)
     }
