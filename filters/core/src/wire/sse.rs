@@ -146,6 +146,23 @@ mod tests {
     }
 
     #[test]
+    fn any_chunking_reads_as_the_whole() {
+        // Line ends of every kind, an empty data line, bytes that are not UTF-8, a long line.
+        let long = "y".repeat(300);
+        let whole = format!("data: a\r\n\r\ndata:\n\nevent: e\rdata: \u{e9}\n\r\n\ndata: {long}\n\n");
+        let mut bytes = whole.into_bytes();
+        let at = bytes.iter().position(|&b| b == 0xc3).unwrap_or(0);
+        bytes.insert(at, 0xff);
+        let expected = parse_chunks(&[&bytes]);
+        assert_eq!(expected.len(), 4, "{expected:?}");
+        assert_eq!(expected[3].data.len(), 300);
+        for size in 1..=bytes.len() {
+            let chunks: Vec<&[u8]> = bytes.chunks(size).collect();
+            assert_eq!(parse_chunks(&chunks), expected, "chunks of {size}");
+        }
+    }
+
+    #[test]
     fn event_without_data_is_not_dispatched() {
         assert!(parse_chunks(&[b"event: x\n\n"]).is_empty());
     }
