@@ -212,6 +212,34 @@ pub fn error_from_openai(status: u16, body: &[u8]) -> Vec<u8> {
     json!({"type": "error", "error": {"type": kind, "message": message}}).to_string().into_bytes()
 }
 
+/// What a unified chunk that carries only text has, read borrowed (see
+/// `StreamToMessages::text_delta`); anything else present sends the chunk the tree's way.
+#[derive(serde::Deserialize)]
+struct TextChunk<'a> {
+    #[serde(borrow, default)]
+    choices: Vec<TextChoice<'a>>,
+    #[serde(borrow, default)]
+    usage: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow, default)]
+    error: Option<&'a serde_json::value::RawValue>,
+}
+
+#[derive(serde::Deserialize)]
+struct TextChoice<'a> {
+    #[serde(borrow, default)]
+    delta: Option<TextDelta<'a>>,
+    #[serde(borrow, default)]
+    finish_reason: Option<&'a serde_json::value::RawValue>,
+}
+
+#[derive(serde::Deserialize)]
+struct TextDelta<'a> {
+    #[serde(borrow, default)]
+    content: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    tool_calls: Option<&'a serde_json::value::RawValue>,
+}
+
 /// Turns a unified (OpenAI) chunk stream into Messages stream events as it streams.
 #[derive(Debug, Default)]
 pub struct StreamToMessages {
@@ -283,6 +311,97 @@ impl StreamToMessages {
         event(out, "message_stop", &json!({"type": "message_stop"}));
     }
 
+    /// A unified chunk, translated by way of its JSON tree.
+    fn translate(&mut self, out: &mut Vec<u8>, v: &Value) {
+        if let Some(e) = v.get("error").filter(|e| !e.is_null()) {
+            // A failure after the first byte: Anthropic's error event, then the stream ends.
+            self.close(out);
+            event(
+                out,
+                "error",
+                &json!({"type": "error", "error": {"type": "api_error",
+                "message": e.get("message").and_then(Value::as_str).unwrap_or("The provider failed mid-stream.")}}),
+            );
+            self.done = true;
+            return;
+        }
+        self.start(out, v);
+        if let Some(u) = v.get("usage").and_then(Usage::from_openai) {
+            self.usage = Some(u);
+        }
+        let Some(choice) = v.pointer("/choices/0") else { return };
+        let delta = choice.get("delta").unwrap_or(&Value::Null);
+        if let Some(t) = delta.get("content").and_then(Value::as_str).filter(|t| !t.is_empty()) {
+            let index = match self.open {
+                Some((i, true)) => i,
+                _ => self.open_block(out, true, json!({"type": "text", "text": ""})),
+            };
+            event(
+                out,
+                "content_block_delta",
+                &json!({"type": "content_block_delta", "index": index,
+                "delta": {"type": "text_delta", "text": t}}),
+            );
+        }
+        for tc in delta.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
+            if let Some(id) = tc.get("id").filter(|i| !i.is_null()) {
+                self.open_block(
+                    out,
+                    false,
+                    json!({"type": "tool_use", "id": id,
+                    "name": tc.pointer("/function/name"), "input": {}}),
+                );
+            }
+            let args = tc.pointer("/function/arguments").and_then(Value::as_str).unwrap_or("");
+            if let (Some((index, false)), false) = (self.open, args.is_empty()) {
+                event(
+                    out,
+                    "content_block_delta",
+                    &json!({"type": "content_block_delta", "index": index,
+                    "delta": {"type": "input_json_delta", "partial_json": args}}),
+                );
+            }
+        }
+        if let Some(f) = choice.get("finish_reason").and_then(Value::as_str) {
+            self.stop = Some(stop_reason(f));
+            self.close(out);
+        }
+    }
+
+    /// A chunk that carries only text (or nothing), once the message has started: translated
+    /// without a tree, as [`StreamToMessages::translate`] would (nearly every chunk of a
+    /// stream is one). `false` for any other chunk, which goes the tree's way.
+    fn text_delta(&mut self, out: &mut Vec<u8>, data: &str) -> bool {
+        if !self.started {
+            return false;
+        }
+        let Ok(c) = crate::wire::from_str::<TextChunk>(data) else { return false };
+        if c.usage.is_some() || c.error.is_some() {
+            return false;
+        }
+        let Some(first) = c.choices.first() else { return true };
+        if first.finish_reason.is_some() {
+            return false;
+        }
+        let Some(d) = &first.delta else { return true };
+        if d.tool_calls.is_some() {
+            return false;
+        }
+        if let Some(t) = d.content.as_deref().filter(|t| !t.is_empty()) {
+            let index = match self.open {
+                Some((i, true)) => i,
+                _ => self.open_block(out, true, json!({"type": "text", "text": ""})),
+            };
+            // The tree's members, in its (sorted) order.
+            out.extend_from_slice(b"event: content_block_delta\ndata: {\"delta\":{\"text\":");
+            let _ = serde_json::to_writer(&mut *out, t);
+            out.extend_from_slice(b",\"type\":\"text_delta\"},\"index\":");
+            let _ = serde_json::to_writer(&mut *out, &index);
+            out.extend_from_slice(b",\"type\":\"content_block_delta\"}\n\n");
+        }
+        true
+    }
+
     /// Feeds a piece of the unified stream; returns the Messages events to send on.
     pub fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
@@ -295,60 +414,11 @@ impl StreamToMessages {
                 self.close_message(&mut out);
                 continue;
             }
-            let Ok(v) = crate::wire::from_str::<Value>(&ev.data) else { continue };
-            if let Some(e) = v.get("error").filter(|e| !e.is_null()) {
-                // A failure after the first byte: Anthropic's error event, then the stream ends.
-                self.close(&mut out);
-                event(
-                    &mut out,
-                    "error",
-                    &json!({"type": "error", "error": {"type": "api_error",
-                    "message": e.get("message").and_then(Value::as_str).unwrap_or("The provider failed mid-stream.")}}),
-                );
-                self.done = true;
+            if self.text_delta(&mut out, &ev.data) {
                 continue;
             }
-            self.start(&mut out, &v);
-            if let Some(u) = v.get("usage").and_then(Usage::from_openai) {
-                self.usage = Some(u);
-            }
-            let Some(choice) = v.pointer("/choices/0") else { continue };
-            let delta = choice.get("delta").unwrap_or(&Value::Null);
-            if let Some(t) = delta.get("content").and_then(Value::as_str).filter(|t| !t.is_empty()) {
-                let index = match self.open {
-                    Some((i, true)) => i,
-                    _ => self.open_block(&mut out, true, json!({"type": "text", "text": ""})),
-                };
-                event(
-                    &mut out,
-                    "content_block_delta",
-                    &json!({"type": "content_block_delta", "index": index,
-                    "delta": {"type": "text_delta", "text": t}}),
-                );
-            }
-            for tc in delta.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
-                if let Some(id) = tc.get("id").filter(|i| !i.is_null()) {
-                    self.open_block(
-                        &mut out,
-                        false,
-                        json!({"type": "tool_use", "id": id,
-                        "name": tc.pointer("/function/name"), "input": {}}),
-                    );
-                }
-                let args = tc.pointer("/function/arguments").and_then(Value::as_str).unwrap_or("");
-                if let (Some((index, false)), false) = (self.open, args.is_empty()) {
-                    event(
-                        &mut out,
-                        "content_block_delta",
-                        &json!({"type": "content_block_delta", "index": index,
-                        "delta": {"type": "input_json_delta", "partial_json": args}}),
-                    );
-                }
-            }
-            if let Some(f) = choice.get("finish_reason").and_then(Value::as_str) {
-                self.stop = Some(stop_reason(f));
-                self.close(&mut out);
-            }
+            let Ok(v) = crate::wire::from_str::<Value>(&ev.data) else { continue };
+            self.translate(&mut out, &v);
         }
         out
     }

@@ -117,3 +117,38 @@ fn an_error_mid_stream_becomes_an_error_event_and_ends_the_stream() {
     assert_eq!(evs.last().unwrap().1["error"]["message"], "boom");
     assert!(t.finish().is_empty());
 }
+
+#[test]
+fn text_chunks_are_written_without_a_tree_as_the_tree_writes_them() {
+    let first =
+        json!({"id":"chatcmpl-z","model":"gpt-x","choices":[{"index":0,"delta":{"role":"assistant","content":""}}]});
+    for text in ["Let me", "", "line\nbreak \"quoted\" \\ tab\t", "caf\u{e9} \u{1F600} \u{0007}", "</script>"] {
+        // Two translators in the same state: one takes the chunk without a tree, one with.
+        let (mut direct, mut tree) = (StreamToMessages::default(), StreamToMessages::default());
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        direct.translate(&mut a, &first);
+        tree.translate(&mut b, &first);
+        // The first text opens a block; the second goes into it.
+        for _ in 0..2 {
+            let chunk = json!({"id":"chatcmpl-z","object":"chat.completion.chunk","usage":null,
+                "choices":[{"index":0,"delta":{"content":text},"finish_reason":null,"logprobs":null}]});
+            assert!(direct.text_delta(&mut a, &chunk.to_string()));
+            tree.translate(&mut b, &chunk);
+            assert_eq!(String::from_utf8_lossy(&a), String::from_utf8_lossy(&b), "{text:?}");
+            assert_eq!((direct.open, direct.next_index), (tree.open, tree.next_index));
+        }
+    }
+    // Chunks that say more than text, or come first, go the tree's way.
+    let mut t = StreamToMessages::default();
+    assert!(!t.text_delta(&mut Vec::new(), &first.to_string()), "the first chunk starts the message");
+    t.translate(&mut Vec::new(), &first);
+    for chunk in [
+        json!({"choices":[{"index":0,"delta":{"content":"x"},"finish_reason":"stop"}]}),
+        json!({"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"c","function":{"name":"f"}}]}}]}),
+        json!({"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}),
+        json!({"error":{"message":"boom"}}),
+        json!({"choices":[{"index":0,"delta":{"content":["not","text"]}}]}),
+    ] {
+        assert!(!t.text_delta(&mut Vec::new(), &chunk.to_string()), "{chunk}");
+    }
+}
