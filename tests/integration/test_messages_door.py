@@ -124,3 +124,35 @@ def test_every_refusal_on_the_messages_door_is_in_anthropic_shape(gateway):
     assert refused.json()["error"]["type"] == "rate_limit_error" and "retry-after" in refused.headers
     with pytest.raises(anthropic.RateLimitError):
         anthropic.Anthropic(base_url=gateway.url, api_key=DEMO_KEYS["tiny"], max_retries=0).messages.create(**body)
+
+
+def test_streams_of_one_character_events_come_through_both_doors_byte_for_byte(gateway, claude):
+    """Every character its own event (`pieces-1`), with quotes, a backslash, non-ASCII and an
+    emoji: the chat door's chunks translated from Anthropic's deltas and the Messages door's
+    deltas translated from OpenAI's chunks (each written without a JSON tree) carry exactly the
+    text, one event each, and the calls are audited with the stream's usage."""
+    msg = f'say "hi" \\ caf\u00e9 \U0001F600 {uuid.uuid4().hex[:8]}'
+    answer = f"Echo: {msg}"
+    pieces = {"x-fake-fault": "*=pieces-1"}
+    oa = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=DEMO_KEYS["acme"], max_retries=0)
+    raw = oa.chat.completions.with_raw_response.create(
+        model="chat", stream=True, stream_options={"include_usage": True}, extra_headers=pieces,
+        messages=[{"role": "user", "content": msg}])
+    chunks = list(raw.parse())
+    texts = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    assert texts == list(answer), texts
+    assert chunks[-1].usage and chunks[-1].usage.completion_tokens == len(answer.split())
+    [rec] = gateway.audit(raw.headers["x-aigw-request-id"])
+    assert rec["outcome"] == "ok" and rec["tokens"]["output"] == len(answer.split())
+
+    with claude.messages.with_streaming_response.create(
+            model="chat-openai-first", max_tokens=200, stream=True, extra_headers=pieces,
+            messages=[{"role": "user", "content": msg}]) as r:
+        rid = r.headers["x-aigw-request-id"]
+        events = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: ")]
+    deltas = [e["delta"]["text"] for e in events if e["type"] == "content_block_delta"]
+    assert deltas == list(answer), deltas
+    assert [e["type"] for e in events][-2:] == ["message_delta", "message_stop"]
+    assert events[-2]["usage"]["output_tokens"] == len(answer.split())
+    [rec] = gateway.audit(rid)
+    assert rec["outcome"] == "ok" and rec["tokens"]["output"] == len(answer.split())

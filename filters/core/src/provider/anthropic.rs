@@ -719,6 +719,10 @@ impl StreamTranslator {
     /// A `content_block_delta` event, translated without a tree; `false` when it is not one
     /// this reads (the tree's way then translates it).
     fn delta(&mut self, out: &mut Vec<u8>, ev: &sse::Event) -> bool {
+        // An event named otherwise is not parsed twice (the tree's way reads its type).
+        if ev.event.as_deref().is_some_and(|e| e != "content_block_delta") {
+            return false;
+        }
         let Ok(d) = crate::wire::from_str::<DeltaEvent>(&ev.data) else { return false };
         if d.kind.as_deref().or(ev.event.as_deref()) != Some("content_block_delta") {
             return false;
