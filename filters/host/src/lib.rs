@@ -10,6 +10,7 @@ use proxy_wasm::types::LogLevel;
 pub use proxy_wasm;
 
 pub mod abi;
+pub mod alloc;
 
 pub fn log(level: LogLevel, msg: &str) {
     let _ = hc::log(level, msg);

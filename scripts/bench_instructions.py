@@ -1,0 +1,171 @@
+#!/usr/bin/env python3
+"""Counts the instructions Envoy executes per call, under valgrind's callgrind (driven by
+scripts/bench-instructions).
+
+Timed figures on a shared 2-core host move 5-30% between runs; instruction counts do not: the
+same module, configuration and call give the same count to within 0.1%, whatever else the
+machine is doing. So this is the A/B measure for a change to the Wasm code or to its host calls
+(`scripts/bench` stays the measure of time, latency and throughput).
+
+For each configuration (the same rows as scripts/bench, e.g. `bare`, `full`, `floor`,
+`full-without-audit`): Envoy (1 worker) runs under callgrind with instrumentation off while it
+starts and while it serves a warm-up; then instrumentation is switched on for N calls made one
+at a time, and the total is divided by N. The count is split by where the instructions ran:
+Envoy's binary (its own work, the host calls' bodies, V8's runtime), the JIT-compiled code (the
+Wasm module), and libc (memcpy, ...). Configurations run two at a time (the counts do not depend
+on load).
+
+    scripts/bench-instructions [--calls N] [--configs bare,full] [--wasm-dir DIR ...]
+
+With several `--wasm-dir`s, every configuration but `bare` is counted once per module
+directory (an A/B of two builds).
+"""
+
+import argparse
+import concurrent.futures
+import http.client
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+import bench  # noqa: E402
+
+# The pip package's `envoy` is a Python launcher; valgrind must start the binary itself.
+ENVOY_BIN = Path(bench.ENVOY).parent.parent / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / \
+    "site-packages" / "envoy" / "_bin" / "envoy"
+WARMUP = 200
+# V8 puts the JIT-compiled code far above the binary's own mappings.
+JIT_FLOOR = 0x10000000000
+# bench's module directory is a global: one configuration is rendered at a time.
+RENDER = threading.Lock()
+
+
+def wait_ready(proc, admin, log):
+    deadline = time.time() + 900
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError("Envoy exited: " + log.read_text()[-3000:])
+        if time.time() > deadline:
+            raise RuntimeError("Envoy did not become ready in 900 s under valgrind")
+        try:
+            with socket.create_connection(("127.0.0.1", admin), timeout=0.5) as s:
+                s.sendall(b"GET /ready HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
+                if b"LIVE" in s.recv(4096):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+
+
+def split(profile, calls):
+    """Instructions per call by where they ran, from callgrind's flat profile."""
+    out = subprocess.run(["callgrind_annotate", "--threshold=100", str(profile)], capture_output=True, text=True,
+                         check=True).stdout
+    parts = {"envoy": 0, "wasm": 0, "libc": 0, "other": 0}
+    for line in out.splitlines():
+        m = re.match(r"\s*([\d,]+) \([\s\d.]+%\)\s+(.*)$", line)
+        if not m or "PROGRAM TOTALS" in line:
+            continue
+        ir, where = int(m.group(1).replace(",", "")), m.group(2)
+        unnamed = re.match(r"\?\?\?:0x([0-9a-f]+) \[(.*)\]$", where)
+        if unnamed and int(unnamed.group(1), 16) >= JIT_FLOOR:
+            parts["wasm"] += ir
+        elif unnamed or "/envoy/_bin/envoy" in where:
+            # (Envoy remaps its own text, so much of it has no file name.)
+            parts["envoy"] += ir
+        elif "libc.so" in where:
+            parts["libc"] += ir
+        else:
+            parts["other"] += ir
+    return {k: v / calls for k, v in parts.items()}
+
+
+def count(name, wasm_dir, calls, upstream_port):
+    """Instructions per call for one configuration, as {"total", "envoy", "wasm", "libc", "other"}."""
+    work = Path(tempfile.mkdtemp(prefix="aigw-instr-"))
+    try:
+        with RENDER:
+            bench.WASM_DIR = Path(wasm_dir)
+            port, admin = bench.free_port(), bench.free_port()
+            cfg, path, body, headers = bench.make_config(name, port, admin, upstream_port, work)
+        conf = work / "envoy.json"
+        conf.write_text(json.dumps(cfg))
+        log = work / "valgrind.log"
+        out = work / "callgrind.out"
+        proc = subprocess.Popen(
+            ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--smc-check=all",
+             f"--callgrind-out-file={out}", str(ENVOY_BIN), "-c", str(conf), "--concurrency", "1",
+             "--use-dynamic-base-id", "-l", "error"],
+            stdout=open(log, "w"), stderr=subprocess.STDOUT, env=dict(os.environ, **bench.PROVIDER_KEYS))
+        try:
+            wait_ready(proc, admin, log)
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+
+            def call():
+                conn.request("POST" if body is not None else "GET", path, body=body, headers=headers)
+                r = conn.getresponse()
+                data = r.read()
+                if r.status != 200:
+                    raise RuntimeError(f"{name}: {r.status} {data[:300]!r}")
+
+            for _ in range(WARMUP):
+                call()
+            subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)], check=True, capture_output=True)
+            for _ in range(calls):
+                call()
+            subprocess.run(["callgrind_control", "-d", str(proc.pid)], check=True, capture_output=True)
+            subprocess.run(["callgrind_control", "-i", "off", str(proc.pid)], check=True, capture_output=True)
+        finally:
+            proc.terminate()
+            proc.wait(120)
+        dumps = sorted(work.glob("callgrind.out*"), key=lambda f: f.stat().st_size)
+        parts = split(dumps[-1], calls)
+        parts["total"] = sum(parts.values())
+        return parts
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--calls", type=int, default=300)
+    ap.add_argument("--configs", default="bare,floor,full")
+    ap.add_argument("--wasm-dir", action="append", help="module directory (repeat for an A/B); default: the build")
+    args = ap.parse_args()
+    dirs = args.wasm_dir or [str(bench.WASM_DIR)]
+    names = args.configs.split(",")
+    if names[0] != "bare":
+        names.insert(0, "bare")
+    if any(n.startswith("floor") for n in names):
+        bench.FLOOR_MODULES = bench.floor_modules()
+    jobs = [("bare", dirs[0])] + [(n, d) for n in names[1:] for d in dirs]
+    with tempfile.TemporaryDirectory(prefix="aigw-instr-") as tmp:
+        nginx, nginx_port = bench.start_nginx(Path(tmp))
+        try:
+            with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+                futures = {job: pool.submit(count, job[0], job[1], args.calls, nginx_port) for job in jobs}
+                results = {job: f.result() for job, f in futures.items()}
+        finally:
+            nginx.terminate()
+    bare = results[jobs[0]]["total"]
+    lines = [f"Instructions per call under callgrind ({args.calls} calls after {WARMUP} of warm-up, 1 worker)", "",
+             "| configuration | module dir | total | × bare | Envoy binary | Wasm code (JIT) | libc | other |",
+             "|---|---|---|---|---|---|---|---|"]
+    for (n, d), r in results.items():
+        lines.append(f"| {n} | {d if n != 'bare' else '-'} | {r['total']:,.0f} | {r['total'] / bare:.2f} | "
+                     f"{r['envoy']:,.0f} | {r['wasm']:,.0f} | {r['libc']:,.0f} | {r['other']:,.0f} |")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
