@@ -189,6 +189,7 @@ fn credential(
         not_before_ms: when("not_before", c.not_before)?,
         not_after_ms: when("not_after", c.not_after)?,
         name: c.name,
+        fingerprint: Credential::fingerprint_of(&key),
         key,
         secret,
         session_token,
@@ -333,7 +334,7 @@ impl CredentialPlane {
     pub fn after_answer(&self, h: &impl Host, used: &AttemptCredential) -> u16 {
         let status: u16 = h.response_header(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
         let Some(c) = self.credential(used) else { return status };
-        h.set_property(headers::PROP_CREDENTIAL, &c.fingerprint());
+        h.set_property(headers::PROP_CREDENTIAL, &c.fingerprint);
         if status == 401 || status == 403 {
             // Not retried (a 401 is not a fallback trigger); later calls use the next credential.
             self.mark_bad(h, used, &status.to_string());

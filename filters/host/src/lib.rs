@@ -343,9 +343,42 @@ impl aigw_core::host::Host for ProxyHost {
 
 thread_local! {
     /// Metric ids, defined on first use and kept for the life of the VM (Envoy keeps a metric
-    /// defined by name: defining it again returns the same id).
-    static METRIC_IDS: std::cell::RefCell<std::collections::HashMap<String, u32>> =
-        std::cell::RefCell::new(std::collections::HashMap::new());
+    /// defined by name: defining it again returns the same id). Keyed by a fast hash: the names
+    /// are the gateway's own (from configured providers, models and aliases), and a call looks
+    /// up about ten of them.
+    static METRIC_IDS: std::cell::RefCell<std::collections::HashMap<String, u32, FastHash>> =
+        const { std::cell::RefCell::new(std::collections::HashMap::with_hasher(FastHash)) };
+}
+
+/// FNV-1a-style hashing, 8 bytes at a time, for maps whose keys no caller chooses.
+#[derive(Clone, Copy, Default)]
+struct FastHash;
+
+impl std::hash::BuildHasher for FastHash {
+    type Hasher = FastHasher;
+    fn build_hasher(&self) -> FastHasher {
+        FastHasher(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+struct FastHasher(u64);
+
+impl std::hash::Hasher for FastHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.0 = (self.0 ^ u64::from_le_bytes(w)).wrapping_mul(0x0100_0000_01b3).rotate_left(23);
+        }
+        for &b in chunks.remainder() {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    fn finish(&self) -> u64 {
+        // (Mix the high bits down: hashbrown takes its control bits from the top.)
+        self.0 ^ (self.0 >> 29)
+    }
 }
 
 fn metric_id(kind: proxy_wasm::types::MetricType, name: &str) -> Option<u32> {

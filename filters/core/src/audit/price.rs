@@ -133,13 +133,27 @@ pub fn parse_usd_per_mtok(s: &str) -> Option<u64> {
 
 /// Formats pico-USD as an exact decimal USD string, e.g. `1_500_000` -> `"0.0000015"`.
 pub fn format_usd(pico: u128) -> String {
-    let int = pico / 1_000_000_000_000;
-    let frac = pico % 1_000_000_000_000;
+    const PICO: u128 = 1_000_000_000_000;
+    let int = pico / PICO;
+    // (Written digit by digit: this runs for every priced call, and `format!` of a u128 is slow.)
+    let mut s = match u64::try_from(int) {
+        Ok(i) => i.to_string(),
+        Err(_) => int.to_string(),
+    };
+    s.push('.');
+    let mut frac = pico % PICO;
     if frac == 0 {
-        return format!("{int}.0");
+        s.push('0');
+        return s;
     }
-    let f = format!("{frac:012}");
-    format!("{int}.{}", f.trim_end_matches('0'))
+    let mut digits = [b'0'; 12];
+    for d in digits.iter_mut().rev() {
+        *d = b'0' + (frac % 10) as u8;
+        frac /= 10;
+    }
+    let end = digits.iter().rposition(|&d| d != b'0').map_or(1, |i| i + 1);
+    s.extend(digits[..end].iter().map(|&d| char::from(d)));
+    s
 }
 
 /// Parses an exact decimal USD string (as `format_usd` writes it) back into pico-USD.
@@ -200,6 +214,24 @@ mod tests {
         assert_eq!(format_usd(0), "0.0");
         assert_eq!(format_usd(1), "0.000000000001");
         assert_eq!(format_usd(3_000_000_000_000), "3.0");
+        assert_eq!(format_usd(10_500_000_000_000), "10.5");
+        // The digit-by-digit writer against the plain formatting it replaced, across the range.
+        let plain = |pico: u128| {
+            let (int, frac) = (pico / 1_000_000_000_000, pico % 1_000_000_000_000);
+            if frac == 0 {
+                format!("{int}.0")
+            } else {
+                format!("{int}.{}", format!("{frac:012}").trim_end_matches('0'))
+            }
+        };
+        let mut p = 1u128;
+        while p < u128::MAX / 7 {
+            for q in [p, p + 1, p * 3 + 5, p.saturating_sub(1)] {
+                assert_eq!(format_usd(q), plain(q), "{q}");
+            }
+            p = p * 7 + 3;
+        }
+        assert_eq!(format_usd(u128::MAX), plain(u128::MAX));
     }
 
     #[test]

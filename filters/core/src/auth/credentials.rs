@@ -18,6 +18,8 @@ pub struct Credential {
     pub region: Option<String>,
     pub not_before_ms: Option<u64>,
     pub not_after_ms: Option<u64>,
+    /// [`Credential::fingerprint_of`] the key, computed once when the configuration is compiled.
+    pub fingerprint: String,
 }
 
 impl Credential {
@@ -30,10 +32,10 @@ impl Credential {
         region_ok && self.not_before_ms.is_none_or(|b| now_ms >= b) && self.not_after_ms.is_none_or(|a| now_ms < a)
     }
 
-    /// A short, non-secret fingerprint of the key (the first 12 hex digits of its SHA-256), for
+    /// A short, non-secret fingerprint of a key (the first 12 hex digits of its SHA-256), for
     /// the audit record.
-    pub fn fingerprint(&self) -> String {
-        to_hex(&Sha256::digest(self.key.as_bytes())[..6])
+    pub fn fingerprint_of(key: &str) -> String {
+        to_hex(&Sha256::digest(key.as_bytes())[..6])
     }
 }
 
@@ -69,6 +71,7 @@ mod tests {
             region: region.map(str::to_string),
             not_before_ms: window.0,
             not_after_ms: window.1,
+            fingerprint: Credential::fingerprint_of(&format!("key-{name}")),
         }
     }
 
@@ -92,7 +95,7 @@ mod tests {
         assert_eq!(choose(&c, Some("us-east-1"), 50, |_| false).map(|c| c.name.as_str()), Some("old"));
         assert_eq!(choose(&c, Some("us-east-1"), 100, |_| false).map(|c| c.name.as_str()), Some("new"));
         assert_eq!(choose(&c[..1], Some("us-east-1"), 0, |_| false), None);
-        assert_eq!(c[0].fingerprint().len(), 12);
+        assert_eq!(c[0].fingerprint.len(), 12);
         assert_eq!(bad_mark_key("anthropic", "eu"), "aigw.cred.bad.anthropic.eu");
     }
 }

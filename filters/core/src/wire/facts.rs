@@ -227,7 +227,7 @@ pub fn describe(f: &mut AnswerFacts, texts: &[&str], calls: &[(Option<&str>, Opt
         digest.update(args.unwrap_or_default().as_bytes());
     }
     f.chars = Some(chars);
-    f.digest = Some(digest.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect());
+    f.digest = Some(crate::auth::keys::to_hex(&digest.finalize()[..8]));
 }
 
 #[cfg(test)]
