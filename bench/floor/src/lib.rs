@@ -32,6 +32,8 @@ const UPSTREAM: &str = "aigw_floor_upstream";
 ///   endpoint's whole metadata 20 times (one property each): what one such read costs;
 /// - `work10`: the attempt parses and writes the answer 10 more times (Wasm code only, no host
 ///   call): what a µs of the Rust side, timed natively, costs in Envoy;
+/// - `add20`: the listener adds 20 response headers it knows are absent (`add`, not `replace`,
+///   which first looks for the header to replace);
 /// - `resp20`, `respmap20`: the listener sets 20 response headers one call each, or reads the
 ///   response header map and sets it whole with the 20 added (`set_header_map_pairs`): what
 ///   batching a callback's header changes would save;
@@ -55,6 +57,7 @@ pub struct Extras {
     work10: bool,
     holdheaders: bool,
     resp20: bool,
+    add20: bool,
     respmap20: bool,
     metrics: bool,
     quota: bool,
@@ -76,6 +79,7 @@ impl Extras {
             work10: conf.split([',', '+']).any(|p| p == "work10"),
             holdheaders: conf.split([',', '+']).any(|p| p == "holdheaders"),
             resp20: conf.split([',', '+']).any(|p| p == "resp20"),
+            add20: conf.split([',', '+']).any(|p| p == "add20"),
             respmap20: conf.split([',', '+']).any(|p| p == "respmap20"),
             metrics: conf.split([',', '+']).any(|p| p == "metrics"),
             quota: conf.split([',', '+']).any(|p| p == "quota"),
@@ -233,6 +237,11 @@ impl HttpContext for Listener {
             "x-floor-18",
             "x-floor-19",
         ];
+        if x.add20 {
+            for n in NAMES {
+                let _ = hc::add_map_value(MapType::HttpResponseHeaders, n, "value");
+            }
+        }
         if x.resp20 {
             for n in NAMES {
                 let _ = hc::set_map_value(MapType::HttpResponseHeaders, n, Some("value"));

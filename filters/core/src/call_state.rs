@@ -397,6 +397,12 @@ impl<H: Host> Host for CallState<'_, H> {
         self.data.borrow_mut().identity = Some(id.clone());
         id
     }
+    fn call_zone(&self) -> Option<String> {
+        if let Some(id) = &self.data.borrow().identity {
+            return id.as_ref().and_then(|i| i.zone.clone());
+        }
+        crate::auth::keys::CallIdentity::zone_of(&self.property(&[headers::PROP_IDENTITY])?)
+    }
     fn upstream_metadata(&self, key: &str) -> Option<String> {
         if let Some((_, v)) = self.data.borrow().metadata.iter().find(|(k, _)| k == key) {
             return v.clone();

@@ -88,6 +88,12 @@ pub trait Host {
         crate::auth::keys::CallIdentity::parse(&self.property(&[crate::headers::PROP_IDENTITY])?).map(std::rc::Rc::new)
     }
 
+    /// The caller's privacy zone, as the auth stage recorded it (without building the whole
+    /// identity where it was not built yet: an attempt needs only this of it).
+    fn call_zone(&self) -> Option<String> {
+        crate::auth::keys::CallIdentity::zone_of(&self.property(&[crate::headers::PROP_IDENTITY])?)
+    }
+
     /// Closes the last of `attempts` if a timer cut it (see `audit::close_unanswered`).
     fn close_unanswered(&self, attempts: &mut [crate::audit::Attempt]) {
         if attempts.last().is_none_or(|a| a.status.is_some()) {

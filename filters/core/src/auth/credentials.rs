@@ -49,8 +49,13 @@ pub fn choose<'a>(
     is_bad: impl Fn(&Credential) -> bool,
 ) -> Option<&'a Credential> {
     let mut fitting = creds.iter().filter(|c| c.usable(region, now_ms)).peekable();
-    let first = fitting.peek().copied();
-    fitting.find(|c| !is_bad(c)).or(first)
+    let first = fitting.next()?;
+    // The only one that fits is the answer whatever its mark says: the mark is not read (a
+    // shared-data read per attempt saved where a provider has one key).
+    if fitting.peek().is_none() || !is_bad(first) {
+        return Some(first);
+    }
+    fitting.find(|c| !is_bad(c)).or(Some(first))
 }
 
 /// The shared-data key that marks a credential bad until a time (ms, little-endian u64).
@@ -82,6 +87,22 @@ mod tests {
         assert_eq!(choose(&c, None, 0, |c| c.name == "a").map(|c| c.name.as_str()), Some("b"));
         // All marked bad: still send the first rather than none.
         assert_eq!(choose(&c, None, 0, |_| true).map(|c| c.name.as_str()), Some("a"));
+        // Marks are read only while they can change the choice: not past the first good one,
+        // and not at all when one credential fits.
+        let read = std::cell::RefCell::new(Vec::new());
+        let marked = |c: &Credential| {
+            read.borrow_mut().push(c.name.clone());
+            c.name == "a"
+        };
+        assert_eq!(choose(&c, None, 0, marked).map(|c| c.name.as_str()), Some("b"));
+        assert_eq!(*read.borrow(), ["a", "b"]);
+        read.borrow_mut().clear();
+        assert_eq!(choose(&c[..1], None, 0, marked).map(|c| c.name.as_str()), Some("a"));
+        assert!(read.borrow().is_empty(), "{:?}", read.borrow());
+        let one_fits = [cred("eu", Some("eu-west-1"), (None, None)), cred("us", Some("us-east-1"), (None, None))];
+        assert_eq!(choose(&one_fits, Some("us-east-1"), 0, marked).map(|c| c.name.as_str()), Some("us"));
+        assert!(read.borrow().is_empty());
+        assert_eq!(choose(&c, None, 0, |_| false).map(|c| c.name.as_str()), Some("a"));
     }
 
     #[test]

@@ -218,6 +218,16 @@ impl CallIdentity {
         serde_json::from_slice(raw).ok()
     }
 
+    /// Only the zone of a recorded identity (its other members are skipped, not built).
+    pub fn zone_of(raw: &[u8]) -> Option<String> {
+        #[derive(Deserialize)]
+        struct Zone<'a> {
+            #[serde(borrow, default)]
+            zone: Option<std::borrow::Cow<'a, str>>,
+        }
+        serde_json::from_slice::<Zone>(raw).ok()?.zone.map(std::borrow::Cow::into_owned)
+    }
+
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
     }
@@ -498,6 +508,14 @@ mod tests {
         assert_eq!(back, c);
         assert_eq!(back.alias_scope, "chat");
         assert!(CallIdentity::parse(b"nope").is_none());
+        // The zone alone, as an attempt reads it: present (escapes included), absent, or no
+        // identity at all.
+        assert_eq!(CallIdentity::zone_of(c.to_json().as_bytes()), c.zone);
+        c.zone = Some("eu \"west\" \u{e9}".into());
+        assert_eq!(CallIdentity::zone_of(c.to_json().as_bytes()), c.zone);
+        c.zone = None;
+        assert_eq!(CallIdentity::zone_of(c.to_json().as_bytes()), None);
+        assert_eq!(CallIdentity::zone_of(b"nope"), None);
     }
 
     #[test]

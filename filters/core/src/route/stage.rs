@@ -1073,7 +1073,7 @@ impl RouteAttempt {
             return Flow::Continue;
         };
         // Privacy zone: never to a region outside the caller's zone, fallback included.
-        let zone = if self.cfg.zones.is_empty() { None } else { h.call_identity().and_then(|i| i.zone.clone()) };
+        let zone = if self.cfg.zones.is_empty() { None } else { h.call_zone() };
         let region = h.upstream_metadata(headers::METADATA_REGION);
         if !self.cfg.region_allowed(zone.as_deref(), region.as_deref()) {
             let attempts = parse_attempts(h.property(&[headers::PROP_ATTEMPTS]).as_deref());
