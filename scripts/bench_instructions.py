@@ -44,8 +44,10 @@ import bench  # noqa: E402
 ENVOY_BIN = Path(bench.ENVOY).parent.parent / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / \
     "site-packages" / "envoy" / "_bin" / "envoy"
 WARMUP = 200
-# V8 puts the JIT-compiled code far above the binary's own mappings.
-JIT_FLOOR = 0x10000000000
+# Envoy's binary is position-independent and loaded by valgrind at 0x108000; its mappings end
+# below 128 MiB (it remaps its own text, so much of it has no file name). An unnamed address
+# above this is V8's JIT-compiled code (its code space lies elsewhere in the address space).
+JIT_FLOOR = 0x10000000
 # bench's module directory is a global: one configuration is rendered at a time.
 RENDER = threading.Lock()
 
@@ -81,7 +83,6 @@ def split(profile, calls):
         if unnamed and int(unnamed.group(1), 16) >= JIT_FLOOR:
             parts["wasm"] += ir
         elif unnamed or "/envoy/_bin/envoy" in where:
-            # (Envoy remaps its own text, so much of it has no file name.)
             parts["envoy"] += ir
         elif "libc.so" in where:
             parts["libc"] += ir
