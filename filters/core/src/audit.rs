@@ -296,6 +296,211 @@ pub struct AnswerRecord {
     pub output_digest: Option<String>,
 }
 
+/// The audit record's JSON line, written directly: the same bytes as `serde_json::to_writer`
+/// of the record (a test compares them), without serde's per-field machinery on every call.
+/// Strings go through serde_json's own escaping.
+struct Json<'a>(&'a mut Vec<u8>);
+
+impl Json<'_> {
+    fn key(&mut self, first: bool, k: &str) {
+        if !first {
+            self.0.push(b',');
+        }
+        self.0.push(b'"');
+        self.0.extend_from_slice(k.as_bytes());
+        self.0.extend_from_slice(b"\":");
+    }
+    fn str(&mut self, v: &str) {
+        let _ = serde_json::to_writer(&mut *self.0, v);
+    }
+    fn opt_str(&mut self, v: Option<&str>) {
+        match v {
+            Some(v) => self.str(v),
+            None => self.0.extend_from_slice(b"null"),
+        }
+    }
+    fn num(&mut self, mut n: u64) {
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        self.0.extend_from_slice(&digits[at..]);
+    }
+    fn opt_num(&mut self, v: Option<u64>) {
+        match v {
+            Some(n) => self.num(n),
+            None => self.0.extend_from_slice(b"null"),
+        }
+    }
+    fn bool(&mut self, v: bool) {
+        self.0.extend_from_slice(if v { b"true" } else { b"false" });
+    }
+    fn strs(&mut self, v: &[String]) {
+        self.0.push(b'[');
+        for (i, s) in v.iter().enumerate() {
+            if i > 0 {
+                self.0.push(b',');
+            }
+            self.str(s);
+        }
+        self.0.push(b']');
+    }
+}
+
+impl Attempt {
+    fn write_json(&self, j: &mut Json) {
+        j.0.push(b'{');
+        j.key(true, "provider");
+        j.str(&self.provider);
+        j.key(false, "region");
+        j.opt_str(self.region.as_deref());
+        j.key(false, "model");
+        j.opt_str(self.model.as_deref());
+        j.key(false, "status");
+        j.opt_num(self.status.map(u64::from));
+        j.key(false, "latency_ms");
+        j.opt_num(self.latency_ms);
+        j.key(false, "error_class");
+        match self.error_class {
+            Some(c) => j.str(c.as_str()),
+            None => j.0.extend_from_slice(b"null"),
+        }
+        j.key(false, "credential");
+        j.opt_str(self.credential.as_deref());
+        if self.started_ms != 0 {
+            j.key(false, "started_ms");
+            j.num(self.started_ms);
+        }
+        j.0.push(b'}');
+    }
+}
+
+impl AuditRecord {
+    /// Appends the record's JSON (one line) to `out`.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        let j = &mut Json(out);
+        j.0.push(b'{');
+        j.key(true, "version");
+        j.num(u64::from(self.version));
+        j.key(false, "request_id");
+        j.str(&self.request_id);
+        j.key(false, "start_time_ms");
+        j.num(self.start_time_ms);
+        j.key(false, "end_time_ms");
+        j.num(self.end_time_ms);
+        for (k, v) in [
+            ("tenant", &self.tenant),
+            ("feature", &self.feature),
+            ("agent", &self.agent),
+            ("task", &self.task),
+            ("shadow_of", &self.shadow_of),
+            ("key_id", &self.key_id),
+            ("key_fingerprint", &self.key_fingerprint),
+            ("door", &self.door),
+            ("route", &self.route),
+            ("alias", &self.alias),
+            ("slice", &self.slice),
+            ("workload_class", &self.workload_class),
+            ("privacy_zone", &self.privacy_zone),
+            ("provider", &self.provider),
+            ("model", &self.model),
+        ] {
+            j.key(false, k);
+            j.opt_str(v.as_deref());
+        }
+        j.key(false, "attempts");
+        j.0.push(b'[');
+        for (i, a) in self.attempts.iter().enumerate() {
+            if i > 0 {
+                j.0.push(b',');
+            }
+            a.write_json(j);
+        }
+        j.0.push(b']');
+        j.key(false, "status");
+        j.opt_num(self.status.map(u64::from));
+        j.key(false, "outcome");
+        j.str(self.outcome.as_str());
+        j.key(false, "error_code");
+        j.opt_str(self.error_code.as_deref());
+        j.key(false, "stream");
+        j.bool(self.stream);
+        j.key(false, "tokens");
+        match &self.tokens {
+            Some(t) => {
+                j.0.push(b'{');
+                for (i, (k, v)) in [
+                    ("input", t.input),
+                    ("cached_input", t.cached_input),
+                    ("output", t.output),
+                    ("reasoning", t.reasoning),
+                ]
+                .into_iter()
+                .enumerate()
+                {
+                    j.key(i == 0, k);
+                    j.num(v);
+                }
+                j.0.push(b'}');
+            }
+            None => j.0.extend_from_slice(b"null"),
+        }
+        j.key(false, "cost_usd");
+        j.opt_str(self.cost_usd.as_deref());
+        j.key(false, "price_book_version");
+        j.str(&self.price_book_version);
+        j.key(false, "latency_ms");
+        j.num(self.latency_ms);
+        j.key(false, "ttft_ms");
+        j.opt_num(self.ttft_ms);
+        j.key(false, "cache_status");
+        j.str(&self.cache_status);
+        if let Some(saved) = &self.cost_saved_usd {
+            j.key(false, "cost_saved_usd");
+            j.str(saved);
+        }
+        if let Some(note) = &self.cache_semantic {
+            // (Rare, and it holds a float: serde writes it.)
+            j.key(false, "cache_semantic");
+            let _ = serde_json::to_writer(&mut *j.0, note);
+        }
+        j.key(false, "compliance_flags");
+        j.strs(&self.compliance_flags);
+        j.key(false, "flags");
+        j.strs(&self.flags);
+        j.key(false, "answer");
+        match &self.answer {
+            Some(a) => {
+                j.0.push(b'{');
+                j.key(true, "finish_reason");
+                j.opt_str(a.finish_reason.map(crate::wire::facts::Finish::as_str));
+                j.key(false, "tool_calls");
+                j.num(u64::from(a.tool_calls));
+                j.key(false, "refusal");
+                j.bool(a.refusal);
+                j.key(false, "json_valid");
+                match a.json_valid {
+                    Some(v) => j.bool(v),
+                    None => j.0.extend_from_slice(b"null"),
+                }
+                j.key(false, "output_chars");
+                j.opt_num(a.output_chars);
+                j.key(false, "output_digest");
+                j.opt_str(a.output_digest.as_deref());
+                j.0.push(b'}');
+            }
+            None => j.0.extend_from_slice(b"null"),
+        }
+        j.0.push(b'}');
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -411,6 +616,94 @@ mod tests {
         // A record from before `error_code` still reads.
         let old = s.replace(r#""error_code":"invalid_api_key","#, "");
         assert!(serde_json::from_str::<AuditRecord>(&old).unwrap().error_code.is_none());
+    }
+
+    #[test]
+    fn the_direct_writer_writes_what_serde_writes() {
+        use crate::wire::facts::Finish;
+        let odd = "quote \" backslash \\ newline \n tab \t nul \u{0} bell \u{7} del \u{7f} é 漢 😀 </script>";
+        let attempt = |i: usize| Attempt {
+            provider: format!("p{i}{odd}"),
+            region: (i.is_multiple_of(2)).then(|| format!("r{i}")),
+            model: (!i.is_multiple_of(3)).then(|| odd.to_string()),
+            status: (i % 2 == 1).then_some(200 + i as u16),
+            latency_ms: (!i.is_multiple_of(4)).then_some(u64::MAX - i as u64),
+            error_class: ErrorClass::ALL.get(i).copied(),
+            credential: (i.is_multiple_of(5)).then(|| format!("c{i}")),
+            started_ms: if i.is_multiple_of(2) { 0 } else { 1_700_000_000_000 + i as u64 },
+        };
+        let finishes = [
+            None,
+            Some(Finish::Stop),
+            Some(Finish::Length),
+            Some(Finish::ToolCalls),
+            Some(Finish::ContentFilter),
+            Some(Finish::Other),
+        ];
+        for (n, outcome) in Outcome::ALL.iter().copied().enumerate().chain((6..14).map(|n| (n, Outcome::Ok))) {
+            let some = |s: &str| (n.is_multiple_of(2)).then(|| format!("{s}{odd}"));
+            let r = AuditRecord {
+                version: RECORD_VERSION,
+                request_id: format!("req-{n}{odd}"),
+                start_time_ms: n as u64,
+                end_time_ms: u64::MAX,
+                tenant: some("t"),
+                feature: some("f"),
+                agent: (n.is_multiple_of(3)).then(|| "a".into()),
+                task: some("k"),
+                shadow_of: (n.is_multiple_of(4)).then(|| "s".into()),
+                key_id: some("id"),
+                key_fingerprint: some("fp"),
+                door: some("chat"),
+                route: (n % 3 == 1).then(String::new),
+                slice: some("canary"),
+                alias: some("chat"),
+                workload_class: some("w"),
+                privacy_zone: some("eu"),
+                provider: some("anthropic"),
+                model: some("m"),
+                attempts: (0..n % 4)
+                    .map(attempt)
+                    .chain((n == 13).then(|| (0..10).map(attempt)).into_iter().flatten())
+                    .collect(),
+                status: (n % 3 != 2).then_some(n as u16 * 100),
+                outcome,
+                error_code: some("code"),
+                stream: n % 2 == 1,
+                tokens: (n.is_multiple_of(2)).then_some(Tokens {
+                    input: n as u64,
+                    cached_input: 0,
+                    output: u64::MAX,
+                    reasoning: 7,
+                }),
+                cost_usd: some("0.0001"),
+                price_book_version: format!("v{odd}"),
+                latency_ms: n as u64 * 1000,
+                ttft_ms: (n.is_multiple_of(3)).then_some(5),
+                cache_status: "miss".into(),
+                cost_saved_usd: (n.is_multiple_of(5)).then(|| "0.5".into()),
+                cache_semantic: (n % 4 == 1).then(|| crate::cache::semantic::SemanticNote {
+                    similarity: (n % 8 == 1).then_some(0.9375 + n as f64 / 7.0),
+                    would_serve: Some(odd.into()),
+                    served: n.is_multiple_of(2),
+                }),
+                compliance_flags: (0..n % 3).map(|i| format!("pii:{i}{odd}")).collect(),
+                flags: (0..n % 4).map(|i| format!("f{i}")).collect(),
+                answer: (n % 7 != 3).then(|| AnswerRecord {
+                    finish_reason: finishes[n % finishes.len()],
+                    tool_calls: n as u32 * 1_000_000,
+                    refusal: n.is_multiple_of(2),
+                    json_valid: [None, Some(true), Some(false)][n % 3],
+                    output_chars: (n % 2 == 1).then_some(123),
+                    output_digest: (n.is_multiple_of(3)).then(|| "0123456789abcdef".into()),
+                }),
+            };
+            let mut direct = b"prefix ".to_vec();
+            r.write_json(&mut direct);
+            let serde = serde_json::to_vec(&r).unwrap();
+            assert_eq!(String::from_utf8_lossy(&direct[7..]), String::from_utf8_lossy(&serde), "record {n}");
+            assert_eq!(&direct[..7], b"prefix ");
+        }
     }
 
     #[test]

@@ -568,10 +568,8 @@ impl AuditCall {
         record_metrics(h, audit, &record, cost);
         // (Room for a typical record at once: a growing buffer would move it five times.)
         let mut line = Vec::with_capacity(2048);
-        match serde_json::to_writer(&mut line, &record) {
-            Ok(()) => h.set_property_bytes(headers::PROP_AUDIT, &line),
-            Err(e) => h.warn(&format!("audit-emit: could not serialise the audit record: {e}")),
-        }
+        record.write_json(&mut line);
+        h.set_property_bytes(headers::PROP_AUDIT, &line);
         record
     }
 }
