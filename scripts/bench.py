@@ -442,6 +442,25 @@ def stream_events(fake_port, pieces):
     return data.count(b"event: ")
 
 
+def wait_ready(proc, admin, log, timeout, every):
+    """Until Envoy's admin says LIVE; raises if it exits first (with its log's end) or takes
+    longer than `timeout` seconds."""
+    deadline = time.time() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError("Envoy exited: " + log.read_text()[-3000:])
+        if time.time() > deadline:
+            raise RuntimeError(f"Envoy did not become ready in {timeout} s")
+        try:
+            with socket.create_connection(("127.0.0.1", admin), timeout=0.5) as s:
+                s.sendall(b"GET /ready HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
+                if b"LIVE" in s.recv(4096):
+                    return
+        except OSError:
+            pass
+        time.sleep(every)
+
+
 class Envoy:
     def __init__(self, cfg, work, workers, pin):
         self.path = work / f"envoy-{time.time_ns()}.json"
@@ -452,21 +471,11 @@ class Envoy:
             cmd = ["taskset", "-c", ENVOY_CPU] + cmd
         self.proc = subprocess.Popen(cmd, stdout=open(work / "envoy.log", "a"), stderr=subprocess.STDOUT,
                                      env=dict(os.environ, **PROVIDER_KEYS))
-        deadline = time.time() + 60
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError("Envoy exited: " + (work / "envoy.log").read_text()[-2000:])
-            if time.time() > deadline:
-                self.stop()
-                raise RuntimeError("Envoy did not become ready in 60 s")
-            try:
-                with socket.create_connection(("127.0.0.1", admin), timeout=0.5) as s:
-                    s.sendall(b"GET /ready HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
-                    if b"LIVE" in s.recv(4096):
-                        break
-            except OSError:
-                pass
-            time.sleep(0.05)
+        try:
+            wait_ready(self.proc, admin, work / "envoy.log", 60, 0.05)
+        except RuntimeError:
+            self.stop()
+            raise
 
     def cpu_seconds(self):
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()

@@ -28,12 +28,10 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,23 +48,6 @@ WARMUP = 200
 JIT_FLOOR = 0x10000000
 # bench's module directory is a global: one configuration is rendered at a time.
 RENDER = threading.Lock()
-
-
-def wait_ready(proc, admin, log):
-    deadline = time.time() + 900
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError("Envoy exited: " + log.read_text()[-3000:])
-        if time.time() > deadline:
-            raise RuntimeError("Envoy did not become ready in 900 s under valgrind")
-        try:
-            with socket.create_connection(("127.0.0.1", admin), timeout=0.5) as s:
-                s.sendall(b"GET /ready HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
-                if b"LIVE" in s.recv(4096):
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
 
 
 def split(profile, calls):
@@ -109,7 +90,8 @@ def count(name, wasm_dir, calls, upstream_port):
              "--use-dynamic-base-id", "-l", "error"],
             stdout=open(log, "w"), stderr=subprocess.STDOUT, env=dict(os.environ, **bench.PROVIDER_KEYS))
         try:
-            wait_ready(proc, admin, log)
+            # (V8 compiling the module under valgrind takes minutes.)
+            bench.wait_ready(proc, admin, log, 900, 0.5)
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
 
             def call():
