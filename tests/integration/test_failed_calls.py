@@ -179,8 +179,10 @@ def test_only_allowed_headers_reach_providers_and_callers(gateway):
         assert h not in sent, (h, seen["headers"])
     assert seen["headers"]["content-type"] == "application/json"
     # The provider's account headers stay at the gateway; its request id is kept under our name.
-    for h in ("openai-version", "request-id", "anthropic-ratelimit-requests-remaining"):
+    for h in ("openai-version", "request-id", "anthropic-ratelimit-requests-remaining", "connection"):
         assert h not in r.headers, (h, dict(r.headers))
+    # (Envoy removes the provider's connection header and writes its own server name.)
+    assert r.headers["server"] == "envoy", dict(r.headers)
     assert r.headers["x-aigw-provider-request-id"].startswith("req_fake")
     assert "x-ratelimit-remaining-requests" not in r.headers or r.headers["x-ratelimit-remaining-requests"] != "4999"
     a = gateway.chat(unique(), headers={"anthropic-beta": "x"})

@@ -155,7 +155,7 @@ pub struct CallData {
     /// Until then no attempt can have written anything, and the attempts' entry is not read.
     passed_on: bool,
     /// The upstream host's metadata, as read (an attempt's host does not change).
-    metadata: Vec<(String, Option<String>)>,
+    metadata: Metadata,
     /// The caller's identity, parsed once.
     identity: Option<Option<std::rc::Rc<crate::auth::keys::CallIdentity>>>,
     /// Within one callback: all request headers and all response headers, each read at most
@@ -236,6 +236,15 @@ impl HeaderView {
     }
 }
 
+/// What an attempt read of its upstream host's metadata.
+#[derive(Debug, Default)]
+struct Metadata {
+    /// The whole map was asked for (once).
+    all_read: bool,
+    /// The values known: from the whole map, and each one read alone that it did not have.
+    values: Vec<(String, Option<String>)>,
+}
+
 impl CallData {
     pub fn new(side: Side, writers: Writers) -> CallData {
         // The listener's only writer starts the call: nothing to read.
@@ -248,7 +257,7 @@ impl CallData {
             other: None,
             attempts_over: false,
             passed_on: false,
-            metadata: Vec::new(),
+            metadata: Metadata::default(),
             identity: None,
             request_headers: HeaderView::default(),
             response_headers: HeaderView::default(),
@@ -308,6 +317,14 @@ impl CallData {
         }
         self.own(h).set(name, value);
         self.own_changed = true;
+    }
+
+    /// Whether anyone reads this side's entry after this callback: the other filters of the
+    /// side, the listener (reading the attempts'), or the attempts (reading the listener's,
+    /// until the answer's headers come). Once the attempts are over, the listener's only writer
+    /// is the only reader of its entry, and keeps it in memory.
+    fn read_later(&self) -> bool {
+        self.writers == Writers::Many || self.side == Side::Attempt || !self.attempts_over
     }
 
     /// Writes this side's entry, if it changed.
@@ -404,11 +421,19 @@ impl<H: Host> Host for CallState<'_, H> {
         crate::auth::keys::CallIdentity::zone_of(&self.property(&[headers::PROP_IDENTITY])?)
     }
     fn upstream_metadata(&self, key: &str) -> Option<String> {
-        if let Some((_, v)) = self.data.borrow().metadata.iter().find(|(k, _)| k == key) {
+        // The first value asked for reads them all, once (an attempt's host does not change).
+        if !self.data.borrow().metadata.all_read {
+            let all = self.inner.upstream_metadata_all().unwrap_or_default();
+            let mut data = self.data.borrow_mut();
+            data.metadata.all_read = true;
+            data.metadata.values.extend(all.into_iter().map(|(k, v)| (k, Some(v).filter(|v| !v.is_empty()))));
+        }
+        if let Some((_, v)) = self.data.borrow().metadata.values.iter().find(|(k, _)| k == key) {
             return v.clone();
         }
+        // Not in the whole map (or none was given): the value alone, as the proxy reads it.
         let v = self.inner.upstream_metadata(key);
-        self.data.borrow_mut().metadata.push((key.to_string(), v.clone()));
+        self.data.borrow_mut().metadata.values.push((key.to_string(), v.clone()));
         v
     }
     fn shared_get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), ()> {
@@ -482,25 +507,45 @@ impl<C> Stateful<C> {
     fn run<H: Host, R>(&mut self, h: &H, f: impl FnOnce(&mut C, &CallState<'_, H>) -> R) -> R {
         self.data.borrow_mut().begin();
         let r = f(&mut self.ctx, &CallState { inner: h, data: &self.data });
-        self.data.borrow_mut().flush(h);
+        let mut data = self.data.borrow_mut();
+        if data.read_later() {
+            data.flush(h);
+        }
         r
+    }
+
+    /// A request callback: as [`Stateful::run`], except that the side's only writer keeps its
+    /// entry in memory while it holds the request for more of it. Nothing of the call moves on
+    /// (no later filter, no attempt) until this context lets it go, in a later callback that
+    /// writes the entry (a body callback, a call's answer, a local reply, the log).
+    fn run_request<H: Host>(&mut self, h: &H, eos: bool, f: impl FnOnce(&mut C, &CallState<'_, H>) -> Flow) -> Flow {
+        self.data.borrow_mut().begin();
+        let flow = f(&mut self.ctx, &CallState { inner: h, data: &self.data });
+        let mut data = self.data.borrow_mut();
+        if eos || flow != Flow::Pause || data.writers == Writers::Many {
+            data.flush(h);
+        }
+        drop(data);
+        self.passed_on_if(flow);
+        flow
     }
 }
 
 impl<C: Callbacks> Callbacks for Stateful<C> {
     fn on_request_headers<H: Host>(&mut self, h: &H, eos: bool) -> Flow {
-        let flow = self.run(h, |c, s| c.on_request_headers(s, eos));
-        self.passed_on_if(flow);
-        flow
+        self.run_request(h, eos, |c, s| c.on_request_headers(s, eos))
     }
     fn on_request_body<H: Host>(&mut self, h: &H, size: usize, eos: bool) -> Flow {
-        let flow = self.run(h, |c, s| c.on_request_body(s, size, eos));
-        self.passed_on_if(flow);
-        flow
+        self.run_request(h, eos, |c, s| c.on_request_body(s, size, eos))
     }
     fn on_response_headers<H: Host>(&mut self, h: &H, eos: bool) -> Flow {
-        let flow = self.run(h, |c, s| c.on_response_headers(s, eos));
-        self.data.borrow_mut().attempts_over = true;
+        self.data.borrow_mut().begin();
+        let flow = self.ctx.on_response_headers(&CallState { inner: h, data: &self.data }, eos);
+        let mut data = self.data.borrow_mut();
+        data.attempts_over = true;
+        if data.read_later() {
+            data.flush(h);
+        }
         flow
     }
     fn on_response_body<H: Host>(&mut self, h: &H, size: usize, eos: bool) -> Flow {

@@ -44,6 +44,9 @@ pub enum ResponseHeader {
     Drop,
     /// The provider's request id: kept as [`PROVIDER_REQUEST_ID`].
     ProviderRequestId,
+    /// Left to Envoy, which never passes it on: `connection` (it removes it) and `server` (it
+    /// writes its own, as `server_header_transformation: OVERWRITE`, Envoy's default, says).
+    Envoys,
 }
 
 /// Provider response headers the caller sees. The provider's account headers
@@ -57,6 +60,7 @@ pub fn provider_response_header(name: &str) -> ResponseHeader {
         ":status" | "content-type" | "content-length" | "transfer-encoding" | "date" | "retry-after"
         | "cache-control" => ResponseHeader::Keep,
         "x-request-id" | "request-id" | "x-amzn-requestid" | "apim-request-id" => ResponseHeader::ProviderRequestId,
+        "connection" | "server" => ResponseHeader::Envoys,
         _ => ResponseHeader::Drop,
     }
 }
@@ -274,6 +278,7 @@ mod tests {
         assert_eq!(provider_response_header("x-aigw-cost-usd"), ResponseHeader::Drop);
         assert_eq!(provider_response_header("request-id"), ResponseHeader::ProviderRequestId);
         assert_eq!(provider_response_header("x-request-id"), ResponseHeader::ProviderRequestId);
+        assert_eq!(provider_response_header("server"), ResponseHeader::Envoys);
         for h in [
             "anthropic-ratelimit-requests-remaining",
             "x-ratelimit-remaining-tokens",

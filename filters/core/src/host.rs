@@ -83,6 +83,13 @@ pub trait Host {
         ])
     }
 
+    /// All of the gateway's endpoint metadata (`aigw.*`) on the upstream host this attempt goes
+    /// to, in one read; `None` when the proxy cannot give it as one map of strings (then
+    /// [`Host::upstream_metadata`] reads each value alone).
+    fn upstream_metadata_all(&self) -> Option<Vec<(String, String)>> {
+        None
+    }
+
     /// The caller's identity, as the auth stage recorded it.
     fn call_identity(&self) -> Option<std::rc::Rc<crate::auth::keys::CallIdentity>> {
         crate::auth::keys::CallIdentity::parse(&self.property(&[crate::headers::PROP_IDENTITY])?).map(std::rc::Rc::new)
@@ -345,6 +352,8 @@ pub struct FakeHost {
     /// How many single headers were read, and how many times all request headers were.
     pub header_reads: Cell<u32>,
     pub header_list_reads: Cell<u32>,
+    /// Every header set or removed, in order: `request NAME` or `response NAME`.
+    pub header_writes: RefCell<Vec<String>>,
     /// How many shared-data values were read and written (by every worker sharing the store).
     pub shared_reads: std::rc::Rc<Cell<u32>>,
     pub shared_writes: std::rc::Rc<Cell<u32>>,
@@ -407,6 +416,7 @@ impl Host for FakeHost {
         Self::get(&self.request_headers, name)
     }
     fn set_request_header(&self, name: &str, value: Option<&str>) {
+        self.header_writes.borrow_mut().push(format!("request {name}"));
         Self::set(&self.request_headers, name, value)
     }
     fn response_headers(&self) -> Vec<(String, String)> {
@@ -418,6 +428,7 @@ impl Host for FakeHost {
         Self::get(&self.response_headers, name)
     }
     fn set_response_header(&self, name: &str, value: Option<&str>) {
+        self.header_writes.borrow_mut().push(format!("response {name}"));
         Self::set(&self.response_headers, name, value)
     }
     fn request_body(&self, size: usize) -> Vec<u8> {
@@ -437,6 +448,18 @@ impl Host for FakeHost {
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
         self.property_reads.set(self.property_reads.get() + 1);
         self.properties.borrow().get(&path.join(".")).filter(|v| !v.is_empty()).cloned()
+    }
+    fn upstream_metadata_all(&self) -> Option<Vec<(String, String)>> {
+        // One read, as the proxy's; absent (as a test that sets no metadata) when no value is set.
+        self.property_reads.set(self.property_reads.get() + 1);
+        let prefix = "xds.upstream_host_metadata.filter_metadata.aigw.";
+        let all: Vec<(String, String)> = self
+            .properties
+            .borrow()
+            .iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix(prefix)?.to_string(), String::from_utf8(v.clone()).ok()?)))
+            .collect();
+        (!all.is_empty()).then_some(all)
     }
     fn set_property_bytes(&self, name: &str, value: &[u8]) {
         self.property_writes.set(self.property_writes.get() + 1);

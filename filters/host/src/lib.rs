@@ -274,6 +274,14 @@ impl aigw_core::host::Host for ProxyHost {
         trace::hit(&format!("property:{}", path.join(".")));
         property(path)
     }
+    fn upstream_metadata_all(&self) -> Option<Vec<(String, String)>> {
+        trace::hit("upstream_metadata_all");
+        // Envoy gives a map of strings as a header map is given (pairs); a map with any other
+        // value fails to serialise, and the caller then reads values one by one.
+        let path = ["xds", "upstream_host_metadata", "filter_metadata", aigw_core::headers::METADATA_NAMESPACE];
+        let bytes = abi::property(&abi::property_path(&path)).ok().filter(|v| !v.is_empty())?;
+        Some(headers::decode_map(&bytes))
+    }
     fn set_property_bytes(&self, name: &str, value: &[u8]) {
         #[cfg(feature = "trace-calls")]
         trace::hit(&format!("set_property:{name}"));

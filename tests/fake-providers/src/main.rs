@@ -216,7 +216,12 @@ fn serve(conn: TcpStream, inst: &Instance) -> io::Result<()> {
 
 /// Writes a complete response; returns whether the connection stays open.
 fn respond(w: &mut TcpStream, status: u16, headers: &[(&str, String)], body: &[u8]) -> io::Result<bool> {
-    let mut out = format!("HTTP/1.1 {status} {}\r\ncontent-length: {}\r\n", reason(status), body.len());
+    // As the providers' own front ends: their server's name, and the connection kept open.
+    let mut out = format!(
+        "HTTP/1.1 {status} {}\r\ncontent-length: {}\r\nserver: fake-provider\r\nconnection: keep-alive\r\n",
+        reason(status),
+        body.len()
+    );
     for (k, v) in headers {
         out.push_str(&format!("{k}: {v}\r\n"));
     }

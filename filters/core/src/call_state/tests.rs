@@ -155,14 +155,34 @@ fn the_audit_record_and_envoys_attributes_are_not_internal() {
 #[test]
 fn an_attempt_reads_its_hosts_metadata_once() {
     let h = FakeHost::new()
-        .with_property(&["xds", "upstream_host_metadata", "filter_metadata", "aigw", "provider"], "openai");
+        .with_property(&["xds", "upstream_host_metadata", "filter_metadata", "aigw", "provider"], "openai")
+        .with_property(&["xds", "upstream_host_metadata", "filter_metadata", "aigw", "region"], "us-east-1");
     let data = RefCell::new(CallData::new(Side::Attempt, Writers::One));
     let s = CallState { inner: &h, data: &data };
     for _ in 0..3 {
         assert_eq!(s.upstream_metadata("provider").as_deref(), Some("openai"));
-        assert_eq!(s.upstream_metadata("region"), None);
+        assert_eq!(s.upstream_metadata("region").as_deref(), Some("us-east-1"));
+    }
+    assert_eq!(h.property_reads.get(), 1, "all of it in one read");
+    // A value the whole map lacks is read alone, once (the proxy may not have given it whole).
+    for _ in 0..3 {
+        assert_eq!(s.upstream_metadata("zone"), None);
     }
     assert_eq!(h.property_reads.get(), 2);
+}
+
+#[test]
+fn metadata_the_proxy_cannot_give_whole_is_read_value_by_value_once() {
+    // (FakeHost gives no whole map when no value is set, as Envoy gives none for a map it cannot
+    // serialise as strings.)
+    let h = FakeHost::new();
+    let data = RefCell::new(CallData::new(Side::Attempt, Writers::One));
+    let s = CallState { inner: &h, data: &data };
+    for _ in 0..3 {
+        assert_eq!(s.upstream_metadata("provider"), None);
+        assert_eq!(s.upstream_metadata("region"), None);
+    }
+    assert_eq!(h.property_reads.get(), 3, "the whole map once, then each value once");
 }
 
 #[test]

@@ -663,6 +663,8 @@ struct Target {
     embeddings: Option<(embeddings::Encoding, u64)>,
     /// The input tokens a provider reported in a response header (Bedrock's Cohere models).
     reported_tokens: Option<u64>,
+    /// The answer's content-type is already the translated answer's (`application/json`).
+    answer_is_json: bool,
     /// A Responses call: passed to the API's own Responses endpoint, or translated.
     responses: Option<ResponsesStep>,
     /// An embeddings call: how many inputs each part embeds (the request's first, then the
@@ -1065,8 +1067,12 @@ impl RouteAttempt {
         // depends on is set afresh here.
         let alias = h.property_string(&[headers::PROP_ALIAS]);
         // Only an allow-list of the caller's headers reaches a provider (headers::FORWARDED_REQUEST).
+        // (Not content-type, set below where it is not already what every attempt sends, nor
+        // content-length, set with the translated body.)
         let extra = &self.cfg.forward_request_headers;
-        h.remove_request_headers_where(&|n| !headers::forwarded_to_provider(n, extra));
+        h.remove_request_headers_where(&|n| {
+            !matches!(n, "content-type" | "content-length") && !headers::forwarded_to_provider(n, extra)
+        });
         let provider = h.upstream_metadata(headers::METADATA_PROVIDER);
         let (Some(alias), Some(provider)) = (alias, provider) else {
             h.warn("route-select: upstream attempt without alias or provider metadata; passing it through");
@@ -1136,6 +1142,7 @@ impl RouteAttempt {
             // Set with the body (see translate_request).
             embeddings: embeddings_call.then_some((embeddings::Encoding::Float, 0)),
             reported_tokens: None,
+            answer_is_json: false,
             responses,
             part_sizes: Vec::new(),
             split: None,
@@ -1149,7 +1156,9 @@ impl RouteAttempt {
         };
         h.set_request_header(":path", Some(&target.path));
         // Every provider API takes JSON, and the gateway writes the body each attempt sends.
-        h.set_request_header("content-type", Some("application/json"));
+        if h.request_header("content-type").as_deref() != Some("application/json") {
+            h.set_request_header("content-type", Some("application/json"));
+        }
         if let Some((name, value)) = api.version_header() {
             h.set_request_header(name, Some(value));
         }
@@ -1193,7 +1202,7 @@ impl RouteAttempt {
         let mut provider_request_id = None;
         for (name, value) in &all {
             match headers::provider_response_header(name) {
-                headers::ResponseHeader::Keep => continue,
+                headers::ResponseHeader::Keep | headers::ResponseHeader::Envoys => continue,
                 headers::ResponseHeader::ProviderRequestId => provider_request_id = Some(value.clone()),
                 headers::ResponseHeader::Drop => {}
             }
@@ -1234,9 +1243,9 @@ impl RouteAttempt {
             }
             return Flow::Continue;
         }
-        h.set_response_header("content-length", None);
         t.error_type = error_type;
         t.reported_tokens = reported_tokens;
+        t.answer_is_json = ct == "application/json";
         let created = h.now_ms() / 1000;
         let stream =
             if self.status == 200 { api.stream(&ct, &t.model, provider_request_id.as_deref(), created) } else { None };
@@ -1250,6 +1259,7 @@ impl RouteAttempt {
         };
         match stream {
             Some(translator) => {
+                h.set_response_header("content-length", None);
                 if !ct.starts_with("text/event-stream") {
                     h.set_response_header("content-type", Some("text/event-stream"));
                 }
@@ -1260,6 +1270,7 @@ impl RouteAttempt {
                 Flow::Continue
             }
             None => {
+                // Held whole, and its content-length set when it is rewritten.
                 self.response = ResponseMode::Buffer;
                 Flow::Pause
             }
@@ -1335,6 +1346,7 @@ impl RouteAttempt {
                 let body = h.response_body(size);
                 let Some(t) = &self.target else { return Flow::Continue };
                 let (status, out, facts) = self.translate_whole(h, t, &body);
+                let answer_is_json = t.answer_is_json;
                 let problem = match (&t.output, status) {
                     (Some(f), 200) => check_output(f, &out).err(),
                     _ => None,
@@ -1360,7 +1372,9 @@ impl RouteAttempt {
                 } else if self.status == 200 && status == 502 {
                     self.mark_invalid(h);
                 }
-                h.set_response_header("content-type", Some("application/json"));
+                if !answer_is_json {
+                    h.set_response_header("content-type", Some("application/json"));
+                }
                 h.set_response_header("content-length", Some(&out.len().to_string()));
                 h.replace_response_body(size, &out);
                 Flow::Continue
