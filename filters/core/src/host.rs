@@ -131,7 +131,7 @@ pub trait Host {
         let mut h: Vec<(&str, &str)> = vec![("content-type", "application/json")];
         h.extend_from_slice(extra_headers);
         let body = if messages_door {
-            crate::wire::messages_in::error_from_openai(err.status, err.body().as_bytes())
+            crate::wire::messages_in::error_body(err.status, &err.message)
         } else {
             err.body().into_bytes()
         };

@@ -198,6 +198,11 @@ pub fn error_from_openai(status: u16, body: &[u8]) -> Vec<u8> {
     let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let message =
         v.pointer("/error/message").and_then(Value::as_str).unwrap_or("The gateway could not serve the call.");
+    error_body(status, message)
+}
+
+/// A Messages error body: Anthropic's error type for `status`, and `message`.
+pub fn error_body(status: u16, message: &str) -> Vec<u8> {
     let kind = match status {
         400 | 402 | 405 | 422 => "invalid_request_error",
         401 => "authentication_error",

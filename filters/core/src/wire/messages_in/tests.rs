@@ -61,6 +61,16 @@ fn a_completion_becomes_a_messages_response() {
 }
 
 #[test]
+fn the_gateways_own_errors_take_the_messages_shape_without_a_parse() {
+    // What a refusal on the Messages door sends (written from the error) is what translating the
+    // error's OpenAI body gives, for every status the gateway refuses with.
+    for status in [400, 401, 403, 404, 413, 429, 500, 502, 503, 504, 529] {
+        let err = crate::error::GatewayError::new(status, "x", "y", "a \"quoted\" \u{e9}t\u{e9}\n<\u{0}>");
+        assert_eq!(error_body(status, &err.message), error_from_openai(status, err.body().as_bytes()), "{status}");
+    }
+}
+
+#[test]
 fn chunks_become_messages_events_with_a_streamed_tool_call() {
     let stream = concat!(
         "data: {\"id\":\"chatcmpl-z\",\"model\":\"gpt-x\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n",
