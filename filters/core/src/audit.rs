@@ -319,18 +319,8 @@ impl Json<'_> {
             None => self.0.extend_from_slice(b"null"),
         }
     }
-    fn num(&mut self, mut n: u64) {
-        let mut digits = [0u8; 20];
-        let mut at = digits.len();
-        loop {
-            at -= 1;
-            digits[at] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        self.0.extend_from_slice(&digits[at..]);
+    fn num(&mut self, n: u64) {
+        crate::headers::push_decimal(self.0, n);
     }
     fn opt_num(&mut self, v: Option<u64>) {
         match v {

@@ -37,6 +37,31 @@ pub fn forwarded_to_provider(name: &str, extra: &[String]) -> bool {
     FORWARDED_REQUEST.contains(&name) || extra.iter().any(|e| e.eq_ignore_ascii_case(name))
 }
 
+/// Appends `n` in decimal to `out`. Numbers become header values and JSON on every call, and
+/// `to_string`/`format!` of an integer goes through the formatting machinery (several hundred
+/// instructions each, in the module as natively).
+pub fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+/// `n` in decimal (as `n.to_string()`, see [`push_decimal`]).
+pub fn decimal(n: u64) -> String {
+    let mut out = Vec::with_capacity(20);
+    push_decimal(&mut out, n);
+    // Only ASCII digits were written.
+    String::from_utf8(out).unwrap_or_default()
+}
+
 /// What happens to a provider's response header on its way to the caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResponseHeader {
@@ -289,6 +314,13 @@ mod tests {
             "set-cookie",
         ] {
             assert_eq!(provider_response_header(h), ResponseHeader::Drop, "{h}");
+        }
+    }
+
+    #[test]
+    fn decimal_is_to_string() {
+        for n in [0, 1, 9, 10, 99, 100, 12_345, 999_999_999_999, 1_000_000_000_000, u64::MAX - 1, u64::MAX] {
+            assert_eq!(decimal(n), n.to_string());
         }
     }
 

@@ -428,19 +428,19 @@ impl Quota {
     pub fn scopes(&self, tenant: &str, feature: Option<&str>, alias: Option<&str>) -> Vec<Scope> {
         let Some(t) = self.tenants.get(tenant).or(self.default.as_ref()) else { return Vec::new() };
         let mut out = Vec::with_capacity(3);
-        let tkey = format!("t.{}", key_part(tenant));
+        let tkey = key_with("t.".to_string(), tenant);
         if !t.limits.is_empty() {
             out.push(Scope { kind: ScopeKind::Tenant, key: tkey.clone(), limits: t.limits });
         }
         let pick = |m: &HashMap<String, Limits>, name: &str| m.get(name).or_else(|| m.get("*")).copied();
         if let Some(f) = feature {
             if let Some(l) = pick(&t.features, f).filter(|l| !l.is_empty()) {
-                out.push(Scope { kind: ScopeKind::Feature, key: format!("{tkey}.f.{}", key_part(f)), limits: l });
+                out.push(Scope { kind: ScopeKind::Feature, key: key_with(format!("{tkey}.f."), f), limits: l });
             }
         }
         if let Some(a) = alias {
             if let Some(l) = pick(&t.models, a).filter(|l| !l.is_empty()) {
-                out.push(Scope { kind: ScopeKind::Model, key: format!("{tkey}.m.{}", key_part(a)), limits: l });
+                out.push(Scope { kind: ScopeKind::Model, key: key_with(format!("{tkey}.m."), a), limits: l });
             }
         }
         out
@@ -448,7 +448,7 @@ impl Quota {
 
     pub fn provider(&self, provider: &str) -> Option<Scope> {
         let l = self.providers.get(provider)?;
-        Some(Scope { kind: ScopeKind::Provider, key: format!("p.{}", key_part(provider)), limits: *l })
+        Some(Scope { kind: ScopeKind::Provider, key: key_with("p.".to_string(), provider), limits: *l })
     }
 
     pub fn has_providers(&self) -> bool {
@@ -456,9 +456,15 @@ impl Quota {
     }
 }
 
-/// A name made safe for a shared-data key (bounded, no separators).
-fn key_part(s: &str) -> String {
-    s.chars().take(128).map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
+/// `prefix` followed by `name` as a shared-data key part (at most 128 characters; anything
+/// but ASCII letters, digits, `-` and `_` becomes `_`), written without `format!` (these keys
+/// are made for every call).
+fn key_with(mut prefix: String, name: &str) -> String {
+    prefix.reserve(name.len().min(128));
+    prefix.extend(
+        name.chars().take(128).map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }),
+    );
+    prefix
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -758,15 +764,20 @@ impl RequestFacts {
 
     /// One line for filter state: `text_bytes text_pieces messages images max_output|- model`.
     pub fn encode(&self) -> String {
-        let max = self.max_output.map(|m| m.to_string()).unwrap_or_else(|| "-".into());
-        format!(
-            "{} {} {} {} {max} {}",
-            self.text_bytes,
-            self.text_pieces,
-            self.messages,
-            self.images,
-            self.model.as_deref().unwrap_or("")
-        )
+        // (Written without `format!`: this runs for every call.)
+        let mut out = Vec::with_capacity(64);
+        for n in [self.text_bytes, self.text_pieces, self.messages, self.images] {
+            crate::headers::push_decimal(&mut out, n);
+            out.push(b' ');
+        }
+        match self.max_output {
+            Some(m) => crate::headers::push_decimal(&mut out, m),
+            None => out.push(b'-'),
+        }
+        out.push(b' ');
+        out.extend_from_slice(self.model.as_deref().unwrap_or("").as_bytes());
+        // Digits, spaces and the model's (UTF-8) name only.
+        String::from_utf8(out).unwrap_or_default()
     }
 
     pub fn decode(s: &str) -> Option<RequestFacts> {

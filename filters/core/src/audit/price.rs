@@ -137,7 +137,7 @@ pub fn format_usd(pico: u128) -> String {
     let int = pico / PICO;
     // (Written digit by digit: this runs for every priced call, and `format!` of a u128 is slow.)
     let mut s = match u64::try_from(int) {
-        Ok(i) => i.to_string(),
+        Ok(i) => crate::headers::decimal(i),
         Err(_) => int.to_string(),
     };
     s.push('.');

@@ -343,8 +343,8 @@ impl AuditCall {
     /// The call's tokens and cost, for the caller, in the response headers.
     fn usage_headers(&self, h: &impl Host, audit: &Audit) {
         if let Some(u) = self.usage {
-            h.set_response_header("x-aigw-tokens-input", Some(&u.input.to_string()));
-            h.set_response_header("x-aigw-tokens-output", Some(&u.output.to_string()));
+            h.set_response_header("x-aigw-tokens-input", Some(&headers::decimal(u.input)));
+            h.set_response_header("x-aigw-tokens-output", Some(&headers::decimal(u.output)));
             if let Some(c) = self.cost_pico(audit) {
                 h.set_response_header("x-aigw-cost-usd", Some(&format_usd(c)));
             }

@@ -173,7 +173,10 @@ fn read_record(h: &impl Host, key: &str) -> ScopeRecord {
 }
 
 fn scope_key(scope: &Scope) -> String {
-    format!("aigw.q.{}", scope.key)
+    let mut k = String::with_capacity(7 + scope.key.len());
+    k.push_str("aigw.q.");
+    k.push_str(&scope.key);
+    k
 }
 
 /// Reads a scope's record, lets `f` change it (`Ok`) or refuse (`Err`: nothing is written), and
@@ -461,11 +464,13 @@ fn rate_headers(requests: Option<Tightest>, tokens: Option<Tightest>) -> Vec<(&'
         (tokens, ["x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens"]),
     ] {
         if let Some(t) = t {
-            h.push((limit, t.limit.to_string()));
-            h.push((remaining, t.remaining.to_string()));
+            h.push((limit, headers::decimal(t.limit)));
+            h.push((remaining, headers::decimal(t.remaining)));
             // A call that can never fit has no reset time: the header is left out.
             if t.reset_ms != u64::MAX {
-                h.push((reset, format!("{}s", retry_after_secs(t.reset_ms))));
+                let mut secs = headers::decimal(retry_after_secs(t.reset_ms));
+                secs.push('s');
+                h.push((reset, secs));
             }
         }
     }

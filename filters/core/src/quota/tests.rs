@@ -277,10 +277,13 @@ fn request_facts_travel_through_filter_state_intact() {
     let f = RequestFacts::read(body).unwrap();
     assert!(f.stream && f.include_usage);
     assert_eq!((f.text_bytes, f.messages, f.images, f.max_output), (8, 1, 1, Some(9)));
+    // The line as it was first written (with `format!`).
+    assert_eq!(f.encode(), format!("8 {} 1 1 9 chat", f.text_pieces));
     let back = RequestFacts::decode(&f.encode()).unwrap();
     assert_eq!(back.estimate(&EstimateConfig::default()), f.estimate(&EstimateConfig::default()));
     assert_eq!(back.model.as_deref(), Some("chat"));
     let none = RequestFacts { model: None, max_output: None, ..f };
+    assert_eq!(none.encode(), format!("8 {} 1 1 - ", f.text_pieces));
     assert_eq!(RequestFacts::decode(&none.encode()).map(|d| (d.model, d.max_output)), Some((None, None)));
     assert!(RequestFacts::decode("x y").is_none());
     assert!(RequestFacts::read(b"[1]").is_err());

@@ -343,7 +343,7 @@ impl Select {
             }
             h.replace_request_body(size, &body);
             h.set_request_header(":path", Some(CHAT_PATH));
-            h.set_request_header("content-length", Some(&body.len().to_string()));
+            h.set_request_header("content-length", Some(&headers::decimal(body.len() as u64)));
             for name in ["anthropic-version", "anthropic-beta"] {
                 if h.request_header(name).is_some() {
                     h.set_request_header(name, None);
@@ -381,7 +381,9 @@ impl Select {
         };
         match envoy_count {
             Some(n) => h.set_response_header(headers::ATTEMPTS, Some(&n)),
-            None if !attempts.is_empty() => h.set_response_header(headers::ATTEMPTS, Some(&attempts.len().to_string())),
+            None if !attempts.is_empty() => {
+                h.set_response_header(headers::ATTEMPTS, Some(&headers::decimal(attempts.len() as u64)))
+            }
             None => {}
         }
         let ours = h.property(&[headers::PROP_REFUSAL]).is_some();
@@ -1178,7 +1180,7 @@ impl RouteAttempt {
         let body = h.request_body(size);
         match Self::translate_request(h, t, &body, self.sends_parts) {
             Ok(out) => {
-                h.set_request_header("content-length", Some(&out.len().to_string()));
+                h.set_request_header("content-length", Some(&headers::decimal(out.len() as u64)));
                 h.replace_request_body(size, &out);
                 Flow::Continue
             }
@@ -1375,7 +1377,7 @@ impl RouteAttempt {
                 if !answer_is_json {
                     h.set_response_header("content-type", Some("application/json"));
                 }
-                h.set_response_header("content-length", Some(&out.len().to_string()));
+                h.set_response_header("content-length", Some(&headers::decimal(out.len() as u64)));
                 h.replace_response_body(size, &out);
                 Flow::Continue
             }
