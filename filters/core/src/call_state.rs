@@ -281,7 +281,12 @@ impl CallData {
 
     /// A callback begins: forget what other contexts may have changed since.
     pub fn begin(&mut self) {
-        self.request_headers = HeaderView::default();
+        // The listener's only writer holds the request until it lets it go on: until then no
+        // one else changes the request's headers (the attempts edit them once it has gone), so
+        // its body callbacks use the list its headers callback read.
+        if !(self.side == Side::Listener && self.writers == Writers::One && !self.passed_on) {
+            self.request_headers = HeaderView::default();
+        }
         self.response_headers = HeaderView::default();
         self.now_ms = None;
         if self.writers == Writers::Many {

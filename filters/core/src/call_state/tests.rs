@@ -363,6 +363,35 @@ fn a_callback_reads_all_request_headers_once_and_sees_what_it_changed() {
 }
 
 #[test]
+fn the_listener_reads_the_request_headers_once_while_it_holds_the_request() {
+    let h = FakeHost::new().with_request_header(":path", "/v1/chat/completions");
+    let data = RefCell::new(CallData::new(Side::Listener, Writers::One));
+    let s = CallState { inner: &h, data: &data };
+    // The headers callback reads the list and removes a header.
+    data.borrow_mut().begin();
+    assert_eq!(s.request_header(":path").as_deref(), Some("/v1/chat/completions"));
+    s.set_request_header(":path", None);
+    // Its body callback, before the request went on, reads the same list (with the removal).
+    data.borrow_mut().begin();
+    assert_eq!(s.request_header(":path"), None);
+    assert_eq!(h.header_list_reads.get(), 1);
+    // Once the request has gone on, the attempts may change the headers: read afresh.
+    s.resume_request();
+    data.borrow_mut().begin();
+    assert_eq!(s.request_header(":path"), None);
+    assert_eq!(h.header_list_reads.get(), 2);
+    // Where other filters of the side write too, every callback reads afresh.
+    let h = FakeHost::new().with_request_header(":path", "/v1/chat/completions");
+    let data = RefCell::new(CallData::new(Side::Listener, Writers::Many));
+    let s = CallState { inner: &h, data: &data };
+    for _ in 0..2 {
+        data.borrow_mut().begin();
+        assert!(s.request_header(":path").is_some());
+    }
+    assert_eq!(h.header_list_reads.get(), 2);
+}
+
+#[test]
 fn a_header_list_follows_sets_and_removals_in_place() {
     let pair = |k: &str, v: &str| (k.to_string(), v.to_string());
     let mut list = vec![pair("a", "1"), pair("b", "2"), pair("a", "3"), pair("c", "4")];
