@@ -171,6 +171,10 @@ pub struct RouteConfig {
     /// Derived by [`RouteConfig::compiled`]: the providers `prefer: fastest` ranks.
     #[serde(skip)]
     pub ranked: Vec<String>,
+    /// Not configuration: this worker's live samples not yet written to shared data (see
+    /// `health::Live`), kept with the compiled configuration its attempts share.
+    #[serde(skip)]
+    pub live: health::Live,
     /// The providers the steps name; in the `gateway` filter's configuration, its one
     /// `providers` table instead.
     #[serde(default)]

@@ -60,14 +60,70 @@ pub fn read(h: &impl Host, provider: &str) -> Option<Health> {
     h.shared_get(&format!("{KEY_PREFIX}{provider}")).ok().and_then(|(b, _)| b).and_then(|b| Health::decode(&b))
 }
 
-/// Adds an attempt's sample to its provider's figures.
+/// How long a worker may keep a provider's successful samples before writing them: each write
+/// is a shared-data read and write (about 14,000 instructions), and under load most attempts
+/// would make one. A failure is written at once, with what is pending.
+pub const WRITE_EVERY_MS: u64 = 100;
+/// At most this many samples wait per provider (the oldest are dropped past it; their weight in
+/// the average is (1 - ALPHA)^32 of a new one's by then anyway).
+const MAX_PENDING: usize = 32;
+
+/// One worker's samples not yet in shared data, per provider, and when it last wrote each.
+#[derive(Debug, Clone, Default)]
+pub struct Live(std::cell::RefCell<Vec<LiveProvider>>);
+
+#[derive(Debug, Clone, Default)]
+struct LiveProvider {
+    provider: String,
+    written_ms: Option<u64>,
+    /// (latency ms, failed, when) in the order they came.
+    pending: Vec<(u64, bool, u64)>,
+}
+
+impl Live {
+    /// Adds an attempt's sample: written to the provider's figures (with what is pending) when
+    /// it failed, when this worker has not written them yet, or when it last did
+    /// [`WRITE_EVERY_MS`] ago or more; else kept for the next write.
+    pub fn record(&self, h: &impl Host, provider: &str, latency_ms: u64, failed: bool) {
+        let now = h.now_ms();
+        let samples = {
+            let mut all = self.0.borrow_mut();
+            let i = match all.iter().position(|p| p.provider == provider) {
+                Some(i) => i,
+                None => {
+                    all.push(LiveProvider { provider: provider.to_string(), ..LiveProvider::default() });
+                    all.len() - 1
+                }
+            };
+            let Some(p) = all.get_mut(i) else { return };
+            if p.pending.len() >= MAX_PENDING {
+                p.pending.remove(0);
+            }
+            p.pending.push((latency_ms, failed, now));
+            let due = failed || p.written_ms.is_none_or(|w| now.saturating_sub(w) >= WRITE_EVERY_MS);
+            if !due {
+                return;
+            }
+            p.written_ms = Some(now);
+            std::mem::take(&mut p.pending)
+        };
+        write(h, provider, &samples);
+    }
+}
+
+/// Adds an attempt's sample to its provider's figures at once.
 pub fn record(h: &impl Host, provider: &str, latency_ms: u64, failed: bool) {
-    let key = format!("{KEY_PREFIX}{provider}");
     let now = h.now_ms();
+    write(h, provider, &[(latency_ms, failed, now)]);
+}
+
+/// Adds `samples` (in order) to the provider's figures in shared data.
+fn write(h: &impl Host, provider: &str, samples: &[(u64, bool, u64)]) {
+    let key = format!("{KEY_PREFIX}{provider}");
     for _ in 0..8 {
         let Ok((cur, cas)) = h.shared_get(&key) else { return };
         let before = cur.as_deref().and_then(Health::decode).unwrap_or_default();
-        let next = before.with(latency_ms, failed, now).encode();
+        let next = samples.iter().fold(before, |f, &(l, failed, at)| f.with(l, failed, at)).encode();
         // (A key that does not exist yet cannot be compare-and-swapped: it is created; two
         // workers creating it at once keep one sample of the two.)
         match h.shared_set(&key, &next, cas) {
@@ -100,6 +156,39 @@ pub fn fastest(h: &impl Host, providers: &[&str], now: u64, probe_ms: u64) -> us
 mod tests {
     use super::*;
     use crate::host::FakeHost;
+
+    #[test]
+    fn a_worker_writes_its_successes_at_most_every_100_ms_and_a_failure_at_once() {
+        let h = FakeHost::new();
+        let live = Live::default();
+        // The exact figures, each sample written at once.
+        let exact = FakeHost::new();
+        let sample = |at: u64, latency: u64, failed: bool| {
+            h.now.set(at);
+            exact.now.set(at);
+            live.record(&h, "openai", latency, failed);
+            record(&exact, "openai", latency, failed);
+        };
+        sample(1_000, 400, false);
+        assert_eq!(h.shared_writes.get(), 1, "the first sample is written at once");
+        assert_eq!(read(&h, "openai"), read(&exact, "openai"));
+        sample(1_040, 200, false);
+        sample(1_090, 100, false);
+        assert_eq!(h.shared_writes.get(), 1, "kept: written 90 ms ago");
+        sample(1_100, 300, false);
+        assert_eq!(h.shared_writes.get(), 2, "100 ms on: the three pending go in one write");
+        assert_eq!(read(&h, "openai"), read(&exact, "openai"), "the same figures as one write each");
+        sample(1_120, 100, false);
+        sample(1_130, 900, true);
+        assert_eq!(h.shared_writes.get(), 3, "a failure is written at once, with what waits");
+        assert_eq!(read(&h, "openai"), read(&exact, "openai"));
+        // Each provider keeps its own time.
+        sample(1_140, 50, false);
+        h.now.set(1_140);
+        live.record(&h, "anthropic", 70, false);
+        assert_eq!(h.shared_writes.get(), 4, "anthropic's first sample");
+        assert!(read(&h, "anthropic").is_some());
+    }
 
     #[test]
     fn the_fastest_provider_is_chosen_and_a_stale_one_is_probed() {

@@ -784,7 +784,7 @@ impl RouteAttempt {
         let latency = h.now_ms().saturating_sub(started);
         // Live figures for latency-aware order, for a provider an alias ranks by them.
         if let Some(a) = self.attempts.get(index).filter(|a| self.cfg.ranked.contains(&a.provider)) {
-            crate::route::health::record(h, &a.provider, latency, status >= 500 || status == 429);
+            self.cfg.live.record(h, &a.provider, latency, status >= 500 || status == 429);
         }
         if let Some(a) = self.attempts.get_mut(index) {
             a.status = Some(status);
