@@ -4,7 +4,9 @@
 //! The stages name what they hand on (`aigw_identity`, `aigw_alias`, `aigw_attempts`, ... in
 //! [`crate::headers`]) and read and write it as properties. Those writes do not each become an
 //! Envoy filter-state object: a context keeps them in memory and writes them, at the end of a
-//! callback (or before a local reply), as one entry for its side:
+//! callback (or before a local reply), as one entry for its side. A context that is its side's
+//! only writer skips the write while nothing else can read it yet (it holds the request for
+//! its body) or any more (the listener, once the attempts are over):
 //!
 //! - [`CALL_ENTRY`] (`aigw_call`), written by the listener's stages: identity, route decision,
 //!   request facts, estimate, ... The per-attempt context reads it once per attempt.
