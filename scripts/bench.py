@@ -77,6 +77,42 @@ CHAT_BODY = json.dumps({"model": "chat", "messages": [
     {"role": "user", "content": "Hello, how are you today?"}]})
 
 
+# What callers and providers really send, so that the calls measured carry the headers the
+# gateway must drop: the official OpenAI Python SDK's request headers (captured from the SDK
+# itself; wrk adds Host and Content-Length), and the response headers a provider's answer
+# carries (Anthropic's and OpenAI's documented account headers and their CDN's: see
+# shared/reference/providers.md, 1.1, 1.7 and 3.7).
+SDK_HEADERS = {
+    "Accept-Encoding": "gzip, deflate", "accept": "application/json", "user-agent": "OpenAI/Python 3.54.0",
+    "x-stainless-lang": "python", "x-stainless-package-version": "3.54.0", "x-stainless-os": "Linux",
+    "x-stainless-arch": "x64", "x-stainless-runtime": "CPython", "x-stainless-runtime-version": "3.11.7",
+    "x-stainless-async": "false", "x-stainless-retry-count": "0", "x-stainless-read-timeout": "600",
+}
+RESET = "2026-01-15T12:00:59Z"
+ANTHROPIC_ANSWER_HEADERS = [
+    ("request-id", "req_011CBenchAnthropic"), ("anthropic-organization-id", "0e7c1a4e-bench"),
+    *[(f"anthropic-ratelimit-{kind}-{what}", v)
+      for kind in ("requests", "input-tokens", "output-tokens", "tokens")
+      for what, v in (("limit", "4000"), ("remaining", "3999"), ("reset", RESET))],
+    ("cf-cache-status", "DYNAMIC"), ("cf-ray", "8f1e2d3c4b5a6978-FRA"), ("via", "1.1 google"),
+    ("x-robots-tag", "none"), ("strict-transport-security", "max-age=31536000; includeSubDomains; preload"),
+    ("x-envoy-upstream-service-time", "612"),
+]
+OPENAI_ANSWER_HEADERS = [
+    ("x-request-id", "req_bench_openai"), ("openai-organization", "org-bench"), ("openai-project", "proj_bench"),
+    ("openai-processing-ms", "410"), ("openai-version", "2020-10-01"),
+    *[(f"x-ratelimit-{what}-{kind}", v) for kind in ("requests", "tokens")
+      for what, v in (("limit", "5000"), ("remaining", "4999"), ("reset", "12ms"))],
+    ("cf-cache-status", "DYNAMIC"), ("cf-ray", "8f1e2d3c4b5a6979-FRA"), ("x-content-type-options", "nosniff"),
+    ("strict-transport-security", "max-age=31536000; includeSubDomains; preload"), ("alt-svc", 'h3=":443"; ma=86400'),
+    ("access-control-expose-headers", "X-Request-ID"),
+]
+
+
+def nginx_headers(pairs):
+    return " ".join(f"add_header {k} '{v}' always;" for k, v in pairs)
+
+
 def guarded_body(size):
     """A chat request of about `size` bytes of prose, with an email, a phone number and an
     Aadhaar number to mask in every 1 KiB."""
@@ -124,8 +160,10 @@ http {{
   client_body_temp_path {work}/nginx-body;
   server {{
     listen 127.0.0.1:{port} reuseport backlog=4096;
-    location = /v1/chat/completions {{ default_type application/json; return 200 '{OPENAI_ANSWER}'; }}
-    location = /v1/messages {{ default_type application/json; return 200 '{ANTHROPIC_ANSWER}'; }}
+    location = /v1/chat/completions {{ default_type application/json; {nginx_headers(OPENAI_ANSWER_HEADERS)}
+                                       return 200 '{OPENAI_ANSWER}'; }}
+    location = /v1/messages {{ default_type application/json; {nginx_headers(ANTHROPIC_ANSWER_HEADERS)}
+                              return 200 '{ANTHROPIC_ANSWER}'; }}
     location = /v1/embeddings {{ default_type application/json; return 200 '{EMBED_ANSWER}'; }}
   }}
 }}
@@ -253,7 +291,7 @@ def make_config(name, port, admin, upstream_port, work):
                            wasm_opt_dir(work) if name == "full-wasm-opt" else None)
     cl = clusters(cfg)
     chain_filters = cl["chain_chat"]["typed_extension_protocol_options"]
-    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {KEY}"}
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {KEY}", **SDK_HEADERS}
     if name in ("full", "full-wasm-opt"):
         # The default layout: the two gateway filters (listener and per attempt); with
         # `full-wasm-opt`, from the module as binaryen's `wasm-opt -O3` rewrites it (not what
@@ -339,7 +377,7 @@ def make_config(name, port, admin, upstream_port, work):
         # through), and the model list (answered by the gateway itself, no upstream).
         cfg = render_envoy.combine(cfg)
         if name == "models":
-            return cfg, "/v1/models", None, {"Authorization": f"Bearer {KEY}"}
+            return cfg, "/v1/models", None, {"Authorization": f"Bearer {KEY}", **SDK_HEADERS}
         return cfg, "/v1/embeddings", EMBED_BODY, headers
     elif name in ("floor", "floor-bundle") or name.startswith("floor+"):
         # The floor (bench/floor): the default layout's two filters replaced by the least a

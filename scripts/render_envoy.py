@@ -320,11 +320,14 @@ def check_chains(cfg):
     first. Returns the problems found (empty: consistent)."""
     clusters = {c["name"]: c for c in cfg["static_resources"]["clusters"]}
     routes = {}
+    removed = {}  # header name -> the virtual host whose request_headers_to_remove lists it
     for listener in cfg["static_resources"]["listeners"]:
         for chain in listener["filter_chains"]:
             for nf in chain["filters"]:
                 hcm = nf.get("typed_config", {})
                 for vh in hcm.get("route_config", {}).get("virtual_hosts", []):
+                    for n in vh.get("request_headers_to_remove", []):
+                        removed[n.lower()] = vh.get("name")
                     for r in vh.get("routes", []):
                         for h in r.get("match", {}).get("headers", []):
                             if h.get("name") == "x-aigw-chain":
@@ -346,6 +349,12 @@ def check_chains(cfg):
         return None
 
     problems = []
+    # A header the operator forwards to providers must survive Envoy's own removals, which run
+    # before the per-attempt filter.
+    for n in route_cfg.get("forward_request_headers", []):
+        if n.lower() in removed:
+            problems.append(f"forward_request_headers names {n!r}, but virtual host {removed[n.lower()]!r} "
+                            f"removes it (request_headers_to_remove): take it out of that list to forward it")
     for name, alias in route_cfg["aliases"].items():
         chain = alias["chain"]
         agg = clusters.get(chain)

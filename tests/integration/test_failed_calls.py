@@ -181,15 +181,39 @@ def test_only_allowed_headers_reach_providers_and_callers(gateway):
         assert h not in sent, (h, seen["headers"])
     assert seen["headers"]["content-type"] == "application/json"
     # The provider's account headers stay at the gateway; its request id is kept under our name.
-    for h in ("openai-version", "request-id", "anthropic-ratelimit-requests-remaining", "connection"):
+    for h in ("openai-version", "openai-organization", "openai-processing-ms", "cf-ray", "set-cookie", "request-id",
+              "anthropic-ratelimit-requests-remaining", "connection"):
         assert h not in r.headers, (h, dict(r.headers))
     # (Envoy removes the provider's connection header and writes its own server name.)
     assert r.headers["server"] == "envoy", dict(r.headers)
     assert r.headers["x-aigw-provider-request-id"].startswith("req_fake")
     assert "x-ratelimit-remaining-requests" not in r.headers or r.headers["x-ratelimit-remaining-requests"] != "4999"
     a = gateway.chat(unique(), headers={"anthropic-beta": "x"})
-    assert a.status_code == 200 and "anthropic-ratelimit-requests-remaining" not in a.headers
+    assert a.status_code == 200
+    for h in ("anthropic-ratelimit-requests-remaining", "anthropic-organization-id", "cf-ray", "via", "request-id"):
+        assert h not in a.headers, (h, dict(a.headers))
     assert a.headers["x-aigw-provider-request-id"].startswith("req_fake")
+
+
+@pytest.mark.parametrize("model,provider", [("chat", "anthropic"), ("chat-openai-first", "openai")])
+def test_what_the_official_sdk_sends_besides_the_call_stays_at_the_gateway(gateway, model, provider):
+    # The SDK's own headers (its user agent, x-stainless-* telemetry, accept and encodings) and the
+    # gateway key: Envoy removes most of them natively (envoy.yaml), the per-attempt filter the rest.
+    import openai
+    msg = unique("sdk")
+    client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=DEMO_KEYS["acme"], max_retries=0,
+                           default_headers={"x-stainless-helper-method": "not-on-envoys-list"})
+    raw = client.chat.completions.with_raw_response.create(model=model, messages=[{"role": "user", "content": msg}])
+    assert raw.parse().choices[0].message.content
+    [seen] = gateway.provider_requests(provider, containing=msg)
+    sent = {k.lower(): v for k, v in seen["headers"].items()}
+    assert not [h for h in sent if h.startswith("x-stainless-")], sent
+    for h in ("user-agent", "accept", "accept-encoding", "x-request-id"):
+        assert h not in sent, (h, sent)
+    # Only the provider's own credential, never the gateway key.
+    assert DEMO_KEYS["acme"] not in json.dumps(sent)
+    assert ("x-api-key" in sent) == (provider == "anthropic") and ("authorization" in sent) == (provider == "openai")
+    assert not [h for h in raw.headers if h.startswith(("anthropic-ratelimit-", "openai-", "cf-"))], dict(raw.headers)
 
 
 # -- Envoy's own replies -------------------------------------------------------------------------

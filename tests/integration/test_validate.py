@@ -151,6 +151,17 @@ def test_a_chain_that_does_not_match_its_cluster_and_an_invalid_bootstrap_are_er
     assert any(p["message"].startswith("envoy --mode validate") for p in es), es
 
 
+@pytest.mark.parametrize("layout", ["gateway", "filters"])
+def test_a_forwarded_header_that_envoy_removes_first_is_an_error(tmp_path, layout):
+    # Envoy's request_headers_to_remove runs before the per-attempt filter: a name the operator
+    # forwards must not be on it, or it would never reach the provider.
+    edit = lambda t: t.replace('"forward_request_headers": ["x-fake-fault"]',  # noqa: E731
+                               '"forward_request_headers": ["x-fake-fault", "User-Agent"]', 1)
+    es = errors(problems(rendered(tmp_path, edit, layout)))
+    assert len(es) == 1 and "'User-Agent'" in es[0]["message"] and "request_headers_to_remove" in es[0]["message"], es
+    assert not errors(problems(rendered(tmp_path, None, layout, name="shipped.json")))
+
+
 def test_a_push_with_errors_is_refused_and_changes_nothing(tmp_path):
     ecds = tmp_path / "ecds"
     bad = subprocess.run([sys.executable, str(ROOT / "scripts" / "render_envoy.py"), "--push", str(ecds),

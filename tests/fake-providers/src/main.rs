@@ -688,6 +688,10 @@ fn openai(req: &Request, inst: &Instance, w: &mut TcpStream, fault: Fault, n: u6
         ("x-ratelimit-remaining-requests", "4999".to_string()),
         ("x-request-id", format!("req_fake{n}")),
         ("openai-version", "2020-10-01".to_string()),
+        ("openai-organization", "org-fake".to_string()),
+        ("openai-processing-ms", "412".to_string()),
+        ("cf-ray", "8f1e2d3c4b5a6979-FRA".to_string()),
+        ("set-cookie", "__cf_bm=fake; path=/; HttpOnly; Secure".to_string()),
     ];
     if body.get("stream").and_then(Value::as_bool) == Some(true) {
         let include_usage = body.pointer("/stream_options/include_usage").and_then(Value::as_bool) == Some(true);
@@ -894,6 +898,9 @@ fn anthropic(req: &Request, inst: &Instance, w: &mut TcpStream, fault: Fault, n:
         ("request-id", format!("req_fake{n}")),
         ("anthropic-ratelimit-requests-limit", "50".to_string()),
         ("anthropic-ratelimit-requests-remaining", "49".to_string()),
+        ("anthropic-organization-id", "0e7c1a4e-fake".to_string()),
+        ("cf-ray", "8f1e2d3c4b5a6978-FRA".to_string()),
+        ("via", "1.1 google".to_string()),
     ];
     if body.get("stream").and_then(Value::as_bool) == Some(true) {
         let mut h = vec![
