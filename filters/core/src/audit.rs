@@ -491,6 +491,94 @@ impl AuditRecord {
     }
 }
 
+/// Records with every field present and absent, hostile strings and every outcome: for tests
+/// that compare two ways of writing out what a record says.
+#[cfg(test)]
+pub(crate) fn sample_records() -> Vec<AuditRecord> {
+    use crate::wire::facts::Finish;
+    let odd = "quote \" backslash \\ newline \n tab \t nul \u{0} bell \u{7} del \u{7f} é 漢 😀 </script>";
+    let attempt = |i: usize| Attempt {
+        provider: format!("p{i}{odd}"),
+        region: (i.is_multiple_of(2)).then(|| format!("r{i}")),
+        model: (!i.is_multiple_of(3)).then(|| odd.to_string()),
+        status: (i % 2 == 1).then_some(200 + i as u16),
+        latency_ms: (!i.is_multiple_of(4)).then_some(u64::MAX - i as u64),
+        error_class: ErrorClass::ALL.get(i).copied(),
+        credential: (i.is_multiple_of(5)).then(|| format!("c{i}")),
+        started_ms: if i.is_multiple_of(2) { 0 } else { 1_700_000_000_000 + i as u64 },
+    };
+    let finishes = [
+        None,
+        Some(Finish::Stop),
+        Some(Finish::Length),
+        Some(Finish::ToolCalls),
+        Some(Finish::ContentFilter),
+        Some(Finish::Other),
+    ];
+    let mut out = Vec::new();
+    for (n, outcome) in Outcome::ALL.iter().copied().enumerate().chain((6..14).map(|n| (n, Outcome::Ok))) {
+        let some = |s: &str| (n.is_multiple_of(2)).then(|| format!("{s}{odd}"));
+        let r = AuditRecord {
+            version: RECORD_VERSION,
+            request_id: format!("req-{n}{odd}"),
+            start_time_ms: n as u64,
+            end_time_ms: u64::MAX,
+            tenant: some("t"),
+            feature: some("f"),
+            agent: (n.is_multiple_of(3)).then(|| "a".into()),
+            task: some("k"),
+            shadow_of: (n.is_multiple_of(4)).then(|| "s".into()),
+            key_id: some("id"),
+            key_fingerprint: some("fp"),
+            door: some("chat"),
+            route: (n % 3 == 1).then(String::new),
+            slice: some("canary"),
+            alias: some("chat"),
+            workload_class: some("w"),
+            privacy_zone: some("eu"),
+            provider: some("anthropic"),
+            model: some("m"),
+            attempts: (0..n % 4)
+                .map(attempt)
+                .chain((n == 13).then(|| (0..10).map(attempt)).into_iter().flatten())
+                .collect(),
+            status: (n % 3 != 2).then_some(n as u16 * 100),
+            outcome,
+            error_code: some("code"),
+            stream: n % 2 == 1,
+            tokens: (n.is_multiple_of(2)).then_some(Tokens {
+                input: n as u64,
+                cached_input: 0,
+                output: u64::MAX,
+                reasoning: 7,
+            }),
+            cost_usd: some("0.0001"),
+            price_book_version: format!("v{odd}"),
+            latency_ms: n as u64 * 1000,
+            ttft_ms: (n.is_multiple_of(3)).then_some(5),
+            cache_status: "miss".into(),
+            cost_saved_usd: (n.is_multiple_of(5)).then(|| "0.5".into()),
+            cache_semantic: (n % 4 == 1).then(|| crate::cache::semantic::SemanticNote {
+                similarity: (n % 8 == 1).then_some(0.9375 + n as f64 / 7.0),
+                would_serve: Some(odd.into()),
+                served: n.is_multiple_of(2),
+            }),
+            compliance_flags: (0..n % 3).map(|i| format!("pii:{i}{odd}")).collect(),
+            flags: (0..n % 4).map(|i| format!("f{i}")).collect(),
+            answer: (n % 7 != 3).then(|| AnswerRecord {
+                finish_reason: finishes[n % finishes.len()],
+                tool_calls: n as u32 * 1_000_000,
+                refusal: n.is_multiple_of(2),
+                json_valid: [None, Some(true), Some(false)][n % 3],
+                output_chars: (n % 2 == 1).then_some(123),
+                output_digest: (n.is_multiple_of(3)).then(|| "0123456789abcdef".into()),
+            }),
+        };
+        out.push(r);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -610,84 +698,7 @@ mod tests {
 
     #[test]
     fn the_direct_writer_writes_what_serde_writes() {
-        use crate::wire::facts::Finish;
-        let odd = "quote \" backslash \\ newline \n tab \t nul \u{0} bell \u{7} del \u{7f} é 漢 😀 </script>";
-        let attempt = |i: usize| Attempt {
-            provider: format!("p{i}{odd}"),
-            region: (i.is_multiple_of(2)).then(|| format!("r{i}")),
-            model: (!i.is_multiple_of(3)).then(|| odd.to_string()),
-            status: (i % 2 == 1).then_some(200 + i as u16),
-            latency_ms: (!i.is_multiple_of(4)).then_some(u64::MAX - i as u64),
-            error_class: ErrorClass::ALL.get(i).copied(),
-            credential: (i.is_multiple_of(5)).then(|| format!("c{i}")),
-            started_ms: if i.is_multiple_of(2) { 0 } else { 1_700_000_000_000 + i as u64 },
-        };
-        let finishes = [
-            None,
-            Some(Finish::Stop),
-            Some(Finish::Length),
-            Some(Finish::ToolCalls),
-            Some(Finish::ContentFilter),
-            Some(Finish::Other),
-        ];
-        for (n, outcome) in Outcome::ALL.iter().copied().enumerate().chain((6..14).map(|n| (n, Outcome::Ok))) {
-            let some = |s: &str| (n.is_multiple_of(2)).then(|| format!("{s}{odd}"));
-            let r = AuditRecord {
-                version: RECORD_VERSION,
-                request_id: format!("req-{n}{odd}"),
-                start_time_ms: n as u64,
-                end_time_ms: u64::MAX,
-                tenant: some("t"),
-                feature: some("f"),
-                agent: (n.is_multiple_of(3)).then(|| "a".into()),
-                task: some("k"),
-                shadow_of: (n.is_multiple_of(4)).then(|| "s".into()),
-                key_id: some("id"),
-                key_fingerprint: some("fp"),
-                door: some("chat"),
-                route: (n % 3 == 1).then(String::new),
-                slice: some("canary"),
-                alias: some("chat"),
-                workload_class: some("w"),
-                privacy_zone: some("eu"),
-                provider: some("anthropic"),
-                model: some("m"),
-                attempts: (0..n % 4)
-                    .map(attempt)
-                    .chain((n == 13).then(|| (0..10).map(attempt)).into_iter().flatten())
-                    .collect(),
-                status: (n % 3 != 2).then_some(n as u16 * 100),
-                outcome,
-                error_code: some("code"),
-                stream: n % 2 == 1,
-                tokens: (n.is_multiple_of(2)).then_some(Tokens {
-                    input: n as u64,
-                    cached_input: 0,
-                    output: u64::MAX,
-                    reasoning: 7,
-                }),
-                cost_usd: some("0.0001"),
-                price_book_version: format!("v{odd}"),
-                latency_ms: n as u64 * 1000,
-                ttft_ms: (n.is_multiple_of(3)).then_some(5),
-                cache_status: "miss".into(),
-                cost_saved_usd: (n.is_multiple_of(5)).then(|| "0.5".into()),
-                cache_semantic: (n % 4 == 1).then(|| crate::cache::semantic::SemanticNote {
-                    similarity: (n % 8 == 1).then_some(0.9375 + n as f64 / 7.0),
-                    would_serve: Some(odd.into()),
-                    served: n.is_multiple_of(2),
-                }),
-                compliance_flags: (0..n % 3).map(|i| format!("pii:{i}{odd}")).collect(),
-                flags: (0..n % 4).map(|i| format!("f{i}")).collect(),
-                answer: (n % 7 != 3).then(|| AnswerRecord {
-                    finish_reason: finishes[n % finishes.len()],
-                    tool_calls: n as u32 * 1_000_000,
-                    refusal: n.is_multiple_of(2),
-                    json_valid: [None, Some(true), Some(false)][n % 3],
-                    output_chars: (n % 2 == 1).then_some(123),
-                    output_digest: (n.is_multiple_of(3)).then(|| "0123456789abcdef".into()),
-                }),
-            };
+        for (n, r) in super::sample_records().iter().enumerate() {
             let mut direct = b"prefix ".to_vec();
             r.write_json(&mut direct);
             let serde = serde_json::to_vec(&r).unwrap();

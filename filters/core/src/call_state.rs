@@ -475,6 +475,12 @@ impl<H: Host> Host for CallState<'_, H> {
     fn histogram_record(&self, name: &str, value: u64) {
         self.inner.histogram_record(name, value)
     }
+    fn counter_add_parts(&self, parts: &[&str], by: u64) {
+        self.inner.counter_add_parts(parts, by)
+    }
+    fn histogram_record_parts(&self, parts: &[&str], value: u64) {
+        self.inner.histogram_record_parts(parts, value)
+    }
     fn http_call(&self, cluster: &str, headers: &[(&str, &str)], body: &[u8], timeout_ms: u64) -> Result<u32, ()> {
         self.inner.http_call(cluster, headers, body, timeout_ms)
     }

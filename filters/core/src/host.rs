@@ -54,6 +54,15 @@ pub trait Host {
     fn counter_add(&self, name: &str, by: u64);
     /// Records `value` in the histogram `name` (defined on first use).
     fn histogram_record(&self, name: &str, value: u64);
+    /// [`Host::counter_add`] of the name that is `parts` joined: a host that keeps metric ids
+    /// finds one without writing the name out.
+    fn counter_add_parts(&self, parts: &[&str], by: u64) {
+        self.counter_add(&parts.concat(), by);
+    }
+    /// [`Host::histogram_record`] of the name that is `parts` joined.
+    fn histogram_record_parts(&self, parts: &[&str], value: u64) {
+        self.histogram_record(&parts.concat(), value);
+    }
     /// Sends an HTTP request to the Envoy cluster `cluster` (`headers` include `:method`,
     /// `:path` and `:authority`); the answer comes to the context's
     /// [`Callbacks::on_http_call_response`] with the returned token. `Err(())`: the proxy

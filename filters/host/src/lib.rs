@@ -314,8 +314,11 @@ impl aigw_core::host::Host for ProxyHost {
         clear_route_cache()
     }
     fn counter_add(&self, name: &str, by: u64) {
+        self.counter_add_parts(&[name], by);
+    }
+    fn counter_add_parts(&self, parts: &[&str], by: u64) {
         trace::hit("counter_add");
-        if let Some(id) = metric_id(proxy_wasm::types::MetricType::Counter, name) {
+        if let Some(id) = metric_id(proxy_wasm::types::MetricType::Counter, parts) {
             let _ = hc::increment_metric(id, i64::try_from(by).unwrap_or(i64::MAX));
         }
     }
@@ -342,8 +345,11 @@ impl aigw_core::host::Host for ProxyHost {
         let _ = abi::continue_stream(abi::STREAM_RESPONSE);
     }
     fn histogram_record(&self, name: &str, value: u64) {
+        self.histogram_record_parts(&[name], value);
+    }
+    fn histogram_record_parts(&self, parts: &[&str], value: u64) {
         trace::hit("histogram_record");
-        if let Some(id) = metric_id(proxy_wasm::types::MetricType::Histogram, name) {
+        if let Some(id) = metric_id(proxy_wasm::types::MetricType::Histogram, parts) {
             let _ = hc::record_metric(id, value);
         }
     }
@@ -351,12 +357,16 @@ impl aigw_core::host::Host for ProxyHost {
 
 thread_local! {
     /// Metric ids, defined on first use and kept for the life of the VM (Envoy keeps a metric
-    /// defined by name: defining it again returns the same id). Keyed by a fast hash: the names
+    /// defined by name: defining it again returns the same id). Keyed by a fast hash of the
+    /// name's parts (see [`metric_id`]): the names
     /// are the gateway's own (from configured providers, models and aliases), and a call looks
     /// up about ten of them.
-    static METRIC_IDS: std::cell::RefCell<std::collections::HashMap<String, u32, FastHash>> =
+    static METRIC_IDS: std::cell::RefCell<MetricIds> =
         const { std::cell::RefCell::new(std::collections::HashMap::with_hasher(FastHash)) };
 }
+
+/// Metric ids by the hash of their names' parts: the names (and ids) that have that hash.
+type MetricIds = std::collections::HashMap<u64, Vec<(Box<str>, u32)>, FastHash>;
 
 /// FNV-1a-style hashing, 8 bytes at a time, for maps whose keys no caller chooses.
 #[derive(Clone, Copy, Default)]
@@ -389,15 +399,43 @@ impl std::hash::Hasher for FastHasher {
     }
 }
 
-fn metric_id(kind: proxy_wasm::types::MetricType, name: &str) -> Option<u32> {
+/// A metric's id, by its name given in parts (the name is the parts joined): found by a hash
+/// of the parts without writing the name, which is written only to define a metric the first
+/// time. (The same name given in other parts gets a second entry, with the same id: Envoy
+/// returns a defined metric's id again.)
+fn metric_id(kind: proxy_wasm::types::MetricType, parts: &[&str]) -> Option<u32> {
+    let key = parts_hash(parts);
     METRIC_IDS.with(|ids| {
-        if let Some(id) = ids.borrow().get(name) {
+        if let Some((_, id)) = ids.borrow().get(&key).and_then(|e| e.iter().find(|(n, _)| is_joined(n, parts))) {
             return Some(*id);
         }
-        let id = hc::define_metric(kind, name).ok()?;
-        ids.borrow_mut().insert(name.to_string(), id);
+        let name = parts.concat();
+        let id = hc::define_metric(kind, &name).ok()?;
+        ids.borrow_mut().entry(key).or_default().push((name.into_boxed_str(), id));
         Some(id)
     })
+}
+
+fn parts_hash(parts: &[&str]) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = FastHash.build_hasher();
+    for p in parts {
+        h.write(p.as_bytes());
+        h.write_u8(0xff);
+    }
+    h.finish()
+}
+
+/// Whether `name` is `parts` joined.
+fn is_joined(name: &str, parts: &[&str]) -> bool {
+    let mut rest = name.as_bytes();
+    for p in parts {
+        match rest.strip_prefix(p.as_bytes()) {
+            Some(r) => rest = r,
+            None => return false,
+        }
+    }
+    rest.is_empty()
 }
 
 /// Host-call counts per call, for measuring (feature `trace-calls`; off in every build we ship):
@@ -434,4 +472,26 @@ mod trace {
     #[cfg(not(feature = "trace-calls"))]
     #[inline(always)]
     pub fn call_ended() {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{is_joined, parts_hash};
+
+    #[test]
+    fn a_metric_name_in_parts_is_recognised_without_joining_it() {
+        let parts = ["aigw_requests_total.provider.", "anthropic", ".model.", "m", ".outcome.", "ok"];
+        let name = parts.concat();
+        assert!(is_joined(&name, &parts));
+        assert!(is_joined(&name, &[name.as_str()]));
+        // A different name, a prefix of it, or more than it: not it.
+        assert!(!is_joined(&name, &["aigw_requests_total.provider.", "anthropic", ".model.", "m", ".outcome.", "o"]));
+        assert!(!is_joined(&name[..name.len() - 1], &parts));
+        assert!(!is_joined(&name, &[&name, "x"]));
+        assert!(is_joined("", &[]) && is_joined("", &["", ""]) && !is_joined("a", &[]));
+        // The same parts hash alike; other parts (most likely) not.
+        assert_eq!(parts_hash(&parts), parts_hash(&parts.map(str::to_string).each_ref().map(String::as_str)));
+        assert_ne!(parts_hash(&parts), parts_hash(&["aigw_requests_total.provider.", "openai", ".model.", "m"]));
+        assert_ne!(parts_hash(&["ab", "c"]), parts_hash(&["a", "bc"]));
+    }
 }

@@ -130,103 +130,94 @@ pub fn label(v: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(v.chars().map(|c| if ok(c) { c } else { '_' }).collect())
 }
 
-/// Records one call's metrics (see README, "Metrics").
+/// Records one call's metrics (see README, "Metrics"). Each name is given in parts (the host
+/// finds a known metric's id without writing its name), and only for a metric that counts
+/// something.
 pub fn record_metrics(h: &impl Host, audit: &Audit, r: &AuditRecord, cost_pico: Option<u128>) {
-    // One buffer for every metric's name, written only for a metric that counts something.
-    let name = std::cell::RefCell::new(String::with_capacity(128));
-    let named = |parts: std::fmt::Arguments| {
-        let mut n = name.borrow_mut();
-        n.clear();
-        let _ = std::fmt::Write::write_fmt(&mut *n, parts);
-        n
-    };
-    let add = |parts: std::fmt::Arguments, by: u64| {
+    let add = |parts: &[&str], by: u64| {
         if by > 0 {
-            h.counter_add(&named(parts), by);
+            h.counter_add_parts(parts, by);
         }
     };
-    let record = |parts: std::fmt::Arguments, value: u64| h.histogram_record(&named(parts), value);
+    let nano = |pico: u128| u64::try_from((pico + 500) / 1000).unwrap_or(u64::MAX);
     let p = label(r.provider.as_deref().unwrap_or("none"));
     let m = label(r.model.as_deref().unwrap_or("none"));
-    let pm = format!("provider.{p}.model.{m}");
-    add(format_args!("aigw_requests_total.{pm}.outcome.{}", r.outcome.as_str()), 1);
+    let (p, m) = (p.as_ref(), m.as_ref());
+    let outcome = r.outcome.as_str();
+    add(&["aigw_requests_total.provider.", p, ".model.", m, ".outcome.", outcome], 1);
     if let Some(t) = &r.tokens {
         for (kind, n) in
             [("input", t.input), ("cached_input", t.cached_input), ("output", t.output), ("reasoning", t.reasoning)]
         {
-            add(format_args!("aigw_tokens_total.{pm}.token_type.{kind}"), n);
+            add(&["aigw_tokens_total.provider.", p, ".model.", m, ".token_type.", kind], n);
         }
     }
     if let Some(c) = cost_pico {
         // Nano-dollars, rounded half up: a u64 counter then holds 18 billion USD.
-        add(format_args!("aigw_cost_nano_usd_total.{pm}"), u64::try_from((c + 500) / 1000).unwrap_or(u64::MAX));
+        add(&["aigw_cost_nano_usd_total.provider.", p, ".model.", m], nano(c));
     }
     if r.outcome != Outcome::RefusedAuth && r.outcome != Outcome::RefusedQuota {
-        record(format_args!("gen_ai_client_operation_duration_ms.{pm}"), r.latency_ms);
+        h.histogram_record_parts(&["gen_ai_client_operation_duration_ms.provider.", p, ".model.", m], r.latency_ms);
     }
     if let Some(t) = r.ttft_ms {
-        record(format_args!("gen_ai_server_time_to_first_token_ms.{pm}"), t);
+        h.histogram_record_parts(&["gen_ai_server_time_to_first_token_ms.provider.", p, ".model.", m], t);
     }
     if r.attempts.len() > 1 {
-        add(format_args!("aigw_fallbacks_total.alias.{}", label(r.alias.as_deref().unwrap_or("none"))), 1);
+        add(&["aigw_fallbacks_total.alias.", &label(r.alias.as_deref().unwrap_or("none"))], 1);
     }
     if let Some(saved) = r.cost_saved_usd.as_deref().and_then(crate::audit::price::parse_usd) {
-        let alias = label(r.alias.as_deref().unwrap_or("none"));
-        add(
-            format_args!("aigw_cache_saved_nano_usd_total.alias.{alias}"),
-            u64::try_from((saved + 500) / 1000).unwrap_or(u64::MAX),
-        );
+        add(&["aigw_cache_saved_nano_usd_total.alias.", &label(r.alias.as_deref().unwrap_or("none"))], nano(saved));
     }
     for a in &r.attempts {
         // Attempts that reached the provider (or failed trying): not one cancelled while it
         // waited (the caller left), nor one the gateway's own provider bucket stopped.
         let cancelled = a.error_class.is_none() && a.status.is_none();
         let ours = a.error_class == Some(crate::audit::ErrorClass::ProviderLimit);
-        let apm = format!("provider.{}.model.{}", label(&a.provider), label(a.model.as_deref().unwrap_or("none")));
+        let (ap, am) = (label(&a.provider), label(a.model.as_deref().unwrap_or("none")));
         if !cancelled && !ours {
-            add(format_args!("aigw_provider_attempts_total.{apm}"), 1);
+            add(&["aigw_provider_attempts_total.provider.", &ap, ".model.", &am], 1);
         }
         if let Some(class) = a.error_class {
-            add(format_args!("aigw_provider_errors_total.{apm}.error_class.{}", class.as_str()), 1);
+            add(&["aigw_provider_errors_total.provider.", &ap, ".model.", &am, ".error_class.", class.as_str()], 1);
         }
     }
     if let Some(a) = &r.answer {
         let finish = a.finish_reason.map_or("none", |f| f.as_str());
-        add(format_args!("aigw_answers_total.{pm}.finish.{finish}"), 1);
-        add(format_args!("aigw_answer_refusals_total.{pm}"), u64::from(a.refusal));
-        add(format_args!("aigw_answer_tool_calls_total.{pm}"), u64::from(a.tool_calls > 0));
+        add(&["aigw_answers_total.provider.", p, ".model.", m, ".finish.", finish], 1);
+        add(&["aigw_answer_refusals_total.provider.", p, ".model.", m], u64::from(a.refusal));
+        add(&["aigw_answer_tool_calls_total.provider.", p, ".model.", m], u64::from(a.tool_calls > 0));
         if let Some(v) = a.json_valid {
-            add(format_args!("aigw_json_answers_total.{pm}.valid.{v}"), 1);
+            add(
+                &["aigw_json_answers_total.provider.", p, ".model.", m, ".valid.", if v { "true" } else { "false" }],
+                1,
+            );
         }
     }
     for a in r.attempts.iter().filter(|a| a.error_class == Some(crate::audit::ErrorClass::InvalidOutput)) {
         // An answer that was not the JSON asked for, retried at the next step (or refused).
-        let apm = format!("provider.{}.model.{}", label(&a.provider), label(a.model.as_deref().unwrap_or("none")));
-        add(format_args!("aigw_json_answers_total.{apm}.valid.false"), 1);
+        let (ap, am) = (label(&a.provider), label(a.model.as_deref().unwrap_or("none")));
+        add(&["aigw_json_answers_total.provider.", &ap, ".model.", &am, ".valid.false"], 1);
     }
     if r.shadow_of.is_some() {
         let alias = label(r.alias.as_deref().unwrap_or("none"));
-        add(format_args!("aigw_shadow_legs_total.alias.{alias}.outcome.{}", r.outcome.as_str()), 1);
+        add(&["aigw_shadow_legs_total.alias.", &alias, ".outcome.", outcome], 1);
         if r.outcome == Outcome::RefusedQuota {
             // Over the shadow budget (or another of the shadow tenant's limits): not sent.
-            add(format_args!("aigw_shadow_skipped_total.alias.{alias}"), 1);
+            add(&["aigw_shadow_skipped_total.alias.", &alias], 1);
         }
     }
     if let (Outcome::RefusedQuota, Some(code)) = (r.outcome, &r.error_code) {
-        add(format_args!("aigw_quota_refusals_total.code.{}", label(code)), 1);
+        add(&["aigw_quota_refusals_total.code.", &label(code)], 1);
     }
     if let Some(t) = &r.tenant {
         let t = if audit.tenant_labels.contains(t) { label(t) } else { "other".into() };
-        add(format_args!("aigw_tenant_requests_total.tenant.{t}.outcome.{}", r.outcome.as_str()), 1);
+        add(&["aigw_tenant_requests_total.tenant.", &t, ".outcome.", outcome], 1);
         if let Some(tk) = &r.tokens {
-            add(format_args!("aigw_tenant_tokens_total.tenant.{t}.token_type.input"), tk.input);
-            add(format_args!("aigw_tenant_tokens_total.tenant.{t}.token_type.output"), tk.output);
+            add(&["aigw_tenant_tokens_total.tenant.", &t, ".token_type.input"], tk.input);
+            add(&["aigw_tenant_tokens_total.tenant.", &t, ".token_type.output"], tk.output);
         }
         if let Some(c) = cost_pico {
-            add(
-                format_args!("aigw_tenant_cost_nano_usd_total.tenant.{t}"),
-                u64::try_from((c + 500) / 1000).unwrap_or(u64::MAX),
-            );
+            add(&["aigw_tenant_cost_nano_usd_total.tenant.", &t], nano(c));
         }
     }
 }

@@ -267,3 +267,123 @@ fn a_label_is_borrowed_when_clean_and_made_safe_otherwise() {
     assert_eq!(label("anthropic.claude-haiku-4-5-v1:0"), "anthropic_claude-haiku-4-5-v1_0");
     assert_eq!(label("é x"), "__x");
 }
+
+#[test]
+fn metrics_named_in_parts_are_the_metrics_named_whole() {
+    for (n, r) in crate::audit::sample_records().iter().enumerate() {
+        let mut labelled = audit();
+        labelled.tenant_labels.extend(r.tenant.clone());
+        for a in [audit(), labelled] {
+            for cost in [None, Some(1_234_567_890_u128)] {
+                let (parts, whole) = (FakeHost::new(), FakeHost::new());
+                record_metrics(&parts, &a, r, cost);
+                reference_metrics(&whole, &a, r, cost);
+                assert!(!whole.counters.borrow().is_empty());
+                assert_eq!(*parts.counters.borrow(), *whole.counters.borrow(), "record {n}");
+                assert_eq!(*parts.histograms.borrow(), *whole.histograms.borrow(), "record {n}");
+            }
+        }
+    }
+}
+
+/// The metrics as `record_metrics` named them before it gave names in parts (each written
+/// whole with `format!`), kept as the reference.
+fn reference_metrics(h: &impl Host, audit: &Audit, r: &AuditRecord, cost_pico: Option<u128>) {
+    // One buffer for every metric's name, written only for a metric that counts something.
+    let name = std::cell::RefCell::new(String::with_capacity(128));
+    let named = |parts: std::fmt::Arguments| {
+        let mut n = name.borrow_mut();
+        n.clear();
+        let _ = std::fmt::Write::write_fmt(&mut *n, parts);
+        n
+    };
+    let add = |parts: std::fmt::Arguments, by: u64| {
+        if by > 0 {
+            h.counter_add(&named(parts), by);
+        }
+    };
+    let record = |parts: std::fmt::Arguments, value: u64| h.histogram_record(&named(parts), value);
+    let p = label(r.provider.as_deref().unwrap_or("none"));
+    let m = label(r.model.as_deref().unwrap_or("none"));
+    let pm = format!("provider.{p}.model.{m}");
+    add(format_args!("aigw_requests_total.{pm}.outcome.{}", r.outcome.as_str()), 1);
+    if let Some(t) = &r.tokens {
+        for (kind, n) in
+            [("input", t.input), ("cached_input", t.cached_input), ("output", t.output), ("reasoning", t.reasoning)]
+        {
+            add(format_args!("aigw_tokens_total.{pm}.token_type.{kind}"), n);
+        }
+    }
+    if let Some(c) = cost_pico {
+        // Nano-dollars, rounded half up: a u64 counter then holds 18 billion USD.
+        add(format_args!("aigw_cost_nano_usd_total.{pm}"), u64::try_from((c + 500) / 1000).unwrap_or(u64::MAX));
+    }
+    if r.outcome != Outcome::RefusedAuth && r.outcome != Outcome::RefusedQuota {
+        record(format_args!("gen_ai_client_operation_duration_ms.{pm}"), r.latency_ms);
+    }
+    if let Some(t) = r.ttft_ms {
+        record(format_args!("gen_ai_server_time_to_first_token_ms.{pm}"), t);
+    }
+    if r.attempts.len() > 1 {
+        add(format_args!("aigw_fallbacks_total.alias.{}", label(r.alias.as_deref().unwrap_or("none"))), 1);
+    }
+    if let Some(saved) = r.cost_saved_usd.as_deref().and_then(crate::audit::price::parse_usd) {
+        let alias = label(r.alias.as_deref().unwrap_or("none"));
+        add(
+            format_args!("aigw_cache_saved_nano_usd_total.alias.{alias}"),
+            u64::try_from((saved + 500) / 1000).unwrap_or(u64::MAX),
+        );
+    }
+    for a in &r.attempts {
+        // Attempts that reached the provider (or failed trying): not one cancelled while it
+        // waited (the caller left), nor one the gateway's own provider bucket stopped.
+        let cancelled = a.error_class.is_none() && a.status.is_none();
+        let ours = a.error_class == Some(crate::audit::ErrorClass::ProviderLimit);
+        let apm = format!("provider.{}.model.{}", label(&a.provider), label(a.model.as_deref().unwrap_or("none")));
+        if !cancelled && !ours {
+            add(format_args!("aigw_provider_attempts_total.{apm}"), 1);
+        }
+        if let Some(class) = a.error_class {
+            add(format_args!("aigw_provider_errors_total.{apm}.error_class.{}", class.as_str()), 1);
+        }
+    }
+    if let Some(a) = &r.answer {
+        let finish = a.finish_reason.map_or("none", |f| f.as_str());
+        add(format_args!("aigw_answers_total.{pm}.finish.{finish}"), 1);
+        add(format_args!("aigw_answer_refusals_total.{pm}"), u64::from(a.refusal));
+        add(format_args!("aigw_answer_tool_calls_total.{pm}"), u64::from(a.tool_calls > 0));
+        if let Some(v) = a.json_valid {
+            add(format_args!("aigw_json_answers_total.{pm}.valid.{v}"), 1);
+        }
+    }
+    for a in r.attempts.iter().filter(|a| a.error_class == Some(crate::audit::ErrorClass::InvalidOutput)) {
+        // An answer that was not the JSON asked for, retried at the next step (or refused).
+        let apm = format!("provider.{}.model.{}", label(&a.provider), label(a.model.as_deref().unwrap_or("none")));
+        add(format_args!("aigw_json_answers_total.{apm}.valid.false"), 1);
+    }
+    if r.shadow_of.is_some() {
+        let alias = label(r.alias.as_deref().unwrap_or("none"));
+        add(format_args!("aigw_shadow_legs_total.alias.{alias}.outcome.{}", r.outcome.as_str()), 1);
+        if r.outcome == Outcome::RefusedQuota {
+            // Over the shadow budget (or another of the shadow tenant's limits): not sent.
+            add(format_args!("aigw_shadow_skipped_total.alias.{alias}"), 1);
+        }
+    }
+    if let (Outcome::RefusedQuota, Some(code)) = (r.outcome, &r.error_code) {
+        add(format_args!("aigw_quota_refusals_total.code.{}", label(code)), 1);
+    }
+    if let Some(t) = &r.tenant {
+        let t = if audit.tenant_labels.contains(t) { label(t) } else { "other".into() };
+        add(format_args!("aigw_tenant_requests_total.tenant.{t}.outcome.{}", r.outcome.as_str()), 1);
+        if let Some(tk) = &r.tokens {
+            add(format_args!("aigw_tenant_tokens_total.tenant.{t}.token_type.input"), tk.input);
+            add(format_args!("aigw_tenant_tokens_total.tenant.{t}.token_type.output"), tk.output);
+        }
+        if let Some(c) = cost_pico {
+            add(
+                format_args!("aigw_tenant_cost_nano_usd_total.tenant.{t}"),
+                u64::try_from((c + 500) / 1000).unwrap_or(u64::MAX),
+            );
+        }
+    }
+}
