@@ -372,6 +372,7 @@ impl<H: Host> Host for CallState<'_, H> {
             self.set_request_header(n, None);
         }
     }
+    #[inline(never)]
     fn set_request_header(&self, name: &str, value: Option<&str>) {
         self.data.borrow_mut().request_headers.set(name, value);
         self.inner.set_request_header(name, value)
@@ -383,6 +384,7 @@ impl<H: Host> Host for CallState<'_, H> {
         let found = self.data.borrow_mut().response_headers.one(name, || self.inner.response_headers());
         found.unwrap_or_else(|()| self.inner.response_header(name))
     }
+    #[inline(never)]
     fn set_response_header(&self, name: &str, value: Option<&str>) {
         self.data.borrow_mut().response_headers.set(name, value);
         self.inner.set_response_header(name, value)
