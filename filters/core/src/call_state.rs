@@ -174,12 +174,14 @@ type HeaderList = Vec<(String, String)>;
 
 /// Keeps a header list in step with a header this context set (replacing every value of it)
 /// or removed (every value). A header new to the list is not copied into it (two allocations
-/// each, and a callback seldom reads back a header it added): `false` says the list now lacks
-/// it, and a read the list cannot answer then goes to the host.
+/// each, and a callback seldom reads back a header it added). Says whether the list had it:
+/// `false` on a set says the list now lacks it, and a read the list cannot answer then goes to
+/// the host.
 fn set_in(list: &mut HeaderList, name: &str, value: Option<&str>) -> bool {
     let Some(v) = value else {
+        let before = list.len();
         list.retain(|(k, _)| k != name);
-        return true;
+        return list.len() != before;
     };
     let Some(at) = list.iter().position(|(k, _)| k == name) else { return false };
     // Set again: the first keeps its place (and its strings), the other values go.
@@ -203,6 +205,12 @@ struct HeaderView {
     added: Vec<u64>,
 }
 
+/// Whether a name of this hash was added (one copy of the loop for both uses).
+#[inline(never)]
+fn was_added(added: &[u64], hash: u64) -> bool {
+    added.contains(&hash)
+}
+
 /// FNV-1a of a header name: which names were added, without copying them.
 fn name_hash(name: &str) -> u64 {
     name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
@@ -224,18 +232,38 @@ impl HeaderView {
         let list = self.list.get_or_insert_with(read);
         match list.iter().find(|(k, _)| k == name) {
             Some((_, v)) => Ok(Some(v.clone())),
-            None if self.added.contains(&name_hash(name)) => Err(()),
+            None if was_added(&self.added, name_hash(name)) => Err(()),
             None => Ok(None),
         }
     }
 
-    fn set(&mut self, name: &str, value: Option<&str>) {
-        if let Some(list) = &mut self.list {
-            if !set_in(list, name, value) {
-                self.added.push(name_hash(name));
-            }
+    /// Keeps the list in step with a header this context sets or removes; says whether the
+    /// map had it before.
+    fn set(&mut self, name: &str, value: Option<&str>) -> Had {
+        let Some(list) = &mut self.list else { return Had::Unknown };
+        if set_in(list, name, value) {
+            return Had::Yes;
         }
+        let hash = name_hash(name);
+        if was_added(&self.added, hash) {
+            return Had::Unknown;
+        }
+        if value.is_some() {
+            self.added.push(hash);
+        }
+        Had::No
     }
+}
+
+/// Whether a header map had a header a context is about to set or remove.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Had {
+    Yes,
+    /// Not in the list read in this callback, nor added since: a value can be added (a
+    /// cheaper host call than a replace), and there is nothing to remove.
+    No,
+    /// No list was read in this callback, or this context added the header since.
+    Unknown,
 }
 
 /// What an attempt read of its upstream host's metadata.
@@ -374,8 +402,11 @@ impl<H: Host> Host for CallState<'_, H> {
     }
     #[inline(never)]
     fn set_request_header(&self, name: &str, value: Option<&str>) {
-        self.data.borrow_mut().request_headers.set(name, value);
-        self.inner.set_request_header(name, value)
+        // (A request header is set afresh by each attempt, most of them present: replaced.)
+        let had = self.data.borrow_mut().request_headers.set(name, value);
+        if !(had == Had::No && value.is_none()) {
+            self.inner.set_request_header(name, value)
+        }
     }
     fn response_headers(&self) -> Vec<(String, String)> {
         self.data.borrow_mut().response_headers.whole(|| self.inner.response_headers()).clone()
@@ -386,8 +417,12 @@ impl<H: Host> Host for CallState<'_, H> {
     }
     #[inline(never)]
     fn set_response_header(&self, name: &str, value: Option<&str>) {
-        self.data.borrow_mut().response_headers.set(name, value);
-        self.inner.set_response_header(name, value)
+        let had = self.data.borrow_mut().response_headers.set(name, value);
+        match (had, value) {
+            (Had::No, None) => {}
+            (Had::No, Some(v)) => self.inner.add_response_header(name, v),
+            _ => self.inner.set_response_header(name, value),
+        }
     }
     fn request_body(&self, size: usize) -> Vec<u8> {
         self.inner.request_body(size)

@@ -28,6 +28,12 @@ pub trait Host {
     fn response_headers(&self) -> Vec<(String, String)>;
     fn response_header(&self, name: &str) -> Option<String>;
     fn set_response_header(&self, name: &str, value: Option<&str>);
+    /// Adds a value for a response header the caller knows the map lacks (a host call cheaper
+    /// than [`Host::set_response_header`]'s replace; on a map that has it, the header would
+    /// have two values).
+    fn add_response_header(&self, name: &str, value: &str) {
+        self.set_response_header(name, Some(value));
+    }
     /// The buffered request body (`size` bytes).
     fn request_body(&self, size: usize) -> Vec<u8>;
     fn replace_request_body(&self, size: usize, body: &[u8]);
@@ -439,6 +445,10 @@ impl Host for FakeHost {
     fn set_response_header(&self, name: &str, value: Option<&str>) {
         self.header_writes.borrow_mut().push(format!("response {name}"));
         Self::set(&self.response_headers, name, value)
+    }
+    fn add_response_header(&self, name: &str, value: &str) {
+        self.header_writes.borrow_mut().push(format!("response {name}"));
+        self.response_headers.borrow_mut().push((name.to_string(), value.to_string()));
     }
     fn request_body(&self, size: usize) -> Vec<u8> {
         let b = self.request_body.borrow();

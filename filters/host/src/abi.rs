@@ -51,6 +51,13 @@ mod imp {
             value_size: usize,
         ) -> u32;
         fn proxy_remove_header_map_value(map: u32, key: *const u8, key_size: usize) -> u32;
+        fn proxy_add_header_map_value(
+            map: u32,
+            key: *const u8,
+            key_size: usize,
+            value: *const u8,
+            value_size: usize,
+        ) -> u32;
         fn proxy_get_buffer_bytes(buffer: u32, start: usize, max: usize, data: *mut *mut u8, size: *mut usize) -> u32;
         fn proxy_set_buffer_bytes(buffer: u32, start: usize, size: usize, data: *const u8, data_size: usize) -> u32;
         fn proxy_get_property(path: *const u8, path_size: usize, data: *mut *mut u8, size: *mut usize) -> u32;
@@ -119,6 +126,17 @@ mod imp {
                 None => proxy_remove_header_map_value(map, name.as_ptr(), name.len()),
             }
         };
+        if status == OK {
+            Ok(())
+        } else {
+            Err(status)
+        }
+    }
+
+    /// Adds a value for `name` (another one, if the map has it: only for a header known absent).
+    pub fn add_header(map: u32, name: &str, value: &[u8]) -> Result<(), u32> {
+        // SAFETY: the slices are valid for the call.
+        let status = unsafe { proxy_add_header_map_value(map, name.as_ptr(), name.len(), value.as_ptr(), value.len()) };
         if status == OK {
             Ok(())
         } else {
@@ -232,6 +250,9 @@ mod imp {
         Err(NOT_FOUND)
     }
     pub fn set_header(_map: u32, _name: &str, _value: Option<&[u8]>) -> Result<(), u32> {
+        Err(NOT_FOUND)
+    }
+    pub fn add_header(_map: u32, _name: &str, _value: &[u8]) -> Result<(), u32> {
         Err(NOT_FOUND)
     }
     pub fn buffer(_buffer: u32, _start: usize, _max: usize) -> Result<Vec<u8>, u32> {

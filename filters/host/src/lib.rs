@@ -253,6 +253,11 @@ impl aigw_core::host::Host for ProxyHost {
         trace::hit(&format!("set_response_header:{name}"));
         set_response_header(name, value)
     }
+    fn add_response_header(&self, name: &str, value: &str) {
+        #[cfg(feature = "trace-calls")]
+        trace::hit(&format!("add_response_header:{name}"));
+        let _ = abi::add_header(abi::RESPONSE_HEADERS, name, value.as_bytes());
+    }
     fn request_body(&self, size: usize) -> Vec<u8> {
         trace::hit("request_body");
         request_body(size)

@@ -215,6 +215,39 @@ fn a_callback_reads_each_header_map_and_the_clock_once() {
     assert_eq!(s.now_ms(), 9);
 }
 
+#[test]
+fn a_header_the_map_lacks_is_added_and_one_it_lacks_is_not_removed() {
+    let h = FakeHost::new().with_request_header(":path", "/v1/chat/completions");
+    h.response_headers.borrow_mut().push((":status".into(), "200".into()));
+    let data = RefCell::new(CallData::new(Side::Attempt, Writers::One));
+    let s = CallState { inner: &h, data: &data };
+    // Nothing read yet in this callback: what the map has is unknown, so a set replaces.
+    s.set_response_header("x-aigw-model", Some("m1"));
+    assert_eq!(h.header_writes.borrow().len(), 1);
+    data.borrow_mut().begin();
+    assert_eq!(s.response_header(":status").as_deref(), Some("200"));
+    assert_eq!(s.request_header(":path").as_deref(), Some("/v1/chat/completions"));
+    h.header_writes.borrow_mut().clear();
+    // Known absent from the list read: removing it is no host call; setting it adds it (one
+    // value, not two), and a second set in the callback replaces what the first added.
+    s.set_response_header("x-aigw-provider", None);
+    s.set_request_header("x-absent", None);
+    assert!(h.header_writes.borrow().is_empty());
+    s.set_response_header("x-aigw-provider", Some("anthropic"));
+    s.set_response_header("x-aigw-provider", Some("openai"));
+    s.set_response_header(":status", Some("502"));
+    s.set_response_header("x-aigw-model", Some("m2"));
+    let values = |n: &str| h.response_headers.borrow().iter().filter(|(k, _)| k == n).count();
+    assert_eq!((values("x-aigw-provider"), values(":status"), values("x-aigw-model")), (1, 1, 1));
+    assert_eq!(h.response_header("x-aigw-provider").as_deref(), Some("openai"));
+    assert_eq!(h.response_header("x-aigw-model").as_deref(), Some("m2"));
+    assert_eq!(s.response_header("x-aigw-provider").as_deref(), Some("openai"));
+    assert_eq!(h.header_writes.borrow().len(), 4);
+    // A header this context added, removed again: the host removes it.
+    s.set_response_header("x-aigw-provider", None);
+    assert_eq!((values("x-aigw-provider"), h.header_writes.borrow().len()), (0, 5));
+}
+
 /// Reads the attempts' record in each callback of the answer and at the end.
 #[derive(Default)]
 struct Reader {
@@ -402,7 +435,7 @@ fn a_header_list_follows_sets_and_removals_in_place() {
     assert!(set_in(&mut list, "b", None));
     assert!(!set_in(&mut list, "d", Some("5")));
     assert_eq!(list, vec![pair("a", "new"), pair("c", "4")]);
-    assert!(set_in(&mut list, "missing", None));
+    assert!(!set_in(&mut list, "missing", None));
     assert_eq!(list.len(), 2);
 }
 
