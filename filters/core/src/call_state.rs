@@ -208,7 +208,13 @@ struct HeaderView {
 /// Whether a name of this hash was added (one copy of the loop for both uses).
 #[inline(never)]
 fn was_added(added: &[u64], hash: u64) -> bool {
-    added.contains(&hash)
+    // (A plain loop: `contains` on a slice of integers is unrolled, larger for a list this short.)
+    for &h in added {
+        if h == hash {
+            return true;
+        }
+    }
+    false
 }
 
 /// FNV-1a of a header name: which names were added, without copying them.
