@@ -453,6 +453,9 @@ def stream_config(name, port, admin, upstream_port, work, pieces):
         cfg, hcm = base_config(port, admin, upstream_port, work)
         keep_filters(hcm, set())
         direct_route(hcm, "provider_anthropic")
+        # The caller holds the provider's key here: Envoy must not remove it (or the version)
+        # as the gateway's virtual host does.
+        hcm["route_config"]["virtual_hosts"][0].pop("request_headers_to_remove", None)
         body = json.dumps({"model": "claude-sonnet-4-5-20250929", "max_tokens": 1024, "stream": True,
                            "messages": [{"role": "user", "content": words}]})
         headers = {"Content-Type": "application/json", "x-api-key": PROVIDER_KEYS["ANTHROPIC_API_KEY"],
