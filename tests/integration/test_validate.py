@@ -162,6 +162,35 @@ def test_a_forwarded_header_that_envoy_removes_first_is_an_error(tmp_path, layou
     assert not errors(problems(rendered(tmp_path, None, layout, name="shipped.json")))
 
 
+@pytest.mark.parametrize("layout", ["gateway", "filters"])
+def test_envoy_removes_what_no_one_is_sent_where_the_filters_never_need_it(tmp_path, layout):
+    # Envoy's removals only save the per-attempt filter work; placed wrong they would break calls
+    # (a response filter before the attempt's would remove nothing it reads; on the request path a
+    # removal after it would drop the credential it sets). In every chain: the native
+    # header_mutation sits after the gateway's filters and before the codec, and only touches
+    # the answer; the virtual host's list never names a header the gateway sets per attempt.
+    cfg = json.loads(open(rendered(tmp_path, None, layout)).read())
+    chains = [c for c in cfg["static_resources"]["clusters"]
+              if c.get("cluster_type", {}).get("name") == "envoy.clusters.aggregate"]
+    assert chains
+    for c in chains:
+        names = [f["name"] for f in c["typed_extension_protocol_options"][
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]["http_filters"]]
+        assert names[-2:] == ["envoy.filters.http.header_mutation", "envoy.filters.http.upstream_codec"], names
+        assert all(n.startswith("aigw.") for n in names[:-2]), names
+        hm = c["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"][
+            "http_filters"][-2]["typed_config"]["mutations"]
+        assert set(hm) == {"response_mutations"}, hm
+        removed = [m.get("remove") or m["remove_on_match"]["key_matcher"]["prefix"] for m in hm["response_mutations"]]
+        # What the attempt reads of an answer stays: its status, type, request id and Bedrock's.
+        for kept in ("content-type", "request-id", "x-request-id", "x-amzn-errortype", "retry-after", "x-aigw-"):
+            assert not any(kept.startswith(r) for r in removed), (kept, removed)
+    [vh] = [vh for li in cfg["static_resources"]["listeners"] for fc in li["filter_chains"] for nf in fc["filters"]
+            for vh in nf.get("typed_config", {}).get("route_config", {}).get("virtual_hosts", [])]
+    assert {"authorization", "x-api-key", "x-stainless-lang", "user-agent"} <= set(vh["request_headers_to_remove"])
+    assert not {":path", "content-type", "content-length", "x-fake-fault"} & set(vh["request_headers_to_remove"])
+
+
 def test_a_push_with_errors_is_refused_and_changes_nothing(tmp_path):
     ecds = tmp_path / "ecds"
     bad = subprocess.run([sys.executable, str(ROOT / "scripts" / "render_envoy.py"), "--push", str(ecds),
