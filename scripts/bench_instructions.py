@@ -72,14 +72,21 @@ def split(profile, calls):
     return {k: v / calls for k, v in parts.items()}
 
 
-def count(name, wasm_dir, calls, upstream_port):
-    """Instructions per call for one configuration, as {"total", "envoy", "wasm", "libc", "other"}."""
+def count(name, wasm_dir, calls, upstream_port, fake_port=None):
+    """Instructions per call for one configuration, as {"total", "envoy", "wasm", "libc", "other"}.
+    `stream-bare-long`, `stream-full-short`, ...: scripts/bench's streaming calls (the fake's
+    Anthropic stream, `long` or `short`), proxied as is or translated."""
     work = Path(tempfile.mkdtemp(prefix="aigw-instr-"))
     try:
         with RENDER:
             bench.WASM_DIR = Path(wasm_dir)
             port, admin = bench.free_port(), bench.free_port()
-            cfg, path, body, headers = bench.make_config(name, port, admin, upstream_port, work)
+            if name.startswith("stream-"):
+                _, kind, length = name.split("-")
+                cfg, path, body, headers = bench.stream_config(kind, port, admin, fake_port, work,
+                                                               bench.STREAM_PIECES[length])
+            else:
+                cfg, path, body, headers = bench.make_config(name, port, admin, upstream_port, work)
         conf = work / "envoy.json"
         conf.write_text(json.dumps(cfg))
         log = work / "valgrind.log"
@@ -124,8 +131,12 @@ def main():
     ap.add_argument("--calls", type=int, default=300)
     ap.add_argument("--configs", default="bare,floor,full")
     ap.add_argument("--wasm-dir", action="append", help="module directory (repeat for an A/B); default: the build")
+    ap.add_argument("--stream", action="store_true",
+                    help="count scripts/bench's two streams instead (bare and full): instructions added per event")
     args = ap.parse_args()
     dirs = args.wasm_dir or [str(bench.WASM_DIR)]
+    if args.stream:
+        return stream(args, dirs)
     names = args.configs.split(",")
     if names[0] != "bare":
         names.insert(0, "bare")
@@ -147,6 +158,37 @@ def main():
     for (n, d), r in results.items():
         lines.append(f"| {n} | {d if n != 'bare' else '-'} | {r['total']:,.0f} | {r['total'] / bare:.2f} | "
                      f"{r['envoy']:,.0f} | {r['wasm']:,.0f} | {r['libc']:,.0f} | {r['other']:,.0f} |")
+    print("\n".join(lines))
+
+
+def stream(args, dirs):
+    """The streaming figure of scripts/bench in instructions: what the full gateway adds per
+    event, the difference of what it adds to the long stream and to the short one over the
+    difference of their events (so the call's own cost cancels). Under valgrind Envoy is slower
+    than the fake, so more events arrive per body callback than in a timed run: per-callback
+    costs count less here than there."""
+    jobs = [(f"stream-bare-{k}", dirs[0]) for k in bench.STREAM_PIECES] + \
+        [(f"stream-full-{k}", d) for d in dirs for k in bench.STREAM_PIECES]
+    fakes, fake_port = bench.start_fakes()
+    try:
+        events = {k: bench.stream_events(fake_port, v) for k, v in bench.STREAM_PIECES.items()}
+        with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+            futures = {job: pool.submit(count, job[0], job[1], args.calls, None, fake_port) for job in jobs}
+            results = {job: f.result() for job, f in futures.items()}
+    finally:
+        fakes.terminate()
+    bare = {k: results[(f"stream-bare-{k}", dirs[0])] for k in bench.STREAM_PIECES}
+    lines = [f"Instructions per streamed call under callgrind ({args.calls} calls after {WARMUP} of warm-up, "
+             f"1 worker); events per stream: " + ", ".join(f"{k} {v}" for k, v in events.items()), "",
+             "| module dir | bare long | bare short | full long | full short | added per event | "
+             "of which Wasm code |", "|---|---|---|---|---|---|---|"]
+    for d in dirs:
+        full = {k: results[(f"stream-full-{k}", d)] for k in bench.STREAM_PIECES}
+        per_event = {part: ((full["long"][part] - bare["long"][part]) - (full["short"][part] - bare["short"][part]))
+                     / (events["long"] - events["short"]) for part in ("total", "wasm")}
+        lines.append(f"| {d} | {bare['long']['total']:,.0f} | {bare['short']['total']:,.0f} | "
+                     f"{full['long']['total']:,.0f} | {full['short']['total']:,.0f} | {per_event['total']:,.0f} | "
+                     f"{per_event['wasm']:,.0f} |")
     print("\n".join(lines))
 
 
