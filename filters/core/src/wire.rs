@@ -8,6 +8,7 @@ pub mod eventstream;
 pub mod facts;
 pub mod messages_in;
 pub mod responses_in;
+pub mod scan;
 pub mod sse;
 pub mod usage;
 

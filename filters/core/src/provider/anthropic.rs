@@ -653,7 +653,9 @@ fn json_str(out: &mut Vec<u8>, s: &str) {
 #[derive(Debug)]
 pub struct StreamTranslator {
     parser: sse::Parser,
-    events: Vec<sse::Event>,
+    /// What follows the delta in every chunk (finish reason, index, created, id, model, usage),
+    /// written once the stream says its id and model.
+    tail: Vec<u8>,
     id: String,
     model: Value,
     created: u64,
@@ -668,7 +670,7 @@ impl StreamTranslator {
     pub fn new(created: u64, include_usage: bool) -> Self {
         Self {
             parser: sse::Parser::default(),
-            events: Vec::new(),
+            tail: Vec::new(),
             id: "chatcmpl-".into(),
             model: Value::Null,
             created,
@@ -700,31 +702,36 @@ impl StreamTranslator {
 
     /// [`StreamTranslator::chunk`] for a delta written by `delta`, without a tree: the same
     /// members in the same order (a tree's, sorted by name).
-    fn chunk_with(&self, out: &mut Vec<u8>, delta: impl FnOnce(&mut Vec<u8>)) {
+    fn chunk_with(&mut self, out: &mut Vec<u8>, delta: impl FnOnce(&mut Vec<u8>)) {
+        if self.tail.is_empty() {
+            let mut t = Vec::with_capacity(160);
+            t.extend_from_slice(b",\"finish_reason\":null,\"index\":0,\"logprobs\":null}],\"created\":");
+            let _ = serde_json::to_writer(&mut t, &self.created);
+            t.extend_from_slice(b",\"id\":");
+            json_str(&mut t, &self.id);
+            t.extend_from_slice(b",\"model\":");
+            let _ = serde_json::to_writer(&mut t, &self.model);
+            t.extend_from_slice(b",\"object\":\"chat.completion.chunk\"");
+            if self.include_usage {
+                t.extend_from_slice(b",\"usage\":null");
+            }
+            t.extend_from_slice(b"}\n\n");
+            self.tail = t;
+        }
         out.extend_from_slice(b"data: {\"choices\":[{\"delta\":");
         delta(out);
-        out.extend_from_slice(b",\"finish_reason\":null,\"index\":0,\"logprobs\":null}],\"created\":");
-        let _ = serde_json::to_writer(&mut *out, &self.created);
-        out.extend_from_slice(b",\"id\":");
-        json_str(out, &self.id);
-        out.extend_from_slice(b",\"model\":");
-        let _ = serde_json::to_writer(&mut *out, &self.model);
-        out.extend_from_slice(b",\"object\":\"chat.completion.chunk\"");
-        if self.include_usage {
-            out.extend_from_slice(b",\"usage\":null");
-        }
-        out.extend_from_slice(b"}\n\n");
+        out.extend_from_slice(&self.tail);
     }
 
     /// A `content_block_delta` event, translated without a tree; `false` when it is not one
     /// this reads (the tree's way then translates it).
-    fn delta(&mut self, out: &mut Vec<u8>, ev: &sse::Event) -> bool {
+    fn delta(&mut self, out: &mut Vec<u8>, event: Option<&str>, data: &str) -> bool {
         // An event named otherwise is not parsed twice (the tree's way reads its type).
-        if ev.event.as_deref().is_some_and(|e| e != "content_block_delta") {
+        if event.is_some_and(|e| e != "content_block_delta") {
             return false;
         }
-        let Ok(d) = crate::wire::from_str::<DeltaEvent>(&ev.data) else { return false };
-        if d.kind.as_deref().or(ev.event.as_deref()) != Some("content_block_delta") {
+        let Ok(d) = crate::wire::from_str::<DeltaEvent>(data) else { return false };
+        if d.kind.as_deref().or(event) != Some("content_block_delta") {
             return false;
         }
         match d.delta.kind.as_ref() {
@@ -762,105 +769,101 @@ impl StreamTranslator {
 
     /// Feeds a chunk of the provider's stream; returns the bytes to send on.
     pub fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
-        let mut out = Vec::new();
-        self.parser.push(chunk, &mut self.events);
-        let events = std::mem::take(&mut self.events);
-        for ev in &events {
-            if self.finished {
-                break;
-            }
-            if self.delta(&mut out, ev) {
-                continue;
-            }
-            let Ok(v) = crate::wire::from_str::<Value>(&ev.data) else {
-                self.error(&mut out, "api_error", "The provider sent a malformed stream event.");
-                break;
-            };
-            let kind = v.get("type").and_then(Value::as_str).or(ev.event.as_deref()).unwrap_or("");
-            match kind {
-                "message_start" => {
-                    let m = v.get("message").unwrap_or(&Value::Null);
-                    self.id = completion_id(m.get("id").and_then(Value::as_str).unwrap_or(""));
-                    self.model = m.get("model").cloned().unwrap_or(Value::Null);
-                    if let Some(u) = m.get("usage") {
-                        self.usage = usage_of(u);
-                    }
-                    self.chunk(&mut out, json!({"role":"assistant","content":""}), None);
-                }
-                "content_block_start" => {
-                    let b = v.get("content_block").unwrap_or(&Value::Null);
-                    if b.get("type").and_then(Value::as_str) == Some("tool_use") {
-                        let k = self.tool_index.len() as u64;
-                        self.tool_index.insert(v.get("index").and_then(Value::as_u64).unwrap_or(0), k);
-                        self.chunk(
-                            &mut out,
-                            json!({"tool_calls":[{"index":k,"id":b.get("id"),"type":"function",
-                            "function":{"name":b.get("name"),"arguments":""}}]}),
-                            None,
-                        );
-                    }
-                }
-                "content_block_delta" => {
-                    let d = v.get("delta").unwrap_or(&Value::Null);
-                    match d.get("type").and_then(Value::as_str) {
-                        Some("text_delta") => {
-                            let t = d.get("text").and_then(Value::as_str).unwrap_or("");
-                            self.chunk(&mut out, json!({"content": t}), None);
-                        }
-                        Some("input_json_delta") => {
-                            let p = d.get("partial_json").and_then(Value::as_str).unwrap_or("");
-                            let idx = v.get("index").and_then(Value::as_u64).unwrap_or(0);
-                            if let (false, Some(k)) = (p.is_empty(), self.tool_index.get(&idx)) {
-                                self.chunk(
-                                    &mut out,
-                                    json!({"tool_calls":[{"index":k,"function":{"arguments":p}}]}),
-                                    None,
-                                );
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-                "message_delta" => {
-                    if let Some(r) = v.pointer("/delta/stop_reason").and_then(Value::as_str) {
-                        self.stop_reason = Some(r.to_string());
-                    }
-                    if let Some(u) = v.get("usage") {
-                        let n = usage_of(u);
-                        self.usage.output = n.output;
-                        self.usage.reasoning = n.reasoning.max(self.usage.reasoning);
-                        if u.get("input_tokens").is_some() {
-                            self.usage.input = n.input;
-                            self.usage.cached_input = n.cached_input;
-                        }
-                    }
-                }
-                "message_stop" => {
-                    let fr = finish_reason(self.stop_reason.as_deref().unwrap_or("end_turn"));
-                    self.chunk(&mut out, json!({}), Some(fr));
-                    if self.include_usage {
-                        let c = json!({"id":self.id,"object":"chat.completion.chunk","created":self.created,
-                            "model":self.model,"choices":[],"usage":self.usage.to_openai()});
-                        sse::data_event(&mut out, &c.to_string());
-                    }
-                    out.extend_from_slice(b"data: [DONE]\n\n");
-                    self.finished = true;
-                }
-                "error" => {
-                    let t = v.pointer("/error/type").and_then(Value::as_str).unwrap_or("api_error").to_string();
-                    let m = v
-                        .pointer("/error/message")
-                        .and_then(Value::as_str)
-                        .unwrap_or("The provider failed mid-stream.")
-                        .to_string();
-                    self.error(&mut out, &t, &m);
-                }
-                _ => {}
-            }
-        }
-        self.events = events;
-        self.events.clear();
+        // (A chunk of content events grows about twofold: OpenAI's chunks are the longer.)
+        let mut out = Vec::with_capacity(chunk.len().saturating_mul(2).saturating_add(64));
+        let mut parser = std::mem::take(&mut self.parser);
+        parser.push_each(chunk, |event, data| self.event(&mut out, event, data));
+        self.parser = parser;
         out
+    }
+
+    /// One event of the provider's stream.
+    fn event(&mut self, out: &mut Vec<u8>, event: Option<&str>, data: &str) {
+        if self.finished || self.delta(out, event, data) {
+            return;
+        }
+        let Ok(v) = crate::wire::from_str::<Value>(data) else {
+            self.error(out, "api_error", "The provider sent a malformed stream event.");
+            return;
+        };
+        let kind = v.get("type").and_then(Value::as_str).or(event).unwrap_or("");
+        match kind {
+            "message_start" => {
+                let m = v.get("message").unwrap_or(&Value::Null);
+                self.id = completion_id(m.get("id").and_then(Value::as_str).unwrap_or(""));
+                self.model = m.get("model").cloned().unwrap_or(Value::Null);
+                self.tail.clear();
+                if let Some(u) = m.get("usage") {
+                    self.usage = usage_of(u);
+                }
+                self.chunk(out, json!({"role":"assistant","content":""}), None);
+            }
+            "content_block_start" => {
+                let b = v.get("content_block").unwrap_or(&Value::Null);
+                if b.get("type").and_then(Value::as_str) == Some("tool_use") {
+                    let k = self.tool_index.len() as u64;
+                    self.tool_index.insert(v.get("index").and_then(Value::as_u64).unwrap_or(0), k);
+                    self.chunk(
+                        out,
+                        json!({"tool_calls":[{"index":k,"id":b.get("id"),"type":"function",
+                            "function":{"name":b.get("name"),"arguments":""}}]}),
+                        None,
+                    );
+                }
+            }
+            "content_block_delta" => {
+                let d = v.get("delta").unwrap_or(&Value::Null);
+                match d.get("type").and_then(Value::as_str) {
+                    Some("text_delta") => {
+                        let t = d.get("text").and_then(Value::as_str).unwrap_or("");
+                        self.chunk(out, json!({"content": t}), None);
+                    }
+                    Some("input_json_delta") => {
+                        let p = d.get("partial_json").and_then(Value::as_str).unwrap_or("");
+                        let idx = v.get("index").and_then(Value::as_u64).unwrap_or(0);
+                        if let (false, Some(k)) = (p.is_empty(), self.tool_index.get(&idx)) {
+                            self.chunk(out, json!({"tool_calls":[{"index":k,"function":{"arguments":p}}]}), None);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            "message_delta" => {
+                if let Some(r) = v.pointer("/delta/stop_reason").and_then(Value::as_str) {
+                    self.stop_reason = Some(r.to_string());
+                }
+                if let Some(u) = v.get("usage") {
+                    let n = usage_of(u);
+                    self.usage.output = n.output;
+                    self.usage.reasoning = n.reasoning.max(self.usage.reasoning);
+                    if u.get("input_tokens").is_some() {
+                        self.usage.input = n.input;
+                        self.usage.cached_input = n.cached_input;
+                    }
+                }
+            }
+            "message_stop" => {
+                let fr = finish_reason(self.stop_reason.as_deref().unwrap_or("end_turn"));
+                self.chunk(out, json!({}), Some(fr));
+                if self.include_usage {
+                    let c = json!({"id":self.id,"object":"chat.completion.chunk","created":self.created,
+                            "model":self.model,"choices":[],"usage":self.usage.to_openai()});
+                    sse::data_event(out, &c.to_string());
+                }
+                out.extend_from_slice(b"data: [DONE]\n\n");
+                self.finished = true;
+            }
+            "error" => {
+                let t = v.pointer("/error/type").and_then(Value::as_str).unwrap_or("api_error").to_string();
+                let m = v
+                    .pointer("/error/message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("The provider failed mid-stream.")
+                    .to_string();
+                self.error(out, &t, &m);
+            }
+            _ => {}
+        }
     }
 
     /// Called at the end of the provider's body: a stream that ended without `message_stop`

@@ -503,7 +503,7 @@ fn store_busy() -> GatewayError {
 enum Seen {
     None,
     Json(Vec<u8>),
-    Sse(Box<StreamScanner>),
+    Sse(Box<StreamScanner<false>>),
 }
 
 pub struct QuotaCall {

@@ -442,19 +442,25 @@ impl Select {
                 Flow::Continue
             }
             Answer::HideUsage(parser) => {
-                let mut events = Vec::new();
-                parser.push(&h.response_body(size), &mut events);
                 let mut out = Vec::with_capacity(size);
-                for ev in events {
-                    if ev.data.contains("\"choices\":[]") && ev.data.contains("\"usage\":{") {
+                parser.push_each(&h.response_body(size), |_, data| {
+                    // The event without its `"usage":null` member, which the gateway's
+                    // translators and OpenAI write last: found with one comparison.
+                    if let Some(head) = data.strip_suffix(",\"usage\":null}") {
+                        out.extend_from_slice(b"data: ");
+                        out.extend_from_slice(head.as_bytes());
+                        out.extend_from_slice(b"}\n\n");
+                        return;
+                    }
+                    if data.contains("\"choices\":[]") && data.contains("\"usage\":{") {
                         // The usage chunk the caller did not ask for: keep it for the audit record.
-                        if let Ok(v) = crate::wire::from_str::<Value>(&ev.data) {
+                        if let Ok(v) = crate::wire::from_str::<Value>(data) {
                             record_usage(h, v.get("usage").and_then(crate::wire::usage::Usage::from_openai));
                         }
-                        continue;
+                        return;
                     }
-                    sse::data_event(&mut out, &ev.data.replace(",\"usage\":null", ""));
-                }
+                    sse::data_event(&mut out, &data.replace(",\"usage\":null", ""));
+                });
                 h.replace_response_body(size, &out);
                 Flow::Continue
             }

@@ -11,7 +11,10 @@ pub struct Event {
 pub struct Parser {
     line: Vec<u8>,
     after_cr: bool,
-    event: Option<String>,
+    /// The pending event's name (`has_event`), and its data (`has_data`): buffers kept from one
+    /// event to the next, so that a stream's events cost no allocation.
+    event: String,
+    has_event: bool,
     data: String,
     has_data: bool,
 }
@@ -19,6 +22,18 @@ pub struct Parser {
 impl Parser {
     /// Feeds a chunk; complete events are appended to `out`.
     pub fn push(&mut self, chunk: &[u8], out: &mut Vec<Event>) {
+        self.push_each(chunk, |event, data| {
+            out.push(Event { event: event.map(str::to_string), data: data.to_string() })
+        });
+    }
+
+    /// Feeds a chunk; each complete event is handed to `f` as (its name, its data), borrowed.
+    pub fn push_each(&mut self, chunk: &[u8], mut f: impl FnMut(Option<&str>, &str)) {
+        // (One copy of the parser for every caller: the callback is called through a pointer.)
+        self.push_dyn(chunk, &mut f);
+    }
+
+    fn push_dyn(&mut self, chunk: &[u8], f: &mut dyn FnMut(Option<&str>, &str)) {
         let mut rest = chunk;
         while !rest.is_empty() {
             // A line's bytes up to its end (a newline, a carriage return, or both) go in whole.
@@ -31,14 +46,13 @@ impl Parser {
             rest = &rest[at + 1..];
             if !text.is_empty() {
                 self.after_cr = false;
-                self.line.extend_from_slice(text);
             }
             match end {
                 // The newline of a CRLF ends no second line.
                 b'\n' if self.after_cr && text.is_empty() => self.after_cr = false,
-                b'\n' => self.end_line(out),
+                b'\n' => self.end_line(text, f),
                 _ => {
-                    self.end_line(out);
+                    self.end_line(text, f);
                     self.after_cr = true;
                 }
             }
@@ -47,23 +61,31 @@ impl Parser {
 
     /// True when no partial line or event is pending.
     pub fn is_idle(&self) -> bool {
-        self.line.is_empty() && !self.has_data && self.event.is_none()
+        self.line.is_empty() && !self.has_data && !self.has_event
     }
 
-    fn end_line(&mut self, out: &mut Vec<Event>) {
-        // The line's buffer is kept for the next line (a stream has two lines an event).
-        let line = std::mem::take(&mut self.line);
-        self.take_line(&line, out);
-        self.line = line;
-        self.line.clear();
+    /// A line ends: `text` is its end, after what earlier chunks held of it.
+    fn end_line(&mut self, text: &[u8], f: &mut dyn FnMut(Option<&str>, &str)) {
+        if self.line.is_empty() {
+            self.take_line(text, f);
+        } else {
+            // The line's buffer is kept for the next line split across chunks.
+            let mut line = std::mem::take(&mut self.line);
+            line.extend_from_slice(text);
+            self.take_line(&line, f);
+            line.clear();
+            self.line = line;
+        }
     }
 
-    fn take_line(&mut self, line: &[u8], out: &mut Vec<Event>) {
+    fn take_line(&mut self, line: &[u8], f: &mut dyn FnMut(Option<&str>, &str)) {
         if line.is_empty() {
             if self.has_data {
-                out.push(Event { event: self.event.take(), data: std::mem::take(&mut self.data) });
+                f(self.has_event.then_some(self.event.as_str()), &self.data);
             }
-            self.event = None;
+            self.event.clear();
+            self.data.clear();
+            self.has_event = false;
             self.has_data = false;
             return;
         }
@@ -84,7 +106,11 @@ impl Parser {
             None => (&text[..], ""),
         };
         match field {
-            "event" => self.event = Some(value.to_string()),
+            "event" => {
+                self.event.clear();
+                self.event.push_str(value);
+                self.has_event = true;
+            }
             "data" => {
                 if self.has_data {
                     self.data.push('\n');
@@ -160,6 +186,24 @@ mod tests {
             let chunks: Vec<&[u8]> = bytes.chunks(size).collect();
             assert_eq!(parse_chunks(&chunks), expected, "chunks of {size}");
         }
+    }
+
+    #[test]
+    fn a_line_ended_by_a_newline_after_one_ended_by_a_carriage_return() {
+        // (The newline ends its own line: only one right after the carriage return is skipped.)
+        let whole = b"data: a\rdata: b\n\ndata: c\n\n";
+        for cut in 0..whole.len() {
+            let ev = parse_chunks(&[&whole[..cut], &whole[cut..]]);
+            assert_eq!(ev.len(), 2, "cut at {cut}: {ev:?}");
+            assert_eq!(ev[0].data, "a\nb");
+            assert_eq!(ev[1].data, "c");
+        }
+        // Borrowed, as owned.
+        let mut p = Parser::default();
+        let mut seen = Vec::new();
+        p.push_each(b"event: e\ndata: 1\n\ndata: 2\n\n", |e, d| seen.push((e.map(str::to_string), d.to_string())));
+        assert_eq!(seen, vec![(Some("e".to_string()), "1".to_string()), (None, "2".to_string())]);
+        assert!(p.is_idle());
     }
 
     #[test]

@@ -65,10 +65,13 @@ pub fn from_openai_body(body: &[u8]) -> Result<Option<Usage>, serde_json::Error>
 /// events it carried, and how it ended. It reads the formats a caller may receive: OpenAI chat
 /// chunks (ended by `data: [DONE]`), Anthropic Messages events (ended by `message_stop`) and
 /// Responses events (ended by `response.completed` or `.incomplete`, which carry the usage).
+///
+/// `FACTS`: whether it also notes the answer's facts (the audit record's); quota, which needs
+/// only the usage and how the stream ended, reads without them (and its module holds no code
+/// for them).
 #[derive(Debug, Default)]
-pub struct StreamScanner {
+pub struct StreamScanner<const FACTS: bool = true> {
     parser: sse::Parser,
-    events: Vec<sse::Event>,
     pub usage: Option<Usage>,
     /// Events that carried generated content (text or a tool call): a floor on the output
     /// tokens streamed so far.
@@ -115,37 +118,14 @@ fn event_text(data: &str) -> Option<std::borrow::Cow<'_, str>> {
     crate::wire::from_str::<String>(data.get(start - 1..=i)?).ok().map(std::borrow::Cow::Owned)
 }
 
-/// Whether one event carries generated content: an OpenAI chunk with non-empty content or a
-/// tool call, a Messages `content_block_delta`, or a Responses text or arguments delta.
-fn is_content_event(data: &str) -> bool {
-    // A chat chunk's test first: a stream the listener scans is mostly chat chunks (the
-    // caller's format); the other formats' names after it (the same answer in either order).
-    (data.contains("\"choices\"")
-        && (data.contains("\"tool_calls\"") || (data.contains("\"content\":\"") && !data.contains("\"content\":\"\""))))
-        || data.contains("\"content_block_delta\"")
-        || data.contains("\"response.output_text.delta\"")
-        || data.contains("\"response.function_call_arguments.delta\"")
-}
-
-/// Whether `key` (quoted) is a member name in the event's text with a value other than `null`:
-/// whether the event is worth parsing for it.
-fn has_value(data: &str, key: &str) -> bool {
-    data.match_indices(key).any(|(i, _)| {
-        data.get(i + key.len()..)
-            .and_then(|r| r.trim_start().strip_prefix(':'))
-            .is_some_and(|r| !r.trim_start().starts_with("null"))
-    })
-}
-
 /// How an event bears on an answer's facts: a stop reason, a tool call starting, a refusal.
-fn note_facts(facts: &mut AnswerFacts, ev: &sse::Event) {
-    let d = ev.data.as_str();
+fn note_facts(facts: &mut AnswerFacts, event: Option<&str>, d: &str) {
     if let Some(r) = string_field(d, "\"finish_reason\"").or_else(|| string_field(d, "\"stop_reason\"")) {
         facts.finish = Some(Finish::of(r));
     }
     let starts_call = (d.contains("\"tool_calls\"") && d.contains("\"type\":\"function\""))
-        || (ev.event.as_deref() == Some("content_block_start") && d.contains("\"type\":\"tool_use\""))
-        || (ev.event.as_deref() == Some("response.output_item.added") && d.contains("\"type\":\"function_call\""));
+        || (event == Some("content_block_start") && d.contains("\"type\":\"tool_use\""))
+        || (event == Some("response.output_item.added") && d.contains("\"type\":\"function_call\""));
     if starts_call {
         facts.tool_calls = facts.tool_calls.saturating_add(1);
     }
@@ -153,67 +133,71 @@ fn note_facts(facts: &mut AnswerFacts, ev: &sse::Event) {
     if d.contains("\"invalid_model_output\"") {
         facts.json_valid = Some(false);
     }
-    if string_field(d, "\"refusal\"").is_some_and(|r| !r.is_empty())
-        || ev.event.as_deref() == Some("response.refusal.delta")
-    {
+    if string_field(d, "\"refusal\"").is_some_and(|r| !r.is_empty()) || event == Some("response.refusal.delta") {
         facts.refused = true;
     }
 }
 
-impl StreamScanner {
+impl<const FACTS: bool> StreamScanner<FACTS> {
     pub fn push(&mut self, chunk: &[u8]) {
-        self.parser.push(chunk, &mut self.events);
-        for ev in self.events.drain(..) {
-            // The end marker of each format: OpenAI chat, Messages, Responses.
-            if ev.data == "[DONE]"
-                || matches!(ev.event.as_deref(), Some("message_stop" | "response.completed" | "response.incomplete"))
-            {
-                self.saw_end = true;
-                // Responses' last event carries the whole response, with its usage.
-                if ev.event.as_deref() != Some("message_stop") && ev.data != "[DONE]" {
-                    if let Ok(v) = crate::wire::from_str::<Value>(&ev.data) {
-                        if let Some(u) = v.pointer("/response/usage").and_then(Usage::from_responses) {
-                            self.usage = Some(u);
-                        }
-                        let reason = v.pointer("/response/incomplete_details/reason").and_then(Value::as_str);
-                        let status = v.pointer("/response/status").and_then(Value::as_str);
-                        self.facts.finish = match (reason, status) {
-                            (Some(r), _) => Some(Finish::of(r)),
-                            (None, Some("completed")) if self.facts.tool_calls > 0 => Some(Finish::ToolCalls),
-                            (None, Some(s)) => Some(Finish::of(s)),
-                            (None, None) => self.facts.finish,
-                        };
-                    }
-                }
-                continue;
-            }
-            if matches!(ev.event.as_deref(), Some("error" | "response.failed")) {
-                self.saw_error = true;
-            }
-            let content = is_content_event(&ev.data);
-            if content {
-                self.content_events += 1;
-                if !self.facts.head_full() {
-                    if let Some(t) = event_text(&ev.data) {
-                        self.facts.push_head(&t);
-                    }
-                }
-            }
-            // A text delta says nothing more (a refusal or the gateway's own end come in events
-            // of their own), unless it is a tool call's or the last one carries the stop reason.
-            if !content || ev.data.contains("\"tool_calls\"") || ev.data.contains("\"finish_reason\":\"") {
-                note_facts(&mut self.facts, &ev);
-            }
-            // (A chunk of a stream asked with usage says `"usage":null` until the last: only a
-            // value is worth parsing the event for.)
-            if has_value(&ev.data, "\"usage\"") || has_value(&ev.data, "\"error\"") {
-                if let Ok(v) = crate::wire::from_str::<Value>(&ev.data) {
-                    if v.get("error").is_some_and(|e| !e.is_null()) {
-                        self.saw_error = true;
-                    }
-                    if let Some(u) = v.get("usage").and_then(Usage::from_openai) {
+        let mut parser = std::mem::take(&mut self.parser);
+        parser.push_each(chunk, |event, data| self.event(event, data));
+        self.parser = parser;
+    }
+
+    /// One event of the stream.
+    fn event(&mut self, event: Option<&str>, data: &str) {
+        // The end marker of each format: OpenAI chat, Messages, Responses.
+        if data == "[DONE]" || matches!(event, Some("message_stop" | "response.completed" | "response.incomplete")) {
+            self.saw_end = true;
+            // Responses' last event carries the whole response, with its usage.
+            if event != Some("message_stop") && data != "[DONE]" {
+                if let Ok(v) = crate::wire::from_str::<Value>(data) {
+                    if let Some(u) = v.pointer("/response/usage").and_then(Usage::from_responses) {
                         self.usage = Some(u);
                     }
+                    if !FACTS {
+                        return;
+                    }
+                    let reason = v.pointer("/response/incomplete_details/reason").and_then(Value::as_str);
+                    let status = v.pointer("/response/status").and_then(Value::as_str);
+                    self.facts.finish = match (reason, status) {
+                        (Some(r), _) => Some(Finish::of(r)),
+                        (None, Some("completed")) if self.facts.tool_calls > 0 => Some(Finish::ToolCalls),
+                        (None, Some(s)) => Some(Finish::of(s)),
+                        (None, None) => self.facts.finish,
+                    };
+                }
+            }
+            return;
+        }
+        if matches!(event, Some("error" | "response.failed")) {
+            self.saw_error = true;
+        }
+        let shape = crate::wire::scan::shape(data);
+        let content = shape.is_content();
+        if content {
+            self.content_events += 1;
+            if FACTS && !self.facts.head_full() {
+                if let Some(t) = event_text(data) {
+                    self.facts.push_head(&t);
+                }
+            }
+        }
+        // A text delta says nothing more (a refusal or the gateway's own end come in events
+        // of their own), unless it is a tool call's or the last one carries the stop reason.
+        if FACTS && (!content || shape.tool_calls || shape.finish_reason) {
+            note_facts(&mut self.facts, event, data);
+        }
+        // (A chunk of a stream asked with usage says `"usage":null` until the last: only a
+        // value is worth parsing the event for.)
+        if shape.usage || shape.error {
+            if let Ok(v) = crate::wire::from_str::<Value>(data) {
+                if v.get("error").is_some_and(|e| !e.is_null()) {
+                    self.saw_error = true;
+                }
+                if let Some(u) = v.get("usage").and_then(Usage::from_openai) {
+                    self.usage = Some(u);
                 }
             }
         }
@@ -239,20 +223,40 @@ mod tests {
 
     #[test]
     fn only_members_with_a_value_are_worth_a_parse() {
-        assert!(!has_value(r#"{"choices":[],"usage":null}"#, "\"usage\""));
-        assert!(!has_value(r#"{"choices":[], "usage" : null}"#, "\"usage\""));
-        assert!(has_value(r#"{"choices":[],"usage":{"prompt_tokens":3}}"#, "\"usage\""));
-        assert!(has_value(r#"{"usage" : {"prompt_tokens":3}}"#, "\"usage\""));
+        let usage = |d: &str| crate::wire::scan::shape(d).usage;
+        assert!(!usage(r#"{"choices":[],"usage":null}"#));
+        assert!(!usage(r#"{"choices":[], "usage" : null}"#));
+        assert!(usage(r#"{"choices":[],"usage":{"prompt_tokens":3}}"#));
+        assert!(usage(r#"{"usage" : {"prompt_tokens":3}}"#));
         // A string value named like the key is not a member.
-        assert!(!has_value(r#"{"type":"error"}"#, "\"error\""));
-        assert!(has_value(r#"{"type":"error","error":{"type":"overloaded_error"}}"#, "\"error\""));
-        assert!(!has_value(r#"{"delta":{"content":"the \"usage\": of it"}}"#, "\"usage\""));
+        assert!(!crate::wire::scan::shape(r#"{"type":"error"}"#).error);
+        assert!(crate::wire::scan::shape(r#"{"type":"error","error":{"type":"overloaded_error"}}"#).error);
+        assert!(!usage(r#"{"delta":{"content":"the \"usage\": of it"}}"#));
+    }
+
+    #[test]
+    fn without_facts_it_reads_the_same_usage_and_end() {
+        let s = b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"},\"finish_reason\":null}],\"usage\":null}\n\ndata: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":null}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1,\"total_tokens\":4}}\n\ndata: [DONE]\n\n";
+        let (mut full, mut lean) = (StreamScanner::<true>::default(), StreamScanner::<false>::default());
+        for c in s.chunks(5) {
+            full.push(c);
+            lean.push(c);
+        }
+        assert_eq!(
+            (lean.usage, lean.content_events, lean.saw_end, lean.saw_error),
+            (full.usage, full.content_events, full.saw_end, full.saw_error)
+        );
+        assert_eq!((full.content_events, full.saw_end), (1, true));
+        assert!(
+            full.usage.is_some() && full.facts.finish.is_some() && full.facts.head_full() == lean.facts.head_full()
+        );
+        assert!(lean.facts.finish.is_none(), "no facts noted");
     }
 
     #[test]
     fn stream_usage_found_across_chunks() {
         let s = b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1,\"total_tokens\":4}}\n\ndata: [DONE]\n\n";
-        let mut sc = StreamScanner::default();
+        let mut sc = StreamScanner::<true>::default();
         for c in s.chunks(7) {
             sc.push(c);
         }
@@ -270,14 +274,14 @@ mod tests {
             "data: {\"choices\":[{\"delta\":{\"content\":\"say \\\"finish_reason\\\":\\\"length\\\"\"}}]}\n\n",
             "data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n",
         );
-        let mut sc = StreamScanner::default();
+        let mut sc = StreamScanner::<true>::default();
         for c in chat.as_bytes().chunks(9) {
             sc.push(c);
         }
         assert_eq!(sc.facts.finish, Some(Finish::Stop));
         assert_eq!(sc.facts.head, "I can\u{2019}t say \"finish_reason\":\"length\"");
         // The last text delta carrying the stop reason itself.
-        let mut sc = StreamScanner::default();
+        let mut sc = StreamScanner::<true>::default();
         sc.push(b"data: {\"choices\":[{\"delta\":{\"content\":\"end\"},\"finish_reason\":\"length\"}]}\n\n");
         assert_eq!((sc.facts.finish, sc.facts.head.as_str()), (Some(Finish::Length), "end"));
         assert!(!sc.facts.refused && sc.facts.tool_calls == 0);
@@ -286,18 +290,18 @@ mod tests {
             "data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{}\"}}]}}]}\n\n",
             "data: {\"choices\":[{\"delta\":{},\"finish_reason\": \"tool_calls\"}]}\n\n",
         );
-        let mut sc = StreamScanner::default();
+        let mut sc = StreamScanner::<true>::default();
         sc.push(tools.as_bytes());
         assert_eq!((sc.facts.finish, sc.facts.tool_calls), (Some(Finish::ToolCalls), 1));
         let refused = "data: {\"choices\":[{\"delta\":{\"refusal\":\"No.\"},\"finish_reason\":null}]}\n\n";
-        let mut sc = StreamScanner::default();
+        let mut sc = StreamScanner::<true>::default();
         sc.push(refused.as_bytes());
         assert!(sc.facts.refused);
         let messages = concat!(
             "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":1,\"content_block\":{\"type\":\"tool_use\",\"id\":\"t\",\"name\":\"w\",\"input\":{}}}\n\n",
             "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"max_tokens\",\"stop_sequence\":null}}\n\n",
         );
-        let mut sc = StreamScanner::default();
+        let mut sc = StreamScanner::<true>::default();
         sc.push(messages.as_bytes());
         assert_eq!((sc.facts.finish, sc.facts.tool_calls), (Some(Finish::Length), 1));
         let responses = concat!(
@@ -305,7 +309,7 @@ mod tests {
             "event: response.incomplete\ndata: {\"type\":\"response.incomplete\",\"response\":{\"status\":\"incomplete\",",
             "\"incomplete_details\":{\"reason\":\"content_filter\"}}}\n\n",
         );
-        let mut sc = StreamScanner::default();
+        let mut sc = StreamScanner::<true>::default();
         sc.push(responses.as_bytes());
         assert_eq!((sc.facts.finish, sc.facts.head.as_str()), (Some(Finish::ContentFilter), "Hi"));
     }
@@ -319,17 +323,17 @@ mod tests {
             "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"delta\":{\"text\":\"b\"}}\n\n",
             "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"
         );
-        let mut sc = StreamScanner::default();
+        let mut sc = StreamScanner::<true>::default();
         for c in s.as_bytes().chunks(5) {
             sc.push(c);
         }
         assert!(sc.saw_end && !sc.saw_error);
         assert_eq!(sc.content_events, 2);
-        let mut sc = StreamScanner::default();
+        let mut sc = StreamScanner::<true>::default();
         sc.push(b"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\"}}\n\n");
         assert!(sc.saw_error && !sc.saw_end);
         // An OpenAI role chunk carries no content; a tool-call chunk does.
-        let mut sc = StreamScanner::default();
+        let mut sc = StreamScanner::<true>::default();
         sc.push(b"data: {\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n");
         sc.push(b"data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0}]}}]}\n\n");
         assert_eq!(sc.content_events, 1);

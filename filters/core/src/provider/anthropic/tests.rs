@@ -177,7 +177,7 @@ fn deltas_are_written_without_a_tree_as_the_tree_writes_them() {
                     .to_string(),
             };
             let mut direct = Vec::new();
-            assert!(t.delta(&mut direct, &ev));
+            assert!(t.delta(&mut direct, ev.event.as_deref(), &ev.data));
             assert_eq!(String::from_utf8_lossy(&direct), String::from_utf8_lossy(&tree), "{text:?}");
 
             let mut tree = Vec::new();
@@ -187,7 +187,7 @@ fn deltas_are_written_without_a_tree_as_the_tree_writes_them() {
                 data: json!({"type":"content_block_delta","index":2,"delta":{"type":"input_json_delta","partial_json":text}}).to_string(),
             };
             let mut direct = Vec::new();
-            assert!(t.delta(&mut direct, &ev));
+            assert!(t.delta(&mut direct, ev.event.as_deref(), &ev.data));
             let expected = if text.is_empty() { String::new() } else { String::from_utf8_lossy(&tree).into_owned() };
             assert_eq!(String::from_utf8_lossy(&direct), expected, "{text:?}");
         }
@@ -199,7 +199,7 @@ fn deltas_are_written_without_a_tree_as_the_tree_writes_them() {
             r#"{"type":"content_block_delta","delta":{"text":"x"}}"#,
         ] {
             let ev = sse::Event { event: Some("content_block_delta".into()), data: data.into() };
-            assert!(!t.delta(&mut Vec::new(), &ev), "{data}");
+            assert!(!t.delta(&mut Vec::new(), ev.event.as_deref(), &ev.data), "{data}");
         }
     }
 }

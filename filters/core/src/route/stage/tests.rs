@@ -145,6 +145,7 @@ fn a_stream_the_caller_asked_no_usage_for_loses_the_usage_chunk_but_the_audit_ke
     s.on_response_headers(&h, false);
     let stream = concat!(
         "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\n",
+        "data: {\"id\":\"c\",\"usage\":null,\"choices\":[{\"delta\":{\"content\":\"yo\"}}]}\n\n",
         "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1,\"total_tokens\":4}}\n\n",
         "data: [DONE]\n\n"
     );
@@ -152,6 +153,11 @@ fn a_stream_the_caller_asked_no_usage_for_loses_the_usage_chunk_but_the_audit_ke
     s.on_response_body(&h, stream.len(), true);
     let out = String::from_utf8(h.response_body.borrow().clone()).unwrap();
     assert!(!out.contains("usage") && out.contains("[DONE]") && out.contains("\"hi\""), "{out}");
+    // Each event whole, only without its usage member, wherever it was.
+    assert!(
+        out.starts_with("data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\ndata: {\"id\":\"c\",\"choices\""),
+        "{out}"
+    );
     assert!(h.property_string(&[headers::PROP_USAGE]).unwrap().contains("\"input\":3"));
 }
 
