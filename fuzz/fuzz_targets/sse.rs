@@ -1,4 +1,5 @@
-//! Server-sent events, split anywhere, the stream scanner that reads usage from them, and the
+//! Server-sent events, split anywhere, the stream scanner that reads usage from them (with and
+//! without the answer's facts, which must agree on usage and the end), and the
 //! cache's collector that makes a whole answer of a unified stream (replayed again as a stream).
 #![no_main]
 
@@ -10,7 +11,8 @@ fuzz_target!(|data: &[u8]| {
     let cut = usize::from(data.first().copied().unwrap_or(1)).max(1);
     let mut p = Parser::default();
     let mut out = Vec::new();
-    let mut sc = StreamScanner::default();
+    let mut sc = StreamScanner::<true>::default();
+    let mut lean = StreamScanner::<false>::default();
     let mut collector = aigw_core::wire::chat::StreamCollector::new(1 << 16);
     let mut filter = aigw_core::guard::StreamFilter::new(&["project falcon".to_string()]);
     let mut restorer = aigw_core::guard::Restorer::new(&[("<EMAIL_1>".into(), "a\"b@c.d".into())]);
@@ -18,6 +20,7 @@ fuzz_target!(|data: &[u8]| {
     for chunk in data.chunks(cut) {
         p.push(chunk, &mut out);
         sc.push(chunk);
+        lean.push(chunk);
         collector.push(chunk);
         let _ = filter.push(&restorer.push(chunk));
         responses.push(chunk);
@@ -27,6 +30,11 @@ fuzz_target!(|data: &[u8]| {
         let _ = aigw_core::wire::responses_in::stream_from_response(&r);
     }
     let _ = p.is_idle();
+    // Quota's scanner (no answer facts) reads what the audit's reads of usage and the end.
+    assert_eq!(
+        (lean.usage, lean.content_events, lean.saw_end, lean.saw_error),
+        (sc.usage, sc.content_events, sc.saw_end, sc.saw_error)
+    );
     if let Some(answer) = collector.answer() {
         assert!(aigw_core::wire::chat::stream_from_answer(&answer).is_some(), "a collected answer replays");
     }
