@@ -162,12 +162,16 @@ mod tests {
 
     #[test]
     fn split_across_chunks_at_every_byte() {
-        let whole = b"event: a\r\ndata: 1\r\n\r\n: comment\n\ndata:2\rdata: 3\r\r";
-        for cut in 0..whole.len() {
-            let ev = parse_chunks(&[&whole[..cut], &whole[cut..]]);
-            assert_eq!(ev.len(), 2, "cut at {cut}");
-            assert_eq!(ev[0], Event { event: Some("a".into()), data: "1".into() });
-            assert_eq!(ev[1], Event { event: None, data: "2\n3".into() });
+        let ev = |event: Option<&str>, data: &str| Event { event: event.map(str::to_string), data: data.into() };
+        let cases: [(&[u8], [Event; 2]); 2] = [
+            (b"event: a\r\ndata: 1\r\n\r\n: comment\n\ndata:2\rdata: 3\r\r", [ev(Some("a"), "1"), ev(None, "2\n3")]),
+            // A newline ends its own line: only one right after a carriage return is skipped.
+            (b"data: a\rdata: b\n\ndata: c\n\n", [ev(None, "a\nb"), ev(None, "c")]),
+        ];
+        for (whole, expected) in cases {
+            for cut in 0..whole.len() {
+                assert_eq!(parse_chunks(&[&whole[..cut], &whole[cut..]]), expected, "cut at {cut}");
+            }
         }
     }
 
@@ -189,15 +193,7 @@ mod tests {
     }
 
     #[test]
-    fn a_line_ended_by_a_newline_after_one_ended_by_a_carriage_return() {
-        // (The newline ends its own line: only one right after the carriage return is skipped.)
-        let whole = b"data: a\rdata: b\n\ndata: c\n\n";
-        for cut in 0..whole.len() {
-            let ev = parse_chunks(&[&whole[..cut], &whole[cut..]]);
-            assert_eq!(ev.len(), 2, "cut at {cut}: {ev:?}");
-            assert_eq!(ev[0].data, "a\nb");
-            assert_eq!(ev[1].data, "c");
-        }
+    fn events_handed_over_borrowed() {
         // Borrowed, as owned.
         let mut p = Parser::default();
         let mut seen = Vec::new();
