@@ -138,8 +138,22 @@ fn note_facts(facts: &mut AnswerFacts, event: Option<&str>, d: &str) {
     }
 }
 
-impl<const FACTS: bool> StreamScanner<FACTS> {
+// (`push` is defined for each kind, not generically, so that it is compiled here once: a generic
+// one would be compiled again, with its serde code, in each filter crate that calls it.)
+impl StreamScanner<true> {
     pub fn push(&mut self, chunk: &[u8]) {
+        self.push_chunk(chunk);
+    }
+}
+
+impl StreamScanner<false> {
+    pub fn push(&mut self, chunk: &[u8]) {
+        self.push_chunk(chunk);
+    }
+}
+
+impl<const FACTS: bool> StreamScanner<FACTS> {
+    fn push_chunk(&mut self, chunk: &[u8]) {
         let mut parser = std::mem::take(&mut self.parser);
         parser.push_each(chunk, |event, data| self.event(event, data));
         self.parser = parser;
