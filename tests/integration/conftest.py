@@ -345,8 +345,8 @@ def gateway(request, tmp_path_factory):
 def fresh_gateway_factory(tmp_path):
     made = []
 
-    def make(template_edit=None, wait=True, extra_env=None, values=None):
-        gw = Gateway(tmp_path / f"gw{len(made)}", template_edit, values=values)
+    def make(template_edit=None, wait=True, extra_env=None, values=None, modules="one"):
+        gw = Gateway(tmp_path / f"gw{len(made)}", template_edit, values=values, modules=modules)
         made.append(gw)
         return gw.start_envoy(wait=wait, extra_env=extra_env)
 

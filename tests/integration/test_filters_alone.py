@@ -2,6 +2,7 @@
 derived from envoy/envoy.yaml the same way scripts/bench derives them."""
 
 import subprocess
+import time
 
 import httpx
 import pytest
@@ -25,9 +26,10 @@ def fake():
 def alone(fake, tmp_path):
     started = []
 
-    def start(name):
+    def start(name, edit=lambda cfg: cfg):
         port, admin = free_port(), free_port()
         cfg, _, _, _ = bench.make_config(name, port, admin, fake, tmp_path)
+        cfg = edit(cfg)
         envoy = bench.Envoy(cfg, tmp_path, workers=1, pin=False)
         started.append(envoy)
         return f"http://127.0.0.1:{port}", tmp_path / "access.log"
@@ -76,6 +78,40 @@ def test_quota_alone_charges_an_anonymous_bucket(alone):
     url, _ = alone("quota")
     r = call(url, key=None)
     assert r.status_code == 200 and "x-ratelimit-remaining-requests" in r.headers
+
+
+def test_quota_alone_charges_a_streamed_call_what_its_usage_says(alone):
+    # Without the audit stage, quota charges a stream what it used, not its estimate.
+    import json
+
+    def slow_refill(cfg):
+        text = json.dumps(cfg).replace('\\"tokens_per_minute\\": 1000000000000,',
+                                       '\\"tokens_per_minute\\": 1, \\"tokens_burst\\": 1000000,', 1)
+        assert "tokens_burst" in text
+        return json.loads(text)
+
+    url, _ = alone("quota", slow_refill)
+    # (An answer of some length: its output tokens are what only the stream's usage tells.)
+    words = " ".join(f"w{i}" for i in range(40))
+    body = {"model": "chat", "max_tokens": 100, "messages": [{"role": "user", "content": words}]}
+
+    def plain():
+        r = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=20)
+        assert r.status_code == 200, r.text
+        return int(r.headers["x-ratelimit-remaining-tokens"]), r.json()["usage"]["total_tokens"]
+
+    before, first = plain()
+    with httpx.stream("POST", f"{url}/v1/chat/completions", timeout=20,
+                      json={**body, "stream": True, "stream_options": {"include_usage": True}}) as r:
+        assert r.status_code == 200
+        text = "".join(r.iter_text())
+    usage = [json.loads(line[6:])["usage"] for line in text.splitlines()
+             if line.startswith("data: {") and '"usage":{' in line]
+    assert len(usage) == 1, text[-500:]
+    time.sleep(0.3)
+    after, _ = plain()
+    # Between two probes of the same estimate: the first probe and the stream, each as used.
+    assert abs((before - after) - (first + usage[0]["total_tokens"])) <= 1, (before - after, first, usage)
 
 
 def test_route_select_alone_routes_and_translates(alone):

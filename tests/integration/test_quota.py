@@ -56,8 +56,9 @@ def quota_config(tenants, providers=None, **extra):
 
 @pytest.fixture
 def start(fresh_gateway_factory):
-    def make(tenants, providers=None, **extra):
-        return fresh_gateway_factory(values={"QUOTA_CONFIG": quota_config(tenants, providers, **extra)})
+    def make(tenants, providers=None, modules="one", **extra):
+        return fresh_gateway_factory(values={"QUOTA_CONFIG": quota_config(tenants, providers, **extra)},
+                                     modules=modules)
 
     return make
 
@@ -228,19 +229,32 @@ def test_tokens_are_reconciled_for_non_streamed_calls(start):
     assert abs((BIG - now) - (u["prompt_tokens"] + u["completion_tokens"])) <= 1
 
 
-def test_tokens_are_reconciled_for_streamed_calls(start):
-    gw = start({"acme": {"tokens_per_minute": 1, "tokens_burst": BIG}})
+@pytest.mark.parametrize("modules", ["one", "separate"])
+@pytest.mark.parametrize("asked", [True, False], ids=["usage-asked", "usage-not-asked"])
+def test_tokens_are_reconciled_for_streamed_calls(start, modules, asked):
+    # Also with the design card's filters, one module each, and whether or not the caller sees
+    # the usage: the charge is what the call used.
+    gw = start({"acme": {"tokens_per_minute": 1, "tokens_burst": BIG}}, modules=modules)
     _, base = level(gw)
     usage = None
-    with stream_call(gw, stream_options={"include_usage": True}) as r:
+    with stream_call(gw, **({"stream_options": {"include_usage": True}} if asked else {})) as r:
         assert r.status_code == 200
-        for line in r.iter_lines():
-            if line.startswith("data: {"):
-                usage = json.loads(line[6:]).get("usage") or usage
-    assert usage, "the stream carried no usage"
+        rid = r.headers["x-aigw-request-id"]
+        text = "".join(r.iter_text())
+    for line in text.splitlines():
+        if line.startswith("data: {"):
+            usage = json.loads(line[6:]).get("usage") or usage
+    if asked:
+        assert usage, "the stream carried no usage"
+        used = usage["prompt_tokens"] + usage["completion_tokens"]
+    else:
+        assert '"usage"' not in text, text[-500:]
+        [rec] = gw.audit(rid)
+        used = rec["tokens"]["input"] + rec["tokens"]["output"]
+    assert used < estimate()  # the charge moved from the estimate to what was used
     time.sleep(0.3)
     now, _ = level(gw)
-    assert abs((base - now) - (usage["prompt_tokens"] + usage["completion_tokens"])) <= 1
+    assert abs((base - now) - used) <= 1, (base - now, used)
 
 
 def test_aborted_calls_are_reconciled(start):
