@@ -204,18 +204,22 @@ fn credential(
 /// was).
 #[allow(clippy::result_unit_err)]
 pub fn authenticate(h: &impl Host, ring: &KeyRing) -> Result<CallIdentity, ()> {
-    // One host call for all headers; only headers that are present are removed.
-    let all = h.request_headers();
-    let get = |name: &str| all.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
-    let presented = presented_credential(get("authorization"), get("x-api-key"), get("api-key"));
-    let feature = get(headers::CALLER_FEATURE).filter(|v| !v.is_empty());
-    let agent = get(headers::CALLER_AGENT).filter(|v| !v.is_empty());
-    let task = get(headers::CALLER_TASK).filter(|v| !v.is_empty());
-    let shadow_of = get(headers::SHADOW_OF).filter(|v| !v.is_empty()).map(str::to_string);
-    let shadow_zone = get(headers::SHADOW_ZONE).filter(|v| !v.is_empty()).map(str::to_string);
-    let result = presented.map(|p| ring.authenticate(p));
+    // One host call for all headers, read in place; only headers that are present are removed.
+    let (result, feature, agent, task, shadow_of, shadow_zone) = h.with_request_headers(|all| {
+        let get = |name: &str| all.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        let given = |name: &str| get(name).filter(|v| !v.is_empty()).map(str::to_string);
+        let presented = presented_credential(get("authorization"), get("x-api-key"), get("api-key"));
+        (
+            presented.map(|p| ring.authenticate(p)),
+            given(headers::CALLER_FEATURE),
+            given(headers::CALLER_AGENT),
+            given(headers::CALLER_TASK),
+            given(headers::SHADOW_OF),
+            given(headers::SHADOW_ZONE),
+        )
+    });
     let door = messages_door(h);
-    h.remove_request_headers(&all, &|n| {
+    h.remove_request_headers_where(&|n| {
         headers::is_internal(n)
             || PROVIDER_AUTH_HEADERS.contains(&n)
             || n == headers::CALLER_FEATURE
@@ -249,7 +253,7 @@ pub fn authenticate(h: &impl Host, ring: &KeyRing) -> Result<CallIdentity, ()> {
         return Err(());
     }
     for (what, scope, asked) in
-        [("feature", &id.features, feature), ("agent", &id.agents, agent), ("task", &id.tasks, task)]
+        [("feature", &id.features, &feature), ("agent", &id.agents, &agent), ("task", &id.tasks, &task)]
     {
         if let Some(name) = asked {
             if let Err(e) = check_scope(what, scope, name) {
@@ -259,9 +263,9 @@ pub fn authenticate(h: &impl Host, ring: &KeyRing) -> Result<CallIdentity, ()> {
             }
         }
     }
-    call.feature = feature.map(str::to_string);
-    call.agent = agent.map(str::to_string);
-    call.task = task.map(str::to_string);
+    call.feature = feature;
+    call.agent = agent;
+    call.task = task;
     // Only the gateway's own shadow key makes shadow legs; from any other key it is dropped.
     call.shadow_of = shadow_of.filter(|_| id.shadow);
     if call.shadow_of.is_some() && shadow_zone.is_some() {

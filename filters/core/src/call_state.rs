@@ -390,6 +390,14 @@ impl<H: Host> Host for CallState<'_, H> {
     fn request_headers(&self) -> Vec<(String, String)> {
         self.data.borrow_mut().request_headers.whole(|| self.inner.request_headers()).clone()
     }
+    fn with_request_headers<R>(&self, f: impl FnOnce(&[(String, String)]) -> R) -> R {
+        let mut data = self.data.borrow_mut();
+        f(data.request_headers.whole(|| self.inner.request_headers()))
+    }
+    fn with_response_headers<R>(&self, f: impl FnOnce(&[(String, String)]) -> R) -> R {
+        let mut data = self.data.borrow_mut();
+        f(data.response_headers.whole(|| self.inner.response_headers()))
+    }
     fn request_header(&self, name: &str) -> Option<String> {
         // One read of the whole map serves every header of the callback.
         let found = self.data.borrow_mut().request_headers.one(name, || self.inner.request_headers());

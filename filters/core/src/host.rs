@@ -28,6 +28,15 @@ pub trait Host {
     fn response_headers(&self) -> Vec<(String, String)>;
     fn response_header(&self, name: &str) -> Option<String>;
     fn set_response_header(&self, name: &str, value: Option<&str>);
+    /// `f` over all request headers, borrowed where the host keeps them (the call state keeps
+    /// a callback's one read): no copy of the list. `f` must not call the host.
+    fn with_request_headers<R>(&self, f: impl FnOnce(&[(String, String)]) -> R) -> R {
+        f(&self.request_headers())
+    }
+    /// [`Host::with_request_headers`], for the response headers.
+    fn with_response_headers<R>(&self, f: impl FnOnce(&[(String, String)]) -> R) -> R {
+        f(&self.response_headers())
+    }
     /// Adds a value for a response header the caller knows the map lacks (a host call cheaper
     /// than [`Host::set_response_header`]'s replace; on a map that has it, the header would
     /// have two values).

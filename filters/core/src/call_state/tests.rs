@@ -382,6 +382,10 @@ fn a_callback_reads_all_request_headers_once_and_sees_what_it_changed() {
         vec![("authorization".into(), "Bearer provider".into()), ("content-type".into(), "application/json".into())]
     );
     assert_eq!(h.header_list_reads.get(), 1);
+    // Read in place (no copy of the list) from the same read, with the changes.
+    let names = s.with_request_headers(|all| all.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(","));
+    assert_eq!(names, "authorization,content-type");
+    assert_eq!(h.header_list_reads.get(), 1);
     // A single header comes from the list too.
     assert_eq!(s.request_header("content-type").as_deref(), Some("application/json"));
     assert_eq!(s.request_header("x-note"), None);

@@ -1201,19 +1201,29 @@ impl RouteAttempt {
     pub fn on_response_headers(&mut self, h: &impl Host, eos: bool) -> Flow {
         // All of the provider's headers in one read: what this attempt needs is taken from
         // them, and only an allow-list goes on to the caller (headers::provider_response_header).
-        let all = h.response_headers();
-        let get = |name: &str| all.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-        self.status = get(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
-        let ct = get("content-type").unwrap_or_default();
-        let error_type = get("x-amzn-errortype").unwrap_or_default();
-        let reported_tokens = get("x-amzn-bedrock-input-token-count").and_then(|n| n.trim().parse().ok());
-        let mut provider_request_id = None;
-        for (name, value) in &all {
-            match headers::provider_response_header(name) {
-                headers::ResponseHeader::Keep | headers::ResponseHeader::Envoys => continue,
-                headers::ResponseHeader::ProviderRequestId => provider_request_id = Some(value.clone()),
-                headers::ResponseHeader::Drop => {}
+        let (status, ct, error_type, reported_tokens, provider_request_id, dropped) = h.with_response_headers(|all| {
+            let get = |name: &str| all.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+            let mut provider_request_id = None;
+            let mut dropped = Vec::new();
+            for (name, value) in all {
+                match headers::provider_response_header(name) {
+                    headers::ResponseHeader::Keep | headers::ResponseHeader::Envoys => continue,
+                    headers::ResponseHeader::ProviderRequestId => provider_request_id = Some(value.clone()),
+                    headers::ResponseHeader::Drop => {}
+                }
+                dropped.push(name.clone());
             }
+            (
+                get(":status").and_then(|s| s.parse().ok()).unwrap_or(0),
+                get("content-type").unwrap_or_default().to_string(),
+                get("x-amzn-errortype").unwrap_or_default().to_string(),
+                get("x-amzn-bedrock-input-token-count").and_then(|n| n.trim().parse().ok()),
+                provider_request_id,
+                dropped,
+            )
+        });
+        self.status = status;
+        for name in &dropped {
             h.set_response_header(name, None);
         }
         // Said by the credential stage, for this attempt's record only.
