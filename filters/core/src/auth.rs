@@ -206,7 +206,7 @@ fn credential(
 pub fn authenticate(h: &impl Host, ring: &KeyRing) -> Result<CallIdentity, ()> {
     // One host call for all headers, read in place; only headers that are present are removed.
     let (result, feature, agent, task, shadow_of, shadow_zone) = h.with_request_headers(|all| {
-        let get = |name: &str| all.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        let get = |name: &str| all.get(name);
         let given = |name: &str| get(name).filter(|v| !v.is_empty()).map(str::to_string);
         let presented = presented_credential(get("authorization"), get("x-api-key"), get("api-key"));
         (

@@ -169,33 +169,11 @@ pub struct CallData {
     now_ms: Option<u64>,
 }
 
-/// A callback's view of one header map, in Envoy's order.
-type HeaderList = Vec<(String, String)>;
-
-/// Keeps a header list in step with a header this context set (replacing every value of it)
-/// or removed (every value). A header new to the list is not copied into it (two allocations
-/// each, and a callback seldom reads back a header it added). Says whether the list had it:
-/// `false` on a set says the list now lacks it, and a read the list cannot answer then goes to
-/// the host.
-fn set_in(list: &mut HeaderList, name: &str, value: Option<&str>) -> bool {
-    let Some(v) = value else {
-        let before = list.len();
-        list.retain(|(k, _)| k != name);
-        return list.len() != before;
-    };
-    let Some(at) = list.iter().position(|(k, _)| k == name) else { return false };
-    // Set again: the first keeps its place (and its strings), the other values go.
-    let mut i = 0;
-    list.retain(|(k, _)| {
-        i += 1;
-        i - 1 <= at || k != name
-    });
-    if let Some((_, old)) = list.get_mut(at) {
-        old.clear();
-        old.push_str(v);
-    }
-    true
-}
+/// A callback's view of one header map, in Envoy's order: kept in step with a header this
+/// context sets (replacing every value of it) or removes (every value). A header new to the
+/// list is not added to it (a callback seldom reads back a header it added): a set that finds
+/// it absent says so, and a read the list cannot answer then goes to the host.
+use crate::headers::HeaderList;
 
 /// A callback's one read of a header map, and the headers added to the map since (see
 /// [`set_in`]), by a hash of their names.
@@ -236,8 +214,8 @@ impl HeaderView {
     /// the list was read).
     fn one(&mut self, name: &str, read: impl FnOnce() -> HeaderList) -> Result<Option<String>, ()> {
         let list = self.list.get_or_insert_with(read);
-        match list.iter().find(|(k, _)| k == name) {
-            Some((_, v)) => Ok(Some(v.clone())),
+        match list.get(name) {
+            Some(v) => Ok(Some(v.to_string())),
             None if was_added(&self.added, name_hash(name)) => Err(()),
             None => Ok(None),
         }
@@ -247,7 +225,7 @@ impl HeaderView {
     /// map had it before.
     fn set(&mut self, name: &str, value: Option<&str>) -> Had {
         let Some(list) = &mut self.list else { return Had::Unknown };
-        if set_in(list, name, value) {
+        if list.set(name, value) {
             return Had::Yes;
         }
         let hash = name_hash(name);
@@ -388,27 +366,33 @@ pub struct CallState<'a, H: Host> {
 
 impl<H: Host> Host for CallState<'_, H> {
     fn request_headers(&self) -> Vec<(String, String)> {
-        self.data.borrow_mut().request_headers.whole(|| self.inner.request_headers()).clone()
+        self.data.borrow_mut().request_headers.whole(|| self.inner.request_header_list()).to_pairs()
     }
-    fn with_request_headers<R>(&self, f: impl FnOnce(&[(String, String)]) -> R) -> R {
-        let mut data = self.data.borrow_mut();
-        f(data.request_headers.whole(|| self.inner.request_headers()))
+    fn request_header_list(&self) -> HeaderList {
+        self.data.borrow_mut().request_headers.whole(|| self.inner.request_header_list()).clone()
     }
-    fn with_response_headers<R>(&self, f: impl FnOnce(&[(String, String)]) -> R) -> R {
+    fn response_header_list(&self) -> HeaderList {
+        self.data.borrow_mut().response_headers.whole(|| self.inner.response_header_list()).clone()
+    }
+    fn with_request_headers<R>(&self, f: impl FnOnce(&HeaderList) -> R) -> R {
         let mut data = self.data.borrow_mut();
-        f(data.response_headers.whole(|| self.inner.response_headers()))
+        f(data.request_headers.whole(|| self.inner.request_header_list()))
+    }
+    fn with_response_headers<R>(&self, f: impl FnOnce(&HeaderList) -> R) -> R {
+        let mut data = self.data.borrow_mut();
+        f(data.response_headers.whole(|| self.inner.response_header_list()))
     }
     fn request_header(&self, name: &str) -> Option<String> {
         // One read of the whole map serves every header of the callback.
-        let found = self.data.borrow_mut().request_headers.one(name, || self.inner.request_headers());
+        let found = self.data.borrow_mut().request_headers.one(name, || self.inner.request_header_list());
         found.unwrap_or_else(|()| self.inner.request_header(name))
     }
     fn remove_request_headers_where(&self, drop: &dyn Fn(&str) -> bool) {
         // From the callback's one list: only the names removed are copied out of it.
         let names: Vec<String> = {
             let mut data = self.data.borrow_mut();
-            let list = data.request_headers.whole(|| self.inner.request_headers());
-            list.iter().filter(|(k, _)| drop(k)).map(|(k, _)| k.clone()).collect()
+            let list = data.request_headers.whole(|| self.inner.request_header_list());
+            list.iter().filter(|(k, _)| drop(k)).map(|(k, _)| k.to_string()).collect()
         };
         for n in &names {
             self.set_request_header(n, None);
@@ -423,10 +407,10 @@ impl<H: Host> Host for CallState<'_, H> {
         }
     }
     fn response_headers(&self) -> Vec<(String, String)> {
-        self.data.borrow_mut().response_headers.whole(|| self.inner.response_headers()).clone()
+        self.data.borrow_mut().response_headers.whole(|| self.inner.response_header_list()).to_pairs()
     }
     fn response_header(&self, name: &str) -> Option<String> {
-        let found = self.data.borrow_mut().response_headers.one(name, || self.inner.response_headers());
+        let found = self.data.borrow_mut().response_headers.one(name, || self.inner.response_header_list());
         found.unwrap_or_else(|()| self.inner.response_header(name))
     }
     #[inline(never)]

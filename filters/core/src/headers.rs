@@ -219,6 +219,150 @@ pub fn decode_map(bytes: &[u8]) -> Vec<(String, String)> {
     out
 }
 
+/// A header map as one read gave it: its text once, each name and value a range of it (no
+/// string per header: a read of a map used to cost two allocations per header). Names and
+/// values are not trusted to be UTF-8: invalid sequences become U+FFFD.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeaderList {
+    text: String,
+    /// Name start, name end, value start, value end, in `text`.
+    spans: Vec<[u32; 4]>,
+}
+
+impl HeaderList {
+    /// Decodes the proxy-wasm ABI's serialised map (see [`decode_map`]), taking its bytes: a
+    /// map that is UTF-8 throughout is not copied. A map cut short yields the headers before
+    /// the cut; it never panics.
+    pub fn decode(bytes: Vec<u8>) -> HeaderList {
+        let u32_at = |at: usize| -> Option<usize> {
+            let b: [u8; 4] = bytes.get(at..at.checked_add(4)?)?.try_into().ok()?;
+            usize::try_from(u32::from_le_bytes(b)).ok()
+        };
+        let Some(count) = u32_at(0) else { return HeaderList::default() };
+        let count = count.min(bytes.len() / 10);
+        let mut spans = Vec::with_capacity(count);
+        // The text (names and values) follows the count and the lengths; spans are kept
+        // relative to it.
+        let table = count.saturating_mul(8).saturating_add(4).min(bytes.len());
+        let mut p = table;
+        for n in 0..count {
+            let s = 4 + n * 8;
+            let (Some(klen), Some(vlen)) = (u32_at(s), u32_at(s + 4)) else { break };
+            let (Some(kend), Some(vstart)) = (p.checked_add(klen), p.checked_add(klen).and_then(|e| e.checked_add(1)))
+            else {
+                break;
+            };
+            let Some(vend) = vstart.checked_add(vlen).filter(|&e| e <= bytes.len()) else { break };
+            let (Ok(a), Ok(b), Ok(c), Ok(d)) = (
+                u32::try_from(p - table),
+                u32::try_from(kend - table),
+                u32::try_from(vstart - table),
+                u32::try_from(vend - table),
+            ) else {
+                break;
+            };
+            spans.push([a, b, c, d]);
+            p = vend.saturating_add(1);
+        }
+        // (The lengths are binary: only the text is checked as UTF-8.)
+        let mut bytes = bytes;
+        bytes.drain(..table);
+        match String::from_utf8(bytes) {
+            Ok(text) => HeaderList { text, spans },
+            // Some name or value is not UTF-8: each is decoded on its own, invalid bytes replaced.
+            Err(e) => {
+                let bytes = e.into_bytes();
+                let part =
+                    |a: u32, b: u32| bytes.get(a as usize..b as usize).map(String::from_utf8_lossy).unwrap_or_default();
+                let mut list = HeaderList::default();
+                for [a, b, c, d] in spans {
+                    list.push(&part(a, b), &part(c, d));
+                }
+                list
+            }
+        }
+    }
+
+    /// A list of the given pairs (a host that keeps its headers as strings).
+    pub fn from_pairs(pairs: &[(String, String)]) -> HeaderList {
+        let mut list = HeaderList {
+            text: String::with_capacity(pairs.iter().map(|(k, v)| k.len() + v.len()).sum()),
+            spans: Vec::with_capacity(pairs.len()),
+        };
+        for (k, v) in pairs {
+            list.push(k, v);
+        }
+        list
+    }
+
+    fn push(&mut self, name: &str, value: &str) {
+        let a = self.text.len();
+        self.text.push_str(name);
+        let b = self.text.len();
+        self.text.push_str(value);
+        let c = self.text.len();
+        if let (Ok(a), Ok(b), Ok(c)) = (u32::try_from(a), u32::try_from(b), u32::try_from(c)) {
+            self.spans.push([a, b, b, c]);
+        }
+    }
+
+    fn part(&self, a: u32, b: u32) -> &str {
+        self.text.get(a as usize..b as usize).unwrap_or_default()
+    }
+
+    /// Each header, in the map's order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        self.spans.iter().map(|&[a, b, c, d]| (self.part(a, b), self.part(c, d)))
+    }
+
+    /// The first value of `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.iter().find(|(k, _)| *k == name).map(|(_, v)| v)
+    }
+
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// The headers as owned pairs.
+    pub fn to_pairs(&self) -> Vec<(String, String)> {
+        self.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    /// Keeps the list in step with a header set (replacing every value of it) or removed
+    /// (every value). A header new to the list is not added to it. Says whether the list had it.
+    pub fn set(&mut self, name: &str, value: Option<&str>) -> bool {
+        let before = self.spans.len();
+        let Some(v) = value else {
+            let text = &self.text;
+            self.spans.retain(|&[a, b, _, _]| text.get(a as usize..b as usize) != Some(name));
+            return self.spans.len() != before;
+        };
+        let Some(at) = self.iter().position(|(k, _)| k == name) else { return false };
+        // Set again: the first keeps its place, the other values go; the new value is written
+        // after the text (the old one is left unused).
+        let text = &self.text;
+        let mut i = 0;
+        self.spans.retain(|&[a, b, _, _]| {
+            i += 1;
+            i - 1 <= at || text.get(a as usize..b as usize) != Some(name)
+        });
+        let start = self.text.len();
+        self.text.push_str(v);
+        if let (Some(span), Ok(c), Ok(d)) =
+            (self.spans.get_mut(at), u32::try_from(start), u32::try_from(self.text.len()))
+        {
+            span[2] = c;
+            span[3] = d;
+        }
+        true
+    }
+}
+
 /// A header value as text: the caller's bytes, with invalid UTF-8 replaced (never a panic).
 pub fn text(value: Vec<u8>) -> String {
     match String::from_utf8(value) {
@@ -259,6 +403,33 @@ mod tests {
         assert_eq!(d[1], ("x-note".to_string(), "caf\u{fffd}".to_string()));
         assert_eq!(d[2], ("authorization".to_string(), "Bearer\u{e9}x".to_string()));
         assert_eq!(text(b"caf\xe9".to_vec()), "caf\u{fffd}");
+        assert_eq!(HeaderList::decode(m.clone()).to_pairs(), d);
+        // Lengths whose bytes are not UTF-8 themselves (200 = 0xc8): the text is what is checked.
+        let long = "v".repeat(200);
+        let m = encode(&[(b"x-long", long.as_bytes()), (b"x-short", b"s")]);
+        let list = HeaderList::decode(m.clone());
+        assert_eq!(list.to_pairs(), decode_map(&m));
+        assert_eq!((list.get("x-long"), list.get("x-short"), list.len()), (Some(long.as_str()), Some("s"), 2));
+    }
+
+    #[test]
+    fn a_header_list_follows_sets_and_removals_in_place() {
+        let pair = |k: &str, v: &str| (k.to_string(), v.to_string());
+        let mut list = HeaderList::decode(encode(&[(b"a", b"1"), (b"b", b"2"), (b"a", b"3"), (b"c", b"4")]));
+        assert_eq!(list.get("a"), Some("1"));
+        // Set again: the first keeps its place with the new value, the other values go.
+        assert!(list.set("a", Some("new")));
+        assert_eq!(list.to_pairs(), vec![pair("a", "new"), pair("b", "2"), pair("c", "4")]);
+        // A removal takes every value; a header new to the list is not copied in, and says so.
+        assert!(list.set("b", None));
+        assert!(!list.set("d", Some("5")));
+        assert_eq!(list.to_pairs(), vec![pair("a", "new"), pair("c", "4")]);
+        assert!(!list.set("missing", None));
+        assert_eq!(list.len(), 2);
+        assert_eq!(
+            HeaderList::from_pairs(&list.to_pairs()),
+            HeaderList::from_pairs(&[pair("a", "new"), pair("c", "4")])
+        );
     }
 
     #[test]
@@ -267,16 +438,20 @@ mod tests {
         for cut in 0..m.len() {
             let d = decode_map(&m[..cut]);
             assert!(d.len() <= 2);
+            assert_eq!(HeaderList::decode(m[..cut].to_vec()).to_pairs(), d, "cut at {cut}");
         }
         assert_eq!(decode_map(&m).len(), 2);
         // A count far larger than the bytes, and lengths that overflow.
         let mut lie = m.clone();
         lie[..4].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(decode_map(&lie).len() <= 2);
+        assert_eq!(HeaderList::decode(lie.clone()).to_pairs(), decode_map(&lie));
         let mut lie = m;
         lie[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(decode_map(&lie).is_empty());
+        assert!(HeaderList::decode(lie).is_empty());
         assert!(decode_map(&[]).is_empty());
+        assert!(HeaderList::decode(Vec::new()).is_empty());
     }
 
     #[test]

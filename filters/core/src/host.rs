@@ -9,6 +9,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
 use crate::error::GatewayError;
+use crate::headers::HeaderList;
 
 /// Why a shared-data write failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,14 +29,23 @@ pub trait Host {
     fn response_headers(&self) -> Vec<(String, String)>;
     fn response_header(&self, name: &str) -> Option<String>;
     fn set_response_header(&self, name: &str, value: Option<&str>);
+    /// All request headers as one [`HeaderList`] (the proxy's host decodes its read into one,
+    /// without a string per header).
+    fn request_header_list(&self) -> HeaderList {
+        HeaderList::from_pairs(&self.request_headers())
+    }
+    /// [`Host::request_header_list`], for the response headers.
+    fn response_header_list(&self) -> HeaderList {
+        HeaderList::from_pairs(&self.response_headers())
+    }
     /// `f` over all request headers, borrowed where the host keeps them (the call state keeps
     /// a callback's one read): no copy of the list. `f` must not call the host.
-    fn with_request_headers<R>(&self, f: impl FnOnce(&[(String, String)]) -> R) -> R {
-        f(&self.request_headers())
+    fn with_request_headers<R>(&self, f: impl FnOnce(&HeaderList) -> R) -> R {
+        f(&self.request_header_list())
     }
     /// [`Host::with_request_headers`], for the response headers.
-    fn with_response_headers<R>(&self, f: impl FnOnce(&[(String, String)]) -> R) -> R {
-        f(&self.response_headers())
+    fn with_response_headers<R>(&self, f: impl FnOnce(&HeaderList) -> R) -> R {
+        f(&self.response_header_list())
     }
     /// Adds a value for a response header the caller knows the map lacks (a host call cheaper
     /// than [`Host::set_response_header`]'s replace; on a map that has it, the header would

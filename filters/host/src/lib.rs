@@ -243,6 +243,14 @@ impl aigw_core::host::Host for ProxyHost {
         trace::hit("response_headers");
         response_headers()
     }
+    fn request_header_list(&self) -> aigw_core::headers::HeaderList {
+        trace::hit("request_headers");
+        aigw_core::headers::HeaderList::decode(abi::header_pairs(abi::REQUEST_HEADERS).unwrap_or_default())
+    }
+    fn response_header_list(&self) -> aigw_core::headers::HeaderList {
+        trace::hit("response_headers");
+        aigw_core::headers::HeaderList::decode(abi::header_pairs(abi::RESPONSE_HEADERS).unwrap_or_default())
+    }
     fn response_header(&self, name: &str) -> Option<String> {
         #[cfg(feature = "trace-calls")]
         trace::hit(&format!("response_header:{name}"));

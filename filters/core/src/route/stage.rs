@@ -1202,16 +1202,16 @@ impl RouteAttempt {
         // All of the provider's headers in one read: what this attempt needs is taken from
         // them, and only an allow-list goes on to the caller (headers::provider_response_header).
         let (status, ct, error_type, reported_tokens, provider_request_id, dropped) = h.with_response_headers(|all| {
-            let get = |name: &str| all.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+            let get = |name: &str| all.get(name);
             let mut provider_request_id = None;
             let mut dropped = Vec::new();
-            for (name, value) in all {
+            for (name, value) in all.iter() {
                 match headers::provider_response_header(name) {
                     headers::ResponseHeader::Keep | headers::ResponseHeader::Envoys => continue,
-                    headers::ResponseHeader::ProviderRequestId => provider_request_id = Some(value.clone()),
+                    headers::ResponseHeader::ProviderRequestId => provider_request_id = Some(value.to_string()),
                     headers::ResponseHeader::Drop => {}
                 }
-                dropped.push(name.clone());
+                dropped.push(name.to_string());
             }
             (
                 get(":status").and_then(|s| s.parse().ok()).unwrap_or(0),
