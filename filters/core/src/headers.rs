@@ -267,20 +267,21 @@ impl HeaderList {
         // (The lengths are binary: only the text is checked as UTF-8.)
         let mut bytes = bytes;
         bytes.drain(..table);
-        match String::from_utf8(bytes) {
-            Ok(text) => HeaderList { text, spans },
-            // Some name or value is not UTF-8: each is decoded on its own, invalid bytes replaced.
-            Err(e) => {
-                let bytes = e.into_bytes();
-                let part =
-                    |a: u32, b: u32| bytes.get(a as usize..b as usize).map(String::from_utf8_lossy).unwrap_or_default();
-                let mut list = HeaderList::default();
-                for [a, b, c, d] in spans {
-                    list.push(&part(a, b), &part(c, d));
-                }
-                list
+        let bytes = match String::from_utf8(bytes) {
+            // (A length may still cut a character: then each part is decoded on its own.)
+            Ok(text) if spans.iter().flatten().all(|&i| text.is_char_boundary(i as usize)) => {
+                return HeaderList { text, spans };
             }
+            Ok(text) => text.into_bytes(),
+            Err(e) => e.into_bytes(),
+        };
+        // Some name or value is not UTF-8: each is decoded on its own, invalid bytes replaced.
+        let part = |a: u32, b: u32| bytes.get(a as usize..b as usize).map(String::from_utf8_lossy).unwrap_or_default();
+        let mut list = HeaderList::default();
+        for [a, b, c, d] in spans {
+            list.push(&part(a, b), &part(c, d));
         }
+        list
     }
 
     /// A list of the given pairs (a host that keeps its headers as strings).
@@ -410,6 +411,15 @@ mod tests {
         let list = HeaderList::decode(m.clone());
         assert_eq!(list.to_pairs(), decode_map(&m));
         assert_eq!((list.get("x-long"), list.get("x-short"), list.len()), (Some(long.as_str()), Some("s"), 2));
+        // Text that is UTF-8 as a whole, but a length cuts a character in two (found by the
+        // header_map fuzz target): each part as the pairs decode it.
+        let mut m = 1u32.to_le_bytes().to_vec();
+        m.extend(1u32.to_le_bytes());
+        m.extend(1u32.to_le_bytes());
+        m.extend(b"k\0\xc3\xa9");
+        assert!(std::str::from_utf8(&m[12..]).is_ok());
+        assert_eq!(decode_map(&m), vec![("k".to_string(), "\u{fffd}".to_string())]);
+        assert_eq!(HeaderList::decode(m.clone()).to_pairs(), decode_map(&m));
     }
 
     #[test]
