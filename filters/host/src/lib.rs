@@ -378,10 +378,11 @@ thread_local! {
         const { std::cell::RefCell::new(std::collections::HashMap::with_hasher(FastHash)) };
 }
 
-/// Metric ids by the hash of their names' parts: the names (and ids) that have that hash.
-type MetricIds = std::collections::HashMap<u64, Vec<(Box<str>, u32)>, FastHash>;
+/// Metric ids by their names' fingerprints ([`fingerprint`]): by the first lane, then the
+/// second lane and the id of each name that has that first lane.
+type MetricIds = std::collections::HashMap<u64, Vec<(u64, u32)>, FastHash>;
 
-/// FNV-1a-style hashing, 8 bytes at a time, for maps whose keys no caller chooses.
+/// FNV-1a-style hashing of a map key that is already a hash.
 #[derive(Clone, Copy, Default)]
 struct FastHash;
 
@@ -396,15 +397,12 @@ struct FastHasher(u64);
 
 impl std::hash::Hasher for FastHasher {
     fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(c);
-            self.0 = (self.0 ^ u64::from_le_bytes(w)).wrapping_mul(0x0100_0000_01b3).rotate_left(23);
-        }
-        for &b in chunks.remainder() {
+        for &b in bytes {
             self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
         }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x0100_0000_01b3).rotate_left(23);
     }
     fn finish(&self) -> u64 {
         // (Mix the high bits down: hashbrown takes its control bits from the top.)
@@ -412,43 +410,47 @@ impl std::hash::Hasher for FastHasher {
     }
 }
 
-/// A metric's id, by its name given in parts (the name is the parts joined): found by a hash
-/// of the parts without writing the name, which is written only to define a metric the first
-/// time. (The same name given in other parts gets a second entry, with the same id: Envoy
-/// returns a defined metric's id again.)
+/// A 128-bit fingerprint of a metric name given in parts: two 64-bit lanes over each part 8
+/// bytes at a time, each part's last word tagged with its length (so a part boundary counts:
+/// the same name in other parts is another fingerprint, and gets an entry of its own with the
+/// same id). The names are the gateway's own (configured providers, models, aliases, tenants
+/// and fixed words), never a caller's; names are told apart by fingerprint alone, without
+/// comparing their bytes (two names with one fingerprint: about 2^-128 apart).
+fn fingerprint(parts: &[&str]) -> (u64, u64) {
+    let (mut a, mut b) = (0xcbf2_9ce4_8422_2325_u64, 0x9e37_79b9_7f4a_7c15_u64);
+    let mut mix = |w: u64| {
+        a = (a ^ w).wrapping_mul(0x0100_0000_01b3).rotate_left(23);
+        b = (b ^ w).wrapping_mul(0xff51_afd7_ed55_8ccd).rotate_left(31);
+    };
+    for p in parts {
+        // (Words read as arrays and the tail byte by byte: no memory copy, which the Wasm
+        // engine makes a call out of the module.)
+        let mut chunks = p.as_bytes().chunks_exact(8);
+        for c in &mut chunks {
+            mix(u64::from_le_bytes(<[u8; 8]>::try_from(c).unwrap_or_default()));
+        }
+        let mut tail = u64::from(0x80 | (p.len() % 8) as u8) << 56;
+        for (i, &byte) in chunks.remainder().iter().enumerate() {
+            tail |= u64::from(byte) << (8 * i);
+        }
+        mix(tail);
+    }
+    (a ^ (a >> 29), b ^ (b >> 32))
+}
+
+/// A metric's id, by its name given in parts (the name is the parts joined): found by the
+/// parts' fingerprint without writing the name, which is written only to define a metric the
+/// first time (Envoy returns a defined metric's id again).
 fn metric_id(kind: proxy_wasm::types::MetricType, parts: &[&str]) -> Option<u32> {
-    let key = parts_hash(parts);
+    let (a, b) = fingerprint(parts);
     METRIC_IDS.with(|ids| {
-        if let Some((_, id)) = ids.borrow().get(&key).and_then(|e| e.iter().find(|(n, _)| is_joined(n, parts))) {
+        if let Some((_, id)) = ids.borrow().get(&a).and_then(|e| e.iter().find(|(lane, _)| *lane == b)) {
             return Some(*id);
         }
-        let name = parts.concat();
-        let id = hc::define_metric(kind, &name).ok()?;
-        ids.borrow_mut().entry(key).or_default().push((name.into_boxed_str(), id));
+        let id = hc::define_metric(kind, &parts.concat()).ok()?;
+        ids.borrow_mut().entry(a).or_default().push((b, id));
         Some(id)
     })
-}
-
-fn parts_hash(parts: &[&str]) -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = FastHash.build_hasher();
-    for p in parts {
-        h.write(p.as_bytes());
-        h.write_u8(0xff);
-    }
-    h.finish()
-}
-
-/// Whether `name` is `parts` joined.
-fn is_joined(name: &str, parts: &[&str]) -> bool {
-    let mut rest = name.as_bytes();
-    for p in parts {
-        match rest.strip_prefix(p.as_bytes()) {
-            Some(r) => rest = r,
-            None => return false,
-        }
-    }
-    rest.is_empty()
 }
 
 /// Host-call counts per call, for measuring (feature `trace-calls`; off in every build we ship):
@@ -489,22 +491,29 @@ mod trace {
 
 #[cfg(test)]
 mod tests {
-    use super::{is_joined, parts_hash};
+    use super::fingerprint;
 
     #[test]
-    fn a_metric_name_in_parts_is_recognised_without_joining_it() {
+    fn a_metric_name_in_parts_has_one_fingerprint() {
         let parts = ["aigw_requests_total.provider.", "anthropic", ".model.", "m", ".outcome.", "ok"];
-        let name = parts.concat();
-        assert!(is_joined(&name, &parts));
-        assert!(is_joined(&name, &[name.as_str()]));
-        // A different name, a prefix of it, or more than it: not it.
-        assert!(!is_joined(&name, &["aigw_requests_total.provider.", "anthropic", ".model.", "m", ".outcome.", "o"]));
-        assert!(!is_joined(&name[..name.len() - 1], &parts));
-        assert!(!is_joined(&name, &[&name, "x"]));
-        assert!(is_joined("", &[]) && is_joined("", &["", ""]) && !is_joined("a", &[]));
-        // The same parts hash alike; other parts (most likely) not.
-        assert_eq!(parts_hash(&parts), parts_hash(&parts.map(str::to_string).each_ref().map(String::as_str)));
-        assert_ne!(parts_hash(&parts), parts_hash(&["aigw_requests_total.provider.", "openai", ".model.", "m"]));
-        assert_ne!(parts_hash(&["ab", "c"]), parts_hash(&["a", "bc"]));
+        // The same parts (other strings with the same bytes): the same fingerprint.
+        let owned = parts.map(str::to_string);
+        assert_eq!(fingerprint(&parts), fingerprint(&owned.each_ref().map(String::as_str)));
+        // Another name, a prefix of it, or more than it: another fingerprint, in both lanes.
+        for other in [
+            &["aigw_requests_total.provider.", "anthropic", ".model.", "m", ".outcome.", "o"][..],
+            &["aigw_requests_total.provider.", "openai", ".model.", "m", ".outcome.", "ok"],
+            &["aigw_requests_total.provider.", "anthropic", ".model.", "m", ".outcome."],
+            &["aigw_requests_total.provider.", "anthropic", ".model.", "m", ".outcome.", "ok", "x"],
+            &["aigw_requests_total.provider.", "anthropic", ".model.", "m", ".outcome.", "ok\0"],
+        ] {
+            let (x, y) = (fingerprint(&parts), fingerprint(other));
+            assert!(x.0 != y.0 && x.1 != y.1, "{other:?}");
+        }
+        // Part boundaries count; so does a part's length where its bytes alone would not.
+        assert_ne!(fingerprint(&["ab", "c"]), fingerprint(&["a", "bc"]));
+        assert_ne!(fingerprint(&["a"]), fingerprint(&["a", ""]));
+        assert_ne!(fingerprint(&["abcdefgh"]), fingerprint(&["abcdefgh", ""]));
+        assert_ne!(fingerprint(&[""]), fingerprint(&[]));
     }
 }

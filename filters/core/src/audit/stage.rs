@@ -2,7 +2,7 @@
 //! how it ended), settles what the call costs by the one rule of `quota::Billing`, and at the
 //! end writes the audit record and the metrics.
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 
 use serde::Deserialize;
 
@@ -61,7 +61,8 @@ pub struct MetricsConfig {
 /// The compiled audit configuration.
 pub struct Audit {
     pub prices: std::rc::Rc<PriceBook>,
-    pub tenant_labels: HashSet<String>,
+    /// (A tree: a lookup is a few comparisons of short names, no hashing.)
+    pub tenant_labels: BTreeSet<String>,
     /// Lower-case, with a plain apostrophe.
     pub refusal_phrases: Vec<String>,
 }
@@ -124,7 +125,8 @@ fn door_of(h: &impl Host) -> Option<String> {
 /// A label value safe inside an Envoy stat name (dots separate tags there).
 pub fn label(v: &str) -> std::borrow::Cow<'_, str> {
     let ok = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
-    if v.chars().all(ok) {
+    // (Bytes: a name that is not all ASCII is rewritten character by character below.)
+    if v.bytes().all(|b| ok(char::from(b))) {
         return std::borrow::Cow::Borrowed(v);
     }
     std::borrow::Cow::Owned(v.chars().map(|c| if ok(c) { c } else { '_' }).collect())
