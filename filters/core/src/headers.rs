@@ -197,26 +197,7 @@ pub fn is_internal(name: &str) -> bool {
 /// (invalid sequences become U+FFFD), and a map that is cut short yields the headers before the
 /// cut. It never panics.
 pub fn decode_map(bytes: &[u8]) -> Vec<(String, String)> {
-    let u32_at = |at: usize| -> Option<usize> {
-        let b: [u8; 4] = bytes.get(at..at.checked_add(4)?)?.try_into().ok()?;
-        usize::try_from(u32::from_le_bytes(b)).ok()
-    };
-    let Some(count) = u32_at(0) else { return Vec::new() };
-    // Each header takes at least 10 bytes (two lengths and two NULs): a count that cannot fit
-    // is not believed.
-    let count = count.min(bytes.len() / 10);
-    let mut out = Vec::with_capacity(count);
-    let mut p = count.saturating_mul(8).saturating_add(4);
-    for n in 0..count {
-        let s = 4 + n * 8;
-        let (Some(klen), Some(vlen)) = (u32_at(s), u32_at(s + 4)) else { break };
-        let Some(key) = p.checked_add(klen).and_then(|end| bytes.get(p..end)) else { break };
-        p = p.saturating_add(klen).saturating_add(1);
-        let Some(value) = p.checked_add(vlen).and_then(|end| bytes.get(p..end)) else { break };
-        p = p.saturating_add(vlen).saturating_add(1);
-        out.push((String::from_utf8_lossy(key).into_owned(), String::from_utf8_lossy(value).into_owned()));
-    }
-    out
+    HeaderList::decode(bytes.to_vec()).to_pairs()
 }
 
 /// A header map as one read gave it: its text once, each name and value a range of it (no
@@ -230,15 +211,16 @@ pub struct HeaderList {
 }
 
 impl HeaderList {
-    /// Decodes the proxy-wasm ABI's serialised map (see [`decode_map`]), taking its bytes: a
-    /// map that is UTF-8 throughout is not copied. A map cut short yields the headers before
-    /// the cut; it never panics.
+    /// Decodes the proxy-wasm ABI's serialised map (as [`decode_map`] says), taking its bytes:
+    /// a map whose text is UTF-8 throughout is not copied.
     pub fn decode(bytes: Vec<u8>) -> HeaderList {
         let u32_at = |at: usize| -> Option<usize> {
             let b: [u8; 4] = bytes.get(at..at.checked_add(4)?)?.try_into().ok()?;
             usize::try_from(u32::from_le_bytes(b)).ok()
         };
         let Some(count) = u32_at(0) else { return HeaderList::default() };
+        // Each header takes at least 10 bytes (two lengths and two NULs): a count that cannot
+        // fit is not believed.
         let count = count.min(bytes.len() / 10);
         let mut spans = Vec::with_capacity(count);
         // The text (names and values) follows the count and the lengths; spans are kept
@@ -404,12 +386,10 @@ mod tests {
         assert_eq!(d[1], ("x-note".to_string(), "caf\u{fffd}".to_string()));
         assert_eq!(d[2], ("authorization".to_string(), "Bearer\u{e9}x".to_string()));
         assert_eq!(text(b"caf\xe9".to_vec()), "caf\u{fffd}");
-        assert_eq!(HeaderList::decode(m.clone()).to_pairs(), d);
         // Lengths whose bytes are not UTF-8 themselves (200 = 0xc8): the text is what is checked.
         let long = "v".repeat(200);
         let m = encode(&[(b"x-long", long.as_bytes()), (b"x-short", b"s")]);
-        let list = HeaderList::decode(m.clone());
-        assert_eq!(list.to_pairs(), decode_map(&m));
+        let list = HeaderList::decode(m);
         assert_eq!((list.get("x-long"), list.get("x-short"), list.len()), (Some(long.as_str()), Some("s"), 2));
         // Text that is UTF-8 as a whole, but a length cuts a character in two (found by the
         // header_map fuzz target): each part as the pairs decode it.
@@ -419,7 +399,6 @@ mod tests {
         m.extend(b"k\0\xc3\xa9");
         assert!(std::str::from_utf8(&m[12..]).is_ok());
         assert_eq!(decode_map(&m), vec![("k".to_string(), "\u{fffd}".to_string())]);
-        assert_eq!(HeaderList::decode(m.clone()).to_pairs(), decode_map(&m));
     }
 
     #[test]
@@ -446,16 +425,15 @@ mod tests {
     fn truncated_or_lying_maps_decode_what_is_there() {
         let m = encode(&[(b"a", b"1"), (b"bb", b"22")]);
         for cut in 0..m.len() {
-            let d = decode_map(&m[..cut]);
-            assert!(d.len() <= 2);
-            assert_eq!(HeaderList::decode(m[..cut].to_vec()).to_pairs(), d, "cut at {cut}");
+            assert!(decode_map(&m[..cut]).len() <= 2);
         }
+        // Cut within the text: the headers before the cut.
+        assert_eq!(decode_map(&m[..m.len() - 4]), vec![("a".to_string(), "1".to_string())]);
         assert_eq!(decode_map(&m).len(), 2);
         // A count far larger than the bytes, and lengths that overflow.
         let mut lie = m.clone();
         lie[..4].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(decode_map(&lie).len() <= 2);
-        assert_eq!(HeaderList::decode(lie.clone()).to_pairs(), decode_map(&lie));
         let mut lie = m;
         lie[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(decode_map(&lie).is_empty());
