@@ -3,30 +3,16 @@
 //! a set and a removal.
 #![no_main]
 
-use aigw_core::headers::{decode_map, forwarded_to_provider, is_internal, provider_response_header, HeaderList};
+use aigw_core::headers::{
+    decode_map, encode_map, forwarded_to_provider, is_internal, provider_response_header, HeaderList,
+};
 use libfuzzer_sys::fuzz_target;
-
-/// The proxy-wasm ABI's serialisation of a header map.
-fn encode(pairs: &[(String, String)]) -> Vec<u8> {
-    let len = |n: usize| u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes();
-    let mut out = len(pairs.len()).to_vec();
-    for (k, v) in pairs {
-        out.extend(len(k.len()));
-        out.extend(len(v.len()));
-    }
-    for (k, v) in pairs {
-        out.extend(k.as_bytes());
-        out.push(0);
-        out.extend(v.as_bytes());
-        out.push(0);
-    }
-    out
-}
 
 fuzz_target!(|data: &[u8]| {
     let extra = vec!["x-fake-fault".to_string()];
     let pairs = decode_map(data);
-    assert_eq!(decode_map(&encode(&pairs)), pairs);
+    let borrowed: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    assert_eq!(decode_map(&encode_map(&borrowed)), pairs);
     for (name, value) in &pairs {
         let _ = forwarded_to_provider(name, &extra);
         let _ = provider_response_header(name);

@@ -200,6 +200,24 @@ pub fn decode_map(bytes: &[u8]) -> Vec<(String, String)> {
     HeaderList::decode(bytes.to_vec()).to_pairs()
 }
 
+/// A header map as the proxy-wasm ABI takes it (the layout [`decode_map`] reads).
+pub fn encode_map(pairs: &[(&str, &str)]) -> Vec<u8> {
+    let len = |n: usize| u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes();
+    let mut out = Vec::with_capacity(4 + pairs.iter().map(|(k, v)| k.len() + v.len() + 10).sum::<usize>());
+    out.extend_from_slice(&len(pairs.len()));
+    for (k, v) in pairs {
+        out.extend_from_slice(&len(k.len()));
+        out.extend_from_slice(&len(v.len()));
+    }
+    for (k, v) in pairs {
+        out.extend_from_slice(k.as_bytes());
+        out.push(0);
+        out.extend_from_slice(v.as_bytes());
+        out.push(0);
+    }
+    out
+}
+
 /// A header map as one read gave it: its text once, each name and value a range of it (no
 /// string per header: a read of a map used to cost two allocations per header). Names and
 /// values are not trusted to be UTF-8: invalid sequences become U+FFFD.

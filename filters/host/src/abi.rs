@@ -296,22 +296,7 @@ pub fn property_path(path: &[&str]) -> Vec<u8> {
 }
 
 /// A header map as the ABI takes it (see `aigw_core::headers::decode_map` for the layout).
-pub fn encode_map(pairs: &[(&str, &str)]) -> Vec<u8> {
-    let len = |n: usize| u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes();
-    let mut out = Vec::with_capacity(4 + pairs.iter().map(|(k, v)| k.len() + v.len() + 10).sum::<usize>());
-    out.extend_from_slice(&len(pairs.len()));
-    for (k, v) in pairs {
-        out.extend_from_slice(&len(k.len()));
-        out.extend_from_slice(&len(v.len()));
-    }
-    for (k, v) in pairs {
-        out.extend_from_slice(k.as_bytes());
-        out.push(0);
-        out.extend_from_slice(v.as_bytes());
-        out.push(0);
-    }
-    out
-}
+pub use aigw_core::headers::encode_map;
 
 #[cfg(test)]
 mod tests {
