@@ -263,3 +263,24 @@ def test_collector_example_is_a_valid_envoy_config():
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "OK" in out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("modules", ["one", "separate"])
+def test_only_listed_tenants_get_their_own_label(fresh_gateway_factory, modules):
+    """`metrics.tenant_labels` lists acme and tiny: beta's calls count as `other`, never under
+    its own name (the label set stays bounded), and acme's under its own."""
+    gw = fresh_gateway_factory(modules=modules)
+    for key in (DEMO_KEYS["beta"], DEMO_KEYS["beta"], DEMO_KEYS["acme"]):
+        r = gw.chat("hi", key=key)
+        assert r.status_code == 200, r.text
+    deadline = time.time() + 12
+    while True:
+        m = scrape(gw)
+        if metric(m, "aigw_tenant_requests_total") >= 3 or time.time() > deadline:
+            break
+        time.sleep(0.5)
+    assert metric(m, "aigw_tenant_requests_total", tenant="other", outcome="ok") == 2
+    assert metric(m, "aigw_tenant_requests_total", tenant="acme", outcome="ok") == 1
+    assert metric(m, "aigw_tenant_requests_total", tenant="beta") == 0
+    assert metric(m, "aigw_tenant_tokens_total", tenant="other", token_type="output") > 0
+    assert not any(("tenant", "beta") in labels for (_, labels) in m)
