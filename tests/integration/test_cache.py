@@ -165,6 +165,19 @@ def test_a_streamed_miss_is_stored_once_it_ended_well(gateway):
                                         extra_headers={"x-fake-fault": "anthropic=error-after-1"}))
     r = gateway.chat(cut, model="chat-cached")
     assert r.headers["x-aigw-cache"] == "miss"
+    # The provider holds its stream open after the last event, and the SDK closes the call at
+    # [DONE] without waiting for the body's end: the answer was whole, so it is stored all the same.
+    held = unique()
+    stream = oa.chat.completions.create(model="chat-cached", messages=[{"role": "user", "content": held}],
+                                        stream=True, extra_headers={"x-fake-fault": "anthropic=linger-3000"})
+    text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    r = gateway.chat(held, model="chat-cached")
+    assert r.headers["x-aigw-cache"] == "hit", "stored at [DONE], before the stream's end"
+    assert r.json()["choices"][0]["message"]["content"] == text and text
+    assert sent(gateway, held) == 1
+    # The caller got the whole answer: the record says ok, not client_aborted.
+    rec = gateway.audit(stream.response.headers["x-aigw-request-id"])[0]
+    assert (rec["outcome"], rec["cache_status"], rec["tokens"]["output"] > 0) == ("ok", "miss", True), rec
 
 
 def test_the_store_stays_within_its_slots_and_a_sensitive_alias_is_never_cached(fresh_gateway_factory):

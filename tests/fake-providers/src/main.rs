@@ -18,7 +18,8 @@
 //! headers), `STATUS-if-TEXT` (that status only for a request whose body holds TEXT), `delay-MS` (answer after MS milliseconds), `reset` (close the connection before
 //! answering), `reset-after-N` (stream N content events, then drop the connection),
 //! `error-after-N` (stream N content events, then the provider's in-stream error event),
-//! `slow-MS` (wait MS before each streamed content event), `pieces-N` (streamed text in pieces
+//! `slow-MS` (wait MS before each streamed content event), `linger-MS` (after a stream's last
+//! event, wait MS before ending the body, as a provider holding the connection), `pieces-N` (streamed text in pieces
 //! of at most N characters, as a model's tokens split words),
 //! `malformed` (a 200 whose JSON body is cut short), `not-json` (a last user message that is
 //! JSON, which the fakes otherwise answer with that JSON, is answered in prose), `odd-header` (a 200 whose headers carry
@@ -71,6 +72,8 @@ enum Fault {
     ErrorAfter(usize),
     /// Wait this many ms before each streamed content event.
     Slow(u64),
+    /// After a stream's last event, wait this many ms before ending the body.
+    Linger(u64),
     /// Streamed text in pieces of at most this many characters.
     Pieces(usize),
     Malformed,
@@ -88,6 +91,8 @@ enum Fault {
 thread_local! {
     /// The request being answered on this thread was given the `not-json` fault.
     static NOT_JSON: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// The request being answered on this thread was given the `linger-MS` fault: its ms.
+    static LINGER_MS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
     /// `pieces-N`: streamed text in pieces of at most N characters.
     static PIECES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
     /// The request being answered on this thread was given the `refuse` fault.
@@ -277,6 +282,8 @@ fn fault_for(req: &Request, name: &str) -> Fault {
             Fault::Delay(ms)
         } else if let Some(ms) = n("slow-") {
             Fault::Slow(ms)
+        } else if let Some(ms) = n("linger-") {
+            Fault::Linger(ms)
         } else if let Some(k) = n("pieces-") {
             Fault::Pieces(usize::try_from(k).unwrap_or(1).max(1))
         } else if let Some(k) = n("reset-after-") {
@@ -335,6 +342,7 @@ fn handle(req: &Request, inst: &Instance, w: &mut TcpStream) -> io::Result<bool>
     let n = inst.counter.fetch_add(1, Ordering::Relaxed);
     let fault = fault_for(req, &inst.name);
     NOT_JSON.with(|c| c.set(matches!(fault, Fault::NotJson)));
+    LINGER_MS.with(|c| c.set(if let Fault::Linger(ms) = fault { ms } else { 0 }));
     REFUSE.with(|c| c.set(matches!(fault, Fault::Refuse)));
     PIECES.with(|c| c.set(if let Fault::Pieces(n) = fault { n } else { 0 }));
     if let Fault::Delay(ms) = fault {
@@ -472,6 +480,10 @@ fn chunk(w: &mut TcpStream, data: &str) -> io::Result<()> {
 }
 
 fn end_chunked(w: &mut TcpStream) -> io::Result<bool> {
+    let linger = LINGER_MS.with(std::cell::Cell::get);
+    if linger > 0 {
+        std::thread::sleep(Duration::from_millis(linger));
+    }
     w.write_all(b"0\r\n\r\n")?;
     w.flush()?;
     Ok(true)

@@ -32,7 +32,7 @@ enum State {
         storing: bool,
     },
     /// A streamed miss: the stream goes on as it comes, and what it amounts to is stored once
-    /// it ended well.
+    /// it ended well (at its last event, not at the body's end: see [`Collector::ended`]).
     Collecting {
         digest: Digest32,
         policy: CachePolicy,
@@ -96,6 +96,16 @@ impl Collector {
         match self {
             Collector::Chat(c) => c.push(chunk),
             Collector::Responses(c) => c.push(chunk),
+        }
+    }
+
+    /// Whether the stream's own end came (chat's `[DONE]`, the Responses' `response.completed`):
+    /// nothing the caller needs follows it, and a caller may close the call there, before the
+    /// body's end reaches the gateway (the OpenAI SDK does).
+    fn ended(&self) -> bool {
+        match self {
+            Collector::Chat(c) => c.ended(),
+            Collector::Responses(c) => c.ended(),
         }
     }
 
@@ -415,7 +425,7 @@ impl CacheCall {
                 if size > 0 {
                     collector.push(&h.response_body(size));
                 }
-                if !eos {
+                if !eos && !collector.ended() {
                     self.state = State::Collecting { digest, policy, collector };
                 } else if let Some((body, usage)) = collector.answer() {
                     self.store(h, digest, &policy, body, usage);

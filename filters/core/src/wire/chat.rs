@@ -292,6 +292,11 @@ impl StreamCollector {
         }
     }
 
+    /// Whether the stream's `[DONE]` came, or it broke: nothing more to collect.
+    pub fn ended(&self) -> bool {
+        self.done || self.broken
+    }
+
     /// The whole answer (a chat completion), when the stream ended well.
     pub fn answer(&self) -> Option<Vec<u8>> {
         use serde_json::{json, Value};

@@ -488,6 +488,11 @@ impl ResponsesCollector {
         }
     }
 
+    /// Whether `response.completed` came, or the stream broke: nothing more to collect.
+    pub fn ended(&self) -> bool {
+        self.broken || self.response.is_some()
+    }
+
     /// The whole Response object, when the stream completed.
     pub fn answer(&self) -> Option<Vec<u8>> {
         if self.broken {

@@ -104,6 +104,22 @@ fn call_embedding(
     answer: (&str, &str),
     embed: &dyn Fn(&str) -> Option<Vec<f64>>,
 ) -> Call {
+    call_ending(store, l, key, body, extra, answer, embed, true)
+}
+
+/// As [`call_embedding`]; with `ended` false the answer's end never comes (the caller closed
+/// the call once it read the whole answer, as the OpenAI SDK does at a stream's `[DONE]`).
+#[allow(clippy::too_many_arguments)]
+fn call_ending(
+    store: &FakeHost,
+    l: &Rc<Listener>,
+    key: &str,
+    body: &str,
+    extra: &[(&str, &str)],
+    answer: (&str, &str),
+    embed: &dyn Fn(&str) -> Option<Vec<f64>>,
+    ended: bool,
+) -> Call {
     let mut h = store
         .worker()
         .with_request_header(":method", "POST")
@@ -180,7 +196,7 @@ fn call_embedding(
         *h.response_body.borrow_mut() = answer.1.as_bytes().to_vec();
     }
     let size = h.response_body.borrow().len();
-    c.on_response_body(&h, size, true);
+    c.on_response_body(&h, size, ended);
     c.on_log(&h);
     Call { h, went_on }
 }
@@ -280,6 +296,23 @@ fn a_streamed_call_is_answered_with_the_stored_answer_replayed_as_a_stream() {
     let got: serde_json::Value = serde_json::from_slice(&hit.h.response_body.borrow()).unwrap();
     assert_eq!(got["choices"][0]["message"]["content"], "Madrid.");
     assert_eq!(got["usage"]["completion_tokens"], 3);
+    // The caller closes the call at `[DONE]`, before the stream's end reached the gateway (the
+    // OpenAI SDK does): the answer is whole, so it is stored all the same.
+    let closed = stream.replace("France", "Italy");
+    let sse =
+        String::from_utf8(crate::wire::chat::stream_from_answer(ANSWER.replace("Paris.", "Rome.").as_bytes()).unwrap())
+            .unwrap();
+    let none = &|_: &str| None;
+    let cut = sse.replace("data: [DONE]\n\n", "");
+    assert!(call_ending(&store, &l, "aigw_sk_acme", &closed, &[], ("200", &cut), none, false).went_on);
+    assert!(
+        call_ending(&store, &l, "aigw_sk_acme", &closed, &[], ("200", &sse), none, false).went_on,
+        "a stream that never ended and had no [DONE] is not stored"
+    );
+    let hit = call(&store, &l, "aigw_sk_acme", &closed.replace(",\"stream\":true", ""), &[], ("500", "{}"));
+    assert!(!hit.went_on, "a stream whose [DONE] the gateway saw is stored without its end");
+    let got: serde_json::Value = serde_json::from_slice(&hit.h.response_body.borrow()).unwrap();
+    assert_eq!(got["choices"][0]["message"]["content"], "Rome.");
 }
 
 #[test]

@@ -224,18 +224,21 @@ fn a_whole_response_replays_as_its_event_sequence_and_a_stream_collects_back_int
     assert_eq!(evs[12].1["response"], whole_v);
     // Collected again, in pieces: the same Response.
     let mut c = ResponsesCollector::new(1 << 20);
-    for piece in stream.chunks(13) {
+    let pieces: Vec<&[u8]> = stream.chunks(13).collect();
+    for (i, piece) in pieces.iter().enumerate() {
+        assert!(!c.ended(), "not ended before response.completed (piece {i})");
         c.push(piece);
     }
+    assert!(c.ended(), "ended at response.completed");
     assert_eq!(serde_json::from_slice::<Value>(&c.answer().unwrap()).unwrap(), whole_v);
     assert_eq!(c.usage().map(|u| u.output), Some(4));
     // A failed stream, or one with no end: nothing.
     let mut failed = ResponsesCollector::new(1 << 20);
     failed.push(b"event: response.failed\ndata: {\"response\":{}}\n\n");
     failed.push(&stream);
-    assert!(failed.answer().is_none());
+    assert!(failed.answer().is_none() && failed.ended());
     let mut cut = ResponsesCollector::new(1 << 20);
     cut.push(&stream[..stream.len() / 2]);
-    assert!(cut.answer().is_none());
+    assert!(cut.answer().is_none() && !cut.ended());
     assert!(stream_from_response(b"{\"object\":\"chat.completion\"}").is_none());
 }
