@@ -401,13 +401,16 @@ impl AuditCall {
     pub fn on_log(&mut self, h: &impl Host, audit: &Audit) -> AuditRecord {
         let prop = |name: &str| h.property_string(&[name]);
         let refusal = prop(headers::PROP_REFUSAL);
+        // A stream whose own end marker went through is whole, even when the body's end never
+        // came: the caller may close the call there (the OpenAI SDK does at `[DONE]`).
+        let whole = self.completed || matches!(&self.body, Watched::Sse(s) if s.saw_end && !s.saw_error);
         let (stream, stream_error, stream_end) = match &self.body {
             Watched::Sse(s) => {
                 if self.usage.is_none() {
                     self.usage = s.usage;
                 }
                 let error = s.saw_error || (self.completed && !s.saw_end);
-                (true, error, Some((s.content_events, self.completed && s.saw_end && !error)))
+                (true, error, Some((s.content_events, s.saw_end && !error)))
             }
             _ => (false, false, None),
         };
@@ -420,15 +423,9 @@ impl AuditCall {
         }
         // Cut short: by the provider's side (a reset, a timeout), or by the caller leaving?
         let cut_upstream =
-            !self.completed && h.property_string(&["response", "code_details"]).is_some_and(|d| upstream_failed(&d));
-        let outcome = Outcome::classify(
-            refusal.as_deref(),
-            self.status,
-            self.completed,
-            stream_error,
-            !attempts.is_empty(),
-            cut_upstream,
-        );
+            !whole && h.property_string(&["response", "code_details"]).is_some_and(|d| upstream_failed(&d));
+        let outcome =
+            Outcome::classify(refusal.as_deref(), self.status, whole, stream_error, !attempts.is_empty(), cut_upstream);
         if outcome == Outcome::ClientAborted {
             // An attempt still waiting when the caller left did not fail: it was cancelled.
             for a in attempts.iter_mut().filter(|a| a.status.is_none()) {

@@ -152,6 +152,15 @@ fn a_stream_cut_by_the_provider_is_an_upstream_error_charged_what_streamed() {
     h2.set_property("response.code_details", "downstream_remote_disconnect");
     let r2 = c2.on_log(&h2, &a);
     assert_eq!(r2.outcome, Outcome::ClientAborted);
+    // Left by the caller once its `[DONE]` went through (the OpenAI SDK closes the call there,
+    // before the body's end reached the gateway): the caller has the whole answer, so it is ok.
+    let h3 = host();
+    let mut c3 = AuditCall::new(&h3);
+    answer(&h3, "200", "text/event-stream");
+    c3.on_response_headers(&h3, &a, false);
+    stream(&h3, &a, &mut c3, &[chunk, "data: [DONE]\n\n"], false);
+    h3.set_property("response.code_details", "downstream_remote_disconnect");
+    assert_eq!(c3.on_log(&h3, &a).outcome, Outcome::Ok);
 }
 
 #[test]
