@@ -50,32 +50,43 @@ JIT_FLOOR = 0x10000000
 RENDER = threading.Lock()
 
 
-def split(profile, calls):
-    """Instructions per call by where they ran, from callgrind's flat profile."""
-    out = subprocess.run(["callgrind_annotate", "--threshold=100", str(profile)], capture_output=True, text=True,
-                         check=True).stdout
-    parts = {"envoy": 0, "wasm": 0, "libc": 0, "other": 0}
+# What `--cache-sim` counts besides instructions: callgrind's simulated first-level instruction
+# and data cache misses, and mispredicted conditional and indirect branches.
+SIM_EVENTS = ("I1mr", "D1mr", "Bcm", "Bim")
+
+
+def where_ran(where):
+    unnamed = re.match(r"\?\?\?:0x([0-9a-f]+) \[(.*)\]$", where)
+    if unnamed and int(unnamed.group(1), 16) >= JIT_FLOOR:
+        return "wasm"
+    if unnamed or "/envoy/_bin/envoy" in where:
+        return "envoy"
+    return "libc" if "libc.so" in where else "other"
+
+
+def split(profile, calls, events=("Ir",)):
+    """Events per call by where they ran, from callgrind's flat profile: {event: {part: n}}."""
+    out = subprocess.run(["callgrind_annotate", "--threshold=100", f"--show={','.join(events)}", str(profile)],
+                         capture_output=True, text=True, check=True).stdout
+    parts = {e: {"envoy": 0, "wasm": 0, "libc": 0, "other": 0} for e in events}
+    # Each event's column is `N (p%)`, a bare `0`, or `.` (none); the function's place follows.
+    column = r"\s*([\d,]+(?: \([\s\d.]+%\))?|\.)"
     for line in out.splitlines():
-        m = re.match(r"\s*([\d,]+) \([\s\d.]+%\)\s+(.*)$", line)
-        if not m or "PROGRAM TOTALS" in line:
+        m = re.match(column * len(events) + r"\s+(\S.*)$", line)
+        if not m or "PROGRAM TOTALS" in line or not any(c[0].isdigit() for c in m.groups()[:-1]):
             continue
-        ir, where = int(m.group(1).replace(",", "")), m.group(2)
-        unnamed = re.match(r"\?\?\?:0x([0-9a-f]+) \[(.*)\]$", where)
-        if unnamed and int(unnamed.group(1), 16) >= JIT_FLOOR:
-            parts["wasm"] += ir
-        elif unnamed or "/envoy/_bin/envoy" in where:
-            parts["envoy"] += ir
-        elif "libc.so" in where:
-            parts["libc"] += ir
-        else:
-            parts["other"] += ir
-    return {k: v / calls for k, v in parts.items()}
+        part = where_ran(m.group(len(events) + 1))
+        for e, c in zip(events, m.groups()):
+            if c != ".":
+                parts[e][part] += int(c.split(" ")[0].replace(",", ""))
+    return {e: {k: v / calls for k, v in p.items()} for e, p in parts.items()}
 
 
-def count(name, wasm_dir, calls, upstream_port, fake_port=None):
+def count(name, wasm_dir, calls, upstream_port, fake_port=None, sim=False):
     """Instructions per call for one configuration, as {"total", "envoy", "wasm", "libc", "other"}.
     `stream-bare-long`, `stream-full-short`, ...: scripts/bench's streaming calls (the fake's
-    Anthropic stream, `long` or `short`), proxied as is or translated."""
+    Anthropic stream, `long` or `short`), proxied as is or translated. With `sim`, also the
+    simulated cache misses and branch mispredictions per call (`SIM_EVENTS`), under "sim"."""
     work = Path(tempfile.mkdtemp(prefix="aigw-instr-"))
     try:
         with RENDER:
@@ -92,7 +103,8 @@ def count(name, wasm_dir, calls, upstream_port, fake_port=None):
         log = work / "valgrind.log"
         out = work / "callgrind.out"
         proc = subprocess.Popen(
-            ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--smc-check=all",
+            ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--smc-check=all"] +
+            (["--cache-sim=yes", "--branch-sim=yes"] if sim else []) + [
              f"--callgrind-out-file={out}", str(ENVOY_BIN), "-c", str(conf), "--concurrency", "1",
              "--use-dynamic-base-id", "-l", "error"],
             stdout=open(log, "w"), stderr=subprocess.STDOUT, env=dict(os.environ, **bench.PROVIDER_KEYS))
@@ -119,8 +131,11 @@ def count(name, wasm_dir, calls, upstream_port, fake_port=None):
             proc.terminate()
             proc.wait(120)
         dumps = sorted(work.glob("callgrind.out*"), key=lambda f: f.stat().st_size)
-        parts = split(dumps[-1], calls)
+        events = split(dumps[-1], calls, ("Ir",) + (SIM_EVENTS if sim else ()))
+        parts = dict(events.pop("Ir"))
         parts["total"] = sum(parts.values())
+        if sim:
+            parts["sim"] = events
         return parts
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -131,6 +146,10 @@ def main():
     ap.add_argument("--calls", type=int, default=300)
     ap.add_argument("--configs", default="bare,floor,full")
     ap.add_argument("--wasm-dir", action="append", help="module directory (repeat for an A/B); default: the build")
+    ap.add_argument("--cache-sim", action="store_true",
+                    help="also simulate the caches and branch predictors: first-level instruction and data "
+                         "cache misses and mispredicted branches per call (slower; on a host without "
+                         "hardware counters, what tells a timed ratio from a counted one)")
     ap.add_argument("--stream", action="store_true",
                     help="count scripts/bench's two streams instead (bare and full): instructions added per event")
     args = ap.parse_args()
@@ -147,7 +166,8 @@ def main():
         nginx, nginx_port = bench.start_nginx(Path(tmp))
         try:
             with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-                futures = {job: pool.submit(count, job[0], job[1], args.calls, nginx_port) for job in jobs}
+                futures = {job: pool.submit(count, job[0], job[1], args.calls, nginx_port, None, args.cache_sim)
+                           for job in jobs}
                 results = {job: f.result() for job, f in futures.items()}
         finally:
             nginx.terminate()
@@ -158,6 +178,17 @@ def main():
     for (n, d), r in results.items():
         lines.append(f"| {n} | {d if n != 'bare' else '-'} | {r['total']:,.0f} | {r['total'] / bare:.2f} | "
                      f"{r['envoy']:,.0f} | {r['wasm']:,.0f} | {r['libc']:,.0f} | {r['other']:,.0f} |")
+    if args.cache_sim:
+        lines += ["", "Simulated per call (callgrind: I1 and D1 misses, mispredicted conditional and indirect "
+                  "branches), all code, then the Wasm code's share; × bare in brackets", "",
+                  "| configuration | module dir | " + " | ".join(SIM_EVENTS) + " | Wasm: " +
+                  " | Wasm: ".join(SIM_EVENTS) + " |", "|---|---|" + "---|" * (2 * len(SIM_EVENTS))]
+        sim_bare = {e: sum(v.values()) for e, v in results[jobs[0]]["sim"].items()}
+        for (n, d), r in results.items():
+            total = {e: sum(v.values()) for e, v in r["sim"].items()}
+            cells = [f"{total[e]:,.0f} ({total[e] / max(sim_bare[e], 1):.2f})" for e in SIM_EVENTS]
+            cells += [f"{r['sim'][e]['wasm']:,.0f}" for e in SIM_EVENTS]
+            lines.append(f"| {n} | {d if n != 'bare' else '-'} | " + " | ".join(cells) + " |")
     print("\n".join(lines))
 
 
