@@ -65,11 +65,43 @@ pub struct Audit {
     pub tenant_labels: BTreeSet<String>,
     /// Lower-case, with a plain apostrophe.
     pub refusal_phrases: Vec<String>,
+    /// The bytes a refusal phrase starts with (see [`says_refusal`]).
+    refusal_starts: [bool; 256],
 }
 
 /// Lower case, curly apostrophes as plain ones: how refusal phrases are compared.
 fn fold(s: &str) -> String {
     s.chars().map(|c| if c == '\u{2019}' { '\'' } else { c }).collect::<String>().to_lowercase()
+}
+
+/// Whether `head` holds one of the refusal phrases, compared as [`fold`] compares them. An
+/// ASCII head (curly apostrophes aside), as answers mostly are, is compared byte by byte,
+/// folding as it goes, and only where a phrase could start: no folded copy of it and no
+/// substring search per phrase (they were 11 per call). Any other head is folded whole.
+fn says_refusal(head: &str, audit: &Audit) -> bool {
+    let phrases = &audit.refusal_phrases;
+    if !(head.is_ascii() || head.chars().all(|c| c.is_ascii() || c == '\u{2019}')) {
+        let head = fold(head);
+        return phrases.iter().any(|p| head.contains(p.as_str()));
+    }
+    let b = head.as_bytes();
+    (0..b.len()).any(|i| {
+        let first = if b[i] == 0xE2 { b'\'' } else { b[i].to_ascii_lowercase() };
+        audit.refusal_starts[usize::from(first)] && phrases.iter().any(|p| folded_at(&b[i..], p.as_bytes()))
+    })
+}
+
+/// Whether `text` (ASCII but for curly apostrophes) starts with the folded `phrase`.
+fn folded_at(mut text: &[u8], phrase: &[u8]) -> bool {
+    const CURLY: &[u8] = "\u{2019}".as_bytes();
+    for &c in phrase {
+        match text.first() {
+            Some(&x) if x.to_ascii_lowercase() == c => text = &text[1..],
+            _ if c == b'\'' && text.starts_with(CURLY) => text = &text[CURLY.len()..],
+            _ => return false,
+        }
+    }
+    true
 }
 
 impl TryFrom<&AuditConfig> for Audit {
@@ -100,7 +132,18 @@ impl Audit {
         if let Some(i) = refusal_phrases.iter().position(|p| p.trim().is_empty()) {
             return Err(ConfigError::new("audit-emit", format!("refusal_phrases[{i}]"), "must not be empty"));
         }
-        Ok(Audit { prices, tenant_labels: cfg.metrics.tenant_labels.iter().cloned().collect(), refusal_phrases })
+        let mut refusal_starts = [false; 256];
+        for p in &refusal_phrases {
+            if let Some(&b) = p.as_bytes().first() {
+                refusal_starts[usize::from(b)] = true;
+            }
+        }
+        Ok(Audit {
+            prices,
+            tenant_labels: cfg.metrics.tenant_labels.iter().cloned().collect(),
+            refusal_phrases,
+            refusal_starts,
+        })
     }
 }
 
@@ -321,8 +364,7 @@ impl AuditCall {
             }
             _ => attempt?,
         };
-        let head = fold(&facts.head);
-        let phrase = audit.refusal_phrases.iter().any(|p| head.contains(p.as_str()));
+        let phrase = says_refusal(&facts.head, audit);
         Some(AnswerRecord {
             finish_reason: facts.finish,
             tool_calls: facts.tool_calls,

@@ -396,3 +396,39 @@ fn reference_metrics(h: &impl Host, audit: &Audit, r: &AuditRecord, cost_pico: O
         }
     }
 }
+
+#[test]
+fn refusal_phrases_are_found_as_folding_the_whole_head_would_find_them() {
+    // The byte-by-byte comparison against the reference (fold the head, then a substring
+    // search per phrase), on heads drawn from letters, case, both apostrophes and non-ASCII.
+    let with = |phrases: &str| {
+        let cfg: AuditConfig =
+            serde_json::from_str(&format!(r#"{{"price_book": {BOOK}, "refusal_phrases": {phrases}}}"#)).unwrap();
+        Audit::compile(&cfg).unwrap()
+    };
+    let audits = [audit(), with(r#"["Can’t", "'n", "É bien", "i"]"#), with(r#"["zz"]"#)];
+    let alphabet =
+        ["i", "I", " ", "'", "\u{2019}", "c", "a", "n", "t", "m", "'m sorry, but ", "É", "é", "Can", "İ", "z"];
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut hits = 0;
+    for _ in 0..20_000 {
+        let mut head = String::new();
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let len = (seed % 12) as usize;
+        for k in 0..len {
+            head.push_str(alphabet[((seed >> (k * 4 + 8)) % alphabet.len() as u64) as usize]);
+        }
+        if seed.is_multiple_of(5) {
+            head.push_str(["I can\u{2019}t help with", "I CANNOT ASSIST WITH", "é bien"][(seed % 3) as usize]);
+        }
+        for a in &audits {
+            let folded = fold(&head);
+            let want = a.refusal_phrases.iter().any(|p| folded.contains(p.as_str()));
+            assert_eq!(says_refusal(&head, a), want, "{head:?} against {:?}", a.refusal_phrases);
+            hits += usize::from(want);
+        }
+    }
+    assert!(hits > 1_000, "the cases hold phrases: {hits}");
+}
