@@ -115,6 +115,11 @@ impl ErrorClass {
         ErrorClass::InvalidOutput,
     ];
 
+    /// Its one-byte code in filter state: its place in [`ErrorClass::ALL`], from 1.
+    fn code(self) -> u8 {
+        ErrorClass::ALL.iter().position(|c| *c == self).map_or(0, |i| i as u8 + 1)
+    }
+
     /// The class of a provider's HTTP status (as the provider sent it); `None` for success.
     pub fn of_status(status: u16) -> Option<ErrorClass> {
         match status {
@@ -191,8 +196,54 @@ fn is_zero(n: &u64) -> bool {
 }
 
 /// The attempts list kept in filter state while a call is in flight.
+/// The call's attempts as [`encode_attempts`] wrote them to filter state (or as JSON, as an
+/// older module wrote them); nothing when absent or unreadable.
 pub fn parse_attempts(raw: Option<&[u8]>) -> Vec<Attempt> {
-    raw.and_then(|b| serde_json::from_slice(b).ok()).unwrap_or_default()
+    let Some(b) = raw else { return Vec::new() };
+    match crate::codec::Reader::new(b) {
+        Some(r) => decode_attempts(r).unwrap_or_default(),
+        None => serde_json::from_slice(b).unwrap_or_default(),
+    }
+}
+
+/// The call's attempts for filter state, in [`crate::codec`]'s encoding: each attempt's fields
+/// in order (the audit record writes them as JSON once, at the end).
+pub fn encode_attempts(attempts: &[Attempt]) -> Vec<u8> {
+    let mut w = crate::codec::Writer::new();
+    w.u64(attempts.len() as u64);
+    for a in attempts {
+        w.str(&a.provider)
+            .opt_str(a.region.as_deref())
+            .opt_str(a.model.as_deref())
+            .opt_u64(a.status.map(u64::from))
+            .opt_u64(a.latency_ms)
+            .u8(a.error_class.map_or(0, ErrorClass::code))
+            .opt_str(a.credential.as_deref())
+            .u64(a.started_ms);
+    }
+    w.finish()
+}
+
+fn decode_attempts(mut r: crate::codec::Reader<'_>) -> Option<Vec<Attempt>> {
+    let n = r.u64()?;
+    let mut out = Vec::with_capacity(usize::try_from(n.min(16)).unwrap_or(16));
+    for _ in 0..n {
+        // (A struct's fields are evaluated in the order written: the encoding's order.)
+        out.push(Attempt {
+            provider: r.str()?.to_string(),
+            region: r.opt_str()?.map(str::to_string),
+            model: r.opt_str()?.map(str::to_string),
+            status: r.opt_u64()?.map(|s| u16::try_from(s).ok()).unwrap_or(None),
+            latency_ms: r.opt_u64()?,
+            error_class: match r.u8()? {
+                0 => None,
+                c => Some(*ErrorClass::ALL.get(usize::from(c) - 1)?),
+            },
+            credential: r.opt_str()?.map(str::to_string),
+            started_ms: r.u64()?,
+        });
+    }
+    r.at_end().then_some(out)
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -582,6 +633,40 @@ pub(crate) fn sample_records() -> Vec<AuditRecord> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn attempts_cross_in_their_binary_encoding_and_older_json_still_reads() {
+        let every: Vec<Attempt> = ErrorClass::ALL
+            .iter()
+            .map(|c| Some(*c))
+            .chain([None])
+            .enumerate()
+            .map(|(i, class)| Attempt {
+                provider: format!("p{i}"),
+                region: (i % 2 == 0).then(|| "eu-west-1".to_string()),
+                model: (i % 3 != 0).then(|| "m\u{e9}".to_string()),
+                status: (i % 4 != 0).then_some(500 + i as u16),
+                latency_ms: (i % 5 != 0).then_some(i as u64 * 1000),
+                error_class: class,
+                credential: (i % 2 == 1).then(|| "e1430ac9cf89".to_string()),
+                started_ms: 1_796_000_000_000 + i as u64,
+            })
+            .collect();
+        let bytes = encode_attempts(&every);
+        assert_eq!(parse_attempts(Some(&bytes)), every);
+        assert_eq!(parse_attempts(Some(&encode_attempts(&[]))), Vec::<Attempt>::new());
+        // Cut short anywhere, or with bytes after the end: nothing (never a wrong attempt).
+        for cut in 0..bytes.len() {
+            assert!(parse_attempts(Some(&bytes[..cut])).is_empty(), "cut at {cut}");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(parse_attempts(Some(&longer)).is_empty());
+        // What a module before the encoding wrote, JSON, reads the same.
+        let json = serde_json::to_vec(&every).unwrap_or_default();
+        assert_eq!(parse_attempts(Some(&json)), every);
+        assert!(parse_attempts(None).is_empty() && parse_attempts(Some(b"not json")).is_empty());
+    }
 
     #[test]
     fn an_attempt_cut_by_its_per_try_timeout_is_a_timeout() {

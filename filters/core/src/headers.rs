@@ -116,7 +116,8 @@ pub const SHADOW_OF: &str = "x-aigw-shadow-of";
 pub const SHADOW_ZONE: &str = "x-aigw-shadow-zone";
 /// The task category a call is (`summarize`, ...), for task route rules; within the key's scope.
 pub const CALLER_TASK: &str = "x-gateway-task";
-/// JSON array of [`crate::audit::Attempt`], appended to by each upstream attempt.
+/// The call's [`crate::audit::Attempt`]s ([`crate::audit::encode_attempts`]), appended to by each
+/// upstream attempt.
 pub const PROP_ATTEMPTS: &str = "aigw_attempts";
 /// The per-try timeout a latency budget gave each attempt: with each attempt's start time (in
 /// its record) it tells a per-try timeout from a reset.
@@ -134,7 +135,7 @@ pub const PROP_ROUTE_FLAGS: &str = "aigw_route_flags";
 /// did not ask usage for (audit-emit reads it).
 pub const PROP_USAGE: &str = "aigw_usage";
 /// What the attempt that passed a whole answer on saw of it ([`crate::wire::facts::AnswerFacts`]
-/// as JSON: how it ended, tool calls, refusal, head, length, digest, JSON validity); for a
+/// in [`crate::codec`]'s encoding: how it ended, tool calls, refusal, head, length, digest, JSON validity); for a
 /// stream, only whether it was the JSON asked for (the listener reads the rest as it passes).
 pub const PROP_ANSWER: &str = "aigw_answer";
 pub const PROP_REFUSAL: &str = "aigw_refusal";

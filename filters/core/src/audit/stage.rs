@@ -351,8 +351,7 @@ impl AuditCall {
     /// What the answer says (README, "The audit record"): from the stream as it passed, or from
     /// what the attempt that passed a whole answer on saw of it.
     fn answer_record(&self, h: &impl Host, audit: &Audit) -> Option<AnswerRecord> {
-        let attempt: Option<AnswerFacts> =
-            h.property_string(&[headers::PROP_ANSWER]).and_then(|j| crate::wire::from_str(&j).ok());
+        let attempt: Option<AnswerFacts> = h.property(&[headers::PROP_ANSWER]).and_then(|b| AnswerFacts::decode(&b));
         let facts = match &self.body {
             Watched::Sse(s) => {
                 // Asked for JSON: valid unless the stream ended with the gateway's error saying

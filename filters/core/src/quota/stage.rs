@@ -1644,9 +1644,7 @@ fn mark_last_attempt(h: &impl Host, provider: &str) {
     let mut attempts = parse_attempts(Some(&raw));
     if let Some(a) = attempts.last_mut().filter(|a| a.provider == provider) {
         a.error_class = Some(ErrorClass::ProviderLimit);
-        if let Ok(json) = serde_json::to_string(&attempts) {
-            h.set_property(headers::PROP_ATTEMPTS, &json);
-        }
+        h.set_property_bytes(headers::PROP_ATTEMPTS, &crate::audit::encode_attempts(&attempts));
     }
 }
 

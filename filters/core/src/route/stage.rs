@@ -483,9 +483,7 @@ pub(crate) fn add_route_flag(h: &impl Host, flag: &str) {
 
 /// Keeps what the attempt saw of the answer it passed on, for the audit stage (`PROP_ANSWER`).
 fn record_facts(h: &impl Host, facts: &crate::wire::facts::AnswerFacts) {
-    if let Ok(json) = serde_json::to_string(facts) {
-        h.set_property(headers::PROP_ANSWER, &json);
-    }
+    h.set_property_bytes(headers::PROP_ANSWER, &facts.encode());
 }
 
 fn record_usage(h: &impl Host, usage: Option<crate::wire::usage::Usage>) {
@@ -735,9 +733,7 @@ pub struct RouteAttempt {
 
 impl RouteAttempt {
     fn write_attempts(&self, h: &impl Host) {
-        if let Ok(json) = serde_json::to_string(&self.attempts) {
-            h.set_property(headers::PROP_ATTEMPTS, &json);
-        }
+        h.set_property_bytes(headers::PROP_ATTEMPTS, &crate::audit::encode_attempts(&self.attempts));
     }
 
     /// Appends this attempt to the call's attempts list in filter state (as "no response" until

@@ -31,6 +31,9 @@ pub enum Finish {
 }
 
 impl Finish {
+    pub const ALL: [Finish; 5] =
+        [Finish::Stop, Finish::Length, Finish::ToolCalls, Finish::ContentFilter, Finish::Other];
+
     /// From any provider's or door's stop reason.
     pub fn of(reason: &str) -> Finish {
         match reason {
@@ -78,6 +81,42 @@ pub struct AnswerFacts {
 }
 
 impl AnswerFacts {
+    /// The facts for filter state, from the attempt to the listener ([`crate::codec`]).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = crate::codec::Writer::new();
+        let finish = self.finish.map_or(0, |f| Finish::ALL.iter().position(|x| *x == f).map_or(0, |i| i as u8 + 1));
+        w.u8(finish)
+            .u64(u64::from(self.tool_calls))
+            .u8(u8::from(self.refused))
+            .str(&self.head)
+            .opt_u64(self.chars)
+            .opt_str(self.digest.as_deref())
+            .u8(self.json_valid.map_or(0, |v| 1 + u8::from(v)));
+        w.finish()
+    }
+
+    /// What [`AnswerFacts::encode`] wrote (or the JSON an older module wrote); `None` when it
+    /// cannot be read.
+    pub fn decode(bytes: &[u8]) -> Option<AnswerFacts> {
+        let Some(mut r) = crate::codec::Reader::new(bytes) else { return serde_json::from_slice(bytes).ok() };
+        let f = AnswerFacts {
+            finish: match r.u8()? {
+                0 => None,
+                i => Some(*Finish::ALL.get(usize::from(i) - 1)?),
+            },
+            tool_calls: u32::try_from(r.u64()?).ok()?,
+            refused: r.u8()? == 1,
+            head: r.str()?.to_string(),
+            chars: r.opt_u64()?,
+            digest: r.opt_str()?.map(str::to_string),
+            json_valid: match r.u8()? {
+                0 => None,
+                v => Some(v == 2),
+            },
+        };
+        r.at_end().then_some(f)
+    }
+
     /// Adds text to the head, up to [`HEAD_CHARS`].
     pub fn push_head(&mut self, text: &str) {
         let room = HEAD_CHARS.saturating_sub(self.head.chars().count());
@@ -247,6 +286,30 @@ mod tests {
         assert_eq!(read_whole(same).unwrap().1.digest, f.digest);
         let other = br#"{"choices":[{"message":{"content":"Hello there"},"finish_reason":"stop"}]}"#;
         assert_ne!(read_whole(other).unwrap().1.digest, f.digest);
+    }
+
+    #[test]
+    fn facts_cross_in_their_binary_encoding_and_older_json_still_reads() {
+        let mut all = vec![AnswerFacts::default()];
+        for (i, finish) in Finish::ALL.iter().enumerate() {
+            all.push(AnswerFacts {
+                finish: Some(*finish),
+                tool_calls: i as u32,
+                refused: i % 2 == 0,
+                head: "I can\u{2019}t \"help\"".repeat(i),
+                chars: (i % 2 == 1).then_some(i as u64 * 7),
+                digest: (i % 3 == 0).then(|| "0123456789abcdef".to_string()),
+                json_valid: [None, Some(false), Some(true)][i % 3],
+            });
+        }
+        for f in &all {
+            let bytes = f.encode();
+            assert_eq!(AnswerFacts::decode(&bytes).as_ref(), Some(f));
+            for cut in 0..bytes.len() {
+                assert_eq!(AnswerFacts::decode(&bytes[..cut]), None, "cut at {cut}");
+            }
+            assert_eq!(AnswerFacts::decode(&serde_json::to_vec(f).unwrap_or_default()).as_ref(), Some(f));
+        }
     }
 
     #[test]

@@ -400,10 +400,7 @@ fn an_attempt_that_lands_past_a_step_notes_the_step_skipped_as_unhealthy() {
     assert!(h.property(&[headers::PROP_SKIPPED]).is_none());
     let second = request("/v1/chat/completions", r#"{"model":"chat","messages":[]}"#, None);
     second.set_property(headers::PROP_ALIAS, "chat");
-    second.set_property(
-        headers::PROP_ATTEMPTS,
-        &String::from_utf8(h.property(&[headers::PROP_ATTEMPTS]).unwrap()).unwrap(),
-    );
+    second.set_property_bytes(headers::PROP_ATTEMPTS, &h.property(&[headers::PROP_ATTEMPTS]).unwrap());
     second.set_property("xds.upstream_host_metadata.filter_metadata.aigw.provider", "openai");
     RouteAttempt::new(cfg()).on_request_headers(&second, false);
     assert_eq!(parse_attempts(second.property(&[headers::PROP_ATTEMPTS]).as_deref()).len(), 2);
