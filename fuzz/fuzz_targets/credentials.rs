@@ -33,7 +33,7 @@ fuzz_target!(|data: &[u8]| {
             let _ = check_scope("feature", &id.features, &rest);
             let _ = check_scope("alias", &id.aliases, &rest);
             let call = CallIdentity::of(id);
-            assert!(CallIdentity::parse(call.to_json().as_bytes()).is_some());
+            assert!(CallIdentity::parse(&call.encode()).is_some());
         }
     }
     let _ = CallIdentity::parse(data);

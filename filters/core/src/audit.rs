@@ -196,14 +196,10 @@ fn is_zero(n: &u64) -> bool {
 }
 
 /// The attempts list kept in filter state while a call is in flight.
-/// The call's attempts as [`encode_attempts`] wrote them to filter state (or as JSON, as an
-/// older module wrote them); nothing when absent or unreadable.
+/// The call's attempts as [`encode_attempts`] wrote them to filter state; nothing when absent
+/// or unreadable.
 pub fn parse_attempts(raw: Option<&[u8]>) -> Vec<Attempt> {
-    let Some(b) = raw else { return Vec::new() };
-    match crate::codec::Reader::new(b) {
-        Some(r) => decode_attempts(r).unwrap_or_default(),
-        None => serde_json::from_slice(b).unwrap_or_default(),
-    }
+    raw.and_then(crate::codec::Reader::new).and_then(decode_attempts).unwrap_or_default()
 }
 
 /// The call's attempts for filter state, in [`crate::codec`]'s encoding: each attempt's fields
@@ -635,7 +631,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn attempts_cross_in_their_binary_encoding_and_older_json_still_reads() {
+    fn attempts_cross_in_their_binary_encoding_and_nothing_else_reads_as_attempts() {
         let every: Vec<Attempt> = ErrorClass::ALL
             .iter()
             .map(|c| Some(*c))
@@ -662,9 +658,9 @@ mod tests {
         let mut longer = bytes.clone();
         longer.push(0);
         assert!(parse_attempts(Some(&longer)).is_empty());
-        // What a module before the encoding wrote, JSON, reads the same.
+        // JSON (what a module before the encoding wrote) is not read as attempts.
         let json = serde_json::to_vec(&every).unwrap_or_default();
-        assert_eq!(parse_attempts(Some(&json)), every);
+        assert!(parse_attempts(Some(&json)).is_empty());
         assert!(parse_attempts(None).is_empty() && parse_attempts(Some(b"not json")).is_empty());
     }
 
@@ -818,7 +814,7 @@ mod tests {
             credential: None,
             started_ms: 0,
         };
-        let raw = serde_json::to_vec(&vec![a.clone()]).unwrap();
+        let raw = encode_attempts(std::slice::from_ref(&a));
         assert_eq!(parse_attempts(Some(&raw)), vec![a]);
         assert!(parse_attempts(Some(b"junk")).is_empty());
         assert!(parse_attempts(None).is_empty());

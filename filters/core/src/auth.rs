@@ -248,7 +248,7 @@ pub fn authenticate(h: &impl Host, ring: &KeyRing) -> Result<CallIdentity, ()> {
     };
     let mut call = CallIdentity::of(id);
     if let Err(e) = usable_at(id, h.now_ms()) {
-        h.set_property(headers::PROP_IDENTITY, &call.to_json());
+        h.set_property_bytes(headers::PROP_IDENTITY, &call.encode());
         refuse(&e);
         return Err(());
     }
@@ -257,7 +257,7 @@ pub fn authenticate(h: &impl Host, ring: &KeyRing) -> Result<CallIdentity, ()> {
     {
         if let Some(name) = asked {
             if let Err(e) = check_scope(what, scope, name) {
-                h.set_property(headers::PROP_IDENTITY, &call.to_json());
+                h.set_property_bytes(headers::PROP_IDENTITY, &call.encode());
                 refuse(&e);
                 return Err(());
             }
@@ -272,7 +272,7 @@ pub fn authenticate(h: &impl Host, ring: &KeyRing) -> Result<CallIdentity, ()> {
         // The leg keeps to the privacy zone of the call it copies, whatever the shadow key's.
         call.zone = shadow_zone;
     }
-    h.set_property(headers::PROP_IDENTITY, &call.to_json());
+    h.set_property_bytes(headers::PROP_IDENTITY, &call.encode());
     Ok(call)
 }
 

@@ -129,6 +129,26 @@ pub mod serde_de_owned {
     pub use serde::de::DeserializeOwned;
 }
 
+/// For tests: the values the stages hand on in filter state, written as JSON here for
+/// readability and encoded as the stages encode them ([`codec`]).
+#[cfg(test)]
+pub(crate) mod handed {
+    /// A [`crate::auth::keys::CallIdentity`] given as JSON.
+    pub fn identity(json: &str) -> Vec<u8> {
+        serde_json::from_str::<crate::auth::keys::CallIdentity>(json).unwrap().encode()
+    }
+
+    /// A call's [`crate::audit::Attempt`]s given as a JSON array.
+    pub fn attempts(json: &str) -> Vec<u8> {
+        crate::audit::encode_attempts(&serde_json::from_str::<Vec<crate::audit::Attempt>>(json).unwrap())
+    }
+
+    /// [`crate::wire::facts::AnswerFacts`] given as JSON.
+    pub fn facts(json: &str) -> Vec<u8> {
+        serde_json::from_str::<crate::wire::facts::AnswerFacts>(json).unwrap().encode()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -63,6 +63,14 @@ pub enum WorkloadClass {
 }
 
 impl WorkloadClass {
+    pub const ALL: [WorkloadClass; 5] = [
+        WorkloadClass::Interactive,
+        WorkloadClass::Batch,
+        WorkloadClass::Background,
+        WorkloadClass::Embeddings,
+        WorkloadClass::ToolCall,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             WorkloadClass::Interactive => "interactive",
@@ -214,22 +222,50 @@ impl CallIdentity {
         }
     }
 
+    /// What [`CallIdentity::encode`] wrote.
     pub fn parse(raw: &[u8]) -> Option<CallIdentity> {
-        serde_json::from_slice(raw).ok()
+        let mut r = crate::codec::Reader::new(raw)?;
+        let id = CallIdentity {
+            tenant: r.str()?.to_string(),
+            key_id: r.str()?.to_string(),
+            key_fingerprint: r.str()?.to_string(),
+            zone: r.opt_str()?.map(str::to_string),
+            workload_class: match r.u8()? {
+                0 => None,
+                c => Some(*WorkloadClass::ALL.get(usize::from(c) - 1)?),
+            },
+            feature: r.opt_str()?.map(str::to_string),
+            agent: r.opt_str()?.map(str::to_string),
+            task: r.opt_str()?.map(str::to_string),
+            shadow_of: r.opt_str()?.map(str::to_string),
+            alias_scope: r.str()?.to_string(),
+        };
+        r.at_end().then_some(id)
     }
 
-    /// Only the zone of a recorded identity (its other members are skipped, not built).
+    /// Only the zone of a recorded identity.
     pub fn zone_of(raw: &[u8]) -> Option<String> {
-        #[derive(Deserialize)]
-        struct Zone<'a> {
-            #[serde(borrow, default)]
-            zone: Option<std::borrow::Cow<'a, str>>,
-        }
-        serde_json::from_slice::<Zone>(raw).ok()?.zone.map(std::borrow::Cow::into_owned)
+        CallIdentity::parse(raw)?.zone
     }
 
-    pub fn to_json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
+    /// The identity for filter state ([`crate::codec`]: the call's stages read it once per
+    /// side, without a JSON parser).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = crate::codec::Writer::new();
+        let class = self
+            .workload_class
+            .map_or(0, |c| WorkloadClass::ALL.iter().position(|x| *x == c).map_or(0, |i| i as u8 + 1));
+        w.str(&self.tenant)
+            .str(&self.key_id)
+            .str(&self.key_fingerprint)
+            .opt_str(self.zone.as_deref())
+            .u8(class)
+            .opt_str(self.feature.as_deref())
+            .opt_str(self.agent.as_deref())
+            .opt_str(self.task.as_deref())
+            .opt_str(self.shadow_of.as_deref())
+            .str(&self.alias_scope);
+        w.finish()
     }
 }
 
@@ -429,7 +465,7 @@ mod tests {
         let r = KeyRing::compile(&[e]).unwrap();
         let id = CallIdentity::of(r.authenticate("aigw-w").unwrap());
         assert_eq!(id.workload_class, Some(WorkloadClass::ToolCall));
-        let back = CallIdentity::parse(id.to_json().as_bytes()).unwrap();
+        let back = CallIdentity::parse(&id.encode()).unwrap();
         assert_eq!(back.workload_class.map(WorkloadClass::as_str), Some("tool_call"));
         // An unknown class is a config error, not a silent default.
         assert!(serde_json::from_value::<KeyEntry>(serde_json::json!(
@@ -504,17 +540,25 @@ mod tests {
         let r = ring();
         let mut c = CallIdentity::of(r.authenticate("aigw-two").unwrap());
         c.feature = Some("search".into());
-        let back = CallIdentity::parse(c.to_json().as_bytes()).unwrap();
+        c.workload_class = Some(WorkloadClass::Background);
+        let back = CallIdentity::parse(&c.encode()).unwrap();
         assert_eq!(back, c);
         assert_eq!(back.alias_scope, "chat");
         assert!(CallIdentity::parse(b"nope").is_none());
-        // The zone alone, as an attempt reads it: present (escapes included), absent, or no
-        // identity at all.
-        assert_eq!(CallIdentity::zone_of(c.to_json().as_bytes()), c.zone);
+        // Cut short anywhere, or JSON (an older module's): nothing.
+        let bytes = c.encode();
+        assert!((0..bytes.len()).all(|cut| CallIdentity::parse(&bytes[..cut]).is_none()));
+        assert_eq!(CallIdentity::parse(&serde_json::to_vec(&c).unwrap()), None);
+        for class in WorkloadClass::ALL {
+            let with = CallIdentity { workload_class: Some(class), ..c.clone() };
+            assert_eq!(CallIdentity::parse(&with.encode()).and_then(|i| i.workload_class), Some(class));
+        }
+        // The zone alone, as an attempt reads it: present, absent, or no identity at all.
+        assert_eq!(CallIdentity::zone_of(&c.encode()), c.zone);
         c.zone = Some("eu \"west\" \u{e9}".into());
-        assert_eq!(CallIdentity::zone_of(c.to_json().as_bytes()), c.zone);
+        assert_eq!(CallIdentity::zone_of(&c.encode()), c.zone);
         c.zone = None;
-        assert_eq!(CallIdentity::zone_of(c.to_json().as_bytes()), None);
+        assert_eq!(CallIdentity::zone_of(&c.encode()), None);
         assert_eq!(CallIdentity::zone_of(b"nope"), None);
     }
 

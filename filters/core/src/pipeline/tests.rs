@@ -72,9 +72,11 @@ fn run(store: &FakeHost, key: &str, status: &str, answer: &str) -> FakeHost {
     }
     let held = c.on_response_headers(&h, false);
     if flow == Flow::Continue {
-        h.set_property(
+        h.set_property_bytes(
             headers::PROP_ATTEMPTS,
-            r#"[{"provider":"anthropic","region":null,"model":"claude-haiku-4-5-20251001","status":200,"latency_ms":1,"error_class":null}]"#,
+            &crate::handed::attempts(
+                r#"[{"provider":"anthropic","region":null,"model":"claude-haiku-4-5-20251001","status":200,"latency_ms":1,"error_class":null}]"#,
+            ),
         );
         *h.response_body.borrow_mut() = answer.as_bytes().to_vec();
     }
@@ -436,7 +438,7 @@ fn attempt_in(provider: &str, region: &str, zone: Option<&str>) -> (FakeHost, At
         .insert("xds.upstream_host_metadata.filter_metadata.aigw.region".into(), region.as_bytes().to_vec());
     if let Some(z) = zone {
         let id = format!(r#"{{"tenant":"acme","key_id":"k","key_fingerprint":"f","zone":"{z}","alias_scope":"*"}}"#);
-        h.set_property(headers::PROP_IDENTITY, &id);
+        h.set_property_bytes(headers::PROP_IDENTITY, &crate::handed::identity(&id));
     }
     (h, AttemptCall::new(u))
 }

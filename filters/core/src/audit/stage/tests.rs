@@ -14,12 +14,12 @@ fn audit() -> Audit {
 fn host() -> FakeHost {
     let h = FakeHost::new()
         .with_request_header("x-request-id", "rid-1")
-        .with_property(
-            &[headers::PROP_IDENTITY],
-            r#"{"tenant":"acme","key_id":"k","key_fingerprint":"f","alias_scope":"*"}"#,
-        )
         .with_property(&[headers::PROP_ALIAS], "chat")
         .with_property(&[headers::PROP_QUOTA_ESTIMATE], "20 100");
+    h.set_property_bytes(
+        headers::PROP_IDENTITY,
+        &crate::handed::identity(r#"{"tenant":"acme","key_id":"k","key_fingerprint":"f","alias_scope":"*"}"#),
+    );
     h.now.set(1_000);
     h
 }
@@ -33,7 +33,7 @@ fn answer(h: &FakeHost, status: &str, content_type: &str) {
 }
 
 fn attempts(h: &FakeHost, json: &str) {
-    h.set_property(headers::PROP_ATTEMPTS, json);
+    h.set_property_bytes(headers::PROP_ATTEMPTS, &crate::handed::attempts(json));
 }
 
 /// A 200 answer of this content type from one Anthropic attempt.
@@ -237,7 +237,7 @@ fn record_of_answer(a: &Audit, facts: &str) -> AuditRecord {
     c.on_request_headers(&h);
     answered_by_anthropic(&h, "application/json");
     h.set_property(headers::PROP_USAGE, r#"{"input":10,"cached_input":0,"output":5,"reasoning":0}"#);
-    h.set_property(headers::PROP_ANSWER, facts);
+    h.set_property_bytes(headers::PROP_ANSWER, &crate::handed::facts(facts));
     assert_eq!(c.on_response_headers(&h, a, false), Flow::Continue, "the attempt read it already");
     c.on_response_body(&h, a, 0, true);
     c.on_log(&h, a)

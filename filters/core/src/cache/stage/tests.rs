@@ -174,12 +174,12 @@ fn call_ending(
             r.push((headers::MODEL.into(), "claude-haiku-4-5-20251001".into()));
         }
         drop(r);
-        h.set_property(
+        h.set_property_bytes(
             headers::PROP_ATTEMPTS,
-            &format!(
+            &crate::handed::attempts(&format!(
                 r#"[{{"provider":"anthropic","region":null,"model":"claude-haiku-4-5-20251001","status":{},"latency_ms":1,"error_class":null}}]"#,
                 answer.0
-            ),
+            )),
         );
         if answer.0 == "200" {
             h.set_property(headers::PROP_USAGE, r#"{"input":8,"cached_input":0,"output":3,"reasoning":0}"#);

@@ -17,7 +17,10 @@ fn quota(tenants: &str, providers: &str) -> Rc<Quota> {
 /// A call of tenant `acme` whose request route-select has read, on a worker sharing `store`.
 fn call_on(store: &FakeHost) -> FakeHost {
     let h = store.worker();
-    h.set_property(headers::PROP_IDENTITY, r#"{"tenant":"acme","key_id":"k","key_fingerprint":"f","alias_scope":"*"}"#);
+    h.set_property_bytes(
+        headers::PROP_IDENTITY,
+        &crate::handed::identity(r#"{"tenant":"acme","key_id":"k","key_fingerprint":"f","alias_scope":"*"}"#),
+    );
     h.set_property(headers::PROP_REQUEST, &RequestFacts::read(BODY).unwrap().encode());
     h.set_property(headers::PROP_CANDIDATES, "claude-haiku-4-5-20251001");
     h.request_headers.borrow_mut().push((":path".into(), "/v1/chat/completions".into()));
@@ -137,9 +140,11 @@ fn an_empty_provider_bucket_refuses_the_attempt_and_marks_it() {
         let h = store.worker();
         h.set_property("xds.upstream_host_metadata.filter_metadata.aigw.provider", "anthropic");
         h.set_property(headers::PROP_QUOTA_ESTIMATE, "14 100");
-        h.set_property(
+        h.set_property_bytes(
             headers::PROP_ATTEMPTS,
-            r#"[{"provider":"anthropic","region":null,"model":"m","status":null,"latency_ms":null,"error_class":"no_response"}]"#,
+            &crate::handed::attempts(
+                r#"[{"provider":"anthropic","region":null,"model":"m","status":null,"latency_ms":null,"error_class":"no_response"}]"#,
+            ),
         );
         let flow = ProviderAttempt::new(q.clone()).on_request_headers(&h);
         (flow, h)

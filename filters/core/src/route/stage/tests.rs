@@ -21,7 +21,7 @@ fn request(path: &str, body: &str, identity: Option<&str>) -> FakeHost {
         .with_request_header(":path", path)
         .with_request_header("x-request-id", "rid");
     if let Some(id) = identity {
-        h.set_property(headers::PROP_IDENTITY, id);
+        h.set_property_bytes(headers::PROP_IDENTITY, &crate::handed::identity(id));
     }
     *h.request_body.borrow_mut() = body.as_bytes().to_vec();
     h
@@ -114,7 +114,7 @@ fn a_failed_chain_is_explained_and_a_rejected_gateway_credential_is_a_502() {
                        {"provider":"openai","region":null,"model":"gpt-x","status":500,"latency_ms":3,"error_class":"server_error"}]"#;
     let h = request("/v1/chat/completions", r#"{"model":"chat","messages":[]}"#, None);
     let (mut s, _) = run_select(&h);
-    h.set_property(headers::PROP_ATTEMPTS, attempts);
+    h.set_property_bytes(headers::PROP_ATTEMPTS, &crate::handed::attempts(attempts));
     h.response_headers.borrow_mut().push((":status".into(), "500".into()));
     s.on_response_headers(&h, false);
     assert_eq!(h.response_header(":status").as_deref(), Some("503"));
@@ -126,7 +126,10 @@ fn a_failed_chain_is_explained_and_a_rejected_gateway_credential_is_a_502() {
 
     let h = request("/v1/chat/completions", r#"{"model":"chat","messages":[]}"#, None);
     let (mut s, _) = run_select(&h);
-    h.set_property(headers::PROP_ATTEMPTS, &attempts.replace("529", "401").replace("overloaded", "auth"));
+    h.set_property_bytes(
+        headers::PROP_ATTEMPTS,
+        &crate::handed::attempts(&attempts.replace("529", "401").replace("overloaded", "auth")),
+    );
     h.response_headers.borrow_mut().push((":status".into(), "401".into()));
     s.on_response_headers(&h, false);
     assert_eq!(h.response_header(":status").as_deref(), Some("502"));
