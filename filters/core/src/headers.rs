@@ -131,7 +131,7 @@ pub const PROP_ROUTE: &str = "aigw_route";
 pub const PROP_SLICE: &str = "aigw_slice";
 /// Audit flags raised by route-select (comma-separated), e.g. a deprecated model replaced.
 pub const PROP_ROUTE_FLAGS: &str = "aigw_route_flags";
-/// The call's usage as JSON, when a filter took the usage chunk out of a stream the caller
+/// The call's usage ([`crate::wire::usage::Usage::encode`]), when a filter took the usage chunk out of a stream the caller
 /// did not ask usage for (audit-emit reads it).
 pub const PROP_USAGE: &str = "aigw_usage";
 /// What the attempt that passed a whole answer on saw of it ([`crate::wire::facts::AnswerFacts`]

@@ -143,6 +143,11 @@ pub(crate) mod handed {
         crate::audit::encode_attempts(&serde_json::from_str::<Vec<crate::audit::Attempt>>(json).unwrap())
     }
 
+    /// [`crate::wire::usage::Usage`] given as JSON.
+    pub fn usage(json: &str) -> Vec<u8> {
+        serde_json::from_str::<crate::wire::usage::Usage>(json).unwrap().encode()
+    }
+
     /// [`crate::wire::facts::AnswerFacts`] given as JSON.
     pub fn facts(json: &str) -> Vec<u8> {
         serde_json::from_str::<crate::wire::facts::AnswerFacts>(json).unwrap().encode()

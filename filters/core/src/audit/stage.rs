@@ -276,7 +276,7 @@ enum Watched {
 
 /// The usage a stage kept for the audit record (`PROP_USAGE`).
 fn read_usage(h: &impl Host) -> Option<Usage> {
-    h.property_string(&[headers::PROP_USAGE]).and_then(|u| crate::wire::from_str(&u).ok())
+    h.property(&[headers::PROP_USAGE]).and_then(|u| Usage::decode(&u))
 }
 
 /// One call, as the audit stage sees it.

@@ -437,7 +437,7 @@ impl CacheCall {
                     self.state = State::Miss { digest, policy, stream, stale, storing: true };
                     return (Flow::Pause, size);
                 }
-                let usage = h.property_string(&[headers::PROP_USAGE]).and_then(|u| crate::wire::from_str(&u).ok());
+                let usage = h.property(&[headers::PROP_USAGE]).and_then(|u| Usage::decode(&u));
                 self.store(h, digest, &policy, h.response_body(size), usage);
                 (Flow::Continue, size)
             }

@@ -611,7 +611,7 @@ fn a_gemini_embeddings_attempt_is_translated_both_ways_and_billed_at_its_estimat
     let estimate = out["usage"]["prompt_tokens"].as_u64().unwrap();
     assert!(estimate >= 3, "at least one token per word: {estimate}");
     // No token count from Gemini: billed at the estimate, and flagged.
-    let usage: crate::wire::usage::Usage = serde_json::from_slice(&handed_on_or_prop(&h, headers::PROP_USAGE)).unwrap();
+    let usage = crate::wire::usage::Usage::decode(&handed_on_or_prop(&h, headers::PROP_USAGE)).unwrap();
     assert_eq!((usage.input, usage.output), (estimate, 0));
     assert_eq!(String::from_utf8(handed_on_or_prop(&h, headers::PROP_ROUTE_FLAGS)).unwrap(), "usage_estimated");
 }
@@ -681,7 +681,7 @@ fn a_responses_attempt_passes_to_openai_and_translates_for_anthropic() {
     a.on_response_headers(&h, false);
     a.on_response_body(&h, answer.len(), true);
     assert_eq!(h.response_body.borrow().as_slice(), answer.as_bytes());
-    let usage: crate::wire::usage::Usage = serde_json::from_slice(&handed_on_or_prop(&h, headers::PROP_USAGE)).unwrap();
+    let usage = crate::wire::usage::Usage::decode(&handed_on_or_prop(&h, headers::PROP_USAGE)).unwrap();
     assert_eq!((usage.input, usage.output), (7, 2));
 
     // Anthropic: what only OpenAI serves is refused by name, before anything is sent.
@@ -844,7 +844,7 @@ fn a_batch_larger_than_the_provider_takes_is_split_into_signed_calls_and_merged_
     assert_eq!(vectors, [(0.into(), 0.25.into()), (1.into(), 0.5.into()), (2.into(), 0.75.into())]);
     // Every part's reported tokens, summed; the record says the batch was split.
     assert_eq!(out["usage"]["prompt_tokens"], 4);
-    let usage: crate::wire::usage::Usage = serde_json::from_slice(&handed_on_or_prop(&h, headers::PROP_USAGE)).unwrap();
+    let usage = crate::wire::usage::Usage::decode(&handed_on_or_prop(&h, headers::PROP_USAGE)).unwrap();
     assert_eq!(usage.input, 4);
     assert_eq!(String::from_utf8(handed_on_or_prop(&h, headers::PROP_ROUTE_FLAGS)).unwrap(), "embeddings_split:3");
 }

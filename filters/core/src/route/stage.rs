@@ -487,8 +487,8 @@ fn record_facts(h: &impl Host, facts: &crate::wire::facts::AnswerFacts) {
 }
 
 fn record_usage(h: &impl Host, usage: Option<crate::wire::usage::Usage>) {
-    if let Some(json) = usage.and_then(|u| serde_json::to_string(&u).ok()) {
-        h.set_property(headers::PROP_USAGE, &json);
+    if let Some(u) = usage {
+        h.set_property_bytes(headers::PROP_USAGE, &u.encode());
     }
 }
 

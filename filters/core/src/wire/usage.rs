@@ -16,6 +16,20 @@ pub struct Usage {
 }
 
 impl Usage {
+    /// The usage for filter state, from the attempt to the listener ([`crate::codec`]).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = crate::codec::Writer::new();
+        w.u64(self.input).u64(self.cached_input).u64(self.output).u64(self.reasoning);
+        w.finish()
+    }
+
+    /// What [`Usage::encode`] wrote; `None` when it cannot be read.
+    pub fn decode(bytes: &[u8]) -> Option<Usage> {
+        let mut r = crate::codec::Reader::new(bytes)?;
+        let u = Usage { input: r.u64()?, cached_input: r.u64()?, output: r.u64()?, reasoning: r.u64()? };
+        r.at_end().then_some(u)
+    }
+
     /// Reads an OpenAI `usage` object.
     pub fn from_openai(v: &Value) -> Option<Usage> {
         if v.get("input_tokens").is_some() {
@@ -221,6 +235,15 @@ impl<const FACTS: bool> StreamScanner<FACTS> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn usage_crosses_in_its_binary_encoding_and_a_cut_value_reads_as_none() {
+        let u = Usage { input: 8, cached_input: 2, output: u64::MAX, reasoning: 0 };
+        let bytes = u.encode();
+        assert_eq!(Usage::decode(&bytes), Some(u));
+        assert!((0..bytes.len()).all(|cut| Usage::decode(&bytes[..cut]).is_none()));
+        assert_eq!(Usage::decode(br#"{"input":8,"cached_input":2,"output":3,"reasoning":0}"#), None);
+    }
 
     #[test]
     fn body_usage_with_details() {

@@ -123,7 +123,10 @@ fn a_messages_stream_that_ends_with_message_stop_is_ok() {
         false,
     );
     stream(&h, &a, &mut c, &["event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"], true);
-    h.set_property(headers::PROP_USAGE, r#"{"input":9,"cached_input":0,"output":1,"reasoning":0}"#);
+    h.set_property_bytes(
+        headers::PROP_USAGE,
+        &crate::handed::usage(r#"{"input":9,"cached_input":0,"output":1,"reasoning":0}"#),
+    );
     let r = c.on_log(&h, &a);
     assert_eq!(r.outcome, Outcome::Ok);
     assert_eq!(r.tokens.map(|t| (t.input, t.output)), Some((9, 1)));
@@ -214,7 +217,10 @@ fn a_success_whose_usage_the_attempt_read_is_not_held() {
     c.on_request_headers(&h);
     answer(&h, "200", "application/json");
     // The attempt that passed the answer on read its usage (route stage, PROP_USAGE).
-    h.set_property(headers::PROP_USAGE, r#"{"input":10,"cached_input":0,"output":5,"reasoning":0}"#);
+    h.set_property_bytes(
+        headers::PROP_USAGE,
+        &crate::handed::usage(r#"{"input":10,"cached_input":0,"output":5,"reasoning":0}"#),
+    );
     assert_eq!(c.on_response_headers(&h, &a, false), Flow::Continue, "not held");
     assert_eq!(h.response_header("x-aigw-tokens-output").as_deref(), Some("5"));
     assert!(h.response_header("x-aigw-cost-usd").is_some());
@@ -226,7 +232,10 @@ fn a_success_whose_usage_the_attempt_read_is_not_held() {
     let h = host();
     let mut c = AuditCall::new(&h);
     answer(&h, "500", "application/json");
-    h.set_property(headers::PROP_USAGE, r#"{"input":10,"cached_input":0,"output":5,"reasoning":0}"#);
+    h.set_property_bytes(
+        headers::PROP_USAGE,
+        &crate::handed::usage(r#"{"input":10,"cached_input":0,"output":5,"reasoning":0}"#),
+    );
     assert_eq!(c.on_response_headers(&h, &a, false), Flow::Pause);
 }
 
@@ -236,7 +245,10 @@ fn record_of_answer(a: &Audit, facts: &str) -> AuditRecord {
     let mut c = AuditCall::new(&h);
     c.on_request_headers(&h);
     answered_by_anthropic(&h, "application/json");
-    h.set_property(headers::PROP_USAGE, r#"{"input":10,"cached_input":0,"output":5,"reasoning":0}"#);
+    h.set_property_bytes(
+        headers::PROP_USAGE,
+        &crate::handed::usage(r#"{"input":10,"cached_input":0,"output":5,"reasoning":0}"#),
+    );
     h.set_property_bytes(headers::PROP_ANSWER, &crate::handed::facts(facts));
     assert_eq!(c.on_response_headers(&h, a, false), Flow::Continue, "the attempt read it already");
     c.on_response_body(&h, a, 0, true);

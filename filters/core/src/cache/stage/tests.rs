@@ -182,7 +182,10 @@ fn call_ending(
             )),
         );
         if answer.0 == "200" {
-            h.set_property(headers::PROP_USAGE, r#"{"input":8,"cached_input":0,"output":3,"reasoning":0}"#);
+            h.set_property_bytes(
+                headers::PROP_USAGE,
+                &crate::handed::usage(r#"{"input":8,"cached_input":0,"output":3,"reasoning":0}"#),
+            );
         }
     } else {
         let reply = h.reply().unwrap();

@@ -1,5 +1,6 @@
 use super::*;
 use crate::host::FakeHost;
+use crate::wire::usage::Usage;
 
 const CFG: &str = r#"{"aliases": {
     "chat": {"chain": "chain_chat", "steps": [
@@ -161,7 +162,7 @@ fn a_stream_the_caller_asked_no_usage_for_loses_the_usage_chunk_but_the_audit_ke
         out.starts_with("data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\ndata: {\"id\":\"c\",\"choices\""),
         "{out}"
     );
-    assert!(h.property_string(&[headers::PROP_USAGE]).unwrap().contains("\"input\":3"));
+    assert_eq!(h.property(&[headers::PROP_USAGE]).and_then(|u| Usage::decode(&u)).map(|u| u.input), Some(3));
 }
 
 fn attempt_on(provider: &str, region: &str, identity: Option<&str>) -> (FakeHost, RouteAttempt, Flow) {
@@ -254,8 +255,7 @@ fn an_attempt_hands_the_usage_of_the_answer_it_read_to_the_listener() {
     *h.response_body.borrow_mut() = body.to_vec();
     a.on_response_body(&h, body.len(), true);
     assert_eq!(h.response_body.borrow().as_slice(), &body[..], "passed on unchanged");
-    let u: crate::wire::usage::Usage =
-        serde_json::from_str(&h.property_string(&[headers::PROP_USAGE]).unwrap()).unwrap();
+    let u: crate::wire::usage::Usage = Usage::decode(&h.property(&[headers::PROP_USAGE]).unwrap()).unwrap();
     assert_eq!((u.input, u.output), (7, 2));
     // Translated (Anthropic): the usage the translation read.
     let (h, mut a, _) = attempt_on("anthropic", "eu-west-1", None);
@@ -266,8 +266,7 @@ fn an_attempt_hands_the_usage_of_the_answer_it_read_to_the_listener() {
     let body = br#"{"id":"msg_1","type":"message","role":"assistant","model":"claude-x","content":[{"type":"text","text":"hi"}],"stop_reason":"end_turn","usage":{"input_tokens":4,"output_tokens":6}}"#;
     *h.response_body.borrow_mut() = body.to_vec();
     a.on_response_body(&h, body.len(), true);
-    let u: crate::wire::usage::Usage =
-        serde_json::from_str(&h.property_string(&[headers::PROP_USAGE]).unwrap()).unwrap();
+    let u: crate::wire::usage::Usage = Usage::decode(&h.property(&[headers::PROP_USAGE]).unwrap()).unwrap();
     assert_eq!((u.input, u.output), (4, 6));
     // An error answer hands on nothing.
     let (h, mut a, _) = attempt_on("openai", "us-east-1", None);
