@@ -90,25 +90,12 @@ fn call(
     extra: &[(&str, &str)],
     answer: (&str, &str),
 ) -> Call {
-    call_embedding(store, l, key, body, extra, answer, &|_| None)
+    call_ending(store, l, key, body, extra, answer, &|_| None, true)
 }
 
 /// As [`call`], answering the semantic cache's embedding call with `embed(text)` (`None`: a
-/// failed call).
-fn call_embedding(
-    store: &FakeHost,
-    l: &Rc<Listener>,
-    key: &str,
-    body: &str,
-    extra: &[(&str, &str)],
-    answer: (&str, &str),
-    embed: &dyn Fn(&str) -> Option<Vec<f64>>,
-) -> Call {
-    call_ending(store, l, key, body, extra, answer, embed, true)
-}
-
-/// As [`call_embedding`]; with `ended` false the answer's end never comes (the caller closed
-/// the call once it read the whole answer, as the OpenAI SDK does at a stream's `[DONE]`).
+/// failed call); with `ended` false the answer's end never comes (the caller closed the call
+/// once it read the whole answer, as the OpenAI SDK does at a stream's `[DONE]`).
 #[allow(clippy::too_many_arguments)]
 fn call_ending(
     store: &FakeHost,
@@ -383,7 +370,7 @@ const SEMANTIC: &str = r#", "cache": {"mode": "semantic", "ttl_s": 60, "threshol
 fn a_request_near_enough_in_meaning_is_answered_from_the_cache() {
     let store = FakeHost::new();
     let l = semantic_listener(SEMANTIC);
-    let first = call_embedding(
+    let first = call_ending(
         &store,
         &l,
         "aigw_sk_acme",
@@ -391,6 +378,7 @@ fn a_request_near_enough_in_meaning_is_answered_from_the_cache() {
         &[],
         ("200", ANSWER),
         &words,
+        true,
     );
     assert!(first.went_on);
     let call = first.h.http_calls.borrow()[0].clone();
@@ -401,7 +389,7 @@ fn a_request_near_enough_in_meaning_is_answered_from_the_cache() {
         serde_json::json!({"similarity": null, "would_serve": null, "served": false})
     );
     // The same question, put another way: served, with no provider.
-    let near = call_embedding(
+    let near = call_ending(
         &store,
         &l,
         "aigw_sk_acme",
@@ -409,6 +397,7 @@ fn a_request_near_enough_in_meaning_is_answered_from_the_cache() {
         &[],
         ("500", "{}"),
         &words,
+        true,
     );
     assert!(!near.went_on);
     assert_eq!(near.h.response_header(headers::CACHE).as_deref(), Some("semantic_hit"));
@@ -419,7 +408,7 @@ fn a_request_near_enough_in_meaning_is_answered_from_the_cache() {
     assert!(rec["cache_semantic"]["similarity"].as_f64().unwrap() >= 0.9);
     assert_eq!(rec["cache_semantic"]["served"], true);
     // Another country: below the threshold, a miss that says how near it came.
-    let other = call_embedding(
+    let other = call_ending(
         &store,
         &l,
         "aigw_sk_acme",
@@ -427,6 +416,7 @@ fn a_request_near_enough_in_meaning_is_answered_from_the_cache() {
         &[],
         ("200", ANSWER),
         &words,
+        true,
     );
     assert!(other.went_on);
     let rec = record(&other.h);
@@ -434,7 +424,7 @@ fn a_request_near_enough_in_meaning_is_answered_from_the_cache() {
     assert!(rec["cache_semantic"]["similarity"].as_f64().unwrap() < 0.9);
     assert_eq!(rec["cache_semantic"]["would_serve"], serde_json::Value::Null);
     // Another system prompt: another partition, never a match.
-    let sys = call_embedding(
+    let sys = call_ending(
         &store,
         &l,
         "aigw_sk_acme",
@@ -442,11 +432,12 @@ fn a_request_near_enough_in_meaning_is_answered_from_the_cache() {
         &[],
         ("200", ANSWER),
         &words,
+        true,
     );
     assert!(sys.went_on);
     assert_eq!(record(&sys.h)["cache_semantic"]["similarity"], serde_json::Value::Null);
     // An embedder that fails: the call goes on uncached by meaning.
-    let failed = call_embedding(
+    let failed = call_ending(
         &store,
         &l,
         "aigw_sk_acme",
@@ -454,6 +445,7 @@ fn a_request_near_enough_in_meaning_is_answered_from_the_cache() {
         &[],
         ("200", ANSWER),
         &|_| None,
+        true,
     );
     assert!(failed.went_on);
     assert_eq!(failed.h.counters.borrow().get("aigw_cache_embedding_failures_total.alias.chat"), Some(&1));
@@ -463,7 +455,7 @@ fn a_request_near_enough_in_meaning_is_answered_from_the_cache() {
 fn shadow_mode_records_what_it_would_have_served_and_serves_nothing() {
     let store = FakeHost::new();
     let l = semantic_listener(&SEMANTIC.replace("\"semantic\"", "\"semantic-shadow\""));
-    call_embedding(
+    call_ending(
         &store,
         &l,
         "aigw_sk_acme",
@@ -471,8 +463,9 @@ fn shadow_mode_records_what_it_would_have_served_and_serves_nothing() {
         &[],
         ("200", ANSWER),
         &words,
+        true,
     );
-    let near = call_embedding(
+    let near = call_ending(
         &store,
         &l,
         "aigw_sk_acme",
@@ -480,6 +473,7 @@ fn shadow_mode_records_what_it_would_have_served_and_serves_nothing() {
         &[],
         ("200", ANSWER),
         &words,
+        true,
     );
     assert!(near.went_on, "shadow: to the provider as always");
     let rec = record(&near.h);
@@ -487,7 +481,7 @@ fn shadow_mode_records_what_it_would_have_served_and_serves_nothing() {
     assert_eq!(rec["cache_semantic"]["would_serve"], "rid-0");
     assert_eq!(rec["cache_semantic"]["served"], false);
     // The exact cache still serves in shadow mode.
-    let exact = call_embedding(
+    let exact = call_ending(
         &store,
         &l,
         "aigw_sk_acme",
@@ -495,6 +489,7 @@ fn shadow_mode_records_what_it_would_have_served_and_serves_nothing() {
         &[],
         ("500", "{}"),
         &words,
+        true,
     );
     assert_eq!(record(&exact.h)["cache_status"], "hit");
 }
