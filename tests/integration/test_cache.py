@@ -293,6 +293,21 @@ def test_the_responses_door_is_cached_whole_and_streamed(gateway):
     assert sent(gateway, other) == 1
     rec = audit(gateway, whole)
     assert (rec["door"], rec["cache_status"]) == ("responses", "hit")
+    # The provider holds its stream open after the last event, and the caller leaves once it
+    # has `response.completed`: the answer was whole, so it is stored all the same.
+    held = unique()
+    h = {"authorization": f"Bearer {DEMO_KEYS['acme']}", "x-fake-fault": "anthropic=linger-3000"}
+    with gateway.client.stream("POST", "/v1/responses", headers=h,
+                               json={"model": "chat-cached", "input": held, "stream": True}) as r:
+        seen = []
+        for line in r.iter_lines():
+            seen.append(line)
+            if line.startswith("data: ") and '"type":"response.completed"' in line:
+                break
+    assert any("response.completed" in line for line in seen), seen
+    whole = oa.responses.with_raw_response.create(model="chat-cached", input=held)
+    assert whole.headers["x-aigw-cache"] == "hit", "stored at response.completed, before the stream's end"
+    assert sent(gateway, held) == 1
 
 
 def test_hits_misses_and_dollars_saved_are_counted_per_alias(gateway):

@@ -150,15 +150,20 @@ def metric(metrics, name, **labels):
     return sum(v for (n, ls), v in metrics.items() if n == name and want <= set(ls))
 
 
-def test_metrics_match_the_run(gateway, run):
-    recs = gateway.audit_lines()
-    # Histograms reach the admin endpoint at Envoy's stats flush (every 5 s).
-    deadline = time.time() + 12
+def scrape_once(gateway, name, at_least, seconds=12):
+    """The metrics, once `name` adds up to `at_least` (or after `seconds`): counters and
+    histograms reach the admin endpoint at Envoy's stats flush (every 5 s)."""
+    deadline = time.time() + seconds
     while True:
         m = scrape(gateway)
-        if metric(m, "gen_ai_client_operation_duration_ms_count") >= 8 or time.time() > deadline:
-            break
+        if metric(m, name) >= at_least or time.time() > deadline:
+            return m
         time.sleep(0.5)
+
+
+def test_metrics_match_the_run(gateway, run):
+    recs = gateway.audit_lines()
+    m = scrape_once(gateway, "gen_ai_client_operation_duration_ms_count", 8)
 
     assert metric(m, "aigw_requests_total", provider="anthropic", model=SONNET, outcome="ok") == 5  # ok, 3 tiny, streamed
     assert metric(m, "aigw_requests_total", provider="openai", model=MINI, outcome="ok") == 1
@@ -273,12 +278,7 @@ def test_only_listed_tenants_get_their_own_label(fresh_gateway_factory, modules)
     for key in (DEMO_KEYS["beta"], DEMO_KEYS["beta"], DEMO_KEYS["acme"]):
         r = gw.chat("hi", key=key)
         assert r.status_code == 200, r.text
-    deadline = time.time() + 12
-    while True:
-        m = scrape(gw)
-        if metric(m, "aigw_tenant_requests_total") >= 3 or time.time() > deadline:
-            break
-        time.sleep(0.5)
+    m = scrape_once(gw, "aigw_tenant_requests_total", 3)
     assert metric(m, "aigw_tenant_requests_total", tenant="other", outcome="ok") == 2
     assert metric(m, "aigw_tenant_requests_total", tenant="acme", outcome="ok") == 1
     assert metric(m, "aigw_tenant_requests_total", tenant="beta") == 0

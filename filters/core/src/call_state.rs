@@ -456,12 +456,6 @@ impl<H: Host> Host for CallState<'_, H> {
         self.data.borrow_mut().identity = Some(id.clone());
         id
     }
-    fn call_zone(&self) -> Option<String> {
-        if let Some(id) = &self.data.borrow().identity {
-            return id.as_ref().and_then(|i| i.zone.clone());
-        }
-        crate::auth::keys::CallIdentity::zone_of(&self.property(&[headers::PROP_IDENTITY])?)
-    }
     fn upstream_metadata(&self, key: &str) -> Option<String> {
         // The first value asked for reads them all, once (an attempt's host does not change).
         if !self.data.borrow().metadata.all_read {

@@ -129,10 +129,9 @@ pub trait Host {
         crate::auth::keys::CallIdentity::parse(&self.property(&[crate::headers::PROP_IDENTITY])?).map(std::rc::Rc::new)
     }
 
-    /// The caller's privacy zone, as the auth stage recorded it (without building the whole
-    /// identity where it was not built yet: an attempt needs only this of it).
+    /// The caller's privacy zone, as the auth stage recorded it (the identity's, read once).
     fn call_zone(&self) -> Option<String> {
-        crate::auth::keys::CallIdentity::zone_of(&self.property(&[crate::headers::PROP_IDENTITY])?)
+        self.call_identity()?.zone.clone()
     }
 
     /// Closes the last of `attempts` if a timer cut it (see `audit::close_unanswered`).
