@@ -43,7 +43,11 @@ const UPSTREAM: &str = "aigw_floor_upstream";
 ///   and written back by CAS at the charge and again at the settle, plus a credential mark read;
 /// - `audit`: the listener writes a 1.5 KB audit entry (filter state) when the call ends;
 /// - `holdheaders`: the attempt holds the answer's headers until its body is complete (as the
-///   gateway's attempt does when it translates a whole answer), not only the body.
+///   gateway's attempt does when it translates a whole answer), not only the body;
+/// - `today`: every host call the `full` call makes beyond the floor's, in the same callbacks
+///   and numbers as the `trace-calls` build counted them on 2026-12-02 (bench/README.md,
+///   "Counting host calls"): the floor's structure with the gateway's host calls and none of
+///   its policy code.
 #[derive(Clone, Copy, Default)]
 pub struct Extras {
     meta: bool,
@@ -62,6 +66,7 @@ pub struct Extras {
     metrics: bool,
     quota: bool,
     audit: bool,
+    today: bool,
 }
 
 impl Extras {
@@ -84,11 +89,12 @@ impl Extras {
             metrics: conf.split([',', '+']).any(|p| p == "metrics"),
             quota: conf.split([',', '+']).any(|p| p == "quota"),
             audit: conf.split([',', '+']).any(|p| p == "audit"),
+            today: conf.split([',', '+']).any(|p| p == "today"),
         }
     }
 
     fn clock(self, n: usize) {
-        if self.clock {
+        if self.clock || self.today {
             for _ in 0..n {
                 let _ = hc::get_current_time();
             }
@@ -129,6 +135,13 @@ fn touch_bucket(key: &str) {
         _ => {
             let _ = hc::set_shared_data(key, Some(b"100 0 0"), None);
         }
+    }
+}
+
+/// `today`: response headers added (known absent), one call each, as the gateway adds them.
+fn add_response_headers(names: &[&str]) {
+    for n in names {
+        let _ = hc::add_map_value(MapType::HttpResponseHeaders, n, "1000000000000");
     }
 }
 
@@ -204,7 +217,7 @@ impl HttpContext for Listener {
         let _ = hc::set_map_value(MapType::HttpRequestHeaders, "x-aigw-chain", Some("chain_chat"));
         let _ = hc::call_foreign_function("clear_route_cache", None);
         let _ = hc::set_property(vec![ENTRY], Some(model.as_bytes()));
-        if self.0.quota {
+        if self.0.quota || self.0.today {
             touch_bucket("aigw.floor.q.tenant");
         }
         self.0.clock(1);
@@ -215,6 +228,29 @@ impl HttpContext for Listener {
         let _ = hc::set_map_value(MapType::HttpResponseHeaders, "content-length", None);
         let _ = hc::set_map_value(MapType::HttpResponseHeaders, "x-aigw-floor", Some("1"));
         let x = self.0;
+        if x.today {
+            // The answer's headers read once, the attempts' entry read, the quota's settle
+            // (the tenant's and the provider's buckets), and the twelve headers the listener adds.
+            let _ = hc::get_map(MapType::HttpResponseHeaders);
+            let _ = hc::get_property(vec![UPSTREAM]);
+            touch_bucket("aigw.floor.q.tenant");
+            touch_bucket("aigw.floor.q.provider");
+            add_response_headers(&[
+                "x-ratelimit-limit-requests",
+                "x-ratelimit-remaining-requests",
+                "x-ratelimit-reset-requests",
+                "x-ratelimit-limit-tokens",
+                "x-ratelimit-remaining-tokens",
+                "x-ratelimit-reset-tokens",
+                "x-aigw-route",
+                "x-aigw-attempts",
+                "x-aigw-request-id",
+                "x-aigw-tokens-input",
+                "x-aigw-tokens-output",
+                "x-aigw-cost-usd",
+            ]);
+            x.clock(1);
+        }
         const NAMES: [&str; 20] = [
             "x-floor-00",
             "x-floor-01",
@@ -284,10 +320,14 @@ impl HttpContext for Listener {
     }
 
     fn on_log(&mut self) {
-        if self.0.metrics {
+        if self.0.today {
+            let _ = hc::get_property(vec![UPSTREAM]);
+            self.0.clock(1);
+        }
+        if self.0.metrics || self.0.today {
             record_metrics();
         }
-        if self.0.audit {
+        if self.0.audit || self.0.today {
             let record = format!("{{\"version\":2,\"attempts\":[],\"pad\":\"{}\"}}", "x".repeat(1500));
             let _ = hc::set_property(vec!["aigw_floor_audit"], Some(record.as_bytes()));
         }
@@ -333,6 +373,15 @@ impl HttpContext for Attempt {
             let _ = hc::get_shared_data("aigw.floor.cred.bad");
             touch_bucket("aigw.floor.q.provider");
         }
+        if x.today {
+            // The endpoint's metadata (one map), the request's headers once, the provider's
+            // bucket charged, and the headers the Anthropic module sets beyond the floor's.
+            let _ = hc::get_property(vec!["xds", "upstream_host_metadata", "filter_metadata", "aigw"]);
+            let _ = hc::get_map(MapType::HttpRequestHeaders);
+            touch_bucket("aigw.floor.q.provider");
+            let _ = hc::set_map_value(MapType::HttpRequestHeaders, "anthropic-version", Some("2023-06-01"));
+            let _ = hc::set_map_value(MapType::HttpRequestHeaders, "authorization", None);
+        }
         x.clock(1);
         let _ = hc::set_map_value(MapType::HttpRequestHeaders, ":path", Some("/v1/messages"));
         let _ = hc::set_map_value(MapType::HttpRequestHeaders, "x-api-key", Some("floor-key"));
@@ -345,6 +394,9 @@ impl HttpContext for Attempt {
             return Action::Pause;
         }
         rewrite(BufferType::HttpRequestBody, size, "model", "claude-sonnet-4-5");
+        if self.0.today {
+            let _ = hc::set_property(vec![UPSTREAM], Some(b"attempt one"));
+        }
         if self.0.headers {
             let _ = hc::set_map_value(MapType::HttpRequestHeaders, "content-type", Some("application/json"));
         }
@@ -361,6 +413,12 @@ impl HttpContext for Attempt {
             }
         }
         if x.props {
+            let _ = hc::set_property(vec![UPSTREAM], Some(b"attempt one, status 200"));
+        }
+        if x.today {
+            let _ = hc::get_map(MapType::HttpResponseHeaders);
+            let _ = hc::set_map_value(MapType::HttpResponseHeaders, "request-id", None);
+            add_response_headers(&["x-aigw-provider-request-id", "x-aigw-provider", "x-aigw-model"]);
             let _ = hc::set_property(vec![UPSTREAM], Some(b"attempt one, status 200"));
         }
         x.clock(1);
@@ -385,7 +443,7 @@ impl HttpContext for Attempt {
             let _ = hc::get_shared_data("aigw.floor.health");
             let _ = hc::set_shared_data("aigw.floor.health", Some(b"1 2 3"), None);
         }
-        if x.props {
+        if x.props || x.today {
             let _ = hc::set_property(vec![UPSTREAM], Some(b"attempt one, status 200, usage 14 9"));
         }
         if x.quota {
