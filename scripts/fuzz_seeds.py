@@ -5,8 +5,9 @@ Starts the fake providers, asks each for its answers (whole and streamed, succes
 and writes what came back, byte for byte, as seeds: provider answers for `provider_responses`
 and `messages_door`, SSE streams for `sse`, Bedrock event-stream frames (built as the fake builds
 them, plus the provider reference's botocore-checked frame) for `eventstream`, requests for
-`unified_request` and `messages_door`, and credential headers and header maps for
-`credentials` and `header_map`.
+`unified_request` and `messages_door`, credential headers and header maps for
+`credentials` and `header_map`, and the values the gateway's contexts hand each other (in the
+`codec` encoding, written here as filters/core/src/codec.rs writes them) for `codec`.
 
 Usage: fuzz_seeds.py FAKES_BINARY CORPUS_DIR
 """
@@ -49,10 +50,51 @@ def frame(message_type, event, payload):
     return msg + struct.pack(">I", zlib.crc32(msg))
 
 
+class Codec:
+    """filters/core/src/codec.rs's Writer: a tag byte, then fields in order (numbers u64
+    little-endian, strings as a u32 length and bytes, an optional value as 0, or 1 and it)."""
+
+    def __init__(self):
+        self.b = bytearray([0x01])
+
+    def u8(self, v):
+        self.b.append(v)
+        return self
+
+    def u64(self, v):
+        self.b += struct.pack("<Q", v)
+        return self
+
+    def str(self, v):
+        v = v.encode()
+        self.b += struct.pack("<I", len(v)) + v
+        return self
+
+    def opt_str(self, v):
+        return self.u8(0) if v is None else self.u8(1).str(v)
+
+    def opt_u64(self, v):
+        return self.u8(0) if v is None else self.u8(1).u64(v)
+
+
+def codec_seeds():
+    """A call identity, the attempts of a call that fell back once, an answer's facts, a usage."""
+    identity = (Codec().str("acme").str("k-acme-1").str("3f2a9c").opt_str("eu").u8(2).opt_str("search")
+                .opt_str(None).opt_str("summarise").opt_str(None).str("*"))
+    attempts = Codec().u64(2)
+    attempts.str("openai").opt_str("us").opt_str("gpt-4o-mini").opt_u64(429).opt_u64(12).u8(3) \
+        .opt_str("c1a2").u64(1767225600000)
+    attempts.str("anthropic").opt_str(None).opt_str("claude-sonnet-4-5").opt_u64(200).opt_u64(340).u8(0) \
+        .opt_str("d3b4").u64(1767225600015)
+    facts = Codec().u8(1).u64(0).u8(0).str("Hello! I am fine, thank you.").opt_u64(28).opt_str("9e1f").u8(2)
+    usage = Codec().u64(14).u64(0).u64(9).u64(0)
+    return [bytes(c.b) for c in (identity, attempts, facts, usage, Codec().u64(0))]
+
+
 def main():
     fakes, out = sys.argv[1], sys.argv[2]
     seeds = {t: [] for t in ("credentials", "header_map", "unified_request", "messages_door", "responses_door",
-                             "sse", "eventstream", "provider_responses")}
+                             "sse", "eventstream", "provider_responses", "codec")}
     chat = {"model": "m", "max_tokens": 20, "messages": [
         {"role": "system", "content": "be brief"}, {"role": "user", "content": "hello there, 12345 ok?"}]}
     tools = dict(chat, tools=[{"type": "function", "function": {"name": "weather", "parameters": {
@@ -129,6 +171,7 @@ def main():
     seeds["credentials"] += [b"Bearer aigw_sk_one\xff\xff\xffsearch", b"\xffaigw_sk_one\xff\xffchat",
                              b"Bearer\xc3\xa9x\xff\xff\xff", b"bearer  aigw_sk_two \xff\xffaigw_sk_three\xff",
                              b'{"tenant":"t","key_id":"k1","alias_scope":"*"}']
+    seeds["codec"] += codec_seeds()
     for target, items in seeds.items():
         d = os.path.join(out, target)
         os.makedirs(d, exist_ok=True)
