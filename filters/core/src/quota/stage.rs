@@ -361,6 +361,18 @@ impl Leased {
     }
 }
 
+/// Whether the lease of `which` in `rec` holds `need` units now.
+fn lease_covers(rec: &mut ScopeRecord, which: Leased, need: u64) -> bool {
+    let need_units = i64::try_from(need).unwrap_or(i64::MAX);
+    match which {
+        Leased::Requests => lease(rec.requests) >= need_units,
+        Leased::Tokens => lease(rec.tokens) >= need_units,
+        Leased::Budget(period, pid) => rec.budget(period).spent_in(pid) >= u128::from(need),
+        // (Slots are asked for by their own function, never by `aigw_take`.)
+        Leased::Slots => false,
+    }
+}
+
 /// A top-up's asks for a scope's request and token leases (a call's or an attempt's), each with
 /// the lease it backs and its entry in the ticker's active list. A short lease asks for the
 /// whole need, which the grant alone covers (other calls may spend what the lease holds while
@@ -1034,6 +1046,12 @@ impl QuotaCall {
                 let (Some((key, leased)), Some(ask)) = (t.targets.get(index).cloned(), t.asks.get(index)) else {
                     return Some(refuse(h, &store_busy(), &[("retry-after", "1".into())]));
                 };
+                // While this call's ask was in flight, the ticker (or a call on another worker)
+                // may have taken what Redis had left into this replica's lease: when the lease
+                // now holds what this call lacked, the call is served from it, not refused.
+                if lease_covers(&mut read_record(h, &key), leased, ask.need_units) {
+                    return Some(self.admit(h));
+                }
                 let id = h.call_identity();
                 let tenant = id.as_ref().map(|i| i.tenant.clone()).unwrap_or_else(|| "_anonymous".into());
                 let feature = id.as_ref().and_then(|i| i.feature.clone());

@@ -356,6 +356,41 @@ fn a_fleet_lease_is_taken_in_one_call_spent_exactly_and_topped_up_when_short() {
 }
 
 #[test]
+fn a_call_told_short_is_served_from_a_lease_the_ticker_topped_up_meanwhile() {
+    let q = fleet_quota(
+        r#"{"acme": {"requests_per_minute": 60, "requests_burst": 100}}"#,
+        r#"{"cluster": "aigw_fleet", "lease": {"requests": 3}}"#,
+    );
+    let store = FakeHost::new();
+    store.now.set(1_000_000);
+    init_store(&store);
+    // The lease is empty: the call asks Redis for its need and a lease.
+    let h = call_on(&store);
+    let mut c = QuotaCall::new(q.clone());
+    assert_eq!(c.on_request_headers(&h, false), Flow::Pause);
+    // Meanwhile the ticker's own ask took Redis's last 2 calls into this replica's lease, so
+    // the call's ask finds Redis short: it is served from the lease, which keeps 1.
+    update_scope(&store, "aigw.q.t.acme", |rec| {
+        Leased::Requests.credit(rec, 2 * UNITS, 1_000_000);
+        Ok(())
+    });
+    let short = webdis(r#"{"FCALL":[0,1,2500]}"#);
+    assert_eq!(c.on_http_call_response(&h, 1, &short), Some(Flow::Continue));
+    assert!(h.reply().is_none());
+    let left = || lease(read_record(&store, "aigw.q.t.acme").requests);
+    assert_eq!(left(), UNITS);
+    // The next call spends the last one; the one after asks again and, Redis still short and the
+    // lease empty, is refused with Redis's time to refill.
+    assert_eq!(QuotaCall::new(q.clone()).on_request_headers(&call_on(&store), false), Flow::Continue);
+    assert_eq!(left(), 0);
+    let h = call_on(&store);
+    let mut c = QuotaCall::new(q.clone());
+    assert_eq!(c.on_request_headers(&h, false), Flow::Pause);
+    assert_eq!(c.on_http_call_response(&h, 1, &short), Some(Flow::Refused));
+    assert_eq!(code(&h), (429, "tenant_requests_per_minute".to_string()));
+}
+
+#[test]
 fn a_fleet_store_that_cannot_be_reached_serves_in_the_configured_mode() {
     let tenants = r#"{"acme": {"requests_per_minute": 6, "requests_burst": 6}}"#;
     for (mode, admitted) in [("local", 2), ("open", 5), ("closed", 0)] {
