@@ -672,6 +672,17 @@ def report(results, stream, reps, seconds):
             f"| {n} | {fmt(m['p50'])} | {fmt(m['p99'])} | {fmt(m['p50'] - b['p50'])} | {fmt(m['p99'] - b['p99'])} | "
             f"{fmt(m['rps1'])} | {m['rps1'] / b['rps1']:.2f} | {fmt(m['rps2'])} | {m['rps2'] / b['rps2']:.2f} | "
             f"{fmt(m['cpu_us'])} | {m['cpu_us'] / b['cpu_us']:.2f} | {m['rss2']:.1f} (+{m['rss2'] - b['rss2']:.1f}) |")
+    # The medians hide how far the repetitions spread on a shared host: bare's and full's CPU
+    # per call in each repetition, and their ratio repetition by repetition.
+    pairs = list(zip(results["bare"], results["full"]))
+    lines += [
+        "",
+        "CPU µs per call in each repetition (the spread the medians hide): bare "
+        + ", ".join(fmt(b_["cpu_us"]) for b_, _ in pairs) + "; full " + ", ".join(fmt(f_["cpu_us"]) for _, f_ in pairs)
+        + "; full ÷ bare, repetition by repetition, " + ", ".join(f"{f_['cpu_us'] / b_['cpu_us']:.2f}" for b_, f_ in pairs)
+        + ".",
+        "",
+    ]
     per_chunk = None
     if stream:
         sm = {k: statistics.median(v) for k, v in stream["times"].items()}
@@ -680,7 +691,6 @@ def report(results, stream, reps, seconds):
         whole = added["long"] / ev["long"]
         per_chunk = (added["long"] - added["short"]) / (ev["long"] - ev["short"])
         lines += [
-            "",
             f"Streaming, at concurrency 1 (upstream: the fake provider), an Anthropic stream of {ev['long']} events "
             f"(the answer's text in 1-character pieces) and one of {ev['short']} (20-character pieces): bare Envoy "
             f"{sm['bare-long'] / 1000:.2f} and {sm['bare-short'] / 1000:.2f} ms per stream, the full gateway "
