@@ -176,13 +176,9 @@ fn one_read_and_one_write_charge_every_bucket_of_a_scope_and_one_of_each_correct
                      "budget": {"daily_usd": "10", "monthly_usd": "100"}}}"#,
         "{}",
     );
-    let store = FakeHost::new();
-    store.now.set(1_800_000_000_000);
-    init_store(&store);
     // The first call creates the scope's key.
-    let first = call_on(&store);
-    let mut c = QuotaCall::new(q.clone());
-    assert_eq!(c.on_request_headers(&first, false), Flow::Continue);
+    let (store, first, mut c, flow) = first_call(&q, 1_800_000_000_000);
+    assert_eq!(flow, Flow::Continue);
     c.on_log(&first);
     let keys: Vec<String> = store.shared.borrow().keys().cloned().collect();
     assert_eq!(keys.len(), 2, "one key for the scope, one for the creation lock: {keys:?}");
@@ -296,6 +292,27 @@ fn fleet_quota(tenants: &str, fleet: &str) -> Rc<Quota> {
     Rc::new(Quota::compile(&cfg).unwrap())
 }
 
+/// A fleet-mode quota over a fresh store (at 1,000,000 ms), and a first call, which finds no
+/// lease and waits for its top-up: (quota, store, the call's host, the call).
+fn waiting_fleet_call(tenants: &str, fleet: &str) -> (Rc<Quota>, FakeHost, FakeHost, QuotaCall) {
+    let q = fleet_quota(tenants, fleet);
+    let (store, h, c, flow) = first_call(&q, 1_000_000);
+    assert_eq!(flow, Flow::Pause);
+    (q, store, h, c)
+}
+
+/// A fresh store at `now` ms, and a first call's headers through `q`: (store, the call's host,
+/// the call, what its headers did).
+fn first_call(q: &Rc<Quota>, now: u64) -> (FakeHost, FakeHost, QuotaCall, Flow) {
+    let store = FakeHost::new();
+    store.now.set(now);
+    init_store(&store);
+    let h = call_on(&store);
+    let mut c = QuotaCall::new(q.clone());
+    let flow = c.on_request_headers(&h, false);
+    (store, h, c, flow)
+}
+
 /// The one HTTP call `h` made (the top-up), and its `FCALL` arguments after the keys.
 fn top_up_of(h: &FakeHost) -> (String, Vec<String>) {
     let calls = h.http_calls.borrow();
@@ -357,17 +374,11 @@ fn a_fleet_lease_is_taken_in_one_call_spent_exactly_and_topped_up_when_short() {
 
 #[test]
 fn a_call_told_short_is_served_from_a_lease_the_ticker_topped_up_meanwhile() {
-    let q = fleet_quota(
+    // The lease is empty: the call asks Redis for its need and a lease.
+    let (q, store, h, mut c) = waiting_fleet_call(
         r#"{"acme": {"requests_per_minute": 60, "requests_burst": 100}}"#,
         r#"{"cluster": "aigw_fleet", "lease": {"requests": 3}}"#,
     );
-    let store = FakeHost::new();
-    store.now.set(1_000_000);
-    init_store(&store);
-    // The lease is empty: the call asks Redis for its need and a lease.
-    let h = call_on(&store);
-    let mut c = QuotaCall::new(q.clone());
-    assert_eq!(c.on_request_headers(&h, false), Flow::Pause);
     // Meanwhile the ticker's own ask took Redis's last 2 calls into this replica's lease, so
     // the call's ask finds Redis short: it is served from the lease, which keeps 1.
     update_scope(&store, "aigw.q.t.acme", |rec| {
@@ -430,15 +441,10 @@ fn a_fleet_store_that_cannot_be_reached_serves_in_the_configured_mode() {
 
 #[test]
 fn a_fleet_lease_takes_back_a_refund_and_pays_a_debt() {
-    let q = fleet_quota(
+    let (_, store, h, mut c) = waiting_fleet_call(
         r#"{"acme": {"tokens_per_minute": 60000, "tokens_burst": 100000}}"#,
         r#"{"cluster": "aigw_fleet", "lease": {"tokens": 1000}}"#,
     );
-    let store = FakeHost::new();
-    init_store(&store);
-    let h = call_on(&store);
-    let mut c = QuotaCall::new(q.clone());
-    assert_eq!(c.on_request_headers(&h, false), Flow::Pause);
     assert_eq!(
         c.on_http_call_response(&h, 1, &webdis(&format!(r#"{{"FCALL":[1,{}]}}"#, 1000 * 60_000))),
         Some(Flow::Continue)
