@@ -1605,6 +1605,13 @@ impl ProviderAttempt {
                 let kind =
                     if leased.get(index) == Some(&Leased::Tokens) { BucketKind::Tokens } else { BucketKind::Requests };
                 let provider = self.provider.clone().unwrap_or_default();
+                // As for a call's scopes: the lease may hold what this attempt lacked by now.
+                let key = self.quota.provider(&provider).map(|s| scope_key(&s));
+                if let (Some(key), Some(which), Some(ask)) = (key, leased.get(index), asks.get(index)) {
+                    if lease_covers(&mut read_record(h, &key), *which, ask.need_units) {
+                        return Some(self.admit(h, FleetMode::Lease));
+                    }
+                }
                 self.refuse(h, &provider, kind, retry_after_ms.unwrap_or(u64::MAX))
             }
             None => {

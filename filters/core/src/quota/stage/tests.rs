@@ -329,17 +329,11 @@ fn webdis(body: &str) -> crate::host::HttpAnswer {
 
 #[test]
 fn a_fleet_lease_is_taken_in_one_call_spent_exactly_and_topped_up_when_short() {
-    let q = fleet_quota(
+    // The first call finds no lease: it waits for one top-up over both buckets.
+    let (q, store, h, mut c) = waiting_fleet_call(
         r#"{"acme": {"requests_per_minute": 60, "requests_burst": 100, "tokens_per_minute": 60000, "tokens_burst": 100000}}"#,
         r#"{"cluster": "aigw_fleet", "lease": {"requests": 3, "tokens": 1000}}"#,
     );
-    let store = FakeHost::new();
-    store.now.set(1_000_000);
-    init_store(&store);
-    // The first call finds no lease: it waits for one top-up over both buckets.
-    let h = call_on(&store);
-    let mut c = QuotaCall::new(q.clone());
-    assert_eq!(c.on_request_headers(&h, false), Flow::Pause);
     assert!(c.waits());
     let (path, parts) = top_up_of(&h);
     assert!(path.starts_with("/FCALL/aigw_take/2/aigw:t%2eacme:r/aigw:t%2eacme:t/"), "{path}");
@@ -598,8 +592,10 @@ fn provider_attempt(store: &FakeHost) -> FakeHost {
     h
 }
 
-#[test]
-fn provider_buckets_are_fleet_leases_topped_up_by_an_attempt_that_waits_and_settled_by_the_listener() {
+/// `anthropic`'s buckets as fleet leases (requests 60 a minute, burst 60; tokens 60,000, burst
+/// 100,000; leases of 2 and 1,000) over a fresh store at 1,000,000 ms, and a first attempt,
+/// which finds no lease and waits for its top-up: (quota, store, its host, the attempt).
+fn waiting_provider_attempt() -> (Rc<Quota>, FakeHost, FakeHost, ProviderAttempt) {
     let q = fleet_providers(
         r#"{"anthropic": {"requests_per_minute": 60, "requests_burst": 60, "tokens_per_minute": 60000, "tokens_burst": 100000}}"#,
         r#"{"cluster": "aigw_fleet", "lease": {"requests": 2, "tokens": 1000}}"#,
@@ -607,11 +603,17 @@ fn provider_buckets_are_fleet_leases_topped_up_by_an_attempt_that_waits_and_sett
     let store = FakeHost::new();
     store.now.set(1_000_000);
     init_store(&store);
-    let record = || ScopeRecord::decode(&store.shared_get("aigw.q.p.anthropic").unwrap().0.unwrap());
-    // The first attempt finds no lease: one top-up over both of the provider's buckets.
     let h = provider_attempt(&store);
     let mut a = ProviderAttempt::new(q.clone());
     assert_eq!(a.on_request_headers(&h), Flow::Pause);
+    (q, store, h, a)
+}
+
+#[test]
+fn provider_buckets_are_fleet_leases_topped_up_by_an_attempt_that_waits_and_settled_by_the_listener() {
+    // The first attempt finds no lease: one top-up over both of the provider's buckets.
+    let (q, store, h, mut a) = waiting_provider_attempt();
+    let record = || ScopeRecord::decode(&store.shared_get("aigw.q.p.anthropic").unwrap().0.unwrap());
     assert!(a.waits());
     let (path, parts) = top_up_of(&h);
     assert!(path.starts_with("/FCALL/aigw_take/2/aigw:p%2eanthropic:r/aigw:p%2eanthropic:t/"), "{path}");
@@ -680,6 +682,21 @@ fn provider_buckets_are_fleet_leases_topped_up_by_an_attempt_that_waits_and_sett
     c.on_log(&l);
     assert_eq!(level(&store), 100000 / replicas - 30, "settled in that share");
     assert!(charged_provider_scope(&q, "anthropic~open").is_none(), "nothing to settle");
+}
+
+#[test]
+fn an_attempt_told_short_is_served_from_a_provider_lease_the_ticker_topped_up_meanwhile() {
+    let (_, store, h, mut a) = waiting_provider_attempt();
+    // The ticker's ask took Redis's last call (and tokens) into the lease meanwhile.
+    update_scope(&store, "aigw.q.p.anthropic", |rec| {
+        Leased::Requests.credit(rec, UNITS, 1_000_000);
+        Leased::Tokens.credit(rec, 1000 * UNITS, 1_000_000);
+        Ok(())
+    });
+    assert_eq!(a.on_http_call_response(&h, 1, &webdis(r#"{"FCALL":[0,1,2500]}"#)), Some(Flow::Continue));
+    assert!(h.reply().is_none());
+    let rec = ScopeRecord::decode(&store.shared_get("aigw.q.p.anthropic").unwrap().0.unwrap());
+    assert_eq!((lease(rec.requests), lease(rec.tokens) / UNITS), (0, 1000 - EST as i64));
 }
 
 #[test]
