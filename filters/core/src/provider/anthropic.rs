@@ -377,7 +377,9 @@ pub fn request_from_openai<'a>(
                     let f = tc.function.as_ref();
                     let args = raw_str(f.and_then(|f| f.arguments)).unwrap_or(Cow::Borrowed("{}"));
                     let args = if args.trim().is_empty() { "{}".to_string() } else { args.into_owned() };
-                    let input = RawValue::from_string(args).map_err(|_| {
+                    // (Read as bytes, as every JSON read is: `RawValue::from_string` would compile
+                    // a second, `&str` reader into the module.)
+                    let input = crate::wire::from_str::<&RawValue>(&args).map(|r| r.to_owned()).map_err(|_| {
                         GatewayError::bad_request(
                             "invalid_tool_arguments",
                             "tool_calls[].function.arguments is not valid JSON",

@@ -22,7 +22,7 @@ pub struct OpenAiFormat {
 }
 
 fn raw(v: &Value) -> Result<Box<RawValue>, GatewayError> {
-    RawValue::from_string(v.to_string()).map_err(invalid_json)
+    serde_json::value::to_raw_value(v).map_err(invalid_json)
 }
 
 pub static OPENAI: OpenAiFormat = OpenAiFormat { azure: false };
