@@ -84,6 +84,95 @@ pub fn shape(text: &str) -> Shape {
     s
 }
 
+/// One member of a JSON object: its key's text as written (between its quotes, escapes not
+/// decoded) and its value's bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub key: std::ops::Range<usize>,
+    pub value: std::ops::Range<usize>,
+}
+
+impl Member {
+    /// Whether the key is `name` (decoding escapes, as a JSON reader would, when it has any).
+    pub fn key_is(&self, b: &[u8], name: &str) -> bool {
+        let Some(raw) = b.get(self.key.clone()) else { return false };
+        if !raw.contains(&b'\\') {
+            return raw == name.as_bytes();
+        }
+        b.get(self.key.start - 1..self.key.end + 1)
+            .and_then(|quoted| serde_json::from_slice::<String>(quoted).ok())
+            .is_some_and(|k| k == name)
+    }
+}
+
+/// The members of the JSON object that `b` holds (white space around it allowed), in order,
+/// and where its closing brace is; `None` when `b` is not shaped as one object. The values are
+/// delimited, not validated (for text a JSON reader has read already): strings and nesting are
+/// followed, a number or literal is the run of bytes up to the next delimiter.
+pub fn members(b: &[u8]) -> Option<(Vec<Member>, usize)> {
+    let mut i = skip_space(b, 0);
+    if b.get(i) != Some(&b'{') {
+        return None;
+    }
+    let mut out = Vec::new();
+    i = skip_space(b, i + 1);
+    if b.get(i) == Some(&b'}') {
+        return only_space_after(b, i).then_some((out, i));
+    }
+    loop {
+        if b.get(i) != Some(&b'"') {
+            return None;
+        }
+        let key_end = string_end(b, i + 1)?;
+        let colon = skip_space(b, key_end + 1);
+        if b.get(colon) != Some(&b':') {
+            return None;
+        }
+        let start = skip_space(b, colon + 1);
+        let end = value_end(b, start)?;
+        out.push(Member { key: i + 1..key_end, value: start..end });
+        i = skip_space(b, end);
+        match b.get(i) {
+            Some(b',') => i = skip_space(b, i + 1),
+            Some(b'}') => return only_space_after(b, i).then_some((out, i)),
+            _ => return None,
+        }
+    }
+}
+
+fn only_space_after(b: &[u8], close: usize) -> bool {
+    skip_space(b, close + 1) == b.len()
+}
+
+/// Where the JSON value that starts at `start` ends (one past its last byte).
+fn value_end(b: &[u8], start: usize) -> Option<usize> {
+    match *b.get(start)? {
+        b'"' => Some(string_end(b, start + 1)? + 1),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut i = start;
+            loop {
+                match *b.get(i)? {
+                    b'"' => i = string_end(b, i + 1)?,
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(i + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+        }
+        _ => {
+            let len = b.get(start..)?.iter().take_while(|c| c.is_ascii_alphanumeric() || b"+-.".contains(c)).count();
+            (len > 0).then_some(start + len)
+        }
+    }
+}
+
 /// The index of the first byte at or after `i` that is not JSON white space.
 fn skip_space(b: &[u8], mut i: usize) -> usize {
     while b.get(i).is_some_and(u8::is_ascii_whitespace) {
@@ -108,6 +197,48 @@ fn string_end(b: &[u8], start: usize) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn keys_and_values(text: &str) -> Option<Vec<(&str, &str)>> {
+        let (ms, close) = members(text.as_bytes())?;
+        assert_eq!(text.as_bytes().get(close), Some(&b'}'));
+        Some(ms.iter().map(|m| (&text[m.key.clone()], &text[m.value.clone()])).collect())
+    }
+
+    #[test]
+    fn members_delimits_each_top_level_value_as_written() {
+        let text = r#" { "model" : "chat", "n":1.5e3,"stream":true, "messages":[{"role":"user","content":"a \"}] {"}],
+            "stop":null, "o":{"x":[1,{"y":"]"}]}, "k\u0065y":-2 } "#;
+        assert_eq!(
+            keys_and_values(text).unwrap(),
+            vec![
+                ("model", r#""chat""#),
+                ("n", "1.5e3"),
+                ("stream", "true"),
+                ("messages", r#"[{"role":"user","content":"a \"}] {"}]"#),
+                ("stop", "null"),
+                ("o", r#"{"x":[1,{"y":"]"}]}"#),
+                ("k\\u0065y", "-2"),
+            ]
+        );
+        assert_eq!(keys_and_values("{}").unwrap(), vec![]);
+        let (ms, _) = members(br#"{"k\u0065y":1,"key":2}"#).unwrap();
+        assert!(ms.iter().all(|m| m.key_is(br#"{"k\u0065y":1,"key":2}"#, "key")));
+    }
+
+    #[test]
+    fn members_refuses_what_is_not_one_object() {
+        for bad in [
+            "", "[]", "\"x\"", "{", "{\"a\"}", "{\"a\":}", "{\"a\":1,}", "{\"a\":1 \"b\":2}", "{\"a\":[1}",
+            "{\"a\":\"x}", "{\"a\":1} x", "{\"a\":{\"b\":1}", "{a:1}", "{\"a\":1}}",
+        ] {
+            assert!(members(bad.as_bytes()).is_none(), "{bad}");
+        }
+        // Whatever the bytes, no panic.
+        for n in 0..=255u8 {
+            let _ = members(&[b'{', b'"', b'a', b'"', b':', n, b'}']);
+            let _ = members(&[b'{', b'"', n, b'\\', b'"', b':', b'[', n, b']', b'}']);
+        }
+    }
 
     /// The checks the watchers made with one substring search each, which `shape` replaces: on
     /// compact JSON they agree.
