@@ -152,6 +152,20 @@ def test_openai_upstreams_are_asked_for_stream_usage_that_callers_see_only_if_th
     assert rec["tokens"]["output"] == len(f"Echo: {msg}".split())  # the record still has it
 
 
+def test_an_openai_upstream_gets_the_callers_body_as_written_but_for_the_model(gateway):
+    msg = unique("as written")
+    # Members in the caller's order and spacing, and one the gateway knows nothing of.
+    raw = ('{ "messages": [{"role": "user", "content": "%s"}],\n  "x_vendor": {"b": 1, "a": [2.50, null]},'
+           ' "model":"chat-openai-first", "temperature": 0.70 }' % msg)
+    r = gateway.client.post("/v1/chat/completions", content=raw.encode(),
+                            headers={"authorization": f"Bearer {DEMO_KEYS['acme']}", "content-type": "application/json"})
+    assert r.status_code == 200, r.text
+    [seen] = gateway.provider_requests("openai", containing=msg)
+    model = json.loads(seen["body"])["model"]
+    assert model != "chat-openai-first"
+    assert seen["body"] == raw.replace('"chat-openai-first"', json.dumps(model)), seen["body"]
+
+
 # -- rules, zones, canary, deprecation -----------------------------------------------------------
 
 
