@@ -17,6 +17,23 @@ fuzz_target!(|data: &[u8]| {
     for a in [Api::Openai, Api::Azure, Api::Anthropic, Api::Gemini, Api::Bedrock] {
         let _ = provider::api(a).request(data, "m", 1024);
     }
+    // Same format on both sides: a JSON object comes out as JSON with its model replaced, the
+    // same stream flag, and every other member as it was (the scanner delimited each one right).
+    if let Ok(serde_json::Value::Object(before)) = serde_json::from_slice::<serde_json::Value>(data) {
+        let rewritten = provider::api(Api::Openai).request(data, "m", 1024);
+        let Ok((out, stream)) = rewritten else { panic!("a JSON object was refused: {rewritten:?}") };
+        let after: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(&out).unwrap_or_else(|e| panic!("not JSON: {e}: {}", String::from_utf8_lossy(&out)));
+        assert_eq!(after.get("model"), Some(&serde_json::json!("m")));
+        assert_eq!(stream, before.get("stream") == Some(&serde_json::Value::Bool(true)));
+        for (k, v) in &before {
+            if k != "model" && k != "stream_options" {
+                assert_eq!(after.get(k), Some(v), "member {k}");
+            }
+        }
+        assert_eq!(after.len(), before.len() + usize::from(!before.contains_key("model"))
+            + usize::from(stream && !before.contains_key("stream_options")));
+    }
     // Embeddings: the request as read, and each API's and Bedrock family's translation of it.
     if let Ok(r) = aigw_core::wire::embeddings::EmbeddingsRequest::read(data) {
         let texts = r.texts().unwrap_or_default();
