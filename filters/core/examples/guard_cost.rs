@@ -1,4 +1,4 @@
-//! Times the guard stage's scan natively: `cargo run --release -p aigw-core --example guard_cost`.
+//! Times the guard stage's scan and its prompt-injection rules natively: `cargo run --release -p aigw-core --example guard_cost`.
 use std::time::Instant;
 
 fn main() {
@@ -13,4 +13,15 @@ fn main() {
         found += aigw_core::guard::detect::scan(&text, &|_| true, &[]).len();
     }
     println!("scan of 64 KiB of prose with 3 values per KiB: {:?} ({} values)", t.elapsed() / n, found / n as usize);
+    let rules = aigw_core::guard::injection::default_rules();
+    let matcher = aigw_core::guard::injection::Matcher::new(&rules);
+    let small: String = text.chars().take(1024).collect();
+    for (name, t_) in [("64 KiB", &text), ("1 KiB", &small)] {
+        let t = Instant::now();
+        let mut score = 0.0;
+        for _ in 0..n {
+            score += matcher.score(t_).0;
+        }
+        println!("injection rules over {name}: {:?} (score {})", t.elapsed() / n, score / f64::from(n));
+    }
 }

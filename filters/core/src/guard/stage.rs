@@ -99,10 +99,10 @@ impl GuardCall {
         let mut injection_flag = None;
         let mut reroute = None;
         if let Some(ip) = &policy.injection {
-            let rules = ip.rules();
+            let matcher = ip.matcher();
             let (score, matched) = injection::caller_texts(&v)
                 .iter()
-                .map(|t| injection::score(&rules, t))
+                .map(|t| matcher.score(t))
                 .max_by(|a, b| a.0.total_cmp(&b.0))
                 .unwrap_or((0.0, Vec::new()));
             let action = if score >= ip.threshold {
