@@ -40,7 +40,18 @@ pub struct InjectionPolicy {
     pub default_rules: bool,
     /// The rules compiled for matching, once per configuration (on first use).
     #[serde(skip)]
-    matcher: std::cell::OnceCell<Matcher>,
+    matcher: Compiled,
+}
+
+/// A policy's matcher, built on first use. It is derived from the policy's other fields, so it
+/// never makes two policies differ.
+#[derive(Debug, Clone, Default)]
+struct Compiled(std::cell::OnceCell<Matcher>);
+
+impl PartialEq for Compiled {
+    fn eq(&self, _: &Compiled) -> bool {
+        true
+    }
 }
 
 fn default_threshold() -> f64 {
@@ -63,7 +74,7 @@ impl InjectionPolicy {
 
     /// Those rules compiled for matching (built the first time, kept with the configuration).
     pub fn matcher(&self) -> &Matcher {
-        self.matcher.get_or_init(|| Matcher::new(&self.rules()))
+        self.matcher.0.get_or_init(|| Matcher::new(&self.rules()))
     }
 }
 
@@ -468,6 +479,18 @@ mod tests {
             }
         }
         (1.0 - keep, matched)
+    }
+
+    #[test]
+    fn a_policy_compiles_its_rules_once_and_compares_by_its_fields() {
+        let p: InjectionPolicy = serde_json::from_str(
+            r#"{"action": "flag", "rules": [{"name": "x", "phrases": ["zz top"], "score": 0.5}]}"#,
+        )
+        .unwrap();
+        let fresh = p.clone();
+        assert!(std::ptr::eq(p.matcher(), p.matcher()));
+        assert_eq!(p.matcher().score("I like ZZ Top.").1, ["x"]);
+        assert_eq!(p, fresh);
     }
 
     #[test]
