@@ -225,11 +225,11 @@ fn main() {
         (_, evs) => evs,
     };
     let key = |n: &str| Some(format!("key-{n}"));
-    let compiled = serde_json::from_str::<GatewayConfig>(&text)
+    let compiled = aigw_core::config::from_str::<GatewayConfig>(&text)
         .map_err(|e| e.to_string())
         .and_then(|cfg| Listener::compile_env(cfg, &key).map_err(|e| e.to_string()))
         .and_then(|l| {
-            let cfg: GatewayConfig = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+            let cfg: GatewayConfig = aigw_core::config::from_str(&text).map_err(|e| e.to_string())?;
             Ok((l, Upstream::compile(cfg, &key).map_err(|e| e.to_string())?))
         });
     let (l, u) = match compiled {

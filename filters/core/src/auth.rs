@@ -12,8 +12,6 @@ pub mod sigv4;
 
 use std::collections::HashMap;
 
-use serde::Deserialize;
-
 use crate::auth::credentials::{bad_mark_key, choose, Credential};
 use crate::auth::keys::{check_scope, presented_credential, usable_at, CallIdentity, KeyEntry, KeyRing};
 use crate::error::{ConfigError, GatewayError};
@@ -35,17 +33,12 @@ pub const PROVIDER_AUTH_HEADERS: [&str; 7] = [
 
 /// The filter configuration of `auth_key_swap` (listener: `keys`) and `auth_key_swap_upstream`
 /// (per attempt: `providers`).
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct AuthConfig {
-    #[serde(default)]
     pub keys: Vec<KeyEntry>,
-    #[serde(default)]
     /// The providers' credentials; in the `gateway` filter's configuration, its one
     /// `providers` table instead.
     pub providers: HashMap<String, crate::provider::ProviderConfig>,
     /// How long a credential a provider rejected (401/403) is skipped, in seconds.
-    #[serde(default = "default_bad_ttl")]
     pub bad_credential_ttl_s: u64,
 }
 
@@ -53,23 +46,17 @@ fn default_bad_ttl() -> u64 {
     300
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct CredentialConfig {
     pub name: String,
     /// The key (for Bedrock, the AWS access key id).
     pub key_env: String,
     /// Bedrock: the AWS secret access key.
-    #[serde(default)]
     pub secret_env: Option<String>,
     /// Bedrock with temporary credentials: the session token.
-    #[serde(default)]
     pub session_token_env: Option<String>,
-    #[serde(default)]
     pub region: Option<String>,
-    #[serde(default)]
     pub not_before: Option<String>,
-    #[serde(default)]
     pub not_after: Option<String>,
 }
 
@@ -428,6 +415,41 @@ pub struct SignedRequest<'a> {
 /// The headers a SigV4 signature sets (a request signed anew drops them first).
 pub const SIGNATURE_HEADERS: [&str; 4] =
     ["authorization", "x-amz-date", "x-amz-content-sha256", "x-amz-security-token"];
+
+// Read by hand (`crate::config`), not derived: see its module comment.
+
+impl crate::config::FromConfig for AuthConfig {
+    #[inline(never)]
+    fn read(v: &serde_json::Value, at: &crate::config::At) -> crate::config::Read<Self> {
+        let o = crate::config::Obj::new(v, at, "AuthConfig", Some(&["keys", "providers", "bad_credential_ttl_s"]))?;
+        Ok(AuthConfig {
+            keys: o.or("keys", Default::default())?,
+            providers: o.or("providers", Default::default())?,
+            bad_credential_ttl_s: o.or("bad_credential_ttl_s", default_bad_ttl())?,
+        })
+    }
+}
+
+impl crate::config::FromConfig for CredentialConfig {
+    #[inline(never)]
+    fn read(v: &serde_json::Value, at: &crate::config::At) -> crate::config::Read<Self> {
+        let o = crate::config::Obj::new(
+            v,
+            at,
+            "CredentialConfig",
+            Some(&["name", "key_env", "secret_env", "session_token_env", "region", "not_before", "not_after"]),
+        )?;
+        Ok(CredentialConfig {
+            name: o.req("name")?,
+            key_env: o.req("key_env")?,
+            secret_env: o.opt("secret_env")?,
+            session_token_env: o.opt("session_token_env")?,
+            region: o.opt("region")?,
+            not_before: o.opt("not_before")?,
+            not_after: o.opt("not_after")?,
+        })
+    }
+}
 
 #[cfg(test)]
 mod tests;

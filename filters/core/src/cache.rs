@@ -26,25 +26,19 @@ use crate::wire::usage::Usage;
 
 /// The cache store's bound (the route configuration's `cache`; the default when only policies
 /// are given).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct CacheConfig {
     /// How many entries the store holds (each a shared-data key).
-    #[serde(default = "default_slots")]
     pub slots: u32,
     /// The largest entry kept (its answer and what is recorded with it); larger answers are
     /// not cached.
-    #[serde(default = "default_max_entry_bytes")]
     pub max_entry_bytes: u32,
     /// The time entries are stored and judged at, instead of the clock (for tests and
     /// rehearsals), as the route stage's `now`.
-    #[serde(default)]
     pub now: Option<String>,
     /// The semantic cache's embedder and index (needed by a policy in a semantic mode).
-    #[serde(default)]
     pub semantic: Option<semantic::SemanticConfig>,
     /// The fleet's shared cache: exact entries also kept in Redis, through Webdis.
-    #[serde(default)]
     pub shared: Option<shared::SharedConfig>,
 }
 
@@ -69,24 +63,19 @@ fn default_max_entry_bytes() -> u32 {
 }
 
 /// An alias's or rule's cache policy.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CachePolicy {
     pub mode: CacheMode,
     /// How long an entry is served.
     pub ttl_s: u64,
     /// How long after that an entry may still answer a call whose every provider failed.
-    #[serde(default)]
     pub stale_ttl_s: u64,
     /// Partition by the caller's key too, not only by tenant.
-    #[serde(default)]
     pub per_key: bool,
     /// A hit is charged to the request buckets (never to tokens or budgets); by default it is
     /// charged to nothing.
-    #[serde(default)]
     pub charge_requests: bool,
     /// The semantic modes: the least cosine similarity that counts as the same request.
-    #[serde(default)]
     pub threshold: Option<f64>,
 }
 
@@ -112,8 +101,7 @@ impl CachePolicy {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheMode {
     Exact,
     /// Exact, then the nearest stored request by meaning, served above `threshold`.
@@ -332,6 +320,61 @@ impl Cache {
             return false;
         }
         h.shared_set(&self.slot_key(&entry.digest), &bytes, None).is_ok()
+    }
+}
+
+// Read by hand (`crate::config`), not derived: see its module comment.
+
+impl crate::config::FromConfig for CacheConfig {
+    #[inline(never)]
+    fn read(v: &serde_json::Value, at: &crate::config::At) -> crate::config::Read<Self> {
+        let o = crate::config::Obj::new(
+            v,
+            at,
+            "CacheConfig",
+            Some(&["slots", "max_entry_bytes", "now", "semantic", "shared"]),
+        )?;
+        Ok(CacheConfig {
+            slots: o.or("slots", default_slots())?,
+            max_entry_bytes: o.or("max_entry_bytes", default_max_entry_bytes())?,
+            now: o.opt("now")?,
+            semantic: o.opt("semantic")?,
+            shared: o.opt("shared")?,
+        })
+    }
+}
+
+impl crate::config::FromConfig for CachePolicy {
+    #[inline(never)]
+    fn read(v: &serde_json::Value, at: &crate::config::At) -> crate::config::Read<Self> {
+        let o = crate::config::Obj::new(
+            v,
+            at,
+            "CachePolicy",
+            Some(&["mode", "ttl_s", "stale_ttl_s", "per_key", "charge_requests", "threshold"]),
+        )?;
+        Ok(CachePolicy {
+            mode: o.req("mode")?,
+            ttl_s: o.req("ttl_s")?,
+            stale_ttl_s: o.or("stale_ttl_s", Default::default())?,
+            per_key: o.or("per_key", Default::default())?,
+            charge_requests: o.or("charge_requests", Default::default())?,
+            threshold: o.opt("threshold")?,
+        })
+    }
+}
+
+impl crate::config::FromConfig for CacheMode {
+    fn read(v: &serde_json::Value, at: &crate::config::At) -> crate::config::Read<Self> {
+        crate::config::variant(
+            v,
+            at,
+            &[
+                ("exact", CacheMode::Exact),
+                ("semantic", CacheMode::Semantic),
+                ("semantic-shadow", CacheMode::SemanticShadow),
+            ],
+        )
     }
 }
 

@@ -9,15 +9,13 @@ pub mod stage;
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::ConfigError;
 use detect::{Category, Found};
 
 /// What a policy does with a category's values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     /// Replaced by a placeholder (`<EMAIL_1>`) before the request goes on.
     Mask,
@@ -38,28 +36,21 @@ impl Action {
 }
 
 /// An alias's or rule's guardrails.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct GuardPolicy {
     /// Per category (`email`, `phone`, `card`, `iban`, `aadhaar`, `pan`, `ssn`, `ip`, `secret`,
     /// `term`, `pattern`): what is done with its values. A category left out is not looked for.
-    #[serde(default)]
     pub categories: BTreeMap<String, Action>,
     /// The operator's terms (whole words, case-insensitive): category `term`.
-    #[serde(default)]
     pub terms: Vec<String>,
     /// The operator's patterns (see `detect::Shape`): category `pattern`.
-    #[serde(default)]
     pub patterns: Vec<String>,
     /// Masked values are put back in the answer (streamed or not).
-    #[serde(default)]
     pub restore: bool,
     /// Prompt-injection rules over what callers and tools wrote (`injection`).
-    #[serde(default)]
     pub injection: Option<injection::InjectionPolicy>,
     /// Terms an answer must not contain (whole words, case-insensitive): a whole answer that
     /// does is replaced by a refusal, a stream stops at it (`finish_reason: content_filter`).
-    #[serde(default)]
     pub output_terms: Vec<String>,
 }
 
@@ -644,13 +635,41 @@ fn write_event(out: &mut Vec<u8>, event: Option<&str>, data: &str) {
     crate::wire::sse::data_event(out, data);
 }
 
+// Read by hand (`crate::config`), not derived: see its module comment.
+
+impl crate::config::FromConfig for Action {
+    fn read(v: &serde_json::Value, at: &crate::config::At) -> crate::config::Read<Self> {
+        crate::config::variant(v, at, &[("mask", Action::Mask), ("reject", Action::Reject), ("flag", Action::Flag)])
+    }
+}
+
+impl crate::config::FromConfig for GuardPolicy {
+    #[inline(never)]
+    fn read(v: &serde_json::Value, at: &crate::config::At) -> crate::config::Read<Self> {
+        let o = crate::config::Obj::new(
+            v,
+            at,
+            "GuardPolicy",
+            Some(&["categories", "terms", "patterns", "restore", "injection", "output_terms"]),
+        )?;
+        Ok(GuardPolicy {
+            categories: o.or("categories", Default::default())?,
+            terms: o.or("terms", Default::default())?,
+            patterns: o.or("patterns", Default::default())?,
+            restore: o.or("restore", Default::default())?,
+            injection: o.opt("injection")?,
+            output_terms: o.or("output_terms", Default::default())?,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
 
     fn policy(v: Value) -> GuardPolicy {
-        serde_json::from_value(v).unwrap()
+        crate::config::from_value(v).unwrap()
     }
 
     #[test]
@@ -856,6 +875,6 @@ mod tests {
         let e = policy(json!({"categories": {"emails": "mask"}})).check("aliases.x.guardrails").unwrap_err();
         assert!(e.to_string().contains("aliases.x.guardrails.categories.emails"));
         assert!(policy(json!({"categories": {"term": "flag"}})).check("a").is_err());
-        assert!(serde_json::from_value::<GuardPolicy>(json!({"categories": {"email": "hide"}})).is_err());
+        assert!(crate::config::from_value::<GuardPolicy>(json!({"categories": {"email": "hide"}})).is_err());
     }
 }

@@ -13,8 +13,6 @@
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use serde::Deserialize;
-
 use crate::audit::price::{PriceBook, PriceBookConfig};
 use crate::audit::stage::{Audit, AuditCall, AuditConfig};
 use crate::auth::keys::KeyRing;
@@ -35,23 +33,16 @@ use crate::route::{Api, RouteConfig};
 /// configuration (the same JSON as its filter's) under its name; a stage left out is not run.
 /// Both filters take the same JSON: the listener uses `auth.keys`, the attempts
 /// `auth.providers`.
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[derive(Default)]
 pub struct GatewayConfig {
     /// One table of the providers, for every stage (their API, credentials and limits),
     /// instead of a table in each stage's configuration.
-    #[serde(default)]
     pub providers: Option<HashMap<String, ProviderConfig>>,
     /// One price book, compiled once, for quota's budgets and the audit record.
-    #[serde(default)]
     pub price_book: Option<PriceBookConfig>,
-    #[serde(default)]
     pub auth: Option<AuthConfig>,
-    #[serde(default)]
     pub route: Option<RouteConfig>,
-    #[serde(default)]
     pub quota: Option<QuotaConfig>,
-    #[serde(default)]
     pub audit: Option<AuditConfig>,
 }
 
@@ -834,6 +825,28 @@ crate::callbacks!(
     on_http_call_response
 );
 crate::callbacks!(AttemptCall: on_request_headers, on_request_body, on_response_headers, on_response_body, on_http_call_response);
+
+// Read by hand (`crate::config`), not derived: see its module comment.
+
+impl crate::config::FromConfig for GatewayConfig {
+    #[inline(never)]
+    fn read(v: &serde_json::Value, at: &crate::config::At) -> crate::config::Read<Self> {
+        let o = crate::config::Obj::new(
+            v,
+            at,
+            "GatewayConfig",
+            Some(&["providers", "price_book", "auth", "route", "quota", "audit"]),
+        )?;
+        Ok(GatewayConfig {
+            providers: o.opt("providers")?,
+            price_book: o.opt("price_book")?,
+            auth: o.opt("auth")?,
+            route: o.opt("route")?,
+            quota: o.opt("quota")?,
+            audit: o.opt("audit")?,
+        })
+    }
+}
 
 #[cfg(test)]
 mod tests;

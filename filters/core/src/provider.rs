@@ -15,7 +15,6 @@ pub mod openai;
 use serde_json::Value;
 
 use crate::error::GatewayError;
-use serde::Deserialize;
 
 use crate::auth::CredentialConfig;
 use crate::quota::LimitSpec;
@@ -24,32 +23,24 @@ use crate::route::Api;
 /// A provider, as every stage knows it: its API (route), its credentials (the credential
 /// stage) and the gateway's limits on it (quota). The `gateway` filters take one table of
 /// these, `providers`; a design-card filter alone takes the fields its stage reads.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct ProviderConfig {
     pub api: Api,
     /// `max_tokens` sent to providers that require it when the caller gave none.
-    #[serde(default = "default_max_tokens")]
     pub max_tokens_default: u64,
     /// Azure: the `api-version` query parameter.
-    #[serde(default = "default_azure_version")]
     pub api_version: String,
     /// Shorthand for one credential: the environment variable (in the Wasm VM's environment)
     /// that holds the key.
-    #[serde(default)]
     pub key_env: Option<String>,
     /// With `key_env`, for Bedrock: the AWS secret access key.
-    #[serde(default)]
     pub secret_env: Option<String>,
     /// Several credentials, tried in order (see `auth::credentials::choose`).
-    #[serde(default)]
     pub credentials: Vec<CredentialConfig>,
     /// The provider's own requests and tokens per minute, charged per attempt (quota).
-    #[serde(default)]
     pub limits: Option<LimitSpec>,
     /// The Envoy cluster of this provider, for the calls an attempt makes itself (the other
     /// parts of a split embeddings batch); default `provider_<name>`.
-    #[serde(default)]
     pub cluster: Option<String>,
 }
 
@@ -185,12 +176,45 @@ pub fn streams(req: &Value) -> bool {
     req.get("stream").and_then(Value::as_bool) == Some(true)
 }
 
+// Read by hand (`crate::config`), not derived: see its module comment.
+
+impl crate::config::FromConfig for ProviderConfig {
+    #[inline(never)]
+    fn read(v: &serde_json::Value, at: &crate::config::At) -> crate::config::Read<Self> {
+        let o = crate::config::Obj::new(
+            v,
+            at,
+            "ProviderConfig",
+            Some(&[
+                "api",
+                "max_tokens_default",
+                "api_version",
+                "key_env",
+                "secret_env",
+                "credentials",
+                "limits",
+                "cluster",
+            ]),
+        )?;
+        Ok(ProviderConfig {
+            api: o.req("api")?,
+            max_tokens_default: o.or("max_tokens_default", default_max_tokens())?,
+            api_version: o.or("api_version", default_azure_version())?,
+            key_env: o.opt("key_env")?,
+            secret_env: o.opt("secret_env")?,
+            credentials: o.or("credentials", Default::default())?,
+            limits: o.opt("limits")?,
+            cluster: o.opt("cluster")?,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn cfg() -> ProviderConfig {
-        serde_json::from_str(r#"{"api": "azure", "api_version": "2024-10-21"}"#).unwrap()
+        crate::config::from_str(r#"{"api": "azure", "api_version": "2024-10-21"}"#).unwrap()
     }
 
     #[test]

@@ -7,9 +7,10 @@ pub mod fleet;
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use serde::Deserialize;
+use serde_json::Value;
 
 use crate::audit::price::{parse_usd, PriceBook, PriceBookConfig};
+use crate::config::{At, FromConfig, Obj, Read};
 use crate::error::ConfigError;
 use crate::quota::bucket::Limit;
 use crate::time::{civil_from_days, days_from_civil};
@@ -19,73 +20,124 @@ use crate::wire::usage::Usage;
 // Configuration
 
 /// Limits for one scope. Every field is optional: what is absent is not limited at this scope.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Default)]
 pub struct LimitSpec {
-    #[serde(default)]
     pub requests_per_minute: Option<u64>,
     /// Defaults to `requests_per_minute`.
-    #[serde(default)]
     pub requests_burst: Option<u64>,
-    #[serde(default)]
     pub tokens_per_minute: Option<u64>,
     /// Defaults to `tokens_per_minute`.
-    #[serde(default)]
     pub tokens_burst: Option<u64>,
     /// Calls in flight at once.
-    #[serde(default)]
     pub concurrent: Option<u64>,
-    #[serde(default)]
     pub budget: Option<BudgetSpec>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Default)]
 pub struct BudgetSpec {
     /// USD per UTC day, as a decimal string (`"25.00"`).
-    #[serde(default)]
     pub daily_usd: Option<String>,
     /// USD per calendar month (UTC).
-    #[serde(default)]
     pub monthly_usd: Option<String>,
     /// Spending beyond this percentage of a cap adds a warning; default 80.
-    #[serde(default)]
     pub soft_percent: Option<u8>,
 }
 
 /// A tenant's limits, and those of its features and model aliases.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Default)]
 pub struct TenantSpec {
-    #[serde(default)]
     pub requests_per_minute: Option<u64>,
-    #[serde(default)]
     pub requests_burst: Option<u64>,
-    #[serde(default)]
     pub tokens_per_minute: Option<u64>,
-    #[serde(default)]
     pub tokens_burst: Option<u64>,
-    #[serde(default)]
     pub concurrent: Option<u64>,
-    #[serde(default)]
     pub budget: Option<BudgetSpec>,
     /// Per (tenant, feature); the key `*` applies to every feature not named.
-    #[serde(default)]
     pub features: HashMap<String, LimitSpec>,
     /// Per (tenant, model alias); the key `*` applies to every alias not named.
-    #[serde(default)]
     pub models: HashMap<String, LimitSpec>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct EstimateConfig {
     /// Output tokens assumed when the call sets no `max_tokens`.
-    #[serde(default = "default_max_tokens")]
     pub default_max_tokens: u64,
     /// Tokens assumed per image in the prompt.
-    #[serde(default = "default_image_tokens")]
     pub tokens_per_image: u64,
+}
+
+const LIMIT_FIELDS: [&str; 6] =
+    ["requests_per_minute", "requests_burst", "tokens_per_minute", "tokens_burst", "concurrent", "budget"];
+
+impl FromConfig for LimitSpec {
+    #[inline(never)]
+    fn read(v: &Value, at: &At) -> Read<Self> {
+        let o = Obj::new(v, at, "LimitSpec", Some(&LIMIT_FIELDS))?;
+        Ok(LimitSpec {
+            requests_per_minute: o.opt("requests_per_minute")?,
+            requests_burst: o.opt("requests_burst")?,
+            tokens_per_minute: o.opt("tokens_per_minute")?,
+            tokens_burst: o.opt("tokens_burst")?,
+            concurrent: o.opt("concurrent")?,
+            budget: o.opt("budget")?,
+        })
+    }
+}
+
+impl FromConfig for BudgetSpec {
+    #[inline(never)]
+    fn read(v: &Value, at: &At) -> Read<Self> {
+        let o = Obj::new(v, at, "BudgetSpec", Some(&["daily_usd", "monthly_usd", "soft_percent"]))?;
+        Ok(BudgetSpec {
+            daily_usd: o.opt("daily_usd")?,
+            monthly_usd: o.opt("monthly_usd")?,
+            soft_percent: o.opt("soft_percent")?,
+        })
+    }
+}
+
+impl FromConfig for TenantSpec {
+    #[inline(never)]
+    fn read(v: &Value, at: &At) -> Read<Self> {
+        let [a, b, c, d, e, f] = LIMIT_FIELDS;
+        let o = Obj::new(v, at, "TenantSpec", Some(&[a, b, c, d, e, f, "features", "models"]))?;
+        Ok(TenantSpec {
+            requests_per_minute: o.opt(a)?,
+            requests_burst: o.opt(b)?,
+            tokens_per_minute: o.opt(c)?,
+            tokens_burst: o.opt(d)?,
+            concurrent: o.opt(e)?,
+            budget: o.opt(f)?,
+            features: o.or("features", HashMap::new())?,
+            models: o.or("models", HashMap::new())?,
+        })
+    }
+}
+
+impl FromConfig for EstimateConfig {
+    #[inline(never)]
+    fn read(v: &Value, at: &At) -> Read<Self> {
+        let o = Obj::new(v, at, "EstimateConfig", Some(&["default_max_tokens", "tokens_per_image"]))?;
+        Ok(EstimateConfig {
+            default_max_tokens: o.or("default_max_tokens", default_max_tokens())?,
+            tokens_per_image: o.or("tokens_per_image", default_image_tokens())?,
+        })
+    }
+}
+
+impl FromConfig for QuotaConfig {
+    #[inline(never)]
+    fn read(v: &Value, at: &At) -> Read<Self> {
+        let fields = ["tenants", "providers", "estimate", "price_book", "fleet"];
+        let o = Obj::new(v, at, "QuotaConfig", Some(&fields))?;
+        Ok(QuotaConfig {
+            tenants: o.or("tenants", HashMap::new())?,
+            providers: o.or("providers", HashMap::new())?,
+            estimate: o.or("estimate", EstimateConfig::default())?,
+            price_book: o.opt("price_book")?,
+            fleet: o.opt("fleet")?,
+        })
+    }
 }
 
 impl TenantSpec {
@@ -117,26 +169,20 @@ impl Default for EstimateConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct QuotaConfig {
     /// Per tenant; the key `*` is the default for every tenant not named (each tenant still
     /// gets buckets of its own). A named tenant inherits every field it does not set from `*`.
-    #[serde(default)]
     pub tenants: HashMap<String, TenantSpec>,
     /// Per provider (the `provider` value in the cluster's endpoint metadata), to stay under the
     /// provider's own limits; charged once per upstream attempt. Requests and tokens only: in-flight
     /// limits per provider belong to Envoy's circuit breakers on the provider cluster.
-    #[serde(default)]
     pub providers: HashMap<String, LimitSpec>,
-    #[serde(default)]
     pub estimate: EstimateConfig,
     /// Needed when any budget is set; the same book as the audit record's.
-    #[serde(default)]
     pub price_book: Option<PriceBookConfig>,
     /// Fleet mode: the tenant, feature and model request and token buckets shared by every
     /// replica, in Redis (see `fleet`).
-    #[serde(default)]
     pub fleet: Option<fleet::FleetConfig>,
 }
 

@@ -2,8 +2,6 @@
 
 use std::collections::HashMap;
 
-use serde::Deserialize;
-
 use crate::error::{ConfigError, GatewayError};
 pub use crate::provider::ProviderConfig;
 
@@ -13,8 +11,7 @@ pub mod shadow;
 pub mod stage;
 
 /// The wire API a provider speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Api {
     Openai,
     Anthropic,
@@ -26,15 +23,13 @@ pub enum Api {
     Bedrock,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct Step {
     pub provider: String,
     pub model: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct Alias {
     /// The aggregate cluster that carries this alias's fallback chain.
     pub chain: String,
@@ -42,35 +37,26 @@ pub struct Alias {
     /// endpoint metadata) and the concrete model to ask it for.
     pub steps: Vec<Step>,
     /// A slice of this alias's calls goes to a candidate alias instead.
-    #[serde(default)]
     pub canary: Option<Canary>,
     /// What the alias serves: chat (completions and Messages, the default) or embeddings.
-    #[serde(default)]
     pub kind: AliasKind,
     /// Its answers are cached (see `cache`); a rule's policy wins over this.
-    #[serde(default)]
     pub cache: Option<crate::cache::CachePolicy>,
     /// Never cached, whatever a rule or the alias says.
-    #[serde(default)]
     pub sensitive: bool,
     /// What is done with PII, secrets and terms in its requests (a rule's wins over this).
-    #[serde(default)]
     pub guardrails: Option<crate::guard::GuardPolicy>,
     /// `fastest`: the chain is tried from the provider with the best live latency and error
     /// rate, through one of `orders` (health-aware routing; README, "Latency-aware order").
-    #[serde(default)]
     pub prefer: Option<Prefer>,
     /// The chain's other orders, rendered ahead of time: a step's provider -> the aggregate
     /// cluster whose order starts with it (`chain` starts with the first step's).
-    #[serde(default)]
     pub orders: HashMap<String, String>,
     /// How long a provider may go without a sample before one call is sent to it first again
     /// (so that one avoided as slow is noticed when it recovers).
-    #[serde(default = "default_probe_ms")]
     pub probe_ms: u64,
     /// A sampled copy of the alias's calls goes to a candidate alias, off the caller's path
     /// (README, "Shadow dual-run").
-    #[serde(default)]
     pub shadow: Option<shadow::ShadowPolicy>,
 }
 
@@ -78,23 +64,20 @@ fn default_probe_ms() -> u64 {
     10_000
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Prefer {
     Fastest,
 }
 
 /// What an alias serves, and so which path it is called on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AliasKind {
     #[default]
     Chat,
     Embeddings,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct Canary {
     /// The alias that serves the canary slice (its own chain and pinned versions).
     pub alias: String,
@@ -103,104 +86,75 @@ pub struct Canary {
 }
 
 /// A route rule: when every condition it sets holds, the call goes to `alias`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct Rule {
     pub name: String,
-    #[serde(default, rename = "match")]
     pub when: RuleMatch,
     /// A task rule: only calls that name this task (`x-gateway-task`), and its `alias` is
     /// chosen by `scripts/render_envoy.py` from `envoy/benchmarks.json`: the cheapest whose
     /// models all score at least `min_score` on the task (README, "Benchmark-validated routing").
-    #[serde(default)]
     pub task: Option<String>,
-    #[serde(default)]
     pub min_score: Option<f64>,
     /// The aliases a task rule was resolved among (default: every chat alias).
-    #[serde(default)]
     pub among: Vec<String>,
-    #[serde(default)]
     pub alias: String,
     /// The answers of the calls this rule routes are cached (see `cache`).
-    #[serde(default)]
     pub cache: Option<crate::cache::CachePolicy>,
     /// The calls this rule routes are never cached.
-    #[serde(default)]
     pub sensitive: bool,
     /// The guardrails of the calls this rule routes.
-    #[serde(default)]
     pub guardrails: Option<crate::guard::GuardPolicy>,
 }
 
 /// Conditions of a rule; an empty list (or absent bound) matches anything.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Default)]
 pub struct RuleMatch {
     /// The model the caller named.
-    #[serde(default)]
     pub models: Vec<String>,
-    #[serde(default)]
     pub tenants: Vec<String>,
-    #[serde(default)]
     pub features: Vec<String>,
-    #[serde(default)]
     pub workload_classes: Vec<String>,
-    #[serde(default)]
     pub zones: Vec<String>,
     /// Matches calls whose latency budget (`x-gateway-latency-budget-ms`) is at most this.
-    #[serde(default)]
     pub latency_budget_ms_at_most: Option<u64>,
     /// Matches calls whose cost ceiling (`x-gateway-cost-ceiling-usd`) is at most this (USD).
-    #[serde(default)]
     pub cost_ceiling_usd_at_most: Option<String>,
 }
 
 /// A concrete model's retirement: a warning before `sunset`, its `successor` after.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct Deprecation {
     /// UTC, `2027-01-15` or `2027-01-15T00:00:00Z`.
     pub sunset: String,
     pub successor: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct RouteConfig {
     pub aliases: HashMap<String, Alias>,
     /// Derived by [`RouteConfig::compiled`]: the providers `prefer: fastest` ranks.
-    #[serde(skip)]
     pub ranked: Vec<String>,
     /// Not configuration: this worker's live samples not yet written to shared data (see
     /// `health::Live`), kept with the compiled configuration its attempts share.
-    #[serde(skip)]
     pub live: health::Live,
     /// The providers the steps name; in the `gateway` filter's configuration, its one
     /// `providers` table instead.
-    #[serde(default)]
     pub providers: HashMap<String, ProviderConfig>,
-    #[serde(default)]
     pub rules: Vec<Rule>,
     /// Privacy zones: the provider regions (endpoint `aigw.region`) each zone may reach; `*`
     /// any. A caller whose key has a zone never reaches a region outside it.
-    #[serde(default)]
     pub zones: HashMap<String, Vec<String>>,
-    #[serde(default)]
     pub deprecations: HashMap<String, Deprecation>,
     /// The time the deprecation calendar is read at, instead of the clock (for tests and
     /// rehearsals).
-    #[serde(default)]
     pub now: Option<String>,
     /// The cache store's bound (`slots`, `max_entry_bytes`, and `now`, a settable clock); the
     /// default one serves when only aliases or rules name a policy.
-    #[serde(default)]
     pub cache: Option<crate::cache::CacheConfig>,
     /// Request headers forwarded to providers besides the built-in allow-list
     /// (`headers::FORWARDED_REQUEST`); e.g. the demo fakes' `x-fake-fault`.
-    #[serde(default)]
     pub forward_request_headers: Vec<String>,
     /// How shadow legs are sent (the key they present); needed when an alias has a `shadow`.
-    #[serde(default)]
     pub shadow: Option<shadow::ShadowConfig>,
 }
 
@@ -593,12 +547,190 @@ pub fn chain_refusal(
     (status, body.to_string())
 }
 
+// Read by hand (`crate::config`), not derived: see its module comment.
+
+impl crate::config::FromConfig for Api {
+    fn read(v: &serde_json::Value, at: &crate::config::At) -> crate::config::Read<Self> {
+        crate::config::variant(
+            v,
+            at,
+            &[
+                ("openai", Api::Openai),
+                ("anthropic", Api::Anthropic),
+                ("azure", Api::Azure),
+                ("gemini", Api::Gemini),
+                ("bedrock", Api::Bedrock),
+            ],
+        )
+    }
+}
+
+impl crate::config::FromConfig for Step {
+    #[inline(never)]
+    fn read(v: &serde_json::Value, at: &crate::config::At) -> crate::config::Read<Self> {
+        let o = crate::config::Obj::new(v, at, "Step", Some(&["provider", "model"]))?;
+        Ok(Step { provider: o.req("provider")?, model: o.req("model")? })
+    }
+}
+
+impl crate::config::FromConfig for Alias {
+    #[inline(never)]
+    fn read(v: &serde_json::Value, at: &crate::config::At) -> crate::config::Read<Self> {
+        let o = crate::config::Obj::new(
+            v,
+            at,
+            "Alias",
+            Some(&[
+                "chain",
+                "steps",
+                "canary",
+                "kind",
+                "cache",
+                "sensitive",
+                "guardrails",
+                "prefer",
+                "orders",
+                "probe_ms",
+                "shadow",
+            ]),
+        )?;
+        Ok(Alias {
+            chain: o.req("chain")?,
+            steps: o.req("steps")?,
+            canary: o.opt("canary")?,
+            kind: o.or("kind", Default::default())?,
+            cache: o.opt("cache")?,
+            sensitive: o.or("sensitive", Default::default())?,
+            guardrails: o.opt("guardrails")?,
+            prefer: o.opt("prefer")?,
+            orders: o.or("orders", Default::default())?,
+            probe_ms: o.or("probe_ms", default_probe_ms())?,
+            shadow: o.opt("shadow")?,
+        })
+    }
+}
+
+impl crate::config::FromConfig for Prefer {
+    fn read(v: &serde_json::Value, at: &crate::config::At) -> crate::config::Read<Self> {
+        crate::config::variant(v, at, &[("fastest", Prefer::Fastest)])
+    }
+}
+
+impl crate::config::FromConfig for AliasKind {
+    fn read(v: &serde_json::Value, at: &crate::config::At) -> crate::config::Read<Self> {
+        crate::config::variant(v, at, &[("chat", AliasKind::Chat), ("embeddings", AliasKind::Embeddings)])
+    }
+}
+
+impl crate::config::FromConfig for Canary {
+    #[inline(never)]
+    fn read(v: &serde_json::Value, at: &crate::config::At) -> crate::config::Read<Self> {
+        let o = crate::config::Obj::new(v, at, "Canary", Some(&["alias", "percent"]))?;
+        Ok(Canary { alias: o.req("alias")?, percent: o.req("percent")? })
+    }
+}
+
+impl crate::config::FromConfig for Rule {
+    #[inline(never)]
+    fn read(v: &serde_json::Value, at: &crate::config::At) -> crate::config::Read<Self> {
+        let o = crate::config::Obj::new(
+            v,
+            at,
+            "Rule",
+            Some(&["name", "match", "task", "min_score", "among", "alias", "cache", "sensitive", "guardrails"]),
+        )?;
+        Ok(Rule {
+            name: o.req("name")?,
+            when: o.or("match", Default::default())?,
+            task: o.opt("task")?,
+            min_score: o.opt("min_score")?,
+            among: o.or("among", Default::default())?,
+            alias: o.or("alias", Default::default())?,
+            cache: o.opt("cache")?,
+            sensitive: o.or("sensitive", Default::default())?,
+            guardrails: o.opt("guardrails")?,
+        })
+    }
+}
+
+impl crate::config::FromConfig for RuleMatch {
+    #[inline(never)]
+    fn read(v: &serde_json::Value, at: &crate::config::At) -> crate::config::Read<Self> {
+        let o = crate::config::Obj::new(
+            v,
+            at,
+            "RuleMatch",
+            Some(&[
+                "models",
+                "tenants",
+                "features",
+                "workload_classes",
+                "zones",
+                "latency_budget_ms_at_most",
+                "cost_ceiling_usd_at_most",
+            ]),
+        )?;
+        Ok(RuleMatch {
+            models: o.or("models", Default::default())?,
+            tenants: o.or("tenants", Default::default())?,
+            features: o.or("features", Default::default())?,
+            workload_classes: o.or("workload_classes", Default::default())?,
+            zones: o.or("zones", Default::default())?,
+            latency_budget_ms_at_most: o.opt("latency_budget_ms_at_most")?,
+            cost_ceiling_usd_at_most: o.opt("cost_ceiling_usd_at_most")?,
+        })
+    }
+}
+
+impl crate::config::FromConfig for Deprecation {
+    #[inline(never)]
+    fn read(v: &serde_json::Value, at: &crate::config::At) -> crate::config::Read<Self> {
+        let o = crate::config::Obj::new(v, at, "Deprecation", Some(&["sunset", "successor"]))?;
+        Ok(Deprecation { sunset: o.req("sunset")?, successor: o.req("successor")? })
+    }
+}
+
+impl crate::config::FromConfig for RouteConfig {
+    #[inline(never)]
+    fn read(v: &serde_json::Value, at: &crate::config::At) -> crate::config::Read<Self> {
+        let o = crate::config::Obj::new(
+            v,
+            at,
+            "RouteConfig",
+            Some(&[
+                "aliases",
+                "providers",
+                "rules",
+                "zones",
+                "deprecations",
+                "now",
+                "cache",
+                "forward_request_headers",
+                "shadow",
+            ]),
+        )?;
+        Ok(RouteConfig {
+            aliases: o.req("aliases")?,
+            ranked: Default::default(),
+            live: Default::default(),
+            providers: o.or("providers", Default::default())?,
+            rules: o.or("rules", Default::default())?,
+            zones: o.or("zones", Default::default())?,
+            deprecations: o.or("deprecations", Default::default())?,
+            now: o.opt("now")?,
+            cache: o.opt("cache")?,
+            forward_request_headers: o.or("forward_request_headers", Default::default())?,
+            shadow: o.opt("shadow")?,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn cfg(json: &str) -> RouteConfig {
-        serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}"))
+        crate::config::from_str(json).unwrap_or_else(|e| panic!("{e}"))
     }
 
     const OK: &str = r#"{"aliases":{"chat":{"chain":"chain_chat","steps":[

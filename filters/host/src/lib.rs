@@ -131,7 +131,7 @@ pub fn clear_route_cache() {
 }
 
 /// Reads and parses the plugin configuration, logging what is wrong when it is invalid.
-pub fn load_config<T: aigw_core::serde_de_owned::DeserializeOwned>(filter: &str) -> Option<T> {
+pub fn load_config<T: aigw_core::config::FromConfig>(filter: &str) -> Option<T> {
     match aigw_core::parse_config::<T>(filter, &plugin_config()) {
         Ok(c) => Some(c),
         Err(e) => {
@@ -143,7 +143,7 @@ pub fn load_config<T: aigw_core::serde_de_owned::DeserializeOwned>(filter: &str)
 
 /// Reads, parses and compiles the plugin configuration once; on failure logs a line that names
 /// the filter and the problem and returns `None` (so `on_configure` returns false).
-pub fn configure<C: aigw_core::serde_de_owned::DeserializeOwned, T>(
+pub fn configure<C: aigw_core::config::FromConfig, T>(
     filter: &str,
     compile: impl FnOnce(C) -> Result<T, aigw_core::error::ConfigError>,
 ) -> Option<T> {

@@ -12,6 +12,7 @@ use std::io::Read;
 use std::process::ExitCode;
 
 use aigw_core::auth::keys::{digest_hex, KeyEntry, KeyRing, KEY_PREFIX};
+use aigw_core::config::{At, FromConfig};
 use base64::Engine;
 use serde_json::{json, Map, Value};
 
@@ -85,7 +86,7 @@ fn mint(args: &[String], rng: &mut dyn FnMut(&mut [u8]) -> Result<(), String>) -
     entry.insert("sha256".into(), json!(digest_hex(&key)));
     let entry = Value::Object(entry);
     // The entry must be one the filter accepts: check it the way on_configure will.
-    let parsed: KeyEntry = serde_json::from_value(entry.clone()).map_err(|e| e.to_string())?;
+    let parsed = <KeyEntry as FromConfig>::read(&entry, &At::Root).map_err(|e| e.to_string())?;
     KeyRing::compile(&[parsed]).map_err(|e| e.to_string())?;
     Ok(if as_json {
         format!("{}\n", json!({"key": key, "entry": entry}))
@@ -117,7 +118,7 @@ mod tests {
         assert!(key.starts_with("aigw_sk_") && key.len() == 8 + 43, "{key}");
         assert_eq!(v["entry"]["sha256"], digest_hex(key));
         assert_eq!(v["entry"]["features"], json!(["a", "b"]));
-        let entry: KeyEntry = serde_json::from_value(v["entry"].clone()).unwrap();
+        let entry = <KeyEntry as FromConfig>::read(&v["entry"], &At::Root).unwrap();
         let ring = KeyRing::compile(&[entry]).unwrap();
         assert_eq!(ring.authenticate(key).unwrap().tenant, "acme");
     }

@@ -145,7 +145,7 @@ pub fn file(
     let book = parts
         .book
         .as_ref()
-        .and_then(|b| serde_json::from_value::<PriceBookConfig>(b.clone()).ok())
+        .and_then(|b| aigw_core::config::from_value::<PriceBookConfig>(b.clone()).ok())
         .and_then(|b| PriceBook::compile(&b).ok());
     if let Some(r) = &parts.route {
         let mut cx = Cx { file: &r.file, group: file, out: &mut out, now_ms };
@@ -459,7 +459,7 @@ impl Cx<'_> {
     /// `max_tokens` is estimated at `estimate.default_max_tokens` or more, and reserves at least
     /// that output at the cheapest model a chain reaches.
     fn quota(&mut self, at: &str, raw: &Value, book: &PriceBook, chains: &[Vec<String>]) {
-        let Ok(cfg) = serde_json::from_value::<QuotaConfig>(raw.clone()) else { return };
+        let Ok(cfg) = aigw_core::config::from_value::<QuotaConfig>(raw.clone()) else { return };
         let Ok(q) = Quota::compile_with(&cfg, Some(std::rc::Rc::new(book.clone()))) else { return };
         let min_tokens = q.estimate.default_max_tokens;
         // A chat call reserves the dearest of its chain's steps; the cheapest chain's is the

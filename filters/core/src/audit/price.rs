@@ -6,31 +6,52 @@
 
 use std::collections::HashMap;
 
-use serde::Deserialize;
+use serde_json::Value;
 
+use crate::config::{At, FromConfig, Obj, Read};
 use crate::error::ConfigError;
 
 use crate::wire::usage::Usage;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct PriceBookConfig {
     pub version: String,
     pub models: HashMap<String, ModelPriceConfig>,
 }
 
 /// USD per million tokens as decimal strings, e.g. `"0.15"`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct ModelPriceConfig {
     pub input: String,
-    #[serde(default)]
     pub cached_input: Option<String>,
     pub output: String,
-    #[serde(default)]
     pub reasoning: Option<String>,
-    #[serde(default)]
     pub source: Option<String>,
-    #[serde(default)]
     pub date: Option<String>,
+}
+
+// Members the book does not know are ignored (a book may carry notes of its own).
+impl FromConfig for PriceBookConfig {
+    #[inline(never)]
+    fn read(v: &Value, at: &At) -> Read<Self> {
+        let o = Obj::new(v, at, "PriceBookConfig", None)?;
+        Ok(PriceBookConfig { version: o.req("version")?, models: o.req("models")? })
+    }
+}
+
+impl FromConfig for ModelPriceConfig {
+    #[inline(never)]
+    fn read(v: &Value, at: &At) -> Read<Self> {
+        let o = Obj::new(v, at, "ModelPriceConfig", None)?;
+        Ok(ModelPriceConfig {
+            input: o.req("input")?,
+            cached_input: o.opt("cached_input")?,
+            output: o.req("output")?,
+            reasoning: o.opt("reasoning")?,
+            source: o.opt("source")?,
+            date: o.opt("date")?,
+        })
+    }
 }
 
 /// Pico-USD per token.
@@ -174,7 +195,7 @@ mod tests {
     use super::*;
 
     fn book() -> PriceBook {
-        let cfg: PriceBookConfig = serde_json::from_str(
+        let cfg: PriceBookConfig = crate::config::from_str(
             r#"{"version":"t1","models":{"m":{"input":"0.15","cached_input":"0.075","output":"0.6"},
                  "r":{"input":"1","output":"4","reasoning":"8"}}}"#,
         )
@@ -237,7 +258,7 @@ mod tests {
     #[test]
     fn repository_price_book_compiles_and_every_model_has_source_and_date() {
         let text = include_str!("../../../../envoy/price-book.json");
-        let cfg: PriceBookConfig = serde_json::from_str(text).unwrap();
+        let cfg: PriceBookConfig = crate::config::from_str(text).unwrap();
         let book = PriceBook::compile(&cfg).unwrap();
         for (name, m) in &cfg.models {
             assert!(m.source.as_deref().is_some_and(|s| s.starts_with("https://")), "{name}: source");
@@ -271,7 +292,7 @@ mod tests {
     #[test]
     fn bad_price_is_a_config_error() {
         let cfg: Result<PriceBookConfig, _> =
-            serde_json::from_str(r#"{"version":"x","models":{"m":{"input":"cheap","output":"1"}}}"#);
+            crate::config::from_str(r#"{"version":"x","models":{"m":{"input":"cheap","output":"1"}}}"#);
         let err = PriceBook::compile(&cfg.unwrap()).unwrap_err().at("audit-emit", "price_book");
         assert_eq!(err.field, "price_book.models.m.input");
         assert_eq!(

@@ -4,8 +4,6 @@
 
 use std::collections::BTreeSet;
 
-use serde::Deserialize;
-
 use super::{parse_attempts, upstream_failed, AnswerRecord, AuditRecord, Outcome, Tokens, RECORD_VERSION};
 use crate::audit::price::{format_usd, PriceBook, PriceBookConfig};
 use crate::error::{ConfigError, GatewayError};
@@ -20,17 +18,12 @@ use crate::wire::usage::{self, StreamScanner, Usage};
 pub const MAX_HELD_BODY: usize = 4 << 20;
 
 /// The filter configuration of `audit_emit`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct AuditConfig {
     /// Required for audit-emit alone; in the `gateway` filter, its one `price_book` instead.
-    #[serde(default)]
     pub price_book: Option<PriceBookConfig>,
-    #[serde(default)]
     pub metrics: MetricsConfig,
     /// Phrases that mark an answer as a refusal when its text opens with one (within its first
     /// 160 characters; case and the apostrophe's form ignored). Absent: [`REFUSAL_PHRASES`].
-    #[serde(default)]
     pub refusal_phrases: Option<Vec<String>>,
 }
 
@@ -49,12 +42,10 @@ pub const REFUSAL_PHRASES: &[&str] = &[
     "i must decline",
 ];
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[derive(Default)]
 pub struct MetricsConfig {
     /// Tenants that get their own `tenant` label; all others are counted as `other`, so label
     /// cardinality stays bounded.
-    #[serde(default)]
     pub tenant_labels: Vec<String>,
 }
 
@@ -602,6 +593,28 @@ impl AuditCall {
         record.write_json(&mut line);
         h.set_property_bytes(headers::PROP_AUDIT, &line);
         record
+    }
+}
+
+// Read by hand (`crate::config`), not derived: see its module comment.
+
+impl crate::config::FromConfig for AuditConfig {
+    #[inline(never)]
+    fn read(v: &serde_json::Value, at: &crate::config::At) -> crate::config::Read<Self> {
+        let o = crate::config::Obj::new(v, at, "AuditConfig", Some(&["price_book", "metrics", "refusal_phrases"]))?;
+        Ok(AuditConfig {
+            price_book: o.opt("price_book")?,
+            metrics: o.or("metrics", Default::default())?,
+            refusal_phrases: o.opt("refusal_phrases")?,
+        })
+    }
+}
+
+impl crate::config::FromConfig for MetricsConfig {
+    #[inline(never)]
+    fn read(v: &serde_json::Value, at: &crate::config::At) -> crate::config::Read<Self> {
+        let o = crate::config::Obj::new(v, at, "MetricsConfig", Some(&["tenant_labels"]))?;
+        Ok(MetricsConfig { tenant_labels: o.or("tenant_labels", Default::default())? })
     }
 }
 

@@ -7,8 +7,7 @@ use sha2::{Digest, Sha256};
 use crate::error::{ConfigError, GatewayError};
 
 /// One configured gateway key.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct KeyEntry {
     /// A short, non-secret name for the key (shown in audit records).
     pub id: String,
@@ -17,37 +16,27 @@ pub struct KeyEntry {
     /// The tenant that calls made with this key are charged to.
     pub tenant: String,
     /// The privacy zone the key's calls must stay in (see `envoy/privacy-zones.json`).
-    #[serde(default)]
     pub zone: Option<String>,
     /// The key's workload class, for routing and reports.
-    #[serde(default)]
     pub workload_class: Option<WorkloadClass>,
     /// Features the caller may attribute calls to (`x-gateway-feature`); `["*"]` allows any.
     /// Empty (the default): the caller may not name a feature.
-    #[serde(default)]
     pub features: Vec<String>,
     /// Agents the caller may act as (`x-gateway-agent`); same rules as `features`.
-    #[serde(default)]
     pub agents: Vec<String>,
     /// Task categories the caller may name (`x-gateway-task`, for task route rules); same
     /// rules as `features`.
-    #[serde(default)]
     pub tasks: Vec<String>,
     /// The gateway's own shadow key: its calls are shadow legs (`x-aigw-shadow-of` names the
     /// call each copies; README, "Shadow dual-run").
-    #[serde(default)]
     pub shadow: bool,
     /// Model aliases the key may use; `["*"]` (the default) allows every alias.
-    #[serde(default = "any")]
     pub aliases: Vec<String>,
     /// `active` (the default) or `revoked`.
-    #[serde(default)]
     pub status: KeyStatus,
     /// The key is valid from this UTC time (`2026-11-22T00:00:00Z` or `2026-11-22`) ...
-    #[serde(default)]
     pub not_before: Option<String>,
     /// ... until this one (exclusive).
-    #[serde(default)]
     pub not_after: Option<String>,
 }
 
@@ -60,6 +49,13 @@ pub enum WorkloadClass {
     Background,
     Embeddings,
     ToolCall,
+}
+
+impl crate::config::FromConfig for WorkloadClass {
+    fn read(v: &serde_json::Value, at: &crate::config::At) -> crate::config::Read<Self> {
+        let named: Vec<(&str, WorkloadClass)> = WorkloadClass::ALL.iter().map(|w| (w.as_str(), *w)).collect();
+        crate::config::variant(v, at, &named)
+    }
 }
 
 impl WorkloadClass {
@@ -82,8 +78,7 @@ impl WorkloadClass {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum KeyStatus {
     #[default]
     Active,
@@ -420,12 +415,61 @@ fn ct_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
+// Read by hand (`crate::config`), not derived: see its module comment.
+
+impl crate::config::FromConfig for KeyEntry {
+    #[inline(never)]
+    fn read(v: &serde_json::Value, at: &crate::config::At) -> crate::config::Read<Self> {
+        let o = crate::config::Obj::new(
+            v,
+            at,
+            "KeyEntry",
+            Some(&[
+                "id",
+                "sha256",
+                "tenant",
+                "zone",
+                "workload_class",
+                "features",
+                "agents",
+                "tasks",
+                "shadow",
+                "aliases",
+                "status",
+                "not_before",
+                "not_after",
+            ]),
+        )?;
+        Ok(KeyEntry {
+            id: o.req("id")?,
+            sha256: o.req("sha256")?,
+            tenant: o.req("tenant")?,
+            zone: o.opt("zone")?,
+            workload_class: o.opt("workload_class")?,
+            features: o.or("features", Default::default())?,
+            agents: o.or("agents", Default::default())?,
+            tasks: o.or("tasks", Default::default())?,
+            shadow: o.or("shadow", Default::default())?,
+            aliases: o.or("aliases", any())?,
+            status: o.or("status", Default::default())?,
+            not_before: o.opt("not_before")?,
+            not_after: o.opt("not_after")?,
+        })
+    }
+}
+
+impl crate::config::FromConfig for KeyStatus {
+    fn read(v: &serde_json::Value, at: &crate::config::At) -> crate::config::Read<Self> {
+        crate::config::variant(v, at, &[("active", KeyStatus::Active), ("revoked", KeyStatus::Revoked)])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn entry(id: &str, sha256: &str, tenant: &str) -> KeyEntry {
-        serde_json::from_value(serde_json::json!({"id": id, "sha256": sha256, "tenant": tenant})).unwrap()
+        crate::config::from_value(serde_json::json!({"id": id, "sha256": sha256, "tenant": tenant})).unwrap()
     }
 
     fn ring() -> KeyRing {
@@ -454,7 +498,7 @@ mod tests {
 
     #[test]
     fn a_key_carries_its_workload_class_into_the_call_identity() {
-        let e: KeyEntry = serde_json::from_value(serde_json::json!(
+        let e: KeyEntry = crate::config::from_value(serde_json::json!(
             {"id": "w", "sha256": digest_hex("aigw-w"), "tenant": "t", "workload_class": "tool_call"}))
         .unwrap();
         let r = KeyRing::compile(&[e]).unwrap();
@@ -463,14 +507,14 @@ mod tests {
         let back = CallIdentity::parse(&id.encode()).unwrap();
         assert_eq!(back.workload_class.map(WorkloadClass::as_str), Some("tool_call"));
         // An unknown class is a config error, not a silent default.
-        assert!(serde_json::from_value::<KeyEntry>(serde_json::json!(
+        assert!(crate::config::from_value::<KeyEntry>(serde_json::json!(
             {"id": "w", "sha256": "00", "tenant": "t", "workload_class": "urgent"}))
         .is_err());
     }
 
     #[test]
     fn revoked_expired_and_future_keys_get_their_own_401() {
-        let keys: Vec<KeyEntry> = serde_json::from_value(serde_json::json!([
+        let keys: Vec<KeyEntry> = crate::config::from_value(serde_json::json!([
             {"id": "r", "tenant": "t", "sha256": digest_hex("k-r"), "status": "revoked"},
             {"id": "w", "tenant": "t", "sha256": digest_hex("k-w"), "not_before": "2026-01-01", "not_after": "2026-02-01T00:00:00Z"},
         ]))
@@ -483,11 +527,11 @@ mod tests {
         assert_eq!(code("k-w", jan15 - 15 * 86_400_000), Some((401, "api_key_not_yet_valid")));
         assert_eq!(code("k-w", crate::time::parse_utc_ms("2026-02-01").unwrap()), Some((401, "expired_api_key")));
         assert_eq!(code("k-unknown", jan15), Some((401, "invalid_api_key")));
-        let bad: Vec<KeyEntry> = serde_json::from_value(serde_json::json!([
+        let bad: Vec<KeyEntry> = crate::config::from_value(serde_json::json!([
             {"id": "b", "tenant": "t", "sha256": digest_hex("x"), "not_after": "soon"}]))
         .unwrap();
         assert_eq!(KeyRing::compile(&bad).unwrap_err().field, "keys[0].not_after");
-        let inverted: Vec<KeyEntry> = serde_json::from_value(serde_json::json!([
+        let inverted: Vec<KeyEntry> = crate::config::from_value(serde_json::json!([
             {"id": "i", "tenant": "t", "sha256": digest_hex("x"), "not_before": "2026-02-01", "not_after": "2026-01-01"}])).unwrap();
         let e = KeyRing::compile(&inverted).unwrap_err();
         assert_eq!(e.field, "keys[0].not_after");

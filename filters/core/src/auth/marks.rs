@@ -151,7 +151,7 @@ mod tests {
     use crate::host::FakeHost;
 
     fn fleet() -> Fleet {
-        let cfg: crate::quota::fleet::FleetConfig = serde_json::from_str(r#"{"cluster": "aigw_fleet"}"#).unwrap();
+        let cfg: crate::quota::fleet::FleetConfig = crate::config::from_str(r#"{"cluster": "aigw_fleet"}"#).unwrap();
         Fleet::compile(&cfg).unwrap()
     }
 

@@ -5,7 +5,7 @@ use crate::host::FakeHost;
 const NOW: u64 = 1_800_000_000_000;
 
 fn ring() -> KeyRing {
-    let cfg: AuthConfig = serde_json::from_str(&format!(
+    let cfg: AuthConfig = crate::config::from_str(&format!(
         r#"{{"keys": [
             {{"id": "k-acme", "tenant": "acme", "zone": "eu", "sha256": "{}", "features": ["search"], "agents": ["helper"], "tasks": ["summarize"], "aliases": ["chat"]}},
             {{"id": "k-old", "tenant": "old", "sha256": "{}", "status": "revoked"}},
@@ -98,7 +98,7 @@ fn refusals_on_the_messages_door_are_in_anthropics_shape() {
 }
 
 fn plane() -> CredentialPlane {
-    let cfg: AuthConfig = serde_json::from_str(
+    let cfg: AuthConfig = crate::config::from_str(
         r#"{"providers": {
             "openai": {"api": "openai", "key_env": "OPENAI"},
             "anthropic": {"api": "anthropic", "credentials": [
@@ -184,7 +184,7 @@ fn bedrock_is_signed_over_the_body_as_sent() {
 
 #[test]
 fn credential_config_errors_name_the_problem() {
-    let cfg = |j: &str| serde_json::from_str::<AuthConfig>(j).unwrap();
+    let cfg = |j: &str| crate::config::from_str::<AuthConfig>(j).unwrap();
     let none = |_: &str| None;
     let e = compile_credentials(cfg(r#"{"providers": {"openai": {"api": "openai", "key_env": "X"}}}"#), &none);
     let e = e.err().unwrap();

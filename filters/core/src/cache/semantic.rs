@@ -16,8 +16,7 @@ use crate::error::ConfigError;
 use crate::host::Host;
 
 /// The semantic cache's configuration (the store's `semantic`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct SemanticConfig {
     /// The embeddings alias that embeds requests (served by this gateway).
     pub alias: String,
@@ -25,20 +24,14 @@ pub struct SemanticConfig {
     /// are calls of their own: authenticated, charged and audited as the key's).
     pub key_env: String,
     /// The Envoy cluster that reaches this gateway's own listener.
-    #[serde(default = "default_cluster")]
     pub cluster: String,
     /// The `:authority` of the embedding calls.
-    #[serde(default = "default_authority")]
     pub authority: String,
     /// `dimensions` asked of the embedder (fewer bytes per indexed vector), if set.
-    #[serde(default)]
     pub dimensions: Option<u32>,
-    #[serde(default = "default_index_slots")]
     pub index_slots: u32,
-    #[serde(default = "default_index_entries")]
     pub index_entries: u32,
     /// How long a call waits for its embedding before it goes on uncached.
-    #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
 }
 
@@ -262,13 +255,46 @@ impl Index {
     }
 }
 
+// Read by hand (`crate::config`), not derived: see its module comment.
+
+impl crate::config::FromConfig for SemanticConfig {
+    #[inline(never)]
+    fn read(v: &serde_json::Value, at: &crate::config::At) -> crate::config::Read<Self> {
+        let o = crate::config::Obj::new(
+            v,
+            at,
+            "SemanticConfig",
+            Some(&[
+                "alias",
+                "key_env",
+                "cluster",
+                "authority",
+                "dimensions",
+                "index_slots",
+                "index_entries",
+                "timeout_ms",
+            ]),
+        )?;
+        Ok(SemanticConfig {
+            alias: o.req("alias")?,
+            key_env: o.req("key_env")?,
+            cluster: o.or("cluster", default_cluster())?,
+            authority: o.or("authority", default_authority())?,
+            dimensions: o.opt("dimensions")?,
+            index_slots: o.or("index_slots", default_index_slots())?,
+            index_entries: o.or("index_entries", default_index_entries())?,
+            timeout_ms: o.or("timeout_ms", default_timeout_ms())?,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::host::FakeHost;
 
     fn semantic(slots: u32, entries: u32) -> Semantic {
-        let cfg: SemanticConfig = serde_json::from_value(serde_json::json!({
+        let cfg: SemanticConfig = crate::config::from_value(serde_json::json!({
             "alias": "embed-cache", "key_env": "K", "index_slots": slots, "index_entries": entries}))
         .unwrap();
         Semantic::compile(&cfg, &|_| Some("aigw_sk".into())).unwrap()
@@ -315,7 +341,7 @@ mod tests {
 
     #[test]
     fn the_embedder_is_configured_by_field() {
-        let cfg: SemanticConfig = serde_json::from_value(serde_json::json!({"alias": "e", "key_env": "K"})).unwrap();
+        let cfg: SemanticConfig = crate::config::from_value(serde_json::json!({"alias": "e", "key_env": "K"})).unwrap();
         let e = Semantic::compile(&cfg, &|_| None).unwrap_err().to_string();
         assert!(e.contains("cache.semantic.key_env"), "{e}");
         let s = Semantic::compile(&cfg, &|_| Some("aigw_sk_x".into())).unwrap();

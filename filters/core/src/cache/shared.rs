@@ -6,25 +6,19 @@
 
 use std::rc::Rc;
 
-use serde::Deserialize;
-
 use super::{Cache, Digest32, Entry, Lookup};
 use crate::error::ConfigError;
 use crate::host::{Host, HttpAnswer, SharedSetError};
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct SharedConfig {
     /// The Envoy cluster of the Webdis bridge to Redis.
     pub cluster: String,
     /// The environment variable that holds Webdis's `user:password`.
-    #[serde(default = "default_auth_env")]
     pub auth_env: String,
     /// How long a lookup waits for Redis at most (then: a miss).
-    #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
     /// The prefix of the cache's keys in Redis (`<prefix>:c:<digest>`).
-    #[serde(default = "default_prefix")]
     pub prefix: String,
 }
 
@@ -204,5 +198,20 @@ impl Writer {
             h.warn(&format!("cache: an entry could not be shared (Webdis answered {})", answer.status));
         }
         true
+    }
+}
+
+// Read by hand (`crate::config`), not derived: see its module comment.
+
+impl crate::config::FromConfig for SharedConfig {
+    #[inline(never)]
+    fn read(v: &serde_json::Value, at: &crate::config::At) -> crate::config::Read<Self> {
+        let o = crate::config::Obj::new(v, at, "SharedConfig", Some(&["cluster", "auth_env", "timeout_ms", "prefix"]))?;
+        Ok(SharedConfig {
+            cluster: o.req("cluster")?,
+            auth_env: o.or("auth_env", default_auth_env())?,
+            timeout_ms: o.or("timeout_ms", default_timeout_ms())?,
+            prefix: o.or("prefix", default_prefix())?,
+        })
     }
 }

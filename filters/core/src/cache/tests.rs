@@ -91,7 +91,7 @@ fn memory_stays_bounded_by_slots_times_the_largest_entry() {
 #[test]
 fn the_store_is_configured_within_bounds_and_refused_by_field() {
     let cfg = |s: &str| {
-        serde_json::from_str::<CacheConfig>(s)
+        crate::config::from_str::<CacheConfig>(s)
             .map_err(|e| e.to_string())
             .and_then(|c| Cache::try_from(&c).map_err(|e| e.to_string()))
     };

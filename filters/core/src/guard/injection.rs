@@ -5,11 +5,8 @@
 //! text's score is `1 - Π(1 - score)` of the rules it matches, so two weak signals add up and no
 //! score passes 1. The default set is data (`default_rules`), which a policy may add to.
 
-use serde::Deserialize;
-
 /// What a policy does with a request whose score reaches its threshold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnInjection {
     /// A 400 `prompt_injection_suspected`.
     Reject,
@@ -20,26 +17,19 @@ pub enum OnInjection {
 }
 
 /// A policy's prompt-injection rules.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct InjectionPolicy {
     /// The score at which `action` is taken.
-    #[serde(default = "default_threshold")]
     pub threshold: f64,
     pub action: OnInjection,
     /// The score from which a request is at least flagged.
-    #[serde(default = "default_flag_threshold")]
     pub flag_threshold: f64,
     /// `reroute`: the alias the call goes to instead.
-    #[serde(default)]
     pub reroute_to: Option<String>,
     /// Rules added to the shipped ones (or instead of them, with `default_rules: false`).
-    #[serde(default)]
     pub rules: Vec<Rule>,
-    #[serde(default = "yes")]
     pub default_rules: bool,
     /// The rules compiled for matching, once per configuration (on first use).
-    #[serde(skip)]
     matcher: Compiled,
 }
 
@@ -79,12 +69,10 @@ impl InjectionPolicy {
 }
 
 /// One rule of the set.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Rule {
     pub name: String,
     /// Phrases, any of which matches.
-    #[serde(default)]
     pub phrases: Vec<String>,
     pub score: f64,
 }
@@ -411,6 +399,47 @@ pub fn caller_texts(v: &serde_json::Value) -> Vec<String> {
     out
 }
 
+// Read by hand (`crate::config`), not derived: see its module comment.
+
+impl crate::config::FromConfig for OnInjection {
+    fn read(v: &serde_json::Value, at: &crate::config::At) -> crate::config::Read<Self> {
+        crate::config::variant(
+            v,
+            at,
+            &[("reject", OnInjection::Reject), ("flag", OnInjection::Flag), ("reroute", OnInjection::Reroute)],
+        )
+    }
+}
+
+impl crate::config::FromConfig for InjectionPolicy {
+    #[inline(never)]
+    fn read(v: &serde_json::Value, at: &crate::config::At) -> crate::config::Read<Self> {
+        let o = crate::config::Obj::new(
+            v,
+            at,
+            "InjectionPolicy",
+            Some(&["threshold", "action", "flag_threshold", "reroute_to", "rules", "default_rules"]),
+        )?;
+        Ok(InjectionPolicy {
+            threshold: o.or("threshold", default_threshold())?,
+            action: o.req("action")?,
+            flag_threshold: o.or("flag_threshold", default_flag_threshold())?,
+            reroute_to: o.opt("reroute_to")?,
+            rules: o.or("rules", Default::default())?,
+            default_rules: o.or("default_rules", yes())?,
+            matcher: Default::default(),
+        })
+    }
+}
+
+impl crate::config::FromConfig for Rule {
+    #[inline(never)]
+    fn read(v: &serde_json::Value, at: &crate::config::At) -> crate::config::Read<Self> {
+        let o = crate::config::Obj::new(v, at, "Rule", Some(&["name", "phrases", "score"]))?;
+        Ok(Rule { name: o.req("name")?, phrases: o.or("phrases", Default::default())?, score: o.req("score")? })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -483,7 +512,7 @@ mod tests {
 
     #[test]
     fn a_policy_compiles_its_rules_once_and_compares_by_its_fields() {
-        let p: InjectionPolicy = serde_json::from_str(
+        let p: InjectionPolicy = crate::config::from_str(
             r#"{"action": "flag", "rules": [{"name": "x", "phrases": ["zz top"], "score": 0.5}]}"#,
         )
         .unwrap();

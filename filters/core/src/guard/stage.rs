@@ -266,7 +266,7 @@ mod tests {
     use crate::host::FakeHost;
 
     fn guard(policy: &str) -> GuardCall {
-        let cfg: RouteConfig = serde_json::from_str(&format!(
+        let cfg: RouteConfig = crate::config::from_str(&format!(
             r#"{{"aliases": {{"chat": {{"chain": "c", "steps": [{{"provider": "a", "model": "m"}}], "guardrails": {policy}}},
                               "safe": {{"chain": "c", "steps": [{{"provider": "a", "model": "m"}}]}}}},
                  "providers": {{"a": {{"api": "anthropic"}}}}}}"#
@@ -335,7 +335,7 @@ mod tests {
         assert_eq!(g.on_request(&h), GuardDecision::Continue);
         assert_eq!(h.property_string(&[headers::PROP_COMPLIANCE]).as_deref(), Some("injection:flagged:0.60"));
         // A reroute to an alias that is not there is refused at configuration time.
-        let bad: RouteConfig = serde_json::from_str(
+        let bad: RouteConfig = crate::config::from_str(
             r#"{"aliases": {"chat": {"chain": "c", "steps": [{"provider": "a", "model": "m"}],
                  "guardrails": {"injection": {"action": "reroute", "reroute_to": "nowhere"}}}},
                  "providers": {"a": {"api": "anthropic"}}}"#,

@@ -5,7 +5,7 @@ use crate::host::FakeHost;
 const BOOK: &str = include_str!("../../../../envoy/price-book.json");
 
 fn config() -> GatewayConfig {
-    serde_json::from_str(&format!(
+    crate::config::from_str(&format!(
         r#"{{
         "auth": {{"keys": [{{"id": "k", "tenant": "acme", "zone": "global", "sha256": "{}"}}],
                   "providers": {{"anthropic": {{"api": "anthropic", "key_env": "ANT"}},
@@ -275,7 +275,7 @@ fn a_bedrock_attempt_is_signed_over_its_translated_body() {
 #[test]
 fn a_stage_left_out_is_not_run() {
     // Only auth, as the auth_key_swap filter alone.
-    let cfg: GatewayConfig = serde_json::from_str(&format!(
+    let cfg: GatewayConfig = crate::config::from_str(&format!(
         r#"{{"auth": {{"keys": [{{"id": "k", "tenant": "acme", "sha256": "{}"}}]}}}}"#,
         digest_hex("aigw_sk_acme")
     ))
@@ -385,14 +385,14 @@ fn one_table_config() -> serde_json::Value {
 
 #[test]
 fn one_providers_table_and_one_price_book_serve_every_stage() {
-    let cfg: GatewayConfig = serde_json::from_value(one_table_config()).unwrap();
+    let cfg: GatewayConfig = crate::config::from_value(one_table_config()).unwrap();
     let l = Listener::compile(cfg).unwrap();
     // The price book is compiled once and shared by quota and audit.
     let (q, a) = (l.quota.as_ref().unwrap(), l.audit.as_ref().unwrap());
     assert!(Rc::ptr_eq(q.prices.as_ref().unwrap(), &a.prices));
     assert!(l.route.as_ref().unwrap().providers.contains_key("openai"));
     // The attempts take the same table: credentials and the provider's own limits.
-    let cfg: GatewayConfig = serde_json::from_value(one_table_config()).unwrap();
+    let cfg: GatewayConfig = crate::config::from_value(one_table_config()).unwrap();
     let env = |n: &str| Some(format!("key-of-{n}"));
     let u = Upstream::compile(cfg, &env).unwrap();
     assert!(u.credentials.is_some());
@@ -404,17 +404,17 @@ fn one_providers_table_and_one_price_book_serve_every_stage() {
 fn a_second_providers_table_or_price_book_is_refused_by_name() {
     let mut v = one_table_config();
     v["route"]["providers"] = serde_json::json!({"openai": {"api": "openai"}});
-    let e = Listener::compile(serde_json::from_value(v).unwrap()).err().unwrap();
+    let e = Listener::compile(crate::config::from_value(v).unwrap()).err().unwrap();
     assert!(e.to_string().starts_with("gateway: invalid configuration at `route.providers`"), "{e}");
     let mut v = one_table_config();
     v["audit"]["price_book"] = v["price_book"].clone();
-    let e = Listener::compile(serde_json::from_value(v).unwrap()).err().unwrap();
+    let e = Listener::compile(crate::config::from_value(v).unwrap()).err().unwrap();
     assert_eq!((e.filter.as_str(), e.field.as_str()), ("gateway", "audit.price_book"));
     // Without the gateway's book, audit needs its own.
     let mut v = one_table_config();
     v.as_object_mut().unwrap().remove("price_book");
     v.as_object_mut().unwrap().remove("quota");
-    let e = Listener::compile(serde_json::from_value(v).unwrap()).err().unwrap();
+    let e = Listener::compile(crate::config::from_value(v).unwrap()).err().unwrap();
     assert_eq!((e.stage, e.field.as_str()), (Some("audit"), "price_book"));
     assert_eq!(e.clone().in_gateway().to_string(), "gateway: invalid configuration at `audit.price_book`: is required");
     assert_eq!(
@@ -431,7 +431,7 @@ fn attempt_in(provider: &str, region: &str, zone: Option<&str>) -> (FakeHost, At
     v["route"]["zones"] = serde_json::json!({"eu": ["eu-west-1"], "global": ["*"]});
     v["providers"]["anthropic"]["limits"] = serde_json::json!({"requests_per_minute": 1, "requests_burst": 1});
     let env = |n: &str| Some(format!("key-of-{n}"));
-    let u = Rc::new(Upstream::compile(serde_json::from_value(v).unwrap(), &env).unwrap());
+    let u = Rc::new(Upstream::compile(crate::config::from_value(v).unwrap(), &env).unwrap());
     let h = attempt_host("chat", provider);
     h.properties
         .borrow_mut()
@@ -568,15 +568,15 @@ fn the_gateway_lists_the_aliases_a_key_may_use_and_audits_it_as_costing_nothing(
 fn a_gemini_embeddings_attempt_is_translated_both_ways_and_billed_at_its_estimate() {
     let mut cfg = config();
     if let Some(r) = cfg.route.as_mut() {
-        let alias: crate::route::Alias = serde_json::from_str(
+        let alias: crate::route::Alias = crate::config::from_str(
             r#"{"kind": "embeddings", "chain": "chain_e", "steps": [{"provider": "gemini", "model": "gemini-embedding-001"}]}"#,
         )
         .unwrap();
         r.aliases.insert("e".into(), alias);
-        r.providers.insert("gemini".into(), serde_json::from_str(r#"{"api": "gemini"}"#).unwrap());
+        r.providers.insert("gemini".into(), crate::config::from_str(r#"{"api": "gemini"}"#).unwrap());
     }
     if let Some(a) = cfg.auth.as_mut() {
-        a.providers.insert("gemini".into(), serde_json::from_str(r#"{"api": "gemini", "key_env": "GEM"}"#).unwrap());
+        a.providers.insert("gemini".into(), crate::config::from_str(r#"{"api": "gemini", "key_env": "GEM"}"#).unwrap());
     }
     let env = |n: &str| Some(format!("key-of-{n}"));
     let up = Rc::new(Upstream::compile(cfg, &env).unwrap());
@@ -626,12 +626,12 @@ fn an_embeddings_call_is_of_the_embeddings_workload_class_for_routing_and_audit(
     let mut cfg = config();
     if let Some(r) = cfg.route.as_mut() {
         for (name, model) in [("e", "text-embedding-3-small"), ("e-cheap", "text-embedding-3-large")] {
-            let alias: crate::route::Alias = serde_json::from_value(serde_json::json!(
+            let alias: crate::route::Alias = crate::config::from_value(serde_json::json!(
                 {"kind": "embeddings", "chain": "chain_e", "steps": [{"provider": "openai", "model": model}]}))
             .unwrap();
             r.aliases.insert(name.into(), alias);
         }
-        r.rules = serde_json::from_str(
+        r.rules = crate::config::from_str(
             r#"[{"name": "embeddings-go-cheap", "match": {"workload_classes": ["embeddings"]}, "alias": "e-cheap"}]"#,
         )
         .unwrap();
@@ -749,7 +749,7 @@ fn the_responses_door_routes_on_the_request_as_read_and_lets_the_body_go_on_as_w
 fn an_alias_serves_one_kind_of_call_at_the_listener() {
     let mut cfg = config();
     if let Some(r) = cfg.route.as_mut() {
-        let alias: crate::route::Alias = serde_json::from_value(serde_json::json!(
+        let alias: crate::route::Alias = crate::config::from_value(serde_json::json!(
             {"kind": "embeddings", "chain": "chain_e", "steps": [{"provider": "openai", "model": "text-embedding-3-small"}]}))
         .unwrap();
         r.aliases.insert("e".into(), alias);
@@ -776,7 +776,7 @@ fn bedrock_embeddings(model: &str, input: serde_json::Value) -> (FakeHost, Attem
     let mut cfg = config();
     if let Some(r) = cfg.route.as_mut() {
         let alias = serde_json::json!({"kind": "embeddings", "chain": "chain_e", "steps": [{"provider": "bedrock", "model": model}]});
-        r.aliases.insert("e".into(), serde_json::from_value(alias).unwrap());
+        r.aliases.insert("e".into(), crate::config::from_value(alias).unwrap());
     }
     let env = |n: &str| Some(format!("key-of-{n}"));
     let up = Rc::new(Upstream::compile(cfg, &env).unwrap());
@@ -923,7 +923,7 @@ fn an_attempt_whose_provider_lease_is_short_waits_for_a_fleet_top_up_then_carrie
     v["providers"]["anthropic"]["limits"] = serde_json::json!({"requests_per_minute": 60, "requests_burst": 60});
     v["quota"]["fleet"] = serde_json::json!({"cluster": "aigw_fleet", "lease": {"requests": 5}});
     let env = |n: &str| Some(format!("key-of-{n}"));
-    let u = Rc::new(Upstream::compile(serde_json::from_value(v).unwrap(), &env).unwrap());
+    let u = Rc::new(Upstream::compile(crate::config::from_value(v).unwrap(), &env).unwrap());
     let h = attempt_host("chat", "anthropic");
     let mut a = AttemptCall::new(u.clone());
     assert_eq!(a.on_request_headers(&h, false), Flow::Pause);
@@ -958,7 +958,7 @@ fn shadow_listener(percent: u8) -> Rc<Listener> {
     cfg["route"]["aliases"]["chat-next"] = serde_json::json!({"chain": "chain_next", "steps": [
         {"provider": "openai", "model": "gpt-4o-mini-2024-07-18"}]});
     cfg["route"]["shadow"] = serde_json::json!({"key_env": "SHADOW_KEY"});
-    let cfg: GatewayConfig = serde_json::from_value(cfg).unwrap();
+    let cfg: GatewayConfig = crate::config::from_value(cfg).unwrap();
     Rc::new(Listener::compile_env(cfg, &|k| (k == "SHADOW_KEY").then(|| "aigw_sk_shadow".to_string())).unwrap())
 }
 

@@ -11,66 +11,52 @@
 //! cannot be spent twice, so the fleet never admits more than its limits; what a replica holds
 //! unspent is the bound on under-admission (README, "Fleet mode").
 
-use serde::Deserialize;
+use serde_json::Value;
+
+use crate::config::{variant, At, FromConfig, Obj, Read};
 
 use crate::error::ConfigError;
 use crate::host::Host;
 use crate::quota::bucket::UNITS_PER_TOKEN;
 
 /// `quota.fleet` in the configuration.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct FleetConfig {
     /// The Envoy cluster of the Webdis bridge to Redis.
     pub cluster: String,
     /// The environment variable (in Envoy's environment) that holds Webdis's `user:password`.
-    #[serde(default = "default_auth_env")]
     pub auth_env: String,
     /// How much a replica takes per top-up, beyond what the waiting call needs.
-    #[serde(default)]
     pub lease: LeaseSpec,
     /// How long a call waits for a top-up at most (then: Redis is unavailable).
-    #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
     /// What a replica does while Redis cannot be reached.
-    #[serde(default)]
     pub unavailable: Unavailable,
     /// The replicas expected: in `local` mode each enforces `limit / expected_replicas`.
-    #[serde(default = "default_replicas")]
     pub expected_replicas: u64,
     /// After Redis could not be reached, how long a replica serves in its unavailable mode before
     /// it tries again.
-    #[serde(default = "default_retry_ms")]
     pub retry_ms: u64,
     /// The prefix of the gateway's keys in Redis.
-    #[serde(default = "default_prefix")]
     pub prefix: String,
     /// How often one worker per replica tops the leases up ahead of need and gives back what
     /// idle buckets hold.
-    #[serde(default = "default_tick_ms")]
     pub tick_ms: u64,
     /// A lease covers this long of a bucket's observed rate on this replica (at least `lease`).
-    #[serde(default = "default_headroom_ms")]
     pub headroom_ms: u64,
     /// A bucket that spent nothing for this long gives its lease back to the fleet.
-    #[serde(default = "default_idle_return_ms")]
     pub idle_return_ms: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct LeaseSpec {
     /// Calls per lease of a request bucket.
-    #[serde(default = "default_lease_requests")]
     pub requests: u64,
     /// Tokens per lease of a token bucket.
-    #[serde(default = "default_lease_tokens")]
     pub tokens: u64,
     /// USD per lease of a budget (a decimal string).
-    #[serde(default = "default_lease_usd")]
     pub usd: String,
     /// Calls-in-flight slots a replica holds beyond those in use, while it has calls.
-    #[serde(default = "default_lease_slots")]
     pub slots: u64,
 }
 
@@ -86,8 +72,7 @@ impl Default for LeaseSpec {
 }
 
 /// What a replica does while Redis cannot be reached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Unavailable {
     /// Each replica enforces `limit / expected_replicas` on its own.
     #[default]
@@ -96,6 +81,58 @@ pub enum Unavailable {
     Closed,
     /// Admitted without the fleet buckets (every other limit still holds).
     Open,
+}
+
+impl FromConfig for FleetConfig {
+    #[inline(never)]
+    fn read(v: &Value, at: &At) -> Read<Self> {
+        let fields = [
+            "cluster",
+            "auth_env",
+            "lease",
+            "timeout_ms",
+            "unavailable",
+            "expected_replicas",
+            "retry_ms",
+            "prefix",
+            "tick_ms",
+            "headroom_ms",
+            "idle_return_ms",
+        ];
+        let o = Obj::new(v, at, "FleetConfig", Some(&fields))?;
+        Ok(FleetConfig {
+            cluster: o.req("cluster")?,
+            auth_env: o.or("auth_env", default_auth_env())?,
+            lease: o.or("lease", LeaseSpec::default())?,
+            timeout_ms: o.or("timeout_ms", default_timeout_ms())?,
+            unavailable: o.or("unavailable", Unavailable::default())?,
+            expected_replicas: o.or("expected_replicas", default_replicas())?,
+            retry_ms: o.or("retry_ms", default_retry_ms())?,
+            prefix: o.or("prefix", default_prefix())?,
+            tick_ms: o.or("tick_ms", default_tick_ms())?,
+            headroom_ms: o.or("headroom_ms", default_headroom_ms())?,
+            idle_return_ms: o.or("idle_return_ms", default_idle_return_ms())?,
+        })
+    }
+}
+
+impl FromConfig for LeaseSpec {
+    #[inline(never)]
+    fn read(v: &Value, at: &At) -> Read<Self> {
+        let o = Obj::new(v, at, "LeaseSpec", Some(&["requests", "tokens", "usd", "slots"]))?;
+        Ok(LeaseSpec {
+            requests: o.or("requests", default_lease_requests())?,
+            tokens: o.or("tokens", default_lease_tokens())?,
+            usd: o.or("usd", default_lease_usd())?,
+            slots: o.or("slots", default_lease_slots())?,
+        })
+    }
+}
+
+impl FromConfig for Unavailable {
+    fn read(v: &Value, at: &At) -> Read<Self> {
+        variant(v, at, &[("local", Unavailable::Local), ("closed", Unavailable::Closed), ("open", Unavailable::Open)])
+    }
 }
 
 impl Unavailable {
@@ -451,7 +488,7 @@ mod tests {
     #[test]
     fn a_fleet_configuration_is_checked_field_by_field() {
         let c = |j: &str| {
-            serde_json::from_str::<FleetConfig>(j)
+            crate::config::from_str::<FleetConfig>(j)
                 .map_err(|e| e.to_string())
                 .and_then(|c| Fleet::compile(&c).map_err(|e| e.to_string()))
         };

@@ -2,7 +2,7 @@ use super::*;
 use crate::quota::bucket::Limit;
 
 fn cfg(json: &str) -> QuotaConfig {
-    serde_json::from_str(json).unwrap()
+    crate::config::from_str(json).unwrap()
 }
 
 fn book() -> &'static str {
@@ -91,7 +91,7 @@ fn invalid_configs_say_what_is_wrong() {
         assert_eq!(f, field, "{json}");
         assert!(p.contains(problem), "{json}: {p}");
     }
-    assert!(serde_json::from_str::<QuotaConfig>(r#"{"tenants": {"t": {"rpm": 1}}}"#).is_err());
+    assert!(crate::config::from_str::<QuotaConfig>(r#"{"tenants": {"t": {"rpm": 1}}}"#).is_err());
 }
 
 #[test]

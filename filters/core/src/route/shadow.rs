@@ -9,15 +9,13 @@
 //! waits for it: Envoy holds an outgoing call on the VM's root context, so it runs to its end
 //! whatever the primary call does, and its answer is dropped.
 
-use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::ConfigError;
 use crate::host::Host;
 
 /// An alias's shadow: the candidate alias and the share of calls copied to it.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct ShadowPolicy {
     pub alias: String,
     /// 0-100, chosen by the request id (independently of a canary slice).
@@ -25,18 +23,14 @@ pub struct ShadowPolicy {
 }
 
 /// How shadow legs are sent (the route configuration's `shadow`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct ShadowConfig {
     /// The environment variable holding the shadow key (a gateway key with `"shadow": true`).
     pub key_env: String,
     /// The Envoy cluster that reaches this gateway's own listener.
-    #[serde(default = "crate::cache::semantic::default_cluster")]
     pub cluster: String,
-    #[serde(default = "default_authority")]
     pub authority: String,
     /// How long a leg may take (the candidate's whole answer).
-    #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
 }
 
@@ -130,6 +124,30 @@ pub fn send(
     h.http_call(&leg.cluster, &headers, body, leg.timeout_ms)
 }
 
+// Read by hand (`crate::config`), not derived: see its module comment.
+
+impl crate::config::FromConfig for ShadowPolicy {
+    #[inline(never)]
+    fn read(v: &serde_json::Value, at: &crate::config::At) -> crate::config::Read<Self> {
+        let o = crate::config::Obj::new(v, at, "ShadowPolicy", Some(&["alias", "percent"]))?;
+        Ok(ShadowPolicy { alias: o.req("alias")?, percent: o.req("percent")? })
+    }
+}
+
+impl crate::config::FromConfig for ShadowConfig {
+    #[inline(never)]
+    fn read(v: &serde_json::Value, at: &crate::config::At) -> crate::config::Read<Self> {
+        let o =
+            crate::config::Obj::new(v, at, "ShadowConfig", Some(&["key_env", "cluster", "authority", "timeout_ms"]))?;
+        Ok(ShadowConfig {
+            key_env: o.req("key_env")?,
+            cluster: o.or("cluster", crate::cache::semantic::default_cluster())?,
+            authority: o.or("authority", default_authority())?,
+            timeout_ms: o.or("timeout_ms", default_timeout_ms())?,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,7 +174,7 @@ mod tests {
 
     #[test]
     fn the_key_comes_from_the_environment() {
-        let cfg: ShadowConfig = serde_json::from_str(r#"{"key_env":"K"}"#).unwrap();
+        let cfg: ShadowConfig = crate::config::from_str(r#"{"key_env":"K"}"#).unwrap();
         assert!(ShadowLeg::compile(&cfg, &|_| None).unwrap_err().field.contains("shadow.key_env"));
         let leg = ShadowLeg::compile(&cfg, &|k| (k == "K").then(|| "aigw_sk_x".into())).unwrap();
         assert_eq!((leg.cluster.as_str(), leg.timeout_ms), ("aigw_self", 120_000));

@@ -6,7 +6,7 @@ const SONNET: &str = "claude-sonnet-4-5-20250929";
 
 fn audit() -> Audit {
     let cfg: AuditConfig =
-        serde_json::from_str(&format!(r#"{{"price_book": {BOOK}, "metrics": {{"tenant_labels": ["acme"]}}}}"#))
+        crate::config::from_str(&format!(r#"{{"price_book": {BOOK}, "metrics": {{"tenant_labels": ["acme"]}}}}"#))
             .unwrap();
     Audit::compile(&cfg).unwrap()
 }
@@ -269,13 +269,13 @@ fn refusals_are_the_providers_signal_or_a_configured_phrase_and_phrases_are_chec
     assert!(record_of_answer(&a, signal).answer.unwrap().refusal);
     // Operators' own list replaces the default one.
     let cfg: AuditConfig =
-        serde_json::from_str(&format!(r#"{{"price_book": {BOOK}, "refusal_phrases": ["Sure, here"]}}"#)).unwrap();
+        crate::config::from_str(&format!(r#"{{"price_book": {BOOK}, "refusal_phrases": ["Sure, here"]}}"#)).unwrap();
     let own = Audit::compile(&cfg).unwrap();
     assert!(record_of_answer(&own, plain).answer.unwrap().refusal);
     assert!(!record_of_answer(&own, phrase).answer.unwrap().refusal);
     // An empty phrase would match every answer: refused, named by its place.
     let cfg: AuditConfig =
-        serde_json::from_str(&format!(r#"{{"price_book": {BOOK}, "refusal_phrases": ["ok", " "]}}"#)).unwrap();
+        crate::config::from_str(&format!(r#"{{"price_book": {BOOK}, "refusal_phrases": ["ok", " "]}}"#)).unwrap();
     let e = Audit::compile(&cfg).err().unwrap();
     assert_eq!(e.field, "refusal_phrases[1]");
 }
@@ -415,7 +415,7 @@ fn refusal_phrases_are_found_as_folding_the_whole_head_would_find_them() {
     // search per phrase), on heads drawn from letters, case, both apostrophes and non-ASCII.
     let with = |phrases: &str| {
         let cfg: AuditConfig =
-            serde_json::from_str(&format!(r#"{{"price_book": {BOOK}, "refusal_phrases": {phrases}}}"#)).unwrap();
+            crate::config::from_str(&format!(r#"{{"price_book": {BOOK}, "refusal_phrases": {phrases}}}"#)).unwrap();
         Audit::compile(&cfg).unwrap()
     };
     let audits = [audit(), with(r#"["Can’t", "'n", "É bien", "i"]"#), with(r#"["zz"]"#)];

@@ -17,7 +17,7 @@ fn listener(alias_extra: &str) -> Rc<Listener> {
 
 /// With the semantic cache's embedder configured.
 fn semantic_listener(alias_extra: &str) -> Rc<Listener> {
-    let cfg: GatewayConfig = serde_json::from_str(&format!(
+    let cfg: GatewayConfig = crate::config::from_str(&format!(
         r#"{{
         "auth": {{"keys": [{{"id": "k", "tenant": "acme", "sha256": "{}"}}]}},
         "route": {{"aliases": {{"chat": {{"chain": "chain_chat", "steps": [
@@ -50,7 +50,7 @@ fn ask(text: &str, system: &str) -> String {
 
 /// With acme allowed `burst` requests at once.
 fn listener_with(alias_extra: &str, burst: u32) -> Rc<Listener> {
-    let cfg: GatewayConfig = serde_json::from_str(&format!(
+    let cfg: GatewayConfig = crate::config::from_str(&format!(
         r#"{{
         "auth": {{"keys": [{{"id": "k", "tenant": "acme", "sha256": "{}"}}, {{"id": "g", "tenant": "globex", "sha256": "{}"}}]}},
         "route": {{"aliases": {{"chat": {{"chain": "chain_chat", "steps": [
@@ -334,7 +334,7 @@ fn an_entry_expires_then_stands_in_for_a_failed_chain_while_stale() {
 #[test]
 fn a_policy_alone_gets_the_default_store_and_a_bad_store_is_refused_by_field() {
     let with = |store: &str| {
-        let cfg: GatewayConfig = serde_json::from_str(&format!(
+        let cfg: GatewayConfig = crate::config::from_str(&format!(
             r#"{{"route": {{"aliases": {{"chat": {{"chain": "c", "steps": [{{"provider": "a", "model": "m"}}]{CACHED}}}}},
                        "providers": {{"a": {{"api": "anthropic"}}}}{store}}}}}"#
         ))
@@ -497,7 +497,7 @@ fn shadow_mode_records_what_it_would_have_served_and_serves_nothing() {
 #[test]
 fn a_semantic_policy_needs_a_threshold_and_an_embedder() {
     let compile = |extra: &str, store: &str| {
-        let cfg: GatewayConfig = serde_json::from_str(&format!(
+        let cfg: GatewayConfig = crate::config::from_str(&format!(
             r#"{{"route": {{"aliases": {{"chat": {{"chain": "c", "steps": [{{"provider": "a", "model": "m"}}]{extra}}}}},
                        "providers": {{"a": {{"api": "anthropic"}}}}{store}}}}}"#
         ))
@@ -516,7 +516,7 @@ fn a_semantic_policy_needs_a_threshold_and_an_embedder() {
 #[test]
 fn an_entry_stored_on_one_replica_is_served_from_the_shared_cache_on_another() {
     let cfg = |_: ()| -> Rc<Listener> {
-        let cfg: GatewayConfig = serde_json::from_str(&format!(
+        let cfg: GatewayConfig = crate::config::from_str(&format!(
             r#"{{
             "auth": {{"keys": [{{"id": "k", "tenant": "acme", "sha256": "{}"}}]}},
             "route": {{"aliases": {{"chat": {{"chain": "chain_chat", "steps": [

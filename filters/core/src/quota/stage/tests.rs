@@ -8,9 +8,10 @@ const BODY: &[u8] = br#"{"model":"chat","max_tokens":100,"messages":[{"role":"us
 const EST: u64 = 114;
 
 fn quota(tenants: &str, providers: &str) -> Rc<Quota> {
-    let cfg: QuotaConfig =
-        serde_json::from_str(&format!(r#"{{"tenants": {tenants}, "providers": {providers}, "price_book": {BOOK}}}"#))
-            .unwrap();
+    let cfg: QuotaConfig = crate::config::from_str(&format!(
+        r#"{{"tenants": {tenants}, "providers": {providers}, "price_book": {BOOK}}}"#
+    ))
+    .unwrap();
     Rc::new(Quota::compile(&cfg).unwrap())
 }
 
@@ -288,7 +289,8 @@ fn a_scope_record_round_trips_and_a_damaged_one_reads_as_new() {
 
 fn fleet_quota(tenants: &str, fleet: &str) -> Rc<Quota> {
     let cfg: QuotaConfig =
-        serde_json::from_str(&format!(r#"{{"tenants": {tenants}, "fleet": {fleet}, "price_book": {BOOK}}}"#)).unwrap();
+        crate::config::from_str(&format!(r#"{{"tenants": {tenants}, "fleet": {fleet}, "price_book": {BOOK}}}"#))
+            .unwrap();
     Rc::new(Quota::compile(&cfg).unwrap())
 }
 
@@ -577,7 +579,7 @@ fn calls_in_flight_are_slots_held_in_the_fleet_and_a_full_fleet_refuses() {
 }
 
 fn fleet_providers(providers: &str, fleet: &str) -> Rc<Quota> {
-    let cfg: QuotaConfig = serde_json::from_str(&format!(
+    let cfg: QuotaConfig = crate::config::from_str(&format!(
         r#"{{"tenants": {{}}, "providers": {providers}, "fleet": {fleet}, "price_book": {BOOK}}}"#
     ))
     .unwrap();

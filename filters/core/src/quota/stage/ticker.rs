@@ -384,7 +384,7 @@ mod tests {
     use crate::quota::QuotaConfig;
 
     fn quota() -> Rc<Quota> {
-        let cfg: QuotaConfig = serde_json::from_str(
+        let cfg: QuotaConfig = crate::config::from_str(
             r#"{"tenants": {"acme": {"requests_per_minute": 600, "requests_burst": 600}},
                 "fleet": {"cluster": "aigw_fleet", "lease": {"requests": 5}, "tick_ms": 100,
                           "headroom_ms": 1000, "idle_return_ms": 2000, "expected_replicas": 2}}"#,

@@ -11,7 +11,7 @@ const CFG: &str = r#"{"aliases": {
   "providers": {"anthropic": {"api": "anthropic", "max_tokens_default": 512}, "openai": {"api": "openai"}}}"#;
 
 fn cfg() -> Rc<RouteConfig> {
-    let c: RouteConfig = serde_json::from_str(CFG).unwrap();
+    let c: RouteConfig = crate::config::from_str(CFG).unwrap();
     c.validate().unwrap();
     Rc::new(c)
 }
@@ -416,7 +416,7 @@ fn prefer_fastest_sends_the_chain_from_the_best_provider_except_for_a_zone_restr
     v["aliases"]["fast"] = serde_json::json!({"chain": "chain_chat", "prefer": "fastest",
         "orders": {"openai": "chain_openai_first"},
         "steps": [{"provider": "anthropic", "model": "claude-x"}, {"provider": "openai", "model": "gpt-x"}]});
-    let c: RouteConfig = serde_json::from_value(v.clone()).unwrap();
+    let c: RouteConfig = crate::config::from_value(v.clone()).unwrap();
     c.validate().unwrap();
     let c = Rc::new(c);
     let select = |identity: Option<&str>, store: &FakeHost| {
@@ -448,10 +448,10 @@ fn prefer_fastest_sends_the_chain_from_the_best_provider_except_for_a_zone_restr
     assert_eq!((chain.as_deref(), route.as_deref()), (Some("chain_chat"), Some("default")));
     // Orders must name steps after the first; `fastest` needs some.
     v["aliases"]["fast"]["orders"] = serde_json::json!({"anthropic": "x"});
-    let bad: RouteConfig = serde_json::from_value(v.clone()).unwrap();
+    let bad: RouteConfig = crate::config::from_value(v.clone()).unwrap();
     assert_eq!(bad.validate().unwrap_err().field, "aliases.fast.orders.anthropic");
     v["aliases"]["fast"]["orders"] = serde_json::json!({});
-    let bad: RouteConfig = serde_json::from_value(v).unwrap();
+    let bad: RouteConfig = crate::config::from_value(v).unwrap();
     assert_eq!(bad.validate().unwrap_err().field, "aliases.fast.orders");
 }
 
@@ -460,7 +460,7 @@ fn an_attempt_adds_its_latency_to_its_providers_live_figures_when_an_alias_order
     let mut v: serde_json::Value = serde_json::from_str(CFG).unwrap();
     v["aliases"]["chat"]["prefer"] = "fastest".into();
     v["aliases"]["chat"]["orders"] = serde_json::json!({"openai": "chain_openai_first"});
-    let c: Rc<RouteConfig> = Rc::new(serde_json::from_value::<RouteConfig>(v).unwrap().compiled().unwrap());
+    let c: Rc<RouteConfig> = Rc::new(crate::config::from_value::<RouteConfig>(v).unwrap().compiled().unwrap());
     assert_eq!(c.ranked, ["anthropic", "openai"]);
     let h = request("/v1/chat/completions", r#"{"model":"chat","messages":[{"role":"user","content":"hi"}]}"#, None);
     h.set_property(headers::PROP_ALIAS, "chat");
