@@ -1,6 +1,7 @@
 """The walking skeleton end to end: real Envoy, real .wasm filters, fake providers."""
 
 import json
+import re
 import time
 import uuid
 from decimal import Decimal
@@ -302,6 +303,31 @@ def test_a_config_that_parses_but_is_wrong_names_the_field_from_the_top_of_the_g
     log = gw.envoy_log.read_text()
     want = gw.config_error("quota", "quota", "tenants.*.requests_per_minute") + ": must be at least 1"
     assert want in log, log[-2000:]
+
+
+def test_a_key_given_twice_in_the_config_is_refused_by_name(fresh_gateway_factory):
+    """The configuration is parsed once into a JSON value, which would keep the last of two
+    copies of a key silently; the gateway refuses it instead, naming the key's path, and keeps
+    the running configuration. (Pushed as raw text: the renderer's own JSON parse would merge
+    the copies.)"""
+    gw = fresh_gateway_factory()
+    assert gw.chat(unique()).headers["x-ratelimit-limit-requests"] == "600"
+    path = gw.ecds_dir / (gw.filter_name("quota") + ".json")
+    ecds = json.loads(path.read_text())
+    conf = ecds["resources"][0]["typed_config"]["config"]["configuration"]
+    text, n = re.subn(r'"requests_per_minute": ?600', '"requests_per_minute":600,"requests_per_minute":6',
+                      conf["value"], count=1)
+    assert n == 1, conf["value"][:500]
+    conf["value"] = text
+    __import__("render_envoy").write_ecds(str(gw.ecds_dir), {path.name: json.dumps(ecds)})
+    want = gw.config_error("quota", "quota", "tenants.*.requests_per_minute") + ": duplicate field `requests_per_minute`"
+    deadline = time.time() + 10
+    while want not in gw.envoy_log.read_text():
+        assert time.time() < deadline, gw.envoy_log.read_text()[-2000:]
+        time.sleep(0.05)
+    resp = gw.chat(unique())
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["x-ratelimit-limit-requests"] == "600"
 
 
 def test_pushing_an_invalid_config_keeps_the_running_one(fresh_gateway_factory):

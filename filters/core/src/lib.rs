@@ -53,6 +53,9 @@ pub fn parse_config<T: config::FromConfig>(filter: &str, raw: &[u8]) -> Result<T
         let msg = msg.rfind(" at line ").map_or(msg.as_str(), |i| &msg[..i]);
         error::ConfigError::new(filter, path, msg)
     })?;
+    if let Some((key, path)) = duplicate_key_at(raw) {
+        return Err(error::ConfigError::new(filter, path, format!("duplicate field `{key}`")));
+    }
     T::read(&value, &config::At::Root).map_err(|e| error::ConfigError::new(filter, e.path, e.problem))
 }
 
@@ -71,22 +74,45 @@ fn byte_offset(raw: &[u8], line: usize, column: usize) -> usize {
 /// The path (`tenants.*.requests_per_minute`, `keys[0].sha256`) of the JSON value being read at
 /// byte `offset` of `raw`: the keys and indices of the objects and arrays open there.
 pub fn json_path_at(raw: &[u8], offset: usize) -> String {
-    enum Frame {
-        Object(Option<String>),
-        Array(usize),
-    }
+    path_of(&scan_keys(raw, offset).0)
+}
+
+/// The first key given twice in one object of `raw`, if any, and its path: a parsed `Value`
+/// keeps the last silently, and a configuration should say what it means once.
+pub fn duplicate_key_at(raw: &[u8]) -> Option<(String, String)> {
+    let (stack, twice) = scan_keys(raw, raw.len());
+    twice.map(|k| {
+        let mut path = path_of(&stack);
+        if !path.is_empty() {
+            path.push('.');
+        }
+        path.push_str(&k);
+        (k, path)
+    })
+}
+
+/// An object or array open at a place in the JSON text: the object's current key and every
+/// key it had, the array's index.
+enum Frame {
+    Object(Option<String>, Vec<String>),
+    Array(usize),
+}
+
+/// The objects and arrays open at byte `offset` of `raw`, stopping early at a key its object
+/// already had (returned too).
+fn scan_keys(raw: &[u8], offset: usize) -> (Vec<Frame>, Option<String>) {
     let mut stack: Vec<Frame> = Vec::new();
     let mut i = 0;
     let end = offset.min(raw.len());
     while i < end {
         match raw[i] {
-            b'{' => stack.push(Frame::Object(None)),
+            b'{' => stack.push(Frame::Object(None, Vec::new())),
             b'[' => stack.push(Frame::Array(0)),
             b'}' | b']' => {
                 stack.pop();
             }
             b',' => match stack.last_mut() {
-                Some(Frame::Object(k)) => *k = None,
+                Some(Frame::Object(k, _)) => *k = None,
                 Some(Frame::Array(n)) => *n += 1,
                 None => {}
             },
@@ -103,8 +129,13 @@ pub fn json_path_at(raw: &[u8], offset: usize) -> String {
                     }
                     j += 1;
                 }
-                if let Some(Frame::Object(k @ None)) = stack.last_mut() {
-                    *k = Some(String::from_utf8_lossy(&s).into_owned());
+                if let Some(Frame::Object(k @ None, seen)) = stack.last_mut() {
+                    let key = String::from_utf8_lossy(&s).into_owned();
+                    if seen.contains(&key) {
+                        return (stack, Some(key));
+                    }
+                    seen.push(key.clone());
+                    *k = Some(key);
                 }
                 i = j;
             }
@@ -112,16 +143,20 @@ pub fn json_path_at(raw: &[u8], offset: usize) -> String {
         }
         i += 1;
     }
+    (stack, None)
+}
+
+fn path_of(stack: &[Frame]) -> String {
     let mut path = String::new();
-    for f in &stack {
+    for f in stack {
         match f {
-            Frame::Object(Some(k)) => {
+            Frame::Object(Some(k), _) => {
                 if !path.is_empty() {
                     path.push('.');
                 }
                 path.push_str(k);
             }
-            Frame::Object(None) => {}
+            Frame::Object(None, _) => {}
             Frame::Array(n) => path.push_str(&format!("[{n}]")),
         }
     }
@@ -221,7 +256,7 @@ mod tests {
         assert!(e.to_string().starts_with("f: invalid configuration at `inner.n`: invalid type: string \"x\""), "{e}");
         let e = parse_config::<Outer>("f", b"  ").unwrap_err();
         assert!(e.field.is_empty() && e.problem.contains("empty"), "{e}");
-        let cases: [(&str, &str); 6] = [
+        let cases: [(&str, &str); 7] = [
             // Across lines, in a map, after earlier entries.
             (
                 "{\n \"keys\": [],\n \"tenants\": {\"a\": {\"n\": 1}, \"*\": {\"n\": -1}}}",
@@ -236,16 +271,24 @@ mod tests {
             (r#"{"keys": [{"id": "a"}], "tenants": {}}"#, "at `keys[0]`: missing field `sha256`"),
             (r#"{"keys": [], "tenants": {}, "extra": 1}"#, "at `extra`: unknown field `extra`"),
             (r#"{"keys": [}"#, "at `keys"),
+            // A key given twice in one object (a parsed value would keep the last silently);
+            // the same key in two objects is not one.
+            (
+                r#"{"keys": [{"id": "a", "sha256": "x", "id": "b"}], "tenants": {}}"#,
+                "at `keys[0].id`: duplicate field `id`",
+            ),
         ];
         for (raw, want) in cases {
             let e = parse_config::<Listed>("f", raw.as_bytes()).unwrap_err().to_string();
             assert!(e.contains(want), "{raw}: {e}");
             assert!(!e.contains(" at line "), "{e}");
         }
+        assert!(parse_config::<Listed>("f", br#"{"keys": [{"id": "a", "sha256": "x"}, {"id": "b", "sha256": "y"}], "tenants": {"a": {"n": 1}, "b": {"n": 1}}}"#).is_ok());
         // Nothing a caller could send makes the path finder panic.
         for raw in [&b"{\"a\": \"\\"[..], b"]]]}}", b"\"", b"{\"a\":[[[", b"\xff\xfe{\""] {
             let _ = json_path_at(raw, raw.len());
             let _ = json_path_at(raw, usize::MAX);
+            let _ = duplicate_key_at(raw);
         }
     }
 }
