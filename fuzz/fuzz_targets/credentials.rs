@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 fn ring() -> &'static KeyRing {
     static RING: OnceLock<KeyRing> = OnceLock::new();
     RING.get_or_init(|| {
-        let entries: Vec<KeyEntry> = serde_json::from_str(&format!(
+        let entries: Vec<KeyEntry> = aigw_core::config::from_str(&format!(
             r#"[{{"id": "k1", "tenant": "t", "sha256": "{}", "features": ["search"], "aliases": ["chat"]}},
                 {{"id": "k2", "tenant": "u", "sha256": "{}", "status": "revoked"}},
                 {{"id": "k3", "tenant": "v", "sha256": "{}", "not_before": "2030-01-01"}}]"#,

@@ -56,7 +56,7 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(data) {
         let _ = aigw_core::guard::injection::caller_texts(&v);
         let _ = aigw_core::guard::schema::validate(&v, &v, "$");
-        let policy = serde_json::from_value::<aigw_core::guard::GuardPolicy>(serde_json::json!({
+        let policy = aigw_core::config::from_value::<aigw_core::guard::GuardPolicy>(serde_json::json!({
             "categories": {"email": "mask", "phone": "mask", "card": "mask", "iban": "mask", "aadhaar": "mask",
                            "pan": "mask", "ssn": "mask", "ip": "flag", "secret": "reject"}}));
         if let Ok(policy) = policy {
