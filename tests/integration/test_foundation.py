@@ -305,29 +305,49 @@ def test_a_config_that_parses_but_is_wrong_names_the_field_from_the_top_of_the_g
     assert want in log, log[-2000:]
 
 
-def test_a_key_given_twice_in_the_config_is_refused_by_name(fresh_gateway_factory):
-    """The configuration is parsed once into a JSON value, which would keep the last of two
-    copies of a key silently; the gateway refuses it instead, naming the key's path, and keeps
-    the running configuration. (Pushed as raw text: the renderer's own JSON parse would merge
-    the copies.)"""
+def test_a_key_given_twice_or_an_array_for_an_object_in_the_config_is_refused_by_name(fresh_gateway_factory):
+    """The configuration is parsed once into a JSON value and read from it by hand: a key given
+    twice (which the value would keep the last of silently) and an array where an object is
+    expected (which serde's derived readers took as the object's first field) are each refused,
+    naming the path, and the running configuration keeps serving. (Pushed as raw text: the
+    renderer's own JSON parse would merge the copies.)"""
     gw = fresh_gateway_factory()
     assert gw.chat(unique()).headers["x-ratelimit-limit-requests"] == "600"
     path = gw.ecds_dir / (gw.filter_name("quota") + ".json")
-    ecds = json.loads(path.read_text())
-    conf = ecds["resources"][0]["typed_config"]["config"]["configuration"]
-    text, n = re.subn(r'"requests_per_minute": ?600', '"requests_per_minute":600,"requests_per_minute":6',
-                      conf["value"], count=1)
-    assert n == 1, conf["value"][:500]
-    conf["value"] = text
-    __import__("render_envoy").write_ecds(str(gw.ecds_dir), {path.name: json.dumps(ecds)})
-    want = gw.config_error("quota", "quota", "tenants.*.requests_per_minute") + ": duplicate field `requests_per_minute`"
-    deadline = time.time() + 10
-    while want not in gw.envoy_log.read_text():
-        assert time.time() < deadline, gw.envoy_log.read_text()[-2000:]
-        time.sleep(0.05)
-    resp = gw.chat(unique())
-    assert resp.status_code == 200, resp.text
-    assert resp.headers["x-ratelimit-limit-requests"] == "600"
+    running = path.read_text()
+
+    def push(edit):
+        ecds = json.loads(running)
+        conf = ecds["resources"][0]["typed_config"]["config"]["configuration"]
+        conf["value"] = edit(conf["value"])
+        __import__("render_envoy").write_ecds(str(gw.ecds_dir), {path.name: json.dumps(ecds)})
+
+    def refused(want):
+        deadline = time.time() + 10
+        while want not in gw.envoy_log.read_text():
+            assert time.time() < deadline, gw.envoy_log.read_text()[-2000:]
+            time.sleep(0.05)
+        resp = gw.chat(unique())
+        assert resp.status_code == 200, resp.text
+        assert resp.headers["x-ratelimit-limit-requests"] == "600"
+
+    def twice(value):
+        text, n = re.subn(r'"requests_per_minute": ?600', '"requests_per_minute":600,"requests_per_minute":6',
+                          value, count=1)
+        assert n == 1, value[:500]
+        return text
+
+    push(twice)
+    refused(gw.config_error("quota", "quota", "tenants.*.requests_per_minute") + ": duplicate field `requests_per_minute`")
+
+    def array_for_tenant(value):
+        c = json.loads(value)
+        quota = c["quota"] if "quota" in c else c
+        quota["tenants"]["*"] = [600]
+        return json.dumps(c)
+
+    push(array_for_tenant)
+    refused(gw.config_error("quota", "quota", "tenants.*") + ": invalid type: sequence, expected struct TenantSpec")
 
 
 def test_pushing_an_invalid_config_keeps_the_running_one(fresh_gateway_factory):

@@ -74,13 +74,13 @@ fn byte_offset(raw: &[u8], line: usize, column: usize) -> usize {
 /// The path (`tenants.*.requests_per_minute`, `keys[0].sha256`) of the JSON value being read at
 /// byte `offset` of `raw`: the keys and indices of the objects and arrays open there.
 pub fn json_path_at(raw: &[u8], offset: usize) -> String {
-    path_of(&scan_keys(raw, offset).0)
+    path_of(&scan_keys(raw, offset, false).0)
 }
 
 /// The first key given twice in one object of `raw`, if any, and its path: a parsed `Value`
 /// keeps the last silently, and a configuration should say what it means once.
 pub fn duplicate_key_at(raw: &[u8]) -> Option<(String, String)> {
-    let (stack, twice) = scan_keys(raw, raw.len());
+    let (stack, twice) = scan_keys(raw, raw.len(), true);
     twice.map(|k| {
         let mut path = path_of(&stack);
         if !path.is_empty() {
@@ -91,22 +91,22 @@ pub fn duplicate_key_at(raw: &[u8]) -> Option<(String, String)> {
     })
 }
 
-/// An object or array open at a place in the JSON text: the object's current key and every
-/// key it had, the array's index.
+/// An object or array open at a place in the JSON text: the object's current key and (when
+/// duplicates are looked for) every key it had, the array's index.
 enum Frame {
-    Object(Option<String>, Vec<String>),
+    Object(Option<String>, std::collections::HashSet<String>),
     Array(usize),
 }
 
-/// The objects and arrays open at byte `offset` of `raw`, stopping early at a key its object
-/// already had (returned too).
-fn scan_keys(raw: &[u8], offset: usize) -> (Vec<Frame>, Option<String>) {
+/// The objects and arrays open at byte `offset` of `raw`; with `duplicates`, stopping early at a
+/// key its object already had (returned too).
+fn scan_keys(raw: &[u8], offset: usize, duplicates: bool) -> (Vec<Frame>, Option<String>) {
     let mut stack: Vec<Frame> = Vec::new();
     let mut i = 0;
     let end = offset.min(raw.len());
     while i < end {
         match raw[i] {
-            b'{' => stack.push(Frame::Object(None, Vec::new())),
+            b'{' => stack.push(Frame::Object(None, std::collections::HashSet::new())),
             b'[' => stack.push(Frame::Array(0)),
             b'}' | b']' => {
                 stack.pop();
@@ -131,10 +131,9 @@ fn scan_keys(raw: &[u8], offset: usize) -> (Vec<Frame>, Option<String>) {
                 }
                 if let Some(Frame::Object(k @ None, seen)) = stack.last_mut() {
                     let key = String::from_utf8_lossy(&s).into_owned();
-                    if seen.contains(&key) {
+                    if duplicates && !seen.insert(key.clone()) {
                         return (stack, Some(key));
                     }
-                    seen.push(key.clone());
                     *k = Some(key);
                 }
                 i = j;
@@ -284,6 +283,14 @@ mod tests {
             assert!(!e.contains(" at line "), "{e}");
         }
         assert!(parse_config::<Listed>("f", br#"{"keys": [{"id": "a", "sha256": "x"}, {"id": "b", "sha256": "y"}], "tenants": {"a": {"n": 1}, "b": {"n": 1}}}"#).is_ok());
+        // Text that is not JSON is placed where the parser stopped, a key given twice before it
+        // notwithstanding.
+        let e = parse_config::<Listed>("f", br#"{"keys": [], "keys": [], "tenants": {"a": {"n": x}}}"#).unwrap_err();
+        assert_eq!(e.field, "tenants.a.n", "{e}");
+        // Many keys in one object are checked for copies in one pass (a set, not a list).
+        let many: String = (0..20_000).map(|i| format!("\"t{i}\": {{\"n\": 1}}")).collect::<Vec<_>>().join(",");
+        let raw = format!("{{\"keys\": [], \"tenants\": {{{many}, \"t7\": {{\"n\": 2}}}}}}");
+        assert_eq!(duplicate_key_at(raw.as_bytes()), Some(("t7".into(), "tenants.t7".into())));
         // Nothing a caller could send makes the path finder panic.
         for raw in [&b"{\"a\": \"\\"[..], b"]]]}}", b"\"", b"{\"a\":[[[", b"\xff\xfe{\""] {
             let _ = json_path_at(raw, raw.len());
