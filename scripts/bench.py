@@ -75,6 +75,9 @@ RESPONSES_BODY = json.dumps({"model": "chat", "instructions": "You are a helpful
 CHAT_BODY = json.dumps({"model": "chat", "messages": [
     {"role": "system", "content": "You are a helpful assistant."},
     {"role": "user", "content": "Hello, how are you today?"}]})
+# The same conversation through the Messages door, with the Anthropic SDK's request headers.
+MESSAGES_BODY = json.dumps({"model": "chat", "max_tokens": 1024, "system": "You are a helpful assistant.",
+                            "messages": [{"role": "user", "content": "Hello, how are you today?"}]})
 
 
 # What callers and providers really send, so that the calls measured carry the headers the
@@ -339,6 +342,14 @@ def make_config(name, port, admin, upstream_port, work):
         # Responses request (translated to the unified one, the answer back to a Response).
         cfg = render_envoy.combine(cfg)
         return cfg, "/v1/responses", RESPONSES_BODY, headers
+    elif name == "messages":
+        # The default layout on the Messages door (the Anthropic SDK's call), served by the
+        # chain's first step, Anthropic: the request passes as written but for its model, and
+        # the answer as it came (read once for its usage and facts).
+        cfg = render_envoy.combine(cfg)
+        sdk = {"anthropic-version": "2023-06-01", "x-api-key": KEY, "user-agent": "Anthropic/Python 2.12.0",
+               **{k: v for k, v in SDK_HEADERS.items() if k.startswith("x-stainless") or k == "accept"}}
+        return cfg, "/v1/messages", MESSAGES_BODY, {"Content-Type": "application/json", **sdk}
     elif name in ("guardrails-1k", "guardrails-64k"):
         # The default layout on the demo's guarded alias (every detector on: PII masked, secrets
         # refused, IP addresses flagged), a prompt of 1 KiB or 64 KiB of ordinary text with a
@@ -740,7 +751,7 @@ def main():
     ap.add_argument("--seconds", type=int, default=3)
     ap.add_argument("--configs",
                     default="bare,full,full-filters,full-separate-modules,audit-emit,auth-key-swap,quota,route-select,"
-                            "embeddings,models,responses,cache-hit,guardrails-1k,guardrails-64k,full-fleet,fleet-refill,fastest,shadow,shadow-100")
+                            "embeddings,models,responses,messages,cache-hit,guardrails-1k,guardrails-64k,full-fleet,fleet-refill,fastest,shadow,shadow-100")
     ap.add_argument("--out", default=str(ROOT / "bench"))
     ap.add_argument("--gateway-config", metavar="CONFIG",
                     help="print the `gateway` filter's configuration of that row (e.g. full) and exit: "

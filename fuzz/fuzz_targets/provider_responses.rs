@@ -11,6 +11,8 @@ fuzz_target!(|data: &[u8]| {
     // What an answer says (drift signals, shadow comparison): a chat completion or Response.
     let _ = facts::read_whole(data);
     let _ = anthropic::response_to_openai(data, 0);
+    // A Messages answer passed to the Messages door as it came: read for its usage and facts.
+    let _ = anthropic::read_answer(data);
     let _ = anthropic::error_to_openai(500, data);
     let _ = gemini::response_to_openai(data, "g", 0);
     let _ = gemini::error_to_openai(400, data);

@@ -1,6 +1,7 @@
 //! Server-sent events, split anywhere, the stream scanner that reads usage from them (with and
-//! without the answer's facts, which must agree on usage and the end), and the
-//! cache's collector that makes a whole answer of a unified stream (replayed again as a stream).
+//! without the answer's facts, which must agree on usage and the end), the cache's collectors
+//! that make a whole answer of a unified, a Responses and a Messages stream (replayed again as a
+//! stream), and the guardrails' restorers and output-term filter.
 #![no_main]
 
 use aigw_core::wire::sse::Parser;
@@ -17,6 +18,8 @@ fuzz_target!(|data: &[u8]| {
     let mut filter = aigw_core::guard::StreamFilter::new(&["project falcon".to_string()]);
     let mut restorer = aigw_core::guard::Restorer::new(&[("<EMAIL_1>".into(), "a\"b@c.d".into())]);
     let mut responses = aigw_core::wire::responses_in::ResponsesCollector::new(1 << 16);
+    let mut messages = aigw_core::wire::messages_in::MessagesCollector::new(1 << 16);
+    let mut events = aigw_core::guard::StreamRestorer::new(&[("<EMAIL_1>".into(), "a\"b@c.d".into())]);
     for chunk in data.chunks(cut) {
         p.push(chunk, &mut out);
         sc.push(chunk);
@@ -24,8 +27,15 @@ fuzz_target!(|data: &[u8]| {
         collector.push(chunk);
         let _ = filter.push(&restorer.push(chunk));
         responses.push(chunk);
+        messages.push(chunk);
+        let _ = events.push(chunk);
     }
     let _ = restorer.finish();
+    let _ = events.finish();
+    if let Some(m) = messages.answer() {
+        assert!(aigw_core::wire::messages_in::stream_from_message(&m).is_some(), "a collected Messages answer replays");
+        let _ = messages.usage();
+    }
     if let Some(r) = responses.answer() {
         let _ = aigw_core::wire::responses_in::stream_from_response(&r);
     }

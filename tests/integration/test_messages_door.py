@@ -1,7 +1,9 @@
 """The second front door, Anthropic's Messages API: the official anthropic SDK with only its
-base_url changed, to an Anthropic upstream (round trip through the unified format) and to an
-OpenAI upstream (translated the other way); streamed tool calls in both directions."""
+base_url changed, to an Anthropic upstream (passed as written but for the model, its answer as it
+comes) and to an OpenAI upstream (translated there and back); streamed tool calls in both
+directions."""
 
+import base64
 import json
 import uuid
 from decimal import Decimal
@@ -156,3 +158,70 @@ def test_streams_of_one_character_events_come_through_both_doors_byte_for_byte(g
     assert events[-2]["usage"]["output_tokens"] == len(answer.split())
     [rec] = gateway.audit(rid)
     assert rec["outcome"] == "ok" and rec["tokens"]["output"] == len(answer.split())
+
+
+def test_what_only_anthropic_has_reaches_it_as_written_and_comes_back_as_it_is(gateway, claude):
+    """To an Anthropic upstream the request goes as the caller wrote it but for `model`: top_k,
+    extended thinking, prompt-caching marks and a PDF document reach the provider. The answer
+    comes back as the provider sent it: thinking blocks with their signatures (passed back in the
+    next turn, the provider checks them), and usage with the cache's writes and reads, which the
+    audit record counts as input (the reads as cached input) and prices as such."""
+    pdf = base64.b64encode(b"%PDF-1.4 a contract").decode()
+    system = [{"type": "text", "text": f"Read contracts with care. {uuid.uuid4().hex}",
+               "cache_control": {"type": "ephemeral"}}]
+    msg = unique("summarise")
+    first = [{"role": "user", "content": [
+        {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": pdf}},
+        {"type": "text", "text": msg}]}]
+    # (This SDK has no `top_k` argument any more; the API still takes it.)
+    kw = dict(model="chat", max_tokens=2048, system=system, extra_body={"top_k": 5},
+              thinking={"type": "enabled", "budget_tokens": 1024})
+    out = claude.messages.with_raw_response.create(messages=first, **kw)
+    m = out.parse()
+    assert out.headers["x-aigw-provider"] == "anthropic"
+    [seen] = gateway.provider_requests("anthropic", containing=msg)
+    sent = {k: v for k, v in kw.items() if k != "extra_body"}
+    assert json.loads(seen["body"]) == {**sent, "top_k": 5, "model": "claude-sonnet-4-5-20250929", "messages": first}
+    thought, text = m.content
+    assert thought.type == "thinking" and thought.thinking and thought.signature
+    assert text.type == "text" and text.text == f"Echo: {msg}"
+    u = m.usage
+    assert u.cache_creation_input_tokens > 0 and u.cache_read_input_tokens == 0
+    [rec] = gateway.audit(out.headers["x-aigw-request-id"])
+    assert rec["tokens"]["input"] == u.input_tokens + u.cache_creation_input_tokens
+    assert Decimal(rec["cost_usd"]) == expected_cost("claude-sonnet-4-5-20250929", rec["tokens"])
+
+    # The next turn passes the thinking block back; the cached prefix is read this time.
+    msg2 = unique("and the term")
+    history = first + [
+        {"role": "assistant", "content": [
+            {"type": "thinking", "thinking": thought.thinking, "signature": thought.signature},
+            {"type": "text", "text": text.text}]},
+        {"role": "user", "content": msg2}]
+    out = claude.messages.with_raw_response.create(messages=history, **kw)
+    m2 = out.parse()
+    assert m2.content[1].text == f"Echo: {msg2}"
+    assert m2.usage.cache_read_input_tokens == u.cache_creation_input_tokens
+    assert m2.usage.cache_creation_input_tokens == 0
+    [rec] = gateway.audit(out.headers["x-aigw-request-id"])
+    assert rec["tokens"]["cached_input"] == m2.usage.cache_read_input_tokens
+    assert rec["tokens"]["input"] == m2.usage.input_tokens + m2.usage.cache_read_input_tokens
+    assert Decimal(rec["cost_usd"]) == expected_cost("claude-sonnet-4-5-20250929", rec["tokens"])
+    # A thinking block whose text was changed is refused by the provider, as Anthropic does.
+    tampered = json.loads(json.dumps(history))
+    tampered[1]["content"][0]["thinking"] += " (edited)"
+    with pytest.raises(anthropic.BadRequestError) as e:
+        claude.messages.create(messages=tampered, **kw)
+    assert "signature" in e.value.body["error"]["message"]
+
+    # Streamed: the thinking and its signature arrive as deltas, and the audit has the usage.
+    msg3 = unique("stream")
+    with claude.messages.stream(messages=[{"role": "user", "content": msg3}], **kw) as s:
+        final = s.get_final_message()
+        rid = s.response.headers["x-aigw-request-id"]
+    assert [b.type for b in final.content] == ["thinking", "text"]
+    assert final.content[0].signature and final.content[1].text == f"Echo: {msg3}"
+    [rec] = gateway.audit(rid)
+    assert rec["outcome"] == "ok" and rec["tokens"]["output"] == final.usage.output_tokens
+    assert rec["tokens"]["input"] == final.usage.input_tokens + (final.usage.cache_read_input_tokens or 0) + (
+        final.usage.cache_creation_input_tokens or 0)

@@ -85,11 +85,12 @@ def test_a_shadow_leg_is_audited_linked_and_charged_to_the_shadow_tenant(gw):
     assert r.status_code == 200, r.text
     [leg] = leg_of(gw, rid)
     assert (leg["door"], leg["outcome"]) == ("responses", "ok")
-    # The Messages door: the leg asks the chat door with the unified request it became.
+    # The Messages door: the leg goes in by the same door, the request as the caller wrote it
+    # (translated by the candidate's OpenAI attempt).
     r, rid = shadowed(gw, path="/v1/messages")
     assert r.status_code == 200 and r.json()["type"] == "message", r.text
     [leg] = leg_of(gw, rid)
-    assert (leg["door"], leg["outcome"], leg["provider"]) == ("chat", "ok", "openai")
+    assert (leg["door"], leg["outcome"], leg["provider"]) == ("messages", "ok", "openai")
 
 
 def test_the_leg_keeps_the_callers_zone_and_never_takes_the_callers_quota(gw):

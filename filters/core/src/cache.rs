@@ -236,7 +236,7 @@ pub struct Meta {
     pub request_id: String,
 }
 
-/// One stored answer (the unified, OpenAI-format answer).
+/// One stored answer (in the format of the door its call came by).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
     pub digest: Digest32,

@@ -228,6 +228,22 @@ pub fn filter_answer(body: &[u8], terms: &[String]) -> Option<Vec<u8>> {
         v["output"] = serde_json::json!([]);
         return serde_json::to_vec(&v).ok();
     }
+    if v.get("type").and_then(Value::as_str) == Some("message") {
+        // A Messages answer: its text and its tool calls' input; withheld, it has no content
+        // and stops for `refusal`.
+        let blocks = v.get("content").and_then(Value::as_array).cloned().unwrap_or_default();
+        let text: String =
+            blocks.iter().filter_map(|b| b.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join(" ");
+        let args: String =
+            blocks.iter().filter_map(|b| b.get("input")).map(Value::to_string).collect::<Vec<_>>().join(" ");
+        if !holds_term(&text, terms) && !holds_term(&args, terms) {
+            return None;
+        }
+        v["content"] = serde_json::json!([]);
+        v["stop_reason"] = Value::String("refusal".into());
+        v["stop_sequence"] = Value::Null;
+        return serde_json::to_vec(&v).ok();
+    }
     let message = v.get_mut("choices")?.get_mut(0)?.get_mut("message")?;
     let text = message.get("content").and_then(Value::as_str).unwrap_or_default();
     let args: String = message
@@ -250,6 +266,18 @@ pub fn filter_answer(body: &[u8], terms: &[String]) -> Option<Vec<u8>> {
     serde_json::to_vec(&v).ok()
 }
 
+/// The events of a Messages stream (each comes with its name).
+const MESSAGES_EVENTS: &[&str] = &[
+    "message_start",
+    "content_block_start",
+    "content_block_delta",
+    "content_block_stop",
+    "message_delta",
+    "message_stop",
+    "ping",
+    "error",
+];
+
 /// What a caller reads in place of a withheld answer.
 pub const WITHHELD: &str = "The answer was withheld by the gateway's content filter.";
 
@@ -257,7 +285,8 @@ pub const WITHHELD: &str = "The answer was withheld by the gateway's content fil
 /// completes a term, and everything after it, is replaced by a last chunk with
 /// `finish_reason: content_filter` and `[DONE]`. Responses events: the delta that completes a
 /// term, and everything after it, is replaced by `response.incomplete` (reason
-/// `content_filter`, no output), numbered in sequence. The text seen is kept only as long as the
+/// `content_filter`, no output), numbered in sequence. Messages events: by the end of its block,
+/// `message_delta` with `stop_reason: refusal`, and `message_stop`. The text seen is kept only as long as the
 /// longest term (a term split across chunks is caught).
 #[derive(Debug, Default)]
 pub struct StreamFilter {
@@ -267,7 +296,8 @@ pub struct StreamFilter {
     longest: usize,
     pub stopped: bool,
     /// Responses events: the response as `response.created` announced it, and the last
-    /// sequence number.
+    /// sequence number. Messages events: the output tokens counted so far (what the stop
+    /// event says).
     snapshot: Option<Value>,
     seq: u64,
 }
@@ -290,6 +320,33 @@ impl StreamFilter {
                 crate::wire::sse::data_event(&mut out, &ev.data);
                 continue;
             };
+            if let Some(kind) = ev.event.as_deref().filter(|k| MESSAGES_EVENTS.contains(k)) {
+                // A Messages stream: the delta that completes a term ends its block, and the
+                // message stops for `refusal`.
+                let usage = if kind == "message_start" { v.pointer("/message/usage") } else { v.get("usage") };
+                if let Some(n) = usage.and_then(|u| u.get("output_tokens")).and_then(Value::as_u64) {
+                    self.seq = n;
+                }
+                if kind == "content_block_delta" {
+                    let d = &v["delta"];
+                    let text =
+                        ["text", "partial_json", "thinking"].iter().find_map(|k| d.get(*k).and_then(Value::as_str));
+                    let seen = format!("{}{}", self.tail, text.unwrap_or_default());
+                    if holds_term(&seen, &self.terms) {
+                        self.stopped = true;
+                        let stop = serde_json::json!({"type": "content_block_stop", "index": v.get("index")});
+                        let delta = serde_json::json!({"type": "message_delta",
+                            "delta": {"stop_reason": "refusal", "stop_sequence": null}, "usage": {"output_tokens": self.seq}});
+                        write_event(&mut out, Some("content_block_stop"), &stop.to_string());
+                        write_event(&mut out, Some("message_delta"), &delta.to_string());
+                        write_event(&mut out, Some("message_stop"), r#"{"type":"message_stop"}"#);
+                        return out;
+                    }
+                    self.keep_tail(seen);
+                }
+                write_event(&mut out, Some(kind), &ev.data);
+                continue;
+            }
             if let Some(kind) = ev.event.as_deref().filter(|k| k.starts_with("response.")) {
                 // The event's number (the `response.incomplete` that replaces it takes it).
                 let number = v.get("sequence_number").and_then(Value::as_u64).unwrap_or(self.seq + 1);
@@ -407,7 +464,7 @@ impl Restorer {
     }
 }
 
-/// Puts masked values back in a stream, event by event (chat chunks or Responses events), so
+/// Puts masked values back in a stream, event by event (chat chunks, Responses or Messages events), so
 /// that a placeholder a model streams in pieces (`<EM`, `AIL_`, `1>`) comes back too. Each
 /// text lane (a choice's content, a tool call's arguments, a Responses part's deltas) holds back
 /// a trailing piece that could still become a placeholder and puts it in front of the lane's
@@ -435,12 +492,14 @@ struct Held {
     template: Value,
 }
 
-/// A stream of text within a stream: `(choice, tool call)` for chat (`None`: the content), or
-/// `(output index, content index)` for Responses.
+/// A stream of text within a stream: `(choice, tool call)` for chat (`None`: the content),
+/// `(output index, content index)` for Responses, or `(block index, the delta's field)` for
+/// Messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Lane {
     Chat(u64, Option<u64>),
     Responses(u64, u64),
+    Messages(u64, &'static str),
 }
 
 impl StreamRestorer {
@@ -504,6 +563,35 @@ impl StreamRestorer {
             }
             if let (Some(n), true) = (number, self.added > 0) {
                 v["sequence_number"] = Value::from(n + self.added);
+            }
+            write_event(out, name, &v.to_string());
+            return;
+        }
+        if let Some(kind) = name.filter(|k| MESSAGES_EVENTS.contains(k)) {
+            let index = v.get("index").and_then(Value::as_u64).unwrap_or(0);
+            match kind {
+                "content_block_delta" => {
+                    for (field, escaped) in [("text", false), ("partial_json", true), ("thinking", false)] {
+                        let pointer = format!("/delta/{field}");
+                        if v.pointer(&pointer).is_some_and(Value::is_string) {
+                            let mut template = v.clone();
+                            template["delta"][field] = Value::String(String::new());
+                            self.lane_text(
+                                Lane::Messages(index, field),
+                                escaped,
+                                true,
+                                name,
+                                &mut v,
+                                &pointer,
+                                template,
+                            );
+                        }
+                    }
+                }
+                // A block that ends ends its lane; the message's end, every lane.
+                "content_block_stop" => self.flush(|l| matches!(l, Lane::Messages(i, _) if *i == index), None, out),
+                "message_delta" | "message_stop" => self.flush(|_| true, None, out),
+                _ => {}
             }
             write_event(out, name, &v.to_string());
             return;
@@ -605,11 +693,12 @@ impl StreamRestorer {
             }
             let mut v = h.template;
             let pointer = match h.lane {
-                Lane::Chat(_, None) => "/choices/0/delta/content",
-                Lane::Chat(_, Some(_)) => "/choices/0/delta/tool_calls/0/function/arguments",
-                Lane::Responses(..) => "/delta",
+                Lane::Chat(_, None) => "/choices/0/delta/content".to_string(),
+                Lane::Chat(_, Some(_)) => "/choices/0/delta/tool_calls/0/function/arguments".to_string(),
+                Lane::Responses(..) => "/delta".to_string(),
+                Lane::Messages(_, field) => format!("/delta/{field}"),
             };
-            if let Some(slot) = v.pointer_mut(pointer) {
+            if let Some(slot) = v.pointer_mut(&pointer) {
                 *slot = Value::String(h.text);
             }
             if let (Lane::Responses(..), Some(n)) = (h.lane, number) {
@@ -876,5 +965,100 @@ mod tests {
         assert!(e.to_string().contains("aliases.x.guardrails.categories.emails"));
         assert!(policy(json!({"categories": {"term": "flag"}})).check("a").is_err());
         assert!(crate::config::from_value::<GuardPolicy>(json!({"categories": {"email": "hide"}})).is_err());
+    }
+
+    fn names_and_data(bytes: &[u8]) -> Vec<(String, Value)> {
+        let mut p = crate::wire::sse::Parser::default();
+        let mut evs = Vec::new();
+        p.push(bytes, &mut evs);
+        evs.into_iter().map(|e| (e.event.unwrap_or_default(), serde_json::from_str(&e.data).unwrap())).collect()
+    }
+
+    const MESSAGE_START: &str = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"usage\":{\"input_tokens\":5,\"output_tokens\":3}}}\n\n";
+
+    fn text_delta(index: u64, text: &str) -> String {
+        let d = json!({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": text}});
+        format!("event: content_block_delta\ndata: {d}\n\n")
+    }
+
+    #[test]
+    fn messages_answers_are_checked_for_output_terms_whole_and_streamed() {
+        let terms = vec!["forbidden".to_string()];
+        let whole = json!({"id": "m", "type": "message", "role": "assistant", "model": "c",
+            "content": [{"type": "text", "text": "A forbidden word."}], "stop_reason": "end_turn", "stop_sequence": null,
+            "usage": {"input_tokens": 1, "output_tokens": 4}});
+        let out: Value = serde_json::from_slice(&filter_answer(whole.to_string().as_bytes(), &terms).unwrap()).unwrap();
+        assert_eq!((out["content"].clone(), out["stop_reason"].clone()), (json!([]), json!("refusal")));
+        assert_eq!(out["usage"]["output_tokens"], 4, "the usage stays");
+        let tool = json!({"type": "message", "content": [{"type": "tool_use", "id": "t", "name": "f", "input": {"q": "forbidden"}}]});
+        assert!(filter_answer(tool.to_string().as_bytes(), &terms).is_some());
+        let fine = json!({"type": "message", "content": [{"type": "text", "text": "All good."}]});
+        assert!(filter_answer(fine.to_string().as_bytes(), &terms).is_none());
+        // Streamed: the term split across two deltas stops the stream there, in Messages' own
+        // events (the block ends, the message stops for `refusal`, with the output counted so far).
+        let mut f = StreamFilter::new(&terms);
+        let mut out = f.push(MESSAGE_START.as_bytes());
+        out.extend(f.push(text_delta(0, "A forbi").as_bytes()));
+        assert!(!f.stopped);
+        out.extend(f.push(text_delta(0, "dden word").as_bytes()));
+        assert!(f.stopped);
+        out.extend(f.push(text_delta(0, " and more").as_bytes()));
+        let evs = names_and_data(&out);
+        let names: Vec<&str> = evs.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            ["message_start", "content_block_delta", "content_block_stop", "message_delta", "message_stop"]
+        );
+        assert_eq!(evs[3].1["delta"]["stop_reason"], "refusal");
+        assert_eq!(evs[3].1["usage"]["output_tokens"], 3);
+        assert!(!String::from_utf8_lossy(&out).contains("dden"));
+    }
+
+    #[test]
+    fn masked_values_come_back_in_a_messages_stream_split_anywhere() {
+        let masked = vec![("<EMAIL_1>".to_string(), "a\"b@example.com".to_string())];
+        let tool = |index: u64, part: &str| {
+            let d = json!({"type": "content_block_delta", "index": index,
+                "delta": {"type": "input_json_delta", "partial_json": part}});
+            format!("event: content_block_delta\ndata: {d}\n\n")
+        };
+        let stop = |index: u64| {
+            format!("event: content_block_stop\ndata: {}\n\n", json!({"type": "content_block_stop", "index": index}))
+        };
+        let stream = [
+            MESSAGE_START.to_string(),
+            text_delta(0, "Write to <EM"),
+            text_delta(0, "AIL_1> now <EMA"),
+            stop(0),
+            tool(1, "{\"to\": \"<EMAIL"),
+            tool(1, "_1>\"}"),
+            stop(1),
+            "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n".to_string(),
+        ]
+        .concat();
+        for size in [1, 5, 64, 4096] {
+            let mut r = StreamRestorer::new(&masked);
+            let mut out = Vec::new();
+            for piece in stream.as_bytes().chunks(size) {
+                out.extend(r.push(piece));
+            }
+            out.extend(r.finish());
+            let evs = names_and_data(&out);
+            let lane = |i: u64, field: &str| -> String {
+                evs.iter()
+                    .filter(|(n, v)| n == "content_block_delta" && v["index"] == i)
+                    .filter_map(|(_, v)| v["delta"][field].as_str().map(str::to_string))
+                    .collect()
+            };
+            // The text comes back (a piece that only looked like a placeholder is sent before
+            // its block ends); the tool's input is JSON with the value escaped in it.
+            assert_eq!(lane(0, "text"), "Write to a\"b@example.com now <EMA", "pieces of {size}");
+            let input: Value = serde_json::from_str(&lane(1, "partial_json")).unwrap();
+            assert_eq!(input, json!({"to": "a\"b@example.com"}), "pieces of {size}");
+            let names: Vec<&str> = evs.iter().map(|(n, _)| n.as_str()).collect();
+            let held = names.iter().position(|n| *n == "content_block_stop").unwrap();
+            assert_eq!(names[held - 1], "content_block_delta", "the held piece goes before its block's end");
+            assert!(evs.iter().all(|(n, v)| v["type"] == n.as_str()));
+        }
     }
 }

@@ -90,6 +90,12 @@ pub trait ProviderApi {
     /// error type header, where it has one (Bedrock's `x-amzn-errortype`).
     fn error(&self, status: u16, error_type: &str, body: &[u8]) -> (u16, Vec<u8>);
 
+    /// Whether the API speaks Anthropic's Messages (the Messages door's request passes to it
+    /// but for `model`, and its answer comes back as it is).
+    fn speaks_messages(&self) -> bool {
+        false
+    }
+
     /// Responses: the path of the API's own Responses endpoint, when it has one the gateway passes
     /// the caller's request to (OpenAI, Azure); `None`: the request is translated to the API's chat.
     fn responses_path(&self, _cfg: &ProviderConfig) -> Option<String> {

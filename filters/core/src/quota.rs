@@ -610,7 +610,8 @@ pub fn text_pieces(raw: &str) -> u64 {
     total + close(run)
 }
 
-/// What the quota plane needs to know of a chat completion request (OpenAI shape), read once
+/// What the quota plane needs to know of a chat completion request (OpenAI shape, or a Messages
+/// request: its system prompt and blocks are counted too), read once
 /// (by route-select when it runs, which hands it on in filter state; by quota otherwise).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RequestFacts {
@@ -657,6 +658,9 @@ impl RequestFacts {
             input: Option<&'a RawValue>,
             #[serde(borrow, default)]
             response_format: Option<&'a RawValue>,
+            /// Messages: the system prompt (a string or text blocks).
+            #[serde(borrow, default)]
+            system: Option<&'a RawValue>,
         }
         #[derive(Deserialize)]
         struct StreamOptions {
@@ -676,6 +680,11 @@ impl RequestFacts {
             kind: Option<&'a str>,
             #[serde(borrow, default)]
             text: Option<&'a RawValue>,
+            /// Messages blocks: a tool call's input, a tool result's content.
+            #[serde(borrow, default)]
+            input: Option<&'a RawValue>,
+            #[serde(borrow, default)]
+            content: Option<&'a RawValue>,
         }
         let raw_len = |r: &RawValue| r.get().len().saturating_sub(2) as u64;
         let pieces = |r: &RawValue| text_pieces(r.get());
@@ -698,10 +707,12 @@ impl RequestFacts {
                 Some(c) if c.get().starts_with('[') => {
                     for p in crate::wire::from_str::<Vec<Part>>(c.get())? {
                         match p.kind {
-                            Some("image_url" | "image" | "input_audio" | "file") => f.images += 1,
+                            Some("image_url" | "image" | "input_audio" | "file" | "document") => f.images += 1,
                             _ => {
-                                f.text_bytes += p.text.map(raw_len).unwrap_or(0);
-                                f.text_pieces += p.text.map(pieces).unwrap_or(0);
+                                for r in [p.text, p.input, p.content].into_iter().flatten() {
+                                    f.text_bytes += raw_len(r);
+                                    f.text_pieces += pieces(r);
+                                }
                             }
                         }
                     }
@@ -713,6 +724,11 @@ impl RequestFacts {
         }
         f.text_bytes += req.tools.map(|t| t.get().len() as u64).unwrap_or(0);
         f.text_pieces += req.tools.map(pieces).unwrap_or(0);
+        if let Some(system) = req.system.filter(|s| s.get() != "null") {
+            f.text_bytes += raw_len(system);
+            f.text_pieces += pieces(system);
+            f.messages += 1;
+        }
         if let Some(input) = req.input.filter(|_| req.messages.is_empty()) {
             // Embeddings: the input is all there is, and nothing is generated. Token arrays
             // count one per number (a comma or bracket each, at least).

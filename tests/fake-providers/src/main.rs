@@ -842,6 +842,55 @@ fn anthropic_error(
     respond(w, status, &h, body.as_bytes())
 }
 
+/// Extended thinking's signature of a thinking block's text, as the fake gives it (Anthropic's
+/// are opaque; a block passed back in a later turn must carry the one it was given with).
+fn thinking_signature(thinking: &str) -> String {
+    use base64::Engine;
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("fake-thinking:{thinking}").as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(digest)
+}
+
+/// Prompt caching, as Anthropic reports it: the request's prefix up to its last block marked
+/// `cache_control` (tools, then system, then the messages' blocks, in order) is written to the
+/// cache the first time it is seen and read from it after. Returns (tokens written, tokens
+/// read), counted as the fake counts input (a word a token, 4 more per message). The real API
+/// caches only prefixes of 1,024 tokens or more; the fake caches any.
+fn prompt_cache(body: &Value, input: u64) -> (u64, u64) {
+    static SEEN: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let mut blocks: Vec<(&Value, bool)> = Vec::new();
+    for t in body.get("tools").and_then(Value::as_array).into_iter().flatten() {
+        blocks.push((t, false));
+    }
+    for b in body.get("system").and_then(Value::as_array).into_iter().flatten() {
+        blocks.push((b, false));
+    }
+    for m in body.get("messages").and_then(Value::as_array).into_iter().flatten() {
+        let content = m.get("content").and_then(Value::as_array).into_iter().flatten();
+        for (i, b) in content.enumerate() {
+            blocks.push((b, i == 0));
+        }
+    }
+    let Some(last) = blocks.iter().rposition(|(b, _)| b.get("cache_control").is_some()) else { return (0, 0) };
+    let prefix = &blocks[..=last];
+    let words: u64 = prefix
+        .iter()
+        .map(|(b, first)| {
+            let text = ["text", "description", "name"].iter().filter_map(|k| b.get(*k).and_then(Value::as_str));
+            text.map(|t| t.split_whitespace().count() as u64).sum::<u64>() + if *first { 4 } else { 0 }
+        })
+        .sum();
+    let tokens = words.min(input);
+    let key = prefix.iter().map(|(b, _)| b.to_string()).collect::<Vec<_>>().join("\u{0}");
+    let Ok(mut seen) = SEEN.lock() else { return (0, 0) };
+    if seen.contains(&key) {
+        (0, tokens)
+    } else {
+        seen.push(key);
+        (tokens, 0)
+    }
+}
+
 fn anthropic(req: &Request, inst: &Instance, w: &mut TcpStream, fault: Fault, n: u64) -> io::Result<bool> {
     if !inst.accepts(req.headers.get("x-api-key").map(String::as_str).unwrap_or("")) {
         {
@@ -891,7 +940,42 @@ fn anthropic(req: &Request, inst: &Instance, w: &mut TcpStream, fault: Fault, n:
     if !msgs_ok {
         return anthropic_error(w, 400, "invalid_request_error", "messages: roles must be user or assistant", &[]);
     }
+    // Extended thinking: a budget of at least 1,024 tokens, below `max_tokens`; thinking blocks
+    // passed back must carry the signature they were given with.
+    let max_tokens = body.get("max_tokens").and_then(Value::as_u64).unwrap_or(0);
+    let thinking = match body.pointer("/thinking/type").and_then(Value::as_str) {
+        Some("enabled") => {
+            let budget = body.pointer("/thinking/budget_tokens").and_then(Value::as_u64).unwrap_or(0);
+            if budget < 1024 {
+                let m = "thinking.enabled.budget_tokens: Input should be greater than or equal to 1024";
+                return anthropic_error(w, 400, "invalid_request_error", m, &[]);
+            }
+            if budget >= max_tokens {
+                let m = "`max_tokens` must be greater than `thinking.budget_tokens`.";
+                return anthropic_error(w, 400, "invalid_request_error", m, &[]);
+            }
+            Some(format!("The caller wants an answer to {} messages.", body["messages"].as_array().map_or(0, Vec::len)))
+        }
+        _ => None,
+    };
+    let history = body.get("messages").and_then(Value::as_array).into_iter().flatten();
+    for b in history.flat_map(|m| m.get("content").and_then(Value::as_array).into_iter().flatten()) {
+        if b.get("type").and_then(Value::as_str) == Some("thinking") {
+            let text = b.get("thinking").and_then(Value::as_str).unwrap_or_default();
+            if b.get("signature").and_then(Value::as_str) != Some(thinking_signature(text).as_str()) {
+                return anthropic_error(
+                    w,
+                    400,
+                    "invalid_request_error",
+                    "Invalid `signature` in `thinking` block",
+                    &[],
+                );
+            }
+        }
+    }
     let (words, input, output) = answer(&body);
+    let (cache_written, cache_read) = prompt_cache(&body, input);
+    let input = input - cache_written - cache_read;
     let stop_reason = if refusing() {
         "refusal"
     } else if truncated(&body) {
@@ -928,24 +1012,37 @@ fn anthropic(req: &Request, inst: &Instance, w: &mut TcpStream, fault: Fault, n:
                 "message_start",
                 json!({"type":"message_start","message":{"id":id,"type":"message","role":"assistant",
             "model":model,"content":[],"stop_reason":null,"stop_sequence":null,
-            "usage":{"input_tokens":input,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":1,"service_tier":"standard"}}}),
+            "usage":{"input_tokens":input,"cache_creation_input_tokens":cache_written,"cache_read_input_tokens":cache_read,"output_tokens":1,"service_tier":"standard"}}}),
             ),
         )?;
+        // The thinking block first (its text, then its signature), then the text at the next index.
+        let at = u64::from(thinking.is_some());
+        if let Some(t) = &thinking {
+            let start = json!({"type":"content_block_start","index":0,"content_block":{"type":"thinking","thinking":"","signature":""}});
+            chunk(w, &ev("content_block_start", start))?;
+            for d in [
+                json!({"type":"thinking_delta","thinking":t}),
+                json!({"type":"signature_delta","signature":thinking_signature(t)}),
+            ] {
+                chunk(w, &ev("content_block_delta", json!({"type":"content_block_delta","index":0,"delta":d})))?;
+            }
+            chunk(w, &ev("content_block_stop", json!({"type":"content_block_stop","index":0})))?;
+        }
         chunk(
             w,
             &ev(
                 "content_block_start",
-                json!({"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}),
+                json!({"type":"content_block_start","index":at,"content_block":{"type":"text","text":""}}),
             ),
         )?;
         chunk(w, "event: ping\ndata: {\"type\": \"ping\"}\n\n")?;
         if let Some(name) = &forced_tool {
-            chunk(w, &ev("content_block_stop", json!({"type":"content_block_stop","index":0})))?;
+            chunk(w, &ev("content_block_stop", json!({"type":"content_block_stop","index":at})))?;
             chunk(
                 w,
                 &ev(
                     "content_block_start",
-                    json!({"type":"content_block_start","index":1,
+                    json!({"type":"content_block_start","index":at + 1,
                 "content_block":{"type":"tool_use","id":format!("toolu_fake{n:06}"),"name":name,"input":{}}}),
                 ),
             )?;
@@ -954,12 +1051,12 @@ fn anthropic(req: &Request, inst: &Instance, w: &mut TcpStream, fault: Fault, n:
                     w,
                     &ev(
                         "content_block_delta",
-                        json!({"type":"content_block_delta","index":1,
+                        json!({"type":"content_block_delta","index":at + 1,
                     "delta":{"type":"input_json_delta","partial_json":part}}),
                     ),
                 )?;
             }
-            chunk(w, &ev("content_block_stop", json!({"type":"content_block_stop","index":1})))?;
+            chunk(w, &ev("content_block_stop", json!({"type":"content_block_stop","index":at + 1})))?;
             chunk(
                 w,
                 &ev(
@@ -989,11 +1086,11 @@ fn anthropic(req: &Request, inst: &Instance, w: &mut TcpStream, fault: Fault, n:
                 w,
                 &ev(
                     "content_block_delta",
-                    json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":word}}),
+                    json!({"type":"content_block_delta","index":at,"delta":{"type":"text_delta","text":word}}),
                 ),
             )?;
         }
-        chunk(w, &ev("content_block_stop", json!({"type":"content_block_stop","index":0})))?;
+        chunk(w, &ev("content_block_stop", json!({"type":"content_block_stop","index":at})))?;
         chunk(
             w,
             &ev(
@@ -1011,10 +1108,17 @@ fn anthropic(req: &Request, inst: &Instance, w: &mut TcpStream, fault: Fault, n:
         ),
         None => (json!([{"type":"text","text":words.concat()}]), stop_reason),
     };
+    let content = match (&thinking, content) {
+        (Some(t), Value::Array(mut blocks)) => {
+            blocks.insert(0, json!({"type":"thinking","thinking":t,"signature":thinking_signature(t)}));
+            Value::Array(blocks)
+        }
+        (_, c) => c,
+    };
     let out = json!({"id":id,"type":"message","role":"assistant","model":model,
         "content":content,"stop_reason":stop,"stop_sequence":null,
-        "usage":{"input_tokens":input,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,
-                 "cache_creation":{"ephemeral_5m_input_tokens":0,"ephemeral_1h_input_tokens":0},
+        "usage":{"input_tokens":input,"cache_creation_input_tokens":cache_written,"cache_read_input_tokens":cache_read,
+                 "cache_creation":{"ephemeral_5m_input_tokens":cache_written,"ephemeral_1h_input_tokens":0},
                  "output_tokens":output,"service_tier":"standard"}})
     .to_string();
     let mut h = vec![("content-type", "application/json".to_string())];

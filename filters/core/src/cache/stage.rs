@@ -2,8 +2,8 @@
 //! before quota (a hit is charged to no bucket):
 //!
 //! - on the request (its body complete and routed): looks the call up; a fresh entry answers
-//!   it (`x-aigw-cache: hit`), as JSON or replayed as a stream, in the unified format: the route
-//!   stage, after it on the way back, gives the answer the shape of the caller's door;
+//!   it (`x-aigw-cache: hit`), as JSON or replayed as a stream, in the format of the caller's
+//!   door (entries are keyed by the request as written, so each door's answers are its own);
 //! - on the answer: stores a whole, successful, non-streamed answer; or, when every provider
 //!   failed (a 429 or 5xx that is not the gateway's own refusal) and the policy allows stale
 //!   answers, answers with a stale entry instead (`x-aigw-cache: stale`).
@@ -17,6 +17,7 @@ use crate::host::HttpAnswer;
 use crate::host::{Flow, Host};
 use crate::route::RouteConfig;
 use crate::wire::chat::StreamCollector;
+use crate::wire::messages_in::MessagesCollector;
 use crate::wire::responses_in::ResponsesCollector;
 use crate::wire::usage::Usage;
 
@@ -80,15 +81,24 @@ pub struct CacheCall {
     /// The call's request id (kept with its answer: the request headers are not there to read
     /// once the answer comes).
     request_id: String,
-    /// The call came by the Responses door: its answers are Response objects, and its streams
-    /// the Responses events.
-    responses: bool,
+    /// The door the call came by: its answers and streams are in that door's format.
+    door: AnswerFormat,
+}
+
+/// The format of a call's answers (its door's): chat completions, Response objects and the
+/// Responses events, or Messages and their events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AnswerFormat {
+    Chat,
+    Responses,
+    Messages,
 }
 
 /// Collects a streamed answer as it goes on, into the whole answer stored.
 enum Collector {
     Chat(StreamCollector),
     Responses(ResponsesCollector),
+    Messages(MessagesCollector),
 }
 
 impl Collector {
@@ -96,6 +106,7 @@ impl Collector {
         match self {
             Collector::Chat(c) => c.push(chunk),
             Collector::Responses(c) => c.push(chunk),
+            Collector::Messages(c) => c.push(chunk),
         }
     }
 
@@ -106,6 +117,7 @@ impl Collector {
         match self {
             Collector::Chat(c) => c.ended(),
             Collector::Responses(c) => c.ended(),
+            Collector::Messages(c) => c.ended(),
         }
     }
 
@@ -113,6 +125,7 @@ impl Collector {
         match self {
             Collector::Chat(c) => c.answer().map(|a| (a, c.usage())),
             Collector::Responses(c) => c.answer().map(|a| (a, c.usage())),
+            Collector::Messages(c) => c.answer().map(|a| (a, c.usage())),
         }
     }
 }
@@ -140,7 +153,7 @@ impl CacheCall {
             indexable: None,
             hit_word: "hit",
             request_id: String::new(),
-            responses: false,
+            door: AnswerFormat::Chat,
         }
     }
 
@@ -160,13 +173,14 @@ impl CacheCall {
     }
 
     fn look_up(&mut self, h: &impl Host, handed: Option<crate::guard::stage::Handed>) {
-        // Chat completions and Messages (one unified request by now, one unified answer), and
-        // Responses (a Response object, whole or streamed, whichever step served it).
-        let door = h.property_string(&[headers::PROP_DOOR]);
-        if !matches!(door.as_deref(), Some("chat" | "messages" | "responses")) {
-            return;
-        }
-        self.responses = door.as_deref() == Some("responses");
+        // Chat completions, Messages and Responses: the request as the caller wrote it, the
+        // answer in the door's format (whole or streamed, whichever step served it).
+        self.door = match h.property_string(&[headers::PROP_DOOR]).as_deref() {
+            Some("chat") => AnswerFormat::Chat,
+            Some("messages") => AnswerFormat::Messages,
+            Some("responses") => AnswerFormat::Responses,
+            _ => return,
+        };
         let (Some(alias), Some(route)) =
             (h.property_string(&[headers::PROP_ALIAS]), h.property_string(&[headers::PROP_ROUTE]))
         else {
@@ -179,14 +193,16 @@ impl CacheCall {
         }
         let id = h.call_identity().unwrap_or_default();
         let key_id = policy.per_key.then_some(id.key_id.as_str());
-        // The request as routed (the Messages door's is the unified request by now; the guard
-        // stage's, masked, when it ran); what it masked keys the call too.
+        // The request as routed (the guard stage's, masked, when it ran); what it masked keys
+        // the call too, and so does the Messages door (a request may read the same through two
+        // doors, and its answers are in each door's format).
+        let keyed = if self.door == AnswerFormat::Messages { format!("{route} messages") } else { route.clone() };
         let k = match handed {
             Some((v, masked)) => {
-                let route = masked.map_or(route.clone(), |m| format!("{route}#{m}"));
-                keys_of(&id.tenant, key_id, &alias, &route, v)
+                let keyed = masked.map_or(keyed.clone(), |m| format!("{keyed}#{m}"));
+                keys_of(&id.tenant, key_id, &alias, &keyed, v)
             }
-            None => keys(&id.tenant, key_id, &alias, &route, &h.request_body(usize::MAX)),
+            None => keys(&id.tenant, key_id, &alias, &keyed, &h.request_body(usize::MAX)),
         };
         let Some(k) = k else { return };
         if k.stateful {
@@ -381,7 +397,7 @@ impl CacheCall {
             if let Some(entry) = stale.take() {
                 // Every provider failed: the stale answer stands in for the chain's refusal.
                 let body =
-                    if *stream { replay(self.responses, &entry.body).unwrap_or_default() } else { entry.body.clone() };
+                    if *stream { replay(self.door, &entry.body).unwrap_or_default() } else { entry.body.clone() };
                 h.set_response_header(":status", Some("200"));
                 let ct = if *stream { "text/event-stream" } else { "application/json" };
                 h.set_response_header("content-type", Some(ct));
@@ -403,10 +419,10 @@ impl CacheCall {
         if status == 200 && sse && *stream && !eos && !ours {
             if let State::Miss { digest, policy, .. } = std::mem::replace(&mut self.state, State::Off) {
                 let limit = self.cache.max_entry_bytes;
-                let collector = Box::new(if self.responses {
-                    Collector::Responses(ResponsesCollector::new(limit))
-                } else {
-                    Collector::Chat(StreamCollector::new(limit))
+                let collector = Box::new(match self.door {
+                    AnswerFormat::Responses => Collector::Responses(ResponsesCollector::new(limit)),
+                    AnswerFormat::Messages => Collector::Messages(MessagesCollector::new(limit)),
+                    AnswerFormat::Chat => Collector::Chat(StreamCollector::new(limit)),
                 });
                 self.state = State::Collecting { digest, policy, collector };
             }
@@ -483,19 +499,19 @@ impl CacheCall {
     }
 }
 
-/// A stored answer replayed as a stream: a Response object as the Responses events, a chat
-/// completion as chat chunks.
-fn replay(responses: bool, body: &[u8]) -> Option<Vec<u8>> {
-    if responses {
-        crate::wire::responses_in::stream_from_response(body)
-    } else {
-        crate::wire::chat::stream_from_answer(body)
+/// A stored answer replayed as a stream: a Response object as the Responses events, a Messages
+/// answer as its events, a chat completion as chat chunks.
+fn replay(door: AnswerFormat, body: &[u8]) -> Option<Vec<u8>> {
+    match door {
+        AnswerFormat::Responses => crate::wire::responses_in::stream_from_response(body),
+        AnswerFormat::Messages => crate::wire::messages_in::stream_from_message(body),
+        AnswerFormat::Chat => crate::wire::chat::stream_from_answer(body),
     }
 }
 
 impl CacheCall {
     fn replay(&self, body: &[u8]) -> Option<Vec<u8>> {
-        replay(self.responses, body)
+        replay(self.door, body)
     }
 }
 

@@ -71,6 +71,17 @@ pub fn answer_text(answer: &[u8]) -> Result<Option<String>, String> {
         }
         return Ok(Some(text.concat()));
     }
+    if v.get("type").and_then(Value::as_str) == Some("message") {
+        // A Messages answer: its text blocks.
+        let blocks = v.get("content").and_then(Value::as_array).cloned().unwrap_or_default();
+        let kind = |b: &Value, k: &str| b.get("type").and_then(Value::as_str) == Some(k);
+        let text: Vec<&str> =
+            blocks.iter().filter(|b| kind(b, "text")).filter_map(|b| b.get("text").and_then(Value::as_str)).collect();
+        if text.is_empty() && blocks.iter().any(|b| kind(b, "tool_use")) {
+            return Ok(None);
+        }
+        return Ok(Some(text.concat()));
+    }
     let message = &v["choices"][0]["message"];
     match message.get("content").and_then(Value::as_str) {
         Some(text) => Ok(Some(text.to_string())),
@@ -165,6 +176,15 @@ pub fn validate(s: &Value, v: &Value, path: &str) -> Result<(), String> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_messages_answers_text_is_its_text_blocks() {
+        let a = serde_json::json!({"type": "message", "content": [{"type": "thinking", "thinking": "x"},
+            {"type": "text", "text": "{\"a\":"}, {"type": "text", "text": "1}"}]});
+        assert_eq!(answer_text(a.to_string().as_bytes()).unwrap().as_deref(), Some("{\"a\":1}"));
+        let tools = serde_json::json!({"type": "message", "content": [{"type": "tool_use", "id": "t", "name": "f", "input": {}}]});
+        assert_eq!(answer_text(tools.to_string().as_bytes()).unwrap(), None);
+    }
 
     #[test]
     fn answers_are_checked_against_the_subset() {

@@ -568,6 +568,19 @@ impl MessagesUsage {
 
 /// Translates a complete Anthropic Messages response into an OpenAI chat completion.
 pub fn response_to_openai(body: &[u8], created: u64) -> Result<(Vec<u8>, Usage, AnswerFacts), String> {
+    let answer = read_response(body)?;
+    Ok((answer.to_bytes(created), answer.usage, answer.facts()))
+}
+
+/// A complete Messages response's usage and what it says, read once and not translated (the
+/// Messages door's answer from a provider that speaks Messages: it passes as it came).
+pub fn read_answer(body: &[u8]) -> Result<(Usage, AnswerFacts), String> {
+    let answer = read_response(body)?;
+    Ok((answer.usage, answer.facts()))
+}
+
+/// A complete Messages response, as the unified answer (borrowed where it can be).
+fn read_response(body: &[u8]) -> Result<Answer<'_>, String> {
     let r: MessagesResponse<'_> =
         serde_json::from_slice(body).map_err(|e| format!("provider sent invalid JSON: {e}"))?;
     let mut text = String::new();
@@ -583,16 +596,14 @@ pub fn response_to_openai(body: &[u8], created: u64) -> Result<(Vec<u8>, Usage, 
             _ => {}
         }
     }
-    let usage = r.usage.unwrap_or_default().usage();
-    let answer = Answer {
+    Ok(Answer {
         id: completion_id(r.id.as_deref().unwrap_or("")),
         model: r.model,
         text,
         tool_calls,
         finish_reason: finish_reason(r.stop_reason.as_deref().unwrap_or("end_turn")),
-        usage,
-    };
-    Ok((answer.to_bytes(created), usage, answer.facts()))
+        usage: r.usage.unwrap_or_default().usage(),
+    })
 }
 
 /// OpenAI error `type` and `code` for an Anthropic error type.
@@ -895,6 +906,10 @@ impl crate::provider::ProviderApi for Anthropic {
 
     fn credential_header(&self, key: &str) -> Option<(&'static str, String)> {
         Some(("x-api-key", key.to_string()))
+    }
+
+    fn speaks_messages(&self) -> bool {
+        true
     }
 
     fn request(&self, body: &[u8], model: &str, max_tokens_default: u64) -> Result<(Vec<u8>, bool), GatewayError> {

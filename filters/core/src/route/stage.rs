@@ -1,6 +1,6 @@
 //! The route stage: on the listener ([`Select`]) it reads the request once, picks the model
-//! alias and its fallback chain (route rules, canary, the Messages door's translation), and on
-//! the way back explains a failed chain and translates answers for the Messages door; per
+//! alias and its fallback chain (route rules, canary), and on the way back explains a failed
+//! chain and gives the Messages door's errors its shape; per
 //! attempt ([`RouteAttempt`]) it checks the privacy zone, translates the request for the provider
 //! this attempt goes to, records the attempt, and translates the provider's answer back.
 
@@ -71,7 +71,8 @@ pub const REROUTE: &str = "injection_reroute";
 enum Door {
     /// OpenAI chat completions (the unified format).
     Chat,
-    /// Anthropic Messages: translated to the unified request, its answer translated back.
+    /// Anthropic Messages: passed to a provider that speaks it, else translated to the
+    /// unified request by each attempt, its answer translated back to Messages.
     Messages,
     /// OpenAI embeddings (`/v1/embeddings`): each attempt translates for its provider.
     Embeddings,
@@ -88,13 +89,12 @@ fn refuse_at(h: &impl Host, _door: Door, err: &GatewayError) -> Flow {
 /// What the listener filter does with the answer.
 enum Answer {
     Pass,
-    /// Messages door, JSON answer: translate it (or the refusal that replaces it) once complete.
+    /// Messages door, an error (or the refusal that replaces an answer): given the door's
+    /// shape once complete.
     ToMessages {
         status: u16,
         replaced: Option<Vec<u8>>,
     },
-    /// Messages door, stream: translate chunk by chunk.
-    ToMessagesStream(Box<messages_in::StreamToMessages>),
     /// Replace the body with this (the chain's refusal), once it is all here.
     Replace(Vec<u8>),
     /// A stream the caller asked no usage for: take the usage chunk out (after quota saw it).
@@ -122,6 +122,10 @@ impl Select {
         let Some(model) = facts.model.as_deref().filter(|m| !m.is_empty()) else {
             return Err(GatewayError::bad_request("missing_model", "The request names no `model`.").with_param("model"));
         };
+        if self.door == Door::Messages {
+            // What Messages requires, refused here (before any provider is asked) in its words.
+            messages_in::check_required(body)?;
+        }
         let id = h.call_identity();
         // The aliases the caller's key may use (set by auth-key-swap; absent: no restriction).
         if let Some(id) = &id {
@@ -233,7 +237,8 @@ impl Select {
     pub fn shadow_policy(&self) -> Option<(&'static str, &crate::route::shadow::ShadowPolicy)> {
         let s = self.cfg.aliases.get(&self.alias)?.shadow.as_ref()?;
         let path = match self.door {
-            Door::Chat | Door::Messages => CHAT_PATH,
+            Door::Chat => CHAT_PATH,
+            Door::Messages => messages_in::PATH,
             Door::Responses => responses_in::PATH,
             Door::Embeddings => return None,
         };
@@ -312,7 +317,7 @@ impl Select {
         if !eos {
             return Flow::Pause;
         }
-        let mut body = h.request_body(size);
+        let body = h.request_body(size);
         // Said for every call, so filters that see the provider's path later (per attempt)
         // still know which door the caller used.
         h.set_property(
@@ -324,31 +329,12 @@ impl Select {
                 Door::Responses => "responses",
             },
         );
-        if self.door == Door::Responses {
-            // The Responses door: the body goes on as the caller wrote it (each attempt passes
-            // it to OpenAI and Azure, and translates it for the others). Here only what routing
-            // and the estimate need is read of it; the chains' routes match the chat path.
+        if matches!(self.door, Door::Responses | Door::Messages) {
+            // The Responses and Messages doors: the body goes on as the caller wrote it (each
+            // attempt passes it to a provider that speaks the door's API, and translates it for
+            // the others). Here only what routing and the estimate need is read of it; the
+            // chains' routes match the chat path.
             h.set_request_header(":path", Some(CHAT_PATH));
-        }
-        if self.door == Door::Messages {
-            // The Messages door: from here on the call is a unified (OpenAI) request.
-            let unified = serde_json::from_slice::<Value>(&body)
-                .map_err(|e| {
-                    GatewayError::bad_request("invalid_json", format!("The request body is not valid JSON: {e}"))
-                })
-                .and_then(|a| messages_in::request_to_openai(&a));
-            match unified {
-                Ok(u) => body = u.to_string().into_bytes(),
-                Err(e) => return refuse_at(h, self.door, &e),
-            }
-            h.replace_request_body(size, &body);
-            h.set_request_header(":path", Some(CHAT_PATH));
-            h.set_request_header("content-length", Some(&headers::decimal(body.len() as u64)));
-            for name in ["anthropic-version", "anthropic-beta"] {
-                if h.request_header(name).is_some() {
-                    h.set_request_header(name, None);
-                }
-            }
         }
         match self.choose(h, &body) {
             Ok(()) => {
@@ -388,17 +374,15 @@ impl Select {
         }
         let ours = h.property(&[headers::PROP_REFUSAL]).is_some();
         let action = self.replace_failure(h, status, ours, &attempts, eos);
-        if self.door == Door::Messages && !eos {
-            let sse = h.response_header("content-type").is_some_and(|c| c.starts_with("text/event-stream"));
+        // The Messages door: each attempt gave its success the door's shape; an error (the
+        // provider's, in the unified shape, or the chain's refusal) is given it here.
+        if self.door == Door::Messages && !eos && (status != 200 || matches!(self.answer, Answer::Replace(_))) {
             h.set_response_header("content-length", None);
             self.answer = match std::mem::replace(&mut self.answer, Answer::Pass) {
                 Answer::Replace(b) => Answer::ToMessages { status: self.final_status(h, status), replaced: Some(b) },
-                _ if sse && status == 200 => Answer::ToMessagesStream(Box::default()),
                 _ => Answer::ToMessages { status, replaced: None },
             };
-            if matches!(self.answer, Answer::ToMessages { .. }) {
-                h.set_response_header("content-type", Some("application/json"));
-            }
+            h.set_response_header("content-type", Some("application/json"));
         }
         action
     }
@@ -411,26 +395,7 @@ impl Select {
                     return Flow::Pause;
                 }
                 let body = replaced.take().unwrap_or_else(|| h.response_body(size));
-                let out = if *status == 200 {
-                    match messages_in::response_from_openai(&body) {
-                        Ok((out, usage)) => {
-                            record_usage(h, usage);
-                            out
-                        }
-                        Err(_) => messages_in::error_from_openai(502, b"{}"),
-                    }
-                } else {
-                    messages_in::error_from_openai(*status, &body)
-                };
-                h.replace_response_body(size, &out);
-                Flow::Continue
-            }
-            Answer::ToMessagesStream(t) => {
-                let mut out = t.push(&h.response_body(size));
-                if eos {
-                    out.extend(t.finish());
-                    record_usage(h, t.usage);
-                }
+                let out = messages_in::error_from_openai(*status, &body);
                 h.replace_response_body(size, &out);
                 Flow::Continue
             }
@@ -567,6 +532,17 @@ enum ResponseMode {
     Checked(Option<Box<dyn sse::Translate>>, Box<OutputWatch>),
 }
 
+/// The stream an [`OutputWatch`] reads: what the caller gets.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum WatchKind {
+    /// Unified chunks.
+    Chat,
+    /// A Responses door's events.
+    Responses,
+    /// A Messages door's events.
+    Messages,
+}
+
 /// A stream's text, collected to be checked at its end (see [`ResponseMode::Checked`]).
 struct OutputWatch {
     format: crate::guard::schema::OutputFormat,
@@ -574,26 +550,31 @@ struct OutputWatch {
     /// The `[DONE]` the stream sent last, held back until the check is made.
     done: bool,
     /// A Responses door's stream (events, not chunks): its `response.completed` holds the
-    /// whole Response, checked there.
-    responses: Option<sse::Parser>,
+    /// whole Response, checked there. A Messages door's: its text deltas, checked at its
+    /// `message_stop`.
+    events: Option<(WatchKind, sse::Parser)>,
+    text: String,
 }
 
 impl OutputWatch {
-    fn new(format: crate::guard::schema::OutputFormat, responses: bool) -> OutputWatch {
+    fn new(format: crate::guard::schema::OutputFormat, kind: WatchKind) -> OutputWatch {
+        let chat = kind == WatchKind::Chat;
         OutputWatch {
             format,
-            collector: crate::wire::chat::StreamCollector::new(if responses { 0 } else { 1 << 20 }),
+            collector: crate::wire::chat::StreamCollector::new(if chat { 1 << 20 } else { 0 }),
             done: false,
-            responses: responses.then(sse::Parser::default),
+            events: (!chat).then(|| (kind, sse::Parser::default())),
+            text: String::new(),
         }
     }
 
     /// Passes `out` on, minus a final `[DONE]`; at the end, the check (an error event if it
     /// fails), then `[DONE]`. A Responses stream: a `response.completed` whose Response is not
     /// the JSON asked for becomes `response.failed` (same number, the output as it came, an
-    /// `error` whose code is `invalid_model_output`).
+    /// `error` whose code is `invalid_model_output`). A Messages stream: its `message_stop`
+    /// becomes an `error` event (type `api_error`) when its text is not the JSON asked for.
     fn watch(&mut self, out: &mut Vec<u8>, eos: bool) {
-        if let Some(parser) = &mut self.responses {
+        if let Some((kind, parser)) = &mut self.events {
             let mut events = Vec::new();
             parser.push(out, &mut events);
             if eos && !parser.is_idle() {
@@ -603,11 +584,30 @@ impl OutputWatch {
             for ev in events {
                 let mut data = ev.data;
                 let mut name = ev.event;
-                if name.as_deref() == Some("response.completed") {
-                    if let Some(failed) = responses_failed(&self.format, &data) {
-                        data = failed;
-                        name = Some("response.failed".into());
+                match (*kind, name.as_deref()) {
+                    (WatchKind::Responses, Some("response.completed")) => {
+                        if let Some(failed) = responses_failed(&self.format, &data) {
+                            data = failed;
+                            name = Some("response.failed".into());
+                        }
                     }
+                    (WatchKind::Messages, Some("content_block_delta")) => {
+                        if let Ok(v) = crate::wire::from_str::<Value>(&data) {
+                            if let Some(t) = v.pointer("/delta/text").and_then(Value::as_str) {
+                                self.text.push_str(t);
+                            }
+                        }
+                    }
+                    (WatchKind::Messages, Some("message_stop")) => {
+                        if let Err(problem) = self.format.check(&self.text) {
+                            let message =
+                                format!("The model's answer is not the JSON the request asked for: {problem}.");
+                            data = serde_json::json!({"type": "error", "error": {"type": "api_error", "message": message}})
+                                .to_string();
+                            name = Some("error".into());
+                        }
+                    }
+                    _ => {}
                 }
                 if let Some(n) = &name {
                     out.extend_from_slice(b"event: ");
@@ -673,6 +673,8 @@ struct Target {
     answer_is_json: bool,
     /// A Responses call: passed to the API's own Responses endpoint, or translated.
     responses: Option<ResponsesStep>,
+    /// A Messages call: passed to an API that speaks Messages, or translated.
+    messages: Option<MessagesStep>,
     /// An embeddings call: how many inputs each part embeds (the request's first, then the
     /// other parts'), and the other parts of a batch split for this provider.
     part_sizes: Vec<usize>,
@@ -712,6 +714,17 @@ enum ResponsesStep {
     /// Translated to the API's chat and back; what the answer echoes of the request, and the
     /// seed of its ids (set with the body).
     Translated(Option<(responses_in::Echo, String)>),
+}
+
+/// How an attempt serves a call that came in by the Messages door.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum MessagesStep {
+    /// The API speaks Messages (Anthropic): the request passes as the caller wrote it but for
+    /// `model`, and the answer passes as the provider sent it.
+    Native,
+    /// Translated to the unified request and on to the API's own format; the answer comes back
+    /// the same way, as a Messages answer or its events.
+    Translated,
 }
 
 /// Upstream, once per attempt: translates for the provider this attempt goes to.
@@ -892,7 +905,16 @@ impl RouteAttempt {
                 translated = unified;
                 &translated[..]
             }
-            None => body,
+            None => match t.messages {
+                // The same format on both sides: only the model changes.
+                Some(MessagesStep::Native) => return provider::openai::with_model(body, &t.model),
+                Some(MessagesStep::Translated) => {
+                    let request = serde_json::from_slice::<Value>(body).map_err(provider::invalid_json)?;
+                    translated = messages_in::request_to_openai(&request)?.to_string().into_bytes();
+                    &translated[..]
+                }
+                None => body,
+            },
         };
         let (out, stream) = provider::api(t.api).request(body, &t.model, t.max_tokens_default)?;
         if stream && t.stream_path != t.path {
@@ -986,6 +1008,9 @@ impl RouteAttempt {
         let answer = match (&t.responses, answer) {
             (Some(ResponsesStep::Translated(Some((echo, seed)))), Ok((out, usage, facts))) => {
                 responses_in::response_from_chat(&out, echo, seed).map(|(r, _)| (r, usage, facts))
+            }
+            (_, Ok((out, usage, facts))) if t.messages == Some(MessagesStep::Translated) => {
+                messages_in::response_from_openai(&out).map(|(m, _)| (m, usage, facts))
             }
             (_, a) => a,
         };
@@ -1119,6 +1144,13 @@ impl RouteAttempt {
             Some(_) => ResponsesStep::Native,
             None => ResponsesStep::Translated(None),
         });
+        let messages = (door.as_deref() == Some("messages")).then(|| {
+            if api.speaks_messages() {
+                MessagesStep::Native
+            } else {
+                MessagesStep::Translated
+            }
+        });
         let path = match (&responses, embeddings_call) {
             (_, true) => api.embeddings_path(model, p),
             (Some(ResponsesStep::Native), _) => api.responses_path(p),
@@ -1148,6 +1180,7 @@ impl RouteAttempt {
             reported_tokens: None,
             answer_is_json: false,
             responses,
+            messages,
             part_sizes: Vec::new(),
             split: None,
             output: if embeddings_call {
@@ -1241,19 +1274,47 @@ impl RouteAttempt {
             return Flow::Continue;
         }
         let api = provider::api(t.api);
-        // Streams are checked as unified chunks, or as a Responses door's events.
-        let watch =
-            |t: &Target| t.output.clone().map(|format| Box::new(OutputWatch::new(format, t.responses.is_some())));
+        // Streams are checked as the caller gets them: unified chunks, a Responses door's
+        // events, or a Messages door's.
+        let watch = |t: &Target| {
+            let kind = match (&t.responses, t.messages) {
+                (Some(_), _) => WatchKind::Responses,
+                (None, Some(_)) => WatchKind::Messages,
+                (None, None) => WatchKind::Chat,
+            };
+            t.output.clone().map(|format| Box::new(OutputWatch::new(format, kind)))
+        };
+        let sse = ct.starts_with("text/event-stream");
+        if t.messages == Some(MessagesStep::Native) && self.status == 200 {
+            // A Messages answer to a Messages call: passed as the provider sent it, a whole one
+            // read once (usage, facts, the output check) before Envoy decides on a retry.
+            if !sse {
+                self.response = ResponseMode::Check;
+                return Flow::Pause;
+            }
+            if let Some(w) = watch(t) {
+                h.set_response_header("content-length", None);
+                self.response = ResponseMode::Checked(None, w);
+            }
+            return Flow::Continue;
+        }
         if api.answers_unified() {
             // Passed through untouched, but a success is read once before Envoy decides on a
-            // retry: a 200 whose body cannot be read becomes a 502, which moves the call on.
+            // retry: a 200 whose body cannot be read becomes a 502, which moves the call on. A
+            // Messages call's success is translated to Messages as it passes.
             if self.status == 200 && ct.starts_with("application/json") {
                 self.response = ResponseMode::Check;
                 return Flow::Pause;
             }
-            if let (200, true, Some(w)) = (self.status, ct.starts_with("text/event-stream"), watch(t)) {
+            let to_messages = (t.messages.is_some() && self.status == 200 && sse)
+                .then(|| Box::new(messages_in::StreamToMessages::default()) as Box<dyn sse::Translate>);
+            if self.status == 200 && sse && (to_messages.is_some() || t.output.is_some()) {
                 h.set_response_header("content-length", None);
-                self.response = ResponseMode::Checked(None, w);
+                self.response = match (to_messages, watch(t)) {
+                    (tr, Some(w)) => ResponseMode::Checked(tr, w),
+                    (Some(tr), None) => ResponseMode::Stream(tr),
+                    (None, None) => ResponseMode::Pass,
+                };
             }
             return Flow::Continue;
         }
@@ -1263,13 +1324,17 @@ impl RouteAttempt {
         let created = h.now_ms() / 1000;
         let stream =
             if self.status == 200 { api.stream(&ct, &t.model, provider_request_id.as_deref(), created) } else { None };
-        // A translated Responses step: the unified chunks become the Responses events.
-        let stream = match (stream, &t.responses) {
-            (Some(inner), Some(ResponsesStep::Translated(Some((echo, seed))))) => {
-                let responses = responses_in::StreamToResponses::new(echo.clone(), seed, created);
-                Some(Box::new(responses_in::Chained { inner, responses }) as Box<dyn sse::Translate>)
+        // A translated Responses or Messages step: the unified chunks become the door's events.
+        let stream = match (stream, &t.responses, t.messages) {
+            (Some(inner), Some(ResponsesStep::Translated(Some((echo, seed)))), _) => {
+                let outer = Box::new(responses_in::StreamToResponses::new(echo.clone(), seed, created));
+                Some(Box::new(sse::Chained { inner, outer }) as Box<dyn sse::Translate>)
             }
-            (s, _) => s,
+            (Some(inner), None, Some(MessagesStep::Translated)) => {
+                let outer = Box::new(messages_in::StreamToMessages::default());
+                Some(Box::new(sse::Chained { inner, outer }) as Box<dyn sse::Translate>)
+            }
+            (s, _, _) => s,
         };
         match stream {
             Some(translator) => {
@@ -1326,19 +1391,37 @@ impl RouteAttempt {
                 // Read once, here: the answer's usage and facts go to the listener with the
                 // attempt (an answer of an unexpected shape: its usage alone).
                 let body = h.response_body(size);
-                let read = crate::wire::facts::read_whole(&body)
-                    .map(|(u, f)| (u, Some(f)))
-                    .or_else(|_| crate::wire::usage::from_openai_body(&body).map(|u| (u, None)));
+                let messages = self.target.as_ref().and_then(|t| t.messages);
+                let read = if messages == Some(MessagesStep::Native) {
+                    provider::anthropic::read_answer(&body).map(|(u, f)| (Some(u), Some(f))).map_err(|_| ())
+                } else {
+                    crate::wire::facts::read_whole(&body)
+                        .map(|(u, f)| (u, Some(f)))
+                        .or_else(|_| crate::wire::usage::from_openai_body(&body).map(|u| (u, None)))
+                        .map_err(|_| ())
+                };
+                // A unified answer to a Messages call: translated for it.
+                let read = match (read, messages) {
+                    (Ok((usage, facts)), Some(MessagesStep::Translated)) => messages_in::response_from_openai(&body)
+                        .map(|(out, _)| (usage, facts, Some(out)))
+                        .map_err(|_| ()),
+                    (read, _) => read.map(|(u, f)| (u, f, None)),
+                };
                 match read {
-                    Ok((usage, facts)) => {
+                    Ok((usage, facts, translated)) => {
                         let format = self.target.as_ref().and_then(|t| t.output.as_ref());
-                        match format.and_then(|f| check_output(f, &body).err()) {
+                        let answer = translated.as_deref().unwrap_or(&body);
+                        match format.and_then(|f| check_output(f, answer).err()) {
                             Some(p) => self.fail_output(h, size, &p),
                             None => {
                                 record_usage(h, usage);
                                 if let Some(mut f) = facts {
                                     f.json_valid = format.map(|_| true);
                                     record_facts(h, &f);
+                                }
+                                if let Some(out) = translated {
+                                    h.set_response_header("content-length", Some(&headers::decimal(out.len() as u64)));
+                                    h.replace_response_body(size, &out);
                                 }
                             }
                         }

@@ -1,10 +1,12 @@
 //! The second front door: Anthropic's Messages API (`POST /v1/messages`), so the Anthropic SDK
-//! works unchanged. A Messages request becomes the unified request (OpenAI chat completions) on
-//! the way in; the unified answer (JSON or stream) becomes a Messages answer on the way out.
+//! works unchanged. To a provider that speaks Messages (Anthropic) the request goes as the caller
+//! wrote it but for `model`, and its answer comes back as it is. For any other provider each
+//! attempt translates: a Messages request becomes the unified request (OpenAI chat completions)
+//! on the way in, and the unified answer (JSON or stream) a Messages answer on the way out.
 //!
-//! Documented approximations: `top_k` is dropped (OpenAI has none); thinking blocks in the
-//! history are dropped; `stop_reason` is `end_turn` for any natural stop (OpenAI does not say
-//! whether a stop sequence matched).
+//! Documented approximations of the translated way: `top_k` is dropped (OpenAI has none);
+//! thinking blocks in the history are dropped; `stop_reason` is `end_turn` for any natural stop
+//! (OpenAI does not say whether a stop sequence matched).
 
 use serde_json::{json, Map, Value};
 
@@ -43,6 +45,25 @@ fn image_part(b: &Value) -> Result<Value, GatewayError> {
         _ => return Err(invalid("image source must be base64 or url")),
     };
     Ok(json!({"type": "image_url", "image_url": {"url": url}}))
+}
+
+/// What a Messages request must have beyond its `model`, checked without a tree (the body goes
+/// on as it is): `max_tokens`, a whole number, and `messages`, a list. Refused in the words
+/// [`request_to_openai`] uses.
+pub fn check_required(body: &[u8]) -> Result<(), GatewayError> {
+    let (members, _) =
+        crate::wire::scan::members(body).ok_or_else(|| invalid("The request body is not one JSON object"))?;
+    // (As a JSON reader takes a repeated member: the last one.)
+    let value =
+        |name: &str| members.iter().rev().find(|m| m.key_is(body, name)).and_then(|m| body.get(m.value.clone()));
+    let whole = |v: &[u8]| !v.is_empty() && v.iter().all(u8::is_ascii_digit);
+    if !value("max_tokens").is_some_and(whole) {
+        return Err(invalid("max_tokens: Field required"));
+    }
+    if value("messages").is_none_or(|v| v.first() != Some(&b'[')) {
+        return Err(invalid("messages: Field required"));
+    }
+    Ok(())
 }
 
 /// The unified (OpenAI) request for a Messages request.
@@ -215,6 +236,200 @@ pub fn error_body(status: u16, message: &str) -> Vec<u8> {
         _ => "api_error",
     };
     json!({"type": "error", "error": {"type": kind, "message": message}}).to_string().into_bytes()
+}
+
+/// A whole Messages answer as its stream of events, as Anthropic streams one: `message_start`
+/// (the message with no content and no stop reason), then per content block its
+/// `content_block_start` (the block with its payload empty), one delta with the payload (text,
+/// a tool call's input as JSON text, thinking and its signature) and `content_block_stop` (a
+/// block of another kind starts whole and has no delta), then `message_delta` (the stop reason
+/// and the usage) and `message_stop`. `None`: not a Messages answer.
+pub fn stream_from_message(body: &[u8]) -> Option<Vec<u8>> {
+    let whole: Value = serde_json::from_slice(body).ok()?;
+    if whole.get("type").and_then(Value::as_str) != Some("message") {
+        return None;
+    }
+    let mut out = Vec::new();
+    let mut start = whole.clone();
+    start["content"] = json!([]);
+    start["stop_reason"] = Value::Null;
+    start["stop_sequence"] = Value::Null;
+    event(&mut out, "message_start", &json!({"type": "message_start", "message": start}));
+    for (i, block) in whole.get("content").and_then(Value::as_array).into_iter().flatten().enumerate() {
+        let mut empty = block.clone();
+        let delta = match block.get("type").and_then(Value::as_str) {
+            Some("text") => {
+                empty["text"] = json!("");
+                vec![json!({"type": "text_delta", "text": block.get("text")})]
+            }
+            Some("tool_use") => {
+                empty["input"] = json!({});
+                let input = block.get("input").map_or_else(|| "{}".to_string(), Value::to_string);
+                vec![json!({"type": "input_json_delta", "partial_json": input})]
+            }
+            Some("thinking") => {
+                empty["thinking"] = json!("");
+                empty["signature"] = json!("");
+                vec![
+                    json!({"type": "thinking_delta", "thinking": block.get("thinking")}),
+                    json!({"type": "signature_delta", "signature": block.get("signature")}),
+                ]
+            }
+            _ => Vec::new(),
+        };
+        event(
+            &mut out,
+            "content_block_start",
+            &json!({"type": "content_block_start", "index": i, "content_block": empty}),
+        );
+        for d in delta {
+            event(&mut out, "content_block_delta", &json!({"type": "content_block_delta", "index": i, "delta": d}));
+        }
+        event(&mut out, "content_block_stop", &json!({"type": "content_block_stop", "index": i}));
+    }
+    event(
+        &mut out,
+        "message_delta",
+        &json!({"type": "message_delta", "delta": {"stop_reason": whole.get("stop_reason"),
+            "stop_sequence": whole.get("stop_sequence")}, "usage": whole.get("usage")}),
+    );
+    event(&mut out, "message_stop", &json!({"type": "message_stop"}));
+    Some(out)
+}
+
+/// Collects a Messages event stream into its whole answer (what [`stream_from_message`] would
+/// stream again): the message `message_start` announced, each block from its start and deltas,
+/// the stop reason and usage from `message_delta`. A stream that does not reach
+/// `message_stop`, or carries an `error` event, or grows past the limit, amounts to none.
+#[derive(Default)]
+pub struct MessagesCollector {
+    parser: sse::Parser,
+    message: Option<Value>,
+    blocks: Vec<Value>,
+    /// Per block, a tool call's input as JSON text so far.
+    inputs: Vec<String>,
+    ended: bool,
+    broken: bool,
+    limit: usize,
+    seen: usize,
+}
+
+impl MessagesCollector {
+    pub fn new(limit: usize) -> MessagesCollector {
+        MessagesCollector { limit, ..MessagesCollector::default() }
+    }
+
+    pub fn push(&mut self, chunk: &[u8]) {
+        self.seen = self.seen.saturating_add(chunk.len());
+        if self.broken || self.seen > self.limit {
+            self.broken = true;
+            return;
+        }
+        let mut parser = std::mem::take(&mut self.parser);
+        parser.push_each(chunk, |name, data| self.event(name, data));
+        self.parser = parser;
+    }
+
+    fn event(&mut self, name: Option<&str>, data: &str) {
+        if name == Some("ping") {
+            return;
+        }
+        let Ok(v) = crate::wire::from_str::<Value>(data) else {
+            self.broken = true;
+            return;
+        };
+        let index = v.get("index").and_then(Value::as_u64).and_then(|i| usize::try_from(i).ok());
+        match name.or_else(|| v.get("type").and_then(Value::as_str)) {
+            Some("message_start") => self.message = v.get("message").cloned(),
+            Some("content_block_start") => {
+                let Some(i) = index.filter(|i| *i == self.blocks.len()) else {
+                    self.broken = true;
+                    return;
+                };
+                self.blocks.insert(i, v.get("content_block").cloned().unwrap_or(Value::Null));
+                self.inputs.push(String::new());
+            }
+            Some("content_block_delta") => {
+                let (Some(block), Some(d)) = (index.and_then(|i| self.blocks.get_mut(i)), v.get("delta")) else {
+                    self.broken = true;
+                    return;
+                };
+                let append = |block: &mut Value, key: &str, more: &str| {
+                    let now = block.get(key).and_then(Value::as_str).unwrap_or_default();
+                    block[key] = Value::String(format!("{now}{more}"));
+                };
+                let text = |k: &str| d.get(k).and_then(Value::as_str).unwrap_or_default();
+                match d.get("type").and_then(Value::as_str) {
+                    Some("text_delta") => append(block, "text", text("text")),
+                    Some("thinking_delta") => append(block, "thinking", text("thinking")),
+                    Some("signature_delta") => block["signature"] = json!(text("signature")),
+                    Some("input_json_delta") => {
+                        if let Some(input) = index.and_then(|i| self.inputs.get_mut(i)) {
+                            input.push_str(text("partial_json"));
+                        }
+                    }
+                    Some("citations_delta") => {
+                        if let (Some(c), Some(list)) = (d.get("citation"), block.as_object_mut()) {
+                            let cites = list.entry("citations").or_insert_with(|| json!([]));
+                            if let Some(a) = cites.as_array_mut() {
+                                a.push(c.clone());
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Some("content_block_stop") => {
+                let Some(i) = index else { return };
+                let input = self.inputs.get(i).filter(|t| !t.is_empty()).cloned();
+                if let (Some(block), Some(text)) = (self.blocks.get_mut(i), input) {
+                    match crate::wire::from_str::<Value>(&text) {
+                        Ok(input) => block["input"] = input,
+                        Err(_) => self.broken = true,
+                    }
+                }
+            }
+            Some("message_delta") => {
+                let Some(m) = self.message.as_mut() else {
+                    self.broken = true;
+                    return;
+                };
+                for k in ["stop_reason", "stop_sequence"] {
+                    if let Some(x) = v.pointer(&format!("/delta/{k}")) {
+                        m[k] = x.clone();
+                    }
+                }
+                if let (Some(Value::Object(now)), Some(Value::Object(more))) = (m.get_mut("usage"), v.get("usage")) {
+                    now.extend(more.clone());
+                } else if let Some(u) = v.get("usage") {
+                    m["usage"] = u.clone();
+                }
+            }
+            Some("message_stop") => self.ended = true,
+            Some("error") => self.broken = true,
+            _ => {}
+        }
+    }
+
+    /// Whether the stream's own end (`message_stop`) came.
+    pub fn ended(&self) -> bool {
+        self.ended
+    }
+
+    /// The whole answer, when the stream ended whole.
+    pub fn answer(&self) -> Option<Vec<u8>> {
+        if self.broken || !self.ended {
+            return None;
+        }
+        let mut m = self.message.clone()?;
+        m["content"] = Value::Array(self.blocks.clone());
+        serde_json::to_vec(&m).ok()
+    }
+
+    /// Its usage (normalised).
+    pub fn usage(&self) -> Option<Usage> {
+        self.message.as_ref().and_then(|m| m.get("usage")).and_then(Usage::from_responses)
+    }
 }
 
 /// What a unified chunk that carries only text has, read borrowed (see

@@ -753,25 +753,5 @@ impl StreamToResponses {
 
 impl_translate!(StreamToResponses);
 
-/// A provider's stream translated to the unified format, then to the Responses events.
-pub struct Chained {
-    pub inner: Box<dyn sse::Translate>,
-    pub responses: StreamToResponses,
-}
-
-impl sse::Translate for Chained {
-    fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
-        let mid = self.inner.push(chunk);
-        self.responses.push(&mid)
-    }
-
-    fn finish(&mut self) -> Vec<u8> {
-        let mid = self.inner.finish();
-        let mut out = self.responses.push(&mid);
-        out.extend(self.responses.finish());
-        out
-    }
-}
-
 #[cfg(test)]
 mod tests;

@@ -123,7 +123,6 @@ impl Parser {
     }
 }
 
-/// Formats a data-only SSE event (OpenAI style).
 /// A provider stream translated to another format as it streams (one per provider API).
 pub trait Translate {
     /// Feeds a piece of the stream; returns the bytes to send on.
@@ -133,6 +132,28 @@ pub trait Translate {
     fn finish(&mut self) -> Vec<u8>;
 }
 
+/// Two translations one after the other: a provider's stream to unified chunks (`inner`), and
+/// those to a door's events (`outer`: the Responses or the Messages door).
+pub struct Chained {
+    pub inner: Box<dyn Translate>,
+    pub outer: Box<dyn Translate>,
+}
+
+impl Translate for Chained {
+    fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
+        let mid = self.inner.push(chunk);
+        self.outer.push(&mid)
+    }
+
+    fn finish(&mut self) -> Vec<u8> {
+        let mid = self.inner.finish();
+        let mut out = self.outer.push(&mid);
+        out.extend(self.outer.finish());
+        out
+    }
+}
+
+/// Formats a data-only SSE event (OpenAI style).
 pub fn data_event(out: &mut Vec<u8>, json: &str) {
     out.extend_from_slice(b"data: ");
     out.extend_from_slice(json.as_bytes());

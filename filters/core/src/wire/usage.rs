@@ -43,13 +43,33 @@ impl Usage {
         Some(Usage { input, cached_input: cached_input.min(input), output, reasoning: reasoning.min(output) })
     }
 
-    /// Reads OpenAI's Responses `usage` (`input_tokens`, `output_tokens` and their details).
+    /// Reads OpenAI's Responses `usage` (`input_tokens`, `output_tokens` and their details), or
+    /// Anthropic's Messages `usage`: the same two names, with the cache's reads and writes
+    /// counted apart from `input_tokens` (normalised: input includes them, cached input is the
+    /// reads).
     pub fn from_responses(v: &Value) -> Option<Usage> {
-        let input = v.get("input_tokens")?.as_u64()?;
-        let output = v.get("output_tokens").and_then(Value::as_u64).unwrap_or(0);
-        let cached_input = v.pointer("/input_tokens_details/cached_tokens").and_then(Value::as_u64).unwrap_or(0);
+        let n = |k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
+        let (read, written) = (n("cache_read_input_tokens"), n("cache_creation_input_tokens"));
+        let input = v.get("input_tokens")?.as_u64()?.saturating_add(read).saturating_add(written);
+        let output = n("output_tokens");
+        let cached_input = v.pointer("/input_tokens_details/cached_tokens").and_then(Value::as_u64).unwrap_or(read);
         let reasoning = v.pointer("/output_tokens_details/reasoning_tokens").and_then(Value::as_u64).unwrap_or(0);
         Some(Usage { input, cached_input: cached_input.min(input), output, reasoning: reasoning.min(output) })
+    }
+
+    /// A Messages stream's usage so far, with what one of its events says (`message_start`'s
+    /// `message.usage`, a `message_delta`'s `usage`: counts that are cumulative, the input ones
+    /// not always repeated).
+    pub fn with_messages_event(prior: Option<Usage>, u: &Value) -> Usage {
+        let mut out = prior.unwrap_or_default();
+        if let Some(now) = u.get("input_tokens").and_then(|_| Usage::from_responses(u)) {
+            out.input = now.input;
+            out.cached_input = now.cached_input;
+        }
+        if let Some(o) = u.get("output_tokens").and_then(Value::as_u64) {
+            out.output = o;
+        }
+        out
     }
 
     /// Writes an OpenAI `usage` object.
@@ -201,6 +221,20 @@ impl<const FACTS: bool> StreamScanner<FACTS> {
         }
         if matches!(event, Some("error" | "response.failed")) {
             self.saw_error = true;
+        }
+        // A Messages stream's usage: the input in `message_start`'s message, the output (and
+        // in newer versions the input again) in `message_delta`.
+        if matches!(event, Some("message_start" | "message_delta")) && data.contains("\"usage\"") {
+            if let Ok(v) = crate::wire::from_str::<Value>(data) {
+                let u = if event == Some("message_start") { v.pointer("/message/usage") } else { v.get("usage") };
+                if let Some(u) = u {
+                    self.usage = Some(Usage::with_messages_event(self.usage, u));
+                }
+            }
+            if FACTS {
+                note_facts(&mut self.facts, event, data);
+            }
+            return;
         }
         let shape = crate::wire::scan::shape(data);
         let content = shape.is_content();
@@ -374,5 +408,28 @@ mod tests {
         sc.push(b"data: {\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n");
         sc.push(b"data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0}]}}]}\n\n");
         assert_eq!(sc.content_events, 1);
+    }
+
+    #[test]
+    fn a_messages_streams_usage_is_its_start_and_its_last_delta_with_the_cache_in_the_input() {
+        let start = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"stop_reason\":null,\"usage\":{\"input_tokens\":4,\"cache_creation_input_tokens\":10,\"cache_read_input_tokens\":20,\"output_tokens\":1}}}\n\n";
+        let delta = |u: &str| {
+            format!("event: message_delta\ndata: {{\"type\":\"message_delta\",\"delta\":{{\"stop_reason\":\"end_turn\",\"stop_sequence\":null}},\"usage\":{u}}}\n\n")
+        };
+        let mut sc = StreamScanner::<true>::default();
+        sc.push(start.as_bytes());
+        assert_eq!(sc.usage.map(|u| (u.input, u.cached_input, u.output)), Some((34, 20, 1)));
+        sc.push(delta("{\"output_tokens\":15}").as_bytes());
+        assert_eq!(sc.usage.map(|u| (u.input, u.cached_input, u.output)), Some((34, 20, 15)));
+        assert_eq!(sc.facts.finish, Some(Finish::Stop));
+        // Newer versions repeat the input in the delta: it counts as said there.
+        sc.push(delta("{\"input_tokens\":4,\"cache_read_input_tokens\":0,\"output_tokens\":16}").as_bytes());
+        assert_eq!(sc.usage.map(|u| (u.input, u.cached_input, u.output)), Some((4, 0, 16)));
+        // A whole answer's usage reads the same way; Responses usage is unchanged.
+        let v = serde_json::json!({"input_tokens": 4, "cache_read_input_tokens": 20, "cache_creation_input_tokens": 10, "output_tokens": 6});
+        assert_eq!(Usage::from_openai(&v).map(|u| (u.input, u.cached_input, u.output)), Some((34, 20, 6)));
+        let r =
+            serde_json::json!({"input_tokens": 9, "input_tokens_details": {"cached_tokens": 2}, "output_tokens": 1});
+        assert_eq!(Usage::from_openai(&r).map(|u| (u.input, u.cached_input, u.output)), Some((9, 2, 1)));
     }
 }

@@ -89,24 +89,33 @@ fn requests_that_cannot_be_routed_are_refused_with_their_code() {
 }
 
 #[test]
-fn the_messages_door_becomes_a_unified_request_and_refuses_in_its_own_shape() {
-    let h = request(
-        "/v1/messages",
-        r#"{"model":"chat","max_tokens":20,"messages":[{"role":"user","content":"hi"}]}"#,
-        None,
-    );
-    h.request_headers.borrow_mut().push(("anthropic-version".into(), "2023-06-01".into()));
+fn the_messages_door_routes_the_request_as_written_and_refuses_in_its_own_shape() {
+    let body = r#"{"model":"chat","max_tokens":20,"top_k":5,"messages":[{"role":"user","content":"hi"}]}"#;
+    let h = request("/v1/messages", body, None);
     let (_, flow) = run_select(&h);
     assert_eq!(flow, Flow::Continue);
+    // The chains' routes match the chat path; the body goes on byte for byte (each attempt
+    // passes it, or translates it for its provider).
     assert_eq!(h.request_header(":path").as_deref(), Some("/v1/chat/completions"));
-    assert!(h.request_header("anthropic-version").is_none());
-    let unified: serde_json::Value = serde_json::from_slice(&h.request_body.borrow()).unwrap();
-    assert_eq!(unified["messages"][0]["content"], "hi");
+    assert_eq!(h.request_body.borrow().as_slice(), body.as_bytes());
     assert_eq!(h.property_string(&[headers::PROP_DOOR]).as_deref(), Some("messages"));
-    let h = request("/v1/messages", r#"{"model":"nope","max_tokens":20,"messages":[]}"#, None);
-    run_select(&h);
-    let (s, e) = error(&h);
-    assert_eq!((s, e["type"].as_str()), (404, Some("error")));
+    assert_eq!(h.request_header(headers::CHAIN).as_deref(), Some("chain_chat"));
+    let facts = RequestFacts::decode(&h.property_string(&[headers::PROP_REQUEST]).unwrap()).unwrap();
+    assert_eq!((facts.max_output, facts.messages), (Some(20), 1));
+    for (body, status, message) in [
+        (r#"{"model":"nope","max_tokens":20,"messages":[]}"#, 404, None),
+        (r#"{"model":"chat","messages":[]}"#, 400, Some("max_tokens: Field required")),
+        (r#"{"model":"chat","max_tokens":"20","messages":[]}"#, 400, None),
+        (r#"{"model":"chat","max_tokens":20}"#, 400, Some("messages: Field required")),
+    ] {
+        let h = request("/v1/messages", body, None);
+        assert_eq!(run_select(&h).1, Flow::Refused, "{body}");
+        let (s, e) = error(&h);
+        assert_eq!((s, e["type"].as_str()), (status, Some("error")), "{body}");
+        if let Some(m) = message {
+            assert_eq!(e["error"]["message"], m, "{body}");
+        }
+    }
 }
 
 #[test]
@@ -204,6 +213,111 @@ fn an_attempt_translates_for_its_provider_and_forwards_only_allowed_headers() {
     assert_eq!((sent["model"].as_str(), sent["max_tokens"].as_u64()), (Some("claude-x"), Some(9)));
     let rec = parse_attempts(h.property(&[headers::PROP_ATTEMPTS]).as_deref());
     assert_eq!((rec[0].provider.as_str(), rec[0].error_class), ("anthropic", Some(ErrorClass::NoResponse)));
+}
+
+/// An attempt of a call that came in by the Messages door.
+fn messages_attempt_on(provider: &str, body: &str) -> (FakeHost, RouteAttempt) {
+    let h = request("/v1/chat/completions", body, None);
+    h.set_property(headers::PROP_ALIAS, "chat");
+    h.set_property(headers::PROP_DOOR, "messages");
+    h.set_property("xds.upstream_host_metadata.filter_metadata.aigw.provider", provider);
+    let mut a = RouteAttempt::new(cfg());
+    assert_eq!(a.on_request_headers(&h, false), Flow::Pause);
+    let n = h.request_body.borrow().len();
+    assert_eq!(a.on_request_body(&h, n, true), Flow::Continue);
+    (h, a)
+}
+
+fn answer_with(h: &FakeHost, a: &mut RouteAttempt, ct: &str, body: &str) -> String {
+    h.response_headers.borrow_mut().extend([(":status".into(), "200".into()), ("content-type".into(), ct.into())]);
+    a.on_response_headers(h, false);
+    *h.response_body.borrow_mut() = body.as_bytes().to_vec();
+    a.on_response_body(h, body.len(), true);
+    String::from_utf8(h.response_body.borrow().clone()).unwrap()
+}
+
+#[test]
+fn a_messages_call_passes_to_anthropic_as_written_but_for_its_model_and_its_answer_comes_back_as_it_is() {
+    // What only Anthropic has (top_k, thinking, cache_control, a document block) reaches it.
+    let body = r#"{"model":"chat","max_tokens":64,"top_k":3,"thinking":{"type":"enabled","budget_tokens":1024},
+        "system":[{"type":"text","text":"Be brief.","cache_control":{"type":"ephemeral"}}],
+        "messages":[{"role":"user","content":[{"type":"document","source":{"type":"base64","media_type":"application/pdf","data":"JVBERi0="}},
+                                              {"type":"text","text":"Sum it up."}]}]}"#;
+    let (h, mut a) = messages_attempt_on("anthropic", body);
+    assert_eq!(h.request_header(":path").as_deref(), Some("/v1/messages"));
+    let sent = String::from_utf8(h.request_body.borrow().clone()).unwrap();
+    assert_eq!(sent, body.replace(r#""model":"chat""#, r#""model":"claude-x""#));
+    assert_eq!(h.request_header("content-length"), Some(sent.len().to_string()));
+    // A whole answer passes unchanged; its usage (cache reads and writes in the input) and
+    // facts are read on the way.
+    let answer = r#"{"id":"msg_1","type":"message","role":"assistant","model":"claude-x","content":[
+        {"type":"thinking","thinking":"hm","signature":"sig"},{"type":"text","text":"A memo."}],"stop_reason":"end_turn",
+        "stop_sequence":null,"usage":{"input_tokens":4,"cache_creation_input_tokens":10,"cache_read_input_tokens":20,"output_tokens":6}}"#;
+    assert_eq!(answer_with(&h, &mut a, "application/json", answer), answer);
+    let u = Usage::decode(&h.property(&[headers::PROP_USAGE]).unwrap()).unwrap();
+    assert_eq!((u.input, u.cached_input, u.output), (34, 20, 6));
+    let f = crate::wire::facts::AnswerFacts::decode(&h.property(&[headers::PROP_ANSWER]).unwrap()).unwrap();
+    assert_eq!((f.finish, f.head.as_str()), (Some(crate::wire::facts::Finish::Stop), "A memo."));
+    // A stream passes unchanged too.
+    let (h, mut a) = messages_attempt_on("anthropic", &body.replace(r#""top_k":3"#, r#""top_k":3,"stream":true"#));
+    let events = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+    assert_eq!(answer_with(&h, &mut a, "text/event-stream", events), events);
+    // An unreadable success is the attempt's 502 (Envoy moves on).
+    let (h, mut a) = messages_attempt_on("anthropic", body);
+    answer_with(&h, &mut a, "application/json", "{\"type\":\"mess");
+    assert_eq!(h.response_header(":status").as_deref(), Some("502"));
+}
+
+#[test]
+fn a_messages_call_to_an_openai_format_provider_is_translated_there_and_back() {
+    let body = r#"{"model":"chat","max_tokens":64,"top_k":3,"system":"Be brief.","messages":[{"role":"user","content":"hi"}]}"#;
+    let (h, mut a) = messages_attempt_on("openai", body);
+    assert_eq!(h.request_header(":path").as_deref(), Some("/v1/chat/completions"));
+    let sent: serde_json::Value = serde_json::from_slice(&h.request_body.borrow()).unwrap();
+    assert_eq!(sent["model"], "gpt-x");
+    assert_eq!(sent["messages"][0], serde_json::json!({"role": "system", "content": "Be brief."}));
+    assert!(sent.get("top_k").is_none(), "OpenAI has no top_k");
+    let answer = r#"{"id":"chatcmpl-9","object":"chat.completion","model":"gpt-x","choices":[{"index":0,
+        "message":{"role":"assistant","content":"Hello."},"finish_reason":"stop"}],
+        "usage":{"prompt_tokens":5,"completion_tokens":2,"total_tokens":7}}"#;
+    let out: serde_json::Value = serde_json::from_str(&answer_with(&h, &mut a, "application/json", answer)).unwrap();
+    assert_eq!((out["type"].as_str(), out["content"][0]["text"].as_str()), (Some("message"), Some("Hello.")));
+    assert_eq!(out["stop_reason"], "end_turn");
+    assert_eq!(h.response_header("content-length"), Some(out.to_string().len().to_string()));
+    assert_eq!(Usage::decode(&h.property(&[headers::PROP_USAGE]).unwrap()).map(|u| u.input), Some(5));
+    // Streamed: the chunks become Messages events.
+    let (h, mut a) = messages_attempt_on("openai", &body.replace(r#""top_k":3"#, r#""stream":true"#));
+    let sent: serde_json::Value = serde_json::from_slice(&h.request_body.borrow()).unwrap();
+    assert_eq!(sent["stream_options"]["include_usage"], true);
+    let chunks = concat!(
+        "data: {\"id\":\"c\",\"model\":\"gpt-x\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hel\"},\"finish_reason\":null}]}\n\n",
+        "data: {\"id\":\"c\",\"model\":\"gpt-x\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n",
+        "data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":1,\"total_tokens\":6}}\n\n",
+        "data: [DONE]\n\n"
+    );
+    let out = answer_with(&h, &mut a, "text/event-stream", chunks);
+    let names: Vec<&str> = out.lines().filter_map(|l| l.strip_prefix("event: ")).collect();
+    assert_eq!(names.first(), Some(&"message_start"));
+    assert_eq!(names.last(), Some(&"message_stop"));
+    assert!(out.contains("\"text\":\"Hel\"") && !out.contains("[DONE]"), "{out}");
+    let mut sc = crate::wire::usage::StreamScanner::<true>::default();
+    sc.push(out.as_bytes());
+    assert_eq!(sc.usage.map(|u| (u.input, u.output)), Some((5, 1)));
+    // What the translation cannot carry is refused by the attempt, in the door's shape.
+    let h = request(
+        "/v1/chat/completions",
+        r#"{"model":"chat","max_tokens":9,"messages":[{"role":"user","content":[{"type":"document","source":{}}]}]}"#,
+        None,
+    );
+    h.set_property(headers::PROP_ALIAS, "chat");
+    h.set_property(headers::PROP_DOOR, "messages");
+    h.set_property("xds.upstream_host_metadata.filter_metadata.aigw.provider", "openai");
+    let mut a = RouteAttempt::new(cfg());
+    a.on_request_headers(&h, false);
+    let n = h.request_body.borrow().len();
+    assert_eq!(a.on_request_body(&h, n, true), Flow::Refused);
+    let (s, e) = error(&h);
+    assert_eq!((s, e["type"].as_str()), (400, Some("error")));
 }
 
 #[test]
@@ -366,7 +480,7 @@ fn a_responses_stream_that_is_not_the_json_asked_for_ends_as_failed() {
         .concat()
     };
     let run = |text: &str| {
-        let mut w = OutputWatch::new(format.clone(), true);
+        let mut w = OutputWatch::new(format.clone(), WatchKind::Responses);
         let bytes = stream(text).into_bytes();
         let (a, b) = bytes.split_at(bytes.len() - 40);
         let mut out = a.to_vec();
@@ -388,6 +502,39 @@ fn a_responses_stream_that_is_not_the_json_asked_for_ends_as_failed() {
     assert!(v["response"]["error"]["message"].as_str().unwrap().contains("not JSON"));
     assert_eq!(v["response"]["output"][0]["content"][0]["text"], "Sure, here it is", "the output as it came");
     assert!(bad.contains("\"delta\":\"Sure, here it is\""), "the content went on");
+}
+
+#[test]
+fn a_messages_stream_that_is_not_the_json_asked_for_ends_with_an_error_event() {
+    let format =
+        crate::guard::schema::OutputFormat::of_response_format(&serde_json::json!({"type": "json_object"})).unwrap();
+    let stream = |text: &str| {
+        let d = serde_json::json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}});
+        format!(
+            "event: message_start\ndata: {{\"type\":\"message_start\",\"message\":{{}}}}\n\nevent: content_block_delta\ndata: {d}\n\nevent: message_stop\ndata: {{\"type\":\"message_stop\"}}\n\n"
+        )
+    };
+    let run = |s: &str| {
+        let mut w = OutputWatch::new(format.clone(), WatchKind::Messages);
+        let mut all = Vec::new();
+        for piece in s.as_bytes().chunks(9) {
+            let mut out = piece.to_vec();
+            w.watch(&mut out, false);
+            all.extend(out);
+        }
+        let mut out = Vec::new();
+        w.watch(&mut out, true);
+        all.extend(out);
+        String::from_utf8(all).unwrap()
+    };
+    let ok = run(&stream("{\"a\": 1}"));
+    assert!(ok.ends_with("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"), "{ok}");
+    let bad = run(&stream("not json"));
+    assert!(!bad.contains("message_stop"), "{bad}");
+    assert!(bad.contains("event: error\ndata: ") && bad.contains("not the JSON the request asked for"), "{bad}");
+    let mut sc = crate::wire::usage::StreamScanner::<true>::default();
+    sc.push(bad.as_bytes());
+    assert!(sc.saw_error && !sc.saw_end);
 }
 
 #[test]

@@ -162,3 +162,83 @@ fn text_chunks_are_written_without_a_tree_as_the_tree_writes_them() {
         assert!(!t.text_delta(&mut Vec::new(), &chunk.to_string()), "{chunk}");
     }
 }
+
+#[test]
+fn a_messages_answer_streams_as_anthropic_streams_it_and_collects_back_whole() {
+    let answer = json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-x",
+        "content": [{"type": "thinking", "thinking": "Let me see.", "signature": "c2ln"},
+                    {"type": "text", "text": "Paris, \"18C\"."},
+                    {"type": "tool_use", "id": "toolu_1", "name": "w", "input": {"city": "Paris", "n": [1, 2]}},
+                    {"type": "redacted_thinking", "data": "xyz"}],
+        "stop_reason": "tool_use", "stop_sequence": null,
+        "usage": {"input_tokens": 7, "cache_read_input_tokens": 3, "cache_creation_input_tokens": 0, "output_tokens": 9}});
+    let stream = stream_from_message(answer.to_string().as_bytes()).unwrap();
+    let evs = events(&stream);
+    let names: Vec<&str> = evs.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names[0], "message_start");
+    assert_eq!(&names[names.len() - 2..], ["message_delta", "message_stop"]);
+    // Every event's `type` is its name; a block starts empty and its delta carries it.
+    assert!(evs.iter().all(|(n, v)| v["type"] == n.as_str()));
+    assert_eq!(evs[0].1["message"]["content"], json!([]));
+    assert!(evs[0].1["message"]["stop_reason"].is_null());
+    assert_eq!(evs[1].1["content_block"], json!({"type": "thinking", "thinking": "", "signature": ""}));
+    let tool_start = evs.iter().find(|(_, v)| v["content_block"]["type"] == "tool_use").unwrap();
+    assert_eq!(tool_start.1["content_block"]["input"], json!({}));
+    assert!(evs.iter().any(|(_, v)| v["content_block"] == json!({"type": "redacted_thinking", "data": "xyz"})));
+    // Collected in pieces of any size, it is the answer again.
+    for size in [1, 7, 4096] {
+        let mut c = MessagesCollector::new(1 << 20);
+        for piece in stream.chunks(size) {
+            c.push(piece);
+        }
+        assert!(c.ended());
+        let back: Value = serde_json::from_slice(&c.answer().unwrap()).unwrap();
+        assert_eq!(back, answer, "pieces of {size}");
+        let u = c.usage().unwrap();
+        assert_eq!((u.input, u.cached_input, u.output), (10, 3, 9));
+    }
+    // A stream cut short, one with an error, or one past the limit amounts to none.
+    let mut c = MessagesCollector::new(1 << 20);
+    c.push(&stream[..stream.len() - 30]);
+    assert!(!c.ended() && c.answer().is_none());
+    let mut c = MessagesCollector::new(1 << 20);
+    c.push(b"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\"}}\n\n");
+    c.push(&stream);
+    assert!(c.answer().is_none());
+    let mut c = MessagesCollector::new(100);
+    c.push(&stream);
+    assert!(c.answer().is_none());
+    // A stream as Anthropic sends it: deltas in pieces, pings, usage counted on in message_delta.
+    let real = concat!(
+        "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"c\",\"content\":[],\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{\"input_tokens\":4,\"output_tokens\":1}}}\n\n",
+        "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"tool_use\",\"id\":\"t\",\"name\":\"w\",\"input\":{}}}\n\n",
+        "event: ping\ndata: {\"type\": \"ping\"}\n\n",
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"ci\"}}\n\n",
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"ty\\\": \\\"Oslo\\\"}\"}}\n\n",
+        "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n",
+        "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":12}}\n\n",
+        "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+    );
+    let mut c = MessagesCollector::new(1 << 20);
+    c.push(real.as_bytes());
+    let back: Value = serde_json::from_slice(&c.answer().unwrap()).unwrap();
+    assert_eq!(back["content"][0]["input"], json!({"city": "Oslo"}));
+    assert_eq!((back["stop_reason"].as_str(), back["usage"]["output_tokens"].as_u64()), (Some("tool_use"), Some(12)));
+    assert_eq!(c.usage().map(|u| (u.input, u.output)), Some((4, 12)));
+    assert!(stream_from_message(br#"{"object":"chat.completion"}"#).is_none());
+}
+
+#[test]
+fn what_messages_requires_is_checked_without_a_tree() {
+    assert!(check_required(br#"{"model":"m","max_tokens":5,"messages":[]}"#).is_ok());
+    for (body, says) in [
+        (&br#"{"model":"m","messages":[]}"#[..], "max_tokens: Field required"),
+        (br#"{"model":"m","max_tokens":-1,"messages":[]}"#, "max_tokens: Field required"),
+        (br#"{"model":"m","max_tokens":1.5,"messages":[]}"#, "max_tokens: Field required"),
+        (br#"{"model":"m","max_tokens":5,"messages":{}}"#, "messages: Field required"),
+        (br#"{"model":"m","max_tokens":5}"#, "messages: Field required"),
+    ] {
+        assert_eq!(check_required(body).unwrap_err().message, says, "{}", String::from_utf8_lossy(body));
+    }
+    assert_eq!(check_required(b"[1]").unwrap_err().status, 400);
+}
