@@ -103,7 +103,18 @@ def main():
             "messages": [{"role": "user", "content": [{"type": "text", "text": "hello"}]}]}
     seeds["unified_request"] += [json.dumps(chat).encode(), json.dumps(dict(chat, stream=True)).encode(),
                                  json.dumps(tools).encode()]
-    seeds["messages_door"] += [json.dumps(msgs).encode(), json.dumps(dict(msgs, stream=True)).encode()]
+    # What only Anthropic has: a Messages request that goes on as written (top_k, thinking,
+    # cache marks, a document block, a thinking block passed back).
+    native = dict(msgs, top_k=5, thinking={"type": "enabled", "budget_tokens": 1024}, max_tokens=2048,
+                  system=[{"type": "text", "text": "be brief", "cache_control": {"type": "ephemeral"}}],
+                  messages=[{"role": "user", "content": [
+                      {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0="}},
+                      {"type": "text", "text": "hello"}]},
+                            {"role": "assistant", "content": [{"type": "thinking", "thinking": "hm", "signature": "c2ln"},
+                                                              {"type": "text", "text": "hi"}]},
+                            {"role": "user", "content": "more"}])
+    seeds["messages_door"] += [json.dumps(msgs).encode(), json.dumps(dict(msgs, stream=True)).encode(),
+                               json.dumps(native).encode()]
     responses = {"model": "m", "instructions": "be brief", "store": False, "max_output_tokens": 32,
                  "tools": [{"type": "function", "name": "weather", "parameters": {"type": "object"}}],
                  "text": {"format": {"type": "json_schema", "name": "w", "schema": {"type": "object"}}},
@@ -137,6 +148,16 @@ def main():
                            json={"model": "m", "max_tokens": 20, "stream": stream,
                                  "messages": [{"role": "user", "content": "hello there"}]}, headers={**an, **h})
                 seeds["provider_responses"].append(r.content)
+                if stream:
+                    seeds["sse"].append(r.content)
+                # With extended thinking and a cached prefix: thinking blocks, signatures, cache usage.
+                r = c.post(f"{urls['anthropic']}/v1/messages",
+                           json={"model": "m", "max_tokens": 2048, "stream": stream, "thinking": {
+                               "type": "enabled", "budget_tokens": 1024},
+                               "system": [{"type": "text", "text": "be brief", "cache_control": {"type": "ephemeral"}}],
+                               "messages": [{"role": "user", "content": "hello there"}]}, headers={**an, **h})
+                seeds["provider_responses"].append(r.content)
+                seeds["messages_door"].append(r.content)
                 if stream:
                     seeds["sse"].append(r.content)
                 path = "streamGenerateContent?alt=sse" if stream else "generateContent"

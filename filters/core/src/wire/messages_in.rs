@@ -334,81 +334,81 @@ impl MessagesCollector {
         if name == Some("ping") {
             return;
         }
-        let Ok(v) = crate::wire::from_str::<Value>(data) else {
+        if self.read(name, data).is_none() {
             self.broken = true;
-            return;
-        };
+        }
+    }
+
+    /// One event; `None`: not what a Messages stream sends there (the answer is then none).
+    fn read(&mut self, name: Option<&str>, data: &str) -> Option<()> {
+        let v = crate::wire::from_str::<Value>(data).ok()?;
         let index = v.get("index").and_then(Value::as_u64).and_then(|i| usize::try_from(i).ok());
         match name.or_else(|| v.get("type").and_then(Value::as_str)) {
-            Some("message_start") => self.message = v.get("message").cloned(),
+            Some("message_start") => {
+                let m = v.get("message").filter(|m| m.get("type").and_then(Value::as_str) == Some("message"))?;
+                self.message = Some(m.clone());
+            }
             Some("content_block_start") => {
-                let Some(i) = index.filter(|i| *i == self.blocks.len()) else {
-                    self.broken = true;
-                    return;
-                };
-                self.blocks.insert(i, v.get("content_block").cloned().unwrap_or(Value::Null));
+                let block = v.get("content_block").filter(|b| b.is_object())?;
+                if index != Some(self.blocks.len()) {
+                    return None;
+                }
+                self.blocks.push(block.clone());
                 self.inputs.push(String::new());
             }
             Some("content_block_delta") => {
-                let (Some(block), Some(d)) = (index.and_then(|i| self.blocks.get_mut(i)), v.get("delta")) else {
-                    self.broken = true;
-                    return;
-                };
-                let append = |block: &mut Value, key: &str, more: &str| {
-                    let now = block.get(key).and_then(Value::as_str).unwrap_or_default();
-                    block[key] = Value::String(format!("{now}{more}"));
-                };
+                let i = index?;
+                let block = self.blocks.get_mut(i)?.as_object_mut()?;
+                let d = v.get("delta")?;
                 let text = |k: &str| d.get(k).and_then(Value::as_str).unwrap_or_default();
+                let mut append = |key: &str, more: &str| {
+                    let now = block.get(key).and_then(Value::as_str).unwrap_or_default();
+                    let joined = format!("{now}{more}");
+                    block.insert(key.to_string(), Value::String(joined));
+                };
                 match d.get("type").and_then(Value::as_str) {
-                    Some("text_delta") => append(block, "text", text("text")),
-                    Some("thinking_delta") => append(block, "thinking", text("thinking")),
-                    Some("signature_delta") => block["signature"] = json!(text("signature")),
-                    Some("input_json_delta") => {
-                        if let Some(input) = index.and_then(|i| self.inputs.get_mut(i)) {
-                            input.push_str(text("partial_json"));
-                        }
+                    Some("text_delta") => append("text", text("text")),
+                    Some("thinking_delta") => append("thinking", text("thinking")),
+                    Some("signature_delta") => {
+                        block.insert("signature".into(), json!(text("signature")));
                     }
+                    Some("input_json_delta") => self.inputs.get_mut(i)?.push_str(text("partial_json")),
                     Some("citations_delta") => {
-                        if let (Some(c), Some(list)) = (d.get("citation"), block.as_object_mut()) {
-                            let cites = list.entry("citations").or_insert_with(|| json!([]));
-                            if let Some(a) = cites.as_array_mut() {
-                                a.push(c.clone());
-                            }
-                        }
+                        let c = d.get("citation")?.clone();
+                        block.entry("citations").or_insert_with(|| json!([])).as_array_mut()?.push(c);
                     }
                     _ => {}
                 }
             }
             Some("content_block_stop") => {
-                let Some(i) = index else { return };
+                let i = index?;
                 let input = self.inputs.get(i).filter(|t| !t.is_empty()).cloned();
-                if let (Some(block), Some(text)) = (self.blocks.get_mut(i), input) {
-                    match crate::wire::from_str::<Value>(&text) {
-                        Ok(input) => block["input"] = input,
-                        Err(_) => self.broken = true,
-                    }
+                let block = self.blocks.get_mut(i)?.as_object_mut()?;
+                if let Some(text) = input {
+                    block.insert("input".into(), crate::wire::from_str::<Value>(&text).ok()?);
                 }
             }
             Some("message_delta") => {
-                let Some(m) = self.message.as_mut() else {
-                    self.broken = true;
-                    return;
-                };
+                let m = self.message.as_mut()?.as_object_mut()?;
                 for k in ["stop_reason", "stop_sequence"] {
-                    if let Some(x) = v.pointer(&format!("/delta/{k}")) {
-                        m[k] = x.clone();
+                    if let Some(x) = v.get("delta").and_then(|d| d.get(k)) {
+                        m.insert(k.into(), x.clone());
                     }
                 }
-                if let (Some(Value::Object(now)), Some(Value::Object(more))) = (m.get_mut("usage"), v.get("usage")) {
-                    now.extend(more.clone());
-                } else if let Some(u) = v.get("usage") {
-                    m["usage"] = u.clone();
+                if let Some(more) = v.get("usage").and_then(Value::as_object) {
+                    match m.get_mut("usage").and_then(Value::as_object_mut) {
+                        Some(now) => now.extend(more.clone()),
+                        None => {
+                            m.insert("usage".into(), Value::Object(more.clone()));
+                        }
+                    }
                 }
             }
             Some("message_stop") => self.ended = true,
-            Some("error") => self.broken = true,
+            Some("error") => return None,
             _ => {}
         }
+        Some(())
     }
 
     /// Whether the stream's own end (`message_stop`) came.
@@ -422,7 +422,7 @@ impl MessagesCollector {
             return None;
         }
         let mut m = self.message.clone()?;
-        m["content"] = Value::Array(self.blocks.clone());
+        m.as_object_mut()?.insert("content".into(), Value::Array(self.blocks.clone()));
         serde_json::to_vec(&m).ok()
     }
 

@@ -226,6 +226,20 @@ fn a_messages_answer_streams_as_anthropic_streams_it_and_collects_back_whole() {
     assert_eq!((back["stop_reason"].as_str(), back["usage"]["output_tokens"].as_u64()), (Some("tool_use"), Some(12)));
     assert_eq!(c.usage().map(|u| (u.input, u.output)), Some((4, 12)));
     assert!(stream_from_message(br#"{"object":"chat.completion"}"#).is_none());
+    // Events of the wrong shape (found by the fuzzer: a message that is not a Messages answer
+    // was kept, and could not be replayed) make no answer, and never a panic.
+    for odd in [
+        "event: message_start\ndata: {\"message\":{}}\n\n",
+        "event: message_start\ndata: {\"message\":\"x\"}\n\n",
+        "event: content_block_start\ndata: {\"index\":0,\"content_block\":\"x\"}\n\n",
+        "event: content_block_delta\ndata: {\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"x\"}}\n\n",
+        "event: message_delta\ndata: {\"delta\":{\"stop_reason\":\"end_turn\"}}\n\n",
+    ] {
+        let mut c = MessagesCollector::new(1 << 20);
+        c.push(odd.as_bytes());
+        c.push(b"event: message_stop\ndata: {}\n\n");
+        assert!(c.answer().is_none(), "{odd}");
+    }
 }
 
 #[test]
