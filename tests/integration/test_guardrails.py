@@ -10,6 +10,7 @@ import uuid
 
 import anthropic
 import openai
+import pytest
 from conftest import DEMO_KEYS
 
 # One positive per masked category (checksums valid), and near misses that must pass as they are.
@@ -258,7 +259,7 @@ def test_an_output_term_withholds_a_whole_answer_and_stops_a_stream_at_the_match
         text = "".join(s.text_stream)
         final = s.get_final_message()
     assert "alpha" in text and "Falcon" not in text and "beta" not in text
-    assert final.stop_reason in ("refusal", "end_turn"), final.stop_reason
+    assert final.stop_reason == "refusal", final.stop_reason
 
 
 def test_a_streamed_answer_that_is_not_the_json_asked_for_ends_with_an_error_event(gateway):
@@ -310,6 +311,39 @@ def test_the_responses_door_text_format_is_checked_and_moves_the_chain_on(gatewa
     except openai.APIStatusError as e:
         code = (e.status_code, e.code)
     assert code == (502, "invalid_model_output")
+
+
+def test_the_messages_door_structured_output_is_checked_and_moves_the_chain_on(gateway):
+    """`output_config.format` on the Messages door: passed to Anthropic as written, translated to
+    `response_format` for OpenAI, and the answer checked on each step, whole or streamed."""
+    tag = uuid.uuid4().hex[:8]
+    ask = '{"city": "Pune", "population": 7000000, "note": "%s"}' % tag
+    schema = json.loads(json.dumps(SCHEMA["json_schema"]["schema"]))
+    schema["properties"]["note"] = {"type": "string"}
+    oc = {"format": {"type": "json_schema", "schema": schema}}
+    an = anthropic.Anthropic(base_url=gateway.url, api_key=DEMO_KEYS["acme"], max_retries=0)
+    kw = dict(model="chat", max_tokens=200, output_config=oc, messages=[{"role": "user", "content": ask}])
+    ok = an.messages.with_raw_response.create(**kw)
+    assert ok.headers["x-aigw-provider"] == "anthropic"
+    assert json.loads(ok.parse().content[0].text)["city"] == "Pune"
+    [seen] = gateway.provider_requests("anthropic", containing=tag)
+    assert json.loads(seen["body"])["output_config"] == oc
+    # Anthropic answers in prose: the OpenAI step (translated, its response_format) serves.
+    r = an.messages.with_raw_response.create(**kw, extra_headers={"x-fake-fault": "anthropic=not-json"})
+    assert r.headers["x-aigw-provider"] == "openai" and r.headers["x-aigw-attempts"] == "2"
+    assert json.loads(r.parse().content[0].text)["note"] == tag
+    [sent] = [q for q in gateway.provider_requests("openai", containing=tag)]
+    assert json.loads(sent["body"])["response_format"]["json_schema"]["schema"] == schema
+    with pytest.raises(anthropic.APIStatusError) as e:
+        an.messages.create(**kw, extra_headers={"x-fake-fault": "*=not-json"})
+    assert e.value.status_code == 502 and "not the JSON" in e.value.body["error"]["message"]
+    # Streamed (no step after the first byte): an error event after the content.
+    body = {**kw, "stream": True}
+    r = gateway.client.post("/v1/messages", json=body,
+                            headers={"x-api-key": DEMO_KEYS["acme"], "x-fake-fault": "anthropic=not-json"})
+    names = [line[7:] for line in r.text.split("\n") if line.startswith("event: ")]
+    assert r.status_code == 200 and "content_block_delta" in names and names[-1] == "error", names
+    assert "not the JSON the request asked for" in r.text.split("\n")[-3]
 
 
 def test_a_responses_stream_that_is_not_the_json_asked_for_ends_as_failed(gateway):

@@ -628,6 +628,9 @@ pub struct RequestFacts {
     pub max_output: Option<u64>,
     /// The request's `response_format`, as written (not encoded: it is handed on by itself).
     pub output_format: Option<String>,
+    /// A Messages request's `output_config`, as written (its `format` is what `response_format`
+    /// is to chat: the route stage hands it on as that; not encoded either).
+    pub output_config: Option<String>,
 }
 
 impl RequestFacts {
@@ -658,9 +661,12 @@ impl RequestFacts {
             input: Option<&'a RawValue>,
             #[serde(borrow, default)]
             response_format: Option<&'a RawValue>,
-            /// Messages: the system prompt (a string or text blocks).
+            /// Messages: the system prompt (a string or text blocks), and structured outputs
+            /// (`output_config.format`, as a Responses request's `text.format`).
             #[serde(borrow, default)]
             system: Option<&'a RawValue>,
+            #[serde(borrow, default)]
+            output_config: Option<&'a RawValue>,
         }
         #[derive(Deserialize)]
         struct StreamOptions {
@@ -696,6 +702,7 @@ impl RequestFacts {
             messages: req.messages.len() as u64,
             max_output: req.max_completion_tokens.or(req.max_tokens),
             output_format: req.response_format.map(|r| r.get().to_string()).filter(|r| r != "null"),
+            output_config: req.output_config.map(|r| r.get().to_string()).filter(|r| r != "null"),
             ..RequestFacts::default()
         };
         for m in &req.messages {

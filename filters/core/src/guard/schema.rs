@@ -40,7 +40,8 @@ impl OutputFormat {
     }
 }
 
-/// A Responses request's `text` (its `format`), as the chat `response_format` it stands for
+/// A Responses request's `text` (its `format`), or a Messages request's `output_config` (the
+/// same `format`), as the chat `response_format` it stands for
 /// (JSON text); `None` for plain text.
 pub fn response_format_of_text(text: &str) -> Option<String> {
     let t: Value = crate::wire::from_str(text).ok()?;

@@ -219,8 +219,10 @@ impl Select {
         let candidates: Vec<&str> = alias.steps.iter().map(|s| self.cfg.model_at(&s.model, now).0).collect();
         h.set_property(headers::PROP_CANDIDATES, &candidates.join(","));
         self.hide_usage = facts.stream && !facts.include_usage;
-        if let Some(format) = &facts.output_format {
-            // Each attempt checks its answer against it (guard::schema).
+        // Each attempt checks its answer against it (guard::schema); a Messages request's
+        // structured outputs stand for the same.
+        let structured = facts.output_config.as_deref().and_then(crate::guard::schema::response_format_of_text);
+        if let Some(format) = facts.output_format.as_ref().or(structured.as_ref()) {
             h.set_property(headers::PROP_OUTPUT_FORMAT, format);
         }
         h.set_property(headers::PROP_REQUEST, &facts.encode());
@@ -553,18 +555,22 @@ struct OutputWatch {
     /// whole Response, checked there. A Messages door's: its text deltas, checked at its
     /// `message_stop`.
     events: Option<(WatchKind, sse::Parser)>,
-    text: String,
+    /// A Messages stream's text so far (`None`: past [`WATCH_LIMIT`]).
+    text: Option<String>,
 }
+
+/// The most of a stream's text an [`OutputWatch`] keeps to check.
+const WATCH_LIMIT: usize = 1 << 20;
 
 impl OutputWatch {
     fn new(format: crate::guard::schema::OutputFormat, kind: WatchKind) -> OutputWatch {
         let chat = kind == WatchKind::Chat;
         OutputWatch {
             format,
-            collector: crate::wire::chat::StreamCollector::new(if chat { 1 << 20 } else { 0 }),
+            collector: crate::wire::chat::StreamCollector::new(if chat { WATCH_LIMIT } else { 0 }),
             done: false,
             events: (!chat).then(|| (kind, sse::Parser::default())),
-            text: String::new(),
+            text: Some(String::new()),
         }
     }
 
@@ -594,12 +600,17 @@ impl OutputWatch {
                     (WatchKind::Messages, Some("content_block_delta")) => {
                         if let Ok(v) = crate::wire::from_str::<Value>(&data) {
                             if let Some(t) = v.pointer("/delta/text").and_then(Value::as_str) {
-                                self.text.push_str(t);
+                                // (Past the chat collector's bound, as there, the text is not
+                                // checked: `None`.)
+                                match &mut self.text {
+                                    Some(all) if all.len() + t.len() <= WATCH_LIMIT => all.push_str(t),
+                                    _ => self.text = None,
+                                }
                             }
                         }
                     }
                     (WatchKind::Messages, Some("message_stop")) => {
-                        if let Err(problem) = self.format.check(&self.text) {
+                        if let Some(Err(problem)) = self.text.as_deref().map(|t| self.format.check(t)) {
                             let message =
                                 format!("The model's answer is not the JSON the request asked for: {problem}.");
                             data = serde_json::json!({"type": "error", "error": {"type": "api_error", "message": message}})

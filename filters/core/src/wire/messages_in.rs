@@ -167,6 +167,15 @@ pub fn request_to_openai(a: &Value) -> Result<Value, GatewayError> {
     if let Some(u) = a.pointer("/metadata/user_id") {
         body.insert("user".into(), u.clone());
     }
+    // Structured outputs: `output_config.format` is the chat request's `response_format` (whose
+    // schema OpenAI wants named).
+    let format = a.get("output_config").and_then(|c| crate::guard::schema::response_format_of_text(&c.to_string()));
+    if let Some(Ok(mut rf)) = format.map(|f| crate::wire::from_str::<Value>(&f)) {
+        if let Some(s) = rf.get_mut("json_schema").and_then(Value::as_object_mut) {
+            s.insert("name".into(), json!("output"));
+        }
+        body.insert("response_format".into(), rf);
+    }
     Ok(Value::Object(body))
 }
 

@@ -266,6 +266,28 @@ fn a_messages_call_passes_to_anthropic_as_written_but_for_its_model_and_its_answ
     let (h, mut a) = messages_attempt_on("anthropic", body);
     answer_with(&h, &mut a, "application/json", "{\"type\":\"mess");
     assert_eq!(h.response_header(":status").as_deref(), Some("502"));
+    // Structured outputs asked (`output_config.format`, read by the listener): an answer that is
+    // not the JSON asked for is the attempt's 502 too.
+    let asked = r#"{"model":"chat","max_tokens":64,"output_config":{"format":{"type":"json_schema","schema":{"type":"object","required":["a"]}}},"messages":[{"role":"user","content":"hi"}]}"#;
+    let l = request("/v1/messages", asked, None);
+    run_select(&l);
+    let format = l.property_string(&[headers::PROP_OUTPUT_FORMAT]).unwrap();
+    assert!(format.contains("\"required\":[\"a\"]"), "{format}");
+    let h = request("/v1/chat/completions", asked, None);
+    h.set_property(headers::PROP_ALIAS, "chat");
+    h.set_property(headers::PROP_DOOR, "messages");
+    h.set_property(headers::PROP_OUTPUT_FORMAT, &format);
+    h.set_property("xds.upstream_host_metadata.filter_metadata.aigw.provider", "anthropic");
+    let mut a = RouteAttempt::new(cfg());
+    a.on_request_headers(&h, false);
+    let n = h.request_body.borrow().len();
+    a.on_request_body(&h, n, true);
+    let prose = r#"{"id":"m","type":"message","role":"assistant","content":[{"type":"text","text":"Sure!"}],"stop_reason":"end_turn","usage":{"input_tokens":1,"output_tokens":1}}"#;
+    let out = answer_with(&h, &mut a, "application/json", prose);
+    assert_eq!(h.response_header(":status").as_deref(), Some("502"));
+    assert!(out.contains("invalid_model_output"), "{out}");
+    let rec = parse_attempts(h.property(&[headers::PROP_ATTEMPTS]).as_deref());
+    assert_eq!(rec[0].error_class, Some(ErrorClass::InvalidOutput));
 }
 
 #[test]

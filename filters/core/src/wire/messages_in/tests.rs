@@ -256,3 +256,17 @@ fn what_messages_requires_is_checked_without_a_tree() {
     }
     assert_eq!(check_required(b"[1]").unwrap_err().status, 400);
 }
+
+#[test]
+fn structured_outputs_become_the_unified_response_format() {
+    let a = json!({"model": "m", "max_tokens": 9, "messages": [{"role": "user", "content": "x"}],
+        "output_config": {"format": {"type": "json_schema", "schema": {"type": "object", "required": ["a"]}}}});
+    let o = request_to_openai(&a).unwrap();
+    assert_eq!(
+        o["response_format"],
+        json!({"type": "json_schema", "json_schema": {"name": "output", "schema": {"type": "object", "required": ["a"]}}})
+    );
+    let plain =
+        request_to_openai(&json!({"model": "m", "max_tokens": 9, "messages": [], "output_config": {"effort": "low"}}));
+    assert!(plain.unwrap().get("response_format").is_none());
+}
