@@ -102,6 +102,18 @@ def test_a_streamed_hit_is_replayed_through_both_sdks(gateway):
     assert sent(gateway, msg) == 1
     rec = gateway.audit_lines()[-1]
     assert rec["door"] == "messages" and rec["cache_status"] == "hit" and rec["stream"] is True
+    # And the other way: a Messages stream, collected as it passed, answers the same request
+    # whole (the answer Anthropic's events amounted to, its usage included).
+    msg = unique()
+    with an.messages.stream(model="chat-cached", max_tokens=50, messages=[{"role": "user", "content": msg}]) as s:
+        streamed = s.get_final_message()
+    out = an.messages.with_raw_response.create(model="chat-cached", max_tokens=50,
+                                               messages=[{"role": "user", "content": msg}])
+    whole = out.parse()
+    assert out.headers["x-aigw-cache"] == "hit" and sent(gateway, msg) == 1
+    assert whole.content[0].text == streamed.content[0].text and whole.id == streamed.id
+    assert (whole.usage.input_tokens, whole.usage.output_tokens) == (streamed.usage.input_tokens,
+                                                                     streamed.usage.output_tokens)
 
 
 T0 = "2027-03-01T00:00:00Z"
