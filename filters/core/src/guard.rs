@@ -285,9 +285,9 @@ pub const WITHHELD: &str = "The answer was withheld by the gateway's content fil
 /// completes a term, and everything after it, is replaced by a last chunk with
 /// `finish_reason: content_filter` and `[DONE]`. Responses events: the delta that completes a
 /// term, and everything after it, is replaced by `response.incomplete` (reason
-/// `content_filter`, no output), numbered in sequence. Messages events: by the end of its block,
-/// `message_delta` with `stop_reason: refusal`, and `message_stop`. The text seen is kept only as long as the
-/// longest term (a term split across chunks is caught).
+/// `content_filter`, no output), numbered in sequence. Messages events: by the end of its
+/// block, `message_delta` with `stop_reason: refusal`, and `message_stop`. The text seen is
+/// kept only as long as the longest term (a term split across chunks is caught).
 #[derive(Debug, Default)]
 pub struct StreamFilter {
     terms: Vec<String>,
@@ -296,10 +296,11 @@ pub struct StreamFilter {
     longest: usize,
     pub stopped: bool,
     /// Responses events: the response as `response.created` announced it, and the last
-    /// sequence number. Messages events: the output tokens counted so far (what the stop
-    /// event says).
+    /// sequence number.
     snapshot: Option<Value>,
     seq: u64,
+    /// Messages events: the output tokens counted so far (what the stop event says).
+    output_tokens: u64,
 }
 
 impl StreamFilter {
@@ -325,7 +326,7 @@ impl StreamFilter {
                 // message stops for `refusal`.
                 let usage = if kind == "message_start" { v.pointer("/message/usage") } else { v.get("usage") };
                 if let Some(n) = usage.and_then(|u| u.get("output_tokens")).and_then(Value::as_u64) {
-                    self.seq = n;
+                    self.output_tokens = n;
                 }
                 if kind == "content_block_delta" {
                     let d = &v["delta"];
@@ -336,7 +337,7 @@ impl StreamFilter {
                         self.stopped = true;
                         let stop = serde_json::json!({"type": "content_block_stop", "index": v.get("index")});
                         let delta = serde_json::json!({"type": "message_delta",
-                            "delta": {"stop_reason": "refusal", "stop_sequence": null}, "usage": {"output_tokens": self.seq}});
+                            "delta": {"stop_reason": "refusal", "stop_sequence": null}, "usage": {"output_tokens": self.output_tokens}});
                         write_event(&mut out, Some("content_block_stop"), &stop.to_string());
                         write_event(&mut out, Some("message_delta"), &delta.to_string());
                         write_event(&mut out, Some("message_stop"), r#"{"type":"message_stop"}"#);
@@ -464,12 +465,13 @@ impl Restorer {
     }
 }
 
-/// Puts masked values back in a stream, event by event (chat chunks, Responses or Messages events), so
-/// that a placeholder a model streams in pieces (`<EM`, `AIL_`, `1>`) comes back too. Each
-/// text lane (a choice's content, a tool call's arguments, a Responses part's deltas) holds back
-/// a trailing piece that could still become a placeholder and puts it in front of the lane's
-/// next delta; a lane that ends with a piece held (its choice finishes, a Responses part is
-/// done, `[DONE]`, the end of the stream) sends it in an event of its own, a copy of the lane's
+/// Puts masked values back in a stream, event by event (chat chunks, Responses or Messages
+/// events), so that a placeholder a model streams in pieces (`<EM`, `AIL_`, `1>`) comes back
+/// too. Each text lane (a choice's content, a tool call's arguments, a Responses part's deltas,
+/// a Messages block's text, tool input or thinking) holds back a trailing piece that could
+/// still become a placeholder and puts it in front of the lane's next delta; a lane that ends
+/// with a piece held (its choice finishes, a Responses part is done, a Messages block stops,
+/// `[DONE]`, the end of the stream) sends it in an event of its own, a copy of the lane's
 /// last delta (Responses events after it are renumbered, gapless). Placeholders whole within an
 /// event go back as in [`Restorer`].
 #[derive(Debug, Default)]
