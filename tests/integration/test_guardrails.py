@@ -260,6 +260,12 @@ def test_an_output_term_withholds_a_whole_answer_and_stops_a_stream_at_the_match
         final = s.get_final_message()
     assert "alpha" in text and "Falcon" not in text and "beta" not in text
     assert final.stop_reason == "refusal", final.stop_reason
+    # A whole Messages answer that holds the term: no content, `refusal`, on record.
+    out = an.messages.with_raw_response.create(model="chat-guarded", max_tokens=100, messages=[
+        {"role": "user", "content": f"{tag} gamma Project Falcon delta"}])
+    whole = out.parse()
+    assert (whole.content, whole.stop_reason) == ([], "refusal") and "Falcon" not in out.http_response.text
+    assert audit(gateway, out)["compliance_flags"] == ["output_term:withheld:1"]
 
 
 def test_a_streamed_answer_that_is_not_the_json_asked_for_ends_with_an_error_event(gateway):

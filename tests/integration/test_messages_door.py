@@ -112,6 +112,23 @@ def test_messages_door_errors_are_in_anthropic_shape(gateway, claude):
     assert "anthropic answered 503" in r.json()["error"]["message"]
 
 
+def test_what_a_translating_step_cannot_carry_is_a_400_in_anthropic_shape_and_audited(gateway, claude):
+    """A document block passes to Anthropic as written; a chain whose step is OpenAI (the Messages
+    request translated there) refuses it by name, before the provider is asked, in the door's
+    shape, and the call is on record."""
+    doc = {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0="}}
+    msg = unique("pdf")
+    with pytest.raises(anthropic.BadRequestError) as e:
+        claude.messages.with_raw_response.create(model="chat-openai-first", max_tokens=20, messages=[
+            {"role": "user", "content": [doc, {"type": "text", "text": msg}]}])
+    assert e.value.status_code == 400
+    assert e.value.body["type"] == "error" and e.value.body["error"]["type"] == "invalid_request_error"
+    assert "unsupported content block" in e.value.body["error"]["message"]
+    assert gateway.provider_requests("openai", containing=msg) == []
+    [rec] = gateway.audit(e.value.response.headers["x-aigw-request-id"])
+    assert (rec["outcome"], rec["status"], rec["door"]) == ("refused_request", 400, "messages")
+
+
 def test_every_refusal_on_the_messages_door_is_in_anthropic_shape(gateway):
     body = {"model": "chat", "max_tokens": 10, "messages": [{"role": "user", "content": "x"}]}
     # auth-key-swap (before route-select has run): an unknown key.

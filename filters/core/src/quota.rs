@@ -631,6 +631,8 @@ pub struct RequestFacts {
     /// A Messages request's `output_config`, as written (its `format` is what `response_format`
     /// is to chat: the route stage hands it on as that; not encoded either).
     pub output_config: Option<String>,
+    /// The request has a `messages` list (what the Messages door requires; not encoded).
+    pub messages_listed: bool,
 }
 
 impl RequestFacts {
@@ -643,7 +645,7 @@ impl RequestFacts {
         #[derive(Deserialize)]
         struct Req<'a> {
             #[serde(borrow, default)]
-            messages: Vec<Msg<'a>>,
+            messages: Option<Vec<Msg<'a>>>,
             #[serde(borrow, default)]
             tools: Option<&'a RawValue>,
             #[serde(default)]
@@ -699,13 +701,14 @@ impl RequestFacts {
             model: req.model.map(|m| m.into_owned()),
             stream: req.stream == Some(true),
             include_usage: req.stream_options.and_then(|o| o.include_usage) == Some(true),
-            messages: req.messages.len() as u64,
+            messages: req.messages.as_ref().map_or(0, |m| m.len() as u64),
+            messages_listed: req.messages.is_some(),
             max_output: req.max_completion_tokens.or(req.max_tokens),
             output_format: req.response_format.map(|r| r.get().to_string()).filter(|r| r != "null"),
             output_config: req.output_config.map(|r| r.get().to_string()).filter(|r| r != "null"),
             ..RequestFacts::default()
         };
-        for m in &req.messages {
+        for m in req.messages.iter().flatten() {
             match m.content {
                 Some(c) if c.get().starts_with('"') => {
                     f.text_bytes += raw_len(c);
@@ -736,7 +739,7 @@ impl RequestFacts {
             f.text_pieces += pieces(system);
             f.messages += 1;
         }
-        if let Some(input) = req.input.filter(|_| req.messages.is_empty()) {
+        if let Some(input) = req.input.filter(|_| req.messages.as_ref().is_none_or(Vec::is_empty)) {
             // Embeddings: the input is all there is, and nothing is generated. Token arrays
             // count one per number (a comma or bracket each, at least).
             let raw = input.get();

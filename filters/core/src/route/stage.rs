@@ -123,8 +123,14 @@ impl Select {
             return Err(GatewayError::bad_request("missing_model", "The request names no `model`.").with_param("model"));
         };
         if self.door == Door::Messages {
-            // What Messages requires, refused here (before any provider is asked) in its words.
-            messages_in::check_required(body)?;
+            // What Messages requires, refused here (before any provider is asked) in its words,
+            // from the facts just read (no second pass over the body).
+            if facts.max_output.is_none() {
+                return Err(GatewayError::bad_request("invalid_request", "max_tokens: Field required"));
+            }
+            if !facts.messages_listed {
+                return Err(GatewayError::bad_request("invalid_request", "messages: Field required"));
+            }
         }
         let id = h.call_identity();
         // The aliases the caller's key may use (set by auth-key-swap; absent: no restriction).

@@ -47,25 +47,6 @@ fn image_part(b: &Value) -> Result<Value, GatewayError> {
     Ok(json!({"type": "image_url", "image_url": {"url": url}}))
 }
 
-/// What a Messages request must have beyond its `model`, checked without a tree (the body goes
-/// on as it is): `max_tokens`, a whole number, and `messages`, a list. Refused in the words
-/// [`request_to_openai`] uses.
-pub fn check_required(body: &[u8]) -> Result<(), GatewayError> {
-    let (members, _) =
-        crate::wire::scan::members(body).ok_or_else(|| invalid("The request body is not one JSON object"))?;
-    // (As a JSON reader takes a repeated member: the last one.)
-    let value =
-        |name: &str| members.iter().rev().find(|m| m.key_is(body, name)).and_then(|m| body.get(m.value.clone()));
-    let whole = |v: &[u8]| !v.is_empty() && v.iter().all(u8::is_ascii_digit);
-    if !value("max_tokens").is_some_and(whole) {
-        return Err(invalid("max_tokens: Field required"));
-    }
-    if value("messages").is_none_or(|v| v.first() != Some(&b'[')) {
-        return Err(invalid("messages: Field required"));
-    }
-    Ok(())
-}
-
 /// The unified (OpenAI) request for a Messages request.
 pub fn request_to_openai(a: &Value) -> Result<Value, GatewayError> {
     let model = a.get("model").and_then(Value::as_str).ok_or_else(|| invalid("model: Field required"))?;
