@@ -12,10 +12,18 @@
 //! the gateway's module (`aigw-filters` built with the `bench-floor` feature), so that the two
 //! rows tell what the module itself costs from what the gateway's code does.
 
-use proxy_wasm::hostcalls as hc;
-use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::{Action, BufferType, MapType, MetricType};
+#[cfg(not(feature = "in-bundle"))]
+use proxy_wasm::{
+    hostcalls as hc,
+    traits::{Context, HttpContext},
+    types::{Action, BufferType, MapType, MetricType},
+};
+#[cfg(feature = "in-bundle")]
+use sdk::{hc, Action, BufferType, HttpContext, MapType, MetricType};
 use serde_json::Value;
+
+#[cfg(feature = "in-bundle")]
+mod sdk;
 
 const ENTRY: &str = "aigw_floor";
 const UPSTREAM: &str = "aigw_floor_upstream";
@@ -192,6 +200,7 @@ fn go_on_at(eos: bool) -> Action {
 
 struct Listener(Extras);
 
+#[cfg(not(feature = "in-bundle"))]
 impl Context for Listener {}
 
 impl HttpContext for Listener {
@@ -336,6 +345,7 @@ impl HttpContext for Listener {
 
 struct Attempt(Extras);
 
+#[cfg(not(feature = "in-bundle"))]
 impl Context for Attempt {}
 
 impl HttpContext for Attempt {

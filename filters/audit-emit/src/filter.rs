@@ -6,15 +6,11 @@ use std::rc::Rc;
 use aigw_core::audit::stage::{Audit, AuditCall, AuditConfig};
 use aigw_core::call_state::{Side, Stateful, Writers};
 use aigw_core::host::{Callbacks, Flow, Host};
-use aigw_host::{self as host, Forward, ProxyHost};
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::ContextType;
+use aigw_host::{self as host, Forward, HttpContext, ProxyHost, RootContext};
 
 struct Root {
     audit: Option<Rc<Audit>>,
 }
-
-impl Context for Root {}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
@@ -26,10 +22,6 @@ impl RootContext for Root {
         let audit = self.audit.clone()?;
         let call = Call { call: AuditCall::new(&ProxyHost), audit };
         Some(Box::new(Forward(Stateful::new(call, Side::Listener, Writers::Many))))
-    }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
     }
 }
 
@@ -57,7 +49,7 @@ impl Callbacks for Call {
     }
 }
 
-/// A new root context of this filter (what `proxy_wasm::set_root_context` needs).
+/// A new root context of this filter (what `aigw_host::main!` needs).
 pub fn root() -> Box<dyn RootContext> {
     Box::new(Root { audit: None })
 }

@@ -15,7 +15,4 @@ mod filter;
 
 pub use filter::root;
 
-proxy_wasm::main! {{
-    proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
-    proxy_wasm::set_root_context(|_| filter::root());
-}}
+aigw_host::main!(filter::root);

@@ -11,9 +11,7 @@ use aigw_core::error::ConfigError;
 use aigw_core::headers;
 use aigw_core::host::{Callbacks, Flow, Host};
 use aigw_core::route::Api;
-use aigw_host::{self as host, Forward};
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::ContextType;
+use aigw_host::{self as host, Forward, HttpContext, RootContext};
 
 enum Role {
     Downstream(KeyRing),
@@ -38,8 +36,6 @@ struct Root {
     role: Option<Rc<Role>>,
 }
 
-impl Context for Root {}
-
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
         self.role = host::configure("auth-key-swap", |cfg| compile(&host::root_id(), cfg)).map(Rc::new);
@@ -54,10 +50,6 @@ impl RootContext for Root {
         };
         let stream = Stream { role, used: None, status: 0 };
         Some(Box::new(Forward(Stateful::new(stream, side, Writers::Many))))
-    }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
     }
 }
 
@@ -135,7 +127,7 @@ impl Stream {
     }
 }
 
-/// A new root context of this filter (what `proxy_wasm::set_root_context` needs).
+/// A new root context of this filter (what `aigw_host::main!` needs).
 pub fn root() -> Box<dyn RootContext> {
     Box::new(Root { role: None })
 }

@@ -18,9 +18,7 @@ use aigw_core::call_state::{Side, Stateful, Writers};
 use aigw_core::host::HttpCallProbe;
 use aigw_core::pipeline::{AttemptCall, GatewayConfig, Listener, ListenerCall, Upstream};
 use aigw_core::quota::stage::ticker::Ticker;
-use aigw_host::{self as host, Forward, ProxyHost};
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel};
+use aigw_host::{self as host, Action, Forward, HttpContext, LogLevel, ProxyHost, RootContext};
 
 /// Which side of Envoy a plugin runs on, and which of its configuration's stages.
 #[derive(Clone, Copy)]
@@ -87,7 +85,7 @@ struct Root {
     writers: Writers,
 }
 
-impl Context for Root {
+impl RootContext for Root {
     fn on_http_call_response(&mut self, token: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
         let answer = host::http_call_answer(body_size);
         if self.writer.as_mut().is_some_and(|w| w.on_http_call_response(&ProxyHost, token, &answer)) {
@@ -100,9 +98,7 @@ impl Context for Root {
             t.on_http_call_response(&ProxyHost, token, &answer);
         }
     }
-}
 
-impl RootContext for Root {
     fn on_tick(&mut self) {
         if let Some(t) = &mut self.ticker {
             t.on_tick(&ProxyHost);
@@ -213,10 +209,6 @@ impl RootContext for Root {
             None => None,
         }
     }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
-    }
 }
 
 /// Test only: the root id of a filter that traps the VM when a request carries
@@ -230,8 +222,6 @@ const TRAP_ROOT_ID: &str = "aigw_test_trap";
 const HTTP_CALL_ROOT_ID: &str = "aigw_test_http_call";
 
 struct Trap;
-
-impl Context for Trap {}
 
 impl HttpContext for Trap {
     fn on_http_request_headers(&mut self, _n: usize, _eos: bool) -> Action {
@@ -248,7 +238,4 @@ fn trap() {
     core::arch::wasm32::unreachable();
 }
 
-proxy_wasm::main! {{
-    proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { compiled: None, ticker: None, writer: None, marks: None, writers: Writers::Many }) });
-}}
+aigw_host::main!(|| Box::new(Root { compiled: None, ticker: None, writer: None, marks: None, writers: Writers::Many }));

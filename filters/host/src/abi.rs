@@ -29,6 +29,10 @@ pub const RESPONSE_BODY: u32 = 1;
 pub const HTTP_CALL_RESPONSE_BODY: u32 = 4;
 pub const PLUGIN_CONFIGURATION: u32 = 7;
 
+/// Metric types (`proxy_define_metric`).
+pub const COUNTER: u32 = 0;
+pub const HISTOGRAM: u32 = 2;
+
 #[cfg(target_arch = "wasm32")]
 mod imp {
     use super::OK;
@@ -36,6 +40,7 @@ mod imp {
     #[link(wasm_import_module = "env")]
     extern "C" {
         fn proxy_get_header_map_pairs(map: u32, data: *mut *mut u8, size: *mut usize) -> u32;
+        fn proxy_set_header_map_pairs(map: u32, data: *const u8, size: usize) -> u32;
         fn proxy_get_header_map_value(
             map: u32,
             key: *const u8,
@@ -83,10 +88,120 @@ mod imp {
             grpc_status: i32,
         ) -> u32;
         fn proxy_continue_stream(stream: u32) -> u32;
+        fn proxy_log(level: u32, message: *const u8, message_size: usize) -> u32;
+        fn proxy_get_current_time_nanoseconds(time: *mut u64) -> u32;
+        fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
+        fn proxy_call_foreign_function(
+            name: *const u8,
+            name_size: usize,
+            arguments: *const u8,
+            arguments_size: usize,
+            results: *mut *mut u8,
+            results_size: *mut usize,
+        ) -> u32;
+        fn proxy_define_metric(kind: u32, name: *const u8, name_size: usize, id: *mut u32) -> u32;
+        fn proxy_increment_metric(id: u32, offset: i64) -> u32;
+        fn proxy_record_metric(id: u32, value: u64) -> u32;
+        fn proxy_http_call(
+            upstream: *const u8,
+            upstream_size: usize,
+            headers: *const u8,
+            headers_size: usize,
+            body: *const u8,
+            body_size: usize,
+            trailers: *const u8,
+            trailers_size: usize,
+            timeout_ms: u32,
+            token: *mut u32,
+        ) -> u32;
+        fn proxy_set_effective_context(context_id: u32) -> u32;
     }
 
-    /// Takes ownership of a buffer the host allocated through `proxy_on_memory_allocate`, which
-    /// the SDK implements with this module's global allocator.
+    fn status(s: u32) -> Result<(), u32> {
+        if s == OK {
+            Ok(())
+        } else {
+            Err(s)
+        }
+    }
+
+    pub fn log(level: u32, message: &str) -> Result<(), u32> {
+        // SAFETY: `message` is valid for the call.
+        status(unsafe { proxy_log(level, message.as_ptr(), message.len()) })
+    }
+
+    pub fn now_ns() -> Result<u64, u32> {
+        let mut t = 0u64;
+        // SAFETY: the out-pointer is valid for the call.
+        status(unsafe { proxy_get_current_time_nanoseconds(&mut t) }).map(|()| t)
+    }
+
+    pub fn set_tick_period(ms: u32) -> Result<(), u32> {
+        // SAFETY: no pointers.
+        status(unsafe { proxy_set_tick_period_milliseconds(ms) })
+    }
+
+    pub fn call_foreign_function(name: &str, arguments: &[u8]) -> Result<Vec<u8>, u32> {
+        let (mut data, mut size) = (std::ptr::null_mut(), 0usize);
+        // SAFETY: the slices and the out-pointers are valid for the call.
+        status(unsafe {
+            proxy_call_foreign_function(
+                name.as_ptr(),
+                name.len(),
+                arguments.as_ptr(),
+                arguments.len(),
+                &mut data,
+                &mut size,
+            )
+        })
+        .map(|()| owned(data, size))
+    }
+
+    pub fn define_metric(kind: u32, name: &str) -> Result<u32, u32> {
+        let mut id = 0u32;
+        // SAFETY: `name` and the out-pointer are valid for the call.
+        status(unsafe { proxy_define_metric(kind, name.as_ptr(), name.len(), &mut id) }).map(|()| id)
+    }
+
+    pub fn increment_metric(id: u32, by: i64) -> Result<(), u32> {
+        // SAFETY: no pointers.
+        status(unsafe { proxy_increment_metric(id, by) })
+    }
+
+    pub fn record_metric(id: u32, value: u64) -> Result<(), u32> {
+        // SAFETY: no pointers.
+        status(unsafe { proxy_record_metric(id, value) })
+    }
+
+    /// An outgoing HTTP call; its token. `headers` as [`super::encode_map`] writes a map.
+    pub fn http_call(upstream: &str, headers: &[u8], body: &[u8], timeout_ms: u32) -> Result<u32, u32> {
+        let mut token = 0u32;
+        // SAFETY: the slices and the out-pointer are valid for the call.
+        status(unsafe {
+            proxy_http_call(
+                upstream.as_ptr(),
+                upstream.len(),
+                headers.as_ptr(),
+                headers.len(),
+                body.as_ptr(),
+                body.len(),
+                std::ptr::null(),
+                0,
+                timeout_ms,
+                &mut token,
+            )
+        })
+        .map(|()| token)
+    }
+
+    pub fn set_effective_context(context_id: u32) -> Result<(), u32> {
+        // SAFETY: no pointers.
+        status(unsafe { proxy_set_effective_context(context_id) })
+    }
+
+    /// Takes ownership of a buffer the host allocated through `proxy_on_memory_allocate`
+    /// ([`crate::dispatch`]: a boxed slice of exactly `size` bytes from this module's global
+    /// allocator).
     fn owned(data: *mut u8, size: usize) -> Vec<u8> {
         if data.is_null() {
             return Vec::new();
@@ -105,6 +220,12 @@ mod imp {
         } else {
             Err(status)
         }
+    }
+
+    /// Replaces a whole header map (`pairs` as [`super::encode_map`] writes it).
+    pub fn set_header_pairs(map: u32, pairs: &[u8]) -> Result<(), u32> {
+        // SAFETY: `pairs` is valid for the call.
+        status(unsafe { proxy_set_header_map_pairs(map, pairs.as_ptr(), pairs.len()) })
     }
 
     pub fn header(map: u32, name: &str) -> Result<Vec<u8>, u32> {
@@ -246,6 +367,9 @@ mod imp {
     pub fn header_pairs(_map: u32) -> Result<Vec<u8>, u32> {
         Err(NOT_FOUND)
     }
+    pub fn set_header_pairs(_map: u32, _pairs: &[u8]) -> Result<(), u32> {
+        Err(NOT_FOUND)
+    }
     pub fn header(_map: u32, _name: &str) -> Result<Vec<u8>, u32> {
         Err(NOT_FOUND)
     }
@@ -277,6 +401,33 @@ mod imp {
         Err(NOT_FOUND)
     }
     pub fn continue_stream(_stream: u32) -> Result<(), u32> {
+        Err(NOT_FOUND)
+    }
+    pub fn log(_level: u32, _message: &str) -> Result<(), u32> {
+        Err(NOT_FOUND)
+    }
+    pub fn now_ns() -> Result<u64, u32> {
+        Err(NOT_FOUND)
+    }
+    pub fn set_tick_period(_ms: u32) -> Result<(), u32> {
+        Err(NOT_FOUND)
+    }
+    pub fn call_foreign_function(_name: &str, _arguments: &[u8]) -> Result<Vec<u8>, u32> {
+        Err(NOT_FOUND)
+    }
+    pub fn define_metric(_kind: u32, _name: &str) -> Result<u32, u32> {
+        Err(NOT_FOUND)
+    }
+    pub fn increment_metric(_id: u32, _by: i64) -> Result<(), u32> {
+        Err(NOT_FOUND)
+    }
+    pub fn record_metric(_id: u32, _value: u64) -> Result<(), u32> {
+        Err(NOT_FOUND)
+    }
+    pub fn http_call(_upstream: &str, _headers: &[u8], _body: &[u8], _timeout_ms: u32) -> Result<u32, u32> {
+        Err(NOT_FOUND)
+    }
+    pub fn set_effective_context(_context_id: u32) -> Result<(), u32> {
         Err(NOT_FOUND)
     }
 }

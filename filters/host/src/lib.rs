@@ -1,19 +1,29 @@
-//! Host access for the filters. Every call goes through `proxy_wasm::hostcalls` and handles the
-//! `Result`, because the SDK's convenience methods trap the VM on a host error.
-
-use std::time::UNIX_EPOCH;
+//! Host access for the filters: the proxy-wasm ABI's host calls ([`abi`]), each status a value
+//! (the SDK's wrappers trap the VM on a status they did not expect), and its entry points
+//! ([`dispatch`]), which hand each callback to the context it names.
 
 use aigw_core::headers;
-use proxy_wasm::hostcalls as hc;
-use proxy_wasm::types::LogLevel;
 
-pub use proxy_wasm;
+pub use dispatch::{Action, HttpContext, RootContext};
 
 pub mod abi;
 pub mod alloc;
+pub mod dispatch;
+
+/// Envoy's log levels, as the ABI numbers them.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    Trace = 0,
+    Debug = 1,
+    Info = 2,
+    Warn = 3,
+    Error = 4,
+    Critical = 5,
+}
 
 pub fn log(level: LogLevel, msg: &str) {
-    let _ = hc::log(level, msg);
+    let _ = abi::log(level as u32, msg);
 }
 
 pub fn warn(msg: &str) {
@@ -50,11 +60,7 @@ pub fn root_id() -> String {
 }
 
 pub fn now_ms() -> u64 {
-    hc::get_current_time()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
+    abi::now_ns().map_or(0, |ns| ns / 1_000_000)
 }
 
 /// One request header (bytes that are not UTF-8 are replaced, never trusted).
@@ -125,7 +131,7 @@ pub fn send_response(status: u16, headers: &[(&str, &str)], body: &[u8]) -> bool
 
 /// Makes Envoy pick the route again, so headers set by a filter reach `cluster_header`.
 pub fn clear_route_cache() {
-    if hc::call_foreign_function("clear_route_cache", None).is_err() {
+    if abi::call_foreign_function("clear_route_cache", &[]).is_err() {
         warn("aigw: clear_route_cache is not available on this host");
     }
 }
@@ -157,10 +163,10 @@ pub fn configure<C: aigw_core::config::FromConfig, T>(
 }
 
 /// What Envoy should do after a stage's callback.
-pub fn action(f: aigw_core::host::Flow) -> proxy_wasm::types::Action {
+pub fn action(f: aigw_core::host::Flow) -> Action {
     match f {
-        aigw_core::host::Flow::Continue => proxy_wasm::types::Action::Continue,
-        aigw_core::host::Flow::Pause | aigw_core::host::Flow::Refused => proxy_wasm::types::Action::Pause,
+        aigw_core::host::Flow::Continue => Action::Continue,
+        aigw_core::host::Flow::Pause | aigw_core::host::Flow::Refused => Action::Pause,
     }
 }
 
@@ -177,38 +183,36 @@ pub fn http_call_answer(body_size: usize) -> aigw_core::host::HttpAnswer {
 
 /// Asks for `on_tick` every `ms` (a root context); false when the proxy refused.
 pub fn set_tick_period(ms: u64) -> bool {
-    proxy_wasm::hostcalls::set_tick_period(std::time::Duration::from_millis(ms)).is_ok()
+    abi::set_tick_period(u32::try_from(ms).unwrap_or(u32::MAX)).is_ok()
 }
 
 /// The proxy-wasm HTTP context of any of the core's call contexts: each callback is handed on
 /// with the proxy as its host.
 pub struct Forward<C>(pub C);
 
-impl<C: aigw_core::host::Callbacks> proxy_wasm::traits::Context for Forward<C> {
+impl<C: aigw_core::host::Callbacks> HttpContext for Forward<C> {
     fn on_http_call_response(&mut self, token: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
         trace::hit("cb:http_call_response");
         let answer = http_call_answer(body_size);
         self.0.on_http_call_response(&ProxyHost, token, &answer);
     }
-}
 
-impl<C: aigw_core::host::Callbacks> proxy_wasm::traits::HttpContext for Forward<C> {
-    fn on_http_request_headers(&mut self, _n: usize, eos: bool) -> proxy_wasm::types::Action {
+    fn on_http_request_headers(&mut self, _n: usize, eos: bool) -> Action {
         trace::hit("cb:request_headers");
         action(self.0.on_request_headers(&ProxyHost, eos))
     }
 
-    fn on_http_request_body(&mut self, size: usize, eos: bool) -> proxy_wasm::types::Action {
+    fn on_http_request_body(&mut self, size: usize, eos: bool) -> Action {
         trace::hit("cb:request_body");
         action(self.0.on_request_body(&ProxyHost, size, eos))
     }
 
-    fn on_http_response_headers(&mut self, _n: usize, eos: bool) -> proxy_wasm::types::Action {
+    fn on_http_response_headers(&mut self, _n: usize, eos: bool) -> Action {
         trace::hit("cb:response_headers");
         action(self.0.on_response_headers(&ProxyHost, eos))
     }
 
-    fn on_http_response_body(&mut self, size: usize, eos: bool) -> proxy_wasm::types::Action {
+    fn on_http_response_body(&mut self, size: usize, eos: bool) -> Action {
         trace::hit("cb:response_body");
         action(self.0.on_response_body(&ProxyHost, size, eos))
     }
@@ -331,23 +335,17 @@ impl aigw_core::host::Host for ProxyHost {
     }
     fn counter_add_parts(&self, parts: &[&str], by: u64) {
         trace::hit("counter_add");
-        if let Some(id) = metric_id(proxy_wasm::types::MetricType::Counter, parts) {
-            let _ = hc::increment_metric(id, i64::try_from(by).unwrap_or(i64::MAX));
+        if let Some(id) = metric_id(abi::COUNTER, parts) {
+            let _ = abi::increment_metric(id, i64::try_from(by).unwrap_or(i64::MAX));
         }
     }
     fn http_call(&self, cluster: &str, headers: &[(&str, &str)], body: &[u8], timeout_ms: u64) -> Result<u32, ()> {
         trace::hit("http_call");
-        // The SDK's call, because its dispatcher must know the token to route the answer to
-        // this context. It fails only on statuses Envoy documents for this call.
-        let body = (!body.is_empty()).then_some(body);
-        hc::dispatch_http_call(
-            cluster,
-            headers.to_vec(),
-            body,
-            Vec::new(),
-            std::time::Duration::from_millis(timeout_ms),
-        )
-        .map_err(|_| ())
+        let timeout = u32::try_from(timeout_ms).unwrap_or(u32::MAX);
+        let token = abi::http_call(cluster, &abi::encode_map(headers), body, timeout).map_err(|_| ())?;
+        // The answer goes to the context running now, the one that made the call.
+        dispatch::register_callout(token);
+        Ok(token)
     }
     fn resume_request(&self) {
         trace::hit("resume_request");
@@ -362,8 +360,8 @@ impl aigw_core::host::Host for ProxyHost {
     }
     fn histogram_record_parts(&self, parts: &[&str], value: u64) {
         trace::hit("histogram_record");
-        if let Some(id) = metric_id(proxy_wasm::types::MetricType::Histogram, parts) {
-            let _ = hc::record_metric(id, value);
+        if let Some(id) = metric_id(abi::HISTOGRAM, parts) {
+            let _ = abi::record_metric(id, value);
         }
     }
 }
@@ -441,13 +439,13 @@ fn fingerprint(parts: &[&str]) -> (u64, u64) {
 /// A metric's id, by its name given in parts (the name is the parts joined): found by the
 /// parts' fingerprint without writing the name, which is written only to define a metric the
 /// first time (Envoy returns a defined metric's id again).
-fn metric_id(kind: proxy_wasm::types::MetricType, parts: &[&str]) -> Option<u32> {
+fn metric_id(kind: u32, parts: &[&str]) -> Option<u32> {
     let (a, b) = fingerprint(parts);
     METRIC_IDS.with(|ids| {
         if let Some((_, id)) = ids.borrow().get(&a).and_then(|e| e.iter().find(|(lane, _)| *lane == b)) {
             return Some(*id);
         }
-        let id = hc::define_metric(kind, &parts.concat()).ok()?;
+        let id = abi::define_metric(kind, &parts.concat()).ok()?;
         ids.borrow_mut().entry(a).or_default().push((b, id));
         Some(id)
     })
@@ -478,7 +476,7 @@ mod trace {
             *n += 1;
             if *n == 1000 {
                 let line: Vec<String> = c.iter().map(|(k, v)| format!("{k}={:.2}", *v as f64 / 1000.0)).collect();
-                super::log(proxy_wasm::types::LogLevel::Error, &format!("aigw trace: {}", line.join(" ")));
+                super::log(super::LogLevel::Error, &format!("aigw trace: {}", line.join(" ")));
                 c.clear();
             }
         });

@@ -10,9 +10,7 @@ use aigw_core::call_state::{Side, Stateful, Writers};
 use aigw_core::quota::stage::ticker::Ticker;
 use aigw_core::quota::stage::{init_store, ProviderAttempt, QuotaCall};
 use aigw_core::quota::{Quota, QuotaConfig};
-use aigw_host::{self as host, Forward, ProxyHost};
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{ContextType, LogLevel};
+use aigw_host::{self as host, Forward, HttpContext, LogLevel, ProxyHost, RootContext};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Role {
@@ -30,7 +28,7 @@ struct Root {
     marks: Option<MarkSync>,
 }
 
-impl Context for Root {
+impl RootContext for Root {
     fn on_http_call_response(&mut self, token: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
         let answer = host::http_call_answer(body_size);
         if self.marks.as_mut().is_some_and(|m| m.on_http_call_response(&ProxyHost, token, &answer)) {
@@ -40,9 +38,7 @@ impl Context for Root {
             t.on_http_call_response(&ProxyHost, token, &answer);
         }
     }
-}
 
-impl RootContext for Root {
     fn on_tick(&mut self) {
         if let Some(t) = &mut self.ticker {
             t.on_tick(&ProxyHost);
@@ -95,13 +91,9 @@ impl RootContext for Root {
             }
         })
     }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
-    }
 }
 
-/// A new root context of this filter (what `proxy_wasm::set_root_context` needs).
+/// A new root context of this filter (what `aigw_host::main!` needs).
 pub fn root() -> Box<dyn RootContext> {
     Box::new(Root { quota: None, role: Role::Listener, ticker: None, marks: None })
 }

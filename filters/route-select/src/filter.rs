@@ -7,9 +7,7 @@ use std::rc::Rc;
 use aigw_core::call_state::{Side, Stateful, Writers};
 use aigw_core::route::stage::{RouteAttempt, Select};
 use aigw_core::route::RouteConfig;
-use aigw_host::{self as host, Forward};
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{ContextType, LogLevel};
+use aigw_host::{self as host, Forward, HttpContext, LogLevel, RootContext};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Role {
@@ -21,8 +19,6 @@ struct Root {
     cfg: Option<Rc<RouteConfig>>,
     role: Role,
 }
-
-impl Context for Root {}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
@@ -49,13 +45,9 @@ impl RootContext for Root {
             Role::Upstream => Box::new(Forward(Stateful::new(RouteAttempt::new(cfg), Side::Attempt, Writers::Many))),
         })
     }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
-    }
 }
 
-/// A new root context of this filter (what `proxy_wasm::set_root_context` needs).
+/// A new root context of this filter (what `aigw_host::main!` needs).
 pub fn root() -> Box<dyn RootContext> {
     Box::new(Root { cfg: None, role: Role::Downstream })
 }
