@@ -473,7 +473,11 @@ def test_a_credential_one_replica_saw_refused_is_skipped_by_every_replica(fleet,
 def test_calls_in_flight_are_limited_fleet_wide(fleet):
     """`tiny` may have 4 calls in flight across the fleet: 10 slow calls at once over two
     replicas, 4 are served and the others refused; then slots come back as calls end."""
-    conf = {**FLEET, "prefix": "inflight", "lease": {"requests": 4, "tokens": 20000, "slots": 1}}
+    # (Idle slots go back to the fleet after 2 s rather than the default 10: which replica took
+    # the 4 slots in the burst is a race, and one that took them all keeps them until it has been
+    # idle that long, while the other replica's probe below waits for one.)
+    conf = {**FLEET, "prefix": "inflight", "lease": {"requests": 4, "tokens": 20000, "slots": 1},
+            "idle_return_ms": 2000}
     edit = lambda t: t.replace(TINY, '"tiny":{"requests_per_minute":1000,"concurrent":4,')
     replicas = []
     for i in range(2):
@@ -495,9 +499,10 @@ def test_calls_in_flight_are_limited_fleet_wide(fleet):
     assert refused.json()["error"]["code"] == "tenant_concurrent_requests", refused.text
     # All ended: the fleet's slots are free again, on either replica. (A call's slot is given
     # back when Envoy logs it, just after its caller has the answer, and a slot one replica
-    # leased goes back to the fleet on its next tick: a busy machine may take some seconds. The
-    # probes are quick calls, so that each replica gets its own share of the time; a CI run once
-    # failed when a served slow probe on the first replica used up the second's.)
+    # leased goes back to the fleet once it has been idle for `idle_return_ms`: a busy machine
+    # may take some seconds more. The probes are quick calls, so that each replica gets its own
+    # share of the time; a CI run once failed when a served slow probe on the first replica used
+    # up the second's.)
     for i in (0, 1):
         deadline = time.time() + 10
         while (r := replicas[i].chat("quick", key=DEMO_KEYS["tiny"], max_tokens=5)).status_code != 200 \
