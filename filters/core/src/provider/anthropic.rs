@@ -335,12 +335,31 @@ pub(crate) fn sampling(a: &MessagesRequest, max_key: &str) -> serde_json::Map<St
         m.insert("temperature".into(), serde_json::json!(t));
     }
     if let Some(p) = a.top_p {
-        m.insert("topP".into(), serde_json::json!(p));
+        m.insert("topP".into(), tree(p));
     }
     if let Some(s) = &a.stop_sequences {
-        m.insert("stopSequences".into(), serde_json::json!(s));
+        m.insert(
+            "stopSequences".into(),
+            match s {
+                StopSequences::One([one]) => serde_json::json!([one]),
+                StopSequences::Many(many) => tree(many),
+            },
+        );
     }
     m
+}
+
+/// A raw JSON value of the caller's as a tree, for the providers whose requests are built as
+/// trees (Gemini, Bedrock). Read as bytes, as every JSON read is: `json!` or `to_value` of a
+/// `RawValue` reads its text as a `&str`, which compiles a second copy of serde_json's tree
+/// reader into the module (30 KB).
+pub(crate) fn tree(raw: &RawValue) -> serde_json::Value {
+    crate::wire::from_str(raw.get()).unwrap_or_default()
+}
+
+/// [`tree`] of a value that may be absent (`null`, as serialising it would have written).
+pub(crate) fn opt_tree(raw: Option<&RawValue>) -> serde_json::Value {
+    raw.map(tree).unwrap_or_default()
 }
 
 /// Builds the Anthropic Messages request for `model` from a unified (OpenAI) request's bytes.

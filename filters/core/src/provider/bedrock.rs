@@ -14,7 +14,7 @@ use serde_json::{json, Map, Value};
 
 use crate::auth::sigv4::uri_encode;
 use crate::error::GatewayError;
-use crate::provider::anthropic::{Block, ImageSource, MessagesRequest};
+use crate::provider::anthropic::{opt_tree, tree, Block, ImageSource, MessagesRequest};
 use crate::provider::Whole;
 use crate::wire::chat::{completion_id, Answer, ToolCall};
 use crate::wire::facts::AnswerFacts;
@@ -133,9 +133,11 @@ fn block(b: &Block<'_>) -> Result<Value, GatewayError> {
         Block::Image { source: ImageSource::Url { .. } } => {
             return Err(unsupported("messages", "this provider takes images only as data URLs"))
         }
-        Block::ToolUse { id, name, input } => json!({"toolUse": {"toolUseId": id, "name": name, "input": input}}),
+        Block::ToolUse { id, name, input } => {
+            json!({"toolUse": {"toolUseId": opt_tree(*id), "name": opt_tree(*name), "input": tree(input)}})
+        }
         Block::ToolResult { tool_use_id, content } => {
-            json!({"toolResult": {"toolUseId": tool_use_id, "content": [{"text": content}]}})
+            json!({"toolResult": {"toolUseId": opt_tree(*tool_use_id), "content": [{"text": content}]}})
         }
     })
 }
@@ -167,11 +169,11 @@ pub fn request_from_messages(a: &MessagesRequest<'_>) -> Result<Value, GatewayEr
             .iter()
             .map(|t| {
                 let mut spec = Map::new();
-                spec.insert("name".into(), json!(t.name));
+                spec.insert("name".into(), opt_tree(t.name));
                 if let Some(d) = t.description {
-                    spec.insert("description".into(), json!(d));
+                    spec.insert("description".into(), tree(d));
                 }
-                spec.insert("inputSchema".into(), json!({"json": t.input_schema}));
+                spec.insert("inputSchema".into(), json!({"json": tree(t.input_schema)}));
                 json!({"toolSpec": spec})
             })
             .collect();
@@ -183,7 +185,7 @@ pub fn request_from_messages(a: &MessagesRequest<'_>) -> Result<Value, GatewayEr
                 config.insert("toolChoice".into(), json!({"any": {}}));
             }
             Some(("tool", name)) => {
-                config.insert("toolChoice".into(), json!({"tool": {"name": name}}));
+                config.insert("toolChoice".into(), json!({"tool": {"name": opt_tree(name)}}));
             }
             Some(_) => {
                 return Err(unsupported("tool_choice", "tool_choice \"none\" is not supported by this provider"))

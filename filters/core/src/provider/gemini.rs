@@ -15,7 +15,7 @@ use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 use crate::error::GatewayError;
-use crate::provider::anthropic::{raw_str, Block, ImageSource, MessagesRequest};
+use crate::provider::anthropic::{opt_tree, raw_str, tree, Block, ImageSource, MessagesRequest};
 use crate::provider::Whole;
 use crate::wire::chat::{completion_id, Answer, ToolCall};
 use crate::wire::facts::AnswerFacts;
@@ -55,7 +55,7 @@ pub fn request_from_messages(a: &MessagesRequest<'_>) -> Result<Value, GatewayEr
                     if let Some(id) = raw_str(*id).map(Cow::into_owned) {
                         tool_names.insert(id, name.clone());
                     }
-                    json!({"functionCall": {"name": name, "args": input}})
+                    json!({"functionCall": {"name": name, "args": tree(input)}})
                 }
                 Block::ToolResult { tool_use_id, content } => {
                     let id = raw_str(*tool_use_id).map(Cow::into_owned).unwrap_or_default();
@@ -84,11 +84,11 @@ pub fn request_from_messages(a: &MessagesRequest<'_>) -> Result<Value, GatewayEr
             .iter()
             .map(|t| {
                 let mut d = Map::new();
-                d.insert("name".into(), json!(t.name));
+                d.insert("name".into(), opt_tree(t.name));
                 if let Some(x) = t.description {
-                    d.insert("description".into(), json!(x));
+                    d.insert("description".into(), tree(x));
                 }
-                d.insert("parametersJsonSchema".into(), json!(t.input_schema));
+                d.insert("parametersJsonSchema".into(), tree(t.input_schema));
                 Value::Object(d)
             })
             .collect();
@@ -96,7 +96,7 @@ pub fn request_from_messages(a: &MessagesRequest<'_>) -> Result<Value, GatewayEr
         let config = match a.tool_choice.as_ref().map(|c| (c.kind, c.name)) {
             Some(("any", _)) => Some(json!({"mode": "ANY"})),
             Some(("none", _)) => Some(json!({"mode": "NONE"})),
-            Some(("tool", name)) => Some(json!({"mode": "ANY", "allowedFunctionNames": [name]})),
+            Some(("tool", name)) => Some(json!({"mode": "ANY", "allowedFunctionNames": [opt_tree(name)]})),
             _ => None,
         };
         if let Some(c) = config {
