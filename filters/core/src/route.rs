@@ -134,6 +134,8 @@ pub struct RouteConfig {
     pub aliases: HashMap<String, Alias>,
     /// Derived by [`RouteConfig::compiled`]: the providers `prefer: fastest` ranks.
     pub ranked: Vec<String>,
+    /// Derived by [`RouteConfig::compiled`]: the aliases' names, sorted (the model list's order).
+    pub alias_names: Vec<String>,
     /// Not configuration: this worker's live samples not yet written to shared data (see
     /// `health::Live`), kept with the compiled configuration its attempts share.
     pub live: health::Live,
@@ -281,6 +283,9 @@ impl RouteConfig {
         ranked.sort();
         ranked.dedup();
         self.ranked = ranked;
+        let mut names: Vec<String> = self.aliases.keys().cloned().collect();
+        names.sort();
+        self.alias_names = names;
         Ok(self)
     }
 
@@ -712,6 +717,7 @@ impl crate::config::FromConfig for RouteConfig {
         Ok(RouteConfig {
             aliases: o.req("aliases")?,
             ranked: Default::default(),
+            alias_names: Default::default(),
             live: Default::default(),
             providers: o.or("providers", Default::default())?,
             rules: o.or("rules", Default::default())?,
