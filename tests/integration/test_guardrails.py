@@ -104,6 +104,57 @@ def test_placeholders_streamed_in_pieces_come_back_through_every_door(gateway):
     assert [e.sequence_number for e in events] == list(range(len(events))), "gapless"
 
 
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "Weather for a city.",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+WEATHER_TOOL = {"name": "get_weather", "description": "Weather for a city.",
+                "input_schema": WEATHER["function"]["parameters"]}
+
+
+def test_masked_values_come_back_in_tool_call_arguments_and_tool_results_go_masked(gateway):
+    """A model fills a tool call's arguments from the prompt (the fakes take the city after
+    `city=`): the provider sees only the placeholder, and the caller's tool call carries the
+    value, whole and streamed (the arguments come in three pieces, which split the placeholder),
+    through the chat door and the Messages door, both to Anthropic. The next turn, with the tool
+    call and the tool's result, reaches the provider masked as well."""
+    tag = uuid.uuid4().hex[:8]
+    email, other = "priya.sharma@example.in", "ops.desk@example.org"
+    prompt = f"{tag} weather for city={email} please"
+    user = {"role": "user", "content": prompt}
+    oa = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=DEMO_KEYS["acme"], max_retries=0)
+    whole = oa.chat.completions.create(model="chat-guarded", messages=[user], tools=[WEATHER], tool_choice="required")
+    [call] = whole.choices[0].message.tool_calls
+    chunks = list(oa.chat.completions.create(model="chat-guarded", messages=[user], tools=[WEATHER],
+                                             tool_choice="required", stream=True))
+    streamed = "".join(tc.function.arguments or "" for c in chunks if c.choices
+                       for tc in c.choices[0].delta.tool_calls or [])
+    an = anthropic.Anthropic(base_url=gateway.url, api_key=DEMO_KEYS["acme"], max_retries=0)
+    kw = dict(model="chat-guarded", max_tokens=200, tools=[WEATHER_TOOL], tool_choice={"type": "any"}, messages=[user])
+    message = an.messages.create(**kw)
+    with an.messages.stream(**kw) as s:
+        deltas = [e.partial_json for e in s if e.type == "input_json"]
+        final = s.get_final_message()
+    # The next turn: the call as the caller got it, and the tool's result.
+    after = oa.chat.completions.create(model="chat-guarded", messages=[
+        user, {"role": "assistant", "content": None, "tool_calls": [{"id": call.id, "type": "function", "function": {
+            "name": call.function.name, "arguments": call.function.arguments}}]},
+        {"role": "tool", "tool_call_id": call.id, "content": f"sunny; forecast desk {other}"}])
+    assert after.choices[0].finish_reason == "stop", after
+    sent = provider_bodies(gateway, "anthropic", tag)
+    assert len(sent) == 5
+    uses = [b for m in (message, final) for b in m.content if b.type == "tool_use"]
+    if gateway.layout == "filters":
+        # (No guard stage in the design card's filters: the values reach the provider.)
+        assert all(email in b for b in sent)
+        return
+    for args in (json.loads(call.function.arguments), json.loads(streamed), *(u.input for u in uses)):
+        assert args == {"city": email}, args
+    assert len(uses) == 2 and len(deltas) > 1, deltas
+    assert all(email not in b and "<EMAIL_1>" in b for b in sent)
+    # In the last turn, the tool call's arguments and the tool's result were masked too.
+    assert other not in sent[-1] and "<EMAIL_2>" in sent[-1], sent[-1]
+
+
 def test_a_secret_is_refused_by_name_and_an_ip_address_is_flagged(gateway):
     tag = uuid.uuid4().hex[:8]
     secret = "sk-ant-api03-" + uuid.uuid4().hex

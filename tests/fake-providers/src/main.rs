@@ -453,6 +453,24 @@ fn answer(body: &Value) -> (Vec<String>, u64, u64) {
     (words, input, output)
 }
 
+/// The arguments of a tool call the fake is asked to make: `{"city": C}`, where C follows
+/// `city=` in the last user message (a model filling an argument from the prompt), else Paris.
+fn tool_input(body: &Value) -> Value {
+    let (_, last_user, _) = conversation(body);
+    let city = last_user
+        .split_once("city=")
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .filter(|c| !c.is_empty())
+        .unwrap_or("Paris");
+    json!({ "city": city })
+}
+
+/// A tool call's arguments streamed in three pieces, as a model's tokens split them.
+fn tool_input_pieces(input: &Value) -> Vec<String> {
+    let chars: Vec<char> = input.to_string().chars().collect();
+    chars.chunks(chars.len().div_ceil(3).max(1)).map(|c| c.iter().collect()).collect()
+}
+
 fn output_bound(body: &Value) -> Option<u64> {
     body.get("max_completion_tokens").or_else(|| body.get("max_tokens")).and_then(Value::as_u64)
 }
@@ -682,7 +700,7 @@ fn openai(req: &Request, inst: &Instance, w: &mut TcpStream, fault: Fault, n: u6
     }
     let (words, input, output) = answer(&body);
     let id = format!("chatcmpl-fake{n:06}");
-    // Asked to use a tool ("required" or a named function): call it with {"city": "Paris"}.
+    // Asked to use a tool ("required" or a named function): call it with `tool_input`'s arguments.
     let forced_tool = match body.get("tool_choice") {
         Some(Value::String(c)) if c == "required" => {
             body.pointer("/tools/0/function/name").and_then(Value::as_str).map(str::to_string)
@@ -744,7 +762,7 @@ fn openai(req: &Request, inst: &Instance, w: &mut TcpStream, fault: Fault, n: u6
                     Value::Null,
                 ),
             )?;
-            for part in ["{\"city\"", ": \"Par", "is\"}"] {
+            for part in tool_input_pieces(&tool_input(&body)) {
                 chunk(w, &mk(json!({"tool_calls":[{"index":0,"function":{"arguments":part}}]}), Value::Null))?;
             }
             return finish(w, "tool_calls");
@@ -775,7 +793,7 @@ fn openai(req: &Request, inst: &Instance, w: &mut TcpStream, fault: Fault, n: u6
     let (message, finish) = match &forced_tool {
         Some(name) => (
             json!({"role":"assistant","content":null,"refusal":null,"annotations":[],"tool_calls":[{"id":call_id,
-                "type":"function","function":{"name":name,"arguments":"{\"city\": \"Paris\"}"}}]}),
+                "type":"function","function":{"name":name,"arguments":tool_input(&body).to_string()}}]}),
             "tool_calls",
         ),
         None if refusing() => {
@@ -984,7 +1002,7 @@ fn anthropic(req: &Request, inst: &Instance, w: &mut TcpStream, fault: Fault, n:
         "end_turn"
     };
     let id = format!("msg_fake{n:06}");
-    // Asked to use a tool (tool_choice any/tool): call it with {"city": "Paris"}.
+    // Asked to use a tool (tool_choice any/tool): call it with `tool_input`'s arguments.
     let forced_tool = match body.pointer("/tool_choice/type").and_then(Value::as_str) {
         Some("tool") => body.pointer("/tool_choice/name").and_then(Value::as_str).map(str::to_string),
         Some("any") => body.pointer("/tools/0/name").and_then(Value::as_str).map(str::to_string),
@@ -1046,7 +1064,7 @@ fn anthropic(req: &Request, inst: &Instance, w: &mut TcpStream, fault: Fault, n:
                 "content_block":{"type":"tool_use","id":format!("toolu_fake{n:06}"),"name":name,"input":{}}}),
                 ),
             )?;
-            for part in ["{\"city\"", ": \"Par", "is\"}"] {
+            for part in tool_input_pieces(&tool_input(&body)) {
                 chunk(
                     w,
                     &ev(
@@ -1103,7 +1121,7 @@ fn anthropic(req: &Request, inst: &Instance, w: &mut TcpStream, fault: Fault, n:
     }
     let (content, stop) = match &forced_tool {
         Some(name) => (
-            json!([{"type":"tool_use","id":format!("toolu_fake{n:06}"),"name":name,"input":{"city":"Paris"}}]),
+            json!([{"type":"tool_use","id":format!("toolu_fake{n:06}"),"name":name,"input":tool_input(&body)}]),
             "tool_use",
         ),
         None => (json!([{"type":"text","text":words.concat()}]), stop_reason),
