@@ -991,6 +991,15 @@ fn anthropic(req: &Request, inst: &Instance, w: &mut TcpStream, fault: Fault, n:
             }
         }
     }
+    // Structured outputs: a format, when given, is a JSON Schema (an object).
+    if let Some(format) = body.pointer("/output_config/format") {
+        let schema = format.get("type").and_then(Value::as_str) == Some("json_schema")
+            && format.get("schema").is_some_and(Value::is_object);
+        if !schema {
+            let m = "output_config.format: Input tag does not match the expected tag 'json_schema'";
+            return anthropic_error(w, 400, "invalid_request_error", m, &[]);
+        }
+    }
     let (words, input, output) = answer(&body);
     let (cache_written, cache_read) = prompt_cache(&body, input);
     let input = input - cache_written - cache_read;

@@ -172,6 +172,19 @@ pub fn gemini(
             json!([]),
         );
     }
+    // A response schema needs the JSON MIME type.
+    if body.pointer("/generationConfig/responseJsonSchema").is_some()
+        && body.pointer("/generationConfig/responseMimeType").and_then(Value::as_str) != Some("application/json")
+    {
+        return gemini_error(
+            w,
+            400,
+            "INVALID_ARGUMENT",
+            "* GenerateContentRequest.generation_config.response_mime_type: must be application/json when a \
+             response schema is set",
+            json!([]),
+        );
+    }
     let path = req.path.split('?').next().unwrap_or("");
     let model = path.trim_start_matches("/v1beta/models/").split(':').next().unwrap_or("").to_string();
     if stream && !req.path.contains("alt=sse") {

@@ -2,7 +2,9 @@
 //!
 //! Documented approximations: `system`/`developer` messages anywhere become one top-level
 //! system prompt (order kept); `temperature` above 1 is clamped to 1 (Anthropic's maximum);
-//! a message `name` is dropped. `n > 1`, audio and file parts are refused with a 400.
+//! a message `name` is dropped; `response_format` `json_schema` becomes `output_config.format`
+//! (structured outputs) and `json_object`, which Anthropic has no form of, is left to the
+//! gateway's output check. `n > 1`, audio and file parts are refused with a 400.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -55,6 +57,23 @@ struct ChatRequest<'a> {
     parallel_tool_calls: Option<&'a RawValue>,
     #[serde(default)]
     user: Option<&'a RawValue>,
+    #[serde(default)]
+    response_format: Option<&'a RawValue>,
+}
+
+/// `response_format`, as far as the translations read it.
+#[derive(Deserialize)]
+struct ResponseFormat<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    json_schema: Option<JsonSchemaFormat<'a>>,
+}
+
+#[derive(Deserialize)]
+struct JsonSchemaFormat<'a> {
+    #[serde(borrow, default)]
+    schema: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -181,6 +200,27 @@ pub struct MessagesRequest<'a> {
     pub tool_choice: Option<ToolChoice<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metadata: Option<RequestMetadata<'a>>,
+    /// Structured outputs: the caller's `response_format` `json_schema`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_config: Option<OutputConfig<'a>>,
+    /// The caller asked for JSON (`response_format` `json_object` or `json_schema`). Anthropic
+    /// has no JSON mode beyond a schema (the gateway's output check stands for `json_object`);
+    /// Gemini is asked for `application/json`.
+    #[serde(skip)]
+    pub json: bool,
+}
+
+/// `output_config`: the answer's JSON Schema (`format`).
+#[derive(Serialize)]
+pub struct OutputConfig<'a> {
+    pub format: SchemaFormat<'a>,
+}
+
+#[derive(Serialize)]
+pub struct SchemaFormat<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub schema: &'a RawValue,
 }
 
 #[derive(Serialize)]
@@ -481,6 +521,20 @@ pub fn request_from_openai<'a>(
             .get_or_insert(ToolChoice { kind: "auto", name: None, disable_parallel_tool_use: None })
             .disable_parallel_tool_use = Some(true);
     }
+    // `response_format`: a JSON Schema becomes `output_config.format` (Anthropic's structured
+    // outputs); `json_object` has no Anthropic form, and is noted for Gemini's JSON mode.
+    let format = req
+        .response_format
+        .filter(|f| f.get().starts_with('{'))
+        .and_then(|f| crate::wire::from_str::<ResponseFormat<'a>>(f.get()).ok());
+    let kind = format.as_ref().and_then(|f| raw_str(f.kind));
+    let json = matches!(kind.as_deref(), Some("json_object" | "json_schema"));
+    let output_config = match (kind.as_deref(), format.and_then(|f| f.json_schema).and_then(|s| s.schema)) {
+        (Some("json_schema"), Some(schema)) if schema.get().starts_with('{') => {
+            Some(OutputConfig { format: SchemaFormat { kind: "json_schema", schema } })
+        }
+        _ => None,
+    };
     Ok(MessagesRequest {
         model: model.to_string(),
         max_tokens,
@@ -493,6 +547,8 @@ pub fn request_from_openai<'a>(
         tools,
         tool_choice,
         metadata: raw_str(req.user).map(|u| RequestMetadata { user_id: u }),
+        output_config,
+        json,
     })
 }
 

@@ -3,7 +3,9 @@
 //! block by block onto Converse; the answer is translated directly into the unified one (`wire::chat`).
 //!
 //! Documented approximations: image URLs are refused (Converse takes only inline bytes);
-//! `tool_choice: "none"` is refused (Converse has no such choice). Streaming calls go to
+//! `tool_choice: "none"` is refused (Converse has no such choice); `response_format` is not sent
+//! (Converse's `outputConfig` is newer than many deployments: the gateway's output check
+//! stands for it). Streaming calls go to
 //! ConverseStream; its binary event stream is translated to OpenAI chunks as it arrives.
 
 use std::borrow::Cow;

@@ -78,7 +78,15 @@ pub fn request_from_messages(a: &MessagesRequest<'_>) -> Result<Value, GatewayEr
         let parts: Vec<Value> = a.system.iter().filter_map(text_part).collect();
         body.insert("systemInstruction".into(), json!({"parts": parts}));
     }
-    body.insert("generationConfig".into(), Value::Object(crate::provider::anthropic::sampling(a, "maxOutputTokens")));
+    let mut generation = crate::provider::anthropic::sampling(a, "maxOutputTokens");
+    // JSON mode, and the schema when the caller gave one (`responseJsonSchema`: JSON Schema).
+    if a.json {
+        generation.insert("responseMimeType".into(), json!("application/json"));
+    }
+    if let Some(c) = &a.output_config {
+        generation.insert("responseJsonSchema".into(), tree(c.format.schema));
+    }
+    body.insert("generationConfig".into(), Value::Object(generation));
     if let Some(tools) = &a.tools {
         let decls: Vec<Value> = tools
             .iter()
@@ -502,6 +510,26 @@ mod tests {
             json!({"mode": "ANY", "allowedFunctionNames": ["get_weather"]})
         );
         assert_eq!(generate_path("gemini-2.5-flash"), "/v1beta/models/gemini-2.5-flash:generateContent");
+    }
+
+    #[test]
+    fn json_mode_and_a_schema_go_into_the_generation_config() {
+        let schema = json!({"type": "object", "properties": {"city": {"type": "string"}}});
+        let user = json!([{"role": "user", "content": "x"}]);
+        let config = |rf: Value| {
+            let body = json!({"messages": user, "max_tokens": 8, "response_format": rf}).to_string();
+            let a = crate::provider::anthropic::request_from_openai(body.as_bytes(), "m", 1024).unwrap();
+            request_from_messages(&a).unwrap()["generationConfig"].clone()
+        };
+        assert_eq!(
+            config(json!({"type": "json_schema", "json_schema": {"name": "c", "schema": schema}})),
+            json!({"maxOutputTokens": 8, "responseMimeType": "application/json", "responseJsonSchema": schema})
+        );
+        assert_eq!(
+            config(json!({"type": "json_object"})),
+            json!({"maxOutputTokens": 8, "responseMimeType": "application/json"})
+        );
+        assert_eq!(config(json!({"type": "text"})), json!({"maxOutputTokens": 8}));
     }
 
     #[test]

@@ -233,3 +233,29 @@ fn image_urls_with_escaped_slashes_are_read_as_json_says() {
     );
     assert_eq!(out["messages"][0]["content"][1]["source"], json!({"type":"url","url":"https://example.com/a.png"}));
 }
+
+#[test]
+fn a_json_schema_response_format_becomes_output_config_and_json_object_has_no_form() {
+    let schema = json!({"type":"object","properties":{"city":{"type":"string"}},"required":["city"]});
+    let user = json!([{"role":"user","content":"x"}]);
+    let out = req(json!({"messages": user,
+        "response_format": {"type":"json_schema","json_schema":{"name":"c","strict":true,"schema": schema}}}));
+    assert_eq!(out["output_config"], json!({"format":{"type":"json_schema","schema": schema}}));
+    let body = json!({"messages": user, "response_format": {"type":"json_object"}}).to_string();
+    let r = request_from_openai(body.as_bytes(), "m", 9).unwrap();
+    assert!(r.json && r.output_config.is_none());
+    assert!(serde_json::to_value(&r).unwrap().get("output_config").is_none());
+    // Text, no format, or a schema that is not an object: nothing asked of the provider.
+    for rf in [
+        json!({"type":"text"}),
+        json!(null),
+        json!("json"),
+        json!({"type":"json_schema","json_schema":{}}),
+        json!({"type":"json_schema","json_schema":{"schema":"x"}}),
+    ] {
+        let body = json!({"messages": user, "response_format": rf}).to_string();
+        let r = request_from_openai(body.as_bytes(), "m", 9).unwrap();
+        assert!(r.output_config.is_none(), "{rf}");
+        assert_eq!(r.json, rf.get("type").is_some_and(|t| t == "json_schema"), "{rf}");
+    }
+}
