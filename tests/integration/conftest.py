@@ -319,10 +319,11 @@ def expected_cost(model, tokens):
     """Hand-computed cost in USD, from the price book file, with exact decimals."""
     p = PRICE_BOOK["models"][model]
     per = Decimal(1_000_000)
-    cached = tokens["cached_input"]
+    cached, written = tokens["cached_input"], tokens.get("cache_write", 0)
     return (
-        (tokens["input"] - cached) * Decimal(p["input"]) / per
+        (tokens["input"] - cached - written) * Decimal(p["input"]) / per
         + cached * Decimal(p.get("cached_input", p["input"])) / per
+        + written * Decimal(p.get("cache_write", p["input"])) / per
         + (tokens["output"] - tokens["reasoning"]) * Decimal(p["output"]) / per
         + tokens["reasoning"] * Decimal(p.get("reasoning", p["output"])) / per
     )

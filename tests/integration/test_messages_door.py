@@ -206,7 +206,11 @@ def test_what_only_anthropic_has_reaches_it_as_written_and_comes_back_as_it_is(g
     assert u.cache_creation_input_tokens > 0 and u.cache_read_input_tokens == 0
     [rec] = gateway.audit(out.headers["x-aigw-request-id"])
     assert rec["tokens"]["input"] == u.input_tokens + u.cache_creation_input_tokens
+    assert rec["tokens"]["cache_write"] == u.cache_creation_input_tokens
     assert Decimal(rec["cost_usd"]) == expected_cost("claude-sonnet-4-5-20250929", rec["tokens"])
+    # Cache writes at the book's cache-write price (1.25x input for this model), not as input.
+    as_input = expected_cost("claude-sonnet-4-5-20250929", {**rec["tokens"], "cache_write": 0})
+    assert Decimal(rec["cost_usd"]) - as_input == u.cache_creation_input_tokens * Decimal("0.75") / 1_000_000
 
     # The next turn passes the thinking block back; the cached prefix is read this time.
     msg2 = unique("and the term")

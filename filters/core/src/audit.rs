@@ -246,13 +246,22 @@ fn decode_attempts(mut r: crate::codec::Reader<'_>) -> Option<Vec<Attempt>> {
 pub struct Tokens {
     pub input: u64,
     pub cached_input: u64,
+    /// Input written to the provider's prompt cache (part of `input`).
+    #[serde(default)]
+    pub cache_write: u64,
     pub output: u64,
     pub reasoning: u64,
 }
 
 impl From<Usage> for Tokens {
     fn from(u: Usage) -> Self {
-        Tokens { input: u.input, cached_input: u.cached_input, output: u.output, reasoning: u.reasoning }
+        Tokens {
+            input: u.input,
+            cached_input: u.cached_input,
+            cache_write: u.cache_write,
+            output: u.output,
+            reasoning: u.reasoning,
+        }
     }
 }
 
@@ -475,6 +484,7 @@ impl AuditRecord {
                 for (i, (k, v)) in [
                     ("input", t.input),
                     ("cached_input", t.cached_input),
+                    ("cache_write", t.cache_write),
                     ("output", t.output),
                     ("reasoning", t.reasoning),
                 ]
@@ -596,6 +606,7 @@ pub(crate) fn sample_records() -> Vec<AuditRecord> {
             tokens: (n.is_multiple_of(2)).then_some(Tokens {
                 input: n as u64,
                 cached_input: 0,
+                cache_write: n as u64 / 2,
                 output: u64::MAX,
                 reasoning: 7,
             }),

@@ -890,7 +890,13 @@ impl Quota {
     /// served by. A model missing from the price book is priced at the book's dearest rates.
     pub fn upper_bound_cost(&self, est: &Estimate, candidates: &[&str]) -> Option<u128> {
         let book = self.prices.as_ref()?;
-        let worst = Usage { input: est.prompt_tokens, cached_input: 0, output: est.output_tokens, reasoning: 0 };
+        let worst = Usage {
+            input: est.prompt_tokens,
+            cached_input: 0,
+            output: est.output_tokens,
+            reasoning: 0,
+            cache_write: 0,
+        };
         let mut best: Option<u128> = None;
         for m in candidates {
             let c = book.cost_pico(m, &worst).unwrap_or_else(|| book.max_cost_pico(&worst));
@@ -1068,7 +1074,7 @@ impl Billing {
             Billing::Abandoned => (est.prompt_tokens, 0),
             Billing::Nothing => return None,
         };
-        Some((Usage { input, cached_input: 0, output, reasoning: 0 }, true))
+        Some((Usage { input, output, ..Usage::default() }, true))
     }
 }
 
@@ -1088,20 +1094,27 @@ impl Settled {
         match self.usage {
             None => format!("- {cost}"),
             Some(u) => format!(
-                "{} {} {} {} {} {cost}",
+                "{} {} {} {} {} {cost} {}",
                 u.input,
                 u.cached_input,
                 u.output,
                 u.reasoning,
-                u8::from(self.estimated)
+                u8::from(self.estimated),
+                u.cache_write
             ),
         }
     }
 
+    /// What [`Settled::encode`] wrote (or a module before cache writes were counted, without
+    /// the last number).
     pub fn decode(s: &str) -> Option<Settled> {
         let f: Vec<&str> = s.split(' ').collect();
         let cost = |c: &str| if c == "-" { Some(None) } else { c.parse().ok().map(Some) };
-        match f.as_slice() {
+        let (f, cache_write) = match f.as_slice() {
+            [rest @ .., w] if rest.len() == 6 => (rest, w.parse().ok()?),
+            all => (all, 0),
+        };
+        match f {
             ["-", c] => Some(Settled { usage: None, estimated: false, cost_pico: cost(c)? }),
             [i, ci, o, r, e, c] => Some(Settled {
                 usage: Some(Usage {
@@ -1109,6 +1122,7 @@ impl Settled {
                     cached_input: ci.parse().ok()?,
                     output: o.parse().ok()?,
                     reasoning: r.parse().ok()?,
+                    cache_write,
                 }),
                 estimated: *e == "1",
                 cost_pico: cost(c)?,

@@ -24,6 +24,8 @@ pub struct PriceBookConfig {
 pub struct ModelPriceConfig {
     pub input: String,
     pub cached_input: Option<String>,
+    /// Input written to the provider's prompt cache; the input price when absent.
+    pub cache_write: Option<String>,
     pub output: String,
     pub reasoning: Option<String>,
     pub source: Option<String>,
@@ -46,6 +48,7 @@ impl FromConfig for ModelPriceConfig {
         Ok(ModelPriceConfig {
             input: o.req("input")?,
             cached_input: o.opt("cached_input")?,
+            cache_write: o.opt("cache_write")?,
             output: o.req("output")?,
             reasoning: o.opt("reasoning")?,
             source: o.opt("source")?,
@@ -59,6 +62,7 @@ impl FromConfig for ModelPriceConfig {
 pub struct ModelPrice {
     pub input: u64,
     pub cached_input: u64,
+    pub cache_write: u64,
     pub output: u64,
     pub reasoning: u64,
 }
@@ -88,11 +92,15 @@ impl TryFrom<&PriceBookConfig> for PriceBook {
                 Some(v) => field("cached_input", v)?,
                 None => input,
             };
+            let cache_write = match &p.cache_write {
+                Some(v) => field("cache_write", v)?,
+                None => input,
+            };
             let reasoning = match &p.reasoning {
                 Some(v) => field("reasoning", v)?,
                 None => output,
             };
-            models.insert(name.clone(), ModelPrice { input, cached_input, output, reasoning });
+            models.insert(name.clone(), ModelPrice { input, cached_input, cache_write, output, reasoning });
         }
         Ok(Self { version: cfg.version.clone(), models })
     }
@@ -109,7 +117,7 @@ impl PriceBook {
 
     /// Cost of `u` at the book's dearest rates: an upper bound for a model the book lacks.
     pub fn max_cost_pico(&self, u: &Usage) -> u128 {
-        let input = self.models.values().map(|p| p.input).max().unwrap_or(0);
+        let input = self.models.values().map(|p| p.input.max(p.cache_write)).max().unwrap_or(0);
         let output = self.models.values().map(|p| p.output.max(p.reasoning)).max().unwrap_or(0);
         u128::from(u.input) * u128::from(input) + u128::from(u.output) * u128::from(output)
     }
@@ -118,11 +126,13 @@ impl PriceBook {
     pub fn cost_pico(&self, model: &str, u: &Usage) -> Option<u128> {
         let p = self.price(model)?;
         let cached = u.cached_input.min(u.input);
+        let written = u.cache_write.min(u.input - cached);
         let reasoning = u.reasoning.min(u.output);
         let t = |n: u64, price: u64| u128::from(n) * u128::from(price);
         Some(
-            t(u.input - cached, p.input)
+            t(u.input - cached - written, p.input)
                 + t(cached, p.cached_input)
+                + t(written, p.cache_write)
                 + t(u.output - reasoning, p.output)
                 + t(reasoning, p.reasoning),
         )
@@ -197,7 +207,8 @@ mod tests {
     fn book() -> PriceBook {
         let cfg: PriceBookConfig = crate::config::from_str(
             r#"{"version":"t1","models":{"m":{"input":"0.15","cached_input":"0.075","output":"0.6"},
-                 "r":{"input":"1","output":"4","reasoning":"8"}}}"#,
+                 "r":{"input":"1","output":"4","reasoning":"8"},
+                 "c":{"input":"3","cached_input":"0.3","cache_write":"3.75","output":"15"}}}"#,
         )
         .unwrap_or_else(|_| PriceBookConfig { version: String::new(), models: HashMap::new() });
         PriceBook::compile(&cfg).unwrap_or_default()
@@ -218,10 +229,26 @@ mod tests {
     fn cost_is_exact_and_splits_cached_and_reasoning() {
         let b = book();
         // 1000 input (400 cached), 200 output: 600*150000 + 400*75000 + 200*600000 pico.
-        let u = Usage { input: 1000, cached_input: 400, output: 200, reasoning: 0 };
+        let u = Usage { input: 1000, cached_input: 400, output: 200, reasoning: 0, cache_write: 0 };
         assert_eq!(b.cost_pico("m", &u), Some(90_000_000 + 30_000_000 + 120_000_000));
-        let r = Usage { input: 10, cached_input: 0, output: 10, reasoning: 4 };
+        let r = Usage { input: 10, cached_input: 0, output: 10, reasoning: 4, cache_write: 0 };
         assert_eq!(b.cost_pico("r", &r), Some(10 * 1_000_000 + 6 * 4_000_000 + 4 * 8_000_000));
+    }
+
+    #[test]
+    fn prompt_cache_writes_have_their_own_price_or_the_inputs() {
+        let b = book();
+        // 1000 input: 100 plain, 300 read from the cache, 600 written to it; 10 output.
+        let u = Usage { input: 1000, cached_input: 300, output: 10, reasoning: 0, cache_write: 600 };
+        let cost = 100 * 3_000_000 + 300 * 300_000 + 600 * 3_750_000 + 10 * 15_000_000;
+        assert_eq!(b.cost_pico("c", &u), Some(cost));
+        // A book without a cache-write price prices them as input, as before.
+        assert_eq!(b.cost_pico("m", &u), Some(700 * 150_000 + 300 * 75_000 + 10 * 600_000));
+        // More written than the input holds (a provider's odd report) is bounded by it.
+        let odd = Usage { input: 10, cached_input: 4, output: 0, reasoning: 0, cache_write: 50 };
+        assert_eq!(b.cost_pico("c", &odd), Some(4 * 300_000 + 6 * 3_750_000));
+        // The upper bound for an unknown model takes the dearest input rate, cache writes' too.
+        assert_eq!(b.max_cost_pico(&Usage { input: 1, ..Usage::default() }), 3_750_000);
     }
 
     #[test]

@@ -571,6 +571,7 @@ pub fn usage_of(u: &Value) -> Usage {
         cached_input: cached,
         output: n("output_tokens"),
         reasoning: u.pointer("/output_tokens_details/thinking_tokens").and_then(Value::as_u64).unwrap_or(0),
+        cache_write: n("cache_creation_input_tokens"),
     }
 }
 
@@ -637,6 +638,7 @@ impl MessagesUsage {
             cached_input: cached,
             output: self.output_tokens.unwrap_or(0),
             reasoning: self.output_tokens_details.as_ref().and_then(|d| d.thinking_tokens).unwrap_or(0),
+            cache_write: self.cache_creation_input_tokens.unwrap_or(0),
         }
     }
 }

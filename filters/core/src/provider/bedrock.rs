@@ -296,6 +296,7 @@ pub fn response_to_openai(
         cached_input: cached,
         output: u.output_tokens.unwrap_or(0),
         reasoning: 0,
+        cache_write: u.cache_write_input_tokens.unwrap_or(0),
     };
     let answer = Answer {
         id: completion_id(request_id),
@@ -434,6 +435,7 @@ impl StreamTranslator {
                         cached_input: cached,
                         output: n("outputTokens"),
                         reasoning: 0,
+                        cache_write: n("cacheWriteInputTokens"),
                     };
                     self.usage = Some(u);
                     let c = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created,

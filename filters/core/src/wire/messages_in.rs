@@ -174,8 +174,9 @@ fn message_id(chat_id: &str) -> String {
 }
 
 fn usage_json(u: &Usage) -> Value {
-    json!({"input_tokens": u.input.saturating_sub(u.cached_input), "cache_read_input_tokens": u.cached_input,
-           "cache_creation_input_tokens": 0, "output_tokens": u.output})
+    json!({"input_tokens": u.input.saturating_sub(u.cached_input).saturating_sub(u.cache_write),
+           "cache_read_input_tokens": u.cached_input, "cache_creation_input_tokens": u.cache_write,
+           "output_tokens": u.output})
 }
 
 /// A Messages response for a unified (OpenAI) chat completion, and its usage.

@@ -291,7 +291,7 @@ pub fn new_id(prefix: &str, seed: &str, n: u64) -> String {
 }
 
 fn usage_json(u: &Usage) -> Value {
-    json!({"input_tokens": u.input, "input_tokens_details": {"cached_tokens": u.cached_input, "cache_write_tokens": 0},
+    json!({"input_tokens": u.input, "input_tokens_details": {"cached_tokens": u.cached_input, "cache_write_tokens": u.cache_write},
            "output_tokens": u.output, "output_tokens_details": {"reasoning_tokens": u.reasoning},
            "total_tokens": u.input + u.output})
 }

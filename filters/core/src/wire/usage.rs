@@ -13,20 +13,30 @@ pub struct Usage {
     pub cached_input: u64,
     pub output: u64,
     pub reasoning: u64,
+    /// Input written to the provider's prompt cache (Anthropic's and Bedrock's cache writes,
+    /// priced apart: Anthropic charges 1.25x input for them); part of `input`, never of
+    /// `cached_input` (the reads).
+    #[serde(default)]
+    pub cache_write: u64,
 }
 
 impl Usage {
     /// The usage for filter state, from the attempt to the listener ([`crate::codec`]).
     pub fn encode(&self) -> Vec<u8> {
         let mut w = crate::codec::Writer::new();
-        w.u64(self.input).u64(self.cached_input).u64(self.output).u64(self.reasoning);
+        w.u64(self.input).u64(self.cached_input).u64(self.output).u64(self.reasoning).u64(self.cache_write);
         w.finish()
     }
 
-    /// What [`Usage::encode`] wrote; `None` when it cannot be read.
+    /// What [`Usage::encode`] wrote (or a module before cache writes were counted: four
+    /// numbers); `None` when it cannot be read.
     pub fn decode(bytes: &[u8]) -> Option<Usage> {
         let mut r = crate::codec::Reader::new(bytes)?;
-        let u = Usage { input: r.u64()?, cached_input: r.u64()?, output: r.u64()?, reasoning: r.u64()? };
+        let mut u =
+            Usage { input: r.u64()?, cached_input: r.u64()?, output: r.u64()?, reasoning: r.u64()?, cache_write: 0 };
+        if !r.at_end() {
+            u.cache_write = r.u64()?;
+        }
         r.at_end().then_some(u)
     }
 
@@ -40,7 +50,13 @@ impl Usage {
         let output = v.get("completion_tokens").and_then(Value::as_u64).unwrap_or(0);
         let cached_input = v.pointer("/prompt_tokens_details/cached_tokens").and_then(Value::as_u64).unwrap_or(0);
         let reasoning = v.pointer("/completion_tokens_details/reasoning_tokens").and_then(Value::as_u64).unwrap_or(0);
-        Some(Usage { input, cached_input: cached_input.min(input), output, reasoning: reasoning.min(output) })
+        Some(Usage {
+            input,
+            cached_input: cached_input.min(input),
+            output,
+            reasoning: reasoning.min(output),
+            cache_write: 0,
+        })
     }
 
     /// Reads OpenAI's Responses `usage` (`input_tokens`, `output_tokens` and their details), or
@@ -54,7 +70,14 @@ impl Usage {
         let output = n("output_tokens");
         let cached_input = v.pointer("/input_tokens_details/cached_tokens").and_then(Value::as_u64).unwrap_or(read);
         let reasoning = v.pointer("/output_tokens_details/reasoning_tokens").and_then(Value::as_u64).unwrap_or(0);
-        Some(Usage { input, cached_input: cached_input.min(input), output, reasoning: reasoning.min(output) })
+        let cached_input = cached_input.min(input);
+        Some(Usage {
+            input,
+            cached_input,
+            output,
+            reasoning: reasoning.min(output),
+            cache_write: written.min(input - cached_input),
+        })
     }
 
     /// A Messages stream's usage so far, with what one of its events says (`message_start`'s
@@ -65,6 +88,7 @@ impl Usage {
         if let Some(now) = u.get("input_tokens").and_then(|_| Usage::from_responses(u)) {
             out.input = now.input;
             out.cached_input = now.cached_input;
+            out.cache_write = now.cache_write;
         }
         if let Some(o) = u.get("output_tokens").and_then(Value::as_u64) {
             out.output = o;
@@ -272,10 +296,15 @@ mod tests {
 
     #[test]
     fn usage_crosses_in_its_binary_encoding_and_a_cut_value_reads_as_none() {
-        let u = Usage { input: 8, cached_input: 2, output: u64::MAX, reasoning: 0 };
+        let u = Usage { input: 8, cached_input: 2, output: u64::MAX, reasoning: 0, cache_write: 3 };
         let bytes = u.encode();
         assert_eq!(Usage::decode(&bytes), Some(u));
-        assert!((0..bytes.len()).all(|cut| Usage::decode(&bytes[..cut]).is_none()));
+        // Cut anywhere, it reads as nothing, but where the four numbers of a module before cache
+        // writes end: that reads as such a module wrote it.
+        let old = Usage { cache_write: 0, ..u };
+        let old_len = (0..bytes.len()).filter(|&cut| Usage::decode(&bytes[..cut]) == Some(old)).collect::<Vec<_>>();
+        assert_eq!(old_len.len(), 1);
+        assert!((0..bytes.len()).filter(|c| *c != old_len[0]).all(|cut| Usage::decode(&bytes[..cut]).is_none()));
         assert_eq!(Usage::decode(br#"{"input":8,"cached_input":2,"output":3,"reasoning":0}"#), None);
     }
 
@@ -285,7 +314,7 @@ mod tests {
             "prompt_tokens_details":{"cached_tokens":4},"completion_tokens_details":{"reasoning_tokens":2}}}"#;
         assert_eq!(
             from_openai_body(body).ok(),
-            Some(Some(Usage { input: 10, cached_input: 4, output: 5, reasoning: 2 }))
+            Some(Some(Usage { input: 10, cached_input: 4, output: 5, reasoning: 2, cache_write: 0 }))
         );
         assert_eq!(from_openai_body(br#"{"id":"x"}"#).ok(), Some(None));
         assert!(from_openai_body(b"not json").is_err());
@@ -331,7 +360,7 @@ mod tests {
         for c in s.chunks(7) {
             sc.push(c);
         }
-        assert_eq!(sc.usage, Some(Usage { input: 3, cached_input: 0, output: 1, reasoning: 0 }));
+        assert_eq!(sc.usage, Some(Usage { input: 3, cached_input: 0, output: 1, reasoning: 0, cache_write: 0 }));
         assert!(sc.saw_end);
         assert!(!sc.saw_error);
         assert_eq!(sc.content_events, 1);

@@ -96,7 +96,7 @@ fn response_maps_text_tools_usage_and_finish() {
     assert_eq!(v["choices"][0]["message"]["content"], "Let me check.");
     assert_eq!(v["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"], "{\"city\":\"Paris\"}");
     assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
-    assert_eq!(usage, Usage { input: 17, cached_input: 5, output: 7, reasoning: 0 });
+    assert_eq!(usage, Usage { input: 17, cached_input: 5, output: 7, reasoning: 0, cache_write: 2 });
     assert_eq!(v["usage"]["prompt_tokens"], 17);
     assert_eq!(v["usage"]["total_tokens"], 24);
     assert!(response_to_openai(b"{nope", 1).is_err());
@@ -157,7 +157,7 @@ fn stream_translates_whatever_the_chunking() {
         assert_eq!(finishes, vec![&json!("tool_calls")]);
         let usage = &chunks.last().unwrap()["usage"];
         assert_eq!((usage["prompt_tokens"].as_u64(), usage["completion_tokens"].as_u64()), (Some(12), Some(9)));
-        assert_eq!(t.usage(), Usage { input: 12, cached_input: 0, output: 9, reasoning: 0 });
+        assert_eq!(t.usage(), Usage { input: 12, cached_input: 0, output: 9, reasoning: 0, cache_write: 0 });
     }
 }
 
