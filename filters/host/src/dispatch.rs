@@ -63,33 +63,6 @@ pub trait HttpContext {
 /// Makes the root context of each plugin the module serves.
 pub type NewRoot = fn() -> Box<dyn RootContext>;
 
-/// Context ids are the host's, handed out in sequence: a multiplication spreads them.
-#[derive(Clone, Copy, Default)]
-struct IdHash;
-
-impl std::hash::BuildHasher for IdHash {
-    type Hasher = IdHasher;
-    fn build_hasher(&self) -> IdHasher {
-        IdHasher(0)
-    }
-}
-
-struct IdHasher(u64);
-
-impl std::hash::Hasher for IdHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        }
-    }
-    fn write_u32(&mut self, n: u32) {
-        self.0 = (self.0 ^ u64::from(n)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
 /// A context's place: `None` while one of its callbacks runs.
 type Slot<T> = Option<Box<T>>;
 
@@ -99,7 +72,8 @@ type Slot<T> = Option<Box<T>>;
 struct Dispatcher {
     new_root: Cell<Option<NewRoot>>,
     roots: RefCell<Vec<(u32, Slot<dyn RootContext>)>>,
-    streams: RefCell<HashMap<u32, Slot<dyn HttpContext>, IdHash>>,
+    /// (Context ids are the host's, handed out in sequence: hashed as the metric ids are.)
+    streams: RefCell<HashMap<u32, Slot<dyn HttpContext>, crate::FastHash>>,
     /// Outgoing calls in flight: token, and the context that made it.
     callouts: RefCell<Vec<(u32, u32)>>,
     /// The context whose callback is running (the maker of an outgoing call).
@@ -111,7 +85,7 @@ thread_local! {
         Dispatcher {
             new_root: Cell::new(None),
             roots: RefCell::new(Vec::new()),
-            streams: RefCell::new(HashMap::with_hasher(IdHash)),
+            streams: RefCell::new(HashMap::with_hasher(crate::FastHash)),
             callouts: RefCell::new(Vec::new()),
             active: Cell::new(0),
         }

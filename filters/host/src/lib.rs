@@ -380,9 +380,10 @@ thread_local! {
 /// second lane and the id of each name that has that first lane.
 type MetricIds = std::collections::HashMap<u64, Vec<(u64, u32)>, FastHash>;
 
-/// FNV-1a-style hashing of a map key that is already a hash.
+/// FNV-1a-style hashing of a map key that is already a hash or a number (a metric name's
+/// fingerprint, a context id).
 #[derive(Clone, Copy, Default)]
-struct FastHash;
+pub(crate) struct FastHash;
 
 impl std::hash::BuildHasher for FastHash {
     type Hasher = FastHasher;
@@ -401,6 +402,9 @@ impl std::hash::Hasher for FastHasher {
     }
     fn write_u64(&mut self, n: u64) {
         self.0 = (self.0 ^ n).wrapping_mul(0x0100_0000_01b3).rotate_left(23);
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
     }
     fn finish(&self) -> u64 {
         // (Mix the high bits down: hashbrown takes its control bits from the top.)
