@@ -101,8 +101,11 @@ def main():
         "type": "object", "properties": {"city": {"type": "string"}}}}}], tool_choice="required")
     msgs = {"model": "m", "max_tokens": 20, "system": "be brief",
             "messages": [{"role": "user", "content": [{"type": "text", "text": "hello"}]}]}
+    schema = {"type": "json_schema", "json_schema": {"name": "c", "schema": {
+        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
     seeds["unified_request"] += [json.dumps(chat).encode(), json.dumps(dict(chat, stream=True)).encode(),
-                                 json.dumps(tools).encode()]
+                                 json.dumps(tools).encode(), json.dumps(dict(chat, response_format=schema)).encode(),
+                                 json.dumps(dict(chat, response_format={"type": "json_object"})).encode()]
     # What only Anthropic has: a Messages request that goes on as written (top_k, thinking,
     # cache marks, a document block, a thinking block passed back).
     native = dict(msgs, top_k=5, thinking={"type": "enabled", "budget_tokens": 1024}, max_tokens=2048,
