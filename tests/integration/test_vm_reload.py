@@ -80,3 +80,38 @@ def test_a_trapped_vm_is_replaced_and_quota_state_survives(fresh_gateway_factory
         # The request bucket was not reset by the reload: it lives in Envoy's shared data.
         after = int(call(clients[0]).headers["x-ratelimit-remaining-requests"])
     assert before - 1 - between - 100 <= after < before - 100, (before, between, after)
+
+
+def quota_upstream_first(text):
+    """The design card's per-attempt quota filter moved before the route filter in the chains'
+    upstream filters: where Envoy 1.40 calls a retried attempt's callbacks for a context that
+    has ended (envoy.yaml keeps it second for that reason)."""
+    start = text.index("        # Per-provider buckets, charged per attempt.")
+    end = text.index("        - name: aigw.auth_key_swap_upstream")
+    block = text[start:end]
+    text = text[:start] + text[end:]
+    at = text.index("        - name: aigw.route_select_upstream")
+    text = text[:at] + block + text[at:]
+    assert text.index("- name: aigw.quota_upstream") < text.index("- name: aigw.route_select_upstream")
+    return text
+
+
+def test_a_callback_for_a_context_that_has_ended_does_not_trap_the_vm(fresh_gateway_factory):
+    """The modules' own entry points (filters/host/src/dispatch.rs) answer a callback for a
+    context they do not have as a filter that does nothing would. The SDK's dispatcher
+    panicked there ("invalid context_id"), trapping the VM, so every later call on that worker
+    failed until Envoy replaced it. Retried attempts through a chain whose first upstream
+    filter meets that order of callbacks are served, and the VM never fails."""
+    gw = fresh_gateway_factory(template_edit=quota_upstream_first, values={"LAYOUT": "filters"})
+    fault = {"x-fake-fault": "anthropic=503"}
+    for i in range(20):
+        r = gw.chat(f"retried {i}", max_tokens=20, headers=fault)
+        assert r.status_code == 200 and r.headers["x-aigw-provider"] == "openai", r.text
+        assert r.headers["x-aigw-attempts"] == "2", r.headers
+    for i in range(10):
+        assert gw.chat(f"after {i}", max_tokens=20).status_code == 200
+    log = gw.envoy_log.read_text()
+    assert "panicked" not in log and "invalid context_id" not in log, log[-2000:]
+    stats = httpx.get(f"http://127.0.0.1:{gw.admin_port}/stats", timeout=5).text
+    failed = [line for line in stats.splitlines() if re.search(r"wasm.*(vm_failed|was_failed|failed_vm)", line)]
+    assert all(line.rstrip().endswith(": 0") for line in failed), failed
