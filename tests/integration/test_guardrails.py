@@ -155,6 +155,43 @@ def test_masked_values_come_back_in_tool_call_arguments_and_tool_results_go_mask
     assert other not in sent[-1] and "<EMAIL_2>" in sent[-1], sent[-1]
 
 
+def test_signed_thinking_keeps_its_placeholders_and_passes_back_in_a_later_turn(gateway):
+    """With extended thinking on Anthropic, the model's thinking quotes the masked prompt (the
+    fake's does) and the provider signs that text. The caller's answer keeps the placeholders in
+    the thinking, whole and streamed, while its text gets the value back. The next turn passes the
+    block back after the caller dropped the oldest turns, so the value now masks under another
+    number: the block still reaches the provider as it was signed, and the turn is served (a
+    restored and re-masked block would read `<EMAIL_1>` where the signed text says `<EMAIL_2>`)."""
+    tag = uuid.uuid4().hex[:8]
+    email, other = "priya.sharma@example.in", "ops.desk@example.org"
+    an = anthropic.Anthropic(base_url=gateway.url, api_key=DEMO_KEYS["acme"], max_retries=0)
+    kw = dict(model="chat-guarded", max_tokens=2048, thinking={"type": "enabled", "budget_tokens": 1024})
+    ask = {"role": "user", "content": f"{tag} write to {email}"}
+    history = [{"role": "user", "content": f"{tag} cc {other}"}, {"role": "assistant", "content": "Noted."}, ask]
+    first = an.messages.create(messages=history, **kw)
+    with an.messages.stream(messages=history, **kw) as s:
+        streamed = s.get_final_message()
+    for m in (first, streamed):
+        assert [b.type for b in m.content] == ["thinking", "text"], m
+    thought = first.content[0]
+    later = [ask, {"role": "assistant", "content": [
+        {"type": "thinking", "thinking": thought.thinking, "signature": thought.signature},
+        {"type": "text", "text": first.content[1].text}]}, {"role": "user", "content": f"{tag} and send it"}]
+    second = an.messages.create(messages=later, **kw)
+    assert second.stop_reason == "end_turn", second
+    sent = provider_bodies(gateway, "anthropic", tag)
+    assert len(sent) == 3
+    if gateway.layout == "filters":
+        assert email in thought.thinking  # (no guard stage: the values reach the provider)
+        return
+    for m in (first, streamed):
+        assert m.content[0].thinking.endswith(f"{tag} write to <EMAIL_2>"), m.content[0].thinking
+        assert m.content[1].text == f"Echo: {tag} write to {email}"
+    assert all(email not in b and other not in b for b in sent)
+    passed = json.loads(sent[2])["messages"][1]["content"][0]
+    assert (passed["thinking"], passed["signature"]) == (thought.thinking, thought.signature)
+
+
 def test_a_secret_is_refused_by_name_and_an_ip_address_is_flagged(gateway):
     tag = uuid.uuid4().hex[:8]
     secret = "sk-ant-api03-" + uuid.uuid4().hex

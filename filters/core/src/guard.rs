@@ -116,6 +116,7 @@ const NOT_TEXT: &[&str] = &[
     "previous_response_id",
     "detail",
     "media_type",
+    "signature",
 ];
 
 /// What applying a policy to a request found and did.
@@ -465,10 +466,65 @@ impl Restorer {
     }
 }
 
+/// Puts masked values back in a whole answer (`plain`: placeholder → the value as it is). A
+/// Messages answer's thinking blocks keep their placeholders: Anthropic signs a thinking block's
+/// text as the model wrote it, and the caller passes the block back in a later turn, where a
+/// restored value would be masked again, perhaps under another number (another value masked
+/// before it in that turn), and the signature refused.
+pub fn restore_answer(r: &mut Restorer, plain: &[(String, String)], body: &[u8]) -> Vec<u8> {
+    if memchr::memmem::find(body, b"\"thinking\"").is_some() {
+        let tree = std::str::from_utf8(body).ok().and_then(|t| crate::wire::from_str::<Value>(t).ok());
+        if let Some(Value::Object(mut o)) = tree.filter(|v| v.get("content").is_some_and(Value::is_array)) {
+            for (k, x) in o.iter_mut() {
+                match x {
+                    Value::Array(blocks) if k == "content" => {
+                        for b in blocks.iter_mut().filter(|b| !is_thinking_block(b)) {
+                            put_back_all(b, plain);
+                        }
+                    }
+                    _ => put_back_all(x, plain),
+                }
+            }
+            return serde_json::to_vec(&o).unwrap_or_else(|_| body.to_vec());
+        }
+    }
+    let mut out = r.push(body);
+    out.extend(r.finish());
+    out
+}
+
+fn is_thinking_block(b: &Value) -> bool {
+    matches!(b.get("type").and_then(Value::as_str), Some("thinking" | "redacted_thinking"))
+}
+
+/// Every placeholder in `v`'s strings replaced by its value.
+fn put_back_all(v: &mut Value, plain: &[(String, String)]) {
+    match v {
+        Value::String(s) if s.contains('<') => {
+            for (p, value) in plain {
+                if s.contains(p.as_str()) {
+                    *s = s.replace(p.as_str(), value);
+                }
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(|x| put_back_all(x, plain)),
+        Value::Object(o) => o.iter_mut().for_each(|(_, x)| put_back_all(x, plain)),
+        _ => {}
+    }
+}
+
+/// Whether a Messages `content_block_delta` event's JSON text is a thinking (or its
+/// signature's) delta. A text delta that quotes those names has them escaped (`\"`).
+fn is_thinking_delta(data: &str) -> bool {
+    let b = data.as_bytes();
+    memchr::memmem::find(b, b"\"thinking_delta\"").is_some()
+        || memchr::memmem::find(b, b"\"signature_delta\"").is_some()
+}
+
 /// Puts masked values back in a stream, event by event (chat chunks, Responses or Messages
 /// events), so that a placeholder a model streams in pieces (`<EM`, `AIL_`, `1>`) comes back
 /// too. Each text lane (a choice's content, a tool call's arguments, a Responses part's deltas,
-/// a Messages block's text, tool input or thinking) holds back a trailing piece that could
+/// a Messages block's text or tool input) holds back a trailing piece that could
 /// still become a placeholder and puts it in front of the lane's next delta; a lane that ends
 /// with a piece held (its choice finishes, a Responses part is done, a Messages block stops,
 /// `[DONE]`, the end of the stream) sends it in an event of its own, a copy of the lane's
@@ -536,8 +592,13 @@ impl StreamRestorer {
     }
 
     fn event(&mut self, ev: crate::wire::sse::Event, out: &mut Vec<u8>) {
-        let data = String::from_utf8_lossy(&self.whole.replace(ev.data.as_bytes())).into_owned();
         let name = ev.event.as_deref();
+        if name == Some("content_block_delta") && is_thinking_delta(&ev.data) {
+            // Signed thinking goes back as the model wrote it (see [`restore_answer`]).
+            write_event(out, name, &ev.data);
+            return;
+        }
+        let data = String::from_utf8_lossy(&self.whole.replace(ev.data.as_bytes())).into_owned();
         if data == "[DONE]" {
             self.flush(|_| true, None, out);
             out.extend_from_slice(b"data: [DONE]\n\n");
@@ -573,7 +634,7 @@ impl StreamRestorer {
             let index = v.get("index").and_then(Value::as_u64).unwrap_or(0);
             match kind {
                 "content_block_delta" => {
-                    for (field, escaped) in [("text", false), ("partial_json", true), ("thinking", false)] {
+                    for (field, escaped) in [("text", false), ("partial_json", true)] {
                         let pointer = format!("/delta/{field}");
                         if v.pointer(&pointer).is_some_and(Value::is_string) {
                             let mut template = v.clone();
@@ -1061,6 +1122,62 @@ mod tests {
             let held = names.iter().position(|n| *n == "content_block_stop").unwrap();
             assert_eq!(names[held - 1], "content_block_delta", "the held piece goes before its block's end");
             assert!(evs.iter().all(|(n, v)| v["type"] == n.as_str()));
+        }
+    }
+
+    #[test]
+    fn signed_thinking_keeps_its_placeholders_whole_and_streamed() {
+        // The model thought about the placeholder; the caller passes the block back signed, so
+        // its text goes back as written while the answer's text gets the value.
+        let masked = vec![("<EMAIL_1>".to_string(), "a\"b@example.com".to_string())];
+        let whole = json!({"id": "msg_1", "type": "message", "role": "assistant", "content": [
+            {"type": "thinking", "thinking": "Reply to <EMAIL_1>.", "signature": "sig"},
+            {"type": "redacted_thinking", "data": "<EMAIL_1>"},
+            {"type": "text", "text": "Mail <EMAIL_1> today."},
+            {"type": "tool_use", "id": "t", "name": "send", "input": {"to": "<EMAIL_1>"}}],
+            "stop_reason": "end_turn", "usage": {"input_tokens": 1, "output_tokens": 2}});
+        let mut r = Restorer::new(&masked);
+        let out: Value =
+            serde_json::from_slice(&restore_answer(&mut r, &masked, whole.to_string().as_bytes())).unwrap();
+        assert_eq!(out["content"][0], whole["content"][0]);
+        assert_eq!(out["content"][1], whole["content"][1]);
+        assert_eq!(out["content"][2]["text"], "Mail a\"b@example.com today.");
+        assert_eq!(out["content"][3]["input"]["to"], "a\"b@example.com");
+        assert_eq!((out["id"].clone(), out["usage"].clone()), (whole["id"].clone(), whole["usage"].clone()));
+        // An answer without thinking is put back byte for byte, as before.
+        let chat = br#"{"choices":[{"message":{"content":"to <EMAIL_1>"}}]}"#;
+        assert_eq!(
+            restore_answer(&mut r, &masked, chat),
+            br#"{"choices":[{"message":{"content":"to a\"b@example.com"}}]}"#
+        );
+        // Streamed: thinking and signature deltas pass as they came; text after them is restored,
+        // and a text that quotes the delta's name is still text.
+        let think = |t: &str| {
+            let d =
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": t}});
+            format!("event: content_block_delta\ndata: {d}\n\n")
+        };
+        let sig = json!({"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "<EMAIL_1>"}});
+        let stream = [
+            MESSAGE_START.to_string(),
+            think("Reply to <EMA"),
+            think("IL_1>."),
+            format!("event: content_block_delta\ndata: {sig}\n\n"),
+            text_delta(1, "Mail <EMAIL_1> \"thinking_delta\" <EMAIL_1>"),
+        ]
+        .concat();
+        for size in [1, 7, 4096] {
+            let mut r = StreamRestorer::new(&masked);
+            let mut out = Vec::new();
+            for piece in stream.as_bytes().chunks(size) {
+                out.extend(r.push(piece));
+            }
+            out.extend(r.finish());
+            let evs = names_and_data(&out);
+            let field = |f: &str| -> String { evs.iter().filter_map(|(_, v)| v["delta"][f].as_str()).collect() };
+            assert_eq!(field("thinking"), "Reply to <EMAIL_1>.", "pieces of {size}");
+            assert_eq!(field("signature"), "<EMAIL_1>", "pieces of {size}");
+            assert_eq!(field("text"), "Mail a\"b@example.com \"thinking_delta\" a\"b@example.com", "pieces of {size}");
         }
     }
 }

@@ -972,7 +972,10 @@ fn anthropic(req: &Request, inst: &Instance, w: &mut TcpStream, fault: Fault, n:
                 let m = "`max_tokens` must be greater than `thinking.budget_tokens`.";
                 return anthropic_error(w, 400, "invalid_request_error", m, &[]);
             }
-            Some(format!("The caller wants an answer to {} messages.", body["messages"].as_array().map_or(0, Vec::len)))
+            // As a model's thinking does, it quotes the prompt (masked values and all).
+            let (_, last_user, count) = conversation(&body);
+            let quoted: String = last_user.chars().take(200).collect();
+            Some(format!("The caller wants an answer to {count} messages; the last says: {quoted}"))
         }
         _ => None,
     };

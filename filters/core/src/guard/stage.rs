@@ -220,9 +220,7 @@ impl GuardCall {
             }
             let mut out = h.response_body(size);
             if let Some(r) = &mut self.restorer {
-                let mut restored = r.push(&out);
-                restored.extend(r.finish());
-                out = restored;
+                out = crate::guard::restore_answer(r, &self.masked, &out);
             }
             let ok = h.response_header(":status").as_deref() == Some("200");
             if ok && !self.output_terms.is_empty() {
