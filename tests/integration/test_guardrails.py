@@ -321,16 +321,17 @@ def test_an_answer_that_is_not_the_json_asked_for_is_retried_on_the_next_step_th
     assert r.status_code == 200, r.text
 
 
-def test_the_json_asked_for_is_asked_of_anthropic_and_gemini_in_their_own_terms(gateway):
+def test_the_json_asked_for_is_asked_of_anthropic_gemini_and_bedrock_in_their_own_terms(gateway):
     """`response_format` reaches the providers that have a form of it: a JSON Schema as
     Anthropic's `output_config.format` (structured outputs), JSON mode and the schema as Gemini's
-    `responseMimeType` and `responseJsonSchema`. `json_object`, which Anthropic has no form of,
-    is left to the gateway's own check there."""
+    `responseMimeType` and `responseJsonSchema`, the schema as JSON text in Bedrock Converse's
+    `outputConfig.textFormat`. `json_object`, which Anthropic and Converse have no form of, is
+    left to the gateway's own check there."""
     tag = uuid.uuid4().hex[:8]
     ask = '{"city": "Pune", "population": 7000000, "note": "%s"}' % tag
     schema = json.loads(json.dumps(SCHEMA))
     schema["json_schema"]["schema"]["properties"]["note"] = {"type": "string"}
-    for alias, provider in (("chat", "anthropic"), ("chat-gemini", "gemini")):
+    for alias, provider in (("chat", "anthropic"), ("chat-gemini", "gemini"), ("chat-bedrock", "bedrock")):
         for rf in (schema, {"type": "json_object"}):
             r = gateway.chat(ask, model=alias, response_format=rf)
             assert r.status_code == 200 and r.headers["x-aigw-provider"] == provider, r.text
@@ -340,6 +341,9 @@ def test_the_json_asked_for_is_asked_of_anthropic_and_gemini_in_their_own_terms(
     gemini_sent = [json.loads(b)["generationConfig"] for b in provider_bodies(gateway, "gemini", tag)]
     assert [(g.get("responseMimeType"), g.get("responseJsonSchema")) for g in gemini_sent] == [
         ("application/json", body), ("application/json", None)]
+    bedrock_sent = [json.loads(b).get("outputConfig") for b in provider_bodies(gateway, "bedrock", tag)]
+    assert bedrock_sent[1] is None and bedrock_sent[0]["textFormat"]["type"] == "json_schema", bedrock_sent
+    assert json.loads(bedrock_sent[0]["textFormat"]["structure"]["jsonSchema"]["schema"]) == body
 
 
 def test_an_output_term_withholds_a_whole_answer_and_stops_a_stream_at_the_match(gateway):

@@ -477,6 +477,16 @@ pub fn bedrock(
     if messages.iter().any(|m| m.get("content").and_then(Value::as_array).is_none()) {
         return bedrock_error(w, 400, "ValidationException", "Message content must be an array of content blocks.");
     }
+    // Structured output: the schema is JSON text of an object.
+    if let Some(format) = body.pointer("/outputConfig/textFormat") {
+        let schema = format.pointer("/structure/jsonSchema/schema").and_then(Value::as_str);
+        let object = schema.and_then(|s| serde_json::from_str::<Value>(s).ok()).is_some_and(|v| v.is_object());
+        if format.get("type").and_then(Value::as_str) != Some("json_schema") || !object {
+            let m = "The provided request is not valid: outputConfig.textFormat needs type json_schema and a JSON \
+                     Schema object as text in structure.jsonSchema.schema";
+            return bedrock_error(w, 400, "ValidationException", m);
+        }
+    }
     let (words, input, output) = answer(&body);
     if stream {
         start_chunked(

@@ -3,9 +3,10 @@
 //! block by block onto Converse; the answer is translated directly into the unified one (`wire::chat`).
 //!
 //! Documented approximations: image URLs are refused (Converse takes only inline bytes);
-//! `tool_choice: "none"` is refused (Converse has no such choice); `response_format` is not sent
-//! (Converse's `outputConfig` is newer than many deployments: the gateway's output check
-//! stands for it). Streaming calls go to
+//! `tool_choice: "none"` is refused (Converse has no such choice); a `response_format` JSON
+//! Schema goes as Converse's structured output (`outputConfig.textFormat`, the schema as JSON
+//! text), while `json_object`, which Converse has no form of, is left to the gateway's output
+//! check. Streaming calls go to
 //! ConverseStream; its binary event stream is translated to OpenAI chunks as it arrives.
 
 use std::borrow::Cow;
@@ -194,6 +195,11 @@ pub fn request_from_messages(a: &MessagesRequest<'_>) -> Result<Value, GatewayEr
             }
         }
         body.insert("toolConfig".into(), Value::Object(config));
+    }
+    if let Some(c) = &a.output_config {
+        // Converse takes the schema as JSON text.
+        let schema = json!({"jsonSchema": {"schema": c.format.schema.get()}});
+        body.insert("outputConfig".into(), json!({"textFormat": {"type": "json_schema", "structure": schema}}));
     }
     Ok(Value::Object(body))
 }
@@ -601,6 +607,24 @@ mod tests {
             converse_path("anthropic.claude-3-haiku-20240307-v1:0"),
             "/model/anthropic.claude-3-haiku-20240307-v1%3A0/converse"
         );
+    }
+
+    #[test]
+    fn a_json_schema_goes_as_structured_output_with_the_schema_as_text() {
+        let schema = json!({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]});
+        let converse = |rf: Value| {
+            let body = json!({"messages": [{"role": "user", "content": "x"}], "response_format": rf}).to_string();
+            let a = crate::provider::anthropic::request_from_openai(body.as_bytes(), "m", 16).unwrap();
+            request_from_messages(&a).unwrap()
+        };
+        let c = converse(json!({"type": "json_schema", "json_schema": {"name": "c", "schema": schema}}));
+        let format = &c["outputConfig"]["textFormat"];
+        assert_eq!(format["type"], "json_schema");
+        let text = format["structure"]["jsonSchema"]["schema"].as_str().unwrap();
+        assert_eq!(serde_json::from_str::<Value>(text).unwrap(), schema);
+        // JSON mode has no Converse form; plain text asks for nothing.
+        assert!(converse(json!({"type": "json_object"})).get("outputConfig").is_none());
+        assert!(converse(json!({"type": "text"})).get("outputConfig").is_none());
     }
 
     #[test]
