@@ -36,7 +36,7 @@ COLUMNS = {
     "workload_class": "VARCHAR", "privacy_zone": "VARCHAR", "provider": "VARCHAR", "model": "VARCHAR",
     "attempts": f"{ATTEMPT}[]", "status": "INTEGER", "outcome": "VARCHAR", "error_code": "VARCHAR",
     "stream": "BOOLEAN",
-    "tokens": "STRUCT(input BIGINT, cached_input BIGINT, cache_write BIGINT, output BIGINT, reasoning BIGINT)",
+    "tokens": "STRUCT(input BIGINT, cached_input BIGINT, cache_write BIGINT, cache_write_1h BIGINT, output BIGINT, reasoning BIGINT)",
     "cost_usd": "VARCHAR", "price_book_version": "VARCHAR", "latency_ms": "BIGINT", "ttft_ms": "BIGINT",
     "cache_status": "VARCHAR", "cost_saved_usd": "VARCHAR",
     "cache_semantic": "STRUCT(similarity DOUBLE, would_serve VARCHAR, served BOOLEAN)",

@@ -320,10 +320,13 @@ def expected_cost(model, tokens):
     p = PRICE_BOOK["models"][model]
     per = Decimal(1_000_000)
     cached, written = tokens["cached_input"], tokens.get("cache_write", 0)
+    hour = tokens.get("cache_write_1h", 0)
+    write = p.get("cache_write", p["input"])
     return (
         (tokens["input"] - cached - written) * Decimal(p["input"]) / per
         + cached * Decimal(p.get("cached_input", p["input"])) / per
-        + written * Decimal(p.get("cache_write", p["input"])) / per
+        + (written - hour) * Decimal(write) / per
+        + hour * Decimal(p.get("cache_write_1h", write)) / per
         + (tokens["output"] - tokens["reasoning"]) * Decimal(p["output"]) / per
         + tokens["reasoning"] * Decimal(p.get("reasoning", p["output"])) / per
     )

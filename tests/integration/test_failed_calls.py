@@ -76,7 +76,7 @@ def test_a_provider_reset_mid_stream_is_an_upstream_error_charged_what_streamed(
     rec = record(gateway, rid)
     assert rec["outcome"] == "upstream_error", rec
     # Prompt estimate, plus the two content events that reached the caller.
-    assert rec["tokens"] == {"input": estimate(content, 0), "cached_input": 0, "cache_write": 0, "output": 2, "reasoning": 0}
+    assert rec["tokens"] == {"input": estimate(content, 0), "cached_input": 0, "cache_write": 0, "cache_write_1h": 0, "output": 2, "reasoning": 0}
     assert "usage_estimated" in rec["flags"]
     assert Decimal(rec["cost_usd"]) == expected_cost(SONNET, rec["tokens"]) > 0
 

@@ -57,7 +57,7 @@ def test_good_key_is_served_and_provider_sees_only_its_own_key(gateway):
     assert rec["outcome"] == "ok" and rec["status"] == 200 and len(rec["attempts"]) == 1
     assert rec["provider"] == "anthropic" and rec["model"] == "claude-sonnet-4-5-20250929"
     u = body["usage"]
-    assert rec["tokens"] == {"input": u["prompt_tokens"], "cached_input": 0, "cache_write": 0, "output": u["completion_tokens"], "reasoning": 0}
+    assert rec["tokens"] == {"input": u["prompt_tokens"], "cached_input": 0, "cache_write": 0, "cache_write_1h": 0, "output": u["completion_tokens"], "reasoning": 0}
     assert Decimal(rec["cost_usd"]) == expected_cost(rec["model"], rec["tokens"]) > 0
 
 

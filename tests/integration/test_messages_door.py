@@ -246,3 +246,43 @@ def test_what_only_anthropic_has_reaches_it_as_written_and_comes_back_as_it_is(g
     assert rec["outcome"] == "ok" and rec["tokens"]["output"] == final.usage.output_tokens
     assert rec["tokens"]["input"] == final.usage.input_tokens + (final.usage.cache_read_input_tokens or 0) + (
         final.usage.cache_creation_input_tokens or 0)
+
+
+def test_hour_long_cache_writes_are_audited_and_priced_at_their_own_price(gateway, claude):
+    """A prompt-cache mark kept for an hour (`ttl: "1h"`) before one kept for five minutes:
+    Anthropic counts the hour's writes apart (`cache_creation.ephemeral_1h_input_tokens`) and
+    charges 2x input for them, against 1.25x for the others. The audit record counts them
+    (`tokens.cache_write_1h`, part of `cache_write`) and prices each at the book's own price,
+    whole and streamed."""
+    model = "claude-sonnet-4-5-20250929"
+
+    def system():
+        tag = uuid.uuid4().hex
+        return [{"type": "text", "text": f"Standing rules for every reply {tag}",
+                 "cache_control": {"type": "ephemeral", "ttl": "1h"}},
+                {"type": "text", "text": f"Notes for today only {tag}", "cache_control": {"type": "ephemeral"}}]
+
+    msg = unique("an hour")
+    out = claude.messages.with_raw_response.create(model="chat", max_tokens=64, system=system(),
+                                                   messages=[{"role": "user", "content": msg}])
+    u = out.parse().usage
+    hour, five = u.cache_creation.ephemeral_1h_input_tokens, u.cache_creation.ephemeral_5m_input_tokens
+    assert hour > 0 and five > 0 and hour + five == u.cache_creation_input_tokens, u
+    [rec] = gateway.audit(out.headers["x-aigw-request-id"])
+    assert (rec["tokens"]["cache_write"], rec["tokens"]["cache_write_1h"]) == (hour + five, hour)
+    assert Decimal(rec["cost_usd"]) == expected_cost(model, rec["tokens"])
+    # The hour's writes cost 6.00 USD/Mtok for this model, not the 5-minute 3.75.
+    flat = expected_cost(model, {**rec["tokens"], "cache_write_1h": 0})
+    assert Decimal(rec["cost_usd"]) - flat == hour * Decimal("2.25") / 1_000_000
+
+    with claude.messages.stream(model="chat", max_tokens=64, system=system(),
+                                messages=[{"role": "user", "content": unique("an hour, streamed")}]) as s:
+        final = s.get_final_message()
+        rid = s.response.headers["x-aigw-request-id"]
+    [rec] = gateway.audit(rid)
+    assert rec["tokens"]["cache_write_1h"] == final.usage.cache_creation.ephemeral_1h_input_tokens > 0
+    assert Decimal(rec["cost_usd"]) == expected_cost(model, rec["tokens"])
+    # A ttl Anthropic does not know is its 400, as calling it directly would be.
+    bad = [{"type": "text", "text": "x", "cache_control": {"type": "ephemeral", "ttl": "2h"}}]
+    with pytest.raises(anthropic.BadRequestError):
+        claude.messages.create(model="chat", max_tokens=64, system=bad, messages=[{"role": "user", "content": "y"}])

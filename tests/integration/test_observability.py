@@ -115,7 +115,7 @@ def test_exactly_one_correct_audit_line_per_call(gateway, run):
     # Tokens equal what the caller was told, cost equals the hand-computed figure.
     for name in ("ok", "tiny_0", "fallback_ok"):
         u, r = run[name]["body"]["usage"], recs[name]
-        assert r["tokens"] == {"input": u["prompt_tokens"], "cached_input": 0, "cache_write": 0, "output": u["completion_tokens"], "reasoning": 0}
+        assert r["tokens"] == {"input": u["prompt_tokens"], "cached_input": 0, "cache_write": 0, "cache_write_1h": 0, "output": u["completion_tokens"], "reasoning": 0}
         assert Decimal(r["cost_usd"]) == expected_cost(r["model"], r["tokens"]) > 0
         assert run[name]["headers"]["x-aigw-cost-usd"] == r["cost_usd"]
         assert run[name]["headers"]["x-aigw-tokens-input"] == str(u["prompt_tokens"])
@@ -223,7 +223,7 @@ def test_report_spend_matches_hand_computed_costs(gateway, run):
             u = call["body"]["usage"] if "body" in call else call["usage"]
             model = SONNET if name != "fallback_ok" else MINI
             tenant = "tiny" if name.startswith("tiny") else "acme"
-            tokens = {"input": u["prompt_tokens"], "cached_input": 0, "cache_write": 0, "output": u["completion_tokens"], "reasoning": 0}
+            tokens = {"input": u["prompt_tokens"], "cached_input": 0, "cache_write": 0, "cache_write_1h": 0, "output": u["completion_tokens"], "reasoning": 0}
             want[(tenant, model)][0] += 1
             want[(tenant, model)][1] += expected_cost(model, tokens)
     # The aborted call's estimated prompt, as its record says.

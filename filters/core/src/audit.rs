@@ -249,6 +249,9 @@ pub struct Tokens {
     /// Input written to the provider's prompt cache (part of `input`).
     #[serde(default)]
     pub cache_write: u64,
+    /// Of `cache_write`, what was written for an hour.
+    #[serde(default)]
+    pub cache_write_1h: u64,
     pub output: u64,
     pub reasoning: u64,
 }
@@ -259,6 +262,7 @@ impl From<Usage> for Tokens {
             input: u.input,
             cached_input: u.cached_input,
             cache_write: u.cache_write,
+            cache_write_1h: u.cache_write_1h,
             output: u.output,
             reasoning: u.reasoning,
         }
@@ -485,6 +489,7 @@ impl AuditRecord {
                     ("input", t.input),
                     ("cached_input", t.cached_input),
                     ("cache_write", t.cache_write),
+                    ("cache_write_1h", t.cache_write_1h),
                     ("output", t.output),
                     ("reasoning", t.reasoning),
                 ]
@@ -607,6 +612,7 @@ pub(crate) fn sample_records() -> Vec<AuditRecord> {
                 input: n as u64,
                 cached_input: 0,
                 cache_write: n as u64 / 2,
+                cache_write_1h: n as u64 / 4,
                 output: u64::MAX,
                 reasoning: 7,
             }),

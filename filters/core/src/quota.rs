@@ -890,13 +890,7 @@ impl Quota {
     /// served by. A model missing from the price book is priced at the book's dearest rates.
     pub fn upper_bound_cost(&self, est: &Estimate, candidates: &[&str]) -> Option<u128> {
         let book = self.prices.as_ref()?;
-        let worst = Usage {
-            input: est.prompt_tokens,
-            cached_input: 0,
-            output: est.output_tokens,
-            reasoning: 0,
-            cache_write: 0,
-        };
+        let worst = Usage { input: est.prompt_tokens, cached_input: 0, output: est.output_tokens, ..Usage::default() };
         let mut best: Option<u128> = None;
         for m in candidates {
             let c = book.cost_pico(m, &worst).unwrap_or_else(|| book.max_cost_pico(&worst));
@@ -1094,25 +1088,27 @@ impl Settled {
         match self.usage {
             None => format!("- {cost}"),
             Some(u) => format!(
-                "{} {} {} {} {} {cost} {}",
+                "{} {} {} {} {} {cost} {} {}",
                 u.input,
                 u.cached_input,
                 u.output,
                 u.reasoning,
                 u8::from(self.estimated),
-                u.cache_write
+                u.cache_write,
+                u.cache_write_1h
             ),
         }
     }
 
     /// What [`Settled::encode`] wrote (or a module before cache writes were counted, without
-    /// the last number).
+    /// the last two numbers, or before their hour was, without the last).
     pub fn decode(s: &str) -> Option<Settled> {
         let f: Vec<&str> = s.split(' ').collect();
         let cost = |c: &str| if c == "-" { Some(None) } else { c.parse().ok().map(Some) };
-        let (f, cache_write) = match f.as_slice() {
-            [rest @ .., w] if rest.len() == 6 => (rest, w.parse().ok()?),
-            all => (all, 0),
+        let (f, cache_write, cache_write_1h) = match f.as_slice() {
+            [rest @ .., w, h] if rest.len() == 6 => (rest, w.parse().ok()?, h.parse().ok()?),
+            [rest @ .., w] if rest.len() == 6 => (rest, w.parse().ok()?, 0),
+            all => (all, 0, 0),
         };
         match f {
             ["-", c] => Some(Settled { usage: None, estimated: false, cost_pico: cost(c)? }),
@@ -1123,6 +1119,7 @@ impl Settled {
                     output: o.parse().ok()?,
                     reasoning: r.parse().ok()?,
                     cache_write,
+                    cache_write_1h,
                 }),
                 estimated: *e == "1",
                 cost_pico: cost(c)?,

@@ -874,7 +874,7 @@ fn thinking_signature(thinking: &str) -> String {
 /// cache the first time it is seen and read from it after. Returns (tokens written, tokens
 /// read), counted as the fake counts input (a word a token, 4 more per message). The real API
 /// caches only prefixes of 1,024 tokens or more; the fake caches any.
-fn prompt_cache(body: &Value, input: u64) -> (u64, u64) {
+fn prompt_cache(body: &Value, input: u64) -> (u64, u64, u64) {
     static SEEN: Mutex<Vec<String>> = Mutex::new(Vec::new());
     let mut blocks: Vec<(&Value, bool)> = Vec::new();
     for t in body.get("tools").and_then(Value::as_array).into_iter().flatten() {
@@ -889,23 +889,29 @@ fn prompt_cache(body: &Value, input: u64) -> (u64, u64) {
             blocks.push((b, i == 0));
         }
     }
-    let Some(last) = blocks.iter().rposition(|(b, _)| b.get("cache_control").is_some()) else { return (0, 0) };
+    let Some(last) = blocks.iter().rposition(|(b, _)| b.get("cache_control").is_some()) else { return (0, 0, 0) };
+    let words = |prefix: &[(&Value, bool)]| -> u64 {
+        prefix
+            .iter()
+            .map(|(b, first)| {
+                let text = ["text", "description", "name"].iter().filter_map(|k| b.get(*k).and_then(Value::as_str));
+                text.map(|t| t.split_whitespace().count() as u64).sum::<u64>() + if *first { 4 } else { 0 }
+            })
+            .sum()
+    };
     let prefix = &blocks[..=last];
-    let words: u64 = prefix
-        .iter()
-        .map(|(b, first)| {
-            let text = ["text", "description", "name"].iter().filter_map(|k| b.get(*k).and_then(Value::as_str));
-            text.map(|t| t.split_whitespace().count() as u64).sum::<u64>() + if *first { 4 } else { 0 }
-        })
-        .sum();
-    let tokens = words.min(input);
+    let tokens = words(prefix).min(input);
+    // The prefix up to the last breakpoint kept for an hour (`ttl: "1h"`) is written for an hour.
+    let hour_at =
+        blocks.iter().rposition(|(b, _)| b.pointer("/cache_control/ttl").and_then(Value::as_str) == Some("1h"));
+    let hour = hour_at.map_or(0, |h| words(&blocks[..=h]).min(tokens));
     let key = prefix.iter().map(|(b, _)| b.to_string()).collect::<Vec<_>>().join("\u{0}");
-    let Ok(mut seen) = SEEN.lock() else { return (0, 0) };
+    let Ok(mut seen) = SEEN.lock() else { return (0, 0, 0) };
     if seen.contains(&key) {
-        (0, tokens)
+        (0, 0, tokens)
     } else {
         seen.push(key);
-        (tokens, 0)
+        (tokens, hour, 0)
     }
 }
 
@@ -1004,7 +1010,25 @@ fn anthropic(req: &Request, inst: &Instance, w: &mut TcpStream, fault: Fault, n:
         }
     }
     let (words, input, output) = answer(&body);
-    let (cache_written, cache_read) = prompt_cache(&body, input);
+    fn ttls<'v>(v: &'v Value, out: &mut Vec<&'v Value>) {
+        match v {
+            Value::Object(o) => {
+                if let Some(t) = o.get("cache_control").and_then(|c| c.get("ttl")) {
+                    out.push(t);
+                }
+                o.values().for_each(|x| ttls(x, out));
+            }
+            Value::Array(a) => a.iter().for_each(|x| ttls(x, out)),
+            _ => {}
+        }
+    }
+    let mut given = Vec::new();
+    ttls(&body, &mut given);
+    if given.iter().any(|t| !matches!(t.as_str(), Some("5m" | "1h"))) {
+        let m = "cache_control.ttl: Input should be '5m' or '1h'";
+        return anthropic_error(w, 400, "invalid_request_error", m, &[]);
+    }
+    let (cache_written, cache_hour, cache_read) = prompt_cache(&body, input);
     let input = input - cache_written - cache_read;
     let stop_reason = if refusing() {
         "refusal"
@@ -1042,7 +1066,9 @@ fn anthropic(req: &Request, inst: &Instance, w: &mut TcpStream, fault: Fault, n:
                 "message_start",
                 json!({"type":"message_start","message":{"id":id,"type":"message","role":"assistant",
             "model":model,"content":[],"stop_reason":null,"stop_sequence":null,
-            "usage":{"input_tokens":input,"cache_creation_input_tokens":cache_written,"cache_read_input_tokens":cache_read,"output_tokens":1,"service_tier":"standard"}}}),
+            "usage":{"input_tokens":input,"cache_creation_input_tokens":cache_written,"cache_read_input_tokens":cache_read,
+                     "cache_creation":{"ephemeral_5m_input_tokens":cache_written - cache_hour,"ephemeral_1h_input_tokens":cache_hour},
+                     "output_tokens":1,"service_tier":"standard"}}}),
             ),
         )?;
         // The thinking block first (its text, then its signature), then the text at the next index.
@@ -1148,7 +1174,7 @@ fn anthropic(req: &Request, inst: &Instance, w: &mut TcpStream, fault: Fault, n:
     let out = json!({"id":id,"type":"message","role":"assistant","model":model,
         "content":content,"stop_reason":stop,"stop_sequence":null,
         "usage":{"input_tokens":input,"cache_creation_input_tokens":cache_written,"cache_read_input_tokens":cache_read,
-                 "cache_creation":{"ephemeral_5m_input_tokens":cache_written,"ephemeral_1h_input_tokens":0},
+                 "cache_creation":{"ephemeral_5m_input_tokens":cache_written - cache_hour,"ephemeral_1h_input_tokens":cache_hour},
                  "output_tokens":output,"service_tier":"standard"}})
     .to_string();
     let mut h = vec![("content-type", "application/json".to_string())];

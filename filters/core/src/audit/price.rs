@@ -26,6 +26,8 @@ pub struct ModelPriceConfig {
     pub cached_input: Option<String>,
     /// Input written to the provider's prompt cache; the input price when absent.
     pub cache_write: Option<String>,
+    /// Input written to the cache for an hour; the `cache_write` price when absent.
+    pub cache_write_1h: Option<String>,
     pub output: String,
     pub reasoning: Option<String>,
     pub source: Option<String>,
@@ -49,6 +51,7 @@ impl FromConfig for ModelPriceConfig {
             input: o.req("input")?,
             cached_input: o.opt("cached_input")?,
             cache_write: o.opt("cache_write")?,
+            cache_write_1h: o.opt("cache_write_1h")?,
             output: o.req("output")?,
             reasoning: o.opt("reasoning")?,
             source: o.opt("source")?,
@@ -63,6 +66,7 @@ pub struct ModelPrice {
     pub input: u64,
     pub cached_input: u64,
     pub cache_write: u64,
+    pub cache_write_1h: u64,
     pub output: u64,
     pub reasoning: u64,
 }
@@ -96,11 +100,18 @@ impl TryFrom<&PriceBookConfig> for PriceBook {
                 Some(v) => field("cache_write", v)?,
                 None => input,
             };
+            let cache_write_1h = match &p.cache_write_1h {
+                Some(v) => field("cache_write_1h", v)?,
+                None => cache_write,
+            };
             let reasoning = match &p.reasoning {
                 Some(v) => field("reasoning", v)?,
                 None => output,
             };
-            models.insert(name.clone(), ModelPrice { input, cached_input, cache_write, output, reasoning });
+            models.insert(
+                name.clone(),
+                ModelPrice { input, cached_input, cache_write, cache_write_1h, output, reasoning },
+            );
         }
         Ok(Self { version: cfg.version.clone(), models })
     }
@@ -117,7 +128,7 @@ impl PriceBook {
 
     /// Cost of `u` at the book's dearest rates: an upper bound for a model the book lacks.
     pub fn max_cost_pico(&self, u: &Usage) -> u128 {
-        let input = self.models.values().map(|p| p.input.max(p.cache_write)).max().unwrap_or(0);
+        let input = self.models.values().map(|p| p.input.max(p.cache_write).max(p.cache_write_1h)).max().unwrap_or(0);
         let output = self.models.values().map(|p| p.output.max(p.reasoning)).max().unwrap_or(0);
         u128::from(u.input) * u128::from(input) + u128::from(u.output) * u128::from(output)
     }
@@ -127,12 +138,14 @@ impl PriceBook {
         let p = self.price(model)?;
         let cached = u.cached_input.min(u.input);
         let written = u.cache_write.min(u.input - cached);
+        let hour = u.cache_write_1h.min(written);
         let reasoning = u.reasoning.min(u.output);
         let t = |n: u64, price: u64| u128::from(n) * u128::from(price);
         Some(
             t(u.input - cached - written, p.input)
                 + t(cached, p.cached_input)
-                + t(written, p.cache_write)
+                + t(written - hour, p.cache_write)
+                + t(hour, p.cache_write_1h)
                 + t(u.output - reasoning, p.output)
                 + t(reasoning, p.reasoning),
         )
@@ -208,7 +221,8 @@ mod tests {
         let cfg: PriceBookConfig = crate::config::from_str(
             r#"{"version":"t1","models":{"m":{"input":"0.15","cached_input":"0.075","output":"0.6"},
                  "r":{"input":"1","output":"4","reasoning":"8"},
-                 "c":{"input":"3","cached_input":"0.3","cache_write":"3.75","output":"15"}}}"#,
+                 "c":{"input":"3","cached_input":"0.3","cache_write":"3.75","output":"15"},
+                 "h":{"input":"3","cached_input":"0.3","cache_write":"3.75","cache_write_1h":"6","output":"15"}}}"#,
         )
         .unwrap_or_else(|_| PriceBookConfig { version: String::new(), models: HashMap::new() });
         PriceBook::compile(&cfg).unwrap_or_default()
@@ -229,9 +243,9 @@ mod tests {
     fn cost_is_exact_and_splits_cached_and_reasoning() {
         let b = book();
         // 1000 input (400 cached), 200 output: 600*150000 + 400*75000 + 200*600000 pico.
-        let u = Usage { input: 1000, cached_input: 400, output: 200, reasoning: 0, cache_write: 0 };
+        let u = Usage { input: 1000, cached_input: 400, output: 200, reasoning: 0, cache_write: 0, cache_write_1h: 0 };
         assert_eq!(b.cost_pico("m", &u), Some(90_000_000 + 30_000_000 + 120_000_000));
-        let r = Usage { input: 10, cached_input: 0, output: 10, reasoning: 4, cache_write: 0 };
+        let r = Usage { input: 10, cached_input: 0, output: 10, reasoning: 4, cache_write: 0, cache_write_1h: 0 };
         assert_eq!(b.cost_pico("r", &r), Some(10 * 1_000_000 + 6 * 4_000_000 + 4 * 8_000_000));
     }
 
@@ -239,16 +253,32 @@ mod tests {
     fn prompt_cache_writes_have_their_own_price_or_the_inputs() {
         let b = book();
         // 1000 input: 100 plain, 300 read from the cache, 600 written to it; 10 output.
-        let u = Usage { input: 1000, cached_input: 300, output: 10, reasoning: 0, cache_write: 600 };
+        let u = Usage { input: 1000, cached_input: 300, output: 10, reasoning: 0, cache_write: 600, cache_write_1h: 0 };
         let cost = 100 * 3_000_000 + 300 * 300_000 + 600 * 3_750_000 + 10 * 15_000_000;
         assert_eq!(b.cost_pico("c", &u), Some(cost));
         // A book without a cache-write price prices them as input, as before.
         assert_eq!(b.cost_pico("m", &u), Some(700 * 150_000 + 300 * 75_000 + 10 * 600_000));
         // More written than the input holds (a provider's odd report) is bounded by it.
-        let odd = Usage { input: 10, cached_input: 4, output: 0, reasoning: 0, cache_write: 50 };
+        let odd = Usage { input: 10, cached_input: 4, output: 0, reasoning: 0, cache_write: 50, cache_write_1h: 0 };
         assert_eq!(b.cost_pico("c", &odd), Some(4 * 300_000 + 6 * 3_750_000));
         // The upper bound for an unknown model takes the dearest input rate, cache writes' too.
-        assert_eq!(b.max_cost_pico(&Usage { input: 1, ..Usage::default() }), 3_750_000);
+        assert_eq!(b.max_cost_pico(&Usage { input: 1, ..Usage::default() }), 6_000_000);
+    }
+
+    #[test]
+    fn hour_long_cache_writes_have_their_own_price_or_the_writes() {
+        let b = book();
+        // 600 written: 200 for an hour (6 USD/Mtok), 400 for five minutes (3.75).
+        let u =
+            Usage { input: 1000, cached_input: 300, output: 10, reasoning: 0, cache_write: 600, cache_write_1h: 200 };
+        let cost = 100 * 3_000_000 + 300 * 300_000 + 400 * 3_750_000 + 200 * 6_000_000 + 10 * 15_000_000;
+        assert_eq!(b.cost_pico("h", &u), Some(cost));
+        // Without an hour's price they cost what any cache write does.
+        let flat = 100 * 3_000_000 + 300 * 300_000 + 600 * 3_750_000 + 10 * 15_000_000;
+        assert_eq!(b.cost_pico("c", &u), Some(flat));
+        // More written for an hour than written at all is bounded by the writes.
+        let odd = Usage { cache_write_1h: 5_000, ..u };
+        assert_eq!(b.cost_pico("h", &odd), Some(100 * 3_000_000 + 300 * 300_000 + 600 * 6_000_000 + 10 * 15_000_000));
     }
 
     #[test]

@@ -572,6 +572,11 @@ pub fn usage_of(u: &Value) -> Usage {
         output: n("output_tokens"),
         reasoning: u.pointer("/output_tokens_details/thinking_tokens").and_then(Value::as_u64).unwrap_or(0),
         cache_write: n("cache_creation_input_tokens"),
+        cache_write_1h: u
+            .pointer("/cache_creation/ephemeral_1h_input_tokens")
+            .and_then(Value::as_u64)
+            .unwrap_or(0)
+            .min(n("cache_creation_input_tokens")),
     }
 }
 
@@ -617,6 +622,15 @@ pub struct MessagesUsage {
     output_tokens: Option<u64>,
     #[serde(default)]
     output_tokens_details: Option<ThinkingTokens>,
+    #[serde(default)]
+    cache_creation: Option<CacheCreation>,
+}
+
+/// The cache writes by how long they are kept.
+#[derive(Deserialize, Default)]
+struct CacheCreation {
+    #[serde(default)]
+    ephemeral_1h_input_tokens: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -639,6 +653,12 @@ impl MessagesUsage {
             output: self.output_tokens.unwrap_or(0),
             reasoning: self.output_tokens_details.as_ref().and_then(|d| d.thinking_tokens).unwrap_or(0),
             cache_write: self.cache_creation_input_tokens.unwrap_or(0),
+            cache_write_1h: self
+                .cache_creation
+                .as_ref()
+                .and_then(|c| c.ephemeral_1h_input_tokens)
+                .unwrap_or(0)
+                .min(self.cache_creation_input_tokens.unwrap_or(0)),
         }
     }
 }

@@ -259,6 +259,23 @@ struct ConverseUsage {
     cache_read_input_tokens: Option<u64>,
     #[serde(default)]
     cache_write_input_tokens: Option<u64>,
+    /// The cache writes by TTL (`5m`, `1h`).
+    #[serde(default)]
+    cache_details: Option<Vec<CacheDetail>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CacheDetail {
+    #[serde(default)]
+    ttl: Option<String>,
+    #[serde(default)]
+    input_tokens: Option<u64>,
+}
+
+/// Of `written` cache-write tokens, those a Converse `cacheDetails` list says were written for an hour.
+fn hour_of(details: impl Iterator<Item = (bool, u64)>, written: u64) -> u64 {
+    details.filter(|(hour, _)| *hour).map(|(_, n)| n).fold(0u64, u64::saturating_add).min(written)
 }
 
 /// Translates a complete Converse response into an OpenAI chat completion (`request_id`
@@ -303,6 +320,10 @@ pub fn response_to_openai(
         output: u.output_tokens.unwrap_or(0),
         reasoning: 0,
         cache_write: u.cache_write_input_tokens.unwrap_or(0),
+        cache_write_1h: hour_of(
+            u.cache_details.iter().flatten().map(|d| (d.ttl.as_deref() == Some("1h"), d.input_tokens.unwrap_or(0))),
+            u.cache_write_input_tokens.unwrap_or(0),
+        ),
     };
     let answer = Answer {
         id: completion_id(request_id),
@@ -442,6 +463,13 @@ impl StreamTranslator {
                         output: n("outputTokens"),
                         reasoning: 0,
                         cache_write: n("cacheWriteInputTokens"),
+                        cache_write_1h: hour_of(
+                            v.pointer("/usage/cacheDetails").and_then(Value::as_array).into_iter().flatten().map(|d| {
+                                let n = d.get("inputTokens").and_then(Value::as_u64).unwrap_or(0);
+                                (d.get("ttl").and_then(Value::as_str) == Some("1h"), n)
+                            }),
+                            n("cacheWriteInputTokens"),
+                        ),
                     };
                     self.usage = Some(u);
                     let c = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
@@ -645,14 +673,16 @@ mod tests {
     fn converse_answer_becomes_an_openai_completion() {
         let body = br#"{"output":{"message":{"role":"assistant","content":[{"text":"Hi"},
             {"toolUse":{"toolUseId":"tooluse_1","name":"f","input":{"a":1}}}]}},"stopReason":"tool_use",
-            "usage":{"inputTokens":10,"outputTokens":3,"totalTokens":13,"cacheReadInputTokens":4},"metrics":{"latencyMs":5}}"#;
+            "usage":{"inputTokens":10,"outputTokens":3,"totalTokens":13,"cacheReadInputTokens":4,"cacheWriteInputTokens":6,
+            "cacheDetails":[{"ttl":"1h","inputTokens":2},{"ttl":"5m","inputTokens":4}]},"metrics":{"latencyMs":5}}"#;
         let (out, usage, _) = response_to_openai(body, "anthropic.claude-x", "req1", 7).unwrap();
         let v: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
         assert_eq!(v["choices"][0]["message"]["content"], "Hi");
         assert_eq!(v["choices"][0]["message"]["tool_calls"][0]["id"], "tooluse_1");
         assert_eq!(v["model"], "anthropic.claude-x");
-        assert_eq!((usage.input, usage.cached_input, usage.output), (14, 4, 3));
+        assert_eq!((usage.input, usage.cached_input, usage.output), (20, 4, 3));
+        assert_eq!((usage.cache_write, usage.cache_write_1h), (6, 2));
     }
 
     fn frame(kind: &str, name: &str, payload: &str) -> Vec<u8> {
@@ -696,7 +726,11 @@ mod tests {
             ("contentBlockDelta", r#"{"contentBlockIndex":1,"delta":{"toolUse":{"input":"{\"a\":"}}}"#),
             ("contentBlockDelta", r#"{"contentBlockIndex":1,"delta":{"toolUse":{"input":"1}"}}}"#),
             ("messageStop", r#"{"stopReason":"tool_use"}"#),
-            ("metadata", r#"{"usage":{"inputTokens":5,"outputTokens":7,"totalTokens":12},"metrics":{"latencyMs":3}}"#),
+            (
+                "metadata",
+                r#"{"usage":{"inputTokens":5,"outputTokens":7,"totalTokens":12,"cacheWriteInputTokens":3,
+                    "cacheDetails":[{"ttl":"1h","inputTokens":3}]},"metrics":{"latencyMs":3}}"#,
+            ),
         ] {
             body.extend(frame("event", name, p));
         }
@@ -712,9 +746,9 @@ mod tests {
         assert!(data[2].contains("\"id\":\"tooluse_1\"") && data[2].contains("\"name\":\"f\""));
         assert!(data[3].contains("\"arguments\":\"{\\\"a\\\":\""));
         assert!(data[5].contains("\"finish_reason\":\"tool_calls\""));
-        assert!(data[6].contains("\"total_tokens\":12"));
+        assert!(data[6].contains("\"total_tokens\":15"), "cache writes are input");
         assert_eq!(data[7], "[DONE]");
-        assert_eq!(t.usage.map(|u| (u.input, u.output)), Some((5, 7)));
+        assert_eq!(t.usage.map(|u| (u.input, u.output, u.cache_write, u.cache_write_1h)), Some((8, 7, 3, 3)));
     }
 
     #[test]

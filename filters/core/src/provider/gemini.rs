@@ -223,7 +223,7 @@ pub fn response_to_openai(body: &[u8], model: &str, created: u64) -> Result<(Vec
         cached_input: u.cached_content_token_count.unwrap_or(0).min(u.prompt_token_count.unwrap_or(0)),
         output: u.candidates_token_count.unwrap_or(0).saturating_add(thoughts),
         reasoning: thoughts,
-        cache_write: 0,
+        ..Usage::default()
     };
     let answer = Answer {
         id: completion_id(r.response_id.as_deref().unwrap_or("gemini")),
@@ -321,7 +321,7 @@ impl StreamTranslator {
                     cached_input: n("cachedContentTokenCount"),
                     output: n("candidatesTokenCount") + thoughts,
                     reasoning: thoughts,
-                    cache_write: 0,
+                    ..crate::wire::usage::Usage::default()
                 });
             }
             let cand = v.pointer("/candidates/0");

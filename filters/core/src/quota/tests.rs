@@ -186,7 +186,7 @@ fn budget_reservation_soft_threshold_and_settlement() {
 #[test]
 fn one_billing_rule_for_each_way_a_call_ends() {
     let e = Estimate { prompt_tokens: 20, output_tokens: 100, model: None };
-    let real = Usage { input: 18, cached_input: 0, output: 7, reasoning: 0, cache_write: 0 };
+    let real = Usage { input: 18, cached_input: 0, output: 7, reasoning: 0, cache_write: 0, cache_write_1h: 0 };
     let end = |usage, status, unreadable, stream, attempted| CallEnd { usage, status, unreadable, stream, attempted };
     let charged = |c: CallEnd| Billing::of(&c).charged(&e);
     // Reported usage wins, whatever else happened.
@@ -212,7 +212,7 @@ fn one_billing_rule_for_each_way_a_call_ends() {
 
 #[test]
 fn settled_figures_travel_through_filter_state_intact() {
-    let u = Usage { input: 18, cached_input: 2, output: 7, reasoning: 1, cache_write: 5 };
+    let u = Usage { input: 18, cached_input: 2, output: 7, reasoning: 1, cache_write: 5, cache_write_1h: 3 };
     for s in [
         Settled { usage: Some(u), estimated: true, cost_pico: Some(123_456_789) },
         Settled { usage: Some(u), estimated: false, cost_pico: None },
@@ -225,7 +225,11 @@ fn settled_figures_travel_through_filter_state_intact() {
     assert_eq!(Settled::decode("18 2 7 1 1 9 x"), None);
     // As a module before cache writes were counted wrote it: no cache writes.
     let old = Settled::decode("18 2 7 1 1 9").and_then(|s| s.usage);
-    assert_eq!(old, Some(Usage { cache_write: 0, ..u }));
+    assert_eq!(old, Some(Usage { cache_write: 0, cache_write_1h: 0, ..u }));
+    // And before their hour was: every write a five-minute one.
+    let older = Settled::decode("18 2 7 1 1 9 5").and_then(|s| s.usage);
+    assert_eq!(older, Some(Usage { cache_write_1h: 0, ..u }));
+    assert_eq!(Settled::decode("18 2 7 1 1 9 5 x"), None);
     let e = Estimate { prompt_tokens: 5, output_tokens: 9, model: None };
     assert_eq!(decode_estimate(&encode_estimate(&e)), Some(e));
 }

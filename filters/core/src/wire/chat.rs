@@ -418,7 +418,7 @@ mod tests {
             text: "Hi \"there\"".into(),
             tool_calls: Vec::new(),
             finish_reason: "stop",
-            usage: Usage { input: 10, cached_input: 4, output: 3, reasoning: 1, cache_write: 0 },
+            usage: Usage { input: 10, cached_input: 4, output: 3, reasoning: 1, cache_write: 0, cache_write_1h: 0 },
         };
         let v: Value = serde_json::from_slice(&a.to_bytes(7)).unwrap();
         assert_eq!(

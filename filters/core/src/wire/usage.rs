@@ -18,24 +18,37 @@ pub struct Usage {
     /// `cached_input` (the reads).
     #[serde(default)]
     pub cache_write: u64,
+    /// Of `cache_write`, what was written for an hour (Anthropic's `ttl: "1h"`, 2x input; the
+    /// rest is written for five minutes).
+    #[serde(default)]
+    pub cache_write_1h: u64,
 }
 
 impl Usage {
     /// The usage for filter state, from the attempt to the listener ([`crate::codec`]).
     pub fn encode(&self) -> Vec<u8> {
         let mut w = crate::codec::Writer::new();
-        w.u64(self.input).u64(self.cached_input).u64(self.output).u64(self.reasoning).u64(self.cache_write);
+        w.u64(self.input).u64(self.cached_input).u64(self.output).u64(self.reasoning);
+        w.u64(self.cache_write).u64(self.cache_write_1h);
         w.finish()
     }
 
     /// What [`Usage::encode`] wrote (or a module before cache writes were counted: four
-    /// numbers); `None` when it cannot be read.
+    /// numbers, or before their hour was: five); `None` when it cannot be read.
     pub fn decode(bytes: &[u8]) -> Option<Usage> {
         let mut r = crate::codec::Reader::new(bytes)?;
-        let mut u =
-            Usage { input: r.u64()?, cached_input: r.u64()?, output: r.u64()?, reasoning: r.u64()?, cache_write: 0 };
+        let mut u = Usage {
+            input: r.u64()?,
+            cached_input: r.u64()?,
+            output: r.u64()?,
+            reasoning: r.u64()?,
+            ..Usage::default()
+        };
         if !r.at_end() {
             u.cache_write = r.u64()?;
+        }
+        if !r.at_end() {
+            u.cache_write_1h = r.u64()?;
         }
         r.at_end().then_some(u)
     }
@@ -55,7 +68,7 @@ impl Usage {
             cached_input: cached_input.min(input),
             output,
             reasoning: reasoning.min(output),
-            cache_write: 0,
+            ..Usage::default()
         })
     }
 
@@ -71,12 +84,15 @@ impl Usage {
         let cached_input = v.pointer("/input_tokens_details/cached_tokens").and_then(Value::as_u64).unwrap_or(read);
         let reasoning = v.pointer("/output_tokens_details/reasoning_tokens").and_then(Value::as_u64).unwrap_or(0);
         let cached_input = cached_input.min(input);
+        let cache_write = written.min(input - cached_input);
+        let hour = v.pointer("/cache_creation/ephemeral_1h_input_tokens").and_then(Value::as_u64).unwrap_or(0);
         Some(Usage {
             input,
             cached_input,
             output,
             reasoning: reasoning.min(output),
-            cache_write: written.min(input - cached_input),
+            cache_write,
+            cache_write_1h: hour.min(cache_write),
         })
     }
 
@@ -89,6 +105,7 @@ impl Usage {
             out.input = now.input;
             out.cached_input = now.cached_input;
             out.cache_write = now.cache_write;
+            out.cache_write_1h = now.cache_write_1h;
         }
         if let Some(o) = u.get("output_tokens").and_then(Value::as_u64) {
             out.output = o;
@@ -296,15 +313,17 @@ mod tests {
 
     #[test]
     fn usage_crosses_in_its_binary_encoding_and_a_cut_value_reads_as_none() {
-        let u = Usage { input: 8, cached_input: 2, output: u64::MAX, reasoning: 0, cache_write: 3 };
+        let u = Usage { input: 8, cached_input: 2, output: u64::MAX, reasoning: 0, cache_write: 3, cache_write_1h: 1 };
         let bytes = u.encode();
         assert_eq!(Usage::decode(&bytes), Some(u));
         // Cut anywhere, it reads as nothing, but where the four numbers of a module before cache
-        // writes end: that reads as such a module wrote it.
-        let old = Usage { cache_write: 0, ..u };
-        let old_len = (0..bytes.len()).filter(|&cut| Usage::decode(&bytes[..cut]) == Some(old)).collect::<Vec<_>>();
-        assert_eq!(old_len.len(), 1);
-        assert!((0..bytes.len()).filter(|c| *c != old_len[0]).all(|cut| Usage::decode(&bytes[..cut]).is_none()));
+        // writes end, or the five of one before their hour: those read as such a module wrote them.
+        let older = [Usage { cache_write: 0, cache_write_1h: 0, ..u }, Usage { cache_write_1h: 0, ..u }];
+        let cuts =
+            |w: Usage| (0..bytes.len()).filter(|&cut| Usage::decode(&bytes[..cut]) == Some(w)).collect::<Vec<_>>();
+        let old_lens: Vec<usize> = older.iter().flat_map(|w| cuts(*w)).collect();
+        assert_eq!(old_lens.len(), 2);
+        assert!((0..bytes.len()).filter(|c| !old_lens.contains(c)).all(|cut| Usage::decode(&bytes[..cut]).is_none()));
         assert_eq!(Usage::decode(br#"{"input":8,"cached_input":2,"output":3,"reasoning":0}"#), None);
     }
 
@@ -314,7 +333,14 @@ mod tests {
             "prompt_tokens_details":{"cached_tokens":4},"completion_tokens_details":{"reasoning_tokens":2}}}"#;
         assert_eq!(
             from_openai_body(body).ok(),
-            Some(Some(Usage { input: 10, cached_input: 4, output: 5, reasoning: 2, cache_write: 0 }))
+            Some(Some(Usage {
+                input: 10,
+                cached_input: 4,
+                output: 5,
+                reasoning: 2,
+                cache_write: 0,
+                cache_write_1h: 0
+            }))
         );
         assert_eq!(from_openai_body(br#"{"id":"x"}"#).ok(), Some(None));
         assert!(from_openai_body(b"not json").is_err());
@@ -360,7 +386,10 @@ mod tests {
         for c in s.chunks(7) {
             sc.push(c);
         }
-        assert_eq!(sc.usage, Some(Usage { input: 3, cached_input: 0, output: 1, reasoning: 0, cache_write: 0 }));
+        assert_eq!(
+            sc.usage,
+            Some(Usage { input: 3, cached_input: 0, output: 1, reasoning: 0, cache_write: 0, cache_write_1h: 0 })
+        );
         assert!(sc.saw_end);
         assert!(!sc.saw_error);
         assert_eq!(sc.content_events, 1);

@@ -87,7 +87,8 @@ fn images_and_refusals() {
 fn response_maps_text_tools_usage_and_finish() {
     let body = br#"{"id":"msg_01A","type":"message","role":"assistant","model":"claude-x-1","content":[
         {"type":"text","text":"Let me check."},{"type":"tool_use","id":"toolu_1","name":"w","input":{"city":"Paris"}}],
-        "stop_reason":"tool_use","usage":{"input_tokens":10,"cache_creation_input_tokens":2,"cache_read_input_tokens":5,"output_tokens":7}}"#;
+        "stop_reason":"tool_use","usage":{"input_tokens":10,"cache_creation_input_tokens":2,"cache_read_input_tokens":5,"output_tokens":7,
+        "cache_creation":{"ephemeral_5m_input_tokens":1,"ephemeral_1h_input_tokens":1}}}"#;
     let (out, usage, _) = response_to_openai(body, 123).unwrap();
     let v: Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(v["id"], "chatcmpl-01A");
@@ -96,7 +97,16 @@ fn response_maps_text_tools_usage_and_finish() {
     assert_eq!(v["choices"][0]["message"]["content"], "Let me check.");
     assert_eq!(v["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"], "{\"city\":\"Paris\"}");
     assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
-    assert_eq!(usage, Usage { input: 17, cached_input: 5, output: 7, reasoning: 0, cache_write: 2 });
+    assert_eq!(usage, Usage { input: 17, cached_input: 5, output: 7, reasoning: 0, cache_write: 2, cache_write_1h: 1 });
+    // The same usage read from a tree (a stream's events) and by the Messages door's reader.
+    let tree = json!({"input_tokens": 10, "cache_creation_input_tokens": 2, "cache_read_input_tokens": 5,
+        "output_tokens": 7, "cache_creation": {"ephemeral_5m_input_tokens": 1, "ephemeral_1h_input_tokens": 1}});
+    assert_eq!(crate::provider::anthropic::usage_of(&tree), usage);
+    assert_eq!(Usage::from_responses(&tree), Some(usage));
+    // An hour's writes beyond the writes (an odd report) are bounded by them.
+    let odd = json!({"input_tokens": 1, "cache_creation_input_tokens": 2, "cache_creation": {"ephemeral_1h_input_tokens": 9}});
+    assert_eq!(crate::provider::anthropic::usage_of(&odd).cache_write_1h, 2);
+    assert_eq!(Usage::from_responses(&odd).map(|u| u.cache_write_1h), Some(2));
     assert_eq!(v["usage"]["prompt_tokens"], 17);
     assert_eq!(v["usage"]["total_tokens"], 24);
     assert!(response_to_openai(b"{nope", 1).is_err());
@@ -157,7 +167,10 @@ fn stream_translates_whatever_the_chunking() {
         assert_eq!(finishes, vec![&json!("tool_calls")]);
         let usage = &chunks.last().unwrap()["usage"];
         assert_eq!((usage["prompt_tokens"].as_u64(), usage["completion_tokens"].as_u64()), (Some(12), Some(9)));
-        assert_eq!(t.usage(), Usage { input: 12, cached_input: 0, output: 9, reasoning: 0, cache_write: 0 });
+        assert_eq!(
+            t.usage(),
+            Usage { input: 12, cached_input: 0, output: 9, reasoning: 0, cache_write: 0, cache_write_1h: 0 }
+        );
     }
 }
 

@@ -85,7 +85,7 @@ fn tokens_are_reconciled_to_what_the_audit_stage_settled() {
     c.on_response_headers(&h, true);
     assert_eq!(h.response_header("x-ratelimit-remaining-tokens"), Some((10000 - EST).to_string()));
     // audit-emit settled 30 tokens.
-    let used = Usage { input: 20, cached_input: 0, output: 10, reasoning: 0, cache_write: 0 };
+    let used = Usage { input: 20, cached_input: 0, output: 10, reasoning: 0, cache_write: 0, cache_write_1h: 0 };
     h.set_property(
         headers::PROP_SETTLED,
         &Settled { usage: Some(used), estimated: false, cost_pico: Some(1) }.encode(),
@@ -191,7 +191,14 @@ fn one_read_and_one_write_charge_every_bucket_of_a_scope_and_one_of_each_correct
     h.set_property(
         headers::PROP_SETTLED,
         &Settled {
-            usage: Some(Usage { input: 20, cached_input: 0, output: 10, reasoning: 0, cache_write: 0 }),
+            usage: Some(Usage {
+                input: 20,
+                cached_input: 0,
+                output: 10,
+                reasoning: 0,
+                cache_write: 0,
+                cache_write_1h: 0,
+            }),
             estimated: false,
             cost_pico: Some(7),
         }
@@ -637,7 +644,7 @@ fn provider_buckets_are_fleet_leases_topped_up_by_an_attempt_that_waits_and_sett
     l.set_property(headers::PROP_QUOTA_PROVIDERS, "anthropic");
     l.response_headers.borrow_mut().push((":status".into(), "200".into()));
     c.on_response_headers(&l, true);
-    let used = Usage { input: 20, cached_input: 0, output: 10, reasoning: 0, cache_write: 0 };
+    let used = Usage { input: 20, cached_input: 0, output: 10, reasoning: 0, cache_write: 0, cache_write_1h: 0 };
     l.set_property(
         headers::PROP_SETTLED,
         &Settled { usage: Some(used), estimated: false, cost_pico: Some(1) }.encode(),
