@@ -472,7 +472,7 @@ impl Restorer {
 /// restored value would be masked again, perhaps under another number (another value masked
 /// before it in that turn), and the signature refused.
 pub fn restore_answer(r: &mut Restorer, plain: &[(String, String)], body: &[u8]) -> Vec<u8> {
-    if memchr::memmem::find(body, b"\"thinking\"").is_some() {
+    if body.windows(10).any(|w| w == b"\"thinking\"") {
         let tree = std::str::from_utf8(body).ok().and_then(|t| crate::wire::from_str::<Value>(t).ok());
         if let Some(Value::Object(mut o)) = tree.filter(|v| v.get("content").is_some_and(Value::is_array)) {
             for (k, x) in o.iter_mut() {
@@ -485,7 +485,7 @@ pub fn restore_answer(r: &mut Restorer, plain: &[(String, String)], body: &[u8])
                     _ => put_back_all(x, plain),
                 }
             }
-            return serde_json::to_vec(&o).unwrap_or_else(|_| body.to_vec());
+            return Value::Object(o).to_string().into_bytes();
         }
     }
     let mut out = r.push(body);
@@ -516,9 +516,7 @@ fn put_back_all(v: &mut Value, plain: &[(String, String)]) {
 /// Whether a Messages `content_block_delta` event's JSON text is a thinking (or its
 /// signature's) delta. A text delta that quotes those names has them escaped (`\"`).
 fn is_thinking_delta(data: &str) -> bool {
-    let b = data.as_bytes();
-    memchr::memmem::find(b, b"\"thinking_delta\"").is_some()
-        || memchr::memmem::find(b, b"\"signature_delta\"").is_some()
+    data.contains("\"thinking_delta\"") || data.contains("\"signature_delta\"")
 }
 
 /// Puts masked values back in a stream, event by event (chat chunks, Responses or Messages

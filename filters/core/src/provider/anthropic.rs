@@ -622,15 +622,10 @@ pub struct MessagesUsage {
     output_tokens: Option<u64>,
     #[serde(default)]
     output_tokens_details: Option<ThinkingTokens>,
+    /// The cache writes by how long they are kept (read as a tree: a derived reader of its
+    /// own would cost the module more than the tree's, which is there anyway).
     #[serde(default)]
-    cache_creation: Option<CacheCreation>,
-}
-
-/// The cache writes by how long they are kept.
-#[derive(Deserialize, Default)]
-struct CacheCreation {
-    #[serde(default)]
-    ephemeral_1h_input_tokens: Option<u64>,
+    cache_creation: Option<Value>,
 }
 
 #[derive(Deserialize, Default)]
@@ -656,7 +651,8 @@ impl MessagesUsage {
             cache_write_1h: self
                 .cache_creation
                 .as_ref()
-                .and_then(|c| c.ephemeral_1h_input_tokens)
+                .and_then(|c| c.get("ephemeral_1h_input_tokens"))
+                .and_then(Value::as_u64)
                 .unwrap_or(0)
                 .min(self.cache_creation_input_tokens.unwrap_or(0)),
         }

@@ -259,23 +259,18 @@ struct ConverseUsage {
     cache_read_input_tokens: Option<u64>,
     #[serde(default)]
     cache_write_input_tokens: Option<u64>,
-    /// The cache writes by TTL (`5m`, `1h`).
+    /// The cache writes by TTL (`5m`, `1h`; read as a tree, see [`hour_of`]).
     #[serde(default)]
-    cache_details: Option<Vec<CacheDetail>>,
+    cache_details: Option<Value>,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct CacheDetail {
-    #[serde(default)]
-    ttl: Option<String>,
-    #[serde(default)]
-    input_tokens: Option<u64>,
-}
-
-/// Of `written` cache-write tokens, those a Converse `cacheDetails` list says were written for an hour.
-fn hour_of(details: impl Iterator<Item = (bool, u64)>, written: u64) -> u64 {
-    details.filter(|(hour, _)| *hour).map(|(_, n)| n).fold(0u64, u64::saturating_add).min(written)
+/// Of `written` cache-write tokens, those a Converse `cacheDetails` list says were written for
+/// an hour.
+fn hour_of(details: Option<&Value>, written: u64) -> u64 {
+    let hour = |d: &&Value| d.get("ttl").and_then(Value::as_str) == Some("1h");
+    let n = |d: &Value| d.get("inputTokens").and_then(Value::as_u64).unwrap_or(0);
+    let list = details.and_then(Value::as_array).into_iter().flatten();
+    list.filter(hour).map(n).fold(0u64, u64::saturating_add).min(written)
 }
 
 /// Translates a complete Converse response into an OpenAI chat completion (`request_id`
@@ -320,10 +315,7 @@ pub fn response_to_openai(
         output: u.output_tokens.unwrap_or(0),
         reasoning: 0,
         cache_write: u.cache_write_input_tokens.unwrap_or(0),
-        cache_write_1h: hour_of(
-            u.cache_details.iter().flatten().map(|d| (d.ttl.as_deref() == Some("1h"), d.input_tokens.unwrap_or(0))),
-            u.cache_write_input_tokens.unwrap_or(0),
-        ),
+        cache_write_1h: hour_of(u.cache_details.as_ref(), u.cache_write_input_tokens.unwrap_or(0)),
     };
     let answer = Answer {
         id: completion_id(request_id),
@@ -463,13 +455,7 @@ impl StreamTranslator {
                         output: n("outputTokens"),
                         reasoning: 0,
                         cache_write: n("cacheWriteInputTokens"),
-                        cache_write_1h: hour_of(
-                            v.pointer("/usage/cacheDetails").and_then(Value::as_array).into_iter().flatten().map(|d| {
-                                let n = d.get("inputTokens").and_then(Value::as_u64).unwrap_or(0);
-                                (d.get("ttl").and_then(Value::as_str) == Some("1h"), n)
-                            }),
-                            n("cacheWriteInputTokens"),
-                        ),
+                        cache_write_1h: hour_of(v.pointer("/usage/cacheDetails"), n("cacheWriteInputTokens")),
                     };
                     self.usage = Some(u);
                     let c = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
