@@ -32,6 +32,7 @@ pub mod pipeline;
 pub mod provider;
 pub mod quota;
 pub mod route;
+pub mod sort;
 pub mod time;
 pub mod wire;
 

@@ -280,11 +280,11 @@ impl RouteConfig {
             .filter(|a| a.prefer.is_some())
             .flat_map(|a| a.steps.iter().map(|s| s.provider.clone()))
             .collect();
-        ranked.sort();
+        crate::sort::sort(&mut ranked);
         ranked.dedup();
         self.ranked = ranked;
         let mut names: Vec<String> = self.aliases.keys().cloned().collect();
-        names.sort();
+        crate::sort::sort(&mut names);
         self.alias_names = names;
         Ok(self)
     }

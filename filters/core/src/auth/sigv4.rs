@@ -80,7 +80,7 @@ fn canonical_query(q: &str) -> String {
             (uri_encode(&percent_decode(k), false), uri_encode(&percent_decode(v), false))
         })
         .collect();
-    pairs.sort();
+    crate::sort::sort(&mut pairs);
     pairs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&")
 }
 
@@ -109,7 +109,7 @@ pub fn canonical_request(r: &Request, payload_hash: &str) -> (String, String) {
         .iter()
         .map(|(k, v)| (k.to_ascii_lowercase(), v.split_whitespace().collect::<Vec<_>>().join(" ")))
         .collect();
-    hs.sort();
+    crate::sort::sort(&mut hs);
     let canonical_headers: String = hs.iter().map(|(k, v)| format!("{k}:{v}\n")).collect();
     let signed: String = hs.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(";");
     let text = format!(

@@ -176,11 +176,14 @@ pub fn scan_with(text: &str, wanted: &dyn Fn(Category) -> bool, terms: &[String]
             }
         }
     }
-    found.sort_by_key(|f| (f.start, std::cmp::Reverse(f.end)));
+    // In order of start, the longer first, and on a tie the detector that found it first.
+    let mut order: Vec<usize> = (0..found.len()).collect();
+    let key = |i: usize| found.get(i).map(|f| (f.start, std::cmp::Reverse(f.end), i));
+    crate::sort::sort_by(&mut order, |a, b| key(*a) < key(*b));
     let mut out: Vec<Found> = Vec::with_capacity(found.len());
-    for f in found {
+    for f in order.into_iter().filter_map(|i| found.get(i)) {
         if out.last().is_none_or(|l| f.start >= l.end) {
-            out.push(f);
+            out.push(*f);
         }
     }
     out
