@@ -10,7 +10,7 @@ pub mod keys;
 pub mod marks;
 pub mod sigv4;
 
-use std::collections::HashMap;
+use crate::config::NameMap;
 
 use crate::auth::credentials::{bad_mark_key, choose, Credential};
 use crate::auth::keys::{check_scope, presented_credential, usable_at, CallIdentity, KeyEntry, KeyRing};
@@ -37,7 +37,7 @@ pub struct AuthConfig {
     pub keys: Vec<KeyEntry>,
     /// The providers' credentials; in the `gateway` filter's configuration, its one
     /// `providers` table instead.
-    pub providers: HashMap<String, crate::provider::ProviderConfig>,
+    pub providers: NameMap<crate::provider::ProviderConfig>,
     /// How long a credential a provider rejected (401/403) is skipped, in seconds.
     pub bad_credential_ttl_s: u64,
 }
@@ -68,7 +68,7 @@ pub struct ProviderCredentials {
 
 /// The compiled per-attempt configuration.
 pub struct CredentialPlane {
-    pub providers: HashMap<String, ProviderCredentials>,
+    pub providers: NameMap<ProviderCredentials>,
     pub bad_ttl_ms: u64,
 }
 
@@ -101,7 +101,7 @@ pub fn compile_credentials(
     if cfg.providers.is_empty() {
         return Err(refused("providers", "no provider credentials are configured"));
     }
-    let mut providers = HashMap::new();
+    let mut providers = NameMap::new();
     for (name, p) in cfg.providers {
         // Each credential with the path of the object that configures it.
         let mut list: Vec<(String, CredentialConfig)> = p

@@ -9,7 +9,7 @@
 //! has anyway) and reads its type from it. Errors say what serde's did, with the exact path of
 //! the value refused (`tenants.acme.concurrent`, `keys[0]`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde_json::{Map, Value};
@@ -192,14 +192,118 @@ impl<T: FromConfig> FromConfig for Vec<T> {
     }
 }
 
-impl<T: FromConfig> FromConfig for HashMap<String, T> {
+impl<T: FromConfig> FromConfig for NameMap<T> {
     fn read(v: &Value, at: &At) -> Read<Self> {
         let Value::Object(m) = v else { return Err(ReadError::invalid_type(at, v, "a map")) };
-        let mut out = HashMap::with_capacity(m.len());
+        let mut out = NameMap::default();
         for (k, item) in m {
             out.insert(k.clone(), T::read(item, &At::Key(at, k))?);
         }
         Ok(out)
+    }
+}
+
+/// The configuration's tables (aliases, providers, tenants, prices, …): values by name, the
+/// names kept sorted and found by binary search. Unlike a `HashMap`, whose table code is
+/// compiled again for every value type (about 2-5 KB of the module each), all but a few lines
+/// here are one copy for every table; a lookup compares a few names instead of hashing one,
+/// and iteration goes in name order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NameMap<T> {
+    names: Vec<String>,
+    values: Vec<T>,
+}
+
+impl<T> Default for NameMap<T> {
+    fn default() -> Self {
+        NameMap { names: Vec::new(), values: Vec::new() }
+    }
+}
+
+/// Where `name` is in the sorted `names`, or where it would go.
+#[inline(never)]
+fn search(names: &[String], name: &str) -> Result<usize, usize> {
+    names.binary_search_by(|n| n.as_str().cmp(name))
+}
+
+impl<T> NameMap<T> {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn get(&self, name: &str) -> Option<&T> {
+        search(&self.names, name).ok().and_then(|i| self.values.get(i))
+    }
+
+    pub fn get_mut(&mut self, name: &str) -> Option<&mut T> {
+        search(&self.names, name).ok().and_then(|i| self.values.get_mut(i))
+    }
+
+    pub fn contains_key(&self, name: &str) -> bool {
+        search(&self.names, name).is_ok()
+    }
+
+    /// Puts `value` under `name`; returns the value it replaced.
+    pub fn insert(&mut self, name: String, value: T) -> Option<T> {
+        match search(&self.names, &name) {
+            Ok(i) => self.values.get_mut(i).map(|v| std::mem::replace(v, value)),
+            Err(i) => {
+                self.names.insert(i, name);
+                self.values.insert(i, value);
+                None
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    pub fn keys(&self) -> std::slice::Iter<'_, String> {
+        self.names.iter()
+    }
+
+    pub fn values(&self) -> std::slice::Iter<'_, T> {
+        self.values.iter()
+    }
+
+    pub fn values_mut(&mut self) -> std::slice::IterMut<'_, T> {
+        self.values.iter_mut()
+    }
+
+    pub fn iter(&self) -> std::iter::Zip<std::slice::Iter<'_, String>, std::slice::Iter<'_, T>> {
+        self.names.iter().zip(self.values.iter())
+    }
+}
+
+impl<'a, T> IntoIterator for &'a NameMap<T> {
+    type Item = (&'a String, &'a T);
+    type IntoIter = std::iter::Zip<std::slice::Iter<'a, String>, std::slice::Iter<'a, T>>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+impl<T> IntoIterator for NameMap<T> {
+    type Item = (String, T);
+    type IntoIter = std::iter::Zip<std::vec::IntoIter<String>, std::vec::IntoIter<T>>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.names.into_iter().zip(self.values)
+    }
+}
+
+/// A later value under a name already given replaces the earlier one, as in a `HashMap`.
+impl<T> FromIterator<(String, T)> for NameMap<T> {
+    fn from_iter<I: IntoIterator<Item = (String, T)>>(iter: I) -> Self {
+        let mut out = NameMap::default();
+        for (k, v) in iter {
+            out.insert(k, v);
+        }
+        out
     }
 }
 
@@ -326,15 +430,15 @@ mod tests {
         }
     }
 
-    fn read(v: Value) -> Read<HashMap<String, Vec<Pair>>> {
+    fn read(v: Value) -> Read<NameMap<Vec<Pair>>> {
         FromConfig::read(&v, &At::Root)
     }
 
     #[test]
     fn reads_members_and_names_the_path_of_what_it_refuses() {
         let got = read(json!({"x": [{"a": 1}, {"a": 2, "b": "s", "c": [3]}]})).unwrap();
-        assert_eq!(got["x"][1], Pair { a: 2, b: Some("s".into()), c: vec![3] });
-        assert_eq!(got["x"][0], Pair { a: 1, b: None, c: vec![] });
+        assert_eq!(got.get("x").unwrap()[1], Pair { a: 2, b: Some("s".into()), c: vec![3] });
+        assert_eq!(got.get("x").unwrap()[0], Pair { a: 1, b: None, c: vec![] });
         let e = |v| read(v).unwrap_err();
         assert_eq!(e(json!({"x": [{"a": 1}, {}]})).path, "x[1]");
         assert_eq!(e(json!({"x": [{"a": 1}, {}]})).problem, "missing field `a`");

@@ -93,9 +93,11 @@ pub fn duplicate_key_at(raw: &[u8]) -> Option<(String, String)> {
 }
 
 /// An object or array open at a place in the JSON text: the object's current key and (when
-/// duplicates are looked for) every key it had, the array's index.
+/// duplicates are looked for) every key it had, the array's index. The keys are kept in the
+/// JSON parser's own map type (a tree map, whose code the module has anyway) rather than in a
+/// hash set compiled for this one use.
 enum Frame {
-    Object(Option<String>, std::collections::HashSet<String>),
+    Object(Option<String>, serde_json::Map<String, serde_json::Value>),
     Array(usize),
 }
 
@@ -107,7 +109,7 @@ fn scan_keys(raw: &[u8], offset: usize, duplicates: bool) -> (Vec<Frame>, Option
     let end = offset.min(raw.len());
     while i < end {
         match raw[i] {
-            b'{' => stack.push(Frame::Object(None, std::collections::HashSet::new())),
+            b'{' => stack.push(Frame::Object(None, serde_json::Map::new())),
             b'[' => stack.push(Frame::Array(0)),
             b'}' | b']' => {
                 stack.pop();
@@ -132,7 +134,7 @@ fn scan_keys(raw: &[u8], offset: usize, duplicates: bool) -> (Vec<Frame>, Option
                 }
                 if let Some(Frame::Object(k @ None, seen)) = stack.last_mut() {
                     let key = String::from_utf8_lossy(&s).into_owned();
-                    if duplicates && !seen.insert(key.clone()) {
+                    if duplicates && seen.insert(key.clone(), serde_json::Value::Null).is_some() {
                         return (stack, Some(key));
                     }
                     *k = Some(key);
@@ -225,7 +227,7 @@ mod tests {
     #[allow(dead_code)]
     struct Listed {
         keys: Vec<Key>,
-        tenants: std::collections::HashMap<String, Inner>,
+        tenants: crate::config::NameMap<Inner>,
     }
 
     impl FromConfig for Listed {

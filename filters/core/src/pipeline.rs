@@ -10,7 +10,7 @@
 //! contexts with one stage enabled. The stages still hand the call over in filter state (the
 //! identity, the request facts, the attempts), as they must when they run as separate filters.
 
-use std::collections::HashMap;
+use crate::config::NameMap;
 use std::rc::Rc;
 
 use crate::audit::price::{PriceBook, PriceBookConfig};
@@ -37,7 +37,7 @@ use crate::route::{Api, RouteConfig};
 pub struct GatewayConfig {
     /// One table of the providers, for every stage (their API, credentials and limits),
     /// instead of a table in each stage's configuration.
-    pub providers: Option<HashMap<String, ProviderConfig>>,
+    pub providers: Option<NameMap<ProviderConfig>>,
     /// One price book, compiled once, for quota's budgets and the audit record.
     pub price_book: Option<PriceBookConfig>,
     pub auth: Option<AuthConfig>,

@@ -215,6 +215,24 @@ impl crate::config::FromConfig for ProviderConfig {
     }
 }
 
+/// A stream's tool calls by the provider's block number: the caller's tool-call index of each
+/// (a few per answer, so a list, not a hash table compiled for this one use).
+#[derive(Debug, Default, Clone)]
+pub struct ToolIndex(Vec<(u64, u64)>);
+
+impl ToolIndex {
+    /// Notes `block` as the next tool call; returns its index.
+    pub fn add(&mut self, block: u64) -> u64 {
+        let k = self.0.len() as u64;
+        self.0.push((block, k));
+        k
+    }
+
+    pub fn get(&self, block: u64) -> Option<u64> {
+        self.0.iter().find(|(b, _)| *b == block).map(|(_, k)| *k)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,7 +4,7 @@
 pub mod bucket;
 pub mod fleet;
 
-use std::collections::HashMap;
+use crate::config::NameMap;
 use std::rc::Rc;
 
 use serde_json::Value;
@@ -53,9 +53,9 @@ pub struct TenantSpec {
     pub concurrent: Option<u64>,
     pub budget: Option<BudgetSpec>,
     /// Per (tenant, feature); the key `*` applies to every feature not named.
-    pub features: HashMap<String, LimitSpec>,
+    pub features: NameMap<LimitSpec>,
     /// Per (tenant, model alias); the key `*` applies to every alias not named.
-    pub models: HashMap<String, LimitSpec>,
+    pub models: NameMap<LimitSpec>,
 }
 
 #[derive(Debug, Clone)]
@@ -108,8 +108,8 @@ impl FromConfig for TenantSpec {
             tokens_burst: o.opt(d)?,
             concurrent: o.opt(e)?,
             budget: o.opt(f)?,
-            features: o.or("features", HashMap::new())?,
-            models: o.or("models", HashMap::new())?,
+            features: o.or("features", NameMap::new())?,
+            models: o.or("models", NameMap::new())?,
         })
     }
 }
@@ -131,8 +131,8 @@ impl FromConfig for QuotaConfig {
         let fields = ["tenants", "providers", "estimate", "price_book", "fleet"];
         let o = Obj::new(v, at, "QuotaConfig", Some(&fields))?;
         Ok(QuotaConfig {
-            tenants: o.or("tenants", HashMap::new())?,
-            providers: o.or("providers", HashMap::new())?,
+            tenants: o.or("tenants", NameMap::new())?,
+            providers: o.or("providers", NameMap::new())?,
             estimate: o.or("estimate", EstimateConfig::default())?,
             price_book: o.opt("price_book")?,
             fleet: o.opt("fleet")?,
@@ -173,11 +173,11 @@ impl Default for EstimateConfig {
 pub struct QuotaConfig {
     /// Per tenant; the key `*` is the default for every tenant not named (each tenant still
     /// gets buckets of its own). A named tenant inherits every field it does not set from `*`.
-    pub tenants: HashMap<String, TenantSpec>,
+    pub tenants: NameMap<TenantSpec>,
     /// Per provider (the `provider` value in the cluster's endpoint metadata), to stay under the
     /// provider's own limits; charged once per upstream attempt. Requests and tokens only: in-flight
     /// limits per provider belong to Envoy's circuit breakers on the provider cluster.
-    pub providers: HashMap<String, LimitSpec>,
+    pub providers: NameMap<LimitSpec>,
     pub estimate: EstimateConfig,
     /// Needed when any budget is set; the same book as the audit record's.
     pub price_book: Option<PriceBookConfig>,
@@ -287,16 +287,16 @@ pub struct Scope {
 #[derive(Debug, Clone)]
 struct CompiledTenant {
     limits: Limits,
-    features: HashMap<String, Limits>,
-    models: HashMap<String, Limits>,
+    features: NameMap<Limits>,
+    models: NameMap<Limits>,
 }
 
 /// The quota configuration, validated and compiled once.
 #[derive(Debug, Clone)]
 pub struct Quota {
     default: Option<CompiledTenant>,
-    tenants: HashMap<String, CompiledTenant>,
-    providers: HashMap<String, Limits>,
+    tenants: NameMap<CompiledTenant>,
+    providers: NameMap<Limits>,
     pub estimate: EstimateConfig,
     /// Shared with the audit stage when both run in one filter (compiled once).
     pub prices: Option<Rc<PriceBook>>,
@@ -383,12 +383,8 @@ fn compile_limits(at: &str, s: &LimitSpec) -> Result<Limits, ConfigError> {
 
 /// Compiles a map of limits (a tenant's `features` or `models`, at `at`), each entry merged
 /// over the default tenant's entry of the same name.
-fn compile_map(
-    at: &str,
-    m: &HashMap<String, LimitSpec>,
-    base: &HashMap<String, LimitSpec>,
-) -> Result<HashMap<String, Limits>, ConfigError> {
-    let mut out = HashMap::new();
+fn compile_map(at: &str, m: &NameMap<LimitSpec>, base: &NameMap<LimitSpec>) -> Result<NameMap<Limits>, ConfigError> {
+    let mut out = NameMap::new();
     for name in m.keys().chain(base.keys()) {
         if out.contains_key(name) {
             continue;
@@ -433,11 +429,11 @@ impl Quota {
             Some(spec) => Some(tenant("*", spec)?),
             None => None,
         };
-        let mut tenants = HashMap::new();
+        let mut tenants = NameMap::new();
         for (name, spec) in cfg.tenants.iter().filter(|(n, _)| n.as_str() != "*") {
             tenants.insert(name.clone(), tenant(name, spec)?);
         }
-        let mut providers = HashMap::new();
+        let mut providers = NameMap::new();
         for (name, spec) in &cfg.providers {
             let l = compile_limits(&format!("providers.{name}"), spec)?;
             if l.concurrent.is_some() || l.budget.is_some() {
@@ -478,7 +474,7 @@ impl Quota {
         if !t.limits.is_empty() {
             out.push(Scope { kind: ScopeKind::Tenant, key: tkey.clone(), limits: t.limits });
         }
-        let pick = |m: &HashMap<String, Limits>, name: &str| m.get(name).or_else(|| m.get("*")).copied();
+        let pick = |m: &NameMap<Limits>, name: &str| m.get(name).or_else(|| m.get("*")).copied();
         if let Some(f) = feature {
             if let Some(l) = pick(&t.features, f).filter(|l| !l.is_empty()) {
                 out.push(Scope { kind: ScopeKind::Feature, key: key_with(format!("{tkey}.f."), f), limits: l });

@@ -1,6 +1,6 @@
 //! Model aliases and their fallback chains.
 
-use std::collections::HashMap;
+use crate::config::NameMap;
 
 use crate::error::{ConfigError, GatewayError};
 pub use crate::provider::ProviderConfig;
@@ -51,7 +51,7 @@ pub struct Alias {
     pub prefer: Option<Prefer>,
     /// The chain's other orders, rendered ahead of time: a step's provider -> the aggregate
     /// cluster whose order starts with it (`chain` starts with the first step's).
-    pub orders: HashMap<String, String>,
+    pub orders: NameMap<String>,
     /// How long a provider may go without a sample before one call is sent to it first again
     /// (so that one avoided as slow is noticed when it recovers).
     pub probe_ms: u64,
@@ -131,7 +131,7 @@ pub struct Deprecation {
 
 #[derive(Debug, Clone)]
 pub struct RouteConfig {
-    pub aliases: HashMap<String, Alias>,
+    pub aliases: NameMap<Alias>,
     /// Derived by [`RouteConfig::compiled`]: the providers `prefer: fastest` ranks.
     pub ranked: Vec<String>,
     /// Derived by [`RouteConfig::compiled`]: the aliases' names, sorted (the model list's order).
@@ -141,12 +141,12 @@ pub struct RouteConfig {
     pub live: health::Live,
     /// The providers the steps name; in the `gateway` filter's configuration, its one
     /// `providers` table instead.
-    pub providers: HashMap<String, ProviderConfig>,
+    pub providers: NameMap<ProviderConfig>,
     pub rules: Vec<Rule>,
     /// Privacy zones: the provider regions (endpoint `aigw.region`) each zone may reach; `*`
     /// any. A caller whose key has a zone never reaches a region outside it.
-    pub zones: HashMap<String, Vec<String>>,
-    pub deprecations: HashMap<String, Deprecation>,
+    pub zones: NameMap<Vec<String>>,
+    pub deprecations: NameMap<Deprecation>,
     /// The time the deprecation calendar is read at, instead of the clock (for tests and
     /// rehearsals).
     pub now: Option<String>,

@@ -4,7 +4,7 @@
 //! which is numerically the price of one token in pico-USD (10^-12 USD). Costs are sums of
 //! `tokens * pico_per_token`, so they are exact integers with no float drift.
 
-use std::collections::HashMap;
+use crate::config::NameMap;
 
 use serde_json::Value;
 
@@ -16,7 +16,7 @@ use crate::wire::usage::Usage;
 #[derive(Debug, Clone)]
 pub struct PriceBookConfig {
     pub version: String,
-    pub models: HashMap<String, ModelPriceConfig>,
+    pub models: NameMap<ModelPriceConfig>,
 }
 
 /// USD per million tokens as decimal strings, e.g. `"0.15"`.
@@ -74,7 +74,7 @@ pub struct ModelPrice {
 #[derive(Debug, Clone, Default)]
 pub struct PriceBook {
     pub version: String,
-    models: HashMap<String, ModelPrice>,
+    models: NameMap<ModelPrice>,
 }
 
 impl TryFrom<&PriceBookConfig> for PriceBook {
@@ -83,7 +83,7 @@ impl TryFrom<&PriceBookConfig> for PriceBook {
     /// A price book's errors name the field within the book (`models.gpt-4o.input`); the filter
     /// that holds the book says where it is ([`ConfigError::at`]).
     fn try_from(cfg: &PriceBookConfig) -> Result<Self, ConfigError> {
-        let mut models = HashMap::with_capacity(cfg.models.len());
+        let mut models = NameMap::new();
         for (name, p) in &cfg.models {
             let field = |what: &str, v: &str| {
                 parse_usd_per_mtok(v).ok_or_else(|| {
@@ -224,7 +224,7 @@ mod tests {
                  "c":{"input":"3","cached_input":"0.3","cache_write":"3.75","output":"15"},
                  "h":{"input":"3","cached_input":"0.3","cache_write":"3.75","cache_write_1h":"6","output":"15"}}}"#,
         )
-        .unwrap_or_else(|_| PriceBookConfig { version: String::new(), models: HashMap::new() });
+        .unwrap_or_else(|_| PriceBookConfig { version: String::new(), models: NameMap::new() });
         PriceBook::compile(&cfg).unwrap_or_default()
     }
 

@@ -7,7 +7,6 @@
 //! gateway's output check. `n > 1`, audio and file parts are refused with a 400.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -768,7 +767,7 @@ pub struct StreamTranslator {
     include_usage: bool,
     usage: Usage,
     stop_reason: Option<String>,
-    tool_index: HashMap<u64, u64>,
+    tool_index: crate::provider::ToolIndex,
     finished: bool,
 }
 
@@ -783,7 +782,7 @@ impl StreamTranslator {
             include_usage,
             usage: Usage::default(),
             stop_reason: None,
-            tool_index: HashMap::new(),
+            tool_index: crate::provider::ToolIndex::default(),
             finished: false,
         }
     }
@@ -852,7 +851,7 @@ impl StreamTranslator {
             "input_json_delta" => {
                 let p = d.delta.partial_json.as_deref().unwrap_or("");
                 let idx = d.index.unwrap_or(0);
-                if let (false, Some(&k)) = (p.is_empty(), self.tool_index.get(&idx)) {
+                if let (false, Some(k)) = (p.is_empty(), self.tool_index.get(idx)) {
                     self.chunk_with(out, |o| {
                         o.extend_from_slice(b"{\"tool_calls\":[{\"function\":{\"arguments\":");
                         json_str(o, p);
@@ -907,8 +906,7 @@ impl StreamTranslator {
             "content_block_start" => {
                 let b = v.get("content_block").unwrap_or(&Value::Null);
                 if b.get("type").and_then(Value::as_str) == Some("tool_use") {
-                    let k = self.tool_index.len() as u64;
-                    self.tool_index.insert(v.get("index").and_then(Value::as_u64).unwrap_or(0), k);
+                    let k = self.tool_index.add(v.get("index").and_then(Value::as_u64).unwrap_or(0));
                     self.chunk(
                         out,
                         json!({"tool_calls":[{"index":k,"id":b.get("id"),"type":"function",
@@ -927,7 +925,7 @@ impl StreamTranslator {
                     Some("input_json_delta") => {
                         let p = d.get("partial_json").and_then(Value::as_str).unwrap_or("");
                         let idx = v.get("index").and_then(Value::as_u64).unwrap_or(0);
-                        if let (false, Some(k)) = (p.is_empty(), self.tool_index.get(&idx)) {
+                        if let (false, Some(k)) = (p.is_empty(), self.tool_index.get(idx)) {
                             self.chunk(out, json!({"tool_calls":[{"index":k,"function":{"arguments":p}}]}), None);
                         }
                     }

@@ -361,8 +361,7 @@ pub struct StreamTranslator {
     model: String,
     created: u64,
     /// OpenAI tool-call index of each Converse content block that is a tool use.
-    tool_index: std::collections::HashMap<u64, u64>,
-    tools: u64,
+    tool_index: crate::provider::ToolIndex,
     pub usage: Option<crate::wire::usage::Usage>,
     done: bool,
 }
@@ -413,9 +412,7 @@ impl StreamTranslator {
                 "contentBlockStart" => {
                     if let Some(t) = v.pointer("/start/toolUse") {
                         let block = v.get("contentBlockIndex").and_then(Value::as_u64).unwrap_or(0);
-                        let index = self.tools;
-                        self.tools += 1;
-                        self.tool_index.insert(block, index);
+                        let index = self.tool_index.add(block);
                         self.chunk(
                             &mut out,
                             json!({"tool_calls": [{"index": index, "id": t.get("toolUseId"), "type": "function",
@@ -429,7 +426,7 @@ impl StreamTranslator {
                     if let Some(t) = v.pointer("/delta/text").and_then(Value::as_str) {
                         self.chunk(&mut out, json!({"content": t}), Value::Null);
                     } else if let Some(args) = v.pointer("/delta/toolUse/input").and_then(Value::as_str) {
-                        let index = self.tool_index.get(&block).copied().unwrap_or(0);
+                        let index = self.tool_index.get(block).unwrap_or(0);
                         self.chunk(
                             &mut out,
                             json!({"tool_calls": [{"index": index, "function": {"arguments": args}}]}),

@@ -8,7 +8,6 @@
 //! OpenAI chunks as they arrive (Gemini sends each function call whole, in one chunk).
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -36,7 +35,7 @@ pub fn stream_path(model: &str) -> String {
 /// `generateContent` request body from the typed Anthropic Messages request (which has validated
 /// and merged the turns), read directly: no JSON tree of it in between.
 pub fn request_from_messages(a: &MessagesRequest<'_>) -> Result<Value, GatewayError> {
-    let mut tool_names: HashMap<String, String> = HashMap::new();
+    let mut tool_names: crate::config::NameMap<String> = crate::config::NameMap::new();
     let mut contents = Vec::with_capacity(a.messages.len());
     for m in &a.messages {
         let role = if m.role == "assistant" { "model" } else { "user" };

@@ -180,7 +180,7 @@ fn deltas_are_written_without_a_tree_as_the_tree_writes_them() {
     for include_usage in [false, true] {
         let mut t = StreamTranslator::new(1_767_225_600, include_usage);
         let _ = t.push(b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_\\\"q\\\"\",\"model\":\"claude-\\u00e9\",\"usage\":{\"input_tokens\":3}}}\n\n");
-        t.tool_index.insert(2, 0);
+        t.tool_index.add(2);
         for text in ["Hello", "", "line\nbreak \"quoted\" \\ tab\t", "caf\u{e9} \u{1F600} \u{0007}", "</script>"] {
             let mut tree = Vec::new();
             t.chunk(&mut tree, json!({"content": text}), None);

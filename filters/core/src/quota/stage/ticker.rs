@@ -3,7 +3,7 @@
 //! the rate it observes, and gives back what idle buckets hold. Calls then find their lease
 //! there and never wait for Redis in the steady state.
 
-use std::collections::HashMap;
+use crate::config::NameMap;
 use std::rc::Rc;
 
 use super::{counter, lease, read_record, update, update_scope, CasStep, State};
@@ -125,13 +125,14 @@ pub struct Ticker {
     quota: Rc<Quota>,
     /// This worker's id (from the shared counter), once it has one.
     me: Option<u64>,
-    seen: HashMap<(String, bool), Seen>,
+    /// By the bucket's record: its request bucket's, then its token bucket's.
+    seen: NameMap<[Option<Seen>; 2]>,
     in_flight: Option<InFlight>,
     /// The calls-in-flight heartbeat in flight: its call and its scopes' records.
     slots_in_flight: Option<(u32, Vec<String>)>,
     /// When each calls-in-flight scope last had calls, and its admissions counter then.
-    busy_ms: HashMap<String, u64>,
-    admits: HashMap<String, u64>,
+    busy_ms: NameMap<u64>,
+    admits: NameMap<u64>,
 }
 
 impl Ticker {
@@ -139,11 +140,11 @@ impl Ticker {
         Ticker {
             quota,
             me: None,
-            seen: HashMap::new(),
+            seen: NameMap::new(),
             in_flight: None,
             slots_in_flight: None,
-            busy_ms: HashMap::new(),
-            admits: HashMap::new(),
+            busy_ms: NameMap::new(),
+            admits: NameMap::new(),
         }
     }
 
@@ -232,11 +233,11 @@ impl Ticker {
         for a in buckets {
             let rec = read_record(h, &a.record);
             let level = lease(if a.tokens() { rec.tokens } else { rec.requests });
-            let seen = self.seen.entry((a.record.clone(), a.tokens())).or_insert(Seen {
-                level,
-                per_tick: 0.0,
-                last_spent_ms: now,
-            });
+            if !self.seen.contains_key(&a.record) {
+                self.seen.insert(a.record.clone(), [None, None]);
+            }
+            let Some(pair) = self.seen.get_mut(&a.record) else { continue };
+            let seen = pair[usize::from(a.tokens())].get_or_insert(Seen { level, per_tick: 0.0, last_spent_ms: now });
             let spent = (seen.level - level).max(0) as f64;
             if spent > 0.0 {
                 seen.last_spent_ms = now;
@@ -300,7 +301,9 @@ impl Ticker {
                 Ok(back)
             });
             if let Some(Ok(back)) = taken {
-                self.seen.remove(&(a.record.clone(), a.tokens()));
+                if let Some(pair) = self.seen.get_mut(&a.record) {
+                    pair[usize::from(a.tokens())] = None;
+                }
                 out.push((a.redis_key.clone(), a.rate_per_minute, fleet::units(a.burst), back));
             }
         }
@@ -346,7 +349,9 @@ impl Ticker {
                                 *slot = Some(State { units: lease(*slot).saturating_add(g), updated_ms: now });
                                 Ok(())
                             });
-                            if let Some(s) = self.seen.get_mut(&(a.record.clone(), a.tokens())) {
+                            if let Some(Some(s)) =
+                                self.seen.get_mut(&a.record).map(|pair| &mut pair[usize::from(a.tokens())])
+                            {
                                 s.level = s.level.saturating_add(g);
                             }
                         }
