@@ -412,7 +412,7 @@ impl RouteConfig {
             if r.min_score.is_some() && r.task.is_none() {
                 return refused(format!("rules[{i}].min_score"), "a minimum score needs the rule's `task`".into());
             }
-            if let Some(a) = r.among.iter().find(|a| !self.aliases.contains_key(*a)) {
+            if let Some(a) = r.among.iter().find(|a| !self.aliases.contains_key(a)) {
                 return refused(format!("rules[{i}].among"), format!("{a:?} is not an alias"));
             }
             if !self.aliases.contains_key(&r.alias) {
