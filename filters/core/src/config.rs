@@ -9,7 +9,6 @@
 //! has anyway) and reads its type from it. Errors say what serde's did, with the exact path of
 //! the value refused (`tenants.acme.concurrent`, `keys[0]`).
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde_json::{Map, Value};
@@ -304,17 +303,6 @@ impl<T> FromIterator<(String, T)> for NameMap<T> {
             out.insert(k, v);
         }
         out
-    }
-}
-
-impl<T: FromConfig> FromConfig for BTreeMap<String, T> {
-    fn read(v: &Value, at: &At) -> Read<Self> {
-        let Value::Object(m) = v else { return Err(ReadError::invalid_type(at, v, "a map")) };
-        let mut out = BTreeMap::new();
-        for (k, item) in m {
-            out.insert(k.clone(), T::read(item, &At::Key(at, k))?);
-        }
-        Ok(out)
     }
 }
 

@@ -7,8 +7,6 @@ pub mod injection;
 pub mod schema;
 pub mod stage;
 
-use std::collections::BTreeMap;
-
 use serde_json::Value;
 
 use crate::error::ConfigError;
@@ -40,7 +38,7 @@ impl Action {
 pub struct GuardPolicy {
     /// Per category (`email`, `phone`, `card`, `iban`, `aadhaar`, `pan`, `ssn`, `ip`, `secret`,
     /// `term`, `pattern`): what is done with its values. A category left out is not looked for.
-    pub categories: BTreeMap<String, Action>,
+    pub categories: crate::config::NameMap<Action>,
     /// The operator's terms (whole words, case-insensitive): category `term`.
     pub terms: Vec<String>,
     /// The operator's patterns (see `detect::Shape`): category `pattern`.
@@ -123,7 +121,8 @@ const NOT_TEXT: &[&str] = &[
 #[derive(Debug, Default)]
 pub struct Applied {
     /// Per category and action, how many values.
-    pub counts: BTreeMap<(Category, &'static str), u32>,
+    /// In order of category and action.
+    pub counts: Vec<((Category, &'static str), u32)>,
     /// The categories refused (the request must not go on).
     pub rejected: Vec<Category>,
     /// Placeholder → original value, for the masked ones.
@@ -153,7 +152,11 @@ pub fn apply(policy: &GuardPolicy, v: &mut Value) -> Applied {
         let mut at = 0;
         for Found { start, end, category } in found {
             let Some(action) = policy.action(category) else { continue };
-            *applied.counts.entry((category, action.as_str())).or_default() += 1;
+            let key = (category, action.as_str());
+            match applied.counts.binary_search_by(|(k, _)| k.cmp(&key)) {
+                Ok(i) => applied.counts[i].1 += 1,
+                Err(i) => applied.counts.insert(i, (key, 1)),
+            }
             match action {
                 Action::Reject => {
                     if !applied.rejected.contains(&category) {
