@@ -2,8 +2,6 @@
 //! how it ended), settles what the call costs by the one rule of `quota::Billing`, and at the
 //! end writes the audit record and the metrics.
 
-use std::collections::BTreeSet;
-
 use super::{parse_attempts, upstream_failed, AnswerRecord, AuditRecord, Outcome, Tokens, RECORD_VERSION};
 use crate::audit::price::{format_usd, PriceBook, PriceBookConfig};
 use crate::error::{ConfigError, GatewayError};
@@ -53,7 +51,7 @@ pub struct MetricsConfig {
 pub struct Audit {
     pub prices: std::rc::Rc<PriceBook>,
     /// (A tree: a lookup is a few comparisons of short names, no hashing.)
-    pub tenant_labels: BTreeSet<String>,
+    pub tenant_labels: crate::config::NameMap<()>,
     /// Lower-case, with a plain apostrophe.
     pub refusal_phrases: Vec<String>,
     /// The bytes a refusal phrase starts with (see [`says_refusal`]).
@@ -131,7 +129,7 @@ impl Audit {
         }
         Ok(Audit {
             prices,
-            tenant_labels: cfg.metrics.tenant_labels.iter().cloned().collect(),
+            tenant_labels: cfg.metrics.tenant_labels.iter().map(|t| (t.clone(), ())).collect(),
             refusal_phrases,
             refusal_starts,
         })
@@ -246,7 +244,7 @@ pub fn record_metrics(h: &impl Host, audit: &Audit, r: &AuditRecord, cost_pico: 
         add(&["aigw_quota_refusals_total.code.", &label(code)], 1);
     }
     if let Some(t) = &r.tenant {
-        let t = if audit.tenant_labels.contains(t) { label(t) } else { "other".into() };
+        let t = if audit.tenant_labels.contains_key(t) { label(t) } else { "other".into() };
         add(&["aigw_tenant_requests_total.tenant.", &t, ".outcome.", outcome], 1);
         if let Some(tk) = &r.tokens {
             add(&["aigw_tenant_tokens_total.tenant.", &t, ".token_type.input"], tk.input);
