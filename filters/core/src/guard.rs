@@ -414,6 +414,9 @@ pub struct Restorer {
     pairs: Vec<(String, String)>,
     carry: Vec<u8>,
     longest: usize,
+    /// The request asked for extended thinking: its answer may hold signed thinking blocks,
+    /// which keep their placeholders (see [`restore_answer`]).
+    pub thinking: bool,
 }
 
 impl Restorer {
@@ -426,7 +429,13 @@ impl Restorer {
             })
             .collect();
         let longest = pairs.iter().map(|(p, _)| p.len()).max().unwrap_or(0);
-        Restorer { pairs, carry: Vec::new(), longest }
+        Restorer { pairs, carry: Vec::new(), longest, thinking: false }
+    }
+
+    /// As [`Restorer::new`], for a request that did (`true`) or did not ask for thinking.
+    pub fn thinking(mut self, on: bool) -> Restorer {
+        self.thinking = on;
+        self
     }
 
     /// A piece of the answer; returns what can go on now.
@@ -475,7 +484,7 @@ impl Restorer {
 /// restored value would be masked again, perhaps under another number (another value masked
 /// before it in that turn), and the signature refused.
 pub fn restore_answer(r: &mut Restorer, plain: &[(String, String)], body: &[u8]) -> Vec<u8> {
-    if body.windows(10).any(|w| w == b"\"thinking\"") {
+    if r.thinking && body.windows(10).any(|w| w == b"\"thinking\"") {
         let tree = std::str::from_utf8(body).ok().and_then(|t| crate::wire::from_str::<Value>(t).ok());
         if let Some(Value::Object(mut o)) = tree.filter(|v| v.get("content").is_some_and(Value::is_array)) {
             for (k, x) in o.iter_mut() {
@@ -562,8 +571,10 @@ enum Lane {
 }
 
 impl StreamRestorer {
-    pub fn new(masked: &[(String, String)]) -> StreamRestorer {
-        StreamRestorer { whole: Restorer::new(masked), plain: masked.to_vec(), ..StreamRestorer::default() }
+    /// `thinking`: the request asked for extended thinking.
+    pub fn new(masked: &[(String, String)], thinking: bool) -> StreamRestorer {
+        let whole = Restorer::new(masked).thinking(thinking);
+        StreamRestorer { whole, plain: masked.to_vec(), ..StreamRestorer::default() }
     }
 
     /// A piece of the stream; returns what can go on now.
@@ -594,7 +605,7 @@ impl StreamRestorer {
 
     fn event(&mut self, ev: crate::wire::sse::Event, out: &mut Vec<u8>) {
         let name = ev.event.as_deref();
-        if name == Some("content_block_delta") && is_thinking_delta(&ev.data) {
+        if self.whole.thinking && name == Some("content_block_delta") && is_thinking_delta(&ev.data) {
             // Signed thinking goes back as the model wrote it (see [`restore_answer`]).
             write_event(out, name, &ev.data);
             return;
@@ -905,7 +916,7 @@ mod tests {
         stream.push_str("data: [DONE]\n\n");
         let bytes = stream.as_bytes();
         for cut in [1, 7, 50, bytes.len() / 2, bytes.len() - 3] {
-            let mut r = StreamRestorer::new(&masked);
+            let mut r = StreamRestorer::new(&masked, true);
             let mut out = r.push(&bytes[..cut]);
             out.extend(r.push(&bytes[cut..]));
             out.extend(r.finish());
@@ -956,7 +967,7 @@ mod tests {
             ev(4, "response.completed", json!({"response": {"id": "r"}})),
         ]
         .concat();
-        let mut r = StreamRestorer::new(&masked);
+        let mut r = StreamRestorer::new(&masked, true);
         let mut out = r.push(stream.as_bytes());
         out.extend(r.finish());
         let events = data_of(&out);
@@ -1101,7 +1112,7 @@ mod tests {
         ]
         .concat();
         for size in [1, 5, 64, 4096] {
-            let mut r = StreamRestorer::new(&masked);
+            let mut r = StreamRestorer::new(&masked, true);
             let mut out = Vec::new();
             for piece in stream.as_bytes().chunks(size) {
                 out.extend(r.push(piece));
@@ -1137,7 +1148,12 @@ mod tests {
             {"type": "text", "text": "Mail <EMAIL_1> today."},
             {"type": "tool_use", "id": "t", "name": "send", "input": {"to": "<EMAIL_1>"}}],
             "stop_reason": "end_turn", "usage": {"input_tokens": 1, "output_tokens": 2}});
-        let mut r = Restorer::new(&masked);
+        // A request that asked for no thinking has no thinking blocks to keep: every text is
+        // put back byte for byte (no look for them).
+        let mut plain = Restorer::new(&masked);
+        let all = restore_answer(&mut plain, &masked, whole.to_string().as_bytes());
+        assert!(!String::from_utf8_lossy(&all).contains("<EMAIL_1>"));
+        let mut r = Restorer::new(&masked).thinking(true);
         let out: Value =
             serde_json::from_slice(&restore_answer(&mut r, &masked, whole.to_string().as_bytes())).unwrap();
         assert_eq!(out["content"][0], whole["content"][0]);
@@ -1168,7 +1184,7 @@ mod tests {
         ]
         .concat();
         for size in [1, 7, 4096] {
-            let mut r = StreamRestorer::new(&masked);
+            let mut r = StreamRestorer::new(&masked, true);
             let mut out = Vec::new();
             for piece in stream.as_bytes().chunks(size) {
                 out.extend(r.push(piece));

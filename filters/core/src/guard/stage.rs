@@ -175,7 +175,7 @@ impl GuardCall {
             originals.insert(0, '#');
             masked_key = Some(crate::auth::keys::digest_hex(&originals));
             if policy.restore {
-                self.restorer = Some(Restorer::new(&applied.masked));
+                self.restorer = Some(Restorer::new(&applied.masked).thinking(v.get("thinking").is_some()));
                 self.masked = applied.masked.clone();
             }
         }
@@ -197,8 +197,8 @@ impl GuardCall {
         let ct = h.response_header("content-type").unwrap_or_default();
         h.set_response_header("content-length", None);
         if ct.starts_with("text/event-stream") {
-            if self.restorer.take().is_some() {
-                self.streamed = Some(StreamRestorer::new(&self.masked));
+            if let Some(r) = self.restorer.take() {
+                self.streamed = Some(StreamRestorer::new(&self.masked, r.thinking));
             }
             if !self.output_terms.is_empty() && status == "200" {
                 self.filter = Some(StreamFilter::new(&self.output_terms));

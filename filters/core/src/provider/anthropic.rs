@@ -621,10 +621,16 @@ pub struct MessagesUsage {
     output_tokens: Option<u64>,
     #[serde(default)]
     output_tokens_details: Option<ThinkingTokens>,
-    /// The cache writes by how long they are kept (read as a tree: a derived reader of its
-    /// own would cost the module more than the tree's, which is there anyway).
     #[serde(default)]
-    cache_creation: Option<Value>,
+    cache_creation: Option<CacheCreation>,
+}
+
+/// The cache writes by how long they are kept. (A reader of its own: as a tree, every answer's
+/// usage would build one, about a thousand instructions a call.)
+#[derive(Deserialize, Default)]
+struct CacheCreation {
+    #[serde(default)]
+    ephemeral_1h_input_tokens: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -650,8 +656,7 @@ impl MessagesUsage {
             cache_write_1h: self
                 .cache_creation
                 .as_ref()
-                .and_then(|c| c.get("ephemeral_1h_input_tokens"))
-                .and_then(Value::as_u64)
+                .and_then(|c| c.ephemeral_1h_input_tokens)
                 .unwrap_or(0)
                 .min(self.cache_creation_input_tokens.unwrap_or(0)),
         }
