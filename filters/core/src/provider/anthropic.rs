@@ -626,7 +626,7 @@ pub struct MessagesUsage {
 }
 
 /// The cache writes by how long they are kept. (A reader of its own: as a tree, every answer's
-/// usage would build one, about a thousand instructions a call.)
+/// usage would build one.)
 #[derive(Deserialize, Default)]
 struct CacheCreation {
     #[serde(default)]
