@@ -1042,6 +1042,17 @@ mod tests {
         assert!(crate::config::from_value::<GuardPolicy>(json!({"categories": {"email": "hide"}})).is_err());
     }
 
+    /// A stream through a restorer (for a request that asked for thinking), in pieces of `size`.
+    fn restored_in_pieces(masked: &[(String, String)], stream: &str, size: usize) -> Vec<u8> {
+        let mut r = StreamRestorer::new(masked, true);
+        let mut out = Vec::new();
+        for piece in stream.as_bytes().chunks(size) {
+            out.extend(r.push(piece));
+        }
+        out.extend(r.finish());
+        out
+    }
+
     fn names_and_data(bytes: &[u8]) -> Vec<(String, Value)> {
         let mut p = crate::wire::sse::Parser::default();
         let mut evs = Vec::new();
@@ -1112,13 +1123,7 @@ mod tests {
         ]
         .concat();
         for size in [1, 5, 64, 4096] {
-            let mut r = StreamRestorer::new(&masked, true);
-            let mut out = Vec::new();
-            for piece in stream.as_bytes().chunks(size) {
-                out.extend(r.push(piece));
-            }
-            out.extend(r.finish());
-            let evs = names_and_data(&out);
+            let evs = names_and_data(&restored_in_pieces(&masked, &stream, size));
             let lane = |i: u64, field: &str| -> String {
                 evs.iter()
                     .filter(|(n, v)| n == "content_block_delta" && v["index"] == i)
@@ -1184,13 +1189,7 @@ mod tests {
         ]
         .concat();
         for size in [1, 7, 4096] {
-            let mut r = StreamRestorer::new(&masked, true);
-            let mut out = Vec::new();
-            for piece in stream.as_bytes().chunks(size) {
-                out.extend(r.push(piece));
-            }
-            out.extend(r.finish());
-            let evs = names_and_data(&out);
+            let evs = names_and_data(&restored_in_pieces(&masked, &stream, size));
             let field = |f: &str| -> String { evs.iter().filter_map(|(_, v)| v["delta"][f].as_str()).collect() };
             assert_eq!(field("thinking"), "Reply to <EMAIL_1>.", "pieces of {size}");
             assert_eq!(field("signature"), "<EMAIL_1>", "pieces of {size}");
