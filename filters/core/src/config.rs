@@ -380,7 +380,8 @@ impl<'a> Obj<'a> {
 /// Reads a type from JSON text (tools and tests; filters use [`crate::parse_config`], which
 /// names the filter too).
 pub fn from_str<T: FromConfig>(json: &str) -> Result<T, String> {
-    let v: Value = serde_json::from_str(json).map_err(|e| e.to_string())?;
+    // (Read as bytes, as every JSON read is: see `crate::wire::from_str`.)
+    let v: Value = serde_json::from_slice(json.as_bytes()).map_err(|e| e.to_string())?;
     T::read(&v, &At::Root).map_err(|e| e.to_string())
 }
 
