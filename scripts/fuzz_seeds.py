@@ -192,6 +192,18 @@ def main():
     seeds["provider_responses"].append(json.dumps({
         "output": {"message": {"role": "assistant", "content": [{"text": "Echo: hi"}]}}, "stopReason": "end_turn",
         "usage": {"inputTokens": 5, "outputTokens": 2, "totalTokens": 7}}).encode())
+    # Prompt-cache writes by TTL, as Converse and Anthropic report them.
+    cache_details = {"inputTokens": 5, "outputTokens": 2, "totalTokens": 13, "cacheWriteInputTokens": 6,
+                     "cacheDetails": [{"ttl": "1h", "inputTokens": 2}, {"ttl": "5m", "inputTokens": 4}]}
+    seeds["provider_responses"] += [
+        json.dumps({"output": {"message": {"role": "assistant", "content": [{"text": "Hi"}]}},
+                    "stopReason": "end_turn", "usage": cache_details}).encode(),
+        frame("event", "metadata", {"usage": cache_details}),
+        json.dumps({"id": "msg_1", "type": "message", "role": "assistant", "content": [{"type": "text", "text": "Hi"}],
+                    "stop_reason": "end_turn", "usage": {"input_tokens": 3, "cache_creation_input_tokens": 6,
+                    "cache_read_input_tokens": 0, "output_tokens": 2,
+                    "cache_creation": {"ephemeral_5m_input_tokens": 4, "ephemeral_1h_input_tokens": 2}}}).encode(),
+    ]
     seeds["credentials"] += [b"Bearer aigw_sk_one\xff\xff\xffsearch", b"\xffaigw_sk_one\xff\xffchat",
                              b"Bearer\xc3\xa9x\xff\xff\xff", b"bearer  aigw_sk_two \xff\xffaigw_sk_three\xff",
                              b'{"tenant":"t","key_id":"k1","alias_scope":"*"}']
