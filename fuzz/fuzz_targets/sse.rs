@@ -1,7 +1,8 @@
 //! Server-sent events, split anywhere, the stream scanner that reads usage from them (with and
 //! without the answer's facts, which must agree on usage and the end), the cache's collectors
 //! that make a whole answer of a unified, a Responses and a Messages stream (replayed again as a
-//! stream), and the guardrails' restorers and output-term filter.
+//! stream), and the guardrails' restorers (streamed and whole, thinking kept or not) and
+//! output-term filter.
 #![no_main]
 
 use aigw_core::wire::sse::Parser;
@@ -19,7 +20,10 @@ fuzz_target!(|data: &[u8]| {
     let mut restorer = aigw_core::guard::Restorer::new(&[("<EMAIL_1>".into(), "a\"b@c.d".into())]);
     let mut responses = aigw_core::wire::responses_in::ResponsesCollector::new(1 << 16);
     let mut messages = aigw_core::wire::messages_in::MessagesCollector::new(1 << 16);
-    let mut events = aigw_core::guard::StreamRestorer::new(&[("<EMAIL_1>".into(), "a\"b@c.d".into())]);
+    let masked = [("<EMAIL_1>".to_string(), "a\"b@c.d".to_string())];
+    // (A request that asked for thinking when the first byte is odd: thinking deltas pass.)
+    let thinking = data.first().is_some_and(|b| b & 1 == 1);
+    let mut events = aigw_core::guard::StreamRestorer::new(&masked, thinking);
     for chunk in data.chunks(cut) {
         p.push(chunk, &mut out);
         sc.push(chunk);
@@ -32,6 +36,9 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = restorer.finish();
     let _ = events.finish();
+    // A whole answer restored, thinking blocks kept (the Messages answer's tree when one is there).
+    let mut whole = aigw_core::guard::Restorer::new(&masked).thinking(thinking);
+    let _ = aigw_core::guard::restore_answer(&mut whole, &masked, data);
     if let Some(m) = messages.answer() {
         assert!(aigw_core::wire::messages_in::stream_from_message(&m).is_some(), "a collected Messages answer replays");
         let _ = messages.usage();
