@@ -356,5 +356,14 @@ mod tests {
             err.to_string(),
             "audit-emit: invalid configuration at `price_book.models.m.input`: \"cheap\" is not a decimal USD amount"
         );
+        // The cache-write prices are checked and named the same way.
+        for field in ["cache_write", "cache_write_1h"] {
+            let json = format!(r#"{{"version":"x","models":{{"m":{{"input":"1","output":"1","{field}":"-2"}}}}}}"#);
+            let cfg: PriceBookConfig = crate::config::from_str(&json).unwrap();
+            let err = PriceBook::compile(&cfg).unwrap_err().at("audit-emit", "price_book");
+            assert_eq!(err.field, format!("price_book.models.m.{field}"));
+        }
+        let wrong_type = r#"{"version":"x","models":{"m":{"input":"1","output":"1","cache_write_1h":2}}}"#;
+        assert!(crate::config::from_str::<PriceBookConfig>(wrong_type).unwrap_err().contains("cache_write_1h"));
     }
 }
