@@ -62,6 +62,23 @@ pub fn decimal(n: u64) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
+/// `x` with two decimals (as `format!("{x:.2}")` writes a score, rounded half away from zero):
+/// written from integers, so that core's float formatting is not linked for this alone.
+pub fn hundredths(x: f64) -> String {
+    let c = (x.abs() * 100.0).round();
+    // Scores are small; anything past u64 is written as its ceiling.
+    let c = if c.is_finite() && c < 1.8e19 { c as u64 } else { u64::MAX };
+    let mut out = Vec::with_capacity(24);
+    if x.is_sign_negative() && c != 0 {
+        out.push(b'-');
+    }
+    push_decimal(&mut out, c / 100);
+    out.push(b'.');
+    out.push(b'0' + (c % 100 / 10) as u8);
+    out.push(b'0' + (c % 10) as u8);
+    String::from_utf8(out).unwrap_or_default()
+}
+
 /// What happens to a provider's response header on its way to the caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResponseHeader {
@@ -496,6 +513,32 @@ mod tests {
             "set-cookie",
         ] {
             assert_eq!(provider_response_header(h), ResponseHeader::Drop, "{h}");
+        }
+    }
+
+    #[test]
+    fn hundredths_is_two_decimals() {
+        for (x, want) in [
+            (0.0, "0.00"),
+            (0.5, "0.50"),
+            (0.7, "0.70"),
+            (1.0, "1.00"),
+            (0.333_333, "0.33"),
+            (0.666_666, "0.67"),
+            (2.996, "3.00"),
+            (12.345_6, "12.35"),
+            (-0.5, "-0.50"),
+            (-0.001, "0.00"),
+        ] {
+            assert_eq!(hundredths(x), want, "{x}");
+        }
+        // Agrees with core's formatting but for values a hair from a tie (5.095 is stored as
+        // 5.09499..., which core rounds down; scaled by 100 it is 509.5, rounded up here).
+        for i in 0..2000 {
+            let x = f64::from(i) * 0.0037 + 0.0001;
+            if ((x * 100.0).fract() - 0.5).abs() > 1e-9 {
+                assert_eq!(hundredths(x), format!("{x:.2}"), "{x}");
+            }
         }
     }
 

@@ -119,13 +119,14 @@ impl GuardCall {
                     OnInjection::Reroute => "rerouted",
                 };
                 count("injection", word);
-                let flag = format!("injection:{word}:{score:.2}");
+                let shown = crate::headers::hundredths(score);
+                let flag = format!("injection:{word}:{shown}");
                 if action == OnInjection::Reject {
                     h.set_property(headers::PROP_COMPLIANCE, &flag);
                     let err = GatewayError::bad_request(
                         "prompt_injection_suspected",
                         format!(
-                            "The request looks like a prompt injection (score {score:.2}; rules: {}).",
+                            "The request looks like a prompt injection (score {shown}; rules: {}).",
                             matched.join(", ")
                         ),
                     );

@@ -147,7 +147,8 @@ fn raw_u64(v: Option<&RawValue>) -> Option<u64> {
 }
 
 fn raw_f64(v: Option<&RawValue>) -> Option<f64> {
-    v.and_then(|v| v.get().parse::<f64>().ok()).filter(|f| f.is_finite())
+    // serde_json's own number parser (core's `f64::from_str` would link a second one).
+    v.and_then(|v| crate::wire::from_str::<f64>(v.get()).ok()).filter(|f| f.is_finite())
 }
 
 fn raw_bool(v: Option<&RawValue>) -> Option<bool> {

@@ -248,7 +248,8 @@ impl Ticker {
             let cap = fleet::units((a.burst / f.expected_replicas).max(1));
             let floor = fleet::units(if a.tokens() { f.lease_tokens } else { f.lease_requests }).min(cap);
             let ticks = (f.headroom_ms / f.tick_ms).max(1) as f64;
-            let target = (seen.per_tick * ticks).clamp(floor as f64, cap as f64) as i64;
+            // (`floor <= cap`; `clamp` would link core's float formatting for its panic message.)
+            let target = (seen.per_tick * ticks).max(floor as f64).min(cap as f64) as i64;
             if now.saturating_sub(seen.last_spent_ms) >= f.idle_return_ms && level > 0 {
                 gives.push((a, u64::try_from(level).unwrap_or(0)));
             } else if level < target / 2 {
