@@ -22,6 +22,7 @@ pub mod audit;
 pub mod auth;
 pub mod cache;
 pub mod call_state;
+pub mod case;
 pub mod codec;
 pub mod config;
 pub mod error;

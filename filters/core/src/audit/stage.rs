@@ -58,9 +58,10 @@ pub struct Audit {
     refusal_starts: [bool; 256],
 }
 
-/// Lower case, curly apostrophes as plain ones: how refusal phrases are compared.
+/// Lower case, curly apostrophes as plain ones, final sigmas as others: how refusal phrases are
+/// compared.
 fn fold(s: &str) -> String {
-    s.chars().map(|c| if c == '\u{2019}' { '\'' } else { c }).collect::<String>().to_lowercase()
+    crate::case::to_lowercase(s).replace('\u{2019}', "'").replace('ς', "σ")
 }
 
 /// Whether `head` holds one of the refusal phrases, compared as [`fold`] compares them. An

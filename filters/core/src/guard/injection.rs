@@ -202,7 +202,7 @@ fn normalise(text: &str) -> String {
             continue;
         }
         let Some(ch) = text.get(i..).and_then(|t| t.chars().next()) else { break };
-        for l in ch.to_lowercase() {
+        for l in crate::case::lowercase(ch) {
             if l.is_alphanumeric() || "<|>[]#/_".contains(l) {
                 out.extend_from_slice(l.encode_utf8(&mut [0; 4]).as_bytes());
                 space = false;
