@@ -150,7 +150,7 @@ impl ErrorClass {
 }
 
 /// One upstream attempt, as the per-attempt filter saw it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Attempt {
     pub provider: String,
     pub region: Option<String>,
@@ -168,6 +168,16 @@ pub struct Attempt {
     #[serde(default, skip_serializing_if = "is_zero")]
     pub started_ms: u64,
 }
+crate::wire::object::from_object!(Attempt {
+    provider: "provider" [required],
+    region: "region" [],
+    model: "model" [],
+    status: "status" [],
+    latency_ms: "latency_ms" [],
+    error_class: "error_class" [],
+    credential: "credential" [],
+    started_ms: "started_ms" [],
+});
 
 /// Closes the last attempt if it got no answer because a timer cut it: the latency budget's
 /// per-try timeout (`per_try_ms`), or Envoy's own timeout at the end of the call
@@ -242,7 +252,7 @@ fn decode_attempts(mut r: crate::codec::Reader<'_>) -> Option<Vec<Attempt>> {
     r.at_end().then_some(out)
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Tokens {
     pub input: u64,
     pub cached_input: u64,
@@ -255,6 +265,14 @@ pub struct Tokens {
     pub output: u64,
     pub reasoning: u64,
 }
+crate::wire::object::from_object!(Tokens {
+    input: "input" [required],
+    cached_input: "cached_input" [required],
+    cache_write: "cache_write" [],
+    cache_write_1h: "cache_write_1h" [],
+    output: "output" [required],
+    reasoning: "reasoning" [required],
+});
 
 impl From<Usage> for Tokens {
     fn from(u: Usage) -> Self {
@@ -270,7 +288,7 @@ impl From<Usage> for Tokens {
 }
 
 /// The audit record (see README, "The audit record"). Field order is the JSON order.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct AuditRecord {
     pub version: u32,
     pub request_id: String,
@@ -335,9 +353,46 @@ pub struct AuditRecord {
     #[serde(default)]
     pub answer: Option<AnswerRecord>,
 }
+crate::wire::object::from_object!(AuditRecord {
+    version: "version" [required],
+    request_id: "request_id" [required],
+    start_time_ms: "start_time_ms" [required],
+    end_time_ms: "end_time_ms" [required],
+    tenant: "tenant" [],
+    feature: "feature" [],
+    agent: "agent" [],
+    task: "task" [],
+    shadow_of: "shadow_of" [],
+    key_id: "key_id" [],
+    key_fingerprint: "key_fingerprint" [],
+    door: "door" [],
+    route: "route" [],
+    alias: "alias" [],
+    slice: "slice" [],
+    workload_class: "workload_class" [],
+    privacy_zone: "privacy_zone" [],
+    provider: "provider" [],
+    model: "model" [],
+    attempts: "attempts" [required],
+    status: "status" [],
+    outcome: "outcome" [required],
+    error_code: "error_code" [],
+    stream: "stream" [required],
+    tokens: "tokens" [],
+    cost_usd: "cost_usd" [],
+    price_book_version: "price_book_version" [required],
+    latency_ms: "latency_ms" [required],
+    ttft_ms: "ttft_ms" [],
+    cache_status: "cache_status" [required],
+    cost_saved_usd: "cost_saved_usd" [],
+    cache_semantic: "cache_semantic" [],
+    compliance_flags: "compliance_flags" [required],
+    flags: "flags" [required],
+    answer: "answer" [],
+});
 
 /// The audit record's view of an answer (README, "The audit record").
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct AnswerRecord {
     /// `stop`, `length`, `tool_calls`, `content_filter` or `other`, whatever the provider and
     /// door (null: the answer did not say).
@@ -355,6 +410,14 @@ pub struct AnswerRecord {
     #[serde(default)]
     pub output_digest: Option<String>,
 }
+crate::wire::object::from_object!(AnswerRecord {
+    finish_reason: "finish_reason" [],
+    tool_calls: "tool_calls" [required],
+    refusal: "refusal" [required],
+    json_valid: "json_valid" [],
+    output_chars: "output_chars" [],
+    output_digest: "output_digest" [],
+});
 
 /// The audit record's JSON line, written directly: the same bytes as `serde_json::to_writer`
 /// of the record (a test compares them), without serde's per-field machinery on every call.

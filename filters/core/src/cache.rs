@@ -16,7 +16,7 @@ pub mod semantic;
 pub mod shared;
 pub mod stage;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -224,7 +224,7 @@ pub fn keys_of(tenant: &str, key_id: Option<&str>, alias: &str, route: &str, mut
 }
 
 /// What is kept with an answer.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Meta {
     pub ttl_ms: u64,
     pub stale_ms: u64,
@@ -235,6 +235,14 @@ pub struct Meta {
     /// The call that stored it.
     pub request_id: String,
 }
+crate::wire::object::from_object!(Meta {
+    ttl_ms: "ttl_ms" [required],
+    stale_ms: "stale_ms" [required],
+    model: "model" [],
+    provider: "provider" [],
+    usage: "usage" [],
+    request_id: "request_id" [required],
+});
 
 /// One stored answer (in the format of the door its call came by).
 #[derive(Debug, Clone, PartialEq)]

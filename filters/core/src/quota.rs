@@ -635,61 +635,64 @@ impl RequestFacts {
     /// Reads a request body without building a tree: only the fields counted are looked at.
     /// Text is measured as it is written in the JSON (escapes included): never less than the text.
     pub fn read(body: &[u8]) -> Result<RequestFacts, serde_json::Error> {
-        use serde::Deserialize;
         use serde_json::value::RawValue;
 
-        #[derive(Deserialize)]
         struct Req<'a> {
-            #[serde(borrow, default)]
             messages: Option<Vec<Msg<'a>>>,
-            #[serde(borrow, default)]
             tools: Option<&'a RawValue>,
-            #[serde(default)]
             max_tokens: Option<u64>,
-            #[serde(default)]
             max_completion_tokens: Option<u64>,
-            #[serde(default)]
             model: Option<std::borrow::Cow<'a, str>>,
-            #[serde(default)]
             stream: Option<bool>,
-            #[serde(default)]
             stream_options: Option<StreamOptions>,
             /// Embeddings: a string, strings, or token arrays.
-            #[serde(borrow, default)]
             input: Option<&'a RawValue>,
-            #[serde(borrow, default)]
             response_format: Option<&'a RawValue>,
             /// Messages: the system prompt (a string or text blocks), and structured outputs
             /// (`output_config.format`, as a Responses request's `text.format`).
-            #[serde(borrow, default)]
             system: Option<&'a RawValue>,
-            #[serde(borrow, default)]
             output_config: Option<&'a RawValue>,
         }
-        #[derive(Deserialize)]
+        crate::wire::object::from_object!(Req<'a> {
+            messages: "messages" [],
+            tools: "tools" [],
+            max_tokens: "max_tokens" [],
+            max_completion_tokens: "max_completion_tokens" [],
+            model: "model" [],
+            stream: "stream" [],
+            stream_options: "stream_options" [],
+            input: "input" [],
+            response_format: "response_format" [],
+            system: "system" [],
+            output_config: "output_config" [],
+        });
         struct StreamOptions {
-            #[serde(default)]
             include_usage: Option<bool>,
         }
-        #[derive(Deserialize)]
+        crate::wire::object::from_object!(StreamOptions {
+            include_usage: "include_usage" [],
+        });
         struct Msg<'a> {
-            #[serde(borrow, default)]
             content: Option<&'a RawValue>,
-            #[serde(borrow, default)]
             tool_calls: Option<&'a RawValue>,
         }
-        #[derive(Deserialize)]
+        crate::wire::object::from_object!(Msg<'a> {
+            content: "content" [],
+            tool_calls: "tool_calls" [],
+        });
         struct Part<'a> {
-            #[serde(borrow, default, rename = "type")]
             kind: Option<&'a str>,
-            #[serde(borrow, default)]
             text: Option<&'a RawValue>,
             /// Messages blocks: a tool call's input, a tool result's content.
-            #[serde(borrow, default)]
             input: Option<&'a RawValue>,
-            #[serde(borrow, default)]
             content: Option<&'a RawValue>,
         }
+        crate::wire::object::from_object!(Part<'a> {
+            kind: "type" [],
+            text: "text" [],
+            input: "input" [],
+            content: "content" [],
+        });
         let raw_len = |r: &RawValue| r.get().len().saturating_sub(2) as u64;
         let pieces = |r: &RawValue| text_pieces(r.get());
         let req: Req = serde_json::from_slice(body)?;
@@ -755,40 +758,41 @@ impl RequestFacts {
     /// message, their text (as written in the JSON, never less than the text) and the tools as
     /// text, `input_image` parts as images, `max_output_tokens` as the output bound.
     pub fn read_responses(body: &[u8]) -> Result<RequestFacts, serde_json::Error> {
-        use serde::Deserialize;
         use serde_json::value::RawValue;
 
-        #[derive(Deserialize)]
         struct Req<'a> {
-            #[serde(default)]
             model: Option<std::borrow::Cow<'a, str>>,
-            #[serde(borrow, default)]
             instructions: Option<&'a RawValue>,
-            #[serde(borrow, default)]
             input: Option<&'a RawValue>,
-            #[serde(borrow, default)]
             tools: Option<&'a RawValue>,
-            #[serde(default)]
             max_output_tokens: Option<u64>,
-            #[serde(default)]
             stream: Option<bool>,
-            #[serde(borrow, default)]
             text: Option<&'a RawValue>,
         }
-        #[derive(Deserialize)]
+        crate::wire::object::from_object!(Req<'a> {
+            model: "model" [],
+            instructions: "instructions" [],
+            input: "input" [],
+            tools: "tools" [],
+            max_output_tokens: "max_output_tokens" [],
+            stream: "stream" [],
+            text: "text" [],
+        });
         struct Item<'a> {
-            #[serde(borrow, default)]
             content: Option<&'a RawValue>,
             /// A function call: its id, name and arguments are text the model reads.
-            #[serde(borrow, default)]
             call_id: Option<&'a RawValue>,
-            #[serde(borrow, default)]
             name: Option<&'a RawValue>,
-            #[serde(borrow, default)]
             arguments: Option<&'a RawValue>,
-            #[serde(borrow, default)]
             output: Option<&'a RawValue>,
         }
+        crate::wire::object::from_object!(Item<'a> {
+            content: "content" [],
+            call_id: "call_id" [],
+            name: "name" [],
+            arguments: "arguments" [],
+            output: "output" [],
+        });
         let req: Req = serde_json::from_slice(body)?;
         let mut f = RequestFacts {
             model: req.model.map(|m| m.into_owned()),

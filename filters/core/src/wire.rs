@@ -7,6 +7,7 @@ pub mod embeddings;
 pub mod eventstream;
 pub mod facts;
 pub mod messages_in;
+pub mod object;
 pub mod responses_in;
 pub mod scan;
 pub mod sse;

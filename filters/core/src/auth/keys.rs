@@ -178,7 +178,7 @@ pub struct Identity {
 }
 
 /// What the credential plane tells the other filters about a call, in one filter-state value.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct CallIdentity {
     pub tenant: String,
     pub key_id: String,
@@ -200,6 +200,18 @@ pub struct CallIdentity {
     /// The model aliases the key may use, comma-separated (`*` for any).
     pub alias_scope: String,
 }
+crate::wire::object::from_object!(CallIdentity {
+    tenant: "tenant" [required],
+    key_id: "key_id" [required],
+    key_fingerprint: "key_fingerprint" [required],
+    zone: "zone" [],
+    workload_class: "workload_class" [],
+    feature: "feature" [],
+    agent: "agent" [],
+    task: "task" [],
+    shadow_of: "shadow_of" [],
+    alias_scope: "alias_scope" [required],
+});
 
 impl CallIdentity {
     pub fn of(id: &Identity) -> CallIdentity {

@@ -9,8 +9,6 @@
 //! partition in a slot replaces the old one, and a full slot drops its oldest vector. A vector
 //! points at its request's entry in the exact store, which is what is served.
 
-use serde::Deserialize;
-
 use super::Digest32;
 use crate::error::ConfigError;
 use crate::host::Host;
@@ -167,23 +165,28 @@ impl Semantic {
 /// What the semantic lookup found, for the audit record (`cache_semantic`): the similarity of
 /// the nearest stored request of the partition (none: the partition has none), the request id
 /// of the entry it would serve (at or above the threshold, and still fresh), and whether it did.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct SemanticNote {
     pub similarity: Option<f64>,
     pub would_serve: Option<String>,
     pub served: bool,
 }
+crate::wire::object::from_object!(SemanticNote {
+    similarity: "similarity" [],
+    would_serve: "would_serve" [],
+    served: "served" [required],
+});
 
 /// An embeddings answer's first vector (OpenAI's format, floats), quantised.
 pub fn vector_of(answer: &[u8]) -> Option<Vec<i8>> {
-    #[derive(Deserialize)]
     struct Answer {
         data: Vec<Item>,
     }
-    #[derive(Deserialize)]
+    crate::wire::object::from_object!(Answer { data: "data"[required] });
     struct Item {
         embedding: Vec<f64>,
     }
+    crate::wire::object::from_object!(Item { embedding: "embedding"[required] });
     let a: Answer = serde_json::from_slice(answer).ok()?;
     let v = a.data.into_iter().next()?.embedding;
     (!v.is_empty()).then(|| quantise(&v))

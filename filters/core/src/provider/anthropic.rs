@@ -30,108 +30,117 @@ fn unsupported(param: &'static str, message: impl Into<String>) -> GatewayError 
 // where they hold no escapes, and what passes through unchanged (a tool's schema, `top_p`, ids)
 // stays raw JSON.
 
-#[derive(Deserialize)]
 struct ChatRequest<'a> {
-    #[serde(borrow, default)]
     messages: Option<&'a RawValue>,
-    #[serde(default)]
     n: Option<&'a RawValue>,
-    #[serde(default)]
     max_completion_tokens: Option<&'a RawValue>,
-    #[serde(default)]
     max_tokens: Option<&'a RawValue>,
-    #[serde(default)]
     temperature: Option<&'a RawValue>,
-    #[serde(default)]
     top_p: Option<&'a RawValue>,
-    #[serde(default)]
     stop: Option<&'a RawValue>,
-    #[serde(default)]
     stream: Option<&'a RawValue>,
-    #[serde(default)]
     tools: Option<&'a RawValue>,
-    #[serde(default)]
     tool_choice: Option<&'a RawValue>,
-    #[serde(default)]
     parallel_tool_calls: Option<&'a RawValue>,
-    #[serde(default)]
     user: Option<&'a RawValue>,
-    #[serde(default)]
     response_format: Option<&'a RawValue>,
 }
+crate::wire::object::from_object!(ChatRequest<'a> {
+    messages: "messages" [],
+    n: "n" [],
+    max_completion_tokens: "max_completion_tokens" [],
+    max_tokens: "max_tokens" [],
+    temperature: "temperature" [],
+    top_p: "top_p" [],
+    stop: "stop" [],
+    stream: "stream" [],
+    tools: "tools" [],
+    tool_choice: "tool_choice" [],
+    parallel_tool_calls: "parallel_tool_calls" [],
+    user: "user" [],
+    response_format: "response_format" [],
+});
 
 /// `response_format`, as far as the translations read it.
-#[derive(Deserialize)]
 struct ResponseFormat<'a> {
-    #[serde(rename = "type", borrow, default)]
     kind: Option<&'a RawValue>,
-    #[serde(borrow, default)]
     json_schema: Option<JsonSchemaFormat<'a>>,
 }
+crate::wire::object::from_object!(ResponseFormat<'a> {
+    kind: "type" [],
+    json_schema: "json_schema" [],
+});
 
-#[derive(Deserialize)]
 struct JsonSchemaFormat<'a> {
-    #[serde(borrow, default)]
     schema: Option<&'a RawValue>,
 }
+crate::wire::object::from_object!(JsonSchemaFormat<'a> {
+    schema: "schema" [],
+});
 
-#[derive(Deserialize)]
 struct ChatMessage<'a> {
-    #[serde(borrow, default)]
     role: Option<&'a RawValue>,
-    #[serde(borrow, default)]
     content: Option<&'a RawValue>,
-    #[serde(borrow, default)]
     tool_calls: Option<&'a RawValue>,
-    #[serde(borrow, default)]
     tool_call_id: Option<&'a RawValue>,
 }
+crate::wire::object::from_object!(ChatMessage<'a> {
+    role: "role" [],
+    content: "content" [],
+    tool_calls: "tool_calls" [],
+    tool_call_id: "tool_call_id" [],
+});
 
-#[derive(Deserialize)]
 struct Part<'a> {
-    #[serde(rename = "type", borrow, default)]
     kind: Option<&'a RawValue>,
-    #[serde(borrow, default)]
     text: Option<&'a RawValue>,
-    #[serde(borrow, default)]
     refusal: Option<&'a RawValue>,
-    #[serde(borrow, default)]
     image_url: Option<ImageUrl<'a>>,
 }
+crate::wire::object::from_object!(Part<'a> {
+    kind: "type" [],
+    text: "text" [],
+    refusal: "refusal" [],
+    image_url: "image_url" [],
+});
 
-#[derive(Deserialize)]
 struct ImageUrl<'a> {
-    #[serde(borrow, default)]
     url: Option<&'a RawValue>,
 }
+crate::wire::object::from_object!(ImageUrl<'a> {
+    url: "url" [],
+});
 
-#[derive(Deserialize)]
 struct ChatToolCall<'a> {
-    #[serde(borrow, default)]
     id: Option<&'a RawValue>,
-    #[serde(borrow, default)]
     function: Option<ChatFunction<'a>>,
 }
+crate::wire::object::from_object!(ChatToolCall<'a> {
+    id: "id" [],
+    function: "function" [],
+});
 
-#[derive(Deserialize)]
 struct ChatFunction<'a> {
-    #[serde(borrow, default)]
     name: Option<&'a RawValue>,
-    #[serde(borrow, default)]
     arguments: Option<&'a RawValue>,
-    #[serde(borrow, default)]
     description: Option<&'a RawValue>,
-    #[serde(borrow, default)]
     parameters: Option<&'a RawValue>,
 }
+crate::wire::object::from_object!(ChatFunction<'a> {
+    name: "name" [],
+    arguments: "arguments" [],
+    description: "description" [],
+    parameters: "parameters" [],
+});
 
-#[derive(Deserialize)]
 struct ChatTool<'a> {
-    #[serde(rename = "type", borrow, default)]
     kind: Option<&'a RawValue>,
-    #[serde(borrow, default)]
     function: Option<ChatFunction<'a>>,
 }
+crate::wire::object::from_object!(ChatTool<'a> {
+    kind: "type" [],
+    function: "function" [],
+});
 
 /// A raw JSON value as a string, when it is one (escapes decoded; borrowed when there are none).
 pub(crate) fn raw_str<'a>(v: Option<&'a RawValue>) -> Option<Cow<'a, str>> {
@@ -497,11 +506,12 @@ pub fn request_from_openai<'a>(
     };
     let mut tool_choice = match req.tool_choice {
         Some(c) if c.get().starts_with('{') => {
-            #[derive(Deserialize)]
             struct Named<'b> {
-                #[serde(borrow, default)]
                 function: Option<ChatFunction<'b>>,
             }
+            crate::wire::object::from_object!(Named<'b> {
+                function: "function" [],
+            });
             match crate::wire::from_str::<Named<'a>>(c.get()).ok().and_then(|n| n.function).and_then(|f| f.name) {
                 Some(name) => Some(ToolChoice { kind: "tool", name: Some(name), disable_parallel_tool_use: None }),
                 None => {
@@ -581,64 +591,72 @@ pub fn usage_of(u: &Value) -> Usage {
 }
 
 /// An Anthropic Messages response, as much of it as the unified answer needs (borrowed).
-#[derive(Deserialize)]
 struct MessagesResponse<'a> {
-    #[serde(borrow, default)]
     id: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
     model: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
     content: Option<Vec<AnswerBlock<'a>>>,
-    #[serde(borrow, default)]
     stop_reason: Option<Cow<'a, str>>,
-    #[serde(default)]
     usage: Option<MessagesUsage>,
 }
+crate::wire::object::from_object!(MessagesResponse<'a> {
+    id: "id" [borrow],
+    model: "model" [borrow],
+    content: "content" [],
+    stop_reason: "stop_reason" [borrow],
+    usage: "usage" [],
+});
 
-#[derive(Deserialize)]
 struct AnswerBlock<'a> {
-    #[serde(rename = "type", borrow)]
     kind: Cow<'a, str>,
-    #[serde(borrow, default)]
     text: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
     id: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
     name: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
     input: Option<&'a RawValue>,
 }
+crate::wire::object::from_object!(AnswerBlock<'a> {
+    kind: "type" [required borrow],
+    text: "text" [borrow],
+    id: "id" [borrow],
+    name: "name" [borrow],
+    input: "input" [],
+});
 
 /// Anthropic's `usage`.
-#[derive(Deserialize, Default)]
+#[derive(Default)]
 pub struct MessagesUsage {
-    #[serde(default)]
     input_tokens: Option<u64>,
-    #[serde(default)]
     cache_creation_input_tokens: Option<u64>,
-    #[serde(default)]
     cache_read_input_tokens: Option<u64>,
-    #[serde(default)]
     output_tokens: Option<u64>,
-    #[serde(default)]
     output_tokens_details: Option<ThinkingTokens>,
-    #[serde(default)]
     cache_creation: Option<CacheCreation>,
 }
+crate::wire::object::from_object!(MessagesUsage {
+    input_tokens: "input_tokens" [],
+    cache_creation_input_tokens: "cache_creation_input_tokens" [],
+    cache_read_input_tokens: "cache_read_input_tokens" [],
+    output_tokens: "output_tokens" [],
+    output_tokens_details: "output_tokens_details" [],
+    cache_creation: "cache_creation" [],
+});
 
 /// The cache writes by how long they are kept. (A reader of its own: as a tree, every answer's
 /// usage would build one.)
-#[derive(Deserialize, Default)]
+#[derive(Default)]
 struct CacheCreation {
-    #[serde(default)]
     ephemeral_1h_input_tokens: Option<u64>,
 }
+crate::wire::object::from_object!(CacheCreation {
+    ephemeral_1h_input_tokens: "ephemeral_1h_input_tokens" [],
+});
 
-#[derive(Deserialize, Default)]
+#[derive(Default)]
 struct ThinkingTokens {
-    #[serde(default)]
     thinking_tokens: Option<u64>,
 }
+crate::wire::object::from_object!(ThinkingTokens {
+    thinking_tokens: "thinking_tokens" [],
+});
 
 impl MessagesUsage {
     /// Normalised (input includes cache reads and writes).
@@ -735,25 +753,27 @@ pub fn error_to_openai(status: u16, body: &[u8]) -> (u16, Vec<u8>) {
 /// A `content_block_delta` event, read borrowed: nearly every event of a stream is one, and
 /// it is translated without a JSON tree either way (an event this does not read, or reads
 /// otherwise than the tree would, goes the tree's way: see `StreamTranslator::push`).
-#[derive(Deserialize)]
 struct DeltaEvent<'a> {
-    #[serde(rename = "type", borrow, default)]
     kind: Option<Cow<'a, str>>,
-    #[serde(default)]
     index: Option<u64>,
-    #[serde(borrow)]
     delta: DeltaPart<'a>,
 }
+crate::wire::object::from_object!(DeltaEvent<'a> {
+    kind: "type" [borrow],
+    index: "index" [],
+    delta: "delta" [required],
+});
 
-#[derive(Deserialize)]
 struct DeltaPart<'a> {
-    #[serde(rename = "type", borrow)]
     kind: Cow<'a, str>,
-    #[serde(borrow, default)]
     text: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
     partial_json: Option<Cow<'a, str>>,
 }
+crate::wire::object::from_object!(DeltaPart<'a> {
+    kind: "type" [required borrow],
+    text: "text" [borrow],
+    partial_json: "partial_json" [borrow],
+});
 
 /// A JSON string, written (escaped) into `out`.
 fn json_str(out: &mut Vec<u8>, s: &str) {

@@ -11,7 +11,6 @@
 
 use std::borrow::Cow;
 
-use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
@@ -106,16 +105,18 @@ pub fn embeddings_request(
 /// The vectors of an `InvokeModel` embeddings answer, and its input tokens when the body says
 /// them (Titan; Cohere's are in a response header).
 pub fn embeddings_vectors(body: &[u8], model: &str) -> Result<(Vec<Vec<f64>>, Option<u64>), String> {
-    #[derive(Deserialize)]
     struct Titan {
         embedding: Vec<f64>,
-        #[serde(rename = "inputTextTokenCount", default)]
         tokens: Option<u64>,
     }
-    #[derive(Deserialize)]
+    crate::wire::object::from_object!(Titan {
+        embedding: "embedding" [required],
+        tokens: "inputTextTokenCount" [],
+    });
     struct Cohere {
         embeddings: Vec<Vec<f64>>,
     }
+    crate::wire::object::from_object!(Cohere { embeddings: "embeddings"[required] });
     let bad = |e: serde_json::Error| format!("provider sent invalid JSON: {e}");
     match embeddings_family(model) {
         Some(EmbeddingsFamily::TitanV2) => {
@@ -205,64 +206,67 @@ pub fn request_from_messages(a: &MessagesRequest<'_>) -> Result<Value, GatewayEr
 }
 
 /// A Converse response, as much of it as the unified answer needs (borrowed).
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
 struct ConverseResponse<'a> {
-    #[serde(borrow, default)]
     output: Option<ConverseOutput<'a>>,
-    #[serde(borrow, default)]
     stop_reason: Option<Cow<'a, str>>,
-    #[serde(default)]
     usage: Option<ConverseUsage>,
 }
+crate::wire::object::from_object!(ConverseResponse<'a> {
+    output: "output" [],
+    stop_reason: "stopReason" [borrow],
+    usage: "usage" [],
+});
 
-#[derive(Deserialize)]
 struct ConverseOutput<'a> {
-    #[serde(borrow, default)]
     message: Option<ConverseMessage<'a>>,
 }
+crate::wire::object::from_object!(ConverseOutput<'a> {
+    message: "message" [],
+});
 
-#[derive(Deserialize)]
 struct ConverseMessage<'a> {
-    #[serde(borrow, default)]
     content: Option<Vec<ConverseBlock<'a>>>,
 }
+crate::wire::object::from_object!(ConverseMessage<'a> {
+    content: "content" [],
+});
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
 struct ConverseBlock<'a> {
-    #[serde(borrow, default)]
     text: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
     tool_use: Option<ConverseToolUse<'a>>,
 }
+crate::wire::object::from_object!(ConverseBlock<'a> {
+    text: "text" [borrow],
+    tool_use: "toolUse" [],
+});
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
 struct ConverseToolUse<'a> {
-    #[serde(borrow, default)]
     tool_use_id: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
     name: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
     input: Option<&'a RawValue>,
 }
+crate::wire::object::from_object!(ConverseToolUse<'a> {
+    tool_use_id: "toolUseId" [borrow],
+    name: "name" [borrow],
+    input: "input" [],
+});
 
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
+#[derive(Default)]
 struct ConverseUsage {
-    #[serde(default)]
     input_tokens: Option<u64>,
-    #[serde(default)]
     output_tokens: Option<u64>,
-    #[serde(default)]
     cache_read_input_tokens: Option<u64>,
-    #[serde(default)]
     cache_write_input_tokens: Option<u64>,
     /// The cache writes by TTL (`5m`, `1h`; read as a tree, see [`hour_of`]).
-    #[serde(default)]
     cache_details: Option<Value>,
 }
+crate::wire::object::from_object!(ConverseUsage {
+    input_tokens: "inputTokens" [],
+    output_tokens: "outputTokens" [],
+    cache_read_input_tokens: "cacheReadInputTokens" [],
+    cache_write_input_tokens: "cacheWriteInputTokens" [],
+    cache_details: "cacheDetails" [],
+});
 
 /// Of `written` cache-write tokens, those a Converse `cacheDetails` list says were written for
 /// an hour.

@@ -9,7 +9,6 @@
 
 use std::borrow::Cow;
 
-use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
@@ -122,65 +121,68 @@ fn text_part(b: &Block<'_>) -> Option<Value> {
 }
 
 /// A `generateContent` response, as much of it as the unified answer needs (borrowed).
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
 struct GenerateResponse<'a> {
-    #[serde(borrow, default)]
     candidates: Option<Vec<Candidate<'a>>>,
-    #[serde(default)]
     usage_metadata: Option<UsageMetadata>,
-    #[serde(borrow, default)]
     model_version: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
     response_id: Option<Cow<'a, str>>,
 }
+crate::wire::object::from_object!(GenerateResponse<'a> {
+    candidates: "candidates" [],
+    usage_metadata: "usageMetadata" [],
+    model_version: "modelVersion" [borrow],
+    response_id: "responseId" [borrow],
+});
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
 struct Candidate<'a> {
-    #[serde(borrow, default)]
     content: Option<CandidateContent<'a>>,
-    #[serde(borrow, default)]
     finish_reason: Option<Cow<'a, str>>,
 }
+crate::wire::object::from_object!(Candidate<'a> {
+    content: "content" [],
+    finish_reason: "finishReason" [borrow],
+});
 
-#[derive(Deserialize)]
 struct CandidateContent<'a> {
-    #[serde(borrow, default)]
     parts: Option<Vec<Part<'a>>>,
 }
+crate::wire::object::from_object!(CandidateContent<'a> {
+    parts: "parts" [],
+});
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
 struct Part<'a> {
-    #[serde(borrow, default)]
     text: Option<Cow<'a, str>>,
-    #[serde(default)]
     thought: Option<bool>,
-    #[serde(borrow, default)]
     function_call: Option<FunctionCall<'a>>,
 }
+crate::wire::object::from_object!(Part<'a> {
+    text: "text" [borrow],
+    thought: "thought" [],
+    function_call: "functionCall" [],
+});
 
-#[derive(Deserialize)]
 struct FunctionCall<'a> {
-    #[serde(borrow, default)]
     name: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
     args: Option<&'a RawValue>,
 }
+crate::wire::object::from_object!(FunctionCall<'a> {
+    name: "name" [borrow],
+    args: "args" [],
+});
 
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
+#[derive(Default)]
 struct UsageMetadata {
-    #[serde(default)]
     prompt_token_count: Option<u64>,
-    #[serde(default)]
     candidates_token_count: Option<u64>,
-    #[serde(default)]
     thoughts_token_count: Option<u64>,
-    #[serde(default)]
     cached_content_token_count: Option<u64>,
 }
+crate::wire::object::from_object!(UsageMetadata {
+    prompt_token_count: "promptTokenCount" [],
+    candidates_token_count: "candidatesTokenCount" [],
+    thoughts_token_count: "thoughtsTokenCount" [],
+    cached_content_token_count: "cachedContentTokenCount" [],
+});
 
 /// Translates a complete `generateContent` response into an OpenAI chat completion: thought
 /// parts are left out, function calls become tool calls (`call_<n>`), a prompt blocked or a
@@ -400,14 +402,14 @@ pub fn embeddings_request(
 /// The vectors of a `batchEmbedContents` answer (the Gemini API reports no token count for
 /// embeddings).
 pub fn embeddings_vectors(body: &[u8]) -> Result<Vec<Vec<f64>>, String> {
-    #[derive(Deserialize)]
     struct Batch {
         embeddings: Vec<Values>,
     }
-    #[derive(Deserialize)]
+    crate::wire::object::from_object!(Batch { embeddings: "embeddings"[required] });
     struct Values {
         values: Vec<f64>,
     }
+    crate::wire::object::from_object!(Values { values: "values"[required] });
     let b: Batch = serde_json::from_slice(body).map_err(|e| format!("provider sent invalid JSON: {e}"))?;
     Ok(b.embeddings.into_iter().map(|v| v.values).collect())
 }

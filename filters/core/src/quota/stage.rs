@@ -1230,10 +1230,12 @@ fn period_name(p: Period) -> &'static str {
 }
 
 fn served_model_in(body: &[u8]) -> Option<String> {
-    #[derive(serde::Deserialize)]
     struct M {
         model: Option<String>,
     }
+    crate::wire::object::from_object!(M {
+        model: "model" [],
+    });
     serde_json::from_slice::<M>(body).ok()?.model
 }
 

@@ -5,7 +5,7 @@
 
 use std::borrow::Cow;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::error::GatewayError;
@@ -13,17 +13,18 @@ use crate::error::GatewayError;
 pub const PATH: &str = "/v1/embeddings";
 
 /// The fields of a request the gateway reads (the rest passes through to OpenAI and Azure).
-#[derive(Deserialize)]
 pub struct EmbeddingsRequest<'a> {
-    #[serde(borrow, default)]
     pub model: Option<Cow<'a, str>>,
-    #[serde(borrow)]
     pub input: &'a RawValue,
-    #[serde(borrow, default)]
     pub encoding_format: Option<Cow<'a, str>>,
-    #[serde(default)]
     pub dimensions: Option<u64>,
 }
+crate::wire::object::from_object!(EmbeddingsRequest<'a> {
+    model: "model" [borrow],
+    input: "input" [required],
+    encoding_format: "encoding_format" [borrow],
+    dimensions: "dimensions" [],
+});
 
 /// How the caller wants the vectors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

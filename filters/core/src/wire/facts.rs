@@ -57,7 +57,7 @@ impl Finish {
 }
 
 /// What the attempt (whole answers) or the listener (streams) saw of an answer.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct AnswerFacts {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finish: Option<Finish>,
@@ -79,6 +79,15 @@ pub struct AnswerFacts {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub json_valid: Option<bool>,
 }
+crate::wire::object::from_object!(AnswerFacts {
+    finish: "finish" [],
+    tool_calls: "tool_calls" [],
+    refused: "refused" [],
+    head: "head" [],
+    chars: "chars" [],
+    digest: "digest" [],
+    json_valid: "json_valid" [],
+});
 
 impl AnswerFacts {
     /// The facts for filter state, from the attempt to the listener ([`crate::codec`]).
@@ -127,78 +136,86 @@ impl AnswerFacts {
     }
 }
 
-#[derive(Deserialize)]
 struct AnswerJson<'a> {
-    #[serde(default)]
     usage: Option<serde_json::Value>,
-    #[serde(default, borrow)]
     choices: Vec<WholeChoice<'a>>,
     // A Response object's.
-    #[serde(default, borrow)]
     status: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
     incomplete_details: Option<Incomplete<'a>>,
-    #[serde(default, borrow)]
     output: Option<Vec<OutputItem<'a>>>,
 }
+crate::wire::object::from_object!(AnswerJson<'a> {
+    usage: "usage" [],
+    choices: "choices" [],
+    status: "status" [borrow],
+    incomplete_details: "incomplete_details" [],
+    output: "output" [],
+});
 
-#[derive(Deserialize)]
 struct WholeChoice<'a> {
-    #[serde(default, borrow)]
     finish_reason: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
     message: Option<WholeMessage<'a>>,
 }
+crate::wire::object::from_object!(WholeChoice<'a> {
+    finish_reason: "finish_reason" [borrow],
+    message: "message" [],
+});
 
-#[derive(Deserialize)]
 struct WholeMessage<'a> {
-    #[serde(default, borrow)]
     content: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
     refusal: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
     tool_calls: Option<Vec<WholeToolCall<'a>>>,
 }
+crate::wire::object::from_object!(WholeMessage<'a> {
+    content: "content" [borrow],
+    refusal: "refusal" [borrow],
+    tool_calls: "tool_calls" [],
+});
 
-#[derive(Deserialize)]
 struct WholeToolCall<'a> {
-    #[serde(default, borrow)]
     function: Option<Function<'a>>,
 }
+crate::wire::object::from_object!(WholeToolCall<'a> {
+    function: "function" [],
+});
 
-#[derive(Deserialize)]
 struct Function<'a> {
-    #[serde(default, borrow)]
     name: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
     arguments: Option<Cow<'a, str>>,
 }
+crate::wire::object::from_object!(Function<'a> {
+    name: "name" [borrow],
+    arguments: "arguments" [borrow],
+});
 
-#[derive(Deserialize)]
 struct Incomplete<'a> {
-    #[serde(default, borrow)]
     reason: Option<Cow<'a, str>>,
 }
+crate::wire::object::from_object!(Incomplete<'a> {
+    reason: "reason" [borrow],
+});
 
-#[derive(Deserialize)]
 struct OutputItem<'a> {
-    #[serde(rename = "type", borrow)]
     kind: Cow<'a, str>,
-    #[serde(default, borrow)]
     content: Option<Vec<Part<'a>>>,
-    #[serde(default, borrow)]
     name: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
     arguments: Option<Cow<'a, str>>,
 }
+crate::wire::object::from_object!(OutputItem<'a> {
+    kind: "type" [required borrow],
+    content: "content" [],
+    name: "name" [borrow],
+    arguments: "arguments" [borrow],
+});
 
-#[derive(Deserialize)]
 struct Part<'a> {
-    #[serde(rename = "type", borrow)]
     kind: Cow<'a, str>,
-    #[serde(default, borrow)]
     text: Option<Cow<'a, str>>,
 }
+crate::wire::object::from_object!(Part<'a> {
+    kind: "type" [required borrow],
+    text: "text" [borrow],
+});
 
 /// Reads a whole answer (a chat completion, or a Response object) once: its usage and its
 /// facts. `Err`: not an answer of that shape (read its usage alone then).

@@ -425,31 +425,34 @@ impl MessagesCollector {
 
 /// What a unified chunk that carries only text has, read borrowed (see
 /// `StreamToMessages::text_delta`); anything else present sends the chunk the tree's way.
-#[derive(serde::Deserialize)]
 struct TextChunk<'a> {
-    #[serde(borrow, default)]
     choices: Vec<TextChoice<'a>>,
-    #[serde(borrow, default)]
     usage: Option<&'a serde_json::value::RawValue>,
-    #[serde(borrow, default)]
     error: Option<&'a serde_json::value::RawValue>,
 }
+crate::wire::object::from_object!(TextChunk<'a> {
+    choices: "choices" [],
+    usage: "usage" [],
+    error: "error" [],
+});
 
-#[derive(serde::Deserialize)]
 struct TextChoice<'a> {
-    #[serde(borrow, default)]
     delta: Option<TextDelta<'a>>,
-    #[serde(borrow, default)]
     finish_reason: Option<&'a serde_json::value::RawValue>,
 }
+crate::wire::object::from_object!(TextChoice<'a> {
+    delta: "delta" [],
+    finish_reason: "finish_reason" [],
+});
 
-#[derive(serde::Deserialize)]
 struct TextDelta<'a> {
-    #[serde(borrow, default)]
     content: Option<std::borrow::Cow<'a, str>>,
-    #[serde(borrow, default)]
     tool_calls: Option<&'a serde_json::value::RawValue>,
 }
+crate::wire::object::from_object!(TextDelta<'a> {
+    content: "content" [],
+    tool_calls: "tool_calls" [],
+});
 
 /// Turns a unified (OpenAI) chunk stream into Messages stream events as it streams.
 #[derive(Debug, Default)]

@@ -1,13 +1,13 @@
 //! Token usage, normalised to OpenAI's meaning: `input` includes cached input, `output`
 //! includes reasoning.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 
 use crate::wire::facts::{AnswerFacts, Finish};
 use crate::wire::sse;
 
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Usage {
     pub input: u64,
     pub cached_input: u64,
@@ -23,6 +23,14 @@ pub struct Usage {
     #[serde(default)]
     pub cache_write_1h: u64,
 }
+crate::wire::object::from_object!(Usage {
+    input: "input" [required],
+    cached_input: "cached_input" [required],
+    output: "output" [required],
+    reasoning: "reasoning" [required],
+    cache_write: "cache_write" [],
+    cache_write_1h: "cache_write_1h" [],
+});
 
 impl Usage {
     /// The usage for filter state, from the attempt to the listener ([`crate::codec`]).
@@ -128,10 +136,12 @@ impl Usage {
 /// Usage from a complete OpenAI chat completion body: `Err` when the body is not a JSON
 /// object at all, `Ok(None)` when it has no usable `usage`. Other fields are skipped unparsed.
 pub fn from_openai_body(body: &[u8]) -> Result<Option<Usage>, serde_json::Error> {
-    #[derive(Deserialize)]
     struct WithUsage {
         usage: Option<Value>,
     }
+    crate::wire::object::from_object!(WithUsage {
+        usage: "usage" [],
+    });
     let parsed: WithUsage = serde_json::from_slice(body)?;
     Ok(parsed.usage.as_ref().and_then(Usage::from_openai))
 }
