@@ -1,7 +1,5 @@
 //! The gateway's own errors, in OpenAI's shape: `{"error":{"message","type","param","code"}}`.
 
-use serde_json::json;
-
 /// An error the gateway answers with itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GatewayError {
@@ -28,8 +26,15 @@ impl GatewayError {
 
     /// The JSON body sent to the caller.
     pub fn body(&self) -> String {
-        json!({"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}})
-            .to_string()
+        crate::wire::obj! {
+            "error" = crate::wire::obj!{
+                "message" => self.message,
+                "type" => self.kind,
+                "param" => self.param,
+                "code" => self.code,
+            },
+        }
+        .to_string()
     }
 }
 

@@ -10,6 +10,7 @@ pub mod stage;
 use serde_json::Value;
 
 use crate::error::ConfigError;
+use crate::wire::obj;
 use detect::{Category, Found};
 
 /// What a policy does with a category's values.
@@ -228,8 +229,8 @@ pub fn filter_answer(body: &[u8], terms: &[String]) -> Option<Vec<u8>> {
             return None;
         }
         v["status"] = Value::String("incomplete".into());
-        v["incomplete_details"] = serde_json::json!({"reason": "content_filter"});
-        v["output"] = serde_json::json!([]);
+        v["incomplete_details"] = obj! {"reason" => "content_filter"};
+        v["output"] = serde_json::Value::Array(Vec::new());
         return serde_json::to_vec(&v).ok();
     }
     if v.get("type").and_then(Value::as_str) == Some("message") {
@@ -243,7 +244,7 @@ pub fn filter_answer(body: &[u8], terms: &[String]) -> Option<Vec<u8>> {
         if !holds_term(&text, terms) && !holds_term(&args, terms) {
             return None;
         }
-        v["content"] = serde_json::json!([]);
+        v["content"] = serde_json::Value::Array(Vec::new());
         v["stop_reason"] = Value::String("refusal".into());
         v["stop_sequence"] = Value::Null;
         return serde_json::to_vec(&v).ok();
@@ -339,9 +340,11 @@ impl StreamFilter {
                     let seen = format!("{}{}", self.tail, text.unwrap_or_default());
                     if holds_term(&seen, &self.terms) {
                         self.stopped = true;
-                        let stop = serde_json::json!({"type": "content_block_stop", "index": v.get("index")});
-                        let delta = serde_json::json!({"type": "message_delta",
-                            "delta": {"stop_reason": "refusal", "stop_sequence": null}, "usage": {"output_tokens": self.output_tokens}});
+                        let stop = obj! {"type" => "content_block_stop", "index" => v.get("index")};
+                        let delta = obj! {"type" => "message_delta", "delta" = obj!{
+                            "stop_reason" => "refusal",
+                            "stop_sequence" = serde_json::Value::Null,
+                        }, "usage" = obj!{"output_tokens" => self.output_tokens}};
                         write_event(&mut out, Some("content_block_stop"), &stop.to_string());
                         write_event(&mut out, Some("message_delta"), &delta.to_string());
                         write_event(&mut out, Some("message_stop"), r#"{"type":"message_stop"}"#);
@@ -363,11 +366,11 @@ impl StreamFilter {
                     let seen = format!("{}{delta}", self.tail);
                     if holds_term(&seen, &self.terms) {
                         self.stopped = true;
-                        let mut r = self.snapshot.clone().unwrap_or_else(|| serde_json::json!({}));
+                        let mut r = self.snapshot.clone().unwrap_or_else(|| obj! {});
                         r["status"] = Value::String("incomplete".into());
-                        r["incomplete_details"] = serde_json::json!({"reason": "content_filter"});
-                        r["output"] = serde_json::json!([]);
-                        let data = serde_json::json!({"type": "response.incomplete", "sequence_number": number, "response": r});
+                        r["incomplete_details"] = obj! {"reason" => "content_filter"};
+                        r["output"] = serde_json::Value::Array(Vec::new());
+                        let data = obj! {"type" => "response.incomplete", "sequence_number" => number, "response" => r};
                         out.extend_from_slice(format!("event: response.incomplete\ndata: {data}\n\n").as_bytes());
                         return out;
                     }
@@ -385,8 +388,17 @@ impl StreamFilter {
             let seen = format!("{}{text}", self.tail);
             if holds_term(&seen, &self.terms) {
                 self.stopped = true;
-                let stop = serde_json::json!({"id": v.get("id"), "object": "chat.completion.chunk", "created": v.get("created"),
-                    "model": v.get("model"), "choices": [{"index": 0, "delta": {}, "finish_reason": "content_filter"}]});
+                let stop = obj! {
+                    "id" => v.get("id"),
+                    "object" => "chat.completion.chunk",
+                    "created" => v.get("created"),
+                    "model" => v.get("model"),
+                    "choices" = serde_json::Value::Array(vec![obj!{
+                        "index" => 0u64,
+                        "delta" = obj!{},
+                        "finish_reason" => "content_filter",
+                    }]),
+                };
                 crate::wire::sse::data_event(&mut out, &stop.to_string());
                 out.extend_from_slice(b"data: [DONE]\n\n");
                 return out;
@@ -675,16 +687,22 @@ impl StreamRestorer {
         for k in 0..choices {
             let index = v["choices"][k].get("index").and_then(Value::as_u64).unwrap_or(0);
             let ending = !v["choices"][k]["finish_reason"].is_null();
-            let top = serde_json::json!({"id": v.get("id"), "object": v.get("object"), "created": v.get("created"),
-                "model": v.get("model")});
+            let top = obj! {
+                "id" => v.get("id"),
+                "object" => v.get("object"),
+                "created" => v.get("created"),
+                "model" => v.get("model"),
+            };
             let head = |delta: Value| {
                 let mut t = top.clone();
-                t["choices"] = serde_json::json!([{"index": index, "delta": delta, "finish_reason": null}]);
+                t["choices"] = serde_json::Value::Array(vec![
+                    obj! {"index" => index, "delta" => delta, "finish_reason" = serde_json::Value::Null},
+                ]);
                 t
             };
             let content = format!("/choices/{k}/delta/content");
             if v.pointer(&content).is_some_and(Value::is_string) {
-                let template = head(serde_json::json!({"content": ""}));
+                let template = head(obj! {"content" => ""});
                 self.lane_text(Lane::Chat(index, None), false, !ending, name, &mut v, &content, template);
             }
             let calls =
@@ -694,8 +712,10 @@ impl StreamRestorer {
                     v.pointer(&format!("/choices/{k}/delta/tool_calls/{j}/index")).and_then(Value::as_u64).unwrap_or(0);
                 let args = format!("/choices/{k}/delta/tool_calls/{j}/function/arguments");
                 if v.pointer(&args).is_some_and(Value::is_string) {
-                    let template =
-                        head(serde_json::json!({"tool_calls": [{"index": t, "function": {"arguments": ""}}]}));
+                    let template = head(obj! {"tool_calls" = serde_json::Value::Array(vec![obj!{
+                        "index" => t,
+                        "function" = obj!{"arguments" => ""},
+                    }])});
                     self.lane_text(Lane::Chat(index, Some(t)), true, !ending, name, &mut v, &args, template);
                 }
             }

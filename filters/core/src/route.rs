@@ -4,6 +4,7 @@ use crate::config::NameMap;
 
 use crate::error::{ConfigError, GatewayError};
 pub use crate::provider::ProviderConfig;
+use crate::wire::obj;
 
 pub mod health;
 pub mod models;
@@ -521,7 +522,7 @@ pub fn chain_refusal(
     };
     let listed: Vec<serde_json::Value> = attempts
         .iter()
-        .map(|a| serde_json::json!({"provider": a.provider, "model": a.model, "status": a.status, "reason": reason(a)}))
+        .map(|a| obj! {"provider" => a.provider, "model" => a.model, "status" => a.status, "reason" => reason(a)})
         .collect();
     let said: Vec<String> = attempts
         .iter()
@@ -547,8 +548,13 @@ pub fn chain_refusal(
         message.push(' ');
         message.push_str(n);
     }
-    let body = serde_json::json!({"error": {"message": message, "type": kind, "param": null, "code": code,
-                                            "attempts": listed}});
+    let body = obj! {"error" = obj!{
+        "message" => message,
+        "type" => kind,
+        "param" = serde_json::Value::Null,
+        "code" => code,
+        "attempts" => listed,
+    }};
     (status, body.to_string())
 }
 

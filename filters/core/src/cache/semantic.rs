@@ -12,6 +12,7 @@
 use super::Digest32;
 use crate::error::ConfigError;
 use crate::host::Host;
+use crate::wire::obj;
 
 /// The semantic cache's configuration (the store's `semantic`).
 #[derive(Debug, Clone)]
@@ -94,7 +95,7 @@ impl Semantic {
 
     /// The embedding call for `text`: its headers and body.
     pub fn request(&self, text: &str, request_id: &str) -> (Vec<(&'static str, String)>, Vec<u8>) {
-        let mut body = serde_json::json!({"model": self.alias, "input": text, "encoding_format": "float"});
+        let mut body = obj! {"model" => self.alias, "input" => text, "encoding_format" => "float"};
         if let Some(d) = self.dimensions {
             body["dimensions"] = d.into();
         }

@@ -5,6 +5,7 @@
 //! `items`, `enum`, `const`, `anyOf`, `minItems`/`maxItems`, `minLength`/`maxLength`,
 //! `minimum`/`maximum`. Anything else in a schema is not checked (it never fails an answer).
 
+use crate::wire::obj;
 use serde_json::Value;
 
 /// What an answer must be.
@@ -47,8 +48,10 @@ pub fn response_format_of_text(text: &str) -> Option<String> {
     let t: Value = crate::wire::from_str(text).ok()?;
     let f = t.get("format")?;
     let rf = match f.get("type").and_then(Value::as_str)? {
-        "json_object" => serde_json::json!({"type": "json_object"}),
-        "json_schema" => serde_json::json!({"type": "json_schema", "json_schema": {"schema": f.get("schema")?}}),
+        "json_object" => obj! {"type" => "json_object"},
+        "json_schema" => {
+            obj! {"type" => "json_schema", "json_schema" = obj!{"schema" => f.get("schema")?}}
+        }
         _ => return None,
     };
     Some(rf.to_string())

@@ -10,7 +10,7 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::error::GatewayError;
 use crate::provider::Whole;
@@ -18,6 +18,7 @@ use crate::wire::chat::{completion_id, Answer, ToolCall};
 use crate::wire::facts::AnswerFacts;
 use crate::wire::sse;
 use crate::wire::usage::Usage;
+use crate::wire::{obj, ToTree};
 
 pub const API_VERSION: &str = "2023-06-01";
 
@@ -379,9 +380,9 @@ fn push_turn<'a>(out: &mut Vec<Turn<'a>>, role: &'static str, blocks: Vec<Block<
 /// (`generationConfig`) and Bedrock (`inferenceConfig`) share; `max_key` names the bound.
 pub(crate) fn sampling(a: &MessagesRequest, max_key: &str) -> serde_json::Map<String, serde_json::Value> {
     let mut m = serde_json::Map::new();
-    m.insert(max_key.into(), serde_json::json!(a.max_tokens));
+    m.insert(max_key.into(), ToTree::to_tree(&a.max_tokens));
     if let Some(t) = a.temperature {
-        m.insert("temperature".into(), serde_json::json!(t));
+        m.insert("temperature".into(), ToTree::to_tree(&t));
     }
     if let Some(p) = a.top_p {
         m.insert("topP".into(), tree(p));
@@ -390,7 +391,7 @@ pub(crate) fn sampling(a: &MessagesRequest, max_key: &str) -> serde_json::Map<St
         m.insert(
             "stopSequences".into(),
             match s {
-                StopSequences::One([one]) => serde_json::json!([one]),
+                StopSequences::One([one]) => serde_json::Value::Array(vec![ToTree::to_tree(&one)]),
                 StopSequences::Many(many) => tree(many),
             },
         );
@@ -746,7 +747,12 @@ pub fn error_to_openai(status: u16, body: &[u8]) -> (u16, Vec<u8>) {
     let message = v.pointer("/error/message").and_then(Value::as_str).unwrap_or("The provider returned an error.");
     let (kind, code) = error_kind(atype);
     let status = if status == 529 { 503 } else { status };
-    let out = json!({"error":{"message":message,"type":kind,"param":null,"code":code}});
+    let out = obj! {"error" = obj!{
+        "message" => message,
+        "type" => kind,
+        "param" = serde_json::Value::Null,
+        "code" => code,
+    }};
     (status, out.to_string().into_bytes())
 }
 
@@ -823,8 +829,18 @@ impl StreamTranslator {
     }
 
     fn chunk(&self, out: &mut Vec<u8>, delta: Value, finish: Option<&str>) {
-        let mut c = json!({"id":self.id,"object":"chat.completion.chunk","created":self.created,"model":self.model,
-            "choices":[{"index":0,"delta":delta,"logprobs":null,"finish_reason":finish}]});
+        let mut c = obj! {
+            "id" => self.id,
+            "object" => "chat.completion.chunk",
+            "created" => self.created,
+            "model" => self.model,
+            "choices" = serde_json::Value::Array(vec![obj!{
+                "index" => 0u64,
+                "delta" => delta,
+                "logprobs" = serde_json::Value::Null,
+                "finish_reason" => finish,
+            }]),
+        };
         if self.include_usage {
             c["usage"] = Value::Null;
         }
@@ -894,7 +910,13 @@ impl StreamTranslator {
 
     fn error(&mut self, out: &mut Vec<u8>, kind: &str, message: &str) {
         let (t, code) = error_kind(kind);
-        sse::data_event(out, &json!({"error":{"message":message,"type":t,"param":null,"code":code}}).to_string());
+        sse::data_event(
+            out,
+            &obj! {
+                "error" = obj!{"message" => message, "type" => t, "param" = serde_json::Value::Null, "code" => code},
+            }
+            .to_string(),
+        );
         self.finished = true;
     }
 
@@ -927,7 +949,7 @@ impl StreamTranslator {
                 if let Some(u) = m.get("usage") {
                     self.usage = usage_of(u);
                 }
-                self.chunk(out, json!({"role":"assistant","content":""}), None);
+                self.chunk(out, obj! {"role" => "assistant", "content" => ""}, None);
             }
             "content_block_start" => {
                 let b = v.get("content_block").unwrap_or(&Value::Null);
@@ -935,8 +957,14 @@ impl StreamTranslator {
                     let k = self.tool_index.add(v.get("index").and_then(Value::as_u64).unwrap_or(0));
                     self.chunk(
                         out,
-                        json!({"tool_calls":[{"index":k,"id":b.get("id"),"type":"function",
-                            "function":{"name":b.get("name"),"arguments":""}}]}),
+                        obj! {
+                            "tool_calls" = serde_json::Value::Array(vec![obj!{
+                                "index" => k,
+                                "id" => b.get("id"),
+                                "type" => "function",
+                                "function" = obj!{"name" => b.get("name"), "arguments" => ""},
+                            }]),
+                        },
                         None,
                     );
                 }
@@ -946,13 +974,22 @@ impl StreamTranslator {
                 match d.get("type").and_then(Value::as_str) {
                     Some("text_delta") => {
                         let t = d.get("text").and_then(Value::as_str).unwrap_or("");
-                        self.chunk(out, json!({"content": t}), None);
+                        self.chunk(out, obj! {"content" => t}, None);
                     }
                     Some("input_json_delta") => {
                         let p = d.get("partial_json").and_then(Value::as_str).unwrap_or("");
                         let idx = v.get("index").and_then(Value::as_u64).unwrap_or(0);
                         if let (false, Some(k)) = (p.is_empty(), self.tool_index.get(idx)) {
-                            self.chunk(out, json!({"tool_calls":[{"index":k,"function":{"arguments":p}}]}), None);
+                            self.chunk(
+                                out,
+                                obj! {
+                                    "tool_calls" = serde_json::Value::Array(vec![obj!{
+                                        "index" => k,
+                                        "function" = obj!{"arguments" => p},
+                                    }]),
+                                },
+                                None,
+                            );
                         }
                     }
                     _ => {}
@@ -974,10 +1011,16 @@ impl StreamTranslator {
             }
             "message_stop" => {
                 let fr = finish_reason(self.stop_reason.as_deref().unwrap_or("end_turn"));
-                self.chunk(out, json!({}), Some(fr));
+                self.chunk(out, obj! {}, Some(fr));
                 if self.include_usage {
-                    let c = json!({"id":self.id,"object":"chat.completion.chunk","created":self.created,
-                            "model":self.model,"choices":[],"usage":self.usage.to_openai()});
+                    let c = obj! {
+                        "id" => self.id,
+                        "object" => "chat.completion.chunk",
+                        "created" => self.created,
+                        "model" => self.model,
+                        "choices" = serde_json::Value::Array(Vec::new()),
+                        "usage" => self.usage.to_openai(),
+                    };
                     sse::data_event(out, &c.to_string());
                 }
                 out.extend_from_slice(b"data: [DONE]\n\n");

@@ -12,7 +12,7 @@
 use std::borrow::Cow;
 
 use serde_json::value::RawValue;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 use crate::auth::sigv4::uri_encode;
 use crate::error::GatewayError;
@@ -21,6 +21,7 @@ use crate::provider::Whole;
 use crate::wire::chat::{completion_id, Answer, ToolCall};
 use crate::wire::facts::AnswerFacts;
 use crate::wire::usage::Usage;
+use crate::wire::{obj, ToTree};
 
 fn unsupported(param: &'static str, message: impl Into<String>) -> GatewayError {
     GatewayError::bad_request("unsupported_for_provider", message).with_param(param)
@@ -74,7 +75,8 @@ pub fn embeddings_request(
 ) -> Result<Vec<u8>, GatewayError> {
     let out = match embeddings_family(model) {
         Some(EmbeddingsFamily::TitanV2) => {
-            let mut b = json!({"inputText": texts.first().map(|t| t.as_ref()).unwrap_or_default(), "normalize": true});
+            let mut b =
+                obj! {"inputText" => texts.first().map(|t| t.as_ref()).unwrap_or_default(), "normalize" => true};
             if let Some(d) = req.dimensions {
                 if ![256, 512, 1024].contains(&d) {
                     return Err(GatewayError::bad_request(
@@ -83,7 +85,7 @@ pub fn embeddings_request(
                     )
                     .with_param("dimensions"));
                 }
-                b["dimensions"] = json!(d);
+                b["dimensions"] = ToTree::to_tree(&d);
             }
             b
         }
@@ -95,7 +97,7 @@ pub fn embeddings_request(
                 )
                 .with_param("dimensions"));
             }
-            json!({"texts": texts, "input_type": "search_document", "truncate": "NONE"})
+            obj! {"texts" => texts, "input_type" => "search_document", "truncate" => "NONE"}
         }
         None => return Err(crate::provider::no_embeddings()),
     };
@@ -130,18 +132,21 @@ pub fn embeddings_vectors(body: &[u8], model: &str) -> Result<(Vec<Vec<f64>>, Op
 
 fn block(b: &Block<'_>) -> Result<Value, GatewayError> {
     Ok(match b {
-        Block::Text { text } => json!({"text": text}),
+        Block::Text { text } => obj! {"text" => text},
         Block::Image { source: ImageSource::Base64 { media_type, data } } => {
-            json!({"image": {"format": media_type.trim_start_matches("image/"), "source": {"bytes": data}}})
+            obj! {"image" = obj!{"format" => media_type.trim_start_matches("image/"), "source" = obj!{"bytes" => data}}}
         }
         Block::Image { source: ImageSource::Url { .. } } => {
             return Err(unsupported("messages", "this provider takes images only as data URLs"))
         }
         Block::ToolUse { id, name, input } => {
-            json!({"toolUse": {"toolUseId": opt_tree(*id), "name": opt_tree(*name), "input": tree(input)}})
+            obj! {"toolUse" = obj!{"toolUseId" => opt_tree(*id), "name" => opt_tree(*name), "input" => tree(input)}}
         }
         Block::ToolResult { tool_use_id, content } => {
-            json!({"toolResult": {"toolUseId": opt_tree(*tool_use_id), "content": [{"text": content}]}})
+            obj! {"toolResult" = obj!{
+                "toolUseId" => opt_tree(*tool_use_id),
+                "content" = serde_json::Value::Array(vec![obj!{"text" => content}]),
+            }}
         }
     })
 }
@@ -153,7 +158,7 @@ pub fn request_from_messages(a: &MessagesRequest<'_>) -> Result<Value, GatewayEr
     let mut messages = Vec::with_capacity(a.messages.len());
     for m in &a.messages {
         let content = m.content.iter().map(block).collect::<Result<Vec<_>, _>>()?;
-        messages.push(json!({"role": m.role, "content": content}));
+        messages.push(obj! {"role" => m.role, "content" => content});
     }
     body.insert("messages".into(), Value::Array(messages));
     if !a.system.is_empty() {
@@ -161,7 +166,7 @@ pub fn request_from_messages(a: &MessagesRequest<'_>) -> Result<Value, GatewayEr
             .system
             .iter()
             .filter_map(|b| match b {
-                Block::Text { text } => Some(json!({"text": text})),
+                Block::Text { text } => Some(obj! {"text" => text}),
                 _ => None,
             })
             .collect();
@@ -177,8 +182,8 @@ pub fn request_from_messages(a: &MessagesRequest<'_>) -> Result<Value, GatewayEr
                 if let Some(d) = t.description {
                     spec.insert("description".into(), tree(d));
                 }
-                spec.insert("inputSchema".into(), json!({"json": tree(t.input_schema)}));
-                json!({"toolSpec": spec})
+                spec.insert("inputSchema".into(), obj! {"json" => tree(t.input_schema)});
+                obj! {"toolSpec" => spec}
             })
             .collect();
         let mut config = Map::new();
@@ -186,10 +191,10 @@ pub fn request_from_messages(a: &MessagesRequest<'_>) -> Result<Value, GatewayEr
         match a.tool_choice.as_ref().map(|c| (c.kind, c.name)) {
             None | Some(("auto", _)) => {}
             Some(("any", _)) => {
-                config.insert("toolChoice".into(), json!({"any": {}}));
+                config.insert("toolChoice".into(), obj! {"any" = obj!{}});
             }
             Some(("tool", name)) => {
-                config.insert("toolChoice".into(), json!({"tool": {"name": opt_tree(name)}}));
+                config.insert("toolChoice".into(), obj! {"tool" = obj!{"name" => opt_tree(name)}});
             }
             Some(_) => {
                 return Err(unsupported("tool_choice", "tool_choice \"none\" is not supported by this provider"))
@@ -199,8 +204,8 @@ pub fn request_from_messages(a: &MessagesRequest<'_>) -> Result<Value, GatewayEr
     }
     if let Some(c) = &a.output_config {
         // Converse takes the schema as JSON text.
-        let schema = json!({"jsonSchema": {"schema": c.format.schema.get()}});
-        body.insert("outputConfig".into(), json!({"textFormat": {"type": "json_schema", "structure": schema}}));
+        let schema = obj! {"jsonSchema" = obj!{"schema" => c.format.schema.get()}};
+        body.insert("outputConfig".into(), obj! {"textFormat" = obj!{"type" => "json_schema", "structure" => schema}});
     }
     Ok(Value::Object(body))
 }
@@ -353,7 +358,14 @@ pub fn error_to_openai(status: u16, error_type: &str, body: &[u8]) -> (u16, Vec<
         "ServiceUnavailableException" => ("server_error", "overloaded"),
         _ => ("server_error", "upstream_error"),
     };
-    (status, json!({"error": {"message": message, "type": kind, "param": null, "code": code}}).to_string().into_bytes())
+    (
+        status,
+        obj! {
+            "error" = obj!{"message" => message, "type" => kind, "param" = serde_json::Value::Null, "code" => code},
+        }
+        .to_string()
+        .into_bytes(),
+    )
 }
 
 /// Turns a ConverseStream answer (AWS event-stream frames) into OpenAI chat-completion chunks
@@ -376,13 +388,29 @@ impl StreamTranslator {
     }
 
     fn chunk(&self, out: &mut Vec<u8>, delta: Value, finish: Value) {
-        let c = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}], "usage": null});
+        let c = obj! {
+            "id" => self.id,
+            "object" => "chat.completion.chunk",
+            "created" => self.created,
+            "model" => self.model,
+            "choices" = serde_json::Value::Array(vec![obj!{
+                "index" => 0u64,
+                "delta" => delta,
+                "logprobs" = serde_json::Value::Null,
+                "finish_reason" => finish,
+            }]),
+            "usage" = serde_json::Value::Null,
+        };
         crate::wire::sse::data_event(out, &c.to_string());
     }
 
     fn fail(&mut self, out: &mut Vec<u8>, message: &str) {
-        let e = json!({"error": {"message": message, "type": "server_error", "param": null, "code": "upstream_error"}});
+        let e = obj! {"error" = obj!{
+            "message" => message,
+            "type" => "server_error",
+            "param" = serde_json::Value::Null,
+            "code" => "upstream_error",
+        }};
         crate::wire::sse::data_event(out, &e.to_string());
         self.done = true;
     }
@@ -412,15 +440,21 @@ impl StreamTranslator {
                 continue;
             }
             match f.header(":event-type").unwrap_or("") {
-                "messageStart" => self.chunk(&mut out, json!({"role": "assistant", "content": ""}), Value::Null),
+                "messageStart" => self.chunk(&mut out, obj! {"role" => "assistant", "content" => ""}, Value::Null),
                 "contentBlockStart" => {
                     if let Some(t) = v.pointer("/start/toolUse") {
                         let block = v.get("contentBlockIndex").and_then(Value::as_u64).unwrap_or(0);
                         let index = self.tool_index.add(block);
                         self.chunk(
                             &mut out,
-                            json!({"tool_calls": [{"index": index, "id": t.get("toolUseId"), "type": "function",
-                            "function": {"name": t.get("name"), "arguments": ""}}]}),
+                            obj! {
+                                "tool_calls" = serde_json::Value::Array(vec![obj!{
+                                    "index" => index,
+                                    "id" => t.get("toolUseId"),
+                                    "type" => "function",
+                                    "function" = obj!{"name" => t.get("name"), "arguments" => ""},
+                                }]),
+                            },
                             Value::Null,
                         );
                     }
@@ -428,12 +462,17 @@ impl StreamTranslator {
                 "contentBlockDelta" => {
                     let block = v.get("contentBlockIndex").and_then(Value::as_u64).unwrap_or(0);
                     if let Some(t) = v.pointer("/delta/text").and_then(Value::as_str) {
-                        self.chunk(&mut out, json!({"content": t}), Value::Null);
+                        self.chunk(&mut out, obj! {"content" => t}, Value::Null);
                     } else if let Some(args) = v.pointer("/delta/toolUse/input").and_then(Value::as_str) {
                         let index = self.tool_index.get(block).unwrap_or(0);
                         self.chunk(
                             &mut out,
-                            json!({"tool_calls": [{"index": index, "function": {"arguments": args}}]}),
+                            obj! {
+                                "tool_calls" = serde_json::Value::Array(vec![obj!{
+                                    "index" => index,
+                                    "function" = obj!{"arguments" => args},
+                                }]),
+                            },
                             Value::Null,
                         );
                     }
@@ -445,7 +484,7 @@ impl StreamTranslator {
                         "guardrail_intervened" | "content_filtered" => "content_filter",
                         _ => "stop",
                     };
-                    self.chunk(&mut out, json!({}), json!(finish));
+                    self.chunk(&mut out, obj! {}, ToTree::to_tree(&finish));
                 }
                 "metadata" => {
                     let n = |k: &str| v.pointer(&format!("/usage/{k}")).and_then(Value::as_u64).unwrap_or(0);
@@ -459,8 +498,14 @@ impl StreamTranslator {
                         cache_write_1h: hour_of(v.pointer("/usage/cacheDetails"), n("cacheWriteInputTokens")),
                     };
                     self.usage = Some(u);
-                    let c = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                        "model": self.model, "choices": [], "usage": u.to_openai()});
+                    let c = obj! {
+                        "id" => self.id,
+                        "object" => "chat.completion.chunk",
+                        "created" => self.created,
+                        "model" => self.model,
+                        "choices" = serde_json::Value::Array(Vec::new()),
+                        "usage" => u.to_openai(),
+                    };
                     crate::wire::sse::data_event(&mut out, &c.to_string());
                     out.extend_from_slice(b"data: [DONE]\n\n");
                     self.done = true;
@@ -589,6 +634,7 @@ mod tests {
         assert!(embeddings_vectors(b"{}", titan).is_err());
     }
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn maps_an_anthropic_request_block_by_block() {

@@ -10,7 +10,7 @@
 use std::borrow::Cow;
 
 use serde_json::value::RawValue;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 use crate::error::GatewayError;
 use crate::provider::anthropic::{opt_tree, raw_str, tree, Block, ImageSource, MessagesRequest};
@@ -18,6 +18,7 @@ use crate::provider::Whole;
 use crate::wire::chat::{completion_id, Answer, ToolCall};
 use crate::wire::facts::AnswerFacts;
 use crate::wire::usage::Usage;
+use crate::wire::{obj, ToTree};
 
 fn unsupported(param: &'static str, message: impl Into<String>) -> GatewayError {
     GatewayError::bad_request("unsupported_for_provider", message).with_param(param)
@@ -41,9 +42,9 @@ pub fn request_from_messages(a: &MessagesRequest<'_>) -> Result<Value, GatewayEr
         let mut parts = Vec::with_capacity(m.content.len());
         for b in &m.content {
             parts.push(match b {
-                Block::Text { text } => json!({"text": text}),
+                Block::Text { text } => obj! {"text" => text},
                 Block::Image { source: ImageSource::Base64 { media_type, data } } => {
-                    json!({"inlineData": {"mimeType": media_type, "data": data}})
+                    obj! {"inlineData" = obj!{"mimeType" => media_type, "data" => data}}
                 }
                 Block::Image { source: ImageSource::Url { .. } } => {
                     return Err(unsupported("messages", "this provider takes images only as data URLs"))
@@ -53,7 +54,7 @@ pub fn request_from_messages(a: &MessagesRequest<'_>) -> Result<Value, GatewayEr
                     if let Some(id) = raw_str(*id).map(Cow::into_owned) {
                         tool_names.insert(id, name.clone());
                     }
-                    json!({"functionCall": {"name": name, "args": tree(input)}})
+                    obj! {"functionCall" = obj!{"name" => name, "args" => tree(input)}}
                 }
                 Block::ToolResult { tool_use_id, content } => {
                     let id = raw_str(*tool_use_id).map(Cow::into_owned).unwrap_or_default();
@@ -64,22 +65,22 @@ pub fn request_from_messages(a: &MessagesRequest<'_>) -> Result<Value, GatewayEr
                         )
                         .with_param("messages"));
                     };
-                    json!({"functionResponse": {"name": name, "response": {"output": content}}})
+                    obj! {"functionResponse" = obj!{"name" => name, "response" = obj!{"output" => content}}}
                 }
             });
         }
-        contents.push(json!({"role": role, "parts": parts}));
+        contents.push(obj! {"role" => role, "parts" => parts});
     }
     let mut body = Map::new();
     body.insert("contents".into(), Value::Array(contents));
     if !a.system.is_empty() {
         let parts: Vec<Value> = a.system.iter().filter_map(text_part).collect();
-        body.insert("systemInstruction".into(), json!({"parts": parts}));
+        body.insert("systemInstruction".into(), obj! {"parts" => parts});
     }
     let mut generation = crate::provider::anthropic::sampling(a, "maxOutputTokens");
     // JSON mode, and the schema when the caller gave one (`responseJsonSchema`: JSON Schema).
     if a.json {
-        generation.insert("responseMimeType".into(), json!("application/json"));
+        generation.insert("responseMimeType".into(), ToTree::to_tree(&"application/json"));
     }
     if let Some(c) = &a.output_config {
         generation.insert("responseJsonSchema".into(), tree(c.format.schema));
@@ -98,15 +99,18 @@ pub fn request_from_messages(a: &MessagesRequest<'_>) -> Result<Value, GatewayEr
                 Value::Object(d)
             })
             .collect();
-        body.insert("tools".into(), json!([{"functionDeclarations": decls}]));
+        body.insert("tools".into(), serde_json::Value::Array(vec![obj! {"functionDeclarations" => decls}]));
         let config = match a.tool_choice.as_ref().map(|c| (c.kind, c.name)) {
-            Some(("any", _)) => Some(json!({"mode": "ANY"})),
-            Some(("none", _)) => Some(json!({"mode": "NONE"})),
-            Some(("tool", name)) => Some(json!({"mode": "ANY", "allowedFunctionNames": [opt_tree(name)]})),
+            Some(("any", _)) => Some(obj! {"mode" => "ANY"}),
+            Some(("none", _)) => Some(obj! {"mode" => "NONE"}),
+            Some(("tool", name)) => Some(obj! {
+                "mode" => "ANY",
+                "allowedFunctionNames" = serde_json::Value::Array(vec![ToTree::to_tree(&opt_tree(name))]),
+            }),
             _ => None,
         };
         if let Some(c) = config {
-            body.insert("toolConfig".into(), json!({"functionCallingConfig": c}));
+            body.insert("toolConfig".into(), obj! {"functionCallingConfig" => c});
         }
     }
     Ok(Value::Object(body))
@@ -115,7 +119,7 @@ pub fn request_from_messages(a: &MessagesRequest<'_>) -> Result<Value, GatewayEr
 /// A system block's text part.
 fn text_part(b: &Block<'_>) -> Option<Value> {
     match b {
-        Block::Text { text } => Some(json!({"text": text})),
+        Block::Text { text } => Some(obj! {"text" => text}),
         _ => None,
     }
 }
@@ -256,7 +260,14 @@ pub fn error_to_openai(status: u16, body: &[u8]) -> (u16, Vec<u8>) {
             _ => (status, "server_error", "upstream_error"),
         }
     };
-    (status, json!({"error": {"message": message, "type": kind, "param": null, "code": code}}).to_string().into_bytes())
+    (
+        status,
+        obj! {
+            "error" = obj!{"message" => message, "type" => kind, "param" = serde_json::Value::Null, "code" => code},
+        }
+        .to_string()
+        .into_bytes(),
+    )
 }
 
 /// Whether a Gemini error body says the API key is invalid.
@@ -287,8 +298,19 @@ impl StreamTranslator {
     }
 
     fn chunk(&self, out: &mut Vec<u8>, delta: Value, finish: Value) {
-        let c = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}], "usage": null});
+        let c = obj! {
+            "id" => self.id,
+            "object" => "chat.completion.chunk",
+            "created" => self.created,
+            "model" => self.model,
+            "choices" = serde_json::Value::Array(vec![obj!{
+                "index" => 0u64,
+                "delta" => delta,
+                "logprobs" = serde_json::Value::Null,
+                "finish_reason" => finish,
+            }]),
+            "usage" = serde_json::Value::Null,
+        };
         crate::wire::sse::data_event(out, &c.to_string());
     }
 
@@ -300,8 +322,12 @@ impl StreamTranslator {
             let Ok(v) = crate::wire::from_str::<Value>(&ev.data) else { continue };
             if let Some(e) = v.get("error") {
                 let msg = e.get("message").and_then(Value::as_str).unwrap_or("The provider failed mid-stream.");
-                let err =
-                    json!({"error": {"message": msg, "type": "server_error", "param": null, "code": "upstream_error"}});
+                let err = obj! {"error" = obj!{
+                    "message" => msg,
+                    "type" => "server_error",
+                    "param" = serde_json::Value::Null,
+                    "code" => "upstream_error",
+                }};
                 crate::wire::sse::data_event(&mut out, &err.to_string());
                 self.done = true;
                 continue;
@@ -312,7 +338,7 @@ impl StreamTranslator {
                 if let Some(m) = v.get("modelVersion").and_then(Value::as_str) {
                     self.model = m.to_string();
                 }
-                self.chunk(&mut out, json!({"role": "assistant", "content": ""}), Value::Null);
+                self.chunk(&mut out, obj! {"role" => "assistant", "content" => ""}, Value::Null);
             }
             if let Some(u) = v.get("usageMetadata") {
                 let n = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
@@ -331,13 +357,19 @@ impl StreamTranslator {
                     continue;
                 }
                 if let Some(t) = p.get("text").and_then(Value::as_str).filter(|t| !t.is_empty()) {
-                    self.chunk(&mut out, json!({"content": t}), Value::Null);
+                    self.chunk(&mut out, obj! {"content" => t}, Value::Null);
                 } else if let Some(fc) = p.get("functionCall") {
-                    let args = fc.get("args").cloned().unwrap_or(json!({})).to_string();
+                    let args = fc.get("args").cloned().unwrap_or(obj! {}).to_string();
                     self.chunk(
                         &mut out,
-                        json!({"tool_calls": [{"index": self.calls, "id": format!("call_{}", self.calls),
-                        "type": "function", "function": {"name": fc.get("name"), "arguments": args}}]}),
+                        obj! {
+                            "tool_calls" = serde_json::Value::Array(vec![obj!{
+                                "index" => self.calls,
+                                "id" => format!("call_{}", self.calls),
+                                "type" => "function",
+                                "function" = obj!{"name" => fc.get("name"), "arguments" => args},
+                            }]),
+                        },
                         Value::Null,
                     );
                     self.calls += 1;
@@ -362,10 +394,16 @@ impl StreamTranslator {
             return out;
         }
         self.done = true;
-        self.chunk(&mut out, json!({}), json!(self.finish.unwrap_or("stop")));
+        self.chunk(&mut out, obj! {}, ToTree::to_tree(&(self.finish.unwrap_or("stop"))));
         if let Some(u) = self.usage {
-            let c = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                "model": self.model, "choices": [], "usage": u.to_openai()});
+            let c = obj! {
+                "id" => self.id,
+                "object" => "chat.completion.chunk",
+                "created" => self.created,
+                "model" => self.model,
+                "choices" = serde_json::Value::Array(Vec::new()),
+                "usage" => u.to_openai(),
+            };
             crate::wire::sse::data_event(&mut out, &c.to_string());
         }
         out.extend_from_slice(b"data: [DONE]\n\n");
@@ -389,14 +427,17 @@ pub fn embeddings_request(
     let requests: Vec<Value> = texts
         .iter()
         .map(|t| {
-            let mut r = json!({"model": name, "content": {"parts": [{"text": t}]}});
+            let mut r = obj! {
+                "model" => name,
+                "content" = obj!{"parts" = serde_json::Value::Array(vec![obj!{"text" => t}])},
+            };
             if let (Some(d), Some(o)) = (req.dimensions, r.as_object_mut()) {
-                o.insert("outputDimensionality".into(), json!(d));
+                o.insert("outputDimensionality".into(), ToTree::to_tree(&d));
             }
             r
         })
         .collect();
-    Ok(json!({ "requests": requests }).to_string().into_bytes())
+    Ok(obj! {"requests" => requests}.to_string().into_bytes())
 }
 
 /// The vectors of a `batchEmbedContents` answer (the Gemini API reports no token count for
@@ -481,6 +522,7 @@ impl crate::provider::ProviderApi for Gemini {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn maps_an_anthropic_request_part_by_part() {

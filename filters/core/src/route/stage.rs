@@ -16,6 +16,7 @@ use crate::headers;
 use crate::host::{messages_door, Flow, Host, HttpAnswer};
 use crate::provider;
 use crate::quota::RequestFacts;
+use crate::wire::obj;
 use crate::wire::{embeddings, messages_in, responses_in, sse};
 
 const CHAT_PATH: &str = "/v1/chat/completions";
@@ -619,8 +620,9 @@ impl OutputWatch {
                         if let Some(Err(problem)) = self.text.as_deref().map(|t| self.format.check(t)) {
                             let message =
                                 format!("The model's answer is not the JSON the request asked for: {problem}.");
-                            data = serde_json::json!({"type": "error", "error": {"type": "api_error", "message": message}})
-                                .to_string();
+                            data =
+                                obj! {"type" => "error", "error" = obj!{"type" => "api_error", "message" => message}}
+                                    .to_string();
                             name = Some("error".into());
                         }
                     }
@@ -646,8 +648,12 @@ impl OutputWatch {
         }
         let text = self.collector.answer().map(|a| check_output(&self.format, &a));
         if let Some(Err(problem)) = text {
-            let err = serde_json::json!({"error": {"message": format!("The model's answer is not the JSON the request asked for: {problem}."),
-                "type": "server_error", "param": null, "code": "invalid_model_output"}});
+            let err = obj! {"error" = obj!{
+                "message" => format!("The model's answer is not the JSON the request asked for: {problem}."),
+                "type" => "server_error",
+                "param" = serde_json::Value::Null,
+                "code" => "invalid_model_output",
+            }};
             sse::data_event(out, &err.to_string());
         }
         if self.done {
@@ -663,8 +669,10 @@ fn responses_failed(format: &crate::guard::schema::OutputFormat, data: &str) -> 
     let response = v.get_mut("response")?;
     let problem = check_output(format, response.to_string().as_bytes()).err()?;
     response["status"] = Value::String("failed".into());
-    response["error"] = serde_json::json!({"code": "invalid_model_output",
-        "message": format!("The model's answer is not the JSON the request asked for: {problem}.")});
+    response["error"] = obj! {
+        "code" => "invalid_model_output",
+        "message" => format!("The model's answer is not the JSON the request asked for: {problem}."),
+    };
     v["type"] = Value::String("response.failed".into());
     Some(v.to_string())
 }

@@ -9,6 +9,7 @@ use std::borrow::Cow;
 use serde::Serialize;
 
 use crate::wire::usage::Usage;
+use crate::wire::{obj, ToTree};
 
 /// One tool call of an answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,41 +161,63 @@ pub fn completion_id(msg_id: &str) -> String {
 /// listener takes it out for a caller who asked for none) and `[DONE]`. `None`: the answer
 /// is not a chat completion.
 pub fn stream_from_answer(body: &[u8]) -> Option<Vec<u8>> {
-    use serde_json::{json, Value};
+    use serde_json::Value;
     let a: Value = serde_json::from_slice(body).ok()?;
     let choice = a.get("choices")?.get(0)?;
     let message = choice.get("message")?;
     let head = |choices: Value| {
-        json!({"id": a.get("id"), "object": "chat.completion.chunk", "created": a.get("created"),
-               "model": a.get("model"), "choices": choices})
+        obj! {
+            "id" => a.get("id"),
+            "object" => "chat.completion.chunk",
+            "created" => a.get("created"),
+            "model" => a.get("model"),
+            "choices" => choices,
+        }
     };
     let mut out = Vec::new();
-    let mut delta = json!({"role": "assistant", "content": message.get("content").cloned().unwrap_or(Value::Null)});
+    let mut delta = obj! {"role" => "assistant", "content" => message.get("content").cloned().unwrap_or(Value::Null)};
     if let Some(r) = message.get("refusal").filter(|r| !r.is_null()) {
         delta["refusal"] = r.clone();
     }
     crate::wire::sse::data_event(
         &mut out,
-        &head(json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": null}])).to_string(),
+        &head(serde_json::Value::Array(vec![obj! {
+            "index" => 0u64,
+            "delta" => delta,
+            "logprobs" = serde_json::Value::Null,
+            "finish_reason" = serde_json::Value::Null,
+        }]))
+        .to_string(),
     );
     for (i, call) in message.get("tool_calls").and_then(Value::as_array).into_iter().flatten().enumerate() {
         let mut c = call.clone();
         if let Some(o) = c.as_object_mut() {
-            o.insert("index".into(), json!(i));
+            o.insert("index".into(), ToTree::to_tree(&i));
         }
         crate::wire::sse::data_event(
             &mut out,
-            &head(json!([{"index": 0, "delta": {"tool_calls": [c]}, "logprobs": null, "finish_reason": null}]))
-                .to_string(),
+            &head(serde_json::Value::Array(vec![obj! {
+                "index" => 0u64,
+                "delta" = obj!{"tool_calls" = serde_json::Value::Array(vec![ToTree::to_tree(&c)])},
+                "logprobs" = serde_json::Value::Null,
+                "finish_reason" = serde_json::Value::Null,
+            }]))
+            .to_string(),
         );
     }
-    let finish = choice.get("finish_reason").cloned().unwrap_or(json!("stop"));
+    let finish = choice.get("finish_reason").cloned().unwrap_or(ToTree::to_tree(&"stop"));
     crate::wire::sse::data_event(
         &mut out,
-        &head(json!([{"index": 0, "delta": {}, "logprobs": null, "finish_reason": finish}])).to_string(),
+        &head(serde_json::Value::Array(vec![obj! {
+            "index" => 0u64,
+            "delta" = obj!{},
+            "logprobs" = serde_json::Value::Null,
+            "finish_reason" => finish,
+        }]))
+        .to_string(),
     );
     if let Some(u) = a.get("usage").filter(|u| !u.is_null()) {
-        let mut last = head(json!([]));
+        let mut last = head(serde_json::Value::Array(Vec::new()));
         last["usage"] = u.clone();
         crate::wire::sse::data_event(&mut out, &last.to_string());
     }
@@ -299,23 +322,41 @@ impl StreamCollector {
 
     /// The whole answer (a chat completion), when the stream ended well.
     pub fn answer(&self) -> Option<Vec<u8>> {
-        use serde_json::{json, Value};
+        use serde_json::Value;
         if self.broken || !self.done {
             return None;
         }
         let finish = self.finish.clone()?;
         let (id, created, model) = self.head.clone()?;
-        let mut message = json!({"role": "assistant",
-                                 "content": if self.saw_content || self.tool_calls.is_empty() { Value::String(self.content.clone()) } else { Value::Null }});
+        let mut message = obj! {
+            "role" => "assistant",
+            "content" => if self.saw_content || self.tool_calls.is_empty() { Value::String(self.content.clone()) } else { Value::Null },
+        };
         if !self.tool_calls.is_empty() {
             message["tool_calls"] = self
                 .tool_calls
                 .iter()
-                .map(|(id, name, args)| json!({"id": id, "type": "function", "function": {"name": name, "arguments": args}}))
+                .map(|(id, name, args)| {
+                    obj! {
+                        "id" => id,
+                        "type" => "function",
+                        "function" = obj!{"name" => name, "arguments" => args},
+                    }
+                })
                 .collect();
         }
-        let mut a = json!({"id": id, "object": "chat.completion", "created": created, "model": model,
-                           "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": finish}]});
+        let mut a = obj! {
+            "id" => id,
+            "object" => "chat.completion",
+            "created" => created,
+            "model" => model,
+            "choices" = serde_json::Value::Array(vec![obj!{
+                "index" => 0u64,
+                "message" => message,
+                "logprobs" = serde_json::Value::Null,
+                "finish_reason" => finish,
+            }]),
+        };
         if let Some(u) = &self.usage {
             a["usage"] = u.clone();
         }

@@ -8,11 +8,12 @@
 //! thinking blocks in the history are dropped; `stop_reason` is `end_turn` for any natural stop
 //! (OpenAI does not say whether a stop sequence matched).
 
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 use crate::error::GatewayError;
 use crate::wire::sse;
 use crate::wire::usage::Usage;
+use crate::wire::{obj, ToTree};
 
 pub const PATH: &str = "/v1/messages";
 
@@ -44,7 +45,7 @@ fn image_part(b: &Value) -> Result<Value, GatewayError> {
         Some("url") => src.get("url").and_then(Value::as_str).unwrap_or("").to_string(),
         _ => return Err(invalid("image source must be base64 or url")),
     };
-    Ok(json!({"type": "image_url", "image_url": {"url": url}}))
+    Ok(obj! {"type" => "image_url", "image_url" = obj!{"url" => url}})
 }
 
 /// The unified (OpenAI) request for a Messages request.
@@ -57,34 +58,37 @@ pub fn request_to_openai(a: &Value) -> Result<Value, GatewayError> {
     if let Some(system) = a.get("system") {
         let t = text_of_blocks(system);
         if !t.is_empty() {
-            out.push(json!({"role": "system", "content": t}));
+            out.push(obj! {"role" => "system", "content" => t});
         }
     }
     for m in msgs {
         let role = m.get("role").and_then(Value::as_str).unwrap_or("");
         let content = m.get("content").unwrap_or(&Value::Null);
         match (role, content) {
-            ("user" | "assistant", Value::String(s)) => out.push(json!({"role": role, "content": s})),
+            ("user" | "assistant", Value::String(s)) => out.push(obj! {"role" => role, "content" => s}),
             ("user", Value::Array(blocks)) => {
                 let mut parts = Vec::new();
                 for b in blocks {
                     match b.get("type").and_then(Value::as_str) {
-                        Some("text") => parts.push(json!({"type": "text", "text": b.get("text")})),
+                        Some("text") => parts.push(obj! {"type" => "text", "text" => b.get("text")}),
                         Some("image") => parts.push(image_part(b)?),
                         Some("tool_result") => {
                             // Tool results are messages of their own in OpenAI's format; what the
                             // user said after them follows them.
                             if !parts.is_empty() {
-                                out.push(json!({"role": "user", "content": std::mem::take(&mut parts)}));
+                                out.push(obj! {"role" => "user", "content" => std::mem::take(&mut parts)});
                             }
-                            out.push(json!({"role": "tool", "tool_call_id": b.get("tool_use_id"),
-                                            "content": text_of_blocks(b.get("content").unwrap_or(&Value::Null))}));
+                            out.push(obj! {
+                                "role" => "tool",
+                                "tool_call_id" => b.get("tool_use_id"),
+                                "content" => text_of_blocks(b.get("content").unwrap_or(&Value::Null)),
+                            });
                         }
                         _ => return Err(invalid("unsupported content block in a user message")),
                     }
                 }
                 if !parts.is_empty() {
-                    out.push(json!({"role": "user", "content": parts}));
+                    out.push(obj! {"role" => "user", "content" => parts});
                 }
             }
             ("assistant", Value::Array(blocks)) => {
@@ -93,14 +97,22 @@ pub fn request_to_openai(a: &Value) -> Result<Value, GatewayError> {
                 for b in blocks {
                     match b.get("type").and_then(Value::as_str) {
                         Some("text") => text.push_str(b.get("text").and_then(Value::as_str).unwrap_or("")),
-                        Some("tool_use") => calls.push(json!({"id": b.get("id"), "type": "function", "function": {
-                            "name": b.get("name"), "arguments": b.get("input").cloned().unwrap_or(json!({})).to_string()}})),
+                        Some("tool_use") => calls.push(obj! {
+                            "id" => b.get("id"),
+                            "type" => "function",
+                            "function" = obj!{
+                                "name" => b.get("name"),
+                                "arguments" => b.get("input").cloned().unwrap_or(obj!{}).to_string(),
+                            },
+                        }),
                         Some("thinking") | Some("redacted_thinking") => {}
                         _ => return Err(invalid("unsupported content block in an assistant message")),
                     }
                 }
-                let mut msg =
-                    json!({"role": "assistant", "content": if text.is_empty() { Value::Null } else { json!(text) }});
+                let mut msg = obj! {
+                    "role" => "assistant",
+                    "content" => if text.is_empty() { Value::Null } else { ToTree::to_tree(&text) },
+                };
                 if !calls.is_empty() {
                     msg["tool_calls"] = Value::Array(calls);
                 }
@@ -110,39 +122,47 @@ pub fn request_to_openai(a: &Value) -> Result<Value, GatewayError> {
         }
     }
     let mut body = Map::new();
-    body.insert("model".into(), json!(model));
+    body.insert("model".into(), ToTree::to_tree(&model));
     body.insert("messages".into(), Value::Array(out));
-    body.insert("max_tokens".into(), json!(max_tokens));
+    body.insert("max_tokens".into(), ToTree::to_tree(&max_tokens));
     for (from, to) in [("temperature", "temperature"), ("top_p", "top_p"), ("stop_sequences", "stop")] {
         if let Some(v) = a.get(from) {
             body.insert(to.into(), v.clone());
         }
     }
     if a.get("stream").and_then(Value::as_bool) == Some(true) {
-        body.insert("stream".into(), json!(true));
+        body.insert("stream".into(), ToTree::to_tree(&true));
         // A Messages stream always reports usage.
-        body.insert("stream_options".into(), json!({"include_usage": true}));
+        body.insert("stream_options".into(), obj! {"include_usage" => true});
     }
     if let Some(tools) = a.get("tools").and_then(Value::as_array) {
         let t: Vec<Value> = tools
             .iter()
             .map(|t| {
-                json!({"type": "function", "function": {"name": t.get("name"), "description": t.get("description"),
-                "parameters": t.get("input_schema").cloned().unwrap_or(json!({"type": "object"}))}})
+                obj! {
+                    "type" => "function",
+                    "function" = obj!{
+                        "name" => t.get("name"),
+                        "description" => t.get("description"),
+                        "parameters" => t.get("input_schema").cloned().unwrap_or(obj!{"type" => "object"}),
+                    },
+                }
             })
             .collect();
         body.insert("tools".into(), Value::Array(t));
     }
     if let Some(c) = a.get("tool_choice") {
         let choice = match c.get("type").and_then(Value::as_str) {
-            Some("any") => json!("required"),
-            Some("none") => json!("none"),
-            Some("tool") => json!({"type": "function", "function": {"name": c.get("name")}}),
-            _ => json!("auto"),
+            Some("any") => ToTree::to_tree(&"required"),
+            Some("none") => ToTree::to_tree(&"none"),
+            Some("tool") => {
+                obj! {"type" => "function", "function" = obj!{"name" => c.get("name")}}
+            }
+            _ => ToTree::to_tree(&"auto"),
         };
         body.insert("tool_choice".into(), choice);
         if c.get("disable_parallel_tool_use").and_then(Value::as_bool) == Some(true) {
-            body.insert("parallel_tool_calls".into(), json!(false));
+            body.insert("parallel_tool_calls".into(), ToTree::to_tree(&false));
         }
     }
     if let Some(u) = a.pointer("/metadata/user_id") {
@@ -153,7 +173,7 @@ pub fn request_to_openai(a: &Value) -> Result<Value, GatewayError> {
     let format = a.get("output_config").and_then(|c| crate::guard::schema::response_format_of_text(&c.to_string()));
     if let Some(Ok(mut rf)) = format.map(|f| crate::wire::from_str::<Value>(&f)) {
         if let Some(s) = rf.get_mut("json_schema").and_then(Value::as_object_mut) {
-            s.insert("name".into(), json!("output"));
+            s.insert("name".into(), ToTree::to_tree(&"output"));
         }
         body.insert("response_format".into(), rf);
     }
@@ -174,9 +194,12 @@ fn message_id(chat_id: &str) -> String {
 }
 
 fn usage_json(u: &Usage) -> Value {
-    json!({"input_tokens": u.input.saturating_sub(u.cached_input).saturating_sub(u.cache_write),
-           "cache_read_input_tokens": u.cached_input, "cache_creation_input_tokens": u.cache_write,
-           "output_tokens": u.output})
+    obj! {
+        "input_tokens" => u.input.saturating_sub(u.cached_input).saturating_sub(u.cache_write),
+        "cache_read_input_tokens" => u.cached_input,
+        "cache_creation_input_tokens" => u.cache_write,
+        "output_tokens" => u.output,
+    }
 }
 
 /// A Messages response for a unified (OpenAI) chat completion, and its usage.
@@ -185,23 +208,26 @@ pub fn response_from_openai(body: &[u8]) -> Result<(Vec<u8>, Option<Usage>), Str
     let msg = v.pointer("/choices/0/message").unwrap_or(&Value::Null);
     let mut content = Vec::new();
     if let Some(t) = msg.get("content").and_then(Value::as_str).filter(|t| !t.is_empty()) {
-        content.push(json!({"type": "text", "text": t}));
+        content.push(obj! {"type" => "text", "text" => t});
     }
     for tc in msg.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
         let args = tc.pointer("/function/arguments").and_then(Value::as_str).unwrap_or("{}");
-        let input: Value = crate::wire::from_str(args).unwrap_or_else(|_| json!({}));
+        let input: Value = crate::wire::from_str(args).unwrap_or_else(|_| obj! {});
         content.push(
-            json!({"type": "tool_use", "id": tc.get("id"), "name": tc.pointer("/function/name"), "input": input}),
+            obj! {"type" => "tool_use", "id" => tc.get("id"), "name" => tc.pointer("/function/name"), "input" => input},
         );
     }
     let usage = v.get("usage").and_then(Usage::from_openai);
-    let out = json!({
-        "id": message_id(v.get("id").and_then(Value::as_str).unwrap_or("")),
-        "type": "message", "role": "assistant", "model": v.get("model"), "content": content,
-        "stop_reason": stop_reason(v.pointer("/choices/0/finish_reason").and_then(Value::as_str).unwrap_or("stop")),
-        "stop_sequence": null,
-        "usage": usage_json(&usage.unwrap_or_default()),
-    });
+    let out = obj! {
+        "id" => message_id(v.get("id").and_then(Value::as_str).unwrap_or("")),
+        "type" => "message",
+        "role" => "assistant",
+        "model" => v.get("model"),
+        "content" => content,
+        "stop_reason" => stop_reason(v.pointer("/choices/0/finish_reason").and_then(Value::as_str).unwrap_or("stop")),
+        "stop_sequence" = serde_json::Value::Null,
+        "usage" => usage_json(&usage.unwrap_or_default()),
+    };
     Ok((out.to_string().into_bytes(), usage))
 }
 
@@ -226,7 +252,7 @@ pub fn error_body(status: u16, message: &str) -> Vec<u8> {
         504 => "timeout_error",
         _ => "api_error",
     };
-    json!({"type": "error", "error": {"type": kind, "message": message}}).to_string().into_bytes()
+    obj! {"type" => "error", "error" = obj!{"type" => kind, "message" => message}}.to_string().into_bytes()
 }
 
 /// A whole Messages answer as its stream of events, as Anthropic streams one: `message_start`
@@ -242,28 +268,28 @@ pub fn stream_from_message(body: &[u8]) -> Option<Vec<u8>> {
     }
     let mut out = Vec::new();
     let mut start = whole.clone();
-    start["content"] = json!([]);
+    start["content"] = serde_json::Value::Array(Vec::new());
     start["stop_reason"] = Value::Null;
     start["stop_sequence"] = Value::Null;
-    event(&mut out, "message_start", &json!({"type": "message_start", "message": start}));
+    event(&mut out, "message_start", &obj! {"type" => "message_start", "message" => start});
     for (i, block) in whole.get("content").and_then(Value::as_array).into_iter().flatten().enumerate() {
         let mut empty = block.clone();
         let delta = match block.get("type").and_then(Value::as_str) {
             Some("text") => {
-                empty["text"] = json!("");
-                vec![json!({"type": "text_delta", "text": block.get("text")})]
+                empty["text"] = ToTree::to_tree(&"");
+                vec![obj! {"type" => "text_delta", "text" => block.get("text")}]
             }
             Some("tool_use") => {
-                empty["input"] = json!({});
+                empty["input"] = obj! {};
                 let input = block.get("input").map_or_else(|| "{}".to_string(), Value::to_string);
-                vec![json!({"type": "input_json_delta", "partial_json": input})]
+                vec![obj! {"type" => "input_json_delta", "partial_json" => input}]
             }
             Some("thinking") => {
-                empty["thinking"] = json!("");
-                empty["signature"] = json!("");
+                empty["thinking"] = ToTree::to_tree(&"");
+                empty["signature"] = ToTree::to_tree(&"");
                 vec![
-                    json!({"type": "thinking_delta", "thinking": block.get("thinking")}),
-                    json!({"type": "signature_delta", "signature": block.get("signature")}),
+                    obj! {"type" => "thinking_delta", "thinking" => block.get("thinking")},
+                    obj! {"type" => "signature_delta", "signature" => block.get("signature")},
                 ]
             }
             _ => Vec::new(),
@@ -271,20 +297,22 @@ pub fn stream_from_message(body: &[u8]) -> Option<Vec<u8>> {
         event(
             &mut out,
             "content_block_start",
-            &json!({"type": "content_block_start", "index": i, "content_block": empty}),
+            &obj! {"type" => "content_block_start", "index" => i, "content_block" => empty},
         );
         for d in delta {
-            event(&mut out, "content_block_delta", &json!({"type": "content_block_delta", "index": i, "delta": d}));
+            event(&mut out, "content_block_delta", &obj! {"type" => "content_block_delta", "index" => i, "delta" => d});
         }
-        event(&mut out, "content_block_stop", &json!({"type": "content_block_stop", "index": i}));
+        event(&mut out, "content_block_stop", &obj! {"type" => "content_block_stop", "index" => i});
     }
     event(
         &mut out,
         "message_delta",
-        &json!({"type": "message_delta", "delta": {"stop_reason": whole.get("stop_reason"),
-            "stop_sequence": whole.get("stop_sequence")}, "usage": whole.get("usage")}),
+        &obj! {"type" => "message_delta", "delta" = obj!{
+            "stop_reason" => whole.get("stop_reason"),
+            "stop_sequence" => whole.get("stop_sequence"),
+        }, "usage" => whole.get("usage")},
     );
-    event(&mut out, "message_stop", &json!({"type": "message_stop"}));
+    event(&mut out, "message_stop", &obj! {"type" => "message_stop"});
     Some(out)
 }
 
@@ -361,12 +389,16 @@ impl MessagesCollector {
                     Some("text_delta") => append("text", text("text")),
                     Some("thinking_delta") => append("thinking", text("thinking")),
                     Some("signature_delta") => {
-                        block.insert("signature".into(), json!(text("signature")));
+                        block.insert("signature".into(), ToTree::to_tree(&(text("signature"))));
                     }
                     Some("input_json_delta") => self.inputs.get_mut(i)?.push_str(text("partial_json")),
                     Some("citations_delta") => {
                         let c = d.get("citation")?.clone();
-                        block.entry("citations").or_insert_with(|| json!([])).as_array_mut()?.push(c);
+                        block
+                            .entry("citations")
+                            .or_insert_with(|| serde_json::Value::Array(Vec::new()))
+                            .as_array_mut()?
+                            .push(c);
                     }
                     _ => {}
                 }
@@ -482,16 +514,23 @@ impl StreamToMessages {
         event(
             out,
             "message_start",
-            &json!({"type": "message_start", "message": {"id": id, "type": "message",
-            "role": "assistant", "model": chunk.get("model"), "content": [], "stop_reason": null, "stop_sequence": null,
-            "usage": {"input_tokens": 0, "output_tokens": 0}}}),
+            &obj! {"type" => "message_start", "message" = obj!{
+                "id" => id,
+                "type" => "message",
+                "role" => "assistant",
+                "model" => chunk.get("model"),
+                "content" = serde_json::Value::Array(Vec::new()),
+                "stop_reason" = serde_json::Value::Null,
+                "stop_sequence" = serde_json::Value::Null,
+                "usage" = obj!{"input_tokens" => 0u64, "output_tokens" => 0u64},
+            }},
         );
-        event(out, "ping", &json!({"type": "ping"}));
+        event(out, "ping", &obj! {"type" => "ping"});
     }
 
     fn close(&mut self, out: &mut Vec<u8>) {
         if let Some((index, _)) = self.open.take() {
-            event(out, "content_block_stop", &json!({"type": "content_block_stop", "index": index}));
+            event(out, "content_block_stop", &obj! {"type" => "content_block_stop", "index" => index});
         }
     }
 
@@ -502,7 +541,7 @@ impl StreamToMessages {
         event(
             out,
             "content_block_start",
-            &json!({"type": "content_block_start", "index": index, "content_block": block}),
+            &obj! {"type" => "content_block_start", "index" => index, "content_block" => block},
         );
         self.open = Some((index, text));
         index
@@ -518,11 +557,12 @@ impl StreamToMessages {
         event(
             out,
             "message_delta",
-            &json!({"type": "message_delta",
-            "delta": {"stop_reason": self.stop.unwrap_or("end_turn"), "stop_sequence": null},
-            "usage": usage_json(&u)}),
+            &obj! {"type" => "message_delta", "delta" = obj!{
+                "stop_reason" => self.stop.unwrap_or("end_turn"),
+                "stop_sequence" = serde_json::Value::Null,
+            }, "usage" => usage_json(&u)},
         );
-        event(out, "message_stop", &json!({"type": "message_stop"}));
+        event(out, "message_stop", &obj! {"type" => "message_stop"});
     }
 
     /// A unified chunk, translated by way of its JSON tree.
@@ -533,8 +573,10 @@ impl StreamToMessages {
             event(
                 out,
                 "error",
-                &json!({"type": "error", "error": {"type": "api_error",
-                "message": e.get("message").and_then(Value::as_str).unwrap_or("The provider failed mid-stream.")}}),
+                &obj! {"type" => "error", "error" = obj!{
+                    "type" => "api_error",
+                    "message" => e.get("message").and_then(Value::as_str).unwrap_or("The provider failed mid-stream."),
+                }},
             );
             self.done = true;
             return;
@@ -548,13 +590,15 @@ impl StreamToMessages {
         if let Some(t) = delta.get("content").and_then(Value::as_str).filter(|t| !t.is_empty()) {
             let index = match self.open {
                 Some((i, true)) => i,
-                _ => self.open_block(out, true, json!({"type": "text", "text": ""})),
+                _ => self.open_block(out, true, obj! {"type" => "text", "text" => ""}),
             };
             event(
                 out,
                 "content_block_delta",
-                &json!({"type": "content_block_delta", "index": index,
-                "delta": {"type": "text_delta", "text": t}}),
+                &obj! {"type" => "content_block_delta", "index" => index, "delta" = obj!{
+                    "type" => "text_delta",
+                    "text" => t,
+                }},
             );
         }
         for tc in delta.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
@@ -562,8 +606,7 @@ impl StreamToMessages {
                 self.open_block(
                     out,
                     false,
-                    json!({"type": "tool_use", "id": id,
-                    "name": tc.pointer("/function/name"), "input": {}}),
+                    obj! {"type" => "tool_use", "id" => id, "name" => tc.pointer("/function/name"), "input" = obj!{}},
                 );
             }
             let args = tc.pointer("/function/arguments").and_then(Value::as_str).unwrap_or("");
@@ -571,8 +614,10 @@ impl StreamToMessages {
                 event(
                     out,
                     "content_block_delta",
-                    &json!({"type": "content_block_delta", "index": index,
-                    "delta": {"type": "input_json_delta", "partial_json": args}}),
+                    &obj! {"type" => "content_block_delta", "index" => index, "delta" = obj!{
+                        "type" => "input_json_delta",
+                        "partial_json" => args,
+                    }},
                 );
             }
         }
@@ -604,7 +649,7 @@ impl StreamToMessages {
         if let Some(t) = d.content.as_deref().filter(|t| !t.is_empty()) {
             let index = match self.open {
                 Some((i, true)) => i,
-                _ => self.open_block(out, true, json!({"type": "text", "text": ""})),
+                _ => self.open_block(out, true, obj! {"type" => "text", "text" => ""}),
             };
             // The tree's members, in its (sorted) order.
             out.extend_from_slice(b"event: content_block_delta\ndata: {\"delta\":{\"text\":");

@@ -8,11 +8,12 @@
 //! `conversation`, `background`, `prompt`, item references, built-in tools) is refused with a
 //! 400 that names the parameter; the gateway itself stores nothing.
 
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 use super::sse;
 use super::usage::Usage;
 use crate::error::GatewayError;
+use crate::wire::{obj, ToTree};
 
 pub const PATH: &str = "/v1/responses";
 
@@ -47,7 +48,7 @@ fn chat_content(content: &Value) -> Result<Value, GatewayError> {
     for p in parts {
         match p.get("type").and_then(Value::as_str) {
             Some("input_text" | "output_text" | "text") => {
-                out.push(json!({"type": "text", "text": p.get("text").cloned().unwrap_or_default()}))
+                out.push(obj! {"type" => "text", "text" => p.get("text").cloned().unwrap_or_default()})
             }
             Some("input_image") => {
                 let Some(url) = p.get("image_url").and_then(Value::as_str) else {
@@ -56,16 +57,17 @@ fn chat_content(content: &Value) -> Result<Value, GatewayError> {
                         "An `input_image` needs an `image_url` (a URL or a data URL); file ids need OpenAI's storage.",
                     ));
                 };
-                let mut image = json!({"url": url});
+                let mut image = obj! {"url" => url};
                 if let Some(d) = p.get("detail").and_then(Value::as_str).filter(|d| *d != "original") {
-                    image["detail"] = json!(d);
+                    image["detail"] = ToTree::to_tree(&d);
                 }
-                out.push(json!({"type": "image_url", "image_url": image}));
+                out.push(obj! {"type" => "image_url", "image_url" => image});
             }
             Some("input_file") => match p.get("file_data") {
-                Some(data) => {
-                    out.push(json!({"type": "file", "file": {"file_data": data, "filename": p.get("filename")}}))
-                }
+                Some(data) => out.push(obj! {
+                    "type" => "file",
+                    "file" = obj!{"file_data" => data, "filename" => p.get("filename")},
+                }),
                 None => {
                     return Err(unsupported(
                         "input",
@@ -103,10 +105,10 @@ pub fn request_to_chat(body: &[u8], strict: bool) -> Result<(Vec<u8>, Echo), Gat
     };
     let mut messages: Vec<Value> = Vec::new();
     if let Some(i) = req.get("instructions").and_then(Value::as_str).filter(|i| !i.is_empty()) {
-        messages.push(json!({"role": "system", "content": i}));
+        messages.push(obj! {"role" => "system", "content" => i});
     }
     match req.get("input") {
-        Some(Value::String(s)) => messages.push(json!({"role": "user", "content": s})),
+        Some(Value::String(s)) => messages.push(obj! {"role" => "user", "content" => s}),
         Some(Value::Array(items)) => {
             for item in items {
                 if !strict && item.get("type").and_then(Value::as_str) == Some("item_reference") {
@@ -121,7 +123,7 @@ pub fn request_to_chat(body: &[u8], strict: bool) -> Result<(Vec<u8>, Echo), Gat
         return Err(invalid("input", "`input` has no message to answer."));
     }
     let mut chat = Map::new();
-    chat.insert("model".into(), json!(model));
+    chat.insert("model".into(), ToTree::to_tree(&model));
     chat.insert("messages".into(), Value::Array(messages));
     let tools = match req.get("tools") {
         Some(Value::Array(tools)) if !tools.is_empty() => {
@@ -139,22 +141,27 @@ pub fn request_to_chat(body: &[u8], strict: bool) -> Result<(Vec<u8>, Echo), Gat
                         ),
                     ));
                 }
-                let mut f = json!({"name": t.get("name").cloned().unwrap_or_default(),
-                                   "parameters": t.get("parameters").cloned().filter(|p| !p.is_null()).unwrap_or_else(|| json!({"type": "object", "properties": {}})),
-                                   "strict": t.get("strict").and_then(Value::as_bool).unwrap_or(false)});
+                let mut f = obj! {
+                    "name" => t.get("name").cloned().unwrap_or_default(),
+                    "parameters" => t.get("parameters").cloned().filter(|p| !p.is_null()).unwrap_or_else(|| obj!{
+                        "type" => "object",
+                        "properties" = obj!{},
+                    }),
+                    "strict" => t.get("strict").and_then(Value::as_bool).unwrap_or(false),
+                };
                 if let Some(d) = t.get("description").filter(|d| !d.is_null()) {
                     f["description"] = d.clone();
                 }
-                out.push(json!({"type": "function", "function": f}));
+                out.push(obj! {"type" => "function", "function" => f});
             }
             if !out.is_empty() {
                 chat.insert("tools".into(), Value::Array(out));
             }
             Value::Array(tools.clone())
         }
-        _ => json!([]),
+        _ => serde_json::Value::Array(Vec::new()),
     };
-    let tool_choice = req.get("tool_choice").cloned().unwrap_or_else(|| json!("auto"));
+    let tool_choice = req.get("tool_choice").cloned().unwrap_or_else(|| ToTree::to_tree(&"auto"));
     match &tool_choice {
         Value::String(s) if ["none", "auto", "required"].contains(&s.as_str()) => {
             if req.get("tool_choice").is_some() {
@@ -162,7 +169,7 @@ pub fn request_to_chat(body: &[u8], strict: bool) -> Result<(Vec<u8>, Echo), Gat
             }
         }
         Value::Object(o) if o.get("type").and_then(Value::as_str) == Some("function") => {
-            chat.insert("tool_choice".into(), json!({"type": "function", "function": {"name": o.get("name")}}));
+            chat.insert("tool_choice".into(), obj! {"type" => "function", "function" = obj!{"name" => o.get("name")}});
         }
         _ if !strict => {}
         _ => {
@@ -174,7 +181,7 @@ pub fn request_to_chat(body: &[u8], strict: bool) -> Result<(Vec<u8>, Echo), Gat
     }
     let parallel = req.get("parallel_tool_calls").and_then(Value::as_bool).unwrap_or(true);
     if req.get("parallel_tool_calls").is_some() && chat.contains_key("tools") {
-        chat.insert("parallel_tool_calls".into(), json!(parallel));
+        chat.insert("parallel_tool_calls".into(), ToTree::to_tree(&parallel));
     }
     if let Some(m) = req.get("max_output_tokens").filter(|m| !m.is_null()) {
         chat.insert("max_completion_tokens".into(), m.clone());
@@ -191,40 +198,42 @@ pub fn request_to_chat(body: &[u8], strict: bool) -> Result<(Vec<u8>, Echo), Gat
     match format.get("type").and_then(Value::as_str) {
         None | Some("text") => {}
         Some("json_object") => {
-            chat.insert("response_format".into(), json!({"type": "json_object"}));
+            chat.insert("response_format".into(), obj! {"type" => "json_object"});
         }
         Some("json_schema") => {
             let f = &format;
-            let mut schema = json!({"name": f.get("name").cloned().unwrap_or_else(|| json!("response")),
-                                    "schema": f.get("schema").cloned().unwrap_or_default()});
+            let mut schema = obj! {
+                "name" => f.get("name").cloned().unwrap_or_else(|| ToTree::to_tree(&"response")),
+                "schema" => f.get("schema").cloned().unwrap_or_default(),
+            };
             for k in ["strict", "description"] {
                 if let Some(v) = f.get(k).filter(|v| !v.is_null()) {
                     schema[k] = v.clone();
                 }
             }
-            chat.insert("response_format".into(), json!({"type": "json_schema", "json_schema": schema}));
+            chat.insert("response_format".into(), obj! {"type" => "json_schema", "json_schema" => schema});
         }
         Some(other) => return Err(invalid("text", &format!("Unknown `text.format.type` {other:?}."))),
     }
     if req.get("stream").and_then(Value::as_bool) == Some(true) {
-        chat.insert("stream".into(), json!(true));
-        chat.insert("stream_options".into(), json!({"include_usage": true}));
+        chat.insert("stream".into(), ToTree::to_tree(&true));
+        chat.insert("stream_options".into(), obj! {"include_usage" => true});
     }
     let mut echo = Map::new();
     echo.insert("tools".into(), tools);
     echo.insert("tool_choice".into(), tool_choice);
-    echo.insert("parallel_tool_calls".into(), json!(parallel));
+    echo.insert("parallel_tool_calls".into(), ToTree::to_tree(&parallel));
     for k in ["instructions", "max_output_tokens", "temperature", "top_p", "metadata", "text", "store", "user"] {
         echo.insert(k.into(), req.get(k).cloned().unwrap_or(Value::Null));
     }
     if echo["metadata"].is_null() {
-        echo.insert("metadata".into(), json!({}));
+        echo.insert("metadata".into(), obj! {});
     }
     if echo["text"].is_null() {
-        echo.insert("text".into(), json!({"format": {"type": "text"}}));
+        echo.insert("text".into(), obj! {"format" = obj!{"type" => "text"}});
     }
     if echo["store"].is_null() {
-        echo.insert("store".into(), json!(true));
+        echo.insert("store".into(), ToTree::to_tree(&true));
     }
     let out = serde_json::to_vec(&chat).map_err(|e| GatewayError::bad_request("invalid_json", e.to_string()))?;
     Ok((out, Echo { fields: echo }))
@@ -243,28 +252,40 @@ fn add_item(messages: &mut Vec<Value>, item: &Value) -> Result<(), GatewayError>
             };
             let content = item.get("content").cloned().unwrap_or_default();
             let content = if role == "user" { chat_content(&content)? } else { Value::String(text_of(&content)) };
-            messages.push(json!({"role": role, "content": content}));
+            messages.push(obj! {"role" => role, "content" => content});
         }
         "function_call" => {
-            let call = json!({"id": item.get("call_id").cloned().unwrap_or_default(), "type": "function",
-                              "function": {"name": item.get("name").cloned().unwrap_or_default(),
-                                           "arguments": item.get("arguments").cloned().unwrap_or_else(|| json!("{}"))}});
+            let call = obj! {
+                "id" => item.get("call_id").cloned().unwrap_or_default(),
+                "type" => "function",
+                "function" = obj!{
+                    "name" => item.get("name").cloned().unwrap_or_default(),
+                    "arguments" => item.get("arguments").cloned().unwrap_or_else(|| ToTree::to_tree(&"{}")),
+                },
+            };
             match messages.last_mut() {
                 Some(last) if last["role"] == "assistant" => {
                     match last.get_mut("tool_calls").and_then(Value::as_array_mut) {
                         Some(calls) => calls.push(call),
                         None => {
-                            last["tool_calls"] = json!([call]);
+                            last["tool_calls"] = serde_json::Value::Array(vec![ToTree::to_tree(&call)]);
                         }
                     }
                 }
-                _ => messages.push(json!({"role": "assistant", "content": null, "tool_calls": [call]})),
+                _ => messages.push(obj! {
+                    "role" => "assistant",
+                    "content" = serde_json::Value::Null,
+                    "tool_calls" = serde_json::Value::Array(vec![ToTree::to_tree(&call)]),
+                }),
             }
         }
         "function_call_output" => {
             let output = item.get("output").map(text_of).unwrap_or_default();
-            messages.push(json!({"role": "tool", "tool_call_id": item.get("call_id").cloned().unwrap_or_default(),
-                                 "content": output}));
+            messages.push(obj! {
+                "role" => "tool",
+                "tool_call_id" => item.get("call_id").cloned().unwrap_or_default(),
+                "content" => output,
+            });
         }
         "reasoning" => {}
         "item_reference" => {
@@ -291,16 +312,19 @@ pub fn new_id(prefix: &str, seed: &str, n: u64) -> String {
 }
 
 fn usage_json(u: &Usage) -> Value {
-    json!({"input_tokens": u.input, "input_tokens_details": {"cached_tokens": u.cached_input, "cache_write_tokens": u.cache_write},
-           "output_tokens": u.output, "output_tokens_details": {"reasoning_tokens": u.reasoning},
-           "total_tokens": u.input + u.output})
+    obj! {"input_tokens" => u.input, "input_tokens_details" = obj!{
+        "cached_tokens" => u.cached_input,
+        "cache_write_tokens" => u.cache_write,
+    }, "output_tokens" => u.output, "output_tokens_details" = obj!{
+        "reasoning_tokens" => u.reasoning,
+    }, "total_tokens" => u.input + u.output}
 }
 
 /// The status a finish reason gives, and the incomplete details.
 fn status_of(finish: Option<&str>) -> (&'static str, Value) {
     match finish {
-        Some("length") => ("incomplete", json!({"reason": "max_output_tokens"})),
-        Some("content_filter") => ("incomplete", json!({"reason": "content_filter"})),
+        Some("length") => ("incomplete", obj! {"reason" => "max_output_tokens"}),
+        Some("content_filter") => ("incomplete", obj! {"reason" => "content_filter"}),
         _ => ("completed", Value::Null),
     }
 }
@@ -318,19 +342,19 @@ fn response_object(
     usage: Option<&Usage>,
 ) -> Value {
     let mut r = Map::new();
-    r.insert("id".into(), json!(id));
-    r.insert("object".into(), json!("response"));
-    r.insert("created_at".into(), json!(created));
-    r.insert("status".into(), json!(status));
-    r.insert("completed_at".into(), if status == "in_progress" { Value::Null } else { json!(created) });
+    r.insert("id".into(), ToTree::to_tree(&id));
+    r.insert("object".into(), ToTree::to_tree(&"response"));
+    r.insert("created_at".into(), ToTree::to_tree(&created));
+    r.insert("status".into(), ToTree::to_tree(&status));
+    r.insert("completed_at".into(), if status == "in_progress" { Value::Null } else { ToTree::to_tree(&created) });
     r.insert("error".into(), Value::Null);
     r.insert("incomplete_details".into(), incomplete);
-    r.insert("model".into(), json!(model));
+    r.insert("model".into(), ToTree::to_tree(&model));
     r.insert("output".into(), Value::Array(output));
     for (k, v) in &echo.fields {
         r.insert(k.clone(), v.clone());
     }
-    r.insert("truncation".into(), json!("disabled"));
+    r.insert("truncation".into(), ToTree::to_tree(&"disabled"));
     r.insert("usage".into(), usage.map(usage_json).unwrap_or(Value::Null));
     Value::Object(r)
 }
@@ -343,20 +367,34 @@ pub fn response_from_chat(body: &[u8], echo: &Echo, seed: &str) -> Result<(Vec<u
     let mut output = Vec::new();
     let mut content = Vec::new();
     if let Some(t) = msg.get("content").and_then(Value::as_str).filter(|t| !t.is_empty()) {
-        content.push(json!({"type": "output_text", "text": t, "annotations": [], "logprobs": []}));
+        content.push(obj! {
+            "type" => "output_text",
+            "text" => t,
+            "annotations" = serde_json::Value::Array(Vec::new()),
+            "logprobs" = serde_json::Value::Array(Vec::new()),
+        });
     }
     if let Some(r) = msg.get("refusal").and_then(Value::as_str).filter(|r| !r.is_empty()) {
-        content.push(json!({"type": "refusal", "refusal": r}));
+        content.push(obj! {"type" => "refusal", "refusal" => r});
     }
     if !content.is_empty() {
-        output
-            .push(json!({"id": new_id("msg_", seed, 0), "type": "message", "status": "completed", "role": "assistant",
-                           "content": content}));
+        output.push(obj! {
+            "id" => new_id("msg_", seed, 0),
+            "type" => "message",
+            "status" => "completed",
+            "role" => "assistant",
+            "content" => content,
+        });
     }
     for (i, tc) in msg.get("tool_calls").and_then(Value::as_array).into_iter().flatten().enumerate() {
-        output.push(json!({"id": new_id("fc_", seed, i as u64 + 1), "type": "function_call", "status": "completed",
-                           "call_id": tc.get("id"), "name": tc.pointer("/function/name"),
-                           "arguments": tc.pointer("/function/arguments").cloned().unwrap_or_else(|| json!("{}"))}));
+        output.push(obj! {
+            "id" => new_id("fc_", seed, i as u64 + 1),
+            "type" => "function_call",
+            "status" => "completed",
+            "call_id" => tc.get("id"),
+            "name" => tc.pointer("/function/name"),
+            "arguments" => tc.pointer("/function/arguments").cloned().unwrap_or_else(|| ToTree::to_tree(&"{}")),
+        });
     }
     let usage = v.get("usage").and_then(Usage::from_openai);
     let (status, incomplete) = status_of(choice.get("finish_reason").and_then(Value::as_str));
@@ -388,31 +426,31 @@ pub fn stream_from_response(body: &[u8]) -> Option<Vec<u8>> {
     let mut seq = 0u64;
     let mut emit = |out: &mut Vec<u8>, kind: &str, mut data: Value| {
         if let Some(o) = data.as_object_mut() {
-            o.insert("type".into(), json!(kind));
-            o.insert("sequence_number".into(), json!(seq));
+            o.insert("type".into(), ToTree::to_tree(&kind));
+            o.insert("sequence_number".into(), ToTree::to_tree(&seq));
         }
         seq += 1;
         out.extend_from_slice(format!("event: {kind}\ndata: {data}\n\n").as_bytes());
     };
     let mut start = whole.clone();
-    start["status"] = json!("in_progress");
-    start["output"] = json!([]);
+    start["status"] = ToTree::to_tree(&"in_progress");
+    start["output"] = serde_json::Value::Array(Vec::new());
     start["usage"] = Value::Null;
-    emit(&mut out, "response.created", json!({"response": start}));
-    emit(&mut out, "response.in_progress", json!({"response": start}));
+    emit(&mut out, "response.created", obj! {"response" => start});
+    emit(&mut out, "response.in_progress", obj! {"response" => start});
     for (i, item) in whole.get("output").and_then(Value::as_array).into_iter().flatten().enumerate() {
         let id = item.get("id").cloned().unwrap_or(Value::Null);
         let mut opened = item.clone();
         match item.get("type").and_then(Value::as_str) {
             Some("message") => {
-                opened["status"] = json!("in_progress");
-                opened["content"] = json!([]);
-                emit(&mut out, "response.output_item.added", json!({"output_index": i, "item": opened}));
+                opened["status"] = ToTree::to_tree(&"in_progress");
+                opened["content"] = serde_json::Value::Array(Vec::new());
+                emit(&mut out, "response.output_item.added", obj! {"output_index" => i, "item" => opened});
                 for (j, part) in item.get("content").and_then(Value::as_array).into_iter().flatten().enumerate() {
-                    let text = part.get("text").cloned().unwrap_or(json!(""));
+                    let text = part.get("text").cloned().unwrap_or(ToTree::to_tree(&""));
                     let mut empty = part.clone();
-                    empty["text"] = json!("");
-                    let at = json!({"item_id": id, "output_index": i, "content_index": j});
+                    empty["text"] = ToTree::to_tree(&"");
+                    let at = obj! {"item_id" => id, "output_index" => i, "content_index" => j};
                     let with = |extra: Value| {
                         let mut v = at.clone();
                         if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
@@ -420,18 +458,26 @@ pub fn stream_from_response(body: &[u8]) -> Option<Vec<u8>> {
                         }
                         v
                     };
-                    emit(&mut out, "response.content_part.added", with(json!({"part": empty})));
-                    emit(&mut out, "response.output_text.delta", with(json!({"delta": text, "logprobs": []})));
-                    emit(&mut out, "response.output_text.done", with(json!({"text": text, "logprobs": []})));
-                    emit(&mut out, "response.content_part.done", with(json!({"part": part})));
+                    emit(&mut out, "response.content_part.added", with(obj! {"part" => empty}));
+                    emit(
+                        &mut out,
+                        "response.output_text.delta",
+                        with(obj! {"delta" => text, "logprobs" = serde_json::Value::Array(Vec::new())}),
+                    );
+                    emit(
+                        &mut out,
+                        "response.output_text.done",
+                        with(obj! {"text" => text, "logprobs" = serde_json::Value::Array(Vec::new())}),
+                    );
+                    emit(&mut out, "response.content_part.done", with(obj! {"part" => part}));
                 }
             }
             Some("function_call") => {
-                let args = item.get("arguments").cloned().unwrap_or(json!(""));
-                opened["status"] = json!("in_progress");
-                opened["arguments"] = json!("");
-                emit(&mut out, "response.output_item.added", json!({"output_index": i, "item": opened}));
-                let at = json!({"item_id": id, "output_index": i});
+                let args = item.get("arguments").cloned().unwrap_or(ToTree::to_tree(&""));
+                opened["status"] = ToTree::to_tree(&"in_progress");
+                opened["arguments"] = ToTree::to_tree(&"");
+                emit(&mut out, "response.output_item.added", obj! {"output_index" => i, "item" => opened});
+                let at = obj! {"item_id" => id, "output_index" => i};
                 let mut delta = at.clone();
                 delta["delta"] = args.clone();
                 emit(&mut out, "response.function_call_arguments.delta", delta);
@@ -439,16 +485,16 @@ pub fn stream_from_response(body: &[u8]) -> Option<Vec<u8>> {
                 done["arguments"] = args;
                 emit(&mut out, "response.function_call_arguments.done", done);
             }
-            _ => emit(&mut out, "response.output_item.added", json!({"output_index": i, "item": opened})),
+            _ => emit(&mut out, "response.output_item.added", obj! {"output_index" => i, "item" => opened}),
         }
-        emit(&mut out, "response.output_item.done", json!({"output_index": i, "item": item}));
+        emit(&mut out, "response.output_item.done", obj! {"output_index" => i, "item" => item});
     }
     let kind = if whole.get("status").and_then(Value::as_str) == Some("incomplete") {
         "response.incomplete"
     } else {
         "response.completed"
     };
-    emit(&mut out, kind, json!({"response": whole}));
+    emit(&mut out, kind, obj! {"response" => whole});
     Some(out)
 }
 
@@ -551,8 +597,8 @@ impl StreamToResponses {
 
     fn emit(&mut self, out: &mut Vec<u8>, kind: &str, mut data: Value) {
         if let Some(o) = data.as_object_mut() {
-            o.insert("type".into(), json!(kind));
-            o.insert("sequence_number".into(), json!(self.seq));
+            o.insert("type".into(), ToTree::to_tree(&kind));
+            o.insert("sequence_number".into(), ToTree::to_tree(&self.seq));
         }
         self.seq += 1;
         out.extend_from_slice(format!("event: {kind}\ndata: {data}\n\n").as_bytes());
@@ -568,9 +614,9 @@ impl StreamToResponses {
         }
         self.started = true;
         let r = self.snapshot("in_progress", Value::Null, Vec::new(), None);
-        self.emit(out, "response.created", json!({"response": r}));
+        self.emit(out, "response.created", obj! {"response" => r});
         let r = self.snapshot("in_progress", Value::Null, Vec::new(), None);
-        self.emit(out, "response.in_progress", json!({"response": r}));
+        self.emit(out, "response.in_progress", obj! {"response" => r});
     }
 
     fn next_index(&self) -> usize {
@@ -582,30 +628,53 @@ impl StreamToResponses {
         for item in std::mem::take(&mut self.open) {
             match item {
                 Open::Message { id, index, text } => {
-                    let part = json!({"type": "output_text", "text": text, "annotations": [], "logprobs": []});
+                    let part = obj! {
+                        "type" => "output_text",
+                        "text" => text,
+                        "annotations" = serde_json::Value::Array(Vec::new()),
+                        "logprobs" = serde_json::Value::Array(Vec::new()),
+                    };
                     self.emit(
                         out,
                         "response.output_text.done",
-                        json!({"item_id": id, "output_index": index, "content_index": 0, "text": text, "logprobs": []}),
+                        obj! {
+                            "item_id" => id,
+                            "output_index" => index,
+                            "content_index" => 0u64,
+                            "text" => text,
+                            "logprobs" = serde_json::Value::Array(Vec::new()),
+                        },
                     );
                     self.emit(
                         out,
                         "response.content_part.done",
-                        json!({"item_id": id, "output_index": index, "content_index": 0, "part": part}),
+                        obj! {"item_id" => id, "output_index" => index, "content_index" => 0u64, "part" => part},
                     );
-                    let item = json!({"id": id, "type": "message", "status": "completed", "role": "assistant", "content": [part]});
-                    self.emit(out, "response.output_item.done", json!({"output_index": index, "item": item}));
+                    let item = obj! {
+                        "id" => id,
+                        "type" => "message",
+                        "status" => "completed",
+                        "role" => "assistant",
+                        "content" = serde_json::Value::Array(vec![ToTree::to_tree(&part)]),
+                    };
+                    self.emit(out, "response.output_item.done", obj! {"output_index" => index, "item" => item});
                     self.done.push(item);
                 }
                 Open::Call { id, index, call_id, name, arguments } => {
                     self.emit(
                         out,
                         "response.function_call_arguments.done",
-                        json!({"item_id": id, "output_index": index, "name": name, "arguments": arguments}),
+                        obj! {"item_id" => id, "output_index" => index, "name" => name, "arguments" => arguments},
                     );
-                    let item = json!({"id": id, "type": "function_call", "status": "completed", "call_id": call_id,
-                                      "name": name, "arguments": arguments});
-                    self.emit(out, "response.output_item.done", json!({"output_index": index, "item": item}));
+                    let item = obj! {
+                        "id" => id,
+                        "type" => "function_call",
+                        "status" => "completed",
+                        "call_id" => call_id,
+                        "name" => name,
+                        "arguments" => arguments,
+                    };
+                    self.emit(out, "response.output_item.done", obj! {"output_index" => index, "item" => item});
                     self.done.push(item);
                 }
             }
@@ -621,20 +690,43 @@ impl StreamToResponses {
             self.emit(
                 out,
                 "response.output_item.added",
-                json!({"output_index": index,
-                "item": {"id": id, "type": "message", "status": "in_progress", "role": "assistant", "content": []}}),
+                obj! {
+                    "output_index" => index,
+                    "item" = obj!{
+                        "id" => id,
+                        "type" => "message",
+                        "status" => "in_progress",
+                        "role" => "assistant",
+                        "content" = serde_json::Value::Array(Vec::new()),
+                    },
+                },
             );
             self.emit(
                 out,
                 "response.content_part.added",
-                json!({"item_id": id, "output_index": index, "content_index": 0,
-                "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []}}),
+                obj! {
+                    "item_id" => id,
+                    "output_index" => index,
+                    "content_index" => 0u64,
+                    "part" = obj!{
+                        "type" => "output_text",
+                        "text" => "",
+                        "annotations" = serde_json::Value::Array(Vec::new()),
+                        "logprobs" = serde_json::Value::Array(Vec::new()),
+                    },
+                },
             );
             self.open.push(Open::Message { id, index, text: String::new() });
         }
         let Some(Open::Message { id, index, text }) = self.open.last_mut() else { return };
         text.push_str(delta);
-        let data = json!({"item_id": id, "output_index": index, "content_index": 0, "delta": delta, "logprobs": []});
+        let data = obj! {
+            "item_id" => id,
+            "output_index" => index,
+            "content_index" => 0u64,
+            "delta" => delta,
+            "logprobs" = serde_json::Value::Array(Vec::new()),
+        };
         self.emit(out, "response.output_text.delta", data);
     }
 
@@ -655,9 +747,17 @@ impl StreamToResponses {
                 self.emit(
                     out,
                     "response.output_item.added",
-                    json!({"output_index": index,
-                    "item": {"id": id, "type": "function_call", "status": "in_progress", "call_id": call_id,
-                             "name": name, "arguments": ""}}),
+                    obj! {
+                        "output_index" => index,
+                        "item" = obj!{
+                            "id" => id,
+                            "type" => "function_call",
+                            "status" => "in_progress",
+                            "call_id" => call_id,
+                            "name" => name,
+                            "arguments" => "",
+                        },
+                    },
                 );
                 self.open.push(Open::Call { id, index, call_id, name, arguments: String::new() });
                 self.calls.push((n, self.open.len() - 1));
@@ -670,7 +770,7 @@ impl StreamToResponses {
         }
         if let Some(Open::Call { id, index, arguments, .. }) = self.open.get_mut(pos) {
             arguments.push_str(fragment);
-            let data = json!({"item_id": id, "output_index": index, "delta": fragment});
+            let data = obj! {"item_id" => id, "output_index" => index, "delta" => fragment};
             self.emit(out, "response.function_call_arguments.delta", data);
         }
     }
@@ -685,18 +785,20 @@ impl StreamToResponses {
         let (status, incomplete) = status_of(self.finish.as_deref());
         let r = self.snapshot(status, incomplete, self.done.clone(), self.usage.as_ref());
         let kind = if status == "completed" { "response.completed" } else { "response.incomplete" };
-        self.emit(out, kind, json!({"response": r}));
+        self.emit(out, kind, obj! {"response" => r});
     }
 
     fn fail(&mut self, out: &mut Vec<u8>, error: &Value) {
         self.start(out);
-        let code = error.get("code").cloned().filter(|c| !c.is_null()).unwrap_or_else(|| json!("server_error"));
-        let message = error.get("message").cloned().unwrap_or_else(|| json!("The provider's stream failed."));
-        self.emit(out, "error", json!({"code": code, "message": message, "param": null}));
+        let code =
+            error.get("code").cloned().filter(|c| !c.is_null()).unwrap_or_else(|| ToTree::to_tree(&"server_error"));
+        let message =
+            error.get("message").cloned().unwrap_or_else(|| ToTree::to_tree(&"The provider's stream failed."));
+        self.emit(out, "error", obj! {"code" => code, "message" => message, "param" = serde_json::Value::Null});
         self.ended = true;
         let mut r = self.snapshot("failed", Value::Null, self.done.clone(), self.usage.as_ref());
-        r["error"] = json!({"code": code, "message": message});
-        self.emit(out, "response.failed", json!({"response": r}));
+        r["error"] = obj! {"code" => code, "message" => message};
+        self.emit(out, "response.failed", obj! {"response" => r});
     }
 
     pub fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
@@ -744,7 +846,10 @@ impl StreamToResponses {
             if self.finish.is_some() {
                 self.end(&mut out);
             } else {
-                self.fail(&mut out, &json!({"code": "server_error", "message": "The provider's stream ended early."}));
+                self.fail(
+                    &mut out,
+                    &obj! {"code" => "server_error", "message" => "The provider's stream ended early."},
+                );
             }
         }
         out

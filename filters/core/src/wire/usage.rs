@@ -5,6 +5,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::wire::facts::{AnswerFacts, Finish};
+use crate::wire::obj;
 use crate::wire::sse;
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -123,13 +124,13 @@ impl Usage {
 
     /// Writes an OpenAI `usage` object.
     pub fn to_openai(&self) -> Value {
-        serde_json::json!({
-            "prompt_tokens": self.input,
-            "completion_tokens": self.output,
-            "total_tokens": self.input + self.output,
-            "prompt_tokens_details": {"cached_tokens": self.cached_input},
-            "completion_tokens_details": {"reasoning_tokens": self.reasoning},
-        })
+        obj! {
+            "prompt_tokens" => self.input,
+            "completion_tokens" => self.output,
+            "total_tokens" => self.input + self.output,
+            "prompt_tokens_details" = obj!{"cached_tokens" => self.cached_input},
+            "completion_tokens_details" = obj!{"reasoning_tokens" => self.reasoning},
+        }
     }
 }
 

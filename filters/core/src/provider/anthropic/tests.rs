@@ -1,4 +1,5 @@
 use super::*;
+use serde_json::json;
 
 /// The translation as a JSON tree (what the provider receives).
 fn request_value_from_openai(body: &[u8], model: &str, max_tokens_default: u64) -> Result<Value, GatewayError> {

@@ -1,4 +1,5 @@
 use super::*;
+use serde_json::json;
 
 fn events(bytes: &[u8]) -> Vec<(String, Value)> {
     let mut p = sse::Parser::default();

@@ -1,4 +1,5 @@
 use super::*;
+use serde_json::json;
 
 fn chat(body: Value) -> (Value, Echo) {
     let (out, echo) = request_to_chat(body.to_string().as_bytes(), true).unwrap();
