@@ -829,22 +829,8 @@ impl StreamTranslator {
     }
 
     fn chunk(&self, out: &mut Vec<u8>, delta: Value, finish: Option<&str>) {
-        let mut c = obj! {
-            "id" => self.id,
-            "object" => "chat.completion.chunk",
-            "created" => self.created,
-            "model" => self.model,
-            "choices" = serde_json::Value::Array(vec![obj!{
-                "index" => 0u64,
-                "delta" => delta,
-                "logprobs" = serde_json::Value::Null,
-                "finish_reason" => finish,
-            }]),
-        };
-        if self.include_usage {
-            c["usage"] = Value::Null;
-        }
-        sse::data_event(out, &c.to_string());
+        let finish = finish.map_or(Value::Null, |f| Value::String(f.to_owned()));
+        crate::wire::chat::chunk_event(out, (&self.id, self.created, &self.model), delta, finish, self.include_usage);
     }
 
     /// [`StreamTranslator::chunk`] for a delta written by `delta`, without a tree: the same
@@ -955,18 +941,7 @@ impl StreamTranslator {
                 let b = v.get("content_block").unwrap_or(&Value::Null);
                 if b.get("type").and_then(Value::as_str) == Some("tool_use") {
                     let k = self.tool_index.add(v.get("index").and_then(Value::as_u64).unwrap_or(0));
-                    self.chunk(
-                        out,
-                        obj! {
-                            "tool_calls" = serde_json::Value::Array(vec![obj!{
-                                "index" => k,
-                                "id" => b.get("id"),
-                                "type" => "function",
-                                "function" = obj!{"name" => b.get("name"), "arguments" => ""},
-                            }]),
-                        },
-                        None,
-                    );
+                    self.chunk(out, crate::wire::chat::tool_call_start(k, b.get("id"), b.get("name")), None);
                 }
             }
             "content_block_delta" => {
@@ -1013,15 +988,7 @@ impl StreamTranslator {
                 let fr = finish_reason(self.stop_reason.as_deref().unwrap_or("end_turn"));
                 self.chunk(out, obj! {}, Some(fr));
                 if self.include_usage {
-                    let c = obj! {
-                        "id" => self.id,
-                        "object" => "chat.completion.chunk",
-                        "created" => self.created,
-                        "model" => self.model,
-                        "choices" = serde_json::Value::Array(Vec::new()),
-                        "usage" => self.usage.to_openai(),
-                    };
-                    sse::data_event(out, &c.to_string());
+                    crate::wire::chat::usage_event(out, (&self.id, self.created, &self.model), &self.usage);
                 }
                 out.extend_from_slice(b"data: [DONE]\n\n");
                 self.finished = true;

@@ -388,20 +388,7 @@ impl StreamTranslator {
     }
 
     fn chunk(&self, out: &mut Vec<u8>, delta: Value, finish: Value) {
-        let c = obj! {
-            "id" => self.id,
-            "object" => "chat.completion.chunk",
-            "created" => self.created,
-            "model" => self.model,
-            "choices" = serde_json::Value::Array(vec![obj!{
-                "index" => 0u64,
-                "delta" => delta,
-                "logprobs" = serde_json::Value::Null,
-                "finish_reason" => finish,
-            }]),
-            "usage" = serde_json::Value::Null,
-        };
-        crate::wire::sse::data_event(out, &c.to_string());
+        crate::wire::chat::chunk_event(out, (&self.id, self.created, &self.model), delta, finish, true);
     }
 
     fn fail(&mut self, out: &mut Vec<u8>, message: &str) {
@@ -447,14 +434,7 @@ impl StreamTranslator {
                         let index = self.tool_index.add(block);
                         self.chunk(
                             &mut out,
-                            obj! {
-                                "tool_calls" = serde_json::Value::Array(vec![obj!{
-                                    "index" => index,
-                                    "id" => t.get("toolUseId"),
-                                    "type" => "function",
-                                    "function" = obj!{"name" => t.get("name"), "arguments" => ""},
-                                }]),
-                            },
+                            crate::wire::chat::tool_call_start(index, t.get("toolUseId"), t.get("name")),
                             Value::Null,
                         );
                     }
@@ -498,15 +478,7 @@ impl StreamTranslator {
                         cache_write_1h: hour_of(v.pointer("/usage/cacheDetails"), n("cacheWriteInputTokens")),
                     };
                     self.usage = Some(u);
-                    let c = obj! {
-                        "id" => self.id,
-                        "object" => "chat.completion.chunk",
-                        "created" => self.created,
-                        "model" => self.model,
-                        "choices" = serde_json::Value::Array(Vec::new()),
-                        "usage" => u.to_openai(),
-                    };
-                    crate::wire::sse::data_event(&mut out, &c.to_string());
+                    crate::wire::chat::usage_event(&mut out, (&self.id, self.created, &self.model), &u);
                     out.extend_from_slice(b"data: [DONE]\n\n");
                     self.done = true;
                 }

@@ -298,20 +298,7 @@ impl StreamTranslator {
     }
 
     fn chunk(&self, out: &mut Vec<u8>, delta: Value, finish: Value) {
-        let c = obj! {
-            "id" => self.id,
-            "object" => "chat.completion.chunk",
-            "created" => self.created,
-            "model" => self.model,
-            "choices" = serde_json::Value::Array(vec![obj!{
-                "index" => 0u64,
-                "delta" => delta,
-                "logprobs" = serde_json::Value::Null,
-                "finish_reason" => finish,
-            }]),
-            "usage" = serde_json::Value::Null,
-        };
-        crate::wire::sse::data_event(out, &c.to_string());
+        crate::wire::chat::chunk_event(out, (&self.id, self.created, &self.model), delta, finish, true);
     }
 
     /// Feeds a piece of the provider's stream; returns the bytes to send on.
@@ -396,15 +383,7 @@ impl StreamTranslator {
         self.done = true;
         self.chunk(&mut out, obj! {}, ToTree::to_tree(&(self.finish.unwrap_or("stop"))));
         if let Some(u) = self.usage {
-            let c = obj! {
-                "id" => self.id,
-                "object" => "chat.completion.chunk",
-                "created" => self.created,
-                "model" => self.model,
-                "choices" = serde_json::Value::Array(Vec::new()),
-                "usage" => u.to_openai(),
-            };
-            crate::wire::sse::data_event(&mut out, &c.to_string());
+            crate::wire::chat::usage_event(&mut out, (&self.id, self.created, &self.model), &u);
         }
         out.extend_from_slice(b"data: [DONE]\n\n");
         out

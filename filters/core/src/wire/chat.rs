@@ -151,6 +151,62 @@ impl Answer<'_> {
     }
 }
 
+/// The chunk after the last choice's, for a caller who asked for usage: no choices, the usage.
+pub fn usage_event<M: ToTree + ?Sized>(out: &mut Vec<u8>, (id, created, model): (&str, u64, &M), usage: &Usage) {
+    let c = obj! {
+        "id" => id,
+        "object" => "chat.completion.chunk",
+        "created" => created,
+        "model" => model,
+        "choices" = serde_json::Value::Array(Vec::new()),
+        "usage" = usage.to_openai(),
+    };
+    crate::wire::sse::data_event(out, &c.to_string());
+}
+
+/// The delta that starts tool call `index` of a streamed answer (its arguments follow).
+pub fn tool_call_start(
+    index: u64,
+    id: Option<&serde_json::Value>,
+    name: Option<&serde_json::Value>,
+) -> serde_json::Value {
+    obj! {
+        "tool_calls" = serde_json::Value::Array(vec![obj! {
+            "index" => index,
+            "id" => id,
+            "type" => "function",
+            "function" = obj! {"name" => name, "arguments" => ""},
+        }]),
+    }
+}
+
+/// One chat completion chunk of one choice, as the stream translators write it (`usage`: the
+/// chunk carries `"usage": null`, as OpenAI's do for a caller who asked for usage).
+pub fn chunk_event<M: ToTree + ?Sized>(
+    out: &mut Vec<u8>,
+    (id, created, model): (&str, u64, &M),
+    delta: serde_json::Value,
+    finish: serde_json::Value,
+    usage: bool,
+) {
+    let mut c = obj! {
+        "id" => id,
+        "object" => "chat.completion.chunk",
+        "created" => created,
+        "model" => model,
+        "choices" = serde_json::Value::Array(vec![obj! {
+            "index" => 0u64,
+            "delta" = delta,
+            "logprobs" = serde_json::Value::Null,
+            "finish_reason" = finish,
+        }]),
+    };
+    if usage {
+        c["usage"] = serde_json::Value::Null;
+    }
+    crate::wire::sse::data_event(out, &c.to_string());
+}
+
 /// A provider's message id as a chat completion id (`msg_01A` -> `chatcmpl-01A`).
 pub fn completion_id(msg_id: &str) -> String {
     format!("chatcmpl-{}", msg_id.strip_prefix("msg_").unwrap_or(msg_id))
