@@ -205,7 +205,7 @@ pub fn request_from_messages(a: &MessagesRequest<'_>) -> Result<Value, GatewayEr
     if let Some(c) = &a.output_config {
         // Converse takes the schema as JSON text.
         let schema = obj! {"jsonSchema" = obj!{"schema" => c.format.schema.get()}};
-        body.insert("outputConfig".into(), obj! {"textFormat" = obj!{"type" => "json_schema", "structure" => schema}});
+        body.insert("outputConfig".into(), obj! {"textFormat" = obj!{"type" => "json_schema", "structure" = schema}});
     }
     Ok(Value::Object(body))
 }

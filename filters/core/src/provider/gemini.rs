@@ -110,7 +110,7 @@ pub fn request_from_messages(a: &MessagesRequest<'_>) -> Result<Value, GatewayEr
             _ => None,
         };
         if let Some(c) = config {
-            body.insert("toolConfig".into(), obj! {"functionCallingConfig" => c});
+            body.insert("toolConfig".into(), obj! {"functionCallingConfig" = c});
         }
     }
     Ok(Value::Object(body))

@@ -227,7 +227,7 @@ pub fn stream_from_answer(body: &[u8]) -> Option<Vec<u8>> {
             "object" => "chat.completion.chunk",
             "created" => a.get("created"),
             "model" => a.get("model"),
-            "choices" => choices,
+            "choices" = choices,
         }
     };
     let mut out = Vec::new();
@@ -239,7 +239,7 @@ pub fn stream_from_answer(body: &[u8]) -> Option<Vec<u8>> {
         &mut out,
         &head(serde_json::Value::Array(vec![obj! {
             "index" => 0u64,
-            "delta" => delta,
+            "delta" = delta,
             "logprobs" = serde_json::Value::Null,
             "finish_reason" = serde_json::Value::Null,
         }]))
@@ -268,7 +268,7 @@ pub fn stream_from_answer(body: &[u8]) -> Option<Vec<u8>> {
             "index" => 0u64,
             "delta" = obj!{},
             "logprobs" = serde_json::Value::Null,
-            "finish_reason" => finish,
+            "finish_reason" = finish,
         }]))
         .to_string(),
     );
@@ -402,15 +402,15 @@ impl StreamCollector {
                 .collect();
         }
         let mut a = obj! {
-            "id" => id,
+            "id" = id,
             "object" => "chat.completion",
-            "created" => created,
-            "model" => model,
+            "created" = created,
+            "model" = model,
             "choices" = serde_json::Value::Array(vec![obj!{
                 "index" => 0u64,
-                "message" => message,
+                "message" = message,
                 "logprobs" = serde_json::Value::Null,
-                "finish_reason" => finish,
+                "finish_reason" = finish,
             }]),
         };
         if let Some(u) = &self.usage {

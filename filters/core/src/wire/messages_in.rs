@@ -214,7 +214,7 @@ pub fn response_from_openai(body: &[u8]) -> Result<(Vec<u8>, Option<Usage>), Str
         let args = tc.pointer("/function/arguments").and_then(Value::as_str).unwrap_or("{}");
         let input: Value = crate::wire::from_str(args).unwrap_or_else(|_| obj! {});
         content.push(
-            obj! {"type" => "tool_use", "id" => tc.get("id"), "name" => tc.pointer("/function/name"), "input" => input},
+            obj! {"type" => "tool_use", "id" => tc.get("id"), "name" => tc.pointer("/function/name"), "input" = input},
         );
     }
     let usage = v.get("usage").and_then(Usage::from_openai);
@@ -271,7 +271,7 @@ pub fn stream_from_message(body: &[u8]) -> Option<Vec<u8>> {
     start["content"] = serde_json::Value::Array(Vec::new());
     start["stop_reason"] = Value::Null;
     start["stop_sequence"] = Value::Null;
-    event(&mut out, "message_start", &obj! {"type" => "message_start", "message" => start});
+    event(&mut out, "message_start", &obj! {"type" => "message_start", "message" = start});
     for (i, block) in whole.get("content").and_then(Value::as_array).into_iter().flatten().enumerate() {
         let mut empty = block.clone();
         let delta = match block.get("type").and_then(Value::as_str) {

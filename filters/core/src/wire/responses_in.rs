@@ -61,7 +61,7 @@ fn chat_content(content: &Value) -> Result<Value, GatewayError> {
                 if let Some(d) = p.get("detail").and_then(Value::as_str).filter(|d| *d != "original") {
                     image["detail"] = ToTree::to_tree(&d);
                 }
-                out.push(obj! {"type" => "image_url", "image_url" => image});
+                out.push(obj! {"type" => "image_url", "image_url" = image});
             }
             Some("input_file") => match p.get("file_data") {
                 Some(data) => out.push(obj! {
@@ -152,7 +152,7 @@ pub fn request_to_chat(body: &[u8], strict: bool) -> Result<(Vec<u8>, Echo), Gat
                 if let Some(d) = t.get("description").filter(|d| !d.is_null()) {
                     f["description"] = d.clone();
                 }
-                out.push(obj! {"type" => "function", "function" => f});
+                out.push(obj! {"type" => "function", "function" = f});
             }
             if !out.is_empty() {
                 chat.insert("tools".into(), Value::Array(out));
@@ -211,7 +211,7 @@ pub fn request_to_chat(body: &[u8], strict: bool) -> Result<(Vec<u8>, Echo), Gat
                     schema[k] = v.clone();
                 }
             }
-            chat.insert("response_format".into(), obj! {"type" => "json_schema", "json_schema" => schema});
+            chat.insert("response_format".into(), obj! {"type" => "json_schema", "json_schema" = schema});
         }
         Some(other) => return Err(invalid("text", &format!("Unknown `text.format.type` {other:?}."))),
     }
@@ -458,7 +458,7 @@ pub fn stream_from_response(body: &[u8]) -> Option<Vec<u8>> {
                         }
                         v
                     };
-                    emit(&mut out, "response.content_part.added", with(obj! {"part" => empty}));
+                    emit(&mut out, "response.content_part.added", with(obj! {"part" = empty}));
                     emit(
                         &mut out,
                         "response.output_text.delta",
@@ -494,7 +494,7 @@ pub fn stream_from_response(body: &[u8]) -> Option<Vec<u8>> {
     } else {
         "response.completed"
     };
-    emit(&mut out, kind, obj! {"response" => whole});
+    emit(&mut out, kind, obj! {"response" = whole});
     Some(out)
 }
 
@@ -614,9 +614,9 @@ impl StreamToResponses {
         }
         self.started = true;
         let r = self.snapshot("in_progress", Value::Null, Vec::new(), None);
-        self.emit(out, "response.created", obj! {"response" => r});
+        self.emit(out, "response.created", obj! {"response" = r});
         let r = self.snapshot("in_progress", Value::Null, Vec::new(), None);
-        self.emit(out, "response.in_progress", obj! {"response" => r});
+        self.emit(out, "response.in_progress", obj! {"response" = r});
     }
 
     fn next_index(&self) -> usize {
@@ -785,7 +785,7 @@ impl StreamToResponses {
         let (status, incomplete) = status_of(self.finish.as_deref());
         let r = self.snapshot(status, incomplete, self.done.clone(), self.usage.as_ref());
         let kind = if status == "completed" { "response.completed" } else { "response.incomplete" };
-        self.emit(out, kind, obj! {"response" => r});
+        self.emit(out, kind, obj! {"response" = r});
     }
 
     fn fail(&mut self, out: &mut Vec<u8>, error: &Value) {
@@ -798,7 +798,7 @@ impl StreamToResponses {
         self.ended = true;
         let mut r = self.snapshot("failed", Value::Null, self.done.clone(), self.usage.as_ref());
         r["error"] = obj! {"code" => code, "message" => message};
-        self.emit(out, "response.failed", obj! {"response" => r});
+        self.emit(out, "response.failed", obj! {"response" = r});
     }
 
     pub fn push(&mut self, chunk: &[u8]) -> Vec<u8> {

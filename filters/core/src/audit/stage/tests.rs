@@ -412,6 +412,19 @@ fn reference_metrics(h: &impl Host, audit: &Audit, r: &AuditRecord, cost_pico: O
 }
 
 #[test]
+fn refusal_phrases_in_other_scripts_are_found_whatever_their_case_and_final_sigma() {
+    let cfg: AuditConfig = crate::config::from_str(&format!(
+        r#"{{"price_book": {BOOK}, "refusal_phrases": ["я не могу помочь", "δεν μπορώ να σας βοηθήσω"]}}"#
+    ))
+    .unwrap();
+    let a = Audit::compile(&cfg).unwrap();
+    assert!(says_refusal("Я НЕ МОГУ ПОМОЧЬ с этим.", &a));
+    // Upper case has one sigma; lower case writes it `ς` at a word's end and `σ` elsewhere.
+    assert!(says_refusal("ΔΕΝ ΜΠΟΡΏ ΝΑ ΣΑΣ ΒΟΗΘΉΣΩ.", &a));
+    assert!(!says_refusal("Я могу помочь.", &a));
+}
+
+#[test]
 fn refusal_phrases_are_found_as_folding_the_whole_head_would_find_them() {
     // The byte-by-byte comparison against the reference (fold the head, then a substring
     // search per phrase), on heads drawn from letters, case, both apostrophes and non-ASCII.
