@@ -2,16 +2,20 @@
 
 pub mod price;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
+#[cfg(test)]
+use serde::Serialize;
 
 use crate::wire::usage::Usage;
+use crate::wire::write::WriteJson;
 
 pub mod stage;
 
 pub const RECORD_VERSION: u32 = 2;
 
 /// How a call ended. A fixed vocabulary.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     Ok,
@@ -82,7 +86,8 @@ pub fn upstream_failed(code_details: &str) -> bool {
 }
 
 /// Why an attempt at a provider failed: the per-provider error taxonomy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorClass {
     RateLimited,
@@ -150,7 +155,8 @@ impl ErrorClass {
 }
 
 /// One upstream attempt, as the per-attempt filter saw it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(test, derive(Serialize))]
 pub struct Attempt {
     pub provider: String,
     pub region: Option<String>,
@@ -161,14 +167,13 @@ pub struct Attempt {
     pub latency_ms: Option<u64>,
     pub error_class: Option<ErrorClass>,
     /// The fingerprint of the provider credential used (never the key).
-    #[serde(default)]
     pub credential: Option<String>,
     /// When the attempt was sent (ms since the epoch), while the call is in flight: it tells a
     /// per-try timeout from a reset. Not part of the audit record (cleared before it is written).
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[cfg_attr(test, serde(skip_serializing_if = "is_zero"))]
     pub started_ms: u64,
 }
-crate::wire::object::from_object!(Attempt {
+crate::wire::object::json_object!(Attempt {
     provider: "provider" [required],
     region: "region" [],
     model: "model" [],
@@ -176,7 +181,7 @@ crate::wire::object::from_object!(Attempt {
     latency_ms: "latency_ms" [],
     error_class: "error_class" [],
     credential: "credential" [],
-    started_ms: "started_ms" [],
+    started_ms: "started_ms" [skip_zero],
 });
 
 /// Closes the last attempt if it got no answer because a timer cut it: the latency budget's
@@ -201,6 +206,7 @@ pub fn close_unanswered(attempts: &mut [Attempt], per_try_ms: Option<u64>, code_
     }
 }
 
+#[cfg(test)]
 fn is_zero(n: &u64) -> bool {
     *n == 0
 }
@@ -252,20 +258,19 @@ fn decode_attempts(mut r: crate::codec::Reader<'_>) -> Option<Vec<Attempt>> {
     r.at_end().then_some(out)
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
+#[cfg_attr(test, derive(Serialize))]
 pub struct Tokens {
     pub input: u64,
     pub cached_input: u64,
     /// Input written to the provider's prompt cache (part of `input`).
-    #[serde(default)]
     pub cache_write: u64,
     /// Of `cache_write`, what was written for an hour.
-    #[serde(default)]
     pub cache_write_1h: u64,
     pub output: u64,
     pub reasoning: u64,
 }
-crate::wire::object::from_object!(Tokens {
+crate::wire::object::json_object!(Tokens {
     input: "input" [required],
     cached_input: "cached_input" [required],
     cache_write: "cache_write" [],
@@ -288,7 +293,8 @@ impl From<Usage> for Tokens {
 }
 
 /// The audit record (see README, "The audit record"). Field order is the JSON order.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
+#[cfg_attr(test, derive(Serialize))]
 pub struct AuditRecord {
     pub version: u32,
     pub request_id: String,
@@ -298,22 +304,18 @@ pub struct AuditRecord {
     pub feature: Option<String>,
     pub agent: Option<String>,
     /// The task category the caller named (`x-gateway-task`).
-    #[serde(default)]
     pub task: Option<String>,
     /// A shadow leg: the request id of the call it copies (README, "Shadow dual-run").
-    #[serde(default)]
     pub shadow_of: Option<String>,
     pub key_id: Option<String>,
     pub key_fingerprint: Option<String>,
     /// The front door the call came in by: `chat`, `messages`, `responses`, `embeddings` or
     /// `models` (`null`: a path the gateway does not serve).
-    #[serde(default)]
     pub door: Option<String>,
     /// The route rule that chose the alias (`default`: the alias the caller named).
     pub route: Option<String>,
     pub alias: Option<String>,
     /// `canary` or `stable` when the alias has a canary slice.
-    #[serde(default)]
     pub slice: Option<String>,
     pub workload_class: Option<String>,
     pub privacy_zone: Option<String>,
@@ -326,7 +328,6 @@ pub struct AuditRecord {
     /// The stable `code` of the error the gateway answered itself (a refusal: the body's
     /// `error.code`, e.g. `tenant_requests_per_minute`); null when a provider's answer, or its
     /// error, reached the caller.
-    #[serde(default)]
     pub error_code: Option<String>,
     pub stream: bool,
     pub tokens: Option<Tokens>,
@@ -340,20 +341,19 @@ pub struct AuditRecord {
     /// a failed chain), `no_store` (the caller said `Cache-Control: no-store`).
     pub cache_status: String,
     /// What an answer from the cache saved: what its original call cost (exact decimal USD).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     pub cost_saved_usd: Option<String>,
     /// The semantic cache's lookup: the nearest stored request's similarity, the request id of
     /// the entry it would serve, and whether it did (absent when there was none).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     pub cache_semantic: Option<crate::cache::semantic::SemanticNote>,
     pub compliance_flags: Vec<String>,
     pub flags: Vec<String>,
     /// What the answer the caller got says about the model's behaviour (drift signals, shadow
     /// comparison); null when no provider's answer reached the caller.
-    #[serde(default)]
     pub answer: Option<AnswerRecord>,
 }
-crate::wire::object::from_object!(AuditRecord {
+crate::wire::object::json_object!(AuditRecord {
     version: "version" [required],
     request_id: "request_id" [required],
     start_time_ms: "start_time_ms" [required],
@@ -384,15 +384,16 @@ crate::wire::object::from_object!(AuditRecord {
     latency_ms: "latency_ms" [required],
     ttft_ms: "ttft_ms" [],
     cache_status: "cache_status" [required],
-    cost_saved_usd: "cost_saved_usd" [],
-    cache_semantic: "cache_semantic" [],
+    cost_saved_usd: "cost_saved_usd" [skip_none],
+    cache_semantic: "cache_semantic" [skip_none],
     compliance_flags: "compliance_flags" [required],
     flags: "flags" [required],
     answer: "answer" [],
 });
 
 /// The audit record's view of an answer (README, "The audit record").
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(test, derive(Serialize))]
 pub struct AnswerRecord {
     /// `stop`, `length`, `tool_calls`, `content_filter` or `other`, whatever the provider and
     /// door (null: the answer did not say).
@@ -405,12 +406,10 @@ pub struct AnswerRecord {
     pub json_valid: Option<bool>,
     /// Characters of text, and the first 16 hex digits of the SHA-256 of the text and tool
     /// calls (non-streamed answers only).
-    #[serde(default)]
     pub output_chars: Option<u64>,
-    #[serde(default)]
     pub output_digest: Option<String>,
 }
-crate::wire::object::from_object!(AnswerRecord {
+crate::wire::object::json_object!(AnswerRecord {
     finish_reason: "finish_reason" [],
     tool_calls: "tool_calls" [required],
     refusal: "refusal" [required],
@@ -419,200 +418,15 @@ crate::wire::object::from_object!(AnswerRecord {
     output_digest: "output_digest" [],
 });
 
-/// The audit record's JSON line, written directly: the same bytes as `serde_json::to_writer`
-/// of the record (a test compares them), without serde's per-field machinery on every call.
-/// Strings go through serde_json's own escaping.
-struct Json<'a>(&'a mut Vec<u8>);
-
-impl Json<'_> {
-    fn key(&mut self, first: bool, k: &str) {
-        if !first {
-            self.0.push(b',');
-        }
-        self.0.push(b'"');
-        self.0.extend_from_slice(k.as_bytes());
-        self.0.extend_from_slice(b"\":");
-    }
-    fn str(&mut self, v: &str) {
-        let _ = serde_json::to_writer(&mut *self.0, v);
-    }
-    fn opt_str(&mut self, v: Option<&str>) {
-        match v {
-            Some(v) => self.str(v),
-            None => self.0.extend_from_slice(b"null"),
-        }
-    }
-    fn num(&mut self, n: u64) {
-        crate::headers::push_decimal(self.0, n);
-    }
-    fn opt_num(&mut self, v: Option<u64>) {
-        match v {
-            Some(n) => self.num(n),
-            None => self.0.extend_from_slice(b"null"),
-        }
-    }
-    fn bool(&mut self, v: bool) {
-        self.0.extend_from_slice(if v { b"true" } else { b"false" });
-    }
-    fn strs(&mut self, v: &[String]) {
-        self.0.push(b'[');
-        for (i, s) in v.iter().enumerate() {
-            if i > 0 {
-                self.0.push(b',');
-            }
-            self.str(s);
-        }
-        self.0.push(b']');
+impl WriteJson for Outcome {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        crate::wire::write::string(out, self.as_str());
     }
 }
 
-impl Attempt {
-    fn write_json(&self, j: &mut Json) {
-        j.0.push(b'{');
-        j.key(true, "provider");
-        j.str(&self.provider);
-        j.key(false, "region");
-        j.opt_str(self.region.as_deref());
-        j.key(false, "model");
-        j.opt_str(self.model.as_deref());
-        j.key(false, "status");
-        j.opt_num(self.status.map(u64::from));
-        j.key(false, "latency_ms");
-        j.opt_num(self.latency_ms);
-        j.key(false, "error_class");
-        match self.error_class {
-            Some(c) => j.str(c.as_str()),
-            None => j.0.extend_from_slice(b"null"),
-        }
-        j.key(false, "credential");
-        j.opt_str(self.credential.as_deref());
-        if self.started_ms != 0 {
-            j.key(false, "started_ms");
-            j.num(self.started_ms);
-        }
-        j.0.push(b'}');
-    }
-}
-
-impl AuditRecord {
-    /// Appends the record's JSON (one line) to `out`.
-    pub fn write_json(&self, out: &mut Vec<u8>) {
-        let j = &mut Json(out);
-        j.0.push(b'{');
-        j.key(true, "version");
-        j.num(u64::from(self.version));
-        j.key(false, "request_id");
-        j.str(&self.request_id);
-        j.key(false, "start_time_ms");
-        j.num(self.start_time_ms);
-        j.key(false, "end_time_ms");
-        j.num(self.end_time_ms);
-        for (k, v) in [
-            ("tenant", &self.tenant),
-            ("feature", &self.feature),
-            ("agent", &self.agent),
-            ("task", &self.task),
-            ("shadow_of", &self.shadow_of),
-            ("key_id", &self.key_id),
-            ("key_fingerprint", &self.key_fingerprint),
-            ("door", &self.door),
-            ("route", &self.route),
-            ("alias", &self.alias),
-            ("slice", &self.slice),
-            ("workload_class", &self.workload_class),
-            ("privacy_zone", &self.privacy_zone),
-            ("provider", &self.provider),
-            ("model", &self.model),
-        ] {
-            j.key(false, k);
-            j.opt_str(v.as_deref());
-        }
-        j.key(false, "attempts");
-        j.0.push(b'[');
-        for (i, a) in self.attempts.iter().enumerate() {
-            if i > 0 {
-                j.0.push(b',');
-            }
-            a.write_json(j);
-        }
-        j.0.push(b']');
-        j.key(false, "status");
-        j.opt_num(self.status.map(u64::from));
-        j.key(false, "outcome");
-        j.str(self.outcome.as_str());
-        j.key(false, "error_code");
-        j.opt_str(self.error_code.as_deref());
-        j.key(false, "stream");
-        j.bool(self.stream);
-        j.key(false, "tokens");
-        match &self.tokens {
-            Some(t) => {
-                j.0.push(b'{');
-                for (i, (k, v)) in [
-                    ("input", t.input),
-                    ("cached_input", t.cached_input),
-                    ("cache_write", t.cache_write),
-                    ("cache_write_1h", t.cache_write_1h),
-                    ("output", t.output),
-                    ("reasoning", t.reasoning),
-                ]
-                .into_iter()
-                .enumerate()
-                {
-                    j.key(i == 0, k);
-                    j.num(v);
-                }
-                j.0.push(b'}');
-            }
-            None => j.0.extend_from_slice(b"null"),
-        }
-        j.key(false, "cost_usd");
-        j.opt_str(self.cost_usd.as_deref());
-        j.key(false, "price_book_version");
-        j.str(&self.price_book_version);
-        j.key(false, "latency_ms");
-        j.num(self.latency_ms);
-        j.key(false, "ttft_ms");
-        j.opt_num(self.ttft_ms);
-        j.key(false, "cache_status");
-        j.str(&self.cache_status);
-        if let Some(saved) = &self.cost_saved_usd {
-            j.key(false, "cost_saved_usd");
-            j.str(saved);
-        }
-        if let Some(note) = &self.cache_semantic {
-            // (Rare, and it holds a float: serde writes it.)
-            j.key(false, "cache_semantic");
-            let _ = serde_json::to_writer(&mut *j.0, note);
-        }
-        j.key(false, "compliance_flags");
-        j.strs(&self.compliance_flags);
-        j.key(false, "flags");
-        j.strs(&self.flags);
-        j.key(false, "answer");
-        match &self.answer {
-            Some(a) => {
-                j.0.push(b'{');
-                j.key(true, "finish_reason");
-                j.opt_str(a.finish_reason.map(crate::wire::facts::Finish::as_str));
-                j.key(false, "tool_calls");
-                j.num(u64::from(a.tool_calls));
-                j.key(false, "refusal");
-                j.bool(a.refusal);
-                j.key(false, "json_valid");
-                match a.json_valid {
-                    Some(v) => j.bool(v),
-                    None => j.0.extend_from_slice(b"null"),
-                }
-                j.key(false, "output_chars");
-                j.opt_num(a.output_chars);
-                j.key(false, "output_digest");
-                j.opt_str(a.output_digest.as_deref());
-                j.0.push(b'}');
-            }
-            None => j.0.extend_from_slice(b"null"),
-        }
-        j.0.push(b'}');
+impl WriteJson for ErrorClass {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        crate::wire::write::string(out, self.as_str());
     }
 }
 

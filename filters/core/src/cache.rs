@@ -16,7 +16,6 @@ pub mod semantic;
 pub mod shared;
 pub mod stage;
 
-use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -190,7 +189,7 @@ pub fn keys_of(tenant: &str, key_id: Option<&str>, alias: &str, route: &str, mut
     }
     let digest = |v: &Value| -> Option<Digest32> {
         // serde_json's map keeps its keys sorted: written back, equal requests are equal bytes.
-        let canonical = serde_json::to_vec(v).ok()?;
+        let canonical = crate::wire::write::to_vec(v);
         let mut h = Sha256::new();
         for part in [tenant, key_id.unwrap_or(""), alias, route] {
             h.update((part.len() as u64).to_le_bytes());
@@ -224,7 +223,7 @@ pub fn keys_of(tenant: &str, key_id: Option<&str>, alias: &str, route: &str, mut
 }
 
 /// What is kept with an answer.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Meta {
     pub ttl_ms: u64,
     pub stale_ms: u64,
@@ -235,7 +234,7 @@ pub struct Meta {
     /// The call that stored it.
     pub request_id: String,
 }
-crate::wire::object::from_object!(Meta {
+crate::wire::object::json_object!(Meta {
     ttl_ms: "ttl_ms" [required],
     stale_ms: "stale_ms" [required],
     model: "model" [],
@@ -259,7 +258,7 @@ impl Entry {
     /// `AGC1`, the digest, the time stored (u64), the meta's length (u32), the meta (JSON), the
     /// answer (little-endian).
     pub fn encode(&self) -> Vec<u8> {
-        let meta = serde_json::to_vec(&self.meta).unwrap_or_default();
+        let meta = crate::wire::write::to_vec(&self.meta);
         let mut out = Vec::with_capacity(48 + meta.len() + self.body.len());
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&self.digest);

@@ -84,7 +84,7 @@ fn unexpected(v: &Value) -> String {
             _ => format!("floating point `{n}`"),
         },
         // Quoted as JSON quotes it (not `Debug`: that links Unicode tables for this alone).
-        Value::String(_) => format!("string {v}"),
+        Value::String(_) => format!("string {}", crate::wire::write::to_string(v)),
         Value::Array(_) => "sequence".into(),
         Value::Object(_) => "map".into(),
     }

@@ -26,15 +26,14 @@ impl GatewayError {
 
     /// The JSON body sent to the caller.
     pub fn body(&self) -> String {
-        crate::wire::obj! {
+        crate::wire::write::to_string(&crate::wire::obj! {
             "error" = crate::wire::obj!{
                 "message" => self.message,
                 "type" => self.kind,
                 "param" => self.param,
                 "code" => self.code,
             },
-        }
-        .to_string()
+        })
     }
 }
 

@@ -231,7 +231,7 @@ pub fn filter_answer(body: &[u8], terms: &[String]) -> Option<Vec<u8>> {
         v["status"] = Value::String("incomplete".into());
         v["incomplete_details"] = obj! {"reason" => "content_filter"};
         v["output"] = serde_json::Value::Array(Vec::new());
-        return serde_json::to_vec(&v).ok();
+        return Some(crate::wire::write::to_vec(&v));
     }
     if v.get("type").and_then(Value::as_str) == Some("message") {
         // A Messages answer: its text and its tool calls' input; withheld, it has no content
@@ -239,15 +239,19 @@ pub fn filter_answer(body: &[u8], terms: &[String]) -> Option<Vec<u8>> {
         let blocks = v.get("content").and_then(Value::as_array).cloned().unwrap_or_default();
         let text: String =
             blocks.iter().filter_map(|b| b.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join(" ");
-        let args: String =
-            blocks.iter().filter_map(|b| b.get("input")).map(Value::to_string).collect::<Vec<_>>().join(" ");
+        let args: String = blocks
+            .iter()
+            .filter_map(|b| b.get("input"))
+            .map(crate::wire::write::to_string)
+            .collect::<Vec<_>>()
+            .join(" ");
         if !holds_term(&text, terms) && !holds_term(&args, terms) {
             return None;
         }
         v["content"] = serde_json::Value::Array(Vec::new());
         v["stop_reason"] = Value::String("refusal".into());
         v["stop_sequence"] = Value::Null;
-        return serde_json::to_vec(&v).ok();
+        return Some(crate::wire::write::to_vec(&v));
     }
     let message = v.get_mut("choices")?.get_mut(0)?.get_mut("message")?;
     let text = message.get("content").and_then(Value::as_str).unwrap_or_default();
@@ -268,7 +272,7 @@ pub fn filter_answer(body: &[u8], terms: &[String]) -> Option<Vec<u8>> {
         m.remove("tool_calls");
     }
     v["choices"][0]["finish_reason"] = Value::String("content_filter".into());
-    serde_json::to_vec(&v).ok()
+    Some(crate::wire::write::to_vec(&v))
 }
 
 /// The events of a Messages stream (each comes with its name).
@@ -345,8 +349,8 @@ impl StreamFilter {
                             "stop_reason" => "refusal",
                             "stop_sequence" = serde_json::Value::Null,
                         }, "usage" = obj!{"output_tokens" => self.output_tokens}};
-                        write_event(&mut out, Some("content_block_stop"), &stop.to_string());
-                        write_event(&mut out, Some("message_delta"), &delta.to_string());
+                        crate::wire::sse::named_tree_event(&mut out, Some("content_block_stop"), &stop);
+                        crate::wire::sse::named_tree_event(&mut out, Some("message_delta"), &delta);
                         write_event(&mut out, Some("message_stop"), r#"{"type":"message_stop"}"#);
                         return out;
                     }
@@ -371,7 +375,7 @@ impl StreamFilter {
                         r["incomplete_details"] = obj! {"reason" => "content_filter"};
                         r["output"] = serde_json::Value::Array(Vec::new());
                         let data = obj! {"type" => "response.incomplete", "sequence_number" => number, "response" => r};
-                        out.extend_from_slice(format!("event: response.incomplete\ndata: {data}\n\n").as_bytes());
+                        crate::wire::sse::named_tree_event(&mut out, Some("response.incomplete"), &data);
                         return out;
                     }
                     self.keep_tail(seen);
@@ -399,7 +403,7 @@ impl StreamFilter {
                         "finish_reason" => "content_filter",
                     }]),
                 };
-                crate::wire::sse::data_event(&mut out, &stop.to_string());
+                crate::wire::sse::tree_event(&mut out, &stop);
                 out.extend_from_slice(b"data: [DONE]\n\n");
                 return out;
             }
@@ -436,7 +440,7 @@ impl Restorer {
         let pairs: Vec<(String, String)> = masked
             .iter()
             .map(|(p, v)| {
-                let json = serde_json::to_string(v).unwrap_or_default();
+                let json = crate::wire::write::to_string(v);
                 (p.clone(), json.get(1..json.len().saturating_sub(1)).unwrap_or_default().to_string())
             })
             .collect();
@@ -509,7 +513,7 @@ pub fn restore_answer(r: &mut Restorer, plain: &[(String, String)], body: &[u8])
                     _ => put_back_all(x, plain),
                 }
             }
-            return Value::Object(o).to_string().into_bytes();
+            return crate::wire::write::to_vec(&o);
         }
     }
     let mut out = r.push(body);
@@ -651,7 +655,7 @@ impl StreamRestorer {
             if let (Some(n), true) = (number, self.added > 0) {
                 v["sequence_number"] = Value::from(n + self.added);
             }
-            write_event(out, name, &v.to_string());
+            crate::wire::sse::named_tree_event(out, name, &v);
             return;
         }
         if let Some(kind) = name.filter(|k| MESSAGES_EVENTS.contains(k)) {
@@ -680,7 +684,7 @@ impl StreamRestorer {
                 "message_delta" | "message_stop" => self.flush(|_| true, None, out),
                 _ => {}
             }
-            write_event(out, name, &v.to_string());
+            crate::wire::sse::named_tree_event(out, name, &v);
             return;
         }
         let choices = v.get("choices").and_then(Value::as_array).map_or(0, Vec::len);
@@ -724,7 +728,7 @@ impl StreamRestorer {
                 self.flush(|l| matches!(l, Lane::Chat(i, _) if *i == index), None, out);
             }
         }
-        write_event(out, name, &v.to_string());
+        crate::wire::sse::named_tree_event(out, name, &v);
     }
 
     /// The lane's held piece and this delta's text (at `pointer`), placeholders put back, minus
@@ -804,7 +808,7 @@ impl StreamRestorer {
                 v["sequence_number"] = Value::from(n + self.added + 1);
                 self.added += 1;
             }
-            write_event(out, h.event.as_deref(), &v.to_string());
+            crate::wire::sse::named_tree_event(out, h.event.as_deref(), &v);
         }
         self.held = keep;
     }

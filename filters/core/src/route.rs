@@ -555,7 +555,7 @@ pub fn chain_refusal(
         "code" => code,
         "attempts" => listed,
     }};
-    (status, body.to_string())
+    (status, crate::wire::write::to_string(&body))
 }
 
 // Read by hand (`crate::config`), not derived: see its module comment.

@@ -12,6 +12,7 @@ pub mod responses_in;
 pub mod scan;
 pub mod sse;
 pub mod usage;
+pub mod write;
 
 /// Parses JSON text into `T`. Every typed read of JSON in the filters goes through
 /// `serde_json::from_slice`: serde compiles a type's deserialiser once per input reader, and

@@ -107,7 +107,7 @@ fn cli_reads_files_and_skips_non_records() {
     let dir = std::env::temp_dir().join(format!("aigw-report-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let f = dir.join("audit.log");
-    let line = serde_json::to_string(&rec("a", "m1", NOV_22, Some("0.5"), None, "[]")).unwrap();
+    let line = aigw_core::wire::write::to_string(&rec("a", "m1", NOV_22, Some("0.5"), None, "[]"));
     std::fs::write(&f, format!("{line}\n-\n{line}\n")).unwrap();
     let mut out = Vec::new();
     run(
@@ -154,7 +154,7 @@ fn injection_eval_scores_the_shipped_rules_per_threshold() {
 #[test]
 fn shadow_pairs_each_leg_with_its_primary_and_counts_skipped_legs() {
     let with = |r: AuditRecord, f: &dyn Fn(&mut serde_json::Value)| {
-        let mut v = serde_json::to_value(&r).unwrap();
+        let mut v: serde_json::Value = serde_json::from_slice(&aigw_core::wire::write::to_vec(&r)).unwrap();
         f(&mut v);
         serde_json::from_value::<AuditRecord>(v).unwrap()
     };

@@ -600,7 +600,7 @@ impl AuditCall {
         record_metrics(h, audit, &record, cost);
         // (Room for a typical record at once: a growing buffer would move it five times.)
         let mut line = Vec::with_capacity(2048);
-        record.write_json(&mut line);
+        crate::wire::write::WriteJson::write_json(&record, &mut line);
         h.set_property_bytes(headers::PROP_AUDIT, &line);
         record
     }

@@ -1,7 +1,9 @@
 //! Gateway keys: callers present one; config stores only its SHA-256 digest and the identity it
 //! carries.
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
+#[cfg(test)]
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::error::{ConfigError, GatewayError};
@@ -41,7 +43,8 @@ pub struct KeyEntry {
 }
 
 /// What kind of work a key's calls are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
 #[serde(rename_all = "snake_case")]
 pub enum WorkloadClass {
     Interactive,
@@ -178,24 +181,25 @@ pub struct Identity {
 }
 
 /// What the credential plane tells the other filters about a call, in one filter-state value.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(test, derive(Serialize))]
 pub struct CallIdentity {
     pub tenant: String,
     pub key_id: String,
     pub key_fingerprint: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     pub zone: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     pub workload_class: Option<WorkloadClass>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     pub feature: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     pub agent: Option<String>,
     /// The task category the caller named (`x-gateway-task`), within the key's scope.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     pub task: Option<String>,
     /// A shadow leg: the request id of the call it copies.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     pub shadow_of: Option<String>,
     /// The model aliases the key may use, comma-separated (`*` for any).
     pub alias_scope: String,

@@ -99,7 +99,7 @@ impl Semantic {
         if let Some(d) = self.dimensions {
             body["dimensions"] = d.into();
         }
-        let body = body.to_string().into_bytes();
+        let body = crate::wire::write::to_vec(&body);
         let headers = vec![
             (":method", "POST".to_string()),
             (":path", crate::wire::embeddings::PATH.to_string()),
@@ -166,13 +166,14 @@ impl Semantic {
 /// What the semantic lookup found, for the audit record (`cache_semantic`): the similarity of
 /// the nearest stored request of the partition (none: the partition has none), the request id
 /// of the entry it would serve (at or above the threshold, and still fresh), and whether it did.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq)]
+#[cfg_attr(test, derive(serde::Serialize))]
 pub struct SemanticNote {
     pub similarity: Option<f64>,
     pub would_serve: Option<String>,
     pub served: bool,
 }
-crate::wire::object::from_object!(SemanticNote {
+crate::wire::object::json_object!(SemanticNote {
     similarity: "similarity" [],
     would_serve: "would_serve" [],
     served: "served" [required],

@@ -340,7 +340,7 @@ impl CacheCall {
                 }
             }
         }
-        h.set_property(headers::PROP_CACHE_SEMANTIC, &serde_json::to_string(&note).unwrap_or_default());
+        h.set_property(headers::PROP_CACHE_SEMANTIC, &crate::wire::write::to_string(&note));
         if let Some(entry) = served {
             self.charge_requests = policy.charge_requests;
             self.hit_word = "semantic_hit";
@@ -517,7 +517,7 @@ impl CacheCall {
 
 /// The cache's word for the audit record: `hit` or `stale`, and what the entry recorded.
 fn said(status: &str, meta: &Meta) -> String {
-    format!("{status} {}", serde_json::to_string(meta).unwrap_or_default())
+    format!("{status} {}", crate::wire::write::to_string(meta))
 }
 
 /// The cache's word on a call, as the audit stage reads it: the status (`hit`, `stale`,

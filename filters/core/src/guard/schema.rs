@@ -54,7 +54,7 @@ pub fn response_format_of_text(text: &str) -> Option<String> {
         }
         _ => return None,
     };
-    Some(rf.to_string())
+    Some(crate::wire::write::to_string(&rf))
 }
 
 /// The text of an answer to check: a chat completion's message content, or a Response

@@ -168,10 +168,9 @@ impl GuardCall {
         }
         let mut masked_key = None;
         if applied.changed {
-            if let Ok(masked) = serde_json::to_vec(&v) {
-                h.replace_request_body(body.len(), &masked);
-                h.set_request_header("content-length", Some(&masked.len().to_string()));
-            }
+            let masked = crate::wire::write::to_vec(&v);
+            h.replace_request_body(body.len(), &masked);
+            h.set_request_header("content-length", Some(&masked.len().to_string()));
             let mut originals = applied.masked.iter().map(|(_, v)| v.as_str()).collect::<Vec<_>>().join("\u{0}");
             originals.insert(0, '#');
             masked_key = Some(crate::auth::keys::digest_hex(&originals));

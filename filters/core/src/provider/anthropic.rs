@@ -8,7 +8,7 @@
 
 use std::borrow::Cow;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
@@ -18,6 +18,7 @@ use crate::wire::chat::{completion_id, Answer, ToolCall};
 use crate::wire::facts::AnswerFacts;
 use crate::wire::sse;
 use crate::wire::usage::Usage;
+use crate::wire::write::{to_object, Members, WriteJson};
 use crate::wire::{obj, ToTree};
 
 pub const API_VERSION: &str = "2023-06-01";
@@ -189,59 +190,59 @@ const EMPTY_SCHEMA: &str = r#"{"type":"object","properties":{}}"#;
 // The Anthropic Messages request, as the gateway writes it.
 
 /// An Anthropic Messages request.
-#[derive(Serialize)]
 pub struct MessagesRequest<'a> {
     pub model: String,
     pub max_tokens: u64,
     pub messages: Vec<Turn<'a>>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub system: Vec<Block<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub top_p: Option<&'a RawValue>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub stop_sequences: Option<StopSequences<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub stream: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub tools: Option<Vec<ToolDef<'a>>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_choice: Option<ToolChoice<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub metadata: Option<RequestMetadata<'a>>,
     /// Structured outputs: the caller's `response_format` `json_schema`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub output_config: Option<OutputConfig<'a>>,
     /// The caller asked for JSON (`response_format` `json_object` or `json_schema`). Anthropic
     /// has no JSON mode beyond a schema (the gateway's output check stands for `json_object`);
-    /// Gemini is asked for `application/json`.
-    #[serde(skip)]
+    /// Gemini is asked for `application/json`. Not written.
     pub json: bool,
 }
+to_object!(MessagesRequest<'a> {
+    model: "model" [],
+    max_tokens: "max_tokens" [],
+    messages: "messages" [],
+    system: "system" [skip_empty],
+    temperature: "temperature" [skip_none],
+    top_p: "top_p" [skip_none],
+    stop_sequences: "stop_sequences" [skip_none],
+    stream: "stream" [skip_none],
+    tools: "tools" [skip_none],
+    tool_choice: "tool_choice" [skip_none],
+    metadata: "metadata" [skip_none],
+    output_config: "output_config" [skip_none],
+});
 
 /// `output_config`: the answer's JSON Schema (`format`).
-#[derive(Serialize)]
 pub struct OutputConfig<'a> {
     pub format: SchemaFormat<'a>,
 }
+to_object!(OutputConfig<'a> { format: "format" [] });
 
-#[derive(Serialize)]
 pub struct SchemaFormat<'a> {
-    #[serde(rename = "type")]
     pub kind: &'static str,
     pub schema: &'a RawValue,
 }
+to_object!(SchemaFormat<'a> { kind: "type" [], schema: "schema" [] });
 
-#[derive(Serialize)]
 pub struct Turn<'a> {
     pub role: &'static str,
     pub content: Vec<Block<'a>>,
 }
+to_object!(Turn<'a> { role: "role" [], content: "content" [] });
 
-/// A content block.
-#[derive(Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+/// A content block, written with its `type` first.
 pub enum Block<'a> {
     Text {
         text: Cow<'a, str>,
@@ -261,43 +262,98 @@ pub enum Block<'a> {
     },
 }
 
-#[derive(Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+impl WriteJson for Block<'_> {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        let mut m = Members::open(out);
+        match self {
+            Block::Text { text } => {
+                m.member(r#""type":"#, &"text");
+                m.member(r#""text":"#, text);
+            }
+            Block::Image { source } => {
+                m.member(r#""type":"#, &"image");
+                m.member(r#""source":"#, source);
+            }
+            Block::ToolUse { id, name, input } => {
+                m.member(r#""type":"#, &"tool_use");
+                m.member(r#""id":"#, id);
+                m.member(r#""name":"#, name);
+                m.member(r#""input":"#, input);
+            }
+            Block::ToolResult { tool_use_id, content } => {
+                m.member(r#""type":"#, &"tool_result");
+                m.member(r#""tool_use_id":"#, tool_use_id);
+                m.member(r#""content":"#, content);
+            }
+        }
+        m.close();
+    }
+}
+
 pub enum ImageSource<'a> {
     Base64 { media_type: Cow<'a, str>, data: Cow<'a, str> },
     Url { url: Cow<'a, str> },
 }
 
+impl WriteJson for ImageSource<'_> {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        let mut m = Members::open(out);
+        match self {
+            ImageSource::Base64 { media_type, data } => {
+                m.member(r#""type":"#, &"base64");
+                m.member(r#""media_type":"#, media_type);
+                m.member(r#""data":"#, data);
+            }
+            ImageSource::Url { url } => {
+                m.member(r#""type":"#, &"url");
+                m.member(r#""url":"#, url);
+            }
+        }
+        m.close();
+    }
+}
+
 /// `stop`: one string, or the caller's array as given.
-#[derive(Serialize)]
-#[serde(untagged)]
 pub enum StopSequences<'a> {
     One([Cow<'a, str>; 1]),
     Many(&'a RawValue),
 }
 
-#[derive(Serialize)]
+impl WriteJson for StopSequences<'_> {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        match self {
+            StopSequences::One(one) => one.write_json(out),
+            StopSequences::Many(raw) => raw.write_json(out),
+        }
+    }
+}
+
 pub struct ToolDef<'a> {
     pub name: Option<&'a RawValue>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<&'a RawValue>,
     pub input_schema: &'a RawValue,
 }
+to_object!(ToolDef<'a> {
+    name: "name" [],
+    description: "description" [skip_none],
+    input_schema: "input_schema" [],
+});
 
-#[derive(Serialize)]
 pub struct ToolChoice<'a> {
-    #[serde(rename = "type")]
     pub kind: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<&'a RawValue>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub disable_parallel_tool_use: Option<bool>,
 }
+to_object!(ToolChoice<'a> {
+    kind: "type" [],
+    name: "name" [skip_none],
+    disable_parallel_tool_use: "disable_parallel_tool_use" [skip_none],
+});
 
-#[derive(Serialize)]
 pub struct RequestMetadata<'a> {
     pub user_id: Cow<'a, str>,
 }
+to_object!(RequestMetadata<'a> { user_id: "user_id" [] });
 
 /// Text of an OpenAI content value that may only hold text (null, a string, or text parts).
 fn text_of<'a>(content: Option<&'a RawValue>) -> Result<Cow<'a, str>, GatewayError> {
@@ -753,7 +809,7 @@ pub fn error_to_openai(status: u16, body: &[u8]) -> (u16, Vec<u8>) {
         "param" = serde_json::Value::Null,
         "code" => code,
     }};
-    (status, out.to_string().into_bytes())
+    (status, crate::wire::write::to_vec(&out))
 }
 
 /// A `content_block_delta` event, read borrowed: nearly every event of a stream is one, and
@@ -783,7 +839,7 @@ crate::wire::object::from_object!(DeltaPart<'a> {
 
 /// A JSON string, written (escaped) into `out`.
 fn json_str(out: &mut Vec<u8>, s: &str) {
-    let _ = serde_json::to_writer(&mut *out, s);
+    crate::wire::write::string(out, s);
 }
 
 /// Turns an Anthropic SSE stream into OpenAI chat-completion chunks as it streams.
@@ -839,11 +895,11 @@ impl StreamTranslator {
         if self.tail.is_empty() {
             let mut t = Vec::with_capacity(160);
             t.extend_from_slice(b",\"finish_reason\":null,\"index\":0,\"logprobs\":null}],\"created\":");
-            let _ = serde_json::to_writer(&mut t, &self.created);
+            crate::wire::write::unsigned(&mut t, self.created);
             t.extend_from_slice(b",\"id\":");
             json_str(&mut t, &self.id);
             t.extend_from_slice(b",\"model\":");
-            let _ = serde_json::to_writer(&mut t, &self.model);
+            self.model.write_json(&mut t);
             t.extend_from_slice(b",\"object\":\"chat.completion.chunk\"");
             if self.include_usage {
                 t.extend_from_slice(b",\"usage\":null");
@@ -884,7 +940,7 @@ impl StreamTranslator {
                         o.extend_from_slice(b"{\"tool_calls\":[{\"function\":{\"arguments\":");
                         json_str(o, p);
                         o.extend_from_slice(b"},\"index\":");
-                        let _ = serde_json::to_writer(&mut *o, &k);
+                        k.write_json(o);
                         o.extend_from_slice(b"}]}");
                     });
                 }
@@ -896,12 +952,11 @@ impl StreamTranslator {
 
     fn error(&mut self, out: &mut Vec<u8>, kind: &str, message: &str) {
         let (t, code) = error_kind(kind);
-        sse::data_event(
+        sse::tree_event(
             out,
             &obj! {
                 "error" = obj!{"message" => message, "type" => t, "param" = serde_json::Value::Null, "code" => code},
-            }
-            .to_string(),
+            },
         );
         self.finished = true;
     }
@@ -1041,8 +1096,7 @@ impl crate::provider::ProviderApi for Anthropic {
 
     fn request(&self, body: &[u8], model: &str, max_tokens_default: u64) -> Result<(Vec<u8>, bool), GatewayError> {
         let req = request_from_openai(body, model, max_tokens_default)?;
-        let out = serde_json::to_vec(&req).map_err(|e| GatewayError::bad_request("invalid_value", e.to_string()))?;
-        Ok((out, req.stream == Some(true)))
+        Ok((crate::wire::write::to_vec(&req), req.stream == Some(true)))
     }
 
     fn answer(&self, body: &[u8], _model: &str, now_ms: u64) -> Result<Whole, String> {

@@ -101,7 +101,7 @@ pub fn embeddings_request(
         }
         None => return Err(crate::provider::no_embeddings()),
     };
-    Ok(out.to_string().into_bytes())
+    Ok(crate::wire::write::to_vec(&out))
 }
 
 /// The vectors of an `InvokeModel` embeddings answer, and its input tokens when the body says
@@ -360,11 +360,9 @@ pub fn error_to_openai(status: u16, error_type: &str, body: &[u8]) -> (u16, Vec<
     };
     (
         status,
-        obj! {
+        crate::wire::write::to_vec(&obj! {
             "error" = obj!{"message" => message, "type" => kind, "param" = serde_json::Value::Null, "code" => code},
-        }
-        .to_string()
-        .into_bytes(),
+        }),
     )
 }
 
@@ -398,7 +396,7 @@ impl StreamTranslator {
             "param" = serde_json::Value::Null,
             "code" => "upstream_error",
         }};
-        crate::wire::sse::data_event(out, &e.to_string());
+        crate::wire::sse::tree_event(out, &e);
         self.done = true;
     }
 
@@ -520,7 +518,7 @@ impl crate::provider::ProviderApi for Bedrock {
 
     fn request(&self, body: &[u8], model: &str, max_tokens_default: u64) -> Result<(Vec<u8>, bool), GatewayError> {
         let a = crate::provider::anthropic::request_from_openai(body, model, max_tokens_default)?;
-        Ok((request_from_messages(&a)?.to_string().into_bytes(), a.stream == Some(true)))
+        Ok((crate::wire::write::to_vec(&request_from_messages(&a)?), a.stream == Some(true)))
     }
 
     fn answer(&self, body: &[u8], model: &str, now_ms: u64) -> Result<Whole, String> {

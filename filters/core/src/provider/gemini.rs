@@ -262,11 +262,9 @@ pub fn error_to_openai(status: u16, body: &[u8]) -> (u16, Vec<u8>) {
     };
     (
         status,
-        obj! {
+        crate::wire::write::to_vec(&obj! {
             "error" = obj!{"message" => message, "type" => kind, "param" = serde_json::Value::Null, "code" => code},
-        }
-        .to_string()
-        .into_bytes(),
+        }),
     )
 }
 
@@ -315,7 +313,7 @@ impl StreamTranslator {
                     "param" = serde_json::Value::Null,
                     "code" => "upstream_error",
                 }};
-                crate::wire::sse::data_event(&mut out, &err.to_string());
+                crate::wire::sse::tree_event(&mut out, &err);
                 self.done = true;
                 continue;
             }
@@ -346,7 +344,7 @@ impl StreamTranslator {
                 if let Some(t) = p.get("text").and_then(Value::as_str).filter(|t| !t.is_empty()) {
                     self.chunk(&mut out, obj! {"content" => t}, Value::Null);
                 } else if let Some(fc) = p.get("functionCall") {
-                    let args = fc.get("args").cloned().unwrap_or(obj! {}).to_string();
+                    let args = fc.get("args").map_or_else(|| "{}".to_string(), crate::wire::write::to_string);
                     self.chunk(
                         &mut out,
                         obj! {
@@ -416,7 +414,7 @@ pub fn embeddings_request(
             r
         })
         .collect();
-    Ok(obj! {"requests" => requests}.to_string().into_bytes())
+    Ok(crate::wire::write::to_vec(&obj! {"requests" => requests}))
 }
 
 /// The vectors of a `batchEmbedContents` answer (the Gemini API reports no token count for
@@ -452,7 +450,7 @@ impl crate::provider::ProviderApi for Gemini {
 
     fn request(&self, body: &[u8], model: &str, max_tokens_default: u64) -> Result<(Vec<u8>, bool), GatewayError> {
         let a = crate::provider::anthropic::request_from_openai(body, model, max_tokens_default)?;
-        Ok((request_from_messages(&a)?.to_string().into_bytes(), a.stream == Some(true)))
+        Ok((crate::wire::write::to_vec(&request_from_messages(&a)?), a.stream == Some(true)))
     }
 
     fn answer(&self, body: &[u8], model: &str, now_ms: u64) -> Result<Whole, String> {

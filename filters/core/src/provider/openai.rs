@@ -38,7 +38,7 @@ fn rewrite(body: &[u8], model: &str, stream_usage: bool) -> Result<(Vec<u8>, boo
     let value = |m: &scan::Member| body.get(m.value.clone()).unwrap_or_default();
     // (As a JSON reader takes a repeated member: the last one.)
     let stream = members.iter().rev().find(|m| m.key_is(body, "stream")).is_some_and(|m| value(m) == b"true");
-    let model_json = serde_json::to_vec(model).map_err(invalid_json)?;
+    let model_json = crate::wire::write::to_vec(model);
     let mut out = Vec::with_capacity(body.len() + model_json.len() + 48);
     let (mut at, mut has_model, mut has_options) = (0, false, false);
     for m in &members {
@@ -50,7 +50,7 @@ fn rewrite(body: &[u8], model: &str, stream_usage: bool) -> Result<(Vec<u8>, boo
             match serde_json::from_slice::<Value>(value(m)).map_err(invalid_json)? {
                 Value::Object(mut o) => {
                     o.insert("include_usage".into(), Value::Bool(true));
-                    serde_json::to_vec(&o).map_err(invalid_json)?
+                    crate::wire::write::to_vec(&o)
                 }
                 _ => continue,
             }

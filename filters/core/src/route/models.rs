@@ -5,7 +5,7 @@
 //! its absence OpenAI's. The gateway answers these itself: no provider is called, nothing is
 //! charged, and the call is audited as one that cost nothing.
 
-use serde::Serialize;
+use crate::wire::write::{to_object, to_vec};
 
 use super::RouteConfig;
 use crate::auth::keys::KeyScope;
@@ -31,36 +31,53 @@ pub fn visible<'a>(cfg: &'a RouteConfig, scope: Option<&KeyScope>) -> Vec<&'a st
     cfg.alias_names.iter().map(String::as_str).filter(|a| scope.is_none_or(|s| s.allows(a))).collect()
 }
 
-#[derive(Serialize)]
 struct OpenAiModel<'a> {
     id: &'a str,
     object: &'static str,
     created: u64,
     owned_by: &'static str,
 }
+to_object!(OpenAiModel<'a> {
+    id: "id" [],
+    object: "object" [],
+    created: "created" [],
+    owned_by: "owned_by" [],
+});
 
-#[derive(Serialize)]
 struct OpenAiList<'a> {
     object: &'static str,
     data: Vec<OpenAiModel<'a>>,
 }
+to_object!(OpenAiList<'a> {
+    object: "object" [],
+    data: "data" [],
+});
 
-#[derive(Serialize)]
 struct AnthropicModel<'a> {
-    #[serde(rename = "type")]
     kind: &'static str,
     id: &'a str,
     display_name: &'a str,
     created_at: &'static str,
 }
+to_object!(AnthropicModel<'a> {
+    kind: "type" [],
+    id: "id" [],
+    display_name: "display_name" [],
+    created_at: "created_at" [],
+});
 
-#[derive(Serialize)]
 struct AnthropicPage<'a> {
     data: Vec<AnthropicModel<'a>>,
     has_more: bool,
     first_id: Option<&'a str>,
     last_id: Option<&'a str>,
 }
+to_object!(AnthropicPage<'a> {
+    data: "data" [],
+    has_more: "has_more" [],
+    first_id: "first_id" [],
+    last_id: "last_id" [],
+});
 
 fn openai(id: &str) -> OpenAiModel<'_> {
     OpenAiModel { id, object: "model", created: CREATED, owned_by: "gateway" }
@@ -87,17 +104,15 @@ pub fn answer(names: &[&str], path_and_query: &str, anthropic_shape: bool) -> Re
                 .with_param("model"));
             };
             if anthropic_shape {
-                serde_json::to_vec(&anthropic(id))
+                to_vec(&anthropic(id))
             } else {
-                serde_json::to_vec(&openai(id))
+                to_vec(&openai(id))
             }
         }
-        (None, false) => {
-            serde_json::to_vec(&OpenAiList { object: "list", data: names.iter().map(|n| openai(n)).collect() })
-        }
-        (None, true) => serde_json::to_vec(&page(names, query)?),
+        (None, false) => to_vec(&OpenAiList { object: "list", data: names.iter().map(|n| openai(n)).collect() }),
+        (None, true) => to_vec(&page(names, query)?),
     };
-    json.map_err(|e| GatewayError::new(500, "api_error", "internal_error", format!("could not write the list: {e}")))
+    Ok(json)
 }
 
 /// One page of Anthropic's list: after `after_id` (or before `before_id`), at most `limit`.

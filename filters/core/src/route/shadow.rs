@@ -86,7 +86,7 @@ pub fn body(request: &[u8], candidate: &str) -> Option<Vec<u8>> {
     o.insert("model".into(), Value::String(candidate.into()));
     o.insert("stream".into(), Value::Bool(false));
     o.remove("stream_options");
-    serde_json::to_vec(&v).ok()
+    Some(crate::wire::write::to_vec(&v))
 }
 
 /// The request id of a leg of the call `request_id`.

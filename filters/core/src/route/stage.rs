@@ -620,9 +620,9 @@ impl OutputWatch {
                         if let Some(Err(problem)) = self.text.as_deref().map(|t| self.format.check(t)) {
                             let message =
                                 format!("The model's answer is not the JSON the request asked for: {problem}.");
-                            data =
-                                obj! {"type" => "error", "error" = obj!{"type" => "api_error", "message" => message}}
-                                    .to_string();
+                            data = crate::wire::write::to_string(
+                                &obj! {"type" => "error", "error" = obj!{"type" => "api_error", "message" => message}},
+                            );
                             name = Some("error".into());
                         }
                     }
@@ -654,7 +654,7 @@ impl OutputWatch {
                 "param" = serde_json::Value::Null,
                 "code" => "invalid_model_output",
             }};
-            sse::data_event(out, &err.to_string());
+            sse::tree_event(out, &err);
         }
         if self.done {
             out.extend_from_slice(DONE);
@@ -667,14 +667,14 @@ impl OutputWatch {
 fn responses_failed(format: &crate::guard::schema::OutputFormat, data: &str) -> Option<String> {
     let mut v: Value = crate::wire::from_str(data).ok()?;
     let response = v.get_mut("response")?;
-    let problem = check_output(format, response.to_string().as_bytes()).err()?;
+    let problem = check_output(format, &crate::wire::write::to_vec(response)).err()?;
     response["status"] = Value::String("failed".into());
     response["error"] = obj! {
         "code" => "invalid_model_output",
         "message" => format!("The model's answer is not the JSON the request asked for: {problem}."),
     };
     v["type"] = Value::String("response.failed".into());
-    Some(v.to_string())
+    Some(crate::wire::write::to_string(&v))
 }
 
 struct Target {
@@ -935,7 +935,7 @@ impl RouteAttempt {
                 Some(MessagesStep::Native) => return provider::openai::with_model(body, &t.model),
                 Some(MessagesStep::Translated) => {
                     let request = serde_json::from_slice::<Value>(body).map_err(provider::invalid_json)?;
-                    translated = messages_in::request_to_openai(&request)?.to_string().into_bytes();
+                    translated = crate::wire::write::to_vec(&messages_in::request_to_openai(&request)?);
                     &translated[..]
                 }
                 None => body,

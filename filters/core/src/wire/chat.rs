@@ -6,7 +6,7 @@
 
 use std::borrow::Cow;
 
-use serde::Serialize;
+use crate::wire::write::to_object;
 
 use crate::wire::usage::Usage;
 use crate::wire::{obj, ToTree};
@@ -33,7 +33,6 @@ pub struct Answer<'a> {
     pub usage: Usage,
 }
 
-#[derive(Serialize)]
 struct Completion<'a> {
     id: &'a str,
     object: &'static str,
@@ -42,41 +41,63 @@ struct Completion<'a> {
     choices: [Choice<'a>; 1],
     usage: OpenAiUsage,
 }
+to_object!(Completion<'a> {
+    id: "id" [],
+    object: "object" [],
+    created: "created" [],
+    model: "model" [],
+    choices: "choices" [],
+    usage: "usage" [],
+});
 
-#[derive(Serialize)]
 struct Choice<'a> {
     index: u32,
     message: Message<'a>,
     logprobs: Option<()>,
     finish_reason: &'static str,
 }
+to_object!(Choice<'a> {
+    index: "index" [],
+    message: "message" [],
+    logprobs: "logprobs" [],
+    finish_reason: "finish_reason" [],
+});
 
-#[derive(Serialize)]
 struct Message<'a> {
     role: &'static str,
     /// Null when the answer is only tool calls.
     content: Option<&'a str>,
     refusal: Option<()>,
-    #[serde(skip_serializing_if = "<[_]>::is_empty")]
     tool_calls: &'a [ToolCallOut<'a>],
 }
+to_object!(Message<'a> {
+    role: "role" [],
+    content: "content" [],
+    refusal: "refusal" [],
+    tool_calls: "tool_calls" [skip_empty],
+});
 
-#[derive(Serialize)]
 struct ToolCallOut<'a> {
     id: &'a Option<Cow<'a, str>>,
-    #[serde(rename = "type")]
     kind: &'static str,
     function: FunctionOut<'a>,
 }
+to_object!(ToolCallOut<'a> {
+    id: "id" [],
+    kind: "type" [],
+    function: "function" [],
+});
 
-#[derive(Serialize)]
 struct FunctionOut<'a> {
     name: &'a Option<Cow<'a, str>>,
     arguments: &'a str,
 }
+to_object!(FunctionOut<'a> {
+    name: "name" [],
+    arguments: "arguments" [],
+});
 
 /// OpenAI's `usage` object.
-#[derive(Serialize)]
 pub struct OpenAiUsage {
     prompt_tokens: u64,
     completion_tokens: u64,
@@ -84,16 +105,27 @@ pub struct OpenAiUsage {
     prompt_tokens_details: CachedTokens,
     completion_tokens_details: ReasoningTokens,
 }
+to_object!(OpenAiUsage {
+    prompt_tokens: "prompt_tokens" [],
+    completion_tokens: "completion_tokens" [],
+    total_tokens: "total_tokens" [],
+    prompt_tokens_details: "prompt_tokens_details" [],
+    completion_tokens_details: "completion_tokens_details" [],
+});
 
-#[derive(Serialize)]
 struct CachedTokens {
     cached_tokens: u64,
 }
+to_object!(CachedTokens {
+    cached_tokens: "cached_tokens" [],
+});
 
-#[derive(Serialize)]
 struct ReasoningTokens {
     reasoning_tokens: u64,
 }
+to_object!(ReasoningTokens {
+    reasoning_tokens: "reasoning_tokens" [],
+});
 
 impl OpenAiUsage {
     pub fn of(u: &Usage) -> OpenAiUsage {
@@ -147,7 +179,7 @@ impl Answer<'_> {
             }],
             usage: OpenAiUsage::of(&self.usage),
         };
-        serde_json::to_vec(&out).unwrap_or_default()
+        crate::wire::write::to_vec(&out)
     }
 }
 
@@ -161,7 +193,7 @@ pub fn usage_event<M: ToTree + ?Sized>(out: &mut Vec<u8>, (id, created, model): 
         "choices" = serde_json::Value::Array(Vec::new()),
         "usage" = usage.to_openai(),
     };
-    crate::wire::sse::data_event(out, &c.to_string());
+    crate::wire::sse::tree_event(out, &c);
 }
 
 /// The delta that starts tool call `index` of a streamed answer (its arguments follow).
@@ -204,7 +236,7 @@ pub fn chunk_event<M: ToTree + ?Sized>(
     if usage {
         c["usage"] = serde_json::Value::Null;
     }
-    crate::wire::sse::data_event(out, &c.to_string());
+    crate::wire::sse::tree_event(out, &c);
 }
 
 /// A provider's message id as a chat completion id (`msg_01A` -> `chatcmpl-01A`).
@@ -235,47 +267,44 @@ pub fn stream_from_answer(body: &[u8]) -> Option<Vec<u8>> {
     if let Some(r) = message.get("refusal").filter(|r| !r.is_null()) {
         delta["refusal"] = r.clone();
     }
-    crate::wire::sse::data_event(
+    crate::wire::sse::tree_event(
         &mut out,
         &head(serde_json::Value::Array(vec![obj! {
             "index" => 0u64,
             "delta" = delta,
             "logprobs" = serde_json::Value::Null,
             "finish_reason" = serde_json::Value::Null,
-        }]))
-        .to_string(),
+        }])),
     );
     for (i, call) in message.get("tool_calls").and_then(Value::as_array).into_iter().flatten().enumerate() {
         let mut c = call.clone();
         if let Some(o) = c.as_object_mut() {
             o.insert("index".into(), ToTree::to_tree(&i));
         }
-        crate::wire::sse::data_event(
+        crate::wire::sse::tree_event(
             &mut out,
             &head(serde_json::Value::Array(vec![obj! {
                 "index" => 0u64,
                 "delta" = obj!{"tool_calls" = serde_json::Value::Array(vec![ToTree::to_tree(&c)])},
                 "logprobs" = serde_json::Value::Null,
                 "finish_reason" = serde_json::Value::Null,
-            }]))
-            .to_string(),
+            }])),
         );
     }
     let finish = choice.get("finish_reason").cloned().unwrap_or(ToTree::to_tree(&"stop"));
-    crate::wire::sse::data_event(
+    crate::wire::sse::tree_event(
         &mut out,
         &head(serde_json::Value::Array(vec![obj! {
             "index" => 0u64,
             "delta" = obj!{},
             "logprobs" = serde_json::Value::Null,
             "finish_reason" = finish,
-        }]))
-        .to_string(),
+        }])),
     );
     if let Some(u) = a.get("usage").filter(|u| !u.is_null()) {
         let mut last = head(serde_json::Value::Array(Vec::new()));
         last["usage"] = u.clone();
-        crate::wire::sse::data_event(&mut out, &last.to_string());
+        crate::wire::sse::tree_event(&mut out, &last);
     }
     out.extend_from_slice(b"data: [DONE]\n\n");
     Some(out)
@@ -416,7 +445,7 @@ impl StreamCollector {
         if let Some(u) = &self.usage {
             a["usage"] = u.clone();
         }
-        serde_json::to_vec(&a).ok()
+        Some(crate::wire::write::to_vec(&a))
     }
 
     /// The usage the stream reported.

@@ -5,7 +5,7 @@
 
 use std::borrow::Cow;
 
-use serde::Serialize;
+use crate::wire::write::{to_object, WriteJson};
 use serde_json::value::RawValue;
 
 use crate::error::GatewayError;
@@ -156,34 +156,53 @@ pub fn base64(bytes: &[u8]) -> String {
     out
 }
 
-#[derive(Serialize)]
-#[serde(untagged)]
 enum Vector {
     /// As the provider wrote them (JSON numbers read as f64 are written back unchanged).
     Float(Vec<f64>),
     Base64(String),
 }
 
-#[derive(Serialize)]
+impl WriteJson for Vector {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        match self {
+            Vector::Float(v) => v.write_json(out),
+            Vector::Base64(s) => s.write_json(out),
+        }
+    }
+}
+
 struct Item {
     object: &'static str,
     index: usize,
     embedding: Vector,
 }
+to_object!(Item {
+    object: "object" [],
+    index: "index" [],
+    embedding: "embedding" [],
+});
 
-#[derive(Serialize)]
 struct UsageOut {
     prompt_tokens: u64,
     total_tokens: u64,
 }
+to_object!(UsageOut {
+    prompt_tokens: "prompt_tokens" [],
+    total_tokens: "total_tokens" [],
+});
 
-#[derive(Serialize)]
 struct Answer<'a> {
     object: &'static str,
     data: Vec<Item>,
     model: &'a str,
     usage: UsageOut,
 }
+to_object!(Answer<'a> {
+    object: "object" [],
+    data: "data" [],
+    model: "model" [],
+    usage: "usage" [],
+});
 
 /// The answer in OpenAI's format, for vectors a provider gave in another.
 pub fn answer(vectors: Vec<Vec<f64>>, model: &str, encoding: Encoding, prompt_tokens: u64) -> Vec<u8> {
@@ -200,7 +219,7 @@ pub fn answer(vectors: Vec<Vec<f64>>, model: &str, encoding: Encoding, prompt_to
         })
         .collect();
     let usage = UsageOut { prompt_tokens, total_tokens: prompt_tokens };
-    serde_json::to_vec(&Answer { object: "list", data, model, usage }).unwrap_or_default()
+    crate::wire::write::to_vec(&Answer { object: "list", data, model, usage })
 }
 
 #[cfg(test)]

@@ -8,7 +8,9 @@
 
 use std::borrow::Cow;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
+#[cfg(test)]
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::wire::usage::Usage;
@@ -17,7 +19,8 @@ use crate::wire::usage::Usage;
 pub const HEAD_CHARS: usize = 160;
 
 /// How an answer ended, in one vocabulary for every provider and door.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
 #[serde(rename_all = "snake_case")]
 pub enum Finish {
     Stop,
@@ -28,6 +31,12 @@ pub enum Finish {
     /// guardrails: each translated to OpenAI's `content_filter`).
     ContentFilter,
     Other,
+}
+
+impl crate::wire::write::WriteJson for Finish {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        crate::wire::write::string(out, self.as_str());
+    }
 }
 
 impl Finish {
@@ -57,26 +66,24 @@ impl Finish {
 }
 
 /// What the attempt (whole answers) or the listener (streams) saw of an answer.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(test, derive(Serialize))]
 pub struct AnswerFacts {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     pub finish: Option<Finish>,
-    #[serde(default)]
     pub tool_calls: u32,
     /// The provider said it refused (OpenAI's `refusal`, a refusal part or stop reason).
-    #[serde(default)]
     pub refused: bool,
     /// The text's first [`HEAD_CHARS`] characters (refusal phrases are looked for in them).
-    #[serde(default)]
     pub head: String,
     /// Characters of text (whole answers).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     pub chars: Option<u64>,
     /// The first 16 hex digits of the SHA-256 of the text and the tool calls (whole answers).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     pub digest: Option<String>,
     /// The request asked for JSON: whether the answer was it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     pub json_valid: Option<bool>,
 }
 crate::wire::object::from_object!(AnswerFacts {

@@ -102,7 +102,7 @@ pub fn request_to_openai(a: &Value) -> Result<Value, GatewayError> {
                             "type" => "function",
                             "function" = obj!{
                                 "name" => b.get("name"),
-                                "arguments" => b.get("input").cloned().unwrap_or(obj!{}).to_string(),
+                                "arguments" => b.get("input").map_or_else(|| "{}".to_string(), crate::wire::write::to_string),
                             },
                         }),
                         Some("thinking") | Some("redacted_thinking") => {}
@@ -170,7 +170,9 @@ pub fn request_to_openai(a: &Value) -> Result<Value, GatewayError> {
     }
     // Structured outputs: `output_config.format` is the chat request's `response_format` (whose
     // schema OpenAI wants named).
-    let format = a.get("output_config").and_then(|c| crate::guard::schema::response_format_of_text(&c.to_string()));
+    let format = a
+        .get("output_config")
+        .and_then(|c| crate::guard::schema::response_format_of_text(&crate::wire::write::to_string(c)));
     if let Some(Ok(mut rf)) = format.map(|f| crate::wire::from_str::<Value>(&f)) {
         if let Some(s) = rf.get_mut("json_schema").and_then(Value::as_object_mut) {
             s.insert("name".into(), ToTree::to_tree(&"output"));
@@ -228,7 +230,7 @@ pub fn response_from_openai(body: &[u8]) -> Result<(Vec<u8>, Option<Usage>), Str
         "stop_sequence" = serde_json::Value::Null,
         "usage" => usage_json(&usage.unwrap_or_default()),
     };
-    Ok((out.to_string().into_bytes(), usage))
+    Ok((crate::wire::write::to_vec(&out), usage))
 }
 
 /// A Messages error body for a unified (OpenAI-shaped) error answer.
@@ -252,7 +254,7 @@ pub fn error_body(status: u16, message: &str) -> Vec<u8> {
         504 => "timeout_error",
         _ => "api_error",
     };
-    obj! {"type" => "error", "error" = obj!{"type" => kind, "message" => message}}.to_string().into_bytes()
+    crate::wire::write::to_vec(&obj! {"type" => "error", "error" = obj!{"type" => kind, "message" => message}})
 }
 
 /// A whole Messages answer as its stream of events, as Anthropic streams one: `message_start`
@@ -281,7 +283,7 @@ pub fn stream_from_message(body: &[u8]) -> Option<Vec<u8>> {
             }
             Some("tool_use") => {
                 empty["input"] = obj! {};
-                let input = block.get("input").map_or_else(|| "{}".to_string(), Value::to_string);
+                let input = block.get("input").map_or_else(|| "{}".to_string(), crate::wire::write::to_string);
                 vec![obj! {"type" => "input_json_delta", "partial_json" => input}]
             }
             Some("thinking") => {
@@ -446,7 +448,7 @@ impl MessagesCollector {
         }
         let mut m = self.message.clone()?;
         m.as_object_mut()?.insert("content".into(), Value::Array(self.blocks.clone()));
-        serde_json::to_vec(&m).ok()
+        Some(crate::wire::write::to_vec(&m))
     }
 
     /// Its usage (normalised).
@@ -501,7 +503,7 @@ pub struct StreamToMessages {
 }
 
 fn event(out: &mut Vec<u8>, name: &str, data: &Value) {
-    out.extend_from_slice(format!("event: {name}\ndata: {data}\n\n").as_bytes());
+    crate::wire::sse::named_tree_event(out, Some(name), data);
 }
 
 impl StreamToMessages {
@@ -653,9 +655,9 @@ impl StreamToMessages {
             };
             // The tree's members, in its (sorted) order.
             out.extend_from_slice(b"event: content_block_delta\ndata: {\"delta\":{\"text\":");
-            let _ = serde_json::to_writer(&mut *out, t);
+            crate::wire::write::string(out, t);
             out.extend_from_slice(b",\"type\":\"text_delta\"},\"index\":");
-            let _ = serde_json::to_writer(&mut *out, &index);
+            crate::wire::write::WriteJson::write_json(&index, out);
             out.extend_from_slice(b",\"type\":\"content_block_delta\"}\n\n");
         }
         true

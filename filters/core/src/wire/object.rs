@@ -107,8 +107,25 @@ macro_rules! from_object {
         $crate::wire::object::from_object!(@end $field $key [$($rest)*])
     };
     (@end $field:ident $key:literal []) => { $field.unwrap_or_default() };
+    // The writer's flags (`to_object!`) mean nothing to the reader.
+    (@read $map:ident [$other:ident $($rest:ident)*]) => {
+        $crate::wire::object::from_object!(@read $map [$($rest)*])
+    };
+    (@end $field:ident $key:literal [$other:ident $($rest:ident)*]) => {
+        $crate::wire::object::from_object!(@end $field $key [$($rest)*])
+    };
 }
 pub(crate) use from_object;
+
+/// A struct read and written as the same JSON object: [`from_object!`] and
+/// [`to_object!`](crate::wire::write::to_object) from one list of members.
+macro_rules! json_object {
+    ($($t:tt)*) => {
+        $crate::wire::object::from_object!($($t)*);
+        $crate::wire::write::to_object!($($t)*);
+    };
+}
+pub(crate) use json_object;
 
 #[cfg(test)]
 mod tests {

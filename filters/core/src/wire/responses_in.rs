@@ -235,8 +235,7 @@ pub fn request_to_chat(body: &[u8], strict: bool) -> Result<(Vec<u8>, Echo), Gat
     if echo["store"].is_null() {
         echo.insert("store".into(), ToTree::to_tree(&true));
     }
-    let out = serde_json::to_vec(&chat).map_err(|e| GatewayError::bad_request("invalid_json", e.to_string()))?;
-    Ok((out, Echo { fields: echo }))
+    Ok((crate::wire::write::to_vec(&chat), Echo { fields: echo }))
 }
 
 /// Adds one input item to the chat messages: consecutive function calls join one assistant
@@ -402,7 +401,7 @@ pub fn response_from_chat(body: &[u8], echo: &Echo, seed: &str) -> Result<(Vec<u
     let created = v.get("created").and_then(Value::as_u64).unwrap_or(0);
     let r =
         response_object(echo, &new_id("resp_", seed, 0), model, created, status, incomplete, output, usage.as_ref());
-    Ok((r.to_string().into_bytes(), usage))
+    Ok((crate::wire::write::to_vec(&r), usage))
 }
 
 /// An open output item of a streamed Response.
@@ -430,7 +429,7 @@ pub fn stream_from_response(body: &[u8]) -> Option<Vec<u8>> {
             o.insert("sequence_number".into(), ToTree::to_tree(&seq));
         }
         seq += 1;
-        out.extend_from_slice(format!("event: {kind}\ndata: {data}\n\n").as_bytes());
+        crate::wire::sse::named_tree_event(out, Some(kind), &data);
     };
     let mut start = whole.clone();
     start["status"] = ToTree::to_tree(&"in_progress");
@@ -544,7 +543,7 @@ impl ResponsesCollector {
         if self.broken {
             return None;
         }
-        let body = serde_json::to_vec(self.response.as_ref()?).ok()?;
+        let body = crate::wire::write::to_vec(self.response.as_ref()?);
         (body.len() <= self.limit).then_some(body)
     }
 
@@ -601,7 +600,7 @@ impl StreamToResponses {
             o.insert("sequence_number".into(), ToTree::to_tree(&self.seq));
         }
         self.seq += 1;
-        out.extend_from_slice(format!("event: {kind}\ndata: {data}\n\n").as_bytes());
+        crate::wire::sse::named_tree_event(out, Some(kind), &data);
     }
 
     fn snapshot(&self, status: &str, incomplete: Value, output: Vec<Value>, usage: Option<&Usage>) -> Value {

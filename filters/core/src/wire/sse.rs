@@ -154,6 +154,23 @@ impl Translate for Chained {
 }
 
 /// Formats a data-only SSE event (OpenAI style).
+/// A `data:` event of a JSON tree, written straight into `out`.
+pub fn tree_event(out: &mut Vec<u8>, v: &serde_json::Value) {
+    named_tree_event(out, None, v);
+}
+
+/// An event named `event` (none: unnamed) whose data is a JSON tree.
+pub fn named_tree_event(out: &mut Vec<u8>, event: Option<&str>, v: &serde_json::Value) {
+    if let Some(e) = event {
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(e.as_bytes());
+        out.push(b'\n');
+    }
+    out.extend_from_slice(b"data: ");
+    crate::wire::write::WriteJson::write_json(v, out);
+    out.extend_from_slice(b"\n\n");
+}
+
 pub fn data_event(out: &mut Vec<u8>, json: &str) {
     out.extend_from_slice(b"data: ");
     out.extend_from_slice(json.as_bytes());

@@ -1,14 +1,13 @@
 //! Token usage, normalised to OpenAI's meaning: `input` includes cached input, `output`
 //! includes reasoning.
 
-use serde::Serialize;
 use serde_json::Value;
 
 use crate::wire::facts::{AnswerFacts, Finish};
 use crate::wire::obj;
 use crate::wire::sse;
 
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Usage {
     pub input: u64,
     pub cached_input: u64,
@@ -17,14 +16,12 @@ pub struct Usage {
     /// Input written to the provider's prompt cache (Anthropic's and Bedrock's cache writes,
     /// priced apart: Anthropic charges 1.25x input for them); part of `input`, never of
     /// `cached_input` (the reads).
-    #[serde(default)]
     pub cache_write: u64,
     /// Of `cache_write`, what was written for an hour (Anthropic's `ttl: "1h"`, 2x input; the
     /// rest is written for five minutes).
-    #[serde(default)]
     pub cache_write_1h: u64,
 }
-crate::wire::object::from_object!(Usage {
+crate::wire::object::json_object!(Usage {
     input: "input" [required],
     cached_input: "cached_input" [required],
     output: "output" [required],

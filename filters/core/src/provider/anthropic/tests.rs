@@ -4,7 +4,7 @@ use serde_json::json;
 /// The translation as a JSON tree (what the provider receives).
 fn request_value_from_openai(body: &[u8], model: &str, max_tokens_default: u64) -> Result<Value, GatewayError> {
     let req = request_from_openai(body, model, max_tokens_default)?;
-    Ok(serde_json::to_value(&req).unwrap())
+    Ok(serde_json::from_slice(&crate::wire::write::to_vec(&req)).unwrap())
 }
 
 fn req(v: Value) -> Value {
@@ -258,7 +258,10 @@ fn a_json_schema_response_format_becomes_output_config_and_json_object_has_no_fo
     let body = json!({"messages": user, "response_format": {"type":"json_object"}}).to_string();
     let r = request_from_openai(body.as_bytes(), "m", 9).unwrap();
     assert!(r.json && r.output_config.is_none());
-    assert!(serde_json::to_value(&r).unwrap().get("output_config").is_none());
+    assert!(serde_json::from_slice::<serde_json::Value>(&crate::wire::write::to_vec(&r))
+        .unwrap()
+        .get("output_config")
+        .is_none());
     // Text, no format, or a schema that is not an object: nothing asked of the provider.
     for rf in [
         json!({"type":"text"}),
