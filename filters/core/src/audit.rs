@@ -2,7 +2,6 @@
 
 pub mod price;
 
-use serde::Deserialize;
 #[cfg(test)]
 use serde::Serialize;
 
@@ -14,9 +13,9 @@ pub mod stage;
 pub const RECORD_VERSION: u32 = 2;
 
 /// How a call ended. A fixed vocabulary.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(test, derive(Serialize))]
-#[serde(rename_all = "snake_case")]
+#[cfg_attr(test, serde(rename_all = "snake_case"))]
 pub enum Outcome {
     Ok,
     RefusedAuth,
@@ -86,9 +85,9 @@ pub fn upstream_failed(code_details: &str) -> bool {
 }
 
 /// Why an attempt at a provider failed: the per-provider error taxonomy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(test, derive(Serialize))]
-#[serde(rename_all = "snake_case")]
+#[cfg_attr(test, serde(rename_all = "snake_case"))]
 pub enum ErrorClass {
     RateLimited,
     Overloaded,
@@ -418,6 +417,8 @@ crate::wire::object::json_object!(AnswerRecord {
     output_digest: "output_digest" [],
 });
 
+crate::wire::read::read_variants!(Outcome, ErrorClass);
+
 impl WriteJson for Outcome {
     fn write_json(&self, out: &mut Vec<u8>) {
         crate::wire::write::string(out, self.as_str());
@@ -664,11 +665,11 @@ mod tests {
         let s = serde_json::to_string(&r).unwrap();
         assert!(s.contains("\"outcome\":\"refused_auth\""), "{s}");
         assert!(!s.contains('\n'));
-        let back: AuditRecord = serde_json::from_str(&s).unwrap();
+        let back: AuditRecord = crate::wire::from_str(&s).unwrap();
         assert_eq!((back.outcome, back.error_code.as_deref()), (Outcome::RefusedAuth, Some("invalid_api_key")));
         // A record from before `error_code` still reads.
         let old = s.replace(r#""error_code":"invalid_api_key","#, "");
-        assert!(serde_json::from_str::<AuditRecord>(&old).unwrap().error_code.is_none());
+        assert!(crate::wire::from_str::<AuditRecord>(&old).unwrap().error_code.is_none());
     }
 
     #[test]

@@ -176,7 +176,7 @@ pub fn key(tenant: &str, key_id: Option<&str>, alias: &str, route: &str, body: &
 
 /// The request's keys, from one read of it.
 pub fn keys(tenant: &str, key_id: Option<&str>, alias: &str, route: &str, body: &[u8]) -> Option<Keys> {
-    keys_of(tenant, key_id, alias, route, serde_json::from_slice(body).ok()?)
+    keys_of(tenant, key_id, alias, route, crate::wire::from_slice(body).ok()?)
 }
 
 /// The request's keys, from the request already read (the guard stage hands its tree on).
@@ -276,7 +276,7 @@ impl Entry {
         let digest: Digest32 = b.get(4..36)?.try_into().ok()?;
         let stored_ms = u64::from_le_bytes(b.get(36..44)?.try_into().ok()?);
         let meta_len = u32::from_le_bytes(b.get(44..48)?.try_into().ok()?) as usize;
-        let meta = serde_json::from_slice(b.get(48..48usize.checked_add(meta_len)?)?).ok()?;
+        let meta = crate::wire::from_slice(b.get(48..48usize.checked_add(meta_len)?)?).ok()?;
         let body = b.get(48 + meta_len..)?.to_vec();
         Some(Entry { digest, stored_ms, meta, body })
     }

@@ -376,7 +376,7 @@ impl<'a> Obj<'a> {
 /// names the filter too).
 pub fn from_str<T: FromConfig>(json: &str) -> Result<T, String> {
     // (Read as bytes, as every JSON read is: see `crate::wire::from_str`.)
-    let v: Value = serde_json::from_slice(json.as_bytes()).map_err(|e| e.to_string())?;
+    let v: Value = crate::wire::from_slice(json.as_bytes()).map_err(|e| e.to_string())?;
     T::read(&v, &At::Root).map_err(|e| e.to_string())
 }
 

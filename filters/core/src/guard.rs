@@ -214,7 +214,7 @@ pub fn holds_term(text: &str, terms: &[String]) -> bool {
 /// `finish_reason: content_filter`, or the Response `incomplete` for `content_filter`, with no
 /// output.
 pub fn filter_answer(body: &[u8], terms: &[String]) -> Option<Vec<u8>> {
-    let mut v: Value = serde_json::from_slice(body).ok()?;
+    let mut v: Value = crate::wire::from_slice(body).ok()?;
     if v.get("object").and_then(Value::as_str) == Some("response") {
         let text = schema::answer_text(body).ok().flatten().unwrap_or_default();
         let args: String = v

@@ -48,7 +48,7 @@ pub fn parse_config<T: config::FromConfig>(filter: &str, raw: &[u8]) -> Result<T
     if raw.iter().all(|b| b.is_ascii_whitespace()) {
         return Err(error::ConfigError::new(filter, "", "the configuration is empty; a JSON object is required"));
     }
-    let value: serde_json::Value = serde_json::from_slice(raw).map_err(|e| {
+    let value: serde_json::Value = crate::wire::from_slice(raw).map_err(|e| {
         let path = json_path_at(raw, byte_offset(raw, e.line(), e.column()));
         let msg = e.to_string();
         // "... at line 1 column 42": the field names the place better.
@@ -172,22 +172,22 @@ fn path_of(stack: &[Frame]) -> String {
 pub(crate) mod handed {
     /// A [`crate::auth::keys::CallIdentity`] given as JSON.
     pub fn identity(json: &str) -> Vec<u8> {
-        serde_json::from_str::<crate::auth::keys::CallIdentity>(json).unwrap().encode()
+        crate::wire::from_str::<crate::auth::keys::CallIdentity>(json).unwrap().encode()
     }
 
     /// A call's [`crate::audit::Attempt`]s given as a JSON array.
     pub fn attempts(json: &str) -> Vec<u8> {
-        crate::audit::encode_attempts(&serde_json::from_str::<Vec<crate::audit::Attempt>>(json).unwrap())
+        crate::audit::encode_attempts(&crate::wire::from_str::<Vec<crate::audit::Attempt>>(json).unwrap())
     }
 
     /// [`crate::wire::usage::Usage`] given as JSON.
     pub fn usage(json: &str) -> Vec<u8> {
-        serde_json::from_str::<crate::wire::usage::Usage>(json).unwrap().encode()
+        crate::wire::from_str::<crate::wire::usage::Usage>(json).unwrap().encode()
     }
 
     /// [`crate::wire::facts::AnswerFacts`] given as JSON.
     pub fn facts(json: &str) -> Vec<u8> {
-        serde_json::from_str::<crate::wire::facts::AnswerFacts>(json).unwrap().encode()
+        crate::wire::from_str::<crate::wire::facts::AnswerFacts>(json).unwrap().encode()
     }
 }
 

@@ -161,7 +161,7 @@ pub fn no_embeddings() -> GatewayError {
 }
 
 /// The 400 for a request body that is not JSON.
-pub fn invalid_json(e: serde_json::Error) -> GatewayError {
+pub fn invalid_json(e: crate::wire::read::Error) -> GatewayError {
     GatewayError::bad_request("invalid_json", format!("The request body is not valid JSON: {e}"))
 }
 

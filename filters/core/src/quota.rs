@@ -634,24 +634,24 @@ pub struct RequestFacts {
 impl RequestFacts {
     /// Reads a request body without building a tree: only the fields counted are looked at.
     /// Text is measured as it is written in the JSON (escapes included): never less than the text.
-    pub fn read(body: &[u8]) -> Result<RequestFacts, serde_json::Error> {
-        use serde_json::value::RawValue;
+    pub fn read(body: &[u8]) -> Result<RequestFacts, crate::wire::read::Error> {
+        use crate::wire::read::Raw;
 
         struct Req<'a> {
             messages: Option<Vec<Msg<'a>>>,
-            tools: Option<&'a RawValue>,
+            tools: Option<Raw<'a>>,
             max_tokens: Option<u64>,
             max_completion_tokens: Option<u64>,
             model: Option<std::borrow::Cow<'a, str>>,
             stream: Option<bool>,
             stream_options: Option<StreamOptions>,
             /// Embeddings: a string, strings, or token arrays.
-            input: Option<&'a RawValue>,
-            response_format: Option<&'a RawValue>,
+            input: Option<Raw<'a>>,
+            response_format: Option<Raw<'a>>,
             /// Messages: the system prompt (a string or text blocks), and structured outputs
             /// (`output_config.format`, as a Responses request's `text.format`).
-            system: Option<&'a RawValue>,
-            output_config: Option<&'a RawValue>,
+            system: Option<Raw<'a>>,
+            output_config: Option<Raw<'a>>,
         }
         crate::wire::object::from_object!(Req<'a> {
             messages: "messages" [],
@@ -673,19 +673,19 @@ impl RequestFacts {
             include_usage: "include_usage" [],
         });
         struct Msg<'a> {
-            content: Option<&'a RawValue>,
-            tool_calls: Option<&'a RawValue>,
+            content: Option<Raw<'a>>,
+            tool_calls: Option<Raw<'a>>,
         }
         crate::wire::object::from_object!(Msg<'a> {
             content: "content" [],
             tool_calls: "tool_calls" [],
         });
         struct Part<'a> {
-            kind: Option<&'a str>,
-            text: Option<&'a RawValue>,
+            kind: Option<std::borrow::Cow<'a, str>>,
+            text: Option<Raw<'a>>,
             /// Messages blocks: a tool call's input, a tool result's content.
-            input: Option<&'a RawValue>,
-            content: Option<&'a RawValue>,
+            input: Option<Raw<'a>>,
+            content: Option<Raw<'a>>,
         }
         crate::wire::object::from_object!(Part<'a> {
             kind: "type" [],
@@ -693,9 +693,9 @@ impl RequestFacts {
             input: "input" [],
             content: "content" [],
         });
-        let raw_len = |r: &RawValue| r.get().len().saturating_sub(2) as u64;
-        let pieces = |r: &RawValue| text_pieces(r.get());
-        let req: Req = serde_json::from_slice(body)?;
+        let raw_len = |r: Raw<'_>| r.get().len().saturating_sub(2) as u64;
+        let pieces = |r: Raw<'_>| text_pieces(r.get());
+        let req: Req = crate::wire::from_slice(body)?;
         let mut f = RequestFacts {
             model: req.model.map(|m| m.into_owned()),
             stream: req.stream == Some(true),
@@ -715,7 +715,7 @@ impl RequestFacts {
                 }
                 Some(c) if c.get().starts_with('[') => {
                     for p in crate::wire::from_str::<Vec<Part>>(c.get())? {
-                        match p.kind {
+                        match p.kind.as_deref() {
                             Some("image_url" | "image" | "input_audio" | "file" | "document") => f.images += 1,
                             _ => {
                                 for r in [p.text, p.input, p.content].into_iter().flatten() {
@@ -757,17 +757,17 @@ impl RequestFacts {
     /// stands for, without building a tree: `instructions` and each input item count as a
     /// message, their text (as written in the JSON, never less than the text) and the tools as
     /// text, `input_image` parts as images, `max_output_tokens` as the output bound.
-    pub fn read_responses(body: &[u8]) -> Result<RequestFacts, serde_json::Error> {
-        use serde_json::value::RawValue;
+    pub fn read_responses(body: &[u8]) -> Result<RequestFacts, crate::wire::read::Error> {
+        use crate::wire::read::Raw;
 
         struct Req<'a> {
             model: Option<std::borrow::Cow<'a, str>>,
-            instructions: Option<&'a RawValue>,
-            input: Option<&'a RawValue>,
-            tools: Option<&'a RawValue>,
+            instructions: Option<Raw<'a>>,
+            input: Option<Raw<'a>>,
+            tools: Option<Raw<'a>>,
             max_output_tokens: Option<u64>,
             stream: Option<bool>,
-            text: Option<&'a RawValue>,
+            text: Option<Raw<'a>>,
         }
         crate::wire::object::from_object!(Req<'a> {
             model: "model" [],
@@ -779,12 +779,12 @@ impl RequestFacts {
             text: "text" [],
         });
         struct Item<'a> {
-            content: Option<&'a RawValue>,
+            content: Option<Raw<'a>>,
             /// A function call: its id, name and arguments are text the model reads.
-            call_id: Option<&'a RawValue>,
-            name: Option<&'a RawValue>,
-            arguments: Option<&'a RawValue>,
-            output: Option<&'a RawValue>,
+            call_id: Option<Raw<'a>>,
+            name: Option<Raw<'a>>,
+            arguments: Option<Raw<'a>>,
+            output: Option<Raw<'a>>,
         }
         crate::wire::object::from_object!(Item<'a> {
             content: "content" [],
@@ -793,7 +793,7 @@ impl RequestFacts {
             arguments: "arguments" [],
             output: "output" [],
         });
-        let req: Req = serde_json::from_slice(body)?;
+        let req: Req = crate::wire::from_slice(body)?;
         let mut f = RequestFacts {
             model: req.model.map(|m| m.into_owned()),
             stream: req.stream == Some(true),
@@ -803,7 +803,7 @@ impl RequestFacts {
             output_format: req.text.and_then(|t| crate::guard::schema::response_format_of_text(t.get())),
             ..RequestFacts::default()
         };
-        let mut text = |r: &RawValue| {
+        let mut text = |r: Raw<'_>| {
             f.text_bytes += r.get().len().saturating_sub(2) as u64;
             f.text_pieces += text_pieces(r.get());
         };

@@ -8,18 +8,21 @@ pub mod eventstream;
 pub mod facts;
 pub mod messages_in;
 pub mod object;
+pub mod read;
 pub mod responses_in;
 pub mod scan;
 pub mod sse;
 pub mod usage;
 pub mod write;
 
-/// Parses JSON text into `T`. Every typed read of JSON in the filters goes through
-/// `serde_json::from_slice`: serde compiles a type's deserialiser once per input reader, and
-/// one reader (bytes) for everything keeps each type's code in the module once (reading `&str`
-/// through `serde_json::from_str` as well added 55 KB of second copies).
-pub fn from_str<'a, T: serde::Deserialize<'a>>(text: &'a str) -> serde_json::Result<T> {
-    serde_json::from_slice(text.as_bytes())
+/// Reads `T` from JSON text (see [`read`]).
+pub fn from_str<'a, T: read::ReadJson<'a>>(text: &'a str) -> Result<T, read::Error> {
+    read::from_slice(text.as_bytes())
+}
+
+/// Reads `T` from JSON bytes (see [`read`]).
+pub fn from_slice<'a, T: read::ReadJson<'a>>(text: &'a [u8]) -> Result<T, read::Error> {
+    read::from_slice(text)
 }
 
 /// A JSON tree of a value the gateway builds answers from, by reference (as `json!` takes its

@@ -144,7 +144,7 @@ fn load(files: &[String]) -> Result<Vec<AuditRecord>, String> {
         };
         for line in reader.lines() {
             let line = line.map_err(|e| format!("{f}: {e}"))?;
-            match serde_json::from_str::<AuditRecord>(&line) {
+            match aigw_core::wire::from_str::<AuditRecord>(&line) {
                 Ok(r) => records.push(r),
                 Err(_) if line.trim().is_empty() => {}
                 Err(_) => skipped += 1,

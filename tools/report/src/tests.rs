@@ -18,7 +18,7 @@ fn rec(
         zone = zone.map(|z| format!("\"{z}\"")).unwrap_or_else(|| "null".into()),
         cost = cost.map(|c| format!("\"{c}\"")).unwrap_or_else(|| "null".into()),
     );
-    serde_json::from_str(&line).unwrap()
+    aigw_core::wire::from_str(&line).unwrap()
 }
 
 const NOV_22: u64 = 1_795_323_089_521; // 2026-11-22T04:51Z
@@ -156,7 +156,7 @@ fn shadow_pairs_each_leg_with_its_primary_and_counts_skipped_legs() {
     let with = |r: AuditRecord, f: &dyn Fn(&mut serde_json::Value)| {
         let mut v: serde_json::Value = serde_json::from_slice(&aigw_core::wire::write::to_vec(&r)).unwrap();
         f(&mut v);
-        serde_json::from_value::<AuditRecord>(v).unwrap()
+        aigw_core::wire::from_slice::<AuditRecord>(&aigw_core::wire::write::to_vec(&v)).unwrap()
     };
     let answer = |digest: &str, chars: u64| {
         serde_json::json!({"finish_reason": "stop", "tool_calls": 0, "refusal": false, "json_valid": null,

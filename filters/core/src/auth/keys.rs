@@ -1,7 +1,6 @@
 //! Gateway keys: callers present one; config stores only its SHA-256 digest and the identity it
 //! carries.
 
-use serde::Deserialize;
 #[cfg(test)]
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -43,9 +42,9 @@ pub struct KeyEntry {
 }
 
 /// What kind of work a key's calls are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(test, derive(Serialize))]
-#[serde(rename_all = "snake_case")]
+#[cfg_attr(test, serde(rename_all = "snake_case"))]
 pub enum WorkloadClass {
     Interactive,
     Batch,
@@ -53,6 +52,8 @@ pub enum WorkloadClass {
     Embeddings,
     ToolCall,
 }
+
+crate::wire::read::read_variants!(WorkloadClass);
 
 impl crate::config::FromConfig for WorkloadClass {
     fn read(v: &serde_json::Value, at: &crate::config::At) -> crate::config::Read<Self> {

@@ -189,7 +189,7 @@ pub fn vector_of(answer: &[u8]) -> Option<Vec<i8>> {
         embedding: Vec<f64>,
     }
     crate::wire::object::from_object!(Item { embedding: "embedding"[required] });
-    let a: Answer = serde_json::from_slice(answer).ok()?;
+    let a: Answer = crate::wire::from_slice(answer).ok()?;
     let v = a.data.into_iter().next()?.embedding;
     (!v.is_empty()).then(|| quantise(&v))
 }

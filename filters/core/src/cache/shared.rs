@@ -97,7 +97,7 @@ pub fn read_entry(answer: &HttpAnswer, digest: &Digest32) -> Option<Entry> {
     if answer.status != 200 {
         return None;
     }
-    let v: serde_json::Value = serde_json::from_slice(&answer.body).ok()?;
+    let v: serde_json::Value = crate::wire::from_slice(&answer.body).ok()?;
     let text = v.get("FCALL")?.as_str()?;
     let bytes = crate::wire::embeddings::base64_decode(text)?;
     Entry::decode(&bytes).filter(|e| &e.digest == digest)

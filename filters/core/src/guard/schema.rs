@@ -60,7 +60,7 @@ pub fn response_format_of_text(text: &str) -> Option<String> {
 /// The text of an answer to check: a chat completion's message content, or a Response
 /// object's output text; `Ok(None)` for an answer of tool calls only.
 pub fn answer_text(answer: &[u8]) -> Result<Option<String>, String> {
-    let v: Value = serde_json::from_slice(answer).map_err(|e| format!("the answer cannot be read ({e})"))?;
+    let v: Value = crate::wire::from_slice(answer).map_err(|e| format!("the answer cannot be read ({e})"))?;
     if v.get("object").and_then(Value::as_str) == Some("response") {
         let items = v.get("output").and_then(Value::as_array).cloned().unwrap_or_default();
         let text: Vec<&str> = items

@@ -90,7 +90,7 @@ impl GuardCall {
         self.alias = alias.clone();
         // The body as routed (the Messages door's is the unified request by now).
         let body = h.request_body(usize::MAX);
-        let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(&body) else { return GuardDecision::Continue };
+        let Ok(mut v) = crate::wire::from_slice::<serde_json::Value>(&body) else { return GuardDecision::Continue };
         let label = crate::audit::stage::label(&alias);
         let count = |category: &str, action: &str| {
             h.counter_add(&format!("aigw_guard_detections_total.category.{category}.action.{action}.alias.{label}"), 1);

@@ -8,8 +8,7 @@
 
 use std::borrow::Cow;
 
-use serde::Deserialize;
-use serde_json::value::RawValue;
+use crate::wire::read::Raw;
 use serde_json::Value;
 
 use crate::error::GatewayError;
@@ -33,19 +32,19 @@ fn unsupported(param: &'static str, message: impl Into<String>) -> GatewayError 
 // stays raw JSON.
 
 struct ChatRequest<'a> {
-    messages: Option<&'a RawValue>,
-    n: Option<&'a RawValue>,
-    max_completion_tokens: Option<&'a RawValue>,
-    max_tokens: Option<&'a RawValue>,
-    temperature: Option<&'a RawValue>,
-    top_p: Option<&'a RawValue>,
-    stop: Option<&'a RawValue>,
-    stream: Option<&'a RawValue>,
-    tools: Option<&'a RawValue>,
-    tool_choice: Option<&'a RawValue>,
-    parallel_tool_calls: Option<&'a RawValue>,
-    user: Option<&'a RawValue>,
-    response_format: Option<&'a RawValue>,
+    messages: Option<Raw<'a>>,
+    n: Option<Raw<'a>>,
+    max_completion_tokens: Option<Raw<'a>>,
+    max_tokens: Option<Raw<'a>>,
+    temperature: Option<Raw<'a>>,
+    top_p: Option<Raw<'a>>,
+    stop: Option<Raw<'a>>,
+    stream: Option<Raw<'a>>,
+    tools: Option<Raw<'a>>,
+    tool_choice: Option<Raw<'a>>,
+    parallel_tool_calls: Option<Raw<'a>>,
+    user: Option<Raw<'a>>,
+    response_format: Option<Raw<'a>>,
 }
 crate::wire::object::from_object!(ChatRequest<'a> {
     messages: "messages" [],
@@ -65,7 +64,7 @@ crate::wire::object::from_object!(ChatRequest<'a> {
 
 /// `response_format`, as far as the translations read it.
 struct ResponseFormat<'a> {
-    kind: Option<&'a RawValue>,
+    kind: Option<Raw<'a>>,
     json_schema: Option<JsonSchemaFormat<'a>>,
 }
 crate::wire::object::from_object!(ResponseFormat<'a> {
@@ -74,17 +73,17 @@ crate::wire::object::from_object!(ResponseFormat<'a> {
 });
 
 struct JsonSchemaFormat<'a> {
-    schema: Option<&'a RawValue>,
+    schema: Option<Raw<'a>>,
 }
 crate::wire::object::from_object!(JsonSchemaFormat<'a> {
     schema: "schema" [],
 });
 
 struct ChatMessage<'a> {
-    role: Option<&'a RawValue>,
-    content: Option<&'a RawValue>,
-    tool_calls: Option<&'a RawValue>,
-    tool_call_id: Option<&'a RawValue>,
+    role: Option<Raw<'a>>,
+    content: Option<Raw<'a>>,
+    tool_calls: Option<Raw<'a>>,
+    tool_call_id: Option<Raw<'a>>,
 }
 crate::wire::object::from_object!(ChatMessage<'a> {
     role: "role" [],
@@ -94,9 +93,9 @@ crate::wire::object::from_object!(ChatMessage<'a> {
 });
 
 struct Part<'a> {
-    kind: Option<&'a RawValue>,
-    text: Option<&'a RawValue>,
-    refusal: Option<&'a RawValue>,
+    kind: Option<Raw<'a>>,
+    text: Option<Raw<'a>>,
+    refusal: Option<Raw<'a>>,
     image_url: Option<ImageUrl<'a>>,
 }
 crate::wire::object::from_object!(Part<'a> {
@@ -107,14 +106,14 @@ crate::wire::object::from_object!(Part<'a> {
 });
 
 struct ImageUrl<'a> {
-    url: Option<&'a RawValue>,
+    url: Option<Raw<'a>>,
 }
 crate::wire::object::from_object!(ImageUrl<'a> {
     url: "url" [],
 });
 
 struct ChatToolCall<'a> {
-    id: Option<&'a RawValue>,
+    id: Option<Raw<'a>>,
     function: Option<ChatFunction<'a>>,
 }
 crate::wire::object::from_object!(ChatToolCall<'a> {
@@ -123,10 +122,10 @@ crate::wire::object::from_object!(ChatToolCall<'a> {
 });
 
 struct ChatFunction<'a> {
-    name: Option<&'a RawValue>,
-    arguments: Option<&'a RawValue>,
-    description: Option<&'a RawValue>,
-    parameters: Option<&'a RawValue>,
+    name: Option<Raw<'a>>,
+    arguments: Option<Raw<'a>>,
+    description: Option<Raw<'a>>,
+    parameters: Option<Raw<'a>>,
 }
 crate::wire::object::from_object!(ChatFunction<'a> {
     name: "name" [],
@@ -136,7 +135,7 @@ crate::wire::object::from_object!(ChatFunction<'a> {
 });
 
 struct ChatTool<'a> {
-    kind: Option<&'a RawValue>,
+    kind: Option<Raw<'a>>,
     function: Option<ChatFunction<'a>>,
 }
 crate::wire::object::from_object!(ChatTool<'a> {
@@ -145,7 +144,7 @@ crate::wire::object::from_object!(ChatTool<'a> {
 });
 
 /// A raw JSON value as a string, when it is one (escapes decoded; borrowed when there are none).
-pub(crate) fn raw_str<'a>(v: Option<&'a RawValue>) -> Option<Cow<'a, str>> {
+pub(crate) fn raw_str<'a>(v: Option<Raw<'a>>) -> Option<Cow<'a, str>> {
     let v = v?;
     if !v.get().starts_with('"') {
         return None;
@@ -153,17 +152,17 @@ pub(crate) fn raw_str<'a>(v: Option<&'a RawValue>) -> Option<Cow<'a, str>> {
     crate::wire::from_str::<Cow<'a, str>>(v.get()).ok()
 }
 
-fn raw_u64(v: Option<&RawValue>) -> Option<u64> {
+fn raw_u64(v: Option<Raw<'_>>) -> Option<u64> {
     v.and_then(|v| v.get().parse().ok())
 }
 
-fn raw_f64(v: Option<&RawValue>) -> Option<f64> {
+fn raw_f64(v: Option<Raw<'_>>) -> Option<f64> {
     // serde_json's own number parser (core's `f64::from_str` would link a second one).
     v.and_then(|v| crate::wire::from_str::<f64>(v.get()).ok()).filter(|f| f.is_finite())
 }
 
-fn raw_bool(v: Option<&RawValue>) -> Option<bool> {
-    match v.map(RawValue::get) {
+fn raw_bool(v: Option<Raw<'_>>) -> Option<bool> {
+    match v.map(Raw::get) {
         Some("true") => Some(true),
         Some("false") => Some(false),
         _ => None,
@@ -171,7 +170,7 @@ fn raw_bool(v: Option<&RawValue>) -> Option<bool> {
 }
 
 /// A raw value as an array of `T`, when it is an array.
-fn raw_array<'a, T: Deserialize<'a>>(v: Option<&'a RawValue>) -> Option<Vec<T>> {
+fn raw_array<'a, T: crate::wire::read::ReadJson<'a>>(v: Option<Raw<'a>>) -> Option<Vec<T>> {
     let v = v?;
     if !v.get().starts_with('[') {
         return None;
@@ -196,7 +195,7 @@ pub struct MessagesRequest<'a> {
     pub messages: Vec<Turn<'a>>,
     pub system: Vec<Block<'a>>,
     pub temperature: Option<f64>,
-    pub top_p: Option<&'a RawValue>,
+    pub top_p: Option<Raw<'a>>,
     pub stop_sequences: Option<StopSequences<'a>>,
     pub stream: Option<bool>,
     pub tools: Option<Vec<ToolDef<'a>>>,
@@ -232,7 +231,7 @@ to_object!(OutputConfig<'a> { format: "format" [] });
 
 pub struct SchemaFormat<'a> {
     pub kind: &'static str,
-    pub schema: &'a RawValue,
+    pub schema: Raw<'a>,
 }
 to_object!(SchemaFormat<'a> { kind: "type" [], schema: "schema" [] });
 
@@ -252,12 +251,13 @@ pub enum Block<'a> {
     },
     /// An id or name the caller left out is `null`, as the caller's request had it.
     ToolUse {
-        id: Option<&'a RawValue>,
-        name: Option<&'a RawValue>,
-        input: Box<RawValue>,
+        id: Option<Raw<'a>>,
+        name: Option<Raw<'a>>,
+        /// The arguments' JSON text (checked to be JSON), written as it is.
+        input: Box<str>,
     },
     ToolResult {
-        tool_use_id: Option<&'a RawValue>,
+        tool_use_id: Option<Raw<'a>>,
         content: Cow<'a, str>,
     },
 }
@@ -278,7 +278,7 @@ impl WriteJson for Block<'_> {
                 m.member(r#""type":"#, &"tool_use");
                 m.member(r#""id":"#, id);
                 m.member(r#""name":"#, name);
-                m.member(r#""input":"#, input);
+                m.member_with(r#""input":"#, |out| out.extend_from_slice(input.as_bytes()));
             }
             Block::ToolResult { tool_use_id, content } => {
                 m.member(r#""type":"#, &"tool_result");
@@ -316,7 +316,7 @@ impl WriteJson for ImageSource<'_> {
 /// `stop`: one string, or the caller's array as given.
 pub enum StopSequences<'a> {
     One([Cow<'a, str>; 1]),
-    Many(&'a RawValue),
+    Many(Raw<'a>),
 }
 
 impl WriteJson for StopSequences<'_> {
@@ -329,9 +329,9 @@ impl WriteJson for StopSequences<'_> {
 }
 
 pub struct ToolDef<'a> {
-    pub name: Option<&'a RawValue>,
-    pub description: Option<&'a RawValue>,
-    pub input_schema: &'a RawValue,
+    pub name: Option<Raw<'a>>,
+    pub description: Option<Raw<'a>>,
+    pub input_schema: Raw<'a>,
 }
 to_object!(ToolDef<'a> {
     name: "name" [],
@@ -341,7 +341,7 @@ to_object!(ToolDef<'a> {
 
 pub struct ToolChoice<'a> {
     pub kind: &'static str,
-    pub name: Option<&'a RawValue>,
+    pub name: Option<Raw<'a>>,
     pub disable_parallel_tool_use: Option<bool>,
 }
 to_object!(ToolChoice<'a> {
@@ -356,7 +356,7 @@ pub struct RequestMetadata<'a> {
 to_object!(RequestMetadata<'a> { user_id: "user_id" [] });
 
 /// Text of an OpenAI content value that may only hold text (null, a string, or text parts).
-fn text_of<'a>(content: Option<&'a RawValue>) -> Result<Cow<'a, str>, GatewayError> {
+fn text_of<'a>(content: Option<Raw<'a>>) -> Result<Cow<'a, str>, GatewayError> {
     let Some(raw) = content.filter(|c| c.get() != "null") else { return Ok(Cow::Borrowed("")) };
     if let Some(s) = raw_str(Some(raw)) {
         return Ok(s);
@@ -403,7 +403,7 @@ fn image_block<'a>(part: &Part<'a>) -> Result<Block<'a>, GatewayError> {
     }
 }
 
-fn user_blocks<'a>(content: Option<&'a RawValue>) -> Result<Vec<Block<'a>>, GatewayError> {
+fn user_blocks<'a>(content: Option<Raw<'a>>) -> Result<Vec<Block<'a>>, GatewayError> {
     if let Some(s) = raw_str(content) {
         return Ok(vec![Block::Text { text: s }]);
     }
@@ -448,7 +448,7 @@ pub(crate) fn sampling(a: &MessagesRequest, max_key: &str) -> serde_json::Map<St
             "stopSequences".into(),
             match s {
                 StopSequences::One([one]) => serde_json::Value::Array(vec![ToTree::to_tree(&one)]),
-                StopSequences::Many(many) => tree(many),
+                StopSequences::Many(many) => tree(*many),
             },
         );
     }
@@ -456,15 +456,18 @@ pub(crate) fn sampling(a: &MessagesRequest, max_key: &str) -> serde_json::Map<St
 }
 
 /// A raw JSON value of the caller's as a tree, for the providers whose requests are built as
-/// trees (Gemini, Bedrock). Read as bytes, as every JSON read is: `json!` or `to_value` of a
-/// `RawValue` reads its text as a `&str`, which compiles a second copy of serde_json's tree
-/// reader into the module (30 KB).
-pub(crate) fn tree(raw: &RawValue) -> serde_json::Value {
-    crate::wire::from_str(raw.get()).unwrap_or_default()
+/// trees (Gemini, Bedrock).
+pub(crate) fn tree(raw: Raw<'_>) -> serde_json::Value {
+    text_tree(raw.get())
+}
+
+/// The tree of JSON text known to be JSON (a tool call's checked arguments).
+pub(crate) fn text_tree(text: &str) -> serde_json::Value {
+    crate::wire::from_str(text).unwrap_or_default()
 }
 
 /// [`tree`] of a value that may be absent (`null`, as serialising it would have written).
-pub(crate) fn opt_tree(raw: Option<&RawValue>) -> serde_json::Value {
+pub(crate) fn opt_tree(raw: Option<Raw<'_>>) -> serde_json::Value {
     raw.map(tree).unwrap_or_default()
 }
 
@@ -474,7 +477,7 @@ pub fn request_from_openai<'a>(
     model: &str,
     max_tokens_default: u64,
 ) -> Result<MessagesRequest<'a>, GatewayError> {
-    let req: ChatRequest<'a> = serde_json::from_slice(body).map_err(crate::provider::invalid_json)?;
+    let req: ChatRequest<'a> = crate::wire::from_slice(body).map_err(crate::provider::invalid_json)?;
     let messages: Vec<ChatMessage<'a>> =
         raw_array(req.messages).ok_or_else(|| invalid("`messages` must be an array"))?;
     if raw_u64(req.n).is_some_and(|n| n > 1) {
@@ -502,9 +505,7 @@ pub fn request_from_openai<'a>(
                     let f = tc.function.as_ref();
                     let args = raw_str(f.and_then(|f| f.arguments)).unwrap_or(Cow::Borrowed("{}"));
                     let args = if args.trim().is_empty() { "{}".to_string() } else { args.into_owned() };
-                    // (Read as bytes, as every JSON read is: `RawValue::from_string` would compile
-                    // a second, `&str` reader into the module.)
-                    let input = crate::wire::from_str::<&RawValue>(&args).map(|r| r.to_owned()).map_err(|_| {
+                    let input = crate::wire::from_str::<Raw>(&args).map(|r| Box::from(r.get())).map_err(|_| {
                         GatewayError::bad_request(
                             "invalid_tool_arguments",
                             "tool_calls[].function.arguments is not valid JSON",
@@ -529,7 +530,7 @@ pub fn request_from_openai<'a>(
         raw_u64(req.max_completion_tokens).or_else(|| raw_u64(req.max_tokens)).unwrap_or(max_tokens_default);
     let stop_sequences = match req.stop {
         Some(_) if raw_str(req.stop).is_some() => raw_str(req.stop).map(|s| StopSequences::One([s])),
-        Some(a) if a.get().starts_with('[') && raw_array::<&RawValue>(Some(a)).is_some_and(|v| !v.is_empty()) => {
+        Some(a) if a.get().starts_with('[') && raw_array::<Raw>(Some(a)).is_some_and(|v| !v.is_empty()) => {
             Some(StopSequences::Many(a))
         }
         _ => None,
@@ -549,7 +550,7 @@ pub fn request_from_openai<'a>(
                 let f = t.function.as_ref();
                 let input_schema = match f.and_then(|f| f.parameters) {
                     Some(p) => p,
-                    None => crate::wire::from_str::<&'static RawValue>(EMPTY_SCHEMA)
+                    None => crate::wire::from_str::<Raw<'static>>(EMPTY_SCHEMA)
                         .map_err(|e| GatewayError::bad_request("invalid_value", e.to_string()))?,
                 };
                 defs.push(ToolDef {
@@ -608,7 +609,7 @@ pub fn request_from_openai<'a>(
         messages: out,
         system,
         temperature: raw_f64(req.temperature).map(|t| t.clamp(0.0, 1.0)),
-        top_p: req.top_p.filter(|p| raw_f64(Some(p)).is_some()),
+        top_p: req.top_p.filter(|p| raw_f64(Some(*p)).is_some()),
         stop_sequences,
         stream: (raw_bool(req.stream) == Some(true)).then_some(true),
         tools,
@@ -656,10 +657,10 @@ struct MessagesResponse<'a> {
     usage: Option<MessagesUsage>,
 }
 crate::wire::object::from_object!(MessagesResponse<'a> {
-    id: "id" [borrow],
-    model: "model" [borrow],
+    id: "id" [],
+    model: "model" [],
     content: "content" [],
-    stop_reason: "stop_reason" [borrow],
+    stop_reason: "stop_reason" [],
     usage: "usage" [],
 });
 
@@ -668,13 +669,13 @@ struct AnswerBlock<'a> {
     text: Option<Cow<'a, str>>,
     id: Option<Cow<'a, str>>,
     name: Option<Cow<'a, str>>,
-    input: Option<&'a RawValue>,
+    input: Option<Raw<'a>>,
 }
 crate::wire::object::from_object!(AnswerBlock<'a> {
-    kind: "type" [required borrow],
-    text: "text" [borrow],
-    id: "id" [borrow],
-    name: "name" [borrow],
+    kind: "type" [required],
+    text: "text" [],
+    id: "id" [],
+    name: "name" [],
     input: "input" [],
 });
 
@@ -755,7 +756,7 @@ pub fn read_answer(body: &[u8]) -> Result<(Usage, AnswerFacts), String> {
 /// A complete Messages response, as the unified answer (borrowed where it can be).
 fn read_response(body: &[u8]) -> Result<Answer<'_>, String> {
     let r: MessagesResponse<'_> =
-        serde_json::from_slice(body).map_err(|e| format!("provider sent invalid JSON: {e}"))?;
+        crate::wire::from_slice(body).map_err(|e| format!("provider sent invalid JSON: {e}"))?;
     let mut text = String::new();
     let mut tool_calls = Vec::new();
     for block in r.content.into_iter().flatten() {
@@ -764,7 +765,7 @@ fn read_response(body: &[u8]) -> Result<Answer<'_>, String> {
             "tool_use" => tool_calls.push(ToolCall {
                 id: block.id,
                 name: block.name,
-                arguments: Cow::Borrowed(block.input.map_or("{}", RawValue::get)),
+                arguments: Cow::Borrowed(block.input.map_or("{}", Raw::get)),
             }),
             _ => {}
         }
@@ -798,7 +799,7 @@ fn error_kind(anthropic_type: &str) -> (&'static str, &'static str) {
 /// Translates an Anthropic error response into OpenAI's error shape; 529 becomes 503, since
 /// OpenAI SDKs know no 529.
 pub fn error_to_openai(status: u16, body: &[u8]) -> (u16, Vec<u8>) {
-    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let v: Value = crate::wire::from_slice(body).unwrap_or(Value::Null);
     let atype = v.pointer("/error/type").and_then(Value::as_str).unwrap_or("api_error");
     let message = v.pointer("/error/message").and_then(Value::as_str).unwrap_or("The provider returned an error.");
     let (kind, code) = error_kind(atype);
@@ -821,7 +822,7 @@ struct DeltaEvent<'a> {
     delta: DeltaPart<'a>,
 }
 crate::wire::object::from_object!(DeltaEvent<'a> {
-    kind: "type" [borrow],
+    kind: "type" [],
     index: "index" [],
     delta: "delta" [required],
 });
@@ -832,9 +833,9 @@ struct DeltaPart<'a> {
     partial_json: Option<Cow<'a, str>>,
 }
 crate::wire::object::from_object!(DeltaPart<'a> {
-    kind: "type" [required borrow],
-    text: "text" [borrow],
-    partial_json: "partial_json" [borrow],
+    kind: "type" [required],
+    text: "text" [],
+    partial_json: "partial_json" [],
 });
 
 /// A JSON string, written (escaped) into `out`.

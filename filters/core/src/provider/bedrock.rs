@@ -11,12 +11,12 @@
 
 use std::borrow::Cow;
 
-use serde_json::value::RawValue;
+use crate::wire::read::Raw;
 use serde_json::{Map, Value};
 
 use crate::auth::sigv4::uri_encode;
 use crate::error::GatewayError;
-use crate::provider::anthropic::{opt_tree, tree, Block, ImageSource, MessagesRequest};
+use crate::provider::anthropic::{opt_tree, text_tree, tree, Block, ImageSource, MessagesRequest};
 use crate::provider::Whole;
 use crate::wire::chat::{completion_id, Answer, ToolCall};
 use crate::wire::facts::AnswerFacts;
@@ -119,13 +119,15 @@ pub fn embeddings_vectors(body: &[u8], model: &str) -> Result<(Vec<Vec<f64>>, Op
         embeddings: Vec<Vec<f64>>,
     }
     crate::wire::object::from_object!(Cohere { embeddings: "embeddings"[required] });
-    let bad = |e: serde_json::Error| format!("provider sent invalid JSON: {e}");
+    let bad = |e: crate::wire::read::Error| format!("provider sent invalid JSON: {e}");
     match embeddings_family(model) {
         Some(EmbeddingsFamily::TitanV2) => {
-            let t: Titan = serde_json::from_slice(body).map_err(bad)?;
+            let t: Titan = crate::wire::from_slice(body).map_err(bad)?;
             Ok((vec![t.embedding], t.tokens))
         }
-        Some(EmbeddingsFamily::CohereV3) => Ok((serde_json::from_slice::<Cohere>(body).map_err(bad)?.embeddings, None)),
+        Some(EmbeddingsFamily::CohereV3) => {
+            Ok((crate::wire::from_slice::<Cohere>(body).map_err(bad)?.embeddings, None))
+        }
         None => Err(format!("{model} is not an embeddings model the gateway speaks")),
     }
 }
@@ -140,7 +142,7 @@ fn block(b: &Block<'_>) -> Result<Value, GatewayError> {
             return Err(unsupported("messages", "this provider takes images only as data URLs"))
         }
         Block::ToolUse { id, name, input } => {
-            obj! {"toolUse" = obj!{"toolUseId" => opt_tree(*id), "name" => opt_tree(*name), "input" => tree(input)}}
+            obj! {"toolUse" = obj!{"toolUseId" => opt_tree(*id), "name" => opt_tree(*name), "input" => text_tree(input)}}
         }
         Block::ToolResult { tool_use_id, content } => {
             obj! {"toolResult" = obj!{
@@ -218,7 +220,7 @@ struct ConverseResponse<'a> {
 }
 crate::wire::object::from_object!(ConverseResponse<'a> {
     output: "output" [],
-    stop_reason: "stopReason" [borrow],
+    stop_reason: "stopReason" [],
     usage: "usage" [],
 });
 
@@ -241,18 +243,18 @@ struct ConverseBlock<'a> {
     tool_use: Option<ConverseToolUse<'a>>,
 }
 crate::wire::object::from_object!(ConverseBlock<'a> {
-    text: "text" [borrow],
+    text: "text" [],
     tool_use: "toolUse" [],
 });
 
 struct ConverseToolUse<'a> {
     tool_use_id: Option<Cow<'a, str>>,
     name: Option<Cow<'a, str>>,
-    input: Option<&'a RawValue>,
+    input: Option<Raw<'a>>,
 }
 crate::wire::object::from_object!(ConverseToolUse<'a> {
-    tool_use_id: "toolUseId" [borrow],
-    name: "name" [borrow],
+    tool_use_id: "toolUseId" [],
+    name: "name" [],
     input: "input" [],
 });
 
@@ -291,7 +293,7 @@ pub fn response_to_openai(
     created: u64,
 ) -> Result<(Vec<u8>, Usage, AnswerFacts), String> {
     let r: ConverseResponse<'_> =
-        serde_json::from_slice(body).map_err(|e| format!("provider sent invalid JSON: {e}"))?;
+        crate::wire::from_slice(body).map_err(|e| format!("provider sent invalid JSON: {e}"))?;
     let mut text = String::new();
     let mut tool_calls = Vec::new();
     let blocks = r.output.and_then(|o| o.message).and_then(|m| m.content).unwrap_or_default();
@@ -302,7 +304,7 @@ pub fn response_to_openai(
             tool_calls.push(ToolCall {
                 id: t.tool_use_id,
                 name: t.name,
-                arguments: Cow::Borrowed(t.input.map_or("{}", RawValue::get)),
+                arguments: Cow::Borrowed(t.input.map_or("{}", Raw::get)),
             });
         }
     }
@@ -339,7 +341,7 @@ pub fn response_to_openai(
 
 /// A Bedrock error (`x-amzn-ErrorType` header, `{"message"}` body) in OpenAI's shape.
 pub fn error_to_openai(status: u16, error_type: &str, body: &[u8]) -> (u16, Vec<u8>) {
-    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let v: Value = crate::wire::from_slice(body).unwrap_or(Value::Null);
     let message = v
         .get("message")
         .or_else(|| v.get("Message"))
@@ -417,7 +419,7 @@ impl StreamTranslator {
             if self.done {
                 break;
             }
-            let v: Value = serde_json::from_slice(&f.payload).unwrap_or(Value::Null);
+            let v: Value = crate::wire::from_slice(&f.payload).unwrap_or(Value::Null);
             if f.header(":message-type") != Some("event") {
                 let what = f.header(":exception-type").or(f.header(":error-code")).unwrap_or("error");
                 let msg = v.get("message").and_then(Value::as_str).unwrap_or("The provider failed mid-stream.");

@@ -9,11 +9,11 @@
 
 use std::borrow::Cow;
 
-use serde_json::value::RawValue;
+use crate::wire::read::Raw;
 use serde_json::{Map, Value};
 
 use crate::error::GatewayError;
-use crate::provider::anthropic::{opt_tree, raw_str, tree, Block, ImageSource, MessagesRequest};
+use crate::provider::anthropic::{opt_tree, raw_str, text_tree, tree, Block, ImageSource, MessagesRequest};
 use crate::provider::Whole;
 use crate::wire::chat::{completion_id, Answer, ToolCall};
 use crate::wire::facts::AnswerFacts;
@@ -54,7 +54,7 @@ pub fn request_from_messages(a: &MessagesRequest<'_>) -> Result<Value, GatewayEr
                     if let Some(id) = raw_str(*id).map(Cow::into_owned) {
                         tool_names.insert(id, name.clone());
                     }
-                    obj! {"functionCall" = obj!{"name" => name, "args" => tree(input)}}
+                    obj! {"functionCall" = obj!{"name" => name, "args" => text_tree(input)}}
                 }
                 Block::ToolResult { tool_use_id, content } => {
                     let id = raw_str(*tool_use_id).map(Cow::into_owned).unwrap_or_default();
@@ -134,8 +134,8 @@ struct GenerateResponse<'a> {
 crate::wire::object::from_object!(GenerateResponse<'a> {
     candidates: "candidates" [],
     usage_metadata: "usageMetadata" [],
-    model_version: "modelVersion" [borrow],
-    response_id: "responseId" [borrow],
+    model_version: "modelVersion" [],
+    response_id: "responseId" [],
 });
 
 struct Candidate<'a> {
@@ -144,7 +144,7 @@ struct Candidate<'a> {
 }
 crate::wire::object::from_object!(Candidate<'a> {
     content: "content" [],
-    finish_reason: "finishReason" [borrow],
+    finish_reason: "finishReason" [],
 });
 
 struct CandidateContent<'a> {
@@ -160,17 +160,17 @@ struct Part<'a> {
     function_call: Option<FunctionCall<'a>>,
 }
 crate::wire::object::from_object!(Part<'a> {
-    text: "text" [borrow],
+    text: "text" [],
     thought: "thought" [],
     function_call: "functionCall" [],
 });
 
 struct FunctionCall<'a> {
     name: Option<Cow<'a, str>>,
-    args: Option<&'a RawValue>,
+    args: Option<Raw<'a>>,
 }
 crate::wire::object::from_object!(FunctionCall<'a> {
-    name: "name" [borrow],
+    name: "name" [],
     args: "args" [],
 });
 
@@ -193,7 +193,7 @@ crate::wire::object::from_object!(UsageMetadata {
 /// safety stop is `content_filter`.
 pub fn response_to_openai(body: &[u8], model: &str, created: u64) -> Result<(Vec<u8>, Usage, AnswerFacts), String> {
     let r: GenerateResponse<'_> =
-        serde_json::from_slice(body).map_err(|e| format!("provider sent invalid JSON: {e}"))?;
+        crate::wire::from_slice(body).map_err(|e| format!("provider sent invalid JSON: {e}"))?;
     let cand = r.candidates.and_then(|c| c.into_iter().next());
     let mut text = String::new();
     let mut tool_calls = Vec::new();
@@ -210,7 +210,7 @@ pub fn response_to_openai(body: &[u8], model: &str, created: u64) -> Result<(Vec
             tool_calls.push(ToolCall {
                 id: Some(Cow::Owned(format!("call_{}", tool_calls.len()))),
                 name: fc.name,
-                arguments: Cow::Borrowed(fc.args.map_or("{}", RawValue::get)),
+                arguments: Cow::Borrowed(fc.args.map_or("{}", Raw::get)),
             });
         }
     }
@@ -244,7 +244,7 @@ pub fn response_to_openai(body: &[u8], model: &str, created: u64) -> Result<(Vec
 /// A Gemini error (`google.rpc.Status`) in OpenAI's shape. Gemini reports an invalid API key
 /// as 400 `API_KEY_INVALID`; callers get that as the 401 it means.
 pub fn error_to_openai(status: u16, body: &[u8]) -> (u16, Vec<u8>) {
-    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let v: Value = crate::wire::from_slice(body).unwrap_or(Value::Null);
     let message = v.pointer("/error/message").and_then(Value::as_str).unwrap_or("The provider returned an error.");
     let rpc = v.pointer("/error/status").and_then(Value::as_str).unwrap_or("");
     let (status, kind, code) = if is_invalid_key(body) {
@@ -428,7 +428,7 @@ pub fn embeddings_vectors(body: &[u8]) -> Result<Vec<Vec<f64>>, String> {
         values: Vec<f64>,
     }
     crate::wire::object::from_object!(Values { values: "values"[required] });
-    let b: Batch = serde_json::from_slice(body).map_err(|e| format!("provider sent invalid JSON: {e}"))?;
+    let b: Batch = crate::wire::from_slice(body).map_err(|e| format!("provider sent invalid JSON: {e}"))?;
     Ok(b.embeddings.into_iter().map(|v| v.values).collect())
 }
 

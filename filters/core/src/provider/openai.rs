@@ -47,7 +47,7 @@ fn rewrite(body: &[u8], model: &str, stream_usage: bool) -> Result<(Vec<u8>, boo
             model_json.clone()
         } else if stream && stream_usage && m.key_is(body, "stream_options") {
             has_options = true;
-            match serde_json::from_slice::<Value>(value(m)).map_err(invalid_json)? {
+            match crate::wire::from_slice::<Value>(value(m)).map_err(invalid_json)? {
                 Value::Object(mut o) => {
                     o.insert("include_usage".into(), Value::Bool(true));
                     crate::wire::write::to_vec(&o)

@@ -335,7 +335,7 @@ pub fn give_path(gives: &[(String, u64, u64, u64)]) -> String {
 /// Reads Webdis's answer to `FCALL aigw_give` (`{"FCALL": [1]}`).
 pub fn given(status: u16, body: &[u8]) -> bool {
     status == 200
-        && serde_json::from_slice::<serde_json::Value>(body).ok().and_then(|v| v.get("FCALL")?.get(0)?.as_i64())
+        && crate::wire::from_slice::<serde_json::Value>(body).ok().and_then(|v| v.get("FCALL")?.get(0)?.as_i64())
             == Some(1)
 }
 
@@ -370,7 +370,7 @@ pub fn read_answer(status: u16, body: &[u8], asks: usize) -> Option<Answer> {
     if status != 200 {
         return None;
     }
-    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let v: serde_json::Value = crate::wire::from_slice(body).ok()?;
     let a = v.get("FCALL")?.as_array()?;
     let n = |i: usize| a.get(i).and_then(serde_json::Value::as_i64);
     match n(0)? {
@@ -398,7 +398,7 @@ pub fn read_slots(status: u16, body: &[u8], keys: usize) -> Option<Vec<u64>> {
     if status != 200 {
         return None;
     }
-    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let v: serde_json::Value = crate::wire::from_slice(body).ok()?;
     let a = v.get("FCALL")?.as_array()?;
     if a.first()?.as_i64()? != 1 || a.len() != keys + 1 {
         return None;

@@ -1236,7 +1236,7 @@ fn served_model_in(body: &[u8]) -> Option<String> {
     crate::wire::object::from_object!(M {
         model: "model" [],
     });
-    serde_json::from_slice::<M>(body).ok()?.model
+    crate::wire::from_slice::<M>(body).ok()?.model
 }
 
 impl QuotaCall {

@@ -81,7 +81,7 @@ pub fn sampled(request_id: &str, percent: u8) -> bool {
 /// The leg's body: the request as it goes upstream (after the guardrails), asking the candidate
 /// alias, whole (a stream's answer is compared whole). `None`: not a JSON object.
 pub fn body(request: &[u8], candidate: &str) -> Option<Vec<u8>> {
-    let mut v: Value = serde_json::from_slice(request).ok()?;
+    let mut v: Value = crate::wire::from_slice(request).ok()?;
     let o = v.as_object_mut()?;
     o.insert("model".into(), Value::String(candidate.into()));
     o.insert("stream".into(), Value::Bool(false));

@@ -934,7 +934,7 @@ impl RouteAttempt {
                 // The same format on both sides: only the model changes.
                 Some(MessagesStep::Native) => return provider::openai::with_model(body, &t.model),
                 Some(MessagesStep::Translated) => {
-                    let request = serde_json::from_slice::<Value>(body).map_err(provider::invalid_json)?;
+                    let request = crate::wire::from_slice::<Value>(body).map_err(provider::invalid_json)?;
                     translated = crate::wire::write::to_vec(&messages_in::request_to_openai(&request)?);
                     &translated[..]
                 }

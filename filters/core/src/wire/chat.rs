@@ -250,7 +250,7 @@ pub fn completion_id(msg_id: &str) -> String {
 /// is not a chat completion.
 pub fn stream_from_answer(body: &[u8]) -> Option<Vec<u8>> {
     use serde_json::Value;
-    let a: Value = serde_json::from_slice(body).ok()?;
+    let a: Value = crate::wire::from_slice(body).ok()?;
     let choice = a.get("choices")?.get(0)?;
     let message = choice.get("message")?;
     let head = |choices: Value| {

@@ -5,8 +5,8 @@
 
 use std::borrow::Cow;
 
+use crate::wire::read::Raw;
 use crate::wire::write::{to_object, WriteJson};
-use serde_json::value::RawValue;
 
 use crate::error::GatewayError;
 
@@ -15,14 +15,14 @@ pub const PATH: &str = "/v1/embeddings";
 /// The fields of a request the gateway reads (the rest passes through to OpenAI and Azure).
 pub struct EmbeddingsRequest<'a> {
     pub model: Option<Cow<'a, str>>,
-    pub input: &'a RawValue,
+    pub input: Raw<'a>,
     pub encoding_format: Option<Cow<'a, str>>,
     pub dimensions: Option<u64>,
 }
 crate::wire::object::from_object!(EmbeddingsRequest<'a> {
-    model: "model" [borrow],
+    model: "model" [],
     input: "input" [required],
-    encoding_format: "encoding_format" [borrow],
+    encoding_format: "encoding_format" [],
     dimensions: "dimensions" [],
 });
 
@@ -35,7 +35,7 @@ pub enum Encoding {
 
 impl EmbeddingsRequest<'_> {
     pub fn read(body: &[u8]) -> Result<EmbeddingsRequest<'_>, GatewayError> {
-        let req: EmbeddingsRequest = serde_json::from_slice(body).map_err(|e| {
+        let req: EmbeddingsRequest = crate::wire::from_slice(body).map_err(|e| {
             // Valid JSON with a field missing or mistyped is a bad request, not bad JSON.
             let code = if e.is_data() { "invalid_request" } else { "invalid_json" };
             GatewayError::bad_request(code, format!("The embeddings request cannot be read: {e}"))

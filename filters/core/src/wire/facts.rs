@@ -8,7 +8,6 @@
 
 use std::borrow::Cow;
 
-use serde::Deserialize;
 #[cfg(test)]
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -19,9 +18,9 @@ use crate::wire::usage::Usage;
 pub const HEAD_CHARS: usize = 160;
 
 /// How an answer ended, in one vocabulary for every provider and door.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(test, derive(Serialize))]
-#[serde(rename_all = "snake_case")]
+#[cfg_attr(test, serde(rename_all = "snake_case"))]
 pub enum Finish {
     Stop,
     /// Cut by the output token limit.
@@ -32,6 +31,8 @@ pub enum Finish {
     ContentFilter,
     Other,
 }
+
+crate::wire::read::read_variants!(Finish);
 
 impl crate::wire::write::WriteJson for Finish {
     fn write_json(&self, out: &mut Vec<u8>) {
@@ -154,7 +155,7 @@ struct AnswerJson<'a> {
 crate::wire::object::from_object!(AnswerJson<'a> {
     usage: "usage" [],
     choices: "choices" [],
-    status: "status" [borrow],
+    status: "status" [],
     incomplete_details: "incomplete_details" [],
     output: "output" [],
 });
@@ -164,7 +165,7 @@ struct WholeChoice<'a> {
     message: Option<WholeMessage<'a>>,
 }
 crate::wire::object::from_object!(WholeChoice<'a> {
-    finish_reason: "finish_reason" [borrow],
+    finish_reason: "finish_reason" [],
     message: "message" [],
 });
 
@@ -174,8 +175,8 @@ struct WholeMessage<'a> {
     tool_calls: Option<Vec<WholeToolCall<'a>>>,
 }
 crate::wire::object::from_object!(WholeMessage<'a> {
-    content: "content" [borrow],
-    refusal: "refusal" [borrow],
+    content: "content" [],
+    refusal: "refusal" [],
     tool_calls: "tool_calls" [],
 });
 
@@ -191,15 +192,15 @@ struct Function<'a> {
     arguments: Option<Cow<'a, str>>,
 }
 crate::wire::object::from_object!(Function<'a> {
-    name: "name" [borrow],
-    arguments: "arguments" [borrow],
+    name: "name" [],
+    arguments: "arguments" [],
 });
 
 struct Incomplete<'a> {
     reason: Option<Cow<'a, str>>,
 }
 crate::wire::object::from_object!(Incomplete<'a> {
-    reason: "reason" [borrow],
+    reason: "reason" [],
 });
 
 struct OutputItem<'a> {
@@ -209,10 +210,10 @@ struct OutputItem<'a> {
     arguments: Option<Cow<'a, str>>,
 }
 crate::wire::object::from_object!(OutputItem<'a> {
-    kind: "type" [required borrow],
+    kind: "type" [required],
     content: "content" [],
-    name: "name" [borrow],
-    arguments: "arguments" [borrow],
+    name: "name" [],
+    arguments: "arguments" [],
 });
 
 struct Part<'a> {
@@ -220,14 +221,14 @@ struct Part<'a> {
     text: Option<Cow<'a, str>>,
 }
 crate::wire::object::from_object!(Part<'a> {
-    kind: "type" [required borrow],
-    text: "text" [borrow],
+    kind: "type" [required],
+    text: "text" [],
 });
 
 /// Reads a whole answer (a chat completion, or a Response object) once: its usage and its
 /// facts. `Err`: not an answer of that shape (read its usage alone then).
-pub fn read_whole(body: &[u8]) -> Result<(Option<Usage>, AnswerFacts), serde_json::Error> {
-    let w: AnswerJson = serde_json::from_slice(body)?;
+pub fn read_whole(body: &[u8]) -> Result<(Option<Usage>, AnswerFacts), crate::wire::read::Error> {
+    let w: AnswerJson = crate::wire::from_slice(body)?;
     let usage = w.usage.as_ref().and_then(Usage::from_openai);
     let mut f = AnswerFacts::default();
     let mut texts: Vec<&str> = Vec::new();

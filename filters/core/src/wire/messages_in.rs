@@ -206,7 +206,7 @@ fn usage_json(u: &Usage) -> Value {
 
 /// A Messages response for a unified (OpenAI) chat completion, and its usage.
 pub fn response_from_openai(body: &[u8]) -> Result<(Vec<u8>, Option<Usage>), String> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| format!("not a chat completion: {e}"))?;
+    let v: Value = crate::wire::from_slice(body).map_err(|e| format!("not a chat completion: {e}"))?;
     let msg = v.pointer("/choices/0/message").unwrap_or(&Value::Null);
     let mut content = Vec::new();
     if let Some(t) = msg.get("content").and_then(Value::as_str).filter(|t| !t.is_empty()) {
@@ -235,7 +235,7 @@ pub fn response_from_openai(body: &[u8]) -> Result<(Vec<u8>, Option<Usage>), Str
 
 /// A Messages error body for a unified (OpenAI-shaped) error answer.
 pub fn error_from_openai(status: u16, body: &[u8]) -> Vec<u8> {
-    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let v: Value = crate::wire::from_slice(body).unwrap_or(Value::Null);
     let message =
         v.pointer("/error/message").and_then(Value::as_str).unwrap_or("The gateway could not serve the call.");
     error_body(status, message)
@@ -264,7 +264,7 @@ pub fn error_body(status: u16, message: &str) -> Vec<u8> {
 /// block of another kind starts whole and has no delta), then `message_delta` (the stop reason
 /// and the usage) and `message_stop`. `None`: not a Messages answer.
 pub fn stream_from_message(body: &[u8]) -> Option<Vec<u8>> {
-    let whole: Value = serde_json::from_slice(body).ok()?;
+    let whole: Value = crate::wire::from_slice(body).ok()?;
     if whole.get("type").and_then(Value::as_str) != Some("message") {
         return None;
     }
@@ -461,8 +461,8 @@ impl MessagesCollector {
 /// `StreamToMessages::text_delta`); anything else present sends the chunk the tree's way.
 struct TextChunk<'a> {
     choices: Vec<TextChoice<'a>>,
-    usage: Option<&'a serde_json::value::RawValue>,
-    error: Option<&'a serde_json::value::RawValue>,
+    usage: Option<crate::wire::read::Raw<'a>>,
+    error: Option<crate::wire::read::Raw<'a>>,
 }
 crate::wire::object::from_object!(TextChunk<'a> {
     choices: "choices" [],
@@ -472,7 +472,7 @@ crate::wire::object::from_object!(TextChunk<'a> {
 
 struct TextChoice<'a> {
     delta: Option<TextDelta<'a>>,
-    finish_reason: Option<&'a serde_json::value::RawValue>,
+    finish_reason: Option<crate::wire::read::Raw<'a>>,
 }
 crate::wire::object::from_object!(TextChoice<'a> {
     delta: "delta" [],
@@ -481,7 +481,7 @@ crate::wire::object::from_object!(TextChoice<'a> {
 
 struct TextDelta<'a> {
     content: Option<std::borrow::Cow<'a, str>>,
-    tool_calls: Option<&'a serde_json::value::RawValue>,
+    tool_calls: Option<crate::wire::read::Raw<'a>>,
 }
 crate::wire::object::from_object!(TextDelta<'a> {
     content: "content" [],

@@ -1,118 +1,68 @@
-//! Reading a JSON object into a struct, with less code than serde's derive.
+//! Reading a JSON object into a struct: [`from_object!`].
 //!
-//! `#[derive(Deserialize)]` writes, for every struct, a reader for the struct as an object, a
-//! second one for the struct as an array (serde_json takes either), and a reader of its keys of
-//! its own. [`from_object!`] writes the object's reader only and reads every key through one
-//! shared reader ([`Key`]): what the gateway reads are objects. Unknown keys are skipped, a
-//! repeated key's last value is kept (as `serde_json::Value` keeps it), and a missing field is its
-//! type's default unless it is marked `required` (serde's "missing field" error).
+//! What the gateway reads are objects of named members. [`from_object!`] writes a struct's
+//! reader over [`Reader`](crate::wire::read::Reader): unknown keys are skipped, a repeated key's
+//! last value is kept (as a `Value` keeps it), a missing field is its type's default unless it
+//! is marked `required` ("missing field `type`", serde's words), and strings (`Cow<str>`) are
+//! borrowed from the JSON text where they have no escapes. (serde's derive wrote, for every
+//! struct, a visitor for the struct as an object, a second one for it as an array, and a reader
+//! of its keys of its own.)
 
-use serde::de::{Deserialize, Deserializer, Visitor};
-use std::borrow::Cow;
-use std::fmt;
-
-/// A key, or any string, borrowed from the JSON text where it has no escapes.
-pub struct Key<'de>(pub Cow<'de, str>);
-
-struct KeyVisitor;
-
-impl<'de> Visitor<'de> for KeyVisitor {
-    type Value = Cow<'de, str>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a string")
-    }
-
-    fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-        Ok(Cow::Borrowed(v))
-    }
-
-    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(Cow::Owned(v.to_owned()))
-    }
-}
-
-impl<'de> Deserialize<'de> for Key<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_str(KeyVisitor).map(Key)
-    }
-}
-
-/// A string field read borrowed from the JSON text where it can be (serde's
-/// `#[serde(borrow)]`, which borrows a `Cow<str>` but not an `Option` of one).
-pub struct Borrowed<T>(pub T);
-
-impl<'de: 'a, 'a> Deserialize<'de> for Borrowed<Cow<'a, str>> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_str(KeyVisitor).map(Borrowed)
-    }
-}
-
-impl<'de: 'a, 'a> Deserialize<'de> for Borrowed<Option<Cow<'a, str>>> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Option::<Key<'de>>::deserialize(d).map(|k| Borrowed(k.map(|k| k.0)))
-    }
-}
-
-/// `impl Deserialize` for a struct of named fields, read from a JSON object only:
+/// `impl ReadJson` for a struct of named fields, read from a JSON object only:
 ///
 /// ```ignore
 /// from_object!(AnswerBlock<'a> {
-///     kind: "type" [required borrow],
-///     text: "text" [borrow],
+///     kind: "type" [required],
+///     text: "text" [],
 ///     input: "input" [],
 /// });
 /// ```
 ///
-/// `borrow` reads a `Cow<str>` (or an `Option` of one) borrowed where it can be; `required`
-/// refuses an object without the key; any other field is its type's default when absent.
+/// `required` refuses an object without the key; any other field is its type's default when
+/// absent. The writer's flags (`skip_none`, ..., see
+/// [`to_object!`](crate::wire::write::to_object)) mean nothing here, so one list serves both
+/// ([`json_object!`]).
 macro_rules! from_object {
-    ($name:ident $(<$lt:lifetime>)? { $($field:ident : $key:literal [$($flag:ident)*]),* $(,)? }) => {
-        impl<'de $(: $lt, $lt)?> serde::Deserialize<'de> for $name $(<$lt>)? {
-            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                struct V $(<$lt>)? (std::marker::PhantomData<($(&$lt (),)?)>);
-                impl<'de $(: $lt, $lt)?> serde::de::Visitor<'de> for V $(<$lt>)? {
-                    type Value = $name $(<$lt>)?;
-
-                    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                        f.write_str(concat!("struct ", stringify!($name)))
-                    }
-
-                    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                        $(let mut $field = None;)*
-                        while let Some(key) = map.next_key::<$crate::wire::object::Key<'de>>()? {
-                            match &*key.0 {
-                                $($key => $field = Some($crate::wire::object::from_object!(@read map [$($flag)*])),)*
-                                _ => {
-                                    map.next_value::<serde::de::IgnoredAny>()?;
-                                }
-                            }
-                        }
-                        Ok($name { $($field: $crate::wire::object::from_object!(@end $field $key [$($flag)*]),)* })
-                    }
-                }
-                d.deserialize_map(V(std::marker::PhantomData))
+    ($name:ident <$lt:lifetime> { $($field:ident : $key:literal [$($flag:ident)*]),* $(,)? }) => {
+        impl<$lt> $crate::wire::read::ReadJson<$lt> for $name<$lt> {
+            fn read_json(r: &mut $crate::wire::read::Reader<$lt>) -> Result<Self, $crate::wire::read::Error> {
+                $crate::wire::object::from_object!(@body r $name { $($field : $key [$($flag)*]),* })
             }
         }
     };
-    (@read $map:ident []) => { $map.next_value()? };
-    (@read $map:ident [borrow $($rest:ident)*]) => { $map.next_value::<$crate::wire::object::Borrowed<_>>()?.0 };
-    (@read $map:ident [required $($rest:ident)*]) => {
-        $crate::wire::object::from_object!(@read $map [$($rest)*])
+    ($name:ident { $($field:ident : $key:literal [$($flag:ident)*]),* $(,)? }) => {
+        impl<'de> $crate::wire::read::ReadJson<'de> for $name {
+            fn read_json(r: &mut $crate::wire::read::Reader<'de>) -> Result<Self, $crate::wire::read::Error> {
+                $crate::wire::object::from_object!(@body r $name { $($field : $key [$($flag)*]),* })
+            }
+        }
     };
-    (@end $field:ident $key:literal [required $($rest:ident)*]) => {
-        $field.ok_or_else(|| <A::Error as serde::de::Error>::missing_field($key))?
+    (@body $r:ident $name:ident { $($field:ident : $key:literal [$($flag:ident)*]),* }) => {{
+        $(let mut $field = None;)*
+        const KEYS: &[&str] = &[$($key),*];
+        $r.members(concat!("struct ", stringify!($name)), KEYS, &mut |r, at| {
+            let mut i = 0usize;
+            $(
+                if at == i {
+                    $field = Some($crate::wire::read::ReadJson::read_json(r)?);
+                    return Ok(());
+                }
+                i += 1;
+            )*
+            let _ = i;
+            Ok(())
+        })?;
+        Ok($name { $($field: $crate::wire::object::from_object!(@end $r $field $key [$($flag)*]),)* })
+    }};
+    (@end $r:ident $field:ident $key:literal [required $($rest:ident)*]) => {
+        match $field {
+            Some(v) => v,
+            None => return Err($r.data_error(concat!("missing field `", $key, "`"))),
+        }
     };
-    (@end $field:ident $key:literal [borrow $($rest:ident)*]) => {
-        $crate::wire::object::from_object!(@end $field $key [$($rest)*])
-    };
-    (@end $field:ident $key:literal []) => { $field.unwrap_or_default() };
-    // The writer's flags (`to_object!`) mean nothing to the reader.
-    (@read $map:ident [$other:ident $($rest:ident)*]) => {
-        $crate::wire::object::from_object!(@read $map [$($rest)*])
-    };
-    (@end $field:ident $key:literal [$other:ident $($rest:ident)*]) => {
-        $crate::wire::object::from_object!(@end $field $key [$($rest)*])
+    (@end $r:ident $field:ident $key:literal []) => { $field.unwrap_or_default() };
+    (@end $r:ident $field:ident $key:literal [$other:ident $($rest:ident)*]) => {
+        $crate::wire::object::from_object!(@end $r $field $key [$($rest)*])
     };
 }
 pub(crate) use from_object;
@@ -144,11 +94,11 @@ mod tests {
         count: u64,
         inner: Option<Inner>,
         list: Vec<Inner>,
-        raw: Option<&'a serde_json::value::RawValue>,
+        raw: Option<crate::wire::read::Raw<'a>>,
     }
     from_object!(Outer<'a> {
-        kind: "type" [required borrow],
-        text: "text" [borrow],
+        kind: "type" [required],
+        text: "text" [],
         count: "countOf" [],
         inner: "inner" [],
         list: "list" [],
@@ -205,12 +155,5 @@ mod tests {
         assert!(read(r#"{"type":"a","countOf":"1"}"#)
             .unwrap_err()
             .starts_with("invalid type: string \"1\", expected u64"));
-    }
-
-    #[test]
-    fn reads_from_a_tree_too() {
-        let v = serde_json::json!({"type": "a", "countOf": 4, "list": [{"n": 5}]});
-        let o: Outer<'static> = serde::Deserialize::deserialize(v).unwrap();
-        assert_eq!((o.kind.as_ref(), o.count, o.list), ("a", 4, vec![Inner { n: 5 }]));
     }
 }

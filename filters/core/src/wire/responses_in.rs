@@ -86,7 +86,7 @@ fn chat_content(content: &Value) -> Result<Value, GatewayError> {
 /// echoes of it. `strict`: what only OpenAI can serve is refused (a translated step); otherwise it
 /// is left out (the listener reads the request only to route and estimate it).
 pub fn request_to_chat(body: &[u8], strict: bool) -> Result<(Vec<u8>, Echo), GatewayError> {
-    let req: Map<String, Value> = serde_json::from_slice(body)
+    let req: Map<String, Value> = crate::wire::from_slice(body)
         .map_err(|e| GatewayError::bad_request("invalid_json", format!("The request body is not valid JSON: {e}")))?;
     for (param, what) in [
         ("previous_response_id", "`previous_response_id` needs a stored response; the gateway stores none. Send the whole conversation as `input`."),
@@ -360,7 +360,7 @@ fn response_object(
 
 /// A whole unified answer as a Response object, and its usage.
 pub fn response_from_chat(body: &[u8], echo: &Echo, seed: &str) -> Result<(Vec<u8>, Option<Usage>), String> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| format!("not a chat completion: {e}"))?;
+    let v: Value = crate::wire::from_slice(body).map_err(|e| format!("not a chat completion: {e}"))?;
     let choice = v.pointer("/choices/0").ok_or("a chat completion without choices")?;
     let msg = choice.get("message").cloned().unwrap_or_default();
     let mut output = Vec::new();
@@ -417,7 +417,7 @@ enum Open {
 /// one delta), then `response.completed` (or `.incomplete`) with the whole response, each with
 /// its `sequence_number`. `None`: not a Response object.
 pub fn stream_from_response(body: &[u8]) -> Option<Vec<u8>> {
-    let whole: Value = serde_json::from_slice(body).ok()?;
+    let whole: Value = crate::wire::from_slice(body).ok()?;
     if whole.get("object").and_then(Value::as_str) != Some("response") {
         return None;
     }

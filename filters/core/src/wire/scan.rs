@@ -100,7 +100,7 @@ impl Member {
             return raw == name.as_bytes();
         }
         b.get(self.key.start - 1..self.key.end + 1)
-            .and_then(|quoted| serde_json::from_slice::<String>(quoted).ok())
+            .and_then(|quoted| crate::wire::from_slice::<String>(quoted).ok())
             .is_some_and(|k| k == name)
     }
 }

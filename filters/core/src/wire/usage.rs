@@ -133,14 +133,14 @@ impl Usage {
 
 /// Usage from a complete OpenAI chat completion body: `Err` when the body is not a JSON
 /// object at all, `Ok(None)` when it has no usable `usage`. Other fields are skipped unparsed.
-pub fn from_openai_body(body: &[u8]) -> Result<Option<Usage>, serde_json::Error> {
+pub fn from_openai_body(body: &[u8]) -> Result<Option<Usage>, crate::wire::read::Error> {
     struct WithUsage {
         usage: Option<Value>,
     }
     crate::wire::object::from_object!(WithUsage {
         usage: "usage" [],
     });
-    let parsed: WithUsage = serde_json::from_slice(body)?;
+    let parsed: WithUsage = crate::wire::from_slice(body)?;
     Ok(parsed.usage.as_ref().and_then(Usage::from_openai))
 }
 
