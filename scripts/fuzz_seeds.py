@@ -94,7 +94,7 @@ def codec_seeds():
 def main():
     fakes, out = sys.argv[1], sys.argv[2]
     seeds = {t: [] for t in ("credentials", "header_map", "unified_request", "messages_door", "responses_door",
-                             "sse", "eventstream", "provider_responses", "codec")}
+                             "sse", "eventstream", "provider_responses", "codec", "json")}
     chat = {"model": "m", "max_tokens": 20, "messages": [
         {"role": "system", "content": "be brief"}, {"role": "user", "content": "hello there, 12345 ok?"}]}
     tools = dict(chat, tools=[{"type": "function", "function": {"name": "weather", "parameters": {
@@ -208,6 +208,12 @@ def main():
                              b"Bearer\xc3\xa9x\xff\xff\xff", b"bearer  aigw_sk_two \xff\xffaigw_sk_three\xff",
                              b'{"tenant":"t","key_id":"k1","alias_scope":"*"}']
     seeds["codec"] += codec_seeds()
+    # The JSON reader and writer: every request and whole answer above, and the edges of the
+    # grammar (escapes, surrogates, numbers at the ends of their ranges, nesting).
+    seeds["json"] += [s for t in ("unified_request", "messages_door", "responses_door", "provider_responses")
+                      for s in seeds[t] if s[:1] in (b"{", b"[")]
+    seeds["json"] += [b'"\\u00e9\\ud83d\\ude00\\n\\/"', b"[18446744073709551615,-9223372036854775808,1e308,-0,0.1]",
+                      b'{"a":{"b":[[[{}]]]},"a":null}', b"[1.5e-320, 123456789012345678901234567890]"]
     for target, items in seeds.items():
         d = os.path.join(out, target)
         os.makedirs(d, exist_ok=True)

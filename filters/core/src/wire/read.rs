@@ -6,7 +6,7 @@
 //! strings borrowed from the text where they have no escapes, numbers, trees, and values kept
 //! as their text ([`Raw`]). [`Reader`] reads them in one pass over the bytes, as `serde_json`
 //! does: the same grammar (RFC 8259: no trailing commas, no leading zeros, strings of valid
-//! UTF-8 without raw control characters, nesting up to 128 deep), a repeated key's last value
+//! UTF-8 without raw control characters, nesting up to 127 deep), a repeated key's last value
 //! kept, and errors in its words ("expected value at line 1 column 1", "invalid type: string
 //! \"x\", expected u64"). Numbers are read as `serde_json` reads them into a `Value` (a whole
 //! number as an integer where it fits, otherwise a float), floats rounded correctly (core's
@@ -16,7 +16,7 @@ use serde_json::{Map, Number, Value};
 use std::borrow::Cow;
 use std::fmt;
 
-/// How deep arrays and objects may nest (`serde_json`'s limit).
+/// Arrays and objects may nest fewer than this many deep (`serde_json`'s limit: 127 levels).
 const DEPTH_LIMIT: u32 = 128;
 
 /// A JSON value kept as its text (`serde_json`'s `RawValue`), borrowed from what was read.
@@ -391,23 +391,15 @@ impl<'a> Reader<'a> {
         let t = self.text;
         let start = self.at;
         // The run to the first quote, backslash or control character.
-        let mut i = start;
-        while let Some(&b) = t.get(i) {
-            if b == b'"' || b == b'\\' || b < 0x20 {
-                break;
-            }
-            i += 1;
-        }
+        let mut i = plain_run(t, start);
         if t.get(i) == Some(&b'"') {
+            let s = self.utf8(start, i)?;
             self.at = i + 1;
-            return match std::str::from_utf8(&t[start..i]) {
-                Ok(s) => Ok(Cow::Borrowed(s)),
-                Err(e) => {
-                    self.at = start + e.valid_up_to() + 1;
-                    Err(self.error("invalid unicode code point"))
-                }
-            };
+            return Ok(Cow::Borrowed(s));
         }
+        // With escapes: the bytes decoded into a buffer, checked as UTF-8 once the string ends
+        // (a control character, a bad escape or the end of the text found first is the error,
+        // as serde_json finds them).
         let mut out: Vec<u8> = Vec::with_capacity(i - start + 16);
         out.extend_from_slice(&t[start..i]);
         loop {
@@ -457,12 +449,7 @@ impl<'a> Reader<'a> {
                 }
                 _ => {
                     let run = i;
-                    while let Some(&b) = t.get(i) {
-                        if b == b'"' || b == b'\\' || b < 0x20 {
-                            break;
-                        }
-                        i += 1;
-                    }
+                    i = plain_run(t, i);
                     out.extend_from_slice(&t[run..i]);
                 }
             }
@@ -471,6 +458,15 @@ impl<'a> Reader<'a> {
             Ok(s) => Ok(Cow::Owned(s)),
             Err(_) => Err(self.error("invalid unicode code point")),
         }
+    }
+
+    /// The text's bytes `from..to` as UTF-8 (the error placed just past the first bad byte).
+    fn utf8(&mut self, from: usize, to: usize) -> Result<&'a str, Error> {
+        let text: &'a [u8] = self.text;
+        std::str::from_utf8(&text[from..to]).map_err(|e| {
+            self.at = from + e.valid_up_to() + 1;
+            self.error("invalid unicode code point")
+        })
     }
 
     /// The four hex digits after `\u` (and a second escape after a leading surrogate).
@@ -505,6 +501,9 @@ impl<'a> Reader<'a> {
             self.at = self.text.len();
             return Err(self.error("EOF while parsing a string"));
         }
+        // (All four read before any is judged, as serde_json reads them: an error is placed after
+        // the fourth.)
+        let mut bad = false;
         for _ in 0..4 {
             let b = self.text[self.at];
             self.at += 1;
@@ -512,16 +511,22 @@ impl<'a> Reader<'a> {
                 b'0'..=b'9' => b - b'0',
                 b'a'..=b'f' => b - b'a' + 10,
                 b'A'..=b'F' => b - b'A' + 10,
-                _ => return Err(self.error("invalid escape")),
+                _ => {
+                    bad = true;
+                    0
+                }
             };
             n = (n << 4) | u16::from(d);
+        }
+        if bad {
+            return Err(self.error("invalid escape"));
         }
         Ok(n)
     }
 
     fn enter(&mut self) -> Result<(), Error> {
         self.depth += 1;
-        if self.depth > DEPTH_LIMIT {
+        if self.depth >= DEPTH_LIMIT {
             return Err(self.error("recursion limit exceeded"));
         }
         Ok(())
@@ -532,9 +537,8 @@ impl<'a> Reader<'a> {
         if self.peek() != Some(b'{') {
             return Err(self.invalid_type(expected));
         }
-        self.enter()?;
         self.at += 1;
-        Ok(())
+        self.enter()
     }
 
     /// The next key of an open object (its value is to be read next), or `None` at its end
@@ -548,9 +552,13 @@ impl<'a> Reader<'a> {
             }
             Some(b',') if !first => {
                 self.at += 1;
-                if self.peek() == Some(b'}') {
-                    self.at += 1;
-                    return Err(self.error("trailing comma"));
+                match self.peek() {
+                    Some(b'}') => {
+                        self.at += 1;
+                        return Err(self.error("trailing comma"));
+                    }
+                    None => return Err(self.error("EOF while parsing a value")),
+                    Some(_) => {}
                 }
             }
             Some(_) if first => {}
@@ -595,9 +603,8 @@ impl<'a> Reader<'a> {
         if self.peek() != Some(b'[') {
             return Err(self.invalid_type(expected));
         }
-        self.enter()?;
         self.at += 1;
-        Ok(())
+        self.enter()
     }
 
     /// Whether an open array has another item (to be read next); at its end, closes it.
@@ -755,6 +762,39 @@ macro_rules! read_variants {
     )*};
 }
 pub(crate) use read_variants;
+
+/// The index of the first byte from `from` on that a JSON string cannot hold as it is: a
+/// quote, a backslash or a control character (`bytes.len()` when there is none). Eight bytes at
+/// a time, as `serde_json` scans (a byte below 0x20, or equal to `"` or `\`, found in a word
+/// with the usual bit tricks); Wasm has no vector instructions to lean on, and text is most of
+/// what the gateway reads and writes.
+pub fn plain_run(bytes: &[u8], from: usize) -> usize {
+    const ONES: u64 = u64::MAX / 255;
+    const HIGH: u64 = ONES << 7;
+    let mut i = from;
+    let rest = bytes.get(from..).unwrap_or_default();
+    for chunk in rest.chunks_exact(8) {
+        let Ok(word) = <[u8; 8]>::try_from(chunk) else { break };
+        let w = u64::from_le_bytes(word);
+        let control = w.wrapping_sub(ONES * 0x20) & !w;
+        let q = w ^ (ONES * u64::from(b'"'));
+        let quote = q.wrapping_sub(ONES) & !q;
+        let b = w ^ (ONES * u64::from(b'\\'));
+        let backslash = b.wrapping_sub(ONES) & !b;
+        let found = (control | quote | backslash) & HIGH;
+        if found != 0 {
+            return i + (found.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while let Some(&b) = bytes.get(i) {
+        if b == b'"' || b == b'\\' || b < 0x20 {
+            return i;
+        }
+        i += 1;
+    }
+    i
+}
 
 /// A number as serde names it in "invalid type" (`integer `7``, `floating point `1.5``).
 fn unexpected_number(n: &Number) -> String {
@@ -914,6 +954,10 @@ mod tests {
             "[",
             "[1,]",
             "{\"a\":1,}",
+            "{\"a\":1,",
+            "{\"a\":1,\n",
+            "\"\\u12z4\"",
+            "[1,\n",
             "{\"a\" 1}",
             "{1:2}",
             "[1 2]",
@@ -950,11 +994,12 @@ mod tests {
             from_slice::<Value>(bad).map_err(|e| e.to_string()),
             serde_json::from_slice::<Value>(bad).map_err(|e| e.to_string())
         );
-        // Nesting past 128.
-        let deep = "[".repeat(129) + &"]".repeat(129);
-        assert_eq!(ours::<Value>(&deep), serde::<Value>(&deep));
-        let fine = "[".repeat(128) + &"]".repeat(128);
-        assert!(ours::<Value>(&fine).is_ok());
+        // Nesting past 127, closed or not.
+        for (n, tail) in [(127, "]"), (128, "]"), (129, "]"), (128, ";"), (127, ";")] {
+            let text = "[".repeat(n) + &tail.repeat(if tail == "]" { n } else { 1 });
+            assert_eq!(ours::<Value>(&text), serde::<Value>(&text), "{n} deep, then {tail}");
+        }
+        assert!(ours::<Value>(&("[".repeat(127) + &"]".repeat(127))).is_ok());
     }
 
     #[test]
@@ -977,6 +1022,29 @@ mod tests {
         assert_eq!(ours::<Vec<u64>>("{}"), serde::<Vec<u64>>("{}"));
         assert_eq!(ours::<Cow<str>>(r#""a\u0041""#).as_deref(), Ok("aA"));
         assert!(matches!(ours::<Cow<str>>(r#""plain""#), Ok(Cow::Borrowed("plain"))));
+    }
+
+    #[test]
+    fn a_plain_run_ends_at_the_first_byte_a_string_must_escape() {
+        for len in 0..40 {
+            for stop in [b'"', b'\\', 0x00, 0x1f, b'\n'] {
+                for at in 0..=len {
+                    let mut bytes = vec![b'a'; len];
+                    bytes.extend_from_slice(&[0xc3, 0xa9, 0x7f, 0x20, 0x21]);
+                    if at < len {
+                        bytes[at] = stop;
+                    }
+                    let want = bytes.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20).unwrap_or(bytes.len());
+                    for from in [0, at.min(3)] {
+                        assert_eq!(
+                            plain_run(&bytes, from),
+                            want.max(from),
+                            "len {len} stop {stop} at {at} from {from}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -38,7 +38,10 @@ pub fn string(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
     let bytes = s.as_bytes();
     let mut run = 0;
-    for (i, &b) in bytes.iter().enumerate() {
+    loop {
+        let i = crate::wire::read::plain_run(bytes, run);
+        out.extend_from_slice(&bytes[run..i]);
+        let Some(&b) = bytes.get(i) else { break };
         let named = match b {
             b'"' => b'"',
             b'\\' => b'\\',
@@ -47,18 +50,15 @@ pub fn string(out: &mut Vec<u8>, s: &str) {
             b'\n' => b'n',
             0x0c => b'f',
             b'\r' => b'r',
-            0x00..=0x1f => b'u',
-            _ => continue,
+            _ => b'u',
         };
-        out.extend_from_slice(&bytes[run..i]);
-        run = i + 1;
         if named == b'u' {
             out.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]]);
         } else {
             out.extend_from_slice(&[b'\\', named]);
         }
+        run = i + 1;
     }
-    out.extend_from_slice(&bytes[run..]);
     out.push(b'"');
 }
 
