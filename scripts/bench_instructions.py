@@ -56,7 +56,8 @@ SIM_EVENTS = ("I1mr", "D1mr", "Bcm", "Bim")
 
 
 def where_ran(where):
-    unnamed = re.match(r"\?\?\?:0x([0-9a-f]+) \[(.*)\]$", where)
+    # (A function called from itself is named with its depth, `???:0x...'2`: still the same code.)
+    unnamed = re.match(r"\?\?\?:0x([0-9a-f]+)(?:'\d+)? \[(.*)\]$", where)
     if unnamed and int(unnamed.group(1), 16) >= JIT_FLOOR:
         return "wasm"
     if unnamed or "/envoy/_bin/envoy" in where:

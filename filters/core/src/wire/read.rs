@@ -544,11 +544,22 @@ impl<'a> Reader<'a> {
     /// The next key of an open object (its value is to be read next), or `None` at its end
     /// (closed). `first`: no member has been read yet.
     pub fn next_key(&mut self, first: bool) -> Result<Option<Cow<'a, str>>, Error> {
+        if !self.member_start(first)? {
+            return Ok(None);
+        }
+        let key = self.str()?;
+        self.colon()?;
+        Ok(Some(key))
+    }
+
+    /// Past the `,` before an open object's next member (none before the first), to its key's
+    /// opening quote; `false` at the object's end (closed).
+    fn member_start(&mut self, first: bool) -> Result<bool, Error> {
         match self.peek() {
             Some(b'}') => {
                 self.at += 1;
                 self.depth -= 1;
-                return Ok(None);
+                return Ok(false);
             }
             Some(b',') if !first => {
                 self.at += 1;
@@ -576,17 +587,61 @@ impl<'a> Reader<'a> {
             }
             None => return Err(self.error("EOF while parsing an object")),
         }
-        let key = self.str()?;
+        Ok(true)
+    }
+
+    /// The `:` after a member's key.
+    fn colon(&mut self) -> Result<(), Error> {
         match self.peek() {
             Some(b':') => {
                 self.at += 1;
-                Ok(Some(key))
+                Ok(())
             }
             Some(_) => {
                 self.at += 1;
                 Err(self.error("expected `:`"))
             }
             None => Err(self.error("EOF while parsing an object")),
+        }
+    }
+
+    /// Past a string that is not kept: its escapes and control characters checked, its UTF-8
+    /// not (as `serde_json` skips an ignored member; a raw value checks its whole text once).
+    fn skip_str(&mut self) -> Result<(), Error> {
+        let t = self.text;
+        let mut i = self.at + 1;
+        loop {
+            i = plain_run(t, i);
+            match t.get(i) {
+                Some(b'"') => {
+                    self.at = i + 1;
+                    return Ok(());
+                }
+                Some(b'\\') => match t.get(i + 1) {
+                    Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => i += 2,
+                    Some(b'u') => {
+                        self.at = i + 2;
+                        self.hex4()?;
+                        i = self.at;
+                    }
+                    Some(_) => {
+                        self.at = i + 2;
+                        return Err(self.error("invalid escape"));
+                    }
+                    None => {
+                        self.at = t.len();
+                        return Err(self.error("EOF while parsing a string"));
+                    }
+                },
+                Some(_) => {
+                    self.at = i + 1;
+                    return Err(self.error("control character (\\u0000-\\u001F) found while parsing a string"));
+                }
+                None => {
+                    self.at = t.len();
+                    return Err(self.error("EOF while parsing a string"));
+                }
+            }
         }
     }
 
@@ -674,7 +729,7 @@ impl<'a> Reader<'a> {
         match self.kind()? {
             Kind::Null | Kind::Bool => self.literal().map(drop),
             Kind::Number => self.number().map(drop),
-            Kind::String => self.str().map(drop),
+            Kind::String => self.skip_str(),
             Kind::Array => {
                 self.open_array("")?;
                 let mut first = true;
@@ -687,8 +742,10 @@ impl<'a> Reader<'a> {
             Kind::Object => {
                 self.open_object("")?;
                 let mut first = true;
-                while self.next_key(first)?.is_some() {
+                while self.member_start(first)? {
                     first = false;
+                    self.skip_str()?;
+                    self.colon()?;
                     self.skip()?;
                 }
                 Ok(())
@@ -701,8 +758,9 @@ impl<'a> Reader<'a> {
         self.peek();
         let start = self.at;
         self.skip()?;
-        // Strings were checked as UTF-8, and everything else in a value is ASCII.
-        Ok(Raw(std::str::from_utf8(&self.text[start..self.at]).unwrap_or_default()))
+        // Skipping checked the grammar; the text is checked as UTF-8 here, once.
+        let end = self.at;
+        self.utf8(start, end).map(Raw)
     }
 
     /// One value of any kind, as a tree.
@@ -1047,11 +1105,25 @@ mod tests {
         }
     }
 
+    struct Named {
+        n: u64,
+    }
+    crate::wire::object::from_object!(Named { n: "n" [] });
+
     #[test]
     fn raw_values_are_their_text() {
         let r: Raw = from_str(r#"  {"a" : [1, "x"]}  "#).unwrap();
         assert_eq!(r.get(), r#"{"a" : [1, "x"]}"#);
         assert_eq!(from_str::<Option<Raw>>("null"), Ok(None));
         assert!(Raw::of("[1,").is_none() && Raw::of("\"s\"").is_some_and(|r| r.get() == "\"s\""));
+        // An ignored member is skipped as serde_json skips it (its UTF-8 unchecked); a raw
+        // value's text is checked.
+        let bad = b"{\"skipped\": \"\xff\", \"n\": 1}";
+        assert_eq!(from_slice::<Named>(bad).map(|n| n.n), Ok(1));
+        assert_eq!(
+            from_slice::<Raw>(bad).map_err(|e| e.to_string()),
+            Err("invalid unicode code point at line 1 column 14".into())
+        );
+        assert!(from_slice::<Value>(bad).is_err());
     }
 }

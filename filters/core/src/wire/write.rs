@@ -19,7 +19,8 @@ pub trait WriteJson {
 
 /// The JSON text of `v`.
 pub fn to_vec<T: WriteJson + ?Sized>(v: &T) -> Vec<u8> {
-    let mut out = Vec::new();
+    // (As serde_json's `to_vec` starts: fewer regrowths for a small object.)
+    let mut out = Vec::with_capacity(128);
     v.write_json(&mut out);
     out
 }
