@@ -911,23 +911,18 @@ impl<'a> ReadJson<'a> for u64 {
     }
 }
 
-impl<'a> ReadJson<'a> for u32 {
-    fn read_json(r: &mut Reader<'a>) -> Result<Self, Error> {
-        r.unsigned("u32", u64::from(u32::MAX)).map(|n| n as u32)
-    }
+/// The narrower unsigned integers: "invalid value: integer `70000`, expected u16" past their
+/// range, as serde says.
+macro_rules! read_unsigned {
+    ($($t:ty),*) => {$(
+        impl<'a> ReadJson<'a> for $t {
+            fn read_json(r: &mut Reader<'a>) -> Result<Self, Error> {
+                r.unsigned(stringify!($t), <$t>::MAX as u64).map(|n| n as $t)
+            }
+        }
+    )*};
 }
-
-impl<'a> ReadJson<'a> for u16 {
-    fn read_json(r: &mut Reader<'a>) -> Result<Self, Error> {
-        r.unsigned("u16", u64::from(u16::MAX)).map(|n| n as u16)
-    }
-}
-
-impl<'a> ReadJson<'a> for usize {
-    fn read_json(r: &mut Reader<'a>) -> Result<Self, Error> {
-        r.unsigned("usize", usize::MAX as u64).map(|n| n as usize)
-    }
-}
+read_unsigned!(u32, u16, usize);
 
 impl<'a> ReadJson<'a> for i64 {
     fn read_json(r: &mut Reader<'a>) -> Result<Self, Error> {
