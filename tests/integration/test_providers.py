@@ -60,6 +60,21 @@ def test_gemini_gets_generate_content_with_x_goog_api_key_and_answers_in_openai_
     assert rec["cost_usd"] is not None
 
 
+def test_a_translated_request_carries_the_callers_float_exactly(gateway):
+    """The gateway reads a float correctly rounded (its own reader; serde_json's default read
+    0.40900993826735515 as 0.4090099382673551, a unit in the last place off) and writes it back
+    as the shortest text of the same number, so the provider gets the caller's value."""
+    msg = unique("float")
+    text = "0.40900993826735515"
+    raw = '{"model": "chat-gemini", "temperature": %s, "messages": [{"role": "user", "content": "%s"}]}' % (text, msg)
+    r = gateway.client.post("/v1/chat/completions", content=raw.encode(),
+                            headers={"authorization": f"Bearer {DEMO_KEYS['acme']}", "content-type": "application/json"})
+    assert r.status_code == 200, r.text
+    [seen] = gateway.provider_requests("gemini", containing=msg)
+    # (Python reads the text correctly rounded too.)
+    assert json.loads(seen["body"])["generationConfig"]["temperature"] == float(text) == 0.40900993826735516
+
+
 def test_gemini_tool_call_and_a_streamed_answer(gateway):
     tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {
         "type": "object", "properties": {"city": {"type": "string"}}}}}]

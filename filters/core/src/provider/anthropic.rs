@@ -838,11 +838,6 @@ crate::wire::object::from_object!(DeltaPart<'a> {
     partial_json: "partial_json" [],
 });
 
-/// A JSON string, written (escaped) into `out`.
-fn json_str(out: &mut Vec<u8>, s: &str) {
-    crate::wire::write::string(out, s);
-}
-
 /// Turns an Anthropic SSE stream into OpenAI chat-completion chunks as it streams.
 #[derive(Debug)]
 pub struct StreamTranslator {
@@ -898,7 +893,7 @@ impl StreamTranslator {
             t.extend_from_slice(b",\"finish_reason\":null,\"index\":0,\"logprobs\":null}],\"created\":");
             crate::wire::write::unsigned(&mut t, self.created);
             t.extend_from_slice(b",\"id\":");
-            json_str(&mut t, &self.id);
+            crate::wire::write::string(&mut t, &self.id);
             t.extend_from_slice(b",\"model\":");
             self.model.write_json(&mut t);
             t.extend_from_slice(b",\"object\":\"chat.completion.chunk\"");
@@ -929,7 +924,7 @@ impl StreamTranslator {
                 let t = d.delta.text.as_deref().unwrap_or("");
                 self.chunk_with(out, |o| {
                     o.extend_from_slice(b"{\"content\":");
-                    json_str(o, t);
+                    crate::wire::write::string(o, t);
                     o.push(b'}');
                 });
             }
@@ -939,7 +934,7 @@ impl StreamTranslator {
                 if let (false, Some(k)) = (p.is_empty(), self.tool_index.get(idx)) {
                     self.chunk_with(out, |o| {
                         o.extend_from_slice(b"{\"tool_calls\":[{\"function\":{\"arguments\":");
-                        json_str(o, p);
+                        crate::wire::write::string(o, p);
                         o.extend_from_slice(b"},\"index\":");
                         k.write_json(o);
                         o.extend_from_slice(b"}]}");

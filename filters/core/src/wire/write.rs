@@ -4,8 +4,8 @@
 //! generic `Serializer` (and `serde_json` a second copy of `Value`'s for its `Display`). What the
 //! gateway writes is a handful of shapes: objects of named members, arrays, strings, numbers and
 //! trees. [`WriteJson`] writes each straight into the body's bytes, byte for byte as `serde_json`
-//! writes them: the same escapes (`\n`, `\u001f`, nothing beyond ASCII), integers as `itoa` and
-//! floats as `zmij` writes them (`serde_json`'s own), a float that is not finite as `null`.
+//! writes them: the same escapes (`\n`, `\u001f`, nothing beyond ASCII), integers in plain decimal
+//! and floats as `zmij` writes them (`serde_json`'s own), a float that is not finite as `null`.
 //! [`to_object!`] writes a struct's members in order, skipping those its flags say.
 
 use serde_json::{Map, Number, Value};
@@ -63,9 +63,9 @@ pub fn string(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
-/// Appends an unsigned integer.
+/// Appends an unsigned integer (the project's one decimal writer, `headers::push_decimal`).
 pub fn unsigned(out: &mut Vec<u8>, n: u64) {
-    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+    crate::headers::push_decimal(out, n);
 }
 
 /// Appends a float as `serde_json` writes one (the shortest text that reads back the same);
@@ -82,7 +82,8 @@ fn number(out: &mut Vec<u8>, n: &Number) {
     if let Some(u) = n.as_u64() {
         unsigned(out, u);
     } else if let Some(i) = n.as_i64() {
-        out.extend_from_slice(itoa::Buffer::new().format(i).as_bytes());
+        out.push(b'-');
+        unsigned(out, i.unsigned_abs());
     } else {
         float(out, n.as_f64().unwrap_or(f64::NAN));
     }
