@@ -40,6 +40,7 @@ pub fn forwarded_to_provider(name: &str, extra: &[String]) -> bool {
 /// Appends `n` in decimal to `out`. Numbers become header values and JSON on every call, and
 /// `to_string`/`format!` of an integer goes through the formatting machinery (several hundred
 /// instructions each, in the module as natively).
+#[inline]
 pub fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut at = digits.len();

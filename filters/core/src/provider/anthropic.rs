@@ -152,6 +152,7 @@ pub(crate) fn raw_str<'a>(v: Option<Raw<'a>>) -> Option<Cow<'a, str>> {
     crate::wire::from_str::<Cow<'a, str>>(v.get()).ok()
 }
 
+#[inline]
 fn raw_u64(v: Option<Raw<'_>>) -> Option<u64> {
     v.and_then(|v| v.get().parse().ok())
 }

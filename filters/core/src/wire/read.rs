@@ -140,6 +140,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The next byte that is not whitespace, not consumed.
+    #[inline]
     fn peek(&mut self) -> Option<u8> {
         while let Some(&b) = self.text.get(self.at) {
             if !matches!(b, b' ' | b'\n' | b'\r' | b'\t') {
@@ -231,6 +232,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Reads `null` if that is what comes next.
+    #[inline]
     pub fn null(&mut self) -> bool {
         if self.peek() == Some(b'n') && self.text.get(self.at..self.at + 4) == Some(b"null") {
             self.at += 4;
@@ -239,6 +241,7 @@ impl<'a> Reader<'a> {
         false
     }
 
+    #[inline]
     pub fn bool(&mut self) -> Result<bool, Error> {
         match self.peek() {
             Some(b't' | b'f') => Ok(self.literal()? == Some(true)),
@@ -461,6 +464,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The text's bytes `from..to` as UTF-8 (the error placed just past the first bad byte).
+    #[inline]
     fn utf8(&mut self, from: usize, to: usize) -> Result<&'a str, Error> {
         let text: &'a [u8] = self.text;
         std::str::from_utf8(&text[from..to]).map_err(|e| {
@@ -533,6 +537,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Opens an object (`{`); `expected` names what was wanted when it is something else.
+    #[inline]
     pub fn open_object(&mut self, expected: &str) -> Result<(), Error> {
         if self.peek() != Some(b'{') {
             return Err(self.invalid_type(expected));
@@ -543,6 +548,7 @@ impl<'a> Reader<'a> {
 
     /// The next key of an open object (its value is to be read next), or `None` at its end
     /// (closed). `first`: no member has been read yet.
+    #[inline]
     pub fn next_key(&mut self, first: bool) -> Result<Option<Cow<'a, str>>, Error> {
         if !self.member_start(first)? {
             return Ok(None);
@@ -554,6 +560,7 @@ impl<'a> Reader<'a> {
 
     /// Past the `,` before an open object's next member (none before the first), to its key's
     /// opening quote; `false` at the object's end (closed).
+    #[inline]
     fn member_start(&mut self, first: bool) -> Result<bool, Error> {
         match self.peek() {
             Some(b'}') => {
@@ -591,6 +598,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The `:` after a member's key.
+    #[inline]
     fn colon(&mut self) -> Result<(), Error> {
         match self.peek() {
             Some(b':') => {
@@ -654,6 +662,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Opens an array (`[`); `expected` names what was wanted when it is something else.
+    #[inline]
     pub fn open_array(&mut self, expected: &str) -> Result<(), Error> {
         if self.peek() != Some(b'[') {
             return Err(self.invalid_type(expected));
@@ -663,6 +672,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Whether an open array has another item (to be read next); at its end, closes it.
+    #[inline]
     pub fn next_item(&mut self, first: bool) -> Result<bool, Error> {
         match self.peek() {
             Some(b']') => {
@@ -826,6 +836,7 @@ pub(crate) use read_variants;
 /// a time, as `serde_json` scans (a byte below 0x20, or equal to `"` or `\`, found in a word
 /// with the usual bit tricks); Wasm has no vector instructions to lean on, and text is most of
 /// what the gateway reads and writes.
+#[inline]
 pub fn plain_run(bytes: &[u8], from: usize) -> usize {
     const ONES: u64 = u64::MAX / 255;
     const HIGH: u64 = ONES << 7;
@@ -894,12 +905,14 @@ impl<'a> ReadJson<'a> for Cow<'a, str> {
 }
 
 impl<'a> ReadJson<'a> for String {
+    #[inline]
     fn read_json(r: &mut Reader<'a>) -> Result<Self, Error> {
         r.str().map(Cow::into_owned)
     }
 }
 
 impl<'a> ReadJson<'a> for bool {
+    #[inline]
     fn read_json(r: &mut Reader<'a>) -> Result<Self, Error> {
         r.bool()
     }
