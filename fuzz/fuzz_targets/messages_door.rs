@@ -8,7 +8,7 @@ use aigw_core::wire::messages_in::{
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) {
+    if let Ok(v) = aigw_core::wire::from_slice::<aigw_core::wire::tree::Value>(data) {
         let _ = request_to_openai(&v);
     }
     // A stored answer replayed as a stream (the cache).

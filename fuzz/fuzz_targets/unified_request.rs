@@ -53,12 +53,16 @@ fuzz_target!(|data: &[u8]| {
         let _ = aigw_core::guard::injection::score(&aigw_core::guard::injection::default_rules(), text);
         let _ = aigw_core::guard::schema::OutputFormat::JsonObject.check(text);
     }
-    if let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(data) {
+    if let Ok(mut v) = aigw_core::wire::from_slice::<aigw_core::wire::tree::Value>(data) {
         let _ = aigw_core::guard::injection::caller_texts(&v);
         let _ = aigw_core::guard::schema::validate(&v, &v, "$");
-        let policy = aigw_core::config::from_value::<aigw_core::guard::GuardPolicy>(serde_json::json!({
-            "categories": {"email": "mask", "phone": "mask", "card": "mask", "iban": "mask", "aadhaar": "mask",
-                           "pan": "mask", "ssn": "mask", "ip": "flag", "secret": "reject"}}));
+        let policy = aigw_core::config::from_value::<aigw_core::guard::GuardPolicy>(
+            aigw_core::wire::from_str(
+                r#"{"categories": {"email": "mask", "phone": "mask", "card": "mask", "iban": "mask", "aadhaar": "mask",
+                                   "pan": "mask", "ssn": "mask", "ip": "flag", "secret": "reject"}}"#,
+            )
+            .unwrap_or_default(),
+        );
         if let Ok(policy) = policy {
             let _ = aigw_core::guard::apply(&policy, &mut v);
         }

@@ -420,7 +420,7 @@ pub const SIGNATURE_HEADERS: [&str; 4] =
 
 impl crate::config::FromConfig for AuthConfig {
     #[inline(never)]
-    fn read(v: &serde_json::Value, at: &crate::config::At) -> crate::config::Read<Self> {
+    fn read(v: &crate::wire::tree::Value, at: &crate::config::At) -> crate::config::Read<Self> {
         let o = crate::config::Obj::new(v, at, "AuthConfig", Some(&["keys", "providers", "bad_credential_ttl_s"]))?;
         Ok(AuthConfig {
             keys: o.or("keys", Default::default())?,
@@ -432,7 +432,7 @@ impl crate::config::FromConfig for AuthConfig {
 
 impl crate::config::FromConfig for CredentialConfig {
     #[inline(never)]
-    fn read(v: &serde_json::Value, at: &crate::config::At) -> crate::config::Read<Self> {
+    fn read(v: &crate::wire::tree::Value, at: &crate::config::At) -> crate::config::Read<Self> {
         let o = crate::config::Obj::new(
             v,
             at,

@@ -16,7 +16,7 @@ pub mod semantic;
 pub mod shared;
 pub mod stage;
 
-use serde_json::Value;
+use crate::wire::tree::Value;
 use sha2::{Digest, Sha256};
 
 use crate::error::ConfigError;
@@ -183,12 +183,12 @@ pub fn keys(tenant: &str, key_id: Option<&str>, alias: &str, route: &str, body: 
 pub fn keys_of(tenant: &str, key_id: Option<&str>, alias: &str, route: &str, mut v: Value) -> Option<Keys> {
     let o = v.as_object_mut()?;
     let stream = o.get("stream").and_then(Value::as_bool).unwrap_or(false);
-    let stateful = ["previous_response_id", "conversation"].iter().any(|f| o.get(*f).is_some_and(|v| !v.is_null()));
+    let stateful = ["previous_response_id", "conversation"].iter().any(|f| o.get(f).is_some_and(|v| !v.is_null()));
     for f in ["user", "stream", "stream_options", "model"] {
         o.remove(f);
     }
     let digest = |v: &Value| -> Option<Digest32> {
-        // serde_json's map keeps its keys sorted: written back, equal requests are equal bytes.
+        // A tree's map keeps its keys sorted: written back, equal requests are equal bytes.
         let canonical = crate::wire::write::to_vec(v);
         let mut h = Sha256::new();
         for part in [tenant, key_id.unwrap_or(""), alias, route] {
@@ -334,7 +334,7 @@ impl Cache {
 
 impl crate::config::FromConfig for CacheConfig {
     #[inline(never)]
-    fn read(v: &serde_json::Value, at: &crate::config::At) -> crate::config::Read<Self> {
+    fn read(v: &crate::wire::tree::Value, at: &crate::config::At) -> crate::config::Read<Self> {
         let o = crate::config::Obj::new(
             v,
             at,
@@ -353,7 +353,7 @@ impl crate::config::FromConfig for CacheConfig {
 
 impl crate::config::FromConfig for CachePolicy {
     #[inline(never)]
-    fn read(v: &serde_json::Value, at: &crate::config::At) -> crate::config::Read<Self> {
+    fn read(v: &crate::wire::tree::Value, at: &crate::config::At) -> crate::config::Read<Self> {
         let o = crate::config::Obj::new(
             v,
             at,
@@ -372,7 +372,7 @@ impl crate::config::FromConfig for CachePolicy {
 }
 
 impl crate::config::FromConfig for CacheMode {
-    fn read(v: &serde_json::Value, at: &crate::config::At) -> crate::config::Read<Self> {
+    fn read(v: &crate::wire::tree::Value, at: &crate::config::At) -> crate::config::Read<Self> {
         crate::config::variant(
             v,
             at,

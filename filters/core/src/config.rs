@@ -1,4 +1,4 @@
-//! Hand-written readers of the configuration's types, over a `serde_json::Value`.
+//! Hand-written readers of the configuration's types, over a `crate::wire::tree::Value`.
 //!
 //! A derived `Deserialize` costs each type a visitor of its own (field matching by string and by
 //! bytes, a sequence form, a slot per field) monomorphised for the parser: on average 2.6 KB of
@@ -11,7 +11,7 @@
 
 use std::fmt::Write as _;
 
-use serde_json::{Map, Value};
+use crate::wire::tree::{Map, Value};
 
 /// Where a value is, from the value a reader started at: its keys and indices, outermost first,
 /// as a chain on the stack (built into a string only for an error).
@@ -398,7 +398,7 @@ impl std::fmt::Display for ReadError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::json;
 
     #[derive(Debug, PartialEq)]
     struct Pair {

@@ -97,7 +97,7 @@ mod tests {
     #[test]
     fn body_has_openai_shape() {
         let e = GatewayError::bad_request("invalid_json", "body is not JSON").with_param("messages");
-        let v: serde_json::Value = serde_json::from_str(&e.body()).unwrap_or_default();
+        let v: crate::wire::tree::Value = crate::wire::from_str(&e.body()).unwrap_or_default();
         assert_eq!(v["error"]["message"], "body is not JSON");
         assert_eq!(v["error"]["type"], "invalid_request_error");
         assert_eq!(v["error"]["code"], "invalid_json");

@@ -7,7 +7,7 @@ pub mod injection;
 pub mod schema;
 pub mod stage;
 
-use serde_json::Value;
+use crate::wire::tree::Value;
 
 use crate::error::ConfigError;
 use crate::wire::obj;
@@ -230,7 +230,7 @@ pub fn filter_answer(body: &[u8], terms: &[String]) -> Option<Vec<u8>> {
         }
         v["status"] = Value::String("incomplete".into());
         v["incomplete_details"] = obj! {"reason" => "content_filter"};
-        v["output"] = serde_json::Value::Array(Vec::new());
+        v["output"] = crate::wire::tree::Value::Array(Vec::new());
         return Some(crate::wire::write::to_vec(&v));
     }
     if v.get("type").and_then(Value::as_str) == Some("message") {
@@ -248,7 +248,7 @@ pub fn filter_answer(body: &[u8], terms: &[String]) -> Option<Vec<u8>> {
         if !holds_term(&text, terms) && !holds_term(&args, terms) {
             return None;
         }
-        v["content"] = serde_json::Value::Array(Vec::new());
+        v["content"] = crate::wire::tree::Value::Array(Vec::new());
         v["stop_reason"] = Value::String("refusal".into());
         v["stop_sequence"] = Value::Null;
         return Some(crate::wire::write::to_vec(&v));
@@ -347,7 +347,7 @@ impl StreamFilter {
                         let stop = obj! {"type" => "content_block_stop", "index" => v.get("index")};
                         let delta = obj! {"type" => "message_delta", "delta" = obj!{
                             "stop_reason" => "refusal",
-                            "stop_sequence" = serde_json::Value::Null,
+                            "stop_sequence" = crate::wire::tree::Value::Null,
                         }, "usage" = obj!{"output_tokens" => self.output_tokens}};
                         crate::wire::sse::named_tree_event(&mut out, Some("content_block_stop"), &stop);
                         crate::wire::sse::named_tree_event(&mut out, Some("message_delta"), &delta);
@@ -373,7 +373,7 @@ impl StreamFilter {
                         let mut r = self.snapshot.clone().unwrap_or_else(|| obj! {});
                         r["status"] = Value::String("incomplete".into());
                         r["incomplete_details"] = obj! {"reason" => "content_filter"};
-                        r["output"] = serde_json::Value::Array(Vec::new());
+                        r["output"] = crate::wire::tree::Value::Array(Vec::new());
                         let data = obj! {"type" => "response.incomplete", "sequence_number" => number, "response" => r};
                         crate::wire::sse::named_tree_event(&mut out, Some("response.incomplete"), &data);
                         return out;
@@ -397,7 +397,7 @@ impl StreamFilter {
                     "object" => "chat.completion.chunk",
                     "created" => v.get("created"),
                     "model" => v.get("model"),
-                    "choices" = serde_json::Value::Array(vec![obj!{
+                    "choices" = crate::wire::tree::Value::Array(vec![obj!{
                         "index" => 0u64,
                         "delta" = obj!{},
                         "finish_reason" => "content_filter",
@@ -699,8 +699,8 @@ impl StreamRestorer {
             };
             let head = |delta: Value| {
                 let mut t = top.clone();
-                t["choices"] = serde_json::Value::Array(vec![
-                    obj! {"index" => index, "delta" => delta, "finish_reason" = serde_json::Value::Null},
+                t["choices"] = crate::wire::tree::Value::Array(vec![
+                    obj! {"index" => index, "delta" => delta, "finish_reason" = crate::wire::tree::Value::Null},
                 ]);
                 t
             };
@@ -716,7 +716,7 @@ impl StreamRestorer {
                     v.pointer(&format!("/choices/{k}/delta/tool_calls/{j}/index")).and_then(Value::as_u64).unwrap_or(0);
                 let args = format!("/choices/{k}/delta/tool_calls/{j}/function/arguments");
                 if v.pointer(&args).is_some_and(Value::is_string) {
-                    let template = head(obj! {"tool_calls" = serde_json::Value::Array(vec![obj!{
+                    let template = head(obj! {"tool_calls" = crate::wire::tree::Value::Array(vec![obj!{
                         "index" => t,
                         "function" = obj!{"arguments" => ""},
                     }])});
@@ -826,14 +826,14 @@ fn write_event(out: &mut Vec<u8>, event: Option<&str>, data: &str) {
 // Read by hand (`crate::config`), not derived: see its module comment.
 
 impl crate::config::FromConfig for Action {
-    fn read(v: &serde_json::Value, at: &crate::config::At) -> crate::config::Read<Self> {
+    fn read(v: &crate::wire::tree::Value, at: &crate::config::At) -> crate::config::Read<Self> {
         crate::config::variant(v, at, &[("mask", Action::Mask), ("reject", Action::Reject), ("flag", Action::Flag)])
     }
 }
 
 impl crate::config::FromConfig for GuardPolicy {
     #[inline(never)]
-    fn read(v: &serde_json::Value, at: &crate::config::At) -> crate::config::Read<Self> {
+    fn read(v: &crate::wire::tree::Value, at: &crate::config::At) -> crate::config::Read<Self> {
         let o = crate::config::Obj::new(
             v,
             at,
@@ -854,7 +854,7 @@ impl crate::config::FromConfig for GuardPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::json;
 
     fn policy(v: Value) -> GuardPolicy {
         crate::config::from_value(v).unwrap()
@@ -911,7 +911,7 @@ mod tests {
             .split("\n\n")
             .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")))
             .filter(|d| *d != "[DONE]")
-            .map(|d| serde_json::from_str(d).unwrap())
+            .map(|d| crate::wire::from_str(d).unwrap())
             .collect()
     }
 
@@ -951,7 +951,7 @@ mod tests {
                 .iter()
                 .filter_map(|e| e.pointer("/choices/0/delta/tool_calls/0/function/arguments").and_then(Value::as_str))
                 .collect();
-            assert_eq!(serde_json::from_str::<Value>(&args).unwrap(), json!({"to": "a\"b@example.com"}));
+            assert_eq!(crate::wire::from_str::<Value>(&args).unwrap(), json!({"to": "a\"b@example.com"}));
             // The held end of the content went out before the last chunk; the tool call's name
             // and id were not repeated.
             let last = events.last().unwrap();
@@ -1008,7 +1008,7 @@ mod tests {
     fn output_terms_withhold_a_whole_answer_and_stop_a_stream_at_the_match() {
         let terms = vec!["Project Falcon".to_string()];
         let answer = br#"{"id":"c","choices":[{"index":0,"message":{"role":"assistant","content":"About project falcon: no."},"finish_reason":"stop"}]}"#;
-        let out: Value = serde_json::from_slice(&filter_answer(answer, &terms).unwrap()).unwrap();
+        let out: Value = crate::wire::from_slice(&filter_answer(answer, &terms).unwrap()).unwrap();
         assert_eq!(out["choices"][0]["finish_reason"], "content_filter");
         assert_eq!(out["choices"][0]["message"]["content"], "");
         assert!(filter_answer(br#"{"choices":[{"message":{"content":"falconry"}}]}"#, &terms).is_none());
@@ -1032,7 +1032,7 @@ mod tests {
     fn output_terms_end_a_responses_answer_or_stream_as_incomplete() {
         let terms = vec!["Project Falcon".to_string()];
         let whole = br#"{"object":"response","status":"completed","output":[{"type":"message","content":[{"type":"output_text","text":"Project Falcon is"}]}]}"#;
-        let out: Value = serde_json::from_slice(&filter_answer(whole, &terms).unwrap()).unwrap();
+        let out: Value = crate::wire::from_slice(&filter_answer(whole, &terms).unwrap()).unwrap();
         assert_eq!(
             (out["status"].as_str(), out["incomplete_details"]["reason"].as_str()),
             (Some("incomplete"), Some("content_filter"))
@@ -1081,7 +1081,7 @@ mod tests {
         let mut p = crate::wire::sse::Parser::default();
         let mut evs = Vec::new();
         p.push(bytes, &mut evs);
-        evs.into_iter().map(|e| (e.event.unwrap_or_default(), serde_json::from_str(&e.data).unwrap())).collect()
+        evs.into_iter().map(|e| (e.event.unwrap_or_default(), crate::wire::from_str(&e.data).unwrap())).collect()
     }
 
     const MESSAGE_START: &str = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"usage\":{\"input_tokens\":5,\"output_tokens\":3}}}\n\n";
@@ -1097,7 +1097,8 @@ mod tests {
         let whole = json!({"id": "m", "type": "message", "role": "assistant", "model": "c",
             "content": [{"type": "text", "text": "A forbidden word."}], "stop_reason": "end_turn", "stop_sequence": null,
             "usage": {"input_tokens": 1, "output_tokens": 4}});
-        let out: Value = serde_json::from_slice(&filter_answer(whole.to_string().as_bytes(), &terms).unwrap()).unwrap();
+        let out: Value =
+            crate::wire::from_slice(&filter_answer(whole.to_string().as_bytes(), &terms).unwrap()).unwrap();
         assert_eq!((out["content"].clone(), out["stop_reason"].clone()), (json!([]), json!("refusal")));
         assert_eq!(out["usage"]["output_tokens"], 4, "the usage stays");
         let tool = json!({"type": "message", "content": [{"type": "tool_use", "id": "t", "name": "f", "input": {"q": "forbidden"}}]});
@@ -1157,7 +1158,7 @@ mod tests {
             // The text comes back (a piece that only looked like a placeholder is sent before
             // its block ends); the tool's input is JSON with the value escaped in it.
             assert_eq!(lane(0, "text"), "Write to a\"b@example.com now <EMA", "pieces of {size}");
-            let input: Value = serde_json::from_str(&lane(1, "partial_json")).unwrap();
+            let input: Value = crate::wire::from_str(&lane(1, "partial_json")).unwrap();
             assert_eq!(input, json!({"to": "a\"b@example.com"}), "pieces of {size}");
             let names: Vec<&str> = evs.iter().map(|(n, _)| n.as_str()).collect();
             let held = names.iter().position(|n| *n == "content_block_stop").unwrap();
@@ -1184,7 +1185,7 @@ mod tests {
         assert!(!String::from_utf8_lossy(&all).contains("<EMAIL_1>"));
         let mut r = Restorer::new(&masked).thinking(true);
         let out: Value =
-            serde_json::from_slice(&restore_answer(&mut r, &masked, whole.to_string().as_bytes())).unwrap();
+            crate::wire::from_slice(&restore_answer(&mut r, &masked, whole.to_string().as_bytes())).unwrap();
         assert_eq!(out["content"][0], whole["content"][0]);
         assert_eq!(out["content"][1], whole["content"][1]);
         assert_eq!(out["content"][2]["text"], "Mail a\"b@example.com today.");

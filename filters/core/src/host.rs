@@ -621,9 +621,9 @@ mod tests {
         let r = h.replies.borrow();
         assert_eq!(r[0].status, 401);
         assert!(r[0].headers.contains(&("x-a".to_string(), "1".to_string())));
-        let openai: serde_json::Value = serde_json::from_slice(&r[0].body).unwrap_or_default();
+        let openai: crate::wire::tree::Value = crate::wire::from_slice(&r[0].body).unwrap_or_default();
         assert_eq!(openai["error"]["code"], "missing_api_key");
-        let anthropic: serde_json::Value = serde_json::from_slice(&r[1].body).unwrap_or_default();
+        let anthropic: crate::wire::tree::Value = crate::wire::from_slice(&r[1].body).unwrap_or_default();
         assert_eq!(anthropic["type"], "error");
     }
 }

@@ -37,6 +37,16 @@ pub mod sort;
 pub mod time;
 pub mod wire;
 
+/// A JSON tree in the tests: `serde_json::json!`'s, as the gateway's [`wire::tree::Value`].
+#[cfg(test)]
+macro_rules! json {
+    ($($t:tt)+) => {
+        $crate::wire::tree::Value::from(serde_json::json!($($t)+))
+    };
+}
+#[cfg(test)]
+pub(crate) use json;
+
 /// Parses a filter configuration, naming the filter, the field and the problem on failure.
 ///
 /// The JSON is parsed once into a `Value` (where it is not JSON, the field is found from where
@@ -48,7 +58,7 @@ pub fn parse_config<T: config::FromConfig>(filter: &str, raw: &[u8]) -> Result<T
     if raw.iter().all(|b| b.is_ascii_whitespace()) {
         return Err(error::ConfigError::new(filter, "", "the configuration is empty; a JSON object is required"));
     }
-    let value: serde_json::Value = crate::wire::from_slice(raw).map_err(|e| {
+    let value: crate::wire::tree::Value = crate::wire::from_slice(raw).map_err(|e| {
         let path = json_path_at(raw, byte_offset(raw, e.line(), e.column()));
         let msg = e.to_string();
         // "... at line 1 column 42": the field names the place better.
@@ -98,7 +108,7 @@ pub fn duplicate_key_at(raw: &[u8]) -> Option<(String, String)> {
 /// JSON parser's own map type (a tree map, whose code the module has anyway) rather than in a
 /// hash set compiled for this one use.
 enum Frame {
-    Object(Option<String>, serde_json::Map<String, serde_json::Value>),
+    Object(Option<String>, crate::wire::tree::Map<String, crate::wire::tree::Value>),
     Array(usize),
 }
 
@@ -110,7 +120,7 @@ fn scan_keys(raw: &[u8], offset: usize, duplicates: bool) -> (Vec<Frame>, Option
     let end = offset.min(raw.len());
     while i < end {
         match raw[i] {
-            b'{' => stack.push(Frame::Object(None, serde_json::Map::new())),
+            b'{' => stack.push(Frame::Object(None, crate::wire::tree::Map::new())),
             b'[' => stack.push(Frame::Array(0)),
             b'}' | b']' => {
                 stack.pop();
@@ -135,7 +145,7 @@ fn scan_keys(raw: &[u8], offset: usize, duplicates: bool) -> (Vec<Frame>, Option
                 }
                 if let Some(Frame::Object(k @ None, seen)) = stack.last_mut() {
                     let key = String::from_utf8_lossy(&s).into_owned();
-                    if duplicates && seen.insert(key.clone(), serde_json::Value::Null).is_some() {
+                    if duplicates && seen.insert(key.clone(), crate::wire::tree::Value::Null).is_some() {
                         return (stack, Some(key));
                     }
                     *k = Some(key);
@@ -196,7 +206,7 @@ mod tests {
     use super::*;
 
     use crate::config::{At, FromConfig, Obj, Read};
-    use serde_json::Value;
+    use crate::wire::tree::Value;
 
     #[derive(Debug)]
     #[allow(dead_code)]

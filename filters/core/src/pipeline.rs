@@ -830,7 +830,7 @@ crate::callbacks!(AttemptCall: on_request_headers, on_request_body, on_response_
 
 impl crate::config::FromConfig for GatewayConfig {
     #[inline(never)]
-    fn read(v: &serde_json::Value, at: &crate::config::At) -> crate::config::Read<Self> {
+    fn read(v: &crate::wire::tree::Value, at: &crate::config::At) -> crate::config::Read<Self> {
         let o = crate::config::Obj::new(
             v,
             at,

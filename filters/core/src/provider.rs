@@ -12,7 +12,7 @@ pub mod bedrock;
 pub mod gemini;
 pub mod openai;
 
-use serde_json::Value;
+use crate::wire::tree::Value;
 
 use crate::error::GatewayError;
 
@@ -186,7 +186,7 @@ pub fn streams(req: &Value) -> bool {
 
 impl crate::config::FromConfig for ProviderConfig {
     #[inline(never)]
-    fn read(v: &serde_json::Value, at: &crate::config::At) -> crate::config::Read<Self> {
+    fn read(v: &crate::wire::tree::Value, at: &crate::config::At) -> crate::config::Read<Self> {
         let o = crate::config::Obj::new(
             v,
             at,
@@ -266,9 +266,9 @@ mod tests {
 
     #[test]
     fn openai_format_requests_keep_their_fields_and_always_ask_for_stream_usage() {
-        let req = serde_json::json!({"model": "chat", "stream": true, "temperature": 0.5, "messages": []});
+        let req = crate::json!({"model": "chat", "stream": true, "temperature": 0.5, "messages": []});
         let (out, stream) = api(Api::Openai).request(req.to_string().as_bytes(), "gpt-x", 1024).unwrap();
-        let out: Value = serde_json::from_slice(&out).unwrap();
+        let out: Value = crate::wire::from_slice(&out).unwrap();
         assert!(stream);
         assert_eq!(out["model"], "gpt-x");
         assert_eq!(out["temperature"], 0.5);
@@ -286,12 +286,12 @@ mod tests {
         assert!(stream);
         let text = String::from_utf8(out.clone()).unwrap();
         assert!(text.contains(r#"[{"role": "user", "content": "caf\u00e9  \"q\""}]"#), "{text}");
-        let v: Value = serde_json::from_slice(&out).unwrap();
+        let v: Value = crate::wire::from_slice(&out).unwrap();
         assert_eq!(v["model"], "gpt-x");
-        assert_eq!(v["stream_options"], serde_json::json!({"foo": 1, "include_usage": true}));
+        assert_eq!(v["stream_options"], crate::json!({"foo": 1, "include_usage": true}));
         let (out, stream) = api(Api::Azure).request(br#"{"model":"chat","messages":[]}"#, "dep", 1).unwrap();
         assert!(!stream);
-        assert_eq!(serde_json::from_slice::<Value>(&out).unwrap(), serde_json::json!({"model": "dep", "messages": []}));
+        assert_eq!(crate::wire::from_slice::<Value>(&out).unwrap(), crate::json!({"model": "dep", "messages": []}));
         let e = api(Api::Openai).request(b"not json", "m", 1).unwrap_err();
         assert_eq!((e.status, e.code), (400, "invalid_json"));
         let e = api(Api::Openai).request(b"[1]", "m", 1).unwrap_err();
@@ -315,10 +315,10 @@ mod typed_request_tests {
             "tool_choice":{"type":"function","function":{"name":"f"}}}"#;
         let (out, stream) = api(Api::Anthropic).request(body, "claude-x", 99).unwrap();
         assert!(stream);
-        let v: Value = serde_json::from_slice(&out).unwrap();
+        let v: Value = crate::wire::from_slice(&out).unwrap();
         assert_eq!(
             v,
-            serde_json::json!({
+            crate::json!({
                 "model": "claude-x", "max_tokens": 12, "top_p": 0.25, "stream": true, "stop_sequences": ["a", "b"],
                 "system": [{"type": "text", "text": "Be \"terse\"."}],
                 "messages": [
@@ -332,10 +332,10 @@ mod typed_request_tests {
         let (out, _) = api(Api::Anthropic)
             .request(br#"{"temperature":"hot","user":5,"n":1,"messages":[{"role":"user","content":"x"}]}"#, "m", 7)
             .unwrap();
-        let v: Value = serde_json::from_slice(&out).unwrap();
+        let v: Value = crate::wire::from_slice(&out).unwrap();
         assert_eq!(
             v,
-            serde_json::json!({"model": "m", "max_tokens": 7, "messages": [{"role": "user", "content": [{"type": "text", "text": "x"}]}]})
+            crate::json!({"model": "m", "max_tokens": 7, "messages": [{"role": "user", "content": [{"type": "text", "text": "x"}]}]})
         );
         for (bad, code) in [
             (&b"{\"messages\": {}}"[..], "invalid_value"),

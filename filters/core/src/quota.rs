@@ -7,7 +7,7 @@ pub mod fleet;
 use crate::config::NameMap;
 use std::rc::Rc;
 
-use serde_json::Value;
+use crate::wire::tree::Value;
 
 use crate::audit::price::{parse_usd, PriceBook, PriceBookConfig};
 use crate::config::{At, FromConfig, Obj, Read};

@@ -520,7 +520,7 @@ pub fn chain_refusal(
         (Some(s), None) => format!("status {s}"),
         (None, None) => "no response".to_string(),
     };
-    let listed: Vec<serde_json::Value> = attempts
+    let listed: Vec<crate::wire::tree::Value> = attempts
         .iter()
         .map(|a| obj! {"provider" => a.provider, "model" => a.model, "status" => a.status, "reason" => reason(a)})
         .collect();
@@ -551,7 +551,7 @@ pub fn chain_refusal(
     let body = obj! {"error" = obj!{
         "message" => message,
         "type" => kind,
-        "param" = serde_json::Value::Null,
+        "param" = crate::wire::tree::Value::Null,
         "code" => code,
         "attempts" => listed,
     }};
@@ -561,7 +561,7 @@ pub fn chain_refusal(
 // Read by hand (`crate::config`), not derived: see its module comment.
 
 impl crate::config::FromConfig for Api {
-    fn read(v: &serde_json::Value, at: &crate::config::At) -> crate::config::Read<Self> {
+    fn read(v: &crate::wire::tree::Value, at: &crate::config::At) -> crate::config::Read<Self> {
         crate::config::variant(
             v,
             at,
@@ -578,7 +578,7 @@ impl crate::config::FromConfig for Api {
 
 impl crate::config::FromConfig for Step {
     #[inline(never)]
-    fn read(v: &serde_json::Value, at: &crate::config::At) -> crate::config::Read<Self> {
+    fn read(v: &crate::wire::tree::Value, at: &crate::config::At) -> crate::config::Read<Self> {
         let o = crate::config::Obj::new(v, at, "Step", Some(&["provider", "model"]))?;
         Ok(Step { provider: o.req("provider")?, model: o.req("model")? })
     }
@@ -586,7 +586,7 @@ impl crate::config::FromConfig for Step {
 
 impl crate::config::FromConfig for Alias {
     #[inline(never)]
-    fn read(v: &serde_json::Value, at: &crate::config::At) -> crate::config::Read<Self> {
+    fn read(v: &crate::wire::tree::Value, at: &crate::config::At) -> crate::config::Read<Self> {
         let o = crate::config::Obj::new(
             v,
             at,
@@ -622,20 +622,20 @@ impl crate::config::FromConfig for Alias {
 }
 
 impl crate::config::FromConfig for Prefer {
-    fn read(v: &serde_json::Value, at: &crate::config::At) -> crate::config::Read<Self> {
+    fn read(v: &crate::wire::tree::Value, at: &crate::config::At) -> crate::config::Read<Self> {
         crate::config::variant(v, at, &[("fastest", Prefer::Fastest)])
     }
 }
 
 impl crate::config::FromConfig for AliasKind {
-    fn read(v: &serde_json::Value, at: &crate::config::At) -> crate::config::Read<Self> {
+    fn read(v: &crate::wire::tree::Value, at: &crate::config::At) -> crate::config::Read<Self> {
         crate::config::variant(v, at, &[("chat", AliasKind::Chat), ("embeddings", AliasKind::Embeddings)])
     }
 }
 
 impl crate::config::FromConfig for Canary {
     #[inline(never)]
-    fn read(v: &serde_json::Value, at: &crate::config::At) -> crate::config::Read<Self> {
+    fn read(v: &crate::wire::tree::Value, at: &crate::config::At) -> crate::config::Read<Self> {
         let o = crate::config::Obj::new(v, at, "Canary", Some(&["alias", "percent"]))?;
         Ok(Canary { alias: o.req("alias")?, percent: o.req("percent")? })
     }
@@ -643,7 +643,7 @@ impl crate::config::FromConfig for Canary {
 
 impl crate::config::FromConfig for Rule {
     #[inline(never)]
-    fn read(v: &serde_json::Value, at: &crate::config::At) -> crate::config::Read<Self> {
+    fn read(v: &crate::wire::tree::Value, at: &crate::config::At) -> crate::config::Read<Self> {
         let o = crate::config::Obj::new(
             v,
             at,
@@ -666,7 +666,7 @@ impl crate::config::FromConfig for Rule {
 
 impl crate::config::FromConfig for RuleMatch {
     #[inline(never)]
-    fn read(v: &serde_json::Value, at: &crate::config::At) -> crate::config::Read<Self> {
+    fn read(v: &crate::wire::tree::Value, at: &crate::config::At) -> crate::config::Read<Self> {
         let o = crate::config::Obj::new(
             v,
             at,
@@ -695,7 +695,7 @@ impl crate::config::FromConfig for RuleMatch {
 
 impl crate::config::FromConfig for Deprecation {
     #[inline(never)]
-    fn read(v: &serde_json::Value, at: &crate::config::At) -> crate::config::Read<Self> {
+    fn read(v: &crate::wire::tree::Value, at: &crate::config::At) -> crate::config::Read<Self> {
         let o = crate::config::Obj::new(v, at, "Deprecation", Some(&["sunset", "successor"]))?;
         Ok(Deprecation { sunset: o.req("sunset")?, successor: o.req("successor")? })
     }
@@ -703,7 +703,7 @@ impl crate::config::FromConfig for Deprecation {
 
 impl crate::config::FromConfig for RouteConfig {
     #[inline(never)]
-    fn read(v: &serde_json::Value, at: &crate::config::At) -> crate::config::Read<Self> {
+    fn read(v: &crate::wire::tree::Value, at: &crate::config::At) -> crate::config::Read<Self> {
         let o = crate::config::Obj::new(
             v,
             at,
@@ -911,12 +911,12 @@ mod tests {
             ],
             None,
         );
-        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let v: crate::wire::tree::Value = crate::wire::from_str(&body).unwrap();
         assert_eq!(status, 503);
         assert_eq!(v["error"]["code"], "fallback_chain_exhausted");
         assert_eq!(
             v["error"]["attempts"][0],
-            serde_json::json!(
+            crate::json!(
             {"provider": "anthropic", "model": "anthropic-m", "status": 529, "reason": "overloaded"})
         );
         assert!(v["error"]["message"]

@@ -12,6 +12,7 @@ pub mod read;
 pub mod responses_in;
 pub mod scan;
 pub mod sse;
+pub mod tree;
 pub mod usage;
 pub mod write;
 
@@ -28,43 +29,43 @@ pub fn from_slice<'a, T: read::ReadJson<'a>>(text: &'a [u8]) -> Result<T, read::
 /// A JSON tree of a value the gateway builds answers from, by reference (as `json!` takes its
 /// values): what [`obj!`] takes after `=>`.
 pub trait ToTree {
-    fn to_tree(&self) -> serde_json::Value;
+    fn to_tree(&self) -> crate::wire::tree::Value;
 }
 
-impl ToTree for serde_json::Value {
-    fn to_tree(&self) -> serde_json::Value {
+impl ToTree for crate::wire::tree::Value {
+    fn to_tree(&self) -> crate::wire::tree::Value {
         self.clone()
     }
 }
 
-impl ToTree for serde_json::Map<String, serde_json::Value> {
-    fn to_tree(&self) -> serde_json::Value {
-        serde_json::Value::Object(self.clone())
+impl ToTree for crate::wire::tree::Map<String, crate::wire::tree::Value> {
+    fn to_tree(&self) -> crate::wire::tree::Value {
+        crate::wire::tree::Value::Object(self.clone())
     }
 }
 
 impl ToTree for str {
-    fn to_tree(&self) -> serde_json::Value {
-        serde_json::Value::String(self.to_owned())
+    fn to_tree(&self) -> crate::wire::tree::Value {
+        crate::wire::tree::Value::String(self.to_owned())
     }
 }
 
 impl ToTree for String {
-    fn to_tree(&self) -> serde_json::Value {
-        serde_json::Value::String(self.clone())
+    fn to_tree(&self) -> crate::wire::tree::Value {
+        crate::wire::tree::Value::String(self.clone())
     }
 }
 
 impl ToTree for std::borrow::Cow<'_, str> {
-    fn to_tree(&self) -> serde_json::Value {
-        serde_json::Value::String(self.to_string())
+    fn to_tree(&self) -> crate::wire::tree::Value {
+        crate::wire::tree::Value::String(self.to_string())
     }
 }
 
 macro_rules! to_tree_number {
     ($($t:ty),*) => {$(
         impl ToTree for $t {
-            fn to_tree(&self) -> serde_json::Value {
+            fn to_tree(&self) -> crate::wire::tree::Value {
                 (*self).into()
             }
         }
@@ -73,37 +74,37 @@ macro_rules! to_tree_number {
 to_tree_number!(u64, u32, u16, u8, i64, i32, bool, f64);
 
 impl ToTree for usize {
-    fn to_tree(&self) -> serde_json::Value {
+    fn to_tree(&self) -> crate::wire::tree::Value {
         (*self as u64).into()
     }
 }
 
 impl<T: ToTree> ToTree for Option<T> {
-    fn to_tree(&self) -> serde_json::Value {
-        self.as_ref().map_or(serde_json::Value::Null, ToTree::to_tree)
+    fn to_tree(&self) -> crate::wire::tree::Value {
+        self.as_ref().map_or(crate::wire::tree::Value::Null, ToTree::to_tree)
     }
 }
 
 impl<T: ToTree> ToTree for [T] {
-    fn to_tree(&self) -> serde_json::Value {
-        serde_json::Value::Array(self.iter().map(ToTree::to_tree).collect())
+    fn to_tree(&self) -> crate::wire::tree::Value {
+        crate::wire::tree::Value::Array(self.iter().map(ToTree::to_tree).collect())
     }
 }
 
 impl<T: ToTree> ToTree for Vec<T> {
-    fn to_tree(&self) -> serde_json::Value {
+    fn to_tree(&self) -> crate::wire::tree::Value {
         self.as_slice().to_tree()
     }
 }
 
 impl<T: ToTree + ?Sized> ToTree for &T {
-    fn to_tree(&self) -> serde_json::Value {
+    fn to_tree(&self) -> crate::wire::tree::Value {
         (**self).to_tree()
     }
 }
 
 impl<T: ToTree + ?Sized> ToTree for &mut T {
-    fn to_tree(&self) -> serde_json::Value {
+    fn to_tree(&self) -> crate::wire::tree::Value {
         (**self).to_tree()
     }
 }
@@ -111,12 +112,12 @@ impl<T: ToTree + ?Sized> ToTree for &mut T {
 /// A JSON object from its members, in one call shared by every object the gateway builds (what
 /// `json!` writes out at each place: a key allocated, a value converted and inserted, member by
 /// member, about 150 bytes of code each).
-pub fn object_of(members: &mut [(&str, serde_json::Value)]) -> serde_json::Value {
-    let mut m = serde_json::Map::new();
+pub fn object_of(members: &mut [(&str, crate::wire::tree::Value)]) -> crate::wire::tree::Value {
+    let mut m = crate::wire::tree::Map::new();
     for (k, v) in members {
         m.insert((*k).to_owned(), v.take());
     }
-    serde_json::Value::Object(m)
+    crate::wire::tree::Value::Object(m)
 }
 
 /// `obj!{"key" => value, "other" = tree, ...}`: a JSON object (see [`object_of`]). `=>` takes
@@ -134,7 +135,8 @@ pub(crate) use obj;
 #[cfg(test)]
 mod tree_tests {
     use super::ToTree;
-    use serde_json::{json, Value};
+    use crate::json;
+    use crate::wire::tree::Value;
     use std::borrow::Cow;
 
     #[test]

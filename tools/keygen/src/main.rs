@@ -86,7 +86,9 @@ fn mint(args: &[String], rng: &mut dyn FnMut(&mut [u8]) -> Result<(), String>) -
     entry.insert("sha256".into(), json!(digest_hex(&key)));
     let entry = Value::Object(entry);
     // The entry must be one the filter accepts: check it the way on_configure will.
-    let parsed = <KeyEntry as FromConfig>::read(&entry, &At::Root).map_err(|e| e.to_string())?;
+    let tree: aigw_core::wire::tree::Value =
+        aigw_core::wire::from_str(&entry.to_string()).map_err(|e| e.to_string())?;
+    let parsed = <KeyEntry as FromConfig>::read(&tree, &At::Root).map_err(|e| e.to_string())?;
     KeyRing::compile(&[parsed]).map_err(|e| e.to_string())?;
     Ok(if as_json {
         format!("{}\n", json!({"key": key, "entry": entry}))
@@ -118,7 +120,8 @@ mod tests {
         assert!(key.starts_with("aigw_sk_") && key.len() == 8 + 43, "{key}");
         assert_eq!(v["entry"]["sha256"], digest_hex(key));
         assert_eq!(v["entry"]["features"], json!(["a", "b"]));
-        let entry = <KeyEntry as FromConfig>::read(&v["entry"], &At::Root).unwrap();
+        let tree: aigw_core::wire::tree::Value = aigw_core::wire::from_str(&v["entry"].to_string()).unwrap();
+        let entry = <KeyEntry as FromConfig>::read(&tree, &At::Root).unwrap();
         let ring = KeyRing::compile(&[entry]).unwrap();
         assert_eq!(ring.authenticate(key).unwrap().tenant, "acme");
     }

@@ -156,7 +156,7 @@ fn shadow_pairs_each_leg_with_its_primary_and_counts_skipped_legs() {
     let with = |r: AuditRecord, f: &dyn Fn(&mut serde_json::Value)| {
         let mut v: serde_json::Value = serde_json::from_slice(&aigw_core::wire::write::to_vec(&r)).unwrap();
         f(&mut v);
-        aigw_core::wire::from_slice::<AuditRecord>(&aigw_core::wire::write::to_vec(&v)).unwrap()
+        aigw_core::wire::from_slice::<AuditRecord>(v.to_string().as_bytes()).unwrap()
     };
     let answer = |digest: &str, chars: u64| {
         serde_json::json!({"finish_reason": "stop", "tool_calls": 0, "refusal": false, "json_valid": null,

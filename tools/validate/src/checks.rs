@@ -64,6 +64,11 @@ fn error_path(f: &Filter, stage: Option<&str>, e: &ConfigError) -> String {
     }
 }
 
+/// A tree of this tool's (`serde_json`'s) as the gateway's core reads one.
+fn core_tree(v: &Value) -> aigw_core::wire::tree::Value {
+    aigw_core::wire::from_str(&v.to_string()).unwrap_or_default()
+}
+
 /// Compiles one filter's configuration as the filter does; its parts for the cross-checks.
 fn compile(f: &Filter, out: &mut Vec<Problem>, parts: &mut Parts) {
     let Some((listener, stage)) = plugin(&f.root_id) else {
@@ -71,8 +76,8 @@ fn compile(f: &Filter, out: &mut Vec<Problem>, parts: &mut Parts) {
         return;
     };
     let name = f.root_id.trim_end_matches("_upstream").replace('_', "-");
-    let raw: Value = match aigw_core::parse_config(&name, f.configuration.as_bytes()) {
-        Ok(v) => v,
+    let raw: Value = match aigw_core::parse_config::<aigw_core::wire::tree::Value>(&name, f.configuration.as_bytes()) {
+        Ok(v) => serde_json::from_str(&v.to_string()).unwrap_or_default(),
         Err(e) => {
             out.push(problem(&f.file, error_path(f, Some(""), &e), "error", e.to_string()));
             return;
@@ -145,7 +150,7 @@ pub fn file(
     let book = parts
         .book
         .as_ref()
-        .and_then(|b| aigw_core::config::from_value::<PriceBookConfig>(b.clone()).ok())
+        .and_then(|b| aigw_core::config::from_value::<PriceBookConfig>(core_tree(b)).ok())
         .and_then(|b| PriceBook::compile(&b).ok());
     if let Some(r) = &parts.route {
         let mut cx = Cx { file: &r.file, group: file, out: &mut out, now_ms };
@@ -459,7 +464,7 @@ impl Cx<'_> {
     /// `max_tokens` is estimated at `estimate.default_max_tokens` or more, and reserves at least
     /// that output at the cheapest model a chain reaches.
     fn quota(&mut self, at: &str, raw: &Value, book: &PriceBook, chains: &[Vec<String>]) {
-        let Ok(cfg) = aigw_core::config::from_value::<QuotaConfig>(raw.clone()) else { return };
+        let Ok(cfg) = aigw_core::config::from_value::<QuotaConfig>(core_tree(raw)) else { return };
         let Ok(q) = Quota::compile_with(&cfg, Some(std::rc::Rc::new(book.clone()))) else { return };
         let min_tokens = q.estimate.default_max_tokens;
         // A chat call reserves the dearest of its chain's steps; the cheapest chain's is the

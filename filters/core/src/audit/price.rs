@@ -6,7 +6,7 @@
 
 use crate::config::NameMap;
 
-use serde_json::Value;
+use crate::wire::tree::Value;
 
 use crate::config::{At, FromConfig, Obj, Read};
 use crate::error::ConfigError;

@@ -610,7 +610,7 @@ impl AuditCall {
 
 impl crate::config::FromConfig for AuditConfig {
     #[inline(never)]
-    fn read(v: &serde_json::Value, at: &crate::config::At) -> crate::config::Read<Self> {
+    fn read(v: &crate::wire::tree::Value, at: &crate::config::At) -> crate::config::Read<Self> {
         let o = crate::config::Obj::new(v, at, "AuditConfig", Some(&["price_book", "metrics", "refusal_phrases"]))?;
         Ok(AuditConfig {
             price_book: o.opt("price_book")?,
@@ -622,7 +622,7 @@ impl crate::config::FromConfig for AuditConfig {
 
 impl crate::config::FromConfig for MetricsConfig {
     #[inline(never)]
-    fn read(v: &serde_json::Value, at: &crate::config::At) -> crate::config::Read<Self> {
+    fn read(v: &crate::wire::tree::Value, at: &crate::config::At) -> crate::config::Read<Self> {
         let o = crate::config::Obj::new(v, at, "MetricsConfig", Some(&["tenant_labels"]))?;
         Ok(MetricsConfig { tenant_labels: o.or("tenant_labels", Default::default())? })
     }

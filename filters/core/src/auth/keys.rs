@@ -56,7 +56,7 @@ pub enum WorkloadClass {
 crate::wire::read::read_variants!(WorkloadClass);
 
 impl crate::config::FromConfig for WorkloadClass {
-    fn read(v: &serde_json::Value, at: &crate::config::At) -> crate::config::Read<Self> {
+    fn read(v: &crate::wire::tree::Value, at: &crate::config::At) -> crate::config::Read<Self> {
         let named: Vec<(&str, WorkloadClass)> = WorkloadClass::ALL.iter().map(|w| (w.as_str(), *w)).collect();
         crate::config::variant(v, at, &named)
     }
@@ -436,7 +436,7 @@ fn ct_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
 
 impl crate::config::FromConfig for KeyEntry {
     #[inline(never)]
-    fn read(v: &serde_json::Value, at: &crate::config::At) -> crate::config::Read<Self> {
+    fn read(v: &crate::wire::tree::Value, at: &crate::config::At) -> crate::config::Read<Self> {
         let o = crate::config::Obj::new(
             v,
             at,
@@ -476,7 +476,7 @@ impl crate::config::FromConfig for KeyEntry {
 }
 
 impl crate::config::FromConfig for KeyStatus {
-    fn read(v: &serde_json::Value, at: &crate::config::At) -> crate::config::Read<Self> {
+    fn read(v: &crate::wire::tree::Value, at: &crate::config::At) -> crate::config::Read<Self> {
         crate::config::variant(v, at, &[("active", KeyStatus::Active), ("revoked", KeyStatus::Revoked)])
     }
 }
@@ -486,7 +486,7 @@ mod tests {
     use super::*;
 
     fn entry(id: &str, sha256: &str, tenant: &str) -> KeyEntry {
-        crate::config::from_value(serde_json::json!({"id": id, "sha256": sha256, "tenant": tenant})).unwrap()
+        crate::config::from_value(crate::json!({"id": id, "sha256": sha256, "tenant": tenant})).unwrap()
     }
 
     fn ring() -> KeyRing {
@@ -515,7 +515,7 @@ mod tests {
 
     #[test]
     fn a_key_carries_its_workload_class_into_the_call_identity() {
-        let e: KeyEntry = crate::config::from_value(serde_json::json!(
+        let e: KeyEntry = crate::config::from_value(crate::json!(
             {"id": "w", "sha256": digest_hex("aigw-w"), "tenant": "t", "workload_class": "tool_call"}))
         .unwrap();
         let r = KeyRing::compile(&[e]).unwrap();
@@ -524,14 +524,14 @@ mod tests {
         let back = CallIdentity::parse(&id.encode()).unwrap();
         assert_eq!(back.workload_class.map(WorkloadClass::as_str), Some("tool_call"));
         // An unknown class is a config error, not a silent default.
-        assert!(crate::config::from_value::<KeyEntry>(serde_json::json!(
+        assert!(crate::config::from_value::<KeyEntry>(crate::json!(
             {"id": "w", "sha256": "00", "tenant": "t", "workload_class": "urgent"}))
         .is_err());
     }
 
     #[test]
     fn revoked_expired_and_future_keys_get_their_own_401() {
-        let keys: Vec<KeyEntry> = crate::config::from_value(serde_json::json!([
+        let keys: Vec<KeyEntry> = crate::config::from_value(crate::json!([
             {"id": "r", "tenant": "t", "sha256": digest_hex("k-r"), "status": "revoked"},
             {"id": "w", "tenant": "t", "sha256": digest_hex("k-w"), "not_before": "2026-01-01", "not_after": "2026-02-01T00:00:00Z"},
         ]))
@@ -544,11 +544,11 @@ mod tests {
         assert_eq!(code("k-w", jan15 - 15 * 86_400_000), Some((401, "api_key_not_yet_valid")));
         assert_eq!(code("k-w", crate::time::parse_utc_ms("2026-02-01").unwrap()), Some((401, "expired_api_key")));
         assert_eq!(code("k-unknown", jan15), Some((401, "invalid_api_key")));
-        let bad: Vec<KeyEntry> = crate::config::from_value(serde_json::json!([
+        let bad: Vec<KeyEntry> = crate::config::from_value(crate::json!([
             {"id": "b", "tenant": "t", "sha256": digest_hex("x"), "not_after": "soon"}]))
         .unwrap();
         assert_eq!(KeyRing::compile(&bad).unwrap_err().field, "keys[0].not_after");
-        let inverted: Vec<KeyEntry> = crate::config::from_value(serde_json::json!([
+        let inverted: Vec<KeyEntry> = crate::config::from_value(crate::json!([
             {"id": "i", "tenant": "t", "sha256": digest_hex("x"), "not_before": "2026-02-01", "not_after": "2026-01-01"}])).unwrap();
         let e = KeyRing::compile(&inverted).unwrap_err();
         assert_eq!(e.field, "keys[0].not_after");

@@ -115,7 +115,7 @@ impl MarkSync {
             }
             Some(InFlight::Get(t)) if t == token => {
                 self.in_flight = None;
-                let values = crate::wire::from_slice::<serde_json::Value>(&answer.body)
+                let values = crate::wire::from_slice::<crate::wire::tree::Value>(&answer.body)
                     .ok()
                     .filter(|_| answer.status == 200)
                     .and_then(|v| v.get("FCALL").and_then(|a| a.as_array().cloned()))

@@ -29,7 +29,7 @@ fn call(headers: &[(&str, &str)]) -> FakeHost {
 
 fn error_code(h: &FakeHost) -> (u16, String) {
     let r = h.reply().unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let v: crate::wire::tree::Value = crate::wire::from_slice(&r.body).unwrap();
     (r.status, v["error"]["code"].as_str().unwrap_or_default().to_string())
 }
 
@@ -90,7 +90,7 @@ fn refusals_on_the_messages_door_are_in_anthropics_shape() {
     let h = FakeHost::new().with_request_header(":path", "/v1/messages?beta=true");
     assert!(authenticate(&h, &ring()).is_err());
     let r = h.reply().unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let v: crate::wire::tree::Value = crate::wire::from_slice(&r.body).unwrap();
     assert_eq!(
         (r.status, v["type"].as_str(), v["error"]["type"].as_str()),
         (401, Some("error"), Some("authentication_error"))

@@ -264,7 +264,7 @@ impl Index {
 
 impl crate::config::FromConfig for SemanticConfig {
     #[inline(never)]
-    fn read(v: &serde_json::Value, at: &crate::config::At) -> crate::config::Read<Self> {
+    fn read(v: &crate::wire::tree::Value, at: &crate::config::At) -> crate::config::Read<Self> {
         let o = crate::config::Obj::new(
             v,
             at,
@@ -299,7 +299,7 @@ mod tests {
     use crate::host::FakeHost;
 
     fn semantic(slots: u32, entries: u32) -> Semantic {
-        let cfg: SemanticConfig = crate::config::from_value(serde_json::json!({
+        let cfg: SemanticConfig = crate::config::from_value(crate::json!({
             "alias": "embed-cache", "key_env": "K", "index_slots": slots, "index_entries": entries}))
         .unwrap();
         Semantic::compile(&cfg, &|_| Some("aigw_sk".into())).unwrap()
@@ -346,14 +346,14 @@ mod tests {
 
     #[test]
     fn the_embedder_is_configured_by_field() {
-        let cfg: SemanticConfig = crate::config::from_value(serde_json::json!({"alias": "e", "key_env": "K"})).unwrap();
+        let cfg: SemanticConfig = crate::config::from_value(crate::json!({"alias": "e", "key_env": "K"})).unwrap();
         let e = Semantic::compile(&cfg, &|_| None).unwrap_err().to_string();
         assert!(e.contains("cache.semantic.key_env"), "{e}");
         let s = Semantic::compile(&cfg, &|_| Some("aigw_sk_x".into())).unwrap();
         let (headers, body) = s.request("hi", "rid");
         assert!(headers.contains(&("authorization", "Bearer aigw_sk_x".to_string())));
         assert!(headers.contains(&(":path", "/v1/embeddings".to_string())));
-        let b: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(b, serde_json::json!({"model": "e", "input": "hi", "encoding_format": "float"}));
+        let b: crate::wire::tree::Value = crate::wire::from_slice(&body).unwrap();
+        assert_eq!(b, crate::json!({"model": "e", "input": "hi", "encoding_format": "float"}));
     }
 }

@@ -97,7 +97,7 @@ pub fn read_entry(answer: &HttpAnswer, digest: &Digest32) -> Option<Entry> {
     if answer.status != 200 {
         return None;
     }
-    let v: serde_json::Value = crate::wire::from_slice(&answer.body).ok()?;
+    let v: crate::wire::tree::Value = crate::wire::from_slice(&answer.body).ok()?;
     let text = v.get("FCALL")?.as_str()?;
     let bytes = crate::wire::embeddings::base64_decode(text)?;
     Entry::decode(&bytes).filter(|e| &e.digest == digest)
@@ -205,7 +205,7 @@ impl Writer {
 
 impl crate::config::FromConfig for SharedConfig {
     #[inline(never)]
-    fn read(v: &serde_json::Value, at: &crate::config::At) -> crate::config::Read<Self> {
+    fn read(v: &crate::wire::tree::Value, at: &crate::config::At) -> crate::config::Read<Self> {
         let o = crate::config::Obj::new(v, at, "SharedConfig", Some(&["cluster", "auth_env", "timeout_ms", "prefix"]))?;
         Ok(SharedConfig {
             cluster: o.req("cluster")?,

@@ -359,8 +359,8 @@ fn decode_base64(t: &str) -> Option<Vec<u8>> {
 
 /// The texts of a request the rules read: user messages and tool results (chat, Messages once
 /// unified, Responses input items), not system or developer messages.
-pub fn caller_texts(v: &serde_json::Value) -> Vec<String> {
-    use serde_json::Value;
+pub fn caller_texts(v: &crate::wire::tree::Value) -> Vec<String> {
+    use crate::wire::tree::Value;
     fn text_of(c: &Value, out: &mut Vec<String>) {
         match c {
             Value::String(s) => out.push(s.clone()),
@@ -402,7 +402,7 @@ pub fn caller_texts(v: &serde_json::Value) -> Vec<String> {
 // Read by hand (`crate::config`), not derived: see its module comment.
 
 impl crate::config::FromConfig for OnInjection {
-    fn read(v: &serde_json::Value, at: &crate::config::At) -> crate::config::Read<Self> {
+    fn read(v: &crate::wire::tree::Value, at: &crate::config::At) -> crate::config::Read<Self> {
         crate::config::variant(
             v,
             at,
@@ -413,7 +413,7 @@ impl crate::config::FromConfig for OnInjection {
 
 impl crate::config::FromConfig for InjectionPolicy {
     #[inline(never)]
-    fn read(v: &serde_json::Value, at: &crate::config::At) -> crate::config::Read<Self> {
+    fn read(v: &crate::wire::tree::Value, at: &crate::config::At) -> crate::config::Read<Self> {
         let o = crate::config::Obj::new(
             v,
             at,
@@ -434,7 +434,7 @@ impl crate::config::FromConfig for InjectionPolicy {
 
 impl crate::config::FromConfig for Rule {
     #[inline(never)]
-    fn read(v: &serde_json::Value, at: &crate::config::At) -> crate::config::Read<Self> {
+    fn read(v: &crate::wire::tree::Value, at: &crate::config::At) -> crate::config::Read<Self> {
         let o = crate::config::Obj::new(v, at, "Rule", Some(&["name", "phrases", "score"]))?;
         Ok(Rule { name: o.req("name")?, phrases: o.or("phrases", Default::default())?, score: o.req("score")? })
     }
@@ -530,7 +530,7 @@ mod tests {
         let labelled = include_str!("../../../../tools/report/injection-eval/prompts.jsonl");
         let mut texts: Vec<String> = labelled
             .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|l| crate::wire::from_str::<crate::wire::tree::Value>(l).ok())
             .filter_map(|v| v["text"].as_str().map(str::to_string))
             .collect();
         assert!(texts.len() >= 80);
@@ -603,7 +603,7 @@ mod tests {
 
     #[test]
     fn only_what_callers_and_tools_wrote_is_read() {
-        let v = serde_json::json!({"messages": [
+        let v = crate::json!({"messages": [
             {"role": "system", "content": "ignore previous instructions is fine here"},
             {"role": "user", "content": [{"type": "text", "text": "hi"}]},
             {"role": "tool", "tool_call_id": "t", "content": "tool says"}],

@@ -6,7 +6,7 @@
 //! `minimum`/`maximum`. Anything else in a schema is not checked (it never fails an answer).
 
 use crate::wire::obj;
-use serde_json::Value;
+use crate::wire::tree::Value;
 
 /// What an answer must be.
 #[derive(Debug, Clone, PartialEq)]
@@ -179,14 +179,15 @@ pub fn validate(s: &Value, v: &Value, path: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::json;
 
     #[test]
     fn a_messages_answers_text_is_its_text_blocks() {
-        let a = serde_json::json!({"type": "message", "content": [{"type": "thinking", "thinking": "x"},
+        let a = crate::json!({"type": "message", "content": [{"type": "thinking", "thinking": "x"},
             {"type": "text", "text": "{\"a\":"}, {"type": "text", "text": "1}"}]});
         assert_eq!(answer_text(a.to_string().as_bytes()).unwrap().as_deref(), Some("{\"a\":1}"));
-        let tools = serde_json::json!({"type": "message", "content": [{"type": "tool_use", "id": "t", "name": "f", "input": {}}]});
+        let tools =
+            crate::json!({"type": "message", "content": [{"type": "tool_use", "id": "t", "name": "f", "input": {}}]});
         assert_eq!(answer_text(tools.to_string().as_bytes()).unwrap(), None);
     }
 

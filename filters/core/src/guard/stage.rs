@@ -44,7 +44,7 @@ pub struct GuardCall {
 
 /// What the guard stage hands the cache stage: the request as read (and masked), and a digest
 /// of the masked values (two calls that differ only in a masked value must not share an answer).
-pub type Handed = (serde_json::Value, Option<String>);
+pub type Handed = (crate::wire::tree::Value, Option<String>);
 
 impl GuardCall {
     pub fn new(route: Rc<RouteConfig>) -> GuardCall {
@@ -90,7 +90,9 @@ impl GuardCall {
         self.alias = alias.clone();
         // The body as routed (the Messages door's is the unified request by now).
         let body = h.request_body(usize::MAX);
-        let Ok(mut v) = crate::wire::from_slice::<serde_json::Value>(&body) else { return GuardDecision::Continue };
+        let Ok(mut v) = crate::wire::from_slice::<crate::wire::tree::Value>(&body) else {
+            return GuardDecision::Continue;
+        };
         let label = crate::audit::stage::label(&alias);
         let count = |category: &str, action: &str| {
             h.counter_add(&format!("aigw_guard_detections_total.category.{category}.action.{action}.alias.{label}"), 1);
@@ -279,7 +281,7 @@ mod tests {
             .with_property(&[headers::PROP_ALIAS], "chat")
             .with_property(&[headers::PROP_ROUTE], "default");
         *h.request_body.borrow_mut() =
-            serde_json::to_vec(&serde_json::json!({"model": "chat", "messages": [{"role": "user", "content": text}]}))
+            serde_json::to_vec(&crate::json!({"model": "chat", "messages": [{"role": "user", "content": text}]}))
                 .unwrap();
         h
     }
@@ -309,9 +311,9 @@ mod tests {
         assert!(h.response_body.borrow().is_empty());
         *h.response_body.borrow_mut() = first.as_bytes()[12..].to_vec();
         g.on_response_body(&h, first.len() - 12, false);
-        let data = |b: &[u8]| -> serde_json::Value {
+        let data = |b: &[u8]| -> crate::wire::tree::Value {
             let t = String::from_utf8_lossy(b).into_owned();
-            serde_json::from_str(t.trim_end().strip_prefix("data: ").unwrap()).unwrap()
+            crate::wire::from_str(t.trim_end().strip_prefix("data: ").unwrap()).unwrap()
         };
         assert_eq!(data(&h.response_body.borrow()), data(chunk("to ").as_bytes()));
         let second = chunk("IL_1>!");

@@ -42,8 +42,8 @@ fn caller(store: &FakeHost, key: &str, body: &str) -> FakeHost {
     h
 }
 
-fn audit_line(h: &FakeHost) -> serde_json::Value {
-    serde_json::from_slice(&h.property(&[headers::PROP_AUDIT]).unwrap()).unwrap()
+fn audit_line(h: &FakeHost) -> crate::wire::tree::Value {
+    crate::wire::from_slice(&h.property(&[headers::PROP_AUDIT]).unwrap()).unwrap()
 }
 
 /// Runs a call through the listener's stages: the request, then (when it was let through) the
@@ -367,13 +367,13 @@ fn a_whole_call_crosses_between_contexts_in_one_entry_each_way() {
 }
 
 /// The gateway filters' own form: one providers table and one price book for every stage.
-fn one_table_config() -> serde_json::Value {
-    serde_json::json!({
+fn one_table_config() -> crate::wire::tree::Value {
+    crate::json!({
         "providers": {
             "anthropic": {"api": "anthropic", "key_env": "ANT", "limits": {"requests_per_minute": 5}},
             "openai": {"api": "openai", "key_env": "OAI"}
         },
-        "price_book": serde_json::from_str::<serde_json::Value>(BOOK).unwrap(),
+        "price_book": crate::wire::from_str::<crate::wire::tree::Value>(BOOK).unwrap(),
         "auth": {"keys": [{"id": "k", "tenant": "acme", "sha256": digest_hex("aigw_sk_acme")}]},
         "route": {"aliases": {"chat": {"chain": "chain_chat", "steps": [
             {"provider": "anthropic", "model": "claude-haiku-4-5-20251001"},
@@ -403,7 +403,7 @@ fn one_providers_table_and_one_price_book_serve_every_stage() {
 #[test]
 fn a_second_providers_table_or_price_book_is_refused_by_name() {
     let mut v = one_table_config();
-    v["route"]["providers"] = serde_json::json!({"openai": {"api": "openai"}});
+    v["route"]["providers"] = crate::json!({"openai": {"api": "openai"}});
     let e = Listener::compile(crate::config::from_value(v).unwrap()).err().unwrap();
     assert!(e.to_string().starts_with("gateway: invalid configuration at `route.providers`"), "{e}");
     let mut v = one_table_config();
@@ -428,8 +428,8 @@ fn a_second_providers_table_or_price_book_is_refused_by_name() {
 /// caller's identity (zone `zone`) handed on from the listener.
 fn attempt_in(provider: &str, region: &str, zone: Option<&str>) -> (FakeHost, AttemptCall) {
     let mut v = one_table_config();
-    v["route"]["zones"] = serde_json::json!({"eu": ["eu-west-1"], "global": ["*"]});
-    v["providers"]["anthropic"]["limits"] = serde_json::json!({"requests_per_minute": 1, "requests_burst": 1});
+    v["route"]["zones"] = crate::json!({"eu": ["eu-west-1"], "global": ["*"]});
+    v["providers"]["anthropic"]["limits"] = crate::json!({"requests_per_minute": 1, "requests_burst": 1});
     let env = |n: &str| Some(format!("key-of-{n}"));
     let u = Rc::new(Upstream::compile(crate::config::from_value(v).unwrap(), &env).unwrap());
     let h = attempt_host("chat", provider);
@@ -489,7 +489,7 @@ fn a_refusal_at_the_messages_door_is_in_anthropics_shape() {
     assert_eq!(c.on_request_headers(&h, false), Flow::Pause);
     assert_eq!(c.on_request_body(&h, body.len(), true), Flow::Refused);
     let reply = h.reply().unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+    let v: crate::wire::tree::Value = crate::wire::from_slice(&reply.body).unwrap();
     assert_eq!((reply.status, v["type"].as_str()), (404, Some("error")));
     assert_eq!(v["error"]["type"], "not_found_error");
 }
@@ -526,7 +526,7 @@ fn the_gateway_lists_the_aliases_a_key_may_use_and_audits_it_as_costing_nothing(
     assert_eq!(flow, Flow::Refused, "answered by the gateway: nothing after the route stage runs");
     let reply = h.reply().unwrap();
     assert_eq!(reply.status, 200);
-    let body: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+    let body: crate::wire::tree::Value = crate::wire::from_slice(&reply.body).unwrap();
     let ids: Vec<&str> = body["data"].as_array().unwrap().iter().filter_map(|m| m["id"].as_str()).collect();
     assert_eq!(ids, vec!["br", "chat"]);
     assert_eq!(body["object"], "list");
@@ -535,24 +535,24 @@ fn the_gateway_lists_the_aliases_a_key_may_use_and_audits_it_as_costing_nothing(
         (rec["outcome"].as_str(), rec["route"].as_str(), rec["cost_usd"].as_str()),
         (Some("ok"), Some("models"), Some("0.0"))
     );
-    assert_eq!(rec["flags"], serde_json::json!([]), "no usage missing, nothing unpriced");
+    assert_eq!(rec["flags"], crate::json!([]), "no usage missing, nothing unpriced");
     assert_eq!(rec["tenant"], "acme");
     // Nothing was charged: the quota stage never ran (its requests bucket holds 2).
     assert!(store.shared.borrow().keys().all(|k| !k.starts_with("aigw.q.t.")), "no bucket touched");
 
     // Anthropic's shape, and one model; a model the key may not see is a 404 in that shape.
     let (h, _) = list_models(&store, "aigw_sk_acme", "/v1/models?limit=1", true);
-    let body: serde_json::Value = serde_json::from_slice(&h.reply().unwrap().body).unwrap();
+    let body: crate::wire::tree::Value = crate::wire::from_slice(&h.reply().unwrap().body).unwrap();
     assert_eq!((body["first_id"].as_str(), body["has_more"].as_bool()), (Some("br"), Some(true)));
     let (h, _) = list_models(&store, "aigw_sk_acme", "/v1/models/nope", true);
     let reply = h.reply().unwrap();
-    let body: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+    let body: crate::wire::tree::Value = crate::wire::from_slice(&reply.body).unwrap();
     assert_eq!((reply.status, body["error"]["type"].as_str()), (404, Some("not_found_error")));
     assert_eq!(audit_line(&h)["outcome"], "refused_request");
     // A bad key asking as Anthropic's SDK does is refused in Anthropic's shape.
     let (h, _) = list_models(&store, "aigw_sk_nobody", "/v1/models", true);
     let reply = h.reply().unwrap();
-    let body: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+    let body: crate::wire::tree::Value = crate::wire::from_slice(&reply.body).unwrap();
     assert_eq!((reply.status, body["error"]["type"].as_str()), (401, Some("authentication_error")));
     // Anything but GET is refused.
     let h = store
@@ -590,10 +590,10 @@ fn a_gemini_embeddings_attempt_is_translated_both_ways_and_billed_at_its_estimat
     assert_eq!(a.on_request_body(&h, n, true), Flow::Continue);
     assert_eq!(h.request_header(":path").as_deref(), Some("/v1beta/models/gemini-embedding-001:batchEmbedContents"));
     assert_eq!(h.request_header("x-goog-api-key").as_deref(), Some("key-of-GEM"));
-    let sent: serde_json::Value = serde_json::from_slice(&h.request_body.borrow()).unwrap();
+    let sent: crate::wire::tree::Value = crate::wire::from_slice(&h.request_body.borrow()).unwrap();
     assert_eq!(
         sent,
-        serde_json::json!({"requests": [
+        crate::json!({"requests": [
             {"model": "models/gemini-embedding-001", "content": {"parts": [{"text": "one two"}]}, "outputDimensionality": 2},
             {"model": "models/gemini-embedding-001", "content": {"parts": [{"text": "three"}]}, "outputDimensionality": 2}]})
     );
@@ -605,7 +605,7 @@ fn a_gemini_embeddings_attempt_is_translated_both_ways_and_billed_at_its_estimat
     *h.response_body.borrow_mut() = answer.to_vec();
     assert_eq!(a.on_response_headers(&h, false), Flow::Pause);
     a.on_response_body(&h, answer.len(), true);
-    let out: serde_json::Value = serde_json::from_slice(&h.response_body.borrow()).unwrap();
+    let out: crate::wire::tree::Value = crate::wire::from_slice(&h.response_body.borrow()).unwrap();
     assert_eq!(out["data"][0]["embedding"], "AACAPwAAgL8=", "float32 little-endian, base64 as asked");
     assert_eq!(out["data"][1]["index"], 1);
     let estimate = out["usage"]["prompt_tokens"].as_u64().unwrap();
@@ -626,7 +626,7 @@ fn an_embeddings_call_is_of_the_embeddings_workload_class_for_routing_and_audit(
     let mut cfg = config();
     if let Some(r) = cfg.route.as_mut() {
         for (name, model) in [("e", "text-embedding-3-small"), ("e-cheap", "text-embedding-3-large")] {
-            let alias: crate::route::Alias = crate::config::from_value(serde_json::json!(
+            let alias: crate::route::Alias = crate::config::from_value(crate::json!(
                 {"kind": "embeddings", "chain": "chain_e", "steps": [{"provider": "openai", "model": model}]}))
             .unwrap();
             r.aliases.insert(name.into(), alias);
@@ -666,7 +666,7 @@ fn a_responses_attempt_passes_to_openai_and_translates_for_anthropic() {
     assert_eq!(a.on_request_headers(&h, false), Flow::Pause);
     assert_eq!(a.on_request_body(&h, body.len(), true), Flow::Continue);
     assert_eq!(h.request_header(":path").as_deref(), Some("/v1/responses"));
-    let sent: serde_json::Value = serde_json::from_slice(&h.request_body.borrow()).unwrap();
+    let sent: crate::wire::tree::Value = crate::wire::from_slice(&h.request_body.borrow()).unwrap();
     assert_eq!(
         (sent["model"].as_str(), sent["previous_response_id"].as_str()),
         (Some("gpt-4o-mini-2024-07-18"), Some("resp_1"))
@@ -690,7 +690,7 @@ fn a_responses_attempt_passes_to_openai_and_translates_for_anthropic() {
     a.on_request_headers(&h, false);
     assert_eq!(a.on_request_body(&h, body.len(), true), Flow::Refused);
     let reply = h.reply().unwrap();
-    let err: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+    let err: crate::wire::tree::Value = crate::wire::from_slice(&reply.body).unwrap();
     assert_eq!((reply.status, err["error"]["param"].as_str()), (400, Some("previous_response_id")));
     // A stateless request is translated, and the answer comes back as a Response.
     let body = r#"{"model":"chat","input":"hi","instructions":"Be terse."}"#;
@@ -699,7 +699,7 @@ fn a_responses_attempt_passes_to_openai_and_translates_for_anthropic() {
     a.on_request_headers(&h, false);
     assert_eq!(a.on_request_body(&h, body.len(), true), Flow::Continue);
     assert_eq!(h.request_header(":path").as_deref(), Some("/v1/messages"));
-    let sent: serde_json::Value = serde_json::from_slice(&h.request_body.borrow()).unwrap();
+    let sent: crate::wire::tree::Value = crate::wire::from_slice(&h.request_body.borrow()).unwrap();
     assert_eq!(sent["system"][0]["text"], "Be terse.");
     let answer = r#"{"id":"msg_1","type":"message","role":"assistant","model":"claude-haiku-4-5-20251001","content":[{"type":"text","text":"Hello"}],"stop_reason":"end_turn","usage":{"input_tokens":8,"output_tokens":3}}"#;
     h.response_headers.borrow_mut().extend([
@@ -709,7 +709,7 @@ fn a_responses_attempt_passes_to_openai_and_translates_for_anthropic() {
     *h.response_body.borrow_mut() = answer.as_bytes().to_vec();
     a.on_response_headers(&h, false);
     a.on_response_body(&h, answer.len(), true);
-    let r: serde_json::Value = serde_json::from_slice(&h.response_body.borrow()).unwrap();
+    let r: crate::wire::tree::Value = crate::wire::from_slice(&h.response_body.borrow()).unwrap();
     assert_eq!(
         (r["object"].as_str(), r["output"][0]["content"][0]["text"].as_str()),
         (Some("response"), Some("Hello"))
@@ -749,7 +749,7 @@ fn the_responses_door_routes_on_the_request_as_read_and_lets_the_body_go_on_as_w
 fn an_alias_serves_one_kind_of_call_at_the_listener() {
     let mut cfg = config();
     if let Some(r) = cfg.route.as_mut() {
-        let alias: crate::route::Alias = crate::config::from_value(serde_json::json!(
+        let alias: crate::route::Alias = crate::config::from_value(crate::json!(
             {"kind": "embeddings", "chain": "chain_e", "steps": [{"provider": "openai", "model": "text-embedding-3-small"}]}))
         .unwrap();
         r.aliases.insert("e".into(), alias);
@@ -766,16 +766,16 @@ fn an_alias_serves_one_kind_of_call_at_the_listener() {
         assert_eq!(c.on_request_headers(&h, false), Flow::Pause);
         assert_eq!(c.on_request_body(&h, body.len(), true), Flow::Refused);
         let reply = h.reply().unwrap();
-        let err: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+        let err: crate::wire::tree::Value = crate::wire::from_slice(&reply.body).unwrap();
         assert_eq!((reply.status, err["error"]["code"].as_str()), (400, Some("wrong_model_kind")), "{path}");
     }
 }
 
 /// An attempt of an embeddings call with `input` to `model` at Bedrock, and its upstream.
-fn bedrock_embeddings(model: &str, input: serde_json::Value) -> (FakeHost, AttemptCall) {
+fn bedrock_embeddings(model: &str, input: crate::wire::tree::Value) -> (FakeHost, AttemptCall) {
     let mut cfg = config();
     if let Some(r) = cfg.route.as_mut() {
-        let alias = serde_json::json!({"kind": "embeddings", "chain": "chain_e", "steps": [{"provider": "bedrock", "model": model}]});
+        let alias = crate::json!({"kind": "embeddings", "chain": "chain_e", "steps": [{"provider": "bedrock", "model": model}]});
         r.aliases.insert("e".into(), crate::config::from_value(alias).unwrap());
     }
     let env = |n: &str| Some(format!("key-of-{n}"));
@@ -783,7 +783,7 @@ fn bedrock_embeddings(model: &str, input: serde_json::Value) -> (FakeHost, Attem
     let h = attempt_host("e", "bedrock");
     h.properties.borrow_mut().insert(headers::PROP_DOOR.into(), b"embeddings".to_vec());
     *h.request_body.borrow_mut() =
-        serde_json::to_vec(&serde_json::json!({"model": "e", "input": input, "encoding_format": "float"})).unwrap();
+        serde_json::to_vec(&crate::json!({"model": "e", "input": input, "encoding_format": "float"})).unwrap();
     (h, AttemptCall::new(up))
 }
 
@@ -807,20 +807,19 @@ fn answer_attempt(h: &FakeHost, a: &mut AttemptCall, body: &[u8]) {
 
 #[test]
 fn a_batch_larger_than_the_provider_takes_is_split_into_signed_calls_and_merged_in_order() {
-    let (h, mut a) =
-        bedrock_embeddings("amazon.titan-embed-text-v2:0", serde_json::json!(["one", "two words", "three"]));
+    let (h, mut a) = bedrock_embeddings("amazon.titan-embed-text-v2:0", crate::json!(["one", "two words", "three"]));
     assert_eq!(a.on_request_headers(&h, false), Flow::Pause);
     let n = h.request_body.borrow().len();
     // The attempt's own request carries the first input; the others go first, as calls of
     // their own, and the request waits for them.
     assert_eq!(a.on_request_body(&h, n, true), Flow::Pause);
     let sent = h.request_body.borrow().clone();
-    assert_eq!(serde_json::from_slice::<serde_json::Value>(&sent).unwrap()["inputText"], "one");
+    assert_eq!(crate::wire::from_slice::<crate::wire::tree::Value>(&sent).unwrap()["inputText"], "one");
     let calls = h.http_calls.borrow().clone();
     assert_eq!(calls.len(), 2);
     for (call, text) in calls.iter().zip(["two words", "three"]) {
         assert_eq!(call.cluster, "provider_bedrock");
-        let body: serde_json::Value = serde_json::from_slice(&call.body).unwrap();
+        let body: crate::wire::tree::Value = crate::wire::from_slice(&call.body).unwrap();
         assert_eq!(body["inputText"], text);
         let header = |name: &str| call.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
         assert_eq!(header(":path").as_deref(), Some("/model/amazon.titan-embed-text-v2%3A0/invoke"));
@@ -838,7 +837,7 @@ fn a_batch_larger_than_the_provider_takes_is_split_into_signed_calls_and_merged_
     a.on_http_call_response(&h, 1, &titan_answer(0.5, 2));
     assert_eq!(*h.resumed.borrow(), ["request"]);
     answer_attempt(&h, &mut a, br#"{"embedding":[0.25],"inputTextTokenCount":1}"#);
-    let out: serde_json::Value = serde_json::from_slice(&h.response_body.borrow()).unwrap();
+    let out: crate::wire::tree::Value = crate::wire::from_slice(&h.response_body.borrow()).unwrap();
     let vectors: Vec<_> =
         out["data"].as_array().unwrap().iter().map(|d| (d["index"].clone(), d["embedding"][0].clone())).collect();
     assert_eq!(vectors, [(0.into(), 0.25.into()), (1.into(), 0.5.into()), (2.into(), 0.75.into())]);
@@ -851,7 +850,7 @@ fn a_batch_larger_than_the_provider_takes_is_split_into_signed_calls_and_merged_
 
 #[test]
 fn a_part_that_fails_fails_the_batch_with_its_status_so_the_chain_moves_on() {
-    let (h, mut a) = bedrock_embeddings("amazon.titan-embed-text-v2:0", serde_json::json!(["a", "b", "c"]));
+    let (h, mut a) = bedrock_embeddings("amazon.titan-embed-text-v2:0", crate::json!(["a", "b", "c"]));
     a.on_request_headers(&h, false);
     let n = h.request_body.borrow().len();
     assert_eq!(a.on_request_body(&h, n, true), Flow::Pause);
@@ -863,31 +862,32 @@ fn a_part_that_fails_fails_the_batch_with_its_status_so_the_chain_moves_on() {
     a.on_http_call_response(&h, 2, &throttled);
     answer_attempt(&h, &mut a, br#"{"embedding":[0.25],"inputTextTokenCount":1}"#);
     assert_eq!(h.response_header(":status").as_deref(), Some("429"));
-    let out: serde_json::Value = serde_json::from_slice(&h.response_body.borrow()).unwrap();
+    let out: crate::wire::tree::Value = crate::wire::from_slice(&h.response_body.borrow()).unwrap();
     assert_eq!(out["error"]["message"], "Too many requests");
     let attempts = crate::audit::parse_attempts(Some(&handed_on_or_prop(&h, headers::PROP_ATTEMPTS)));
     assert_eq!(attempts.last().and_then(|a| a.status), Some(429), "on record with the batch's status");
 
     // A part with no answer (a reset, a timeout): a 503 that says which part.
-    let (h, mut a) = bedrock_embeddings("cohere.embed-english-v3", serde_json::json!(vec!["w"; 100]));
+    let (h, mut a) = bedrock_embeddings("cohere.embed-english-v3", crate::json!(vec!["w"; 100]));
     a.on_request_headers(&h, false);
     let n = h.request_body.borrow().len();
     assert_eq!(a.on_request_body(&h, n, true), Flow::Pause);
     let calls = h.http_calls.borrow().clone();
     assert_eq!(calls.len(), 1, "96 and 4");
-    let texts = |b: &[u8]| serde_json::from_slice::<serde_json::Value>(b).unwrap()["texts"].as_array().unwrap().len();
+    let texts =
+        |b: &[u8]| crate::wire::from_slice::<crate::wire::tree::Value>(b).unwrap()["texts"].as_array().unwrap().len();
     assert_eq!((texts(&h.request_body.borrow()), texts(&calls[0].body)), (96, 4));
     a.on_http_call_response(&h, 1, &HttpAnswer::default());
     assert_eq!(*h.resumed.borrow(), ["request"]);
     answer_attempt(&h, &mut a, br#"{"embeddings":[[0.5]]}"#);
     assert_eq!(h.response_header(":status").as_deref(), Some("503"));
-    let out: serde_json::Value = serde_json::from_slice(&h.response_body.borrow()).unwrap();
+    let out: crate::wire::tree::Value = crate::wire::from_slice(&h.response_body.borrow()).unwrap();
     assert_eq!(out["error"]["code"], "upstream_part_unanswered");
 }
 
 #[test]
 fn parts_whose_vectors_do_not_match_their_inputs_are_an_unreadable_answer() {
-    let (h, mut a) = bedrock_embeddings("cohere.embed-english-v3", serde_json::json!(vec!["w"; 97]));
+    let (h, mut a) = bedrock_embeddings("cohere.embed-english-v3", crate::json!(vec!["w"; 97]));
     a.on_request_headers(&h, false);
     let n = h.request_body.borrow().len();
     a.on_request_body(&h, n, true);
@@ -906,13 +906,13 @@ fn parts_whose_vectors_do_not_match_their_inputs_are_an_unreadable_answer() {
 
 #[test]
 fn the_route_stage_alone_refuses_a_batch_it_would_have_to_split() {
-    let (h, a) = bedrock_embeddings("amazon.titan-embed-text-v2:0", serde_json::json!(["a", "b"]));
+    let (h, a) = bedrock_embeddings("amazon.titan-embed-text-v2:0", crate::json!(["a", "b"]));
     let mut r = RouteAttempt::new(a.cfg.route.clone().unwrap());
     assert_eq!(r.on_request_headers(&h, false), Flow::Pause);
     let n = h.request_body.borrow().len();
     assert_eq!(r.on_request_body(&h, n, true), Flow::Refused);
     let reply = h.reply().unwrap();
-    let out: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+    let out: crate::wire::tree::Value = crate::wire::from_slice(&reply.body).unwrap();
     assert_eq!((reply.status, out["error"]["param"].as_str()), (400, Some("input")));
     assert!(h.http_calls.borrow().is_empty());
 }
@@ -920,8 +920,8 @@ fn the_route_stage_alone_refuses_a_batch_it_would_have_to_split() {
 #[test]
 fn an_attempt_whose_provider_lease_is_short_waits_for_a_fleet_top_up_then_carries_its_key() {
     let mut v = one_table_config();
-    v["providers"]["anthropic"]["limits"] = serde_json::json!({"requests_per_minute": 60, "requests_burst": 60});
-    v["quota"]["fleet"] = serde_json::json!({"cluster": "aigw_fleet", "lease": {"requests": 5}});
+    v["providers"]["anthropic"]["limits"] = crate::json!({"requests_per_minute": 60, "requests_burst": 60});
+    v["quota"]["fleet"] = crate::json!({"cluster": "aigw_fleet", "lease": {"requests": 5}});
     let env = |n: &str| Some(format!("key-of-{n}"));
     let u = Rc::new(Upstream::compile(crate::config::from_value(v).unwrap(), &env).unwrap());
     let h = attempt_host("chat", "anthropic");
@@ -952,18 +952,18 @@ fn an_attempt_whose_provider_lease_is_short_waits_for_a_fleet_top_up_then_carrie
 /// The test configuration with `chat` shadowed to `chat-next` at `percent`, and the shadow key.
 fn shadow_listener(percent: u8) -> Rc<Listener> {
     let mut cfg = config_json();
-    cfg["auth"]["keys"].as_array_mut().unwrap().push(serde_json::json!(
+    cfg["auth"]["keys"].as_array_mut().unwrap().push(crate::json!(
         {"id": "s", "tenant": "shadow", "sha256": digest_hex("aigw_sk_shadow"), "shadow": true}));
-    cfg["route"]["aliases"]["chat"]["shadow"] = serde_json::json!({"alias": "chat-next", "percent": percent});
-    cfg["route"]["aliases"]["chat-next"] = serde_json::json!({"chain": "chain_next", "steps": [
+    cfg["route"]["aliases"]["chat"]["shadow"] = crate::json!({"alias": "chat-next", "percent": percent});
+    cfg["route"]["aliases"]["chat-next"] = crate::json!({"chain": "chain_next", "steps": [
         {"provider": "openai", "model": "gpt-4o-mini-2024-07-18"}]});
-    cfg["route"]["shadow"] = serde_json::json!({"key_env": "SHADOW_KEY"});
+    cfg["route"]["shadow"] = crate::json!({"key_env": "SHADOW_KEY"});
     let cfg: GatewayConfig = crate::config::from_value(cfg).unwrap();
     Rc::new(Listener::compile_env(cfg, &|k| (k == "SHADOW_KEY").then(|| "aigw_sk_shadow".to_string())).unwrap())
 }
 
-fn config_json() -> serde_json::Value {
-    serde_json::from_str(&format!(
+fn config_json() -> crate::wire::tree::Value {
+    crate::wire::from_str(&format!(
         r#"{{"auth": {{"keys": [{{"id": "k", "tenant": "acme", "zone": "eu", "sha256": "{}"}}]}},
         "route": {{"aliases": {{"chat": {{"chain": "chain_chat", "steps": [
                       {{"provider": "anthropic", "model": "claude-haiku-4-5-20251001"}}]}}}},
@@ -1017,7 +1017,7 @@ fn a_shadowed_call_sends_its_leg_when_it_goes_on_and_never_waits_for_it() {
     assert_eq!(header(headers::SHADOW_OF), Some("rid"));
     // The leg keeps to the caller's privacy zone.
     assert_eq!(header(headers::SHADOW_ZONE), Some("eu"));
-    let body: serde_json::Value = serde_json::from_slice(&leg.body).unwrap();
+    let body: crate::wire::tree::Value = crate::wire::from_slice(&leg.body).unwrap();
     assert_eq!((body["model"].as_str(), body["stream"].as_bool()), (Some("chat-next"), Some(false)));
     assert!(body.get("stream_options").is_none());
     let flags = h.property_string(&[headers::PROP_ROUTE_FLAGS]).unwrap_or_default();

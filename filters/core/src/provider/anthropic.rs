@@ -9,7 +9,7 @@
 use std::borrow::Cow;
 
 use crate::wire::read::Raw;
-use serde_json::Value;
+use crate::wire::tree::Value;
 
 use crate::error::GatewayError;
 use crate::provider::Whole;
@@ -158,7 +158,7 @@ fn raw_u64(v: Option<Raw<'_>>) -> Option<u64> {
 }
 
 fn raw_f64(v: Option<Raw<'_>>) -> Option<f64> {
-    // serde_json's own number parser (core's `f64::from_str` would link a second one).
+    // Read as the JSON reader reads a number (its grammar checked, correctly rounded).
     v.and_then(|v| crate::wire::from_str::<f64>(v.get()).ok()).filter(|f| f.is_finite())
 }
 
@@ -435,8 +435,8 @@ fn push_turn<'a>(out: &mut Vec<Turn<'a>>, role: &'static str, blocks: Vec<Block<
 
 /// A typed request's output bound and sampling settings, in the camel-case names Gemini
 /// (`generationConfig`) and Bedrock (`inferenceConfig`) share; `max_key` names the bound.
-pub(crate) fn sampling(a: &MessagesRequest, max_key: &str) -> serde_json::Map<String, serde_json::Value> {
-    let mut m = serde_json::Map::new();
+pub(crate) fn sampling(a: &MessagesRequest, max_key: &str) -> crate::wire::tree::Map<String, crate::wire::tree::Value> {
+    let mut m = crate::wire::tree::Map::new();
     m.insert(max_key.into(), ToTree::to_tree(&a.max_tokens));
     if let Some(t) = a.temperature {
         m.insert("temperature".into(), ToTree::to_tree(&t));
@@ -448,7 +448,7 @@ pub(crate) fn sampling(a: &MessagesRequest, max_key: &str) -> serde_json::Map<St
         m.insert(
             "stopSequences".into(),
             match s {
-                StopSequences::One([one]) => serde_json::Value::Array(vec![ToTree::to_tree(&one)]),
+                StopSequences::One([one]) => crate::wire::tree::Value::Array(vec![ToTree::to_tree(&one)]),
                 StopSequences::Many(many) => tree(*many),
             },
         );
@@ -458,17 +458,17 @@ pub(crate) fn sampling(a: &MessagesRequest, max_key: &str) -> serde_json::Map<St
 
 /// A raw JSON value of the caller's as a tree, for the providers whose requests are built as
 /// trees (Gemini, Bedrock).
-pub(crate) fn tree(raw: Raw<'_>) -> serde_json::Value {
+pub(crate) fn tree(raw: Raw<'_>) -> crate::wire::tree::Value {
     text_tree(raw.get())
 }
 
 /// The tree of JSON text known to be JSON (a tool call's checked arguments).
-pub(crate) fn text_tree(text: &str) -> serde_json::Value {
+pub(crate) fn text_tree(text: &str) -> crate::wire::tree::Value {
     crate::wire::from_str(text).unwrap_or_default()
 }
 
 /// [`tree`] of a value that may be absent (`null`, as serialising it would have written).
-pub(crate) fn opt_tree(raw: Option<Raw<'_>>) -> serde_json::Value {
+pub(crate) fn opt_tree(raw: Option<Raw<'_>>) -> crate::wire::tree::Value {
     raw.map(tree).unwrap_or_default()
 }
 
@@ -808,7 +808,7 @@ pub fn error_to_openai(status: u16, body: &[u8]) -> (u16, Vec<u8>) {
     let out = obj! {"error" = obj!{
         "message" => message,
         "type" => kind,
-        "param" = serde_json::Value::Null,
+        "param" = crate::wire::tree::Value::Null,
         "code" => code,
     }};
     (status, crate::wire::write::to_vec(&out))
@@ -952,7 +952,7 @@ impl StreamTranslator {
         sse::tree_event(
             out,
             &obj! {
-                "error" = obj!{"message" => message, "type" => t, "param" = serde_json::Value::Null, "code" => code},
+                "error" = obj!{"message" => message, "type" => t, "param" = crate::wire::tree::Value::Null, "code" => code},
             },
         );
         self.finished = true;
@@ -1010,7 +1010,7 @@ impl StreamTranslator {
                             self.chunk(
                                 out,
                                 obj! {
-                                    "tool_calls" = serde_json::Value::Array(vec![obj!{
+                                    "tool_calls" = crate::wire::tree::Value::Array(vec![obj!{
                                         "index" => k,
                                         "function" = obj!{"arguments" => p},
                                     }]),

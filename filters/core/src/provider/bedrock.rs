@@ -12,7 +12,7 @@
 use std::borrow::Cow;
 
 use crate::wire::read::Raw;
-use serde_json::{Map, Value};
+use crate::wire::tree::{Map, Value};
 
 use crate::auth::sigv4::uri_encode;
 use crate::error::GatewayError;
@@ -147,7 +147,7 @@ fn block(b: &Block<'_>) -> Result<Value, GatewayError> {
         Block::ToolResult { tool_use_id, content } => {
             obj! {"toolResult" = obj!{
                 "toolUseId" => opt_tree(*tool_use_id),
-                "content" = serde_json::Value::Array(vec![obj!{"text" => content}]),
+                "content" = crate::wire::tree::Value::Array(vec![obj!{"text" => content}]),
             }}
         }
     })
@@ -363,7 +363,7 @@ pub fn error_to_openai(status: u16, error_type: &str, body: &[u8]) -> (u16, Vec<
     (
         status,
         crate::wire::write::to_vec(&obj! {
-            "error" = obj!{"message" => message, "type" => kind, "param" = serde_json::Value::Null, "code" => code},
+            "error" = obj!{"message" => message, "type" => kind, "param" = crate::wire::tree::Value::Null, "code" => code},
         }),
     )
 }
@@ -395,7 +395,7 @@ impl StreamTranslator {
         let e = obj! {"error" = obj!{
             "message" => message,
             "type" => "server_error",
-            "param" = serde_json::Value::Null,
+            "param" = crate::wire::tree::Value::Null,
             "code" => "upstream_error",
         }};
         crate::wire::sse::tree_event(out, &e);
@@ -448,7 +448,7 @@ impl StreamTranslator {
                         self.chunk(
                             &mut out,
                             obj! {
-                                "tool_calls" = serde_json::Value::Array(vec![obj!{
+                                "tool_calls" = crate::wire::tree::Value::Array(vec![obj!{
                                     "index" => index,
                                     "function" = obj!{"arguments" => args},
                                 }]),
@@ -578,7 +578,7 @@ mod tests {
         };
         let titan = "amazon.titan-embed-text-v2:0";
         assert_eq!((embeddings_batch(titan), embeddings_batch("cohere.embed-english-v3")), (Some(1), Some(96)));
-        let out: Value = serde_json::from_slice(
+        let out: Value = crate::wire::from_slice(
             &embeddings_request(br#"{"model":"e","input":"hi there","dimensions":512}"#, titan).unwrap(),
         )
         .unwrap();
@@ -589,7 +589,7 @@ mod tests {
         );
         let cohere = "cohere.embed-english-v3";
         let out: Value =
-            serde_json::from_slice(&embeddings_request(br#"{"model":"e","input":["a","b"]}"#, cohere).unwrap())
+            crate::wire::from_slice(&embeddings_request(br#"{"model":"e","input":["a","b"]}"#, cohere).unwrap())
                 .unwrap();
         assert_eq!(out, json!({"texts": ["a", "b"], "input_type": "search_document", "truncate": "NONE"}));
         assert!(embeddings_request(br#"{"model":"e","input":"a"}"#, "amazon.nova-pro-v1:0").is_err());
@@ -606,7 +606,7 @@ mod tests {
         assert!(embeddings_vectors(b"{}", titan).is_err());
     }
     use super::*;
-    use serde_json::json;
+    use crate::json;
 
     #[test]
     fn maps_an_anthropic_request_block_by_block() {
@@ -654,7 +654,7 @@ mod tests {
         let format = &c["outputConfig"]["textFormat"];
         assert_eq!(format["type"], "json_schema");
         let text = format["structure"]["jsonSchema"]["schema"].as_str().unwrap();
-        assert_eq!(serde_json::from_str::<Value>(text).unwrap(), schema);
+        assert_eq!(crate::wire::from_str::<Value>(text).unwrap(), schema);
         // JSON mode has no Converse form; plain text asks for nothing.
         assert!(converse(json!({"type": "json_object"})).get("outputConfig").is_none());
         assert!(converse(json!({"type": "text"})).get("outputConfig").is_none());
@@ -681,7 +681,7 @@ mod tests {
             "usage":{"inputTokens":10,"outputTokens":3,"totalTokens":13,"cacheReadInputTokens":4,"cacheWriteInputTokens":6,
             "cacheDetails":[{"ttl":"1h","inputTokens":2},{"ttl":"5m","inputTokens":4}]},"metrics":{"latencyMs":5}}"#;
         let (out, usage, _) = response_to_openai(body, "anthropic.claude-x", "req1", 7).unwrap();
-        let v: Value = serde_json::from_slice(&out).unwrap();
+        let v: Value = crate::wire::from_slice(&out).unwrap();
         assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
         assert_eq!(v["choices"][0]["message"]["content"], "Hi");
         assert_eq!(v["choices"][0]["message"]["tool_calls"][0]["id"], "tooluse_1");
@@ -773,7 +773,7 @@ mod tests {
             "ThrottlingException:http://internal.amazon.com/coral/com.amazon.bedrock/",
             br#"{"message":"Too many tokens"}"#,
         );
-        let v: Value = serde_json::from_slice(&b).unwrap();
+        let v: Value = crate::wire::from_slice(&b).unwrap();
         assert_eq!(
             (s, v["error"]["code"].as_str(), v["error"]["message"].as_str()),
             (429, Some("rate_limit_exceeded"), Some("Too many tokens"))

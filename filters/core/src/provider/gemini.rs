@@ -10,7 +10,7 @@
 use std::borrow::Cow;
 
 use crate::wire::read::Raw;
-use serde_json::{Map, Value};
+use crate::wire::tree::{Map, Value};
 
 use crate::error::GatewayError;
 use crate::provider::anthropic::{opt_tree, raw_str, text_tree, tree, Block, ImageSource, MessagesRequest};
@@ -99,13 +99,13 @@ pub fn request_from_messages(a: &MessagesRequest<'_>) -> Result<Value, GatewayEr
                 Value::Object(d)
             })
             .collect();
-        body.insert("tools".into(), serde_json::Value::Array(vec![obj! {"functionDeclarations" => decls}]));
+        body.insert("tools".into(), crate::wire::tree::Value::Array(vec![obj! {"functionDeclarations" => decls}]));
         let config = match a.tool_choice.as_ref().map(|c| (c.kind, c.name)) {
             Some(("any", _)) => Some(obj! {"mode" => "ANY"}),
             Some(("none", _)) => Some(obj! {"mode" => "NONE"}),
             Some(("tool", name)) => Some(obj! {
                 "mode" => "ANY",
-                "allowedFunctionNames" = serde_json::Value::Array(vec![ToTree::to_tree(&opt_tree(name))]),
+                "allowedFunctionNames" = crate::wire::tree::Value::Array(vec![ToTree::to_tree(&opt_tree(name))]),
             }),
             _ => None,
         };
@@ -263,7 +263,7 @@ pub fn error_to_openai(status: u16, body: &[u8]) -> (u16, Vec<u8>) {
     (
         status,
         crate::wire::write::to_vec(&obj! {
-            "error" = obj!{"message" => message, "type" => kind, "param" = serde_json::Value::Null, "code" => code},
+            "error" = obj!{"message" => message, "type" => kind, "param" = crate::wire::tree::Value::Null, "code" => code},
         }),
     )
 }
@@ -310,7 +310,7 @@ impl StreamTranslator {
                 let err = obj! {"error" = obj!{
                     "message" => msg,
                     "type" => "server_error",
-                    "param" = serde_json::Value::Null,
+                    "param" = crate::wire::tree::Value::Null,
                     "code" => "upstream_error",
                 }};
                 crate::wire::sse::tree_event(&mut out, &err);
@@ -348,7 +348,7 @@ impl StreamTranslator {
                     self.chunk(
                         &mut out,
                         obj! {
-                            "tool_calls" = serde_json::Value::Array(vec![obj!{
+                            "tool_calls" = crate::wire::tree::Value::Array(vec![obj!{
                                 "index" => self.calls,
                                 "id" => format!("call_{}", self.calls),
                                 "type" => "function",
@@ -406,7 +406,7 @@ pub fn embeddings_request(
         .map(|t| {
             let mut r = obj! {
                 "model" => name,
-                "content" = obj!{"parts" = serde_json::Value::Array(vec![obj!{"text" => t}])},
+                "content" = obj!{"parts" = crate::wire::tree::Value::Array(vec![obj!{"text" => t}])},
             };
             if let (Some(d), Some(o)) = (req.dimensions, r.as_object_mut()) {
                 o.insert("outputDimensionality".into(), ToTree::to_tree(&d));
@@ -499,7 +499,7 @@ impl crate::provider::ProviderApi for Gemini {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::json;
 
     #[test]
     fn maps_an_anthropic_request_part_by_part() {
@@ -561,7 +561,7 @@ mod tests {
             "usageMetadata":{"promptTokenCount":9,"candidatesTokenCount":3,"thoughtsTokenCount":20,"totalTokenCount":32},
             "modelVersion":"gemini-2.5-flash","responseId":"r1"}"#;
         let (out, usage, _) = response_to_openai(body, "gemini-2.5-flash", 1).unwrap();
-        let v: Value = serde_json::from_slice(&out).unwrap();
+        let v: Value = crate::wire::from_slice(&out).unwrap();
         assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
         assert_eq!(v["choices"][0]["message"]["tool_calls"][0]["id"], "call_0");
         assert_eq!(v["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"], "{\"a\":1}");

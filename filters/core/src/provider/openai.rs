@@ -2,7 +2,7 @@
 //! in its `model` (Azure: the deployment, in the path) and in always asking a stream for its
 //! usage (quota and audit need it; the listener hides it from a caller who did not ask).
 
-use serde_json::Value;
+use crate::wire::tree::Value;
 
 use crate::auth::sigv4::uri_encode;
 use crate::error::GatewayError;
@@ -154,7 +154,7 @@ impl ProviderApi for OpenAiFormat {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::json;
 
     fn request(body: &str) -> (String, bool) {
         let (out, stream) = OPENAI.request(body.as_bytes(), "gpt-4o-mini", 1024).unwrap();
@@ -179,7 +179,7 @@ mod tests {
         assert!(!out.contains("chat"), "{out}");
         // A name that needs escaping is written as a JSON string.
         let out = with_model(br#"{"model":"x"}"#, "dep\"1\\").unwrap();
-        assert_eq!(serde_json::from_slice::<Value>(&out).unwrap(), json!({"model": "dep\"1\\"}));
+        assert_eq!(crate::wire::from_slice::<Value>(&out).unwrap(), json!({"model": "dep\"1\\"}));
     }
 
     #[test]
@@ -187,12 +187,12 @@ mod tests {
         let (out, stream) = request(r#"{"model":"chat","stream":true,"messages":[]}"#);
         assert!(stream);
         assert_eq!(
-            serde_json::from_str::<Value>(&out).unwrap(),
+            crate::wire::from_str::<Value>(&out).unwrap(),
             json!({"model":"gpt-4o-mini","stream":true,"messages":[],"stream_options":{"include_usage":true}})
         );
         let (out, _) = request(r#"{"stream":true,"stream_options":{"include_usage":false,"x":1},"model":"c"}"#);
         assert_eq!(
-            serde_json::from_str::<Value>(&out).unwrap(),
+            crate::wire::from_str::<Value>(&out).unwrap(),
             json!({"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":true,"x":1}})
         );
         // Not a stream (or the last `stream` says not): the options are the caller's.

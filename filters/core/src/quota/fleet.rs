@@ -11,7 +11,7 @@
 //! cannot be spent twice, so the fleet never admits more than its limits; what a replica holds
 //! unspent is the bound on under-admission (README, "Fleet mode").
 
-use serde_json::Value;
+use crate::wire::tree::Value;
 
 use crate::config::{variant, At, FromConfig, Obj, Read};
 
@@ -335,7 +335,7 @@ pub fn give_path(gives: &[(String, u64, u64, u64)]) -> String {
 /// Reads Webdis's answer to `FCALL aigw_give` (`{"FCALL": [1]}`).
 pub fn given(status: u16, body: &[u8]) -> bool {
     status == 200
-        && crate::wire::from_slice::<serde_json::Value>(body).ok().and_then(|v| v.get("FCALL")?.get(0)?.as_i64())
+        && crate::wire::from_slice::<crate::wire::tree::Value>(body).ok().and_then(|v| v.get("FCALL")?.get(0)?.as_i64())
             == Some(1)
 }
 
@@ -370,9 +370,9 @@ pub fn read_answer(status: u16, body: &[u8], asks: usize) -> Option<Answer> {
     if status != 200 {
         return None;
     }
-    let v: serde_json::Value = crate::wire::from_slice(body).ok()?;
+    let v: crate::wire::tree::Value = crate::wire::from_slice(body).ok()?;
     let a = v.get("FCALL")?.as_array()?;
-    let n = |i: usize| a.get(i).and_then(serde_json::Value::as_i64);
+    let n = |i: usize| a.get(i).and_then(crate::wire::tree::Value::as_i64);
     match n(0)? {
         1 if a.len() == asks + 1 || a.len() == 2 * asks + 1 => {
             let read = |from: usize| -> Option<Vec<u64>> {
@@ -398,12 +398,12 @@ pub fn read_slots(status: u16, body: &[u8], keys: usize) -> Option<Vec<u64>> {
     if status != 200 {
         return None;
     }
-    let v: serde_json::Value = crate::wire::from_slice(body).ok()?;
+    let v: crate::wire::tree::Value = crate::wire::from_slice(body).ok()?;
     let a = v.get("FCALL")?.as_array()?;
     if a.first()?.as_i64()? != 1 || a.len() != keys + 1 {
         return None;
     }
-    a[1..].iter().map(serde_json::Value::as_u64).collect()
+    a[1..].iter().map(crate::wire::tree::Value::as_u64).collect()
 }
 
 /// Units in `tokens` tokens.

@@ -271,7 +271,7 @@ fn the_prompt_estimate_is_never_below_the_fakes_count() {
         "!!! ??? ... ,,, ;;;",
     ];
     for text in samples {
-        let raw = serde_json::to_string(text).unwrap();
+        let raw = crate::wire::write::to_string(text);
         let pieces = text_pieces(&raw);
         let by_bytes = (raw.len() as u64 - 2).div_ceil(BYTES_PER_TOKEN);
         assert!(pieces.max(by_bytes) >= fake_count(text), "{text:?}: {pieces} < {}", fake_count(text));

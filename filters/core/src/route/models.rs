@@ -158,10 +158,11 @@ fn page<'a>(names: &[&'a str], query: &str) -> Result<AnthropicPage<'a>, Gateway
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::{json, Value};
+    use crate::json;
+    use crate::wire::tree::Value;
 
     fn body(names: &[&str], path: &str, anthropic: bool) -> Value {
-        serde_json::from_slice(&answer(names, path, anthropic).unwrap()).unwrap()
+        crate::wire::from_slice(&answer(names, path, anthropic).unwrap()).unwrap()
     }
 
     #[test]

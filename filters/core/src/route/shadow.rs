@@ -9,7 +9,7 @@
 //! waits for it: Envoy holds an outgoing call on the VM's root context, so it runs to its end
 //! whatever the primary call does, and its answer is dropped.
 
-use serde_json::Value;
+use crate::wire::tree::Value;
 
 use crate::error::ConfigError;
 use crate::host::Host;
@@ -128,7 +128,7 @@ pub fn send(
 
 impl crate::config::FromConfig for ShadowPolicy {
     #[inline(never)]
-    fn read(v: &serde_json::Value, at: &crate::config::At) -> crate::config::Read<Self> {
+    fn read(v: &crate::wire::tree::Value, at: &crate::config::At) -> crate::config::Read<Self> {
         let o = crate::config::Obj::new(v, at, "ShadowPolicy", Some(&["alias", "percent"]))?;
         Ok(ShadowPolicy { alias: o.req("alias")?, percent: o.req("percent")? })
     }
@@ -136,7 +136,7 @@ impl crate::config::FromConfig for ShadowPolicy {
 
 impl crate::config::FromConfig for ShadowConfig {
     #[inline(never)]
-    fn read(v: &serde_json::Value, at: &crate::config::At) -> crate::config::Read<Self> {
+    fn read(v: &crate::wire::tree::Value, at: &crate::config::At) -> crate::config::Read<Self> {
         let o =
             crate::config::Obj::new(v, at, "ShadowConfig", Some(&["key_env", "cluster", "authority", "timeout_ms"]))?;
         Ok(ShadowConfig {
@@ -157,7 +157,7 @@ mod tests {
         let b =
             body(br#"{"model":"chat","stream":true,"stream_options":{"include_usage":true},"messages":[]}"#, "next")
                 .unwrap();
-        let v: Value = serde_json::from_slice(&b).unwrap();
+        let v: Value = crate::wire::from_slice(&b).unwrap();
         assert_eq!((v["model"].as_str(), v["stream"].as_bool()), (Some("next"), Some(false)));
         assert!(v.get("stream_options").is_none() && v["messages"].is_array());
         assert!(body(b"[1]", "x").is_none() && body(b"\xff", "x").is_none());

@@ -6,7 +6,7 @@
 
 use std::rc::Rc;
 
-use serde_json::Value;
+use crate::wire::tree::Value;
 
 use super::{chain_refusal, models, AliasKind, Api, CallFacts, RouteConfig};
 use crate::audit::{parse_attempts, Attempt as AttemptRecord, ErrorClass};
@@ -651,7 +651,7 @@ impl OutputWatch {
             let err = obj! {"error" = obj!{
                 "message" => format!("The model's answer is not the JSON the request asked for: {problem}."),
                 "type" => "server_error",
-                "param" = serde_json::Value::Null,
+                "param" = crate::wire::tree::Value::Null,
                 "code" => "invalid_model_output",
             }};
             sse::tree_event(out, &err);

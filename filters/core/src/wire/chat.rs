@@ -2,7 +2,7 @@
 //!
 //! Each provider module reads its own answer into a borrowed, typed form and fills an
 //! [`Answer`] directly (one translation per format pair, no pivot through another provider's
-//! format, no `serde_json::Value` tree); [`Answer::to_bytes`] writes it.
+//! format, no `crate::wire::tree::Value` tree); [`Answer::to_bytes`] writes it.
 
 use std::borrow::Cow;
 
@@ -190,7 +190,7 @@ pub fn usage_event<M: ToTree + ?Sized>(out: &mut Vec<u8>, (id, created, model): 
         "object" => "chat.completion.chunk",
         "created" => created,
         "model" => model,
-        "choices" = serde_json::Value::Array(Vec::new()),
+        "choices" = crate::wire::tree::Value::Array(Vec::new()),
         "usage" = usage.to_openai(),
     };
     crate::wire::sse::tree_event(out, &c);
@@ -199,11 +199,11 @@ pub fn usage_event<M: ToTree + ?Sized>(out: &mut Vec<u8>, (id, created, model): 
 /// The delta that starts tool call `index` of a streamed answer (its arguments follow).
 pub fn tool_call_start(
     index: u64,
-    id: Option<&serde_json::Value>,
-    name: Option<&serde_json::Value>,
-) -> serde_json::Value {
+    id: Option<&crate::wire::tree::Value>,
+    name: Option<&crate::wire::tree::Value>,
+) -> crate::wire::tree::Value {
     obj! {
-        "tool_calls" = serde_json::Value::Array(vec![obj! {
+        "tool_calls" = crate::wire::tree::Value::Array(vec![obj! {
             "index" => index,
             "id" => id,
             "type" => "function",
@@ -217,8 +217,8 @@ pub fn tool_call_start(
 pub fn chunk_event<M: ToTree + ?Sized>(
     out: &mut Vec<u8>,
     (id, created, model): (&str, u64, &M),
-    delta: serde_json::Value,
-    finish: serde_json::Value,
+    delta: crate::wire::tree::Value,
+    finish: crate::wire::tree::Value,
     usage: bool,
 ) {
     let mut c = obj! {
@@ -226,15 +226,15 @@ pub fn chunk_event<M: ToTree + ?Sized>(
         "object" => "chat.completion.chunk",
         "created" => created,
         "model" => model,
-        "choices" = serde_json::Value::Array(vec![obj! {
+        "choices" = crate::wire::tree::Value::Array(vec![obj! {
             "index" => 0u64,
             "delta" = delta,
-            "logprobs" = serde_json::Value::Null,
+            "logprobs" = crate::wire::tree::Value::Null,
             "finish_reason" = finish,
         }]),
     };
     if usage {
-        c["usage"] = serde_json::Value::Null;
+        c["usage"] = crate::wire::tree::Value::Null;
     }
     crate::wire::sse::tree_event(out, &c);
 }
@@ -249,7 +249,7 @@ pub fn completion_id(msg_id: &str) -> String {
 /// listener takes it out for a caller who asked for none) and `[DONE]`. `None`: the answer
 /// is not a chat completion.
 pub fn stream_from_answer(body: &[u8]) -> Option<Vec<u8>> {
-    use serde_json::Value;
+    use crate::wire::tree::Value;
     let a: Value = crate::wire::from_slice(body).ok()?;
     let choice = a.get("choices")?.get(0)?;
     let message = choice.get("message")?;
@@ -269,11 +269,11 @@ pub fn stream_from_answer(body: &[u8]) -> Option<Vec<u8>> {
     }
     crate::wire::sse::tree_event(
         &mut out,
-        &head(serde_json::Value::Array(vec![obj! {
+        &head(crate::wire::tree::Value::Array(vec![obj! {
             "index" => 0u64,
             "delta" = delta,
-            "logprobs" = serde_json::Value::Null,
-            "finish_reason" = serde_json::Value::Null,
+            "logprobs" = crate::wire::tree::Value::Null,
+            "finish_reason" = crate::wire::tree::Value::Null,
         }])),
     );
     for (i, call) in message.get("tool_calls").and_then(Value::as_array).into_iter().flatten().enumerate() {
@@ -283,26 +283,26 @@ pub fn stream_from_answer(body: &[u8]) -> Option<Vec<u8>> {
         }
         crate::wire::sse::tree_event(
             &mut out,
-            &head(serde_json::Value::Array(vec![obj! {
+            &head(crate::wire::tree::Value::Array(vec![obj! {
                 "index" => 0u64,
-                "delta" = obj!{"tool_calls" = serde_json::Value::Array(vec![ToTree::to_tree(&c)])},
-                "logprobs" = serde_json::Value::Null,
-                "finish_reason" = serde_json::Value::Null,
+                "delta" = obj!{"tool_calls" = crate::wire::tree::Value::Array(vec![ToTree::to_tree(&c)])},
+                "logprobs" = crate::wire::tree::Value::Null,
+                "finish_reason" = crate::wire::tree::Value::Null,
             }])),
         );
     }
     let finish = choice.get("finish_reason").cloned().unwrap_or(ToTree::to_tree(&"stop"));
     crate::wire::sse::tree_event(
         &mut out,
-        &head(serde_json::Value::Array(vec![obj! {
+        &head(crate::wire::tree::Value::Array(vec![obj! {
             "index" => 0u64,
             "delta" = obj!{},
-            "logprobs" = serde_json::Value::Null,
+            "logprobs" = crate::wire::tree::Value::Null,
             "finish_reason" = finish,
         }])),
     );
     if let Some(u) = a.get("usage").filter(|u| !u.is_null()) {
-        let mut last = head(serde_json::Value::Array(Vec::new()));
+        let mut last = head(crate::wire::tree::Value::Array(Vec::new()));
         last["usage"] = u.clone();
         crate::wire::sse::tree_event(&mut out, &last);
     }
@@ -316,13 +316,13 @@ pub fn stream_from_answer(body: &[u8]) -> Option<Vec<u8>> {
 #[derive(Default)]
 pub struct StreamCollector {
     parser: crate::wire::sse::Parser,
-    head: Option<(serde_json::Value, serde_json::Value, serde_json::Value)>,
+    head: Option<(crate::wire::tree::Value, crate::wire::tree::Value, crate::wire::tree::Value)>,
     content: String,
     saw_content: bool,
     /// By index: id, name, arguments.
-    tool_calls: Vec<(serde_json::Value, String, String)>,
-    finish: Option<serde_json::Value>,
-    usage: Option<serde_json::Value>,
+    tool_calls: Vec<(crate::wire::tree::Value, String, String)>,
+    finish: Option<crate::wire::tree::Value>,
+    usage: Option<crate::wire::tree::Value>,
     done: bool,
     broken: bool,
     /// More than this many bytes of text: not worth keeping (nor holding).
@@ -336,7 +336,7 @@ impl StreamCollector {
     }
 
     pub fn push(&mut self, chunk: &[u8]) {
-        use serde_json::Value;
+        use crate::wire::tree::Value;
         if self.broken {
             return;
         }
@@ -407,7 +407,7 @@ impl StreamCollector {
 
     /// The whole answer (a chat completion), when the stream ended well.
     pub fn answer(&self) -> Option<Vec<u8>> {
-        use serde_json::Value;
+        use crate::wire::tree::Value;
         if self.broken || !self.done {
             return None;
         }
@@ -435,10 +435,10 @@ impl StreamCollector {
             "object" => "chat.completion",
             "created" = created,
             "model" = model,
-            "choices" = serde_json::Value::Array(vec![obj!{
+            "choices" = crate::wire::tree::Value::Array(vec![obj!{
                 "index" => 0u64,
                 "message" = message,
-                "logprobs" = serde_json::Value::Null,
+                "logprobs" = crate::wire::tree::Value::Null,
                 "finish_reason" = finish,
             }]),
         };
@@ -457,7 +457,8 @@ impl StreamCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::{json, Value};
+    use crate::json;
+    use crate::wire::tree::Value;
 
     #[test]
     fn a_whole_answer_is_replayed_as_its_stream() {
@@ -474,7 +475,7 @@ mod tests {
         crate::wire::sse::Parser::default().push(&out, &mut events);
         let data: Vec<&str> = events.iter().map(|e| e.data.as_str()).collect();
         assert_eq!(data.last(), Some(&"[DONE]"));
-        let chunks: Vec<Value> = data[..data.len() - 1].iter().map(|d| serde_json::from_str(d).unwrap()).collect();
+        let chunks: Vec<Value> = data[..data.len() - 1].iter().map(|d| crate::wire::from_str(d).unwrap()).collect();
         assert!(chunks.iter().all(|c| c["object"] == "chat.completion.chunk" && c["id"] == "chatcmpl-1"));
         assert_eq!(chunks[0]["choices"][0]["delta"], json!({"role": "assistant", "content": "Hi"}));
         assert_eq!(chunks[1]["choices"][0]["delta"]["tool_calls"][0]["function"]["name"], "f");
@@ -496,7 +497,7 @@ mod tests {
             finish_reason: "tool_calls",
             usage: Usage { input: 10, output: 3, ..Usage::default() },
         };
-        let whole: Value = serde_json::from_slice(&a.to_bytes(7)).unwrap();
+        let whole: Value = crate::wire::from_slice(&a.to_bytes(7)).unwrap();
         let stream = stream_from_answer(&a.to_bytes(7)).unwrap();
         // Fed in pieces of any size, the stream amounts to the same answer.
         for cut in [1, 7, 64, stream.len()] {
@@ -504,7 +505,7 @@ mod tests {
             for piece in stream.chunks(cut) {
                 c.push(piece);
             }
-            let got: Value = serde_json::from_slice(&c.answer().unwrap()).unwrap();
+            let got: Value = crate::wire::from_slice(&c.answer().unwrap()).unwrap();
             assert_eq!(got["choices"][0]["message"]["content"], whole["choices"][0]["message"]["content"]);
             assert_eq!(got["choices"][0]["message"]["tool_calls"], whole["choices"][0]["message"]["tool_calls"]);
             assert_eq!((got["id"].clone(), got["usage"].clone()), (whole["id"].clone(), whole["usage"].clone()));
@@ -523,7 +524,7 @@ mod tests {
         ];
         let mut c = StreamCollector::new(100);
         good.iter().for_each(|p| c.push(p.as_bytes()));
-        let got: Value = serde_json::from_slice(&c.answer().unwrap()).unwrap();
+        let got: Value = crate::wire::from_slice(&c.answer().unwrap()).unwrap();
         assert_eq!(got["choices"][0]["message"]["content"], "Paris");
         let mut cut = StreamCollector::new(100);
         good[..3].iter().for_each(|p| cut.push(p.as_bytes()));
@@ -546,7 +547,7 @@ mod tests {
             finish_reason: "stop",
             usage: Usage { input: 10, cached_input: 4, output: 3, reasoning: 1, cache_write: 0, cache_write_1h: 0 },
         };
-        let v: Value = serde_json::from_slice(&a.to_bytes(7)).unwrap();
+        let v: Value = crate::wire::from_slice(&a.to_bytes(7)).unwrap();
         assert_eq!(
             v,
             json!({"id": "chatcmpl-1", "object": "chat.completion", "created": 7, "model": "m",
@@ -564,7 +565,7 @@ mod tests {
             finish_reason: "tool_calls",
             ..a
         };
-        let v: Value = serde_json::from_slice(&a.to_bytes(7)).unwrap();
+        let v: Value = crate::wire::from_slice(&a.to_bytes(7)).unwrap();
         assert_eq!(v["model"], Value::Null);
         assert_eq!(v["choices"][0]["message"]["content"], Value::Null);
         assert_eq!(

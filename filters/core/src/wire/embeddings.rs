@@ -269,16 +269,16 @@ mod tests {
 
     #[test]
     fn the_answer_has_openais_shape_in_either_encoding() {
-        let a: serde_json::Value =
-            serde_json::from_slice(&answer(vec![vec![0.5, -1.0], vec![0.25, 0.0]], "m", Encoding::Float, 7)).unwrap();
+        let a: crate::wire::tree::Value =
+            crate::wire::from_slice(&answer(vec![vec![0.5, -1.0], vec![0.25, 0.0]], "m", Encoding::Float, 7)).unwrap();
         assert_eq!(
             a,
-            serde_json::json!({"object": "list", "model": "m", "usage": {"prompt_tokens": 7, "total_tokens": 7},
+            crate::json!({"object": "list", "model": "m", "usage": {"prompt_tokens": 7, "total_tokens": 7},
                 "data": [{"object": "embedding", "index": 0, "embedding": [0.5, -1.0]},
                          {"object": "embedding", "index": 1, "embedding": [0.25, 0.0]}]})
         );
-        let b: serde_json::Value =
-            serde_json::from_slice(&answer(vec![vec![1.0, -1.0, 0.0, 0.25]], "m", Encoding::Base64, 1)).unwrap();
+        let b: crate::wire::tree::Value =
+            crate::wire::from_slice(&answer(vec![vec![1.0, -1.0, 0.0, 0.25]], "m", Encoding::Base64, 1)).unwrap();
         assert_eq!(b["data"][0]["embedding"], "AACAPwAAgL8AAAAAAACAPg==");
     }
 }

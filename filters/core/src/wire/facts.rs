@@ -145,7 +145,7 @@ impl AnswerFacts {
 }
 
 struct AnswerJson<'a> {
-    usage: Option<serde_json::Value>,
+    usage: Option<crate::wire::tree::Value>,
     choices: Vec<WholeChoice<'a>>,
     // A Response object's.
     status: Option<Cow<'a, str>>,

@@ -8,7 +8,7 @@
 //! thinking blocks in the history are dropped; `stop_reason` is `end_turn` for any natural stop
 //! (OpenAI does not say whether a stop sequence matched).
 
-use serde_json::{Map, Value};
+use crate::wire::tree::{Map, Value};
 
 use crate::error::GatewayError;
 use crate::wire::sse;
@@ -227,7 +227,7 @@ pub fn response_from_openai(body: &[u8]) -> Result<(Vec<u8>, Option<Usage>), Str
         "model" => v.get("model"),
         "content" => content,
         "stop_reason" => stop_reason(v.pointer("/choices/0/finish_reason").and_then(Value::as_str).unwrap_or("stop")),
-        "stop_sequence" = serde_json::Value::Null,
+        "stop_sequence" = crate::wire::tree::Value::Null,
         "usage" => usage_json(&usage.unwrap_or_default()),
     };
     Ok((crate::wire::write::to_vec(&out), usage))
@@ -270,7 +270,7 @@ pub fn stream_from_message(body: &[u8]) -> Option<Vec<u8>> {
     }
     let mut out = Vec::new();
     let mut start = whole.clone();
-    start["content"] = serde_json::Value::Array(Vec::new());
+    start["content"] = crate::wire::tree::Value::Array(Vec::new());
     start["stop_reason"] = Value::Null;
     start["stop_sequence"] = Value::Null;
     event(&mut out, "message_start", &obj! {"type" => "message_start", "message" = start});
@@ -396,11 +396,11 @@ impl MessagesCollector {
                     Some("input_json_delta") => self.inputs.get_mut(i)?.push_str(text("partial_json")),
                     Some("citations_delta") => {
                         let c = d.get("citation")?.clone();
-                        block
-                            .entry("citations")
-                            .or_insert_with(|| serde_json::Value::Array(Vec::new()))
-                            .as_array_mut()?
-                            .push(c);
+                        let list = block.slot("citations");
+                        if list.is_null() {
+                            *list = Value::Array(Vec::new());
+                        }
+                        list.as_array_mut()?.push(c);
                     }
                     _ => {}
                 }
@@ -521,9 +521,9 @@ impl StreamToMessages {
                 "type" => "message",
                 "role" => "assistant",
                 "model" => chunk.get("model"),
-                "content" = serde_json::Value::Array(Vec::new()),
-                "stop_reason" = serde_json::Value::Null,
-                "stop_sequence" = serde_json::Value::Null,
+                "content" = crate::wire::tree::Value::Array(Vec::new()),
+                "stop_reason" = crate::wire::tree::Value::Null,
+                "stop_sequence" = crate::wire::tree::Value::Null,
                 "usage" = obj!{"input_tokens" => 0u64, "output_tokens" => 0u64},
             }},
         );
@@ -561,7 +561,7 @@ impl StreamToMessages {
             "message_delta",
             &obj! {"type" => "message_delta", "delta" = obj!{
                 "stop_reason" => self.stop.unwrap_or("end_turn"),
-                "stop_sequence" = serde_json::Value::Null,
+                "stop_sequence" = crate::wire::tree::Value::Null,
             }, "usage" => usage_json(&u)},
         );
         event(out, "message_stop", &obj! {"type" => "message_stop"});

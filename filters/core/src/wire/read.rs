@@ -12,7 +12,7 @@
 //! number as an integer where it fits, otherwise a float), floats rounded correctly (core's
 //! `f64::from_str`).
 
-use serde_json::{Map, Number, Value};
+use crate::wire::tree::{Map, Number, Value};
 use std::borrow::Cow;
 use std::fmt;
 
@@ -796,14 +796,15 @@ impl<'a> Reader<'a> {
 
     fn map(&mut self) -> Result<Map<String, Value>, Error> {
         self.open_object("a map")?;
-        let mut m = Map::new();
+        let mut members = Vec::new();
         let mut first = true;
         while let Some(k) = self.next_key(first)? {
             first = false;
             let v = self.value()?;
-            m.insert(k.into_owned(), v);
+            members.push((k.into_owned(), v));
         }
-        Ok(m)
+        // Sorted once (not inserted one by one: a large object in any order stays O(n log n)).
+        Ok(Map::from_members(members))
     }
 }
 

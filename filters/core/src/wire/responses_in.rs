@@ -8,7 +8,7 @@
 //! `conversation`, `background`, `prompt`, item references, built-in tools) is refused with a
 //! 400 that names the parameter; the gateway itself stores nothing.
 
-use serde_json::{Map, Value};
+use crate::wire::tree::{Map, Value};
 
 use super::sse;
 use super::usage::Usage;
@@ -159,7 +159,7 @@ pub fn request_to_chat(body: &[u8], strict: bool) -> Result<(Vec<u8>, Echo), Gat
             }
             Value::Array(tools.clone())
         }
-        _ => serde_json::Value::Array(Vec::new()),
+        _ => crate::wire::tree::Value::Array(Vec::new()),
     };
     let tool_choice = req.get("tool_choice").cloned().unwrap_or_else(|| ToTree::to_tree(&"auto"));
     match &tool_choice {
@@ -267,14 +267,14 @@ fn add_item(messages: &mut Vec<Value>, item: &Value) -> Result<(), GatewayError>
                     match last.get_mut("tool_calls").and_then(Value::as_array_mut) {
                         Some(calls) => calls.push(call),
                         None => {
-                            last["tool_calls"] = serde_json::Value::Array(vec![ToTree::to_tree(&call)]);
+                            last["tool_calls"] = crate::wire::tree::Value::Array(vec![ToTree::to_tree(&call)]);
                         }
                     }
                 }
                 _ => messages.push(obj! {
                     "role" => "assistant",
-                    "content" = serde_json::Value::Null,
-                    "tool_calls" = serde_json::Value::Array(vec![ToTree::to_tree(&call)]),
+                    "content" = crate::wire::tree::Value::Null,
+                    "tool_calls" = crate::wire::tree::Value::Array(vec![ToTree::to_tree(&call)]),
                 }),
             }
         }
@@ -369,8 +369,8 @@ pub fn response_from_chat(body: &[u8], echo: &Echo, seed: &str) -> Result<(Vec<u
         content.push(obj! {
             "type" => "output_text",
             "text" => t,
-            "annotations" = serde_json::Value::Array(Vec::new()),
-            "logprobs" = serde_json::Value::Array(Vec::new()),
+            "annotations" = crate::wire::tree::Value::Array(Vec::new()),
+            "logprobs" = crate::wire::tree::Value::Array(Vec::new()),
         });
     }
     if let Some(r) = msg.get("refusal").and_then(Value::as_str).filter(|r| !r.is_empty()) {
@@ -433,7 +433,7 @@ pub fn stream_from_response(body: &[u8]) -> Option<Vec<u8>> {
     };
     let mut start = whole.clone();
     start["status"] = ToTree::to_tree(&"in_progress");
-    start["output"] = serde_json::Value::Array(Vec::new());
+    start["output"] = crate::wire::tree::Value::Array(Vec::new());
     start["usage"] = Value::Null;
     emit(&mut out, "response.created", obj! {"response" => start});
     emit(&mut out, "response.in_progress", obj! {"response" => start});
@@ -443,7 +443,7 @@ pub fn stream_from_response(body: &[u8]) -> Option<Vec<u8>> {
         match item.get("type").and_then(Value::as_str) {
             Some("message") => {
                 opened["status"] = ToTree::to_tree(&"in_progress");
-                opened["content"] = serde_json::Value::Array(Vec::new());
+                opened["content"] = crate::wire::tree::Value::Array(Vec::new());
                 emit(&mut out, "response.output_item.added", obj! {"output_index" => i, "item" => opened});
                 for (j, part) in item.get("content").and_then(Value::as_array).into_iter().flatten().enumerate() {
                     let text = part.get("text").cloned().unwrap_or(ToTree::to_tree(&""));
@@ -461,12 +461,12 @@ pub fn stream_from_response(body: &[u8]) -> Option<Vec<u8>> {
                     emit(
                         &mut out,
                         "response.output_text.delta",
-                        with(obj! {"delta" => text, "logprobs" = serde_json::Value::Array(Vec::new())}),
+                        with(obj! {"delta" => text, "logprobs" = crate::wire::tree::Value::Array(Vec::new())}),
                     );
                     emit(
                         &mut out,
                         "response.output_text.done",
-                        with(obj! {"text" => text, "logprobs" = serde_json::Value::Array(Vec::new())}),
+                        with(obj! {"text" => text, "logprobs" = crate::wire::tree::Value::Array(Vec::new())}),
                     );
                     emit(&mut out, "response.content_part.done", with(obj! {"part" => part}));
                 }
@@ -630,8 +630,8 @@ impl StreamToResponses {
                     let part = obj! {
                         "type" => "output_text",
                         "text" => text,
-                        "annotations" = serde_json::Value::Array(Vec::new()),
-                        "logprobs" = serde_json::Value::Array(Vec::new()),
+                        "annotations" = crate::wire::tree::Value::Array(Vec::new()),
+                        "logprobs" = crate::wire::tree::Value::Array(Vec::new()),
                     };
                     self.emit(
                         out,
@@ -641,7 +641,7 @@ impl StreamToResponses {
                             "output_index" => index,
                             "content_index" => 0u64,
                             "text" => text,
-                            "logprobs" = serde_json::Value::Array(Vec::new()),
+                            "logprobs" = crate::wire::tree::Value::Array(Vec::new()),
                         },
                     );
                     self.emit(
@@ -654,7 +654,7 @@ impl StreamToResponses {
                         "type" => "message",
                         "status" => "completed",
                         "role" => "assistant",
-                        "content" = serde_json::Value::Array(vec![ToTree::to_tree(&part)]),
+                        "content" = crate::wire::tree::Value::Array(vec![ToTree::to_tree(&part)]),
                     };
                     self.emit(out, "response.output_item.done", obj! {"output_index" => index, "item" => item});
                     self.done.push(item);
@@ -696,7 +696,7 @@ impl StreamToResponses {
                         "type" => "message",
                         "status" => "in_progress",
                         "role" => "assistant",
-                        "content" = serde_json::Value::Array(Vec::new()),
+                        "content" = crate::wire::tree::Value::Array(Vec::new()),
                     },
                 },
             );
@@ -710,8 +710,8 @@ impl StreamToResponses {
                     "part" = obj!{
                         "type" => "output_text",
                         "text" => "",
-                        "annotations" = serde_json::Value::Array(Vec::new()),
-                        "logprobs" = serde_json::Value::Array(Vec::new()),
+                        "annotations" = crate::wire::tree::Value::Array(Vec::new()),
+                        "logprobs" = crate::wire::tree::Value::Array(Vec::new()),
                     },
                 },
             );
@@ -724,7 +724,7 @@ impl StreamToResponses {
             "output_index" => index,
             "content_index" => 0u64,
             "delta" => delta,
-            "logprobs" = serde_json::Value::Array(Vec::new()),
+            "logprobs" = crate::wire::tree::Value::Array(Vec::new()),
         };
         self.emit(out, "response.output_text.delta", data);
     }
@@ -793,7 +793,7 @@ impl StreamToResponses {
             error.get("code").cloned().filter(|c| !c.is_null()).unwrap_or_else(|| ToTree::to_tree(&"server_error"));
         let message =
             error.get("message").cloned().unwrap_or_else(|| ToTree::to_tree(&"The provider's stream failed."));
-        self.emit(out, "error", obj! {"code" => code, "message" => message, "param" = serde_json::Value::Null});
+        self.emit(out, "error", obj! {"code" => code, "message" => message, "param" = crate::wire::tree::Value::Null});
         self.ended = true;
         let mut r = self.snapshot("failed", Value::Null, self.done.clone(), self.usage.as_ref());
         r["error"] = obj! {"code" => code, "message" => message};

@@ -155,12 +155,12 @@ impl Translate for Chained {
 
 /// Formats a data-only SSE event (OpenAI style).
 /// A `data:` event of a JSON tree, written straight into `out`.
-pub fn tree_event(out: &mut Vec<u8>, v: &serde_json::Value) {
+pub fn tree_event(out: &mut Vec<u8>, v: &crate::wire::tree::Value) {
     named_tree_event(out, None, v);
 }
 
 /// An event named `event` (none: unnamed) whose data is a JSON tree.
-pub fn named_tree_event(out: &mut Vec<u8>, event: Option<&str>, v: &serde_json::Value) {
+pub fn named_tree_event(out: &mut Vec<u8>, event: Option<&str>, v: &crate::wire::tree::Value) {
     if let Some(e) = event {
         out.extend_from_slice(b"event: ");
         out.extend_from_slice(e.as_bytes());

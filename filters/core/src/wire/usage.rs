@@ -1,7 +1,7 @@
 //! Token usage, normalised to OpenAI's meaning: `input` includes cached input, `output`
 //! includes reasoning.
 
-use serde_json::Value;
+use crate::wire::tree::Value;
 
 use crate::wire::facts::{AnswerFacts, Finish};
 use crate::wire::obj;
@@ -492,10 +492,9 @@ mod tests {
         sc.push(delta("{\"input_tokens\":4,\"cache_read_input_tokens\":0,\"output_tokens\":16}").as_bytes());
         assert_eq!(sc.usage.map(|u| (u.input, u.cached_input, u.output)), Some((4, 0, 16)));
         // A whole answer's usage reads the same way; Responses usage is unchanged.
-        let v = serde_json::json!({"input_tokens": 4, "cache_read_input_tokens": 20, "cache_creation_input_tokens": 10, "output_tokens": 6});
+        let v = crate::json!({"input_tokens": 4, "cache_read_input_tokens": 20, "cache_creation_input_tokens": 10, "output_tokens": 6});
         assert_eq!(Usage::from_openai(&v).map(|u| (u.input, u.cached_input, u.output)), Some((34, 20, 6)));
-        let r =
-            serde_json::json!({"input_tokens": 9, "input_tokens_details": {"cached_tokens": 2}, "output_tokens": 1});
+        let r = crate::json!({"input_tokens": 9, "input_tokens_details": {"cached_tokens": 2}, "output_tokens": 1});
         assert_eq!(Usage::from_openai(&r).map(|u| (u.input, u.cached_input, u.output)), Some((9, 2, 1)));
     }
 }

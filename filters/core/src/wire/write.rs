@@ -8,7 +8,7 @@
 //! and floats as `zmij` writes them (`serde_json`'s own), a float that is not finite as `null`.
 //! [`to_object!`] writes a struct's members in order, skipping those its flags say.
 
-use serde_json::{Map, Number, Value};
+use crate::wire::tree::{Map, Number, Value};
 use std::borrow::Cow;
 
 /// A value written as JSON text.
@@ -314,7 +314,7 @@ pub(crate) use to_object;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::json;
 
     /// What serde_json writes for `v`, to compare with.
     fn serde<T: serde::Serialize + ?Sized>(v: &T) -> String {

@@ -66,7 +66,7 @@ fn a_whole_answer_gets_its_cost_headers_and_one_record() {
     assert_eq!((r.tenant.as_deref(), r.request_id.as_str()), (Some("acme"), "rid-1"));
     assert_eq!(h.response_header(headers::REQUEST_ID).as_deref(), Some("rid-1"));
     // The record is in filter state for the access log, and quota gets the same figure.
-    let line: serde_json::Value = serde_json::from_slice(&h.property(&[headers::PROP_AUDIT]).unwrap()).unwrap();
+    let line: crate::wire::tree::Value = crate::wire::from_slice(&h.property(&[headers::PROP_AUDIT]).unwrap()).unwrap();
     assert_eq!(line["cost_usd"], cost.as_str());
     let settled = Settled::decode(&h.property_string(&[headers::PROP_SETTLED]).unwrap()).unwrap();
     assert_eq!(settled.cost_pico.map(format_usd), Some(cost));

@@ -43,7 +43,7 @@ fn words(text: &str) -> Option<Vec<f64>> {
 }
 
 fn ask(text: &str, system: &str) -> String {
-    serde_json::json!({"model": "chat", "max_tokens": 10, "messages": [
+    crate::json!({"model": "chat", "max_tokens": 10, "messages": [
         {"role": "system", "content": system}, {"role": "user", "content": text}]})
     .to_string()
 }
@@ -128,19 +128,19 @@ fn call_ending(
     if let (Flow::Pause, Some(key)) = (flow, path.as_deref().and_then(|p| p.strip_prefix("/FCALL/aigw_cache_get/1/"))) {
         // The shared cache's lookup, answered from the test's Redis.
         let value = REDIS.with(|r| r.borrow().get(key).cloned());
-        let body = serde_json::json!({ "FCALL": value }).to_string();
+        let body = crate::json!({ "FCALL": value }).to_string();
         let answer = crate::host::HttpAnswer::new(vec![(":status".into(), "200".into())], body.into_bytes());
         let token = h.http_calls.borrow().len() as u32;
         c.on_http_call_response(&h, token, &answer);
         flow = if h.resumed.borrow().contains(&"request") { Flow::Continue } else { Flow::Refused };
     } else if let (Flow::Pause, Some(asked)) = (flow, asked) {
         // The embedding call: its answer, then the request goes on or is answered.
-        let input: serde_json::Value = serde_json::from_slice(&asked.body).unwrap();
+        let input: crate::wire::tree::Value = crate::wire::from_slice(&asked.body).unwrap();
         let text = input["input"].as_str().unwrap().to_string();
         let answer = match embed(&text) {
             Some(v) => crate::host::HttpAnswer::new(
                 vec![(":status".into(), "200".into())],
-                serde_json::to_vec(&serde_json::json!({"object": "list", "data": [{"embedding": v}]})).unwrap(),
+                serde_json::to_vec(&crate::json!({"object": "list", "data": [{"embedding": v}]})).unwrap(),
             ),
             None => crate::host::HttpAnswer::new(vec![(":status".into(), "503".into())], b"{}".to_vec()),
         };
@@ -191,8 +191,8 @@ fn call_ending(
     Call { h, went_on }
 }
 
-fn record(h: &FakeHost) -> serde_json::Value {
-    serde_json::from_slice(&h.property(&[headers::PROP_AUDIT]).unwrap()).unwrap()
+fn record(h: &FakeHost) -> crate::wire::tree::Value {
+    crate::wire::from_slice(&h.property(&[headers::PROP_AUDIT]).unwrap()).unwrap()
 }
 
 const ASK: &str = r#"{"model":"chat","max_tokens":10,"messages":[{"role":"user","content":"capital of France?"}]}"#;
@@ -283,7 +283,7 @@ fn a_streamed_call_is_answered_with_the_stored_answer_replayed_as_a_stream() {
     assert!(call(&store, &l, "aigw_sk_acme", &other, &[], ("200", &sse)).went_on, "a stream cut short is not stored");
     let hit = call(&store, &l, "aigw_sk_acme", &other.replace(",\"stream\":true", ""), &[], ("500", "{}"));
     assert!(!hit.went_on);
-    let got: serde_json::Value = serde_json::from_slice(&hit.h.response_body.borrow()).unwrap();
+    let got: crate::wire::tree::Value = crate::wire::from_slice(&hit.h.response_body.borrow()).unwrap();
     assert_eq!(got["choices"][0]["message"]["content"], "Madrid.");
     assert_eq!(got["usage"]["completion_tokens"], 3);
     // The caller closes the call at `[DONE]`, before the stream's end reached the gateway (the
@@ -301,7 +301,7 @@ fn a_streamed_call_is_answered_with_the_stored_answer_replayed_as_a_stream() {
     );
     let hit = call(&store, &l, "aigw_sk_acme", &closed.replace(",\"stream\":true", ""), &[], ("500", "{}"));
     assert!(!hit.went_on, "a stream whose [DONE] the gateway saw is stored without its end");
-    let got: serde_json::Value = serde_json::from_slice(&hit.h.response_body.borrow()).unwrap();
+    let got: crate::wire::tree::Value = crate::wire::from_slice(&hit.h.response_body.borrow()).unwrap();
     assert_eq!(got["choices"][0]["message"]["content"], "Rome.");
 }
 
@@ -386,7 +386,7 @@ fn a_request_near_enough_in_meaning_is_answered_from_the_cache() {
     assert!(call.headers.contains(&("authorization".into(), "Bearer aigw_sk_cache".into())));
     assert_eq!(
         record(&first.h)["cache_semantic"],
-        serde_json::json!({"similarity": null, "would_serve": null, "served": false})
+        crate::json!({"similarity": null, "would_serve": null, "served": false})
     );
     // The same question, put another way: served, with no provider.
     let near = call_ending(
@@ -422,7 +422,7 @@ fn a_request_near_enough_in_meaning_is_answered_from_the_cache() {
     let rec = record(&other.h);
     assert_eq!(rec["cache_status"], "miss");
     assert!(rec["cache_semantic"]["similarity"].as_f64().unwrap() < 0.9);
-    assert_eq!(rec["cache_semantic"]["would_serve"], serde_json::Value::Null);
+    assert_eq!(rec["cache_semantic"]["would_serve"], crate::wire::tree::Value::Null);
     // Another system prompt: another partition, never a match.
     let sys = call_ending(
         &store,
@@ -435,7 +435,7 @@ fn a_request_near_enough_in_meaning_is_answered_from_the_cache() {
         true,
     );
     assert!(sys.went_on);
-    assert_eq!(record(&sys.h)["cache_semantic"]["similarity"], serde_json::Value::Null);
+    assert_eq!(record(&sys.h)["cache_semantic"]["similarity"], crate::wire::tree::Value::Null);
     // An embedder that fails: the call goes on uncached by meaning.
     let failed = call_ending(
         &store,

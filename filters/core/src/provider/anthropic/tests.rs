@@ -1,10 +1,10 @@
 use super::*;
-use serde_json::json;
+use crate::json;
 
 /// The translation as a JSON tree (what the provider receives).
 fn request_value_from_openai(body: &[u8], model: &str, max_tokens_default: u64) -> Result<Value, GatewayError> {
     let req = request_from_openai(body, model, max_tokens_default)?;
-    Ok(serde_json::from_slice(&crate::wire::write::to_vec(&req)).unwrap())
+    Ok(crate::wire::from_slice(&crate::wire::write::to_vec(&req)).unwrap())
 }
 
 fn req(v: Value) -> Value {
@@ -91,7 +91,7 @@ fn response_maps_text_tools_usage_and_finish() {
         "stop_reason":"tool_use","usage":{"input_tokens":10,"cache_creation_input_tokens":2,"cache_read_input_tokens":5,"output_tokens":7,
         "cache_creation":{"ephemeral_5m_input_tokens":1,"ephemeral_1h_input_tokens":1}}}"#;
     let (out, usage, _) = response_to_openai(body, 123).unwrap();
-    let v: Value = serde_json::from_slice(&out).unwrap();
+    let v: Value = crate::wire::from_slice(&out).unwrap();
     assert_eq!(v["id"], "chatcmpl-01A");
     assert_eq!(v["object"], "chat.completion");
     assert_eq!(v["created"], 123);
@@ -117,12 +117,12 @@ fn response_maps_text_tools_usage_and_finish() {
 fn errors_map_and_529_becomes_503() {
     let (s, b) =
         error_to_openai(529, br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#);
-    let v: Value = serde_json::from_slice(&b).unwrap();
+    let v: Value = crate::wire::from_slice(&b).unwrap();
     assert_eq!(s, 503);
     assert_eq!(v["error"]["code"], "overloaded");
     let (s, b) = error_to_openai(429, b"garbage");
     assert_eq!(s, 429);
-    assert!(serde_json::from_slice::<Value>(&b).unwrap()["error"]["message"].is_string());
+    assert!(crate::wire::from_slice::<Value>(&b).unwrap()["error"]["message"].is_string());
 }
 
 const STREAM: &str = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"model\":\"claude-x-1\",\"usage\":{\"input_tokens\":12,\"output_tokens\":1}}}\n\n\
@@ -153,7 +153,7 @@ fn stream_translates_whatever_the_chunking() {
         out.extend(t.finish());
         let lines = data_lines(&out);
         assert_eq!(lines.last().map(String::as_str), Some("[DONE]"), "size {size}");
-        let chunks: Vec<Value> = lines[..lines.len() - 1].iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let chunks: Vec<Value> = lines[..lines.len() - 1].iter().map(|l| crate::wire::from_str(l).unwrap()).collect();
         assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
         assert_eq!(chunks[0]["id"], "chatcmpl-1");
         let text: String = chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
@@ -258,7 +258,7 @@ fn a_json_schema_response_format_becomes_output_config_and_json_object_has_no_fo
     let body = json!({"messages": user, "response_format": {"type":"json_object"}}).to_string();
     let r = request_from_openai(body.as_bytes(), "m", 9).unwrap();
     assert!(r.json && r.output_config.is_none());
-    assert!(serde_json::from_slice::<serde_json::Value>(&crate::wire::write::to_vec(&r))
+    assert!(crate::wire::from_slice::<crate::wire::tree::Value>(&crate::wire::write::to_vec(&r))
         .unwrap()
         .get("output_config")
         .is_none());

@@ -30,7 +30,7 @@ fn call_on(store: &FakeHost) -> FakeHost {
 
 fn code(h: &FakeHost) -> (u16, String) {
     let r = h.reply().unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let v: crate::wire::tree::Value = crate::wire::from_slice(&r.body).unwrap();
     (r.status, v["error"]["code"].as_str().unwrap_or_default().to_string())
 }
 

@@ -36,9 +36,9 @@ fn run_select(h: &FakeHost) -> (Select, Flow) {
     (s, flow)
 }
 
-fn error(h: &FakeHost) -> (u16, serde_json::Value) {
+fn error(h: &FakeHost) -> (u16, crate::wire::tree::Value) {
     let r = h.reply().unwrap();
-    (r.status, serde_json::from_slice(&r.body).unwrap())
+    (r.status, crate::wire::from_slice(&r.body).unwrap())
 }
 
 #[test]
@@ -130,7 +130,7 @@ fn a_failed_chain_is_explained_and_a_rejected_gateway_credential_is_a_502() {
     assert_eq!(h.response_header(":status").as_deref(), Some("503"));
     *h.response_body.borrow_mut() = b"provider's own body".to_vec();
     s.on_response_body(&h, 19, true);
-    let e: serde_json::Value = serde_json::from_slice(&h.response_body.borrow()).unwrap();
+    let e: crate::wire::tree::Value = crate::wire::from_slice(&h.response_body.borrow()).unwrap();
     assert_eq!(e["error"]["code"], "fallback_chain_exhausted");
     assert_eq!(e["error"]["attempts"].as_array().map(Vec::len), Some(2));
 
@@ -209,7 +209,7 @@ fn an_attempt_translates_for_its_provider_and_forwards_only_allowed_headers() {
     assert_eq!(h.request_header("anthropic-version").as_deref(), Some(crate::provider::anthropic::API_VERSION));
     let n = h.request_body.borrow().len();
     assert_eq!(a.on_request_body(&h, n, true), Flow::Continue);
-    let sent: serde_json::Value = serde_json::from_slice(&h.request_body.borrow()).unwrap();
+    let sent: crate::wire::tree::Value = crate::wire::from_slice(&h.request_body.borrow()).unwrap();
     assert_eq!((sent["model"].as_str(), sent["max_tokens"].as_u64()), (Some("claude-x"), Some(9)));
     let rec = parse_attempts(h.property(&[headers::PROP_ATTEMPTS]).as_deref());
     assert_eq!((rec[0].provider.as_str(), rec[0].error_class), ("anthropic", Some(ErrorClass::NoResponse)));
@@ -295,21 +295,22 @@ fn a_messages_call_to_an_openai_format_provider_is_translated_there_and_back() {
     let body = r#"{"model":"chat","max_tokens":64,"top_k":3,"system":"Be brief.","messages":[{"role":"user","content":"hi"}]}"#;
     let (h, mut a) = messages_attempt_on("openai", body);
     assert_eq!(h.request_header(":path").as_deref(), Some("/v1/chat/completions"));
-    let sent: serde_json::Value = serde_json::from_slice(&h.request_body.borrow()).unwrap();
+    let sent: crate::wire::tree::Value = crate::wire::from_slice(&h.request_body.borrow()).unwrap();
     assert_eq!(sent["model"], "gpt-x");
-    assert_eq!(sent["messages"][0], serde_json::json!({"role": "system", "content": "Be brief."}));
+    assert_eq!(sent["messages"][0], crate::json!({"role": "system", "content": "Be brief."}));
     assert!(sent.get("top_k").is_none(), "OpenAI has no top_k");
     let answer = r#"{"id":"chatcmpl-9","object":"chat.completion","model":"gpt-x","choices":[{"index":0,
         "message":{"role":"assistant","content":"Hello."},"finish_reason":"stop"}],
         "usage":{"prompt_tokens":5,"completion_tokens":2,"total_tokens":7}}"#;
-    let out: serde_json::Value = serde_json::from_str(&answer_with(&h, &mut a, "application/json", answer)).unwrap();
+    let out: crate::wire::tree::Value =
+        crate::wire::from_str(&answer_with(&h, &mut a, "application/json", answer)).unwrap();
     assert_eq!((out["type"].as_str(), out["content"][0]["text"].as_str()), (Some("message"), Some("Hello.")));
     assert_eq!(out["stop_reason"], "end_turn");
     assert_eq!(h.response_header("content-length"), Some(out.to_string().len().to_string()));
     assert_eq!(Usage::decode(&h.property(&[headers::PROP_USAGE]).unwrap()).map(|u| u.input), Some(5));
     // Streamed: the chunks become Messages events.
     let (h, mut a) = messages_attempt_on("openai", &body.replace(r#""top_k":3"#, r#""stream":true"#));
-    let sent: serde_json::Value = serde_json::from_slice(&h.request_body.borrow()).unwrap();
+    let sent: crate::wire::tree::Value = crate::wire::from_slice(&h.request_body.borrow()).unwrap();
     assert_eq!(sent["stream_options"]["include_usage"], true);
     let chunks = concat!(
         "data: {\"id\":\"c\",\"model\":\"gpt-x\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hel\"},\"finish_reason\":null}]}\n\n",
@@ -418,7 +419,7 @@ fn an_attempt_hands_the_usage_of_the_answer_it_read_to_the_listener() {
 fn an_answer_that_is_not_the_json_asked_for_is_its_attempts_502_and_a_stream_ends_with_an_error() {
     let asked = r#"{"type":"json_schema","json_schema":{"name":"c","schema":{"type":"object","required":["a"]}}}"#;
     let answer = |content: &str| {
-        serde_json::json!({"id": "x", "object": "chat.completion", "model": "gpt-x",
+        crate::json!({"id": "x", "object": "chat.completion", "model": "gpt-x",
             "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
             "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
         .to_string()
@@ -449,7 +450,7 @@ fn an_answer_that_is_not_the_json_asked_for_is_its_attempts_502_and_a_stream_end
     assert_eq!(ok.response_header(":status").as_deref(), Some("200"));
     let bad = whole("Sure: {\"a\": 1}");
     assert_eq!(bad.response_header(":status").as_deref(), Some("502"));
-    let e: serde_json::Value = serde_json::from_slice(&bad.response_body.borrow()).unwrap();
+    let e: crate::wire::tree::Value = crate::wire::from_slice(&bad.response_body.borrow()).unwrap();
     assert_eq!(e["error"]["code"], "invalid_model_output");
     let rec = parse_attempts(bad.property(&[headers::PROP_ATTEMPTS]).as_deref());
     assert_eq!((rec[0].status, rec[0].error_class), (Some(502), Some(ErrorClass::InvalidOutput)));
@@ -477,27 +478,23 @@ fn an_answer_that_is_not_the_json_asked_for_is_its_attempts_502_and_a_stream_end
 #[test]
 fn a_responses_stream_that_is_not_the_json_asked_for_ends_as_failed() {
     let format = crate::guard::schema::OutputFormat::of_response_format(
-        &serde_json::json!({"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object", "required": ["a"]}}}),
+        &crate::json!({"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object", "required": ["a"]}}}),
     )
     .unwrap();
     let stream = |text: &str| {
         let response = |status: &str, text: &str| {
-            serde_json::json!({"id": "resp_1", "object": "response", "status": status, "output": [{"type": "message",
+            crate::json!({"id": "resp_1", "object": "response", "status": status, "output": [{"type": "message",
                 "role": "assistant", "content": [{"type": "output_text", "text": text}]}]})
         };
-        let ev = |n: u64, kind: &str, mut v: serde_json::Value| {
+        let ev = |n: u64, kind: &str, mut v: crate::wire::tree::Value| {
             v["type"] = kind.into();
             v["sequence_number"] = n.into();
             format!("event: {kind}\ndata: {v}\n\n")
         };
         [
-            ev(0, "response.created", serde_json::json!({"response": response("in_progress", "")})),
-            ev(
-                1,
-                "response.output_text.delta",
-                serde_json::json!({"output_index": 0, "content_index": 0, "delta": text}),
-            ),
-            ev(2, "response.completed", serde_json::json!({"response": response("completed", text)})),
+            ev(0, "response.created", crate::json!({"response": response("in_progress", "")})),
+            ev(1, "response.output_text.delta", crate::json!({"output_index": 0, "content_index": 0, "delta": text})),
+            ev(2, "response.completed", crate::json!({"response": response("completed", text)})),
         ]
         .concat()
     };
@@ -517,7 +514,7 @@ fn a_responses_stream_that_is_not_the_json_asked_for_ends_as_failed() {
     let bad = run("Sure, here it is");
     let last = bad.trim_end().rsplit("\n\n").next().unwrap();
     assert!(last.starts_with("event: response.failed\n"), "{bad}");
-    let v: serde_json::Value = serde_json::from_str(last.split_once("data: ").unwrap().1).unwrap();
+    let v: crate::wire::tree::Value = crate::wire::from_str(last.split_once("data: ").unwrap().1).unwrap();
     assert_eq!((v["type"].as_str(), v["sequence_number"].as_u64()), (Some("response.failed"), Some(2)));
     assert_eq!(v["response"]["status"], "failed");
     assert_eq!(v["response"]["error"]["code"], "invalid_model_output");
@@ -529,9 +526,10 @@ fn a_responses_stream_that_is_not_the_json_asked_for_ends_as_failed() {
 #[test]
 fn a_messages_stream_that_is_not_the_json_asked_for_ends_with_an_error_event() {
     let format =
-        crate::guard::schema::OutputFormat::of_response_format(&serde_json::json!({"type": "json_object"})).unwrap();
+        crate::guard::schema::OutputFormat::of_response_format(&crate::json!({"type": "json_object"})).unwrap();
     let stream = |text: &str| {
-        let d = serde_json::json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}});
+        let d =
+            crate::json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}});
         format!(
             "event: message_start\ndata: {{\"type\":\"message_start\",\"message\":{{}}}}\n\nevent: content_block_delta\ndata: {d}\n\nevent: message_stop\ndata: {{\"type\":\"message_stop\"}}\n\n"
         )
@@ -581,8 +579,8 @@ fn an_attempt_that_lands_past_a_step_notes_the_step_skipped_as_unhealthy() {
 
 #[test]
 fn prefer_fastest_sends_the_chain_from_the_best_provider_except_for_a_zone_restricted_caller() {
-    let mut v: serde_json::Value = serde_json::from_str(CFG).unwrap();
-    v["aliases"]["fast"] = serde_json::json!({"chain": "chain_chat", "prefer": "fastest",
+    let mut v: crate::wire::tree::Value = crate::wire::from_str(CFG).unwrap();
+    v["aliases"]["fast"] = crate::json!({"chain": "chain_chat", "prefer": "fastest",
         "orders": {"openai": "chain_openai_first"},
         "steps": [{"provider": "anthropic", "model": "claude-x"}, {"provider": "openai", "model": "gpt-x"}]});
     let c: RouteConfig = crate::config::from_value(v.clone()).unwrap();
@@ -616,19 +614,19 @@ fn prefer_fastest_sends_the_chain_from_the_best_provider_except_for_a_zone_restr
     let (chain, route, _) = select(Some(eu), &store);
     assert_eq!((chain.as_deref(), route.as_deref()), (Some("chain_chat"), Some("default")));
     // Orders must name steps after the first; `fastest` needs some.
-    v["aliases"]["fast"]["orders"] = serde_json::json!({"anthropic": "x"});
+    v["aliases"]["fast"]["orders"] = crate::json!({"anthropic": "x"});
     let bad: RouteConfig = crate::config::from_value(v.clone()).unwrap();
     assert_eq!(bad.validate().unwrap_err().field, "aliases.fast.orders.anthropic");
-    v["aliases"]["fast"]["orders"] = serde_json::json!({});
+    v["aliases"]["fast"]["orders"] = crate::json!({});
     let bad: RouteConfig = crate::config::from_value(v).unwrap();
     assert_eq!(bad.validate().unwrap_err().field, "aliases.fast.orders");
 }
 
 #[test]
 fn an_attempt_adds_its_latency_to_its_providers_live_figures_when_an_alias_orders_by_them() {
-    let mut v: serde_json::Value = serde_json::from_str(CFG).unwrap();
+    let mut v: crate::wire::tree::Value = crate::wire::from_str(CFG).unwrap();
     v["aliases"]["chat"]["prefer"] = "fastest".into();
-    v["aliases"]["chat"]["orders"] = serde_json::json!({"openai": "chain_openai_first"});
+    v["aliases"]["chat"]["orders"] = crate::json!({"openai": "chain_openai_first"});
     let c: Rc<RouteConfig> = Rc::new(crate::config::from_value::<RouteConfig>(v).unwrap().compiled().unwrap());
     assert_eq!(c.ranked, ["anthropic", "openai"]);
     let h = request("/v1/chat/completions", r#"{"model":"chat","messages":[{"role":"user","content":"hi"}]}"#, None);

@@ -1,11 +1,11 @@
 use super::*;
-use serde_json::json;
+use crate::json;
 
 fn events(bytes: &[u8]) -> Vec<(String, Value)> {
     let mut p = sse::Parser::default();
     let mut evs = Vec::new();
     p.push(bytes, &mut evs);
-    evs.into_iter().map(|e| (e.event.unwrap_or_default(), serde_json::from_str(&e.data).unwrap())).collect()
+    evs.into_iter().map(|e| (e.event.unwrap_or_default(), crate::wire::from_str(&e.data).unwrap())).collect()
 }
 
 #[test]
@@ -46,7 +46,7 @@ fn a_completion_becomes_a_messages_response() {
         "function":{"name":"f","arguments":"{\"a\":1}"}}]},"finish_reason":"tool_calls"}],
         "usage":{"prompt_tokens":10,"completion_tokens":4,"total_tokens":14,"prompt_tokens_details":{"cached_tokens":3}}}"#;
     let (out, usage) = response_from_openai(c).unwrap();
-    let v: Value = serde_json::from_slice(&out).unwrap();
+    let v: Value = crate::wire::from_slice(&out).unwrap();
     assert_eq!(v["id"], "msg_abc");
     assert_eq!(
         v["content"],
@@ -57,7 +57,7 @@ fn a_completion_becomes_a_messages_response() {
     assert_eq!(v["usage"]["input_tokens"], 7);
     assert_eq!(v["usage"]["cache_read_input_tokens"], 3);
     assert_eq!(usage.map(|u| u.output), Some(4));
-    let e: Value = serde_json::from_slice(&error_from_openai(429, br#"{"error":{"message":"slow down"}}"#)).unwrap();
+    let e: Value = crate::wire::from_slice(&error_from_openai(429, br#"{"error":{"message":"slow down"}}"#)).unwrap();
     assert_eq!(e, json!({"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}}));
 }
 
@@ -193,7 +193,7 @@ fn a_messages_answer_streams_as_anthropic_streams_it_and_collects_back_whole() {
             c.push(piece);
         }
         assert!(c.ended());
-        let back: Value = serde_json::from_slice(&c.answer().unwrap()).unwrap();
+        let back: Value = crate::wire::from_slice(&c.answer().unwrap()).unwrap();
         assert_eq!(back, answer, "pieces of {size}");
         let u = c.usage().unwrap();
         assert_eq!((u.input, u.cached_input, u.output), (10, 3, 9));
@@ -222,7 +222,7 @@ fn a_messages_answer_streams_as_anthropic_streams_it_and_collects_back_whole() {
     );
     let mut c = MessagesCollector::new(1 << 20);
     c.push(real.as_bytes());
-    let back: Value = serde_json::from_slice(&c.answer().unwrap()).unwrap();
+    let back: Value = crate::wire::from_slice(&c.answer().unwrap()).unwrap();
     assert_eq!(back["content"][0]["input"], json!({"city": "Oslo"}));
     assert_eq!((back["stop_reason"].as_str(), back["usage"]["output_tokens"].as_u64()), (Some("tool_use"), Some(12)));
     assert_eq!(c.usage().map(|u| (u.input, u.output)), Some((4, 12)));

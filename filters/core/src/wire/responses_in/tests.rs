@@ -1,9 +1,9 @@
 use super::*;
-use serde_json::json;
+use crate::json;
 
 fn chat(body: Value) -> (Value, Echo) {
     let (out, echo) = request_to_chat(body.to_string().as_bytes(), true).unwrap();
-    (serde_json::from_slice(&out).unwrap(), echo)
+    (crate::wire::from_slice(&out).unwrap(), echo)
 }
 
 #[test]
@@ -66,7 +66,7 @@ fn what_needs_openais_state_or_tools_is_refused_by_name() {
         false,
     )
     .unwrap();
-    let c: Value = serde_json::from_slice(&c).unwrap();
+    let c: Value = crate::wire::from_slice(&c).unwrap();
     assert_eq!((c["messages"][0]["content"].as_str(), c.get("tools")), (Some("hi"), None));
 }
 
@@ -78,7 +78,7 @@ fn a_whole_answer_becomes_a_response_with_text_calls_and_usage() {
             "tool_calls": [{"id": "call_9", "type": "function", "function": {"name": "f", "arguments": "{\"a\":1}"}}]}}],
         "usage": {"prompt_tokens": 10, "completion_tokens": 4, "total_tokens": 14, "prompt_tokens_details": {"cached_tokens": 2}}});
     let (out, usage) = response_from_chat(answer.to_string().as_bytes(), &echo, "seed").unwrap();
-    let r: Value = serde_json::from_slice(&out).unwrap();
+    let r: Value = crate::wire::from_slice(&out).unwrap();
     assert_eq!(
         (r["object"].as_str(), r["status"].as_str(), r["model"].as_str()),
         (Some("response"), Some("completed"), Some("m-1"))
@@ -97,7 +97,7 @@ fn a_whole_answer_becomes_a_response_with_text_calls_and_usage() {
     assert_eq!(usage.map(|u| (u.input, u.output)), Some((10, 4)));
     let cut = json!({"model": "m", "choices": [{"finish_reason": "length", "message": {"content": "abc"}}]});
     let r: Value =
-        serde_json::from_slice(&response_from_chat(cut.to_string().as_bytes(), &echo, "s").unwrap().0).unwrap();
+        crate::wire::from_slice(&response_from_chat(cut.to_string().as_bytes(), &echo, "s").unwrap().0).unwrap();
     assert_eq!(
         (r["status"].as_str(), r["incomplete_details"]["reason"].as_str()),
         (Some("incomplete"), Some("max_output_tokens"))
@@ -109,7 +109,7 @@ fn events(bytes: &[u8]) -> Vec<(String, Value)> {
     let mut p = sse::Parser::default();
     let mut evs = Vec::new();
     p.push(bytes, &mut evs);
-    evs.into_iter().map(|e| (e.event.unwrap_or_default(), serde_json::from_str(&e.data).unwrap())).collect()
+    evs.into_iter().map(|e| (e.event.unwrap_or_default(), crate::wire::from_str(&e.data).unwrap())).collect()
 }
 
 #[test]
@@ -221,7 +221,7 @@ fn a_whole_response_replays_as_its_event_sequence_and_a_stream_collects_back_int
     assert_eq!(evs[0].1["response"]["status"], "in_progress");
     assert_eq!(evs[4].1["delta"], "Let me look.");
     assert_eq!(evs[9].1["delta"], "{\"a\":1}");
-    let whole_v: Value = serde_json::from_slice(&whole).unwrap();
+    let whole_v: Value = crate::wire::from_slice(&whole).unwrap();
     assert_eq!(evs[12].1["response"], whole_v);
     // Collected again, in pieces: the same Response.
     let mut c = ResponsesCollector::new(1 << 20);
@@ -231,7 +231,7 @@ fn a_whole_response_replays_as_its_event_sequence_and_a_stream_collects_back_int
         c.push(piece);
     }
     assert!(c.ended(), "ended at response.completed");
-    assert_eq!(serde_json::from_slice::<Value>(&c.answer().unwrap()).unwrap(), whole_v);
+    assert_eq!(crate::wire::from_slice::<Value>(&c.answer().unwrap()).unwrap(), whole_v);
     assert_eq!(c.usage().map(|u| u.output), Some(4));
     // A failed stream, or one with no end: nothing.
     let mut failed = ResponsesCollector::new(1 << 20);
