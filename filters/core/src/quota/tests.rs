@@ -310,7 +310,7 @@ fn a_responses_request_is_estimated_at_least_as_its_chat_translation() {
                      {"type":"function_call_output","call_id":"c1","output":"18C, cloudy and a b c d e f"}]}"#,
     ] {
         let direct = RequestFacts::read_responses(body.as_bytes()).unwrap();
-        let (unified, _) = crate::wire::responses_in::request_to_chat(body.as_bytes(), true).unwrap();
+        let (unified, _) = crate::wire::responses_in::request_to_chat(body.as_bytes()).unwrap();
         let via_chat = RequestFacts::read(&unified).unwrap();
         assert_eq!(
             (direct.model.as_deref(), direct.max_output),

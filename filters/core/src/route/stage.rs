@@ -925,7 +925,7 @@ impl RouteAttempt {
             Some(ResponsesStep::Native) => return provider::openai::with_model(body, &t.model),
             Some(ResponsesStep::Translated(slot)) => {
                 // What only OpenAI serves is refused here, by name: this step cannot honour it.
-                let (unified, echo) = responses_in::request_to_chat(body, true)?;
+                let (unified, echo) = responses_in::request_to_chat(body)?;
                 *slot = Some((echo, format!("{}{}", h.request_header("x-request-id").unwrap_or_default(), h.now_ms())));
                 translated = unified;
                 &translated[..]

@@ -83,9 +83,9 @@ fn chat_content(content: &Value) -> Result<Value, GatewayError> {
 }
 
 /// The Responses request (the caller's bytes) as the unified chat request, and what the answer
-/// echoes of it. `strict`: what only OpenAI can serve is refused (a translated step); otherwise it
-/// is left out (the listener reads the request only to route and estimate it).
-pub fn request_to_chat(body: &[u8], strict: bool) -> Result<(Vec<u8>, Echo), GatewayError> {
+/// echoes of it. What only OpenAI can serve (stored state, built-in tools) is refused by name: a
+/// translated step cannot honour it.
+pub fn request_to_chat(body: &[u8]) -> Result<(Vec<u8>, Echo), GatewayError> {
     let req: Map<String, Value> = crate::wire::from_slice(body)
         .map_err(|e| GatewayError::bad_request("invalid_json", format!("The request body is not valid JSON: {e}")))?;
     for (param, what) in [
@@ -93,11 +93,11 @@ pub fn request_to_chat(body: &[u8], strict: bool) -> Result<(Vec<u8>, Echo), Gat
         ("conversation", "`conversation` needs OpenAI's stored conversations; the gateway stores none."),
         ("prompt", "`prompt` templates are stored by OpenAI; send the text as `input`."),
     ] {
-        if strict && req.get(param).is_some_and(|v| !v.is_null()) {
+        if req.get(param).is_some_and(|v| !v.is_null()) {
             return Err(unsupported(param, what));
         }
     }
-    if strict && req.get("background").and_then(Value::as_bool) == Some(true) {
+    if req.get("background").and_then(Value::as_bool) == Some(true) {
         return Err(unsupported("background", "`background` needs a stored response; the gateway stores none."));
     }
     let Some(model) = req.get("model").and_then(Value::as_str).filter(|m| !m.is_empty()) else {
@@ -111,15 +111,12 @@ pub fn request_to_chat(body: &[u8], strict: bool) -> Result<(Vec<u8>, Echo), Gat
         Some(Value::String(s)) => messages.push(obj! {"role" => "user", "content" => s}),
         Some(Value::Array(items)) => {
             for item in items {
-                if !strict && item.get("type").and_then(Value::as_str) == Some("item_reference") {
-                    continue;
-                }
                 add_item(&mut messages, item)?;
             }
         }
         _ => return Err(invalid("input", "`input` must be a string or a list of input items.")),
     }
-    if strict && messages.iter().all(|m| m["role"] == "system") {
+    if messages.iter().all(|m| m["role"] == "system") {
         return Err(invalid("input", "`input` has no message to answer."));
     }
     let mut chat = Map::new();
@@ -129,9 +126,6 @@ pub fn request_to_chat(body: &[u8], strict: bool) -> Result<(Vec<u8>, Echo), Gat
         Some(Value::Array(tools)) if !tools.is_empty() => {
             let mut out = Vec::with_capacity(tools.len());
             for t in tools {
-                if !strict && t.get("type").and_then(Value::as_str) != Some("function") {
-                    continue;
-                }
                 if t.get("type").and_then(Value::as_str) != Some("function") {
                     return Err(unsupported(
                         "tools",
@@ -171,7 +165,6 @@ pub fn request_to_chat(body: &[u8], strict: bool) -> Result<(Vec<u8>, Echo), Gat
         Value::Object(o) if o.get("type").and_then(Value::as_str) == Some("function") => {
             chat.insert("tool_choice".into(), obj! {"type" => "function", "function" = obj!{"name" => o.get("name")}});
         }
-        _ if !strict => {}
         _ => {
             return Err(unsupported(
                 "tool_choice",
