@@ -232,7 +232,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Reads `null` if that is what comes next.
-    #[inline]
+    #[inline(never)]
     pub fn null(&mut self) -> bool {
         if self.peek() == Some(b'n') && self.text.get(self.at..self.at + 4) == Some(b"null") {
             self.at += 4;
