@@ -51,6 +51,8 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
+    #[cold]
+    #[inline(never)]
     pub fn new(filter: &str, field: impl Into<String>, problem: impl Into<String>) -> ConfigError {
         ConfigError { filter: filter.to_string(), stage: None, field: field.into(), problem: problem.into() }
     }

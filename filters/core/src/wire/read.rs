@@ -152,6 +152,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Nothing but whitespace is left.
+    #[inline(never)]
     pub fn end(&mut self) -> Result<(), Error> {
         match self.peek() {
             None => Ok(()),

@@ -15,7 +15,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 /// Any JSON value.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Debug, Default, PartialEq)]
 pub enum Value {
     #[default]
     Null,
@@ -27,6 +27,21 @@ pub enum Value {
 }
 
 static NULL: Value = Value::Null;
+
+/// A copy of the tree (one function: a derived `clone` is inlined where it is called).
+impl Clone for Value {
+    #[inline(never)]
+    fn clone(&self) -> Value {
+        match self {
+            Value::Null => Value::Null,
+            Value::Bool(b) => Value::Bool(*b),
+            Value::Number(n) => Value::Number(*n),
+            Value::String(s) => Value::String(s.clone()),
+            Value::Array(a) => Value::Array(a.clone()),
+            Value::Object(m) => Value::Object(m.clone()),
+        }
+    }
+}
 
 /// A JSON number: an unsigned or a negative integer, or a finite float (as `serde_json` keeps
 /// one: `1` and `1.0` are different numbers).
@@ -135,15 +150,18 @@ impl Map<String, Value> {
         self.members.is_empty()
     }
 
+    #[inline(never)]
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.find(key).ok().and_then(|i| self.members.get(i)).map(|(_, v)| v)
     }
 
+    #[inline(never)]
     pub fn get_mut(&mut self, key: &str) -> Option<&mut Value> {
         let i = self.find(key).ok()?;
         self.members.get_mut(i).map(|(_, v)| v)
     }
 
+    #[inline(never)]
     pub fn contains_key(&self, key: &str) -> bool {
         self.find(key).is_ok()
     }
@@ -158,6 +176,12 @@ impl Map<String, Value> {
                 None
             }
         }
+    }
+
+    /// Sets `key` to `value` (what [`obj!`](crate::wire::obj) builds an object with).
+    #[inline(never)]
+    pub fn with(&mut self, key: &str, value: Value) {
+        self.insert(key.to_owned(), value);
     }
 
     #[inline(never)]
@@ -300,18 +324,21 @@ pub trait Index {
 }
 
 impl Index for str {
+    #[inline(never)]
     fn index_into<'v>(&self, v: &'v Value) -> Option<&'v Value> {
         match v {
             Value::Object(m) => m.get(self),
             _ => None,
         }
     }
+    #[inline(never)]
     fn index_into_mut<'v>(&self, v: &'v mut Value) -> Option<&'v mut Value> {
         match v {
             Value::Object(m) => m.get_mut(self),
             _ => None,
         }
     }
+    #[inline(never)]
     fn index_or_insert<'v>(&self, v: &'v mut Value) -> &'v mut Value {
         if !v.is_object() {
             *v = Value::Object(Map::new());

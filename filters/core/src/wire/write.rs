@@ -97,6 +97,7 @@ pub struct Members<'o> {
 
 impl<'o> Members<'o> {
     /// Opens an object in `out`.
+    #[inline(never)]
     pub fn open(out: &'o mut Vec<u8>) -> Self {
         out.push(b'{');
         Members { out, first: true }
@@ -121,6 +122,7 @@ impl<'o> Members<'o> {
     }
 
     /// Closes the object.
+    #[inline(never)]
     pub fn close(self) {
         self.out.push(b'}');
     }
