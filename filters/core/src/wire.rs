@@ -121,9 +121,11 @@ impl<T: ToTree + ?Sized> ToTree for &mut T {
 macro_rules! obj {
     (@v => $v:expr) => { $crate::wire::ToTree::to_tree(&$v) };
     (@v = $v:expr) => { $v };
+    (@one $k:literal) => { () };
     ($($k:literal $op:tt $v:expr),* $(,)?) => {{
+        // Sized for its members once (not regrown as they go in).
         #[allow(unused_mut)]
-        let mut m = $crate::wire::tree::Map::new();
+        let mut m = $crate::wire::tree::Map::with_capacity(<[()]>::len(&[$($crate::wire::obj!(@one $k)),*]));
         $( m.with($k, $crate::wire::obj!(@v $op $v)); )*
         $crate::wire::tree::Value::Object(m)
     }};

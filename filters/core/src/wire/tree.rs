@@ -136,6 +136,12 @@ impl Map<String, Value> {
         Map { members: Vec::new() }
     }
 
+    /// An empty map with room for `n` members.
+    #[inline(never)]
+    pub fn with_capacity(n: usize) -> Self {
+        Map { members: Vec::with_capacity(n) }
+    }
+
     /// Where `key` is, or where it would go.
     #[inline(never)]
     fn find(&self, key: &str) -> Result<usize, usize> {
