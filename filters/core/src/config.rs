@@ -50,17 +50,36 @@ impl At<'_> {
 
 /// A configuration value refused: where (relative to where reading started) and why, in serde's
 /// words.
+/// Boxed: a `Result` of a configuration read then carries a pointer, not two strings, through
+/// every `?` of the readers.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReadError {
+pub struct ReadError(Box<Refused>);
+
+/// What [`ReadError`] holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
     pub path: String,
     pub problem: String,
+}
+
+impl std::ops::Deref for ReadError {
+    type Target = Refused;
+    fn deref(&self) -> &Refused {
+        &self.0
+    }
 }
 
 impl ReadError {
     #[cold]
     #[inline(never)]
     pub fn new(at: &At, problem: impl Into<String>) -> ReadError {
-        ReadError { path: at.path(), problem: problem.into() }
+        ReadError(Box::new(Refused { path: at.path(), problem: problem.into() }))
+    }
+
+    /// Its path and problem, taken out.
+    pub fn into_parts(self) -> (String, String) {
+        let r = *self.0;
+        (r.path, r.problem)
     }
 
     /// serde's "invalid type: string \"x\", expected u64".

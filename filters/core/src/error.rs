@@ -1,8 +1,16 @@
 //! The gateway's own errors, in OpenAI's shape: `{"error":{"message","type","param","code"}}`.
 
 /// An error the gateway answers with itself.
+///
+/// Boxed: the request path's `Result`s carry a pointer, not the error's five fields, through
+/// every `?` (an error is rare; its allocation is paid only then). Its parts are read and set
+/// through `Deref` (`e.status`, `e.code`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GatewayError {
+pub struct GatewayError(Box<Refusal>);
+
+/// What a [`GatewayError`] says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
     pub status: u16,
     pub message: String,
     pub kind: &'static str,
@@ -10,9 +18,22 @@ pub struct GatewayError {
     pub param: Option<&'static str>,
 }
 
+impl std::ops::Deref for GatewayError {
+    type Target = Refusal;
+    fn deref(&self) -> &Refusal {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for GatewayError {
+    fn deref_mut(&mut self) -> &mut Refusal {
+        &mut self.0
+    }
+}
+
 impl GatewayError {
     pub fn new(status: u16, kind: &'static str, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, message: message.into(), kind, code, param: None }
+        Self(Box::new(Refusal { status, message: message.into(), kind, code, param: None }))
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
@@ -39,8 +60,15 @@ impl GatewayError {
 
 /// A filter configuration refused when it is read or compiled: the filter (as operators know it:
 /// `quota`, `route-select`, ..., `gateway`), the field, and what is wrong with it.
+///
+/// Boxed: a `Result` of a configuration's compile carries a pointer, not three strings,
+/// through every `?`. Its parts are read through `Deref` (`e.field`, `e.problem`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
+pub struct ConfigError(Box<ConfigRefusal>);
+
+/// What a [`ConfigError`] says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigRefusal {
     pub filter: String,
     /// The stage's key in the gateway's configuration (`quota`, `route`, ...) when the field is
     /// in one stage's part; `field` is then relative to that part.
@@ -50,33 +78,49 @@ pub struct ConfigError {
     pub problem: String,
 }
 
+impl std::ops::Deref for ConfigError {
+    type Target = ConfigRefusal;
+    fn deref(&self) -> &ConfigRefusal {
+        &self.0
+    }
+}
+
 impl ConfigError {
     #[cold]
     #[inline(never)]
     pub fn new(filter: &str, field: impl Into<String>, problem: impl Into<String>) -> ConfigError {
-        ConfigError { filter: filter.to_string(), stage: None, field: field.into(), problem: problem.into() }
+        ConfigError(Box::new(ConfigRefusal {
+            filter: filter.to_string(),
+            stage: None,
+            field: field.into(),
+            problem: problem.into(),
+        }))
     }
 
     /// The same error, found in a part of a larger configuration: `filter`'s, under `prefix`.
-    pub fn at(self, filter: &str, prefix: &str) -> ConfigError {
-        let field = if self.field.is_empty() { prefix.to_string() } else { format!("{prefix}.{}", self.field) };
-        ConfigError { filter: filter.to_string(), stage: self.stage, field, problem: self.problem }
+    pub fn at(mut self, filter: &str, prefix: &str) -> ConfigError {
+        let r = &mut *self.0;
+        r.field = if r.field.is_empty() { prefix.to_string() } else { format!("{prefix}.{}", r.field) };
+        r.filter = filter.to_string();
+        self
     }
 
     /// The same error, said to be in the stage `stage`'s part of the gateway's configuration.
     pub fn in_stage(mut self, stage: &'static str) -> ConfigError {
-        self.stage = Some(stage);
+        self.0.stage = Some(stage);
         self
     }
 
     /// As the `gateway` filter reports it: the field's path from the top of its configuration.
-    pub fn in_gateway(self) -> ConfigError {
-        let field = match (self.stage, self.field.is_empty()) {
-            (Some(s), true) => s.to_string(),
-            (Some(s), false) => format!("{s}.{}", self.field),
-            (None, _) => self.field,
-        };
-        ConfigError { filter: "gateway".into(), stage: None, field, problem: self.problem }
+    pub fn in_gateway(mut self) -> ConfigError {
+        let r = &mut *self.0;
+        match (r.stage.take(), r.field.is_empty()) {
+            (Some(s), true) => r.field = s.to_string(),
+            (Some(s), false) => r.field = format!("{s}.{}", r.field),
+            (None, _) => {}
+        }
+        r.filter = "gateway".into();
+        self
     }
 }
 

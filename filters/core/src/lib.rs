@@ -68,7 +68,10 @@ pub fn parse_config<T: config::FromConfig>(filter: &str, raw: &[u8]) -> Result<T
     if let Some((key, path)) = duplicate_key_at(raw) {
         return Err(error::ConfigError::new(filter, path, format!("duplicate field `{key}`")));
     }
-    T::read(&value, &config::At::Root).map_err(|e| error::ConfigError::new(filter, e.path, e.problem))
+    T::read(&value, &config::At::Root).map_err(|e| {
+        let (path, problem) = e.into_parts();
+        error::ConfigError::new(filter, path, problem)
+    })
 }
 
 /// The byte offset of a 1-based line and column (as `serde_json` reports them).

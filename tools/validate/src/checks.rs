@@ -51,7 +51,7 @@ fn plugin(root_id: &str) -> Option<(bool, Option<&'static str>)> {
 /// that filter's own configuration.
 fn error_path(f: &Filter, stage: Option<&str>, e: &ConfigError) -> String {
     let field = match stage {
-        None => e.clone().in_gateway().field,
+        None => e.clone().in_gateway().field.clone(),
         Some(s) => match e.stage {
             Some(_) => e.field.clone(),
             None => e.field.strip_prefix(s).map(|x| x.trim_start_matches('.').to_string()).unwrap_or(e.field.clone()),

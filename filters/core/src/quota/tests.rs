@@ -70,7 +70,7 @@ fn invalid_configs_say_what_is_wrong() {
     let err = |j: &str| {
         let e = Quota::compile(&cfg(j)).unwrap_err();
         assert_eq!(e.filter, "quota");
-        (e.field, e.problem)
+        (e.field.clone(), e.problem.clone())
     };
     let cases = [
         (r#"{"tenants": {"t": {"requests_per_minute": 0}}}"#, "tenants.t.requests_per_minute", "at least 1"),
