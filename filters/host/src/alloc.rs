@@ -108,13 +108,13 @@ fn served(layout: &Layout) -> Option<(usize, usize)> {
     class_of(layout.size())
 }
 
-// SAFETY: blocks of a class are `ALIGN`-aligned (chunks are, and class sizes are multiples of
-// 16), at least as large as asked, and handed out once until freed; everything else is the
-// system allocator's.
-unsafe impl GlobalAlloc for SizeClasses {
-    // Not inlined: inlined into every allocation site, the module grows by a quarter.
-    #[inline(never)]
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+impl SizeClasses {
+    /// A block for `layout` (`GlobalAlloc::alloc`'s contract).
+    ///
+    /// # Safety
+    /// As `GlobalAlloc::alloc`; one thread.
+    #[inline(always)]
+    unsafe fn take(&self, layout: Layout) -> *mut u8 {
         let Some((class, size)) = served(&layout) else {
             return unsafe { System.alloc(layout) };
         };
@@ -131,8 +131,12 @@ unsafe impl GlobalAlloc for SizeClasses {
         unsafe { self.carve(size) }
     }
 
-    #[inline(never)]
-    unsafe fn dealloc(&self, block: *mut u8, layout: Layout) {
+    /// Gives back a block `take` gave for `layout`.
+    ///
+    /// # Safety
+    /// As `GlobalAlloc::dealloc`; one thread.
+    #[inline(always)]
+    unsafe fn give(&self, block: *mut u8, layout: Layout) {
         let Some((class, _)) = served(&layout) else {
             return unsafe { System.dealloc(block, layout) };
         };
@@ -143,8 +147,12 @@ unsafe impl GlobalAlloc for SizeClasses {
         st.free[class] = block;
     }
 
-    #[inline(never)]
-    unsafe fn realloc(&self, block: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+    /// Moves or keeps a block `take` gave for `layout`, for `new_size` bytes.
+    ///
+    /// # Safety
+    /// As `GlobalAlloc::realloc`; one thread.
+    #[inline(always)]
+    unsafe fn retake(&self, block: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let old = served(&layout);
         // SAFETY: the caller's layout is valid and `new_size` does not overflow it (GlobalAlloc's
         // contract for realloc).
@@ -157,11 +165,11 @@ unsafe impl GlobalAlloc for SizeClasses {
             // outgrows 32 KiB doubles, so the copies add up to less than its final size, and
             // the module does without dlmalloc's realloc.)
             _ => {
-                let moved = unsafe { self.alloc(new_layout) };
+                let moved = unsafe { self.take(new_layout) };
                 if !moved.is_null() {
                     // SAFETY: both blocks are valid for the smaller of the two sizes, and distinct.
                     unsafe { ptr::copy_nonoverlapping(block, moved, layout.size().min(new_size)) };
-                    unsafe { self.dealloc(block, layout) };
+                    unsafe { self.give(block, layout) };
                 }
                 moved
             }
@@ -169,30 +177,102 @@ unsafe impl GlobalAlloc for SizeClasses {
     }
 }
 
+// SAFETY: blocks of a class are `ALIGN`-aligned (chunks are, and class sizes are multiples of
+// 16), at least as large as asked, and handed out once until freed; everything else is the
+// system allocator's.
+unsafe impl GlobalAlloc for SizeClasses {
+    // Not inlined: inlined into every allocation site, the module grows by a quarter.
+    #[inline(never)]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        unsafe { self.take(layout) }
+    }
+
+    #[inline(never)]
+    unsafe fn dealloc(&self, block: *mut u8, layout: Layout) {
+        unsafe { self.give(block, layout) }
+    }
+
+    #[inline(never)]
+    unsafe fn realloc(&self, block: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        unsafe { self.retake(block, layout, new_size) }
+    }
+}
+
 /// The module's allocator. A Wasm module without the `atomics` feature runs one thread, so the
 /// free lists need no lock.
+///
+/// An allocation site calls one of three functions with only what varies: the size (and the
+/// block). The allocator is one static, not an argument, and every block is laid out with
+/// alignment 16 (what a class gives anyway; the rare type aligned above that goes to the system
+/// allocator with its own): each of the module's thousands of sites passes two values where it
+/// passed four.
 #[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]
 mod global {
-    use super::SizeClasses;
+    use super::{SizeClasses, ALIGN};
+    use std::alloc::{GlobalAlloc, Layout, System};
 
     struct OneThread(SizeClasses);
     // SAFETY: wasm32 without atomics has one thread; nothing can share the state.
     unsafe impl Sync for OneThread {}
-    // SAFETY: forwards every call unchanged.
-    unsafe impl std::alloc::GlobalAlloc for OneThread {
-        unsafe fn alloc(&self, l: std::alloc::Layout) -> *mut u8 {
-            unsafe { self.0.alloc(l) }
+
+    static CLASSES: OneThread = OneThread(SizeClasses::new());
+
+    /// The layout every block of up to 16-byte alignment is given and given back with.
+    fn sized(size: usize) -> Layout {
+        // SAFETY: ALIGN is a power of two; a size the caller's valid layout had, rounded up to
+        // it, cannot overflow `isize` (a Wasm memory is far smaller).
+        unsafe { Layout::from_size_align_unchecked(size, ALIGN) }
+    }
+
+    #[inline(never)]
+    unsafe fn take(size: usize) -> *mut u8 {
+        unsafe { CLASSES.0.take(sized(size)) }
+    }
+
+    #[inline(never)]
+    unsafe fn give(block: *mut u8, size: usize) {
+        unsafe { CLASSES.0.give(block, sized(size)) }
+    }
+
+    #[inline(never)]
+    unsafe fn retake(block: *mut u8, size: usize, new_size: usize) -> *mut u8 {
+        unsafe { CLASSES.0.retake(block, sized(size), new_size) }
+    }
+
+    struct Global;
+
+    // SAFETY: a layout of up to 16-byte alignment is served as (size, 16), and given back the
+    // same way (the same size comes back with the block); any other goes to the system allocator
+    // unchanged, allocated and freed with its own layout.
+    unsafe impl GlobalAlloc for Global {
+        #[inline(always)]
+        unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+            if l.align() <= ALIGN {
+                unsafe { take(l.size()) }
+            } else {
+                unsafe { System.alloc(l) }
+            }
         }
-        unsafe fn dealloc(&self, p: *mut u8, l: std::alloc::Layout) {
-            unsafe { self.0.dealloc(p, l) }
+        #[inline(always)]
+        unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+            if l.align() <= ALIGN {
+                unsafe { give(p, l.size()) }
+            } else {
+                unsafe { System.dealloc(p, l) }
+            }
         }
-        unsafe fn realloc(&self, p: *mut u8, l: std::alloc::Layout, n: usize) -> *mut u8 {
-            unsafe { self.0.realloc(p, l, n) }
+        #[inline(always)]
+        unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+            if l.align() <= ALIGN {
+                unsafe { retake(p, l.size(), n) }
+            } else {
+                unsafe { System.realloc(p, l, n) }
+            }
         }
     }
 
     #[global_allocator]
-    static ALLOCATOR: OneThread = OneThread(SizeClasses::new());
+    static ALLOCATOR: Global = Global;
 }
 
 #[cfg(test)]
