@@ -5,6 +5,7 @@ pub mod price;
 #[cfg(test)]
 use serde::Serialize;
 
+use crate::text::Text;
 use crate::wire::usage::Usage;
 use crate::wire::write::WriteJson;
 
@@ -81,7 +82,7 @@ impl Outcome {
 /// the provider's side (`upstream_reset_after_response_started{...}`, a per-try or overall
 /// timeout, ...), rather than by the caller leaving (`downstream_remote_disconnect`, ...).
 pub fn upstream_failed(code_details: &str) -> bool {
-    code_details.starts_with("upstream_") || code_details.contains("upstream_reset")
+    code_details.starts_with("upstream_") || code_details.has("upstream_reset")
 }
 
 /// Why an attempt at a provider failed: the per-provider error taxonomy.

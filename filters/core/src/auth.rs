@@ -18,6 +18,7 @@ use crate::error::{ConfigError, GatewayError};
 use crate::headers;
 use crate::host::{messages_door, Host};
 use crate::route::Api;
+use crate::text::Text;
 
 /// Every header that carries a provider credential or signature; none of a caller's reach a
 /// provider, and each attempt starts without the previous attempt's.
@@ -376,7 +377,7 @@ impl CredentialPlane {
         let region = c.region.as_deref().or(region).unwrap_or("us-east-1");
         let date = sigv4::amz_date(now_ms);
         let hash = sigv4::sha256_hex(request.body);
-        let (path, query) = request.path.split_once('?').unwrap_or((request.path, ""));
+        let (path, query) = request.path.cut(b'?').unwrap_or((request.path, ""));
         let mut signed = vec![
             ("content-type", request.content_type),
             ("host", request.authority),

@@ -10,6 +10,7 @@ pub mod stage;
 use crate::wire::tree::Value;
 
 use crate::error::ConfigError;
+use crate::text::Text;
 use crate::wire::obj;
 use detect::{Category, Found};
 
@@ -544,7 +545,7 @@ fn put_back_all(v: &mut Value, plain: &[(String, String)]) {
 /// Whether a Messages `content_block_delta` event's JSON text is a thinking (or its
 /// signature's) delta. A text delta that quotes those names has them escaped (`\"`).
 fn is_thinking_delta(data: &str) -> bool {
-    data.contains("\"thinking_delta\"") || data.contains("\"signature_delta\"")
+    data.has("\"thinking_delta\"") || data.has("\"signature_delta\"")
 }
 
 /// Puts masked values back in a stream, event by event (chat chunks, Responses or Messages
@@ -647,7 +648,7 @@ impl StreamRestorer {
                 let lane = Lane::Responses(at("output_index"), at("content_index"));
                 let mut template = v.clone();
                 template["delta"] = Value::String(String::new());
-                self.lane_text(lane, kind.contains("arguments"), true, name, &mut v, "/delta", template);
+                self.lane_text(lane, kind.has("arguments"), true, name, &mut v, "/delta", template);
             } else {
                 // A part, item or response that is done ends every lane.
                 self.flush(|_| true, number, out);

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 
 use crate::error::GatewayError;
 use crate::headers::HeaderList;
+use crate::text::Text;
 
 /// Why a shared-data write failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,7 +187,7 @@ pub fn messages_door(h: &impl Host) -> bool {
         Some(door) => door == "messages",
         None => {
             let path = h.request_header(":path").unwrap_or_default();
-            let path = path.split('?').next().unwrap_or("");
+            let path = path.before(b'?');
             path == crate::wire::messages_in::PATH
                 || (crate::route::models::is_models_path(path) && h.request_header("anthropic-version").is_some())
         }
@@ -266,7 +267,7 @@ pub struct HttpCallProbe {
 impl Callbacks for HttpCallProbe {
     fn on_request_headers<H: Host>(&mut self, h: &H, _eos: bool) -> Flow {
         let Some(v) = h.request_header("x-aigw-test-call") else { return Flow::Continue };
-        let (cluster, resume) = match v.split_once(' ') {
+        let (cluster, resume) = match v.cut(b' ') {
             Some((c, "resume")) => (c.to_string(), true),
             _ => (v.clone(), false),
         };

@@ -34,6 +34,7 @@ pub mod provider;
 pub mod quota;
 pub mod route;
 pub mod sort;
+pub mod text;
 pub mod time;
 pub mod wire;
 

@@ -13,6 +13,7 @@ use crate::audit::price::{parse_usd, PriceBook, PriceBookConfig};
 use crate::config::{At, FromConfig, Obj, Read};
 use crate::error::ConfigError;
 use crate::quota::bucket::Limit;
+use crate::text::Text;
 use crate::time::{civil_from_days, days_from_civil};
 use crate::wire::usage::Usage;
 
@@ -1103,7 +1104,7 @@ impl Settled {
     /// What [`Settled::encode`] wrote (or a module before cache writes were counted, without
     /// the last two numbers, or before their hour was, without the last).
     pub fn decode(s: &str) -> Option<Settled> {
-        let f: Vec<&str> = s.split(' ').collect();
+        let f: Vec<&str> = s.parts(b' ').collect();
         let cost = |c: &str| if c == "-" { Some(None) } else { c.parse().ok().map(Some) };
         let (f, cache_write, cache_write_1h) = match f.as_slice() {
             [rest @ .., w, h] if rest.len() == 6 => (rest, w.parse().ok()?, h.parse().ok()?),
@@ -1136,7 +1137,7 @@ pub fn encode_estimate(e: &Estimate) -> String {
 }
 
 pub fn decode_estimate(s: &str) -> Option<Estimate> {
-    let (p, o) = s.split_once(' ')?;
+    let (p, o) = s.cut(b' ')?;
     Some(Estimate { prompt_tokens: p.parse().ok()?, output_tokens: o.parse().ok()?, model: None })
 }
 

@@ -1,6 +1,8 @@
 //! UTC timestamps as config writes them: `YYYY-MM-DDTHH:MM:SSZ` (or a bare `YYYY-MM-DD`, meaning
 //! midnight UTC), as milliseconds since the Unix epoch.
 
+use crate::text::Text;
+
 /// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
 pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
@@ -29,11 +31,11 @@ pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
 /// Parses `2026-11-22T04:40:00Z` or `2026-11-22` into ms since the epoch; `None` if malformed.
 pub fn parse_utc_ms(s: &str) -> Option<u64> {
     let s = s.trim();
-    let (date, time) = match s.split_once('T') {
+    let (date, time) = match s.cut(b'T') {
         Some((d, t)) => (d, Some(t.strip_suffix('Z')?)),
         None => (s, None),
     };
-    let mut dp = date.split('-');
+    let mut dp = date.parts(b'-');
     let y: i64 = dp.next()?.parse().ok()?;
     let m: u32 = dp.next()?.parse().ok()?;
     let d: u32 = dp.next()?.parse().ok()?;
@@ -43,8 +45,8 @@ pub fn parse_utc_ms(s: &str) -> Option<u64> {
     let secs_of_day = match time {
         None => 0,
         Some(t) => {
-            let t = t.split('.').next()?;
-            let mut tp = t.split(':');
+            let t = t.before(b'.');
+            let mut tp = t.parts(b':');
             let h: u64 = tp.next()?.parse().ok()?;
             let mi: u64 = tp.next()?.parse().ok()?;
             let se: u64 = tp.next()?.parse().ok()?;

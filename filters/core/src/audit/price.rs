@@ -11,6 +11,7 @@ use crate::wire::tree::Value;
 use crate::config::{At, FromConfig, Obj, Read};
 use crate::error::ConfigError;
 
+use crate::text::Text;
 use crate::wire::usage::Usage;
 
 #[derive(Debug, Clone)]
@@ -155,7 +156,7 @@ impl PriceBook {
 /// Parses a non-negative decimal with at most 6 fractional digits into millionths.
 pub fn parse_usd_per_mtok(s: &str) -> Option<u64> {
     let s = s.trim();
-    let (int, frac) = match s.split_once('.') {
+    let (int, frac) = match s.cut(b'.') {
         Some((i, f)) => (i, f),
         None => (s, ""),
     };
@@ -202,7 +203,7 @@ pub fn format_usd(pico: u128) -> String {
 
 /// Parses an exact decimal USD string (as `format_usd` writes it) back into pico-USD.
 pub fn parse_usd(s: &str) -> Option<u128> {
-    let (int, frac) = s.trim().split_once('.').unwrap_or((s.trim(), ""));
+    let (int, frac) = s.trim().cut(b'.').unwrap_or((s.trim(), ""));
     if int.is_empty() || frac.len() > 12 || !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit()) {
         return None;
     }

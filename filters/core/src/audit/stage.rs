@@ -8,6 +8,7 @@ use crate::error::{ConfigError, GatewayError};
 use crate::headers;
 use crate::host::{Flow, Host};
 use crate::quota::{self, Billing, CallEnd, Settled};
+use crate::text::Text;
 use crate::wire::facts::{AnswerFacts, Finish};
 use crate::wire::usage::{self, StreamScanner, Usage};
 
@@ -155,7 +156,7 @@ fn door_of(h: &impl Host) -> Option<String> {
         return Some(d);
     }
     let path = h.request_header(":path").unwrap_or_default();
-    let door = match path.split('?').next().unwrap_or("") {
+    let door = match path.before(b'?') {
         "/v1/chat/completions" => "chat",
         crate::wire::messages_in::PATH => "messages",
         crate::wire::responses_in::PATH => "responses",
@@ -537,11 +538,11 @@ impl AuditCall {
             flags.push("upstream_invalid_response".to_string());
         }
         if let Some(skipped) = prop(headers::PROP_SKIPPED) {
-            flags.extend(skipped.split(',').filter(|p| !p.is_empty()).map(|p| format!("skipped_unhealthy:{p}")));
+            flags.extend(skipped.parts(b',').filter(|p| !p.is_empty()).map(|p| format!("skipped_unhealthy:{p}")));
         }
         for p in [headers::PROP_QUOTA_FLAGS, headers::PROP_ROUTE_FLAGS] {
             if let Some(q) = prop(p) {
-                flags.extend(q.split(',').filter(|f| !f.is_empty()).map(str::to_string));
+                flags.extend(q.parts(b',').filter(|f| !f.is_empty()).map(str::to_string));
             }
         }
         // An answer reached the caller (a stream that ended in an error after content too).
@@ -591,9 +592,7 @@ impl AuditCall {
             cache_status,
             cost_saved_usd: cost_saved.map(format_usd),
             cache_semantic: prop(headers::PROP_CACHE_SEMANTIC).and_then(|n| crate::wire::from_str(&n).ok()),
-            compliance_flags: prop(headers::PROP_COMPLIANCE)
-                .map(|c| c.split(',').filter(|f| !f.is_empty()).map(str::to_string).collect())
-                .unwrap_or_default(),
+            compliance_flags: prop(headers::PROP_COMPLIANCE).map(|c| c.list()).unwrap_or_default(),
             flags,
             answer,
         };

@@ -6,6 +6,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::error::{ConfigError, GatewayError};
+use crate::text::Text;
 
 /// One configured gateway key.
 #[derive(Debug, Clone)]
@@ -128,7 +129,7 @@ impl KeyScope {
     }
 
     pub fn from_list_str(s: &str) -> KeyScope {
-        let list: Vec<String> = s.split(',').filter(|x| !x.is_empty()).map(str::to_string).collect();
+        let list: Vec<String> = s.list();
         KeyScope::from_list(&list)
     }
 

@@ -8,6 +8,7 @@
 use crate::auth::credentials::bad_mark_key;
 use crate::host::{Host, HttpAnswer, SharedSetError};
 use crate::quota::fleet::{self, Fleet};
+use crate::text::Text;
 /// Marks made here and not yet sent (`provider\tname\tuntil` lines).
 pub const QUEUE_KEY: &str = "aigw.cred.bad.out";
 const QUEUE_HEAD: &[u8] = b"# aigw bad-credential marks for Redis\n";
@@ -37,7 +38,7 @@ fn take_queue(h: &impl Host) -> Vec<(String, String, u64)> {
         let marks: Vec<(String, String, u64)> = String::from_utf8_lossy(&text)
             .lines()
             .filter_map(|l| {
-                let mut f = l.split('\t');
+                let mut f = l.parts(b'\t');
                 Some((f.next()?.to_string(), f.next()?.to_string(), f.next()?.parse().ok()?))
             })
             .collect();
@@ -123,7 +124,7 @@ impl MarkSync {
                 let now = h.now_ms();
                 for pair in values.chunks(2) {
                     let [field, until] = pair else { continue };
-                    let Some((p, n)) = field.as_str().and_then(|f| f.split_once('\t')) else { continue };
+                    let Some((p, n)) = field.as_str().and_then(|f| f.cut(b'\t')) else { continue };
                     let Some(until) = until.as_str().and_then(|s| s.parse::<u64>().ok()).filter(|u| *u > now) else {
                         continue;
                     };

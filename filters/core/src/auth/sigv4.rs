@@ -4,6 +4,7 @@
 use sha2::{Digest, Sha256};
 
 use crate::auth::keys::to_hex;
+use crate::text::Text;
 
 const BLOCK: usize = 64;
 
@@ -73,10 +74,10 @@ fn canonical_query(q: &str) -> String {
         return String::new();
     }
     let mut pairs: Vec<(String, String)> = q
-        .split('&')
+        .parts(b'&')
         .filter(|p| !p.is_empty())
         .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            let (k, v) = p.cut(b'=').unwrap_or((p, ""));
             (uri_encode(&percent_decode(k), false), uri_encode(&percent_decode(v), false))
         })
         .collect();

@@ -16,6 +16,7 @@ use crate::headers;
 use crate::host::HttpAnswer;
 use crate::host::{Flow, Host};
 use crate::route::RouteConfig;
+use crate::text::Text;
 use crate::wire::chat::StreamCollector;
 use crate::wire::messages_in::MessagesCollector;
 use crate::wire::responses_in::ResponsesCollector;
@@ -187,7 +188,7 @@ impl CacheCall {
             return;
         };
         let Some(policy) = self.route.cache_policy(&alias, &route).cloned() else { return };
-        if h.request_header("cache-control").is_some_and(|c| c.to_ascii_lowercase().contains("no-store")) {
+        if h.request_header("cache-control").is_some_and(|c| c.to_ascii_lowercase().has("no-store")) {
             h.set_property(headers::PROP_CACHE, "no_store");
             return;
         }
@@ -523,7 +524,7 @@ fn said(status: &str, meta: &Meta) -> String {
 /// The cache's word on a call, as the audit stage reads it: the status (`hit`, `stale`,
 /// `miss`, `no_store`), and for an answer from the cache, what its entry recorded.
 pub fn read_status(word: &str) -> (&str, Option<Meta>) {
-    match word.split_once(' ') {
+    match word.cut(b' ') {
         Some((status, meta)) => (status, crate::wire::from_str(meta).ok()),
         None => (word, None),
     }

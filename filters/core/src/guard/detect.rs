@@ -2,6 +2,8 @@
 //! the checksum where the format has one (Luhn, mod 97, Verhoeff). No regex engine: the module
 //! stays small, and each scanner is one pass over the text.
 
+use crate::text::Text;
+
 /// What a detector found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Category {
@@ -486,7 +488,7 @@ fn ips(text: &str, push: &mut dyn FnMut(usize, usize, Category)) {
         while t.ends_with('.') || t.ends_with(':') && !t.ends_with("::") {
             t = &t[..t.len() - 1];
         }
-        let v4 = t.split('.').count() == 4 && t.parse::<std::net::Ipv4Addr>().is_ok();
+        let v4 = t.parts(b'.').count() == 4 && t.parse::<std::net::Ipv4Addr>().is_ok();
         let v6 = t.matches(':').count() >= 2 && t.parse::<std::net::Ipv6Addr>().is_ok();
         if v4 || v6 {
             push(s, s + t.len(), Category::Ip);
@@ -529,14 +531,15 @@ fn secrets(text: &str, push: &mut dyn FnMut(usize, usize, Category)) {
         }
     }
     let mut from = 0;
-    while let Some(i) = text.get(from..).and_then(|t| t.find("-----BEGIN ")) {
+    while let Some(i) = text.get(from..).and_then(|t| t.find_str("-----BEGIN ")) {
         let s = from + i;
-        let head_end = text[s..].find("-----\n").or_else(|| text[s + 11..].find("-----").map(|x| x + 11));
+        let head_end = text[s..].find_str("-----\n").or_else(|| text[s + 11..].find_str("-----").map(|x| x + 11));
         let Some(h) = head_end else { break };
         let head = &text[s..s + h];
-        if head.contains("PRIVATE KEY") {
-            let end =
-                text[s..].find("-----END ").and_then(|x| text[s + x + 9..].find("-----").map(|y| s + x + 9 + y + 5));
+        if head.has("PRIVATE KEY") {
+            let end = text[s..]
+                .find_str("-----END ")
+                .and_then(|x| text[s + x + 9..].find_str("-----").map(|y| s + x + 9 + y + 5));
             let e = end.unwrap_or(text.len());
             push(s, e, Category::Secret);
             from = e;

@@ -5,6 +5,8 @@
 //! text's score is `1 - Π(1 - score)` of the rules it matches, so two weak signals add up and no
 //! score passes 1. The default set is data (`default_rules`), which a policy may add to.
 
+use crate::text::Text;
+
 /// What a policy does with a request whose score reaches its threshold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnInjection {
@@ -272,7 +274,7 @@ impl Matcher {
                 let p = normalise(p);
                 if p.starts_with('<') || p.starts_with('[') {
                     m.anywhere.push((i, p));
-                } else if let Some(first) = p.split(' ').next().filter(|w| !w.is_empty()) {
+                } else if let Some(first) = p.parts(b' ').next().filter(|w| !w.is_empty()) {
                     let first = first.to_string();
                     if let Some(bucket) =
                         first.as_bytes().first().and_then(|b| m.by_first_word.get_mut(usize::from(*b)))

@@ -18,6 +18,7 @@ use crate::auth::sigv4::uri_encode;
 use crate::error::GatewayError;
 use crate::provider::anthropic::{opt_tree, text_tree, tree, Block, ImageSource, MessagesRequest};
 use crate::provider::Whole;
+use crate::text::Text;
 use crate::wire::chat::{completion_id, Answer, ToolCall};
 use crate::wire::facts::AnswerFacts;
 use crate::wire::usage::Usage;
@@ -347,7 +348,7 @@ pub fn error_to_openai(status: u16, error_type: &str, body: &[u8]) -> (u16, Vec<
         .or_else(|| v.get("Message"))
         .and_then(Value::as_str)
         .unwrap_or("The provider returned an error.");
-    let name = error_type.split(':').next().unwrap_or("");
+    let name = error_type.before(b':');
     let (kind, code) = match name {
         "ValidationException" => ("invalid_request_error", "invalid_request"),
         "AccessDeniedException"

@@ -15,6 +15,7 @@ use crate::wire::tree::{Map, Value};
 use crate::error::GatewayError;
 use crate::provider::anthropic::{opt_tree, raw_str, text_tree, tree, Block, ImageSource, MessagesRequest};
 use crate::provider::Whole;
+use crate::text::Text;
 use crate::wire::chat::{completion_id, Answer, ToolCall};
 use crate::wire::facts::AnswerFacts;
 use crate::wire::usage::Usage;
@@ -271,7 +272,7 @@ pub fn error_to_openai(status: u16, body: &[u8]) -> (u16, Vec<u8>) {
 /// Whether a Gemini error body says the API key is invalid.
 pub fn is_invalid_key(body: &[u8]) -> bool {
     let text = String::from_utf8_lossy(body);
-    text.contains("API_KEY_INVALID")
+    text.has("API_KEY_INVALID")
 }
 
 /// Turns a Gemini SSE stream (each event a partial `GenerateContentResponse`, usage cumulative,

@@ -18,6 +18,7 @@ use crate::headers;
 use crate::host::{messages_door, Flow, Host, SharedSetError};
 use crate::quota::bucket::{retry_after_secs, Decision, Limit, State, UNITS_PER_TOKEN};
 use crate::quota::fleet::{self, Ask, Unavailable};
+use crate::text::Text;
 use crate::wire::usage::{self, StreamScanner, Usage};
 
 /// How often a worker retries after losing a compare-and-swap race before giving up.
@@ -1217,7 +1218,7 @@ impl QuotaCall {
 /// The models the call may be served by: the chain's (from route-select), else the one named.
 fn candidates(h: &impl Host, est: &Estimate) -> Vec<String> {
     match h.property_string(&[headers::PROP_CANDIDATES]) {
-        Some(list) => list.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect(),
+        Some(list) => list.list(),
         None => est.model.iter().cloned().collect(),
     }
 }
@@ -1256,7 +1257,7 @@ impl QuotaCall {
             return self.admit(h);
         }
         let path = h.request_header(":path").unwrap_or_default();
-        if !eos && path.split('?').next() == Some(CHAT_PATH) {
+        if !eos && path.before(b'?') == CHAT_PATH {
             // The estimate needs the body: hold the headers until it is here.
             self.reading = true;
             return Flow::Pause;
@@ -1330,10 +1331,8 @@ impl QuotaCall {
             return;
         }
         let now = h.now_ms();
-        let providers: Vec<String> = h
-            .property_string(&[headers::PROP_QUOTA_PROVIDERS])
-            .map(|s| s.split(',').filter(|p| !p.is_empty()).map(str::to_string).collect())
-            .unwrap_or_default();
+        let providers: Vec<String> =
+            h.property_string(&[headers::PROP_QUOTA_PROVIDERS]).map(|s| s.list()).unwrap_or_default();
         let attempted = !providers.is_empty()
             || h.property(&[headers::PROP_ATTEMPTS]).is_some()
             || h.property(&["upstream", "address"]).is_some();
@@ -1442,7 +1441,7 @@ impl ProviderAttempt {
                 h.counter_add(&format!("aigw_fleet_unavailable_total.mode.{}", m.as_str()), 1);
                 let mut flags = h.property_string(&[headers::PROP_QUOTA_FLAGS]).unwrap_or_default();
                 let flag = format!("fleet_unavailable:{}", m.as_str());
-                if !flags.split(',').any(|x| x == flag) {
+                if !flags.parts(b',').any(|x| x == flag) {
                     if !flags.is_empty() {
                         flags.push(',');
                     }

@@ -10,6 +10,7 @@ use crate::wire::write::{to_object, to_vec};
 use super::RouteConfig;
 use crate::auth::keys::KeyScope;
 use crate::error::GatewayError;
+use crate::text::Text;
 
 pub const PATH: &str = "/v1/models";
 
@@ -90,7 +91,7 @@ fn anthropic(id: &str) -> AnthropicModel<'_> {
 /// The answer to `GET path_and_query` for a key whose aliases are `names` (see [`visible`]), in
 /// Anthropic's shape when `anthropic`: the JSON body, or the error to refuse with.
 pub fn answer(names: &[&str], path_and_query: &str, anthropic_shape: bool) -> Result<Vec<u8>, GatewayError> {
-    let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
+    let (path, query) = path_and_query.cut(b'?').unwrap_or((path_and_query, ""));
     let one = path.strip_prefix(PATH).and_then(|r| r.strip_prefix('/')).filter(|id| !id.is_empty());
     let json = match (one, anthropic_shape) {
         (Some(id), _) => {
@@ -119,8 +120,8 @@ pub fn answer(names: &[&str], path_and_query: &str, anthropic_shape: bool) -> Re
 fn page<'a>(names: &[&'a str], query: &str) -> Result<AnthropicPage<'a>, GatewayError> {
     let mut limit = DEFAULT_LIMIT;
     let (mut after, mut before) = (None, None);
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+    for pair in query.parts(b'&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.cut(b'=').unwrap_or((pair, ""));
         match k {
             "limit" => {
                 limit = v.parse().ok().filter(|n| (1..=MAX_LIMIT).contains(n)).ok_or_else(|| {

@@ -16,6 +16,7 @@ use crate::headers;
 use crate::host::{messages_door, Flow, Host, HttpAnswer};
 use crate::provider;
 use crate::quota::RequestFacts;
+use crate::text::Text;
 use crate::wire::obj;
 use crate::wire::{embeddings, messages_in, responses_in, sse};
 
@@ -272,7 +273,7 @@ impl Select {
 
     pub fn on_request_headers(&mut self, h: &impl Host, eos: bool) -> Flow {
         let path = h.request_header(":path").unwrap_or_default();
-        self.door = match path.split('?').next().unwrap_or("") {
+        self.door = match path.before(b'?') {
             CHAT_PATH => Door::Chat,
             messages_in::PATH => Door::Messages,
             embeddings::PATH => Door::Embeddings,
@@ -426,7 +427,7 @@ impl Select {
                         out.extend_from_slice(b"}\n\n");
                         return;
                     }
-                    if data.contains("\"choices\":[]") && data.contains("\"usage\":{") {
+                    if data.has("\"choices\":[]") && data.has("\"usage\":{") {
                         // The usage chunk the caller did not ask for: keep it for the audit record.
                         if let Ok(v) = crate::wire::from_str::<Value>(data) {
                             record_usage(h, v.get("usage").and_then(crate::wire::usage::Usage::from_openai));
@@ -448,7 +449,7 @@ impl Select {
 /// Adds a flag to the audit record's (route-select's flags, comma-separated).
 pub(crate) fn add_route_flag(h: &impl Host, flag: &str) {
     let flags = match h.property_string(&[headers::PROP_ROUTE_FLAGS]) {
-        Some(f) if f.split(',').any(|x| x == flag) => return,
+        Some(f) if f.parts(b',').any(|x| x == flag) => return,
         Some(f) if !f.is_empty() => format!("{f},{flag}"),
         _ => flag.to_string(),
     };

@@ -1,6 +1,8 @@
 //! Incremental Server-Sent Events parser: accepts `\n`, `\r\n` and `\r` line endings, comments,
 //! multi-line data, and events split across (or packed into) arbitrary body chunks.
 
+use crate::text::Text;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
     pub event: Option<String>,
@@ -98,7 +100,7 @@ impl Parser {
             Ok(t) => std::borrow::Cow::Borrowed(t),
             Err(_) => String::from_utf8_lossy(line),
         };
-        let (field, value) = match text.find(':') {
+        let (field, value) = match text.find_byte(b':') {
             Some(i) => {
                 let v = &text[i + 1..];
                 (&text[..i], v.strip_prefix(' ').unwrap_or(v))

@@ -11,6 +11,7 @@
 //! Where `serde_json` panics (indexing into a value that is not an object or array to
 //! assign), these do not: a `Value` that is not an object becomes an empty one.
 
+use crate::text::Text;
 use std::borrow::Cow;
 use std::fmt;
 
@@ -569,7 +570,7 @@ fn tokens(pointer: &str) -> Option<impl Iterator<Item = Cow<'_, str>>> {
         "" => None,
         p => Some(p.strip_prefix('/')?),
     };
-    Some(rest.into_iter().flat_map(|r| r.split('/')).map(|t| {
+    Some(rest.into_iter().flat_map(|r| r.parts(b'/')).map(|t| {
         if t.contains('~') {
             Cow::Owned(t.replace("~1", "/").replace("~0", "~"))
         } else {

@@ -3,6 +3,7 @@
 
 use crate::wire::tree::Value;
 
+use crate::text::Text;
 use crate::wire::facts::{AnswerFacts, Finish};
 use crate::wire::obj;
 use crate::wire::sse;
@@ -171,7 +172,7 @@ pub struct StreamScanner<const FACTS: bool = true> {
 fn string_field<'a>(data: &'a str, key: &str) -> Option<&'a str> {
     let at = data.find(key)? + key.len();
     let rest = data[at..].trim_start().strip_prefix(':')?.trim_start().strip_prefix('"')?;
-    rest.split('"').next()
+    rest.parts(b'"').next()
 }
 
 /// The text one content event carries (for the head), in any of the caller formats: a chat
@@ -206,14 +207,14 @@ fn note_facts(facts: &mut AnswerFacts, event: Option<&str>, d: &str) {
     if let Some(r) = string_field(d, "\"finish_reason\"").or_else(|| string_field(d, "\"stop_reason\"")) {
         facts.finish = Some(Finish::of(r));
     }
-    let starts_call = (d.contains("\"tool_calls\"") && d.contains("\"type\":\"function\""))
-        || (event == Some("content_block_start") && d.contains("\"type\":\"tool_use\""))
-        || (event == Some("response.output_item.added") && d.contains("\"type\":\"function_call\""));
+    let starts_call = (d.has("\"tool_calls\"") && d.has("\"type\":\"function\""))
+        || (event == Some("content_block_start") && d.has("\"type\":\"tool_use\""))
+        || (event == Some("response.output_item.added") && d.has("\"type\":\"function_call\""));
     if starts_call {
         facts.tool_calls = facts.tool_calls.saturating_add(1);
     }
     // The gateway's own end of a stream that was not the JSON asked for.
-    if d.contains("\"invalid_model_output\"") {
+    if d.has("\"invalid_model_output\"") {
         facts.json_valid = Some(false);
     }
     if string_field(d, "\"refusal\"").is_some_and(|r| !r.is_empty()) || event == Some("response.refusal.delta") {
@@ -273,7 +274,7 @@ impl<const FACTS: bool> StreamScanner<FACTS> {
         }
         // A Messages stream's usage: the input in `message_start`'s message, the output (and
         // in newer versions the input again) in `message_delta`.
-        if matches!(event, Some("message_start" | "message_delta")) && data.contains("\"usage\"") {
+        if matches!(event, Some("message_start" | "message_delta")) && data.has("\"usage\"") {
             if let Ok(v) = crate::wire::from_str::<Value>(data) {
                 let u = if event == Some("message_start") { v.pointer("/message/usage") } else { v.get("usage") };
                 if let Some(u) = u {

@@ -10,6 +10,7 @@ use super::{counter, lease, read_record, update, update_scope, CasStep, State};
 use crate::host::{Host, HttpAnswer};
 use crate::quota::fleet::{self, Ask, Fleet, ACTIVE_KEY, TICKER_KEY, WORKERS_KEY};
 use crate::quota::Quota;
+use crate::text::Text;
 
 /// Which of a scope's fleet buckets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -42,7 +43,7 @@ impl Active {
     }
 
     pub fn parse(line: &str) -> Option<Active> {
-        let mut f = line.split('\t');
+        let mut f = line.parts(b'\t');
         let record = f.next()?.to_string();
         let kind = match f.next()? {
             "t" => Kind::Tokens,
