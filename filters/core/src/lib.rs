@@ -56,6 +56,17 @@ pub(crate) use json;
 /// deserializer, `serde_path_to_error`, cost an eighth of the module's size; derived
 /// deserialisers cost more than the readers that replaced them.)
 pub fn parse_config<T: config::FromConfig>(filter: &str, raw: &[u8]) -> Result<T, error::ConfigError> {
+    let value = config_tree(filter, raw)?;
+    T::read(&value, &config::At::Root).map_err(|e| {
+        let (path, problem) = e.into_parts();
+        error::ConfigError::new(filter, path, problem)
+    })
+}
+
+/// The configuration's text as a tree, refused with the place when it is not one JSON object
+/// without repeated keys (one function for every type a configuration is read as).
+#[inline(never)]
+fn config_tree(filter: &str, raw: &[u8]) -> Result<crate::wire::tree::Value, error::ConfigError> {
     if raw.iter().all(|b| b.is_ascii_whitespace()) {
         return Err(error::ConfigError::new(filter, "", "the configuration is empty; a JSON object is required"));
     }
@@ -69,10 +80,7 @@ pub fn parse_config<T: config::FromConfig>(filter: &str, raw: &[u8]) -> Result<T
     if let Some((key, path)) = duplicate_key_at(raw) {
         return Err(error::ConfigError::new(filter, path, format!("duplicate field `{key}`")));
     }
-    T::read(&value, &config::At::Root).map_err(|e| {
-        let (path, problem) = e.into_parts();
-        error::ConfigError::new(filter, path, problem)
-    })
+    Ok(value)
 }
 
 /// The byte offset of a 1-based line and column (as `serde_json` reports them).
