@@ -90,7 +90,7 @@ fn find_byte(s: &str, sep: u8) -> Option<usize> {
 
 #[inline(never)]
 fn cut(s: &str, sep: u8) -> Option<(&str, &str)> {
-    let at = find_byte(s, sep)?;
+    let at = memchr::memchr(sep, s.as_bytes())?;
     // An ASCII byte is a whole character: both sides are text.
     Some((s.get(..at)?, s.get(at + 1..)?))
 }

@@ -488,8 +488,10 @@ fn ips(text: &str, push: &mut dyn FnMut(usize, usize, Category)) {
         while t.ends_with('.') || t.ends_with(':') && !t.ends_with("::") {
             t = &t[..t.len() - 1];
         }
-        let v4 = t.parts(b'.').count() == 4 && t.parse::<std::net::Ipv4Addr>().is_ok();
-        let v6 = t.matches(':').count() >= 2 && t.parse::<std::net::Ipv6Addr>().is_ok();
+        // (Most tokens are words of the letters a-f: counted, not split, before a parse.)
+        let count = |sep: u8| t.bytes().filter(|&c| c == sep).count();
+        let v4 = count(b'.') == 3 && t.parse::<std::net::Ipv4Addr>().is_ok();
+        let v6 = count(b':') >= 2 && t.parse::<std::net::Ipv6Addr>().is_ok();
         if v4 || v6 {
             push(s, s + t.len(), Category::Ip);
         }
