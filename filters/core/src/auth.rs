@@ -424,9 +424,9 @@ impl crate::config::FromConfig for AuthConfig {
     fn read(v: &crate::wire::tree::Value, at: &crate::config::At) -> crate::config::Read<Self> {
         let o = crate::config::Obj::new(v, at, "AuthConfig", Some(&["keys", "providers", "bad_credential_ttl_s"]))?;
         Ok(AuthConfig {
-            keys: o.or("keys", Default::default())?,
-            providers: o.or("providers", Default::default())?,
-            bad_credential_ttl_s: o.or("bad_credential_ttl_s", default_bad_ttl())?,
+            keys: o.or("keys", Default::default)?,
+            providers: o.or("providers", Default::default)?,
+            bad_credential_ttl_s: o.or("bad_credential_ttl_s", default_bad_ttl)?,
         })
     }
 }

@@ -342,8 +342,8 @@ impl crate::config::FromConfig for CacheConfig {
             Some(&["slots", "max_entry_bytes", "now", "semantic", "shared"]),
         )?;
         Ok(CacheConfig {
-            slots: o.or("slots", default_slots())?,
-            max_entry_bytes: o.or("max_entry_bytes", default_max_entry_bytes())?,
+            slots: o.or("slots", default_slots)?,
+            max_entry_bytes: o.or("max_entry_bytes", default_max_entry_bytes)?,
             now: o.opt("now")?,
             semantic: o.opt("semantic")?,
             shared: o.opt("shared")?,
@@ -363,9 +363,9 @@ impl crate::config::FromConfig for CachePolicy {
         Ok(CachePolicy {
             mode: o.req("mode")?,
             ttl_s: o.req("ttl_s")?,
-            stale_ttl_s: o.or("stale_ttl_s", Default::default())?,
-            per_key: o.or("per_key", Default::default())?,
-            charge_requests: o.or("charge_requests", Default::default())?,
+            stale_ttl_s: o.or("stale_ttl_s", Default::default)?,
+            per_key: o.or("per_key", Default::default)?,
+            charge_requests: o.or("charge_requests", Default::default)?,
             threshold: o.opt("threshold")?,
         })
     }

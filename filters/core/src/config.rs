@@ -380,13 +380,14 @@ impl<'a> Obj<'a> {
         }
     }
 
-    /// A member that takes `default` when absent (serde's `default`); `null` is read as a value
-    /// (and refused unless the type takes it).
+    /// A member that takes `default()` when absent (serde's `default`); `null` is read as a
+    /// value (and refused unless the type takes it). (A function, not a value: a default made
+    /// and dropped unused when the member is there cost each type read this way its drop.)
     #[inline(never)]
-    pub fn or<T: FromConfig>(&self, k: &str, default: T) -> Read<T> {
+    pub fn or<T: FromConfig>(&self, k: &str, default: fn() -> T) -> Read<T> {
         match self.member(k) {
             Some(v) => T::read(v, &At::Key(self.at, k)),
-            None => Ok(default),
+            None => Ok(default()),
         }
     }
 }
@@ -429,7 +430,7 @@ mod tests {
     impl FromConfig for Pair {
         fn read(v: &Value, at: &At) -> Read<Self> {
             let o = Obj::new(v, at, "Pair", Some(&["a", "b", "c"]))?;
-            Ok(Pair { a: o.req("a")?, b: o.opt("b")?, c: o.or("c", Vec::new())? })
+            Ok(Pair { a: o.req("a")?, b: o.opt("b")?, c: o.or("c", Vec::new)? })
         }
     }
 

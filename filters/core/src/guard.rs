@@ -842,12 +842,12 @@ impl crate::config::FromConfig for GuardPolicy {
             Some(&["categories", "terms", "patterns", "restore", "injection", "output_terms"]),
         )?;
         Ok(GuardPolicy {
-            categories: o.or("categories", Default::default())?,
-            terms: o.or("terms", Default::default())?,
-            patterns: o.or("patterns", Default::default())?,
-            restore: o.or("restore", Default::default())?,
+            categories: o.or("categories", Default::default)?,
+            terms: o.or("terms", Default::default)?,
+            patterns: o.or("patterns", Default::default)?,
+            restore: o.or("restore", Default::default)?,
             injection: o.opt("injection")?,
-            output_terms: o.or("output_terms", Default::default())?,
+            output_terms: o.or("output_terms", Default::default)?,
         })
     }
 }

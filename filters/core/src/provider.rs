@@ -204,11 +204,11 @@ impl crate::config::FromConfig for ProviderConfig {
         )?;
         Ok(ProviderConfig {
             api: o.req("api")?,
-            max_tokens_default: o.or("max_tokens_default", default_max_tokens())?,
-            api_version: o.or("api_version", default_azure_version())?,
+            max_tokens_default: o.or("max_tokens_default", default_max_tokens)?,
+            api_version: o.or("api_version", default_azure_version)?,
             key_env: o.opt("key_env")?,
             secret_env: o.opt("secret_env")?,
-            credentials: o.or("credentials", Default::default())?,
+            credentials: o.or("credentials", Default::default)?,
             limits: o.opt("limits")?,
             cluster: o.opt("cluster")?,
         })

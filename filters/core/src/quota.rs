@@ -109,8 +109,8 @@ impl FromConfig for TenantSpec {
             tokens_burst: o.opt(d)?,
             concurrent: o.opt(e)?,
             budget: o.opt(f)?,
-            features: o.or("features", NameMap::new())?,
-            models: o.or("models", NameMap::new())?,
+            features: o.or("features", NameMap::new)?,
+            models: o.or("models", NameMap::new)?,
         })
     }
 }
@@ -120,8 +120,8 @@ impl FromConfig for EstimateConfig {
     fn read(v: &Value, at: &At) -> Read<Self> {
         let o = Obj::new(v, at, "EstimateConfig", Some(&["default_max_tokens", "tokens_per_image"]))?;
         Ok(EstimateConfig {
-            default_max_tokens: o.or("default_max_tokens", default_max_tokens())?,
-            tokens_per_image: o.or("tokens_per_image", default_image_tokens())?,
+            default_max_tokens: o.or("default_max_tokens", default_max_tokens)?,
+            tokens_per_image: o.or("tokens_per_image", default_image_tokens)?,
         })
     }
 }
@@ -132,9 +132,9 @@ impl FromConfig for QuotaConfig {
         let fields = ["tenants", "providers", "estimate", "price_book", "fleet"];
         let o = Obj::new(v, at, "QuotaConfig", Some(&fields))?;
         Ok(QuotaConfig {
-            tenants: o.or("tenants", NameMap::new())?,
-            providers: o.or("providers", NameMap::new())?,
-            estimate: o.or("estimate", EstimateConfig::default())?,
+            tenants: o.or("tenants", NameMap::new)?,
+            providers: o.or("providers", NameMap::new)?,
+            estimate: o.or("estimate", EstimateConfig::default)?,
             price_book: o.opt("price_book")?,
             fleet: o.opt("fleet")?,
         })

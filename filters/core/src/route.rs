@@ -609,13 +609,13 @@ impl crate::config::FromConfig for Alias {
             chain: o.req("chain")?,
             steps: o.req("steps")?,
             canary: o.opt("canary")?,
-            kind: o.or("kind", Default::default())?,
+            kind: o.or("kind", Default::default)?,
             cache: o.opt("cache")?,
-            sensitive: o.or("sensitive", Default::default())?,
+            sensitive: o.or("sensitive", Default::default)?,
             guardrails: o.opt("guardrails")?,
             prefer: o.opt("prefer")?,
-            orders: o.or("orders", Default::default())?,
-            probe_ms: o.or("probe_ms", default_probe_ms())?,
+            orders: o.or("orders", Default::default)?,
+            probe_ms: o.or("probe_ms", default_probe_ms)?,
             shadow: o.opt("shadow")?,
         })
     }
@@ -652,13 +652,13 @@ impl crate::config::FromConfig for Rule {
         )?;
         Ok(Rule {
             name: o.req("name")?,
-            when: o.or("match", Default::default())?,
+            when: o.or("match", Default::default)?,
             task: o.opt("task")?,
             min_score: o.opt("min_score")?,
-            among: o.or("among", Default::default())?,
-            alias: o.or("alias", Default::default())?,
+            among: o.or("among", Default::default)?,
+            alias: o.or("alias", Default::default)?,
             cache: o.opt("cache")?,
-            sensitive: o.or("sensitive", Default::default())?,
+            sensitive: o.or("sensitive", Default::default)?,
             guardrails: o.opt("guardrails")?,
         })
     }
@@ -682,11 +682,11 @@ impl crate::config::FromConfig for RuleMatch {
             ]),
         )?;
         Ok(RuleMatch {
-            models: o.or("models", Default::default())?,
-            tenants: o.or("tenants", Default::default())?,
-            features: o.or("features", Default::default())?,
-            workload_classes: o.or("workload_classes", Default::default())?,
-            zones: o.or("zones", Default::default())?,
+            models: o.or("models", Default::default)?,
+            tenants: o.or("tenants", Default::default)?,
+            features: o.or("features", Default::default)?,
+            workload_classes: o.or("workload_classes", Default::default)?,
+            zones: o.or("zones", Default::default)?,
             latency_budget_ms_at_most: o.opt("latency_budget_ms_at_most")?,
             cost_ceiling_usd_at_most: o.opt("cost_ceiling_usd_at_most")?,
         })
@@ -725,13 +725,13 @@ impl crate::config::FromConfig for RouteConfig {
             ranked: Default::default(),
             alias_names: Default::default(),
             live: Default::default(),
-            providers: o.or("providers", Default::default())?,
-            rules: o.or("rules", Default::default())?,
-            zones: o.or("zones", Default::default())?,
-            deprecations: o.or("deprecations", Default::default())?,
+            providers: o.or("providers", Default::default)?,
+            rules: o.or("rules", Default::default)?,
+            zones: o.or("zones", Default::default)?,
+            deprecations: o.or("deprecations", Default::default)?,
             now: o.opt("now")?,
             cache: o.opt("cache")?,
-            forward_request_headers: o.or("forward_request_headers", Default::default())?,
+            forward_request_headers: o.or("forward_request_headers", Default::default)?,
             shadow: o.opt("shadow")?,
         })
     }

@@ -613,7 +613,7 @@ impl crate::config::FromConfig for AuditConfig {
         let o = crate::config::Obj::new(v, at, "AuditConfig", Some(&["price_book", "metrics", "refusal_phrases"]))?;
         Ok(AuditConfig {
             price_book: o.opt("price_book")?,
-            metrics: o.or("metrics", Default::default())?,
+            metrics: o.or("metrics", Default::default)?,
             refusal_phrases: o.opt("refusal_phrases")?,
         })
     }
@@ -623,7 +623,7 @@ impl crate::config::FromConfig for MetricsConfig {
     #[inline(never)]
     fn read(v: &crate::wire::tree::Value, at: &crate::config::At) -> crate::config::Read<Self> {
         let o = crate::config::Obj::new(v, at, "MetricsConfig", Some(&["tenant_labels"]))?;
-        Ok(MetricsConfig { tenant_labels: o.or("tenant_labels", Default::default())? })
+        Ok(MetricsConfig { tenant_labels: o.or("tenant_labels", Default::default)? })
     }
 }
 

@@ -283,12 +283,12 @@ impl crate::config::FromConfig for SemanticConfig {
         Ok(SemanticConfig {
             alias: o.req("alias")?,
             key_env: o.req("key_env")?,
-            cluster: o.or("cluster", default_cluster())?,
-            authority: o.or("authority", default_authority())?,
+            cluster: o.or("cluster", default_cluster)?,
+            authority: o.or("authority", default_authority)?,
             dimensions: o.opt("dimensions")?,
-            index_slots: o.or("index_slots", default_index_slots())?,
-            index_entries: o.or("index_entries", default_index_entries())?,
-            timeout_ms: o.or("timeout_ms", default_timeout_ms())?,
+            index_slots: o.or("index_slots", default_index_slots)?,
+            index_entries: o.or("index_entries", default_index_entries)?,
+            timeout_ms: o.or("timeout_ms", default_timeout_ms)?,
         })
     }
 }

@@ -209,9 +209,9 @@ impl crate::config::FromConfig for SharedConfig {
         let o = crate::config::Obj::new(v, at, "SharedConfig", Some(&["cluster", "auth_env", "timeout_ms", "prefix"]))?;
         Ok(SharedConfig {
             cluster: o.req("cluster")?,
-            auth_env: o.or("auth_env", default_auth_env())?,
-            timeout_ms: o.or("timeout_ms", default_timeout_ms())?,
-            prefix: o.or("prefix", default_prefix())?,
+            auth_env: o.or("auth_env", default_auth_env)?,
+            timeout_ms: o.or("timeout_ms", default_timeout_ms)?,
+            prefix: o.or("prefix", default_prefix)?,
         })
     }
 }

@@ -429,12 +429,12 @@ impl crate::config::FromConfig for InjectionPolicy {
             Some(&["threshold", "action", "flag_threshold", "reroute_to", "rules", "default_rules"]),
         )?;
         Ok(InjectionPolicy {
-            threshold: o.or("threshold", default_threshold())?,
+            threshold: o.or("threshold", default_threshold)?,
             action: o.req("action")?,
-            flag_threshold: o.or("flag_threshold", default_flag_threshold())?,
+            flag_threshold: o.or("flag_threshold", default_flag_threshold)?,
             reroute_to: o.opt("reroute_to")?,
-            rules: o.or("rules", Default::default())?,
-            default_rules: o.or("default_rules", yes())?,
+            rules: o.or("rules", Default::default)?,
+            default_rules: o.or("default_rules", yes)?,
             matcher: Default::default(),
         })
     }
@@ -444,7 +444,7 @@ impl crate::config::FromConfig for Rule {
     #[inline(never)]
     fn read(v: &crate::wire::tree::Value, at: &crate::config::At) -> crate::config::Read<Self> {
         let o = crate::config::Obj::new(v, at, "Rule", Some(&["name", "phrases", "score"]))?;
-        Ok(Rule { name: o.req("name")?, phrases: o.or("phrases", Default::default())?, score: o.req("score")? })
+        Ok(Rule { name: o.req("name")?, phrases: o.or("phrases", Default::default)?, score: o.req("score")? })
     }
 }
 

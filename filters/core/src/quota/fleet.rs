@@ -102,16 +102,16 @@ impl FromConfig for FleetConfig {
         let o = Obj::new(v, at, "FleetConfig", Some(&fields))?;
         Ok(FleetConfig {
             cluster: o.req("cluster")?,
-            auth_env: o.or("auth_env", default_auth_env())?,
-            lease: o.or("lease", LeaseSpec::default())?,
-            timeout_ms: o.or("timeout_ms", default_timeout_ms())?,
-            unavailable: o.or("unavailable", Unavailable::default())?,
-            expected_replicas: o.or("expected_replicas", default_replicas())?,
-            retry_ms: o.or("retry_ms", default_retry_ms())?,
-            prefix: o.or("prefix", default_prefix())?,
-            tick_ms: o.or("tick_ms", default_tick_ms())?,
-            headroom_ms: o.or("headroom_ms", default_headroom_ms())?,
-            idle_return_ms: o.or("idle_return_ms", default_idle_return_ms())?,
+            auth_env: o.or("auth_env", default_auth_env)?,
+            lease: o.or("lease", LeaseSpec::default)?,
+            timeout_ms: o.or("timeout_ms", default_timeout_ms)?,
+            unavailable: o.or("unavailable", Unavailable::default)?,
+            expected_replicas: o.or("expected_replicas", default_replicas)?,
+            retry_ms: o.or("retry_ms", default_retry_ms)?,
+            prefix: o.or("prefix", default_prefix)?,
+            tick_ms: o.or("tick_ms", default_tick_ms)?,
+            headroom_ms: o.or("headroom_ms", default_headroom_ms)?,
+            idle_return_ms: o.or("idle_return_ms", default_idle_return_ms)?,
         })
     }
 }
@@ -121,10 +121,10 @@ impl FromConfig for LeaseSpec {
     fn read(v: &Value, at: &At) -> Read<Self> {
         let o = Obj::new(v, at, "LeaseSpec", Some(&["requests", "tokens", "usd", "slots"]))?;
         Ok(LeaseSpec {
-            requests: o.or("requests", default_lease_requests())?,
-            tokens: o.or("tokens", default_lease_tokens())?,
-            usd: o.or("usd", default_lease_usd())?,
-            slots: o.or("slots", default_lease_slots())?,
+            requests: o.or("requests", default_lease_requests)?,
+            tokens: o.or("tokens", default_lease_tokens)?,
+            usd: o.or("usd", default_lease_usd)?,
+            slots: o.or("slots", default_lease_slots)?,
         })
     }
 }

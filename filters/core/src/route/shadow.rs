@@ -141,9 +141,9 @@ impl crate::config::FromConfig for ShadowConfig {
             crate::config::Obj::new(v, at, "ShadowConfig", Some(&["key_env", "cluster", "authority", "timeout_ms"]))?;
         Ok(ShadowConfig {
             key_env: o.req("key_env")?,
-            cluster: o.or("cluster", crate::cache::semantic::default_cluster())?,
-            authority: o.or("authority", default_authority())?,
-            timeout_ms: o.or("timeout_ms", default_timeout_ms())?,
+            cluster: o.or("cluster", crate::cache::semantic::default_cluster)?,
+            authority: o.or("authority", default_authority)?,
+            timeout_ms: o.or("timeout_ms", default_timeout_ms)?,
         })
     }
 }
