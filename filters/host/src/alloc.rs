@@ -217,26 +217,34 @@ mod global {
 
     static CLASSES: OneThread = OneThread(SizeClasses::new());
 
-    /// The layout every block of up to 16-byte alignment is given and given back with.
-    fn sized(size: usize) -> Layout {
-        // SAFETY: ALIGN is a power of two; a size the caller's valid layout had, rounded up to
-        // it, cannot overflow `isize` (a Wasm memory is far smaller).
-        unsafe { Layout::from_size_align_unchecked(size, ALIGN) }
+    /// The layout every block of up to 16-byte alignment is given and given back with (`None`
+    /// for a size within 15 bytes of `isize::MAX`, which no Wasm memory could hold anyway).
+    fn sized(size: usize) -> Option<Layout> {
+        Layout::from_size_align(size, ALIGN).ok()
     }
 
     #[inline(never)]
     unsafe fn take(size: usize) -> *mut u8 {
-        unsafe { CLASSES.0.take(sized(size)) }
+        match sized(size) {
+            Some(l) => unsafe { CLASSES.0.take(l) },
+            None => std::ptr::null_mut(),
+        }
     }
 
     #[inline(never)]
     unsafe fn give(block: *mut u8, size: usize) {
-        unsafe { CLASSES.0.give(block, sized(size)) }
+        // (A size `sized` refuses was never given: `take` failed for it.)
+        if let Some(l) = sized(size) {
+            unsafe { CLASSES.0.give(block, l) }
+        }
     }
 
     #[inline(never)]
     unsafe fn retake(block: *mut u8, size: usize, new_size: usize) -> *mut u8 {
-        unsafe { CLASSES.0.retake(block, sized(size), new_size) }
+        match (sized(size), sized(new_size)) {
+            (Some(l), Some(_)) => unsafe { CLASSES.0.retake(block, l, new_size) },
+            _ => std::ptr::null_mut(),
+        }
     }
 
     struct Global;
