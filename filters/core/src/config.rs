@@ -50,21 +50,22 @@ impl At<'_> {
 
 /// A configuration value refused: where (relative to where reading started) and why, in serde's
 /// words.
+///
 /// Boxed: a `Result` of a configuration read then carries a pointer, not two strings, through
 /// every `?` of the readers.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReadError(Box<Refused>);
+pub struct ReadError(Box<ReadErrorParts>);
 
 /// What [`ReadError`] holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refused {
+pub struct ReadErrorParts {
     pub path: String,
     pub problem: String,
 }
 
 impl std::ops::Deref for ReadError {
-    type Target = Refused;
-    fn deref(&self) -> &Refused {
+    type Target = ReadErrorParts;
+    fn deref(&self) -> &ReadErrorParts {
         &self.0
     }
 }
@@ -73,7 +74,7 @@ impl ReadError {
     #[cold]
     #[inline(never)]
     pub fn new(at: &At, problem: impl Into<String>) -> ReadError {
-        ReadError(Box::new(Refused { path: at.path(), problem: problem.into() }))
+        ReadError(Box::new(ReadErrorParts { path: at.path(), problem: problem.into() }))
     }
 
     /// Its path and problem, taken out.

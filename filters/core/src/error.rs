@@ -6,11 +6,11 @@
 /// every `?` (an error is rare; its allocation is paid only then). Its parts are read and set
 /// through `Deref` (`e.status`, `e.code`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GatewayError(Box<Refusal>);
+pub struct GatewayError(Box<GatewayErrorParts>);
 
 /// What a [`GatewayError`] says.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
+pub struct GatewayErrorParts {
     pub status: u16,
     pub message: String,
     pub kind: &'static str,
@@ -19,21 +19,21 @@ pub struct Refusal {
 }
 
 impl std::ops::Deref for GatewayError {
-    type Target = Refusal;
-    fn deref(&self) -> &Refusal {
+    type Target = GatewayErrorParts;
+    fn deref(&self) -> &GatewayErrorParts {
         &self.0
     }
 }
 
 impl std::ops::DerefMut for GatewayError {
-    fn deref_mut(&mut self) -> &mut Refusal {
+    fn deref_mut(&mut self) -> &mut GatewayErrorParts {
         &mut self.0
     }
 }
 
 impl GatewayError {
     pub fn new(status: u16, kind: &'static str, code: &'static str, message: impl Into<String>) -> Self {
-        Self(Box::new(Refusal { status, message: message.into(), kind, code, param: None }))
+        Self(Box::new(GatewayErrorParts { status, message: message.into(), kind, code, param: None }))
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
@@ -64,11 +64,11 @@ impl GatewayError {
 /// Boxed: a `Result` of a configuration's compile carries a pointer, not three strings,
 /// through every `?`. Its parts are read through `Deref` (`e.field`, `e.problem`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError(Box<ConfigRefusal>);
+pub struct ConfigError(Box<ConfigErrorParts>);
 
 /// What a [`ConfigError`] says.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigRefusal {
+pub struct ConfigErrorParts {
     pub filter: String,
     /// The stage's key in the gateway's configuration (`quota`, `route`, ...) when the field is
     /// in one stage's part; `field` is then relative to that part.
@@ -79,8 +79,8 @@ pub struct ConfigRefusal {
 }
 
 impl std::ops::Deref for ConfigError {
-    type Target = ConfigRefusal;
-    fn deref(&self) -> &ConfigRefusal {
+    type Target = ConfigErrorParts;
+    fn deref(&self) -> &ConfigErrorParts {
         &self.0
     }
 }
@@ -89,7 +89,7 @@ impl ConfigError {
     #[cold]
     #[inline(never)]
     pub fn new(filter: &str, field: impl Into<String>, problem: impl Into<String>) -> ConfigError {
-        ConfigError(Box::new(ConfigRefusal {
+        ConfigError(Box::new(ConfigErrorParts {
             filter: filter.to_string(),
             stage: None,
             field: field.into(),
