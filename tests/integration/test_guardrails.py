@@ -212,9 +212,12 @@ def test_a_secret_is_refused_by_name_and_an_ip_address_is_flagged(gateway):
                                   "messages": [{"role": "user", "content": f"{tag} {secret}"}]})
     assert m.status_code == 400 and m.json()["type"] == "error" and m.json()["error"]["type"] == "invalid_request_error"
     # Flagged: it goes on as it is, on record.
-    r = gateway.chat(f"{tag} host 10.20.30.40", model="chat-guarded")
+    # (IPv4 and IPv6 found; a version number, an octet out of range and a word of the letters
+    # a-f with one colon are near misses the detector must count past, not flag.)
+    r = gateway.chat(f"{tag} host 10.20.30.40 and 2001:db8::1; version 1.2.3.4.5, 999.1.1.1, cafe:babe",
+                     model="chat-guarded")
     assert r.status_code == 200 and "10.20.30.40" in provider_bodies(gateway, "anthropic", tag)[0]
-    assert audit(gateway, r)["compliance_flags"] == ["ip:flagged:1"]
+    assert audit(gateway, r)["compliance_flags"] == ["ip:flagged:2"]
     # Detections are counted per category, action and alias.
     from test_observability import metric, scrape
     m = scrape(gateway)
