@@ -118,7 +118,7 @@ pub fn compile_credentials(
                 (
                     format!("providers.{name}"),
                     CredentialConfig {
-                        name: "default".into(),
+                        name: "default".own(),
                         key_env,
                         secret_env,
                         session_token_env: None,
@@ -312,7 +312,7 @@ pub fn inject(
     if let Some((name, value)) = crate::provider::credential_header(p.api, &c.key) {
         h.set_request_header(name, Some(&value));
     }
-    Some(AttemptCredential { provider: provider.to_string(), index, api: p.api })
+    Some(AttemptCredential { provider: provider.own(), index, api: p.api })
 }
 
 impl CredentialPlane {
@@ -324,7 +324,7 @@ impl CredentialPlane {
     /// for the attempt record (by fingerprint), and marks it bad for every worker when the
     /// provider rejected it (401, 403), so later calls use the next one. Returns the status.
     pub fn after_answer(&self, h: &impl Host, used: &AttemptCredential) -> u16 {
-        let status: u16 = h.response_header(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
+        let status: u16 = h.response_header(":status").and_then(|s| s.int_as()).unwrap_or(0);
         let Some(c) = self.credential(used) else { return status };
         h.set_property(headers::PROP_CREDENTIAL, &c.fingerprint);
         if status == 401 || status == 403 {
@@ -352,10 +352,10 @@ impl CredentialPlane {
     /// Signs the attempt's request with AWS SigV4 (Bedrock), over `body` exactly as it is sent.
     pub fn sign(&self, h: &impl Host, used: &AttemptCredential, region: Option<&str>, body: &[u8]) {
         let request = SignedRequest {
-            method: &h.request_header(":method").unwrap_or_else(|| "POST".into()),
-            path: &h.request_header(":path").unwrap_or_else(|| "/".into()),
+            method: &h.request_header(":method").unwrap_or_else(|| "POST".own()),
+            path: &h.request_header(":path").unwrap_or_else(|| "/".own()),
             authority: &h.request_header(":authority").unwrap_or_default(),
-            content_type: &h.request_header("content-type").unwrap_or_else(|| "application/json".into()),
+            content_type: &h.request_header("content-type").unwrap_or_else(|| "application/json".own()),
             body,
         };
         for (name, value) in self.signature(used, region, &request, h.now_ms()) {
@@ -391,12 +391,12 @@ impl CredentialPlane {
         let key = sigv4::Key { access_key_id: &c.key, secret, region, service: "bedrock" };
         let authorization = sigv4::authorization(&req, &key, &date);
         let mut out = vec![
-            ("content-type", request.content_type.to_string()),
-            ("x-amz-date", date.clone()),
-            ("x-amz-content-sha256", hash.clone()),
+            ("content-type", request.content_type.own()),
+            ("x-amz-date", date.own()),
+            ("x-amz-content-sha256", hash.own()),
         ];
         if let Some(t) = c.session_token.as_deref() {
-            out.push(("x-amz-security-token", t.to_string()));
+            out.push(("x-amz-security-token", t.own()));
         }
         out.push(("authorization", authorization));
         out

@@ -16,6 +16,7 @@ pub mod semantic;
 pub mod shared;
 pub mod stage;
 
+use crate::text::Text;
 use crate::wire::tree::Value;
 use sha2::{Digest, Sha256};
 
@@ -125,9 +126,8 @@ impl TryFrom<&CacheConfig> for Cache {
     type Error = ConfigError;
 
     fn try_from(cfg: &CacheConfig) -> Result<Cache, ConfigError> {
-        let refused = |field: &str, problem: &str| {
-            ConfigError::new("route-select", format!("cache.{field}"), problem.to_string())
-        };
+        let refused =
+            |field: &str, problem: &str| ConfigError::new("route-select", format!("cache.{field}"), problem.own());
         if !(1..=65_536).contains(&cfg.slots) {
             return Err(refused("slots", "must be 1 to 65536"));
         }
@@ -206,13 +206,13 @@ pub fn keys_of(tenant: &str, key_id: Option<&str>, alias: &str, route: &str, mut
         .and_then(|m| m.iter_mut().rev().find(|m| m.get("role").and_then(Value::as_str) == Some("user")));
     let semantic = last_user.and_then(|m| {
         let text = match m.get("content")? {
-            Value::String(t) => t.clone(),
+            Value::String(t) => t.own(),
             Value::Array(parts) => {
                 parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join("\n")
             }
             _ => return None,
         };
-        m.as_object_mut()?.insert("content".into(), Value::Null);
+        m.as_object_mut()?.insert("content".own(), Value::Null);
         Some(text).filter(|t| !t.trim().is_empty())
     });
     let semantic = match semantic {

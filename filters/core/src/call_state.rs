@@ -24,6 +24,7 @@
 //! entry again at its first use in each callback, adds what it knows, and writes it back
 //! ([`Writers::Many`]).
 
+use crate::text::Text;
 use std::cell::RefCell;
 
 use crate::headers;
@@ -215,7 +216,7 @@ impl HeaderView {
     fn one(&mut self, name: &str, read: impl FnOnce() -> HeaderList) -> Result<Option<String>, ()> {
         let list = self.list.get_or_insert_with(read);
         match list.get(name) {
-            Some(v) => Ok(Some(v.to_string())),
+            Some(v) => Ok(Some(v.own())),
             None if was_added(&self.added, name_hash(name)) => Err(()),
             None => Ok(None),
         }
@@ -392,7 +393,7 @@ impl<H: Host> Host for CallState<'_, H> {
         let names: Vec<String> = {
             let mut data = self.data.borrow_mut();
             let list = data.request_headers.whole(|| self.inner.request_header_list());
-            list.iter().filter(|(k, _)| drop(k)).map(|(k, _)| k.to_string()).collect()
+            list.iter().filter(|(k, _)| drop(k)).map(|(k, _)| k.own()).collect()
         };
         for n in &names {
             self.set_request_header(n, None);
@@ -469,7 +470,7 @@ impl<H: Host> Host for CallState<'_, H> {
         }
         // Not in the whole map (or none was given): the value alone, as the proxy reads it.
         let v = self.inner.upstream_metadata(key);
-        self.data.borrow_mut().metadata.values.push((key.to_string(), v.clone()));
+        self.data.borrow_mut().metadata.values.push((key.own(), v.clone()));
         v
     }
     fn shared_get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), ()> {

@@ -9,6 +9,7 @@
 //! has anyway) and reads its type from it. Errors say what serde's did, with the exact path of
 //! the value refused (`tenants.acme.concurrent`, `keys[0]`).
 
+use crate::text::Text;
 use std::fmt::Write as _;
 
 use crate::wire::tree::{Map, Value};
@@ -94,7 +95,7 @@ impl ReadError {
 /// How serde names a value it did not expect.
 fn unexpected(v: &Value) -> String {
     match v {
-        Value::Null => "null".into(),
+        Value::Null => "null".own(),
         Value::Bool(b) => format!("boolean `{b}`"),
         Value::Number(n) => match (n.as_u64(), n.as_i64()) {
             (Some(u), _) => format!("integer `{u}`"),
@@ -105,15 +106,15 @@ fn unexpected(v: &Value) -> String {
         },
         // Quoted as JSON quotes it (not `Debug`: that links Unicode tables for this alone).
         Value::String(_) => format!("string {}", crate::wire::write::to_string(v)),
-        Value::Array(_) => "sequence".into(),
-        Value::Object(_) => "map".into(),
+        Value::Array(_) => "sequence".own(),
+        Value::Object(_) => "map".own(),
     }
 }
 
 /// serde's list of what was expected: "`a`", "`a` or `b`", "one of `a`, `b`, `c`".
 pub fn one_of(names: &[&str]) -> String {
     match names {
-        [] => "there are none".into(),
+        [] => "there are none".own(),
         [a] => format!("`{a}`"),
         [a, b] => format!("`{a}` or `{b}`"),
         _ => {
@@ -134,7 +135,7 @@ impl FromConfig for String {
     #[inline(never)]
     fn read(v: &Value, at: &At) -> Read<Self> {
         match v {
-            Value::String(s) => Ok(s.clone()),
+            Value::String(s) => Ok(s.own()),
             _ => Err(ReadError::invalid_type(at, v, "a string")),
         }
     }
@@ -211,7 +212,7 @@ impl<T: FromConfig> FromConfig for NameMap<T> {
         let Value::Object(m) = v else { return Err(ReadError::invalid_type(at, v, "a map")) };
         let mut out = NameMap::default();
         for (k, item) in m {
-            out.insert(k.clone(), T::read(item, &At::Key(at, k))?);
+            out.insert(k.own(), T::read(item, &At::Key(at, k))?);
         }
         Ok(out)
     }

@@ -169,7 +169,7 @@ pub fn apply(policy: &GuardPolicy, v: &mut Value) -> Applied {
                 Action::Mask => {
                     let value = &s[start..end];
                     let placeholder = match applied.masked.iter().find(|(_, orig)| orig == value) {
-                        Some((p, _)) => p.clone(),
+                        Some((p, _)) => p.own(),
                         None => {
                             let n = applied
                                 .masked
@@ -177,7 +177,7 @@ pub fn apply(policy: &GuardPolicy, v: &mut Value) -> Applied {
                                 .filter(|(p, _)| p.starts_with(&format!("<{}_", category.placeholder())))
                                 .count();
                             let p = format!("<{}_{}>", category.placeholder(), n + 1);
-                            applied.masked.push((p.clone(), value.to_string()));
+                            applied.masked.push((p.own(), value.own()));
                             p
                         }
                     };
@@ -229,7 +229,7 @@ pub fn filter_answer(body: &[u8], terms: &[String]) -> Option<Vec<u8>> {
         if !holds_term(&text, terms) && !holds_term(&args, terms) {
             return None;
         }
-        v["status"] = Value::String("incomplete".into());
+        v["status"] = Value::String("incomplete".own());
         v["incomplete_details"] = obj! {"reason" => "content_filter"};
         v["output"] = crate::wire::tree::Value::Array(Vec::new());
         return Some(crate::wire::write::to_vec(&v));
@@ -250,7 +250,7 @@ pub fn filter_answer(body: &[u8], terms: &[String]) -> Option<Vec<u8>> {
             return None;
         }
         v["content"] = crate::wire::tree::Value::Array(Vec::new());
-        v["stop_reason"] = Value::String("refusal".into());
+        v["stop_reason"] = Value::String("refusal".own());
         v["stop_sequence"] = Value::Null;
         return Some(crate::wire::write::to_vec(&v));
     }
@@ -268,11 +268,11 @@ pub fn filter_answer(body: &[u8], terms: &[String]) -> Option<Vec<u8>> {
         return None;
     }
     if let Some(m) = message.as_object_mut() {
-        m.insert("content".into(), Value::String(String::new()));
-        m.insert("refusal".into(), Value::String(WITHHELD.into()));
+        m.insert("content".own(), Value::String(String::new()));
+        m.insert("refusal".own(), Value::String(WITHHELD.into()));
         m.remove("tool_calls");
     }
-    v["choices"][0]["finish_reason"] = Value::String("content_filter".into());
+    v["choices"][0]["finish_reason"] = Value::String("content_filter".own());
     Some(crate::wire::write::to_vec(&v))
 }
 
@@ -372,7 +372,7 @@ impl StreamFilter {
                     if holds_term(&seen, &self.terms) {
                         self.stopped = true;
                         let mut r = self.snapshot.clone().unwrap_or_else(|| obj! {});
-                        r["status"] = Value::String("incomplete".into());
+                        r["status"] = Value::String("incomplete".own());
                         r["incomplete_details"] = obj! {"reason" => "content_filter"};
                         r["output"] = crate::wire::tree::Value::Array(Vec::new());
                         let data = obj! {"type" => "response.incomplete", "sequence_number" => number, "response" => r};
@@ -386,7 +386,7 @@ impl StreamFilter {
                 continue;
             }
             let delta = &v["choices"][0]["delta"];
-            let mut text = delta.get("content").and_then(Value::as_str).unwrap_or_default().to_string();
+            let mut text = delta.get("content").and_then(Value::as_str).unwrap_or_default().own();
             for c in delta.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
                 text.push_str(c.pointer("/function/arguments").and_then(Value::as_str).unwrap_or_default());
             }
@@ -418,7 +418,7 @@ impl StreamFilter {
     fn keep_tail(&mut self, seen: String) {
         let keep_from = seen.len().saturating_sub(self.longest + 1);
         let keep_from = (keep_from..=seen.len()).find(|i| seen.is_char_boundary(*i)).unwrap_or(seen.len());
-        self.tail = seen[keep_from..].to_string();
+        self.tail = seen[keep_from..].own();
     }
 }
 
@@ -442,7 +442,7 @@ impl Restorer {
             .iter()
             .map(|(p, v)| {
                 let json = crate::wire::write::to_string(v);
-                (p.clone(), json.get(1..json.len().saturating_sub(1)).unwrap_or_default().to_string())
+                (p.own(), json.get(1..json.len().saturating_sub(1)).unwrap_or_default().own())
             })
             .collect();
         let longest = pairs.iter().map(|(p, _)| p.len()).max().unwrap_or(0);
@@ -752,8 +752,7 @@ impl StreamRestorer {
             Some(i) => self.held.remove(i).text,
             None => String::new(),
         };
-        let mut put =
-            if before.is_empty() { text.to_string() } else { self.put_back(&format!("{before}{text}"), escaped) };
+        let mut put = if before.is_empty() { text.own() } else { self.put_back(&format!("{before}{text}"), escaped) };
         if let Some(i) = self.partial_at(&put).filter(|_| may_hold) {
             let text = put.split_off(i);
             self.held.push(Held { lane, text, event: event.map(str::to_string), template });
@@ -773,7 +772,7 @@ impl StreamRestorer {
         if escaped {
             return String::from_utf8_lossy(&self.whole.replace(s.as_bytes())).into_owned();
         }
-        let mut out = s.to_string();
+        let mut out = s.own();
         for (p, value) in &self.plain {
             if out.contains(p.as_str()) {
                 out = out.replace(p.as_str(), value);
@@ -793,9 +792,9 @@ impl StreamRestorer {
             }
             let mut v = h.template;
             let pointer = match h.lane {
-                Lane::Chat(_, None) => "/choices/0/delta/content".to_string(),
-                Lane::Chat(_, Some(_)) => "/choices/0/delta/tool_calls/0/function/arguments".to_string(),
-                Lane::Responses(..) => "/delta".to_string(),
+                Lane::Chat(_, None) => "/choices/0/delta/content".own(),
+                Lane::Chat(_, Some(_)) => "/choices/0/delta/tool_calls/0/function/arguments".own(),
+                Lane::Responses(..) => "/delta".own(),
                 Lane::Messages(_, field) => format!("/delta/{field}"),
             };
             if let Some(slot) = v.pointer_mut(&pointer) {

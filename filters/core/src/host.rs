@@ -140,7 +140,7 @@ pub trait Host {
         if attempts.last().is_none_or(|a| a.status.is_some()) {
             return;
         }
-        let per_try = self.property_string(&[crate::headers::PROP_PER_TRY_MS]).and_then(|v| v.parse().ok());
+        let per_try = self.property_string(&[crate::headers::PROP_PER_TRY_MS]).and_then(|v| v.int_as());
         let details = self.property_string(&["response", "code_details"]);
         crate::audit::close_unanswered(attempts, per_try, details.as_deref(), self.now_ms());
     }
@@ -237,7 +237,7 @@ pub struct HttpAnswer {
 
 impl HttpAnswer {
     pub fn new(headers: Vec<(String, String)>, body: Vec<u8>) -> HttpAnswer {
-        let status = headers.iter().find(|(k, _)| k == ":status").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
+        let status = headers.iter().find(|(k, _)| k == ":status").and_then(|(_, v)| v.int_as()).unwrap_or(0);
         HttpAnswer { status, headers, body }
     }
 }
@@ -268,8 +268,8 @@ impl Callbacks for HttpCallProbe {
     fn on_request_headers<H: Host>(&mut self, h: &H, _eos: bool) -> Flow {
         let Some(v) = h.request_header("x-aigw-test-call") else { return Flow::Continue };
         let (cluster, resume) = match v.cut(b' ') {
-            Some((c, "resume")) => (c.to_string(), true),
-            _ => (v.clone(), false),
+            Some((c, "resume")) => (c.own(), true),
+            _ => (v.own(), false),
         };
         let mut headers = vec![(":method", "GET"), (":path", "/aigw-test-call"), (":authority", "aigw-test")];
         // The demo fakes' faults (a delay, to have the answer come after the body) go along.
@@ -414,7 +414,7 @@ impl FakeHost {
     }
 
     pub fn with_request_header(self, name: &str, value: &str) -> FakeHost {
-        self.request_headers.borrow_mut().push((name.to_ascii_lowercase(), value.to_string()));
+        self.request_headers.borrow_mut().push((name.to_ascii_lowercase(), value.own()));
         self
     }
 
@@ -428,14 +428,14 @@ impl FakeHost {
     }
 
     fn get(map: &RefCell<Vec<(String, String)>>, name: &str) -> Option<String> {
-        map.borrow().iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+        map.borrow().iter().find(|(k, _)| k == name).map(|(_, v)| v.own())
     }
 
     fn set(map: &RefCell<Vec<(String, String)>>, name: &str, value: Option<&str>) {
         let mut m = map.borrow_mut();
         m.retain(|(k, _)| k != name);
         if let Some(v) = value {
-            m.push((name.to_string(), v.to_string()));
+            m.push((name.own(), v.own()));
         }
     }
 }
@@ -467,7 +467,7 @@ impl Host for FakeHost {
     }
     fn add_response_header(&self, name: &str, value: &str) {
         self.header_writes.borrow_mut().push(format!("response {name}"));
-        self.response_headers.borrow_mut().push((name.to_string(), value.to_string()));
+        self.response_headers.borrow_mut().push((name.own(), value.own()));
     }
     fn request_body(&self, size: usize) -> Vec<u8> {
         let b = self.request_body.borrow();
@@ -495,13 +495,13 @@ impl Host for FakeHost {
             .properties
             .borrow()
             .iter()
-            .filter_map(|(k, v)| Some((k.strip_prefix(prefix)?.to_string(), String::from_utf8(v.clone()).ok()?)))
+            .filter_map(|(k, v)| Some((k.strip_prefix(prefix)?.own(), String::from_utf8(v.clone()).ok()?)))
             .collect();
         (!all.is_empty()).then_some(all)
     }
     fn set_property_bytes(&self, name: &str, value: &[u8]) {
         self.property_writes.set(self.property_writes.get() + 1);
-        self.properties.borrow_mut().insert(name.to_string(), value.to_vec());
+        self.properties.borrow_mut().insert(name.own(), value.to_vec());
     }
     fn shared_get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), ()> {
         self.shared_reads.set(self.shared_reads.get() + 1);
@@ -520,13 +520,13 @@ impl Host for FakeHost {
         if cas.is_some() && cas != current {
             return Err(SharedSetError::CasMismatch);
         }
-        m.insert(key.to_string(), (value.to_vec(), current.unwrap_or(0).wrapping_add(1).max(1)));
+        m.insert(key.own(), (value.to_vec(), current.unwrap_or(0).wrapping_add(1).max(1)));
         Ok(())
     }
     fn send_response(&self, status: u16, headers: &[(&str, &str)], body: &[u8]) -> bool {
         self.replies.borrow_mut().push(Reply {
             status,
-            headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            headers: headers.iter().map(|(k, v)| (k.own(), v.own())).collect(),
             body: body.to_vec(),
         });
         true
@@ -535,16 +535,16 @@ impl Host for FakeHost {
         self.now.get()
     }
     fn warn(&self, msg: &str) {
-        self.logs.borrow_mut().push(msg.to_string());
+        self.logs.borrow_mut().push(msg.own());
     }
     fn clear_route_cache(&self) {
         self.route_cache_cleared.set(self.route_cache_cleared.get() + 1);
     }
     fn counter_add(&self, name: &str, by: u64) {
-        *self.counters.borrow_mut().entry(name.to_string()).or_default() += by;
+        *self.counters.borrow_mut().entry(name.own()).or_default() += by;
     }
     fn histogram_record(&self, name: &str, value: u64) {
-        self.histograms.borrow_mut().entry(name.to_string()).or_default().push(value);
+        self.histograms.borrow_mut().entry(name.own()).or_default().push(value);
     }
     fn http_call(&self, cluster: &str, headers: &[(&str, &str)], body: &[u8], timeout_ms: u64) -> Result<u32, ()> {
         if cluster.is_empty() {
@@ -552,8 +552,8 @@ impl Host for FakeHost {
         }
         let mut calls = self.http_calls.borrow_mut();
         calls.push(HttpCall {
-            cluster: cluster.to_string(),
-            headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            cluster: cluster.own(),
+            headers: headers.iter().map(|(k, v)| (k.own(), v.own())).collect(),
             body: body.to_vec(),
             timeout_ms,
         });

@@ -11,6 +11,7 @@
 //! identity, the request facts, the attempts), as they must when they run as separate filters.
 
 use crate::config::NameMap;
+use crate::text::Text;
 use std::rc::Rc;
 
 use crate::audit::price::{PriceBook, PriceBookConfig};
@@ -67,7 +68,7 @@ impl GatewayConfig {
                 if !q.providers.is_empty() {
                     return Err(both("quota.providers", "providers"));
                 }
-                q.providers = table.iter().filter_map(|(n, p)| Some((n.clone(), p.limits.clone()?))).collect();
+                q.providers = table.iter().filter_map(|(n, p)| Some((n.own(), p.limits.clone()?))).collect();
             }
         }
         let Some(book) = &self.price_book else { return Ok(None) };
@@ -272,7 +273,7 @@ impl ListenerCall {
         if !crate::route::shadow::sampled(&rid, policy.percent) {
             return;
         }
-        let candidate = policy.alias.clone();
+        let candidate = policy.alias.own();
         if let Some(body) = crate::route::shadow::body(&h.request_body(size), &candidate) {
             let zone = id.and_then(|i| i.zone.clone());
             self.shadow = Some(PendingLeg { path, body, candidate, request_id: rid, zone });

@@ -12,6 +12,7 @@ pub mod bedrock;
 pub mod gemini;
 pub mod openai;
 
+use crate::text::Text;
 use crate::wire::tree::Value;
 
 use crate::error::GatewayError;
@@ -45,7 +46,7 @@ pub struct ProviderConfig {
 }
 
 fn default_azure_version() -> String {
-    "2024-10-21".into()
+    "2024-10-21".own()
 }
 
 fn default_max_tokens() -> u64 {
@@ -131,7 +132,7 @@ pub trait ProviderApi {
     /// Embeddings: the vectors of a whole success, in input order, and the input tokens when
     /// the body reports them.
     fn embeddings_vectors(&self, _body: &[u8], _model: &str) -> Result<(Vec<Vec<f64>>, Option<u64>), String> {
-        Err("this provider's embeddings are not translated".into())
+        Err("this provider's embeddings are not translated".own())
     }
 
     /// The translator of a streamed success of this content type, when the API streams in it.

@@ -396,7 +396,7 @@ fn compile_map(at: &str, m: &NameMap<LimitSpec>, base: &NameMap<LimitSpec>) -> R
             (None, Some(b)) => b.clone(),
             (None, None) => continue,
         };
-        out.insert(name.clone(), compile_limits(&format!("{at}.{name}"), &spec)?);
+        out.insert(name.own(), compile_limits(&format!("{at}.{name}"), &spec)?);
     }
     Ok(out)
 }
@@ -432,7 +432,7 @@ impl Quota {
         };
         let mut tenants = NameMap::new();
         for (name, spec) in cfg.tenants.iter().filter(|(n, _)| n.as_str() != "*") {
-            tenants.insert(name.clone(), tenant(name, spec)?);
+            tenants.insert(name.own(), tenant(name, spec)?);
         }
         let mut providers = NameMap::new();
         for (name, spec) in &cfg.providers {
@@ -444,7 +444,7 @@ impl Quota {
                      the provider cluster's circuit breakers)",
                 ));
             }
-            providers.insert(name.clone(), l);
+            providers.insert(name.own(), l);
         }
         let prices = match &cfg.price_book {
             Some(b) => Some(Rc::new(PriceBook::compile(b).map_err(|e| e.at("quota", "price_book"))?)),
@@ -453,7 +453,7 @@ impl Quota {
         let fleet = cfg.fleet.as_ref().map(fleet::Fleet::compile).transpose()?;
         let q = Quota { default, tenants, providers, estimate: cfg.estimate.clone(), prices, fleet };
         if q.prices.is_none() && q.any_budget() {
-            return Err(refused("price_book".into(), "is required: a budget is set, and calls are priced with it"));
+            return Err(refused("price_book".own(), "is required: a budget is set, and calls are priced with it"));
         }
         Ok(q)
     }
@@ -471,9 +471,9 @@ impl Quota {
     pub fn scopes(&self, tenant: &str, feature: Option<&str>, alias: Option<&str>) -> Vec<Scope> {
         let Some(t) = self.tenants.get(tenant).or(self.default.as_ref()) else { return Vec::new() };
         let mut out = Vec::with_capacity(3);
-        let tkey = key_with("t.".to_string(), tenant);
+        let tkey = key_with("t.".own(), tenant);
         if !t.limits.is_empty() {
-            out.push(Scope { kind: ScopeKind::Tenant, key: tkey.clone(), limits: t.limits });
+            out.push(Scope { kind: ScopeKind::Tenant, key: tkey.own(), limits: t.limits });
         }
         let pick = |m: &NameMap<Limits>, name: &str| m.get(name).or_else(|| m.get("*")).copied();
         if let Some(f) = feature {
@@ -491,7 +491,7 @@ impl Quota {
 
     pub fn provider(&self, provider: &str) -> Option<Scope> {
         let l = self.providers.get(provider)?;
-        Some(Scope { kind: ScopeKind::Provider, key: key_with("p.".to_string(), provider), limits: *l })
+        Some(Scope { kind: ScopeKind::Provider, key: key_with("p.".own(), provider), limits: *l })
     }
 
     pub fn has_providers(&self) -> bool {
@@ -704,8 +704,8 @@ impl RequestFacts {
             messages: req.messages.as_ref().map_or(0, |m| m.len() as u64),
             messages_listed: req.messages.is_some(),
             max_output: req.max_completion_tokens.or(req.max_tokens),
-            output_format: req.response_format.map(|r| r.get().to_string()).filter(|r| r != "null"),
-            output_config: req.output_config.map(|r| r.get().to_string()).filter(|r| r != "null"),
+            output_format: req.response_format.map(|r| r.get().own()).filter(|r| r != "null"),
+            output_config: req.output_config.map(|r| r.get().own()).filter(|r| r != "null"),
             ..RequestFacts::default()
         };
         for m in req.messages.iter().flatten() {
@@ -855,13 +855,13 @@ impl RequestFacts {
 
     pub fn decode(s: &str) -> Option<RequestFacts> {
         let mut it = s.splitn(6, ' ');
-        let text_bytes = it.next()?.parse().ok()?;
-        let text_pieces = it.next()?.parse().ok()?;
-        let messages = it.next()?.parse().ok()?;
-        let images = it.next()?.parse().ok()?;
+        let text_bytes = it.next()?.int_as()?;
+        let text_pieces = it.next()?.int_as()?;
+        let messages = it.next()?.int_as()?;
+        let images = it.next()?.int_as()?;
         let max_output = match it.next()? {
             "-" => None,
-            m => Some(m.parse().ok()?),
+            m => Some(m.int_as()?),
         };
         let model = it.next().filter(|m| !m.is_empty()).map(str::to_string);
         Some(RequestFacts { model, text_bytes, text_pieces, messages, images, max_output, ..RequestFacts::default() })
@@ -1085,7 +1085,7 @@ pub struct Settled {
 
 impl Settled {
     pub fn encode(&self) -> String {
-        let cost = self.cost_pico.map(|c| c.to_string()).unwrap_or_else(|| "-".into());
+        let cost = self.cost_pico.map(|c| c.to_string()).unwrap_or_else(|| "-".own());
         match self.usage {
             None => format!("- {cost}"),
             Some(u) => format!(
@@ -1107,18 +1107,18 @@ impl Settled {
         let f: Vec<&str> = s.parts(b' ').collect();
         let cost = |c: &str| if c == "-" { Some(None) } else { c.parse().ok().map(Some) };
         let (f, cache_write, cache_write_1h) = match f.as_slice() {
-            [rest @ .., w, h] if rest.len() == 6 => (rest, w.parse().ok()?, h.parse().ok()?),
-            [rest @ .., w] if rest.len() == 6 => (rest, w.parse().ok()?, 0),
+            [rest @ .., w, h] if rest.len() == 6 => (rest, w.int_as()?, h.int_as()?),
+            [rest @ .., w] if rest.len() == 6 => (rest, w.int_as()?, 0),
             all => (all, 0, 0),
         };
         match f {
             ["-", c] => Some(Settled { usage: None, estimated: false, cost_pico: cost(c)? }),
             [i, ci, o, r, e, c] => Some(Settled {
                 usage: Some(Usage {
-                    input: i.parse().ok()?,
-                    cached_input: ci.parse().ok()?,
-                    output: o.parse().ok()?,
-                    reasoning: r.parse().ok()?,
+                    input: i.int_as()?,
+                    cached_input: ci.int_as()?,
+                    output: o.int_as()?,
+                    reasoning: r.int_as()?,
                     cache_write,
                     cache_write_1h,
                 }),
@@ -1138,7 +1138,7 @@ pub fn encode_estimate(e: &Estimate) -> String {
 
 pub fn decode_estimate(s: &str) -> Option<Estimate> {
     let (p, o) = s.cut(b' ')?;
-    Some(Estimate { prompt_tokens: p.parse().ok()?, output_tokens: o.parse().ok()?, model: None })
+    Some(Estimate { prompt_tokens: p.int_as()?, output_tokens: o.int_as()?, model: None })
 }
 
 pub mod stage;

@@ -1,6 +1,7 @@
 //! Model aliases and their fallback chains.
 
 use crate::config::NameMap;
+use crate::text::Text;
 
 use crate::error::{ConfigError, GatewayError};
 pub use crate::provider::ProviderConfig;
@@ -279,7 +280,7 @@ impl RouteConfig {
             .aliases
             .values()
             .filter(|a| a.prefer.is_some())
-            .flat_map(|a| a.steps.iter().map(|s| s.provider.clone()))
+            .flat_map(|a| a.steps.iter().map(|s| s.provider.own()))
             .collect();
         crate::sort::sort(&mut ranked);
         ranked.dedup();
@@ -293,7 +294,7 @@ impl RouteConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let refused = |field: String, problem: String| Err(ConfigError::new("route-select", field, problem));
         if self.aliases.is_empty() {
-            return refused("aliases".into(), "no model aliases are configured".into());
+            return refused("aliases".own(), "no model aliases are configured".own());
         }
         for (i, r) in self.rules.iter().enumerate() {
             if let Some(c) = &r.cache {
@@ -306,13 +307,13 @@ impl RouteConfig {
         }
         for (name, alias) in &self.aliases {
             if alias.chain.is_empty() {
-                return refused(format!("aliases.{name}.chain"), "must not be empty".into());
+                return refused(format!("aliases.{name}.chain"), "must not be empty".own());
             }
             if alias.steps.is_empty() {
-                return refused(format!("aliases.{name}.steps"), "has no steps".into());
+                return refused(format!("aliases.{name}.steps"), "has no steps".own());
             }
             if alias.kind == AliasKind::Embeddings && alias.cache.is_some() {
-                return refused(format!("aliases.{name}.cache"), "only chat aliases are cached (for now)".into());
+                return refused(format!("aliases.{name}.cache"), "only chat aliases are cached (for now)".own());
             }
             if let Some(c) = &alias.cache {
                 c.check(&format!("aliases.{name}.cache"))?;
@@ -357,13 +358,13 @@ impl RouteConfig {
                     );
                 }
                 if chain.is_empty() {
-                    return refused(format!("aliases.{name}.orders.{p}"), "must name an aggregate cluster".into());
+                    return refused(format!("aliases.{name}.orders.{p}"), "must name an aggregate cluster".own());
                 }
             }
             if alias.prefer == Some(Prefer::Fastest) && alias.orders.is_empty() {
                 return refused(
                     format!("aliases.{name}.orders"),
-                    "`prefer: fastest` needs the chain's other orders (a step's provider -> its chain)".into(),
+                    "`prefer: fastest` needs the chain's other orders (a step's provider -> its chain)".own(),
                 );
             }
             if let Some(s) = &alias.shadow {
@@ -375,15 +376,15 @@ impl RouteConfig {
                     );
                 }
                 if alias.kind != AliasKind::Chat || candidate.is_some_and(|c| c.kind != AliasKind::Chat) {
-                    return refused(format!("aliases.{name}.shadow"), "only chat aliases are shadowed".into());
+                    return refused(format!("aliases.{name}.shadow"), "only chat aliases are shadowed".own());
                 }
                 if s.percent > 100 {
-                    return refused(format!("aliases.{name}.shadow.percent"), "must be 0..=100".into());
+                    return refused(format!("aliases.{name}.shadow.percent"), "must be 0..=100".own());
                 }
                 if self.shadow.is_none() {
                     return refused(
                         format!("aliases.{name}.shadow"),
-                        "needs the route's `shadow` (the key the shadow legs present)".into(),
+                        "needs the route's `shadow` (the key the shadow legs present)".own(),
                     );
                 }
             }
@@ -395,7 +396,7 @@ impl RouteConfig {
                     );
                 }
                 if c.percent > 100 {
-                    return refused(format!("aliases.{name}.canary.percent"), "must be 0..=100".into());
+                    return refused(format!("aliases.{name}.canary.percent"), "must be 0..=100".own());
                 }
             }
         }
@@ -411,7 +412,7 @@ impl RouteConfig {
                 );
             }
             if r.min_score.is_some() && r.task.is_none() {
-                return refused(format!("rules[{i}].min_score"), "a minimum score needs the rule's `task`".into());
+                return refused(format!("rules[{i}].min_score"), "a minimum score needs the rule's `task`".own());
             }
             if let Some(a) = r.among.iter().find(|a| !self.aliases.contains_key(a)) {
                 return refused(format!("rules[{i}].among"), format!("{a:?} is not an alias"));
@@ -438,7 +439,7 @@ impl RouteConfig {
         }
         if let Some(n) = &self.now {
             if crate::time::parse_utc_ms(n).is_none() {
-                return refused("now".into(), format!("{n:?} is not a UTC time"));
+                return refused("now".own(), format!("{n:?} is not a UTC time"));
             }
         }
         Ok(())
@@ -449,17 +450,17 @@ impl RouteConfig {
     pub fn choose(&self, f: &CallFacts) -> Result<Choice, GatewayError> {
         let rule = self.rules.iter().find(|r| r.task.as_deref().is_none_or(|t| f.task == Some(t)) && r.when.matches(f));
         let (alias, route) = match rule {
-            Some(r) => (r.alias.clone(), r.name.clone()),
+            Some(r) => (r.alias.own(), r.name.own()),
             None => {
                 self.alias(f.model)?;
-                (f.model.to_string(), "default".to_string())
+                (f.model.own(), "default".own())
             }
         };
         let Some(c) = self.aliases.get(&alias).and_then(|a| a.canary.as_ref()) else {
             return Ok(Choice { alias, route, slice: None });
         };
         if bucket_of(f.request_id) < c.percent {
-            Ok(Choice { alias: c.alias.clone(), route, slice: Some("canary") })
+            Ok(Choice { alias: c.alias.own(), route, slice: Some("canary") })
         } else {
             Ok(Choice { alias, route, slice: Some("stable") })
         }
@@ -516,9 +517,9 @@ pub fn chain_refusal(
     note: Option<(&'static str, String)>,
 ) -> (u16, String) {
     let reason = |a: &crate::audit::Attempt| match (a.status, a.error_class) {
-        (_, Some(c)) => c.as_str().to_string(),
+        (_, Some(c)) => c.as_str().own(),
         (Some(s), None) => format!("status {s}"),
-        (None, None) => "no response".to_string(),
+        (None, None) => "no response".own(),
     };
     let listed: Vec<crate::wire::tree::Value> = attempts
         .iter()

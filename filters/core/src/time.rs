@@ -37,8 +37,8 @@ pub fn parse_utc_ms(s: &str) -> Option<u64> {
     };
     let mut dp = date.parts(b'-');
     let y: i64 = dp.next()?.parse().ok()?;
-    let m: u32 = dp.next()?.parse().ok()?;
-    let d: u32 = dp.next()?.parse().ok()?;
+    let m: u32 = dp.next()?.int_as()?;
+    let d: u32 = dp.next()?.int_as()?;
     if dp.next().is_some() || !(1..=12).contains(&m) || !(1..=31).contains(&d) || !(1970..=9999).contains(&y) {
         return None;
     }
@@ -47,9 +47,9 @@ pub fn parse_utc_ms(s: &str) -> Option<u64> {
         Some(t) => {
             let t = t.before(b'.');
             let mut tp = t.parts(b':');
-            let h: u64 = tp.next()?.parse().ok()?;
-            let mi: u64 = tp.next()?.parse().ok()?;
-            let se: u64 = tp.next()?.parse().ok()?;
+            let h: u64 = tp.next()?.int_as()?;
+            let mi: u64 = tp.next()?.int_as()?;
+            let se: u64 = tp.next()?.int_as()?;
             if tp.next().is_some() || h > 23 || mi > 59 || se > 60 {
                 return None;
             }

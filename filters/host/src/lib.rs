@@ -465,7 +465,7 @@ mod trace {
 
     #[cfg(feature = "trace-calls")]
     pub fn hit(name: &str) {
-        COUNTS.with(|c| *c.borrow_mut().entry(name.to_string()).or_default() += 1);
+        COUNTS.with(|c| *c.borrow_mut().entry(name.own()).or_default() += 1);
     }
 
     #[cfg(not(feature = "trace-calls"))]
@@ -476,7 +476,7 @@ mod trace {
     pub fn call_ended() {
         COUNTS.with(|c| {
             let mut c = c.borrow_mut();
-            let n = c.entry("calls".to_string()).or_default();
+            let n = c.entry("calls".own()).or_default();
             *n += 1;
             if *n == 1000 {
                 let line: Vec<String> = c.iter().map(|(k, v)| format!("{k}={:.2}", *v as f64 / 1000.0)).collect();

@@ -109,12 +109,10 @@ impl TryFrom<&PriceBookConfig> for PriceBook {
                 Some(v) => field("reasoning", v)?,
                 None => output,
             };
-            models.insert(
-                name.clone(),
-                ModelPrice { input, cached_input, cache_write, cache_write_1h, output, reasoning },
-            );
+            models
+                .insert(name.own(), ModelPrice { input, cached_input, cache_write, cache_write_1h, output, reasoning });
         }
-        Ok(Self { version: cfg.version.clone(), models })
+        Ok(Self { version: cfg.version.own(), models })
     }
 }
 
@@ -171,8 +169,8 @@ pub fn parse_usd_per_mtok(s: &str) -> Option<u64> {
     while frac_padded.len() < 6 {
         frac_padded.push('0');
     }
-    let i: u64 = int.parse().ok()?;
-    let f: u64 = frac_padded.parse().ok()?;
+    let i: u64 = int.int_as()?;
+    let f: u64 = frac_padded.int_as()?;
     i.checked_mul(1_000_000)?.checked_add(f)
 }
 

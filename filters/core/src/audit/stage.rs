@@ -129,7 +129,7 @@ impl Audit {
         };
         let refusal_phrases: Vec<String> = match &cfg.refusal_phrases {
             Some(list) => list.iter().map(|p| fold(p)).collect(),
-            None => REFUSAL_PHRASES.iter().map(|p| p.to_string()).collect(),
+            None => REFUSAL_PHRASES.iter().map(|p| p.own()).collect(),
         };
         if let Some(i) = refusal_phrases.iter().position(|p| p.trim().is_empty()) {
             return Err(ConfigError::new("audit-emit", format!("refusal_phrases[{i}]"), "must not be empty"));
@@ -142,7 +142,7 @@ impl Audit {
         }
         Ok(Audit {
             prices,
-            tenant_labels: cfg.metrics.tenant_labels.iter().map(|t| (t.clone(), ())).collect(),
+            tenant_labels: cfg.metrics.tenant_labels.iter().map(|t| (t.own(), ())).collect(),
             refusal_phrases,
             refusal_starts,
         })
@@ -164,7 +164,7 @@ fn door_of(h: &impl Host) -> Option<String> {
         p if crate::route::models::is_models_path(p) => "models",
         _ => return None,
     };
-    Some(door.to_string())
+    Some(door.own())
 }
 
 /// A label value safe inside an Envoy stat name (dots separate tags there).
@@ -321,7 +321,7 @@ impl AuditCall {
     }
 
     pub fn on_response_headers(&mut self, h: &impl Host, audit: &Audit, eos: bool) -> Flow {
-        self.status = h.response_header(":status").and_then(|s| s.parse().ok());
+        self.status = h.response_header(":status").and_then(|s| s.int_as());
         self.provider = h.response_header(headers::PROVIDER);
         self.model = h.response_header(headers::MODEL);
         if !self.request_id.is_empty() {
@@ -477,7 +477,7 @@ impl AuditCall {
         }
         if self.provider.is_none() {
             if let Some(last) = attempts.last() {
-                self.provider = Some(last.provider.clone());
+                self.provider = Some(last.provider.own());
                 self.model = last.model.clone();
             }
         }
@@ -489,8 +489,8 @@ impl AuditCall {
         // original call cost.
         let cache_word = prop(headers::PROP_CACHE);
         let (cache_status, cache_meta) = match cache_word.as_deref().map(crate::cache::stage::read_status) {
-            Some((status, meta)) => (status.to_string(), meta),
-            None => ("none".to_string(), None),
+            Some((status, meta)) => (status.own(), meta),
+            None => ("none".own(), None),
         };
         let from_cache = matches!(cache_status.as_str(), "hit" | "semantic_hit" | "shared_hit" | "stale");
         let mut cost_saved = None;
@@ -508,7 +508,7 @@ impl AuditCall {
         }
         let mut flags = Vec::new();
         if outcome == Outcome::Ok && self.usage.is_none() {
-            flags.push("usage_missing".to_string());
+            flags.push("usage_missing".own());
         }
         // What the call costs, by the one rule quota's budgets use too (quota::Billing); the
         // figure is handed to quota, so the audit record and the budget agree.
@@ -526,16 +526,16 @@ impl AuditCall {
             if let Some((u, est)) = estimate.as_ref().and_then(|e| billing.charged(e)) {
                 self.usage = Some(u);
                 estimated = est;
-                flags.push("usage_estimated".to_string());
+                flags.push("usage_estimated".own());
             }
         }
         let cost = if answered { Some(0) } else { self.cost_pico(audit) };
         if self.usage.is_some() && cost.is_none() {
-            flags.push("unpriced_model".to_string());
+            flags.push("unpriced_model".own());
         }
         h.set_property(headers::PROP_SETTLED, &Settled { usage: self.usage, estimated, cost_pico: cost }.encode());
         if self.invalid_body {
-            flags.push("upstream_invalid_response".to_string());
+            flags.push("upstream_invalid_response".own());
         }
         if let Some(skipped) = prop(headers::PROP_SKIPPED) {
             flags.extend(skipped.parts(b',').filter(|p| !p.is_empty()).map(|p| format!("skipped_unhealthy:{p}")));
@@ -572,9 +572,9 @@ impl AuditCall {
             alias: prop(headers::PROP_ALIAS),
             // An embeddings call is of the `embeddings` class, whatever its key says.
             workload_class: if prop(headers::PROP_DOOR).as_deref() == Some("embeddings") {
-                Some(crate::auth::keys::WorkloadClass::Embeddings.as_str().to_string())
+                Some(crate::auth::keys::WorkloadClass::Embeddings.as_str().own())
             } else {
-                id.workload_class.map(|w| w.as_str().to_string())
+                id.workload_class.map(|w| w.as_str().own())
             },
             privacy_zone: id.zone,
             provider: self.provider.take(),
@@ -586,7 +586,7 @@ impl AuditCall {
             stream,
             tokens: self.usage.map(Tokens::from),
             cost_usd: cost.map(format_usd),
-            price_book_version: audit.prices.version.clone(),
+            price_book_version: audit.prices.version.own(),
             latency_ms: end.saturating_sub(self.start_ms),
             ttft_ms: self.ttft_ms,
             cache_status,

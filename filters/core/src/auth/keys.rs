@@ -94,7 +94,7 @@ pub enum KeyStatus {
 pub const KEY_PREFIX: &str = "aigw_sk_";
 
 fn any() -> Vec<String> {
-    vec!["*".into()]
+    vec!["*".own()]
 }
 
 /// A set of names a key is allowed to use.
@@ -123,7 +123,7 @@ impl KeyScope {
     /// The scope as a comma-separated list (`*` for any), for filter state.
     pub fn to_list(&self) -> String {
         match self {
-            KeyScope::Any => "*".into(),
+            KeyScope::Any => "*".own(),
             KeyScope::Only(list) => list.join(","),
         }
     }
@@ -135,8 +135,8 @@ impl KeyScope {
 
     fn describe(&self) -> String {
         match self {
-            KeyScope::Any => "any".into(),
-            KeyScope::Only(l) if l.is_empty() => "none".into(),
+            KeyScope::Any => "any".own(),
+            KeyScope::Only(l) if l.is_empty() => "none".own(),
             KeyScope::Only(l) => l.iter().map(|x| format!("`{x}`")).collect::<Vec<_>>().join(", "),
         }
     }
@@ -222,9 +222,9 @@ crate::wire::object::from_object!(CallIdentity {
 impl CallIdentity {
     pub fn of(id: &Identity) -> CallIdentity {
         CallIdentity {
-            tenant: id.tenant.clone(),
-            key_id: id.key_id.clone(),
-            key_fingerprint: id.fingerprint.clone(),
+            tenant: id.tenant.own(),
+            key_id: id.key_id.own(),
+            key_fingerprint: id.fingerprint.own(),
             zone: id.zone.clone(),
             workload_class: id.workload_class,
             feature: None,
@@ -239,9 +239,9 @@ impl CallIdentity {
     pub fn parse(raw: &[u8]) -> Option<CallIdentity> {
         let mut r = crate::codec::Reader::new(raw)?;
         let id = CallIdentity {
-            tenant: r.str()?.to_string(),
-            key_id: r.str()?.to_string(),
-            key_fingerprint: r.str()?.to_string(),
+            tenant: r.str()?.own(),
+            key_id: r.str()?.own(),
+            key_fingerprint: r.str()?.own(),
             zone: r.opt_str()?.map(str::to_string),
             workload_class: match r.u8()? {
                 0 => None,
@@ -251,7 +251,7 @@ impl CallIdentity {
             agent: r.opt_str()?.map(str::to_string),
             task: r.opt_str()?.map(str::to_string),
             shadow_of: r.opt_str()?.map(str::to_string),
-            alias_scope: r.str()?.to_string(),
+            alias_scope: r.str()?.own(),
         };
         r.at_end().then_some(id)
     }
@@ -291,12 +291,12 @@ impl KeyRing {
             let refused = |field: &str, problem: String| {
                 ConfigError::new("auth-key-swap", format!("keys[{i}].{field}"), format!("key {:?}: {problem}", e.id))
             };
-            let digest = parse_hex32(&e.sha256).ok_or_else(|| refused("sha256", "must be 64 hex characters".into()))?;
+            let digest = parse_hex32(&e.sha256).ok_or_else(|| refused("sha256", "must be 64 hex characters".own()))?;
             if e.tenant.is_empty() {
-                return Err(refused("tenant", "must not be empty".into()));
+                return Err(refused("tenant", "must not be empty".own()));
             }
             if out.iter().any(|(d, _)| *d == digest) {
-                return Err(refused("sha256", "the same digest is configured twice".into()));
+                return Err(refused("sha256", "the same digest is configured twice".own()));
             }
             let when = |field: &str, v: &Option<String>| -> Result<Option<u64>, ConfigError> {
                 v.as_deref()
@@ -310,15 +310,15 @@ impl KeyRing {
             let not_after_ms = when("not_after", &e.not_after)?;
             if let (Some(b), Some(a)) = (not_before_ms, not_after_ms) {
                 if a <= b {
-                    return Err(refused("not_after", "must be later than not_before".into()));
+                    return Err(refused("not_after", "must be later than not_before".own()));
                 }
             }
             let fingerprint = to_hex(&digest[..6]);
             out.push((
                 digest,
                 Identity {
-                    key_id: e.id.clone(),
-                    tenant: e.tenant.clone(),
+                    key_id: e.id.own(),
+                    tenant: e.tenant.own(),
                     fingerprint,
                     zone: e.zone.clone(),
                     workload_class: e.workload_class,

@@ -39,7 +39,7 @@ fn take_queue(h: &impl Host) -> Vec<(String, String, u64)> {
             .lines()
             .filter_map(|l| {
                 let mut f = l.parts(b'\t');
-                Some((f.next()?.to_string(), f.next()?.to_string(), f.next()?.parse().ok()?))
+                Some((f.next()?.own(), f.next()?.own(), f.next()?.int_as()?))
             })
             .collect();
         if marks.is_empty() {
@@ -125,7 +125,7 @@ impl MarkSync {
                 for pair in values.chunks(2) {
                     let [field, until] = pair else { continue };
                     let Some((p, n)) = field.as_str().and_then(|f| f.cut(b'\t')) else { continue };
-                    let Some(until) = until.as_str().and_then(|s| s.parse::<u64>().ok()).filter(|u| *u > now) else {
+                    let Some(until) = until.as_str().and_then(|s| s.int()).filter(|u| *u > now) else {
                         continue;
                     };
                     let key = bad_mark_key(p, n);

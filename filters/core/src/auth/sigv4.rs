@@ -132,7 +132,7 @@ pub fn authorization(r: &Request, key: &Key, amz_date: &str) -> String {
         .headers
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case("x-amz-content-sha256"))
-        .map(|(_, v)| v.to_string())
+        .map(|(_, v)| v.own())
         .unwrap_or_else(|| sha256_hex(r.body));
     let (canonical, signed) = canonical_request(r, &payload_hash);
     let date = amz_date.get(..8).unwrap_or("");

@@ -12,6 +12,7 @@
 use super::Digest32;
 use crate::error::ConfigError;
 use crate::host::Host;
+use crate::text::Text;
 use crate::wire::obj;
 
 /// The semantic cache's configuration (the store's `semantic`).
@@ -37,10 +38,10 @@ pub struct SemanticConfig {
 /// The cluster that reaches this gateway's own listener (the demo's `aigw_self`): the semantic
 /// cache's embedding calls and shadow legs go through it.
 pub(crate) fn default_cluster() -> String {
-    "aigw_self".into()
+    "aigw_self".own()
 }
 fn default_authority() -> String {
-    "aigw-cache".into()
+    "aigw-cache".own()
 }
 fn default_index_slots() -> u32 {
     64
@@ -76,16 +77,16 @@ impl Semantic {
             ));
         };
         if !(1..=4096).contains(&cfg.index_slots) {
-            return Err(refused("index_slots", "must be 1 to 4096".into()));
+            return Err(refused("index_slots", "must be 1 to 4096".own()));
         }
         if !(1..=256).contains(&cfg.index_entries) {
-            return Err(refused("index_entries", "must be 1 to 256".into()));
+            return Err(refused("index_entries", "must be 1 to 256".own()));
         }
         Ok(Semantic {
-            alias: cfg.alias.clone(),
+            alias: cfg.alias.own(),
             key,
-            cluster: cfg.cluster.clone(),
-            authority: cfg.authority.clone(),
+            cluster: cfg.cluster.own(),
+            authority: cfg.authority.own(),
             dimensions: cfg.dimensions,
             index_slots: cfg.index_slots,
             index_entries: cfg.index_entries as usize,
@@ -101,10 +102,10 @@ impl Semantic {
         }
         let body = crate::wire::write::to_vec(&body);
         let headers = vec![
-            (":method", "POST".to_string()),
-            (":path", crate::wire::embeddings::PATH.to_string()),
-            (":authority", self.authority.clone()),
-            ("content-type", "application/json".to_string()),
+            (":method", "POST".own()),
+            (":path", crate::wire::embeddings::PATH.own()),
+            (":authority", self.authority.own()),
+            ("content-type", "application/json".own()),
             ("authorization", format!("Bearer {}", self.key)),
             ("x-request-id", format!("{request_id}-cache-embed")),
             ("content-length", body.len().to_string()),

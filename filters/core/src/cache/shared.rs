@@ -4,6 +4,7 @@
 //! goes to Redis from its root context's ticker (a call's own HTTP calls end with it), from a
 //! shared-data queue of digests.
 
+use crate::text::Text;
 use std::rc::Rc;
 
 use super::{Cache, Digest32, Entry, Lookup};
@@ -23,13 +24,13 @@ pub struct SharedConfig {
 }
 
 fn default_auth_env() -> String {
-    "AIGW_FLEET_AUTH".into()
+    "AIGW_FLEET_AUTH".own()
 }
 fn default_timeout_ms() -> u64 {
     200
 }
 fn default_prefix() -> String {
-    "aigw".into()
+    "aigw".own()
 }
 
 #[derive(Debug, Clone)]
@@ -49,7 +50,7 @@ const QUEUE_MAX: usize = 256;
 impl Shared {
     pub fn compile(cfg: &SharedConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Shared, ConfigError> {
         let refused = |field: &str, problem: &str| {
-            ConfigError::new("route-select", format!("cache.shared.{field}"), problem.to_string())
+            ConfigError::new("route-select", format!("cache.shared.{field}"), problem.own())
         };
         if cfg.cluster.is_empty() {
             return Err(refused("cluster", "names the Envoy cluster of the Webdis bridge"));
@@ -61,11 +62,11 @@ impl Shared {
             return Err(refused("prefix", "letters, digits, `_` and `-` only"));
         }
         Ok(Shared {
-            cluster: cfg.cluster.clone(),
+            cluster: cfg.cluster.own(),
             authorization: env(&cfg.auth_env)
                 .map(|v| format!("Basic {}", crate::wire::embeddings::base64(v.as_bytes()))),
             timeout_ms: cfg.timeout_ms,
-            prefix: cfg.prefix.clone(),
+            prefix: cfg.prefix.own(),
         })
     }
 

@@ -197,10 +197,10 @@ impl CacheCall {
         // The request as routed (the guard stage's, masked, when it ran); what it masked keys
         // the call too, and so does the Messages door (a request may read the same through two
         // doors, and its answers are in each door's format).
-        let keyed = if self.door == AnswerFormat::Messages { format!("{route} messages") } else { route.clone() };
+        let keyed = if self.door == AnswerFormat::Messages { format!("{route} messages") } else { route.own() };
         let k = match handed {
             Some((v, masked)) => {
-                let keyed = masked.map_or(keyed.clone(), |m| format!("{keyed}#{m}"));
+                let keyed = masked.map_or(keyed.own(), |m| format!("{keyed}#{m}"));
                 keys_of(&id.tenant, key_id, &alias, &keyed, v)
             }
             None => keys(&id.tenant, key_id, &alias, &keyed, &h.request_body(usize::MAX)),
@@ -333,7 +333,7 @@ impl CacheCall {
             note.similarity = Some((similarity * 10_000.0).round() / 10_000.0);
             if similarity >= threshold {
                 if let Lookup::Fresh(entry) = self.cache.lookup(h, &nearest) {
-                    note.would_serve = Some(entry.meta.request_id.clone());
+                    note.would_serve = Some(entry.meta.request_id.own());
                     if policy.mode == CacheMode::Semantic {
                         note.served = true;
                         served = Some(entry);
@@ -385,7 +385,7 @@ impl CacheCall {
 
     pub fn on_response_headers(&mut self, h: &impl Host, eos: bool) -> Flow {
         let State::Miss { stream, stale, storing, .. } = &mut self.state else { return Flow::Continue };
-        let status: u16 = h.response_header(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
+        let status: u16 = h.response_header(":status").and_then(|s| s.int_as()).unwrap_or(0);
         let ours = h.property(&[headers::PROP_REFUSAL]).is_some();
         let json = h.response_header("content-type").is_some_and(|c| c.starts_with("application/json"));
         if status == 200 && json && !*stream && !eos && !ours {
@@ -482,7 +482,7 @@ impl CacheCall {
             model: h.response_header(headers::MODEL),
             provider: h.response_header(headers::PROVIDER),
             usage,
-            request_id: self.request_id.clone(),
+            request_id: self.request_id.own(),
         };
         let entry = Entry { digest, stored_ms: self.cache.now_ms(h), meta, body };
         if !self.cache.store(h, &entry) {

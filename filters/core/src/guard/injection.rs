@@ -86,7 +86,7 @@ pub fn default_rules() -> Vec<Rule> {
         .map(|(name, score, phrases)| Rule {
             name: (*name).into(),
             score: *score,
-            phrases: phrases.iter().map(|p| p.to_string()).collect(),
+            phrases: phrases.iter().map(|p| p.own()).collect(),
         })
         .collect()
 }
@@ -266,7 +266,7 @@ impl Matcher {
                 "hidden_encoding" if rule.phrases.is_empty() => Check::Hidden,
                 _ => Check::Phrases,
             };
-            m.rules.push((rule.name.clone(), rule.score, check));
+            m.rules.push((rule.name.own(), rule.score, check));
             if check != Check::Phrases {
                 continue;
             }
@@ -275,7 +275,7 @@ impl Matcher {
                 if p.starts_with('<') || p.starts_with('[') {
                     m.anywhere.push((i, p));
                 } else if let Some(first) = p.parts(b' ').next().filter(|w| !w.is_empty()) {
-                    let first = first.to_string();
+                    let first = first.own();
                     if let Some(bucket) =
                         first.as_bytes().first().and_then(|b| m.by_first_word.get_mut(usize::from(*b)))
                     {
@@ -334,7 +334,7 @@ impl Matcher {
             };
             if h {
                 keep *= 1.0 - score.clamp(0.0, 1.0);
-                matched.push(name.clone());
+                matched.push(name.own());
             }
         }
         (1.0 - keep, matched)
@@ -371,7 +371,7 @@ pub fn caller_texts(v: &crate::wire::tree::Value) -> Vec<String> {
     use crate::wire::tree::Value;
     fn text_of(c: &Value, out: &mut Vec<String>) {
         match c {
-            Value::String(s) => out.push(s.clone()),
+            Value::String(s) => out.push(s.own()),
             Value::Array(parts) => {
                 for p in parts {
                     for k in ["text", "output", "content"] {
@@ -387,7 +387,7 @@ pub fn caller_texts(v: &crate::wire::tree::Value) -> Vec<String> {
     let mut out = Vec::new();
     for list in ["messages", "input"] {
         match v.get(list) {
-            Some(Value::String(s)) => out.push(s.clone()),
+            Some(Value::String(s)) => out.push(s.own()),
             Some(Value::Array(items)) => {
                 for m in items {
                     let role = m.get("role").and_then(Value::as_str).unwrap_or("");

@@ -5,6 +5,7 @@
 //! `items`, `enum`, `const`, `anyOf`, `minItems`/`maxItems`, `minLength`/`maxLength`,
 //! `minimum`/`maximum`. Anything else in a schema is not checked (it never fails an answer).
 
+use crate::text::Text;
 use crate::wire::obj;
 use crate::wire::tree::Value;
 
@@ -35,7 +36,7 @@ impl OutputFormat {
         let v: Value = crate::wire::from_str(text.trim()).map_err(|e| format!("the answer is not JSON ({e})"))?;
         match self {
             OutputFormat::JsonObject if v.is_object() => Ok(()),
-            OutputFormat::JsonObject => Err("the answer is JSON but not an object".into()),
+            OutputFormat::JsonObject => Err("the answer is JSON but not an object".own()),
             OutputFormat::Schema(s) => validate(s, &v, "$"),
         }
     }
@@ -88,9 +89,9 @@ pub fn answer_text(answer: &[u8]) -> Result<Option<String>, String> {
     }
     let message = &v["choices"][0]["message"];
     match message.get("content").and_then(Value::as_str) {
-        Some(text) => Ok(Some(text.to_string())),
+        Some(text) => Ok(Some(text.own())),
         None if message.get("tool_calls").is_some() => Ok(None),
-        None => Err("the answer has no text".into()),
+        None => Err("the answer has no text".own()),
     }
 }
 

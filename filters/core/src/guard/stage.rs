@@ -3,6 +3,7 @@
 //! before any provider (and any translation for one) sees it; on the answer, puts masked values
 //! back when the policy says so.
 
+use crate::text::Text;
 use std::rc::Rc;
 
 use super::injection::{self, OnInjection};
@@ -87,7 +88,7 @@ impl GuardCall {
         };
         let Some(policy) = self.route.guard_policy(&alias, &route) else { return GuardDecision::Continue };
         self.output_terms = policy.output_terms.clone();
-        self.alias = alias.clone();
+        self.alias = alias.own();
         // The body as routed (the Messages door's is the unified request by now).
         let body = h.request_body(usize::MAX);
         let Ok(mut v) = crate::wire::from_slice::<crate::wire::tree::Value>(&body) else {

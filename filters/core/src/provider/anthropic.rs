@@ -6,6 +6,7 @@
 //! (structured outputs) and `json_object`, which Anthropic has no form of, is left to the
 //! gateway's output check. `n > 1`, audio and file parts are refused with a 400.
 
+use crate::text::Text;
 use std::borrow::Cow;
 
 use crate::wire::read::Raw;
@@ -154,7 +155,7 @@ pub(crate) fn raw_str<'a>(v: Option<Raw<'a>>) -> Option<Cow<'a, str>> {
 
 #[inline]
 fn raw_u64(v: Option<Raw<'_>>) -> Option<u64> {
-    v.and_then(|v| v.get().parse().ok())
+    v.and_then(|v| v.get().int_as())
 }
 
 fn raw_f64(v: Option<Raw<'_>>) -> Option<f64> {
@@ -180,7 +181,7 @@ fn raw_array<'a, T: crate::wire::read::ReadJson<'a>>(v: Option<Raw<'a>>) -> Opti
 }
 
 fn invalid(message: &str) -> GatewayError {
-    GatewayError::bad_request("invalid_value", message.to_string()).with_param("messages")
+    GatewayError::bad_request("invalid_value", message.own()).with_param("messages")
 }
 
 /// The input schema of a function tool that gives no `parameters`.
@@ -382,9 +383,9 @@ fn sub_str<'a>(s: &Cow<'a, str>, part: &str) -> Cow<'a, str> {
         Cow::Borrowed(b) => {
             // `part` is a slice of `b`: borrow the same bytes for the caller's lifetime.
             let start = (part.as_ptr() as usize).saturating_sub(b.as_ptr() as usize);
-            b.get(start..start + part.len()).map_or_else(|| Cow::Owned(part.to_string()), Cow::Borrowed)
+            b.get(start..start + part.len()).map_or_else(|| Cow::Owned(part.own()), Cow::Borrowed)
         }
-        Cow::Owned(_) => Cow::Owned(part.to_string()),
+        Cow::Owned(_) => Cow::Owned(part.own()),
     }
 }
 
@@ -439,14 +440,14 @@ pub(crate) fn sampling(a: &MessagesRequest, max_key: &str) -> crate::wire::tree:
     let mut m = crate::wire::tree::Map::new();
     m.insert(max_key.into(), ToTree::to_tree(&a.max_tokens));
     if let Some(t) = a.temperature {
-        m.insert("temperature".into(), ToTree::to_tree(&t));
+        m.insert("temperature".own(), ToTree::to_tree(&t));
     }
     if let Some(p) = a.top_p {
-        m.insert("topP".into(), tree(p));
+        m.insert("topP".own(), tree(p));
     }
     if let Some(s) = &a.stop_sequences {
         m.insert(
-            "stopSequences".into(),
+            "stopSequences".own(),
             match s {
                 StopSequences::One([one]) => crate::wire::tree::Value::Array(vec![ToTree::to_tree(&one)]),
                 StopSequences::Many(many) => tree(*many),
@@ -505,7 +506,7 @@ pub fn request_from_openai<'a>(
                 for tc in raw_array::<ChatToolCall<'a>>(m.tool_calls).unwrap_or_default() {
                     let f = tc.function.as_ref();
                     let args = raw_str(f.and_then(|f| f.arguments)).unwrap_or(Cow::Borrowed("{}"));
-                    let args = if args.trim().is_empty() { "{}".to_string() } else { args.into_owned() };
+                    let args = if args.trim().is_empty() { "{}".own() } else { args.into_owned() };
                     let input = crate::wire::from_str::<Raw>(&args).map(|r| Box::from(r.get())).map_err(|_| {
                         GatewayError::bad_request(
                             "invalid_tool_arguments",
@@ -605,7 +606,7 @@ pub fn request_from_openai<'a>(
         _ => None,
     };
     Ok(MessagesRequest {
-        model: model.to_string(),
+        model: model.own(),
         max_tokens,
         messages: out,
         system,
@@ -861,7 +862,7 @@ impl StreamTranslator {
         Self {
             parser: sse::Parser::default(),
             tail: Vec::new(),
-            id: "chatcmpl-".into(),
+            id: "chatcmpl-".own(),
             model: Value::Null,
             created,
             include_usage,
@@ -1024,7 +1025,7 @@ impl StreamTranslator {
             }
             "message_delta" => {
                 if let Some(r) = v.pointer("/delta/stop_reason").and_then(Value::as_str) {
-                    self.stop_reason = Some(r.to_string());
+                    self.stop_reason = Some(r.own());
                 }
                 if let Some(u) = v.get("usage") {
                     let n = usage_of(u);
@@ -1046,12 +1047,12 @@ impl StreamTranslator {
                 self.finished = true;
             }
             "error" => {
-                let t = v.pointer("/error/type").and_then(Value::as_str).unwrap_or("api_error").to_string();
+                let t = v.pointer("/error/type").and_then(Value::as_str).unwrap_or("api_error").own();
                 let m = v
                     .pointer("/error/message")
                     .and_then(Value::as_str)
                     .unwrap_or("The provider failed mid-stream.")
-                    .to_string();
+                    .own();
                 self.error(out, &t, &m);
             }
             _ => {}
@@ -1076,7 +1077,7 @@ pub struct Anthropic;
 
 impl crate::provider::ProviderApi for Anthropic {
     fn path(&self, _model: &str, _cfg: &crate::provider::ProviderConfig, _stream: bool) -> String {
-        "/v1/messages".to_string()
+        "/v1/messages".own()
     }
 
     fn version_header(&self) -> Option<(&'static str, &'static str)> {
@@ -1084,7 +1085,7 @@ impl crate::provider::ProviderApi for Anthropic {
     }
 
     fn credential_header(&self, key: &str) -> Option<(&'static str, String)> {
-        Some(("x-api-key", key.to_string()))
+        Some(("x-api-key", key.own()))
     }
 
     fn speaks_messages(&self) -> bool {

@@ -163,7 +163,7 @@ pub fn request_from_messages(a: &MessagesRequest<'_>) -> Result<Value, GatewayEr
         let content = m.content.iter().map(block).collect::<Result<Vec<_>, _>>()?;
         messages.push(obj! {"role" => m.role, "content" => content});
     }
-    body.insert("messages".into(), Value::Array(messages));
+    body.insert("messages".own(), Value::Array(messages));
     if !a.system.is_empty() {
         let s: Vec<Value> = a
             .system
@@ -173,42 +173,42 @@ pub fn request_from_messages(a: &MessagesRequest<'_>) -> Result<Value, GatewayEr
                 _ => None,
             })
             .collect();
-        body.insert("system".into(), Value::Array(s));
+        body.insert("system".own(), Value::Array(s));
     }
-    body.insert("inferenceConfig".into(), Value::Object(crate::provider::anthropic::sampling(a, "maxTokens")));
+    body.insert("inferenceConfig".own(), Value::Object(crate::provider::anthropic::sampling(a, "maxTokens")));
     if let Some(tools) = &a.tools {
         let specs: Vec<Value> = tools
             .iter()
             .map(|t| {
                 let mut spec = Map::new();
-                spec.insert("name".into(), opt_tree(t.name));
+                spec.insert("name".own(), opt_tree(t.name));
                 if let Some(d) = t.description {
-                    spec.insert("description".into(), tree(d));
+                    spec.insert("description".own(), tree(d));
                 }
-                spec.insert("inputSchema".into(), obj! {"json" => tree(t.input_schema)});
+                spec.insert("inputSchema".own(), obj! {"json" => tree(t.input_schema)});
                 obj! {"toolSpec" => spec}
             })
             .collect();
         let mut config = Map::new();
-        config.insert("tools".into(), Value::Array(specs));
+        config.insert("tools".own(), Value::Array(specs));
         match a.tool_choice.as_ref().map(|c| (c.kind, c.name)) {
             None | Some(("auto", _)) => {}
             Some(("any", _)) => {
-                config.insert("toolChoice".into(), obj! {"any" = obj!{}});
+                config.insert("toolChoice".own(), obj! {"any" = obj!{}});
             }
             Some(("tool", name)) => {
-                config.insert("toolChoice".into(), obj! {"tool" = obj!{"name" => opt_tree(name)}});
+                config.insert("toolChoice".own(), obj! {"tool" = obj!{"name" => opt_tree(name)}});
             }
             Some(_) => {
                 return Err(unsupported("tool_choice", "tool_choice \"none\" is not supported by this provider"))
             }
         }
-        body.insert("toolConfig".into(), Value::Object(config));
+        body.insert("toolConfig".own(), Value::Object(config));
     }
     if let Some(c) = &a.output_config {
         // Converse takes the schema as JSON text.
         let schema = obj! {"jsonSchema" = obj!{"schema" => c.format.schema.get()}};
-        body.insert("outputConfig".into(), obj! {"textFormat" = obj!{"type" => "json_schema", "structure" = schema}});
+        body.insert("outputConfig".own(), obj! {"textFormat" = obj!{"type" => "json_schema", "structure" = schema}});
     }
     Ok(Value::Object(body))
 }
@@ -385,7 +385,7 @@ pub struct StreamTranslator {
 
 impl StreamTranslator {
     pub fn new(model: &str, id: &str, created: u64) -> Self {
-        Self { model: model.to_string(), id: format!("chatcmpl-{id}"), created, ..Self::default() }
+        Self { model: model.own(), id: format!("chatcmpl-{id}"), created, ..Self::default() }
     }
 
     fn chunk(&self, out: &mut Vec<u8>, delta: Value, finish: Value) {

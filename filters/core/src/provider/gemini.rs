@@ -53,7 +53,7 @@ pub fn request_from_messages(a: &MessagesRequest<'_>) -> Result<Value, GatewayEr
                 Block::ToolUse { id, name, input } => {
                     let name = raw_str(*name).map(Cow::into_owned).unwrap_or_default();
                     if let Some(id) = raw_str(*id).map(Cow::into_owned) {
-                        tool_names.insert(id, name.clone());
+                        tool_names.insert(id, name.own());
                     }
                     obj! {"functionCall" = obj!{"name" => name, "args" => text_tree(input)}}
                 }
@@ -73,34 +73,34 @@ pub fn request_from_messages(a: &MessagesRequest<'_>) -> Result<Value, GatewayEr
         contents.push(obj! {"role" => role, "parts" => parts});
     }
     let mut body = Map::new();
-    body.insert("contents".into(), Value::Array(contents));
+    body.insert("contents".own(), Value::Array(contents));
     if !a.system.is_empty() {
         let parts: Vec<Value> = a.system.iter().filter_map(text_part).collect();
-        body.insert("systemInstruction".into(), obj! {"parts" => parts});
+        body.insert("systemInstruction".own(), obj! {"parts" => parts});
     }
     let mut generation = crate::provider::anthropic::sampling(a, "maxOutputTokens");
     // JSON mode, and the schema when the caller gave one (`responseJsonSchema`: JSON Schema).
     if a.json {
-        generation.insert("responseMimeType".into(), ToTree::to_tree(&"application/json"));
+        generation.insert("responseMimeType".own(), ToTree::to_tree(&"application/json"));
     }
     if let Some(c) = &a.output_config {
-        generation.insert("responseJsonSchema".into(), tree(c.format.schema));
+        generation.insert("responseJsonSchema".own(), tree(c.format.schema));
     }
-    body.insert("generationConfig".into(), Value::Object(generation));
+    body.insert("generationConfig".own(), Value::Object(generation));
     if let Some(tools) = &a.tools {
         let decls: Vec<Value> = tools
             .iter()
             .map(|t| {
                 let mut d = Map::new();
-                d.insert("name".into(), opt_tree(t.name));
+                d.insert("name".own(), opt_tree(t.name));
                 if let Some(x) = t.description {
-                    d.insert("description".into(), tree(x));
+                    d.insert("description".own(), tree(x));
                 }
-                d.insert("parametersJsonSchema".into(), tree(t.input_schema));
+                d.insert("parametersJsonSchema".own(), tree(t.input_schema));
                 Value::Object(d)
             })
             .collect();
-        body.insert("tools".into(), crate::wire::tree::Value::Array(vec![obj! {"functionDeclarations" => decls}]));
+        body.insert("tools".own(), crate::wire::tree::Value::Array(vec![obj! {"functionDeclarations" => decls}]));
         let config = match a.tool_choice.as_ref().map(|c| (c.kind, c.name)) {
             Some(("any", _)) => Some(obj! {"mode" => "ANY"}),
             Some(("none", _)) => Some(obj! {"mode" => "NONE"}),
@@ -111,7 +111,7 @@ pub fn request_from_messages(a: &MessagesRequest<'_>) -> Result<Value, GatewayEr
             _ => None,
         };
         if let Some(c) = config {
-            body.insert("toolConfig".into(), obj! {"functionCallingConfig" = c});
+            body.insert("toolConfig".own(), obj! {"functionCallingConfig" = c});
         }
     }
     Ok(Value::Object(body))
@@ -293,7 +293,7 @@ pub struct StreamTranslator {
 
 impl StreamTranslator {
     pub fn new(model: &str, created: u64) -> Self {
-        Self { model: model.to_string(), created, ..Self::default() }
+        Self { model: model.own(), created, ..Self::default() }
     }
 
     fn chunk(&self, out: &mut Vec<u8>, delta: Value, finish: Value) {
@@ -322,7 +322,7 @@ impl StreamTranslator {
                 self.started = true;
                 self.id = format!("chatcmpl-{}", v.get("responseId").and_then(Value::as_str).unwrap_or("gemini"));
                 if let Some(m) = v.get("modelVersion").and_then(Value::as_str) {
-                    self.model = m.to_string();
+                    self.model = m.own();
                 }
                 self.chunk(&mut out, obj! {"role" => "assistant", "content" => ""}, Value::Null);
             }
@@ -345,7 +345,7 @@ impl StreamTranslator {
                 if let Some(t) = p.get("text").and_then(Value::as_str).filter(|t| !t.is_empty()) {
                     self.chunk(&mut out, obj! {"content" => t}, Value::Null);
                 } else if let Some(fc) = p.get("functionCall") {
-                    let args = fc.get("args").map_or_else(|| "{}".to_string(), crate::wire::write::to_string);
+                    let args = fc.get("args").map_or_else(|| "{}".own(), crate::wire::write::to_string);
                     self.chunk(
                         &mut out,
                         obj! {
@@ -410,7 +410,7 @@ pub fn embeddings_request(
                 "content" = obj!{"parts" = crate::wire::tree::Value::Array(vec![obj!{"text" => t}])},
             };
             if let (Some(d), Some(o)) = (req.dimensions, r.as_object_mut()) {
-                o.insert("outputDimensionality".into(), ToTree::to_tree(&d));
+                o.insert("outputDimensionality".own(), ToTree::to_tree(&d));
             }
             r
         })
@@ -446,7 +446,7 @@ impl crate::provider::ProviderApi for Gemini {
     }
 
     fn credential_header(&self, key: &str) -> Option<(&'static str, String)> {
-        Some(("x-goog-api-key", key.to_string()))
+        Some(("x-goog-api-key", key.own()))
     }
 
     fn request(&self, body: &[u8], model: &str, max_tokens_default: u64) -> Result<(Vec<u8>, bool), GatewayError> {

@@ -2,6 +2,7 @@
 //! in its `model` (Azure: the deployment, in the path) and in always asking a stream for its
 //! usage (quota and audit need it; the listener hides it from a caller who did not ask).
 
+use crate::text::Text;
 use crate::wire::tree::Value;
 
 use crate::auth::sigv4::uri_encode;
@@ -49,7 +50,7 @@ fn rewrite(body: &[u8], model: &str, stream_usage: bool) -> Result<(Vec<u8>, boo
             has_options = true;
             match crate::wire::from_slice::<Value>(value(m)).map_err(invalid_json)? {
                 Value::Object(mut o) => {
-                    o.insert("include_usage".into(), Value::Bool(true));
+                    o.insert("include_usage".own(), Value::Bool(true));
                     crate::wire::write::to_vec(&o)
                 }
                 _ => continue,
@@ -84,7 +85,7 @@ fn rewrite(body: &[u8], model: &str, stream_usage: bool) -> Result<(Vec<u8>, boo
 impl ProviderApi for OpenAiFormat {
     fn path(&self, model: &str, cfg: &ProviderConfig, _stream: bool) -> String {
         if !self.azure {
-            return CHAT_PATH.to_string();
+            return CHAT_PATH.own();
         }
         format!(
             "/openai/deployments/{}/chat/completions?api-version={}",
@@ -94,7 +95,7 @@ impl ProviderApi for OpenAiFormat {
     }
 
     fn credential_header(&self, key: &str) -> Option<(&'static str, String)> {
-        Some(if self.azure { ("api-key", key.to_string()) } else { ("authorization", format!("Bearer {key}")) })
+        Some(if self.azure { ("api-key", key.own()) } else { ("authorization", format!("Bearer {key}")) })
     }
 
     fn request(&self, body: &[u8], model: &str, _max_tokens_default: u64) -> Result<(Vec<u8>, bool), GatewayError> {
@@ -115,7 +116,7 @@ impl ProviderApi for OpenAiFormat {
                 uri_encode(&cfg.api_version, false)
             )
         } else {
-            crate::wire::embeddings::PATH.to_string()
+            crate::wire::embeddings::PATH.own()
         })
     }
 
@@ -133,7 +134,7 @@ impl ProviderApi for OpenAiFormat {
 
     /// Azure: its v1 surface, which takes the deployment as `model` and needs no api-version.
     fn responses_path(&self, _cfg: &ProviderConfig) -> Option<String> {
-        Some(if self.azure { "/openai/v1/responses" } else { "/v1/responses" }.to_string())
+        Some(if self.azure { "/openai/v1/responses" } else { "/v1/responses" }.own())
     }
 
     fn answer(&self, body: &[u8], _model: &str, _now_ms: u64) -> Result<Whole, String> {

@@ -11,6 +11,7 @@
 //! cannot be spent twice, so the fleet never admits more than its limits; what a replica holds
 //! unspent is the bound on under-admission (README, "Fleet mode").
 
+use crate::text::Text;
 use crate::wire::tree::Value;
 
 use crate::config::{variant, At, FromConfig, Obj, Read};
@@ -146,7 +147,7 @@ impl Unavailable {
 }
 
 fn default_auth_env() -> String {
-    "AIGW_FLEET_AUTH".into()
+    "AIGW_FLEET_AUTH".own()
 }
 fn default_timeout_ms() -> u64 {
     500
@@ -158,7 +159,7 @@ fn default_retry_ms() -> u64 {
     1000
 }
 fn default_prefix() -> String {
-    "aigw".into()
+    "aigw".own()
 }
 fn default_tick_ms() -> u64 {
     200
@@ -173,7 +174,7 @@ fn default_lease_slots() -> u64 {
     2
 }
 fn default_lease_usd() -> String {
-    "0.10".into()
+    "0.10".own()
 }
 fn default_lease_requests() -> u64 {
     10
@@ -207,7 +208,7 @@ pub struct Fleet {
 
 impl Fleet {
     pub fn compile(cfg: &FleetConfig) -> Result<Fleet, ConfigError> {
-        let err = |field: &str, msg: &str| ConfigError::new("quota", format!("fleet.{field}"), msg.to_string());
+        let err = |field: &str, msg: &str| ConfigError::new("quota", format!("fleet.{field}"), msg.own());
         if cfg.cluster.is_empty() {
             return Err(err("cluster", "names the Envoy cluster of the Webdis bridge"));
         }
@@ -237,8 +238,8 @@ impl Fleet {
             return Err(err("prefix", "letters, digits, `_` and `-` only"));
         }
         Ok(Fleet {
-            cluster: cfg.cluster.clone(),
-            auth_env: cfg.auth_env.clone(),
+            cluster: cfg.cluster.own(),
+            auth_env: cfg.auth_env.own(),
             authorization: None,
             lease_requests: cfg.lease.requests,
             lease_tokens: cfg.lease.tokens,
@@ -248,7 +249,7 @@ impl Fleet {
             unavailable: cfg.unavailable,
             expected_replicas: cfg.expected_replicas,
             retry_ms: cfg.retry_ms,
-            prefix: cfg.prefix.clone(),
+            prefix: cfg.prefix.own(),
             tick_ms: cfg.tick_ms,
             headroom_ms: cfg.headroom_ms,
             idle_return_ms: cfg.idle_return_ms,

@@ -404,9 +404,9 @@ fn rate_asks(f: &fleet::Fleet, s: &Scope, rec: &ScopeRecord, tokens: u64) -> Vec
             ttl_ms: 0,
         };
         let active = ticker::Active {
-            record: key.clone(),
+            record: key.own(),
             kind: if leased == Leased::Tokens { ticker::Kind::Tokens } else { ticker::Kind::Requests },
-            redis_key: ask.key.clone(),
+            redis_key: ask.key.own(),
             rate_per_minute: limit.rate_per_minute,
             burst: limit.burst,
         };
@@ -596,7 +596,7 @@ impl QuotaCall {
 
     fn admit_scopes(&mut self, h: &impl Host) -> Flow {
         let id = h.call_identity();
-        let tenant = id.as_ref().map(|i| i.tenant.clone()).unwrap_or_else(|| "_anonymous".into());
+        let tenant = id.as_ref().map(|i| i.tenant.own()).unwrap_or_else(|| "_anonymous".own());
         let feature = id.as_ref().and_then(|i| i.feature.clone());
         let alias = self.estimate.model.clone().or_else(|| h.property_string(&[headers::PROP_ALIAS]));
         let scopes = self.quota.scopes(&tenant, feature.as_deref(), alias.as_deref());
@@ -651,7 +651,7 @@ impl QuotaCall {
         if self.budget_warning.is_some() {
             let flags = match &fleet_flag {
                 Some(f) => format!("{f},budget_soft_limit"),
-                None => "budget_soft_limit".into(),
+                None => "budget_soft_limit".own(),
             };
             h.set_property(headers::PROP_QUOTA_FLAGS, &flags);
         }
@@ -808,7 +808,7 @@ impl QuotaCall {
         let took = match outcome {
             Some(Ok(Refusal::None(took))) => took,
             Some(Ok(_)) => return Ok(()),
-            None => return Err(Some(refuse(h, &store_busy(), &[("retry-after", "1".into())]))),
+            None => return Err(Some(refuse(h, &store_busy(), &[("retry-after", "1".own())]))),
             Some(Err(Refusal::Short)) => return Err(None),
             Some(Err(refusal)) => return Err(Some(self.refuse_scope(h, s, now, reserve_cost.unwrap_or(0), refusal))),
         };
@@ -851,7 +851,7 @@ impl QuotaCall {
                     return self.refuse_scope(h, s, now, 0, Refusal::Concurrent(max, Took::default()));
                 }
             }
-            return refuse(h, &store_busy(), &[("retry-after", "1".into())]);
+            return refuse(h, &store_busy(), &[("retry-after", "1".own())]);
         }
         self.top_ups += 1;
         let mut asks = Vec::new();
@@ -999,7 +999,7 @@ impl QuotaCall {
                         .iter()
                         .zip(held.iter().zip(wants))
                         .filter(|(_, (held, want))| **held < *want)
-                        .map(|((key, _), _)| key.clone())
+                        .map(|((key, _), _)| key.own())
                         .collect();
                     self.grants = t
                         .targets
@@ -1028,7 +1028,7 @@ impl QuotaCall {
                     .filter(|(_, (_, left))| *left < 1 << 53)
                     .filter_map(|((key, leased), (ask, left))| match leased {
                         Leased::Budget(period, pid) => {
-                            Some((key.clone(), *period, *pid, u128::from(ask.cap_units.saturating_sub(left))))
+                            Some((key.own(), *period, *pid, u128::from(ask.cap_units.saturating_sub(left))))
                         }
                         _ => None,
                     })
@@ -1045,7 +1045,7 @@ impl QuotaCall {
             }
             Some(fleet::Answer::Short { index, retry_after_ms, level }) => {
                 let (Some((key, leased)), Some(ask)) = (t.targets.get(index).cloned(), t.asks.get(index)) else {
-                    return Some(refuse(h, &store_busy(), &[("retry-after", "1".into())]));
+                    return Some(refuse(h, &store_busy(), &[("retry-after", "1".own())]));
                 };
                 // While this call's ask was in flight, the ticker (or a call on another worker)
                 // may have taken what Redis had left into this replica's lease: when the lease
@@ -1054,7 +1054,7 @@ impl QuotaCall {
                     return Some(self.admit(h));
                 }
                 let id = h.call_identity();
-                let tenant = id.as_ref().map(|i| i.tenant.clone()).unwrap_or_else(|| "_anonymous".into());
+                let tenant = id.as_ref().map(|i| i.tenant.own()).unwrap_or_else(|| "_anonymous".own());
                 let feature = id.as_ref().and_then(|i| i.feature.clone());
                 let alias = self.estimate.model.clone().or_else(|| h.property_string(&[headers::PROP_ALIAS]));
                 let scope = self
@@ -1063,7 +1063,7 @@ impl QuotaCall {
                     .into_iter()
                     .find(|s| scope_key(s) == key);
                 let Some(s) = scope else {
-                    return Some(refuse(h, &store_busy(), &[("retry-after", "1".into())]));
+                    return Some(refuse(h, &store_busy(), &[("retry-after", "1".own())]));
                 };
                 let burst = ask.cap_units / UNITS_PER_TOKEN;
                 let refusal = match leased {
@@ -1119,7 +1119,7 @@ impl QuotaCall {
                 );
                 let mut hdrs =
                     rate_headers(tighter_of(self.requests, took.requests), tighter_of(self.tokens, took.tokens));
-                hdrs.push(("retry-after", "1".into()));
+                hdrs.push(("retry-after", "1".own()));
                 refuse(h, &err, &hdrs)
             }
             Refusal::Budget(period, cap, before, took) => {
@@ -1284,7 +1284,7 @@ impl QuotaCall {
     }
 
     pub fn on_response_headers(&mut self, h: &impl Host, eos: bool) -> Flow {
-        let status: u16 = h.response_header(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
+        let status: u16 = h.response_header(":status").and_then(|s| s.int_as()).unwrap_or(0);
         self.answered = true;
         self.status = Some(status);
         self.ok = (200..300).contains(&status);
@@ -1435,7 +1435,7 @@ impl ProviderAttempt {
             .map(|e| e.tokens())
             .unwrap_or(0);
         let now = h.now_ms();
-        let mut entry = provider.clone();
+        let mut entry = provider.own();
         let (scope, fleet) = match (mode, &self.quota.fleet) {
             (FleetMode::Unavailable(m), Some(f)) => {
                 h.counter_add(&format!("aigw_fleet_unavailable_total.mode.{}", m.as_str()), 1);

@@ -5,6 +5,7 @@
 //! that starts with the best one.
 
 use crate::host::{Host, SharedSetError};
+use crate::text::Text;
 
 const KEY_PREFIX: &str = "aigw.health.";
 /// The weight of a new sample.
@@ -91,7 +92,7 @@ impl Live {
             let i = match all.iter().position(|p| p.provider == provider) {
                 Some(i) => i,
                 None => {
-                    all.push(LiveProvider { provider: provider.to_string(), ..LiveProvider::default() });
+                    all.push(LiveProvider { provider: provider.own(), ..LiveProvider::default() });
                     all.len() - 1
                 }
             };

@@ -124,7 +124,7 @@ fn page<'a>(names: &[&'a str], query: &str) -> Result<AnthropicPage<'a>, Gateway
         let (k, v) = pair.cut(b'=').unwrap_or((pair, ""));
         match k {
             "limit" => {
-                limit = v.parse().ok().filter(|n| (1..=MAX_LIMIT).contains(n)).ok_or_else(|| {
+                limit = v.int_as().filter(|n| (1..=MAX_LIMIT).contains(n)).ok_or_else(|| {
                     GatewayError::bad_request("invalid_limit", format!("`limit` must be 1 to {MAX_LIMIT}."))
                         .with_param("limit")
                 })?

@@ -9,6 +9,7 @@
 //! waits for it: Envoy holds an outgoing call on the VM's root context, so it runs to its end
 //! whatever the primary call does, and its answer is dropped.
 
+use crate::text::Text;
 use crate::wire::tree::Value;
 
 use crate::error::ConfigError;
@@ -35,7 +36,7 @@ pub struct ShadowConfig {
 }
 
 fn default_authority() -> String {
-    "aigw-shadow".into()
+    "aigw-shadow".own()
 }
 
 fn default_timeout_ms() -> u64 {
@@ -63,12 +64,7 @@ impl ShadowLeg {
         if !(1..=600_000).contains(&cfg.timeout_ms) {
             return Err(ConfigError::new("route-select", "shadow.timeout_ms", "must be 1 to 600000"));
         }
-        Ok(ShadowLeg {
-            key,
-            cluster: cfg.cluster.clone(),
-            authority: cfg.authority.clone(),
-            timeout_ms: cfg.timeout_ms,
-        })
+        Ok(ShadowLeg { key, cluster: cfg.cluster.own(), authority: cfg.authority.own(), timeout_ms: cfg.timeout_ms })
     }
 }
 
@@ -83,8 +79,8 @@ pub fn sampled(request_id: &str, percent: u8) -> bool {
 pub fn body(request: &[u8], candidate: &str) -> Option<Vec<u8>> {
     let mut v: Value = crate::wire::from_slice(request).ok()?;
     let o = v.as_object_mut()?;
-    o.insert("model".into(), Value::String(candidate.into()));
-    o.insert("stream".into(), Value::Bool(false));
+    o.insert("model".own(), Value::String(candidate.into()));
+    o.insert("stream".own(), Value::Bool(false));
     o.remove("stream_options");
     Some(crate::wire::write::to_vec(&v))
 }

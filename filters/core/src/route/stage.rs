@@ -142,7 +142,7 @@ impl Select {
         let hint = |name: &str| h.request_header(name).filter(|v| !v.is_empty());
         let latency_budget_ms = match hint(headers::CALLER_LATENCY_BUDGET) {
             None => None,
-            Some(v) => Some(v.trim().parse::<u64>().ok().filter(|b| *b > 0).ok_or_else(|| {
+            Some(v) => Some(v.trim().int().filter(|b| *b > 0).ok_or_else(|| {
                 GatewayError::bad_request(
                     "invalid_latency_budget",
                     format!("{} must be a whole number of milliseconds", headers::CALLER_LATENCY_BUDGET),
@@ -191,7 +191,7 @@ impl Select {
         // Latency-aware order: the chain from the provider with the best live figures, for a
         // caller no privacy zone restricts (a zone's order stays the configured one).
         let mut chain = alias.chain.as_str();
-        let mut route = choice.route.clone();
+        let mut route = choice.route.own();
         let unrestricted = call.zone.is_none_or(|z| self.cfg.zones.get(z).is_none_or(|r| r.iter().any(|x| x == "*")));
         if alias.prefer == Some(crate::route::Prefer::Fastest) && unrestricted {
             let providers: Vec<&str> = alias.steps.iter().map(|s| s.provider.as_str()).collect();
@@ -265,8 +265,8 @@ impl Select {
         let now = h.now_ms();
         let candidates: Vec<&str> = alias.steps.iter().map(|s| self.cfg.model_at(&s.model, now).0).collect();
         h.set_property(headers::PROP_CANDIDATES, &candidates.join(","));
-        self.alias = to.to_string();
-        self.route = REROUTE.to_string();
+        self.alias = to.own();
+        self.route = REROUTE.own();
         h.clear_route_cache();
         Ok(())
     }
@@ -364,7 +364,7 @@ impl Select {
         if !self.route.is_empty() {
             h.set_response_header(headers::ROUTE, Some(&self.route));
         }
-        let status: u16 = h.response_header(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
+        let status: u16 = h.response_header(":status").and_then(|s| s.int_as()).unwrap_or(0);
         // The attempts list is read only when it may be needed to explain a failure; for an
         // answer, Envoy's own attempt count says how many providers were tried.
         let envoy_count = if status < 400 { h.response_header("x-envoy-attempt-count") } else { None };
@@ -451,7 +451,7 @@ pub(crate) fn add_route_flag(h: &impl Host, flag: &str) {
     let flags = match h.property_string(&[headers::PROP_ROUTE_FLAGS]) {
         Some(f) if f.parts(b',').any(|x| x == flag) => return,
         Some(f) if !f.is_empty() => format!("{f},{flag}"),
-        _ => flag.to_string(),
+        _ => flag.own(),
     };
     h.set_property(headers::PROP_ROUTE_FLAGS, &flags);
 }
@@ -470,7 +470,7 @@ fn record_usage(h: &impl Host, usage: Option<crate::wire::usage::Usage>) {
 impl Select {
     /// The status a replaced answer was given.
     fn final_status(&self, h: &impl Host, status: u16) -> u16 {
-        h.response_header(":status").and_then(|s| s.parse().ok()).unwrap_or(status)
+        h.response_header(":status").and_then(|s| s.int_as()).unwrap_or(status)
     }
 
     /// Replaces a provider's failure with the gateway's explanation (see the cases below).
@@ -602,7 +602,7 @@ impl OutputWatch {
                     (WatchKind::Responses, Some("response.completed")) => {
                         if let Some(failed) = responses_failed(&self.format, &data) {
                             data = failed;
-                            name = Some("response.failed".into());
+                            name = Some("response.failed".own());
                         }
                     }
                     (WatchKind::Messages, Some("content_block_delta")) => {
@@ -624,7 +624,7 @@ impl OutputWatch {
                             data = crate::wire::write::to_string(
                                 &obj! {"type" => "error", "error" = obj!{"type" => "api_error", "message" => message}},
                             );
-                            name = Some("error".into());
+                            name = Some("error".own());
                         }
                     }
                     _ => {}
@@ -669,12 +669,12 @@ fn responses_failed(format: &crate::guard::schema::OutputFormat, data: &str) -> 
     let mut v: Value = crate::wire::from_str(data).ok()?;
     let response = v.get_mut("response")?;
     let problem = check_output(format, &crate::wire::write::to_vec(response)).err()?;
-    response["status"] = Value::String("failed".into());
+    response["status"] = Value::String("failed".own());
     response["error"] = obj! {
         "code" => "invalid_model_output",
         "message" => format!("The model's answer is not the JSON the request asked for: {problem}."),
     };
-    v["type"] = Value::String("response.failed".into());
+    v["type"] = Value::String("response.failed".own());
     Some(crate::wire::write::to_string(&v))
 }
 
@@ -783,7 +783,7 @@ impl RouteAttempt {
         h.close_unanswered(&mut self.attempts);
         self.record = Some((self.attempts.len(), now));
         self.attempts.push(AttemptRecord {
-            provider: provider.to_string(),
+            provider: provider.own(),
             region,
             model: model.map(str::to_string),
             status: None,
@@ -917,7 +917,7 @@ impl RouteAttempt {
             let rest: Vec<Vec<u8>> = bodies.collect();
             if !rest.is_empty() {
                 add_route_flag(h, &format!("embeddings_split:{}", parts.len()));
-                t.split = Some(Split { cluster: t.cluster.clone(), bodies: rest, calls: Vec::new() });
+                t.split = Some(Split { cluster: t.cluster.own(), bodies: rest, calls: Vec::new() });
             }
             return Ok(first);
         }
@@ -1062,7 +1062,7 @@ impl RouteAttempt {
         if split.bodies.is_empty() {
             return None;
         }
-        Some((split.cluster.clone(), std::mem::take(&mut split.bodies)))
+        Some((split.cluster.own(), std::mem::take(&mut split.bodies)))
     }
 
     /// A part's call was made (its token), or the proxy refused to make it (`None`).
@@ -1094,7 +1094,7 @@ impl RouteAttempt {
         let read = if answer.status == 200 { api.embeddings_vectors(&answer.body, &t.model).ok() } else { None };
         *slot = Some(match read {
             Some((vectors, in_body)) => {
-                let in_header = header("x-amzn-bedrock-input-token-count").and_then(|n| n.trim().parse().ok());
+                let in_header = header("x-amzn-bedrock-input-token-count").and_then(|n| n.trim().int_as());
                 PartAnswer::Vectors(vectors, in_body.or(in_header))
             }
             None => PartAnswer::Failed {
@@ -1149,7 +1149,7 @@ impl RouteAttempt {
             return Flow::Refused;
         }
         let now = h.now_ms();
-        let step_model = self.cfg.step(&alias, &provider).map(|(s, _)| self.cfg.model_at(&s.model, now).0.to_string());
+        let step_model = self.cfg.step(&alias, &provider).map(|(s, _)| self.cfg.model_at(&s.model, now).0.own());
         self.start_record(h, &provider, region, step_model.as_deref());
         self.note_skipped(h, &alias, &provider);
         let Some((step, p)) = self.cfg.step(&alias, &provider) else {
@@ -1193,12 +1193,12 @@ impl RouteAttempt {
             cluster,
             api: p.api,
             stream_path: if embeddings_call || matches!(responses, Some(ResponsesStep::Native)) {
-                path.clone()
+                path.own()
             } else {
                 api.path(model, p, true)
             },
             path,
-            model: model.to_string(),
+            model: model.own(),
             max_tokens_default: p.max_tokens_default,
             error_type: String::new(),
             // Set with the body (see translate_request).
@@ -1263,16 +1263,16 @@ impl RouteAttempt {
             for (name, value) in all.iter() {
                 match headers::provider_response_header(name) {
                     headers::ResponseHeader::Keep | headers::ResponseHeader::Envoys => continue,
-                    headers::ResponseHeader::ProviderRequestId => provider_request_id = Some(value.to_string()),
+                    headers::ResponseHeader::ProviderRequestId => provider_request_id = Some(value.own()),
                     headers::ResponseHeader::Drop => {}
                 }
-                dropped.push(name.to_string());
+                dropped.push(name.own());
             }
             (
-                get(":status").and_then(|s| s.parse().ok()).unwrap_or(0),
-                get("content-type").unwrap_or_default().to_string(),
-                get("x-amzn-errortype").unwrap_or_default().to_string(),
-                get("x-amzn-bedrock-input-token-count").and_then(|n| n.trim().parse().ok()),
+                get(":status").and_then(|s| s.int_as()).unwrap_or(0),
+                get("content-type").unwrap_or_default().own(),
+                get("x-amzn-errortype").unwrap_or_default().own(),
+                get("x-amzn-bedrock-input-token-count").and_then(|n| n.trim().int_as()),
                 provider_request_id,
                 dropped,
             )

@@ -4,6 +4,7 @@
 //! [`Answer`] directly (one translation per format pair, no pivot through another provider's
 //! format, no `crate::wire::tree::Value` tree); [`Answer::to_bytes`] writes it.
 
+use crate::text::Text;
 use std::borrow::Cow;
 
 use crate::wire::write::to_object;
@@ -279,7 +280,7 @@ pub fn stream_from_answer(body: &[u8]) -> Option<Vec<u8>> {
     for (i, call) in message.get("tool_calls").and_then(Value::as_array).into_iter().flatten().enumerate() {
         let mut c = call.clone();
         if let Some(o) = c.as_object_mut() {
-            o.insert("index".into(), ToTree::to_tree(&i));
+            o.insert("index".own(), ToTree::to_tree(&i));
         }
         crate::wire::sse::tree_event(
             &mut out,
@@ -415,7 +416,7 @@ impl StreamCollector {
         let (id, created, model) = self.head.clone()?;
         let mut message = obj! {
             "role" => "assistant",
-            "content" => if self.saw_content || self.tool_calls.is_empty() { Value::String(self.content.clone()) } else { Value::Null },
+            "content" => if self.saw_content || self.tool_calls.is_empty() { Value::String(self.content.own()) } else { Value::Null },
         };
         if !self.tool_calls.is_empty() {
             message["tool_calls"] = self

@@ -3,6 +3,7 @@
 //! vectors as base64 (float32, little-endian, RFC 4648 with padding), which OpenAI's Python SDK
 //! asks for when the caller names no `encoding_format`.
 
+use crate::text::Text;
 use std::borrow::Cow;
 
 use crate::wire::read::Raw;
@@ -104,7 +105,7 @@ pub fn parts<'t, 'a>(texts: &'t [Cow<'a, str>], cap: usize) -> Result<Vec<&'t [C
 }
 
 fn invalid_input(message: &str) -> GatewayError {
-    GatewayError::bad_request("invalid_input", message.to_string()).with_param("input")
+    GatewayError::bad_request("invalid_input", message.own()).with_param("input")
 }
 
 /// Standard base64 (with padding) of the vector as float32, little-endian (each value rounded

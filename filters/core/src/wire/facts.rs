@@ -6,6 +6,7 @@
 //! format or as a Response object; a stream is read as it passes the listener
 //! ([`crate::wire::usage::StreamScanner`]), in whichever format the caller gets.
 
+use crate::text::Text;
 use std::borrow::Cow;
 
 #[cfg(test)]
@@ -122,7 +123,7 @@ impl AnswerFacts {
             },
             tool_calls: u32::try_from(r.u64()?).ok()?,
             refused: r.u8()? == 1,
-            head: r.str()?.to_string(),
+            head: r.str()?.own(),
             chars: r.opt_u64()?,
             digest: r.opt_str()?.map(str::to_string),
             json_valid: match r.u8()? {

@@ -8,6 +8,7 @@
 //! thinking blocks in the history are dropped; `stop_reason` is `end_turn` for any natural stop
 //! (OpenAI does not say whether a stop sequence matched).
 
+use crate::text::Text;
 use crate::wire::tree::{Map, Value};
 
 use crate::error::GatewayError;
@@ -23,7 +24,7 @@ fn invalid(message: impl Into<String>) -> GatewayError {
 
 fn text_of_blocks(v: &Value) -> String {
     match v {
-        Value::String(s) => s.clone(),
+        Value::String(s) => s.own(),
         Value::Array(blocks) => blocks
             .iter()
             .filter(|b| b.get("type").and_then(Value::as_str) == Some("text"))
@@ -42,7 +43,7 @@ fn image_part(b: &Value) -> Result<Value, GatewayError> {
             src.get("media_type").and_then(Value::as_str).unwrap_or("image/png"),
             src.get("data").and_then(Value::as_str).unwrap_or("")
         ),
-        Some("url") => src.get("url").and_then(Value::as_str).unwrap_or("").to_string(),
+        Some("url") => src.get("url").and_then(Value::as_str).unwrap_or("").own(),
         _ => return Err(invalid("image source must be base64 or url")),
     };
     Ok(obj! {"type" => "image_url", "image_url" = obj!{"url" => url}})
@@ -102,7 +103,7 @@ pub fn request_to_openai(a: &Value) -> Result<Value, GatewayError> {
                             "type" => "function",
                             "function" = obj!{
                                 "name" => b.get("name"),
-                                "arguments" => b.get("input").map_or_else(|| "{}".to_string(), crate::wire::write::to_string),
+                                "arguments" => b.get("input").map_or_else(|| "{}".own(), crate::wire::write::to_string),
                             },
                         }),
                         Some("thinking") | Some("redacted_thinking") => {}
@@ -122,18 +123,18 @@ pub fn request_to_openai(a: &Value) -> Result<Value, GatewayError> {
         }
     }
     let mut body = Map::new();
-    body.insert("model".into(), ToTree::to_tree(&model));
-    body.insert("messages".into(), Value::Array(out));
-    body.insert("max_tokens".into(), ToTree::to_tree(&max_tokens));
+    body.insert("model".own(), ToTree::to_tree(&model));
+    body.insert("messages".own(), Value::Array(out));
+    body.insert("max_tokens".own(), ToTree::to_tree(&max_tokens));
     for (from, to) in [("temperature", "temperature"), ("top_p", "top_p"), ("stop_sequences", "stop")] {
         if let Some(v) = a.get(from) {
             body.insert(to.into(), v.clone());
         }
     }
     if a.get("stream").and_then(Value::as_bool) == Some(true) {
-        body.insert("stream".into(), ToTree::to_tree(&true));
+        body.insert("stream".own(), ToTree::to_tree(&true));
         // A Messages stream always reports usage.
-        body.insert("stream_options".into(), obj! {"include_usage" => true});
+        body.insert("stream_options".own(), obj! {"include_usage" => true});
     }
     if let Some(tools) = a.get("tools").and_then(Value::as_array) {
         let t: Vec<Value> = tools
@@ -149,7 +150,7 @@ pub fn request_to_openai(a: &Value) -> Result<Value, GatewayError> {
                 }
             })
             .collect();
-        body.insert("tools".into(), Value::Array(t));
+        body.insert("tools".own(), Value::Array(t));
     }
     if let Some(c) = a.get("tool_choice") {
         let choice = match c.get("type").and_then(Value::as_str) {
@@ -160,13 +161,13 @@ pub fn request_to_openai(a: &Value) -> Result<Value, GatewayError> {
             }
             _ => ToTree::to_tree(&"auto"),
         };
-        body.insert("tool_choice".into(), choice);
+        body.insert("tool_choice".own(), choice);
         if c.get("disable_parallel_tool_use").and_then(Value::as_bool) == Some(true) {
-            body.insert("parallel_tool_calls".into(), ToTree::to_tree(&false));
+            body.insert("parallel_tool_calls".own(), ToTree::to_tree(&false));
         }
     }
     if let Some(u) = a.pointer("/metadata/user_id") {
-        body.insert("user".into(), u.clone());
+        body.insert("user".own(), u.clone());
     }
     // Structured outputs: `output_config.format` is the chat request's `response_format` (whose
     // schema OpenAI wants named).
@@ -175,9 +176,9 @@ pub fn request_to_openai(a: &Value) -> Result<Value, GatewayError> {
         .and_then(|c| crate::guard::schema::response_format_of_text(&crate::wire::write::to_string(c)));
     if let Some(Ok(mut rf)) = format.map(|f| crate::wire::from_str::<Value>(&f)) {
         if let Some(s) = rf.get_mut("json_schema").and_then(Value::as_object_mut) {
-            s.insert("name".into(), ToTree::to_tree(&"output"));
+            s.insert("name".own(), ToTree::to_tree(&"output"));
         }
-        body.insert("response_format".into(), rf);
+        body.insert("response_format".own(), rf);
     }
     Ok(Value::Object(body))
 }
@@ -283,7 +284,7 @@ pub fn stream_from_message(body: &[u8]) -> Option<Vec<u8>> {
             }
             Some("tool_use") => {
                 empty["input"] = obj! {};
-                let input = block.get("input").map_or_else(|| "{}".to_string(), crate::wire::write::to_string);
+                let input = block.get("input").map_or_else(|| "{}".own(), crate::wire::write::to_string);
                 vec![obj! {"type" => "input_json_delta", "partial_json" => input}]
             }
             Some("thinking") => {
@@ -385,13 +386,13 @@ impl MessagesCollector {
                 let mut append = |key: &str, more: &str| {
                     let now = block.get(key).and_then(Value::as_str).unwrap_or_default();
                     let joined = format!("{now}{more}");
-                    block.insert(key.to_string(), Value::String(joined));
+                    block.insert(key.own(), Value::String(joined));
                 };
                 match d.get("type").and_then(Value::as_str) {
                     Some("text_delta") => append("text", text("text")),
                     Some("thinking_delta") => append("thinking", text("thinking")),
                     Some("signature_delta") => {
-                        block.insert("signature".into(), ToTree::to_tree(&(text("signature"))));
+                        block.insert("signature".own(), ToTree::to_tree(&(text("signature"))));
                     }
                     Some("input_json_delta") => self.inputs.get_mut(i)?.push_str(text("partial_json")),
                     Some("citations_delta") => {
@@ -410,7 +411,7 @@ impl MessagesCollector {
                 let input = self.inputs.get(i).filter(|t| !t.is_empty()).cloned();
                 let block = self.blocks.get_mut(i)?.as_object_mut()?;
                 if let Some(text) = input {
-                    block.insert("input".into(), crate::wire::from_str::<Value>(&text).ok()?);
+                    block.insert("input".own(), crate::wire::from_str::<Value>(&text).ok()?);
                 }
             }
             Some("message_delta") => {
@@ -424,7 +425,7 @@ impl MessagesCollector {
                     match m.get_mut("usage").and_then(Value::as_object_mut) {
                         Some(now) => now.extend(more.clone()),
                         None => {
-                            m.insert("usage".into(), Value::Object(more.clone()));
+                            m.insert("usage".own(), Value::Object(more.clone()));
                         }
                     }
                 }
@@ -447,7 +448,7 @@ impl MessagesCollector {
             return None;
         }
         let mut m = self.message.clone()?;
-        m.as_object_mut()?.insert("content".into(), Value::Array(self.blocks.clone()));
+        m.as_object_mut()?.insert("content".own(), Value::Array(self.blocks.clone()));
         Some(crate::wire::write::to_vec(&m))
     }
 

@@ -12,6 +12,7 @@
 //! number as an integer where it fits, otherwise a float), floats rounded correctly (core's
 //! `f64::from_str`).
 
+use crate::text::Text;
 use crate::wire::tree::{Map, Number, Value};
 use std::borrow::Cow;
 use std::fmt;
@@ -186,7 +187,7 @@ impl<'a> Reader<'a> {
     pub fn invalid_type(&mut self, expected: &str) -> Error {
         let what = match self.kind() {
             Err(e) => return e,
-            Ok(Kind::Null) => "null".to_string(),
+            Ok(Kind::Null) => "null".own(),
             Ok(Kind::Bool) => match self.literal() {
                 Ok(b) => format!("boolean `{}`", b == Some(true)),
                 Err(e) => return e,
@@ -199,8 +200,8 @@ impl<'a> Reader<'a> {
                 Ok(s) => format!("string {s:?}"),
                 Err(e) => return e,
             },
-            Ok(Kind::Array) => "sequence".to_string(),
-            Ok(Kind::Object) => "map".to_string(),
+            Ok(Kind::Array) => "sequence".own(),
+            Ok(Kind::Object) => "map".own(),
         };
         if what == "null" {
             self.at += 4;

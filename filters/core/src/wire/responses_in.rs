@@ -8,6 +8,7 @@
 //! `conversation`, `background`, `prompt`, item references, built-in tools) is refused with a
 //! 400 that names the parameter; the gateway itself stores nothing.
 
+use crate::text::Text;
 use crate::wire::tree::{Map, Value};
 
 use super::sse;
@@ -25,17 +26,17 @@ pub struct Echo {
 }
 
 fn unsupported(param: &'static str, message: &str) -> GatewayError {
-    GatewayError::bad_request("unsupported_parameter", message.to_string()).with_param(param)
+    GatewayError::bad_request("unsupported_parameter", message.own()).with_param(param)
 }
 
 fn invalid(param: &'static str, message: &str) -> GatewayError {
-    GatewayError::bad_request("invalid_request", message.to_string()).with_param(param)
+    GatewayError::bad_request("invalid_request", message.own()).with_param(param)
 }
 
 /// The text of a content value that is a string or a list of text parts.
 fn text_of(content: &Value) -> String {
     match content {
-        Value::String(s) => s.clone(),
+        Value::String(s) => s.own(),
         Value::Array(parts) => parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect(),
         _ => String::new(),
     }
@@ -120,8 +121,8 @@ pub fn request_to_chat(body: &[u8]) -> Result<(Vec<u8>, Echo), GatewayError> {
         return Err(invalid("input", "`input` has no message to answer."));
     }
     let mut chat = Map::new();
-    chat.insert("model".into(), ToTree::to_tree(&model));
-    chat.insert("messages".into(), Value::Array(messages));
+    chat.insert("model".own(), ToTree::to_tree(&model));
+    chat.insert("messages".own(), Value::Array(messages));
     let tools = match req.get("tools") {
         Some(Value::Array(tools)) if !tools.is_empty() => {
             let mut out = Vec::with_capacity(tools.len());
@@ -149,7 +150,7 @@ pub fn request_to_chat(body: &[u8]) -> Result<(Vec<u8>, Echo), GatewayError> {
                 out.push(obj! {"type" => "function", "function" = f});
             }
             if !out.is_empty() {
-                chat.insert("tools".into(), Value::Array(out));
+                chat.insert("tools".own(), Value::Array(out));
             }
             Value::Array(tools.clone())
         }
@@ -159,11 +160,11 @@ pub fn request_to_chat(body: &[u8]) -> Result<(Vec<u8>, Echo), GatewayError> {
     match &tool_choice {
         Value::String(s) if ["none", "auto", "required"].contains(&s.as_str()) => {
             if req.get("tool_choice").is_some() {
-                chat.insert("tool_choice".into(), tool_choice.clone());
+                chat.insert("tool_choice".own(), tool_choice.clone());
             }
         }
         Value::Object(o) if o.get("type").and_then(Value::as_str) == Some("function") => {
-            chat.insert("tool_choice".into(), obj! {"type" => "function", "function" = obj!{"name" => o.get("name")}});
+            chat.insert("tool_choice".own(), obj! {"type" => "function", "function" = obj!{"name" => o.get("name")}});
         }
         _ => {
             return Err(unsupported(
@@ -174,10 +175,10 @@ pub fn request_to_chat(body: &[u8]) -> Result<(Vec<u8>, Echo), GatewayError> {
     }
     let parallel = req.get("parallel_tool_calls").and_then(Value::as_bool).unwrap_or(true);
     if req.get("parallel_tool_calls").is_some() && chat.contains_key("tools") {
-        chat.insert("parallel_tool_calls".into(), ToTree::to_tree(&parallel));
+        chat.insert("parallel_tool_calls".own(), ToTree::to_tree(&parallel));
     }
     if let Some(m) = req.get("max_output_tokens").filter(|m| !m.is_null()) {
-        chat.insert("max_completion_tokens".into(), m.clone());
+        chat.insert("max_completion_tokens".own(), m.clone());
     }
     for k in ["temperature", "top_p", "user"] {
         if let Some(v) = req.get(k).filter(|v| !v.is_null()) {
@@ -185,13 +186,13 @@ pub fn request_to_chat(body: &[u8]) -> Result<(Vec<u8>, Echo), GatewayError> {
         }
     }
     if let Some(e) = req.get("reasoning").and_then(|r| r.get("effort")).filter(|e| !e.is_null()) {
-        chat.insert("reasoning_effort".into(), e.clone());
+        chat.insert("reasoning_effort".own(), e.clone());
     }
     let format = req.get("text").and_then(|t| t.get("format")).cloned().unwrap_or_default();
     match format.get("type").and_then(Value::as_str) {
         None | Some("text") => {}
         Some("json_object") => {
-            chat.insert("response_format".into(), obj! {"type" => "json_object"});
+            chat.insert("response_format".own(), obj! {"type" => "json_object"});
         }
         Some("json_schema") => {
             let f = &format;
@@ -204,29 +205,29 @@ pub fn request_to_chat(body: &[u8]) -> Result<(Vec<u8>, Echo), GatewayError> {
                     schema[k] = v.clone();
                 }
             }
-            chat.insert("response_format".into(), obj! {"type" => "json_schema", "json_schema" = schema});
+            chat.insert("response_format".own(), obj! {"type" => "json_schema", "json_schema" = schema});
         }
         Some(other) => return Err(invalid("text", &format!("Unknown `text.format.type` {other:?}."))),
     }
     if req.get("stream").and_then(Value::as_bool) == Some(true) {
-        chat.insert("stream".into(), ToTree::to_tree(&true));
-        chat.insert("stream_options".into(), obj! {"include_usage" => true});
+        chat.insert("stream".own(), ToTree::to_tree(&true));
+        chat.insert("stream_options".own(), obj! {"include_usage" => true});
     }
     let mut echo = Map::new();
-    echo.insert("tools".into(), tools);
-    echo.insert("tool_choice".into(), tool_choice);
-    echo.insert("parallel_tool_calls".into(), ToTree::to_tree(&parallel));
+    echo.insert("tools".own(), tools);
+    echo.insert("tool_choice".own(), tool_choice);
+    echo.insert("parallel_tool_calls".own(), ToTree::to_tree(&parallel));
     for k in ["instructions", "max_output_tokens", "temperature", "top_p", "metadata", "text", "store", "user"] {
         echo.insert(k.into(), req.get(k).cloned().unwrap_or(Value::Null));
     }
     if echo["metadata"].is_null() {
-        echo.insert("metadata".into(), obj! {});
+        echo.insert("metadata".own(), obj! {});
     }
     if echo["text"].is_null() {
-        echo.insert("text".into(), obj! {"format" = obj!{"type" => "text"}});
+        echo.insert("text".own(), obj! {"format" = obj!{"type" => "text"}});
     }
     if echo["store"].is_null() {
-        echo.insert("store".into(), ToTree::to_tree(&true));
+        echo.insert("store".own(), ToTree::to_tree(&true));
     }
     Ok((crate::wire::write::to_vec(&chat), Echo { fields: echo }))
 }
@@ -334,20 +335,20 @@ fn response_object(
     usage: Option<&Usage>,
 ) -> Value {
     let mut r = Map::new();
-    r.insert("id".into(), ToTree::to_tree(&id));
-    r.insert("object".into(), ToTree::to_tree(&"response"));
-    r.insert("created_at".into(), ToTree::to_tree(&created));
-    r.insert("status".into(), ToTree::to_tree(&status));
-    r.insert("completed_at".into(), if status == "in_progress" { Value::Null } else { ToTree::to_tree(&created) });
-    r.insert("error".into(), Value::Null);
-    r.insert("incomplete_details".into(), incomplete);
-    r.insert("model".into(), ToTree::to_tree(&model));
-    r.insert("output".into(), Value::Array(output));
+    r.insert("id".own(), ToTree::to_tree(&id));
+    r.insert("object".own(), ToTree::to_tree(&"response"));
+    r.insert("created_at".own(), ToTree::to_tree(&created));
+    r.insert("status".own(), ToTree::to_tree(&status));
+    r.insert("completed_at".own(), if status == "in_progress" { Value::Null } else { ToTree::to_tree(&created) });
+    r.insert("error".own(), Value::Null);
+    r.insert("incomplete_details".own(), incomplete);
+    r.insert("model".own(), ToTree::to_tree(&model));
+    r.insert("output".own(), Value::Array(output));
     for (k, v) in &echo.fields {
-        r.insert(k.clone(), v.clone());
+        r.insert(k.own(), v.clone());
     }
-    r.insert("truncation".into(), ToTree::to_tree(&"disabled"));
-    r.insert("usage".into(), usage.map(usage_json).unwrap_or(Value::Null));
+    r.insert("truncation".own(), ToTree::to_tree(&"disabled"));
+    r.insert("usage".own(), usage.map(usage_json).unwrap_or(Value::Null));
     Value::Object(r)
 }
 
@@ -418,8 +419,8 @@ pub fn stream_from_response(body: &[u8]) -> Option<Vec<u8>> {
     let mut seq = 0u64;
     let mut emit = |out: &mut Vec<u8>, kind: &str, mut data: Value| {
         if let Some(o) = data.as_object_mut() {
-            o.insert("type".into(), ToTree::to_tree(&kind));
-            o.insert("sequence_number".into(), ToTree::to_tree(&seq));
+            o.insert("type".own(), ToTree::to_tree(&kind));
+            o.insert("sequence_number".own(), ToTree::to_tree(&seq));
         }
         seq += 1;
         crate::wire::sse::named_tree_event(out, Some(kind), &data);
@@ -573,7 +574,7 @@ impl StreamToResponses {
             parser: sse::Parser::default(),
             echo,
             id: new_id("resp_", seed, 0),
-            seed: seed.to_string(),
+            seed: seed.own(),
             seq: 0,
             started: false,
             ended: false,
@@ -589,8 +590,8 @@ impl StreamToResponses {
 
     fn emit(&mut self, out: &mut Vec<u8>, kind: &str, mut data: Value) {
         if let Some(o) = data.as_object_mut() {
-            o.insert("type".into(), ToTree::to_tree(&kind));
-            o.insert("sequence_number".into(), ToTree::to_tree(&self.seq));
+            o.insert("type".own(), ToTree::to_tree(&kind));
+            o.insert("sequence_number".own(), ToTree::to_tree(&self.seq));
         }
         self.seq += 1;
         crate::wire::sse::named_tree_event(out, Some(kind), &data);
@@ -734,8 +735,8 @@ impl StreamToResponses {
                 }
                 let index = self.next_index();
                 let id = new_id("fc_", &self.seed, index as u64);
-                let call_id = tc.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
-                let name = tc.pointer("/function/name").and_then(Value::as_str).unwrap_or_default().to_string();
+                let call_id = tc.get("id").and_then(Value::as_str).unwrap_or_default().own();
+                let name = tc.pointer("/function/name").and_then(Value::as_str).unwrap_or_default().own();
                 self.emit(
                     out,
                     "response.output_item.added",
@@ -811,7 +812,7 @@ impl StreamToResponses {
                 continue;
             }
             if self.model.is_empty() {
-                self.model = v.get("model").and_then(Value::as_str).unwrap_or_default().to_string();
+                self.model = v.get("model").and_then(Value::as_str).unwrap_or_default().own();
             }
             self.start(&mut out);
             if let Some(u) = v.get("usage").and_then(Usage::from_openai) {
@@ -825,7 +826,7 @@ impl StreamToResponses {
                 self.tool_call(&mut out, tc);
             }
             if let Some(f) = choice.get("finish_reason").and_then(Value::as_str) {
-                self.finish = Some(f.to_string());
+                self.finish = Some(f.own());
             }
         }
         out

@@ -24,9 +24,7 @@ pub struct Parser {
 impl Parser {
     /// Feeds a chunk; complete events are appended to `out`.
     pub fn push(&mut self, chunk: &[u8], out: &mut Vec<Event>) {
-        self.push_each(chunk, |event, data| {
-            out.push(Event { event: event.map(str::to_string), data: data.to_string() })
-        });
+        self.push_each(chunk, |event, data| out.push(Event { event: event.map(str::to_string), data: data.own() }));
     }
 
     /// Feeds a chunk; each complete event is handed to `f` as (its name, its data), borrowed.

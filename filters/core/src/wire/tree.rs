@@ -37,7 +37,7 @@ impl Clone for Value {
             Value::Null => Value::Null,
             Value::Bool(b) => Value::Bool(*b),
             Value::Number(n) => Value::Number(*n),
-            Value::String(s) => Value::String(s.clone()),
+            Value::String(s) => Value::String(s.own()),
             Value::Array(a) => Value::Array(a.clone()),
             Value::Object(m) => Value::Object(m.clone()),
         }
@@ -592,7 +592,7 @@ fn array_index(token: &str) -> Option<usize> {
     if token.starts_with('+') || (token.starts_with('0') && token.len() != 1) {
         return None;
     }
-    token.parse().ok()
+    token.int_as()
 }
 
 impl fmt::Display for Value {

@@ -44,16 +44,16 @@ impl Active {
 
     pub fn parse(line: &str) -> Option<Active> {
         let mut f = line.parts(b'\t');
-        let record = f.next()?.to_string();
+        let record = f.next()?.own();
         let kind = match f.next()? {
             "t" => Kind::Tokens,
             "r" => Kind::Requests,
             "f" => Kind::Slots,
             _ => return None,
         };
-        let redis_key = f.next()?.to_string();
-        let rate_per_minute = f.next()?.parse().ok()?;
-        let burst = f.next()?.parse().ok()?;
+        let redis_key = f.next()?.own();
+        let rate_per_minute = f.next()?.int_as()?;
+        let burst = f.next()?.int_as()?;
         Some(Active { record, kind, redis_key, rate_per_minute, burst })
     }
 
@@ -166,9 +166,9 @@ impl Ticker {
         for a in slots {
             let rec = read_record(h, &a.record);
             // Busy: calls in flight now, or calls that took a slot since the last tick.
-            let admits = self.admits.insert(a.record.clone(), rec.admits);
+            let admits = self.admits.insert(a.record.own(), rec.admits);
             if rec.in_flight > 0 || admits.is_some_and(|before| before != rec.admits) {
-                self.busy_ms.insert(a.record.clone(), now);
+                self.busy_ms.insert(a.record.own(), now);
             }
             let busy = self.busy_ms.get(&a.record).is_some_and(|t| now.saturating_sub(*t) < f.idle_return_ms);
             // Busy: never less than it holds (calls may be using the spare ones this moment);
@@ -177,7 +177,7 @@ impl Ticker {
             path.push_str(&format!("/{want}/{}", a.burst));
         }
         if let Some(token) = f.call(h, &path) {
-            self.slots_in_flight = Some((token, slots.iter().map(|a| a.record.clone()).collect()));
+            self.slots_in_flight = Some((token, slots.iter().map(|a| a.record.own()).collect()));
         }
     }
 
@@ -235,7 +235,7 @@ impl Ticker {
             let rec = read_record(h, &a.record);
             let level = lease(if a.tokens() { rec.tokens } else { rec.requests });
             if !self.seen.contains_key(&a.record) {
-                self.seen.insert(a.record.clone(), [None, None]);
+                self.seen.insert(a.record.own(), [None, None]);
             }
             let Some(pair) = self.seen.get_mut(&a.record) else { continue };
             let seen = pair[usize::from(a.tokens())].get_or_insert(Seen { level, per_tick: 0.0, last_spent_ms: now });
@@ -268,7 +268,7 @@ impl Ticker {
         let asks: Vec<Ask> = takes
             .iter()
             .map(|(a, want)| Ask {
-                key: a.redis_key.clone(),
+                key: a.redis_key.own(),
                 rate_per_minute: a.rate_per_minute,
                 cap_units: fleet::units(a.burst),
                 need_units: 0,
@@ -306,7 +306,7 @@ impl Ticker {
                 if let Some(pair) = self.seen.get_mut(&a.record) {
                     pair[usize::from(a.tokens())] = None;
                 }
-                out.push((a.redis_key.clone(), a.rate_per_minute, fleet::units(a.burst), back));
+                out.push((a.redis_key.own(), a.rate_per_minute, fleet::units(a.burst), back));
             }
         }
         if out.is_empty() {
