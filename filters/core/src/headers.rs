@@ -32,9 +32,7 @@ pub const PUBLIC_RESPONSE: [&str; 7] = [PROVIDER, MODEL, REQUEST_ID, ROUTE, ATTE
 /// answer could not be translated), and anything unknown.
 pub const FORWARDED_REQUEST: [&str; 4] = [":method", ":path", ":authority", ":scheme"];
 
-/// Whether an attempt forwards the request header `name` to the provider. (One copy: inlined,
-/// its two searches were 380 bytes at each of a dozen places.)
-#[inline(never)]
+/// Whether an attempt forwards the request header `name` to the provider.
 pub fn forwarded_to_provider(name: &str, extra: &[String]) -> bool {
     FORWARDED_REQUEST.contains(&name) || extra.iter().any(|e| e.eq_ignore_ascii_case(name))
 }
@@ -205,7 +203,6 @@ pub const METADATA_PROVIDER: &str = "provider";
 pub const METADATA_REGION: &str = "region";
 
 /// True for header names that belong to the gateway's internal namespace.
-#[inline(never)]
 pub fn is_internal(name: &str) -> bool {
     name.len() >= INTERNAL_PREFIX.len()
         && name.as_bytes()[..INTERNAL_PREFIX.len()].eq_ignore_ascii_case(INTERNAL_PREFIX.as_bytes())

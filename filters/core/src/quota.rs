@@ -855,13 +855,13 @@ impl RequestFacts {
 
     pub fn decode(s: &str) -> Option<RequestFacts> {
         let mut it = s.splitn(6, ' ');
-        let text_bytes = it.next()?.int_as()?;
-        let text_pieces = it.next()?.int_as()?;
-        let messages = it.next()?.int_as()?;
-        let images = it.next()?.int_as()?;
+        let text_bytes = it.next()?.parse().ok()?;
+        let text_pieces = it.next()?.parse().ok()?;
+        let messages = it.next()?.parse().ok()?;
+        let images = it.next()?.parse().ok()?;
         let max_output = match it.next()? {
             "-" => None,
-            m => Some(m.int_as()?),
+            m => Some(m.parse().ok()?),
         };
         let model = it.next().filter(|m| !m.is_empty()).map(str::to_string);
         Some(RequestFacts { model, text_bytes, text_pieces, messages, images, max_output, ..RequestFacts::default() })
@@ -1107,18 +1107,18 @@ impl Settled {
         let f: Vec<&str> = s.parts(b' ').collect();
         let cost = |c: &str| if c == "-" { Some(None) } else { c.parse().ok().map(Some) };
         let (f, cache_write, cache_write_1h) = match f.as_slice() {
-            [rest @ .., w, h] if rest.len() == 6 => (rest, w.int_as()?, h.int_as()?),
-            [rest @ .., w] if rest.len() == 6 => (rest, w.int_as()?, 0),
+            [rest @ .., w, h] if rest.len() == 6 => (rest, w.parse().ok()?, h.parse().ok()?),
+            [rest @ .., w] if rest.len() == 6 => (rest, w.parse().ok()?, 0),
             all => (all, 0, 0),
         };
         match f {
             ["-", c] => Some(Settled { usage: None, estimated: false, cost_pico: cost(c)? }),
             [i, ci, o, r, e, c] => Some(Settled {
                 usage: Some(Usage {
-                    input: i.int_as()?,
-                    cached_input: ci.int_as()?,
-                    output: o.int_as()?,
-                    reasoning: r.int_as()?,
+                    input: i.parse().ok()?,
+                    cached_input: ci.parse().ok()?,
+                    output: o.parse().ok()?,
+                    reasoning: r.parse().ok()?,
                     cache_write,
                     cache_write_1h,
                 }),

@@ -321,7 +321,7 @@ impl AuditCall {
     }
 
     pub fn on_response_headers(&mut self, h: &impl Host, audit: &Audit, eos: bool) -> Flow {
-        self.status = h.response_header(":status").and_then(|s| s.int_as());
+        self.status = h.response_header(":status").and_then(|s| s.parse().ok());
         self.provider = h.response_header(headers::PROVIDER);
         self.model = h.response_header(headers::MODEL);
         if !self.request_id.is_empty() {

@@ -1284,7 +1284,7 @@ impl QuotaCall {
     }
 
     pub fn on_response_headers(&mut self, h: &impl Host, eos: bool) -> Flow {
-        let status: u16 = h.response_header(":status").and_then(|s| s.int_as()).unwrap_or(0);
+        let status: u16 = h.response_header(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
         self.answered = true;
         self.status = Some(status);
         self.ok = (200..300).contains(&status);

@@ -364,7 +364,7 @@ impl Select {
         if !self.route.is_empty() {
             h.set_response_header(headers::ROUTE, Some(&self.route));
         }
-        let status: u16 = h.response_header(":status").and_then(|s| s.int_as()).unwrap_or(0);
+        let status: u16 = h.response_header(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
         // The attempts list is read only when it may be needed to explain a failure; for an
         // answer, Envoy's own attempt count says how many providers were tried.
         let envoy_count = if status < 400 { h.response_header("x-envoy-attempt-count") } else { None };
@@ -470,7 +470,7 @@ fn record_usage(h: &impl Host, usage: Option<crate::wire::usage::Usage>) {
 impl Select {
     /// The status a replaced answer was given.
     fn final_status(&self, h: &impl Host, status: u16) -> u16 {
-        h.response_header(":status").and_then(|s| s.int_as()).unwrap_or(status)
+        h.response_header(":status").and_then(|s| s.parse().ok()).unwrap_or(status)
     }
 
     /// Replaces a provider's failure with the gateway's explanation (see the cases below).
@@ -1269,7 +1269,7 @@ impl RouteAttempt {
                 dropped.push(name.own());
             }
             (
-                get(":status").and_then(|s| s.int_as()).unwrap_or(0),
+                get(":status").and_then(|s| s.parse().ok()).unwrap_or(0),
                 get("content-type").unwrap_or_default().own(),
                 get("x-amzn-errortype").unwrap_or_default().own(),
                 get("x-amzn-bedrock-input-token-count").and_then(|n| n.trim().int_as()),
