@@ -65,3 +65,22 @@ def test_a_model_list_reaches_no_provider_is_not_charged_and_is_audited_as_costi
     # Only GET.
     r = httpx.post(f"{gateway.url}/v1/models", headers=h, json={}, timeout=10)
     assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_a_bad_page_size_is_a_400_that_names_it_and_is_audited(gateway):
+    # The Anthropic listing's `limit` is read as an unsigned integer from 1 to 1000: anything else
+    # (zero, a sign, a word, a number past u64) is refused before any provider, in the Anthropic
+    # SDK's error shape (its call carries `anthropic-version`), and audited.
+    h = {"authorization": f"Bearer {DEMO_KEYS['acme']}", "anthropic-version": "2023-06-01"}
+    before = {p: len(gateway.provider_requests(p)) for p in ("openai", "anthropic")}
+    for bad in ["0", "-1", "abc", "1.5", "1001", "18446744073709551616", ""]:
+        r = httpx.get(f"{gateway.url}/v1/models", params={"limit": bad}, headers=h, timeout=10)
+        assert r.status_code == 400, (bad, r.text)
+        body = r.json()
+        assert (body["type"], body["error"]["type"]) == ("error", "invalid_request_error"), body
+        assert "`limit` must be 1 to 1000" in body["error"]["message"], body
+        rec = gateway.audit(r.headers["x-aigw-request-id"])
+        assert len(rec) == 1 and (rec[0]["status"], rec[0]["error_code"]) == (400, "invalid_limit"), rec
+    r = httpx.get(f"{gateway.url}/v1/models", params={"limit": "1000"}, headers=h, timeout=10)
+    assert r.status_code == 200 and [m["id"] for m in r.json()["data"]] == ALL
+    assert {p: len(gateway.provider_requests(p)) for p in ("openai", "anthropic")} == before

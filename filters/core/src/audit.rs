@@ -441,7 +441,7 @@ pub(crate) fn sample_records() -> Vec<AuditRecord> {
     let attempt = |i: usize| Attempt {
         provider: format!("p{i}{odd}"),
         region: (i.is_multiple_of(2)).then(|| format!("r{i}")),
-        model: (!i.is_multiple_of(3)).then(|| odd.own()),
+        model: (!i.is_multiple_of(3)).then(|| odd.to_string()),
         status: (i % 2 == 1).then_some(200 + i as u16),
         latency_ms: (!i.is_multiple_of(4)).then_some(u64::MAX - i as u64),
         error_class: ErrorClass::ALL.get(i).copied(),
@@ -466,9 +466,9 @@ pub(crate) fn sample_records() -> Vec<AuditRecord> {
             end_time_ms: u64::MAX,
             tenant: some("t"),
             feature: some("f"),
-            agent: (n.is_multiple_of(3)).then(|| "a".own()),
+            agent: (n.is_multiple_of(3)).then(|| "a".into()),
             task: some("k"),
-            shadow_of: (n.is_multiple_of(4)).then(|| "s".own()),
+            shadow_of: (n.is_multiple_of(4)).then(|| "s".into()),
             key_id: some("id"),
             key_fingerprint: some("fp"),
             door: some("chat"),
@@ -499,8 +499,8 @@ pub(crate) fn sample_records() -> Vec<AuditRecord> {
             price_book_version: format!("v{odd}"),
             latency_ms: n as u64 * 1000,
             ttft_ms: (n.is_multiple_of(3)).then_some(5),
-            cache_status: "miss".own(),
-            cost_saved_usd: (n.is_multiple_of(5)).then(|| "0.5".own()),
+            cache_status: "miss".into(),
+            cost_saved_usd: (n.is_multiple_of(5)).then(|| "0.5".into()),
             cache_semantic: (n % 4 == 1).then(|| crate::cache::semantic::SemanticNote {
                 similarity: (n % 8 == 1).then_some(0.9375 + n as f64 / 7.0),
                 would_serve: Some(odd.into()),
@@ -514,7 +514,7 @@ pub(crate) fn sample_records() -> Vec<AuditRecord> {
                 refusal: n.is_multiple_of(2),
                 json_valid: [None, Some(true), Some(false)][n % 3],
                 output_chars: (n % 2 == 1).then_some(123),
-                output_digest: (n.is_multiple_of(3)).then(|| "0123456789abcdef".own()),
+                output_digest: (n.is_multiple_of(3)).then(|| "0123456789abcdef".into()),
             }),
         };
         out.push(r);
