@@ -256,10 +256,13 @@ def fleet_stats(gw):
 
 
 def test_in_the_steady_state_the_ticker_keeps_leases_ahead_and_calls_never_wait(fleet):
-    gw = fleet.replica({**FLEET, "prefix": "steady", "tick_ms": 50, "lease": {"requests": 2, "tokens": 20000}},
-                       name="steady")
-    # Calls at a steady pace (about 4 a tick). While the ticker learns the rate, a few calls top
+    gw = fleet.replica({**FLEET, "prefix": "steady", "tick_ms": 50, "headroom_ms": 500,
+                        "lease": {"requests": 2, "tokens": 20000}}, name="steady")
+    # Calls at a steady pace (2 to 4 a tick). While the ticker learns the rate, a few calls top
     # their lease up themselves; then the ticker keeps it ahead of them and no call waits.
+    # The ticker takes 500 ms of the rate it sees once the lease is under half of that: the 80
+    # steady calls (over 1.5 s) spend several such leases whatever the machine's pace. (With the
+    # default 2 s of headroom one lease could cover them all, so the ticker need not top up.)
     def pace(n):
         codes = []
         for _ in range(n):
