@@ -11,6 +11,7 @@ import argparse
 import copy
 import datetime
 import http.client
+import itertools
 import json
 import os
 import platform
@@ -124,6 +125,10 @@ def guarded_body(size):
     piece = prose + "Contact priya.sharma@example.in or +91 98765 43210; id 2345 6789 0124. "
     text = (piece * (size // len(piece) + 1))[:size]
     return json.dumps({"model": "chat-guarded", "messages": [{"role": "user", "content": text}]})
+
+
+# Counts the fleet replicas a run starts (each one's Redis keys are its own).
+REPLICAS = itertools.count(1)
 
 
 def free_port():
@@ -321,8 +326,11 @@ def make_config(name, port, admin, upstream_port, work):
         # every call waits for a refill through Webdis: what one costs.
         cfg = render_envoy.combine(cfg)
         # Each Envoy started here is a new replica: keys of its own, so that a replica measured
-        # before (gone, its calls-in-flight holding not yet expired) does not count.
-        fleet = {"cluster": "aigw_fleet", "timeout_ms": 2000, "prefix": f"bench{port}"}
+        # before (gone, its calls-in-flight holding not yet expired) does not count, nor the
+        # buckets it spent. (Named by the process and a count, not by the listener's port: a
+        # later repetition can be given a port again, and found its buckets spent: every call
+        # refused.)
+        fleet = {"cluster": "aigw_fleet", "timeout_ms": 2000, "prefix": f"bench{os.getpid()}-{next(REPLICAS)}"}
         if name == "fleet-refill":
             fleet.update({"expected_replicas": 10**12, "tick_ms": 10000})
         for f in gateway_filters(cfg):
