@@ -16,7 +16,7 @@ pub mod semantic;
 pub mod shared;
 pub mod stage;
 
-use crate::text::Text;
+use crate::text::{PutBytes, Text};
 use crate::wire::tree::Value;
 use sha2::{Digest, Sha256};
 
@@ -260,12 +260,12 @@ impl Entry {
     pub fn encode(&self) -> Vec<u8> {
         let meta = crate::wire::write::to_vec(&self.meta);
         let mut out = Vec::with_capacity(48 + meta.len() + self.body.len());
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&self.digest);
-        out.extend_from_slice(&self.stored_ms.to_le_bytes());
-        out.extend_from_slice(&(meta.len() as u32).to_le_bytes());
-        out.extend_from_slice(&meta);
-        out.extend_from_slice(&self.body);
+        out.put(MAGIC);
+        out.put(&self.digest);
+        out.put(&self.stored_ms.to_le_bytes());
+        out.put(&(meta.len() as u32).to_le_bytes());
+        out.put(&meta);
+        out.put(&self.body);
         out
     }
 

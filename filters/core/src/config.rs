@@ -9,7 +9,7 @@
 //! has anyway) and reads its type from it. Errors say what serde's did, with the exact path of
 //! the value refused (`tenants.acme.concurrent`, `keys[0]`).
 
-use crate::text::Text;
+use crate::text::{Put, Text};
 use std::fmt::Write as _;
 
 use crate::wire::tree::{Map, Value};
@@ -39,7 +39,7 @@ impl At<'_> {
                 if !out.is_empty() {
                     out.push('.');
                 }
-                out.push_str(k);
+                out.put(k);
             }
             At::Index(parent, i) => {
                 parent.write(out);

@@ -10,7 +10,7 @@ pub mod stage;
 use crate::wire::tree::Value;
 
 use crate::error::ConfigError;
-use crate::text::Text;
+use crate::text::{Put, PutBytes, Text};
 use crate::wire::obj;
 use detect::{Category, Found};
 
@@ -181,15 +181,15 @@ pub fn apply(policy: &GuardPolicy, v: &mut Value) -> Applied {
                             p
                         }
                     };
-                    out.push_str(&s[at..start]);
-                    out.push_str(&placeholder);
+                    out.put(&s[at..start]);
+                    out.put(&placeholder);
                     at = end;
                     applied.changed = true;
                 }
             }
         }
         if at > 0 {
-            out.push_str(&s[at..]);
+            out.put(&s[at..]);
             *s = out;
         }
     });
@@ -382,13 +382,13 @@ impl StreamFilter {
                     self.keep_tail(seen);
                 }
                 self.seq = number;
-                out.extend_from_slice(format!("event: {kind}\ndata: {}\n\n", ev.data).as_bytes());
+                out.put(format!("event: {kind}\ndata: {}\n\n", ev.data).as_bytes());
                 continue;
             }
             let delta = &v["choices"][0]["delta"];
             let mut text = delta.get("content").and_then(Value::as_str).unwrap_or_default().own();
             for c in delta.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
-                text.push_str(c.pointer("/function/arguments").and_then(Value::as_str).unwrap_or_default());
+                text.put(c.pointer("/function/arguments").and_then(Value::as_str).unwrap_or_default());
             }
             let seen = format!("{}{text}", self.tail);
             if holds_term(&seen, &self.terms) {
@@ -405,7 +405,7 @@ impl StreamFilter {
                     }]),
                 };
                 crate::wire::sse::tree_event(&mut out, &stop);
-                out.extend_from_slice(b"data: [DONE]\n\n");
+                out.put(b"data: [DONE]\n\n");
                 return out;
             }
             self.keep_tail(seen);
@@ -458,7 +458,7 @@ impl Restorer {
     /// A piece of the answer; returns what can go on now.
     pub fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
         let mut buf = std::mem::take(&mut self.carry);
-        buf.extend_from_slice(chunk);
+        buf.put(chunk);
         let mut out = self.replace(&buf);
         // Hold back a trailing `<…` that could still become a placeholder.
         let tail_from = out.len().saturating_sub(self.longest);
@@ -482,7 +482,7 @@ impl Restorer {
             if b[i] == b'<' {
                 for (p, v) in &self.pairs {
                     if b[i..].starts_with(p.as_bytes()) {
-                        out.extend_from_slice(v.as_bytes());
+                        out.put(v.as_bytes());
                         i += p.len();
                         continue 'outer;
                     }
@@ -630,7 +630,7 @@ impl StreamRestorer {
         let data = String::from_utf8_lossy(&self.whole.replace(ev.data.as_bytes())).into_owned();
         if data == "[DONE]" {
             self.flush(|_| true, None, out);
-            out.extend_from_slice(b"data: [DONE]\n\n");
+            out.put(b"data: [DONE]\n\n");
             return;
         }
         if self.held.is_empty() && !data.contains('<') && self.added == 0 {
@@ -816,8 +816,8 @@ impl StreamRestorer {
 
 fn write_event(out: &mut Vec<u8>, event: Option<&str>, data: &str) {
     if let Some(e) = event {
-        out.extend_from_slice(b"event: ");
-        out.extend_from_slice(e.as_bytes());
+        out.put(b"event: ");
+        out.put(e.as_bytes());
         out.push(b'\n');
     }
     crate::wire::sse::data_event(out, data);

@@ -3,6 +3,7 @@
 //! Everything here is plain Rust with no proxy-wasm dependency, so it is unit-tested natively.
 //! The filter crates are thin adapters that move bytes between Envoy and these functions.
 
+use crate::text::Put;
 /// Implements `sse::Translate` for a stream translator by its own `push` and `finish`.
 macro_rules! impl_translate {
     ($t:ty) => {
@@ -110,7 +111,7 @@ pub fn duplicate_key_at(raw: &[u8]) -> Option<(String, String)> {
         if !path.is_empty() {
             path.push('.');
         }
-        path.push_str(&k);
+        path.put(&k);
         (k, path)
     })
 }
@@ -179,10 +180,10 @@ fn path_of(stack: &[Frame]) -> String {
                 if !path.is_empty() {
                     path.push('.');
                 }
-                path.push_str(k);
+                path.put(k);
             }
             Frame::Object(None, _) => {}
-            Frame::Array(n) => path.push_str(&format!("[{n}]")),
+            Frame::Array(n) => path.put(&format!("[{n}]")),
         }
     }
     path

@@ -93,7 +93,10 @@ fn compile_quota(
         .map(|q| {
             q.map(|mut q| {
                 // Fleet mode's credentials for Webdis, from Envoy's environment.
-                q.fleet = q.fleet.take().map(|f| f.with_env(env));
+                // (Just compiled: the one holder of it.)
+                if let Some(f) = q.fleet.as_mut().and_then(Rc::get_mut) {
+                    f.read_env(env);
+                }
                 Rc::new(q)
             })
         })
@@ -133,13 +136,15 @@ impl Listener {
     pub fn compile_env(cfg: GatewayConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Listener, ConfigError> {
         let mut cfg = cfg;
         let book = cfg.resolve()?;
-        let route = match &cfg.route {
-            Some(r) => Some(Rc::new(r.clone().compiled().map_err(|e| e.in_stage("route"))?)),
+        // (Moved out and compiled, not copied: the cache and the shadow leg read the compiled
+        // one, which keeps their parts as configured.)
+        let route = match cfg.route.take() {
+            Some(r) => Some(Rc::new(r.compiled().map_err(|e| e.in_stage("route"))?)),
             None => None,
         };
         // The cache store: the route's `cache` bound, or the default one when an alias or rule
         // names a cache policy.
-        let cache = match &cfg.route {
+        let cache = match route.as_deref() {
             Some(r) if r.cache.is_some() || r.caches() => {
                 let store = r.cache.clone().unwrap_or_default();
                 let mut cache = Cache::try_from(&store).map_err(|e| e.in_stage("route"))?;
@@ -166,7 +171,7 @@ impl Listener {
             }
             _ => None,
         };
-        let shadow = match cfg.route.as_ref().and_then(|r| r.shadow.as_ref()) {
+        let shadow = match route.as_ref().and_then(|r| r.shadow.as_ref()) {
             Some(s) => {
                 Some(Rc::new(crate::route::shadow::ShadowLeg::compile(s, env).map_err(|e| e.in_stage("route"))?))
             }

@@ -13,7 +13,7 @@ use crate::audit::price::{parse_usd, PriceBook, PriceBookConfig};
 use crate::config::{At, FromConfig, Obj, Read};
 use crate::error::ConfigError;
 use crate::quota::bucket::Limit;
-use crate::text::Text;
+use crate::text::{PutBytes, Text};
 use crate::time::{civil_from_days, days_from_civil};
 use crate::wire::usage::Usage;
 
@@ -301,7 +301,8 @@ pub struct Quota {
     pub estimate: EstimateConfig,
     /// Shared with the audit stage when both run in one filter (compiled once).
     pub prices: Option<Rc<PriceBook>>,
-    pub fleet: Option<fleet::Fleet>,
+    /// Shared (`Rc`): calls and the ticker hold it while they wait for Webdis.
+    pub fleet: Option<Rc<fleet::Fleet>>,
 }
 
 fn merge(over: &LimitSpec, base: &LimitSpec) -> LimitSpec {
@@ -450,7 +451,7 @@ impl Quota {
             Some(b) => Some(Rc::new(PriceBook::compile(b).map_err(|e| e.at("quota", "price_book"))?)),
             None => shared,
         };
-        let fleet = cfg.fleet.as_ref().map(fleet::Fleet::compile).transpose()?;
+        let fleet = cfg.fleet.as_ref().map(fleet::Fleet::compile).transpose()?.map(Rc::new);
         let q = Quota { default, tenants, providers, estimate: cfg.estimate.clone(), prices, fleet };
         if q.prices.is_none() && q.any_budget() {
             return Err(refused("price_book".own(), "is required: a budget is set, and calls are priced with it"));
@@ -848,7 +849,7 @@ impl RequestFacts {
             None => out.push(b'-'),
         }
         out.push(b' ');
-        out.extend_from_slice(self.model.as_deref().unwrap_or("").as_bytes());
+        out.put(self.model.as_deref().unwrap_or("").as_bytes());
         // Digits, spaces and the model's (UTF-8) name only.
         String::from_utf8(out).unwrap_or_default()
     }

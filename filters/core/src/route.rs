@@ -1,7 +1,7 @@
 //! Model aliases and their fallback chains.
 
 use crate::config::NameMap;
-use crate::text::Text;
+use crate::text::{Put, Text};
 
 use crate::error::{ConfigError, GatewayError};
 pub use crate::provider::ProviderConfig;
@@ -547,7 +547,7 @@ pub fn chain_refusal(
     };
     if let Some((_, n)) = &note {
         message.push(' ');
-        message.push_str(n);
+        message.put(n);
     }
     let body = obj! {"error" = obj!{
         "message" => message,

@@ -128,6 +128,43 @@ fn own(s: &str) -> String {
     s.to_owned()
 }
 
+/// Appending text to a `String` (`push_str`) by one function, not at each place: the standard
+/// library's is a capacity check, its growth path and a copy, about 80 bytes wherever it is
+/// inlined. The JSON writer, the SSE parser and the header lists, which append many times a
+/// call, keep the inlined one.
+pub trait Put {
+    fn put(&mut self, s: &str);
+}
+
+/// Appending bytes to a `Vec<u8>` (`extend_from_slice`) by one function (as [`Put`]).
+pub trait PutBytes {
+    fn put(&mut self, s: &[u8]);
+}
+
+impl Put for String {
+    #[inline]
+    fn put(&mut self, s: &str) {
+        put_str(self, s)
+    }
+}
+
+impl PutBytes for Vec<u8> {
+    #[inline]
+    fn put(&mut self, s: &[u8]) {
+        put_bytes(self, s)
+    }
+}
+
+#[inline(never)]
+fn put_str(out: &mut String, s: &str) {
+    out.push_str(s)
+}
+
+#[inline(never)]
+fn put_bytes(out: &mut Vec<u8>, s: &[u8]) {
+    out.extend_from_slice(s)
+}
+
 #[inline(never)]
 fn int(s: &str) -> Option<u64> {
     s.parse().ok()

@@ -62,7 +62,10 @@ impl RootContext for Root {
         };
         self.quota = host::configure("quota", |cfg: QuotaConfig| Quota::compile(&cfg)).map(|mut q| {
             // Fleet mode's credentials for Webdis, from Envoy's environment.
-            q.fleet = q.fleet.take().map(|f| f.with_env(&|name| std::env::var(name).ok()));
+            // (Just compiled: the one holder of it.)
+            if let Some(f) = q.fleet.as_mut().and_then(Rc::get_mut) {
+                f.read_env(&|name| std::env::var(name).ok());
+            }
             Rc::new(q)
         });
         self.ticker = None;

@@ -8,7 +8,8 @@
 use crate::auth::credentials::bad_mark_key;
 use crate::host::{Host, HttpAnswer, SharedSetError};
 use crate::quota::fleet::{self, Fleet};
-use crate::text::Text;
+use crate::text::{Put, PutBytes, Text};
+use std::rc::Rc;
 /// Marks made here and not yet sent (`provider\tname\tuntil` lines).
 pub const QUEUE_KEY: &str = "aigw.cred.bad.out";
 const QUEUE_HEAD: &[u8] = b"# aigw bad-credential marks for Redis\n";
@@ -23,7 +24,7 @@ pub fn queue(h: &impl Host, provider: &str, name: &str, until: u64) {
         if text.split(|b| *b == b'\n').count() > QUEUE_MAX {
             return;
         }
-        text.extend_from_slice(line.as_bytes());
+        text.put(line.as_bytes());
         match h.shared_set(QUEUE_KEY, &text, cas) {
             Ok(()) => return,
             Err(SharedSetError::CasMismatch) => continue,
@@ -61,7 +62,7 @@ enum InFlight {
 
 /// A per-attempt root context's part of fleet mode.
 pub struct MarkSync {
-    fleet: Fleet,
+    fleet: Rc<Fleet>,
     in_flight: Option<InFlight>,
     last_get_ms: u64,
 }
@@ -70,7 +71,7 @@ pub struct MarkSync {
 const GET_EVERY_MS: u64 = 1000;
 
 impl MarkSync {
-    pub fn new(fleet: Fleet) -> MarkSync {
+    pub fn new(fleet: Rc<Fleet>) -> MarkSync {
         MarkSync { fleet, in_flight: None, last_get_ms: 0 }
     }
 
@@ -88,7 +89,7 @@ impl MarkSync {
         if !marks.is_empty() {
             let mut path = format!("/FCALL/aigw_marks_put/1/{}", fleet::encode(&self.key()));
             for (p, n, until) in &marks {
-                path.push_str(&format!("/{}/{until}", fleet::encode(&format!("{p}\t{n}"))));
+                path.put(&format!("/{}/{until}", fleet::encode(&format!("{p}\t{n}"))));
             }
             self.in_flight = self.fleet.call(h, &path).map(InFlight::Put);
             return;
@@ -151,9 +152,9 @@ mod tests {
     use super::*;
     use crate::host::FakeHost;
 
-    fn fleet() -> Fleet {
+    fn fleet() -> Rc<Fleet> {
         let cfg: crate::quota::fleet::FleetConfig = crate::config::from_str(r#"{"cluster": "aigw_fleet"}"#).unwrap();
-        Fleet::compile(&cfg).unwrap()
+        Rc::new(Fleet::compile(&cfg).unwrap())
     }
 
     fn path(h: &FakeHost, i: usize) -> String {

@@ -4,7 +4,7 @@
 use sha2::{Digest, Sha256};
 
 use crate::auth::keys::to_hex;
-use crate::text::Text;
+use crate::text::{Put, Text};
 
 const BLOCK: usize = 64;
 
@@ -36,7 +36,7 @@ pub fn uri_encode(s: &str, keep_slash: bool) -> String {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') || (keep_slash && b == b'/') {
             out.push(char::from(b));
         } else {
-            out.push_str(&format!("%{b:02X}"));
+            out.put(&format!("%{b:02X}"));
         }
     }
     out

@@ -12,7 +12,7 @@
 use super::Digest32;
 use crate::error::ConfigError;
 use crate::host::Host;
-use crate::text::Text;
+use crate::text::{PutBytes, Text};
 use crate::wire::obj;
 
 /// The semantic cache's configuration (the store's `semantic`).
@@ -233,11 +233,11 @@ impl Index {
     /// `AGS1`, the partition, then per entry: the exact key, the dimensions (u16), the vector.
     fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&self.partition);
+        out.put(MAGIC);
+        out.put(&self.partition);
         for (d, v) in &self.entries {
-            out.extend_from_slice(d);
-            out.extend_from_slice(&(v.len() as u16).to_le_bytes());
+            out.put(d);
+            out.put(&(v.len() as u16).to_le_bytes());
             out.extend(v.iter().map(|x| *x as u8));
         }
         out

@@ -4,7 +4,7 @@
 //! goes to Redis from its root context's ticker (a call's own HTTP calls end with it), from a
 //! shared-data queue of digests.
 
-use crate::text::Text;
+use crate::text::{PutBytes, Text};
 use std::rc::Rc;
 
 use super::{Cache, Digest32, Entry, Lookup};
@@ -131,7 +131,7 @@ pub fn enqueue(h: &impl Host, digest: &Digest32) {
         if text.split(|b| *b == b'\n').count() > QUEUE_MAX || text.windows(64).any(|w| w == line.as_bytes()) {
             return;
         }
-        text.extend_from_slice(line.as_bytes());
+        text.put(line.as_bytes());
         text.push(b'\n');
         match h.shared_set(QUEUE_KEY, &text, cas) {
             Ok(()) => return,

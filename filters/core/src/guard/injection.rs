@@ -5,7 +5,7 @@
 //! text's score is `1 - Π(1 - score)` of the rules it matches, so two weak signals add up and no
 //! score passes 1. The default set is data (`default_rules`), which a policy may add to.
 
-use crate::text::Text;
+use crate::text::{PutBytes, Text};
 
 /// What a policy does with a request whose score reaches its threshold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -212,7 +212,7 @@ fn normalise(text: &str) -> String {
         let Some(ch) = text.get(i..).and_then(|t| t.chars().next()) else { break };
         for l in crate::case::lowercase(ch) {
             if l.is_alphanumeric() || "<|>[]#/_".contains(l) {
-                out.extend_from_slice(l.encode_utf8(&mut [0; 4]).as_bytes());
+                out.put(l.encode_utf8(&mut [0; 4]).as_bytes());
                 space = false;
             } else if !space {
                 out.push(b' ');

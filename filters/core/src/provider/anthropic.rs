@@ -6,7 +6,7 @@
 //! (structured outputs) and `json_object`, which Anthropic has no form of, is left to the
 //! gateway's output check. `n > 1`, audio and file parts are refused with a 400.
 
-use crate::text::Text;
+use crate::text::{Put, PutBytes, Text};
 use std::borrow::Cow;
 
 use crate::wire::read::Raw;
@@ -280,7 +280,7 @@ impl WriteJson for Block<'_> {
                 m.member(r#""type":"#, &"tool_use");
                 m.member(r#""id":"#, id);
                 m.member(r#""name":"#, name);
-                m.member_with(r#""input":"#, |out| out.extend_from_slice(input.as_bytes()));
+                m.member_with(r#""input":"#, |out| out.put(input.as_bytes()));
             }
             Block::ToolResult { tool_use_id, content } => {
                 m.member(r#""type":"#, &"tool_result");
@@ -368,8 +368,8 @@ fn text_of<'a>(content: Option<Raw<'a>>) -> Result<Cow<'a, str>, GatewayError> {
     let mut out = String::new();
     for p in &parts {
         match (raw_str(p.kind).as_deref(), raw_str(p.text)) {
-            (Some("text"), Some(t)) => out.push_str(&t),
-            (Some("refusal"), _) => out.push_str(&raw_str(p.refusal).unwrap_or_default()),
+            (Some("text"), Some(t)) => out.put(&t),
+            (Some("refusal"), _) => out.put(&raw_str(p.refusal).unwrap_or_default()),
             _ => return Err(unsupported("messages", "only text parts are allowed here")),
         }
     }
@@ -763,7 +763,7 @@ fn read_response(body: &[u8]) -> Result<Answer<'_>, String> {
     let mut tool_calls = Vec::new();
     for block in r.content.into_iter().flatten() {
         match block.kind.as_ref() {
-            "text" => text.push_str(block.text.as_deref().unwrap_or("")),
+            "text" => text.put(block.text.as_deref().unwrap_or("")),
             "tool_use" => tool_calls.push(ToolCall {
                 id: block.id,
                 name: block.name,
@@ -892,22 +892,22 @@ impl StreamTranslator {
     fn chunk_with(&mut self, out: &mut Vec<u8>, delta: impl FnOnce(&mut Vec<u8>)) {
         if self.tail.is_empty() {
             let mut t = Vec::with_capacity(160);
-            t.extend_from_slice(b",\"finish_reason\":null,\"index\":0,\"logprobs\":null}],\"created\":");
+            t.put(b",\"finish_reason\":null,\"index\":0,\"logprobs\":null}],\"created\":");
             crate::wire::write::unsigned(&mut t, self.created);
-            t.extend_from_slice(b",\"id\":");
+            t.put(b",\"id\":");
             crate::wire::write::string(&mut t, &self.id);
-            t.extend_from_slice(b",\"model\":");
+            t.put(b",\"model\":");
             self.model.write_json(&mut t);
-            t.extend_from_slice(b",\"object\":\"chat.completion.chunk\"");
+            t.put(b",\"object\":\"chat.completion.chunk\"");
             if self.include_usage {
-                t.extend_from_slice(b",\"usage\":null");
+                t.put(b",\"usage\":null");
             }
-            t.extend_from_slice(b"}\n\n");
+            t.put(b"}\n\n");
             self.tail = t;
         }
-        out.extend_from_slice(b"data: {\"choices\":[{\"delta\":");
+        out.put(b"data: {\"choices\":[{\"delta\":");
         delta(out);
-        out.extend_from_slice(&self.tail);
+        out.put(&self.tail);
     }
 
     /// A `content_block_delta` event, translated without a tree; `false` when it is not one
@@ -925,7 +925,7 @@ impl StreamTranslator {
             "text_delta" => {
                 let t = d.delta.text.as_deref().unwrap_or("");
                 self.chunk_with(out, |o| {
-                    o.extend_from_slice(b"{\"content\":");
+                    o.put(b"{\"content\":");
                     crate::wire::write::string(o, t);
                     o.push(b'}');
                 });
@@ -935,11 +935,11 @@ impl StreamTranslator {
                 let idx = d.index.unwrap_or(0);
                 if let (false, Some(k)) = (p.is_empty(), self.tool_index.get(idx)) {
                     self.chunk_with(out, |o| {
-                        o.extend_from_slice(b"{\"tool_calls\":[{\"function\":{\"arguments\":");
+                        o.put(b"{\"tool_calls\":[{\"function\":{\"arguments\":");
                         crate::wire::write::string(o, p);
-                        o.extend_from_slice(b"},\"index\":");
+                        o.put(b"},\"index\":");
                         k.write_json(o);
-                        o.extend_from_slice(b"}]}");
+                        o.put(b"}]}");
                     });
                 }
             }
@@ -1043,7 +1043,7 @@ impl StreamTranslator {
                 if self.include_usage {
                     crate::wire::chat::usage_event(out, (&self.id, self.created, &self.model), &self.usage);
                 }
-                out.extend_from_slice(b"data: [DONE]\n\n");
+                out.put(b"data: [DONE]\n\n");
                 self.finished = true;
             }
             "error" => {

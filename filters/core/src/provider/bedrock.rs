@@ -18,7 +18,7 @@ use crate::auth::sigv4::uri_encode;
 use crate::error::GatewayError;
 use crate::provider::anthropic::{opt_tree, text_tree, tree, Block, ImageSource, MessagesRequest};
 use crate::provider::Whole;
-use crate::text::Text;
+use crate::text::{Put, PutBytes, Text};
 use crate::wire::chat::{completion_id, Answer, ToolCall};
 use crate::wire::facts::AnswerFacts;
 use crate::wire::usage::Usage;
@@ -300,7 +300,7 @@ pub fn response_to_openai(
     let blocks = r.output.and_then(|o| o.message).and_then(|m| m.content).unwrap_or_default();
     for b in blocks {
         if let Some(t) = b.text {
-            text.push_str(&t);
+            text.put(&t);
         } else if let Some(t) = b.tool_use {
             tool_calls.push(ToolCall {
                 id: t.tool_use_id,
@@ -480,7 +480,7 @@ impl StreamTranslator {
                     };
                     self.usage = Some(u);
                     crate::wire::chat::usage_event(&mut out, (&self.id, self.created, &self.model), &u);
-                    out.extend_from_slice(b"data: [DONE]\n\n");
+                    out.put(b"data: [DONE]\n\n");
                     self.done = true;
                 }
                 _ => {}

@@ -15,7 +15,7 @@ use crate::wire::tree::{Map, Value};
 use crate::error::GatewayError;
 use crate::provider::anthropic::{opt_tree, raw_str, text_tree, tree, Block, ImageSource, MessagesRequest};
 use crate::provider::Whole;
-use crate::text::Text;
+use crate::text::{Put, PutBytes, Text};
 use crate::wire::chat::{completion_id, Answer, ToolCall};
 use crate::wire::facts::AnswerFacts;
 use crate::wire::usage::Usage;
@@ -206,7 +206,7 @@ pub fn response_to_openai(body: &[u8], model: &str, created: u64) -> Result<(Vec
             continue;
         }
         if let Some(t) = p.text {
-            text.push_str(&t);
+            text.put(&t);
         } else if let Some(fc) = p.function_call {
             tool_calls.push(ToolCall {
                 id: Some(Cow::Owned(format!("call_{}", tool_calls.len()))),
@@ -384,7 +384,7 @@ impl StreamTranslator {
         if let Some(u) = self.usage {
             crate::wire::chat::usage_event(&mut out, (&self.id, self.created, &self.model), &u);
         }
-        out.extend_from_slice(b"data: [DONE]\n\n");
+        out.put(b"data: [DONE]\n\n");
         out
     }
 }

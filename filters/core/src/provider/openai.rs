@@ -2,7 +2,7 @@
 //! in its `model` (Azure: the deployment, in the path) and in always asking a stream for its
 //! usage (quota and audit need it; the listener hides it from a caller who did not ask).
 
-use crate::text::Text;
+use crate::text::{PutBytes, Text};
 use crate::wire::tree::Value;
 
 use crate::auth::sigv4::uri_encode;
@@ -58,17 +58,17 @@ fn rewrite(body: &[u8], model: &str, stream_usage: bool) -> Result<(Vec<u8>, boo
         } else {
             continue;
         };
-        out.extend_from_slice(body.get(at..m.value.start).unwrap_or_default());
-        out.extend_from_slice(&new);
+        out.put(body.get(at..m.value.start).unwrap_or_default());
+        out.put(&new);
         at = m.value.end;
     }
-    out.extend_from_slice(body.get(at..close).unwrap_or_default());
+    out.put(body.get(at..close).unwrap_or_default());
     let mut add = |key: &[u8], v: &[u8], first: bool| {
         if !first {
             out.push(b',');
         }
-        out.extend_from_slice(key);
-        out.extend_from_slice(v);
+        out.put(key);
+        out.put(v);
     };
     let mut empty = members.is_empty();
     if !has_model {
@@ -78,7 +78,7 @@ fn rewrite(body: &[u8], model: &str, stream_usage: bool) -> Result<(Vec<u8>, boo
     if stream && stream_usage && !has_options {
         add(br#""stream_options":"#, br#"{"include_usage":true}"#, empty);
     }
-    out.extend_from_slice(body.get(close..).unwrap_or_default());
+    out.put(body.get(close..).unwrap_or_default());
     Ok((out, stream))
 }
 

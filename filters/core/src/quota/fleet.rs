@@ -11,7 +11,7 @@
 //! cannot be spent twice, so the fleet never admits more than its limits; what a replica holds
 //! unspent is the bound on under-admission (README, "Fleet mode").
 
-use crate::text::Text;
+use crate::text::{Put, Text};
 use crate::wire::tree::Value;
 
 use crate::config::{variant, At, FromConfig, Obj, Read};
@@ -257,10 +257,9 @@ impl Fleet {
     }
 
     /// Webdis's credentials, from the environment (`user:password`).
-    pub fn with_env(mut self, env: &dyn Fn(&str) -> Option<String>) -> Fleet {
+    pub fn read_env(&mut self, env: &dyn Fn(&str) -> Option<String>) {
         self.authorization =
             env(&self.auth_env).map(|v| format!("Basic {}", crate::wire::embeddings::base64(v.as_bytes())));
-        self
     }
 
     /// How long Redis counts a replica's calls-in-flight slots without hearing from it (its
@@ -311,10 +310,10 @@ pub fn take_path(asks: &[Ask]) -> String {
     let mut p = format!("/FCALL/aigw_take/{}", asks.len());
     for a in asks {
         p.push('/');
-        p.push_str(&encode(&a.key));
+        p.put(&encode(&a.key));
     }
     for a in asks {
-        p.push_str(&format!("/{}/{}/{}/{}/{}", a.rate_per_minute, a.cap_units, a.need_units, a.want_units, a.ttl_ms));
+        p.put(&format!("/{}/{}/{}/{}/{}", a.rate_per_minute, a.cap_units, a.need_units, a.want_units, a.ttl_ms));
     }
     p
 }
@@ -325,10 +324,10 @@ pub fn give_path(gives: &[(String, u64, u64, u64)]) -> String {
     let mut p = format!("/FCALL/aigw_give/{}", gives.len());
     for (key, ..) in gives {
         p.push('/');
-        p.push_str(&encode(key));
+        p.put(&encode(key));
     }
     for (_, rate, cap, units) in gives {
-        p.push_str(&format!("/{rate}/{cap}/{units}/0"));
+        p.put(&format!("/{rate}/{cap}/{units}/0"));
     }
     p
 }
@@ -347,7 +346,7 @@ pub fn encode(s: &str) -> String {
         if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b':' {
             out.push(b as char);
         } else {
-            out.push_str(&format!("%{b:02x}"));
+            out.put(&format!("%{b:02x}"));
         }
     }
     out
@@ -502,7 +501,8 @@ mod tests {
         assert!(c(r#"{"cluster": "x", "unavailable": "maybe"}"#).is_err());
         assert!(c(r#"{"cluster": "x", "prefix": "a b"}"#).unwrap_err().contains("fleet.prefix"));
         assert!(c(r#"{"cluster": "x", "lease": {"slots": 10001}}"#).unwrap_err().contains("fleet.lease.slots"));
-        let f = f.with_env(&|k| (k == "AIGW_FLEET_AUTH").then(|| "aigw:pw".to_string()));
+        let mut f = f;
+        f.read_env(&|k| (k == "AIGW_FLEET_AUTH").then(|| "aigw:pw".to_string()));
         assert_eq!(f.authorization.as_deref(), Some("Basic YWlndzpwdw=="));
         assert_eq!(f.key("t.acme", 'r'), "aigw:t.acme:r");
     }

@@ -18,7 +18,7 @@ use crate::headers;
 use crate::host::{messages_door, Flow, Host, SharedSetError};
 use crate::quota::bucket::{retry_after_secs, Decision, Limit, State, UNITS_PER_TOKEN};
 use crate::quota::fleet::{self, Ask, Unavailable};
-use crate::text::Text;
+use crate::text::{Put, PutBytes, Text};
 use crate::wire::usage::{self, StreamScanner, Usage};
 
 /// How often a worker retries after losing a compare-and-swap race before giving up.
@@ -141,15 +141,15 @@ impl ScopeRecord {
 
     fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(Self::LEN);
-        out.extend_from_slice(&self.requests.unwrap_or(NEW_BUCKET).encode());
-        out.extend_from_slice(&self.tokens.unwrap_or(NEW_BUCKET).encode());
-        out.extend_from_slice(&self.in_flight.to_le_bytes());
-        out.extend_from_slice(&self.day.encode());
-        out.extend_from_slice(&self.month.encode());
-        out.extend_from_slice(&self.slots.to_le_bytes());
-        out.extend_from_slice(&self.admits.to_le_bytes());
-        out.extend_from_slice(&self.soft_day.to_le_bytes());
-        out.extend_from_slice(&self.soft_month.to_le_bytes());
+        out.put(&self.requests.unwrap_or(NEW_BUCKET).encode());
+        out.put(&self.tokens.unwrap_or(NEW_BUCKET).encode());
+        out.put(&self.in_flight.to_le_bytes());
+        out.put(&self.day.encode());
+        out.put(&self.month.encode());
+        out.put(&self.slots.to_le_bytes());
+        out.put(&self.admits.to_le_bytes());
+        out.put(&self.soft_day.to_le_bytes());
+        out.put(&self.soft_month.to_le_bytes());
         out
     }
 
@@ -175,8 +175,8 @@ fn read_record(h: &impl Host, key: &str) -> ScopeRecord {
 
 fn scope_key(scope: &Scope) -> String {
     let mut k = String::with_capacity(7 + scope.key.len());
-    k.push_str("aigw.q.");
-    k.push_str(&scope.key);
+    k.put("aigw.q.");
+    k.put(&scope.key);
     k
 }
 
@@ -325,7 +325,7 @@ fn unavailable_scope(s: &Scope, mode: Unavailable, replicas: u64) -> Scope {
                 monthly: b.monthly.map(|c| (c / r).max(1)),
                 ..b
             });
-            s.key.push_str(".solo");
+            s.key.put(".solo");
         }
     }
     s
@@ -876,11 +876,11 @@ impl QuotaCall {
             let mut path = format!("/FCALL/aigw_slots/{}", short_slots.len());
             for (s, _, _) in &short_slots {
                 path.push('/');
-                path.push_str(&fleet::encode(&f.key(&s.key, 'f')));
+                path.put(&fleet::encode(&f.key(&s.key, 'f')));
             }
-            path.push_str(&format!("/{replica}/{}/grow", f.slots_ttl_ms()));
+            path.put(&format!("/{replica}/{}/grow", f.slots_ttl_ms()));
             for (_, max, want) in &short_slots {
-                path.push_str(&format!("/{want}/{max}"));
+                path.put(&format!("/{want}/{max}"));
             }
             let active: Vec<ticker::Active> = short_slots
                 .iter()
@@ -1319,7 +1319,7 @@ impl QuotaCall {
                     self.body = Seen::None;
                 } else if size > 0 {
                     // Each call sees only the chunk that has not yet been passed on.
-                    b.extend_from_slice(&h.response_body(size));
+                    b.put(&h.response_body(size));
                 }
             }
         }
@@ -1445,7 +1445,7 @@ impl ProviderAttempt {
                     if !flags.is_empty() {
                         flags.push(',');
                     }
-                    flags.push_str(&flag);
+                    flags.put(&flag);
                     h.set_property(headers::PROP_QUOTA_FLAGS, &flags);
                 }
                 if m == Unavailable::Closed {
@@ -1456,7 +1456,7 @@ impl ProviderAttempt {
                     return Flow::Refused;
                 }
                 entry.push(MODE_SEP);
-                entry.push_str(m.as_str());
+                entry.put(m.as_str());
                 (unavailable_scope(&scope, m, f.expected_replicas), false)
             }
             (m, _) => (scope, m == FleetMode::Lease),
@@ -1511,7 +1511,7 @@ impl ProviderAttempt {
                 if !list.is_empty() {
                     list.push(',');
                 }
-                list.push_str(&entry);
+                list.put(&entry);
                 h.set_property(headers::PROP_QUOTA_PROVIDERS, &list);
                 Flow::Continue
             }

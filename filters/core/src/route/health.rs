@@ -5,7 +5,7 @@
 //! that starts with the best one.
 
 use crate::host::{Host, SharedSetError};
-use crate::text::Text;
+use crate::text::{PutBytes, Text};
 
 const KEY_PREFIX: &str = "aigw.health.";
 /// The weight of a new sample.
@@ -31,9 +31,9 @@ impl Health {
 
     fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(24);
-        out.extend_from_slice(&self.latency_ms.to_le_bytes());
-        out.extend_from_slice(&self.error_rate.to_le_bytes());
-        out.extend_from_slice(&self.last_ms.to_le_bytes());
+        out.put(&self.latency_ms.to_le_bytes());
+        out.put(&self.error_rate.to_le_bytes());
+        out.put(&self.last_ms.to_le_bytes());
         out
     }
 

@@ -16,7 +16,7 @@ use crate::headers;
 use crate::host::{messages_door, Flow, Host, HttpAnswer};
 use crate::provider;
 use crate::quota::RequestFacts;
-use crate::text::Text;
+use crate::text::{Put, PutBytes, Text};
 use crate::wire::obj;
 use crate::wire::{embeddings, messages_in, responses_in, sse};
 
@@ -422,9 +422,9 @@ impl Select {
                     // The event without its `"usage":null` member, which the gateway's
                     // translators and OpenAI write last: found with one comparison.
                     if let Some(head) = data.strip_suffix(",\"usage\":null}") {
-                        out.extend_from_slice(b"data: ");
-                        out.extend_from_slice(head.as_bytes());
-                        out.extend_from_slice(b"}\n\n");
+                        out.put(b"data: ");
+                        out.put(head.as_bytes());
+                        out.put(b"}\n\n");
                         return;
                     }
                     if data.has("\"choices\":[]") && data.has("\"usage\":{") {
@@ -611,7 +611,7 @@ impl OutputWatch {
                                 // (Past the chat collector's bound, as there, the text is not
                                 // checked: `None`.)
                                 match &mut self.text {
-                                    Some(all) if all.len() + t.len() <= WATCH_LIMIT => all.push_str(t),
+                                    Some(all) if all.len() + t.len() <= WATCH_LIMIT => all.put(t),
                                     _ => self.text = None,
                                 }
                             }
@@ -630,8 +630,8 @@ impl OutputWatch {
                     _ => {}
                 }
                 if let Some(n) = &name {
-                    out.extend_from_slice(b"event: ");
-                    out.extend_from_slice(n.as_bytes());
+                    out.put(b"event: ");
+                    out.put(n.as_bytes());
                     out.push(b'\n');
                 }
                 sse::data_event(out, &data);
@@ -658,7 +658,7 @@ impl OutputWatch {
             sse::tree_event(out, &err);
         }
         if self.done {
-            out.extend_from_slice(DONE);
+            out.put(DONE);
         }
     }
 }
@@ -815,7 +815,7 @@ impl RouteAttempt {
             if !list.is_empty() {
                 list.push(',');
             }
-            list.push_str(&s.provider);
+            list.put(&s.provider);
         }
         h.set_property(headers::PROP_SKIPPED, &list);
     }

@@ -4,7 +4,7 @@
 //! [`Answer`] directly (one translation per format pair, no pivot through another provider's
 //! format, no `crate::wire::tree::Value` tree); [`Answer::to_bytes`] writes it.
 
-use crate::text::Text;
+use crate::text::{Put, PutBytes, Text};
 use std::borrow::Cow;
 
 use crate::wire::write::to_object;
@@ -307,7 +307,7 @@ pub fn stream_from_answer(body: &[u8]) -> Option<Vec<u8>> {
         last["usage"] = u.clone();
         crate::wire::sse::tree_event(&mut out, &last);
     }
-    out.extend_from_slice(b"data: [DONE]\n\n");
+    out.put(b"data: [DONE]\n\n");
     Some(out)
 }
 
@@ -369,7 +369,7 @@ impl StreamCollector {
             }
             let Some(delta) = choice.get("delta") else { continue };
             if let Some(t) = delta.get("content").and_then(Value::as_str) {
-                self.content.push_str(t);
+                self.content.put(t);
                 self.saw_content = true;
             }
             for call in delta.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
@@ -387,10 +387,10 @@ impl StreamCollector {
                 }
                 let f = call.get("function");
                 if let Some(n) = f.and_then(|f| f.get("name")).and_then(Value::as_str) {
-                    slot.1.push_str(n);
+                    slot.1.put(n);
                 }
                 if let Some(a) = f.and_then(|f| f.get("arguments")).and_then(Value::as_str) {
-                    slot.2.push_str(a);
+                    slot.2.put(a);
                 }
             }
             let held = self.content.len() + self.tool_calls.iter().map(|t| t.1.len() + t.2.len()).sum::<usize>();

@@ -8,7 +8,7 @@
 //! thinking blocks in the history are dropped; `stop_reason` is `end_turn` for any natural stop
 //! (OpenAI does not say whether a stop sequence matched).
 
-use crate::text::Text;
+use crate::text::{Put, PutBytes, Text};
 use crate::wire::tree::{Map, Value};
 
 use crate::error::GatewayError;
@@ -97,7 +97,7 @@ pub fn request_to_openai(a: &Value) -> Result<Value, GatewayError> {
                 let mut calls = Vec::new();
                 for b in blocks {
                     match b.get("type").and_then(Value::as_str) {
-                        Some("text") => text.push_str(b.get("text").and_then(Value::as_str).unwrap_or("")),
+                        Some("text") => text.put(b.get("text").and_then(Value::as_str).unwrap_or("")),
                         Some("tool_use") => calls.push(obj! {
                             "id" => b.get("id"),
                             "type" => "function",
@@ -394,7 +394,7 @@ impl MessagesCollector {
                     Some("signature_delta") => {
                         block.insert("signature".own(), ToTree::to_tree(&(text("signature"))));
                     }
-                    Some("input_json_delta") => self.inputs.get_mut(i)?.push_str(text("partial_json")),
+                    Some("input_json_delta") => self.inputs.get_mut(i)?.put(text("partial_json")),
                     Some("citations_delta") => {
                         let c = d.get("citation")?.clone();
                         let list = block.slot("citations");
@@ -655,11 +655,11 @@ impl StreamToMessages {
                 _ => self.open_block(out, true, obj! {"type" => "text", "text" => ""}),
             };
             // The tree's members, in its (sorted) order.
-            out.extend_from_slice(b"event: content_block_delta\ndata: {\"delta\":{\"text\":");
+            out.put(b"event: content_block_delta\ndata: {\"delta\":{\"text\":");
             crate::wire::write::string(out, t);
-            out.extend_from_slice(b",\"type\":\"text_delta\"},\"index\":");
+            out.put(b",\"type\":\"text_delta\"},\"index\":");
             crate::wire::write::WriteJson::write_json(&index, out);
-            out.extend_from_slice(b",\"type\":\"content_block_delta\"}\n\n");
+            out.put(b",\"type\":\"content_block_delta\"}\n\n");
         }
         true
     }

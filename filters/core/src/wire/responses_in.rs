@@ -8,7 +8,7 @@
 //! `conversation`, `background`, `prompt`, item references, built-in tools) is refused with a
 //! 400 that names the parameter; the gateway itself stores nothing.
 
-use crate::text::Text;
+use crate::text::{Put, Text};
 use crate::wire::tree::{Map, Value};
 
 use super::sse;
@@ -298,7 +298,7 @@ pub fn new_id(prefix: &str, seed: &str, n: u64) -> String {
         for b in seed.bytes().chain(round.to_le_bytes()) {
             x = (x ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
         }
-        out.push_str(&format!("{x:016x}"));
+        out.put(&format!("{x:016x}"));
     }
     out.truncate(prefix.len() + 50);
     out
@@ -712,7 +712,7 @@ impl StreamToResponses {
             self.open.push(Open::Message { id, index, text: String::new() });
         }
         let Some(Open::Message { id, index, text }) = self.open.last_mut() else { return };
-        text.push_str(delta);
+        text.put(delta);
         let data = obj! {
             "item_id" => id,
             "output_index" => index,
@@ -762,7 +762,7 @@ impl StreamToResponses {
             return;
         }
         if let Some(Open::Call { id, index, arguments, .. }) = self.open.get_mut(pos) {
-            arguments.push_str(fragment);
+            arguments.put(fragment);
             let data = obj! {"item_id" => id, "output_index" => index, "delta" => fragment};
             self.emit(out, "response.function_call_arguments.delta", data);
         }

@@ -10,7 +10,7 @@ use super::{counter, lease, read_record, update, update_scope, CasStep, State};
 use crate::host::{Host, HttpAnswer};
 use crate::quota::fleet::{self, Ask, Fleet, ACTIVE_KEY, TICKER_KEY, WORKERS_KEY};
 use crate::quota::Quota;
-use crate::text::Text;
+use crate::text::{Put, PutBytes, Text};
 
 /// Which of a scope's fleet buckets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -95,7 +95,7 @@ pub fn mark_active(h: &impl Host, buckets: &[Active]) {
         }
         let mut out = text.into_owned();
         for l in missing {
-            out.push_str(l);
+            out.put(l);
             out.push('\n');
         }
         CasStep::Write(out.into_bytes(), ())
@@ -160,9 +160,9 @@ impl Ticker {
         let mut path = format!("/FCALL/aigw_slots/{}", slots.len());
         for a in slots {
             path.push('/');
-            path.push_str(&fleet::encode(&a.redis_key));
+            path.put(&fleet::encode(&a.redis_key));
         }
-        path.push_str(&format!("/{replica}/{}/set", f.slots_ttl_ms()));
+        path.put(&format!("/{replica}/{}/set", f.slots_ttl_ms()));
         for a in slots {
             let rec = read_record(h, &a.record);
             // Busy: calls in flight now, or calls that took a slot since the last tick.
@@ -174,14 +174,14 @@ impl Ticker {
             // Busy: never less than it holds (calls may be using the spare ones this moment);
             // idle: only what is in flight.
             let want = if busy { rec.slots.max(rec.in_flight + f.lease_slots) } else { rec.in_flight };
-            path.push_str(&format!("/{want}/{}", a.burst));
+            path.put(&format!("/{want}/{}", a.burst));
         }
         if let Some(token) = f.call(h, &path) {
             self.slots_in_flight = Some((token, slots.iter().map(|a| a.record.own()).collect()));
         }
     }
 
-    fn fleet(&self) -> Option<&Fleet> {
+    fn fleet(&self) -> Option<&Rc<Fleet>> {
         self.quota.fleet.as_ref()
     }
 
@@ -204,7 +204,7 @@ impl Ticker {
                 let until = b.get(8..).map(counter).unwrap_or(0);
                 if owner == me || owner == 0 || until < now {
                     let mut v = me.to_le_bytes().to_vec();
-                    v.extend_from_slice(&lease_until.to_le_bytes());
+                    v.put(&lease_until.to_le_bytes());
                     CasStep::Write(v, ())
                 } else {
                     CasStep::Refuse(())
