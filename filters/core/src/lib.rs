@@ -4,6 +4,7 @@
 //! The filter crates are thin adapters that move bytes between Envoy and these functions.
 
 use crate::text::Put;
+
 /// Implements `sse::Translate` for a stream translator by its own `push` and `finish`.
 macro_rules! impl_translate {
     ($t:ty) => {

@@ -195,6 +195,23 @@ mod tests {
     }
 
     #[test]
+    fn appends_are_the_standard_library_appends() {
+        // From empty, across growth (a 1 KB piece into a small buffer) and of nothing.
+        let pieces = ["", "a", "héllo, ", &"x".repeat(1024), "", "\u{1F600}"];
+        let (mut ours, mut std) = (String::new(), String::new());
+        let (mut ours_b, mut std_b) = (Vec::with_capacity(2), Vec::with_capacity(2));
+        for p in pieces {
+            ours.put(p);
+            std.push_str(p);
+            ours_b.put(p.as_bytes());
+            std_b.extend_from_slice(p.as_bytes());
+            assert_eq!(ours, std);
+            assert_eq!(ours_b, std_b);
+        }
+        assert_eq!(ours.len(), 1 + 8 + 1024 + 4);
+    }
+
+    #[test]
     fn numbers_read_as_the_standard_library_reads_them() {
         let cases = [
             "",

@@ -37,7 +37,7 @@ fn take_queue(h: &impl Host) -> Vec<(String, String, u64)> {
     for _ in 0..16 {
         let Ok((Some(text), cas)) = h.shared_get(QUEUE_KEY) else { return Vec::new() };
         let marks: Vec<(String, String, u64)> = String::from_utf8_lossy(&text)
-            .lines()
+            .parts(b'\n')
             .filter_map(|l| {
                 let mut f = l.parts(b'\t');
                 Some((f.next()?.own(), f.next()?.own(), f.next()?.int_as()?))

@@ -145,7 +145,7 @@ pub fn enqueue(h: &impl Host, digest: &Digest32) {
 fn take_queue(h: &impl Host) -> Vec<Digest32> {
     for _ in 0..16 {
         let Ok((Some(text), cas)) = h.shared_get(QUEUE_KEY) else { return Vec::new() };
-        let digests: Vec<Digest32> = String::from_utf8_lossy(&text).lines().filter_map(unhex).collect();
+        let digests: Vec<Digest32> = String::from_utf8_lossy(&text).parts(b'\n').filter_map(unhex).collect();
         if digests.is_empty() {
             return digests;
         }

@@ -355,7 +355,8 @@ impl Matcher {
 
 /// A line of the text that starts as a turn of another role would (`system:`, `assistant:`).
 fn fake_turn(text: &str) -> bool {
-    text.lines().any(|l| {
+    // (Split at `\n` by one function: a `\r` left at a line's end does not change its start.)
+    text.parts(b'\n').any(|l| {
         let l = l.trim_start().to_ascii_lowercase();
         l.starts_with("system:") || l.starts_with("assistant:")
     })

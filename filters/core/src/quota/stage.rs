@@ -139,17 +139,19 @@ impl ScopeRecord {
         }
     }
 
+    // (Fixed-size pieces, appended inline: each is a few stores, and a call writes the records
+    // back eight times.)
     fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(Self::LEN);
-        out.put(&self.requests.unwrap_or(NEW_BUCKET).encode());
-        out.put(&self.tokens.unwrap_or(NEW_BUCKET).encode());
-        out.put(&self.in_flight.to_le_bytes());
-        out.put(&self.day.encode());
-        out.put(&self.month.encode());
-        out.put(&self.slots.to_le_bytes());
-        out.put(&self.admits.to_le_bytes());
-        out.put(&self.soft_day.to_le_bytes());
-        out.put(&self.soft_month.to_le_bytes());
+        out.extend_from_slice(&self.requests.unwrap_or(NEW_BUCKET).encode());
+        out.extend_from_slice(&self.tokens.unwrap_or(NEW_BUCKET).encode());
+        out.extend_from_slice(&self.in_flight.to_le_bytes());
+        out.extend_from_slice(&self.day.encode());
+        out.extend_from_slice(&self.month.encode());
+        out.extend_from_slice(&self.slots.to_le_bytes());
+        out.extend_from_slice(&self.admits.to_le_bytes());
+        out.extend_from_slice(&self.soft_day.to_le_bytes());
+        out.extend_from_slice(&self.soft_month.to_le_bytes());
         out
     }
 

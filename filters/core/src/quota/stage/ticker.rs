@@ -89,7 +89,7 @@ pub fn mark_active(h: &impl Host, buckets: &[Active]) {
     let lines: Vec<String> = buckets.iter().map(Active::line).collect();
     let _ = update(h, ACTIVE_KEY, ACTIVE_HEAD, |bytes| {
         let text = String::from_utf8_lossy(bytes);
-        let missing: Vec<&String> = lines.iter().filter(|l| !text.lines().any(|x| x == l.as_str())).collect();
+        let missing: Vec<&String> = lines.iter().filter(|l| !text.parts(b'\n').any(|x| x == l.as_str())).collect();
         if missing.is_empty() {
             return CasStep::Refuse(());
         }
@@ -104,7 +104,7 @@ pub fn mark_active(h: &impl Host, buckets: &[Active]) {
 
 fn active(h: &impl Host) -> Vec<Active> {
     let bytes = h.shared_get(ACTIVE_KEY).ok().and_then(|(b, _)| b).unwrap_or_default();
-    String::from_utf8_lossy(&bytes).lines().filter_map(Active::parse).collect()
+    String::from_utf8_lossy(&bytes).parts(b'\n').filter_map(Active::parse).collect()
 }
 
 /// What the ticker remembers of a bucket between ticks.
