@@ -6,6 +6,8 @@
 //! every character (and prints the runs again when the standard library's Unicode version
 //! changes them).
 
+use crate::text::Text;
+
 /// `(first, count, stride, delta)`: `first + k * stride` lowers to itself plus `delta`, for
 /// `k < count`; sorted by `first`.
 const RUNS: [(u32, u8, u8, i32); NUM_RUNS] = [
@@ -231,7 +233,7 @@ pub fn lower(c: char) -> char {
 /// `σ` here (not `ς`).
 pub fn to_lowercase(s: &str) -> String {
     if s.is_ascii() {
-        return s.to_ascii_lowercase();
+        return s.lower();
     }
     s.chars().flat_map(lowercase).collect()
 }

@@ -1,5 +1,7 @@
 //! Names shared by the filters: internal headers, filter-state properties, metadata keys.
 
+use crate::text::Text;
+
 /// Every header the filters pass between each other starts with this prefix. Callers' copies are
 /// stripped on the way in; all of them are stripped before a request leaves for a provider and
 /// from the response to the caller, except the enrichment headers listed in [`PUBLIC_RESPONSE`].
@@ -34,7 +36,7 @@ pub const FORWARDED_REQUEST: [&str; 4] = [":method", ":path", ":authority", ":sc
 
 /// Whether an attempt forwards the request header `name` to the provider.
 pub fn forwarded_to_provider(name: &str, extra: &[String]) -> bool {
-    FORWARDED_REQUEST.contains(&name) || extra.iter().any(|e| e.eq_ignore_ascii_case(name))
+    FORWARDED_REQUEST.contains(&name) || extra.iter().any(|e| e.same_letters(name))
 }
 
 /// Appends `n` in decimal to `out`. Numbers become header values and JSON on every call, and

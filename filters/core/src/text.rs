@@ -34,6 +34,10 @@ pub trait Text {
     fn list(&self) -> Vec<String>;
     /// An owned copy (`to_string()`), made by one function, not at each place.
     fn own(&self) -> String;
+    /// An owned copy with ASCII letters lowercased (`to_ascii_lowercase()`).
+    fn lower(&self) -> String;
+    /// Whether it equals `other` but for the case of ASCII letters (`eq_ignore_ascii_case`).
+    fn same_letters(&self, other: &str) -> bool;
     /// The unsigned integer it is (`parse::<u64>().ok()`: digits, an optional leading `+`).
     fn int(&self) -> Option<u64>;
     /// The unsigned integer it is, if `T` holds it (`parse::<T>().ok()` for an unsigned `T`).
@@ -74,6 +78,14 @@ impl Text for str {
 
     fn own(&self) -> String {
         own(self)
+    }
+
+    fn lower(&self) -> String {
+        lower(self)
+    }
+
+    fn same_letters(&self, other: &str) -> bool {
+        same_letters(self.as_bytes(), other.as_bytes())
     }
 
     fn int(&self) -> Option<u64> {
@@ -126,6 +138,17 @@ fn find_str(hay: &str, needle: &str) -> Option<usize> {
 #[inline(never)]
 fn own(s: &str) -> String {
     s.to_owned()
+}
+
+#[inline(never)]
+fn lower(s: &str) -> String {
+    s.to_ascii_lowercase()
+}
+
+/// [`Text::same_letters`] of bytes (a header name's prefix, a scheme).
+#[inline(never)]
+pub fn same_letters(a: &[u8], b: &[u8]) -> bool {
+    a.eq_ignore_ascii_case(b)
 }
 
 /// Appending text to a `String` (`push_str`) by one function, not at each place: the standard
@@ -209,6 +232,20 @@ mod tests {
             assert_eq!(ours_b, std_b);
         }
         assert_eq!(ours.len(), 1 + 8 + 1024 + 4);
+    }
+
+    #[test]
+    fn case_is_the_standard_library_ascii_case() {
+        let words =
+            ["", "Bearer ", "bearer ", "BEARER", "x-Amz-Content-SHA256", "Straße", "ÉTÉ", "no-store, MAX-age=0"];
+        for a in words {
+            assert_eq!(a.lower(), a.to_ascii_lowercase(), "{a:?}");
+            for b in words {
+                assert_eq!(a.same_letters(b), a.eq_ignore_ascii_case(b), "{a:?} {b:?}");
+                assert_eq!(same_letters(a.as_bytes(), b.as_bytes()), a.eq_ignore_ascii_case(b), "{a:?} {b:?}");
+            }
+        }
+        assert!("Refresh".same_letters("refresh") && !"refresh ".same_letters("refresh"));
     }
 
     #[test]

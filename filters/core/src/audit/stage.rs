@@ -63,7 +63,7 @@ pub struct Audit {
 /// compared.
 fn fold(s: &str) -> String {
     if s.is_ascii() {
-        return s.to_ascii_lowercase();
+        return s.lower();
     }
     // One pass: lowered, then the apostrophe and the sigma made one character each.
     s.chars()

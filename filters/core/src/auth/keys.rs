@@ -385,7 +385,7 @@ pub fn presented_credential<'a>(
         // Compared as bytes: the header is the caller's, and byte 7 need not be a char boundary.
         let v = v.trim();
         let scheme = v.as_bytes().get(..7);
-        if scheme.is_some_and(|s| s.eq_ignore_ascii_case(b"bearer ")) {
+        if scheme.is_some_and(|s| crate::text::same_letters(s, b"bearer ")) {
             // "bearer " is ASCII, so byte 7 is a char boundary here.
             let token = v.get(7..).unwrap_or("").trim();
             if !token.is_empty() {

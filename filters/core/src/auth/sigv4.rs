@@ -105,11 +105,8 @@ fn percent_decode(s: &str) -> String {
 
 /// The canonical request and the signed-headers list.
 pub fn canonical_request(r: &Request, payload_hash: &str) -> (String, String) {
-    let mut hs: Vec<(String, String)> = r
-        .headers
-        .iter()
-        .map(|(k, v)| (k.to_ascii_lowercase(), v.split_whitespace().collect::<Vec<_>>().join(" ")))
-        .collect();
+    let mut hs: Vec<(String, String)> =
+        r.headers.iter().map(|(k, v)| (k.lower(), v.split_whitespace().collect::<Vec<_>>().join(" "))).collect();
     crate::sort::sort(&mut hs);
     let canonical_headers: String = hs.iter().map(|(k, v)| format!("{k}:{v}\n")).collect();
     let signed: String = hs.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(";");
@@ -131,7 +128,7 @@ pub fn authorization(r: &Request, key: &Key, amz_date: &str) -> String {
     let payload_hash = r
         .headers
         .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("x-amz-content-sha256"))
+        .find(|(k, _)| k.same_letters("x-amz-content-sha256"))
         .map(|(_, v)| v.own())
         .unwrap_or_else(|| sha256_hex(r.body));
     let (canonical, signed) = canonical_request(r, &payload_hash);

@@ -58,7 +58,7 @@ impl Shared {
         if cfg.timeout_ms == 0 || cfg.timeout_ms > 5_000 {
             return Err(refused("timeout_ms", "must be 1 to 5000 ms"));
         }
-        if cfg.prefix.is_empty() || !cfg.prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        if cfg.prefix.is_empty() || !cfg.prefix.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-') {
             return Err(refused("prefix", "letters, digits, `_` and `-` only"));
         }
         Ok(Shared {

@@ -188,7 +188,7 @@ impl CacheCall {
             return;
         };
         let Some(policy) = self.route.cache_policy(&alias, &route).cloned() else { return };
-        if h.request_header("cache-control").is_some_and(|c| c.to_ascii_lowercase().has("no-store")) {
+        if h.request_header("cache-control").is_some_and(|c| c.lower().has("no-store")) {
             h.set_property(headers::PROP_CACHE, "no_store");
             return;
         }
@@ -212,7 +212,7 @@ impl CacheCall {
         let (digest, stream) = (k.exact, k.stream);
         self.alias = alias;
         self.request_id = h.request_header("x-request-id").unwrap_or_default();
-        let refresh = h.request_header(headers::CALLER_CACHE).is_some_and(|v| v.eq_ignore_ascii_case("refresh"));
+        let refresh = h.request_header(headers::CALLER_CACHE).is_some_and(|v| v.same_letters("refresh"));
         let found = if refresh { Lookup::Miss } else { self.cache.lookup(h, &digest) };
         let stale = match found {
             Lookup::Fresh(entry) => {

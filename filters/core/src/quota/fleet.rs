@@ -234,7 +234,7 @@ impl Fleet {
         if !(20..=10_000).contains(&cfg.tick_ms) {
             return Err(err("tick_ms", "must be 20 to 10000 ms"));
         }
-        if cfg.prefix.is_empty() || !cfg.prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        if cfg.prefix.is_empty() || !cfg.prefix.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-') {
             return Err(err("prefix", "letters, digits, `_` and `-` only"));
         }
         Ok(Fleet {

@@ -1090,7 +1090,7 @@ impl RouteAttempt {
         let Some((_, slot)) = split.calls.iter_mut().find(|(k, a)| *k == Some(token) && a.is_none()) else {
             return false;
         };
-        let header = |name: &str| answer.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v);
+        let header = |name: &str| answer.headers.iter().find(|(k, _)| k.same_letters(name)).map(|(_, v)| v);
         let read = if answer.status == 200 { api.embeddings_vectors(&answer.body, &t.model).ok() } else { None };
         *slot = Some(match read {
             Some((vectors, in_body)) => {
