@@ -164,9 +164,9 @@ pub fn scan_with(text: &str, wanted: &dyn Fn(Category) -> bool, terms: &[String]
         scan_segment(&text[s..e], s, wanted, &mut found);
     }
     if !terms.is_empty() && wanted(Category::Term) {
-        let lower = text.lower();
+        let lower = text.to_ascii_lowercase();
         for term in terms.iter().filter(|t| !t.is_empty()) {
-            let t = term.lower();
+            let t = term.to_ascii_lowercase();
             let mut from = 0;
             while let Some(i) = lower.get(from..).and_then(|s| s.find(&t)) {
                 let (s, e) = (from + i, from + i + t.len());

@@ -357,7 +357,7 @@ impl Matcher {
 fn fake_turn(text: &str) -> bool {
     // (Split at `\n` by one function: a `\r` left at a line's end does not change its start.)
     text.parts(b'\n').any(|l| {
-        let l = l.trim_start().lower();
+        let l = l.trim_start().to_ascii_lowercase();
         l.starts_with("system:") || l.starts_with("assistant:")
     })
 }
