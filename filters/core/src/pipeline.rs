@@ -146,8 +146,15 @@ impl Listener {
         // names a cache policy.
         let cache = match route.as_deref() {
             Some(r) if r.cache.is_some() || r.caches() => {
-                let store = r.cache.clone().unwrap_or_default();
-                let mut cache = Cache::try_from(&store).map_err(|e| e.in_stage("route"))?;
+                let default_store;
+                let store = match &r.cache {
+                    Some(c) => c,
+                    None => {
+                        default_store = crate::cache::CacheConfig::default();
+                        &default_store
+                    }
+                };
+                let mut cache = Cache::try_from(store).map_err(|e| e.in_stage("route"))?;
                 if let Some(s) = &store.shared {
                     cache.shared =
                         Some(crate::cache::shared::Shared::compile(s, env).map_err(|e| e.in_stage("route"))?);
