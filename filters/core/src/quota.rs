@@ -391,13 +391,14 @@ fn compile_map(at: &str, m: &NameMap<LimitSpec>, base: &NameMap<LimitSpec>) -> R
         if out.contains_key(name) {
             continue;
         }
-        let spec = match (m.get(name), base.get(name)) {
-            (Some(o), Some(b)) => merge(o, b),
-            (Some(o), None) => o.clone(),
-            (None, Some(b)) => b.clone(),
+        // (An entry on one side only is compiled where it is, not copied.)
+        let at = format!("{at}.{name}");
+        let limits = match (m.get(name), base.get(name)) {
+            (Some(o), Some(b)) => compile_limits(&at, &merge(o, b))?,
+            (Some(spec), None) | (None, Some(spec)) => compile_limits(&at, spec)?,
             (None, None) => continue,
         };
-        out.insert(name.own(), compile_limits(&format!("{at}.{name}"), &spec)?);
+        out.insert(name.own(), limits);
     }
     Ok(out)
 }
