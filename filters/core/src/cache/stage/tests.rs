@@ -343,6 +343,11 @@ fn a_policy_alone_gets_the_default_store_and_a_bad_store_is_refused_by_field() {
     };
     let l = with("").ok().unwrap();
     assert_eq!(l.cache.as_ref().map(|c| (c.slots, c.max_entry_bytes)), Some((256, 65536)));
+    // A bound store is read as configured, and the route stage, compiled from the same (moved)
+    // configuration, keeps the policy.
+    let l = with(r#", "cache": {"slots": 8, "max_entry_bytes": 1024}"#).ok().unwrap();
+    assert_eq!(l.cache.as_ref().map(|c| (c.slots, c.max_entry_bytes)), Some((8, 1024)));
+    assert!(l.route.as_ref().is_some_and(|r| r.caches()));
     let e = with(r#", "cache": {"slots": 0}"#).err().unwrap().to_string();
     assert!(e.contains("cache.slots"), "{e}");
 }
