@@ -493,6 +493,9 @@ impl<H: Host> Host for CallState<'_, H> {
             now
         })
     }
+    fn random_u64(&self) -> u64 {
+        self.inner.random_u64()
+    }
     fn warn(&self, msg: &str) {
         self.inner.warn(msg)
     }

@@ -73,6 +73,8 @@ pub trait Host {
     /// Answers the caller directly; `false` when the host refused.
     fn send_response(&self, status: u16, headers: &[(&str, &str)], body: &[u8]) -> bool;
     fn now_ms(&self) -> u64;
+    /// A random number (for ids that must differ between replicas, not for secrets).
+    fn random_u64(&self) -> u64;
     fn warn(&self, msg: &str);
     /// Makes Envoy pick the route again, so headers set by a stage reach `cluster_header`.
     fn clear_route_cache(&self);
@@ -533,6 +535,10 @@ impl Host for FakeHost {
     }
     fn now_ms(&self) -> u64 {
         self.now.get()
+    }
+    fn random_u64(&self) -> u64 {
+        use std::hash::BuildHasher;
+        std::collections::hash_map::RandomState::new().hash_one(self.now.get())
     }
     fn warn(&self, msg: &str) {
         self.logs.borrow_mut().push(msg.own());

@@ -117,6 +117,11 @@ mod imp {
         fn proxy_set_effective_context(context_id: u32) -> u32;
     }
 
+    #[link(wasm_import_module = "wasi_snapshot_preview1")]
+    extern "C" {
+        fn random_get(buf: *mut u8, buf_len: usize) -> u32;
+    }
+
     fn status(s: u32) -> Result<(), u32> {
         if s == OK {
             Ok(())
@@ -134,6 +139,13 @@ mod imp {
         let mut t = 0u64;
         // SAFETY: the out-pointer is valid for the call.
         status(unsafe { proxy_get_current_time_nanoseconds(&mut t) }).map(|()| t)
+    }
+
+    /// Eight random bytes from the runtime (WASI's `random_get`; its errno on failure).
+    pub fn random_u64() -> Result<u64, u32> {
+        let mut b = [0u8; 8];
+        // SAFETY: the buffer is valid for its 8 bytes for the call.
+        status(unsafe { random_get(b.as_mut_ptr(), b.len()) }).map(|()| u64::from_le_bytes(b))
     }
 
     pub fn set_tick_period(ms: u32) -> Result<(), u32> {
@@ -407,6 +419,9 @@ mod imp {
         Err(NOT_FOUND)
     }
     pub fn now_ns() -> Result<u64, u32> {
+        Err(NOT_FOUND)
+    }
+    pub fn random_u64() -> Result<u64, u32> {
         Err(NOT_FOUND)
     }
     pub fn set_tick_period(_ms: u32) -> Result<(), u32> {

@@ -322,6 +322,12 @@ impl aigw_core::host::Host for ProxyHost {
         trace::hit("now_ms");
         now_ms()
     }
+    fn random_u64(&self) -> u64 {
+        trace::hit("random_u64");
+        // (Should the runtime refuse, the clock's nanoseconds: a replica's id still differs from
+        // others started at another instant.)
+        abi::random_u64().or_else(|_| abi::now_ns()).unwrap_or(0)
+    }
     fn warn(&self, msg: &str) {
         trace::hit("warn");
         warn(msg)

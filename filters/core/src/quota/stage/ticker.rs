@@ -63,13 +63,13 @@ impl Active {
 }
 
 /// This replica's id in Redis (its calls-in-flight holdings): made once, by whichever worker
-/// asks first, from the clock's nanoseconds and the VM's random seed.
+/// asks first, from the runtime's random numbers (WASI's `random_get`; std's hashed seed linked
+/// 5 KB of SipHash and WASI error names for this alone).
 pub fn replica_id(h: &impl Host) -> String {
-    use std::hash::BuildHasher;
     if let Ok((Some(b), _)) = h.shared_get(REPLICA_KEY) {
         return String::from_utf8_lossy(&b).into_owned();
     }
-    let seed = std::collections::hash_map::RandomState::new().hash_one(h.now_ms());
+    let seed = h.random_u64();
     let id = format!("{seed:016x}");
     // The first worker's id wins (a key is created once).
     let _ = update(h, REPLICA_KEY, id.as_bytes(), |_| CasStep::Refuse(()));
@@ -389,6 +389,20 @@ mod tests {
     use super::*;
     use crate::host::FakeHost;
     use crate::quota::QuotaConfig;
+
+    #[test]
+    fn a_replica_id_is_one_per_vm_and_differs_between_replicas() {
+        let vm = FakeHost::new();
+        let id = replica_id(&vm);
+        assert_eq!(id.len(), 16, "{id}");
+        assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+        // Another worker of the same replica finds the id the first one made.
+        assert_eq!(replica_id(&vm.worker()), id);
+        // Another replica (its own shared data, at the same instant) makes its own.
+        let other = FakeHost::new();
+        other.now.set(vm.now.get());
+        assert_ne!(replica_id(&other), id);
+    }
 
     fn quota() -> Rc<Quota> {
         let cfg: QuotaConfig = crate::config::from_str(
