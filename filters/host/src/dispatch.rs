@@ -15,7 +15,6 @@
 //! filters have ([`HttpContext`], [`RootContext`]).
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 
 /// What the host should do with the stream after a callback.
 #[repr(u32)]
@@ -72,8 +71,9 @@ type Slot<T> = Option<Box<T>>;
 struct Dispatcher {
     new_root: Cell<Option<NewRoot>>,
     roots: RefCell<Vec<(u32, Slot<dyn RootContext>)>>,
-    /// (Context ids are the host's, handed out in sequence: hashed as the metric ids are.)
-    streams: RefCell<HashMap<u32, Slot<dyn HttpContext>, crate::FastHash>>,
+    /// By id, in order (context ids are the host's, handed out in sequence: a new one goes at
+    /// the end, and a lookup is a binary search over the streams open on this worker).
+    streams: RefCell<Vec<(u32, Slot<dyn HttpContext>)>>,
     /// Outgoing calls in flight: token, and the context that made it.
     callouts: RefCell<Vec<(u32, u32)>>,
     /// The context whose callback is running (the maker of an outgoing call).
@@ -85,7 +85,7 @@ thread_local! {
         Dispatcher {
             new_root: Cell::new(None),
             roots: RefCell::new(Vec::new()),
-            streams: RefCell::new(HashMap::with_hasher(crate::FastHash)),
+            streams: RefCell::new(Vec::new()),
             callouts: RefCell::new(Vec::new()),
             active: Cell::new(0),
         }
@@ -106,15 +106,25 @@ pub fn register_callout(token: u32) {
 /// Runs `f` on HTTP context `id`, if the module has it; `None` otherwise.
 fn with_stream<T>(id: u32, f: impl FnOnce(&mut dyn HttpContext) -> T) -> Option<T> {
     DISPATCHER.with(|d| {
-        let mut ctx = d.streams.borrow_mut().get_mut(&id)?.take()?;
+        let mut ctx = stream_slot(&mut d.streams.borrow_mut(), id)?.take()?;
         d.active.set(id);
         let out = f(ctx.as_mut());
         // (A context ended during its own callback stays ended.)
-        if let Some(slot) = d.streams.borrow_mut().get_mut(&id) {
+        if let Some(slot) = stream_slot(&mut d.streams.borrow_mut(), id) {
             *slot = Some(ctx);
         }
         Some(out)
     })
+}
+
+/// Where stream `id` is in `streams` (sorted by id), or where it would go.
+fn stream_index(streams: &[(u32, Slot<dyn HttpContext>)], id: u32) -> Result<usize, usize> {
+    streams.binary_search_by(|(s, _)| s.cmp(&id))
+}
+
+fn stream_slot(streams: &mut [(u32, Slot<dyn HttpContext>)], id: u32) -> Option<&mut Slot<dyn HttpContext>> {
+    let i = stream_index(streams, id).ok()?;
+    streams.get_mut(i).map(|(_, slot)| slot)
 }
 
 /// Runs `f` on root context `id`, if the module has it; `None` otherwise.
@@ -149,7 +159,15 @@ pub fn on_context_create(id: u32, parent: u32) {
             }
         };
         if let Some(ctx) = ctx {
-            d.streams.borrow_mut().insert(id, Some(ctx));
+            let mut streams = d.streams.borrow_mut();
+            match stream_index(&streams, id) {
+                Ok(i) => {
+                    if let Some(slot) = streams.get_mut(i) {
+                        slot.1 = Some(ctx);
+                    }
+                }
+                Err(i) => streams.insert(i, (id, Some(ctx))),
+            }
         }
     })
 }
@@ -193,7 +211,11 @@ pub fn on_done(_id: u32) -> bool {
 
 pub fn on_delete(id: u32) {
     DISPATCHER.with(|d| {
-        if d.streams.borrow_mut().remove(&id).is_none() {
+        let removed = {
+            let mut streams = d.streams.borrow_mut();
+            stream_index(&streams, id).map(|i| streams.remove(i))
+        };
+        if removed.is_err() {
             d.roots.borrow_mut().retain(|(r, _)| *r != id);
         }
     })
@@ -402,10 +424,13 @@ mod tests {
         on_context_create(5, 1);
         on_context_create(8, 1);
         on_context_create(102, 1);
+        // An id below the last one (the streams are kept in id order: it goes between).
+        on_context_create(12, 1);
         assert_eq!(on_request_headers(4, 3, false), Action::Pause);
         // 4's callback ended 8 (the test's stand-in for the host ending a stream meanwhile).
         assert_eq!(on_request_headers(8, 1, false), Action::Continue);
         assert_eq!(on_request_headers(102, 1, true), Action::Pause);
+        assert_eq!(on_response_body(12, 2, false), Action::Continue);
         assert_eq!(on_response_body(4, 9, true), Action::Continue);
         // Ids the module does not know, or declined, continue; nothing traps.
         assert_eq!(on_request_headers(5, 1, false), Action::Continue);
@@ -426,17 +451,21 @@ mod tests {
         // The answer to a call whose context ended is dropped.
         on_delete(102);
         on_http_call_response(1020, 0, 1, 0);
+        // The streams left after those ended are still found.
+        assert_eq!(on_response_body(12, 3, true), Action::Continue);
         assert_eq!(
             seen(),
             [
                 "configure 42",
                 "4 request headers 3 false",
                 "102 request headers 1 true",
+                "12 response body 2 false",
                 "4 response body 9 true",
                 "4 log",
                 "4 answer 40 11",
                 "tick",
                 "root answer 70 5",
+                "12 response body 3 true",
             ]
         );
         // A root ended: its configure, tick and new streams are nothing.

@@ -374,49 +374,15 @@ impl aigw_core::host::Host for ProxyHost {
 
 thread_local! {
     /// Metric ids, defined on first use and kept for the life of the VM (Envoy keeps a metric
-    /// defined by name: defining it again returns the same id). Keyed by a fast hash of the
-    /// name's parts (see [`metric_id`]): the names
-    /// are the gateway's own (from configured providers, models and aliases), and a call looks
-    /// up about ten of them.
-    static METRIC_IDS: std::cell::RefCell<MetricIds> =
-        const { std::cell::RefCell::new(std::collections::HashMap::with_hasher(FastHash)) };
+    /// defined by name: defining it again returns the same id). Found by the fingerprint of the
+    /// name's parts (see [`metric_id`]): the names are the gateway's own (from configured
+    /// providers, models and aliases), and a call looks up about ten of them.
+    static METRIC_IDS: std::cell::RefCell<MetricIds> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Metric ids by their names' fingerprints ([`fingerprint`]): by the first lane, then the
-/// second lane and the id of each name that has that first lane.
-type MetricIds = std::collections::HashMap<u64, Vec<(u64, u32)>, FastHash>;
-
-/// FNV-1a-style hashing of a map key that is already a hash or a number (a metric name's
-/// fingerprint, a context id).
-#[derive(Clone, Copy, Default)]
-pub(crate) struct FastHash;
-
-impl std::hash::BuildHasher for FastHash {
-    type Hasher = FastHasher;
-    fn build_hasher(&self) -> FastHasher {
-        FastHasher(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-struct FastHasher(u64);
-
-impl std::hash::Hasher for FastHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0 ^ n).wrapping_mul(0x0100_0000_01b3).rotate_left(23);
-    }
-    fn write_u32(&mut self, n: u32) {
-        self.write_u64(u64::from(n));
-    }
-    fn finish(&self) -> u64 {
-        // (Mix the high bits down: hashbrown takes its control bits from the top.)
-        self.0 ^ (self.0 >> 29)
-    }
-}
+/// Metric ids by their names' fingerprints ([`fingerprint`]), sorted by fingerprint and found
+/// by binary search (a few hundred names at most: no hash table's code for this).
+type MetricIds = Vec<((u64, u64), u32)>;
 
 /// A 128-bit fingerprint of a metric name given in parts: two 64-bit lanes over each part 8
 /// bytes at a time, each part's last word tagged with its length (so a part boundary counts:
@@ -450,14 +416,17 @@ fn fingerprint(parts: &[&str]) -> (u64, u64) {
 /// parts' fingerprint without writing the name, which is written only to define a metric the
 /// first time (Envoy returns a defined metric's id again).
 fn metric_id(kind: u32, parts: &[&str]) -> Option<u32> {
-    let (a, b) = fingerprint(parts);
+    let key = fingerprint(parts);
     METRIC_IDS.with(|ids| {
-        if let Some((_, id)) = ids.borrow().get(&a).and_then(|e| e.iter().find(|(lane, _)| *lane == b)) {
-            return Some(*id);
+        let at = ids.borrow().binary_search_by(|(k, _)| k.cmp(&key));
+        match at {
+            Ok(i) => ids.borrow().get(i).map(|(_, id)| *id),
+            Err(i) => {
+                let id = abi::define_metric(kind, &parts.concat()).ok()?;
+                ids.borrow_mut().insert(i, (key, id));
+                Some(id)
+            }
         }
-        let id = abi::define_metric(kind, &parts.concat()).ok()?;
-        ids.borrow_mut().entry(a).or_default().push((b, id));
-        Some(id)
     })
 }
 
