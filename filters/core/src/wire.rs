@@ -6,6 +6,7 @@ pub mod chat;
 pub mod embeddings;
 pub mod eventstream;
 pub mod facts;
+pub mod float;
 pub mod messages_in;
 pub mod object;
 pub mod read;

@@ -4,8 +4,9 @@
 //! generic `Serializer` (and `serde_json` a second copy of `Value`'s for its `Display`). What the
 //! gateway writes is a handful of shapes: objects of named members, arrays, strings, numbers and
 //! trees. [`WriteJson`] writes each straight into the body's bytes, byte for byte as `serde_json`
-//! writes them: the same escapes (`\n`, `\u001f`, nothing beyond ASCII), integers in plain decimal
-//! and floats as `zmij` writes them (`serde_json`'s own), a float that is not finite as `null`.
+//! writes them: the same escapes (`\n`, `\u001f`, nothing beyond ASCII), integers in plain decimal,
+//! floats as `zmij` (`serde_json`'s writer) writes them ([`crate::wire::float`]), and a float that
+//! is not finite as `null`.
 //! [`to_object!`] writes a struct's members in order, skipping those its flags say.
 
 use crate::wire::tree::{Map, Number, Value};
@@ -72,7 +73,7 @@ pub fn unsigned(out: &mut Vec<u8>, n: u64) {
 /// `null` when it is not finite, as JSON has no such number.
 pub fn float(out: &mut Vec<u8>, f: f64) {
     if f.is_finite() {
-        out.extend_from_slice(zmij::Buffer::new().format_finite(f).as_bytes());
+        crate::wire::float::write(out, f);
     } else {
         out.extend_from_slice(b"null");
     }
@@ -179,17 +180,6 @@ impl WriteJson for usize {
 impl WriteJson for f64 {
     fn write_json(&self, out: &mut Vec<u8>) {
         float(out, *self);
-    }
-}
-
-impl WriteJson for f32 {
-    fn write_json(&self, out: &mut Vec<u8>) {
-        // As serde_json writes an f32: its own shortest text, not the f64's.
-        if self.is_finite() {
-            out.extend_from_slice(zmij::Buffer::new().format_finite(*self).as_bytes());
-        } else {
-            out.extend_from_slice(b"null");
-        }
     }
 }
 
@@ -339,9 +329,6 @@ mod tests {
         for f in [0.0, -0.0, 1.0, 0.1, 1.5, -2.25, 1e20, 2e-7, 1.0e300, f64::MAX, f64::MIN_POSITIVE, 123456.789] {
             assert_eq!(to_string(&f), serde(&f), "{f}");
             assert_eq!(to_string(&json!(f)), serde(&json!(f)), "{f}");
-        }
-        for f in [0.1f32, 1.0e-3, 3.4e38] {
-            assert_eq!(to_string(&f), serde(&f), "{f}");
         }
         for f in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
             assert_eq!(to_string(&f), "null");
