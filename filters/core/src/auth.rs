@@ -324,12 +324,12 @@ impl CredentialPlane {
     /// for the attempt record (by fingerprint), and marks it bad for every worker when the
     /// provider rejected it (401, 403), so later calls use the next one. Returns the status.
     pub fn after_answer(&self, h: &impl Host, used: &AttemptCredential) -> u16 {
-        let status: u16 = h.response_header(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
+        let status: u16 = h.response_header(":status").and_then(|s| s.int_as()).unwrap_or(0);
         let Some(c) = self.credential(used) else { return status };
         h.set_property(headers::PROP_CREDENTIAL, &c.fingerprint);
         if status == 401 || status == 403 {
             // Not retried (a 401 is not a fallback trigger); later calls use the next credential.
-            self.mark_bad(h, used, &status.to_string());
+            self.mark_bad(h, used, &crate::headers::decimal(u64::from(status)));
         }
         status
     }

@@ -216,7 +216,7 @@ impl HeaderView {
     fn one(&mut self, name: &str, read: impl FnOnce() -> HeaderList) -> Result<Option<String>, ()> {
         let list = self.list.get_or_insert_with(read);
         match list.get(name) {
-            Some(v) => Ok(Some(v.to_string())),
+            Some(v) => Ok(Some(v.own())),
             None if was_added(&self.added, name_hash(name)) => Err(()),
             None => Ok(None),
         }

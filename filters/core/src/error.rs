@@ -1,5 +1,7 @@
 //! The gateway's own errors, in OpenAI's shape: `{"error":{"message","type","param","code"}}`.
 
+use crate::text::Text;
+
 /// An error the gateway answers with itself.
 ///
 /// Boxed: the request path's `Result`s carry a pointer, not the error's five fields, through
@@ -90,7 +92,7 @@ impl ConfigError {
     #[inline(never)]
     pub fn new(filter: &str, field: impl Into<String>, problem: impl Into<String>) -> ConfigError {
         ConfigError(Box::new(ConfigErrorParts {
-            filter: filter.to_string(),
+            filter: filter.own(),
             stage: None,
             field: field.into(),
             problem: problem.into(),
@@ -100,8 +102,8 @@ impl ConfigError {
     /// The same error, found in a part of a larger configuration: `filter`'s, under `prefix`.
     pub fn at(mut self, filter: &str, prefix: &str) -> ConfigError {
         let r = &mut *self.0;
-        r.field = if r.field.is_empty() { prefix.to_string() } else { format!("{prefix}.{}", r.field) };
-        r.filter = filter.to_string();
+        r.field = if r.field.is_empty() { prefix.own() } else { format!("{prefix}.{}", r.field) };
+        r.filter = filter.own();
         self
     }
 
@@ -115,7 +117,7 @@ impl ConfigError {
     pub fn in_gateway(mut self) -> ConfigError {
         let r = &mut *self.0;
         match (r.stage.take(), r.field.is_empty()) {
-            (Some(s), true) => r.field = s.to_string(),
+            (Some(s), true) => r.field = s.own(),
             (Some(s), false) => r.field = format!("{s}.{}", r.field),
             (None, _) => {}
         }

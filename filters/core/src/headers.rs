@@ -65,6 +65,22 @@ pub fn decimal(n: u64) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
+/// `n` in decimal, for the sums kept in a `u128` (pico-USD): in two `u64` parts of up to 19
+/// digits, so that a `u128`'s `Display` (and its division by ten) is not linked for these alone.
+pub fn decimal_u128(n: u128) -> String {
+    const E19: u128 = 10_000_000_000_000_000_000;
+    if let Ok(small) = u64::try_from(n) {
+        return decimal(small);
+    }
+    // Above u64::MAX, so at least 20 digits: the high part is non-zero (and at most 20 digits
+    // itself, so this goes one level deeper at most).
+    let mut out = decimal_u128(n / E19).into_bytes();
+    let low = decimal((n % E19) as u64);
+    out.resize(out.len() + 19 - low.len(), b'0');
+    out.extend_from_slice(low.as_bytes());
+    String::from_utf8(out).unwrap_or_default()
+}
+
 /// `x` with two decimals (as `format!("{x:.2}")` writes a score, rounded half away from zero):
 /// written from integers, so that core's float formatting is not linked for this alone.
 pub fn hundredths(x: f64) -> String {
@@ -352,7 +368,7 @@ impl HeaderList {
 
     /// The headers as owned pairs.
     pub fn to_pairs(&self) -> Vec<(String, String)> {
-        self.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        self.iter().map(|(k, v)| (k.own(), v.own())).collect()
     }
 
     /// Keeps the list in step with a header set (replacing every value of it) or removed
@@ -442,7 +458,7 @@ mod tests {
 
     #[test]
     fn a_header_list_follows_sets_and_removals_in_place() {
-        let pair = |k: &str, v: &str| (k.to_string(), v.to_string());
+        let pair = |k: &str, v: &str| (k.own(), v.own());
         let mut list = HeaderList::decode(encode(&[(b"a", b"1"), (b"b", b"2"), (b"a", b"3"), (b"c", b"4")]));
         assert_eq!(list.get("a"), Some("1"));
         // Set again: the first keeps its place with the new value, the other values go.
@@ -549,6 +565,19 @@ mod tests {
     fn decimal_is_to_string() {
         for n in [0, 1, 9, 10, 99, 100, 12_345, 999_999_999_999, 1_000_000_000_000, u64::MAX - 1, u64::MAX] {
             assert_eq!(decimal(n), n.to_string());
+        }
+        let e19 = 10_000_000_000_000_000_000u128;
+        for n in [
+            0,
+            7,
+            u128::from(u64::MAX),
+            u128::from(u64::MAX) + 1,
+            e19 * 2,
+            e19 * 2 + 5,
+            e19 * 123 + e19 / 10,
+            u128::MAX,
+        ] {
+            assert_eq!(decimal_u128(n), n.to_string());
         }
     }
 

@@ -239,7 +239,7 @@ pub struct HttpAnswer {
 
 impl HttpAnswer {
     pub fn new(headers: Vec<(String, String)>, body: Vec<u8>) -> HttpAnswer {
-        let status = headers.iter().find(|(k, _)| k == ":status").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
+        let status = headers.iter().find(|(k, _)| k == ":status").and_then(|(_, v)| v.int_as()).unwrap_or(0);
         HttpAnswer { status, headers, body }
     }
 }

@@ -744,7 +744,7 @@ impl AttemptCall {
         let region = h.upstream_metadata(headers::METADATA_REGION);
         let now = h.now_ms();
         for body in bodies {
-            let length = body.len().to_string();
+            let length = crate::headers::decimal(body.len() as u64);
             let signature = match (&self.cfg.credentials, &self.credential, bedrock) {
                 (Some(plane), Some(used), true) => {
                     let request = auth::SignedRequest {

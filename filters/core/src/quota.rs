@@ -857,13 +857,13 @@ impl RequestFacts {
 
     pub fn decode(s: &str) -> Option<RequestFacts> {
         let mut it = s.splitn(6, ' ');
-        let text_bytes = it.next()?.parse().ok()?;
-        let text_pieces = it.next()?.parse().ok()?;
-        let messages = it.next()?.parse().ok()?;
-        let images = it.next()?.parse().ok()?;
+        let text_bytes = it.next()?.int_as()?;
+        let text_pieces = it.next()?.int_as()?;
+        let messages = it.next()?.int_as()?;
+        let images = it.next()?.int_as()?;
         let max_output = match it.next()? {
             "-" => None,
-            m => Some(m.parse().ok()?),
+            m => Some(m.int_as()?),
         };
         let model = it.next().filter(|m| !m.is_empty()).map(str::to_string);
         Some(RequestFacts { model, text_bytes, text_pieces, messages, images, max_output, ..RequestFacts::default() })
@@ -1087,7 +1087,7 @@ pub struct Settled {
 
 impl Settled {
     pub fn encode(&self) -> String {
-        let cost = self.cost_pico.map(|c| c.to_string()).unwrap_or_else(|| "-".own());
+        let cost = self.cost_pico.map(crate::headers::decimal_u128).unwrap_or_else(|| "-".own());
         match self.usage {
             None => format!("- {cost}"),
             Some(u) => format!(
@@ -1109,18 +1109,18 @@ impl Settled {
         let f: Vec<&str> = s.parts(b' ').collect();
         let cost = |c: &str| if c == "-" { Some(None) } else { c.parse().ok().map(Some) };
         let (f, cache_write, cache_write_1h) = match f.as_slice() {
-            [rest @ .., w, h] if rest.len() == 6 => (rest, w.parse().ok()?, h.parse().ok()?),
-            [rest @ .., w] if rest.len() == 6 => (rest, w.parse().ok()?, 0),
+            [rest @ .., w, h] if rest.len() == 6 => (rest, w.int()?, h.int()?),
+            [rest @ .., w] if rest.len() == 6 => (rest, w.int()?, 0),
             all => (all, 0, 0),
         };
         match f {
             ["-", c] => Some(Settled { usage: None, estimated: false, cost_pico: cost(c)? }),
             [i, ci, o, r, e, c] => Some(Settled {
                 usage: Some(Usage {
-                    input: i.parse().ok()?,
-                    cached_input: ci.parse().ok()?,
-                    output: o.parse().ok()?,
-                    reasoning: r.parse().ok()?,
+                    input: i.int()?,
+                    cached_input: ci.int()?,
+                    output: o.int()?,
+                    reasoning: r.int()?,
                     cache_write,
                     cache_write_1h,
                 }),

@@ -36,7 +36,7 @@ pub fn parse_utc_ms(s: &str) -> Option<u64> {
         None => (s, None),
     };
     let mut dp = date.parts(b'-');
-    let y: i64 = dp.next()?.parse().ok()?;
+    let y: i64 = dp.next()?.int_as()?;
     let m: u32 = dp.next()?.int_as()?;
     let d: u32 = dp.next()?.int_as()?;
     if dp.next().is_some() || !(1..=12).contains(&m) || !(1..=31).contains(&d) || !(1970..=9999).contains(&y) {

@@ -62,7 +62,7 @@ impl ToTree for String {
 impl ToTree for std::borrow::Cow<'_, str> {
     #[inline(never)]
     fn to_tree(&self) -> crate::wire::tree::Value {
-        crate::wire::tree::Value::String(self.to_string())
+        crate::wire::tree::Value::String(crate::text::Text::own(&**self))
     }
 }
 

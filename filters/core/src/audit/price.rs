@@ -179,10 +179,7 @@ pub fn format_usd(pico: u128) -> String {
     const PICO: u128 = 1_000_000_000_000;
     let int = pico / PICO;
     // (Written digit by digit: this runs for every priced call, and `format!` of a u128 is slow.)
-    let mut s = match u64::try_from(int) {
-        Ok(i) => crate::headers::decimal(i),
-        Err(_) => int.to_string(),
-    };
+    let mut s = crate::headers::decimal_u128(int);
     s.push('.');
     let mut frac = pico % PICO;
     if frac == 0 {

@@ -321,7 +321,7 @@ impl AuditCall {
     }
 
     pub fn on_response_headers(&mut self, h: &impl Host, audit: &Audit, eos: bool) -> Flow {
-        self.status = h.response_header(":status").and_then(|s| s.parse().ok());
+        self.status = h.response_header(":status").and_then(|s| s.int_as());
         self.provider = h.response_header(headers::PROVIDER);
         self.model = h.response_header(headers::MODEL);
         if !self.request_id.is_empty() {
@@ -424,7 +424,7 @@ impl AuditCall {
                     )
                     .body();
                     h.set_response_header(":status", Some("502"));
-                    h.set_response_header("content-length", Some(&body.len().to_string()));
+                    h.set_response_header("content-length", Some(&crate::headers::decimal(body.len() as u64)));
                     h.replace_response_body(usize::MAX, body.as_bytes());
                     self.status = Some(502);
                     self.invalid_body = true;

@@ -222,9 +222,9 @@ crate::wire::object::from_object!(CallIdentity {
 impl CallIdentity {
     pub fn of(id: &Identity) -> CallIdentity {
         CallIdentity {
-            tenant: id.tenant.to_string(),
-            key_id: id.key_id.to_string(),
-            key_fingerprint: id.fingerprint.to_string(),
+            tenant: id.tenant.own(),
+            key_id: id.key_id.own(),
+            key_fingerprint: id.fingerprint.own(),
             zone: id.zone.clone(),
             workload_class: id.workload_class,
             feature: None,
@@ -239,9 +239,9 @@ impl CallIdentity {
     pub fn parse(raw: &[u8]) -> Option<CallIdentity> {
         let mut r = crate::codec::Reader::new(raw)?;
         let id = CallIdentity {
-            tenant: r.str()?.to_string(),
-            key_id: r.str()?.to_string(),
-            key_fingerprint: r.str()?.to_string(),
+            tenant: r.str()?.own(),
+            key_id: r.str()?.own(),
+            key_fingerprint: r.str()?.own(),
             zone: r.opt_str()?.map(str::to_string),
             workload_class: match r.u8()? {
                 0 => None,
@@ -251,7 +251,7 @@ impl CallIdentity {
             agent: r.opt_str()?.map(str::to_string),
             task: r.opt_str()?.map(str::to_string),
             shadow_of: r.opt_str()?.map(str::to_string),
-            alias_scope: r.str()?.to_string(),
+            alias_scope: r.str()?.own(),
         };
         r.at_end().then_some(id)
     }

@@ -108,7 +108,7 @@ impl Semantic {
             ("content-type", "application/json".own()),
             ("authorization", format!("Bearer {}", self.key)),
             ("x-request-id", format!("{request_id}-cache-embed")),
-            ("content-length", body.len().to_string()),
+            ("content-length", crate::headers::decimal(body.len() as u64)),
         ];
         (headers, body)
     }

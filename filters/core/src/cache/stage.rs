@@ -385,7 +385,7 @@ impl CacheCall {
 
     pub fn on_response_headers(&mut self, h: &impl Host, eos: bool) -> Flow {
         let State::Miss { stream, stale, storing, .. } = &mut self.state else { return Flow::Continue };
-        let status: u16 = h.response_header(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
+        let status: u16 = h.response_header(":status").and_then(|s| s.int_as()).unwrap_or(0);
         let ours = h.property(&[headers::PROP_REFUSAL]).is_some();
         let json = h.response_header("content-type").is_some_and(|c| c.starts_with("application/json"));
         if status == 200 && json && !*stream && !eos && !ours {

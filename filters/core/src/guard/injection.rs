@@ -487,7 +487,7 @@ mod tests {
                     space = true;
                 }
             }
-            out.trim_end().to_string()
+            out.trim_end().own()
         }
         let norm = normalise(text);
         let padded = format!(" {norm} ");

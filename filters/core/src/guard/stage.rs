@@ -173,7 +173,7 @@ impl GuardCall {
         if applied.changed {
             let masked = crate::wire::write::to_vec(&v);
             h.replace_request_body(body.len(), &masked);
-            h.set_request_header("content-length", Some(&masked.len().to_string()));
+            h.set_request_header("content-length", Some(&crate::headers::decimal(masked.len() as u64)));
             let mut originals = applied.masked.iter().map(|(_, v)| v.as_str()).collect::<Vec<_>>().join("\u{0}");
             originals.insert(0, '#');
             masked_key = Some(crate::auth::keys::digest_hex(&originals));

@@ -525,7 +525,8 @@ impl crate::provider::ProviderApi for Bedrock {
     }
 
     fn answer(&self, body: &[u8], model: &str, now_ms: u64) -> Result<Whole, String> {
-        response_to_openai(body, model, &now_ms.to_string(), now_ms / 1000).map(|(out, u, f)| (out, Some(u), Some(f)))
+        response_to_openai(body, model, &crate::headers::decimal(now_ms), now_ms / 1000)
+            .map(|(out, u, f)| (out, Some(u), Some(f)))
     }
 
     fn error(&self, status: u16, error_type: &str, body: &[u8]) -> (u16, Vec<u8>) {
@@ -562,7 +563,7 @@ impl crate::provider::ProviderApi for Bedrock {
         created: u64,
     ) -> Option<Box<dyn crate::wire::sse::Translate>> {
         content_type.starts_with("application/vnd.amazon.eventstream").then(|| {
-            let id = id.map(str::to_string).unwrap_or_else(|| created.to_string());
+            let id = id.map(str::to_string).unwrap_or_else(|| crate::headers::decimal(created));
             Box::new(StreamTranslator::new(model, &id, created)) as Box<dyn crate::wire::sse::Translate>
         })
     }

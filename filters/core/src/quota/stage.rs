@@ -625,7 +625,7 @@ impl QuotaCall {
         }
         if let (FleetMode::Unavailable(m), Some(f)) = (mode, &self.quota.fleet) {
             if m == Unavailable::Closed {
-                let secs = retry_after_secs(f.retry_ms).to_string();
+                let secs = crate::headers::decimal(retry_after_secs(f.retry_ms));
                 return refuse(h, &fleet_unavailable(), &[("retry-after", secs)]);
             }
         }
@@ -1177,7 +1177,7 @@ impl QuotaCall {
         let err = GatewayError::new(429, "rate_limit_exceeded", s.kind.code(kind), message);
         let mut hdrs = rate_headers(requests.or(self.requests), tokens.or(self.tokens));
         if retry_after_ms != u64::MAX {
-            hdrs.push(("retry-after", retry_after_secs(retry_after_ms).to_string()));
+            hdrs.push(("retry-after", crate::headers::decimal(retry_after_secs(retry_after_ms))));
         }
         refuse(h, &err, &hdrs)
     }
@@ -1286,7 +1286,7 @@ impl QuotaCall {
     }
 
     pub fn on_response_headers(&mut self, h: &impl Host, eos: bool) -> Flow {
-        let status: u16 = h.response_header(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
+        let status: u16 = h.response_header(":status").and_then(|s| s.int_as()).unwrap_or(0);
         self.answered = true;
         self.status = Some(status);
         self.ok = (200..300).contains(&status);
@@ -1453,7 +1453,7 @@ impl ProviderAttempt {
                 if m == Unavailable::Closed {
                     mark_last_attempt(h, &provider);
                     h.set_property(headers::PROP_REFUSAL, "quota");
-                    let secs = retry_after_secs(f.retry_ms).to_string();
+                    let secs = crate::headers::decimal(retry_after_secs(f.retry_ms));
                     h.send_error(&fleet_unavailable(), messages_door(h), &[("retry-after", &secs)]);
                     return Flow::Refused;
                 }
@@ -1637,7 +1637,7 @@ impl ProviderAttempt {
             ScopeKind::Provider.code(kind),
             format!("The gateway's share of the provider's capacity is in use. Retry after {secs} s."),
         );
-        h.send_error(&err, messages_door(h), &[("retry-after", &secs.to_string())]);
+        h.send_error(&err, messages_door(h), &[("retry-after", &crate::headers::decimal(secs))]);
         Flow::Refused
     }
 }

@@ -213,8 +213,8 @@ impl Select {
             // The whole call within the budget; each attempt within its share, so a slow
             // provider leaves time for the next one.
             let steps = u64::try_from(alias.steps.len()).unwrap_or(1).max(1);
-            let per_try = (budget / steps).max(1).to_string();
-            h.set_request_header("x-envoy-upstream-rq-timeout-ms", Some(&budget.to_string()));
+            let per_try = crate::headers::decimal((budget / steps).max(1));
+            h.set_request_header("x-envoy-upstream-rq-timeout-ms", Some(&crate::headers::decimal(budget)));
             h.set_request_header("x-envoy-upstream-rq-per-try-timeout-ms", Some(&per_try));
             h.set_property(headers::PROP_PER_TRY_MS, &per_try);
         }
@@ -364,7 +364,7 @@ impl Select {
         if !self.route.is_empty() {
             h.set_response_header(headers::ROUTE, Some(&self.route));
         }
-        let status: u16 = h.response_header(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
+        let status: u16 = h.response_header(":status").and_then(|s| s.int_as()).unwrap_or(0);
         // The attempts list is read only when it may be needed to explain a failure; for an
         // answer, Envoy's own attempt count says how many providers were tried.
         let envoy_count = if status < 400 { h.response_header("x-envoy-attempt-count") } else { None };
@@ -470,7 +470,7 @@ fn record_usage(h: &impl Host, usage: Option<crate::wire::usage::Usage>) {
 impl Select {
     /// The status a replaced answer was given.
     fn final_status(&self, h: &impl Host, status: u16) -> u16 {
-        h.response_header(":status").and_then(|s| s.parse().ok()).unwrap_or(status)
+        h.response_header(":status").and_then(|s| s.int_as()).unwrap_or(status)
     }
 
     /// Replaces a provider's failure with the gateway's explanation (see the cases below).
@@ -518,9 +518,9 @@ impl Select {
     }
 
     fn replace_with(&mut self, h: &impl Host, status: u16, body: Vec<u8>) {
-        h.set_response_header(":status", Some(&status.to_string()));
+        h.set_response_header(":status", Some(&crate::headers::decimal(u64::from(status))));
         h.set_response_header("content-type", Some("application/json"));
-        h.set_response_header("content-length", Some(&body.len().to_string()));
+        h.set_response_header("content-length", Some(&crate::headers::decimal(body.len() as u64)));
         self.answer = Answer::Replace(body);
     }
 }
@@ -843,7 +843,7 @@ impl RouteAttempt {
         let err = invalid_output(problem);
         h.set_response_header(":status", Some("502"));
         h.set_response_header("content-type", Some("application/json"));
-        h.set_response_header("content-length", Some(&err.len().to_string()));
+        h.set_response_header("content-length", Some(&crate::headers::decimal(err.len() as u64)));
         h.replace_response_body(size, &err);
         h.set_property(headers::PROP_OUTPUT_PROBLEM, problem);
         let Some((index, _)) = self.record else { return };
@@ -1269,7 +1269,7 @@ impl RouteAttempt {
                 dropped.push(name.own());
             }
             (
-                get(":status").and_then(|s| s.parse().ok()).unwrap_or(0),
+                get(":status").and_then(|s| s.int_as()).unwrap_or(0),
                 get("content-type").unwrap_or_default().own(),
                 get("x-amzn-errortype").unwrap_or_default().own(),
                 get("x-amzn-bedrock-input-token-count").and_then(|n| n.trim().int_as()),
@@ -1455,7 +1455,7 @@ impl RouteAttempt {
                     Err(_) => {
                         let err = invalid_response();
                         h.set_response_header(":status", Some("502"));
-                        h.set_response_header("content-length", Some(&err.len().to_string()));
+                        h.set_response_header("content-length", Some(&crate::headers::decimal(err.len() as u64)));
                         h.replace_response_body(size, &err);
                         self.mark_invalid(h);
                     }
@@ -1483,7 +1483,7 @@ impl RouteAttempt {
                     record_facts(h, &f);
                 }
                 if status != self.status {
-                    h.set_response_header(":status", Some(&status.to_string()));
+                    h.set_response_header(":status", Some(&crate::headers::decimal(u64::from(status))));
                 }
                 let part_failed = t
                     .split

@@ -2,6 +2,8 @@
 //! ConverseStream sends it: big-endian prelude (total length, headers length, CRC-32), headers,
 //! payload, message CRC-32. Frames may be split across or packed within body chunks.
 
+use crate::text::Text;
+
 /// CRC-32 (IEEE, reflected 0xEDB88320), as zlib computes it.
 pub fn crc32(data: &[u8]) -> u32 {
     let mut crc = 0xFFFF_FFFFu32;
@@ -42,7 +44,7 @@ fn parse_headers(mut h: &[u8]) -> Option<Vec<(String, String)>> {
     let mut out = Vec::new();
     while !h.is_empty() {
         let name_len = usize::from(*h.first()?);
-        let name = std::str::from_utf8(h.get(1..1 + name_len)?).ok()?.to_string();
+        let name = std::str::from_utf8(h.get(1..1 + name_len)?).ok()?.own();
         let kind = *h.get(1 + name_len)?;
         h = h.get(2 + name_len..)?;
         let skip = match kind {
@@ -55,7 +57,7 @@ fn parse_headers(mut h: &[u8]) -> Option<Vec<(String, String)>> {
             6 | 7 => {
                 let len = usize::from(u16::from_be_bytes(h.get(..2)?.try_into().ok()?));
                 if kind == 7 {
-                    out.push((name, std::str::from_utf8(h.get(2..2 + len)?).ok()?.to_string()));
+                    out.push((name, std::str::from_utf8(h.get(2..2 + len)?).ok()?.own()));
                 }
                 2 + len
             }
@@ -91,7 +93,7 @@ impl Decoder {
                 return Err("event stream: message CRC mismatch".into());
             }
             let headers = parse_headers(&self.buf[12..12 + headers_len])
-                .ok_or_else(|| "event stream: malformed headers".to_string())?;
+                .ok_or_else(|| "event stream: malformed headers".own())?;
             let payload = self.buf[12 + headers_len..total - 4].to_vec();
             frames.push(Frame { headers, payload });
             self.buf.drain(..total);
