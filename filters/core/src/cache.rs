@@ -16,7 +16,7 @@ pub mod semantic;
 pub mod shared;
 pub mod stage;
 
-use crate::text::{PutBytes, Text};
+use crate::text::{Joined, PutBytes, Text};
 use crate::wire::tree::Value;
 use sha2::{Digest, Sha256};
 
@@ -208,7 +208,7 @@ pub fn keys_of(tenant: &str, key_id: Option<&str>, alias: &str, route: &str, mut
         let text = match m.get("content")? {
             Value::String(t) => t.own(),
             Value::Array(parts) => {
-                parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join("\n")
+                parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect::<Vec<_>>().joined("\n")
             }
             _ => return None,
         };

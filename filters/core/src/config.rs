@@ -9,7 +9,7 @@
 //! has anyway) and reads its type from it. Errors say what serde's did, with the exact path of
 //! the value refused (`tenants.acme.concurrent`, `keys[0]`).
 
-use crate::text::{Put, Text};
+use crate::text::{Joined, Put, Text};
 use std::fmt::Write as _;
 
 use crate::wire::tree::{Map, Value};
@@ -119,7 +119,7 @@ pub fn one_of(names: &[&str]) -> String {
         [a, b] => format!("`{a}` or `{b}`"),
         _ => {
             let quoted: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
-            format!("one of {}", quoted.join(", "))
+            format!("one of {}", quoted.joined(", "))
         }
     }
 }

@@ -10,7 +10,7 @@ pub mod stage;
 use crate::wire::tree::Value;
 
 use crate::error::ConfigError;
-use crate::text::{Put, PutBytes, Text};
+use crate::text::{Joined, Put, PutBytes, Text};
 use crate::wire::obj;
 use detect::{Category, Found};
 
@@ -225,7 +225,7 @@ pub fn filter_answer(body: &[u8], terms: &[String]) -> Option<Vec<u8>> {
             .flatten()
             .filter_map(|i| i.get("arguments").and_then(Value::as_str))
             .collect::<Vec<_>>()
-            .join(" ");
+            .joined(" ");
         if !holds_term(&text, terms) && !holds_term(&args, terms) {
             return None;
         }
@@ -239,13 +239,13 @@ pub fn filter_answer(body: &[u8], terms: &[String]) -> Option<Vec<u8>> {
         // and stops for `refusal`.
         let blocks = v.get("content").and_then(Value::as_array).cloned().unwrap_or_default();
         let text: String =
-            blocks.iter().filter_map(|b| b.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join(" ");
+            blocks.iter().filter_map(|b| b.get("text").and_then(Value::as_str)).collect::<Vec<_>>().joined(" ");
         let args: String = blocks
             .iter()
             .filter_map(|b| b.get("input"))
             .map(crate::wire::write::to_string)
             .collect::<Vec<_>>()
-            .join(" ");
+            .joined(" ");
         if !holds_term(&text, terms) && !holds_term(&args, terms) {
             return None;
         }
@@ -263,7 +263,7 @@ pub fn filter_answer(body: &[u8], terms: &[String]) -> Option<Vec<u8>> {
         .flatten()
         .filter_map(|c| c.pointer("/function/arguments").and_then(Value::as_str))
         .collect::<Vec<_>>()
-        .join(" ");
+        .joined(" ");
     if !holds_term(text, terms) && !holds_term(&args, terms) {
         return None;
     }

@@ -1,7 +1,7 @@
 //! Model aliases and their fallback chains.
 
 use crate::config::NameMap;
-use crate::text::{Put, Text};
+use crate::text::{Joined, Put, Text};
 
 use crate::error::{ConfigError, GatewayError};
 pub use crate::provider::ProviderConfig;
@@ -543,7 +543,7 @@ pub fn chain_refusal(
     let mut message = if said.is_empty() {
         format!("No provider could serve `{alias}`.")
     } else {
-        format!("No provider could serve `{alias}`: {}.", said.join("; "))
+        format!("No provider could serve `{alias}`: {}.", said.joined("; "))
     };
     if let Some((_, n)) = &note {
         message.push(' ');

@@ -6,7 +6,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::error::{ConfigError, GatewayError};
-use crate::text::Text;
+use crate::text::{Joined, Text};
 
 /// One configured gateway key.
 #[derive(Debug, Clone)]
@@ -124,7 +124,7 @@ impl KeyScope {
     pub fn to_list(&self) -> String {
         match self {
             KeyScope::Any => "*".own(),
-            KeyScope::Only(list) => list.join(","),
+            KeyScope::Only(list) => list.joined(","),
         }
     }
 
@@ -137,7 +137,7 @@ impl KeyScope {
         match self {
             KeyScope::Any => "any".own(),
             KeyScope::Only(l) if l.is_empty() => "none".own(),
-            KeyScope::Only(l) => l.iter().map(|x| format!("`{x}`")).collect::<Vec<_>>().join(", "),
+            KeyScope::Only(l) => l.iter().map(|x| format!("`{x}`")).collect::<Vec<_>>().joined(", "),
         }
     }
 }

@@ -4,7 +4,7 @@
 use sha2::{Digest, Sha256};
 
 use crate::auth::keys::to_hex;
-use crate::text::{Put, Text};
+use crate::text::{Joined, Put, Text};
 
 const BLOCK: usize = 64;
 
@@ -82,7 +82,7 @@ fn canonical_query(q: &str) -> String {
         })
         .collect();
     crate::sort::sort(&mut pairs);
-    pairs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&")
+    pairs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().joined("&")
 }
 
 fn percent_decode(s: &str) -> String {
@@ -106,10 +106,10 @@ fn percent_decode(s: &str) -> String {
 /// The canonical request and the signed-headers list.
 pub fn canonical_request(r: &Request, payload_hash: &str) -> (String, String) {
     let mut hs: Vec<(String, String)> =
-        r.headers.iter().map(|(k, v)| (k.lower(), v.split_whitespace().collect::<Vec<_>>().join(" "))).collect();
+        r.headers.iter().map(|(k, v)| (k.lower(), v.split_whitespace().collect::<Vec<_>>().joined(" "))).collect();
     crate::sort::sort(&mut hs);
     let canonical_headers: String = hs.iter().map(|(k, v)| format!("{k}:{v}\n")).collect();
-    let signed: String = hs.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(";");
+    let signed: String = hs.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().joined(";");
     let text = format!(
         "{}\n{}\n{}\n{}\n{}\n{}",
         r.method.to_ascii_uppercase(),

@@ -3,7 +3,7 @@
 //! before any provider (and any translation for one) sees it; on the answer, puts masked values
 //! back when the policy says so.
 
-use crate::text::Text;
+use crate::text::{Joined, Text};
 use std::rc::Rc;
 
 use super::injection::{self, OnInjection};
@@ -130,7 +130,7 @@ impl GuardCall {
                         "prompt_injection_suspected",
                         format!(
                             "The request looks like a prompt injection (score {shown}; rules: {}).",
-                            matched.join(", ")
+                            matched.joined(", ")
                         ),
                     );
                     h.set_property(headers::PROP_REFUSAL, "guard");
@@ -147,7 +147,7 @@ impl GuardCall {
         let mut flags = applied.flags();
         flags.extend(injection_flag);
         if !flags.is_empty() {
-            h.set_property(headers::PROP_COMPLIANCE, &flags.join(","));
+            h.set_property(headers::PROP_COMPLIANCE, &flags.joined(","));
             for ((c, a), n) in &applied.counts {
                 h.counter_add(
                     &format!("aigw_guard_detections_total.category.{}.action.{a}.alias.{label}", c.as_str()),
@@ -162,7 +162,7 @@ impl GuardCall {
                 if secret { "secret_detected" } else { "pii_detected" },
                 format!(
                     "The request carries values this route does not accept: {}. Remove them and retry.",
-                    names.join(", ")
+                    names.joined(", ")
                 ),
             );
             h.set_property(headers::PROP_REFUSAL, "guard");
@@ -174,7 +174,7 @@ impl GuardCall {
             let masked = crate::wire::write::to_vec(&v);
             h.replace_request_body(body.len(), &masked);
             h.set_request_header("content-length", Some(&crate::headers::decimal(masked.len() as u64)));
-            let mut originals = applied.masked.iter().map(|(_, v)| v.as_str()).collect::<Vec<_>>().join("\u{0}");
+            let mut originals = applied.masked.iter().map(|(_, v)| v.as_str()).collect::<Vec<_>>().joined("\u{0}");
             originals.insert(0, '#');
             masked_key = Some(crate::auth::keys::digest_hex(&originals));
             if policy.restore {

@@ -16,7 +16,7 @@ use crate::headers;
 use crate::host::{messages_door, Flow, Host, HttpAnswer};
 use crate::provider;
 use crate::quota::RequestFacts;
-use crate::text::{Put, PutBytes, Text};
+use crate::text::{Joined, Put, PutBytes, Text};
 use crate::wire::obj;
 use crate::wire::{embeddings, messages_in, responses_in, sse};
 
@@ -225,7 +225,7 @@ impl Select {
         }
         let now = h.now_ms();
         let candidates: Vec<&str> = alias.steps.iter().map(|s| self.cfg.model_at(&s.model, now).0).collect();
-        h.set_property(headers::PROP_CANDIDATES, &candidates.join(","));
+        h.set_property(headers::PROP_CANDIDATES, &candidates.joined(","));
         self.hide_usage = facts.stream && !facts.include_usage;
         // Each attempt checks its answer against it (guard::schema); a Messages request's
         // structured outputs stand for the same.
@@ -264,7 +264,7 @@ impl Select {
         h.set_property(headers::PROP_ROUTE, REROUTE);
         let now = h.now_ms();
         let candidates: Vec<&str> = alias.steps.iter().map(|s| self.cfg.model_at(&s.model, now).0).collect();
-        h.set_property(headers::PROP_CANDIDATES, &candidates.join(","));
+        h.set_property(headers::PROP_CANDIDATES, &candidates.joined(","));
         self.alias = to.own();
         self.route = REROUTE.own();
         h.clear_route_cache();
@@ -998,7 +998,11 @@ impl RouteAttempt {
         }
         // Each part has a vector per input, or the vectors would be matched to the wrong inputs.
         if !t.part_sizes.is_empty() && counts != t.part_sizes {
-            return Err(format!("provider sent {counts:?} vectors for parts of {:?} inputs", t.part_sizes));
+            // (As `{:?}` writes the lists, without linking `Debug` for them.)
+            let list = |l: &[usize]| {
+                format!("[{}]", l.iter().map(|n| crate::headers::decimal(*n as u64)).collect::<Vec<_>>().joined(", "))
+            };
+            return Err(format!("provider sent {} vectors for parts of {} inputs", list(&counts), list(&t.part_sizes)));
         }
         let input = reported.unwrap_or_else(|| {
             add_route_flag(h, "usage_estimated");

@@ -8,7 +8,7 @@
 //! thinking blocks in the history are dropped; `stop_reason` is `end_turn` for any natural stop
 //! (OpenAI does not say whether a stop sequence matched).
 
-use crate::text::{Put, PutBytes, Text};
+use crate::text::{Joined, Put, PutBytes, Text};
 use crate::wire::tree::{Map, Value};
 
 use crate::error::GatewayError;
@@ -30,7 +30,7 @@ fn text_of_blocks(v: &Value) -> String {
             .filter(|b| b.get("type").and_then(Value::as_str) == Some("text"))
             .filter_map(|b| b.get("text").and_then(Value::as_str))
             .collect::<Vec<_>>()
-            .join("\n"),
+            .joined("\n"),
         _ => String::new(),
     }
 }

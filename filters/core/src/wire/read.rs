@@ -12,7 +12,7 @@
 //! number as an integer where it fits, otherwise a float), floats rounded correctly (core's
 //! `f64::from_str`).
 
-use crate::text::Text;
+use crate::text::{Joined, Text};
 use crate::wire::tree::{Map, Number, Value};
 use std::borrow::Cow;
 use std::fmt;
@@ -818,7 +818,7 @@ pub fn variant<'a, T: Copy>(r: &mut Reader<'a>, all: &[T], name: fn(T) -> &'stat
         return Ok(v);
     }
     let names: Vec<String> = all.iter().map(|v| format!("`{}`", name(*v))).collect();
-    Err(r.data_error(format!("unknown variant `{s}`, expected one of {}", names.join(", "))))
+    Err(r.data_error(format!("unknown variant `{s}`, expected one of {}", names.joined(", "))))
 }
 
 /// `impl ReadJson` for unit enums read by their names ([`variant`]): `read_variants!(Finish)`
