@@ -47,7 +47,7 @@ fn default_bad_ttl() -> u64 {
     300
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct CredentialConfig {
     pub name: String,
     /// The key (for Bedrock, the AWS access key id).
@@ -432,6 +432,7 @@ impl crate::config::FromConfig for AuthConfig {
 }
 
 impl crate::config::FromConfig for CredentialConfig {
+    #[allow(clippy::field_reassign_with_default)]
     #[inline(never)]
     fn read(v: &crate::wire::tree::Value, at: &crate::config::At) -> crate::config::Read<Self> {
         let o = crate::config::Obj::new(
@@ -440,15 +441,15 @@ impl crate::config::FromConfig for CredentialConfig {
             "CredentialConfig",
             Some(&["name", "key_env", "secret_env", "session_token_env", "region", "not_before", "not_after"]),
         )?;
-        Ok(CredentialConfig {
-            name: o.req("name")?,
-            key_env: o.req("key_env")?,
-            secret_env: o.opt("secret_env")?,
-            session_token_env: o.opt("session_token_env")?,
-            region: o.opt("region")?,
-            not_before: o.opt("not_before")?,
-            not_after: o.opt("not_after")?,
-        })
+        let mut x = CredentialConfig::default();
+        x.name = o.req("name")?;
+        x.key_env = o.req("key_env")?;
+        x.secret_env = o.opt("secret_env")?;
+        x.session_token_env = o.opt("session_token_env")?;
+        x.region = o.opt("region")?;
+        x.not_before = o.opt("not_before")?;
+        x.not_after = o.opt("not_after")?;
+        Ok(x)
     }
 }
 

@@ -333,6 +333,7 @@ impl Cache {
 // Read by hand (`crate::config`), not derived: see its module comment.
 
 impl crate::config::FromConfig for CacheConfig {
+    #[allow(clippy::field_reassign_with_default)]
     #[inline(never)]
     fn read(v: &crate::wire::tree::Value, at: &crate::config::At) -> crate::config::Read<Self> {
         let o = crate::config::Obj::new(
@@ -341,13 +342,13 @@ impl crate::config::FromConfig for CacheConfig {
             "CacheConfig",
             Some(&["slots", "max_entry_bytes", "now", "semantic", "shared"]),
         )?;
-        Ok(CacheConfig {
-            slots: o.or("slots", default_slots)?,
-            max_entry_bytes: o.or("max_entry_bytes", default_max_entry_bytes)?,
-            now: o.opt("now")?,
-            semantic: o.opt("semantic")?,
-            shared: o.opt("shared")?,
-        })
+        let mut x = CacheConfig::default();
+        x.slots = o.or("slots", default_slots)?;
+        x.max_entry_bytes = o.or("max_entry_bytes", default_max_entry_bytes)?;
+        x.now = o.opt("now")?;
+        x.semantic = o.opt("semantic")?;
+        x.shared = o.opt("shared")?;
+        Ok(x)
     }
 }
 

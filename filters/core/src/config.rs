@@ -8,6 +8,11 @@
 //! [`crate::parse_config`] parses a filter's configuration into a `Value` once (code the module
 //! has anyway) and reads its type from it. Errors say what serde's did, with the exact path of
 //! the value refused (`tenants.acme.concurrent`, `keys[0]`).
+//!
+//! A type's reader starts from its `Default` and sets each member in turn
+//! (`#[allow(clippy::field_reassign_with_default)]`): a member refused then drops the value
+//! whole, by one call, where a struct literal of `?`s drops the members read so far one by one
+//! at each of them (4 KB of the module over the 20 readers).
 
 use crate::text::{Joined, Put, Text};
 use std::fmt::Write as _;

@@ -36,7 +36,7 @@ impl Action {
 }
 
 /// An alias's or rule's guardrails.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct GuardPolicy {
     /// Per category (`email`, `phone`, `card`, `iban`, `aadhaar`, `pan`, `ssn`, `ip`, `secret`,
     /// `term`, `pattern`): what is done with its values. A category left out is not looked for.
@@ -832,6 +832,7 @@ impl crate::config::FromConfig for Action {
 }
 
 impl crate::config::FromConfig for GuardPolicy {
+    #[allow(clippy::field_reassign_with_default)]
     #[inline(never)]
     fn read(v: &crate::wire::tree::Value, at: &crate::config::At) -> crate::config::Read<Self> {
         let o = crate::config::Obj::new(
@@ -840,14 +841,14 @@ impl crate::config::FromConfig for GuardPolicy {
             "GuardPolicy",
             Some(&["categories", "terms", "patterns", "restore", "injection", "output_terms"]),
         )?;
-        Ok(GuardPolicy {
-            categories: o.or("categories", Default::default)?,
-            terms: o.or("terms", Default::default)?,
-            patterns: o.or("patterns", Default::default)?,
-            restore: o.or("restore", Default::default)?,
-            injection: o.opt("injection")?,
-            output_terms: o.or("output_terms", Default::default)?,
-        })
+        let mut x = GuardPolicy::default();
+        x.categories = o.or("categories", Default::default)?;
+        x.terms = o.or("terms", Default::default)?;
+        x.patterns = o.or("patterns", Default::default)?;
+        x.restore = o.or("restore", Default::default)?;
+        x.injection = o.opt("injection")?;
+        x.output_terms = o.or("output_terms", Default::default)?;
+        Ok(x)
     }
 }
 

@@ -842,6 +842,7 @@ crate::callbacks!(AttemptCall: on_request_headers, on_request_body, on_response_
 // Read by hand (`crate::config`), not derived: see its module comment.
 
 impl crate::config::FromConfig for GatewayConfig {
+    #[allow(clippy::field_reassign_with_default)]
     #[inline(never)]
     fn read(v: &crate::wire::tree::Value, at: &crate::config::At) -> crate::config::Read<Self> {
         let o = crate::config::Obj::new(
@@ -850,14 +851,14 @@ impl crate::config::FromConfig for GatewayConfig {
             "GatewayConfig",
             Some(&["providers", "price_book", "auth", "route", "quota", "audit"]),
         )?;
-        Ok(GatewayConfig {
-            providers: o.opt("providers")?,
-            price_book: o.opt("price_book")?,
-            auth: o.opt("auth")?,
-            route: o.opt("route")?,
-            quota: o.opt("quota")?,
-            audit: o.opt("audit")?,
-        })
+        let mut x = GatewayConfig::default();
+        x.providers = o.opt("providers")?;
+        x.price_book = o.opt("price_book")?;
+        x.auth = o.opt("auth")?;
+        x.route = o.opt("route")?;
+        x.quota = o.opt("quota")?;
+        x.audit = o.opt("audit")?;
+        Ok(x)
     }
 }
 

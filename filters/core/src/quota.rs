@@ -71,73 +71,78 @@ const LIMIT_FIELDS: [&str; 6] =
     ["requests_per_minute", "requests_burst", "tokens_per_minute", "tokens_burst", "concurrent", "budget"];
 
 impl FromConfig for LimitSpec {
+    #[allow(clippy::field_reassign_with_default)]
     #[inline(never)]
     fn read(v: &Value, at: &At) -> Read<Self> {
         let o = Obj::new(v, at, "LimitSpec", Some(&LIMIT_FIELDS))?;
-        Ok(LimitSpec {
-            requests_per_minute: o.opt("requests_per_minute")?,
-            requests_burst: o.opt("requests_burst")?,
-            tokens_per_minute: o.opt("tokens_per_minute")?,
-            tokens_burst: o.opt("tokens_burst")?,
-            concurrent: o.opt("concurrent")?,
-            budget: o.opt("budget")?,
-        })
+        let mut x = LimitSpec::default();
+        x.requests_per_minute = o.opt("requests_per_minute")?;
+        x.requests_burst = o.opt("requests_burst")?;
+        x.tokens_per_minute = o.opt("tokens_per_minute")?;
+        x.tokens_burst = o.opt("tokens_burst")?;
+        x.concurrent = o.opt("concurrent")?;
+        x.budget = o.opt("budget")?;
+        Ok(x)
     }
 }
 
 impl FromConfig for BudgetSpec {
+    #[allow(clippy::field_reassign_with_default)]
     #[inline(never)]
     fn read(v: &Value, at: &At) -> Read<Self> {
         let o = Obj::new(v, at, "BudgetSpec", Some(&["daily_usd", "monthly_usd", "soft_percent"]))?;
-        Ok(BudgetSpec {
-            daily_usd: o.opt("daily_usd")?,
-            monthly_usd: o.opt("monthly_usd")?,
-            soft_percent: o.opt("soft_percent")?,
-        })
+        let mut x = BudgetSpec::default();
+        x.daily_usd = o.opt("daily_usd")?;
+        x.monthly_usd = o.opt("monthly_usd")?;
+        x.soft_percent = o.opt("soft_percent")?;
+        Ok(x)
     }
 }
 
 impl FromConfig for TenantSpec {
+    #[allow(clippy::field_reassign_with_default)]
     #[inline(never)]
     fn read(v: &Value, at: &At) -> Read<Self> {
         let [a, b, c, d, e, f] = LIMIT_FIELDS;
         let o = Obj::new(v, at, "TenantSpec", Some(&[a, b, c, d, e, f, "features", "models"]))?;
-        Ok(TenantSpec {
-            requests_per_minute: o.opt(a)?,
-            requests_burst: o.opt(b)?,
-            tokens_per_minute: o.opt(c)?,
-            tokens_burst: o.opt(d)?,
-            concurrent: o.opt(e)?,
-            budget: o.opt(f)?,
-            features: o.or("features", NameMap::new)?,
-            models: o.or("models", NameMap::new)?,
-        })
+        let mut x = TenantSpec::default();
+        x.requests_per_minute = o.opt(a)?;
+        x.requests_burst = o.opt(b)?;
+        x.tokens_per_minute = o.opt(c)?;
+        x.tokens_burst = o.opt(d)?;
+        x.concurrent = o.opt(e)?;
+        x.budget = o.opt(f)?;
+        x.features = o.or("features", NameMap::new)?;
+        x.models = o.or("models", NameMap::new)?;
+        Ok(x)
     }
 }
 
 impl FromConfig for EstimateConfig {
+    #[allow(clippy::field_reassign_with_default)]
     #[inline(never)]
     fn read(v: &Value, at: &At) -> Read<Self> {
         let o = Obj::new(v, at, "EstimateConfig", Some(&["default_max_tokens", "tokens_per_image"]))?;
-        Ok(EstimateConfig {
-            default_max_tokens: o.or("default_max_tokens", default_max_tokens)?,
-            tokens_per_image: o.or("tokens_per_image", default_image_tokens)?,
-        })
+        let mut x = EstimateConfig::default();
+        x.default_max_tokens = o.or("default_max_tokens", default_max_tokens)?;
+        x.tokens_per_image = o.or("tokens_per_image", default_image_tokens)?;
+        Ok(x)
     }
 }
 
 impl FromConfig for QuotaConfig {
+    #[allow(clippy::field_reassign_with_default)]
     #[inline(never)]
     fn read(v: &Value, at: &At) -> Read<Self> {
         let fields = ["tenants", "providers", "estimate", "price_book", "fleet"];
         let o = Obj::new(v, at, "QuotaConfig", Some(&fields))?;
-        Ok(QuotaConfig {
-            tenants: o.or("tenants", NameMap::new)?,
-            providers: o.or("providers", NameMap::new)?,
-            estimate: o.or("estimate", EstimateConfig::default)?,
-            price_book: o.opt("price_book")?,
-            fleet: o.opt("fleet")?,
-        })
+        let mut x = QuotaConfig::default();
+        x.tenants = o.or("tenants", NameMap::new)?;
+        x.providers = o.or("providers", NameMap::new)?;
+        x.estimate = o.or("estimate", EstimateConfig::default)?;
+        x.price_book = o.opt("price_book")?;
+        x.fleet = o.opt("fleet")?;
+        Ok(x)
     }
 }
 
@@ -170,7 +175,7 @@ impl Default for EstimateConfig {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct QuotaConfig {
     /// Per tenant; the key `*` is the default for every tenant not named (each tenant still
     /// gets buckets of its own). A named tenant inherits every field it does not set from `*`.

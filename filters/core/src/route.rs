@@ -31,7 +31,7 @@ pub struct Step {
     pub model: String,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Alias {
     /// The aggregate cluster that carries this alias's fallback chain.
     pub chain: String,
@@ -88,7 +88,7 @@ pub struct Canary {
 }
 
 /// A route rule: when every condition it sets holds, the call goes to `alias`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Rule {
     pub name: String,
     pub when: RuleMatch,
@@ -131,7 +131,7 @@ pub struct Deprecation {
     pub successor: String,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct RouteConfig {
     pub aliases: NameMap<Alias>,
     /// Derived by [`RouteConfig::compiled`]: the providers `prefer: fastest` ranks.
@@ -586,6 +586,7 @@ impl crate::config::FromConfig for Step {
 }
 
 impl crate::config::FromConfig for Alias {
+    #[allow(clippy::field_reassign_with_default)]
     #[inline(never)]
     fn read(v: &crate::wire::tree::Value, at: &crate::config::At) -> crate::config::Read<Self> {
         let o = crate::config::Obj::new(
@@ -606,19 +607,19 @@ impl crate::config::FromConfig for Alias {
                 "shadow",
             ]),
         )?;
-        Ok(Alias {
-            chain: o.req("chain")?,
-            steps: o.req("steps")?,
-            canary: o.opt("canary")?,
-            kind: o.or("kind", Default::default)?,
-            cache: o.opt("cache")?,
-            sensitive: o.or("sensitive", Default::default)?,
-            guardrails: o.opt("guardrails")?,
-            prefer: o.opt("prefer")?,
-            orders: o.or("orders", Default::default)?,
-            probe_ms: o.or("probe_ms", default_probe_ms)?,
-            shadow: o.opt("shadow")?,
-        })
+        let mut x = Alias::default();
+        x.chain = o.req("chain")?;
+        x.steps = o.req("steps")?;
+        x.canary = o.opt("canary")?;
+        x.kind = o.or("kind", Default::default)?;
+        x.cache = o.opt("cache")?;
+        x.sensitive = o.or("sensitive", Default::default)?;
+        x.guardrails = o.opt("guardrails")?;
+        x.prefer = o.opt("prefer")?;
+        x.orders = o.or("orders", Default::default)?;
+        x.probe_ms = o.or("probe_ms", default_probe_ms)?;
+        x.shadow = o.opt("shadow")?;
+        Ok(x)
     }
 }
 
@@ -643,6 +644,7 @@ impl crate::config::FromConfig for Canary {
 }
 
 impl crate::config::FromConfig for Rule {
+    #[allow(clippy::field_reassign_with_default)]
     #[inline(never)]
     fn read(v: &crate::wire::tree::Value, at: &crate::config::At) -> crate::config::Read<Self> {
         let o = crate::config::Obj::new(
@@ -651,21 +653,22 @@ impl crate::config::FromConfig for Rule {
             "Rule",
             Some(&["name", "match", "task", "min_score", "among", "alias", "cache", "sensitive", "guardrails"]),
         )?;
-        Ok(Rule {
-            name: o.req("name")?,
-            when: o.or("match", Default::default)?,
-            task: o.opt("task")?,
-            min_score: o.opt("min_score")?,
-            among: o.or("among", Default::default)?,
-            alias: o.or("alias", Default::default)?,
-            cache: o.opt("cache")?,
-            sensitive: o.or("sensitive", Default::default)?,
-            guardrails: o.opt("guardrails")?,
-        })
+        let mut x = Rule::default();
+        x.name = o.req("name")?;
+        x.when = o.or("match", Default::default)?;
+        x.task = o.opt("task")?;
+        x.min_score = o.opt("min_score")?;
+        x.among = o.or("among", Default::default)?;
+        x.alias = o.or("alias", Default::default)?;
+        x.cache = o.opt("cache")?;
+        x.sensitive = o.or("sensitive", Default::default)?;
+        x.guardrails = o.opt("guardrails")?;
+        Ok(x)
     }
 }
 
 impl crate::config::FromConfig for RuleMatch {
+    #[allow(clippy::field_reassign_with_default)]
     #[inline(never)]
     fn read(v: &crate::wire::tree::Value, at: &crate::config::At) -> crate::config::Read<Self> {
         let o = crate::config::Obj::new(
@@ -682,15 +685,15 @@ impl crate::config::FromConfig for RuleMatch {
                 "cost_ceiling_usd_at_most",
             ]),
         )?;
-        Ok(RuleMatch {
-            models: o.or("models", Default::default)?,
-            tenants: o.or("tenants", Default::default)?,
-            features: o.or("features", Default::default)?,
-            workload_classes: o.or("workload_classes", Default::default)?,
-            zones: o.or("zones", Default::default)?,
-            latency_budget_ms_at_most: o.opt("latency_budget_ms_at_most")?,
-            cost_ceiling_usd_at_most: o.opt("cost_ceiling_usd_at_most")?,
-        })
+        let mut x = RuleMatch::default();
+        x.models = o.or("models", Default::default)?;
+        x.tenants = o.or("tenants", Default::default)?;
+        x.features = o.or("features", Default::default)?;
+        x.workload_classes = o.or("workload_classes", Default::default)?;
+        x.zones = o.or("zones", Default::default)?;
+        x.latency_budget_ms_at_most = o.opt("latency_budget_ms_at_most")?;
+        x.cost_ceiling_usd_at_most = o.opt("cost_ceiling_usd_at_most")?;
+        Ok(x)
     }
 }
 
@@ -703,6 +706,7 @@ impl crate::config::FromConfig for Deprecation {
 }
 
 impl crate::config::FromConfig for RouteConfig {
+    #[allow(clippy::field_reassign_with_default)]
     #[inline(never)]
     fn read(v: &crate::wire::tree::Value, at: &crate::config::At) -> crate::config::Read<Self> {
         let o = crate::config::Obj::new(
@@ -721,20 +725,20 @@ impl crate::config::FromConfig for RouteConfig {
                 "shadow",
             ]),
         )?;
-        Ok(RouteConfig {
-            aliases: o.req("aliases")?,
-            ranked: Default::default(),
-            alias_names: Default::default(),
-            live: Default::default(),
-            providers: o.or("providers", Default::default)?,
-            rules: o.or("rules", Default::default)?,
-            zones: o.or("zones", Default::default)?,
-            deprecations: o.or("deprecations", Default::default)?,
-            now: o.opt("now")?,
-            cache: o.opt("cache")?,
-            forward_request_headers: o.or("forward_request_headers", Default::default)?,
-            shadow: o.opt("shadow")?,
-        })
+        let mut x = RouteConfig::default();
+        x.aliases = o.req("aliases")?;
+        x.ranked = Default::default();
+        x.alias_names = Default::default();
+        x.live = Default::default();
+        x.providers = o.or("providers", Default::default)?;
+        x.rules = o.or("rules", Default::default)?;
+        x.zones = o.or("zones", Default::default)?;
+        x.deprecations = o.or("deprecations", Default::default)?;
+        x.now = o.opt("now")?;
+        x.cache = o.opt("cache")?;
+        x.forward_request_headers = o.or("forward_request_headers", Default::default)?;
+        x.shadow = o.opt("shadow")?;
+        Ok(x)
     }
 }
 

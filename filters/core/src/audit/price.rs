@@ -21,7 +21,7 @@ pub struct PriceBookConfig {
 }
 
 /// USD per million tokens as decimal strings, e.g. `"0.15"`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ModelPriceConfig {
     pub input: String,
     pub cached_input: Option<String>,
@@ -45,19 +45,20 @@ impl FromConfig for PriceBookConfig {
 }
 
 impl FromConfig for ModelPriceConfig {
+    #[allow(clippy::field_reassign_with_default)]
     #[inline(never)]
     fn read(v: &Value, at: &At) -> Read<Self> {
         let o = Obj::new(v, at, "ModelPriceConfig", None)?;
-        Ok(ModelPriceConfig {
-            input: o.req("input")?,
-            cached_input: o.opt("cached_input")?,
-            cache_write: o.opt("cache_write")?,
-            cache_write_1h: o.opt("cache_write_1h")?,
-            output: o.req("output")?,
-            reasoning: o.opt("reasoning")?,
-            source: o.opt("source")?,
-            date: o.opt("date")?,
-        })
+        let mut x = ModelPriceConfig::default();
+        x.input = o.req("input")?;
+        x.cached_input = o.opt("cached_input")?;
+        x.cache_write = o.opt("cache_write")?;
+        x.cache_write_1h = o.opt("cache_write_1h")?;
+        x.output = o.req("output")?;
+        x.reasoning = o.opt("reasoning")?;
+        x.source = o.opt("source")?;
+        x.date = o.opt("date")?;
+        Ok(x)
     }
 }
 

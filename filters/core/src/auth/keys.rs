@@ -9,7 +9,7 @@ use crate::error::{ConfigError, GatewayError};
 use crate::text::{Joined, Text};
 
 /// One configured gateway key.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct KeyEntry {
     /// A short, non-secret name for the key (shown in audit records).
     pub id: String,
@@ -436,6 +436,7 @@ fn ct_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
 // Read by hand (`crate::config`), not derived: see its module comment.
 
 impl crate::config::FromConfig for KeyEntry {
+    #[allow(clippy::field_reassign_with_default)]
     #[inline(never)]
     fn read(v: &crate::wire::tree::Value, at: &crate::config::At) -> crate::config::Read<Self> {
         let o = crate::config::Obj::new(
@@ -458,21 +459,21 @@ impl crate::config::FromConfig for KeyEntry {
                 "not_after",
             ]),
         )?;
-        Ok(KeyEntry {
-            id: o.req("id")?,
-            sha256: o.req("sha256")?,
-            tenant: o.req("tenant")?,
-            zone: o.opt("zone")?,
-            workload_class: o.opt("workload_class")?,
-            features: o.or("features", Default::default)?,
-            agents: o.or("agents", Default::default)?,
-            tasks: o.or("tasks", Default::default)?,
-            shadow: o.or("shadow", Default::default)?,
-            aliases: o.or("aliases", any)?,
-            status: o.or("status", Default::default)?,
-            not_before: o.opt("not_before")?,
-            not_after: o.opt("not_after")?,
-        })
+        let mut x = KeyEntry::default();
+        x.id = o.req("id")?;
+        x.sha256 = o.req("sha256")?;
+        x.tenant = o.req("tenant")?;
+        x.zone = o.opt("zone")?;
+        x.workload_class = o.opt("workload_class")?;
+        x.features = o.or("features", Default::default)?;
+        x.agents = o.or("agents", Default::default)?;
+        x.tasks = o.or("tasks", Default::default)?;
+        x.shadow = o.or("shadow", Default::default)?;
+        x.aliases = o.or("aliases", any)?;
+        x.status = o.or("status", Default::default)?;
+        x.not_before = o.opt("not_before")?;
+        x.not_after = o.opt("not_after")?;
+        Ok(x)
     }
 }
 

@@ -16,7 +16,7 @@ use crate::text::{PutBytes, Text};
 use crate::wire::obj;
 
 /// The semantic cache's configuration (the store's `semantic`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct SemanticConfig {
     /// The embeddings alias that embeds requests (served by this gateway).
     pub alias: String,
@@ -264,6 +264,7 @@ impl Index {
 // Read by hand (`crate::config`), not derived: see its module comment.
 
 impl crate::config::FromConfig for SemanticConfig {
+    #[allow(clippy::field_reassign_with_default)]
     #[inline(never)]
     fn read(v: &crate::wire::tree::Value, at: &crate::config::At) -> crate::config::Read<Self> {
         let o = crate::config::Obj::new(
@@ -281,16 +282,16 @@ impl crate::config::FromConfig for SemanticConfig {
                 "timeout_ms",
             ]),
         )?;
-        Ok(SemanticConfig {
-            alias: o.req("alias")?,
-            key_env: o.req("key_env")?,
-            cluster: o.or("cluster", default_cluster)?,
-            authority: o.or("authority", default_authority)?,
-            dimensions: o.opt("dimensions")?,
-            index_slots: o.or("index_slots", default_index_slots)?,
-            index_entries: o.or("index_entries", default_index_entries)?,
-            timeout_ms: o.or("timeout_ms", default_timeout_ms)?,
-        })
+        let mut x = SemanticConfig::default();
+        x.alias = o.req("alias")?;
+        x.key_env = o.req("key_env")?;
+        x.cluster = o.or("cluster", default_cluster)?;
+        x.authority = o.or("authority", default_authority)?;
+        x.dimensions = o.opt("dimensions")?;
+        x.index_slots = o.or("index_slots", default_index_slots)?;
+        x.index_entries = o.or("index_entries", default_index_entries)?;
+        x.timeout_ms = o.or("timeout_ms", default_timeout_ms)?;
+        Ok(x)
     }
 }
 

@@ -11,7 +11,7 @@ use super::{Cache, Digest32, Entry, Lookup};
 use crate::error::ConfigError;
 use crate::host::{Host, HttpAnswer, SharedSetError};
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct SharedConfig {
     /// The Envoy cluster of the Webdis bridge to Redis.
     pub cluster: String,
@@ -205,14 +205,15 @@ impl Writer {
 // Read by hand (`crate::config`), not derived: see its module comment.
 
 impl crate::config::FromConfig for SharedConfig {
+    #[allow(clippy::field_reassign_with_default)]
     #[inline(never)]
     fn read(v: &crate::wire::tree::Value, at: &crate::config::At) -> crate::config::Read<Self> {
         let o = crate::config::Obj::new(v, at, "SharedConfig", Some(&["cluster", "auth_env", "timeout_ms", "prefix"]))?;
-        Ok(SharedConfig {
-            cluster: o.req("cluster")?,
-            auth_env: o.or("auth_env", default_auth_env)?,
-            timeout_ms: o.or("timeout_ms", default_timeout_ms)?,
-            prefix: o.or("prefix", default_prefix)?,
-        })
+        let mut x = SharedConfig::default();
+        x.cluster = o.req("cluster")?;
+        x.auth_env = o.or("auth_env", default_auth_env)?;
+        x.timeout_ms = o.or("timeout_ms", default_timeout_ms)?;
+        x.prefix = o.or("prefix", default_prefix)?;
+        Ok(x)
     }
 }

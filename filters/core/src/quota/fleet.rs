@@ -21,7 +21,7 @@ use crate::host::Host;
 use crate::quota::bucket::UNITS_PER_TOKEN;
 
 /// `quota.fleet` in the configuration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct FleetConfig {
     /// The Envoy cluster of the Webdis bridge to Redis.
     pub cluster: String,
@@ -85,6 +85,7 @@ pub enum Unavailable {
 }
 
 impl FromConfig for FleetConfig {
+    #[allow(clippy::field_reassign_with_default)]
     #[inline(never)]
     fn read(v: &Value, at: &At) -> Read<Self> {
         let fields = [
@@ -101,32 +102,33 @@ impl FromConfig for FleetConfig {
             "idle_return_ms",
         ];
         let o = Obj::new(v, at, "FleetConfig", Some(&fields))?;
-        Ok(FleetConfig {
-            cluster: o.req("cluster")?,
-            auth_env: o.or("auth_env", default_auth_env)?,
-            lease: o.or("lease", LeaseSpec::default)?,
-            timeout_ms: o.or("timeout_ms", default_timeout_ms)?,
-            unavailable: o.or("unavailable", Unavailable::default)?,
-            expected_replicas: o.or("expected_replicas", default_replicas)?,
-            retry_ms: o.or("retry_ms", default_retry_ms)?,
-            prefix: o.or("prefix", default_prefix)?,
-            tick_ms: o.or("tick_ms", default_tick_ms)?,
-            headroom_ms: o.or("headroom_ms", default_headroom_ms)?,
-            idle_return_ms: o.or("idle_return_ms", default_idle_return_ms)?,
-        })
+        let mut x = FleetConfig::default();
+        x.cluster = o.req("cluster")?;
+        x.auth_env = o.or("auth_env", default_auth_env)?;
+        x.lease = o.or("lease", LeaseSpec::default)?;
+        x.timeout_ms = o.or("timeout_ms", default_timeout_ms)?;
+        x.unavailable = o.or("unavailable", Unavailable::default)?;
+        x.expected_replicas = o.or("expected_replicas", default_replicas)?;
+        x.retry_ms = o.or("retry_ms", default_retry_ms)?;
+        x.prefix = o.or("prefix", default_prefix)?;
+        x.tick_ms = o.or("tick_ms", default_tick_ms)?;
+        x.headroom_ms = o.or("headroom_ms", default_headroom_ms)?;
+        x.idle_return_ms = o.or("idle_return_ms", default_idle_return_ms)?;
+        Ok(x)
     }
 }
 
 impl FromConfig for LeaseSpec {
+    #[allow(clippy::field_reassign_with_default)]
     #[inline(never)]
     fn read(v: &Value, at: &At) -> Read<Self> {
         let o = Obj::new(v, at, "LeaseSpec", Some(&["requests", "tokens", "usd", "slots"]))?;
-        Ok(LeaseSpec {
-            requests: o.or("requests", default_lease_requests)?,
-            tokens: o.or("tokens", default_lease_tokens)?,
-            usd: o.or("usd", default_lease_usd)?,
-            slots: o.or("slots", default_lease_slots)?,
-        })
+        let mut x = LeaseSpec::default();
+        x.requests = o.or("requests", default_lease_requests)?;
+        x.tokens = o.or("tokens", default_lease_tokens)?;
+        x.usd = o.or("usd", default_lease_usd)?;
+        x.slots = o.or("slots", default_lease_slots)?;
+        Ok(x)
     }
 }
 

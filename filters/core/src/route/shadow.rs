@@ -24,7 +24,7 @@ pub struct ShadowPolicy {
 }
 
 /// How shadow legs are sent (the route configuration's `shadow`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ShadowConfig {
     /// The environment variable holding the shadow key (a gateway key with `"shadow": true`).
     pub key_env: String,
@@ -131,16 +131,17 @@ impl crate::config::FromConfig for ShadowPolicy {
 }
 
 impl crate::config::FromConfig for ShadowConfig {
+    #[allow(clippy::field_reassign_with_default)]
     #[inline(never)]
     fn read(v: &crate::wire::tree::Value, at: &crate::config::At) -> crate::config::Read<Self> {
         let o =
             crate::config::Obj::new(v, at, "ShadowConfig", Some(&["key_env", "cluster", "authority", "timeout_ms"]))?;
-        Ok(ShadowConfig {
-            key_env: o.req("key_env")?,
-            cluster: o.or("cluster", crate::cache::semantic::default_cluster)?,
-            authority: o.or("authority", default_authority)?,
-            timeout_ms: o.or("timeout_ms", default_timeout_ms)?,
-        })
+        let mut x = ShadowConfig::default();
+        x.key_env = o.req("key_env")?;
+        x.cluster = o.or("cluster", crate::cache::semantic::default_cluster)?;
+        x.authority = o.or("authority", default_authority)?;
+        x.timeout_ms = o.or("timeout_ms", default_timeout_ms)?;
+        Ok(x)
     }
 }
 
