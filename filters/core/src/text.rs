@@ -200,8 +200,10 @@ pub trait Joined {
 }
 
 impl<S: AsRef<str>> Joined for [S] {
+    #[inline(never)]
     fn joined(&self, sep: &str) -> String {
-        let mut out = String::new();
+        let len = self.iter().map(|p| p.as_ref().len()).sum::<usize>() + sep.len() * self.len().saturating_sub(1);
+        let mut out = String::with_capacity(len);
         for (i, p) in self.iter().enumerate() {
             if i > 0 {
                 out.put(sep);
@@ -212,9 +214,27 @@ impl<S: AsRef<str>> Joined for [S] {
     }
 }
 
+/// As `s.parse::<u64>().ok()` (an optional `+`, then decimal digits), by a loop of its own:
+/// the standard library's, out of line, goes through its radix-generic parser.
 #[inline(never)]
 fn int(s: &str) -> Option<u64> {
-    s.parse().ok()
+    let b = s.as_bytes();
+    let digits = b.strip_prefix(b"+").unwrap_or(b);
+    if digits.is_empty() {
+        return None;
+    }
+    let mut n: u64 = 0;
+    // (Up to 19 digits cannot overflow a u64: no checked arithmetic for those, which on wasm32
+    // is a 128-bit product per digit.)
+    let exact = digits.len() < 20;
+    for &c in digits {
+        let d = c.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        n = if exact { n * 10 + u64::from(d) } else { n.checked_mul(10)?.checked_add(u64::from(d))? };
+    }
+    Some(n)
 }
 
 #[inline(never)]
@@ -290,7 +310,10 @@ mod tests {
             "0",
             "7",
             "+7",
+            "+",
+            "++7",
             "-7",
+            "-0",
             "007",
             " 7",
             "7 ",
