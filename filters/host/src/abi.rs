@@ -277,7 +277,6 @@ mod imp {
         }
     }
 
-    #[inline(never)]
     pub fn buffer(buffer: u32, start: usize, max: usize) -> Result<Vec<u8>, u32> {
         let (mut data, mut size) = (std::ptr::null_mut(), 0usize);
         // SAFETY: the out-pointers are valid for the call.

@@ -104,33 +104,16 @@ pub fn register_callout(token: u32) {
 }
 
 /// Runs `f` on HTTP context `id`, if the module has it; `None` otherwise.
-#[inline(always)]
 fn with_stream<T>(id: u32, f: impl FnOnce(&mut dyn HttpContext) -> T) -> Option<T> {
-    let mut ctx = take_stream(id)?;
-    let out = f(ctx.as_mut());
-    put_stream_back(id, ctx);
-    Some(out)
-}
-
-/// Takes HTTP context `id` out of its slot for a callback (and makes it the active context).
-/// (Not inlined: the six callbacks share it.)
-#[inline(never)]
-fn take_stream(id: u32) -> Option<Box<dyn HttpContext>> {
     DISPATCHER.with(|d| {
-        let ctx = stream_slot(&mut d.streams.borrow_mut(), id)?.take()?;
+        let mut ctx = stream_slot(&mut d.streams.borrow_mut(), id)?.take()?;
         d.active.set(id);
-        Some(ctx)
-    })
-}
-
-/// Puts HTTP context `id` back after its callback; a context ended during its own callback
-/// stays ended (it is dropped here).
-#[inline(never)]
-fn put_stream_back(id: u32, ctx: Box<dyn HttpContext>) {
-    DISPATCHER.with(|d| {
+        let out = f(ctx.as_mut());
+        // (A context ended during its own callback stays ended.)
         if let Some(slot) = stream_slot(&mut d.streams.borrow_mut(), id) {
             *slot = Some(ctx);
         }
+        Some(out)
     })
 }
 

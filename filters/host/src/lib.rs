@@ -339,7 +339,6 @@ impl aigw_core::host::Host for ProxyHost {
     fn counter_add(&self, name: &str, by: u64) {
         self.counter_add_parts(&[name], by);
     }
-    #[inline(never)]
     fn counter_add_parts(&self, parts: &[&str], by: u64) {
         trace::hit("counter_add");
         if let Some(id) = metric_id(abi::COUNTER, parts) {
