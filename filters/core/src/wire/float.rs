@@ -202,9 +202,14 @@ fn shortest(v: f64) -> (u64, i32) {
     (if vb < mid || (vb == mid && s & 1 == 0) { s } else { t }, k)
 }
 
-/// Appends `f` as `serde_json` writes it (see the module's documentation); `f` is finite.
+/// Appends `f` as `serde_json` writes it (see the module's documentation); a float that is not
+/// finite as `null`, as JSON has no such number.
 #[inline(never)]
 pub fn write(out: &mut Vec<u8>, f: f64) {
+    if !f.is_finite() {
+        out.extend_from_slice(b"null");
+        return;
+    }
     if f.is_sign_negative() {
         out.push(b'-');
     }
@@ -349,9 +354,7 @@ mod tests {
     }
 
     fn check(f: f64) {
-        if f.is_finite() {
-            assert_eq!(ours(f), serde_json::to_string(&f).unwrap(), "{:e} ({:#x})", f, f.to_bits());
-        }
+        assert_eq!(ours(f), serde_json::to_string(&f).unwrap(), "{:e} ({:#x})", f, f.to_bits());
     }
 
     #[test]
@@ -359,6 +362,9 @@ mod tests {
         for f in [0.0, -0.0, 1.0, 0.1, 0.3, 1.5, -2.25, 1e20, 2e-7, 1e-5, 1e-6, 1.234e-5, 1e15, 1e16, 123456.789, 1e23]
         {
             check(f);
+        }
+        for f in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            assert_eq!(ours(f), "null");
         }
         for f in [
             f64::MAX,

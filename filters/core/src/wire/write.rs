@@ -72,11 +72,7 @@ pub fn unsigned(out: &mut Vec<u8>, n: u64) {
 /// Appends a float as `serde_json` writes one (the shortest text that reads back the same);
 /// `null` when it is not finite, as JSON has no such number.
 pub fn float(out: &mut Vec<u8>, f: f64) {
-    if f.is_finite() {
-        crate::wire::float::write(out, f);
-    } else {
-        out.extend_from_slice(b"null");
-    }
+    crate::wire::float::write(out, f);
 }
 
 fn number(out: &mut Vec<u8>, n: &Number) {
