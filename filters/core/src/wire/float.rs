@@ -32,14 +32,17 @@ fn floor_log2_pow10(e: i32) -> i32 {
     ((e as i64 * 913_124_641_741) >> 38) as i32
 }
 
-/// The powers of ten the digits need: 10^e for e in `E_MIN..=E_MAX`.
-const E_MIN: i32 = -292;
+/// The powers of ten the writer and the reader need: 10^e for e in `E_MIN..=E_MAX` (the writer
+/// from -292, the reader down to -342: 19 digits times 10^-342 reach the smallest subnormal).
+const E_MIN: i32 = -348;
 const E_MAX: i32 = 324;
 const STEP: usize = 28;
 
 /// `floor(10^e * 2^-r)` for every 28th `e` from `E_MIN`, `r` the power of two that puts it in
 /// `[2^125, 2^126)`: (high 64 bits, low 64 bits).
 const BASES: [(u64, u64); (E_MAX - E_MIN) as usize / STEP + 1] = [
+    (0x3ea3_f568_0207_00a2, 0x05cc_b21a_7358_3914),
+    (0x3f40_2e25_d1e0_8e34, 0x2248_2c26_2555_48ad),
     (0x3fdd_ec7f_2faf_3713, 0xc97a_3a27_04ee_c3de),
     (0x203e_9a1f_e207_1fe3, 0x9f39_998d_2f27_42e6),
     (0x208f_049e_576d_b395, 0xddb1_4f42_35ad_c216),
@@ -68,26 +71,28 @@ const BASES: [(u64, u64); (E_MAX - E_MIN) as usize / STEP + 1] = [
 /// For each `e` in `E_MIN..=E_MAX`, what the power made from its base and a power of five
 /// lacks of `floor(10^e * 2^-r) + 1`, less one: 2 bits each, 32 to a word.
 const CORRECTIONS: [u64; ((E_MAX - E_MIN) as usize + 1).div_ceil(32)] = [
-    0x5400_0004_5514_4044,
-    0x0040_4105_5545_4551,
-    0x4555_0400_0000_0000,
-    0x9659_5964_1054_4015,
-    0x1545_5515_1452_5955,
-    0x5550_9555_0550_5155,
-    0x0104_1400_0400_0055,
-    0x5095_5565_96a6_5a54,
-    0x4954_5405_1051_5004,
-    0x0000_00aa_aaaa_a996,
+    0x4051_4555_5155_0154,
+    0x4044_0004_1010_0040,
+    0x4551_5400_0004_5514,
+    0x0000_0040_4105_5545,
+    0x4015_4555_0400_0000,
+    0x5955_9659_5964_1054,
+    0x5155_1545_5515_1452,
+    0x0055_5550_9555_0550,
+    0x5a54_0104_1400_0400,
+    0x5004_5095_5565_96a6,
+    0xa996_4954_5405_1051,
+    0x0000_0000_00aa_aaaa,
     0x0000_0000_0000_0000,
-    0x0544_5144_1400_0000,
-    0x5555_0555_5454_4105,
-    0x5545_5555_5515_1455,
-    0x0096_5555_6595_5554,
-    0x0544_0045_4050_0050,
-    0x0010_1051_0505_5041,
-    0x5515_0514_1101_0400,
-    0x5955_5559_5440_1155,
-    0x0000_0000_0000_5591,
+    0x4105_0544_5144_1400,
+    0x1455_5555_0555_5454,
+    0x5554_5545_5555_5515,
+    0x0050_0096_5555_6595,
+    0x5041_0544_0045_4050,
+    0x0400_0010_1051_0505,
+    0x1155_5515_0514_1101,
+    0x5591_5955_5559_5440,
+    0x0000_0000_0000_0000,
 ];
 
 /// 5^i for i below `STEP`.
@@ -110,15 +115,41 @@ fn pow10(e: i32) -> (u64, u64) {
     let (j, i) = (at / STEP, at % STEP);
     let (hi, lo) = BASES.get(j).copied().unwrap_or_default();
     let five = POW5.get(i).copied().unwrap_or(1);
-    // The base times 5^i (192 bits: `top` above the low 64), shifted back to 126 bits.
-    let low = u128::from(lo) * u128::from(five);
-    let top = u128::from(hi) * u128::from(five) + (low >> 64);
+    // The base times 5^i, 192 bits (th, tl, low), shifted back to 126 bits. (In 64-bit halves:
+    // on wasm32 a `u128` shifted by a variable is a call to the compiler's runtime.)
+    let (carry, low) = wide(lo, five);
+    let (th, tl) = wide(hi, five);
+    let (tl, c) = tl.overflowing_add(carry);
+    let th = th + u64::from(c);
     let shift = (floor_log2_pow10(e) - floor_log2_pow10(E_MIN + (j * STEP) as i32) - i as i32) as u32;
-    let scaled =
-        if shift == 0 { top << 64 | (low as u64 as u128) } else { top << (64 - shift) | (low as u64 as u128) >> shift };
+    let (sh, sl) = match shift {
+        0 => (tl, low),
+        64.. => (th, tl),
+        _ => (th << (64 - shift) | tl >> shift, tl << (64 - shift) | low >> shift),
+    };
+    let scaled = u128::from(sh) << 64 | u128::from(sl);
     let correction = CORRECTIONS.get(at / 32).map_or(0, |w| (w >> (2 * (at % 32))) & 3) + 1;
     let g = scaled + u128::from(correction);
     ((g >> 63) as u64, g as u64 & MASK63)
+}
+
+/// [`pow10`], the last one made kept: the numbers of one answer, an embedding's values above all,
+/// are mostly of a few magnitudes.
+fn power(e: i32) -> (u64, u64) {
+    thread_local! {
+        /// The last power made: (e, g1, g0).
+        static LAST: std::cell::Cell<(i32, u64, u64)> = const { std::cell::Cell::new((i32::MIN, 0, 0)) };
+    }
+    LAST.with(|c| {
+        let (last, g1, g0) = c.get();
+        if last == e {
+            (g1, g0)
+        } else {
+            let (g1, g0) = pow10(e);
+            c.set((e, g1, g0));
+            (g1, g0)
+        }
+    })
 }
 
 /// `a * b` as (high, low) 64 bits: on wasm32, four 32-bit products in line, where a `u128`
@@ -165,20 +196,7 @@ fn shortest(v: f64) -> (u64, i32) {
         (cb - 1, floor_log10_three_quarters_pow2(q))
     };
     let h = (q + floor_log2_pow10(-k) + 2) as u32;
-    thread_local! {
-        /// The last power made: (e, g1, g0).
-        static LAST: std::cell::Cell<(i32, u64, u64)> = const { std::cell::Cell::new((i32::MIN, 0, 0)) };
-    }
-    let (g1, g0) = LAST.with(|c| {
-        let (e, g1, g0) = c.get();
-        if e == -k {
-            (g1, g0)
-        } else {
-            let (g1, g0) = pow10(-k);
-            c.set((-k, g1, g0));
-            (g1, g0)
-        }
-    });
+    let (g1, g0) = power(-k);
     let vb = round_to_odd(g1, g0, cb << h);
     let vbl = round_to_odd(g1, g0, cbl << h);
     let vbr = round_to_odd(g1, g0, cbr << h);
@@ -276,6 +294,247 @@ pub fn write(out: &mut Vec<u8>, f: f64) {
     crate::headers::push_decimal(out, u64::from(point.unsigned_abs()));
 }
 
+/// The f64 nearest to the JSON number `text` (a tie to the even significand), as core's
+/// `f64::from_str` reads it; `None` when that is infinite (JSON has no such number). `text` must
+/// match JSON's grammar for a number (the JSON reader checks it first); any other text gives
+/// some float, never a panic.
+///
+/// Most numbers are decided in a few multiplications: up to 15 digits and a power of ten up to
+/// 22 exactly as two floats (Clinger's fast path); otherwise the first 19 digits times the
+/// writer's 126-bit power of ten, when the product is not within its error of a halfway point
+/// (in the manner of Eisel and Lemire). Only a number that close to a tie is read exactly: its
+/// digits as a big integer, compared with the halfway point.
+pub fn read(text: &[u8]) -> Option<f64> {
+    let (negative, t) = match text.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, text),
+    };
+    let end = t.iter().position(|&b| b | 0x20 == b'e').unwrap_or(t.len());
+    let (mantissa, exponent) = t.split_at(end);
+    let explicit = exponent_of(exponent);
+    let mut w = 0u64;
+    let (q, n, more) = scan(mantissa, explicit, 19, |d| w = w * 10 + u64::from(d));
+    let bits = if w == 0 || n + q <= -324 {
+        // Below 10^-324: nearer to zero than to the smallest subnormal.
+        0
+    } else if n + q > 309 {
+        // At least 10^309.
+        return None;
+    } else if !more && w <= 1 << 53 && (-22..=22).contains(&q) {
+        // Both exact as floats: one rounding.
+        const EXACT: [f64; 23] = {
+            let mut p = [1.0; 23];
+            let mut i = 1;
+            while i < 23 {
+                p[i] = p[i - 1] * 10.0;
+                i += 1;
+            }
+            p
+        };
+        let p = EXACT.get(q.unsigned_abs() as usize).copied().unwrap_or(1.0);
+        let v = if q < 0 { w as f64 / p } else { w as f64 * p };
+        v.to_bits()
+    } else {
+        let q = q as i32;
+        let (m, e2, up) = estimate(w, q);
+        let decided = match (up, more) {
+            (Some(up), false) => Some(m + u64::from(up)),
+            // The digits after the 19th: w's answer must be w + 1's.
+            (Some(up), true) => match estimate(w + 1, q) {
+                (m1, e1, Some(up1)) if e1 == e2 && m1 + u64::from(up1) == m + u64::from(up) => Some(m + u64::from(up)),
+                _ => None,
+            },
+            (None, _) => None,
+        };
+        compose(decided.unwrap_or_else(|| exactly(mantissa, explicit, m, e2)), e2)
+    };
+    if bits >= 0x7ff0_0000_0000_0000 {
+        return None;
+    }
+    let v = f64::from_bits(bits);
+    Some(if negative { -v } else { v })
+}
+
+/// An exponent's value (`e-7`: -7), held within a million either way (beyond, every number is
+/// zero or infinite anyway).
+fn exponent_of(text: &[u8]) -> i64 {
+    let (negative, digits) = match text.get(1) {
+        Some(b'-') => (true, text.get(2..).unwrap_or_default()),
+        Some(b'+') => (false, text.get(2..).unwrap_or_default()),
+        _ => (false, text.get(1..).unwrap_or_default()),
+    };
+    let e = digits.iter().fold(0i64, |e, &d| (e * 10 + i64::from(d.wrapping_sub(b'0') % 10)).min(1_000_000));
+    if negative { -e } else { e }
+}
+
+/// Gives `take` the significant digits of `mantissa` (no leading zeros), at most `limit` of
+/// them, and returns the exponent of the last one given (the number is their integer times
+/// 10 to it, `explicit` included), how many were given, and whether a digit left out is not
+/// zero.
+fn scan(mantissa: &[u8], explicit: i64, limit: i64, mut take: impl FnMut(u8)) -> (i64, i64, bool) {
+    let (mut q, mut n, mut more, mut fraction) = (explicit, 0i64, false, false);
+    for &c in mantissa {
+        if c == b'.' {
+            fraction = true;
+            continue;
+        }
+        q -= i64::from(fraction);
+        let d = c.wrapping_sub(b'0');
+        if n == 0 && d == 0 {
+            continue;
+        }
+        if n < limit {
+            take(d);
+            n += 1;
+        } else {
+            q += 1;
+            more |= d != 0;
+        }
+    }
+    (q, n, more)
+}
+
+/// The float bits of `m * 2^e2`, for `e2 >= -1074` and `m` below 2^53 (or just 2^53: the next
+/// binary exponent), the exponent's field infinite's or beyond when it is too large.
+fn compose(m: u64, e2: i32) -> u64 {
+    // For a normal number the significand's hidden bit adds the one the exponent field lacks;
+    // a subnormal has e2 = -1074 and no hidden bit.
+    (((e2 + 1074) as u64) << 52).wrapping_add(m)
+}
+
+/// `w * 10^q` (`w` not zero) to 53 significant bits, or to fewer as a subnormal: the significand
+/// `m` below (or at) the value and its power of two `e2`, and whether the value rounds up to
+/// `m + 1`, when the product with the power of ten's error can tell.
+fn estimate(w: u64, q: i32) -> (u64, i32, Option<bool>) {
+    let s = w.leading_zeros();
+    let wn = w << s;
+    // p = floor(10^q * 2^-r), 126 bits: w * 10^q = wn * (p + a fraction) * 2^(r - s), and
+    // wn * p, 190 bits, is within wn < 2^64 below wn * (p + the fraction).
+    let (g1, g0) = power(q);
+    let p = ((u128::from(g1) << 63) | u128::from(g0)) - 1;
+    let (a1, _) = wide(wn, p as u64);
+    let (b1, b0) = wide(wn, (p >> 64) as u64);
+    let (mid, carry) = b0.overflowing_add(a1);
+    // The product's top 128 bits, (high, mid): the true one is in [zh, zh + 2).
+    let high = b1 + u64::from(carry);
+    let len = 128 - high.leading_zeros() as i32;
+    // The value is zh * 2^shift, and its last bit kept is worth 2^e2.
+    let shift = 64 + floor_log2_pow10(q) - 125 - s as i32;
+    let e2 = (len - 53 + shift).max(-1074);
+    let k = e2 - shift;
+    if k >= len {
+        // Below 2^e2, the smallest subnormal: zero or that, told exactly.
+        return (0, e2, None);
+    }
+    // k is 71 or more (zh has 125 or 126 bits): the bits below the last kept one are `high`'s
+    // lowest k - 64 and all of `mid`; the halfway point is `half` in `high` and zero in `mid`.
+    let kh = (k - 64) as u32;
+    let m = high >> kh;
+    let rest = high & ((1 << kh) - 1);
+    let half = 1 << (kh - 1);
+    // Below half - 1 (the true rest is then below half), above half, or too close to tell.
+    let up = if rest < half - 1 || (rest == half - 1 && mid < u64::MAX) {
+        Some(false)
+    } else if rest > half || (rest == half && mid > 0) {
+        Some(true)
+    } else {
+        None
+    };
+    (m, e2, up)
+}
+
+/// The significand of `mantissa` (times 10^`explicit`) rounded at 2^e2, by comparing it exactly
+/// with the point halfway between `m` and `m + 1`: the value is at least `m * 2^e2` and below
+/// `(m + 1.5) * 2^e2` (the estimate is within far less than a unit of it, and the digits after
+/// the 19th add less than a hundredth of one).
+#[inline(never)]
+fn exactly(mantissa: &[u8], explicit: i64, m: u64, e2: i32) -> u64 {
+    // Up to 800 digits; a number with more that are not all zeros is read as its first 800 and a
+    // 1 after them. (A halfway point has at most 767 significant digits, so it is above or below
+    // both alike.)
+    let mut digits = Big(Vec::new());
+    let (mut chunk, mut in_chunk) = (0u32, 0u32);
+    let (mut q, _, more) = scan(mantissa, explicit, 800, |d| {
+        chunk = chunk * 10 + u32::from(d);
+        in_chunk += 1;
+        if in_chunk == 9 {
+            digits.mul_add(1_000_000_000, chunk);
+            (chunk, in_chunk) = (0, 0);
+        }
+    });
+    digits.mul_add(10u32.pow(in_chunk), chunk);
+    if more {
+        digits.mul_add(10, 1);
+        q -= 1;
+    }
+    let q = q as i32;
+    // digits * 10^q against (2m + 1) * 2^(e2 - 1), both sides made integers.
+    let against = |m: u64| {
+        let mut lhs = digits.clone();
+        let mut rhs = Big(vec![(2 * m + 1) as u32, ((2 * m + 1) >> 32) as u32]);
+        if q >= 0 {
+            lhs.pow5(q as u32);
+        } else {
+            rhs.pow5(q.unsigned_abs());
+        }
+        let twos = q - (e2 - 1);
+        if twos >= 0 {
+            lhs.shl(twos as u32);
+        } else {
+            rhs.shl(twos.unsigned_abs());
+        }
+        lhs.cmp(&rhs)
+    };
+    match against(m) {
+        std::cmp::Ordering::Less => m,
+        std::cmp::Ordering::Equal => m + (m & 1),
+        std::cmp::Ordering::Greater => m + 1,
+    }
+}
+
+/// A non-negative integer in 32-bit limbs, low first (the exact reading's numbers).
+#[derive(Clone)]
+struct Big(Vec<u32>);
+
+impl Big {
+    /// `self * m + a`.
+    fn mul_add(&mut self, m: u32, a: u32) {
+        let mut carry = u64::from(a);
+        for limb in &mut self.0 {
+            let p = u64::from(*limb) * u64::from(m) + carry;
+            *limb = p as u32;
+            carry = p >> 32;
+        }
+        if carry > 0 {
+            self.0.push(carry as u32);
+        }
+    }
+
+    /// `self * 5^e`.
+    fn pow5(&mut self, mut e: u32) {
+        while e > 0 {
+            let step = e.min(13);
+            self.mul_add(5u32.pow(step), 0);
+            e -= step;
+        }
+    }
+
+    /// `self * 2^bits`.
+    fn shl(&mut self, bits: u32) {
+        let (words, bits) = ((bits / 32) as usize, bits % 32);
+        if bits > 0 {
+            self.mul_add(1 << bits, 0);
+        }
+        self.0.splice(0..0, std::iter::repeat_n(0, words));
+    }
+
+    fn cmp(&self, other: &Big) -> std::cmp::Ordering {
+        let used = |b: &Big| b.0.iter().rposition(|&l| l != 0).map_or(0, |i| i + 1);
+        let (a, b) = (used(self), used(other));
+        a.cmp(&b).then_with(|| self.0[..a].iter().rev().cmp(other.0[..b].iter().rev()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -329,6 +588,123 @@ mod tests {
                 .map(|i| limb(self, i).cmp(&limb(other, i)))
                 .find(|o| o.is_ne())
                 .unwrap_or(std::cmp::Ordering::Equal)
+        }
+    }
+
+    /// Reads `text` as core's reader does, both from it and with a minus before it.
+    fn reads(text: &str) {
+        for t in [text.to_string(), format!("-{text}")] {
+            let want = t.parse::<f64>().unwrap();
+            let got = read(t.as_bytes());
+            let want = want.is_finite().then_some(want.to_bits());
+            assert_eq!(got.map(f64::to_bits), want, "{t}");
+        }
+    }
+
+    /// The decimal digits of `n * 2^twos * 5^fives` (a number in base-10 digits, low first).
+    fn decimal(n: u128, twos: u32, fives: u32) -> String {
+        let mut d: Vec<u8> = n.to_string().bytes().rev().map(|b| b - b'0').collect();
+        let mut times = |m: u8| {
+            let mut carry = 0u8;
+            for x in d.iter_mut() {
+                let p = *x * m + carry;
+                *x = p % 10;
+                carry = p / 10;
+            }
+            if carry > 0 {
+                d.push(carry);
+            }
+        };
+        (0..twos).for_each(|_| times(2));
+        (0..fives).for_each(|_| times(5));
+        d.iter().rev().map(|x| (x + b'0') as char).collect()
+    }
+
+    /// The exact text of the point halfway between `f` and the next float up.
+    fn halfway(f: f64) -> String {
+        let bits = f.to_bits();
+        let (biased, fraction) = ((bits >> 52) as i32, bits & ((1 << 52) - 1));
+        let (m, e2) = if biased == 0 { (fraction, -1074) } else { (fraction | 1 << 52, biased - 1075) };
+        // (2m + 1) * 2^(e2 - 1)
+        let h = e2 - 1;
+        if h >= 0 {
+            decimal(u128::from(2 * m + 1), h as u32, 0)
+        } else {
+            format!("{}e-{}", decimal(u128::from(2 * m + 1), 0, h.unsigned_abs()), h.unsigned_abs())
+        }
+    }
+
+    #[test]
+    fn reads_every_kind_of_number_as_core_does() {
+        for t in [
+            "0", "0.0", "0e5", "0.000e-999", "1", "1.5", "0.1", "0.3", "123.456e-5", "1E5", "1e+5", "1e-5",
+            "9007199254740992", "9007199254740993", "9007199254740993.000000000000001", "1e22", "1e23",
+            "1.7976931348623157e308", "1.7976931348623158e308", "1.7976931348623159e308", "1e308", "1e309",
+            "1e99999999999", "2.2250738585072014e-308", "2.2250738585072011e-308", "4.9406564584124654e-324",
+            "2.4703282292062327e-324", "2.4703282292062328e-324", "1e-324", "1e-400", "5e-324",
+            "0.000000000000000000000000000000000000000000001", "18446744073709551615", "18446744073709551616",
+            "10000000000000000000", "99999999999999999999", "1.00000000000000011102230246251565404236316680908203125",
+            "1.00000000000000011102230246251565404236316680908203124",
+            "1.00000000000000011102230246251565404236316680908203126",
+        ] {
+            reads(t);
+        }
+        // Longer than the exact reading keeps: 1000 digits, a halfway point with a 1 far after.
+        reads(&"7".repeat(1000));
+        reads(&format!("0.{}", "3".repeat(1000)));
+        reads(&format!("{}e-1200", "1".repeat(1000)));
+        for f in [1.0, 3.0e-310, 1e300] {
+            let h = halfway(f);
+            let (digits, exp) = h.split_once('e').unwrap_or((&h, "0"));
+            let exp: i32 = exp.parse().unwrap();
+            reads(&format!("{digits}{}1e{}", "0".repeat(900), exp - 901));
+            reads(&format!("{digits}{}e{}", "0".repeat(900), exp - 900));
+            reads(&format!("{digits}{}e{}", "9".repeat(900), exp - 900));
+        }
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..50_000 {
+            // Shortest texts of any float, and of embeddings' sizes.
+            let f = f64::from_bits(next() & !(1 << 63));
+            if f.is_finite() {
+                reads(&format!("{f:e}"));
+                reads(&format!("{f:.17e}"));
+            }
+            let small = f32::from_bits((next() >> 33) as u32);
+            if small.is_finite() {
+                reads(&format!("{small}"));
+            }
+            // Many digits at any scale.
+            let digits = (next() % 30 + 1) as usize;
+            let text: String = (0..digits).map(|_| char::from(b'0' + (next() % 10) as u8)).collect();
+            let e = (next() % 720) as i64 - 360;
+            reads(&format!("{text}e{e}"));
+            reads(&format!("0.{text}e{e}"));
+        }
+        // Exactly halfway between two floats, and a last digit either side of it: normal,
+        // subnormal, at a binade's top, near the largest.
+        let mut cases = vec![f64::MAX, f64::from_bits(f64::MAX.to_bits() - 1), f64::MIN_POSITIVE, f64::from_bits(1)];
+        cases.extend((0..52).map(|i| f64::from_bits((1u64 << i) - 1)));
+        for _ in 0..2000 {
+            cases.push(f64::from_bits(next() % 0x7fef_ffff_ffff_ffff));
+            cases.push(f64::from_bits((next() % 0x7ff) << 52 | 0x000f_ffff_ffff_ffff));
+        }
+        for f in cases {
+            let h = halfway(f);
+            reads(&h);
+            let (digits, exp) = h.split_once('e').unwrap_or((&h, "0"));
+            let last = digits.len() - 1;
+            for d in [b'0', b'9'] {
+                let mut near = digits.as_bytes().to_vec();
+                near[last] = d;
+                reads(&format!("{}e{exp}", String::from_utf8(near).unwrap()));
+            }
+            reads(&format!("{digits}000000001e{exp}"));
         }
     }
 

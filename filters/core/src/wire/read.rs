@@ -9,8 +9,8 @@
 //! UTF-8 without raw control characters, nesting up to 127 deep), a repeated key's last value
 //! kept, and errors in its words ("expected value at line 1 column 1", "invalid type: string
 //! \"x\", expected u64"). Numbers are read as `serde_json` reads them into a `Value` (a whole
-//! number as an integer where it fits, otherwise a float), floats rounded correctly (core's
-//! `f64::from_str`).
+//! number as an integer where it fits, otherwise a float), floats rounded correctly
+//! ([`float::read`](crate::wire::float::read), as core's `f64::from_str` rounds).
 
 use crate::text::{Joined, Text};
 use crate::wire::tree::{Map, Number, Value};
@@ -330,9 +330,7 @@ impl<'a> Reader<'a> {
                 return Ok(Number::from((n as i64).wrapping_neg()));
             }
         }
-        // ASCII by construction.
-        let text = std::str::from_utf8(&t[start..i]).unwrap_or_default();
-        match text.parse::<f64>().ok().and_then(Number::from_f64) {
+        match crate::wire::float::read(&t[start..i]).and_then(Number::from_f64) {
             Some(n) => Ok(n),
             None => Err(self.error("number out of range")),
         }
