@@ -531,8 +531,8 @@ fn put_back_all(v: &mut Value, plain: &[(String, String)]) {
     match v {
         Value::String(s) if s.contains('<') => {
             for (p, value) in plain {
-                if s.contains(p.as_str()) {
-                    *s = s.replace(p.as_str(), value);
+                if s.has(p) {
+                    *s = s.replace_all(p, value);
                 }
             }
         }
@@ -774,8 +774,8 @@ impl StreamRestorer {
         }
         let mut out = s.own();
         for (p, value) in &self.plain {
-            if out.contains(p.as_str()) {
-                out = out.replace(p.as_str(), value);
+            if out.has(p) {
+                out = out.replace_all(p, value);
             }
         }
         out

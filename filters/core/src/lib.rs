@@ -3,7 +3,7 @@
 //! Everything here is plain Rust with no proxy-wasm dependency, so it is unit-tested natively.
 //! The filter crates are thin adapters that move bytes between Envoy and these functions.
 
-use crate::text::Put;
+use crate::text::{Put, Text};
 
 /// Implements `sse::Translate` for a stream translator by its own `push` and `finish`.
 macro_rules! impl_translate {
@@ -76,7 +76,13 @@ fn config_tree(filter: &str, raw: &[u8]) -> Result<crate::wire::tree::Value, err
         let path = json_path_at(raw, byte_offset(raw, e.line(), e.column()));
         let msg = e.to_string();
         // "... at line 1 column 42": the field names the place better.
-        let msg = msg.rfind(" at line ").map_or(msg.as_str(), |i| &msg[..i]);
+        // (The last " at line ": a value quoted in the message may hold one.)
+        let (mut end, mut from) = (msg.len(), 0);
+        while let Some(i) = msg.get(from..).and_then(|m| m.find_str(" at line ")) {
+            end = from + i;
+            from = end + 1;
+        }
+        let msg = msg.get(..end).unwrap_or_default();
         error::ConfigError::new(filter, path, msg)
     })?;
     if let Some((key, path)) = duplicate_key_at(raw) {

@@ -825,7 +825,11 @@ impl RequestFacts {
                     f.messages += 1;
                     for r in [item.content, item.call_id, item.name, item.arguments, item.output].into_iter().flatten()
                     {
-                        f.images += r.get().matches("\"input_image\"").count() as u64;
+                        let mut rest = r.get();
+                        while let Some(i) = rest.find_str("\"input_image\"") {
+                            f.images += 1;
+                            rest = rest.get(i + 13..).unwrap_or_default();
+                        }
                         text(r);
                     }
                 }

@@ -34,6 +34,8 @@ pub trait Text {
     fn has(&self, needle: &str) -> bool;
     /// Where `needle` first occurs in it (`find(needle)`).
     fn find_str(&self, needle: &str) -> Option<usize>;
+    /// A copy with every `from` (not empty) replaced by `to`, left to right (`replace(from, to)`).
+    fn replace_all(&self, from: &str, to: &str) -> String;
     /// The non-empty items of a comma-separated list, owned (`a,,b,` is `a`, `b`).
     fn list(&self) -> Vec<String>;
     /// An owned copy (`to_string()`), made by one function, not at each place.
@@ -74,6 +76,10 @@ impl Text for str {
 
     fn find_str(&self, needle: &str) -> Option<usize> {
         find_str(self, needle)
+    }
+
+    fn replace_all(&self, from: &str, to: &str) -> String {
+        replace_all(self, from, to)
     }
 
     fn list(&self) -> Vec<String> {
@@ -134,9 +140,42 @@ fn cut(s: &str, sep: u8) -> Option<(&str, &str)> {
     Some((s.get(..at)?, s.get(at + 1..)?))
 }
 
+/// Each place the needle's first byte is (memchr), compared there: the gateway's needles are a
+/// few bytes long, and core's two-way searcher, for any needle, is 6 KB of the module.
 #[inline(never)]
 fn find_str(hay: &str, needle: &str) -> Option<usize> {
-    hay.find(needle)
+    let (hay, needle) = (hay.as_bytes(), needle.as_bytes());
+    let Some((&first, rest)) = needle.split_first() else { return Some(0) };
+    let mut from = 0;
+    while let Some(at) = hay.get(from..).and_then(|h| memchr::memchr(first, h)) {
+        let i = from + at;
+        if hay.get(i + 1..i + needle.len()) == Some(rest) {
+            return Some(i);
+        }
+        from = i + 1;
+    }
+    None
+}
+
+/// `s` without `prefix` at its start, as often as it is there (`trim_start_matches(prefix)`).
+pub fn strip_all<'a>(mut s: &'a str, prefix: &str) -> &'a str {
+    while let Some(rest) = s.strip_prefix(prefix).filter(|_| !prefix.is_empty()) {
+        s = rest;
+    }
+    s
+}
+
+#[inline(never)]
+fn replace_all(s: &str, from: &str, to: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find_str(from).filter(|_| !from.is_empty()) {
+        out.push_str(rest.get(..i).unwrap_or_default());
+        out.push_str(to);
+        rest = rest.get(i + from.len()..).unwrap_or_default();
+    }
+    out.push_str(rest);
+    out
 }
 
 #[inline(never)]
@@ -371,5 +410,31 @@ mod tests {
         assert_eq!("a-----BEGIN x".find_str("-----BEGIN "), Some(1));
         assert_eq!("ααβ".find_str("αβ"), Some(2));
         assert_eq!("abc".find_str("d"), None);
+    }
+
+    #[test]
+    fn searches_and_replaces_as_the_standard_library_does() {
+        // Texts of a few letters (overlaps, repeats, a needle at either end, multi-byte ones).
+        let letters = ["a", "b", "ab", "é", "<", ">", "~1", "~0"];
+        let mut x = 0x853c_49e6_748f_ea9bu64;
+        let mut next = move |n: usize| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % n as u64) as usize
+        };
+        let mut text = |len: usize| (0..len).map(|_| letters[next(letters.len())]).collect::<String>();
+        for _ in 0..20_000 {
+            let (hay, short, needle, with) = (text(12), text(1), text(2), text(2));
+            for n in [short.as_str(), needle.as_str(), "", "aa", "aba", "~1", "é<"] {
+                assert_eq!(hay.find_str(n), hay.find(n), "{hay:?} {n:?}");
+                assert_eq!(hay.has(n), hay.contains(n));
+                if !n.is_empty() {
+                    assert_eq!(hay.replace_all(n, &with), hay.replace(n, &with), "{hay:?} {n:?} {with:?}");
+                }
+                assert_eq!(strip_all(&hay, n), hay.trim_start_matches(n), "{hay:?} {n:?}");
+            }
+        }
+        assert_eq!("abc".replace_all("", "x"), "abc");
     }
 }

@@ -84,7 +84,7 @@ fn says_refusal(head: &str, audit: &Audit) -> bool {
     let phrases = &audit.refusal_phrases;
     if !(head.is_ascii() || head.chars().all(|c| c.is_ascii() || c == '\u{2019}')) {
         let head = fold(head);
-        return phrases.iter().any(|p| head.contains(p.as_str()));
+        return phrases.iter().any(|p| head.has(p));
     }
     let b = head.as_bytes();
     (0..b.len()).any(|i| {

@@ -168,7 +168,7 @@ pub fn scan_with(text: &str, wanted: &dyn Fn(Category) -> bool, terms: &[String]
         for term in terms.iter().filter(|t| !t.is_empty()) {
             let t = term.to_ascii_lowercase();
             let mut from = 0;
-            while let Some(i) = lower.get(from..).and_then(|s| s.find(&t)) {
+            while let Some(i) = lower.get(from..).and_then(|s| s.find_str(&t)) {
                 let (s, e) = (from + i, from + i + t.len());
                 let edge = |i: usize| b.get(i).is_none_or(|c| !c.is_ascii_alphanumeric());
                 if (s == 0 || edge(s - 1)) && edge(e) {

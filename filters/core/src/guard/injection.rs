@@ -320,7 +320,7 @@ impl Matcher {
         if memchr::memchr2(b'<', b'[', bytes).is_some() {
             for (r, p) in &self.anywhere {
                 if let Some(h) = hit.get_mut(*r).filter(|h| !**h) {
-                    *h = norm.contains(p.as_str());
+                    *h = norm.has(p);
                 }
             }
         }

@@ -392,7 +392,8 @@ fn sub_str<'a>(s: &Cow<'a, str>, part: &str) -> Cow<'a, str> {
 fn image_block<'a>(part: &Part<'a>) -> Result<Block<'a>, GatewayError> {
     let url = raw_str(part.image_url.as_ref().and_then(|i| i.url)).unwrap_or_default();
     if let Some(rest) = url.strip_prefix("data:") {
-        let (media, data) = rest.split_once(";base64,").ok_or_else(|| invalid("image data URLs must be base64"))?;
+        let at = rest.find_str(";base64,").ok_or_else(|| invalid("image data URLs must be base64"))?;
+        let (media, data) = (rest.get(..at).unwrap_or_default(), rest.get(at + 8..).unwrap_or_default());
         if !matches!(media, "image/jpeg" | "image/png" | "image/gif" | "image/webp") {
             return Err(unsupported("messages", format!("image type {media} is not supported by this provider")));
         }

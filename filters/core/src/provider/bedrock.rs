@@ -137,7 +137,7 @@ fn block(b: &Block<'_>) -> Result<Value, GatewayError> {
     Ok(match b {
         Block::Text { text } => obj! {"text" => text},
         Block::Image { source: ImageSource::Base64 { media_type, data } } => {
-            obj! {"image" = obj!{"format" => media_type.trim_start_matches("image/"), "source" = obj!{"bytes" => data}}}
+            obj! {"image" = obj!{"format" => crate::text::strip_all(media_type, "image/"), "source" = obj!{"bytes" => data}}}
         }
         Block::Image { source: ImageSource::Url { .. } } => {
             return Err(unsupported("messages", "this provider takes images only as data URLs"))

@@ -831,7 +831,10 @@ impl QuotaCall {
         if let (Some(period), Some(b), None) = (took.soft, l.budget, &self.budget_warning) {
             self.budget_warning = Some(format!(
                 "{} {} budget is {}% used or more",
-                s.kind.describe().trim_start_matches("this ").trim_start_matches("the "),
+                {
+                    let d = s.kind.describe();
+                    d.strip_prefix("this ").or_else(|| d.strip_prefix("the ")).unwrap_or(d)
+                },
                 period_name(period),
                 b.soft_percent
             ));

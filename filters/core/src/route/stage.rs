@@ -434,7 +434,7 @@ impl Select {
                         }
                         return;
                     }
-                    sse::data_event(&mut out, &data.replace(",\"usage\":null", ""));
+                    sse::data_event(&mut out, &data.replace_all(",\"usage\":null", ""));
                 });
                 h.replace_response_body(size, &out);
                 Flow::Continue

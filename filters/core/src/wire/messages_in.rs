@@ -193,7 +193,7 @@ fn stop_reason(finish: &str) -> &'static str {
 }
 
 fn message_id(chat_id: &str) -> String {
-    format!("msg_{}", chat_id.trim_start_matches("chatcmpl-"))
+    format!("msg_{}", crate::text::strip_all(chat_id, "chatcmpl-"))
 }
 
 fn usage_json(u: &Usage) -> Value {

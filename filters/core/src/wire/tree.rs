@@ -572,7 +572,7 @@ fn tokens(pointer: &str) -> Option<impl Iterator<Item = Cow<'_, str>>> {
     };
     Some(rest.into_iter().flat_map(|r| r.parts(b'/')).map(|t| {
         if t.contains('~') {
-            Cow::Owned(t.replace("~1", "/").replace("~0", "~"))
+            Cow::Owned(t.replace_all("~1", "/").replace_all("~0", "~"))
         } else {
             Cow::Borrowed(t)
         }

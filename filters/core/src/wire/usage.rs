@@ -170,7 +170,7 @@ pub struct StreamScanner<const FACTS: bool = true> {
 
 /// The string value of `"key":` in one event's JSON text (stop reasons: no escapes in them).
 fn string_field<'a>(data: &'a str, key: &str) -> Option<&'a str> {
-    let at = data.find(key)? + key.len();
+    let at = data.find_str(key)? + key.len();
     let rest = data[at..].trim_start().strip_prefix(':')?.trim_start().strip_prefix('"')?;
     rest.parts(b'"').next()
 }
@@ -180,7 +180,7 @@ fn string_field<'a>(data: &'a str, key: &str) -> Option<&'a str> {
 /// from the event's text without parsing it (only a string with escapes is decoded).
 fn event_text(data: &str) -> Option<std::borrow::Cow<'_, str>> {
     let start =
-        ["\"content\":\"", "\"text\":\"", "\"delta\":\""].iter().find_map(|k| data.find(k).map(|i| i + k.len()))?;
+        ["\"content\":\"", "\"text\":\"", "\"delta\":\""].iter().find_map(|k| data.find_str(k).map(|i| i + k.len()))?;
     let bytes = data.as_bytes();
     let mut i = start;
     let mut escaped = false;
