@@ -166,6 +166,19 @@ pub fn invalid_json(e: crate::wire::read::Error) -> GatewayError {
     GatewayError::bad_request("invalid_json", format!("The request body is not valid JSON: {e}"))
 }
 
+/// The path that embeds with `model` on API `a` (see [`ProviderApi::embeddings_path`]), by static
+/// dispatch: the route configuration's check, which the listener compiles too, then links no
+/// provider's translations into a module that runs none.
+pub fn embeddings_path(a: Api, model: &str, cfg: &ProviderConfig) -> Option<String> {
+    match a {
+        Api::Openai => crate::provider::openai::OPENAI.embeddings_path(model, cfg),
+        Api::Azure => crate::provider::openai::AZURE.embeddings_path(model, cfg),
+        Api::Anthropic => crate::provider::anthropic::Anthropic.embeddings_path(model, cfg),
+        Api::Gemini => crate::provider::gemini::Gemini.embeddings_path(model, cfg),
+        Api::Bedrock => crate::provider::bedrock::Bedrock.embeddings_path(model, cfg),
+    }
+}
+
 /// The credential header of an API for `key` (see [`ProviderApi::credential_header`]), by
 /// static dispatch: the credential stage, deployed alone, then links no provider's translations.
 pub fn credential_header(a: Api, key: &str) -> Option<(&'static str, String)> {

@@ -330,7 +330,7 @@ impl RouteConfig {
                     );
                 };
                 if alias.kind == AliasKind::Embeddings {
-                    if crate::provider::api(p.api).embeddings_path(&s.model, p).is_none() {
+                    if crate::provider::embeddings_path(p.api, &s.model, p).is_none() {
                         return refused(
                             format!("aliases.{name}.steps[{i}].provider"),
                             format!("the gateway serves no embeddings of provider {:?}", s.provider),
