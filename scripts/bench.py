@@ -236,7 +236,7 @@ def wasm_opt_dir(work):
 
 
 def floor_modules():
-    """The floor's own module and the gateway's module with the floor contexts linked in
+    """The floor's own module and the gateway's two modules with the floor contexts linked in
     (`bench/floor`), built once into their own target directory (not the shipped modules)."""
     target = ROOT / "target" / "bench-floor"
     env = dict(os.environ, CARGO_TARGET_DIR=str(target))
@@ -245,8 +245,10 @@ def floor_modules():
     own = target / "wasm32-wasip1" / "release" / "aigw_bench_floor.wasm"
     keep = target / "aigw_bench_floor.wasm"
     shutil.copy(own, keep)
-    subprocess.run(build + ["-p", "aigw-filters", "--features", "bench-floor"], check=True, cwd=ROOT, env=env)
-    return keep, target / "wasm32-wasip1" / "release" / "aigw_filters.wasm"
+    subprocess.run(build + ["-p", "aigw-gateway", "-p", "aigw-gateway-upstream", "--features", "aigw-filters/bench-floor"],
+                   check=True, cwd=ROOT, env=env)
+    release = target / "wasm32-wasip1" / "release"
+    return keep, (release / "aigw_gateway.wasm", release / "aigw_gateway_upstream.wasm")
 
 
 def base_config(port, admin, upstream_port, work, modules="one", wasm_dir=None):
@@ -403,14 +405,15 @@ def make_config(name, port, admin, upstream_port, work):
         # listener and a per-attempt context that both rewrite bodies can do, in the same Envoy
         # configuration; `floor` from its own small module, `floor-bundle` from the gateway's.
         cfg = render_envoy.combine(cfg)
-        own, bundle = FLOOR_MODULES
+        own, (bundle, bundle_upstream) = FLOOR_MODULES
         for f in gateway_filters(cfg):
             c = f["typed_config"]["config"]
-            c["root_id"] = "floor_upstream" if f["name"] == "aigw.gateway_upstream" else "floor"
+            upstream = f["name"] == "aigw.gateway_upstream"
+            c["root_id"] = "floor_upstream" if upstream else "floor"
             # `floor+meta+headers`: the floor with those of the gateway's host calls (bench/floor).
             c["configuration"]["value"] = name.partition("+")[2]
-            c["vm_config"] = dict(c["vm_config"], vm_id=name, code={"local": {"filename": str(
-                bundle if name == "floor-bundle" else own)}})
+            module = (bundle_upstream if upstream else bundle) if name == "floor-bundle" else own
+            c["vm_config"] = dict(c["vm_config"], vm_id=name, code={"local": {"filename": str(module)}})
         # Envoy-side variants of the floor: `nolog` without the access log, `noretry` without
         # the chains' retry policy: what those parts of the configuration cost.
         extras = name.partition("+")[2].split("+")

@@ -5,7 +5,7 @@
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
 WASM_DIR="$ROOT/target/wasm32-wasip1/release"
-FILTERS=(auth-key-swap quota route-select audit-emit aigw-filters)
+FILTERS=(auth-key-swap quota route-select audit-emit aigw-gateway aigw-gateway-upstream)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }

@@ -3,7 +3,8 @@
 
 Usage: render_envoy.py OUT [NAME=VALUE ...]   (names as in the template, e.g. LISTEN_PORT=10000)
 Unset names take the defaults below; an unknown placeholder left in the template is an error.
-MODULES=one (default) runs every filter from target/.../aigw_filters.wasm (one VM per worker);
+MODULES=one (default) runs every listener filter from target/.../aigw_gateway.wasm and every
+per-attempt filter from aigw_gateway_upstream.wasm (one VM per worker for each side);
 MODULES=separate uses one module per filter.
 
 BENCHMARKS_FILE=path reads the offline evaluation results from there instead of
@@ -108,8 +109,9 @@ def render(values):
     if layout not in ("gateway", "filters") or (layout == "gateway" and modules == "separate"):
         raise SystemExit("render_envoy: LAYOUT is gateway (MODULES=one) or filters")
     for filt in ("audit_emit", "auth_key_swap", "quota", "route_select"):
-        name = "aigw_filters" if modules == "one" else filt
-        v.setdefault(f"WASM_{filt.upper()}", os.path.join(str(v["WASM_DIR"]), f"{name}.wasm"))
+        for side, module in (("", "aigw_gateway"), ("_upstream", "aigw_gateway_upstream")):
+            name = module if modules == "one" else filt
+            v.setdefault(f"WASM_{(filt + side).upper()}", os.path.join(str(v["WASM_DIR"]), f"{name}.wasm"))
 
     def sub(m):
         name = m.group(1)
@@ -211,7 +213,7 @@ def hoist(gateway):
 def combine(cfg):
     """LAYOUT=gateway (the default): replaces the template's four listener filters with one
     `aigw.gateway` filter and its three per-attempt filters (in every chain's cluster) with one
-    `aigw.gateway_upstream`, both from the one module. Both take one configuration: each stage's
+    `aigw.gateway_upstream`, from the gateway's two modules. Both take one configuration: each stage's
     own JSON under its name, with one `providers` table and one `price_book` for all (hoist)."""
     def conf(f):
         return json.loads(f["typed_config"]["config"]["configuration"]["value"])

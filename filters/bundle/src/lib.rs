@@ -1,4 +1,4 @@
-//! The gateway in one module. Every plugin runs the same two contexts of
+//! The gateway's plugins, for its two modules: every plugin runs one of the two contexts of
 //! `aigw_core::pipeline`, chosen by `root_id`:
 //!
 //! - `gateway` (listener) and `gateway_upstream` (per attempt, in a chain's aggregate cluster):
@@ -8,7 +8,11 @@
 //!   filter's own configuration: `auth_key_swap`, `route_select`, `quota`, `audit_emit` and
 //!   the per-attempt `auth_key_swap_upstream`, `route_select_upstream`, `quota_upstream`.
 //!
-//! One module and one `vm_config` serve every plugin, so Envoy runs one VM per worker.
+//! One module per side: `aigw_gateway.wasm` ([`listener_root`]) serves the listener's plugins,
+//! `aigw_gateway_upstream.wasm` ([`upstream_root`]) the per-attempt ones, and each links only
+//! its side's code (the listener no provider translation, the attempt no door, guardrail, cache
+//! or audit). The plugins of a side share one `vm_config`, so Envoy runs one VM per worker for
+//! each side; both name the same `vm_id`, so they share data.
 
 use std::rc::Rc;
 
@@ -71,7 +75,9 @@ enum Compiled {
     Attempt(Rc<Upstream>),
 }
 
-struct Root {
+/// A side's root context: `UPSTREAM` false in `aigw_gateway.wasm`, true in
+/// `aigw_gateway_upstream.wasm` (a constant, so the other side's code is not linked).
+struct Root<const UPSTREAM: bool> {
     compiled: Option<Compiled>,
     /// Fleet mode's ticker (the listener's quota stage with `fleet`): see `quota::stage::ticker`.
     ticker: Option<Ticker>,
@@ -85,13 +91,35 @@ struct Root {
     writers: Writers,
 }
 
-impl RootContext for Root {
+impl<const UPSTREAM: bool> Root<UPSTREAM> {
+    fn new() -> Self {
+        Root { compiled: None, ticker: None, writer: None, marks: None, writers: Writers::Many }
+    }
+}
+
+/// The root context of `aigw_gateway.wasm`: the listener's plugins.
+pub fn listener_root() -> Box<dyn RootContext> {
+    Box::new(Root::<false>::new())
+}
+
+/// The root context of `aigw_gateway_upstream.wasm`: the per-attempt plugins.
+pub fn upstream_root() -> Box<dyn RootContext> {
+    Box::new(Root::<true>::new())
+}
+
+/// The module a side's plugins load.
+const MODULE: [&str; 2] = ["aigw_gateway.wasm", "aigw_gateway_upstream.wasm"];
+
+impl<const UPSTREAM: bool> RootContext for Root<UPSTREAM> {
     fn on_http_call_response(&mut self, token: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
         let answer = host::http_call_answer(body_size);
-        if self.writer.as_mut().is_some_and(|w| w.on_http_call_response(&ProxyHost, token, &answer)) {
+        if UPSTREAM {
+            if let Some(m) = &mut self.marks {
+                m.on_http_call_response(&ProxyHost, token, &answer);
+            }
             return;
         }
-        if self.marks.as_mut().is_some_and(|m| m.on_http_call_response(&ProxyHost, token, &answer)) {
+        if self.writer.as_mut().is_some_and(|w| w.on_http_call_response(&ProxyHost, token, &answer)) {
             return;
         }
         if let Some(t) = &mut self.ticker {
@@ -100,20 +128,23 @@ impl RootContext for Root {
     }
 
     fn on_tick(&mut self) {
+        if UPSTREAM {
+            if let Some(m) = &mut self.marks {
+                m.on_tick(&ProxyHost);
+            }
+            return;
+        }
         if let Some(t) = &mut self.ticker {
             t.on_tick(&ProxyHost);
         }
         if let Some(w) = &mut self.writer {
             w.on_tick(&ProxyHost);
         }
-        if let Some(m) = &mut self.marks {
-            m.on_tick(&ProxyHost);
-        }
     }
 
     fn on_configure(&mut self, _size: usize) -> bool {
         let id = host::root_id();
-        if id == TRAP_ROOT_ID || id == HTTP_CALL_ROOT_ID {
+        if !UPSTREAM && (id == TRAP_ROOT_ID || id == HTTP_CALL_ROOT_ID) {
             return true;
         }
         #[cfg(feature = "bench-floor")]
@@ -124,7 +155,7 @@ impl RootContext for Root {
             host::log(
                 LogLevel::Error,
                 &format!(
-                    "aigw-filters: unknown root_id {id:?}; use gateway, gateway_upstream, auth_key_swap, \
+                    "aigw-gateway: unknown root_id {id:?}; use gateway, gateway_upstream, auth_key_swap, \
                      auth_key_swap_upstream, quota, quota_upstream, route_select, route_select_upstream or audit_emit"
                 ),
             );
@@ -137,11 +168,19 @@ impl RootContext for Root {
             _ => Writers::Many,
         };
         let compiled = match p {
-            Plugin::Listener(only) => config(only, &filter).map(|c| {
+            Plugin::Listener(only) if !UPSTREAM => config(only, &filter).map(|c| {
                 Listener::compile_env(c, &|name| std::env::var(name).ok()).map(|l| Compiled::Listener(Rc::new(l)))
             }),
-            Plugin::Attempt(only) => config(only, &filter)
+            Plugin::Attempt(only) if UPSTREAM => config(only, &filter)
                 .map(|c| Upstream::compile(c, &|name| std::env::var(name).ok()).map(|u| Compiled::Attempt(Rc::new(u)))),
+            _ => {
+                let (this, other) = if UPSTREAM { (MODULE[1], MODULE[0]) } else { (MODULE[0], MODULE[1]) };
+                host::log(
+                    LogLevel::Error,
+                    &format!("aigw-gateway: root_id {id:?} is not served by {this}: its vm_config loads {other}"),
+                );
+                return false;
+            }
         };
         self.compiled = match compiled {
             None => None,
@@ -156,7 +195,7 @@ impl RootContext for Root {
         };
         self.ticker = None;
         self.writer = None;
-        if let Some(Compiled::Listener(l)) = &self.compiled {
+        if let Some(Compiled::Listener(l)) = self.compiled.as_ref().filter(|_| !UPSTREAM) {
             let mut tick_ms = None;
             if let Some(q) = &l.quota {
                 aigw_core::quota::stage::init_store(&ProxyHost);
@@ -176,7 +215,7 @@ impl RootContext for Root {
             }
         }
         self.marks = None;
-        if let Some(Compiled::Attempt(u)) = &self.compiled {
+        if let Some(Compiled::Attempt(u)) = self.compiled.as_ref().filter(|_| UPSTREAM) {
             if let Some(q) = &u.quota {
                 aigw_core::quota::stage::init_store(&ProxyHost);
                 // (The design card's `auth_key_swap_upstream` makes marks in the same shared
@@ -193,19 +232,22 @@ impl RootContext for Root {
 
     fn create_http_context(&self, _id: u32) -> Option<Box<dyn HttpContext>> {
         match &self.compiled {
-            Some(Compiled::Listener(l)) => {
+            Some(Compiled::Listener(l)) if !UPSTREAM => {
                 let call = ListenerCall::new(&ProxyHost, l.clone());
                 Some(Box::new(Forward(Stateful::new(call, Side::Listener, self.writers))))
             }
-            Some(Compiled::Attempt(u)) => {
+            Some(Compiled::Attempt(u)) if UPSTREAM => {
                 Some(Box::new(Forward(Stateful::new(AttemptCall::new(u.clone()), Side::Attempt, self.writers))))
             }
+            Some(_) => None,
             #[cfg(feature = "bench-floor")]
             None if host::root_id().starts_with("floor") => {
                 aigw_bench_floor::context(&host::root_id(), aigw_bench_floor::Extras::default())
             }
-            None if host::root_id() == TRAP_ROOT_ID => Some(Box::new(Trap)),
-            None if host::root_id() == HTTP_CALL_ROOT_ID => Some(Box::new(Forward(HttpCallProbe::default()))),
+            None if !UPSTREAM && host::root_id() == TRAP_ROOT_ID => Some(Box::new(Trap)),
+            None if !UPSTREAM && host::root_id() == HTTP_CALL_ROOT_ID => {
+                Some(Box::new(Forward(HttpCallProbe::default())))
+            }
             None => None,
         }
     }
@@ -237,5 +279,3 @@ fn trap() {
     #[cfg(target_arch = "wasm32")]
     core::arch::wasm32::unreachable();
 }
-
-aigw_host::main!(|| Box::new(Root { compiled: None, ticker: None, writer: None, marks: None, writers: Writers::Many }));

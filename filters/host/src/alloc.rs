@@ -106,7 +106,14 @@ pub struct SizeClasses<P: Pages> {
 
 impl<P: Pages> SizeClasses<P> {
     pub const fn new(pages: P) -> Self {
-        Self { state: UnsafeCell::new(State { free: [ptr::null_mut(); CLASSES], bump: ptr::null_mut(), end: ptr::null_mut() }), pages }
+        Self {
+            state: UnsafeCell::new(State {
+                free: [ptr::null_mut(); CLASSES],
+                bump: ptr::null_mut(),
+                end: ptr::null_mut(),
+            }),
+            pages,
+        }
     }
 
     /// A block of `class_size` bytes never given before, from the rest of the memory taken:

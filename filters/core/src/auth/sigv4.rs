@@ -105,8 +105,11 @@ fn percent_decode(s: &str) -> String {
 
 /// The canonical request and the signed-headers list.
 pub fn canonical_request(r: &Request, payload_hash: &str) -> (String, String) {
-    let mut hs: Vec<(String, String)> =
-        r.headers.iter().map(|(k, v)| (k.lower(), v.split_ascii_whitespace().collect::<Vec<_>>().joined(" "))).collect();
+    let mut hs: Vec<(String, String)> = r
+        .headers
+        .iter()
+        .map(|(k, v)| (k.lower(), v.split_ascii_whitespace().collect::<Vec<_>>().joined(" ")))
+        .collect();
     crate::sort::sort(&mut hs);
     let canonical_headers: String = hs.iter().map(|(k, v)| format!("{k}:{v}\n")).collect();
     let signed: String = hs.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().joined(";");
