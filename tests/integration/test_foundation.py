@@ -292,6 +292,23 @@ def test_invalid_filter_config_is_refused_with_a_reason_and_the_gateway_fails_cl
     assert gw.config_error("quota", "quota", "tenants.*.requests_per_minute") in log, log[-2000:]
 
 
+def test_a_plugin_given_the_other_sides_module_is_refused_naming_the_module_and_fails_closed(
+        fresh_gateway_factory):
+    """Each side's plugins are in their own module (`aigw_gateway.wasm` on the listener,
+    `aigw_gateway_upstream.wasm` per attempt), which links only that side's code: a per-attempt
+    plugin given the listener's module is refused, its log line naming the module it needs."""
+    wrong = lambda text: text.replace("aigw_gateway_upstream.wasm", "aigw_gateway.wasm")  # noqa: E731
+    gw = fresh_gateway_factory(wrong)
+    msg = unique()
+    resp = gw.chat(msg)
+    assert resp.status_code >= 500, resp.text
+    assert gw.provider_requests("anthropic", containing=msg) == []
+    assert gw.provider_requests("openai", containing=msg) == []
+    log = gw.envoy_log.read_text()
+    want = 'root_id "gateway_upstream" is not served by aigw_gateway.wasm: its vm_config loads aigw_gateway_upstream.wasm'
+    assert want in log, log[-2000:]
+
+
 def test_a_config_that_parses_but_is_wrong_names_the_field_from_the_top_of_the_gateways_config(
         fresh_gateway_factory):
     """Checks made when the configuration is compiled (not only its JSON shape) name the field
