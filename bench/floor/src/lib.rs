@@ -9,8 +9,9 @@
 //!   request body parsed and rewritten; the answer buffered and passed on.
 //!
 //! `floor` is this crate's own small module; `floor-bundle` runs the same two contexts from
-//! the gateway's module (`aigw-filters` built with the `bench-floor` feature), so that the two
-//! rows tell what the module itself costs from what the gateway's code does.
+//! the gateway's two modules (`aigw-gateway` and `aigw-gateway-upstream` built with
+//! `aigw-filters/bench-floor`), so that the two rows tell what the modules themselves cost from
+//! what the gateway's code does.
 
 #[cfg(not(feature = "in-bundle"))]
 use proxy_wasm::{

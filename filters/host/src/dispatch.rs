@@ -4,7 +4,7 @@
 //! The proxy-wasm SDK's dispatcher did this before, and cost what the filters did not need:
 //! - every context type's table of the SDK's traits compiled in full (89 methods each, the
 //!   gRPC, TCP and queue callbacks and every host-call helper, for each of the module's context
-//!   types: 47 KB of `aigw_filters.wasm`, with the dispatcher's own exports and maps, 93 KB);
+//!   types: 47 KB of the gateway's module then, with the dispatcher's own exports and maps, 93 KB);
 //! - contexts kept in maps hashed with SipHash, one lookup per callback;
 //! - a `panic!` (so a trapped VM, and every later call on that worker failing) on a context id or
 //!   an HTTP call token it did not know, where the host's order of callbacks was not the one it
