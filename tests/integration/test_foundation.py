@@ -253,6 +253,9 @@ def test_streamed_anthropic_answer_arrives_as_openai_chunks(gateway):
     "body,status,code",
     [
         (b"{not json", 400, "invalid_json"),
+        # JSON has no infinity: a number the float reader would round to it is refused.
+        (b'{"model": "chat", "temperature": 1e400, "messages": [{"role": "user", "content": "x"}]}', 400,
+         "invalid_json"),
         (json.dumps({"messages": [{"role": "user", "content": "x"}]}).encode(), 400, "missing_model"),
         (json.dumps({"model": "gpt-17", "messages": [{"role": "user", "content": "x"}]}).encode(), 404, "model_not_found"),
     ],

@@ -60,19 +60,37 @@ def test_gemini_gets_generate_content_with_x_goog_api_key_and_answers_in_openai_
     assert rec["cost_usd"] is not None
 
 
-def test_a_translated_request_carries_the_callers_float_exactly(gateway):
-    """The gateway reads a float correctly rounded (its own reader; serde_json's default read
-    0.40900993826735515 as 0.4090099382673551, a unit in the last place off) and writes it back
-    as the shortest text of the same number, so the provider gets the caller's value."""
+# Halfway between 0.7 and the next float up, exactly: a tie, read as the even 0.7; with a
+# nonzero digit 900 places later, above the tie (the exact reading keeps 800 digits and a 1).
+# (Below 1: a temperature above 1 is clamped by the translation through Anthropic's request.)
+HALF_ABOVE = "0.700000000000000011102230246251565404236316680908203125"
+
+
+@pytest.mark.parametrize("text", [
+    "0.40900993826735515",  # 17 digits: the estimate from a made power of ten
+    "0.3",  # Clinger's exact two-float path
+    HALF_ABOVE,  # an exact tie: the big-integer comparison
+    HALF_ABOVE + "0" * 900 + "1",  # past the tie only in its 955th digit
+    "7e-1",
+])
+def test_a_translated_request_carries_the_callers_float_exactly(gateway, text):
+    """The gateway reads a float correctly rounded (its own reader, `wire::float::read`; serde_json's
+    default read 0.40900993826735515 as 0.4090099382673551, a unit in the last place off) and
+    writes it back as the shortest text of the same number, so the provider gets the caller's
+    value. Python's float() rounds correctly too: it is the oracle."""
     msg = unique("float")
-    text = "0.40900993826735515"
     raw = '{"model": "chat-gemini", "temperature": %s, "messages": [{"role": "user", "content": "%s"}]}' % (text, msg)
     r = gateway.client.post("/v1/chat/completions", content=raw.encode(),
                             headers={"authorization": f"Bearer {DEMO_KEYS['acme']}", "content-type": "application/json"})
     assert r.status_code == 200, r.text
     [seen] = gateway.provider_requests("gemini", containing=msg)
     # (Python reads the text correctly rounded too.)
-    assert json.loads(seen["body"])["generationConfig"]["temperature"] == float(text) == 0.40900993826735516
+    assert json.loads(seen["body"])["generationConfig"]["temperature"] == float(text)
+    if text == HALF_ABOVE:
+        assert float(text) == 0.7
+    elif text.startswith(HALF_ABOVE):
+        assert float(text) == 0.7000000000000001
+
 
 
 def test_gemini_tool_call_and_a_streamed_answer(gateway):
