@@ -62,7 +62,7 @@ def test_gemini_gets_generate_content_with_x_goog_api_key_and_answers_in_openai_
 
 # Halfway between 0.7 and the next float up, exactly: a tie, read as the even 0.7; with a
 # nonzero digit 900 places later, above the tie (the exact reading keeps 800 digits and a 1).
-# (Below 1: a temperature above 1 is clamped by the translation through Anthropic's request.)
+# (Below 1, so that the same texts would hold for Anthropic's and Bedrock's maximum too.)
 HALF_ABOVE = "0.700000000000000011102230246251565404236316680908203125"
 
 
@@ -128,6 +128,23 @@ def test_gemini_tool_call_and_a_streamed_answer(gateway):
         model="chat-gemini", stream=True, tools=tools, tool_choice="required",
         messages=[{"role": "user", "content": unique("weather")}]) if c.choices for tc in (c.choices[0].delta.tool_calls or [])]
     assert len(calls) == 1 and json.loads(calls[0].function.arguments) == {"city": "Paris"}
+
+
+@pytest.mark.parametrize("model,provider,sent", [
+    ("chat-gemini", "gemini", lambda b: b["generationConfig"]["temperature"]),  # Gemini takes 0-2
+    ("chat", "anthropic", lambda b: b["temperature"]),  # Anthropic's maximum is 1
+    ("chat-bedrock", "bedrock", lambda b: b["inferenceConfig"]["temperature"]),  # so is Bedrock's
+])
+def test_a_temperature_above_one_reaches_each_provider_within_its_own_range(gateway, model, provider, sent):
+    """OpenAI's and Gemini's temperatures run to 2, Anthropic's and Bedrock's to 1: each attempt
+    caps the caller's value at its provider's maximum, and only there (Gemini's and Bedrock's
+    requests are made from the same typed request as Anthropic's)."""
+    msg = unique("temp")
+    r = gateway.chat(msg, model=model, temperature=1.5)
+    assert r.status_code == 200, r.text
+    assert r.headers["x-aigw-provider"] == provider
+    [seen] = gateway.provider_requests(provider, containing=msg)
+    assert sent(json.loads(seen["body"])) == (1.5 if provider == "gemini" else 1.0)
 
 
 def test_bedrock_call_is_sigv4_signed_and_verified_by_the_fake(gateway):

@@ -1,7 +1,8 @@
 //! Translation between the unified request (OpenAI chat completions) and Anthropic Messages.
 //!
 //! Documented approximations: `system`/`developer` messages anywhere become one top-level
-//! system prompt (order kept); `temperature` above 1 is clamped to 1 (Anthropic's maximum);
+//! system prompt (order kept); `temperature` above 1 is clamped to 1 (Anthropic's maximum;
+//! the typed request keeps the caller's value up to OpenAI's 2 for Gemini, which takes it);
 //! a message `name` is dropped; `response_format` `json_schema` becomes `output_config.format`
 //! (structured outputs) and `json_object`, which Anthropic has no form of, is left to the
 //! gateway's output check. `n > 1`, audio and file parts are refused with a 400.
@@ -196,6 +197,8 @@ pub struct MessagesRequest<'a> {
     pub max_tokens: u64,
     pub messages: Vec<Turn<'a>>,
     pub system: Vec<Block<'a>>,
+    /// The caller's temperature, within OpenAI's 0-2; each provider caps it at its own maximum
+    /// when writing ([`ANTHROPIC_MAX_TEMPERATURE`] for Anthropic and Bedrock).
     pub temperature: Option<f64>,
     pub top_p: Option<Raw<'a>>,
     pub stop_sequences: Option<StopSequences<'a>>,
@@ -436,12 +439,17 @@ fn push_turn<'a>(out: &mut Vec<Turn<'a>>, role: &'static str, blocks: Vec<Block<
 }
 
 /// A typed request's output bound and sampling settings, in the camel-case names Gemini
-/// (`generationConfig`) and Bedrock (`inferenceConfig`) share; `max_key` names the bound.
-pub(crate) fn sampling(a: &MessagesRequest, max_key: &str) -> crate::wire::tree::Map<String, crate::wire::tree::Value> {
+/// (`generationConfig`) and Bedrock (`inferenceConfig`) share; `max_key` names the bound, and
+/// the temperature is capped at `max_temperature`.
+pub(crate) fn sampling(
+    a: &MessagesRequest,
+    max_key: &str,
+    max_temperature: f64,
+) -> crate::wire::tree::Map<String, crate::wire::tree::Value> {
     let mut m = crate::wire::tree::Map::new();
     m.insert(max_key.into(), ToTree::to_tree(&a.max_tokens));
     if let Some(t) = a.temperature {
-        m.insert("temperature".own(), ToTree::to_tree(&t));
+        m.insert("temperature".own(), ToTree::to_tree(&t.min(max_temperature)));
     }
     if let Some(p) = a.top_p {
         m.insert("topP".own(), tree(p));
@@ -474,7 +482,22 @@ pub(crate) fn opt_tree(raw: Option<Raw<'_>>) -> crate::wire::tree::Value {
     raw.map(tree).unwrap_or_default()
 }
 
-/// Builds the Anthropic Messages request for `model` from a unified (OpenAI) request's bytes.
+/// Anthropic's (and Bedrock's `inferenceConfig`) largest `temperature`; OpenAI's and Gemini's is 2.
+pub const ANTHROPIC_MAX_TEMPERATURE: f64 = 1.0;
+
+/// The request Anthropic is sent: [`request_from_openai`] with the temperature capped at 1.
+pub fn anthropic_request_from_openai<'a>(
+    body: &'a [u8],
+    model: &str,
+    max_tokens_default: u64,
+) -> Result<MessagesRequest<'a>, GatewayError> {
+    let mut req = request_from_openai(body, model, max_tokens_default)?;
+    req.temperature = req.temperature.map(|t| t.min(ANTHROPIC_MAX_TEMPERATURE));
+    Ok(req)
+}
+
+/// Builds the typed Messages request for `model` from a unified (OpenAI) request's bytes, the
+/// pivot of the Anthropic, Gemini and Bedrock translations; its temperature is the caller's.
 pub fn request_from_openai<'a>(
     body: &'a [u8],
     model: &str,
@@ -611,7 +634,7 @@ pub fn request_from_openai<'a>(
         max_tokens,
         messages: out,
         system,
-        temperature: raw_f64(req.temperature).map(|t| t.clamp(0.0, 1.0)),
+        temperature: raw_f64(req.temperature).map(|t| t.clamp(0.0, 2.0)),
         top_p: req.top_p.filter(|p| raw_f64(Some(*p)).is_some()),
         stop_sequences,
         stream: (raw_bool(req.stream) == Some(true)).then_some(true),
@@ -1094,7 +1117,7 @@ impl crate::provider::ProviderApi for Anthropic {
     }
 
     fn request(&self, body: &[u8], model: &str, max_tokens_default: u64) -> Result<(Vec<u8>, bool), GatewayError> {
-        let req = request_from_openai(body, model, max_tokens_default)?;
+        let req = anthropic_request_from_openai(body, model, max_tokens_default)?;
         Ok((crate::wire::write::to_vec(&req), req.stream == Some(true)))
     }
 

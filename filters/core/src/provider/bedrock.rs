@@ -175,7 +175,14 @@ pub fn request_from_messages(a: &MessagesRequest<'_>) -> Result<Value, GatewayEr
             .collect();
         body.insert("system".own(), Value::Array(s));
     }
-    body.insert("inferenceConfig".own(), Value::Object(crate::provider::anthropic::sampling(a, "maxTokens")));
+    body.insert(
+        "inferenceConfig".own(),
+        Value::Object(crate::provider::anthropic::sampling(
+            a,
+            "maxTokens",
+            crate::provider::anthropic::ANTHROPIC_MAX_TEMPERATURE,
+        )),
+    );
     if let Some(tools) = &a.tools {
         let specs: Vec<Value> = tools
             .iter()
@@ -642,6 +649,15 @@ mod tests {
             converse_path("anthropic.claude-3-haiku-20240307-v1:0"),
             "/model/anthropic.claude-3-haiku-20240307-v1%3A0/converse"
         );
+    }
+
+    #[test]
+    fn bedrock_gets_a_temperature_above_one_capped_at_one() {
+        let body = r#"{"messages":[{"role":"user","content":"x"}],"max_tokens":8,"temperature":1.5}"#;
+        let a = crate::provider::anthropic::request_from_openai(body.as_bytes(), "m", 1024).unwrap();
+        assert_eq!(a.temperature, Some(1.5));
+        let c = request_from_messages(&a).unwrap();
+        assert_eq!(c["inferenceConfig"], json!({"maxTokens": 8, "temperature": 1.0}));
     }
 
     #[test]

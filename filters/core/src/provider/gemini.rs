@@ -25,6 +25,9 @@ fn unsupported(param: &'static str, message: impl Into<String>) -> GatewayError 
     GatewayError::bad_request("unsupported_for_provider", message).with_param(param)
 }
 
+/// Gemini's largest `temperature` (`generationConfig.temperature`), OpenAI's too.
+const GEMINI_MAX_TEMPERATURE: f64 = 2.0;
+
 pub fn generate_path(model: &str) -> String {
     format!("/v1beta/models/{model}:generateContent")
 }
@@ -78,7 +81,7 @@ pub fn request_from_messages(a: &MessagesRequest<'_>) -> Result<Value, GatewayEr
         let parts: Vec<Value> = a.system.iter().filter_map(text_part).collect();
         body.insert("systemInstruction".own(), obj! {"parts" => parts});
     }
-    let mut generation = crate::provider::anthropic::sampling(a, "maxOutputTokens");
+    let mut generation = crate::provider::anthropic::sampling(a, "maxOutputTokens", GEMINI_MAX_TEMPERATURE);
     // JSON mode, and the schema when the caller gave one (`responseJsonSchema`: JSON Schema).
     if a.json {
         generation.insert("responseMimeType".own(), ToTree::to_tree(&"application/json"));
@@ -533,6 +536,21 @@ mod tests {
             json!({"mode": "ANY", "allowedFunctionNames": ["get_weather"]})
         );
         assert_eq!(generate_path("gemini-2.5-flash"), "/v1beta/models/gemini-2.5-flash:generateContent");
+    }
+
+    #[test]
+    fn the_callers_temperature_goes_to_gemini_up_to_two() {
+        let temperature = |t: &str| {
+            let body = format!(r#"{{"messages":[{{"role":"user","content":"x"}}],"max_tokens":8,"temperature":{t}}}"#);
+            let a = crate::provider::anthropic::request_from_openai(body.as_bytes(), "m", 1024).unwrap();
+            request_from_messages(&a).unwrap()["generationConfig"]["temperature"].clone()
+        };
+        assert_eq!(temperature("1.5"), json!(1.5));
+        assert_eq!(temperature("2"), json!(2.0));
+        assert_eq!(temperature("0.25"), json!(0.25));
+        // Beyond OpenAI's range, as for every provider: clamped to it.
+        assert_eq!(temperature("3.5"), json!(2.0));
+        assert_eq!(temperature("-1"), json!(0.0));
     }
 
     #[test]

@@ -3,7 +3,7 @@ use crate::json;
 
 /// The translation as a JSON tree (what the provider receives).
 fn request_value_from_openai(body: &[u8], model: &str, max_tokens_default: u64) -> Result<Value, GatewayError> {
-    let req = request_from_openai(body, model, max_tokens_default)?;
+    let req = anthropic_request_from_openai(body, model, max_tokens_default)?;
     Ok(crate::wire::from_slice(&crate::wire::write::to_vec(&req)).unwrap())
 }
 
