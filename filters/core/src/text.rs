@@ -14,10 +14,10 @@
 //! Where a call runs them many times (a header's value read from the callback's list, the
 //! caller's identity decoded, the `:status` and the quota records read back) the standard
 //! library's inlined copies stay: counted, calls there added 0.5% to the Wasm code's
-//! instructions per call; calls everywhere else add 0.3% (README, "Session 29"). Appending
+//! instructions per call; calls everywhere else add 0.3% (bench/HISTORY.md, "Session 29"). Appending
 //! (about 80 bytes inlined) and lowercasing follow the same rule: the JSON writer, the SSE
 //! parser, the header lists, the quota record's encoding and the guardrails' scans keep the
-//! inlined ones (README, "Session 30").
+//! inlined ones (bench/HISTORY.md, "Session 30").
 
 /// The searches, as methods of any text (`path.cut(b'?')`, `data.has("\"usage\"")`).
 pub trait Text {
