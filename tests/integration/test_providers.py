@@ -5,6 +5,7 @@ signature itself (written independently of the gateway's signer)."""
 import json
 import uuid
 
+import httpx
 import openai
 import pytest
 from conftest import AWS_ACCESS_KEY_ID, DEMO_KEYS, PROVIDER_KEYS
@@ -145,6 +146,39 @@ def test_a_temperature_above_one_reaches_each_provider_within_its_own_range(gate
     assert r.headers["x-aigw-provider"] == provider
     [seen] = gateway.provider_requests(provider, containing=msg)
     assert sent(json.loads(seen["body"])) == (1.5 if provider == "gemini" else 1.0)
+
+
+def test_a_gemini_3_tool_loop_passes_gemini_3s_thought_signature_check(fresh_gateway_factory):
+    """Gemini 3 refuses a turn whose function call comes back without its thought signature, and
+    an OpenAI SDK caller has no field to send one in: each model turn's first function call is
+    sent with Gemini's documented stand-in (`skip_thought_signature_validator`); the signature
+    Gemini answered with is not passed to the caller."""
+    gw = fresh_gateway_factory(lambda t: t.replace(
+        '{"provider": "gemini", "model": "gemini-2.5-flash"}', '{"provider": "gemini", "model": "gemini-3-pro-preview"}'))
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}}}}]
+    client = sdk(gw)
+    ask = unique("weather")
+    first = client.chat.completions.create(model="chat-gemini", tools=tools, tool_choice="required",
+                                           messages=[{"role": "user", "content": ask}])
+    [call] = first.choices[0].message.tool_calls
+    [seen] = gw.provider_requests("gemini", containing=ask)
+    assert seen["path"] == "/v1beta/models/gemini-3-pro-preview:generateContent"
+    assert "thoughtSignature" not in first.model_dump_json()
+    # The SDK's own message object goes back in the history, as callers write a tool loop.
+    history = [{"role": "user", "content": ask}, first.choices[0].message,
+               {"role": "tool", "tool_call_id": call.id, "content": "18C"}]
+    second = client.chat.completions.create(model="chat-gemini", tools=tools, messages=history)
+    assert second.choices[0].finish_reason == "stop"
+    sent = json.loads([r for r in gw.provider_requests("gemini", containing=ask) if "functionResponse" in r["body"]][0]["body"])
+    assert sent["contents"][1] == {"role": "model", "parts": [{
+        "functionCall": {"name": "get_weather", "args": {"city": "Paris"}},
+        "thoughtSignature": "skip_thought_signature_validator"}]}
+    # The fake checks as Gemini 3 does: the same history without the signature is refused.
+    del sent["contents"][1]["parts"][0]["thoughtSignature"]
+    r = httpx.post(f"{gw.fakes['gemini']}/v1beta/models/gemini-3-pro-preview:generateContent",
+                   headers={"x-goog-api-key": PROVIDER_KEYS["gemini"]}, json=sent, timeout=5)
+    assert r.status_code == 400 and "missing a thought_signature" in r.json()["error"]["message"], r.text
 
 
 def test_bedrock_call_is_sigv4_signed_and_verified_by_the_fake(gateway):

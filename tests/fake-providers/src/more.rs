@@ -3,6 +3,7 @@
 //! The SigV4 check here is written from AWS's description (shared/reference/providers.md §6.4),
 //! independently of the gateway's signer, so that a mistake in one is not mirrored by the other.
 
+use base64::Engine;
 use std::io;
 use std::net::TcpStream;
 
@@ -84,6 +85,40 @@ fn gemini_embed(req: &Request, body: &Value, w: &mut TcpStream) -> io::Result<bo
         out.push(json!({"values": super::embeddings::vector(text, dims)}));
     }
     respond(w, 200, &json_headers(), json!({"embeddings": out}).to_string().as_bytes())
+}
+
+/// The first function call of the current turn (from the caller's last text on) that lacks the
+/// thought signature Gemini 3 requires on each model turn's first call, as Gemini names it: the
+/// function's name and the call's position (1-based, over the turn's calls).
+fn unsigned_call(body: &Value) -> Option<(String, usize)> {
+    let contents = body.get("contents").and_then(Value::as_array)?;
+    let is_text_turn = |c: &Value| {
+        c.get("role").and_then(Value::as_str) != Some("model")
+            && c.get("parts").and_then(Value::as_array).is_some_and(|p| p.iter().any(|p| p.get("text").is_some()))
+    };
+    let start = contents.iter().rposition(is_text_turn).unwrap_or(0);
+    let mut position = 0;
+    for c in &contents[start..] {
+        if c.get("role").and_then(Value::as_str) != Some("model") {
+            continue;
+        }
+        let calls: Vec<&Value> = c
+            .get("parts")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|p| p.get("functionCall").is_some())
+            .collect();
+        if let Some(first) = calls.first() {
+            let signed = first.get("thoughtSignature").and_then(Value::as_str).is_some_and(|s| !s.is_empty());
+            if !signed {
+                let name = first.pointer("/functionCall/name").and_then(Value::as_str).unwrap_or("");
+                return Some((name.to_string(), position + 1));
+            }
+        }
+        position += calls.len();
+    }
+    None
 }
 
 /// The Gemini request as OpenAI-like messages, so the shared `answer` can echo it.
@@ -197,13 +232,32 @@ pub fn gemini(
             json!([]),
         );
     }
+    // Gemini 3 checks the thought signatures of the current turn's function calls.
+    if model.starts_with("gemini-3") {
+        if let Some((name, position)) = unsigned_call(&body) {
+            return gemini_error(
+                w,
+                400,
+                "INVALID_ARGUMENT",
+                &format!(
+                    "Function call is missing a thought_signature in functionCall parts. This is required for \
+                     tools to work correctly, and missing thought_signature may lead to degraded model \
+                     performance. Additional data, function call `default_api:{name}` , position {position}. \
+                     please refer to https://ai.google.dev/gemini-api/docs/thought-signatures for more details."
+                ),
+                json!([]),
+            );
+        }
+    }
     let (words, input, output) = answer(&gemini_as_messages(&body));
     let mut parts = vec![json!({"text": words.concat()})];
-    // A model asked to use a tool calls the first one it was given.
+    // A model asked to use a tool calls the first one it was given; a thinking model (2.5 and 3,
+    // thinking by default) signs the call with its reasoning's opaque signature.
     let first_tool = body.pointer("/tools/0/functionDeclarations/0/name").cloned();
     let mode = body.pointer("/toolConfig/functionCallingConfig/mode").and_then(Value::as_str);
     if let (Some(name), Some("ANY")) = (first_tool, mode) {
-        parts = vec![json!({"functionCall": {"name": name, "args": {"city": "Paris"}}})];
+        let signature = base64::engine::general_purpose::STANDARD.encode(format!("fake-gemini-{n}-reasoning"));
+        parts = vec![json!({"functionCall": {"name": name, "args": {"city": "Paris"}}, "thoughtSignature": signature})];
     }
     if stream {
         // One event per word, usage cumulative on each, finishReason on the last, no end marker.

@@ -25,6 +25,23 @@ fn unsupported(param: &'static str, message: impl Into<String>) -> GatewayError 
     GatewayError::bad_request("unsupported_for_provider", message).with_param(param)
 }
 
+/// The thought signature Gemini documents for a function call whose own signature is not at hand
+/// ("Thought signatures": a history another model wrote, or one passed through an API without
+/// the field). Gemini 3 refuses a turn whose function call has no signature (400
+/// `INVALID_ARGUMENT`, "Function call is missing a thought_signature"), and a caller of the
+/// OpenAI or Anthropic API has nowhere to send one back: the gateway drops the signatures
+/// Gemini answers with (carrying them in the tool call would break a fallback to OpenAI, which
+/// refuses unknown members and tool-call ids over 40 characters) and sends this in their place.
+pub const SKIP_THOUGHT_SIGNATURE: &str = "skip_thought_signature_validator";
+
+/// Whether `model` checks thought signatures: Gemini 3 and later, and names that are not a
+/// 1.x or 2.x model's (an alias such as `gemini-flash-latest` may point to a new one); the 1.x
+/// and 2.x models have none to check and are sent none.
+pub fn needs_thought_signatures(model: &str) -> bool {
+    let name = model.strip_prefix("models/").unwrap_or(model);
+    !(name.starts_with("gemini-1") || name.starts_with("gemini-2"))
+}
+
 /// Gemini's largest `temperature` (`generationConfig.temperature`), OpenAI's too.
 const GEMINI_MAX_TEMPERATURE: f64 = 2.0;
 
@@ -41,9 +58,13 @@ pub fn stream_path(model: &str) -> String {
 pub fn request_from_messages(a: &MessagesRequest<'_>) -> Result<Value, GatewayError> {
     let mut tool_names: crate::config::NameMap<String> = crate::config::NameMap::new();
     let mut contents = Vec::with_capacity(a.messages.len());
+    let sign = needs_thought_signatures(&a.model);
     for m in &a.messages {
         let role = if m.role == "assistant" { "model" } else { "user" };
         let mut parts = Vec::with_capacity(m.content.len());
+        // The first function call of each model turn carries a thought signature (see
+        // [`SKIP_THOUGHT_SIGNATURE`]); parallel calls after it do not.
+        let mut signed = !sign || role != "model";
         for b in &m.content {
             parts.push(match b {
                 Block::Text { text } => obj! {"text" => text},
@@ -58,7 +79,12 @@ pub fn request_from_messages(a: &MessagesRequest<'_>) -> Result<Value, GatewayEr
                     if let Some(id) = raw_str(*id).map(Cow::into_owned) {
                         tool_names.insert(id, name.own());
                     }
-                    obj! {"functionCall" = obj!{"name" => name, "args" => text_tree(input)}}
+                    let call = obj! {"name" => name, "args" => text_tree(input)};
+                    if std::mem::replace(&mut signed, true) {
+                        obj! {"functionCall" = call}
+                    } else {
+                        obj! {"functionCall" = call, "thoughtSignature" => SKIP_THOUGHT_SIGNATURE}
+                    }
                 }
                 Block::ToolResult { tool_use_id, content } => {
                     let id = raw_str(*tool_use_id).map(Cow::into_owned).unwrap_or_default();
@@ -517,7 +543,8 @@ mod tests {
             "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}],
             "tool_choice": {"type": "function", "function": {"name": "get_weather"}}});
         let openai_body = openai.to_string();
-        let a = crate::provider::anthropic::request_from_openai(openai_body.as_bytes(), "m", 1024).unwrap();
+        let a =
+            crate::provider::anthropic::request_from_openai(openai_body.as_bytes(), "gemini-2.5-flash", 1024).unwrap();
         let g = request_from_messages(&a).unwrap();
         assert_eq!(g["systemInstruction"], json!({"parts": [{"text": "Be terse."}]}));
         assert_eq!(g["contents"][0], json!({"role": "user", "parts": [{"text": "Weather in Paris?"}]}));
@@ -536,6 +563,52 @@ mod tests {
             json!({"mode": "ANY", "allowedFunctionNames": ["get_weather"]})
         );
         assert_eq!(generate_path("gemini-2.5-flash"), "/v1beta/models/gemini-2.5-flash:generateContent");
+    }
+
+    #[test]
+    fn a_gemini_3_history_signs_the_first_function_call_of_each_model_turn() {
+        // Two turns of tool use, the first with two parallel calls.
+        let history = json!({"messages": [
+            {"role": "user", "content": "Weather in Paris and Rome?"},
+            {"role": "assistant", "content": null, "tool_calls": [
+                {"id": "call_0", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}},
+                {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Rome\"}"}}]},
+            {"role": "tool", "tool_call_id": "call_0", "content": "18C"},
+            {"role": "tool", "tool_call_id": "call_1", "content": "21C"},
+            {"role": "assistant", "content": "Checking Oslo too.", "tool_calls": [
+                {"id": "call_2", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Oslo\"}"}}]},
+            {"role": "tool", "tool_call_id": "call_2", "content": "3C"}]})
+        .to_string();
+        let parts = |model: &str| {
+            let a = crate::provider::anthropic::request_from_openai(history.as_bytes(), model, 1024).unwrap();
+            let g = request_from_messages(&a).unwrap();
+            let contents = g["contents"].as_array().unwrap().clone();
+            contents.iter().map(|c| (c["role"].as_str().unwrap().to_owned(), c["parts"].clone())).collect::<Vec<_>>()
+        };
+        let signed = |parts: &Value| -> Vec<bool> {
+            parts.as_array().unwrap().iter().map(|p| p.get("thoughtSignature").is_some()).collect()
+        };
+        let g3 = parts("gemini-3-pro-preview");
+        assert_eq!(g3.len(), 5);
+        assert_eq!(g3[1].0, "model");
+        // The first of the parallel calls is signed, the second is not (as Gemini answers them).
+        assert_eq!(signed(&g3[1].1), [true, false]);
+        assert_eq!(g3[1].1[0]["thoughtSignature"], json!(SKIP_THOUGHT_SIGNATURE));
+        assert_eq!(g3[1].1[0]["functionCall"], json!({"name": "get_weather", "args": {"city": "Paris"}}));
+        // A turn with text before its call: the call is signed, the text is not.
+        assert_eq!(g3[3].0, "model");
+        assert_eq!(signed(&g3[3].1), [false, true]);
+        // The caller's turns and the function responses carry none.
+        for (role, p) in [&g3[0], &g3[2], &g3[4]] {
+            assert_eq!(role, "user");
+            assert!(signed(p).iter().all(|s| !s));
+        }
+        // Gemini 2.5 and earlier check no signatures: none is sent.
+        for model in ["gemini-2.5-flash", "models/gemini-2.0-flash", "gemini-1.5-pro"] {
+            assert!(parts(model).iter().all(|(_, p)| signed(p).iter().all(|s| !s)), "{model}");
+        }
+        assert!(needs_thought_signatures("gemini-flash-latest"));
+        assert!(needs_thought_signatures("models/gemini-3-flash-preview"));
     }
 
     #[test]
