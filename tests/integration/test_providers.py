@@ -148,6 +148,18 @@ def test_a_temperature_above_one_reaches_each_provider_within_its_own_range(gate
     assert sent(json.loads(seen["body"])) == (1.5 if provider == "gemini" else 1.0)
 
 
+def test_gemini_gets_the_callers_seed_and_penalties(gateway):
+    """Gemini takes `seed`, `presencePenalty` and `frequencyPenalty`, which Anthropic has no form
+    of: its request carries them although it is made from the same typed request as Anthropic's."""
+    msg = unique("seeded")
+    r = sdk(gateway).chat.completions.create(model="chat-gemini", messages=[{"role": "user", "content": msg}],
+                                             max_tokens=20, seed=42, presence_penalty=0.5, frequency_penalty=-0.5)
+    assert r.choices[0].message.content == f"Echo: {msg}"
+    [seen] = gateway.provider_requests("gemini", containing=msg)
+    assert json.loads(seen["body"])["generationConfig"] == {
+        "maxOutputTokens": 20, "seed": 42, "presencePenalty": 0.5, "frequencyPenalty": -0.5}
+
+
 def test_a_gemini_3_tool_loop_passes_gemini_3s_thought_signature_check(fresh_gateway_factory):
     """Gemini 3 refuses a turn whose function call comes back without its thought signature, and
     an OpenAI SDK caller has no field to send one in: each model turn's first function call is

@@ -47,6 +47,9 @@ struct ChatRequest<'a> {
     parallel_tool_calls: Option<Raw<'a>>,
     user: Option<Raw<'a>>,
     response_format: Option<Raw<'a>>,
+    seed: Option<Raw<'a>>,
+    presence_penalty: Option<Raw<'a>>,
+    frequency_penalty: Option<Raw<'a>>,
 }
 crate::wire::object::from_object!(ChatRequest<'a> {
     messages: "messages" [],
@@ -62,6 +65,9 @@ crate::wire::object::from_object!(ChatRequest<'a> {
     parallel_tool_calls: "parallel_tool_calls" [],
     user: "user" [],
     response_format: "response_format" [],
+    seed: "seed" [],
+    presence_penalty: "presence_penalty" [],
+    frequency_penalty: "frequency_penalty" [],
 });
 
 /// `response_format`, as far as the translations read it.
@@ -212,6 +218,11 @@ pub struct MessagesRequest<'a> {
     /// has no JSON mode beyond a schema (the gateway's output check stands for `json_object`);
     /// Gemini is asked for `application/json`. Not written.
     pub json: bool,
+    /// What Gemini takes and Anthropic has no form of (not written here): the caller's `seed`
+    /// (within Gemini's 32 bits) and `presence_penalty` and `frequency_penalty` (numbers).
+    pub seed: Option<i32>,
+    pub presence_penalty: Option<Raw<'a>>,
+    pub frequency_penalty: Option<Raw<'a>>,
 }
 to_object!(MessagesRequest<'a> {
     model: "model" [],
@@ -643,7 +654,18 @@ pub fn request_from_openai<'a>(
         metadata: raw_str(req.user).map(|u| RequestMetadata { user_id: u }),
         output_config,
         json,
+        seed: raw_i32(req.seed),
+        presence_penalty: req.presence_penalty.filter(|p| raw_f64(Some(*p)).is_some()),
+        frequency_penalty: req.frequency_penalty.filter(|p| raw_f64(Some(*p)).is_some()),
     })
+}
+
+/// A raw JSON integer that fits in 32 bits, signed.
+fn raw_i32(v: Option<Raw<'_>>) -> Option<i32> {
+    let text = v?.get();
+    let (negative, digits) = text.strip_prefix('-').map_or((false, text), |d| (true, d));
+    let magnitude = i64::try_from(digits.int_as::<u64>()?).ok()?;
+    i32::try_from(if negative { -magnitude } else { magnitude }).ok()
 }
 
 /// Anthropic `stop_reason` -> OpenAI `finish_reason`.

@@ -4,7 +4,9 @@
 //!
 //! Documented approximations: image URLs are refused (Gemini takes inline data or uploaded
 //! files); tool-call ids are synthesized (`call_<n>`, Gemini has none); thought signatures are
-//! not carried across turns. Streaming calls use `streamGenerateContent?alt=sse`, translated to
+//! not carried across turns (a model turn's first function call is sent Gemini's documented
+//! stand-in, [`SKIP_THOUGHT_SIGNATURE`]). `seed` and the penalties, which the Anthropic request
+//! has no form of, are carried beside it for Gemini (`generationConfig`). Streaming calls use `streamGenerateContent?alt=sse`, translated to
 //! OpenAI chunks as they arrive (Gemini sends each function call whole, in one chunk).
 
 use std::borrow::Cow;
@@ -114,6 +116,15 @@ pub fn request_from_messages(a: &MessagesRequest<'_>) -> Result<Value, GatewayEr
     }
     if let Some(c) = &a.output_config {
         generation.insert("responseJsonSchema".own(), tree(c.format.schema));
+    }
+    if let Some(seed) = a.seed {
+        generation.insert("seed".own(), ToTree::to_tree(&i64::from(seed)));
+    }
+    if let Some(p) = a.presence_penalty {
+        generation.insert("presencePenalty".own(), tree(p));
+    }
+    if let Some(p) = a.frequency_penalty {
+        generation.insert("frequencyPenalty".own(), tree(p));
     }
     body.insert("generationConfig".own(), Value::Object(generation));
     if let Some(tools) = &a.tools {
@@ -609,6 +620,33 @@ mod tests {
         }
         assert!(needs_thought_signatures("gemini-flash-latest"));
         assert!(needs_thought_signatures("models/gemini-3-flash-preview"));
+    }
+
+    #[test]
+    fn seed_and_penalties_go_to_gemini_and_not_to_anthropic() {
+        let body = |extra: &str| format!(r#"{{"messages":[{{"role":"user","content":"x"}}],"max_tokens":8{extra}}}"#);
+        let config = |extra: &str| {
+            let b = body(extra);
+            let a = crate::provider::anthropic::request_from_openai(b.as_bytes(), "m", 1024).unwrap();
+            request_from_messages(&a).unwrap()["generationConfig"].clone()
+        };
+        assert_eq!(
+            config(r#","seed":7,"presence_penalty":0.5,"frequency_penalty":-0.25"#),
+            json!({"maxOutputTokens": 8, "seed": 7, "presencePenalty": 0.5, "frequencyPenalty": -0.25})
+        );
+        assert_eq!(config(r#","seed":-2147483648"#)["seed"], json!(-2147483648i64));
+        // Not an integer within Gemini's 32 bits, or not a number: left out.
+        for extra in [r#","seed":2147483648"#, r#","seed":1.5"#, r#","seed":"7""#, r#","presence_penalty":"high""#] {
+            assert_eq!(config(extra), json!({"maxOutputTokens": 8}), "{extra}");
+        }
+        // Anthropic has no form of them: its request is written without them.
+        let b = body(r#","seed":7,"presence_penalty":0.5,"frequency_penalty":0.5"#);
+        let a = crate::provider::anthropic::anthropic_request_from_openai(b.as_bytes(), "m", 1024).unwrap();
+        let written: Value = crate::wire::from_slice(&crate::wire::write::to_vec(&a)).unwrap();
+        assert_eq!(
+            written,
+            json!({"model": "m", "max_tokens": 8, "messages": [{"role": "user", "content": [{"type": "text", "text": "x"}]}]})
+        );
     }
 
     #[test]
