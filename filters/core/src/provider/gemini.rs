@@ -221,13 +221,37 @@ struct UsageMetadata {
     candidates_token_count: Option<u64>,
     thoughts_token_count: Option<u64>,
     cached_content_token_count: Option<u64>,
+    tool_use_prompt_token_count: Option<u64>,
 }
 crate::wire::object::from_object!(UsageMetadata {
+    tool_use_prompt_token_count: "toolUsePromptTokenCount" [],
     prompt_token_count: "promptTokenCount" [],
     candidates_token_count: "candidatesTokenCount" [],
     thoughts_token_count: "thoughtsTokenCount" [],
     cached_content_token_count: "cachedContentTokenCount" [],
 });
+
+/// A candidate's `finishReason` as OpenAI's `finish_reason`: `tool_calls` when it called a
+/// function, `length` at the output bound, `content_filter` for the safety and recitation stops,
+/// and `stop` for the others (`STOP`, and, lossily, `MALFORMED_FUNCTION_CALL`, `LANGUAGE`,
+/// `OTHER`, ...: the candidate ended without a filter).
+fn finish_reason(reason: Option<&str>, called: bool) -> &'static str {
+    match reason {
+        _ if called => "tool_calls",
+        Some("MAX_TOKENS") => "length",
+        Some(
+            "SAFETY"
+            | "RECITATION"
+            | "BLOCKLIST"
+            | "PROHIBITED_CONTENT"
+            | "SPII"
+            | "IMAGE_SAFETY"
+            | "IMAGE_PROHIBITED_CONTENT"
+            | "IMAGE_RECITATION",
+        ) => "content_filter",
+        _ => "stop",
+    }
+}
 
 /// Translates a complete `generateContent` response into an OpenAI chat completion: thought
 /// parts are left out, function calls become tool calls (`call_<n>`), a prompt blocked or a
@@ -255,18 +279,18 @@ pub fn response_to_openai(body: &[u8], model: &str, created: u64) -> Result<(Vec
             });
         }
     }
-    let finish_reason = match finish.as_deref() {
-        _ if !tool_calls.is_empty() => "tool_calls",
-        Some("MAX_TOKENS") => "length",
-        Some("STOP") | None if has_candidate => "stop",
-        // No candidate (prompt blocked) or a safety stop.
-        _ => "content_filter",
+    let finish_reason = if has_candidate {
+        finish_reason(finish.as_deref(), !tool_calls.is_empty())
+    } else {
+        "content_filter" // the prompt was blocked (`promptFeedback.blockReason`)
     };
     let u = r.usage_metadata.unwrap_or_default();
     let thoughts = u.thoughts_token_count.unwrap_or(0);
+    let prompt = u.prompt_token_count.unwrap_or(0);
     let usage = Usage {
-        input: u.prompt_token_count.unwrap_or(0),
-        cached_input: u.cached_content_token_count.unwrap_or(0).min(u.prompt_token_count.unwrap_or(0)),
+        // A tool's own prompt (search grounding, code execution) is billed as input too.
+        input: prompt.saturating_add(u.tool_use_prompt_token_count.unwrap_or(0)),
+        cached_input: u.cached_content_token_count.unwrap_or(0).min(prompt),
         output: u.candidates_token_count.unwrap_or(0).saturating_add(thoughts),
         reasoning: thoughts,
         ..Usage::default()
@@ -370,7 +394,7 @@ impl StreamTranslator {
                 let n = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
                 let thoughts = n("thoughtsTokenCount");
                 self.usage = Some(crate::wire::usage::Usage {
-                    input: n("promptTokenCount"),
+                    input: n("promptTokenCount").saturating_add(n("toolUsePromptTokenCount")),
                     cached_input: n("cachedContentTokenCount"),
                     output: n("candidatesTokenCount") + thoughts,
                     reasoning: thoughts,
@@ -402,12 +426,9 @@ impl StreamTranslator {
                 }
             }
             if let Some(f) = cand.and_then(|c| c.get("finishReason")).and_then(Value::as_str) {
-                self.finish = Some(match f {
-                    _ if self.calls > 0 => "tool_calls",
-                    "STOP" => "stop",
-                    "MAX_TOKENS" => "length",
-                    _ => "content_filter",
-                });
+                self.finish = Some(finish_reason(Some(f), self.calls > 0));
+            } else if cand.is_none() && v.pointer("/promptFeedback/blockReason").is_some() {
+                self.finish = Some("content_filter"); // the prompt was blocked
             }
         }
         out
@@ -706,6 +727,63 @@ mod tests {
         let long = br#"{"candidates":[{"content":{"parts":[{"text":"a"}]},"finishReason":"MAX_TOKENS"}]}"#;
         let (out, _, _) = response_to_openai(long, "g", 1).unwrap();
         assert!(String::from_utf8_lossy(&out).contains("\"finish_reason\":\"length\""));
+    }
+
+    #[test]
+    fn each_finish_reason_maps_as_the_provider_reference_says() {
+        let whole = |reason: &str| {
+            let body =
+                format!(r#"{{"candidates":[{{"content":{{"parts":[{{"text":"a"}}]}},"finishReason":"{reason}"}}]}}"#);
+            let (out, _, _) = response_to_openai(body.as_bytes(), "g", 1).unwrap();
+            let v: Value = crate::wire::from_slice(&out).unwrap();
+            v["choices"][0]["finish_reason"].as_str().unwrap().to_owned()
+        };
+        let streamed = |reason: &str| {
+            let mut t = StreamTranslator::new("g", 1);
+            let ev = format!("data: {{\"candidates\":[{{\"content\":{{\"parts\":[{{\"text\":\"a\"}}]}},\"finishReason\":\"{reason}\"}}]}}\n\n");
+            let mut out = t.push(ev.as_bytes());
+            out.extend(t.finish());
+            let text = String::from_utf8(out).unwrap();
+            let finish = text.split("\"finish_reason\":\"").nth(1).and_then(|r| r.split('"').next()).unwrap_or("");
+            finish.to_owned()
+        };
+        for (reason, expected) in [
+            ("STOP", "stop"),
+            ("MAX_TOKENS", "length"),
+            ("SAFETY", "content_filter"),
+            ("RECITATION", "content_filter"),
+            ("BLOCKLIST", "content_filter"),
+            ("PROHIBITED_CONTENT", "content_filter"),
+            ("SPII", "content_filter"),
+            ("IMAGE_SAFETY", "content_filter"),
+            // The candidate ended without a filter: lossy, but not a refusal.
+            ("MALFORMED_FUNCTION_CALL", "stop"),
+            ("UNEXPECTED_TOOL_CALL", "stop"),
+            ("LANGUAGE", "stop"),
+            ("OTHER", "stop"),
+            ("FINISH_REASON_UNSPECIFIED", "stop"),
+        ] {
+            assert_eq!(whole(reason), expected, "{reason}");
+            assert_eq!(streamed(reason), expected, "{reason} (streamed)");
+        }
+        // A blocked prompt (no candidate), streamed.
+        let mut t = StreamTranslator::new("g", 1);
+        let mut out = t.push(
+            b"data: {\"promptFeedback\":{\"blockReason\":\"SAFETY\"},\"usageMetadata\":{\"promptTokenCount\":5}}\n\n",
+        );
+        out.extend(t.finish());
+        assert!(String::from_utf8(out).unwrap().contains("\"finish_reason\":\"content_filter\""));
+    }
+
+    #[test]
+    fn a_tools_own_prompt_counts_as_input() {
+        let body = br#"{"candidates":[{"content":{"parts":[{"text":"a"}]},"finishReason":"STOP"}],
+            "usageMetadata":{"promptTokenCount":9,"toolUsePromptTokenCount":40,"candidatesTokenCount":3,"cachedContentTokenCount":4}}"#;
+        let (_, u, _) = response_to_openai(body, "g", 1).unwrap();
+        assert_eq!((u.input, u.cached_input, u.output), (49, 4, 3));
+        let mut t = StreamTranslator::new("g", 1);
+        let _ = t.push(b"data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"a\"}]},\"finishReason\":\"STOP\"}],\"usageMetadata\":{\"promptTokenCount\":9,\"toolUsePromptTokenCount\":40,\"candidatesTokenCount\":3}}\n\n");
+        assert_eq!(t.usage.map(|u| u.input), Some(49));
     }
 
     #[test]
