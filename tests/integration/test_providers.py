@@ -193,6 +193,21 @@ def test_a_gemini_3_tool_loop_passes_gemini_3s_thought_signature_check(fresh_gat
     assert r.status_code == 400 and "missing a thought_signature" in r.json()["error"]["message"], r.text
 
 
+def test_a_conversation_opening_with_the_assistant_reaches_bedrock_after_a_user_turn(gateway):
+    """Converse refuses a conversation that does not start with the user (the fake too, with
+    Bedrock's message); a chat UI's history often opens with the assistant's greeting."""
+    msg = unique("greeted")
+    r = gateway.client.post("/v1/chat/completions", headers={"authorization": f"Bearer {DEMO_KEYS['acme']}"},
+                            json={"model": "chat-bedrock", "messages": [
+                                {"role": "assistant", "content": "Hello! How can I help?"},
+                                {"role": "user", "content": msg}]})
+    assert r.status_code == 200, r.text
+    assert r.headers["x-aigw-provider"] == "bedrock"
+    [seen] = gateway.provider_requests("bedrock", containing=msg)
+    assert [m["role"] for m in json.loads(seen["body"])["messages"]] == ["user", "assistant", "user"]
+    assert json.loads(seen["body"])["messages"][0]["content"] == [{"text": "."}]
+
+
 def test_bedrock_call_is_sigv4_signed_and_verified_by_the_fake(gateway):
     msg = unique()
     r = gateway.chat(msg, model="chat-bedrock", max_tokens=64)

@@ -528,6 +528,15 @@ pub fn bedrock(
     let Some(messages) = body.get("messages").and_then(Value::as_array).filter(|m| !m.is_empty()) else {
         return bedrock_error(w, 400, "ValidationException", "A conversation must start with a user message.");
     };
+    if messages.first().and_then(|m| m.get("role")).and_then(Value::as_str) != Some("user") {
+        return bedrock_error(
+            w,
+            400,
+            "ValidationException",
+            "A conversation must start with a user message. Try again with a conversation that starts with a user \
+             message.",
+        );
+    }
     if messages.iter().any(|m| m.get("content").and_then(Value::as_array).is_none()) {
         return bedrock_error(w, 400, "ValidationException", "Message content must be an array of content blocks.");
     }

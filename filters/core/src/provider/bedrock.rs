@@ -156,9 +156,18 @@ fn block(b: &Block<'_>) -> Result<Value, GatewayError> {
 
 /// Converse request body from the typed Anthropic Messages request (which has validated and
 /// merged the turns), read directly: no JSON tree of it in between.
+/// The text of the user turn put before a conversation that opens with the assistant.
+pub const LEADING_USER_TEXT: &str = ".";
+
 pub fn request_from_messages(a: &MessagesRequest<'_>) -> Result<Value, GatewayError> {
     let mut body = Map::new();
-    let mut messages = Vec::with_capacity(a.messages.len());
+    let mut messages = Vec::with_capacity(a.messages.len() + 1);
+    // Converse refuses a conversation that does not start with the user ("A conversation must
+    // start with a user message"), as one opening with the assistant's greeting does: a user
+    // turn of one `.` goes first (the translations' turns already alternate).
+    if a.messages.first().is_some_and(|m| m.role == "assistant") {
+        messages.push(obj! {"role" => "user", "content" = Value::Array(vec![obj! {"text" => LEADING_USER_TEXT}])});
+    }
     for m in &a.messages {
         let content = m.content.iter().map(block).collect::<Result<Vec<_>, _>>()?;
         messages.push(obj! {"role" => m.role, "content" => content});
@@ -648,6 +657,27 @@ mod tests {
         assert_eq!(
             converse_path("anthropic.claude-3-haiku-20240307-v1:0"),
             "/model/anthropic.claude-3-haiku-20240307-v1%3A0/converse"
+        );
+    }
+
+    #[test]
+    fn a_conversation_opening_with_the_assistant_gets_a_user_turn_first() {
+        let body = br#"{"messages":[{"role":"system","content":"s"},{"role":"assistant","content":"Hello, how can I help?"},{"role":"user","content":"x"}]}"#;
+        let a = crate::provider::anthropic::request_from_openai(body, "m", 10).unwrap();
+        let c = request_from_messages(&a).unwrap();
+        assert_eq!(
+            c["messages"],
+            json!([{"role": "user", "content": [{"text": "."}]},
+                   {"role": "assistant", "content": [{"text": "Hello, how can I help?"}]},
+                   {"role": "user", "content": [{"text": "x"}]}])
+        );
+        assert_eq!(c["system"], json!([{"text": "s"}]));
+        // A conversation that opens with the user is sent as it is.
+        let body = br#"{"messages":[{"role":"user","content":"x"}]}"#;
+        let a = crate::provider::anthropic::request_from_openai(body, "m", 10).unwrap();
+        assert_eq!(
+            request_from_messages(&a).unwrap()["messages"],
+            json!([{"role": "user", "content": [{"text": "x"}]}])
         );
     }
 
