@@ -148,6 +148,31 @@ def test_a_temperature_above_one_reaches_each_provider_within_its_own_range(gate
     assert sent(json.loads(seen["body"])) == (1.5 if provider == "gemini" else 1.0)
 
 
+def test_a_tool_loop_begun_on_gemini_goes_on_at_anthropic(gateway):
+    """Gemini's function calls have no ids; the gateway's differ from answer to answer, since
+    Anthropic refuses a history whose `tool_use` ids repeat (as its fake does, with Anthropic's
+    error): two rounds on Gemini, then the same conversation on Anthropic."""
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}}}}]
+    client = sdk(gateway)
+    history = [{"role": "user", "content": unique("weather in Paris")}]
+    ids = []
+    for city in ("Paris", "Rome"):
+        if city != "Paris":
+            history.append({"role": "user", "content": f"And {city}?"})
+        r = client.chat.completions.create(model="chat-gemini", tools=tools, tool_choice="required", messages=history)
+        [call] = r.choices[0].message.tool_calls
+        ids.append(call.id)
+        history += [r.choices[0].message, {"role": "tool", "tool_call_id": call.id, "content": "18C"}]
+    last = client.chat.completions.with_raw_response.create(model="chat", tools=tools, messages=history)
+    assert last.headers["x-aigw-provider"] == "anthropic"
+    assert ids[0] != ids[1] and all(len(i) <= 40 for i in ids), ids
+    [seen] = gateway.provider_requests("anthropic", containing=history[0]["content"])
+    uses = [b["id"] for m in json.loads(seen["body"])["messages"] for b in m["content"]
+            if isinstance(b, dict) and b.get("type") == "tool_use"]
+    assert uses == ids
+
+
 def test_gemini_gets_the_callers_seed_and_penalties(gateway):
     """Gemini takes `seed`, `presencePenalty` and `frequencyPenalty`, which Anthropic has no form
     of: its request carries them although it is made from the same typed request as Anthropic's."""

@@ -1000,6 +1000,19 @@ fn anthropic(req: &Request, inst: &Instance, w: &mut TcpStream, fault: Fault, n:
             }
         }
     }
+    // Every `tool_use` id in the conversation is unique.
+    let mut seen_ids = std::collections::HashSet::new();
+    for (i, m) in body.get("messages").and_then(Value::as_array).into_iter().flatten().enumerate() {
+        for (j, b) in m.get("content").and_then(Value::as_array).into_iter().flatten().enumerate() {
+            if b.get("type").and_then(Value::as_str) != Some("tool_use") {
+                continue;
+            }
+            if !seen_ids.insert(b.get("id").and_then(Value::as_str).unwrap_or_default().to_string()) {
+                let m = format!("messages.{i}.content.{j}: `tool_use` ids must be unique");
+                return anthropic_error(w, 400, "invalid_request_error", &m, &[]);
+            }
+        }
+    }
     // Structured outputs: a format, when given, is a JSON Schema (an object).
     if let Some(format) = body.pointer("/output_config/format") {
         let schema = format.get("type").and_then(Value::as_str) == Some("json_schema")

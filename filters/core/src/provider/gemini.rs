@@ -3,7 +3,7 @@
 //! by part; the answer is translated directly into the unified one (`wire::chat`).
 //!
 //! Documented approximations: image URLs are refused (Gemini takes inline data or uploaded
-//! files); tool-call ids are synthesized (`call_<n>`, Gemini has none); thought signatures are
+//! files); tool-call ids are synthesized (unique per answer, see [`call_ids`]; Gemini has none); thought signatures are
 //! not carried across turns (a model turn's first function call is sent Gemini's documented
 //! stand-in, [`SKIP_THOUGHT_SIGNATURE`]). `seed` and the penalties, which the Anthropic request
 //! has no form of, are carried beside it for Gemini (`generationConfig`). Streaming calls use `streamGenerateContent?alt=sse`, translated to
@@ -231,6 +231,17 @@ crate::wire::object::from_object!(UsageMetadata {
     cached_content_token_count: "cachedContentTokenCount" [],
 });
 
+/// The stem of an answer's tool-call ids (`call_<12 hex digits>`, then `_<n>` per call), made
+/// from what is unique to the answer (its `responseId`, else its bytes). Gemini's calls have no
+/// ids, and a history's ids must differ from answer to answer: Anthropic refuses a conversation
+/// whose `tool_use` ids repeat ("`tool_use` ids must be unique"), so `call_0` in every answer
+/// broke a tool loop begun on Gemini and continued on Anthropic. Within OpenAI's 40 characters
+/// and Anthropic's and Bedrock's id alphabets.
+fn call_ids(unique: &[u8]) -> String {
+    let digest = crate::auth::sigv4::sha256_hex(unique);
+    format!("call_{}", digest.get(..12).unwrap_or(&digest))
+}
+
 /// A candidate's `finishReason` as OpenAI's `finish_reason`: `tool_calls` when it called a
 /// function, `length` at the output bound, `content_filter` for the safety and recitation stops,
 /// and `stop` for the others (`STOP`, and, lossily, `MALFORMED_FUNCTION_CALL`, `LANGUAGE`,
@@ -254,7 +265,7 @@ fn finish_reason(reason: Option<&str>, called: bool) -> &'static str {
 }
 
 /// Translates a complete `generateContent` response into an OpenAI chat completion: thought
-/// parts are left out, function calls become tool calls (`call_<n>`), a prompt blocked or a
+/// parts are left out, function calls become tool calls ([`call_ids`]), a prompt blocked or a
 /// safety stop is `content_filter`.
 pub fn response_to_openai(body: &[u8], model: &str, created: u64) -> Result<(Vec<u8>, Usage, AnswerFacts), String> {
     let r: GenerateResponse<'_> =
@@ -265,6 +276,7 @@ pub fn response_to_openai(body: &[u8], model: &str, created: u64) -> Result<(Vec
     let finish = cand.as_ref().and_then(|c| c.finish_reason.clone());
     let has_candidate = cand.is_some();
     let parts = cand.and_then(|c| c.content).and_then(|c| c.parts).unwrap_or_default();
+    let mut ids = None;
     for p in parts {
         if p.thought == Some(true) {
             continue;
@@ -273,7 +285,11 @@ pub fn response_to_openai(body: &[u8], model: &str, created: u64) -> Result<(Vec
             text.put(&t);
         } else if let Some(fc) = p.function_call {
             tool_calls.push(ToolCall {
-                id: Some(Cow::Owned(format!("call_{}", tool_calls.len()))),
+                id: Some(Cow::Owned(format!(
+                    "{}_{}",
+                    ids.get_or_insert_with(|| call_ids(r.response_id.as_deref().map_or(body, str::as_bytes))),
+                    tool_calls.len()
+                ))),
                 name: fc.name,
                 arguments: Cow::Borrowed(fc.args.map_or("{}", Raw::get)),
             });
@@ -350,6 +366,8 @@ pub struct StreamTranslator {
     created: u64,
     started: bool,
     calls: u64,
+    /// The stem of this answer's tool-call ids ([`call_ids`]).
+    call_ids: String,
     finish: Option<&'static str>,
     pub usage: Option<crate::wire::usage::Usage>,
     done: bool,
@@ -384,7 +402,9 @@ impl StreamTranslator {
             }
             if !self.started {
                 self.started = true;
-                self.id = format!("chatcmpl-{}", v.get("responseId").and_then(Value::as_str).unwrap_or("gemini"));
+                let response_id = v.get("responseId").and_then(Value::as_str);
+                self.id = format!("chatcmpl-{}", response_id.unwrap_or("gemini"));
+                self.call_ids = call_ids(response_id.map_or(ev.data.as_bytes(), str::as_bytes));
                 if let Some(m) = v.get("modelVersion").and_then(Value::as_str) {
                     self.model = m.own();
                 }
@@ -415,7 +435,7 @@ impl StreamTranslator {
                         obj! {
                             "tool_calls" = crate::wire::tree::Value::Array(vec![obj!{
                                 "index" => self.calls,
-                                "id" => format!("call_{}", self.calls),
+                                "id" => format!("{}_{}", self.call_ids, self.calls),
                                 "type" => "function",
                                 "function" = obj!{"name" => fc.get("name"), "arguments" => args},
                             }]),
@@ -714,7 +734,17 @@ mod tests {
         let (out, usage, _) = response_to_openai(body, "gemini-2.5-flash", 1).unwrap();
         let v: Value = crate::wire::from_slice(&out).unwrap();
         assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
-        assert_eq!(v["choices"][0]["message"]["tool_calls"][0]["id"], "call_0");
+        let id = |v: &Value| v["choices"][0]["message"]["tool_calls"][0]["id"].as_str().unwrap().to_owned();
+        // `call_` and 12 hex digits of the answer's `responseId` ("r1"), then the call's number.
+        assert_eq!(id(&v), format!("call_{}_0", &crate::auth::sigv4::sha256_hex(b"r1")[..12]));
+        // Another answer's calls have other ids (one without a `responseId`: from its bytes).
+        let other = String::from_utf8_lossy(body).replace("\"r1\"", "\"r2\"");
+        let (out2, _, _) = response_to_openai(other.as_bytes(), "gemini-2.5-flash", 1).unwrap();
+        let unnamed = String::from_utf8_lossy(body).replace(",\"responseId\":\"r1\"", "");
+        let (out3, _, _) = response_to_openai(unnamed.as_bytes(), "gemini-2.5-flash", 1).unwrap();
+        let ids = [id(&v), id(&crate::wire::from_slice(&out2).unwrap()), id(&crate::wire::from_slice(&out3).unwrap())];
+        assert!(ids[0] != ids[1] && ids[1] != ids[2] && ids[0] != ids[2], "{ids:?}");
+        assert!(ids.iter().all(|i| i.len() <= 40 && i.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')));
         assert_eq!(v["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"], "{\"a\":1}");
         assert_eq!((usage.input, usage.output, usage.reasoning), (9, 23, 20));
     }
@@ -822,6 +852,9 @@ mod tests {
             text.contains("\"tool_calls\":[{\"function\":{\"arguments\":\"{\\\"a\\\":1}\",\"name\":\"f\"}"),
             "{text}"
         );
+        // Its id is made from the event (no `responseId` here), as a whole answer's would be.
+        let stem = call_ids(ev.trim_start_matches("data: ").trim_end().as_bytes());
+        assert!(text.contains(&format!("\"id\":\"{stem}_0\"")), "{text}");
         assert!(text.contains("\"finish_reason\":\"tool_calls\""));
     }
 
