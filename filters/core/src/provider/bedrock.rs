@@ -154,11 +154,11 @@ fn block(b: &Block<'_>) -> Result<Value, GatewayError> {
     })
 }
 
-/// Converse request body from the typed Anthropic Messages request (which has validated and
-/// merged the turns), read directly: no JSON tree of it in between.
 /// The text of the user turn put before a conversation that opens with the assistant.
 pub const LEADING_USER_TEXT: &str = ".";
 
+/// Converse request body from the typed Anthropic Messages request (which has validated and
+/// merged the turns), read directly: no JSON tree of it in between.
 pub fn request_from_messages(a: &MessagesRequest<'_>) -> Result<Value, GatewayError> {
     let mut body = Map::new();
     let mut messages = Vec::with_capacity(a.messages.len() + 1);
