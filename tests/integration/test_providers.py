@@ -233,6 +233,27 @@ def test_a_conversation_opening_with_the_assistant_reaches_bedrock_after_a_user_
     assert json.loads(seen["body"])["messages"][0]["content"] == [{"text": "."}]
 
 
+def test_tool_choice_none_reaches_bedrock_as_a_call_without_tools(gateway):
+    """Converse has no `tool_choice: "none"`; with no tool use in the history the call goes
+    without its tools (what "none" asks); with tool use in it, Converse needs the tools, and the
+    call is refused by name."""
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+    msg = unique("no tools")
+    r = gateway.chat(msg, model="chat-bedrock", tools=tools, tool_choice="none")
+    assert r.status_code == 200, r.text
+    assert r.json()["choices"][0]["message"]["content"] == f"Echo: {msg}"
+    [seen] = gateway.provider_requests("bedrock", containing=msg)
+    assert "toolConfig" not in json.loads(seen["body"])
+    used = gateway.client.post("/v1/chat/completions", headers={"authorization": f"Bearer {DEMO_KEYS['acme']}"},
+                               json={"model": "chat-bedrock", "tools": tools, "tool_choice": "none", "messages": [
+                                   {"role": "user", "content": unique()},
+                                   {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function",
+                                    "function": {"name": "get_weather", "arguments": "{}"}}]},
+                                   {"role": "tool", "tool_call_id": "c1", "content": "18C"}]})
+    assert used.status_code == 400, used.text
+    assert used.json()["error"]["code"] == "unsupported_for_provider" and used.json()["error"]["param"] == "tool_choice"
+
+
 def test_bedrock_call_is_sigv4_signed_and_verified_by_the_fake(gateway):
     msg = unique()
     r = gateway.chat(msg, model="chat-bedrock", max_tokens=64)

@@ -3,7 +3,8 @@
 //! block by block onto Converse; the answer is translated directly into the unified one (`wire::chat`).
 //!
 //! Documented approximations: image URLs are refused (Converse takes only inline bytes);
-//! `tool_choice: "none"` is refused (Converse has no such choice); a `response_format` JSON
+//! `tool_choice: "none"` drops the tools, or is refused when the history holds tool use
+//! (Converse has no such choice, and needs the tools then); a `response_format` JSON
 //! Schema goes as Converse's structured output (`outputConfig.textFormat`, the schema as JSON
 //! text), while `json_object`, which Converse has no form of, is left to the gateway's output
 //! check. Streaming calls go to
@@ -192,7 +193,22 @@ pub fn request_from_messages(a: &MessagesRequest<'_>) -> Result<Value, GatewayEr
             crate::provider::anthropic::ANTHROPIC_MAX_TEMPERATURE,
         )),
     );
-    if let Some(tools) = &a.tools {
+    // `tool_choice: "none"` has no Converse form; with no tool use in the history, the same
+    // request without its tools is what it asks for (Converse needs `toolConfig` only when the
+    // history holds `toolUse` or `toolResult` blocks).
+    let none = a.tool_choice.as_ref().is_some_and(|c| c.kind == "none");
+    let history_uses_tools = a
+        .messages
+        .iter()
+        .flat_map(|m| &m.content)
+        .any(|b| matches!(b, Block::ToolUse { .. } | Block::ToolResult { .. }));
+    if none && history_uses_tools {
+        return Err(unsupported(
+            "tool_choice",
+            "tool_choice \"none\" is not supported by this provider when the conversation holds tool calls",
+        ));
+    }
+    if let Some(tools) = a.tools.as_ref().filter(|_| !none) {
         let specs: Vec<Value> = tools
             .iter()
             .map(|t| {
@@ -719,6 +735,17 @@ mod tests {
             "tools": [{"type": "function", "function": {"name": "f"}}]});
         let none_body = none.to_string();
         let a = crate::provider::anthropic::request_from_openai(none_body.as_bytes(), "m", 10).unwrap();
+        // No tool use in the history: sent without its tools, which is what "none" asks.
+        let c = request_from_messages(&a).unwrap();
+        assert!(c.get("toolConfig").is_none(), "{c:?}");
+        // With tool use in the history Converse needs the tools: refused, by name.
+        let used = json!({"tool_choice": "none", "tools": [{"type": "function", "function": {"name": "f"}}],
+            "messages": [{"role": "user", "content": "x"},
+                {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function",
+                    "function": {"name": "f", "arguments": "{}"}}]},
+                {"role": "tool", "tool_call_id": "c1", "content": "ok"}]});
+        let used_body = used.to_string();
+        let a = crate::provider::anthropic::request_from_openai(used_body.as_bytes(), "m", 10).unwrap();
         assert_eq!(request_from_messages(&a).unwrap_err().param, Some("tool_choice"));
     }
 
