@@ -218,6 +218,23 @@ def test_a_gemini_3_tool_loop_passes_gemini_3s_thought_signature_check(fresh_gat
     assert r.status_code == 400 and "missing a thought_signature" in r.json()["error"]["message"], r.text
 
 
+@pytest.mark.parametrize("model,provider,sampling", [
+    ("chat", "anthropic", lambda b: b),  # Claude Sonnet 4.5
+    ("chat-bedrock", "bedrock", lambda b: {"temperature": b["inferenceConfig"].get("temperature"),
+                                           "top_p": b["inferenceConfig"].get("topP")}),  # Claude Haiku 4.5
+])
+def test_a_claude_model_that_takes_one_of_temperature_and_top_p_is_sent_the_temperature(gateway, model, provider, sampling):
+    """Claude since Opus 4.1 refuses `temperature` and `top_p` together (400; the fakes too),
+    and OpenAI callers often send both: the temperature goes, `top_p` is left out."""
+    msg = unique("sampled")
+    r = sdk(gateway).chat.completions.with_raw_response.create(
+        model=model, messages=[{"role": "user", "content": msg}], temperature=0.7, top_p=1)
+    assert r.headers["x-aigw-provider"] == provider
+    [seen] = gateway.provider_requests(provider, containing=msg)
+    sent = sampling(json.loads(seen["body"]))
+    assert sent.get("temperature") == 0.7 and sent.get("top_p") is None
+
+
 def test_a_conversation_opening_with_the_assistant_reaches_bedrock_after_a_user_turn(gateway):
     """Converse refuses a conversation that does not start with the user (the fake too, with
     Bedrock's message); a chat UI's history often opens with the assistant's greeting."""

@@ -915,6 +915,12 @@ fn prompt_cache(body: &Value, input: u64) -> (u64, u64, u64) {
     }
 }
 
+/// The Claude models that refuse both `temperature` and `top_p` (Sonnet and Haiku 4.5, Opus
+/// 4.1 and later, as Anthropic's and Bedrock's documentation name them).
+pub fn one_of_temperature_and_top_p(model: &str) -> bool {
+    ["sonnet-4-5", "haiku-4-5", "opus-4-1", "opus-4-5", "sonnet-4-6", "opus-4-6"].iter().any(|m| model.contains(m))
+}
+
 fn anthropic(req: &Request, inst: &Instance, w: &mut TcpStream, fault: Fault, n: u64) -> io::Result<bool> {
     if !inst.accepts(req.headers.get("x-api-key").map(String::as_str).unwrap_or("")) {
         {
@@ -999,6 +1005,11 @@ fn anthropic(req: &Request, inst: &Instance, w: &mut TcpStream, fault: Fault, n:
                 );
             }
         }
+    }
+    // Claude models since Opus 4.1 take one of `temperature` and `top_p`.
+    if one_of_temperature_and_top_p(&model) && body.get("temperature").is_some() && body.get("top_p").is_some() {
+        let m = "`temperature` and `top_p` cannot both be specified for this model. Please use only one.";
+        return anthropic_error(w, 400, "invalid_request_error", m, &[]);
     }
     // Every `tool_use` id in the conversation is unique.
     let mut seen_ids = std::collections::HashSet::new();

@@ -528,6 +528,20 @@ pub fn bedrock(
     let Some(messages) = body.get("messages").and_then(Value::as_array).filter(|m| !m.is_empty()) else {
         return bedrock_error(w, 400, "ValidationException", "A conversation must start with a user message.");
     };
+    // Bedrock's newer Claude models take one of temperature and topP, as Anthropic's do.
+    let model_id = req.path.trim_start_matches("/model/").split('/').next().unwrap_or("").replace("%3A", ":");
+    if super::one_of_temperature_and_top_p(&model_id)
+        && body.pointer("/inferenceConfig/temperature").is_some()
+        && body.pointer("/inferenceConfig/topP").is_some()
+    {
+        return bedrock_error(
+            w,
+            400,
+            "ValidationException",
+            "The model returned the following errors: `temperature` and `top_p` cannot both be specified for this \
+             model. Please use only one.",
+        );
+    }
     if messages.first().and_then(|m| m.get("role")).and_then(Value::as_str) != Some("user") {
         return bedrock_error(
             w,

@@ -496,7 +496,8 @@ pub(crate) fn opt_tree(raw: Option<Raw<'_>>) -> crate::wire::tree::Value {
 /// Anthropic's (and Bedrock's `inferenceConfig`) largest `temperature`; OpenAI's and Gemini's is 2.
 pub const ANTHROPIC_MAX_TEMPERATURE: f64 = 1.0;
 
-/// The request Anthropic is sent: [`request_from_openai`] with the temperature capped at 1.
+/// The request Anthropic is sent: [`request_from_openai`] with the temperature capped at 1, and
+/// `top_p` left out when a temperature is given too (see [`one_of_temperature_and_top_p`]).
 pub fn anthropic_request_from_openai<'a>(
     body: &'a [u8],
     model: &str,
@@ -504,7 +505,24 @@ pub fn anthropic_request_from_openai<'a>(
 ) -> Result<MessagesRequest<'a>, GatewayError> {
     let mut req = request_from_openai(body, model, max_tokens_default)?;
     req.temperature = req.temperature.map(|t| t.min(ANTHROPIC_MAX_TEMPERATURE));
+    if one_of_temperature_and_top_p(model) && req.temperature.is_some() {
+        req.top_p = None;
+    }
     Ok(req)
+}
+
+/// Whether a Claude model takes only one of `temperature` and `top_p`: since Claude Opus 4.1,
+/// Anthropic (and Bedrock for its Claude models) refuses both with 400 "`temperature` and
+/// `top_p` cannot both be specified for this model", while OpenAI callers often send both
+/// (`top_p` 1 with a temperature, as many tools do). The temperature is kept. Every Claude
+/// model but the 3.x and 4.0 ones (which take both) is taken to be such a model, so that a new
+/// one is covered; a name that is not a Claude model's (`model` is the step's own) keeps both.
+pub fn one_of_temperature_and_top_p(model: &str) -> bool {
+    let Some(at) = model.find_str("claude-") else { return false };
+    let name = model.get(at..).unwrap_or_default();
+    let older = ["claude-3", "claude-instant", "claude-2", "claude-sonnet-4-0", "claude-opus-4-0"];
+    let dated_4_0 = ["claude-sonnet-4-2025", "claude-opus-4-2025"];
+    !older.iter().chain(&dated_4_0).any(|p| name.starts_with(p))
 }
 
 /// Builds the typed Messages request for `model` from a unified (OpenAI) request's bytes, the

@@ -185,14 +185,13 @@ pub fn request_from_messages(a: &MessagesRequest<'_>) -> Result<Value, GatewayEr
             .collect();
         body.insert("system".own(), Value::Array(s));
     }
-    body.insert(
-        "inferenceConfig".own(),
-        Value::Object(crate::provider::anthropic::sampling(
-            a,
-            "maxTokens",
-            crate::provider::anthropic::ANTHROPIC_MAX_TEMPERATURE,
-        )),
-    );
+    let mut sampling =
+        crate::provider::anthropic::sampling(a, "maxTokens", crate::provider::anthropic::ANTHROPIC_MAX_TEMPERATURE);
+    // Bedrock's Claude models take one of the two, as Anthropic's do.
+    if crate::provider::anthropic::one_of_temperature_and_top_p(&a.model) && sampling.contains_key("temperature") {
+        sampling.remove("topP");
+    }
+    body.insert("inferenceConfig".own(), Value::Object(sampling));
     // `tool_choice: "none"` has no Converse form; with no tool use in the history, the same
     // request without its tools is what it asks for (Converse needs `toolConfig` only when the
     // history holds `toolUse` or `toolResult` blocks).

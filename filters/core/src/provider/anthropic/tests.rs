@@ -30,14 +30,57 @@ fn system_messages_become_top_level_and_max_tokens_defaults() {
 
 #[test]
 fn sampling_fields_map_and_temperature_clamps() {
-    let out = req(json!({"messages":[{"role":"user","content":"x"}],"max_completion_tokens":7,"max_tokens":9,
-        "temperature":1.5,"top_p":0.5,"stop":"END","stream":true,"user":"u1"}));
+    let body = json!({"messages":[{"role":"user","content":"x"}],"max_completion_tokens":7,"max_tokens":9,
+        "temperature":1.5,"top_p":0.5,"stop":"END","stream":true,"user":"u1"});
+    // A model that takes both `temperature` and `top_p` (Claude 3.x).
+    let out = translate(&body, "claude-3-5-haiku-20241022", 1024).unwrap();
     assert_eq!(out["max_tokens"], 7);
     assert_eq!(out["temperature"], 1.0);
     assert_eq!(out["top_p"], 0.5);
     assert_eq!(out["stop_sequences"], json!(["END"]));
     assert_eq!(out["stream"], true);
     assert_eq!(out["metadata"], json!({"user_id":"u1"}));
+}
+
+#[test]
+fn a_claude_model_that_takes_one_of_temperature_and_top_p_gets_the_temperature() {
+    let both = json!({"messages":[{"role":"user","content":"x"}],"temperature":0.7,"top_p":1});
+    for model in [
+        "claude-sonnet-4-5-20250929",
+        "claude-haiku-4-5-20251001",
+        "claude-opus-4-1-20250805",
+        "claude-opus-4-6",
+        "claude-sonnet-5",
+    ] {
+        let out = translate(&both, model, 1024).unwrap();
+        assert_eq!((out["temperature"].clone(), out.get("top_p").cloned()), (json!(0.7), None), "{model}");
+    }
+    for model in [
+        "claude-3-7-sonnet-20250219",
+        "claude-sonnet-4-20250514",
+        "claude-opus-4-20250514",
+        "claude-sonnet-4-0",
+        "my-finetune",
+    ] {
+        let out = translate(&both, model, 1024).unwrap();
+        assert_eq!(out["top_p"], json!(1), "{model}");
+    }
+    // `top_p` alone is kept.
+    let alone = json!({"messages":[{"role":"user","content":"x"}],"top_p":0.9});
+    assert_eq!(translate(&alone, "claude-sonnet-4-5-20250929", 1024).unwrap()["top_p"], json!(0.9));
+    // Bedrock's Claude models alike; its other models keep both.
+    let body = both.to_string();
+    for (model, top_p) in [
+        ("anthropic.claude-haiku-4-5-20251001-v1:0", None),
+        ("us.anthropic.claude-sonnet-4-5-20250929-v1:0", None),
+        ("anthropic.claude-3-haiku-20240307-v1:0", Some(json!(1))),
+        ("amazon.nova-pro-v1:0", Some(json!(1))),
+    ] {
+        let a = request_from_openai(body.as_bytes(), model, 10).unwrap();
+        let c = crate::provider::bedrock::request_from_messages(&a).unwrap();
+        assert_eq!(c["inferenceConfig"].get("topP").cloned(), top_p, "{model}");
+        assert_eq!(c["inferenceConfig"]["temperature"], json!(0.7), "{model}");
+    }
 }
 
 #[test]
