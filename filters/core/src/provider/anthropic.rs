@@ -505,7 +505,7 @@ pub fn anthropic_request_from_openai<'a>(
 ) -> Result<MessagesRequest<'a>, GatewayError> {
     let mut req = request_from_openai(body, model, max_tokens_default)?;
     req.temperature = req.temperature.map(|t| t.min(ANTHROPIC_MAX_TEMPERATURE));
-    if one_of_temperature_and_top_p(model) && req.temperature.is_some() {
+    if req.temperature.is_some() && req.top_p.is_some() && one_of_temperature_and_top_p(model) {
         req.top_p = None;
     }
     Ok(req)
