@@ -235,6 +235,22 @@ def test_a_claude_model_that_takes_one_of_temperature_and_top_p_is_sent_the_temp
     assert sent.get("temperature") == 0.7 and sent.get("top_p") is None
 
 
+@pytest.mark.parametrize("model,provider,stops", [
+    ("chat", "anthropic", lambda b: b.get("stop_sequences")),
+    ("chat-bedrock", "bedrock", lambda b: b["inferenceConfig"].get("stopSequences")),
+])
+def test_a_blank_stop_sequence_is_left_out_for_claude(gateway, model, provider, stops):
+    """Claude refuses a stop sequence of whitespace alone (400; the fakes too), which OpenAI
+    callers often send (`"\\n"`): the others go."""
+    msg = unique("stopped")
+    r = gateway.chat(msg, model=model, stop=["\n", "END"])
+    assert r.status_code == 200, r.text
+    [seen] = gateway.provider_requests(provider, containing=msg)
+    assert stops(json.loads(seen["body"])) == ["END"]
+    only_blank = gateway.chat(unique(), model=model, stop="\n")
+    assert only_blank.status_code == 200, only_blank.text
+
+
 def test_a_conversation_opening_with_the_assistant_reaches_bedrock_after_a_user_turn(gateway):
     """Converse refuses a conversation that does not start with the user (the fake too, with
     Bedrock's message); a chat UI's history often opens with the assistant's greeting."""

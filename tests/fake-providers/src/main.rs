@@ -1011,6 +1011,13 @@ fn anthropic(req: &Request, inst: &Instance, w: &mut TcpStream, fault: Fault, n:
         let m = "`temperature` and `top_p` cannot both be specified for this model. Please use only one.";
         return anthropic_error(w, 400, "invalid_request_error", m, &[]);
     }
+    // A stop sequence has something but whitespace in it.
+    if let Some(stops) = body.get("stop_sequences").and_then(Value::as_array) {
+        if stops.iter().any(|s| s.as_str().is_some_and(|s| s.trim().is_empty())) {
+            let m = "stop_sequences: each stop sequence must contain non-whitespace";
+            return anthropic_error(w, 400, "invalid_request_error", m, &[]);
+        }
+    }
     // Every `tool_use` id in the conversation is unique.
     let mut seen_ids = std::collections::HashSet::new();
     for (i, m) in body.get("messages").and_then(Value::as_array).into_iter().flatten().enumerate() {

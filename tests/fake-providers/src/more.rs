@@ -542,6 +542,18 @@ pub fn bedrock(
              model. Please use only one.",
         );
     }
+    // Its Claude models refuse a blank stop sequence, as Anthropic's do.
+    let stops = body.pointer("/inferenceConfig/stopSequences").and_then(Value::as_array);
+    if model_id.contains("claude-")
+        && stops.is_some_and(|s| s.iter().any(|s| s.as_str().is_some_and(|s| s.trim().is_empty())))
+    {
+        return bedrock_error(
+            w,
+            400,
+            "ValidationException",
+            "The model returned the following errors: stop_sequences: each stop sequence must contain non-whitespace",
+        );
+    }
     if messages.first().and_then(|m| m.get("role")).and_then(Value::as_str) != Some("user") {
         return bedrock_error(
             w,

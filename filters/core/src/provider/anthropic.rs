@@ -333,6 +333,8 @@ impl WriteJson for ImageSource<'_> {
 pub enum StopSequences<'a> {
     One([Cow<'a, str>; 1]),
     Many(Raw<'a>),
+    /// What is left of a list once the blank ones are left out ([`StopSequences::not_blank`]).
+    Kept(Vec<Cow<'a, str>>),
 }
 
 impl WriteJson for StopSequences<'_> {
@@ -340,6 +342,33 @@ impl WriteJson for StopSequences<'_> {
         match self {
             StopSequences::One(one) => one.write_json(out),
             StopSequences::Many(raw) => raw.write_json(out),
+            StopSequences::Kept(kept) => kept.write_json(out),
+        }
+    }
+}
+
+impl<'a> StopSequences<'a> {
+    /// The sequences that are not empty or whitespace alone, `None` when none is left. Claude
+    /// refuses a blank one with a 400 ("stop_sequences: each stop sequence must contain
+    /// non-whitespace"), and OpenAI callers send `"\n"` often: it is left out (the answer may
+    /// then run past a line end the caller would have stopped at).
+    pub fn not_blank(self) -> Option<StopSequences<'a>> {
+        let blank = |s: &str| s.trim().is_empty();
+        match self {
+            StopSequences::One([one]) if blank(&one) => None,
+            StopSequences::Many(raw) => {
+                let all: Vec<Cow<'a, str>> = raw_array(Some(raw)).unwrap_or_default();
+                if !all.iter().any(|s| blank(s)) {
+                    return Some(StopSequences::Many(raw));
+                }
+                let kept: Vec<Cow<'a, str>> = all.into_iter().filter(|s| !blank(s)).collect();
+                (!kept.is_empty()).then_some(StopSequences::Kept(kept))
+            }
+            StopSequences::Kept(kept) => {
+                let kept: Vec<Cow<'a, str>> = kept.into_iter().filter(|s| !blank(s)).collect();
+                (!kept.is_empty()).then_some(StopSequences::Kept(kept))
+            }
+            other => Some(other),
         }
     }
 }
@@ -471,6 +500,9 @@ pub(crate) fn sampling(
             match s {
                 StopSequences::One([one]) => crate::wire::tree::Value::Array(vec![ToTree::to_tree(&one)]),
                 StopSequences::Many(many) => tree(*many),
+                StopSequences::Kept(kept) => {
+                    crate::wire::tree::Value::Array(kept.iter().map(|s| ToTree::to_tree(&s.as_ref())).collect())
+                }
             },
         );
     }
@@ -508,6 +540,7 @@ pub fn anthropic_request_from_openai<'a>(
     if req.temperature.is_some() && req.top_p.is_some() && one_of_temperature_and_top_p(model) {
         req.top_p = None;
     }
+    req.stop_sequences = req.stop_sequences.and_then(StopSequences::not_blank);
     Ok(req)
 }
 

@@ -84,6 +84,34 @@ fn a_claude_model_that_takes_one_of_temperature_and_top_p_gets_the_temperature()
 }
 
 #[test]
+fn blank_stop_sequences_are_left_out_for_claude() {
+    let with_stop = |stop: Value| json!({"messages":[{"role":"user","content":"x"}],"stop":stop});
+    let sent = |stop: Value| {
+        translate(&with_stop(stop), "claude-sonnet-4-5-20250929", 1024).unwrap().get("stop_sequences").cloned()
+    };
+    assert_eq!(sent(json!("\n")), None);
+    assert_eq!(sent(json!("")), None);
+    assert_eq!(sent(json!(["\n", " \t", "\u{3000}"])), None);
+    assert_eq!(sent(json!(["\n", "END", "", "\n\nHuman:"])), Some(json!(["END", "\n\nHuman:"])));
+    assert_eq!(sent(json!(["END", "STOP"])), Some(json!(["END", "STOP"])));
+    assert_eq!(sent(json!("END")), Some(json!(["END"])));
+    // Bedrock's Claude models alike; Gemini, and Bedrock's other models, keep them.
+    let body = with_stop(json!(["\n", "END"])).to_string();
+    let converse = |model: &str| {
+        let (bytes, _) =
+            crate::provider::ProviderApi::request(&crate::provider::bedrock::Bedrock, body.as_bytes(), model, 10)
+                .unwrap();
+        let v: Value = crate::wire::from_slice(&bytes).unwrap();
+        v["inferenceConfig"]["stopSequences"].clone()
+    };
+    assert_eq!(converse("anthropic.claude-haiku-4-5-20251001-v1:0"), json!(["END"]));
+    assert_eq!(converse("amazon.nova-pro-v1:0"), json!(["\n", "END"]));
+    let a = request_from_openai(body.as_bytes(), "gemini-2.5-flash", 10).unwrap();
+    let g = crate::provider::gemini::request_from_messages(&a).unwrap();
+    assert_eq!(g["generationConfig"]["stopSequences"], json!(["\n", "END"]));
+}
+
+#[test]
 fn tool_round_trip_shapes() {
     let out = req(json!({"messages":[
         {"role":"user","content":"weather?"},
