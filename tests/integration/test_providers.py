@@ -251,6 +251,22 @@ def test_a_blank_stop_sequence_is_left_out_for_claude(gateway, model, provider, 
     assert only_blank.status_code == 200, only_blank.text
 
 
+def test_empty_text_and_a_prefills_trailing_whitespace_are_not_sent_to_claude(gateway):
+    """Claude refuses an empty text block and a final assistant turn ending in whitespace (400;
+    the fake too): OpenAI callers send both (an empty part, a prefill ending in a line break)."""
+    msg = unique("prefilled")
+    r = gateway.client.post("/v1/chat/completions", headers={"authorization": f"Bearer {DEMO_KEYS['acme']}"},
+                            json={"model": "chat", "messages": [
+                                {"role": "user", "content": [{"type": "text", "text": ""}, {"type": "text", "text": msg}]},
+                                {"role": "assistant", "content": "Here is the answer:\n"}]})
+    assert r.status_code == 200, r.text
+    assert r.headers["x-aigw-provider"] == "anthropic"
+    [seen] = gateway.provider_requests("anthropic", containing=msg)
+    assert json.loads(seen["body"])["messages"] == [
+        {"role": "user", "content": [{"type": "text", "text": msg}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "Here is the answer:"}]}]
+
+
 def test_a_conversation_opening_with_the_assistant_reaches_bedrock_after_a_user_turn(gateway):
     """Converse refuses a conversation that does not start with the user (the fake too, with
     Bedrock's message); a chat UI's history often opens with the assistant's greeting."""

@@ -1011,6 +1011,36 @@ fn anthropic(req: &Request, inst: &Instance, w: &mut TcpStream, fault: Fault, n:
         let m = "`temperature` and `top_p` cannot both be specified for this model. Please use only one.";
         return anthropic_error(w, 400, "invalid_request_error", m, &[]);
     }
+    // Text blocks are not empty, and a final assistant turn (a prefill) does not end in whitespace.
+    let turns = body.get("messages").and_then(Value::as_array).cloned().unwrap_or_default();
+    let blocks = |m: &Value| m.get("content").and_then(Value::as_array).cloned().unwrap_or_default();
+    if turns.iter().flat_map(blocks).any(|b| {
+        b.get("type").and_then(Value::as_str) == Some("text") && b.get("text").and_then(Value::as_str) == Some("")
+    }) {
+        return anthropic_error(
+            w,
+            400,
+            "invalid_request_error",
+            "messages: text content blocks must be non-empty",
+            &[],
+        );
+    }
+    let last = turns.last().filter(|m| m.get("role").and_then(Value::as_str) == Some("assistant"));
+    let last_text = last.and_then(|m| {
+        m.get("content").and_then(|c| {
+            c.as_str().map(str::to_string).or_else(|| {
+                c.as_array()
+                    .and_then(|a| a.last())
+                    .and_then(|b| b.get("text"))
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            })
+        })
+    });
+    if last_text.is_some_and(|t| t.trim_end() != t) {
+        let m = "messages: final assistant content cannot end with trailing whitespace";
+        return anthropic_error(w, 400, "invalid_request_error", m, &[]);
+    }
     // A stop sequence has something but whitespace in it.
     if let Some(stops) = body.get("stop_sequences").and_then(Value::as_array) {
         if stops.iter().any(|s| s.as_str().is_some_and(|s| s.trim().is_empty())) {

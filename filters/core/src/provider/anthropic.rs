@@ -449,14 +449,18 @@ fn image_block<'a>(part: &Part<'a>) -> Result<Block<'a>, GatewayError> {
     }
 }
 
+/// A user message's blocks. Empty text is left out: Anthropic ("text content blocks must be
+/// non-empty") and Converse refuse an empty text block, and a message of nothing but empty text
+/// is no turn at all.
 fn user_blocks<'a>(content: Option<Raw<'a>>) -> Result<Vec<Block<'a>>, GatewayError> {
     if let Some(s) = raw_str(content) {
-        return Ok(vec![Block::Text { text: s }]);
+        return Ok(if s.is_empty() { Vec::new() } else { vec![Block::Text { text: s }] });
     }
     let parts: Vec<Part<'a>> =
         raw_array(content).ok_or_else(|| invalid("user content must be a string or an array"))?;
     parts
         .iter()
+        .filter(|p| !(raw_str(p.kind).as_deref() == Some("text") && raw_str(p.text).is_none_or(|t| t.is_empty())))
         .map(|p| match raw_str(p.kind).as_deref() {
             Some("text") => Ok(Block::Text { text: raw_str(p.text).unwrap_or_default() }),
             Some("image_url") => image_block(p),
@@ -541,7 +545,29 @@ pub fn anthropic_request_from_openai<'a>(
         req.top_p = None;
     }
     req.stop_sequences = req.stop_sequences.and_then(StopSequences::not_blank);
+    req.trim_final_assistant_text();
     Ok(req)
+}
+
+impl MessagesRequest<'_> {
+    /// Claude refuses a final assistant turn (a prefill) whose text ends in whitespace
+    /// ("final assistant content cannot end with trailing whitespace"): the whitespace goes, and
+    /// the turn with it when nothing else is left of it.
+    pub fn trim_final_assistant_text(&mut self) {
+        let Some(last) = self.messages.last_mut().filter(|t| t.role == "assistant") else { return };
+        if let Some(Block::Text { text }) = last.content.last_mut() {
+            let kept = text.trim_end().len();
+            if kept < text.len() {
+                *text = Cow::Owned(text.get(..kept).unwrap_or_default().to_owned());
+            }
+            if kept == 0 {
+                last.content.pop();
+            }
+        }
+        if last.content.is_empty() {
+            self.messages.pop();
+        }
+    }
 }
 
 /// Whether a Claude model takes only one of `temperature` and `top_p`: since Claude Opus 4.1,

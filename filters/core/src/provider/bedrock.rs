@@ -552,9 +552,11 @@ impl crate::provider::ProviderApi for Bedrock {
 
     fn request(&self, body: &[u8], model: &str, max_tokens_default: u64) -> Result<(Vec<u8>, bool), GatewayError> {
         let mut a = crate::provider::anthropic::request_from_openai(body, model, max_tokens_default)?;
-        // Bedrock's Claude models refuse a blank stop sequence, as Anthropic's do.
+        // Bedrock's Claude models refuse a blank stop sequence and a prefill ending in
+        // whitespace, as Anthropic's do.
         if model.has("claude-") {
             a.stop_sequences = a.stop_sequences.and_then(crate::provider::anthropic::StopSequences::not_blank);
+            a.trim_final_assistant_text();
         }
         Ok((crate::wire::write::to_vec(&request_from_messages(&a)?), a.stream == Some(true)))
     }

@@ -112,6 +112,36 @@ fn blank_stop_sequences_are_left_out_for_claude() {
 }
 
 #[test]
+fn empty_user_text_and_a_prefills_trailing_whitespace_are_not_sent_to_claude() {
+    let msgs = |m: Value| translate(&json!({"messages": m}), "claude-sonnet-4-5-20250929", 1024);
+    // Empty text parts and empty user messages are no blocks.
+    let out = msgs(json!([{"role":"user","content":[{"type":"text","text":""},{"type":"text","text":"hi"}]},
+                          {"role":"assistant","content":"ok"}, {"role":"user","content":""},
+                          {"role":"user","content":"again"}]))
+    .unwrap();
+    assert_eq!(
+        out["messages"],
+        json!([
+        {"role":"user","content":[{"type":"text","text":"hi"}]},
+        {"role":"assistant","content":[{"type":"text","text":"ok"}]},
+        {"role":"user","content":[{"type":"text","text":"again"}]}])
+    );
+    // Nothing but empty text: refused by the gateway, in the caller's shape, not by Claude.
+    let err = msgs(json!([{"role":"user","content":""}])).unwrap_err();
+    assert_eq!(err.status, 400);
+    // A prefill's trailing whitespace goes; a prefill of whitespace alone goes whole.
+    let out = msgs(json!([{"role":"user","content":"hi"},{"role":"assistant","content":"Sure: \n"}])).unwrap();
+    assert_eq!(out["messages"][1], json!({"role":"assistant","content":[{"type":"text","text":"Sure:"}]}));
+    let out = msgs(json!([{"role":"user","content":"hi"},{"role":"assistant","content":" \n"}])).unwrap();
+    assert_eq!(out["messages"], json!([{"role":"user","content":[{"type":"text","text":"hi"}]}]));
+    // An earlier assistant turn keeps its text as it is.
+    let out = msgs(json!([{"role":"user","content":"hi"},{"role":"assistant","content":"a \n"},
+                          {"role":"user","content":"b"}]))
+    .unwrap();
+    assert_eq!(out["messages"][1]["content"][0]["text"], "a \n");
+}
+
+#[test]
 fn tool_round_trip_shapes() {
     let out = req(json!({"messages":[
         {"role":"user","content":"weather?"},
