@@ -301,6 +301,43 @@ def test_tool_choice_none_reaches_bedrock_as_a_call_without_tools(gateway):
                                    {"role": "tool", "tool_call_id": "c1", "content": "18C"}]})
     assert used.status_code == 400, used.text
     assert used.json()["error"]["code"] == "unsupported_for_provider" and used.json()["error"]["param"] == "tool_choice"
+    [rec] = gateway.audit(used.headers["x-aigw-request-id"])
+    assert rec["outcome"] == "refused_request" and rec["status"] == 400
+
+
+def test_a_request_of_nothing_but_empty_text_is_an_audited_400_in_the_callers_shape(gateway):
+    """Empty text is left out for the translated providers; a request with nothing else is the
+    gateway's own 400 (OpenAI's shape, audited), not a provider's error or a 5xx."""
+    r = gateway.client.post("/v1/chat/completions", headers={"authorization": f"Bearer {DEMO_KEYS['acme']}"},
+                            json={"model": "chat", "messages": [
+                                {"role": "user", "content": [{"type": "text", "text": ""}]}]})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["code"] == "invalid_value" and err["type"] == "invalid_request_error" and err["message"]
+    [rec] = gateway.audit(r.headers["x-aigw-request-id"])
+    assert rec["outcome"] == "refused_request" and rec["status"] == 400
+
+
+@pytest.mark.parametrize("reason,finish", [("MALFORMED_FUNCTION_CALL", "stop"), ("OTHER", "stop"),
+                                           ("SAFETY", "content_filter"), ("MAX_TOKENS", "length")])
+@pytest.mark.parametrize("stream", [False, True])
+def test_geminis_stop_reasons_reach_the_caller_and_the_audit_record_as_the_reference_maps_them(
+        gateway, reason, finish, stream):
+    """Only Gemini's safety and recitation stops are `content_filter` (counted as filtered
+    answers in the drift signals); a malformed call or an `OTHER` stop is `stop`."""
+    msg = unique("finish")
+    r = gateway.client.post("/v1/chat/completions",
+                            headers={"authorization": f"Bearer {DEMO_KEYS['acme']}", "x-fake-fault": f"gemini=finish-{reason}"},
+                            json={"model": "chat-gemini", "stream": stream, "messages": [{"role": "user", "content": msg}]})
+    assert r.status_code == 200, r.text
+    if stream:
+        got = [json.loads(d)["choices"][0]["finish_reason"] for d in sse_data(r.text)
+               if d != "[DONE]" and json.loads(d).get("choices") and json.loads(d)["choices"][0].get("finish_reason")]
+        assert got == [finish]
+    else:
+        assert r.json()["choices"][0]["finish_reason"] == finish
+    [rec] = gateway.audit(r.headers["x-aigw-request-id"])
+    assert rec["answer"]["finish_reason"] == finish
 
 
 def test_bedrock_call_is_sigv4_signed_and_verified_by_the_fake(gateway):

@@ -24,7 +24,8 @@
 //! `malformed` (a 200 whose JSON body is cut short), `not-json` (a last user message that is
 //! JSON, which the fakes otherwise answer with that JSON, is answered in prose), `odd-header` (a 200 whose headers carry
 //! bytes that are not UTF-8), `gateway-header` (OpenAI only: a 200 that carries headers in the
-//! gateway's own `x-aigw-` namespace, posing as the gateway's).
+//! gateway's own `x-aigw-` namespace, posing as the gateway's), `finish-REASON` (Gemini only: the answer
+//! ends with that `finishReason`).
 //!
 //! `GET /__fake/requests` returns what the instance received (method, path, headers, body);
 //! `DELETE /__fake/requests` forgets it. `PUT /__fake/keys` (a JSON array) sets the keys the
@@ -86,7 +87,13 @@ enum Fault {
     /// The model refuses: OpenAI's `refusal` field, Anthropic's `refusal` stop reason, and the
     /// refusal's text for the others.
     Refuse,
+    /// `finish-REASON`: Gemini's answer ends with that `finishReason` (one Gemini sends).
+    Finish(&'static str),
 }
+
+/// The `finishReason`s Gemini sends that the `finish-REASON` fault can ask for.
+const GEMINI_FINISH_REASONS: [&str; 6] =
+    ["STOP", "MAX_TOKENS", "SAFETY", "RECITATION", "MALFORMED_FUNCTION_CALL", "OTHER"];
 
 thread_local! {
     /// The request being answered on this thread was given the `not-json` fault.
@@ -302,6 +309,10 @@ fn fault_for(req: &Request, name: &str) -> Fault {
             Fault::NotJson
         } else if what == "refuse" {
             Fault::Refuse
+        } else if let Some(reason) =
+            what.strip_prefix("finish-").and_then(|r| GEMINI_FINISH_REASONS.iter().find(|k| **k == r))
+        {
+            Fault::Finish(reason)
         } else {
             Fault::None
         };

@@ -259,6 +259,7 @@ pub fn gemini(
         let signature = base64::engine::general_purpose::STANDARD.encode(format!("fake-gemini-{n}-reasoning"));
         parts = vec![json!({"functionCall": {"name": name, "args": {"city": "Paris"}}, "thoughtSignature": signature})];
     }
+    let finish = if let Fault::Finish(reason) = fault { reason } else { "STOP" };
     if stream {
         // One event per word, usage cumulative on each, finishReason on the last, no end marker.
         start_chunked(w, 200, &[("content-type", "text/event-stream".to_string())])?;
@@ -274,7 +275,7 @@ pub fn gemini(
             }
             let mut cand = json!({"content": {"parts": [p], "role": "model"}, "index": 0});
             if i == last {
-                cand["finishReason"] = json!("STOP");
+                cand["finishReason"] = json!(finish);
             }
             let sent = u64::try_from(i + 1).unwrap_or(output).min(output);
             let ev = json!({"candidates": [cand],
@@ -285,7 +286,7 @@ pub fn gemini(
         return end_chunked(w);
     }
     let out = json!({
-        "candidates": [{"content": {"role": "model", "parts": parts}, "finishReason": "STOP", "index": 0,
+        "candidates": [{"content": {"role": "model", "parts": parts}, "finishReason": finish, "index": 0,
                         "safetyRatings": [{"category": "HARM_CATEGORY_HARASSMENT", "probability": "NEGLIGIBLE"}]}],
         "usageMetadata": {"promptTokenCount": input, "candidatesTokenCount": output, "totalTokenCount": input + output,
                           "promptTokensDetails": [{"modality": "TEXT", "tokenCount": input}]},

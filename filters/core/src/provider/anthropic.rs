@@ -460,14 +460,14 @@ fn user_blocks<'a>(content: Option<Raw<'a>>) -> Result<Vec<Block<'a>>, GatewayEr
         raw_array(content).ok_or_else(|| invalid("user content must be a string or an array"))?;
     parts
         .iter()
-        .filter(|p| !(raw_str(p.kind).as_deref() == Some("text") && raw_str(p.text).is_none_or(|t| t.is_empty())))
-        .map(|p| match raw_str(p.kind).as_deref() {
-            Some("text") => Ok(Block::Text { text: raw_str(p.text).unwrap_or_default() }),
-            Some("image_url") => image_block(p),
-            Some(other) => {
-                Err(unsupported("messages", format!("content part type `{other}` is not supported by this provider")))
-            }
-            None => Err(invalid("content part without a type")),
+        .filter_map(|p| match raw_str(p.kind).as_deref() {
+            Some("text") => raw_str(p.text).filter(|t| !t.is_empty()).map(|text| Ok(Block::Text { text })),
+            Some("image_url") => Some(image_block(p)),
+            Some(other) => Some(Err(unsupported(
+                "messages",
+                format!("content part type `{other}` is not supported by this provider"),
+            ))),
+            None => Some(Err(invalid("content part without a type"))),
         })
         .collect()
 }

@@ -366,7 +366,10 @@ pub struct StreamTranslator {
     created: u64,
     started: bool,
     calls: u64,
-    /// The stem of this answer's tool-call ids ([`call_ids`]).
+    /// What this answer's tool-call ids are made from ([`call_ids`]): its `responseId`, else its
+    /// first event; the stem itself is made at the first call, so a stream without one makes
+    /// no digest.
+    call_seed: String,
     call_ids: String,
     finish: Option<&'static str>,
     pub usage: Option<crate::wire::usage::Usage>,
@@ -404,7 +407,7 @@ impl StreamTranslator {
                 self.started = true;
                 let response_id = v.get("responseId").and_then(Value::as_str);
                 self.id = format!("chatcmpl-{}", response_id.unwrap_or("gemini"));
-                self.call_ids = call_ids(response_id.map_or(ev.data.as_bytes(), str::as_bytes));
+                self.call_seed = response_id.unwrap_or(&ev.data).own();
                 if let Some(m) = v.get("modelVersion").and_then(Value::as_str) {
                     self.model = m.own();
                 }
@@ -429,6 +432,9 @@ impl StreamTranslator {
                 if let Some(t) = p.get("text").and_then(Value::as_str).filter(|t| !t.is_empty()) {
                     self.chunk(&mut out, obj! {"content" => t}, Value::Null);
                 } else if let Some(fc) = p.get("functionCall") {
+                    if self.call_ids.is_empty() {
+                        self.call_ids = call_ids(self.call_seed.as_bytes());
+                    }
                     let args = fc.get("args").map_or_else(|| "{}".own(), crate::wire::write::to_string);
                     self.chunk(
                         &mut out,
